@@ -1,0 +1,113 @@
+// The contract gates: lint, generated-code drift, the breaking-change gate and the typecheck.
+import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { exec, repoRoot } from "./helpers/exec.js";
+
+const buf = path.join(repoRoot, "node_modules/.bin/buf");
+const userProto = "proto/shop/user/v1/user.proto";
+
+test("buf lint is clean", async (t) => {
+  const result = await exec(buf, ["lint"]);
+  t.is(result.stdout + result.stderr, "");
+  t.is(result.code, 0);
+});
+
+async function listFiles(dir: string): Promise<string[]> {
+  const entries = await readdir(dir, { recursive: true, withFileTypes: true });
+  return entries
+    .filter((entry) => entry.isFile())
+    .map((entry) => path.relative(dir, path.join(entry.parentPath, entry.name)))
+    .sort();
+}
+
+test("regenerating from proto/ leaves gen/ unchanged", async (t) => {
+  const out = await mkdtemp(path.join(tmpdir(), "shopmesh-gen-"));
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+  const result = await exec("bash", ["scripts/generate.sh", out], { timeoutMs: 120_000 });
+  t.is(result.code, 0, result.stderr);
+
+  const committed = path.join(repoRoot, "gen");
+  const fresh = path.join(out, "gen");
+  const files = await listFiles(committed);
+  t.deepEqual(await listFiles(fresh), files, "the set of generated files differs");
+  for (const file of files) {
+    const [a, b] = await Promise.all([
+      readFile(path.join(committed, file)),
+      readFile(path.join(fresh, file)),
+    ]);
+    t.true(a.equals(b), `${file} drifted from proto/: run npm run generate`);
+  }
+});
+
+test("the current contract passes the breaking gate", async (t) => {
+  const result = await exec("bash", ["scripts/breaking.sh"]);
+  t.is(result.code, 0, result.stdout + result.stderr);
+});
+
+/** Copies the workspace to a temp dir, applies an edit to one proto and runs the gate on it. */
+async function gateAfterEdit(file: string, edit: (text: string) => string) {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-breaking-"));
+  try {
+    await cp(path.join(repoRoot, "proto"), path.join(dir, "proto"), { recursive: true });
+    await cp(path.join(repoRoot, "buf.yaml"), path.join(dir, "buf.yaml"));
+    await symlink(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"));
+    const target = path.join(dir, file);
+    const before = await readFile(target, "utf8");
+    const after = edit(before);
+    if (after === before) throw new Error(`the edit of ${file} changed nothing`);
+    await writeFile(target, after);
+    return await exec("bash", ["scripts/breaking.sh", dir]);
+  } finally {
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+const rejected: Record<string, (text: string) => string> = {
+  "removing a field": (text) => text.replace(/^ {2}string display_name = 3.*\n/m, ""),
+  "changing a field's type": (text) =>
+    text.replace("string display_name = 3", "int64 display_name = 3"),
+  "removing an rpc": (text) => text.replace(/ {2}rpc DeleteUser\([\s\S]*?\n {2}\}\n/, ""),
+  "renaming a package": (text) =>
+    text.replace("package shop.user.v1;", "package shop.customer.v1;"),
+};
+
+for (const [name, edit] of Object.entries(rejected)) {
+  test(`the breaking gate rejects ${name}`, async (t) => {
+    const result = await gateAfterEdit(userProto, edit);
+    t.not(result.code, 0, "the gate accepted a breaking change");
+    t.regex(result.stdout + result.stderr, /user\.proto/);
+  });
+}
+
+const accepted: Record<string, (text: string) => string> = {
+  "adding a field": (text) =>
+    text.replace(
+      "  google.protobuf.Timestamp update_time = 5",
+      "  // Phone number.\n  string phone = 6;\n\n  google.protobuf.Timestamp update_time = 5",
+    ),
+  "adding an rpc": (text) =>
+    text
+      .replace(
+        "service UserService {",
+        "service UserService {\n  // Pings.\n  rpc PingUser(PingUserRequest) returns (PingUserResponse);\n",
+      )
+      .concat(
+        "\n// Ping request.\nmessage PingUserRequest {}\n// Ping response.\nmessage PingUserResponse {}\n",
+      ),
+};
+
+for (const [name, edit] of Object.entries(accepted)) {
+  test(`the breaking gate accepts ${name}`, async (t) => {
+    const result = await gateAfterEdit(userProto, edit);
+    t.is(result.code, 0, result.stdout + result.stderr);
+  });
+}
+
+test("the project and the generated code typecheck", async (t) => {
+  const result = await exec(path.join(repoRoot, "node_modules/.bin/tsc"), ["--noEmit"], {
+    timeoutMs: 120_000,
+  });
+  t.is(result.code, 0, result.stdout + result.stderr);
+});
