@@ -1,20 +1,82 @@
 #!/usr/bin/env bash
-# Regenerates everything derived from proto/: the TypeScript stubs and the descriptor set that
-# reflection and Envoy's transcoder load. `scripts/generate.sh DIR` writes under DIR instead of
-# the repo (the drift test compares the two).
+# Regenerates everything derived from proto/: the TypeScript, Go and Python stubs and the
+# descriptor set that reflection and Envoy's transcoder load. `scripts/generate.sh DIR` writes
+# under DIR instead of the repo (the drift test compares the two).
+#
+# Needs node_modules (npm ci); provisions .tools (protoc-gen-go, protoc-gen-go-grpc, the
+# grpcio-tools venv) through scripts/tools.sh. Only the generated subtrees are rewritten:
+# gen/go/go.mod, go.sum and gen/python/pyproject.toml are kept by hand, and copied when DIR is
+# not the repo.
 set -euo pipefail
 root=$(cd "$(dirname "$0")/.." && pwd)
 out=${1:-$root}
 cd "$root"
 buf=node_modules/.bin/buf
+python=.tools/venv/bin/python
 
+[[ -x "$buf" ]] || { echo "generate: missing $buf; run npm ci" >&2; exit 1; }
+# The pinned Go plugins and the grpcio-tools venv; milliseconds when they are already there.
+bash scripts/tools.sh go-plugins python
+
+# TypeScript (buf.gen.yaml: ts-proto into gen/ts).
 "$buf" generate --output "$out"
 
+# Go: the module github.com/shopmesh/shopmesh/gen/go, one package per proto package
+# (shop/user/v1 -> package userv1). Managed mode supplies go_package, so the protos carry none;
+# google/api keeps its own go_package and resolves to google.golang.org/genproto. This is a
+# template of its own because it takes only proto/ as input: buf.gen.yaml also feeds
+# google/rpc/*.proto to ts-proto, and Go must use genproto's status/errdetails, not a copy.
+# `out: gen/go/shop` keeps `clean` away from the hand-written go.mod and go.sum.
+go_template=$(
+  cat <<'YAML'
+version: v2
+clean: true
+managed:
+  enabled: true
+  disable:
+    - path: google
+  override:
+    - file_option: go_package_prefix
+      value: github.com/shopmesh/shopmesh/gen/go
+plugins:
+  - local: .tools/bin/protoc-gen-go
+    out: gen/go/shop
+    opt: module=github.com/shopmesh/shopmesh/gen/go/shop
+  - local: .tools/bin/protoc-gen-go-grpc
+    out: gen/go/shop
+    opt: module=github.com/shopmesh/shopmesh/gen/go/shop
+YAML
+)
+"$buf" generate proto --template "$go_template" --output "$out"
+
+# Python: grpcio-tools into gen/python, a source root whose package `shop` mirrors proto/shop
+# (`from shop.order.v1 import order_pb2, order_pb2_grpc`). google.api and google.rpc come from
+# the googleapis-common-protos package, google.protobuf from protobuf.
+py_out="$out/gen/python"
+rm -rf "$py_out/shop"
+mkdir -p "$py_out"
+mapfile -t protos < <(cd proto && find shop -name '*.proto' | LC_ALL=C sort)
+"$python" -m grpc_tools.protoc \
+  -I proto -I node_modules/google-proto-files \
+  --python_out="$py_out" --pyi_out="$py_out" --grpc_python_out="$py_out" \
+  "${protos[@]}"
+find "$py_out/shop" -type d -exec touch {}/__init__.py \;
+touch "$py_out/shop/py.typed"
+
+# The hand-written package files, so that DIR/gen is complete and comparable with gen/.
+if [[ "$(cd "$out" && pwd)" != "$root" ]]; then
+  for f in gen/go/go.mod gen/go/go.sum gen/python/pyproject.toml gen/python/.gitignore; do
+    cp "$f" "$out/$f"
+  done
+fi
+
 # The descriptor set: our protos, everything they import, and google.rpc's status and error
-# details so reflection clients (grpcurl) can decode grpc-status-details-bin.
+# details so reflection clients (grpcurl) can decode grpc-status-details-bin, and grpc.health.v1
+# so they can call health checks.
 mkdir -p "$out/gen/descriptor"
 "$buf" build \
   --path proto/shop \
   --path node_modules/google-proto-files/google/rpc/status.proto \
   --path node_modules/google-proto-files/google/rpc/error_details.proto \
+  --path node_modules/grpc-health-check/proto/health/v1/health.proto \
   -o "$out/gen/descriptor/shop.binpb"

