@@ -1,0 +1,120 @@
+import { type ServiceError as GrpcError, type Metadata, status } from "@grpc/grpc-js";
+import type { Any } from "../gen/ts/google/protobuf/any.js";
+import {
+  BadRequest,
+  BadRequest_FieldViolation,
+  ErrorInfo,
+  PreconditionFailure,
+  PreconditionFailure_Violation,
+} from "../gen/ts/google/rpc/error_details.js";
+import { Status } from "../gen/ts/google/rpc/status.js";
+
+export { status as Code };
+
+/** What a failure says beyond its code: the google.rpc error details it carries. */
+export interface ErrorDetails {
+  /** UPPER_SNAKE reason for the one ErrorInfo, for example "USER_NOT_FOUND". */
+  reason?: string;
+  /** Extra ErrorInfo metadata, for example the id that was not found. */
+  metadata?: Record<string, string>;
+  /** One entry per invalid field: a BadRequest detail. */
+  fieldViolations?: { field: string; description: string }[];
+  /** Unmet preconditions, for example insufficient stock: a PreconditionFailure detail. */
+  preconditionViolations?: { type: string; subject: string; description: string }[];
+}
+
+/**
+ * The one error type of shopmesh. Handlers throw it; the server turns it into a gRPC status with
+ * google.rpc details, and the typed clients turn a failed call back into it.
+ */
+export class ServiceError extends Error {
+  override name = "ServiceError";
+
+  constructor(
+    readonly code: status,
+    message: string,
+    readonly details: ErrorDetails = {},
+  ) {
+    super(message);
+  }
+}
+
+const typeUrl = (name: string) => `type.googleapis.com/${name}`;
+
+/** Encodes an error as google.rpc.Status for the `grpc-status-details-bin` trailer. */
+export function encodeStatus(error: ServiceError, domain: string): Buffer {
+  const { reason, metadata, fieldViolations, preconditionViolations } = error.details;
+  const details: Any[] = [
+    {
+      typeUrl: typeUrl("google.rpc.ErrorInfo"),
+      value: Buffer.from(
+        ErrorInfo.encode({
+          reason: reason ?? status[error.code],
+          domain,
+          metadata: metadata ?? {},
+        }).finish(),
+      ),
+    },
+  ];
+  if (fieldViolations?.length) {
+    const violations = fieldViolations.map((v) => BadRequest_FieldViolation.fromPartial(v));
+    details.push({
+      typeUrl: typeUrl("google.rpc.BadRequest"),
+      value: Buffer.from(BadRequest.encode({ fieldViolations: violations }).finish()),
+    });
+  }
+  if (preconditionViolations?.length) {
+    const violations = preconditionViolations.map((v) =>
+      PreconditionFailure_Violation.fromPartial(v),
+    );
+    details.push({
+      typeUrl: typeUrl("google.rpc.PreconditionFailure"),
+      value: Buffer.from(PreconditionFailure.encode({ violations }).finish()),
+    });
+  }
+  return Buffer.from(Status.encode({ code: error.code, message: error.message, details }).finish());
+}
+
+/** Decodes the google.rpc details of a failed call, when it carries any. */
+export function decodeStatus(metadata: Metadata | undefined): ErrorDetails & { domain?: string } {
+  const raw = metadata?.get("grpc-status-details-bin")[0];
+  if (!raw || typeof raw === "string") return {};
+  const out: ErrorDetails & { domain?: string } = {};
+  for (const any of Status.decode(raw).details) {
+    switch (any.typeUrl) {
+      case typeUrl("google.rpc.ErrorInfo"): {
+        const info = ErrorInfo.decode(any.value);
+        Object.assign(out, { reason: info.reason, domain: info.domain, metadata: info.metadata });
+        break;
+      }
+      case typeUrl("google.rpc.BadRequest"):
+        out.fieldViolations = BadRequest.decode(any.value).fieldViolations;
+        break;
+      case typeUrl("google.rpc.PreconditionFailure"):
+        out.preconditionViolations = PreconditionFailure.decode(any.value).violations;
+        break;
+    }
+  }
+  return out;
+}
+
+/** Turns a failed call's error into a ServiceError with its decoded details. */
+export function fromGrpcError(error: GrpcError): ServiceError {
+  return new ServiceError(error.code, error.details, decodeStatus(error.metadata));
+}
+
+/** Shorthands for the errors handlers throw most. */
+export const errors = {
+  invalidArgument: (fieldViolations: { field: string; description: string }[]) =>
+    new ServiceError(
+      status.INVALID_ARGUMENT,
+      fieldViolations.map((v) => `${v.field}: ${v.description}`).join("; "),
+      { reason: "INVALID_ARGUMENT", fieldViolations },
+    ),
+  notFound: (reason: string, message: string, metadata?: Record<string, string>) =>
+    new ServiceError(status.NOT_FOUND, message, { reason, ...(metadata && { metadata }) }),
+  alreadyExists: (reason: string, message: string, metadata?: Record<string, string>) =>
+    new ServiceError(status.ALREADY_EXISTS, message, { reason, ...(metadata && { metadata }) }),
+  failedPrecondition: (reason: string, message: string, details: ErrorDetails = {}) =>
+    new ServiceError(status.FAILED_PRECONDITION, message, { reason, ...details }),
+};

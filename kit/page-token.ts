@@ -1,0 +1,43 @@
+import { createHmac, timingSafeEqual } from "node:crypto";
+import { env } from "./config.js";
+import { errors } from "./errors.js";
+
+// Tokens are signed so that a token the server never issued is refused, not misread. Replicas
+// that share data must share the secret.
+const secret = env.string("SHOP_PAGE_TOKEN_SECRET", "shopmesh-dev-page-token-secret");
+
+const sign = (body: string) => createHmac("sha256", secret).update(body).digest().subarray(0, 12);
+
+/** An opaque token for the page after `cursor`, valid only with the same `filter`. */
+export function encodePageToken(cursor: unknown, filter: unknown = null): string {
+  const body = Buffer.from(JSON.stringify({ c: cursor, f: filter })).toString("base64url");
+  return `${body}.${sign(body).toString("base64url")}`;
+}
+
+/** The cursor inside a token, or undefined for an empty token; INVALID_ARGUMENT when forged. */
+export function decodePageToken<T>(token: string, filter: unknown = null): T | undefined {
+  if (token === "") return undefined;
+  const invalid = () => {
+    const error = errors.invalidArgument([
+      { field: "page_token", description: "was not issued by a previous call with this filter" },
+    ]);
+    error.details.reason = "INVALID_PAGE_TOKEN";
+    return error;
+  };
+  const [body, mac] = token.split(".");
+  if (!body || !mac || token.length > 1024) throw invalid();
+  const expected = sign(body);
+  const given = Buffer.from(mac, "base64url");
+  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
+  const parsed = JSON.parse(Buffer.from(body, "base64url").toString()) as { c: T; f: unknown };
+  if (JSON.stringify(parsed.f) !== JSON.stringify(filter)) throw invalid();
+  return parsed.c;
+}
+
+/** Clamps a requested page size: 0 means the default, negatives are refused. */
+export function pageSize(requested: number, fallback = 50, max = 1000): number {
+  if (requested < 0) {
+    throw errors.invalidArgument([{ field: "page_size", description: "must not be negative" }]);
+  }
+  return requested === 0 ? fallback : Math.min(requested, max);
+}

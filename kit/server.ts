@@ -1,0 +1,210 @@
+import { randomUUID } from "node:crypto";
+import { once } from "node:events";
+import * as grpc from "@grpc/grpc-js";
+import { HealthImplementation } from "grpc-health-check";
+import type { CallContext } from "./context.js";
+import { Code, encodeStatus, ServiceError } from "./errors.js";
+import type { Logger } from "./logger.js";
+import { reflectionService } from "./reflection.js";
+import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
+
+export interface ServeOptions {
+  host: string;
+  /** 0 picks a free port; RunningServer.port says which. */
+  port: number;
+  logger: Logger;
+  /** How long shutdown waits for in-flight calls before cancelling them. */
+  shutdownGraceMs?: number;
+}
+
+export interface RunningServer {
+  readonly port: number;
+  /** host:port to dial. */
+  readonly address: string;
+  readonly health: HealthImplementation;
+  /** NOT_SERVING, refuse new calls, let in-flight calls finish up to the grace period. */
+  shutdown(): Promise<void>;
+}
+
+// Keepalive pings from clients are welcome: they keep idle mesh channels warm through NATs and
+// proxies, and reveal dead peers.
+const serverOptions: grpc.ServerOptions = {
+  "grpc.keepalive_time_ms": 60_000,
+  "grpc.keepalive_timeout_ms": 10_000,
+  "grpc.keepalive_permit_without_calls": 1,
+  "grpc.http2.min_ping_interval_without_data_ms": 5_000,
+};
+
+const MALFORMED = Symbol("malformed request");
+
+/**
+ * Serves one shopmesh service with health (grpc.health.v1) and reflection (v1 and v1alpha, the
+ * full descriptor set), one log line per call, and google.rpc error details on every failure.
+ */
+export async function serve(
+  service: ServiceImplementation,
+  options: ServeOptions,
+): Promise<RunningServer> {
+  const { logger } = options;
+  const server = new grpc.Server(serverOptions);
+  const health = new HealthImplementation({ "": "SERVING", [service.name]: "SERVING" });
+  health.addToServer(server);
+  reflectionService().addToServer(server);
+
+  const domain = packageOf(service.name);
+  const implementation: grpc.UntypedServiceImplementation = {};
+  const definition: ServiceDefinition = {};
+  for (const [name, method] of Object.entries(service.definition)) {
+    // A body that does not decode is the client's mistake: INVALID_ARGUMENT, not INTERNAL.
+    definition[name] = {
+      ...method,
+      requestDeserialize: (bytes: Buffer) => {
+        try {
+          return method.requestDeserialize(bytes);
+        } catch {
+          return MALFORMED;
+        }
+      },
+    };
+    const handler = service.handlers[name] as (request: unknown, ctx: CallContext) => unknown;
+    implementation[name] = method.responseStream
+      ? serverStreaming(handler, domain, logger)
+      : unary(handler, domain, logger);
+  }
+  server.addService(definition, implementation);
+
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      `${options.host}:${options.port}`,
+      grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
+    ),
+  );
+
+  let stopping: Promise<void> | undefined;
+  return {
+    port,
+    address: `${options.host}:${port}`,
+    health,
+    shutdown() {
+      stopping ??= new Promise<void>((resolve) => {
+        health.setStatus("", "NOT_SERVING");
+        health.setStatus(service.name, "NOT_SERVING");
+        const force = setTimeout(() => server.forceShutdown(), options.shutdownGraceMs ?? 10_000);
+        server.tryShutdown(() => {
+          clearTimeout(force);
+          resolve();
+        });
+      });
+      return stopping;
+    },
+  };
+}
+
+type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+function contextOf(call: Call): CallContext {
+  const controller = new AbortController();
+  call.once("cancelled", () => controller.abort());
+  const deadline = call.getDeadline();
+  return {
+    method: call.getPath(),
+    metadata: call.metadata,
+    deadline: deadline instanceof Date || deadline === Infinity ? undefined : new Date(deadline),
+    signal: controller.signal,
+    requestId: String(call.metadata.get("x-request-id")[0] ?? randomUUID()),
+  };
+}
+
+function malformed(): ServiceError {
+  return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
+    reason: "MALFORMED_REQUEST",
+  });
+}
+
+/** Turns anything a handler threw into a status; only our own bugs become INTERNAL. */
+function toStatus(error: unknown, domain: string, ctx: CallContext, logger: Logger) {
+  let failure: ServiceError;
+  if (error instanceof ServiceError) {
+    failure = error;
+  } else if (ctx.signal.aborted) {
+    failure = new ServiceError(Code.CANCELLED, "the call was cancelled or its deadline passed");
+  } else if (error instanceof Error && /SQLITE_BUSY/.test(error.message)) {
+    failure = new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {
+      reason: "DATABASE_BUSY",
+    });
+  } else {
+    logger.error({ err: error, method: ctx.method, request_id: ctx.requestId }, "handler failed");
+    failure = new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" });
+  }
+  const metadata = new grpc.Metadata();
+  metadata.set("grpc-status-details-bin", encodeStatus(failure, domain));
+  return { code: failure.code, details: failure.message, metadata };
+}
+
+function logCall(logger: Logger, ctx: CallContext, started: number, code: grpc.status) {
+  logger.info(
+    {
+      method: ctx.method,
+      code: Code[code],
+      duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
+      request_id: ctx.requestId,
+    },
+    "rpc",
+  );
+}
+
+function unary(
+  handler: (request: unknown, ctx: CallContext) => unknown,
+  domain: string,
+  logger: Logger,
+): grpc.handleUnaryCall<unknown, unknown> {
+  return (call, callback) => {
+    const started = performance.now();
+    const ctx = contextOf(call);
+    const run = async () => {
+      if (call.request === MALFORMED) throw malformed();
+      return handler(call.request, ctx);
+    };
+    run().then(
+      (response) => {
+        logCall(logger, ctx, started, Code.OK);
+        callback(null, response);
+      },
+      (error: unknown) => {
+        const status = toStatus(error, domain, ctx, logger);
+        logCall(logger, ctx, started, status.code);
+        callback(status);
+      },
+    );
+  };
+}
+
+function serverStreaming(
+  handler: (request: unknown, ctx: CallContext) => unknown,
+  domain: string,
+  logger: Logger,
+): grpc.handleServerStreamingCall<unknown, unknown> {
+  return (call) => {
+    const started = performance.now();
+    const ctx = contextOf(call);
+    const run = async () => {
+      if (call.request === MALFORMED) throw malformed();
+      for await (const message of handler(call.request, ctx) as AsyncIterable<unknown>) {
+        if (ctx.signal.aborted) return;
+        if (!call.write(message)) await once(call, "drain", { signal: ctx.signal });
+      }
+    };
+    run().then(
+      () => {
+        logCall(logger, ctx, started, Code.OK);
+        call.end();
+      },
+      (error: unknown) => {
+        const status = toStatus(error, domain, ctx, logger);
+        logCall(logger, ctx, started, status.code);
+        call.emit("error", status);
+      },
+    );
+  };
+}

@@ -1,0 +1,44 @@
+import { errors } from "./errors.js";
+
+/**
+ * Collects field violations so that one INVALID_ARGUMENT names every bad field at once.
+ * Field paths use the proto's snake_case names, as clients see them.
+ */
+export class Violations {
+  private readonly list: { field: string; description: string }[] = [];
+
+  add(field: string, description: string): this {
+    this.list.push({ field, description });
+    return this;
+  }
+
+  /** A string of `min` to `max` characters (min 1 means required). */
+  text(field: string, value: string, max: number, min = 1): this {
+    if (value.length < min) {
+      return this.add(field, min === 1 ? "is required" : `must be at least ${min} characters`);
+    }
+    if (value.length > max) this.add(field, `must be at most ${max} characters`);
+    return this;
+  }
+
+  /** An id: required, at most 64 characters. */
+  id(field: string, value: string): this {
+    return this.text(field, value, 64);
+  }
+
+  /** An integer within [min, max]. */
+  range(field: string, value: number, min: number, max: number): this {
+    if (!Number.isInteger(value) || value < min || value > max) {
+      this.add(field, `must be between ${min} and ${max}`);
+    }
+    return this;
+  }
+
+  /** Throws INVALID_ARGUMENT with a BadRequest detail when anything was added. */
+  throwIfAny(): void {
+    if (this.list.length > 0) throw errors.invalidArgument(this.list);
+  }
+}
+
+/** Starts a check; finish it with `.throwIfAny()`. */
+export const check = () => new Violations();

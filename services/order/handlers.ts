@@ -1,0 +1,95 @@
+import type { EventEmitter } from "node:events";
+import {
+  type Order,
+  type OrderServiceService,
+  OrderState,
+} from "../../gen/ts/shop/order/v1/order.js";
+import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import type { Handlers } from "../../kit/service.js";
+import { check } from "../../kit/validate.js";
+import type { OrderSaga } from "./saga.js";
+import type { OrderStore } from "./store.js";
+
+const FINAL = new Set([OrderState.ORDER_STATE_CANCELLED, OrderState.ORDER_STATE_FAILED]);
+
+/**
+ * Resolves when this process changes the order, after `pollMs` at the latest (another replica
+ * may have changed it), or when the call ends.
+ */
+function nextChange(changes: EventEmitter, orderId: string, pollMs: number, signal: AbortSignal) {
+  return new Promise<void>((resolve) => {
+    const done = () => {
+      clearTimeout(timer);
+      changes.off(orderId, done);
+      signal.removeEventListener("abort", done);
+      resolve();
+    };
+    const timer = setTimeout(done, pollMs);
+    changes.on(orderId, done);
+    signal.addEventListener("abort", done, { once: true });
+  });
+}
+
+export interface WatchOptions {
+  /** How often a watch re-reads the order, for changes made by other replicas. */
+  pollMs: number;
+}
+
+/** OrderService: each rpc validates its request, then asks the saga or the store. */
+export function orderHandlers(
+  store: OrderStore,
+  saga: OrderSaga,
+  watch: WatchOptions,
+): Handlers<typeof OrderServiceService> {
+  return {
+    async createOrder(request, ctx) {
+      const v = check().id("user_id", request.userId).text("request_id", request.requestId, 64, 0);
+      if (request.lines.length === 0 || request.lines.length > 100) {
+        v.add("lines", "must hold 1 to 100 lines");
+      }
+      const seen = new Set<string>();
+      request.lines.forEach((line, i) => {
+        v.id(`lines[${i}].product_id`, line.productId);
+        v.range(`lines[${i}].quantity`, line.quantity, 1, 10_000);
+        if (seen.has(line.productId)) v.add(`lines[${i}].product_id`, "appears twice");
+        seen.add(line.productId);
+      });
+      v.throwIfAny();
+      return { order: await saga.create(request, ctx) };
+    },
+
+    async getOrder({ orderId }) {
+      check().id("order_id", orderId).throwIfAny();
+      return { order: (await store.get(orderId)).order };
+    },
+
+    async listOrders({ pageSize: requested, pageToken, userId }) {
+      check().text("user_id", userId, 64, 0).throwIfAny();
+      const limit = pageSize(requested);
+      const filter = { userId };
+      const before = decodePageToken<number>(pageToken, filter);
+      const { orders, nextSeq } = await store.list(limit, before, userId);
+      return { orders, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
+    },
+
+    async cancelOrder({ orderId }, ctx) {
+      check().id("order_id", orderId).throwIfAny();
+      return { order: await saga.cancel(orderId, ctx) };
+    },
+
+    async *watchOrder({ orderId }, ctx) {
+      check().id("order_id", orderId).throwIfAny();
+      let last: Order = (await store.get(orderId)).order;
+      yield { order: last };
+      while (!FINAL.has(last.state)) {
+        await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);
+        if (ctx.signal.aborted) return;
+        const current = (await store.get(orderId)).order;
+        if (current.state !== last.state) {
+          last = current;
+          yield { order: current };
+        }
+      }
+    },
+  };
+}

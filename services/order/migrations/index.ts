@@ -1,0 +1,5 @@
+import type { Migration } from "../../../kit/db.js";
+import { createOrders } from "./0001_create_orders.js";
+
+/** In order; never edit one that has shipped, add the next. */
+export const migrations: Migration[] = [createOrders];

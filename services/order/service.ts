@@ -1,0 +1,73 @@
+import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
+import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { createClient } from "../../kit/client.js";
+import { env } from "../../kit/config.js";
+import type { ServiceModule } from "../../kit/main.js";
+import { orderHandlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { OrderSaga } from "./saga.js";
+import { OrderStore } from "./store.js";
+
+export const orderService: ServiceModule = {
+  name: "order",
+  defaultPort: 50053,
+  migrations,
+  implement: (db, logger) => {
+    const defaultTimeoutMs = env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000);
+    // One long-lived channel per dependency. Retries cover only methods that are safe to repeat:
+    // reads, and the reservation calls, which are idempotent by reservation id.
+    const users = createClient(
+      UserServiceService,
+      env.string("SHOP_USER_ADDR", "127.0.0.1:50051"),
+      {
+        serviceName: "shop.user.v1.UserService",
+        idempotentMethods: ["GetUser", "ListUsers"],
+        defaultTimeoutMs,
+      },
+    );
+    const products = createClient(
+      ProductServiceService,
+      env.string("SHOP_PRODUCT_ADDR", "127.0.0.1:50052"),
+      {
+        serviceName: "shop.product.v1.ProductService",
+        idempotentMethods: [
+          "GetProduct",
+          "ListProducts",
+          "ReserveStock",
+          "CommitReservation",
+          "ReleaseReservation",
+        ],
+        defaultTimeoutMs,
+      },
+    );
+    const store = new OrderStore(db);
+    const saga = new OrderSaga(
+      store,
+      { users, products },
+      {
+        reservationTtlMs: env.int("SHOP_RESERVATION_TTL_MS", 60_000),
+        logger,
+      },
+    );
+    const reconcile = setInterval(
+      () => {
+        saga.reconcile().then(
+          (count) => count > 0 && logger.info({ count }, "released stock of failed orders"),
+          (error: unknown) => logger.warn({ err: error }, "reconcile failed"),
+        );
+      },
+      env.int("SHOP_RECONCILE_MS", 5_000),
+    );
+    return {
+      name: "shop.order.v1.OrderService",
+      definition: OrderServiceService,
+      handlers: orderHandlers(store, saga, { pollMs: env.int("SHOP_WATCH_POLL_MS", 1_000) }),
+      close: async () => {
+        clearInterval(reconcile);
+        users.close();
+        products.close();
+      },
+    };
+  },
+};

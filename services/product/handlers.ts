@@ -1,0 +1,116 @@
+import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
+import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { newId } from "../../kit/ids.js";
+import { checkMoney } from "../../kit/money.js";
+import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import type { Handlers } from "../../kit/service.js";
+import { check, type Violations } from "../../kit/validate.js";
+import type { ProductFields, ProductStore } from "./store.js";
+
+const MUTABLE = ["name", "description", "price", "stock_quantity"] as const;
+const MAX_STOCK = 1_000_000_000;
+const DEFAULT_TTL_MS = 5 * 60_000;
+
+function checkProduct(v: Violations, product: Product, paths: readonly string[]) {
+  if (paths.includes("name")) v.text("product.name", product.name, 200);
+  if (paths.includes("description")) v.text("product.description", product.description, 2000, 0);
+  if (paths.includes("price")) checkMoney(v, "product.price", product.price);
+  if (paths.includes("stock_quantity")) {
+    v.range("product.stock_quantity", product.stockQuantity, 0, MAX_STOCK);
+  }
+}
+
+function fieldsOf(product: Product): ProductFields {
+  return {
+    name: product.name,
+    description: product.description,
+    currencyCode: product.price?.currencyCode ?? "",
+    priceMinor: product.price?.amountMinor ?? "0",
+    stockQuantity: product.stockQuantity,
+  };
+}
+
+function ttlMs(v: Violations, ttl: Duration | undefined): number {
+  if (!ttl) return DEFAULT_TTL_MS;
+  const ms = Number(ttl.seconds) * 1000 + Math.floor(ttl.nanos / 1e6);
+  if (!(ms >= 1000 && ms <= 3_600_000)) v.add("ttl", "must be between 1s and 1h");
+  return ms;
+}
+
+/** ProductService: each rpc validates its request, then asks the store. */
+export function productHandlers(store: ProductStore): Handlers<typeof ProductServiceService> {
+  return {
+    async createProduct({ product }) {
+      const v = check();
+      if (!product) v.add("product", "is required");
+      else checkProduct(v, product, MUTABLE);
+      v.throwIfAny();
+      return { product: await store.insert(newId("prd"), fieldsOf(product as Product)) };
+    },
+
+    async getProduct({ productId }) {
+      check().id("product_id", productId).throwIfAny();
+      return { product: await store.get(productId) };
+    },
+
+    async listProducts({ pageSize: requested, pageToken, inStockOnly }) {
+      const limit = pageSize(requested);
+      const filter = { inStockOnly };
+      const after = decodePageToken<number>(pageToken, filter) ?? 0;
+      const { products, nextSeq } = await store.list(limit, after, inStockOnly);
+      return { products, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
+    },
+
+    async updateProduct({ product, updateMask }) {
+      const v = check();
+      const paths = updateMask ?? [];
+      if (!product) v.add("product", "is required");
+      else v.id("product.product_id", product.productId);
+      if (paths.length === 0) v.add("update_mask", "must name at least one field");
+      for (const path of paths) {
+        if (!(MUTABLE as readonly string[]).includes(path)) {
+          v.add("update_mask", `"${path}" is not one of ${MUTABLE.join(", ")}`);
+        }
+      }
+      if (product) checkProduct(v, product, paths);
+      v.throwIfAny();
+      const fields = fieldsOf(product as Product);
+      return {
+        product: await store.update((product as Product).productId, {
+          ...(paths.includes("name") && { name: fields.name }),
+          ...(paths.includes("description") && { description: fields.description }),
+          ...(paths.includes("price") && {
+            currencyCode: fields.currencyCode,
+            priceMinor: fields.priceMinor,
+          }),
+          ...(paths.includes("stock_quantity") && { stockQuantity: fields.stockQuantity }),
+        }),
+      };
+    },
+
+    async reserveStock({ reservationId, lines, ttl }) {
+      const v = check().id("reservation_id", reservationId);
+      if (lines.length === 0 || lines.length > 100) v.add("lines", "must hold 1 to 100 lines");
+      const seen = new Set<string>();
+      lines.forEach((line, i) => {
+        v.id(`lines[${i}].product_id`, line.productId);
+        v.range(`lines[${i}].quantity`, line.quantity, 1, 10_000);
+        if (seen.has(line.productId)) v.add(`lines[${i}].product_id`, "appears twice");
+        seen.add(line.productId);
+      });
+      const ms = ttlMs(v, ttl);
+      v.throwIfAny();
+      return { reservation: await store.reserve(reservationId, lines, ms) };
+    },
+
+    async commitReservation({ reservationId }) {
+      check().id("reservation_id", reservationId).throwIfAny();
+      return { reservation: await store.commit(reservationId) };
+    },
+
+    async releaseReservation({ reservationId }) {
+      check().id("reservation_id", reservationId).throwIfAny();
+      return { reservation: await store.release(reservationId) };
+    },
+  };
+}

@@ -1,0 +1,4 @@
+import { runService } from "../../kit/main.js";
+import { productService } from "./service.js";
+
+await runService(productService);

@@ -1,0 +1,6 @@
+import type { Migration } from "../../../kit/db.js";
+import { createProducts } from "./0001_create_products.js";
+import { createReservations } from "./0002_create_reservations.js";
+
+/** In order; never edit one that has shipped, add the next. */
+export const migrations: Migration[] = [createProducts, createReservations];

@@ -1,0 +1,31 @@
+import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { env } from "../../kit/config.js";
+import type { ServiceModule } from "../../kit/main.js";
+import { productHandlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { ProductStore } from "./store.js";
+
+export const productService: ServiceModule = {
+  name: "product",
+  defaultPort: 50052,
+  migrations,
+  implement: (db, logger) => {
+    const store = new ProductStore(db);
+    // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
+    const sweep = setInterval(
+      () => {
+        store.expire().then(
+          (count) => count > 0 && logger.info({ count }, "expired reservations"),
+          (error: unknown) => logger.warn({ err: error }, "reservation sweep failed"),
+        );
+      },
+      env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
+    );
+    return {
+      name: "shop.product.v1.ProductService",
+      definition: ProductServiceService,
+      handlers: productHandlers(store),
+      close: async () => clearInterval(sweep),
+    };
+  },
+};

@@ -1,0 +1,339 @@
+import {
+  type Product,
+  type Reservation,
+  type ReservationLine,
+  ReservationState,
+} from "../../gen/ts/shop/product/v1/product.js";
+import type { Knex } from "../../kit/db.js";
+import { errors } from "../../kit/errors.js";
+
+interface ProductRow {
+  seq: number;
+  product_id: string;
+  name: string;
+  description: string;
+  currency_code: string;
+  price_minor: number;
+  stock_quantity: number;
+  create_time: number;
+  update_time: number;
+}
+
+interface ReservationRow {
+  reservation_id: string;
+  state: ReservationState;
+  expire_time: number;
+  create_time: number;
+}
+
+interface LineRow {
+  reservation_id: string;
+  line_no: number;
+  product_id: string;
+  quantity: number;
+  currency_code: string;
+  unit_price_minor: number;
+}
+
+/** The fields of a product a caller sets. */
+export interface ProductFields {
+  name: string;
+  description: string;
+  currencyCode: string;
+  priceMinor: string;
+  stockQuantity: number;
+}
+
+const toProduct = (row: ProductRow): Product => ({
+  productId: row.product_id,
+  name: row.name,
+  description: row.description,
+  price: { currencyCode: row.currency_code, amountMinor: String(row.price_minor) },
+  stockQuantity: row.stock_quantity,
+  createTime: new Date(row.create_time),
+  updateTime: new Date(row.update_time),
+});
+
+const toReservation = (row: ReservationRow, lines: LineRow[]): Reservation => ({
+  reservationId: row.reservation_id,
+  state: row.state,
+  expireTime: new Date(row.expire_time),
+  createTime: new Date(row.create_time),
+  lines: lines.map((line) => ({
+    productId: line.product_id,
+    quantity: line.quantity,
+    unitPrice: { currencyCode: line.currency_code, amountMinor: String(line.unit_price_minor) },
+  })),
+});
+
+const productNotFound = (productId: string) =>
+  errors.notFound("PRODUCT_NOT_FOUND", `product ${productId} does not exist`, {
+    product_id: productId,
+  });
+
+const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: LineRow[]) =>
+  a.length === b.length &&
+  a.every((line, i) => line.productId === b[i]?.product_id && line.quantity === b[i]?.quantity);
+
+/**
+ * The catalogue and its reservations: the only code that touches these tables. Every stock
+ * change is a conditional UPDATE inside a transaction whose first statement writes, so SQLite
+ * takes the write lock up front and concurrent reservations queue instead of overselling.
+ */
+export class ProductStore {
+  constructor(private readonly db: Knex) {}
+
+  async insert(productId: string, fields: ProductFields): Promise<Product> {
+    const now = Date.now();
+    const row = {
+      product_id: productId,
+      name: fields.name,
+      description: fields.description,
+      currency_code: fields.currencyCode,
+      price_minor: Number(fields.priceMinor),
+      stock_quantity: fields.stockQuantity,
+      create_time: now,
+      update_time: now,
+    };
+    await this.db("products").insert(row);
+    return toProduct(row as ProductRow);
+  }
+
+  async get(productId: string): Promise<Product> {
+    const row = await this.db<ProductRow>("products").where({ product_id: productId }).first();
+    if (!row) throw productNotFound(productId);
+    return toProduct(row);
+  }
+
+  async list(
+    limit: number,
+    afterSeq: number,
+    inStockOnly: boolean,
+  ): Promise<{ products: Product[]; nextSeq?: number }> {
+    const query = this.db<ProductRow>("products").where("seq", ">", afterSeq);
+    if (inStockOnly) query.andWhere("stock_quantity", ">", 0);
+    const rows = await query.orderBy("seq").limit(limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return {
+      products: page.map(toProduct),
+      ...(rows.length > limit && last && { nextSeq: last.seq }),
+    };
+  }
+
+  async update(productId: string, changes: Partial<ProductFields>): Promise<Product> {
+    const patch: Partial<ProductRow> = { update_time: Date.now() };
+    if (changes.name !== undefined) patch.name = changes.name;
+    if (changes.description !== undefined) patch.description = changes.description;
+    if (changes.currencyCode !== undefined) patch.currency_code = changes.currencyCode;
+    if (changes.priceMinor !== undefined) patch.price_minor = Number(changes.priceMinor);
+    if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
+    const count = await this.db("products").where({ product_id: productId }).update(patch);
+    if (count === 0) throw productNotFound(productId);
+    return this.get(productId);
+  }
+
+  private async readReservation(
+    db: Knex | Knex.Transaction,
+    reservationId: string,
+  ): Promise<Reservation | undefined> {
+    const row = await db<ReservationRow>("reservations")
+      .where({ reservation_id: reservationId })
+      .first();
+    if (!row) return undefined;
+    const lines = await db<LineRow>("reservation_lines")
+      .where({ reservation_id: reservationId })
+      .orderBy("line_no");
+    return toReservation(row, lines);
+  }
+
+  /**
+   * Holds every line or none. A repeat with the same id returns the reservation as it stands;
+   * the same id with other lines is ALREADY_EXISTS.
+   */
+  async reserve(
+    reservationId: string,
+    lines: { productId: string; quantity: number }[],
+    ttlMs: number,
+  ): Promise<Reservation> {
+    const now = Date.now();
+    const outcome = await this.db
+      .transaction(async (trx) => {
+        const claimed = await trx("reservations")
+          .insert({
+            reservation_id: reservationId,
+            state: ReservationState.RESERVATION_STATE_HELD,
+            expire_time: now + ttlMs,
+            create_time: now,
+          })
+          .onConflict("reservation_id")
+          .ignore()
+          .returning("reservation_id");
+        if (claimed.length === 0) return { repeat: true as const };
+        const short: string[] = [];
+        for (const line of lines) {
+          const taken = await trx("products")
+            .where({ product_id: line.productId })
+            .andWhere("stock_quantity", ">=", line.quantity)
+            .update({
+              stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
+              update_time: now,
+            });
+          if (taken === 0) short.push(line.productId);
+        }
+        if (short.length > 0) {
+          // Undo the whole transaction: nothing is held.
+          throw Object.assign(new Error("short"), { short });
+        }
+        const prices = await trx<ProductRow>("products").whereIn(
+          "product_id",
+          lines.map((line) => line.productId),
+        );
+        const byId = new Map(prices.map((row) => [row.product_id, row]));
+        await trx("reservation_lines").insert(
+          lines.map((line, i) => {
+            const product = byId.get(line.productId) as ProductRow;
+            return {
+              reservation_id: reservationId,
+              line_no: i,
+              product_id: line.productId,
+              quantity: line.quantity,
+              currency_code: product.currency_code,
+              unit_price_minor: product.price_minor,
+            };
+          }),
+        );
+        return { repeat: false as const };
+      })
+      .catch(async (error: Error & { short?: string[] }) => {
+        if (!error.short) throw error;
+        throw await this.shortageError(lines, error.short);
+      });
+
+    const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;
+    if (outcome.repeat) {
+      const stored = reservation.lines.map((l) => ({
+        product_id: l.productId,
+        quantity: l.quantity,
+      }));
+      const tombstone =
+        reservation.state === ReservationState.RESERVATION_STATE_RELEASED && stored.length === 0;
+      if (!tombstone && !sameLines(lines, stored as LineRow[])) {
+        throw errors.alreadyExists(
+          "RESERVATION_MISMATCH",
+          `reservation ${reservationId} already exists with other lines`,
+          { reservation_id: reservationId },
+        );
+      }
+    }
+    return reservation;
+  }
+
+  /** NOT_FOUND for an unknown product, else FAILED_PRECONDITION naming every short line. */
+  private async shortageError(
+    lines: { productId: string; quantity: number }[],
+    shortIds: string[],
+  ): Promise<Error> {
+    const rows = await this.db<ProductRow>("products").whereIn("product_id", shortIds);
+    const stock = new Map(rows.map((row) => [row.product_id, row.stock_quantity]));
+    const missing = shortIds.find((id) => !stock.has(id));
+    if (missing) return productNotFound(missing);
+    const violations = lines
+      .filter((line) => shortIds.includes(line.productId))
+      .map((line) => ({
+        type: "STOCK",
+        subject: line.productId,
+        description: `requested ${line.quantity}, ${stock.get(line.productId)} available`,
+      }));
+    return errors.failedPrecondition(
+      "INSUFFICIENT_STOCK",
+      `not enough stock for ${violations.map((v) => v.subject).join(", ")}`,
+      { preconditionViolations: violations },
+    );
+  }
+
+  /** HELD → COMMITTED; a repeat returns it; released, expired or past its TTL fails. */
+  async commit(reservationId: string): Promise<Reservation> {
+    const now = Date.now();
+    const committed = await this.db("reservations")
+      .where({ reservation_id: reservationId, state: ReservationState.RESERVATION_STATE_HELD })
+      .andWhere("expire_time", ">", now)
+      .update({ state: ReservationState.RESERVATION_STATE_COMMITTED });
+    if (committed === 0) await this.expire(now);
+    const reservation = await this.readReservation(this.db, reservationId);
+    if (!reservation) {
+      throw errors.notFound(
+        "RESERVATION_NOT_FOUND",
+        `reservation ${reservationId} does not exist`,
+        {
+          reservation_id: reservationId,
+        },
+      );
+    }
+    if (reservation.state !== ReservationState.RESERVATION_STATE_COMMITTED) {
+      throw errors.failedPrecondition(
+        "RESERVATION_NOT_HELD",
+        `reservation ${reservationId} is ${ReservationState[reservation.state]}, not held`,
+        { metadata: { reservation_id: reservationId } },
+      );
+    }
+    return reservation;
+  }
+
+  /** Gives held or committed units back. Unknown ids become released tombstones. */
+  async release(reservationId: string): Promise<Reservation> {
+    const now = Date.now();
+    await this.db.transaction(async (trx) => {
+      const released = await trx("reservations")
+        .where({ reservation_id: reservationId })
+        .whereIn("state", [
+          ReservationState.RESERVATION_STATE_HELD,
+          ReservationState.RESERVATION_STATE_COMMITTED,
+        ])
+        .update({ state: ReservationState.RESERVATION_STATE_RELEASED });
+      if (released === 1) {
+        await this.restock(trx, [reservationId], now);
+        return;
+      }
+      await trx("reservations")
+        .insert({
+          reservation_id: reservationId,
+          state: ReservationState.RESERVATION_STATE_RELEASED,
+          expire_time: now,
+          create_time: now,
+        })
+        .onConflict("reservation_id")
+        .ignore();
+    });
+    return (await this.readReservation(this.db, reservationId)) as Reservation;
+  }
+
+  /** Expires every held reservation past its TTL and returns its units. Returns how many. */
+  async expire(now = Date.now()): Promise<number> {
+    return this.db.transaction(async (trx) => {
+      const expired: { reservation_id: string }[] = await trx("reservations")
+        .where({ state: ReservationState.RESERVATION_STATE_HELD })
+        .andWhere("expire_time", "<=", now)
+        .update({ state: ReservationState.RESERVATION_STATE_EXPIRED }, ["reservation_id"]);
+      await this.restock(
+        trx,
+        expired.map((row) => row.reservation_id),
+        now,
+      );
+      return expired.length;
+    });
+  }
+
+  private async restock(trx: Knex.Transaction, reservationIds: string[], now: number) {
+    if (reservationIds.length === 0) return;
+    const lines = await trx<LineRow>("reservation_lines").whereIn("reservation_id", reservationIds);
+    for (const line of lines) {
+      await trx("products")
+        .where({ product_id: line.product_id })
+        .update({
+          stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
+          update_time: now,
+        });
+    }
+  }
+}

@@ -1,0 +1,75 @@
+import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { newId } from "../../kit/ids.js";
+import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import type { Handlers } from "../../kit/service.js";
+import { check, type Violations } from "../../kit/validate.js";
+import type { UserStore } from "./store.js";
+
+const MUTABLE = ["email", "display_name"] as const;
+
+function checkEmail(v: Violations, field: string, email: string) {
+  v.text(field, email, 254, 3);
+  if (email.length >= 3 && email.length <= 254 && !email.includes("@")) {
+    v.add(field, 'must contain "@"');
+  }
+}
+
+/** UserService: each rpc validates its request, then asks the store. */
+export function userHandlers(store: UserStore): Handlers<typeof UserServiceService> {
+  return {
+    async createUser({ user }) {
+      const v = check();
+      if (!user) v.add("user", "is required");
+      else {
+        checkEmail(v, "user.email", user.email);
+        v.text("user.display_name", user.displayName, 100);
+      }
+      v.throwIfAny();
+      const { email, displayName } = user as User;
+      return { user: await store.insert({ userId: newId("usr"), email, displayName }) };
+    },
+
+    async getUser({ userId }) {
+      check().id("user_id", userId).throwIfAny();
+      return { user: await store.get(userId) };
+    },
+
+    async listUsers({ pageSize: requested, pageToken }) {
+      const limit = pageSize(requested);
+      const after = decodePageToken<number>(pageToken);
+      const { users, nextSeq } = await store.list(limit, after);
+      return { users, nextPageToken: nextSeq ? encodePageToken(nextSeq) : "" };
+    },
+
+    async updateUser({ user, updateMask }) {
+      const v = check();
+      const paths = updateMask ?? [];
+      if (!user) v.add("user", "is required");
+      else v.id("user.user_id", user.userId);
+      if (paths.length === 0) v.add("update_mask", "must name at least one field");
+      for (const path of paths) {
+        if (!(MUTABLE as readonly string[]).includes(path)) {
+          v.add("update_mask", `"${path}" is not one of ${MUTABLE.join(", ")}`);
+        }
+      }
+      if (user && paths.includes("email")) checkEmail(v, "user.email", user.email);
+      if (user && paths.includes("display_name")) {
+        v.text("user.display_name", user.displayName, 100);
+      }
+      v.throwIfAny();
+      const { userId, email, displayName } = user as User;
+      return {
+        user: await store.update(userId, {
+          ...(paths.includes("email") && { email }),
+          ...(paths.includes("display_name") && { displayName }),
+        }),
+      };
+    },
+
+    async deleteUser({ userId }) {
+      check().id("user_id", userId).throwIfAny();
+      await store.delete(userId);
+      return {};
+    },
+  };
+}

@@ -1,0 +1,90 @@
+import type { User } from "../../gen/ts/shop/user/v1/user.js";
+import { isUniqueViolation, type Knex } from "../../kit/db.js";
+import { errors } from "../../kit/errors.js";
+
+interface UserRow {
+  seq: number;
+  user_id: string;
+  email: string;
+  email_key: string;
+  display_name: string;
+  create_time: number;
+  update_time: number;
+}
+
+const toUser = (row: UserRow): User => ({
+  userId: row.user_id,
+  email: row.email,
+  displayName: row.display_name,
+  createTime: new Date(row.create_time),
+  updateTime: new Date(row.update_time),
+});
+
+const emailTaken = (email: string) =>
+  errors.alreadyExists("EMAIL_TAKEN", `a user with email ${email} already exists`, { email });
+
+const notFound = (userId: string) =>
+  errors.notFound("USER_NOT_FOUND", `user ${userId} does not exist`, { user_id: userId });
+
+/** The users table: the only code that touches it. */
+export class UserStore {
+  constructor(private readonly db: Knex) {}
+
+  async insert(user: { userId: string; email: string; displayName: string }): Promise<User> {
+    const now = Date.now();
+    const row = {
+      user_id: user.userId,
+      email: user.email,
+      email_key: user.email.toLowerCase(),
+      display_name: user.displayName,
+      create_time: now,
+      update_time: now,
+    };
+    try {
+      await this.db("users").insert(row);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw emailTaken(user.email);
+      throw error;
+    }
+    return toUser(row as UserRow);
+  }
+
+  async get(userId: string): Promise<User> {
+    const row = await this.db<UserRow>("users").where({ user_id: userId }).first();
+    if (!row) throw notFound(userId);
+    return toUser(row);
+  }
+
+  /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
+  async list(limit: number, afterSeq = 0): Promise<{ users: User[]; nextSeq?: number }> {
+    const rows = await this.db<UserRow>("users")
+      .where("seq", ">", afterSeq)
+      .orderBy("seq")
+      .limit(limit + 1);
+    const page = rows.slice(0, limit);
+    const last = page.at(-1);
+    return { users: page.map(toUser), ...(rows.length > limit && last && { nextSeq: last.seq }) };
+  }
+
+  async update(userId: string, changes: { email?: string; displayName?: string }): Promise<User> {
+    const patch: Partial<UserRow> = { update_time: Date.now() };
+    if (changes.email !== undefined) {
+      patch.email = changes.email;
+      patch.email_key = changes.email.toLowerCase();
+    }
+    if (changes.displayName !== undefined) patch.display_name = changes.displayName;
+    try {
+      const count = await this.db("users").where({ user_id: userId }).update(patch);
+      if (count === 0) throw notFound(userId);
+    } catch (error) {
+      if (isUniqueViolation(error)) throw emailTaken(changes.email ?? "");
+      throw error;
+    }
+    return this.get(userId);
+  }
+
+  async delete(userId: string): Promise<void> {
+    const count = await this.db("users").where({ user_id: userId }).delete();
+    if (count === 0) throw notFound(userId);
+  }
+}
