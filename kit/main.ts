@@ -24,10 +24,10 @@ export interface StartedService {
 /** Opens the database, migrates it, and serves the module. Tests call it with port 0. */
 export async function startService(
   module: ServiceModule,
-  overrides: Partial<ServerConfig> = {},
+  overrides: Partial<ServerConfig> & { logger?: Logger } = {},
 ): Promise<StartedService> {
   const config = { ...serverConfig(module.name, module.defaultPort), ...overrides };
-  const logger = createLogger(module.name, config.logLevel);
+  const logger = overrides.logger ?? createLogger(module.name, config.logLevel);
   const db = await openDatabase(config.database, module.migrations);
   const implementation = module.implement(db, logger);
   const server = await serve(implementation, {

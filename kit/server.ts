@@ -4,6 +4,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { CallContext } from "./context.js";
 import { Code, encodeStatus, ServiceError } from "./errors.js";
+import { type Faults, injectFault } from "./faults.js";
 import type { Logger } from "./logger.js";
 import { reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
@@ -22,6 +23,8 @@ export interface RunningServer {
   /** host:port to dial. */
   readonly address: string;
   readonly health: HealthImplementation;
+  /** Injected faults by rpc name, for fault tests; empty unless a test sets one. */
+  readonly faults: Faults;
   /** NOT_SERVING, refuse new calls, let in-flight calls finish up to the grace period. */
   shutdown(): Promise<void>;
 }
@@ -52,6 +55,7 @@ export async function serve(
   reflectionService().addToServer(server);
 
   const domain = packageOf(service.name);
+  const faults: Faults = new Map();
   const implementation: grpc.UntypedServiceImplementation = {};
   const definition: ServiceDefinition = {};
   for (const [name, method] of Object.entries(service.definition)) {
@@ -66,7 +70,12 @@ export async function serve(
         }
       },
     };
-    const handler = service.handlers[name] as (request: unknown, ctx: CallContext) => unknown;
+    const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
+    const handle = service.handlers[name] as Handler;
+    const handler: Handler = async (request, ctx) => {
+      await injectFault(faults.get(rpc), ctx);
+      return handle(request, ctx);
+    };
     implementation[name] = method.responseStream
       ? serverStreaming(handler, domain, logger)
       : unary(handler, domain, logger);
@@ -86,6 +95,7 @@ export async function serve(
     port,
     address: `${options.host}:${port}`,
     health,
+    faults,
     shutdown() {
       stopping ??= new Promise<void>((resolve) => {
         health.setStatus("", "NOT_SERVING");
@@ -100,6 +110,8 @@ export async function serve(
     },
   };
 }
+
+type Handler = (request: unknown, ctx: CallContext) => unknown;
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
@@ -149,13 +161,15 @@ function logCall(logger: Logger, ctx: CallContext, started: number, code: grpc.s
       code: Code[code],
       duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
       request_id: ctx.requestId,
+      // The time the caller allowed, as it arrived: shows deadlines propagating.
+      ...(ctx.deadline && { deadline: ctx.deadline.toISOString() }),
     },
     "rpc",
   );
 }
 
 function unary(
-  handler: (request: unknown, ctx: CallContext) => unknown,
+  handler: Handler,
   domain: string,
   logger: Logger,
 ): grpc.handleUnaryCall<unknown, unknown> {
@@ -181,7 +195,7 @@ function unary(
 }
 
 function serverStreaming(
-  handler: (request: unknown, ctx: CallContext) => unknown,
+  handler: Handler,
   domain: string,
   logger: Logger,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
@@ -190,7 +204,8 @@ function serverStreaming(
     const ctx = contextOf(call);
     const run = async () => {
       if (call.request === MALFORMED) throw malformed();
-      for await (const message of handler(call.request, ctx) as AsyncIterable<unknown>) {
+      const messages = (await handler(call.request, ctx)) as AsyncIterable<unknown>;
+      for await (const message of messages) {
         if (ctx.signal.aborted) return;
         if (!call.write(message)) await once(call, "drain", { signal: ctx.signal });
       }

@@ -5,7 +5,12 @@ import { productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
-export const productService: ServiceModule = {
+export interface ProductSettings {
+  /** How often held reservations past their TTL are expired. */
+  sweepMs: number;
+}
+
+export const createProductService = (overrides: Partial<ProductSettings> = {}): ServiceModule => ({
   name: "product",
   defaultPort: 50052,
   migrations,
@@ -28,4 +33,6 @@ export const productService: ServiceModule = {
       close: async () => clearInterval(sweep),
     };
   },
-};
+});
+
+export const productService = createProductService();
