@@ -1111,13 +1111,13 @@ const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n" +
 	"\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n" +
 	"\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n" +
-	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xda\a\n" +
-	"\x0eProductService\x12\x83\x01\n" +
-	"\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"#\x82\xd3\xe4\x93\x02\x1d:\aproductb\aproduct\"\t/products\x12~\n" +
+	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xbe\a\n" +
+	"\x0eProductService\x12z\n" +
+	"\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\aproduct\"\t/products\x12u\n" +
 	"\n" +
-	"GetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"'\x82\xd3\xe4\x93\x02!b\aproduct\x12\x16/products/{product_id}\x12n\n" +
-	"\fListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/products\x12\x98\x01\n" +
-	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"8\x82\xd3\xe4\x93\x022:\aproductb\aproduct2\x1e/products/{product.product_id}\x12u\n" +
+	"GetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x12n\n" +
+	"\fListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/products\x12\x8f\x01\n" +
+	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"/\x82\xd3\xe4\x93\x02):\aproduct2\x1e/products/{product.product_id}\x12u\n" +
 	"\fReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/reservations\x12\x9c\x01\n" +
 	"\x11CommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/reservations/{reservation_id}:commit\x12\xa0\x01\n" +
 	"\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/reservations/{reservation_id}:releaseB\xc0\x01\n" +
