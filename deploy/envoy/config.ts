@@ -1,0 +1,643 @@
+// The Envoy bootstrap for shopmesh's front door, built from a topology and the descriptor set.
+//
+// Routes are derived from the gRPC services in gen/descriptor/shop.binpb, so a service or RPC added
+// to proto/ gets a route on the next `npm run envoy:config` (the drift test in
+// test/envoy-config.test.ts fails until the committed files are regenerated).
+import { readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import { fromBinary } from "@bufbuild/protobuf";
+import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { stringify } from "yaml";
+
+/** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
+export interface Endpoint {
+  host: string;
+  port: number;
+}
+
+/** Where Envoy listens and which replicas serve each cluster. */
+export interface EnvoyTopology {
+  /** The one listener carrying gRPC, gRPC-Web and JSON/REST. */
+  listen: { address: string; port: number };
+  /** The admin interface; keep it on loopback, it can stop the server. */
+  admin: { address: string; port: number };
+  /**
+   * The descriptor set as Envoy opens it. A relative path is resolved by Envoy against its working
+   * directory (not the config file's), so start Envoy from the repo root for the committed config.
+   */
+  descriptorPath: string;
+  /** Replicas per cluster, keyed by the `<svc>` of package `shop.<svc>.v1`. */
+  services: Record<string, readonly Endpoint[]>;
+  /** JSON access log destination; stdout when absent. */
+  accessLogPath?: string;
+  /** Active health check interval; 1000 ms when absent. */
+  healthCheckIntervalMs?: number;
+}
+
+/** One RPC as Envoy routes it. */
+export interface GrpcMethod {
+  name: string;
+  /** `/package.Service/Method`, the HTTP/2 path of the call. */
+  path: string;
+  streaming: boolean;
+}
+
+/** One gRPC service of the descriptor set and the cluster that serves it. */
+export interface GrpcService {
+  /** Fully qualified name, e.g. `shop.user.v1.UserService`. */
+  fullName: string;
+  /** `user` for package `shop.user.v1`. */
+  cluster: string;
+  methods: GrpcMethod[];
+}
+
+/** The repo's descriptor set, resolved from this file rather than the working directory. */
+export const DEFAULT_DESCRIPTOR_FILE = fileURLToPath(
+  new URL("../../gen/descriptor/shop.binpb", import.meta.url),
+);
+
+const SHOP_PACKAGE = /^shop\.([a-z][a-z0-9_]*)\.v1$/;
+
+/** The shop services in a serialized FileDescriptorSet, sorted by name. */
+export function descriptorServices(bytes: Uint8Array): GrpcService[] {
+  const set = fromBinary(FileDescriptorSetSchema, bytes);
+  const services: GrpcService[] = [];
+  for (const file of set.file) {
+    const cluster = SHOP_PACKAGE.exec(file.package)?.[1];
+    if (cluster === undefined) continue;
+    for (const service of file.service) {
+      const fullName = `${file.package}.${service.name}`;
+      services.push({
+        fullName,
+        cluster,
+        methods: service.method.map((method) => ({
+          name: method.name,
+          path: `/${fullName}/${method.name}`,
+          streaming: method.clientStreaming || method.serverStreaming,
+        })),
+      });
+    }
+  }
+  return services.sort((a, b) => a.fullName.localeCompare(b.fullName));
+}
+
+/** The shop services of a descriptor set file; the repo's own by default. */
+export function loadDescriptorServices(file = DEFAULT_DESCRIPTOR_FILE): GrpcService[] {
+  return descriptorServices(readFileSync(file));
+}
+
+/**
+ * How Envoy may retry each RPC: the one place this is decided. Envoy sees only the path, never the
+ * body, so a method is retried only when its contract (the proto comment) makes a repeat harmless.
+ *
+ * - `idempotent`: reads, and writes idempotent by contract. Retried on UNAVAILABLE, resets,
+ *   connect failures and refused streams.
+ * - `unprocessed`: retried only when the call cannot have taken effect: a connect failure, a
+ *   refused stream, a reset before the request went upstream, or UNAVAILABLE, which the contract
+ *   returns only when nothing was done.
+ * - `never`: not retried by Envoy; a client that knows better retries itself.
+ *
+ * A method of the descriptor missing here is not retried; the config test fails until it is listed.
+ */
+export const RETRY_CLASS = {
+  // Reads.
+  "shop.user.v1.UserService/GetUser": "idempotent",
+  "shop.user.v1.UserService/ListUsers": "idempotent",
+  "shop.product.v1.ProductService/GetProduct": "idempotent",
+  "shop.product.v1.ProductService/ListProducts": "idempotent",
+  "shop.order.v1.OrderService/GetOrder": "idempotent",
+  "shop.order.v1.OrderService/ListOrders": "idempotent",
+  // A stream can only be retried before its first response, i.e. before anything was watched.
+  "shop.order.v1.OrderService/WatchOrder": "idempotent",
+  // Idempotent by the caller-chosen reservation_id: a repeat returns the reservation unchanged.
+  "shop.product.v1.ProductService/ReserveStock": "idempotent",
+  "shop.product.v1.ProductService/CommitReservation": "idempotent",
+  "shop.product.v1.ProductService/ReleaseReservation": "idempotent",
+  // Cancelling a cancelled order returns it unchanged.
+  "shop.order.v1.OrderService/CancelOrder": "idempotent",
+  // request_id makes a repeat return the first order, but request_id is optional, so a reset
+  // after the request went upstream is not retried: without request_id that could order twice.
+  "shop.order.v1.OrderService/CreateOrder": "unprocessed",
+  // No idempotency key: a repeat creates a second product, or fails a user with EMAIL_TAKEN.
+  "shop.user.v1.UserService/CreateUser": "never",
+  "shop.product.v1.ProductService/CreateProduct": "never",
+  // Last writer wins: a late repeat could undo a concurrent update (update_time moves too).
+  "shop.user.v1.UserService/UpdateUser": "never",
+  "shop.product.v1.ProductService/UpdateProduct": "never",
+  // A repeat after success answers NOT_FOUND, hiding that the delete worked.
+  "shop.user.v1.UserService/DeleteUser": "never",
+} as const satisfies Record<string, "idempotent" | "unprocessed" | "never">;
+
+export type RetryClass = (typeof RETRY_CLASS)[keyof typeof RETRY_CLASS];
+
+/** The retry class of `/pkg.Service/Method`; `never` for an unlisted method. */
+export function retryClass(grpcPath: string): RetryClass {
+  return (RETRY_CLASS as Record<string, RetryClass>)[grpcPath.slice(1)] ?? "never";
+}
+
+const RETRY_ON: Record<Exclude<RetryClass, "never">, string> = {
+  idempotent: "unavailable,reset,connect-failure,refused-stream",
+  unprocessed: "unavailable,reset-before-request,connect-failure,refused-stream",
+};
+
+/** Every shop service serves these, with the full descriptor set in reflection. */
+const INFRA_SERVICES = [
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+];
+/** Streaming infra RPCs; they must not be cut by the unary timeout. */
+const INFRA_STREAMS = [
+  "/grpc.health.v1.Health/Watch",
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/** Deadline of a unary call without grpc-timeout, and the cap on a longer grpc-timeout. */
+const UNARY_TIMEOUT = "15s";
+
+const typed = (type: string, body: Record<string, unknown> = {}) => ({
+  "@type": `type.googleapis.com/${type}`,
+  ...body,
+});
+
+const seconds = (ms: number) => `${ms / 1000}s`;
+
+/** The JSON access log fields: one line per request, on stdout or `accessLogPath`. */
+export const ACCESS_LOG_FORMAT = {
+  start_time: "%START_TIME%",
+  method: "%REQ(:METHOD)%",
+  // The path the client sent: the REST path for transcoded calls (the transcoder keeps it in
+  // x-envoy-original-path), else the gRPC path.
+  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+  route: "%ROUTE_NAME%",
+  protocol: "%PROTOCOL%",
+  response_code: "%RESPONSE_CODE%",
+  grpc_status: "%GRPC_STATUS(NUMBER)%",
+  response_flags: "%RESPONSE_FLAGS%",
+  response_code_details: "%RESPONSE_CODE_DETAILS%",
+  upstream_cluster: "%UPSTREAM_CLUSTER%",
+  upstream_host: "%UPSTREAM_HOST%",
+  attempts: "%UPSTREAM_REQUEST_ATTEMPT_COUNT%",
+  duration_ms: "%DURATION%",
+  upstream_service_time_ms: "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
+  bytes_received: "%BYTES_RECEIVED%",
+  bytes_sent: "%BYTES_SENT%",
+  x_request_id: "%REQ(X-REQUEST-ID)%",
+  user_agent: "%REQ(USER-AGENT)%",
+  downstream_remote_address: "%DOWNSTREAM_REMOTE_ADDRESS%",
+};
+
+function accessLog(accessLogPath: string | undefined) {
+  const logFormat = { json_format: ACCESS_LOG_FORMAT };
+  return accessLogPath === undefined
+    ? {
+        name: "envoy.access_loggers.stdout",
+        typed_config: typed("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", {
+          log_format: logFormat,
+        }),
+      }
+    : {
+        name: "envoy.access_loggers.file",
+        typed_config: typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", {
+          path: accessLogPath,
+          log_format: logFormat,
+        }),
+      };
+}
+
+function retryPolicy(kind: Exclude<RetryClass, "never">) {
+  return {
+    retry_on: RETRY_ON[kind],
+    num_retries: 3,
+    // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
+    retry_host_predicate: [
+      {
+        name: "envoy.retry_host_predicates.previous_hosts",
+        typed_config: typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
+      },
+    ],
+    host_selection_retry_max_attempts: 5,
+    retry_back_off: { base_interval: "0.025s", max_interval: "0.25s" },
+  };
+}
+
+/**
+ * Unary calls honour the caller's grpc-timeout up to UNARY_TIMEOUT, and get UNARY_TIMEOUT without
+ * one. Envoy ignores the route `timeout` for gRPC once grpc_timeout_header_max is set (a call
+ * without grpc-timeout would then run forever), so the default is max_stream_duration, which a
+ * grpc-timeout header replaces. Streams are never cut by Envoy: no route, idle or stream timeout,
+ * and the caller's grpc-timeout, if any, is honoured uncapped.
+ */
+function timeouts(streaming: boolean) {
+  return streaming
+    ? { timeout: "0s", idle_timeout: "0s", max_stream_duration: { grpc_timeout_header_max: "0s" } }
+    : {
+        timeout: UNARY_TIMEOUT,
+        max_stream_duration: {
+          max_stream_duration: UNARY_TIMEOUT,
+          grpc_timeout_header_max: UNARY_TIMEOUT,
+        },
+      };
+}
+
+function routes(services: readonly GrpcService[], infraCluster: string) {
+  const exact: unknown[] = [];
+  const prefixes: unknown[] = [];
+  const route = (name: string, match: object, cluster: string, action: object = {}) => ({
+    name,
+    match,
+    route: { cluster, ...action },
+  });
+
+  for (const service of services) {
+    // Per-method routes only where a method differs from its service's default: retried, or
+    // streaming. Exact paths come before every prefix, so their order does not matter.
+    for (const method of service.methods) {
+      const kind = retryClass(method.path);
+      if (kind === "never" && !method.streaming) continue;
+      exact.push(
+        route(method.path.slice(1), { path: method.path }, service.cluster, {
+          ...timeouts(method.streaming),
+          ...(kind === "never" ? {} : { retry_policy: retryPolicy(kind) }),
+        }),
+      );
+    }
+    prefixes.push(
+      route(
+        service.fullName,
+        { prefix: `/${service.fullName}/` },
+        service.cluster,
+        timeouts(false),
+      ),
+    );
+  }
+
+  // Health and reflection answer the same on every service, so one cluster serves them all.
+  for (const grpcPath of INFRA_STREAMS) {
+    exact.push(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, timeouts(true)));
+  }
+  for (const name of INFRA_SERVICES) {
+    prefixes.push(route(name, { prefix: `/${name}/` }, infraCluster, timeouts(false)));
+  }
+
+  // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
+  // OPTIONS /users matches nothing above, and the CORS filter answers only on a forwarding route.
+  // It answers every preflight (any origin is allowed), so nothing here reaches the upstream.
+  const preflight = route(
+    "cors-preflight",
+    {
+      prefix: "/",
+      headers: [
+        { name: ":method", string_match: { exact: "OPTIONS" } },
+        { name: "origin", present_match: true },
+        { name: "access-control-request-method", present_match: true },
+      ],
+    },
+    infraCluster,
+  );
+  // Last: everything else, answered by Envoy. gRPC callers get UNIMPLEMENTED, like a server that
+  // lacks the method; REST callers get a google.rpc.Status-shaped JSON 404, like a transcoded error.
+  const notFound = (name: string, match: object, body: string, contentType?: string) => ({
+    name,
+    match,
+    direct_response: { status: 404, body: { inline_string: body } },
+    ...(contentType
+      ? {
+          response_headers_to_add: [
+            {
+              header: { key: "content-type", value: contentType },
+              append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+          ],
+        }
+      : {}),
+  });
+  const fallbacks = [
+    notFound("grpc-not-found", { prefix: "/", grpc: {} }, "unknown service or method"),
+    notFound(
+      "not-found",
+      { prefix: "/" },
+      '{"code":5,"message":"no route for this path","details":[]}',
+      "application/json",
+    ),
+  ];
+  return [...exact, ...prefixes, preflight, ...fallbacks];
+}
+
+// Headers a gRPC-Web or REST client in a browser sends and reads.
+const CORS_ALLOW_HEADERS = [
+  "authorization",
+  "cache-control",
+  "content-transfer-encoding",
+  "content-type",
+  "grpc-timeout",
+  "keep-alive",
+  "user-agent",
+  "x-accept-content-transfer-encoding",
+  "x-accept-response-streaming",
+  "x-grpc-web",
+  "x-request-id",
+  "x-user-agent",
+];
+const CORS_EXPOSE_HEADERS = [
+  "grpc-message",
+  "grpc-status",
+  "grpc-status-details-bin",
+  "x-request-id",
+];
+
+function cluster(
+  name: string,
+  serviceName: string,
+  endpoints: readonly Endpoint[],
+  intervalMs: number,
+) {
+  const dns = endpoints.some((endpoint) => !isIpLiteral(endpoint.host));
+  return {
+    name,
+    // Names are resolved continuously, and every address a name returns is a replica (compose
+    // `--scale`, a Kubernetes headless Service); IP literals need no DNS at all.
+    type: dns ? "STRICT_DNS" : "STATIC",
+    ...(dns ? { dns_lookup_family: "V4_PREFERRED" } : {}),
+    connect_timeout: "1s",
+    // LEAST_REQUEST (power of two choices): Envoy multiplexes every call to a replica over one
+    // HTTP/2 connection per worker, so connection-level balancing cannot spread load; per-request
+    // balancing can, and least-request steers calls away from a replica that is slow right now
+    // (a CreateOrder waiting on its dependencies, a cold SQLite page cache) where round robin would
+    // keep feeding it. With equal load it spreads like random, so every replica gets traffic.
+    lb_policy: "LEAST_REQUEST",
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        {
+          explicit_http_config: {
+            http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "5s" } },
+          },
+        },
+      ),
+    },
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [
+        {
+          lb_endpoints: endpoints.map((endpoint) => ({
+            endpoint: {
+              address: { socket_address: { address: endpoint.host, port_value: endpoint.port } },
+            },
+          })),
+        },
+      ],
+    },
+    health_checks: [
+      {
+        timeout: "1s",
+        interval: seconds(intervalMs),
+        // Envoy checks an idle cluster only every 60 s by default: a replica restarted before any
+        // traffic would stay out that long.
+        no_traffic_interval: seconds(intervalMs),
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+        grpc_health_check: { service_name: serviceName },
+      },
+    ],
+    // Passive checks between active ones. gRPC statuses count by their HTTP mapping: UNAVAILABLE
+    // is a gateway failure (503), INTERNAL/UNKNOWN are 5xx; NOT_FOUND and the like never count.
+    outlier_detection: {
+      consecutive_5xx: 5,
+      consecutive_gateway_failure: 3,
+      // Envoy only counts gateway failures unless told to enforce them.
+      enforcing_consecutive_gateway_failure: 100,
+      interval: "2s",
+      base_ejection_time: "10s",
+      max_ejection_time: "60s",
+      max_ejection_percent: 50,
+    },
+    circuit_breakers: {
+      thresholds: [
+        {
+          priority: "DEFAULT",
+          max_connections: 1024,
+          max_pending_requests: 1024,
+          max_requests: 4096,
+          // Retries may add at most 20% load on top of the active requests (at least 3 at a time),
+          // so retries cannot amplify an overload.
+          retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 3 },
+          track_remaining: true,
+        },
+      ],
+    },
+  };
+}
+
+function isIpLiteral(host: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
+}
+
+/**
+ * The Envoy bootstrap for a topology, as a plain object (see `envoyYaml` for text). Every shop
+ * service in `services` (the repo's descriptor set by default) gets a route to the cluster named
+ * after its package; a service without replicas in the topology is an error.
+ */
+export function envoyConfig(
+  topology: EnvoyTopology,
+  services: readonly GrpcService[] = loadDescriptorServices(),
+): Record<string, unknown> {
+  if (services.length === 0) throw new Error("the descriptor set has no shop.<svc>.v1 service");
+  const clusterNames = [...new Set(services.map((service) => service.cluster))];
+  for (const name of clusterNames) {
+    if (!topology.services[name]) {
+      throw new Error(`topology.services has no "${name}" entry for ${describe(services, name)}`);
+    }
+  }
+  for (const name of Object.keys(topology.services)) {
+    if (!clusterNames.includes(name)) {
+      throw new Error(
+        `topology.services.${name} matches no shop.${name}.v1 service in the descriptor`,
+      );
+    }
+  }
+  const intervalMs = topology.healthCheckIntervalMs ?? 1000;
+
+  const httpConnectionManager = typed(
+    "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+    {
+      stat_prefix: "ingress",
+      // HTTP/1.1 for REST and gRPC-Web, HTTP/2 (h2c prior knowledge) for gRPC, on one port.
+      codec_type: "AUTO",
+      // Edge proxy: the peer address is the client; a client's x-request-id is kept so callers can
+      // correlate, and every response carries the id.
+      use_remote_address: true,
+      preserve_external_request_id: true,
+      always_set_request_id_in_response: true,
+      normalize_path: true,
+      merge_slashes: true,
+      // Detect dead clients holding streams (WatchOrder has no idle timeout).
+      http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "10s" } },
+      access_log: [accessLog(topology.accessLogPath)],
+      route_config: {
+        name: "shopmesh",
+        virtual_hosts: [
+          {
+            name: "shopmesh",
+            domains: ["*"],
+            routes: routes(services, infraCluster(clusterNames, topology)),
+            typed_per_filter_config: {
+              // A local API without credentials: any origin may call it from a browser.
+              "envoy.filters.http.cors": typed("envoy.extensions.filters.http.cors.v3.CorsPolicy", {
+                allow_origin_string_match: [{ safe_regex: { regex: ".*" } }],
+                allow_methods: "GET, PUT, DELETE, POST, PATCH, OPTIONS",
+                allow_headers: CORS_ALLOW_HEADERS.join(","),
+                expose_headers: CORS_EXPOSE_HEADERS.join(","),
+                max_age: "1728000",
+              }),
+            },
+          },
+        ],
+      },
+      // Order matters. gRPC-Web first: it turns browser calls into plain gRPC. The transcoder then
+      // turns REST calls into gRPC and re-routes them by their gRPC path, so the per-method retry
+      // and timeout routes apply to REST too. CORS after both: it takes its policy from the route
+      // it sees, and before the transcoder a REST path has no forwarding route, so REST responses
+      // would get no CORS headers. The router goes last.
+      http_filters: [
+        {
+          name: "envoy.filters.http.grpc_web",
+          typed_config: typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),
+        },
+        {
+          name: "envoy.filters.http.grpc_json_transcoder",
+          typed_config: typed(
+            "envoy.extensions.filters.http.grpc_json_transcoder.v3.GrpcJsonTranscoder",
+            {
+              proto_descriptor: topology.descriptorPath,
+              services: services.map((service) => service.fullName),
+              print_options: {
+                add_whitespace: false,
+                // Zero values are data (stock_quantity 0, an empty next_page_token).
+                always_print_primitive_fields: true,
+                always_print_enums_as_ints: false,
+                // user_id, not userId: the same names as the proto and the old REST API.
+                preserve_proto_field_names: true,
+              },
+              // Only the google.api.http paths; gRPC paths are never taken as JSON.
+              auto_mapping: false,
+              match_incoming_request_route: false,
+              // Errors become HTTP statuses with a google.rpc.Status JSON body, details included.
+              convert_grpc_status: true,
+            },
+          ),
+        },
+        {
+          name: "envoy.filters.http.cors",
+          typed_config: typed("envoy.extensions.filters.http.cors.v3.Cors"),
+        },
+        {
+          name: "envoy.filters.http.router",
+          typed_config: typed("envoy.extensions.filters.http.router.v3.Router"),
+        },
+      ],
+    },
+  );
+
+  const byName = new Map(services.map((service) => [service.cluster, service.fullName]));
+  return {
+    node: { id: "shopmesh-edge", cluster: "shopmesh" },
+    admin: {
+      address: {
+        socket_address: { address: topology.admin.address, port_value: topology.admin.port },
+      },
+    },
+    static_resources: {
+      listeners: [
+        {
+          name: "ingress",
+          address: {
+            socket_address: { address: topology.listen.address, port_value: topology.listen.port },
+          },
+          filter_chains: [
+            {
+              filters: [
+                {
+                  name: "envoy.filters.network.http_connection_manager",
+                  typed_config: httpConnectionManager,
+                },
+              ],
+            },
+          ],
+        },
+      ],
+      clusters: clusterNames.map((name) =>
+        cluster(name, byName.get(name) as string, topology.services[name] ?? [], intervalMs),
+      ),
+    },
+    // Bound the downstream connections (Envoy warns at startup without a limit).
+    overload_manager: {
+      resource_monitors: [
+        {
+          name: "envoy.resource_monitors.global_downstream_max_connections",
+          typed_config: typed(
+            "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+            { max_active_downstream_connections: 50_000 },
+          ),
+        },
+      ],
+    },
+  };
+}
+
+/** Health and reflection go to `user` when it has replicas, else the first cluster that has. */
+function infraCluster(clusterNames: readonly string[], topology: EnvoyTopology): string {
+  const candidates = ["user", ...clusterNames];
+  const withReplicas = candidates.find((name) => (topology.services[name]?.length ?? 0) > 0);
+  return withReplicas ?? (clusterNames[0] as string);
+}
+
+function describe(services: readonly GrpcService[], cluster: string): string {
+  return services
+    .filter((service) => service.cluster === cluster)
+    .map((service) => service.fullName)
+    .join(", ");
+}
+
+/** `envoyConfig` as YAML text, with a header saying where it came from. */
+export function envoyYaml(
+  topology: EnvoyTopology,
+  services: readonly GrpcService[] = loadDescriptorServices(),
+  header = "",
+): string {
+  return header + stringify(envoyConfig(topology, services), { lineWidth: 0 });
+}
+
+/** Base ports of the clusters; replica i listens on base + 10 * i. */
+export const BASE_PORTS: Record<string, number> = { user: 50051, product: 50052, order: 50053 };
+
+/** The mesh on this machine (`npm run mesh`): `replicas` of each service on 127.0.0.1. */
+export function localTopology(replicas = 2): EnvoyTopology {
+  const services: Record<string, Endpoint[]> = {};
+  for (const [name, base] of Object.entries(BASE_PORTS)) {
+    services[name] = Array.from({ length: replicas }, (_, i) => ({
+      host: "127.0.0.1",
+      port: base + 10 * i,
+    }));
+  }
+  return {
+    listen: { address: "127.0.0.1", port: 8080 },
+    admin: { address: "127.0.0.1", port: 9901 },
+    // Relative: Envoy must run from the repo root.
+    descriptorPath: "gen/descriptor/shop.binpb",
+    services,
+  };
+}
+
+/** docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app. */
+export function composeTopology(): EnvoyTopology {
+  const services: Record<string, Endpoint[]> = {};
+  for (const [name, port] of Object.entries(BASE_PORTS)) services[name] = [{ host: name, port }];
+  return {
+    listen: { address: "0.0.0.0", port: 8080 },
+    admin: { address: "127.0.0.1", port: 9901 },
+    descriptorPath: "/app/gen/descriptor/shop.binpb",
+    services,
+  };
+}

@@ -1,0 +1,299 @@
+// The Envoy front door: the committed configs match the generator, every RPC of the descriptor set
+// is routed as its contract allows, the real Envoy accepts the configs, and test/helpers/envoy.ts
+// starts a real Envoy that health-checks and proxies to grpc-js servers.
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import test from "ava";
+import { HealthImplementation, service as healthService } from "grpc-health-check";
+import { parse } from "yaml";
+import {
+  composeTopology,
+  DEFAULT_DESCRIPTOR_FILE,
+  type EnvoyTopology,
+  envoyConfig,
+  envoyYaml,
+  loadDescriptorServices,
+  RETRY_CLASS,
+  retryClass,
+} from "../deploy/envoy/config.js";
+import { committedConfigs } from "../deploy/envoy/generate.js";
+import { envoyBinary, startEnvoy } from "./helpers/envoy.js";
+import { exec, repoRoot } from "./helpers/exec.js";
+
+const services = loadDescriptorServices();
+const COMMITTED = ["deploy/envoy/envoy.yaml", "deploy/envoy/envoy.compose.yaml"];
+
+test("the committed Envoy configs are what generate.ts writes now", async (t) => {
+  const expected = committedConfigs();
+  t.deepEqual(Object.keys(expected).sort(), [...COMMITTED].sort());
+  for (const [file, text] of Object.entries(expected)) {
+    const committed = await readFile(path.join(repoRoot, file), "utf8");
+    t.true(committed === text, `${file} drifted: run npm run envoy:config`);
+  }
+});
+
+interface RouteJson {
+  name: string;
+  match: { path?: string; prefix?: string; headers?: unknown[]; grpc?: object };
+  route?: {
+    cluster: string;
+    timeout?: string;
+    retry_policy?: { retry_on: string };
+    max_stream_duration?: { max_stream_duration?: string; grpc_timeout_header_max?: string };
+  };
+}
+
+/** The routes of a parsed config and the transcoder's service list. */
+function inspect(config: unknown) {
+  // biome-ignore lint/suspicious/noExplicitAny: walking a parsed YAML document
+  const hcm = (config as any).static_resources.listeners[0].filter_chains[0].filters[0]
+    .typed_config;
+  const routes = hcm.route_config.virtual_hosts[0].routes as RouteJson[];
+  const filters = (
+    hcm.http_filters as { name: string; typed_config: Record<string, unknown> }[]
+  ).map((filter) => filter);
+  return { routes, filters };
+}
+
+/** The route Envoy picks for a gRPC call: the first whose path or prefix matches. */
+function routeFor(routes: RouteJson[], grpcPath: string): RouteJson | undefined {
+  return routes.find(
+    (route) =>
+      !route.match.headers &&
+      (route.match.path === grpcPath ||
+        (route.match.prefix !== undefined && grpcPath.startsWith(route.match.prefix))),
+  );
+}
+
+test("the descriptor set has the three shop services", (t) => {
+  t.deepEqual(
+    services.map((service) => `${service.cluster}:${service.fullName}`),
+    [
+      "order:shop.order.v1.OrderService",
+      "product:shop.product.v1.ProductService",
+      "user:shop.user.v1.UserService",
+    ],
+  );
+});
+
+test("every RPC has a retry decision, and every decision names a real RPC", (t) => {
+  const methods = services.flatMap((service) => service.methods.map((m) => m.path.slice(1)));
+  t.deepEqual(
+    methods.filter((method) => !(method in RETRY_CLASS)),
+    [],
+    "add the new RPCs to RETRY_CLASS in deploy/envoy/config.ts",
+  );
+  t.deepEqual(
+    Object.keys(RETRY_CLASS).filter((method) => !methods.includes(method)),
+    [],
+    "RETRY_CLASS names RPCs the descriptor set no longer has",
+  );
+});
+
+for (const file of COMMITTED) {
+  test(`${file} routes every RPC of the descriptor set to its cluster`, async (t) => {
+    const { routes, filters } = inspect(parse(await readFile(path.join(repoRoot, file), "utf8")));
+
+    for (const service of services) {
+      const prefix = routes.find((route) => route.match.prefix === `/${service.fullName}/`);
+      t.is(prefix?.route?.cluster, service.cluster, `${service.fullName} has no prefix route`);
+      t.is(prefix?.route?.retry_policy, undefined, "the per-service default is not retried");
+
+      for (const method of service.methods) {
+        const route = routeFor(routes, method.path);
+        t.is(route?.route?.cluster, service.cluster, `${method.path} goes to ${service.cluster}`);
+        const kind = retryClass(method.path);
+        const retryOn = route?.route?.retry_policy?.retry_on;
+        if (kind === "never") t.is(retryOn, undefined, `${method.path} must not be retried`);
+        else t.true(retryOn?.includes("unavailable"), `${method.path} should be retried`);
+        if (kind === "unprocessed") t.false(retryOn?.split(",").includes("reset"), method.path);
+        if (method.streaming) {
+          t.is(route?.route?.timeout, "0s", `${method.path} streams without a timeout`);
+          t.is(route?.route?.max_stream_duration?.grpc_timeout_header_max, "0s");
+        } else {
+          t.is(route?.route?.max_stream_duration?.max_stream_duration, "15s", method.path);
+          t.is(route?.route?.max_stream_duration?.grpc_timeout_header_max, "15s", method.path);
+        }
+      }
+    }
+
+    // Health and reflection work through Envoy (grpcurl list, probes).
+    for (const infra of [
+      "/grpc.health.v1.Health/Check",
+      "/grpc.health.v1.Health/Watch",
+      "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+      "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    ]) {
+      t.is(routeFor(routes, infra)?.route?.cluster, "user", infra);
+    }
+
+    t.deepEqual(
+      filters.map((filter) => filter.name),
+      [
+        "envoy.filters.http.grpc_web",
+        "envoy.filters.http.grpc_json_transcoder",
+        "envoy.filters.http.cors",
+        "envoy.filters.http.router",
+      ],
+    );
+    const transcoder = filters[1]?.typed_config as { services: string[]; proto_descriptor: string };
+    t.deepEqual(
+      transcoder.services,
+      services.map((service) => service.fullName),
+    );
+  });
+}
+
+test("envoyConfig refuses a topology that does not match the descriptor set", (t) => {
+  const topology = composeTopology();
+  const { order: _order, ...withoutOrder } = topology.services;
+  t.throws(() => envoyConfig({ ...topology, services: withoutOrder }, services), {
+    message: /no "order" entry for shop\.order\.v1\.OrderService/,
+  });
+  t.throws(
+    () => envoyConfig({ ...topology, services: { ...topology.services, cart: [] } }, services),
+    { message: /topology\.services\.cart matches no shop\.cart\.v1 service/ },
+  );
+});
+
+/** Runs `envoy --mode validate`; the binary is required (npm run tools), never skipped. */
+async function validate(configFile: string) {
+  const result = await exec(envoyBinary(), ["--mode", "validate", "-c", configFile], {
+    cwd: repoRoot,
+  });
+  return { ok: result.code === 0, output: `${result.stdout}${result.stderr}`.slice(-3000) };
+}
+
+test("Envoy accepts the committed local config (run from the repo root)", async (t) => {
+  const { ok, output } = await validate(path.join(repoRoot, "deploy/envoy/envoy.yaml"));
+  t.true(ok, output);
+});
+
+test("Envoy accepts the committed compose config", async (t) => {
+  // Validation loads the descriptor set, which compose mounts at /app; point it at the repo's.
+  const text = await readFile(path.join(repoRoot, "deploy/envoy/envoy.compose.yaml"), "utf8");
+  const mounted = "proto_descriptor: /app/gen/descriptor/shop.binpb";
+  t.is(text.split(mounted).length, 2, "the compose config loads the descriptor from /app");
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-compose-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "envoy.compose.yaml");
+  await writeFile(file, text.replace(mounted, `proto_descriptor: ${DEFAULT_DESCRIPTOR_FILE}`));
+  const { ok, output } = await validate(file);
+  t.true(ok, output);
+});
+
+test("Envoy accepts a generated config for ephemeral ports and a file access log", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-port0-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const topology: EnvoyTopology = {
+    listen: { address: "127.0.0.1", port: 0 },
+    admin: { address: "127.0.0.1", port: 0 },
+    descriptorPath: DEFAULT_DESCRIPTOR_FILE,
+    services: {
+      user: [{ host: "127.0.0.1", port: 40001 }],
+      product: [{ host: "localhost", port: 40002 }],
+      order: [],
+    },
+    accessLogPath: path.join(dir, "access.log"),
+    healthCheckIntervalMs: 250,
+  };
+  const file = path.join(dir, "envoy.yaml");
+  await writeFile(file, envoyYaml(topology));
+  const { ok, output } = await validate(file);
+  t.true(ok, output);
+});
+
+const SHOP_SERVICES = services.map((service) => service.fullName);
+
+/** A grpc-js server on port 0 that serves only grpc.health.v1, like a shop service would. */
+async function healthServer(t: import("ava").ExecutionContext) {
+  const server = new grpc.Server();
+  const health = new HealthImplementation(
+    Object.fromEntries(SHOP_SERVICES.map((name) => [name, "SERVING" as const])),
+  );
+  health.addToServer(server);
+  const port = await new Promise<number>((resolve, reject) => {
+    server.bindAsync("127.0.0.1:0", grpc.ServerCredentials.createInsecure(), (error, bound) =>
+      error ? reject(error) : resolve(bound),
+    );
+  });
+  t.teardown(() => server.forceShutdown());
+  return { port, health, address: `127.0.0.1:${port}` };
+}
+
+test("startEnvoy health-checks grpc-js servers and proxies gRPC to them", async (t) => {
+  const [a, b] = [await healthServer(t), await healthServer(t)];
+  // b says the user service is down: Envoy must check the full service name, not the server.
+  b.health.setStatus("shop.user.v1.UserService", "NOT_SERVING");
+  const endpoints = [a, b].map(({ port }) => ({ host: "127.0.0.1", port }));
+  const envoy = await startEnvoy({
+    services: { user: endpoints, product: endpoints, order: [{ host: "127.0.0.1", port: a.port }] },
+    waitHealthy: ["product", "order"],
+  });
+  t.teardown(() => envoy.stop());
+
+  const stats = await envoy.stats();
+  t.deepEqual(Object.keys(stats).sort(), ["order", "product", "user"]);
+  t.true(stats.product?.[a.address]?.healthy && stats.product?.[b.address]?.healthy);
+  await envoy.waitHealthy(["user"], 1_000).then(
+    () => t.fail("a NOT_SERVING replica passed the user service's health check"),
+    () => t.pass(),
+  );
+  const user = (await envoy.stats()).user;
+  t.true(user?.[a.address]?.healthy);
+  t.deepEqual(user?.[b.address]?.healthFlags, ["failed_active_health_check"]);
+
+  b.health.setStatus("shop.user.v1.UserService", "SERVING");
+  await envoy.waitHealthy(["user"], 10_000);
+
+  // A raw health check through Envoy's listener lands on the user cluster.
+  const check = healthService.Check;
+  if (!check) throw new Error("grpc-health-check has no Check method");
+  const client = new grpc.Client(envoy.address, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const calls = 6;
+  for (let i = 0; i < calls; i++) {
+    const reply = await new Promise<{ status: string }>((resolve, reject) => {
+      client.makeUnaryRequest(
+        check.path,
+        check.requestSerialize,
+        check.responseDeserialize as (bytes: Buffer) => { status: string },
+        { service: "shop.user.v1.UserService" },
+        { deadline: Date.now() + 5_000 },
+        (error, value) => (error || !value ? reject(error) : resolve(value)),
+      );
+    });
+    t.is(reply.status, "SERVING");
+  }
+
+  // Host counters count proxied calls only, not Envoy's own health checks.
+  const after = (await envoy.stats()).user ?? {};
+  const proxied = Object.values(after).reduce((sum, host) => sum + host.rq_total, 0);
+  t.is(proxied, calls);
+  t.is(
+    Object.values(after).reduce((sum, host) => sum + host.rq_success, 0),
+    calls,
+  );
+
+  // One JSON access log line per call, with the gRPC status and the replica that served it.
+  let lines = envoy.accessLog();
+  for (let waited = 0; lines.length < calls && waited < 2_000; waited += 50) {
+    await new Promise((resolve) => setTimeout(resolve, 50));
+    lines = envoy.accessLog();
+  }
+  t.is(lines.length, calls);
+  for (const line of lines) {
+    t.like(line, {
+      path: "/grpc.health.v1.Health/Check",
+      protocol: "HTTP/2",
+      response_code: 200,
+      grpc_status: 0,
+      upstream_cluster: "user",
+      response_flags: "-",
+    });
+    t.true([a.address, b.address].includes(String(line.upstream_host)));
+    t.regex(String(line.x_request_id), /^[0-9a-f-]{36}$/);
+  }
+});
