@@ -1,6 +1,6 @@
 import { setTimeout as sleep } from "node:timers/promises";
 import type { CallContext } from "./context.js";
-import { type Code, ServiceError } from "./errors.js";
+import { Code, ServiceError } from "./errors.js";
 
 /** A failure or delay to inject into one rpc, for fault tests and drills. */
 export interface Fault {
@@ -19,6 +19,9 @@ export type Faults = Map<string, Fault>;
 export async function injectFault(fault: Fault | undefined, ctx: CallContext): Promise<void> {
   if (!fault) return;
   if (fault.delayMs) await sleep(fault.delayMs, undefined, { signal: ctx.signal }).catch(() => {});
+  if (ctx.signal.aborted) {
+    throw new ServiceError(Code.CANCELLED, "the call ended while its injected delay ran");
+  }
   if (fault.code !== undefined) {
     throw new ServiceError(fault.code, `injected fault on ${ctx.method}`, {
       reason: "INJECTED_FAULT",

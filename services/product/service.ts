@@ -17,15 +17,12 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}): 
   implement: (db, logger) => {
     const store = new ProductStore(db);
     // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
-    const sweep = setInterval(
-      () => {
-        store.expire().then(
-          (count) => count > 0 && logger.info({ count }, "expired reservations"),
-          (error: unknown) => logger.warn({ err: error }, "reservation sweep failed"),
-        );
-      },
-      env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
-    );
+    const sweep = setInterval(() => {
+      store.expire().then(
+        (count) => count > 0 && logger.info({ count }, "expired reservations"),
+        (error: unknown) => logger.warn({ err: error }, "reservation sweep failed"),
+      );
+    }, overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000));
     return {
       name: "shop.product.v1.ProductService",
       definition: ProductServiceService,
