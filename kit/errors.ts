@@ -72,7 +72,9 @@ export function encodeStatus(error: ServiceError, domain: string): Buffer {
       value: Buffer.from(PreconditionFailure.encode({ violations }).finish()),
     });
   }
-  return Buffer.from(Status.encode({ code: error.code, message: error.message, details }).finish());
+  return Buffer.from(
+    Status.encode({ code: error.code, message: error.message.slice(0, 1024), details }).finish(),
+  );
 }
 
 /** Decodes the google.rpc details of a failed call, when it carries any. */

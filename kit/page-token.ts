@@ -24,10 +24,12 @@ export function decodePageToken<T>(token: string, filter: unknown = null): T | u
     error.details.reason = "INVALID_PAGE_TOKEN";
     return error;
   };
-  const [body, mac] = token.split(".");
-  if (!body || !mac || token.length > 1024) throw invalid();
-  const expected = sign(body);
-  const given = Buffer.from(mac, "base64url");
+  const parts = token.split(".");
+  const [body, mac] = parts;
+  if (parts.length !== 2 || !body || !mac || token.length > 1024) throw invalid();
+  // Compare the signature as text: base64url decoding would ignore stray characters.
+  const expected = Buffer.from(sign(body).toString("base64url"));
+  const given = Buffer.from(mac);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
   const parsed = JSON.parse(Buffer.from(body, "base64url").toString()) as { c: T; f: unknown };
   if (JSON.stringify(parsed.f) !== JSON.stringify(filter)) throw invalid();

@@ -1,5 +1,11 @@
 import { errors } from "./errors.js";
 
+// An error status must fit in HTTP/2 trailers: a request with thousands of bad fields, or a
+// 1 MB field name, must not echo all of it back.
+const MAX_VIOLATIONS = 20;
+const MAX_TEXT = 200;
+const clip = (text: string) => (text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text);
+
 /**
  * Collects field violations so that one INVALID_ARGUMENT names every bad field at once.
  * Field paths use the proto's snake_case names, as clients see them.
@@ -8,7 +14,9 @@ export class Violations {
   private readonly list: { field: string; description: string }[] = [];
 
   add(field: string, description: string): this {
-    this.list.push({ field, description });
+    if (this.list.length < MAX_VIOLATIONS) {
+      this.list.push({ field: clip(field), description: clip(description) });
+    }
     return this;
   }
 

@@ -263,13 +263,13 @@ test("the caller's deadline reaches the user and product services", async (t) =>
   });
   const user = await createUser(mesh.users);
   const mug = await createProduct(mesh.products, { stock: 3 });
-  mesh.product.server.faults.set("ReserveStock", { delayMs: 3_000 });
+  mesh.product.server.faults.set("ReserveStock", { delayMs: 8_000 });
 
-  const callerDeadline = Date.now() + 400;
+  const callerDeadline = Date.now() + 2_000;
   const error = await t.throwsAsync(
     mesh.orders.createOrder(
       { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId: "hurry" },
-      { timeoutMs: 400 },
+      { timeoutMs: 2_000 },
     ),
     { instanceOf: ServiceError },
   );

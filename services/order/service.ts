@@ -4,6 +4,7 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../../kit/client.js";
 import { env } from "../../kit/config.js";
 import type { ServiceModule } from "../../kit/main.js";
+import { repeat } from "../../kit/repeat.js";
 import { orderHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
@@ -65,18 +66,20 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}): Serv
         logger,
       },
     );
-    const reconcile = setInterval(() => {
-      saga.reconcile().then(
-        (count) => count > 0 && logger.info({ count }, "released stock of failed orders"),
-        (error: unknown) => logger.warn({ err: error }, "reconcile failed"),
-      );
-    }, settings.reconcileMs);
+    const reconcile = repeat(
+      settings.reconcileMs,
+      async () => {
+        const count = await saga.reconcile();
+        if (count > 0) logger.info({ count }, "released stock of failed orders");
+      },
+      (error) => logger.warn({ err: error }, "reconcile failed"),
+    );
     return {
       name: "shop.order.v1.OrderService",
       definition: OrderServiceService,
       handlers: orderHandlers(store, saga, { pollMs: settings.watchPollMs }),
       close: async () => {
-        clearInterval(reconcile);
+        await reconcile.stop();
         users.close();
         products.close();
       },

@@ -1,6 +1,7 @@
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { env } from "../../kit/config.js";
 import type { ServiceModule } from "../../kit/main.js";
+import { repeat } from "../../kit/repeat.js";
 import { productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
@@ -17,17 +18,19 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}): 
   implement: (db, logger) => {
     const store = new ProductStore(db);
     // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
-    const sweep = setInterval(() => {
-      store.expire().then(
-        (count) => count > 0 && logger.info({ count }, "expired reservations"),
-        (error: unknown) => logger.warn({ err: error }, "reservation sweep failed"),
-      );
-    }, overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000));
+    const sweep = repeat(
+      overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
+      async () => {
+        const count = await store.expire();
+        if (count > 0) logger.info({ count }, "expired reservations");
+      },
+      (error) => logger.warn({ err: error }, "reservation sweep failed"),
+    );
     return {
       name: "shop.product.v1.ProductService",
       definition: ProductServiceService,
       handlers: productHandlers(store),
-      close: async () => clearInterval(sweep),
+      close: () => sweep.stop(),
     };
   },
 });

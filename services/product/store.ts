@@ -190,41 +190,46 @@ export class ProductStore {
           lines.map((line) => line.productId),
         );
         const byId = new Map(prices.map((row) => [row.product_id, row]));
-        await trx("reservation_lines").insert(
-          lines.map((line, i) => {
-            const product = byId.get(line.productId) as ProductRow;
-            return {
-              reservation_id: reservationId,
-              line_no: i,
-              product_id: line.productId,
-              quantity: line.quantity,
-              currency_code: product.currency_code,
-              unit_price_minor: product.price_minor,
-            };
-          }),
-        );
-        return { repeat: false as const };
+        const lineRows: LineRow[] = lines.map((line, i) => {
+          const product = byId.get(line.productId) as ProductRow;
+          return {
+            reservation_id: reservationId,
+            line_no: i,
+            product_id: line.productId,
+            quantity: line.quantity,
+            currency_code: product.currency_code,
+            unit_price_minor: product.price_minor,
+          };
+        });
+        await trx("reservation_lines").insert(lineRows);
+        // What was just written is the answer: no need to read it back.
+        const held: ReservationRow = {
+          reservation_id: reservationId,
+          state: ReservationState.RESERVATION_STATE_HELD,
+          expire_time: now + ttlMs,
+          create_time: now,
+        };
+        return { repeat: false as const, reservation: toReservation(held, lineRows) };
       })
       .catch(async (error: Error & { short?: string[] }) => {
         if (!error.short) throw error;
         throw await this.shortageError(lines, error.short);
       });
 
+    if (!outcome.repeat) return outcome.reservation;
     const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;
-    if (outcome.repeat) {
-      const stored = reservation.lines.map((l) => ({
-        product_id: l.productId,
-        quantity: l.quantity,
-      }));
-      const tombstone =
-        reservation.state === ReservationState.RESERVATION_STATE_RELEASED && stored.length === 0;
-      if (!tombstone && !sameLines(lines, stored as LineRow[])) {
-        throw errors.alreadyExists(
-          "RESERVATION_MISMATCH",
-          `reservation ${reservationId} already exists with other lines`,
-          { reservation_id: reservationId },
-        );
-      }
+    const stored = reservation.lines.map((l) => ({
+      product_id: l.productId,
+      quantity: l.quantity,
+    }));
+    const tombstone =
+      reservation.state === ReservationState.RESERVATION_STATE_RELEASED && stored.length === 0;
+    if (!tombstone && !sameLines(lines, stored as LineRow[])) {
+      throw errors.alreadyExists(
+        "RESERVATION_MISMATCH",
+        `reservation ${reservationId} already exists with other lines`,
+        { reservation_id: reservationId },
+      );
     }
     return reservation;
   }

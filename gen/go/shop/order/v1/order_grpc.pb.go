@@ -48,7 +48,9 @@ type OrderServiceClient interface {
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
 	// FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure`) when stock is short, ALREADY_EXISTS (reason
+	// `PreconditionFailure`) when stock is short or (reason
+	// `CURRENCY_MISMATCH`) when the products are priced in different
+	// currencies, ALREADY_EXISTS (reason
 	// `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
 	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
 	// service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
@@ -170,7 +172,9 @@ type OrderServiceServer interface {
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
 	// FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure`) when stock is short, ALREADY_EXISTS (reason
+	// `PreconditionFailure`) when stock is short or (reason
+	// `CURRENCY_MISMATCH`) when the products are priced in different
+	// currencies, ALREADY_EXISTS (reason
 	// `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
 	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
 	// service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran

@@ -1338,7 +1338,9 @@ export const OrderServiceService = {
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
    * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short, ALREADY_EXISTS (reason
+   * `PreconditionFailure`) when stock is short or (reason
+   * `CURRENCY_MISMATCH`) when the products are priced in different
+   * currencies, ALREADY_EXISTS (reason
    * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
    * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
    * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
@@ -1431,7 +1433,9 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
    * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short, ALREADY_EXISTS (reason
+   * `PreconditionFailure`) when stock is short or (reason
+   * `CURRENCY_MISMATCH`) when the products are priced in different
+   * currencies, ALREADY_EXISTS (reason
    * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
    * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
    * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
@@ -1484,7 +1488,9 @@ export interface OrderServiceClient extends Client {
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
    * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short, ALREADY_EXISTS (reason
+   * `PreconditionFailure`) when stock is short or (reason
+   * `CURRENCY_MISMATCH`) when the products are priced in different
+   * currencies, ALREADY_EXISTS (reason
    * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
    * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
    * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran

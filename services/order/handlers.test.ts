@@ -1,0 +1,564 @@
+// OrderService handlers called directly, each test on its own in-memory database. The saga behind
+// CreateOrder and CancelOrder talks to real user and product servers on port 0. Its failure
+// scenarios live in test/saga.test.ts; here are the rpcs' contracts: validation, lookups, lists,
+// and the happy paths.
+import { Metadata } from "@grpc/grpc-js";
+import test, { type ExecutionContext } from "ava";
+import {
+  CancelOrderRequest,
+  CreateOrderRequest,
+  GetOrderRequest,
+  ListOrdersRequest,
+  type Order,
+  OrderState,
+  WatchOrderRequest,
+} from "../../gen/ts/shop/order/v1/order.js";
+import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { type Client, createClient } from "../../kit/client.js";
+import type { CallContext } from "../../kit/context.js";
+import { openDatabase } from "../../kit/db.js";
+import { Code, ServiceError } from "../../kit/errors.js";
+import { newId } from "../../kit/ids.js";
+import { createLogger } from "../../kit/logger.js";
+import { startService } from "../../kit/main.js";
+import { encodePageToken } from "../../kit/page-token.js";
+import { createProduct, createUser } from "../../test/helpers/mesh.js";
+import { createProductService } from "../product/service.js";
+import { userService } from "../user/service.js";
+import { orderHandlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { OrderSaga } from "./saga.js";
+import { OrderStore } from "./store.js";
+
+const ctx = (method: string): CallContext => ({
+  method: `/shop.order.v1.OrderService/${method}`,
+  metadata: new Metadata(),
+  deadline: undefined,
+  signal: new AbortController().signal,
+  requestId: `test-${method}`,
+});
+
+const chars = (n: number, c = "x") => c.repeat(n);
+const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+  FAILED: OrderState.ORDER_STATE_FAILED,
+};
+
+interface Dependencies {
+  users: Client<typeof UserServiceService>;
+  products: Client<typeof ProductServiceService>;
+  stop(): Promise<void>;
+}
+
+// One user and one product server for the whole file: each test makes its own users and products,
+// so tests share nothing but the servers, and do not pay for starting two more each.
+let shared: Promise<Dependencies> | undefined;
+
+test.before(() => {
+  shared = (async () => {
+    const options = {
+      host: "127.0.0.1",
+      port: 0,
+      database: ":memory:",
+      logLevel: "silent",
+      shutdownGraceMs: 2_000,
+    };
+    const [user, product] = await Promise.all([
+      startService(userService, options),
+      startService(createProductService(), options),
+    ]);
+    const users = createClient(UserServiceService, user.server.address, {
+      serviceName: "shop.user.v1.UserService",
+    });
+    const products = createClient(ProductServiceService, product.server.address, {
+      serviceName: "shop.product.v1.ProductService",
+    });
+    return {
+      users,
+      products,
+      async stop() {
+        users.close();
+        products.close();
+        await Promise.all([user.stop(), product.stop()]);
+      },
+    };
+  })();
+  return shared;
+});
+
+test.after.always(async () => {
+  await (await shared)?.stop();
+});
+
+async function setup(t: ExecutionContext) {
+  const { users, products } = (await shared) as Dependencies;
+  const db = await openDatabase(":memory:", migrations);
+  t.teardown(() => db.destroy());
+  const store = new OrderStore(db);
+  const saga = new OrderSaga(
+    store,
+    { users, products },
+    { reservationTtlMs: 60_000, logger: createLogger("order", "silent") },
+  );
+  const handlers = orderHandlers(store, saga, { pollMs: 50 });
+
+  const order = async (userId: string, lines: [string, number][], requestId = "") =>
+    (
+      await handlers.createOrder(
+        CreateOrderRequest.fromPartial({
+          userId,
+          requestId,
+          lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
+        }),
+        ctx("CreateOrder"),
+      )
+    ).order as Order;
+
+  const stock = async (...ids: string[]) =>
+    Promise.all(
+      ids.map(
+        async (productId) => (await products.getProduct({ productId })).product?.stockQuantity,
+      ),
+    );
+
+  /** Writes an order straight to the store, as a saga would before its commit. */
+  const seed = async (userId: string) =>
+    store.insert({
+      orderId: newId("ord"),
+      userId,
+      requestId: newId("req"),
+      reservationId: `order:${newId("x")}`,
+      currencyCode: "EUR",
+      totalMinor: 100n,
+      lines: [{ productId: "prd_seeded", quantity: 1, unitPriceMinor: 100n }],
+    });
+
+  const count = async () =>
+    (
+      await handlers.listOrders(
+        ListOrdersRequest.fromPartial({ pageSize: 1000 }),
+        ctx("ListOrders"),
+      )
+    ).orders.length;
+
+  return { db, store, saga, handlers, users, products, order, stock, seed, count };
+}
+
+async function invalid(
+  t: ExecutionContext,
+  call: Promise<unknown>,
+  fields: string[],
+  reason = "INVALID_ARGUMENT",
+) {
+  const error = await t.throwsAsync(call, { instanceOf: ServiceError });
+  t.is(error?.code, Code.INVALID_ARGUMENT, error?.message);
+  t.is(error?.details.reason, reason);
+  t.deepEqual(
+    error?.details.fieldViolations?.map((v) => v.field),
+    fields,
+  );
+}
+
+async function fails(t: ExecutionContext, call: Promise<unknown>, code: Code, reason: string) {
+  const error = await t.throwsAsync(call, { instanceOf: ServiceError });
+  t.is(error?.code, code, error?.message);
+  t.is(error?.details.reason, reason);
+  return error;
+}
+
+/** Every message of a WatchOrder stream until it ends. */
+async function collect(stream: AsyncIterable<{ order: Order | undefined }>) {
+  const out: Order[] = [];
+  for await (const message of stream) out.push(message.order as Order);
+  return out;
+}
+
+// CreateOrder
+
+test("CreateOrder confirms an order with ids, price snapshots, total and times", async (t) => {
+  const { handlers, users, products, order, stock } = await setup(t);
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10, amountMinor: "500" });
+  const tea = await createProduct(products, { stock: 5, amountMinor: "250" });
+  const before = Date.now();
+
+  const placed = await order(
+    shopper.userId,
+    [
+      [tea.productId, 3],
+      [mug.productId, 2],
+    ],
+    "req-happy",
+  );
+  t.regex(placed.orderId, /^ord_[A-Za-z0-9_-]{16}$/);
+  t.is(placed.userId, shopper.userId);
+  t.is(placed.requestId, "req-happy");
+  t.is(placed.state, CONFIRMED);
+  t.deepEqual(placed.lines, [
+    {
+      productId: tea.productId,
+      quantity: 3,
+      unitPrice: { currencyCode: "EUR", amountMinor: "250" },
+    },
+    {
+      productId: mug.productId,
+      quantity: 2,
+      unitPrice: { currencyCode: "EUR", amountMinor: "500" },
+    },
+  ]);
+  t.deepEqual(placed.total, { currencyCode: "EUR", amountMinor: "1750" });
+  t.true((placed.createTime?.getTime() ?? 0) >= before);
+  t.true((placed.updateTime?.getTime() ?? 0) >= (placed.createTime?.getTime() ?? 0));
+  t.deepEqual(await stock(mug.productId, tea.productId), [8, 2]);
+
+  const { order: read } = await handlers.getOrder(
+    GetOrderRequest.fromPartial({ orderId: placed.orderId }),
+    ctx("GetOrder"),
+  );
+  t.deepEqual({ ...read, updateTime: undefined }, { ...placed, updateTime: undefined });
+  t.true((read?.updateTime?.getTime() ?? 0) >= (placed.updateTime?.getTime() ?? 0));
+});
+
+test("CreateOrder without a request_id is not deduplicated", async (t) => {
+  const { users, products, order, stock, count } = await setup(t);
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10 });
+  const a = await order(shopper.userId, [[mug.productId, 1]]);
+  const b = await order(shopper.userId, [[mug.productId, 1]]);
+  t.not(a.orderId, b.orderId);
+  t.deepEqual(await stock(mug.productId), [8]);
+  t.is(await count(), 2);
+});
+
+test("CreateOrder accepts the boundary sizes", async (t) => {
+  const { users, products, order } = await setup(t);
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10_000, amountMinor: "1" });
+  const placed = await order(shopper.userId, [[mug.productId, 10_000]], chars(64));
+  t.is(placed.requestId.length, 64);
+  t.deepEqual(placed.total, { currencyCode: "EUR", amountMinor: "10000" });
+});
+
+const line = (productId: string, quantity: number) => ({ productId, quantity });
+const badOrders: [
+  string,
+  { userId?: string; requestId?: string; lines?: ReturnType<typeof line>[] },
+  string[],
+][] = [
+  ["an empty user_id", { userId: "" }, ["user_id"]],
+  ["a 65-character user_id", { userId: chars(65) }, ["user_id"]],
+  ["a 65-character request_id", { requestId: chars(65) }, ["request_id"]],
+  ["no lines", { lines: [] }, ["lines"]],
+  ["101 lines", { lines: Array.from({ length: 101 }, (_, i) => line(`p${i}`, 1)) }, ["lines"]],
+  ["a zero quantity", { lines: [line("A", 1), line("B", 0)] }, ["lines[1].quantity"]],
+  ["a negative quantity", { lines: [line("A", -1)] }, ["lines[0].quantity"]],
+  ["a quantity above 10,000", { lines: [line("A", 10_001)] }, ["lines[0].quantity"]],
+  ["an empty product_id", { lines: [line("A", 1), line("", 1)] }, ["lines[1].product_id"]],
+  ["a 65-character product_id", { lines: [line(chars(65), 1)] }, ["lines[0].product_id"]],
+  [
+    "a product twice",
+    { lines: [line("A", 1), line("B", 1), line("A", 1)] },
+    ["lines[2].product_id"],
+  ],
+  [
+    "several bad fields at once",
+    { userId: "", requestId: chars(65), lines: [line("", 0)] },
+    ["user_id", "request_id", "lines[0].product_id", "lines[0].quantity"],
+  ],
+];
+
+for (const [name, fields, violations] of badOrders) {
+  test(`CreateOrder refuses ${name} before reserving anything`, async (t) => {
+    const { handlers, users, products, stock, count } = await setup(t);
+    const shopper = await createUser(users);
+    const a = await createProduct(products, { stock: 20_000 });
+    const b = await createProduct(products, { stock: 20_000 });
+    const ids = new Map([
+      ["A", a.productId],
+      ["B", b.productId],
+    ]);
+    const request = CreateOrderRequest.fromPartial({
+      userId: fields.userId ?? shopper.userId,
+      requestId: fields.requestId ?? "req-bad",
+      lines: (fields.lines ?? [line("A", 1)]).map((l) => ({
+        productId: ids.get(l.productId) ?? l.productId,
+        quantity: l.quantity,
+      })),
+    });
+    await invalid(t, handlers.createOrder(request, ctx("CreateOrder")), violations);
+    t.deepEqual(await stock(a.productId, b.productId), [20_000, 20_000]);
+    t.is(await count(), 0);
+  });
+}
+
+// GetOrder
+
+test("GetOrder refuses an empty or too long id", async (t) => {
+  const { handlers } = await setup(t);
+  for (const orderId of ["", chars(65)]) {
+    await invalid(t, handlers.getOrder(GetOrderRequest.fromPartial({ orderId }), ctx("GetOrder")), [
+      "order_id",
+    ]);
+  }
+});
+
+test("GetOrder of an unknown id is NOT_FOUND with reason ORDER_NOT_FOUND", async (t) => {
+  const { handlers } = await setup(t);
+  const error = await fails(
+    t,
+    handlers.getOrder(GetOrderRequest.fromPartial({ orderId: "ord_missing" }), ctx("GetOrder")),
+    Code.NOT_FOUND,
+    "ORDER_NOT_FOUND",
+  );
+  t.deepEqual(error?.details.metadata, { order_id: "ord_missing" });
+});
+
+test("GetOrder returns a stored order as written", async (t) => {
+  const { handlers, seed } = await setup(t);
+  const written = await seed("usr_a");
+  const { order } = await handlers.getOrder(
+    GetOrderRequest.fromPartial({ orderId: written.orderId }),
+    ctx("GetOrder"),
+  );
+  t.deepEqual(order, written);
+  t.is(order?.state, PENDING);
+  t.deepEqual(order?.total, { currencyCode: "EUR", amountMinor: "100" });
+});
+
+// ListOrders
+
+async function listAll(
+  handlers: Awaited<ReturnType<typeof setup>>["handlers"],
+  pageSize: number,
+  userId = "",
+) {
+  const ids: string[] = [];
+  const sizes: number[] = [];
+  let pageToken = "";
+  do {
+    const page = await handlers.listOrders(
+      ListOrdersRequest.fromPartial({ pageSize, pageToken, userId }),
+      ctx("ListOrders"),
+    );
+    sizes.push(page.orders.length);
+    ids.push(...page.orders.map((o) => o.orderId));
+    pageToken = page.nextPageToken;
+  } while (pageToken !== "");
+  return { ids, sizes };
+}
+
+test("ListOrders pages through every order newest first", async (t) => {
+  const { handlers, seed } = await setup(t);
+  const written: string[] = [];
+  for (let i = 0; i < 7; i++) written.push((await seed(i % 2 ? "usr_b" : "usr_a")).orderId);
+  const newestFirst = [...written].reverse();
+  t.deepEqual(await listAll(handlers, 3), { ids: newestFirst, sizes: [3, 3, 1] });
+  t.deepEqual(await listAll(handlers, 0), { ids: newestFirst, sizes: [7] });
+  t.deepEqual(await listAll(handlers, 7), { ids: newestFirst, sizes: [7] });
+});
+
+test("ListOrders with user_id returns only that user's orders, on every page", async (t) => {
+  const { handlers, seed } = await setup(t);
+  const byUser: Record<string, string[]> = { usr_a: [], usr_b: [] };
+  for (let i = 0; i < 9; i++) {
+    const userId = i % 3 ? "usr_a" : "usr_b";
+    byUser[userId]?.unshift((await seed(userId)).orderId);
+  }
+  t.deepEqual(await listAll(handlers, 2, "usr_a"), { ids: byUser.usr_a, sizes: [2, 2, 2] });
+  t.deepEqual(await listAll(handlers, 2, "usr_b"), { ids: byUser.usr_b, sizes: [2, 1] });
+  t.deepEqual(await listAll(handlers, 2, "usr_nobody"), { ids: [], sizes: [0] });
+});
+
+test("ListOrders refuses a token reused with another user_id", async (t) => {
+  const { handlers, seed } = await setup(t);
+  for (let i = 0; i < 4; i++) await seed(i % 2 ? "usr_b" : "usr_a");
+  const first = (userId: string) =>
+    handlers.listOrders(ListOrdersRequest.fromPartial({ pageSize: 1, userId }), ctx("ListOrders"));
+  for (const [issuedFor, usedFor] of [
+    ["usr_a", "usr_b"],
+    ["usr_a", ""],
+    ["", "usr_a"],
+  ] as const) {
+    const { nextPageToken } = await first(issuedFor);
+    t.not(nextPageToken, "");
+    await invalid(
+      t,
+      handlers.listOrders(
+        ListOrdersRequest.fromPartial({ pageSize: 1, pageToken: nextPageToken, userId: usedFor }),
+        ctx("ListOrders"),
+      ),
+      ["page_token"],
+      "INVALID_PAGE_TOKEN",
+    );
+  }
+});
+
+test("ListOrders refuses a negative page_size, a long user_id and forged tokens", async (t) => {
+  const { handlers, seed } = await setup(t);
+  for (let i = 0; i < 2; i++) await seed("usr_a");
+  const list = (request: Partial<ListOrdersRequest>) =>
+    handlers.listOrders(ListOrdersRequest.fromPartial(request), ctx("ListOrders"));
+  await invalid(t, list({ pageSize: -1 }), ["page_size"]);
+  await invalid(t, list({ userId: chars(65) }), ["user_id"]);
+  const { nextPageToken: real } = await list({ pageSize: 1 });
+  const [body = "", mac = ""] = real.split(".");
+  const flip = (s: string) => (s[0] === "A" ? "B" : "A") + s.slice(1);
+  for (const pageToken of [
+    "garbage",
+    `${flip(body)}.${mac}`,
+    `${body}.${flip(mac)}`,
+    encodePageToken(1),
+    encodePageToken(1, { inStockOnly: false }),
+    chars(2000),
+  ]) {
+    await invalid(t, list({ pageToken }), ["page_token"], "INVALID_PAGE_TOKEN");
+  }
+});
+
+// CancelOrder
+
+test("CancelOrder cancels a confirmed order and returns its stock, idempotently", async (t) => {
+  const { handlers, users, products, order, stock } = await setup(t);
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10 });
+  const placed = await order(shopper.userId, [[mug.productId, 4]]);
+  t.deepEqual(await stock(mug.productId), [6]);
+
+  const cancel = () =>
+    handlers.cancelOrder(
+      CancelOrderRequest.fromPartial({ orderId: placed.orderId }),
+      ctx("CancelOrder"),
+    );
+  const { order: cancelled } = await cancel();
+  t.is(cancelled?.state, CANCELLED);
+  t.deepEqual(
+    { ...cancelled, state: undefined, updateTime: undefined },
+    { ...placed, state: undefined, updateTime: undefined },
+  );
+  t.deepEqual(await stock(mug.productId), [10]);
+
+  const { order: again } = await cancel();
+  t.deepEqual(again, cancelled, "a second cancel returns the order unchanged");
+  t.deepEqual(await stock(mug.productId), [10], "and returns no stock twice");
+});
+
+test("CancelOrder refuses an empty or too long id", async (t) => {
+  const { handlers } = await setup(t);
+  for (const orderId of ["", chars(65)]) {
+    await invalid(
+      t,
+      handlers.cancelOrder(CancelOrderRequest.fromPartial({ orderId }), ctx("CancelOrder")),
+      ["order_id"],
+    );
+  }
+});
+
+test("CancelOrder of an unknown id is NOT_FOUND with reason ORDER_NOT_FOUND", async (t) => {
+  const { handlers } = await setup(t);
+  await fails(
+    t,
+    handlers.cancelOrder(
+      CancelOrderRequest.fromPartial({ orderId: "ord_missing" }),
+      ctx("CancelOrder"),
+    ),
+    Code.NOT_FOUND,
+    "ORDER_NOT_FOUND",
+  );
+});
+
+test("CancelOrder of a pending or failed order is ORDER_NOT_CANCELLABLE", async (t) => {
+  const { handlers, store, seed } = await setup(t);
+  const pending = await seed("usr_a");
+  const failed = await seed("usr_a");
+  t.true(await store.fail(failed.orderId));
+  for (const [orderId, state] of [
+    [pending.orderId, PENDING],
+    [failed.orderId, FAILED],
+  ] as const) {
+    const error = await fails(
+      t,
+      handlers.cancelOrder(CancelOrderRequest.fromPartial({ orderId }), ctx("CancelOrder")),
+      Code.FAILED_PRECONDITION,
+      "ORDER_NOT_CANCELLABLE",
+    );
+    t.deepEqual(error?.details.metadata, { order_id: orderId });
+    t.is((await store.get(orderId)).order.state, state, "the order is unchanged");
+  }
+});
+
+// WatchOrder
+
+test("WatchOrder refuses an empty or too long id and an unknown one", async (t) => {
+  const { handlers } = await setup(t);
+  for (const orderId of ["", chars(65)]) {
+    await invalid(
+      t,
+      collect(handlers.watchOrder(WatchOrderRequest.fromPartial({ orderId }), ctx("WatchOrder"))),
+      ["order_id"],
+    );
+  }
+  await fails(
+    t,
+    collect(
+      handlers.watchOrder(
+        WatchOrderRequest.fromPartial({ orderId: "ord_missing" }),
+        ctx("WatchOrder"),
+      ),
+    ),
+    Code.NOT_FOUND,
+    "ORDER_NOT_FOUND",
+  );
+});
+
+test("WatchOrder sends the order, then each change, and ends at a final state", async (t) => {
+  const { handlers, users, products, order } = await setup(t);
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10 });
+  const placed = await order(shopper.userId, [[mug.productId, 1]]);
+
+  const stream = handlers
+    .watchOrder(WatchOrderRequest.fromPartial({ orderId: placed.orderId }), ctx("WatchOrder"))
+    [Symbol.asyncIterator]();
+  const first = await stream.next();
+  t.is(first.value?.order?.state, CONFIRMED);
+  t.is(first.value?.order?.orderId, placed.orderId);
+
+  await handlers.cancelOrder(
+    CancelOrderRequest.fromPartial({ orderId: placed.orderId }),
+    ctx("CancelOrder"),
+  );
+  const second = await stream.next();
+  t.is(second.value?.order?.state, CANCELLED);
+  t.true((await stream.next()).done, "the stream ends after the final state");
+
+  // Watching a final order sends it once and ends.
+  const final = await collect(
+    handlers.watchOrder(
+      WatchOrderRequest.fromPartial({ orderId: placed.orderId }),
+      ctx("WatchOrder"),
+    ),
+  );
+  t.deepEqual(
+    final.map((o) => o.state),
+    [CANCELLED],
+  );
+});
+
+test("WatchOrder ends when the call is cancelled", async (t) => {
+  const { handlers, seed } = await setup(t);
+  const pending = await seed("usr_a");
+  const controller = new AbortController();
+  const stream = handlers
+    .watchOrder(WatchOrderRequest.fromPartial({ orderId: pending.orderId }), {
+      ...ctx("WatchOrder"),
+      signal: controller.signal,
+    })
+    [Symbol.asyncIterator]();
+  t.is((await stream.next()).value?.order?.state, PENDING);
+  const next = stream.next();
+  controller.abort();
+  t.true((await next).done);
+});
