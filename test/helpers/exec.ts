@@ -36,6 +36,8 @@ export function exec(
     });
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
+    // A child that exits without reading its input must not crash the test with EPIPE.
+    child.stdin.on("error", () => {});
     child.stdin.end(options.input ?? "");
   });
 }

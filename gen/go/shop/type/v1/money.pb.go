@@ -29,8 +29,9 @@ type Money struct {
 	// for example "EUR". Required.
 	CurrencyCode string `protobuf:"bytes,1,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// The amount in the currency's minor unit, for example cents for "EUR" or
-	// "USD". Never negative for a price or a total. Serialised as a decimal
-	// string in JSON so that it stays exact in every language.
+	// "USD". Never negative for a price or a total, and at most 2^53 - 1
+	// (9007199254740991) so that every runtime holds it exactly. Serialised as
+	// a decimal string in JSON.
 	AmountMinor   int64 `protobuf:"varint,2,opt,name=amount_minor,json=amountMinor,proto3" json:"amount_minor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

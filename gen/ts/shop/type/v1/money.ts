@@ -23,8 +23,9 @@ export interface Money {
   currencyCode: string;
   /**
    * The amount in the currency's minor unit, for example cents for "EUR" or
-   * "USD". Never negative for a price or a total. Serialised as a decimal
-   * string in JSON so that it stays exact in every language.
+   * "USD". Never negative for a price or a total, and at most 2^53 - 1
+   * (9007199254740991) so that every runtime holds it exactly. Serialised as
+   * a decimal string in JSON.
    */
   amountMinor: string;
 }

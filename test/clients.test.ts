@@ -1,0 +1,231 @@
+// The example clients in clients/go and clients/python, run against a live launcher, with their
+// claims checked again from outside through grpcurl; and the generated Go and Python code, built,
+// vetted and imported.
+import { readdirSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test, { type ExecutionContext } from "ava";
+import { type ExecResult, repoRoot, tool } from "./helpers/exec.js";
+import { freePorts, type Launcher, run, startLauncher } from "./helpers/launch.js";
+
+const python = path.join(repoRoot, ".tools/venv/bin/python");
+const genPython = path.join(repoRoot, "gen/python");
+const genGo = path.join(repoRoot, "gen/go");
+
+let shop: Launcher | undefined;
+let buildDir: string | undefined;
+let goClient: string;
+
+test.before(async () => {
+  buildDir = await mkdtemp(path.join(tmpdir(), "shopmesh-clients-"));
+  goClient = path.join(buildDir, "shop-client");
+  const [build, launcher] = await Promise.all([
+    run("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
+    startLauncher({ args: ["--no-seed"] }),
+  ]);
+  shop = launcher;
+  if (build.code !== 0) throw new Error(`go build of clients/go failed:\n${build.stderr}`);
+});
+
+test.after.always(async () => {
+  const code = await shop?.stop();
+  if (buildDir) await rm(buildDir, { recursive: true, force: true });
+  if (shop && code !== 0) throw new Error(`the launcher exited ${code}:\n${shop.output()}`);
+});
+
+async function grpcurl(address: string, method: string, body: object) {
+  const result = await run(tool("grpcurl"), [
+    "-plaintext",
+    "-d",
+    JSON.stringify(body),
+    address,
+    method,
+  ]);
+  if (result.code !== 0) throw new Error(`${method}: ${result.stderr}`);
+  return JSON.parse(result.stdout);
+}
+
+/** The first capture of `pattern` in the client's output, failing the test when it is missing. */
+function grab(t: ExecutionContext, stdout: string, pattern: RegExp): string {
+  const match = pattern.exec(stdout);
+  t.truthy(match, `no line matching ${pattern} in:\n${stdout}`);
+  return match?.[1] ?? "";
+}
+
+interface ClientRun {
+  name: string;
+  run(addresses: Launcher["addresses"], timeout: string): Promise<ExecResult>;
+  /** How the client spells FAILED_PRECONDITION. */
+  failedPrecondition: string;
+}
+
+const CLIENTS: ClientRun[] = [
+  {
+    name: "Go",
+    run: (a, timeout) =>
+      run(goClient, [
+        "-user",
+        a.user,
+        "-product",
+        a.product,
+        "-order",
+        a.order,
+        "-timeout",
+        `${timeout}s`,
+      ]),
+    failedPrecondition: "FailedPrecondition",
+  },
+  {
+    name: "Python",
+    run: (a, timeout) =>
+      run(python, [
+        "clients/python/shop_client.py",
+        "--user",
+        a.user,
+        "--product",
+        a.product,
+        "--order",
+        a.order,
+        "--timeout",
+        timeout,
+      ]),
+    failedPrecondition: "FAILED_PRECONDITION",
+  },
+];
+
+for (const client of CLIENTS) {
+  // Serial: the flows run before, not among, the CPU-heavy import and go vet tests.
+  test.serial(
+    `the ${client.name} client walks the whole order flow against the launcher`,
+    async (t) => {
+      const addresses = (shop as Launcher).addresses;
+      const result = await client.run(addresses, "20"); // generous: CI machines can be loaded
+      t.is(result.code, 0, `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`);
+      t.is(result.stderr, "");
+      const out = result.stdout;
+
+      const userId = grab(t, out, /^1 CreateUser +user_id=(\S+) /m);
+      const productId = grab(t, out, /^1 CreateProduct +product_id=(\S+) stock=5 price=1250 EUR/m);
+      const first = grab(
+        t,
+        out,
+        /^2 CreateOrder +order_id=(\S+) state=ORDER_STATE_CONFIRMED total=2500 EUR/m,
+      );
+      t.regex(out, /^2 CreateOrder +retry with the same request_id returned the same order$/m);
+      const second = grab(
+        t,
+        out,
+        /^2 CreateOrder +order_id=(\S+) state=ORDER_STATE_CONFIRMED \(a second/m,
+      );
+      const pages = Number(grab(t, out, /^3 ListOrders +page_size=1: (\d+) pages/m));
+      t.true(pages >= 2, "two orders on pages of one");
+      t.regex(out, /^4 WatchOrder +first message: state=ORDER_STATE_CONFIRMED$/m);
+      t.regex(
+        out,
+        new RegExp(`^5 CancelOrder +order_id=${first} state=ORDER_STATE_CANCELLED$`, "m"),
+      );
+      t.regex(out, /^5 WatchOrder +stream showed state=ORDER_STATE_CANCELLED$/m);
+      t.regex(out, /^5 WatchOrder +stream ended after the final state$/m);
+      t.regex(
+        out,
+        new RegExp(`^6 CreateOrder +quantity=1000 -> ${client.failedPrecondition}: `, "m"),
+      );
+      t.regex(out, /^6 ErrorInfo +reason=INSUFFICIENT_STOCK domain=shop\.order\.v1 /m);
+      t.regex(out, new RegExp(`^6 PreconditionFailure +type=STOCK subject=${productId} `, "m"));
+      t.regex(out, /^6 GetProduct +stock=4$/m);
+      t.true(out.endsWith("ok: every step matched the contract\n"), out);
+
+      // The client's story, checked from outside with grpcurl.
+      const { orders } = await grpcurl(addresses.order, "shop.order.v1.OrderService/ListOrders", {
+        user_id: userId,
+      });
+      t.deepEqual(
+        Object.fromEntries(
+          orders.map((o: { orderId: string; state: string }) => [o.orderId, o.state]),
+        ),
+        { [first]: "ORDER_STATE_CANCELLED", [second]: "ORDER_STATE_CONFIRMED" },
+      );
+      const { product } = await grpcurl(
+        addresses.product,
+        "shop.product.v1.ProductService/GetProduct",
+        {
+          product_id: productId,
+        },
+      );
+      t.is(product.stockQuantity, 4);
+    },
+  );
+
+  test(`the ${client.name} client exits 1 with FAIL when the services are unreachable`, async (t) => {
+    const [port] = await freePorts(1);
+    const nowhere = `127.0.0.1:${port}`;
+    const result = await client.run({ user: nowhere, product: nowhere, order: nowhere }, "1");
+    t.is(result.code, 1, result.stdout + result.stderr);
+    t.regex(result.stderr, /^FAIL .*Unavailable|^FAIL .*UNAVAILABLE/m);
+    t.false(result.stdout.includes("ok: every step"));
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Generated code
+
+const KINDS = ["user", "product", "order"] as const;
+
+/** Every generated Python module under gen/python, as a dotted name (sync: tests are declared from it). */
+function generatedPythonModules(): string[] {
+  const entries = readdirSync(path.join(genPython, "shop"), {
+    recursive: true,
+    withFileTypes: true,
+  });
+  return entries
+    .filter((e) => e.isFile() && /_pb2(_grpc)?\.py$/.test(e.name))
+    .map((e) =>
+      path
+        .relative(genPython, path.join(e.parentPath, e.name))
+        .replace(/\.py$/, "")
+        .split(path.sep)
+        .join("."),
+    )
+    .sort();
+}
+
+test("gen/python holds the _pb2 and _pb2_grpc modules of every proto", (t) => {
+  const modules = generatedPythonModules();
+  const expected = [...KINDS, "type"].flatMap((pkg) => {
+    const file = pkg === "type" ? "money" : pkg;
+    return [`shop.${pkg}.v1.${file}_pb2`, `shop.${pkg}.v1.${file}_pb2_grpc`];
+  });
+  t.deepEqual(modules, expected.sort());
+});
+
+for (const module of generatedPythonModules()) {
+  test(`python -c 'import ${module}'`, async (t) => {
+    // -W error: a protobuf or grpcio version warning at import time fails the test.
+    const probe = module.endsWith("_grpc")
+      ? "print(' '.join(sorted(n for n in dir(m) if n.endswith('Stub'))))"
+      : "print(m.DESCRIPTOR.package)";
+    const result = await run(python, ["-W", "error", "-c", `import ${module} as m; ${probe}`], {
+      cwd: genPython,
+    });
+    t.is(result.code, 0, result.stderr);
+    t.is(result.stderr, "");
+    const pkg = module.split(".").slice(0, 3).join(".");
+    const kind = module.split(".")[1] as string;
+    if (!module.endsWith("_grpc")) {
+      t.is(result.stdout.trim(), pkg);
+    } else if ((KINDS as readonly string[]).includes(kind)) {
+      t.is(result.stdout.trim(), `${kind[0]?.toUpperCase()}${kind.slice(1)}ServiceStub`);
+    } else {
+      t.is(result.stdout.trim(), "", "money.proto has no services");
+    }
+  });
+}
+
+test("go build ./... && go vet ./... in gen/go", async (t) => {
+  const build = await run("go", ["build", "./..."], { cwd: genGo, timeoutMs: 110_000 });
+  t.is(build.code, 0, build.stderr);
+  const vet = await run("go", ["vet", "./..."], { cwd: genGo, timeoutMs: 110_000 });
+  t.is(vet.code, 0, vet.stderr);
+  t.is(vet.stdout + vet.stderr, "");
+});

@@ -1,0 +1,343 @@
+// End to end: `npm start`'s launcher (scripts/start.ts) as a real process on free ports, driven
+// with the real grpcurl over server reflection, exactly as its ready banner tells a user to.
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { createServer } from "node:net";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test, { type ExecutionContext } from "ava";
+import { DEMO_EMAIL } from "../scripts/lib/seed.js";
+import { repoRoot, tool } from "./helpers/exec.js";
+import {
+  alive,
+  childPids,
+  HOST,
+  isListening,
+  type LauncherPorts,
+  launch,
+  run,
+  spawnLauncher,
+} from "./helpers/launch.js";
+
+const SERVICES = {
+  user: "shop.user.v1.UserService",
+  product: "shop.product.v1.ProductService",
+  order: "shop.order.v1.OrderService",
+} as const;
+
+/**
+ * Splits a command line the way a POSIX shell would for the subset the banner may use: words,
+ * '...' and "..." quoting and backslash escapes. Anything that needs a real shell (pipes,
+ * redirections, variables, command substitution) is rejected, since the banner's commands must
+ * run as printed.
+ */
+function shellSplit(line: string): string[] {
+  const words: string[] = [];
+  let word = "";
+  let inWord = false;
+  for (let i = 0; i < line.length; i++) {
+    const c = line[i] as string;
+    if (c === "'") {
+      const end = line.indexOf("'", i + 1);
+      if (end < 0) throw new Error(`unterminated ' in: ${line}`);
+      word += line.slice(i + 1, end);
+      inWord = true;
+      i = end;
+    } else if (c === '"') {
+      inWord = true;
+      for (i++; i < line.length && line[i] !== '"'; i++) {
+        const d = line[i] as string;
+        if (d === "$" || d === "`") throw new Error(`needs a shell (${d}): ${line}`);
+        if (d === "\\" && i + 1 < line.length && '"\\$`'.includes(line[i + 1] as string)) i++;
+        word += line[i];
+      }
+      if (i >= line.length) throw new Error(`unterminated " in: ${line}`);
+    } else if (c === "\\") {
+      if (i + 1 >= line.length) throw new Error(`trailing backslash in: ${line}`);
+      word += line[++i];
+      inWord = true;
+    } else if (/\s/.test(c)) {
+      if (inWord) words.push(word);
+      word = "";
+      inWord = false;
+    } else if ("|&;<>()$`*?[".includes(c) || (!inWord && "#~".includes(c))) {
+      throw new Error(`needs a shell (${c}): ${line}`);
+    } else {
+      word += c;
+      inWord = true;
+    }
+  }
+  if (inWord) words.push(word);
+  return words;
+}
+
+test("shellSplit handles the quoting the banner uses", (t) => {
+  t.deepEqual(shellSplit(`  a -d '{"x": "y z"}' b\\ c "d\\"e"  `), [
+    "a",
+    "-d",
+    '{"x": "y z"}',
+    "b c",
+    'd"e',
+  ]);
+  t.throws(() => shellSplit("a | b"));
+  t.throws(() => shellSplit("a 'b"));
+});
+
+interface BannerCommand {
+  line: string;
+  argv: string[];
+  /** "list", "describe <symbol>" or the full method name. */
+  action: string;
+  address: string;
+  body?: Record<string, unknown>;
+}
+
+/** Every grpcurl command line of the banner, parsed. */
+function bannerCommands(banner: string): BannerCommand[] {
+  return banner
+    .split("\n")
+    .filter((line) => /^\s+\S*grpcurl\s/.test(line))
+    .map((line) => {
+      const argv = shellSplit(line);
+      const d = argv.indexOf("-d");
+      const address = argv.find((arg) => /^[\w.-]+:\d+$/.test(arg)) ?? "";
+      const rest = argv.slice(argv.indexOf(address) + 1);
+      return {
+        line: line.trim(),
+        argv,
+        action: rest.join(" "),
+        address,
+        ...(d >= 0 && { body: JSON.parse(argv[d + 1] as string) }),
+      };
+    });
+}
+
+/** Runs a banner command exactly as printed: no shell, from the repo root. */
+async function runAsPrinted(t: ExecutionContext, command: BannerCommand) {
+  const [program, ...args] = command.argv;
+  t.is(
+    path.resolve(repoRoot, program as string),
+    tool("grpcurl"),
+    `the banner should name the project's grpcurl: ${command.line}`,
+  );
+  const result = await run(program as string, args, { cwd: repoRoot, timeoutMs: 30_000 });
+  t.is(result.code, 0, `${command.line}\n${result.stderr}`);
+  return result;
+}
+
+/** grpcurl with a JSON body against the launcher, over reflection. */
+async function grpcurl(address: string, method: string, body: object) {
+  const result = await run(tool("grpcurl"), [
+    "-plaintext",
+    "-d",
+    JSON.stringify(body),
+    address,
+    method,
+  ]);
+  if (result.code !== 0) throw new Error(`${method} exited ${result.code}: ${result.stderr}`);
+  return JSON.parse(result.stdout);
+}
+
+const userIdIn = (banner: string) => {
+  const getUser = bannerCommands(banner).find((c) => c.action.endsWith("/GetUser"));
+  return getUser?.body?.user_id as string | undefined;
+};
+
+function assertServicesListed(t: ExecutionContext, stdout: string) {
+  const listed = stdout.trim().split("\n");
+  for (const name of [...Object.values(SERVICES), "grpc.health.v1.Health"]) {
+    t.true(listed.includes(name), `${name} missing from list:\n${stdout}`);
+  }
+}
+
+test.serial("every grpcurl command in the banner works exactly as printed", async (t) => {
+  const shop = await launch(t);
+  const commands = bannerCommands(shop.banner);
+  t.deepEqual(
+    commands.map((c) => c.action),
+    [
+      "list",
+      `describe ${SERVICES.order}`,
+      `${SERVICES.user}/GetUser`,
+      `${SERVICES.product}/ListProducts`,
+      `${SERVICES.order}/CreateOrder`,
+      `${SERVICES.order}/ListOrders`,
+      "grpc.health.v1.Health/Check",
+    ],
+    shop.banner,
+  );
+  const ports = Object.values(shop.addresses);
+  for (const command of commands) t.true(ports.includes(command.address), command.line);
+
+  let stockBefore: number | undefined;
+  let orderId: string | undefined;
+  for (const command of commands) {
+    const { stdout } = await runAsPrinted(t, command);
+    switch (command.action) {
+      case "list":
+        assertServicesListed(t, stdout);
+        break;
+      case `describe ${SERVICES.order}`:
+        t.true(stdout.startsWith(`${SERVICES.order} is a service:`), stdout);
+        t.true(
+          stdout.includes(
+            "rpc WatchOrder ( .shop.order.v1.WatchOrderRequest ) returns ( stream .shop.order.v1.WatchOrderResponse );",
+          ),
+          stdout,
+        );
+        break;
+      case `${SERVICES.user}/GetUser`: {
+        const { user } = JSON.parse(stdout);
+        t.is(user.userId, command.body?.user_id);
+        t.is(user.email, DEMO_EMAIL);
+        t.is(user.displayName, "Demo Shopper");
+        break;
+      }
+      case `${SERVICES.product}/ListProducts`: {
+        const { products } = JSON.parse(stdout);
+        t.is(products.length, 3, stdout);
+        const ordered = commands.find((c) => c.action.endsWith("/CreateOrder"));
+        const lines = ordered?.body?.lines as { product_id: string }[];
+        const product = products.find(
+          (p: { productId: string }) => p.productId === lines[0]?.product_id,
+        );
+        t.truthy(product, "CreateOrder's product is in the catalogue");
+        stockBefore = product.stockQuantity;
+        break;
+      }
+      case `${SERVICES.order}/CreateOrder`: {
+        const { order } = JSON.parse(stdout);
+        t.is(order.state, "ORDER_STATE_CONFIRMED");
+        t.is(order.requestId, command.body?.request_id);
+        t.is(order.userId, command.body?.user_id);
+        orderId = order.orderId;
+        t.regex(order.orderId, /^\S+$/);
+        // The same command again: request_id makes it return the same order, not a second one.
+        const again = JSON.parse((await runAsPrinted(t, command)).stdout);
+        t.is(again.order.orderId, order.orderId);
+        t.is(again.order.state, "ORDER_STATE_CONFIRMED");
+        const lines = command.body?.lines as { product_id: string; quantity: number }[];
+        const { product } = await grpcurl(
+          shop.addresses.product,
+          `${SERVICES.product}/GetProduct`,
+          {
+            product_id: lines[0]?.product_id,
+          },
+        );
+        t.is(product.stockQuantity, (stockBefore as number) - (lines[0]?.quantity as number));
+        break;
+      }
+      case `${SERVICES.order}/ListOrders`: {
+        const { orders } = JSON.parse(stdout);
+        t.deepEqual(
+          orders.map((o: { orderId: string }) => o.orderId),
+          [orderId],
+          "one order, however often CreateOrder ran",
+        );
+        break;
+      }
+      case "grpc.health.v1.Health/Check":
+        t.deepEqual(JSON.parse(stdout), { status: "SERVING" });
+        break;
+      default:
+        t.fail(`unexpected command ${command.line}`);
+    }
+  }
+});
+
+test.serial("SIGINT stops all three services and the launcher exits 0", async (t) => {
+  const shop = await launch(t);
+  const services = childPids(shop.child.pid as number);
+  t.is(services.length, 3, `launcher children: ${services.join(" ")}`);
+  for (const port of Object.values(shop.ports)) t.true(await isListening(port));
+
+  t.is(await shop.stop(), 0, shop.output());
+  t.regex(shop.output(), /stopping/);
+  for (const [name, port] of Object.entries(shop.ports)) {
+    t.false(await isListening(port), `${name} still listening on ${port}`);
+  }
+  for (const pid of services) t.false(alive(pid), `service process ${pid} outlived the launcher`);
+});
+
+test.serial("a second launch on the same data dir does not seed again", async (t) => {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "shopmesh-reuse-"));
+  t.teardown(() => rm(dataDir, { recursive: true, force: true }));
+
+  const first = await launch(t, { dataDir });
+  const firstUser = userIdIn(first.banner);
+  t.truthy(firstUser, first.banner);
+  t.is(await first.stop(), 0);
+
+  const second = await launch(t, { dataDir });
+  t.is(userIdIn(second.banner), firstUser, "the same demo user, read back from disk");
+  const { users } = await grpcurl(second.addresses.user, `${SERVICES.user}/ListUsers`, {
+    page_size: 50,
+  });
+  t.deepEqual(
+    users.map((u: { userId: string }) => u.userId),
+    [firstUser],
+  );
+  const { products } = await grpcurl(second.addresses.product, `${SERVICES.product}/ListProducts`, {
+    page_size: 50,
+  });
+  t.is(products.length, 3, "the demo catalogue once, not twice");
+});
+
+const unseeded = test.macro({
+  async exec(t, options: { args?: string[]; env?: Record<string, string> }) {
+    const shop = await launch(t, options);
+    const users = await grpcurl(shop.addresses.user, `${SERVICES.user}/ListUsers`, {});
+    const products = await grpcurl(shop.addresses.product, `${SERVICES.product}/ListProducts`, {});
+    t.deepEqual(users, {}, "no users");
+    t.deepEqual(products, {}, "no products");
+
+    // The banner offers a CreateUser instead of the demo calls, and every command still works.
+    const commands = bannerCommands(shop.banner);
+    const actions = commands.map((c) => c.action);
+    t.true(actions.includes(`${SERVICES.user}/CreateUser`), shop.banner);
+    t.false(actions.includes(`${SERVICES.user}/GetUser`), shop.banner);
+    t.false(actions.includes(`${SERVICES.order}/CreateOrder`), shop.banner);
+    for (const command of commands) {
+      const { stdout } = await runAsPrinted(t, command);
+      if (command.action.endsWith("/CreateUser")) {
+        t.is(JSON.parse(stdout).user.email, "you@example.com");
+      }
+    }
+  },
+  title: (provided = "") => `${provided} on an empty data dir seeds nothing`,
+});
+
+test.serial("--no-seed", unseeded, { args: ["--no-seed"] });
+test.serial("SHOP_SEED=false", unseeded, { env: { SHOP_SEED: "false" } });
+
+for (const taken of Object.keys(SERVICES) as (keyof LauncherPorts)[]) {
+  test.serial(`a taken ${taken} port makes the launcher fail and name ${taken}`, async (t) => {
+    const squatter = createServer((socket) => socket.destroy());
+    squatter.listen(0, HOST);
+    await once(squatter, "listening");
+    t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const port = (squatter.address() as { port: number }).port;
+
+    const proc = await spawnLauncher({ ports: { [taken]: port } });
+    t.teardown(() => proc.kill());
+    let timer: NodeJS.Timeout | undefined;
+    const status = await Promise.race([
+      proc.exited,
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new Error(`still running after 60 s:\n${proc.output()}`)),
+          60_000,
+        );
+      }),
+    ]).finally(() => clearTimeout(timer));
+    const output = proc.output();
+    t.is(status.signal, null, output);
+    t.not(status.code, 0, output);
+    t.regex(output, new RegExp(`\\b${taken} failed to start\\b`));
+    t.regex(output, new RegExp(`EADDRINUSE.*${port}`));
+    t.false(output.includes("shopmesh is ready"), output);
+    for (const [name, other] of Object.entries(proc.ports)) {
+      if (name !== taken) t.false(await isListening(other), `${name} left running on ${other}`);
+    }
+  });
+}
