@@ -19,6 +19,8 @@ interface ProductRow {
   update_time: number;
 }
 
+type PriceRow = Pick<ProductRow, "currency_code" | "price_minor">;
+
 interface ReservationRow {
   reservation_id: string;
   state: ReservationState;
@@ -137,14 +139,25 @@ export class ProductStore {
     db: Knex | Knex.Transaction,
     reservationId: string,
   ): Promise<Reservation | undefined> {
-    const row = await db<ReservationRow>("reservations")
-      .where({ reservation_id: reservationId })
-      .first();
+    // One query: the reservation with its lines (one row with null line columns when it has none).
+    const rows: (ReservationRow & Partial<LineRow>)[] = await db("reservations as r")
+      .leftJoin("reservation_lines as l", "l.reservation_id", "r.reservation_id")
+      .where("r.reservation_id", reservationId)
+      .orderBy("l.line_no")
+      .select(
+        "r.reservation_id",
+        "r.state",
+        "r.expire_time",
+        "r.create_time",
+        "l.line_no",
+        "l.product_id",
+        "l.quantity",
+        "l.currency_code",
+        "l.unit_price_minor",
+      );
+    const [row] = rows;
     if (!row) return undefined;
-    const lines = await db<LineRow>("reservation_lines")
-      .where({ reservation_id: reservationId })
-      .orderBy("line_no");
-    return toReservation(row, lines);
+    return toReservation(row, row.line_no == null ? [] : (rows as LineRow[]));
   }
 
   /**
@@ -171,27 +184,28 @@ export class ProductStore {
           .returning("reservation_id");
         if (claimed.length === 0) return { repeat: true as const };
         const short: string[] = [];
+        // The price snapshot comes back from the stock update itself (RETURNING).
+        const byId = new Map<string, PriceRow>();
         for (const line of lines) {
-          const taken = await trx("products")
+          const taken: PriceRow[] = await trx("products")
             .where({ product_id: line.productId })
             .andWhere("stock_quantity", ">=", line.quantity)
-            .update({
-              stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
-              update_time: now,
-            });
-          if (taken === 0) short.push(line.productId);
+            .update(
+              {
+                stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
+                update_time: now,
+              },
+              ["currency_code", "price_minor"],
+            );
+          if (taken[0]) byId.set(line.productId, taken[0]);
+          else short.push(line.productId);
         }
         if (short.length > 0) {
           // Undo the whole transaction: nothing is held.
           throw Object.assign(new Error("short"), { short });
         }
-        const prices = await trx<ProductRow>("products").whereIn(
-          "product_id",
-          lines.map((line) => line.productId),
-        );
-        const byId = new Map(prices.map((row) => [row.product_id, row]));
         const lineRows: LineRow[] = lines.map((line, i) => {
-          const product = byId.get(line.productId) as ProductRow;
+          const product = byId.get(line.productId) as PriceRow;
           return {
             reservation_id: reservationId,
             line_no: i,

@@ -1,0 +1,95 @@
+// Command-line options of `npm run bench`.
+import os from "node:os";
+import path from "node:path";
+import { fileURLToPath } from "node:url";
+import { parseArgs } from "node:util";
+import { TARGETS, targetById } from "./targets.js";
+
+export interface BenchOptions {
+  mode: "quick" | "full" | "custom";
+  durationS: number;
+  warmupS: number;
+  concurrency: number[];
+  /** Target ids, in the canonical measuring order. */
+  targets: string[];
+  outDir: string;
+  envoyConcurrency: number;
+  ghzCpus: number;
+  /** Directory for the services' .cpuprofile files (node --cpu-prof); off when undefined. */
+  cpuProfDir: string | undefined;
+  /** Keep the temp directory (databases, logs, Envoy config) instead of removing it. */
+  keep: boolean;
+}
+
+export const USAGE = `npm run bench -- [options]
+
+  --quick                  short run: 3 s per target and concurrency, 1 s warm-up (< 3 min)
+  --duration SECONDS       per target and concurrency (default 10; "5s" works too)
+  --warmup SECONDS         per target, at the highest concurrency, not measured (default 3)
+  --concurrency LIST       comma-separated (default 1,16,64)
+  --targets LIST           comma-separated ids (default all): ${TARGETS.map((t) => t.id).join(", ")}
+  --out DIR                where the .md, .json and .svg go (default bench/results)
+  --envoy-concurrency N    Envoy worker threads (default 1)
+  --ghz-cpus N             cores ghz may use (default: all)
+  --cpu-prof DIR           run the services and the echo server with node --cpu-prof into DIR
+  --keep                   keep the temp dir with the databases and logs
+  -h, --help               this text`;
+
+const seconds = (raw: string, flag: string) => {
+  const value = Number(raw.replace(/s$/, ""));
+  if (!Number.isFinite(value) || value < 0)
+    throw new Error(`${flag} must be seconds, got "${raw}"`);
+  return value;
+};
+
+const positiveInt = (raw: string, flag: string) => {
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < 1) {
+    throw new Error(`${flag} must be a positive integer, got "${raw}"`);
+  }
+  return value;
+};
+
+export const defaultOutDir = fileURLToPath(new URL("../results", import.meta.url));
+
+/** Parses argv; undefined when --help was asked for. */
+export function parseOptions(argv: string[]): BenchOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      quick: { type: "boolean", default: false },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      concurrency: { type: "string" },
+      targets: { type: "string" },
+      out: { type: "string" },
+      "envoy-concurrency": { type: "string" },
+      "ghz-cpus": { type: "string" },
+      "cpu-prof": { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const quick = values.quick === true;
+  const custom =
+    values.duration !== undefined ||
+    values.concurrency !== undefined ||
+    values.targets !== undefined;
+  const requested = values.targets?.split(",").map((id) => targetById(id.trim()).id);
+  return {
+    mode: custom ? "custom" : quick ? "quick" : "full",
+    durationS: values.duration ? seconds(values.duration, "--duration") : quick ? 3 : 10,
+    warmupS: values.warmup ? seconds(values.warmup, "--warmup") : quick ? 1 : 3,
+    concurrency: (values.concurrency ?? "1,16,64")
+      .split(",")
+      .map((level) => positiveInt(level.trim(), "--concurrency")),
+    targets: TARGETS.map((t) => t.id).filter((id) => !requested || requested.includes(id)),
+    outDir: path.resolve(values.out ?? defaultOutDir),
+    envoyConcurrency: positiveInt(values["envoy-concurrency"] ?? "1", "--envoy-concurrency"),
+    ghzCpus: positiveInt(values["ghz-cpus"] ?? String(os.cpus().length), "--ghz-cpus"),
+    cpuProfDir: values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined,
+    keep: values.keep === true,
+  };
+}

@@ -1,0 +1,88 @@
+// CPU time and memory of processes, read from /proc (Linux only).
+import { execFileSync } from "node:child_process";
+import { readFileSync, writeFileSync } from "node:fs";
+
+/** Clock ticks per second, the unit of utime/stime in /proc/<pid>/stat. */
+const CLK_TCK = (() => {
+  try {
+    return Number(execFileSync("getconf", ["CLK_TCK"], { encoding: "utf8" }).trim()) || 100;
+  } catch {
+    return 100;
+  }
+})();
+
+export interface ProcSample {
+  /** User + system CPU seconds since the process started (all threads). */
+  cpuS: number;
+  /** Peak resident set size since start or since the last resetPeak, in KiB (VmHWM). */
+  peakRssKb: number;
+  /** Resident set size now, in KiB (VmRSS). */
+  rssKb: number;
+}
+
+/** One process's counters; undefined once it has exited. */
+export function sampleProcess(pid: number): ProcSample | undefined {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    // Fields after the command name, which is in parentheses and may contain spaces: the first
+    // is field 3 (state), so utime (14) and stime (15) are at 11 and 12.
+    const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
+    const ticks = Number(fields[11]) + Number(fields[12]);
+    const status = readFileSync(`/proc/${pid}/status`, "utf8");
+    const kb = (key: string) =>
+      Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
+    return { cpuS: ticks / CLK_TCK, peakRssKb: kb("VmHWM"), rssKb: kb("VmRSS") };
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * Resets VmHWM to the current RSS (`echo 5 > /proc/<pid>/clear_refs`, Linux 4.0+), so the next
+ * sample's peak covers only what happened since. False when the kernel refuses.
+ */
+export function resetPeak(pid: number): boolean {
+  try {
+    writeFileSync(`/proc/${pid}/clear_refs`, "5");
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+export interface MachineSample {
+  /** Jiffies the CPUs spent busy (everything but idle and iowait), summed over cores. */
+  busy: number;
+  total: number;
+}
+
+/** The machine's aggregate CPU counters (first line of /proc/stat). */
+export function sampleMachine(): MachineSample {
+  const line = readFileSync("/proc/stat", "utf8").split("\n", 1)[0] ?? "";
+  const values = line.trim().split(/\s+/).slice(1, 9).map(Number);
+  const total = values.reduce((sum, value) => sum + value, 0);
+  const idle = (values[3] ?? 0) + (values[4] ?? 0);
+  return { busy: total - idle, total };
+}
+
+/** CPU seconds the machine spent busy between two samples, summed over cores. */
+export function machineBusySeconds(before: MachineSample, after: MachineSample): number {
+  return (after.busy - before.busy) / CLK_TCK;
+}
+
+/**
+ * Polls a short-lived process (the load generator) so its CPU time is known after it exits;
+ * the last poll is at most `intervalMs` before the exit.
+ */
+export function pollProcess(pid: number, intervalMs = 100): { stop(): ProcSample | undefined } {
+  let last = sampleProcess(pid);
+  const timer = setInterval(() => {
+    last = sampleProcess(pid) ?? last;
+  }, intervalMs);
+  return {
+    stop() {
+      clearInterval(timer);
+      return last;
+    },
+  };
+}

@@ -1,0 +1,163 @@
+// The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
+import type { BenchResults, RunResult } from "./results.js";
+import { TARGETS } from "./targets.js";
+
+const n0 = (value: number) => Math.round(value).toLocaleString("en-US");
+const n1 = (value: number) => value.toFixed(1);
+const n2 = (value: number) => value.toFixed(2);
+const table = (header: string[], rows: string[][]) =>
+  [
+    `| ${header.join(" | ")} |`,
+    `|${header.map((_h, i) => (i === 0 ? "---" : "---:")).join("|")}|`,
+    ...rows.map((row) => `| ${row.join(" | ")} |`),
+  ].join("\n");
+
+function resultsTable(runs: readonly RunResult[]): string {
+  return table(
+    ["target", "c", "req/s", "p50 ms", "p95 ms", "p99 ms", "errors", "calls"],
+    runs.map((run) => [
+      run.label,
+      String(run.concurrency),
+      n0(run.rps),
+      n2(run.latencyMs.p50),
+      n2(run.latencyMs.p95),
+      n2(run.latencyMs.p99),
+      run.errors === 0 ? "0" : `**${run.errors}**`,
+      n0(run.calls),
+    ]),
+  );
+}
+
+function resourceTable(runs: readonly RunResult[]): string {
+  const names = [...new Set(runs.flatMap((run) => Object.keys(run.processes)))];
+  const header = ["target", "c", ...names.map((name) => `${name} CPU s (%) / peak MiB`)];
+  const rows = runs.map((run) => [
+    run.label,
+    String(run.concurrency),
+    ...names.map((name) => {
+      const usage = run.processes[name as keyof typeof run.processes];
+      return usage ? `${n2(usage.cpuS)} (${n0(usage.cpuPct)}%) / ${n0(usage.peakRssMb)}` : "";
+    }),
+  ]);
+  return table(header, rows);
+}
+
+function costTable(runs: readonly RunResult[]): string {
+  return table(
+    [
+      "target",
+      "c",
+      "service CPU ms per call",
+      "ghz CPU s",
+      "harness CPU s",
+      "unrelated CPU s",
+      "machine busy",
+    ],
+    runs.map((run) => {
+      const serviceCpu = Object.values(run.processes).reduce((sum, usage) => sum + usage.cpuS, 0);
+      return [
+        run.label,
+        String(run.concurrency),
+        run.ok > 0 ? n2((serviceCpu * 1000) / run.ok) : "",
+        n2(run.other.ghzCpuS),
+        n2(run.other.harnessCpuS),
+        n2(run.other.unrelatedCpuS),
+        `${n0(run.other.machineBusyPct)}%`,
+      ];
+    }),
+  );
+}
+
+export function markdownReport(results: BenchResults, chartFile: string): string {
+  const { machine, settings } = results;
+  const targetLines = TARGETS.filter((t) => settings.targets.includes(t.id)).map(
+    (t) => `- **${t.label}** (\`${t.id}\`): ${t.description}.`,
+  );
+  const ratioRows = results.ratios.map((ratio) => [
+    ratio.name,
+    String(ratio.concurrency),
+    n2(ratio.value),
+  ]);
+  const goalRows = results.goals.map((goal) => [
+    goal.name,
+    `${goal.comparison} ${goal.limit}`,
+    goal.measured === undefined ? "not measured" : n2(goal.measured),
+    goal.met === undefined ? "—" : goal.met ? "met" : "**not met**",
+  ]);
+  const errors = results.runs.filter((run) => run.errors > 0);
+  const unrelated = results.runs.reduce((sum, run) => sum + run.other.unrelatedCpuS, 0);
+  const measuredS = results.runs.reduce((sum, run) => sum + run.elapsedS, 0);
+
+  return [
+    `# shopmesh benchmark — ${results.date.slice(0, 19).replace("T", " ")} UTC (${results.mode})`,
+    "",
+    "## Machine and setup",
+    "",
+    `- **${machine.cores} CPU cores** (${machine.cpuModel}), ${n1(machine.memoryGb)} GiB RAM, Linux ${machine.kernel}.`,
+    `- Node ${machine.node}, ghz ${machine.ghz}, Envoy ${machine.envoy}.`,
+    `- ${settings.durationS} s per target and concurrency (after a ${settings.warmupS} s warm-up per target at the highest concurrency); concurrency ${settings.concurrency.join(", ")}; ghz over one HTTP/2 connection with \`--cpus ${settings.ghzCpus}\`.`,
+    "- One replica of each service, each its own Node process started as `npm start` does, on real SQLite files (WAL) in a fresh temp directory.",
+    `- Services log at \`${settings.logLevel}\`: one JSON line per RPC, piped through this harness to a file. That cost is part of the measured service.`,
+    machine.envoy === "not run"
+      ? "- Envoy was not part of this run."
+      : `- Envoy runs the repo's front-door config (\`deploy/envoy/config.ts\`: transcoder, gRPC-Web, CORS, JSON access log to a file, retries) with \`--concurrency ${settings.envoyConcurrency}\`: ghz uses one connection, so a second worker would sit idle and only compete for the ${machine.cores} cores.`,
+    `- Everything — load generator, Envoy, services — shares the same ${machine.cores} cores, so absolute numbers are bounded by the machine and by ghz itself; compare ratios taken within one run.`,
+    settings.cpuProfile
+      ? "- **The services ran with `--cpu-prof`**: numbers are lower than usual."
+      : "",
+    "",
+    "Targets:",
+    "",
+    ...targetLines,
+    "",
+    `![throughput and p99 per target](${chartFile})`,
+    "",
+    "## Results",
+    "",
+    "req/s counts successful calls only; latencies are of successful calls; calls still in flight when the time is up are not counted.",
+    "",
+    resultsTable(results.runs),
+    "",
+    errors.length
+      ? `Errors: ${errors
+          .map(
+            (run) =>
+              `${run.label} c=${run.concurrency}: ${Object.entries(run.errorSamples)
+                .map(([message, count]) => `${count}× ${message}`)
+                .join("; ")}`,
+          )
+          .join(" · ")}`
+      : "No call failed.",
+    "",
+    "## Ratios",
+    "",
+    "Throughput ratios within this run (1.00 = the same requests/s).",
+    "",
+    table(["ratio", "c", "value"], ratioRows),
+    "",
+    "Goals from the issue:",
+    "",
+    table(["goal", "target", "measured", ""], goalRows),
+    "",
+    "## Resources per process",
+    "",
+    "CPU seconds (user + system, all threads) during each measured run from `/proc/<pid>/stat`, as a share of one core; peak RSS from `/proc/<pid>/status` VmHWM, reset before each run.",
+    "",
+    resourceTable(results.runs),
+    "",
+    "## What else the run measured",
+    "",
+    `The machine was not idle: 1-minute load average ${n2(machine.loadAverage.before)} before the run and ${n2(machine.loadAverage.after)} after. Over the ${n0(measuredS)} s of measured runs, processes unrelated to the benchmark used ${n1(unrelated)} CPU s (${n0((100 * unrelated) / Math.max(1, measuredS * machine.cores))}% of the machine).`,
+    "",
+    costTable(results.runs),
+    "",
+    "- *service CPU ms per call*: CPU of every process the bench started, divided by successful calls — the cost of one call across the path.",
+    "- *ghz*: the load generator's own CPU (polled; slightly low). *harness*: this process, which pipes the services' logs to files.",
+    "- *unrelated*: machine busy time minus all of the above — other work on the machine while the run was measured.",
+    "",
+    `Whole run: ${n0(results.wallS)} s including startup and seeding.`,
+    "",
+  ]
+    .filter((line, i, lines) => !(line === "" && lines[i - 1] === ""))
+    .join("\n");
+}

@@ -1,0 +1,154 @@
+// Summarizes V8 .cpuprofile files (node --cpu-prof): the top functions by self time, by total
+// (inclusive) time, and self time per package.
+//
+//   npm run bench -- --targets create-direct --concurrency 16 --duration 15 --cpu-prof /tmp/prof
+//   npx tsx bench/profile.ts /tmp/prof/*.cpuprofile [--top 25] [--skip-ms 5000]
+//
+// --skip-ms leaves out the first milliseconds (startup, module loading).
+import { readFileSync } from "node:fs";
+import path from "node:path";
+import { parseArgs } from "node:util";
+
+interface CallFrame {
+  functionName: string;
+  url: string;
+  lineNumber: number;
+}
+
+interface ProfileNode {
+  id: number;
+  callFrame: CallFrame;
+  children?: number[];
+}
+
+interface CpuProfile {
+  nodes: ProfileNode[];
+  samples: number[];
+  timeDeltas: number[];
+  startTime: number;
+  endTime: number;
+}
+
+/** `node_modules/<pkg>` for a dependency, `node:…` for Node's own code, else the repo path. */
+export function packageOf(url: string): string {
+  if (url === "") return "(native / V8)";
+  if (url.startsWith("node:")) return "node: (internals)";
+  const modules = url.lastIndexOf("node_modules/");
+  if (modules >= 0) {
+    const rest = url.slice(modules + "node_modules/".length).split("/");
+    return rest[0]?.startsWith("@") ? `${rest[0]}/${rest[1]}` : (rest[0] ?? url);
+  }
+  const file = url.replace(/^file:\/\//, "");
+  const repo = file.indexOf("/main/");
+  return repo >= 0 ? file.slice(repo + "/main/".length) : path.basename(file);
+}
+
+/** The file of a frame, short: `sqlite3/lib/sqlite3.js`, `kit/server.ts`, `node:events`. */
+function fileOf(url: string): string {
+  if (url === "" || url.startsWith("node:")) return url;
+  const modules = url.lastIndexOf("node_modules/");
+  if (modules >= 0) return url.slice(modules + "node_modules/".length);
+  return packageOf(url);
+}
+
+const frameKey = (frame: CallFrame) =>
+  `${frame.functionName || "(anonymous)"} ${frame.url ? `${fileOf(frame.url)}:${frame.lineNumber + 1}` : ""}`.trim();
+
+export interface ProfileSummary {
+  totalMs: number;
+  /** Time in (idle) and (program)/(garbage collector), which belong to no function. */
+  idleMs: number;
+  self: [string, number][];
+  inclusive: [string, number][];
+  packages: [string, number][];
+}
+
+/** `skipMs`: ignore the first milliseconds of the profile (process startup, module loading). */
+export function summarize(profile: CpuProfile, skipMs = 0): ProfileSummary {
+  const byId = new Map(profile.nodes.map((node) => [node.id, node]));
+  const parent = new Map<number, number>();
+  for (const node of profile.nodes)
+    for (const child of node.children ?? []) parent.set(child, node.id);
+  const self = new Map<string, number>();
+  const inclusive = new Map<string, number>();
+  const packages = new Map<string, number>();
+  let totalMs = 0;
+  let idleMs = 0;
+  let at = 0;
+  profile.samples.forEach((id, i) => {
+    const ms = (profile.timeDeltas[i] ?? 0) / 1000;
+    at += ms;
+    const node = byId.get(id);
+    if (!node || at < skipMs) return;
+    totalMs += ms;
+    if (node.callFrame.functionName === "(idle)") {
+      idleMs += ms;
+      return;
+    }
+    const key = frameKey(node.callFrame);
+    self.set(key, (self.get(key) ?? 0) + ms);
+    const pkg = packageOf(node.callFrame.url);
+    packages.set(pkg, (packages.get(pkg) ?? 0) + ms);
+    // Each function once per sample, however often it recurs on the stack.
+    const seen = new Set<string>();
+    for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
+      const frame = byId.get(at)?.callFrame;
+      if (!frame || frame.functionName === "(root)") continue;
+      const k = frameKey(frame);
+      if (seen.has(k)) continue;
+      seen.add(k);
+      inclusive.set(k, (inclusive.get(k) ?? 0) + ms);
+    }
+  });
+  const sorted = (map: Map<string, number>) => [...map].sort((a, b) => b[1] - a[1]);
+  return {
+    totalMs,
+    idleMs,
+    self: sorted(self),
+    inclusive: sorted(inclusive),
+    packages: sorted(packages),
+  };
+}
+
+function print(file: string, summary: ProfileSummary, top: number) {
+  const busy = summary.totalMs - summary.idleMs;
+  const pct = (ms: number) => `${((100 * ms) / Math.max(1, busy)).toFixed(1).padStart(5)}%`;
+  const rows = (list: [string, number][]) =>
+    list
+      .slice(0, top)
+      .map(([key, ms]) => `  ${pct(ms)} ${ms.toFixed(0).padStart(7)} ms  ${key}`)
+      .join("\n");
+  console.log(
+    [
+      `== ${file}`,
+      `   ${summary.totalMs.toFixed(0)} ms sampled, ${busy.toFixed(0)} ms busy (percentages are of busy time)`,
+      "-- self time by package",
+      rows(summary.packages),
+      "-- self time by function",
+      rows(summary.self),
+      "-- total (inclusive) time by function",
+      rows(summary.inclusive),
+      "",
+    ].join("\n"),
+  );
+}
+
+const isMain =
+  process.argv[1] && path.resolve(process.argv[1]) === new URL(import.meta.url).pathname;
+if (isMain) {
+  const { values, positionals } = parseArgs({
+    allowPositionals: true,
+    options: {
+      top: { type: "string", default: "20" },
+      "skip-ms": { type: "string", default: "0" },
+    },
+  });
+  if (positionals.length === 0) {
+    console.error("usage: npx tsx bench/profile.ts FILE.cpuprofile... [--top N] [--skip-ms MS]");
+    process.exit(2);
+  }
+  for (const file of positionals) {
+    const profile = JSON.parse(readFileSync(file, "utf8")) as CpuProfile;
+    print(file, summarize(profile, Number(values["skip-ms"])), Number(values.top));
+  }
+}

@@ -1,0 +1,60 @@
+// The benchmark harness itself works end to end: a one-second run of two targets writes a report.
+// (The benchmark proper is `npm run bench`; it is not part of npm test.)
+import { existsSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import type { BenchResults } from "../bench/lib/results.js";
+import { exec, repoRoot, tool } from "./helpers/exec.js";
+
+test("npm run bench writes a report, a JSON file and a chart", async (t) => {
+  t.timeout(120_000);
+  t.true(existsSync(tool("ghz")), "ghz is missing: run `npm run tools`");
+  const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-test-"));
+  t.teardown(() => rm(out, { recursive: true, force: true }));
+
+  const run = await exec(
+    process.execPath,
+    [
+      ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
+      ...["--targets", "echo,get-direct"],
+      ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
+      ...["--out", out],
+    ],
+    { timeoutMs: 110_000 },
+  );
+  t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
+
+  const files = await readdir(out);
+  const base = files.find((file) => file.endsWith(".json"))?.replace(/\.json$/, "");
+  t.truthy(base, `no .json in ${files.join(", ")}`);
+  t.deepEqual(files.sort(), [`${base}.json`, `${base}.md`, `${base}.svg`]);
+
+  const results = JSON.parse(
+    await readFile(path.join(out, `${base}.json`), "utf8"),
+  ) as BenchResults;
+  t.deepEqual(
+    results.runs.map((r) => [r.target, r.concurrency]),
+    [
+      ["echo", 4],
+      ["get-direct", 4],
+    ],
+  );
+  for (const r of results.runs) {
+    t.true(r.rps > 0, `${r.target} rps`);
+    t.is(r.errors, 0, `${r.target} errors: ${JSON.stringify(r.errorSamples)}`);
+    t.true(r.latencyMs.p50 > 0 && r.latencyMs.p50 <= r.latencyMs.p99, `${r.target} latency`);
+    t.true((r.processes[r.target === "echo" ? "echo" : "product"]?.cpuS ?? 0) > 0);
+  }
+  t.true(Number.isInteger(results.machine.cores) && results.machine.cores > 0);
+  t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
+
+  const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
+  t.regex(markdown, /CPU cores/);
+  t.regex(markdown, /## Ratios/);
+  t.regex(markdown, /GetProduct ÷ echo/);
+  const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
+  t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
+  t.regex(svg, /GetProduct direct/);
+});
