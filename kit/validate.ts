@@ -42,6 +42,17 @@ export class Violations {
     return this;
   }
 
+  /** An update_mask: at least one path, each one of `allowed`. */
+  mask(paths: readonly string[], allowed: readonly string[]): this {
+    if (paths.length === 0) this.add("update_mask", "must name at least one field");
+    for (const path of paths) {
+      if (!allowed.includes(path)) {
+        this.add("update_mask", `"${path}" is not one of ${allowed.join(", ")}`);
+      }
+    }
+    return this;
+  }
+
   /** Throws INVALID_ARGUMENT with a BadRequest detail when anything was added. */
   throwIfAny(): void {
     if (this.list.length > 0) throw errors.invalidArgument(this.list);

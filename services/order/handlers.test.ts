@@ -2,7 +2,6 @@
 // CreateOrder and CancelOrder talks to real user and product servers on port 0. Its failure
 // scenarios live in test/saga.test.ts; here are the rpcs' contracts: validation, lookups, lists,
 // and the happy paths.
-import { Metadata } from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import {
   CancelOrderRequest,
@@ -16,13 +15,13 @@ import {
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
-import type { CallContext } from "../../kit/context.js";
 import { openDatabase } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
 import { startService } from "../../kit/main.js";
 import { encodePageToken } from "../../kit/page-token.js";
+import { callContext } from "../../test/helpers/context.js";
 import { createProduct, createUser } from "../../test/helpers/mesh.js";
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
@@ -31,13 +30,7 @@ import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
 
-const ctx = (method: string): CallContext => ({
-  method: `/shop.order.v1.OrderService/${method}`,
-  metadata: new Metadata(),
-  deadline: undefined,
-  signal: new AbortController().signal,
-  requestId: `test-${method}`,
-});
+const ctx = (method: string) => callContext("shop.order.v1.OrderService", method);
 
 const chars = (n: number, c = "x") => c.repeat(n);
 const { PENDING, CONFIRMED, CANCELLED, FAILED } = {

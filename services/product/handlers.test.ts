@@ -1,6 +1,5 @@
 // ProductService handlers called directly, each test on its own in-memory database. The
 // reservation tests reach the store too, for expiry, which a timer drives in the real service.
-import { Metadata } from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import {
@@ -15,21 +14,15 @@ import {
   ReserveStockRequest,
   UpdateProductRequest,
 } from "../../gen/ts/shop/product/v1/product.js";
-import type { CallContext } from "../../kit/context.js";
 import { openDatabase } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { encodePageToken } from "../../kit/page-token.js";
+import { callContext } from "../../test/helpers/context.js";
 import { productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
-const ctx = (method: string): CallContext => ({
-  method: `/shop.product.v1.ProductService/${method}`,
-  metadata: new Metadata(),
-  deadline: undefined,
-  signal: new AbortController().signal,
-  requestId: `test-${method}`,
-});
+const ctx = (method: string) => callContext("shop.product.v1.ProductService", method);
 
 const chars = (n: number, c = "x") => c.repeat(n);
 const { HELD, COMMITTED, RELEASED, EXPIRED } = {

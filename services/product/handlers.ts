@@ -66,12 +66,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
       const paths = updateMask ?? [];
       if (!product) v.add("product", "is required");
       else v.id("product.product_id", product.productId);
-      if (paths.length === 0) v.add("update_mask", "must name at least one field");
-      for (const path of paths) {
-        if (!(MUTABLE as readonly string[]).includes(path)) {
-          v.add("update_mask", `"${path}" is not one of ${MUTABLE.join(", ")}`);
-        }
-      }
+      v.mask(paths, MUTABLE);
       if (product) checkProduct(v, product, paths);
       v.throwIfAny();
       const fields = fieldsOf(product as Product);

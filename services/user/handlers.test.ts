@@ -1,5 +1,4 @@
 // UserService handlers called directly, each test on its own in-memory database.
-import { Metadata } from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import {
   CreateUserRequest,
@@ -9,21 +8,15 @@ import {
   UpdateUserRequest,
   type User,
 } from "../../gen/ts/shop/user/v1/user.js";
-import type { CallContext } from "../../kit/context.js";
 import { openDatabase } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { encodePageToken } from "../../kit/page-token.js";
+import { callContext } from "../../test/helpers/context.js";
 import { userHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { UserStore } from "./store.js";
 
-const ctx = (method: string): CallContext => ({
-  method: `/shop.user.v1.UserService/${method}`,
-  metadata: new Metadata(),
-  deadline: undefined,
-  signal: new AbortController().signal,
-  requestId: `test-${method}`,
-});
+const ctx = (method: string) => callContext("shop.user.v1.UserService", method);
 
 async function setup(t: ExecutionContext) {
   const db = await openDatabase(":memory:", migrations);

@@ -46,12 +46,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       const paths = updateMask ?? [];
       if (!user) v.add("user", "is required");
       else v.id("user.user_id", user.userId);
-      if (paths.length === 0) v.add("update_mask", "must name at least one field");
-      for (const path of paths) {
-        if (!(MUTABLE as readonly string[]).includes(path)) {
-          v.add("update_mask", `"${path}" is not one of ${MUTABLE.join(", ")}`);
-        }
-      }
+      v.mask(paths, MUTABLE);
       if (user && paths.includes("email")) checkEmail(v, "user.email", user.email);
       if (user && paths.includes("display_name")) {
         v.text("user.display_name", user.displayName, 100);
