@@ -37,14 +37,25 @@ export async function openDatabase(filename: string, migrations: Migration[]): P
       },
     },
   });
-  await db.migrate.latest({
-    migrationSource: {
-      getMigrations: async () => migrations,
-      getMigrationName: (migration: Migration) => migration.name,
-      getMigration: async (migration: Migration) => migration,
-    },
-  });
-  return db;
+  const migrationSource = {
+    getMigrations: async () => migrations,
+    getMigrationName: (migration: Migration) => migration.name,
+    getMigration: async (migration: Migration) => migration,
+  };
+  // Replicas that share a new file race to create knex's bookkeeping tables; the loser retries.
+  for (let attempt = 1; ; attempt++) {
+    try {
+      await db.migrate.latest({ migrationSource });
+      return db;
+    } catch (error) {
+      const racing = error instanceof Error && /already exists|already locked/.test(error.message);
+      if (!racing || attempt === 5) {
+        await db.destroy();
+        throw error;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100 * attempt));
+    }
+  }
 }
 
 /** True when a write broke a UNIQUE or PRIMARY KEY constraint. */

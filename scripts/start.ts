@@ -1,18 +1,10 @@
 // npm start: the three services as separate processes on 50051-50053 with embedded SQLite,
 // a demo catalogue on the first run (--no-seed or SHOP_SEED=false to skip), and a ready banner.
-import { existsSync } from "node:fs";
 import path from "node:path";
 import { env } from "../kit/config.js";
-import {
-  LaunchError,
-  type ProcessSpec,
-  type RunningProcess,
-  repoRoot,
-  spawnService,
-  stopProcess,
-  waitServing,
-} from "./lib/launcher.js";
+import { LaunchError, type ProcessSpec, repoRoot } from "./lib/launcher.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
+import { grpcurlCommand, Supervisor } from "./lib/supervisor.js";
 
 const host = env.string("SHOP_HOST", "127.0.0.1");
 const dataDir = path.resolve(env.string("SHOP_DATA_DIR", path.join(repoRoot, "data")));
@@ -37,18 +29,10 @@ const specs: ProcessSpec[] = [
   },
 ];
 
-const running: RunningProcess[] = [];
-let stopping = false;
-
-async function stopAll(code: number): Promise<never> {
-  stopping = true;
-  await Promise.all(running.map((proc) => stopProcess(proc)));
-  process.exit(code);
-}
+const supervisor = new Supervisor();
 
 function banner(demo: DemoData): string {
-  const local = path.join(repoRoot, ".tools/bin/grpcurl");
-  const grpcurl = existsSync(local) ? path.relative(process.cwd(), local) || local : "grpcurl";
+  const grpcurl = grpcurlCommand();
   const call = (port: number, method: string, body?: object) =>
     `  ${grpcurl} -plaintext ${body ? `-d '${JSON.stringify(body)}' ` : ""}${addr(port)} ${method}`;
   const lines = [
@@ -93,36 +77,26 @@ function banner(demo: DemoData): string {
   return lines.join("\n");
 }
 
-process.on("SIGINT", () => {
-  console.log("\nstopping…");
-  void stopAll(0);
-});
-process.on("SIGTERM", () => void stopAll(0));
+supervisor.handleSignals();
 
 try {
   const started = Date.now();
   console.log(`starting user, product and order; logs in ${logDir}`);
-  for (const spec of specs) {
-    running.push(spawnService({ ...spec, env: { SHOP_DATA_DIR: dataDir, ...spec.env } }, logDir));
-  }
-  await Promise.all(
-    running.map(async (proc) => {
-      await waitServing(proc);
-      console.log(
-        `  ${proc.spec.name.padEnd(8)} ${proc.address} SERVING (${Date.now() - started} ms)`,
-      );
-      proc.child.once("exit", (code, signal) => {
-        if (stopping) return;
-        console.error(
-          `\n${proc.spec.name} exited unexpectedly (${code ?? signal}); see ${proc.logFile}`,
-        );
-        void stopAll(1);
-      });
-    }),
+  await supervisor.startServices(
+    specs.map((spec) => ({ ...spec, env: { SHOP_DATA_DIR: dataDir, ...spec.env } })),
+    logDir,
+    {
+      started,
+      onServing: (proc) =>
+        supervisor.onUnexpectedExit(proc, (how) => {
+          console.error(`\n${proc.spec.name} exited unexpectedly (${how}); see ${proc.logFile}`);
+          void supervisor.stopAll(1);
+        }),
+    },
   );
   const demo = await seedDemo(addr(ports.user), addr(ports.product), seed);
   console.log(banner(demo));
 } catch (error) {
   console.error(error instanceof LaunchError ? error.message : error);
-  await stopAll(1);
+  await supervisor.stopAll(1);
 }

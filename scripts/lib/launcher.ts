@@ -1,6 +1,7 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createWriteStream, mkdirSync } from "node:fs";
+import { createServer } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
@@ -16,6 +17,22 @@ export const SERVICES = {
 
 export type ServiceKind = keyof typeof SERVICES;
 
+/** Where each service listens by default (`npm start`, and replica 1 of `npm run mesh`). */
+export const DEFAULT_PORTS: Record<ServiceKind, number> = {
+  user: 50051,
+  product: 50052,
+  order: 50053,
+};
+
+/** The service kinds, in start order. */
+export const SERVICE_KINDS = Object.keys(SERVICES) as ServiceKind[];
+
+/** A service kind named in configuration (SHOP_SERVICE), checked. */
+export function serviceKind(value: string): ServiceKind {
+  if (value in SERVICES) return value as ServiceKind;
+  throw new Error(`SHOP_SERVICE must be one of ${SERVICE_KINDS.join(", ")}, got "${value}"`);
+}
+
 /** One service process to run. */
 export interface ProcessSpec {
   /** Label in progress lines and the log file name, for example "user" or "order-2". */
@@ -27,32 +44,64 @@ export interface ProcessSpec {
   env?: Record<string, string>;
 }
 
-export interface RunningProcess {
-  spec: ProcessSpec;
+/** A child process whose stdout and stderr go to a log file. */
+export interface LoggedProcess {
+  name: string;
   child: ChildProcess;
-  address: string;
   logFile: string;
+}
+
+export interface RunningProcess extends LoggedProcess {
+  spec: ProcessSpec;
+  address: string;
 }
 
 export class LaunchError extends Error {}
 
-/** Starts a service process with its log going to logDir/<name>.log. */
-export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess {
+/** Starts `command` from the repo root with its output appended to logDir/<name>.log. */
+export function spawnLogged(
+  name: string,
+  command: string,
+  args: readonly string[],
+  logDir: string,
+  env: NodeJS.ProcessEnv = process.env,
+): LoggedProcess {
   mkdirSync(logDir, { recursive: true });
-  const logFile = path.join(logDir, `${spec.name}.log`);
+  const logFile = path.join(logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: "a" });
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", path.join(repoRoot, "services", spec.service, "main.ts")],
-    {
-      cwd: repoRoot,
-      env: { ...process.env, SHOP_HOST: spec.host, SHOP_PORT: String(spec.port), ...spec.env },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const child = spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
   child.stdout?.pipe(log);
   child.stderr?.pipe(log);
-  return { spec, child, address: `${spec.host}:${spec.port}`, logFile };
+  return { name, child, logFile };
+}
+
+/** Starts a service process with its log going to logDir/<name>.log. */
+export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess {
+  const proc = spawnLogged(
+    spec.name,
+    process.execPath,
+    ["--import", "tsx", path.join(repoRoot, "services", spec.service, "main.ts")],
+    logDir,
+    { ...process.env, SHOP_HOST: spec.host, SHOP_PORT: String(spec.port), ...spec.env },
+  );
+  return { ...proc, spec, address: `${spec.host}:${spec.port}` };
+}
+
+/** One grpc.health.v1 Check of a service's full name: true when it answers SERVING. */
+export async function checkServing(
+  address: string,
+  service: ServiceKind,
+  timeoutMs = 1_000,
+): Promise<boolean> {
+  const health = createClient(HealthService, address, { serviceName: "grpc.health.v1.Health" });
+  try {
+    const { status } = await health.check({ service: SERVICES[service] }, { timeoutMs });
+    return status === HealthCheckResponse_ServingStatus.SERVING;
+  } catch {
+    return false;
+  } finally {
+    health.close();
+  }
 }
 
 /** Resolves when the process reports SERVING; rejects, with its last words, if it exits first. */
@@ -90,7 +139,10 @@ export async function waitServing(proc: RunningProcess, timeoutMs = 30_000): Pro
 }
 
 /** SIGTERM (graceful shutdown), then SIGKILL if the process outlives the grace period. */
-export async function stopProcess(proc: RunningProcess, graceMs = 15_000): Promise<void> {
+export async function stopProcess(
+  proc: Pick<LoggedProcess, "child">,
+  graceMs = 15_000,
+): Promise<void> {
   const { child } = proc;
   if (child.exitCode !== null || child.signalCode !== null) return;
   const exited = once(child, "exit");
@@ -98,4 +150,28 @@ export async function stopProcess(proc: RunningProcess, graceMs = 15_000): Promi
   const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
+}
+
+/**
+ * Fails with a LaunchError naming the first port on `host` that something already listens on, so
+ * a launcher never mistakes another process (a running `npm start`, say) for its own.
+ */
+export async function assertPortsFree(
+  host: string,
+  ports: Record<string, number>,
+  hint: string,
+): Promise<void> {
+  for (const [what, port] of Object.entries(ports)) {
+    const server = createServer();
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once("error", resolve);
+      server.listen(port, host, () => resolve(undefined));
+    });
+    if (!error) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      continue;
+    }
+    const reason = error.code === "EADDRINUSE" ? "is in use" : `cannot be bound (${error.code})`;
+    throw new LaunchError(`${host}:${port} (${what}) ${reason}; ${hint}`);
+  }
 }

@@ -1,6 +1,9 @@
+import path from "node:path";
+import { pathToFileURL } from "node:url";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../../kit/client.js";
+import { env } from "../../kit/config.js";
 
 export const DEMO_EMAIL = "demo@shopmesh.dev";
 
@@ -67,5 +70,21 @@ export async function seedDemo(
   } finally {
     users.close();
     products.close();
+  }
+}
+
+// As a command (compose's one-shot `seed` service): seed through SHOP_USER_ADDR and
+// SHOP_PRODUCT_ADDR unless SHOP_SEED=false, then print the demo ids.
+if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+  try {
+    const demo = await seedDemo(
+      env.string("SHOP_USER_ADDR", "127.0.0.1:50051"),
+      env.string("SHOP_PRODUCT_ADDR", "127.0.0.1:50052"),
+      env.bool("SHOP_SEED", true),
+    );
+    console.log(JSON.stringify({ user_id: demo.userId ?? null, product_ids: demo.productIds }));
+  } catch (error) {
+    console.error(`seed: ${error instanceof Error ? error.message : error}`);
+    process.exitCode = 1;
   }
 }
