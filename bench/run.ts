@@ -1,26 +1,26 @@
 // npm run bench: start the mesh and a bare echo server, load each target with ghz at fixed
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
 import { type ChildProcess, spawn, spawnSync } from "node:child_process";
-import { once } from "node:events";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
-import { createServer } from "node:net";
 import os from "node:os";
 import path from "node:path";
 import { createInterface } from "node:readline";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../kit/client.js";
+import { type EnvoyProcess, frontDoorConfig, spawnEnvoy } from "../scripts/lib/envoy.js";
 import {
+  freePorts,
   type RunningProcess,
   repoRoot,
   type ServiceKind,
   spawnService,
   stopProcess,
+  tool,
   waitServing,
 } from "../scripts/lib/launcher.js";
 import { chartSvg } from "./lib/chart.js";
-import { type BenchEnvoy, startBenchEnvoy } from "./lib/envoy.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
 import {
@@ -40,19 +40,7 @@ import {
 } from "./lib/results.js";
 import { type ProcessName, type Target, type TargetContext, targetById } from "./lib/targets.js";
 
-const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name);
 const log = (message: string) => console.log(`bench: ${message}`);
-
-/** A free TCP port on loopback (closed again before it is used; fine on one machine). */
-async function freePort(): Promise<number> {
-  const server = createServer();
-  server.listen(0, "127.0.0.1");
-  await once(server, "listening");
-  const { port } = server.address() as { port: number };
-  server.close();
-  await once(server, "close");
-  return port;
-}
 
 function version(command: string, args: string[], pattern: RegExp): string {
   // Some tools print their version on stderr.
@@ -67,7 +55,7 @@ class Fleet {
   readonly addresses: Partial<Record<ProcessName, string>> = {};
   private readonly services: RunningProcess[] = [];
   private echo: ChildProcess | undefined;
-  private envoy: BenchEnvoy | undefined;
+  private envoy: EnvoyProcess | undefined;
 
   constructor(
     private readonly dir: string,
@@ -87,13 +75,13 @@ class Fleet {
   }
 
   async startEcho(): Promise<void> {
-    const port = await freePort();
+    // The echo server binds port 0 and prints the address it got.
     const child = spawn(
       process.execPath,
       ["--import", "tsx", path.join(repoRoot, "bench", "echo", "server.ts")],
       {
         cwd: repoRoot,
-        env: { ...process.env, ...this.childEnv(), ECHO_PORT: String(port) },
+        env: { ...process.env, ...this.childEnv() },
         stdio: ["ignore", "pipe", "inherit"],
       },
     );
@@ -108,7 +96,8 @@ class Fleet {
   }
 
   async startServices(kinds: readonly ServiceKind[]): Promise<void> {
-    const ports = { user: await freePort(), product: await freePort(), order: await freePort() };
+    const [user, product, order] = (await freePorts(3)) as [number, number, number];
+    const ports = { user, product, order };
     const addr = (kind: ServiceKind) => `127.0.0.1:${ports[kind]}`;
     const shared = { SHOP_DATA_DIR: path.join(this.dir, "data"), ...this.childEnv() };
     for (const kind of kinds) {
@@ -133,17 +122,23 @@ class Fleet {
       const address = this.addresses[kind];
       return address ? [{ host: "127.0.0.1", port: Number(address.split(":")[1]) }] : [];
     };
-    this.envoy = await startBenchEnvoy({
-      binary: tool("envoy"),
-      services: { user: endpoint("user"), product: endpoint("product"), order: endpoint("order") },
-      listenPort: await freePort(),
-      adminPort: await freePort(),
+    // The repo's front door, access log included (it is part of the real thing), on port 0.
+    this.envoy = spawnEnvoy({
+      config: frontDoorConfig({
+        services: {
+          user: endpoint("user"),
+          product: endpoint("product"),
+          order: endpoint("order"),
+        },
+        accessLogPath: path.join(this.dir, "envoy-access.log"),
+      }),
+      logDir: this.dir,
       concurrency: this.options.envoyConcurrency,
-      dir: this.dir,
-      cwd: repoRoot,
+      logLevel: "warn",
     });
-    this.addresses.envoy = this.envoy.address;
-    this.pids.set("envoy", this.envoy.pid);
+    this.pids.set("envoy", this.envoy.child.pid as number);
+    await this.envoy.waitReady();
+    this.addresses.envoy = `127.0.0.1:${await this.envoy.listenerPort()}`;
   }
 
   async stop(): Promise<void> {
@@ -151,12 +146,7 @@ class Fleet {
     await Promise.allSettled([
       this.envoy?.stop(),
       ...this.services.map((proc) => stopProcess(proc, 10_000)),
-      (async () => {
-        if (!echo || echo.exitCode !== null || echo.signalCode !== null) return;
-        const exited = once(echo, "exit");
-        echo.kill("SIGTERM");
-        await exited;
-      })(),
+      echo && stopProcess({ child: echo }, 10_000),
     ]);
   }
 }

@@ -7,7 +7,7 @@ import { mkdirSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { envoyYaml } from "../deploy/envoy/config.js";
 import { env } from "../kit/config.js";
-import { spawnEnvoy, waitEnvoyHealthy } from "./lib/envoy.js";
+import { spawnEnvoy } from "./lib/envoy.js";
 import {
   assertPortsFree,
   LaunchError,
@@ -113,7 +113,7 @@ try {
     `starting ${plan.replicas.length} replicas and Envoy; logs in ${shortPath(plan.logDir)}`,
   );
   // Envoy starts with the replicas; it health-checks them in as they come up.
-  const envoy = supervisor.add(spawnEnvoy(plan.envoy.configFile, plan.logDir));
+  const envoy = supervisor.add(spawnEnvoy({ config: plan.envoy.configFile, logDir: plan.logDir }));
   supervisor.onUnexpectedExit(envoy, (how) => {
     console.error(`\nenvoy exited unexpectedly (${how}); see ${envoy.logFile}`);
     void supervisor.stopAll(1);
@@ -144,7 +144,7 @@ try {
     plan.addresses.product.join(","),
     seed,
   );
-  await waitEnvoyHealthy(envoy, plan.envoy.adminPort);
+  await envoy.waitReady();
   console.log(
     `  ${"envoy".padEnd(10)} ${MESH_HOST}:${plan.envoy.port} all replicas healthy (${Date.now() - started} ms)`,
   );

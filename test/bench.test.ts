@@ -6,7 +6,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import type { BenchResults } from "../bench/lib/results.js";
-import { exec, repoRoot, tool } from "./helpers/exec.js";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { exec } from "./helpers/exec.js";
 
 test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.timeout(120_000);

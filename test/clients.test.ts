@@ -6,8 +6,9 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { type ExecResult, repoRoot, tool } from "./helpers/exec.js";
-import { freePorts, type Launcher, run, startLauncher } from "./helpers/launch.js";
+import { freePorts, repoRoot } from "../scripts/lib/launcher.js";
+import { type ExecResult, exec, grpcurl } from "./helpers/exec.js";
+import { type Launcher, startLauncher } from "./helpers/launch.js";
 
 const python = path.join(repoRoot, ".tools/venv/bin/python");
 const genPython = path.join(repoRoot, "gen/python");
@@ -21,7 +22,7 @@ test.before(async () => {
   buildDir = await mkdtemp(path.join(tmpdir(), "shopmesh-clients-"));
   goClient = path.join(buildDir, "shop-client");
   const [build, launcher] = await Promise.all([
-    run("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
+    exec("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
     startLauncher({ args: ["--no-seed"] }),
   ]);
   shop = launcher;
@@ -33,18 +34,6 @@ test.after.always(async () => {
   if (buildDir) await rm(buildDir, { recursive: true, force: true });
   if (shop && code !== 0) throw new Error(`the launcher exited ${code}:\n${shop.output()}`);
 });
-
-async function grpcurl(address: string, method: string, body: object) {
-  const result = await run(tool("grpcurl"), [
-    "-plaintext",
-    "-d",
-    JSON.stringify(body),
-    address,
-    method,
-  ]);
-  if (result.code !== 0) throw new Error(`${method}: ${result.stderr}`);
-  return JSON.parse(result.stdout);
-}
 
 /** The first capture of `pattern` in the client's output, failing the test when it is missing. */
 function grab(t: ExecutionContext, stdout: string, pattern: RegExp): string {
@@ -64,7 +53,7 @@ const CLIENTS: ClientRun[] = [
   {
     name: "Go",
     run: (a, timeout) =>
-      run(goClient, [
+      exec(goClient, [
         "-user",
         a.user,
         "-product",
@@ -79,7 +68,7 @@ const CLIENTS: ClientRun[] = [
   {
     name: "Python",
     run: (a, timeout) =>
-      run(python, [
+      exec(python, [
         "clients/python/shop_client.py",
         "--user",
         a.user,
@@ -205,7 +194,7 @@ for (const module of generatedPythonModules()) {
     const probe = module.endsWith("_grpc")
       ? "print(' '.join(sorted(n for n in dir(m) if n.endswith('Stub'))))"
       : "print(m.DESCRIPTOR.package)";
-    const result = await run(python, ["-W", "error", "-c", `import ${module} as m; ${probe}`], {
+    const result = await exec(python, ["-W", "error", "-c", `import ${module} as m; ${probe}`], {
       cwd: genPython,
     });
     t.is(result.code, 0, result.stderr);
@@ -223,9 +212,9 @@ for (const module of generatedPythonModules()) {
 }
 
 test("go build ./... && go vet ./... in gen/go", async (t) => {
-  const build = await run("go", ["build", "./..."], { cwd: genGo, timeoutMs: 110_000 });
+  const build = await exec("go", ["build", "./..."], { cwd: genGo, timeoutMs: 110_000 });
   t.is(build.code, 0, build.stderr);
-  const vet = await run("go", ["vet", "./..."], { cwd: genGo, timeoutMs: 110_000 });
+  const vet = await exec("go", ["vet", "./..."], { cwd: genGo, timeoutMs: 110_000 });
   t.is(vet.code, 0, vet.stderr);
   t.is(vet.stdout + vet.stderr, "");
 });

@@ -3,7 +3,8 @@ import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { exec, repoRoot } from "./helpers/exec.js";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { exec } from "./helpers/exec.js";
 
 const buf = path.join(repoRoot, "node_modules/.bin/buf");
 const userProto = "proto/shop/user/v1/user.proto";

@@ -19,8 +19,10 @@ import {
   retryClass,
 } from "../deploy/envoy/config.js";
 import { committedConfigs } from "../deploy/envoy/generate.js";
-import { envoyBinary, startEnvoy } from "./helpers/envoy.js";
-import { exec, repoRoot } from "./helpers/exec.js";
+import { envoyBinary } from "../scripts/lib/envoy.js";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { startEnvoy } from "./helpers/envoy.js";
+import { exec } from "./helpers/exec.js";
 
 const services = loadDescriptorServices();
 const COMMITTED = ["deploy/envoy/envoy.yaml", "deploy/envoy/envoy.compose.yaml"];

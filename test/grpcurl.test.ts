@@ -6,8 +6,9 @@ import { spawn } from "node:child_process";
 import { randomUUID } from "node:crypto";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { type ExecResult, repoRoot, tool } from "./helpers/exec.js";
-import { type Launcher, run, startLauncher } from "./helpers/launch.js";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { type ExecResult, exec } from "./helpers/exec.js";
+import { type Launcher, startLauncher } from "./helpers/launch.js";
 
 let shop: Launcher;
 
@@ -123,7 +124,9 @@ async function limited<T>(work: () => Promise<T>): Promise<T> {
 }
 
 function grpcurl(args: readonly string[], timeoutMs = 30_000): Promise<ExecResult> {
-  return limited(() => run(tool("grpcurl"), ["-plaintext", ...args], { cwd: repoRoot, timeoutMs }));
+  return limited(() =>
+    exec(tool("grpcurl"), ["-plaintext", ...args], { cwd: repoRoot, timeoutMs }),
+  );
 }
 
 interface CallOptions {
@@ -1005,7 +1008,7 @@ test("local protos: error details decode with google/rpc/error_details.proto", a
 const buf = path.join(repoRoot, "node_modules/.bin/buf");
 const bufCurl = (method: string, body: object, flags: readonly string[] = []) =>
   limited(() =>
-    run(buf, [
+    exec(buf, [
       "curl",
       "--protocol",
       "grpc",

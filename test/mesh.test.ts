@@ -5,11 +5,8 @@
 //
 // The tests share the mesh, so they run serially. Each one first waits for the clusters it uses
 // to be healthy, and a test that stops, kills or swaps a replica restores it in its teardown.
-import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
-import { createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -37,57 +34,40 @@ import {
 import { type CallOptions, createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { type ServiceModule, type StartedService, startService } from "../kit/main.js";
-import { envoyAdmin, upstreamHosts } from "../scripts/lib/envoy.js";
+import { envoyAdmin, upstreamHosts, waitEnvoyReady } from "../scripts/lib/envoy.js";
 import {
   assertPortsFree,
+  freePorts,
   type RunningProcess,
+  repoRoot,
   SERVICE_KINDS,
   type ServiceKind,
   spawnService,
   stopProcess,
+  tool,
   waitServing,
 } from "../scripts/lib/launcher.js";
 import { type MeshPlan, meshPlan } from "../scripts/lib/mesh.js";
 import { createOrderService } from "../services/order/service.js";
 import { createProductService } from "../services/product/service.js";
-import { exec, repoRoot, tool } from "./helpers/exec.js";
+import { exec, grpcurl } from "./helpers/exec.js";
+import { awaitBanner, childPids, type ScriptProcess, spawnScript } from "./helpers/launch.js";
 
 // ---------------------------------------------------------------------------------------------
 // The mesh under test
 
-interface Mesh {
-  child: ChildProcess;
+interface Mesh extends ScriptProcess {
   plan: MeshPlan;
   banner: string;
-  output(): string;
-  exited: Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-  stop(): Promise<{ code: number | null; signal: NodeJS.Signals | null }>;
-}
-
-const READY = "shopmesh is ready";
-const BANNER_END = "Ctrl-C stops everything.\n";
-
-/** TCP ports that were free a moment ago. */
-async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer().listen(0, "127.0.0.1");
-      servers.push(server);
-      await once(server, "listening");
-    }
-    return servers.map((server) => (server.address() as { port: number }).port);
-  } finally {
-    await Promise.all(servers.map((s) => new Promise((resolve) => s.close(resolve))));
-  }
+  /** Ctrl-C, as a user would; after 20 s, SIGKILL for the launcher and everything it started. */
+  stop(): Promise<number | null>;
 }
 
 async function startMesh(): Promise<Mesh> {
   const ports = await freePorts(8);
   const dataDir = await mkdtemp(path.join(tmpdir(), "shopmesh-mesh-"));
   const take = () => String(ports.pop());
-  const env: NodeJS.ProcessEnv = {
-    ...process.env,
+  const env = {
     SHOP_DATA_DIR: dataDir,
     SHOP_USER_PORTS: `${take()},${take()}`,
     SHOP_PRODUCT_PORTS: `${take()},${take()}`,
@@ -96,54 +76,15 @@ async function startMesh(): Promise<Mesh> {
     SHOP_ENVOY_ADMIN_PORT: take(),
     SHOP_LOG_LEVEL: "info",
   };
-  const plan = meshPlan(env);
-  const child = spawn(process.execPath, ["--import", "tsx", "scripts/mesh.ts"], {
-    cwd: repoRoot,
-    env,
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  let output = "";
-  child.stdout?.on("data", (chunk) => {
-    output += chunk;
-  });
-  child.stderr?.on("data", (chunk) => {
-    output += chunk;
-  });
-  const exited = new Promise<{ code: number | null; signal: NodeJS.Signals | null }>((resolve) =>
-    child.once("close", (code, signal) => resolve({ code, signal })),
-  );
-  const stop = () => stopLauncher(child, exited);
-  const deadline = Date.now() + 90_000;
-  while (!output.includes(BANNER_END)) {
-    if (child.exitCode !== null || Date.now() > deadline) {
-      await stop();
-      await rm(dataDir, { recursive: true, force: true });
-      throw new Error(`npm run mesh printed no banner:\n${output}`);
-    }
-    await sleep(50);
+  const plan = meshPlan({ ...process.env, ...env });
+  const proc = await spawnScript(path.join("scripts", "mesh.ts"), { dataDir, env });
+  try {
+    const { banner, stop } = await awaitBanner(proc, "Ctrl-C stops everything.\n");
+    return { ...proc, plan, banner, stop };
+  } catch (error) {
+    await rm(dataDir, { recursive: true, force: true });
+    throw error;
   }
-  const start = output.indexOf(READY);
-  const banner = output.slice(start, output.indexOf(BANNER_END, start) + BANNER_END.length);
-  return { child, plan, banner, output: () => output, exited, stop };
-}
-
-/** Ctrl-C, as a user would; after 20 s, SIGKILL for the launcher and everything it started. */
-async function stopLauncher(child: ChildProcess, exited: Mesh["exited"]) {
-  if (child.exitCode !== null || child.signalCode !== null) return exited;
-  const pid = child.pid as number;
-  const started = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").trim().split(/\s+/);
-  child.kill("SIGINT");
-  const timer = setTimeout(() => {
-    for (const orphan of started.filter(Boolean).map(Number)) {
-      try {
-        process.kill(orphan, "SIGKILL");
-      } catch {}
-    }
-    child.kill("SIGKILL");
-  }, 20_000);
-  const status = await exited;
-  clearTimeout(timer);
-  return status;
 }
 
 let mesh: Mesh;
@@ -157,17 +98,16 @@ test.before(async () => {
 test.after.always(async () => {
   if (!mesh) return;
   await Promise.all([...replacements.values()].map((proc) => stopProcess(proc, 5_000)));
-  const { code } = await mesh.stop();
-  // Ctrl-C stopped everything: every port of the mesh is free again.
-  const ports: Record<string, number> = { envoy: mesh.plan.envoy.port };
-  for (const replica of mesh.plan.replicas) ports[replica.name] = replica.port;
-  const closed = await assertPortsFree("127.0.0.1", ports, "still taken after Ctrl-C").then(
-    () => "",
-    (error: Error) => error.message,
-  );
-  await rm(mesh.plan.dataDir, { recursive: true, force: true });
-  if (code !== 0) throw new Error(`npm run mesh exited ${code} on Ctrl-C:\n${mesh.output()}`);
-  if (closed) throw new Error(closed);
+  try {
+    const code = await mesh.stop();
+    if (code !== 0) throw new Error(`npm run mesh exited ${code} on Ctrl-C:\n${mesh.output()}`);
+    // Ctrl-C stopped everything: every port of the mesh is free again.
+    const ports: Record<string, number> = { envoy: mesh.plan.envoy.port };
+    for (const replica of mesh.plan.replicas) ports[replica.name] = replica.port;
+    await assertPortsFree("127.0.0.1", ports, "still taken after Ctrl-C");
+  } finally {
+    await rm(mesh.plan.dataDir, { recursive: true, force: true });
+  }
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -197,19 +137,8 @@ async function requestTotals(): Promise<Record<string, number>> {
 }
 
 /** Waits until every host of the clusters is healthy (no active or outlier failure flag). */
-async function waitHealthy(clusters: readonly string[], timeoutMs = 20_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  for (;;) {
-    const hosts = upstreamHosts(await admin("/clusters?format=json"));
-    const pending = hosts.filter((h) => clusters.includes(h.cluster) && h.flags.length > 0);
-    if (pending.length === 0) return;
-    if (Date.now() > deadline) {
-      const list = pending.map((h) => `${h.cluster} ${h.address} ${h.flags}`).join("; ");
-      throw new Error(`not healthy within ${timeoutMs} ms: ${list}`);
-    }
-    await sleep(100);
-  }
-}
+const waitHealthy = (clusters: readonly string[], timeoutMs = 20_000) =>
+  waitEnvoyReady(mesh.plan.envoy.adminPort, { clusters, timeoutMs });
 
 interface AccessLogLine {
   start_time: string;
@@ -259,12 +188,7 @@ const spec = (name: string) => {
 function replicaPid(name: string): number {
   const replacement = replacements.get(name);
   if (replacement?.child.pid && replacement.child.exitCode === null) return replacement.child.pid;
-  const launcher = mesh.child.pid as number;
-  const children = readFileSync(`/proc/${launcher}/task/${launcher}/children`, "utf8")
-    .trim()
-    .split(/\s+/)
-    .map(Number);
-  for (const pid of children) {
+  for (const pid of childPids(mesh.child.pid as number)) {
     const environ = (() => {
       try {
         return readFileSync(`/proc/${pid}/environ`, "utf8").split("\0");
@@ -490,16 +414,9 @@ test.serial(
       product: ["shop.product.v1.ProductService/GetProduct", { product_id: product.productId }],
       order: ["shop.order.v1.OrderService/GetOrder", { order_id: orderId }],
     };
-    const grpcurl = async (service: ServiceKind, id: string) => {
+    const callGrpcurl = async (service: ServiceKind, id: string) => {
       const [method, body] = grpcurlCall[service];
-      const result = await exec(tool("grpcurl"), [
-        "-plaintext",
-        ...["-H", `x-request-id: ${id}`],
-        ...["-d", JSON.stringify(body)],
-        front(),
-        method,
-      ]);
-      if (result.code !== 0) throw new Error(`grpcurl ${method}: ${result.stderr}`);
+      await grpcurl(front(), method, body, ["-H", `x-request-id: ${id}`]);
     };
 
     for (const service of SERVICE_KINDS) {
@@ -509,7 +426,7 @@ test.serial(
       );
       t.deepEqual([...viaGenerated].sort(), replicas, `generated ${service} client`);
       const viaGrpcurl = await untilEveryReplica(service, tag(`cli-${service}`), (id) =>
-        grpcurl(service, id),
+        callGrpcurl(service, id),
       );
       t.deepEqual([...viaGrpcurl].sort(), replicas, `grpcurl ${service}`);
     }

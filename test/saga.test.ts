@@ -1,6 +1,5 @@
 // The order saga of DESIGN.md §2 against real user, product and order servers.
 import { mkdtemp, rm } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
@@ -14,7 +13,7 @@ import {
 import { ReservationState } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
-import { spawnService, stopProcess, waitServing } from "../scripts/lib/launcher.js";
+import { freePorts, spawnService, stopProcess, waitServing } from "../scripts/lib/launcher.js";
 import { createOrderService } from "../services/order/service.js";
 import { userService } from "../services/user/service.js";
 import {
@@ -351,18 +350,10 @@ test("with the product service down, CreateOrder is UNAVAILABLE and writes nothi
   t.is(listed.orders.length, 0);
 });
 
-const freePort = () =>
-  new Promise<number>((resolve) => {
-    const server = createServer().listen(0, "127.0.0.1", () => {
-      const { port } = server.address() as { port: number };
-      server.close(() => resolve(port));
-    });
-  });
-
 test("killing the product service mid-flight loses no stock once it is back", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-kill-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const port = await freePort();
+  const [port] = (await freePorts(1)) as [number];
   const productSpec = {
     name: "product",
     service: "product" as const,

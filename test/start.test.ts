@@ -6,8 +6,9 @@ import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { DEMO_EMAIL } from "../scripts/lib/seed.js";
-import { repoRoot, tool } from "./helpers/exec.js";
+import { exec, grpcurl } from "./helpers/exec.js";
 import {
   alive,
   childPids,
@@ -15,7 +16,6 @@ import {
   isListening,
   type LauncherPorts,
   launch,
-  run,
   spawnLauncher,
 } from "./helpers/launch.js";
 
@@ -120,22 +120,9 @@ async function runAsPrinted(t: ExecutionContext, command: BannerCommand) {
     tool("grpcurl"),
     `the banner should name the project's grpcurl: ${command.line}`,
   );
-  const result = await run(program as string, args, { cwd: repoRoot, timeoutMs: 30_000 });
+  const result = await exec(program as string, args, { cwd: repoRoot, timeoutMs: 30_000 });
   t.is(result.code, 0, `${command.line}\n${result.stderr}`);
   return result;
-}
-
-/** grpcurl with a JSON body against the launcher, over reflection. */
-async function grpcurl(address: string, method: string, body: object) {
-  const result = await run(tool("grpcurl"), [
-    "-plaintext",
-    "-d",
-    JSON.stringify(body),
-    address,
-    method,
-  ]);
-  if (result.code !== 0) throw new Error(`${method} exited ${result.code}: ${result.stderr}`);
-  return JSON.parse(result.stdout);
 }
 
 const userIdIn = (banner: string) => {

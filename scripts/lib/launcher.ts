@@ -1,13 +1,16 @@
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createWriteStream, mkdirSync } from "node:fs";
-import { createServer } from "node:net";
+import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 
-export const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
+export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
+
+/** A project-local tool installed by scripts/tools.sh (`npm run tools`): grpcurl, ghz, envoy. */
+export const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name);
 
 export const SERVICES = {
   user: "shop.user.v1.UserService",
@@ -150,6 +153,23 @@ export async function stopProcess(
   const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
+}
+
+/** TCP ports on `host` that were free a moment ago: bound on port 0, then released. */
+export async function freePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
+  const servers: Server[] = [];
+  try {
+    for (let i = 0; i < count; i++) {
+      const server = createServer().listen(0, host);
+      servers.push(server);
+      await once(server, "listening");
+    }
+    return servers.map((server) => (server.address() as AddressInfo).port);
+  } finally {
+    await Promise.all(
+      servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
+    );
+  }
 }
 
 /**

@@ -1,51 +1,27 @@
-// Starts a real Envoy (.tools/bin/envoy, from `npm run tools`) in front of upstreams a test runs.
+// A real Envoy in front of upstreams a test runs: scripts/lib/envoy.ts's runner with the repo's
+// front-door config on port 0, in a temp dir of its own.
 //
 //   const envoy = await startEnvoy({ services: { user: [{ host: "127.0.0.1", port }] } });
 //   t.teardown(() => envoy.stop());
 //   // call 127.0.0.1:${envoy.port}; inspect envoy.stats(), envoy.accessLog()
-//
-// Envoy binds its listener and admin on port 0; the admin address comes from
-// --admin-address-path and the listener's from the admin's /listeners. Hot restart is disabled,
-// so Envoy takes no shared memory or base id and any number can run side by side.
-import { type ChildProcess, spawn } from "node:child_process";
-import { existsSync, rmSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFileSync, rmSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { setTimeout as sleep } from "node:timers/promises";
-import {
-  DEFAULT_DESCRIPTOR_FILE,
-  type Endpoint,
-  type EnvoyTopology,
-  envoyConfig,
-  loadDescriptorServices,
-} from "../../deploy/envoy/config.js";
-import { repoRoot, tool } from "./exec.js";
+import { loadDescriptorServices } from "../../deploy/envoy/config.js";
+import { type FrontDoorOptions, frontDoorConfig, spawnEnvoy } from "../../scripts/lib/envoy.js";
 
-/** The Envoy binary; fails with the fix when `npm run tools` has not installed it. */
-export function envoyBinary(): string {
-  const binary = tool("envoy");
-  if (!existsSync(binary)) {
-    throw new Error(`${binary} is missing: run \`npm run tools\` to install Envoy`);
-  }
-  return binary;
-}
+export { envoyBinary } from "../../scripts/lib/envoy.js";
 
-export interface StartEnvoyOptions {
-  /** Replicas per cluster (`user`, `product`, `order`); a cluster left out has no endpoints. */
-  services: Partial<Record<string, readonly Endpoint[]>>;
+export interface StartEnvoyOptions extends Omit<FrontDoorOptions, "accessLogPath"> {
   /**
    * Wait until every endpoint passes its gRPC health check before resolving: true (the default)
    * for all clusters, a list for some, false to return as soon as Envoy is live.
    */
   waitHealthy?: boolean | readonly string[];
-  /** Descriptor set for the transcoder; the repo's by default. */
-  descriptorPath?: string;
-  /** Active health check interval; 500 ms by default so tests see changes quickly. */
-  healthCheckIntervalMs?: number;
   /** Worker threads; 1 by default (tests run side by side on small machines). */
   concurrency?: number;
-  /** Envoy's own log level (stderr); access logs always go to stdout. */
+  /** Envoy's own log level. */
   logLevel?: string;
   /** Overall startup budget. */
   timeoutMs?: number;
@@ -85,166 +61,95 @@ export interface EnvoyHandle {
   waitHealthy(clusters?: readonly string[], timeoutMs?: number): Promise<void>;
   /** The JSON access log lines written so far (Envoy flushes them every 50 ms). */
   accessLog(): Record<string, unknown>[];
-  /** Envoy's stderr so far. */
+  /** Envoy's own log so far. */
   stderr(): string;
   /** Kills Envoy and waits for it to exit, then removes its temp dir. Safe to call twice. */
   stop(): Promise<void>;
 }
 
-const running = new Map<ChildProcess, string>();
-let exitHookInstalled = false;
+/** Temp dirs of Envoys still running; the runner kills the Envoys themselves at exit. */
+const dirs = new Set<string>();
+process.once("exit", () => {
+  for (const dir of dirs) rmSync(dir, { recursive: true, force: true });
+});
+
+const COUNTERS = [
+  "rq_total",
+  "rq_success",
+  "rq_error",
+  "rq_active",
+  "rq_timeout",
+  "cx_total",
+  "cx_active",
+  "cx_connect_fail",
+] as const;
 
 /** Starts Envoy for `options.services` and waits until it is live (and healthy, by default). */
 export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandle> {
-  const binary = envoyBinary();
-  const descriptorPath = options.descriptorPath ?? DEFAULT_DESCRIPTOR_FILE;
-  const services = loadDescriptorServices(descriptorPath);
-  const topologyServices: Record<string, readonly Endpoint[]> = {};
-  for (const service of services) {
-    topologyServices[service.cluster] = options.services[service.cluster] ?? [];
-  }
-  for (const name of Object.keys(options.services)) {
-    if (!(name in topologyServices)) throw new Error(`no shop.${name}.v1 service for "${name}"`);
-  }
-  const topology: EnvoyTopology = {
-    listen: { address: "127.0.0.1", port: 0 },
-    admin: { address: "127.0.0.1", port: 0 },
-    descriptorPath,
-    services: topologyServices,
-    healthCheckIntervalMs: options.healthCheckIntervalMs ?? 500,
-  };
-
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-"));
-  const configFile = path.join(dir, "envoy.json");
-  const adminFile = path.join(dir, "admin-address");
-  await writeFile(configFile, JSON.stringify(envoyConfig(topology, services), null, 2));
-
-  const child = spawn(
-    binary,
-    [
-      ...["-c", configFile],
-      ...["--admin-address-path", adminFile],
-      "--disable-hot-restart",
-      ...["--concurrency", String(options.concurrency ?? 1)],
-      ...["--log-level", options.logLevel ?? "warn"],
-      ...["--file-flush-interval-msec", "50"],
-    ],
-    { cwd: repoRoot, stdio: ["ignore", "pipe", "pipe"] },
-  );
-  running.set(child, dir);
-  installExitHook();
-
-  let stdout = "";
-  let stderr = "";
-  child.stdout?.setEncoding("utf8").on("data", (chunk: string) => {
-    stdout += chunk;
+  dirs.add(dir);
+  const accessLogPath = path.join(dir, "access.log");
+  const envoy = spawnEnvoy({
+    config: frontDoorConfig({
+      services: options.services,
+      descriptorPath: options.descriptorPath,
+      accessLogPath,
+      healthCheckIntervalMs: options.healthCheckIntervalMs ?? 500,
+    }),
+    logDir: dir,
+    concurrency: options.concurrency ?? 1,
+    logLevel: options.logLevel ?? "warn",
+    flushIntervalMs: 50,
   });
-  child.stderr?.setEncoding("utf8").on("data", (chunk: string) => {
-    stderr += chunk;
-  });
-  const exited = new Promise<number | null>((resolve) => {
-    child.once("exit", (code, signal) => {
-      running.delete(child);
-      resolve(code ?? (signal ? -1 : null));
-    });
-  });
-  let exitCode: number | null | undefined;
-  void exited.then((code) => {
-    exitCode = code;
-  });
-
-  let stopped = false;
-  const stop = async () => {
-    if (!stopped) {
-      stopped = true;
-      if (exitCode === undefined) {
-        child.kill("SIGTERM");
-        const killer = setTimeout(() => child.kill("SIGKILL"), 5_000);
-        await exited;
-        clearTimeout(killer);
-      }
+  let stopped: Promise<void> | undefined;
+  const stop = () => {
+    stopped ??= (async () => {
+      await envoy.stop();
       await rm(dir, { recursive: true, force: true });
-    }
-  };
-
-  const deadline = Date.now() + (options.timeoutMs ?? 30_000);
-  /** Polls `probe` until it returns a value, Envoy exits, or the startup budget runs out. */
-  const poll = async <T>(what: string, probe: () => Promise<T | undefined>): Promise<T> => {
-    for (;;) {
-      if (exitCode !== undefined) {
-        throw new Error(`envoy exited (${exitCode}) while ${what}:\n${stderr.slice(-4000)}`);
-      }
-      const value = await probe().catch(() => undefined);
-      if (value !== undefined) return value;
-      if (Date.now() > deadline) {
-        throw new Error(`envoy: timed out ${what}:\n${stderr.slice(-4000)}`);
-      }
-      await sleep(50);
-    }
+      dirs.delete(dir);
+    })();
+    return stopped;
   };
 
   try {
-    const adminAddress = await poll("waiting for its admin address", async () => {
-      const text = (await readFile(adminFile, "utf8")).trim();
-      return text === "" ? undefined : text;
-    });
-    const adminPort = Number(adminAddress.split(":").at(-1));
-    const admin = async (adminPath: string) => {
-      const response = await fetch(`http://127.0.0.1:${adminPort}${adminPath}`);
-      const body = await response.text();
-      if (!response.ok) throw new Error(`envoy admin ${adminPath}: ${response.status} ${body}`);
-      return body;
-    };
-    await poll("waiting for /ready to say LIVE", async () =>
-      (await admin("/ready")).trim() === "LIVE" ? true : undefined,
-    );
-    const port = await poll("reading the listener's port", async () => {
-      const listeners = JSON.parse(await admin("/listeners?format=json")) as {
-        listener_statuses?: { local_address?: { socket_address?: { port_value?: number } } }[];
-      };
-      const bound = listeners.listener_statuses?.[0]?.local_address?.socket_address?.port_value;
-      return bound ? bound : undefined;
-    });
-
-    const stats = async () => parseClusters(await admin("/clusters?format=json"));
-    const waitHealthy = async (clusters?: readonly string[], timeoutMs = 20_000) => {
-      const until = Date.now() + timeoutMs;
-      for (;;) {
-        const all = await stats();
-        const pending = Object.entries(all)
-          .filter(([name]) => !clusters || clusters.includes(name))
-          .flatMap(([name, hosts]) =>
-            Object.entries(hosts)
-              .filter(([, host]) => !host.healthy)
-              .map(([address, host]) => `${name} ${address} (${host.healthFlags.join(", ")})`),
-          );
-        if (pending.length === 0) return;
-        if (exitCode !== undefined) throw new Error(`envoy exited (${exitCode}):\n${stderr}`);
-        if (Date.now() > until) {
-          throw new Error(`envoy: upstreams not healthy in ${timeoutMs} ms: ${pending.join("; ")}`);
-        }
-        await sleep(50);
-      }
-    };
-
     const wait = options.waitHealthy ?? true;
-    if (wait !== false) {
-      await waitHealthy(wait === true ? undefined : wait, Math.max(1_000, deadline - Date.now()));
-    }
-
+    await envoy.waitReady({
+      clusters: wait === true ? undefined : wait,
+      timeoutMs: options.timeoutMs ?? 30_000,
+    });
+    const port = await envoy.listenerPort();
+    // Every cluster of the config, those without hosts too.
+    const clusters = loadDescriptorServices(options.descriptorPath).map(({ cluster }) => cluster);
+    const stats = async () => {
+      const result: ClusterStats = Object.fromEntries(clusters.map((name) => [name, {}]));
+      for (const { cluster, address, flags, stats: counters } of await envoy.hosts()) {
+        const named = Object.fromEntries(COUNTERS.map((name) => [name, counters[name] ?? 0]));
+        result[cluster] = {
+          ...result[cluster],
+          [address]: {
+            healthy: flags.length === 0,
+            healthFlags: flags,
+            ...(named as Record<(typeof COUNTERS)[number], number>),
+            counters,
+          },
+        };
+      }
+      return result;
+    };
     return {
       port,
-      adminPort,
+      adminPort: await envoy.adminPort(),
       address: `127.0.0.1:${port}`,
       stats,
-      admin,
-      waitHealthy,
+      admin: envoy.admin,
+      waitHealthy: (clusters, timeoutMs = 20_000) => envoy.waitReady({ clusters, timeoutMs }),
       accessLog: () =>
-        stdout
+        readText(accessLogPath)
           .split("\n")
+          .slice(0, -1) // what follows the last newline is not a whole line yet
           .filter((line) => line.startsWith("{"))
           .map((line) => JSON.parse(line) as Record<string, unknown>),
-      stderr: () => stderr,
+      stderr: () => readText(envoy.logFile),
       stop,
     };
   } catch (error) {
@@ -253,59 +158,11 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
   }
 }
 
-interface ClustersJson {
-  cluster_statuses?: {
-    name: string;
-    host_statuses?: {
-      address?: { socket_address?: { address?: string; port_value?: number } };
-      stats?: { name: string; value?: string | number }[];
-      health_status?: Record<string, unknown>;
-    }[];
-  }[];
-}
-
-/** `/clusters?format=json` as per-cluster, per-host stats. */
-export function parseClusters(text: string): ClusterStats {
-  const result: ClusterStats = {};
-  for (const cluster of (JSON.parse(text) as ClustersJson).cluster_statuses ?? []) {
-    const hosts: Record<string, HostStats> = {};
-    for (const host of cluster.host_statuses ?? []) {
-      const socket = host.address?.socket_address;
-      const counters: Record<string, number> = {};
-      for (const stat of host.stats ?? []) counters[stat.name] = Number(stat.value ?? 0);
-      const health = host.health_status ?? {};
-      // Set flags are true booleans; eds_health_status is HEALTHY for static and DNS hosts.
-      const healthFlags = Object.entries(health)
-        .filter(([, value]) => value === true)
-        .map(([flag]) => flag);
-      const eds = health.eds_health_status;
-      hosts[`${socket?.address}:${socket?.port_value}`] = {
-        healthy: healthFlags.length === 0 && (eds === undefined || eds === "HEALTHY"),
-        healthFlags,
-        rq_total: counters.rq_total ?? 0,
-        rq_success: counters.rq_success ?? 0,
-        rq_error: counters.rq_error ?? 0,
-        rq_active: counters.rq_active ?? 0,
-        rq_timeout: counters.rq_timeout ?? 0,
-        cx_total: counters.cx_total ?? 0,
-        cx_active: counters.cx_active ?? 0,
-        cx_connect_fail: counters.cx_connect_fail ?? 0,
-        counters,
-      };
-    }
-    result[cluster.name] = hosts;
+/** A file's text; empty while it does not exist. */
+function readText(file: string): string {
+  try {
+    return readFileSync(file, "utf8");
+  } catch {
+    return "";
   }
-  return result;
-}
-
-/** A test runner that dies mid-test must not leave Envoys behind. */
-function installExitHook() {
-  if (exitHookInstalled) return;
-  exitHookInstalled = true;
-  process.once("exit", () => {
-    for (const [child, dir] of running) {
-      child.kill("SIGKILL");
-      rmSync(dir, { recursive: true, force: true });
-    }
-  });
 }

@@ -1,12 +1,5 @@
 import { spawn } from "node:child_process";
-import path from "node:path";
-import { fileURLToPath } from "node:url";
-
-/** The repository root, for tests that run the project's own scripts and tools. */
-export const repoRoot = path.resolve(path.dirname(fileURLToPath(import.meta.url)), "../..");
-
-/** A project-local tool installed by scripts/tools.sh. */
-export const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name);
+import { repoRoot, tool } from "../../scripts/lib/launcher.js";
 
 export interface ExecResult {
   code: number | null;
@@ -14,17 +7,22 @@ export interface ExecResult {
   stderr: string;
 }
 
-/** Runs a command to completion (never through a shell) and captures its output. */
+/**
+ * Runs a command to completion (never through a shell, from the repo root by default) and
+ * captures its output. stdin is closed from the start: a pipe to a child that never reads it
+ * (grpcurl -d, python -c) can surface as an uncaught EPIPE.
+ */
 export function exec(
   command: string,
   args: readonly string[],
-  options: { cwd?: string; input?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
+  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
 ): Promise<ExecResult> {
   return new Promise((resolve, reject) => {
     const child = spawn(command, args, {
       cwd: options.cwd ?? repoRoot,
       env: { ...process.env, ...options.env },
       timeout: options.timeoutMs ?? 60_000,
+      stdio: ["ignore", "pipe", "pipe"],
     });
     let stdout = "";
     let stderr = "";
@@ -36,8 +34,26 @@ export function exec(
     });
     child.on("error", reject);
     child.on("close", (code) => resolve({ code, stdout, stderr }));
-    // A child that exits without reading its input must not crash the test with EPIPE.
-    child.stdin.on("error", () => {});
-    child.stdin.end(options.input ?? "");
   });
+}
+
+/**
+ * One grpcurl call (plaintext, over reflection) with a JSON body; resolves with the JSON reply and
+ * rejects with grpcurl's stderr when it fails. `flags` go before -d, e.g. ["-H", "x-request-id: 1"].
+ */
+export async function grpcurl(
+  address: string,
+  method: string,
+  body: object,
+  flags: readonly string[] = [],
+) {
+  const result = await exec(tool("grpcurl"), [
+    "-plaintext",
+    ...flags,
+    ...["-d", JSON.stringify(body)],
+    address,
+    method,
+  ]);
+  if (result.code !== 0) throw new Error(`${method} exited ${result.code}: ${result.stderr}`);
+  return JSON.parse(result.stdout);
 }

@@ -1,5 +1,6 @@
 // Runs the real `npm start` launcher (scripts/start.ts) as a child process on free ports with its
-// own data directory, and waits for its ready banner.
+// own data directory, and waits for its ready banner. spawnScript and awaitBanner do the same for
+// any launcher (test/mesh.test.ts runs scripts/mesh.ts with them).
 //
 //   const shop = await launch(t);            // stopped (SIGINT) by t.teardown
 //   shop.ports.user; shop.banner;            // 127.0.0.1:<port>, the printed banner
@@ -8,14 +9,13 @@
 // In hooks (test.before), where t.teardown is not allowed, use startLauncher() and call stop() in
 // test.after.always.
 import { type ChildProcess, spawn } from "node:child_process";
-import { once } from "node:events";
 import { readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
-import { createConnection, createServer, type Server } from "node:net";
+import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ExecutionContext } from "ava";
-import { type ExecResult, repoRoot } from "./exec.js";
+import { freePorts, repoRoot } from "../../scripts/lib/launcher.js";
 
 export const HOST = "127.0.0.1";
 
@@ -25,15 +25,9 @@ export interface LauncherPorts {
   order: number;
 }
 
-export interface LauncherOptions {
-  /** Data directory (SHOP_DATA_DIR); a fresh temp dir, removed afterwards, when left out. */
-  dataDir?: string;
+export interface LauncherOptions extends ScriptOptions {
   /** Ports to use; free ones are picked for those left out. */
   ports?: Partial<LauncherPorts>;
-  /** Extra arguments for scripts/start.ts, e.g. ["--no-seed"]. */
-  args?: readonly string[];
-  /** Extra environment, e.g. { SHOP_SEED: "false" }. */
-  env?: Record<string, string>;
   /** How long to wait for the banner. */
   readyTimeoutMs?: number;
 }
@@ -66,28 +60,6 @@ export interface Launcher extends LauncherProcess {
    * and the service processes it started are killed and stop() rejects.
    */
   stop(): Promise<number | null>;
-}
-
-/** A TCP port that was free a moment ago: bound on port 0, then released. */
-export async function freePorts(count: number): Promise<number[]> {
-  const servers: Server[] = [];
-  try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer();
-      servers.push(server);
-      server.listen(0, HOST);
-      await once(server, "listening");
-    }
-    return servers.map((server) => {
-      const address = server.address();
-      if (address === null || typeof address === "string") throw new Error("no TCP address");
-      return address.port;
-    });
-  } finally {
-    await Promise.all(
-      servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
-    );
-  }
 }
 
 /** True when something accepts TCP connections on 127.0.0.1:port. */
@@ -145,35 +117,32 @@ process.once("exit", () => {
   }
 });
 
+export interface ScriptOptions {
+  /** Data directory (SHOP_DATA_DIR); a fresh temp dir, removed afterwards, when left out. */
+  dataDir?: string;
+  /** Extra arguments for the script, e.g. ["--no-seed"]. */
+  args?: readonly string[];
+  /** Extra environment, e.g. { SHOP_SEED: "false" }. */
+  env?: Record<string, string>;
+}
+
+export type ScriptProcess = Omit<LauncherProcess, "ports">;
+
 /**
- * Spawns `node --import tsx scripts/start.ts` (cwd: the repo root) and returns at once, without
- * waiting for the banner: for launches that are expected to fail. The caller must await `exited`
- * or kill the child; prefer launch() for launches that should come up.
+ * Spawns `node --import tsx <script>` (a launcher such as scripts/start.ts or scripts/mesh.ts,
+ * relative to the repo root, which is its cwd) and returns at once, without waiting for its
+ * banner. The caller must await `exited` or kill the child.
  */
-export async function spawnLauncher(options: LauncherOptions = {}): Promise<LauncherProcess> {
-  const [user, product, order] = await freePorts(3);
-  const ports: LauncherPorts = {
-    user: options.ports?.user ?? (user as number),
-    product: options.ports?.product ?? (product as number),
-    order: options.ports?.order ?? (order as number),
-  };
+export async function spawnScript(
+  script: string,
+  options: ScriptOptions = {},
+): Promise<ScriptProcess> {
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "shopmesh-launch-")));
-  const child = spawn(
-    process.execPath,
-    ["--import", "tsx", path.join("scripts", "start.ts"), ...(options.args ?? [])],
-    {
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        SHOP_DATA_DIR: dataDir,
-        SHOP_USER_PORT: String(ports.user),
-        SHOP_PRODUCT_PORT: String(ports.product),
-        SHOP_ORDER_PORT: String(ports.order),
-        ...options.env,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
-    },
-  );
+  const child = spawn(process.execPath, ["--import", "tsx", script, ...(options.args ?? [])], {
+    cwd: repoRoot,
+    env: { ...process.env, SHOP_DATA_DIR: dataDir, ...options.env },
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   let output = "";
   const append = (chunk: Buffer) => {
     output += chunk;
@@ -198,53 +167,46 @@ export async function spawnLauncher(options: LauncherOptions = {}): Promise<Laun
     for (const pid of services) if (alive(pid)) process.kill(pid, "SIGKILL");
     await exited.catch(() => {});
   };
-  return { child, ports, dataDir, output: () => output, exited, kill };
+  return { child, dataDir, output: () => output, exited, kill };
 }
 
 /**
- * Runs a command to completion without a shell, like exec() in ./exec.ts, but with stdin closed
- * from the start: exec() writes to the child's stdin, which races with children that never read
- * it (grpcurl -d, python -c) and can surface as an uncaught EPIPE.
+ * Spawns `node --import tsx scripts/start.ts` on free ports and returns at once, without waiting
+ * for the banner: for launches that are expected to fail. The caller must await `exited` or kill
+ * the child; prefer launch() for launches that should come up.
  */
-export function run(
-  command: string,
-  args: readonly string[],
-  options: { cwd?: string; env?: NodeJS.ProcessEnv; timeoutMs?: number } = {},
-): Promise<ExecResult> {
-  return new Promise((resolve, reject) => {
-    const child = spawn(command, args, {
-      cwd: options.cwd ?? repoRoot,
-      env: { ...process.env, ...options.env },
-      timeout: options.timeoutMs ?? 60_000,
-      stdio: ["ignore", "pipe", "pipe"],
-    });
-    let stdout = "";
-    let stderr = "";
-    child.stdout.on("data", (chunk) => {
-      stdout += chunk;
-    });
-    child.stderr.on("data", (chunk) => {
-      stderr += chunk;
-    });
-    child.on("error", reject);
-    child.on("close", (code) => resolve({ code, stdout, stderr }));
+export async function spawnLauncher(options: LauncherOptions = {}): Promise<LauncherProcess> {
+  const [user, product, order] = await freePorts(3);
+  const ports: LauncherPorts = {
+    user: options.ports?.user ?? (user as number),
+    product: options.ports?.product ?? (product as number),
+    order: options.ports?.order ?? (order as number),
+  };
+  const proc = await spawnScript(path.join("scripts", "start.ts"), {
+    ...options,
+    env: {
+      SHOP_USER_PORT: String(ports.user),
+      SHOP_PRODUCT_PORT: String(ports.product),
+      SHOP_ORDER_PORT: String(ports.order),
+      ...options.env,
+    },
   });
+  return { ...proc, ports };
 }
 
 const READY = "shopmesh is ready";
-const BANNER_END = /Ctrl-C stops all three\.\n/;
 
-/** The complete banner in the output, or undefined while it has not all arrived. */
-function findBanner(output: string): string | undefined {
-  const start = output.indexOf(READY);
-  if (start < 0) return undefined;
-  const end = BANNER_END.exec(output.slice(start));
-  return end ? output.slice(start, start + end.index + end[0].length) : undefined;
-}
-
-/** Starts the launcher and waits for its banner. The caller must call stop(). */
-export async function startLauncher(options: LauncherOptions = {}): Promise<Launcher> {
-  const proc = await spawnLauncher(options);
+/**
+ * Waits for a launcher's ready banner, from "shopmesh is ready" to the line `end`, and returns it
+ * with the launcher's stop(): SIGINT (Ctrl-C), then the exit code (null when a signal killed it).
+ * If the launcher outlives the grace period it and the processes it started are killed and stop()
+ * rejects. If no banner comes, the launcher is stopped and the wait rejects.
+ */
+export async function awaitBanner(
+  proc: ScriptProcess,
+  end: string,
+  timeoutMs = 90_000,
+): Promise<{ banner: string; stop(): Promise<number | null> }> {
   const { child, exited } = proc;
   let stopped: Promise<number | null> | undefined;
   const stop = (graceMs = 20_000): Promise<number | null> => {
@@ -273,7 +235,12 @@ export async function startLauncher(options: LauncherOptions = {}): Promise<Laun
     return stopped;
   };
 
-  const timeoutMs = options.readyTimeoutMs ?? 90_000;
+  /** The complete banner in the output, or undefined while it has not all arrived. */
+  const findBanner = (output: string): string | undefined => {
+    const start = output.indexOf(READY);
+    const last = start < 0 ? -1 : output.indexOf(end, start);
+    return last < 0 ? undefined : output.slice(start, last + end.length);
+  };
   const banner = await new Promise<string>((resolve, reject) => {
     const check = () => {
       const found = findBanner(proc.output());
@@ -302,7 +269,17 @@ export async function startLauncher(options: LauncherOptions = {}): Promise<Laun
     await stop().catch(() => {});
     throw error;
   });
+  return { banner, stop: () => stop() };
+}
 
+/** Starts the launcher and waits for its banner. The caller must call stop(). */
+export async function startLauncher(options: LauncherOptions = {}): Promise<Launcher> {
+  const proc = await spawnLauncher(options);
+  const { banner, stop } = await awaitBanner(
+    proc,
+    "Ctrl-C stops all three.\n",
+    options.readyTimeoutMs,
+  );
   const address = (port: number) => `${HOST}:${port}`;
   return {
     ...proc,
@@ -312,7 +289,7 @@ export async function startLauncher(options: LauncherOptions = {}): Promise<Laun
       order: address(proc.ports.order),
     },
     banner,
-    stop: () => stop(),
+    stop,
   };
 }
 
