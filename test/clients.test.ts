@@ -1,6 +1,8 @@
-// The example clients in clients/go and clients/python, run against a live launcher, with their
-// claims checked again from outside through grpcurl; and the generated Go and Python code, built,
-// vetted and imported.
+// The example clients in clients/go and clients/python, run against a live `npm run mesh` (Envoy in
+// front of two replicas of each service) twice: directly, each service at one of its replicas, and
+// through Envoy with -target, where consecutive calls land on either replica. Their claims are
+// checked again from outside through grpcurl, the same way. Then the generated Go and Python code,
+// built, vetted and imported.
 import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -8,31 +10,34 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { freePorts, repoRoot } from "../scripts/lib/launcher.js";
 import { type ExecResult, exec, grpcurl } from "./helpers/exec.js";
-import { type Launcher, startLauncher } from "./helpers/launch.js";
+import { type MeshLauncher, startMeshLauncher } from "./helpers/launch-mesh.js";
 
 const python = path.join(repoRoot, ".tools/venv/bin/python");
 const genPython = path.join(repoRoot, "gen/python");
 const genGo = path.join(repoRoot, "gen/go");
 
-let shop: Launcher | undefined;
+let mesh: MeshLauncher | undefined;
 let buildDir: string | undefined;
 let goClient: string;
 
 test.before(async () => {
   buildDir = await mkdtemp(path.join(tmpdir(), "shopmesh-clients-"));
   goClient = path.join(buildDir, "shop-client");
-  const [build, launcher] = await Promise.all([
+  const [build, started] = await Promise.allSettled([
     exec("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
-    startLauncher({ args: ["--no-seed"] }),
+    startMeshLauncher({ args: ["--no-seed"] }),
   ]);
-  shop = launcher;
-  if (build.code !== 0) throw new Error(`go build of clients/go failed:\n${build.stderr}`);
+  if (started.status === "fulfilled") mesh = started.value; // test.after.always stops it
+  if (build.status === "rejected") throw build.reason;
+  if (started.status === "rejected") throw started.reason;
+  if (build.value.code !== 0)
+    throw new Error(`go build of clients/go failed:\n${build.value.stderr}`);
 });
 
 test.after.always(async () => {
-  const code = await shop?.stop();
+  const code = await mesh?.stop();
   if (buildDir) await rm(buildDir, { recursive: true, force: true });
-  if (shop && code !== 0) throw new Error(`the launcher exited ${code}:\n${shop.output()}`);
+  if (mesh && code !== 0) throw new Error(`npm run mesh exited ${code}:\n${mesh.output()}`);
 });
 
 /** The first capture of `pattern` in the client's output, failing the test when it is missing. */
@@ -42,9 +47,20 @@ function grab(t: ExecutionContext, stdout: string, pattern: RegExp): string {
   return match?.[1] ?? "";
 }
 
+type Kind = "user" | "product" | "order";
+
+/** Where a client sends its calls: one address per service, or everything to one -target. */
+type Endpoints = Record<Kind, string> | { target: string };
+
+/** The client's address flags, `-user …` or `-target …`, with its flag prefix. */
+function addressFlags(to: Endpoints, dash: string): string[] {
+  if ("target" in to) return [`${dash}target`, to.target];
+  return (["user", "product", "order"] as const).flatMap((kind) => [`${dash}${kind}`, to[kind]]);
+}
+
 interface ClientRun {
   name: string;
-  run(addresses: Launcher["addresses"], timeout: string): Promise<ExecResult>;
+  run(to: Endpoints, timeout: string): Promise<ExecResult>;
   /** How the client spells FAILED_PRECONDITION. */
   failedPrecondition: string;
 }
@@ -52,30 +68,15 @@ interface ClientRun {
 const CLIENTS: ClientRun[] = [
   {
     name: "Go",
-    run: (a, timeout) =>
-      exec(goClient, [
-        "-user",
-        a.user,
-        "-product",
-        a.product,
-        "-order",
-        a.order,
-        "-timeout",
-        `${timeout}s`,
-      ]),
+    run: (to, timeout) => exec(goClient, [...addressFlags(to, "-"), "-timeout", `${timeout}s`]),
     failedPrecondition: "FailedPrecondition",
   },
   {
     name: "Python",
-    run: (a, timeout) =>
+    run: (to, timeout) =>
       exec(python, [
         "clients/python/shop_client.py",
-        "--user",
-        a.user,
-        "--product",
-        a.product,
-        "--order",
-        a.order,
+        ...addressFlags(to, "--"),
         "--timeout",
         timeout,
       ]),
@@ -83,13 +84,33 @@ const CLIENTS: ClientRun[] = [
   },
 ];
 
+const live = () => {
+  if (!mesh) throw new Error("npm run mesh is not running");
+  return mesh;
+};
+
+/** The two ways into the mesh, and where grpcurl checks the client's story the same way. */
+const ROUTES: { name: string; endpoints(): Endpoints; check(kind: Kind): string }[] = [
+  {
+    name: "directly, each service at its first replica",
+    endpoints: () => {
+      const { user, product, order } = live().plan.addresses;
+      return { user: user[0] as string, product: product[0] as string, order: order[0] as string };
+    },
+    check: (kind) => live().plan.addresses[kind][0] as string,
+  },
+  {
+    name: "through Envoy (-target)",
+    endpoints: () => ({ target: live().envoy }),
+    check: () => live().envoy,
+  },
+];
+
 for (const client of CLIENTS) {
-  // Serial: the flows run before, not among, the CPU-heavy import and go vet tests.
-  test.serial(
-    `the ${client.name} client walks the whole order flow against the launcher`,
-    async (t) => {
-      const addresses = (shop as Launcher).addresses;
-      const result = await client.run(addresses, "20"); // generous: CI machines can be loaded
+  for (const route of ROUTES) {
+    // Serial: the flows run before, not among, the CPU-heavy import and go vet tests.
+    test.serial(`the ${client.name} client walks the whole order flow ${route.name}`, async (t) => {
+      const result = await client.run(route.endpoints(), "20"); // generous: CI machines can be loaded
       t.is(result.code, 0, `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`);
       t.is(result.stderr, "");
       const out = result.stdout;
@@ -126,9 +147,13 @@ for (const client of CLIENTS) {
       t.true(out.endsWith("ok: every step matched the contract\n"), out);
 
       // The client's story, checked from outside with grpcurl.
-      const { orders } = await grpcurl(addresses.order, "shop.order.v1.OrderService/ListOrders", {
-        user_id: userId,
-      });
+      const { orders } = await grpcurl(
+        route.check("order"),
+        "shop.order.v1.OrderService/ListOrders",
+        {
+          user_id: userId,
+        },
+      );
       t.deepEqual(
         Object.fromEntries(
           orders.map((o: { orderId: string; state: string }) => [o.orderId, o.state]),
@@ -136,24 +161,33 @@ for (const client of CLIENTS) {
         { [first]: "ORDER_STATE_CANCELLED", [second]: "ORDER_STATE_CONFIRMED" },
       );
       const { product } = await grpcurl(
-        addresses.product,
+        route.check("product"),
         "shop.product.v1.ProductService/GetProduct",
         {
           product_id: productId,
         },
       );
       t.is(product.stockQuantity, 4);
-    },
-  );
+    });
+  }
 
-  test(`the ${client.name} client exits 1 with FAIL when the services are unreachable`, async (t) => {
-    const [port] = await freePorts(1);
-    const nowhere = `127.0.0.1:${port}`;
-    const result = await client.run({ user: nowhere, product: nowhere, order: nowhere }, "1");
-    t.is(result.code, 1, result.stdout + result.stderr);
-    t.regex(result.stderr, /^FAIL .*Unavailable|^FAIL .*UNAVAILABLE/m);
-    t.false(result.stdout.includes("ok: every step"));
-  });
+  for (const [how, flag] of [
+    ["the services are", "-user, -product, -order"],
+    ["the -target is", "-target"],
+  ] as const) {
+    test(`the ${client.name} client exits 1 with FAIL when ${how} unreachable (${flag})`, async (t) => {
+      const [port] = await freePorts(1);
+      const nowhere = `127.0.0.1:${port}`;
+      const to: Endpoints =
+        flag === "-target"
+          ? { target: nowhere }
+          : { user: nowhere, product: nowhere, order: nowhere };
+      const result = await client.run(to, "1");
+      t.is(result.code, 1, result.stdout + result.stderr);
+      t.regex(result.stderr, /^FAIL .*Unavailable|^FAIL .*UNAVAILABLE/m);
+      t.false(result.stdout.includes("ok: every step"));
+    });
+  }
 }
 
 // ---------------------------------------------------------------------------------------------

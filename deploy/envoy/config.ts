@@ -231,7 +231,9 @@ function retryPolicy(kind: Exclude<RetryClass, "never">) {
  */
 function timeouts(streaming: boolean) {
   return streaming
-    ? { timeout: "0s", idle_timeout: "0s", max_stream_duration: { grpc_timeout_header_max: "0s" } }
+    ? // Envoy does not time streams: the caller's grpc-timeout travels upstream and the service
+      // ends the stream with DEADLINE_EXCEEDED. (Envoy's own timer reset streams as INTERNAL.)
+      { timeout: "0s", idle_timeout: "0s" }
     : {
         timeout: UNARY_TIMEOUT,
         max_stream_duration: {
