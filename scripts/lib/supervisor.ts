@@ -44,8 +44,17 @@ export class Supervisor {
     return this.stopped;
   }
 
-  /** Ctrl-C (SIGINT) and SIGTERM stop everything, exit code 0. */
+  /**
+   * Ctrl-C (SIGINT) and SIGTERM stop everything, exit code 0. A closed terminal or pipe (EPIPE
+   * on stdout) and any unexpected error stop everything too, instead of orphaning the services.
+   */
   handleSignals(): void {
+    process.stdout.on("error", () => void this.stopAll(1));
+    process.stderr.on("error", () => {});
+    process.on("uncaughtException", (error) => {
+      console.error(error);
+      void this.stopAll(1);
+    });
     process.on("SIGINT", () => {
       if (!this.stopping) console.log("\nstopping…");
       void this.stopAll(0);
