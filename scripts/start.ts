@@ -4,7 +4,7 @@ import path from "node:path";
 import { env } from "../kit/config.js";
 import { LaunchError, type ProcessSpec, repoRoot } from "./lib/launcher.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { grpcurlCommand, Supervisor } from "./lib/supervisor.js";
+import { grpcurlCommand, Supervisor, shellJson } from "./lib/supervisor.js";
 
 const host = env.string("SHOP_HOST", "127.0.0.1");
 const dataDir = path.resolve(env.string("SHOP_DATA_DIR", path.join(repoRoot, "data")));
@@ -34,7 +34,7 @@ const supervisor = new Supervisor();
 function banner(demo: DemoData): string {
   const grpcurl = grpcurlCommand();
   const call = (port: number, method: string, body?: object) =>
-    `  ${grpcurl} -plaintext ${body ? `-d '${JSON.stringify(body)}' ` : ""}${addr(port)} ${method}`;
+    `  ${grpcurl} -plaintext ${body ? `-d ${shellJson(body)} ` : ""}${addr(port)} ${method}`;
   const lines = [
     "",
     "shopmesh is ready",
