@@ -9,7 +9,7 @@
 
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
-# sqlite3's native addon installs a prebuilt binary when it can download one, and builds from
+# better-sqlite3's native addon installs a prebuilt binary when it can download one, and builds from
 # source otherwise, which needs a compiler and Python.
 RUN apt-get update \
   && apt-get install -y --no-install-recommends g++ make python3 \

@@ -3,6 +3,7 @@ import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { CallContext } from "./context.js";
+import { isBusy } from "./db.js";
 import { Code, encodeStatus, ServiceError } from "./errors.js";
 import { type Faults, injectFault } from "./faults.js";
 import type { Logger } from "./logger.js";
@@ -164,7 +165,7 @@ function toStatus(error: unknown, domain: string, ctx: CallContext, logger: Logg
     failure = error;
   } else if (ctx.signal.aborted) {
     failure = new ServiceError(Code.CANCELLED, "the call was cancelled or its deadline passed");
-  } else if (error instanceof Error && /SQLITE_BUSY/.test(error.message)) {
+  } else if (isBusy(error)) {
     failure = new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {
       reason: "DATABASE_BUSY",
     });

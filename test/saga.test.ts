@@ -264,14 +264,14 @@ test("the caller's deadline reaches the user and product services", async (t) =>
   const mug = await createProduct(mesh.products, { stock: 3 });
   mesh.product.server.faults.set("ReserveStock", { delayMs: 8_000 });
 
-  const callerDeadline = Date.now() + 2_000;
-  const error = await t.throwsAsync(
-    mesh.orders.createOrder(
-      { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId: "hurry" },
-      { timeoutMs: 2_000 },
-    ),
-    { instanceOf: ServiceError },
+  // The client fixes its deadline when the call starts: somewhere in [earliest, latest].
+  const earliest = Date.now() + 2_000;
+  const call = mesh.orders.createOrder(
+    { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId: "hurry" },
+    { timeoutMs: 2_000 },
   );
+  const latest = Date.now() + 2_000;
+  const error = await t.throwsAsync(call, { instanceOf: ServiceError });
   t.is(error?.code, Code.DEADLINE_EXCEEDED);
 
   // The per-call log line is written when the downstream call ends, just after ours.
@@ -284,12 +284,14 @@ test("the caller's deadline reaches the user and product services", async (t) =>
     return Number.NaN;
   };
   // The downstream calls carried the caller's deadline, not the order service's 5 s default.
+  // Each hop re-anchors the remaining time on arrival, so allow it to land a little later.
   for (const [lines, method] of [
     [logs.user.lines, "/shop.user.v1.UserService/GetUser"],
     [logs.product.lines, "/shop.product.v1.ProductService/ReserveStock"],
   ] as const) {
-    const offBy = (await deadlineOf(lines, method)) - callerDeadline;
-    t.true(Math.abs(offBy) < 150, `${method} deadline ${offBy} ms off`);
+    const deadline = await deadlineOf(lines, method);
+    t.true(deadline >= earliest - 50, `${method} deadline ${deadline - earliest} ms early`);
+    t.true(deadline <= latest + 500, `${method} deadline ${deadline - latest} ms late`);
   }
   // The abandoned reservation is compensated: nothing stays held.
   for (let i = 0; i < 30 && (await stockOf(mesh, mug.productId)) !== 3; i++) {
