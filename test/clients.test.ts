@@ -1,4 +1,4 @@
-// The example clients in clients/go and clients/python, run against a live `npm run mesh` (Envoy in
+// The example clients in clients/go, clients/python and clients/java, run against a live `npm run mesh` (Envoy in
 // front of two replicas of each service) twice: directly, each service at one of its replicas, and
 // through Envoy with -target, where consecutive calls land on either replica. Their claims are
 // checked again from outside through grpcurl, the same way. Then the generated Go and Python code,
@@ -15,20 +15,44 @@ import { type MeshLauncher, startMeshLauncher } from "./helpers/launch-mesh.js";
 const python = path.join(repoRoot, ".tools/venv/bin/python");
 const genPython = path.join(repoRoot, "gen/python");
 const genGo = path.join(repoRoot, "gen/go");
+const javaClient = path.join(repoRoot, "clients/java/target/shop-client.jar");
 
 let mesh: MeshLauncher | undefined;
 let buildDir: string | undefined;
 let goClient: string;
 
+/**
+ * Builds clients/java/target/shop-client.jar: offline first (everything already in ~/.m2), online
+ * when that fails (the first run downloads the plugins, protoc and grpc-java from Maven Central).
+ */
+async function buildJavaClient(): Promise<void> {
+  const mvn = (offline: boolean) =>
+    exec("mvn", ["-q", "-B", ...(offline ? ["-o"] : []), "-f", "clients/java/pom.xml", "package"], {
+      timeoutMs: 300_000,
+    }).catch((error: NodeJS.ErrnoException) => {
+      if (error.code === "ENOENT")
+        throw new Error(
+          "mvn is not on PATH: install Maven 3.8+ and a JDK 17+ (e.g. apt-get install maven) to build clients/java",
+        );
+      throw error;
+    });
+  let result = await mvn(true);
+  if (result.code !== 0) result = await mvn(false);
+  if (result.code !== 0)
+    throw new Error(`mvn package of clients/java failed:\n${result.stdout}${result.stderr}`);
+}
+
 test.before(async () => {
   buildDir = await mkdtemp(path.join(tmpdir(), "shopmesh-clients-"));
   goClient = path.join(buildDir, "shop-client");
-  const [build, started] = await Promise.allSettled([
+  const [build, javaBuild, started] = await Promise.allSettled([
     exec("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
+    buildJavaClient(),
     startMeshLauncher({ args: ["--no-seed"] }),
   ]);
   if (started.status === "fulfilled") mesh = started.value; // test.after.always stops it
   if (build.status === "rejected") throw build.reason;
+  if (javaBuild.status === "rejected") throw javaBuild.reason;
   if (started.status === "rejected") throw started.reason;
   if (build.value.code !== 0)
     throw new Error(`go build of clients/go failed:\n${build.value.stderr}`);
@@ -80,6 +104,12 @@ const CLIENTS: ClientRun[] = [
         "--timeout",
         timeout,
       ]),
+    failedPrecondition: "FAILED_PRECONDITION",
+  },
+  {
+    name: "Java",
+    run: (to, timeout) =>
+      exec("java", ["-jar", javaClient, ...addressFlags(to, "-"), "-timeout", `${timeout}s`]),
     failedPrecondition: "FAILED_PRECONDITION",
   },
 ];
