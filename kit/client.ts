@@ -78,6 +78,20 @@ const channelOptions = {
   "grpc.enable_channelz": 0,
 };
 
+/**
+ * Cancels a call as soon as any of `signals` aborts (at once if one already has). Returns the
+ * function that stops listening, for when the call ends: a caller's signal may outlive it.
+ */
+function linkCancellation(signals: readonly AbortSignal[], cancel: () => void): () => void {
+  for (const signal of signals) {
+    if (signal.aborted) cancel();
+    else signal.addEventListener("abort", cancel, { once: true });
+  }
+  return () => {
+    for (const signal of signals) signal.removeEventListener("abort", cancel);
+  };
+}
+
 /** One long-lived channel to a service, with a typed promise method per rpc. */
 export function createClient<S extends ServiceDefinition>(
   definition: S,
@@ -122,13 +136,14 @@ export function createClient<S extends ServiceDefinition>(
             metadata,
             { deadline },
           );
-          for (const signal of signals) signal.addEventListener("abort", () => stream.cancel());
+          const unlink = linkCancellation(signals, () => stream.cancel());
           return (async function* () {
             try {
               for await (const message of stream) yield message;
             } catch (error) {
               throw fromGrpcError(error as grpc.ServiceError);
             } finally {
+              unlink();
               stream.cancel();
             }
           })();
@@ -136,6 +151,7 @@ export function createClient<S extends ServiceDefinition>(
       : (request: unknown, call?: CallOptions) =>
           new Promise((resolve, reject) => {
             const { deadline, metadata, signals } = callSetup(call);
+            let unlink = () => {};
             const pending = channel.makeUnaryRequest(
               method.path,
               method.requestSerialize,
@@ -143,12 +159,13 @@ export function createClient<S extends ServiceDefinition>(
               request,
               metadata,
               { deadline },
-              (error, response) => (error ? reject(fromGrpcError(error)) : resolve(response)),
+              (error, response) => {
+                unlink();
+                if (error) reject(fromGrpcError(error));
+                else resolve(response);
+              },
             );
-            for (const signal of signals) {
-              if (signal.aborted) pending.cancel();
-              else signal.addEventListener("abort", () => pending.cancel(), { once: true });
-            }
+            unlink = linkCancellation(signals, () => pending.cancel());
           });
   }
   return client as Client<S>;
