@@ -824,15 +824,15 @@ const file_shop_order_v1_order_proto_rawDesc = "" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x19\n" +
 	"\x15ORDER_STATE_CANCELLED\x10\x03\x12\x16\n" +
-	"\x12ORDER_STATE_FAILED\x10\x042\xb8\x04\n" +
-	"\fOrderService\x12h\n" +
-	"\vCreateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\"\x12\x82\xd3\xe4\x93\x02\f:\x01*\"\a/orders\x12g\n" +
-	"\bGetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/orders/{order_id}\x12b\n" +
+	"\x12ORDER_STATE_FAILED\x10\x042\xc7\x04\n" +
+	"\fOrderService\x12k\n" +
+	"\vCreateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\"\x15\x82\xd3\xe4\x93\x02\f:\x01*\"\a/orders\x90\x02\x00\x12j\n" +
+	"\bGetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\"\x1d\x82\xd3\xe4\x93\x02\x14\x12\x12/orders/{order_id}\x90\x02\x01\x12e\n" +
 	"\n" +
-	"ListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x0f\x82\xd3\xe4\x93\x02\t\x12\a/orders\x12z\n" +
-	"\vCancelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\"$\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/orders/{order_id}:cancel\x12u\n" +
+	"ListOrders\x12 .shop.order.v1.ListOrdersRequest\x1a!.shop.order.v1.ListOrdersResponse\"\x12\x82\xd3\xe4\x93\x02\t\x12\a/orders\x90\x02\x01\x12}\n" +
+	"\vCancelOrder\x12!.shop.order.v1.CancelOrderRequest\x1a\".shop.order.v1.CancelOrderResponse\"'\x82\xd3\xe4\x93\x02\x1e:\x01*\"\x19/orders/{order_id}:cancel\x90\x02\x02\x12x\n" +
 	"\n" +
-	"WatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse\" \x82\xd3\xe4\x93\x02\x1a\x12\x18/orders/{order_id}:watch0\x01B\xb0\x01\n" +
+	"WatchOrder\x12 .shop.order.v1.WatchOrderRequest\x1a!.shop.order.v1.WatchOrderResponse\"#\x82\xd3\xe4\x93\x02\x1a\x12\x18/orders/{order_id}:watch\x90\x02\x010\x01B\xb0\x01\n" +
 	"\x11com.shop.order.v1B\n" +
 	"OrderProtoP\x01Z9github.com/shopmesh/shopmesh/gen/go/shop/order/v1;orderv1\xa2\x02\x03SOX\xaa\x02\rShop.Order.V1\xca\x02\rShop\\Order\\V1\xe2\x02\x19Shop\\Order\\V1\\GPBMetadata\xea\x02\x0fShop::Order::V1b\x06proto3"
 

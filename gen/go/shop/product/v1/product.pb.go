@@ -1111,16 +1111,16 @@ const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n" +
 	"\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n" +
 	"\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n" +
-	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xbe\a\n" +
-	"\x0eProductService\x12z\n" +
-	"\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1a\x82\xd3\xe4\x93\x02\x14:\aproduct\"\t/products\x12u\n" +
+	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xd3\a\n" +
+	"\x0eProductService\x12}\n" +
+	"\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1d\x82\xd3\xe4\x93\x02\x14:\aproduct\"\t/products\x90\x02\x00\x12x\n" +
 	"\n" +
-	"GetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"\x1e\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x12n\n" +
-	"\fListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x11\x82\xd3\xe4\x93\x02\v\x12\t/products\x12\x8f\x01\n" +
-	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"/\x82\xd3\xe4\x93\x02):\aproduct2\x1e/products/{product.product_id}\x12u\n" +
-	"\fReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x18\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/reservations\x12\x9c\x01\n" +
-	"\x11CommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"0\x82\xd3\xe4\x93\x02*:\x01*\"%/reservations/{reservation_id}:commit\x12\xa0\x01\n" +
-	"\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"1\x82\xd3\xe4\x93\x02+:\x01*\"&/reservations/{reservation_id}:releaseB\xc0\x01\n" +
+	"GetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"!\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x90\x02\x01\x12q\n" +
+	"\fListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x14\x82\xd3\xe4\x93\x02\v\x12\t/products\x90\x02\x01\x12\x92\x01\n" +
+	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"2\x82\xd3\xe4\x93\x02):\aproduct2\x1e/products/{product.product_id}\x90\x02\x00\x12x\n" +
+	"\fReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x1b\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/reservations\x90\x02\x02\x12\x9f\x01\n" +
+	"\x11CommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"3\x82\xd3\xe4\x93\x02*:\x01*\"%/reservations/{reservation_id}:commit\x90\x02\x02\x12\xa3\x01\n" +
+	"\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"4\x82\xd3\xe4\x93\x02+:\x01*\"&/reservations/{reservation_id}:release\x90\x02\x02B\xc0\x01\n" +
 	"\x13com.shop.product.v1B\fProductProtoP\x01Z=github.com/shopmesh/shopmesh/gen/go/shop/product/v1;productv1\xa2\x02\x03SPX\xaa\x02\x0fShop.Product.V1\xca\x02\x0fShop\\Product\\V1\xe2\x02\x1bShop\\Product\\V1\\GPBMetadata\xea\x02\x11Shop::Product::V1b\x06proto3"
 
 var (

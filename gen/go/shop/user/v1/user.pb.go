@@ -624,16 +624,16 @@ const file_shop_user_v1_user_proto_rawDesc = "" +
 	"\x04user\x18\x01 \x01(\v2\x12.shop.user.v1.UserR\x04user\"1\n" +
 	"\x11DeleteUserRequest\x12\x1c\n" +
 	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x02R\x06userId\"\x14\n" +
-	"\x12DeleteUserResponse2\x95\x04\n" +
-	"\vUserService\x12e\n" +
+	"\x12DeleteUserResponse2\xa4\x04\n" +
+	"\vUserService\x12h\n" +
 	"\n" +
-	"CreateUser\x12\x1f.shop.user.v1.CreateUserRequest\x1a .shop.user.v1.CreateUserResponse\"\x14\x82\xd3\xe4\x93\x02\x0e:\x04user\"\x06/users\x12`\n" +
-	"\aGetUser\x12\x1c.shop.user.v1.GetUserRequest\x1a\x1d.shop.user.v1.GetUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12\x12\x10/users/{user_id}\x12\\\n" +
-	"\tListUsers\x12\x1e.shop.user.v1.ListUsersRequest\x1a\x1f.shop.user.v1.ListUsersResponse\"\x0e\x82\xd3\xe4\x93\x02\b\x12\x06/users\x12t\n" +
+	"CreateUser\x12\x1f.shop.user.v1.CreateUserRequest\x1a .shop.user.v1.CreateUserResponse\"\x17\x82\xd3\xe4\x93\x02\x0e:\x04user\"\x06/users\x90\x02\x00\x12c\n" +
+	"\aGetUser\x12\x1c.shop.user.v1.GetUserRequest\x1a\x1d.shop.user.v1.GetUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x12\x12\x10/users/{user_id}\x90\x02\x01\x12_\n" +
+	"\tListUsers\x12\x1e.shop.user.v1.ListUsersRequest\x1a\x1f.shop.user.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\b\x12\x06/users\x90\x02\x01\x12w\n" +
 	"\n" +
-	"UpdateUser\x12\x1f.shop.user.v1.UpdateUserRequest\x1a .shop.user.v1.UpdateUserResponse\"#\x82\xd3\xe4\x93\x02\x1d:\x04user2\x15/users/{user.user_id}\x12i\n" +
+	"UpdateUser\x12\x1f.shop.user.v1.UpdateUserRequest\x1a .shop.user.v1.UpdateUserResponse\"&\x82\xd3\xe4\x93\x02\x1d:\x04user2\x15/users/{user.user_id}\x90\x02\x00\x12l\n" +
 	"\n" +
-	"DeleteUser\x12\x1f.shop.user.v1.DeleteUserRequest\x1a .shop.user.v1.DeleteUserResponse\"\x18\x82\xd3\xe4\x93\x02\x12*\x10/users/{user_id}B\xa8\x01\n" +
+	"DeleteUser\x12\x1f.shop.user.v1.DeleteUserRequest\x1a .shop.user.v1.DeleteUserResponse\"\x1b\x82\xd3\xe4\x93\x02\x12*\x10/users/{user_id}\x90\x02\x00B\xa8\x01\n" +
 	"\x10com.shop.user.v1B\tUserProtoP\x01Z7github.com/shopmesh/shopmesh/gen/go/shop/user/v1;userv1\xa2\x02\x03SUX\xaa\x02\fShop.User.V1\xca\x02\fShop\\User\\V1\xe2\x02\x18Shop\\User\\V1\\GPBMetadata\xea\x02\x0eShop::User::V1b\x06proto3"
 
 var (

@@ -1,4 +1,0 @@
-import { runService } from "../../kit/main.js";
-import { orderService } from "./service.js";
-
-await runService(orderService);

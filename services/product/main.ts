@@ -1,4 +1,0 @@
-import { runService } from "../../kit/main.js";
-import { productService } from "./service.js";
-
-await runService(productService);
