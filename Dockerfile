@@ -4,8 +4,8 @@
 #   docker run --rm -e SHOP_SERVICE=user -p 127.0.0.1:50051:50051 -v shop-users:/data shopmesh
 #
 # deploy/compose.yaml runs the whole mesh from it: see deploy/README.md. The same image runs the
-# one-shot helpers: `node --import tsx scripts/lib/migrate.ts` (migrate SHOP_SERVICE's database),
-# `scripts/lib/seed.ts` (demo data) and `scripts/lib/probe.ts` (the health check).
+# one-shot helpers: `node --import tsx scripts/migrate.ts` (migrate SHOP_SERVICE's database),
+# `scripts/seed.ts` (demo data) and `scripts/probe.ts` (the health check).
 
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
@@ -31,11 +31,12 @@ COPY kit kit
 COPY services services
 COPY gen/ts gen/ts
 COPY gen/descriptor gen/descriptor
+COPY scripts/migrate.ts scripts/seed.ts scripts/probe.ts scripts/
 COPY scripts/lib scripts/lib
 # A new named volume takes the owner of its mount point from the image.
 RUN mkdir -p /data && chown node:node /data
 VOLUME /data
 USER node
-EXPOSE 50051 50052 50053
+# Each service listens on its registry port (services/registry.ts) unless SHOP_PORT says otherwise.
 # exec: node is PID 1 and gets SIGTERM itself, for a graceful shutdown.
-CMD ["sh", "-c", "exec node --import tsx \"services/${SHOP_SERVICE:?set SHOP_SERVICE to user, product or order}/main.ts\""]
+CMD ["sh", "-c", "exec node --import tsx services/main.ts \"${SHOP_SERVICE:?set SHOP_SERVICE to a service of services/registry.ts}\""]

@@ -1,25 +1,15 @@
 // npm run bench: start the mesh and a bare echo server, load each target with ghz at fixed
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
-import { type ChildProcess, spawn, spawnSync } from "node:child_process";
+import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { createInterface } from "node:readline";
-import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
-import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../kit/client.js";
-import { type EnvoyProcess, frontDoorConfig, spawnEnvoy } from "../scripts/lib/envoy.js";
-import {
-  freePorts,
-  type RunningProcess,
-  repoRoot,
-  type ServiceKind,
-  spawnService,
-  stopProcess,
-  tool,
-  waitServing,
-} from "../scripts/lib/launcher.js";
+import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
+import { fleetPlan } from "../scripts/lib/plan.js";
+import { seedBench } from "../scripts/lib/seed.js";
+import { Supervisor } from "../scripts/lib/supervisor.js";
+import { registry, type ServiceName } from "../services/registry.js";
 import { chartSvg } from "./lib/chart.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
@@ -49,150 +39,78 @@ function version(command: string, args: string[], pattern: RegExp): string {
   return pattern.exec(out)?.[1] ?? (out.trim() || "unknown");
 }
 
-/** Everything the run started, so a failure or Ctrl-C stops it all. */
-class Fleet {
-  readonly pids = new Map<ProcessName, number>();
-  readonly addresses: Partial<Record<ProcessName, string>> = {};
-  private readonly services: RunningProcess[] = [];
-  private echo: ChildProcess | undefined;
-  private envoy: EnvoyProcess | undefined;
-
-  constructor(
-    private readonly dir: string,
-    private readonly options: BenchOptions,
-  ) {}
-
-  private childEnv(): Record<string, string> {
-    const { cpuProfDir } = this.options;
-    if (!cpuProfDir) return {};
-    // Node refuses --cpu-prof in NODE_OPTIONS; this preload does the same through the inspector.
-    const preload = path.join(repoRoot, "bench", "cpu-prof.mjs");
-    const existing = process.env.NODE_OPTIONS ?? "";
-    return {
-      NODE_OPTIONS: `${existing} --import ${preload}`.trim(),
-      BENCH_CPU_PROF_DIR: cpuProfDir,
-    };
-  }
-
-  async startEcho(): Promise<void> {
-    // The echo server binds port 0 and prints the address it got.
-    const child = spawn(
-      process.execPath,
-      ["--import", "tsx", path.join(repoRoot, "bench", "echo", "server.ts")],
-      {
-        cwd: repoRoot,
-        env: { ...process.env, ...this.childEnv() },
-        stdio: ["ignore", "pipe", "inherit"],
-      },
-    );
-    this.echo = child;
-    const lines = createInterface({ input: child.stdout as NodeJS.ReadableStream });
-    const listening = new Promise<string>((resolve, reject) => {
-      lines.once("line", (line) => resolve((JSON.parse(line) as { listening: string }).listening));
-      child.once("exit", (code) => reject(new Error(`echo server exited (${code})`)));
-    });
-    this.addresses.echo = await listening;
-    this.pids.set("echo", child.pid as number);
-  }
-
-  async startServices(kinds: readonly ServiceKind[]): Promise<void> {
-    const [user, product, order] = (await freePorts(3)) as [number, number, number];
-    const ports = { user, product, order };
-    const addr = (kind: ServiceKind) => `127.0.0.1:${ports[kind]}`;
-    const shared = { SHOP_DATA_DIR: path.join(this.dir, "data"), ...this.childEnv() };
-    for (const kind of kinds) {
-      const env: Record<string, string> = { ...shared };
-      if (kind === "order") {
-        env.SHOP_USER_ADDR = addr("user");
-        env.SHOP_PRODUCT_ADDR = addr("product");
-      }
-      const proc = spawnService(
-        { name: kind, service: kind, host: "127.0.0.1", port: ports[kind], env },
-        path.join(this.dir, "logs"),
-      );
-      this.services.push(proc);
-      this.addresses[kind] = proc.address;
-      this.pids.set(kind, proc.child.pid as number);
-    }
-    await Promise.all(this.services.map((proc) => waitServing(proc, 60_000)));
-  }
-
-  async startEnvoy(): Promise<void> {
-    const endpoint = (kind: ProcessName) => {
-      const address = this.addresses[kind];
-      return address ? [{ host: "127.0.0.1", port: Number(address.split(":")[1]) }] : [];
-    };
-    // The repo's front door, access log included (it is part of the real thing), on port 0.
-    this.envoy = spawnEnvoy({
-      config: frontDoorConfig({
-        services: {
-          user: endpoint("user"),
-          product: endpoint("product"),
-          order: endpoint("order"),
-        },
-        accessLogPath: path.join(this.dir, "envoy-access.log"),
-      }),
-      logDir: this.dir,
-      concurrency: this.options.envoyConcurrency,
-      logLevel: "warn",
-    });
-    this.pids.set("envoy", this.envoy.child.pid as number);
-    await this.envoy.waitReady();
-    this.addresses.envoy = `127.0.0.1:${await this.envoy.listenerPort()}`;
-  }
-
-  async stop(): Promise<void> {
-    const echo = this.echo;
-    await Promise.allSettled([
-      this.envoy?.stop(),
-      ...this.services.map((proc) => stopProcess(proc, 10_000)),
-      echo && stopProcess({ child: echo }, 10_000),
-    ]);
-  }
+/** Settings for every process the bench starts: the CPU profiler's preload when asked. */
+function profilerEnv(options: BenchOptions): Record<string, string> {
+  const { cpuProfDir } = options;
+  if (!cpuProfDir) return {};
+  // Node refuses --cpu-prof in NODE_OPTIONS; this preload does the same through the inspector.
+  const preload = path.join(repoRoot, "bench", "cpu-prof.mjs");
+  const existing = process.env.NODE_OPTIONS ?? "";
+  return {
+    NODE_OPTIONS: `${existing} --import ${preload}`.trim(),
+    BENCH_CPU_PROF_DIR: cpuProfDir,
+  };
 }
 
-/** A user and a catalogue: one product with stock for any run, and enough for a page of 50. */
-async function seed(fleet: Fleet): Promise<{ userId: string; productId: string }> {
-  let userId = "";
-  let productId = "";
-  if (fleet.addresses.user) {
-    const users = createClient(UserServiceService, fleet.addresses.user, {
-      serviceName: "shop.user.v1.UserService",
+/**
+ * Starts what the targets need, through the same supervisor as `npm start` and `npm run mesh`:
+ * the echo servers, one replica of every registered service with Envoy in front when a target
+ * calls them. Returns the address and pid of each process.
+ */
+async function launch(
+  supervisor: Supervisor,
+  needs: Set<ProcessName>,
+  dir: string,
+  options: BenchOptions,
+): Promise<{ addresses: Partial<Record<ProcessName, string>>; pids: Map<ProcessName, number> }> {
+  const addresses: Partial<Record<ProcessName, string>> = {};
+  const pids = new Map<ProcessName, number>();
+  const logDir = path.join(dir, "logs");
+  const env = { ...process.env, ...profilerEnv(options) };
+  const echoes = (["echo", "kit-echo"] as const)
+    .filter((name) => needs.has(name))
+    .map(async (name) => {
+      const script = path.join(
+        repoRoot,
+        "bench",
+        "echo",
+        `${name === "echo" ? "" : "kit-"}server.ts`,
+      );
+      const proc = forkLogged(name, script, [], logDir, env);
+      addresses[name] = await supervisor.startReporting(proc);
+      pids.set(name, proc.child.pid as number);
     });
-    const { user } = await users.createUser({
-      user: {
-        userId: "",
-        email: "bench@shopmesh.dev",
-        displayName: "Bench Shopper",
-        createTime: undefined,
-        updateTime: undefined,
-      },
-    });
-    users.close();
-    userId = user?.userId ?? "";
-  }
-  if (fleet.addresses.product) {
-    const products = createClient(ProductServiceService, fleet.addresses.product, {
-      serviceName: "shop.product.v1.ProductService",
-    });
-    const create = (name: string, stock: number) =>
-      products.createProduct({
-        product: {
-          productId: "",
-          name,
-          description: "benchmark item",
-          price: { currencyCode: "EUR", amountMinor: "1250" },
-          stockQuantity: stock,
-          createTime: undefined,
-          updateTime: undefined,
-        },
-      });
-    // The product every order buys: a billion units outlasts any run.
-    productId = (await create("Bench item", 1_000_000_000)).product?.productId ?? "";
-    for (let i = 1; i < 60; i++) await create(`Filler item ${i}`, 100);
-    products.close();
-  }
-  return { userId, productId };
+  const services = registry.names.some((name) => needs.has(name))
+    ? (async () => {
+        const envoy = needs.has("envoy");
+        const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
+        const plan = fleetPlan({
+          dataDir: path.join(dir, "data"),
+          ports: Object.fromEntries(
+            registry.names.map((name, i) => [name, [ports[i] as number]]),
+          ) as Record<ServiceName, number[]>,
+          ...(envoy && {
+            envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
+          }),
+        });
+        const launched = await supervisor.launch(plan, {
+          portHint: "a port the bench picked was taken meanwhile; run it again",
+          quiet: true,
+          env: profilerEnv(options),
+          envoyConcurrency: options.envoyConcurrency,
+        });
+        for (const replica of launched.replicas) {
+          addresses[replica.spec.service] = replica.address;
+          pids.set(replica.spec.service, replica.child.pid as number);
+        }
+        if (launched.envoy && plan.envoy) {
+          addresses.envoy = `127.0.0.1:${plan.envoy.port}`;
+          pids.set("envoy", launched.envoy.child.pid as number);
+        }
+      })()
+    : undefined;
+  await Promise.all([...echoes, services]);
+  return { addresses, pids };
 }
 
 function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
@@ -204,12 +122,12 @@ async function measure(
   context: TargetContext,
   concurrency: number,
   durationS: number,
-  fleet: Fleet,
+  pids: Map<ProcessName, number>,
   options: BenchOptions,
   scratch: string,
 ): Promise<RunResult> {
-  for (const pid of fleet.pids.values()) resetPeak(pid);
-  const before = snapshot(fleet.pids);
+  for (const pid of pids.values()) resetPeak(pid);
+  const before = snapshot(pids);
   const machineBefore = sampleMachine();
   const harnessBefore = process.cpuUsage();
   const load = await runLoad(target.call(context), {
@@ -222,7 +140,7 @@ async function measure(
   });
   const harness = process.cpuUsage(harnessBefore);
   const machineBusy = machineBusySeconds(machineBefore, sampleMachine());
-  const after = snapshot(fleet.pids);
+  const after = snapshot(pids);
 
   const processes: Partial<Record<ProcessName, ProcessUsage>> = {};
   for (const [name, end] of after) {
@@ -289,10 +207,10 @@ async function main(): Promise<number> {
 
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-bench-"));
   if (options.cpuProfDir) await mkdir(options.cpuProfDir, { recursive: true });
-  const fleet = new Fleet(dir, options);
+  const supervisor = new Supervisor();
   const interrupted = async () => {
     console.error("\nbench: interrupted; stopping");
-    await fleet.stop();
+    await supervisor.stop();
     if (!options.keep) await rm(dir, { recursive: true, force: true });
     process.exit(130);
   };
@@ -300,20 +218,16 @@ async function main(): Promise<number> {
   process.once("SIGTERM", interrupted);
 
   try {
-    const kinds = (["user", "product", "order"] as const).filter((kind) => needs.has(kind));
-    log(
-      `starting ${[...(needs.has("echo") ? ["echo"] : []), ...kinds].join(", ")} (data in ${dir})`,
-    );
-    await Promise.all([
-      needs.has("echo") ? fleet.startEcho() : undefined,
-      kinds.length ? fleet.startServices(kinds) : undefined,
-    ]);
-    const { userId, productId } = await seed(fleet);
-    if (needs.has("envoy")) {
-      await fleet.startEnvoy();
-      log(`envoy on ${fleet.addresses.envoy} (--concurrency ${options.envoyConcurrency})`);
+    log(`starting ${[...needs].join(", ")} (data in ${dir})`);
+    const { addresses, pids } = await launch(supervisor, needs, dir, options);
+    if (addresses.envoy) {
+      log(`envoy on ${addresses.envoy} (--concurrency ${options.envoyConcurrency})`);
     }
-    const context: TargetContext = { addresses: fleet.addresses, userId, productId };
+    const { userId, productId } =
+      addresses.user && addresses.product
+        ? await seedBench({ user: addresses.user, product: addresses.product })
+        : { userId: "", productId: "" };
+    const context: TargetContext = { addresses, userId, productId };
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
@@ -333,7 +247,7 @@ async function main(): Promise<number> {
           context,
           concurrency,
           options.durationS,
-          fleet,
+          pids,
           options,
           dir,
         );
@@ -343,7 +257,7 @@ async function main(): Promise<number> {
         );
       }
     }
-    await fleet.stop();
+    await supervisor.stop();
 
     const ratioList = ratios(runs, options.concurrency);
     const results: BenchResults = {
@@ -405,7 +319,7 @@ async function main(): Promise<number> {
     console.error(`bench: ${(error as Error).stack ?? error}`);
     return 1;
   } finally {
-    await fleet.stop();
+    await supervisor.stop();
     if (options.keep) log(`kept ${dir}`);
     else await rm(dir, { recursive: true, force: true });
   }

@@ -1,11 +1,19 @@
 import * as grpc from "@grpc/grpc-js";
-import type { CallContext } from "./context.js";
-import { fromGrpcError } from "./errors.js";
+import type { CallContext, CallStatus } from "./context.js";
+import { completerOf, type MethodInfo, methodsOf, retriable } from "./contract.js";
+import { Code, fromGrpcError } from "./errors.js";
+import {
+  type ClientCall,
+  type ClientMiddleware,
+  type ClientNext,
+  chain,
+  defaultClientMiddleware,
+} from "./middleware/index.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./service.js";
 
 /** Per-call options of a typed client. */
 export interface CallOptions {
-  /** The incoming call this one serves: its deadline, cancellation and request id carry over. */
+  /** The served call this one is made for: its deadline, cancellation and request id carry over. */
   ctx?: CallContext;
   /** Deadline for this call; the client's default applies when unset, never past ctx's. */
   timeoutMs?: number;
@@ -13,11 +21,25 @@ export interface CallOptions {
   metadata?: grpc.Metadata;
 }
 
+type Builtin = Date | Uint8Array | string | number | boolean | undefined;
+
+/** A message with any field left out: the client fills in the proto defaults. */
+export type DeepPartial<T> = T extends Builtin
+  ? T
+  : T extends readonly (infer U)[]
+    ? DeepPartial<U>[]
+    : T extends object
+      ? { [K in keyof T]?: DeepPartial<T[K]> }
+      : T;
+
 /** A promise client for a generated service: one method per rpc, errors as ServiceError. */
 export type Client<S extends ServiceDefinition> = {
   [K in keyof S]: S[K] extends { responseStream: true }
-    ? (request: RequestOf<S[K]>, options?: CallOptions) => AsyncIterable<ResponseOf<S[K]>>
-    : (request: RequestOf<S[K]>, options?: CallOptions) => Promise<ResponseOf<S[K]>>;
+    ? (
+        request: DeepPartial<RequestOf<S[K]>>,
+        options?: CallOptions,
+      ) => AsyncIterable<ResponseOf<S[K]>>
+    : (request: DeepPartial<RequestOf<S[K]>>, options?: CallOptions) => Promise<ResponseOf<S[K]>>;
 } & {
   /** Resolves once the channel is connected, or rejects at the deadline. */
   waitForReady(timeoutMs: number): Promise<void>;
@@ -25,12 +47,15 @@ export type Client<S extends ServiceDefinition> = {
 };
 
 export interface ClientOptions {
-  /** Full proto service name, for the retry policy's method config. */
-  serviceName: string;
-  /** Methods safe to retry on UNAVAILABLE (PascalCase proto names). */
-  idempotentMethods?: readonly string[];
-  /** Deadline for calls that set none. */
+  /** Deadline for calls that set none (5 s). */
   defaultTimeoutMs?: number;
+  /** The chain every call goes through, outermost first; defaultClientMiddleware by default. */
+  middleware?: readonly ClientMiddleware[];
+  /**
+   * Rpcs to retry on UNAVAILABLE although their contract does not promise a repeat is harmless:
+   * for a caller that knows more, e.g. one that always sets CreateOrder's `request_id`.
+   */
+  alsoRetry?: readonly string[];
 }
 
 /**
@@ -48,25 +73,38 @@ export function channelTarget(address: string): string {
   throw new Error(`"${address}": a list of replicas must be IP:port pairs; use a DNS name instead`);
 }
 
-function serviceConfig(options: ClientOptions): string {
-  const methods = options.idempotentMethods ?? [];
-  return JSON.stringify({
+/** How a client retries an rpc its contract lets it repeat. */
+export const RETRY_POLICY = {
+  maxAttempts: 4,
+  initialBackoff: "0.05s",
+  maxBackoff: "1s",
+  backoffMultiplier: 2,
+  retryableStatusCodes: ["UNAVAILABLE"],
+};
+
+/**
+ * The gRPC service config of a client: round_robin, and a retry policy on UNAVAILABLE for every
+ * rpc whose `idempotency_level` makes a repeat harmless (plus `alsoRetry`). Other rpcs get only
+ * grpc's transparent retries, of calls that never reached a server.
+ */
+export function serviceConfigFor(
+  definition: ServiceDefinition,
+  options: Pick<ClientOptions, "alsoRetry"> = {},
+): { loadBalancingConfig: object[]; methodConfig: object[] } {
+  const retried = Object.values(methodsOf(definition)).filter(
+    (method) => retriable(method) || options.alsoRetry?.includes(method.rpc),
+  );
+  return {
     loadBalancingConfig: [{ round_robin: {} }],
-    methodConfig: methods.length
+    methodConfig: retried.length
       ? [
           {
-            name: methods.map((method) => ({ service: options.serviceName, method })),
-            retryPolicy: {
-              maxAttempts: 4,
-              initialBackoff: "0.05s",
-              maxBackoff: "1s",
-              backoffMultiplier: 2,
-              retryableStatusCodes: ["UNAVAILABLE"],
-            },
+            name: retried.map((method) => ({ service: method.service, method: method.rpc })),
+            retryPolicy: RETRY_POLICY,
           },
         ]
       : [],
-  });
+  };
 }
 
 const channelOptions = {
@@ -83,6 +121,7 @@ const channelOptions = {
  * function that stops listening, for when the call ends: a caller's signal may outlive it.
  */
 function linkCancellation(signals: readonly AbortSignal[], cancel: () => void): () => void {
+  if (signals.length === 0) return () => {};
   for (const signal of signals) {
     if (signal.aborted) cancel();
     else signal.addEventListener("abort", cancel, { once: true });
@@ -92,27 +131,47 @@ function linkCancellation(signals: readonly AbortSignal[], cancel: () => void): 
   };
 }
 
+/** One outgoing call. */
+class OutgoingCall implements ClientCall {
+  readonly metadata: grpc.Metadata;
+  deadline: number | undefined;
+  readonly signals: AbortSignal[] = [];
+  private readonly started = performance.now();
+  private listeners: ((status: CallStatus) => void)[] | undefined;
+
+  constructor(
+    readonly method: MethodInfo,
+    readonly options: CallOptions,
+  ) {
+    this.metadata = options.metadata?.clone() ?? new grpc.Metadata();
+  }
+
+  onFinish(listener: (status: CallStatus) => void): void {
+    this.listeners ??= [];
+    this.listeners.push(listener);
+  }
+
+  finish(code: Code, details: string): void {
+    if (!this.listeners) return;
+    const status = { code, details, durationMs: performance.now() - this.started };
+    for (const listener of this.listeners) listener(status);
+  }
+}
+
 /** One long-lived channel to a service, with a typed promise method per rpc. */
 export function createClient<S extends ServiceDefinition>(
   definition: S,
   address: string,
-  options: ClientOptions,
+  options: ClientOptions = {},
 ): Client<S> {
   const channel = new grpc.Client(channelTarget(address), grpc.credentials.createInsecure(), {
     ...channelOptions,
-    "grpc.service_config": serviceConfig(options),
+    "grpc.service_config": JSON.stringify(serviceConfigFor(definition, options)),
   });
-  const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
-
-  const callSetup = (call: CallOptions = {}) => {
-    let deadline = Date.now() + (call.timeoutMs ?? defaultTimeoutMs);
-    const parentDeadline = call.ctx?.deadline?.getTime();
-    if (parentDeadline !== undefined) deadline = Math.min(deadline, parentDeadline);
-    const metadata = call.metadata?.clone() ?? new grpc.Metadata();
-    if (call.ctx) metadata.set("x-request-id", call.ctx.requestId);
-    const signals = [call.ctx?.signal, call.signal].filter((s): s is AbortSignal => !!s);
-    return { deadline, metadata, signals };
-  };
+  const middleware =
+    options.middleware ??
+    defaultClientMiddleware({ defaultTimeoutMs: options.defaultTimeoutMs ?? 5_000 });
+  const infos = methodsOf(definition);
 
   const client: Record<string, unknown> = {
     waitForReady: (timeoutMs: number) =>
@@ -125,48 +184,62 @@ export function createClient<S extends ServiceDefinition>(
   };
 
   for (const [name, method] of Object.entries(definition)) {
-    client[name] = method.responseStream
-      ? (request: unknown, call?: CallOptions) => {
-          const { deadline, metadata, signals } = callSetup(call);
+    const info = infos[name] as MethodInfo;
+    const core: ClientNext = method.responseStream
+      ? (request, call) => {
+          const outgoing = call as OutgoingCall;
           const stream = channel.makeServerStreamRequest(
             method.path,
             method.requestSerialize,
             method.responseDeserialize,
             request,
-            metadata,
-            { deadline },
+            outgoing.metadata,
+            { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
           );
-          const unlink = linkCancellation(signals, () => stream.cancel());
+          const unlink = linkCancellation(outgoing.signals, () => stream.cancel());
           return (async function* () {
             try {
               for await (const message of stream) yield message;
+              outgoing.finish(Code.OK, "");
             } catch (error) {
-              throw fromGrpcError(error as grpc.ServiceError);
+              const failure = fromGrpcError(error as grpc.ServiceError);
+              outgoing.finish(failure.code, failure.message);
+              throw failure;
             } finally {
               unlink();
               stream.cancel();
             }
           })();
         }
-      : (request: unknown, call?: CallOptions) =>
+      : (request, call) =>
           new Promise((resolve, reject) => {
-            const { deadline, metadata, signals } = callSetup(call);
+            const outgoing = call as OutgoingCall;
             let unlink = () => {};
             const pending = channel.makeUnaryRequest(
               method.path,
               method.requestSerialize,
               method.responseDeserialize,
               request,
-              metadata,
-              { deadline },
+              outgoing.metadata,
+              { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
               (error, response) => {
                 unlink();
-                if (error) reject(fromGrpcError(error));
-                else resolve(response);
+                if (error) {
+                  const failure = fromGrpcError(error);
+                  outgoing.finish(failure.code, failure.message);
+                  reject(failure);
+                } else {
+                  outgoing.finish(Code.OK, "");
+                  resolve(response);
+                }
               },
             );
-            unlink = linkCancellation(signals, () => pending.cancel());
+            unlink = linkCancellation(outgoing.signals, () => pending.cancel());
           });
+    const handle = chain(middleware, info, core);
+    const complete = completerOf(info.requestType);
+    client[name] = (request: Record<string, unknown>, call: CallOptions = {}) =>
+      handle(complete ? complete(request) : request, new OutgoingCall(info, call));
   }
   return client as Client<S>;
 }

@@ -1,15 +1,151 @@
-import type { Metadata } from "@grpc/grpc-js";
+import { Metadata, type ServerUnaryCall, status } from "@grpc/grpc-js";
 
-/** What a handler knows about the call it serves, beyond the request message. */
+/** What the transport knows of a caller (grpc-js's AuthContext, which it does not export). */
+export type AuthContext = ReturnType<ServerUnaryCall<unknown, unknown>["getAuthContext"]>;
+type ServerSurfaceCall = Pick<ServerUnaryCall<unknown, unknown>, "getPeer" | "getAuthContext">;
+
+import type { MethodInfo } from "./contract.js";
+
+/** The status a caller got, as middleware see it once the call is over. */
+export interface CallStatus {
+  code: status;
+  /** The status message the caller got. */
+  details: string;
+  /** What caused a failure, when the caller only sees a generic status (INTERNAL): for the log. */
+  cause?: unknown;
+  /** From the call's arrival (or start, for a client) to its status. */
+  durationMs: number;
+}
+
+/** A typed slot for a value middleware attaches to a call, for example the caller's identity. */
+export interface ContextKey<T> {
+  readonly description: string;
+  /** Never set: carries T. */
+  readonly type?: T;
+}
+
+export const contextKey = <T>(description: string): ContextKey<T> => ({ description });
+
+/** What a handler and its middleware know about the call they serve, beyond the request. */
 export interface CallContext {
-  /** Full method path, for example "/shop.user.v1.UserService/GetUser". */
-  readonly method: string;
+  /** The rpc, as the contract states it. */
+  readonly method: MethodInfo;
   /** The caller's metadata. */
   readonly metadata: Metadata;
   /** The caller's deadline, if it set one. Downstream calls inherit it. */
   readonly deadline: Date | undefined;
   /** Aborted when the caller cancels or the deadline passes. Downstream calls inherit it. */
   readonly signal: AbortSignal;
-  /** The `x-request-id` header, or a fresh id: ties the log lines of one request together. */
-  readonly requestId: string;
+  /** The caller's address as grpc-js reports it, for example "127.0.0.1:50412". */
+  readonly peer: string;
+  /** What the transport knows of the caller: its TLS certificate when the channel has one. */
+  readonly auth: AuthContext;
+  /** Fields that every log line about this call carries, such as `x_request_id`. */
+  readonly logFields: Record<string, unknown>;
+  /** A value a middleware attached to this call. */
+  get<T>(key: ContextKey<T>): T | undefined;
+  set<T>(key: ContextKey<T>, value: T): void;
+  /** Calls `listener` once, with the status the caller got, after it was sent. */
+  onFinish(listener: (status: CallStatus) => void): void;
+}
+
+const RUNNING = 0;
+const CANCELLED = 1;
+const FINISHED = 2;
+
+/**
+ * The context of one served call. The server core creates it and reports the end through
+ * cancel() and finish(); handler tests and background work create detached ones (no call).
+ */
+export class ServerCallContext implements CallContext {
+  readonly logFields: Record<string, unknown> = {};
+  private readonly started = performance.now();
+  private state = RUNNING;
+  // Made on first use: most calls never look at their signal, and an AbortController per call
+  // was a measurable share of a cheap rpc's CPU.
+  private controller: AbortController | undefined;
+  private listeners: ((status: CallStatus) => void)[] | undefined;
+  private values: Map<ContextKey<unknown>, unknown> | undefined;
+
+  constructor(
+    readonly method: MethodInfo,
+    readonly metadata: Metadata,
+    readonly deadline: Date | undefined,
+    private readonly call?: ServerSurfaceCall,
+  ) {}
+
+  get signal(): AbortSignal {
+    if (!this.controller) {
+      this.controller = new AbortController();
+      if (this.state === CANCELLED) this.controller.abort();
+    }
+    return this.controller.signal;
+  }
+
+  get peer(): string {
+    return this.call?.getPeer() ?? "local";
+  }
+
+  get auth(): AuthContext {
+    return this.call?.getAuthContext() ?? {};
+  }
+
+  get<T>(key: ContextKey<T>): T | undefined {
+    return this.values?.get(key) as T | undefined;
+  }
+
+  set<T>(key: ContextKey<T>, value: T): void {
+    this.values ??= new Map();
+    this.values.set(key, value);
+  }
+
+  onFinish(listener: (status: CallStatus) => void): void {
+    this.listeners ??= [];
+    this.listeners.push(listener);
+  }
+
+  /** The caller went away or its deadline passed: aborts the signal, unless already answered. */
+  cancel(): void {
+    if (this.state !== RUNNING) return;
+    this.state = CANCELLED;
+    this.controller?.abort();
+  }
+
+  /** Stops cancel() from counting: grpc-js reports "cancelled" after every finished call too. */
+  settle(): void {
+    if (this.state === RUNNING) this.state = FINISHED;
+  }
+
+  /**
+   * Tells the listeners what the caller got: `sent`, unless the call was cancelled before it was
+   * answered, in which case the caller saw DEADLINE_EXCEEDED or CANCELLED instead.
+   */
+  finish(sent: Omit<CallStatus, "durationMs">): void {
+    const cancelled = this.state === CANCELLED;
+    this.settle();
+    if (!this.listeners) return;
+    const durationMs = performance.now() - this.started;
+    let got: CallStatus = { ...sent, durationMs };
+    if (cancelled && sent.code !== status.CANCELLED && sent.code !== status.DEADLINE_EXCEEDED) {
+      const expired = this.deadline !== undefined && this.deadline.getTime() <= Date.now();
+      got = expired
+        ? { code: status.DEADLINE_EXCEEDED, details: "Deadline exceeded", durationMs }
+        : { code: status.CANCELLED, details: "Cancelled by the caller", durationMs };
+    }
+    for (const listener of this.listeners) listener(got);
+  }
+}
+
+/**
+ * A context for running a handler outside a served call: handler tests, background work. Its
+ * signal aborts with `signal`, if given.
+ */
+export function detachedContext(
+  method: MethodInfo,
+  options: { metadata?: Metadata; deadline?: Date; signal?: AbortSignal } = {},
+): ServerCallContext {
+  const ctx = new ServerCallContext(method, options.metadata ?? new Metadata(), options.deadline);
+  if (options.signal?.aborted) ctx.cancel();
+  else options.signal?.addEventListener("abort", () => ctx.cancel(), { once: true });
+  return ctx;
 }

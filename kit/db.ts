@@ -22,7 +22,10 @@ export interface Migration {
  * Opens a service's SQLite database (creating its folder), applies WAL, a busy timeout and
  * foreign keys on every connection, and runs the service's migrations to the latest.
  */
-export async function openDatabase(filename: string, migrations: Migration[]): Promise<Knex> {
+export async function openDatabase(
+  filename: string,
+  migrations: readonly Migration[],
+): Promise<Knex> {
   if (filename !== ":memory:") mkdirSync(path.dirname(filename), { recursive: true });
   const db = knex({
     client: "better-sqlite3",
@@ -46,7 +49,7 @@ export async function openDatabase(filename: string, migrations: Migration[]): P
     },
   });
   const migrationSource = {
-    getMigrations: async () => migrations,
+    getMigrations: async () => [...migrations],
     getMigrationName: (migration: Migration) => migration.name,
     getMigration: async (migration: Migration) => migration,
   };
@@ -76,4 +79,13 @@ export function isUniqueViolation(error: unknown): boolean {
 /** True when SQLite gave up waiting for another connection's lock: worth a retry. */
 export function isBusy(error: unknown): boolean {
   return sqliteCode(error).startsWith("SQLITE_BUSY");
+}
+
+/** Brings a database file to its latest schema, then closes it. */
+export async function migrateDatabase(
+  filename: string,
+  migrations: readonly Migration[],
+): Promise<void> {
+  const db = await openDatabase(filename, migrations);
+  await db.destroy();
 }

@@ -34,8 +34,10 @@ export class ServiceError extends Error {
     readonly code: status,
     message: string,
     readonly details: ErrorDetails = {},
+    /** What went wrong underneath, for the log; never sent to the caller. */
+    cause?: unknown,
   ) {
-    super(message);
+    super(message, cause === undefined ? undefined : { cause });
   }
 }
 

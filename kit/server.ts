@@ -1,12 +1,16 @@
-import { randomUUID } from "node:crypto";
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
-import type { CallContext } from "./context.js";
-import { isBusy } from "./db.js";
+import { type CallStatus, ServerCallContext } from "./context.js";
+import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { Code, encodeStatus, ServiceError } from "./errors.js";
-import { type Faults, injectFault } from "./faults.js";
 import type { Logger } from "./logger.js";
+import {
+  chain,
+  defaultServerMiddleware,
+  type ServerMiddleware,
+  type ServerNext,
+} from "./middleware/index.js";
 import { reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 
@@ -17,6 +21,8 @@ export interface ServeOptions {
   logger: Logger;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
+  /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
+  middleware?: readonly ServerMiddleware[];
 }
 
 export interface RunningServer {
@@ -24,8 +30,6 @@ export interface RunningServer {
   /** host:port to dial. */
   readonly address: string;
   readonly health: HealthImplementation;
-  /** Injected faults by rpc name, for fault tests; empty unless a test sets one. */
-  readonly faults: Faults;
   /** NOT_SERVING, refuse new calls, let in-flight calls finish up to the grace period. */
   shutdown(): Promise<void>;
 }
@@ -44,46 +48,56 @@ const serverOptions: grpc.ServerOptions = {
 const MALFORMED = Symbol("malformed request");
 
 /**
- * Serves one shopmesh service with health (grpc.health.v1) and reflection (v1 and v1alpha, the
- * full descriptor set), one log line per call, and google.rpc error details on every failure.
+ * Serves proto services with health (grpc.health.v1, SERVING for each of them and for "") and
+ * reflection (v1 and v1alpha, the full descriptor set). Every call runs through the middleware
+ * chain to its handler; the kit's core only decodes, encodes and sends, and turns a ServiceError
+ * into a status with google.rpc details.
  */
 export async function serve(
-  service: ServiceImplementation,
+  services: readonly ServiceImplementation[],
   options: ServeOptions,
 ): Promise<RunningServer> {
-  const { logger } = options;
   const server = new grpc.Server(serverOptions);
-  const health = new HealthImplementation({ "": "SERVING", [service.name]: "SERVING" });
+  const names = services.map((service) => serviceNameOf(service.definition));
+  const health = new HealthImplementation(
+    Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
+  );
   health.addToServer(server);
   reflectionService().addToServer(server);
 
-  const domain = packageOf(service.name);
-  const faults: Faults = new Map();
-  const implementation: grpc.UntypedServiceImplementation = {};
-  const definition: ServiceDefinition = {};
-  for (const [name, method] of Object.entries(service.definition)) {
-    // A body that does not decode is the client's mistake: INVALID_ARGUMENT, not INTERNAL.
-    definition[name] = {
-      ...method,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          return method.requestDeserialize(bytes);
-        } catch {
-          return MALFORMED;
-        }
-      },
-    };
-    const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
-    const handle = service.handlers[name] as Handler;
-    const handler: Handler = async (request, ctx) => {
-      await injectFault(faults.get(rpc), ctx);
-      return handle(request, ctx);
-    };
-    implementation[name] = method.responseStream
-      ? serverStreaming(handler, domain, logger)
-      : unary(handler, domain, logger);
+  const middleware = options.middleware ?? defaultServerMiddleware(options.logger);
+  for (const service of services) {
+    const domain = packageOf(serviceNameOf(service.definition));
+    const infos = methodsOf(service.definition);
+    const definition: ServiceDefinition = {};
+    const implementation: grpc.UntypedServiceImplementation = {};
+    for (const [name, method] of Object.entries(service.definition)) {
+      // A body that does not decode is the client's mistake: INVALID_ARGUMENT, not INTERNAL.
+      // Responses are encoded here, not by grpc-js, so a response that fails to encode is a
+      // status the middleware see like any other.
+      definition[name] = {
+        ...method,
+        requestDeserialize: (bytes: Buffer) => {
+          try {
+            return method.requestDeserialize(bytes);
+          } catch {
+            return MALFORMED;
+          }
+        },
+        responseSerialize: (bytes: Buffer) => bytes,
+      };
+      const handler = (service.handlers as Record<string, ServerNext>)[name] as ServerNext;
+      const core: ServerNext = (request, ctx) =>
+        request === MALFORMED ? Promise.reject(malformed()) : handler(request, ctx);
+      const info = infos[name] as MethodInfo;
+      const handle = chain(middleware, info, core);
+      const encode = (message: unknown): Buffer => method.responseSerialize(message);
+      implementation[name] = method.responseStream
+        ? serverStreaming(handle, info, domain, encode)
+        : unary(handle, info, domain, encode);
+    }
+    server.addService(definition, implementation);
   }
-  server.addService(definition, implementation);
 
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
@@ -98,11 +112,9 @@ export async function serve(
     port,
     address: `${options.host}:${port}`,
     health,
-    faults,
     shutdown() {
       stopping ??= new Promise<void>((resolve) => {
-        health.setStatus("", "NOT_SERVING");
-        health.setStatus(service.name, "NOT_SERVING");
+        for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
         const force = setTimeout(() => server.forceShutdown(), options.shutdownGraceMs ?? 10_000);
         server.tryShutdown(() => {
           clearTimeout(force);
@@ -114,42 +126,14 @@ export async function serve(
   };
 }
 
-type Handler = (request: unknown, ctx: CallContext) => unknown;
-
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
-/**
- * The context of a call, and the function to call once its status is sent. The AbortSignal is
- * made on first use, and aborts only while the call runs: grpc-js emits "cancelled" after every
- * finished call too, and an AbortError per call was ~6% of a GetProduct's CPU.
- */
-function contextOf(call: Call): [CallContext, () => void] {
-  let controller: AbortController | undefined;
-  let state: "running" | "cancelled" | "finished" = "running";
-  call.once("cancelled", () => {
-    if (state !== "running") return;
-    state = "cancelled";
-    controller?.abort();
-  });
+function contextOf(call: Call, method: MethodInfo): ServerCallContext {
   const raw = call.getDeadline();
   const deadline = raw instanceof Date ? raw : Number.isFinite(raw) ? new Date(raw) : undefined;
-  const ctx: CallContext = {
-    method: call.getPath(),
-    metadata: call.metadata,
-    deadline,
-    get signal() {
-      if (!controller) {
-        controller = new AbortController();
-        if (state === "cancelled") controller.abort();
-      }
-      return controller.signal;
-    },
-    requestId: String(call.metadata.get("x-request-id")[0] ?? randomUUID()),
-  };
-  const finish = () => {
-    if (state === "running") state = "finished";
-  };
-  return [ctx, finish];
+  const ctx = new ServerCallContext(method, call.metadata, deadline, call);
+  call.once("cancelled", () => ctx.cancel());
+  return ctx;
 }
 
 function malformed(): ServiceError {
@@ -158,96 +142,105 @@ function malformed(): ServiceError {
   });
 }
 
-/** Turns anything a handler threw into a status; only our own bugs become INTERNAL. */
-function toStatus(error: unknown, domain: string, ctx: CallContext, logger: Logger) {
-  let failure: ServiceError;
-  if (error instanceof ServiceError) {
-    failure = error;
-  } else if (ctx.signal.aborted) {
-    failure = new ServiceError(Code.CANCELLED, "the call was cancelled or its deadline passed");
-  } else if (isBusy(error)) {
-    failure = new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {
-      reason: "DATABASE_BUSY",
-    });
-  } else {
-    logger.error({ err: error, method: ctx.method, request_id: ctx.requestId }, "handler failed");
-    failure = new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" });
-  }
+/**
+ * The status a failure is sent as. A ServiceError keeps its code and details; anything else got
+ * past the status mapping (or there is none) and is INTERNAL.
+ */
+function statusOf(
+  error: unknown,
+  domain: string,
+): [grpc.StatusObject, Omit<CallStatus, "durationMs">] {
+  const failure =
+    error instanceof ServiceError
+      ? error
+      : new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
   const metadata = new grpc.Metadata();
   metadata.set("grpc-status-details-bin", encodeStatus(failure, domain));
   // Trailers are small: a message that quotes input must not outgrow them.
-  return { code: failure.code, details: failure.message.slice(0, 1024), metadata };
+  const details = failure.message.slice(0, 1024);
+  return [
+    { code: failure.code, details, metadata },
+    { code: failure.code, details, cause: failure.cause },
+  ];
 }
 
-function logCall(logger: Logger, ctx: CallContext, started: number, code: grpc.status) {
-  logger.info(
-    {
-      method: ctx.method,
-      code: Code[code],
-      duration_ms: Math.round((performance.now() - started) * 1000) / 1000,
-      request_id: ctx.requestId,
-      // The time the caller allowed, as it arrived: shows deadlines propagating.
-      ...(ctx.deadline && { deadline: ctx.deadline.toISOString() }),
-    },
-    "rpc",
+const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
+
+const unencodable = (error: unknown) =>
+  new ServiceError(
+    Code.INTERNAL,
+    "the response could not be encoded",
+    { reason: "INTERNAL" },
+    error,
   );
-}
 
 function unary(
-  handler: Handler,
+  handle: ServerNext,
+  method: MethodInfo,
   domain: string,
-  logger: Logger,
-): grpc.handleUnaryCall<unknown, unknown> {
+  encode: (message: unknown) => Buffer,
+): grpc.handleUnaryCall<unknown, Buffer> {
   return (call, callback) => {
-    const started = performance.now();
-    const [ctx, finish] = contextOf(call);
-    const run = async () => {
-      if (call.request === MALFORMED) throw malformed();
-      return handler(call.request, ctx);
+    const ctx = contextOf(call, method);
+    const fail = (error: unknown) => {
+      const [sent, seen] = statusOf(error, domain);
+      ctx.settle();
+      callback(sent);
+      ctx.finish(seen);
     };
-    run().then(
-      (response) => {
-        logCall(logger, ctx, started, Code.OK);
-        finish();
-        callback(null, response);
-      },
-      (error: unknown) => {
-        const status = toStatus(error, domain, ctx, logger);
-        logCall(logger, ctx, started, status.code);
-        finish();
-        callback(status);
-      },
-    );
+    let pending: Promise<unknown>;
+    try {
+      pending = handle(call.request, ctx) as Promise<unknown>;
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then((response) => {
+      let bytes: Buffer;
+      try {
+        bytes = encode(response);
+      } catch (error) {
+        fail(unencodable(error));
+        return;
+      }
+      ctx.settle();
+      callback(null, bytes);
+      ctx.finish(OK);
+    }, fail);
   };
 }
 
 function serverStreaming(
-  handler: Handler,
+  handle: ServerNext,
+  method: MethodInfo,
   domain: string,
-  logger: Logger,
-): grpc.handleServerStreamingCall<unknown, unknown> {
+  encode: (message: unknown) => Buffer,
+): grpc.handleServerStreamingCall<unknown, Buffer> {
   return (call) => {
-    const started = performance.now();
-    const [ctx, finish] = contextOf(call);
+    const ctx = contextOf(call, method);
     const run = async () => {
-      if (call.request === MALFORMED) throw malformed();
-      const messages = (await handler(call.request, ctx)) as AsyncIterable<unknown>;
+      const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
         if (ctx.signal.aborted) return;
-        if (!call.write(message)) await once(call, "drain", { signal: ctx.signal });
+        let bytes: Buffer;
+        try {
+          bytes = encode(message);
+        } catch (error) {
+          throw unencodable(error);
+        }
+        if (!call.write(bytes)) await once(call, "drain", { signal: ctx.signal });
       }
     };
     run().then(
       () => {
-        logCall(logger, ctx, started, Code.OK);
-        finish();
+        ctx.settle();
         call.end();
+        ctx.finish(OK);
       },
       (error: unknown) => {
-        const status = toStatus(error, domain, ctx, logger);
-        logCall(logger, ctx, started, status.code);
-        finish();
-        call.emit("error", status);
+        const [sent, seen] = statusOf(error, domain);
+        ctx.settle();
+        call.emit("error", sent);
+        ctx.finish(seen);
       },
     );
   };

@@ -1,5 +1,8 @@
 import type { MethodDefinition } from "@grpc/grpc-js";
+import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
+import type { Knex, Migration } from "./db.js";
+import type { Logger } from "./logger.js";
 
 /** A generated grpc-js service definition, as ts-proto emits it. */
 // biome-ignore lint/suspicious/noExplicitAny: each generated method has its own message types.
@@ -11,8 +14,8 @@ export type ResponseOf<M> = M extends { responseDeserialize(bytes: Buffer): infe
   : never;
 
 /**
- * A service's handlers: plain async functions from request message to response message, or async
- * generators for server-streaming methods. They throw ServiceError for anything but success.
+ * A proto service's handlers: plain async functions from request message to response message, or
+ * async generators for server-streaming methods. They throw ServiceError for anything but success.
  */
 export type Handlers<S extends ServiceDefinition> = {
   [K in keyof S]: S[K] extends { responseStream: true }
@@ -20,12 +23,59 @@ export type Handlers<S extends ServiceDefinition> = {
     : (request: RequestOf<S[K]>, ctx: CallContext) => Promise<ResponseOf<S[K]>>;
 };
 
-/** A service to serve: its full proto name, its generated definition and its handlers. */
+/** A generated definition and the handlers that serve it. */
 export interface ServiceImplementation<S extends ServiceDefinition = ServiceDefinition> {
-  /** Full proto name, for example "shop.user.v1.UserService"; also its health service name. */
-  name: string;
   definition: S;
   handlers: Handlers<S>;
+}
+
+/** Generated definitions by a name of the module's choosing. */
+export type Definitions = Record<string, ServiceDefinition>;
+
+/** What a service's implement() gets: its database, its logger, and a client per dependency. */
+export interface ServiceEnvironment<D extends Definitions> {
+  db: Knex;
+  logger: Logger;
+  clients: { [K in keyof D]: Client<D[K]> };
+}
+
+/** What a service's implement() returns: the handlers of each proto service it serves. */
+export interface Implementation<S extends Definitions> {
+  handlers: { [K in keyof S]: Handlers<S[K]> };
+  /** Stops background work; runs after the server has drained, before the database closes. */
+  close?(): Promise<void>;
+}
+
+/**
+ * What a service folder exports (services/<name>/service.ts): what it serves, what it calls, its
+ * migrations, and how to build its handlers. Where it runs is the registry's business.
+ */
+export interface ServiceModule<
+  N extends string = string,
+  S extends Definitions = Definitions,
+  D extends Definitions = Definitions,
+> {
+  /** Short name, e.g. "user": the registry key, the database file, the log lines, SHOP_USER_*. */
+  readonly name: N;
+  /** The proto services it serves, by a name for its handlers. */
+  readonly serves: S;
+  /** The proto services it calls, by the name of their client, e.g. { users: UserServiceService }. */
+  readonly dependencies: D;
+  /** Its database migrations, oldest first; never edit one that has shipped. */
+  readonly migrations: readonly Migration[];
+  implement(env: ServiceEnvironment<D>): Implementation<S>;
+}
+
+// biome-ignore lint/suspicious/noExplicitAny: a module of any service, as the registry holds them.
+export type AnyServiceModule = ServiceModule<string, any, any>;
+
+/** Declares a service module, keeping its name's literal type for the registry. */
+export function defineService<
+  const N extends string,
+  S extends Definitions,
+  D extends Definitions = Record<never, never>,
+>(module: ServiceModule<N, S, D>): ServiceModule<N, S, D> {
+  return module;
 }
 
 /** The proto package of a full service name: "shop.user.v1.UserService" → "shop.user.v1". */

@@ -1,77 +1,60 @@
-// npm start: the three services as separate processes on 50051-50053 with embedded SQLite,
-// a demo catalogue on the first run (--no-seed or SHOP_SEED=false to skip), and a ready banner.
-import path from "node:path";
+// npm start: every registered service as its own process on its registry port (SHOP_<NAME>_PORT
+// to change one), embedded SQLite in SHOP_DATA_DIR (data/), demo data on the first run
+// (--no-seed or SHOP_SEED=false to skip), and a ready banner. Ctrl-C stops every service.
 import { env } from "../kit/config.js";
-import { LaunchError, type ProcessSpec, repoRoot } from "./lib/launcher.js";
+import { registry, type ServiceName } from "../services/registry.js";
+import { grpcurlCommand, READY, START_BANNER_END, shellJson } from "./lib/banner.js";
+import { LaunchError } from "./lib/launcher.js";
+import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { grpcurlCommand, Supervisor, shellJson } from "./lib/supervisor.js";
+import { Supervisor } from "./lib/supervisor.js";
 
-const host = env.string("SHOP_HOST", "127.0.0.1");
-const dataDir = path.resolve(env.string("SHOP_DATA_DIR", path.join(repoRoot, "data")));
-const logDir = path.join(dataDir, "logs");
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
-
-const ports = {
-  user: env.int("SHOP_USER_PORT", 50051),
-  product: env.int("SHOP_PRODUCT_PORT", 50052),
-  order: env.int("SHOP_ORDER_PORT", 50053),
-};
-const addr = (port: number) => `${host}:${port}`;
-const specs: ProcessSpec[] = [
-  { name: "user", service: "user", host, port: ports.user },
-  { name: "product", service: "product", host, port: ports.product },
-  {
-    name: "order",
-    service: "order",
-    host,
-    port: ports.order,
-    env: { SHOP_USER_ADDR: addr(ports.user), SHOP_PRODUCT_ADDR: addr(ports.product) },
-  },
-];
-
 const supervisor = new Supervisor();
 
-function banner(demo: DemoData): string {
-  const grpcurl = grpcurlCommand();
-  const call = (port: number, method: string, body?: object) =>
-    `  ${grpcurl} -plaintext ${body ? `-d ${shellJson(body)} ` : ""}${addr(port)} ${method}`;
+function banner(plan: FleetPlan, demo: DemoData): string {
+  const at = (name: ServiceName) => plan.addresses[name][0] as string;
+  const call = (name: ServiceName, method: string, body?: object) =>
+    `  ${grpcurlCommand()} -plaintext ${body ? `-d ${shellJson(body)} ` : ""}${at(name)} ${method}`;
+  const width = Math.max(8, ...registry.names.map((name) => name.length + 1));
   const lines = [
     "",
-    "shopmesh is ready",
-    `  user     ${addr(ports.user)}   shop.user.v1.UserService`,
-    `  product  ${addr(ports.product)}   shop.product.v1.ProductService`,
-    `  order    ${addr(ports.order)}   shop.order.v1.OrderService`,
-    `  data ${dataDir}, logs ${logDir}`,
+    READY,
+    ...registry.services.map(
+      (service) =>
+        `  ${service.name.padEnd(width)} ${at(service.name)}   ${service.protoServices.join(" ")}`,
+    ),
+    `  data ${plan.dataDir}, logs ${plan.logDir}`,
     "",
     "Try it (reflection is on, no proto files needed):",
-    call(ports.user, "list"),
-    call(ports.order, "describe shop.order.v1.OrderService"),
+    call("user", "list"),
+    call("order", "describe shop.order.v1.OrderService"),
   ];
-  if (demo.userId)
-    lines.push(call(ports.user, "shop.user.v1.UserService/GetUser", { user_id: demo.userId }));
-  else {
+  if (demo.userId) {
+    lines.push(call("user", "shop.user.v1.UserService/GetUser", { user_id: demo.userId }));
+  } else {
     lines.push(
-      call(ports.user, "shop.user.v1.UserService/CreateUser", {
+      call("user", "shop.user.v1.UserService/CreateUser", {
         user: { email: "you@example.com", display_name: "You" },
       }),
     );
   }
-  lines.push(call(ports.product, "shop.product.v1.ProductService/ListProducts", { page_size: 10 }));
+  lines.push(call("product", "shop.product.v1.ProductService/ListProducts", { page_size: 10 }));
   const [productId] = demo.productIds;
   if (demo.userId && productId) {
     lines.push(
-      call(ports.order, "shop.order.v1.OrderService/CreateOrder", {
+      call("order", "shop.order.v1.OrderService/CreateOrder", {
         user_id: demo.userId,
         lines: [{ product_id: productId, quantity: 1 }],
         request_id: "demo-order-1",
       }),
-      call(ports.order, "shop.order.v1.OrderService/ListOrders", { user_id: demo.userId }),
+      call("order", "shop.order.v1.OrderService/ListOrders", { user_id: demo.userId }),
     );
   }
   lines.push(
-    call(ports.order, "grpc.health.v1.Health/Check", { service: "shop.order.v1.OrderService" }),
+    call("order", "grpc.health.v1.Health/Check", { service: "shop.order.v1.OrderService" }),
     "",
-    "Ctrl-C stops all three.",
+    START_BANNER_END,
     "",
   );
   return lines.join("\n");
@@ -81,21 +64,17 @@ supervisor.handleSignals();
 
 try {
   const started = Date.now();
-  console.log(`starting user, product and order; logs in ${logDir}`);
-  await supervisor.startServices(
-    specs.map((spec) => ({ ...spec, env: { SHOP_DATA_DIR: dataDir, ...spec.env } })),
-    logDir,
-    {
-      started,
-      onServing: (proc) =>
-        supervisor.onUnexpectedExit(proc, (how) => {
-          console.error(`\n${proc.spec.name} exited unexpectedly (${how}); see ${proc.logFile}`);
-          void supervisor.stopAll(1);
-        }),
-    },
+  const plan = startPlan();
+  console.log(`starting ${registry.names.join(", ")}; logs in ${plan.logDir}`);
+  await supervisor.launch(plan, {
+    started,
+    portHint: "is another npm start or npm run mesh running? SHOP_<NAME>_PORT moves a service",
+  });
+  const demo = await seedDemo(
+    { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
+    seed,
   );
-  const demo = await seedDemo(addr(ports.user), addr(ports.product), seed);
-  console.log(banner(demo));
+  console.log(banner(plan, demo));
 } catch (error) {
   console.error(error instanceof LaunchError ? error.message : error);
   await supervisor.stopAll(1);

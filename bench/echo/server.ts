@@ -38,6 +38,7 @@ server.bindAsync(`${host}:${port}`, grpc.ServerCredentials.createInsecure(), (er
     process.exit(1);
   }
   console.log(JSON.stringify({ listening: `${host}:${bound}` }));
+  process.send?.({ serving: `${host}:${bound}`, pid: process.pid });
 });
 
 const stop = () => server.tryShutdown(() => process.exit(0));

@@ -88,6 +88,7 @@ export interface Goal {
 }
 
 export const RATIO_PAIRS: readonly { name: string; numerator: string; denominator: string }[] = [
+  { name: "kit echo ÷ echo", numerator: "kit-echo", denominator: "echo" },
   { name: "GetProduct ÷ echo", numerator: "get-direct", denominator: "echo" },
   { name: "ListProducts(50) ÷ echo", numerator: "list-products", denominator: "echo" },
   { name: "CreateOrder ÷ echo", numerator: "create-direct", denominator: "echo" },

@@ -1,5 +1,6 @@
 // What the benchmark loads: each target is one RPC on one path (direct or through Envoy).
 import { fileURLToPath } from "node:url";
+import type { ServiceName } from "../../services/registry.js";
 import type { CallSpec } from "./ghz.js";
 
 export const ECHO_PROTO = fileURLToPath(new URL("../echo/echo.proto", import.meta.url));
@@ -8,7 +9,7 @@ export const SHOP_PROTOSET = fileURLToPath(
 );
 
 /** The processes a run can measure. */
-export type ProcessName = "echo" | "user" | "product" | "order" | "envoy";
+export type ProcessName = "echo" | "kit-echo" | ServiceName | "envoy";
 
 /** Ids and addresses a target's request and address come from. */
 export interface TargetContext {
@@ -48,6 +49,12 @@ const createOrder = (ctx: TargetContext) =>
     request_id: "{{newUUID}}",
   });
 
+const echo = (): CallSpec => ({
+  call: "bench.echo.v1.EchoService/Echo",
+  schema: { proto: ECHO_PROTO },
+  data: { message: "hello" },
+});
+
 /** Every target, in the order a run measures them (reads before the writes that grow tables). */
 export const TARGETS: readonly Target[] = [
   {
@@ -56,11 +63,16 @@ export const TARGETS: readonly Target[] = [
     description: "bare grpc-js echo server: one unary method, no interceptors, no database",
     entry: "echo",
     path: ["echo"],
-    call: () => ({
-      call: "bench.echo.v1.EchoService/Echo",
-      schema: { proto: ECHO_PROTO },
-      data: { message: "hello" },
-    }),
+    call: echo,
+  },
+  {
+    id: "kit-echo",
+    label: "kit echo",
+    description:
+      "the same echo method served through the kit with its default middleware: log line, status mapping, x-request-id, deadline",
+    entry: "kit-echo",
+    path: ["kit-echo"],
+    call: echo,
   },
   {
     id: "get-direct",

@@ -1,13 +1,15 @@
-// The Envoy bootstrap for shopmesh's front door, built from a topology and the descriptor set.
+// The Envoy bootstrap for shopmesh's front door, built from a topology, the registry and the
+// descriptor set.
 //
-// Routes are derived from the gRPC services in gen/descriptor/shop.binpb, so a service or RPC added
-// to proto/ gets a route on the next `npm run envoy:config` (the drift test in
+// Every public service of the registry gets a cluster, and each rpc of its proto services a route
+// whose retry policy follows the rpc's `idempotency_level` in the contract: a service or rpc added
+// to proto/ and the registry gets its route on the next `npm run deploy:config` (the drift test in
 // test/envoy-config.test.ts fails until the committed files are regenerated).
-import { readFileSync } from "node:fs";
-import { fileURLToPath } from "node:url";
-import { fromBinary } from "@bufbuild/protobuf";
-import { FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+
 import { stringify } from "yaml";
+import { contractMethods, type MethodInfo, retriable } from "../../kit/contract.js";
+import type { ServiceRegistry } from "../../kit/registry.js";
+import { registry as defaultRegistry } from "../../services/registry.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
 export interface Endpoint {
@@ -26,7 +28,7 @@ export interface EnvoyTopology {
    * directory (not the config file's), so start Envoy from the repo root for the committed config.
    */
   descriptorPath: string;
-  /** Replicas per cluster, keyed by the `<svc>` of package `shop.<svc>.v1`. */
+  /** Replicas per cluster: one cluster per public registered service, named after it. */
   services: Record<string, readonly Endpoint[]>;
   /** JSON access log destination; stdout when absent. */
   accessLogPath?: string;
@@ -34,111 +36,46 @@ export interface EnvoyTopology {
   healthCheckIntervalMs?: number;
 }
 
-/** One RPC as Envoy routes it. */
-export interface GrpcMethod {
-  name: string;
-  /** `/package.Service/Method`, the HTTP/2 path of the call. */
-  path: string;
-  streaming: boolean;
-}
-
-/** One gRPC service of the descriptor set and the cluster that serves it. */
+/** One proto service as Envoy routes it, and the cluster that serves it. */
 export interface GrpcService {
   /** Fully qualified name, e.g. `shop.user.v1.UserService`. */
   fullName: string;
-  /** `user` for package `shop.user.v1`. */
+  /** The registered service that serves it, e.g. `user`. */
   cluster: string;
-  methods: GrpcMethod[];
+  /** Its rpcs, as the descriptor set states them. */
+  methods: MethodInfo[];
 }
 
-/** The repo's descriptor set, resolved from this file rather than the working directory. */
-export const DEFAULT_DESCRIPTOR_FILE = fileURLToPath(
-  new URL("../../gen/descriptor/shop.binpb", import.meta.url),
-);
-
-const SHOP_PACKAGE = /^shop\.([a-z][a-z0-9_]*)\.v1$/;
-
-/** The shop services in a serialized FileDescriptorSet, sorted by name. */
-export function descriptorServices(bytes: Uint8Array): GrpcService[] {
-  const set = fromBinary(FileDescriptorSetSchema, bytes);
-  const services: GrpcService[] = [];
-  for (const file of set.file) {
-    const cluster = SHOP_PACKAGE.exec(file.package)?.[1];
-    if (cluster === undefined) continue;
-    for (const service of file.service) {
-      const fullName = `${file.package}.${service.name}`;
-      services.push({
+/** The proto services Envoy routes: those of every public registered service. */
+export function routedServices(registry: ServiceRegistry = defaultRegistry): GrpcService[] {
+  return registry.services
+    .filter((service) => service.exposure === "public")
+    .flatMap((service) =>
+      service.protoServices.map((fullName) => ({
         fullName,
-        cluster,
-        methods: service.method.map((method) => ({
-          name: method.name,
-          path: `/${fullName}/${method.name}`,
-          streaming: method.clientStreaming || method.serverStreaming,
-        })),
-      });
-    }
-  }
-  return services.sort((a, b) => a.fullName.localeCompare(b.fullName));
-}
-
-/** The shop services of a descriptor set file; the repo's own by default. */
-export function loadDescriptorServices(file = DEFAULT_DESCRIPTOR_FILE): GrpcService[] {
-  return descriptorServices(readFileSync(file));
+        cluster: service.name,
+        methods: contractMethods(fullName),
+      })),
+    )
+    .sort((a, b) => a.fullName.localeCompare(b.fullName));
 }
 
 /**
- * How Envoy may retry each RPC: the one place this is decided. Envoy sees only the path, never the
- * body, so a method is retried only when its contract (the proto comment) makes a repeat harmless.
+ * When Envoy retries an rpc, from its `idempotency_level`. Envoy sees the path, never the body.
  *
- * - `idempotent`: reads, and writes idempotent by contract. Retried on UNAVAILABLE, resets,
- *   connect failures and refused streams.
- * - `unprocessed`: retried only when the call cannot have taken effect: a connect failure, a
- *   refused stream, a reset before the request went upstream, or UNAVAILABLE, which the contract
- *   returns only when nothing was done.
- * - `never`: not retried by Envoy; a client that knows better retries itself.
- *
- * A method of the descriptor missing here is not retried; the config test fails until it is listed.
+ * - NO_SIDE_EFFECTS and IDEMPOTENT: a repeat is harmless, so Envoy also retries after the call
+ *   reached a replica (UNAVAILABLE, a reset), as the clients' service config does.
+ * - IDEMPOTENCY_UNKNOWN: only when the call cannot have had an effect: it never reached a
+ *   replica (connect failure, refused stream, reset before the request went upstream), or the
+ *   replica itself answered UNAVAILABLE, which a shopmesh service does only when it did nothing
+ *   (docs/architecture.md). A client retries such calls only transparently: to a client,
+ *   UNAVAILABLE may also be a connection lost after the request was sent.
  */
-export const RETRY_CLASS = {
-  // Reads.
-  "shop.user.v1.UserService/GetUser": "idempotent",
-  "shop.user.v1.UserService/ListUsers": "idempotent",
-  "shop.product.v1.ProductService/GetProduct": "idempotent",
-  "shop.product.v1.ProductService/ListProducts": "idempotent",
-  "shop.order.v1.OrderService/GetOrder": "idempotent",
-  "shop.order.v1.OrderService/ListOrders": "idempotent",
-  // A stream can only be retried before its first response, i.e. before anything was watched.
-  "shop.order.v1.OrderService/WatchOrder": "idempotent",
-  // Idempotent by the caller-chosen reservation_id: a repeat returns the reservation unchanged.
-  "shop.product.v1.ProductService/ReserveStock": "idempotent",
-  "shop.product.v1.ProductService/CommitReservation": "idempotent",
-  "shop.product.v1.ProductService/ReleaseReservation": "idempotent",
-  // Cancelling a cancelled order returns it unchanged.
-  "shop.order.v1.OrderService/CancelOrder": "idempotent",
-  // request_id makes a repeat return the first order, but request_id is optional, so a reset
-  // after the request went upstream is not retried: without request_id that could order twice.
-  "shop.order.v1.OrderService/CreateOrder": "unprocessed",
-  // No idempotency key: a repeat creates a second product, or fails a user with EMAIL_TAKEN.
-  "shop.user.v1.UserService/CreateUser": "never",
-  "shop.product.v1.ProductService/CreateProduct": "never",
-  // Last writer wins: a late repeat could undo a concurrent update (update_time moves too).
-  "shop.user.v1.UserService/UpdateUser": "never",
-  "shop.product.v1.ProductService/UpdateProduct": "never",
-  // A repeat after success answers NOT_FOUND, hiding that the delete worked.
-  "shop.user.v1.UserService/DeleteUser": "never",
-} as const satisfies Record<string, "idempotent" | "unprocessed" | "never">;
-
-export type RetryClass = (typeof RETRY_CLASS)[keyof typeof RETRY_CLASS];
-
-/** The retry class of `/pkg.Service/Method`; `never` for an unlisted method. */
-export function retryClass(grpcPath: string): RetryClass {
-  return (RETRY_CLASS as Record<string, RetryClass>)[grpcPath.slice(1)] ?? "never";
+export function retryOn(method: MethodInfo): string {
+  return retriable(method)
+    ? "unavailable,reset,connect-failure,refused-stream"
+    : "unavailable,reset-before-request,connect-failure,refused-stream";
 }
-
-const RETRY_ON: Record<Exclude<RetryClass, "never">, string> = {
-  idempotent: "unavailable,reset,connect-failure,refused-stream",
-  unprocessed: "unavailable,reset-before-request,connect-failure,refused-stream",
-};
 
 /** Every shop service serves these, with the full descriptor set in reflection. */
 const INFRA_SERVICES = [
@@ -206,9 +143,9 @@ function accessLog(accessLogPath: string | undefined) {
       };
 }
 
-function retryPolicy(kind: Exclude<RetryClass, "never">) {
+function retryPolicy(method: MethodInfo) {
   return {
-    retry_on: RETRY_ON[kind],
+    retry_on: retryOn(method),
     num_retries: 3,
     // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
     retry_host_predicate: [
@@ -253,15 +190,14 @@ function routes(services: readonly GrpcService[], infraCluster: string) {
   });
 
   for (const service of services) {
-    // Per-method routes only where a method differs from its service's default: retried, or
-    // streaming. Exact paths come before every prefix, so their order does not matter.
+    // A route per rpc, for its retry policy (and a stream's timeouts). Exact paths come before
+    // every prefix, so their order does not matter.
     for (const method of service.methods) {
-      const kind = retryClass(method.path);
-      if (kind === "never" && !method.streaming) continue;
+      const streaming = method.kind !== "unary";
       exact.push(
         route(method.path.slice(1), { path: method.path }, service.cluster, {
-          ...timeouts(method.streaming),
-          ...(kind === "never" ? {} : { retry_policy: retryPolicy(kind) }),
+          ...timeouts(streaming),
+          retry_policy: retryPolicy(method),
         }),
       );
     }
@@ -437,26 +373,25 @@ function isIpLiteral(host: string): boolean {
 }
 
 /**
- * The Envoy bootstrap for a topology, as a plain object (see `envoyYaml` for text). Every shop
- * service in `services` (the repo's descriptor set by default) gets a route to the cluster named
- * after its package; a service without replicas in the topology is an error.
+ * The Envoy bootstrap for a topology, as a plain object (see `envoyYaml` for text). Every proto
+ * service in `services` (the public services of the registry by default) gets routes to the
+ * cluster of the service that serves it; a cluster without an entry in the topology, or an entry
+ * that names no cluster, is an error.
  */
 export function envoyConfig(
   topology: EnvoyTopology,
-  services: readonly GrpcService[] = loadDescriptorServices(),
+  services: readonly GrpcService[] = routedServices(),
 ): Record<string, unknown> {
-  if (services.length === 0) throw new Error("the descriptor set has no shop.<svc>.v1 service");
-  const clusterNames = [...new Set(services.map((service) => service.cluster))];
-  for (const name of clusterNames) {
+  if (services.length === 0) throw new Error("no public service to route");
+  const clusterNames = Object.keys(topology.services);
+  for (const name of new Set(services.map((service) => service.cluster))) {
     if (!topology.services[name]) {
       throw new Error(`topology.services has no "${name}" entry for ${describe(services, name)}`);
     }
   }
-  for (const name of Object.keys(topology.services)) {
-    if (!clusterNames.includes(name)) {
-      throw new Error(
-        `topology.services.${name} matches no shop.${name}.v1 service in the descriptor`,
-      );
+  for (const name of clusterNames) {
+    if (!services.some((service) => service.cluster === name)) {
+      throw new Error(`topology.services.${name} is not a public registered service`);
     }
   }
   const intervalMs = topology.healthCheckIntervalMs ?? 1000;
@@ -542,7 +477,9 @@ export function envoyConfig(
     },
   );
 
-  const byName = new Map(services.map((service) => [service.cluster, service.fullName]));
+  // Each cluster is health-checked on the first proto service of its service.
+  const checked = (name: string) =>
+    (services.find((service) => service.cluster === name) as GrpcService).fullName;
   return {
     node: { id: "shopmesh-edge", cluster: "shopmesh" },
     admin: {
@@ -570,7 +507,7 @@ export function envoyConfig(
         },
       ],
       clusters: clusterNames.map((name) =>
-        cluster(name, byName.get(name) as string, topology.services[name] ?? [], intervalMs),
+        cluster(name, checked(name), topology.services[name] ?? [], intervalMs),
       ),
     },
     // Bound the downstream connections (Envoy warns at startup without a limit).
@@ -588,10 +525,9 @@ export function envoyConfig(
   };
 }
 
-/** Health and reflection go to `user` when it has replicas, else the first cluster that has. */
+/** Health and reflection go to the first cluster (in registry order) that has replicas. */
 function infraCluster(clusterNames: readonly string[], topology: EnvoyTopology): string {
-  const candidates = ["user", ...clusterNames];
-  const withReplicas = candidates.find((name) => (topology.services[name]?.length ?? 0) > 0);
+  const withReplicas = clusterNames.find((name) => (topology.services[name]?.length ?? 0) > 0);
   return withReplicas ?? (clusterNames[0] as string);
 }
 
@@ -605,41 +541,66 @@ function describe(services: readonly GrpcService[], cluster: string): string {
 /** `envoyConfig` as YAML text, with a header saying where it came from. */
 export function envoyYaml(
   topology: EnvoyTopology,
-  services: readonly GrpcService[] = loadDescriptorServices(),
+  services: readonly GrpcService[] = routedServices(),
   header = "",
 ): string {
   return header + stringify(envoyConfig(topology, services), { lineWidth: 0 });
 }
 
-/** Base ports of the clusters; replica i listens on base + 10 * i. */
-export const BASE_PORTS: Record<string, number> = { user: 50051, product: 50052, order: 50053 };
+/** The repo's descriptor set, as Envoy opens it when it runs from the repo root. */
+const DESCRIPTOR = "gen/descriptor/shop.binpb";
 
-/** The mesh on this machine (`npm run mesh`): `replicas` of each service on 127.0.0.1. */
-export function localTopology(replicas = 2): EnvoyTopology {
-  const services: Record<string, Endpoint[]> = {};
-  for (const [name, base] of Object.entries(BASE_PORTS)) {
-    services[name] = Array.from({ length: replicas }, (_, i) => ({
-      host: "127.0.0.1",
-      port: base + 10 * i,
-    }));
+/**
+ * A front door on 127.0.0.1:8080 (admin :9901) in front of `endpoints`, which names the replicas
+ * of every public registered service.
+ */
+export function frontDoorTopology(
+  endpoints: Record<string, readonly Endpoint[]>,
+  registry: ServiceRegistry = defaultRegistry,
+): EnvoyTopology {
+  const services: Record<string, readonly Endpoint[]> = {};
+  for (const service of registry.services) {
+    if (service.exposure === "public") services[service.name] = endpoints[service.name] ?? [];
   }
   return {
     listen: { address: "127.0.0.1", port: 8080 },
     admin: { address: "127.0.0.1", port: 9901 },
     // Relative: Envoy must run from the repo root.
-    descriptorPath: "gen/descriptor/shop.binpb",
+    descriptorPath: DESCRIPTOR,
     services,
   };
 }
 
+/** The mesh on this machine (`npm run mesh`): `replicas` of each service, on port + 10 × i. */
+export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTopology {
+  return frontDoorTopology(
+    Object.fromEntries(
+      registry.services.map((service) => [
+        service.name,
+        Array.from({ length: replicas }, (_, i) => ({
+          host: "127.0.0.1",
+          port: service.port + 10 * i,
+        })),
+      ]),
+    ),
+    registry,
+  );
+}
+
 /** docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app. */
-export function composeTopology(): EnvoyTopology {
-  const services: Record<string, Endpoint[]> = {};
-  for (const [name, port] of Object.entries(BASE_PORTS)) services[name] = [{ host: name, port }];
+export function composeTopology(registry = defaultRegistry): EnvoyTopology {
+  const local = frontDoorTopology(
+    Object.fromEntries(
+      registry.services.map((service) => [
+        service.name,
+        [{ host: service.name, port: service.port }],
+      ]),
+    ),
+    registry,
+  );
   return {
+    ...local,
     listen: { address: "0.0.0.0", port: 8080 },
-    admin: { address: "127.0.0.1", port: 9901 },
-    descriptorPath: "/app/gen/descriptor/shop.binpb",
-    services,
+    descriptorPath: `/app/${DESCRIPTOR}`,
   };
 }

@@ -14,12 +14,8 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  DEFAULT_DESCRIPTOR_FILE,
-  type Endpoint,
-  envoyConfig,
-  loadDescriptorServices,
-} from "../../deploy/envoy/config.js";
+import { type Endpoint, envoyConfig, frontDoorTopology } from "../../deploy/envoy/config.js";
+import { descriptorPath } from "../../kit/descriptor.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";
 
 /** The Envoy binary; fails with the fix when `npm run tools envoy` has not installed it. */
@@ -289,10 +285,8 @@ export function spawnEnvoy(options: EnvoyOptions): EnvoyProcess {
 }
 
 export interface FrontDoorOptions {
-  /** Replicas per cluster (`user`, `product`, `order`); a cluster left out has no endpoints. */
+  /** Replicas per registered service; a service left out has none. */
   services: Partial<Record<string, readonly Endpoint[]>>;
-  /** Descriptor set for the transcoder; the repo's by default. */
-  descriptorPath?: string;
   /** A file for the JSON access log; stdout (so Envoy's log) when left out. */
   accessLogPath?: string;
   /** Active health check interval (1 s by default). */
@@ -304,21 +298,12 @@ export interface FrontDoorOptions {
  * listener and admin on 127.0.0.1 port 0: read them back with listenerPort() and adminPort().
  */
 export function frontDoorConfig(options: FrontDoorOptions): Record<string, unknown> {
-  const descriptorPath = options.descriptorPath ?? DEFAULT_DESCRIPTOR_FILE;
-  const services = loadDescriptorServices(descriptorPath);
-  return envoyConfig(
-    {
-      listen: { address: "127.0.0.1", port: 0 },
-      admin: { address: "127.0.0.1", port: 0 },
-      descriptorPath,
-      // envoyConfig wants every cluster of the descriptor, and rejects names it does not know.
-      services: {
-        ...Object.fromEntries(services.map((service) => [service.cluster, []])),
-        ...options.services,
-      } as Record<string, readonly Endpoint[]>,
-      accessLogPath: options.accessLogPath,
-      healthCheckIntervalMs: options.healthCheckIntervalMs,
-    },
-    services,
-  );
+  return envoyConfig({
+    ...frontDoorTopology(options.services as Record<string, readonly Endpoint[]>),
+    listen: { address: "127.0.0.1", port: 0 },
+    admin: { address: "127.0.0.1", port: 0 },
+    descriptorPath,
+    accessLogPath: options.accessLogPath,
+    healthCheckIntervalMs: options.healthCheckIntervalMs,
+  });
 }

@@ -1,4 +1,6 @@
-import { type ChildProcess, spawn } from "node:child_process";
+// Processes: start one with its output in a log file, start a service replica and wait until it
+// says it serves, stop one gracefully. The supervisor (supervisor.ts) builds fleets from these.
+import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
 import { createWriteStream, mkdirSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
@@ -6,41 +8,27 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
+import { registry, type ServiceName } from "../../services/registry.js";
 
 export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
 
 /** A project-local tool installed by scripts/tools.sh (`npm run tools`): grpcurl, ghz, envoy. */
 export const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name);
 
-export const SERVICES = {
-  user: "shop.user.v1.UserService",
-  product: "shop.product.v1.ProductService",
-  order: "shop.order.v1.OrderService",
-} as const;
+/** The one entry point of every service process (services/main.ts). */
+export const SERVICE_MAIN = path.join(repoRoot, "services", "main.ts");
 
-export type ServiceKind = keyof typeof SERVICES;
-
-/** Where each service listens by default (`npm start`, and replica 1 of `npm run mesh`). */
-export const DEFAULT_PORTS: Record<ServiceKind, number> = {
-  user: 50051,
-  product: 50052,
-  order: 50053,
-};
-
-/** The service kinds, in start order. */
-export const SERVICE_KINDS = Object.keys(SERVICES) as ServiceKind[];
-
-/** A service kind named in configuration (SHOP_SERVICE), checked. */
-export function serviceKind(value: string): ServiceKind {
-  if (value in SERVICES) return value as ServiceKind;
-  throw new Error(`SHOP_SERVICE must be one of ${SERVICE_KINDS.join(", ")}, got "${value}"`);
+/** A registered service named in configuration (SHOP_SERVICE), checked. */
+export function serviceName(value: string): ServiceName {
+  if ((registry.names as string[]).includes(value)) return value as ServiceName;
+  throw new Error(`SHOP_SERVICE must be one of ${registry.names.join(", ")}, got "${value}"`);
 }
 
-/** One service process to run. */
+/** One replica of a service to run. */
 export interface ProcessSpec {
   /** Label in progress lines and the log file name, for example "user" or "order-2". */
   name: string;
-  service: ServiceKind;
+  service: ServiceName;
   host: string;
   port: number;
   /** Extra SHOP_* settings: database, dependency addresses. */
@@ -61,6 +49,15 @@ export interface RunningProcess extends LoggedProcess {
 
 export class LaunchError extends Error {}
 
+function logTo(name: string, logDir: string, child: ChildProcess): string {
+  mkdirSync(logDir, { recursive: true });
+  const logFile = path.join(logDir, `${name}.log`);
+  const log = createWriteStream(logFile, { flags: "a" });
+  child.stdout?.pipe(log);
+  child.stderr?.pipe(log);
+  return logFile;
+}
+
 /** Starts `command` from the repo root with its output appended to logDir/<name>.log. */
 export function spawnLogged(
   name: string,
@@ -69,36 +66,51 @@ export function spawnLogged(
   logDir: string,
   env: NodeJS.ProcessEnv = process.env,
 ): LoggedProcess {
-  mkdirSync(logDir, { recursive: true });
-  const logFile = path.join(logDir, `${name}.log`);
-  const log = createWriteStream(logFile, { flags: "a" });
   const child = spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
-  return { name, child, logFile };
+  return { name, child, logFile: logTo(name, logDir, child) };
 }
 
-/** Starts a service process with its log going to logDir/<name>.log. */
+/**
+ * Starts a TypeScript program under Node with its log going to logDir/<name>.log and an IPC
+ * channel, over which it says where it serves (see waitServing). A program with a channel stops
+ * when its launcher goes away.
+ */
+export function forkLogged(
+  name: string,
+  script: string,
+  args: readonly string[],
+  logDir: string,
+  env: NodeJS.ProcessEnv,
+): LoggedProcess {
+  const child = fork(script, args, {
+    cwd: repoRoot,
+    env,
+    execArgv: ["--import", "tsx"],
+    stdio: ["ignore", "pipe", "pipe", "ipc"],
+  });
+  return { name, child, logFile: logTo(name, logDir, child) };
+}
+
+/** Starts a service replica with its log going to logDir/<name>.log. */
 export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess {
-  const proc = spawnLogged(
-    spec.name,
-    process.execPath,
-    ["--import", "tsx", path.join(repoRoot, "services", spec.service, "main.ts")],
-    logDir,
-    { ...process.env, SHOP_HOST: spec.host, SHOP_PORT: String(spec.port), ...spec.env },
-  );
+  const proc = forkLogged(spec.name, SERVICE_MAIN, [spec.service], logDir, {
+    ...process.env,
+    SHOP_HOST: spec.host,
+    SHOP_PORT: String(spec.port),
+    ...spec.env,
+  });
   return { ...proc, spec, address: `${spec.host}:${spec.port}` };
 }
 
-/** One grpc.health.v1 Check of a service's full name: true when it answers SERVING. */
+/** One grpc.health.v1 Check of a service's proto service: true when it answers SERVING. */
 export async function checkServing(
   address: string,
-  service: ServiceKind,
+  protoService: string,
   timeoutMs = 1_000,
 ): Promise<boolean> {
-  const health = createClient(HealthService, address, { serviceName: "grpc.health.v1.Health" });
+  const health = createClient(HealthService, address);
   try {
-    const { status } = await health.check({ service: SERVICES[service] }, { timeoutMs });
+    const { status } = await health.check({ service: protoService }, { timeoutMs });
     return status === HealthCheckResponse_ServingStatus.SERVING;
   } catch {
     return false;
@@ -107,37 +119,61 @@ export async function checkServing(
   }
 }
 
-/** Resolves when the process reports SERVING; rejects, with its last words, if it exits first. */
-export async function waitServing(proc: RunningProcess, timeoutMs = 30_000): Promise<void> {
+/**
+ * Resolves with the address a process reports over IPC once it serves ({serving: "host:port"},
+ * sent by kit/runtime.ts after it bound its port). Rejects, with the process's last words, if it
+ * exits first or the time runs out. Only the process itself can send this, so another process
+ * already on the port is never taken for it.
+ */
+export async function waitReported(proc: LoggedProcess, timeoutMs = 30_000): Promise<string> {
   let stderr = "";
-  proc.child.stderr?.on("data", (chunk) => {
+  const keep = (chunk: Buffer) => {
     stderr = (stderr + chunk).slice(-2000);
-  });
-  const exited = once(proc.child, "exit").then(([code, signal]) => {
-    const why = stderr.trim().split("\n").slice(-3).join("\n") || `exit ${code ?? signal}`;
-    throw new LaunchError(`${proc.spec.name} failed to start: ${why} (log: ${proc.logFile})`);
-  });
-  const health = createClient(HealthService, proc.address, {
-    serviceName: "grpc.health.v1.Health",
-  });
-  const deadline = Date.now() + timeoutMs;
-  const serving = (async () => {
-    while (Date.now() < deadline) {
-      const status = await health
-        .check({ service: SERVICES[proc.spec.service] }, { timeoutMs: 1_000 })
-        .then((response) => response.status)
-        .catch(() => undefined);
-      if (status === HealthCheckResponse_ServingStatus.SERVING) return;
-      if (proc.child.exitCode !== null || proc.child.signalCode !== null) await exited;
-      await new Promise((resolve) => setTimeout(resolve, 150));
-    }
-    throw new LaunchError(`${proc.spec.name} did not report SERVING within ${timeoutMs} ms`);
-  })();
+  };
+  proc.child.stderr?.on("data", keep);
+  let timer: NodeJS.Timeout | undefined;
+  let onMessage: ((message: unknown) => void) | undefined;
   try {
-    await Promise.race([serving, exited]);
+    return await Promise.race([
+      new Promise<string>((resolve) => {
+        onMessage = (message) => {
+          const serving = (message as { serving?: unknown } | null)?.serving;
+          if (typeof serving === "string") resolve(serving);
+        };
+        proc.child.on("message", onMessage);
+      }),
+      once(proc.child, "exit").then(([code, signal]) => {
+        const why = stderr.trim().split("\n").slice(-3).join("\n") || `exit ${code ?? signal}`;
+        throw new LaunchError(`${proc.name} failed to start: ${why} (log: ${proc.logFile})`);
+      }),
+      new Promise<never>((_, reject) => {
+        timer = setTimeout(
+          () => reject(new LaunchError(`${proc.name} did not start within ${timeoutMs} ms`)),
+          timeoutMs,
+        );
+      }),
+    ]);
   } finally {
-    health.close();
-    exited.catch(() => {});
+    clearTimeout(timer);
+    if (onMessage) proc.child.off("message", onMessage);
+    proc.child.stderr?.off("data", keep);
+  }
+}
+
+/**
+ * Resolves when a replica has said it serves (waitReported) and its health check answers
+ * SERVING for every proto service of its service.
+ */
+export async function waitServing(proc: RunningProcess, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  await waitReported(proc, timeoutMs);
+  for (const protoService of registry.get(proc.spec.service).protoServices) {
+    while (!(await checkServing(proc.address, protoService))) {
+      if (Date.now() > deadline) {
+        throw new LaunchError(`${proc.spec.name} did not report SERVING within ${timeoutMs} ms`);
+      }
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
   }
 }
 
@@ -169,29 +205,5 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
     await Promise.all(
       servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
     );
-  }
-}
-
-/**
- * Fails with a LaunchError naming the first port on `host` that something already listens on, so
- * a launcher never mistakes another process (a running `npm start`, say) for its own.
- */
-export async function assertPortsFree(
-  host: string,
-  ports: Record<string, number>,
-  hint: string,
-): Promise<void> {
-  for (const [what, port] of Object.entries(ports)) {
-    const server = createServer();
-    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
-      server.once("error", resolve);
-      server.listen(port, host, () => resolve(undefined));
-    });
-    if (!error) {
-      await new Promise<void>((resolve) => server.close(() => resolve()));
-      continue;
-    }
-    const reason = error.code === "EADDRINUSE" ? "is in use" : `cannot be bound (${error.code})`;
-    throw new LaunchError(`${host}:${port} (${what}) ${reason}; ${hint}`);
   }
 }

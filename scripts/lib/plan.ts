@@ -1,28 +1,26 @@
-// The plan of `npm run mesh`: which replicas run where, with which database and dependencies, and
-// the Envoy in front of them. Tests build the same plan from the same environment, so they can
-// find, stop and restart a replica exactly as the launcher started it.
+// What a launch runs, derived from the registry: every replica with its port, database and the
+// addresses of the services it calls, and Envoy's topology when the launch has a front door.
+// `npm start` (startPlan), `npm run mesh` (meshPlan), the benchmark and the tests all launch a plan;
+// a test builds the plan from the same environment, so it knows every address the launch uses.
 import path from "node:path";
-import { type EnvoyTopology, localTopology } from "../../deploy/envoy/config.js";
-import {
-  DEFAULT_PORTS,
-  type ProcessSpec,
-  repoRoot,
-  SERVICE_KINDS,
-  type ServiceKind,
-} from "./launcher.js";
+import { type EnvoyTopology, frontDoorTopology } from "../../deploy/envoy/config.js";
+import { serviceVariable } from "../../kit/registry.js";
+import { registry, type ServiceName } from "../../services/registry.js";
+import { freePorts, type ProcessSpec, repoRoot } from "./launcher.js";
 
-export const MESH_HOST = "127.0.0.1";
+export const HOST = "127.0.0.1";
 
-export interface MeshPlan {
+export interface FleetPlan {
   dataDir: string;
   logDir: string;
-  /** Every replica, replica 1 of each service first; named `<service>-<n>`. */
+  /** Every replica, replica 1 of each service first (in start order); named `<service>-<n>`. */
   replicas: ProcessSpec[];
   /** `ip:port` of each replica, by service. */
-  addresses: Record<ServiceKind, string[]>;
+  addresses: Record<ServiceName, string[]>;
   /** The SQLite file all replicas of a service share. */
-  databases: Record<ServiceKind, string>;
-  envoy: {
+  databases: Record<ServiceName, string>;
+  /** Envoy in front of the replicas, when the plan has a front door. */
+  envoy?: {
     port: number;
     adminPort: number;
     /** Where the launcher writes the generated config. */
@@ -35,7 +33,89 @@ export interface MeshPlan {
   };
 }
 
-function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+export interface PlanOptions {
+  dataDir: string;
+  /** The ports of each service's replicas; one replica per port. */
+  ports: Record<ServiceName, number[]>;
+  /** Name replicas `<service>-<n>` even when each service has one (the mesh does). */
+  numbered?: boolean;
+  envoy?: { port: number; adminPort: number; healthCheckIntervalMs?: number };
+}
+
+/** The plan of a launch: every registered service, its replicas on `ports`, Envoy if asked. */
+export function fleetPlan(options: PlanOptions): FleetPlan {
+  const dataDir = path.resolve(options.dataDir);
+  const logDir = path.join(dataDir, "logs");
+  const { ports } = options;
+  const all = [
+    ...Object.values<number[]>(ports).flat(),
+    ...(options.envoy ? [options.envoy.port, options.envoy.adminPort] : []),
+  ];
+  const taken = all.filter((port, i) => port !== 0 && all.indexOf(port) !== i);
+  if (taken.length > 0) {
+    throw new Error(`the launch's ports overlap: ${[...new Set(taken)].join(", ")}`);
+  }
+  const names = registry.names;
+  const addresses = Object.fromEntries(
+    names.map((name) => [name, ports[name].map((port) => `${HOST}:${port}`)]),
+  ) as Record<ServiceName, string[]>;
+  const databases = Object.fromEntries(
+    names.map((name) => [name, path.join(dataDir, `${name}.sqlite`)]),
+  ) as Record<ServiceName, string>;
+
+  // Replica 1 of every service, then replica 2 of every service, and so on.
+  const longest = Math.max(...names.map((name) => ports[name].length));
+  const numbered = options.numbered || longest > 1;
+  const replicas: ProcessSpec[] = [];
+  for (let i = 0; i < longest; i++) {
+    for (const service of registry.services) {
+      const port = ports[service.name][i];
+      if (port === undefined) continue;
+      const env: Record<string, string> = {
+        SHOP_DATA_DIR: dataDir,
+        SHOP_DATABASE: databases[service.name],
+      };
+      // Callers dial every replica of what they call, round_robin.
+      for (const dependency of service.dependencies) {
+        env[serviceVariable(dependency, "ADDR")] = addresses[dependency].join(",");
+      }
+      replicas.push({
+        name: numbered ? `${service.name}-${i + 1}` : service.name,
+        service: service.name,
+        host: HOST,
+        port,
+        env,
+      });
+    }
+  }
+
+  let envoy: FleetPlan["envoy"];
+  if (options.envoy) {
+    const healthCheckIntervalMs = options.envoy.healthCheckIntervalMs ?? 1_000;
+    const accessLog = path.join(logDir, "access.log");
+    envoy = {
+      port: options.envoy.port,
+      adminPort: options.envoy.adminPort,
+      configFile: path.join(dataDir, "envoy.yaml"),
+      accessLog,
+      healthCheckIntervalMs,
+      topology: {
+        ...frontDoorTopology(
+          Object.fromEntries(
+            names.map((name) => [name, ports[name].map((port) => ({ host: HOST, port }))]),
+          ),
+        ),
+        listen: { address: HOST, port: options.envoy.port },
+        admin: { address: HOST, port: options.envoy.adminPort },
+        accessLogPath: accessLog,
+        healthCheckIntervalMs,
+      },
+    };
+  }
+  return { dataDir, logDir, replicas, addresses, databases, ...(envoy && { envoy }) };
+}
+
+function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
   const value = Number(raw);
@@ -45,103 +125,73 @@ function int(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   return value;
 }
 
-/** The ports of a service's replicas: SHOP_<SVC>_PORTS, else SHOP_<SVC>_PORT (base) + 10 × i. */
-function replicaPorts(env: NodeJS.ProcessEnv, service: ServiceKind, replicas: number): number[] {
-  const name = `SHOP_${service.toUpperCase()}`;
-  const list = env[`${name}_PORTS`];
+/**
+ * The ports of a service's replicas: SHOP_<NAME>_PORTS (a comma-separated list), else
+ * SHOP_<NAME>_PORT, or the registry's port, + 10 × i for replica i + 1.
+ */
+function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: number): number[] {
+  const list = env[serviceVariable(name, "PORTS")];
   if (list) {
     const ports = list.split(",").map((part) => Number(part.trim()));
-    if (!ports.every((port) => Number.isInteger(port) && port > 0 && port <= 65_535)) {
-      throw new Error(`${name}_PORTS must be a comma-separated list of ports, got "${list}"`);
+    if (!ports.every((p) => Number.isInteger(p) && p > 0 && p <= 65_535)) {
+      throw new Error(`${serviceVariable(name, "PORTS")} must list ports, got "${list}"`);
     }
     return ports;
   }
-  const base = int(env, `${name}_PORT`, DEFAULT_PORTS[service]);
+  const base = port(env, serviceVariable(name, "PORT"), registry.get(name).port);
   return Array.from({ length: replicas }, (_, i) => base + 10 * i);
 }
 
+const portsFrom = (env: NodeJS.ProcessEnv, replicas: number) =>
+  Object.fromEntries(
+    registry.names.map((name) => [name, replicaPorts(env, name, replicas)]),
+  ) as Record<ServiceName, number[]>;
+
 /**
- * The mesh for an environment:
- *
- * - SHOP_MESH_REPLICAS (2): replicas per service.
- * - SHOP_USER_PORT, SHOP_PRODUCT_PORT, SHOP_ORDER_PORT (50051-50053): replica i listens on that
- *   base port + 10 × i; or SHOP_USER_PORTS=… etc. for an explicit comma-separated list.
- * - SHOP_ENVOY_PORT (8080), SHOP_ENVOY_ADMIN_PORT (9901).
- * - SHOP_DATA_DIR (data/mesh): the SQLite files, the generated Envoy config and logs/.
+ * `npm start`: one replica of every service on its registry port (or SHOP_<NAME>_PORT), the data
+ * in SHOP_DATA_DIR (data/), no front door.
  */
-export function meshPlan(env: NodeJS.ProcessEnv = process.env): MeshPlan {
-  const replicaCount = int(env, "SHOP_MESH_REPLICAS", 2);
-  if (replicaCount < 1) throw new Error("SHOP_MESH_REPLICAS must be at least 1");
-  const dataDir = path.resolve(env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"));
-  const logDir = path.join(dataDir, "logs");
+export function startPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
+  return fleetPlan({
+    dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data"),
+    ports: portsFrom(env, 1),
+  });
+}
 
-  const ports = Object.fromEntries(
-    SERVICE_KINDS.map((service) => [service, replicaPorts(env, service, replicaCount)]),
-  ) as Record<ServiceKind, number[]>;
-  const addresses = Object.fromEntries(
-    SERVICE_KINDS.map((service) => [service, ports[service].map((port) => `${MESH_HOST}:${port}`)]),
-  ) as Record<ServiceKind, string[]>;
-  const databases = Object.fromEntries(
-    SERVICE_KINDS.map((service) => [service, path.join(dataDir, `${service}.sqlite`)]),
-  ) as Record<ServiceKind, string>;
-
-  const envoyPort = int(env, "SHOP_ENVOY_PORT", 8080);
-  const adminPort = int(env, "SHOP_ENVOY_ADMIN_PORT", 9901);
-  const all = [...Object.values(ports).flat(), envoyPort, adminPort];
-  const taken = all.filter((port, i) => all.indexOf(port) !== i);
-  if (taken.length > 0)
-    throw new Error(`the mesh's ports overlap: ${[...new Set(taken)].join(", ")}`);
-
-  // Replica 1 of every service, then replica 2 of every service, and so on.
-  const longest = Math.max(...Object.values(ports).map((list) => list.length));
-  const replicas: ProcessSpec[] = [];
-  for (let i = 0; i < longest; i++) {
-    for (const service of SERVICE_KINDS) {
-      const port = ports[service][i];
-      if (port === undefined) continue;
-      replicas.push({
-        name: `${service}-${i + 1}`,
-        service,
-        host: MESH_HOST,
-        port,
-        env: {
-          SHOP_DATA_DIR: dataDir,
-          SHOP_DATABASE: databases[service],
-          // The order service calls the others directly, round_robin over their replicas.
-          ...(service === "order" && {
-            SHOP_USER_ADDR: addresses.user.join(","),
-            SHOP_PRODUCT_ADDR: addresses.product.join(","),
-          }),
-        },
-      });
-    }
-  }
-
-  const topology: EnvoyTopology = {
-    ...localTopology(replicaCount),
-    listen: { address: MESH_HOST, port: envoyPort },
-    admin: { address: MESH_HOST, port: adminPort },
-    services: Object.fromEntries(
-      SERVICE_KINDS.map((service) => [
-        service,
-        ports[service].map((port) => ({ host: MESH_HOST, port })),
-      ]),
-    ),
-    accessLogPath: path.join(logDir, "access.log"),
-  };
-  return {
-    dataDir,
-    logDir,
-    replicas,
-    addresses,
-    databases,
+/**
+ * `npm run mesh`: SHOP_MESH_REPLICAS (2) replicas of every service, replica i on its port
+ * + 10 × (i − 1) (or SHOP_<NAME>_PORTS), Envoy on SHOP_ENVOY_PORT (8080) with its admin on
+ * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh).
+ */
+export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
+  const replicas = port(env, "SHOP_MESH_REPLICAS", 2);
+  if (replicas < 1) throw new Error("SHOP_MESH_REPLICAS must be at least 1");
+  return fleetPlan({
+    dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"),
+    ports: portsFrom(env, replicas),
+    numbered: true,
     envoy: {
-      port: envoyPort,
-      adminPort,
-      configFile: path.join(dataDir, "envoy.yaml"),
-      accessLog: path.join(logDir, "access.log"),
-      topology,
-      healthCheckIntervalMs: topology.healthCheckIntervalMs ?? 1_000,
+      port: port(env, "SHOP_ENVOY_PORT", 8080),
+      adminPort: port(env, "SHOP_ENVOY_ADMIN_PORT", 9901),
     },
-  };
+  });
+}
+
+/**
+ * Free ports for a launch, as the environment variables startPlan and meshPlan read: one per
+ * replica of every registered service, and Envoy's two when `envoy` is set.
+ */
+export async function freePortEnv(
+  replicas: number,
+  envoy: boolean,
+): Promise<Record<string, string>> {
+  const ports = (await freePorts(registry.names.length * replicas + (envoy ? 2 : 0))).map(String);
+  const take = (n: number) => ports.splice(0, n).join(",");
+  const env: Record<string, string> = {};
+  for (const name of registry.names) env[serviceVariable(name, "PORTS")] = take(replicas);
+  if (envoy) {
+    env.SHOP_ENVOY_PORT = take(1);
+    env.SHOP_ENVOY_ADMIN_PORT = take(1);
+  }
+  return env;
 }

@@ -1,9 +1,13 @@
-import path from "node:path";
-import { pathToFileURL } from "node:url";
-import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
-import { env } from "../../kit/config.js";
+// The one seeder: users and products made through the public rpcs, for the demo data of
+// `npm start` and `npm run mesh`, the benchmark's catalogue and the tests' fixtures.
+import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { ProductServiceService as ProductService } from "../../gen/ts/shop/product/v1/product.js";
+import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { UserServiceService as UserService } from "../../gen/ts/shop/user/v1/user.js";
+import { type Client, createClient } from "../../kit/client.js";
+
+/** The registered services the seeder calls. */
+export const SEEDED_SERVICES = ["user", "product"] as const;
 
 export const DEMO_EMAIL = "demo@shopmesh.dev";
 
@@ -13,78 +17,116 @@ const CATALOGUE = [
   { name: "Hand grinder", description: "Ceramic burrs", amountMinor: "3450", stock: 8 },
 ];
 
+let serial = 0;
+
+/** A new user; its email is unique to this call unless one is given. */
+export async function addUser(
+  users: Client<typeof UserServiceService>,
+  fields: { email?: string; displayName?: string } = {},
+): Promise<User> {
+  serial++;
+  const { user } = await users.createUser({
+    user: {
+      email: fields.email ?? `shopper${serial}.${process.pid}.${Date.now()}@example.com`,
+      displayName: fields.displayName ?? `Shopper ${serial}`,
+    },
+  });
+  return user as User;
+}
+
+/** A new product, EUR 10.00 with 10 in stock unless told otherwise. */
+export async function addProduct(
+  products: Client<typeof ProductServiceService>,
+  fields: {
+    name?: string;
+    description?: string;
+    amountMinor?: string;
+    currencyCode?: string;
+    stock?: number;
+  } = {},
+): Promise<Product> {
+  const { product } = await products.createProduct({
+    product: {
+      name: fields.name ?? "Test mug",
+      description: fields.description ?? "",
+      price: {
+        currencyCode: fields.currencyCode ?? "EUR",
+        amountMinor: fields.amountMinor ?? "1000",
+      },
+      stockQuantity: fields.stock ?? 10,
+    },
+  });
+  return product as Product;
+}
+
+/** Clients of the seeded services at `addresses` (one address, or a comma-separated list). */
+export function seedClients(addresses: { user: string; product: string }) {
+  const users = createClient(UserService, addresses.user);
+  const products = createClient(ProductService, addresses.product);
+  return {
+    users,
+    products,
+    close() {
+      users.close();
+      products.close();
+    },
+  };
+}
+
 export interface DemoData {
   userId?: string;
   productIds: string[];
 }
 
 /**
- * On an empty store, adds a demo user and a small catalogue through the public RPCs. Returns the
+ * On an empty store (and when `seed` is set), adds a demo user and a small catalogue. Returns the
  * demo ids either way, for the ready banner.
  */
 export async function seedDemo(
-  userAddr: string,
-  productAddr: string,
+  addresses: { user: string; product: string },
   seed: boolean,
 ): Promise<DemoData> {
-  const users = createClient(UserServiceService, userAddr, {
-    serviceName: "shop.user.v1.UserService",
-  });
-  const products = createClient(ProductServiceService, productAddr, {
-    serviceName: "shop.product.v1.ProductService",
-  });
+  const { users, products, close } = seedClients(addresses);
   try {
-    const existing = await users.listUsers({ pageSize: 1, pageToken: "" });
+    const existing = await users.listUsers({ pageSize: 1 });
     if (seed && existing.users.length === 0) {
-      await users.createUser({
-        user: {
-          userId: "",
-          email: DEMO_EMAIL,
-          displayName: "Demo Shopper",
-          createTime: undefined,
-          updateTime: undefined,
-        },
-      });
-      for (const item of CATALOGUE) {
-        await products.createProduct({
-          product: {
-            productId: "",
-            name: item.name,
-            description: item.description,
-            price: { currencyCode: "EUR", amountMinor: item.amountMinor },
-            stockQuantity: item.stock,
-            createTime: undefined,
-            updateTime: undefined,
-          },
-        });
-      }
+      await addUser(users, { email: DEMO_EMAIL, displayName: "Demo Shopper" });
+      for (const item of CATALOGUE) await addProduct(products, item);
     }
     const [firstUsers, firstProducts] = await Promise.all([
-      users.listUsers({ pageSize: 1, pageToken: "" }),
-      products.listProducts({ pageSize: 3, pageToken: "", inStockOnly: true }),
+      users.listUsers({ pageSize: 1 }),
+      products.listProducts({ pageSize: 3, inStockOnly: true }),
     ]);
     return {
       ...(firstUsers.users[0] && { userId: firstUsers.users[0].userId }),
       productIds: firstProducts.products.map((product) => product.productId),
     };
   } finally {
-    users.close();
-    products.close();
+    close();
   }
 }
 
-// As a command (compose's one-shot `seed` service): seed through SHOP_USER_ADDR and
-// SHOP_PRODUCT_ADDR unless SHOP_SEED=false, then print the demo ids.
-if (process.argv[1] && import.meta.url === pathToFileURL(path.resolve(process.argv[1])).href) {
+/**
+ * The benchmark's data: a user, the product every order buys (a billion units outlasts any run),
+ * and enough other products for a page of 50.
+ */
+export async function seedBench(addresses: {
+  user: string;
+  product: string;
+}): Promise<{ userId: string; productId: string }> {
+  const { users, products, close } = seedClients(addresses);
   try {
-    const demo = await seedDemo(
-      env.string("SHOP_USER_ADDR", "127.0.0.1:50051"),
-      env.string("SHOP_PRODUCT_ADDR", "127.0.0.1:50052"),
-      env.bool("SHOP_SEED", true),
-    );
-    console.log(JSON.stringify({ user_id: demo.userId ?? null, product_ids: demo.productIds }));
-  } catch (error) {
-    console.error(`seed: ${error instanceof Error ? error.message : error}`);
-    process.exitCode = 1;
+    const user = await addUser(users, {
+      email: "bench@shopmesh.dev",
+      displayName: "Bench Shopper",
+    });
+    const item = { description: "benchmark item", amountMinor: "1250" };
+    const product = await addProduct(products, { ...item, name: "Bench item", stock: 1e9 });
+    for (let i = 1; i < 60; i++) {
+      await addProduct(products, { ...item, name: `Filler item ${i}`, stock: 100 });
+    }
+    return { userId: user.userId, productId: product.productId };
+  } finally {
+    close();
   }
 }

@@ -1,47 +1,128 @@
-// The process bookkeeping of `npm start` and `npm run mesh`: start service processes, report each
-// as it comes up, and stop everything on Ctrl-C or when something the launcher cannot do without
-// dies.
-import { existsSync } from "node:fs";
-import path from "node:path";
+// The one supervisor: `npm start`, `npm run mesh`, the benchmark and the tests launch a plan
+// (plan.ts) through it. It takes the data directory, refuses ports in use, migrates the
+// databases, starts Envoy and every replica, reports each as it serves, and stops everything on
+// Ctrl-C, when the launcher dies, or when no replica of some service is left.
 import {
+  closeSync,
+  mkdirSync,
+  openSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+  writeSync,
+} from "node:fs";
+import { createServer } from "node:net";
+import path from "node:path";
+import { envoyYaml } from "../../deploy/envoy/config.js";
+import { migrateDatabase } from "../../kit/db.js";
+import { registry, type ServiceName } from "../../services/registry.js";
+import { type EnvoyProcess, spawnEnvoy } from "./envoy.js";
+import {
+  LaunchError,
   type LoggedProcess,
-  type ProcessSpec,
   type RunningProcess,
-  repoRoot,
   spawnService,
   stopProcess,
+  waitReported,
   waitServing,
 } from "./launcher.js";
+import type { FleetPlan } from "./plan.js";
+
+/** The file that marks a data directory as in use by one launch. */
+export const LOCK_FILE = ".shopmesh.lock";
+
+export interface LaunchOptions {
+  /** When the launch began, for the "SERVING (n ms)" lines. */
+  started?: number;
+  /** What to tell the user when a port is taken, e.g. "is another npm start running?". */
+  portHint: string;
+  /** Print nothing (the benchmark has its own progress lines). */
+  quiet?: boolean;
+  /** Extra environment for every replica, e.g. a profiler's preload. */
+  env?: Record<string, string>;
+  /** Envoy's worker threads (--concurrency); one per core by default. */
+  envoyConcurrency?: number;
+}
+
+export interface Launched {
+  replicas: RunningProcess[];
+  envoy?: EnvoyProcess;
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 export class Supervisor {
   private readonly procs: LoggedProcess[] = [];
-  private stopped: Promise<never> | undefined;
+  private stopped: Promise<void> | undefined;
+  private lock: string | undefined;
 
-  /** True once stopAll has begun: exits from then on are expected. */
+  /** True once stop has begun: exits from then on are expected. */
   get stopping(): boolean {
     return this.stopped !== undefined;
   }
 
-  /** Tracks a process, so that stopAll stops it. */
+  /** Tracks a process, so that stop() stops it. */
   add<T extends LoggedProcess>(proc: T): T {
     this.procs.push(proc);
     return proc;
   }
 
-  /** Calls `handler` with the exit code or signal if `proc` exits before stopAll. */
+  /** Calls `handler` with the exit code or signal if `proc` exits before stop(). */
   onUnexpectedExit(proc: LoggedProcess, handler: (how: string) => void): void {
     proc.child.once("exit", (code, signal) => {
       if (!this.stopping) handler(String(code ?? signal));
     });
   }
 
-  /** Stops every tracked process (SIGTERM, then SIGKILL after the grace period) and exits. */
-  stopAll(code: number): Promise<never> {
+  /**
+   * Takes `dir` for this launch with a lock file naming this process. Another live launch holding
+   * it is an error; a lock left by a launch that died is taken over.
+   */
+  lockDataDir(dir: string): void {
+    mkdirSync(dir, { recursive: true });
+    const file = path.join(dir, LOCK_FILE);
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        const fd = openSync(file, "wx");
+        writeSync(fd, `${process.pid}\n`);
+        closeSync(fd);
+        this.lock = file;
+        return;
+      } catch (error) {
+        if ((error as NodeJS.ErrnoException).code !== "EEXIST") throw error;
+        const holder = Number.parseInt(readFileSync(file, "utf8"), 10);
+        if (Number.isInteger(holder) && holder !== process.pid && alive(holder)) {
+          throw new LaunchError(
+            `${dir} is in use by another launch (pid ${holder}); stop it, or give this one ` +
+              "its own SHOP_DATA_DIR",
+          );
+        }
+        rmSync(file, { force: true });
+      }
+    }
+    throw new LaunchError(`could not take ${file}`);
+  }
+
+  /** Stops every tracked process (SIGTERM, then SIGKILL after the grace period). */
+  stop(): Promise<void> {
     this.stopped ??= (async () => {
       await Promise.all(this.procs.map((proc) => stopProcess(proc)));
-      process.exit(code);
+      if (this.lock) rmSync(this.lock, { force: true });
     })();
     return this.stopped;
+  }
+
+  /** Stops everything, then exits with `code`. */
+  async stopAll(code: number): Promise<never> {
+    await this.stop();
+    process.exit(code);
   }
 
   /**
@@ -63,35 +144,118 @@ export class Supervisor {
   }
 
   /**
-   * Spawns one process per spec and waits for each to report SERVING, printing a line per process
-   * as it does, then calling `onServing` with it. Rejects with a LaunchError if one fails to start.
+   * Launches a plan: takes its data directory, checks that every port is free, migrates each
+   * database once, starts Envoy (if the plan has it) and every replica, and waits until each
+   * serves, printing a line per process. A replica that exits later is reported; when no replica
+   * of a service is left, everything stops. Rejects with a LaunchError before anything serves
+   * when a port is taken or a replica fails to start.
    */
-  async startServices(
-    specs: readonly ProcessSpec[],
-    logDir: string,
-    options: { started?: number; onServing?: (proc: RunningProcess) => void } = {},
-  ): Promise<RunningProcess[]> {
+  async launch(plan: FleetPlan, options: LaunchOptions): Promise<Launched> {
     const started = options.started ?? Date.now();
-    const width = Math.max(8, ...specs.map((spec) => spec.name.length + 1));
-    const procs = specs.map((spec) => this.add(spawnService(spec, logDir)));
+    const say = (line: string) => options.quiet || console.log(line);
+    this.lockDataDir(plan.dataDir);
+    const ports: [string, number][] = plan.replicas.map((replica) => [replica.name, replica.port]);
+    if (plan.envoy) ports.push(["envoy", plan.envoy.port], ["envoy admin", plan.envoy.adminPort]);
+    await assertFree(plan.replicas[0]?.host ?? "127.0.0.1", ports, options.portHint);
+
+    mkdirSync(plan.logDir, { recursive: true });
+    // Replicas share a file, so each database is migrated once, before any replica opens it.
     await Promise.all(
-      procs.map(async (proc) => {
+      registry.services.map((service) =>
+        migrateDatabase(plan.databases[service.name], service.migrations),
+      ),
+    );
+
+    let envoy: EnvoyProcess | undefined;
+    if (plan.envoy) {
+      writeFileSync(
+        plan.envoy.configFile,
+        envoyYaml(
+          plan.envoy.topology,
+          undefined,
+          "# Written by the launcher from deploy/envoy/config.ts and the registry; do not edit.\n",
+        ),
+      );
+      // Envoy starts with the replicas; it health-checks them in as they come up.
+      const proc = this.add(
+        spawnEnvoy({
+          config: plan.envoy.configFile,
+          logDir: plan.logDir,
+          ...(options.envoyConcurrency && { concurrency: options.envoyConcurrency }),
+        }),
+      );
+      envoy = proc;
+      this.onUnexpectedExit(proc, (how) => {
+        console.error(`\nenvoy exited unexpectedly (${how}); see ${proc.logFile}`);
+        void this.stopAll(1);
+      });
+    }
+
+    const width = Math.max(8, ...plan.replicas.map((spec) => spec.name.length + 1));
+    const alive = new Map<ServiceName, number>();
+    const replicas = plan.replicas.map((spec) =>
+      this.add(spawnService({ ...spec, env: { ...spec.env, ...options.env } }, plan.logDir)),
+    );
+    await Promise.all(
+      replicas.map(async (proc) => {
         await waitServing(proc);
-        console.log(
+        say(
           `  ${proc.spec.name.padEnd(width)} ${proc.address} SERVING (${Date.now() - started} ms)`,
         );
-        options.onServing?.(proc);
+        const service = proc.spec.service;
+        alive.set(service, (alive.get(service) ?? 0) + 1);
+        this.onUnexpectedExit(proc, (how) => {
+          const left = (alive.get(service) ?? 1) - 1;
+          alive.set(service, left);
+          console.error(`\n${proc.spec.name} exited unexpectedly (${how}); see ${proc.logFile}`);
+          if (left > 0) {
+            console.error(`its callers and Envoy send ${service} calls to the other replicas.`);
+          } else {
+            console.error(`no ${service} replica is left; stopping.`);
+            void this.stopAll(1);
+          }
+        });
       }),
     );
-    return procs;
+    if (envoy) {
+      await envoy.waitReady();
+      say(
+        `  ${"envoy".padEnd(width)} 127.0.0.1:${plan.envoy?.port} all replicas healthy (${Date.now() - started} ms)`,
+      );
+    }
+    return { replicas, ...(envoy && { envoy }) };
+  }
+
+  /**
+   * Starts a TypeScript server that reports where it serves over IPC (see waitReported), such
+   * as the benchmark's echo servers, and waits for that address.
+   */
+  async startReporting(proc: LoggedProcess): Promise<string> {
+    this.add(proc);
+    return waitReported(proc);
   }
 }
 
-/** grpcurl as a banner prints it: the repo's own copy, relative to the working directory. */
-export function grpcurlCommand(): string {
-  const local = path.join(repoRoot, ".tools/bin/grpcurl");
-  return existsSync(local) ? path.relative(process.cwd(), local) || local : "grpcurl";
+/** A port in use fails the launch before anything starts, naming the process it was for. */
+export async function assertFree(
+  host: string,
+  ports: [string, number][],
+  hint: string,
+): Promise<void> {
+  for (const [what, port] of ports) {
+    const server = createServer();
+    const error = await new Promise<NodeJS.ErrnoException | undefined>((resolve) => {
+      server.once("error", resolve);
+      server.listen(port, host, () => resolve(undefined));
+    });
+    if (!error) {
+      await new Promise<void>((resolve) => server.close(() => resolve()));
+      continue;
+    }
+    throw new LaunchError(
+      `${what} failed to start: ${error.code}: ${host}:${port} ${
+        error.code === "EADDRINUSE" ? "is in use" : "cannot be bound"
+      }; ${hint}`,
+    );
+  }
 }
-
-/** A JSON body for a shell command line, in single quotes (the ids never contain one). */
-export const shellJson = (body: object) => `'${JSON.stringify(body)}'`;

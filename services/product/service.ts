@@ -1,7 +1,7 @@
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { env } from "../../kit/config.js";
-import type { ServiceModule } from "../../kit/main.js";
 import { repeat } from "../../kit/repeat.js";
+import { defineService } from "../../kit/service.js";
 import { productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
@@ -11,28 +11,28 @@ export interface ProductSettings {
   sweepMs: number;
 }
 
-export const createProductService = (overrides: Partial<ProductSettings> = {}): ServiceModule => ({
-  name: "product",
-  defaultPort: 50052,
-  migrations,
-  implement: (db, logger) => {
-    const store = new ProductStore(db);
-    // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
-    const sweep = repeat(
-      overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
-      async () => {
-        const count = await store.expire();
-        if (count > 0) logger.info({ count }, "expired reservations");
-      },
-      (error) => logger.warn({ err: error }, "reservation sweep failed"),
-    );
-    return {
-      name: "shop.product.v1.ProductService",
-      definition: ProductServiceService,
-      handlers: productHandlers(store),
-      close: () => sweep.stop(),
-    };
-  },
-});
+export const createProductService = (overrides: Partial<ProductSettings> = {}) =>
+  defineService({
+    name: "product",
+    serves: { ProductService: ProductServiceService },
+    dependencies: {},
+    migrations,
+    implement: ({ db, logger }) => {
+      const store = new ProductStore(db);
+      // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
+      const sweep = repeat(
+        overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
+        async () => {
+          const count = await store.expire();
+          if (count > 0) logger.info({ count }, "expired reservations");
+        },
+        (error) => logger.warn({ err: error }, "reservation sweep failed"),
+      );
+      return {
+        handlers: { ProductService: productHandlers(store) },
+        close: () => sweep.stop(),
+      };
+    },
+  });
 
 export const productService = createProductService();

@@ -1,16 +1,13 @@
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import type { ServiceModule } from "../../kit/main.js";
+import { defineService } from "../../kit/service.js";
 import { userHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { UserStore } from "./store.js";
 
-export const userService: ServiceModule = {
+export const userService = defineService({
   name: "user",
-  defaultPort: 50051,
+  serves: { UserService: UserServiceService },
+  dependencies: {},
   migrations,
-  implement: (db) => ({
-    name: "shop.user.v1.UserService",
-    definition: UserServiceService,
-    handlers: userHandlers(new UserStore(db)),
-  }),
-};
+  implement: ({ db }) => ({ handlers: { UserService: userHandlers(new UserStore(db)) } }),
+});

@@ -1,0 +1,49 @@
+import { contractRegistry } from "../contract.js";
+import { Code } from "../errors.js";
+import type { Logger } from "../logger.js";
+import type { ServerMiddleware } from "./types.js";
+
+/** Codes that mean a bug or an outage on our side rather than a caller's mistake. */
+const OUR_FAULT = new Set<Code>([Code.UNKNOWN, Code.INTERNAL, Code.DATA_LOSS]);
+
+/** True when the rpc's request has the AIP-155 idempotency key, `request_id`. */
+function hasIdempotencyKey(requestType: string | undefined): boolean {
+  const message = requestType ? contractRegistry().getMessage(requestType) : undefined;
+  return message?.fields.some((field) => field.name === "request_id") ?? false;
+}
+
+/**
+ * One log line per call, written once the status is sent, with the status the caller got (after
+ * serialization and cancellation), how long it took, the deadline it arrived with, the
+ * idempotency key of a request that has one, and the call's log fields (`x_request_id`, …).
+ * Our own failures are logged at error level with their cause.
+ */
+export function logging(logger: Logger): ServerMiddleware {
+  return {
+    name: "logging",
+    wrap(method, next) {
+      const keyed = hasIdempotencyKey(method.requestType);
+      return (request, ctx) => {
+        const key = keyed ? (request as { requestId?: unknown }).requestId : undefined;
+        ctx.onFinish((status) => {
+          if (!logger.isLevelEnabled("info")) return;
+          const line: Record<string, unknown> = {
+            method: method.path,
+            code: Code[status.code],
+            duration_ms: Math.round(status.durationMs * 1000) / 1000,
+            ...ctx.logFields,
+          };
+          // The time the caller allowed, as it arrived: shows deadlines propagating.
+          if (ctx.deadline) line.deadline = ctx.deadline.toISOString();
+          if (typeof key === "string" && key !== "") line.idempotency_key = key;
+          if (OUR_FAULT.has(status.code)) {
+            logger.error({ ...line, err: status.cause, details: status.details }, "rpc failed");
+          } else {
+            logger.info(line, "rpc");
+          }
+        });
+        return next(request, ctx);
+      };
+    },
+  };
+}

@@ -1,0 +1,33 @@
+import { randomUUID } from "node:crypto";
+import { contextKey } from "../context.js";
+import type { ClientMiddleware, ServerMiddleware } from "./types.js";
+
+const HEADER = "x-request-id";
+
+/**
+ * The x-request-id of a call: the id that ties together the log lines of one request across
+ * Envoy and the services. Not the proto's `request_id`, which is an idempotency key.
+ */
+export const X_REQUEST_ID = contextKey<string>(HEADER);
+
+/** Takes the caller's x-request-id, or makes one, and puts it in every log line of the call. */
+export const requestIdServer: ServerMiddleware = {
+  name: "request-id",
+  wrap: (_method, next) => (request, ctx) => {
+    const given = ctx.metadata.get(HEADER)[0];
+    const id = typeof given === "string" && given !== "" ? given : randomUUID();
+    ctx.set(X_REQUEST_ID, id);
+    ctx.logFields.x_request_id = id;
+    return next(request, ctx);
+  },
+};
+
+/** A call made while serving another carries that call's x-request-id, unless it set its own. */
+export const requestIdClient: ClientMiddleware = {
+  name: "request-id",
+  wrap: (_method, next) => (request, call) => {
+    const id = call.options.ctx?.get(X_REQUEST_ID);
+    if (id !== undefined && call.metadata.get(HEADER).length === 0) call.metadata.set(HEADER, id);
+    return next(request, call);
+  },
+};

@@ -1,0 +1,53 @@
+import type { CallContext } from "../context.js";
+import { isBusy } from "../db.js";
+import { Code, ServiceError } from "../errors.js";
+import type { ServerMiddleware } from "./types.js";
+
+/**
+ * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
+ * CANCELLED, a database busy past its timeout is UNAVAILABLE (nothing was written, so the caller
+ * may retry), and anything else is our own bug: INTERNAL, with the cause kept for the log.
+ */
+export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
+  if (error instanceof ServiceError) return error;
+  if (ctx.signal.aborted) {
+    return new ServiceError(Code.CANCELLED, "the call was cancelled or its deadline passed");
+  }
+  if (isBusy(error)) {
+    return new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {
+      reason: "DATABASE_BUSY",
+    });
+  }
+  return new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
+}
+
+async function* mapped(messages: AsyncIterable<unknown>, ctx: CallContext) {
+  try {
+    yield* messages;
+  } catch (error) {
+    throw toServiceError(error, ctx);
+  }
+}
+
+/** Status mapping as middleware: every failure leaves the chain as a ServiceError. */
+export const statusMapping: ServerMiddleware = {
+  name: "status-mapping",
+  wrap: (method, next) =>
+    method.kind === "unary"
+      ? (request, ctx) => {
+          try {
+            return (next(request, ctx) as Promise<unknown>).then(undefined, (error: unknown) => {
+              throw toServiceError(error, ctx);
+            });
+          } catch (error) {
+            return Promise.reject(toServiceError(error, ctx));
+          }
+        }
+      : async (request, ctx) => {
+          try {
+            return mapped((await next(request, ctx)) as AsyncIterable<unknown>, ctx);
+          } catch (error) {
+            throw toServiceError(error, ctx);
+          }
+        },
+};

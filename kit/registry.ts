@@ -1,0 +1,132 @@
+import { serviceNameOf } from "./contract.js";
+import type { Migration } from "./db.js";
+import type { AnyServiceModule } from "./service.js";
+
+/** One line of the registry: a service module and where it runs. */
+export interface RegistryEntry<M extends AnyServiceModule = AnyServiceModule> {
+  /** What runs: the module services/<name>/service.ts exports. */
+  readonly module: M;
+  /** Where it listens by default; replica i of `npm run mesh` listens on port + 10 × (i − 1). */
+  readonly port: number;
+  /** Where it will serve Prometheus metrics; not served yet. */
+  readonly metricsPort?: number;
+  /**
+   * "public" (the default): Envoy routes its proto services at the edge. "internal": only
+   * services inside the mesh call it.
+   */
+  readonly exposure?: "public" | "internal";
+}
+
+/** A registered service, with everything the launchers, Envoy and deployments derive from it. */
+export interface RegisteredService<N extends string = string> {
+  readonly name: N;
+  readonly module: AnyServiceModule;
+  readonly port: number;
+  readonly metricsPort: number | undefined;
+  readonly exposure: "public" | "internal";
+  /** Full names of the proto services it serves, e.g. ["shop.user.v1.UserService"]. */
+  readonly protoServices: readonly string[];
+  /** The registered services it calls, by the name of its client for each. */
+  readonly clients: Readonly<Record<string, N>>;
+  /** The registered services it calls, each once. */
+  readonly dependencies: readonly N[];
+  readonly migrations: readonly Migration[];
+}
+
+const NAME = /^[a-z][a-z0-9]*$/;
+
+/** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
+export const serviceVariable = (name: string, setting: string) =>
+  `SHOP_${name.toUpperCase()}_${setting}`;
+
+/** The one list of services, in start order: every service after the services it calls. */
+export class ServiceRegistry<N extends string = string> {
+  readonly services: readonly RegisteredService<N>[];
+
+  constructor(entries: readonly RegistryEntry[]) {
+    const owners = new Map<string, N>();
+    for (const { module } of entries) {
+      if (!NAME.test(module.name)) {
+        throw new Error(`service name "${module.name}" must be lower-case letters and digits`);
+      }
+      for (const definition of Object.values(module.serves)) {
+        owners.set(serviceNameOf(definition as never), module.name as N);
+      }
+    }
+    const resolved = entries.map((entry): RegisteredService<N> => {
+      const { module } = entry;
+      const clients: Record<string, N> = {};
+      for (const [client, definition] of Object.entries(module.dependencies)) {
+        const protoService = serviceNameOf(definition as never);
+        const owner = owners.get(protoService);
+        if (!owner) throw new Error(`${module.name} calls ${protoService}, which nothing serves`);
+        clients[client] = owner;
+      }
+      return {
+        name: module.name as N,
+        module,
+        port: entry.port,
+        metricsPort: entry.metricsPort,
+        exposure: entry.exposure ?? "public",
+        protoServices: Object.values(module.serves).map((definition) =>
+          serviceNameOf(definition as never),
+        ),
+        clients,
+        dependencies: [...new Set(Object.values(clients))],
+        migrations: module.migrations,
+      };
+    });
+    for (const [i, service] of resolved.entries()) {
+      const twin = resolved.findIndex(
+        (other) => other.name === service.name || other.port === service.port,
+      );
+      if (twin !== i) throw new Error(`${service.name}: its name or port is registered twice`);
+    }
+    this.services = startOrder(resolved);
+  }
+
+  /** The registered names, in start order. */
+  get names(): N[] {
+    return this.services.map((service) => service.name);
+  }
+
+  get(name: string): RegisteredService<N> {
+    const found = this.services.find((service) => service.name === name);
+    if (!found) throw new Error(`no service "${name}"; one of ${this.names.join(", ")}`);
+    return found;
+  }
+
+  /** The service that serves a proto service, e.g. "shop.user.v1.UserService" → user. */
+  owner(protoService: string): RegisteredService<N> | undefined {
+    return this.services.find((service) => service.protoServices.includes(protoService));
+  }
+}
+
+/** Dependencies first; refuses a cycle, which no start order could satisfy. */
+function startOrder<N extends string>(
+  services: readonly RegisteredService<N>[],
+): RegisteredService<N>[] {
+  const ordered: RegisteredService<N>[] = [];
+  const visiting = new Set<string>();
+  const visit = (service: RegisteredService<N>) => {
+    if (ordered.includes(service)) return;
+    if (visiting.has(service.name)) throw new Error(`${service.name} depends on itself`);
+    visiting.add(service.name);
+    for (const name of service.dependencies) {
+      visit(services.find((candidate) => candidate.name === name) as RegisteredService<N>);
+    }
+    visiting.delete(service.name);
+    ordered.push(service);
+  };
+  for (const service of services) visit(service);
+  return ordered;
+}
+
+type NameOf<E extends readonly RegistryEntry[]> = E[number]["module"]["name"];
+
+/** The registry of `entries`, typed by their names. */
+export function defineRegistry<const E extends readonly RegistryEntry[]>(
+  entries: E,
+): ServiceRegistry<NameOf<E>> {
+  return new ServiceRegistry<NameOf<E>>(entries);
+}

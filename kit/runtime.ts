@@ -1,0 +1,147 @@
+import { createClient } from "./client.js";
+import { env, type ServerConfig, serverConfig } from "./config.js";
+import { type Knex, openDatabase } from "./db.js";
+import { createLogger, type Logger } from "./logger.js";
+import {
+  type ClientMiddleware,
+  defaultClientMiddleware,
+  defaultServerMiddleware,
+  type ServerMiddleware,
+} from "./middleware/index.js";
+import { type ServiceRegistry, serviceVariable } from "./registry.js";
+import { type RunningServer, serve } from "./server.js";
+import type { AnyServiceModule, ServiceImplementation } from "./service.js";
+
+export interface StartOptions extends Partial<ServerConfig> {
+  logger?: Logger;
+  /** The address of each service it calls, by client name; every dependency needs one. */
+  dependencies?: Record<string, string>;
+  /** Deadline of a call to a dependency when the caller's is later or absent. */
+  dependencyTimeoutMs?: number;
+  /** Middleware every served call goes through after the kit's defaults. */
+  middleware?: readonly ServerMiddleware[];
+  /** Middleware every call to a dependency goes through after the kit's defaults. */
+  clientMiddleware?: readonly ClientMiddleware[];
+}
+
+export interface StartedService {
+  server: RunningServer;
+  db: Knex;
+  logger: Logger;
+  /** Graceful shutdown, then background work stops, clients close and the database closes. */
+  stop(): Promise<void>;
+}
+
+/** Opens the database, migrates it, connects the dependencies and serves. Tests use port 0. */
+export async function startService(
+  module: AnyServiceModule,
+  options: StartOptions = {},
+): Promise<StartedService> {
+  const config = { ...serverConfig(module.name, 0), ...options };
+  const logger = options.logger ?? createLogger(module.name, config.logLevel);
+  const clientMiddleware = [
+    ...defaultClientMiddleware({
+      defaultTimeoutMs: options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000),
+    }),
+    ...(options.clientMiddleware ?? []),
+  ];
+  const clients: Record<string, ReturnType<typeof createClient>> = {};
+  for (const [name, definition] of Object.entries(module.dependencies)) {
+    const address = options.dependencies?.[name];
+    if (!address) throw new Error(`${module.name}: no address for its dependency "${name}"`);
+    // One long-lived channel per dependency; its retry policy comes from the contract.
+    clients[name] = createClient(definition as never, address, { middleware: clientMiddleware });
+  }
+  const closeClients = () => {
+    for (const client of Object.values(clients)) client.close();
+  };
+  let db: Knex;
+  try {
+    db = await openDatabase(config.database, module.migrations);
+  } catch (error) {
+    closeClients();
+    throw error;
+  }
+  const implementation = module.implement({ db, logger, clients });
+  const services: ServiceImplementation[] = Object.entries(module.serves).map(
+    ([key, definition]) => ({
+      definition: definition as never,
+      handlers: implementation.handlers[key] as never,
+    }),
+  );
+  let server: RunningServer;
+  try {
+    server = await serve(services, {
+      host: config.host,
+      port: config.port,
+      logger,
+      shutdownGraceMs: config.shutdownGraceMs,
+      middleware: [...defaultServerMiddleware(logger), ...(options.middleware ?? [])],
+    });
+  } catch (error) {
+    await implementation.close?.();
+    closeClients();
+    await db.destroy();
+    throw error;
+  }
+  let stopped: Promise<void> | undefined;
+  return {
+    server,
+    db,
+    logger,
+    stop() {
+      stopped ??= (async () => {
+        await server.shutdown();
+        await implementation.close?.();
+        closeClients();
+        await db.destroy();
+      })();
+      return stopped;
+    },
+  };
+}
+
+/**
+ * The addresses of the services `name` calls: SHOP_<DEPENDENCY>_ADDR, else the dependency's
+ * default port on 127.0.0.1.
+ */
+export function dependencyAddresses(registry: ServiceRegistry, name: string) {
+  const service = registry.get(name);
+  return Object.fromEntries(
+    Object.entries(service.clients).map(([client, dependency]) => [
+      client,
+      env.string(serviceVariable(dependency, "ADDR"), `127.0.0.1:${registry.get(dependency).port}`),
+    ]),
+  );
+}
+
+/**
+ * A service process: start the registered service `name` from SHOP_* settings, tell the launcher
+ * that started it (if any) where it serves, and stop gracefully on SIGTERM or SIGINT.
+ */
+export async function runService(registry: ServiceRegistry, name: string): Promise<void> {
+  let service: StartedService;
+  try {
+    const registered = registry.get(name);
+    service = await startService(registered.module, {
+      ...serverConfig(name, registered.port),
+      dependencies: dependencyAddresses(registry, name),
+    });
+  } catch (error) {
+    console.error(`${name}: failed to start: ${(error as Error).message}`);
+    process.exit(1);
+  }
+  service.logger.info({ address: service.server.address }, "serving");
+  // A launcher waits for this, so it never takes another process on the port for this one.
+  process.send?.({ serving: service.server.address, pid: process.pid });
+  const stop = async (signal: string) => {
+    service.logger.info({ signal }, "shutting down");
+    await service.stop();
+    service.logger.info("stopped");
+    process.exit(0);
+  };
+  process.once("SIGTERM", stop);
+  process.once("SIGINT", stop);
+  // The launcher is gone (even by SIGKILL): stop rather than serve on as an orphan.
+  if (process.send) process.once("disconnect", () => stop("disconnect"));
+}
