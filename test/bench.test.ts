@@ -1,4 +1,4 @@
-// The benchmark harness itself works end to end: a one-second run of two targets writes a report.
+// The benchmark harness itself works end to end: a one-second run of three targets writes a report.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -19,7 +19,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     process.execPath,
     [
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
-      ...["--targets", "echo,get-direct"],
+      ...["--targets", "echo,kit-echo,get-direct"],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
       ...["--out", out],
     ],
@@ -39,6 +39,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     results.runs.map((r) => [r.target, r.concurrency]),
     [
       ["echo", 4],
+      ["kit-echo", 4],
       ["get-direct", 4],
     ],
   );
@@ -46,15 +47,18 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     t.true(r.rps > 0, `${r.target} rps`);
     t.is(r.errors, 0, `${r.target} errors: ${JSON.stringify(r.errorSamples)}`);
     t.true(r.latencyMs.p50 > 0 && r.latencyMs.p50 <= r.latencyMs.p99, `${r.target} latency`);
-    t.true((r.processes[r.target === "echo" ? "echo" : "product"]?.cpuS ?? 0) > 0);
+    const entry = r.target === "get-direct" ? "product" : (r.target as "echo" | "kit-echo");
+    t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
   }
   t.true(Number.isInteger(results.machine.cores) && results.machine.cores > 0);
   t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
+  t.true(results.ratios.some((ratio) => ratio.name === "kit echo ÷ echo"));
 
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
+  t.regex(markdown, /kit echo ÷ echo/);
   const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
   t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   t.regex(svg, /GetProduct direct/);

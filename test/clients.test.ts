@@ -10,14 +10,14 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { freePorts, repoRoot } from "../scripts/lib/launcher.js";
 import { type ExecResult, exec, grpcurl } from "./helpers/exec.js";
-import { type MeshLauncher, startMeshLauncher } from "./helpers/launch-mesh.js";
+import { type Launch, startLaunch } from "./helpers/launch.js";
 
 const python = path.join(repoRoot, ".tools/venv/bin/python");
 const genPython = path.join(repoRoot, "gen/python");
 const genGo = path.join(repoRoot, "gen/go");
 const javaClient = path.join(repoRoot, "clients/java/target/shop-client.jar");
 
-let mesh: MeshLauncher | undefined;
+let mesh: Launch | undefined;
 let buildDir: string | undefined;
 let goClient: string;
 
@@ -48,7 +48,7 @@ test.before(async () => {
   const [build, javaBuild, started] = await Promise.allSettled([
     exec("go", ["-C", "clients/go", "build", "-o", goClient, "."], { timeoutMs: 110_000 }),
     buildJavaClient(),
-    startMeshLauncher({ args: ["--no-seed"] }),
+    startLaunch("mesh", { args: ["--no-seed"] }),
   ]);
   if (started.status === "fulfilled") mesh = started.value; // test.after.always stops it
   if (build.status === "rejected") throw build.reason;
@@ -131,8 +131,8 @@ const ROUTES: { name: string; endpoints(): Endpoints; check(kind: Kind): string 
   },
   {
     name: "through Envoy (-target)",
-    endpoints: () => ({ target: live().envoy }),
-    check: () => live().envoy,
+    endpoints: () => ({ target: live().envoy as string }),
+    check: () => live().envoy as string,
   },
 ];
 

@@ -72,6 +72,12 @@ const rejected: Record<string, (text: string) => string> = {
   "removing an rpc": (text) => text.replace(/ {2}rpc DeleteUser\([\s\S]*?\n {2}\}\n/, ""),
   "renaming a package": (text) =>
     text.replace("package shop.user.v1;", "package shop.customer.v1;"),
+  // Clients generated from the old contract would still retry GetUser.
+  "weakening an rpc's idempotency level": (text) =>
+    text.replace(
+      '{get: "/users/{user_id}"};\n    option idempotency_level = NO_SIDE_EFFECTS;',
+      '{get: "/users/{user_id}"};\n    option idempotency_level = IDEMPOTENCY_UNKNOWN;',
+    ),
 };
 
 for (const [name, edit] of Object.entries(rejected)) {
@@ -92,7 +98,7 @@ const accepted: Record<string, (text: string) => string> = {
     text
       .replace(
         "service UserService {",
-        "service UserService {\n  // Pings.\n  rpc PingUser(PingUserRequest) returns (PingUserResponse);\n",
+        "service UserService {\n  // Pings.\n  rpc PingUser(PingUserRequest) returns (PingUserResponse) {\n    option idempotency_level = NO_SIDE_EFFECTS;\n  }\n",
       )
       .concat(
         "\n// Ping request.\nmessage PingUserRequest {}\n// Ping response.\nmessage PingUserResponse {}\n",

@@ -45,7 +45,7 @@ test("the README shows one grpcurl example for every rpc", (t) => {
 });
 
 test("every README grpcurl example answers against npm start", async (t) => {
-  const launcher = await launch(t, { env: { SHOP_SEED: "false" } });
+  const launcher = await launch(t, "start", { env: { SHOP_SEED: "false" } });
   const ids: Record<string, string> = {};
   const examples = readmeExamples();
   // DeleteUser last: the order examples need the user it deletes.

@@ -8,16 +8,9 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { DEMO_EMAIL } from "../scripts/lib/seed.js";
+import { registry } from "../services/registry.js";
 import { exec, grpcurl } from "./helpers/exec.js";
-import {
-  alive,
-  childPids,
-  HOST,
-  isListening,
-  type LauncherPorts,
-  launch,
-  spawnLauncher,
-} from "./helpers/launch.js";
+import { alive, childPids, HOST, isListening, launch, spawnLaunch } from "./helpers/launch.js";
 import { shellSplit } from "./helpers/shell.js";
 
 const SERVICES = {
@@ -93,7 +86,7 @@ function assertServicesListed(t: ExecutionContext, stdout: string) {
 }
 
 test.serial("every grpcurl command in the banner works exactly as printed", async (t) => {
-  const shop = await launch(t);
+  const shop = await launch(t, "start");
   const commands = bannerCommands(shop.banner);
   t.deepEqual(
     commands.map((c) => c.action),
@@ -123,7 +116,7 @@ test.serial("every grpcurl command in the banner works exactly as printed", asyn
         t.true(stdout.startsWith(`${SERVICES.order} is a service:`), stdout);
         t.true(
           stdout.includes(
-            "rpc WatchOrder ( .shop.order.v1.WatchOrderRequest ) returns ( stream .shop.order.v1.WatchOrderResponse );",
+            "rpc WatchOrder ( .shop.order.v1.WatchOrderRequest ) returns ( stream .shop.order.v1.WatchOrderResponse )",
           ),
           stdout,
         );
@@ -187,8 +180,8 @@ test.serial("every grpcurl command in the banner works exactly as printed", asyn
   }
 });
 
-test.serial("SIGINT stops all three services and the launcher exits 0", async (t) => {
-  const shop = await launch(t);
+test.serial("SIGINT stops every service and the launcher exits 0", async (t) => {
+  const shop = await launch(t, "start");
   const services = childPids(shop.child.pid as number);
   t.is(services.length, 3, `launcher children: ${services.join(" ")}`);
   for (const port of Object.values(shop.ports)) t.true(await isListening(port));
@@ -205,12 +198,12 @@ test.serial("a second launch on the same data dir does not seed again", async (t
   const dataDir = await mkdtemp(path.join(tmpdir(), "shopmesh-reuse-"));
   t.teardown(() => rm(dataDir, { recursive: true, force: true }));
 
-  const first = await launch(t, { dataDir });
+  const first = await launch(t, "start", { dataDir });
   const firstUser = userIdIn(first.banner);
   t.truthy(firstUser, first.banner);
   t.is(await first.stop(), 0);
 
-  const second = await launch(t, { dataDir });
+  const second = await launch(t, "start", { dataDir });
   t.is(userIdIn(second.banner), firstUser, "the same demo user, read back from disk");
   const { users } = await grpcurl(second.addresses.user, `${SERVICES.user}/ListUsers`, {
     page_size: 50,
@@ -227,7 +220,7 @@ test.serial("a second launch on the same data dir does not seed again", async (t
 
 const unseeded = test.macro({
   async exec(t, options: { args?: string[]; env?: Record<string, string> }) {
-    const shop = await launch(t, options);
+    const shop = await launch(t, "start", options);
     const users = await grpcurl(shop.addresses.user, `${SERVICES.user}/ListUsers`, {});
     const products = await grpcurl(shop.addresses.product, `${SERVICES.product}/ListProducts`, {});
     t.deepEqual(users, {}, "no users");
@@ -252,7 +245,7 @@ const unseeded = test.macro({
 test.serial("--no-seed", unseeded, { args: ["--no-seed"] });
 test.serial("SHOP_SEED=false", unseeded, { env: { SHOP_SEED: "false" } });
 
-for (const taken of Object.keys(SERVICES) as (keyof LauncherPorts)[]) {
+for (const taken of registry.names) {
   test.serial(`a taken ${taken} port makes the launcher fail and name ${taken}`, async (t) => {
     const squatter = createServer((socket) => socket.destroy());
     squatter.listen(0, HOST);
@@ -260,7 +253,7 @@ for (const taken of Object.keys(SERVICES) as (keyof LauncherPorts)[]) {
     t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
     const port = (squatter.address() as { port: number }).port;
 
-    const proc = await spawnLauncher({ ports: { [taken]: port } });
+    const proc = await spawnLaunch("start", { ports: { [taken]: port } });
     t.teardown(() => proc.kill());
     let timer: NodeJS.Timeout | undefined;
     const status = await Promise.race([
@@ -283,3 +276,57 @@ for (const taken of Object.keys(SERVICES) as (keyof LauncherPorts)[]) {
     }
   });
 }
+
+/** Waits for a launcher expected to fail; fails the test if it is still up after 60 s. */
+async function failedLaunch(proc: Awaited<ReturnType<typeof spawnLaunch>>) {
+  let timer: NodeJS.Timeout | undefined;
+  const status = await Promise.race([
+    proc.exited,
+    new Promise<never>((_, reject) => {
+      timer = setTimeout(
+        () => reject(new Error(`still running after 60 s:\n${proc.output()}`)),
+        60_000,
+      );
+    }),
+  ]).finally(() => clearTimeout(timer));
+  return { ...status, output: proc.output() };
+}
+
+test.serial(
+  "a second npm start on a running one's ports fails before any banner, naming the port",
+  async (t) => {
+    const first = await launch(t, "start", { args: ["--no-seed"] });
+    const second = await spawnLaunch("start", { ports: first.ports });
+    t.teardown(() => second.kill());
+    const { code, output } = await failedLaunch(second);
+    t.not(code, 0, output);
+    t.false(output.includes("shopmesh is ready"), output);
+    const [name, port] = Object.entries(first.ports)[0] as [string, number];
+    t.regex(
+      output,
+      new RegExp(`\\b${name} failed to start: EADDRINUSE: ${HOST}:${port} is in use`),
+    );
+    // The first launch is untouched and still serves.
+    for (const address of Object.values(first.addresses)) {
+      t.deepEqual(await grpcurl(address, "grpc.health.v1.Health/Check", {}), { status: "SERVING" });
+    }
+  },
+);
+
+test.serial("two launches never share a data directory", async (t) => {
+  const first = await launch(t, "start", { args: ["--no-seed"] });
+  const second = await spawnLaunch("start", { dataDir: first.dataDir });
+  t.teardown(() => second.kill());
+  const { code, output } = await failedLaunch(second);
+  t.not(code, 0, output);
+  t.false(output.includes("shopmesh is ready"), output);
+  t.regex(
+    output,
+    new RegExp(`${first.dataDir} is in use by another launch \\(pid ${first.child.pid}\\)`),
+  );
+  for (const [name, port] of Object.entries(second.ports)) {
+    t.false(await isListening(port), `the second launch left ${name} running on ${port}`);
+  }
+  const { users } = await grpcurl(first.addresses.user, `${SERVICES.user}/ListUsers`, {});
+  t.is(users, undefined, "the second launch wrote nothing (no demo data)");
+});

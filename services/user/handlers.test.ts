@@ -12,6 +12,7 @@ import { openDatabase } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { encodePageToken } from "../../kit/page-token.js";
 import { callContext } from "../../test/helpers/context.js";
+import { expectInvalid } from "../../test/helpers/status.js";
 import { userHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { UserStore } from "./store.js";
@@ -33,23 +34,6 @@ async function setup(t: ExecutionContext) {
     (await handlers.listUsers(ListUsersRequest.fromPartial({ pageSize: 1000 }), ctx("ListUsers")))
       .users.length;
   return { db, handlers, create, count };
-}
-
-/** Asserts INVALID_ARGUMENT whose BadRequest names exactly `fields`, in order. */
-async function invalid(
-  t: ExecutionContext,
-  call: Promise<unknown>,
-  fields: string[],
-  reason = "INVALID_ARGUMENT",
-) {
-  const error = await t.throwsAsync(call, { instanceOf: ServiceError });
-  t.is(error?.code, Code.INVALID_ARGUMENT, error?.message);
-  t.is(error?.details.reason, reason);
-  t.deepEqual(
-    error?.details.fieldViolations?.map((v) => v.field),
-    fields,
-  );
-  return error;
 }
 
 const chars = (n: number, c = "x") => c.repeat(n);
@@ -105,9 +89,11 @@ test("CreateUser accepts the boundary lengths", async (t) => {
 
 test("CreateUser refuses a missing user", async (t) => {
   const { handlers, count } = await setup(t);
-  await invalid(t, handlers.createUser(CreateUserRequest.fromPartial({}), ctx("CreateUser")), [
-    "user",
-  ]);
+  await expectInvalid(
+    t,
+    handlers.createUser(CreateUserRequest.fromPartial({}), ctx("CreateUser")),
+    ["user"],
+  );
   t.is(await count(), 0);
 });
 
@@ -128,7 +114,7 @@ const badUsers: [string, { email: string; displayName: string }, string[]][] = [
 for (const [name, fields, violations] of badUsers) {
   test(`CreateUser refuses ${name} and writes nothing`, async (t) => {
     const { handlers, count } = await setup(t);
-    await invalid(
+    await expectInvalid(
       t,
       handlers.createUser(CreateUserRequest.fromPartial({ user: fields }), ctx("CreateUser")),
       violations,
@@ -154,9 +140,11 @@ test("CreateUser refuses an email taken by another user, whatever its case", asy
 test("GetUser refuses an empty or too long id", async (t) => {
   const { handlers } = await setup(t);
   for (const userId of ["", chars(65)]) {
-    await invalid(t, handlers.getUser(GetUserRequest.fromPartial({ userId }), ctx("GetUser")), [
-      "user_id",
-    ]);
+    await expectInvalid(
+      t,
+      handlers.getUser(GetUserRequest.fromPartial({ userId }), ctx("GetUser")),
+      ["user_id"],
+    );
   }
 });
 
@@ -241,7 +229,7 @@ test("ListUsers of an empty table is an empty last page", async (t) => {
 
 test("ListUsers refuses a negative page_size", async (t) => {
   const { handlers } = await setup(t);
-  await invalid(
+  await expectInvalid(
     t,
     handlers.listUsers(ListUsersRequest.fromPartial({ pageSize: -1 }), ctx("ListUsers")),
     ["page_size"],
@@ -270,7 +258,7 @@ test("ListUsers refuses page tokens it never issued", async (t) => {
     encodePageToken(1, { userId: "" }),
   ];
   for (const pageToken of forged) {
-    await invalid(
+    await expectInvalid(
       t,
       handlers.listUsers(ListUsersRequest.fromPartial({ pageToken }), ctx("ListUsers")),
       ["page_token"],
@@ -410,7 +398,7 @@ for (const [name, user, mask, violations] of badUpdates) {
       ...user,
       userId: user.userId === "usr_1" ? existing.userId : user.userId,
     };
-    await invalid(
+    await expectInvalid(
       t,
       handlers.updateUser(
         UpdateUserRequest.fromPartial({ user: target, updateMask: mask }),
@@ -474,7 +462,7 @@ test("DeleteUser refuses an empty or too long id", async (t) => {
   const { handlers, create, count } = await setup(t);
   await create("ada@example.com");
   for (const userId of ["", chars(65)]) {
-    await invalid(
+    await expectInvalid(
       t,
       handlers.deleteUser(DeleteUserRequest.fromPartial({ userId }), ctx("DeleteUser")),
       ["user_id"],

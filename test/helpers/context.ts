@@ -1,11 +1,17 @@
-import { Metadata } from "@grpc/grpc-js";
-import type { CallContext } from "../../kit/context.js";
+import type { Metadata } from "@grpc/grpc-js";
+import { detachedContext, type ServerCallContext } from "../../kit/context.js";
+import { contractMethods } from "../../kit/contract.js";
 
-/** The context a handler gets for a call with no deadline that nobody cancels. */
-export const callContext = (service: string, method: string): CallContext => ({
-  method: `/${service}/${method}`,
-  metadata: new Metadata(),
-  deadline: undefined,
-  signal: new AbortController().signal,
-  requestId: `test-${method}`,
-});
+/**
+ * The context a handler gets for a call of `service`'s `rpc` (as the contract states it), with no
+ * deadline unless given, cancelled only through `signal`.
+ */
+export function callContext(
+  service: string,
+  rpc: string,
+  options: { metadata?: Metadata; deadline?: Date; signal?: AbortSignal } = {},
+): ServerCallContext {
+  const method = contractMethods(service).find((candidate) => candidate.rpc === rpc);
+  if (!method) throw new Error(`${service} has no rpc ${rpc}`);
+  return detachedContext(method, options);
+}

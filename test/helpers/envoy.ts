@@ -8,7 +8,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { loadDescriptorServices } from "../../deploy/envoy/config.js";
+import { routedServices } from "../../deploy/envoy/config.js";
 import { type FrontDoorOptions, frontDoorConfig, spawnEnvoy } from "../../scripts/lib/envoy.js";
 
 export { envoyBinary } from "../../scripts/lib/envoy.js";
@@ -92,7 +92,6 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
   const envoy = spawnEnvoy({
     config: frontDoorConfig({
       services: options.services,
-      descriptorPath: options.descriptorPath,
       accessLogPath,
       healthCheckIntervalMs: options.healthCheckIntervalMs ?? 500,
     }),
@@ -119,7 +118,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
     });
     const port = await envoy.listenerPort();
     // Every cluster of the config, those without hosts too.
-    const clusters = loadDescriptorServices(options.descriptorPath).map(({ cluster }) => cluster);
+    const clusters = [...new Set(routedServices().map(({ cluster }) => cluster))];
     const stats = async () => {
       const result: ClusterStats = Object.fromEntries(clusters.map((name) => [name, {}]));
       for (const { cluster, address, flags, stats: counters } of await envoy.hosts()) {

@@ -1,17 +1,24 @@
-// Real servers on port 0 with in-memory databases, and typed clients to them. Every start is
-// paired with a teardown, so a failing test never leaves a server running.
+// The test fleet: every registered service in this process, on 127.0.0.1:0 with an in-memory
+// database, wired to the services it calls as the registry says, with typed clients to them.
+// Every start is paired with a teardown, so a failing test never leaves a server running.
+//
+//   const fleet = await startFleet(t);                       // user, product, order, …
+//   await addUser(fleet.users);                              // scripts/lib/seed.ts
+//   fleet.product.faults.set("CommitReservation", { code: Code.UNAVAILABLE });
 import { Writable } from "node:stream";
 import type { ExecutionContext } from "ava";
 import { pino } from "pino";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
-import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import type { Logger } from "../../kit/logger.js";
-import { type ServiceModule, type StartedService, startService } from "../../kit/main.js";
+import { type StartedService, startService } from "../../kit/runtime.js";
+import type { AnyServiceModule } from "../../kit/service.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
-import { userService } from "../../services/user/service.js";
+import { registry, type ServiceName } from "../../services/registry.js";
+import { Faults } from "./faults.js";
 
 /** A pino logger whose lines the test can read. */
 export function captureLogger(service: string): {
@@ -28,141 +35,98 @@ export function captureLogger(service: string): {
   return { logger: pino({ level: "info", base: { service } }, sink), lines };
 }
 
+/** A service a test started, with the faults it can inject into its rpcs. */
+export interface TestService extends StartedService {
+  faults: Faults;
+}
+
 /** Starts one service on 127.0.0.1:0 with its own in-memory database. */
 export async function start(
   t: ExecutionContext,
-  module: ServiceModule,
-  options: { logger?: Logger; database?: string } = {},
-): Promise<StartedService> {
+  module: AnyServiceModule,
+  options: { logger?: Logger; database?: string; dependencies?: Record<string, string> } = {},
+): Promise<TestService> {
+  const faults = new Faults();
   const service = await startService(module, {
     host: "127.0.0.1",
     port: 0,
     database: options.database ?? ":memory:",
     logLevel: "silent",
     shutdownGraceMs: 2_000,
+    dependencies: options.dependencies,
+    middleware: [faults.middleware],
     ...(options.logger && { logger: options.logger }),
   });
   t.teardown(() => service.stop());
-  return service;
+  return { ...service, faults };
 }
 
+/** Typed clients of the services at `addresses`; one not given dials nothing. */
 export function clientsFor(
   t: ExecutionContext,
   addresses: { user?: string; product?: string; order?: string },
 ) {
-  const make = <S extends Parameters<typeof createClient>[0]>(
-    definition: S,
-    address: string,
-    name: string,
-  ) => {
-    const client = createClient(definition, address, {
-      serviceName: name,
+  const make = <S extends Parameters<typeof createClient>[0]>(definition: S, address?: string) => {
+    const client = createClient(definition, address ?? "127.0.0.1:1", {
       defaultTimeoutMs: 10_000,
     });
     t.teardown(() => client.close());
     return client;
   };
   return {
-    users: make(UserServiceService, addresses.user ?? "127.0.0.1:1", "shop.user.v1.UserService"),
-    products: make(
-      ProductServiceService,
-      addresses.product ?? "127.0.0.1:1",
-      "shop.product.v1.ProductService",
-    ),
-    orders: make(
-      OrderServiceService,
-      addresses.order ?? "127.0.0.1:1",
-      "shop.order.v1.OrderService",
-    ),
+    users: make(UserServiceService, addresses.user),
+    products: make(ProductServiceService, addresses.product),
+    orders: make(OrderServiceService, addresses.order),
   };
 }
 
-export interface TestMesh {
-  user: StartedService;
-  product: StartedService;
-  order: StartedService;
+export type TestFleet = Record<ServiceName, TestService> & {
   users: Client<typeof UserServiceService>;
   products: Client<typeof ProductServiceService>;
   orders: Client<typeof OrderServiceService>;
+};
+
+export interface FleetOptions {
+  /** Settings of the order service; its background work runs often by default. */
+  order?: Partial<OrderSettings>;
+  /** Settings of the product service; its sweep runs often by default. */
+  product?: Partial<ProductSettings>;
+  /** A module to run instead of the registered one. */
+  modules?: Partial<Record<ServiceName, AnyServiceModule>>;
+  loggers?: Partial<Record<ServiceName, Logger>>;
 }
 
-/** All three services wired together, the order service dialling the other two directly. */
-export async function startMesh(
+/** Every registered service, dependencies first, each wired to the replicas it calls. */
+export async function startFleet(
   t: ExecutionContext,
-  options: {
-    order?: Partial<OrderSettings>;
-    product?: Partial<ProductSettings>;
-    loggers?: { user?: Logger; product?: Logger; order?: Logger };
-  } = {},
-): Promise<TestMesh> {
-  const [user, product] = await Promise.all([
-    start(t, userService, { ...(options.loggers?.user && { logger: options.loggers.user }) }),
-    start(t, createProductService({ sweepMs: 100, ...options.product }), {
-      ...(options.loggers?.product && { logger: options.loggers.product }),
-    }),
-  ]);
-  const order = await start(
-    t,
-    createOrderService({
-      userAddr: user.server.address,
-      productAddr: product.server.address,
-      reconcileMs: 200,
-      watchPollMs: 100,
-      ...options.order,
-    }),
-    { ...(options.loggers?.order && { logger: options.loggers.order }) },
-  );
+  options: FleetOptions = {},
+): Promise<TestFleet> {
+  const modules: Partial<Record<ServiceName, AnyServiceModule>> = {
+    product: createProductService({ sweepMs: 100, ...options.product }),
+    order: createOrderService({ reconcileMs: 200, watchPollMs: 100, ...options.order }),
+    ...options.modules,
+  };
+  const started: Partial<Record<ServiceName, TestService>> = {};
+  for (const service of registry.services) {
+    started[service.name] = await start(t, modules[service.name] ?? service.module, {
+      dependencies: Object.fromEntries(
+        Object.entries(service.clients).map(([client, name]) => [
+          client,
+          started[name]?.server.address as string,
+        ]),
+      ),
+      ...(options.loggers?.[service.name] && { logger: options.loggers[service.name] }),
+    });
+  }
+  const services = started as Record<ServiceName, TestService>;
   return {
-    user,
-    product,
-    order,
+    ...services,
     ...clientsFor(t, {
-      user: user.server.address,
-      product: product.server.address,
-      order: order.server.address,
+      user: services.user.server.address,
+      product: services.product.server.address,
+      order: services.order.server.address,
     }),
   };
 }
 
-let serial = 0;
-
-export async function createUser(users: Client<typeof UserServiceService>): Promise<User> {
-  serial++;
-  const { user } = await users.createUser({
-    user: {
-      userId: "",
-      email: `shopper${serial}.${process.pid}.${Date.now()}@example.com`,
-      displayName: `Shopper ${serial}`,
-      createTime: undefined,
-      updateTime: undefined,
-    },
-  });
-  return user as User;
-}
-
-export async function createProduct(
-  products: Client<typeof ProductServiceService>,
-  fields: { stock?: number; amountMinor?: string; currencyCode?: string; name?: string } = {},
-): Promise<Product> {
-  const { product } = await products.createProduct({
-    product: {
-      productId: "",
-      name: fields.name ?? "Test mug",
-      description: "",
-      price: {
-        currencyCode: fields.currencyCode ?? "EUR",
-        amountMinor: fields.amountMinor ?? "1000",
-      },
-      stockQuantity: fields.stock ?? 10,
-      createTime: undefined,
-      updateTime: undefined,
-    },
-  });
-  return product as Product;
-}
-
-export const orderLine = (productId: string, quantity: number) => ({
-  productId,
-  quantity,
-  unitPrice: undefined,
-});
+export const orderLine = (productId: string, quantity: number) => ({ productId, quantity });

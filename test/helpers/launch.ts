@@ -1,13 +1,12 @@
-// Runs the real `npm start` launcher (scripts/start.ts) as a child process on free ports with its
-// own data directory, and waits for its ready banner. spawnScript and awaitBanner do the same for
-// any launcher (test/mesh.test.ts runs scripts/mesh.ts with them).
+// The one way tests launch: the real `npm start` (scripts/start.ts) or `npm run mesh`
+// (scripts/mesh.ts) as a child process on free ports with a data directory of its own, waiting for
+// its ready banner. The plan is built from the same environment, so a test knows every address.
 //
-//   const shop = await launch(t);            // stopped (SIGINT) by t.teardown
-//   shop.ports.user; shop.banner;            // 127.0.0.1:<port>, the printed banner
-//   t.is(await shop.stop(), 0);              // or let the teardown stop it and check the code
-//
-// In hooks (test.before), where t.teardown is not allowed, use startLauncher() and call stop() in
-// test.after.always.
+//   const shop = await launch(t, "start");      // stopped (SIGINT) by t.teardown, which checks
+//   shop.addresses.user; shop.banner;           //   the exit code and that every port is free
+//   const mesh = await startLaunch("mesh", { args: ["--no-seed"] });   // in test.before
+//   mesh.envoy; mesh.plan.addresses.user;       // 127.0.0.1:<port> of Envoy and of each replica
+//   await mesh.stop();                          // in test.after.always
 import { type ChildProcess, spawn } from "node:child_process";
 import { readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
@@ -15,20 +14,34 @@ import { createConnection } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import type { ExecutionContext } from "ava";
-import { freePorts, repoRoot } from "../../scripts/lib/launcher.js";
+import { serviceVariable } from "../../kit/registry.js";
+import { MESH_BANNER_END, READY, START_BANNER_END } from "../../scripts/lib/banner.js";
+import { repoRoot } from "../../scripts/lib/launcher.js";
+import { type FleetPlan, freePortEnv, HOST, meshPlan, startPlan } from "../../scripts/lib/plan.js";
+import { registry, type ServiceName } from "../../services/registry.js";
 
-export const HOST = "127.0.0.1";
+export { HOST };
 
-export interface LauncherPorts {
-  user: number;
-  product: number;
-  order: number;
-}
+/** Which launcher: `npm start` or `npm run mesh`. */
+export type LaunchKind = "start" | "mesh";
 
-export interface LauncherOptions extends ScriptOptions {
-  /** Ports to use; free ones are picked for those left out. */
-  ports?: Partial<LauncherPorts>;
-  /** How long to wait for the banner. */
+const SCRIPTS: Record<LaunchKind, { script: string; end: string }> = {
+  start: { script: path.join("scripts", "start.ts"), end: START_BANNER_END },
+  mesh: { script: path.join("scripts", "mesh.ts"), end: MESH_BANNER_END },
+};
+
+export interface LaunchOptions {
+  /** Data directory (SHOP_DATA_DIR); a fresh temp dir, removed afterwards, when left out. */
+  dataDir?: string;
+  /** Extra arguments for the script, e.g. ["--no-seed"]. */
+  args?: readonly string[];
+  /** Extra environment, e.g. { SHOP_SEED: "false" }. */
+  env?: Record<string, string>;
+  /** Ports to use for replica 1 of some services; free ones are picked for the rest. */
+  ports?: Partial<Record<ServiceName, number>>;
+  /** Replicas per service for the mesh (SHOP_MESH_REPLICAS); 2, as `npm run mesh`, by default. */
+  replicas?: number;
+  /** How long to wait for the banner; 90 s by default. */
   readyTimeoutMs?: number;
 }
 
@@ -37,27 +50,33 @@ export interface ExitStatus {
   signal: NodeJS.Signals | null;
 }
 
-export interface LauncherProcess {
+/** A launcher process that may or may not come up. */
+export interface LaunchProcess {
+  kind: LaunchKind;
   child: ChildProcess;
-  ports: LauncherPorts;
   dataDir: string;
+  /** What the launcher runs, from the same environment. */
+  plan: FleetPlan;
+  /** Replica 1 of each service. */
+  ports: Record<ServiceName, number>;
+  addresses: Record<ServiceName, string>;
   /** stdout and stderr so far, interleaved as they arrived. */
   output(): string;
-  /** Resolves when the launcher process has exited. */
+  /** Resolves when the launcher process has exited (and its data dir, if ours, is removed). */
   exited: Promise<ExitStatus>;
-  /** SIGKILLs the launcher and the service processes it started, if still running. */
+  /** SIGKILLs the launcher and the processes it started, if still running. */
   kill(): Promise<void>;
 }
 
-export interface Launcher extends LauncherProcess {
-  /** `127.0.0.1:<port>` per service. */
-  addresses: Record<keyof LauncherPorts, string>;
-  /** The ready banner, from "shopmesh is ready" to "Ctrl-C stops all three.". */
+export interface Launch extends LaunchProcess {
+  /** The ready banner, from "shopmesh is ready" to its last line. */
   banner: string;
+  /** `127.0.0.1:<port>` of Envoy's listener, for the mesh. */
+  envoy?: string;
   /**
    * Sends SIGINT (Ctrl-C), waits for the launcher to exit and returns its exit code (null when a
-   * signal killed it). Safe to call more than once. If the launcher outlives the grace period it
-   * and the service processes it started are killed and stop() rejects.
+   * signal killed it). Safe to call more than once. If the launcher outlives 20 s it and the
+   * processes it started are killed and stop() rejects.
    */
   stop(): Promise<number | null>;
 }
@@ -79,7 +98,7 @@ export function isListening(port: number): Promise<boolean> {
   });
 }
 
-/** Direct children of a process (Linux): the launcher's service processes. */
+/** Direct children of a process (Linux): a launcher's replicas and Envoy. */
 export function childPids(pid: number): number[] {
   try {
     return readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
@@ -104,8 +123,7 @@ export function alive(pid: number): boolean {
 
 /**
  * Launchers still running, for a last-ditch cleanup when the test process exits without stopping
- * them (a crashed test file, an AVA timeout): SIGTERM their services (graceful shutdown) and kill
- * the launcher, whose stdout has no reader any more.
+ * them (a crashed test file, an AVA timeout): kill the launcher and what it started.
  */
 const live = new Map<ChildProcess, string | undefined>();
 process.once("exit", () => {
@@ -117,32 +135,32 @@ process.once("exit", () => {
   }
 });
 
-export interface ScriptOptions {
-  /** Data directory (SHOP_DATA_DIR); a fresh temp dir, removed afterwards, when left out. */
-  dataDir?: string;
-  /** Extra arguments for the script, e.g. ["--no-seed"]. */
-  args?: readonly string[];
-  /** Extra environment, e.g. { SHOP_SEED: "false" }. */
-  env?: Record<string, string>;
-}
-
-export type ScriptProcess = Omit<LauncherProcess, "ports">;
-
 /**
- * Spawns `node --import tsx <script>` (a launcher such as scripts/start.ts or scripts/mesh.ts,
- * relative to the repo root, which is its cwd) and returns at once, without waiting for its
- * banner. The caller must await `exited` or kill the child.
+ * Spawns a launcher on free ports and returns at once, without waiting for its banner: for
+ * launches expected to fail. The caller must await `exited` or kill it; prefer launch().
  */
-export async function spawnScript(
-  script: string,
-  options: ScriptOptions = {},
-): Promise<ScriptProcess> {
-  const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), "shopmesh-launch-")));
-  const child = spawn(process.execPath, ["--import", "tsx", script, ...(options.args ?? [])], {
-    cwd: repoRoot,
-    env: { ...process.env, SHOP_DATA_DIR: dataDir, ...options.env },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
+export async function spawnLaunch(
+  kind: LaunchKind,
+  options: LaunchOptions = {},
+): Promise<LaunchProcess> {
+  const replicas = kind === "mesh" ? (options.replicas ?? 2) : 1;
+  const env: Record<string, string> = {
+    ...(await freePortEnv(replicas, kind === "mesh")),
+    ...(kind === "mesh" && { SHOP_MESH_REPLICAS: String(replicas) }),
+  };
+  for (const [name, port] of Object.entries(options.ports ?? {})) {
+    env[serviceVariable(name, "PORTS")] = String(port);
+  }
+  Object.assign(env, options.env);
+  const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), `shopmesh-${kind}-`)));
+  env.SHOP_DATA_DIR = dataDir;
+  const plan = (kind === "mesh" ? meshPlan : startPlan)({ ...process.env, ...env });
+
+  const child = spawn(
+    process.execPath,
+    ["--import", "tsx", SCRIPTS[kind].script, ...(options.args ?? [])],
+    { cwd: repoRoot, env: { ...process.env, ...env }, stdio: ["ignore", "pipe", "pipe"] },
+  );
   let output = "";
   const append = (chunk: Buffer) => {
     output += chunk;
@@ -162,59 +180,41 @@ export async function spawnScript(
   exited.catch(() => {});
   const kill = async () => {
     if (child.exitCode !== null || child.signalCode !== null) return;
-    const services = child.pid === undefined ? [] : childPids(child.pid);
+    const started = child.pid === undefined ? [] : childPids(child.pid);
     child.kill("SIGKILL");
-    for (const pid of services) if (alive(pid)) process.kill(pid, "SIGKILL");
+    for (const pid of started) if (alive(pid)) process.kill(pid, "SIGKILL");
     await exited.catch(() => {});
   };
-  return { child, dataDir, output: () => output, exited, kill };
-}
-
-/**
- * Spawns `node --import tsx scripts/start.ts` on free ports and returns at once, without waiting
- * for the banner: for launches that are expected to fail. The caller must await `exited` or kill
- * the child; prefer launch() for launches that should come up.
- */
-export async function spawnLauncher(options: LauncherOptions = {}): Promise<LauncherProcess> {
-  const [user, product, order] = await freePorts(3);
-  const ports: LauncherPorts = {
-    user: options.ports?.user ?? (user as number),
-    product: options.ports?.product ?? (product as number),
-    order: options.ports?.order ?? (order as number),
+  const first = (name: ServiceName) => plan.replicas.find((r) => r.service === name);
+  const names = registry.names;
+  return {
+    kind,
+    child,
+    dataDir,
+    plan,
+    ports: Object.fromEntries(names.map((n) => [n, first(n)?.port])) as Record<ServiceName, number>,
+    addresses: Object.fromEntries(names.map((n) => [n, plan.addresses[n][0]])) as Record<
+      ServiceName,
+      string
+    >,
+    output: () => output,
+    exited,
+    kill,
   };
-  const proc = await spawnScript(path.join("scripts", "start.ts"), {
-    ...options,
-    env: {
-      SHOP_USER_PORT: String(ports.user),
-      SHOP_PRODUCT_PORT: String(ports.product),
-      SHOP_ORDER_PORT: String(ports.order),
-      ...options.env,
-    },
-  });
-  return { ...proc, ports };
 }
 
-const READY = "shopmesh is ready";
-
 /**
- * Waits for a launcher's ready banner, from "shopmesh is ready" to the line `end`, and returns it
- * with the launcher's stop(): SIGINT (Ctrl-C), then the exit code (null when a signal killed it).
- * If the launcher outlives the grace period it and the processes it started are killed and stop()
- * rejects. If no banner comes, the launcher is stopped and the wait rejects.
+ * Waits for a launcher's ready banner and returns it with the launcher's stop(). If no banner
+ * comes, the launcher is stopped and the wait rejects.
  */
-export async function awaitBanner(
-  proc: ScriptProcess,
-  end: string,
-  timeoutMs = 90_000,
-): Promise<{ banner: string; stop(): Promise<number | null> }> {
+async function awaitBanner(proc: LaunchProcess, timeoutMs: number): Promise<Launch> {
   const { child, exited } = proc;
+  const end = `${SCRIPTS[proc.kind].end}\n`;
   let stopped: Promise<number | null> | undefined;
   const stop = (graceMs = 20_000): Promise<number | null> => {
     stopped ??= (async () => {
-      if (child.exitCode !== null || child.signalCode !== null) {
-        return (await exited).code;
-      }
-      const services = child.pid === undefined ? [] : childPids(child.pid);
+      if (child.exitCode !== null || child.signalCode !== null) return (await exited).code;
+      const started = child.pid === undefined ? [] : childPids(child.pid);
       child.kill("SIGINT");
       let timer: NodeJS.Timeout | undefined;
       const timedOut = new Promise<"timeout">((resolve) => {
@@ -224,10 +224,10 @@ export async function awaitBanner(
       clearTimeout(timer);
       if (result === "timeout") {
         child.kill("SIGKILL");
-        for (const pid of services) if (alive(pid)) process.kill(pid, "SIGKILL");
+        for (const pid of started) if (alive(pid)) process.kill(pid, "SIGKILL");
         await exited;
         throw new Error(
-          `the launcher did not exit within ${graceMs} ms of SIGINT; killed it and its services\n${proc.output()}`,
+          `the launcher did not exit within ${graceMs} ms of SIGINT; killed it and what it started\n${proc.output()}`,
         );
       }
       return result.code;
@@ -261,7 +261,7 @@ export async function awaitBanner(
       child.stdout?.off("data", check);
       child.off("close", onExit);
     };
-    // After the helper's own listener (registered first), so the output already holds the chunk.
+    // After the launch's own listener (registered first), so the output already holds the chunk.
     child.stdout?.on("data", check);
     child.once("close", onExit);
     check();
@@ -269,49 +269,39 @@ export async function awaitBanner(
     await stop().catch(() => {});
     throw error;
   });
-  return { banner, stop: () => stop() };
-}
-
-/** Starts the launcher and waits for its banner. The caller must call stop(). */
-export async function startLauncher(options: LauncherOptions = {}): Promise<Launcher> {
-  const proc = await spawnLauncher(options);
-  const { banner, stop } = await awaitBanner(
-    proc,
-    "Ctrl-C stops all three.\n",
-    options.readyTimeoutMs,
-  );
-  const address = (port: number) => `${HOST}:${port}`;
   return {
     ...proc,
-    addresses: {
-      user: address(proc.ports.user),
-      product: address(proc.ports.product),
-      order: address(proc.ports.order),
-    },
     banner,
-    stop,
+    ...(proc.plan.envoy && { envoy: `${HOST}:${proc.plan.envoy.port}` }),
+    stop: () => stop(),
   };
 }
 
+/** Starts a launcher and waits for its banner. The caller must call stop(). */
+export async function startLaunch(kind: LaunchKind, options: LaunchOptions = {}): Promise<Launch> {
+  return awaitBanner(await spawnLaunch(kind, options), options.readyTimeoutMs ?? 90_000);
+}
+
 /**
- * Starts the launcher for one test. A teardown stops it with SIGINT and fails the test unless the
- * launcher exits 0 and all three ports are closed afterwards.
+ * Starts a launcher for one test. A teardown stops it with SIGINT and fails the test unless the
+ * launcher exits 0 and every port it used is closed afterwards.
  */
 export async function launch(
   t: ExecutionContext,
-  options: LauncherOptions = {},
-): Promise<Launcher> {
-  const launcher = await startLauncher(options);
+  kind: LaunchKind,
+  options: LaunchOptions = {},
+): Promise<Launch> {
+  const launched = await startLaunch(kind, options);
   t.teardown(async () => {
-    const code = await launcher.stop();
+    const code = await launched.stop();
     if (code !== 0) {
-      throw new Error(`the launcher exited with ${code} after SIGINT:\n${launcher.output()}`);
+      throw new Error(`the launcher exited with ${code} after SIGINT:\n${launched.output()}`);
     }
     const open = [];
-    for (const [name, port] of Object.entries(launcher.ports)) {
-      if (await isListening(port)) open.push(`${name} :${port}`);
+    for (const replica of launched.plan.replicas) {
+      if (await isListening(replica.port)) open.push(`${replica.name} :${replica.port}`);
     }
     if (open.length > 0) throw new Error(`still listening after stop: ${open.join(", ")}`);
   });
-  return launcher;
+  return launched;
 }

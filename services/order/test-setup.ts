@@ -1,0 +1,140 @@
+// What the OrderService handler tests share: one user and one product server per test file, the
+// handlers over a fresh in-memory database per test, and shorthands for their calls. The tests
+// are handlers.test.ts (CreateOrder, GetOrder, ListOrders) and cancel-watch.test.ts.
+import type { ExecutionContext, TestFn } from "ava";
+import {
+  CreateOrderRequest,
+  ListOrdersRequest,
+  type Order,
+  OrderState,
+} from "../../gen/ts/shop/order/v1/order.js";
+import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { type Client, createClient } from "../../kit/client.js";
+import { openDatabase } from "../../kit/db.js";
+import { newId } from "../../kit/ids.js";
+import { createLogger } from "../../kit/logger.js";
+import { startService } from "../../kit/runtime.js";
+import { callContext } from "../../test/helpers/context.js";
+import { createProductService } from "../product/service.js";
+import { userService } from "../user/service.js";
+import { orderHandlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { OrderSaga } from "./saga.js";
+import { OrderStore } from "./store.js";
+
+export const ctx = (method: string) => callContext("shop.order.v1.OrderService", method);
+
+export const chars = (n: number, c = "x") => c.repeat(n);
+export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+  FAILED: OrderState.ORDER_STATE_FAILED,
+};
+
+interface Dependencies {
+  users: Client<typeof UserServiceService>;
+  products: Client<typeof ProductServiceService>;
+  stop(): Promise<void>;
+}
+
+// One user and one product server for the whole file: each test makes its own users and products,
+// so tests share nothing but the servers, and do not pay for starting two more each.
+let shared: Promise<Dependencies> | undefined;
+
+/** Starts the user and product servers a test file's tests share, before its first test. */
+export function shareDependencies(test: TestFn): void {
+  test.before(() => {
+    shared = (async () => {
+      const options = {
+        host: "127.0.0.1",
+        port: 0,
+        database: ":memory:",
+        logLevel: "silent",
+        shutdownGraceMs: 2_000,
+      };
+      const [user, product] = await Promise.all([
+        startService(userService, options),
+        startService(createProductService(), options),
+      ]);
+      const users = createClient(UserServiceService, user.server.address);
+      const products = createClient(ProductServiceService, product.server.address);
+      return {
+        users,
+        products,
+        async stop() {
+          users.close();
+          products.close();
+          await Promise.all([user.stop(), product.stop()]);
+        },
+      };
+    })();
+    return shared;
+  });
+
+  test.after.always(async () => {
+    await (await shared)?.stop();
+  });
+}
+
+export async function setup(t: ExecutionContext) {
+  const { users, products } = (await shared) as Dependencies;
+  const db = await openDatabase(":memory:", migrations);
+  t.teardown(() => db.destroy());
+  const store = new OrderStore(db);
+  const saga = new OrderSaga(
+    store,
+    { users, products },
+    { reservationTtlMs: 60_000, logger: createLogger("order", "silent") },
+  );
+  const handlers = orderHandlers(store, saga, { pollMs: 50 });
+
+  const order = async (userId: string, lines: [string, number][], requestId = "") =>
+    (
+      await handlers.createOrder(
+        CreateOrderRequest.fromPartial({
+          userId,
+          requestId,
+          lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
+        }),
+        ctx("CreateOrder"),
+      )
+    ).order as Order;
+
+  const stock = async (...ids: string[]) =>
+    Promise.all(
+      ids.map(
+        async (productId) => (await products.getProduct({ productId })).product?.stockQuantity,
+      ),
+    );
+
+  /** Writes an order straight to the store, as a saga would before its commit. */
+  const seed = async (userId: string) =>
+    store.insert({
+      orderId: newId("ord"),
+      userId,
+      requestId: newId("req"),
+      reservationId: `order:${newId("x")}`,
+      currencyCode: "EUR",
+      totalMinor: 100n,
+      lines: [{ productId: "prd_seeded", quantity: 1, unitPriceMinor: 100n }],
+    });
+
+  const count = async () =>
+    (
+      await handlers.listOrders(
+        ListOrdersRequest.fromPartial({ pageSize: 1000 }),
+        ctx("ListOrders"),
+      )
+    ).orders.length;
+
+  return { db, store, saga, handlers, users, products, order, stock, seed, count };
+}
+
+/** Every message of a WatchOrder stream until it ends. */
+export async function collect(stream: AsyncIterable<{ order: Order | undefined }>) {
+  const out: Order[] = [];
+  for await (const message of stream) out.push(message.order as Order);
+  return out;
+}

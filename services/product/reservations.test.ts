@@ -1,0 +1,342 @@
+// ProductService handlers for stock reservations (ReserveStock, CommitReservation,
+// ReleaseReservation, and their expiry), called directly, each test on its own in-memory
+// database. The expiry tests reach the store too: a timer drives it in the real service.
+import test from "ava";
+import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
+import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/product.js";
+import { Code } from "../../kit/errors.js";
+import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
+import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, setup } from "./test-setup.js";
+
+// ReserveStock
+
+test("ReserveStock holds every line at the current price, in request order", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 10, amountMinor: "500" });
+  const b = await create({ stock: 3, amountMinor: "250" });
+  const r = await reserve("r-1", [
+    [b.productId, 3],
+    [a.productId, 4],
+  ]);
+  t.is(r.reservationId, "r-1");
+  t.is(r.state, HELD);
+  t.deepEqual(r.lines, [
+    { productId: b.productId, quantity: 3, unitPrice: { currencyCode: "EUR", amountMinor: "250" } },
+    { productId: a.productId, quantity: 4, unitPrice: { currencyCode: "EUR", amountMinor: "500" } },
+  ]);
+  t.is((r.expireTime?.getTime() ?? 0) - (r.createTime?.getTime() ?? 0), 60_000);
+  t.deepEqual(await stock(a.productId, b.productId), [6, 0], "held units leave the stock");
+});
+
+test("ReserveStock without a ttl holds for the default 5 minutes", async (t) => {
+  const { create, reserve } = await setup(t);
+  const a = await create();
+  const r = await reserve("r-default", [[a.productId, 1]], "none");
+  t.is((r.expireTime?.getTime() ?? 0) - (r.createTime?.getTime() ?? 0), 5 * 60_000);
+  const min = await reserve("r-min", [[a.productId, 1]], { seconds: "1", nanos: 0 });
+  t.is((min.expireTime?.getTime() ?? 0) - (min.createTime?.getTime() ?? 0), 1_000);
+  const max = await reserve("r-max", [[a.productId, 1]], { seconds: "3600", nanos: 0 });
+  t.is((max.expireTime?.getTime() ?? 0) - (max.createTime?.getTime() ?? 0), 3_600_000);
+});
+
+test("ReserveStock is all or nothing and names every short product", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 5 });
+  const b = await create({ stock: 1 });
+  const c = await create({ stock: 0 });
+  const error = await expectStatus(
+    t,
+    reserve("r-short", [
+      [a.productId, 5],
+      [b.productId, 2],
+      [c.productId, 1],
+    ]),
+    Code.FAILED_PRECONDITION,
+    "INSUFFICIENT_STOCK",
+  );
+  t.deepEqual(error?.details.preconditionViolations, [
+    { type: "STOCK", subject: b.productId, description: "requested 2, 1 available" },
+    { type: "STOCK", subject: c.productId, description: "requested 1, 0 available" },
+  ]);
+  t.deepEqual(await stock(a.productId, b.productId, c.productId), [5, 1, 0], "nothing held");
+
+  // One short line among good ones is enough to hold nothing.
+  const one = await expectStatus(
+    t,
+    reserve("r-short", [
+      [a.productId, 1],
+      [b.productId, 2],
+    ]),
+    Code.FAILED_PRECONDITION,
+    "INSUFFICIENT_STOCK",
+  );
+  t.deepEqual(
+    one?.details.preconditionViolations?.map((v) => v.subject),
+    [b.productId],
+  );
+  t.deepEqual(await stock(a.productId, b.productId, c.productId), [5, 1, 0], "nothing held");
+
+  // The failed call did not claim the id: it can still hold what is available.
+  const r = await reserve("r-short", [[a.productId, 5]]);
+  t.is(r.state, HELD);
+  t.deepEqual(await stock(a.productId), [0]);
+});
+
+test("ReserveStock with an unknown product is NOT_FOUND and holds nothing", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 5 });
+  const error = await expectStatus(
+    t,
+    reserve("r-unknown", [
+      [a.productId, 2],
+      ["prd_missing", 1],
+    ]),
+    Code.NOT_FOUND,
+    "PRODUCT_NOT_FOUND",
+  );
+  t.deepEqual(error?.details.metadata, { product_id: "prd_missing" });
+  t.deepEqual(await stock(a.productId), [5]);
+});
+
+test("ReserveStock repeated with the same lines returns the reservation and holds once", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const b = await create({ stock: 10 });
+  const lines: [string, number][] = [
+    [a.productId, 2],
+    [b.productId, 3],
+  ];
+  const first = await reserve("r-repeat", lines);
+  const again = await reserve("r-repeat", lines, { seconds: "600", nanos: 0 });
+  t.deepEqual(again, first, "a repeat returns the reservation unchanged, its TTL included");
+  t.deepEqual(await stock(a.productId, b.productId), [8, 7]);
+});
+
+test("ReserveStock with a used id and other lines is ALREADY_EXISTS and holds nothing", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const b = await create({ stock: 10 });
+  await reserve("r-used", [
+    [a.productId, 2],
+    [b.productId, 3],
+  ]);
+  const others: [string, number][][] = [
+    [
+      [a.productId, 2],
+      [b.productId, 4],
+    ],
+    [
+      [b.productId, 3],
+      [a.productId, 2],
+    ],
+    [[a.productId, 2]],
+    [
+      [a.productId, 2],
+      [b.productId, 3],
+      ["prd_other", 1],
+    ],
+  ];
+  for (const lines of others) {
+    const error = await expectStatus(
+      t,
+      reserve("r-used", lines),
+      Code.ALREADY_EXISTS,
+      "RESERVATION_MISMATCH",
+    );
+    t.deepEqual(error?.details.metadata, { reservation_id: "r-used" });
+  }
+  t.deepEqual(await stock(a.productId, b.productId), [8, 7]);
+});
+
+const badReservations: [string, string, [string, number][], Duration | undefined, string[]][] = [
+  ["an empty reservation_id", "", [["p", 1]], undefined, ["reservation_id"]],
+  ["a 65-character reservation_id", chars(65), [["p", 1]], undefined, ["reservation_id"]],
+  ["no lines", "r", [], undefined, ["lines"]],
+  [
+    "101 lines",
+    "r",
+    Array.from({ length: 101 }, (_, i): [string, number] => [`p${i}`, 1]),
+    undefined,
+    ["lines"],
+  ],
+  ["a zero quantity", "r", [["p", 0]], undefined, ["lines[0].quantity"]],
+  [
+    "a negative quantity",
+    "r",
+    [
+      ["p", 1],
+      ["q", -3],
+    ],
+    undefined,
+    ["lines[1].quantity"],
+  ],
+  ["a quantity above 10,000", "r", [["p", 10_001]], undefined, ["lines[0].quantity"]],
+  ["an empty product_id", "r", [["", 1]], undefined, ["lines[0].product_id"]],
+  ["a 65-character product_id", "r", [[chars(65), 1]], undefined, ["lines[0].product_id"]],
+  [
+    "a product twice",
+    "r",
+    [
+      ["p", 1],
+      ["q", 1],
+      ["p", 2],
+    ],
+    undefined,
+    ["lines[2].product_id"],
+  ],
+  ["a zero ttl", "r", [["p", 1]], { seconds: "0", nanos: 0 }, ["ttl"]],
+  ["a ttl under a second", "r", [["p", 1]], { seconds: "0", nanos: 999_000_000 }, ["ttl"]],
+  ["a ttl over an hour", "r", [["p", 1]], { seconds: "3601", nanos: 0 }, ["ttl"]],
+  ["a negative ttl", "r", [["p", 1]], { seconds: "-60", nanos: 0 }, ["ttl"]],
+];
+
+for (const [name, reservationId, lines, ttl, fields] of badReservations) {
+  test(`ReserveStock refuses ${name} and holds nothing`, async (t) => {
+    const { handlers, create, stock, db } = await setup(t);
+    const p = await create({ stock: 100 });
+    const ids = new Map([
+      ["p", p.productId],
+      ["q", (await create({ stock: 100 })).productId],
+    ]);
+    await expectInvalid(
+      t,
+      handlers.reserveStock(
+        ReserveStockRequest.fromPartial({
+          reservationId,
+          lines: lines.map(([id, quantity]) => ({ productId: ids.get(id) ?? id, quantity })),
+          ttl,
+        }),
+        ctx("ReserveStock"),
+      ),
+      fields,
+    );
+    t.deepEqual(await stock(p.productId, ids.get("q") ?? ""), [100, 100]);
+    t.deepEqual(await db("reservations").count({ n: "*" }), [{ n: 0 }]);
+  });
+}
+
+// CommitReservation
+
+test("CommitReservation makes a held reservation permanent, idempotently", async (t) => {
+  const { create, reserve, commit, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const held = await reserve("r-commit", [[a.productId, 4]]);
+  const committed = await commit("r-commit");
+  t.deepEqual(committed, { ...held, state: COMMITTED });
+  t.deepEqual(await commit("r-commit"), committed, "a second commit returns it unchanged");
+  t.deepEqual(await stock(a.productId), [6], "committed units stay sold");
+  t.deepEqual(await reserve("r-commit", [[a.productId, 4]]), committed);
+});
+
+test("CommitReservation of an unknown id is NOT_FOUND with reason RESERVATION_NOT_FOUND", async (t) => {
+  const { commit } = await setup(t);
+  const error = await expectStatus(t, commit("r-missing"), Code.NOT_FOUND, "RESERVATION_NOT_FOUND");
+  t.deepEqual(error?.details.metadata, { reservation_id: "r-missing" });
+});
+
+test("CommitReservation after a release is FAILED_PRECONDITION RESERVATION_NOT_HELD", async (t) => {
+  const { create, reserve, commit, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  await reserve("r-released", [[a.productId, 4]]);
+  await release("r-released");
+  const error = await expectStatus(
+    t,
+    commit("r-released"),
+    Code.FAILED_PRECONDITION,
+    "RESERVATION_NOT_HELD",
+  );
+  t.deepEqual(error?.details.metadata, { reservation_id: "r-released" });
+  t.deepEqual(await stock(a.productId), [10]);
+  // A released tombstone of an unknown id cannot be committed either.
+  await release("r-tombstone");
+  await expectStatus(t, commit("r-tombstone"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
+});
+
+test("CommitReservation and ReleaseReservation refuse an empty or too long id", async (t) => {
+  const { commit, release, db } = await setup(t);
+  for (const id of ["", chars(65)]) {
+    await expectInvalid(t, commit(id), ["reservation_id"]);
+    await expectInvalid(t, release(id), ["reservation_id"]);
+  }
+  t.deepEqual(await db("reservations").count({ n: "*" }), [{ n: 0 }]);
+});
+
+// ReleaseReservation
+
+test("ReleaseReservation gives held units back, once", async (t) => {
+  const { create, reserve, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const b = await create({ stock: 10 });
+  const held = await reserve("r-release", [
+    [a.productId, 4],
+    [b.productId, 1],
+  ]);
+  const released = await release("r-release");
+  t.deepEqual(released, { ...held, state: RELEASED });
+  t.deepEqual(await stock(a.productId, b.productId), [10, 10]);
+  t.deepEqual(await release("r-release"), released, "a second release returns it unchanged");
+  t.deepEqual(await stock(a.productId, b.productId), [10, 10], "and gives nothing back twice");
+});
+
+test("ReleaseReservation of a committed reservation returns its stock", async (t) => {
+  const { create, reserve, commit, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  await reserve("r-sold", [[a.productId, 7]]);
+  await commit("r-sold");
+  t.deepEqual(await stock(a.productId), [3]);
+  const released = await release("r-sold");
+  t.is(released.state, RELEASED);
+  t.deepEqual(await stock(a.productId), [10]);
+  await release("r-sold");
+  t.deepEqual(await stock(a.productId), [10]);
+});
+
+test("ReleaseReservation of an unknown id leaves a tombstone a late ReserveStock cannot use", async (t) => {
+  const { create, reserve, release, commit, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const tombstone = await release("r-late");
+  t.is(tombstone.reservationId, "r-late");
+  t.is(tombstone.state, RELEASED);
+  t.deepEqual(tombstone.lines, []);
+
+  const late = await reserve("r-late", [[a.productId, 3]]);
+  t.deepEqual(late, tombstone, "the late reservation returns the tombstone");
+  t.deepEqual(await stock(a.productId), [10], "and holds nothing");
+  await expectStatus(t, commit("r-late"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
+  t.deepEqual(await release("r-late"), tombstone);
+});
+
+// Expiry
+
+test("expire() returns the units of held reservations past their TTL", async (t) => {
+  const { store, create, reserve, commit, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const held = await reserve("r-expire", [[a.productId, 4]], { seconds: "1", nanos: 0 });
+  await reserve("r-kept", [[a.productId, 1]], { seconds: "3600", nanos: 0 });
+  await reserve("r-committed", [[a.productId, 2]], { seconds: "1", nanos: 0 });
+  await commit("r-committed");
+  t.deepEqual(await stock(a.productId), [3]);
+
+  const at = held.expireTime?.getTime() ?? 0;
+  t.is(await store.expire(at - 1), 0, "nothing expires before its TTL");
+  t.is(await store.expire(at + 1), 1, "only the held one past its TTL expires");
+  t.deepEqual(await stock(a.productId), [7]);
+  t.is(await store.expire(at + 1), 0, "expiry happens once");
+
+  const expired = await reserve("r-expire", [[a.productId, 4]]);
+  t.deepEqual(expired, { ...held, state: EXPIRED }, "a repeat returns it as it stands");
+  t.deepEqual(await stock(a.productId), [7], "without holding again");
+  await expectStatus(t, commit("r-expire"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
+  t.is((await release("r-expire")).state, EXPIRED, "releasing an expired one changes nothing");
+  t.deepEqual(await stock(a.productId), [7]);
+});
+
+test("CommitReservation past the TTL expires the reservation instead of committing", async (t) => {
+  const { store, create, commit, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  // The store takes any TTL; the handler's 1s minimum would make this test wait a second.
+  const held = await store.reserve("r-late-commit", [{ productId: a.productId, quantity: 4 }], 1);
+  while (Date.now() <= (held.expireTime?.getTime() ?? 0)) await new Promise(setImmediate);
+  await expectStatus(t, commit("r-late-commit"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
+  t.deepEqual(await stock(a.productId), [10]);
+});

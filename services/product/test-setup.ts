@@ -1,0 +1,113 @@
+// What the ProductService handler tests share: the handlers over a fresh in-memory database, and
+// shorthands for their calls. The tests are handlers.test.ts (the catalogue) and
+// reservations.test.ts (stock reservations).
+import type { ExecutionContext } from "ava";
+import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
+import {
+  CommitReservationRequest,
+  CreateProductRequest,
+  GetProductRequest,
+  ListProductsRequest,
+  type Product,
+  ReleaseReservationRequest,
+  type Reservation,
+  ReservationState,
+  ReserveStockRequest,
+} from "../../gen/ts/shop/product/v1/product.js";
+import { openDatabase } from "../../kit/db.js";
+import { callContext } from "../../test/helpers/context.js";
+import { productHandlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { ProductStore } from "./store.js";
+
+export const ctx = (method: string) => callContext("shop.product.v1.ProductService", method);
+
+export const chars = (n: number, c = "x") => c.repeat(n);
+export const { HELD, COMMITTED, RELEASED, EXPIRED } = {
+  HELD: ReservationState.RESERVATION_STATE_HELD,
+  COMMITTED: ReservationState.RESERVATION_STATE_COMMITTED,
+  RELEASED: ReservationState.RESERVATION_STATE_RELEASED,
+  EXPIRED: ReservationState.RESERVATION_STATE_EXPIRED,
+};
+
+export interface NewProduct {
+  name?: string;
+  description?: string;
+  stock?: number;
+  amountMinor?: string;
+  currencyCode?: string;
+}
+
+export async function setup(t: ExecutionContext) {
+  const db = await openDatabase(":memory:", migrations);
+  t.teardown(() => db.destroy());
+  const store = new ProductStore(db);
+  const handlers = productHandlers(store);
+
+  const create = async (fields: NewProduct = {}) =>
+    (
+      await handlers.createProduct(
+        CreateProductRequest.fromPartial({
+          product: {
+            name: fields.name ?? "Mug",
+            description: fields.description ?? "",
+            price: {
+              currencyCode: fields.currencyCode ?? "EUR",
+              amountMinor: fields.amountMinor ?? "1250",
+            },
+            stockQuantity: fields.stock ?? 10,
+          },
+        }),
+        ctx("CreateProduct"),
+      )
+    ).product as Product;
+
+  const get = async (productId: string) =>
+    (await handlers.getProduct(GetProductRequest.fromPartial({ productId }), ctx("GetProduct")))
+      .product as Product;
+
+  const stock = async (...ids: string[]) =>
+    Promise.all(ids.map(async (id) => (await get(id)).stockQuantity));
+
+  const count = async () =>
+    (
+      await handlers.listProducts(
+        ListProductsRequest.fromPartial({ pageSize: 1000 }),
+        ctx("ListProducts"),
+      )
+    ).products.length;
+
+  const reserve = async (
+    reservationId: string,
+    lines: [string, number][],
+    ttl: Duration | "none" = { seconds: "60", nanos: 0 },
+  ) =>
+    (
+      await handlers.reserveStock(
+        ReserveStockRequest.fromPartial({
+          reservationId,
+          lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
+          ttl: ttl === "none" ? undefined : ttl,
+        }),
+        ctx("ReserveStock"),
+      )
+    ).reservation as Reservation;
+
+  const commit = async (reservationId: string) =>
+    (
+      await handlers.commitReservation(
+        CommitReservationRequest.fromPartial({ reservationId }),
+        ctx("CommitReservation"),
+      )
+    ).reservation as Reservation;
+
+  const release = async (reservationId: string) =>
+    (
+      await handlers.releaseReservation(
+        ReleaseReservationRequest.fromPartial({ reservationId }),
+        ctx("ReleaseReservation"),
+      )
+    ).reservation as Reservation;
+
+  return { db, store, handlers, create, get, stock, count, reserve, commit, release };
+}

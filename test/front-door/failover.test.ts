@@ -1,0 +1,308 @@
+// `npm run mesh` end to end, when replicas fail: calls between services balanced over replicas,
+// a replica that reports NOT_SERVING, replies lost after the work was done, a replica killed under
+// load (test/helpers/front-door.ts).
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
+import test from "ava";
+import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { Code, ServiceError } from "../../kit/errors.js";
+import { createOrderService } from "../../services/order/service.js";
+import { createProductService } from "../../services/product/service.js";
+import { registry, type ServiceName } from "../../services/registry.js";
+import { eventually } from "../helpers/eventually.js";
+import { orderLine } from "../helpers/fleet.js";
+import { newProduct, newUser, sum, tag, useMesh, withId } from "../helpers/front-door.js";
+
+const mesh = useMesh();
+
+test.serial(
+  "the order replicas call user and product directly, round_robin over their replicas",
+  async (t) => {
+    await mesh.waitHealthy(registry.names);
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const user = await newUser(c);
+    const product = await newProduct(c, 100);
+    const prefix = tag("direct");
+    const calls = 10;
+    for (let i = 0; i < calls; i++) {
+      await c.orders.createOrder(
+        {
+          userId: user.userId,
+          lines: [orderLine(product.productId, 1)],
+          requestId: `${prefix}-${i}`,
+        },
+        withId(`${prefix}-${i}`),
+      );
+    }
+
+    // Envoy carried the CreateOrder calls only: the calls they made did not pass it.
+    const logged = await mesh.loggedRequests(prefix, calls);
+    t.deepEqual(
+      [...new Set(logged.map((entry) => entry.path))],
+      ["/shop.order.v1.OrderService/CreateOrder"],
+    );
+
+    // The order service passes the caller's x-request-id on, so each replica's own log shows which
+    // of these calls it served.
+    const served = (service: ServiceName, method: string, expected: number) =>
+      eventually(`${expected} ${method} calls in the ${service} replicas' logs`, async () => {
+        const counts: Record<string, number> = {};
+        for (const replica of mesh.plan.replicas.filter((r) => r.service === service)) {
+          const log = await readFile(path.join(mesh.plan.logDir, `${replica.name}.log`), "utf8");
+          counts[replica.name] = log
+            .split("\n")
+            .filter((entry) => entry.includes(prefix) && entry.includes(method)).length;
+        }
+        return sum(counts) >= expected ? counts : undefined;
+      });
+    // Each order makes one user call (GetUser) and two product calls (ReserveStock, then
+    // CommitReservation): one order replica alone alternates the product replicas per call.
+    const users = await served("user", "/shop.user.v1.UserService/GetUser", calls);
+    const products = await served("product", "/shop.product.v1.ProductService/", 2 * calls);
+    t.log({ "user calls": users, "product calls": products });
+    for (const [name, count] of Object.entries({ ...users, ...products })) {
+      t.true(count > 0, `${name} served none of the direct calls`);
+    }
+    t.is(sum(users), calls);
+    t.is(sum(products), 2 * calls);
+  },
+);
+
+test.serial(
+  "a replica that reports NOT_SERVING gets no new traffic within the health interval",
+  async (t) => {
+    // Honest flip: only the health status changes. The replica runs in this process so the test can
+    // call health.setStatus; it keeps serving every RPC, so only Envoy's health check can divert
+    // traffic from it. (SIGTERM would not do: grpc-js refuses new streams on shutdown, which diverts
+    // traffic whatever the health check says.)
+    await mesh.waitHealthy(["product"]);
+    const name = "product-2";
+    const address = mesh.plan.addresses.product[1] as string;
+    await mesh.stopReplica(name, "SIGTERM");
+    const replica = await mesh.inProcessReplica(name, createProductService());
+    t.teardown(async () => {
+      await replica.stop();
+      await mesh.restartReplica(name);
+    });
+    await mesh.waitHealthy(["product"]);
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const product = await newProduct(c, 5);
+    const interval = mesh.envoy.healthCheckIntervalMs;
+    const prefix = tag("not-serving");
+
+    let flippedAt = 0;
+    let flagged: Promise<number> | undefined;
+    const failures: unknown[] = [];
+    const pending: Promise<unknown>[] = [];
+    const stream = 250;
+    for (let i = 0; i < stream; i++) {
+      if (i === 80) {
+        flippedAt = Date.now();
+        replica.server.health.setStatus("shop.product.v1.ProductService", "NOT_SERVING");
+        // When Envoy marks the replica unhealthy, as seen through its admin interface.
+        flagged = eventually(
+          "Envoy to flag the NOT_SERVING replica",
+          async () => {
+            const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
+            return host?.flags.includes("failed_active_health_check") ? Date.now() : undefined;
+          },
+          { timeoutMs: 3_000, intervalMs: 25 },
+        ).catch(() => 0);
+      }
+      pending.push(
+        c.products
+          .getProduct({ productId: product.productId }, withId(`${prefix}-${i}`))
+          .catch((error: unknown) => failures.push(error)),
+      );
+      // Pacing, not synchronization: a steady stream, one call every 10 ms.
+      await sleep(10);
+    }
+    await Promise.all(pending);
+    const flaggedAt = (await flagged) ?? 0;
+    t.deepEqual(failures, [], "a NOT_SERVING replica still answers; no call may fail");
+
+    const lines = await mesh.loggedRequests(prefix, stream);
+    const onFlipped = lines
+      .filter((entry) => entry.upstream_host === address)
+      .map((entry) => Date.parse(entry.start_time));
+    const last = Math.max(...onFlipped);
+    t.log(
+      `interval ${interval} ms; flagged ${flaggedAt - flippedAt} ms after the flip; ` +
+        `last request on it ${last - flippedAt} ms after; ${onFlipped.length} of ${stream} on it`,
+    );
+    t.true(
+      onFlipped.some((time) => time < flippedAt),
+      "the replica had traffic before the flip",
+    );
+    t.true(flaggedAt > 0 && flaggedAt - flippedAt <= interval + 500, "flagged within an interval");
+    // 500 ms of slack for the check's round trip and this machine's scheduling.
+    t.true(last - flippedAt <= interval + 500, `traffic ${last - flippedAt} ms after the flip`);
+
+    // SERVING again: back in within an interval, and it gets traffic again.
+    replica.server.health.setStatus("shop.product.v1.ProductService", "SERVING");
+    await mesh.waitHealthy(["product"], interval * 3);
+    const backPrefix = tag("serving-again");
+    for (let round = 0; round < 5; round++) {
+      await Promise.all(
+        [0, 1, 2, 3].map((k) =>
+          c.products.getProduct(
+            { productId: product.productId },
+            withId(`${backPrefix}-${round}-${k}`),
+          ),
+        ),
+      );
+    }
+    const back = await mesh.loggedRequests(backPrefix, 20);
+    t.true(
+      back.some((entry) => entry.upstream_host === address),
+      "no traffic after SERVING",
+    );
+  },
+);
+
+test.serial(
+  "concurrent CreateOrder retries through Envoy with one request_id create one order",
+  async (t) => {
+    await mesh.waitHealthy(registry.names);
+    const c = mesh.clients({ retryCreateOrder: true });
+    t.teardown(c.close);
+    const user = await newUser(c);
+    const product = await newProduct(c, 50);
+
+    // order-2 does the work, then loses the reply: it answers UNAVAILABLE after CreateOrder has
+    // written the order. Envoy retries UNAVAILABLE on another replica, and the client retries what
+    // Envoy gives up on; request_id must turn every repeat into the same order.
+    const name = "order-2";
+    let lost = 0;
+    const base = createOrderService();
+    const lossy: typeof base = {
+      ...base,
+      implement(env) {
+        const implementation = base.implement(env);
+        const handlers = implementation.handlers.OrderService;
+        return {
+          ...implementation,
+          handlers: {
+            OrderService: {
+              ...handlers,
+              createOrder: async (request, ctx) => {
+                await handlers.createOrder(request, ctx);
+                lost++;
+                throw new ServiceError(
+                  Code.UNAVAILABLE,
+                  "the reply was lost after the order was written",
+                );
+              },
+            },
+          },
+        };
+      },
+    };
+    await mesh.stopReplica(name, "SIGTERM");
+    const replica = await mesh.inProcessReplica(name, lossy);
+    t.teardown(async () => {
+      await replica.stop();
+      await mesh.restartReplica(name);
+    });
+    await mesh.waitHealthy(["order"]);
+
+    const retriesBefore = await mesh.counter("cluster.order.upstream_rq_retry");
+    const requestId = tag("dup");
+    const attempts = 12;
+    const results = await Promise.allSettled(
+      Array.from({ length: attempts }, (_, i) =>
+        c.orders.createOrder(
+          { userId: user.userId, lines: [orderLine(product.productId, 2)], requestId },
+          withId(`${requestId}-${i}`),
+        ),
+      ),
+    );
+    const failed = results.flatMap((result) =>
+      result.status === "rejected" ? [result.reason] : [],
+    );
+    t.deepEqual(failed, []);
+    const ids = new Set(
+      results.map((result) => (result.status === "fulfilled" ? result.value.order?.orderId : "")),
+    );
+    t.is(ids.size, 1, `one order id for every attempt: ${[...ids]}`);
+
+    const listed = await c.orders.listOrders({ userId: user.userId, pageSize: 50, pageToken: "" });
+    t.deepEqual(
+      listed.orders.map((order) => [order.orderId, order.state]),
+      [[[...ids][0], OrderState.ORDER_STATE_CONFIRMED]],
+    );
+    t.is(
+      (await c.products.getProduct({ productId: product.productId })).product?.stockQuantity,
+      48,
+    );
+
+    const retries = (await mesh.counter("cluster.order.upstream_rq_retry")) - retriesBefore;
+    const lines = await mesh.loggedRequests(requestId, attempts);
+    t.log(`${lost} replies lost; Envoy retried ${retries} times; ${lines.length} requests logged`);
+    t.true(lost > 0, "no attempt reached the replica that loses replies");
+    t.true(retries > 0, "Envoy retried nothing");
+    t.true(
+      lines.some((entry) => entry.attempts > 1),
+      "no request took a second attempt",
+    );
+  },
+);
+
+test.serial(
+  "killing a product replica under a steady stream of GetProduct fails no call",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const name = "product-2";
+    const address = mesh.plan.addresses.product[1] as string;
+    let killedAt = 0;
+    t.teardown(async () => {
+      if (killedAt) await mesh.restartReplica(name);
+    });
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const product = await newProduct(c, 5);
+    const retriesBefore = await mesh.counter("cluster.product.upstream_rq_retry");
+    const prefix = tag("kill");
+
+    // 300 calls, one every 10 ms, from a client that never retries: Envoy has to cover the kill.
+    const calls = 300;
+    const failures: string[] = [];
+    const pending: Promise<unknown>[] = [];
+    for (let i = 0; i < calls; i++) {
+      if (i === 100) {
+        process.kill(mesh.replicaPid(name), "SIGKILL");
+        killedAt = Date.now();
+      }
+      pending.push(
+        c.products
+          .getProduct({ productId: product.productId }, withId(`${prefix}-${i}`))
+          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
+      );
+      // Pacing, not synchronization: a steady stream, one call every 10 ms.
+      await sleep(10);
+    }
+    await Promise.all(pending);
+    t.deepEqual(failures, [], "every call succeeded");
+
+    const lines = await mesh.loggedRequests(prefix, calls);
+    t.true(
+      lines.every((entry) => entry.grpc_status === 0),
+      "Envoy logged a failure",
+    );
+    const retries = (await mesh.counter("cluster.product.upstream_rq_retry")) - retriesBefore;
+    const onKilled = lines.filter(
+      (entry) => entry.upstream_host === address && Date.parse(entry.start_time) > killedAt + 50,
+    );
+    const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
+    t.log(
+      `Envoy retried ${retries} calls; ${lines.filter((e) => e.attempts > 1).length} took more ` +
+        `than one attempt; the killed replica is flagged ${host?.flags.join(", ") || "(none yet)"}`,
+    );
+    t.deepEqual(onKilled, [], "no call was answered by the killed replica after the kill");
+    t.true(retries > 0, "Envoy retried nothing: did the kill land mid-stream?");
+    t.true((host?.flags.length ?? 0) > 0, "Envoy still counts the killed replica as healthy");
+  },
+);

@@ -1,0 +1,171 @@
+// Retry policy lives in the contract: every rpc declares `option idempotency_level`, and the two
+// places that retry calls, the clients' gRPC service config and Envoy's routes, both read it from
+// the descriptor set and agree on what may be repeated after it reached a server.
+import { readFile } from "node:fs/promises";
+import path from "node:path";
+import test from "ava";
+import { parse } from "yaml";
+import { envoyConfig, localTopology } from "../deploy/envoy/config.js";
+import { type RETRY_POLICY, serviceConfigFor } from "../kit/client.js";
+import { contractMethods, contractRegistry, type MethodInfo, retriable } from "../kit/contract.js";
+import type { ServiceDefinition } from "../kit/service.js";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { registry } from "../services/registry.js";
+
+interface Route {
+  match: { path?: string };
+  route?: { retry_policy?: { retry_on: string } };
+}
+
+/** Envoy's retry conditions of each exact-path route of a config. */
+function envoyRetries(config: unknown): Map<string, string[]> {
+  // biome-ignore lint/suspicious/noExplicitAny: walking a parsed config document
+  const hcm = (config as any).static_resources.listeners[0].filter_chains[0].filters[0]
+    .typed_config;
+  const routes = hcm.route_config.virtual_hosts[0].routes as Route[];
+  return new Map(
+    routes
+      .filter((route) => route.match.path)
+      .map((route) => [
+        route.match.path as string,
+        route.route?.retry_policy?.retry_on.split(",") ?? [],
+      ]),
+  );
+}
+
+/** The rpcs a client's service config retries on UNAVAILABLE, as "/Service/Method". */
+function clientRetries(config: ReturnType<typeof serviceConfigFor>): Set<string> {
+  const retried = new Set<string>();
+  for (const entry of config.methodConfig as {
+    name: { service: string; method: string }[];
+    retryPolicy?: typeof RETRY_POLICY;
+  }[]) {
+    if (!entry.retryPolicy?.retryableStatusCodes.includes("UNAVAILABLE")) continue;
+    for (const name of entry.name) retried.add(`/${name.service}/${name.method}`);
+  }
+  return retried;
+}
+
+/**
+ * What is wrong with the retry policy of `methods`: an rpc without a declared level, or one that
+ * the client retries after it reached a server (UNAVAILABLE) while Envoy does not (a reset), or
+ * the other way round, or that Envoy retries when it may have had an effect without a promise.
+ */
+function disagreements(
+  methods: readonly MethodInfo[],
+  client: Set<string>,
+  envoy: Map<string, string[]>,
+): string[] {
+  const problems: string[] = [];
+  for (const method of methods) {
+    if (!method.declared) problems.push(`${method.path} declares no idempotency_level`);
+    const byClient = client.has(method.path);
+    const conditions = envoy.get(method.path);
+    if (!conditions) {
+      problems.push(`${method.path} has no Envoy route`);
+      continue;
+    }
+    const byEnvoy = conditions.includes("reset");
+    if (byClient !== byEnvoy) {
+      problems.push(
+        `${method.path}: the client ${byClient ? "retries" : "does not retry"} it after it reached a server, Envoy ${byEnvoy ? "does" : "does not"}`,
+      );
+    }
+    if (byClient !== retriable(method)) {
+      problems.push(`${method.path}: retried against its level ${method.idempotency}`);
+    }
+    for (const never of ["connect-failure", "refused-stream"]) {
+      if (!conditions.includes(never)) problems.push(`${method.path}: Envoy skips ${never}`);
+    }
+  }
+  return problems;
+}
+
+const registered = registry.services
+  .filter((service) => service.exposure === "public")
+  .flatMap((service) => Object.values(service.module.serves) as ServiceDefinition[]);
+
+const allMethods = registry.services.flatMap((service) =>
+  service.protoServices.flatMap((name) => contractMethods(name)),
+);
+
+const allClientRetries = () => {
+  const retried = new Set<string>();
+  for (const definition of registered) {
+    for (const path of clientRetries(serviceConfigFor(definition))) retried.add(path);
+  }
+  return retried;
+};
+
+test("every shop proto service of the descriptor set is registered, and the other way round", (t) => {
+  const described = [...contractRegistry().files]
+    .filter((file) => file.proto.package.startsWith("shop."))
+    .flatMap((file) => file.services.map((service) => service.typeName));
+  t.deepEqual(
+    described.sort(),
+    registry.services.flatMap((service) => service.protoServices).sort(),
+  );
+});
+
+test("every rpc declares its idempotency_level, and clients and Envoy retry alike", async (t) => {
+  t.true(allMethods.length > 0);
+  const committed = parse(
+    await readFile(path.join(repoRoot, "deploy/envoy/envoy.yaml"), "utf8"),
+  ) as unknown;
+  for (const config of [envoyConfig(localTopology()), committed]) {
+    t.deepEqual(disagreements(allMethods, allClientRetries(), envoyRetries(config)), []);
+  }
+  // What the contract says today, spelled out.
+  t.deepEqual(
+    allMethods.filter(retriable).map((method) => method.rpc),
+    [
+      "GetUser",
+      "ListUsers",
+      "GetProduct",
+      "ListProducts",
+      "ReserveStock",
+      "CommitReservation",
+      "ReleaseReservation",
+      "GetOrder",
+      "ListOrders",
+      "CancelOrder",
+      "WatchOrder",
+    ],
+  );
+});
+
+test("the agreement check catches a missing level and each side retrying on its own", (t) => {
+  const envoy = envoyRetries(envoyConfig(localTopology()));
+  const client = allClientRetries();
+  const getUser = allMethods.find((method) => method.rpc === "GetUser") as MethodInfo;
+  const createUser = allMethods.find((method) => method.rpc === "CreateUser") as MethodInfo;
+
+  const undeclared = { ...createUser, declared: false };
+  t.deepEqual(disagreements([undeclared], client, envoy), [
+    "/shop.user.v1.UserService/CreateUser declares no idempotency_level",
+  ]);
+
+  const clientOnly = new Set([...client, createUser.path]);
+  t.true(disagreements([createUser], clientOnly, envoy).length > 0, "client retries alone");
+
+  const envoyOnly = new Map(envoy);
+  envoyOnly.set(createUser.path, [...(envoy.get(createUser.path) ?? []), "reset"]);
+  t.true(disagreements([createUser], client, envoyOnly).length > 0, "Envoy retries alone");
+
+  const neither = new Set([...client].filter((path) => path !== getUser.path));
+  const envoyNeither = new Map(envoy);
+  envoyNeither.set(getUser.path, ["connect-failure", "refused-stream"]);
+  t.deepEqual(disagreements([getUser], neither, envoyNeither), [
+    "/shop.user.v1.UserService/GetUser: retried against its level NO_SIDE_EFFECTS",
+  ]);
+});
+
+test("a client retries more only when its caller says so", (t) => {
+  const order = registry.get("order").module.serves.OrderService as ServiceDefinition;
+  t.false(clientRetries(serviceConfigFor(order)).has("/shop.order.v1.OrderService/CreateOrder"));
+  t.true(
+    clientRetries(serviceConfigFor(order, { alsoRetry: ["CreateOrder"] })).has(
+      "/shop.order.v1.OrderService/CreateOrder",
+    ),
+  );
+});
