@@ -13,6 +13,7 @@ import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import type { Logger } from "../../kit/logger.js";
+import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
@@ -44,7 +45,13 @@ export interface TestService extends StartedService {
 export async function start(
   t: ExecutionContext,
   module: AnyServiceModule,
-  options: { logger?: Logger; database?: string; dependencies?: Record<string, string> } = {},
+  options: {
+    logger?: Logger;
+    database?: string;
+    dependencies?: Record<string, string>;
+    /** More middleware, inside the kit's defaults and the fault injection. */
+    middleware?: readonly ServerMiddleware[];
+  } = {},
 ): Promise<TestService> {
   const faults = new Faults();
   const service = await startService(module, {
@@ -54,7 +61,7 @@ export async function start(
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
-    middleware: [faults.middleware],
+    middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
   });
   t.teardown(() => service.stop());
