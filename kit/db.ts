@@ -89,3 +89,21 @@ export async function migrateDatabase(
   const db = await openDatabase(filename, migrations);
   await db.destroy();
 }
+
+/**
+ * One page of a table in `seq` order (keyset pagination): up to `limit` rows after `afterSeq`,
+ * and the seq to continue from when more remain.
+ */
+export async function pageBySeq<Row extends { seq: number }>(
+  query: Knex.QueryBuilder,
+  limit: number,
+  afterSeq = 0,
+): Promise<{ rows: Row[]; nextSeq?: number }> {
+  const rows = (await query
+    .where("seq", ">", afterSeq)
+    .orderBy("seq")
+    .limit(limit + 1)) as Row[];
+  const page = rows.slice(0, limit);
+  const last = page.at(-1);
+  return { rows: page, ...(rows.length > limit && last && { nextSeq: last.seq }) };
+}

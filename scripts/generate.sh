@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
-# Regenerates everything derived from proto/: the TypeScript, Go and Python stubs and the
-# descriptor set that reflection and Envoy's transcoder load. `scripts/generate.sh DIR` writes
-# under DIR instead of the repo (the drift test compares the two).
+# Regenerates everything derived from proto/: the TypeScript, Go and Python stubs, the descriptor
+# set that reflection and Envoy's transcoder load, and the deployment files (Envoy, compose).
+# `scripts/generate.sh DIR` writes the generated code under DIR instead of the repo (the drift
+# test compares the two).
 #
 # Needs node_modules (npm ci); provisions .tools (protoc-gen-go, protoc-gen-go-grpc, the
 # grpcio-tools venv) through scripts/tools.sh. Only the generated subtrees are rewritten:
@@ -80,3 +81,9 @@ mkdir -p "$out/gen/descriptor"
   --path node_modules/google-proto-files/google/rpc/error_details.proto \
   --path node_modules/grpc-health-check/proto/health/v1/health.proto \
   -o "$out/gen/descriptor/shop.binpb"
+
+# The deployment files derived from the descriptor set and the registry (Envoy's routes, compose),
+# when writing to the repo itself; the drift test for them is test/envoy-config.test.ts.
+if [[ "$(cd "$out" && pwd)" == "$root" ]]; then
+  node_modules/.bin/tsx deploy/generate.ts
+fi

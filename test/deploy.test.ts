@@ -133,7 +133,8 @@ test("the Dockerfile installs production dependencies and copies every file a se
     if (seen.has(file)) continue;
     seen.add(file);
     const source = await readFile(path.join(repoRoot, file), "utf8");
-    for (const [, specifier] of source.matchAll(/(?:from|import)\s+"([^"]+)"/g)) {
+    // Static imports and import("…") alike: the registry loads each service module lazily.
+    for (const [, specifier] of source.matchAll(/(?:from|import)(?:\s+|\s*\(\s*)"([^"]+)"/g)) {
       if (!specifier || specifier.startsWith("node:")) continue;
       if (specifier.startsWith(".")) {
         queue.push(path.join(path.dirname(file), specifier).replace(/\.js$/, ".ts"));

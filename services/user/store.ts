@@ -1,5 +1,5 @@
 import type { User } from "../../gen/ts/shop/user/v1/user.js";
-import { isUniqueViolation, type Knex } from "../../kit/db.js";
+import { isUniqueViolation, type Knex, pageBySeq } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 
 interface UserRow {
@@ -57,13 +57,8 @@ export class UserStore {
 
   /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
   async list(limit: number, afterSeq = 0): Promise<{ users: User[]; nextSeq?: number }> {
-    const rows = await this.db<UserRow>("users")
-      .where("seq", ">", afterSeq)
-      .orderBy("seq")
-      .limit(limit + 1);
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    return { users: page.map(toUser), ...(rows.length > limit && last && { nextSeq: last.seq }) };
+    const { rows, nextSeq } = await pageBySeq<UserRow>(this.db("users"), limit, afterSeq);
+    return { users: rows.map(toUser), ...(nextSeq !== undefined && { nextSeq }) };
   }
 
   async update(userId: string, changes: { email?: string; displayName?: string }): Promise<User> {

@@ -1,0 +1,311 @@
+// npm run new-service -- <name>: scaffolds a service. Writes proto/shop/<name>/v1/<name>.proto (a
+// commented resource with Get, List and Create, each with its idempotency level), services/<name>/
+// (handlers, store, migration, module, handler test) and its line in services/registry.ts, then
+// regenerates everything derived from proto/ and the registry (npm run generate). Nothing else
+// needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
+import { execFileSync } from "node:child_process";
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import path from "node:path";
+import { registry } from "../services/registry.js";
+import { repoRoot } from "./lib/launcher.js";
+
+const name = process.argv[2] ?? "";
+const fail = (message: string): never => {
+  console.error(`new-service: ${message}`);
+  process.exit(1);
+};
+if (!/^[a-z][a-z0-9]{1,30}$/.test(name)) {
+  fail(`usage: npm run new-service -- <name>, a lower-case word such as "payment"; got "${name}"`);
+}
+if ((registry.names as string[]).includes(name)) fail(`"${name}" is already registered`);
+const Name = name[0]?.toUpperCase() + name.slice(1);
+const names = `${name}s`;
+const Names = `${Name}s`;
+const pkg = `shop.${name}.v1`;
+const prefix = name.slice(0, 3);
+const protoFile = path.join(repoRoot, "proto", "shop", name, "v1", `${name}.proto`);
+const folder = path.join(repoRoot, "services", name);
+if (existsSync(protoFile) || existsSync(folder)) fail(`${name} has a proto or a folder already`);
+
+// The next free port whose replicas (+10 each, npm run mesh) meet no other service's.
+const ports = registry.services.map((service) => service.port);
+let port = Math.max(...ports) + 1;
+while (ports.some((taken) => (port - taken) % 10 === 0)) port++;
+
+const proto = `syntax = "proto3";
+
+package ${pkg};
+
+import "google/api/annotations.proto";
+import "google/api/field_behavior.proto";
+import "google/protobuf/timestamp.proto";
+
+// Manages ${names}. Every ${name} is identified by an opaque, server-assigned
+// \`${name}_id\`.
+//
+// Errors carry \`google.rpc.Status\` details: \`BadRequest\` with one field
+// violation per invalid field, and one \`ErrorInfo\` whose domain is
+// "${pkg}" and whose reason is an UPPER_SNAKE code such as
+// \`${name.toUpperCase()}_NOT_FOUND\`.
+service ${Name}Service {
+  // Creates a ${name}.
+  //
+  // Returns INVALID_ARGUMENT when a field breaks its constraints.
+  rpc Create${Name}(Create${Name}Request) returns (Create${Name}Response) {
+    option (google.api.http) = {
+      post: "/${names}"
+      body: "${name}"
+    };
+    option idempotency_level = IDEMPOTENCY_UNKNOWN;
+  }
+
+  // Returns one ${name}.
+  //
+  // Returns INVALID_ARGUMENT when \`${name}_id\` is empty or too long, and
+  // NOT_FOUND (reason \`${name.toUpperCase()}_NOT_FOUND\`) when no ${name} has that id.
+  rpc Get${Name}(Get${Name}Request) returns (Get${Name}Response) {
+    option (google.api.http) = {get: "/${names}/{${name}_id}"};
+    option idempotency_level = NO_SIDE_EFFECTS;
+  }
+
+  // Lists ${names}, oldest first, one page at a time.
+  //
+  // Returns INVALID_ARGUMENT (reason \`INVALID_PAGE_TOKEN\`) when \`page_token\`
+  // was not issued by a previous call, or when \`page_size\` is negative.
+  rpc List${Names}(List${Names}Request) returns (List${Names}Response) {
+    option (google.api.http) = {get: "/${names}"};
+    option idempotency_level = NO_SIDE_EFFECTS;
+  }
+}
+
+// A ${name}.
+message ${Name} {
+  // Opaque identifier assigned by the server at creation. Output only.
+  string ${name}_id = 1 [(google.api.field_behavior) = OUTPUT_ONLY];
+
+  // Name shown to people. Required; 1 to 100 characters.
+  string display_name = 2 [(google.api.field_behavior) = REQUIRED];
+
+  // When the ${name} was created. Output only.
+  google.protobuf.Timestamp create_time = 3 [(google.api.field_behavior) = OUTPUT_ONLY];
+}
+
+// Request for ${Name}Service.Create${Name}.
+message Create${Name}Request {
+  // The ${name} to create. Required. \`${name}_id\` and \`create_time\` are ignored.
+  ${Name} ${name} = 1 [(google.api.field_behavior) = REQUIRED];
+}
+
+// Response for ${Name}Service.Create${Name}.
+message Create${Name}Response {
+  // The created ${name}, with its assigned \`${name}_id\`.
+  ${Name} ${name} = 1;
+}
+
+// Request for ${Name}Service.Get${Name}.
+message Get${Name}Request {
+  // Id of the ${name} to return. Required; at most 64 characters.
+  string ${name}_id = 1 [(google.api.field_behavior) = REQUIRED];
+}
+
+// Response for ${Name}Service.Get${Name}.
+message Get${Name}Response {
+  // The requested ${name}.
+  ${Name} ${name} = 1;
+}
+
+// Request for ${Name}Service.List${Names}.
+message List${Names}Request {
+  // Maximum number of ${names} to return. 0 means the default of 50; values
+  // above 1000 are treated as 1000. Must not be negative.
+  int32 page_size = 1;
+
+  // Token from a previous response's \`next_page_token\`; empty for the first
+  // page. Opaque: clients must not build or change it.
+  string page_token = 2;
+}
+
+// Response for ${Name}Service.List${Names}.
+message List${Names}Response {
+  // The ${names} of this page, oldest first.
+  repeated ${Name} ${names} = 1;
+
+  // Token for the next page; empty when this is the last page.
+  string next_page_token = 2;
+}
+`;
+
+const gen = `../../gen/ts/shop/${name}/v1/${name}.js`;
+const files: Record<string, string> = {
+  "handlers.ts": `import type { ${Name}ServiceService } from "${gen}";
+import { newId } from "../../kit/ids.js";
+import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import type { Handlers } from "../../kit/service.js";
+import { check } from "../../kit/validate.js";
+import type { ${Name}Store } from "./store.js";
+
+/** ${Name}Service: each rpc validates its request, then asks the store. */
+export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}ServiceService> {
+  return {
+    async create${Name}({ ${name} }) {
+      const displayName = ${name}?.displayName ?? "";
+      check().text("${name}.display_name", displayName, 100).throwIfAny();
+      return { ${name}: await store.insert(newId("${prefix}"), displayName) };
+    },
+
+    async get${Name}({ ${name}Id }) {
+      check().id("${name}_id", ${name}Id).throwIfAny();
+      return { ${name}: await store.get(${name}Id) };
+    },
+
+    async list${Names}({ pageSize: requested, pageToken }) {
+      const limit = pageSize(requested);
+      const { ${names}, nextSeq } = await store.list(limit, decodePageToken<number>(pageToken));
+      return { ${names}, nextPageToken: nextSeq ? encodePageToken(nextSeq) : "" };
+    },
+  };
+}
+`,
+  "store.ts": `import type { ${Name} } from "${gen}";
+import { type Knex, pageBySeq } from "../../kit/db.js";
+import { errors } from "../../kit/errors.js";
+
+interface ${Name}Row {
+  seq: number;
+  ${name}_id: string;
+  display_name: string;
+  create_time: number;
+}
+
+const to${Name} = (row: ${Name}Row): ${Name} => ({
+  ${name}Id: row.${name}_id,
+  displayName: row.display_name,
+  createTime: new Date(row.create_time),
+});
+
+/** The ${names} table: the only code that touches it. */
+export class ${Name}Store {
+  constructor(private readonly db: Knex) {}
+
+  async insert(${name}Id: string, displayName: string): Promise<${Name}> {
+    const row = { ${name}_id: ${name}Id, display_name: displayName, create_time: Date.now() };
+    await this.db("${names}").insert(row);
+    return to${Name}(row as ${Name}Row);
+  }
+
+  async get(${name}Id: string): Promise<${Name}> {
+    const row = await this.db<${Name}Row>("${names}").where({ ${name}_id: ${name}Id }).first();
+    if (!row) throw errors.notFound("${name.toUpperCase()}_NOT_FOUND", \`${name} \${${name}Id} does not exist\`);
+    return to${Name}(row);
+  }
+
+  /** Up to \`limit\` ${names} after \`afterSeq\`, oldest first, and the seq to continue from. */
+  async list(limit: number, afterSeq = 0) {
+    const { rows, nextSeq } = await pageBySeq<${Name}Row>(this.db("${names}"), limit, afterSeq);
+    return { ${names}: rows.map(to${Name}), nextSeq };
+  }
+}
+`,
+  [`migrations/0001_create_${names}.ts`]: `import type { Migration } from "../../../kit/db.js";
+
+export const create${Names}: Migration = {
+  name: "0001_create_${names}",
+  async up(db) {
+    await db.schema.createTable("${names}", (table) => {
+      // seq orders pages; ${name}_id is the public id.
+      table.increments("seq");
+      table.string("${name}_id", 64).notNullable().unique();
+      table.string("display_name", 100).notNullable();
+      table.bigInteger("create_time").notNullable();
+    });
+  },
+  async down(db) {
+    await db.schema.dropTable("${names}");
+  },
+};
+`,
+  "migrations/index.ts": `import type { Migration } from "../../../kit/db.js";
+import { create${Names} } from "./0001_create_${names}.js";
+
+/** In order; never edit one that has shipped, add the next. */
+export const migrations: Migration[] = [create${Names}];
+`,
+  "service.ts": `import { ${Name}ServiceService } from "${gen}";
+import { defineService } from "../../kit/service.js";
+import { ${name}Handlers } from "./handlers.js";
+import { migrations } from "./migrations/index.js";
+import { ${Name}Store } from "./store.js";
+
+export const ${name}Service = defineService({
+  name: "${name}",
+  serves: { ${Name}Service: ${Name}ServiceService },
+  dependencies: {},
+  migrations,
+  implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
+});
+`,
+  "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.
+import test, { type ExecutionContext } from "ava";
+import { ${Name}ServiceService } from "${gen}";
+import { createClient } from "../../kit/client.js";
+import { Code } from "../../kit/errors.js";
+import { start } from "../../test/helpers/fleet.js";
+import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
+import { ${name}Service } from "./service.js";
+
+async function client(t: ExecutionContext) {
+  const service = await start(t, ${name}Service);
+  const ${names} = createClient(${Name}ServiceService, service.server.address);
+  t.teardown(() => ${names}.close());
+  return ${names};
+}
+
+test("Create${Name} assigns an id, and Get${Name} returns what it stored", async (t) => {
+  const ${names} = await client(t);
+  const { ${name} } = await ${names}.create${Name}({ ${name}: { displayName: "First" } });
+  t.regex(${name}?.${name}Id ?? "", /^${prefix}_/);
+  t.deepEqual((await ${names}.get${Name}({ ${name}Id: ${name}?.${name}Id })).${name}, ${name});
+});
+
+test("Create${Name} refuses an empty display_name, and Get${Name} an unknown id", async (t) => {
+  const ${names} = await client(t);
+  await expectInvalid(t, ${names}.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
+  const unknown = ${names}.get${Name}({ ${name}Id: "nope" });
+  await expectStatus(t, unknown, Code.NOT_FOUND, "${name.toUpperCase()}_NOT_FOUND");
+});
+
+test("List${Names} pages through every ${name}, oldest first", async (t) => {
+  const ${names} = await client(t);
+  const names = ["a", "b", "c"];
+  for (const displayName of names) await ${names}.create${Name}({ ${name}: { displayName } });
+  const first = await ${names}.list${Names}({ pageSize: 2 });
+  const rest = await ${names}.list${Names}({ pageSize: 2, pageToken: first.nextPageToken });
+  t.deepEqual([...first.${names}, ...rest.${names}].map((one) => one.displayName), names);
+  t.is(rest.nextPageToken, "");
+});
+`,
+};
+
+mkdirSync(path.dirname(protoFile), { recursive: true });
+writeFileSync(protoFile, proto);
+for (const [file, text] of Object.entries(files)) {
+  mkdirSync(path.dirname(path.join(folder, file)), { recursive: true });
+  writeFileSync(path.join(folder, file), text);
+}
+const registryFile = path.join(repoRoot, "services", "registry.ts");
+const source = readFileSync(registryFile, "utf8");
+const line = `  { module: (await import("./${name}/service.js")).${name}Service, port: ${port} },\n`;
+const end = source.indexOf("]);");
+if (end < 0) fail("services/registry.ts has no `]);` to add the line before");
+writeFileSync(registryFile, source.slice(0, end) + line + source.slice(end));
+
+const run = (command: string, args: string[]) =>
+  execFileSync(command, args, { cwd: repoRoot, stdio: "inherit" });
+run("npx", ["biome", "format", "--write", `services/${name}`]);
+run("npm", ["run", "--silent", "generate"]);
+console.log(`
+new-service: ${name} on port ${port}
+  proto/shop/${name}/v1/${name}.proto
+  services/${name}/ (handlers.ts, store.ts, migrations/, service.ts, handlers.test.ts)
+  services/registry.ts: one line
+Next: npm run lint && npx ava services/${name} && npm start`);

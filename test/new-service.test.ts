@@ -1,0 +1,141 @@
+// `npm run new-service -- payment` in a temporary copy of the repo: the scaffold is a working
+// service made of its proto, at most 150 hand-written lines and one registry line. The gates pass
+// (generate, lint, the breaking gate, the typecheck), its handler test passes, and the copy's own
+// `npm start` and `npm run mesh` serve it: the banner lists it, Envoy routes it, `grpcurl list`
+// through Envoy shows it.
+import { readFileSync } from "node:fs";
+import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { exec } from "./helpers/exec.js";
+
+/** Every file of a tree (tracked and untracked, as git sees them), relative to it. */
+async function filesOf(root: string): Promise<string[]> {
+  const listed = await exec("git", ["ls-files", "-co", "--exclude-standard"], { cwd: root });
+  // node_modules and .tools are links to the repo's, not files of the copy.
+  return listed.stdout
+    .split("\n")
+    .filter((file) => file && file !== "node_modules" && file !== ".tools")
+    .sort();
+}
+
+/** What a copy needs besides the repo's files: the installed packages and tools. */
+async function copyRepo(): Promise<string> {
+  const copy = await mkdtemp(path.join(tmpdir(), "shopmesh-scaffold-"));
+  const tar = await exec(
+    "sh",
+    ["-c", `git ls-files -co --exclude-standard | tar -cf - -T - | tar -xf - -C '${copy}'`],
+    { cwd: repoRoot },
+  );
+  if (tar.code !== 0) throw new Error(tar.stderr);
+  await symlink(path.join(repoRoot, "node_modules"), path.join(copy, "node_modules"));
+  await symlink(path.join(repoRoot, ".tools"), path.join(copy, ".tools"));
+  // A repository of its own, so that git ls-files lists the copy's files.
+  await exec("git", ["init", "-q"], { cwd: copy });
+  return copy;
+}
+
+// Generated from proto/ and the registry, so a new service changes them without a hand edit.
+const GENERATED = [/^gen\//, /^deploy\/envoy\/envoy(\.compose)?\.yaml$/, /^deploy\/compose\.yaml$/];
+
+/** Runs in the copy what the outer test cannot: its own launchers, with its own registry. */
+const LAUNCH_CHECK = `import test from "ava";
+import { exec, grpcurl } from "./helpers/exec.js";
+import { tool } from "../scripts/lib/launcher.js";
+import { launch } from "./helpers/launch.js";
+
+const SERVICE = "shop.payment.v1.PaymentService";
+
+test.serial("npm start's banner lists payment, which serves", async (t) => {
+  const shop = await launch(t, "start", { args: ["--no-seed"] });
+  t.regex(shop.banner, /^  payment +127\\.0\\.0\\.1:\\d+ +shop\\.payment\\.v1\\.PaymentService$/m);
+  const body = { payment: { display_name: "direct" } };
+  const { payment } = await grpcurl(shop.addresses.payment, \`\${SERVICE}/CreatePayment\`, body);
+  t.regex(payment.paymentId, /^pay_/);
+});
+
+test.serial("Envoy routes payment: grpcurl list, gRPC and REST through it", async (t) => {
+  const mesh = await launch(t, "mesh", { args: ["--no-seed"], replicas: 1 });
+  const envoy = mesh.envoy as string;
+  const listed = await exec(tool("grpcurl"), ["-plaintext", envoy, "list"]);
+  t.true(listed.stdout.split("\\n").includes(SERVICE), listed.stdout);
+  const body = { payment: { display_name: "through Envoy" } };
+  const { payment } = await grpcurl(envoy, \`\${SERVICE}/CreatePayment\`, body);
+  const got = await grpcurl(envoy, \`\${SERVICE}/GetPayment\`, { payment_id: payment.paymentId });
+  t.deepEqual(got.payment, payment);
+  const rest = await fetch(\`http://\${envoy}/payments/\${payment.paymentId}\`);
+  t.is(rest.status, 200);
+  t.is(((await rest.json()) as { payment: { payment_id: string } }).payment.payment_id, payment.paymentId);
+});
+`;
+
+test("npm run new-service -- payment scaffolds a service that every gate, launcher and Envoy take", async (t) => {
+  t.timeout(600_000);
+  const copy = await copyRepo();
+  t.teardown(() => rm(copy, { recursive: true, force: true }));
+  const before = new Map(
+    await Promise.all(
+      (await filesOf(copy)).map(
+        async (file) => [file, await readFile(path.join(copy, file), "utf8")] as const,
+      ),
+    ),
+  );
+  const run = async (command: string, args: string[], timeoutMs = 180_000) => {
+    const result = await exec(command, args, { cwd: copy, timeoutMs });
+    t.is(result.code, 0, `${command} ${args.join(" ")}\n${result.stdout}\n${result.stderr}`);
+    return result;
+  };
+
+  // The scaffold, and generate (which it runs).
+  await run("npm", ["run", "new-service", "--", "payment"]);
+
+  // Zero edits anywhere else: new files are the proto and the folder (and generated code); the
+  // registry gains exactly one line; every other hand-written file is as it was.
+  const after = await filesOf(copy);
+  const added = after.filter((file) => !before.has(file) && !GENERATED.some((g) => g.test(file)));
+  t.deepEqual(added, [
+    "proto/shop/payment/v1/payment.proto",
+    "services/payment/handlers.test.ts",
+    "services/payment/handlers.ts",
+    "services/payment/migrations/0001_create_payments.ts",
+    "services/payment/migrations/index.ts",
+    "services/payment/service.ts",
+    "services/payment/store.ts",
+  ]);
+  const changed = [...before.keys()].filter(
+    (file) =>
+      !GENERATED.some((g) => g.test(file)) &&
+      readFileSync(path.join(copy, file), "utf8") !== before.get(file),
+  );
+  t.deepEqual(changed, ["services/registry.ts"]);
+  const registryBefore = (before.get("services/registry.ts") as string).split("\n");
+  const registryAfter = readFileSync(path.join(copy, "services/registry.ts"), "utf8").split("\n");
+  t.deepEqual(
+    registryAfter.filter((line) => !registryBefore.includes(line)),
+    ['  { module: (await import("./payment/service.js")).paymentService, port: 50054 },'],
+  );
+  t.is(registryAfter.length, registryBefore.length + 1);
+  const handWritten = added.filter((file) => file.startsWith("services/payment/"));
+  let lines = 0;
+  for (const file of handWritten) {
+    lines += readFileSync(path.join(copy, file), "utf8").trimEnd().split("\n").length;
+  }
+  t.log(`services/payment: ${lines} lines in ${handWritten.length} files`);
+  t.true(lines <= 150, `${lines} hand-written lines`);
+  t.true((await readdir(path.join(copy, "gen/ts/shop/payment/v1"))).includes("payment.ts"));
+
+  // The gates.
+  await run("npm", ["run", "lint"]);
+  await run("npm", ["run", "breaking"]);
+  await run("npx", ["tsc", "--noEmit"]);
+  await run("npx", ["tsx", "deploy/generate.ts", "--check"]);
+
+  // Its handler test, then the copy's own launchers and Envoy.
+  const handlerTest = await run("npx", ["ava", "services/payment"]);
+  t.regex(handlerTest.stdout + handlerTest.stderr, /3 tests passed/);
+  await writeFile(path.join(copy, "test/scaffold-launch.test.ts"), LAUNCH_CHECK);
+  const launched = await run("npx", ["ava", "test/scaffold-launch.test.ts"], 300_000);
+  t.regex(launched.stdout + launched.stderr, /2 tests passed/);
+});
