@@ -1,7 +1,7 @@
 import { createClient } from "./client.js";
 import { env, type ServerConfig, serverConfig } from "./config.js";
 import { type Knex, openDatabase } from "./db.js";
-import { createLogger, type Logger } from "./logger.js";
+import { createLogger, flushLogger, type Logger } from "./logger.js";
 import {
   type ClientMiddleware,
   defaultClientMiddleware,
@@ -138,6 +138,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     service.logger.info({ signal }, "shutting down");
     await service.stop();
     service.logger.info("stopped");
+    await flushLogger(service.logger);
     process.exit(0);
   };
   process.once("SIGTERM", stop);

@@ -6,7 +6,7 @@
 import { fileURLToPath } from "node:url";
 import * as protoLoader from "@grpc/proto-loader";
 import { env } from "../../kit/config.js";
-import { createLogger } from "../../kit/logger.js";
+import { createLogger, flushLogger } from "../../kit/logger.js";
 import { serve } from "../../kit/server.js";
 import type { ServiceDefinition } from "../../kit/service.js";
 
@@ -28,6 +28,10 @@ const server = await serve(
 );
 logger.info({ address: server.address }, "serving");
 process.send?.({ serving: server.address, pid: process.pid });
-const stop = () => server.shutdown().then(() => process.exit(0));
+const stop = async () => {
+  await server.shutdown();
+  await flushLogger(logger);
+  process.exit(0);
+};
 process.once("SIGTERM", stop);
 process.once("SIGINT", stop);

@@ -59,7 +59,7 @@ const sameRequest = (order: Order, request: CreateOrderRequest) =>
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
-/** The order flow of DESIGN.md §2: idempotent create, compensation, cancel, reconciliation. */
+/** The order flow (docs/architecture.md): idempotent create, compensation, cancel, reconciliation. */
 export class OrderSaga {
   /** Emits an event named after the order id whenever this process changes its state. */
   readonly changes = new EventEmitter().setMaxListeners(0);
@@ -71,7 +71,7 @@ export class OrderSaga {
     private readonly options: SagaOptions,
   ) {}
 
-  /** CreateOrder: one order per request id, however many retries arrive and whenever. */
+  /** CreateOrder: one order per idempotency key (request_id), however many retries arrive. */
   async create(request: CreateOrderRequest, ctx: CallContext): Promise<Order> {
     const requestId = request.requestId || newId("req");
     // Registered before the first await, so a retry arriving at any moment joins this run.

@@ -11,8 +11,8 @@ const HEADER = "x-request-id";
 export const X_REQUEST_ID = contextKey<string>(HEADER);
 
 /** Takes the caller's x-request-id, or makes one, and puts it in every log line of the call. */
-export const requestIdServer: ServerMiddleware = {
-  name: "request-id",
+export const xRequestIdServer: ServerMiddleware = {
+  name: "x-request-id",
   wrap: (_method, next) => (request, ctx) => {
     const given = ctx.metadata.get(HEADER)[0];
     const id = typeof given === "string" && given !== "" ? given : randomUUID();
@@ -23,8 +23,8 @@ export const requestIdServer: ServerMiddleware = {
 };
 
 /** A call made while serving another carries that call's x-request-id, unless it set its own. */
-export const requestIdClient: ClientMiddleware = {
-  name: "request-id",
+export const xRequestIdClient: ClientMiddleware = {
+  name: "x-request-id",
   wrap: (_method, next) => (request, call) => {
     const id = call.options.ctx?.get(X_REQUEST_ID);
     if (id !== undefined && call.metadata.get(HEADER).length === 0) call.metadata.set(HEADER, id);
