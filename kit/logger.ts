@@ -2,15 +2,20 @@ import { pino } from "pino";
 
 export type Logger = pino.Logger;
 
+/** How long a log line may wait in the buffer before it is written. */
+const FLUSH_MS = 100;
+
 /**
- * Structured JSON logs on stdout, one object per line. Lines are written asynchronously: under
- * load they go out in batches instead of one write per line (the write was half the cost of a
- * cheap rpc's log line). Call flushLogger before the process exits.
+ * Structured JSON logs on stdout, one object per line. Lines are buffered (up to 4 KB, at most
+ * 100 ms) and written together: one write per line was about a third of the kit's per-call cost
+ * on the benchmark's echo. Call flushLogger before the process exits.
  */
 export function createLogger(service: string, level = "info"): Logger {
+  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  setInterval(() => destination.flush(), FLUSH_MS).unref();
   return pino(
     { level, base: { service }, timestamp: pino.stdTimeFunctions.isoTime },
-    pino.destination({ dest: 1, sync: false }),
+    destination,
   );
 }
 

@@ -128,12 +128,11 @@ export async function serve(
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
+/** The context of a served call; it learns of a cancellation from the call itself. */
 function contextOf(call: Call, method: MethodInfo): ServerCallContext {
   const raw = call.getDeadline();
   const deadline = raw instanceof Date ? raw : Number.isFinite(raw) ? new Date(raw) : undefined;
-  const ctx = new ServerCallContext(method, call.metadata, deadline, call);
-  call.once("cancelled", () => ctx.cancel());
-  return ctx;
+  return new ServerCallContext(method, call.metadata, deadline, call);
 }
 
 function malformed(): ServiceError {
