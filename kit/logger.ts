@@ -13,10 +13,7 @@ const FLUSH_MS = 100;
 export function createLogger(service: string, level = "info"): Logger {
   const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
   setInterval(() => destination.flush(), FLUSH_MS).unref();
-  return pino(
-    { level, base: { service }, timestamp: pino.stdTimeFunctions.isoTime },
-    destination,
-  );
+  return pino({ level, base: { service }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
 }
 
 /** Resolves once every line logged so far is written. */

@@ -452,6 +452,7 @@ test("a graceful shutdown finishes in-flight calls and reports NOT_SERVING", asy
     }
   })();
 
+  await until("the health watch to report SERVING", () => statuses.length > 0);
   fleet.product.faults.set("GetProduct", { delayMs: 800 });
   const inFlight = fleet.products.getProduct({ productId: mug.productId });
   await until("GetProduct to be in flight", () => fleet.product.faults.inFault("GetProduct") > 0);
