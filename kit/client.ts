@@ -198,16 +198,21 @@ export function createClient<S extends ServiceDefinition>(
           );
           const unlink = linkCancellation(outgoing.signals, () => stream.cancel());
           return (async function* () {
+            let ended = false;
             try {
               for await (const message of stream) yield message;
+              ended = true;
               outgoing.finish(Code.OK, "");
             } catch (error) {
+              ended = true;
               const failure = fromGrpcError(error as grpc.ServiceError);
               outgoing.finish(failure.code, failure.message);
               throw failure;
             } finally {
               unlink();
               stream.cancel();
+              // The caller stopped reading: the stream ends cancelled.
+              if (!ended) outgoing.finish(Code.CANCELLED, "Cancelled by the caller");
             }
           })();
         }
