@@ -245,38 +245,6 @@ const unseeded = test.macro({
 test.serial("--no-seed", unseeded, { args: ["--no-seed"] });
 test.serial("SHOP_SEED=false", unseeded, { env: { SHOP_SEED: "false" } });
 
-for (const taken of registry.names) {
-  test.serial(`a taken ${taken} port makes the launcher fail and name ${taken}`, async (t) => {
-    const squatter = createServer((socket) => socket.destroy());
-    squatter.listen(0, HOST);
-    await once(squatter, "listening");
-    t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
-    const port = (squatter.address() as { port: number }).port;
-
-    const proc = await spawnLaunch("start", { ports: { [taken]: port } });
-    t.teardown(() => proc.kill());
-    let timer: NodeJS.Timeout | undefined;
-    const status = await Promise.race([
-      proc.exited,
-      new Promise<never>((_, reject) => {
-        timer = setTimeout(
-          () => reject(new Error(`still running after 60 s:\n${proc.output()}`)),
-          60_000,
-        );
-      }),
-    ]).finally(() => clearTimeout(timer));
-    const output = proc.output();
-    t.is(status.signal, null, output);
-    t.not(status.code, 0, output);
-    t.regex(output, new RegExp(`\\b${taken} failed to start\\b`));
-    t.regex(output, new RegExp(`EADDRINUSE.*${port}`));
-    t.false(output.includes("shopmesh is ready"), output);
-    for (const [name, other] of Object.entries(proc.ports)) {
-      if (name !== taken) t.false(await isListening(other), `${name} left running on ${other}`);
-    }
-  });
-}
-
 /** Waits for a launcher expected to fail; fails the test if it is still up after 60 s. */
 async function failedLaunch(proc: Awaited<ReturnType<typeof spawnLaunch>>) {
   let timer: NodeJS.Timeout | undefined;
@@ -290,6 +258,28 @@ async function failedLaunch(proc: Awaited<ReturnType<typeof spawnLaunch>>) {
     }),
   ]).finally(() => clearTimeout(timer));
   return { ...status, output: proc.output() };
+}
+
+for (const taken of registry.names) {
+  test.serial(`a taken ${taken} port makes the launcher fail and name ${taken}`, async (t) => {
+    const squatter = createServer((socket) => socket.destroy());
+    squatter.listen(0, HOST);
+    await once(squatter, "listening");
+    t.teardown(() => new Promise<void>((resolve) => squatter.close(() => resolve())));
+    const port = (squatter.address() as { port: number }).port;
+
+    const proc = await spawnLaunch("start", { ports: { [taken]: port } });
+    t.teardown(() => proc.kill());
+    const { code, signal, output } = await failedLaunch(proc);
+    t.is(signal, null, output);
+    t.not(code, 0, output);
+    t.regex(output, new RegExp(`\\b${taken} failed to start\\b`));
+    t.regex(output, new RegExp(`EADDRINUSE.*${port}`));
+    t.false(output.includes("shopmesh is ready"), output);
+    for (const [name, other] of Object.entries(proc.ports)) {
+      if (name !== taken) t.false(await isListening(other), `${name} left running on ${other}`);
+    }
+  });
 }
 
 test.serial(
