@@ -4,10 +4,12 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import type { CallContext } from "./context.js";
 import { isBusy } from "./db.js";
-import { Code, encodeStatus, ServiceError } from "./errors.js";
+import { guardDeserialize, Malformed, malformedError } from "./decode.js";
+import { Code, ServiceError } from "./errors.js";
 import { type Faults, injectFault } from "./faults.js";
+import { guardedServer, statusOf } from "./guard.js";
 import type { Logger } from "./logger.js";
-import { reflectionService } from "./reflection.js";
+import { clipReflectionError, reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 
 export interface ServeOptions {
@@ -41,8 +43,6 @@ const serverOptions: grpc.ServerOptions = {
   "grpc.enable_channelz": 0,
 };
 
-const MALFORMED = Symbol("malformed request");
-
 /**
  * Serves one shopmesh service with health (grpc.health.v1) and reflection (v1 and v1alpha, the
  * full descriptor set), one log line per call, and google.rpc error details on every failure.
@@ -54,8 +54,9 @@ export async function serve(
   const { logger } = options;
   const server = new grpc.Server(serverOptions);
   const health = new HealthImplementation({ "": "SERVING", [service.name]: "SERVING" });
-  health.addToServer(server);
-  reflectionService().addToServer(server);
+  // Health and reflection refuse undecodable requests as our services do.
+  health.addToServer(guardedServer(server));
+  reflectionService().addToServer(guardedServer(server, clipReflectionError));
 
   const domain = packageOf(service.name);
   const faults: Faults = new Map();
@@ -63,16 +64,14 @@ export async function serve(
   const definition: ServiceDefinition = {};
   for (const [name, method] of Object.entries(service.definition)) {
     // A body that does not decode is the client's mistake: INVALID_ARGUMENT, not INTERNAL.
+    // Responses are encoded by the handler wrappers, so that a failure to encode one is a
+    // status they send and log, not one grpc-js sends behind their back.
     definition[name] = {
       ...method,
-      requestDeserialize: (bytes: Buffer) => {
-        try {
-          return method.requestDeserialize(bytes);
-        } catch {
-          return MALFORMED;
-        }
-      },
+      requestDeserialize: guardDeserialize(method.path, method.requestDeserialize),
+      responseSerialize: (bytes: Buffer) => bytes,
     };
+    const encode = method.responseSerialize as (message: unknown) => Buffer;
     const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
     const handle = service.handlers[name] as Handler;
     const handler: Handler = async (request, ctx) => {
@@ -80,8 +79,8 @@ export async function serve(
       return handle(request, ctx);
     };
     implementation[name] = method.responseStream
-      ? serverStreaming(handler, domain, logger)
-      : unary(handler, domain, logger);
+      ? serverStreaming(handler, encode, domain, logger)
+      : unary(handler, encode, domain, logger);
   }
   server.addService(definition, implementation);
 
@@ -123,7 +122,7 @@ type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<u
  * made on first use, and aborts only while the call runs: grpc-js emits "cancelled" after every
  * finished call too, and an AbortError per call was ~6% of a GetProduct's CPU.
  */
-function contextOf(call: Call): [CallContext, () => void] {
+function contextOf(call: Call): [CallContext, () => Code | undefined] {
   let controller: AbortController | undefined;
   let state: "running" | "cancelled" | "finished" = "running";
   call.once("cancelled", () => {
@@ -146,16 +145,14 @@ function contextOf(call: Call): [CallContext, () => void] {
     },
     requestId: String(call.metadata.get("x-request-id")[0] ?? randomUUID()),
   };
+  // Ends the call's bookkeeping. When the caller already left, the status it got is its own.
   const finish = () => {
     if (state === "running") state = "finished";
+    if (state !== "cancelled") return undefined;
+    const passed = deadline !== undefined && Date.now() >= deadline.getTime();
+    return passed ? Code.DEADLINE_EXCEEDED : Code.CANCELLED;
   };
   return [ctx, finish];
-}
-
-function malformed(): ServiceError {
-  return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
-    reason: "MALFORMED_REQUEST",
-  });
 }
 
 /** Turns anything a handler threw into a status; only our own bugs become INTERNAL. */
@@ -173,10 +170,8 @@ function toStatus(error: unknown, domain: string, ctx: CallContext, logger: Logg
     logger.error({ err: error, method: ctx.method, request_id: ctx.requestId }, "handler failed");
     failure = new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" });
   }
-  const metadata = new grpc.Metadata();
-  metadata.set("grpc-status-details-bin", encodeStatus(failure, domain));
-  // Trailers are small: a message that quotes input must not outgrow them.
-  return { code: failure.code, details: failure.message.slice(0, 1024), metadata };
+  // Trailers are small: statusOf clips a message that quotes input.
+  return statusOf(failure, domain) as grpc.StatusObject;
 }
 
 function logCall(logger: Logger, ctx: CallContext, started: number, code: grpc.status) {
@@ -195,6 +190,7 @@ function logCall(logger: Logger, ctx: CallContext, started: number, code: grpc.s
 
 function unary(
   handler: Handler,
+  encode: (message: unknown) => Buffer,
   domain: string,
   logger: Logger,
 ): grpc.handleUnaryCall<unknown, unknown> {
@@ -202,19 +198,17 @@ function unary(
     const started = performance.now();
     const [ctx, finish] = contextOf(call);
     const run = async () => {
-      if (call.request === MALFORMED) throw malformed();
-      return handler(call.request, ctx);
+      if (call.request instanceof Malformed) throw malformedError(call.request);
+      return encode(await handler(call.request, ctx));
     };
     run().then(
       (response) => {
-        logCall(logger, ctx, started, Code.OK);
-        finish();
+        logCall(logger, ctx, started, finish() ?? Code.OK);
         callback(null, response);
       },
       (error: unknown) => {
         const status = toStatus(error, domain, ctx, logger);
-        logCall(logger, ctx, started, status.code);
-        finish();
+        logCall(logger, ctx, started, finish() ?? status.code);
         callback(status);
       },
     );
@@ -223,6 +217,7 @@ function unary(
 
 function serverStreaming(
   handler: Handler,
+  encode: (message: unknown) => Buffer,
   domain: string,
   logger: Logger,
 ): grpc.handleServerStreamingCall<unknown, unknown> {
@@ -230,23 +225,21 @@ function serverStreaming(
     const started = performance.now();
     const [ctx, finish] = contextOf(call);
     const run = async () => {
-      if (call.request === MALFORMED) throw malformed();
+      if (call.request instanceof Malformed) throw malformedError(call.request);
       const messages = (await handler(call.request, ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
         if (ctx.signal.aborted) return;
-        if (!call.write(message)) await once(call, "drain", { signal: ctx.signal });
+        if (!call.write(encode(message))) await once(call, "drain", { signal: ctx.signal });
       }
     };
     run().then(
       () => {
-        logCall(logger, ctx, started, Code.OK);
-        finish();
+        logCall(logger, ctx, started, finish() ?? Code.OK);
         call.end();
       },
       (error: unknown) => {
         const status = toStatus(error, domain, ctx, logger);
-        logCall(logger, ctx, started, status.code);
-        finish();
+        logCall(logger, ctx, started, finish() ?? status.code);
         call.emit("error", status);
       },
     );
