@@ -39,8 +39,9 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}): Serv
   implement: (db, logger) => {
     const settings = { ...orderSettings(), ...overrides };
     const defaultTimeoutMs = settings.dependencyTimeoutMs;
-    // One long-lived channel per dependency. Retries cover only methods that are safe to repeat:
-    // reads, and the reservation calls, which are idempotent by reservation id.
+    // One long-lived channel per dependency. Retries, and the wait for a channel to be ready,
+    // cover only methods that are safe to repeat: reads, and the reservation calls, which are
+    // idempotent by reservation id.
     const users = createClient(UserServiceService, settings.userAddr, {
       serviceName: "shop.user.v1.UserService",
       idempotentMethods: ["GetUser", "ListUsers"],
@@ -63,6 +64,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}): Serv
       { users, products },
       {
         reservationTtlMs: settings.reservationTtlMs,
+        settleTimeoutMs: defaultTimeoutMs,
         logger,
       },
     );
@@ -70,7 +72,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}): Serv
       settings.reconcileMs,
       async () => {
         const count = await saga.reconcile();
-        if (count > 0) logger.info({ count }, "released stock of failed orders");
+        if (count > 0) logger.info({ count }, "settled unfinished orders");
       },
       (error) => logger.warn({ err: error }, "reconcile failed"),
     );

@@ -38,6 +38,9 @@ const (
 	OrderState_ORDER_STATE_CANCELLED OrderState = 3
 	// The reservation could not be committed and was released. Final.
 	OrderState_ORDER_STATE_FAILED OrderState = 4
+	// A cancel is recorded and its stock is being returned. Short-lived: the
+	// cancel completes to CANCELLED whether or not its caller is still there.
+	OrderState_ORDER_STATE_CANCELLING OrderState = 5
 )
 
 // Enum value maps for OrderState.
@@ -48,6 +51,7 @@ var (
 		2: "ORDER_STATE_CONFIRMED",
 		3: "ORDER_STATE_CANCELLED",
 		4: "ORDER_STATE_FAILED",
+		5: "ORDER_STATE_CANCELLING",
 	}
 	OrderState_value = map[string]int32{
 		"ORDER_STATE_UNSPECIFIED": 0,
@@ -55,6 +59,7 @@ var (
 		"ORDER_STATE_CONFIRMED":   2,
 		"ORDER_STATE_CANCELLED":   3,
 		"ORDER_STATE_FAILED":      4,
+		"ORDER_STATE_CANCELLING":  5,
 	}
 )
 
@@ -817,14 +822,15 @@ const file_shop_order_v1_order_proto_rawDesc = "" +
 	"\x11WatchOrderRequest\x12\x1e\n" +
 	"\border_id\x18\x01 \x01(\tB\x03\xe0A\x02R\aorderId\"@\n" +
 	"\x12WatchOrderResponse\x12*\n" +
-	"\x05order\x18\x01 \x01(\v2\x14.shop.order.v1.OrderR\x05order*\x90\x01\n" +
+	"\x05order\x18\x01 \x01(\v2\x14.shop.order.v1.OrderR\x05order*\xac\x01\n" +
 	"\n" +
 	"OrderState\x12\x1b\n" +
 	"\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x19\n" +
 	"\x15ORDER_STATE_CANCELLED\x10\x03\x12\x16\n" +
-	"\x12ORDER_STATE_FAILED\x10\x042\xb8\x04\n" +
+	"\x12ORDER_STATE_FAILED\x10\x04\x12\x1a\n" +
+	"\x16ORDER_STATE_CANCELLING\x10\x052\xb8\x04\n" +
 	"\fOrderService\x12h\n" +
 	"\vCreateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\"\x12\x82\xd3\xe4\x93\x02\f:\x01*\"\a/orders\x12g\n" +
 	"\bGetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/orders/{order_id}\x12b\n" +

@@ -39,6 +39,11 @@ export enum OrderState {
   ORDER_STATE_CANCELLED = 3,
   /** ORDER_STATE_FAILED - The reservation could not be committed and was released. Final. */
   ORDER_STATE_FAILED = 4,
+  /**
+   * ORDER_STATE_CANCELLING - A cancel is recorded and its stock is being returned. Short-lived: the
+   * cancel completes to CANCELLED whether or not its caller is still there.
+   */
+  ORDER_STATE_CANCELLING = 5,
 }
 
 export function orderStateFromJSON(object: any): OrderState {
@@ -58,6 +63,9 @@ export function orderStateFromJSON(object: any): OrderState {
     case 4:
     case "ORDER_STATE_FAILED":
       return OrderState.ORDER_STATE_FAILED;
+    case 5:
+    case "ORDER_STATE_CANCELLING":
+      return OrderState.ORDER_STATE_CANCELLING;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
   }
@@ -75,6 +83,8 @@ export function orderStateToJSON(object: OrderState): string {
       return "ORDER_STATE_CANCELLED";
     case OrderState.ORDER_STATE_FAILED:
       return "ORDER_STATE_FAILED";
+    case OrderState.ORDER_STATE_CANCELLING:
+      return "ORDER_STATE_CANCELLING";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
   }

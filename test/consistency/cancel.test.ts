@@ -1,0 +1,122 @@
+// A cancel is never half done: whatever deadline the caller gives, once the order service has
+// started a cancel it finishes it, and order state and stock agree; a retried cancel gives the
+// units back once.
+import test from "ava";
+import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { Code, ServiceError } from "../../kit/errors.js";
+import { startFleet } from "../faults/fleet.js";
+import { clientsFor, createProduct, createUser, orderLine, startMesh } from "../helpers/mesh.js";
+
+const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+
+test("cancels cut short by 1-5 ms deadlines leave state and stock in agreement", async (t) => {
+  const mesh = await startMesh(t, { order: { reconcileMs: 100 } });
+  const shopper = await createUser(mesh.users);
+  const initial = 1_000;
+  const mug = await createProduct(mesh.products, { stock: initial });
+  const orders: Order[] = [];
+  for (let i = 0; i < 40; i++) {
+    const { order } = await mesh.orders.createOrder({
+      userId: shopper.userId,
+      lines: [orderLine(mug.productId, 1 + (i % 3))],
+      requestId: `short-cancel-${i}`,
+    });
+    orders.push(order as Order);
+  }
+
+  const codes = new Map<string, number>();
+  await Promise.all(
+    orders.map(async (order, i) => {
+      const outcome = await mesh.orders
+        .cancelOrder({ orderId: order.orderId }, { timeoutMs: 1 + (i % 5) })
+        .then(
+          () => "OK",
+          (error: ServiceError) => Code[error.code],
+        );
+      codes.set(outcome, (codes.get(outcome) ?? 0) + 1);
+      if (outcome !== "OK") {
+        t.true(["DEADLINE_EXCEEDED", "CANCELLED", "UNAVAILABLE"].includes(outcome), outcome);
+      }
+    }),
+  );
+  t.log("CancelOrder outcomes:", Object.fromEntries(codes));
+
+  // Every interrupted cancel either never started (CONFIRMED, stock held) or finishes by itself
+  // (CANCELLED, stock back). Nothing stays in between once the reconciler has run.
+  const states = async () =>
+    Promise.all(
+      orders.map(async (o) => (await mesh.orders.getOrder({ orderId: o.orderId })).order as Order),
+    );
+  let now = await states();
+  for (let i = 0; i < 30 && now.some((o) => o.state === OrderState.ORDER_STATE_CANCELLING); i++) {
+    await sleep(100);
+    now = await states();
+  }
+  const held = now
+    .filter((o) => o.state === OrderState.ORDER_STATE_CONFIRMED)
+    .reduce((sum, o) => sum + (o.lines[0]?.quantity ?? 0), 0);
+  t.deepEqual(
+    now.filter(
+      (o) =>
+        o.state !== OrderState.ORDER_STATE_CONFIRMED &&
+        o.state !== OrderState.ORDER_STATE_CANCELLED,
+    ),
+    [],
+  );
+  const stock = async () =>
+    (await mesh.products.getProduct({ productId: mug.productId })).product?.stockQuantity;
+  t.is(await stock(), initial - held, "stock = initial - units of confirmed orders");
+
+  // Retrying every cancel finishes the rest and gives each order's units back exactly once.
+  for (const order of orders) {
+    const { order: cancelled } = await mesh.orders.cancelOrder({ orderId: order.orderId });
+    t.is(cancelled?.state, OrderState.ORDER_STATE_CANCELLED);
+  }
+  await Promise.all(orders.map((order) => mesh.orders.cancelOrder({ orderId: order.orderId })));
+  t.is(await stock(), initial);
+});
+
+test("a cancel whose release cannot get through is recorded, then completed by the reconciler", async (t) => {
+  const fleet = await startFleet({ env: { SHOP_RECONCILE_MS: "200" } });
+  t.teardown(() => fleet.stop());
+  const { users, products, orders } = clientsFor(t, {
+    user: fleet.address("user"),
+    product: fleet.address("product"),
+    order: fleet.address("order"),
+  });
+  const shopper = await createUser(users);
+  const mug = await createProduct(products, { stock: 10 });
+  const request = {
+    userId: shopper.userId,
+    lines: [orderLine(mug.productId, 4)],
+    requestId: "cancel-while-down",
+  };
+  const { order } = await orders.createOrder(request);
+  const orderId = order?.orderId ?? "";
+
+  // The product process dies: the cancel is refused as retryable, but it is recorded.
+  await fleet.kill("product");
+  const error = await t.throwsAsync(orders.cancelOrder({ orderId }, { timeoutMs: 1_500 }), {
+    instanceOf: ServiceError,
+  });
+  t.true(["UNAVAILABLE", "DEADLINE_EXCEEDED"].includes(Code[error?.code ?? -1]), error?.message);
+  const { order: recorded } = await orders.getOrder({ orderId });
+  t.is(recorded?.state, OrderState.ORDER_STATE_CANCELLING);
+  // A cancelled order is not an answer CreateOrder may give with OK.
+  const replay = await t.throwsAsync(orders.createOrder(request), { instanceOf: ServiceError });
+  t.is(Code[replay?.code ?? -1], "FAILED_PRECONDITION");
+  t.is(replay?.details.reason, "ORDER_CANCELLED");
+
+  // Nobody retries: the reconciler finishes the cancel once the product service is back.
+  await fleet.restart("product");
+  let state = recorded?.state;
+  for (let i = 0; i < 50 && state !== OrderState.ORDER_STATE_CANCELLED; i++) {
+    await sleep(100);
+    state = (await orders.getOrder({ orderId })).order?.state;
+  }
+  t.is(state, OrderState.ORDER_STATE_CANCELLED);
+  t.is((await products.getProduct({ productId: mug.productId })).product?.stockQuantity, 10);
+  // A late retry changes nothing.
+  t.is((await orders.cancelOrder({ orderId })).order?.state, OrderState.ORDER_STATE_CANCELLED);
+  t.is((await products.getProduct({ productId: mug.productId })).product?.stockQuantity, 10);
+});
