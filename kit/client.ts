@@ -31,6 +31,12 @@ export interface ClientOptions {
   idempotentMethods?: readonly string[];
   /** Deadline for calls that set none. */
   defaultTimeoutMs?: number;
+  /**
+   * How long an idempotent call waits for the channel to be ready (within its deadline) before
+   * it is sent; after that it fails fast with UNAVAILABLE, as every call does on a channel that
+   * cannot connect. Bridges a dependency's restart. 1000 ms by default.
+   */
+  readyWaitMs?: number;
 }
 
 /**
@@ -70,6 +76,11 @@ function serviceConfig(options: ClientOptions): string {
 }
 
 const channelOptions = {
+  // A dependency that restarts is back within a few hundred ms: try to reconnect at least that
+  // often (grpc-js waits 1 s at first and up to 2 min by default). A refused connection to a
+  // process that is down costs next to nothing.
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 250,
   "grpc.keepalive_time_ms": 30_000,
   "grpc.keepalive_timeout_ms": 10_000,
   "grpc.keepalive_permit_without_calls": 1,
@@ -103,6 +114,22 @@ export function createClient<S extends ServiceDefinition>(
     "grpc.service_config": serviceConfig(options),
   });
   const defaultTimeoutMs = options.defaultTimeoutMs ?? 5_000;
+  const readyWaitMs = options.readyWaitMs ?? 1_000;
+  const idempotent = new Set(options.idempotentMethods ?? []);
+
+  /**
+   * Runs `send` once the channel is ready, or once `readyWaitMs` (or the deadline) has passed,
+   * whichever is first; at once when it is ready now, the usual case.
+   */
+  const whenReady = (deadline: number, send: () => void) => {
+    if (channel.getChannel().getConnectivityState(true) === grpc.connectivityState.READY) {
+      send();
+      return;
+    }
+    // Sent either way: a call cancelled meanwhile is cancelled at once, one past its deadline
+    // fails with DEADLINE_EXCEEDED, one on a channel still down with UNAVAILABLE.
+    channel.waitForReady(Math.min(deadline, Date.now() + readyWaitMs), () => send());
+  };
 
   const callSetup = (call: CallOptions = {}) => {
     let deadline = Date.now() + (call.timeoutMs ?? defaultTimeoutMs);
@@ -151,21 +178,26 @@ export function createClient<S extends ServiceDefinition>(
       : (request: unknown, call?: CallOptions) =>
           new Promise((resolve, reject) => {
             const { deadline, metadata, signals } = callSetup(call);
-            let unlink = () => {};
-            const pending = channel.makeUnaryRequest(
-              method.path,
-              method.requestSerialize,
-              method.responseDeserialize,
-              request,
-              metadata,
-              { deadline },
-              (error, response) => {
-                unlink();
-                if (error) reject(fromGrpcError(error));
-                else resolve(response);
-              },
-            );
-            unlink = linkCancellation(signals, () => pending.cancel());
+            const send = () => {
+              let unlink = () => {};
+              const pending = channel.makeUnaryRequest(
+                method.path,
+                method.requestSerialize,
+                method.responseDeserialize,
+                request,
+                metadata,
+                { deadline },
+                (error, response) => {
+                  unlink();
+                  if (error) reject(fromGrpcError(error));
+                  else resolve(response);
+                },
+              );
+              unlink = linkCancellation(signals, () => pending.cancel());
+            };
+            const rpc = method.path.slice(method.path.lastIndexOf("/") + 1);
+            if (idempotent.has(rpc)) whenReady(deadline, send);
+            else send();
           });
   }
   return client as Client<S>;
