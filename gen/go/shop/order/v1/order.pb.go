@@ -30,13 +30,18 @@ type OrderState int32
 const (
 	// Not used.
 	OrderState_ORDER_STATE_UNSPECIFIED OrderState = 0
-	// Written, stock reserved, reservation not yet committed. Short-lived.
+	// Written, stock reserved, reservation not yet committed. Short-lived: a
+	// CreateOrder with its `request_id`, or the reconciler, settles it to
+	// CONFIRMED or FAILED within the reservation TTL plus one reconcile
+	// interval.
 	OrderState_ORDER_STATE_PENDING OrderState = 1
-	// Stock is committed; the order stands.
+	// Stock is committed; the order stands. Only a cancel changes it.
 	OrderState_ORDER_STATE_CONFIRMED OrderState = 2
-	// Cancelled after confirmation; its stock was returned. Final.
+	// Cancelled after confirmation; its stock was returned, once. Final.
 	OrderState_ORDER_STATE_CANCELLED OrderState = 3
-	// The reservation could not be committed and was released. Final.
+	// The reservation could not be committed; its stock is returned (by the
+	// reconciler or the reservation's TTL if the product service was
+	// unreachable). Final.
 	OrderState_ORDER_STATE_FAILED OrderState = 4
 	// A cancel is recorded and its stock is being returned. Short-lived: the
 	// cancel completes to CANCELLED whether or not its caller is still there.
@@ -163,7 +168,9 @@ type Order struct {
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// The ordered lines, in request order.
 	Lines []*OrderLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
-	// Sum of quantity times unit price over the lines. Output only.
+	// Sum of quantity times unit price over the lines, exact, and at most
+	// 9007199254740991. Output only. Unset only for an order whose stored
+	// total cannot be read exactly (written by an older version).
 	Total *v1.Money `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Where the order is in its life. Output only.
 	State OrderState `protobuf:"varint,5,opt,name=state,proto3,enum=shop.order.v1.OrderState" json:"state,omitempty"`
