@@ -4,8 +4,8 @@
 import test from "ava";
 import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { Code, ServiceError } from "../../kit/errors.js";
-import { startFleet } from "../faults/fleet.js";
-import { clientsFor, createProduct, createUser, orderLine, startMesh } from "../helpers/mesh.js";
+import { fleetFor } from "../faults/fleet.js";
+import { createProduct, createUser, orderLine, startMesh } from "../helpers/mesh.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
@@ -77,12 +77,8 @@ test("cancels cut short by 1-5 ms deadlines leave state and stock in agreement",
 });
 
 test("a cancel whose release cannot get through is recorded, then completed by the reconciler", async (t) => {
-  const fleet = await startFleet({ env: { SHOP_RECONCILE_MS: "200" } });
-  t.teardown(() => fleet.stop());
-  const { users, products, orders } = clientsFor(t, {
-    user: fleet.address("user"),
-    product: fleet.address("product"),
-    order: fleet.address("order"),
+  const { fleet, users, products, orders } = await fleetFor(t, {
+    env: { SHOP_RECONCILE_MS: "200" },
   });
   const shopper = await createUser(users);
   const mug = await createProduct(products, { stock: 10 });

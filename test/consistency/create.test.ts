@@ -3,20 +3,14 @@
 import test from "ava";
 import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { Code, type ServiceError } from "../../kit/errors.js";
-import { startFleet } from "../faults/fleet.js";
+import { fleetFor } from "../faults/fleet.js";
 import { clientsFor, createProduct, createUser, orderLine } from "../helpers/mesh.js";
 
 const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 const RETRYABLE = ["UNAVAILABLE", "DEADLINE_EXCEEDED", "ABORTED"];
 
 test("two replicas on one file, one request_id sent 10x to each at once: every OK is CONFIRMED", async (t) => {
-  const fleet = await startFleet({ order: 2 });
-  t.teardown(() => fleet.stop());
-  const a = clientsFor(t, {
-    user: fleet.address("user"),
-    product: fleet.address("product"),
-    order: fleet.address("order", 0),
-  });
+  const { fleet, ...a } = await fleetFor(t, { order: 2 });
   const b = clientsFor(t, { order: fleet.address("order", 1) });
   const shopper = await createUser(a.users);
   const initial = 10_000;
@@ -72,14 +66,8 @@ test("two replicas on one file, one request_id sent 10x to each at once: every O
 
 test("after kill -9 of the order process, resends with the same request_id never get OK for an unconfirmed order", async (t) => {
   const ttlMs = 1_500;
-  const fleet = await startFleet({
+  const { fleet, ...mesh } = await fleetFor(t, {
     env: { SHOP_RESERVATION_TTL_MS: String(ttlMs), SHOP_RECONCILE_MS: "200" },
-  });
-  t.teardown(() => fleet.stop());
-  const mesh = clientsFor(t, {
-    user: fleet.address("user"),
-    product: fleet.address("product"),
-    order: fleet.address("order"),
   });
   const shopper = await createUser(mesh.users);
   const initial = 10_000;

@@ -3,6 +3,7 @@
 // restart it on the same port and file, or run two order replicas on one file.
 //
 //   const fleet = await startFleet({ order: 2, env: { SHOP_RESERVATION_TTL_MS: "1500" } });
+//   const { fleet, users, orders } = await fleetFor(t);   // or: one test's, with clients
 //   fleet.address("order", 1);       // 127.0.0.1:<port of the second order replica>
 //   await fleet.kill("product");     // SIGKILL, no goodbye
 //   await fleet.restart("product");  // same port, same file; resolves once it reports SERVING
@@ -10,6 +11,7 @@
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import type { ExecutionContext } from "ava";
 import {
   freePorts,
   type RunningProcess,
@@ -18,6 +20,7 @@ import {
   stopProcess,
   waitServing,
 } from "../../scripts/lib/launcher.js";
+import { clientsFor } from "../helpers/mesh.js";
 
 export interface FleetOptions {
   /** Order replicas sharing one database file; 1 by default. */
@@ -114,4 +117,18 @@ export async function startFleet(options: FleetOptions = {}): Promise<Fleet> {
     throw error;
   }
   return fleet;
+}
+
+/** A fleet for one test, stopped by its teardown, with typed clients to user, product and order. */
+export async function fleetFor(t: ExecutionContext, options: FleetOptions = {}) {
+  const fleet = await startFleet(options);
+  t.teardown(() => fleet.stop());
+  return {
+    fleet,
+    ...clientsFor(t, {
+      user: fleet.address("user"),
+      product: fleet.address("product"),
+      order: fleet.address("order"),
+    }),
+  };
 }

@@ -6,20 +6,14 @@ import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { ServiceError } from "../../kit/errors.js";
 import { checkServing, type ServiceKind } from "../../scripts/lib/launcher.js";
-import { clientsFor, createProduct, createUser, orderLine } from "../helpers/mesh.js";
-import { startFleet } from "./fleet.js";
+import { createProduct, createUser, orderLine } from "../helpers/mesh.js";
+import { fleetFor } from "./fleet.js";
 
 const BOUND_MS = 500;
 
 for (const dependency of ["user", "product"] as const satisfies ServiceKind[]) {
   test(`CreateOrder succeeds within ${BOUND_MS} ms of a restarted ${dependency} process reporting SERVING`, async (t) => {
-    const fleet = await startFleet();
-    t.teardown(() => fleet.stop());
-    const mesh = clientsFor(t, {
-      user: fleet.address("user"),
-      product: fleet.address("product"),
-      order: fleet.address("order"),
-    });
+    const { fleet, ...mesh } = await fleetFor(t);
     const shopper = await createUser(mesh.users);
     const mug = await createProduct(mesh.products, { stock: 1_000 });
     let n = 0;
