@@ -34,6 +34,9 @@ test("lengths count Unicode code points, not UTF-16 units", async (t) => {
   await user(`${"a".repeat(99)}${emoji}`, "mixed@example.com");
   const error = await refused(t, user(emoji.repeat(101), "over@example.com"), "user.display_name");
   t.regex(error?.message ?? "", /at most 100 characters/);
+  // An email is counted the same way, and must still contain "@" however it is written.
+  await t.notThrowsAsync(user("Emoji", `${emoji.repeat(240)}@example.com`));
+  await refused(t, user("No at", emoji.repeat(130)), "user.email");
 
   const product = (name: string) =>
     mesh.products.createProduct(
