@@ -62,3 +62,26 @@ export function pageSize(requested: number, fallback = 50, max = 1000): number {
   }
   return requested === 0 ? fallback : Math.min(requested, max);
 }
+
+/**
+ * The most a page's items may add up to, in encoded bytes: half of the 4 MB a gRPC client
+ * receives by default, so that a full page of the largest items still arrives.
+ */
+export const PAGE_BYTES = 2 * 1024 * 1024;
+
+/** The UTF-8 size of some text fields, for a page's size estimate. */
+export const textBytes = (...texts: string[]) =>
+  texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
+
+/**
+ * How many of the first items fit in `budget` bytes, given each one's (estimated) encoded size;
+ * at least one, so that a list always moves on. A page may hold fewer than page_size items.
+ */
+export function fitting(sizes: readonly number[], budget = PAGE_BYTES): number {
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i] as number;
+    if (total > budget) return Math.max(i, 1);
+  }
+  return sizes.length;
+}

@@ -2,6 +2,7 @@ import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { integerBinding, isUniqueViolation, type Knex } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
+import { fitting, textBytes } from "../../kit/page-token.js";
 
 interface OrderRow {
   seq: number;
@@ -150,10 +151,17 @@ export class OrderStore {
     if (beforeSeq !== undefined) query.where("seq", "<", beforeSeq);
     if (userId) query.andWhere({ user_id: userId });
     const rows = await query.orderBy("seq", "desc").limit(limit + 1);
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    const orders = (await this.withLines(page)).map((stored) => stored.order);
-    return { orders, ...(rows.length > limit && last && { nextSeq: last.seq }) };
+    const stored = (await this.withLines(rows.slice(0, limit))).map(({ order }) => order);
+    // An encoded order is about 150 bytes plus 50 per line beyond its product id.
+    const sizes = stored.map(
+      (order) =>
+        textBytes(order.orderId, order.userId, order.requestId) +
+        150 +
+        order.lines.reduce((sum, line) => sum + textBytes(line.productId) + 50, 0),
+    );
+    const orders = stored.slice(0, fitting(sizes));
+    const last = rows[orders.length - 1];
+    return { orders, ...(rows.length > orders.length && last && { nextSeq: last.seq }) };
   }
 
   /** Moves an order from one of `from` to `to`; false when it was in another state. */

@@ -7,6 +7,7 @@ import {
 import { integerBinding, isCheckViolation, type Knex, readInteger } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
+import { fitting, textBytes } from "../../kit/page-token.js";
 
 interface ProductRow {
   seq: number;
@@ -134,11 +135,13 @@ export class ProductStore {
     const query = this.db<ProductRow>("products").where("seq", ">", afterSeq);
     if (inStockOnly) query.andWhere("stock_quantity", ">", 0);
     const rows = await query.orderBy("seq").limit(limit + 1);
-    const page = rows.slice(0, limit);
+    // An encoded product is its text plus about 100 bytes of ids, numbers and times.
+    const sizes = rows.slice(0, limit).map((row) => textBytes(row.name, row.description) + 128);
+    const page = rows.slice(0, fitting(sizes));
     const last = page.at(-1);
     return {
       products: page.map(toProduct),
-      ...(rows.length > limit && last && { nextSeq: last.seq }),
+      ...(rows.length > page.length && last && { nextSeq: last.seq }),
     };
   }
 
