@@ -176,7 +176,9 @@ export interface GetOrderResponse {
 export interface ListOrdersRequest {
   /**
    * Maximum number of orders to return. 0 means the default of 50; values
-   * above 1000 are treated as 1000. Must not be negative.
+   * above 1000 are treated as 1000. Must not be negative. A page holds
+   * fewer when its orders are large (it stays near 2 MB); only an empty
+   * `next_page_token` marks the last page.
    */
   pageSize: number;
   /**

@@ -164,7 +164,9 @@ export interface GetProductResponse {
 export interface ListProductsRequest {
   /**
    * Maximum number of products to return. 0 means the default of 50;
-   * values above 1000 are treated as 1000. Must not be negative.
+   * values above 1000 are treated as 1000. Must not be negative. A page
+   * holds fewer when its products are large (it stays near 2 MB); only an
+   * empty `next_page_token` marks the last page.
    */
   pageSize: number;
   /**
