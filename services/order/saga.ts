@@ -354,7 +354,7 @@ export class OrderSaga {
             return true;
           }
           const stored = await this.store.find(orderId);
-          if (!stored) return false;
+          if (stored?.order.state !== PENDING) return false;
           await this.settle(stored, { timeoutMs: this.settleTimeoutMs });
           return true;
         } catch (error) {
