@@ -56,6 +56,12 @@ export interface ClientOptions {
    * for a caller that knows more, e.g. one that always sets CreateOrder's `request_id`.
    */
   alsoRetry?: readonly string[];
+  /**
+   * How long a call the client retries waits for the channel to be ready (within its deadline)
+   * before it is sent; after that it fails fast with UNAVAILABLE, as every call does on a channel
+   * that cannot connect. Bridges a dependency's restart. 1000 ms by default.
+   */
+  readyWaitMs?: number;
 }
 
 /**
@@ -82,6 +88,16 @@ export const RETRY_POLICY = {
   retryableStatusCodes: ["UNAVAILABLE"],
 };
 
+/** The rpcs a client retries on UNAVAILABLE: those its contract lets it repeat, and `alsoRetry`. */
+function retriedMethods(
+  definition: ServiceDefinition,
+  options: Pick<ClientOptions, "alsoRetry">,
+): MethodInfo[] {
+  return Object.values(methodsOf(definition)).filter(
+    (method) => retriable(method) || options.alsoRetry?.includes(method.rpc),
+  );
+}
+
 /**
  * The gRPC service config of a client: round_robin, and a retry policy on UNAVAILABLE for every
  * rpc whose `idempotency_level` makes a repeat harmless (plus `alsoRetry`). Other rpcs get only
@@ -91,9 +107,7 @@ export function serviceConfigFor(
   definition: ServiceDefinition,
   options: Pick<ClientOptions, "alsoRetry"> = {},
 ): { loadBalancingConfig: object[]; methodConfig: object[] } {
-  const retried = Object.values(methodsOf(definition)).filter(
-    (method) => retriable(method) || options.alsoRetry?.includes(method.rpc),
-  );
+  const retried = retriedMethods(definition, options);
   return {
     loadBalancingConfig: [{ round_robin: {} }],
     methodConfig: retried.length
@@ -108,6 +122,11 @@ export function serviceConfigFor(
 }
 
 const channelOptions = {
+  // A dependency that restarts is back within a few hundred ms: try to reconnect at least that
+  // often (grpc-js waits 1 s at first and up to 2 min by default). A refused connection to a
+  // process that is down costs next to nothing.
+  "grpc.initial_reconnect_backoff_ms": 100,
+  "grpc.max_reconnect_backoff_ms": 250,
   "grpc.keepalive_time_ms": 30_000,
   "grpc.keepalive_timeout_ms": 10_000,
   "grpc.keepalive_permit_without_calls": 1,
@@ -172,6 +191,35 @@ export function createClient<S extends ServiceDefinition>(
     options.middleware ??
     defaultClientMiddleware({ defaultTimeoutMs: options.defaultTimeoutMs ?? 5_000 });
   const infos = methodsOf(definition);
+  const readyWaitMs = options.readyWaitMs ?? 1_000;
+  // grpc-js reads `waitForReady` in a service config but does not act on it, and its per-call
+  // option waits until the deadline: the rpcs the client retries wait here, for at most
+  // readyWaitMs, so that a dependency that stays down still fails fast.
+  const waiting = new Set(retriedMethods(definition, options).map((method) => method.path));
+
+  /**
+   * Calls `send` at once when the channel is ready (the usual case); otherwise once it is, or
+   * once readyWaitMs or the deadline has passed, or the call is cancelled, whichever comes
+   * first. Sent either way: on a channel still down it fails with UNAVAILABLE, past its
+   * deadline with DEADLINE_EXCEEDED, and a cancelled call ends at once.
+   */
+  const whenReady = (call: OutgoingCall, send: () => void) => {
+    if (channel.getChannel().getConnectivityState(true) === grpc.connectivityState.READY) {
+      send();
+      return;
+    }
+    let sent = false;
+    let unlink = () => {};
+    const go = () => {
+      if (sent) return;
+      sent = true;
+      unlink();
+      send();
+    };
+    unlink = linkCancellation(call.signals, go);
+    if (sent) unlink();
+    else channel.waitForReady(Math.min(call.deadline ?? Infinity, Date.now() + readyWaitMs), go);
+  };
 
   const client: Record<string, unknown> = {
     waitForReady: (timeoutMs: number) =>
@@ -219,27 +267,31 @@ export function createClient<S extends ServiceDefinition>(
       : (request, call) =>
           new Promise((resolve, reject) => {
             const outgoing = call as OutgoingCall;
-            let unlink = () => {};
-            const pending = channel.makeUnaryRequest(
-              method.path,
-              method.requestSerialize,
-              method.responseDeserialize,
-              request,
-              outgoing.metadata,
-              { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
-              (error, response) => {
-                unlink();
-                if (error) {
-                  const failure = fromGrpcError(error);
-                  outgoing.finish(failure.code, failure.message);
-                  reject(failure);
-                } else {
-                  outgoing.finish(Code.OK, "");
-                  resolve(response);
-                }
-              },
-            );
-            unlink = linkCancellation(outgoing.signals, () => pending.cancel());
+            const send = () => {
+              let unlink = () => {};
+              const pending = channel.makeUnaryRequest(
+                method.path,
+                method.requestSerialize,
+                method.responseDeserialize,
+                request,
+                outgoing.metadata,
+                { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
+                (error, response) => {
+                  unlink();
+                  if (error) {
+                    const failure = fromGrpcError(error);
+                    outgoing.finish(failure.code, failure.message);
+                    reject(failure);
+                  } else {
+                    outgoing.finish(Code.OK, "");
+                    resolve(response);
+                  }
+                },
+              );
+              unlink = linkCancellation(outgoing.signals, () => pending.cancel());
+            };
+            if (waiting.has(method.path)) whenReady(outgoing, send);
+            else send();
           });
     const handle = chain(middleware, info, core);
     const complete = completerOf(info.requestType);

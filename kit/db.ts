@@ -76,6 +76,31 @@ export function isUniqueViolation(error: unknown): boolean {
   return ["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"].includes(sqliteCode(error));
 }
 
+/** True when a write broke a CHECK constraint, such as a bound on a column. */
+export function isCheckViolation(error: unknown): boolean {
+  return sqliteCode(error) === "SQLITE_CONSTRAINT_CHECK";
+}
+
+/**
+ * An exact integer as a query binding. A decimal string: SQLite stores it as an INTEGER in an
+ * integer column and PostgreSQL casts it to bigint, both exactly, whereas a JS number past 2^53
+ * is already rounded, and knex cannot format a bigint binding into the message of a failed query.
+ */
+export const integerBinding = (value: bigint): string => value.toString();
+
+/**
+ * An integer column's value exactly, as a driver returns it: a number (only when it is a safe
+ * integer, since a larger one may already be rounded), a bigint, or a decimal string. Undefined for
+ * anything else, such as a REAL or a rounded number: the caller decides what an unreadable value
+ * means rather than passing a rounded one on.
+ */
+export function readInteger(value: unknown): bigint | undefined {
+  if (typeof value === "bigint") return value;
+  if (typeof value === "number") return Number.isSafeInteger(value) ? BigInt(value) : undefined;
+  if (typeof value === "string" && /^-?\d{1,19}$/.test(value)) return BigInt(value);
+  return undefined;
+}
+
 /** True when SQLite gave up waiting for another connection's lock: worth a retry. */
 export function isBusy(error: unknown): boolean {
   return sqliteCode(error).startsWith("SQLITE_BUSY");

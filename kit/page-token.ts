@@ -14,8 +14,20 @@ export function encodePageToken(cursor: unknown, filter: unknown = null): string
   return `${body}.${sign(body).toString("base64url")}`;
 }
 
-/** The cursor inside a token, or undefined for an empty token; INVALID_ARGUMENT when forged. */
-export function decodePageToken<T>(token: string, filter: unknown = null): T | undefined {
+/** A cursor our lists issue: the seq of the last row of a page, a positive integer. */
+export const isSeq = (cursor: unknown): cursor is number =>
+  Number.isSafeInteger(cursor) && (cursor as number) > 0;
+
+/**
+ * The cursor inside a token, or undefined for an empty token. INVALID_ARGUMENT
+ * (INVALID_PAGE_TOKEN) when the token was not signed here, was issued for another filter, or
+ * holds anything `isCursor` refuses: a valid signature does not make its content trusted input.
+ */
+export function decodePageToken<T = number>(
+  token: string,
+  filter: unknown = null,
+  isCursor: (cursor: unknown) => cursor is T = isSeq as (cursor: unknown) => cursor is T,
+): T | undefined {
   if (token === "") return undefined;
   const invalid = () => {
     const error = errors.invalidArgument([
@@ -31,9 +43,16 @@ export function decodePageToken<T>(token: string, filter: unknown = null): T | u
   const expected = Buffer.from(sign(body).toString("base64url"));
   const given = Buffer.from(mac);
   if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
-  const parsed = JSON.parse(Buffer.from(body, "base64url").toString()) as { c: T; f: unknown };
-  if (JSON.stringify(parsed.f) !== JSON.stringify(filter)) throw invalid();
-  return parsed.c;
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(Buffer.from(body, "base64url").toString());
+  } catch {
+    throw invalid();
+  }
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalid();
+  const { c, f } = parsed as { c?: unknown; f?: unknown };
+  if (JSON.stringify(f) !== JSON.stringify(filter) || !isCursor(c)) throw invalid();
+  return c;
 }
 
 /** Clamps a requested page size: 0 means the default, negatives are refused. */
@@ -42,4 +61,27 @@ export function pageSize(requested: number, fallback = 50, max = 1000): number {
     throw errors.invalidArgument([{ field: "page_size", description: "must not be negative" }]);
   }
   return requested === 0 ? fallback : Math.min(requested, max);
+}
+
+/**
+ * The most a page's items may add up to, in encoded bytes: half of the 4 MB a gRPC client
+ * receives by default, so that a full page of the largest items still arrives.
+ */
+export const PAGE_BYTES = 2 * 1024 * 1024;
+
+/** The UTF-8 size of some text fields, for a page's size estimate. */
+export const textBytes = (...texts: string[]) =>
+  texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
+
+/**
+ * How many of the first items fit in `budget` bytes, given each one's (estimated) encoded size;
+ * at least one, so that a list always moves on. A page may hold fewer than page_size items.
+ */
+export function fitting(sizes: readonly number[], budget = PAGE_BYTES): number {
+  let total = 0;
+  for (let i = 0; i < sizes.length; i++) {
+    total += sizes[i] as number;
+    if (total > budget) return Math.max(i, 1);
+  }
+  return sizes.length;
 }

@@ -24,3 +24,15 @@ export function reflectionService(): ReflectionService {
   const root = { "shop.descriptors": { fileDescriptorProtos: filesOf(descriptorSet()) } };
   return new ReflectionService(root as unknown as PackageDefinition);
 }
+
+/**
+ * Reflection answers an unknown symbol or file with an error message that quotes it: clipped,
+ * so that a reply to a request near the size limit still fits the client's.
+ */
+export function clipReflectionError(message: unknown): unknown {
+  const error = (message as { errorResponse?: { errorMessage?: unknown } } | null)?.errorResponse;
+  if (typeof error?.errorMessage === "string" && error.errorMessage.length > 1024) {
+    error.errorMessage = `${error.errorMessage.slice(0, 1024)}…`;
+  }
+  return message;
+}

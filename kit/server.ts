@@ -3,7 +3,9 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { type CallStatus, ServerCallContext } from "./context.js";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
-import { Code, encodeStatus, ServiceError } from "./errors.js";
+import { guardDeserialize, Malformed, malformedError } from "./decode.js";
+import { Code, ServiceError } from "./errors.js";
+import { guardedServer, statusOf } from "./guard.js";
 import type { Logger } from "./logger.js";
 import {
   chain,
@@ -11,7 +13,7 @@ import {
   type ServerMiddleware,
   type ServerNext,
 } from "./middleware/index.js";
-import { reflectionService } from "./reflection.js";
+import { clipReflectionError, reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 
 export interface ServeOptions {
@@ -45,8 +47,6 @@ const serverOptions: grpc.ServerOptions = {
   "grpc.enable_channelz": 0,
 };
 
-const MALFORMED = Symbol("malformed request");
-
 /**
  * Serves proto services with health (grpc.health.v1, SERVING for each of them and for "") and
  * reflection (v1 and v1alpha, the full descriptor set). Every call runs through the middleware
@@ -62,8 +62,9 @@ export async function serve(
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
   );
-  health.addToServer(server);
-  reflectionService().addToServer(server);
+  // Health and reflection refuse undecodable requests as our services do.
+  health.addToServer(guardedServer(server));
+  reflectionService().addToServer(guardedServer(server, clipReflectionError));
 
   const middleware = options.middleware ?? defaultServerMiddleware(options.logger);
   for (const service of services) {
@@ -72,23 +73,19 @@ export async function serve(
     const definition: ServiceDefinition = {};
     const implementation: grpc.UntypedServiceImplementation = {};
     for (const [name, method] of Object.entries(service.definition)) {
-      // A body that does not decode is the client's mistake: INVALID_ARGUMENT, not INTERNAL.
-      // Responses are encoded here, not by grpc-js, so a response that fails to encode is a
-      // status the middleware see like any other.
+      // A body that does not decode, or carries invalid UTF-8 in a string field, is the client's
+      // mistake: INVALID_ARGUMENT, not INTERNAL. Responses are encoded here, not by grpc-js, so a
+      // response that fails to encode is a status the middleware see like any other.
       definition[name] = {
         ...method,
-        requestDeserialize: (bytes: Buffer) => {
-          try {
-            return method.requestDeserialize(bytes);
-          } catch {
-            return MALFORMED;
-          }
-        },
+        requestDeserialize: guardDeserialize(method.path, method.requestDeserialize),
         responseSerialize: (bytes: Buffer) => bytes,
       };
       const handler = (service.handlers as Record<string, ServerNext>)[name] as ServerNext;
       const core: ServerNext = (request, ctx) =>
-        request === MALFORMED ? Promise.reject(malformed()) : handler(request, ctx);
+        request instanceof Malformed
+          ? Promise.reject(malformedError(request))
+          : handler(request, ctx);
       const info = infos[name] as MethodInfo;
       const handle = chain(middleware, info, core);
       const encode = (message: unknown): Buffer => method.responseSerialize(message);
@@ -135,17 +132,11 @@ function contextOf(call: Call, method: MethodInfo): ServerCallContext {
   return new ServerCallContext(method, call.metadata, deadline, call);
 }
 
-function malformed(): ServiceError {
-  return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
-    reason: "MALFORMED_REQUEST",
-  });
-}
-
 /**
- * The status a failure is sent as. A ServiceError keeps its code and details; anything else got
- * past the status mapping (or there is none) and is INTERNAL.
+ * The status a failure is sent as, and as middleware see it. A ServiceError keeps its code and
+ * details; anything else got past the status mapping (or there is none) and is INTERNAL.
  */
-function statusOf(
+function failureOf(
   error: unknown,
   domain: string,
 ): [grpc.StatusObject, Omit<CallStatus, "durationMs">] {
@@ -153,14 +144,8 @@ function statusOf(
     error instanceof ServiceError
       ? error
       : new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
-  const metadata = new grpc.Metadata();
-  metadata.set("grpc-status-details-bin", encodeStatus(failure, domain));
-  // Trailers are small: a message that quotes input must not outgrow them.
-  const details = failure.message.slice(0, 1024);
-  return [
-    { code: failure.code, details, metadata },
-    { code: failure.code, details, cause: failure.cause },
-  ];
+  const sent = statusOf(failure, domain);
+  return [sent, { code: sent.code, details: sent.details, cause: failure.cause }];
 }
 
 const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
@@ -182,7 +167,7 @@ function unary(
   return (call, callback) => {
     const ctx = contextOf(call, method);
     const fail = (error: unknown) => {
-      const [sent, seen] = statusOf(error, domain);
+      const [sent, seen] = failureOf(error, domain);
       ctx.settle();
       callback(sent);
       ctx.finish(seen);
@@ -236,7 +221,7 @@ function serverStreaming(
         ctx.finish(OK);
       },
       (error: unknown) => {
-        const [sent, seen] = statusOf(error, domain);
+        const [sent, seen] = failureOf(error, domain);
         ctx.settle();
         call.emit("error", sent);
         ctx.finish(seen);

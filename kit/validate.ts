@@ -7,6 +7,18 @@ const MAX_TEXT = 200;
 const clip = (text: string) => (text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text);
 
 /**
+ * The code points in `text`, exactly up to `limit`; any count above `limit` means "more". A 1 MB
+ * string is known to be too long without counting all of it.
+ */
+export function codePoints(text: string, limit: number): number {
+  // A code point is one or two UTF-16 units.
+  if (text.length > 2 * limit) return limit + 1;
+  let count = 0;
+  for (const _ of text) if (++count > limit) break;
+  return count;
+}
+
+/**
  * Collects field violations so that one INVALID_ARGUMENT names every bad field at once.
  * Field paths use the proto's snake_case names, as clients see them.
  */
@@ -20,12 +32,16 @@ export class Violations {
     return this;
   }
 
-  /** A string of `min` to `max` characters (min 1 means required). */
+  /**
+   * A string of `min` to `max` characters (min 1 means required). A character is a Unicode code
+   * point, as the proto comments count them: an emoji is one, not two UTF-16 units.
+   */
   text(field: string, value: string, max: number, min = 1): this {
-    if (value.length < min) {
+    const length = codePoints(value, Math.max(max, min));
+    if (length < min) {
       return this.add(field, min === 1 ? "is required" : `must be at least ${min} characters`);
     }
-    if (value.length > max) this.add(field, `must be at most ${max} characters`);
+    if (length > max) this.add(field, `must be at most ${max} characters`);
     return this;
   }
 
@@ -57,6 +73,40 @@ export class Violations {
   throwIfAny(): void {
     if (this.list.length > 0) throw errors.invalidArgument(this.list);
   }
+}
+
+/** The range google.protobuf.Duration allows: about 10,000 years either way. */
+const MAX_DURATION_SECONDS = 315_576_000_000n;
+
+/**
+ * A google.protobuf.Duration in milliseconds, or undefined (with a violation) when it breaks the
+ * type's own rules: seconds within ±315,576,000,000, nanos within ±999,999,999, and both of one
+ * sign when both are set.
+ */
+export function durationMs(
+  v: Violations,
+  field: string,
+  duration: { seconds: string; nanos: number },
+): number | undefined {
+  let seconds: bigint;
+  try {
+    seconds = BigInt(duration.seconds);
+  } catch {
+    seconds = MAX_DURATION_SECONDS + 1n;
+  }
+  const { nanos } = duration;
+  const valid =
+    seconds >= -MAX_DURATION_SECONDS &&
+    seconds <= MAX_DURATION_SECONDS &&
+    Number.isInteger(nanos) &&
+    Math.abs(nanos) <= 999_999_999 &&
+    !(seconds > 0n && nanos < 0) &&
+    !(seconds < 0n && nanos > 0);
+  if (!valid) {
+    v.add(field, "is not a valid Duration: nanos within ±999,999,999, of the sign of seconds");
+    return undefined;
+  }
+  return Number(seconds) * 1000 + Math.trunc(nanos / 1e6);
 }
 
 /** Starts a check; finish it with `.throwIfAny()`. */

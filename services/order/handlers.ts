@@ -72,9 +72,9 @@ export function orderHandlers(
       return { orders, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
     },
 
-    async cancelOrder({ orderId }, ctx) {
+    async cancelOrder({ orderId }) {
       check().id("order_id", orderId).throwIfAny();
-      return { order: await saga.cancel(orderId, ctx) };
+      return { order: await saga.cancel(orderId) };
     },
 
     async *watchOrder({ orderId }, ctx) {

@@ -6,12 +6,13 @@ import {
 } from "../../gen/ts/shop/order/v1/order.js";
 import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import type { Client } from "../../kit/client.js";
+import type { CallOptions, Client } from "../../kit/client.js";
 import type { CallContext } from "../../kit/context.js";
 import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
-import { type OrderStore, RequestIdTaken } from "./store.js";
+import { totalOf } from "../../kit/money.js";
+import { type OrderStore, RequestIdTaken, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
 export interface Dependencies {
@@ -22,6 +23,11 @@ export interface Dependencies {
 export interface SagaOptions {
   /** How long stock stays held before an uncommitted reservation expires. */
   reservationTtlMs: number;
+  /**
+   * Deadline of the calls that finish work on the service's own behalf (releases, cancels); the
+   * clients' default deadline (SHOP_DEPENDENCY_TIMEOUT_MS) when unset.
+   */
+  settleTimeoutMs?: number;
   logger: Logger;
 }
 
@@ -59,7 +65,32 @@ const sameRequest = (order: Order, request: CreateOrderRequest) =>
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
-/** The order flow (docs/architecture.md): idempotent create, compensation, cancel, reconciliation. */
+/** The reservation is gone for good: released, expired, or never made. */
+const reservationLost = (error: unknown) =>
+  error instanceof ServiceError &&
+  (error.details.reason === "RESERVATION_NOT_HELD" ||
+    error.details.reason === "RESERVATION_NOT_FOUND");
+
+/** The call ended because its caller went away or ran out of time, not because of the order. */
+const callerGone = (error: unknown) =>
+  error instanceof ServiceError &&
+  (error.code === Code.CANCELLED || error.code === Code.DEADLINE_EXCEEDED);
+
+const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+  FAILED: OrderState.ORDER_STATE_FAILED,
+};
+
+/**
+ * The order flow (docs/architecture.md): idempotent create, compensation, cancel,
+ * reconciliation. Every state change is a conditional UPDATE from the state it expects, so
+ * replicas, retries and the reconciler can race on one order and exactly one of them moves it.
+ * Whoever moves an order to FAILED gives its reservation back; an order is CONFIRMED only after
+ * its reservation is committed.
+ */
 export class OrderSaga {
   /** Emits an event named after the order id whenever this process changes its state. */
   readonly changes = new EventEmitter().setMaxListeners(0);
@@ -71,33 +102,112 @@ export class OrderSaga {
     private readonly options: SagaOptions,
   ) {}
 
-  /** CreateOrder: one order per idempotency key (request_id), however many retries arrive. */
+  /**
+   * CreateOrder: one order per request id, however many retries arrive, on however many
+   * replicas. Resolves only with a CONFIRMED order.
+   */
   async create(request: CreateOrderRequest, ctx: CallContext): Promise<Order> {
     const requestId = request.requestId || newId("req");
-    // Registered before the first await, so a retry arriving at any moment joins this run.
-    let run = this.inflight.get(requestId);
-    if (!run) {
-      run = this.findOrPlace(requestId, request, ctx).finally(() =>
-        this.inflight.delete(requestId),
-      );
-      this.inflight.set(requestId, run);
+    for (let attempt = 0; ; attempt++) {
+      // Registered before the first await, so a retry arriving at any moment joins this run.
+      let run = this.inflight.get(requestId);
+      const joined = run !== undefined;
+      if (!run) {
+        run = this.resolve(requestId, request, ctx).finally(() => this.inflight.delete(requestId));
+        this.inflight.set(requestId, run);
+      }
+      try {
+        const order = await run;
+        if (!sameRequest(order, request)) throw requestIdReused(requestId, order.orderId);
+        return order;
+      } catch (error) {
+        // The run this call joined ended with its own caller's deadline; this caller may still
+        // have time to finish the order itself.
+        if (joined && callerGone(error) && !ctx.signal.aborted && attempt < 3) continue;
+        throw error;
+      }
     }
-    const order = await run;
-    if (!sameRequest(order, request)) {
-      throw errors.alreadyExists(
-        "REQUEST_ID_REUSED",
-        `request_id ${requestId} was already used for a different order`,
-        { request_id: requestId, order_id: order.orderId },
-      );
-    }
-    return order;
   }
 
-  private async findOrPlace(requestId: string, request: CreateOrderRequest, ctx: CallContext) {
-    return (await this.store.findByRequestId(requestId)) ?? this.place(requestId, request, ctx);
+  /** Finds the order of a request id and settles it, or places it. */
+  private async resolve(
+    requestId: string,
+    request: CreateOrderRequest,
+    ctx: CallContext,
+  ): Promise<Order> {
+    for (let attempt = 0; attempt < 3; attempt++) {
+      const existing = await this.store.findByRequestId(requestId);
+      if (!existing) {
+        const placed = await this.place(requestId, request, ctx);
+        if (placed) return placed;
+        continue;
+      }
+      if (!sameRequest(existing.order, request)) {
+        throw requestIdReused(requestId, existing.order.orderId);
+      }
+      const settled = await this.settle(existing, { ctx });
+      if (settled) return settled;
+      // It failed: its request id is free again, and this call places a new order.
+    }
+    throw new ServiceError(
+      Code.ABORTED,
+      `other calls with request_id ${requestId} are placing the order at the same time; retry`,
+      { reason: "REQUEST_IN_PROGRESS", metadata: { request_id: requestId } },
+    );
   }
 
-  private async place(requestId: string, request: CreateOrderRequest, ctx: CallContext) {
+  /**
+   * Brings an order another call wrote to its end: a confirmed order is the answer; a pending one
+   * (its saga still running on another replica, or dead) is committed and confirmed here, or
+   * failed when its reservation is gone. Undefined when it ended FAILED.
+   */
+  private async settle({ order, reservationId }: StoredOrder, call: CallOptions) {
+    switch (order.state) {
+      case CONFIRMED:
+        return order;
+      case CANCELLING:
+      case CANCELLED:
+        throw errors.failedPrecondition(
+          "ORDER_CANCELLED",
+          `the order placed under request_id ${order.requestId} was cancelled`,
+          { metadata: { order_id: order.orderId, request_id: order.requestId } },
+        );
+      case PENDING:
+        break;
+      default:
+        return undefined;
+    }
+    try {
+      await this.deps.products.commitReservation({ reservationId }, call);
+    } catch (error) {
+      if (!reservationLost(error)) throw fromDependency("product", error);
+      await this.failOrder(order.orderId, reservationId);
+      return undefined;
+    }
+    return this.confirm(order.orderId);
+  }
+
+  /** PENDING → CONFIRMED after a commit; the order as it then stands, if it is confirmed. */
+  private async confirm(orderId: string): Promise<Order | undefined> {
+    if (await this.store.transition(orderId, [PENDING], CONFIRMED)) this.changes.emit(orderId);
+    const { order } = await this.store.get(orderId);
+    return order.state === CONFIRMED ? order : undefined;
+  }
+
+  /** PENDING → FAILED, then the reservation back; only the call that failed it releases. */
+  private async failOrder(orderId: string, reservationId: string): Promise<boolean> {
+    if (!(await this.store.fail(orderId))) return false;
+    this.changes.emit(orderId);
+    if (await this.release(reservationId)) await this.store.markReleased(orderId);
+    return true;
+  }
+
+  /** The saga proper; undefined when another call holds the request id or failed the order. */
+  private async place(
+    requestId: string,
+    request: CreateOrderRequest,
+    ctx: CallContext,
+  ): Promise<Order | undefined> {
     const { users, products } = this.deps;
     await users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
       throw fromDependency("user", error);
@@ -127,14 +237,16 @@ export class OrderSaga {
         throw fromDependency("product", error);
       });
 
-    let order: Order;
     try {
-      const lines = (reservation?.lines ?? []).map((line) => ({
-        productId: line.productId,
-        quantity: line.quantity,
-        unitPriceMinor: BigInt(line.unitPrice?.amountMinor ?? "0"),
-        currencyCode: line.unitPrice?.currencyCode ?? "",
-      }));
+      const lines = (reservation?.lines ?? []).map((line) => {
+        if (!line.unitPrice) throw new Error(`no price for ${line.productId} in ${reservationId}`);
+        return {
+          productId: line.productId,
+          quantity: line.quantity,
+          unitPriceMinor: BigInt(line.unitPrice.amountMinor),
+          currencyCode: line.unitPrice.currencyCode,
+        };
+      });
       const currencies = new Set(lines.map((line) => line.currencyCode));
       if (currencies.size !== 1) {
         throw errors.failedPrecondition(
@@ -142,43 +254,34 @@ export class OrderSaga {
           `the products are priced in different currencies: ${[...currencies].join(", ")}`,
         );
       }
-      order = await this.store.insert({
+      const currencyCode = lines[0]?.currencyCode ?? "";
+      await this.store.insert({
         orderId,
         userId: request.userId,
         requestId,
         reservationId,
-        currencyCode: lines[0]?.currencyCode ?? "",
-        totalMinor: lines.reduce(
-          (sum, line) => sum + line.unitPriceMinor * BigInt(line.quantity),
-          0n,
-        ),
+        currencyCode,
+        totalMinor: totalOf(currencyCode, lines),
         lines,
       });
     } catch (error) {
       await this.release(reservationId);
-      if (error instanceof RequestIdTaken) {
-        // A concurrent attempt on another replica won the race: its order is the answer.
-        const winner = await this.store.findByRequestId(requestId);
-        if (winner) return winner;
-      }
+      // Another call won the request id: the caller settles its order instead.
+      if (error instanceof RequestIdTaken) return undefined;
       throw error;
     }
 
     try {
       await products.commitReservation({ reservationId }, { ctx });
     } catch (error) {
-      await this.store.fail(orderId);
-      this.changes.emit(orderId);
-      if (await this.release(reservationId)) await this.store.markReleased(orderId);
+      // Unless a retry on another replica has confirmed it meanwhile, the order fails here.
+      if (!(await this.failOrder(orderId, reservationId))) {
+        const order = (await this.store.get(orderId)).order;
+        if (order.state === CONFIRMED) return order;
+      }
       throw fromDependency("product", error);
     }
-    await this.store.transition(
-      orderId,
-      [OrderState.ORDER_STATE_PENDING],
-      OrderState.ORDER_STATE_CONFIRMED,
-    );
-    this.changes.emit(orderId);
-    return { ...order, state: OrderState.ORDER_STATE_CONFIRMED };
+    return this.confirm(orderId);
   }
 
   /**
@@ -187,55 +290,90 @@ export class OrderSaga {
    */
   private async release(reservationId: string): Promise<boolean> {
     try {
-      await this.deps.products.releaseReservation({ reservationId }, { timeoutMs: 2_000 });
+      await this.deps.products.releaseReservation(
+        { reservationId },
+        { timeoutMs: this.options.settleTimeoutMs },
+      );
       return true;
     } catch (error) {
-      this.options.logger.warn({ err: error, reservationId }, "release failed; TTL will expire it");
+      this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
       return false;
     }
   }
 
-  /** CancelOrder: give the stock back, then mark the order cancelled. */
-  async cancel(orderId: string, ctx: CallContext): Promise<Order> {
-    const { order, reservationId } = await this.store.get(orderId);
-    if (order.state === OrderState.ORDER_STATE_CANCELLED) return order;
-    if (order.state !== OrderState.ORDER_STATE_CONFIRMED) {
+  /**
+   * CancelOrder: record the intent (CANCELLING), give the stock back, mark it CANCELLED. Once
+   * recorded, the cancel runs on the service's own deadline, not the caller's: a caller that
+   * goes away does not leave it half done, and reconcile() finishes one a crash interrupted.
+   */
+  async cancel(orderId: string): Promise<Order> {
+    let { order, reservationId } = await this.store.get(orderId);
+    if (order.state === CONFIRMED) {
+      await this.store.transition(orderId, [CONFIRMED], CANCELLING);
+      ({ order, reservationId } = await this.store.get(orderId));
+    }
+    if (order.state === CANCELLED) return order;
+    if (order.state !== CANCELLING) {
       throw errors.failedPrecondition(
         "ORDER_NOT_CANCELLABLE",
         `order ${orderId} is ${OrderState[order.state]}; only confirmed orders can be cancelled`,
         { metadata: { order_id: orderId } },
       );
     }
-    await this.deps.products.releaseReservation({ reservationId }, { ctx }).catch((error) => {
-      throw fromDependency("product", error);
-    });
-    await this.store.transition(
-      orderId,
-      [OrderState.ORDER_STATE_CONFIRMED],
-      OrderState.ORDER_STATE_CANCELLED,
-    );
-    await this.store.markReleased(orderId);
-    this.changes.emit(orderId);
+    await this.finishCancel(orderId, reservationId);
     return (await this.store.get(orderId)).order;
   }
 
+  private async finishCancel(orderId: string, reservationId: string): Promise<void> {
+    await this.deps.products
+      .releaseReservation({ reservationId }, { timeoutMs: this.options.settleTimeoutMs })
+      .catch((error) => {
+        throw fromDependency("product", error);
+      });
+    if (await this.store.finishCancel(orderId)) this.changes.emit(orderId);
+  }
+
   /**
-   * Releases what failed sagas could not: failed orders whose release did not go through, and
-   * pending orders whose process died before committing (older than the reservation TTL, so no
-   * live saga still owns them). Returns how many it settled.
+   * Settles what interrupted sagas and cancels left: releases the reservations of failed
+   * orders, finishes recorded cancels, and settles pending orders older than the reservation
+   * TTL by their reservation's real state (committed: confirmed; gone: failed). Never fails an
+   * order whose reservation was committed. Returns how many orders it settled.
    */
   async reconcile(now = Date.now()): Promise<number> {
-    const stale = await this.store.needingRelease(now - this.options.reservationTtlMs - 5_000);
-    let settled = 0;
-    for (const { orderId, reservationId, state } of stale) {
-      if (!(await this.release(reservationId))) continue;
-      if (state === OrderState.ORDER_STATE_PENDING) {
-        await this.store.fail(orderId);
-        this.changes.emit(orderId);
-      }
-      await this.store.markReleased(orderId);
-      settled++;
-    }
-    return settled;
+    const unsettled = await this.store.unsettled(now - this.options.reservationTtlMs);
+    const outcomes = await Promise.all(
+      unsettled.map(async ({ orderId, reservationId, state }) => {
+        try {
+          if (state === FAILED) {
+            if (!(await this.release(reservationId))) return false;
+            await this.store.markReleased(orderId);
+            return true;
+          }
+          if (state === CANCELLING) {
+            await this.finishCancel(orderId, reservationId);
+            return true;
+          }
+          const stored = await this.store.find(orderId);
+          if (stored?.order.state !== PENDING) return false;
+          await this.settle(stored, { timeoutMs: this.options.settleTimeoutMs });
+          return true;
+        } catch (error) {
+          this.options.logger.warn(
+            { err: error, orderId },
+            "could not settle the order; will retry",
+          );
+          return false;
+        }
+      }),
+    );
+    return outcomes.filter(Boolean).length;
   }
+}
+
+function requestIdReused(requestId: string, orderId: string) {
+  return errors.alreadyExists(
+    "REQUEST_ID_REUSED",
+    `request_id ${requestId} was already used for a different order`,
+    { request_id: requestId, order_id: orderId },
+  );
 }

@@ -41,7 +41,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         settings.reconcileMs,
         async () => {
           const count = await saga.reconcile();
-          if (count > 0) logger.info({ count }, "released stock of failed orders");
+          if (count > 0) logger.info({ count }, "settled unfinished orders");
         },
         (error) => logger.warn({ err: error }, "reconcile failed"),
       );

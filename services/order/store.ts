@@ -1,6 +1,8 @@
 import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import { isUniqueViolation, type Knex } from "../../kit/db.js";
+import { integerBinding, isUniqueViolation, type Knex } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
+import { moneyOf } from "../../kit/money.js";
+import { fitting, textBytes } from "../../kit/page-token.js";
 
 interface OrderRow {
   seq: number;
@@ -11,7 +13,8 @@ interface OrderRow {
   reservation_id: string;
   state: OrderState;
   currency_code: string;
-  total_minor: number;
+  /** An integer; read with moneyOf (drivers differ in how they return one). */
+  total_minor: unknown;
   released: number | boolean;
   create_time: number;
   update_time: number;
@@ -22,7 +25,7 @@ interface LineRow {
   line_no: number;
   product_id: string;
   quantity: number;
-  unit_price_minor: number;
+  unit_price_minor: unknown;
 }
 
 /** An order as the saga writes it. */
@@ -44,16 +47,18 @@ export interface StoredOrder {
 
 export class RequestIdTaken extends Error {}
 
+// An amount that cannot be read exactly (a REAL an older version wrote) is left out of the
+// order rather than rounded, and never fails the read of the order or of its neighbours.
 const toOrder = (row: OrderRow, lines: LineRow[]): Order => ({
   orderId: row.order_id,
   userId: row.user_id,
   requestId: row.request_id,
   state: row.state,
-  total: { currencyCode: row.currency_code, amountMinor: String(row.total_minor) },
+  total: moneyOf(row.currency_code, row.total_minor),
   lines: lines.map((line) => ({
     productId: line.product_id,
     quantity: line.quantity,
-    unitPrice: { currencyCode: row.currency_code, amountMinor: String(line.unit_price_minor) },
+    unitPrice: moneyOf(row.currency_code, line.unit_price_minor),
   })),
   createTime: new Date(row.create_time),
   updateTime: new Date(row.update_time),
@@ -91,7 +96,7 @@ export class OrderStore {
       reservation_id: order.reservationId,
       state: OrderState.ORDER_STATE_PENDING,
       currency_code: order.currencyCode,
-      total_minor: Number(order.totalMinor),
+      total_minor: integerBinding(order.totalMinor),
       released: false,
       create_time: now,
       update_time: now,
@@ -101,7 +106,7 @@ export class OrderStore {
       line_no: i,
       product_id: line.productId,
       quantity: line.quantity,
-      unit_price_minor: Number(line.unitPriceMinor),
+      unit_price_minor: integerBinding(line.unitPriceMinor),
     }));
     try {
       await this.db.transaction(async (trx) => {
@@ -130,9 +135,10 @@ export class OrderStore {
     return found;
   }
 
-  async findByRequestId(requestId: string): Promise<Order | undefined> {
+  /** The order that holds this request id: any state but FAILED, which frees it. */
+  async findByRequestId(requestId: string): Promise<StoredOrder | undefined> {
     const rows = await this.db<OrderRow>("orders").where({ request_key: requestId });
-    return (await this.withLines(rows))[0]?.order;
+    return (await this.withLines(rows))[0];
   }
 
   /** Newest first; `beforeSeq` continues a previous page. */
@@ -145,10 +151,17 @@ export class OrderStore {
     if (beforeSeq !== undefined) query.where("seq", "<", beforeSeq);
     if (userId) query.andWhere({ user_id: userId });
     const rows = await query.orderBy("seq", "desc").limit(limit + 1);
-    const page = rows.slice(0, limit);
-    const last = page.at(-1);
-    const orders = (await this.withLines(page)).map((stored) => stored.order);
-    return { orders, ...(rows.length > limit && last && { nextSeq: last.seq }) };
+    const stored = (await this.withLines(rows.slice(0, limit))).map(({ order }) => order);
+    // An encoded order is about 150 bytes plus 50 per line beyond its product id.
+    const sizes = stored.map(
+      (order) =>
+        textBytes(order.orderId, order.userId, order.requestId) +
+        150 +
+        order.lines.reduce((sum, line) => sum + textBytes(line.productId) + 50, 0),
+    );
+    const orders = stored.slice(0, fitting(sizes));
+    const last = rows[orders.length - 1];
+    return { orders, ...(rows.length > orders.length && last && { nextSeq: last.seq }) };
   }
 
   /** Moves an order from one of `from` to `to`; false when it was in another state. */
@@ -168,25 +181,37 @@ export class OrderStore {
     return count === 1;
   }
 
+  /** CANCELLING → CANCELLED, its stock given back. False when it was not cancelling. */
+  async finishCancel(orderId: string): Promise<boolean> {
+    const count = await this.db("orders")
+      .where({ order_id: orderId, state: OrderState.ORDER_STATE_CANCELLING })
+      .update({ state: OrderState.ORDER_STATE_CANCELLED, released: true, update_time: Date.now() });
+    return count === 1;
+  }
+
   async markReleased(orderId: string): Promise<void> {
     await this.db("orders").where({ order_id: orderId }).update({ released: true });
   }
 
   /**
-   * Orders whose reservation may still hold stock: failed ones not yet released, and pending
-   * ones older than `staleBefore` (their saga died between writing and committing).
+   * Orders the reconciler must settle, up to `limit`: failed ones whose reservation may still
+   * hold stock, cancels not yet finished, and pending ones created before `pendingBefore`, whose
+   * saga has had all the time its reservation had.
    */
-  async needingRelease(
-    staleBefore: number,
+  async unsettled(
+    pendingBefore: number,
+    limit = 100,
   ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
     const rows = await this.db<OrderRow>("orders")
       .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
+      .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
       .orWhere((q) =>
         q
           .where({ state: OrderState.ORDER_STATE_PENDING })
-          .andWhere("create_time", "<", staleBefore),
+          .andWhere("create_time", "<", pendingBefore),
       )
-      .limit(100);
+      .select("order_id", "reservation_id", "state")
+      .limit(limit);
     return rows.map((row) => ({
       orderId: row.order_id,
       reservationId: row.reservation_id,

@@ -4,11 +4,10 @@ import { newId } from "../../kit/ids.js";
 import { checkMoney } from "../../kit/money.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
-import { check, type Violations } from "../../kit/validate.js";
-import type { ProductFields, ProductStore } from "./store.js";
+import { check, durationMs, type Violations } from "../../kit/validate.js";
+import { MAX_STOCK, type ProductFields, type ProductStore } from "./store.js";
 
 const MUTABLE = ["name", "description", "price", "stock_quantity"] as const;
-const MAX_STOCK = 1_000_000_000;
 const DEFAULT_TTL_MS = 5 * 60_000;
 
 function checkProduct(v: Violations, product: Product, paths: readonly string[]) {
@@ -32,7 +31,8 @@ function fieldsOf(product: Product): ProductFields {
 
 function ttlMs(v: Violations, ttl: Duration | undefined): number {
   if (!ttl) return DEFAULT_TTL_MS;
-  const ms = Number(ttl.seconds) * 1000 + Math.floor(ttl.nanos / 1e6);
+  const ms = durationMs(v, "ttl", ttl);
+  if (ms === undefined) return 0;
   if (!(ms >= 1000 && ms <= 3_600_000)) v.add("ttl", "must be between 1s and 1h");
   return ms;
 }

@@ -23,7 +23,9 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       const sweep = repeat(
         overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
         async () => {
-          const count = await store.expire();
+          const count = await store.expire(Date.now(), (reservationId, error) =>
+            logger.warn({ err: error, reservationId }, "reservation could not expire; will retry"),
+          );
           if (count > 0) logger.info({ count }, "expired reservations");
         },
         (error) => logger.warn({ err: error }, "reservation sweep failed"),

@@ -4,8 +4,10 @@ import {
   type ReservationLine,
   ReservationState,
 } from "../../gen/ts/shop/product/v1/product.js";
-import type { Knex } from "../../kit/db.js";
+import { integerBinding, isCheckViolation, type Knex, readInteger } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
+import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
+import { fitting, textBytes } from "../../kit/page-token.js";
 
 interface ProductRow {
   seq: number;
@@ -13,7 +15,8 @@ interface ProductRow {
   name: string;
   description: string;
   currency_code: string;
-  price_minor: number;
+  /** An integer; read with readAmount (drivers differ in how they return one). */
+  price_minor: unknown;
   stock_quantity: number;
   create_time: number;
   update_time: number;
@@ -34,7 +37,7 @@ interface LineRow {
   product_id: string;
   quantity: number;
   currency_code: string;
-  unit_price_minor: number;
+  unit_price_minor: unknown;
 }
 
 /** The fields of a product a caller sets. */
@@ -50,7 +53,7 @@ const toProduct = (row: ProductRow): Product => ({
   productId: row.product_id,
   name: row.name,
   description: row.description,
-  price: { currencyCode: row.currency_code, amountMinor: String(row.price_minor) },
+  price: moneyOf(row.currency_code, row.price_minor),
   stockQuantity: row.stock_quantity,
   createTime: new Date(row.create_time),
   updateTime: new Date(row.update_time),
@@ -64,9 +67,26 @@ const toReservation = (row: ReservationRow, lines: LineRow[]): Reservation => ({
   lines: lines.map((line) => ({
     productId: line.product_id,
     quantity: line.quantity,
-    unitPrice: { currencyCode: line.currency_code, amountMinor: String(line.unit_price_minor) },
+    unitPrice: moneyOf(line.currency_code, line.unit_price_minor),
   })),
 });
+
+/** A stored unit price; a price that cannot be read exactly is never used to charge. */
+const priceOf = (row: { unit_price_minor: unknown; product_id: string }): bigint => {
+  const amount = readAmount(row.unit_price_minor);
+  if (amount === undefined) throw new Error(`product ${row.product_id} has an unreadable price`);
+  return amount;
+};
+
+/** The most units a product may have in stock; the database enforces it with a CHECK. */
+export const MAX_STOCK = 1_000_000_000;
+
+const HELD = ReservationState.RESERVATION_STATE_HELD;
+
+const stockLimit = (productId: string, description: string) =>
+  errors.failedPrecondition("STOCK_LIMIT_EXCEEDED", description, {
+    preconditionViolations: [{ type: "STOCK_LIMIT", subject: productId, description }],
+  });
 
 const productNotFound = (productId: string) =>
   errors.notFound("PRODUCT_NOT_FOUND", `product ${productId} does not exist`, {
@@ -92,7 +112,7 @@ export class ProductStore {
       name: fields.name,
       description: fields.description,
       currency_code: fields.currencyCode,
-      price_minor: Number(fields.priceMinor),
+      price_minor: integerBinding(BigInt(fields.priceMinor)),
       stock_quantity: fields.stockQuantity,
       create_time: now,
       update_time: now,
@@ -115,11 +135,13 @@ export class ProductStore {
     const query = this.db<ProductRow>("products").where("seq", ">", afterSeq);
     if (inStockOnly) query.andWhere("stock_quantity", ">", 0);
     const rows = await query.orderBy("seq").limit(limit + 1);
-    const page = rows.slice(0, limit);
+    // An encoded product is its text plus about 100 bytes of ids, numbers and times.
+    const sizes = rows.slice(0, limit).map((row) => textBytes(row.name, row.description) + 128);
+    const page = rows.slice(0, fitting(sizes));
     const last = page.at(-1);
     return {
       products: page.map(toProduct),
-      ...(rows.length > limit && last && { nextSeq: last.seq }),
+      ...(rows.length > page.length && last && { nextSeq: last.seq }),
     };
   }
 
@@ -128,10 +150,29 @@ export class ProductStore {
     if (changes.name !== undefined) patch.name = changes.name;
     if (changes.description !== undefined) patch.description = changes.description;
     if (changes.currencyCode !== undefined) patch.currency_code = changes.currencyCode;
-    if (changes.priceMinor !== undefined) patch.price_minor = Number(changes.priceMinor);
+    if (changes.priceMinor !== undefined) {
+      patch.price_minor = integerBinding(BigInt(changes.priceMinor));
+    }
     if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
-    const count = await this.db("products").where({ product_id: productId }).update(patch);
-    if (count === 0) throw productNotFound(productId);
+    await this.db.transaction(async (trx) => {
+      const count = await trx("products").where({ product_id: productId }).update(patch);
+      if (count === 0) throw productNotFound(productId);
+      if (changes.stockQuantity === undefined) return;
+      // Units held or sold may all come back (expiry, release, a cancelled order): the new stock
+      // must leave room for them under MAX_STOCK, or a later restock could not happen.
+      const [row] = await trx("reservation_lines as l")
+        .join("reservations as r", "r.reservation_id", "l.reservation_id")
+        .where("l.product_id", productId)
+        .whereIn("r.state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
+        .sum({ units: "l.quantity" });
+      const outstanding = Number(readInteger(row?.units) ?? 0);
+      if (changes.stockQuantity + outstanding > MAX_STOCK) {
+        throw stockLimit(
+          productId,
+          `stock ${changes.stockQuantity} plus the ${outstanding} units held or sold that may come back passes ${MAX_STOCK}`,
+        );
+      }
+    });
     return this.get(productId);
   }
 
@@ -215,6 +256,16 @@ export class ProductStore {
             unit_price_minor: product.price_minor,
           };
         });
+        // What the reservation costs must be an amount Money can carry, per currency: refused
+        // here, inside the transaction, so that nothing is held.
+        for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
+          totalOf(
+            currency,
+            lineRows
+              .filter((row) => row.currency_code === currency)
+              .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+          );
+        }
         await trx("reservation_lines").insert(lineRows);
         // What was just written is the answer: no need to read it back.
         const held: ReservationRow = {
@@ -275,11 +326,15 @@ export class ProductStore {
   async commit(reservationId: string): Promise<Reservation> {
     const now = Date.now();
     const committed = await this.db("reservations")
-      .where({ reservation_id: reservationId, state: ReservationState.RESERVATION_STATE_HELD })
+      .where({ reservation_id: reservationId, state: HELD })
       .andWhere("expire_time", ">", now)
       .update({ state: ReservationState.RESERVATION_STATE_COMMITTED });
-    if (committed === 0) await this.expire(now);
-    const reservation = await this.readReservation(this.db, reservationId);
+    let reservation = await this.readReservation(this.db, reservationId);
+    if (committed === 0 && reservation?.state === HELD) {
+      // Past its TTL but not swept yet: expire this one now, so its units come back at once.
+      await this.expireOne(reservationId, now).catch(() => false);
+      reservation = await this.readReservation(this.db, reservationId);
+    }
     if (!reservation) {
       throw errors.notFound(
         "RESERVATION_NOT_FOUND",
@@ -290,9 +345,11 @@ export class ProductStore {
       );
     }
     if (reservation.state !== ReservationState.RESERVATION_STATE_COMMITTED) {
+      const state =
+        reservation.state === HELD ? "past its TTL" : ReservationState[reservation.state];
       throw errors.failedPrecondition(
         "RESERVATION_NOT_HELD",
-        `reservation ${reservationId} is ${ReservationState[reservation.state]}, not held`,
+        `reservation ${reservationId} is ${state}, not held`,
         { metadata: { reservation_id: reservationId } },
       );
     }
@@ -305,13 +362,10 @@ export class ProductStore {
     await this.db.transaction(async (trx) => {
       const released = await trx("reservations")
         .where({ reservation_id: reservationId })
-        .whereIn("state", [
-          ReservationState.RESERVATION_STATE_HELD,
-          ReservationState.RESERVATION_STATE_COMMITTED,
-        ])
+        .whereIn("state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
         .update({ state: ReservationState.RESERVATION_STATE_RELEASED });
       if (released === 1) {
-        await this.restock(trx, [reservationId], now);
+        await this.restock(trx, reservationId, now);
         return;
       }
       await trx("reservations")
@@ -327,32 +381,64 @@ export class ProductStore {
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }
 
-  /** Expires every held reservation past its TTL and returns its units. Returns how many. */
-  async expire(now = Date.now()): Promise<number> {
+  /**
+   * Expires held reservations past their TTL and returns their units, each in a transaction of
+   * its own: one that cannot give its units back stays held, is passed to `onFailure`, and never
+   * keeps the others from expiring. Returns how many expired.
+   */
+  async expire(
+    now = Date.now(),
+    onFailure: (reservationId: string, error: unknown) => void = () => {},
+  ): Promise<number> {
+    const due: { reservation_id: string }[] = await this.db("reservations")
+      .where({ state: HELD })
+      .andWhere("expire_time", "<=", now)
+      .orderBy("expire_time")
+      .limit(1_000)
+      .select("reservation_id");
+    let expired = 0;
+    for (const { reservation_id: reservationId } of due) {
+      try {
+        if (await this.expireOne(reservationId, now)) expired++;
+      } catch (error) {
+        onFailure(reservationId, error);
+      }
+    }
+    return expired;
+  }
+
+  private expireOne(reservationId: string, now: number): Promise<boolean> {
     return this.db.transaction(async (trx) => {
-      const expired: { reservation_id: string }[] = await trx("reservations")
-        .where({ state: ReservationState.RESERVATION_STATE_HELD })
+      const count = await trx("reservations")
+        .where({ reservation_id: reservationId, state: HELD })
         .andWhere("expire_time", "<=", now)
-        .update({ state: ReservationState.RESERVATION_STATE_EXPIRED }, ["reservation_id"]);
-      await this.restock(
-        trx,
-        expired.map((row) => row.reservation_id),
-        now,
-      );
-      return expired.length;
+        .update({ state: ReservationState.RESERVATION_STATE_EXPIRED });
+      if (count === 1) await this.restock(trx, reservationId, now);
+      return count === 1;
     });
   }
 
-  private async restock(trx: Knex.Transaction, reservationIds: string[], now: number) {
-    if (reservationIds.length === 0) return;
-    const lines = await trx<LineRow>("reservation_lines").whereIn("reservation_id", reservationIds);
+  /**
+   * Returns a reservation's units to stock. UpdateProduct keeps room for them under MAX_STOCK;
+   * should they still not fit (data from an older version), FAILED_PRECONDITION and nothing moves.
+   */
+  private async restock(trx: Knex.Transaction, reservationId: string, now: number) {
+    const lines = await trx<LineRow>("reservation_lines").where({ reservation_id: reservationId });
     for (const line of lines) {
-      await trx("products")
-        .where({ product_id: line.product_id })
-        .update({
-          stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
-          update_time: now,
-        });
+      try {
+        await trx("products")
+          .where({ product_id: line.product_id })
+          .update({
+            stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
+            update_time: now,
+          });
+      } catch (error) {
+        if (!isCheckViolation(error)) throw error;
+        throw stockLimit(
+          line.product_id,
+          `giving back ${line.quantity} units of reservation ${reservationId} would pass the stock limit of ${MAX_STOCK}`,
+        );
+      }
     }
   }
 }

@@ -2,16 +2,15 @@ import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js
 import { newId } from "../../kit/ids.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
-import { check, type Violations } from "../../kit/validate.js";
+import { check, codePoints, type Violations } from "../../kit/validate.js";
 import type { UserStore } from "./store.js";
 
 const MUTABLE = ["email", "display_name"] as const;
 
 function checkEmail(v: Violations, field: string, email: string) {
   v.text(field, email, 254, 3);
-  if (email.length >= 3 && email.length <= 254 && !email.includes("@")) {
-    v.add(field, 'must contain "@"');
-  }
+  const length = codePoints(email, 254);
+  if (length >= 3 && length <= 254 && !email.includes("@")) v.add(field, 'must contain "@"');
 }
 
 /** UserService: each rpc validates its request, then asks the store. */

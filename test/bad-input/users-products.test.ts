@@ -134,7 +134,8 @@ test("Oversized complaints are INVALID_ARGUMENT, not a stalled connection", asyn
   // channel must still serve a read afterwards.
   const fresh = (address: string) =>
     clientsFor(t, { user: address, product: address, order: address });
-  const deadline = { timeoutMs: 1_000 };
+  // Long enough for a loaded machine; a stalled connection never answers at all.
+  const deadline = { timeoutMs: 5_000 };
   const cases: [
     string,
     (c: ReturnType<typeof fresh>) => Promise<unknown>,

@@ -1,10 +1,22 @@
-// The test fleet: every registered service in this process, on 127.0.0.1:0 with an in-memory
-// database, wired to the services it calls as the registry says, with typed clients to them.
+// The test fleets, both derived from the registry, both with typed clients to the services:
+// - startFleet: every registered service in this process, on 127.0.0.1:0 with an in-memory
+//   database, wired to the services it calls, with faults a test can inject into its rpcs;
+// - startProcessFleet: every registered service as its own process (services/main.ts, from the
+//   same launch plan as `npm start`) with SQLite files in a temp directory, for tests that kill
+//   -9 a process, restart it on its port and file, or run two replicas of a service on one file.
 // Every start is paired with a teardown, so a failing test never leaves a server running.
 //
 //   const fleet = await startFleet(t);                       // user, product, order, …
 //   await addUser(fleet.users);                              // scripts/lib/seed.ts
 //   fleet.product.faults.set("CommitReservation", { code: Code.UNAVAILABLE });
+//
+//   const procs = await startProcessFleet(t, { replicas: { order: 2 } });
+//   procs.address("order", 1);        // 127.0.0.1:<port of the second order replica>
+//   await procs.kill("product");      // SIGKILL, no goodbye
+//   await procs.restart("product");   // same port, same file; resolves once it reports SERVING
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { Writable } from "node:stream";
 import type { ExecutionContext } from "ava";
 import { pino } from "pino";
@@ -12,10 +24,19 @@ import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
+import { migrateDatabase } from "../../kit/db.js";
 import type { Logger } from "../../kit/logger.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
+import {
+  freePorts,
+  type RunningProcess,
+  spawnService,
+  stopProcess,
+  waitServing,
+} from "../../scripts/lib/launcher.js";
+import { type FleetPlan, fleetPlan } from "../../scripts/lib/plan.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
@@ -137,3 +158,106 @@ export async function startFleet(
 }
 
 export const orderLine = (productId: string, quantity: number) => ({ productId, quantity });
+
+/** Real service processes, one or more replicas of each registered service. */
+export interface ProcessFleet {
+  /** Ports, databases and the environment of every replica, as a launcher would run them. */
+  plan: FleetPlan;
+  /** `127.0.0.1:<port>` of a service's replica `i` (from 0). */
+  address(service: ServiceName, i?: number): string;
+  /** The SQLite file every replica of a service shares. */
+  database(service: ServiceName): string;
+  /** SIGKILL a replica and wait until it is gone. */
+  kill(service: ServiceName, i?: number): Promise<void>;
+  /** Start a killed replica again on its port and file; resolves when it reports SERVING. */
+  restart(service: ServiceName, i?: number): Promise<void>;
+  /** SIGTERM every replica, then remove the data directory. */
+  stop(): Promise<void>;
+}
+
+export interface ProcessFleetOptions {
+  /** Replicas per service, sharing its database file; 1 by default. */
+  replicas?: Partial<Record<ServiceName, number>>;
+  /** SHOP_* settings for every process. */
+  env?: Record<string, string>;
+}
+
+/**
+ * Starts every registered service as processes on free loopback ports and waits until each
+ * reports SERVING; the caller stops them (startProcessFleet does it for one test).
+ */
+export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Promise<ProcessFleet> {
+  const dataDir = await mkdtemp(path.join(tmpdir(), "shopmesh-processes-"));
+  const counts = registry.names.map((name) => options.replicas?.[name] ?? 1);
+  const free = await freePorts(counts.reduce((a, n) => a + n, 0));
+  const ports = Object.fromEntries(
+    registry.names.map((name, i) => [name, free.splice(0, counts[i])]),
+  ) as Record<ServiceName, number[]>;
+  const plan = fleetPlan({ dataDir, ports });
+  const specOf = (service: ServiceName, i: number) => {
+    const spec = plan.replicas.filter((replica) => replica.service === service)[i];
+    if (!spec) throw new Error(`no ${service} replica ${i}`);
+    return spec;
+  };
+  const running = new Map<string, RunningProcess>();
+  const spawn = (service: ServiceName, i: number) => {
+    const spec = specOf(service, i);
+    const env = { SHOP_LOG_LEVEL: "warn", SHOP_SHUTDOWN_GRACE_MS: "2000", ...options.env };
+    const proc = spawnService({ ...spec, env: { ...spec.env, ...env } }, plan.logDir);
+    running.set(spec.name, proc);
+    return proc;
+  };
+  const fleet: ProcessFleet = {
+    plan,
+    address: (service, i = 0) => {
+      const { host, port } = specOf(service, i);
+      return `${host}:${port}`;
+    },
+    database: (service) => plan.databases[service],
+    async kill(service, i = 0) {
+      const child = running.get(specOf(service, i).name)?.child;
+      if (!child || child.exitCode !== null || child.signalCode !== null) return;
+      const gone = new Promise((resolve) => child.once("exit", resolve));
+      child.kill("SIGKILL");
+      await gone;
+    },
+    async restart(service, i = 0) {
+      await waitServing(spawn(service, i));
+    },
+    async stop() {
+      await Promise.all([...running.values()].map((proc) => stopProcess(proc, 5_000)));
+      await rm(dataDir, { recursive: true, force: true });
+    },
+  };
+  try {
+    // As the supervisor does: replicas share a file, so each is migrated once, before any opens it.
+    await Promise.all(
+      registry.services.map((service) =>
+        migrateDatabase(plan.databases[service.name], service.migrations),
+      ),
+    );
+    await Promise.all(
+      registry.names.flatMap((service, n) =>
+        Array.from({ length: counts[n] as number }, (_, i) => waitServing(spawn(service, i))),
+      ),
+    );
+  } catch (error) {
+    await fleet.stop();
+    throw error;
+  }
+  return fleet;
+}
+
+/** Service processes for one test, stopped by its teardown, with typed clients to replica 0. */
+export async function startProcessFleet(t: ExecutionContext, options: ProcessFleetOptions = {}) {
+  const fleet = await spawnProcessFleet(options);
+  t.teardown(() => fleet.stop());
+  return {
+    ...fleet,
+    ...clientsFor(t, {
+      user: fleet.address("user"),
+      product: fleet.address("product"),
+      order: fleet.address("order"),
+    }),
+  };
+}

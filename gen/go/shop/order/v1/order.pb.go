@@ -30,14 +30,22 @@ type OrderState int32
 const (
 	// Not used.
 	OrderState_ORDER_STATE_UNSPECIFIED OrderState = 0
-	// Written, stock reserved, reservation not yet committed. Short-lived.
+	// Written, stock reserved, reservation not yet committed. Short-lived: a
+	// CreateOrder with its `request_id`, or the reconciler, settles it to
+	// CONFIRMED or FAILED within the reservation TTL plus one reconcile
+	// interval.
 	OrderState_ORDER_STATE_PENDING OrderState = 1
-	// Stock is committed; the order stands.
+	// Stock is committed; the order stands. Only a cancel changes it.
 	OrderState_ORDER_STATE_CONFIRMED OrderState = 2
-	// Cancelled after confirmation; its stock was returned. Final.
+	// Cancelled after confirmation; its stock was returned, once. Final.
 	OrderState_ORDER_STATE_CANCELLED OrderState = 3
-	// The reservation could not be committed and was released. Final.
+	// The reservation could not be committed; its stock is returned (by the
+	// reconciler or the reservation's TTL if the product service was
+	// unreachable). Final.
 	OrderState_ORDER_STATE_FAILED OrderState = 4
+	// A cancel is recorded and its stock is being returned. Short-lived: the
+	// cancel completes to CANCELLED whether or not its caller is still there.
+	OrderState_ORDER_STATE_CANCELLING OrderState = 5
 )
 
 // Enum value maps for OrderState.
@@ -48,6 +56,7 @@ var (
 		2: "ORDER_STATE_CONFIRMED",
 		3: "ORDER_STATE_CANCELLED",
 		4: "ORDER_STATE_FAILED",
+		5: "ORDER_STATE_CANCELLING",
 	}
 	OrderState_value = map[string]int32{
 		"ORDER_STATE_UNSPECIFIED": 0,
@@ -55,6 +64,7 @@ var (
 		"ORDER_STATE_CONFIRMED":   2,
 		"ORDER_STATE_CANCELLED":   3,
 		"ORDER_STATE_FAILED":      4,
+		"ORDER_STATE_CANCELLING":  5,
 	}
 )
 
@@ -158,7 +168,9 @@ type Order struct {
 	UserId string `protobuf:"bytes,2,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// The ordered lines, in request order.
 	Lines []*OrderLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
-	// Sum of quantity times unit price over the lines. Output only.
+	// Sum of quantity times unit price over the lines, exact, and at most
+	// 9007199254740991. Output only. Unset only for an order whose stored
+	// total cannot be read exactly (written by an older version).
 	Total *v1.Money `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Where the order is in its life. Output only.
 	State OrderState `protobuf:"varint,5,opt,name=state,proto3,enum=shop.order.v1.OrderState" json:"state,omitempty"`
@@ -467,7 +479,9 @@ func (x *GetOrderResponse) GetOrder() *Order {
 type ListOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of orders to return. 0 means the default of 50; values
-	// above 1000 are treated as 1000. Must not be negative.
+	// above 1000 are treated as 1000. Must not be negative. A page holds
+	// fewer when its orders are large (it stays near 2 MB); only an empty
+	// `next_page_token` marks the last page.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's `next_page_token`; empty for the first
 	// page. Must come from a call with the same `user_id`.
@@ -817,14 +831,15 @@ const file_shop_order_v1_order_proto_rawDesc = "" +
 	"\x11WatchOrderRequest\x12\x1e\n" +
 	"\border_id\x18\x01 \x01(\tB\x03\xe0A\x02R\aorderId\"@\n" +
 	"\x12WatchOrderResponse\x12*\n" +
-	"\x05order\x18\x01 \x01(\v2\x14.shop.order.v1.OrderR\x05order*\x90\x01\n" +
+	"\x05order\x18\x01 \x01(\v2\x14.shop.order.v1.OrderR\x05order*\xac\x01\n" +
 	"\n" +
 	"OrderState\x12\x1b\n" +
 	"\x17ORDER_STATE_UNSPECIFIED\x10\x00\x12\x17\n" +
 	"\x13ORDER_STATE_PENDING\x10\x01\x12\x19\n" +
 	"\x15ORDER_STATE_CONFIRMED\x10\x02\x12\x19\n" +
 	"\x15ORDER_STATE_CANCELLED\x10\x03\x12\x16\n" +
-	"\x12ORDER_STATE_FAILED\x10\x042\xc7\x04\n" +
+	"\x12ORDER_STATE_FAILED\x10\x04\x12\x1a\n" +
+	"\x16ORDER_STATE_CANCELLING\x10\x052\xc7\x04\n" +
 	"\fOrderService\x12k\n" +
 	"\vCreateOrder\x12!.shop.order.v1.CreateOrderRequest\x1a\".shop.order.v1.CreateOrderResponse\"\x15\x82\xd3\xe4\x93\x02\f:\x01*\"\a/orders\x90\x02\x00\x12j\n" +
 	"\bGetOrder\x12\x1e.shop.order.v1.GetOrderRequest\x1a\x1f.shop.order.v1.GetOrderResponse\"\x1d\x82\xd3\xe4\x93\x02\x14\x12\x12/orders/{order_id}\x90\x02\x01\x12e\n" +

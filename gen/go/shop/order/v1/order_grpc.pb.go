@@ -35,28 +35,55 @@ const (
 // price snapshot, write the order, commit the reservation. Any failure
 // after the reservation releases it, so a failed order never keeps stock.
 //
+// Whatever crashes, replies are lost or deadlines cut calls short, each
+// product's stock plus the units of its confirmed orders plus the units
+// still held equals the stock it was given; work an interruption leaves
+// unfinished is settled within the reservation TTL plus one reconcile
+// interval (60 s and 5 s by default).
+//
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
-// for insufficient stock.
+// for insufficient stock. Lengths in this file count Unicode code points
+// ("characters"), and every string must be valid UTF-8. Every rpc answers
+// a request message that does not decode, a string field with invalid
+// UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type OrderServiceClient interface {
-	// Places an order and returns it confirmed.
+	// Places an order. OK always means the order is CONFIRMED: its stock is
+	// committed and it stands until it is cancelled. No other state is ever
+	// answered with OK.
 	//
-	// A `request_id` already used for a created order returns that order
-	// again instead of creating a second one, also while the first call is
-	// still running.
+	// `request_id` makes the call idempotent across retries and replicas. A
+	// call with an id already used answers with that order once it is
+	// confirmed. When that order is still being placed (by a concurrent call,
+	// or by an attempt a crash or a lost reply cut short), the call finishes
+	// it: it commits the order's reservation and confirms it, or, when the
+	// reservation has expired, fails it and places the order anew. A failed
+	// order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
-	// FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure`) when stock is short or (reason
-	// `CURRENCY_MISMATCH`) when the products are priced in different
-	// currencies, ALREADY_EXISTS (reason
-	// `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
-	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
-	// service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
-	// out. On every error nothing is left reserved.
+	// FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
+	// `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
+	// products are priced in different currencies, `TOTAL_TOO_LARGE` when the
+	// total would pass the largest Money amount, 9007199254740991 (refused
+	// when the stock is reserved, so nothing is ever held for it), or
+	// `ORDER_CANCELLED` when the order placed under `request_id` has since
+	// been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
+	// `request_id` was used for a different order. After any of these no
+	// order was placed by this call and nothing is held for it.
+	//
+	// Retryable: the order may or may not have been placed, so resend the
+	// same body with the same `request_id`; a resend answers with the order if
+	// there is one and never places a second. UNAVAILABLE (reason
+	// `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
+	// reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+	// longer deadline if it keeps happening. ABORTED (reason
+	// `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
+	// the order at this moment; resend after a short wait. Stock held by an
+	// attempt that never completes returns within the reservation TTL plus one
+	// reconcile interval.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
-	// Returns one order.
+	// Returns one order, in whatever state it is.
 	//
 	// Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
@@ -67,12 +94,24 @@ type OrderServiceClient interface {
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
-	// Cancels a confirmed order and returns its stock.
+	// Cancels a confirmed order and returns its stock. OK means the order is
+	// CANCELLED and its units are back in stock, exactly once.
 	//
-	// Idempotent: cancelling a cancelled order returns it unchanged. Returns
-	// NOT_FOUND when the order does not exist, FAILED_PRECONDITION (reason
-	// `ORDER_NOT_CANCELLABLE`) when it is pending or failed, and UNAVAILABLE
-	// when the product service cannot be reached (the order stays confirmed).
+	// The cancel is recorded first (state CANCELLING), then completed on the
+	// service's own deadline whether or not the caller still waits: a caller
+	// that goes away or a crash never leaves it half done, and the reconciler
+	// finishes a recorded cancel within one reconcile interval once the
+	// product service is reachable.
+	//
+	// Idempotent: cancelling a cancelling order finishes it, and cancelling a
+	// cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
+	// `order_id` is empty or too long, NOT_FOUND (reason `ORDER_NOT_FOUND`)
+	// when the order does not exist, and FAILED_PRECONDITION (reason
+	// `ORDER_NOT_CANCELLABLE`) when it is pending or failed. Retryable:
+	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`, the product service cannot
+	// be reached) and DEADLINE_EXCEEDED mean the cancel may be recorded but
+	// not finished yet; resend CancelOrder (or watch the order) to see it
+	// CANCELLED.
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*CancelOrderResponse, error)
 	// Streams an order's state: first the order as it is now, then the order
 	// again after every state change. The stream ends after a final state
@@ -159,28 +198,55 @@ type OrderService_WatchOrderClient = grpc.ServerStreamingClient[WatchOrderRespon
 // price snapshot, write the order, commit the reservation. Any failure
 // after the reservation releases it, so a failed order never keeps stock.
 //
+// Whatever crashes, replies are lost or deadlines cut calls short, each
+// product's stock plus the units of its confirmed orders plus the units
+// still held equals the stock it was given; work an interruption leaves
+// unfinished is settled within the reservation TTL plus one reconcile
+// interval (60 s and 5 s by default).
+//
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
-// for insufficient stock.
+// for insufficient stock. Lengths in this file count Unicode code points
+// ("characters"), and every string must be valid UTF-8. Every rpc answers
+// a request message that does not decode, a string field with invalid
+// UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type OrderServiceServer interface {
-	// Places an order and returns it confirmed.
+	// Places an order. OK always means the order is CONFIRMED: its stock is
+	// committed and it stands until it is cancelled. No other state is ever
+	// answered with OK.
 	//
-	// A `request_id` already used for a created order returns that order
-	// again instead of creating a second one, also while the first call is
-	// still running.
+	// `request_id` makes the call idempotent across retries and replicas. A
+	// call with an id already used answers with that order once it is
+	// confirmed. When that order is still being placed (by a concurrent call,
+	// or by an attempt a crash or a lost reply cut short), the call finishes
+	// it: it commits the order's reservation and confirms it, or, when the
+	// reservation has expired, fails it and places the order anew. A failed
+	// order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
-	// FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure`) when stock is short or (reason
-	// `CURRENCY_MISMATCH`) when the products are priced in different
-	// currencies, ALREADY_EXISTS (reason
-	// `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
-	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
-	// service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
-	// out. On every error nothing is left reserved.
+	// FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
+	// `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
+	// products are priced in different currencies, `TOTAL_TOO_LARGE` when the
+	// total would pass the largest Money amount, 9007199254740991 (refused
+	// when the stock is reserved, so nothing is ever held for it), or
+	// `ORDER_CANCELLED` when the order placed under `request_id` has since
+	// been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
+	// `request_id` was used for a different order. After any of these no
+	// order was placed by this call and nothing is held for it.
+	//
+	// Retryable: the order may or may not have been placed, so resend the
+	// same body with the same `request_id`; a resend answers with the order if
+	// there is one and never places a second. UNAVAILABLE (reason
+	// `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
+	// reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+	// longer deadline if it keeps happening. ABORTED (reason
+	// `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
+	// the order at this moment; resend after a short wait. Stock held by an
+	// attempt that never completes returns within the reservation TTL plus one
+	// reconcile interval.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
-	// Returns one order.
+	// Returns one order, in whatever state it is.
 	//
 	// Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
@@ -191,12 +257,24 @@ type OrderServiceServer interface {
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
-	// Cancels a confirmed order and returns its stock.
+	// Cancels a confirmed order and returns its stock. OK means the order is
+	// CANCELLED and its units are back in stock, exactly once.
 	//
-	// Idempotent: cancelling a cancelled order returns it unchanged. Returns
-	// NOT_FOUND when the order does not exist, FAILED_PRECONDITION (reason
-	// `ORDER_NOT_CANCELLABLE`) when it is pending or failed, and UNAVAILABLE
-	// when the product service cannot be reached (the order stays confirmed).
+	// The cancel is recorded first (state CANCELLING), then completed on the
+	// service's own deadline whether or not the caller still waits: a caller
+	// that goes away or a crash never leaves it half done, and the reconciler
+	// finishes a recorded cancel within one reconcile interval once the
+	// product service is reachable.
+	//
+	// Idempotent: cancelling a cancelling order finishes it, and cancelling a
+	// cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
+	// `order_id` is empty or too long, NOT_FOUND (reason `ORDER_NOT_FOUND`)
+	// when the order does not exist, and FAILED_PRECONDITION (reason
+	// `ORDER_NOT_CANCELLABLE`) when it is pending or failed. Retryable:
+	// UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`, the product service cannot
+	// be reached) and DEADLINE_EXCEEDED mean the cancel may be recorded but
+	// not finished yet; resend CancelOrder (or watch the order) to see it
+	// CANCELLED.
 	CancelOrder(context.Context, *CancelOrderRequest) (*CancelOrderResponse, error)
 	// Streams an order's state: first the order as it is now, then the order
 	// again after every state change. The stream ends after a final state

@@ -33,7 +33,8 @@ const (
 	// Not used.
 	ReservationState_RESERVATION_STATE_UNSPECIFIED ReservationState = 0
 	// The units are held and will return to stock at `expire_time` unless
-	// the reservation is committed first.
+	// the reservation is committed first. Each reservation expires on its
+	// own, within a sweep interval (about a second) of `expire_time`.
 	ReservationState_RESERVATION_STATE_HELD ReservationState = 1
 	// The units are sold. Only a release gives them back.
 	ReservationState_RESERVATION_STATE_COMMITTED ReservationState = 2
@@ -100,7 +101,8 @@ type Product struct {
 	// Price of one unit. Required; the amount must not be negative.
 	Price *v1.Money `protobuf:"bytes,4,opt,name=price,proto3" json:"price,omitempty"`
 	// Units available to reserve now: held reservations are already taken
-	// out. From 0 to 1,000,000,000.
+	// out. From 0 to 1,000,000,000; set by UpdateProduct, it must also leave
+	// room under that bound for the units of held and committed reservations.
 	StockQuantity int32 `protobuf:"varint,5,opt,name=stock_quantity,json=stockQuantity,proto3" json:"stock_quantity,omitempty"`
 	// When the product was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,6,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
@@ -523,7 +525,9 @@ func (x *GetProductResponse) GetProduct() *Product {
 type ListProductsRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of products to return. 0 means the default of 50;
-	// values above 1000 are treated as 1000. Must not be negative.
+	// values above 1000 are treated as 1000. Must not be negative. A page
+	// holds fewer when its products are large (it stays near 2 MB); only an
+	// empty `next_page_token` marks the last page.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's `next_page_token`; empty for the first
 	// page. Must come from a call with the same `in_stock_only`.
@@ -752,7 +756,8 @@ type ReserveStockRequest struct {
 	// What to hold. Required; 1 to 100 lines, each product at most once.
 	Lines []*ReservationLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
 	// How long to hold the units before they return to stock. Optional;
-	// from 1 second to 1 hour, default 5 minutes.
+	// from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
+	// `nanos` within ±999,999,999 and of the same sign as `seconds`.
 	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

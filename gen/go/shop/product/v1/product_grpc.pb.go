@@ -41,6 +41,11 @@ const (
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
 // (type "STOCK", subject the product id) for insufficient stock.
+//
+// Lengths in this file count Unicode code points ("characters"), and every
+// string must be valid UTF-8. Every rpc answers a request message that does
+// not decode, a string field with invalid UTF-8 included, with
+// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type ProductServiceClient interface {
 	// Adds a product to the catalogue.
 	//
@@ -61,8 +66,12 @@ type ProductServiceClient interface {
 	// price does not change the price snapshot of existing reservations.
 	//
 	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-	// field or a new value breaks its constraints, and NOT_FOUND when the
-	// product does not exist.
+	// field or a new value breaks its constraints, NOT_FOUND when the product
+	// does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+	// with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
+	// `stock_quantity` plus the units of the product's held and committed
+	// reservations, which may all come back, would pass 1,000,000,000. Nothing
+	// changes on any error.
 	UpdateProduct(ctx context.Context, in *UpdateProductRequest, opts ...grpc.CallOption) (*UpdateProductResponse, error)
 	// Holds stock for every line, all or nothing, under a caller-chosen
 	// `reservation_id`, and snapshots each product's current price.
@@ -73,8 +82,11 @@ type ProductServiceClient interface {
 	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
 	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
 	// `PreconditionFailure` naming each short product) when any line cannot
-	// be held, in which case nothing is held, and ALREADY_EXISTS (reason
-	// `RESERVATION_MISMATCH`) when the id was used with different lines.
+	// be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
+	// unit price in one currency would pass the largest Money amount,
+	// 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
+	// when the id was used with different lines. On every error nothing is
+	// held.
 	ReserveStock(ctx context.Context, in *ReserveStockRequest, opts ...grpc.CallOption) (*ReserveStockResponse, error)
 	// Makes a held reservation permanent: its units are sold.
 	//
@@ -87,9 +99,12 @@ type ProductServiceClient interface {
 	// committed (a cancelled order releases its committed reservation).
 	//
 	// Idempotent: releasing a released or expired reservation returns it
-	// unchanged. Releasing an unknown id records it as released, so that a
-	// ReserveStock with that id arriving late holds nothing. Returns
-	// INVALID_ARGUMENT when `reservation_id` is empty or too long.
+	// unchanged, and the units come back exactly once. Releasing an unknown id
+	// records it as released, so that a ReserveStock with that id arriving
+	// late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
+	// empty or too long, and FAILED_PRECONDITION (reason
+	// `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
+	// bound, which UpdateProduct prevents; the reservation is then unchanged.
 	ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error)
 }
 
@@ -184,6 +199,11 @@ func (c *productServiceClient) ReleaseReservation(ctx context.Context, in *Relea
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
 // (type "STOCK", subject the product id) for insufficient stock.
+//
+// Lengths in this file count Unicode code points ("characters"), and every
+// string must be valid UTF-8. Every rpc answers a request message that does
+// not decode, a string field with invalid UTF-8 included, with
+// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type ProductServiceServer interface {
 	// Adds a product to the catalogue.
 	//
@@ -204,8 +224,12 @@ type ProductServiceServer interface {
 	// price does not change the price snapshot of existing reservations.
 	//
 	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-	// field or a new value breaks its constraints, and NOT_FOUND when the
-	// product does not exist.
+	// field or a new value breaks its constraints, NOT_FOUND when the product
+	// does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+	// with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
+	// `stock_quantity` plus the units of the product's held and committed
+	// reservations, which may all come back, would pass 1,000,000,000. Nothing
+	// changes on any error.
 	UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error)
 	// Holds stock for every line, all or nothing, under a caller-chosen
 	// `reservation_id`, and snapshots each product's current price.
@@ -216,8 +240,11 @@ type ProductServiceServer interface {
 	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
 	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
 	// `PreconditionFailure` naming each short product) when any line cannot
-	// be held, in which case nothing is held, and ALREADY_EXISTS (reason
-	// `RESERVATION_MISMATCH`) when the id was used with different lines.
+	// be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
+	// unit price in one currency would pass the largest Money amount,
+	// 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
+	// when the id was used with different lines. On every error nothing is
+	// held.
 	ReserveStock(context.Context, *ReserveStockRequest) (*ReserveStockResponse, error)
 	// Makes a held reservation permanent: its units are sold.
 	//
@@ -230,9 +257,12 @@ type ProductServiceServer interface {
 	// committed (a cancelled order releases its committed reservation).
 	//
 	// Idempotent: releasing a released or expired reservation returns it
-	// unchanged. Releasing an unknown id records it as released, so that a
-	// ReserveStock with that id arriving late holds nothing. Returns
-	// INVALID_ARGUMENT when `reservation_id` is empty or too long.
+	// unchanged, and the units come back exactly once. Releasing an unknown id
+	// records it as released, so that a ReserveStock with that id arriving
+	// late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
+	// empty or too long, and FAILED_PRECONDITION (reason
+	// `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
+	// bound, which UpdateProduct prevents; the reservation is then unchanged.
 	ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error)
 	mustEmbedUnimplementedProductServiceServer()
 }

@@ -25,13 +25,16 @@ const (
 // shopmesh: amounts are whole numbers of the currency's minor unit.
 type Money struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// ISO 4217 alphabetic currency code, exactly three upper-case letters,
-	// for example "EUR". Required.
+	// ISO 4217 alphabetic code of a currency in current use, for example
+	// "EUR". Required. Three upper-case letters are not enough: the code must
+	// be in the ISO 4217 list (as the Unicode CLDR data maintains it), so
+	// "QQQ" is INVALID_ARGUMENT.
 	CurrencyCode string `protobuf:"bytes,1,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// The amount in the currency's minor unit, for example cents for "EUR" or
 	// "USD". Never negative for a price or a total, and at most 2^53 - 1
-	// (9007199254740991) so that every runtime holds it exactly. Serialised as
-	// a decimal string in JSON.
+	// (9007199254740991) so that every runtime holds it exactly: prices and
+	// totals alike, so an order whose total would be larger is refused.
+	// Serialised as a decimal string in JSON.
 	AmountMinor   int64 `protobuf:"varint,2,opt,name=amount_minor,json=amountMinor,proto3" json:"amount_minor,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

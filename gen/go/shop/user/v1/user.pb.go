@@ -29,10 +29,11 @@ type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Opaque identifier assigned by the server at creation. Output only.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
-	// Email address, unique across users. Required; 3 to 254 characters and
-	// must contain "@". Compared case-insensitively.
+	// Email address, unique across users. Required; 3 to 254 characters
+	// (code points) and must contain "@". Compared case-insensitively.
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
-	// Name shown to people. Required; 1 to 100 characters.
+	// Name shown to people. Required; 1 to 100 characters, counted as
+	// Unicode code points: an emoji is one.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// When the user was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`

@@ -37,6 +37,11 @@ const (
 // violation per invalid field, and one `ErrorInfo` whose domain is
 // "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
+//
+// Lengths in this file count Unicode code points ("characters"), and every
+// string must be valid UTF-8. Every rpc answers a request message that does
+// not decode, a string field with invalid UTF-8 included, with
+// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type UserServiceClient interface {
 	// Creates a user.
 	//
@@ -136,6 +141,11 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // violation per invalid field, and one `ErrorInfo` whose domain is
 // "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
+//
+// Lengths in this file count Unicode code points ("characters"), and every
+// string must be valid UTF-8. Every rpc answers a request message that does
+// not decode, a string field with invalid UTF-8 included, with
+// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type UserServiceServer interface {
 	// Creates a user.
 	//

@@ -20,11 +20,13 @@ class OrderState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     ORDER_STATE_CONFIRMED: _ClassVar[OrderState]
     ORDER_STATE_CANCELLED: _ClassVar[OrderState]
     ORDER_STATE_FAILED: _ClassVar[OrderState]
+    ORDER_STATE_CANCELLING: _ClassVar[OrderState]
 ORDER_STATE_UNSPECIFIED: OrderState
 ORDER_STATE_PENDING: OrderState
 ORDER_STATE_CONFIRMED: OrderState
 ORDER_STATE_CANCELLED: OrderState
 ORDER_STATE_FAILED: OrderState
+ORDER_STATE_CANCELLING: OrderState
 
 class OrderLine(_message.Message):
     __slots__ = ("product_id", "quantity", "unit_price")

@@ -33,6 +33,11 @@ class UserServiceStub:
     violation per invalid field, and one `ErrorInfo` whose domain is
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
+
+    Lengths in this file count Unicode code points ("characters"), and every
+    string must be valid UTF-8. Every rpc answers a request message that does
+    not decode, a string field with invalid UTF-8 included, with
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
     """
 
     def __init__(self, channel):
@@ -76,6 +81,11 @@ class UserServiceServicer:
     violation per invalid field, and one `ErrorInfo` whose domain is
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
+
+    Lengths in this file count Unicode code points ("characters"), and every
+    string must be valid UTF-8. Every rpc answers a request message that does
+    not decode, a string field with invalid UTF-8 included, with
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
     """
 
     def CreateUser(self, request, context):
@@ -174,6 +184,11 @@ class UserService:
     violation per invalid field, and one `ErrorInfo` whose domain is
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
+
+    Lengths in this file count Unicode code points ("characters"), and every
+    string must be valid UTF-8. Every rpc answers a request message that does
+    not decode, a string field with invalid UTF-8 included, with
+    INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
     """
 
     @staticmethod

@@ -31,14 +31,28 @@ export const protobufFileName = "shop/order/v1/order.proto";
 export enum OrderState {
   /** ORDER_STATE_UNSPECIFIED - Not used. */
   ORDER_STATE_UNSPECIFIED = 0,
-  /** ORDER_STATE_PENDING - Written, stock reserved, reservation not yet committed. Short-lived. */
+  /**
+   * ORDER_STATE_PENDING - Written, stock reserved, reservation not yet committed. Short-lived: a
+   * CreateOrder with its `request_id`, or the reconciler, settles it to
+   * CONFIRMED or FAILED within the reservation TTL plus one reconcile
+   * interval.
+   */
   ORDER_STATE_PENDING = 1,
-  /** ORDER_STATE_CONFIRMED - Stock is committed; the order stands. */
+  /** ORDER_STATE_CONFIRMED - Stock is committed; the order stands. Only a cancel changes it. */
   ORDER_STATE_CONFIRMED = 2,
-  /** ORDER_STATE_CANCELLED - Cancelled after confirmation; its stock was returned. Final. */
+  /** ORDER_STATE_CANCELLED - Cancelled after confirmation; its stock was returned, once. Final. */
   ORDER_STATE_CANCELLED = 3,
-  /** ORDER_STATE_FAILED - The reservation could not be committed and was released. Final. */
+  /**
+   * ORDER_STATE_FAILED - The reservation could not be committed; its stock is returned (by the
+   * reconciler or the reservation's TTL if the product service was
+   * unreachable). Final.
+   */
   ORDER_STATE_FAILED = 4,
+  /**
+   * ORDER_STATE_CANCELLING - A cancel is recorded and its stock is being returned. Short-lived: the
+   * cancel completes to CANCELLED whether or not its caller is still there.
+   */
+  ORDER_STATE_CANCELLING = 5,
 }
 
 export function orderStateFromJSON(object: any): OrderState {
@@ -58,6 +72,9 @@ export function orderStateFromJSON(object: any): OrderState {
     case 4:
     case "ORDER_STATE_FAILED":
       return OrderState.ORDER_STATE_FAILED;
+    case 5:
+    case "ORDER_STATE_CANCELLING":
+      return OrderState.ORDER_STATE_CANCELLING;
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
   }
@@ -75,6 +92,8 @@ export function orderStateToJSON(object: OrderState): string {
       return "ORDER_STATE_CANCELLED";
     case OrderState.ORDER_STATE_FAILED:
       return "ORDER_STATE_FAILED";
+    case OrderState.ORDER_STATE_CANCELLING:
+      return "ORDER_STATE_CANCELLING";
     default:
       throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
   }
@@ -98,7 +117,11 @@ export interface Order {
   userId: string;
   /** The ordered lines, in request order. */
   lines: OrderLine[];
-  /** Sum of quantity times unit price over the lines. Output only. */
+  /**
+   * Sum of quantity times unit price over the lines, exact, and at most
+   * 9007199254740991. Output only. Unset only for an order whose stored
+   * total cannot be read exactly (written by an older version).
+   */
   total:
     | Money
     | undefined;
@@ -153,7 +176,9 @@ export interface GetOrderResponse {
 export interface ListOrdersRequest {
   /**
    * Maximum number of orders to return. 0 means the default of 50; values
-   * above 1000 are treated as 1000. Must not be negative.
+   * above 1000 are treated as 1000. Must not be negative. A page holds
+   * fewer when its orders are large (it stays near 2 MB); only an empty
+   * `next_page_token` marks the last page.
    */
   pageSize: number;
   /**
@@ -1322,29 +1347,56 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
  * price snapshot, write the order, commit the reservation. Any failure
  * after the reservation releases it, so a failed order never keeps stock.
  *
+ * Whatever crashes, replies are lost or deadlines cut calls short, each
+ * product's stock plus the units of its confirmed orders plus the units
+ * still held equals the stock it was given; work an interruption leaves
+ * unfinished is settled within the reservation TTL plus one reconcile
+ * interval (60 s and 5 s by default).
+ *
  * Errors carry `google.rpc.Status` details: `BadRequest` field violations,
  * one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
- * for insufficient stock.
+ * for insufficient stock. Lengths in this file count Unicode code points
+ * ("characters"), and every string must be valid UTF-8. Every rpc answers
+ * a request message that does not decode, a string field with invalid
+ * UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
  */
 export type OrderServiceService = typeof OrderServiceService;
 export const OrderServiceService = {
   /**
-   * Places an order and returns it confirmed.
+   * Places an order. OK always means the order is CONFIRMED: its stock is
+   * committed and it stands until it is cancelled. No other state is ever
+   * answered with OK.
    *
-   * A `request_id` already used for a created order returns that order
-   * again instead of creating a second one, also while the first call is
-   * still running.
+   * `request_id` makes the call idempotent across retries and replicas. A
+   * call with an id already used answers with that order once it is
+   * confirmed. When that order is still being placed (by a concurrent call,
+   * or by an attempt a crash or a lost reply cut short), the call finishes
+   * it: it commits the order's reservation and confirms it, or, when the
+   * reservation has expired, fails it and places the order anew. A failed
+   * order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
-   * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short or (reason
-   * `CURRENCY_MISMATCH`) when the products are priced in different
-   * currencies, ALREADY_EXISTS (reason
-   * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
-   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
-   * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
-   * out. On every error nothing is left reserved.
+   * FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
+   * `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
+   * products are priced in different currencies, `TOTAL_TOO_LARGE` when the
+   * total would pass the largest Money amount, 9007199254740991 (refused
+   * when the stock is reserved, so nothing is ever held for it), or
+   * `ORDER_CANCELLED` when the order placed under `request_id` has since
+   * been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
+   * `request_id` was used for a different order. After any of these no
+   * order was placed by this call and nothing is held for it.
+   *
+   * Retryable: the order may or may not have been placed, so resend the
+   * same body with the same `request_id`; a resend answers with the order if
+   * there is one and never places a second. UNAVAILABLE (reason
+   * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
+   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * longer deadline if it keeps happening. ABORTED (reason
+   * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
+   * the order at this moment; resend after a short wait. Stock held by an
+   * attempt that never completes returns within the reservation TTL plus one
+   * reconcile interval.
    */
   createOrder: {
     path: "/shop.order.v1.OrderService/CreateOrder" as const,
@@ -1356,7 +1408,7 @@ export const OrderServiceService = {
     responseDeserialize: (value: Buffer): CreateOrderResponse => CreateOrderResponse.decode(value),
   },
   /**
-   * Returns one order.
+   * Returns one order, in whatever state it is.
    *
    * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
@@ -1387,12 +1439,24 @@ export const OrderServiceService = {
     responseDeserialize: (value: Buffer): ListOrdersResponse => ListOrdersResponse.decode(value),
   },
   /**
-   * Cancels a confirmed order and returns its stock.
+   * Cancels a confirmed order and returns its stock. OK means the order is
+   * CANCELLED and its units are back in stock, exactly once.
    *
-   * Idempotent: cancelling a cancelled order returns it unchanged. Returns
-   * NOT_FOUND when the order does not exist, FAILED_PRECONDITION (reason
-   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed, and UNAVAILABLE
-   * when the product service cannot be reached (the order stays confirmed).
+   * The cancel is recorded first (state CANCELLING), then completed on the
+   * service's own deadline whether or not the caller still waits: a caller
+   * that goes away or a crash never leaves it half done, and the reconciler
+   * finishes a recorded cancel within one reconcile interval once the
+   * product service is reachable.
+   *
+   * Idempotent: cancelling a cancelling order finishes it, and cancelling a
+   * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
+   * `order_id` is empty or too long, NOT_FOUND (reason `ORDER_NOT_FOUND`)
+   * when the order does not exist, and FAILED_PRECONDITION (reason
+   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed. Retryable:
+   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`, the product service cannot
+   * be reached) and DEADLINE_EXCEEDED mean the cancel may be recorded but
+   * not finished yet; resend CancelOrder (or watch the order) to see it
+   * CANCELLED.
    */
   cancelOrder: {
     path: "/shop.order.v1.OrderService/CancelOrder" as const,
@@ -1424,26 +1488,44 @@ export const OrderServiceService = {
 
 export interface OrderServiceServer extends UntypedServiceImplementation {
   /**
-   * Places an order and returns it confirmed.
+   * Places an order. OK always means the order is CONFIRMED: its stock is
+   * committed and it stands until it is cancelled. No other state is ever
+   * answered with OK.
    *
-   * A `request_id` already used for a created order returns that order
-   * again instead of creating a second one, also while the first call is
-   * still running.
+   * `request_id` makes the call idempotent across retries and replicas. A
+   * call with an id already used answers with that order once it is
+   * confirmed. When that order is still being placed (by a concurrent call,
+   * or by an attempt a crash or a lost reply cut short), the call finishes
+   * it: it commits the order's reservation and confirms it, or, when the
+   * reservation has expired, fails it and places the order anew. A failed
+   * order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
-   * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short or (reason
-   * `CURRENCY_MISMATCH`) when the products are priced in different
-   * currencies, ALREADY_EXISTS (reason
-   * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
-   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
-   * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
-   * out. On every error nothing is left reserved.
+   * FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
+   * `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
+   * products are priced in different currencies, `TOTAL_TOO_LARGE` when the
+   * total would pass the largest Money amount, 9007199254740991 (refused
+   * when the stock is reserved, so nothing is ever held for it), or
+   * `ORDER_CANCELLED` when the order placed under `request_id` has since
+   * been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
+   * `request_id` was used for a different order. After any of these no
+   * order was placed by this call and nothing is held for it.
+   *
+   * Retryable: the order may or may not have been placed, so resend the
+   * same body with the same `request_id`; a resend answers with the order if
+   * there is one and never places a second. UNAVAILABLE (reason
+   * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
+   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * longer deadline if it keeps happening. ABORTED (reason
+   * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
+   * the order at this moment; resend after a short wait. Stock held by an
+   * attempt that never completes returns within the reservation TTL plus one
+   * reconcile interval.
    */
   createOrder: handleUnaryCall<CreateOrderRequest, CreateOrderResponse>;
   /**
-   * Returns one order.
+   * Returns one order, in whatever state it is.
    *
    * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
@@ -1458,12 +1540,24 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    */
   listOrders: handleUnaryCall<ListOrdersRequest, ListOrdersResponse>;
   /**
-   * Cancels a confirmed order and returns its stock.
+   * Cancels a confirmed order and returns its stock. OK means the order is
+   * CANCELLED and its units are back in stock, exactly once.
    *
-   * Idempotent: cancelling a cancelled order returns it unchanged. Returns
-   * NOT_FOUND when the order does not exist, FAILED_PRECONDITION (reason
-   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed, and UNAVAILABLE
-   * when the product service cannot be reached (the order stays confirmed).
+   * The cancel is recorded first (state CANCELLING), then completed on the
+   * service's own deadline whether or not the caller still waits: a caller
+   * that goes away or a crash never leaves it half done, and the reconciler
+   * finishes a recorded cancel within one reconcile interval once the
+   * product service is reachable.
+   *
+   * Idempotent: cancelling a cancelling order finishes it, and cancelling a
+   * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
+   * `order_id` is empty or too long, NOT_FOUND (reason `ORDER_NOT_FOUND`)
+   * when the order does not exist, and FAILED_PRECONDITION (reason
+   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed. Retryable:
+   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`, the product service cannot
+   * be reached) and DEADLINE_EXCEEDED mean the cancel may be recorded but
+   * not finished yet; resend CancelOrder (or watch the order) to see it
+   * CANCELLED.
    */
   cancelOrder: handleUnaryCall<CancelOrderRequest, CancelOrderResponse>;
   /**
@@ -1479,22 +1573,40 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
 
 export interface OrderServiceClient extends Client {
   /**
-   * Places an order and returns it confirmed.
+   * Places an order. OK always means the order is CONFIRMED: its stock is
+   * committed and it stands until it is cancelled. No other state is ever
+   * answered with OK.
    *
-   * A `request_id` already used for a created order returns that order
-   * again instead of creating a second one, also while the first call is
-   * still running.
+   * `request_id` makes the call idempotent across retries and replicas. A
+   * call with an id already used answers with that order once it is
+   * confirmed. When that order is still being placed (by a concurrent call,
+   * or by an attempt a crash or a lost reply cut short), the call finishes
+   * it: it commits the order's reservation and confirms it, or, when the
+   * reservation has expired, fails it and places the order anew. A failed
+   * order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
-   * FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure`) when stock is short or (reason
-   * `CURRENCY_MISMATCH`) when the products are priced in different
-   * currencies, ALREADY_EXISTS (reason
-   * `REQUEST_ID_REUSED`) when `request_id` was used for a different order,
-   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`) when the user or product
-   * service cannot be reached, and DEADLINE_EXCEEDED when the deadline ran
-   * out. On every error nothing is left reserved.
+   * FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
+   * `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
+   * products are priced in different currencies, `TOTAL_TOO_LARGE` when the
+   * total would pass the largest Money amount, 9007199254740991 (refused
+   * when the stock is reserved, so nothing is ever held for it), or
+   * `ORDER_CANCELLED` when the order placed under `request_id` has since
+   * been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
+   * `request_id` was used for a different order. After any of these no
+   * order was placed by this call and nothing is held for it.
+   *
+   * Retryable: the order may or may not have been placed, so resend the
+   * same body with the same `request_id`; a resend answers with the order if
+   * there is one and never places a second. UNAVAILABLE (reason
+   * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
+   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * longer deadline if it keeps happening. ABORTED (reason
+   * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
+   * the order at this moment; resend after a short wait. Stock held by an
+   * attempt that never completes returns within the reservation TTL plus one
+   * reconcile interval.
    */
   createOrder(
     request: CreateOrderRequest,
@@ -1512,7 +1624,7 @@ export interface OrderServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateOrderResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Returns one order.
+   * Returns one order, in whatever state it is.
    *
    * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
@@ -1555,12 +1667,24 @@ export interface OrderServiceClient extends Client {
     callback: (error: ServiceError | null, response: ListOrdersResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Cancels a confirmed order and returns its stock.
+   * Cancels a confirmed order and returns its stock. OK means the order is
+   * CANCELLED and its units are back in stock, exactly once.
    *
-   * Idempotent: cancelling a cancelled order returns it unchanged. Returns
-   * NOT_FOUND when the order does not exist, FAILED_PRECONDITION (reason
-   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed, and UNAVAILABLE
-   * when the product service cannot be reached (the order stays confirmed).
+   * The cancel is recorded first (state CANCELLING), then completed on the
+   * service's own deadline whether or not the caller still waits: a caller
+   * that goes away or a crash never leaves it half done, and the reconciler
+   * finishes a recorded cancel within one reconcile interval once the
+   * product service is reachable.
+   *
+   * Idempotent: cancelling a cancelling order finishes it, and cancelling a
+   * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
+   * `order_id` is empty or too long, NOT_FOUND (reason `ORDER_NOT_FOUND`)
+   * when the order does not exist, and FAILED_PRECONDITION (reason
+   * `ORDER_NOT_CANCELLABLE`) when it is pending or failed. Retryable:
+   * UNAVAILABLE (reason `DEPENDENCY_UNAVAILABLE`, the product service cannot
+   * be reached) and DEADLINE_EXCEEDED mean the cancel may be recorded but
+   * not finished yet; resend CancelOrder (or watch the order) to see it
+   * CANCELLED.
    */
   cancelOrder(
     request: CancelOrderRequest,

@@ -33,7 +33,8 @@ export enum ReservationState {
   RESERVATION_STATE_UNSPECIFIED = 0,
   /**
    * RESERVATION_STATE_HELD - The units are held and will return to stock at `expire_time` unless
-   * the reservation is committed first.
+   * the reservation is committed first. Each reservation expires on its
+   * own, within a sweep interval (about a second) of `expire_time`.
    */
   RESERVATION_STATE_HELD = 1,
   /** RESERVATION_STATE_COMMITTED - The units are sold. Only a release gives them back. */
@@ -97,7 +98,8 @@ export interface Product {
     | undefined;
   /**
    * Units available to reserve now: held reservations are already taken
-   * out. From 0 to 1,000,000,000.
+   * out. From 0 to 1,000,000,000; set by UpdateProduct, it must also leave
+   * room under that bound for the units of held and committed reservations.
    */
   stockQuantity: number;
   /** When the product was created. Output only. */
@@ -162,7 +164,9 @@ export interface GetProductResponse {
 export interface ListProductsRequest {
   /**
    * Maximum number of products to return. 0 means the default of 50;
-   * values above 1000 are treated as 1000. Must not be negative.
+   * values above 1000 are treated as 1000. Must not be negative. A page
+   * holds fewer when its products are large (it stays near 2 MB); only an
+   * empty `next_page_token` marks the last page.
    */
   pageSize: number;
   /**
@@ -213,7 +217,8 @@ export interface ReserveStockRequest {
   lines: ReservationLine[];
   /**
    * How long to hold the units before they return to stock. Optional;
-   * from 1 second to 1 hour, default 5 minutes.
+   * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
+   * `nanos` within ±999,999,999 and of the same sign as `seconds`.
    */
   ttl: Duration | undefined;
 }
@@ -1803,6 +1808,11 @@ export const ReleaseReservationResponse: MessageFns<ReleaseReservationResponse> 
  * Errors carry `google.rpc.Status` details: `BadRequest` field violations,
  * one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
  * (type "STOCK", subject the product id) for insufficient stock.
+ *
+ * Lengths in this file count Unicode code points ("characters"), and every
+ * string must be valid UTF-8. Every rpc answers a request message that does
+ * not decode, a string field with invalid UTF-8 included, with
+ * INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
  */
 export type ProductServiceService = typeof ProductServiceService;
 export const ProductServiceService = {
@@ -1858,8 +1868,12 @@ export const ProductServiceService = {
    * price does not change the price snapshot of existing reservations.
    *
    * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, and NOT_FOUND when the
-   * product does not exist.
+   * field or a new value breaks its constraints, NOT_FOUND when the product
+   * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+   * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
+   * `stock_quantity` plus the units of the product's held and committed
+   * reservations, which may all come back, would pass 1,000,000,000. Nothing
+   * changes on any error.
    */
   updateProduct: {
     path: "/shop.product.v1.ProductService/UpdateProduct" as const,
@@ -1881,8 +1895,11 @@ export const ProductServiceService = {
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
    * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, in which case nothing is held, and ALREADY_EXISTS (reason
-   * `RESERVATION_MISMATCH`) when the id was used with different lines.
+   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
+   * unit price in one currency would pass the largest Money amount,
+   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
+   * when the id was used with different lines. On every error nothing is
+   * held.
    */
   reserveStock: {
     path: "/shop.product.v1.ProductService/ReserveStock" as const,
@@ -1918,9 +1935,12 @@ export const ProductServiceService = {
    * committed (a cancelled order releases its committed reservation).
    *
    * Idempotent: releasing a released or expired reservation returns it
-   * unchanged. Releasing an unknown id records it as released, so that a
-   * ReserveStock with that id arriving late holds nothing. Returns
-   * INVALID_ARGUMENT when `reservation_id` is empty or too long.
+   * unchanged, and the units come back exactly once. Releasing an unknown id
+   * records it as released, so that a ReserveStock with that id arriving
+   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
+   * empty or too long, and FAILED_PRECONDITION (reason
+   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
+   * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
   releaseReservation: {
     path: "/shop.product.v1.ProductService/ReleaseReservation" as const,
@@ -1962,8 +1982,12 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * price does not change the price snapshot of existing reservations.
    *
    * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, and NOT_FOUND when the
-   * product does not exist.
+   * field or a new value breaks its constraints, NOT_FOUND when the product
+   * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+   * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
+   * `stock_quantity` plus the units of the product's held and committed
+   * reservations, which may all come back, would pass 1,000,000,000. Nothing
+   * changes on any error.
    */
   updateProduct: handleUnaryCall<UpdateProductRequest, UpdateProductResponse>;
   /**
@@ -1976,8 +2000,11 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
    * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, in which case nothing is held, and ALREADY_EXISTS (reason
-   * `RESERVATION_MISMATCH`) when the id was used with different lines.
+   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
+   * unit price in one currency would pass the largest Money amount,
+   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
+   * when the id was used with different lines. On every error nothing is
+   * held.
    */
   reserveStock: handleUnaryCall<ReserveStockRequest, ReserveStockResponse>;
   /**
@@ -1994,9 +2021,12 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * committed (a cancelled order releases its committed reservation).
    *
    * Idempotent: releasing a released or expired reservation returns it
-   * unchanged. Releasing an unknown id records it as released, so that a
-   * ReserveStock with that id arriving late holds nothing. Returns
-   * INVALID_ARGUMENT when `reservation_id` is empty or too long.
+   * unchanged, and the units come back exactly once. Releasing an unknown id
+   * records it as released, so that a ReserveStock with that id arriving
+   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
+   * empty or too long, and FAILED_PRECONDITION (reason
+   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
+   * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
   releaseReservation: handleUnaryCall<ReleaseReservationRequest, ReleaseReservationResponse>;
 }
@@ -2070,8 +2100,12 @@ export interface ProductServiceClient extends Client {
    * price does not change the price snapshot of existing reservations.
    *
    * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, and NOT_FOUND when the
-   * product does not exist.
+   * field or a new value breaks its constraints, NOT_FOUND when the product
+   * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+   * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
+   * `stock_quantity` plus the units of the product's held and committed
+   * reservations, which may all come back, would pass 1,000,000,000. Nothing
+   * changes on any error.
    */
   updateProduct(
     request: UpdateProductRequest,
@@ -2098,8 +2132,11 @@ export interface ProductServiceClient extends Client {
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
    * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, in which case nothing is held, and ALREADY_EXISTS (reason
-   * `RESERVATION_MISMATCH`) when the id was used with different lines.
+   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
+   * unit price in one currency would pass the largest Money amount,
+   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
+   * when the id was used with different lines. On every error nothing is
+   * held.
    */
   reserveStock(
     request: ReserveStockRequest,
@@ -2144,9 +2181,12 @@ export interface ProductServiceClient extends Client {
    * committed (a cancelled order releases its committed reservation).
    *
    * Idempotent: releasing a released or expired reservation returns it
-   * unchanged. Releasing an unknown id records it as released, so that a
-   * ReserveStock with that id arriving late holds nothing. Returns
-   * INVALID_ARGUMENT when `reservation_id` is empty or too long.
+   * unchanged, and the units come back exactly once. Releasing an unknown id
+   * records it as released, so that a ReserveStock with that id arriving
+   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
+   * empty or too long, and FAILED_PRECONDITION (reason
+   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
+   * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
   releaseReservation(
     request: ReleaseReservationRequest,

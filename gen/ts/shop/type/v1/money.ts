@@ -17,15 +17,18 @@ export const protobufFileName = "shop/type/v1/money.proto";
  */
 export interface Money {
   /**
-   * ISO 4217 alphabetic currency code, exactly three upper-case letters,
-   * for example "EUR". Required.
+   * ISO 4217 alphabetic code of a currency in current use, for example
+   * "EUR". Required. Three upper-case letters are not enough: the code must
+   * be in the ISO 4217 list (as the Unicode CLDR data maintains it), so
+   * "QQQ" is INVALID_ARGUMENT.
    */
   currencyCode: string;
   /**
    * The amount in the currency's minor unit, for example cents for "EUR" or
    * "USD". Never negative for a price or a total, and at most 2^53 - 1
-   * (9007199254740991) so that every runtime holds it exactly. Serialised as
-   * a decimal string in JSON.
+   * (9007199254740991) so that every runtime holds it exactly: prices and
+   * totals alike, so an order whose total would be larger is refused.
+   * Serialised as a decimal string in JSON.
    */
   amountMinor: string;
 }

@@ -30,11 +30,14 @@ export interface User {
   /** Opaque identifier assigned by the server at creation. Output only. */
   userId: string;
   /**
-   * Email address, unique across users. Required; 3 to 254 characters and
-   * must contain "@". Compared case-insensitively.
+   * Email address, unique across users. Required; 3 to 254 characters
+   * (code points) and must contain "@". Compared case-insensitively.
    */
   email: string;
-  /** Name shown to people. Required; 1 to 100 characters. */
+  /**
+   * Name shown to people. Required; 1 to 100 characters, counted as
+   * Unicode code points: an emoji is one.
+   */
   displayName: string;
   /** When the user was created. Output only. */
   createTime:
@@ -1013,6 +1016,11 @@ export const DeleteUserResponse: MessageFns<DeleteUserResponse> = {
  * violation per invalid field, and one `ErrorInfo` whose domain is
  * "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
  * `USER_NOT_FOUND`.
+ *
+ * Lengths in this file count Unicode code points ("characters"), and every
+ * string must be valid UTF-8. Every rpc answers a request message that does
+ * not decode, a string field with invalid UTF-8 included, with
+ * INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
  */
 export type UserServiceService = typeof UserServiceService;
 export const UserServiceService = {

@@ -1,0 +1,165 @@
+import { isUtf8 } from "node:buffer";
+import {
+  create,
+  createFileRegistry,
+  type DescMessage,
+  type FileRegistry,
+  fromBinary,
+  ScalarType,
+} from "@bufbuild/protobuf";
+import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
+import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
+import { contractRegistry } from "./contract.js";
+import { Code, ServiceError } from "./errors.js";
+
+/** What a request deserializer returns instead of a message when the bytes are not one. */
+export class Malformed {
+  /** The field, as a path such as "lines[1].product_id", when one field is to blame. */
+  constructor(readonly field?: string) {}
+}
+
+/** INVALID_ARGUMENT (reason MALFORMED_REQUEST) for a request message that did not decode. */
+export function malformedError(malformed: Malformed): ServiceError {
+  const { field } = malformed;
+  if (!field) {
+    return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
+      reason: "MALFORMED_REQUEST",
+    });
+  }
+  const description = "is not valid UTF-8";
+  return new ServiceError(Code.INVALID_ARGUMENT, `${field}: ${description}`, {
+    reason: "MALFORMED_REQUEST",
+    fieldViolations: [{ field, description }],
+  });
+}
+
+/** A registry of serialized FileDescriptorProtos, as proto-loader keeps them for its services. */
+function registryOf(files: readonly Uint8Array[]): FileRegistry {
+  const protos = files.map((bytes) => fromBinary(FileDescriptorProtoSchema, bytes));
+  // protobufjs writes type names relative to the file's package; the registry wants them full.
+  for (const file of protos) {
+    const qualify = (name: string) => (name.startsWith(".") ? name : `.${file.package}.${name}`);
+    for (const message of file.messageType) {
+      for (const field of message.field)
+        if (field.typeName) field.typeName = qualify(field.typeName);
+    }
+    for (const service of file.service) {
+      for (const method of service.method) {
+        method.inputType = qualify(method.inputType);
+        method.outputType = qualify(method.outputType);
+      }
+    }
+  }
+  return createFileRegistry(create(FileDescriptorSetSchema, { file: protos }));
+}
+
+/**
+ * The request message of an rpc path ("/pkg.Service/Method"): from our descriptor set, or else
+ * from `files` (a library's service as proto-loader describes it). Undefined when neither does.
+ */
+function inputOf(path: string, files?: readonly Uint8Array[]): DescMessage | undefined {
+  const [, service = "", method = ""] = path.split("/");
+  const find = (registry: FileRegistry) =>
+    registry.getService(service)?.methods.find((m) => m.name === method)?.input;
+  try {
+    return find(contractRegistry()) ?? (files ? find(registryOf(files)) : undefined);
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * The first string field of `message` in `bytes` that is not valid UTF-8, as a field path, or
+ * undefined. Proto3 requires valid UTF-8 in strings, but decoders that do not check it replace
+ * bad bytes with U+FFFD, which cannot be told from a real U+FFFD afterwards: so the check reads
+ * the wire format itself, guided by the descriptor.
+ */
+function invalidUtf8(message: DescMessage, bytes: Uint8Array, prefix = ""): string | undefined {
+  const reader = new BinaryReader(bytes);
+  const seen = new Map<number, number>();
+  while (reader.pos < reader.len) {
+    const [number, wireType] = reader.tag();
+    if (wireType !== WireType.LengthDelimited) {
+      reader.skip(wireType, number);
+      continue;
+    }
+    const value = reader.bytes();
+    const field = message.fields.find((f) => f.number === number);
+    if (!field) continue;
+    const i = seen.get(number) ?? 0;
+    seen.set(number, i + 1);
+    const path = `${prefix}${field.name}`;
+    switch (field.fieldKind) {
+      case "scalar":
+        if (field.scalar === ScalarType.STRING && !isUtf8(value)) return path;
+        break;
+      case "message": {
+        const bad = invalidUtf8(field.message, value, `${path}.`);
+        if (bad) return bad;
+        break;
+      }
+      case "list": {
+        const item = `${path}[${i}]`;
+        if (field.listKind === "scalar" && field.scalar === ScalarType.STRING && !isUtf8(value)) {
+          return item;
+        }
+        if (field.listKind === "message") {
+          const bad = invalidUtf8(field.message, value, `${item}.`);
+          if (bad) return bad;
+        }
+        break;
+      }
+      case "map": {
+        // An entry is a message with the key as field 1 and the value as field 2.
+        const entry = new BinaryReader(value);
+        while (entry.pos < entry.len) {
+          const [n, type] = entry.tag();
+          if (type !== WireType.LengthDelimited) {
+            entry.skip(type, n);
+            continue;
+          }
+          const part = entry.bytes();
+          if (n === 1 && field.mapKey === ScalarType.STRING && !isUtf8(part)) return path;
+          if (n === 2 && field.mapKind === "scalar" && field.scalar === ScalarType.STRING) {
+            if (!isUtf8(part)) return path;
+          }
+          if (n === 2 && field.mapKind === "message") {
+            const bad = invalidUtf8(field.message, part, `${path}.`);
+            if (bad) return bad;
+          }
+        }
+        break;
+      }
+    }
+  }
+  return undefined;
+}
+
+/**
+ * Wraps an rpc's request deserializer so that it never throws: bytes that do not decode, or that
+ * carry invalid UTF-8 in a string field, become a Malformed value for the handler to refuse. The
+ * UTF-8 check also reads every tag strictly (field number 0, say), where a generated decoder may
+ * skip what it does not expect.
+ */
+export function guardDeserialize<T>(
+  path: string,
+  deserialize: (bytes: Buffer) => T,
+  files?: readonly Uint8Array[],
+): (bytes: Buffer) => T | Malformed {
+  // Looked up now, while the server starts, rather than on the first call.
+  const input = inputOf(path, files);
+  return (bytes) => {
+    let message: T;
+    try {
+      message = deserialize(bytes);
+    } catch {
+      return new Malformed();
+    }
+    try {
+      const field = input && invalidUtf8(input, bytes);
+      return field ? new Malformed(field) : message;
+    } catch {
+      return new Malformed();
+    }
+  };
+}

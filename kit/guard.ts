@@ -1,0 +1,121 @@
+import * as grpc from "@grpc/grpc-js";
+import { guardDeserialize, Malformed, malformedError } from "./decode.js";
+import { encodeStatus, type ServiceError } from "./errors.js";
+import { packageOf } from "./service.js";
+
+/** Status details are trailers: text that quotes a request is clipped to this many characters. */
+export const MAX_STATUS_TEXT = 1024;
+
+const clip = (text: string) =>
+  text.length > MAX_STATUS_TEXT ? `${text.slice(0, MAX_STATUS_TEXT)}…` : text;
+
+/** A failure as grpc-js sends it: code, clipped details, google.rpc details in the trailers. */
+export function statusOf(error: ServiceError, domain: string): grpc.StatusObject {
+  const metadata = new grpc.Metadata();
+  metadata.set("grpc-status-details-bin", encodeStatus(error, domain));
+  return { code: error.code, details: clip(error.message), metadata };
+}
+
+type AnyHandler = (...args: never[]) => unknown;
+
+/**
+ * A server to hand to a library's addToServer (grpc-health-check, @grpc/reflection): the
+ * services it adds refuse a request that does not decode with INVALID_ARGUMENT
+ * (MALFORMED_REQUEST), as ours do, instead of grpc-js's INTERNAL, and clip the text of the
+ * statuses they send. `transformResponse` rewrites each message a streaming handler writes.
+ */
+export function guardedServer(
+  server: Pick<grpc.Server, "addService">,
+  transformResponse: (message: unknown) => unknown = (message) => message,
+): Pick<grpc.Server, "addService"> {
+  return {
+    addService(definition, implementation) {
+      const guarded: Record<string, grpc.MethodDefinition<unknown, unknown>> = {};
+      const handlers: grpc.UntypedServiceImplementation = {};
+      for (const [name, method] of Object.entries(definition)) {
+        guarded[name] = {
+          ...method,
+          requestDeserialize: guardDeserialize(
+            method.path,
+            method.requestDeserialize,
+            (method as { requestType?: { fileDescriptorProtos?: Buffer[] } }).requestType
+              ?.fileDescriptorProtos,
+          ),
+        };
+        const domain = packageOf(method.path.split("/")[1] ?? "");
+        // grpc-js finds a handler by the rpc's name or by proto-loader's originalName.
+        const handler = (implementation[name] ??
+          (method.originalName && implementation[method.originalName])) as AnyHandler | undefined;
+        if (!handler) continue;
+        handlers[name] = method.requestStream
+          ? guardStreamingRequests(handler, domain, transformResponse)
+          : guardSingleRequest(handler, domain, !!method.responseStream, transformResponse);
+      }
+      server.addService(guarded as grpc.ServiceDefinition, handlers);
+    },
+  };
+}
+
+function guardSingleRequest(
+  handler: AnyHandler,
+  domain: string,
+  streaming: boolean,
+  transform: (message: unknown) => unknown,
+) {
+  const call = handler as (...args: unknown[]) => unknown;
+  if (streaming) {
+    return (stream: grpc.ServerWritableStream<unknown, unknown>) => {
+      if (stream.request instanceof Malformed) {
+        stream.emit("error", statusOf(malformedError(stream.request), domain));
+        return;
+      }
+      transformWrites(stream, transform);
+      call(stream);
+    };
+  }
+  return (unary: grpc.ServerUnaryCall<unknown, unknown>, callback: grpc.sendUnaryData<unknown>) => {
+    if (unary.request instanceof Malformed) {
+      callback(statusOf(malformedError(unary.request), domain));
+      return;
+    }
+    call(unary, (error: grpc.ServerErrorResponse | null, ...rest: unknown[]) =>
+      (callback as (...args: unknown[]) => void)(
+        error && { ...error, details: clip(error.details ?? error.message ?? "") },
+        ...rest,
+      ),
+    );
+  };
+}
+
+/**
+ * Client-streaming and bidi handlers read the request stream themselves, so a message that did
+ * not decode is caught where grpc-js pushes it into the stream: the call ends with the status,
+ * and nothing after it reaches the handler.
+ */
+function guardStreamingRequests(
+  handler: AnyHandler,
+  domain: string,
+  transform: (message: unknown) => unknown,
+) {
+  return (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
+    const push = stream.push.bind(stream);
+    let failed = false;
+    stream.push = (chunk: unknown, encoding?: BufferEncoding) => {
+      if (failed) return false;
+      if (chunk instanceof Malformed) {
+        failed = true;
+        stream.emit("error", statusOf(malformedError(chunk), domain));
+        return false;
+      }
+      return push(chunk, encoding);
+    };
+    transformWrites(stream, transform);
+    (handler as (stream: unknown) => void)(stream);
+  };
+}
+
+function transformWrites(stream: NodeJS.WritableStream, transform: (message: unknown) => unknown) {
+  const write = stream.write.bind(stream) as (message: unknown, ...rest: unknown[]) => boolean;
+  (stream as { write: unknown }).write = (message: unknown, ...rest: unknown[]) =>
+    write(transform(message), ...rest);
+}

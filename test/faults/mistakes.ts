@@ -1,0 +1,74 @@
+// Client mistakes sent while the fault suite's load runs: bytes that do not decode, fields that
+// break their rules, ids nobody issued. Each answer goes into the tally as kind "mistake"; none
+// may be INTERNAL or UNKNOWN, whatever else is going on.
+import * as grpc from "@grpc/grpc-js";
+import type { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
+import type { Client } from "../../kit/client.js";
+import { Code, fromGrpcError } from "../../kit/errors.js";
+import { orderLine } from "../helpers/fleet.js";
+import { codeOf, type Tally } from "./load.js";
+
+/** Bytes that are no message of any type. */
+const GARBAGE = [
+  Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
+  Buffer.from([0x08, 0xff]),
+  Buffer.from([0x0f]),
+];
+
+/** Each rpc with a message whose string field (the number given) holds invalid UTF-8. */
+const RAW_CALLS: [string, number][] = [
+  ["/shop.order.v1.OrderService/CreateOrder", 1],
+  ["/shop.order.v1.OrderService/CancelOrder", 1],
+  ["/shop.order.v1.OrderService/GetOrder", 1],
+  ["/shop.order.v1.OrderService/ListOrders", 2],
+  ["/grpc.health.v1.Health/Check", 1],
+];
+
+const badUtf8 = (field: number) => Buffer.from([(field << 3) | 2, 0x02, 0xc3, 0x28]);
+
+/** Sends one round of mistakes to an order server; returns when every answer is in. */
+export async function sendMistakes(
+  tally: Tally,
+  address: string,
+  orders: Client<typeof OrderServiceService>,
+  productId: string,
+): Promise<void> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  const identity = (b: Buffer) => b;
+  const raw = (path: string, bytes: Buffer) =>
+    new Promise<void>((resolve) => {
+      client.makeUnaryRequest(
+        path,
+        identity,
+        identity,
+        bytes,
+        new grpc.Metadata(),
+        { deadline: Date.now() + 3_000 },
+        (error) => {
+          tally.add("mistake", error ? (Code[fromGrpcError(error).code] ?? "?") : "OK");
+          resolve();
+        },
+      );
+    });
+  const typed = async (call: Promise<unknown>) => {
+    await call.then(
+      () => tally.add("mistake", "OK"),
+      (error) => tally.add("mistake", codeOf(error)),
+    );
+  };
+  try {
+    await Promise.all([
+      ...RAW_CALLS.flatMap(([path, field]) =>
+        [...GARBAGE, badUtf8(field)].map((bytes) => raw(path, bytes)),
+      ),
+      typed(orders.createOrder({ userId: "", lines: [orderLine(productId, 0)], requestId: "" })),
+      typed(orders.createOrder({ userId: "usr_x", lines: [], requestId: "x".repeat(65) })),
+      typed(orders.cancelOrder({ orderId: "ord_nobody" })),
+      typed(orders.getOrder({ orderId: "" })),
+      typed(orders.listOrders({ userId: "", pageSize: -1, pageToken: "" })),
+      typed(orders.listOrders({ userId: "", pageSize: 1, pageToken: "forged.token" })),
+    ]);
+  } finally {
+    client.close();
+  }
+}

@@ -1,0 +1,144 @@
+// Wire-level garbage on every rpc a shop server answers, its own services, health (Check,
+// Watch, List) and reflection (v1 and v1alpha): bytes that do not decode are INVALID_ARGUMENT
+// MALFORMED_REQUEST with google.rpc details, never INTERNAL or UNKNOWN, and the server keeps
+// serving. Long text a server echoes is clipped so that the reply still reaches the client.
+import * as grpc from "@grpc/grpc-js";
+import test, { type ExecutionContext } from "ava";
+import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
+import { createClient } from "../../kit/client.js";
+import { Code, fromGrpcError, type ServiceError } from "../../kit/errors.js";
+import { packageOf, type ServiceDefinition } from "../../kit/service.js";
+import { registry } from "../../services/registry.js";
+import { startFleet } from "../helpers/fleet.js";
+import { reflect } from "../helpers/reflection.js";
+
+/** Bytes that are not a protobuf message of any type. */
+const undecodable: [string, Buffer][] = [
+  ["a length past the end", Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])],
+  ["a truncated varint", Buffer.from([0x08, 0xff])],
+  ["a truncated string", Buffer.from([0x0a, 0x05, 0x61, 0x62])],
+  ["wire type 7", Buffer.from([0x0f])],
+  ["a truncated nested message", Buffer.from([0x12, 0x05, 0x0a])],
+  ["field number 0", Buffer.from([0x02, 0x00])],
+  ["an end-group tag with no start", Buffer.from([0x0c])],
+  ["an end-group tag with no start", Buffer.from([0x0c])],
+];
+
+type Kind = "unary" | "server" | "bidi";
+
+/** Every rpc of a proto service as [path, kind, expected ErrorInfo domain]. */
+function rpcsOf(definition: ServiceDefinition): [string, Kind, string][] {
+  return Object.values(definition).map((m) => [
+    m.path,
+    m.requestStream ? "bidi" : m.responseStream ? "server" : "unary",
+    packageOf(m.path.slice(1, m.path.lastIndexOf("/"))),
+  ]);
+}
+
+const common: [string, Kind, string][] = [
+  ["/grpc.health.v1.Health/Check", "unary", "grpc.health.v1"],
+  ["/grpc.health.v1.Health/Watch", "server", "grpc.health.v1"],
+  ["/grpc.health.v1.Health/List", "unary", "grpc.health.v1"],
+  ["/grpc.reflection.v1.ServerReflection/ServerReflectionInfo", "bidi", "grpc.reflection.v1"],
+  [
+    "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+    "bidi",
+    "grpc.reflection.v1alpha",
+  ],
+];
+
+/** Sends `bytes` as the one request message of `path` and returns how the call ended. */
+function send(client: grpc.Client, path: string, kind: Kind, bytes: Buffer) {
+  const identity = (b: Buffer) => b;
+  const options = { deadline: Date.now() + 10_000 };
+  return new Promise<{ error?: ServiceError; messages: number }>((resolve) => {
+    let messages = 0;
+    const done = (error: grpc.ServiceError | null) =>
+      resolve({ ...(error && { error: fromGrpcError(error) }), messages });
+    if (kind === "unary") {
+      client.makeUnaryRequest(path, identity, identity, bytes, new grpc.Metadata(), options, done);
+      return;
+    }
+    const stream =
+      kind === "server"
+        ? client.makeServerStreamRequest(
+            path,
+            identity,
+            identity,
+            bytes,
+            new grpc.Metadata(),
+            options,
+          )
+        : client.makeBidiStreamRequest(path, identity, identity, new grpc.Metadata(), options);
+    stream.on("data", () => messages++);
+    stream.on("error", done);
+    stream.on("end", () => done(null));
+    if (kind === "bidi") {
+      const bidi = stream as grpc.ClientDuplexStream<Buffer, Buffer>;
+      bidi.write(bytes);
+      bidi.end();
+    }
+  });
+}
+
+async function serving(t: ExecutionContext, address: string, service: string) {
+  const health = createClient(HealthService, address);
+  t.teardown(() => health.close());
+  const { status } = await health.check({ service });
+  t.is(status, HealthCheckResponse_ServingStatus.SERVING, service);
+}
+
+test("undecodable bytes on every rpc, health and reflection included, are MALFORMED_REQUEST", async (t) => {
+  const fleet = await startFleet(t);
+  let calls = 0;
+  for (const service of registry.services) {
+    const { address } = fleet[service.name].server;
+    const rpcs = Object.values(service.module.serves).flatMap((definition) =>
+      rpcsOf(definition as ServiceDefinition),
+    );
+    const client = new grpc.Client(address, grpc.credentials.createInsecure());
+    t.teardown(() => client.close());
+    for (const [path, kind, domain] of [...rpcs, ...common]) {
+      for (const [name, bytes] of undecodable) {
+        const { error, messages } = await send(client, path, kind, bytes);
+        calls++;
+        const where = `${path} (${kind}), ${name}`;
+        t.is(Code[error?.code ?? 0], "INVALID_ARGUMENT", `${where}: ${error?.message}`);
+        t.is(error?.details.reason, "MALFORMED_REQUEST", where);
+        t.is((error?.details as { domain?: string } | undefined)?.domain, domain, where);
+        t.is(messages, 0, where);
+      }
+    }
+    for (const protoService of service.protoServices) await serving(t, address, protoService);
+  }
+  t.log(`${calls} calls with undecodable bytes, every one INVALID_ARGUMENT`);
+});
+
+test("a 1 MB health service name is NOT_FOUND with a clipped message the client receives", async (t) => {
+  const fleet = await startFleet(t);
+  const health = createClient(HealthService, fleet.order.server.address);
+  t.teardown(() => health.close());
+  const service = "s".repeat(1_000_000);
+  const error = await t.throwsAsync(health.check({ service }));
+  t.is(Code[(error as ServiceError).code], "NOT_FOUND", error?.message.slice(0, 200));
+  t.true((error?.message.length ?? 0) <= 1_100, `${error?.message.length} characters`);
+  // Watch answers SERVICE_UNKNOWN for it, and List still works.
+  for await (const { status } of health.watch({ service }, { timeoutMs: 2_000 })) {
+    t.is(status, HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN);
+    break;
+  }
+  const { statuses } = await health.list({});
+  t.truthy(statuses["shop.order.v1.OrderService"]);
+});
+
+test("reflection answers a 3 MB symbol with an error the client receives, on v1 and v1alpha", async (t) => {
+  const fleet = await startFleet(t);
+  for (const version of ["v1", "v1alpha"] as const) {
+    const [answer] = await reflect(fleet.product.server.address, version, [
+      { file_containing_symbol: `x${"y".repeat(3_000_000)}` },
+    ]);
+    t.is(answer?.kind, "error_response", version);
+    t.is(answer?.error?.code, Code.NOT_FOUND, version);
+    t.true((answer?.error?.message.length ?? 0) <= 1_100, version);
+  }
+});
