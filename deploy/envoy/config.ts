@@ -65,9 +65,9 @@ export function routedServices(registry: ServiceRegistry = defaultRegistry): Grp
  *
  * - NO_SIDE_EFFECTS and IDEMPOTENT: a repeat is harmless, so Envoy also retries after the call
  *   reached a replica (UNAVAILABLE, a reset), as the clients' service config does.
- * - IDEMPOTENCY_UNKNOWN: only when the call cannot have had an effect: it never reached a
+ * - IDEMPOTENCY_UNKNOWN: only when a repeat cannot do anything twice: the call never reached a
  *   replica (connect failure, refused stream, reset before the request went upstream), or the
- *   replica itself answered UNAVAILABLE, which a shopmesh service does only when it did nothing
+ *   replica itself answered UNAVAILABLE, which a shopmesh service does only then
  *   (docs/architecture.md). A client retries such calls only transparently: to a client,
  *   UNAVAILABLE may also be a connection lost after the request was sent.
  */

@@ -11,6 +11,7 @@ import type { CallContext } from "../../kit/context.js";
 import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
+import { toServiceError } from "../../kit/middleware/status.js";
 import { totalOf } from "../../kit/money.js";
 import { type OrderStore, RequestIdTaken, type StoredOrder } from "./store.js";
 
@@ -272,7 +273,29 @@ export class OrderSaga {
     }
 
     try {
-      await products.commitReservation({ reservationId }, { ctx });
+      return await this.complete(orderId, reservationId, ctx);
+    } catch (error) {
+      // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
+      // caller's own idempotency key a retry places another order, so UNAVAILABLE (an
+      // unreachable product service, a database busy past its timeout) stands only once this
+      // order can never be confirmed.
+      if (request.requestId || toServiceError(error, ctx).code !== Code.UNAVAILABLE) throw error;
+      const stored = await this.store.find(orderId).catch(() => undefined);
+      if (stored?.order.state === CONFIRMED) return stored.order;
+      if (stored?.order.state === FAILED) throw error;
+      throw new ServiceError(
+        Code.ABORTED,
+        `order ${orderId} was placed but not yet confirmed; resend with request_id ${requestId} to settle it, or watch the order`,
+        { reason: "ORDER_NOT_SETTLED", metadata: { order_id: orderId, request_id: requestId } },
+        error,
+      );
+    }
+  }
+
+  /** Commits a written order's reservation and confirms it, or fails the order. */
+  private async complete(orderId: string, reservationId: string, ctx: CallContext) {
+    try {
+      await this.deps.products.commitReservation({ reservationId }, { ctx });
     } catch (error) {
       // Unless a retry on another replica has confirmed it meanwhile, the order fails here.
       if (!(await this.failOrder(orderId, reservationId))) {

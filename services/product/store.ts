@@ -154,26 +154,29 @@ export class ProductStore {
       patch.price_minor = integerBinding(BigInt(changes.priceMinor));
     }
     if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
-    await this.db.transaction(async (trx) => {
-      const count = await trx("products").where({ product_id: productId }).update(patch);
-      if (count === 0) throw productNotFound(productId);
-      if (changes.stockQuantity === undefined) return;
+    // The row comes back from the update itself: nothing can fail after the transaction.
+    return this.db.transaction(async (trx) => {
+      const [row]: ProductRow[] = await trx("products")
+        .where({ product_id: productId })
+        .update(patch, "*");
+      if (!row) throw productNotFound(productId);
+      if (changes.stockQuantity === undefined) return toProduct(row);
       // Units held or sold may all come back (expiry, release, a cancelled order): the new stock
       // must leave room for them under MAX_STOCK, or a later restock could not happen.
-      const [row] = await trx("reservation_lines as l")
+      const [held] = await trx("reservation_lines as l")
         .join("reservations as r", "r.reservation_id", "l.reservation_id")
         .where("l.product_id", productId)
         .whereIn("r.state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
         .sum({ units: "l.quantity" });
-      const outstanding = Number(readInteger(row?.units) ?? 0);
+      const outstanding = Number(readInteger(held?.units) ?? 0);
       if (changes.stockQuantity + outstanding > MAX_STOCK) {
         throw stockLimit(
           productId,
           `stock ${changes.stockQuantity} plus the ${outstanding} units held or sold that may come back passes ${MAX_STOCK}`,
         );
       }
+      return toProduct(row);
     });
-    return this.get(productId);
   }
 
   private async readReservation(

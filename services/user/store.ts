@@ -68,14 +68,16 @@ export class UserStore {
       patch.email_key = changes.email.toLowerCase();
     }
     if (changes.displayName !== undefined) patch.display_name = changes.displayName;
-    try {
-      const count = await this.db("users").where({ user_id: userId }).update(patch);
-      if (count === 0) throw notFound(userId);
-    } catch (error) {
-      if (isUniqueViolation(error)) throw emailTaken(changes.email ?? "");
-      throw error;
-    }
-    return this.get(userId);
+    // One statement that also reads the row back: nothing can fail after the write.
+    const rows: UserRow[] = await this.db("users")
+      .where({ user_id: userId })
+      .update(patch, "*")
+      .catch((error: unknown) => {
+        throw isUniqueViolation(error) ? emailTaken(changes.email ?? "") : error;
+      });
+    const [row] = rows;
+    if (!row) throw notFound(userId);
+    return toUser(row);
   }
 
   async delete(userId: string): Promise<void> {

@@ -133,6 +133,14 @@ class OrderServiceServicer:
         the order at this moment; resend after a short wait. Stock held by an
         attempt that never completes returns within the reservation TTL plus one
         reconcile interval.
+
+        A call without `request_id` answers UNAVAILABLE only when it leaves no
+        order that could still be confirmed, so a proxy may resend it. When its
+        order was written but could not be confirmed yet, it answers ABORTED
+        (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
+        `request_id` it was given in the ErrorInfo metadata: resend with that
+        `request_id` to settle it, or watch the order, which the reconciler
+        settles within the reservation TTL plus one reconcile interval.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

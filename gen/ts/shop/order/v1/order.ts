@@ -1397,6 +1397,14 @@ export const OrderServiceService = {
    * the order at this moment; resend after a short wait. Stock held by an
    * attempt that never completes returns within the reservation TTL plus one
    * reconcile interval.
+   *
+   * A call without `request_id` answers UNAVAILABLE only when it leaves no
+   * order that could still be confirmed, so a proxy may resend it. When its
+   * order was written but could not be confirmed yet, it answers ABORTED
+   * (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
+   * `request_id` it was given in the ErrorInfo metadata: resend with that
+   * `request_id` to settle it, or watch the order, which the reconciler
+   * settles within the reservation TTL plus one reconcile interval.
    */
   createOrder: {
     path: "/shop.order.v1.OrderService/CreateOrder" as const,
@@ -1522,6 +1530,14 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * the order at this moment; resend after a short wait. Stock held by an
    * attempt that never completes returns within the reservation TTL plus one
    * reconcile interval.
+   *
+   * A call without `request_id` answers UNAVAILABLE only when it leaves no
+   * order that could still be confirmed, so a proxy may resend it. When its
+   * order was written but could not be confirmed yet, it answers ABORTED
+   * (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
+   * `request_id` it was given in the ErrorInfo metadata: resend with that
+   * `request_id` to settle it, or watch the order, which the reconciler
+   * settles within the reservation TTL plus one reconcile interval.
    */
   createOrder: handleUnaryCall<CreateOrderRequest, CreateOrderResponse>;
   /**
@@ -1607,6 +1623,14 @@ export interface OrderServiceClient extends Client {
    * the order at this moment; resend after a short wait. Stock held by an
    * attempt that never completes returns within the reservation TTL plus one
    * reconcile interval.
+   *
+   * A call without `request_id` answers UNAVAILABLE only when it leaves no
+   * order that could still be confirmed, so a proxy may resend it. When its
+   * order was written but could not be confirmed yet, it answers ABORTED
+   * (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
+   * `request_id` it was given in the ErrorInfo metadata: resend with that
+   * `request_id` to settle it, or watch the order, which the reconciler
+   * settles within the reservation TTL plus one reconcile interval.
    */
   createOrder(
     request: CreateOrderRequest,
