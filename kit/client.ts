@@ -13,7 +13,7 @@ import type { RequestOf, ResponseOf, ServiceDefinition } from "./service.js";
 
 /** Per-call options of a typed client. */
 export interface CallOptions {
-  /** The served call this one is made for: its deadline, cancellation and request id carry over. */
+  /** The served call this one is made for: its deadline, cancellation and x-request-id pass on. */
   ctx?: CallContext;
   /** Deadline for this call; the client's default applies when unset, never past ctx's. */
   timeoutMs?: number;

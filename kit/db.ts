@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import knex, { type Knex } from "knex";
+import { fitting } from "./page-token.js";
 
 export type { Knex };
 
@@ -115,20 +116,34 @@ export async function migrateDatabase(
   await db.destroy();
 }
 
+export interface PageOptions<Row, Item> {
+  /** The seq a previous page ended at: the page continues after it (before it, newest first). */
+  from?: number;
+  newestFirst?: boolean;
+  /** What the rows become (for example, with rows of another table); one item per row. */
+  items?: (rows: Row[]) => Item[] | Promise<Item[]>;
+  /** An item's encoded size, roughly: the page stops before it passes PAGE_BYTES. */
+  sizeOf?: (item: Item) => number;
+}
+
 /**
- * One page of a table in `seq` order (keyset pagination): up to `limit` rows after `afterSeq`,
- * and the seq to continue from when more remain.
+ * One page of a table in `seq` order (keyset pagination): up to `limit` items, fewer when their
+ * sizes would pass PAGE_BYTES (at least one), and the seq to continue from when more remain.
  */
-export async function pageBySeq<Row extends { seq: number }>(
+export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   query: Knex.QueryBuilder,
   limit: number,
-  afterSeq = 0,
-): Promise<{ rows: Row[]; nextSeq?: number }> {
-  const rows = (await query
-    .where("seq", ">", afterSeq)
-    .orderBy("seq")
-    .limit(limit + 1)) as Row[];
-  const page = rows.slice(0, limit);
-  const last = page.at(-1);
-  return { rows: page, ...(rows.length > limit && last && { nextSeq: last.seq }) };
+  options: PageOptions<Row, Item> = {},
+): Promise<{ items: Item[]; nextSeq?: number }> {
+  const { from, newestFirst = false, sizeOf } = options;
+  if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
+  const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
+  const candidates = rows.slice(0, limit);
+  const items = options.items ? await options.items(candidates) : (candidates as unknown as Item[]);
+  const count = sizeOf ? fitting(items.map(sizeOf)) : items.length;
+  const last = rows[count - 1];
+  return {
+    items: items.slice(0, count),
+    ...(rows.length > count && last && { nextSeq: last.seq }),
+  };
 }

@@ -200,9 +200,12 @@ export class ${Name}Store {
   }
 
   /** Up to \`limit\` ${names} after \`afterSeq\`, oldest first, and the seq to continue from. */
-  async list(limit: number, afterSeq = 0) {
-    const { rows, nextSeq } = await pageBySeq<${Name}Row>(this.db("${names}"), limit, afterSeq);
-    return { ${names}: rows.map(to${Name}), nextSeq };
+  async list(limit: number, afterSeq?: number) {
+    const { items, nextSeq } = await pageBySeq(this.db<${Name}Row>("${names}"), limit, {
+      from: afterSeq,
+      items: (rows: ${Name}Row[]) => rows.map(to${Name}),
+    });
+    return { ${names}: items, nextSeq };
   }
 }
 `,

@@ -13,7 +13,7 @@ import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { toServiceError } from "../../kit/middleware/status.js";
 import { totalOf } from "../../kit/money.js";
-import { type OrderStore, RequestIdTaken, type StoredOrder } from "./store.js";
+import { IdempotencyKeyTaken, type OrderStore, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
 export interface Dependencies {
@@ -104,22 +104,22 @@ export class OrderSaga {
   ) {}
 
   /**
-   * CreateOrder: one order per request id, however many retries arrive, on however many
-   * replicas. Resolves only with a CONFIRMED order.
+   * CreateOrder: one order per idempotency key (the request's request_id), however many
+   * retries arrive, on however many replicas. Resolves only with a CONFIRMED order.
    */
   async create(request: CreateOrderRequest, ctx: CallContext): Promise<Order> {
-    const requestId = request.requestId || newId("req");
+    const key = request.requestId || newId("req");
     for (let attempt = 0; ; attempt++) {
       // Registered before the first await, so a retry arriving at any moment joins this run.
-      let run = this.inflight.get(requestId);
+      let run = this.inflight.get(key);
       const joined = run !== undefined;
       if (!run) {
-        run = this.resolve(requestId, request, ctx).finally(() => this.inflight.delete(requestId));
-        this.inflight.set(requestId, run);
+        run = this.resolve(key, request, ctx).finally(() => this.inflight.delete(key));
+        this.inflight.set(key, run);
       }
       try {
         const order = await run;
-        if (!sameRequest(order, request)) throw requestIdReused(requestId, order.orderId);
+        if (!sameRequest(order, request)) throw keyReused(key, order.orderId);
         return order;
       } catch (error) {
         // The run this call joined ended with its own caller's deadline; this caller may still
@@ -130,30 +130,24 @@ export class OrderSaga {
     }
   }
 
-  /** Finds the order of a request id and settles it, or places it. */
-  private async resolve(
-    requestId: string,
-    request: CreateOrderRequest,
-    ctx: CallContext,
-  ): Promise<Order> {
+  /** Finds the order of an idempotency key and settles it, or places it. */
+  private async resolve(key: string, request: CreateOrderRequest, ctx: CallContext) {
     for (let attempt = 0; attempt < 3; attempt++) {
-      const existing = await this.store.findByRequestId(requestId);
+      const existing = await this.store.findByIdempotencyKey(key);
       if (!existing) {
-        const placed = await this.place(requestId, request, ctx);
+        const placed = await this.place(key, request, ctx);
         if (placed) return placed;
         continue;
       }
-      if (!sameRequest(existing.order, request)) {
-        throw requestIdReused(requestId, existing.order.orderId);
-      }
+      if (!sameRequest(existing.order, request)) throw keyReused(key, existing.order.orderId);
       const settled = await this.settle(existing, { ctx });
       if (settled) return settled;
-      // It failed: its request id is free again, and this call places a new order.
+      // It failed: its key is free again, and this call places a new order.
     }
     throw new ServiceError(
       Code.ABORTED,
-      `other calls with request_id ${requestId} are placing the order at the same time; retry`,
-      { reason: "REQUEST_IN_PROGRESS", metadata: { request_id: requestId } },
+      `other calls with request_id ${key} are placing the order at the same time; retry`,
+      { reason: "REQUEST_IN_PROGRESS", metadata: { request_id: key } },
     );
   }
 
@@ -203,9 +197,9 @@ export class OrderSaga {
     return true;
   }
 
-  /** The saga proper; undefined when another call holds the request id or failed the order. */
+  /** The saga proper; undefined when another call holds the key or failed the order. */
   private async place(
-    requestId: string,
+    key: string,
     request: CreateOrderRequest,
     ctx: CallContext,
   ): Promise<Order | undefined> {
@@ -259,7 +253,7 @@ export class OrderSaga {
       await this.store.insert({
         orderId,
         userId: request.userId,
-        requestId,
+        idempotencyKey: key,
         reservationId,
         currencyCode,
         totalMinor: totalOf(currencyCode, lines),
@@ -267,8 +261,8 @@ export class OrderSaga {
       });
     } catch (error) {
       await this.release(reservationId);
-      // Another call won the request id: the caller settles its order instead.
-      if (error instanceof RequestIdTaken) return undefined;
+      // Another call won the key: the caller settles its order instead.
+      if (error instanceof IdempotencyKeyTaken) return undefined;
       throw error;
     }
 
@@ -276,7 +270,7 @@ export class OrderSaga {
       return await this.complete(orderId, reservationId, ctx);
     } catch (error) {
       // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
-      // caller's own idempotency key a retry places another order, so UNAVAILABLE (an
+      // caller's own key (request_id) a retry places another order, so UNAVAILABLE (an
       // unreachable product service, a database busy past its timeout) stands only once this
       // order can never be confirmed.
       if (request.requestId || toServiceError(error, ctx).code !== Code.UNAVAILABLE) throw error;
@@ -285,8 +279,8 @@ export class OrderSaga {
       if (stored?.order.state === FAILED) throw error;
       throw new ServiceError(
         Code.ABORTED,
-        `order ${orderId} was placed but not yet confirmed; resend with request_id ${requestId} to settle it, or watch the order`,
-        { reason: "ORDER_NOT_SETTLED", metadata: { order_id: orderId, request_id: requestId } },
+        `order ${orderId} was placed but not yet confirmed; resend with request_id ${key} to settle it, or watch the order`,
+        { reason: "ORDER_NOT_SETTLED", metadata: { order_id: orderId, request_id: key } },
         error,
       );
     }
@@ -393,10 +387,10 @@ export class OrderSaga {
   }
 }
 
-function requestIdReused(requestId: string, orderId: string) {
+function keyReused(key: string, orderId: string) {
   return errors.alreadyExists(
     "REQUEST_ID_REUSED",
-    `request_id ${requestId} was already used for a different order`,
-    { request_id: requestId, order_id: orderId },
+    `request_id ${key} was already used for a different order`,
+    { request_id: key, order_id: orderId },
   );
 }

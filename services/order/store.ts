@@ -1,14 +1,16 @@
 import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import { integerBinding, isUniqueViolation, type Knex } from "../../kit/db.js";
+import { integerBinding, isUniqueViolation, type Knex, pageBySeq } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
-import { fitting, textBytes } from "../../kit/page-token.js";
+import { textBytes } from "../../kit/page-token.js";
 
 interface OrderRow {
   seq: number;
   order_id: string;
   user_id: string;
+  /** The proto's request_id: the order's idempotency key. */
   request_id: string;
+  /** The idempotency key while the order holds it (unique); null once FAILED frees it. */
   request_key: string | null;
   reservation_id: string;
   state: OrderState;
@@ -32,7 +34,8 @@ interface LineRow {
 export interface NewOrder {
   orderId: string;
   userId: string;
-  requestId: string;
+  /** CreateOrder's request_id, or one the saga made up when the caller gave none. */
+  idempotencyKey: string;
   reservationId: string;
   currencyCode: string;
   totalMinor: bigint;
@@ -45,7 +48,8 @@ export interface StoredOrder {
   reservationId: string;
 }
 
-export class RequestIdTaken extends Error {}
+/** Another call already wrote an order under this idempotency key. */
+export class IdempotencyKeyTaken extends Error {}
 
 // An amount that cannot be read exactly (a REAL an older version wrote) is left out of the
 // order rather than rounded, and never fails the read of the order or of its neighbours.
@@ -85,14 +89,14 @@ export class OrderStore {
     }));
   }
 
-  /** Writes a PENDING order; RequestIdTaken when another call already wrote this request id. */
+  /** Writes a PENDING order; IdempotencyKeyTaken when another call already holds its key. */
   async insert(order: NewOrder): Promise<Order> {
     const now = Date.now();
     const row = {
       order_id: order.orderId,
       user_id: order.userId,
-      request_id: order.requestId,
-      request_key: order.requestId,
+      request_id: order.idempotencyKey,
+      request_key: order.idempotencyKey,
       reservation_id: order.reservationId,
       state: OrderState.ORDER_STATE_PENDING,
       currency_code: order.currencyCode,
@@ -114,7 +118,7 @@ export class OrderStore {
         await trx("order_lines").insert(lines);
       });
     } catch (error) {
-      if (isUniqueViolation(error)) throw new RequestIdTaken(order.requestId);
+      if (isUniqueViolation(error)) throw new IdempotencyKeyTaken(order.idempotencyKey);
       throw error;
     }
     return toOrder(row as OrderRow, lines);
@@ -135,9 +139,9 @@ export class OrderStore {
     return found;
   }
 
-  /** The order that holds this request id: any state but FAILED, which frees it. */
-  async findByRequestId(requestId: string): Promise<StoredOrder | undefined> {
-    const rows = await this.db<OrderRow>("orders").where({ request_key: requestId });
+  /** The order that holds this idempotency key: any state but FAILED, which frees it. */
+  async findByIdempotencyKey(key: string): Promise<StoredOrder | undefined> {
+    const rows = await this.db<OrderRow>("orders").where({ request_key: key });
     return (await this.withLines(rows))[0];
   }
 
@@ -148,20 +152,18 @@ export class OrderStore {
     userId: string,
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
     const query = this.db<OrderRow>("orders");
-    if (beforeSeq !== undefined) query.where("seq", "<", beforeSeq);
-    if (userId) query.andWhere({ user_id: userId });
-    const rows = await query.orderBy("seq", "desc").limit(limit + 1);
-    const stored = (await this.withLines(rows.slice(0, limit))).map(({ order }) => order);
-    // An encoded order is about 150 bytes plus 50 per line beyond its product id.
-    const sizes = stored.map(
-      (order) =>
+    if (userId) query.where({ user_id: userId });
+    const { items, nextSeq } = await pageBySeq(query, limit, {
+      from: beforeSeq,
+      newestFirst: true,
+      items: async (rows: OrderRow[]) => (await this.withLines(rows)).map(({ order }) => order),
+      // An encoded order is about 150 bytes plus 50 per line beyond its product id.
+      sizeOf: (order) =>
         textBytes(order.orderId, order.userId, order.requestId) +
         150 +
         order.lines.reduce((sum, line) => sum + textBytes(line.productId) + 50, 0),
-    );
-    const orders = stored.slice(0, fitting(sizes));
-    const last = rows[orders.length - 1];
-    return { orders, ...(rows.length > orders.length && last && { nextSeq: last.seq }) };
+    });
+    return { orders: items, ...(nextSeq !== undefined && { nextSeq }) };
   }
 
   /** Moves an order from one of `from` to `to`; false when it was in another state. */
@@ -173,7 +175,7 @@ export class OrderStore {
     return count === 1;
   }
 
-  /** PENDING → FAILED, freeing the request id for a retry. False when it was not pending. */
+  /** PENDING → FAILED, freeing the idempotency key for a retry. False when it was not pending. */
   async fail(orderId: string): Promise<boolean> {
     const count = await this.db("orders")
       .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })

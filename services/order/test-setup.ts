@@ -114,7 +114,7 @@ export async function setup(t: ExecutionContext) {
     store.insert({
       orderId: newId("ord"),
       userId,
-      requestId: newId("req"),
+      idempotencyKey: newId("req"),
       reservationId: `order:${newId("x")}`,
       currencyCode: "EUR",
       totalMinor: 100n,

@@ -56,7 +56,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
     async listProducts({ pageSize: requested, pageToken, inStockOnly }) {
       const limit = pageSize(requested);
       const filter = { inStockOnly };
-      const after = decodePageToken<number>(pageToken, filter) ?? 0;
+      const after = decodePageToken<number>(pageToken, filter);
       const { products, nextSeq } = await store.list(limit, after, inStockOnly);
       return { products, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
     },

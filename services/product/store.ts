@@ -4,10 +4,16 @@ import {
   type ReservationLine,
   ReservationState,
 } from "../../gen/ts/shop/product/v1/product.js";
-import { integerBinding, isCheckViolation, type Knex, readInteger } from "../../kit/db.js";
+import {
+  integerBinding,
+  isCheckViolation,
+  type Knex,
+  pageBySeq,
+  readInteger,
+} from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
-import { fitting, textBytes } from "../../kit/page-token.js";
+import { textBytes } from "../../kit/page-token.js";
 
 interface ProductRow {
   seq: number;
@@ -129,20 +135,18 @@ export class ProductStore {
 
   async list(
     limit: number,
-    afterSeq: number,
+    afterSeq: number | undefined,
     inStockOnly: boolean,
   ): Promise<{ products: Product[]; nextSeq?: number }> {
-    const query = this.db<ProductRow>("products").where("seq", ">", afterSeq);
-    if (inStockOnly) query.andWhere("stock_quantity", ">", 0);
-    const rows = await query.orderBy("seq").limit(limit + 1);
-    // An encoded product is its text plus about 100 bytes of ids, numbers and times.
-    const sizes = rows.slice(0, limit).map((row) => textBytes(row.name, row.description) + 128);
-    const page = rows.slice(0, fitting(sizes));
-    const last = page.at(-1);
-    return {
-      products: page.map(toProduct),
-      ...(rows.length > page.length && last && { nextSeq: last.seq }),
-    };
+    const query = this.db<ProductRow>("products");
+    if (inStockOnly) query.where("stock_quantity", ">", 0);
+    const { items, nextSeq } = await pageBySeq(query, limit, {
+      from: afterSeq,
+      items: (rows: ProductRow[]) => rows.map(toProduct),
+      // An encoded product is its text plus about 100 bytes of ids, numbers and times.
+      sizeOf: (product) => textBytes(product.name, product.description) + 128,
+    });
+    return { products: items, ...(nextSeq !== undefined && { nextSeq }) };
   }
 
   async update(productId: string, changes: Partial<ProductFields>): Promise<Product> {

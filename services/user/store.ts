@@ -1,6 +1,7 @@
 import type { User } from "../../gen/ts/shop/user/v1/user.js";
 import { isUniqueViolation, type Knex, pageBySeq } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
+import { textBytes } from "../../kit/page-token.js";
 
 interface UserRow {
   seq: number;
@@ -56,9 +57,14 @@ export class UserStore {
   }
 
   /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
-  async list(limit: number, afterSeq = 0): Promise<{ users: User[]; nextSeq?: number }> {
-    const { rows, nextSeq } = await pageBySeq<UserRow>(this.db("users"), limit, afterSeq);
-    return { users: rows.map(toUser), ...(nextSeq !== undefined && { nextSeq }) };
+  async list(limit: number, afterSeq?: number): Promise<{ users: User[]; nextSeq?: number }> {
+    const { items, nextSeq } = await pageBySeq(this.db<UserRow>("users"), limit, {
+      from: afterSeq,
+      items: (rows: UserRow[]) => rows.map(toUser),
+      // An encoded user is its text plus about 60 bytes of ids and times.
+      sizeOf: (user) => textBytes(user.userId, user.email, user.displayName) + 60,
+    });
+    return { users: items, ...(nextSeq !== undefined && { nextSeq }) };
   }
 
   async update(userId: string, changes: { email?: string; displayName?: string }): Promise<User> {
