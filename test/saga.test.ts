@@ -1,7 +1,3 @@
-// The order flow (docs/architecture.md) against real user, product and order servers.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
@@ -13,12 +9,18 @@ import {
 import { ReservationState } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
-import { freePorts, spawnService, stopProcess, waitServing } from "../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
 import { userService } from "../services/user/service.js";
 import { eventually, until } from "./helpers/eventually.js";
-import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
+import {
+  captureLogger,
+  clientsFor,
+  orderLine,
+  start,
+  startFleet,
+  startProcessFleet,
+} from "./helpers/fleet.js";
 
 const stockOf = async (
   fleet: { products: ReturnType<typeof clientsFor>["products"] },
@@ -359,34 +361,19 @@ test("with the product service down, CreateOrder is UNAVAILABLE and writes nothi
 });
 
 test("killing the product service mid-flight loses no stock once it is back", async (t) => {
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-kill-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const [port] = (await freePorts(1)) as [number];
-  const productSpec = {
-    name: "product",
-    service: "product" as const,
-    host: "127.0.0.1",
-    port,
-    env: { SHOP_DATABASE: path.join(dir, "product.sqlite"), SHOP_RESERVATION_SWEEP_MS: "100" },
-  };
-  let product = spawnService(productSpec, dir);
-  t.teardown(() => stopProcess(product));
-  await waitServing(product);
-
-  const user = await start(t, userService);
-  const order = await start(t, createOrderService({ reservationTtlMs: 1_500, reconcileMs: 200 }), {
-    dependencies: { users: user.server.address, products: `127.0.0.1:${port}` },
-  });
-  const fleet = clientsFor(t, {
-    user: user.server.address,
-    product: `127.0.0.1:${port}`,
-    order: order.server.address,
+  const fleet = await startProcessFleet(t, {
+    env: {
+      SHOP_RESERVATION_SWEEP_MS: "100",
+      SHOP_RESERVATION_TTL_MS: "1500",
+      SHOP_RECONCILE_MS: "200",
+    },
   });
   const shopper = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 100 });
 
   // A steady stream of orders; the product process dies with SIGKILL in the middle of it.
   const outcomes: Promise<unknown>[] = [];
+  let killed: Promise<void> | undefined;
   for (let i = 0; i < 40; i++) {
     outcomes.push(
       fleet.orders.createOrder(
@@ -394,11 +381,12 @@ test("killing the product service mid-flight loses no stock once it is back", as
         { timeoutMs: 3_000 },
       ),
     );
-    if (i === 20) product.child.kill("SIGKILL");
+    if (i === 20) killed = fleet.kill("product");
     // Pacing, not synchronization: one order every 5 ms.
     await new Promise((resolve) => setTimeout(resolve, 5));
   }
   const settled = await Promise.allSettled(outcomes);
+  await killed;
   const failures = settled.flatMap((outcome) =>
     outcome.status === "rejected" ? [outcome.reason] : [],
   );
@@ -410,8 +398,7 @@ test("killing the product service mid-flight loses no stock once it is back", as
     );
   }
 
-  product = spawnService(productSpec, dir);
-  await waitServing(product);
+  await fleet.restart("product");
   // After the TTL and a reconcile pass, stock and confirmed orders agree exactly.
   const settle = async () => {
     const { orders } = await fleet.orders.listOrders({

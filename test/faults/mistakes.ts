@@ -1,19 +1,11 @@
 // Client mistakes sent while the fault suite's load runs: bytes that do not decode, fields that
 // break their rules, ids nobody issued. Each answer goes into the tally as kind "mistake"; none
 // may be INTERNAL or UNKNOWN, whatever else is going on.
-import * as grpc from "@grpc/grpc-js";
 import type { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import type { Client } from "../../kit/client.js";
-import { Code, fromGrpcError } from "../../kit/errors.js";
+import { openRawClient, undecodable } from "../helpers/bad-input.js";
 import { orderLine } from "../helpers/fleet.js";
 import { codeOf, type Tally } from "./load.js";
-
-/** Bytes that are no message of any type. */
-const GARBAGE = [
-  Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
-  Buffer.from([0x08, 0xff]),
-  Buffer.from([0x0f]),
-];
 
 /** Each rpc with a message whose string field (the number given) holds invalid UTF-8. */
 const RAW_CALLS: [string, number][] = [
@@ -33,23 +25,11 @@ export async function sendMistakes(
   orders: Client<typeof OrderServiceService>,
   productId: string,
 ): Promise<void> {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  const identity = (b: Buffer) => b;
-  const raw = (path: string, bytes: Buffer) =>
-    new Promise<void>((resolve) => {
-      client.makeUnaryRequest(
-        path,
-        identity,
-        identity,
-        bytes,
-        new grpc.Metadata(),
-        { deadline: Date.now() + 3_000 },
-        (error) => {
-          tally.add("mistake", error ? (Code[fromGrpcError(error).code] ?? "?") : "OK");
-          resolve();
-        },
-      );
-    });
+  const client = openRawClient(address, 3_000);
+  const raw = async (path: string, bytes: Buffer) => {
+    const { error } = await client(path, bytes);
+    tally.add("mistake", error ? codeOf(error) : "OK");
+  };
   const typed = async (call: Promise<unknown>) => {
     await call.then(
       () => tally.add("mistake", "OK"),
@@ -59,7 +39,7 @@ export async function sendMistakes(
   try {
     await Promise.all([
       ...RAW_CALLS.flatMap(([path, field]) =>
-        [...GARBAGE, badUtf8(field)].map((bytes) => raw(path, bytes)),
+        [...undecodable.map(([, bytes]) => bytes), badUtf8(field)].map((bytes) => raw(path, bytes)),
       ),
       typed(orders.createOrder({ userId: "", lines: [orderLine(productId, 0)], requestId: "" })),
       typed(orders.createOrder({ userId: "usr_x", lines: [], requestId: "x".repeat(65) })),

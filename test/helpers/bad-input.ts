@@ -1,5 +1,6 @@
 // What the bad-input tests share: a read-only snapshot of what the fleet holds, a check that
-// every server still serves, and raw bytes past every serializer.
+// every server still serves, and raw bytes past every serializer (the bad-input, wire-garbage,
+// validation and fault tests all send them).
 import * as grpc from "@grpc/grpc-js";
 import type { ExecutionContext } from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
@@ -50,24 +51,40 @@ export async function stillServing(t: ExecutionContext, fleet: TestFleet) {
   await fleet.orders.listOrders(ListOrdersRequest.fromPartial({}));
 }
 
-/** A plain grpc-js client that sends raw bytes as the request message, past every serializer. */
-export function rawClient(t: ExecutionContext, address: string) {
+/** A unary call of `path` with `bytes` as the request message, and how it ended. */
+export type RawCall = (
+  path: string,
+  bytes: Uint8Array,
+) => Promise<{ error?: ServiceError; response?: Buffer }>;
+
+/**
+ * A plain grpc-js client that sends raw bytes as the request message, past every serializer.
+ * The caller closes it; rawClient does so at the end of a test.
+ */
+export function openRawClient(address: string, timeoutMs = 10_000): RawCall & { close(): void } {
   const client = new grpc.Client(address, grpc.credentials.createInsecure());
-  t.teardown(() => client.close());
   const identity = (b: Buffer) => b;
-  return (path: string, bytes: Buffer) =>
-    new Promise<{ error?: ServiceError; response?: Buffer }>((resolve) => {
+  const call: RawCall = (path, bytes) =>
+    new Promise((resolve) => {
       client.makeUnaryRequest(
         path,
         identity,
         identity,
-        bytes,
+        Buffer.from(bytes),
         new grpc.Metadata(),
-        { deadline: Date.now() + 10_000 },
+        { deadline: Date.now() + timeoutMs },
         (error, response) =>
           resolve(error ? { error: fromGrpcError(error) } : { ...(response && { response }) }),
       );
     });
+  return Object.assign(call, { close: () => client.close() });
+}
+
+/** A raw-bytes client for one test, closed by its teardown. */
+export function rawClient(t: ExecutionContext, address: string): RawCall {
+  const client = openRawClient(address);
+  t.teardown(() => client.close());
+  return client;
 }
 
 /** Bytes that are not a protobuf message of any type. */
@@ -80,6 +97,8 @@ export const undecodable: [string, Buffer][] = [
   ["a truncated string", Buffer.from([0x0a, 0x05, 0x61, 0x62])],
   ["an invalid wire type", Buffer.from([0x0f])],
   ["a truncated nested message", Buffer.from([0x12, 0x05, 0x0a])],
+  ["field number 0", Buffer.from([0x02, 0x00])],
+  ["an end-group tag with no start", Buffer.from([0x0c])],
 ];
 
 export const domainOf = (details: ErrorDetails | undefined) =>

@@ -9,20 +9,9 @@ import { createClient } from "../../kit/client.js";
 import { Code, fromGrpcError, type ServiceError } from "../../kit/errors.js";
 import { packageOf, type ServiceDefinition } from "../../kit/service.js";
 import { registry } from "../../services/registry.js";
+import { undecodable } from "../helpers/bad-input.js";
 import { startFleet } from "../helpers/fleet.js";
 import { reflect } from "../helpers/reflection.js";
-
-/** Bytes that are not a protobuf message of any type. */
-const undecodable: [string, Buffer][] = [
-  ["a length past the end", Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f])],
-  ["a truncated varint", Buffer.from([0x08, 0xff])],
-  ["a truncated string", Buffer.from([0x0a, 0x05, 0x61, 0x62])],
-  ["wire type 7", Buffer.from([0x0f])],
-  ["a truncated nested message", Buffer.from([0x12, 0x05, 0x0a])],
-  ["field number 0", Buffer.from([0x02, 0x00])],
-  ["an end-group tag with no start", Buffer.from([0x0c])],
-  ["an end-group tag with no start", Buffer.from([0x0c])],
-];
 
 type Kind = "unary" | "server" | "bidi";
 
