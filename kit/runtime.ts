@@ -76,6 +76,8 @@ export async function startService(
       port: config.port,
       logger,
       shutdownGraceMs: config.shutdownGraceMs,
+      maxConnectionAgeMs: config.maxConnectionAgeMs,
+      maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
       middleware: [...defaultServerMiddleware(logger), ...(options.middleware ?? [])],
     });
   } catch (error) {

@@ -23,6 +23,13 @@ export interface ServeOptions {
   logger: Logger;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
+  /**
+   * Ask a client to reconnect (GOAWAY) once its connection is this old, so a client resolving a
+   * DNS name spreads over replicas added since; absent or 0: never.
+   */
+  maxConnectionAgeMs?: number;
+  /** How long calls in flight on a connection past its age may still take; absent: unbounded. */
+  maxConnectionAgeGraceMs?: number;
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
 }
@@ -57,7 +64,17 @@ export async function serve(
   services: readonly ServiceImplementation[],
   options: ServeOptions,
 ): Promise<RunningServer> {
-  const server = new grpc.Server(serverOptions);
+  const server = new grpc.Server({
+    ...serverOptions,
+    ...(options.maxConnectionAgeMs
+      ? {
+          "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
+          ...(options.maxConnectionAgeGraceMs !== undefined
+            ? { "grpc.max_connection_age_grace_ms": options.maxConnectionAgeGraceMs }
+            : {}),
+        }
+      : {}),
+  });
   const names = services.map((service) => serviceNameOf(service.definition));
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
