@@ -12,7 +12,7 @@ import { serve } from "../kit/server.js";
 const logger = createLogger("connection-age", "silent");
 
 /** Resolves with the state a READY channel moves to, or "READY" if it stays for `ms`. */
-function leavesReady(channel: grpc.Channel, ms: number): Promise<string> {
+function leavesReady(channel: ReturnType<grpc.Client["getChannel"]>, ms: number): Promise<string> {
   return new Promise((resolve) =>
     channel.watchConnectivityState(grpc.connectivityState.READY, Date.now() + ms, (error) =>
       resolve(error ? "READY" : grpc.connectivityState[channel.getConnectivityState(false)]),
