@@ -7,6 +7,7 @@ import path from "node:path";
 import test from "ava";
 import type { BenchResults } from "../bench/lib/results.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
 
 test("npm run bench writes a report, a JSON file and a chart", async (t) => {
@@ -21,6 +22,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
       ...["--targets", "echo,kit-echo,get-direct"],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
+      ...["--startup-runs", "1", "--idle", "0.5"],
       ...["--out", out],
     ],
     { timeoutMs: 110_000 },
@@ -54,10 +56,24 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
   t.true(results.ratios.some((ratio) => ratio.name === "kit echo ÷ echo"));
 
+  // Every service started compiled and through tsx, and served.
+  t.deepEqual(
+    results.startup.map((r) => `${r.runtime}:${r.service}`).sort(),
+    ["compiled", "tsx"]
+      .flatMap((runtime) => registry.names.map((name) => `${runtime}:${name}`))
+      .sort(),
+  );
+  for (const r of results.startup) {
+    t.true(r.servingMs.median > 0 && r.idleRssMb > 0, JSON.stringify(r));
+  }
+  t.true(results.goals.some((goal) => goal.name.startsWith("Compiled service, idle RSS")));
+
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
+  t.regex(markdown, /## Start and idle memory/);
+  t.regex(markdown, /\| user \| compiled \| \d+ ms \|/);
   t.regex(markdown, /kit echo ÷ echo/);
   const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
   t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
