@@ -73,7 +73,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
   t.regex(markdown, /## Start and idle memory/);
-  t.regex(markdown, /\| user \| compiled \| \d+ ms \|/);
+  t.regex(markdown, /\| user \| compiled \| [\d,]+ ms \|/);
   t.regex(markdown, /kit echo ÷ echo/);
   const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
   t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
