@@ -8,7 +8,7 @@ import { stringify } from "yaml";
 import type { RegisteredService, ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
 import { registry as defaultRegistry } from "../services/registry.js";
-import { type EnvoyTopology, envoyYaml, frontDoorTopology } from "./envoy/config.js";
+import { dnsTopology, type EnvoyTopology, envoyYaml } from "./envoy/config.js";
 import {
   APP_UID,
   DATA_DIR,
@@ -261,17 +261,8 @@ const envoyPolicy = {
 
 /** Envoy in the cluster: every public service by the DNS name of its headless Service. */
 export function kubernetesTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
-  const topology = frontDoorTopology(
-    Object.fromEntries(
-      registry.services.map((service) => [
-        service.name,
-        [{ host: service.name, port: service.port }],
-      ]),
-    ),
-    registry,
-  );
   return {
-    ...topology,
+    ...dnsTopology(registry),
     listen: { address: "0.0.0.0", port: ENVOY_PORT },
     admin: { address: "127.0.0.1", port: ENVOY_ADMIN_PORT },
     descriptorPath: `${DESCRIPTOR_DIR}/shop.binpb`,

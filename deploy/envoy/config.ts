@@ -587,9 +587,12 @@ export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTo
   );
 }
 
-/** docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app. */
-export function composeTopology(registry = defaultRegistry): EnvoyTopology {
-  const local = frontDoorTopology(
+/**
+ * Each service by one DNS name, its own, on its registry port: every address the name resolves to
+ * is a replica (a compose service, a Kubernetes headless Service). Listens on every interface.
+ */
+export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
+  const topology = frontDoorTopology(
     Object.fromEntries(
       registry.services.map((service) => [
         service.name,
@@ -598,9 +601,13 @@ export function composeTopology(registry = defaultRegistry): EnvoyTopology {
     ),
     registry,
   );
+  return { ...topology, listen: { address: "0.0.0.0", port: topology.listen.port } };
+}
+
+/** docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app. */
+export function composeTopology(registry = defaultRegistry): EnvoyTopology {
   return {
-    ...local,
-    listen: { address: "0.0.0.0", port: 8080 },
+    ...dnsTopology(registry),
     descriptorPath: `/app/${DESCRIPTOR}`,
   };
 }
