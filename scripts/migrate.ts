@@ -15,7 +15,7 @@ import { serviceName } from "./lib/launcher.js";
 try {
   const service = registry.get(serviceName(env.string("SHOP_SERVICE", "")));
   const { database } = serverConfig(service.name, service.port);
-  await migrateDatabase(database, service.migrations);
+  await migrateDatabase(database, service.migrations, { schema: service.name });
   console.log(`${service.name}: ${database} is migrated`);
 } catch (error) {
   console.error(`migrate: ${error instanceof Error ? error.message : error}`);
