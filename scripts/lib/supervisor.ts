@@ -159,10 +159,12 @@ export class Supervisor {
     await assertFree(plan.replicas[0]?.host ?? "127.0.0.1", ports, options.portHint);
 
     mkdirSync(plan.logDir, { recursive: true });
-    // Replicas share a file, so each database is migrated once, before any replica opens it.
+    // Replicas share a database, so each is migrated once, before any replica opens it.
     await Promise.all(
       registry.services.map((service) =>
-        migrateDatabase(plan.databases[service.name], service.migrations),
+        migrateDatabase(plan.databases[service.name], service.migrations, {
+          schema: service.name,
+        }),
       ),
     );
 
