@@ -35,6 +35,8 @@ export interface DatabaseOptions {
   poolMax?: number;
   /** PostgreSQL: SHOP_DATABASE_STATEMENT_TIMEOUT_MS, 5000 by default; 0 for none. */
   statementTimeoutMs?: number;
+  /** PostgreSQL: the name pg_stat_activity shows; "shopmesh <schema>" by default. */
+  applicationName?: string;
 }
 
 /** The SQLite driver SHOP_SQLITE_DRIVER names; better-sqlite3 unless it says sqlite3. */
@@ -55,7 +57,8 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
   const statementTimeoutMs =
     options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000);
   if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");
-  return { schema, poolMax, statementTimeoutMs, applicationName: `shopmesh ${schema}` };
+  const applicationName = options.applicationName ?? `shopmesh ${schema}`;
+  return { schema, poolMax, statementTimeoutMs, applicationName };
 }
 
 const migrationSourceOf = (migrations: readonly Migration[]) => ({
@@ -115,6 +118,18 @@ export async function migrateDatabase(
 ): Promise<void> {
   const db = await openDatabase(location, migrations, options);
   await db.destroy();
+}
+
+/** A location fit for a log line or a banner: a URL's password is left out. */
+export function describeLocation(location: string): string {
+  if (!isPostgresUrl(location)) return location;
+  try {
+    const url = new URL(location);
+    if (url.password) url.password = "***";
+    return url.toString();
+  } catch {
+    return "a PostgreSQL URL that does not parse";
+  }
 }
 
 /** Which engine a database is on. */

@@ -1,9 +1,10 @@
 // npm start: every registered service as its own process on its registry port (SHOP_<NAME>_PORT
-// to change one), embedded SQLite in SHOP_DATA_DIR (data/), demo data on the first run
-// (--no-seed or SHOP_SEED=false to skip), and a ready banner. Ctrl-C stops every service.
+// to change one), embedded SQLite in SHOP_DATA_DIR (data/) unless SHOP_DATABASE_URL names a
+// PostgreSQL database, demo data on the first run (--no-seed or SHOP_SEED=false to skip), and a
+// ready banner. Ctrl-C stops every service.
 import { env } from "../kit/config.js";
 import { registry, type ServiceName } from "../services/registry.js";
-import { grpcurlCommand, READY, START_BANNER_END, shellJson } from "./lib/banner.js";
+import { grpcurlCommand, READY, START_BANNER_END, shellJson, storageLine } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
@@ -24,7 +25,7 @@ function banner(plan: FleetPlan, demo: DemoData): string {
       (service) =>
         `  ${service.name.padEnd(width)} ${at(service.name)}   ${service.protoServices.join(" ")}`,
     ),
-    `  data ${plan.dataDir}, logs ${plan.logDir}`,
+    storageLine(plan),
     "",
     "Try it (reflection is on, no proto files needed):",
     call("user", "list"),

@@ -7,13 +7,24 @@
 //   pg.url("shop");   // postgres://postgres@127.0.0.1:<port>/shop
 //   await pg.stop();
 import { spawn, spawnSync } from "node:child_process";
+import { createHash } from "node:crypto";
 import { once } from "node:events";
 import { existsSync, readdirSync, readFileSync, statSync } from "node:fs";
-import { appendFile, chmod, chown, mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
+import {
+  appendFile,
+  chmod,
+  chown,
+  mkdir,
+  mkdtemp,
+  readFile,
+  rm,
+  writeFile,
+} from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import knex from "knex";
 import { freePorts } from "./launcher.js";
+import type { Supervisor } from "./supervisor.js";
 
 export interface LocalPostgres {
   port: number;
@@ -115,29 +126,73 @@ async function selfSignedCertificate(dir: string, user?: { uid: number; gid: num
   if (user) for (const file of [key, crt]) await chown(file, user.uid, user.gid);
 }
 
-/** The server runs as another user: every folder above its own must let that user through. */
-function assertReachable(dir: string, user: { uid: number; gid: number }) {
+/** The first folder above `dir` that does not let the server's user through, if any. */
+function blockedAt(dir: string, user: { uid: number; gid: number }): string | undefined {
   for (let at = path.dirname(dir); ; at = path.dirname(at)) {
     if (existsSync(at)) {
       const { mode, uid, gid } = statSync(at);
       const through =
         mode & 0o001 || (uid === user.uid && mode & 0o100) || (gid === user.gid && mode & 0o010);
-      if (!through) {
-        throw new Error(
-          `${at} does not let the postgres user through to ${dir}; chmod o+x it, or keep the server in a folder from privateTempDir()`,
-        );
-      }
+      if (!through) return at;
     }
-    if (at === path.dirname(at)) return;
+    if (at === path.dirname(at)) return undefined;
   }
 }
 
-/** A new temporary folder for a server's cluster, owned by the user the server runs as. */
-export async function privateTempDir(prefix = "shopmesh-pg-"): Promise<string> {
-  const dir = await mkdtemp(path.join(tmpdir(), prefix));
+const TEMP_PREFIX = "shopmesh-pg-";
+
+/**
+ * A new temporary folder for a throwaway server's cluster, owned by the user the server runs as,
+ * with the id of this process in `owner`: reapAbandoned() stops a server whose owner is gone.
+ */
+export async function privateTempDir(): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), TEMP_PREFIX));
+  await writeFile(path.join(dir, "owner"), `${process.pid}\n`);
   const user = serverUser();
   if (user) await chown(dir, user.uid, user.gid);
   return dir;
+}
+
+/**
+ * Stops the servers, and removes the folders, of privateTempDir()s whose process died without
+ * stopping them (a test run killed at its timeout, say): pg_ctl leaves a server running on its
+ * own, and nothing else would stop it.
+ */
+export async function reapAbandoned(): Promise<void> {
+  const user = serverUser();
+  for (const name of readdirSync(tmpdir())) {
+    if (!name.startsWith(TEMP_PREFIX)) continue;
+    const dir = path.join(tmpdir(), name);
+    let owner: number;
+    try {
+      owner = Number.parseInt(readFileSync(path.join(dir, "owner"), "utf8"), 10);
+    } catch {
+      continue;
+    }
+    if (!Number.isInteger(owner) || alive(owner)) continue;
+    for (const cluster of readdirSync(dir)) {
+      const data = path.join(dir, cluster);
+      if (!existsSync(path.join(data, "PG_VERSION"))) continue;
+      spawnSync(
+        path.join(postgresBinDir(), "pg_ctl"),
+        ["-D", data, "-m", "immediate", "-w", "stop"],
+        {
+          stdio: "ignore",
+          ...user,
+        },
+      );
+    }
+    await rm(dir, { recursive: true, force: true });
+  }
+}
+
+function alive(pid: number): boolean {
+  try {
+    process.kill(pid, 0);
+    return true;
+  } catch (error) {
+    return (error as NodeJS.ErrnoException).code === "EPERM";
+  }
 }
 
 /** Initializes the cluster in `options.dir` if needed, starts it, and waits until it accepts. */
@@ -145,7 +200,12 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
   const bin = postgresBinDir();
   const user = serverUser();
   const dir = path.resolve(options.dir);
-  if (user) assertReachable(dir, user);
+  const blocked = user && blockedAt(dir, user);
+  if (blocked) {
+    throw new Error(
+      `${blocked} does not let the postgres user through to ${dir}; chmod o+x it, or keep the server in a folder from privateTempDir()`,
+    );
+  }
   await mkdir(dir, { recursive: true });
   if (user) await chown(dir, user.uid, user.gid);
   await chmod(dir, 0o700);
@@ -191,6 +251,11 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
       await writeFile(hba, `${lines.join("\n")}\nhostssl all all 127.0.0.1/32 trust\n`);
     }
   }
+
+  // A server a launch left running when it was killed: the caller holds the folder now.
+  const status = spawnSync(path.join(bin, "pg_ctl"), ["-D", dir, "status"], { ...user });
+  if (status.status === 0)
+    await run(path.join(bin, "pg_ctl"), ["-D", dir, "-m", "fast", "-w", "stop"], user);
 
   // A free port may be taken before the server binds it: then try another.
   for (let attempt = 1; ; attempt++) {
@@ -268,4 +333,33 @@ function tlsOf(dir: string) {
 function serverVersion(bin: string): string | undefined {
   const { stdout } = spawnSync(path.join(bin, "postgres"), ["--version"], { encoding: "utf8" });
   return /(\d+\.\d+)/.exec(stdout ?? "")?.[1];
+}
+
+/**
+ * Where a launch keeps its cluster: `<dataDir>/postgres`, or, when the server's user cannot reach
+ * that (a data directory under root's home, say), a folder of its own under the system's temporary
+ * folder, named after the data directory so that the next launch finds it again.
+ */
+export function clusterDir(dataDir: string): string {
+  const dir = path.join(path.resolve(dataDir), "postgres");
+  const user = serverUser();
+  if (!user || !blockedAt(dir, user)) return dir;
+  const key = createHash("sha256").update(dir).digest("hex").slice(0, 12);
+  return path.join(tmpdir(), `shopmesh-postgres-${key}`);
+}
+
+/**
+ * The local server of a launch (`npm run mesh -- --postgres`, the benchmark): its cluster in
+ * `<dataDir>/postgres`, a database `shop` holding every service's schema, stopped by the
+ * supervisor after the services. Call it once the supervisor holds the data directory.
+ */
+export async function launchPostgres(
+  supervisor: Supervisor,
+  dataDir: string,
+  options: Pick<LocalPostgresOptions, "throwaway"> = {},
+): Promise<{ server: LocalPostgres; url: string }> {
+  const server = await startLocalPostgres({ dir: clusterDir(dataDir), ...options });
+  supervisor.afterStop(() => server.stop());
+  await server.createDatabase("shop");
+  return { server, url: server.url("shop") };
 }

@@ -60,6 +60,7 @@ function alive(pid: number): boolean {
 
 export class Supervisor {
   private readonly procs: LoggedProcess[] = [];
+  private readonly afterStopTasks: (() => Promise<void>)[] = [];
   private stopped: Promise<void> | undefined;
   private lock: string | undefined;
 
@@ -110,10 +111,18 @@ export class Supervisor {
     throw new LaunchError(`could not take ${file}`);
   }
 
+  /** Runs `task` once stop() has stopped every process, e.g. to stop a database they used. */
+  afterStop(task: () => Promise<void>): void {
+    this.afterStopTasks.push(task);
+  }
+
   /** Stops every tracked process (SIGTERM, then SIGKILL after the grace period). */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       await Promise.all(this.procs.map((proc) => stopProcess(proc)));
+      for (const task of this.afterStopTasks) {
+        await task().catch((error) => console.error(`while stopping: ${error}`));
+      }
       if (this.lock) rmSync(this.lock, { force: true });
     })();
     return this.stopped;

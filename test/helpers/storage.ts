@@ -14,6 +14,7 @@ import { isPostgresUrl, type Knex, openDatabase, sqliteDriver } from "../../kit/
 import {
   type LocalPostgres,
   privateTempDir,
+  reapAbandoned,
   startLocalPostgres,
 } from "../../scripts/lib/postgres.js";
 import { registry, type ServiceName } from "../../services/registry.js";
@@ -73,6 +74,7 @@ export const onPostgres = () => current === "postgres";
 export function postgres(): Promise<LocalPostgres> {
   if (current !== "postgres") throw new Error('call useStorage("postgres") first');
   server ??= (async () => {
+    await reapAbandoned();
     const dir = await privateTempDir();
     const pg = await startLocalPostgres({
       dir: `${dir}/cluster`,
