@@ -2,11 +2,12 @@
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
 import { fleetPlan } from "../scripts/lib/plan.js";
+import { launchPostgres, postgresBinDir } from "../scripts/lib/postgres.js";
 import { seedBench } from "../scripts/lib/seed.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
@@ -19,6 +20,7 @@ import {
   resetPeak,
   sampleMachine,
   sampleProcess,
+  sampleTree,
 } from "./lib/proc.js";
 import { markdownReport } from "./lib/report.js";
 import {
@@ -28,7 +30,13 @@ import {
   type RunResult,
   ratios,
 } from "./lib/results.js";
-import { type ProcessName, type Target, type TargetContext, targetById } from "./lib/targets.js";
+import {
+  type ProcessName,
+  type Storage,
+  type Target,
+  type TargetContext,
+  targetById,
+} from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
 
@@ -53,13 +61,65 @@ function profilerEnv(options: BenchOptions): Record<string, string> {
 }
 
 /**
+ * One replica of every registered service on `storage`, with its own data directory and its own
+ * supervisor (stopped after `supervisor`'s processes): SQLite through the sqlite3 driver, or
+ * PostgreSQL on a local server started for the run. Its processes are `<service>@<storage>`.
+ */
+async function launchOn(
+  storage: Storage,
+  supervisor: Supervisor,
+  dir: string,
+  options: BenchOptions,
+  addresses: Partial<Record<ProcessName, string>>,
+  pids: Map<ProcessName, number>,
+): Promise<void> {
+  const own = new Supervisor();
+  supervisor.afterStop(() => own.stop());
+  const dataDir = path.join(dir, `data-${storage}`);
+  own.lockDataDir(dataDir);
+  const env = { ...profilerEnv(options) };
+  let databases: Record<string, string> | undefined;
+  if (storage === "sqlite3") env.SHOP_SQLITE_DRIVER = "sqlite3";
+  else {
+    // Commits do not wait for their WAL to reach the disk: SQLite's synchronous=NORMAL in WAL
+    // mode, which the services use, makes the same trade.
+    const { server, url } = await launchPostgres(own, dataDir, {
+      settings: { synchronous_commit: "off" },
+    });
+    databases = Object.fromEntries(registry.names.map((name) => [name, url]));
+    const pid = server.pid();
+    if (pid) pids.set("postgres", pid);
+  }
+  const ports = await freePorts(registry.names.length);
+  const plan = fleetPlan({
+    dataDir,
+    ports: Object.fromEntries(
+      registry.names.map((name, i) => [name, [ports[i] as number]]),
+    ) as Record<ServiceName, number[]>,
+    ...(databases && { databases }),
+  });
+  const launched = await own.launch(plan, {
+    portHint: "a port the bench picked was taken meanwhile; run it again",
+    quiet: true,
+    env,
+  });
+  for (const replica of launched.replicas) {
+    const name = `${replica.spec.service}@${storage}` as ProcessName;
+    addresses[name] = replica.address;
+    pids.set(name, replica.child.pid as number);
+  }
+}
+
+/**
  * Starts what the targets need, through the same supervisor as `npm start` and `npm run mesh`:
  * the echo servers, one replica of every registered service with Envoy in front when a target
- * calls them. Returns the address and pid of each process.
+ * calls them, and a fleet per other storage a target names. Returns the address and pid of each
+ * process.
  */
 async function launch(
   supervisor: Supervisor,
   needs: Set<ProcessName>,
+  storages: Set<Storage>,
   dir: string,
   options: BenchOptions,
 ): Promise<{ addresses: Partial<Record<ProcessName, string>>; pids: Map<ProcessName, number> }> {
@@ -109,12 +169,21 @@ async function launch(
         }
       })()
     : undefined;
-  await Promise.all([...echoes, services]);
+  const others = [...storages].map((storage) =>
+    launchOn(storage, supervisor, dir, options, addresses, pids),
+  );
+  await Promise.all([...echoes, services, ...others]);
   return { addresses, pids };
 }
 
 function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
-  return new Map([...pids].map(([name, pid]) => [name, sampleProcess(pid)]));
+  // PostgreSQL works in a process per connection: the server's CPU is its children's too.
+  return new Map(
+    [...pids].map(([name, pid]) => [
+      name,
+      name === "postgres" ? sampleTree(pid) : sampleProcess(pid),
+    ]),
+  );
 }
 
 async function measure(
@@ -146,7 +215,7 @@ async function measure(
   for (const [name, end] of after) {
     const start = before.get(name);
     if (!start || !end) continue;
-    const cpuS = end.cpuS - start.cpuS;
+    const cpuS = Math.max(0, end.cpuS - start.cpuS);
     processes[name] = {
       cpuS,
       cpuPct: (100 * cpuS) / load.elapsedS,
@@ -197,7 +266,8 @@ async function main(): Promise<number> {
   const started = new Date();
   const loadBefore = os.loadavg()[0] ?? 0;
   const targets = options.targets.map(targetById);
-  const needs = new Set(targets.flatMap((target) => target.path));
+  const storages = new Set(targets.flatMap((target) => target.storage ?? []));
+  const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
   for (const name of ["ghz", ...(needs.has("envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
@@ -206,6 +276,9 @@ async function main(): Promise<number> {
   }
 
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-bench-"));
+  // A PostgreSQL server the run starts keeps its cluster in here, as the postgres user when
+  // the bench runs as root: that user must be let through.
+  if (storages.has("postgres")) await chmod(dir, 0o711);
   if (options.cpuProfDir) await mkdir(options.cpuProfDir, { recursive: true });
   const supervisor = new Supervisor();
   const interrupted = async () => {
@@ -218,19 +291,29 @@ async function main(): Promise<number> {
   process.once("SIGTERM", interrupted);
 
   try {
-    log(`starting ${[...needs].join(", ")} (data in ${dir})`);
-    const { addresses, pids } = await launch(supervisor, needs, dir, options);
+    const others = [...storages].map((storage) => `every service on ${storage}`);
+    log(`starting ${[...needs, ...others].join(", ")} (data in ${dir})`);
+    const { addresses, pids } = await launch(supervisor, needs, storages, dir, options);
     if (addresses.envoy) {
       log(`envoy on ${addresses.envoy} (--concurrency ${options.envoyConcurrency})`);
     }
-    const { userId, productId } =
-      addresses.user && addresses.product
-        ? await seedBench({ user: addresses.user, product: addresses.product })
-        : { userId: "", productId: "" };
-    const context: TargetContext = { addresses, userId, productId };
+    // Every fleet gets the same catalogue; a target's calls name the ids of its own fleet's.
+    const seeds = new Map<Storage | undefined, { userId: string; productId: string }>();
+    for (const storage of [undefined, ...storages]) {
+      const at = (service: ServiceName) =>
+        addresses[(storage ? `${service}@${storage}` : service) as ProcessName];
+      const user = at("user");
+      const product = at("product");
+      if (user && product) seeds.set(storage, await seedBench({ user, product }));
+    }
+    const contextOf = (target: Target): TargetContext => ({
+      addresses,
+      ...(seeds.get(target.storage) ?? { userId: "", productId: "" }),
+    });
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
+      const context = contextOf(target);
       if (options.warmupS > 0) {
         await runLoad(target.call(context), {
           ghz: tool("ghz"),
@@ -273,6 +356,9 @@ async function main(): Promise<number> {
         ghz: version(tool("ghz"), ["--version"], /(v?[\d.]+)/),
         envoy: needs.has("envoy")
           ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
+          : "not run",
+        postgres: storages.has("postgres")
+          ? version(path.join(postgresBinDir(), "postgres"), ["--version"], /(\d+\.\d+)/)
           : "not run",
         loadAverage: { before: loadBefore, after: os.loadavg()[0] ?? 0 },
       },

@@ -1,4 +1,5 @@
-// The benchmark harness itself works end to end: a one-second run of three targets writes a report.
+// The benchmark harness itself works end to end: a one-second run of five targets, GetProduct on
+// every storage among them, writes a report.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -19,7 +20,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     process.execPath,
     [
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
-      ...["--targets", "echo,kit-echo,get-direct"],
+      ...["--targets", "echo,kit-echo,get-direct,get-direct-sqlite3,get-direct-pg"],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
       ...["--out", out],
     ],
@@ -41,15 +42,24 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
       ["echo", 4],
       ["kit-echo", 4],
       ["get-direct", 4],
+      ["get-direct-sqlite3", 4],
+      ["get-direct-pg", 4],
     ],
   );
   for (const r of results.runs) {
     t.true(r.rps > 0, `${r.target} rps`);
     t.is(r.errors, 0, `${r.target} errors: ${JSON.stringify(r.errorSamples)}`);
     t.true(r.latencyMs.p50 > 0 && r.latencyMs.p50 <= r.latencyMs.p99, `${r.target} latency`);
-    const entry = r.target === "get-direct" ? "product" : (r.target as "echo" | "kit-echo");
-    t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
+    const entry =
+      {
+        "get-direct": "product",
+        "get-direct-sqlite3": "product@sqlite3",
+        "get-direct-pg": "product@postgres",
+      }[r.target] ?? (r.target as "echo" | "kit-echo");
+    t.true((r.processes[entry as "echo"]?.cpuS ?? 0) > 0, `${r.target} CPU`);
   }
+  t.true((results.runs.at(-1)?.processes.postgres?.cpuS ?? 0) > 0, "the server's CPU");
+  t.regex(results.machine.postgres ?? "", /^\d+\.\d+$/);
   t.true(Number.isInteger(results.machine.cores) && results.machine.cores > 0);
   t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
   t.true(results.ratios.some((ratio) => ratio.name === "kit echo ÷ echo"));
@@ -59,6 +69,12 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
   t.regex(markdown, /kit echo ÷ echo/);
+  t.regex(markdown, /## Storage/);
+  t.regex(
+    markdown,
+    /\| GetProduct direct \| 4 \| [\d,]+ req\/s · p50 [\d.]+ ms \| [\d,]+ req\/s · p50 [\d.]+ ms \| [\d,]+ req\/s · p50 [\d.]+ ms \|/,
+  );
+  t.true(results.ratios.some((ratio) => ratio.name === "PostgreSQL ÷ SQLite (GetProduct)"));
   const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
   t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   t.regex(svg, /GetProduct direct/);

@@ -38,6 +38,25 @@ export function sampleProcess(pid: number): ProcSample | undefined {
 }
 
 /**
+ * A process and its children summed (PostgreSQL's server and its process per connection): CPU
+ * of all of them, memory of the parent. A child that exits takes its CPU time with it.
+ */
+export function sampleTree(pid: number): ProcSample | undefined {
+  const root = sampleProcess(pid);
+  if (!root) return undefined;
+  let children: number[] = [];
+  try {
+    children = readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8")
+      .trim()
+      .split(/\s+/)
+      .filter(Boolean)
+      .map(Number);
+  } catch {}
+  const cpuS = children.reduce((sum, child) => sum + (sampleProcess(child)?.cpuS ?? 0), root.cpuS);
+  return { ...root, cpuS };
+}
+
+/**
  * Resets VmHWM to the current RSS (`echo 5 > /proc/<pid>/clear_refs`, Linux 4.0+), so the next
  * sample's peak covers only what happened since. False when the kernel refuses.
  */

@@ -8,8 +8,23 @@ export const SHOP_PROTOSET = fileURLToPath(
   new URL("../../gen/descriptor/shop.binpb", import.meta.url),
 );
 
-/** The processes a run can measure. */
-export type ProcessName = "echo" | "kit-echo" | ServiceName | "envoy";
+/**
+ * Where a fleet keeps its data, past the default (SQLite through better-sqlite3): SQLite through
+ * the sqlite3 driver, or PostgreSQL. Each one the targets need is a fleet of its own.
+ */
+export type Storage = "sqlite3" | "postgres";
+
+/**
+ * The processes a run can measure: a service of the default fleet, or of another storage's
+ * (`product@postgres`), and the PostgreSQL server with its connection processes.
+ */
+export type ProcessName =
+  | "echo"
+  | "kit-echo"
+  | ServiceName
+  | `${ServiceName}@${Storage}`
+  | "envoy"
+  | "postgres";
 
 /** Ids and addresses a target's request and address come from. */
 export interface TargetContext {
@@ -29,6 +44,8 @@ export interface Target {
   entry: ProcessName;
   /** Every process the call passes through. */
   path: ProcessName[];
+  /** The storage of the fleet it calls, when not the default. */
+  storage?: Storage;
   call(ctx: TargetContext): CallSpec;
 }
 
@@ -55,6 +72,51 @@ const echo = (): CallSpec => ({
   data: { message: "hello" },
 });
 
+const STORAGE_NAMES: Record<Storage, { id: string; label: string; text: string }> = {
+  sqlite3: { id: "sqlite3", label: "sqlite3", text: "on SQLite through the sqlite3 driver" },
+  postgres: {
+    id: "pg",
+    label: "PostgreSQL",
+    text: "on PostgreSQL (a local server the run starts)",
+  },
+};
+
+const getDirect: Target = {
+  id: "get-direct",
+  label: "GetProduct direct",
+  description: "ProductService.GetProduct on the product service's own port",
+  entry: "product",
+  path: ["product"],
+  call: getProduct,
+};
+
+const createDirect: Target = {
+  id: "create-direct",
+  label: "CreateOrder direct",
+  description:
+    "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
+  entry: "order",
+  path: ["order", "user", "product"],
+  call: createOrder,
+};
+
+/** A direct target again on each other storage: a fleet of its own, the same call. */
+function onStorage(target: Target, description: string): Target[] {
+  return (["sqlite3", "postgres"] as const).map((storage) => {
+    const { id, label, text } = STORAGE_NAMES[storage];
+    const services = target.path.map((name) => `${name}@${storage}` as ProcessName);
+    return {
+      ...target,
+      id: `${target.id}-${id}`,
+      label: `${target.label}, ${label}`,
+      description: `${description} ${text}`,
+      entry: `${target.entry}@${storage}` as ProcessName,
+      path: storage === "postgres" ? [...services, "postgres"] : services,
+      storage,
+    };
+  });
+}
+
 /** Every target, in the order a run measures them (reads before the writes that grow tables). */
 export const TARGETS: readonly Target[] = [
   {
@@ -74,14 +136,8 @@ export const TARGETS: readonly Target[] = [
     path: ["kit-echo"],
     call: echo,
   },
-  {
-    id: "get-direct",
-    label: "GetProduct direct",
-    description: "ProductService.GetProduct on the product service's own port",
-    entry: "product",
-    path: ["product"],
-    call: getProduct,
-  },
+  getDirect,
+  ...onStorage(getDirect, "the same GetProduct"),
   {
     id: "get-envoy",
     label: "GetProduct via Envoy",
@@ -99,15 +155,8 @@ export const TARGETS: readonly Target[] = [
     call: () =>
       shop("shop.product.v1.ProductService/ListProducts", { page_size: 50, page_token: "" }),
   },
-  {
-    id: "create-direct",
-    label: "CreateOrder direct",
-    description:
-      "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
-    entry: "order",
-    path: ["order", "user", "product"],
-    call: createOrder,
-  },
+  createDirect,
+  ...onStorage(createDirect, "the same CreateOrder"),
   {
     id: "create-envoy",
     label: "CreateOrder via Envoy",

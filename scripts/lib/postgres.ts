@@ -33,6 +33,8 @@ export interface LocalPostgres {
   logFile: string;
   /** The server's version, e.g. "15.18". */
   version: string;
+  /** The server's main process (the postmaster), while it runs. */
+  pid(): number | undefined;
   /** The URL of a database on this server, as its superuser `postgres` (trust on loopback). */
   url(database?: string): string;
   /** Creates a database (from `template` when given) unless it exists. */
@@ -296,6 +298,13 @@ function running(
     dir,
     logFile,
     version: serverVersion(bin) ?? version,
+    pid() {
+      try {
+        return Number.parseInt(readFileSync(path.join(dir, "postmaster.pid"), "utf8"), 10);
+      } catch {
+        return undefined;
+      }
+    },
     url,
     async createDatabase(name, template) {
       const admin = knex({
@@ -356,7 +365,7 @@ export function clusterDir(dataDir: string): string {
 export async function launchPostgres(
   supervisor: Supervisor,
   dataDir: string,
-  options: Pick<LocalPostgresOptions, "throwaway"> = {},
+  options: Pick<LocalPostgresOptions, "throwaway" | "settings"> = {},
 ): Promise<{ server: LocalPostgres; url: string }> {
   const server = await startLocalPostgres({ dir: clusterDir(dataDir), ...options });
   supervisor.afterStop(() => server.stop());
