@@ -8,6 +8,7 @@ import {
   postgresErrors,
 } from "./db/postgres.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
+import type { Logger } from "./logger.js";
 import { fitting } from "./page-token.js";
 
 export type { Knex, SqliteDriver };
@@ -37,7 +38,23 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number;
   /** PostgreSQL: the name pg_stat_activity shows; "shopmesh <schema>" by default. */
   applicationName?: string;
+  /** Where knex's own warnings go (a connection that failed, say), instead of the console. */
+  logger?: Logger;
 }
+
+/** knex's log functions, writing to `logger` as JSON lines like everything else. */
+const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
+  logger
+    ? {
+        log: {
+          warn: (message: unknown) => logger.warn({ component: "knex" }, String(message)),
+          error: (message: unknown) => logger.error({ component: "knex" }, String(message)),
+          deprecate: (method: string, alternative: string) =>
+            logger.warn({ component: "knex" }, `${method} is deprecated: ${alternative}`),
+          debug: (message: unknown) => logger.debug({ component: "knex" }, String(message)),
+        },
+      }
+    : {};
 
 /** The SQLite driver SHOP_SQLITE_DRIVER names; better-sqlite3 unless it says sqlite3. */
 export function sqliteDriver(): SqliteDriver {
@@ -69,11 +86,12 @@ const migrationSourceOf = (migrations: readonly Migration[]) => ({
 
 /** Connects to a database without migrating it, e.g. to read what a service wrote. */
 export function connectDatabase(location: string, options: DatabaseOptions = {}): Knex {
-  return knex(
-    isPostgresUrl(location)
+  return knex({
+    ...(isPostgresUrl(location)
       ? postgresConfig(location, postgresOptions(options))
-      : sqliteConfig(location, options.sqliteDriver ?? sqliteDriver()),
-  );
+      : sqliteConfig(location, options.sqliteDriver ?? sqliteDriver())),
+    ...knexLog(options.logger),
+  });
 }
 
 /**
@@ -90,7 +108,7 @@ export async function openDatabase(
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
     await migratePostgres(location, settings, migrationSource);
-    return knex(postgresConfig(location, settings));
+    return knex({ ...postgresConfig(location, settings), ...knexLog(options.logger) });
   }
   // On SQLite the migrations run on the service's own connection: ":memory:" is per connection.
   const db = connectDatabase(location, options);

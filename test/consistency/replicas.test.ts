@@ -24,10 +24,15 @@ let shared: Promise<Replicas> | undefined;
 
 test.before(() => {
   shared = (async () => {
-    const fleet = await spawnProcessFleet({ replicas: { user: 2, product: 2, order: 2 } });
+    // Dozens of calls queue on one product's row at once, on a machine that may be busy: the
+    // deadlines are generous, since what is tested is what the answers are, not how soon.
+    const fleet = await spawnProcessFleet({
+      replicas: { user: 2, product: 2, order: 2 },
+      env: { SHOP_DEPENDENCY_TIMEOUT_MS: "30000", SHOP_DATABASE_STATEMENT_TIMEOUT_MS: "30000" },
+    });
     const each = <S extends Parameters<typeof createClient>[0]>(definition: S, name: string) =>
       [0, 1].map((i) =>
-        createClient(definition, fleet.address(name as "user", i), { defaultTimeoutMs: 10_000 }),
+        createClient(definition, fleet.address(name as "user", i), { defaultTimeoutMs: 60_000 }),
       );
     return {
       fleet,
