@@ -20,7 +20,6 @@ import {
   rm,
   writeFile,
 } from "node:fs/promises";
-import { createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import knex from "knex";
@@ -127,30 +126,6 @@ async function selfSignedCertificate(dir: string, user?: { uid: number; gid: num
   await run("openssl", args, undefined);
   await chmod(key, 0o600);
   if (user) for (const file of [key, crt]) await chown(file, user.uid, user.gid);
-}
-
-/**
- * A free loopback port below the range the kernel hands out for port 0, so that the server never
- * takes a port another launch on this machine has just picked that way and is about to bind.
- */
-async function quietPort(): Promise<number> {
-  let low = 32_768;
-  try {
-    low = Number(readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0]);
-  } catch {}
-  if (!(low > 20_000)) return ((await freePorts(1)) as [number])[0];
-  for (;;) {
-    const port = 15_000 + Math.floor(Math.random() * (low - 15_000));
-    const server = createServer();
-    const free = await new Promise<boolean>((resolve) => {
-      server.once("error", () => resolve(false));
-      server.listen(port, "127.0.0.1", () => resolve(true));
-    });
-    if (free) {
-      await new Promise((resolve) => server.close(resolve));
-      return port;
-    }
-  }
 }
 
 /** The first folder above `dir` that does not let the server's user through, if any. */
@@ -286,7 +261,7 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
 
   // A free port may be taken before the server binds it: then try another.
   for (let attempt = 1; ; attempt++) {
-    const port = await quietPort();
+    const [port] = (await freePorts(1)) as [number];
     try {
       await run(
         path.join(bin, "pg_ctl"),
