@@ -15,6 +15,7 @@ import { chartSvg } from "./lib/chart.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
 import {
+  cpuDelta,
   machineBusySeconds,
   type ProcSample,
   resetPeak,
@@ -215,7 +216,7 @@ async function measure(
   for (const [name, end] of after) {
     const start = before.get(name);
     if (!start || !end) continue;
-    const cpuS = Math.max(0, end.cpuS - start.cpuS);
+    const cpuS = cpuDelta(start, end);
     processes[name] = {
       cpuS,
       cpuPct: (100 * cpuS) / load.elapsedS,
