@@ -85,7 +85,7 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
       SEEDED_SERVICES.map((name) => [name, { condition: "service_healthy" }]),
     ),
   };
-  const publicServices = registry.services.filter((service) => service.exposure === "public");
+  const publicServices = registry.services.filter((service) => service.publicServices.length > 0);
   services.envoy = {
     image: ENVOY_IMAGE,
     command: [

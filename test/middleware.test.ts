@@ -5,6 +5,7 @@
 // same chains.
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
+import { InventoryServiceService } from "../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../kit/client.js";
@@ -66,7 +67,9 @@ test("a server middleware sees the rpc, the call's context and the status the ca
   const { middleware, seen } = recorder();
   const service = await start(t, createProductService(), { middleware: [middleware] });
   const products = createClient(ProductServiceService, service.server.address);
+  const inventory = createClient(InventoryServiceService, service.server.address);
   t.teardown(() => products.close());
+  t.teardown(() => inventory.close());
 
   const metadata = new Metadata();
   metadata.set("x-test", "hello");
@@ -98,7 +101,7 @@ test("a server middleware sees the rpc, the call's context and the status the ca
   );
   t.regex(missing.status?.details ?? "", /prd_missing/);
 
-  await products.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
+  await inventory.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
   t.like((await finished(seen, "ReserveStock")).method, { idempotency: "IDEMPOTENT" });
 });
 

@@ -6,7 +6,7 @@ import {
   OrderServiceClient,
   OrderState,
 } from "../gen/ts/shop/order/v1/order.js";
-import { ReservationState } from "../gen/ts/shop/product/v1/product.js";
+import { ReservationState } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
@@ -229,7 +229,7 @@ test("a reservation that fails leaves no order behind", async (t) => {
 test("a held reservation expires after its TTL and gives its stock back", async (t) => {
   const fleet = await startFleet(t);
   const mug = await addProduct(fleet.products, { stock: 5 });
-  const { reservation } = await fleet.products.reserveStock({
+  const { reservation } = await fleet.inventory.reserveStock({
     reservationId: "expiring-1",
     lines: [orderLine(mug.productId, 4)],
     ttl: { seconds: "1", nanos: 0 },
@@ -241,7 +241,7 @@ test("a held reservation expires after its TTL and gives its stock back", async 
     return (await stockOf(fleet, mug.productId)) === 5;
   });
   const error = await t.throwsAsync(
-    fleet.products.commitReservation({ reservationId: "expiring-1" }),
+    fleet.inventory.commitReservation({ reservationId: "expiring-1" }),
     {
       instanceOf: ServiceError,
     },
@@ -297,7 +297,7 @@ test("the caller's deadline reaches the user and product services", async (t) =>
   // Each hop re-anchors the remaining time on arrival, so allow it to land a little later.
   for (const [lines, method] of [
     [logs.user.lines, "/shop.user.v1.UserService/GetUser"],
-    [logs.product.lines, "/shop.product.v1.ProductService/ReserveStock"],
+    [logs.product.lines, "/shop.product.v1.InventoryService/ReserveStock"],
   ] as const) {
     const deadline = await deadlineOf(lines, method);
     t.true(deadline >= earliest - 50, `${method} deadline ${deadline - earliest} ms early`);

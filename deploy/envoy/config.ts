@@ -46,12 +46,15 @@ export interface GrpcService {
   methods: MethodInfo[];
 }
 
-/** The proto services Envoy routes: those of every public registered service. */
+/**
+ * The proto services Envoy routes: the public ones of every registered service. Internal proto
+ * services get no route (a call answers UNIMPLEMENTED, as for an unknown method), no REST path
+ * and no place in the edge's reflection.
+ */
 export function routedServices(registry: ServiceRegistry = defaultRegistry): GrpcService[] {
   return registry.services
-    .filter((service) => service.exposure === "public")
     .flatMap((service) =>
-      service.protoServices.map((fullName) => ({
+      service.publicServices.map((fullName) => ({
         fullName,
         cluster: service.name,
         methods: contractMethods(fullName),
@@ -560,7 +563,9 @@ export function frontDoorTopology(
 ): EnvoyTopology {
   const services: Record<string, readonly Endpoint[]> = {};
   for (const service of registry.services) {
-    if (service.exposure === "public") services[service.name] = endpoints[service.name] ?? [];
+    if (service.publicServices.length > 0) {
+      services[service.name] = endpoints[service.name] ?? [];
+    }
   }
   return {
     listen: { address: "127.0.0.1", port: 8080 },

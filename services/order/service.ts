@@ -1,5 +1,5 @@
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
-import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { env } from "../../kit/config.js";
 import { repeat } from "../../kit/repeat.js";
@@ -28,7 +28,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
     serves: { OrderService: OrderServiceService },
     // Called directly, over one long-lived channel each; the kit retries only what the contract
     // says is safe to repeat (reads, and the reservation calls, idempotent by reservation id).
-    dependencies: { users: UserServiceService, products: ProductServiceService },
+    dependencies: { users: UserServiceService, inventory: InventoryServiceService },
     migrations,
     implement: ({ db, logger, clients }) => {
       const settings = { ...orderSettings(), ...overrides };

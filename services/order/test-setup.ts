@@ -8,6 +8,7 @@ import {
   type Order,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
@@ -36,6 +37,7 @@ export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
 interface Dependencies {
   users: Client<typeof UserServiceService>;
   products: Client<typeof ProductServiceService>;
+  inventory: Client<typeof InventoryServiceService>;
   stop(): Promise<void>;
 }
 
@@ -60,12 +62,15 @@ export function shareDependencies(test: TestFn): void {
       ]);
       const users = createClient(UserServiceService, user.server.address);
       const products = createClient(ProductServiceService, product.server.address);
+      const inventory = createClient(InventoryServiceService, product.server.address);
       return {
         users,
         products,
+        inventory,
         async stop() {
           users.close();
           products.close();
+          inventory.close();
           await Promise.all([user.stop(), product.stop()]);
         },
       };
@@ -79,13 +84,13 @@ export function shareDependencies(test: TestFn): void {
 }
 
 export async function setup(t: ExecutionContext) {
-  const { users, products } = (await shared) as Dependencies;
+  const { users, products, inventory } = (await shared) as Dependencies;
   const db = await openDatabase(":memory:", migrations);
   t.teardown(() => db.destroy());
   const store = new OrderStore(db);
   const saga = new OrderSaga(
     store,
-    { users, products },
+    { users, inventory },
     { reservationTtlMs: 60_000, logger: createLogger("order", "silent") },
   );
   const handlers = orderHandlers(store, saga, { pollMs: 50 });

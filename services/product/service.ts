@@ -1,8 +1,9 @@
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { env } from "../../kit/config.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
-import { productHandlers } from "./handlers.js";
+import { inventoryHandlers, productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
@@ -14,7 +15,7 @@ export interface ProductSettings {
 export const createProductService = (overrides: Partial<ProductSettings> = {}) =>
   defineService({
     name: "product",
-    serves: { ProductService: ProductServiceService },
+    serves: { ProductService: ProductServiceService, InventoryService: InventoryServiceService },
     dependencies: {},
     migrations,
     implement: ({ db, logger }) => {
@@ -31,7 +32,10 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
         (error) => logger.warn({ err: error }, "reservation sweep failed"),
       );
       return {
-        handlers: { ProductService: productHandlers(store) },
+        handlers: {
+          ProductService: productHandlers(store),
+          InventoryService: inventoryHandlers(store),
+        },
         close: () => sweep.stop(),
       };
     },

@@ -307,7 +307,7 @@ const rawCalls: [string, "user" | "product" | "order"][] = [
   ["/shop.user.v1.UserService/GetUser", "user"],
   ["/shop.user.v1.UserService/UpdateUser", "user"],
   ["/shop.product.v1.ProductService/CreateProduct", "product"],
-  ["/shop.product.v1.ProductService/ReserveStock", "product"],
+  ["/shop.product.v1.InventoryService/ReserveStock", "product"],
   ["/shop.order.v1.OrderService/CreateOrder", "order"],
   ["/shop.order.v1.OrderService/ListOrders", "order"],
 ];

@@ -158,7 +158,7 @@ errorCase(
   async (t: ExecutionContext, on: Target) => {
     const product = await on.newProduct(t, { stock: 1 });
     return {
-      method: "shop.product.v1.ProductService/ReserveStock",
+      method: "shop.product.v1.InventoryService/ReserveStock",
       body: {
         reservation_id: `res-${unique()}`,
         lines: [{ product_id: product.productId, quantity: 2 }],

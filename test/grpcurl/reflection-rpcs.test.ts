@@ -288,7 +288,7 @@ each("ReserveStock holds units and CommitReservation keeps them", async (t, on) 
     ttl: "30s",
   };
   const before = Date.now();
-  const { reservation } = await on.call(t, "shop.product.v1.ProductService/ReserveStock", body);
+  const { reservation } = await on.call(t, "shop.product.v1.InventoryService/ReserveStock", body);
   t.is(reservation.reservationId, reservationId);
   t.is(reservation.state, "RESERVATION_STATE_HELD");
   t.deepEqual(reservation.lines, [
@@ -299,13 +299,13 @@ each("ReserveStock holds units and CommitReservation keeps them", async (t, on) 
   t.true(Date.parse(reservation.createTime) >= before - 1_000);
   t.is(await on.stockOf(t, product.productId), 3, "held units are taken");
 
-  const again = await on.call(t, "shop.product.v1.ProductService/ReserveStock", body);
+  const again = await on.call(t, "shop.product.v1.InventoryService/ReserveStock", body);
   t.deepEqual(again.reservation, reservation, "same id and lines: the same reservation");
   t.is(await on.stockOf(t, product.productId), 3);
 
   const { reservation: committed } = await on.call(
     t,
-    "shop.product.v1.ProductService/CommitReservation",
+    "shop.product.v1.InventoryService/CommitReservation",
     { reservation_id: reservationId },
   );
   t.is(committed.state, "RESERVATION_STATE_COMMITTED");
@@ -315,17 +315,17 @@ each("ReserveStock holds units and CommitReservation keeps them", async (t, on) 
 each("ReleaseReservation gives held units back", async (t, on) => {
   const product = await on.newProduct(t, { stock: 5 });
   const reservationId = `res-${unique()}`;
-  await on.call(t, "shop.product.v1.ProductService/ReserveStock", {
+  await on.call(t, "shop.product.v1.InventoryService/ReserveStock", {
     reservation_id: reservationId,
     lines: [{ product_id: product.productId, quantity: 4 }],
   });
   t.is(await on.stockOf(t, product.productId), 1);
-  const { reservation } = await on.call(t, "shop.product.v1.ProductService/ReleaseReservation", {
+  const { reservation } = await on.call(t, "shop.product.v1.InventoryService/ReleaseReservation", {
     reservation_id: reservationId,
   });
   t.is(reservation.state, "RESERVATION_STATE_RELEASED");
   t.is(await on.stockOf(t, product.productId), 5);
-  const again = await on.call(t, "shop.product.v1.ProductService/ReleaseReservation", {
+  const again = await on.call(t, "shop.product.v1.InventoryService/ReleaseReservation", {
     reservation_id: reservationId,
   });
   t.is(again.reservation.state, "RESERVATION_STATE_RELEASED", "releasing twice is a no-op");

@@ -21,6 +21,7 @@ import { Writable } from "node:stream";
 import type { ExecutionContext } from "ava";
 import { pino } from "pino";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
@@ -104,6 +105,7 @@ export function clientsFor(
   return {
     users: make(UserServiceService, addresses.user),
     products: make(ProductServiceService, addresses.product),
+    inventory: make(InventoryServiceService, addresses.product),
     orders: make(OrderServiceService, addresses.order),
   };
 }
@@ -111,6 +113,7 @@ export function clientsFor(
 export type TestFleet = Record<ServiceName, TestService> & {
   users: Client<typeof UserServiceService>;
   products: Client<typeof ProductServiceService>;
+  inventory: Client<typeof InventoryServiceService>;
   orders: Client<typeof OrderServiceService>;
 };
 
