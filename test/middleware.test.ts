@@ -21,6 +21,7 @@ import {
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
 import { userService } from "../services/user/service.js";
+import { asAllowedCaller, testCallers } from "./helpers/credentials.js";
 import { eventually } from "./helpers/eventually.js";
 import { captureLogger, orderLine, start, startFleet } from "./helpers/fleet.js";
 import { expectStatus } from "./helpers/status.js";
@@ -66,7 +67,9 @@ const finished = (seen: Seen[], rpc: string) =>
 test("a server middleware sees the rpc, the call's context and the status the caller got", async (t) => {
   const { middleware, seen } = recorder();
   const service = await start(t, createProductService(), { middleware: [middleware] });
-  const products = createClient(ProductServiceService, service.server.address);
+  const products = createClient(ProductServiceService, service.server.address, {
+    middleware: testCallers(),
+  });
   const inventory = createClient(InventoryServiceService, service.server.address);
   t.teardown(() => products.close());
   t.teardown(() => inventory.close());
@@ -128,7 +131,9 @@ test("the final status is what the caller got: an unencodable response, a deadli
     logger: logs.logger,
     middleware: [middleware, buggy],
   });
-  const products = createClient(ProductServiceService, service.server.address);
+  const products = createClient(ProductServiceService, service.server.address, {
+    middleware: testCallers(),
+  });
   t.teardown(() => products.close());
 
   await expectStatus(t, products.getProduct({ productId: "prd_x" }), Code.INTERNAL, "INTERNAL");
@@ -173,7 +178,7 @@ test("a client middleware sees each outgoing call and its status, and can add he
     },
   };
   const users = createClient(UserServiceService, user.server.address, {
-    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), tagging],
+    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), asAllowedCaller, tagging],
   });
   t.teardown(() => users.close());
   // Partial requests: every field left out gets its default.

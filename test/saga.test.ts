@@ -1,4 +1,4 @@
-import { credentials } from "@grpc/grpc-js";
+import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import {
@@ -12,6 +12,7 @@ import { Code, ServiceError } from "../kit/errors.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
 import { userService } from "../services/user/service.js";
+import { tokenFor } from "./helpers/credentials.js";
 import { eventually, until } from "./helpers/eventually.js";
 import {
   captureLogger,
@@ -65,6 +66,8 @@ test("the generated grpc-js client class talks to the order service as is", asyn
   const mug = await addProduct(fleet.products);
   const client = new OrderServiceClient(fleet.order.server.address, credentials.createInsecure());
   t.teardown(() => client.close());
+  const metadata = new Metadata();
+  metadata.set("authorization", `Bearer ${await tokenFor(user.userId)}`);
   const response = await new Promise<CreateOrderResponse>((resolve, reject) =>
     client.createOrder(
       {
@@ -72,6 +75,7 @@ test("the generated grpc-js client class talks to the order service as is", asyn
         lines: [{ productId: mug.productId, quantity: 1, unitPrice: undefined }],
         requestId: "generated-1",
       },
+      metadata,
       (error, reply) => (error ? reject(error) : resolve(reply)),
     ),
   );
@@ -338,7 +342,7 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
 test("with the product service down, CreateOrder is UNAVAILABLE and writes nothing", async (t) => {
   const user = await start(t, userService);
   const order = await start(t, createOrderService(), {
-    dependencies: { users: user.server.address, products: "127.0.0.1:1" },
+    dependencies: { users: user.server.address, inventory: "127.0.0.1:1" },
   });
   const { users, orders } = clientsFor(t, {
     user: user.server.address,

@@ -15,8 +15,10 @@ import { type Client, createClient } from "../../kit/client.js";
 import { openDatabase } from "../../kit/db.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
+import { forwardCredentials } from "../../kit/middleware/auth.js";
 import { startService } from "../../kit/runtime.js";
 import { callContext } from "../../test/helpers/context.js";
+import { testCallers, tokenFor } from "../../test/helpers/credentials.js";
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
@@ -25,6 +27,16 @@ import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
 
 export const ctx = (method: string) => callContext("shop.order.v1.OrderService", method);
+
+/**
+ * The context of a CreateOrder by `userId` itself, with its token, which the saga forwards to the
+ * user service.
+ */
+export const placedBy = async (userId: string) =>
+  callContext("shop.order.v1.OrderService", "CreateOrder", {
+    caller: { userId, roles: [] },
+    token: await tokenFor(userId),
+  });
 
 export const chars = (n: number, c = "x") => c.repeat(n);
 export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
@@ -60,8 +72,14 @@ export function shareDependencies(test: TestFn): void {
         startService(userService, options),
         startService(createProductService(), options),
       ]);
-      const users = createClient(UserServiceService, user.server.address);
-      const products = createClient(ProductServiceService, product.server.address);
+      // As the order service's own client: the caller's token, forwarded (the test's calls sign
+      // in as an admin).
+      const users = createClient(UserServiceService, user.server.address, {
+        middleware: [...testCallers().slice(0, -1), forwardCredentials, ...testCallers().slice(-1)],
+      });
+      const products = createClient(ProductServiceService, product.server.address, {
+        middleware: testCallers(),
+      });
       const inventory = createClient(InventoryServiceService, product.server.address);
       return {
         users,
@@ -103,7 +121,7 @@ export async function setup(t: ExecutionContext) {
           requestId,
           lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
         }),
-        ctx("CreateOrder"),
+        await placedBy(userId),
       )
     ).order as Order;
 

@@ -41,6 +41,7 @@ import { type FleetPlan, fleetPlan } from "../../scripts/lib/plan.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { testCallers } from "./credentials.js";
 import { Faults } from "./faults.js";
 
 /** A pino logger whose lines the test can read. */
@@ -83,6 +84,7 @@ export async function start(
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
+    internalServices: registry.get(module.name).internalServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
   });
@@ -97,7 +99,7 @@ export function clientsFor(
 ) {
   const make = <S extends Parameters<typeof createClient>[0]>(definition: S, address?: string) => {
     const client = createClient(definition, address ?? "127.0.0.1:1", {
-      defaultTimeoutMs: 10_000,
+      middleware: testCallers(),
     });
     t.teardown(() => client.close());
     return client;
