@@ -1,5 +1,7 @@
 // npm run bench: start the mesh and a bare echo server, load each target with ghz at fixed
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
+import { LAUNCH_ADMIN } from "../scripts/lib/banner.js";
+import { signToken } from "../scripts/lib/credentials.js";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -225,7 +227,10 @@ async function main(): Promise<number> {
     }
     const { userId, productId } =
       addresses.user && addresses.product
-        ? await seedBench({ user: addresses.user, product: addresses.product })
+        ? await seedBench(
+            { user: addresses.user, product: addresses.product },
+            { token: await signToken({ user: LAUNCH_ADMIN, roles: ["admin"] }) },
+          )
         : { userId: "", productId: "" };
     const context: TargetContext = { addresses, userId, productId };
     const top = Math.max(...options.concurrency);

@@ -112,6 +112,11 @@ export class ServiceRegistry<N extends string = string> {
     return found;
   }
 
+  /** Every internal proto service of the mesh. */
+  get internalServices(): string[] {
+    return this.services.flatMap((service) => service.internalServices);
+  }
+
   /** The service that serves a proto service, e.g. "shop.user.v1.UserService" → user. */
   owner(protoService: string): RegisteredService<N> | undefined {
     return this.services.find((service) => service.protoServices.includes(protoService));

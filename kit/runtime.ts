@@ -31,7 +31,10 @@ export interface StartOptions extends Partial<ServerConfig> {
    * must prove over mutual TLS, whatever address it is dialled by.
    */
   dependencyIdentities?: Record<string, string>;
-  /** Proto services only the mesh calls (the registry's `exposure`). */
+  /**
+   * The mesh's internal proto services, its own and others' (ServiceRegistry.internalServices):
+   * its reflection, which describes every service, lists them only to mesh identities.
+   */
   internalServices?: readonly string[];
   /** Profile, TLS identity and JWT settings; from SHOP_* variables (securityFromEnv) by default. */
   security?: SecurityConfig;
@@ -156,7 +159,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
       ...serverConfig(name, registered.port),
       dependencies: dependencyAddresses(registry, name),
       dependencyIdentities: { ...registered.clients },
-      internalServices: registered.internalServices,
+      internalServices: registry.internalServices,
     });
   } catch (error) {
     console.error(`${name}: failed to start: ${(error as Error).message}`);

@@ -26,6 +26,8 @@ export const DEV_CA_NAME = "shopmesh development CA";
 export const DEV_KEY_ID_PREFIX = "shopmesh-dev-";
 export const DEV_ISSUER = "https://shopmesh.dev/development";
 export const DEV_AUDIENCE = "shopmesh";
+/** The issuer of tokens signed with a key `npm run certs -- --production` made. */
+export const PRODUCTION_ISSUER = "https://shopmesh.dev/issuer";
 
 export interface SecurityConfig {
   profile: Profile;

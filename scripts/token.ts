@@ -1,6 +1,6 @@
 // npm run token -- --user <user_id> [--role admin] [--ttl 1h]: prints a development JWT for that
 // user, signed with the key `npm run certs` made (made first if missing). Send it as
-// `authorization: Bearer <token>`.
+// `authorization: Bearer <token>`. `--ttl=-5m` makes one that expired five minutes ago.
 import { parseArgs } from "node:util";
 import { ensureDevCredentials, parseTtl, signToken } from "./lib/credentials.js";
 

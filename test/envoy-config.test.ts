@@ -10,6 +10,7 @@ import { HealthImplementation, service as healthService } from "grpc-health-chec
 import { parse } from "yaml";
 import {
   composeTopology,
+  edgeCredentials,
   type EnvoyTopology,
   envoyConfig,
   envoyYaml,
@@ -22,6 +23,7 @@ import { descriptorPath as DEFAULT_DESCRIPTOR_FILE } from "../kit/descriptor.js"
 import { envoyBinary } from "../scripts/lib/envoy.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { startEnvoy } from "./helpers/envoy.js";
+import { CERTS } from "./helpers/credentials.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
@@ -191,6 +193,8 @@ test("Envoy accepts a generated config for ephemeral ports and a file access log
     },
     accessLogPath: path.join(dir, "access.log"),
     healthCheckIntervalMs: 250,
+    ...edgeCredentials(CERTS),
+    corsOrigins: ["https://shop.example"],
   };
   const file = path.join(dir, "envoy.yaml");
   await writeFile(file, envoyYaml(topology));

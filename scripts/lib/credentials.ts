@@ -141,13 +141,18 @@ export interface TokenOptions {
   audience?: string;
   /** The signing key's folder (jwt.key, jwks.json); .certs/ by default. */
   dir?: string;
+  /** The signing key and the JWKS holding its kid, when not in `dir`. */
+  keyFile?: string;
+  jwksFile?: string;
 }
 
 /** A JWT signed with the key in `dir` (its kid from jwks.json). */
 export async function signToken(options: TokenOptions): Promise<string> {
   const dir = options.dir ?? DEV_CERTS_DIR;
-  const key = await importPKCS8(readFileSync(path.join(dir, "jwt.key"), "utf8"), "ES256");
-  const { keys } = JSON.parse(readFileSync(path.join(dir, "jwks.json"), "utf8")) as {
+  const keyFile = options.keyFile ?? path.join(dir, "jwt.key");
+  const key = await importPKCS8(readFileSync(keyFile, "utf8"), "ES256");
+  const jwks = options.jwksFile ?? path.join(dir, "jwks.json");
+  const { keys } = JSON.parse(readFileSync(jwks, "utf8")) as {
     keys: { kid: string }[];
   };
   const now = Math.floor(Date.now() / 1000);

@@ -84,7 +84,7 @@ export async function start(
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
-    internalServices: registry.get(module.name).internalServices,
+    internalServices: registry.internalServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
   });
