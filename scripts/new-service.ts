@@ -47,6 +47,10 @@ import "google/protobuf/timestamp.proto";
 // violation per invalid field, and one \`ErrorInfo\` whose domain is
 // "${pkg}" and whose reason is an UPPER_SNAKE code such as
 // \`${name.toUpperCase()}_NOT_FOUND\`.
+//
+// Authentication: every rpc needs a JWT bearer token in the \`authorization\`
+// metadata: UNAUTHENTICATED (reason \`TOKEN_MISSING\`, \`TOKEN_EXPIRED\` or
+// \`TOKEN_INVALID\`) otherwise, and nothing changes.
 service ${Name}Service {
   // Creates a ${name}.
   //
@@ -234,6 +238,7 @@ import { create${Names} } from "./0001_create_${names}.js";
 export const migrations: Migration[] = [create${Names}];
 `,
   "service.ts": `import { ${Name}ServiceService } from "${gen}";
+import { signedIn } from "../../kit/auth.js";
 import { defineService } from "../../kit/service.js";
 import { ${name}Handlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
@@ -244,6 +249,10 @@ export const ${name}Service = defineService({
   serves: { ${Name}Service: ${Name}ServiceService },
   dependencies: {},
   migrations,
+  // Who may call each rpc (kit/auth.ts: open, signedIn, adminOnly, internal).
+  access: {
+    ${Name}Service: { create${Name}: signedIn, get${Name}: signedIn, list${Names}: signedIn },
+  },
   implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
 });
 `,
@@ -252,13 +261,16 @@ import test, { type ExecutionContext } from "ava";
 import { ${Name}ServiceService } from "${gen}";
 import { createClient } from "../../kit/client.js";
 import { Code } from "../../kit/errors.js";
+import { testCallers } from "../../test/helpers/credentials.js";
 import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
 async function client(t: ExecutionContext) {
   const service = await start(t, ${name}Service);
-  const ${names} = createClient(${Name}ServiceService, service.server.address);
+  const ${names} = createClient(${Name}ServiceService, service.server.address, {
+    middleware: testCallers(),
+  });
   t.teardown(() => ${names}.close());
   return ${names};
 }

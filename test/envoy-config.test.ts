@@ -10,8 +10,8 @@ import { HealthImplementation, service as healthService } from "grpc-health-chec
 import { parse } from "yaml";
 import {
   composeTopology,
-  edgeCredentials,
   type EnvoyTopology,
+  edgeCredentials,
   envoyConfig,
   envoyYaml,
   retryOn,
@@ -22,8 +22,8 @@ import { retriable } from "../kit/contract.js";
 import { descriptorPath as DEFAULT_DESCRIPTOR_FILE } from "../kit/descriptor.js";
 import { envoyBinary } from "../scripts/lib/envoy.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
-import { startEnvoy } from "./helpers/envoy.js";
 import { CERTS } from "./helpers/credentials.js";
+import { startEnvoy } from "./helpers/envoy.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 

@@ -5,9 +5,17 @@
 //   const token = await tokenFor("usr_1");                 // a user's token, no roles
 //   createClient(OrderServiceService, address, { middleware: testCallers() });
 //   grpcurl -H `authorization: Bearer ${ADMIN_TOKEN}`
-import { Metadata as GrpcMetadata, type Metadata } from "@grpc/grpc-js";
+import { readFileSync } from "node:fs";
+import { request as httpsRequest } from "node:https";
+import {
+  Metadata as GrpcMetadata,
+  credentials as grpcCredentials,
+  type Metadata,
+} from "@grpc/grpc-js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { ClientMiddleware } from "../../kit/middleware/types.js";
+import { DEV_AUDIENCE, DEV_ISSUER, type SecurityConfig } from "../../kit/security.js";
+import { channelCredentials, readTls } from "../../kit/tls.js";
 import { ensureDevCredentials, identityFiles, signToken } from "../../scripts/lib/credentials.js";
 
 /** The development credentials folder (.certs/), made if missing. */
@@ -80,4 +88,63 @@ export function adminMetadata(): Metadata {
   const metadata = new GrpcMetadata();
   metadata.set("authorization", `Bearer ${ADMIN_TOKEN}`);
   return metadata;
+}
+
+/** The development CA, which Envoy's listener certificate chains to. */
+export const CA = readFileSync(`${CERTS}/ca.crt`);
+
+/** grpc-js credentials for Envoy's TLS listener: the development CA, no client certificate. */
+export const edgeTransport = () => ({
+  credentials: grpcCredentials.createSsl(CA),
+  options: {},
+});
+
+/** grpc-js credentials of a mesh identity (mutual TLS), checking the server is `expect`. */
+export const meshTransport = (name: string, expect?: string) =>
+  channelCredentials(readTls(identity(name)), expect);
+
+/**
+ * fetch() for Envoy's TLS listener, which Node's fetch cannot be told to trust: an HTTPS request
+ * (HTTP/1.1) with the development CA, answered as a standard Response.
+ */
+export function edgeFetch(
+  url: string,
+  init: { method?: string; headers?: Record<string, string>; body?: string | Uint8Array } = {},
+): Promise<Response> {
+  return new Promise((resolve, reject) => {
+    const request = httpsRequest(
+      url,
+      { method: init.method ?? "GET", headers: init.headers, ca: CA, timeout: 15_000 },
+      (response) => {
+        const chunks: Buffer[] = [];
+        response.on("data", (chunk: Buffer) => chunks.push(chunk));
+        response.on("error", reject);
+        response.on("end", () => {
+          const headers = new Headers();
+          for (const [name, value] of Object.entries(response.headers)) {
+            for (const one of ([] as string[]).concat(value ?? [])) headers.append(name, one);
+          }
+          const status = response.statusCode ?? 0;
+          const empty = status === 204 || status === 304;
+          resolve(new Response(empty ? null : Buffer.concat(chunks), { status, headers }));
+        });
+      },
+    );
+    request.on("timeout", () => request.destroy(new Error(`${url}: no answer within 15 s`)));
+    request.on("error", reject);
+    request.end(init.body);
+  });
+}
+
+/** The security settings of a mesh replica of `service`: its identity, the development JWKS. */
+export function meshSecurity(service: string): SecurityConfig {
+  return {
+    profile: "development",
+    tls: readTls(identity(service)),
+    jwt: {
+      jwks: JSON.parse(readFileSync(`${CERTS}/jwks.json`, "utf8")),
+      issuer: DEV_ISSUER,
+      audience: DEV_AUDIENCE,
+    },
+  };
 }
