@@ -377,24 +377,29 @@ export const EDGE_DOMAIN = "shopmesh.edge";
 export const EDGE_REFUSALS = [
   {
     details: "jwt_authn_access_denied{Jwt_is_missing}",
+    status: 401,
     code: 16,
     reason: "TOKEN_MISSING",
     message: "this call needs a bearer token",
   },
   {
     details: "jwt_authn_access_denied{Jwt_is_expired}",
+    status: 401,
     code: 16,
     reason: "TOKEN_EXPIRED",
     message: "the token has expired",
   },
   {
+    // A wrong audience is a 403 to jwt_authn; to the services it is an invalid token, as here.
     details: "jwt_authn_access_denied",
+    status: 401,
     code: 16,
     reason: "TOKEN_INVALID",
     message: "the token is not valid here",
   },
   {
     details: "rbac_access_denied",
+    status: 403,
     code: 7,
     reason: "ADMIN_REQUIRED",
     message: "this call needs role admin",
@@ -436,6 +441,7 @@ function localReplies() {
       return [
         {
           filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
+          status_code: refusal.status,
           body_format_override: {
             text_format_source: { inline_string: JSON.stringify(status) },
             content_type: "application/json",
@@ -443,6 +449,7 @@ function localReplies() {
         },
         {
           filter: when(refused),
+          status_code: refusal.status,
           headers_to_add: [
             {
               header: {

@@ -185,6 +185,8 @@ export interface ProcessFleetOptions {
   replicas?: Partial<Record<ServiceName, number>>;
   /** SHOP_* settings for every process. */
   env?: Record<string, string>;
+  /** Mutual TLS with the credentials in this folder (`npm run certs` names). */
+  tls?: string;
 }
 
 /**
@@ -198,7 +200,7 @@ export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Prom
   const ports = Object.fromEntries(
     registry.names.map((name, i) => [name, free.splice(0, counts[i])]),
   ) as Record<ServiceName, number[]>;
-  const plan = fleetPlan({ dataDir, ports });
+  const plan = fleetPlan({ dataDir, ports, ...(options.tls && { tls: options.tls }) });
   const specOf = (service: ServiceName, i: number) => {
     const spec = plan.replicas.filter((replica) => replica.service === service)[i];
     if (!spec) throw new Error(`no ${service} replica ${i}`);
