@@ -4,6 +4,11 @@
 // `--force` makes a new set. Nothing is downloaded: openssl and node:crypto (through jose).
 //
 //   npm run certs [-- --force] [-- --out DIR]
+//   npm run certs -- --production --out deploy/secrets
+//
+// --production makes a set of the mesh's own for a deployment (compose reads deploy/secrets/): a
+// CA and a JWT key the production profile accepts, and a random page-token secret. Keep it out of
+// git, and its CA key (ca.key) and jwt.key away from the services.
 import { existsSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
@@ -11,7 +16,11 @@ import { DEV_CERTS_DIR } from "../kit/security.js";
 import { IDENTITIES, makeCredentials, replaceDir } from "./lib/credentials.js";
 
 const { values } = parseArgs({
-  options: { force: { type: "boolean", default: false }, out: { type: "string" } },
+  options: {
+    force: { type: "boolean", default: false },
+    out: { type: "string" },
+    production: { type: "boolean", default: false },
+  },
 });
 const force = values.force;
 const out = path.resolve(values.out ?? DEV_CERTS_DIR);
@@ -22,7 +31,16 @@ if (existsSync(path.join(out, "jwks.json")) && !force) {
   );
 } else {
   const temp = mkdtempSync(path.join(path.dirname(out), ".certs-"));
-  await makeCredentials(temp);
+  await makeCredentials(
+    temp,
+    values.production
+      ? {
+          caName: "shopmesh mesh CA",
+          keyIdPrefix: "shopmesh-",
+          pageTokenSecret: true,
+        }
+      : {},
+  );
   replaceDir(temp, out);
   console.log(
     `certs: wrote a development CA, certificates for ${IDENTITIES.join(", ")}, and a JWT key with its JWKS to ${path.relative(process.cwd(), out) || out}`,

@@ -10,8 +10,7 @@ import { serviceVariable } from "../kit/registry.js";
 import { DEV_AUDIENCE, DEV_CERTS_DIR, DEV_ISSUER, tlsFilesFromEnv } from "../kit/security.js";
 import { channelCredentials, readTls } from "../kit/tls.js";
 import { registry } from "../services/registry.js";
-import { LAUNCH_ADMIN } from "./lib/banner.js";
-import { signToken } from "./lib/credentials.js";
+import { LAUNCH_ADMIN, signToken } from "./lib/credentials.js";
 import { seedDemo } from "./lib/seed.js";
 
 const address = (name: string) =>

@@ -3,7 +3,7 @@ import { existsSync } from "node:fs";
 import path from "node:path";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
-import { identityFiles, signToken } from "./credentials.js";
+import { identityFiles, LAUNCH_ADMIN, signToken } from "./credentials.js";
 import { repoRoot } from "./launcher.js";
 import type { FleetPlan } from "./plan.js";
 import type { SeedAccess } from "./seed.js";
@@ -30,8 +30,7 @@ export function shortPath(file: string): string {
   return relative && !relative.startsWith("..") ? relative : file;
 }
 
-/** The subject of the launchers' admin token: a caller with role admin, not a user record. */
-export const LAUNCH_ADMIN = "admin";
+export { LAUNCH_ADMIN };
 
 /** How long the tokens a banner prints stay valid. */
 const BANNER_TOKEN_TTL = 12 * 3600;

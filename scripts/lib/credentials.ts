@@ -24,6 +24,9 @@ import {
 import { IDENTITY_PREFIX, type TlsFiles } from "../../kit/tls.js";
 import { registry } from "../../services/registry.js";
 
+/** The subject of the launchers' admin token: a caller with role admin, not a user record. */
+export const LAUNCH_ADMIN = "admin";
+
 /** Every service, the edge (Envoy) and `cli`, the identity of operators' tools. */
 export const IDENTITIES = [...registry.names, "edge", "cli"];
 
@@ -35,6 +38,8 @@ export interface CredentialOptions {
   identities?: readonly string[];
   /** Days the certificates are valid. */
   days?: number;
+  /** Write page-token.secret too: 32 random bytes, hex. */
+  pageTokenSecret?: boolean;
 }
 
 function openssl(args: readonly string[], cwd: string): void {
@@ -101,6 +106,11 @@ export async function makeCredentials(dir: string, options: CredentialOptions = 
   writeFileSync(path.join(dir, "jwt.key"), await exportPKCS8(privateKey), { mode: 0o600 });
   const jwk = { ...(await exportJWK(publicKey)), kid, alg: "ES256", use: "sig" };
   writeFileSync(path.join(dir, "jwks.json"), `${JSON.stringify({ keys: [jwk] }, null, 2)}\n`);
+  if (options.pageTokenSecret) {
+    writeFileSync(path.join(dir, "page-token.secret"), randomBytes(32).toString("hex"), {
+      mode: 0o600,
+    });
+  }
 }
 
 /**

@@ -20,8 +20,8 @@ import {
   envoyConfig,
   frontDoorTopology,
 } from "../../deploy/envoy/config.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { descriptorPath } from "../../kit/descriptor.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";
 
 /** The Envoy binary; fails with the fix when `npm run tools envoy` has not installed it. */
