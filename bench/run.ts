@@ -1,13 +1,16 @@
 // npm run bench: start the mesh and a bare echo server, load each target with ghz at fixed
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
-import { LAUNCH_ADMIN } from "../scripts/lib/banner.js";
-import { signToken } from "../scripts/lib/credentials.js";
+
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { DEV_CERTS_DIR } from "../kit/security.js";
+import { launchAccess } from "../scripts/lib/banner.js";
+import { signToken } from "../scripts/lib/credentials.js";
 import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
+import type { FleetPlan } from "../scripts/lib/plan.js";
 import { fleetPlan } from "../scripts/lib/plan.js";
 import { seedBench } from "../scripts/lib/seed.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
@@ -30,7 +33,13 @@ import {
   type RunResult,
   ratios,
 } from "./lib/results.js";
-import { type ProcessName, type Target, type TargetContext, targetById } from "./lib/targets.js";
+import {
+  type Fleet,
+  type ProcessName,
+  type Target,
+  type TargetContext,
+  targetById,
+} from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
 
@@ -64,7 +73,11 @@ async function launch(
   needs: Set<ProcessName>,
   dir: string,
   options: BenchOptions,
-): Promise<{ addresses: Partial<Record<ProcessName, string>>; pids: Map<ProcessName, number> }> {
+): Promise<{
+  addresses: Partial<Record<ProcessName, string>>;
+  pids: Map<ProcessName, number>;
+  plans: Partial<Record<Fleet, FleetPlan>>;
+}> {
   const addresses: Partial<Record<ProcessName, string>> = {};
   const pids = new Map<ProcessName, number>();
   const logDir = path.join(dir, "logs");
@@ -82,37 +95,43 @@ async function launch(
       addresses[name] = await supervisor.startReporting(proc);
       pids.set(name, proc.child.pid as number);
     });
-  const services = registry.names.some((name) => needs.has(name))
-    ? (async () => {
-        const envoy = needs.has("envoy");
-        const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
-        const plan = fleetPlan({
-          dataDir: path.join(dir, "data"),
-          ports: Object.fromEntries(
-            registry.names.map((name, i) => [name, [ports[i] as number]]),
-          ) as Record<ServiceName, number[]>,
-          ...(envoy && {
-            envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
-          }),
-        });
-        const launched = await supervisor.launch(plan, {
-          portHint: "a port the bench picked was taken meanwhile; run it again",
-          quiet: true,
-          env: profilerEnv(options),
-          envoyConcurrency: options.envoyConcurrency,
-        });
-        for (const replica of launched.replicas) {
-          addresses[replica.spec.service] = replica.address;
-          pids.set(replica.spec.service, replica.child.pid as number);
-        }
-        if (launched.envoy && plan.envoy) {
-          addresses.envoy = `127.0.0.1:${plan.envoy.port}`;
-          pids.set("envoy", launched.envoy.child.pid as number);
-        }
-      })()
-    : undefined;
-  await Promise.all([...echoes, services]);
-  return { addresses, pids };
+  // The plaintext development profile, and the production shape (`tls-` names): mutual TLS with
+  // the development credentials, TLS at the edge.
+  const fleets = (["plaintext", "tls"] as const).map(async (fleet) => {
+    const name = (service: ServiceName | "envoy") =>
+      (fleet === "tls" ? `tls-${service}` : service) as ProcessName;
+    if (!registry.names.some((service) => needs.has(name(service)))) return;
+    const envoy = needs.has(name("envoy"));
+    const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
+    const plan = fleetPlan({
+      dataDir: path.join(dir, fleet),
+      ports: Object.fromEntries(
+        registry.names.map((service, i) => [service, [ports[i] as number]]),
+      ) as Record<ServiceName, number[]>,
+      ...(envoy && {
+        envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
+      }),
+      ...(fleet === "tls" && { tls: DEV_CERTS_DIR }),
+    });
+    const launched = await supervisor.launch(plan, {
+      portHint: "a port the bench picked was taken meanwhile; run it again",
+      quiet: true,
+      env: profilerEnv(options),
+      envoyConcurrency: options.envoyConcurrency,
+    });
+    for (const replica of launched.replicas) {
+      addresses[name(replica.spec.service)] = replica.address;
+      pids.set(name(replica.spec.service), replica.child.pid as number);
+    }
+    if (launched.envoy && plan.envoy) {
+      addresses[name("envoy")] = `127.0.0.1:${plan.envoy.port}`;
+      pids.set(name("envoy"), launched.envoy.child.pid as number);
+    }
+    plans[fleet] = plan;
+  });
+  const plans: Partial<Record<Fleet, FleetPlan>> = {};
+  await Promise.all([...echoes, ...fleets]);
+  return { addresses, pids, plans };
 }
 
 function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
@@ -200,7 +219,7 @@ async function main(): Promise<number> {
   const loadBefore = os.loadavg()[0] ?? 0;
   const targets = options.targets.map(targetById);
   const needs = new Set(targets.flatMap((target) => target.path));
-  for (const name of ["ghz", ...(needs.has("envoy") ? ["envoy"] : [])]) {
+  for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
       return 1;
@@ -221,18 +240,25 @@ async function main(): Promise<number> {
 
   try {
     log(`starting ${[...needs].join(", ")} (data in ${dir})`);
-    const { addresses, pids } = await launch(supervisor, needs, dir, options);
-    if (addresses.envoy) {
-      log(`envoy on ${addresses.envoy} (--concurrency ${options.envoyConcurrency})`);
+    const { addresses, pids, plans } = await launch(supervisor, needs, dir, options);
+    for (const envoy of ["envoy", "tls-envoy"] as const) {
+      if (addresses[envoy]) {
+        log(`${envoy} on ${addresses[envoy]} (--concurrency ${options.envoyConcurrency})`);
+      }
     }
-    const { userId, productId } =
-      addresses.user && addresses.product
-        ? await seedBench(
-            { user: addresses.user, product: addresses.product },
-            { token: await signToken({ user: LAUNCH_ADMIN, roles: ["admin"] }) },
-          )
-        : { userId: "", productId: "" };
-    const context: TargetContext = { addresses, userId, productId };
+    // Each fleet gets its own shopper and catalogue, seeded by an admin as npm start does.
+    const fleets: TargetContext["fleets"] = {};
+    for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
+      const seeded = await seedBench(
+        { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
+        await launchAccess(plan),
+      );
+      fleets[fleet] = {
+        ...seeded,
+        token: await signToken({ user: seeded.userId, ttlSeconds: 86_400 }),
+      };
+    }
+    const context: TargetContext = { addresses, fleets, certs: DEV_CERTS_DIR };
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
@@ -276,9 +302,10 @@ async function main(): Promise<number> {
         kernel: os.release(),
         node: process.version,
         ghz: version(tool("ghz"), ["--version"], /(v?[\d.]+)/),
-        envoy: needs.has("envoy")
-          ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
-          : "not run",
+        envoy:
+          needs.has("envoy") || needs.has("tls-envoy")
+            ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
+            : "not run",
         loadAverage: { before: loadBefore, after: os.loadavg()[0] ?? 0 },
       },
       settings: {

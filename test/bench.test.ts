@@ -1,4 +1,5 @@
-// The benchmark harness itself works end to end: a one-second run of three targets writes a report.
+// The benchmark harness itself works end to end: a one-second run of five targets writes a report,
+// both fleets (plaintext and TLS) included.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -6,6 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import type { BenchResults } from "../bench/lib/results.js";
+import type { ProcessName } from "../bench/lib/targets.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { exec } from "./helpers/exec.js";
 
@@ -19,7 +21,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     process.execPath,
     [
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
-      ...["--targets", "echo,kit-echo,get-direct"],
+      ...["--targets", "echo,kit-echo,get-direct,get-direct-tls,create-direct"],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
       ...["--out", out],
     ],
@@ -41,24 +43,34 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
       ["echo", 4],
       ["kit-echo", 4],
       ["get-direct", 4],
+      ["create-direct", 4],
+      ["get-direct-tls", 4],
     ],
   );
   for (const r of results.runs) {
     t.true(r.rps > 0, `${r.target} rps`);
     t.is(r.errors, 0, `${r.target} errors: ${JSON.stringify(r.errorSamples)}`);
     t.true(r.latencyMs.p50 > 0 && r.latencyMs.p50 <= r.latencyMs.p99, `${r.target} latency`);
-    const entry = r.target === "get-direct" ? "product" : (r.target as "echo" | "kit-echo");
+    const entries: Record<string, ProcessName> = {
+      "get-direct": "product",
+      "get-direct-tls": "tls-product",
+      "create-direct": "order",
+    };
+    const entry = entries[r.target] ?? (r.target as ProcessName);
     t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
   }
   t.true(Number.isInteger(results.machine.cores) && results.machine.cores > 0);
   t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
   t.true(results.ratios.some((ratio) => ratio.name === "kit echo ÷ echo"));
+  // The price of TLS and token checks, against the plaintext development profile, in one run.
+  t.true(results.ratios.some((ratio) => ratio.name === "mTLS+JWT ÷ plaintext (GetProduct direct)"));
 
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
   t.regex(markdown, /kit echo ÷ echo/);
+  t.regex(markdown, /mTLS\+JWT ÷ plaintext \(GetProduct direct\)/);
   const svg = await readFile(path.join(out, `${base}.svg`), "utf8");
   t.regex(svg, /^<svg [^>]*xmlns="http:\/\/www.w3.org\/2000\/svg"/);
   t.regex(svg, /GetProduct direct/);

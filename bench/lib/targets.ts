@@ -8,15 +8,37 @@ export const SHOP_PROTOSET = fileURLToPath(
   new URL("../../gen/descriptor/shop.binpb", import.meta.url),
 );
 
-/** The processes a run can measure. */
-export type ProcessName = "echo" | "kit-echo" | ServiceName | "envoy";
+/**
+ * The processes a run can measure: the echo servers, and two fleets of the services with Envoy:
+ * the development profile (plaintext) and, prefixed `tls-`, the production shape (TLS at the
+ * edge, mutual TLS inside), so that one run states the cost of TLS and token checks.
+ */
+export type ProcessName =
+  | "echo"
+  | "kit-echo"
+  | ServiceName
+  | "envoy"
+  | `tls-${ServiceName}`
+  | "tls-envoy";
+
+/** The two fleets a run may start. */
+export type Fleet = "plaintext" | "tls";
+
+/** The data seeded into one fleet, and the token of its shopper. */
+export interface FleetData {
+  userId: string;
+  /** A product with stock for every order the run can place. */
+  productId: string;
+  /** A bearer token for userId. */
+  token: string;
+}
 
 /** Ids and addresses a target's request and address come from. */
 export interface TargetContext {
   addresses: Partial<Record<ProcessName, string>>;
-  userId: string;
-  /** A product with stock for every order the run can place. */
-  productId: string;
+  fleets: Partial<Record<Fleet, FleetData>>;
+  /** The development credentials (CA, the cli identity). */
+  certs: string;
 }
 
 export interface Target {
@@ -32,21 +54,61 @@ export interface Target {
   call(ctx: TargetContext): CallSpec;
 }
 
+const fleetData = (ctx: TargetContext, fleet: Fleet): FleetData => {
+  const data = ctx.fleets[fleet];
+  if (!data) throw new Error(`the ${fleet} fleet was not seeded`);
+  return data;
+};
+
+/** Signed in as the fleet's shopper. */
+const signedIn = (ctx: TargetContext, fleet: Fleet) => ({
+  authorization: `Bearer ${fleetData(ctx, fleet).token}`,
+});
+
+/** TLS to Envoy's listener: the development CA. */
+const edgeTls = (ctx: TargetContext) => ({ ca: `${ctx.certs}/ca.crt` });
+
+/** Mutual TLS to a service's own port, as the cli identity, checking the service's name. */
+const meshTls = (ctx: TargetContext, service: ServiceName) => ({
+  ca: `${ctx.certs}/ca.crt`,
+  cert: `${ctx.certs}/cli.crt`,
+  key: `${ctx.certs}/cli.key`,
+  serverName: service,
+});
+
 const shop = (call: string, data: Record<string, unknown>): CallSpec => ({
   call,
   schema: { protoset: SHOP_PROTOSET },
   data,
 });
 
-const getProduct = (ctx: TargetContext) =>
-  shop("shop.product.v1.ProductService/GetProduct", { product_id: ctx.productId });
+// GetProduct is open: the plaintext targets send no token, the TLS ones the shopper's, so their
+// difference is all of TLS and a token check at each hop.
+const getProduct = (fleet: Fleet) => (ctx: TargetContext) =>
+  shop("shop.product.v1.ProductService/GetProduct", {
+    product_id: fleetData(ctx, fleet).productId,
+  });
 
-// A fresh request_id per call (ghz's {{newUUID}} template), so every call places a new order.
-const createOrder = (ctx: TargetContext) =>
-  shop("shop.order.v1.OrderService/CreateOrder", {
-    user_id: ctx.userId,
-    lines: [{ product_id: ctx.productId, quantity: 1 }],
+// A fresh request_id per call (ghz's {{newUUID}} template), so every call places a new order. It
+// always needs the shopper's token: the plaintext and TLS targets differ by TLS alone.
+const createOrder = (fleet: Fleet) => (ctx: TargetContext) => ({
+  ...shop("shop.order.v1.OrderService/CreateOrder", {
+    user_id: fleetData(ctx, fleet).userId,
+    lines: [{ product_id: fleetData(ctx, fleet).productId, quantity: 1 }],
     request_id: "{{newUUID}}",
+  }),
+  metadata: signedIn(ctx, fleet),
+});
+
+const secured =
+  (
+    call: (ctx: TargetContext) => CallSpec,
+    tls: (ctx: TargetContext) => NonNullable<CallSpec["tls"]>,
+  ) =>
+  (ctx: TargetContext): CallSpec => ({
+    ...call(ctx),
+    metadata: signedIn(ctx, "tls"),
+    tls: tls(ctx),
   });
 
 const echo = (): CallSpec => ({
@@ -80,7 +142,7 @@ export const TARGETS: readonly Target[] = [
     description: "ProductService.GetProduct on the product service's own port",
     entry: "product",
     path: ["product"],
-    call: getProduct,
+    call: getProduct("plaintext"),
   },
   {
     id: "get-envoy",
@@ -88,7 +150,7 @@ export const TARGETS: readonly Target[] = [
     description: "the same GetProduct through Envoy's listener",
     entry: "envoy",
     path: ["envoy", "product"],
-    call: getProduct,
+    call: getProduct("plaintext"),
   },
   {
     id: "list-products",
@@ -106,7 +168,7 @@ export const TARGETS: readonly Target[] = [
       "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
     entry: "order",
     path: ["order", "user", "product"],
-    call: createOrder,
+    call: createOrder("plaintext"),
   },
   {
     id: "create-envoy",
@@ -114,7 +176,42 @@ export const TARGETS: readonly Target[] = [
     description: "the same CreateOrder through Envoy (the saga's own calls stay direct)",
     entry: "envoy",
     path: ["envoy", "order", "user", "product"],
-    call: createOrder,
+    call: createOrder("plaintext"),
+  },
+  {
+    id: "get-direct-tls",
+    label: "GetProduct direct, mTLS+JWT",
+    description:
+      "GetProduct on the product port of the production-shape fleet: mutual TLS, a token checked",
+    entry: "tls-product",
+    path: ["tls-product"],
+    call: secured(getProduct("tls"), (ctx) => meshTls(ctx, "product")),
+  },
+  {
+    id: "get-envoy-tls",
+    label: "GetProduct via Envoy, TLS+JWT",
+    description:
+      "the same through Envoy: TLS at the edge, the token checked by Envoy and the service, mutual TLS to it",
+    entry: "tls-envoy",
+    path: ["tls-envoy", "tls-product"],
+    call: secured(getProduct("tls"), edgeTls),
+  },
+  {
+    id: "create-direct-tls",
+    label: "CreateOrder direct, mTLS",
+    description:
+      "CreateOrder on the production-shape fleet: mutual TLS on every hop, the token checked by order and user",
+    entry: "tls-order",
+    path: ["tls-order", "tls-user", "tls-product"],
+    call: secured(createOrder("tls"), (ctx) => meshTls(ctx, "order")),
+  },
+  {
+    id: "create-envoy-tls",
+    label: "CreateOrder via Envoy, TLS",
+    description: "the same CreateOrder through Envoy's TLS listener",
+    entry: "tls-envoy",
+    path: ["tls-envoy", "tls-order", "tls-user", "tls-product"],
+    call: secured(createOrder("tls"), edgeTls),
   },
 ];
 
