@@ -13,7 +13,7 @@ import {
 import { Code } from "../../kit/errors.js";
 import { repoRoot } from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
-import { ADMIN_TOKEN, authHeader, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
+import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
 import { exec, grpcurl } from "../helpers/exec.js";
 import { orderLine } from "../helpers/fleet.js";
 import { callback, newProduct, newUser, tag, useMesh, withId } from "../helpers/front-door.js";
