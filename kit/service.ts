@@ -33,6 +33,11 @@ export interface ServiceImplementation<S extends ServiceDefinition = ServiceDefi
 /** Who may call each rpc of a proto service (kit/auth.ts: open, signedIn, adminOnly, internal). */
 export type Access<S extends ServiceDefinition> = { readonly [K in keyof S]: AccessRule };
 
+/** The same access rule for every rpc of a proto service, e.g. `everyRpc(XServiceService, signedIn)`. */
+export function everyRpc<S extends ServiceDefinition>(definition: S, rule: AccessRule): Access<S> {
+  return Object.fromEntries(Object.keys(definition).map((name) => [name, rule])) as Access<S>;
+}
+
 /** Generated definitions by a name of the module's choosing. */
 export type Definitions = Record<string, ServiceDefinition>;
 

@@ -239,7 +239,7 @@ export const migrations: Migration[] = [create${Names}];
 `,
   "service.ts": `import { ${Name}ServiceService } from "${gen}";
 import { signedIn } from "../../kit/auth.js";
-import { defineService } from "../../kit/service.js";
+import { defineService, everyRpc } from "../../kit/service.js";
 import { ${name}Handlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ${Name}Store } from "./store.js";
@@ -249,28 +249,22 @@ export const ${name}Service = defineService({
   serves: { ${Name}Service: ${Name}ServiceService },
   dependencies: {},
   migrations,
-  // Who may call each rpc (kit/auth.ts: open, signedIn, adminOnly, internal).
-  access: {
-    ${Name}Service: { create${Name}: signedIn, get${Name}: signedIn, list${Names}: signedIn },
-  },
+  access: { ${Name}Service: everyRpc(${Name}ServiceService, signedIn) },
   implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
 });
 `,
   "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.
 import test, { type ExecutionContext } from "ava";
 import { ${Name}ServiceService } from "${gen}";
-import { createClient } from "../../kit/client.js";
 import { Code } from "../../kit/errors.js";
-import { testCallers } from "../../test/helpers/credentials.js";
+import { signedInClient } from "../../test/helpers/credentials.js";
 import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
 async function client(t: ExecutionContext) {
   const service = await start(t, ${name}Service);
-  const ${names} = createClient(${Name}ServiceService, service.server.address, {
-    middleware: testCallers(),
-  });
+  const ${names} = signedInClient(${Name}ServiceService, service.server.address);
   t.teardown(() => ${names}.close());
   return ${names};
 }

@@ -156,11 +156,19 @@ export interface TokenOptions {
   jwksFile?: string;
 }
 
+/** Signing keys by file, imported once per process. */
+const signingKeys = new Map<string, ReturnType<typeof importPKCS8>>();
+
 /** A JWT signed with the key in `dir` (its kid from jwks.json). */
 export async function signToken(options: TokenOptions): Promise<string> {
   const dir = options.dir ?? DEV_CERTS_DIR;
   const keyFile = options.keyFile ?? path.join(dir, "jwt.key");
-  const key = await importPKCS8(readFileSync(keyFile, "utf8"), "ES256");
+  let imported = signingKeys.get(keyFile);
+  if (!imported) {
+    imported = importPKCS8(readFileSync(keyFile, "utf8"), "ES256");
+    signingKeys.set(keyFile, imported);
+  }
+  const key = await imported;
   const jwks = options.jwksFile ?? path.join(dir, "jwks.json");
   const { keys } = JSON.parse(readFileSync(jwks, "utf8")) as {
     keys: { kid: string }[];

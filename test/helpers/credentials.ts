@@ -12,9 +12,11 @@ import {
   credentials as grpcCredentials,
   type Metadata,
 } from "@grpc/grpc-js";
+import { createClient } from "../../kit/client.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { ClientMiddleware } from "../../kit/middleware/types.js";
 import { DEV_AUDIENCE, DEV_ISSUER, type SecurityConfig } from "../../kit/security.js";
+import type { ServiceDefinition } from "../../kit/service.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { ensureDevCredentials, identityFiles, signToken } from "../../scripts/lib/credentials.js";
 
@@ -96,7 +98,8 @@ export const CA = readFileSync(`${CERTS}/ca.crt`);
 /** grpc-js credentials for Envoy's TLS listener: the development CA, no client certificate. */
 export const edgeTransport = () => ({
   credentials: grpcCredentials.createSsl(CA),
-  options: {},
+  // The edge certificate names localhost too: checked by name, not by the IP dialled.
+  options: { "grpc.ssl_target_name_override": "localhost" },
 });
 
 /** grpc-js credentials of a mesh identity (mutual TLS), checking the server is `expect`. */
@@ -148,3 +151,7 @@ export function meshSecurity(service: string): SecurityConfig {
     },
   };
 }
+
+/** A client of `definition` at `address` whose calls sign in as testCallers does. */
+export const signedInClient = <S extends ServiceDefinition>(definition: S, address: string) =>
+  createClient(definition, address, { middleware: testCallers() });

@@ -39,6 +39,9 @@ import {
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
 import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 
+/** The one origin browsers may call this Envoy from. */
+const SHOP_ORIGIN = "https://shop.example";
+
 type Door = "direct" | "envoy" | "grpc-web" | "rest";
 const DOORS: readonly Door[] = ["direct", "envoy", "grpc-web", "rest"];
 
@@ -81,6 +84,7 @@ test.before(async () => {
       }),
     ),
     tls: CERTS,
+    corsOrigins: [SHOP_ORIGIN],
   });
   const through = <S extends Parameters<typeof createClient>[0]>(definition: S) =>
     createClient(definition, envoy.address, {
@@ -736,3 +740,29 @@ test.serial(
     t.is(renamed.code, 0);
   },
 );
+
+test.serial("CORS allows the configured origin only, for preflights and calls alike", async (t) => {
+  const preflight = (origin: string) =>
+    edgeFetch(`https://${envoy.address}/orders`, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+      },
+    });
+  const allowed = await preflight(SHOP_ORIGIN);
+  t.is(allowed.status, 200);
+  t.is(allowed.headers.get("access-control-allow-origin"), SHOP_ORIGIN);
+  t.regex(allowed.headers.get("access-control-allow-headers") ?? "", /authorization/);
+  const refused = await preflight("https://evil.example");
+  t.is(refused.headers.get("access-control-allow-origin"), null);
+  t.not(refused.status, 200);
+
+  const read = (origin: string) =>
+    edgeFetch(`https://${envoy.address}/products/${data.product.productId}`, {
+      headers: { origin },
+    });
+  t.is((await read(SHOP_ORIGIN)).headers.get("access-control-allow-origin"), SHOP_ORIGIN);
+  t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
+});

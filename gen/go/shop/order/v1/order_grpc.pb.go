@@ -54,8 +54,8 @@ const (
 // `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
 // malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
 // Users see and cancel only their own orders (PERMISSION_DENIED, reason
-// `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
-// any. A refused call changes nothing.
+// `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+// refused call changes nothing.
 type OrderServiceClient interface {
 	// Places an order. OK always means the order is CONFIRMED: its stock is
 	// committed and it stands until it is cancelled. No other state is ever
@@ -245,8 +245,8 @@ type OrderService_WatchOrderClient = grpc.ServerStreamingClient[WatchOrderRespon
 // `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
 // malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
 // Users see and cancel only their own orders (PERMISSION_DENIED, reason
-// `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
-// any. A refused call changes nothing.
+// `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+// refused call changes nothing.
 type OrderServiceServer interface {
 	// Places an order. OK always means the order is CONFIRMED: its stock is
 	// committed and it stands until it is cancelled. No other state is ever

@@ -50,8 +50,8 @@ class OrderServiceStub:
     `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
     malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
     Users see and cancel only their own orders (PERMISSION_DENIED, reason
-    `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
-    any. A refused call changes nothing.
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     def __init__(self, channel):
@@ -112,8 +112,8 @@ class OrderServiceServicer:
     `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
     malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
     Users see and cancel only their own orders (PERMISSION_DENIED, reason
-    `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
-    any. A refused call changes nothing.
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     def CreateOrder(self, request, context):
@@ -293,8 +293,8 @@ class OrderService:
     `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
     malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
     Users see and cancel only their own orders (PERMISSION_DENIED, reason
-    `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
-    any. A refused call changes nothing.
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     @staticmethod

@@ -1369,8 +1369,8 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
  * `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
  * malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
  * Users see and cancel only their own orders (PERMISSION_DENIED, reason
- * `NOT_OWNER`, whether or not the order exists); an admin sees and cancels
- * any. A refused call changes nothing.
+ * `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+ * refused call changes nothing.
  */
 export type OrderServiceService = typeof OrderServiceService;
 export const OrderServiceService = {
