@@ -278,7 +278,16 @@ test("the caller's deadline reaches the user and product services", async (t) =>
     loggers: { user: logs.user.logger, product: logs.product.logger },
   });
   const user = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 3 });
+  const mug = await addProduct(fleet.products, { stock: 4 });
+  // One order first, so that what a first call does once (importing the token keys, verifying
+  // the caller's token, which is then remembered) is not counted as deadline drift below.
+  await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "warm-up",
+  });
+  logs.user.lines.length = 0;
+  logs.product.lines.length = 0;
   fleet.product.faults.set("ReserveStock", { delayMs: 8_000 });
 
   // The client fixes its deadline when the call starts: somewhere in [earliest, latest].
@@ -331,7 +340,12 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
     }
   })();
   await watching;
-  t.deepEqual(seen, [OrderState.ORDER_STATE_CONFIRMED, OrderState.ORDER_STATE_CANCELLED]);
+  // A poll that lands while the cancel is under way shows CANCELLING too (the test fleet polls
+  // every 100 ms, and a loaded machine can take longer than that to release the stock).
+  t.deepEqual(
+    seen.filter((state) => state !== OrderState.ORDER_STATE_CANCELLING),
+    [OrderState.ORDER_STATE_CONFIRMED, OrderState.ORDER_STATE_CANCELLED],
+  );
   t.is(await stockOf(fleet, mug.productId), 4);
 
   const again = await fleet.orders.cancelOrder({ orderId });
