@@ -97,7 +97,7 @@ async function launch(
     });
   // The plaintext development profile, and the production shape (`tls-` names): mutual TLS with
   // the development credentials, TLS at the edge.
-  const fleets = (["plaintext", "tls"] as const).map(async (fleet) => {
+  const startFleet = async (fleet: Fleet) => {
     const name = (service: ServiceName | "envoy") =>
       (fleet === "tls" ? `tls-${service}` : service) as ProcessName;
     if (!registry.names.some((service) => needs.has(name(service)))) return;
@@ -128,9 +128,14 @@ async function launch(
       pids.set(name("envoy"), launched.envoy.child.pid as number);
     }
     plans[fleet] = plan;
-  });
+  };
   const plans: Partial<Record<Fleet, FleetPlan>> = {};
-  await Promise.all([...echoes, ...fleets]);
+  // One fleet after the other: starting six Node processes at once on a small machine is slow.
+  const fleets = (async () => {
+    await startFleet("plaintext");
+    await startFleet("tls");
+  })();
+  await Promise.all([...echoes, fleets]);
   return { addresses, pids, plans };
 }
 
