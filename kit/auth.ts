@@ -68,6 +68,10 @@ export class TokenVerifier {
 
   constructor(private readonly settings: JwtSettings) {
     this.keys = createLocalJWKSet(settings.jwks);
+    // Import the keys now rather than on the first call, which a restarted replica serves first.
+    for (const { alg, kid } of settings.jwks.keys) {
+      if (alg) Promise.resolve(this.keys({ alg, kid }, undefined as never)).catch(() => {});
+    }
   }
 
   async verify(token: string): Promise<Caller> {
