@@ -307,14 +307,16 @@ test("the caller's deadline reaches the user and product services", async (t) =>
       return line && Date.parse(String(line.deadline));
     });
   // The downstream calls carried the caller's deadline, not the order service's 5 s default.
-  // Each hop re-anchors the remaining time on arrival, so allow it to land a little later.
+  // Each hop re-anchors the remaining time on arrival, so allow it to land a little later: up to
+  // a second on a loaded machine, where these three services and the client share one event
+  // loop. The 5 s default would land 3 s late.
   for (const [lines, method] of [
     [logs.user.lines, "/shop.user.v1.UserService/GetUser"],
     [logs.product.lines, "/shop.product.v1.InventoryService/ReserveStock"],
   ] as const) {
     const deadline = await deadlineOf(lines, method);
     t.true(deadline >= earliest - 50, `${method} deadline ${deadline - earliest} ms early`);
-    t.true(deadline <= latest + 500, `${method} deadline ${deadline - latest} ms late`);
+    t.true(deadline <= latest + 1_000, `${method} deadline ${deadline - latest} ms late`);
   }
   // The abandoned reservation is compensated: nothing stays held.
   await until("the abandoned reservation to be released", async () => {
