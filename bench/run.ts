@@ -1,11 +1,16 @@
 // npm run bench: start the mesh and a bare echo server, load each target with ghz at fixed
 // concurrency levels, and write bench/results/<date>.{md,json,svg}. See bench/README.md.
+
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { DEV_CERTS_DIR } from "../kit/security.js";
+import { launchAccess } from "../scripts/lib/banner.js";
+import { signToken } from "../scripts/lib/credentials.js";
 import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
+import type { FleetPlan } from "../scripts/lib/plan.js";
 import { fleetPlan } from "../scripts/lib/plan.js";
 import { launchPostgres, postgresBinDir } from "../scripts/lib/postgres.js";
 import { seedBench } from "../scripts/lib/seed.js";
@@ -32,6 +37,7 @@ import {
   ratios,
 } from "./lib/results.js";
 import {
+  type Fleet,
   type ProcessName,
   type Storage,
   type Target,
@@ -73,7 +79,7 @@ async function launchOn(
   options: BenchOptions,
   addresses: Partial<Record<ProcessName, string>>,
   pids: Map<ProcessName, number>,
-): Promise<void> {
+): Promise<FleetPlan> {
   const own = new Supervisor();
   supervisor.afterStop(() => own.stop());
   const dataDir = path.join(dir, `data-${storage}`);
@@ -109,13 +115,14 @@ async function launchOn(
     addresses[name] = replica.address;
     pids.set(name, replica.child.pid as number);
   }
+  return plan;
 }
 
 /**
  * Starts what the targets need, through the same supervisor as `npm start` and `npm run mesh`:
- * the echo servers, one replica of every registered service with Envoy in front when a target
- * calls them, and a fleet per other storage a target names. Returns the address and pid of each
- * process.
+ * the echo servers, one replica of every registered service with Envoy in front for each profile
+ * a target calls, and a fleet per other storage a target names. Returns the address and pid of
+ * each process, and the plan of each fleet.
  */
 async function launch(
   supervisor: Supervisor,
@@ -123,7 +130,11 @@ async function launch(
   storages: Set<Storage>,
   dir: string,
   options: BenchOptions,
-): Promise<{ addresses: Partial<Record<ProcessName, string>>; pids: Map<ProcessName, number> }> {
+): Promise<{
+  addresses: Partial<Record<ProcessName, string>>;
+  pids: Map<ProcessName, number>;
+  plans: Partial<Record<Fleet, FleetPlan>>;
+}> {
   const addresses: Partial<Record<ProcessName, string>> = {};
   const pids = new Map<ProcessName, number>();
   const logDir = path.join(dir, "logs");
@@ -141,40 +152,51 @@ async function launch(
       addresses[name] = await supervisor.startReporting(proc);
       pids.set(name, proc.child.pid as number);
     });
-  const services = registry.names.some((name) => needs.has(name))
-    ? (async () => {
-        const envoy = needs.has("envoy");
-        const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
-        const plan = fleetPlan({
-          dataDir: path.join(dir, "data"),
-          ports: Object.fromEntries(
-            registry.names.map((name, i) => [name, [ports[i] as number]]),
-          ) as Record<ServiceName, number[]>,
-          ...(envoy && {
-            envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
-          }),
-        });
-        const launched = await supervisor.launch(plan, {
-          portHint: "a port the bench picked was taken meanwhile; run it again",
-          quiet: true,
-          env: profilerEnv(options),
-          envoyConcurrency: options.envoyConcurrency,
-        });
-        for (const replica of launched.replicas) {
-          addresses[replica.spec.service] = replica.address;
-          pids.set(replica.spec.service, replica.child.pid as number);
-        }
-        if (launched.envoy && plan.envoy) {
-          addresses.envoy = `127.0.0.1:${plan.envoy.port}`;
-          pids.set("envoy", launched.envoy.child.pid as number);
-        }
-      })()
-    : undefined;
-  const others = [...storages].map((storage) =>
-    launchOn(storage, supervisor, dir, options, addresses, pids),
-  );
-  await Promise.all([...echoes, services, ...others]);
-  return { addresses, pids };
+  // The plaintext development profile, and the production shape (`tls-` names): mutual TLS with
+  // the development credentials, TLS at the edge.
+  const startFleet = async (fleet: "plaintext" | "tls") => {
+    const name = (service: ServiceName | "envoy") =>
+      (fleet === "tls" ? `tls-${service}` : service) as ProcessName;
+    if (!registry.names.some((service) => needs.has(name(service)))) return;
+    const envoy = needs.has(name("envoy"));
+    const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
+    const plan = fleetPlan({
+      dataDir: path.join(dir, fleet),
+      ports: Object.fromEntries(
+        registry.names.map((service, i) => [service, [ports[i] as number]]),
+      ) as Record<ServiceName, number[]>,
+      ...(envoy && {
+        envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
+      }),
+      ...(fleet === "tls" && { tls: DEV_CERTS_DIR }),
+    });
+    const launched = await supervisor.launch(plan, {
+      portHint: "a port the bench picked was taken meanwhile; run it again",
+      quiet: true,
+      env: profilerEnv(options),
+      envoyConcurrency: options.envoyConcurrency,
+    });
+    for (const replica of launched.replicas) {
+      addresses[name(replica.spec.service)] = replica.address;
+      pids.set(name(replica.spec.service), replica.child.pid as number);
+    }
+    if (launched.envoy && plan.envoy) {
+      addresses[name("envoy")] = `127.0.0.1:${plan.envoy.port}`;
+      pids.set(name("envoy"), launched.envoy.child.pid as number);
+    }
+    plans[fleet] = plan;
+  };
+  const plans: Partial<Record<Fleet, FleetPlan>> = {};
+  // One fleet after the other: starting six Node processes at once on a small machine is slow.
+  const fleets = (async () => {
+    await startFleet("plaintext");
+    await startFleet("tls");
+    for (const storage of storages) {
+      plans[storage] = await launchOn(storage, supervisor, dir, options, addresses, pids);
+    }
+  })();
+  await Promise.all([...echoes, fleets]);
+  return { addresses, pids, plans };
 }
 
 function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
@@ -269,7 +291,7 @@ async function main(): Promise<number> {
   const targets = options.targets.map(targetById);
   const storages = new Set(targets.flatMap((target) => target.storage ?? []));
   const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
-  for (const name of ["ghz", ...(needs.has("envoy") ? ["envoy"] : [])]) {
+  for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
       return 1;
@@ -294,27 +316,28 @@ async function main(): Promise<number> {
   try {
     const others = [...storages].map((storage) => `every service on ${storage}`);
     log(`starting ${[...needs, ...others].join(", ")} (data in ${dir})`);
-    const { addresses, pids } = await launch(supervisor, needs, storages, dir, options);
-    if (addresses.envoy) {
-      log(`envoy on ${addresses.envoy} (--concurrency ${options.envoyConcurrency})`);
+    const { addresses, pids, plans } = await launch(supervisor, needs, storages, dir, options);
+    for (const envoy of ["envoy", "tls-envoy"] as const) {
+      if (addresses[envoy]) {
+        log(`${envoy} on ${addresses[envoy]} (--concurrency ${options.envoyConcurrency})`);
+      }
     }
-    // Every fleet gets the same catalogue; a target's calls name the ids of its own fleet's.
-    const seeds = new Map<Storage | undefined, { userId: string; productId: string }>();
-    for (const storage of [undefined, ...storages]) {
-      const at = (service: ServiceName) =>
-        addresses[(storage ? `${service}@${storage}` : service) as ProcessName];
-      const user = at("user");
-      const product = at("product");
-      if (user && product) seeds.set(storage, await seedBench({ user, product }));
+    // Each fleet gets its own shopper and catalogue, seeded by an admin as npm start does.
+    const fleets: TargetContext["fleets"] = {};
+    for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
+      const seeded = await seedBench(
+        { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
+        await launchAccess(plan),
+      );
+      fleets[fleet] = {
+        ...seeded,
+        token: await signToken({ user: seeded.userId, ttlSeconds: 86_400 }),
+      };
     }
-    const contextOf = (target: Target): TargetContext => ({
-      addresses,
-      ...(seeds.get(target.storage) ?? { userId: "", productId: "" }),
-    });
+    const context: TargetContext = { addresses, fleets, certs: DEV_CERTS_DIR };
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
-      const context = contextOf(target);
       if (options.warmupS > 0) {
         await runLoad(target.call(context), {
           ghz: tool("ghz"),
@@ -355,9 +378,10 @@ async function main(): Promise<number> {
         kernel: os.release(),
         node: process.version,
         ghz: version(tool("ghz"), ["--version"], /(v?[\d.]+)/),
-        envoy: needs.has("envoy")
-          ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
-          : "not run",
+        envoy:
+          needs.has("envoy") || needs.has("tls-envoy")
+            ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
+            : "not run",
         postgres: storages.has("postgres")
           ? version(path.join(postgresBinDir(), "postgres"), ["--version"], /(\d+\.\d+)/)
           : "not run",

@@ -15,6 +15,7 @@ import {
 } from "./middleware/index.js";
 import { clipReflectionError, reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
+import { EDGE_IDENTITY, peerIdentity, serverCredentials, type TlsMaterial } from "./tls.js";
 
 export interface ServeOptions {
   host: string;
@@ -25,6 +26,13 @@ export interface ServeOptions {
   shutdownGraceMs?: number;
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
+  /** Mutual TLS with this identity; plaintext without. */
+  tls?: TlsMaterial;
+  /**
+   * Proto services internal to the mesh: reflection lists them only to callers with a mesh
+   * identity other than the edge's.
+   */
+  internalServices?: readonly string[];
 }
 
 export interface RunningServer {
@@ -64,7 +72,7 @@ export async function serve(
   );
   // Health and reflection refuse undecodable requests as our services do.
   health.addToServer(guardedServer(server));
-  reflectionService().addToServer(guardedServer(server, clipReflectionError));
+  addReflection(guardedServer(server, clipReflectionError), options.internalServices ?? []);
 
   const middleware = options.middleware ?? defaultServerMiddleware(options.logger);
   for (const service of services) {
@@ -99,7 +107,7 @@ export async function serve(
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${options.host}:${options.port}`,
-      grpc.ServerCredentials.createInsecure(),
+      serverCredentials(options.tls),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     ),
   );
@@ -121,6 +129,42 @@ export async function serve(
       return stopping;
     },
   };
+}
+
+type AnyHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) => unknown;
+
+/**
+ * Reflection of everything to callers with a mesh identity (the services, operators' `cli`), and
+ * of the public API only to the edge and to plaintext callers: the internal services stay out of
+ * what the front door shows.
+ */
+function addReflection(server: Pick<grpc.Server, "addService">, internal: readonly string[]) {
+  if (internal.length === 0) {
+    reflectionService().addToServer(server);
+    return;
+  }
+  const capture = (into: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][]) => ({
+    addService: (definition: grpc.ServiceDefinition, implementation: object) => {
+      into.push([definition, implementation as grpc.UntypedServiceImplementation]);
+    },
+  });
+  const full: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][] = [];
+  const outside: typeof full = [];
+  reflectionService().addToServer(capture(full) as unknown as grpc.Server);
+  reflectionService(internal).addToServer(capture(outside) as unknown as grpc.Server);
+  const inMesh = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+    const identity = peerIdentity(call.getAuthContext());
+    return identity !== undefined && identity !== EDGE_IDENTITY;
+  };
+  full.forEach(([definition, implementation], i) => {
+    const publicOnly = (outside[i] as (typeof outside)[number])[1];
+    const dispatch: grpc.UntypedServiceImplementation = {};
+    for (const [name, handler] of Object.entries(implementation)) {
+      dispatch[name] = ((call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) =>
+        ((inMesh(call) ? handler : publicOnly[name]) as AnyHandler)(call, ...rest)) as never;
+    }
+    server.addService(definition, dispatch);
+  });
 }
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;

@@ -8,13 +8,17 @@
 import { env } from "../kit/config.js";
 import { registry } from "../services/registry.js";
 import {
+  authFlag,
+  certFile,
   grpcurlCommand,
+  launchAccess,
   MESH_BANNER_END,
   onPostgres,
   READY,
   shellJson,
   shortPath,
   storageLine,
+  tokenLines,
 } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, HOST, meshPlan } from "./lib/plan.js";
@@ -30,52 +34,70 @@ function banner(
   plan: FleetPlan,
   envoy: NonNullable<FleetPlan["envoy"]>,
   demo: DemoData,
+  tokens: string[],
   server?: LocalPostgres,
 ): string {
   const front = `${HOST}:${envoy.port}`;
-  const grpcurl = (method: string, body?: object) =>
-    `  ${grpcurlCommand()} -plaintext ${body ? `-d ${shellJson(body)} ` : ""}${front} ${method}`;
+  const dir = plan.tls as string;
+  const ca = `-cacert ${certFile(dir, "ca.crt")}`;
+  type As = "TOKEN" | "ADMIN_TOKEN";
+  const auth = (as?: As) => (as ? `${authFlag(as)} ` : "");
+  const grpcurl = (method: string, body?: object, as?: As) =>
+    `  ${grpcurlCommand()} ${ca} ${auth(as)}${body ? `-d ${shellJson(body)} ` : ""}${front} ${method}`;
   // A query string is quoted: `?` is a glob character to the shell.
-  const curl = (urlPath: string) =>
-    `  curl -s ${urlPath.includes("?") ? `'${front}${urlPath}'` : `${front}${urlPath}`}`;
-  const post = (urlPath: string, body: object) =>
-    `  curl -s -X POST ${front}${urlPath} -H 'content-type: application/json' -d ${shellJson(body)}`;
+  const url = (urlPath: string) =>
+    urlPath.includes("?") ? `'https://${front}${urlPath}'` : `https://${front}${urlPath}`;
+  const curl = (urlPath: string, as?: As) =>
+    `  curl -s --cacert ${certFile(dir, "ca.crt")} ${auth(as)}${url(urlPath)}`;
+  const post = (urlPath: string, body: object, as: As) =>
+    `  curl -s --cacert ${certFile(dir, "ca.crt")} ${auth(as)}-X POST ${url(urlPath)} -H 'content-type: application/json' -d ${shellJson(body)}`;
   const counts = new Set(registry.names.map((name) => plan.addresses[name].length));
   const width = Math.max(8, ...registry.names.map((name) => name.length + 1));
+  const [firstUser] = plan.addresses.user;
   const lines = [
     "",
     `${READY}: Envoy in front of ${counts.size === 1 ? [...counts][0] : "the"} replicas of each service${onPostgres(plan) ? ", on PostgreSQL" : ""}`,
-    `  ${"envoy".padEnd(width)} ${front}   gRPC, gRPC-Web and REST; admin http://${HOST}:${envoy.adminPort}`,
+    `  ${"envoy".padEnd(width)} ${front}   gRPC, gRPC-Web and REST over TLS; admin http://${HOST}:${envoy.adminPort}`,
     ...registry.services.map(
       (service) =>
         `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(" ")}   ${service.protoServices.join(" ")}`,
     ),
     `${storageLine(plan, server)} (access.log: one JSON line per request)`,
     "",
-    "Try it through Envoy (reflection is on, no proto files needed):",
+    `TLS at the edge and mutual TLS inside, with the development CA in ${certFile(dir, "")}.`,
+    "Tokens for the demo user and for an admin (npm run token -- --user <user_id> [--role admin]):",
+    ...tokens,
+    "",
+    "Try it through Envoy (reflection lists the public API, no proto files needed):",
     grpcurl("list"),
   ];
   const [productId] = demo.productIds;
   if (demo.userId) {
     lines.push(
-      grpcurl("shop.user.v1.UserService/GetUser", { user_id: demo.userId }),
-      curl(`/users/${demo.userId}`),
+      grpcurl("shop.user.v1.UserService/GetUser", { user_id: demo.userId }, "TOKEN"),
+      curl(`/users/${demo.userId}`, "TOKEN"),
     );
   } else {
-    lines.push(post("/users", { email: "you@example.com", display_name: "You" }));
+    lines.push(post("/users", { email: "you@example.com", display_name: "You" }, "ADMIN_TOKEN"));
   }
   lines.push(productId ? curl(`/products/${productId}`) : curl("/products?page_size=10"));
   if (demo.userId && productId) {
     lines.push(
-      post("/orders", {
-        user_id: demo.userId,
-        lines: [{ product_id: productId, quantity: 1 }],
-        request_id: "demo-mesh-order-1",
-      }),
-      curl(`/orders?user_id=${demo.userId}`),
+      post(
+        "/orders",
+        {
+          user_id: demo.userId,
+          lines: [{ product_id: productId, quantity: 1 }],
+          request_id: "demo-mesh-order-1",
+        },
+        "TOKEN",
+      ),
+      curl(`/orders?user_id=${demo.userId}`, "TOKEN"),
     );
   }
   lines.push(
+    "A replica directly, as an operator (mutual TLS with the cli identity):",
+    `  ${grpcurlCommand()} ${ca} -cert ${certFile(dir, "cli.crt")} -key ${certFile(dir, "cli.key")} ${firstUser} list`,
     "Which replica served what (Envoy's per-host counters):",
     `  curl -s ${HOST}:${envoy.adminPort}/clusters | grep rq_total`,
     "",
@@ -105,11 +127,21 @@ try {
     started,
     portHint: "is another npm run mesh or npm start running?",
   });
+  const access = await launchAccess(plan);
   const demo = await seedDemo(
     { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
     seed,
+    access,
   );
-  console.log(banner(plan, plan.envoy as NonNullable<FleetPlan["envoy"]>, demo, server));
+  console.log(
+    banner(
+      plan,
+      plan.envoy as NonNullable<FleetPlan["envoy"]>,
+      demo,
+      await tokenLines(access.token, demo.userId),
+      server,
+    ),
+  );
 } catch (error) {
   console.error(error instanceof LaunchError ? error.message : error);
   await supervisor.stopAll(1);

@@ -48,6 +48,10 @@ import "google/protobuf/timestamp.proto";
 // violation per invalid field, and one \`ErrorInfo\` whose domain is
 // "${pkg}" and whose reason is an UPPER_SNAKE code such as
 // \`${name.toUpperCase()}_NOT_FOUND\`.
+//
+// Authentication: every rpc needs a JWT bearer token in the \`authorization\`
+// metadata: UNAUTHENTICATED (reason \`TOKEN_MISSING\`, \`TOKEN_EXPIRED\` or
+// \`TOKEN_INVALID\`) otherwise, and nothing changes.
 service ${Name}Service {
   // Creates a ${name}.
   //
@@ -236,7 +240,8 @@ import { create${Names} } from "./0001_create_${names}.js";
 export const migrations: Migration[] = [create${Names}];
 `,
   "service.ts": `import { ${Name}ServiceService } from "${gen}";
-import { defineService } from "../../kit/service.js";
+import { signedIn } from "../../kit/auth.js";
+import { defineService, everyRpc } from "../../kit/service.js";
 import { ${name}Handlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ${Name}Store } from "./store.js";
@@ -246,21 +251,22 @@ export const ${name}Service = defineService({
   serves: { ${Name}Service: ${Name}ServiceService },
   dependencies: {},
   migrations,
+  access: { ${Name}Service: everyRpc(${Name}ServiceService, signedIn) },
   implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
 });
 `,
   "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.
 import test, { type ExecutionContext } from "ava";
 import { ${Name}ServiceService } from "${gen}";
-import { createClient } from "../../kit/client.js";
 import { Code } from "../../kit/errors.js";
+import { signedInClient } from "../../test/helpers/credentials.js";
 import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
 async function client(t: ExecutionContext) {
   const service = await start(t, ${name}Service);
-  const ${names} = createClient(${Name}ServiceService, service.server.address);
+  const ${names} = signedInClient(${Name}ServiceService, service.server.address);
   t.teardown(() => ${names}.close());
   return ${names};
 }

@@ -43,6 +43,7 @@ const GENERATED = [/^gen\//, /^deploy\/envoy\/envoy(\.compose)?\.yaml$/, /^deplo
 
 /** Runs in the copy what the outer test cannot: its own launchers, with its own registry. */
 const LAUNCH_CHECK = `import test from "ava";
+import { ADMIN_TOKEN, CERTS, edgeFetch } from "./helpers/credentials.js";
 import { exec, grpcurl } from "./helpers/exec.js";
 import { tool } from "../scripts/lib/launcher.js";
 import { launch } from "./helpers/launch.js";
@@ -60,13 +61,16 @@ test.serial("npm start's banner lists payment, which serves", async (t) => {
 test.serial("Envoy routes payment: grpcurl list, gRPC and REST through it", async (t) => {
   const mesh = await launch(t, "mesh", { args: ["--no-seed"], replicas: 1 });
   const envoy = mesh.envoy as string;
-  const listed = await exec(tool("grpcurl"), ["-plaintext", envoy, "list"]);
+  const tls = ["-cacert", \`\${CERTS}/ca.crt\`];
+  const listed = await exec(tool("grpcurl"), [...tls, envoy, "list"]);
   t.true(listed.stdout.split("\\n").includes(SERVICE), listed.stdout);
   const body = { payment: { display_name: "through Envoy" } };
-  const { payment } = await grpcurl(envoy, \`\${SERVICE}/CreatePayment\`, body);
-  const got = await grpcurl(envoy, \`\${SERVICE}/GetPayment\`, { payment_id: payment.paymentId });
+  const { payment } = await grpcurl(envoy, \`\${SERVICE}/CreatePayment\`, body, [], tls);
+  const got = await grpcurl(envoy, \`\${SERVICE}/GetPayment\`, { payment_id: payment.paymentId }, [], tls);
   t.deepEqual(got.payment, payment);
-  const rest = await fetch(\`http://\${envoy}/payments/\${payment.paymentId}\`);
+  const rest = await edgeFetch(\`https://\${envoy}/payments/\${payment.paymentId}\`, {
+    headers: { authorization: \`Bearer \${ADMIN_TOKEN}\` },
+  });
   t.is(rest.status, 200);
   t.is(((await rest.json()) as { payment: { payment_id: string } }).payment.payment_id, payment.paymentId);
 });

@@ -116,6 +116,28 @@ export const RATIO_PAIRS: readonly { name: string; numerator: string; denominato
     numerator: "create-direct-pg",
     denominator: "create-direct",
   },
+  // The price of the security boundary: the production shape over the plaintext development
+  // profile, same rpc, same path.
+  {
+    name: "mTLS+JWT ÷ plaintext (GetProduct direct)",
+    numerator: "get-direct-tls",
+    denominator: "get-direct",
+  },
+  {
+    name: "TLS+JWT ÷ plaintext (GetProduct via Envoy)",
+    numerator: "get-envoy-tls",
+    denominator: "get-envoy",
+  },
+  {
+    name: "mTLS ÷ plaintext (CreateOrder direct)",
+    numerator: "create-direct-tls",
+    denominator: "create-direct",
+  },
+  {
+    name: "TLS ÷ plaintext (CreateOrder via Envoy)",
+    numerator: "create-envoy-tls",
+    denominator: "create-envoy",
+  },
 ];
 
 export function findRun(runs: readonly RunResult[], target: string, concurrency: number) {

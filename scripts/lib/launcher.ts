@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
+import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
 export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -102,13 +103,27 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
   return { ...proc, spec, address: `${spec.host}:${spec.port}` };
 }
 
+/**
+ * How to dial a replica: with its own certificate when it serves mutual TLS (its SHOP_TLS_*
+ * settings), checking that it proves its service's identity; plaintext otherwise.
+ */
+export function transportFor(spec: Pick<ProcessSpec, "service" | "env">) {
+  const env = spec.env ?? {};
+  const { SHOP_TLS_CERT_FILE: cert, SHOP_TLS_KEY_FILE: key, SHOP_TLS_CA_FILE: ca } = env;
+  return channelCredentials(
+    cert && key && ca ? readTls({ cert, key, ca }) : undefined,
+    spec.service,
+  );
+}
+
 /** One grpc.health.v1 Check of a service's proto service: true when it answers SERVING. */
 export async function checkServing(
   address: string,
   protoService: string,
   timeoutMs = 1_000,
+  transport?: ReturnType<typeof channelCredentials>,
 ): Promise<boolean> {
-  const health = createClient(HealthService, address);
+  const health = createClient(HealthService, address, transport && { transport });
   try {
     const { status } = await health.check({ service: protoService }, { timeoutMs });
     return status === HealthCheckResponse_ServingStatus.SERVING;
@@ -168,7 +183,7 @@ export async function waitServing(proc: RunningProcess, timeoutMs = 30_000): Pro
   const deadline = Date.now() + timeoutMs;
   await waitReported(proc, timeoutMs);
   for (const protoService of registry.get(proc.spec.service).protoServices) {
-    while (!(await checkServing(proc.address, protoService))) {
+    while (!(await checkServing(proc.address, protoService, 1_000, transportFor(proc.spec)))) {
       if (Date.now() > deadline) {
         throw new LaunchError(`${proc.spec.name} did not report SERVING within ${timeoutMs} ms`);
       }

@@ -3,9 +3,14 @@
 // `npm start` (startPlan), `npm run mesh` (meshPlan), the benchmark and the tests all launch a plan;
 // a test builds the plan from the same environment, so it knows every address the launch uses.
 import path from "node:path";
-import { type EnvoyTopology, frontDoorTopology } from "../../deploy/envoy/config.js";
+import {
+  type EnvoyTopology,
+  edgeCredentials,
+  frontDoorTopology,
+} from "../../deploy/envoy/config.js";
 import { isPostgresUrl } from "../../kit/db.js";
 import { serviceVariable } from "../../kit/registry.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { freePorts, type ProcessSpec, repoRoot } from "./launcher.js";
 
@@ -23,6 +28,12 @@ export interface FleetPlan {
    * tables in the schema named after it).
    */
   databases: Record<ServiceName, string>;
+  /**
+   * The credentials folder (`npm run certs` names) when the launch runs mutual TLS: each replica
+   * serves with its service's certificate, Envoy with the edge's, tools dial with `cli`'s.
+   * Plaintext on loopback (the development profile) without it.
+   */
+  tls?: string;
   /** Envoy in front of the replicas, when the plan has a front door. */
   envoy?: {
     port: number;
@@ -46,6 +57,10 @@ export interface PlanOptions {
   /** PostgreSQL URLs of the services whose data is not in `<dataDir>/<service>.sqlite`. */
   databases?: Partial<Record<ServiceName, string>>;
   envoy?: { port: number; adminPort: number; healthCheckIntervalMs?: number };
+  /** Mutual TLS with the credentials in this folder; plaintext without. */
+  tls?: string;
+  /** Origins browsers may call Envoy from (CORS). */
+  corsOrigins?: readonly string[];
 }
 
 /** The plan of a launch: every registered service, its replicas on `ports`, Envoy if asked. */
@@ -85,6 +100,11 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
           ? { [serviceVariable(service.name, "DATABASE_URL")]: database }
           : { SHOP_DATABASE: database }),
       };
+      if (options.tls) {
+        env.SHOP_TLS_CERT_FILE = path.join(options.tls, `${service.name}.crt`);
+        env.SHOP_TLS_KEY_FILE = path.join(options.tls, `${service.name}.key`);
+        env.SHOP_TLS_CA_FILE = path.join(options.tls, "ca.crt");
+      }
       // Callers dial every replica of what they call, round_robin.
       for (const dependency of service.dependencies) {
         env[serviceVariable(dependency, "ADDR")] = addresses[dependency].join(",");
@@ -119,10 +139,22 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
         admin: { address: HOST, port: options.envoy.adminPort },
         accessLogPath: accessLog,
         healthCheckIntervalMs,
+        ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
+        // Plaintext to the services too when they run without TLS.
+        tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
+        corsOrigins: options.corsOrigins ?? [],
       },
     };
   }
-  return { dataDir, logDir, replicas, addresses, databases, ...(envoy && { envoy }) };
+  return {
+    dataDir,
+    logDir,
+    replicas,
+    addresses,
+    databases,
+    ...(options.tls && { tls: options.tls }),
+    ...(envoy && { envoy }),
+  };
 }
 
 function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -177,10 +209,18 @@ export function startPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   });
 }
 
+/** SHOP_CORS_ORIGINS: a comma-separated list of origins. */
+export const corsOriginsFrom = (env: NodeJS.ProcessEnv) =>
+  (env.SHOP_CORS_ORIGINS ?? "")
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter(Boolean);
+
 /**
  * `npm run mesh`: SHOP_MESH_REPLICAS (2) replicas of every service, replica i on its port
  * + 10 × (i − 1) (or SHOP_<NAME>_PORTS), Envoy on SHOP_ENVOY_PORT (8080) with its admin on
- * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh).
+ * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh). Mutual TLS inside and
+ * TLS at the edge, with the development credentials of `npm run certs`.
  */
 export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   const replicas = port(env, "SHOP_MESH_REPLICAS", 2);
@@ -194,6 +234,9 @@ export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
       port: port(env, "SHOP_ENVOY_PORT", 8080),
       adminPort: port(env, "SHOP_ENVOY_ADMIN_PORT", 9901),
     },
+    // The production shape: TLS at the edge, mutual TLS inside, with the development credentials.
+    tls: DEV_CERTS_DIR,
+    corsOrigins: corsOriginsFrom(env),
   });
 }
 

@@ -3,7 +3,7 @@
 // database. The expiry tests reach the store too: a timer drives it in the real service.
 import test from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
-import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/product.js";
+import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
 import { Code } from "../../kit/errors.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
@@ -192,7 +192,7 @@ const badReservations: [string, string, [string, number][], Duration | undefined
 
 for (const [name, reservationId, lines, ttl, fields] of badReservations) {
   test(`ReserveStock refuses ${name} and holds nothing`, async (t) => {
-    const { handlers, create, stock, db } = await setup(t);
+    const { inventory, create, stock, db } = await setup(t);
     const p = await create({ stock: 100 });
     const ids = new Map([
       ["p", p.productId],
@@ -200,7 +200,7 @@ for (const [name, reservationId, lines, ttl, fields] of badReservations) {
     ]);
     await expectInvalid(
       t,
-      handlers.reserveStock(
+      inventory.reserveStock(
         ReserveStockRequest.fromPartial({
           reservationId,
           lines: lines.map(([id, quantity]) => ({ productId: ids.get(id) ?? id, quantity })),

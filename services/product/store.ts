@@ -1,9 +1,9 @@
 import {
-  type Product,
   type Reservation,
   type ReservationLine,
   ReservationState,
-} from "../../gen/ts/shop/product/v1/product.js";
+} from "../../gen/ts/shop/product/v1/inventory.js";
+import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import {
   inTransaction,
   integerBinding,

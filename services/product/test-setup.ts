@@ -5,22 +5,30 @@ import type { ExecutionContext } from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import {
   CommitReservationRequest,
-  CreateProductRequest,
-  GetProductRequest,
-  ListProductsRequest,
-  type Product,
   ReleaseReservationRequest,
   type Reservation,
   ReservationState,
   ReserveStockRequest,
+} from "../../gen/ts/shop/product/v1/inventory.js";
+import {
+  CreateProductRequest,
+  GetProductRequest,
+  ListProductsRequest,
+  type Product,
 } from "../../gen/ts/shop/product/v1/product.js";
 import type { Knex } from "../../kit/db.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testDatabase } from "../../test/helpers/storage.js";
-import { productHandlers } from "./handlers.js";
+import { inventoryHandlers, productHandlers } from "./handlers.js";
 import { ProductStore } from "./store.js";
 
-export const ctx = (method: string) => callContext("shop.product.v1.ProductService", method);
+export const ctx = (method: string) =>
+  callContext(
+    ["ReserveStock", "CommitReservation", "ReleaseReservation"].includes(method)
+      ? "shop.product.v1.InventoryService"
+      : "shop.product.v1.ProductService",
+    method,
+  );
 
 export const chars = (n: number, c = "x") => c.repeat(n);
 export const { HELD, COMMITTED, RELEASED, EXPIRED } = {
@@ -46,6 +54,7 @@ export async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "product");
   const store = new ProductStore(db);
   const handlers = productHandlers(store);
+  const inventory = inventoryHandlers(store);
 
   const create = async (fields: NewProduct = {}) =>
     (
@@ -86,7 +95,7 @@ export async function setup(t: ExecutionContext) {
     ttl: Duration | "none" = { seconds: "60", nanos: 0 },
   ) =>
     (
-      await handlers.reserveStock(
+      await inventory.reserveStock(
         ReserveStockRequest.fromPartial({
           reservationId,
           lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
@@ -98,7 +107,7 @@ export async function setup(t: ExecutionContext) {
 
   const commit = async (reservationId: string) =>
     (
-      await handlers.commitReservation(
+      await inventory.commitReservation(
         CommitReservationRequest.fromPartial({ reservationId }),
         ctx("CommitReservation"),
       )
@@ -106,11 +115,11 @@ export async function setup(t: ExecutionContext) {
 
   const release = async (reservationId: string) =>
     (
-      await handlers.releaseReservation(
+      await inventory.releaseReservation(
         ReleaseReservationRequest.fromPartial({ reservationId }),
         ctx("ReleaseReservation"),
       )
     ).reservation as Reservation;
 
-  return { db, store, handlers, create, get, stock, count, reserve, commit, release };
+  return { db, store, handlers, inventory, create, get, stock, count, reserve, commit, release };
 }

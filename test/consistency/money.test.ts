@@ -35,7 +35,7 @@ test("a total beyond Money's maximum is FAILED_PRECONDITION before anything is r
   }
   // The reservation itself refuses, so a direct caller holds nothing either.
   const reserved = await t.throwsAsync(
-    fleet.products.reserveStock({
+    fleet.inventory.reserveStock({
       reservationId: "too-dear",
       lines: [orderLine(dear.productId, 2)],
       ttl: undefined,

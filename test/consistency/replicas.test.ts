@@ -5,11 +5,13 @@
 import { readFile } from "node:fs/promises";
 import test from "ava";
 import { OrderServiceService, OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import { testCallers } from "../helpers/credentials.js";
 import { orderLine, type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 import { onPostgres, postgres } from "../helpers/storage.js";
 
@@ -17,6 +19,7 @@ interface Replicas {
   fleet: ProcessFleet;
   users: Client<typeof UserServiceService>[];
   products: Client<typeof ProductServiceService>[];
+  inventory: Client<typeof InventoryServiceService>[];
   orders: Client<typeof OrderServiceService>[];
 }
 
@@ -32,12 +35,15 @@ test.before(() => {
     });
     const each = <S extends Parameters<typeof createClient>[0]>(definition: S, name: string) =>
       [0, 1].map((i) =>
-        createClient(definition, fleet.address(name as "user", i), { defaultTimeoutMs: 60_000 }),
+        createClient(definition, fleet.address(name as "user", i), {
+          middleware: testCallers(60_000),
+        }),
       );
     return {
       fleet,
       users: each(UserServiceService, "user"),
       products: each(ProductServiceService, "product"),
+      inventory: each(InventoryServiceService, "product"),
       orders: each(OrderServiceService, "order"),
     };
   })();
@@ -49,6 +55,7 @@ test.after.always(async () => {
   for (const client of [
     ...(replicas?.users ?? []),
     ...(replicas?.products ?? []),
+    ...(replicas?.inventory ?? []),
     ...(replicas?.orders ?? []),
   ]) {
     client.close();
@@ -181,10 +188,14 @@ test("orders naming the same products in opposite orders, on both replicas, neve
 });
 
 test("no update is lost: fields changed on both replicas and stock moved on both all stay", async (t) => {
-  const { products } = (await shared) as Replicas;
+  const { products, inventory } = (await shared) as Replicas;
   const [first, second] = products as [
     Client<typeof ProductServiceService>,
     Client<typeof ProductServiceService>,
+  ];
+  const [firstInventory, secondInventory] = inventory as [
+    Client<typeof InventoryServiceService>,
+    Client<typeof InventoryServiceService>,
   ];
   const mug = await addProduct(first, { stock: 500, name: "Mug", amountMinor: "100" });
   const { productId } = mug;
@@ -200,8 +211,8 @@ test("no update is lost: fields changed on both replicas and stock moved on both
       updateMask: ["description"],
     }),
     ...Array.from({ length: 40 }, async (_, i) => {
-      const replica = i % 2 ? first : second;
-      const other = i % 2 ? second : first;
+      const replica = i % 2 ? firstInventory : secondInventory;
+      const other = i % 2 ? secondInventory : firstInventory;
       const reservationId = `no-lost-update-${productId}-${i}`;
       await replica.reserveStock({
         reservationId,

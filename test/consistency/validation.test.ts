@@ -3,11 +3,8 @@
 import { BinaryWriter, WireType } from "@bufbuild/protobuf/wire";
 import test, { type ExecutionContext } from "ava";
 import { ListOrdersRequest } from "../../gen/ts/shop/order/v1/order.js";
-import {
-  CreateProductRequest,
-  ListProductsRequest,
-  ReserveStockRequest,
-} from "../../gen/ts/shop/product/v1/product.js";
+import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
+import { CreateProductRequest, ListProductsRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, ListUsersRequest } from "../../gen/ts/shop/user/v1/user.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
@@ -72,7 +69,7 @@ test("a Duration must have nanos within ±999,999,999 and the sign of its second
   const mug = await addProduct(fleet.products, { stock: 100 });
   let n = 0;
   const reserve = (seconds: string, nanos: number) =>
-    fleet.products.reserveStock(
+    fleet.inventory.reserveStock(
       ReserveStockRequest.fromPartial({
         reservationId: `ttl-${n++}`,
         lines: [orderLine(mug.productId, 1)],
@@ -201,7 +198,7 @@ test("the NUL character is refused in every text field, naming the field, and wr
   const mug = await addProduct(fleet.products, { stock: 5 });
   const nul = (s: string) => `${s}\u0000x`;
   const reserve = (reservationId: string, productId: string) =>
-    fleet.products.reserveStock(
+    fleet.inventory.reserveStock(
       ReserveStockRequest.fromPartial({
         reservationId,
         lines: [orderLine(productId, 1)],

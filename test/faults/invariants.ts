@@ -5,10 +5,8 @@ import {
   type OrderServiceService,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
-import {
-  type ProductServiceService,
-  ReservationState,
-} from "../../gen/ts/shop/product/v1/product.js";
+import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
+import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import type { Client } from "../../kit/client.js";
 import { connectDatabase } from "../../kit/db.js";
 import type { Ledger } from "./load.js";

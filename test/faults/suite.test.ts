@@ -14,6 +14,7 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
+import { testCallers } from "../helpers/credentials.js";
 import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 import { onPostgres } from "../helpers/storage.js";
 import { violations, type World } from "./invariants.js";
@@ -39,6 +40,9 @@ let suite: Promise<Suite> | undefined;
 const totals = new Tally();
 let totalViolations = 0;
 
+/** The fleet as soon as it runs: stopped after the tests even when the setup fails later. */
+let started: Awaited<ReturnType<typeof spawnProcessFleet>> | undefined;
+
 test.before(() => {
   suite = (async () => {
     const fleet = await spawnProcessFleet({
@@ -50,8 +54,9 @@ test.before(() => {
         SHOP_DEPENDENCY_TIMEOUT_MS: "2000",
       },
     });
+    started = fleet;
     const client = <S extends Parameters<typeof createClient>[0]>(definition: S, address: string) =>
-      createClient(definition, address, { defaultTimeoutMs: 5_000 });
+      createClient(definition, address, { middleware: testCallers(5_000) });
     const users = client(UserServiceService, fleet.plan.addresses.user.join(","));
     const products = client(ProductServiceService, fleet.plan.addresses.product.join(","));
     const orders = client(OrderServiceService, fleet.plan.addresses.order.join(","));
@@ -87,7 +92,7 @@ test.before(() => {
 test.after.always(async () => {
   const s = await suite?.catch(() => undefined);
   s?.close();
-  await s?.fleet.stop();
+  await started?.stop();
 });
 
 const normalLoad: LoadOptions = {

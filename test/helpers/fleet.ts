@@ -23,6 +23,7 @@ import { Writable } from "node:stream";
 import type { ExecutionContext } from "ava";
 import { pino } from "pino";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
@@ -42,6 +43,7 @@ import { type FleetPlan, fleetPlan } from "../../scripts/lib/plan.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { testCallers } from "./credentials.js";
 import { Faults } from "./faults.js";
 import { freshDatabase, onPostgres, opening, openingIn } from "./storage.js";
 
@@ -85,6 +87,7 @@ export async function start(
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
+    internalServices: registry.internalServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
   });
@@ -100,7 +103,7 @@ export function clientsFor(
 ) {
   const make = <S extends Parameters<typeof createClient>[0]>(definition: S, address?: string) => {
     const client = createClient(definition, address ?? "127.0.0.1:1", {
-      defaultTimeoutMs: 10_000,
+      middleware: testCallers(),
     });
     t.teardown(() => client.close());
     return client;
@@ -108,6 +111,7 @@ export function clientsFor(
   return {
     users: make(UserServiceService, addresses.user),
     products: make(ProductServiceService, addresses.product),
+    inventory: make(InventoryServiceService, addresses.product),
     orders: make(OrderServiceService, addresses.order),
   };
 }
@@ -115,6 +119,7 @@ export function clientsFor(
 export type TestFleet = Record<ServiceName, TestService> & {
   users: Client<typeof UserServiceService>;
   products: Client<typeof ProductServiceService>;
+  inventory: Client<typeof InventoryServiceService>;
   orders: Client<typeof OrderServiceService>;
 };
 
@@ -186,6 +191,8 @@ export interface ProcessFleetOptions {
   replicas?: Partial<Record<ServiceName, number>>;
   /** SHOP_* settings for every process. */
   env?: Record<string, string>;
+  /** Mutual TLS with the credentials in this folder (`npm run certs` names). */
+  tls?: string;
 }
 
 /**
@@ -205,6 +212,7 @@ export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Prom
     dataDir,
     ports,
     ...(url && { databases: Object.fromEntries(registry.names.map((name) => [name, url])) }),
+    ...(options.tls && { tls: options.tls }),
   });
   for (const location of Object.values<string>(plan.databases)) openingIn(location);
   const specOf = (service: ServiceName, i: number) => {

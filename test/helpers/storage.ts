@@ -18,6 +18,9 @@ import {
   startLocalPostgres,
 } from "../../scripts/lib/postgres.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+// The credentials module awaits its files as it loads. A variant file's hooks (useStorage) and its
+// suites' tests must be declared in one turn, so this module waits for it too.
+import "./credentials.js";
 
 export type Storage = "sqlite" | "sqlite3" | "postgres";
 

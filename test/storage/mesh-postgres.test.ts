@@ -11,6 +11,7 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../../kit/client.js";
 import { connectDatabase } from "../../kit/db.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import { edgeTransport, testCallers } from "../helpers/credentials.js";
 import { orderLine } from "../helpers/fleet.js";
 import { isListening, launch } from "../helpers/launch.js";
 
@@ -34,7 +35,11 @@ test("npm run mesh -- --postgres runs two replicas of each service on a local Po
   t.is(path.resolve(cluster), path.join(dataDir, "postgres"));
 
   const client = <S extends Parameters<typeof createClient>[0]>(definition: S) => {
-    const made = createClient(definition, mesh.envoy as string, { defaultTimeoutMs: 10_000 });
+    // Through the edge as any client: TLS with the development CA, signed in.
+    const made = createClient(definition, mesh.envoy as string, {
+      middleware: testCallers(10_000),
+      transport: edgeTransport(),
+    });
     t.teardown(() => made.close());
     return made;
   };

@@ -6,7 +6,6 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
 import { connectDatabase, openDatabase } from "../../kit/db.js";
 import { Code } from "../../kit/errors.js";
 import { startService } from "../../kit/runtime.js";
@@ -14,6 +13,7 @@ import { privateTempDir, startLocalPostgres } from "../../scripts/lib/postgres.j
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry } from "../../services/registry.js";
 import { userService } from "../../services/user/service.js";
+import { signedInClient } from "../helpers/credentials.js";
 import { until } from "../helpers/eventually.js";
 import { exec } from "../helpers/exec.js";
 import { startFleet, startProcessFleet } from "../helpers/fleet.js";
@@ -146,7 +146,7 @@ test("a service reaches a TLS-only server with sslmode=verify-full, and never wi
     logLevel: "silent",
   });
   t.teardown(() => user.stop());
-  const users = createClient(UserServiceService, user.server.address);
+  const users = signedInClient(UserServiceService, user.server.address);
   t.teardown(() => users.close());
   t.truthy((await addUser(users)).userId);
   const ssl = await rowsOf<{ ssl: boolean }>(
