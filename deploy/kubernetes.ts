@@ -17,8 +17,10 @@ import {
   EDGE_IDENTITY,
   ENVOY_IMAGE,
   ENVOY_UID,
+  healthPortOf,
   IMAGE,
   JWKS_SECRET,
+  JWT_SETTINGS,
   PAGE_TOKEN_SECRET,
   PRODUCTION_SETTINGS,
   PROFILE_VARIABLE,
@@ -90,11 +92,24 @@ const spread = (name: string) => [
 /** The proto service a readiness probe and Envoy's health check ask about. */
 const checkedService = (service: RegisteredService) => service.protoServices[0] as string;
 
+/**
+ * What every pod of the mesh mounts, in both overlays: its mTLS identity (plaintext is for
+ * loopback only) and the JWKS tokens are checked with.
+ */
+const meshMounts = (identity: string) => [
+  secretPatch(TLS_SECRET, identity, "tls"),
+  secretPatch(JWKS_SECRET, identity, "jwks"),
+];
+
 function serviceDeployment(service: RegisteredService, registry: ServiceRegistry) {
   const { name, port } = service;
+  const health = healthPortOf(port);
+  const mounts = meshMounts(name);
   const env = [
     { name: "SHOP_SERVICE", value: name },
     { name: "SHOP_PORT", value: String(port) },
+    { name: "SHOP_HEALTH_PORT", value: String(health) },
+    ...mounts.flatMap((mount) => mount.env),
     // A DNS name of a headless Service: every ready pod is an address, balanced round_robin.
     ...service.dependencies.map((dependency) => ({
       name: serviceVariable(dependency, "ADDR"),
@@ -125,21 +140,26 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
               name,
               image: IMAGE,
               imagePullPolicy: "IfNotPresent",
-              ports: [{ name: "grpc", containerPort: port, protocol: "TCP" }],
+              ports: [
+                { name: "grpc", containerPort: port, protocol: "TCP" },
+                { name: "health", containerPort: health, protocol: "TCP" },
+              ],
               envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
               env,
-              // grpc.health.v1 on the service port, asked by the kubelet itself: no process per
-              // probe. Startup allows for migrations; readiness is the proto service's status,
+              // grpc.health.v1, asked by the kubelet itself: no process per probe. The service
+              // port asks for a mesh certificate, which the kubelet cannot present, so it asks the
+              // health-only port (SHOP_HEALTH_PORT, the same statuses, nothing else served).
+              // Startup allows for migrations; readiness is the proto service's status,
               // NOT_SERVING from the first moment of a shutdown; liveness the server's ("").
-              startupProbe: { grpc: { port }, periodSeconds: 1, failureThreshold: 60 },
+              startupProbe: { grpc: { port: health }, periodSeconds: 1, failureThreshold: 60 },
               readinessProbe: {
-                grpc: { port, service: checkedService(service) },
+                grpc: { port: health, service: checkedService(service) },
                 periodSeconds: 2,
                 timeoutSeconds: 1,
                 failureThreshold: 1,
               },
               livenessProbe: {
-                grpc: { port },
+                grpc: { port: health },
                 periodSeconds: 10,
                 timeoutSeconds: 2,
                 failureThreshold: 3,
@@ -155,12 +175,14 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
               volumeMounts: [
                 { name: "data", mountPath: DATA_DIR },
                 { name: "tmp", mountPath: "/tmp" },
+                ...mounts.map((mount) => mount.mount),
               ],
             },
           ],
           volumes: [
             { name: "data", emptyDir: {} },
             { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+            ...mounts.map((mount) => mount.volume),
           ],
         },
       },
@@ -212,7 +234,7 @@ function disruptionBudget(name: string, component: "service" | "edge") {
  */
 export function callersOf(service: RegisteredService, registry: ServiceRegistry): string[] {
   return [
-    ...(service.exposure === "public" ? ["envoy"] : []),
+    ...(service.publicServices.length > 0 ? ["envoy"] : []),
     ...registry.services
       .filter((caller) => caller.dependencies.includes(service.name))
       .map((caller) => caller.name),
@@ -259,13 +281,30 @@ const envoyPolicy = {
   },
 };
 
-/** Envoy in the cluster: every public service by the DNS name of its headless Service. */
+/** A mounted Secret's file, by its key. */
+const mounted = (mount: SecretMount, key: string) => `${mount.mountPath}/${key}`;
+
+/**
+ * Envoy in the cluster: every public service by the DNS name of its headless Service, TLS at the
+ * edge and mutual TLS to the services with the edge's identity, tokens of JWT_SETTINGS checked.
+ */
 export function kubernetesTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
   return {
     ...dnsTopology(registry),
     listen: { address: "0.0.0.0", port: ENVOY_PORT },
     admin: { address: "127.0.0.1", port: ENVOY_ADMIN_PORT },
     descriptorPath: `${DESCRIPTOR_DIR}/shop.binpb`,
+    tls: {
+      cert: mounted(TLS_SECRET, "tls.crt"),
+      key: mounted(TLS_SECRET, "tls.key"),
+      ca: mounted(TLS_SECRET, "ca.crt"),
+    },
+    jwt: {
+      jwksPath: mounted(JWKS_SECRET, "jwks.json"),
+      issuer: JWT_SETTINGS.SHOP_JWT_ISSUER as string,
+      audience: JWT_SETTINGS.SHOP_JWT_AUDIENCE as string,
+    },
+    corsOrigins: (PRODUCTION_SETTINGS.SHOP_CORS_ORIGINS ?? "").split(",").filter(Boolean),
   };
 }
 
@@ -274,6 +313,7 @@ const admin = (method: string, pathAndQuery: string, then: string) =>
   `exec 3<>/dev/tcp/127.0.0.1/${ENVOY_ADMIN_PORT} && printf '${method} ${pathAndQuery} HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' >&3 && ${then}`;
 
 function envoyDeployment() {
+  const mounts = meshMounts(EDGE_IDENTITY);
   return {
     apiVersion: "apps/v1",
     kind: "Deployment",
@@ -352,6 +392,8 @@ function envoyDeployment() {
                 { name: "config", mountPath: "/etc/envoy", readOnly: true },
                 { name: "descriptor", mountPath: DESCRIPTOR_DIR, readOnly: true },
                 { name: "tmp", mountPath: "/tmp" },
+                // Envoy reads these by the paths its config names, not from variables.
+                ...mounts.map((mount) => mount.mount),
               ],
             },
           ],
@@ -359,6 +401,7 @@ function envoyDeployment() {
             { name: "config", configMap: { name: "envoy" } },
             { name: "descriptor", emptyDir: { sizeLimit: "16Mi" } },
             { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+            ...mounts.map((mount) => mount.volume),
           ],
         },
       },
@@ -403,24 +446,15 @@ function secretPatch(mount: SecretMount, identity: string, volume: string) {
   };
 }
 
-function productionPatch(name: string, database: boolean) {
-  const identity = name === "envoy" ? EDGE_IDENTITY : name;
-  const mounts = [
-    secretPatch(TLS_SECRET, identity, "tls"),
-    secretPatch(JWKS_SECRET, identity, "jwks"),
-    ...(name === "envoy" ? [] : [secretPatch(PAGE_TOKEN_SECRET, identity, "page-token")]),
-  ];
-  // Envoy reads its certificate and keys by the paths its config names, not from variables.
+/** Production adds a service's database URL and the page-token key, both from Secrets. */
+function productionPatch(name: string) {
+  const mounts = [secretPatch(PAGE_TOKEN_SECRET, name, "page-token")];
   const env = [
-    ...(database
-      ? [
-          {
-            name: DATABASE_SECRET.variable,
-            valueFrom: { secretKeyRef: { name: DATABASE_SECRET.secret, key: name } },
-          },
-        ]
-      : []),
-    ...(name === "envoy" ? [] : mounts.flatMap((mount) => mount.env)),
+    {
+      name: DATABASE_SECRET.variable,
+      valueFrom: { secretKeyRef: { name: DATABASE_SECRET.secret, key: name } },
+    },
+    ...mounts.flatMap((mount) => mount.env),
   ];
   return {
     apiVersion: "apps/v1",
@@ -432,7 +466,7 @@ function productionPatch(name: string, database: boolean) {
           containers: [
             {
               name,
-              ...(env.length > 0 ? { env } : {}),
+              env,
               volumeMounts: mounts.map((mount) => mount.mount),
             },
           ],
@@ -527,7 +561,7 @@ export function kubernetesFiles(
       kind: "Kustomization",
       resources: [...names.map((name) => `${name}.yaml`), "envoy.yaml", "network-policy.yaml"],
       configMapGenerator: [
-        { name: CONFIG_MAP, literals: literals(SERVICE_DEFAULTS) },
+        { name: CONFIG_MAP, literals: literals({ ...SERVICE_DEFAULTS, ...JWT_SETTINGS }) },
         { name: "envoy", files: ["envoy.yaml=envoy/envoy.yaml"] },
       ],
     },
@@ -548,7 +582,7 @@ export function kubernetesFiles(
     ]);
   }
   files[`${devDir}/kustomization.yaml`] = documents(
-    "Development: SQLite on a volume per service, one replica each, plaintext (no Secrets).",
+    "Development: SQLite on a volume per service, one replica each; the mTLS and JWKS Secrets of the base (deploy/README.md).",
     [
       {
         apiVersion: "kustomize.config.k8s.io/v1beta1",
@@ -574,16 +608,14 @@ export function kubernetesFiles(
   files[`${prodDir}/namespace.yaml`] = documents("The production namespace.", [
     namespace(prod.namespace),
   ]);
-  for (const name of [...names, "envoy"]) {
+  for (const name of names) {
     files[`${prodDir}/${name}.yaml`] = documents(
-      name === "envoy"
-        ? "envoy: its mTLS identity (edge) and the JWT keys, from Secrets."
-        : `${name}: its database URL, its mTLS identity, the JWT keys and the page-token key, from Secrets.`,
-      [productionPatch(name, name !== "envoy")],
+      `${name}: its database URL and the page-token key, from Secrets.`,
+      [productionPatch(name)],
     );
   }
   files[`${prodDir}/kustomization.yaml`] = documents(
-    "Production: PostgreSQL, mTLS and JWT, two replicas or more. The Secrets are created by the operator (deploy/README.md).",
+    "Production: PostgreSQL and the page-token key from Secrets (with the base's mTLS and JWKS), two replicas or more. The operator creates the Secrets (deploy/README.md).",
     [
       {
         apiVersion: "kustomize.config.k8s.io/v1beta1",
@@ -600,7 +632,7 @@ export function kubernetesFiles(
           },
         ],
         patches: [
-          ...[...names, "envoy"].map((name) => ({ path: `${name}.yaml` })),
+          ...names.map((name) => ({ path: `${name}.yaml` })),
           {
             // The front door gets an address outside the cluster.
             target: { kind: "Service", name: "envoy" },

@@ -1,6 +1,7 @@
 // What the deployments (compose, Kubernetes) set in and mount into the containers, in one place:
 // the variables the kit reads, the Secrets an operator creates, and where they are mounted. The
 // generators read these; the README's "Deploy" section lists them for operators.
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
 
 /** The shopmesh image (the root Dockerfile); overlays and `docker build -t` set its tag. */
 export const IMAGE = "shopmesh";
@@ -41,13 +42,32 @@ export const SERVICE_DEFAULTS: Record<string, string> = {
   SHOP_MAX_CONNECTION_AGE_GRACE_MS: String(MAX_CONNECTION_AGE_GRACE_MS),
 };
 
-/** `development` allows plaintext and a built-in page-token secret; `production` refuses both. */
+/**
+ * Each service also serves grpc.health.v1 alone, in plaintext, on its port + this
+ * (SHOP_HEALTH_PORT): the kubelet's `grpc:` probes and compose's health checks cannot present a
+ * mesh certificate, and the service port asks for one.
+ */
+export const HEALTH_PORT_OFFSET = 1000;
+export const healthPortOf = (port: number) => port + HEALTH_PORT_OFFSET;
+
+/**
+ * The tokens Envoy and the services accept: issuer and audience. Envoy's config is generated with
+ * them, so a change here needs `npm run deploy:config`. These are what `npm run certs --
+ * --production` signs for; put your identity provider's here.
+ */
+export const JWT_SETTINGS: Record<string, string> = {
+  SHOP_JWT_ISSUER: PRODUCTION_ISSUER,
+  SHOP_JWT_AUDIENCE: DEV_AUDIENCE,
+};
+
+/**
+ * `development` accepts the built-in page-token secret and the development credentials;
+ * `production` refuses both. Plaintext is for loopback only in either, so every pod serves TLS.
+ */
 export const PROFILE_VARIABLE = "SHOP_PROFILE";
 
 /** Settings of the production profile that are not secret but differ per installation. */
 export const PRODUCTION_SETTINGS: Record<string, string> = {
-  SHOP_JWT_ISSUER: "https://auth.example.com/",
-  SHOP_JWT_AUDIENCE: "shopmesh",
   SHOP_CORS_ORIGINS: "https://shop.example.com",
 };
 

@@ -62,6 +62,8 @@ export interface ClientOptions {
    * that cannot connect. Bridges a dependency's restart. 1000 ms by default.
    */
   readyWaitMs?: number;
+  /** How to reach the server: kit/tls.ts channelCredentials (mutual TLS); plaintext by default. */
+  transport?: { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions };
 }
 
 /**
@@ -183,10 +185,15 @@ export function createClient<S extends ServiceDefinition>(
   address: string,
   options: ClientOptions = {},
 ): Client<S> {
-  const channel = new grpc.Client(channelTarget(address), grpc.credentials.createInsecure(), {
-    ...channelOptions,
-    "grpc.service_config": JSON.stringify(serviceConfigFor(definition, options)),
-  });
+  const channel = new grpc.Client(
+    channelTarget(address),
+    options.transport?.credentials ?? grpc.credentials.createInsecure(),
+    {
+      ...channelOptions,
+      ...options.transport?.options,
+      "grpc.service_config": JSON.stringify(serviceConfigFor(definition, options)),
+    },
+  );
   const middleware =
     options.middleware ??
     defaultClientMiddleware({ defaultTimeoutMs: options.defaultTimeoutMs ?? 5_000 });

@@ -1,12 +1,32 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
+import { readFileSync } from "node:fs";
 import { env } from "./config.js";
 import { errors } from "./errors.js";
 
-// Tokens are signed so that a token the server never issued is refused, not misread. Replicas
-// that share data must share the secret.
-const secret = env.string("SHOP_PAGE_TOKEN_SECRET", "shopmesh-dev-page-token-secret");
+/** The built-in secret of the development profile; the production profile refuses to run with it. */
+export const DEV_PAGE_TOKEN_SECRET = "shopmesh-dev-page-token-secret";
 
-const sign = (body: string) => createHmac("sha256", secret).update(body).digest().subarray(0, 12);
+let secret: string | undefined;
+
+/**
+ * The secret page tokens are signed with: SHOP_PAGE_TOKEN_SECRET, else the contents of
+ * SHOP_PAGE_TOKEN_SECRET_FILE (a mounted secret; one trailing newline dropped), else the built-in
+ * development secret. Tokens are signed so that a token the server never issued is refused, not
+ * misread; replicas that share data must share the secret.
+ */
+export function pageTokenSecret(): string {
+  if (secret === undefined) {
+    const file = env.string("SHOP_PAGE_TOKEN_SECRET_FILE", "");
+    secret = env.string(
+      "SHOP_PAGE_TOKEN_SECRET",
+      file ? readFileSync(file, "utf8").replace(/\r?\n$/, "") : DEV_PAGE_TOKEN_SECRET,
+    );
+  }
+  return secret;
+}
+
+const sign = (body: string) =>
+  createHmac("sha256", pageTokenSecret()).update(body).digest().subarray(0, 12);
 
 /** An opaque token for the page after `cursor`, valid only with the same `filter`. */
 export function encodePageToken(cursor: unknown, filter: unknown = null): string {

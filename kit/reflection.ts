@@ -15,13 +15,57 @@ function filesOf(set: Buffer): Buffer[] {
   return files;
 }
 
+/** The proto package of a FileDescriptorProto (field 2). */
+function packageOfFile(file: Buffer): string {
+  const reader = new BinaryReader(file);
+  while (reader.pos < reader.len) {
+    const [field, wireType] = reader.tag();
+    if (field === 2) return reader.string();
+    reader.skip(wireType);
+  }
+  return "";
+}
+
+/**
+ * A FileDescriptorProto without the services (field 6) whose full names are in `hidden`; every
+ * other field is copied byte for byte.
+ */
+function withoutServices(file: Buffer, hidden: ReadonlySet<string>): Buffer {
+  const pkg = packageOfFile(file);
+  const reader = new BinaryReader(file);
+  const kept: Buffer[] = [];
+  while (reader.pos < reader.len) {
+    const start = reader.pos;
+    const [field, wireType] = reader.tag();
+    if (field === 6) {
+      const service = new BinaryReader(reader.bytes());
+      let name = "";
+      while (service.pos < service.len) {
+        const [inner, innerType] = service.tag();
+        if (inner === 1) name = service.string();
+        else service.skip(innerType);
+      }
+      if (hidden.has(`${pkg}.${name}`)) continue;
+    } else {
+      reader.skip(wireType);
+    }
+    kept.push(file.subarray(start, reader.pos));
+  }
+  return Buffer.concat(kept);
+}
+
 /**
  * Server reflection (v1 and v1alpha) over the descriptor set from `npm run generate`, which also
  * holds grpc.health.v1: grpcurl can list, describe and call everything with no local protos.
- * The files are served as buf built them, with comments and every google import.
+ * The files are served as buf built them, with comments and every google import, less the
+ * proto services named in `hidden` (the internal ones, for callers outside the mesh).
  */
-export function reflectionService(): ReflectionService {
-  const root = { "shop.descriptors": { fileDescriptorProtos: filesOf(descriptorSet()) } };
+export function reflectionService(hidden: readonly string[] = []): ReflectionService {
+  const set = new Set(hidden);
+  const files = filesOf(descriptorSet()).map((file) =>
+    set.size ? withoutServices(file, set) : file,
+  );
+  const root = { "shop.descriptors": { fileDescriptorProtos: files } };
   return new ReflectionService(root as unknown as PackageDefinition);
 }
 

@@ -1,3 +1,4 @@
+import { serviceVariable } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import type { Migration } from "./db.js";
 import type { AnyServiceModule } from "./service.js";
@@ -11,11 +12,15 @@ export interface RegistryEntry<M extends AnyServiceModule = AnyServiceModule> {
   /** Where it will serve Prometheus metrics; not served yet. */
   readonly metricsPort?: number;
   /**
-   * "public" (the default): Envoy routes its proto services at the edge. "internal": only
-   * services inside the mesh call it.
+   * Each proto service's exposure, by its key in the module's `serves`: "public" (the default)
+   * is routed by Envoy at the edge, listed by the edge's reflection and has REST paths;
+   * "internal" is called only inside the mesh, e.g. `{ InventoryService: "internal" }`.
    */
-  readonly exposure?: "public" | "internal";
+  readonly exposure?: Readonly<Record<string, Exposure>>;
 }
+
+/** Who may reach a proto service: anyone through the edge, or only services inside the mesh. */
+export type Exposure = "public" | "internal";
 
 /** A registered service, with everything the launchers, Envoy and deployments derive from it. */
 export interface RegisteredService<N extends string = string> {
@@ -23,9 +28,12 @@ export interface RegisteredService<N extends string = string> {
   readonly module: AnyServiceModule;
   readonly port: number;
   readonly metricsPort: number | undefined;
-  readonly exposure: "public" | "internal";
   /** Full names of the proto services it serves, e.g. ["shop.user.v1.UserService"]. */
   readonly protoServices: readonly string[];
+  /** The proto services Envoy routes at the edge; a service with none gets no cluster there. */
+  readonly publicServices: readonly string[];
+  /** The proto services only the mesh calls: never routed, listed or transcoded at the edge. */
+  readonly internalServices: readonly string[];
   /** The registered services it calls, by the name of its client for each. */
   readonly clients: Readonly<Record<string, N>>;
   /** The registered services it calls, each once. */
@@ -35,9 +43,7 @@ export interface RegisteredService<N extends string = string> {
 
 const NAME = /^[a-z][a-z0-9]*$/;
 
-/** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
-export const serviceVariable = (name: string, setting: string) =>
-  `SHOP_${name.toUpperCase()}_${setting}`;
+export { serviceVariable };
 
 /** The one list of services, in start order: every service after the services it calls. */
 export class ServiceRegistry<N extends string = string> {
@@ -62,15 +68,24 @@ export class ServiceRegistry<N extends string = string> {
         if (!owner) throw new Error(`${module.name} calls ${protoService}, which nothing serves`);
         clients[client] = owner;
       }
+      const served = Object.entries(module.serves).map(([key, definition]) => ({
+        key,
+        name: serviceNameOf(definition as never),
+      }));
+      for (const key of Object.keys(entry.exposure ?? {})) {
+        if (!served.some((proto) => proto.key === key)) {
+          throw new Error(`${module.name}: exposure names "${key}", which it does not serve`);
+        }
+      }
+      const internal = (key: string) => entry.exposure?.[key] === "internal";
       return {
         name: module.name as N,
         module,
         port: entry.port,
         metricsPort: entry.metricsPort,
-        exposure: entry.exposure ?? "public",
-        protoServices: Object.values(module.serves).map((definition) =>
-          serviceNameOf(definition as never),
-        ),
+        protoServices: served.map((proto) => proto.name),
+        publicServices: served.filter((proto) => !internal(proto.key)).map((proto) => proto.name),
+        internalServices: served.filter((proto) => internal(proto.key)).map((proto) => proto.name),
         clients,
         dependencies: [...new Set(Object.values(clients))],
         migrations: module.migrations,
@@ -94,6 +109,11 @@ export class ServiceRegistry<N extends string = string> {
     const found = this.services.find((service) => service.name === name);
     if (!found) throw new Error(`no service "${name}"; one of ${this.names.join(", ")}`);
     return found;
+  }
+
+  /** Every internal proto service of the mesh. */
+  get internalServices(): string[] {
+    return this.services.flatMap((service) => service.internalServices);
   }
 
   /** The service that serves a proto service, e.g. "shop.user.v1.UserService" → user. */

@@ -1,7 +1,9 @@
+import { TokenVerifier } from "./auth.js";
 import { createClient } from "./client.js";
 import { env, type ServerConfig, serverConfig } from "./config.js";
 import { type Knex, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
+import { authServer, forwardCredentials } from "./middleware/auth.js";
 import {
   type ClientMiddleware,
   defaultClientMiddleware,
@@ -9,8 +11,10 @@ import {
   type ServerMiddleware,
 } from "./middleware/index.js";
 import { type ServiceRegistry, serviceVariable } from "./registry.js";
+import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
 import { type RunningServer, serve } from "./server.js";
-import type { AnyServiceModule, ServiceImplementation } from "./service.js";
+import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
+import { channelCredentials } from "./tls.js";
 
 export interface StartOptions extends Partial<ServerConfig> {
   logger?: Logger;
@@ -22,6 +26,18 @@ export interface StartOptions extends Partial<ServerConfig> {
   middleware?: readonly ServerMiddleware[];
   /** Middleware every call to a dependency goes through after the kit's defaults. */
   clientMiddleware?: readonly ClientMiddleware[];
+  /**
+   * The registered service behind each dependency, by client name: the identity its certificate
+   * must prove over mutual TLS, whatever address it is dialled by.
+   */
+  dependencyIdentities?: Record<string, string>;
+  /**
+   * The mesh's internal proto services, its own and others' (ServiceRegistry.internalServices):
+   * its reflection, which describes every service, lists them only to mesh identities.
+   */
+  internalServices?: readonly string[];
+  /** Profile, TLS identity and JWT settings; from SHOP_* variables (securityFromEnv) by default. */
+  security?: SecurityConfig;
 }
 
 export interface StartedService {
@@ -38,11 +54,14 @@ export async function startService(
   options: StartOptions = {},
 ): Promise<StartedService> {
   const config = { ...serverConfig(module.name, 0), ...options };
+  const security = options.security ?? securityFromEnv();
+  checkBinding(security, config.host);
   const logger = options.logger ?? createLogger(module.name, config.logLevel);
   const clientMiddleware = [
     ...defaultClientMiddleware({
       defaultTimeoutMs: options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000),
     }),
+    forwardCredentials,
     ...(options.clientMiddleware ?? []),
   ];
   const clients: Record<string, ReturnType<typeof createClient>> = {};
@@ -50,14 +69,17 @@ export async function startService(
     const address = options.dependencies?.[name];
     if (!address) throw new Error(`${module.name}: no address for its dependency "${name}"`);
     // One long-lived channel per dependency; its retry policy comes from the contract.
-    clients[name] = createClient(definition as never, address, { middleware: clientMiddleware });
+    clients[name] = createClient(definition as never, address, {
+      middleware: clientMiddleware,
+      transport: channelCredentials(security.tls, options.dependencyIdentities?.[name]),
+    });
   }
   const closeClients = () => {
     for (const client of Object.values(clients)) client.close();
   };
   let db: Knex;
   try {
-    db = await openDatabase(config.database, module.migrations);
+    db = await openDatabase(config.database, module.migrations, { schema: module.name, logger });
   } catch (error) {
     closeClients();
     throw error;
@@ -78,7 +100,18 @@ export async function startService(
       shutdownGraceMs: config.shutdownGraceMs,
       maxConnectionAgeMs: config.maxConnectionAgeMs,
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
-      middleware: [...defaultServerMiddleware(logger), ...(options.middleware ?? [])],
+      ...(config.healthPort !== undefined && { healthPort: config.healthPort }),
+      middleware: [
+        ...defaultServerMiddleware(logger),
+        authServer({
+          rules: accessRules(module),
+          verifier: new TokenVerifier(security.jwt),
+          mtls: security.tls !== undefined,
+        }),
+        ...(options.middleware ?? []),
+      ],
+      tls: security.tls,
+      internalServices: options.internalServices,
     });
   } catch (error) {
     await implementation.close?.();
@@ -128,12 +161,17 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     service = await startService(registered.module, {
       ...serverConfig(name, registered.port),
       dependencies: dependencyAddresses(registry, name),
+      dependencyIdentities: { ...registered.clients },
+      internalServices: registry.internalServices,
     });
   } catch (error) {
     console.error(`${name}: failed to start: ${(error as Error).message}`);
     process.exit(1);
   }
-  service.logger.info({ address: service.server.address }, "serving");
+  service.logger.info(
+    { address: service.server.address, health_port: service.server.healthPort },
+    "serving",
+  );
   // A launcher waits for this, so it never takes another process on the port for this one.
   process.send?.({ serving: service.server.address, pid: process.pid });
   const stop = async (signal: string) => {

@@ -15,6 +15,7 @@ import {
 } from "./middleware/index.js";
 import { clipReflectionError, reflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
+import { EDGE_IDENTITY, peerIdentity, serverCredentials, type TlsMaterial } from "./tls.js";
 
 export interface ServeOptions {
   host: string;
@@ -30,8 +31,20 @@ export interface ServeOptions {
   maxConnectionAgeMs?: number;
   /** How long calls in flight on a connection past its age may still take; absent: unbounded. */
   maxConnectionAgeGraceMs?: number;
+  /**
+   * Also serve grpc.health.v1, and nothing else, in plaintext on this port (0 picks one), for
+   * probes that cannot present a mesh certificate. The same statuses as the main port.
+   */
+  healthPort?: number;
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
+  /** Mutual TLS with this identity; plaintext without. */
+  tls?: TlsMaterial;
+  /**
+   * Proto services internal to the mesh: reflection lists them only to callers with a mesh
+   * identity other than the edge's.
+   */
+  internalServices?: readonly string[];
 }
 
 export interface RunningServer {
@@ -39,6 +52,8 @@ export interface RunningServer {
   /** host:port to dial. */
   readonly address: string;
   readonly health: HealthImplementation;
+  /** The health-only port, when ServeOptions.healthPort asked for one. */
+  readonly healthPort?: number;
   /** NOT_SERVING, refuse new calls, let in-flight calls finish up to the grace period. */
   shutdown(): Promise<void>;
 }
@@ -81,7 +96,7 @@ export async function serve(
   );
   // Health and reflection refuse undecodable requests as our services do.
   health.addToServer(guardedServer(server));
-  reflectionService().addToServer(guardedServer(server, clipReflectionError));
+  addReflection(guardedServer(server, clipReflectionError), options.internalServices ?? []);
 
   const middleware = options.middleware ?? defaultServerMiddleware(options.logger);
   for (const service of services) {
@@ -116,28 +131,95 @@ export async function serve(
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
       `${options.host}:${options.port}`,
-      grpc.ServerCredentials.createInsecure(),
+      serverCredentials(options.tls),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     ),
   );
+
+  const probes =
+    options.healthPort === undefined
+      ? undefined
+      : await healthOnly(health, options).catch((error: unknown) => {
+          server.forceShutdown();
+          throw error;
+        });
 
   let stopping: Promise<void> | undefined;
   return {
     port,
     address: `${options.host}:${port}`,
     health,
+    ...(probes && { healthPort: probes.port }),
     shutdown() {
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
         const force = setTimeout(() => server.forceShutdown(), options.shutdownGraceMs ?? 10_000);
         server.tryShutdown(() => {
           clearTimeout(force);
+          // The probes see NOT_SERVING until the main port has drained.
+          probes?.server.forceShutdown();
           resolve();
         });
       });
       return stopping;
     },
   };
+}
+
+/**
+ * grpc.health.v1 alone, in plaintext: it tells a prober only what the statuses say, so it needs
+ * no mesh identity. Any other method is UNIMPLEMENTED here.
+ */
+async function healthOnly(
+  health: HealthImplementation,
+  options: ServeOptions,
+): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server(serverOptions);
+  health.addToServer(guardedServer(server));
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      `${options.host}:${options.healthPort}`,
+      grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
+    ),
+  );
+  return { server, port };
+}
+
+type AnyHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) => unknown;
+
+/**
+ * Reflection of everything to callers with a mesh identity (the services, operators' `cli`), and
+ * of the public API only to the edge and to plaintext callers: the internal services stay out of
+ * what the front door shows.
+ */
+function addReflection(server: Pick<grpc.Server, "addService">, internal: readonly string[]) {
+  if (internal.length === 0) {
+    reflectionService().addToServer(server);
+    return;
+  }
+  const capture = (into: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][]) => ({
+    addService: (definition: grpc.ServiceDefinition, implementation: object) => {
+      into.push([definition, implementation as grpc.UntypedServiceImplementation]);
+    },
+  });
+  const full: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][] = [];
+  const outside: typeof full = [];
+  reflectionService().addToServer(capture(full) as unknown as grpc.Server);
+  reflectionService(internal).addToServer(capture(outside) as unknown as grpc.Server);
+  const inMesh = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
+    const identity = peerIdentity(call.getAuthContext());
+    return identity !== undefined && identity !== EDGE_IDENTITY;
+  };
+  full.forEach(([definition, implementation], i) => {
+    const publicOnly = (outside[i] as (typeof outside)[number])[1];
+    const dispatch: grpc.UntypedServiceImplementation = {};
+    for (const [name, handler] of Object.entries(implementation)) {
+      dispatch[name] = ((call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) =>
+        ((inMesh(call) ? handler : publicOnly[name]) as AnyHandler)(call, ...rest)) as never;
+    }
+    server.addService(definition, dispatch);
+  });
 }
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;

@@ -1,4 +1,5 @@
 import type { MethodDefinition } from "@grpc/grpc-js";
+import type { AccessRule } from "./auth.js";
 import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
 import type { Knex, Migration } from "./db.js";
@@ -27,6 +28,14 @@ export type Handlers<S extends ServiceDefinition> = {
 export interface ServiceImplementation<S extends ServiceDefinition = ServiceDefinition> {
   definition: S;
   handlers: Handlers<S>;
+}
+
+/** Who may call each rpc of a proto service (kit/auth.ts: open, signedIn, adminOnly, internal). */
+export type Access<S extends ServiceDefinition> = { readonly [K in keyof S]: AccessRule };
+
+/** The same access rule for every rpc of a proto service, e.g. `everyRpc(XServiceService, signedIn)`. */
+export function everyRpc<S extends ServiceDefinition>(definition: S, rule: AccessRule): Access<S> {
+  return Object.fromEntries(Object.keys(definition).map((name) => [name, rule])) as Access<S>;
 }
 
 /** Generated definitions by a name of the module's choosing. */
@@ -63,6 +72,11 @@ export interface ServiceModule<
   readonly dependencies: D;
   /** Its database migrations, oldest first; never edit one that has shipped. */
   readonly migrations: readonly Migration[];
+  /**
+   * Who may call each rpc it serves. Every rpc needs a rule: one without does not compile, and
+   * the auth middleware refuses to serve it. Envoy's token checks follow the same rules.
+   */
+  readonly access: { readonly [K in keyof S]: Access<S[K]> };
   implement(env: ServiceEnvironment<D>): Implementation<S>;
 }
 
@@ -76,6 +90,19 @@ export function defineService<
   D extends Definitions = Record<never, never>,
 >(module: ServiceModule<N, S, D>): ServiceModule<N, S, D> {
   return module;
+}
+
+/** Each rpc's access rule, by its path ("/shop.user.v1.UserService/GetUser"). */
+export function accessRules(module: AnyServiceModule): Map<string, AccessRule> {
+  const rules = new Map<string, AccessRule>();
+  for (const [key, definition] of Object.entries(module.serves as Definitions)) {
+    const access = (module.access as Record<string, Record<string, AccessRule>>)[key] ?? {};
+    for (const [name, method] of Object.entries(definition)) {
+      const rule = access[name];
+      if (rule) rules.set(method.path, rule);
+    }
+  }
+  return rules;
 }
 
 /** The proto package of a full service name: "shop.user.v1.UserService" → "shop.user.v1". */

@@ -1,8 +1,9 @@
 // npm run new-service -- <name>: scaffolds a service. Writes proto/shop/<name>/v1/<name>.proto (a
 // commented resource with Get, List and Create, each with its idempotency level), services/<name>/
-// (handlers, store, migration, module, handler test) and its line in services/registry.ts, then
-// regenerates everything derived from proto/ and the registry (npm run generate). Nothing else
-// needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
+// (handlers, store, migration, module, handler test), its line in services/registry.ts and its
+// handler test's import in the storage variants (services/handlers.{postgres,sqlite3}.test.ts),
+// then regenerates everything derived from proto/ and the registry (npm run generate). Nothing
+// else needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -47,6 +48,10 @@ import "google/protobuf/timestamp.proto";
 // violation per invalid field, and one \`ErrorInfo\` whose domain is
 // "${pkg}" and whose reason is an UPPER_SNAKE code such as
 // \`${name.toUpperCase()}_NOT_FOUND\`.
+//
+// Authentication: every rpc needs a JWT bearer token in the \`authorization\`
+// metadata: UNAUTHENTICATED (reason \`TOKEN_MISSING\`, \`TOKEN_EXPIRED\` or
+// \`TOKEN_INVALID\`) otherwise, and nothing changes.
 service ${Name}Service {
   // Creates a ${name}.
   //
@@ -167,20 +172,21 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 }
 `,
   "store.ts": `import type { ${Name} } from "${gen}";
-import { type Knex, pageBySeq } from "../../kit/db.js";
+import { type Knex, pageBySeq, readTime } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 
 interface ${Name}Row {
   seq: number;
   ${name}_id: string;
   display_name: string;
-  create_time: number;
+  /** Milliseconds since the epoch: a number from SQLite, a string from PostgreSQL. */
+  create_time: number | string;
 }
 
 const to${Name} = (row: ${Name}Row): ${Name} => ({
   ${name}Id: row.${name}_id,
   displayName: row.display_name,
-  createTime: new Date(row.create_time),
+  createTime: new Date(readTime(row.create_time)),
 });
 
 /** The ${names} table: the only code that touches it. */
@@ -234,7 +240,8 @@ import { create${Names} } from "./0001_create_${names}.js";
 export const migrations: Migration[] = [create${Names}];
 `,
   "service.ts": `import { ${Name}ServiceService } from "${gen}";
-import { defineService } from "../../kit/service.js";
+import { signedIn } from "../../kit/auth.js";
+import { defineService, everyRpc } from "../../kit/service.js";
 import { ${name}Handlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ${Name}Store } from "./store.js";
@@ -244,21 +251,22 @@ export const ${name}Service = defineService({
   serves: { ${Name}Service: ${Name}ServiceService },
   dependencies: {},
   migrations,
+  access: { ${Name}Service: everyRpc(${Name}ServiceService, signedIn) },
   implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
 });
 `,
   "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.
 import test, { type ExecutionContext } from "ava";
 import { ${Name}ServiceService } from "${gen}";
-import { createClient } from "../../kit/client.js";
 import { Code } from "../../kit/errors.js";
+import { signedInClient } from "../../test/helpers/credentials.js";
 import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
 async function client(t: ExecutionContext) {
   const service = await start(t, ${name}Service);
-  const ${names} = createClient(${Name}ServiceService, service.server.address);
+  const ${names} = signedInClient(${Name}ServiceService, service.server.address);
   t.teardown(() => ${names}.close());
   return ${names};
 }
@@ -302,6 +310,13 @@ const end = source.indexOf("]);");
 if (end < 0) fail("services/registry.ts has no `]);` to add the line before");
 writeFileSync(registryFile, source.slice(0, end) + line + source.slice(end));
 
+// Its handler test runs again on every other storage: one import in each variant file.
+for (const variant of ["handlers.postgres.test.ts", "handlers.sqlite3.test.ts"]) {
+  const file = path.join(repoRoot, "services", variant);
+  const text = readFileSync(file, "utf8");
+  writeFileSync(file, `${text.trimEnd()}\nimport "./${name}/handlers.test.js";\n`);
+}
+
 const run = (command: string, args: string[]) =>
   execFileSync(command, args, { cwd: repoRoot, stdio: "inherit" });
 run("npx", ["biome", "format", "--write", `services/${name}`]);
@@ -310,5 +325,5 @@ console.log(`
 new-service: ${name} on port ${port}
   proto/shop/${name}/v1/${name}.proto
   services/${name}/ (handlers.ts, store.ts, migrations/, service.ts, handlers.test.ts)
-  services/registry.ts: one line
+  services/registry.ts: one line; services/handlers.{postgres,sqlite3}.test.ts: its handler test
 Next: npm run lint && npx ava services/${name} && npm start`);

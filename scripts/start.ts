@@ -1,9 +1,19 @@
 // npm start: every registered service as its own process on its registry port (SHOP_<NAME>_PORT
-// to change one), embedded SQLite in SHOP_DATA_DIR (data/), demo data on the first run
-// (--no-seed or SHOP_SEED=false to skip), and a ready banner. Ctrl-C stops every service.
+// to change one), embedded SQLite in SHOP_DATA_DIR (data/) unless SHOP_DATABASE_URL names a
+// PostgreSQL database, demo data on the first run (--no-seed or SHOP_SEED=false to skip), and a
+// ready banner. Ctrl-C stops every service.
 import { env } from "../kit/config.js";
 import { registry, type ServiceName } from "../services/registry.js";
-import { grpcurlCommand, READY, START_BANNER_END, shellJson } from "./lib/banner.js";
+import {
+  authFlag,
+  grpcurlCommand,
+  launchAccess,
+  READY,
+  START_BANNER_END,
+  shellJson,
+  storageLine,
+  tokenLines,
+} from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
@@ -12,10 +22,10 @@ import { Supervisor } from "./lib/supervisor.js";
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
 const supervisor = new Supervisor();
 
-function banner(plan: FleetPlan, demo: DemoData): string {
+function banner(plan: FleetPlan, demo: DemoData, tokens: string[]): string {
   const at = (name: ServiceName) => plan.addresses[name][0] as string;
-  const call = (name: ServiceName, method: string, body?: object) =>
-    `  ${grpcurlCommand()} -plaintext ${body ? `-d ${shellJson(body)} ` : ""}${at(name)} ${method}`;
+  const call = (name: ServiceName, method: string, body?: object, as?: "TOKEN" | "ADMIN_TOKEN") =>
+    `  ${grpcurlCommand()} -plaintext ${as ? `${authFlag(as)} ` : ""}${body ? `-d ${shellJson(body)} ` : ""}${at(name)} ${method}`;
   const width = Math.max(8, ...registry.names.map((name) => name.length + 1));
   const lines = [
     "",
@@ -24,31 +34,43 @@ function banner(plan: FleetPlan, demo: DemoData): string {
       (service) =>
         `  ${service.name.padEnd(width)} ${at(service.name)}   ${service.protoServices.join(" ")}`,
     ),
-    `  data ${plan.dataDir}, logs ${plan.logDir}`,
+    storageLine(plan),
+    "",
+    "Development profile: plaintext on 127.0.0.1, bearer tokens checked. Tokens for the demo",
+    "user and for an admin (npm run token -- --user <user_id> [--role admin] makes more):",
+    ...tokens,
     "",
     "Try it (reflection is on, no proto files needed):",
     call("user", "list"),
     call("order", "describe shop.order.v1.OrderService"),
   ];
   if (demo.userId) {
-    lines.push(call("user", "shop.user.v1.UserService/GetUser", { user_id: demo.userId }));
+    lines.push(call("user", "shop.user.v1.UserService/GetUser", { user_id: demo.userId }, "TOKEN"));
   } else {
     lines.push(
-      call("user", "shop.user.v1.UserService/CreateUser", {
-        user: { email: "you@example.com", display_name: "You" },
-      }),
+      call(
+        "user",
+        "shop.user.v1.UserService/CreateUser",
+        { user: { email: "you@example.com", display_name: "You" } },
+        "ADMIN_TOKEN",
+      ),
     );
   }
   lines.push(call("product", "shop.product.v1.ProductService/ListProducts", { page_size: 10 }));
   const [productId] = demo.productIds;
   if (demo.userId && productId) {
     lines.push(
-      call("order", "shop.order.v1.OrderService/CreateOrder", {
-        user_id: demo.userId,
-        lines: [{ product_id: productId, quantity: 1 }],
-        request_id: "demo-order-1",
-      }),
-      call("order", "shop.order.v1.OrderService/ListOrders", { user_id: demo.userId }),
+      call(
+        "order",
+        "shop.order.v1.OrderService/CreateOrder",
+        {
+          user_id: demo.userId,
+          lines: [{ product_id: productId, quantity: 1 }],
+          request_id: "demo-order-1",
+        },
+        "TOKEN",
+      ),
+      call("order", "shop.order.v1.OrderService/ListOrders", { user_id: demo.userId }, "TOKEN"),
     );
   }
   lines.push(
@@ -70,11 +92,13 @@ try {
     started,
     portHint: "is another npm start or npm run mesh running? SHOP_<NAME>_PORT moves a service",
   });
+  const access = await launchAccess(plan);
   const demo = await seedDemo(
     { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
     seed,
+    access,
   );
-  console.log(banner(plan, demo));
+  console.log(banner(plan, demo, await tokenLines(access.token, demo.userId)));
 } catch (error) {
   console.error(error instanceof LaunchError ? error.message : error);
   await supervisor.stopAll(1);

@@ -6,7 +6,12 @@ import { defineRegistry } from "../kit/registry.js";
 
 export const registry = defineRegistry([
   { module: (await import("./user/service.js")).userService, port: 50051 },
-  { module: (await import("./product/service.js")).productService, port: 50052 },
+  {
+    module: (await import("./product/service.js")).productService,
+    port: 50052,
+    // The order service's private API: never routed, listed or transcoded at the edge.
+    exposure: { InventoryService: "internal" },
+  },
   { module: (await import("./order/service.js")).orderService, port: 50053 },
 ]);
 

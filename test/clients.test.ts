@@ -1,14 +1,17 @@
 // The example clients in clients/go, clients/python and clients/java, run against a live `npm run mesh` (Envoy in
-// front of two replicas of each service) twice: directly, each service at one of its replicas, and
-// through Envoy with -target, where consecutive calls land on either replica. Their claims are
-// checked again from outside through grpcurl, the same way. Then the generated Go and Python code,
-// built, vetted and imported.
+// front of two replicas of each service) twice: directly, each service at one of its replicas over
+// mutual TLS with the cli identity, and through Envoy's TLS listener with -target, where
+// consecutive calls land on either replica. Each signs in as a customer an admin created, with a
+// token for that customer, and as an admin to stock a product. Their claims are checked again from
+// outside through grpcurl, the same way. Then the generated Go and Python code, built, vetted and
+// imported.
 import { readdirSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { freePorts, repoRoot } from "../scripts/lib/launcher.js";
+import { ADMIN_TOKEN, CERTS, identity, tokenFor } from "./helpers/credentials.js";
 import { type ExecResult, exec, grpcurl } from "./helpers/exec.js";
 import { type Launch, startLaunch } from "./helpers/launch.js";
 
@@ -76,15 +79,45 @@ type Kind = "user" | "product" | "order";
 /** Where a client sends its calls: one address per service, or everything to one -target. */
 type Endpoints = Record<Kind, string> | { target: string };
 
-/** The client's address flags, `-user …` or `-target …`, with its flag prefix. */
-function addressFlags(to: Endpoints, dash: string): string[] {
-  if ("target" in to) return [`${dash}target`, to.target];
-  return (["user", "product", "order"] as const).flatMap((kind) => [`${dash}${kind}`, to[kind]]);
+/** Who the client signs in as. */
+interface SignIn {
+  userId: string;
+  token: string;
+  adminToken: string;
+}
+
+const ca = path.join(CERTS, "ca.crt");
+
+/**
+ * The client's flags, with its flag prefix: the addresses (`-user …` or `-target …`), TLS (the
+ * CA; the cli identity's certificate to reach a service's own port) and who it signs in as.
+ */
+function clientFlags(to: Endpoints, who: SignIn, dash: string): string[] {
+  const tls =
+    "target" in to
+      ? [`${dash}ca`, ca]
+      : [`${dash}ca`, ca, `${dash}cert`, identity("cli").cert, `${dash}key`, identity("cli").key];
+  const addresses =
+    "target" in to
+      ? [`${dash}target`, to.target]
+      : (["user", "product", "order"] as const).flatMap((kind) => [`${dash}${kind}`, to[kind]]);
+  return [
+    ...addresses,
+    ...tls,
+    ...[
+      `${dash}user-id`,
+      who.userId,
+      `${dash}token`,
+      who.token,
+      `${dash}admin-token`,
+      who.adminToken,
+    ],
+  ];
 }
 
 interface ClientRun {
   name: string;
-  run(to: Endpoints, timeout: string): Promise<ExecResult>;
+  run(to: Endpoints, who: SignIn, timeout: string): Promise<ExecResult>;
   /** How the client spells FAILED_PRECONDITION. */
   failedPrecondition: string;
 }
@@ -92,15 +125,16 @@ interface ClientRun {
 const CLIENTS: ClientRun[] = [
   {
     name: "Go",
-    run: (to, timeout) => exec(goClient, [...addressFlags(to, "-"), "-timeout", `${timeout}s`]),
+    run: (to, who, timeout) =>
+      exec(goClient, [...clientFlags(to, who, "-"), "-timeout", `${timeout}s`]),
     failedPrecondition: "FailedPrecondition",
   },
   {
     name: "Python",
-    run: (to, timeout) =>
+    run: (to, who, timeout) =>
       exec(python, [
         "clients/python/shop_client.py",
-        ...addressFlags(to, "--"),
+        ...clientFlags(to, who, "--"),
         "--timeout",
         timeout,
       ]),
@@ -108,8 +142,8 @@ const CLIENTS: ClientRun[] = [
   },
   {
     name: "Java",
-    run: (to, timeout) =>
-      exec("java", ["-jar", javaClient, ...addressFlags(to, "-"), "-timeout", `${timeout}s`]),
+    run: (to, who, timeout) =>
+      exec("java", ["-jar", javaClient, ...clientFlags(to, who, "-"), "-timeout", `${timeout}s`]),
     failedPrecondition: "FAILED_PRECONDITION",
   },
 ];
@@ -120,32 +154,58 @@ const live = () => {
 };
 
 /** The two ways into the mesh, and where grpcurl checks the client's story the same way. */
-const ROUTES: { name: string; endpoints(): Endpoints; check(kind: Kind): string }[] = [
+const ROUTES: {
+  name: string;
+  endpoints(): Endpoints;
+  check(kind: Kind): string;
+  tls: string[];
+}[] = [
   {
-    name: "directly, each service at its first replica",
+    name: "directly over mutual TLS, each service at its first replica",
     endpoints: () => {
       const { user, product, order } = live().plan.addresses;
       return { user: user[0] as string, product: product[0] as string, order: order[0] as string };
     },
     check: (kind) => live().plan.addresses[kind][0] as string,
+    tls: ["-cacert", ca, "-cert", identity("cli").cert, "-key", identity("cli").key],
   },
   {
-    name: "through Envoy (-target)",
+    name: "through Envoy's TLS listener (-target)",
     endpoints: () => ({ target: live().envoy as string }),
     check: () => live().envoy as string,
+    tls: ["-cacert", ca],
   },
 ];
+
+/** A customer an admin created through Envoy, with a token of its own. */
+async function newCustomer(): Promise<SignIn> {
+  const { user } = await grpcurl(
+    live().envoy as string,
+    "shop.user.v1.UserService/CreateUser",
+    {
+      user: {
+        email: `client-${Date.now()}-${Math.random().toString(36).slice(2)}@example.com`,
+        display_name: "Demo Customer",
+      },
+    },
+    [],
+    ["-cacert", ca],
+  );
+  return { userId: user.userId, token: await tokenFor(user.userId), adminToken: ADMIN_TOKEN };
+}
 
 for (const client of CLIENTS) {
   for (const route of ROUTES) {
     // Serial: the flows run before, not among, the CPU-heavy import and go vet tests.
     test.serial(`the ${client.name} client walks the whole order flow ${route.name}`, async (t) => {
-      const result = await client.run(route.endpoints(), "20"); // generous: CI machines can be loaded
+      const who = await newCustomer();
+      const result = await client.run(route.endpoints(), who, "20"); // generous: CI machines can be loaded
       t.is(result.code, 0, `stdout:\n${result.stdout}\nstderr:\n${result.stderr}`);
       t.is(result.stderr, "");
       const out = result.stdout;
 
-      const userId = grab(t, out, /^1 CreateUser +user_id=(\S+) /m);
+      const userId = grab(t, out, /^1 GetUser +user_id=(\S+) /m);
+      t.is(userId, who.userId);
       const productId = grab(t, out, /^1 CreateProduct +product_id=(\S+) stock=5 price=1250 EUR/m);
       const first = grab(
         t,
@@ -183,6 +243,8 @@ for (const client of CLIENTS) {
         {
           user_id: userId,
         },
+        [],
+        route.tls,
       );
       t.deepEqual(
         Object.fromEntries(
@@ -196,6 +258,8 @@ for (const client of CLIENTS) {
         {
           product_id: productId,
         },
+        [],
+        route.tls,
       );
       t.is(product.stockQuantity, 4);
     });
@@ -212,7 +276,11 @@ for (const client of CLIENTS) {
         flag === "-target"
           ? { target: nowhere }
           : { user: nowhere, product: nowhere, order: nowhere };
-      const result = await client.run(to, "1");
+      const result = await client.run(
+        to,
+        { userId: "usr_nobody", token: ADMIN_TOKEN, adminToken: ADMIN_TOKEN },
+        "1",
+      );
       t.is(result.code, 1, result.stdout + result.stderr);
       t.regex(result.stderr, /^FAIL .*Unavailable|^FAIL .*UNAVAILABLE/m);
       t.false(result.stdout.includes("ok: every step"));
@@ -245,10 +313,15 @@ function generatedPythonModules(): string[] {
 
 test("gen/python holds the _pb2 and _pb2_grpc modules of every proto", (t) => {
   const modules = generatedPythonModules();
-  const expected = [...KINDS, "type"].flatMap((pkg) => {
-    const file = pkg === "type" ? "money" : pkg;
-    return [`shop.${pkg}.v1.${file}_pb2`, `shop.${pkg}.v1.${file}_pb2_grpc`];
-  });
+  const files: [string, string][] = [
+    ...KINDS.map((kind): [string, string] => [kind, kind]),
+    ["product", "inventory"],
+    ["type", "money"],
+  ];
+  const expected = files.flatMap(([pkg, file]) => [
+    `shop.${pkg}.v1.${file}_pb2`,
+    `shop.${pkg}.v1.${file}_pb2_grpc`,
+  ]);
   t.deepEqual(modules, expected.sort());
 });
 
@@ -264,11 +337,11 @@ for (const module of generatedPythonModules()) {
     t.is(result.code, 0, result.stderr);
     t.is(result.stderr, "");
     const pkg = module.split(".").slice(0, 3).join(".");
-    const kind = module.split(".")[1] as string;
+    const file = (module.split(".")[3] as string).replace(/_pb2(_grpc)?$/, "");
     if (!module.endsWith("_grpc")) {
       t.is(result.stdout.trim(), pkg);
-    } else if ((KINDS as readonly string[]).includes(kind)) {
-      t.is(result.stdout.trim(), `${kind[0]?.toUpperCase()}${kind.slice(1)}ServiceStub`);
+    } else if (file !== "money") {
+      t.is(result.stdout.trim(), `${file[0]?.toUpperCase()}${file.slice(1)}ServiceStub`);
     } else {
       t.is(result.stdout.trim(), "", "money.proto has no services");
     }

@@ -88,6 +88,27 @@ for (const [name, edit] of Object.entries(rejected)) {
   });
 }
 
+// How the reservation rpcs left ProductService for the internal InventoryService: the gate refuses
+// moving an rpc between services until a release takes the new contract as its baseline.
+test("the breaking gate rejects moving an rpc to another service", async (t) => {
+  const result = await gateAfterEdit("proto/shop/product/v1/inventory.proto", (text) =>
+    text
+      .replace(
+        "service InventoryService {",
+        "service InventoryService {\n  // Moved.\n  rpc Probe(CommitReservationRequest) returns (CommitReservationResponse) {\n    option idempotency_level = IDEMPOTENT;\n  }\n",
+      )
+      .replace(
+        / {2}\/\/ Makes a held reservation permanent[\s\S]*?rpc CommitReservation[\s\S]*?\n {2}\}\n/,
+        "",
+      ),
+  );
+  t.not(result.code, 0, "the gate accepted moving an rpc");
+  t.regex(
+    result.stdout + result.stderr,
+    /RPC "CommitReservation" on service "InventoryService" was deleted/,
+  );
+});
+
 const accepted: Record<string, (text: string) => string> = {
   "adding a field": (text) =>
     text.replace(

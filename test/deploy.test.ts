@@ -5,6 +5,7 @@ import path from "node:path";
 import test from "ava";
 import { parse } from "yaml";
 import { composeTopology, localTopology } from "../deploy/envoy/config.js";
+import { healthPortOf } from "../deploy/settings.js";
 import { serviceVariable } from "../kit/registry.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -62,11 +63,12 @@ test("deploy/compose.yaml runs the mesh's topology: the services, ports and wiri
       SHOP_HOST: "0.0.0.0",
       SHOP_PORT: String(endpoint?.port),
     });
-    // The image's grpc-health-probe: no Node.js process per check.
+    // The image's grpc-health-probe: no Node.js process per check, on the health-only port,
+    // which needs no mesh certificate.
     t.deepEqual(service.healthcheck?.test.slice(0, 4), [
       "CMD",
       "grpc-health-probe",
-      `-addr=127.0.0.1:${endpoint?.port}`,
+      `-addr=127.0.0.1:${healthPortOf(endpoint?.port as number)}`,
       `-service=${registry.get(kind).protoServices[0]}`,
     ]);
     t.is(path.resolve(deployDir, service.build?.context ?? ""), path.resolve(repoRoot));

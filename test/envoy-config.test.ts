@@ -11,16 +11,18 @@ import { parse } from "yaml";
 import {
   composeTopology,
   type EnvoyTopology,
+  edgeCredentials,
   envoyConfig,
   envoyYaml,
   retryOn,
   routedServices,
 } from "../deploy/envoy/config.js";
 import { committedConfigs } from "../deploy/generate.js";
-import { retriable } from "../kit/contract.js";
+import { contractMethods, retriable } from "../kit/contract.js";
 import { descriptorPath as DEFAULT_DESCRIPTOR_FILE } from "../kit/descriptor.js";
 import { envoyBinary } from "../scripts/lib/envoy.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
+import { CERTS } from "./helpers/credentials.js";
 import { startEnvoy } from "./helpers/envoy.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
@@ -131,9 +133,30 @@ for (const file of COMMITTED) {
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.cors",
+        "envoy.filters.http.jwt_authn",
+        "envoy.filters.http.rbac",
         "envoy.filters.http.router",
       ],
     );
+    // The internal API has no route: a call falls through to UNIMPLEMENTED.
+    for (const method of contractMethods("shop.product.v1.InventoryService")) {
+      t.is(routeFor(routes, method.path)?.name, "grpc-not-found", method.path);
+    }
+    // Every routed rpc's token requirement follows its access rule: optional on the open reads.
+    const jwt = filters[3]?.typed_config as {
+      rules: {
+        match: { path: string };
+        requires: { provider_name?: string; requires_any?: object };
+      }[];
+    };
+    const open = jwt.rules
+      .filter((rule) => rule.requires.requires_any)
+      .map((rule) => rule.match.path);
+    t.deepEqual(open.sort(), [
+      "/shop.product.v1.ProductService/GetProduct",
+      "/shop.product.v1.ProductService/ListProducts",
+    ]);
+    t.is(jwt.rules.length, services.flatMap((service) => service.methods).length);
     const transcoder = filters[1]?.typed_config as { services: string[]; proto_descriptor: string };
     t.deepEqual(
       transcoder.services,
@@ -175,7 +198,21 @@ test("Envoy accepts the committed compose config", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-compose-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, "envoy.compose.yaml");
-  await writeFile(file, text.replace(mounted, `proto_descriptor: ${DEFAULT_DESCRIPTOR_FILE}`));
+  // And its secrets, which compose mounts under /run/secrets, at the development set.
+  const secrets: Record<string, string> = {
+    edge_cert: "edge.crt",
+    edge_key: "edge.key",
+    mesh_ca: "ca.crt",
+    jwks: "jwks.json",
+  };
+  await writeFile(
+    file,
+    text
+      .replace(mounted, `proto_descriptor: ${DEFAULT_DESCRIPTOR_FILE}`)
+      .replace(/\/run\/secrets\/(\w+)/g, (_, name: string) =>
+        path.join(CERTS, secrets[name] ?? name),
+      ),
+  );
   const { ok, output } = await validate(file);
   t.true(ok, output);
 });
@@ -194,6 +231,8 @@ test("Envoy accepts a generated config for ephemeral ports and a file access log
     },
     accessLogPath: path.join(dir, "access.log"),
     healthCheckIntervalMs: 250,
+    ...edgeCredentials(CERTS),
+    corsOrigins: ["https://shop.example"],
   };
   const file = path.join(dir, "envoy.yaml");
   await writeFile(file, envoyYaml(topology));

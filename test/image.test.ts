@@ -12,6 +12,10 @@ import test from "ava";
 import { parse } from "yaml";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/order/v1/order.js";
 import { createClient } from "../kit/client.js";
+import { bearer } from "../kit/middleware/auth.js";
+import { defaultClientMiddleware } from "../kit/middleware/index.js";
+import { channelCredentials, readTls } from "../kit/tls.js";
+import { identityFiles, makeCredentials, signToken } from "../scripts/lib/credentials.js";
 import { freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { eventually } from "./helpers/eventually.js";
@@ -129,13 +133,25 @@ test("the image's own commands: compiled JavaScript on production dependencies s
   );
   t.is(imageEnv.NODE_ENV, "production");
 
-  // Run it as compose does, on loopback and free ports.
+  // Run it as compose does, on loopback and free ports, in the production profile with a
+  // credentials set of the mesh's own, as `npm run certs -- --production` makes it.
   const compose = parse(await readFile(path.join(repoRoot, "deploy/compose.yaml"), "utf8")) as {
     services: Record<string, { command?: string[]; environment?: Record<string, string> }>;
+    secrets: Record<string, { file: string }>;
   };
-  const free = await freePorts(registry.names.length);
+  const secretsDir = path.join(dir, "secrets");
+  await mkdir(secretsDir);
+  await makeCredentials(secretsDir, {
+    caName: "shopmesh mesh CA",
+    keyIdPrefix: "shopmesh-",
+    pageTokenSecret: true,
+  });
+  const free = await freePorts(2 * registry.names.length);
   const ports: Record<string, number> = Object.fromEntries(
     registry.names.map((name, i) => [name, free[i] as number]),
+  );
+  const healthPorts: Record<string, number> = Object.fromEntries(
+    registry.names.map((name, i) => [name, free[registry.names.length + i] as number]),
   );
   const base = {
     ...imageEnv,
@@ -148,10 +164,12 @@ test("the image's own commands: compiled JavaScript on production dependencies s
       Object.entries(env).map(([key, value]) => {
         // user:50051 → 127.0.0.1:<its free port>
         const dns = /^([a-z0-9]+):\d+$/.exec(value);
-        return [
-          key,
-          dns && ports[dns[1] as string] ? `127.0.0.1:${ports[dns[1] as string]}` : value,
-        ];
+        if (dns && ports[dns[1] as string]) return [key, `127.0.0.1:${ports[dns[1] as string]}`];
+        // /run/secrets/<name> → the file compose mounts there
+        const secret = /^\/run\/secrets\/(\w+)$/.exec(value);
+        const file = secret && compose.secrets[secret[1] as string]?.file;
+        if (file) return [key, path.join(secretsDir, path.basename(file))];
+        return [key, value];
       }),
     );
 
@@ -176,6 +194,7 @@ test("the image's own commands: compiled JavaScript on production dependencies s
         ...local(compose.services[service.name]?.environment),
         SHOP_HOST: "127.0.0.1",
         SHOP_PORT: String(ports[service.name]),
+        SHOP_HEALTH_PORT: String(healthPorts[service.name]),
       },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -184,13 +203,13 @@ test("the image's own commands: compiled JavaScript on production dependencies s
     child.stderr?.on("data", (chunk) => {
       stderr += chunk;
     });
-    // compose's health check, against the free port.
+    // compose's health check, against the free health port: the service port wants mTLS.
     await eventually(
       `${service.name} SERVING`,
       async () => {
         if (child.exitCode !== null) throw new Error(`${service.name} exited: ${stderr}`);
         const check = await exec(tool("grpc-health-probe"), [
-          `-addr=127.0.0.1:${ports[service.name]}`,
+          `-addr=127.0.0.1:${healthPorts[service.name]}`,
           `-service=${service.protoServices[0]}`,
           "-connect-timeout=1s",
           "-rpc-timeout=1s",
@@ -211,7 +230,17 @@ test("the image's own commands: compiled JavaScript on production dependencies s
   t.is(seeded.code, 0, seeded.stderr);
   const demo = JSON.parse(seeded.stdout.trim().split("\n").at(-1) as string);
 
-  const orders = createClient(OrderServiceService, `127.0.0.1:${ports.order}`);
+  // A shopper's order, over mutual TLS as the cli identity, with a token the mesh's key signed.
+  const token = await signToken({
+    user: demo.user_id,
+    dir: secretsDir,
+    issuer: compose.services.order?.environment?.SHOP_JWT_ISSUER as string,
+    audience: compose.services.order?.environment?.SHOP_JWT_AUDIENCE as string,
+  });
+  const orders = createClient(OrderServiceService, `127.0.0.1:${ports.order}`, {
+    transport: channelCredentials(readTls(identityFiles(secretsDir, "cli")), "order"),
+    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 10_000 }), bearer(token)],
+  });
   t.teardown(() => orders.close());
   const { order } = await orders.createOrder({
     userId: demo.user_id,

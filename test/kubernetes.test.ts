@@ -17,12 +17,18 @@ import {
   OVERLAYS,
   PRE_STOP_SLEEP_S,
 } from "../deploy/kubernetes.js";
-import { DATABASE_SECRET, MAX_CONNECTION_AGE_MS } from "../deploy/settings.js";
+import {
+  DATABASE_SECRET,
+  healthPortOf,
+  JWT_SETTINGS,
+  MAX_CONNECTION_AGE_MS,
+} from "../deploy/settings.js";
 import { descriptorPath } from "../kit/descriptor.js";
 import { serviceVariable } from "../kit/registry.js";
 import { envoyBinary } from "../scripts/lib/envoy.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
+import { CERTS } from "./helpers/credentials.js";
 import { exec } from "./helpers/exec.js";
 
 // biome-ignore lint/suspicious/noExplicitAny: walking parsed manifests
@@ -165,11 +171,19 @@ for (const overlay of ["development", "production"] as const) {
       const [container] = pod.containers;
       const labels = deployment.spec.template.metadata.labels;
 
-      // Native gRPC probes on the service port: readiness on its proto service.
-      t.deepEqual(container.readinessProbe.grpc, { port, service: service.protoServices[0] });
-      t.deepEqual(container.livenessProbe.grpc, { port });
-      t.deepEqual(container.startupProbe.grpc, { port });
-      t.deepEqual(container.ports, [{ name: "grpc", containerPort: port, protocol: "TCP" }]);
+      // Native gRPC probes on the health-only port (the service port wants a mesh certificate,
+      // which the kubelet cannot present): readiness on its proto service.
+      const health = healthPortOf(port);
+      t.deepEqual(container.readinessProbe.grpc, {
+        port: health,
+        service: service.protoServices[0],
+      });
+      t.deepEqual(container.livenessProbe.grpc, { port: health });
+      t.deepEqual(container.startupProbe.grpc, { port: health });
+      t.deepEqual(container.ports, [
+        { name: "grpc", containerPort: port, protocol: "TCP" },
+        { name: "health", containerPort: health, protocol: "TCP" },
+      ]);
 
       // Kubernetes waits for the preStop sleep and the whole shutdown grace before SIGKILL.
       t.is(container.lifecycle.preStop.sleep.seconds, PRE_STOP_SLEEP_S);
@@ -197,6 +211,26 @@ for (const overlay of ["development", "production"] as const) {
       );
       t.is(env.SHOP_SERVICE?.value, name);
       t.is(env.SHOP_PORT?.value, String(port));
+      t.is(env.SHOP_HEALTH_PORT?.value, String(health));
+      // Its mTLS identity and the JWKS from Secrets, in every overlay: plaintext is for loopback.
+      const secretOf = (variable: string) => {
+        const file = env[variable]?.value as string;
+        const mount = (container.volumeMounts as { name: string; mountPath: string }[]).find((m) =>
+          file?.startsWith(`${m.mountPath}/`),
+        );
+        const volume = pod.volumes.find((v: Manifest) => v.name === mount?.name);
+        return volume?.secret?.secretName;
+      };
+      for (const variable of ["SHOP_TLS_CERT_FILE", "SHOP_TLS_KEY_FILE", "SHOP_TLS_CA_FILE"]) {
+        t.is(secretOf(variable), `shopmesh-tls-${name}`, `${name}: ${variable}`);
+      }
+      t.is(secretOf("SHOP_JWKS_FILE"), "shopmesh-jwks");
+      t.is(
+        secretOf("SHOP_PAGE_TOKEN_SECRET_FILE"),
+        overlay === "production" ? "shopmesh-page-token" : undefined,
+      );
+      t.is(settings.SHOP_JWT_ISSUER, JWT_SETTINGS.SHOP_JWT_ISSUER);
+      t.is(settings.SHOP_JWT_AUDIENCE, JWT_SETTINGS.SHOP_JWT_AUDIENCE);
       t.true(
         container.envFrom.some((from: Manifest) => from.configMapRef.name === config.metadata.name),
       );
@@ -273,7 +307,7 @@ for (const overlay of ["development", "production"] as const) {
     const clusters = Object.fromEntries(
       bootstrap.static_resources.clusters.map((cluster: Manifest) => [cluster.name, cluster]),
     );
-    for (const service of registry.services.filter((s) => s.exposure === "public")) {
+    for (const service of registry.services.filter((s) => s.publicServices.length > 0)) {
       const cluster = clusters[service.name];
       t.is(cluster.type, "STRICT_DNS");
       t.deepEqual(cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, {
@@ -294,8 +328,26 @@ test("Envoy accepts the Kubernetes config", async (t) => {
   const text = kubernetesFiles()[`${K8S_DIR}/base/envoy/envoy.yaml`] as string;
   const mounted = "proto_descriptor: /descriptor/shop.binpb";
   t.is(text.split(mounted).length, 2, "the config loads the descriptor the init container copies");
+  // TLS to the services and at the edge, with the edge's identity and the JWKS from Secrets.
+  for (const file of ["tls/tls.crt", "tls/tls.key", "tls/ca.crt", "jwks/jwks.json"]) {
+    t.true(text.includes(`/etc/shopmesh/${file}`), `the config reads /etc/shopmesh/${file}`);
+  }
+  // Validation opens them: the development set stands in for the mounted Secrets.
+  const secrets: Record<string, string> = {
+    "tls/tls.crt": "edge.crt",
+    "tls/tls.key": "edge.key",
+    "tls/ca.crt": "ca.crt",
+    "jwks/jwks.json": "jwks.json",
+  };
   const file = path.join(await tempDir(t), "envoy.yaml");
-  await writeFile(file, text.replace(mounted, `proto_descriptor: ${descriptorPath}`));
+  await writeFile(
+    file,
+    text
+      .replace(mounted, `proto_descriptor: ${descriptorPath}`)
+      .replace(/\/etc\/shopmesh\/(\w+\/[\w.]+)/g, (_, name: string) =>
+        path.join(CERTS, secrets[name] ?? name),
+      ),
+  );
   const result = await exec(envoyBinary(), ["--mode", "validate", "-c", file]);
   t.is(result.code, 0, `${result.stdout}${result.stderr}`.slice(-3000));
 });

@@ -5,6 +5,7 @@
 // same chains.
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
+import { InventoryServiceService } from "../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../kit/client.js";
@@ -20,6 +21,7 @@ import {
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
 import { userService } from "../services/user/service.js";
+import { asAllowedCaller, testCallers } from "./helpers/credentials.js";
 import { eventually } from "./helpers/eventually.js";
 import { captureLogger, orderLine, start, startFleet } from "./helpers/fleet.js";
 import { expectStatus } from "./helpers/status.js";
@@ -65,8 +67,12 @@ const finished = (seen: Seen[], rpc: string) =>
 test("a server middleware sees the rpc, the call's context and the status the caller got", async (t) => {
   const { middleware, seen } = recorder();
   const service = await start(t, createProductService(), { middleware: [middleware] });
-  const products = createClient(ProductServiceService, service.server.address);
+  const products = createClient(ProductServiceService, service.server.address, {
+    middleware: testCallers(),
+  });
+  const inventory = createClient(InventoryServiceService, service.server.address);
   t.teardown(() => products.close());
+  t.teardown(() => inventory.close());
 
   const metadata = new Metadata();
   metadata.set("x-test", "hello");
@@ -98,7 +104,7 @@ test("a server middleware sees the rpc, the call's context and the status the ca
   );
   t.regex(missing.status?.details ?? "", /prd_missing/);
 
-  await products.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
+  await inventory.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
   t.like((await finished(seen, "ReserveStock")).method, { idempotency: "IDEMPOTENT" });
 });
 
@@ -125,7 +131,9 @@ test("the final status is what the caller got: an unencodable response, a deadli
     logger: logs.logger,
     middleware: [middleware, buggy],
   });
-  const products = createClient(ProductServiceService, service.server.address);
+  const products = createClient(ProductServiceService, service.server.address, {
+    middleware: testCallers(),
+  });
   t.teardown(() => products.close());
 
   await expectStatus(t, products.getProduct({ productId: "prd_x" }), Code.INTERNAL, "INTERNAL");
@@ -170,7 +178,7 @@ test("a client middleware sees each outgoing call and its status, and can add he
     },
   };
   const users = createClient(UserServiceService, user.server.address, {
-    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), tagging],
+    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), asAllowedCaller, tagging],
   });
   t.teardown(() => users.close());
   // Partial requests: every field left out gets its default.

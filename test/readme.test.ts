@@ -4,6 +4,7 @@ import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { ADMIN_TOKEN, tokenFor } from "./helpers/credentials.js";
 import { exec } from "./helpers/exec.js";
 import { launch } from "./helpers/launch.js";
 import { shellSplit } from "./helpers/shell.js";
@@ -30,7 +31,9 @@ const RPCS = [
   ...["CreateProduct", "GetProduct", "ListProducts", "UpdateProduct"].map(
     (m) => `ProductService.${m}`,
   ),
-  ...["ReserveStock", "CommitReservation", "ReleaseReservation"].map((m) => `ProductService.${m}`),
+  ...["ReserveStock", "CommitReservation", "ReleaseReservation"].map(
+    (m) => `InventoryService.${m}`,
+  ),
   ...["CreateOrder", "GetOrder", "ListOrders", "CancelOrder", "WatchOrder"].map(
     (m) => `OrderService.${m}`,
   ),
@@ -54,7 +57,10 @@ test("every README grpcurl example answers against npm start", async (t) => {
     ...examples.filter((example) => example.rpc === "UserService.DeleteUser"),
   ];
   for (const { rpc, command } of ordered) {
+    // As after the banner's export lines: $TOKEN signs in as the user the examples created.
     const line = command
+      .replaceAll("$ADMIN_TOKEN", ADMIN_TOKEN)
+      .replaceAll("$TOKEN", await tokenFor(ids.user ?? "missing-user"))
       .replaceAll("usr_…", ids.user ?? "missing-user")
       .replaceAll("prd_…", ids.product ?? "missing-product")
       .replaceAll("ord_…", ids.order ?? "missing-order")

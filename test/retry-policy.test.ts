@@ -50,6 +50,7 @@ function clientRetries(config: ReturnType<typeof serviceConfigFor>): Set<string>
  * What is wrong with the retry policy of `methods`: an rpc without a declared level, or one that
  * the client retries after it reached a server (UNAVAILABLE) while Envoy does not (a reset), or
  * the other way round, or that Envoy retries when it may have had an effect without a promise.
+ * An internal rpc must have no Envoy route at all; only its client side is checked.
  */
 function disagreements(
   methods: readonly MethodInfo[],
@@ -61,6 +62,13 @@ function disagreements(
     if (!method.declared) problems.push(`${method.path} declares no idempotency_level`);
     const byClient = client.has(method.path);
     const conditions = envoy.get(method.path);
+    if (internal.has(method.service)) {
+      if (conditions) problems.push(`${method.path} is internal but Envoy routes it`);
+      if (byClient !== retriable(method)) {
+        problems.push(`${method.path}: retried against its level ${method.idempotency}`);
+      }
+      continue;
+    }
     if (!conditions) {
       problems.push(`${method.path} has no Envoy route`);
       continue;
@@ -81,9 +89,11 @@ function disagreements(
   return problems;
 }
 
-const registered = registry.services
-  .filter((service) => service.exposure === "public")
-  .flatMap((service) => Object.values(service.module.serves) as ServiceDefinition[]);
+const registered = registry.services.flatMap(
+  (service) => Object.values(service.module.serves) as ServiceDefinition[],
+);
+
+const internal = new Set(registry.services.flatMap((service) => service.internalServices));
 
 const allMethods = registry.services.flatMap((service) =>
   service.protoServices.flatMap((name) => contractMethods(name)),

@@ -1,4 +1,4 @@
-import { credentials } from "@grpc/grpc-js";
+import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import {
@@ -6,12 +6,13 @@ import {
   OrderServiceClient,
   OrderState,
 } from "../gen/ts/shop/order/v1/order.js";
-import { ReservationState } from "../gen/ts/shop/product/v1/product.js";
+import { ReservationState } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
 import { userService } from "../services/user/service.js";
+import { tokenFor } from "./helpers/credentials.js";
 import { eventually, until } from "./helpers/eventually.js";
 import {
   captureLogger,
@@ -65,6 +66,8 @@ test("the generated grpc-js client class talks to the order service as is", asyn
   const mug = await addProduct(fleet.products);
   const client = new OrderServiceClient(fleet.order.server.address, credentials.createInsecure());
   t.teardown(() => client.close());
+  const metadata = new Metadata();
+  metadata.set("authorization", `Bearer ${await tokenFor(user.userId)}`);
   const response = await new Promise<CreateOrderResponse>((resolve, reject) =>
     client.createOrder(
       {
@@ -72,6 +75,7 @@ test("the generated grpc-js client class talks to the order service as is", asyn
         lines: [{ productId: mug.productId, quantity: 1, unitPrice: undefined }],
         requestId: "generated-1",
       },
+      metadata,
       (error, reply) => (error ? reject(error) : resolve(reply)),
     ),
   );
@@ -229,7 +233,7 @@ test("a reservation that fails leaves no order behind", async (t) => {
 test("a held reservation expires after its TTL and gives its stock back", async (t) => {
   const fleet = await startFleet(t);
   const mug = await addProduct(fleet.products, { stock: 5 });
-  const { reservation } = await fleet.products.reserveStock({
+  const { reservation } = await fleet.inventory.reserveStock({
     reservationId: "expiring-1",
     lines: [orderLine(mug.productId, 4)],
     ttl: { seconds: "1", nanos: 0 },
@@ -241,7 +245,7 @@ test("a held reservation expires after its TTL and gives its stock back", async 
     return (await stockOf(fleet, mug.productId)) === 5;
   });
   const error = await t.throwsAsync(
-    fleet.products.commitReservation({ reservationId: "expiring-1" }),
+    fleet.inventory.commitReservation({ reservationId: "expiring-1" }),
     {
       instanceOf: ServiceError,
     },
@@ -274,7 +278,16 @@ test("the caller's deadline reaches the user and product services", async (t) =>
     loggers: { user: logs.user.logger, product: logs.product.logger },
   });
   const user = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 3 });
+  const mug = await addProduct(fleet.products, { stock: 4 });
+  // One order first, so that what a first call does once (importing the token keys, verifying
+  // the caller's token, which is then remembered) is not counted as deadline drift below.
+  await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "warm-up",
+  });
+  logs.user.lines.length = 0;
+  logs.product.lines.length = 0;
   fleet.product.faults.set("ReserveStock", { delayMs: 8_000 });
 
   // The client fixes its deadline when the call starts: somewhere in [earliest, latest].
@@ -294,14 +307,16 @@ test("the caller's deadline reaches the user and product services", async (t) =>
       return line && Date.parse(String(line.deadline));
     });
   // The downstream calls carried the caller's deadline, not the order service's 5 s default.
-  // Each hop re-anchors the remaining time on arrival, so allow it to land a little later.
+  // Each hop re-anchors the remaining time on arrival, so allow it to land later: up to a second
+  // and a half on a loaded machine, where these three services and the client share one event
+  // loop. The 5 s default would land 3 s late.
   for (const [lines, method] of [
     [logs.user.lines, "/shop.user.v1.UserService/GetUser"],
-    [logs.product.lines, "/shop.product.v1.ProductService/ReserveStock"],
+    [logs.product.lines, "/shop.product.v1.InventoryService/ReserveStock"],
   ] as const) {
     const deadline = await deadlineOf(lines, method);
     t.true(deadline >= earliest - 50, `${method} deadline ${deadline - earliest} ms early`);
-    t.true(deadline <= latest + 500, `${method} deadline ${deadline - latest} ms late`);
+    t.true(deadline <= latest + 1_500, `${method} deadline ${deadline - latest} ms late`);
   }
   // The abandoned reservation is compensated: nothing stays held.
   await until("the abandoned reservation to be released", async () => {
@@ -327,7 +342,12 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
     }
   })();
   await watching;
-  t.deepEqual(seen, [OrderState.ORDER_STATE_CONFIRMED, OrderState.ORDER_STATE_CANCELLED]);
+  // CANCELLING is streamed when a read of the order falls between the two steps of the cancel.
+  t.deepEqual(
+    seen.filter((state) => state !== OrderState.ORDER_STATE_CANCELLING),
+    [OrderState.ORDER_STATE_CONFIRMED, OrderState.ORDER_STATE_CANCELLED],
+  );
+  t.true(seen.length <= 3);
   t.is(await stockOf(fleet, mug.productId), 4);
 
   const again = await fleet.orders.cancelOrder({ orderId });
@@ -338,7 +358,7 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
 test("with the product service down, CreateOrder is UNAVAILABLE and writes nothing", async (t) => {
   const user = await start(t, userService);
   const order = await start(t, createOrderService(), {
-    dependencies: { users: user.server.address, products: "127.0.0.1:1" },
+    dependencies: { users: user.server.address, inventory: "127.0.0.1:1" },
   });
   const { users, orders } = clientsFor(t, {
     user: user.server.address,

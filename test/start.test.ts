@@ -40,13 +40,29 @@ interface BannerCommand {
   body?: Record<string, unknown>;
 }
 
-/** Every grpcurl command line of the banner, parsed. */
+/** The variables the banner's `export NAME=value` lines set. */
+function bannerExports(banner: string): Record<string, string> {
+  return Object.fromEntries(
+    [...banner.matchAll(/^\s+export (\w+)=(\S+)$/gm)].map(([, name, value]) => [name, value]),
+  );
+}
+
+/**
+ * Every grpcurl command line of the banner, parsed as a shell would after the banner's export
+ * lines: "$TOKEN" and "$ADMIN_TOKEN" expand to what they set.
+ */
 function bannerCommands(banner: string): BannerCommand[] {
+  const vars = bannerExports(banner);
   return banner
     .split("\n")
     .filter((line) => /^\s+\S*grpcurl\s/.test(line))
     .map((line) => {
-      const argv = shellSplit(line);
+      const argv = shellSplit(
+        line.replace(/\$(TOKEN|ADMIN_TOKEN)\b/g, (_, name: string) => {
+          if (!vars[name]) throw new Error(`the banner uses $${name} but does not export it`);
+          return vars[name];
+        }),
+      );
       const d = argv.indexOf("-d");
       const address = argv.find((arg) => /^[\w.-]+:\d+$/.test(arg)) ?? "";
       const rest = argv.slice(argv.indexOf(address) + 1);
@@ -103,6 +119,12 @@ test.serial("every grpcurl command in the banner works exactly as printed", asyn
   );
   const ports = Object.values(shop.addresses);
   for (const command of commands) t.true(ports.includes(command.address), command.line);
+  t.deepEqual(Object.keys(bannerExports(shop.banner)), ["TOKEN", "ADMIN_TOKEN"]);
+  // The rpcs that need a token carry the demo user's; list, describe and health need none.
+  for (const command of commands) {
+    const signedIn = /\/(GetUser|CreateOrder|ListOrders)$/.test(command.action);
+    t.is(command.line.includes('-H "authorization: Bearer $TOKEN"'), signedIn, command.line);
+  }
 
   let stockBefore: number | undefined;
   let orderId: string | undefined;

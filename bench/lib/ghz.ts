@@ -13,6 +13,10 @@ export interface CallSpec {
   schema: { protoset: string } | { proto: string };
   /** The request as JSON; ghz template functions such as {{newUUID}} run per call. */
   data: Record<string, unknown>;
+  /** Metadata of every call, e.g. the authorization header. */
+  metadata?: Record<string, string>;
+  /** TLS: the CA to trust, and a client certificate for mutual TLS; plaintext without. */
+  tls?: { ca: string; cert?: string; key?: string; serverName?: string };
 }
 
 export interface LoadOptions {
@@ -64,8 +68,16 @@ export async function runLoad(spec: CallSpec, options: LoadOptions): Promise<Loa
     "protoset" in spec.schema
       ? ["--protoset", spec.schema.protoset]
       : ["--proto", spec.schema.proto, "--import-paths", path.dirname(spec.schema.proto)];
+  const tls = spec.tls
+    ? [
+        ...["--cacert", spec.tls.ca],
+        ...(spec.tls.cert && spec.tls.key ? ["--cert", spec.tls.cert, "--key", spec.tls.key] : []),
+        ...(spec.tls.serverName ? ["--cname", spec.tls.serverName] : []),
+      ]
+    : ["--insecure"];
   const args = [
-    "--insecure",
+    ...tls,
+    ...(spec.metadata ? ["--metadata", JSON.stringify(spec.metadata)] : []),
     ...schema,
     ...["--call", spec.call],
     ...["--data", JSON.stringify(spec.data)],

@@ -1,6 +1,9 @@
-// Command shop-client walks through shopmesh's order flow with the generated Go stubs: it
-// creates a user and a product, places orders idempotently, pages through them, watches one
-// and cancels it, and decodes the google.rpc.Status details of an order that cannot be filled.
+// Command shop-client walks through shopmesh's order flow with the generated Go stubs, signed in
+// as a customer (-user-id, -token) and, to stock a product, as an admin (-admin-token): it reads
+// the customer's record, creates a product, places orders idempotently, pages through them,
+// watches one and cancels it, and decodes the google.rpc.Status details of an order that cannot
+// be filled. With -ca it speaks TLS (Envoy's listener), with -cert and -key mutual TLS (a
+// service's own port); plaintext otherwise (the development profile).
 //
 // Every call has a deadline. The exit status is 1 when anything differs from the contract in
 // proto/, so the command doubles as an end-to-end check.
@@ -9,6 +12,8 @@ package main
 import (
 	"context"
 	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -21,7 +26,9 @@ import (
 	"google.golang.org/genproto/googleapis/rpc/errdetails"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/credentials"
 	"google.golang.org/grpc/credentials/insecure"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 
 	orderv1 "github.com/shopmesh/shopmesh/gen/go/shop/order/v1"
@@ -38,7 +45,36 @@ func main() {
 	orderAddr := flag.String("order", "127.0.0.1:50053", "OrderService address")
 	target := flag.String("target", "", "send every service through this one address (Envoy: 127.0.0.1:8080); overrides -user, -product and -order")
 	timeout := flag.Duration("timeout", 5*time.Second, "deadline of each call")
+	userID := flag.String("user-id", "", "the signed-in customer's user_id (required)")
+	token := flag.String("token", "", "the customer's bearer token (npm run token -- --user <user_id>)")
+	adminToken := flag.String("admin-token", "", "an admin's bearer token, to create the product")
+	caFile := flag.String("ca", "", "trust this CA and speak TLS (e.g. .certs/ca.crt); plaintext without")
+	certFile := flag.String("cert", "", "client certificate for mutual TLS (a service's own port)")
+	keyFile := flag.String("key", "", "its private key")
 	flag.Parse()
+	if *userID == "" || *token == "" || *adminToken == "" {
+		fail("-user-id, -token and -admin-token are required")
+	}
+	transport := insecure.NewCredentials()
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			fail("read -ca: %v", err)
+		}
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			fail("-ca %s holds no certificate", *caFile)
+		}
+		config := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+		if *certFile != "" {
+			pair, err := tls.LoadX509KeyPair(*certFile, *keyFile)
+			if err != nil {
+				fail("load -cert/-key: %v", err)
+			}
+			config.Certificates = []tls.Certificate{pair}
+		}
+		transport = credentials.NewTLS(config)
+	}
 	if *target != "" {
 		*userAddr, *productAddr, *orderAddr = *target, *target, *target
 	}
@@ -48,7 +84,7 @@ func main() {
 		if cc, ok := conns[addr]; ok {
 			return cc
 		}
-		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(insecure.NewCredentials()))
+		cc, err := grpc.NewClient(addr, grpc.WithTransportCredentials(transport))
 		if err != nil {
 			fail("dial %s: %v", addr, err)
 		}
@@ -60,6 +96,9 @@ func main() {
 		products: productv1.NewProductServiceClient(dial(*productAddr)),
 		orders:   orderv1.NewOrderServiceClient(dial(*orderAddr)),
 		timeout:  *timeout,
+		userID:   *userID,
+		token:    *token,
+		admin:    *adminToken,
 	}
 	f.run()
 	for _, cc := range conns {
@@ -73,26 +112,32 @@ type flow struct {
 	products productv1.ProductServiceClient
 	orders   orderv1.OrderServiceClient
 	timeout  time.Duration
+	userID   string
+	token    string
+	admin    string
 }
 
-// ctx returns a context that carries the per-call deadline.
+// ctx returns a context that carries the per-call deadline and the customer's token.
 func (f *flow) ctx() (context.Context, context.CancelFunc) {
-	return context.WithTimeout(context.Background(), f.timeout)
+	return f.as(f.token)
+}
+
+// as returns a context that carries the per-call deadline and signs in with token.
+func (f *flow) as(token string) (context.Context, context.CancelFunc) {
+	ctx := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+token)
+	return context.WithTimeout(ctx, f.timeout)
 }
 
 func (f *flow) run() {
-	// 1. A fresh user and a product with a little stock.
+	// 1. The signed-in customer's own record, and a product with a little stock (as an admin).
 	ctx, cancel := f.ctx()
-	u, err := f.users.CreateUser(ctx, &userv1.CreateUserRequest{User: &userv1.User{
-		Email:       "demo-" + strings.ToLower(rand.Text()[:12]) + "@example.com",
-		DisplayName: "Demo Customer",
-	}})
+	u, err := f.users.GetUser(ctx, &userv1.GetUserRequest{UserId: f.userID})
 	cancel()
-	check("CreateUser", err)
+	check("GetUser", err)
 	user := u.GetUser()
-	step(1, "CreateUser", "user_id=%s email=%s", user.GetUserId(), user.GetEmail())
+	step(1, "GetUser", "user_id=%s email=%s", user.GetUserId(), user.GetEmail())
 
-	ctx, cancel = f.ctx()
+	ctx, cancel = f.as(f.admin)
 	p, err := f.products.CreateProduct(ctx, &productv1.CreateProductRequest{Product: &productv1.Product{
 		Name:          "Demo widget",
 		Price:         &typev1.Money{CurrencyCode: "EUR", AmountMinor: 1250},
@@ -150,7 +195,8 @@ func (f *flow) run() {
 	}
 
 	// 4. and 5. Watch the first order, cancel it, and see the change on the stream.
-	watchCtx, stopWatch := context.WithTimeout(context.Background(), 3*f.timeout)
+	signedIn := metadata.AppendToOutgoingContext(context.Background(), "authorization", "Bearer "+f.token)
+	watchCtx, stopWatch := context.WithTimeout(signedIn, 3*f.timeout)
 	defer stopWatch()
 	stream, err := f.orders.WatchOrder(watchCtx, &orderv1.WatchOrderRequest{OrderId: first.GetOrderId()})
 	check("WatchOrder", err)

@@ -1,16 +1,21 @@
 """Walks through shopmesh's order flow with the generated Python stubs.
 
-Creates a user and a product, places orders idempotently, pages through them, watches one and
-cancels it, and decodes the google.rpc.Status details of an order that cannot be filled. Every
-call has a deadline. The exit status is 1 when anything differs from the contract in proto/, so
-the script doubles as an end-to-end check.
+Signed in as a customer (--user-id, --token) and, to stock a product, as an admin
+(--admin-token): reads the customer's record, creates a product, places orders idempotently, pages
+through them, watches one and cancels it, and decodes the google.rpc.Status details of an order
+that cannot be filled. Every call has a deadline. With --ca it speaks TLS (Envoy's listener), with
+--cert and --key mutual TLS (a service's own port); plaintext otherwise (the development profile).
+The exit status is 1 when anything differs from the contract in proto/, so the script doubles as
+an end-to-end check.
 
-    .tools/venv/bin/python clients/python/shop_client.py [--target 127.0.0.1:8080]
+    .tools/venv/bin/python clients/python/shop_client.py --target 127.0.0.1:8080 \\
+        --ca .certs/ca.crt --user-id usr_... --token "$TOKEN" --admin-token "$ADMIN_TOKEN"
 """
 
 from __future__ import annotations
 
 import argparse
+import collections
 import pathlib
 import sys
 import uuid
@@ -37,6 +42,38 @@ class Unexpected(Exception):
     """An outcome that differs from the contract."""
 
 
+class _Details(
+    collections.namedtuple(
+        "_Details", ("method", "timeout", "metadata", "credentials", "wait_for_ready", "compression")
+    ),
+    grpc.ClientCallDetails,
+):
+    pass
+
+
+class BearerToken(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+    """Signs every call in with `authorization: Bearer <token>`."""
+
+    def __init__(self, token: str) -> None:
+        self.header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details):
+        return _Details(
+            details.method,
+            details.timeout,
+            [*(details.metadata or []), self.header],
+            details.credentials,
+            details.wait_for_ready,
+            details.compression,
+        )
+
+    def intercept_unary_unary(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+    def intercept_unary_stream(self, continuation, details, request):
+        return continuation(self._with_token(details), request)
+
+
 def step(n: int, rpc: str, text: str) -> None:
     print(f"{n} {rpc:<19} {text}", flush=True)
 
@@ -55,10 +92,12 @@ def expect(condition: bool, message: str) -> None:
 
 
 class Flow:
-    def __init__(self, users, products, orders, timeout: float) -> None:
+    def __init__(self, users, products, orders, admin_products, user_id: str, timeout: float) -> None:
         self.users = users
         self.products = products
         self.orders = orders
+        self.admin_products = admin_products
+        self.user_id = user_id
         self.timeout = timeout
 
     def place_order(self, user_id: str, product_id: str, quantity: int, request_id: str):
@@ -72,19 +111,13 @@ class Flow:
         ).order
 
     def run(self) -> None:
-        # 1. A fresh user and a product with a little stock.
-        user = self.users.CreateUser(
-            user_pb2.CreateUserRequest(
-                user=user_pb2.User(
-                    email=f"demo-{uuid.uuid4().hex[:12]}@example.com",
-                    display_name="Demo Customer",
-                )
-            ),
-            timeout=self.timeout,
+        # 1. The signed-in customer's own record, and a product with a little stock (as an admin).
+        user = self.users.GetUser(
+            user_pb2.GetUserRequest(user_id=self.user_id), timeout=self.timeout
         ).user
-        step(1, "CreateUser", f"user_id={user.user_id} email={user.email}")
+        step(1, "GetUser", f"user_id={user.user_id} email={user.email}")
 
-        product = self.products.CreateProduct(
+        product = self.admin_products.CreateProduct(
             product_pb2.CreateProductRequest(
                 product=product_pb2.Product(
                     name="Demo widget",
@@ -253,21 +286,40 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeout", "-timeout", type=float, default=5.0, help="deadline of each call, seconds"
     )
+    parser.add_argument("--user-id", "-user-id", required=True, help="the signed-in customer's user_id")
+    parser.add_argument("--token", "-token", required=True, help="the customer's bearer token")
+    parser.add_argument(
+        "--admin-token", "-admin-token", required=True, help="an admin's bearer token, to create the product"
+    )
+    parser.add_argument("--ca", "-ca", help="trust this CA and speak TLS (e.g. .certs/ca.crt)")
+    parser.add_argument("--cert", "-cert", help="client certificate for mutual TLS")
+    parser.add_argument("--key", "-key", help="its private key")
     args = parser.parse_args(argv)
     if args.target:
         args.user = args.product = args.order = args.target
+
+    credentials = None
+    if args.ca:
+        read = lambda name: pathlib.Path(name).read_bytes() if name else None  # noqa: E731
+        credentials = grpc.ssl_channel_credentials(read(args.ca), read(args.key), read(args.cert))
 
     channels: dict[str, grpc.Channel] = {}
 
     def channel(addr: str) -> grpc.Channel:
         if addr not in channels:
-            channels[addr] = grpc.insecure_channel(addr)
+            channels[addr] = (
+                grpc.secure_channel(addr, credentials) if credentials else grpc.insecure_channel(addr)
+            )
         return channels[addr]
 
+    customer = BearerToken(args.token)
+    admin = BearerToken(args.admin_token)
     flow = Flow(
-        user_pb2_grpc.UserServiceStub(channel(args.user)),
-        product_pb2_grpc.ProductServiceStub(channel(args.product)),
-        order_pb2_grpc.OrderServiceStub(channel(args.order)),
+        user_pb2_grpc.UserServiceStub(grpc.intercept_channel(channel(args.user), customer)),
+        product_pb2_grpc.ProductServiceStub(grpc.intercept_channel(channel(args.product), customer)),
+        order_pb2_grpc.OrderServiceStub(grpc.intercept_channel(channel(args.order), customer)),
+        product_pb2_grpc.ProductServiceStub(grpc.intercept_channel(channel(args.product), admin)),
+        args.user_id,
         args.timeout,
     )
     try:

@@ -7,8 +7,13 @@
 // test/envoy-config.test.ts fails until the committed files are regenerated).
 
 import { stringify } from "yaml";
+import type { AccessRule } from "../../kit/auth.js";
 import { contractMethods, type MethodInfo, retriable } from "../../kit/contract.js";
+import { encodeStatus, ServiceError } from "../../kit/errors.js";
 import type { ServiceRegistry } from "../../kit/registry.js";
+import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.js";
+import { accessRules } from "../../kit/service.js";
+import { IDENTITY_PREFIX } from "../../kit/tls.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
@@ -34,6 +39,16 @@ export interface EnvoyTopology {
   accessLogPath?: string;
   /** Active health check interval; 1000 ms when absent. */
   healthCheckIntervalMs?: number;
+  /**
+   * The edge's mTLS identity (files as Envoy opens them): the listener serves TLS with it, and
+   * Envoy presents it to the services, whose certificates it checks against `ca`. Plaintext on
+   * both sides without it: the development profile, on loopback only.
+   */
+  tls?: { cert: string; key: string; ca: string };
+  /** How Envoy checks bearer tokens: the JWKS file as Envoy opens it, issuer and audience. */
+  jwt: { jwksPath: string; issuer: string; audience: string };
+  /** The origins a browser may call from (CORS, exact matches); none when empty. */
+  corsOrigins: readonly string[];
 }
 
 /** One proto service as Envoy routes it, and the cluster that serves it. */
@@ -44,17 +59,23 @@ export interface GrpcService {
   cluster: string;
   /** Its rpcs, as the descriptor set states them. */
   methods: MethodInfo[];
+  /** Who may call each rpc, by path: the service module's access rules. */
+  access: ReadonlyMap<string, AccessRule>;
 }
 
-/** The proto services Envoy routes: those of every public registered service. */
+/**
+ * The proto services Envoy routes: the public ones of every registered service. Internal proto
+ * services get no route (a call answers UNIMPLEMENTED, as for an unknown method), no REST path
+ * and no place in the edge's reflection.
+ */
 export function routedServices(registry: ServiceRegistry = defaultRegistry): GrpcService[] {
   return registry.services
-    .filter((service) => service.exposure === "public")
     .flatMap((service) =>
-      service.protoServices.map((fullName) => ({
+      service.publicServices.map((fullName) => ({
         fullName,
         cluster: service.name,
         methods: contractMethods(fullName),
+        access: accessRules(service.module),
       })),
     )
     .sort((a, b) => a.fullName.localeCompare(b.fullName));
@@ -180,7 +201,11 @@ function timeouts(streaming: boolean) {
       };
 }
 
-function routes(services: readonly GrpcService[], infraCluster: string) {
+function routes(
+  services: readonly GrpcService[],
+  infraCluster: string,
+  corsOrigins: readonly string[],
+) {
   const exact: unknown[] = [];
   const prefixes: unknown[] = [];
   const route = (name: string, match: object, cluster: string, action: object = {}) => ({
@@ -221,19 +246,27 @@ function routes(services: readonly GrpcService[], infraCluster: string) {
 
   // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
   // OPTIONS /users matches nothing above, and the CORS filter answers only on a forwarding route.
-  // It answers every preflight (any origin is allowed), so nothing here reaches the upstream.
-  const preflight = route(
-    "cors-preflight",
-    {
-      prefix: "/",
-      headers: [
-        { name: ":method", string_match: { exact: "OPTIONS" } },
-        { name: "origin", present_match: true },
-        { name: "access-control-request-method", present_match: true },
-      ],
-    },
-    infraCluster,
-  );
+  // The route takes only the allowed origins, which the CORS filter answers, so nothing here
+  // reaches the upstream; any other origin's preflight gets the 404 below, and no CORS headers.
+  const preflight = corsOrigins.length
+    ? [
+        route(
+          "cors-preflight",
+          {
+            prefix: "/",
+            headers: [
+              { name: ":method", string_match: { exact: "OPTIONS" } },
+              {
+                name: "origin",
+                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
+              },
+              { name: "access-control-request-method", present_match: true },
+            ],
+          },
+          infraCluster,
+        ),
+      ]
+    : [];
   // Last: everything else, answered by Envoy. gRPC callers get UNIMPLEMENTED, like a server that
   // lacks the method; REST callers get a google.rpc.Status-shaped JSON 404, like a transcoded error.
   const notFound = (name: string, match: object, body: string, contentType?: string) => ({
@@ -260,7 +293,7 @@ function routes(services: readonly GrpcService[], infraCluster: string) {
       "application/json",
     ),
   ];
-  return [...exact, ...prefixes, preflight, ...fallbacks];
+  return [...exact, ...prefixes, ...preflight, ...fallbacks];
 }
 
 // Headers a gRPC-Web or REST client in a browser sends and reads.
@@ -285,15 +318,257 @@ const CORS_EXPOSE_HEADERS = [
   "x-request-id",
 ];
 
+/** `^(a|b)$` for exact origins, each escaped. */
+function originPattern(origins: readonly string[]): string {
+  return `^(${origins.map((origin) => origin.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")})$`;
+}
+
+const TLS_SOCKET = "envoy.transport_sockets.tls";
+
+/** The certificate a TLS context presents: the edge identity's. */
+const edgeCertificate = (tls: NonNullable<EnvoyTopology["tls"]>) => [
+  { certificate_chain: { filename: tls.cert }, private_key: { filename: tls.key } },
+];
+
+/** The listener's TLS: the edge's certificate; clients need no certificate of their own. */
+function downstreamTls(tls: NonNullable<EnvoyTopology["tls"]>) {
+  return {
+    name: TLS_SOCKET,
+    typed_config: typed("envoy.extensions.transport_sockets.tls.v3.DownstreamTlsContext", {
+      common_tls_context: {
+        tls_certificates: edgeCertificate(tls),
+        // gRPC needs h2; REST and gRPC-Web may come over HTTP/1.1.
+        alpn_protocols: ["h2", "http/1.1"],
+      },
+    }),
+  };
+}
+
+/**
+ * Mutual TLS to a service: Envoy presents the edge identity and accepts only a certificate of
+ * the mesh's CA that names the service (`spiffe://shopmesh/<service>`).
+ */
+function upstreamTls(tls: NonNullable<EnvoyTopology["tls"]>, service: string) {
+  return {
+    name: TLS_SOCKET,
+    typed_config: typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", {
+      sni: service,
+      common_tls_context: {
+        tls_certificates: edgeCertificate(tls),
+        validation_context: {
+          trusted_ca: { filename: tls.ca },
+          match_typed_subject_alt_names: [
+            { san_type: "URI", matcher: { exact: `${IDENTITY_PREFIX}${service}` } },
+          ],
+        },
+        alpn_protocols: ["h2"],
+      },
+    }),
+  };
+}
+
+/** The ErrorInfo domain of the refusals Envoy sends itself. */
+export const EDGE_DOMAIN = "shopmesh.edge";
+
+/**
+ * Envoy's own refusals, by the response code details its filters set, with the code, reason and
+ * message a service would send for the same refusal: the first match wins.
+ */
+export const EDGE_REFUSALS = [
+  {
+    details: "jwt_authn_access_denied{Jwt_is_missing}",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_MISSING",
+    message: "this call needs a bearer token",
+  },
+  {
+    details: "jwt_authn_access_denied{Jwt_is_expired}",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_EXPIRED",
+    message: "the token has expired",
+  },
+  {
+    // A wrong audience is a 403 to jwt_authn; to the services it is an invalid token, as here.
+    details: "jwt_authn_access_denied",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_INVALID",
+    message: "the token is not valid here",
+  },
+  {
+    details: "rbac_access_denied",
+    status: 403,
+    code: 7,
+    reason: "ADMIN_REQUIRED",
+    message: "this call needs role admin",
+  },
+] as const;
+
+/** A local reply filter: a CEL expression over the request and Envoy's response. */
+const when = (expression: string) => ({
+  extension_filter: {
+    name: "envoy.access_loggers.extension_filters.cel",
+    typed_config: typed("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", {
+      expression,
+    }),
+  },
+});
+
+/**
+ * Gives Envoy's refusals the details the services' refusals have, so that every door reads the
+ * same code and ErrorInfo reason whichever side refused: gRPC and gRPC-Web callers a
+ * grpc-status-details-bin google.rpc.Status, REST callers (whose requests the transcoder marked
+ * with x-envoy-original-path) a google.rpc.Status JSON body, as for a transcoded error.
+ */
+function localReplies() {
+  return {
+    mappers: EDGE_REFUSALS.flatMap((refusal) => {
+      const refused = `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+      const status = {
+        code: refusal.code,
+        message: refusal.message,
+        details: [
+          {
+            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+            reason: refusal.reason,
+            domain: EDGE_DOMAIN,
+            metadata: {},
+          },
+        ],
+      };
+      return [
+        {
+          filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
+          status_code: refusal.status,
+          body_format_override: {
+            text_format_source: { inline_string: JSON.stringify(status) },
+            content_type: "application/json",
+          },
+        },
+        {
+          filter: when(refused),
+          status_code: refusal.status,
+          headers_to_add: [
+            {
+              header: {
+                key: "grpc-status-details-bin",
+                value: encodeStatus(
+                  new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
+                  EDGE_DOMAIN,
+                ).toString("base64"),
+              },
+              append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+          ],
+          body: { inline_string: refusal.message },
+        },
+      ];
+    }),
+  };
+}
+
+const JWT_PROVIDER = "shopmesh";
+
+/**
+ * Envoy checks the bearer token of every routed rpc the way the services will again: required,
+ * except for open rpcs, where a token is optional but must be valid when sent. Health, reflection
+ * and unrouted paths need none. Rules match the gRPC path, after the transcoder rewrote a REST
+ * path to it.
+ */
+function jwtAuthn(topology: EnvoyTopology, services: readonly GrpcService[]) {
+  const rules = services.flatMap((service) =>
+    service.methods.map((method) => {
+      const rule = service.access.get(method.path);
+      if (!rule || rule.kind === "internal") {
+        throw new Error(`${method.path} is routed at the edge but has no public access rule`);
+      }
+      return {
+        match: { path: method.path },
+        requires:
+          rule.kind === "open"
+            ? {
+                requires_any: {
+                  requirements: [{ provider_name: JWT_PROVIDER }, { allow_missing: {} }],
+                },
+              }
+            : { provider_name: JWT_PROVIDER },
+      };
+    }),
+  );
+  return {
+    name: "envoy.filters.http.jwt_authn",
+    typed_config: typed("envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication", {
+      providers: {
+        [JWT_PROVIDER]: {
+          issuer: topology.jwt.issuer,
+          audiences: [topology.jwt.audience],
+          local_jwks: { filename: topology.jwt.jwksPath },
+          // The services verify the token again themselves.
+          forward: true,
+          payload_in_metadata: "jwt_payload",
+          clock_skew_seconds: 30,
+        },
+      },
+      rules,
+    }),
+  };
+}
+
+/** Admin-only rpcs need role admin in the verified token; the services check it again. */
+function adminRbac(services: readonly GrpcService[]) {
+  const paths = services.flatMap((service) =>
+    service.methods.filter((method) => service.access.get(method.path)?.kind === "admin"),
+  );
+  if (paths.length === 0) return [];
+  return [
+    {
+      name: "envoy.filters.http.rbac",
+      typed_config: typed("envoy.extensions.filters.http.rbac.v3.RBAC", {
+        rules: {
+          action: "DENY",
+          policies: {
+            "admin-required": {
+              permissions: [
+                {
+                  or_rules: {
+                    rules: paths.map((method) => ({ url_path: { path: { exact: method.path } } })),
+                  },
+                },
+              ],
+              principals: [
+                {
+                  not_id: {
+                    sourced_metadata: {
+                      metadata_matcher: {
+                        filter: "envoy.filters.http.jwt_authn",
+                        path: [{ key: "jwt_payload" }, { key: "roles" }],
+                        value: { list_match: { one_of: { string_match: { exact: "admin" } } } },
+                      },
+                    },
+                  },
+                },
+              ],
+            },
+          },
+        },
+      }),
+    },
+  ];
+}
+
 function cluster(
   name: string,
   serviceName: string,
   endpoints: readonly Endpoint[],
   intervalMs: number,
+  tls: EnvoyTopology["tls"],
 ) {
   const dns = endpoints.some((endpoint) => !isIpLiteral(endpoint.host));
   return {
     name,
+    ...(tls && { transport_socket: upstreamTls(tls, name) }),
     // Names are resolved continuously, and every address a name returns is a replica (compose
     // `--scale`, a Kubernetes headless Service); IP literals need no DNS at all.
     type: dns ? "STRICT_DNS" : "STATIC",
@@ -418,25 +693,36 @@ export function envoyConfig(
           {
             name: "shopmesh",
             domains: ["*"],
-            routes: routes(services, infraCluster(clusterNames, topology)),
-            typed_per_filter_config: {
-              // A local API without credentials: any origin may call it from a browser.
-              "envoy.filters.http.cors": typed("envoy.extensions.filters.http.cors.v3.CorsPolicy", {
-                allow_origin_string_match: [{ safe_regex: { regex: ".*" } }],
-                allow_methods: "GET, PUT, DELETE, POST, PATCH, OPTIONS",
-                allow_headers: CORS_ALLOW_HEADERS.join(","),
-                expose_headers: CORS_EXPOSE_HEADERS.join(","),
-                max_age: "1728000",
-              }),
-            },
+            routes: routes(services, infraCluster(clusterNames, topology), topology.corsOrigins),
+            // Browsers may call from the configured origins only (SHOP_CORS_ORIGINS); the token
+            // travels in the authorization header, never in cookies.
+            ...(topology.corsOrigins.length > 0 && {
+              typed_per_filter_config: {
+                "envoy.filters.http.cors": typed(
+                  "envoy.extensions.filters.http.cors.v3.CorsPolicy",
+                  {
+                    allow_origin_string_match: topology.corsOrigins.map((origin) => ({
+                      exact: origin,
+                    })),
+                    allow_methods: "GET, POST, PATCH, DELETE, OPTIONS",
+                    allow_headers: CORS_ALLOW_HEADERS.join(","),
+                    expose_headers: CORS_EXPOSE_HEADERS.join(","),
+                    max_age: "600",
+                  },
+                ),
+              },
+            }),
           },
         ],
       },
+      local_reply_config: localReplies(),
       // Order matters. gRPC-Web first: it turns browser calls into plain gRPC. The transcoder then
       // turns REST calls into gRPC and re-routes them by their gRPC path, so the per-method retry
-      // and timeout routes apply to REST too. CORS after both: it takes its policy from the route
-      // it sees, and before the transcoder a REST path has no forwarding route, so REST responses
-      // would get no CORS headers. The router goes last.
+      // and timeout routes apply to REST too, and so do the token checks. CORS after both: it
+      // takes its policy from the route it sees, and before the transcoder a REST path has no
+      // forwarding route, so REST responses would get no CORS headers; it answers preflights
+      // before any token is asked for. Then the token (jwt_authn) and role (rbac) checks, whose
+      // refusals every earlier filter turns back into its caller's protocol. The router last.
       http_filters: [
         {
           name: "envoy.filters.http.grpc_web",
@@ -469,6 +755,8 @@ export function envoyConfig(
           name: "envoy.filters.http.cors",
           typed_config: typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
+        jwtAuthn(topology, services),
+        ...adminRbac(services),
         {
           name: "envoy.filters.http.router",
           typed_config: typed("envoy.extensions.filters.http.router.v3.Router"),
@@ -496,6 +784,7 @@ export function envoyConfig(
           },
           filter_chains: [
             {
+              ...(topology.tls && { transport_socket: downstreamTls(topology.tls) }),
               filters: [
                 {
                   name: "envoy.filters.network.http_connection_manager",
@@ -507,7 +796,7 @@ export function envoyConfig(
         },
       ],
       clusters: clusterNames.map((name) =>
-        cluster(name, checked(name), topology.services[name] ?? [], intervalMs),
+        cluster(name, checked(name), topology.services[name] ?? [], intervalMs, topology.tls),
       ),
     },
     // Bound the downstream connections (Envoy warns at startup without a limit).
@@ -550,6 +839,15 @@ export function envoyYaml(
 /** The repo's descriptor set, as Envoy opens it when it runs from the repo root. */
 const DESCRIPTOR = "gen/descriptor/shop.binpb";
 
+/** The development credentials (`npm run certs`), as Envoy opens them from the repo root. */
+const DEV_CERTS = ".certs";
+
+/** The edge identity and JWKS in a credentials folder (`npm run certs` names). */
+export const edgeCredentials = (dir: string) => ({
+  tls: { cert: `${dir}/edge.crt`, key: `${dir}/edge.key`, ca: `${dir}/ca.crt` },
+  jwt: { jwksPath: `${dir}/jwks.json`, issuer: DEV_ISSUER, audience: DEV_AUDIENCE },
+});
+
 /**
  * A front door on 127.0.0.1:8080 (admin :9901) in front of `endpoints`, which names the replicas
  * of every public registered service.
@@ -560,7 +858,9 @@ export function frontDoorTopology(
 ): EnvoyTopology {
   const services: Record<string, readonly Endpoint[]> = {};
   for (const service of registry.services) {
-    if (service.exposure === "public") services[service.name] = endpoints[service.name] ?? [];
+    if (service.publicServices.length > 0) {
+      services[service.name] = endpoints[service.name] ?? [];
+    }
   }
   return {
     listen: { address: "127.0.0.1", port: 8080 },
@@ -568,6 +868,9 @@ export function frontDoorTopology(
     // Relative: Envoy must run from the repo root.
     descriptorPath: DESCRIPTOR,
     services,
+    // TLS at the edge and mutual TLS to the services, with the development credentials.
+    ...edgeCredentials(DEV_CERTS),
+    corsOrigins: [],
   };
 }
 
@@ -604,10 +907,26 @@ export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyT
   return { ...topology, listen: { address: "0.0.0.0", port: topology.listen.port } };
 }
 
-/** docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app. */
+/**
+ * Where compose mounts its secrets (deploy/compose.ts): the edge's certificate and key, the CA,
+ * the JWKS.
+ */
+export const COMPOSE_SECRETS = "/run/secrets";
+
+/**
+ * docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app, the
+ * credentials mounted as secrets, issuer and audience as `npm run certs -- --production` makes
+ * them unless SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE say otherwise when the file is generated.
+ */
 export function composeTopology(registry = defaultRegistry): EnvoyTopology {
   return {
     ...dnsTopology(registry),
     descriptorPath: `/app/${DESCRIPTOR}`,
+    tls: {
+      cert: `${COMPOSE_SECRETS}/edge_cert`,
+      key: `${COMPOSE_SECRETS}/edge_key`,
+      ca: `${COMPOSE_SECRETS}/mesh_ca`,
+    },
+    jwt: { jwksPath: `${COMPOSE_SECRETS}/jwks`, issuer: PRODUCTION_ISSUER, audience: DEV_AUDIENCE },
   };
 }

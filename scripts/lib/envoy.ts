@@ -14,8 +14,14 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import { type Endpoint, envoyConfig, frontDoorTopology } from "../../deploy/envoy/config.js";
+import {
+  type Endpoint,
+  edgeCredentials,
+  envoyConfig,
+  frontDoorTopology,
+} from "../../deploy/envoy/config.js";
 import { descriptorPath } from "../../kit/descriptor.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";
 
 /** The Envoy binary; fails with the fix when `npm run tools envoy` has not installed it. */
@@ -291,6 +297,13 @@ export interface FrontDoorOptions {
   accessLogPath?: string;
   /** Active health check interval (1 s by default). */
   healthCheckIntervalMs?: number;
+  /**
+   * TLS at the edge and mutual TLS to the upstreams with the credentials in this folder
+   * (`npm run certs` names); plaintext both sides without. Tokens are checked either way.
+   */
+  tls?: string;
+  /** Origins browsers may call from (CORS). */
+  corsOrigins?: readonly string[];
 }
 
 /**
@@ -305,5 +318,8 @@ export function frontDoorConfig(options: FrontDoorOptions): Record<string, unkno
     descriptorPath,
     accessLogPath: options.accessLogPath,
     healthCheckIntervalMs: options.healthCheckIntervalMs,
+    ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
+    tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
+    corsOrigins: options.corsOrigins ?? [],
   });
 }

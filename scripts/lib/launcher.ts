@@ -2,12 +2,13 @@
 // says it serves, stop one gracefully. The supervisor (supervisor.ts) builds fleets from these.
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
+import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
 export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));
@@ -102,13 +103,27 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
   return { ...proc, spec, address: `${spec.host}:${spec.port}` };
 }
 
+/**
+ * How to dial a replica: with its own certificate when it serves mutual TLS (its SHOP_TLS_*
+ * settings), checking that it proves its service's identity; plaintext otherwise.
+ */
+export function transportFor(spec: Pick<ProcessSpec, "service" | "env">) {
+  const env = spec.env ?? {};
+  const { SHOP_TLS_CERT_FILE: cert, SHOP_TLS_KEY_FILE: key, SHOP_TLS_CA_FILE: ca } = env;
+  return channelCredentials(
+    cert && key && ca ? readTls({ cert, key, ca }) : undefined,
+    spec.service,
+  );
+}
+
 /** One grpc.health.v1 Check of a service's proto service: true when it answers SERVING. */
 export async function checkServing(
   address: string,
   protoService: string,
   timeoutMs = 1_000,
+  transport?: ReturnType<typeof channelCredentials>,
 ): Promise<boolean> {
-  const health = createClient(HealthService, address);
+  const health = createClient(HealthService, address, transport && { transport });
   try {
     const { status } = await health.check({ service: protoService }, { timeoutMs });
     return status === HealthCheckResponse_ServingStatus.SERVING;
@@ -168,7 +183,7 @@ export async function waitServing(proc: RunningProcess, timeoutMs = 30_000): Pro
   const deadline = Date.now() + timeoutMs;
   await waitReported(proc, timeoutMs);
   for (const protoService of registry.get(proc.spec.service).protoServices) {
-    while (!(await checkServing(proc.address, protoService))) {
+    while (!(await checkServing(proc.address, protoService, 1_000, transportFor(proc.spec)))) {
       if (Date.now() > deadline) {
         throw new LaunchError(`${proc.spec.name} did not report SERVING within ${timeoutMs} ms`);
       }
@@ -191,14 +206,37 @@ export async function stopProcess(
   clearTimeout(timer);
 }
 
-/** TCP ports on `host` that were free a moment ago: bound on port 0, then released. */
-export async function freePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
-  const servers: Server[] = [];
+/** The lowest port the kernel hands out for port 0 and for outgoing connections. */
+function ephemeralLow(): number | undefined {
   try {
-    for (let i = 0; i < count; i++) {
-      const server = createServer().listen(0, host);
-      servers.push(server);
-      await once(server, "listening");
+    const low = Number(
+      readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
+    );
+    return low > 20_000 ? low : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * TCP ports on `host` that were free a moment ago: bound, then released. They come from below the
+ * kernel's ephemeral range when it is known, at random: a port the kernel picked for port 0 may be
+ * given to an outgoing connection (to a database, say) before its launch binds it, and then the
+ * launch fails with EADDRINUSE.
+ */
+export async function freePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
+  const low = ephemeralLow();
+  const servers: Server[] = [];
+  const listen = (port: number) =>
+    new Promise<Server | undefined>((resolve) => {
+      const server = createServer();
+      server.once("error", () => resolve(undefined));
+      server.listen(port, host, () => resolve(server));
+    });
+  try {
+    while (servers.length < count) {
+      const server = await listen(low ? 15_000 + Math.floor(Math.random() * (low - 15_000)) : 0);
+      if (server) servers.push(server);
     }
     return servers.map((server) => (server.address() as AddressInfo).port);
   } finally {

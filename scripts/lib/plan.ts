@@ -3,8 +3,14 @@
 // `npm start` (startPlan), `npm run mesh` (meshPlan), the benchmark and the tests all launch a plan;
 // a test builds the plan from the same environment, so it knows every address the launch uses.
 import path from "node:path";
-import { type EnvoyTopology, frontDoorTopology } from "../../deploy/envoy/config.js";
+import {
+  type EnvoyTopology,
+  edgeCredentials,
+  frontDoorTopology,
+} from "../../deploy/envoy/config.js";
+import { isPostgresUrl } from "../../kit/db.js";
 import { serviceVariable } from "../../kit/registry.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { freePorts, type ProcessSpec, repoRoot } from "./launcher.js";
 
@@ -17,8 +23,17 @@ export interface FleetPlan {
   replicas: ProcessSpec[];
   /** `ip:port` of each replica, by service. */
   addresses: Record<ServiceName, string[]>;
-  /** The SQLite file all replicas of a service share. */
+  /**
+   * The database all replicas of a service share: its SQLite file, or a postgres:// URL (its
+   * tables in the schema named after it).
+   */
   databases: Record<ServiceName, string>;
+  /**
+   * The credentials folder (`npm run certs` names) when the launch runs mutual TLS: each replica
+   * serves with its service's certificate, Envoy with the edge's, tools dial with `cli`'s.
+   * Plaintext on loopback (the development profile) without it.
+   */
+  tls?: string;
   /** Envoy in front of the replicas, when the plan has a front door. */
   envoy?: {
     port: number;
@@ -39,7 +54,13 @@ export interface PlanOptions {
   ports: Record<ServiceName, number[]>;
   /** Name replicas `<service>-<n>` even when each service has one (the mesh does). */
   numbered?: boolean;
+  /** PostgreSQL URLs of the services whose data is not in `<dataDir>/<service>.sqlite`. */
+  databases?: Partial<Record<ServiceName, string>>;
   envoy?: { port: number; adminPort: number; healthCheckIntervalMs?: number };
+  /** Mutual TLS with the credentials in this folder; plaintext without. */
+  tls?: string;
+  /** Origins browsers may call Envoy from (CORS). */
+  corsOrigins?: readonly string[];
 }
 
 /** The plan of a launch: every registered service, its replicas on `ports`, Envoy if asked. */
@@ -60,7 +81,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
     names.map((name) => [name, ports[name].map((port) => `${HOST}:${port}`)]),
   ) as Record<ServiceName, string[]>;
   const databases = Object.fromEntries(
-    names.map((name) => [name, path.join(dataDir, `${name}.sqlite`)]),
+    names.map((name) => [name, options.databases?.[name] ?? path.join(dataDir, `${name}.sqlite`)]),
   ) as Record<ServiceName, string>;
 
   // Replica 1 of every service, then replica 2 of every service, and so on.
@@ -71,10 +92,19 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
     for (const service of registry.services) {
       const port = ports[service.name][i];
       if (port === undefined) continue;
+      const database = databases[service.name];
       const env: Record<string, string> = {
         SHOP_DATA_DIR: dataDir,
-        SHOP_DATABASE: databases[service.name],
+        // The most specific setting, so that it wins over any the launcher was started with.
+        ...(isPostgresUrl(database)
+          ? { [serviceVariable(service.name, "DATABASE_URL")]: database }
+          : { SHOP_DATABASE: database }),
       };
+      if (options.tls) {
+        env.SHOP_TLS_CERT_FILE = path.join(options.tls, `${service.name}.crt`);
+        env.SHOP_TLS_KEY_FILE = path.join(options.tls, `${service.name}.key`);
+        env.SHOP_TLS_CA_FILE = path.join(options.tls, "ca.crt");
+      }
       // Callers dial every replica of what they call, round_robin.
       for (const dependency of service.dependencies) {
         env[serviceVariable(dependency, "ADDR")] = addresses[dependency].join(",");
@@ -109,10 +139,22 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
         admin: { address: HOST, port: options.envoy.adminPort },
         accessLogPath: accessLog,
         healthCheckIntervalMs,
+        ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
+        // Plaintext to the services too when they run without TLS.
+        tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
+        corsOrigins: options.corsOrigins ?? [],
       },
     };
   }
-  return { dataDir, logDir, replicas, addresses, databases, ...(envoy && { envoy }) };
+  return {
+    dataDir,
+    logDir,
+    replicas,
+    addresses,
+    databases,
+    ...(options.tls && { tls: options.tls }),
+    ...(envoy && { envoy }),
+  };
 }
 
 function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
@@ -142,6 +184,14 @@ function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: numbe
   return Array.from({ length: replicas }, (_, i) => base + 10 * i);
 }
 
+/** SHOP_<NAME>_DATABASE_URL, else SHOP_DATABASE_URL, of every service that has one. */
+const databasesFrom = (env: NodeJS.ProcessEnv): Partial<Record<ServiceName, string>> =>
+  Object.fromEntries(
+    registry.names
+      .map((name) => [name, env[serviceVariable(name, "DATABASE_URL")] || env.SHOP_DATABASE_URL])
+      .filter(([, url]) => url),
+  );
+
 const portsFrom = (env: NodeJS.ProcessEnv, replicas: number) =>
   Object.fromEntries(
     registry.names.map((name) => [name, replicaPorts(env, name, replicas)]),
@@ -155,13 +205,22 @@ export function startPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data"),
     ports: portsFrom(env, 1),
+    databases: databasesFrom(env),
   });
 }
+
+/** SHOP_CORS_ORIGINS: a comma-separated list of origins. */
+export const corsOriginsFrom = (env: NodeJS.ProcessEnv) =>
+  (env.SHOP_CORS_ORIGINS ?? "")
+    .split(",")
+    .map((origin) => origin.trim())
+    .filter(Boolean);
 
 /**
  * `npm run mesh`: SHOP_MESH_REPLICAS (2) replicas of every service, replica i on its port
  * + 10 × (i − 1) (or SHOP_<NAME>_PORTS), Envoy on SHOP_ENVOY_PORT (8080) with its admin on
- * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh).
+ * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh). Mutual TLS inside and
+ * TLS at the edge, with the development credentials of `npm run certs`.
  */
 export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   const replicas = port(env, "SHOP_MESH_REPLICAS", 2);
@@ -169,11 +228,15 @@ export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"),
     ports: portsFrom(env, replicas),
+    databases: databasesFrom(env),
     numbered: true,
     envoy: {
       port: port(env, "SHOP_ENVOY_PORT", 8080),
       adminPort: port(env, "SHOP_ENVOY_ADMIN_PORT", 9901),
     },
+    // The production shape: TLS at the edge, mutual TLS inside, with the development credentials.
+    tls: DEV_CERTS_DIR,
+    corsOrigins: corsOriginsFrom(env),
   });
 }
 

@@ -5,6 +5,15 @@ import { ProductServiceService as ProductService } from "../../gen/ts/shop/produ
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { UserServiceService as UserService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
+import { bearer } from "../../kit/middleware/auth.js";
+import { defaultClientMiddleware } from "../../kit/middleware/index.js";
+import type { channelCredentials } from "../../kit/tls.js";
+
+/** How the seeder signs in: an admin's token, and mutual TLS when the services run it. */
+export interface SeedAccess {
+  token: string;
+  transport?: ReturnType<typeof channelCredentials>;
+}
 
 /** The registered services the seeder calls. */
 export const SEEDED_SERVICES = ["user", "product"] as const;
@@ -60,9 +69,19 @@ export async function addProduct(
 }
 
 /** Clients of the seeded services at `addresses` (one address, or a comma-separated list). */
-export function seedClients(addresses: { user: string; product: string }) {
-  const users = createClient(UserService, addresses.user);
-  const products = createClient(ProductService, addresses.product);
+export function seedClients(addresses: { user: string; product: string }, access: SeedAccess) {
+  const options = (service: string) => ({
+    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), bearer(access.token)],
+    ...(access.transport && {
+      transport: {
+        ...access.transport,
+        // The mesh certificates name their service: check the one each client dials.
+        options: { ...access.transport.options, "grpc.ssl_target_name_override": service },
+      },
+    }),
+  });
+  const users = createClient(UserService, addresses.user, options("user"));
+  const products = createClient(ProductService, addresses.product, options("product"));
   return {
     users,
     products,
@@ -85,8 +104,9 @@ export interface DemoData {
 export async function seedDemo(
   addresses: { user: string; product: string },
   seed: boolean,
+  access: SeedAccess,
 ): Promise<DemoData> {
-  const { users, products, close } = seedClients(addresses);
+  const { users, products, close } = seedClients(addresses, access);
   try {
     const existing = await users.listUsers({ pageSize: 1 });
     if (seed && existing.users.length === 0) {
@@ -110,11 +130,11 @@ export async function seedDemo(
  * The benchmark's data: a user, the product every order buys (a billion units outlasts any run),
  * and enough other products for a page of 50.
  */
-export async function seedBench(addresses: {
-  user: string;
-  product: string;
-}): Promise<{ userId: string; productId: string }> {
-  const { users, products, close } = seedClients(addresses);
+export async function seedBench(
+  addresses: { user: string; product: string },
+  access: SeedAccess,
+): Promise<{ userId: string; productId: string }> {
+  const { users, products, close } = seedClients(addresses, access);
   try {
     const user = await addUser(users, {
       email: "bench@shopmesh.dev",

@@ -4,6 +4,8 @@ import {
   type OrderServiceService,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
+import { requireAdmin, requireOwner, requireSelf } from "../../kit/auth.js";
+import type { CallContext } from "../../kit/context.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
@@ -41,6 +43,12 @@ export function orderHandlers(
   saga: OrderSaga,
   watch: WatchOptions,
 ): Handlers<typeof OrderServiceService> {
+  /** The order, when the caller may see it: its owner or an admin. */
+  const owned = async (orderId: string, ctx: CallContext) => {
+    const { order } = await store.get(orderId);
+    requireOwner(ctx, order.userId, "the order");
+    return order;
+  };
   return {
     async createOrder(request, ctx) {
       const v = check().id("user_id", request.userId).text("request_id", request.requestId, 64, 0);
@@ -55,16 +63,19 @@ export function orderHandlers(
         seen.add(line.productId);
       });
       v.throwIfAny();
+      requireSelf(ctx, request.userId, "user_id");
       return { order: await saga.create(request, ctx) };
     },
 
-    async getOrder({ orderId }) {
+    async getOrder({ orderId }, ctx) {
       check().id("order_id", orderId).throwIfAny();
-      return { order: (await store.get(orderId)).order };
+      return { order: await owned(orderId, ctx) };
     },
 
-    async listOrders({ pageSize: requested, pageToken, userId }) {
+    async listOrders({ pageSize: requested, pageToken, userId }, ctx) {
       check().text("user_id", userId, 64, 0).throwIfAny();
+      if (userId === "") requireAdmin(ctx, "listing every user's orders");
+      else requireOwner(ctx, userId, "the orders of that user");
       const limit = pageSize(requested);
       const filter = { userId };
       const before = decodePageToken<number>(pageToken, filter);
@@ -72,14 +83,15 @@ export function orderHandlers(
       return { orders, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
     },
 
-    async cancelOrder({ orderId }) {
+    async cancelOrder({ orderId }, ctx) {
       check().id("order_id", orderId).throwIfAny();
+      await owned(orderId, ctx);
       return { order: await saga.cancel(orderId) };
     },
 
     async *watchOrder({ orderId }, ctx) {
       check().id("order_id", orderId).throwIfAny();
-      let last: Order = (await store.get(orderId)).order;
+      let last: Order = await owned(orderId, ctx);
       yield { order: last };
       while (!FINAL.has(last.state)) {
         await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);

@@ -4,7 +4,7 @@ import {
   type Order,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
-import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import type { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import type { CallOptions, Client } from "../../kit/client.js";
 import type { CallContext } from "../../kit/context.js";
@@ -18,7 +18,7 @@ import { IdempotencyKeyTaken, type OrderStore, type StoredOrder } from "./store.
 /** The services an order depends on, reached directly through typed clients. */
 export interface Dependencies {
   users: Client<typeof UserServiceService>;
-  products: Client<typeof ProductServiceService>;
+  inventory: Client<typeof InventoryServiceService>;
 }
 
 export interface SagaOptions {
@@ -173,7 +173,7 @@ export class OrderSaga {
         return undefined;
     }
     try {
-      await this.deps.products.commitReservation({ reservationId }, call);
+      await this.deps.inventory.commitReservation({ reservationId }, call);
     } catch (error) {
       if (!reservationLost(error)) throw fromDependency("product", error);
       await this.failOrder(order.orderId, reservationId);
@@ -203,7 +203,7 @@ export class OrderSaga {
     request: CreateOrderRequest,
     ctx: CallContext,
   ): Promise<Order | undefined> {
-    const { users, products } = this.deps;
+    const { users, inventory } = this.deps;
     await users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
       throw fromDependency("user", error);
     });
@@ -211,7 +211,7 @@ export class OrderSaga {
     const orderId = newId("ord");
     const reservationId = reservationIdOf(orderId);
     const ttlMs = this.options.reservationTtlMs;
-    const { reservation } = await products
+    const { reservation } = await inventory
       .reserveStock(
         {
           reservationId,
@@ -289,7 +289,7 @@ export class OrderSaga {
   /** Commits a written order's reservation and confirms it, or fails the order. */
   private async complete(orderId: string, reservationId: string, ctx: CallContext) {
     try {
-      await this.deps.products.commitReservation({ reservationId }, { ctx });
+      await this.deps.inventory.commitReservation({ reservationId }, { ctx });
     } catch (error) {
       // Unless a retry on another replica has confirmed it meanwhile, the order fails here.
       if (!(await this.failOrder(orderId, reservationId))) {
@@ -307,7 +307,7 @@ export class OrderSaga {
    */
   private async release(reservationId: string): Promise<boolean> {
     try {
-      await this.deps.products.releaseReservation(
+      await this.deps.inventory.releaseReservation(
         { reservationId },
         { timeoutMs: this.options.settleTimeoutMs },
       );
@@ -326,7 +326,7 @@ export class OrderSaga {
   async cancel(orderId: string): Promise<Order> {
     let { order, reservationId } = await this.store.get(orderId);
     if (order.state === CONFIRMED) {
-      await this.store.transition(orderId, [CONFIRMED], CANCELLING);
+      if (await this.store.transition(orderId, [CONFIRMED], CANCELLING)) this.changes.emit(orderId);
       ({ order, reservationId } = await this.store.get(orderId));
     }
     if (order.state === CANCELLED) return order;
@@ -342,7 +342,7 @@ export class OrderSaga {
   }
 
   private async finishCancel(orderId: string, reservationId: string): Promise<void> {
-    await this.deps.products
+    await this.deps.inventory
       .releaseReservation({ reservationId }, { timeoutMs: this.options.settleTimeoutMs })
       .catch((error) => {
         throw fromDependency("product", error);

@@ -1,6 +1,7 @@
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
-import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { signedIn } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
@@ -28,8 +29,18 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
     serves: { OrderService: OrderServiceService },
     // Called directly, over one long-lived channel each; the kit retries only what the contract
     // says is safe to repeat (reads, and the reservation calls, idempotent by reservation id).
-    dependencies: { users: UserServiceService, products: ProductServiceService },
+    dependencies: { users: UserServiceService, inventory: InventoryServiceService },
     migrations,
+    // Every caller signs in; the handlers check that an order is the caller's where they read it.
+    access: {
+      OrderService: {
+        createOrder: signedIn,
+        getOrder: signedIn,
+        listOrders: signedIn,
+        cancelOrder: signedIn,
+        watchOrder: signedIn,
+      },
+    },
     implement: ({ db, logger, clients }) => {
       const settings = { ...orderSettings(), ...overrides };
       const store = new OrderStore(db);

@@ -1,5 +1,5 @@
 // What the OrderService handler tests share: one user and one product server per test file, the
-// handlers over a fresh in-memory database per test, and shorthands for their calls. The tests
+// handlers over a fresh database per test, and shorthands for their calls. The tests
 // are handlers.test.ts (CreateOrder, GetOrder, ListOrders) and cancel-watch.test.ts.
 import type { ExecutionContext, TestFn } from "ava";
 import {
@@ -8,22 +8,34 @@ import {
   type Order,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
-import { openDatabase } from "../../kit/db.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
+import { forwardCredentials } from "../../kit/middleware/auth.js";
 import { startService } from "../../kit/runtime.js";
 import { callContext } from "../../test/helpers/context.js";
+import { testCallers, tokenFor } from "../../test/helpers/credentials.js";
+import { freshDatabase, opening, testDatabase } from "../../test/helpers/storage.js";
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
-import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
 
 export const ctx = (method: string) => callContext("shop.order.v1.OrderService", method);
+
+/**
+ * The context of a CreateOrder by `userId` itself, with its token, which the saga forwards to the
+ * user service.
+ */
+export const placedBy = async (userId: string) =>
+  callContext("shop.order.v1.OrderService", "CreateOrder", {
+    caller: { userId, roles: [] },
+    token: await tokenFor(userId),
+  });
 
 export const chars = (n: number, c = "x") => c.repeat(n);
 export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
@@ -36,21 +48,28 @@ export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
 interface Dependencies {
   users: Client<typeof UserServiceService>;
   products: Client<typeof ProductServiceService>;
+  inventory: Client<typeof InventoryServiceService>;
   stop(): Promise<void>;
 }
 
 // One user and one product server for the whole file: each test makes its own users and products,
 // so tests share nothing but the servers, and do not pay for starting two more each.
 let shared: Promise<Dependencies> | undefined;
+let sharing = false;
 
-/** Starts the user and product servers a test file's tests share, before its first test. */
+/**
+ * Starts the user and product servers a test file's tests share, before its first test. A file
+ * that runs several suites (services/handlers.postgres.test.ts) starts them once.
+ */
 export function shareDependencies(test: TestFn): void {
+  if (sharing) return;
+  sharing = true;
   test.before(() => {
     shared = (async () => {
       const options = {
         host: "127.0.0.1",
         port: 0,
-        database: ":memory:",
+        database: await freshDatabase(),
         logLevel: "silent",
         shutdownGraceMs: 2_000,
       };
@@ -58,14 +77,25 @@ export function shareDependencies(test: TestFn): void {
         startService(userService, options),
         startService(createProductService(), options),
       ]);
-      const users = createClient(UserServiceService, user.server.address);
-      const products = createClient(ProductServiceService, product.server.address);
+      opening(user.db);
+      opening(product.db);
+      // As the order service's own client: the caller's token, forwarded (the test's calls sign
+      // in as an admin).
+      const users = createClient(UserServiceService, user.server.address, {
+        middleware: [...testCallers().slice(0, -1), forwardCredentials, ...testCallers().slice(-1)],
+      });
+      const products = createClient(ProductServiceService, product.server.address, {
+        middleware: testCallers(),
+      });
+      const inventory = createClient(InventoryServiceService, product.server.address);
       return {
         users,
         products,
+        inventory,
         async stop() {
           users.close();
           products.close();
+          inventory.close();
           await Promise.all([user.stop(), product.stop()]);
         },
       };
@@ -79,13 +109,12 @@ export function shareDependencies(test: TestFn): void {
 }
 
 export async function setup(t: ExecutionContext) {
-  const { users, products } = (await shared) as Dependencies;
-  const db = await openDatabase(":memory:", migrations);
-  t.teardown(() => db.destroy());
+  const { users, products, inventory } = (await shared) as Dependencies;
+  const db = await testDatabase(t, "order");
   const store = new OrderStore(db);
   const saga = new OrderSaga(
     store,
-    { users, products },
+    { users, inventory },
     { reservationTtlMs: 60_000, logger: createLogger("order", "silent") },
   );
   const handlers = orderHandlers(store, saga, { pollMs: 50 });
@@ -98,7 +127,7 @@ export async function setup(t: ExecutionContext) {
           requestId,
           lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
         }),
-        ctx("CreateOrder"),
+        await placedBy(userId),
       )
     ).order as Order;
 

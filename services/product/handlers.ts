@@ -1,4 +1,5 @@
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
+import type { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { newId } from "../../kit/ids.js";
 import { checkMoney } from "../../kit/money.js";
@@ -82,7 +83,12 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
         }),
       };
     },
+  };
+}
 
+/** InventoryService, the order service's internal API: reservations of stock. */
+export function inventoryHandlers(store: ProductStore): Handlers<typeof InventoryServiceService> {
+  return {
     async reserveStock({ reservationId, lines, ttl }) {
       const v = check().id("reservation_id", reservationId);
       if (lines.length === 0 || lines.length > 100) v.add("lines", "must hold 1 to 100 lines");

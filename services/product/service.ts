@@ -1,8 +1,10 @@
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { adminOnly, internal, open } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
-import { productHandlers } from "./handlers.js";
+import { inventoryHandlers, productHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
@@ -14,9 +16,24 @@ export interface ProductSettings {
 export const createProductService = (overrides: Partial<ProductSettings> = {}) =>
   defineService({
     name: "product",
-    serves: { ProductService: ProductServiceService },
+    serves: { ProductService: ProductServiceService, InventoryService: InventoryServiceService },
     dependencies: {},
     migrations,
+    access: {
+      // The catalogue is open to read; only admins change it.
+      ProductService: {
+        createProduct: adminOnly,
+        getProduct: open,
+        listProducts: open,
+        updateProduct: adminOnly,
+      },
+      // The order service's private API, by its mesh identity.
+      InventoryService: {
+        reserveStock: internal("order"),
+        commitReservation: internal("order"),
+        releaseReservation: internal("order"),
+      },
+    },
     implement: ({ db, logger }) => {
       const store = new ProductStore(db);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
@@ -31,7 +48,10 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
         (error) => logger.warn({ err: error }, "reservation sweep failed"),
       );
       return {
-        handlers: { ProductService: productHandlers(store) },
+        handlers: {
+          ProductService: productHandlers(store),
+          InventoryService: inventoryHandlers(store),
+        },
         close: () => sweep.stop(),
       };
     },

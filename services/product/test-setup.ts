@@ -1,26 +1,34 @@
-// What the ProductService handler tests share: the handlers over a fresh in-memory database, and
+// What the ProductService handler tests share: the handlers over a fresh database, and
 // shorthands for their calls. The tests are handlers.test.ts (the catalogue) and
 // reservations.test.ts (stock reservations).
 import type { ExecutionContext } from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import {
   CommitReservationRequest,
-  CreateProductRequest,
-  GetProductRequest,
-  ListProductsRequest,
-  type Product,
   ReleaseReservationRequest,
   type Reservation,
   ReservationState,
   ReserveStockRequest,
+} from "../../gen/ts/shop/product/v1/inventory.js";
+import {
+  CreateProductRequest,
+  GetProductRequest,
+  ListProductsRequest,
+  type Product,
 } from "../../gen/ts/shop/product/v1/product.js";
-import { openDatabase } from "../../kit/db.js";
+import type { Knex } from "../../kit/db.js";
 import { callContext } from "../../test/helpers/context.js";
-import { productHandlers } from "./handlers.js";
-import { migrations } from "./migrations/index.js";
+import { testDatabase } from "../../test/helpers/storage.js";
+import { inventoryHandlers, productHandlers } from "./handlers.js";
 import { ProductStore } from "./store.js";
 
-export const ctx = (method: string) => callContext("shop.product.v1.ProductService", method);
+export const ctx = (method: string) =>
+  callContext(
+    ["ReserveStock", "CommitReservation", "ReleaseReservation"].includes(method)
+      ? "shop.product.v1.InventoryService"
+      : "shop.product.v1.ProductService",
+    method,
+  );
 
 export const chars = (n: number, c = "x") => c.repeat(n);
 export const { HELD, COMMITTED, RELEASED, EXPIRED } = {
@@ -29,6 +37,10 @@ export const { HELD, COMMITTED, RELEASED, EXPIRED } = {
   RELEASED: ReservationState.RESERVATION_STATE_RELEASED,
   EXPIRED: ReservationState.RESERVATION_STATE_EXPIRED,
 };
+
+/** How many rows a table holds (PostgreSQL counts in a bigint, which comes back as a string). */
+export const rows = async (db: Knex, table: string) =>
+  Number((await db(table).count({ n: "*" }))[0]?.n);
 
 export interface NewProduct {
   name?: string;
@@ -39,10 +51,10 @@ export interface NewProduct {
 }
 
 export async function setup(t: ExecutionContext) {
-  const db = await openDatabase(":memory:", migrations);
-  t.teardown(() => db.destroy());
+  const db = await testDatabase(t, "product");
   const store = new ProductStore(db);
   const handlers = productHandlers(store);
+  const inventory = inventoryHandlers(store);
 
   const create = async (fields: NewProduct = {}) =>
     (
@@ -83,7 +95,7 @@ export async function setup(t: ExecutionContext) {
     ttl: Duration | "none" = { seconds: "60", nanos: 0 },
   ) =>
     (
-      await handlers.reserveStock(
+      await inventory.reserveStock(
         ReserveStockRequest.fromPartial({
           reservationId,
           lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
@@ -95,7 +107,7 @@ export async function setup(t: ExecutionContext) {
 
   const commit = async (reservationId: string) =>
     (
-      await handlers.commitReservation(
+      await inventory.commitReservation(
         CommitReservationRequest.fromPartial({ reservationId }),
         ctx("CommitReservation"),
       )
@@ -103,11 +115,11 @@ export async function setup(t: ExecutionContext) {
 
   const release = async (reservationId: string) =>
     (
-      await handlers.releaseReservation(
+      await inventory.releaseReservation(
         ReleaseReservationRequest.fromPartial({ reservationId }),
         ctx("ReleaseReservation"),
       )
     ).reservation as Reservation;
 
-  return { db, store, handlers, create, get, stock, count, reserve, commit, release };
+  return { db, store, handlers, inventory, create, get, stock, count, reserve, commit, release };
 }

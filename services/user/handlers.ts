@@ -1,4 +1,5 @@
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { requireOwner } from "../../kit/auth.js";
 import { newId } from "../../kit/ids.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
@@ -28,8 +29,9 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       return { user: await store.insert({ userId: newId("usr"), email, displayName }) };
     },
 
-    async getUser({ userId }) {
+    async getUser({ userId }, ctx) {
       check().id("user_id", userId).throwIfAny();
+      requireOwner(ctx, userId, "the user");
       return { user: await store.get(userId) };
     },
 
@@ -40,7 +42,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       return { users, nextPageToken: nextSeq ? encodePageToken(nextSeq) : "" };
     },
 
-    async updateUser({ user, updateMask }) {
+    async updateUser({ user, updateMask }, ctx) {
       const v = check();
       const paths = updateMask ?? [];
       if (!user) v.add("user", "is required");
@@ -52,6 +54,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       }
       v.throwIfAny();
       const { userId, email, displayName } = user as User;
+      requireOwner(ctx, userId, "the user");
       return {
         user: await store.update(userId, {
           ...(paths.includes("email") && { email }),

@@ -1,4 +1,5 @@
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { adminOnly, signedIn } from "../../kit/auth.js";
 import { defineService } from "../../kit/service.js";
 import { userHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";
@@ -9,5 +10,15 @@ export const userService = defineService({
   serves: { UserService: UserServiceService },
   dependencies: {},
   migrations,
+  // Users read and update their own record (checked in the handlers); the rest is administration.
+  access: {
+    UserService: {
+      createUser: adminOnly,
+      getUser: signedIn,
+      listUsers: adminOnly,
+      updateUser: signedIn,
+      deleteUser: adminOnly,
+    },
+  },
   implement: ({ db }) => ({ handlers: { UserService: userHandlers(new UserStore(db)) } }),
 });

@@ -23,6 +23,7 @@ import {
   stillServing,
   undecodable,
 } from "../helpers/bad-input.js";
+import { adminMetadata } from "../helpers/credentials.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../helpers/status.js";
 
@@ -307,7 +308,7 @@ const rawCalls: [string, "user" | "product" | "order"][] = [
   ["/shop.user.v1.UserService/GetUser", "user"],
   ["/shop.user.v1.UserService/UpdateUser", "user"],
   ["/shop.product.v1.ProductService/CreateProduct", "product"],
-  ["/shop.product.v1.ProductService/ReserveStock", "product"],
+  ["/shop.product.v1.InventoryService/ReserveStock", "product"],
   ["/shop.order.v1.OrderService/CreateOrder", "order"],
   ["/shop.order.v1.OrderService/ListOrders", "order"],
 ];
@@ -359,7 +360,7 @@ test("An undecodable WatchOrder request ends the stream with MALFORMED_REQUEST",
     identity,
     identity,
     Buffer.from([0x0a, 0xff, 0xff, 0xff, 0xff, 0x0f]),
-    new grpc.Metadata(),
+    adminMetadata(),
     { deadline: Date.now() + 10_000 },
   );
   const messages: unknown[] = [];

@@ -5,10 +5,12 @@ import test from "ava";
 import { CreateOrderRequest, ListOrdersRequest } from "../../gen/ts/shop/order/v1/order.js";
 import {
   CommitReservationRequest,
-  CreateProductRequest,
-  type Product,
   ReleaseReservationRequest,
   ReserveStockRequest,
+} from "../../gen/ts/shop/product/v1/inventory.js";
+import {
+  CreateProductRequest,
+  type Product,
   UpdateProductRequest,
 } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, UpdateUserRequest } from "../../gen/ts/shop/user/v1/user.js";
@@ -295,7 +297,7 @@ test("ProductService refuses bad reservations and holds nothing", async (t) => {
   const b = await addProduct(fleet.products, { stock: 10 });
   const before = await snapshot(fleet, [a.productId, b.productId]);
   const reserve = (reservationId: string, lines: [string, number][]) =>
-    fleet.products.reserveStock(
+    fleet.inventory.reserveStock(
       ReserveStockRequest.fromPartial({
         reservationId,
         lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
@@ -334,7 +336,7 @@ test("ProductService refuses bad reservations and holds nothing", async (t) => {
   );
   await expectInvalid(
     t,
-    fleet.products.reserveStock(
+    fleet.inventory.reserveStock(
       ReserveStockRequest.fromPartial({
         reservationId: "r-1",
         lines: [{ productId: a.productId, quantity: 1 }],
@@ -354,14 +356,16 @@ test("ProductService refuses bad reservations and holds nothing", async (t) => {
     "PRODUCT_NOT_FOUND",
   );
   for (const reservationId of ["", huge]) {
-    await expectInvalid(t, fleet.products.commitReservation({ reservationId }), ["reservation_id"]);
-    await expectInvalid(t, fleet.products.releaseReservation({ reservationId }), [
+    await expectInvalid(t, fleet.inventory.commitReservation({ reservationId }), [
+      "reservation_id",
+    ]);
+    await expectInvalid(t, fleet.inventory.releaseReservation({ reservationId }), [
       "reservation_id",
     ]);
   }
   await expectStatus(
     t,
-    fleet.products.commitReservation(
+    fleet.inventory.commitReservation(
       CommitReservationRequest.fromPartial({ reservationId: "r-1" }),
     ),
     Code.NOT_FOUND,
@@ -372,7 +376,7 @@ test("ProductService refuses bad reservations and holds nothing", async (t) => {
   // None of the refusals claimed the id.
   const { reservation } = await reserve("r-1", [[a.productId, 1]]);
   t.is(reservation?.lines.length, 1);
-  await fleet.products.releaseReservation(
+  await fleet.inventory.releaseReservation(
     ReleaseReservationRequest.fromPartial({ reservationId: "r-1" }),
   );
   await stillServing(t, fleet);

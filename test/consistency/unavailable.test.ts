@@ -73,7 +73,7 @@ test("CreateOrder without request_id, its database busy after the commit: a retr
   });
   const order = await start(t, createOrderService({ reservationTtlMs: 1_000, reconcileMs: 200 }), {
     database,
-    dependencies: { users: user.server.address, products: product.server.address },
+    dependencies: { users: user.server.address, inventory: product.server.address },
   });
   const fleet = clientsFor(t, {
     user: user.server.address,

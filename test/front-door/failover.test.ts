@@ -60,7 +60,7 @@ test.serial(
     // Each order makes one user call (GetUser) and two product calls (ReserveStock, then
     // CommitReservation): one order replica alone alternates the product replicas per call.
     const users = await served("user", "/shop.user.v1.UserService/GetUser", calls);
-    const products = await served("product", "/shop.product.v1.ProductService/", 2 * calls);
+    const products = await served("product", "/shop.product.v1.InventoryService/", 2 * calls);
     t.log({ "user calls": users, "product calls": products });
     for (const [name, count] of Object.entries({ ...users, ...products })) {
       t.true(count > 0, `${name} served none of the direct calls`);

@@ -13,6 +13,7 @@ import {
 import { Code } from "../../kit/errors.js";
 import { repoRoot } from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
+import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
 import { exec, grpcurl } from "../helpers/exec.js";
 import { orderLine } from "../helpers/fleet.js";
 import { callback, newProduct, newUser, tag, useMesh, withId } from "../helpers/front-door.js";
@@ -33,13 +34,24 @@ test.serial("the banner's grpcurl and curl commands work as printed, through Env
     .map((entry) => entry.trim())
     .filter((entry) => /^(\S*grpcurl|curl) /.test(entry));
   t.true(commands.length >= 7, banner);
-  t.true(commands.some((command) => /curl -s \S+\/users\/usr_/.test(command)));
-  t.true(commands.some((command) => /curl -s \S+\/products\/prd_/.test(command)));
+  t.true(commands.some((command) => /curl -s .*https:\S+\/users\/usr_/.test(command)));
+  t.true(commands.some((command) => /curl -s .*https:\S+\/products\/prd_/.test(command)));
   t.true(commands.some((command) => /-X POST \S+\/orders /.test(command)));
   t.true(commands.some((command) => command.endsWith(`${mesh.front()} list`)));
 
+  // As a user would: the banner's export lines first, then the command.
+  const exports = banner
+    .split("\n")
+    .map((entry) => entry.trim())
+    .filter((entry) => entry.startsWith("export "));
+  t.deepEqual(
+    exports.map((entry) => entry.split("=")[0]),
+    ["export TOKEN", "export ADMIN_TOKEN"],
+  );
+  const shell = (command: string) =>
+    exec("sh", ["-c", [...exports, command].join("\n")], { cwd: repoRoot });
   for (const command of commands) {
-    const result = await exec("sh", ["-c", command], { cwd: repoRoot });
+    const result = await shell(command);
     t.is(result.code, 0, `${command}\n${result.stderr}`);
     t.not(result.stdout.trim(), "", command);
     if (command.includes("| grep")) continue;
@@ -51,7 +63,7 @@ test.serial("the banner's grpcurl and curl commands work as printed, through Env
     t.is(body.code, undefined, `${command} answered an error: ${result.stdout}`);
   }
   const posted = commands.find((command) => command.includes("-X POST"));
-  const order = JSON.parse((await exec("sh", ["-c", posted as string])).stdout);
+  const order = JSON.parse((await shell(posted as string)).stdout);
   t.is(order.order.state, "ORDER_STATE_CONFIRMED");
 });
 
@@ -72,13 +84,18 @@ test.serial(
     const before = await mesh.requestTotals();
 
     // The generated grpc-js client classes, as ts-proto emits them.
-    const users = new UserServiceClient(mesh.front(), credentials.createInsecure());
-    const products = new ProductServiceClient(mesh.front(), credentials.createInsecure());
-    const orders = new OrderServiceClient(mesh.front(), credentials.createInsecure());
+    const tls = credentials.createSsl(CA);
+    const users = new UserServiceClient(mesh.front(), tls);
+    const products = new ProductServiceClient(mesh.front(), tls);
+    const orders = new OrderServiceClient(mesh.front(), tls);
     t.teardown(() => {
       for (const client of [users, products, orders]) client.close();
     });
-    const meta = (id: string) => withId(id).metadata as Metadata;
+    const meta = (id: string) => {
+      const metadata = withId(id).metadata as Metadata;
+      metadata.set("authorization", `Bearer ${ADMIN_TOKEN}`);
+      return metadata;
+    };
     const generated: Record<Shop, (id: string) => Promise<unknown>> = {
       user: (id) =>
         new Promise((resolve, reject) =>
@@ -104,7 +121,13 @@ test.serial(
     };
     const callGrpcurl = async (service: Shop, id: string) => {
       const [method, body] = grpcurlCall[service];
-      await grpcurl(mesh.front(), method, body, ["-H", `x-request-id: ${id}`]);
+      await grpcurl(
+        mesh.front(),
+        method,
+        body,
+        ["-H", `x-request-id: ${id}`],
+        ["-cacert", `${CERTS}/ca.crt`],
+      );
     };
 
     for (const service of SHOP) {
@@ -138,9 +161,11 @@ test.serial(
     t.teardown(c.close);
     const user = await newUser(c);
     const product = await newProduct(c, 20);
-    const http = `http://${mesh.front()}`;
+    const http = `https://${mesh.front()}`;
+    const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+    const owner = { authorization: `Bearer ${await tokenFor(user.userId)}` };
 
-    const rest = await fetch(`${http}/users/${user.userId}`);
+    const rest = await edgeFetch(`${http}/users/${user.userId}`, { headers: owner });
     t.is(rest.status, 200);
     t.regex(rest.headers.get("content-type") ?? "", /^application\/json/);
     const restUser = ((await rest.json()) as { user: Record<string, string> }).user;
@@ -160,7 +185,10 @@ test.serial(
       },
     );
 
-    const restProduct = (await (await fetch(`${http}/products/${product.productId}`)).json()) as {
+    // Open: no token.
+    const restProduct = (await (
+      await edgeFetch(`${http}/products/${product.productId}`)
+    ).json()) as {
       product: { product_id: string; name: string; stock_quantity: number; price: object };
     };
     const grpcProduct = (await c.products.getProduct({ productId: product.productId }))
@@ -178,9 +206,9 @@ test.serial(
       request_id: tag("rest-order"),
     };
     const post = () =>
-      fetch(`${http}/orders`, {
+      edgeFetch(`${http}/orders`, {
         method: "POST",
-        headers: { "content-type": "application/json" },
+        headers: { "content-type": "application/json", ...owner },
         body: JSON.stringify(body),
       });
     const created = await post();
@@ -212,7 +240,7 @@ test.serial(
       ["/products/prd_missing", "PRODUCT_NOT_FOUND"],
       ["/orders/ord_missing", "ORDER_NOT_FOUND"],
     ] as const) {
-      const missing = await fetch(`${http}${urlPath}`);
+      const missing = await edgeFetch(`${http}${urlPath}`, { headers: admin });
       t.is(missing.status, 404, urlPath);
       const status = (await missing.json()) as { code: number; details: { reason?: string }[] };
       t.is(status.code, Code.NOT_FOUND, urlPath);
@@ -261,9 +289,10 @@ test.serial("a hand-built gRPC-Web request gets a well-formed gRPC-Web response"
     const message = Buffer.from(GetUserRequest.encode({ userId }).finish());
     const header = Buffer.alloc(5);
     header.writeUInt32BE(message.length, 1);
-    const response = await fetch(`http://${mesh.front()}/shop.user.v1.UserService/GetUser`, {
+    const response = await edgeFetch(`https://${mesh.front()}/shop.user.v1.UserService/GetUser`, {
       method: "POST",
       headers: {
+        authorization: `Bearer ${ADMIN_TOKEN}`,
         "content-type": "application/grpc-web+proto",
         accept: "application/grpc-web+proto",
         "x-grpc-web": "1",

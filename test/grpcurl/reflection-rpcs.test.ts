@@ -7,7 +7,9 @@
 // watch is not told of a change made on another replica and sees it on its next poll of the
 // database (SHOP_WATCH_POLL_MS, 1 s).
 import { spawn } from "node:child_process";
+import test, { type ExecutionContext } from "ava";
 import { repoRoot, tool } from "../../scripts/lib/launcher.js";
+import { ADMIN_TOKEN, authHeader } from "../helpers/credentials.js";
 import {
   assertErrorInfo,
   CODES,
@@ -17,11 +19,14 @@ import {
   exitCodeFor,
   grpcurl,
   HEALTH,
+  INVENTORY,
   KINDS,
+  LOCAL_PROTOS,
   launchTargets,
   messages,
   printedError,
   SHOP_SERVICES,
+  TARGETS,
   unique,
 } from "../helpers/grpcurl.js";
 import { type ReflectionVersion, reflect } from "../helpers/reflection.js";
@@ -31,21 +36,25 @@ launchTargets();
 // ---------------------------------------------------------------------------------------------
 // list and describe
 
-eachFront(`list shows the three shop services and ${HEALTH}`, async (t, front) => {
-  const result = await grpcurl([front.address(), "list"]);
-  t.is(result.code, 0, result.stderr);
-  const listed = result.stdout.trim().split("\n");
-  for (const name of [...SHOP_SERVICES, HEALTH]) {
-    t.true(listed.includes(name), `${name} missing:\n${result.stdout}`);
-  }
-});
+eachFront(
+  `list shows the three shop services and ${HEALTH}, not the internal API`,
+  async (t, front) => {
+    const result = await grpcurl([front.address(), "list"], undefined, front.transport);
+    t.is(result.code, 0, result.stderr);
+    const listed = result.stdout.trim().split("\n");
+    for (const name of [...SHOP_SERVICES, HEALTH]) {
+      t.true(listed.includes(name), `${name} missing:\n${result.stdout}`);
+    }
+    t.false(listed.includes(INVENTORY), `${INVENTORY} listed to a caller outside the mesh`);
+  },
+);
 
 for (const kind of KINDS) {
   const { service, rpcs } = CONTRACT[kind];
   const pkg = service.slice(0, service.lastIndexOf("."));
 
   each(`list and describe ${service} show every rpc with its types`, async (t, on) => {
-    const methods = await grpcurl([on.address(kind), "list", service]);
+    const methods = await on.grpcurl([on.address(kind), "list", service]);
     t.is(methods.code, 0, methods.stderr);
     t.deepEqual(
       methods.stdout.trim().split("\n").sort(),
@@ -54,7 +63,7 @@ for (const kind of KINDS) {
         .sort(),
     );
 
-    const result = await grpcurl([on.address(kind), "describe", service]);
+    const result = await on.grpcurl([on.address(kind), "describe", service]);
     t.is(result.code, 0, result.stderr);
     t.true(result.stdout.startsWith(`${service} is a service:\n`), result.stdout);
     const described = [
@@ -76,7 +85,7 @@ for (const kind of KINDS) {
   each(`describe each request message of ${service}`, async (t, on) => {
     for (const [rpc, fields] of Object.entries(rpcs)) {
       const type = `${pkg}.${rpc}Request`;
-      const result = await grpcurl([on.address(kind), "describe", type]);
+      const result = await on.grpcurl([on.address(kind), "describe", type]);
       t.is(result.code, 0, result.stderr);
       t.true(result.stdout.startsWith(`${type} is a message:\n`), result.stdout);
       t.regex(result.stdout, new RegExp(`^message ${rpc}Request \\{$`, "m"));
@@ -91,7 +100,7 @@ for (const kind of KINDS) {
 each(
   "describe a message from an imported file (google.rpc.ErrorInfo) over reflection",
   async (t, on) => {
-    const result = await grpcurl([on.address("user"), "describe", "google.rpc.ErrorInfo"]);
+    const result = await on.grpcurl([on.address("user"), "describe", "google.rpc.ErrorInfo"]);
     t.is(result.code, 0, result.stderr);
     t.regex(result.stdout, /^message ErrorInfo \{$/m);
     t.regex(result.stdout, /string reason = 1;/);
@@ -103,11 +112,17 @@ for (const version of ["v1", "v1alpha"] satisfies ReflectionVersion[]) {
   each(
     `grpc.reflection.${version} by hand on the order service: list_services and file_containing_symbol`,
     async (t, on) => {
-      const answers = await reflect(on.address("order"), version, [
-        { list_services: "" },
-        { file_containing_symbol: "shop.order.v1.OrderService" },
-        { file_containing_symbol: "shop.nope.v1.Nope" },
-      ]);
+      const answers = await reflect(
+        on.address("order"),
+        version,
+        [
+          { list_services: "" },
+          { file_containing_symbol: "shop.order.v1.OrderService" },
+          { file_containing_symbol: "shop.nope.v1.Nope" },
+        ],
+        undefined,
+        on.channel(),
+      );
       t.deepEqual(
         answers.map((a) => a.kind),
         ["list_services_response", "file_descriptor_response", "error_response"],
@@ -141,6 +156,8 @@ for (const version of ["v1", "v1alpha"] satisfies ReflectionVersion[]) {
           on.address("order"),
           version,
           asked.map((name) => ({ file_by_filename: name })),
+          undefined,
+          on.channel(),
         );
         more.forEach((answer, i) => {
           t.is(answer.kind, "file_descriptor_response", `${asked[i]}: ${answer.error?.message}`);
@@ -279,8 +296,18 @@ each("ListProducts pages and filters with in_stock_only", async (t, on) => {
   t.true((await list(false)).some((p) => p.productId === empty.productId));
 });
 
-each("ReserveStock holds units and CommitReservation keeps them", async (t, on) => {
-  const product = await on.newProduct(t, { stock: 5 });
+// The internal API, on the development profile's plaintext loopback ports, where the machine is the
+// boundary. Reflection does not list it there, so grpcurl reads the schema from the protos. The
+// refusals at the edge and over mutual TLS are test/security/refusals.test.ts.
+const direct = TARGETS[0] as (typeof TARGETS)[number];
+const inventory = (t: ExecutionContext, rpc: string, body: object) =>
+  direct.call(t, `${INVENTORY}/${rpc}`, body, {
+    flags: LOCAL_PROTOS,
+    to: direct.address("product"),
+  });
+
+test("direct: ReserveStock holds units and CommitReservation keeps them", async (t) => {
+  const product = await direct.newProduct(t, { stock: 5 });
   const reservationId = `res-${unique()}`;
   const body = {
     reservation_id: reservationId,
@@ -288,7 +315,7 @@ each("ReserveStock holds units and CommitReservation keeps them", async (t, on) 
     ttl: "30s",
   };
   const before = Date.now();
-  const { reservation } = await on.call(t, "shop.product.v1.ProductService/ReserveStock", body);
+  const { reservation } = await inventory(t, "ReserveStock", body);
   t.is(reservation.reservationId, reservationId);
   t.is(reservation.state, "RESERVATION_STATE_HELD");
   t.deepEqual(reservation.lines, [
@@ -297,39 +324,35 @@ each("ReserveStock holds units and CommitReservation keeps them", async (t, on) 
   const ttl = Date.parse(reservation.expireTime) - Date.parse(reservation.createTime);
   t.is(ttl, 30_000);
   t.true(Date.parse(reservation.createTime) >= before - 1_000);
-  t.is(await on.stockOf(t, product.productId), 3, "held units are taken");
+  t.is(await direct.stockOf(t, product.productId), 3, "held units are taken");
 
-  const again = await on.call(t, "shop.product.v1.ProductService/ReserveStock", body);
+  const again = await inventory(t, "ReserveStock", body);
   t.deepEqual(again.reservation, reservation, "same id and lines: the same reservation");
-  t.is(await on.stockOf(t, product.productId), 3);
+  t.is(await direct.stockOf(t, product.productId), 3);
 
-  const { reservation: committed } = await on.call(
-    t,
-    "shop.product.v1.ProductService/CommitReservation",
-    { reservation_id: reservationId },
-  );
+  const { reservation: committed } = await inventory(t, "CommitReservation", {
+    reservation_id: reservationId,
+  });
   t.is(committed.state, "RESERVATION_STATE_COMMITTED");
-  t.is(await on.stockOf(t, product.productId), 3);
+  t.is(await direct.stockOf(t, product.productId), 3);
 });
 
-each("ReleaseReservation gives held units back", async (t, on) => {
-  const product = await on.newProduct(t, { stock: 5 });
+test("direct: ReleaseReservation gives held units back", async (t) => {
+  const product = await direct.newProduct(t, { stock: 5 });
   const reservationId = `res-${unique()}`;
-  await on.call(t, "shop.product.v1.ProductService/ReserveStock", {
+  await inventory(t, "ReserveStock", {
     reservation_id: reservationId,
     lines: [{ product_id: product.productId, quantity: 4 }],
   });
-  t.is(await on.stockOf(t, product.productId), 1);
-  const { reservation } = await on.call(t, "shop.product.v1.ProductService/ReleaseReservation", {
+  t.is(await direct.stockOf(t, product.productId), 1);
+  const { reservation } = await inventory(t, "ReleaseReservation", {
     reservation_id: reservationId,
   });
   t.is(reservation.state, "RESERVATION_STATE_RELEASED");
-  t.is(await on.stockOf(t, product.productId), 5);
-  const again = await on.call(t, "shop.product.v1.ProductService/ReleaseReservation", {
-    reservation_id: reservationId,
-  });
+  t.is(await direct.stockOf(t, product.productId), 5);
+  const again = await inventory(t, "ReleaseReservation", { reservation_id: reservationId });
   t.is(again.reservation.state, "RESERVATION_STATE_RELEASED", "releasing twice is a no-op");
-  t.is(await on.stockOf(t, product.productId), 5);
+  t.is(await direct.stockOf(t, product.productId), 5);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -449,7 +472,8 @@ each(
     const watcher = spawn(
       tool("grpcurl"),
       [
-        "-plaintext",
+        ...on.transport,
+        ...["-H", authHeader(ADMIN_TOKEN)],
         "-max-time",
         "20",
         "-d",

@@ -9,6 +9,7 @@ import { ListProductsRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { ListUsersRequest } from "../../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../../kit/client.js";
 import { type ErrorDetails, fromGrpcError, type ServiceError } from "../../kit/errors.js";
+import { adminMetadata } from "./credentials.js";
 import type { TestFleet } from "./fleet.js";
 
 export const MB = 1_000_000;
@@ -71,7 +72,7 @@ export function openRawClient(address: string, timeoutMs = 10_000): RawCall & { 
         identity,
         identity,
         Buffer.from(bytes),
-        new grpc.Metadata(),
+        adminMetadata(),
         { deadline: Date.now() + timeoutMs },
         (error, response) =>
           resolve(error ? { error: fromGrpcError(error) } : { ...(response && { response }) }),

@@ -91,6 +91,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
   const accessLogPath = path.join(dir, "access.log");
   const envoy = spawnEnvoy({
     config: frontDoorConfig({
+      ...options,
       services: options.services,
       accessLogPath,
       healthCheckIntervalMs: options.healthCheckIntervalMs ?? 500,

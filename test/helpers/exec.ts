@@ -1,5 +1,6 @@
 import { spawn } from "node:child_process";
 import { repoRoot, tool } from "../../scripts/lib/launcher.js";
+import { ADMIN_TOKEN, authHeader } from "./credentials.js";
 
 export interface ExecResult {
   code: number | null;
@@ -38,17 +39,22 @@ export function exec(
 }
 
 /**
- * One grpcurl call (plaintext, over reflection) with a JSON body; resolves with the JSON reply and
- * rejects with grpcurl's stderr when it fails. `flags` go before -d, e.g. ["-H", "x-request-id: 1"].
+ * One grpcurl call (over reflection) with a JSON body; resolves with the JSON reply and rejects
+ * with grpcurl's stderr when it fails. `flags` go before -d, e.g. ["-H", "x-request-id: 1"];
+ * `transport` is plaintext by default, e.g. ["-cacert", "ca.crt"] for Envoy's TLS listener. It
+ * signs in as the tests' admin unless `flags` carry an authorization header.
  */
 export async function grpcurl(
   address: string,
   method: string,
   body: object,
   flags: readonly string[] = [],
+  transport: readonly string[] = ["-plaintext"],
 ) {
+  const signed = flags.some((flag) => /^authorization:/i.test(flag));
   const result = await exec(tool("grpcurl"), [
-    "-plaintext",
+    ...transport,
+    ...(signed ? [] : ["-H", authHeader(ADMIN_TOKEN)]),
     ...flags,
     ...["-d", JSON.stringify(body)],
     address,

@@ -29,6 +29,7 @@ import {
 } from "../../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { edgeTransport, meshSecurity, testCallers } from "./credentials.js";
 import { eventually, until } from "./eventually.js";
 import { childPids, isListening, type Launch, startLaunch } from "./launch.js";
 
@@ -181,7 +182,10 @@ export class MeshUnderTest {
     await waitServing(proc);
   }
 
-  /** Serves `module` in this process on a replica's port, with the replicas' shared database. */
+  /**
+   * Serves `module` in this process on a replica's port, with the replicas' shared database and
+   * the replica's mTLS identity.
+   */
   inProcessReplica(name: string, module: AnyServiceModule): Promise<StartedService> {
     const { service, host, port } = this.spec(name);
     return startService(module, {
@@ -190,6 +194,9 @@ export class MeshUnderTest {
       database: this.plan.databases[service],
       logLevel: "silent",
       shutdownGraceMs: 1_000,
+      security: meshSecurity(service),
+      internalServices: registry.internalServices,
+      dependencyIdentities: { ...registry.get(service).clients },
       dependencies: Object.fromEntries(
         Object.entries(registry.get(service).clients).map(([client, dependency]) => [
           client,
@@ -199,14 +206,18 @@ export class MeshUnderTest {
     });
   }
 
-  /** Promise clients for the generated service definitions, dialling Envoy; no client retries. */
+  /**
+   * Promise clients for the generated service definitions, dialling Envoy over TLS and signed in
+   * as callers allowed to make each call (test/helpers/credentials.ts); no client retries.
+   */
   clients(options: { retryCreateOrder?: boolean } = {}) {
     const at = this.front();
+    const common = { middleware: testCallers(), transport: edgeTransport() };
     const made = {
-      users: createClient(UserServiceService, at, { defaultTimeoutMs: 10_000 }),
-      products: createClient(ProductServiceService, at, { defaultTimeoutMs: 10_000 }),
+      users: createClient(UserServiceService, at, common),
+      products: createClient(ProductServiceService, at, common),
       orders: createClient(OrderServiceService, at, {
-        defaultTimeoutMs: 10_000,
+        ...common,
         ...(options.retryCreateOrder && { alsoRetry: ["CreateOrder"] }),
       }),
     };

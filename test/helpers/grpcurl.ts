@@ -1,15 +1,22 @@
 // The grpcurl conformance suite's machinery: the real grpcurl (.tools/bin) and buf curl, bounded to
 // a few processes at once, their output parsed, and the two targets every case runs against:
 //
-//   direct: the `npm start` launcher, each call to its own service's port;
+//   direct: the `npm start` launcher (the development profile: plaintext on loopback), each call
+//           to its own service's port;
 //   envoy:  the `npm run mesh` launcher (Envoy in front of two replicas of each service), every
-//           call to Envoy's listener. Envoy routes reflection and health to the user cluster.
+//           call to Envoy's TLS listener (-cacert). Envoy routes reflection and health to the
+//           user cluster.
+//
+// Every call signs in with a token: the admin's, or for CreateOrder the user's it names.
 //
 // A test file calls launchTargets() once, then declares its cases with each() and eachFront().
 import { randomUUID } from "node:crypto";
+import { readFileSync } from "node:fs";
 import path from "node:path";
+import { type ChannelCredentials, credentials } from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { repoRoot, tool } from "../../scripts/lib/launcher.js";
+import { ADMIN_TOKEN, authHeader, CERTS, tokenFor } from "./credentials.js";
 import { type ExecResult, exec } from "./exec.js";
 import { type Launch, startLaunch } from "./launch.js";
 
@@ -69,9 +76,6 @@ export const CONTRACT: Record<Kind, { service: string; rpcs: Record<string, stri
       GetProduct: ["product_id"],
       ListProducts: ["page_size", "page_token", "in_stock_only"],
       UpdateProduct: ["product", "update_mask"],
-      ReserveStock: ["reservation_id", "lines", "ttl"],
-      CommitReservation: ["reservation_id"],
-      ReleaseReservation: ["reservation_id"],
     },
   },
   order: {
@@ -86,6 +90,8 @@ export const CONTRACT: Record<Kind, { service: string; rpcs: Record<string, stri
   },
 };
 export const KINDS = Object.keys(CONTRACT) as Kind[];
+/** The internal API: the product process serves it, reflection lists it to mesh identities only. */
+export const INVENTORY = "shop.product.v1.InventoryService";
 export const SHOP_SERVICES = KINDS.map((kind) => CONTRACT[kind].service);
 export const HEALTH = "grpc.health.v1.Health";
 
@@ -119,6 +125,8 @@ export const LOCAL_PROTOS = [
   "-proto",
   "shop/product/v1/product.proto",
   "-proto",
+  "shop/product/v1/inventory.proto",
+  "-proto",
   "shop/order/v1/order.proto",
   "-proto",
   "google/rpc/error_details.proto",
@@ -145,10 +153,28 @@ export async function limited<T>(work: () => Promise<T>): Promise<T> {
   }
 }
 
-export function grpcurl(args: readonly string[], timeoutMs = 30_000): Promise<ExecResult> {
+/** grpcurl's flags for a plaintext server (the development profile). */
+export const PLAINTEXT = ["-plaintext"] as const;
+/** grpcurl's flags for Envoy's TLS listener: trust the development CA. */
+export const EDGE_TLS = ["-cacert", path.join(CERTS, "ca.crt")] as const;
+
+/** grpcurl with `transport` flags (plaintext by default) and `args`. */
+export function grpcurl(
+  args: readonly string[],
+  timeoutMs = 30_000,
+  transport: readonly string[] = PLAINTEXT,
+): Promise<ExecResult> {
   return limited(() =>
-    exec(tool("grpcurl"), ["-plaintext", ...args], { cwd: repoRoot, timeoutMs }),
+    exec(tool("grpcurl"), [...transport, ...args], { cwd: repoRoot, timeoutMs }),
   );
+}
+
+/** The token a call signs in with: the user's for a CreateOrder naming one, else the admin's. */
+export async function tokenOf(method: string, body: object): Promise<string> {
+  const userId = (body as { user_id?: unknown }).user_id;
+  return method.endsWith("/CreateOrder") && typeof userId === "string" && userId !== ""
+    ? tokenFor(userId)
+    : ADMIN_TOKEN;
 }
 
 export interface CallOptions {
@@ -156,6 +182,8 @@ export interface CallOptions {
   flags?: readonly string[];
   /** Send to this address instead of the target's address for the method's service. */
   to?: string;
+  /** Sign in with this token instead of tokenOf's; "" for none. */
+  token?: string;
 }
 
 /** The JSON messages of a server stream, as grpcurl prints them one after another. */
@@ -243,6 +271,8 @@ export interface Front {
   address(): string;
   /** Service names whose Health/Check answers SERVING there ("" is the server as a whole). */
   serving: readonly string[];
+  /** grpcurl's transport flags for it. */
+  transport: readonly string[];
 }
 
 /** Where the calls go, with grpcurl and buf curl bound to it and fixtures made through it. */
@@ -253,10 +283,28 @@ export class Target {
     /** The address a call to the kind's service goes to. */
     readonly address: (kind: Kind) => string,
     readonly fronts: readonly Front[],
+    /** grpcurl's transport flags: PLAINTEXT or EDGE_TLS. */
+    readonly transport: readonly string[],
+    /** The URL scheme and buf curl flags for the same transport. */
+    readonly buf: { scheme: "http" | "https"; flags: readonly string[] },
   ) {}
 
-  invoke(method: string, body: object, options: CallOptions = {}): Promise<ExecResult> {
-    return grpcurl([
+  /** grpc-js channel credentials for the same transport. */
+  channel(): ChannelCredentials {
+    return this.transport === EDGE_TLS
+      ? credentials.createSsl(readFileSync(path.join(CERTS, "ca.crt")))
+      : credentials.createInsecure();
+  }
+
+  /** grpcurl with this target's transport, e.g. `on.grpcurl([on.address("user"), "list"])`. */
+  grpcurl(args: readonly string[], timeoutMs?: number): Promise<ExecResult> {
+    return grpcurl(args, timeoutMs, this.transport);
+  }
+
+  async invoke(method: string, body: object, options: CallOptions = {}): Promise<ExecResult> {
+    const token = options.token ?? (await tokenOf(method, body));
+    return this.grpcurl([
+      ...(token ? ["-H", authHeader(token)] : []),
       ...(options.flags ?? []),
       "-d",
       JSON.stringify(body),
@@ -297,18 +345,20 @@ export class Target {
     return printed;
   }
 
-  /** buf curl over gRPC (h2c) to the method's address. */
-  bufCurl(method: string, body: object, flags: readonly string[] = []): Promise<ExecResult> {
+  /** buf curl over gRPC (h2c, or TLS to Envoy) to the method's address, signed in as tokenOf. */
+  async bufCurl(method: string, body: object, flags: readonly string[] = []): Promise<ExecResult> {
+    const token = await tokenOf(method, body);
     return limited(() =>
       exec(path.join(repoRoot, "node_modules/.bin/buf"), [
         "curl",
         "--protocol",
         "grpc",
-        "--http2-prior-knowledge",
+        ...this.buf.flags,
+        ...["--header", authHeader(token)],
         ...flags,
         "-d",
         JSON.stringify(body),
-        `http://${this.address(kindOf(method))}/${method}`,
+        `${this.buf.scheme}://${this.address(kindOf(method))}/${method}`,
       ]),
     );
   }
@@ -387,13 +437,27 @@ export const TARGETS = [
       label: `the ${kind} port`,
       address: () => launcher().addresses[kind],
       serving: ["", CONTRACT[kind].service],
+      transport: PLAINTEXT,
     })),
+    PLAINTEXT,
+    { scheme: "http", flags: ["--http2-prior-knowledge"] },
   ),
   // Envoy cannot route Health/Check by the service named in its body: the user cluster answers,
   // and knows only its own service's health.
-  new Target("envoy", envoyListener, [
-    { label: "Envoy's listener", address: envoyListener, serving: ["", CONTRACT.user.service] },
-  ]),
+  new Target(
+    "envoy",
+    envoyListener,
+    [
+      {
+        label: "Envoy's listener",
+        address: envoyListener,
+        serving: ["", CONTRACT.user.service],
+        transport: EDGE_TLS,
+      },
+    ],
+    EDGE_TLS,
+    { scheme: "https", flags: ["--cacert", path.join(CERTS, "ca.crt")] },
+  ),
 ];
 
 /** Declares one test per target, titled `<target>: <title>`. */

@@ -57,6 +57,7 @@ export async function reflect(
   version: ReflectionVersion,
   requests: readonly ReflectionRequest[],
   timeoutMs = 10_000,
+  channel = credentials.createInsecure(),
 ): Promise<ReflectionAnswer[]> {
   const definition = loadSync(reflectionProto(version), {
     keepCase: true,
@@ -66,7 +67,7 @@ export async function reflect(
   const pkg = (loadPackageDefinition(definition).grpc as GrpcObject).reflection as GrpcObject;
   // biome-ignore lint/suspicious/noExplicitAny: a client class made at run time from the proto.
   const Client = (pkg[version] as GrpcObject).ServerReflection as any;
-  const client = new Client(address, credentials.createInsecure());
+  const client = new Client(address, channel);
   try {
     const stream = client.ServerReflectionInfo(new Metadata(), {
       deadline: Date.now() + timeoutMs,

@@ -10,6 +10,7 @@ import { Code, fromGrpcError, type ServiceError } from "../../kit/errors.js";
 import { packageOf, type ServiceDefinition } from "../../kit/service.js";
 import { registry } from "../../services/registry.js";
 import { undecodable } from "../helpers/bad-input.js";
+import { adminMetadata } from "../helpers/credentials.js";
 import { startFleet } from "../helpers/fleet.js";
 import { reflect } from "../helpers/reflection.js";
 
@@ -45,20 +46,13 @@ function send(client: grpc.Client, path: string, kind: Kind, bytes: Buffer) {
     const done = (error: grpc.ServiceError | null) =>
       resolve({ ...(error && { error: fromGrpcError(error) }), messages });
     if (kind === "unary") {
-      client.makeUnaryRequest(path, identity, identity, bytes, new grpc.Metadata(), options, done);
+      client.makeUnaryRequest(path, identity, identity, bytes, adminMetadata(), options, done);
       return;
     }
     const stream =
       kind === "server"
-        ? client.makeServerStreamRequest(
-            path,
-            identity,
-            identity,
-            bytes,
-            new grpc.Metadata(),
-            options,
-          )
-        : client.makeBidiStreamRequest(path, identity, identity, new grpc.Metadata(), options);
+        ? client.makeServerStreamRequest(path, identity, identity, bytes, adminMetadata(), options)
+        : client.makeBidiStreamRequest(path, identity, identity, adminMetadata(), options);
     stream.on("data", () => messages++);
     stream.on("error", done);
     stream.on("end", () => done(null));

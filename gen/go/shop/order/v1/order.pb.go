@@ -487,6 +487,7 @@ type ListOrdersRequest struct {
 	// page. Must come from a call with the same `user_id`.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// When set, only this user's orders are returned. At most 64 characters.
+	// Required unless the caller is an admin: a user sets their own id.
 	UserId        string `protobuf:"bytes,3,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

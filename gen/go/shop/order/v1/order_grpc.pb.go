@@ -47,6 +47,15 @@ const (
 // ("characters"), and every string must be valid UTF-8. Every rpc answers
 // a request message that does not decode, a string field with invalid
 // UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// Authentication: every rpc needs a JWT bearer token in the `authorization`
+// metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+// `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+// `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+// malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+// Users see and cancel only their own orders (PERMISSION_DENIED, reason
+// `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+// refused call changes nothing.
 type OrderServiceClient interface {
 	// Places an order. OK always means the order is CONFIRMED: its stock is
 	// committed and it stands until it is cancelled. No other state is ever
@@ -90,15 +99,22 @@ type OrderServiceClient interface {
 	// `request_id` it was given in the ErrorInfo metadata: resend with that
 	// `request_id` to settle it, or watch the order, which the reconciler
 	// settles within the reservation TTL plus one reconcile interval.
+	//
+	// `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+	// (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
 	CreateOrder(ctx context.Context, in *CreateOrderRequest, opts ...grpc.CallOption) (*CreateOrderResponse, error)
 	// Returns one order, in whatever state it is.
 	//
-	// Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
 	// Lists orders, newest first, optionally only one user's.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+	// A user lists only their own: `user_id` must be the token's subject
+	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+	// orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
@@ -110,6 +126,9 @@ type OrderServiceClient interface {
 	// that goes away or a crash never leaves it half done, and the reconciler
 	// finishes a recorded cancel within one reconcile interval once the
 	// product service is reachable.
+	//
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise, and nothing changes.
 	//
 	// Idempotent: cancelling a cancelling order finishes it, and cancelling a
 	// cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -125,7 +144,8 @@ type OrderServiceClient interface {
 	// again after every state change. The stream ends after a final state
 	// (cancelled or failed), or when the client cancels it.
 	//
-	// Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
 	// order has that id.
 	WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error)
 }
@@ -218,6 +238,15 @@ type OrderService_WatchOrderClient = grpc.ServerStreamingClient[WatchOrderRespon
 // ("characters"), and every string must be valid UTF-8. Every rpc answers
 // a request message that does not decode, a string field with invalid
 // UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// Authentication: every rpc needs a JWT bearer token in the `authorization`
+// metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+// `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+// `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+// malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+// Users see and cancel only their own orders (PERMISSION_DENIED, reason
+// `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+// refused call changes nothing.
 type OrderServiceServer interface {
 	// Places an order. OK always means the order is CONFIRMED: its stock is
 	// committed and it stands until it is cancelled. No other state is ever
@@ -261,15 +290,22 @@ type OrderServiceServer interface {
 	// `request_id` it was given in the ErrorInfo metadata: resend with that
 	// `request_id` to settle it, or watch the order, which the reconciler
 	// settles within the reservation TTL plus one reconcile interval.
+	//
+	// `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+	// (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
 	CreateOrder(context.Context, *CreateOrderRequest) (*CreateOrderResponse, error)
 	// Returns one order, in whatever state it is.
 	//
-	// Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
 	// Lists orders, newest first, optionally only one user's.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+	// A user lists only their own: `user_id` must be the token's subject
+	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+	// orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
@@ -281,6 +317,9 @@ type OrderServiceServer interface {
 	// that goes away or a crash never leaves it half done, and the reconciler
 	// finishes a recorded cancel within one reconcile interval once the
 	// product service is reachable.
+	//
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise, and nothing changes.
 	//
 	// Idempotent: cancelling a cancelling order finishes it, and cancelling a
 	// cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -296,7 +335,8 @@ type OrderServiceServer interface {
 	// again after every state change. The stream ends after a final state
 	// (cancelled or failed), or when the client cancels it.
 	//
-	// Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
 	// order has that id.
 	WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error
 	mustEmbedUnimplementedOrderServiceServer()

@@ -11,7 +11,6 @@ import (
 	_ "google.golang.org/genproto/googleapis/api/annotations"
 	protoreflect "google.golang.org/protobuf/reflect/protoreflect"
 	protoimpl "google.golang.org/protobuf/runtime/protoimpl"
-	durationpb "google.golang.org/protobuf/types/known/durationpb"
 	fieldmaskpb "google.golang.org/protobuf/types/known/fieldmaskpb"
 	timestamppb "google.golang.org/protobuf/types/known/timestamppb"
 	reflect "reflect"
@@ -25,69 +24,6 @@ const (
 	// Verify that runtime/protoimpl is sufficiently up-to-date.
 	_ = protoimpl.EnforceVersion(protoimpl.MaxVersion - 20)
 )
-
-// The life of a reservation.
-type ReservationState int32
-
-const (
-	// Not used.
-	ReservationState_RESERVATION_STATE_UNSPECIFIED ReservationState = 0
-	// The units are held and will return to stock at `expire_time` unless
-	// the reservation is committed first. Each reservation expires on its
-	// own, within a sweep interval (about a second) of `expire_time`.
-	ReservationState_RESERVATION_STATE_HELD ReservationState = 1
-	// The units are sold. Only a release gives them back.
-	ReservationState_RESERVATION_STATE_COMMITTED ReservationState = 2
-	// The units were given back by ReleaseReservation.
-	ReservationState_RESERVATION_STATE_RELEASED ReservationState = 3
-	// The units were given back because the TTL ran out while held.
-	ReservationState_RESERVATION_STATE_EXPIRED ReservationState = 4
-)
-
-// Enum value maps for ReservationState.
-var (
-	ReservationState_name = map[int32]string{
-		0: "RESERVATION_STATE_UNSPECIFIED",
-		1: "RESERVATION_STATE_HELD",
-		2: "RESERVATION_STATE_COMMITTED",
-		3: "RESERVATION_STATE_RELEASED",
-		4: "RESERVATION_STATE_EXPIRED",
-	}
-	ReservationState_value = map[string]int32{
-		"RESERVATION_STATE_UNSPECIFIED": 0,
-		"RESERVATION_STATE_HELD":        1,
-		"RESERVATION_STATE_COMMITTED":   2,
-		"RESERVATION_STATE_RELEASED":    3,
-		"RESERVATION_STATE_EXPIRED":     4,
-	}
-)
-
-func (x ReservationState) Enum() *ReservationState {
-	p := new(ReservationState)
-	*p = x
-	return p
-}
-
-func (x ReservationState) String() string {
-	return protoimpl.X.EnumStringOf(x.Descriptor(), protoreflect.EnumNumber(x))
-}
-
-func (ReservationState) Descriptor() protoreflect.EnumDescriptor {
-	return file_shop_product_v1_product_proto_enumTypes[0].Descriptor()
-}
-
-func (ReservationState) Type() protoreflect.EnumType {
-	return &file_shop_product_v1_product_proto_enumTypes[0]
-}
-
-func (x ReservationState) Number() protoreflect.EnumNumber {
-	return protoreflect.EnumNumber(x)
-}
-
-// Deprecated: Use ReservationState.Descriptor instead.
-func (ReservationState) EnumDescriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{0}
-}
 
 // An item for sale.
 type Product struct {
@@ -191,152 +127,6 @@ func (x *Product) GetUpdateTime() *timestamppb.Timestamp {
 	return nil
 }
 
-// One product and quantity within a reservation.
-type ReservationLine struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The product to hold. Required; at most 64 characters.
-	ProductId string `protobuf:"bytes,1,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
-	// Units to hold. Required; from 1 to 10,000.
-	Quantity int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// The product's unit price when the reservation was made. Output only.
-	UnitPrice     *v1.Money `protobuf:"bytes,3,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReservationLine) Reset() {
-	*x = ReservationLine{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[1]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReservationLine) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReservationLine) ProtoMessage() {}
-
-func (x *ReservationLine) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[1]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReservationLine.ProtoReflect.Descriptor instead.
-func (*ReservationLine) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{1}
-}
-
-func (x *ReservationLine) GetProductId() string {
-	if x != nil {
-		return x.ProductId
-	}
-	return ""
-}
-
-func (x *ReservationLine) GetQuantity() int32 {
-	if x != nil {
-		return x.Quantity
-	}
-	return 0
-}
-
-func (x *ReservationLine) GetUnitPrice() *v1.Money {
-	if x != nil {
-		return x.UnitPrice
-	}
-	return nil
-}
-
-// Units of one or more products held for one caller.
-type Reservation struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The caller-chosen id the reservation was made under.
-	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
-	// The held lines with their price snapshots, in request order.
-	Lines []*ReservationLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
-	// Where the reservation is in its life.
-	State ReservationState `protobuf:"varint,3,opt,name=state,proto3,enum=shop.product.v1.ReservationState" json:"state,omitempty"`
-	// When a held reservation expires. Meaningless once it is not held.
-	ExpireTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expire_time,json=expireTime,proto3" json:"expire_time,omitempty"`
-	// When the reservation was made.
-	CreateTime    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *Reservation) Reset() {
-	*x = Reservation{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[2]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *Reservation) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*Reservation) ProtoMessage() {}
-
-func (x *Reservation) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[2]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use Reservation.ProtoReflect.Descriptor instead.
-func (*Reservation) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{2}
-}
-
-func (x *Reservation) GetReservationId() string {
-	if x != nil {
-		return x.ReservationId
-	}
-	return ""
-}
-
-func (x *Reservation) GetLines() []*ReservationLine {
-	if x != nil {
-		return x.Lines
-	}
-	return nil
-}
-
-func (x *Reservation) GetState() ReservationState {
-	if x != nil {
-		return x.State
-	}
-	return ReservationState_RESERVATION_STATE_UNSPECIFIED
-}
-
-func (x *Reservation) GetExpireTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.ExpireTime
-	}
-	return nil
-}
-
-func (x *Reservation) GetCreateTime() *timestamppb.Timestamp {
-	if x != nil {
-		return x.CreateTime
-	}
-	return nil
-}
-
 // Request for ProductService.CreateProduct.
 type CreateProductRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -348,7 +138,7 @@ type CreateProductRequest struct {
 
 func (x *CreateProductRequest) Reset() {
 	*x = CreateProductRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[3]
+	mi := &file_shop_product_v1_product_proto_msgTypes[1]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -360,7 +150,7 @@ func (x *CreateProductRequest) String() string {
 func (*CreateProductRequest) ProtoMessage() {}
 
 func (x *CreateProductRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[3]
+	mi := &file_shop_product_v1_product_proto_msgTypes[1]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -373,7 +163,7 @@ func (x *CreateProductRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProductRequest.ProtoReflect.Descriptor instead.
 func (*CreateProductRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{3}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{1}
 }
 
 func (x *CreateProductRequest) GetProduct() *Product {
@@ -394,7 +184,7 @@ type CreateProductResponse struct {
 
 func (x *CreateProductResponse) Reset() {
 	*x = CreateProductResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[4]
+	mi := &file_shop_product_v1_product_proto_msgTypes[2]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -406,7 +196,7 @@ func (x *CreateProductResponse) String() string {
 func (*CreateProductResponse) ProtoMessage() {}
 
 func (x *CreateProductResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[4]
+	mi := &file_shop_product_v1_product_proto_msgTypes[2]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -419,7 +209,7 @@ func (x *CreateProductResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use CreateProductResponse.ProtoReflect.Descriptor instead.
 func (*CreateProductResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{4}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{2}
 }
 
 func (x *CreateProductResponse) GetProduct() *Product {
@@ -440,7 +230,7 @@ type GetProductRequest struct {
 
 func (x *GetProductRequest) Reset() {
 	*x = GetProductRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[5]
+	mi := &file_shop_product_v1_product_proto_msgTypes[3]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -452,7 +242,7 @@ func (x *GetProductRequest) String() string {
 func (*GetProductRequest) ProtoMessage() {}
 
 func (x *GetProductRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[5]
+	mi := &file_shop_product_v1_product_proto_msgTypes[3]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -465,7 +255,7 @@ func (x *GetProductRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProductRequest.ProtoReflect.Descriptor instead.
 func (*GetProductRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{5}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{3}
 }
 
 func (x *GetProductRequest) GetProductId() string {
@@ -486,7 +276,7 @@ type GetProductResponse struct {
 
 func (x *GetProductResponse) Reset() {
 	*x = GetProductResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[6]
+	mi := &file_shop_product_v1_product_proto_msgTypes[4]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -498,7 +288,7 @@ func (x *GetProductResponse) String() string {
 func (*GetProductResponse) ProtoMessage() {}
 
 func (x *GetProductResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[6]
+	mi := &file_shop_product_v1_product_proto_msgTypes[4]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -511,7 +301,7 @@ func (x *GetProductResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use GetProductResponse.ProtoReflect.Descriptor instead.
 func (*GetProductResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{6}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{4}
 }
 
 func (x *GetProductResponse) GetProduct() *Product {
@@ -540,7 +330,7 @@ type ListProductsRequest struct {
 
 func (x *ListProductsRequest) Reset() {
 	*x = ListProductsRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[7]
+	mi := &file_shop_product_v1_product_proto_msgTypes[5]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -552,7 +342,7 @@ func (x *ListProductsRequest) String() string {
 func (*ListProductsRequest) ProtoMessage() {}
 
 func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[7]
+	mi := &file_shop_product_v1_product_proto_msgTypes[5]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -565,7 +355,7 @@ func (x *ListProductsRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsRequest.ProtoReflect.Descriptor instead.
 func (*ListProductsRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{7}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{5}
 }
 
 func (x *ListProductsRequest) GetPageSize() int32 {
@@ -602,7 +392,7 @@ type ListProductsResponse struct {
 
 func (x *ListProductsResponse) Reset() {
 	*x = ListProductsResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[8]
+	mi := &file_shop_product_v1_product_proto_msgTypes[6]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -614,7 +404,7 @@ func (x *ListProductsResponse) String() string {
 func (*ListProductsResponse) ProtoMessage() {}
 
 func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[8]
+	mi := &file_shop_product_v1_product_proto_msgTypes[6]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -627,7 +417,7 @@ func (x *ListProductsResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use ListProductsResponse.ProtoReflect.Descriptor instead.
 func (*ListProductsResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{8}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{6}
 }
 
 func (x *ListProductsResponse) GetProducts() []*Product {
@@ -659,7 +449,7 @@ type UpdateProductRequest struct {
 
 func (x *UpdateProductRequest) Reset() {
 	*x = UpdateProductRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[9]
+	mi := &file_shop_product_v1_product_proto_msgTypes[7]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -671,7 +461,7 @@ func (x *UpdateProductRequest) String() string {
 func (*UpdateProductRequest) ProtoMessage() {}
 
 func (x *UpdateProductRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[9]
+	mi := &file_shop_product_v1_product_proto_msgTypes[7]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -684,7 +474,7 @@ func (x *UpdateProductRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProductRequest.ProtoReflect.Descriptor instead.
 func (*UpdateProductRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{9}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{7}
 }
 
 func (x *UpdateProductRequest) GetProduct() *Product {
@@ -712,7 +502,7 @@ type UpdateProductResponse struct {
 
 func (x *UpdateProductResponse) Reset() {
 	*x = UpdateProductResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[10]
+	mi := &file_shop_product_v1_product_proto_msgTypes[8]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -724,7 +514,7 @@ func (x *UpdateProductResponse) String() string {
 func (*UpdateProductResponse) ProtoMessage() {}
 
 func (x *UpdateProductResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[10]
+	mi := &file_shop_product_v1_product_proto_msgTypes[8]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -737,7 +527,7 @@ func (x *UpdateProductResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use UpdateProductResponse.ProtoReflect.Descriptor instead.
 func (*UpdateProductResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{10}
+	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{8}
 }
 
 func (x *UpdateProductResponse) GetProduct() *Product {
@@ -747,308 +537,11 @@ func (x *UpdateProductResponse) GetProduct() *Product {
 	return nil
 }
 
-// Request for ProductService.ReserveStock.
-type ReserveStockRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Caller-chosen id that makes the call idempotent. Required; 1 to 64
-	// characters.
-	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
-	// What to hold. Required; 1 to 100 lines, each product at most once.
-	Lines []*ReservationLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
-	// How long to hold the units before they return to stock. Optional;
-	// from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
-	// `nanos` within ±999,999,999 and of the same sign as `seconds`.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReserveStockRequest) Reset() {
-	*x = ReserveStockRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[11]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReserveStockRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReserveStockRequest) ProtoMessage() {}
-
-func (x *ReserveStockRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[11]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReserveStockRequest.ProtoReflect.Descriptor instead.
-func (*ReserveStockRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{11}
-}
-
-func (x *ReserveStockRequest) GetReservationId() string {
-	if x != nil {
-		return x.ReservationId
-	}
-	return ""
-}
-
-func (x *ReserveStockRequest) GetLines() []*ReservationLine {
-	if x != nil {
-		return x.Lines
-	}
-	return nil
-}
-
-func (x *ReserveStockRequest) GetTtl() *durationpb.Duration {
-	if x != nil {
-		return x.Ttl
-	}
-	return nil
-}
-
-// Response for ProductService.ReserveStock.
-type ReserveStockResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The reservation, held, or as it stands when the call was a repeat.
-	Reservation   *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReserveStockResponse) Reset() {
-	*x = ReserveStockResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[12]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReserveStockResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReserveStockResponse) ProtoMessage() {}
-
-func (x *ReserveStockResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[12]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReserveStockResponse.ProtoReflect.Descriptor instead.
-func (*ReserveStockResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{12}
-}
-
-func (x *ReserveStockResponse) GetReservation() *Reservation {
-	if x != nil {
-		return x.Reservation
-	}
-	return nil
-}
-
-// Request for ProductService.CommitReservation.
-type CommitReservationRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the reservation to commit. Required; 1 to 64 characters.
-	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CommitReservationRequest) Reset() {
-	*x = CommitReservationRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[13]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitReservationRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitReservationRequest) ProtoMessage() {}
-
-func (x *CommitReservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[13]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitReservationRequest.ProtoReflect.Descriptor instead.
-func (*CommitReservationRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{13}
-}
-
-func (x *CommitReservationRequest) GetReservationId() string {
-	if x != nil {
-		return x.ReservationId
-	}
-	return ""
-}
-
-// Response for ProductService.CommitReservation.
-type CommitReservationResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The committed reservation.
-	Reservation   *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *CommitReservationResponse) Reset() {
-	*x = CommitReservationResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[14]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *CommitReservationResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*CommitReservationResponse) ProtoMessage() {}
-
-func (x *CommitReservationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[14]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use CommitReservationResponse.ProtoReflect.Descriptor instead.
-func (*CommitReservationResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{14}
-}
-
-func (x *CommitReservationResponse) GetReservation() *Reservation {
-	if x != nil {
-		return x.Reservation
-	}
-	return nil
-}
-
-// Request for ProductService.ReleaseReservation.
-type ReleaseReservationRequest struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// Id of the reservation to release. Required; 1 to 64 characters.
-	ReservationId string `protobuf:"bytes,1,opt,name=reservation_id,json=reservationId,proto3" json:"reservation_id,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReleaseReservationRequest) Reset() {
-	*x = ReleaseReservationRequest{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[15]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReleaseReservationRequest) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReleaseReservationRequest) ProtoMessage() {}
-
-func (x *ReleaseReservationRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[15]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReleaseReservationRequest.ProtoReflect.Descriptor instead.
-func (*ReleaseReservationRequest) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{15}
-}
-
-func (x *ReleaseReservationRequest) GetReservationId() string {
-	if x != nil {
-		return x.ReservationId
-	}
-	return ""
-}
-
-// Response for ProductService.ReleaseReservation.
-type ReleaseReservationResponse struct {
-	state protoimpl.MessageState `protogen:"open.v1"`
-	// The released reservation; it has no lines when the id was unknown.
-	Reservation   *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
-}
-
-func (x *ReleaseReservationResponse) Reset() {
-	*x = ReleaseReservationResponse{}
-	mi := &file_shop_product_v1_product_proto_msgTypes[16]
-	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-	ms.StoreMessageInfo(mi)
-}
-
-func (x *ReleaseReservationResponse) String() string {
-	return protoimpl.X.MessageStringOf(x)
-}
-
-func (*ReleaseReservationResponse) ProtoMessage() {}
-
-func (x *ReleaseReservationResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_shop_product_v1_product_proto_msgTypes[16]
-	if x != nil {
-		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
-		if ms.LoadMessageInfo() == nil {
-			ms.StoreMessageInfo(mi)
-		}
-		return ms
-	}
-	return mi.MessageOf(x)
-}
-
-// Deprecated: Use ReleaseReservationResponse.ProtoReflect.Descriptor instead.
-func (*ReleaseReservationResponse) Descriptor() ([]byte, []int) {
-	return file_shop_product_v1_product_proto_rawDescGZIP(), []int{16}
-}
-
-func (x *ReleaseReservationResponse) GetReservation() *Reservation {
-	if x != nil {
-		return x.Reservation
-	}
-	return nil
-}
-
 var File_shop_product_v1_product_proto protoreflect.FileDescriptor
 
 const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\n" +
-	"\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xc3\x02\n" +
+	"\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xc3\x02\n" +
 	"\aProduct\x12\"\n" +
 	"\n" +
 	"product_id\x18\x01 \x01(\tB\x03\xe0A\x03R\tproductId\x12\x17\n" +
@@ -1059,21 +552,7 @@ const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\vcreate_time\x18\x06 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
 	"createTime\x12@\n" +
 	"\vupdate_time\x18\a \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +
-	"updateTime\"\x8f\x01\n" +
-	"\x0fReservationLine\x12\"\n" +
-	"\n" +
-	"product_id\x18\x01 \x01(\tB\x03\xe0A\x02R\tproductId\x12\x1f\n" +
-	"\bquantity\x18\x02 \x01(\x05B\x03\xe0A\x02R\bquantity\x127\n" +
-	"\n" +
-	"unit_price\x18\x03 \x01(\v2\x13.shop.type.v1.MoneyB\x03\xe0A\x03R\tunitPrice\"\x9f\x02\n" +
-	"\vReservation\x12%\n" +
-	"\x0ereservation_id\x18\x01 \x01(\tR\rreservationId\x126\n" +
-	"\x05lines\x18\x02 \x03(\v2 .shop.product.v1.ReservationLineR\x05lines\x127\n" +
-	"\x05state\x18\x03 \x01(\x0e2!.shop.product.v1.ReservationStateR\x05state\x12;\n" +
-	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"expireTime\x12;\n" +
-	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"O\n" +
+	"updateTime\"O\n" +
 	"\x14CreateProductRequest\x127\n" +
 	"\aproduct\x18\x01 \x01(\v2\x18.shop.product.v1.ProductB\x03\xe0A\x02R\aproduct\"K\n" +
 	"\x15CreateProductResponse\x122\n" +
@@ -1096,36 +575,13 @@ const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\vupdate_mask\x18\x02 \x01(\v2\x1a.google.protobuf.FieldMaskB\x03\xe0A\x02R\n" +
 	"updateMask\"K\n" +
 	"\x15UpdateProductResponse\x122\n" +
-	"\aproduct\x18\x01 \x01(\v2\x18.shop.product.v1.ProductR\aproduct\"\xab\x01\n" +
-	"\x13ReserveStockRequest\x12*\n" +
-	"\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0A\x02R\rreservationId\x12;\n" +
-	"\x05lines\x18\x02 \x03(\v2 .shop.product.v1.ReservationLineB\x03\xe0A\x02R\x05lines\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"V\n" +
-	"\x14ReserveStockResponse\x12>\n" +
-	"\vreservation\x18\x01 \x01(\v2\x1c.shop.product.v1.ReservationR\vreservation\"F\n" +
-	"\x18CommitReservationRequest\x12*\n" +
-	"\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0A\x02R\rreservationId\"[\n" +
-	"\x19CommitReservationResponse\x12>\n" +
-	"\vreservation\x18\x01 \x01(\v2\x1c.shop.product.v1.ReservationR\vreservation\"G\n" +
-	"\x19ReleaseReservationRequest\x12*\n" +
-	"\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0A\x02R\rreservationId\"\\\n" +
-	"\x1aReleaseReservationResponse\x12>\n" +
-	"\vreservation\x18\x01 \x01(\v2\x1c.shop.product.v1.ReservationR\vreservation*\xb1\x01\n" +
-	"\x10ReservationState\x12!\n" +
-	"\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n" +
-	"\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n" +
-	"\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n" +
-	"\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n" +
-	"\x19RESERVATION_STATE_EXPIRED\x10\x042\xd3\a\n" +
+	"\aproduct\x18\x01 \x01(\v2\x18.shop.product.v1.ProductR\aproduct2\x91\x04\n" +
 	"\x0eProductService\x12}\n" +
 	"\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1d\x82\xd3\xe4\x93\x02\x14:\aproduct\"\t/products\x90\x02\x00\x12x\n" +
 	"\n" +
 	"GetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"!\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x90\x02\x01\x12q\n" +
 	"\fListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x14\x82\xd3\xe4\x93\x02\v\x12\t/products\x90\x02\x01\x12\x92\x01\n" +
-	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"2\x82\xd3\xe4\x93\x02):\aproduct2\x1e/products/{product.product_id}\x90\x02\x00\x12x\n" +
-	"\fReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x1b\x82\xd3\xe4\x93\x02\x12:\x01*\"\r/reservations\x90\x02\x02\x12\x9f\x01\n" +
-	"\x11CommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"3\x82\xd3\xe4\x93\x02*:\x01*\"%/reservations/{reservation_id}:commit\x90\x02\x02\x12\xa3\x01\n" +
-	"\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"4\x82\xd3\xe4\x93\x02+:\x01*\"&/reservations/{reservation_id}:release\x90\x02\x02B\xc0\x01\n" +
+	"\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"2\x82\xd3\xe4\x93\x02):\aproduct2\x1e/products/{product.product_id}\x90\x02\x00B\xc0\x01\n" +
 	"\x13com.shop.product.v1B\fProductProtoP\x01Z=github.com/shopmesh/shopmesh/gen/go/shop/product/v1;productv1\xa2\x02\x03SPX\xaa\x02\x0fShop.Product.V1\xca\x02\x0fShop\\Product\\V1\xe2\x02\x1bShop\\Product\\V1\\GPBMetadata\xea\x02\x11Shop::Product::V1b\x06proto3"
 
 var (
@@ -1140,72 +596,45 @@ func file_shop_product_v1_product_proto_rawDescGZIP() []byte {
 	return file_shop_product_v1_product_proto_rawDescData
 }
 
-var file_shop_product_v1_product_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_shop_product_v1_product_proto_msgTypes = make([]protoimpl.MessageInfo, 17)
+var file_shop_product_v1_product_proto_msgTypes = make([]protoimpl.MessageInfo, 9)
 var file_shop_product_v1_product_proto_goTypes = []any{
-	(ReservationState)(0),              // 0: shop.product.v1.ReservationState
-	(*Product)(nil),                    // 1: shop.product.v1.Product
-	(*ReservationLine)(nil),            // 2: shop.product.v1.ReservationLine
-	(*Reservation)(nil),                // 3: shop.product.v1.Reservation
-	(*CreateProductRequest)(nil),       // 4: shop.product.v1.CreateProductRequest
-	(*CreateProductResponse)(nil),      // 5: shop.product.v1.CreateProductResponse
-	(*GetProductRequest)(nil),          // 6: shop.product.v1.GetProductRequest
-	(*GetProductResponse)(nil),         // 7: shop.product.v1.GetProductResponse
-	(*ListProductsRequest)(nil),        // 8: shop.product.v1.ListProductsRequest
-	(*ListProductsResponse)(nil),       // 9: shop.product.v1.ListProductsResponse
-	(*UpdateProductRequest)(nil),       // 10: shop.product.v1.UpdateProductRequest
-	(*UpdateProductResponse)(nil),      // 11: shop.product.v1.UpdateProductResponse
-	(*ReserveStockRequest)(nil),        // 12: shop.product.v1.ReserveStockRequest
-	(*ReserveStockResponse)(nil),       // 13: shop.product.v1.ReserveStockResponse
-	(*CommitReservationRequest)(nil),   // 14: shop.product.v1.CommitReservationRequest
-	(*CommitReservationResponse)(nil),  // 15: shop.product.v1.CommitReservationResponse
-	(*ReleaseReservationRequest)(nil),  // 16: shop.product.v1.ReleaseReservationRequest
-	(*ReleaseReservationResponse)(nil), // 17: shop.product.v1.ReleaseReservationResponse
-	(*v1.Money)(nil),                   // 18: shop.type.v1.Money
-	(*timestamppb.Timestamp)(nil),      // 19: google.protobuf.Timestamp
-	(*fieldmaskpb.FieldMask)(nil),      // 20: google.protobuf.FieldMask
-	(*durationpb.Duration)(nil),        // 21: google.protobuf.Duration
+	(*Product)(nil),               // 0: shop.product.v1.Product
+	(*CreateProductRequest)(nil),  // 1: shop.product.v1.CreateProductRequest
+	(*CreateProductResponse)(nil), // 2: shop.product.v1.CreateProductResponse
+	(*GetProductRequest)(nil),     // 3: shop.product.v1.GetProductRequest
+	(*GetProductResponse)(nil),    // 4: shop.product.v1.GetProductResponse
+	(*ListProductsRequest)(nil),   // 5: shop.product.v1.ListProductsRequest
+	(*ListProductsResponse)(nil),  // 6: shop.product.v1.ListProductsResponse
+	(*UpdateProductRequest)(nil),  // 7: shop.product.v1.UpdateProductRequest
+	(*UpdateProductResponse)(nil), // 8: shop.product.v1.UpdateProductResponse
+	(*v1.Money)(nil),              // 9: shop.type.v1.Money
+	(*timestamppb.Timestamp)(nil), // 10: google.protobuf.Timestamp
+	(*fieldmaskpb.FieldMask)(nil), // 11: google.protobuf.FieldMask
 }
 var file_shop_product_v1_product_proto_depIdxs = []int32{
-	18, // 0: shop.product.v1.Product.price:type_name -> shop.type.v1.Money
-	19, // 1: shop.product.v1.Product.create_time:type_name -> google.protobuf.Timestamp
-	19, // 2: shop.product.v1.Product.update_time:type_name -> google.protobuf.Timestamp
-	18, // 3: shop.product.v1.ReservationLine.unit_price:type_name -> shop.type.v1.Money
-	2,  // 4: shop.product.v1.Reservation.lines:type_name -> shop.product.v1.ReservationLine
-	0,  // 5: shop.product.v1.Reservation.state:type_name -> shop.product.v1.ReservationState
-	19, // 6: shop.product.v1.Reservation.expire_time:type_name -> google.protobuf.Timestamp
-	19, // 7: shop.product.v1.Reservation.create_time:type_name -> google.protobuf.Timestamp
-	1,  // 8: shop.product.v1.CreateProductRequest.product:type_name -> shop.product.v1.Product
-	1,  // 9: shop.product.v1.CreateProductResponse.product:type_name -> shop.product.v1.Product
-	1,  // 10: shop.product.v1.GetProductResponse.product:type_name -> shop.product.v1.Product
-	1,  // 11: shop.product.v1.ListProductsResponse.products:type_name -> shop.product.v1.Product
-	1,  // 12: shop.product.v1.UpdateProductRequest.product:type_name -> shop.product.v1.Product
-	20, // 13: shop.product.v1.UpdateProductRequest.update_mask:type_name -> google.protobuf.FieldMask
-	1,  // 14: shop.product.v1.UpdateProductResponse.product:type_name -> shop.product.v1.Product
-	2,  // 15: shop.product.v1.ReserveStockRequest.lines:type_name -> shop.product.v1.ReservationLine
-	21, // 16: shop.product.v1.ReserveStockRequest.ttl:type_name -> google.protobuf.Duration
-	3,  // 17: shop.product.v1.ReserveStockResponse.reservation:type_name -> shop.product.v1.Reservation
-	3,  // 18: shop.product.v1.CommitReservationResponse.reservation:type_name -> shop.product.v1.Reservation
-	3,  // 19: shop.product.v1.ReleaseReservationResponse.reservation:type_name -> shop.product.v1.Reservation
-	4,  // 20: shop.product.v1.ProductService.CreateProduct:input_type -> shop.product.v1.CreateProductRequest
-	6,  // 21: shop.product.v1.ProductService.GetProduct:input_type -> shop.product.v1.GetProductRequest
-	8,  // 22: shop.product.v1.ProductService.ListProducts:input_type -> shop.product.v1.ListProductsRequest
-	10, // 23: shop.product.v1.ProductService.UpdateProduct:input_type -> shop.product.v1.UpdateProductRequest
-	12, // 24: shop.product.v1.ProductService.ReserveStock:input_type -> shop.product.v1.ReserveStockRequest
-	14, // 25: shop.product.v1.ProductService.CommitReservation:input_type -> shop.product.v1.CommitReservationRequest
-	16, // 26: shop.product.v1.ProductService.ReleaseReservation:input_type -> shop.product.v1.ReleaseReservationRequest
-	5,  // 27: shop.product.v1.ProductService.CreateProduct:output_type -> shop.product.v1.CreateProductResponse
-	7,  // 28: shop.product.v1.ProductService.GetProduct:output_type -> shop.product.v1.GetProductResponse
-	9,  // 29: shop.product.v1.ProductService.ListProducts:output_type -> shop.product.v1.ListProductsResponse
-	11, // 30: shop.product.v1.ProductService.UpdateProduct:output_type -> shop.product.v1.UpdateProductResponse
-	13, // 31: shop.product.v1.ProductService.ReserveStock:output_type -> shop.product.v1.ReserveStockResponse
-	15, // 32: shop.product.v1.ProductService.CommitReservation:output_type -> shop.product.v1.CommitReservationResponse
-	17, // 33: shop.product.v1.ProductService.ReleaseReservation:output_type -> shop.product.v1.ReleaseReservationResponse
-	27, // [27:34] is the sub-list for method output_type
-	20, // [20:27] is the sub-list for method input_type
-	20, // [20:20] is the sub-list for extension type_name
-	20, // [20:20] is the sub-list for extension extendee
-	0,  // [0:20] is the sub-list for field type_name
+	9,  // 0: shop.product.v1.Product.price:type_name -> shop.type.v1.Money
+	10, // 1: shop.product.v1.Product.create_time:type_name -> google.protobuf.Timestamp
+	10, // 2: shop.product.v1.Product.update_time:type_name -> google.protobuf.Timestamp
+	0,  // 3: shop.product.v1.CreateProductRequest.product:type_name -> shop.product.v1.Product
+	0,  // 4: shop.product.v1.CreateProductResponse.product:type_name -> shop.product.v1.Product
+	0,  // 5: shop.product.v1.GetProductResponse.product:type_name -> shop.product.v1.Product
+	0,  // 6: shop.product.v1.ListProductsResponse.products:type_name -> shop.product.v1.Product
+	0,  // 7: shop.product.v1.UpdateProductRequest.product:type_name -> shop.product.v1.Product
+	11, // 8: shop.product.v1.UpdateProductRequest.update_mask:type_name -> google.protobuf.FieldMask
+	0,  // 9: shop.product.v1.UpdateProductResponse.product:type_name -> shop.product.v1.Product
+	1,  // 10: shop.product.v1.ProductService.CreateProduct:input_type -> shop.product.v1.CreateProductRequest
+	3,  // 11: shop.product.v1.ProductService.GetProduct:input_type -> shop.product.v1.GetProductRequest
+	5,  // 12: shop.product.v1.ProductService.ListProducts:input_type -> shop.product.v1.ListProductsRequest
+	7,  // 13: shop.product.v1.ProductService.UpdateProduct:input_type -> shop.product.v1.UpdateProductRequest
+	2,  // 14: shop.product.v1.ProductService.CreateProduct:output_type -> shop.product.v1.CreateProductResponse
+	4,  // 15: shop.product.v1.ProductService.GetProduct:output_type -> shop.product.v1.GetProductResponse
+	6,  // 16: shop.product.v1.ProductService.ListProducts:output_type -> shop.product.v1.ListProductsResponse
+	8,  // 17: shop.product.v1.ProductService.UpdateProduct:output_type -> shop.product.v1.UpdateProductResponse
+	14, // [14:18] is the sub-list for method output_type
+	10, // [10:14] is the sub-list for method input_type
+	10, // [10:10] is the sub-list for extension type_name
+	10, // [10:10] is the sub-list for extension extendee
+	0,  // [0:10] is the sub-list for field type_name
 }
 
 func init() { file_shop_product_v1_product_proto_init() }
@@ -1218,14 +647,13 @@ func file_shop_product_v1_product_proto_init() {
 		File: protoimpl.DescBuilder{
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_shop_product_v1_product_proto_rawDesc), len(file_shop_product_v1_product_proto_rawDesc)),
-			NumEnums:      1,
-			NumMessages:   17,
+			NumEnums:      0,
+			NumMessages:   9,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
 		GoTypes:           file_shop_product_v1_product_proto_goTypes,
 		DependencyIndexes: file_shop_product_v1_product_proto_depIdxs,
-		EnumInfos:         file_shop_product_v1_product_proto_enumTypes,
 		MessageInfos:      file_shop_product_v1_product_proto_msgTypes,
 	}.Build()
 	File_shop_product_v1_product_proto = out.File

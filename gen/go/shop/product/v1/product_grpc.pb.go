@@ -19,28 +19,31 @@ import (
 const _ = grpc.SupportPackageIsVersion9
 
 const (
-	ProductService_CreateProduct_FullMethodName      = "/shop.product.v1.ProductService/CreateProduct"
-	ProductService_GetProduct_FullMethodName         = "/shop.product.v1.ProductService/GetProduct"
-	ProductService_ListProducts_FullMethodName       = "/shop.product.v1.ProductService/ListProducts"
-	ProductService_UpdateProduct_FullMethodName      = "/shop.product.v1.ProductService/UpdateProduct"
-	ProductService_ReserveStock_FullMethodName       = "/shop.product.v1.ProductService/ReserveStock"
-	ProductService_CommitReservation_FullMethodName  = "/shop.product.v1.ProductService/CommitReservation"
-	ProductService_ReleaseReservation_FullMethodName = "/shop.product.v1.ProductService/ReleaseReservation"
+	ProductService_CreateProduct_FullMethodName = "/shop.product.v1.ProductService/CreateProduct"
+	ProductService_GetProduct_FullMethodName    = "/shop.product.v1.ProductService/GetProduct"
+	ProductService_ListProducts_FullMethodName  = "/shop.product.v1.ProductService/ListProducts"
+	ProductService_UpdateProduct_FullMethodName = "/shop.product.v1.ProductService/UpdateProduct"
 )
 
 // ProductServiceClient is the client API for ProductService service.
 //
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
-// Manages the catalogue and its stock. Stock is taken in two steps: a
-// reservation holds units for a while at a fixed price, then is committed
-// when the order is written, or released. A held reservation that is never
-// committed expires after its TTL and gives its units back, so a crashed
-// caller cannot pin stock forever. Stock is never negative.
+// Manages the catalogue and its stock. Stock is held and sold through the
+// internal InventoryService (inventory.proto), which only the order service
+// calls. Stock is never negative.
+//
+// Authentication: a JWT bearer token in the `authorization` metadata
+// (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+// hold "admin". Reads are open to anyone; a token that is sent anyway must
+// be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+// when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+// token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+// issuer or audience. A refused call changes nothing.
 //
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
-// (type "STOCK", subject the product id) for insufficient stock.
+// (type "STOCK_LIMIT", subject the product id) for a stock bound.
 //
 // Lengths in this file count Unicode code points ("characters"), and every
 // string must be valid UTF-8. Every rpc answers a request message that does
@@ -49,14 +52,16 @@ const (
 type ProductServiceClient interface {
 	// Adds a product to the catalogue.
 	//
-	// Returns INVALID_ARGUMENT when a field breaks its constraints.
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
 	CreateProduct(ctx context.Context, in *CreateProductRequest, opts ...grpc.CallOption) (*CreateProductResponse, error)
-	// Returns one product with its current stock.
+	// Returns one product with its current stock. Open: no token needed.
 	//
 	// Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
 	// NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
 	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
-	// Lists products, oldest first, one page at a time.
+	// Lists products, oldest first, one page at a time. Open: no token
+	// needed.
 	//
 	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
@@ -65,7 +70,8 @@ type ProductServiceClient interface {
 	// Updates the fields of a product named by `update_mask`. Changing the
 	// price does not change the price snapshot of existing reservations.
 	//
-	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
 	// field or a new value breaks its constraints, NOT_FOUND when the product
 	// does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
 	// with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
@@ -73,39 +79,6 @@ type ProductServiceClient interface {
 	// reservations, which may all come back, would pass 1,000,000,000. Nothing
 	// changes on any error.
 	UpdateProduct(ctx context.Context, in *UpdateProductRequest, opts ...grpc.CallOption) (*UpdateProductResponse, error)
-	// Holds stock for every line, all or nothing, under a caller-chosen
-	// `reservation_id`, and snapshots each product's current price.
-	//
-	// Idempotent: calling again with the same id and the same lines returns
-	// the existing reservation unchanged, whatever its state.
-	//
-	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure` naming each short product) when any line cannot
-	// be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-	// unit price in one currency would pass the largest Money amount,
-	// 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-	// when the id was used with different lines. On every error nothing is
-	// held.
-	ReserveStock(ctx context.Context, in *ReserveStockRequest, opts ...grpc.CallOption) (*ReserveStockResponse, error)
-	// Makes a held reservation permanent: its units are sold.
-	//
-	// Idempotent: committing a committed reservation returns it unchanged.
-	// Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-	// (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-	// has expired.
-	CommitReservation(ctx context.Context, in *CommitReservationRequest, opts ...grpc.CallOption) (*CommitReservationResponse, error)
-	// Gives a reservation's units back to stock, whether it is held or
-	// committed (a cancelled order releases its committed reservation).
-	//
-	// Idempotent: releasing a released or expired reservation returns it
-	// unchanged, and the units come back exactly once. Releasing an unknown id
-	// records it as released, so that a ReserveStock with that id arriving
-	// late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-	// empty or too long, and FAILED_PRECONDITION (reason
-	// `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-	// bound, which UpdateProduct prevents; the reservation is then unchanged.
-	ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error)
 }
 
 type productServiceClient struct {
@@ -156,49 +129,25 @@ func (c *productServiceClient) UpdateProduct(ctx context.Context, in *UpdateProd
 	return out, nil
 }
 
-func (c *productServiceClient) ReserveStock(ctx context.Context, in *ReserveStockRequest, opts ...grpc.CallOption) (*ReserveStockResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReserveStockResponse)
-	err := c.cc.Invoke(ctx, ProductService_ReserveStock_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *productServiceClient) CommitReservation(ctx context.Context, in *CommitReservationRequest, opts ...grpc.CallOption) (*CommitReservationResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(CommitReservationResponse)
-	err := c.cc.Invoke(ctx, ProductService_CommitReservation_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
-func (c *productServiceClient) ReleaseReservation(ctx context.Context, in *ReleaseReservationRequest, opts ...grpc.CallOption) (*ReleaseReservationResponse, error) {
-	cOpts := append([]grpc.CallOption{grpc.StaticMethod()}, opts...)
-	out := new(ReleaseReservationResponse)
-	err := c.cc.Invoke(ctx, ProductService_ReleaseReservation_FullMethodName, in, out, cOpts...)
-	if err != nil {
-		return nil, err
-	}
-	return out, nil
-}
-
 // ProductServiceServer is the server API for ProductService service.
 // All implementations must embed UnimplementedProductServiceServer
 // for forward compatibility.
 //
-// Manages the catalogue and its stock. Stock is taken in two steps: a
-// reservation holds units for a while at a fixed price, then is committed
-// when the order is written, or released. A held reservation that is never
-// committed expires after its TTL and gives its units back, so a crashed
-// caller cannot pin stock forever. Stock is never negative.
+// Manages the catalogue and its stock. Stock is held and sold through the
+// internal InventoryService (inventory.proto), which only the order service
+// calls. Stock is never negative.
+//
+// Authentication: a JWT bearer token in the `authorization` metadata
+// (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+// hold "admin". Reads are open to anyone; a token that is sent anyway must
+// be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+// when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+// token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+// issuer or audience. A refused call changes nothing.
 //
 // Errors carry `google.rpc.Status` details: `BadRequest` field violations,
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
-// (type "STOCK", subject the product id) for insufficient stock.
+// (type "STOCK_LIMIT", subject the product id) for a stock bound.
 //
 // Lengths in this file count Unicode code points ("characters"), and every
 // string must be valid UTF-8. Every rpc answers a request message that does
@@ -207,14 +156,16 @@ func (c *productServiceClient) ReleaseReservation(ctx context.Context, in *Relea
 type ProductServiceServer interface {
 	// Adds a product to the catalogue.
 	//
-	// Returns INVALID_ARGUMENT when a field breaks its constraints.
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
 	CreateProduct(context.Context, *CreateProductRequest) (*CreateProductResponse, error)
-	// Returns one product with its current stock.
+	// Returns one product with its current stock. Open: no token needed.
 	//
 	// Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
 	// NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
 	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
-	// Lists products, oldest first, one page at a time.
+	// Lists products, oldest first, one page at a time. Open: no token
+	// needed.
 	//
 	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
@@ -223,7 +174,8 @@ type ProductServiceServer interface {
 	// Updates the fields of a product named by `update_mask`. Changing the
 	// price does not change the price snapshot of existing reservations.
 	//
-	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
 	// field or a new value breaks its constraints, NOT_FOUND when the product
 	// does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
 	// with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
@@ -231,39 +183,6 @@ type ProductServiceServer interface {
 	// reservations, which may all come back, would pass 1,000,000,000. Nothing
 	// changes on any error.
 	UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error)
-	// Holds stock for every line, all or nothing, under a caller-chosen
-	// `reservation_id`, and snapshots each product's current price.
-	//
-	// Idempotent: calling again with the same id and the same lines returns
-	// the existing reservation unchanged, whatever its state.
-	//
-	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-	// `PreconditionFailure` naming each short product) when any line cannot
-	// be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-	// unit price in one currency would pass the largest Money amount,
-	// 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-	// when the id was used with different lines. On every error nothing is
-	// held.
-	ReserveStock(context.Context, *ReserveStockRequest) (*ReserveStockResponse, error)
-	// Makes a held reservation permanent: its units are sold.
-	//
-	// Idempotent: committing a committed reservation returns it unchanged.
-	// Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-	// (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-	// has expired.
-	CommitReservation(context.Context, *CommitReservationRequest) (*CommitReservationResponse, error)
-	// Gives a reservation's units back to stock, whether it is held or
-	// committed (a cancelled order releases its committed reservation).
-	//
-	// Idempotent: releasing a released or expired reservation returns it
-	// unchanged, and the units come back exactly once. Releasing an unknown id
-	// records it as released, so that a ReserveStock with that id arriving
-	// late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-	// empty or too long, and FAILED_PRECONDITION (reason
-	// `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-	// bound, which UpdateProduct prevents; the reservation is then unchanged.
-	ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error)
 	mustEmbedUnimplementedProductServiceServer()
 }
 
@@ -285,15 +204,6 @@ func (UnimplementedProductServiceServer) ListProducts(context.Context, *ListProd
 }
 func (UnimplementedProductServiceServer) UpdateProduct(context.Context, *UpdateProductRequest) (*UpdateProductResponse, error) {
 	return nil, status.Error(codes.Unimplemented, "method UpdateProduct not implemented")
-}
-func (UnimplementedProductServiceServer) ReserveStock(context.Context, *ReserveStockRequest) (*ReserveStockResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ReserveStock not implemented")
-}
-func (UnimplementedProductServiceServer) CommitReservation(context.Context, *CommitReservationRequest) (*CommitReservationResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method CommitReservation not implemented")
-}
-func (UnimplementedProductServiceServer) ReleaseReservation(context.Context, *ReleaseReservationRequest) (*ReleaseReservationResponse, error) {
-	return nil, status.Error(codes.Unimplemented, "method ReleaseReservation not implemented")
 }
 func (UnimplementedProductServiceServer) mustEmbedUnimplementedProductServiceServer() {}
 func (UnimplementedProductServiceServer) testEmbeddedByValue()                        {}
@@ -388,60 +298,6 @@ func _ProductService_UpdateProduct_Handler(srv interface{}, ctx context.Context,
 	return interceptor(ctx, in, info, handler)
 }
 
-func _ProductService_ReserveStock_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReserveStockRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ProductServiceServer).ReserveStock(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: ProductService_ReserveStock_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ProductServiceServer).ReserveStock(ctx, req.(*ReserveStockRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _ProductService_CommitReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(CommitReservationRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ProductServiceServer).CommitReservation(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: ProductService_CommitReservation_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ProductServiceServer).CommitReservation(ctx, req.(*CommitReservationRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
-func _ProductService_ReleaseReservation_Handler(srv interface{}, ctx context.Context, dec func(interface{}) error, interceptor grpc.UnaryServerInterceptor) (interface{}, error) {
-	in := new(ReleaseReservationRequest)
-	if err := dec(in); err != nil {
-		return nil, err
-	}
-	if interceptor == nil {
-		return srv.(ProductServiceServer).ReleaseReservation(ctx, in)
-	}
-	info := &grpc.UnaryServerInfo{
-		Server:     srv,
-		FullMethod: ProductService_ReleaseReservation_FullMethodName,
-	}
-	handler := func(ctx context.Context, req interface{}) (interface{}, error) {
-		return srv.(ProductServiceServer).ReleaseReservation(ctx, req.(*ReleaseReservationRequest))
-	}
-	return interceptor(ctx, in, info, handler)
-}
-
 // ProductService_ServiceDesc is the grpc.ServiceDesc for ProductService service.
 // It's only intended for direct use with grpc.RegisterService,
 // and not to be introspected or modified (even as a copy)
@@ -464,18 +320,6 @@ var ProductService_ServiceDesc = grpc.ServiceDesc{
 		{
 			MethodName: "UpdateProduct",
 			Handler:    _ProductService_UpdateProduct_Handler,
-		},
-		{
-			MethodName: "ReserveStock",
-			Handler:    _ProductService_ReserveStock_Handler,
-		},
-		{
-			MethodName: "CommitReservation",
-			Handler:    _ProductService_CommitReservation_Handler,
-		},
-		{
-			MethodName: "ReleaseReservation",
-			Handler:    _ProductService_ReleaseReservation_Handler,
 		},
 	},
 	Streams:  []grpc.StreamDesc{},

@@ -38,36 +38,51 @@ const (
 // "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
 //
+// Authentication: every rpc needs a JWT bearer token in the `authorization`
+// metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+// `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+// `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+// malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+// A user reads and updates only their own record; an admin manages every
+// user. A refused call changes nothing.
+//
 // Lengths in this file count Unicode code points ("characters"), and every
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type UserServiceClient interface {
-	// Creates a user.
+	// Creates a user. Signing up is an admin's job in this store: the identity
+	// provider issues tokens for the new `user_id`.
 	//
-	// Returns INVALID_ARGUMENT when a field breaks its constraints, and
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
 	// ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// Returns one user.
 	//
-	// Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+	// A user may get only their own record: PERMISSION_DENIED (reason
+	// `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+	// get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// Lists users, oldest first, one page at a time.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//
-	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+	// A user may update only their own record: PERMISSION_DENIED (reason
+	// `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
 	// field or a new value breaks its constraints, NOT_FOUND when the user
 	// does not exist, and ALREADY_EXISTS when the new email is taken.
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*UpdateUserResponse, error)
 	// Deletes a user. Orders that name the user are kept.
 	//
-	// Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
 	// user has that id.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
 }
@@ -142,36 +157,51 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
 //
+// Authentication: every rpc needs a JWT bearer token in the `authorization`
+// metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+// `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+// `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+// malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+// A user reads and updates only their own record; an admin manages every
+// user. A refused call changes nothing.
+//
 // Lengths in this file count Unicode code points ("characters"), and every
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
 type UserServiceServer interface {
-	// Creates a user.
+	// Creates a user. Signing up is an admin's job in this store: the identity
+	// provider issues tokens for the new `user_id`.
 	//
-	// Returns INVALID_ARGUMENT when a field breaks its constraints, and
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
 	// ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// Returns one user.
 	//
-	// Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+	// A user may get only their own record: PERMISSION_DENIED (reason
+	// `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+	// get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// Lists users, oldest first, one page at a time.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
 	// was not issued by a previous call with the same filter, or when
 	// `page_size` is negative.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//
-	// Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+	// A user may update only their own record: PERMISSION_DENIED (reason
+	// `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
 	// field or a new value breaks its constraints, NOT_FOUND when the user
 	// does not exist, and ALREADY_EXISTS when the new email is taken.
 	UpdateUser(context.Context, *UpdateUserRequest) (*UpdateUserResponse, error)
 	// Deletes a user. Orders that name the user are kept.
 	//
-	// Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
 	// user has that id.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
 	mustEmbedUnimplementedUserServiceServer()

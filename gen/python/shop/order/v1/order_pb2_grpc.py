@@ -43,6 +43,15 @@ class OrderServiceStub:
     ("characters"), and every string must be valid UTF-8. Every rpc answers
     a request message that does not decode, a string field with invalid
     UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    Users see and cancel only their own orders (PERMISSION_DENIED, reason
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     def __init__(self, channel):
@@ -96,6 +105,15 @@ class OrderServiceServicer:
     ("characters"), and every string must be valid UTF-8. Every rpc answers
     a request message that does not decode, a string field with invalid
     UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    Users see and cancel only their own orders (PERMISSION_DENIED, reason
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     def CreateOrder(self, request, context):
@@ -141,6 +159,9 @@ class OrderServiceServicer:
         `request_id` it was given in the ErrorInfo metadata: resend with that
         `request_id` to settle it, or watch the order, which the reconciler
         settles within the reservation TTL plus one reconcile interval.
+
+        `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+        (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -149,7 +170,8 @@ class OrderServiceServicer:
     def GetOrder(self, request, context):
         """Returns one order, in whatever state it is.
 
-        Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+        Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+        otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
         NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -159,7 +181,10 @@ class OrderServiceServicer:
     def ListOrders(self, request, context):
         """Lists orders, newest first, optionally only one user's.
 
-        Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+        A user lists only their own: `user_id` must be the token's subject
+        (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+        orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+        `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
         was not issued by a previous call with the same filter, or when
         `page_size` is negative.
         """
@@ -176,6 +201,9 @@ class OrderServiceServicer:
         that goes away or a crash never leaves it half done, and the reconciler
         finishes a recorded cancel within one reconcile interval once the
         product service is reachable.
+
+        Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+        otherwise, and nothing changes.
 
         Idempotent: cancelling a cancelling order finishes it, and cancelling a
         cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -196,7 +224,8 @@ class OrderServiceServicer:
         again after every state change. The stream ends after a final state
         (cancelled or failed), or when the client cancels it.
 
-        Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+        Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+        otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
         order has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -257,6 +286,15 @@ class OrderService:
     ("characters"), and every string must be valid UTF-8. Every rpc answers
     a request message that does not decode, a string field with invalid
     UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    Users see and cancel only their own orders (PERMISSION_DENIED, reason
+    `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+    refused call changes nothing.
     """
 
     @staticmethod

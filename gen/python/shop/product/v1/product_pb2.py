@@ -24,13 +24,12 @@ _sym_db = _symbol_database.Default()
 
 from google.api import annotations_pb2 as google_dot_api_dot_annotations__pb2
 from google.api import field_behavior_pb2 as google_dot_api_dot_field__behavior__pb2
-from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xf7\x01\n\x07Product\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x03\x12\x11\n\x04name\x18\x02 \x01(\tB\x03\xe0\x41\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x05price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x03\xe0\x41\x02\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x34\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x03\xe0\x41\x03\x12\x34\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x03\xe0\x41\x03\"o\n\x0fReservationLine\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x15\n\x08quantity\x18\x02 \x01(\x05\x42\x03\xe0\x41\x02\x12,\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x03\xe0\x41\x03\"\xea\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12/\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLine\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.shop.product.v1.ReservationState\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"F\n\x14\x43reateProductRequest\x12.\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.ProductB\x03\xe0\x41\x02\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\",\n\x11GetProductRequest\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\"S\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rin_stock_only\x18\x03 \x01(\x08\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x14UpdateProductRequest\x12.\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.ProductB\x03\xe0\x41\x02\x12\x34\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x03\xe0\x41\x02\"B\n\x15UpdateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\"\x90\x01\n\x13ReserveStockRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLineB\x03\xe0\x41\x02\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"I\n\x14ReserveStockResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"7\n\x18\x43ommitReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"N\n\x19\x43ommitReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"8\n\x19ReleaseReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"O\n\x1aReleaseReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation*\xb1\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x04\x32\xd3\x07\n\x0eProductService\x12}\n\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1d\x90\x02\x00\x82\xd3\xe4\x93\x02\x14\"\t/products:\x07product\x12x\n\nGetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"!\x90\x02\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x12q\n\x0cListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x14\x90\x02\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/products\x12\x92\x01\n\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"2\x90\x02\x00\x82\xd3\xe4\x93\x02)2\x1e/products/{product.product_id}:\x07product\x12x\n\x0cReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x1b\x90\x02\x02\x82\xd3\xe4\x93\x02\x12\"\r/reservations:\x01*\x12\x9f\x01\n\x11\x43ommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"3\x90\x02\x02\x82\xd3\xe4\x93\x02*\"%/reservations/{reservation_id}:commit:\x01*\x12\xa3\x01\n\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"4\x90\x02\x02\x82\xd3\xe4\x93\x02+\"&/reservations/{reservation_id}:release:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xf7\x01\n\x07Product\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x03\x12\x11\n\x04name\x18\x02 \x01(\tB\x03\xe0\x41\x02\x12\x13\n\x0b\x64\x65scription\x18\x03 \x01(\t\x12\'\n\x05price\x18\x04 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x03\xe0\x41\x02\x12\x16\n\x0estock_quantity\x18\x05 \x01(\x05\x12\x34\n\x0b\x63reate_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x03\xe0\x41\x03\x12\x34\n\x0bupdate_time\x18\x07 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x03\xe0\x41\x03\"F\n\x14\x43reateProductRequest\x12.\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.ProductB\x03\xe0\x41\x02\"B\n\x15\x43reateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\",\n\x11GetProductRequest\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"?\n\x12GetProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product\"S\n\x13ListProductsRequest\x12\x11\n\tpage_size\x18\x01 \x01(\x05\x12\x12\n\npage_token\x18\x02 \x01(\t\x12\x15\n\rin_stock_only\x18\x03 \x01(\x08\"[\n\x14ListProductsResponse\x12*\n\x08products\x18\x01 \x03(\x0b\x32\x18.shop.product.v1.Product\x12\x17\n\x0fnext_page_token\x18\x02 \x01(\t\"|\n\x14UpdateProductRequest\x12.\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.ProductB\x03\xe0\x41\x02\x12\x34\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskB\x03\xe0\x41\x02\"B\n\x15UpdateProductResponse\x12)\n\x07product\x18\x01 \x01(\x0b\x32\x18.shop.product.v1.Product2\x91\x04\n\x0eProductService\x12}\n\rCreateProduct\x12%.shop.product.v1.CreateProductRequest\x1a&.shop.product.v1.CreateProductResponse\"\x1d\x90\x02\x00\x82\xd3\xe4\x93\x02\x14\"\t/products:\x07product\x12x\n\nGetProduct\x12\".shop.product.v1.GetProductRequest\x1a#.shop.product.v1.GetProductResponse\"!\x90\x02\x01\x82\xd3\xe4\x93\x02\x18\x12\x16/products/{product_id}\x12q\n\x0cListProducts\x12$.shop.product.v1.ListProductsRequest\x1a%.shop.product.v1.ListProductsResponse\"\x14\x90\x02\x01\x82\xd3\xe4\x93\x02\x0b\x12\t/products\x12\x92\x01\n\rUpdateProduct\x12%.shop.product.v1.UpdateProductRequest\x1a&.shop.product.v1.UpdateProductResponse\"2\x90\x02\x00\x82\xd3\xe4\x93\x02)2\x1e/products/{product.product_id}:\x07productb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -47,12 +46,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCT'].fields_by_name['create_time']._serialized_options = b'\340A\003'
   _globals['_PRODUCT'].fields_by_name['update_time']._loaded_options = None
   _globals['_PRODUCT'].fields_by_name['update_time']._serialized_options = b'\340A\003'
-  _globals['_RESERVATIONLINE'].fields_by_name['product_id']._loaded_options = None
-  _globals['_RESERVATIONLINE'].fields_by_name['product_id']._serialized_options = b'\340A\002'
-  _globals['_RESERVATIONLINE'].fields_by_name['quantity']._loaded_options = None
-  _globals['_RESERVATIONLINE'].fields_by_name['quantity']._serialized_options = b'\340A\002'
-  _globals['_RESERVATIONLINE'].fields_by_name['unit_price']._loaded_options = None
-  _globals['_RESERVATIONLINE'].fields_by_name['unit_price']._serialized_options = b'\340A\003'
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._loaded_options = None
   _globals['_CREATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\340A\002'
   _globals['_GETPRODUCTREQUEST'].fields_by_name['product_id']._loaded_options = None
@@ -61,14 +54,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['product']._serialized_options = b'\340A\002'
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['update_mask']._loaded_options = None
   _globals['_UPDATEPRODUCTREQUEST'].fields_by_name['update_mask']._serialized_options = b'\340A\002'
-  _globals['_RESERVESTOCKREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_RESERVESTOCKREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\340A\002'
-  _globals['_RESERVESTOCKREQUEST'].fields_by_name['lines']._loaded_options = None
-  _globals['_RESERVESTOCKREQUEST'].fields_by_name['lines']._serialized_options = b'\340A\002'
-  _globals['_COMMITRESERVATIONREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_COMMITRESERVATIONREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\340A\002'
-  _globals['_RELEASERESERVATIONREQUEST'].fields_by_name['reservation_id']._loaded_options = None
-  _globals['_RELEASERESERVATIONREQUEST'].fields_by_name['reservation_id']._serialized_options = b'\340A\002'
   _globals['_PRODUCTSERVICE'].methods_by_name['CreateProduct']._loaded_options = None
   _globals['_PRODUCTSERVICE'].methods_by_name['CreateProduct']._serialized_options = b'\220\002\000\202\323\344\223\002\024\"\t/products:\007product'
   _globals['_PRODUCTSERVICE'].methods_by_name['GetProduct']._loaded_options = None
@@ -77,48 +62,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_PRODUCTSERVICE'].methods_by_name['ListProducts']._serialized_options = b'\220\002\001\202\323\344\223\002\013\022\t/products'
   _globals['_PRODUCTSERVICE'].methods_by_name['UpdateProduct']._loaded_options = None
   _globals['_PRODUCTSERVICE'].methods_by_name['UpdateProduct']._serialized_options = b'\220\002\000\202\323\344\223\002)2\036/products/{product.product_id}:\007product'
-  _globals['_PRODUCTSERVICE'].methods_by_name['ReserveStock']._loaded_options = None
-  _globals['_PRODUCTSERVICE'].methods_by_name['ReserveStock']._serialized_options = b'\220\002\002\202\323\344\223\002\022\"\r/reservations:\001*'
-  _globals['_PRODUCTSERVICE'].methods_by_name['CommitReservation']._loaded_options = None
-  _globals['_PRODUCTSERVICE'].methods_by_name['CommitReservation']._serialized_options = b'\220\002\002\202\323\344\223\002*\"%/reservations/{reservation_id}:commit:\001*'
-  _globals['_PRODUCTSERVICE'].methods_by_name['ReleaseReservation']._loaded_options = None
-  _globals['_PRODUCTSERVICE'].methods_by_name['ReleaseReservation']._serialized_options = b'\220\002\002\202\323\344\223\002+\"&/reservations/{reservation_id}:release:\001*'
-  _globals['_RESERVATIONSTATE']._serialized_start=1960
-  _globals['_RESERVATIONSTATE']._serialized_end=2137
-  _globals['_PRODUCT']._serialized_start=239
-  _globals['_PRODUCT']._serialized_end=486
-  _globals['_RESERVATIONLINE']._serialized_start=488
-  _globals['_RESERVATIONLINE']._serialized_end=599
-  _globals['_RESERVATION']._serialized_start=602
-  _globals['_RESERVATION']._serialized_end=836
-  _globals['_CREATEPRODUCTREQUEST']._serialized_start=838
-  _globals['_CREATEPRODUCTREQUEST']._serialized_end=908
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=910
-  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=976
-  _globals['_GETPRODUCTREQUEST']._serialized_start=978
-  _globals['_GETPRODUCTREQUEST']._serialized_end=1022
-  _globals['_GETPRODUCTRESPONSE']._serialized_start=1024
-  _globals['_GETPRODUCTRESPONSE']._serialized_end=1087
-  _globals['_LISTPRODUCTSREQUEST']._serialized_start=1089
-  _globals['_LISTPRODUCTSREQUEST']._serialized_end=1172
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=1174
-  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=1265
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=1267
-  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1391
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1393
-  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=1459
-  _globals['_RESERVESTOCKREQUEST']._serialized_start=1462
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=1606
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=1608
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=1681
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=1683
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=1738
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=1740
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=1818
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=1820
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=1876
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=1878
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1957
-  _globals['_PRODUCTSERVICE']._serialized_start=2140
-  _globals['_PRODUCTSERVICE']._serialized_end=3119
+  _globals['_PRODUCT']._serialized_start=207
+  _globals['_PRODUCT']._serialized_end=454
+  _globals['_CREATEPRODUCTREQUEST']._serialized_start=456
+  _globals['_CREATEPRODUCTREQUEST']._serialized_end=526
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_start=528
+  _globals['_CREATEPRODUCTRESPONSE']._serialized_end=594
+  _globals['_GETPRODUCTREQUEST']._serialized_start=596
+  _globals['_GETPRODUCTREQUEST']._serialized_end=640
+  _globals['_GETPRODUCTRESPONSE']._serialized_start=642
+  _globals['_GETPRODUCTRESPONSE']._serialized_end=705
+  _globals['_LISTPRODUCTSREQUEST']._serialized_start=707
+  _globals['_LISTPRODUCTSREQUEST']._serialized_end=790
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_start=792
+  _globals['_LISTPRODUCTSRESPONSE']._serialized_end=883
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_start=885
+  _globals['_UPDATEPRODUCTREQUEST']._serialized_end=1009
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_start=1011
+  _globals['_UPDATEPRODUCTRESPONSE']._serialized_end=1077
+  _globals['_PRODUCTSERVICE']._serialized_start=1080
+  _globals['_PRODUCTSERVICE']._serialized_end=1609
 # @@protoc_insertion_point(module_scope)

@@ -26,15 +26,21 @@ if _version_not_supported:
 
 
 class ProductServiceStub:
-    """Manages the catalogue and its stock. Stock is taken in two steps: a
-    reservation holds units for a while at a fixed price, then is committed
-    when the order is written, or released. A held reservation that is never
-    committed expires after its TTL and gives its units back, so a crashed
-    caller cannot pin stock forever. Stock is never negative.
+    """Manages the catalogue and its stock. Stock is held and sold through the
+    internal InventoryService (inventory.proto), which only the order service
+    calls. Stock is never negative.
+
+    Authentication: a JWT bearer token in the `authorization` metadata
+    (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+    hold "admin". Reads are open to anyone; a token that is sent anyway must
+    be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+    when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+    token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+    issuer or audience. A refused call changes nothing.
 
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
-    (type "STOCK", subject the product id) for insufficient stock.
+    (type "STOCK_LIMIT", subject the product id) for a stock bound.
 
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does
@@ -68,33 +74,24 @@ class ProductServiceStub:
                 request_serializer=shop_dot_product_dot_v1_dot_product__pb2.UpdateProductRequest.SerializeToString,
                 response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.UpdateProductResponse.FromString,
                 _registered_method=True)
-        self.ReserveStock = channel.unary_unary(
-                '/shop.product.v1.ProductService/ReserveStock',
-                request_serializer=shop_dot_product_dot_v1_dot_product__pb2.ReserveStockRequest.SerializeToString,
-                response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.ReserveStockResponse.FromString,
-                _registered_method=True)
-        self.CommitReservation = channel.unary_unary(
-                '/shop.product.v1.ProductService/CommitReservation',
-                request_serializer=shop_dot_product_dot_v1_dot_product__pb2.CommitReservationRequest.SerializeToString,
-                response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.CommitReservationResponse.FromString,
-                _registered_method=True)
-        self.ReleaseReservation = channel.unary_unary(
-                '/shop.product.v1.ProductService/ReleaseReservation',
-                request_serializer=shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationRequest.SerializeToString,
-                response_deserializer=shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationResponse.FromString,
-                _registered_method=True)
 
 
 class ProductServiceServicer:
-    """Manages the catalogue and its stock. Stock is taken in two steps: a
-    reservation holds units for a while at a fixed price, then is committed
-    when the order is written, or released. A held reservation that is never
-    committed expires after its TTL and gives its units back, so a crashed
-    caller cannot pin stock forever. Stock is never negative.
+    """Manages the catalogue and its stock. Stock is held and sold through the
+    internal InventoryService (inventory.proto), which only the order service
+    calls. Stock is never negative.
+
+    Authentication: a JWT bearer token in the `authorization` metadata
+    (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+    hold "admin". Reads are open to anyone; a token that is sent anyway must
+    be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+    when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+    token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+    issuer or audience. A refused call changes nothing.
 
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
-    (type "STOCK", subject the product id) for insufficient stock.
+    (type "STOCK_LIMIT", subject the product id) for a stock bound.
 
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does
@@ -105,14 +102,15 @@ class ProductServiceServicer:
     def CreateProduct(self, request, context):
         """Adds a product to the catalogue.
 
-        Returns INVALID_ARGUMENT when a field breaks its constraints.
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+        otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def GetProduct(self, request, context):
-        """Returns one product with its current stock.
+        """Returns one product with its current stock. Open: no token needed.
 
         Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
         NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
@@ -122,7 +120,8 @@ class ProductServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListProducts(self, request, context):
-        """Lists products, oldest first, one page at a time.
+        """Lists products, oldest first, one page at a time. Open: no token
+        needed.
 
         Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
         was not issued by a previous call with the same filter, or when
@@ -136,61 +135,14 @@ class ProductServiceServicer:
         """Updates the fields of a product named by `update_mask`. Changing the
         price does not change the price snapshot of existing reservations.
 
-        Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+        otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
         field or a new value breaks its constraints, NOT_FOUND when the product
         does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
         with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
         `stock_quantity` plus the units of the product's held and committed
         reservations, which may all come back, would pass 1,000,000,000. Nothing
         changes on any error.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReserveStock(self, request, context):
-        """Holds stock for every line, all or nothing, under a caller-chosen
-        `reservation_id`, and snapshots each product's current price.
-
-        Idempotent: calling again with the same id and the same lines returns
-        the existing reservation unchanged, whatever its state.
-
-        Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-        does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-        `PreconditionFailure` naming each short product) when any line cannot
-        be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-        unit price in one currency would pass the largest Money amount,
-        9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-        when the id was used with different lines. On every error nothing is
-        held.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def CommitReservation(self, request, context):
-        """Makes a held reservation permanent: its units are sold.
-
-        Idempotent: committing a committed reservation returns it unchanged.
-        Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-        (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-        has expired.
-        """
-        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
-        context.set_details('Method not implemented!')
-        raise NotImplementedError('Method not implemented!')
-
-    def ReleaseReservation(self, request, context):
-        """Gives a reservation's units back to stock, whether it is held or
-        committed (a cancelled order releases its committed reservation).
-
-        Idempotent: releasing a released or expired reservation returns it
-        unchanged, and the units come back exactly once. Releasing an unknown id
-        records it as released, so that a ReserveStock with that id arriving
-        late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-        empty or too long, and FAILED_PRECONDITION (reason
-        `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-        bound, which UpdateProduct prevents; the reservation is then unchanged.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -219,21 +171,6 @@ def add_ProductServiceServicer_to_server(servicer, server):
                     request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.UpdateProductRequest.FromString,
                     response_serializer=shop_dot_product_dot_v1_dot_product__pb2.UpdateProductResponse.SerializeToString,
             ),
-            'ReserveStock': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReserveStock,
-                    request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.ReserveStockRequest.FromString,
-                    response_serializer=shop_dot_product_dot_v1_dot_product__pb2.ReserveStockResponse.SerializeToString,
-            ),
-            'CommitReservation': grpc.unary_unary_rpc_method_handler(
-                    servicer.CommitReservation,
-                    request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.CommitReservationRequest.FromString,
-                    response_serializer=shop_dot_product_dot_v1_dot_product__pb2.CommitReservationResponse.SerializeToString,
-            ),
-            'ReleaseReservation': grpc.unary_unary_rpc_method_handler(
-                    servicer.ReleaseReservation,
-                    request_deserializer=shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationRequest.FromString,
-                    response_serializer=shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationResponse.SerializeToString,
-            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'shop.product.v1.ProductService', rpc_method_handlers)
@@ -243,15 +180,21 @@ def add_ProductServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class ProductService:
-    """Manages the catalogue and its stock. Stock is taken in two steps: a
-    reservation holds units for a while at a fixed price, then is committed
-    when the order is written, or released. A held reservation that is never
-    committed expires after its TTL and gives its units back, so a crashed
-    caller cannot pin stock forever. Stock is never negative.
+    """Manages the catalogue and its stock. Stock is held and sold through the
+    internal InventoryService (inventory.proto), which only the order service
+    calls. Stock is never negative.
+
+    Authentication: a JWT bearer token in the `authorization` metadata
+    (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+    hold "admin". Reads are open to anyone; a token that is sent anyway must
+    be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+    when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+    token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+    issuer or audience. A refused call changes nothing.
 
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
-    (type "STOCK", subject the product id) for insufficient stock.
+    (type "STOCK_LIMIT", subject the product id) for a stock bound.
 
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does
@@ -357,87 +300,6 @@ class ProductService:
             '/shop.product.v1.ProductService/UpdateProduct',
             shop_dot_product_dot_v1_dot_product__pb2.UpdateProductRequest.SerializeToString,
             shop_dot_product_dot_v1_dot_product__pb2.UpdateProductResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReserveStock(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/shop.product.v1.ProductService/ReserveStock',
-            shop_dot_product_dot_v1_dot_product__pb2.ReserveStockRequest.SerializeToString,
-            shop_dot_product_dot_v1_dot_product__pb2.ReserveStockResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def CommitReservation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/shop.product.v1.ProductService/CommitReservation',
-            shop_dot_product_dot_v1_dot_product__pb2.CommitReservationRequest.SerializeToString,
-            shop_dot_product_dot_v1_dot_product__pb2.CommitReservationResponse.FromString,
-            options,
-            channel_credentials,
-            insecure,
-            call_credentials,
-            compression,
-            wait_for_ready,
-            timeout,
-            metadata,
-            _registered_method=True)
-
-    @staticmethod
-    def ReleaseReservation(request,
-            target,
-            options=(),
-            channel_credentials=None,
-            call_credentials=None,
-            insecure=False,
-            compression=None,
-            wait_for_ready=None,
-            timeout=None,
-            metadata=None):
-        return grpc.experimental.unary_unary(
-            request,
-            target,
-            '/shop.product.v1.ProductService/ReleaseReservation',
-            shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationRequest.SerializeToString,
-            shop_dot_product_dot_v1_dot_product__pb2.ReleaseReservationResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -34,6 +34,14 @@ class UserServiceStub:
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
 
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    A user reads and updates only their own record; an admin manages every
+    user. A refused call changes nothing.
+
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
@@ -82,6 +90,14 @@ class UserServiceServicer:
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
 
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    A user reads and updates only their own record; an admin manages every
+    user. A refused call changes nothing.
+
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
@@ -89,9 +105,11 @@ class UserServiceServicer:
     """
 
     def CreateUser(self, request, context):
-        """Creates a user.
+        """Creates a user. Signing up is an admin's job in this store: the identity
+        provider issues tokens for the new `user_id`.
 
-        Returns INVALID_ARGUMENT when a field breaks its constraints, and
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+        otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
         ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -101,7 +119,9 @@ class UserServiceServicer:
     def GetUser(self, request, context):
         """Returns one user.
 
-        Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+        A user may get only their own record: PERMISSION_DENIED (reason
+        `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+        get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
         NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -111,7 +131,8 @@ class UserServiceServicer:
     def ListUsers(self, request, context):
         """Lists users, oldest first, one page at a time.
 
-        Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+        otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
         was not issued by a previous call with the same filter, or when
         `page_size` is negative.
         """
@@ -122,7 +143,8 @@ class UserServiceServicer:
     def UpdateUser(self, request, context):
         """Updates the fields of a user named by `update_mask`.
 
-        Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+        A user may update only their own record: PERMISSION_DENIED (reason
+        `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
         field or a new value breaks its constraints, NOT_FOUND when the user
         does not exist, and ALREADY_EXISTS when the new email is taken.
         """
@@ -133,7 +155,8 @@ class UserServiceServicer:
     def DeleteUser(self, request, context):
         """Deletes a user. Orders that name the user are kept.
 
-        Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+        otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
         user has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
@@ -184,6 +207,14 @@ class UserService:
     violation per invalid field, and one `ErrorInfo` whose domain is
     "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
     `USER_NOT_FOUND`.
+
+    Authentication: every rpc needs a JWT bearer token in the `authorization`
+    metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+    `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+    `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+    malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+    A user reads and updates only their own record; an admin manages every
+    user. A refused call changes nothing.
 
     Lengths in this file count Unicode code points ("characters"), and every
     string must be valid UTF-8. Every rpc answers a request message that does

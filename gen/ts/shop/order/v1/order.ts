@@ -186,7 +186,10 @@ export interface ListOrdersRequest {
    * page. Must come from a call with the same `user_id`.
    */
   pageToken: string;
-  /** When set, only this user's orders are returned. At most 64 characters. */
+  /**
+   * When set, only this user's orders are returned. At most 64 characters.
+   * Required unless the caller is an admin: a user sets their own id.
+   */
   userId: string;
 }
 
@@ -1359,6 +1362,15 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
  * ("characters"), and every string must be valid UTF-8. Every rpc answers
  * a request message that does not decode, a string field with invalid
  * UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+ *
+ * Authentication: every rpc needs a JWT bearer token in the `authorization`
+ * metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+ * `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+ * `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+ * malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+ * Users see and cancel only their own orders (PERMISSION_DENIED, reason
+ * `NOT_OWNER`, for another user's order); an admin sees and cancels any. A
+ * refused call changes nothing.
  */
 export type OrderServiceService = typeof OrderServiceService;
 export const OrderServiceService = {
@@ -1405,6 +1417,9 @@ export const OrderServiceService = {
    * `request_id` it was given in the ErrorInfo metadata: resend with that
    * `request_id` to settle it, or watch the order, which the reconciler
    * settles within the reservation TTL plus one reconcile interval.
+   *
+   * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+   * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
    */
   createOrder: {
     path: "/shop.order.v1.OrderService/CreateOrder" as const,
@@ -1418,7 +1433,8 @@ export const OrderServiceService = {
   /**
    * Returns one order, in whatever state it is.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
    */
   getOrder: {
@@ -1433,7 +1449,10 @@ export const OrderServiceService = {
   /**
    * Lists orders, newest first, optionally only one user's.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * A user lists only their own: `user_id` must be the token's subject
+   * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+   * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1455,6 +1474,9 @@ export const OrderServiceService = {
    * that goes away or a crash never leaves it half done, and the reconciler
    * finishes a recorded cancel within one reconcile interval once the
    * product service is reachable.
+   *
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, and nothing changes.
    *
    * Idempotent: cancelling a cancelling order finishes it, and cancelling a
    * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -1480,7 +1502,8 @@ export const OrderServiceService = {
    * again after every state change. The stream ends after a final state
    * (cancelled or failed), or when the client cancels it.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
    * order has that id.
    */
   watchOrder: {
@@ -1538,19 +1561,26 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * `request_id` it was given in the ErrorInfo metadata: resend with that
    * `request_id` to settle it, or watch the order, which the reconciler
    * settles within the reservation TTL plus one reconcile interval.
+   *
+   * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+   * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
    */
   createOrder: handleUnaryCall<CreateOrderRequest, CreateOrderResponse>;
   /**
    * Returns one order, in whatever state it is.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
    */
   getOrder: handleUnaryCall<GetOrderRequest, GetOrderResponse>;
   /**
    * Lists orders, newest first, optionally only one user's.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * A user lists only their own: `user_id` must be the token's subject
+   * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+   * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1564,6 +1594,9 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * that goes away or a crash never leaves it half done, and the reconciler
    * finishes a recorded cancel within one reconcile interval once the
    * product service is reachable.
+   *
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, and nothing changes.
    *
    * Idempotent: cancelling a cancelling order finishes it, and cancelling a
    * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -1581,7 +1614,8 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * again after every state change. The stream ends after a final state
    * (cancelled or failed), or when the client cancels it.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
    * order has that id.
    */
   watchOrder: handleServerStreamingCall<WatchOrderRequest, WatchOrderResponse>;
@@ -1631,6 +1665,9 @@ export interface OrderServiceClient extends Client {
    * `request_id` it was given in the ErrorInfo metadata: resend with that
    * `request_id` to settle it, or watch the order, which the reconciler
    * settles within the reservation TTL plus one reconcile interval.
+   *
+   * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
+   * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
    */
   createOrder(
     request: CreateOrderRequest,
@@ -1650,7 +1687,8 @@ export interface OrderServiceClient extends Client {
   /**
    * Returns one order, in whatever state it is.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
    * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
    */
   getOrder(
@@ -1671,7 +1709,10 @@ export interface OrderServiceClient extends Client {
   /**
    * Lists orders, newest first, optionally only one user's.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * A user lists only their own: `user_id` must be the token's subject
+   * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
+   * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1699,6 +1740,9 @@ export interface OrderServiceClient extends Client {
    * that goes away or a crash never leaves it half done, and the reconciler
    * finishes a recorded cancel within one reconcile interval once the
    * product service is reachable.
+   *
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, and nothing changes.
    *
    * Idempotent: cancelling a cancelling order finishes it, and cancelling a
    * cancelled one returns it unchanged. Returns INVALID_ARGUMENT when
@@ -1730,7 +1774,8 @@ export interface OrderServiceClient extends Client {
    * again after every state change. The stream ends after a final state
    * (cancelled or failed), or when the client cancels it.
    *
-   * Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
    * order has that id.
    */
   watchOrder(request: WatchOrderRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchOrderResponse>;

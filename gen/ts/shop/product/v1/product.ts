@@ -18,7 +18,6 @@ import {
   type ServiceError,
   type UntypedServiceImplementation,
 } from "@grpc/grpc-js";
-import { Duration } from "../../../google/protobuf/duration.js";
 import { FieldMask } from "../../../google/protobuf/field_mask.js";
 import { Timestamp } from "../../../google/protobuf/timestamp.js";
 import { Money } from "../../type/v1/money.js";
@@ -26,63 +25,6 @@ import { Money } from "../../type/v1/money.js";
 export const protobufPackage = "shop.product.v1";
 
 export const protobufFileName = "shop/product/v1/product.proto";
-
-/** The life of a reservation. */
-export enum ReservationState {
-  /** RESERVATION_STATE_UNSPECIFIED - Not used. */
-  RESERVATION_STATE_UNSPECIFIED = 0,
-  /**
-   * RESERVATION_STATE_HELD - The units are held and will return to stock at `expire_time` unless
-   * the reservation is committed first. Each reservation expires on its
-   * own, within a sweep interval (about a second) of `expire_time`.
-   */
-  RESERVATION_STATE_HELD = 1,
-  /** RESERVATION_STATE_COMMITTED - The units are sold. Only a release gives them back. */
-  RESERVATION_STATE_COMMITTED = 2,
-  /** RESERVATION_STATE_RELEASED - The units were given back by ReleaseReservation. */
-  RESERVATION_STATE_RELEASED = 3,
-  /** RESERVATION_STATE_EXPIRED - The units were given back because the TTL ran out while held. */
-  RESERVATION_STATE_EXPIRED = 4,
-}
-
-export function reservationStateFromJSON(object: any): ReservationState {
-  switch (object) {
-    case 0:
-    case "RESERVATION_STATE_UNSPECIFIED":
-      return ReservationState.RESERVATION_STATE_UNSPECIFIED;
-    case 1:
-    case "RESERVATION_STATE_HELD":
-      return ReservationState.RESERVATION_STATE_HELD;
-    case 2:
-    case "RESERVATION_STATE_COMMITTED":
-      return ReservationState.RESERVATION_STATE_COMMITTED;
-    case 3:
-    case "RESERVATION_STATE_RELEASED":
-      return ReservationState.RESERVATION_STATE_RELEASED;
-    case 4:
-    case "RESERVATION_STATE_EXPIRED":
-      return ReservationState.RESERVATION_STATE_EXPIRED;
-    default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ReservationState");
-  }
-}
-
-export function reservationStateToJSON(object: ReservationState): string {
-  switch (object) {
-    case ReservationState.RESERVATION_STATE_UNSPECIFIED:
-      return "RESERVATION_STATE_UNSPECIFIED";
-    case ReservationState.RESERVATION_STATE_HELD:
-      return "RESERVATION_STATE_HELD";
-    case ReservationState.RESERVATION_STATE_COMMITTED:
-      return "RESERVATION_STATE_COMMITTED";
-    case ReservationState.RESERVATION_STATE_RELEASED:
-      return "RESERVATION_STATE_RELEASED";
-    case ReservationState.RESERVATION_STATE_EXPIRED:
-      return "RESERVATION_STATE_EXPIRED";
-    default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ReservationState");
-  }
-}
 
 /** An item for sale. */
 export interface Product {
@@ -108,32 +50,6 @@ export interface Product {
     | undefined;
   /** When the product was last changed, stock included. Output only. */
   updateTime: Date | undefined;
-}
-
-/** One product and quantity within a reservation. */
-export interface ReservationLine {
-  /** The product to hold. Required; at most 64 characters. */
-  productId: string;
-  /** Units to hold. Required; from 1 to 10,000. */
-  quantity: number;
-  /** The product's unit price when the reservation was made. Output only. */
-  unitPrice: Money | undefined;
-}
-
-/** Units of one or more products held for one caller. */
-export interface Reservation {
-  /** The caller-chosen id the reservation was made under. */
-  reservationId: string;
-  /** The held lines with their price snapshots, in request order. */
-  lines: ReservationLine[];
-  /** Where the reservation is in its life. */
-  state: ReservationState;
-  /** When a held reservation expires. Meaningless once it is not held. */
-  expireTime:
-    | Date
-    | undefined;
-  /** When the reservation was made. */
-  createTime: Date | undefined;
 }
 
 /** Request for ProductService.CreateProduct. */
@@ -204,53 +120,6 @@ export interface UpdateProductRequest {
 export interface UpdateProductResponse {
   /** The product after the update. */
   product: Product | undefined;
-}
-
-/** Request for ProductService.ReserveStock. */
-export interface ReserveStockRequest {
-  /**
-   * Caller-chosen id that makes the call idempotent. Required; 1 to 64
-   * characters.
-   */
-  reservationId: string;
-  /** What to hold. Required; 1 to 100 lines, each product at most once. */
-  lines: ReservationLine[];
-  /**
-   * How long to hold the units before they return to stock. Optional;
-   * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
-   * `nanos` within ±999,999,999 and of the same sign as `seconds`.
-   */
-  ttl: Duration | undefined;
-}
-
-/** Response for ProductService.ReserveStock. */
-export interface ReserveStockResponse {
-  /** The reservation, held, or as it stands when the call was a repeat. */
-  reservation: Reservation | undefined;
-}
-
-/** Request for ProductService.CommitReservation. */
-export interface CommitReservationRequest {
-  /** Id of the reservation to commit. Required; 1 to 64 characters. */
-  reservationId: string;
-}
-
-/** Response for ProductService.CommitReservation. */
-export interface CommitReservationResponse {
-  /** The committed reservation. */
-  reservation: Reservation | undefined;
-}
-
-/** Request for ProductService.ReleaseReservation. */
-export interface ReleaseReservationRequest {
-  /** Id of the reservation to release. Required; 1 to 64 characters. */
-  reservationId: string;
-}
-
-/** Response for ProductService.ReleaseReservation. */
-export interface ReleaseReservationResponse {
-  /** The released reservation; it has no lines when the id was unknown. */
-  reservation: Reservation | undefined;
 }
 
 function createBaseProduct(): Product {
@@ -438,262 +307,6 @@ export const Product: MessageFns<Product> = {
     message.stockQuantity = object.stockQuantity ?? 0;
     message.createTime = object.createTime ?? undefined;
     message.updateTime = object.updateTime ?? undefined;
-    return message;
-  },
-};
-
-function createBaseReservationLine(): ReservationLine {
-  return { productId: "", quantity: 0, unitPrice: undefined };
-}
-
-export const ReservationLine: MessageFns<ReservationLine> = {
-  encode(message: ReservationLine, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.productId !== "") {
-      writer.uint32(10).string(message.productId);
-    }
-    if (message.quantity !== 0) {
-      writer.uint32(16).int32(message.quantity);
-    }
-    if (message.unitPrice !== undefined) {
-      Money.encode(message.unitPrice, writer.uint32(26).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ReservationLine {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReservationLine();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.productId = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 16) {
-              break;
-            }
-
-            message.quantity = reader.int32();
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.unitPrice = Money.decode(reader, reader.uint32());
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ReservationLine {
-    return {
-      productId: isSet(object.productId)
-        ? globalThis.String(object.productId)
-        : isSet(object.product_id)
-        ? globalThis.String(object.product_id)
-        : "",
-      quantity: isSet(object.quantity) ? globalThis.Number(object.quantity) : 0,
-      unitPrice: isSet(object.unitPrice)
-        ? Money.fromJSON(object.unitPrice)
-        : isSet(object.unit_price)
-        ? Money.fromJSON(object.unit_price)
-        : undefined,
-    };
-  },
-
-  toJSON(message: ReservationLine): unknown {
-    const obj: any = {};
-    if (message.productId !== "") {
-      obj.productId = message.productId;
-    }
-    if (message.quantity !== 0) {
-      obj.quantity = Math.round(message.quantity);
-    }
-    if (message.unitPrice !== undefined) {
-      obj.unitPrice = Money.toJSON(message.unitPrice);
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ReservationLine>): ReservationLine {
-    return ReservationLine.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReservationLine>): ReservationLine {
-    const message = createBaseReservationLine();
-    message.productId = object.productId ?? "";
-    message.quantity = object.quantity ?? 0;
-    message.unitPrice = (object.unitPrice !== undefined && object.unitPrice !== null)
-      ? Money.fromPartial(object.unitPrice)
-      : undefined;
-    return message;
-  },
-};
-
-function createBaseReservation(): Reservation {
-  return { reservationId: "", lines: [], state: 0, expireTime: undefined, createTime: undefined };
-}
-
-export const Reservation: MessageFns<Reservation> = {
-  encode(message: Reservation, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservationId !== "") {
-      writer.uint32(10).string(message.reservationId);
-    }
-    for (const v of message.lines) {
-      ReservationLine.encode(v!, writer.uint32(18).fork()).join();
-    }
-    if (message.state !== 0) {
-      writer.uint32(24).int32(message.state);
-    }
-    if (message.expireTime !== undefined) {
-      Timestamp.encode(toTimestamp(message.expireTime), writer.uint32(34).fork()).join();
-    }
-    if (message.createTime !== undefined) {
-      Timestamp.encode(toTimestamp(message.createTime), writer.uint32(42).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): Reservation {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReservation();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservationId = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.lines.push(ReservationLine.decode(reader, reader.uint32()));
-            continue;
-          }
-          case 3: {
-            if (tag !== 24) {
-              break;
-            }
-
-            message.state = reader.int32() as any;
-            continue;
-          }
-          case 4: {
-            if (tag !== 34) {
-              break;
-            }
-
-            message.expireTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
-            continue;
-          }
-          case 5: {
-            if (tag !== 42) {
-              break;
-            }
-
-            message.createTime = fromTimestamp(Timestamp.decode(reader, reader.uint32()));
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): Reservation {
-    return {
-      reservationId: isSet(object.reservationId)
-        ? globalThis.String(object.reservationId)
-        : isSet(object.reservation_id)
-        ? globalThis.String(object.reservation_id)
-        : "",
-      lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => ReservationLine.fromJSON(e)) : [],
-      state: isSet(object.state) ? reservationStateFromJSON(object.state) : 0,
-      expireTime: isSet(object.expireTime)
-        ? fromJsonTimestamp(object.expireTime)
-        : isSet(object.expire_time)
-        ? fromJsonTimestamp(object.expire_time)
-        : undefined,
-      createTime: isSet(object.createTime)
-        ? fromJsonTimestamp(object.createTime)
-        : isSet(object.create_time)
-        ? fromJsonTimestamp(object.create_time)
-        : undefined,
-    };
-  },
-
-  toJSON(message: Reservation): unknown {
-    const obj: any = {};
-    if (message.reservationId !== "") {
-      obj.reservationId = message.reservationId;
-    }
-    if (message.lines?.length) {
-      obj.lines = message.lines.map((e) => ReservationLine.toJSON(e));
-    }
-    if (message.state !== 0) {
-      obj.state = reservationStateToJSON(message.state);
-    }
-    if (message.expireTime !== undefined) {
-      obj.expireTime = message.expireTime.toISOString();
-    }
-    if (message.createTime !== undefined) {
-      obj.createTime = message.createTime.toISOString();
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<Reservation>): Reservation {
-    return Reservation.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<Reservation>): Reservation {
-    const message = createBaseReservation();
-    message.reservationId = object.reservationId ?? "";
-    message.lines = object.lines?.map((e) => ReservationLine.fromPartial(e)) || [];
-    message.state = object.state ?? 0;
-    message.expireTime = object.expireTime ?? undefined;
-    message.createTime = object.createTime ?? undefined;
     return message;
   },
 };
@@ -1340,474 +953,22 @@ export const UpdateProductResponse: MessageFns<UpdateProductResponse> = {
   },
 };
 
-function createBaseReserveStockRequest(): ReserveStockRequest {
-  return { reservationId: "", lines: [], ttl: undefined };
-}
-
-export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
-  encode(message: ReserveStockRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservationId !== "") {
-      writer.uint32(10).string(message.reservationId);
-    }
-    for (const v of message.lines) {
-      ReservationLine.encode(v!, writer.uint32(18).fork()).join();
-    }
-    if (message.ttl !== undefined) {
-      Duration.encode(message.ttl, writer.uint32(26).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ReserveStockRequest {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReserveStockRequest();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservationId = reader.string();
-            continue;
-          }
-          case 2: {
-            if (tag !== 18) {
-              break;
-            }
-
-            message.lines.push(ReservationLine.decode(reader, reader.uint32()));
-            continue;
-          }
-          case 3: {
-            if (tag !== 26) {
-              break;
-            }
-
-            message.ttl = Duration.decode(reader, reader.uint32());
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ReserveStockRequest {
-    return {
-      reservationId: isSet(object.reservationId)
-        ? globalThis.String(object.reservationId)
-        : isSet(object.reservation_id)
-        ? globalThis.String(object.reservation_id)
-        : "",
-      lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => ReservationLine.fromJSON(e)) : [],
-      ttl: isSet(object.ttl) ? Duration.fromJSON(object.ttl) : undefined,
-    };
-  },
-
-  toJSON(message: ReserveStockRequest): unknown {
-    const obj: any = {};
-    if (message.reservationId !== "") {
-      obj.reservationId = message.reservationId;
-    }
-    if (message.lines?.length) {
-      obj.lines = message.lines.map((e) => ReservationLine.toJSON(e));
-    }
-    if (message.ttl !== undefined) {
-      obj.ttl = Duration.toJSON(message.ttl);
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ReserveStockRequest>): ReserveStockRequest {
-    return ReserveStockRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReserveStockRequest>): ReserveStockRequest {
-    const message = createBaseReserveStockRequest();
-    message.reservationId = object.reservationId ?? "";
-    message.lines = object.lines?.map((e) => ReservationLine.fromPartial(e)) || [];
-    message.ttl = (object.ttl !== undefined && object.ttl !== null) ? Duration.fromPartial(object.ttl) : undefined;
-    return message;
-  },
-};
-
-function createBaseReserveStockResponse(): ReserveStockResponse {
-  return { reservation: undefined };
-}
-
-export const ReserveStockResponse: MessageFns<ReserveStockResponse> = {
-  encode(message: ReserveStockResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservation !== undefined) {
-      Reservation.encode(message.reservation, writer.uint32(10).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ReserveStockResponse {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReserveStockResponse();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservation = Reservation.decode(reader, reader.uint32());
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ReserveStockResponse {
-    return { reservation: isSet(object.reservation) ? Reservation.fromJSON(object.reservation) : undefined };
-  },
-
-  toJSON(message: ReserveStockResponse): unknown {
-    const obj: any = {};
-    if (message.reservation !== undefined) {
-      obj.reservation = Reservation.toJSON(message.reservation);
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ReserveStockResponse>): ReserveStockResponse {
-    return ReserveStockResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReserveStockResponse>): ReserveStockResponse {
-    const message = createBaseReserveStockResponse();
-    message.reservation = (object.reservation !== undefined && object.reservation !== null)
-      ? Reservation.fromPartial(object.reservation)
-      : undefined;
-    return message;
-  },
-};
-
-function createBaseCommitReservationRequest(): CommitReservationRequest {
-  return { reservationId: "" };
-}
-
-export const CommitReservationRequest: MessageFns<CommitReservationRequest> = {
-  encode(message: CommitReservationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservationId !== "") {
-      writer.uint32(10).string(message.reservationId);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): CommitReservationRequest {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseCommitReservationRequest();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservationId = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): CommitReservationRequest {
-    return {
-      reservationId: isSet(object.reservationId)
-        ? globalThis.String(object.reservationId)
-        : isSet(object.reservation_id)
-        ? globalThis.String(object.reservation_id)
-        : "",
-    };
-  },
-
-  toJSON(message: CommitReservationRequest): unknown {
-    const obj: any = {};
-    if (message.reservationId !== "") {
-      obj.reservationId = message.reservationId;
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<CommitReservationRequest>): CommitReservationRequest {
-    return CommitReservationRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<CommitReservationRequest>): CommitReservationRequest {
-    const message = createBaseCommitReservationRequest();
-    message.reservationId = object.reservationId ?? "";
-    return message;
-  },
-};
-
-function createBaseCommitReservationResponse(): CommitReservationResponse {
-  return { reservation: undefined };
-}
-
-export const CommitReservationResponse: MessageFns<CommitReservationResponse> = {
-  encode(message: CommitReservationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservation !== undefined) {
-      Reservation.encode(message.reservation, writer.uint32(10).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): CommitReservationResponse {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseCommitReservationResponse();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservation = Reservation.decode(reader, reader.uint32());
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): CommitReservationResponse {
-    return { reservation: isSet(object.reservation) ? Reservation.fromJSON(object.reservation) : undefined };
-  },
-
-  toJSON(message: CommitReservationResponse): unknown {
-    const obj: any = {};
-    if (message.reservation !== undefined) {
-      obj.reservation = Reservation.toJSON(message.reservation);
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<CommitReservationResponse>): CommitReservationResponse {
-    return CommitReservationResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<CommitReservationResponse>): CommitReservationResponse {
-    const message = createBaseCommitReservationResponse();
-    message.reservation = (object.reservation !== undefined && object.reservation !== null)
-      ? Reservation.fromPartial(object.reservation)
-      : undefined;
-    return message;
-  },
-};
-
-function createBaseReleaseReservationRequest(): ReleaseReservationRequest {
-  return { reservationId: "" };
-}
-
-export const ReleaseReservationRequest: MessageFns<ReleaseReservationRequest> = {
-  encode(message: ReleaseReservationRequest, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservationId !== "") {
-      writer.uint32(10).string(message.reservationId);
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReservationRequest {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReleaseReservationRequest();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservationId = reader.string();
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ReleaseReservationRequest {
-    return {
-      reservationId: isSet(object.reservationId)
-        ? globalThis.String(object.reservationId)
-        : isSet(object.reservation_id)
-        ? globalThis.String(object.reservation_id)
-        : "",
-    };
-  },
-
-  toJSON(message: ReleaseReservationRequest): unknown {
-    const obj: any = {};
-    if (message.reservationId !== "") {
-      obj.reservationId = message.reservationId;
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ReleaseReservationRequest>): ReleaseReservationRequest {
-    return ReleaseReservationRequest.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReleaseReservationRequest>): ReleaseReservationRequest {
-    const message = createBaseReleaseReservationRequest();
-    message.reservationId = object.reservationId ?? "";
-    return message;
-  },
-};
-
-function createBaseReleaseReservationResponse(): ReleaseReservationResponse {
-  return { reservation: undefined };
-}
-
-export const ReleaseReservationResponse: MessageFns<ReleaseReservationResponse> = {
-  encode(message: ReleaseReservationResponse, writer: BinaryWriter = new BinaryWriter()): BinaryWriter {
-    if (message.reservation !== undefined) {
-      Reservation.encode(message.reservation, writer.uint32(10).fork()).join();
-    }
-    return writer;
-  },
-
-  decode(input: BinaryReader | Uint8Array, length?: number): ReleaseReservationResponse {
-    const reader = input instanceof BinaryReader ? input : new BinaryReader(input);
-    const previousRecursionDepth = (reader as any).__tsProtoDecodeDepth ?? 0;
-    if (previousRecursionDepth >= 100) {
-      throw new globalThis.Error("protobuf decode recursion limit exceeded");
-    }
-    (reader as any).__tsProtoDecodeDepth = previousRecursionDepth + 1;
-    try {
-      const end = length === undefined ? reader.len : reader.pos + length;
-      const message = createBaseReleaseReservationResponse();
-      while (reader.pos < end) {
-        const tag = reader.uint32();
-        switch (tag >>> 3) {
-          case 1: {
-            if (tag !== 10) {
-              break;
-            }
-
-            message.reservation = Reservation.decode(reader, reader.uint32());
-            continue;
-          }
-        }
-        if ((tag & 7) === 4 || tag === 0) {
-          break;
-        }
-        reader.skip(tag & 7);
-      }
-      return message;
-    } finally {
-      (reader as any).__tsProtoDecodeDepth = previousRecursionDepth;
-    }
-  },
-
-  fromJSON(object: any): ReleaseReservationResponse {
-    return { reservation: isSet(object.reservation) ? Reservation.fromJSON(object.reservation) : undefined };
-  },
-
-  toJSON(message: ReleaseReservationResponse): unknown {
-    const obj: any = {};
-    if (message.reservation !== undefined) {
-      obj.reservation = Reservation.toJSON(message.reservation);
-    }
-    return obj;
-  },
-
-  create(base?: DeepPartial<ReleaseReservationResponse>): ReleaseReservationResponse {
-    return ReleaseReservationResponse.fromPartial(base ?? {});
-  },
-  fromPartial(object: DeepPartial<ReleaseReservationResponse>): ReleaseReservationResponse {
-    const message = createBaseReleaseReservationResponse();
-    message.reservation = (object.reservation !== undefined && object.reservation !== null)
-      ? Reservation.fromPartial(object.reservation)
-      : undefined;
-    return message;
-  },
-};
-
 /**
- * Manages the catalogue and its stock. Stock is taken in two steps: a
- * reservation holds units for a while at a fixed price, then is committed
- * when the order is written, or released. A held reservation that is never
- * committed expires after its TTL and gives its units back, so a crashed
- * caller cannot pin stock forever. Stock is never negative.
+ * Manages the catalogue and its stock. Stock is held and sold through the
+ * internal InventoryService (inventory.proto), which only the order service
+ * calls. Stock is never negative.
+ *
+ * Authentication: a JWT bearer token in the `authorization` metadata
+ * (`Bearer <token>`): subject `sub` is the caller's user id, `roles` may
+ * hold "admin". Reads are open to anyone; a token that is sent anyway must
+ * be valid. Every rpc answers UNAUTHENTICATED with reason `TOKEN_MISSING`
+ * when it needs a token and none was sent, `TOKEN_EXPIRED` for an expired
+ * token, and `TOKEN_INVALID` for a malformed token or a wrong signature,
+ * issuer or audience. A refused call changes nothing.
  *
  * Errors carry `google.rpc.Status` details: `BadRequest` field violations,
  * one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
- * (type "STOCK", subject the product id) for insufficient stock.
+ * (type "STOCK_LIMIT", subject the product id) for a stock bound.
  *
  * Lengths in this file count Unicode code points ("characters"), and every
  * string must be valid UTF-8. Every rpc answers a request message that does
@@ -1819,7 +980,8 @@ export const ProductServiceService = {
   /**
    * Adds a product to the catalogue.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints.
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
    */
   createProduct: {
     path: "/shop.product.v1.ProductService/CreateProduct" as const,
@@ -1832,7 +994,7 @@ export const ProductServiceService = {
     responseDeserialize: (value: Buffer): CreateProductResponse => CreateProductResponse.decode(value),
   },
   /**
-   * Returns one product with its current stock.
+   * Returns one product with its current stock. Open: no token needed.
    *
    * Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
    * NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
@@ -1847,7 +1009,8 @@ export const ProductServiceService = {
     responseDeserialize: (value: Buffer): GetProductResponse => GetProductResponse.decode(value),
   },
   /**
-   * Lists products, oldest first, one page at a time.
+   * Lists products, oldest first, one page at a time. Open: no token
+   * needed.
    *
    * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
@@ -1867,7 +1030,8 @@ export const ProductServiceService = {
    * Updates the fields of a product named by `update_mask`. Changing the
    * price does not change the price snapshot of existing reservations.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the product
    * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
    * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
@@ -1885,92 +1049,26 @@ export const ProductServiceService = {
       Buffer.from(UpdateProductResponse.encode(value).finish()),
     responseDeserialize: (value: Buffer): UpdateProductResponse => UpdateProductResponse.decode(value),
   },
-  /**
-   * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
-   *
-   * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
-   *
-   * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-   * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-   * unit price in one currency would pass the largest Money amount,
-   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-   * when the id was used with different lines. On every error nothing is
-   * held.
-   */
-  reserveStock: {
-    path: "/shop.product.v1.ProductService/ReserveStock" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ReserveStockRequest): Buffer => Buffer.from(ReserveStockRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ReserveStockRequest => ReserveStockRequest.decode(value),
-    responseSerialize: (value: ReserveStockResponse): Buffer =>
-      Buffer.from(ReserveStockResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ReserveStockResponse => ReserveStockResponse.decode(value),
-  },
-  /**
-   * Makes a held reservation permanent: its units are sold.
-   *
-   * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
-   */
-  commitReservation: {
-    path: "/shop.product.v1.ProductService/CommitReservation" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: CommitReservationRequest): Buffer =>
-      Buffer.from(CommitReservationRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): CommitReservationRequest => CommitReservationRequest.decode(value),
-    responseSerialize: (value: CommitReservationResponse): Buffer =>
-      Buffer.from(CommitReservationResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): CommitReservationResponse => CommitReservationResponse.decode(value),
-  },
-  /**
-   * Gives a reservation's units back to stock, whether it is held or
-   * committed (a cancelled order releases its committed reservation).
-   *
-   * Idempotent: releasing a released or expired reservation returns it
-   * unchanged, and the units come back exactly once. Releasing an unknown id
-   * records it as released, so that a ReserveStock with that id arriving
-   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
-   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-   * bound, which UpdateProduct prevents; the reservation is then unchanged.
-   */
-  releaseReservation: {
-    path: "/shop.product.v1.ProductService/ReleaseReservation" as const,
-    requestStream: false as const,
-    responseStream: false as const,
-    requestSerialize: (value: ReleaseReservationRequest): Buffer =>
-      Buffer.from(ReleaseReservationRequest.encode(value).finish()),
-    requestDeserialize: (value: Buffer): ReleaseReservationRequest => ReleaseReservationRequest.decode(value),
-    responseSerialize: (value: ReleaseReservationResponse): Buffer =>
-      Buffer.from(ReleaseReservationResponse.encode(value).finish()),
-    responseDeserialize: (value: Buffer): ReleaseReservationResponse => ReleaseReservationResponse.decode(value),
-  },
 } as const;
 
 export interface ProductServiceServer extends UntypedServiceImplementation {
   /**
    * Adds a product to the catalogue.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints.
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
    */
   createProduct: handleUnaryCall<CreateProductRequest, CreateProductResponse>;
   /**
-   * Returns one product with its current stock.
+   * Returns one product with its current stock. Open: no token needed.
    *
    * Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
    * NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
    */
   getProduct: handleUnaryCall<GetProductRequest, GetProductResponse>;
   /**
-   * Lists products, oldest first, one page at a time.
+   * Lists products, oldest first, one page at a time. Open: no token
+   * needed.
    *
    * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
@@ -1981,7 +1079,8 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * Updates the fields of a product named by `update_mask`. Changing the
    * price does not change the price snapshot of existing reservations.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the product
    * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
    * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
@@ -1990,52 +1089,14 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * changes on any error.
    */
   updateProduct: handleUnaryCall<UpdateProductRequest, UpdateProductResponse>;
-  /**
-   * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
-   *
-   * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
-   *
-   * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-   * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-   * unit price in one currency would pass the largest Money amount,
-   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-   * when the id was used with different lines. On every error nothing is
-   * held.
-   */
-  reserveStock: handleUnaryCall<ReserveStockRequest, ReserveStockResponse>;
-  /**
-   * Makes a held reservation permanent: its units are sold.
-   *
-   * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
-   */
-  commitReservation: handleUnaryCall<CommitReservationRequest, CommitReservationResponse>;
-  /**
-   * Gives a reservation's units back to stock, whether it is held or
-   * committed (a cancelled order releases its committed reservation).
-   *
-   * Idempotent: releasing a released or expired reservation returns it
-   * unchanged, and the units come back exactly once. Releasing an unknown id
-   * records it as released, so that a ReserveStock with that id arriving
-   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
-   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-   * bound, which UpdateProduct prevents; the reservation is then unchanged.
-   */
-  releaseReservation: handleUnaryCall<ReleaseReservationRequest, ReleaseReservationResponse>;
 }
 
 export interface ProductServiceClient extends Client {
   /**
    * Adds a product to the catalogue.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints.
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints.
    */
   createProduct(
     request: CreateProductRequest,
@@ -2053,7 +1114,7 @@ export interface ProductServiceClient extends Client {
     callback: (error: ServiceError | null, response: CreateProductResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Returns one product with its current stock.
+   * Returns one product with its current stock. Open: no token needed.
    *
    * Returns INVALID_ARGUMENT when `product_id` is empty or too long, and
    * NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
@@ -2074,7 +1135,8 @@ export interface ProductServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetProductResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists products, oldest first, one page at a time.
+   * Lists products, oldest first, one page at a time. Open: no token
+   * needed.
    *
    * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
@@ -2099,7 +1161,8 @@ export interface ProductServiceClient extends Client {
    * Updates the fields of a product named by `update_mask`. Changing the
    * price does not change the price snapshot of existing reservations.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the product
    * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
    * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
@@ -2121,87 +1184,6 @@ export interface ProductServiceClient extends Client {
     metadata: Metadata,
     options: Partial<CallOptions>,
     callback: (error: ServiceError | null, response: UpdateProductResponse) => void,
-  ): ClientUnaryCall;
-  /**
-   * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
-   *
-   * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
-   *
-   * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-   * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-   * unit price in one currency would pass the largest Money amount,
-   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-   * when the id was used with different lines. On every error nothing is
-   * held.
-   */
-  reserveStock(
-    request: ReserveStockRequest,
-    callback: (error: ServiceError | null, response: ReserveStockResponse) => void,
-  ): ClientUnaryCall;
-  reserveStock(
-    request: ReserveStockRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ReserveStockResponse) => void,
-  ): ClientUnaryCall;
-  reserveStock(
-    request: ReserveStockRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ReserveStockResponse) => void,
-  ): ClientUnaryCall;
-  /**
-   * Makes a held reservation permanent: its units are sold.
-   *
-   * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
-   */
-  commitReservation(
-    request: CommitReservationRequest,
-    callback: (error: ServiceError | null, response: CommitReservationResponse) => void,
-  ): ClientUnaryCall;
-  commitReservation(
-    request: CommitReservationRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: CommitReservationResponse) => void,
-  ): ClientUnaryCall;
-  commitReservation(
-    request: CommitReservationRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: CommitReservationResponse) => void,
-  ): ClientUnaryCall;
-  /**
-   * Gives a reservation's units back to stock, whether it is held or
-   * committed (a cancelled order releases its committed reservation).
-   *
-   * Idempotent: releasing a released or expired reservation returns it
-   * unchanged, and the units come back exactly once. Releasing an unknown id
-   * records it as released, so that a ReserveStock with that id arriving
-   * late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
-   * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
-   * bound, which UpdateProduct prevents; the reservation is then unchanged.
-   */
-  releaseReservation(
-    request: ReleaseReservationRequest,
-    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
-  ): ClientUnaryCall;
-  releaseReservation(
-    request: ReleaseReservationRequest,
-    metadata: Metadata,
-    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
-  ): ClientUnaryCall;
-  releaseReservation(
-    request: ReleaseReservationRequest,
-    metadata: Metadata,
-    options: Partial<CallOptions>,
-    callback: (error: ServiceError | null, response: ReleaseReservationResponse) => void,
   ): ClientUnaryCall;
 }
 

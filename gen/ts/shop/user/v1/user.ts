@@ -1017,6 +1017,14 @@ export const DeleteUserResponse: MessageFns<DeleteUserResponse> = {
  * "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
  * `USER_NOT_FOUND`.
  *
+ * Authentication: every rpc needs a JWT bearer token in the `authorization`
+ * metadata (`Bearer <token>`): subject `sub` is the caller's user id,
+ * `roles` may hold "admin". Without one it answers UNAUTHENTICATED (reason
+ * `TOKEN_MISSING`), for an expired token `TOKEN_EXPIRED`, and for a
+ * malformed token or a wrong signature, issuer or audience `TOKEN_INVALID`.
+ * A user reads and updates only their own record; an admin manages every
+ * user. A refused call changes nothing.
+ *
  * Lengths in this file count Unicode code points ("characters"), and every
  * string must be valid UTF-8. Every rpc answers a request message that does
  * not decode, a string field with invalid UTF-8 included, with
@@ -1025,9 +1033,11 @@ export const DeleteUserResponse: MessageFns<DeleteUserResponse> = {
 export type UserServiceService = typeof UserServiceService;
 export const UserServiceService = {
   /**
-   * Creates a user.
+   * Creates a user. Signing up is an admin's job in this store: the identity
+   * provider issues tokens for the new `user_id`.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser: {
@@ -1042,7 +1052,9 @@ export const UserServiceService = {
   /**
    * Returns one user.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+   * A user may get only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+   * get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
    * NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   getUser: {
@@ -1057,7 +1069,8 @@ export const UserServiceService = {
   /**
    * Lists users, oldest first, one page at a time.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1073,7 +1086,8 @@ export const UserServiceService = {
   /**
    * Updates the fields of a user named by `update_mask`.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * A user may update only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the user
    * does not exist, and ALREADY_EXISTS when the new email is taken.
    */
@@ -1089,7 +1103,8 @@ export const UserServiceService = {
   /**
    * Deletes a user. Orders that name the user are kept.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
    * user has that id.
    */
   deleteUser: {
@@ -1105,23 +1120,28 @@ export const UserServiceService = {
 
 export interface UserServiceServer extends UntypedServiceImplementation {
   /**
-   * Creates a user.
+   * Creates a user. Signing up is an admin's job in this store: the identity
+   * provider issues tokens for the new `user_id`.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser: handleUnaryCall<CreateUserRequest, CreateUserResponse>;
   /**
    * Returns one user.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+   * A user may get only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+   * get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
    * NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   getUser: handleUnaryCall<GetUserRequest, GetUserResponse>;
   /**
    * Lists users, oldest first, one page at a time.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1129,7 +1149,8 @@ export interface UserServiceServer extends UntypedServiceImplementation {
   /**
    * Updates the fields of a user named by `update_mask`.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * A user may update only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the user
    * does not exist, and ALREADY_EXISTS when the new email is taken.
    */
@@ -1137,7 +1158,8 @@ export interface UserServiceServer extends UntypedServiceImplementation {
   /**
    * Deletes a user. Orders that name the user are kept.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
    * user has that id.
    */
   deleteUser: handleUnaryCall<DeleteUserRequest, DeleteUserResponse>;
@@ -1145,9 +1167,11 @@ export interface UserServiceServer extends UntypedServiceImplementation {
 
 export interface UserServiceClient extends Client {
   /**
-   * Creates a user.
+   * Creates a user. Signing up is an admin's job in this store: the identity
+   * provider issues tokens for the new `user_id`.
    *
-   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser(
@@ -1168,7 +1192,9 @@ export interface UserServiceClient extends Client {
   /**
    * Returns one user.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
+   * A user may get only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's, whether or not it exists; an admin may
+   * get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
    * NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   getUser(
@@ -1189,7 +1215,8 @@ export interface UserServiceClient extends Client {
   /**
    * Lists users, oldest first, one page at a time.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
    * was not issued by a previous call with the same filter, or when
    * `page_size` is negative.
    */
@@ -1211,7 +1238,8 @@ export interface UserServiceClient extends Client {
   /**
    * Updates the fields of a user named by `update_mask`.
    *
-   * Returns INVALID_ARGUMENT when the mask names an unknown or immutable
+   * A user may update only their own record: PERMISSION_DENIED (reason
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
    * field or a new value breaks its constraints, NOT_FOUND when the user
    * does not exist, and ALREADY_EXISTS when the new email is taken.
    */
@@ -1233,7 +1261,8 @@ export interface UserServiceClient extends Client {
   /**
    * Deletes a user. Orders that name the user are kept.
    *
-   * Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
    * user has that id.
    */
   deleteUser(

@@ -1,6 +1,9 @@
-// ShopClient walks through shopmesh's order flow with grpc-java stubs generated from ../../proto:
-// it creates a user and a product, places orders idempotently, pages through them, watches one
-// and cancels it, and decodes the google.rpc.Status details of an order that cannot be filled.
+// ShopClient walks through shopmesh's order flow with grpc-java stubs generated from ../../proto,
+// signed in as a customer (-user-id, -token) and, to stock a product, as an admin (-admin-token):
+// it reads the customer's record, creates a product, places orders idempotently, pages through
+// them, watches one and cancels it, and decodes the google.rpc.Status details of an order that
+// cannot be filled. With -ca it speaks TLS (Envoy's listener), with -cert and -key mutual TLS (a
+// service's own port); plaintext otherwise (the development profile).
 //
 // Every call has a deadline. The exit status is 1 when anything differs from the contract in
 // proto/, so the command doubles as an end-to-end check (the same flow as clients/go).
@@ -10,9 +13,15 @@ import com.google.protobuf.Any;
 import com.google.protobuf.InvalidProtocolBufferException;
 import com.google.rpc.ErrorInfo;
 import com.google.rpc.PreconditionFailure;
+import io.grpc.ChannelCredentials;
 import io.grpc.Grpc;
 import io.grpc.InsecureChannelCredentials;
 import io.grpc.ManagedChannel;
+import io.grpc.Metadata;
+import io.grpc.TlsChannelCredentials;
+import io.grpc.stub.MetadataUtils;
+import java.io.File;
+import java.io.IOException;
 import io.grpc.Status;
 import io.grpc.StatusRuntimeException;
 import io.grpc.protobuf.StatusProto;
@@ -22,7 +31,6 @@ import java.util.ArrayList;
 import java.util.Iterator;
 import java.util.LinkedHashMap;
 import java.util.List;
-import java.util.Locale;
 import java.util.Map;
 import java.util.concurrent.TimeUnit;
 import java.util.regex.Matcher;
@@ -42,7 +50,7 @@ import shop.product.v1.ProductOuterClass.GetProductRequest;
 import shop.product.v1.ProductOuterClass.Product;
 import shop.product.v1.ProductServiceGrpc;
 import shop.type.v1.MoneyOuterClass.Money;
-import shop.user.v1.UserOuterClass.CreateUserRequest;
+import shop.user.v1.UserOuterClass.GetUserRequest;
 import shop.user.v1.UserOuterClass.User;
 import shop.user.v1.UserServiceGrpc;
 
@@ -53,17 +61,31 @@ public final class ShopClient {
   private final UserServiceGrpc.UserServiceBlockingStub users;
   private final ProductServiceGrpc.ProductServiceBlockingStub products;
   private final OrderServiceGrpc.OrderServiceBlockingStub orders;
+  private final ProductServiceGrpc.ProductServiceBlockingStub adminProducts;
+  private final String userId;
   private final Duration timeout;
 
   private ShopClient(
       UserServiceGrpc.UserServiceBlockingStub users,
       ProductServiceGrpc.ProductServiceBlockingStub products,
       OrderServiceGrpc.OrderServiceBlockingStub orders,
+      ProductServiceGrpc.ProductServiceBlockingStub adminProducts,
+      String userId,
       Duration timeout) {
     this.users = users;
     this.products = products;
     this.orders = orders;
+    this.adminProducts = adminProducts;
+    this.userId = userId;
     this.timeout = timeout;
+  }
+
+  /** Metadata that signs a call in with a bearer token. */
+  private static Metadata bearer(String token) {
+    Metadata metadata = new Metadata();
+    metadata.put(
+        Metadata.Key.of("authorization", Metadata.ASCII_STRING_MARSHALLER), "Bearer " + token);
+    return metadata;
   }
 
   private static final String USAGE =
@@ -75,7 +97,13 @@ public final class ShopClient {
           "  -order ADDR     OrderService address (default 127.0.0.1:50053)",
           "  -target ADDR    send every service through this one address (Envoy: 127.0.0.1:8080);",
           "                  overrides -user, -product and -order",
-          "  -timeout D      deadline of each call: 5s, 500ms, 1m or plain seconds (default 5s)");
+          "  -timeout D      deadline of each call: 5s, 500ms, 1m or plain seconds (default 5s)",
+          "  -user-id ID     the signed-in customer's user_id (required)",
+          "  -token T        the customer's bearer token (required)",
+          "  -admin-token T  an admin's bearer token, to create the product (required)",
+          "  -ca FILE        trust this CA and speak TLS (e.g. .certs/ca.crt); plaintext without",
+          "  -cert FILE      client certificate for mutual TLS (a service's own port)",
+          "  -key FILE       its private key (PKCS#8)");
 
   public static void main(String[] args) {
     Map<String, String> flags = new LinkedHashMap<>();
@@ -84,6 +112,9 @@ public final class ShopClient {
     flags.put("order", "127.0.0.1:50053");
     flags.put("target", "");
     flags.put("timeout", "5s");
+    for (String name : List.of("user-id", "token", "admin-token", "ca", "cert", "key")) {
+      flags.put(name, "");
+    }
     for (int i = 0; i < args.length; i++) {
       String arg = args[i];
       if (arg.equals("-h") || arg.equals("-help") || arg.equals("--help")) {
@@ -109,16 +140,39 @@ public final class ShopClient {
       for (String kind : List.of("user", "product", "order")) flags.put(kind, flags.get("target"));
     }
 
+    for (String name : List.of("user-id", "token", "admin-token")) {
+      if (flags.get(name).isEmpty()) usage("-" + name + " is required");
+    }
+    ChannelCredentials credentials = InsecureChannelCredentials.create();
+    if (!flags.get("ca").isEmpty()) {
+      try {
+        TlsChannelCredentials.Builder tls =
+            TlsChannelCredentials.newBuilder().trustManager(new File(flags.get("ca")));
+        if (!flags.get("cert").isEmpty()) {
+          tls.keyManager(new File(flags.get("cert")), new File(flags.get("key")));
+        }
+        credentials = tls.build();
+      } catch (IOException e) {
+        usage("cannot read the TLS files: " + e.getMessage());
+      }
+    }
+    ChannelCredentials transport = credentials;
     Map<String, ManagedChannel> channels = new LinkedHashMap<>();
     for (String kind : List.of("user", "product", "order")) {
       channels.computeIfAbsent(
-          flags.get(kind),
-          addr -> Grpc.newChannelBuilder(addr, InsecureChannelCredentials.create()).build());
+          flags.get(kind), addr -> Grpc.newChannelBuilder(addr, transport).build());
     }
+    var customer = MetadataUtils.newAttachHeadersInterceptor(bearer(flags.get("token")));
+    var admin = MetadataUtils.newAttachHeadersInterceptor(bearer(flags.get("admin-token")));
     new ShopClient(
-            UserServiceGrpc.newBlockingStub(channels.get(flags.get("user"))),
-            ProductServiceGrpc.newBlockingStub(channels.get(flags.get("product"))),
-            OrderServiceGrpc.newBlockingStub(channels.get(flags.get("order"))),
+            UserServiceGrpc.newBlockingStub(channels.get(flags.get("user"))).withInterceptors(customer),
+            ProductServiceGrpc.newBlockingStub(channels.get(flags.get("product")))
+                .withInterceptors(customer),
+            OrderServiceGrpc.newBlockingStub(channels.get(flags.get("order")))
+                .withInterceptors(customer),
+            ProductServiceGrpc.newBlockingStub(channels.get(flags.get("product")))
+                .withInterceptors(admin),
+            flags.get("user-id"),
             timeout)
         .run();
     for (ManagedChannel channel : channels.values()) channel.shutdownNow();
@@ -144,30 +198,20 @@ public final class ShopClient {
   }
 
   private void run() {
-    // 1. A fresh user and a product with a little stock.
+    // 1. The signed-in customer's own record, and a product with a little stock (as an admin).
     User user =
         call(
-                "CreateUser",
-                () ->
-                    users()
-                        .createUser(
-                            CreateUserRequest.newBuilder()
-                                .setUser(
-                                    User.newBuilder()
-                                        .setEmail(
-                                            "demo-"
-                                                + randomText().substring(0, 12).toLowerCase(Locale.ROOT)
-                                                + "@example.com")
-                                        .setDisplayName("Demo Customer"))
-                                .build()))
+                "GetUser",
+                () -> users().getUser(GetUserRequest.newBuilder().setUserId(userId).build()))
             .getUser();
-    step(1, "CreateUser", "user_id=%s email=%s", user.getUserId(), user.getEmail());
+    step(1, "GetUser", "user_id=%s email=%s", user.getUserId(), user.getEmail());
 
     Product product =
         call(
                 "CreateProduct",
                 () ->
-                    products()
+                    adminProducts
+                        .withDeadlineAfter(timeout.toMillis(), TimeUnit.MILLISECONDS)
                         .createProduct(
                             CreateProductRequest.newBuilder()
                                 .setProduct(

@@ -1,0 +1,155 @@
+// Who is calling and what they may do: the JWT a caller presents (checked with jose against the
+// mesh's JWKS), the access rule each rpc declares, and the ownership checks handlers make where
+// they read the data. The middleware that applies the rules is middleware/auth.ts.
+import {
+  createLocalJWKSet,
+  type JSONWebKeySet,
+  type JWTVerifyGetKey,
+  errors as joseErrors,
+  jwtVerify,
+} from "jose";
+import { type CallContext, contextKey } from "./context.js";
+import { Code, ServiceError } from "./errors.js";
+
+/** The signed-in caller of a call, from its verified token. */
+export interface Caller {
+  /** The token's subject: the caller's user_id. */
+  readonly userId: string;
+  readonly roles: readonly string[];
+}
+
+/** The caller a verified token names; set by the auth middleware, absent on open calls without one. */
+export const CALLER = contextKey<Caller>("caller");
+
+export const ADMIN = "admin";
+
+/** Who may call an rpc. Every rpc of a service module declares one (ServiceModule.access). */
+export type AccessRule =
+  /** Anyone, without a token; a token that is sent must still be valid. */
+  | { readonly kind: "open" }
+  /** Any signed-in caller; the handler checks ownership against the data it reads. */
+  | { readonly kind: "signedIn" }
+  /** A signed-in caller with role "admin". */
+  | { readonly kind: "admin" }
+  /** Only the named mesh identities (mTLS peer certificates); no token. */
+  | { readonly kind: "internal"; readonly callers: readonly string[] };
+
+export const open: AccessRule = { kind: "open" };
+export const signedIn: AccessRule = { kind: "signedIn" };
+export const adminOnly: AccessRule = { kind: "admin" };
+export const internal = (...callers: string[]): AccessRule => ({ kind: "internal", callers });
+
+/** What a token must satisfy: the keys that may sign it, its issuer and audience. */
+export interface JwtSettings {
+  jwks: JSONWebKeySet;
+  issuer: string;
+  audience: string;
+}
+
+export const unauthenticated = (reason: string, message: string) =>
+  new ServiceError(Code.UNAUTHENTICATED, message, { reason });
+
+export const permissionDenied = (reason: string, message: string) =>
+  new ServiceError(Code.PERMISSION_DENIED, message, { reason });
+
+/** Longest a verified token is remembered, so a key taken out of the JWKS stops working soon. */
+const CACHE_MS = 60_000;
+const CACHE_SIZE = 1_000;
+
+/**
+ * Verifies bearer tokens: signature (ES256 or RS256, by a key of the JWKS), issuer, audience,
+ * expiry (30 s of clock skew), and a non-empty `sub`. Refusals are UNAUTHENTICATED with reason
+ * TOKEN_EXPIRED or TOKEN_INVALID. A token verified once is remembered until it expires (a minute
+ * at most): a caller sends the same token on every call.
+ */
+export class TokenVerifier {
+  private readonly keys: JWTVerifyGetKey;
+  private readonly cache = new Map<string, { caller: Caller; until: number }>();
+
+  constructor(private readonly settings: JwtSettings) {
+    this.keys = createLocalJWKSet(settings.jwks);
+    // Import the keys now rather than on the first call, which a restarted replica serves first.
+    for (const { alg, kid } of settings.jwks.keys) {
+      if (alg) Promise.resolve(this.keys({ alg, kid }, undefined as never)).catch(() => {});
+    }
+  }
+
+  async verify(token: string): Promise<Caller> {
+    const now = Date.now();
+    const hit = this.cache.get(token);
+    if (hit && hit.until > now) return hit.caller;
+    let payload: Awaited<ReturnType<typeof jwtVerify>>["payload"];
+    try {
+      ({ payload } = await jwtVerify(token, this.keys, {
+        issuer: this.settings.issuer,
+        audience: this.settings.audience,
+        algorithms: ["ES256", "RS256"],
+        requiredClaims: ["sub", "exp"],
+        clockTolerance: 30,
+      }));
+    } catch (error) {
+      if (error instanceof joseErrors.JWTExpired) {
+        throw unauthenticated("TOKEN_EXPIRED", "the token has expired");
+      }
+      const why = error instanceof joseErrors.JOSEError ? error.code : "malformed";
+      throw unauthenticated("TOKEN_INVALID", `the token is not valid here (${why})`);
+    }
+    const { sub, roles } = payload;
+    if (typeof sub !== "string" || sub === "") {
+      throw unauthenticated("TOKEN_INVALID", "the token names no subject");
+    }
+    const caller: Caller = {
+      userId: sub,
+      roles: Array.isArray(roles) ? roles.filter((role) => typeof role === "string") : [],
+    };
+    if (this.cache.size >= CACHE_SIZE) this.cache.clear();
+    this.cache.set(token, {
+      caller,
+      until: Math.min(now + CACHE_MS, (payload.exp as number) * 1000),
+    });
+    return caller;
+  }
+}
+
+/** The token of an `authorization: Bearer <token>` header; undefined when there is none. */
+export function bearerToken(header: unknown): string | undefined {
+  if (header === undefined) return undefined;
+  const match = typeof header === "string" ? /^Bearer +(\S+)\s*$/i.exec(header) : null;
+  if (!match) {
+    throw unauthenticated("TOKEN_INVALID", 'the authorization header is not "Bearer <token>"');
+  }
+  return match[1];
+}
+
+const isAdmin = (caller: Caller) => caller.roles.includes(ADMIN);
+
+/** The signed-in caller; UNAUTHENTICATED (TOKEN_MISSING) on a call that has none. */
+export function callerOf(ctx: CallContext): Caller {
+  const caller = ctx.get(CALLER);
+  if (!caller) throw unauthenticated("TOKEN_MISSING", "this call needs a bearer token");
+  return caller;
+}
+
+/**
+ * The caller owns what belongs to `ownerId`, or is an admin: else PERMISSION_DENIED (NOT_OWNER).
+ * Handlers call it where they read the data, with the owner the data names (an order's
+ * user_id), never one a caller could choose.
+ */
+export function requireOwner(ctx: CallContext, ownerId: string, what: string): void {
+  const caller = callerOf(ctx);
+  if (caller.userId !== ownerId && !isAdmin(caller)) {
+    throw permissionDenied("NOT_OWNER", `${what} belongs to another user`);
+  }
+}
+
+/** The caller is `userId` itself, admin or not: else PERMISSION_DENIED (NOT_OWNER). */
+export function requireSelf(ctx: CallContext, userId: string, field: string): void {
+  if (callerOf(ctx).userId !== userId) {
+    throw permissionDenied("NOT_OWNER", `${field} must be the signed-in user's id`);
+  }
+}
+
+/** The caller has role admin: else PERMISSION_DENIED (ADMIN_REQUIRED). */
+export function requireAdmin(ctx: CallContext, what: string): void {
+  if (!isAdmin(callerOf(ctx))) throw permissionDenied("ADMIN_REQUIRED", `${what} needs role admin`);
+}

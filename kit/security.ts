@@ -1,0 +1,135 @@
+// The security settings of a service process, from the environment or mounted files, and the
+// profile that decides what is acceptable. README "Configuration" and "Trust model" document them.
+//
+// - development (the default): plaintext is allowed, but only on a loopback address; the
+//   credentials default to what `npm run certs` made in .certs/ and the page-token secret to a
+//   built-in one. JWTs are always checked.
+// - production: TLS is required, and the process refuses to start with the built-in page-token
+//   secret, with anything `npm run certs` made (its development CA, its JWT key), or without an
+//   explicit JWKS, issuer and audience.
+import { X509Certificate } from "node:crypto";
+import { existsSync, readFileSync } from "node:fs";
+import { fileURLToPath } from "node:url";
+import type { JSONWebKeySet } from "jose";
+import type { JwtSettings } from "./auth.js";
+import { env } from "./config.js";
+import { DEV_PAGE_TOKEN_SECRET, pageTokenSecret } from "./page-token.js";
+import { readTls, type TlsFiles, type TlsMaterial } from "./tls.js";
+
+export type Profile = "development" | "production";
+
+/** Where `npm run certs` writes the development CA, certificates and JWT key (git-ignored). */
+export const DEV_CERTS_DIR = fileURLToPath(new URL("../.certs", import.meta.url));
+/** The subject of the CA `npm run certs` makes; the production profile refuses it. */
+export const DEV_CA_NAME = "shopmesh development CA";
+/** The key id prefix of JWT keys `npm run certs` makes; the production profile refuses them. */
+export const DEV_KEY_ID_PREFIX = "shopmesh-dev-";
+export const DEV_ISSUER = "https://shopmesh.dev/development";
+export const DEV_AUDIENCE = "shopmesh";
+/** The issuer of tokens signed with a key `npm run certs -- --production` made. */
+export const PRODUCTION_ISSUER = "https://shopmesh.dev/issuer";
+
+export interface SecurityConfig {
+  profile: Profile;
+  /** The process's mTLS identity; undefined for plaintext. */
+  tls: TlsMaterial | undefined;
+  jwt: JwtSettings;
+}
+
+export class SecurityError extends Error {}
+
+/** The TLS files named by SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE: all or none. */
+export function tlsFilesFromEnv(): TlsFiles | undefined {
+  const files = {
+    cert: env.string("SHOP_TLS_CERT_FILE", ""),
+    key: env.string("SHOP_TLS_KEY_FILE", ""),
+    ca: env.string("SHOP_TLS_CA_FILE", ""),
+  };
+  const set = Object.values(files).filter(Boolean).length;
+  if (set === 0) return undefined;
+  if (set < 3) {
+    throw new SecurityError(
+      "set all of SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE, or none",
+    );
+  }
+  return files;
+}
+
+function profileFromEnv(): Profile {
+  const profile = env.string("SHOP_PROFILE", "development");
+  if (profile !== "development" && profile !== "production") {
+    throw new SecurityError(`SHOP_PROFILE must be development or production, got "${profile}"`);
+  }
+  return profile;
+}
+
+function readJwks(file: string): JSONWebKeySet {
+  if (!existsSync(file)) {
+    throw new SecurityError(`no JWKS at ${file}: run npm run certs, or set SHOP_JWKS_FILE`);
+  }
+  const jwks = JSON.parse(readFileSync(file, "utf8")) as JSONWebKeySet;
+  if (!Array.isArray(jwks.keys) || jwks.keys.length === 0) {
+    throw new SecurityError(`${file} holds no keys`);
+  }
+  return jwks;
+}
+
+/**
+ * The security settings of this process from SHOP_* variables, checked against its profile.
+ * Throws a SecurityError naming what is wrong; a service refuses to start on one.
+ */
+export function securityFromEnv(): SecurityConfig {
+  const profile = profileFromEnv();
+  const production = profile === "production";
+  const explicit = (name: string, fallback: string) => {
+    const value = env.string(name, "");
+    if (value) return value;
+    if (production) throw new SecurityError(`the production profile needs ${name}`);
+    return fallback;
+  };
+  const files = tlsFilesFromEnv();
+  const config: SecurityConfig = {
+    profile,
+    tls: files && readTls(files),
+    jwt: {
+      jwks: readJwks(explicit("SHOP_JWKS_FILE", `${DEV_CERTS_DIR}/jwks.json`)),
+      issuer: explicit("SHOP_JWT_ISSUER", DEV_ISSUER),
+      audience: explicit("SHOP_JWT_AUDIENCE", DEV_AUDIENCE),
+    },
+  };
+  if (production) refuseDevelopmentSecrets(config);
+  return config;
+}
+
+/** What the production profile will not run with. */
+function refuseDevelopmentSecrets(config: SecurityConfig): void {
+  if (!config.tls) {
+    throw new SecurityError(
+      "the production profile needs TLS: set SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE, SHOP_TLS_CA_FILE",
+    );
+  }
+  const secret = pageTokenSecret();
+  if (secret === DEV_PAGE_TOKEN_SECRET || secret.length < 32) {
+    throw new SecurityError(
+      "the production profile needs a page-token secret of 32 characters or more of its own: set SHOP_PAGE_TOKEN_SECRET or SHOP_PAGE_TOKEN_SECRET_FILE",
+    );
+  }
+  if (new X509Certificate(config.tls.ca).subject.includes(`CN=${DEV_CA_NAME}`)) {
+    throw new SecurityError(`the production profile refuses the ${DEV_CA_NAME} (npm run certs)`);
+  }
+  if (config.jwt.jwks.keys.some((key) => key.kid?.startsWith(DEV_KEY_ID_PREFIX))) {
+    throw new SecurityError(
+      "the production profile refuses the development JWT key (npm run certs)",
+    );
+  }
+}
+
+const LOOPBACK = /^(127\.\d+\.\d+\.\d+|::1|\[::1\]|localhost)$/;
+
+/** Plaintext serves only on loopback, in the development profile. */
+export function checkBinding(config: SecurityConfig, host: string): void {
+  if (config.tls || LOOPBACK.test(host)) return;
+  throw new SecurityError(
+    `plaintext is for loopback only, and ${host} is not: set SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE`,
+  );
+}

@@ -1,0 +1,768 @@
+// The security boundary, refused through every door that applies: one fleet of real service
+// processes running mutual TLS with the development credentials, one real Envoy in front of it
+// with TLS at the edge, and each case sent
+//
+//   direct:   gRPC to the service's own port, as an operator's tool (the cli identity);
+//   envoy:    gRPC to Envoy's TLS listener;
+//   grpc-web: gRPC-Web (HTTP/1.1) to Envoy;
+//   rest:     the REST path to Envoy, transcoded;
+//
+// checking the code, the ErrorInfo reason, and that no row of any store changed. Then the mesh's
+// own refusals: internal rpcs from the wrong identity, plaintext and foreign certificates.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
+import test, { type ExecutionContext } from "ava";
+import knex from "knex";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { Status } from "../../gen/ts/google/rpc/status.js";
+import { type Order, OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
+import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
+import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
+import { createClient } from "../../kit/client.js";
+import { completerOf, contractMethods } from "../../kit/contract.js";
+import { Code, decodeStatus } from "../../kit/errors.js";
+import { channelCredentials, readTls } from "../../kit/tls.js";
+import { identityFiles, makeCredentials, signToken } from "../../scripts/lib/credentials.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import {
+  ADMIN_TOKEN,
+  CERTS,
+  edgeFetch,
+  edgeTransport,
+  meshTransport,
+  testCallers,
+  tokenFor,
+} from "../helpers/credentials.js";
+import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
+import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+
+/** The one origin browsers may call this Envoy from. */
+const SHOP_ORIGIN = "https://shop.example";
+
+type Door = "direct" | "envoy" | "grpc-web" | "rest";
+const DOORS: readonly Door[] = ["direct", "envoy", "grpc-web", "rest"];
+
+// biome-ignore lint/suspicious/noExplicitAny: a generated method of any message types.
+type Method = grpc.MethodDefinition<any, any>;
+
+interface Outcome {
+  code: number;
+  reason: string | undefined;
+}
+
+let fleet: ProcessFleet;
+let envoy: EnvoyHandle;
+let foreign: string;
+const data = {} as {
+  alice: User;
+  bob: User;
+  product: Product;
+  order: Order;
+  tokens: Record<"alice" | "bob", string>;
+};
+
+test.before(async () => {
+  foreign = await mkdtemp(path.join(tmpdir(), "shopmesh-foreign-"));
+  const [started] = await Promise.all([
+    spawnProcessFleet({ tls: CERTS }),
+    // Another CA and JWT key, which the mesh has never heard of.
+    makeCredentials(foreign, {
+      caName: "foreign CA",
+      keyIdPrefix: "foreign-",
+      identities: ["order"],
+    }),
+  ]);
+  fleet = started;
+  envoy = await startEnvoy({
+    services: Object.fromEntries(
+      (["user", "product", "order"] as const).map((name) => {
+        const [host, port] = fleet.address(name).split(":");
+        return [name, [{ host: host as string, port: Number(port) }]];
+      }),
+    ),
+    tls: CERTS,
+    corsOrigins: [SHOP_ORIGIN],
+  });
+  const through = <S extends Parameters<typeof createClient>[0]>(definition: S) =>
+    createClient(definition, envoy.address, {
+      middleware: testCallers(),
+      transport: edgeTransport(),
+    });
+  const users = through(UserServiceService);
+  const products = through(ProductServiceService);
+  const orders = through(OrderServiceService);
+  data.alice = await addUser(users, { displayName: "Alice" });
+  data.bob = await addUser(users, { displayName: "Bob" });
+  data.product = await addProduct(products, { stock: 10 });
+  data.order = (
+    await orders.createOrder({
+      userId: data.alice.userId,
+      lines: [{ productId: data.product.productId, quantity: 2 }],
+      requestId: "alice-1",
+    })
+  ).order as Order;
+  data.tokens = { alice: await tokenFor(data.alice.userId), bob: await tokenFor(data.bob.userId) };
+  for (const client of [users, products, orders]) client.close();
+});
+
+test.after.always(async () => {
+  await envoy?.stop();
+  await fleet?.stop();
+  if (foreign) await rm(foreign, { recursive: true, force: true });
+});
+
+/** Every row of every table of every store, as text: equal before and after means nothing changed. */
+async function stores(): Promise<string> {
+  const dumps = await Promise.all(
+    (["user", "product", "order"] as const).map(async (name) => {
+      const db = knex({
+        client: "better-sqlite3",
+        connection: { filename: fleet.database(name), options: { readonly: true } },
+        useNullAsDefault: true,
+      });
+      try {
+        const tables = (await db("sqlite_master")
+          .where({ type: "table" })
+          .andWhereNot("name", "like", "knex_%")
+          .orderBy("name")
+          .pluck("name")) as string[];
+        const rows = await Promise.all(tables.map((table) => db(table).select()));
+        return tables.map((table, i) => `${name}.${table}: ${JSON.stringify(rows[i])}`).join("\n");
+      } finally {
+        await db.destroy();
+      }
+    }),
+  );
+  return dumps.join("\n");
+}
+
+/** A partial request with every field the contract defines, as a generated serializer needs. */
+function complete(method: Method, request: object): object {
+  const [, service, rpc] = method.path.split("/");
+  const info = contractMethods(service as string).find((candidate) => candidate.rpc === rpc);
+  const completer = completerOf(info?.requestType);
+  return completer ? completer(request as Record<string, unknown>) : request;
+}
+
+const reasonOf = (bin: Buffer | undefined) => {
+  if (!bin) return undefined;
+  for (const detail of Status.decode(bin).details) {
+    if (detail.typeUrl.endsWith("google.rpc.ErrorInfo"))
+      return ErrorInfo.decode(detail.value).reason;
+  }
+  return undefined;
+};
+
+/** A gRPC call on `channel`: its status code and ErrorInfo reason (OK: code 0). */
+async function grpcCall(
+  address: string,
+  transport: { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions },
+  method: Method,
+  request: object,
+  token: string | undefined,
+): Promise<Outcome> {
+  request = complete(method, request);
+  const client = new grpc.Client(address, transport.credentials, transport.options);
+  const metadata = new grpc.Metadata();
+  if (token) metadata.set("authorization", `Bearer ${token}`);
+  const deadline = Date.now() + 10_000;
+  try {
+    const error = await new Promise<grpc.ServiceError | null>((resolve) => {
+      if (method.responseStream) {
+        const stream = client.makeServerStreamRequest(
+          method.path,
+          method.requestSerialize,
+          method.responseDeserialize,
+          request,
+          metadata,
+          { deadline },
+        );
+        // The first message means the call got through; a refusal comes before any.
+        stream.on("data", () => {
+          stream.cancel();
+          resolve(null);
+        });
+        stream.on("error", (e: grpc.ServiceError) => resolve(e.code === Code.CANCELLED ? null : e));
+        stream.on("end", () => resolve(null));
+      } else {
+        client.makeUnaryRequest(
+          method.path,
+          method.requestSerialize,
+          method.responseDeserialize,
+          request,
+          metadata,
+          { deadline },
+          (e) => resolve(e),
+        );
+      }
+    });
+    if (!error) return { code: Code.OK, reason: undefined };
+    return { code: error.code, reason: decodeStatus(error.metadata).reason };
+  } finally {
+    client.close();
+  }
+}
+
+/** A gRPC-Web call through Envoy: the status from the headers (trailers only) or the trailer frame. */
+async function grpcWebCall(
+  method: Method,
+  request: object,
+  token: string | undefined,
+): Promise<Outcome> {
+  const message = method.requestSerialize(complete(method, request)) as Buffer;
+  const frame = Buffer.alloc(5);
+  frame.writeUInt32BE(message.length, 1);
+  const response = await edgeFetch(`https://${envoy.address}${method.path}`, {
+    method: "POST",
+    headers: {
+      "content-type": "application/grpc-web+proto",
+      "x-grpc-web": "1",
+      ...(token && { authorization: `Bearer ${token}` }),
+    },
+    body: Buffer.concat([frame, message]),
+  });
+  const fields = new Map<string, string>();
+  for (const [name, value] of response.headers) fields.set(name, value);
+  const body = Buffer.from(await response.arrayBuffer());
+  for (let at = 0; at + 5 <= body.length; ) {
+    const length = body.readUInt32BE(at + 1);
+    if ((body[at] as number) & 0x80) {
+      for (const line of body
+        .subarray(at + 5, at + 5 + length)
+        .toString("latin1")
+        .split("\r\n")) {
+        const colon = line.indexOf(":");
+        if (colon > 0)
+          fields.set(line.slice(0, colon).trim().toLowerCase(), line.slice(colon + 1).trim());
+      }
+    }
+    at += 5 + length;
+  }
+  const details = fields.get("grpc-status-details-bin");
+  return {
+    code: Number(fields.get("grpc-status") ?? -1),
+    reason: reasonOf(details === undefined ? undefined : Buffer.from(details, "base64")),
+  };
+}
+
+/** HTTP statuses of the gRPC codes these cases expect, as the transcoder maps them. */
+const HTTP: Record<number, number> = { 0: 200, 5: 404, 7: 403, 12: 404, 16: 401 };
+
+/** A REST call through Envoy: the google.rpc.Status JSON body's code and ErrorInfo reason. */
+async function restCall(
+  rest: { method: string; path: string; body?: object },
+  token: string | undefined,
+): Promise<Outcome & { http: number }> {
+  const response = await edgeFetch(`https://${envoy.address}${rest.path}`, {
+    method: rest.method,
+    headers: {
+      ...(rest.body && { "content-type": "application/json" }),
+      ...(token && { authorization: `Bearer ${token}` }),
+    },
+    ...(rest.body && { body: JSON.stringify(rest.body) }),
+  });
+  const text = await response.text();
+  if (response.status === 200) return { code: 0, reason: undefined, http: 200 };
+  const status = JSON.parse(text) as { code: number; details?: { reason?: string }[] };
+  return {
+    code: status.code,
+    reason: status.details?.find((detail) => detail.reason)?.reason,
+    http: response.status,
+  };
+}
+
+/** The address of the service that serves a method. */
+const serviceOf = (method: Method) =>
+  method.path.startsWith("/shop.user.")
+    ? "user"
+    : method.path.startsWith("/shop.order.")
+      ? "order"
+      : "product";
+
+interface Case {
+  name: string;
+  method: Method;
+  request: () => object;
+  rest: () => { method: string; path: string; body?: object };
+  token: () => string | undefined;
+  code: number;
+  reason: string;
+}
+
+/** Sends a case through every door; each must refuse it as expected, with every store unchanged. */
+async function refusedEverywhere(t: ExecutionContext, c: Case) {
+  for (const door of DOORS) {
+    const before = await stores();
+    const token = c.token();
+    let got: Outcome;
+    if (door === "direct") {
+      const service = serviceOf(c.method);
+      got = await grpcCall(
+        fleet.address(service),
+        meshTransport("cli", service),
+        c.method,
+        c.request(),
+        token,
+      );
+    } else if (door === "envoy") {
+      got = await grpcCall(envoy.address, edgeTransport(), c.method, c.request(), token);
+    } else if (door === "grpc-web") {
+      got = await grpcWebCall(c.method, c.request(), token);
+    } else {
+      const { http, ...rest } = await restCall(c.rest(), token);
+      t.is(http, HTTP[c.code] as number, `${c.name} (rest): HTTP status`);
+      got = rest;
+    }
+    t.deepEqual(got, { code: c.code, reason: c.reason }, `${c.name} (${door})`);
+    t.is(await stores(), before, `${c.name} (${door}) changed a store`);
+  }
+}
+
+const get = (id: () => string) => ({ method: "GET", path: `/users/${id()}` });
+const getUser = (
+  token: () => string | undefined,
+  code: number,
+  reason: string,
+  name: string,
+): Case => ({
+  name,
+  method: UserServiceService.getUser,
+  request: () => ({ userId: data.alice.userId }),
+  rest: () => get(() => data.alice.userId),
+  token,
+  code,
+  reason,
+});
+
+const sign = (options: Parameters<typeof signToken>[0]) => signToken(options);
+
+test.serial(
+  "no token, an expired token, another key's, and a wrong issuer or audience: UNAUTHENTICATED",
+  async (t) => {
+    const alice = data.alice.userId;
+    const tokens = {
+      expired: await sign({ user: alice, ttlSeconds: -120 }),
+      foreignKey: await sign({ user: alice, dir: foreign }),
+      issuer: await sign({ user: alice, issuer: "https://issuer.example" }),
+      audience: await sign({ user: alice, audience: "another-api" }),
+    };
+    const cases: Case[] = [
+      getUser(() => undefined, Code.UNAUTHENTICATED, "TOKEN_MISSING", "no token"),
+      getUser(() => tokens.expired, Code.UNAUTHENTICATED, "TOKEN_EXPIRED", "an expired token"),
+      getUser(
+        () => tokens.foreignKey,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a token signed by another key",
+      ),
+      getUser(
+        () => tokens.issuer,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a token of another issuer",
+      ),
+      getUser(
+        () => tokens.audience,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a token for another audience",
+      ),
+      {
+        name: "CreateOrder without a token",
+        method: OrderServiceService.createOrder,
+        request: () => ({
+          userId: alice,
+          lines: [{ productId: data.product.productId, quantity: 1 }],
+          requestId: "nope",
+        }),
+        rest: () => ({
+          method: "POST",
+          path: "/orders",
+          body: {
+            user_id: alice,
+            lines: [{ product_id: data.product.productId, quantity: 1 }],
+            request_id: "nope",
+          },
+        }),
+        token: () => undefined,
+        code: Code.UNAUTHENTICATED,
+        reason: "TOKEN_MISSING",
+      },
+    ];
+    for (const c of cases) await refusedEverywhere(t, c);
+  },
+);
+
+test.serial(
+  "another user's order (Get, List, Watch, Cancel) and record: PERMISSION_DENIED NOT_OWNER",
+  async (t) => {
+    const bob = () => data.tokens.bob;
+    const orderId = () => data.order.orderId;
+    const cases: Case[] = [
+      {
+        name: "GetOrder of Alice's order, as Bob",
+        method: OrderServiceService.getOrder,
+        request: () => ({ orderId: orderId() }),
+        rest: () => ({ method: "GET", path: `/orders/${orderId()}` }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "NOT_OWNER",
+      },
+      {
+        name: "ListOrders of Alice's orders, as Bob",
+        method: OrderServiceService.listOrders,
+        request: () => ({ userId: data.alice.userId }),
+        rest: () => ({ method: "GET", path: `/orders?user_id=${data.alice.userId}` }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "NOT_OWNER",
+      },
+      {
+        name: "ListOrders of every user's orders, as Bob",
+        method: OrderServiceService.listOrders,
+        request: () => ({}),
+        rest: () => ({ method: "GET", path: "/orders" }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "ADMIN_REQUIRED",
+      },
+      {
+        name: "WatchOrder of Alice's order, as Bob",
+        method: OrderServiceService.watchOrder,
+        request: () => ({ orderId: orderId() }),
+        rest: () => ({ method: "GET", path: `/orders/${orderId()}:watch` }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "NOT_OWNER",
+      },
+      {
+        name: "CancelOrder of Alice's order, as Bob",
+        method: OrderServiceService.cancelOrder,
+        request: () => ({ orderId: orderId() }),
+        rest: () => ({ method: "POST", path: `/orders/${orderId()}:cancel`, body: {} }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "NOT_OWNER",
+      },
+      {
+        name: "CreateOrder for Alice, as Bob",
+        method: OrderServiceService.createOrder,
+        request: () => ({
+          userId: data.alice.userId,
+          lines: [{ productId: data.product.productId, quantity: 1 }],
+          requestId: "bob-for-alice",
+        }),
+        rest: () => ({
+          method: "POST",
+          path: "/orders",
+          body: {
+            user_id: data.alice.userId,
+            lines: [{ product_id: data.product.productId, quantity: 1 }],
+            request_id: "bob-for-alice",
+          },
+        }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "NOT_OWNER",
+      },
+      getUser(bob, Code.PERMISSION_DENIED, "NOT_OWNER", "GetUser of Alice, as Bob"),
+    ];
+    for (const c of cases) await refusedEverywhere(t, c);
+    // Alice, and an admin, may.
+    const alice = await grpcCall(
+      envoy.address,
+      edgeTransport(),
+      OrderServiceService.getOrder,
+      { orderId: orderId() },
+      data.tokens.alice,
+    );
+    t.is(alice.code, Code.OK);
+    const admin = await grpcCall(
+      envoy.address,
+      edgeTransport(),
+      OrderServiceService.getOrder,
+      { orderId: orderId() },
+      ADMIN_TOKEN,
+    );
+    t.is(admin.code, Code.OK);
+  },
+);
+
+test.serial(
+  "product writes and user administration without role admin: PERMISSION_DENIED ADMIN_REQUIRED",
+  async (t) => {
+    const bob = () => data.tokens.bob;
+    const cases: Case[] = [
+      {
+        name: "UpdateProduct, as a user",
+        method: ProductServiceService.updateProduct,
+        request: () => ({
+          product: { productId: data.product.productId, stockQuantity: 1_000 },
+          updateMask: ["stock_quantity"],
+        }),
+        rest: () => ({
+          method: "PATCH",
+          path: `/products/${data.product.productId}?update_mask=stock_quantity`,
+          body: { stock_quantity: 1_000 },
+        }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "ADMIN_REQUIRED",
+      },
+      {
+        name: "CreateProduct, as a user",
+        method: ProductServiceService.createProduct,
+        request: () => ({
+          product: {
+            name: "Free mug",
+            price: { currencyCode: "EUR", amountMinor: "0" },
+            stockQuantity: 1,
+          },
+        }),
+        rest: () => ({
+          method: "POST",
+          path: "/products",
+          body: {
+            name: "Free mug",
+            price: { currency_code: "EUR", amount_minor: "0" },
+            stock_quantity: 1,
+          },
+        }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "ADMIN_REQUIRED",
+      },
+      {
+        name: "DeleteUser, as a user",
+        method: UserServiceService.deleteUser,
+        request: () => ({ userId: data.alice.userId }),
+        rest: () => ({ method: "DELETE", path: `/users/${data.alice.userId}` }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "ADMIN_REQUIRED",
+      },
+      {
+        name: "ListUsers, as a user",
+        method: UserServiceService.listUsers,
+        request: () => ({}),
+        rest: () => ({ method: "GET", path: "/users" }),
+        token: bob,
+        code: Code.PERMISSION_DENIED,
+        reason: "ADMIN_REQUIRED",
+      },
+    ];
+    for (const c of cases) await refusedEverywhere(t, c);
+  },
+);
+
+test.serial(
+  "the old exploit: ReleaseReservation of a confirmed order through the edge is refused, stock unchanged",
+  async (t) => {
+    const before = await stores();
+    const request = { reservationId: `order:${data.order.orderId}` };
+    // The edge has no route for the internal API: gRPC and gRPC-Web get UNIMPLEMENTED, REST a 404.
+    t.deepEqual(
+      await grpcCall(
+        envoy.address,
+        edgeTransport(),
+        InventoryServiceService.releaseReservation,
+        request,
+        ADMIN_TOKEN,
+      ),
+      { code: Code.UNIMPLEMENTED, reason: undefined },
+    );
+    t.like(await grpcWebCall(InventoryServiceService.releaseReservation, request, ADMIN_TOKEN), {
+      code: Code.UNIMPLEMENTED,
+    });
+    for (const rest of [
+      { method: "POST", path: `/reservations/order:${data.order.orderId}:release`, body: {} },
+      { method: "POST", path: "/reservations", body: { reservation_id: "r-1", lines: [] } },
+    ]) {
+      t.like(await restCall(rest, ADMIN_TOKEN), { http: 404, code: Code.NOT_FOUND }, rest.path);
+    }
+    // The edge's own identity, straight to the product port, is refused by the service.
+    t.deepEqual(
+      await grpcCall(
+        fleet.address("product"),
+        meshTransport("edge", "product"),
+        InventoryServiceService.releaseReservation,
+        request,
+        ADMIN_TOKEN,
+      ),
+      { code: Code.PERMISSION_DENIED, reason: "INTERNAL_API" },
+    );
+    t.is(await stores(), before);
+  },
+);
+
+test.serial(
+  "internal rpcs from any identity but order: PERMISSION_DENIED INTERNAL_API; order's own: served",
+  async (t) => {
+    const before = await stores();
+    const request = { reservationId: `order:${data.order.orderId}` };
+    for (const identity of ["user", "cli", "edge"]) {
+      for (const method of [
+        InventoryServiceService.releaseReservation,
+        InventoryServiceService.commitReservation,
+      ]) {
+        t.deepEqual(
+          await grpcCall(
+            fleet.address("product"),
+            meshTransport(identity, "product"),
+            method,
+            request,
+            ADMIN_TOKEN,
+          ),
+          { code: Code.PERMISSION_DENIED, reason: "INTERNAL_API" },
+          `${identity} ${method.path}`,
+        );
+      }
+    }
+    const reserve = {
+      reservationId: "stranger-1",
+      lines: [{ productId: data.product.productId, quantity: 1 }],
+    };
+    t.like(
+      await grpcCall(
+        fleet.address("product"),
+        meshTransport("user", "product"),
+        InventoryServiceService.reserveStock,
+        reserve,
+        undefined,
+      ),
+      { code: Code.PERMISSION_DENIED, reason: "INTERNAL_API" },
+    );
+    t.is(await stores(), before);
+    // The order identity may: committing a committed reservation is a no-op.
+    t.like(
+      await grpcCall(
+        fleet.address("product"),
+        meshTransport("order", "product"),
+        InventoryServiceService.commitReservation,
+        request,
+        undefined,
+      ),
+      { code: Code.OK },
+    );
+    t.is(await stores(), before);
+  },
+);
+
+test.serial(
+  "a plaintext client and a client certificate from a foreign CA cannot reach an mTLS port",
+  async (t) => {
+    const before = await stores();
+    const foreignOrder = channelCredentials(readTls(identityFiles(foreign, "order")), "product");
+    const noClientCert = {
+      credentials: grpc.credentials.createSsl(readTls(identityFiles(CERTS, "cli")).ca),
+      options: { "grpc.ssl_target_name_override": "product" },
+    };
+    for (const [what, transport] of [
+      ["plaintext", { credentials: grpc.credentials.createInsecure(), options: {} }],
+      ["a foreign CA's order certificate", foreignOrder],
+      ["TLS without a client certificate", noClientCert],
+    ] as const) {
+      for (const [method, request] of [
+        [
+          InventoryServiceService.releaseReservation,
+          { reservationId: `order:${data.order.orderId}` },
+        ],
+        [OrderServiceService.getOrder, { orderId: data.order.orderId }],
+      ] as const) {
+        const service = serviceOf(method);
+        const got = await grpcCall(fleet.address(service), transport, method, request, ADMIN_TOKEN);
+        t.is(got.code, Code.UNAVAILABLE, `${what} → ${method.path}`);
+      }
+    }
+    // Envoy refuses a plaintext client at its TLS listener the same way.
+    const plain = await grpcCall(
+      envoy.address,
+      { credentials: grpc.credentials.createInsecure(), options: {} },
+      ProductServiceService.getProduct,
+      { productId: data.product.productId },
+      undefined,
+    );
+    t.is(plain.code, Code.UNAVAILABLE);
+    t.is(await stores(), before);
+  },
+);
+
+test.serial(
+  "open reads need no token through any door, and the admin's writes go through",
+  async (t) => {
+    const product = { productId: data.product.productId };
+    t.like(
+      await grpcCall(
+        envoy.address,
+        edgeTransport(),
+        ProductServiceService.getProduct,
+        product,
+        undefined,
+      ),
+      { code: 0 },
+    );
+    t.like(await grpcWebCall(ProductServiceService.listProducts, {}, undefined), { code: 0 });
+    t.like(await restCall({ method: "GET", path: `/products/${product.productId}` }, undefined), {
+      code: 0,
+    });
+    t.like(
+      await grpcCall(
+        fleet.address("product"),
+        meshTransport("cli", "product"),
+        ProductServiceService.getProduct,
+        product,
+        undefined,
+      ),
+      { code: 0 },
+    );
+    // An open rpc still refuses a bad token.
+    t.deepEqual(
+      await grpcCall(
+        envoy.address,
+        edgeTransport(),
+        ProductServiceService.getProduct,
+        product,
+        "not.a.token",
+      ),
+      { code: Code.UNAUTHENTICATED, reason: "TOKEN_INVALID" },
+    );
+    const renamed = await restCall(
+      {
+        method: "PATCH",
+        path: `/products/${product.productId}?update_mask=name`,
+        body: { name: "Renamed by an admin" },
+      },
+      ADMIN_TOKEN,
+    );
+    t.is(renamed.code, 0);
+  },
+);
+
+test.serial("CORS allows the configured origin only, for preflights and calls alike", async (t) => {
+  const preflight = (origin: string) =>
+    edgeFetch(`https://${envoy.address}/orders`, {
+      method: "OPTIONS",
+      headers: {
+        origin,
+        "access-control-request-method": "POST",
+        "access-control-request-headers": "authorization,content-type",
+      },
+    });
+  const allowed = await preflight(SHOP_ORIGIN);
+  t.is(allowed.status, 200);
+  t.is(allowed.headers.get("access-control-allow-origin"), SHOP_ORIGIN);
+  t.regex(allowed.headers.get("access-control-allow-headers") ?? "", /authorization/);
+  const refused = await preflight("https://evil.example");
+  t.is(refused.headers.get("access-control-allow-origin"), null);
+  t.not(refused.status, 200);
+
+  const read = (origin: string) =>
+    edgeFetch(`https://${envoy.address}/products/${data.product.productId}`, {
+      headers: { origin },
+    });
+  t.is((await read(SHOP_ORIGIN)).headers.get("access-control-allow-origin"), SHOP_ORIGIN);
+  t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
+});
