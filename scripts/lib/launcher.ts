@@ -32,6 +32,8 @@ export interface ProcessSpec {
   service: ServiceName;
   host: string;
   port: number;
+  /** Where it serves its metrics (SHOP_METRICS_PORT); 0 for a free port it reports. */
+  metricsPort?: number;
   /** Extra SHOP_* settings: database, dependency addresses. */
   env?: Record<string, string>;
 }

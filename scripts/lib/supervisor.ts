@@ -154,8 +154,16 @@ export class Supervisor {
     const started = options.started ?? Date.now();
     const say = (line: string) => options.quiet || console.log(line);
     this.lockDataDir(plan.dataDir);
-    const ports: [string, number][] = plan.replicas.map((replica) => [replica.name, replica.port]);
-    if (plan.envoy) ports.push(["envoy", plan.envoy.port], ["envoy admin", plan.envoy.adminPort]);
+    const ports: [string, number][] = plan.replicas.flatMap((replica): [string, number][] => [
+      [replica.name, replica.port],
+      ...(replica.metricsPort
+        ? [[`${replica.name} metrics`, replica.metricsPort] as [string, number]]
+        : []),
+    ]);
+    if (plan.envoy) {
+      ports.push(["envoy", plan.envoy.port], ["envoy admin", plan.envoy.adminPort]);
+      if (plan.envoy.statsPort) ports.push(["envoy stats", plan.envoy.statsPort]);
+    }
     await assertFree(plan.replicas[0]?.host ?? "127.0.0.1", ports, options.portHint);
 
     mkdirSync(plan.logDir, { recursive: true });

@@ -388,6 +388,16 @@ export class ProductStore {
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }
 
+  /** How many reservations are held, and since when the oldest one (ms since the epoch). */
+  async held(): Promise<{ count: number; oldest?: number }> {
+    const [row] = await this.db("reservations")
+      .where({ state: HELD })
+      .select(this.db.raw("count(*) as count"), this.db.raw("min(create_time) as oldest"));
+    const oldest =
+      row?.oldest === null || row?.oldest === undefined ? undefined : Number(row.oldest);
+    return { count: Number(row?.count ?? 0), ...(oldest !== undefined && { oldest }) };
+  }
+
   /**
    * Expires held reservations past their TTL and returns their units, each in a transaction of
    * its own: one that cannot give its units back stays held, is passed to `onFailure`, and never
