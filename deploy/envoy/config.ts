@@ -780,6 +780,7 @@ export function envoyConfig(
     (services.find((service) => service.cluster === name) as GrpcService).fullName;
   return {
     node: { id: "shopmesh-edge", cluster: "shopmesh" },
+    ...grpcStatsTags(),
     admin: {
       address: {
         socket_address: { address: topology.admin.address, port_value: topology.admin.port },
@@ -965,6 +966,48 @@ function grpcStats(services: readonly GrpcService[]) {
   };
 }
 
+/** Envoy's default stat tags that the mesh's stats use; the gRPC ones are grpcStatsTags's own. */
+const DEFAULT_TAGS = [
+  "envoy.cluster_name",
+  "envoy.listener_address",
+  "envoy.http_conn_manager_prefix",
+  "envoy.response_code",
+  "envoy.response_code_class",
+  "envoy.virtual_host",
+  "envoy.virtual_cluster",
+  "envoy.ssl_cipher",
+  "envoy.http_user_agent",
+  "envoy.rds_route_config",
+  "envoy.worker_id",
+  "envoy.tcp_prefix",
+];
+
+/**
+ * Tags for grpc_stats' per-method stats (`cluster.<cluster>.grpc.<service>.<method>.<stat>`): the
+ * whole proto service name and the method, as `envoy_grpc_bridge_service` and
+ * `envoy_grpc_bridge_method` labels of `envoy_cluster_grpc_<stat>`. Envoy's default extractors of
+ * these two stop at the first dot and split `shop.order.v1.OrderService` apart, and defaults run
+ * before custom tags, so the defaults are named one by one instead, without those two.
+ */
+function grpcStatsTags() {
+  return {
+    stats_config: {
+      use_all_default_tags: false,
+      stats_tags: [
+        ...DEFAULT_TAGS.map((tag_name) => ({ tag_name })),
+        {
+          tag_name: "envoy.grpc_bridge_service",
+          regex: "^cluster\\.[^.]+\\.grpc\\.((.+)\\.)[^.]+\\.[^.]+$",
+        },
+        {
+          tag_name: "envoy.grpc_bridge_method",
+          regex: "^cluster\\.[^.]+\\.grpc\\..+\\.(([^.]+)\\.)[^.]+$",
+        },
+      ],
+    },
+  };
+}
+
 const ADMIN_CLUSTER = "envoy_admin";
 const COLLECTOR_CLUSTER = "opentelemetry_collector";
 
@@ -1033,6 +1076,13 @@ function statsListener(topology: EnvoyTopology) {
 function edgeTracing(topology: EnvoyTopology) {
   if (!topology.tracing) return {};
   return {
+    // Sample at random, not by the x-request-id: a caller's own id (kept at the edge) is no
+    // UUID, and a trace decision tied to it would leave those calls untraced.
+    request_id_extension: {
+      typed_config: typed("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", {
+        use_request_id_for_trace_sampling: false,
+      }),
+    },
     tracing: {
       random_sampling: { value: topology.tracing.samplePercent },
       provider: {

@@ -405,9 +405,11 @@ export class OrderSaga {
    * TTL by their reservation's real state (committed: confirmed; gone: failed). Never fails an
    * order whose reservation was committed. Returns how many orders it settled.
    */
-  reconcile(now = Date.now()): Promise<number> {
+  async reconcile(now = Date.now()): Promise<number> {
+    const unsettled = await this.store.unsettled(now - this.options.reservationTtlMs);
+    // A span only for a run with work: an idle reconciler would start a trace every interval.
+    if (unsettled.length === 0) return 0;
     return step("reconcile", async () => {
-      const unsettled = await this.store.unsettled(now - this.options.reservationTtlMs);
       const outcomes = await Promise.all(
         unsettled.map(async ({ orderId, reservationId, state }) => {
           const action: ReconcileAction =
