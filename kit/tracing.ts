@@ -19,7 +19,7 @@ export const tracer = () => trace.getTracer("shopmesh");
  * The share of traces recorded when tracing exports and OTEL_TRACES_SAMPLER is unset: the root
  * of a trace (Envoy for edge traffic, else the first service) samples this share, and every hop
  * after it follows the root's decision (parent-based). Chosen from the benchmark's cost of
- * tracing (docs/architecture.md).
+ * tracing (`npm run bench -- --observability`; README "Operate").
  */
 export const DEFAULT_SAMPLE_RATIO = 0.1;
 

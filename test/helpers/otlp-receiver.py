@@ -1,11 +1,12 @@
 """An OTLP/gRPC trace receiver for the trace test, on the official opentelemetry-proto stubs.
 
-    .tools/otlp-venv/bin/python test/helpers/otlp-receiver.py [port]
+    .tools/otlp-venv/bin/python test/helpers/otlp-receiver.py [port] [--count]
 
 Serves opentelemetry.proto.collector.trace.v1.TraceService on 127.0.0.1 (port 0 by default),
 prints `listening <port>` once it serves, then one JSON line per span it receives: the span's
 fields as the OTLP JSON mapping writes them (traceId and spanId in hex, as OTLP/JSON does), plus
-`service`, its resource's service.name. Stops on SIGTERM or when stdin closes.
+`service`, its resource's service.name. With --count (the benchmark), only `spans <n>` when it
+stops. Stops on SIGTERM or when stdin closes.
 """
 
 import json
@@ -27,10 +28,17 @@ def service_name(resource):
 
 
 class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
-    def __init__(self):
+    def __init__(self, count_only):
         self.lock = threading.Lock()
+        self.count_only = count_only
+        self.count = 0
 
     def Export(self, request, context):
+        if self.count_only:
+            n = sum(len(s.spans) for r in request.resource_spans for s in r.scope_spans)
+            with self.lock:
+                self.count += n
+            return trace_service_pb2.ExportTraceServiceResponse()
         lines = []
         for resource_spans in request.resource_spans:
             service = service_name(resource_spans.resource)
@@ -51,9 +59,11 @@ class Receiver(trace_service_pb2_grpc.TraceServiceServicer):
 
 
 def main():
-    port = int(sys.argv[1]) if len(sys.argv) > 1 else 0
+    args = [arg for arg in sys.argv[1:] if not arg.startswith("--")]
+    port = int(args[0]) if args else 0
+    receiver = Receiver("--count" in sys.argv)
     server = grpc.server(futures.ThreadPoolExecutor(max_workers=4))
-    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(Receiver(), server)
+    trace_service_pb2_grpc.add_TraceServiceServicer_to_server(receiver, server)
     bound = server.add_insecure_port(f"127.0.0.1:{port}")
     server.start()
     print(f"listening {bound}", flush=True)
@@ -62,6 +72,8 @@ def main():
     threading.Thread(target=lambda: (sys.stdin.read(), done.set()), daemon=True).start()
     done.wait()
     server.stop(1).wait()
+    if receiver.count_only:
+        print(f"spans {receiver.count}", flush=True)
 
 
 if __name__ == "__main__":
