@@ -880,7 +880,6 @@ export function frontDoorTopology(
   return {
     listen: { address: "127.0.0.1", port: 8080 },
     admin: { address: "127.0.0.1", port: 9901 },
-    stats: { address: "127.0.0.1", port: 9902 },
     // Relative: Envoy must run from the repo root.
     descriptorPath: DESCRIPTOR,
     services,
@@ -890,9 +889,12 @@ export function frontDoorTopology(
   };
 }
 
-/** The mesh on this machine (`npm run mesh`): `replicas` of each service, on port + 10 × i. */
+/**
+ * The mesh on this machine (`npm run mesh`): `replicas` of each service, on port + 10 × i, and
+ * the stats listener on :9902.
+ */
 export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTopology {
-  return frontDoorTopology(
+  const topology = frontDoorTopology(
     Object.fromEntries(
       registry.services.map((service) => [
         service.name,
@@ -904,6 +906,7 @@ export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTo
     ),
     registry,
   );
+  return { ...topology, stats: { address: "127.0.0.1", port: 9902 } };
 }
 
 /**
