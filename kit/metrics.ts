@@ -105,9 +105,11 @@ export function backgroundTask(metrics: Metrics, task: string): RunObserver {
 }
 
 /**
- * The store's metrics, through the database's observer hook (kit/db.ts): statement and
- * transaction durations by operation, and statements that gave up waiting for a lock held by
- * another connection (SQLITE_BUSY after busy_timeout; a shorter wait shows in the duration).
+ * The store's metrics, through the database's observer hook (kit/db.ts), on every engine:
+ * statement and transaction durations by operation, and statements the database could not take
+ * now (kit/db.ts isBusy): on SQLite, a lock held by another connection past busy_timeout (a
+ * shorter wait shows in the duration); on PostgreSQL, a serialization failure or deadlock, or a
+ * lock or statement timeout.
  */
 export function databaseMetrics(metrics: Metrics): DatabaseObserver {
   const statements = metrics.histogram({
@@ -122,7 +124,7 @@ export function databaseMetrics(metrics: Metrics): DatabaseObserver {
   });
   const busy = metrics.counter({
     name: "shop_db_busy_total",
-    help: "Statements that found the database locked by another connection past busy_timeout (SQLITE_BUSY).",
+    help: "Statements the database could not take now: SQLite busy past busy_timeout; PostgreSQL serialization failures, deadlocks, lock and statement timeouts.",
     labelNames: ["operation", "table"],
   });
   return {

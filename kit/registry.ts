@@ -1,3 +1,4 @@
+import { serviceVariable } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import type { Migration } from "./db.js";
 import type { AnyServiceModule } from "./service.js";
@@ -68,9 +69,7 @@ export function metricsPortFor(
   return port;
 }
 
-/** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
-export const serviceVariable = (name: string, setting: string) =>
-  `SHOP_${name.toUpperCase()}_${setting}`;
+export { serviceVariable };
 
 /** The one list of services, in start order: every service after the services it calls. */
 export class ServiceRegistry<N extends string = string> {

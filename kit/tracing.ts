@@ -10,7 +10,7 @@ import {
   trace,
 } from "@opentelemetry/api";
 import { NodeSDK, tracing } from "@opentelemetry/sdk-node";
-import type { DatabaseObserver, Knex } from "./db.js";
+import { type DatabaseObserver, engineOf, type Knex } from "./db.js";
 
 /** Where every span of the kit and the services comes from. */
 export const tracer = () => trace.getTracer("shopmesh");
@@ -177,12 +177,7 @@ export function inSpan<T>(
  * after the transaction's first statement: "transaction insert reservations".
  */
 export function databaseTracing(db: Knex): DatabaseObserver {
-  const client = String(db.client.config.client ?? "");
-  const system = client.includes("sqlite")
-    ? "sqlite"
-    : /^(pg|postgres)/.test(client)
-      ? "postgresql"
-      : client;
+  const system = engineOf(db) === "postgres" ? "postgresql" : "sqlite";
   return {
     transaction: (run, info) =>
       inSpan(

@@ -373,7 +373,10 @@ export class OrderSaga {
   async cancel(orderId: string): Promise<Order> {
     let { order, reservationId } = await this.store.get(orderId);
     if (order.state === CONFIRMED) {
-      await step("record_cancel", () => this.store.transition(orderId, [CONFIRMED], CANCELLING));
+      const moved = await step("record_cancel", () =>
+        this.store.transition(orderId, [CONFIRMED], CANCELLING),
+      );
+      if (moved) this.changes.emit(orderId);
       ({ order, reservationId } = await this.store.get(orderId));
     }
     if (order.state === CANCELLED) return order;
