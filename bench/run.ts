@@ -454,4 +454,6 @@ async function main(): Promise<number> {
   }
 }
 
-process.exitCode = await main();
+// `--observability`: the price of metrics and tracing, measured on its own (bench/observability.ts).
+if (process.argv.includes("--observability")) await import("./observability.js");
+else process.exitCode = await main();

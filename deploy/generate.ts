@@ -12,6 +12,7 @@ import { parseArgs } from "node:util";
 import { composeYaml } from "./compose.js";
 import { composeTopology, envoyYaml, localTopology } from "./envoy/config.js";
 import { K8S_DIR, kubernetesFiles } from "./kubernetes.js";
+import { localTargets, prometheusYaml } from "./prometheus/config.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -45,6 +46,14 @@ export function committedConfigs(): Record<string, string> {
     ),
     "deploy/compose.yaml": composeYaml(),
     ...kubernetesFiles(),
+    "deploy/prometheus/prometheus.yml": prometheusYaml(
+      localTargets(),
+      { ruleFiles: ["rules.yml"] },
+      header("npm run deploy:config", [
+        "Scrapes npm run mesh on its default ports: every replica's metrics and Envoy's stats",
+        "listener. Run from deploy/prometheus (rule files are relative to the config file).",
+      ]),
+    ),
   };
 }
 

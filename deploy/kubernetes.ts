@@ -41,6 +41,10 @@ export const OVERLAYS = {
 
 /** The front door's ports inside the cluster. */
 export const ENVOY_PORT = 8080;
+/** Envoy's stats listener: GET /metrics in Prometheus's format, nothing of the admin interface. */
+export const ENVOY_STATS_PORT = 9902;
+/** Namespaces with these labels may scrape the metrics ports (NetworkPolicies). */
+export const MONITORING_NAMESPACE_LABELS = { "shopmesh.io/monitoring": "true" };
 const ENVOY_ADMIN_PORT = 9901;
 const DESCRIPTOR_DIR = "/descriptor";
 
@@ -109,6 +113,7 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
     { name: "SHOP_SERVICE", value: name },
     { name: "SHOP_PORT", value: String(port) },
     { name: "SHOP_HEALTH_PORT", value: String(health) },
+    { name: "SHOP_METRICS_PORT", value: String(service.metricsPort) },
     ...mounts.flatMap((mount) => mount.env),
     // A DNS name of a headless Service: every ready pod is an address, balanced round_robin.
     ...service.dependencies.map((dependency) => ({
@@ -127,7 +132,7 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
       // A new pod is ready before an old one stops.
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
       template: {
-        metadata: { labels: labels(name, "service") },
+        metadata: { labels: labels(name, "service"), annotations: scrape(service.metricsPort) },
         spec: {
           automountServiceAccountToken: false,
           // No <SERVICE>_PORT variables from the cluster's Services in the environment.
@@ -143,6 +148,7 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
               ports: [
                 { name: "grpc", containerPort: port, protocol: "TCP" },
                 { name: "health", containerPort: health, protocol: "TCP" },
+                { name: "metrics", containerPort: service.metricsPort, protocol: "TCP" },
               ],
               envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
               env,
@@ -256,10 +262,24 @@ function servicePolicy(service: RegisteredService, registry: ServiceRegistry) {
           })),
           ports: [{ protocol: "TCP", port: service.port }],
         },
+        scrapers(service.metricsPort),
       ],
     },
   };
 }
+
+/** Prometheus's pod annotations: where this pod serves its metrics. */
+const scrape = (port: number) => ({
+  "prometheus.io/scrape": "true",
+  "prometheus.io/port": String(port),
+  "prometheus.io/path": "/metrics",
+});
+
+/** The metrics port, open to the namespaces labelled as monitoring (where Prometheus runs). */
+const scrapers = (port: number) => ({
+  from: [{ namespaceSelector: { matchLabels: MONITORING_NAMESPACE_LABELS } }],
+  ports: [{ protocol: "TCP", port }],
+});
 
 /** Nothing reaches a pod of the namespace unless a policy below lets it. */
 const defaultDeny = {
@@ -269,7 +289,10 @@ const defaultDeny = {
   spec: { podSelector: {}, policyTypes: ["Ingress"] },
 };
 
-/** Envoy's listener is the front door: open to any client; its admin port stays on loopback. */
+/**
+ * Envoy's listener is the front door: open to any client; its stats listener to the monitoring
+ * namespaces; its admin port stays on loopback.
+ */
 const envoyPolicy = {
   apiVersion: "networking.k8s.io/v1",
   kind: "NetworkPolicy",
@@ -277,7 +300,7 @@ const envoyPolicy = {
   spec: {
     podSelector: { matchLabels: selector("envoy") },
     policyTypes: ["Ingress"],
-    ingress: [{ ports: [{ protocol: "TCP", port: ENVOY_PORT }] }],
+    ingress: [{ ports: [{ protocol: "TCP", port: ENVOY_PORT }] }, scrapers(ENVOY_STATS_PORT)],
   },
 };
 
@@ -293,6 +316,7 @@ export function kubernetesTopology(registry: ServiceRegistry = defaultRegistry):
     ...dnsTopology(registry),
     listen: { address: "0.0.0.0", port: ENVOY_PORT },
     admin: { address: "127.0.0.1", port: ENVOY_ADMIN_PORT },
+    stats: { address: "0.0.0.0", port: ENVOY_STATS_PORT },
     descriptorPath: `${DESCRIPTOR_DIR}/shop.binpb`,
     tls: {
       cert: mounted(TLS_SECRET, "tls.crt"),
@@ -324,7 +348,7 @@ function envoyDeployment() {
       selector: { matchLabels: selector("envoy") },
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
       template: {
-        metadata: { labels: labels("envoy", "edge") },
+        metadata: { labels: labels("envoy", "edge"), annotations: scrape(ENVOY_STATS_PORT) },
         spec: {
           automountServiceAccountToken: false,
           enableServiceLinks: false,
@@ -356,7 +380,10 @@ function envoyDeployment() {
                 ...["-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart"],
                 ...["--drain-time-s", String(ENVOY_DRAIN_S), "--log-level", "info"],
               ],
-              ports: [{ name: "http", containerPort: ENVOY_PORT, protocol: "TCP" }],
+              ports: [
+                { name: "http", containerPort: ENVOY_PORT, protocol: "TCP" },
+                { name: "metrics", containerPort: ENVOY_STATS_PORT, protocol: "TCP" },
+              ],
               readinessProbe: {
                 exec: { command: ["bash", "-c", admin("GET", "/ready", "grep -q LIVE <&3")] },
                 periodSeconds: 5,

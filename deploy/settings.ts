@@ -47,7 +47,7 @@ export const SERVICE_DEFAULTS: Record<string, string> = {
  * (SHOP_HEALTH_PORT): the kubelet's `grpc:` probes and compose's health checks cannot present a
  * mesh certificate, and the service port asks for one.
  */
-export const HEALTH_PORT_OFFSET = 1000;
+export const HEALTH_PORT_OFFSET = 2000;
 export const healthPortOf = (port: number) => port + HEALTH_PORT_OFFSET;
 
 /**

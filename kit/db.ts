@@ -11,6 +11,13 @@ import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from ".
 import type { Logger } from "./logger.js";
 import { fitting } from "./page-token.js";
 
+export {
+  type DatabaseObserver,
+  describeStatement,
+  observeDatabase,
+  type Statement,
+  type TransactionInfo,
+} from "./db/observe.js";
 export type { Knex, SqliteDriver };
 export { isPostgresUrl };
 

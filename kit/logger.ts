@@ -1,4 +1,5 @@
 import { pino } from "pino";
+import { traceFields } from "./tracing.js";
 
 export type Logger = pino.Logger;
 
@@ -8,12 +9,21 @@ const FLUSH_MS = 100;
 /**
  * Structured JSON logs on stdout, one object per line. Lines are buffered (up to 4 KB, at most
  * 100 ms) and written together: one write per line was about a third of the kit's per-call cost
- * on the benchmark's echo. Call flushLogger before the process exits.
+ * on the benchmark's echo. Call flushLogger before the process exits. A line written while a
+ * span is active carries its `trace_id` and `span_id` (an rpc's own line carries its call's).
  */
 export function createLogger(service: string, level = "info"): Logger {
   const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
   setInterval(() => destination.flush(), FLUSH_MS).unref();
-  return pino({ level, base: { service }, timestamp: pino.stdTimeFunctions.isoTime }, destination);
+  return pino(
+    {
+      level,
+      base: { service },
+      timestamp: pino.stdTimeFunctions.isoTime,
+      mixin: () => traceFields(),
+    },
+    destination,
+  );
 }
 
 /** Resolves once every line logged so far is written. */

@@ -9,7 +9,10 @@ export interface RegistryEntry<M extends AnyServiceModule = AnyServiceModule> {
   readonly module: M;
   /** Where it listens by default; replica i of `npm run mesh` listens on port + 10 × (i − 1). */
   readonly port: number;
-  /** Where it will serve Prometheus metrics; not served yet. */
+  /**
+   * Where it serves Prometheus metrics (HTTP GET /metrics) by default; its port + 1000 when left
+   * out. Replica i of `npm run mesh` serves them on metricsPort + 10 × (i − 1), like its gRPC port.
+   */
   readonly metricsPort?: number;
   /**
    * Each proto service's exposure, by its key in the module's `serves`: "public" (the default)
@@ -27,7 +30,8 @@ export interface RegisteredService<N extends string = string> {
   readonly name: N;
   readonly module: AnyServiceModule;
   readonly port: number;
-  readonly metricsPort: number | undefined;
+  /** Where replica 1 serves its metrics: the entry's, or port + METRICS_PORT_OFFSET. */
+  readonly metricsPort: number;
   /** Full names of the proto services it serves, e.g. ["shop.user.v1.UserService"]. */
   readonly protoServices: readonly string[];
   /** The proto services Envoy routes at the edge; a service with none gets no cluster there. */
@@ -42,6 +46,28 @@ export interface RegisteredService<N extends string = string> {
 }
 
 const NAME = /^[a-z][a-z0-9]*$/;
+
+/** How far above its gRPC port a service serves its metrics, unless its entry says otherwise. */
+export const METRICS_PORT_OFFSET = 1000;
+
+/**
+ * The metrics port of a process of `service` serving gRPC on `grpcPort`: the same distance above
+ * it as the registry's metricsPort is above its port, so every replica has its own. Port 0 (a
+ * free port) gives 0.
+ */
+export function metricsPortFor(
+  service: Pick<RegisteredService, "name" | "port" | "metricsPort">,
+  grpcPort: number,
+): number {
+  if (grpcPort === 0) return 0;
+  const port = grpcPort + (service.metricsPort - service.port);
+  if (port < 1 || port > 65_535) {
+    throw new Error(
+      `${service.name}: no metrics port follows from port ${grpcPort}; set SHOP_METRICS_PORT`,
+    );
+  }
+  return port;
+}
 
 export { serviceVariable };
 
@@ -82,7 +108,7 @@ export class ServiceRegistry<N extends string = string> {
         name: module.name as N,
         module,
         port: entry.port,
-        metricsPort: entry.metricsPort,
+        metricsPort: entry.metricsPort ?? entry.port + METRICS_PORT_OFFSET,
         protoServices: served.map((proto) => proto.name),
         publicServices: served.filter((proto) => !internal(proto.key)).map((proto) => proto.name),
         internalServices: served.filter((proto) => internal(proto.key)).map((proto) => proto.name),
@@ -93,9 +119,15 @@ export class ServiceRegistry<N extends string = string> {
     });
     for (const [i, service] of resolved.entries()) {
       const twin = resolved.findIndex(
-        (other) => other.name === service.name || other.port === service.port,
+        (other) =>
+          other.name === service.name ||
+          [other.port, other.metricsPort].some(
+            (port) => port === service.port || port === service.metricsPort,
+          ),
       );
-      if (twin !== i) throw new Error(`${service.name}: its name or port is registered twice`);
+      if (twin !== i || service.port === service.metricsPort) {
+        throw new Error(`${service.name}: its name or one of its ports is registered twice`);
+      }
     }
     this.services = startOrder(resolved);
   }

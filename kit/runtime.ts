@@ -1,8 +1,9 @@
 import { TokenVerifier } from "./auth.js";
 import { createClient } from "./client.js";
 import { env, type ServerConfig, serverConfig } from "./config.js";
-import { type Knex, openDatabase } from "./db.js";
+import { type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
+import { databaseMetrics, Metrics, type MetricsEndpoint, serveMetrics } from "./metrics.js";
 import { authServer, forwardCredentials } from "./middleware/auth.js";
 import {
   type ClientMiddleware,
@@ -10,11 +11,14 @@ import {
   defaultServerMiddleware,
   type ServerMiddleware,
 } from "./middleware/index.js";
-import { type ServiceRegistry, serviceVariable } from "./registry.js";
+import { metricsClient, metricsServer } from "./middleware/metrics.js";
+import { tracingClient, tracingServer } from "./middleware/tracing.js";
+import { metricsPortFor, type ServiceRegistry, serviceVariable } from "./registry.js";
 import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
 import { type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
 import { channelCredentials } from "./tls.js";
+import { databaseTracing, startTracing } from "./tracing.js";
 
 export interface StartOptions extends Partial<ServerConfig> {
   logger?: Logger;
@@ -38,12 +42,26 @@ export interface StartOptions extends Partial<ServerConfig> {
   internalServices?: readonly string[];
   /** Profile, TLS identity and JWT settings; from SHOP_* variables (securityFromEnv) by default. */
   security?: SecurityConfig;
+  /**
+   * Prometheus metrics: counted by default (StartedService.metrics), served over HTTP on
+   * `host:port` when a port is given (0 picks a free one), and not at all with false.
+   */
+  metrics?: { port?: number } | false;
+  /**
+   * A span per served and outgoing call, and trace ids in the log lines; true by default. The
+   * process's OpenTelemetry SDK (startTracing) decides what is recorded and exported.
+   */
+  tracing?: boolean;
 }
 
 export interface StartedService {
   server: RunningServer;
   db: Knex;
   logger: Logger;
+  /** Its metrics; an empty registry when StartOptions.metrics is false. */
+  metrics: Metrics;
+  /** Where its metrics are served, when they are. */
+  metricsEndpoint?: MetricsEndpoint;
   /** Graceful shutdown, then background work stops, clients close and the database closes. */
   stop(): Promise<void>;
 }
@@ -57,7 +75,12 @@ export async function startService(
   const security = options.security ?? securityFromEnv();
   checkBinding(security, config.host);
   const logger = options.logger ?? createLogger(module.name, config.logLevel);
+  const metrics = new Metrics();
+  const counting = options.metrics !== false;
+  const tracing = options.tracing !== false;
   const clientMiddleware = [
+    ...(tracing ? [tracingClient] : []),
+    ...(counting ? [metricsClient(metrics)] : []),
     ...defaultClientMiddleware({
       defaultTimeoutMs: options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000),
     }),
@@ -78,13 +101,16 @@ export async function startService(
     for (const client of Object.values(clients)) client.close();
   };
   let db: Knex;
+  let metricsEndpoint: MetricsEndpoint | undefined;
   try {
     db = await openDatabase(config.database, module.migrations, { schema: module.name, logger });
   } catch (error) {
     closeClients();
     throw error;
   }
-  const implementation = module.implement({ db, logger, clients });
+  if (counting) observeDatabase(db, databaseMetrics(metrics));
+  if (tracing) observeDatabase(db, databaseTracing(db));
+  const implementation = module.implement({ db, logger, clients, metrics });
   const services: ServiceImplementation[] = Object.entries(module.serves).map(
     ([key, definition]) => ({
       definition: definition as never,
@@ -102,6 +128,8 @@ export async function startService(
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
       ...(config.healthPort !== undefined && { healthPort: config.healthPort }),
       middleware: [
+        ...(tracing ? [tracingServer] : []),
+        ...(counting ? [metricsServer(metrics)] : []),
         ...defaultServerMiddleware(logger),
         authServer({
           rules: accessRules(module),
@@ -113,6 +141,17 @@ export async function startService(
       tls: security.tls,
       internalServices: options.internalServices,
     });
+    const metricsPort = options.metrics ? options.metrics.port : undefined;
+    if (metricsPort !== undefined) {
+      metricsEndpoint = await serveMetrics(metrics, config.host, metricsPort).catch(
+        async (error: unknown) => {
+          await server.shutdown();
+          throw new Error(
+            `metrics: cannot listen on ${config.host}:${metricsPort}: ${(error as Error).message}`,
+          );
+        },
+      );
+    }
   } catch (error) {
     await implementation.close?.();
     closeClients();
@@ -124,12 +163,15 @@ export async function startService(
     server,
     db,
     logger,
+    metrics,
+    ...(metricsEndpoint && { metricsEndpoint }),
     stop() {
       stopped ??= (async () => {
         await server.shutdown();
         await implementation.close?.();
         closeClients();
         await db.destroy();
+        await metricsEndpoint?.close();
       })();
       return stopped;
     },
@@ -156,27 +198,44 @@ export function dependencyAddresses(registry: ServiceRegistry, name: string) {
  */
 export async function runService(registry: ServiceRegistry, name: string): Promise<void> {
   let service: StartedService;
+  const tracing = startTracing(name);
   try {
     const registered = registry.get(name);
+    const config = serverConfig(name, registered.port);
+    const metrics = env.bool("SHOP_METRICS", true)
+      ? { port: env.int("SHOP_METRICS_PORT", metricsPortFor(registered, config.port)) }
+      : false;
     service = await startService(registered.module, {
-      ...serverConfig(name, registered.port),
+      ...config,
       dependencies: dependencyAddresses(registry, name),
       dependencyIdentities: { ...registered.clients },
       internalServices: registry.internalServices,
+      metrics,
+      tracing: tracing.enabled,
     });
+    if (metrics) service.metrics.collectProcessMetrics();
   } catch (error) {
     console.error(`${name}: failed to start: ${(error as Error).message}`);
     process.exit(1);
   }
+  const metricsAddress = service.metricsEndpoint?.address;
   service.logger.info(
-    { address: service.server.address, health_port: service.server.healthPort },
+    {
+      address: service.server.address,
+      health_port: service.server.healthPort,
+      metrics: metricsAddress,
+      tracing: tracing.exporting,
+    },
     "serving",
   );
   // A launcher waits for this, so it never takes another process on the port for this one.
-  process.send?.({ serving: service.server.address, pid: process.pid });
+  process.send?.({ serving: service.server.address, metrics: metricsAddress, pid: process.pid });
   const stop = async (signal: string) => {
     service.logger.info({ signal }, "shutting down");
     await service.stop();
+    await tracing.shutdown().catch((error: unknown) => {
+      service.logger.warn({ err: error }, "could not export the last spans");
+    });
     service.logger.info("stopped");
     await flushLogger(service.logger);
     process.exit(0);

@@ -4,6 +4,7 @@ import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
 import type { Knex, Migration } from "./db.js";
 import type { Logger } from "./logger.js";
+import type { Metrics } from "./metrics.js";
 
 /** A generated grpc-js service definition, as ts-proto emits it. */
 // biome-ignore lint/suspicious/noExplicitAny: each generated method has its own message types.
@@ -41,11 +42,15 @@ export function everyRpc<S extends ServiceDefinition>(definition: S, rule: Acces
 /** Generated definitions by a name of the module's choosing. */
 export type Definitions = Record<string, ServiceDefinition>;
 
-/** What a service's implement() gets: its database, its logger, and a client per dependency. */
+/**
+ * What a service's implement() gets: its database, its logger, a client per dependency, and its
+ * metrics, where it registers its business metrics (the kit counts rpcs and queries itself).
+ */
 export interface ServiceEnvironment<D extends Definitions> {
   db: Knex;
   logger: Logger;
   clients: { [K in keyof D]: Client<D[K]> };
+  metrics: Metrics;
 }
 
 /** What a service's implement() returns: the handlers of each proto service it serves. */

@@ -4,7 +4,8 @@
 // file under data/mesh, or, with --postgres, one database on a PostgreSQL server this launch
 // starts in data/mesh/postgres (SHOP_DATABASE_URL points them at a server of your own). Demo
 // data on the first run (--no-seed or SHOP_SEED=false to skip), one ready banner, and Ctrl-C
-// stops everything. See deploy/README.md.
+// stops everything. With --observe, Prometheus too (SHOP_PROMETHEUS_PORT, 9090), scraping every
+// replica and Envoy, its URL in the banner. See deploy/README.md.
 import { env } from "../kit/config.js";
 import { registry } from "../services/registry.js";
 import {
@@ -21,12 +22,13 @@ import {
   tokenLines,
 } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
-import { type FleetPlan, HOST, meshPlan } from "./lib/plan.js";
+import { type FleetPlan, HOST, meshPlan, PROMETHEUS_PORT } from "./lib/plan.js";
 import { type LocalPostgres, launchPostgres } from "./lib/postgres.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
 import { Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
+const observe = process.argv.includes("--observe");
 const postgres = process.argv.includes("--postgres");
 const supervisor = new Supervisor();
 
@@ -35,6 +37,7 @@ function banner(
   envoy: NonNullable<FleetPlan["envoy"]>,
   demo: DemoData,
   tokens: string[],
+  observed: { prometheus?: string; metrics: string[] },
   server?: LocalPostgres,
 ): string {
   const front = `${HOST}:${envoy.port}`;
@@ -63,6 +66,15 @@ function banner(
         `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(" ")}   ${service.protoServices.join(" ")}`,
     ),
     `${storageLine(plan, server)} (access.log: one JSON line per request)`,
+    "",
+    "Metrics (Prometheus text, GET /metrics):",
+    `  ${"replicas".padEnd(width)} ${observed.metrics.join(" ")}`,
+    ...(envoy.statsPort
+      ? [`  ${"envoy".padEnd(width)} http://${HOST}:${envoy.statsPort}/metrics`]
+      : []),
+    observed.prometheus
+      ? `  ${"prometheus".padEnd(width)} ${observed.prometheus}   (rules and alerts: ${observed.prometheus}/alerts)`
+      : "  npm run mesh -- --observe also starts Prometheus, scraping all of them.",
     "",
     `TLS at the edge and mutual TLS inside, with the development CA in ${certFile(dir, "")}.`,
     "Tokens for the demo user and for an admin (npm run token -- --user <user_id> [--role admin]):",
@@ -123,9 +135,15 @@ try {
   console.log(
     `starting ${plan.replicas.length} replicas and Envoy; logs in ${shortPath(plan.logDir)}`,
   );
-  await supervisor.launch(plan, {
+  const launched = await supervisor.launch(plan, {
     started,
     portHint: "is another npm run mesh or npm start running?",
+    ...(observe && {
+      prometheus: {
+        port: env.int("SHOP_PROMETHEUS_PORT", PROMETHEUS_PORT),
+        scrapeInterval: env.string("SHOP_PROMETHEUS_SCRAPE_INTERVAL", "5s"),
+      },
+    }),
   });
   const access = await launchAccess(plan);
   const demo = await seedDemo(
@@ -139,6 +157,12 @@ try {
       plan.envoy as NonNullable<FleetPlan["envoy"]>,
       demo,
       await tokenLines(access.token, demo.userId),
+      {
+        metrics: launched.replicas.flatMap((proc) =>
+          proc.metricsAddress ? [`http://${proc.metricsAddress}/metrics`] : [],
+        ),
+        ...(launched.prometheus && { prometheus: launched.prometheus.url }),
+      },
       server,
     ),
   );

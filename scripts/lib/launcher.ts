@@ -32,6 +32,8 @@ export interface ProcessSpec {
   service: ServiceName;
   host: string;
   port: number;
+  /** Where it serves its metrics (SHOP_METRICS_PORT); 0 for a free port it reports. */
+  metricsPort?: number;
   /** Extra SHOP_* settings: database, dependency addresses. */
   env?: Record<string, string>;
 }
@@ -46,6 +48,8 @@ export interface LoggedProcess {
 export interface RunningProcess extends LoggedProcess {
   spec: ProcessSpec;
   address: string;
+  /** Where it serves its metrics (`host:port`), once it has said so; none when it serves none. */
+  metricsAddress?: string;
 }
 
 export class LaunchError extends Error {}
@@ -100,7 +104,13 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
     SHOP_PORT: String(spec.port),
     ...spec.env,
   });
-  return { ...proc, spec, address: `${spec.host}:${spec.port}` };
+  const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };
+  // kit/runtime.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
+  proc.child.on("message", (message) => {
+    const metrics = (message as { metrics?: unknown } | null)?.metrics;
+    if (typeof metrics === "string") running.metricsAddress = metrics;
+  });
+  return running;
 }
 
 /**

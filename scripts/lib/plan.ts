@@ -9,8 +9,9 @@ import {
   frontDoorTopology,
 } from "../../deploy/envoy/config.js";
 import { isPostgresUrl } from "../../kit/db.js";
-import { serviceVariable } from "../../kit/registry.js";
+import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
+import { otlpEndpoint, sampleRatio } from "../../kit/tracing.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { freePorts, type ProcessSpec, repoRoot } from "./launcher.js";
 
@@ -38,6 +39,8 @@ export interface FleetPlan {
   envoy?: {
     port: number;
     adminPort: number;
+    /** Envoy's Prometheus stats, for scrapers (GET /metrics), when it has a stats listener. */
+    statsPort?: number;
     /** Where the launcher writes the generated config. */
     configFile: string;
     /** One JSON line per request (deploy/envoy/config.ts ACCESS_LOG_FORMAT). */
@@ -52,11 +55,24 @@ export interface PlanOptions {
   dataDir: string;
   /** The ports of each service's replicas; one replica per port. */
   ports: Record<ServiceName, number[]>;
+  /**
+   * Where each replica serves its metrics, in the order of `ports`; a free port each (0) when
+   * absent, which the replica reports once it serves.
+   */
+  metricsPorts?: Partial<Record<ServiceName, number[]>>;
   /** Name replicas `<service>-<n>` even when each service has one (the mesh does). */
   numbered?: boolean;
   /** PostgreSQL URLs of the services whose data is not in `<dataDir>/<service>.sqlite`. */
   databases?: Partial<Record<ServiceName, string>>;
-  envoy?: { port: number; adminPort: number; healthCheckIntervalMs?: number };
+  envoy?: {
+    port: number;
+    adminPort: number;
+    /** A stats listener on this port (GET /metrics); none when absent. */
+    statsPort?: number;
+    healthCheckIntervalMs?: number;
+    /** Where Envoy sends its spans (OTLP/gRPC), and the share of new traces it samples. */
+    tracing?: EnvoyTopology["tracing"];
+  };
   /** Mutual TLS with the credentials in this folder; plaintext without. */
   tls?: string;
   /** Origins browsers may call Envoy from (CORS). */
@@ -70,7 +86,10 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
   const { ports } = options;
   const all = [
     ...Object.values<number[]>(ports).flat(),
-    ...(options.envoy ? [options.envoy.port, options.envoy.adminPort] : []),
+    ...Object.values(options.metricsPorts ?? {}).flat(),
+    ...(options.envoy
+      ? [options.envoy.port, options.envoy.adminPort, options.envoy.statsPort]
+      : []),
   ];
   const taken = all.filter((port, i) => port !== 0 && all.indexOf(port) !== i);
   if (taken.length > 0) {
@@ -99,6 +118,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
         ...(isPostgresUrl(database)
           ? { [serviceVariable(service.name, "DATABASE_URL")]: database }
           : { SHOP_DATABASE: database }),
+        SHOP_METRICS_PORT: String(options.metricsPorts?.[service.name]?.[i] ?? 0),
       };
       if (options.tls) {
         env.SHOP_TLS_CERT_FILE = path.join(options.tls, `${service.name}.crt`);
@@ -114,6 +134,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
         service: service.name,
         host: HOST,
         port,
+        metricsPort: Number(env.SHOP_METRICS_PORT),
         env,
       });
     }
@@ -126,6 +147,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
     envoy = {
       port: options.envoy.port,
       adminPort: options.envoy.adminPort,
+      ...(options.envoy.statsPort !== undefined && { statsPort: options.envoy.statsPort }),
       configFile: path.join(dataDir, "envoy.yaml"),
       accessLog,
       healthCheckIntervalMs,
@@ -137,6 +159,11 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
         ),
         listen: { address: HOST, port: options.envoy.port },
         admin: { address: HOST, port: options.envoy.adminPort },
+        stats:
+          options.envoy.statsPort === undefined
+            ? undefined
+            : { address: HOST, port: options.envoy.statsPort },
+        ...(options.envoy.tracing && { tracing: options.envoy.tracing }),
         accessLogPath: accessLog,
         healthCheckIntervalMs,
         ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
@@ -184,6 +211,31 @@ function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: numbe
   return Array.from({ length: replicas }, (_, i) => base + 10 * i);
 }
 
+/**
+ * Where a service's replicas serve metrics: SHOP_<NAME>_METRICS_PORTS (a comma-separated list),
+ * else each gRPC port's metrics port as the registry derives it (metricsPortFor).
+ */
+function replicaMetricsPorts(env: NodeJS.ProcessEnv, name: ServiceName, grpc: number[]): number[] {
+  const variable = serviceVariable(name, "METRICS_PORTS");
+  const list = env[variable];
+  if (list) {
+    const ports = list.split(",").map((part) => Number(part.trim()));
+    if (
+      ports.length !== grpc.length ||
+      !ports.every((p) => Number.isInteger(p) && p > 0 && p <= 65_535)
+    ) {
+      throw new Error(`${variable} must list a port per replica, got "${list}"`);
+    }
+    return ports;
+  }
+  return grpc.map((port) => metricsPortFor(registry.get(name), port));
+}
+
+const metricsPortsFrom = (env: NodeJS.ProcessEnv, ports: Record<ServiceName, number[]>) =>
+  Object.fromEntries(
+    registry.names.map((name) => [name, replicaMetricsPorts(env, name, ports[name])]),
+  ) as Record<ServiceName, number[]>;
+
 /** SHOP_<NAME>_DATABASE_URL, else SHOP_DATABASE_URL, of every service that has one. */
 const databasesFrom = (env: NodeJS.ProcessEnv): Partial<Record<ServiceName, string>> =>
   Object.fromEntries(
@@ -202,9 +254,11 @@ const portsFrom = (env: NodeJS.ProcessEnv, replicas: number) =>
  * in SHOP_DATA_DIR (data/), no front door.
  */
 export function startPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
+  const ports = portsFrom(env, 1);
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data"),
-    ports: portsFrom(env, 1),
+    ports,
+    metricsPorts: metricsPortsFrom(env, ports),
     databases: databasesFrom(env),
   });
 }
@@ -225,14 +279,19 @@ export const corsOriginsFrom = (env: NodeJS.ProcessEnv) =>
 export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   const replicas = port(env, "SHOP_MESH_REPLICAS", 2);
   if (replicas < 1) throw new Error("SHOP_MESH_REPLICAS must be at least 1");
+  const ports = portsFrom(env, replicas);
+  const tracing = envoyTracing(env);
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"),
-    ports: portsFrom(env, replicas),
+    ports,
+    metricsPorts: metricsPortsFrom(env, ports),
     databases: databasesFrom(env),
     numbered: true,
     envoy: {
       port: port(env, "SHOP_ENVOY_PORT", 8080),
       adminPort: port(env, "SHOP_ENVOY_ADMIN_PORT", 9901),
+      statsPort: port(env, "SHOP_ENVOY_STATS_PORT", ENVOY_STATS_PORT),
+      ...(tracing && { tracing }),
     },
     // The production shape: TLS at the edge, mutual TLS inside, with the development credentials.
     tls: DEV_CERTS_DIR,
@@ -240,21 +299,48 @@ export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   });
 }
 
+/** Envoy's stats listener in `npm run mesh` (SHOP_ENVOY_STATS_PORT): beside its admin port. */
+export const ENVOY_STATS_PORT = 9902;
+
+/** Prometheus in `npm run mesh -- --observe` (SHOP_PROMETHEUS_PORT): its customary port. */
+export const PROMETHEUS_PORT = 9090;
+
+/**
+ * Envoy's tracer, from the same OTEL_* variables the services read (kit/tracing.ts): spans go to
+ * the OTLP/gRPC endpoint when traces are exported over gRPC, sampled at the services' ratio.
+ */
+export function envoyTracing(env: NodeJS.ProcessEnv): EnvoyTopology["tracing"] | undefined {
+  const endpoint = otlpEndpoint(env);
+  if (endpoint?.protocol !== "grpc") return undefined;
+  const url = new URL(endpoint.url);
+  return {
+    collector: { host: url.hostname, port: Number(url.port || 4317) },
+    samplePercent: sampleRatio(env) * 100,
+  };
+}
+
 /**
  * Free ports for a launch, as the environment variables startPlan and meshPlan read: one per
- * replica of every registered service, and Envoy's two when `envoy` is set.
+ * replica of every registered service and one for its metrics, and Envoy's three and
+ * Prometheus's when `envoy` is set.
  */
 export async function freePortEnv(
   replicas: number,
   envoy: boolean,
 ): Promise<Record<string, string>> {
-  const ports = (await freePorts(registry.names.length * replicas + (envoy ? 2 : 0))).map(String);
+  const count = registry.names.length * replicas * 2 + (envoy ? 4 : 0);
+  const ports = (await freePorts(count)).map(String);
   const take = (n: number) => ports.splice(0, n).join(",");
   const env: Record<string, string> = {};
-  for (const name of registry.names) env[serviceVariable(name, "PORTS")] = take(replicas);
+  for (const name of registry.names) {
+    env[serviceVariable(name, "PORTS")] = take(replicas);
+    env[serviceVariable(name, "METRICS_PORTS")] = take(replicas);
+  }
   if (envoy) {
     env.SHOP_ENVOY_PORT = take(1);
     env.SHOP_ENVOY_ADMIN_PORT = take(1);
+    env.SHOP_ENVOY_STATS_PORT = take(1);
+    env.SHOP_PROMETHEUS_PORT = take(1);
   }
   return env;
 }

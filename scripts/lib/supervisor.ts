@@ -27,6 +27,12 @@ import {
   waitServing,
 } from "./launcher.js";
 import type { FleetPlan } from "./plan.js";
+import {
+  type PrometheusProcess,
+  planTargets,
+  prometheusBinary,
+  spawnPrometheus,
+} from "./prometheus.js";
 
 /** The file that marks a data directory as in use by one launch. */
 export const LOCK_FILE = ".shopmesh.lock";
@@ -42,11 +48,17 @@ export interface LaunchOptions {
   env?: Record<string, string>;
   /** Envoy's worker threads (--concurrency); one per core by default. */
   envoyConcurrency?: number;
+  /**
+   * Prometheus on this port, scraping every replica and Envoy (scripts/lib/prometheus.ts), started
+   * once they serve; every `scrapeInterval` (5 s by default).
+   */
+  prometheus?: { port: number; scrapeInterval?: string };
 }
 
 export interface Launched {
   replicas: RunningProcess[];
   envoy?: EnvoyProcess;
+  prometheus?: PrometheusProcess;
 }
 
 function alive(pid: number): boolean {
@@ -163,8 +175,20 @@ export class Supervisor {
     const started = options.started ?? Date.now();
     const say = (line: string) => options.quiet || console.log(line);
     this.lockDataDir(plan.dataDir);
-    const ports: [string, number][] = plan.replicas.map((replica) => [replica.name, replica.port]);
-    if (plan.envoy) ports.push(["envoy", plan.envoy.port], ["envoy admin", plan.envoy.adminPort]);
+    const ports: [string, number][] = plan.replicas.flatMap((replica): [string, number][] => [
+      [replica.name, replica.port],
+      ...(replica.metricsPort
+        ? [[`${replica.name} metrics`, replica.metricsPort] as [string, number]]
+        : []),
+    ]);
+    if (plan.envoy) {
+      ports.push(["envoy", plan.envoy.port], ["envoy admin", plan.envoy.adminPort]);
+      if (plan.envoy.statsPort) ports.push(["envoy stats", plan.envoy.statsPort]);
+    }
+    if (options.prometheus) {
+      prometheusBinary();
+      ports.push(["prometheus", options.prometheus.port]);
+    }
     await assertFree(plan.replicas[0]?.host ?? "127.0.0.1", ports, options.portHint);
 
     mkdirSync(plan.logDir, { recursive: true });
@@ -234,7 +258,25 @@ export class Supervisor {
         `  ${"envoy".padEnd(width)} 127.0.0.1:${plan.envoy?.port} all replicas healthy (${Date.now() - started} ms)`,
       );
     }
-    return { replicas, ...(envoy && { envoy }) };
+    let prometheus: PrometheusProcess | undefined;
+    if (options.prometheus) {
+      const metrics = Object.fromEntries(
+        replicas.map((proc) => [proc.spec.name, proc.metricsAddress ?? ""]),
+      );
+      prometheus = this.add(
+        await spawnPrometheus({
+          targets: planTargets(plan, metrics),
+          port: options.prometheus.port,
+          dataDir: plan.dataDir,
+          logDir: plan.logDir,
+          ...(options.prometheus.scrapeInterval && {
+            scrapeInterval: options.prometheus.scrapeInterval,
+          }),
+        }),
+      );
+      say(`  ${"prometheus".padEnd(width)} ${prometheus.url} ready (${Date.now() - started} ms)`);
+    }
+    return { replicas, ...(envoy && { envoy }), ...(prometheus && { prometheus }) };
   }
 
   /**

@@ -13,12 +13,32 @@ import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { toServiceError } from "../../kit/middleware/status.js";
 import { totalOf } from "../../kit/money.js";
+import { inSpan } from "../../kit/tracing.js";
 import { IdempotencyKeyTaken, type OrderStore, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
 export interface Dependencies {
   users: Client<typeof UserServiceService>;
   inventory: Client<typeof InventoryServiceService>;
+}
+
+/** What the reconciler does for one unsettled order. */
+export type ReconcileAction = "release" | "finish_cancel" | "settle";
+
+/** How it went: done, failed (left for the next run), or skipped (another call settled it). */
+export type ReconcileResult = "done" | "failed" | "skipped";
+
+/**
+ * What the saga tells about the orders it moves, as it happens; the service counts them
+ * (business metrics). Every hook is optional.
+ */
+export interface SagaEvents {
+  /** This process moved an order to `state`. */
+  stateChanged?(state: OrderState): void;
+  /** CreateOrder answered with the order its request_id had already placed. */
+  replayed?(): void;
+  /** The reconciler acted on an unsettled order. */
+  reconciled?(action: ReconcileAction, result: ReconcileResult): void;
 }
 
 export interface SagaOptions {
@@ -30,6 +50,7 @@ export interface SagaOptions {
    */
   settleTimeoutMs?: number;
   logger: Logger;
+  events?: SagaEvents;
 }
 
 /**
@@ -77,6 +98,9 @@ const callerGone = (error: unknown) =>
   error instanceof ServiceError &&
   (error.code === Code.CANCELLED || error.code === Code.DEADLINE_EXCEEDED);
 
+/** A step of the saga, as a span of its own: `saga.<name>` (docs/architecture.md). */
+const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`, work);
+
 const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   PENDING: OrderState.ORDER_STATE_PENDING,
   CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
@@ -97,11 +121,21 @@ export class OrderSaga {
   readonly changes = new EventEmitter().setMaxListeners(0);
   private readonly inflight = new Map<string, Promise<Order>>();
 
+  private readonly events: SagaEvents;
+
   constructor(
     private readonly store: OrderStore,
     private readonly deps: Dependencies,
     private readonly options: SagaOptions,
-  ) {}
+  ) {
+    this.events = options.events ?? {};
+  }
+
+  /** This process moved an order to `state`: watchers and the events hear of it. */
+  private changed(orderId: string, state: OrderState) {
+    this.changes.emit(orderId);
+    this.events.stateChanged?.(state);
+  }
 
   /**
    * CreateOrder: one order per idempotency key (the request's request_id), however many
@@ -120,6 +154,7 @@ export class OrderSaga {
       try {
         const order = await run;
         if (!sameRequest(order, request)) throw keyReused(key, order.orderId);
+        if (joined) this.events.replayed?.();
         return order;
       } catch (error) {
         // The run this call joined ended with its own caller's deadline; this caller may still
@@ -140,8 +175,11 @@ export class OrderSaga {
         continue;
       }
       if (!sameRequest(existing.order, request)) throw keyReused(key, existing.order.orderId);
-      const settled = await this.settle(existing, { ctx });
-      if (settled) return settled;
+      const settled = await step("settle", () => this.settle(existing, { ctx }));
+      if (settled) {
+        this.events.replayed?.();
+        return settled;
+      }
       // It failed: its key is free again, and this call places a new order.
     }
     throw new ServiceError(
@@ -184,7 +222,8 @@ export class OrderSaga {
 
   /** PENDING → CONFIRMED after a commit; the order as it then stands, if it is confirmed. */
   private async confirm(orderId: string): Promise<Order | undefined> {
-    if (await this.store.transition(orderId, [PENDING], CONFIRMED)) this.changes.emit(orderId);
+    if (await this.store.transition(orderId, [PENDING], CONFIRMED))
+      this.changed(orderId, CONFIRMED);
     const { order } = await this.store.get(orderId);
     return order.state === CONFIRMED ? order : undefined;
   }
@@ -192,7 +231,7 @@ export class OrderSaga {
   /** PENDING → FAILED, then the reservation back; only the call that failed it releases. */
   private async failOrder(orderId: string, reservationId: string): Promise<boolean> {
     if (!(await this.store.fail(orderId))) return false;
-    this.changes.emit(orderId);
+    this.changed(orderId, FAILED);
     if (await this.release(reservationId)) await this.store.markReleased(orderId);
     return true;
   }
@@ -204,33 +243,37 @@ export class OrderSaga {
     ctx: CallContext,
   ): Promise<Order | undefined> {
     const { users, inventory } = this.deps;
-    await users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
-      throw fromDependency("user", error);
-    });
+    await step("check_user", () =>
+      users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
+        throw fromDependency("user", error);
+      }),
+    );
 
     const orderId = newId("ord");
     const reservationId = reservationIdOf(orderId);
     const ttlMs = this.options.reservationTtlMs;
-    const { reservation } = await inventory
-      .reserveStock(
-        {
-          reservationId,
-          lines: request.lines.map(({ productId, quantity }) => ({
-            productId,
-            quantity,
-            unitPrice: undefined,
-          })),
-          ttl: { seconds: String(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 },
-        },
-        { ctx },
-      )
-      .catch(async (error) => {
-        // The reservation may have been made even though the reply was lost.
-        if (!(error instanceof ServiceError) || error.code !== Code.FAILED_PRECONDITION) {
-          await this.release(reservationId);
-        }
-        throw fromDependency("product", error);
-      });
+    const { reservation } = await step("reserve", () =>
+      inventory
+        .reserveStock(
+          {
+            reservationId,
+            lines: request.lines.map(({ productId, quantity }) => ({
+              productId,
+              quantity,
+              unitPrice: undefined,
+            })),
+            ttl: { seconds: String(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 },
+          },
+          { ctx },
+        )
+        .catch(async (error) => {
+          // The reservation may have been made even though the reply was lost.
+          if (!(error instanceof ServiceError) || error.code !== Code.FAILED_PRECONDITION) {
+            await this.release(reservationId);
+          }
+          throw fromDependency("product", error);
+        }),
+    );
 
     try {
       const lines = (reservation?.lines ?? []).map((line) => {
@@ -250,15 +293,17 @@ export class OrderSaga {
         );
       }
       const currencyCode = lines[0]?.currencyCode ?? "";
-      await this.store.insert({
-        orderId,
-        userId: request.userId,
-        idempotencyKey: key,
-        reservationId,
-        currencyCode,
-        totalMinor: totalOf(currencyCode, lines),
-        lines,
-      });
+      await step("write", () =>
+        this.store.insert({
+          orderId,
+          userId: request.userId,
+          idempotencyKey: key,
+          reservationId,
+          currencyCode,
+          totalMinor: totalOf(currencyCode, lines),
+          lines,
+        }),
+      );
     } catch (error) {
       await this.release(reservationId);
       // Another call won the key: the caller settles its order instead.
@@ -267,7 +312,7 @@ export class OrderSaga {
     }
 
     try {
-      return await this.complete(orderId, reservationId, ctx);
+      return await step("commit", () => this.complete(orderId, reservationId, ctx));
     } catch (error) {
       // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
       // caller's own key (request_id) a retry places another order, so UNAVAILABLE (an
@@ -305,17 +350,19 @@ export class OrderSaga {
    * Best-effort compensation, on its own deadline: the caller's may already have passed. A
    * failure here is covered by the reservation's TTL and by reconcile().
    */
-  private async release(reservationId: string): Promise<boolean> {
-    try {
-      await this.deps.inventory.releaseReservation(
-        { reservationId },
-        { timeoutMs: this.options.settleTimeoutMs },
-      );
-      return true;
-    } catch (error) {
-      this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
-      return false;
-    }
+  private release(reservationId: string): Promise<boolean> {
+    return step("release", async () => {
+      try {
+        await this.deps.inventory.releaseReservation(
+          { reservationId },
+          { timeoutMs: this.options.settleTimeoutMs },
+        );
+        return true;
+      } catch (error) {
+        this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
+        return false;
+      }
+    });
   }
 
   /**
@@ -326,7 +373,10 @@ export class OrderSaga {
   async cancel(orderId: string): Promise<Order> {
     let { order, reservationId } = await this.store.get(orderId);
     if (order.state === CONFIRMED) {
-      if (await this.store.transition(orderId, [CONFIRMED], CANCELLING)) this.changes.emit(orderId);
+      const moved = await step("record_cancel", () =>
+        this.store.transition(orderId, [CONFIRMED], CANCELLING),
+      );
+      if (moved) this.changes.emit(orderId);
       ({ order, reservationId } = await this.store.get(orderId));
     }
     if (order.state === CANCELLED) return order;
@@ -341,13 +391,15 @@ export class OrderSaga {
     return (await this.store.get(orderId)).order;
   }
 
-  private async finishCancel(orderId: string, reservationId: string): Promise<void> {
-    await this.deps.inventory
-      .releaseReservation({ reservationId }, { timeoutMs: this.options.settleTimeoutMs })
-      .catch((error) => {
-        throw fromDependency("product", error);
-      });
-    if (await this.store.finishCancel(orderId)) this.changes.emit(orderId);
+  private finishCancel(orderId: string, reservationId: string): Promise<void> {
+    return step("finish_cancel", async () => {
+      await this.deps.inventory
+        .releaseReservation({ reservationId }, { timeoutMs: this.options.settleTimeoutMs })
+        .catch((error) => {
+          throw fromDependency("product", error);
+        });
+      if (await this.store.finishCancel(orderId)) this.changed(orderId, CANCELLED);
+    });
   }
 
   /**
@@ -358,32 +410,46 @@ export class OrderSaga {
    */
   async reconcile(now = Date.now()): Promise<number> {
     const unsettled = await this.store.unsettled(now - this.options.reservationTtlMs);
-    const outcomes = await Promise.all(
-      unsettled.map(async ({ orderId, reservationId, state }) => {
-        try {
-          if (state === FAILED) {
-            if (!(await this.release(reservationId))) return false;
-            await this.store.markReleased(orderId);
-            return true;
-          }
-          if (state === CANCELLING) {
-            await this.finishCancel(orderId, reservationId);
-            return true;
-          }
-          const stored = await this.store.find(orderId);
-          if (stored?.order.state !== PENDING) return false;
-          await this.settle(stored, { timeoutMs: this.options.settleTimeoutMs });
-          return true;
-        } catch (error) {
-          this.options.logger.warn(
-            { err: error, orderId },
-            "could not settle the order; will retry",
-          );
-          return false;
-        }
-      }),
-    );
-    return outcomes.filter(Boolean).length;
+    // A span only for a run with work: an idle reconciler would start a trace every interval.
+    if (unsettled.length === 0) return 0;
+    return step("reconcile", async () => {
+      const outcomes = await Promise.all(
+        unsettled.map(async ({ orderId, reservationId, state }) => {
+          const action: ReconcileAction =
+            state === FAILED ? "release" : state === CANCELLING ? "finish_cancel" : "settle";
+          const result = await this.reconcileOne(orderId, reservationId, state);
+          this.events.reconciled?.(action, result);
+          return result;
+        }),
+      );
+      return outcomes.filter((result) => result === "done").length;
+    });
+  }
+
+  /** Settles one unsettled order. */
+  private async reconcileOne(
+    orderId: string,
+    reservationId: string,
+    state: OrderState,
+  ): Promise<ReconcileResult> {
+    try {
+      if (state === FAILED) {
+        if (!(await this.release(reservationId))) return "failed";
+        await this.store.markReleased(orderId);
+        return "done";
+      }
+      if (state === CANCELLING) {
+        await this.finishCancel(orderId, reservationId);
+        return "done";
+      }
+      const stored = await this.store.find(orderId);
+      if (stored?.order.state !== PENDING) return "skipped";
+      await step("settle", () => this.settle(stored, { timeoutMs: this.options.settleTimeoutMs }));
+      return "done";
+    } catch (error) {
+      this.options.logger.warn({ err: error, orderId }, "could not settle the order; will retry");
+      return "failed";
+    }
   }
 }
 

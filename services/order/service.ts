@@ -3,9 +3,11 @@ import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { signedIn } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
+import { backgroundTask } from "../../kit/metrics.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
 import { orderHandlers } from "./handlers.js";
+import { orderMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
@@ -41,12 +43,13 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         watchOrder: signedIn,
       },
     },
-    implement: ({ db, logger, clients }) => {
+    implement: ({ db, logger, clients, metrics }) => {
       const settings = { ...orderSettings(), ...overrides };
       const store = new OrderStore(db);
       const saga = new OrderSaga(store, clients, {
         reservationTtlMs: settings.reservationTtlMs,
         logger,
+        events: orderMetrics(metrics),
       });
       const reconcile = repeat(
         settings.reconcileMs,
@@ -55,6 +58,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
           if (count > 0) logger.info({ count }, "settled unfinished orders");
         },
         (error) => logger.warn({ err: error }, "reconcile failed"),
+        backgroundTask(metrics, "reconcile"),
       );
       return {
         handlers: { OrderService: orderHandlers(store, saga, { pollMs: settings.watchPollMs }) },

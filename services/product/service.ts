@@ -2,9 +2,11 @@ import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { adminOnly, internal, open } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
+import { backgroundTask } from "../../kit/metrics.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
+import { reservationMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
@@ -34,18 +36,22 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
         releaseReservation: internal("order"),
       },
     },
-    implement: ({ db, logger }) => {
+    implement: ({ db, logger, metrics }) => {
       const store = new ProductStore(db);
+      const reservations = reservationMetrics(metrics, store);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
       const sweep = repeat(
         overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000),
         async () => {
-          const count = await store.expire(Date.now(), (reservationId, error) =>
-            logger.warn({ err: error, reservationId }, "reservation could not expire; will retry"),
-          );
+          const count = await store.expire(Date.now(), (reservationId, error) => {
+            reservations.expiryFailed();
+            logger.warn({ err: error, reservationId }, "reservation could not expire; will retry");
+          });
+          reservations.expired(count);
           if (count > 0) logger.info({ count }, "expired reservations");
         },
         (error) => logger.warn({ err: error }, "reservation sweep failed"),
+        backgroundTask(metrics, "reservation_sweep"),
       );
       return {
         handlers: {

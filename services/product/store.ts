@@ -395,6 +395,20 @@ export class ProductStore {
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }
 
+  /** How many reservations are held, and since when the oldest one (ms since the epoch). */
+  async held(): Promise<{ count: number; oldest?: number }> {
+    // A count and a bigint come back as numbers from SQLite and as decimal strings from PostgreSQL.
+    const [row] = (await this.db("reservations")
+      .where({ state: HELD })
+      .count({ count: "*" })
+      .min({ oldest: "create_time" })) as { count: unknown; oldest: unknown }[];
+    const count = Number(readInteger(row?.count) ?? 0);
+    return {
+      count,
+      ...(row?.oldest !== null && row?.oldest !== undefined && { oldest: readTime(row.oldest) }),
+    };
+  }
+
   /**
    * Expires held reservations past their TTL and returns their units, each in a transaction of
    * its own: one that cannot give its units back stays held, is passed to `onFailure`, and never

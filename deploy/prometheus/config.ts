@@ -1,0 +1,72 @@
+// Prometheus's scrape configuration, derived from the registry: one job per registered service
+// (job="<name>", a target per replica's metrics port) and one for Envoy's stats listener.
+// `npm run mesh -- --observe` writes it for its own ports; deploy/prometheus/prometheus.yml is the
+// committed copy for the default ports. The rules beside it (rules.yml) read these job names.
+import { stringify } from "yaml";
+import { metricsPortFor, type ServiceRegistry } from "../../kit/registry.js";
+import { registry as defaultRegistry } from "../../services/registry.js";
+
+/** What Prometheus scrapes: `host:port` of every replica's metrics, by service, and Envoy's. */
+export interface ScrapeTargets {
+  services: Record<string, readonly string[]>;
+  /** Envoy's stats listener (GET /metrics), when there is an Envoy. */
+  envoy?: string;
+}
+
+export interface PrometheusOptions {
+  /** How often every target is scraped; 15 s by default. */
+  scrapeInterval?: string;
+  /** Rule files, as Prometheus opens them. */
+  ruleFiles?: readonly string[];
+}
+
+/** The Prometheus configuration for `targets`, as a plain object. */
+export function prometheusConfig(
+  targets: ScrapeTargets,
+  options: PrometheusOptions = {},
+  registry: ServiceRegistry = defaultRegistry,
+): Record<string, unknown> {
+  const interval = options.scrapeInterval ?? "15s";
+  const jobs = registry.services.map((service) => ({
+    job_name: service.name,
+    static_configs: [{ targets: [...(targets.services[service.name] ?? [])] }],
+  }));
+  return {
+    global: { scrape_interval: interval, evaluation_interval: interval },
+    ...(options.ruleFiles && { rule_files: [...options.ruleFiles] }),
+    scrape_configs: [
+      ...jobs,
+      ...(targets.envoy
+        ? [{ job_name: "envoy", static_configs: [{ targets: [targets.envoy] }] }]
+        : []),
+    ],
+  };
+}
+
+/** `prometheusConfig` as YAML text, with a header saying where it came from. */
+export function prometheusYaml(
+  targets: ScrapeTargets,
+  options: PrometheusOptions = {},
+  header = "",
+): string {
+  return header + stringify(prometheusConfig(targets, options), { lineWidth: 0 });
+}
+
+/**
+ * The targets of `npm run mesh` on its default ports: `replicas` of every service, replica i's
+ * metrics on its registry metrics port + 10 × (i − 1), and Envoy's stats listener on :9902.
+ */
+export function localTargets(replicas = 2, registry = defaultRegistry): ScrapeTargets {
+  return {
+    services: Object.fromEntries(
+      registry.services.map((service) => [
+        service.name,
+        Array.from(
+          { length: replicas },
+          (_, i) => `127.0.0.1:${metricsPortFor(service, service.port + 10 * i)}`,
+        ),
+      ]),
+    ),
+    envoy: "127.0.0.1:9902",
+  };
+}

@@ -1,0 +1,92 @@
+// Watching a database's work, for metrics and traces, through knex's query events and its
+// transaction method: the same on every engine and driver. Only kit/db.ts uses this file.
+import type { Knex } from "knex";
+
+/** One statement as an observer sees it once it is done. */
+export interface Statement {
+  /** The SQL verb, lower-case: select, insert, update, delete, … */
+  operation: string;
+  /** The table it names first (after FROM, INTO or UPDATE); "" when none. */
+  table: string;
+  seconds: number;
+  /** Set when the statement failed. */
+  error?: unknown;
+}
+
+/** What a transaction did: filled in as its statements run. */
+export interface TransactionInfo {
+  /** Its first statement, as "<operation> <table>", e.g. "insert reservations"; "" until then. */
+  first: string;
+}
+
+/**
+ * Watches a database's work, for metrics and traces: every statement once it is done, and every
+ * transaction (`run` is the transaction; a wrapper may time it, or run it inside a span). Works
+ * through knex's query events and its transaction method, so it is the same for every engine.
+ */
+export interface DatabaseObserver {
+  statement?(done: Statement): void;
+  transaction?<T>(run: () => Promise<T>, info: TransactionInfo): Promise<T>;
+}
+
+const VERB = /^\s*(\w+)/;
+const TABLE = /\b(?:from|into|update)\s+[`"[]?([\w.]+)/i;
+
+/** The verb and first table of a SQL statement. */
+export function describeStatement(sql: string): { operation: string; table: string } {
+  return {
+    operation: (VERB.exec(sql)?.[1] ?? "").toLowerCase(),
+    table: TABLE.exec(sql)?.[1] ?? "",
+  };
+}
+
+interface QueryEvent {
+  __knexQueryUid?: string;
+  sql: string;
+}
+
+/** Calls `observer` for every statement and transaction of `db` from now on. */
+export function observeDatabase(db: Knex, observer: DatabaseObserver): void {
+  const { statement, transaction } = observer;
+  if (statement) {
+    // BEGIN and COMMIT come without an id and without a response: only statements are timed.
+    const started = new Map<string, number>();
+    const done = (query: QueryEvent, error?: unknown) => {
+      const uid = query.__knexQueryUid;
+      const start = uid === undefined ? undefined : started.get(uid);
+      if (start === undefined) return;
+      started.delete(uid as string);
+      statement({
+        ...describeStatement(query.sql),
+        seconds: (performance.now() - start) / 1000,
+        ...(error !== undefined && { error }),
+      });
+    };
+    db.on("query", (query: QueryEvent) => {
+      if (query.__knexQueryUid !== undefined) started.set(query.__knexQueryUid, performance.now());
+    });
+    db.on("query-response", (_response: unknown, query: QueryEvent) => done(query));
+    db.on("query-error", (error: unknown, query: QueryEvent) => done(query, error));
+  }
+  if (transaction) {
+    const begin = db.transaction.bind(db) as (...args: unknown[]) => Promise<unknown>;
+    const observed = (container: unknown, config?: unknown) => {
+      // The provider forms (no function) are left as they are.
+      if (typeof container !== "function") return begin(container, config);
+      const info: TransactionInfo = { first: "" };
+      return transaction(
+        () =>
+          begin((trx: Knex.Transaction) => {
+            trx.once("query", (query: QueryEvent) => {
+              const { operation, table } = describeStatement(query.sql);
+              info.first = table ? `${operation} ${table}` : operation;
+            });
+            return (container as (trx: Knex.Transaction) => unknown)(trx);
+          }, config),
+        info,
+      );
+    };
+    // knex defines its methods as read-only properties of the instance.
+    Object.defineProperty(db, "transaction", { value: observed, configurable: true });
+  }
+}

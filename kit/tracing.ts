@@ -1,0 +1,198 @@
+// OpenTelemetry for a service process: the SDK configured by the standard OTEL_* variables, the
+// tracer the kit's spans come from, and the W3C trace context of the call being served.
+// README "Operate" documents the variables and their defaults.
+import {
+  type Context,
+  context,
+  isSpanContextValid,
+  type Span,
+  SpanStatusCode,
+  trace,
+} from "@opentelemetry/api";
+import { NodeSDK, tracing } from "@opentelemetry/sdk-node";
+import { type DatabaseObserver, engineOf, type Knex } from "./db.js";
+
+/** Where every span of the kit and the services comes from. */
+export const tracer = () => trace.getTracer("shopmesh");
+
+/**
+ * The share of traces recorded when tracing exports and OTEL_TRACES_SAMPLER is unset: the root
+ * of a trace (Envoy for edge traffic, else the first service) samples this share, and every hop
+ * after it follows the root's decision (parent-based). Chosen from the benchmark's cost of
+ * tracing (`npm run bench -- --observability`; README "Operate").
+ */
+export const DEFAULT_SAMPLE_RATIO = 0.1;
+
+type Env = Record<string, string | undefined>;
+
+const set = (value: string | undefined) => value !== undefined && value.trim() !== "";
+
+/** True when OTEL_SDK_DISABLED turns OpenTelemetry off altogether. */
+export const tracingDisabled = (env: Env = process.env) =>
+  env.OTEL_SDK_DISABLED?.trim().toLowerCase() === "true";
+
+/**
+ * True when spans are exported: an OTLP endpoint is set (OTEL_EXPORTER_OTLP_ENDPOINT or
+ * OTEL_EXPORTER_OTLP_TRACES_ENDPOINT), or OTEL_TRACES_EXPORTER names an exporter.
+ */
+export function tracesExported(env: Env = process.env): boolean {
+  if (tracingDisabled(env)) return false;
+  const exporter = env.OTEL_TRACES_EXPORTER?.trim();
+  if (exporter === "none") return false;
+  return (
+    set(exporter) ||
+    set(env.OTEL_EXPORTER_OTLP_ENDPOINT) ||
+    set(env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT)
+  );
+}
+
+/**
+ * The share of new traces recorded, 0 to 1, as the process samples them: OTEL_TRACES_SAMPLER and
+ * OTEL_TRACES_SAMPLER_ARG when set, else DEFAULT_SAMPLE_RATIO while exporting and 0 otherwise.
+ * Envoy's edge samples the same share (deploy/envoy/config.ts).
+ */
+export function sampleRatio(env: Env = process.env): number {
+  if (!tracesExported(env)) return 0;
+  const sampler = env.OTEL_TRACES_SAMPLER?.trim();
+  if (!set(sampler)) return DEFAULT_SAMPLE_RATIO;
+  if (sampler === "always_on" || sampler === "parentbased_always_on") return 1;
+  if (sampler === "always_off" || sampler === "parentbased_always_off") return 0;
+  const arg = Number(env.OTEL_TRACES_SAMPLER_ARG);
+  return set(env.OTEL_TRACES_SAMPLER_ARG) && arg >= 0 && arg <= 1 ? arg : 1;
+}
+
+/** The OTLP endpoint traces go to, and over which protocol, as the OTEL_* variables set them. */
+export function otlpEndpoint(
+  env: Env = process.env,
+): { url: string; protocol: "grpc" | "http/protobuf" } | undefined {
+  if (!tracesExported(env)) return undefined;
+  const protocol =
+    (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL)?.trim() === "grpc"
+      ? "grpc"
+      : "http/protobuf";
+  const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
+  const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
+  if (traces) return { url: traces, protocol };
+  if (base) {
+    return { url: protocol === "grpc" ? base : `${base.replace(/\/$/, "")}/v1/traces`, protocol };
+  }
+  return {
+    url: protocol === "grpc" ? "http://localhost:4317" : "http://localhost:4318/v1/traces",
+    protocol,
+  };
+}
+
+export interface Tracing {
+  /** False when OTEL_SDK_DISABLED turned OpenTelemetry off: no ids, no propagation. */
+  readonly enabled: boolean;
+  /** True when spans are sampled and exported. */
+  readonly exporting: boolean;
+  /** Exports what is still buffered, then stops. */
+  shutdown(): Promise<void>;
+}
+
+let started: Tracing | undefined;
+
+/**
+ * Starts OpenTelemetry for this process (once; later calls return the first), configured by the
+ * standard OTEL_* variables. Without an exporter, every call still gets a trace id and span id
+ * (for its log lines, and passed on in `traceparent`), but no span is recorded. With one, new
+ * traces are sampled at DEFAULT_SAMPLE_RATIO unless OTEL_TRACES_SAMPLER says otherwise, and
+ * spans go out over OTLP in batches. OTEL_SERVICE_NAME defaults to `service`.
+ */
+export function startTracing(service: string, env: Env = process.env): Tracing {
+  if (started) return started;
+  if (tracingDisabled(env)) {
+    started = { enabled: false, exporting: false, shutdown: async () => {} };
+    return started;
+  }
+  const exporting = tracesExported(env);
+  const sampler = set(env.OTEL_TRACES_SAMPLER)
+    ? undefined // the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
+    : new tracing.ParentBasedSampler({
+        root: exporting
+          ? new tracing.TraceIdRatioBasedSampler(DEFAULT_SAMPLE_RATIO)
+          : new tracing.AlwaysOffSampler(),
+      });
+  const sdk = new NodeSDK({
+    ...(!set(env.OTEL_SERVICE_NAME) && { serviceName: service }),
+    ...(sampler && { sampler }),
+    // Spans only: metrics are Prometheus's (kit/metrics.ts), logs are pino's lines on stdout.
+    instrumentations: [],
+    metricReaders: [],
+    logRecordProcessors: [],
+    // Without an exporter the provider still makes ids; a span that a sampled parent makes
+    // recorded is dropped at its end.
+    ...(!exporting && { spanProcessors: [new tracing.NoopSpanProcessor()] }),
+  });
+  sdk.start();
+  started = { enabled: true, exporting, shutdown: () => sdk.shutdown() };
+  return started;
+}
+
+/** The trace id and span id of the active span, for a log line; {} when there is none. */
+export function traceFields(active: Context = context.active()): Record<string, string> {
+  const spanContext = trace.getSpanContext(active);
+  if (!spanContext || !isSpanContextValid(spanContext)) return {};
+  return { trace_id: spanContext.traceId, span_id: spanContext.spanId };
+}
+
+/** Ends a span with an error status and the exception, or OK. */
+export function endSpan(span: Span, error?: unknown): void {
+  if (error !== undefined) {
+    span.recordException(error instanceof Error ? error : String(error));
+    span.setStatus({
+      code: SpanStatusCode.ERROR,
+      message: error instanceof Error ? error.message : String(error),
+    });
+  }
+  span.end();
+}
+
+/**
+ * Runs `work` in a span of its own, a child of the active one: a step of a saga, a background
+ * run, a transaction. Spans started inside it (outgoing calls, transactions) are its children.
+ */
+export function inSpan<T>(
+  name: string,
+  work: (span: Span) => Promise<T>,
+  attributes?: Record<string, string | number | boolean>,
+): Promise<T> {
+  return tracer().startActiveSpan(name, { attributes }, (span) =>
+    work(span).then(
+      (result) => {
+        endSpan(span);
+        return result;
+      },
+      (error: unknown) => {
+        endSpan(span, error);
+        throw error;
+      },
+    ),
+  );
+}
+
+/**
+ * A span per store transaction (kit/db.ts's observer hook), a child of the active span, named
+ * after the transaction's first statement: "transaction insert reservations".
+ */
+export function databaseTracing(db: Knex): DatabaseObserver {
+  const system = engineOf(db) === "postgres" ? "postgresql" : "sqlite";
+  return {
+    transaction: (run, info) =>
+      inSpan(
+        "transaction",
+        async (span) => {
+          try {
+            return await run();
+          } finally {
+            if (info.first) {
+              span.updateName(`transaction ${info.first}`);
+              span.setAttribute("db.operation.name", info.first);
+            }
+          }
+        },
+        { "db.system.name": system },
+      ),
+  };
+}

@@ -1,0 +1,3 @@
+// store.test.ts again on PostgreSQL.
+import "../helpers/on-postgres.js";
+import "./store.test.js";

@@ -1,0 +1,3 @@
+// store.test.ts again on SQLite through the sqlite3 driver.
+import "../helpers/on-sqlite3.js";
+import "./store.test.js";

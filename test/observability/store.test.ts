@@ -1,0 +1,134 @@
+// The store's metrics and spans come from knex's query events and transactions (kit/db.ts
+// observeDatabase), so they hold on every engine: this file runs on better-sqlite3,
+// store.sqlite3.test.ts on the sqlite3 driver and store.postgres.test.ts on PostgreSQL. The
+// spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read.
+import { NodeSDK, tracing } from "@opentelemetry/sdk-node";
+import test from "ava";
+import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import type { Metrics } from "../../kit/metrics.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import { eventually } from "../helpers/eventually.js";
+import { orderLine, startFleet } from "../helpers/fleet.js";
+import { storage } from "../helpers/storage.js";
+
+const finished = new tracing.InMemorySpanExporter();
+const sdk = new NodeSDK({
+  serviceName: "store test",
+  sampler: new tracing.AlwaysOnSampler(),
+  spanProcessors: [new tracing.SimpleSpanProcessor(finished)],
+  instrumentations: [],
+  metricReaders: [],
+  logRecordProcessors: [],
+});
+sdk.start();
+test.after.always("stop the SDK", () => sdk.shutdown());
+
+interface Sample {
+  labels: Record<string, string | number>;
+  value: number;
+  metricName?: string;
+}
+
+/** The samples of one metric as a scrape reads them (collect functions included). */
+async function samples(metrics: Metrics, name: string): Promise<Sample[]> {
+  const metric = metrics.registry.getSingleMetric(name);
+  if (!metric) throw new Error(`no metric ${name}`);
+  return (await metric.get()).values as Sample[];
+}
+
+/** The `_count` of a histogram's series whose labels include `labels`, summed. */
+async function counted(metrics: Metrics, name: string, labels: Record<string, string>) {
+  return (await samples(metrics, name))
+    .filter(
+      (sample) =>
+        sample.metricName === `${name}_count` &&
+        Object.entries(labels).every(([key, value]) => sample.labels[key] === value),
+    )
+    .reduce((sum, sample) => sum + sample.value, 0);
+}
+
+test(`statements, transactions and held reservations are measured on ${storage()}`, async (t) => {
+  const fleet = await startFleet(t);
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 10 });
+  const { order } = await fleet.orders.createOrder({
+    userId: shopper.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "store-metrics-1",
+  });
+  t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  await fleet.inventory.reserveStock({
+    reservationId: "store-metrics-held",
+    lines: [orderLine(mug.productId, 2)],
+    ttl: { seconds: "60", nanos: 0 },
+  });
+
+  const product = fleet.product.metrics;
+  t.true(
+    (await counted(product, "shop_db_query_seconds", { operation: "insert", table: "products" })) >=
+      1,
+  );
+  t.true(
+    (await counted(product, "shop_db_query_seconds", {
+      operation: "insert",
+      table: "reservations",
+    })) >= 2,
+  );
+  const transactions = (await samples(product, "shop_db_transaction_seconds")).filter(
+    (sample) => sample.metricName === "shop_db_transaction_seconds_count" && sample.value > 0,
+  );
+  t.true(transactions.length > 0);
+  for (const { labels } of transactions) {
+    t.regex(String(labels.operation), /^(select|insert|update|delete) \w+$/);
+    t.is(labels.outcome, "commit");
+  }
+  t.true(
+    (await counted(fleet.order.metrics, "shop_db_query_seconds", {
+      operation: "insert",
+      table: "orders",
+    })) >= 1,
+  );
+
+  // Read from the store at each scrape: one reservation is held, the order's was committed.
+  const [held] = await samples(product, "shop_reservations_held");
+  t.is(held?.value, 1);
+  const [oldest] = await samples(product, "shop_reservation_oldest_held_seconds");
+  t.true((oldest?.value ?? -1) >= 0 && (oldest?.value ?? 60) < 60, String(oldest?.value));
+});
+
+test(`each store transaction is a span of the call that ran it on ${storage()}`, async (t) => {
+  const fleet = await startFleet(t);
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 10 });
+  finished.reset();
+  await fleet.orders.createOrder({
+    userId: shopper.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "store-spans-1",
+  });
+  const system = storage() === "postgres" ? "postgresql" : "sqlite";
+  // The server's span ends once its answer is sent, a moment after the client has it.
+  const spans = await eventually("the CreateOrder span and its transactions", () => {
+    const all = finished.getFinishedSpans();
+    const root = all.find((span) => span.name.endsWith("OrderService/CreateOrder"));
+    if (!root) return undefined;
+    const inTrace = all.filter((span) => span.spanContext().traceId === root.spanContext().traceId);
+    return inTrace.filter((span) => span.name.startsWith("transaction")).length >= 2
+      ? inTrace
+      : undefined;
+  });
+  const transactions = spans.filter((span) => span.name.startsWith("transaction"));
+  for (const span of transactions) {
+    t.regex(span.name, /^transaction (select|insert|update|delete) \w+$/);
+    t.is(span.attributes["db.system.name"], system);
+    // Under a span of the same trace: the rpc or saga step that ran it.
+    const parent = span.parentSpanContext?.spanId;
+    t.truthy(
+      spans.find((other) => other.spanContext().spanId === parent),
+      `${span.name} has no parent in the trace`,
+    );
+  }
+  // Both the order service's own store and the product service's, which it called.
+  t.true(transactions.some((span) => / orders$/.test(span.name)));
+  t.true(transactions.some((span) => / reservations$/.test(span.name)));
+});
