@@ -33,9 +33,14 @@ export interface StartOptions extends Partial<ServerConfig> {
   dependencyIdentities?: Record<string, string>;
   /**
    * The mesh's internal proto services, its own and others' (ServiceRegistry.internalServices):
-   * its reflection, which describes every service, lists them only to mesh identities.
+   * its reflection shows them only to mesh identities.
    */
   internalServices?: readonly string[];
+  /**
+   * The mesh's public proto services (ServiceRegistry.publicServices): what its reflection lists
+   * to calls through the edge. Its own public services when absent.
+   */
+  publicServices?: readonly string[];
   /** Profile, TLS identity and JWT settings; from SHOP_* variables (securityFromEnv) by default. */
   security?: SecurityConfig;
 }
@@ -109,6 +114,7 @@ export async function startService(
       ],
       tls: security.tls,
       internalServices: options.internalServices,
+      publicServices: options.publicServices,
     });
   } catch (error) {
     await implementation.close?.();
@@ -160,6 +166,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
       dependencies: dependencyAddresses(registry, name),
       dependencyIdentities: { ...registered.clients },
       internalServices: registry.internalServices,
+      publicServices: registry.publicServices,
     });
   } catch (error) {
     console.error(`${name}: failed to start: ${(error as Error).message}`);

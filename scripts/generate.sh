@@ -72,14 +72,17 @@ if [[ "$(cd "$out" && pwd)" != "$root" ]]; then
 fi
 
 # The descriptor set: our protos, everything they import, and google.rpc's status and error
-# details so reflection clients (grpcurl) can decode grpc-status-details-bin, and grpc.health.v1
-# so they can call health checks.
+# details so reflection clients (grpcurl) can decode grpc-status-details-bin, grpc.health.v1
+# so they can call health checks, and grpc.reflection v1 and v1alpha, the schema of reflection
+# itself.
 mkdir -p "$out/gen/descriptor"
 "$buf" build \
   --path proto/shop \
   --path node_modules/google-proto-files/google/rpc/status.proto \
   --path node_modules/google-proto-files/google/rpc/error_details.proto \
   --path node_modules/grpc-health-check/proto/health/v1/health.proto \
+  --path node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto \
+  --path node_modules/@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto \
   -o "$out/gen/descriptor/shop.binpb"
 
 # The deployment files derived from the descriptor set and the registry (Envoy's routes, compose),
