@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates everything derived from proto/: the TypeScript, Go and Python stubs, the descriptor
-# set that reflection and Envoy's transcoder load, and the deployment files (Envoy, compose).
+# set that reflection and Envoy's transcoder load, the API reference (docs/api) and the deployment
+# files (Envoy, compose).
 # `scripts/generate.sh DIR` writes the generated code under DIR instead of the repo (the drift
 # test compares the two).
 #
@@ -63,6 +64,40 @@ mapfile -t protos < <(cd proto && find shop -name '*.proto' | LC_ALL=C sort)
   "${protos[@]}"
 find "$py_out/shop" -type d -exec touch {}/__init__.py \;
 touch "$py_out/shop/py.typed"
+
+# The API reference in docs/api: Markdown of every service, rpc, message, field and enum with its
+# comments and REST mapping (protoc-gen-doc with scripts/api-reference.tmpl), and OpenAPI v2 of
+# the REST API with field behaviours (required, read-only) from google.api.field_behavior
+# (protoc-gen-openapiv2). Both see every file at once (strategy: all).
+docs_template=$(
+  cat <<'YAML'
+version: v2
+clean: true
+# protoc-gen-openapiv2 wants a go_package, as the Go template above supplies it.
+managed:
+  enabled: true
+  disable:
+    - path: google
+  override:
+    - file_option: go_package_prefix
+      value: github.com/shopmesh/shopmesh/gen/go
+plugins:
+  - local: .tools/bin/protoc-gen-doc
+    out: docs/api
+    opt: scripts/api-reference.tmpl,README.md
+    strategy: all
+  - local: .tools/bin/protoc-gen-openapiv2
+    out: docs/api/openapi
+    opt:
+      - output_format=yaml
+      - allow_merge=true
+      - merge_file_name=shopmesh
+      - json_names_for_fields=false
+      - disable_default_errors=false
+    strategy: all
+YAML
+)
+"$buf" generate proto --template "$docs_template" --output "$out"
 
 # The hand-written package files, so that DIR/gen is complete and comparable with gen/.
 if [[ "$(cd "$out" && pwd)" != "$root" ]]; then

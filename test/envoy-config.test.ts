@@ -160,7 +160,10 @@ for (const file of COMMITTED) {
       "/shop.product.v1.ProductService/ListProducts",
     ]);
     t.is(jwt.rules.length, services.flatMap((service) => service.methods).length);
-    const transcoder = named("envoy.filters.http.grpc_json_transcoder") as { services: string[]; proto_descriptor: string };
+    const transcoder = named("envoy.filters.http.grpc_json_transcoder") as {
+      services: string[];
+      proto_descriptor: string;
+    };
     t.deepEqual(
       transcoder.services,
       services.map((service) => service.fullName),
