@@ -142,3 +142,9 @@ test("the project and the generated code typecheck", async (t) => {
   });
   t.is(result.code, 0, result.stdout + result.stderr);
 });
+
+test("the browser storefront and the Connect stubs typecheck (DOM, gen/es)", async (t) => {
+  const tsc = path.join(repoRoot, "node_modules/.bin/tsc");
+  const result = await exec(tsc, ["--noEmit", "-p", "examples/web"], { timeoutMs: 120_000 });
+  t.is(result.code, 0, result.stdout + result.stderr);
+});
