@@ -36,6 +36,7 @@ import {
   type RunResult,
   ratios,
 } from "./lib/results.js";
+import { measureStartup, type StartupResult } from "./lib/startup.js";
 import {
   type Fleet,
   type ProcessName,
@@ -366,6 +367,20 @@ async function main(): Promise<number> {
     }
     await supervisor.stop();
 
+    // Starts of each service on its own, with nothing else of the bench running.
+    let startup: StartupResult[] = [];
+    if (options.startupRuns > 0) {
+      log("building dist/ for the compiled starts (npm run build)");
+      const built = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
+      if (built.status !== 0) throw new Error(`npm run build failed: ${built.stderr}`);
+      startup = await measureStartup({ starts: options.startupRuns, idleS: options.idleS });
+      for (const result of startup) {
+        log(
+          `start ${result.runtime.padEnd(8)} ${result.service.padEnd(8)} SERVING in ${result.servingMs.median.toFixed(0)} ms (max ${result.servingMs.max.toFixed(0)})  idle RSS ${result.idleRssMb.toFixed(1)} MB`,
+        );
+      }
+    }
+
     const ratioList = ratios(runs, options.concurrency);
     const results: BenchResults = {
       version: 1,
@@ -396,10 +411,13 @@ async function main(): Promise<number> {
         ghzCpus: options.ghzCpus,
         logLevel: process.env.SHOP_LOG_LEVEL || "info",
         cpuProfile: options.cpuProfDir !== undefined,
+        startupRuns: options.startupRuns,
+        idleS: options.idleS,
       },
       runs,
+      startup,
       ratios: ratioList,
-      goals: goals(runs, ratioList),
+      goals: goals(runs, ratioList, startup),
       wallS: (Date.now() - started.getTime()) / 1000,
     };
 

@@ -9,6 +9,7 @@ import test from "ava";
 import type { BenchResults } from "../bench/lib/results.js";
 import type { ProcessName } from "../bench/lib/targets.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
 
 test("npm run bench writes a report, a JSON file and a chart", async (t) => {
@@ -26,6 +27,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
         "echo,kit-echo,get-direct,get-direct-sqlite3,get-direct-pg,get-direct-tls,create-direct",
       ],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
+      ...["--startup-runs", "1", "--idle", "0.5"],
       ...["--out", out],
     ],
     { timeoutMs: 170_000 },
@@ -75,10 +77,24 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   // The price of TLS and token checks, against the plaintext development profile, in one run.
   t.true(results.ratios.some((ratio) => ratio.name === "mTLS+JWT ÷ plaintext (GetProduct direct)"));
 
+  // Every service started compiled and through tsx, and served.
+  t.deepEqual(
+    results.startup.map((r) => `${r.runtime}:${r.service}`).sort(),
+    ["compiled", "tsx"]
+      .flatMap((runtime) => registry.names.map((name) => `${runtime}:${name}`))
+      .sort(),
+  );
+  for (const r of results.startup) {
+    t.true(r.servingMs.median > 0 && r.idleRssMb > 0, JSON.stringify(r));
+  }
+  t.true(results.goals.some((goal) => goal.name.startsWith("Compiled service, idle RSS")));
+
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
+  t.regex(markdown, /## Start and idle memory/);
+  t.regex(markdown, /\| user \| compiled \| [\d,]+ ms \|/);
   t.regex(markdown, /kit echo ÷ echo/);
   t.regex(markdown, /## Storage/);
   t.regex(

@@ -44,6 +44,7 @@ const GENERATED = [
   /^docs\/api\//,
   /^deploy\/envoy\/envoy(\.compose)?\.yaml$/,
   /^deploy\/compose\.yaml$/,
+  /^deploy\/k8s\//,
 ];
 
 /** Runs in the copy what the outer test cannot: its own launchers, with its own registry. */

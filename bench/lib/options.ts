@@ -19,6 +19,10 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** Keep the temp directory (databases, logs, Envoy config) instead of removing it. */
   keep: boolean;
+  /** Timed starts of each service per runtime (compiled, tsx); 0 skips the startup table. */
+  startupRuns: number;
+  /** Seconds a started service sits idle before its RSS is read. */
+  idleS: number;
 }
 
 export const USAGE = `npm run bench -- [options]
@@ -32,6 +36,9 @@ export const USAGE = `npm run bench -- [options]
   --envoy-concurrency N    Envoy worker threads (default 1)
   --ghz-cpus N             cores ghz may use (default: all)
   --cpu-prof DIR           run the services and the echo server with node --cpu-prof into DIR
+  --startup-runs N         timed starts of each service, compiled and with tsx (default 5, quick 3;
+                           0 skips them); builds dist/ first (npm run build)
+  --idle SECONDS           how long a started service idles before its RSS is read (default 5)
   --keep                   keep the temp dir with the databases and logs
   -h, --help               this text`;
 
@@ -67,6 +74,8 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       "ghz-cpus": { type: "string" },
       "cpu-prof": { type: "string" },
       keep: { type: "boolean", default: false },
+      "startup-runs": { type: "string" },
+      idle: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -91,5 +100,14 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     ghzCpus: positiveInt(values["ghz-cpus"] ?? String(os.cpus().length), "--ghz-cpus"),
     cpuProfDir: values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined,
     keep: values.keep === true,
+    startupRuns:
+      values["startup-runs"] === undefined
+        ? quick
+          ? 3
+          : 5
+        : values["startup-runs"] === "0"
+          ? 0
+          : positiveInt(values["startup-runs"], "--startup-runs"),
+    idleS: values.idle ? seconds(values.idle, "--idle") : 5,
   };
 }

@@ -1,5 +1,6 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
 import { type BenchResults, findRun, type RunResult } from "./results.js";
+import type { StartupResult } from "./startup.js";
 import { TARGETS } from "./targets.js";
 
 const n0 = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -65,6 +66,19 @@ function costTable(runs: readonly RunResult[]): string {
         `${n0(run.other.machineBusyPct)}%`,
       ];
     }),
+  );
+}
+
+function startupTable(startup: readonly StartupResult[]): string {
+  return table(
+    ["service", "runtime", "to SERVING, median", "slowest", "idle RSS"],
+    startup.map((result) => [
+      result.service,
+      result.runtime,
+      `${n0(result.servingMs.median)} ms`,
+      `${n0(result.servingMs.max)} ms`,
+      `${n1(result.idleRssMb)} MB`,
+    ]),
   );
 }
 
@@ -177,6 +191,14 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "Goals from the issue:",
     "",
     table(["goal", "target", "measured", ""], goalRows),
+    "",
+    "## Start and idle memory",
+    "",
+    results.startup.length
+      ? `Each service started ${settings.startupRuns} times on its own (after one untimed start that creates its database), from spawn to the first grpc.health.v1 answer SERVING for its proto service; RSS (VmRSS, MB of 10^6 bytes) after ${settings.idleS} s without calls. *compiled* is what the image runs (\`node dist/services/main.js\`, \`npm run build\`), *tsx* what \`npm start\` runs.`
+      : "Not measured in this run (`--startup-runs 0`).",
+    "",
+    results.startup.length ? startupTable(results.startup) : "",
     "",
     "## Resources per process",
     "",

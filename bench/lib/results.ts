@@ -1,5 +1,6 @@
 // The shape of a benchmark's results (the .json file) and the ratios and goals derived from them.
 import type { LoadResult } from "./ghz.js";
+import type { StartupResult } from "./startup.js";
 import type { ProcessName } from "./targets.js";
 
 /** One process over one measured run. */
@@ -63,8 +64,13 @@ export interface BenchResults {
     logLevel: string;
     /** Whether the services ran with --cpu-prof. */
     cpuProfile: boolean;
+    /** Timed starts per service and runtime, and the idle time before RSS is read. */
+    startupRuns: number;
+    idleS: number;
   };
   runs: RunResult[];
+  /** Spawn to SERVING and idle RSS of each service, compiled and through tsx. */
+  startup: StartupResult[];
   ratios: Ratio[];
   goals: Goal[];
   /** Seconds the whole run took, startup included. */
@@ -140,6 +146,11 @@ export const RATIO_PAIRS: readonly { name: string; numerator: string; denominato
   },
 ];
 
+/** The largest value over results; undefined for none. */
+function worst<T>(results: readonly T[], value: (result: T) => number): number | undefined {
+  return results.length ? Math.max(...results.map(value)) : undefined;
+}
+
 export function findRun(runs: readonly RunResult[], target: string, concurrency: number) {
   return runs.find((run) => run.target === target && run.concurrency === concurrency);
 }
@@ -158,7 +169,11 @@ export function ratios(runs: readonly RunResult[], levels: readonly number[]): R
 }
 
 /** The performance targets, judged on this run. */
-export function goals(runs: readonly RunResult[], ratioList: readonly Ratio[]): Goal[] {
+export function goals(
+  runs: readonly RunResult[],
+  ratioList: readonly Ratio[],
+  startup: readonly StartupResult[] = [],
+): Goal[] {
   const judge = (
     name: string,
     measured: number | undefined,
@@ -176,6 +191,7 @@ export function goals(runs: readonly RunResult[], ratioList: readonly Ratio[]): 
           ? measured >= limit
           : measured <= limit,
   });
+  const compiled = startup.filter((result) => result.runtime === "compiled");
   const getVsEcho = ratioList.find((r) => r.name === "GetProduct ÷ echo" && r.concurrency === 64);
   const createP50 = findRun(runs, "create-direct", 1)?.latencyMs.p50;
   const envoy = ratioList.filter((r) => r.name.startsWith("Envoy ÷ direct"));
@@ -184,5 +200,17 @@ export function goals(runs: readonly RunResult[], ratioList: readonly Ratio[]): 
     judge("GetProduct direct at c=64 ÷ echo (rps)", getVsEcho?.value, ">=", 0.6),
     judge("CreateOrder direct p50 at c=1 (ms)", createP50, "<=", 2),
     judge("Envoy ÷ direct, worst target and concurrency (rps)", worstEnvoy, ">=", 0.85),
+    judge(
+      "Compiled service, spawn to SERVING, slowest median (ms)",
+      worst(compiled, (r) => r.servingMs.median),
+      "<=",
+      1000,
+    ),
+    judge(
+      "Compiled service, idle RSS, largest (MB)",
+      worst(compiled, (r) => r.idleRssMb),
+      "<=",
+      80,
+    ),
   ];
 }
