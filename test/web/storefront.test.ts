@@ -35,7 +35,12 @@ test.before(async () => {
   });
   await mesh.waitHealthy(["user", "product", "order"]);
   browser = await puppeteer.launch({
-    executablePath: execFileSync("sh", ["-c", "command -v chromium"], { encoding: "utf8" }).trim(),
+    // Debian's chromium (.ci/run installs it); GitHub's Ubuntu runners ship Google Chrome instead.
+    executablePath: execFileSync(
+      "sh",
+      ["-c", "command -v chromium || command -v chromium-browser || command -v google-chrome"],
+      { encoding: "utf8" },
+    ).trim(),
     headless: true,
     userDataDir: profile,
     args: [
