@@ -19,14 +19,12 @@ export function statusOf(error: ServiceError, domain: string): grpc.StatusObject
 type AnyHandler = (...args: never[]) => unknown;
 
 /**
- * A server to hand to a library's addToServer (grpc-health-check, @grpc/reflection): the
- * services it adds refuse a request that does not decode with INVALID_ARGUMENT
- * (MALFORMED_REQUEST), as ours do, instead of grpc-js's INTERNAL, and clip the text of the
- * statuses they send. `transformResponse` rewrites each message a streaming handler writes.
+ * A server to hand to addToServer of health (grpc-health-check) and reflection: the services it
+ * adds refuse a request that does not decode with INVALID_ARGUMENT (MALFORMED_REQUEST), as ours
+ * do, instead of grpc-js's INTERNAL, and clip the text of the statuses they send.
  */
 export function guardedServer(
   server: Pick<grpc.Server, "addService">,
-  transformResponse: (message: unknown) => unknown = (message) => message,
 ): Pick<grpc.Server, "addService"> {
   return {
     addService(definition, implementation) {
@@ -48,20 +46,15 @@ export function guardedServer(
           (method.originalName && implementation[method.originalName])) as AnyHandler | undefined;
         if (!handler) continue;
         handlers[name] = method.requestStream
-          ? guardStreamingRequests(handler, domain, transformResponse)
-          : guardSingleRequest(handler, domain, !!method.responseStream, transformResponse);
+          ? guardStreamingRequests(handler, domain)
+          : guardSingleRequest(handler, domain, !!method.responseStream);
       }
       server.addService(guarded as grpc.ServiceDefinition, handlers);
     },
   };
 }
 
-function guardSingleRequest(
-  handler: AnyHandler,
-  domain: string,
-  streaming: boolean,
-  transform: (message: unknown) => unknown,
-) {
+function guardSingleRequest(handler: AnyHandler, domain: string, streaming: boolean) {
   const call = handler as (...args: unknown[]) => unknown;
   if (streaming) {
     return (stream: grpc.ServerWritableStream<unknown, unknown>) => {
@@ -69,7 +62,6 @@ function guardSingleRequest(
         stream.emit("error", statusOf(malformedError(stream.request), domain));
         return;
       }
-      transformWrites(stream, transform);
       call(stream);
     };
   }
@@ -92,11 +84,7 @@ function guardSingleRequest(
  * not decode is caught where grpc-js pushes it into the stream: the call ends with the status,
  * and nothing after it reaches the handler.
  */
-function guardStreamingRequests(
-  handler: AnyHandler,
-  domain: string,
-  transform: (message: unknown) => unknown,
-) {
+function guardStreamingRequests(handler: AnyHandler, domain: string) {
   return (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
     const push = stream.push.bind(stream);
     let failed = false;
@@ -109,13 +97,6 @@ function guardStreamingRequests(
       }
       return push(chunk, encoding);
     };
-    transformWrites(stream, transform);
     (handler as (stream: unknown) => void)(stream);
   };
-}
-
-function transformWrites(stream: NodeJS.WritableStream, transform: (message: unknown) => unknown) {
-  const write = stream.write.bind(stream) as (message: unknown, ...rest: unknown[]) => boolean;
-  (stream as { write: unknown }).write = (message: unknown, ...rest: unknown[]) =>
-    write(transform(message), ...rest);
 }

@@ -143,6 +143,11 @@ export class ServiceRegistry<N extends string = string> {
     return found;
   }
 
+  /** Every public proto service of the mesh: what the edge routes. */
+  get publicServices(): string[] {
+    return this.services.flatMap((service) => service.publicServices);
+  }
+
   /** Every internal proto service of the mesh. */
   get internalServices(): string[] {
     return this.services.flatMap((service) => service.internalServices);

@@ -37,9 +37,14 @@ export interface StartOptions extends Partial<ServerConfig> {
   dependencyIdentities?: Record<string, string>;
   /**
    * The mesh's internal proto services, its own and others' (ServiceRegistry.internalServices):
-   * its reflection, which describes every service, lists them only to mesh identities.
+   * its reflection shows them only to mesh identities.
    */
   internalServices?: readonly string[];
+  /**
+   * The mesh's public proto services (ServiceRegistry.publicServices): what its reflection lists
+   * to calls through the edge. Its own public services when absent.
+   */
+  publicServices?: readonly string[];
   /** Profile, TLS identity and JWT settings; from SHOP_* variables (securityFromEnv) by default. */
   security?: SecurityConfig;
   /**
@@ -140,6 +145,7 @@ export async function startService(
       ],
       tls: security.tls,
       internalServices: options.internalServices,
+      publicServices: options.publicServices,
     });
     const metricsPort = options.metrics ? options.metrics.port : undefined;
     if (metricsPort !== undefined) {
@@ -212,6 +218,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
       internalServices: registry.internalServices,
       metrics,
       tracing: tracing.enabled,
+      publicServices: registry.publicServices,
     });
     if (metrics) service.metrics.collectProcessMetrics();
   } catch (error) {

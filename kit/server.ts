@@ -13,7 +13,7 @@ import {
   type ServerMiddleware,
   type ServerNext,
 } from "./middleware/index.js";
-import { clipReflectionError, reflectionService } from "./reflection.js";
+import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 import { EDGE_IDENTITY, peerIdentity, serverCredentials, type TlsMaterial } from "./tls.js";
 
@@ -41,10 +41,15 @@ export interface ServeOptions {
   /** Mutual TLS with this identity; plaintext without. */
   tls?: TlsMaterial;
   /**
-   * Proto services internal to the mesh: reflection lists them only to callers with a mesh
+   * Proto services internal to the mesh: reflection shows them only to callers with a mesh
    * identity other than the edge's.
    */
   internalServices?: readonly string[];
+  /**
+   * The mesh's public proto services: what reflection lists to a call through the edge. This
+   * server's public services when absent.
+   */
+  publicServices?: readonly string[];
 }
 
 export interface RunningServer {
@@ -71,9 +76,9 @@ const serverOptions: grpc.ServerOptions = {
 
 /**
  * Serves proto services with health (grpc.health.v1, SERVING for each of them and for "") and
- * reflection (v1 and v1alpha, the full descriptor set). Every call runs through the middleware
- * chain to its handler; the kit's core only decodes, encodes and sends, and turns a ServiceError
- * into a status with google.rpc details.
+ * reflection (v1 and v1alpha: the descriptor set byte for byte, listing what this port serves).
+ * Every call runs through the middleware chain to its handler; the kit's core only decodes,
+ * encodes and sends, and turns a ServiceError into a status with google.rpc details.
  */
 export async function serve(
   services: readonly ServiceImplementation[],
@@ -96,7 +101,11 @@ export async function serve(
   );
   // Health and reflection refuse undecodable requests as our services do.
   health.addToServer(guardedServer(server));
-  addReflection(guardedServer(server, clipReflectionError), options.internalServices ?? []);
+  new Reflection({
+    served: names,
+    internal: options.internalServices ?? [],
+    publicApi: options.publicServices,
+  }).addToServer(guardedServer(server), reflectionViewOf);
 
   const middleware = options.middleware ?? defaultServerMiddleware(options.logger);
   for (const service of services) {
@@ -186,40 +195,15 @@ async function healthOnly(
   return { server, port };
 }
 
-type AnyHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) => unknown;
-
 /**
- * Reflection of everything to callers with a mesh identity (the services, operators' `cli`), and
- * of the public API only to the edge and to plaintext callers: the internal services stay out of
- * what the front door shows.
+ * Who asks reflection: a call Envoy forwards sees the mesh's public API; a mesh identity other
+ * than the edge's sees this port's services, internal ones included; anyone else this port's
+ * public services.
  */
-function addReflection(server: Pick<grpc.Server, "addService">, internal: readonly string[]) {
-  if (internal.length === 0) {
-    reflectionService().addToServer(server);
-    return;
-  }
-  const capture = (into: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][]) => ({
-    addService: (definition: grpc.ServiceDefinition, implementation: object) => {
-      into.push([definition, implementation as grpc.UntypedServiceImplementation]);
-    },
-  });
-  const full: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][] = [];
-  const outside: typeof full = [];
-  reflectionService().addToServer(capture(full) as unknown as grpc.Server);
-  reflectionService(internal).addToServer(capture(outside) as unknown as grpc.Server);
-  const inMesh = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
-    const identity = peerIdentity(call.getAuthContext());
-    return identity !== undefined && identity !== EDGE_IDENTITY;
-  };
-  full.forEach(([definition, implementation], i) => {
-    const publicOnly = (outside[i] as (typeof outside)[number])[1];
-    const dispatch: grpc.UntypedServiceImplementation = {};
-    for (const [name, handler] of Object.entries(implementation)) {
-      dispatch[name] = ((call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) =>
-        ((inMesh(call) ? handler : publicOnly[name]) as AnyHandler)(call, ...rest)) as never;
-    }
-    server.addService(definition, dispatch);
-  });
+function reflectionViewOf(call: grpc.ServerDuplexStream<unknown, unknown>): ReflectionView {
+  if (call.metadata.get(EDGE_REFLECTION_HEADER).length > 0) return "edge";
+  const identity = peerIdentity(call.getAuthContext());
+  return identity !== undefined && identity !== EDGE_IDENTITY ? "mesh" : "direct";
 }
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;

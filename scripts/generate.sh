@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Regenerates everything derived from proto/: the TypeScript, Go and Python stubs, the descriptor
-# set that reflection and Envoy's transcoder load, and the deployment files (Envoy, compose).
+# set that reflection and Envoy's transcoder load, the API reference (docs/api) and the deployment
+# files (Envoy, compose).
 # `scripts/generate.sh DIR` writes the generated code under DIR instead of the repo (the drift
 # test compares the two).
 #
@@ -64,6 +65,40 @@ mapfile -t protos < <(cd proto && find shop -name '*.proto' | LC_ALL=C sort)
 find "$py_out/shop" -type d -exec touch {}/__init__.py \;
 touch "$py_out/shop/py.typed"
 
+# The API reference in docs/api: Markdown of every service, rpc, message, field and enum with its
+# comments and REST mapping (protoc-gen-doc with scripts/api-reference.tmpl), and OpenAPI v2 of
+# the REST API with field behaviours (required, read-only) from google.api.field_behavior
+# (protoc-gen-openapiv2). Both see every file at once (strategy: all).
+docs_template=$(
+  cat <<'YAML'
+version: v2
+clean: true
+# protoc-gen-openapiv2 wants a go_package, as the Go template above supplies it.
+managed:
+  enabled: true
+  disable:
+    - path: google
+  override:
+    - file_option: go_package_prefix
+      value: github.com/shopmesh/shopmesh/gen/go
+plugins:
+  - local: .tools/bin/protoc-gen-doc
+    out: docs/api
+    opt: scripts/api-reference.tmpl,README.md
+    strategy: all
+  - local: .tools/bin/protoc-gen-openapiv2
+    out: docs/api/openapi
+    opt:
+      - output_format=yaml
+      - allow_merge=true
+      - merge_file_name=shopmesh
+      - json_names_for_fields=false
+      - disable_default_errors=false
+    strategy: all
+YAML
+)
+"$buf" generate proto --template "$docs_template" --output "$out"
+
 # The hand-written package files, so that DIR/gen is complete and comparable with gen/.
 if [[ "$(cd "$out" && pwd)" != "$root" ]]; then
   for f in gen/go/go.mod gen/go/go.sum gen/python/pyproject.toml gen/python/.gitignore; do
@@ -72,14 +107,17 @@ if [[ "$(cd "$out" && pwd)" != "$root" ]]; then
 fi
 
 # The descriptor set: our protos, everything they import, and google.rpc's status and error
-# details so reflection clients (grpcurl) can decode grpc-status-details-bin, and grpc.health.v1
-# so they can call health checks.
+# details so reflection clients (grpcurl) can decode grpc-status-details-bin, grpc.health.v1
+# so they can call health checks, and grpc.reflection v1 and v1alpha, the schema of reflection
+# itself.
 mkdir -p "$out/gen/descriptor"
 "$buf" build \
   --path proto/shop \
   --path node_modules/google-proto-files/google/rpc/status.proto \
   --path node_modules/google-proto-files/google/rpc/error_details.proto \
   --path node_modules/grpc-health-check/proto/health/v1/health.proto \
+  --path node_modules/@grpc/reflection/build/proto/grpc/reflection/v1/reflection.proto \
+  --path node_modules/@grpc/reflection/build/proto/grpc/reflection/v1alpha/reflection.proto \
   -o "$out/gen/descriptor/shop.binpb"
 
 # The deployment files derived from the descriptor set and the registry (Envoy's routes, compose),

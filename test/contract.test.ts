@@ -23,22 +23,25 @@ async function listFiles(dir: string): Promise<string[]> {
     .sort();
 }
 
-test("regenerating from proto/ leaves gen/ unchanged", async (t) => {
+test("regenerating from proto/ leaves gen/ and the API reference (docs/api) unchanged", async (t) => {
   const out = await mkdtemp(path.join(tmpdir(), "shopmesh-gen-"));
   t.teardown(() => rm(out, { recursive: true, force: true }));
   const result = await exec("bash", ["scripts/generate.sh", out], { timeoutMs: 120_000 });
   t.is(result.code, 0, result.stderr);
 
-  const committed = path.join(repoRoot, "gen");
-  const fresh = path.join(out, "gen");
-  const files = await listFiles(committed);
-  t.deepEqual(await listFiles(fresh), files, "the set of generated files differs");
-  for (const file of files) {
-    const [a, b] = await Promise.all([
-      readFile(path.join(committed, file)),
-      readFile(path.join(fresh, file)),
-    ]);
-    t.true(a.equals(b), `${file} drifted from proto/: run npm run generate`);
+  for (const dir of ["gen", "docs/api"]) {
+    const committed = path.join(repoRoot, dir);
+    const fresh = path.join(out, dir);
+    const files = await listFiles(committed);
+    t.true(files.length > 0, dir);
+    t.deepEqual(await listFiles(fresh), files, `the set of generated files in ${dir} differs`);
+    for (const file of files) {
+      const [a, b] = await Promise.all([
+        readFile(path.join(committed, file)),
+        readFile(path.join(fresh, file)),
+      ]);
+      t.true(a.equals(b), `${dir}/${file} drifted from proto/: run npm run generate`);
+    }
   }
 });
 
@@ -137,5 +140,11 @@ test("the project and the generated code typecheck", async (t) => {
   const result = await exec(path.join(repoRoot, "node_modules/.bin/tsc"), ["--noEmit"], {
     timeoutMs: 120_000,
   });
+  t.is(result.code, 0, result.stdout + result.stderr);
+});
+
+test("the browser storefront and the Connect stubs typecheck (DOM, gen/es)", async (t) => {
+  const tsc = path.join(repoRoot, "node_modules/.bin/tsc");
+  const result = await exec(tsc, ["--noEmit", "-p", "examples/web"], { timeoutMs: 120_000 });
   t.is(result.code, 0, result.stdout + result.stderr);
 });

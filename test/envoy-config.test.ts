@@ -131,8 +131,13 @@ for (const file of COMMITTED) {
     t.deepEqual(
       filters.map((filter) => filter.name),
       [
+        // edgeProtocols: the caller's protocol, REST bodies against the contract.
+        "envoy.filters.http.lua",
         "envoy.filters.http.grpc_web",
+        "envoy.filters.http.connect_grpc_bridge",
         "envoy.filters.http.grpc_json_transcoder",
+        // healthByName: health by service name, each call's gRPC status.
+        "envoy.filters.http.lua",
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_stats",
         "envoy.filters.http.jwt_authn",
@@ -145,8 +150,8 @@ for (const file of COMMITTED) {
       t.is(routeFor(routes, method.path)?.name, "grpc-not-found", method.path);
     }
     // Every routed rpc's token requirement follows its access rule: optional on the open reads.
-    const jwt = filters.find((filter) => filter.name === "envoy.filters.http.jwt_authn")
-      ?.typed_config as {
+    const named = (name: string) => filters.find((filter) => filter.name === name)?.typed_config;
+    const jwt = named("envoy.filters.http.jwt_authn") as {
       rules: {
         match: { path: string };
         requires: { provider_name?: string; requires_any?: object };
@@ -160,7 +165,10 @@ for (const file of COMMITTED) {
       "/shop.product.v1.ProductService/ListProducts",
     ]);
     t.is(jwt.rules.length, services.flatMap((service) => service.methods).length);
-    const transcoder = filters[1]?.typed_config as { services: string[]; proto_descriptor: string };
+    const transcoder = named("envoy.filters.http.grpc_json_transcoder") as {
+      services: string[];
+      proto_descriptor: string;
+    };
     t.deepEqual(
       transcoder.services,
       services.map((service) => service.fullName),

@@ -41,6 +41,7 @@ async function copyRepo(): Promise<string> {
 // Generated from proto/ and the registry, so a new service changes them without a hand edit.
 const GENERATED = [
   /^gen\//,
+  /^docs\/api\//,
   /^deploy\/envoy\/envoy(\.compose)?\.yaml$/,
   /^deploy\/compose\.yaml$/,
   /^deploy\/k8s\//,

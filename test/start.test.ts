@@ -94,11 +94,17 @@ const userIdIn = (banner: string) => {
   return getUser?.body?.user_id as string | undefined;
 };
 
+/** The banner lists the user port: what it serves, with health and reflection. */
 function assertServicesListed(t: ExecutionContext, stdout: string) {
-  const listed = stdout.trim().split("\n");
-  for (const name of [...Object.values(SERVICES), "grpc.health.v1.Health"]) {
-    t.true(listed.includes(name), `${name} missing from list:\n${stdout}`);
-  }
+  t.deepEqual(
+    stdout.trim().split("\n").sort(),
+    [
+      SERVICES.user,
+      "grpc.health.v1.Health",
+      "grpc.reflection.v1.ServerReflection",
+      "grpc.reflection.v1alpha.ServerReflection",
+    ].sort(),
+  );
 }
 
 test.serial("every grpcurl command in the banner works exactly as printed", async (t) => {

@@ -6,9 +6,16 @@
 // to proto/ and the registry gets its route on the next `npm run deploy:config` (the drift test in
 // test/envoy-config.test.ts fails until the committed files are regenerated).
 
+import { readFileSync } from "node:fs";
+import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { stringify } from "yaml";
 import type { AccessRule } from "../../kit/auth.js";
-import { contractMethods, type MethodInfo, retriable } from "../../kit/contract.js";
+import {
+  contractMethods,
+  contractRegistry,
+  type MethodInfo,
+  retriable,
+} from "../../kit/contract.js";
 import { encodeStatus, ServiceError } from "../../kit/errors.js";
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.js";
@@ -132,14 +139,19 @@ const seconds = (ms: number) => `${ms / 1000}s`;
 /** The JSON access log fields: one line per request, on stdout or `accessLogPath`. */
 export const ACCESS_LOG_FORMAT = {
   start_time: "%START_TIME%",
-  method: "%REQ(:METHOD)%",
+  // The method the client sent (the transcoder makes every REST call a POST).
+  method: "%DYNAMIC_METADATA(shopmesh.edge:method)%",
   // The path the client sent: the REST path for transcoded calls (the transcoder keeps it in
   // x-envoy-original-path), else the gRPC path.
   path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
   route: "%ROUTE_NAME%",
   protocol: "%PROTOCOL%",
+  // What the caller spoke (grpc, grpc-web, connect, rest) and the status it got: the HTTP status,
+  // and the gRPC code of the call, which gRPC-Web and Connect carry in their body and REST in its
+  // google.rpc.Status body (edgeProtocols and healthByName record it).
+  api: "%DYNAMIC_METADATA(shopmesh.edge:protocol)%",
   response_code: "%RESPONSE_CODE%",
-  grpc_status: "%GRPC_STATUS(NUMBER)%",
+  grpc_status: "%DYNAMIC_METADATA(shopmesh.edge:grpc_status)%",
   response_flags: "%RESPONSE_FLAGS%",
   response_code_details: "%RESPONSE_CODE_DETAILS%",
   upstream_cluster: "%UPSTREAM_CLUSTER%",
@@ -244,12 +256,19 @@ function routes(
     );
   }
 
-  // Health and reflection answer the same on every service, so one cluster serves them all.
+  // Health by service name goes to the cluster serving that service (healthByName); reflection
+  // answers the same on every service, with the mesh's public API, so one cluster serves it, and
+  // health of "" and of unknown names.
+  exact.unshift(...healthRoutes(services));
   for (const grpcPath of INFRA_STREAMS) {
-    exact.push(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, timeouts(true)));
+    exact.push(
+      edgeReflection(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, timeouts(true))),
+    );
   }
   for (const name of INFRA_SERVICES) {
-    prefixes.push(route(name, { prefix: `/${name}/` }, infraCluster, timeouts(false)));
+    prefixes.push(
+      edgeReflection(route(name, { prefix: `/${name}/` }, infraCluster, timeouts(false))),
+    );
   }
 
   // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
@@ -294,20 +313,18 @@ function routes(
   });
   const fallbacks = [
     notFound("grpc-not-found", { prefix: "/", grpc: {} }, "unknown service or method"),
-    notFound(
-      "not-found",
-      { prefix: "/" },
-      '{"code":5,"message":"no route for this path","details":[]}',
-      "application/json",
-    ),
+    // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
+    notFound("not-found", { prefix: "/" }, "no route for this path"),
   ];
   return [...exact, ...prefixes, ...preflight, ...fallbacks];
 }
 
-// Headers a gRPC-Web or REST client in a browser sends and reads.
+// Headers a gRPC-Web, Connect or REST client in a browser sends and reads.
 const CORS_ALLOW_HEADERS = [
   "authorization",
   "cache-control",
+  "connect-protocol-version",
+  "connect-timeout-ms",
   "content-transfer-encoding",
   "content-type",
   "grpc-timeout",
@@ -325,6 +342,189 @@ const CORS_EXPOSE_HEADERS = [
   "grpc-status-details-bin",
   "x-request-id",
 ];
+
+/** The header Envoy sets on the reflection calls it forwards (kit/reflection.ts). */
+const EDGE_REFLECTION_HEADER = "x-shopmesh-edge";
+
+/** A reflection route marks its calls as the edge's: they list the mesh's public API. */
+function edgeReflection<R extends { name: string }>(route: R): R {
+  if (!route.name.startsWith("grpc.reflection.")) return route;
+  return {
+    ...route,
+    request_headers_to_add: [
+      {
+        header: { key: EDGE_REFLECTION_HEADER, value: "public-api" },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
+  };
+}
+
+// ---------------------------------------------------------------------------------------------
+// Health by service name, the caller's protocol and status, Connect, REST errors
+
+/** The header healthByName sets to route a health call to the cluster serving its service. */
+const HEALTH_HEADER = "x-shopmesh-health-cluster";
+
+const lua = (file: string, definitions: Record<string, unknown>) => ({
+  name: "envoy.filters.http.lua",
+  typed_config: typed("envoy.extensions.filters.http.lua.v3.Lua", {
+    default_source_code: {
+      inline_string: [
+        ...Object.entries(definitions).map(([name, value]) => `${name} = ${luaValue(value)}`),
+        readFileSync(new URL(`./lua/${file}`, import.meta.url), "utf8"),
+      ].join("\n"),
+    },
+  }),
+});
+
+/** A Lua literal for JSON-like data. */
+function luaValue(value: unknown): string {
+  if (Array.isArray(value)) return `{ ${value.map(luaValue).join(", ")} }`;
+  if (value !== null && typeof value === "object") {
+    const entries = Object.entries(value).sort(([a], [b]) => a.localeCompare(b));
+    return `{ ${entries.map(([key, inner]) => `[${JSON.stringify(key)}] = ${luaValue(inner)}`).join(", ")} }`;
+  }
+  return JSON.stringify(value);
+}
+
+/**
+ * grpc.health.v1 Check and Watch through the edge answer for any public service: a Lua filter
+ * (lua/health.lua) reads the service name from the request and routes the call to the cluster
+ * serving it. It also records the gRPC status each call ended with, for the access log.
+ */
+function healthByName(services: readonly GrpcService[]) {
+  return lua("health.lua", {
+    HEALTH_HEADER,
+    HEALTH_CLUSTERS: Object.fromEntries(
+      services.map((service) => [service.fullName, service.cluster]),
+    ),
+  });
+}
+
+/** The health routes healthByName picks, one per cluster, ahead of the health routes for "". */
+function healthRoutes(services: readonly GrpcService[]) {
+  const clusters = [...new Set(services.map((service) => service.cluster))];
+  return clusters.flatMap((cluster) =>
+    ["Check", "Watch"].map((rpc) => ({
+      name: `grpc.health.v1.Health/${rpc} ${cluster}`,
+      match: {
+        path: `/grpc.health.v1.Health/${rpc}`,
+        headers: [{ name: HEALTH_HEADER, string_match: { exact: cluster } }],
+      },
+      route: { cluster, ...timeouts(rpc === "Watch") },
+    })),
+  );
+}
+
+/**
+ * The Connect protocol (unary and streaming, POST and GET) at the edge: Envoy's bridge turns it
+ * into gRPC before every other filter, and the reply back into Connect.
+ */
+function connectBridge() {
+  return {
+    name: "envoy.filters.http.connect_grpc_bridge",
+    typed_config: typed("envoy.extensions.filters.http.connect_grpc_bridge.v3.FilterConfig"),
+  };
+}
+
+/**
+ * The caller's protocol and status, and REST bodies checked against the contract: the first
+ * filter (lua/edge.lua). It refuses a REST body with a field its message lacks
+ * (INVALID_ARGUMENT), and strips grpc-* headers from REST and Connect replies.
+ */
+function edgeProtocols(services: readonly GrpcService[]) {
+  const registry = contractRegistry();
+  const http = registry.getExtension("google.api.http");
+  if (!http) throw new Error("google.api.http is not in the descriptor set");
+  const bodies: { method: string; pattern: string; message: string }[] = [];
+  const messages: Record<string, Record<string, string | false>> = {};
+  const describe = (message: DescMessage) => {
+    if (messages[message.typeName] || message.file.proto.package.startsWith("google.")) return;
+    const fields: Record<string, string | false> = {};
+    messages[message.typeName] = fields;
+    for (const field of message.fields) {
+      const inner =
+        field.fieldKind === "message" || field.fieldKind === "list" ? field.message : undefined;
+      fields[field.name] = inner ? inner.typeName : false;
+      fields[field.jsonName] = fields[field.name] as string | false;
+      if (inner) describe(inner);
+    }
+  };
+  for (const service of services) {
+    for (const method of registry.getService(service.fullName)?.methods ?? []) {
+      const options = method.proto.options;
+      if (!options || !hasExtension(options, http)) continue;
+      const rule = getExtension(options, http) as {
+        pattern: { case?: string; value?: string };
+        body: string;
+      };
+      if (!rule.body || !rule.pattern.case || !rule.pattern.value) continue;
+      const message =
+        rule.body === "*"
+          ? method.input
+          : method.input.fields.find((field) => field.name === rule.body)?.message;
+      if (!message) continue;
+      describe(message);
+      bodies.push({
+        method: rule.pattern.case.toUpperCase(),
+        pattern: `^${rule.pattern.value.replace(/[.-]/g, "%$&").replace(/\{[^}]+\}/g, "[^/]+")}$`,
+        message: message.typeName,
+      });
+    }
+  }
+  return lua("edge.lua", { REST_BODIES: bodies, MESSAGES: messages });
+}
+
+/**
+ * The transcoder refuses an unknown query parameter (as an unknown body field is refused) and a
+ * field bound both in the path and the body, with INVALID_ARGUMENT.
+ */
+const REST_VALIDATION = {
+  reject_unknown_query_parameters: true,
+  reject_binding_body_field_collisions: true,
+};
+
+/** HTTP statuses of Envoy's own REST replies, and the gRPC code each stands for. */
+const REST_LOCAL_CODES: Record<number, number> = {
+  400: 3,
+  401: 16,
+  403: 7,
+  404: 5,
+  408: 4,
+  413: 8,
+  429: 8,
+  500: 13,
+  501: 12,
+  502: 14,
+  503: 14,
+  504: 4,
+};
+
+/**
+ * Envoy's own replies to REST calls (a body or query the transcoder cannot read, no healthy
+ * replica, a timeout) as a google.rpc.Status JSON body with the code its HTTP status stands for,
+ * as the transcoder's upstream errors are. A REST call is one edgeProtocols marked so.
+ */
+function restErrorReplies() {
+  return Object.entries(REST_LOCAL_CODES).map(([status, code]) => ({
+    filter: when(
+      // edgeProtocols' own refusals (lua_response) are google.rpc.Status JSON already.
+      `metadata.filter_metadata['shopmesh.edge']['protocol'] == 'rest' && response.code == ${status} && response.code_details != 'lua_response'`,
+    ),
+    headers_to_add: [
+      // For the access log only: edgeProtocols records it and strips it from the reply.
+      {
+        header: { key: "grpc-status", value: String(code) },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
+    body_format_override: {
+      json_format: { code, message: "%LOCAL_REPLY_BODY%" },
+      content_type: "application/json",
+    },
+  }));
+}
 
 /** `^(a|b)$` for exact origins, each escaped. */
 function originPattern(origins: readonly string[]): string {
@@ -432,49 +632,60 @@ const when = (expression: string) => ({
  */
 function localReplies() {
   return {
-    mappers: EDGE_REFUSALS.flatMap((refusal) => {
-      const refused = `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
-      const status = {
-        code: refusal.code,
-        message: refusal.message,
-        details: [
+    mappers: [...edgeRefusals(), ...restErrorReplies()],
+  };
+}
+
+function edgeRefusals() {
+  return EDGE_REFUSALS.flatMap((refusal) => {
+    const refused = `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+    const status = {
+      code: refusal.code,
+      message: refusal.message,
+      details: [
+        {
+          "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+          reason: refusal.reason,
+          domain: EDGE_DOMAIN,
+          metadata: {},
+        },
+      ],
+    };
+    return [
+      {
+        filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
+        status_code: refusal.status,
+        // For the access log only: edgeProtocols records it and strips it from the reply.
+        headers_to_add: [
           {
-            "@type": "type.googleapis.com/google.rpc.ErrorInfo",
-            reason: refusal.reason,
-            domain: EDGE_DOMAIN,
-            metadata: {},
+            header: { key: "grpc-status", value: String(refusal.code) },
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
           },
         ],
-      };
-      return [
-        {
-          filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
-          status_code: refusal.status,
-          body_format_override: {
-            text_format_source: { inline_string: JSON.stringify(status) },
-            content_type: "application/json",
-          },
+        body_format_override: {
+          text_format_source: { inline_string: JSON.stringify(status) },
+          content_type: "application/json",
         },
-        {
-          filter: when(refused),
-          status_code: refusal.status,
-          headers_to_add: [
-            {
-              header: {
-                key: "grpc-status-details-bin",
-                value: encodeStatus(
-                  new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
-                  EDGE_DOMAIN,
-                ).toString("base64"),
-              },
-              append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+      {
+        filter: when(refused),
+        status_code: refusal.status,
+        headers_to_add: [
+          {
+            header: {
+              key: "grpc-status-details-bin",
+              value: encodeStatus(
+                new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
+                EDGE_DOMAIN,
+              ).toString("base64"),
             },
-          ],
-          body: { inline_string: refusal.message },
-        },
-      ];
-    }),
-  };
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+          },
+        ],
+        body: { inline_string: refusal.message },
+      },
+    ];
+  });
 }
 
 const JWT_PROVIDER = "shopmesh";
@@ -733,10 +944,12 @@ export function envoyConfig(
       // before any token is asked for. Then the token (jwt_authn) and role (rbac) checks, whose
       // refusals every earlier filter turns back into its caller's protocol. The router last.
       http_filters: [
+        edgeProtocols(services),
         {
           name: "envoy.filters.http.grpc_web",
           typed_config: typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),
         },
+        connectBridge(),
         {
           name: "envoy.filters.http.grpc_json_transcoder",
           typed_config: typed(
@@ -757,9 +970,11 @@ export function envoyConfig(
               match_incoming_request_route: false,
               // Errors become HTTP statuses with a google.rpc.Status JSON body, details included.
               convert_grpc_status: true,
+              request_validation_options: REST_VALIDATION,
             },
           ),
         },
+        healthByName(services),
         {
           name: "envoy.filters.http.cors",
           typed_config: typed("envoy.extensions.filters.http.cors.v3.Cors"),

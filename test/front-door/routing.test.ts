@@ -56,7 +56,11 @@ test.serial("the banner's grpcurl and curl commands work as printed, through Env
     t.not(result.stdout.trim(), "", command);
     if (command.includes("| grep")) continue;
     if (command.endsWith(" list")) {
-      t.true(result.stdout.includes("shop.order.v1.OrderService"), result.stdout);
+      // Envoy lists the public API; a replica, what it serves.
+      const expected = command.endsWith(`${mesh.front()} list`)
+        ? "shop.order.v1.OrderService"
+        : "shop.user.v1.UserService";
+      t.true(result.stdout.includes(expected), result.stdout);
       continue;
     }
     const body = JSON.parse(result.stdout) as Record<string, unknown>;

@@ -88,6 +88,7 @@ export async function start(
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
     internalServices: registry.internalServices,
+    publicServices: registry.publicServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
   });

@@ -196,6 +196,7 @@ export class MeshUnderTest {
       shutdownGraceMs: 1_000,
       security: meshSecurity(service),
       internalServices: registry.internalServices,
+      publicServices: registry.publicServices,
       dependencyIdentities: { ...registry.get(service).clients },
       dependencies: Object.fromEntries(
         Object.entries(registry.get(service).clients).map(([client, dependency]) => [

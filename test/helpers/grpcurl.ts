@@ -94,6 +94,12 @@ export const KINDS = Object.keys(CONTRACT) as Kind[];
 export const INVENTORY = "shop.product.v1.InventoryService";
 export const SHOP_SERVICES = KINDS.map((kind) => CONTRACT[kind].service);
 export const HEALTH = "grpc.health.v1.Health";
+/** What every server and Envoy serve beside the shop's services. */
+export const INFRA_SERVICES = [
+  HEALTH,
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+];
 
 /** gRPC status code numbers by the names grpcurl prints. */
 export const CODES = {
@@ -442,8 +448,7 @@ export const TARGETS = [
     PLAINTEXT,
     { scheme: "http", flags: ["--http2-prior-knowledge"] },
   ),
-  // Envoy cannot route Health/Check by the service named in its body: the user cluster answers,
-  // and knows only its own service's health.
+  // Envoy routes Health/Check by the service named in its body to the cluster that serves it.
   new Target(
     "envoy",
     envoyListener,
@@ -451,7 +456,7 @@ export const TARGETS = [
       {
         label: "Envoy's listener",
         address: envoyListener,
-        serving: ["", CONTRACT.user.service],
+        serving: ["", ...SHOP_SERVICES],
         transport: EDGE_TLS,
       },
     ],

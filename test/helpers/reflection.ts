@@ -30,6 +30,8 @@ export interface ReflectionAnswer {
   services?: string[];
   /** file_descriptor_response: the descriptors, decoded. */
   files?: FileDescriptorProto[];
+  /** file_descriptor_response: the descriptors as the server sent them. */
+  raw?: Buffer[];
   /** error_response. */
   error?: { code: number; message: string };
 }
@@ -58,6 +60,7 @@ export async function reflect(
   requests: readonly ReflectionRequest[],
   timeoutMs = 10_000,
   channel = credentials.createInsecure(),
+  metadata = new Metadata(),
 ): Promise<ReflectionAnswer[]> {
   const definition = loadSync(reflectionProto(version), {
     keepCase: true,
@@ -69,7 +72,7 @@ export async function reflect(
   const Client = (pkg[version] as GrpcObject).ServerReflection as any;
   const client = new Client(address, channel);
   try {
-    const stream = client.ServerReflectionInfo(new Metadata(), {
+    const stream = client.ServerReflectionInfo(metadata, {
       deadline: Date.now() + timeoutMs,
     });
     const answers: ReflectionAnswer[] = [];
@@ -100,6 +103,7 @@ function decode(raw: RawResponse): ReflectionAnswer {
     answer.services = raw.list_services_response.service.map((s) => s.name);
   }
   if (raw.file_descriptor_response) {
+    answer.raw = raw.file_descriptor_response.file_descriptor_proto;
     answer.files = raw.file_descriptor_response.file_descriptor_proto.map((bytes) =>
       fromBinary(FileDescriptorProtoSchema, bytes),
     );

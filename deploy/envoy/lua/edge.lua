@@ -1,0 +1,210 @@
+-- What the caller sees at the edge, whatever protocol it speaks: the first filter of the chain, so
+-- it sees requests as they come in and responses as they go out.
+--
+-- - Records the caller's protocol (grpc, grpc-web, connect or rest) and HTTP method as dynamic
+--   metadata shopmesh.edge protocol and method, for the access log.
+-- - Refuses a REST body with a field its message does not have: INVALID_ARGUMENT, as a
+--   google.rpc.Status JSON body. The transcoder would drop it silently.
+-- - Strips the grpc-* headers of REST and Connect replies, after recording the gRPC status they
+--   carry (Envoy's own REST replies carry one for this filter only).
+-- - Serves Connect with the proto codec only (the services speak protobuf): a Connect call in
+--   JSON is refused with 415, as the Connect protocol says, before it reaches them.
+-- - Repairs the Connect bridge's unary errors: their message stays percent-encoded as grpc-message
+--   was, and each detail's type keeps the type.googleapis.com/ prefix that Connect leaves out.
+--
+-- REST_BODIES (method, path pattern, body message) and MESSAGES (per message, each JSON key of a
+-- field and the message it holds, or false) are defined above this file by
+-- deploy/envoy/config.ts, from the contract's google.api.http options.
+
+local NAMESPACE = "shopmesh.edge"
+
+local function protocol_of(headers)
+  local kind = headers:get("content-type") or ""
+  if kind:sub(1, 20) == "application/grpc-web" then return "grpc-web" end
+  if kind:sub(1, 16) == "application/grpc" then return "grpc" end
+  if headers:get("connect-protocol-version") or kind:sub(1, 20) == "application/connect+" then
+    return "connect"
+  end
+  local path = headers:get(":path") or ""
+  if path:find("[?&]connect=v1") then return "connect" end
+  return "rest"
+end
+
+-- A JSON reader that checks object keys against MESSAGES; it stops at the first unknown key and
+-- leaves malformed JSON to the transcoder, which reports it.
+local Reader = {}
+Reader.__index = Reader
+
+function Reader:space()
+  self.pos = self.text:find("[^ \t\r\n]", self.pos) or (#self.text + 1)
+end
+
+function Reader:string()
+  local pos = self.pos + 1
+  local parts = {}
+  while true do
+    local stop = self.text:find('["\\]', pos)
+    if stop == nil then error("malformed") end
+    parts[#parts + 1] = self.text:sub(pos, stop - 1)
+    if self.text:sub(stop, stop) == '"' then
+      self.pos = stop + 1
+      return table.concat(parts)
+    end
+    parts[#parts + 1] = self.text:sub(stop, stop + 1)
+    pos = stop + 2
+  end
+end
+
+-- Reads one value; `message` names the message an object must fit, nil for any value.
+function Reader:value(message, path)
+  self:space()
+  local c = self.text:sub(self.pos, self.pos)
+  if c == "{" then
+    local fields = message and MESSAGES[message]
+    self.pos = self.pos + 1
+    self:space()
+    if self.text:sub(self.pos, self.pos) == "}" then
+      self.pos = self.pos + 1
+      return nil
+    end
+    while true do
+      self:space()
+      if self.text:sub(self.pos, self.pos) ~= '"' then error("malformed") end
+      local key = self:string()
+      local field = path == "" and key or (path .. "." .. key)
+      local inner = nil
+      if fields then
+        inner = fields[key]
+        if inner == nil then return field end
+      end
+      self:space()
+      if self.text:sub(self.pos, self.pos) ~= ":" then error("malformed") end
+      self.pos = self.pos + 1
+      local unknown = self:value(inner or nil, field)
+      if unknown then return unknown end
+      self:space()
+      c = self.text:sub(self.pos, self.pos)
+      self.pos = self.pos + 1
+      if c == "}" then return nil end
+      if c ~= "," then error("malformed") end
+    end
+  elseif c == "[" then
+    self.pos = self.pos + 1
+    self:space()
+    if self.text:sub(self.pos, self.pos) == "]" then
+      self.pos = self.pos + 1
+      return nil
+    end
+    local index = 0
+    while true do
+      local unknown = self:value(message, path .. "[" .. index .. "]")
+      if unknown then return unknown end
+      self:space()
+      c = self.text:sub(self.pos, self.pos)
+      self.pos = self.pos + 1
+      if c == "]" then return nil end
+      if c ~= "," then error("malformed") end
+      index = index + 1
+    end
+  elseif c == '"' then
+    self:string()
+  else
+    local stop = self.text:find("[,%]} \t\r\n]", self.pos) or (#self.text + 1)
+    if stop == self.pos then error("malformed") end
+    self.pos = stop
+  end
+  return nil
+end
+
+-- The first field of `text` that `message` does not have, e.g. "lines[0].colour"; nil if none.
+local function unknown_field(text, message)
+  local reader = setmetatable({ text = text, pos = 1 }, Reader)
+  local ok, found = pcall(reader.value, reader, message, "")
+  return ok and found or nil
+end
+
+local function body_message(headers)
+  local method = headers:get(":method")
+  local path = (headers:get(":path") or ""):gsub("%?.*", "")
+  for _, route in ipairs(REST_BODIES) do
+    if route.method == method and path:find(route.pattern) then return route.message end
+  end
+  return nil
+end
+
+local function quote(text)
+  return '"' .. text:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
+end
+
+local CONNECT_CODEC = "[?&]encoding=json"
+
+local function refuse_connect_json(handle, headers)
+  local kind = headers:get("content-type") or ""
+  local path = headers:get(":path") or ""
+  if kind ~= "application/json" and kind ~= "application/connect+json" and not path:find(CONNECT_CODEC) then
+    return
+  end
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 12)
+  handle:respond({ [":status"] = "415", ["content-type"] = "application/json" },
+    '{"code":"unimplemented","message":"this edge speaks Connect with the proto codec only; '
+      .. 'use application/proto (or REST for JSON)"}')
+end
+
+-- A Connect unary error body with its message decoded and its detail types unprefixed.
+local function repaired_connect_error(text)
+  text = text:gsub('"message":"([^"]*)"', function(message)
+    local decoded = message:gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end)
+    return '"message":' .. quote(decoded)
+  end)
+  return (text:gsub('"type":"type%.googleapis%.com/', '"type":"'))
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  local protocol = protocol_of(headers)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  metadata:set(NAMESPACE, "protocol", protocol)
+  metadata:set(NAMESPACE, "method", headers:get(":method"))
+  if protocol == "connect" then return refuse_connect_json(handle, headers) end
+  if protocol ~= "rest" then return end
+  local message = body_message(headers)
+  if message == nil then return end
+  local body = handle:body()
+  if body == nil then return end
+  local field = unknown_field(body:getBytes(0, body:length()), message)
+  if field == nil then return end
+  local text = "unknown field " .. field .. " in the request body"
+  -- Objects taken before body() are out of scope once it has waited for the body.
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 3)
+  handle:respond({ [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
+    '{"code":3,"message":', quote(text), ',"details":[',
+    '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"UNKNOWN_FIELD",',
+    '"domain":"', NAMESPACE, '","metadata":{"field":', quote(field), "}},",
+    '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":',
+    quote(field), ',"description":"no such field"}]}]}',
+  }))
+end
+
+local GRPC_HEADERS = {
+  "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "grpc-accept-encoding",
+}
+
+function envoy_on_response(handle)
+  local metadata = handle:streamInfo():dynamicMetadata()
+  local seen = metadata:get(NAMESPACE) or {}
+  if seen.protocol ~= "rest" and seen.protocol ~= "connect" then return end
+  local headers = handle:headers()
+  local status = headers:get("grpc-status")
+  if status and seen.grpc_status == nil then
+    metadata:set(NAMESPACE, "grpc_status", tonumber(status))
+  end
+  for _, name in ipairs(GRPC_HEADERS) do headers:remove(name) end
+  if seen.protocol == "connect" and headers:get(":status") ~= "200"
+    and headers:get("content-type") == "application/json" then
+    local body = handle:body()
+    if body == nil then return end
+    local repaired = repaired_connect_error(body:getBytes(0, body:length()))
+    body:setBytes(repaired)
+    handle:headers():replace("content-length", tostring(#repaired))
+  end
+end

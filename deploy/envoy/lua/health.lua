@@ -1,0 +1,67 @@
+-- grpc.health.v1 by service name at the edge, and the gRPC status each call ended with.
+--
+-- Health/Check and Health/Watch name the service in their body, which Envoy's routes cannot see:
+-- this reads the name from the request (one gRPC frame, after the gRPC-Web and Connect bridges
+-- made it gRPC) and, for a public service, sets the header that routes the call to the cluster
+-- serving it. Unknown names go where "" goes, which answers NOT_FOUND for them.
+--
+-- On every response it records the gRPC status the upstream side ended with (trailers-only
+-- headers, else the trailers) as dynamic metadata shopmesh.edge grpc_status, for the access log:
+-- gRPC-Web and Connect move it into the body, and REST into the HTTP status, before the log.
+--
+-- HEALTH_CLUSTERS and HEALTH_HEADER are defined above this file by deploy/envoy/config.ts.
+
+local HEALTH_PATHS = {
+  ["/grpc.health.v1.Health/Check"] = true,
+  ["/grpc.health.v1.Health/Watch"] = true,
+}
+
+-- The string in field 1 (HealthCheckRequest.service) of the first gRPC message in `bytes`.
+local function requested_service(bytes)
+  if #bytes < 5 or bytes:byte(1) ~= 0 then return nil end
+  local pos, name = 6, ""
+  while pos <= #bytes do
+    local tag = bytes:byte(pos)
+    local length, shift = 0, 0
+    pos = pos + 1
+    repeat
+      local b = bytes:byte(pos)
+      if b == nil then return nil end
+      length = length + (b % 128) * 2 ^ shift
+      shift = shift + 7
+      pos = pos + 1
+    until b < 128
+    if tag == 10 then name = bytes:sub(pos, pos + length - 1) end
+    if tag % 8 ~= 2 then return nil end
+    pos = pos + length
+  end
+  return name
+end
+
+function envoy_on_request(handle)
+  local headers = handle:headers()
+  if not HEALTH_PATHS[headers:get(":path")] then return end
+  headers:remove(HEALTH_HEADER)
+  local body = handle:body()
+  if body == nil then return end
+  local cluster = HEALTH_CLUSTERS[requested_service(body:getBytes(0, body:length())) or ""]
+  if cluster then
+    -- Objects taken before body() are out of scope once it has waited for the body.
+    handle:headers():add(HEALTH_HEADER, cluster)
+    handle:clearRouteCache()
+  end
+end
+
+function envoy_on_response(handle)
+  local status = handle:headers():get("grpc-status")
+  if status == nil then
+    local kind = handle:headers():get("content-type") or ""
+    if kind:sub(1, 16) ~= "application/grpc" then return end
+    for _ in handle:bodyChunks() do end
+    local trailers = handle:trailers()
+    status = trailers and trailers:get("grpc-status")
+  end
+  if status then
+    handle:streamInfo():dynamicMetadata():set("shopmesh.edge", "grpc_status", tonumber(status))
+  end
+end

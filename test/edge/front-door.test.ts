@@ -1,0 +1,421 @@
+// The edge, faithful to the contract, against `npm run mesh` (real Envoy, real replicas): reflection
+// through Envoy, REST errors as google.rpc.Status JSON, the access log's status per protocol, the
+// Connect protocol with buf curl, and health by service name.
+import path from "node:path";
+import { credentials } from "@grpc/grpc-js";
+import test from "ava";
+import { descriptorFiles } from "../../kit/reflection.js";
+import { registry } from "../../services/registry.js";
+import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
+import { exec } from "../helpers/exec.js";
+import { type AccessLogLine, newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
+import { EDGE_TLS, grpcurl, type Json } from "../helpers/grpcurl.js";
+import { type ReflectionVersion, reflect } from "../helpers/reflection.js";
+
+const mesh = useMesh();
+const PUBLIC = registry.publicServices.slice().sort();
+const INFRA = [
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+];
+const channel = () =>
+  credentials.createSsl(CA, null, null, { checkServerIdentity: () => undefined });
+const url = (rest: string) => `https://${mesh.front()}${rest}`;
+const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+let healthy: Promise<void> | undefined;
+/** Every replica healthy in Envoy's eyes, once per file. */
+const ready = () => {
+  healthy ??= mesh.waitHealthy(["user", "product", "order"]);
+  return healthy;
+};
+
+/** The access log line of the request sent with x-request-id `id`. */
+const logged = async (id: string): Promise<AccessLogLine & Record<string, unknown>> =>
+  (await mesh.loggedRequests(id, 1))[0] as AccessLogLine & Record<string, unknown>;
+
+// ---------------------------------------------------------------------------------------------
+// Reflection through Envoy
+
+for (const version of ["v1", "v1alpha"] satisfies ReflectionVersion[]) {
+  test.serial(
+    `${version} through Envoy: the list is the public API; files are exact`,
+    async (t) => {
+      await ready();
+      const files = descriptorFiles();
+      const names = [...files.keys()].filter((name) => name !== "shop/product/v1/inventory.proto");
+      const answers = await reflect(
+        mesh.front(),
+        version,
+        [
+          { list_services: "" },
+          ...names.map((name) => ({ file_by_filename: name })),
+          { file_by_filename: "shop/product/v1/inventory.proto" },
+        ],
+        undefined,
+        channel(),
+      );
+      const [listed, ...rest] = answers;
+      t.deepEqual(listed?.services?.slice().sort(), [...PUBLIC, ...INFRA].sort());
+      names.forEach((name, i) => {
+        const answer = rest[i];
+        t.is(answer?.files?.[0]?.name, name, answer?.error?.message);
+        for (const [k, raw] of (answer?.raw ?? []).entries()) {
+          const sent = answer?.files?.[k]?.name as string;
+          t.true(Buffer.from(files.get(sent) as Uint8Array).equals(raw), `${sent} differs`);
+        }
+      });
+      t.is(rest.at(-1)?.error?.code, 5, "the internal API is not described at the edge");
+    },
+  );
+}
+
+test.serial(
+  "grpcurl through Envoy: list is exactly the public API, describe as the descriptor set",
+  async (t) => {
+    await ready();
+    const listed = await grpcurl([mesh.front(), "list"], undefined, EDGE_TLS);
+    t.is(listed.code, 0, listed.stderr);
+    t.deepEqual(listed.stdout.trim().split("\n").sort(), [...PUBLIC, ...INFRA].sort());
+    const described = await grpcurl(
+      [mesh.front(), "describe", "shop.product.v1.Product"],
+      undefined,
+      EDGE_TLS,
+    );
+    t.regex(described.stdout, /OUTPUT_ONLY/);
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// REST errors
+
+const GRPC_HEADERS = [
+  "grpc-status",
+  "grpc-message",
+  "grpc-encoding",
+  "grpc-accept-encoding",
+  "grpc-status-details-bin",
+];
+
+/** A REST call: its status, JSON body and headers; never a grpc-* header. */
+async function rest(
+  t: import("ava").ExecutionContext,
+  method: string,
+  rest: string,
+  body?: string,
+  headers: Record<string, string> = admin,
+) {
+  const id = tag("rest");
+  const response = await edgeFetch(url(rest), {
+    method,
+    headers: {
+      ...headers,
+      "x-request-id": id,
+      ...(body && { "content-type": "application/json" }),
+    },
+    ...(body && { body }),
+  });
+  for (const name of GRPC_HEADERS)
+    t.false(response.headers.has(name), `${method} ${rest}: ${name}`);
+  t.is(response.headers.get("content-type"), "application/json", `${method} ${rest}`);
+  return { status: response.status, json: (await response.json()) as Json, id };
+}
+
+test.serial("REST: success replies carry no grpc-* headers", async (t) => {
+  await ready();
+  const { status, json } = await rest(t, "GET", "/products?page_size=1");
+  t.is(status, 200);
+  t.true(Array.isArray(json.products));
+});
+
+test.serial(
+  "REST: an unknown query parameter is refused with INVALID_ARGUMENT, as JSON",
+  async (t) => {
+    await ready();
+    for (const query of [
+      "/products?foo=bar",
+      "/products?page_size=1&colour=red",
+      "/users/usr_x?x=1",
+    ]) {
+      const { status, json } = await rest(t, "GET", query);
+      t.is(status, 400, query);
+      t.is(json.code, 3, query);
+      t.regex(json.message, /Could not find field/);
+    }
+  },
+);
+
+test.serial(
+  "REST: a query value of the wrong type and bad JSON are INVALID_ARGUMENT, as JSON",
+  async (t) => {
+    await ready();
+    const badValue = await rest(t, "GET", "/products?page_size=abc");
+    t.deepEqual([badValue.status, badValue.json.code], [400, 3]);
+    t.regex(badValue.json.message, /page_size/);
+    const badJson = await rest(t, "POST", "/orders", "{bad");
+    t.deepEqual([badJson.status, badJson.json.code], [400, 3]);
+  },
+);
+
+test.serial(
+  "REST: unknown body fields are refused with INVALID_ARGUMENT, nothing written",
+  async (t) => {
+    await ready();
+    const email = `${tag("unknown")}@example.com`;
+    const top = await rest(
+      t,
+      "POST",
+      "/users",
+      JSON.stringify({ email, display_name: "X", bogus: 1 }),
+    );
+    t.deepEqual([top.status, top.json.code], [400, 3]);
+    t.like(top.json.details[0], { reason: "UNKNOWN_FIELD", metadata: { field: "bogus" } });
+    t.like(top.json.details[1], {
+      "@type": "type.googleapis.com/google.rpc.BadRequest",
+      field_violations: [{ field: "bogus" }],
+    });
+    // The same body without the stray field creates the user: the first wrote nothing.
+    const created = await rest(t, "POST", "/users", JSON.stringify({ email, displayName: "X" }));
+    t.is(created.status, 200, JSON.stringify(created.json));
+
+    const user = await newUser(mesh.clients());
+    const token = await tokenFor(user.userId);
+    const nested = await rest(
+      t,
+      "POST",
+      "/orders",
+      JSON.stringify({
+        user_id: user.userId,
+        lines: [{ product_id: "prd_x", quantity: 1, colour: "red" }],
+      }),
+      { authorization: `Bearer ${token}` },
+    );
+    t.deepEqual([nested.status, nested.json.code], [400, 3]);
+    t.is(nested.json.details[0].metadata.field, "lines[0].colour");
+  },
+);
+
+test.serial(
+  "REST: service errors keep their google.rpc.Status; unknown paths are NOT_FOUND",
+  async (t) => {
+    await ready();
+    const missing = await rest(t, "GET", "/products/prd_nope");
+    t.deepEqual([missing.status, missing.json.code], [404, 5]);
+    t.is(missing.json.details[0].reason, "PRODUCT_NOT_FOUND");
+    const nowhere = await rest(t, "GET", "/nowhere");
+    t.deepEqual([nowhere.status, nowhere.json.code], [404, 5]);
+    const anonymous = await rest(t, "GET", "/orders", undefined, {});
+    t.deepEqual([anonymous.status, anonymous.json.code], [401, 16]);
+  },
+);
+
+// ---------------------------------------------------------------------------------------------
+// The access log states the status the caller got
+
+test.serial("the access log states each caller's protocol, method and status", async (t) => {
+  await ready();
+  const c = mesh.clients();
+  const product = await newProduct(c, 3);
+  const sent: [string, Promise<unknown>][] = [];
+  const send = (what: string, call: (id: string) => Promise<unknown>) => {
+    const id = tag(what);
+    sent.push([id, call(id).catch(() => undefined)]);
+    return id;
+  };
+  const withHeader = (id: string) => ["-H", `x-request-id: ${id}`];
+  const buf = (protocol: string, id: string, method: string, body: object) =>
+    exec(path.join("node_modules", ".bin", "buf"), [
+      "curl",
+      ...["--protocol", protocol, "--cacert", path.join(CERTS, "ca.crt")],
+      ...["-H", `x-request-id: ${id}`, "-H", `authorization: Bearer ${ADMIN_TOKEN}`],
+      ...["-d", JSON.stringify(body), url(`/${method}`)],
+    ]);
+  const get = "shop.product.v1.ProductService/GetProduct";
+  const ids = {
+    grpcOk: send("grpc-ok", (id) =>
+      grpcurl(
+        [
+          ...withHeader(id),
+          "-d",
+          JSON.stringify({ product_id: product.productId }),
+          mesh.front(),
+          get,
+        ],
+        undefined,
+        EDGE_TLS,
+      ),
+    ),
+    grpcMissing: send("grpc-missing", (id) =>
+      grpcurl(
+        [...withHeader(id), "-d", '{"product_id":"prd_nope"}', mesh.front(), get],
+        undefined,
+        EDGE_TLS,
+      ),
+    ),
+    webOk: send("web-ok", (id) => buf("grpcweb", id, get, { product_id: product.productId })),
+    webMissing: send("web-missing", (id) => buf("grpcweb", id, get, { product_id: "prd_nope" })),
+    connectOk: send("connect-ok", (id) =>
+      buf("connect", id, get, { product_id: product.productId }),
+    ),
+    connectMissing: send("connect-missing", (id) =>
+      buf("connect", id, get, { product_id: "prd_nope" }),
+    ),
+    restOk: send("rest-ok", (id) =>
+      edgeFetch(url(`/products/${product.productId}`), { headers: { "x-request-id": id } }),
+    ),
+    restMissing: send("rest-missing", (id) =>
+      edgeFetch(url("/products/prd_nope"), { headers: { "x-request-id": id } }),
+    ),
+    restBadJson: send("rest-bad-json", (id) =>
+      edgeFetch(url("/orders"), {
+        method: "POST",
+        headers: { ...admin, "x-request-id": id },
+        body: "{bad",
+      }),
+    ),
+  };
+  await Promise.all(sent.map(([, done]) => done));
+  const expect: Record<keyof typeof ids, [string, string, number, number]> = {
+    grpcOk: ["grpc", "POST", 200, 0],
+    grpcMissing: ["grpc", "POST", 200, 5],
+    webOk: ["grpc-web", "POST", 200, 0],
+    webMissing: ["grpc-web", "POST", 200, 5],
+    connectOk: ["connect", "POST", 200, 0],
+    connectMissing: ["connect", "POST", 404, 5],
+    restOk: ["rest", "GET", 200, 0],
+    restMissing: ["rest", "GET", 404, 5],
+    restBadJson: ["rest", "POST", 400, 3],
+  };
+  for (const [name, id] of Object.entries(ids)) {
+    const line = await logged(id);
+    t.deepEqual(
+      [line.api, line.method, line.response_code, line.grpc_status],
+      expect[name as keyof typeof ids],
+      name,
+    );
+  }
+  c.close();
+});
+
+// ---------------------------------------------------------------------------------------------
+// Connect
+
+const bufCurl = (
+  protocol: string,
+  method: string,
+  body: object,
+  token = ADMIN_TOKEN,
+  flags: string[] = [],
+) =>
+  exec(path.join("node_modules", ".bin", "buf"), [
+    "curl",
+    ...["--protocol", protocol, "--cacert", path.join(CERTS, "ca.crt"), ...flags],
+    ...["-H", `authorization: Bearer ${token}`, "-d", JSON.stringify(body)],
+    url(`/${method}`),
+  ]);
+
+test.serial(
+  "Connect: buf curl --protocol connect calls, and reads errors with their details",
+  async (t) => {
+    await ready();
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 2)]);
+    const got = await bufCurl("connect", "shop.product.v1.ProductService/GetProduct", {
+      product_id: product.productId,
+    });
+    t.is(got.code, 0, got.stderr);
+    t.is(JSON.parse(got.stdout).product.productId, product.productId);
+
+    const token = await tokenFor(user.userId);
+    const order = await bufCurl(
+      "connect",
+      "shop.order.v1.OrderService/CreateOrder",
+      {
+        user_id: user.userId,
+        lines: [{ product_id: product.productId, quantity: 1 }],
+        request_id: tag("req"),
+      },
+      token,
+    );
+    t.is(order.code, 0, order.stderr);
+    t.is(JSON.parse(order.stdout).order.state, "ORDER_STATE_CONFIRMED");
+
+    // Short stock: FAILED_PRECONDITION with its PreconditionFailure, the message readable.
+    const short = await bufCurl(
+      "connect",
+      "shop.order.v1.OrderService/CreateOrder",
+      { user_id: user.userId, lines: [{ product_id: product.productId, quantity: 5 }] },
+      token,
+    );
+    t.not(short.code, 0);
+    const error = JSON.parse(short.stdout || short.stderr.slice(short.stderr.indexOf("{")));
+    t.is(error.code, "failed_precondition");
+    t.notRegex(error.message, /%20/);
+    t.true(
+      error.details.some(
+        (detail: { type: string }) => detail.type === "google.rpc.PreconditionFailure",
+      ),
+      JSON.stringify(error),
+    );
+
+    // The server-streaming rpc works over Connect too.
+    const watched = await exec(path.join("node_modules", ".bin", "buf"), [
+      "curl",
+      ...["--protocol", "connect", "--cacert", path.join(CERTS, "ca.crt")],
+      ...["-H", `authorization: Bearer ${token}`, "--timeout", "2s"],
+      ...["-d", JSON.stringify({ order_id: JSON.parse(order.stdout).order.orderId })],
+      url("/shop.order.v1.OrderService/WatchOrder"),
+    ]);
+    t.regex(watched.stdout, /ORDER_STATE_CONFIRMED/);
+    c.close();
+  },
+);
+
+test.serial("Connect: the JSON codec is refused with 415, before any service", async (t) => {
+  await ready();
+  const response = await edgeFetch(url("/shop.product.v1.ProductService/ListProducts"), {
+    method: "POST",
+    headers: { ...admin, "content-type": "application/json", "connect-protocol-version": "1" },
+    body: "{}",
+  });
+  t.is(response.status, 415);
+  t.is(((await response.json()) as Json).code, "unimplemented");
+});
+
+// ---------------------------------------------------------------------------------------------
+// Health by service name
+
+test.serial(
+  "Health/Check through Envoy answers for every public service, over every protocol",
+  async (t) => {
+    await ready();
+    for (const service of ["", ...PUBLIC]) {
+      for (const protocol of ["grpc", "grpcweb", "connect"]) {
+        const result = await bufCurl(protocol, "grpc.health.v1.Health/Check", { service });
+        t.is(result.code, 0, `${protocol} "${service}": ${result.stderr}`);
+        t.deepEqual(JSON.parse(result.stdout), { status: "SERVING" });
+      }
+    }
+    // Each answer comes from the cluster serving the service.
+    for (const service of registry.services.filter((s) => s.publicServices.length > 0)) {
+      const id = tag("health");
+      const result = await bufCurl(
+        "grpc",
+        "grpc.health.v1.Health/Check",
+        {
+          service: service.publicServices[0],
+        },
+        ADMIN_TOKEN,
+        ["-H", `x-request-id: ${id}`],
+      );
+      t.is(result.code, 0, result.stderr);
+      t.is((await logged(id)).upstream_cluster, service.name);
+    }
+    // The internal API and unknown names are NOT_FOUND, as on a service's own port.
+    for (const service of ["shop.product.v1.InventoryService", "shop.nope.v1.Nope"]) {
+      const result = await bufCurl("grpc", "grpc.health.v1.Health/Check", { service });
+      t.regex(result.stderr, /not_found/i, service);
+    }
+  },
+);
