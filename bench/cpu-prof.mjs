@@ -27,7 +27,10 @@ if (dir) {
       const label =
         folder === "services"
           ? (process.argv[2] ?? folder)
-          : path.basename(script).replace(/\.[cm]?[jt]s$/, "").replace("server", folder);
+          : path
+              .basename(script)
+              .replace(/\.[cm]?[jt]s$/, "")
+              .replace("server", folder);
       const name = `${label}-${process.pid}.cpuprofile`;
       writeFileSync(path.join(dir, name), JSON.stringify(result.profile));
     });

@@ -33,9 +33,12 @@ import {
   type RunResult,
   ratios,
 } from "./lib/results.js";
+import { type SoakResult, soak } from "./lib/soak.js";
+import { measureStartup, type StartupResult } from "./lib/startup.js";
 import {
   type Fleet,
   type ProcessName,
+  TARGETS,
   type Target,
   type TargetContext,
   targetById,
@@ -223,7 +226,8 @@ async function main(): Promise<number> {
   const started = new Date();
   const loadBefore = os.loadavg()[0] ?? 0;
   const targets = options.targets.map(targetById);
-  const needs = new Set(targets.flatMap((target) => target.path));
+  const soakTarget = options.soakCalls > 0 ? targetById(options.soakTarget) : undefined;
+  const needs = new Set([...targets, ...(soakTarget ? [soakTarget] : [])].flatMap((t) => t.path));
   for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
@@ -264,6 +268,18 @@ async function main(): Promise<number> {
       };
     }
     const context: TargetContext = { addresses, fleets, certs: DEV_CERTS_DIR };
+    // Before any load: a replica's start is timed on a machine the bench itself leaves quiet.
+    const startup: StartupResult[] = [];
+    if (options.startupRounds > 0) {
+      for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
+        startup.push(
+          ...(await measureStartup(fleet, plan, options.startupRounds, profilerEnv(options))),
+        );
+      }
+      for (const { fleet, service, ms } of startup) {
+        log(`start to SERVING: ${fleet} ${service} ${ms.map((m) => m.toFixed(0)).join(", ")} ms`);
+      }
+    }
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
@@ -291,6 +307,20 @@ async function main(): Promise<number> {
         log(
           `${target.id.padEnd(14)} c=${String(concurrency).padEnd(3)} ${run.rps.toFixed(0).padStart(6)} req/s  p50 ${run.latencyMs.p50.toFixed(2)} ms  p99 ${run.latencyMs.p99.toFixed(2)} ms  errors ${run.errors}`,
         );
+      }
+    }
+    let soakResult: SoakResult | undefined;
+    if (soakTarget) {
+      log(`soak: ${options.soakCalls} calls of ${soakTarget.id}, twice`);
+      soakResult = await soak(soakTarget, context, pids, {
+        calls: options.soakCalls,
+        concurrency: 16,
+        ghz: tool("ghz"),
+        outFile: path.join(dir, "soak.json"),
+        cpus: options.ghzCpus,
+      });
+      for (const [name, rss] of Object.entries(soakResult.rssMb)) {
+        log(`soak: ${name} RSS ${rss.first.toFixed(0)} MiB, then ${rss.second.toFixed(0)} MiB`);
       }
     }
     await supervisor.stop();
@@ -325,7 +355,13 @@ async function main(): Promise<number> {
       },
       runs,
       ratios: ratioList,
-      goals: goals(runs, ratioList),
+      startup,
+      ...(soakResult && { soak: soakResult }),
+      goals: goals(runs, {
+        paths: new Map(TARGETS.map((target) => [target.id, target.path])),
+        startup,
+        soak: soakResult,
+      }),
       wallS: (Date.now() - started.getTime()) / 1000,
     };
 

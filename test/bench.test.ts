@@ -1,5 +1,5 @@
 // The benchmark harness itself works end to end: a one-second run of five targets writes a report,
-// both fleets (plaintext and TLS) included.
+// both fleets (plaintext and TLS) included, with the start of each service timed once.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -22,7 +22,7 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
     [
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
       ...["--targets", "echo,kit-echo,get-direct,get-direct-tls,create-direct"],
-      ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
+      ...["--duration", "1", "--warmup", "0", "--concurrency", "4", "--startup", "1"],
       ...["--out", out],
     ],
     { timeoutMs: 110_000 },
@@ -65,7 +65,24 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   // The price of TLS and token checks, against the plaintext development profile, in one run.
   t.true(results.ratios.some((ratio) => ratio.name === "mTLS+JWT ÷ plaintext (GetProduct direct)"));
 
+  // Each service of each fleet was started once more and timed to SERVING.
+  t.deepEqual(
+    results.startup.map((s) => [s.fleet, s.service, s.ms.length]),
+    ["plaintext", "tls"].flatMap((fleet) =>
+      ["user", "product", "order"].map((service) => [fleet, service, 1]),
+    ),
+  );
+  // The issue's goals are judged, with the development profile beside the production shape.
+  const cpu = results.goals.find((goal) => goal.name.startsWith("CPU per CreateOrder"));
+  t.true((cpu?.bare ?? 0) > 0, "CPU per CreateOrder on the development profile");
+  t.is(cpu?.measured, undefined, "create-direct-tls was not run");
+  const startup = results.goals.find((goal) => goal.name.startsWith("start to SERVING"));
+  t.true((startup?.measured ?? 0) > 0 && (startup?.bare ?? 0) > 0);
+
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
+  t.regex(markdown, /## Goals/);
+  t.regex(markdown, /## CPU per call, per process/);
+  t.regex(markdown, /## Start to SERVING/);
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);

@@ -19,6 +19,11 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** Keep the temp directory (databases, logs, Envoy config) instead of removing it. */
   keep: boolean;
+  /** How many times to time each service's start to SERVING, per fleet; 0 for never. */
+  startupRounds: number;
+  /** Calls per half of the memory run; 0 for none. */
+  soakCalls: number;
+  soakTarget: string;
 }
 
 export const USAGE = `npm run bench -- [options]
@@ -32,6 +37,11 @@ export const USAGE = `npm run bench -- [options]
   --envoy-concurrency N    Envoy worker threads (default 1)
   --ghz-cpus N             cores ghz may use (default: all)
   --cpu-prof DIR           run the services and the echo server with node --cpu-prof into DIR
+  --startup N              time start to SERVING of each service N times per fleet (default 3;
+                           0 with --targets unless given)
+  --soak N                 after the runs, N calls of --soak-target and N more, RSS after each
+                           (off by default; the issue's figure is 100000: about 15 minutes)
+  --soak-target ID         the target of --soak (default create-direct-tls)
   --keep                   keep the temp dir with the databases and logs
   -h, --help               this text`;
 
@@ -50,6 +60,8 @@ const positiveInt = (raw: string, flag: string) => {
   return value;
 };
 
+const nonNegativeInt = (raw: string, flag: string) => (raw === "0" ? 0 : positiveInt(raw, flag));
+
 export const defaultOutDir = fileURLToPath(new URL("../results", import.meta.url));
 
 /** Parses argv; undefined when --help was asked for. */
@@ -67,6 +79,9 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       "ghz-cpus": { type: "string" },
       "cpu-prof": { type: "string" },
       keep: { type: "boolean", default: false },
+      startup: { type: "string" },
+      soak: { type: "string" },
+      "soak-target": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -91,5 +106,12 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     ghzCpus: positiveInt(values["ghz-cpus"] ?? String(os.cpus().length), "--ghz-cpus"),
     cpuProfDir: values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined,
     keep: values.keep === true,
+    startupRounds: values.startup
+      ? nonNegativeInt(values.startup, "--startup")
+      : values.targets === undefined
+        ? 3
+        : 0,
+    soakCalls: values.soak ? nonNegativeInt(values.soak, "--soak") : 0,
+    soakTarget: targetById(values["soak-target"] ?? "create-direct-tls").id,
   };
 }

@@ -1,5 +1,6 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
-import type { BenchResults, RunResult } from "./results.js";
+import { type BenchResults, cpuPerCallMs, type RunResult } from "./results.js";
+import { median } from "./startup.js";
 import { TARGETS } from "./targets.js";
 
 const n0 = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -68,6 +69,68 @@ function costTable(runs: readonly RunResult[]): string {
   );
 }
 
+function cpuPerCallTable(runs: readonly RunResult[]): string {
+  const paths = new Map(TARGETS.map((target) => [target.id, target.path]));
+  const names = [...new Set(runs.flatMap((run) => paths.get(run.target) ?? []))];
+  return table(
+    ["target", "c", "all processes", ...names],
+    runs.map((run) => {
+      const path = paths.get(run.target) ?? [];
+      const total = cpuPerCallMs(run, path);
+      return [
+        run.label,
+        String(run.concurrency),
+        total === undefined ? "" : n2(total),
+        ...names.map((name) => {
+          const one = path.includes(name) ? cpuPerCallMs(run, [name]) : undefined;
+          return one === undefined ? "" : n2(one);
+        }),
+      ];
+    }),
+  );
+}
+
+function startupSection(results: BenchResults): string[] {
+  if (results.startup.length === 0) return [];
+  return [
+    "## Start to SERVING",
+    "",
+    "One more replica of each service, started beside the running fleet (its database already migrated) before any load, timed from the process's start to a SERVING health check; one row per fleet and service.",
+    "",
+    table(
+      ["fleet", "service", "median s", "each run s"],
+      results.startup.map(({ fleet, service, ms }) => [
+        fleet === "tls" ? "production shape" : "development profile",
+        service,
+        n2(median(ms) / 1000),
+        ms.map((m) => n2(m / 1000)).join(", "),
+      ]),
+    ),
+    "",
+  ];
+}
+
+function soakSection(results: BenchResults): string[] {
+  const { soak } = results;
+  if (!soak) return [];
+  return [
+    "## Memory over a long run",
+    "",
+    `${n0(soak.calls)} calls of \`${soak.target}\` at c=${soak.concurrency}, then ${n0(soak.calls)} more (${soak.errors} failed); RSS (VmRSS) of each process after each half.`,
+    "",
+    table(
+      ["process", "RSS after the first half, MiB", "after the second, MiB", "growth"],
+      Object.entries(soak.rssMb).map(([name, rss]) => [
+        name,
+        n1(rss.first),
+        n1(rss.second),
+        `${n1((100 * (rss.second - rss.first)) / rss.first)}%`,
+      ]),
+    ),
+    "",
+  ];
+}
+
 export function markdownReport(results: BenchResults, chartFile: string): string {
   const { machine, settings } = results;
   const targetLines = TARGETS.filter((t) => settings.targets.includes(t.id)).map(
@@ -83,6 +146,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     `${goal.comparison} ${goal.limit}`,
     goal.measured === undefined ? "not measured" : n2(goal.measured),
     goal.met === undefined ? "—" : goal.met ? "met" : "**not met**",
+    goal.bare === undefined ? "—" : n2(goal.bare),
   ]);
   const errors = results.runs.filter((run) => run.errors > 0);
   const unrelated = results.runs.reduce((sum, run) => sum + run.other.unrelatedCpuS, 0);
@@ -135,10 +199,20 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     table(["ratio", "c", "value"], ratioRows),
     "",
-    "Goals from the issue:",
+    "## Goals",
     "",
-    table(["goal", "target", "measured", ""], goalRows),
+    "Judged on the production shape (`-tls` targets: mutual TLS on every hop, tokens checked, a log line per call); *bare* is the same figure on the plaintext development profile, so the price of those features shows. A goal is *not measured* when the run left out the targets or concurrency it needs.",
     "",
+    table(["goal", "target", "production shape", "", "bare (development profile)"], goalRows),
+    "",
+    "## CPU per call, per process",
+    "",
+    "CPU milliseconds (user + system, all threads, from `/proc`) each process on the target's path spent per successful call. Robust on a shared machine, unlike throughput.",
+    "",
+    cpuPerCallTable(results.runs),
+    "",
+    ...startupSection(results),
+    ...soakSection(results),
     "## Resources per process",
     "",
     "CPU seconds (user + system, all threads) during each measured run from `/proc/<pid>/stat`, as a share of one core; peak RSS from `/proc/<pid>/status` VmHWM, reset before each run.",
