@@ -1,6 +1,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import knex, { type Knex } from "knex";
+import { CachingBetterSqlite3 } from "./db/statement-cache.js";
 import { fitting } from "./page-token.js";
 
 export type { Knex };
@@ -29,7 +30,8 @@ export async function openDatabase(
 ): Promise<Knex> {
   if (filename !== ":memory:") mkdirSync(path.dirname(filename), { recursive: true });
   const db = knex({
-    client: "better-sqlite3",
+    // knex's better-sqlite3 client, keeping each statement prepared (db/statement-cache.ts).
+    client: CachingBetterSqlite3 as unknown as typeof knex.Client,
     connection: { filename },
     useNullAsDefault: true,
     // better-sqlite3 runs each statement synchronously: no hop to a worker thread per query,
