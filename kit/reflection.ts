@@ -69,6 +69,50 @@ export function reflectionService(hidden: readonly string[] = []): ReflectionSer
   return new ReflectionService(root as unknown as PackageDefinition);
 }
 
+type Registrar = Pick<ReflectionService, "addToServer">;
+type AddService = Parameters<ReflectionService["addToServer"]>[0];
+type Definition = Parameters<AddService["addService"]>[0];
+type Handler = (...args: unknown[]) => unknown;
+
+/**
+ * reflectionService, built on its first call rather than when the server starts: indexing the
+ * descriptor set (every file, with its comments, for v1 and v1alpha) was a tenth of a service's
+ * start and ~10 MB that most processes, never asked to reflect, kept for nothing.
+ */
+export function lazyReflectionService(hidden: readonly string[] = []): Registrar {
+  let handlers: Map<string, Handler> | undefined;
+  const handlerOf = (path: string): Handler => {
+    if (!handlers) {
+      const built = new Map<string, Handler>();
+      reflectionService(hidden).addToServer({
+        addService(definition: Definition, implementation: object) {
+          for (const [name, handler] of Object.entries(implementation)) {
+            built.set((definition[name] as { path: string }).path, handler as Handler);
+          }
+        },
+      } as AddService);
+      handlers = built;
+    }
+    return handlers.get(path) as Handler;
+  };
+  return {
+    addToServer(server: AddService) {
+      // The same services and methods, from an index of no files; each call goes to the real one.
+      const empty = { "shop.descriptors": { fileDescriptorProtos: [] } };
+      new ReflectionService(empty as unknown as PackageDefinition).addToServer({
+        addService(definition: Definition, implementation: object) {
+          const dispatch: Record<string, Handler> = {};
+          for (const name of Object.keys(implementation)) {
+            const path = (definition[name] as { path: string }).path;
+            dispatch[name] = (...args) => handlerOf(path)(...args);
+          }
+          server.addService(definition, dispatch);
+        },
+      } as AddService);
+    },
+  };
+}
+
 /**
  * Reflection answers an unknown symbol or file with an error message that quotes it: clipped,
  * so that a reply to a request near the size limit still fits the client's.

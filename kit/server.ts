@@ -13,7 +13,7 @@ import {
   type ServerMiddleware,
   type ServerNext,
 } from "./middleware/index.js";
-import { clipReflectionError, reflectionService } from "./reflection.js";
+import { clipReflectionError, lazyReflectionService } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 import { EDGE_IDENTITY, peerIdentity, serverCredentials, type TlsMaterial } from "./tls.js";
 
@@ -140,7 +140,7 @@ type AnyHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknow
  */
 function addReflection(server: Pick<grpc.Server, "addService">, internal: readonly string[]) {
   if (internal.length === 0) {
-    reflectionService().addToServer(server);
+    lazyReflectionService().addToServer(server);
     return;
   }
   const capture = (into: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][]) => ({
@@ -150,8 +150,8 @@ function addReflection(server: Pick<grpc.Server, "addService">, internal: readon
   });
   const full: [grpc.ServiceDefinition, grpc.UntypedServiceImplementation][] = [];
   const outside: typeof full = [];
-  reflectionService().addToServer(capture(full) as unknown as grpc.Server);
-  reflectionService(internal).addToServer(capture(outside) as unknown as grpc.Server);
+  lazyReflectionService().addToServer(capture(full) as unknown as grpc.Server);
+  lazyReflectionService(internal).addToServer(capture(outside) as unknown as grpc.Server);
   const inMesh = (call: grpc.ServerUnaryCall<unknown, unknown>) => {
     const identity = peerIdentity(call.getAuthContext());
     return identity !== undefined && identity !== EDGE_IDENTITY;
