@@ -9,8 +9,9 @@
 
 FROM node:20-bookworm-slim AS deps
 WORKDIR /app
-# better-sqlite3's native addon installs a prebuilt binary when it can download one, and builds from
-# source otherwise, which needs a compiler and Python.
+# The SQLite drivers' native addons (better-sqlite3, and sqlite3 for SHOP_SQLITE_DRIVER=sqlite3)
+# install a prebuilt binary when they can download one, and build from source otherwise, which
+# needs a compiler and Python. PostgreSQL (SHOP_DATABASE_URL) needs nothing native.
 RUN apt-get update \
   && apt-get install -y --no-install-recommends g++ make python3 \
   && rm -rf /var/lib/apt/lists/*

@@ -3,7 +3,7 @@
 
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { DEV_CERTS_DIR } from "../kit/security.js";
@@ -12,6 +12,7 @@ import { signToken } from "../scripts/lib/credentials.js";
 import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
 import type { FleetPlan } from "../scripts/lib/plan.js";
 import { fleetPlan } from "../scripts/lib/plan.js";
+import { launchPostgres, postgresBinDir } from "../scripts/lib/postgres.js";
 import { seedBench } from "../scripts/lib/seed.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
@@ -19,11 +20,13 @@ import { chartSvg } from "./lib/chart.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
 import {
+  cpuDelta,
   machineBusySeconds,
   type ProcSample,
   resetPeak,
   sampleMachine,
   sampleProcess,
+  sampleTree,
 } from "./lib/proc.js";
 import { markdownReport } from "./lib/report.js";
 import {
@@ -38,6 +41,7 @@ import { measureStartup, type StartupResult } from "./lib/startup.js";
 import {
   type Fleet,
   type ProcessName,
+  type Storage,
   TARGETS,
   type Target,
   type TargetContext,
@@ -67,13 +71,66 @@ function profilerEnv(options: BenchOptions): Record<string, string> {
 }
 
 /**
+ * One replica of every registered service on `storage`, with its own data directory and its own
+ * supervisor (stopped after `supervisor`'s processes): SQLite through the sqlite3 driver, or
+ * PostgreSQL on a local server started for the run. Its processes are `<service>@<storage>`.
+ */
+async function launchOn(
+  storage: Storage,
+  supervisor: Supervisor,
+  dir: string,
+  options: BenchOptions,
+  addresses: Partial<Record<ProcessName, string>>,
+  pids: Map<ProcessName, number>,
+): Promise<FleetPlan> {
+  const own = new Supervisor();
+  supervisor.afterStop(() => own.stop());
+  const dataDir = path.join(dir, `data-${storage}`);
+  own.lockDataDir(dataDir);
+  const env = { ...profilerEnv(options) };
+  let databases: Record<string, string> | undefined;
+  if (storage === "sqlite3") env.SHOP_SQLITE_DRIVER = "sqlite3";
+  else {
+    // Commits do not wait for their WAL to reach the disk: SQLite's synchronous=NORMAL in WAL
+    // mode, which the services use, makes the same trade.
+    const { server, url } = await launchPostgres(own, dataDir, {
+      settings: { synchronous_commit: "off" },
+    });
+    databases = Object.fromEntries(registry.names.map((name) => [name, url]));
+    const pid = server.pid();
+    if (pid) pids.set("postgres", pid);
+  }
+  const ports = await freePorts(registry.names.length);
+  const plan = fleetPlan({
+    dataDir,
+    ports: Object.fromEntries(
+      registry.names.map((name, i) => [name, [ports[i] as number]]),
+    ) as Record<ServiceName, number[]>,
+    ...(databases && { databases }),
+  });
+  const launched = await own.launch(plan, {
+    portHint: "a port the bench picked was taken meanwhile; run it again",
+    quiet: true,
+    env,
+  });
+  for (const replica of launched.replicas) {
+    const name = `${replica.spec.service}@${storage}` as ProcessName;
+    addresses[name] = replica.address;
+    pids.set(name, replica.child.pid as number);
+  }
+  return plan;
+}
+
+/**
  * Starts what the targets need, through the same supervisor as `npm start` and `npm run mesh`:
- * the echo servers, one replica of every registered service with Envoy in front when a target
- * calls them. Returns the address and pid of each process.
+ * the echo servers, one replica of every registered service with Envoy in front for each profile
+ * a target calls, and a fleet per other storage a target names. Returns the address and pid of
+ * each process, and the plan of each fleet.
  */
 async function launch(
   supervisor: Supervisor,
   needs: Set<ProcessName>,
+  storages: Set<Storage>,
   dir: string,
   options: BenchOptions,
 ): Promise<{
@@ -100,7 +157,7 @@ async function launch(
     });
   // The plaintext development profile, and the production shape (`tls-` names): mutual TLS with
   // the development credentials, TLS at the edge.
-  const startFleet = async (fleet: Fleet) => {
+  const startFleet = async (fleet: "plaintext" | "tls") => {
     const name = (service: ServiceName | "envoy") =>
       (fleet === "tls" ? `tls-${service}` : service) as ProcessName;
     if (!registry.names.some((service) => needs.has(name(service)))) return;
@@ -137,13 +194,22 @@ async function launch(
   const fleets = (async () => {
     await startFleet("plaintext");
     await startFleet("tls");
+    for (const storage of storages) {
+      plans[storage] = await launchOn(storage, supervisor, dir, options, addresses, pids);
+    }
   })();
   await Promise.all([...echoes, fleets]);
   return { addresses, pids, plans };
 }
 
 function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
-  return new Map([...pids].map(([name, pid]) => [name, sampleProcess(pid)]));
+  // PostgreSQL works in a process per connection: the server's CPU is its children's too.
+  return new Map(
+    [...pids].map(([name, pid]) => [
+      name,
+      name === "postgres" ? sampleTree(pid) : sampleProcess(pid),
+    ]),
+  );
 }
 
 async function measure(
@@ -175,7 +241,7 @@ async function measure(
   for (const [name, end] of after) {
     const start = before.get(name);
     if (!start || !end) continue;
-    const cpuS = end.cpuS - start.cpuS;
+    const cpuS = cpuDelta(start, end);
     processes[name] = {
       cpuS,
       cpuPct: (100 * cpuS) / load.elapsedS,
@@ -226,8 +292,13 @@ async function main(): Promise<number> {
   const started = new Date();
   const loadBefore = os.loadavg()[0] ?? 0;
   const targets = options.targets.map(targetById);
+  const storages = new Set(targets.flatMap((target) => target.storage ?? []));
   const soakTarget = options.soakCalls > 0 ? targetById(options.soakTarget) : undefined;
-  const needs = new Set([...targets, ...(soakTarget ? [soakTarget] : [])].flatMap((t) => t.path));
+  const needs = new Set(
+    [...targets.filter((t) => !t.storage), ...(soakTarget ? [soakTarget] : [])].flatMap(
+      (target) => target.path,
+    ),
+  );
   for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
@@ -236,6 +307,9 @@ async function main(): Promise<number> {
   }
 
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-bench-"));
+  // A PostgreSQL server the run starts keeps its cluster in here, as the postgres user when
+  // the bench runs as root: that user must be let through.
+  if (storages.has("postgres")) await chmod(dir, 0o711);
   if (options.cpuProfDir) await mkdir(options.cpuProfDir, { recursive: true });
   const supervisor = new Supervisor();
   const interrupted = async () => {
@@ -248,8 +322,9 @@ async function main(): Promise<number> {
   process.once("SIGTERM", interrupted);
 
   try {
-    log(`starting ${[...needs].join(", ")} (data in ${dir})`);
-    const { addresses, pids, plans } = await launch(supervisor, needs, dir, options);
+    const others = [...storages].map((storage) => `every service on ${storage}`);
+    log(`starting ${[...needs, ...others].join(", ")} (data in ${dir})`);
+    const { addresses, pids, plans } = await launch(supervisor, needs, storages, dir, options);
     for (const envoy of ["envoy", "tls-envoy"] as const) {
       if (addresses[envoy]) {
         log(`${envoy} on ${addresses[envoy]} (--concurrency ${options.envoyConcurrency})`);
@@ -272,6 +347,8 @@ async function main(): Promise<number> {
     const startup: StartupResult[] = [];
     if (options.startupRounds > 0) {
       for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
+        // The two profiles; the storage fleets start like the development profile.
+        if (fleet !== "plaintext" && fleet !== "tls") continue;
         startup.push(
           ...(await measureStartup(fleet, plan, options.startupRounds, profilerEnv(options))),
         );
@@ -341,6 +418,9 @@ async function main(): Promise<number> {
           needs.has("envoy") || needs.has("tls-envoy")
             ? version(tool("envoy"), ["--version"], /\/(\d+\.\d+\.\d+)\//)
             : "not run",
+        postgres: storages.has("postgres")
+          ? version(path.join(postgresBinDir(), "postgres"), ["--version"], /(\d+\.\d+)/)
+          : "not run",
         loadAverage: { before: loadBefore, after: os.loadavg()[0] ?? 0 },
       },
       settings: {

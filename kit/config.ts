@@ -22,11 +22,38 @@ export const env = {
   },
 };
 
+/** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
+export const serviceVariable = (name: string, setting: string) =>
+  `SHOP_${name.toUpperCase()}_${setting}`;
+
+function databaseUrl(name: string, fallback: string): string {
+  const url = env.string(name, fallback);
+  if (url && !/^postgres(ql)?:\/\//i.test(url)) {
+    throw new Error(`${name} must be a postgres:// or postgresql:// URL, got "${url}"`);
+  }
+  return url;
+}
+
+/**
+ * Where a service's data lives: SHOP_<NAME>_DATABASE_URL, else SHOP_DATABASE_URL (PostgreSQL:
+ * the service's tables in a schema named after it), else SHOP_DATABASE, else the SQLite file
+ * `<service>.sqlite` in SHOP_DATA_DIR.
+ */
+export function databaseLocation(service: string): string {
+  const url = databaseUrl(
+    serviceVariable(service, "DATABASE_URL"),
+    databaseUrl("SHOP_DATABASE_URL", ""),
+  );
+  if (url) return url;
+  const dataDir = env.string("SHOP_DATA_DIR", "data");
+  return env.string("SHOP_DATABASE", path.join(dataDir, `${service}.sqlite`));
+}
+
 /** Settings every service reads the same way. README "Configuration" documents each one. */
 export interface ServerConfig {
   host: string;
   port: number;
-  /** SQLite file, or ":memory:". */
+  /** A postgres:// URL, an SQLite file, or ":memory:" (kit/db.ts). */
   database: string;
   logLevel: string;
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. */
@@ -35,11 +62,10 @@ export interface ServerConfig {
 
 /** The config of one service process, from SHOP_* variables with the documented defaults. */
 export function serverConfig(service: string, defaultPort: number): ServerConfig {
-  const dataDir = env.string("SHOP_DATA_DIR", "data");
   return {
     host: env.string("SHOP_HOST", "127.0.0.1"),
     port: env.int("SHOP_PORT", defaultPort),
-    database: env.string("SHOP_DATABASE", path.join(dataDir, `${service}.sqlite`)),
+    database: databaseLocation(service),
     logLevel: env.string("SHOP_LOG_LEVEL", "info"),
     shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000),
   };

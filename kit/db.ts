@@ -1,17 +1,23 @@
-import { mkdirSync } from "node:fs";
-import path from "node:path";
 import knex, { type Knex } from "knex";
-import { CachingBetterSqlite3 } from "./db/statement-cache.js";
+import { env } from "./config.js";
+import {
+  isPostgresUrl,
+  migratePostgres,
+  type PostgresOptions,
+  postgresConfig,
+  postgresErrors,
+} from "./db/postgres.js";
+import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
+import type { Logger } from "./logger.js";
 import { fitting } from "./page-token.js";
 
-export type { Knex };
+export type { Knex, SqliteDriver };
+export { isPostgresUrl };
 
-const PRAGMAS = [
-  "journal_mode = WAL",
-  "busy_timeout = 5000",
-  "foreign_keys = ON",
-  "synchronous = NORMAL",
-];
+// Where a service's data lives, by its location: an SQLite file (or ":memory:") or a
+// postgres:// URL. Everything that differs between the engines is in this file and in db/: how a
+// database is opened and migrated, which errors mean what, how integers come back, and which
+// transactions are run again. The stores' SQL is the same on both.
 
 /** One knex migration, kept beside the service that owns the tables. */
 export interface Migration {
@@ -20,42 +26,92 @@ export interface Migration {
   down(db: Knex): Promise<void>;
 }
 
+/** How to open a database; each unset field takes its SHOP_* setting (README "Configuration"). */
+export interface DatabaseOptions {
+  /** PostgreSQL: the schema of the service's tables, by convention the service's name. */
+  schema?: string;
+  /** SQLite: SHOP_SQLITE_DRIVER, better-sqlite3 by default. */
+  sqliteDriver?: SqliteDriver;
+  /** PostgreSQL: SHOP_DATABASE_POOL_MAX, 10 by default. */
+  poolMax?: number;
+  /** PostgreSQL: SHOP_DATABASE_STATEMENT_TIMEOUT_MS, 5000 by default; 0 for none. */
+  statementTimeoutMs?: number;
+  /** PostgreSQL: the name pg_stat_activity shows; "shopmesh <schema>" by default. */
+  applicationName?: string;
+  /** Where knex's own warnings go (a connection that failed, say), instead of the console. */
+  logger?: Logger;
+}
+
+/** knex's log functions, writing to `logger` as JSON lines like everything else. */
+const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
+  logger
+    ? {
+        log: {
+          warn: (message: unknown) => logger.warn({ component: "knex" }, String(message)),
+          error: (message: unknown) => logger.error({ component: "knex" }, String(message)),
+          deprecate: (method: string, alternative: string) =>
+            logger.warn({ component: "knex" }, `${method} is deprecated: ${alternative}`),
+          debug: (message: unknown) => logger.debug({ component: "knex" }, String(message)),
+        },
+      }
+    : {};
+
+/** The SQLite driver SHOP_SQLITE_DRIVER names; better-sqlite3 unless it says sqlite3. */
+export function sqliteDriver(): SqliteDriver {
+  const driver = env.string("SHOP_SQLITE_DRIVER", "better-sqlite3");
+  if (!(SQLITE_DRIVERS as readonly string[]).includes(driver)) {
+    throw new Error(
+      `SHOP_SQLITE_DRIVER must be one of ${SQLITE_DRIVERS.join(", ")}, got "${driver}"`,
+    );
+  }
+  return driver as SqliteDriver;
+}
+
+function postgresOptions(options: DatabaseOptions): PostgresOptions {
+  const schema = options.schema ?? "public";
+  const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10);
+  if (poolMax < 1) throw new Error("SHOP_DATABASE_POOL_MAX must be at least 1");
+  const statementTimeoutMs =
+    options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000);
+  if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");
+  const applicationName = options.applicationName ?? `shopmesh ${schema}`;
+  return { schema, poolMax, statementTimeoutMs, applicationName };
+}
+
+const migrationSourceOf = (migrations: readonly Migration[]) => ({
+  getMigrations: async () => [...migrations],
+  getMigrationName: (migration: Migration) => migration.name,
+  getMigration: async (migration: Migration) => migration,
+});
+
+/** Connects to a database without migrating it, e.g. to read what a service wrote. */
+export function connectDatabase(location: string, options: DatabaseOptions = {}): Knex {
+  return knex({
+    ...(isPostgresUrl(location)
+      ? postgresConfig(location, postgresOptions(options))
+      : sqliteConfig(location, options.sqliteDriver ?? sqliteDriver())),
+    ...knexLog(options.logger),
+  });
+}
+
 /**
- * Opens a service's SQLite database (creating its folder), applies WAL, a busy timeout and
- * foreign keys on every connection, and runs the service's migrations to the latest.
+ * Opens a service's database and runs its migrations to the latest: an SQLite file (its folder
+ * created; WAL, a busy timeout and foreign keys on every connection) or ":memory:", or the
+ * service's schema in the PostgreSQL database a postgres:// URL names.
  */
 export async function openDatabase(
-  filename: string,
+  location: string,
   migrations: readonly Migration[],
+  options: DatabaseOptions = {},
 ): Promise<Knex> {
-  if (filename !== ":memory:") mkdirSync(path.dirname(filename), { recursive: true });
-  const db = knex({
-    // knex's better-sqlite3 client, keeping each statement prepared (db/statement-cache.ts).
-    client: CachingBetterSqlite3 as unknown as typeof knex.Client,
-    connection: { filename },
-    useNullAsDefault: true,
-    // better-sqlite3 runs each statement synchronously: no hop to a worker thread per query,
-    // which was most of a read's cost with the asynchronous driver. SQLite takes one writer at a
-    // time; one connection per process keeps ":memory:" a single database and turns contention
-    // between replicas sharing a file into busy_timeout waits, short because every write
-    // transaction takes the write lock in its first statement.
-    pool: {
-      min: 1,
-      max: 1,
-      afterCreate(
-        connection: { pragma(sql: string): unknown },
-        done: (error: Error | null, connection: unknown) => void,
-      ) {
-        for (const pragma of PRAGMAS) connection.pragma(pragma);
-        done(null, connection);
-      },
-    },
-  });
-  const migrationSource = {
-    getMigrations: async () => [...migrations],
-    getMigrationName: (migration: Migration) => migration.name,
-    getMigration: async (migration: Migration) => migration,
-  };
+  const migrationSource = migrationSourceOf(migrations);
+  if (isPostgresUrl(location)) {
+    const settings = postgresOptions(options);
+    await migratePostgres(location, settings, migrationSource);
+    return knex({ ...postgresConfig(location, settings), ...knexLog(options.logger) });
+  }
+  // On SQLite the migrations run on the service's own connection: ":memory:" is per connection.
+  const db = connectDatabase(location, options);
   // Replicas that share a new file race to create knex's bookkeeping tables; the loser retries.
   for (let attempt = 1; ; attempt++) {
     try {
@@ -72,16 +128,75 @@ export async function openDatabase(
   }
 }
 
-const sqliteCode = (error: unknown) => String((error as { code?: unknown } | null)?.code ?? "");
+/** Brings a database to its latest schema, then closes it. */
+export async function migrateDatabase(
+  location: string,
+  migrations: readonly Migration[],
+  options: DatabaseOptions = {},
+): Promise<void> {
+  const db = await openDatabase(location, migrations, options);
+  await db.destroy();
+}
+
+/** A location fit for a log line or a banner: a URL's password is left out. */
+export function describeLocation(location: string): string {
+  if (!isPostgresUrl(location)) return location;
+  try {
+    const url = new URL(location);
+    if (url.password) url.password = "***";
+    return url.toString();
+  } catch {
+    return "a PostgreSQL URL that does not parse";
+  }
+}
+
+/** Which engine a database is on. */
+export const engineOf = (db: Knex): "sqlite" | "postgres" =>
+  db.client.driverName === "pg" ? "postgres" : "sqlite";
+
+/**
+ * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled
+ * it back as a serialization failure or a deadlock victim: nothing of it was kept, so a new try
+ * is safe. SQLite never does this; its busy waits happen inside the statement.
+ */
+export async function inTransaction<T>(
+  db: Knex,
+  work: (trx: Knex.Transaction) => Promise<T>,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(work);
+    } catch (error) {
+      if (!postgresErrors.serialization(error) || attempt === 4) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
+    }
+  }
+}
 
 /** True when a write broke a UNIQUE or PRIMARY KEY constraint. */
 export function isUniqueViolation(error: unknown): boolean {
-  return ["SQLITE_CONSTRAINT_UNIQUE", "SQLITE_CONSTRAINT_PRIMARYKEY"].includes(sqliteCode(error));
+  return sqliteErrors.unique(error) || postgresErrors.unique(error);
 }
 
 /** True when a write broke a CHECK constraint, such as a bound on a column. */
 export function isCheckViolation(error: unknown): boolean {
-  return sqliteCode(error) === "SQLITE_CONSTRAINT_CHECK";
+  return sqliteErrors.check(error) || postgresErrors.check(error);
+}
+
+/**
+ * True when the database could not take the statement now and kept nothing of it: SQLite busy
+ * past its timeout; PostgreSQL's serialization failures and deadlocks (once inTransaction gave
+ * up), lock and statement timeouts, a server shutting down or full; a refused connection, or no
+ * free connection in the pool in time. The caller may try again.
+ */
+export function isBusy(error: unknown): boolean {
+  const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
+  return (
+    sqliteErrors.busy(error) ||
+    postgresErrors.busy(error) ||
+    code === "ECONNREFUSED" ||
+    name === "KnexTimeoutError"
+  );
 }
 
 /**
@@ -104,18 +219,14 @@ export function readInteger(value: unknown): bigint | undefined {
   return undefined;
 }
 
-/** True when SQLite gave up waiting for another connection's lock: worth a retry. */
-export function isBusy(error: unknown): boolean {
-  return sqliteCode(error).startsWith("SQLITE_BUSY");
-}
-
-/** Brings a database file to its latest schema, then closes it. */
-export async function migrateDatabase(
-  filename: string,
-  migrations: readonly Migration[],
-): Promise<void> {
-  const db = await openDatabase(filename, migrations);
-  await db.destroy();
+/**
+ * A stored time in milliseconds since the epoch (a bigint column): PostgreSQL returns a bigint as
+ * a decimal string, SQLite as a number.
+ */
+export function readTime(value: unknown): number {
+  const time = Number(value);
+  if (!Number.isSafeInteger(time)) throw new Error(`not a stored time: ${String(value)}`);
+  return time;
 }
 
 export interface PageOptions<Row, Item> {

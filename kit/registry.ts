@@ -1,3 +1,4 @@
+import { serviceVariable } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import type { Migration } from "./db.js";
 import type { AnyServiceModule } from "./service.js";
@@ -42,9 +43,7 @@ export interface RegisteredService<N extends string = string> {
 
 const NAME = /^[a-z][a-z0-9]*$/;
 
-/** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
-export const serviceVariable = (name: string, setting: string) =>
-  `SHOP_${name.toUpperCase()}_${setting}`;
+export { serviceVariable };
 
 /** The one list of services, in start order: every service after the services it calls. */
 export class ServiceRegistry<N extends string = string> {

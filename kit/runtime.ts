@@ -79,7 +79,7 @@ export async function startService(
   };
   let db: Knex;
   try {
-    db = await openDatabase(config.database, module.migrations);
+    db = await openDatabase(config.database, module.migrations, { schema: module.name, logger });
   } catch (error) {
     closeClients();
     throw error;

@@ -34,14 +34,16 @@ export class Violations {
 
   /**
    * A string of `min` to `max` characters (min 1 means required). A character is a Unicode code
-   * point, as the proto comments count them: an emoji is one, not two UTF-16 units.
+   * point, as the proto comments count them: an emoji is one, not two UTF-16 units. U+0000 is
+   * refused everywhere: PostgreSQL cannot store it in text, and no name or id needs it.
    */
   text(field: string, value: string, max: number, min = 1): this {
     const length = codePoints(value, Math.max(max, min));
     if (length < min) {
       return this.add(field, min === 1 ? "is required" : `must be at least ${min} characters`);
     }
-    if (length > max) this.add(field, `must be at most ${max} characters`);
+    if (length > max) return this.add(field, `must be at most ${max} characters`);
+    if (value.includes("\u0000")) this.add(field, "must not contain the NUL character (U+0000)");
     return this;
   }
 

@@ -1,8 +1,10 @@
 // npm run mesh: the production shape on this machine. Envoy on 127.0.0.1:8080 in front of two
 // replicas of every registered service (replica i on its port + 10 × (i − 1)); callers dial every
 // replica of what they call directly, round_robin; the replicas of a service share one SQLite
-// file under data/mesh. Demo data on the first run (--no-seed or SHOP_SEED=false to skip), one
-// ready banner, and Ctrl-C stops everything. See deploy/README.md.
+// file under data/mesh, or, with --postgres, one database on a PostgreSQL server this launch
+// starts in data/mesh/postgres (SHOP_DATABASE_URL points them at a server of your own). Demo
+// data on the first run (--no-seed or SHOP_SEED=false to skip), one ready banner, and Ctrl-C
+// stops everything. See deploy/README.md.
 import { env } from "../kit/config.js";
 import { registry } from "../services/registry.js";
 import {
@@ -11,17 +13,21 @@ import {
   grpcurlCommand,
   launchAccess,
   MESH_BANNER_END,
+  onPostgres,
   READY,
   shellJson,
   shortPath,
+  storageLine,
   tokenLines,
 } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, HOST, meshPlan } from "./lib/plan.js";
+import { type LocalPostgres, launchPostgres } from "./lib/postgres.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
 import { Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
+const postgres = process.argv.includes("--postgres");
 const supervisor = new Supervisor();
 
 function banner(
@@ -29,6 +35,7 @@ function banner(
   envoy: NonNullable<FleetPlan["envoy"]>,
   demo: DemoData,
   tokens: string[],
+  server?: LocalPostgres,
 ): string {
   const front = `${HOST}:${envoy.port}`;
   const dir = plan.tls as string;
@@ -49,13 +56,13 @@ function banner(
   const [firstUser] = plan.addresses.user;
   const lines = [
     "",
-    `${READY}: Envoy in front of ${counts.size === 1 ? [...counts][0] : "the"} replicas of each service`,
+    `${READY}: Envoy in front of ${counts.size === 1 ? [...counts][0] : "the"} replicas of each service${onPostgres(plan) ? ", on PostgreSQL" : ""}`,
     `  ${"envoy".padEnd(width)} ${front}   gRPC, gRPC-Web and REST over TLS; admin http://${HOST}:${envoy.adminPort}`,
     ...registry.services.map(
       (service) =>
         `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(" ")}   ${service.protoServices.join(" ")}`,
     ),
-    `  data ${shortPath(plan.dataDir)}, logs ${shortPath(plan.logDir)} (access.log: one JSON line per request)`,
+    `${storageLine(plan, server)} (access.log: one JSON line per request)`,
     "",
     `TLS at the edge and mutual TLS inside, with the development CA in ${certFile(dir, "")}.`,
     "Tokens for the demo user and for an admin (npm run token -- --user <user_id> [--role admin]):",
@@ -104,7 +111,15 @@ supervisor.handleSignals();
 
 try {
   const started = Date.now();
-  const plan = meshPlan();
+  let plan = meshPlan();
+  let server: LocalPostgres | undefined;
+  if (postgres) {
+    // The data directory is this launch's before its server starts in it.
+    supervisor.lockDataDir(plan.dataDir);
+    const local = await launchPostgres(supervisor, plan.dataDir);
+    server = local.server;
+    plan = meshPlan({ ...process.env, SHOP_DATABASE_URL: local.url });
+  }
   console.log(
     `starting ${plan.replicas.length} replicas and Envoy; logs in ${shortPath(plan.logDir)}`,
   );
@@ -124,6 +139,7 @@ try {
       plan.envoy as NonNullable<FleetPlan["envoy"]>,
       demo,
       await tokenLines(access.token, demo.userId),
+      server,
     ),
   );
 } catch (error) {

@@ -4,19 +4,20 @@
 // Replicas that share one SQLite file must not migrate a new file at the same moment: knex creates
 // its bookkeeping tables before it takes its migration lock, so the second replica fails with
 // "table `knex_migrations` already exists". Once the file is migrated, starting replicas together
-// is safe (the lock is a write in one transaction, and SQLite serialises writers).
+// is safe (the lock is a write in one transaction, and SQLite serialises writers). On PostgreSQL
+// replicas may start together on a new database: each migrates under an advisory lock.
 //
-//   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE / SHOP_DATA_DIR
+//   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE_URL, SHOP_DATABASE …
 import { env, serverConfig } from "../kit/config.js";
-import { migrateDatabase } from "../kit/db.js";
+import { describeLocation, migrateDatabase } from "../kit/db.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
 
 try {
   const service = registry.get(serviceName(env.string("SHOP_SERVICE", "")));
   const { database } = serverConfig(service.name, service.port);
-  await migrateDatabase(database, service.migrations);
-  console.log(`${service.name}: ${database} is migrated`);
+  await migrateDatabase(database, service.migrations, { schema: service.name });
+  console.log(`${service.name}: ${describeLocation(database)} is migrated`);
 } catch (error) {
   console.error(`migrate: ${error instanceof Error ? error.message : error}`);
   process.exitCode = 1;

@@ -1,8 +1,9 @@
 // npm run new-service -- <name>: scaffolds a service. Writes proto/shop/<name>/v1/<name>.proto (a
 // commented resource with Get, List and Create, each with its idempotency level), services/<name>/
-// (handlers, store, migration, module, handler test) and its line in services/registry.ts, then
-// regenerates everything derived from proto/ and the registry (npm run generate). Nothing else
-// needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
+// (handlers, store, migration, module, handler test), its line in services/registry.ts and its
+// handler test's import in the storage variants (services/handlers.{postgres,sqlite3}.test.ts),
+// then regenerates everything derived from proto/ and the registry (npm run generate). Nothing
+// else needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
 import { execFileSync } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
@@ -171,20 +172,21 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 }
 `,
   "store.ts": `import type { ${Name} } from "${gen}";
-import { type Knex, pageBySeq } from "../../kit/db.js";
+import { type Knex, pageBySeq, readTime } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 
 interface ${Name}Row {
   seq: number;
   ${name}_id: string;
   display_name: string;
-  create_time: number;
+  /** Milliseconds since the epoch: a number from SQLite, a string from PostgreSQL. */
+  create_time: number | string;
 }
 
 const to${Name} = (row: ${Name}Row): ${Name} => ({
   ${name}Id: row.${name}_id,
   displayName: row.display_name,
-  createTime: new Date(row.create_time),
+  createTime: new Date(readTime(row.create_time)),
 });
 
 /** The ${names} table: the only code that touches it. */
@@ -308,6 +310,13 @@ const end = source.indexOf("]);");
 if (end < 0) fail("services/registry.ts has no `]);` to add the line before");
 writeFileSync(registryFile, source.slice(0, end) + line + source.slice(end));
 
+// Its handler test runs again on every other storage: one import in each variant file.
+for (const variant of ["handlers.postgres.test.ts", "handlers.sqlite3.test.ts"]) {
+  const file = path.join(repoRoot, "services", variant);
+  const text = readFileSync(file, "utf8");
+  writeFileSync(file, `${text.trimEnd()}\nimport "./${name}/handlers.test.js";\n`);
+}
+
 const run = (command: string, args: string[]) =>
   execFileSync(command, args, { cwd: repoRoot, stdio: "inherit" });
 run("npx", ["biome", "format", "--write", `services/${name}`]);
@@ -316,5 +325,5 @@ console.log(`
 new-service: ${name} on port ${port}
   proto/shop/${name}/v1/${name}.proto
   services/${name}/ (handlers.ts, store.ts, migrations/, service.ts, handlers.test.ts)
-  services/registry.ts: one line
+  services/registry.ts: one line; services/handlers.{postgres,sqlite3}.test.ts: its handler test
 Next: npm run lint && npx ava services/${name} && npm start`);

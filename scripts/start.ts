@@ -1,6 +1,7 @@
 // npm start: every registered service as its own process on its registry port (SHOP_<NAME>_PORT
-// to change one), embedded SQLite in SHOP_DATA_DIR (data/), demo data on the first run
-// (--no-seed or SHOP_SEED=false to skip), and a ready banner. Ctrl-C stops every service.
+// to change one), embedded SQLite in SHOP_DATA_DIR (data/) unless SHOP_DATABASE_URL names a
+// PostgreSQL database, demo data on the first run (--no-seed or SHOP_SEED=false to skip), and a
+// ready banner. Ctrl-C stops every service.
 import { env } from "../kit/config.js";
 import { registry, type ServiceName } from "../services/registry.js";
 import {
@@ -10,6 +11,7 @@ import {
   READY,
   START_BANNER_END,
   shellJson,
+  storageLine,
   tokenLines,
 } from "./lib/banner.js";
 import { LaunchError } from "./lib/launcher.js";
@@ -32,7 +34,7 @@ function banner(plan: FleetPlan, demo: DemoData, tokens: string[]): string {
       (service) =>
         `  ${service.name.padEnd(width)} ${at(service.name)}   ${service.protoServices.join(" ")}`,
     ),
-    `  data ${plan.dataDir}, logs ${plan.logDir}`,
+    storageLine(plan),
     "",
     "Development profile: plaintext on 127.0.0.1, bearer tokens checked. Tokens for the demo",
     "user and for an admin (npm run token -- --user <user_id> [--role admin] makes more):",

@@ -1,6 +1,7 @@
 // `npm run new-service -- payment` in a temporary copy of the repo: the scaffold is a working
 // service made of its proto, at most 150 hand-written lines and one registry line. The gates pass
-// (generate, lint, the breaking gate, the typecheck), its handler test passes, and the copy's own
+// (generate, lint, the breaking gate, the typecheck), its handler test passes (on PostgreSQL too:
+// the scaffold adds it to the storage variants), and the copy's own
 // `npm start` and `npm run mesh` serve it: the banner lists it, Envoy routes it, `grpcurl list`
 // through Envoy shows it.
 import { readFileSync } from "node:fs";
@@ -113,7 +114,20 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
       !GENERATED.some((g) => g.test(file)) &&
       readFileSync(path.join(copy, file), "utf8") !== before.get(file),
   );
-  t.deepEqual(changed, ["services/registry.ts"]);
+  t.deepEqual(changed, [
+    "services/handlers.postgres.test.ts",
+    "services/handlers.sqlite3.test.ts",
+    "services/registry.ts",
+  ]);
+  for (const variant of changed.slice(0, 2)) {
+    const lines = readFileSync(path.join(copy, variant), "utf8").split("\n");
+    const old = (before.get(variant) as string).split("\n");
+    t.deepEqual(
+      lines.filter((line) => !old.includes(line)),
+      ['import "./payment/handlers.test.js";'],
+      variant,
+    );
+  }
   const registryBefore = (before.get("services/registry.ts") as string).split("\n");
   const registryAfter = readFileSync(path.join(copy, "services/registry.ts"), "utf8").split("\n");
   t.deepEqual(
@@ -139,6 +153,10 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
   // Its handler test, then the copy's own launchers and Envoy.
   const handlerTest = await run("npx", ["ava", "services/payment"]);
   t.regex(handlerTest.stdout + handlerTest.stderr, /3 tests passed/);
+  const onPostgres = await run("npx", [
+    ...["ava", "services/handlers.postgres.test.ts", "--match", "*Payment*"],
+  ]);
+  t.regex(onPostgres.stdout + onPostgres.stderr, /3 tests passed/);
   await writeFile(path.join(copy, "test/scaffold-launch.test.ts"), LAUNCH_CHECK);
   const launched = await run("npx", ["ava", "test/scaffold-launch.test.ts"], 300_000);
   t.regex(launched.stdout + launched.stderr, /2 tests passed/);

@@ -307,8 +307,8 @@ test("the caller's deadline reaches the user and product services", async (t) =>
       return line && Date.parse(String(line.deadline));
     });
   // The downstream calls carried the caller's deadline, not the order service's 5 s default.
-  // Each hop re-anchors the remaining time on arrival, so allow it to land a little later: up to
-  // a second on a loaded machine, where these three services and the client share one event
+  // Each hop re-anchors the remaining time on arrival, so allow it to land later: up to a second
+  // and a half on a loaded machine, where these three services and the client share one event
   // loop. The 5 s default would land 3 s late.
   for (const [lines, method] of [
     [logs.user.lines, "/shop.user.v1.UserService/GetUser"],
@@ -316,7 +316,7 @@ test("the caller's deadline reaches the user and product services", async (t) =>
   ] as const) {
     const deadline = await deadlineOf(lines, method);
     t.true(deadline >= earliest - 50, `${method} deadline ${deadline - earliest} ms early`);
-    t.true(deadline <= latest + 1_000, `${method} deadline ${deadline - latest} ms late`);
+    t.true(deadline <= latest + 1_500, `${method} deadline ${deadline - latest} ms late`);
   }
   // The abandoned reservation is compensated: nothing stays held.
   await until("the abandoned reservation to be released", async () => {
@@ -342,12 +342,12 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
     }
   })();
   await watching;
-  // A poll that lands while the cancel is under way shows CANCELLING too (the test fleet polls
-  // every 100 ms, and a loaded machine can take longer than that to release the stock).
+  // CANCELLING is streamed when a read of the order falls between the two steps of the cancel.
   t.deepEqual(
     seen.filter((state) => state !== OrderState.ORDER_STATE_CANCELLING),
     [OrderState.ORDER_STATE_CONFIRMED, OrderState.ORDER_STATE_CANCELLED],
   );
+  t.true(seen.length <= 3);
   t.is(await stockOf(fleet, mug.productId), 4);
 
   const again = await fleet.orders.cancelOrder({ orderId });

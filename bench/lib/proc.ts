@@ -14,6 +14,8 @@ const CLK_TCK = (() => {
 export interface ProcSample {
   /** User + system CPU seconds since the process started (all threads). */
   cpuS: number;
+  /** For sampleTree: the CPU seconds of the parent (`self`) and of each child, by pid. */
+  parts?: { self: number; children: Map<number, number> };
   /** Peak resident set size since start or since the last resetPeak, in KiB (VmHWM). */
   peakRssKb: number;
   /** Resident set size now, in KiB (VmRSS). */
@@ -35,6 +37,37 @@ export function sampleProcess(pid: number): ProcSample | undefined {
   } catch {
     return undefined;
   }
+}
+
+/**
+ * A process and its children (PostgreSQL's server and its process per connection): CPU of all of
+ * them, memory of the parent. cpuDelta() takes the difference child by child.
+ */
+export function sampleTree(pid: number): ProcSample | undefined {
+  const root = sampleProcess(pid);
+  if (!root) return undefined;
+  const children = new Map<number, number>();
+  try {
+    for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(/\s+/)) {
+      const cpuS = child ? sampleProcess(Number(child))?.cpuS : undefined;
+      if (cpuS !== undefined) children.set(Number(child), cpuS);
+    }
+  } catch {}
+  const cpuS = [...children.values()].reduce((sum, child) => sum + child, root.cpuS);
+  return { ...root, cpuS, parts: { self: root.cpuS, children } };
+}
+
+/**
+ * CPU seconds between two samples of one process, or of one tree: there, a child that started
+ * in between counts from zero and one that exited counts not at all (its time left with it).
+ */
+export function cpuDelta(before: ProcSample, after: ProcSample): number {
+  if (!before.parts || !after.parts) return Math.max(0, after.cpuS - before.cpuS);
+  let delta = after.parts.self - before.parts.self;
+  for (const [pid, cpuS] of after.parts.children) {
+    delta += cpuS - (before.parts.children.get(pid) ?? 0);
+  }
+  return Math.max(0, delta);
 }
 
 /**

@@ -1,5 +1,5 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
-import { type BenchResults, cpuPerCallMs, type RunResult } from "./results.js";
+import { type BenchResults, cpuPerCallMs, findRun, type RunResult } from "./results.js";
 import { median } from "./startup.js";
 import { TARGETS } from "./targets.js";
 
@@ -131,6 +131,29 @@ function soakSection(results: BenchResults): string[] {
   ];
 }
 
+/** GetProduct and CreateOrder on each storage side by side: requests/s and p50 per level. */
+function storageTable(results: BenchResults): string | undefined {
+  const columns = [
+    { suffix: "", name: "better-sqlite3 (default)" },
+    { suffix: "-sqlite3", name: "sqlite3" },
+    { suffix: "-pg", name: "PostgreSQL" },
+  ];
+  const rows: string[][] = [];
+  for (const base of ["get-direct", "create-direct"]) {
+    for (const concurrency of results.settings.concurrency) {
+      const cells = columns.map(({ suffix }) => {
+        const run = findRun(results.runs, base + suffix, concurrency);
+        return run ? `${n0(run.rps)} req/s · p50 ${n2(run.latencyMs.p50)} ms` : "";
+      });
+      if (cells.filter(Boolean).length < 2) continue;
+      const label = TARGETS.find((target) => target.id === base)?.label ?? base;
+      rows.push([label, String(concurrency), ...cells]);
+    }
+  }
+  if (rows.length === 0) return undefined;
+  return table(["call", "c", ...columns.map((column) => column.name)], rows);
+}
+
 export function markdownReport(results: BenchResults, chartFile: string): string {
   const { machine, settings } = results;
   const targetLines = TARGETS.filter((t) => settings.targets.includes(t.id)).map(
@@ -160,7 +183,13 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     `- **${machine.cores} CPU cores** (${machine.cpuModel}), ${n1(machine.memoryGb)} GiB RAM, Linux ${machine.kernel}.`,
     `- Node ${machine.node}, ghz ${machine.ghz}, Envoy ${machine.envoy}.`,
     `- ${settings.durationS} s per target and concurrency (after a ${settings.warmupS} s warm-up per target at the highest concurrency); concurrency ${settings.concurrency.join(", ")}; ghz over one HTTP/2 connection with \`--cpus ${settings.ghzCpus}\`.`,
-    "- One replica of each service, each its own Node process started as `npm start` does, on real SQLite files (WAL) in a fresh temp directory.",
+    "- One replica of each service, each its own Node process started as `npm start` does, on real SQLite files (WAL, better-sqlite3) in a fresh temp directory.",
+    settings.targets.some((id) => id.endsWith("-sqlite3"))
+      ? "- The `sqlite3` targets call a second fleet of the same services on SQLite through the sqlite3 driver (`SHOP_SQLITE_DRIVER=sqlite3`)."
+      : "",
+    settings.targets.some((id) => id.endsWith("-pg"))
+      ? `- The PostgreSQL targets call a third fleet on PostgreSQL ${machine.postgres ?? ""}, a local server the run starts (\`scripts/lib/postgres.ts\`), with \`synchronous_commit=off\`: like SQLite's synchronous=NORMAL in WAL mode, a commit does not wait for the disk. The server's CPU counts its connection processes.`
+      : "",
     `- Services log at \`${settings.logLevel}\`: one JSON line per RPC, piped through this harness to a file. That cost is part of the measured service.`,
     machine.envoy === "not run"
       ? "- Envoy was not part of this run."
@@ -193,6 +222,16 @@ export function markdownReport(results: BenchResults, chartFile: string): string
           .join(" · ")}`
       : "No call failed.",
     "",
+    ...(storageTable(results)
+      ? [
+          "## Storage",
+          "",
+          "The same direct calls on each storage, each on a fleet of its own, in this run.",
+          "",
+          storageTable(results) as string,
+          "",
+        ]
+      : []),
     "## Ratios",
     "",
     "Throughput ratios within this run (1.00 = the same requests/s).",

@@ -47,6 +47,8 @@ export interface BenchResults {
     node: string;
     ghz: string;
     envoy: string;
+    /** The PostgreSQL server's version, or "not run". */
+    postgres?: string;
     /** 1-minute load average before and after the run. */
     loadAverage: { before: number; after: number };
   };
@@ -108,6 +110,26 @@ export const RATIO_PAIRS: readonly { name: string; numerator: string; denominato
   { name: "CreateOrder ÷ echo", numerator: "create-direct", denominator: "echo" },
   { name: "Envoy ÷ direct (GetProduct)", numerator: "get-envoy", denominator: "get-direct" },
   { name: "Envoy ÷ direct (CreateOrder)", numerator: "create-envoy", denominator: "create-direct" },
+  {
+    name: "sqlite3 ÷ better-sqlite3 (GetProduct)",
+    numerator: "get-direct-sqlite3",
+    denominator: "get-direct",
+  },
+  {
+    name: "PostgreSQL ÷ SQLite (GetProduct)",
+    numerator: "get-direct-pg",
+    denominator: "get-direct",
+  },
+  {
+    name: "sqlite3 ÷ better-sqlite3 (CreateOrder)",
+    numerator: "create-direct-sqlite3",
+    denominator: "create-direct",
+  },
+  {
+    name: "PostgreSQL ÷ SQLite (CreateOrder)",
+    numerator: "create-direct-pg",
+    denominator: "create-direct",
+  },
   // The price of the security boundary: the production shape over the plaintext development
   // profile, same rpc, same path.
   {

@@ -9,9 +9,17 @@ export const SHOP_PROTOSET = fileURLToPath(
 );
 
 /**
- * The processes a run can measure: the echo servers, and two fleets of the services with Envoy:
- * the development profile (plaintext) and, prefixed `tls-`, the production shape (TLS at the
- * edge, mutual TLS inside), so that one run states the cost of TLS and token checks.
+ * Where a fleet keeps its data, past the default (SQLite through better-sqlite3): SQLite through
+ * the sqlite3 driver, or PostgreSQL. Each one the targets need is a fleet of its own.
+ */
+export type Storage = "sqlite3" | "postgres";
+
+/**
+ * The processes a run can measure: the echo servers, and fleets of the services: the
+ * development profile (plaintext) with Envoy; prefixed `tls-`, the production shape (TLS at the
+ * edge, mutual TLS inside), so that one run states the cost of TLS and token checks; and, suffixed
+ * `@<storage>`, the development profile on another storage, with the PostgreSQL server and its
+ * connection processes.
  */
 export type ProcessName =
   | "echo"
@@ -19,10 +27,15 @@ export type ProcessName =
   | ServiceName
   | "envoy"
   | `tls-${ServiceName}`
-  | "tls-envoy";
+  | "tls-envoy"
+  | `${ServiceName}@${Storage}`
+  | "postgres";
 
-/** The two fleets a run may start. */
-export type Fleet = "plaintext" | "tls";
+/**
+ * The fleets a run may start: the two profiles on the default storage, and the development
+ * profile on each other storage.
+ */
+export type Fleet = "plaintext" | "tls" | Storage;
 
 /** The data seeded into one fleet, and the token of its shopper. */
 export interface FleetData {
@@ -51,6 +64,8 @@ export interface Target {
   entry: ProcessName;
   /** Every process the call passes through. */
   path: ProcessName[];
+  /** The storage of the fleet it calls, when not the default. */
+  storage?: Storage;
   call(ctx: TargetContext): CallSpec;
 }
 
@@ -117,6 +132,55 @@ const echo = (): CallSpec => ({
   data: { message: "hello" },
 });
 
+/** A direct target of the development profile: on the default storage, or on another's fleet. */
+type DirectTarget = (fleet: "plaintext" | Storage) => Target;
+
+const STORAGE_NAMES: Record<Storage, { id: string; label: string; text: string }> = {
+  sqlite3: { id: "sqlite3", label: "sqlite3", text: "on SQLite through the sqlite3 driver" },
+  postgres: {
+    id: "pg",
+    label: "PostgreSQL",
+    text: "on PostgreSQL (a local server the run starts)",
+  },
+};
+
+const getDirect: DirectTarget = (fleet) => ({
+  id: "get-direct",
+  label: "GetProduct direct",
+  description: "ProductService.GetProduct on the product service's own port",
+  entry: "product",
+  path: ["product"],
+  call: getProduct(fleet),
+});
+
+const createDirect: DirectTarget = (fleet) => ({
+  id: "create-direct",
+  label: "CreateOrder direct",
+  description:
+    "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
+  entry: "order",
+  path: ["order", "user", "product"],
+  call: createOrder(fleet),
+});
+
+/** A direct target again on each other storage: a fleet of its own, the same call. */
+function onStorage(target: DirectTarget, description: string): Target[] {
+  return (["sqlite3", "postgres"] as const).map((storage) => {
+    const { id, label, text } = STORAGE_NAMES[storage];
+    const base = target(storage);
+    const services = base.path.map((name) => `${name}@${storage}` as ProcessName);
+    return {
+      ...base,
+      id: `${base.id}-${id}`,
+      label: `${base.label}, ${label}`,
+      description: `${description} ${text}`,
+      entry: `${base.entry}@${storage}` as ProcessName,
+      path: storage === "postgres" ? [...services, "postgres"] : services,
+      storage,
+    };
+  });
+}
+
 /** Every target, in the order a run measures them (reads before the writes that grow tables). */
 export const TARGETS: readonly Target[] = [
   {
@@ -136,14 +200,8 @@ export const TARGETS: readonly Target[] = [
     path: ["kit-echo"],
     call: echo,
   },
-  {
-    id: "get-direct",
-    label: "GetProduct direct",
-    description: "ProductService.GetProduct on the product service's own port",
-    entry: "product",
-    path: ["product"],
-    call: getProduct("plaintext"),
-  },
+  getDirect("plaintext"),
+  ...onStorage(getDirect, "the same GetProduct"),
   {
     id: "get-envoy",
     label: "GetProduct via Envoy",
@@ -161,15 +219,8 @@ export const TARGETS: readonly Target[] = [
     call: () =>
       shop("shop.product.v1.ProductService/ListProducts", { page_size: 50, page_token: "" }),
   },
-  {
-    id: "create-direct",
-    label: "CreateOrder direct",
-    description:
-      "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
-    entry: "order",
-    path: ["order", "user", "product"],
-    call: createOrder("plaintext"),
-  },
+  createDirect("plaintext"),
+  ...onStorage(createDirect, "the same CreateOrder"),
   {
     id: "create-envoy",
     label: "CreateOrder via Envoy",

@@ -5,8 +5,9 @@ import type { ServerMiddleware } from "./types.js";
 
 /**
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
- * CANCELLED, a database busy past its timeout is UNAVAILABLE (nothing was written, so the caller
- * may retry), and anything else is our own bug: INTERNAL, with the cause kept for the log.
+ * CANCELLED, a database that could not take a statement and kept nothing of it (busy or timed out,
+ * refused, no free connection: kit/db.ts isBusy) is UNAVAILABLE, so the caller may retry, and
+ * anything else is our own bug: INTERNAL, with the cause kept for the log.
  */
 export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
   if (error instanceof ServiceError) return error;

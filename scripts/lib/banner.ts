@@ -1,6 +1,7 @@
 // What the launchers' ready banners share, and the markers tests find them by.
 import { existsSync } from "node:fs";
 import path from "node:path";
+import { describeLocation, isPostgresUrl, sqliteDriver } from "../../kit/db.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { identityFiles, LAUNCH_ADMIN, signToken } from "./credentials.js";
@@ -28,6 +29,25 @@ export const shellJson = (body: object) => `'${JSON.stringify(body)}'`;
 export function shortPath(file: string): string {
   const relative = path.relative(process.cwd(), file);
   return relative && !relative.startsWith("..") ? relative : file;
+}
+
+/** True when some service of the launch keeps its data on PostgreSQL. */
+export const onPostgres = (plan: FleetPlan) => Object.values(plan.databases).some(isPostgresUrl);
+
+/**
+ * Where a launch's services keep their data, for its banner: the SQLite files and their driver,
+ * or the PostgreSQL databases (passwords left out), each service in a schema named after it.
+ */
+export function storageLine(plan: FleetPlan, cluster?: { version: string; dir: string }): string {
+  if (!onPostgres(plan)) {
+    return `  data ${shortPath(plan.dataDir)} (SQLite, ${sqliteDriver()}), logs ${shortPath(plan.logDir)}`;
+  }
+  const urls = [...new Set(Object.values(plan.databases))].map(describeLocation);
+  const server = cluster ? `PostgreSQL ${cluster.version} (in ${shortPath(cluster.dir)}) ` : "";
+  return [
+    `  data ${server}${urls.join(", ")}: a schema per service (${Object.keys(plan.databases).join(", ")})`,
+    `  logs ${shortPath(plan.logDir)}`,
+  ].join("\n");
 }
 
 export { LAUNCH_ADMIN };

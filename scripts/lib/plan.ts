@@ -8,6 +8,7 @@ import {
   edgeCredentials,
   frontDoorTopology,
 } from "../../deploy/envoy/config.js";
+import { isPostgresUrl } from "../../kit/db.js";
 import { serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { registry, type ServiceName } from "../../services/registry.js";
@@ -22,7 +23,10 @@ export interface FleetPlan {
   replicas: ProcessSpec[];
   /** `ip:port` of each replica, by service. */
   addresses: Record<ServiceName, string[]>;
-  /** The SQLite file all replicas of a service share. */
+  /**
+   * The database all replicas of a service share: its SQLite file, or a postgres:// URL (its
+   * tables in the schema named after it).
+   */
   databases: Record<ServiceName, string>;
   /**
    * The credentials folder (`npm run certs` names) when the launch runs mutual TLS: each replica
@@ -50,6 +54,8 @@ export interface PlanOptions {
   ports: Record<ServiceName, number[]>;
   /** Name replicas `<service>-<n>` even when each service has one (the mesh does). */
   numbered?: boolean;
+  /** PostgreSQL URLs of the services whose data is not in `<dataDir>/<service>.sqlite`. */
+  databases?: Partial<Record<ServiceName, string>>;
   envoy?: { port: number; adminPort: number; healthCheckIntervalMs?: number };
   /** Mutual TLS with the credentials in this folder; plaintext without. */
   tls?: string;
@@ -75,7 +81,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
     names.map((name) => [name, ports[name].map((port) => `${HOST}:${port}`)]),
   ) as Record<ServiceName, string[]>;
   const databases = Object.fromEntries(
-    names.map((name) => [name, path.join(dataDir, `${name}.sqlite`)]),
+    names.map((name) => [name, options.databases?.[name] ?? path.join(dataDir, `${name}.sqlite`)]),
   ) as Record<ServiceName, string>;
 
   // Replica 1 of every service, then replica 2 of every service, and so on.
@@ -86,9 +92,13 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
     for (const service of registry.services) {
       const port = ports[service.name][i];
       if (port === undefined) continue;
+      const database = databases[service.name];
       const env: Record<string, string> = {
         SHOP_DATA_DIR: dataDir,
-        SHOP_DATABASE: databases[service.name],
+        // The most specific setting, so that it wins over any the launcher was started with.
+        ...(isPostgresUrl(database)
+          ? { [serviceVariable(service.name, "DATABASE_URL")]: database }
+          : { SHOP_DATABASE: database }),
       };
       if (options.tls) {
         env.SHOP_TLS_CERT_FILE = path.join(options.tls, `${service.name}.crt`);
@@ -174,6 +184,14 @@ function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: numbe
   return Array.from({ length: replicas }, (_, i) => base + 10 * i);
 }
 
+/** SHOP_<NAME>_DATABASE_URL, else SHOP_DATABASE_URL, of every service that has one. */
+const databasesFrom = (env: NodeJS.ProcessEnv): Partial<Record<ServiceName, string>> =>
+  Object.fromEntries(
+    registry.names
+      .map((name) => [name, env[serviceVariable(name, "DATABASE_URL")] || env.SHOP_DATABASE_URL])
+      .filter(([, url]) => url),
+  );
+
 const portsFrom = (env: NodeJS.ProcessEnv, replicas: number) =>
   Object.fromEntries(
     registry.names.map((name) => [name, replicaPorts(env, name, replicas)]),
@@ -187,6 +205,7 @@ export function startPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data"),
     ports: portsFrom(env, 1),
+    databases: databasesFrom(env),
   });
 }
 
@@ -209,6 +228,7 @@ export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"),
     ports: portsFrom(env, replicas),
+    databases: databasesFrom(env),
     numbered: true,
     envoy: {
       port: port(env, "SHOP_ENVOY_PORT", 8080),

@@ -60,6 +60,7 @@ function alive(pid: number): boolean {
 
 export class Supervisor {
   private readonly procs: LoggedProcess[] = [];
+  private readonly afterStopTasks: (() => Promise<void>)[] = [];
   private stopped: Promise<void> | undefined;
   private lock: string | undefined;
 
@@ -110,10 +111,18 @@ export class Supervisor {
     throw new LaunchError(`could not take ${file}`);
   }
 
+  /** Runs `task` once stop() has stopped every process, e.g. to stop a database they used. */
+  afterStop(task: () => Promise<void>): void {
+    this.afterStopTasks.push(task);
+  }
+
   /** Stops every tracked process (SIGTERM, then SIGKILL after the grace period). */
   stop(): Promise<void> {
     this.stopped ??= (async () => {
       await Promise.all(this.procs.map((proc) => stopProcess(proc)));
+      for (const task of this.afterStopTasks) {
+        await task().catch((error) => console.error(`while stopping: ${error}`));
+      }
       if (this.lock) rmSync(this.lock, { force: true });
     })();
     return this.stopped;
@@ -159,10 +168,12 @@ export class Supervisor {
     await assertFree(plan.replicas[0]?.host ?? "127.0.0.1", ports, options.portHint);
 
     mkdirSync(plan.logDir, { recursive: true });
-    // Replicas share a file, so each database is migrated once, before any replica opens it.
+    // Replicas share a database, so each is migrated once, before any replica opens it.
     await Promise.all(
       registry.services.map((service) =>
-        migrateDatabase(plan.databases[service.name], service.migrations),
+        migrateDatabase(plan.databases[service.name], service.migrations, {
+          schema: service.name,
+        }),
       ),
     );
 

@@ -338,7 +338,7 @@ export class OrderSaga {
   async cancel(orderId: string): Promise<Order> {
     let { order, reservationId } = await this.store.get(orderId);
     if (order.state === CONFIRMED) {
-      await this.store.transition(orderId, [CONFIRMED], CANCELLING);
+      if (await this.store.transition(orderId, [CONFIRMED], CANCELLING)) this.changes.emit(orderId);
       ({ order, reservationId } = await this.store.get(orderId));
     }
     if (order.state === CANCELLED) return order;

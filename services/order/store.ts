@@ -1,5 +1,12 @@
 import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import { integerBinding, isUniqueViolation, type Knex, pageBySeq } from "../../kit/db.js";
+import {
+  inTransaction,
+  integerBinding,
+  isUniqueViolation,
+  type Knex,
+  pageBySeq,
+  readTime,
+} from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
 import { textBytes } from "../../kit/page-token.js";
@@ -18,8 +25,9 @@ interface OrderRow {
   /** An integer; read with moneyOf (drivers differ in how they return one). */
   total_minor: unknown;
   released: number | boolean;
-  create_time: number;
-  update_time: number;
+  /** Milliseconds since the epoch; read with readTime, as every bigint. */
+  create_time: number | string;
+  update_time: number | string;
 }
 
 interface LineRow {
@@ -64,8 +72,8 @@ const toOrder = (row: OrderRow, lines: LineRow[]): Order => ({
     quantity: line.quantity,
     unitPrice: moneyOf(row.currency_code, line.unit_price_minor),
   })),
-  createTime: new Date(row.create_time),
-  updateTime: new Date(row.update_time),
+  createTime: new Date(readTime(row.create_time)),
+  updateTime: new Date(readTime(row.update_time)),
 });
 
 /** The orders tables: the only code that touches them. */
@@ -113,7 +121,7 @@ export class OrderStore {
       unit_price_minor: integerBinding(line.unitPriceMinor),
     }));
     try {
-      await this.db.transaction(async (trx) => {
+      await inTransaction(this.db, async (trx) => {
         await trx("orders").insert(row);
         await trx("order_lines").insert(lines);
       });

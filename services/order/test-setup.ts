@@ -1,5 +1,5 @@
 // What the OrderService handler tests share: one user and one product server per test file, the
-// handlers over a fresh in-memory database per test, and shorthands for their calls. The tests
+// handlers over a fresh database per test, and shorthands for their calls. The tests
 // are handlers.test.ts (CreateOrder, GetOrder, ListOrders) and cancel-watch.test.ts.
 import type { ExecutionContext, TestFn } from "ava";
 import {
@@ -12,17 +12,16 @@ import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
-import { openDatabase } from "../../kit/db.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
 import { forwardCredentials } from "../../kit/middleware/auth.js";
 import { startService } from "../../kit/runtime.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testCallers, tokenFor } from "../../test/helpers/credentials.js";
+import { freshDatabase, opening, testDatabase } from "../../test/helpers/storage.js";
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
-import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
 
@@ -56,15 +55,21 @@ interface Dependencies {
 // One user and one product server for the whole file: each test makes its own users and products,
 // so tests share nothing but the servers, and do not pay for starting two more each.
 let shared: Promise<Dependencies> | undefined;
+let sharing = false;
 
-/** Starts the user and product servers a test file's tests share, before its first test. */
+/**
+ * Starts the user and product servers a test file's tests share, before its first test. A file
+ * that runs several suites (services/handlers.postgres.test.ts) starts them once.
+ */
 export function shareDependencies(test: TestFn): void {
+  if (sharing) return;
+  sharing = true;
   test.before(() => {
     shared = (async () => {
       const options = {
         host: "127.0.0.1",
         port: 0,
-        database: ":memory:",
+        database: await freshDatabase(),
         logLevel: "silent",
         shutdownGraceMs: 2_000,
       };
@@ -72,6 +77,8 @@ export function shareDependencies(test: TestFn): void {
         startService(userService, options),
         startService(createProductService(), options),
       ]);
+      opening(user.db);
+      opening(product.db);
       // As the order service's own client: the caller's token, forwarded (the test's calls sign
       // in as an admin).
       const users = createClient(UserServiceService, user.server.address, {
@@ -103,8 +110,7 @@ export function shareDependencies(test: TestFn): void {
 
 export async function setup(t: ExecutionContext) {
   const { users, products, inventory } = (await shared) as Dependencies;
-  const db = await openDatabase(":memory:", migrations);
-  t.teardown(() => db.destroy());
+  const db = await testDatabase(t, "order");
   const store = new OrderStore(db);
   const saga = new OrderSaga(
     store,

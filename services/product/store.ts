@@ -5,11 +5,13 @@ import {
 } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import {
+  inTransaction,
   integerBinding,
   isCheckViolation,
   type Knex,
   pageBySeq,
   readInteger,
+  readTime,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
@@ -24,8 +26,9 @@ interface ProductRow {
   /** An integer; read with readAmount (drivers differ in how they return one). */
   price_minor: unknown;
   stock_quantity: number;
-  create_time: number;
-  update_time: number;
+  /** Milliseconds since the epoch; read with readTime, as every bigint. */
+  create_time: number | string;
+  update_time: number | string;
 }
 
 type PriceRow = Pick<ProductRow, "currency_code" | "price_minor">;
@@ -33,8 +36,8 @@ type PriceRow = Pick<ProductRow, "currency_code" | "price_minor">;
 interface ReservationRow {
   reservation_id: string;
   state: ReservationState;
-  expire_time: number;
-  create_time: number;
+  expire_time: number | string;
+  create_time: number | string;
 }
 
 interface LineRow {
@@ -61,15 +64,15 @@ const toProduct = (row: ProductRow): Product => ({
   description: row.description,
   price: moneyOf(row.currency_code, row.price_minor),
   stockQuantity: row.stock_quantity,
-  createTime: new Date(row.create_time),
-  updateTime: new Date(row.update_time),
+  createTime: new Date(readTime(row.create_time)),
+  updateTime: new Date(readTime(row.update_time)),
 });
 
 const toReservation = (row: ReservationRow, lines: LineRow[]): Reservation => ({
   reservationId: row.reservation_id,
   state: row.state,
-  expireTime: new Date(row.expire_time),
-  createTime: new Date(row.create_time),
+  expireTime: new Date(readTime(row.expire_time)),
+  createTime: new Date(readTime(row.create_time)),
   lines: lines.map((line) => ({
     productId: line.product_id,
     quantity: line.quantity,
@@ -99,14 +102,20 @@ const productNotFound = (productId: string) =>
     product_id: productId,
   });
 
+const byProductId = (a: { productId: string }, b: { productId: string }) =>
+  a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0;
+
 const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: LineRow[]) =>
   a.length === b.length &&
   a.every((line, i) => line.productId === b[i]?.product_id && line.quantity === b[i]?.quantity);
 
 /**
  * The catalogue and its reservations: the only code that touches these tables. Every stock
- * change is a conditional UPDATE inside a transaction whose first statement writes, so SQLite
- * takes the write lock up front and concurrent reservations queue instead of overselling.
+ * change is a conditional UPDATE inside a transaction whose first statement writes: SQLite takes
+ * its one write lock up front, PostgreSQL locks the product's row and checks the condition again
+ * on the latest version once the lock is free, so concurrent reservations queue instead of
+ * overselling (docs/architecture.md). A transaction locks products in product_id order, so two
+ * of them never wait for each other's rows.
  */
 export class ProductStore {
   constructor(private readonly db: Knex) {}
@@ -159,7 +168,7 @@ export class ProductStore {
     }
     if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
     // The row comes back from the update itself: nothing can fail after the transaction.
-    return this.db.transaction(async (trx) => {
+    return inTransaction(this.db, async (trx) => {
       const [row]: ProductRow[] = await trx("products")
         .where({ product_id: productId })
         .update(patch, "*");
@@ -218,75 +227,73 @@ export class ProductStore {
     ttlMs: number,
   ): Promise<Reservation> {
     const now = Date.now();
-    const outcome = await this.db
-      .transaction(async (trx) => {
-        const claimed = await trx("reservations")
-          .insert({
-            reservation_id: reservationId,
-            state: ReservationState.RESERVATION_STATE_HELD,
-            expire_time: now + ttlMs,
-            create_time: now,
-          })
-          .onConflict("reservation_id")
-          .ignore()
-          .returning("reservation_id");
-        if (claimed.length === 0) return { repeat: true as const };
-        const short: string[] = [];
-        // The price snapshot comes back from the stock update itself (RETURNING).
-        const byId = new Map<string, PriceRow>();
-        for (const line of lines) {
-          const taken: PriceRow[] = await trx("products")
-            .where({ product_id: line.productId })
-            .andWhere("stock_quantity", ">=", line.quantity)
-            .update(
-              {
-                stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
-                update_time: now,
-              },
-              ["currency_code", "price_minor"],
-            );
-          if (taken[0]) byId.set(line.productId, taken[0]);
-          else short.push(line.productId);
-        }
-        if (short.length > 0) {
-          // Undo the whole transaction: nothing is held.
-          throw Object.assign(new Error("short"), { short });
-        }
-        const lineRows: LineRow[] = lines.map((line, i) => {
-          const product = byId.get(line.productId) as PriceRow;
-          return {
-            reservation_id: reservationId,
-            line_no: i,
-            product_id: line.productId,
-            quantity: line.quantity,
-            currency_code: product.currency_code,
-            unit_price_minor: product.price_minor,
-          };
-        });
-        // What the reservation costs must be an amount Money can carry, per currency: refused
-        // here, inside the transaction, so that nothing is held.
-        for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
-          totalOf(
-            currency,
-            lineRows
-              .filter((row) => row.currency_code === currency)
-              .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
-          );
-        }
-        await trx("reservation_lines").insert(lineRows);
-        // What was just written is the answer: no need to read it back.
-        const held: ReservationRow = {
+    const outcome = await inTransaction(this.db, async (trx) => {
+      const claimed = await trx("reservations")
+        .insert({
           reservation_id: reservationId,
           state: ReservationState.RESERVATION_STATE_HELD,
           expire_time: now + ttlMs,
           create_time: now,
+        })
+        .onConflict("reservation_id")
+        .ignore()
+        .returning("reservation_id");
+      if (claimed.length === 0) return { repeat: true as const };
+      const short: string[] = [];
+      // The price snapshot comes back from the stock update itself (RETURNING).
+      const byId = new Map<string, PriceRow>();
+      for (const line of [...lines].sort(byProductId)) {
+        const taken: PriceRow[] = await trx("products")
+          .where({ product_id: line.productId })
+          .andWhere("stock_quantity", ">=", line.quantity)
+          .update(
+            {
+              stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
+              update_time: now,
+            },
+            ["currency_code", "price_minor"],
+          );
+        if (taken[0]) byId.set(line.productId, taken[0]);
+        else short.push(line.productId);
+      }
+      if (short.length > 0) {
+        // Undo the whole transaction: nothing is held.
+        throw Object.assign(new Error("short"), { short });
+      }
+      const lineRows: LineRow[] = lines.map((line, i) => {
+        const product = byId.get(line.productId) as PriceRow;
+        return {
+          reservation_id: reservationId,
+          line_no: i,
+          product_id: line.productId,
+          quantity: line.quantity,
+          currency_code: product.currency_code,
+          unit_price_minor: product.price_minor,
         };
-        return { repeat: false as const, reservation: toReservation(held, lineRows) };
-      })
-      .catch(async (error: Error & { short?: string[] }) => {
-        if (!error.short) throw error;
-        throw await this.shortageError(lines, error.short);
       });
+      // What the reservation costs must be an amount Money can carry, per currency: refused
+      // here, inside the transaction, so that nothing is held.
+      for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
+        totalOf(
+          currency,
+          lineRows
+            .filter((row) => row.currency_code === currency)
+            .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+        );
+      }
+      await trx("reservation_lines").insert(lineRows);
+      // What was just written is the answer: no need to read it back.
+      const held: ReservationRow = {
+        reservation_id: reservationId,
+        state: ReservationState.RESERVATION_STATE_HELD,
+        expire_time: now + ttlMs,
+        create_time: now,
+      };
+      return { repeat: false as const, reservation: toReservation(held, lineRows) };
+    }).catch(async (error: Error & { short?: string[] }) => {
+      if (!error.short) throw error;
+      throw await this.shortageError(lines, error.short);
+    });
 
     if (!outcome.repeat) return outcome.reservation;
     const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;
@@ -366,7 +373,7 @@ export class ProductStore {
   /** Gives held or committed units back. Unknown ids become released tombstones. */
   async release(reservationId: string): Promise<Reservation> {
     const now = Date.now();
-    await this.db.transaction(async (trx) => {
+    await inTransaction(this.db, async (trx) => {
       const released = await trx("reservations")
         .where({ reservation_id: reservationId })
         .whereIn("state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
@@ -415,7 +422,7 @@ export class ProductStore {
   }
 
   private expireOne(reservationId: string, now: number): Promise<boolean> {
-    return this.db.transaction(async (trx) => {
+    return inTransaction(this.db, async (trx) => {
       const count = await trx("reservations")
         .where({ reservation_id: reservationId, state: HELD })
         .andWhere("expire_time", "<=", now)
@@ -430,7 +437,9 @@ export class ProductStore {
    * should they still not fit (data from an older version), FAILED_PRECONDITION and nothing moves.
    */
   private async restock(trx: Knex.Transaction, reservationId: string, now: number) {
-    const lines = await trx<LineRow>("reservation_lines").where({ reservation_id: reservationId });
+    const lines = await trx<LineRow>("reservation_lines")
+      .where({ reservation_id: reservationId })
+      .orderBy("product_id");
     for (const line of lines) {
       try {
         await trx("products")

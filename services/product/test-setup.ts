@@ -1,4 +1,4 @@
-// What the ProductService handler tests share: the handlers over a fresh in-memory database, and
+// What the ProductService handler tests share: the handlers over a fresh database, and
 // shorthands for their calls. The tests are handlers.test.ts (the catalogue) and
 // reservations.test.ts (stock reservations).
 import type { ExecutionContext } from "ava";
@@ -16,10 +16,10 @@ import {
   ListProductsRequest,
   type Product,
 } from "../../gen/ts/shop/product/v1/product.js";
-import { openDatabase } from "../../kit/db.js";
+import type { Knex } from "../../kit/db.js";
 import { callContext } from "../../test/helpers/context.js";
+import { testDatabase } from "../../test/helpers/storage.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
-import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
 export const ctx = (method: string) =>
@@ -38,6 +38,10 @@ export const { HELD, COMMITTED, RELEASED, EXPIRED } = {
   EXPIRED: ReservationState.RESERVATION_STATE_EXPIRED,
 };
 
+/** How many rows a table holds (PostgreSQL counts in a bigint, which comes back as a string). */
+export const rows = async (db: Knex, table: string) =>
+  Number((await db(table).count({ n: "*" }))[0]?.n);
+
 export interface NewProduct {
   name?: string;
   description?: string;
@@ -47,8 +51,7 @@ export interface NewProduct {
 }
 
 export async function setup(t: ExecutionContext) {
-  const db = await openDatabase(":memory:", migrations);
-  t.teardown(() => db.destroy());
+  const db = await testDatabase(t, "product");
   const store = new ProductStore(db);
   const handlers = productHandlers(store);
   const inventory = inventoryHandlers(store);

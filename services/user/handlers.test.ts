@@ -1,4 +1,4 @@
-// UserService handlers called directly, each test on its own in-memory database.
+// UserService handlers called directly, each test on its own database (in memory on SQLite).
 import test, { type ExecutionContext } from "ava";
 import {
   CreateUserRequest,
@@ -8,20 +8,18 @@ import {
   UpdateUserRequest,
   type User,
 } from "../../gen/ts/shop/user/v1/user.js";
-import { openDatabase } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { encodePageToken } from "../../kit/page-token.js";
 import { callContext } from "../../test/helpers/context.js";
 import { expectInvalid } from "../../test/helpers/status.js";
+import { testDatabase } from "../../test/helpers/storage.js";
 import { userHandlers } from "./handlers.js";
-import { migrations } from "./migrations/index.js";
 import { UserStore } from "./store.js";
 
 const ctx = (method: string) => callContext("shop.user.v1.UserService", method);
 
 async function setup(t: ExecutionContext) {
-  const db = await openDatabase(":memory:", migrations);
-  t.teardown(() => db.destroy());
+  const db = await testDatabase(t, "user");
   const handlers = userHandlers(new UserStore(db));
   const create = async (email: string, displayName = "Ada Lovelace") =>
     (

@@ -1,5 +1,5 @@
 import type { User } from "../../gen/ts/shop/user/v1/user.js";
-import { isUniqueViolation, type Knex, pageBySeq } from "../../kit/db.js";
+import { isUniqueViolation, type Knex, pageBySeq, readTime } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { textBytes } from "../../kit/page-token.js";
 
@@ -9,16 +9,17 @@ interface UserRow {
   email: string;
   email_key: string;
   display_name: string;
-  create_time: number;
-  update_time: number;
+  /** Milliseconds since the epoch; read with readTime, as every bigint. */
+  create_time: number | string;
+  update_time: number | string;
 }
 
 const toUser = (row: UserRow): User => ({
   userId: row.user_id,
   email: row.email,
   displayName: row.display_name,
-  createTime: new Date(row.create_time),
-  updateTime: new Date(row.update_time),
+  createTime: new Date(readTime(row.create_time)),
+  updateTime: new Date(readTime(row.update_time)),
 });
 
 const emailTaken = (email: string) =>

@@ -5,6 +5,7 @@ import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../../kit/client.js";
+import { engineOf } from "../../kit/db.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { serve } from "../../kit/server.js";
 import type { ServiceImplementation } from "../../kit/service.js";
@@ -108,9 +109,12 @@ test("one unreadable stored total does not break GetOrder or ListOrders of the o
   const good = await place("good-1");
   const bad = await place("bad-1");
   await place("good-2");
-  // What an older version stored for a total past int64: a REAL.
+  // What an older version stored for a total past int64: a REAL in SQLite. A PostgreSQL bigint
+  // holds only integers; past Money's largest amount, one is as unreadable.
+  const unreadableTotal =
+    engineOf(fleet.order.db) === "sqlite" ? "9.007199254740991e19" : "90071992547409910";
   await fleet.order.db.raw(
-    "UPDATE orders SET total_minor = 9.007199254740991e19 WHERE order_id = ?",
+    `UPDATE orders SET total_minor = ${unreadableTotal} WHERE order_id = ?`,
     [bad?.orderId ?? ""],
   );
 

@@ -52,19 +52,24 @@ test("a reservation whose restock cannot fit does not stop other reservations ex
   const fleet = await startFleet(t, { product: { sweepMs: 100 } });
   const full = await addProduct(fleet.products, { stock: 10 });
   const other = await addProduct(fleet.products, { stock: 10 });
-  const reserve = (reservationId: string, productId: string, quantity: number) =>
+  const reserve = (reservationId: string, productId: string, quantity: number, ttlS = 1) =>
     fleet.inventory.reserveStock({
       reservationId,
       lines: [orderLine(productId, quantity)],
-      ttl: { seconds: "1", nanos: 0 },
+      ttl: { seconds: String(ttlS), nanos: 0 },
     });
-  await reserve("stuck", full.productId, 5);
-  await reserve("fine", other.productId, 3);
-  // Data as an older version could leave it: the held units no longer fit under the bound.
+  await reserve("stuck", full.productId, 5, 3_600);
+  // Data as an older version could leave it: the held units no longer fit under the bound. Only
+  // then is the reservation due, so that no sweep can give its units back first.
   await fleet.product
     .db("products")
     .where({ product_id: full.productId })
     .update({ stock_quantity: MAX_STOCK });
+  await fleet.product
+    .db("reservations")
+    .where({ reservation_id: "stuck" })
+    .update({ expire_time: 0 });
+  await reserve("fine", other.productId, 3);
 
   const stock = async (productId: string) =>
     (await fleet.products.getProduct({ productId })).product?.stockQuantity;

@@ -7,7 +7,7 @@ import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
 import { CreateProductRequest, ListProductsRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, ListUsersRequest } from "../../gen/ts/shop/user/v1/user.js";
 import { Code, ServiceError } from "../../kit/errors.js";
-import { addProduct } from "../../scripts/lib/seed.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { rawClient } from "../helpers/bad-input.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
 
@@ -190,4 +190,64 @@ test("invalid UTF-8 in any string field is refused, naming the field, and writes
   t.is(products.length, 1);
   const { orders } = await fleet.orders.listOrders(ListOrdersRequest.fromPartial({}));
   t.is(orders.length, 0);
+});
+
+test("the NUL character is refused in every text field, naming the field, and writes nothing", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  const nul = (s: string) => `${s}\u0000x`;
+  const reserve = (reservationId: string, productId: string) =>
+    fleet.inventory.reserveStock(
+      ReserveStockRequest.fromPartial({
+        reservationId,
+        lines: [orderLine(productId, 1)],
+        ttl: { seconds: "60" },
+      }),
+    );
+  const calls: [Promise<unknown>, string][] = [
+    [
+      fleet.users.createUser({ user: { email: "nul@example.com", displayName: nul("Ada") } }),
+      "user.display_name",
+    ],
+    [
+      fleet.users.createUser({ user: { email: nul("a@example.com"), displayName: "Ada" } }),
+      "user.email",
+    ],
+    [fleet.users.getUser({ userId: nul(user.userId) }), "user_id"],
+    [
+      fleet.products.createProduct(
+        CreateProductRequest.fromPartial({
+          product: {
+            name: "Mug",
+            description: nul("Stoneware"),
+            price: { currencyCode: "EUR", amountMinor: "1" },
+            stockQuantity: 1,
+          },
+        }),
+      ),
+      "product.description",
+    ],
+    [fleet.products.getProduct({ productId: nul(mug.productId) }), "product_id"],
+    [reserve(nul("r"), mug.productId), "reservation_id"],
+    [reserve("r-nul", nul(mug.productId)), "lines[0].product_id"],
+    [
+      fleet.orders.createOrder({
+        userId: user.userId,
+        lines: [orderLine(mug.productId, 1)],
+        requestId: nul("req"),
+      }),
+      "request_id",
+    ],
+    [fleet.orders.listOrders(ListOrdersRequest.fromPartial({ userId: nul("usr") })), "user_id"],
+    [fleet.orders.cancelOrder({ orderId: nul("ord") }), "order_id"],
+  ];
+  for (const [call, field] of calls) {
+    const error = await refused(t, call, field);
+    t.regex(error?.details.fieldViolations?.[0]?.description ?? "", /NUL/);
+  }
+  t.is((await fleet.users.listUsers(ListUsersRequest.fromPartial({}))).users.length, 1);
+  t.is((await fleet.products.listProducts(ListProductsRequest.fromPartial({}))).products.length, 1);
+  t.is((await fleet.products.getProduct({ productId: mug.productId })).product?.stockQuantity, 5);
+  t.is((await fleet.orders.listOrders(ListOrdersRequest.fromPartial({}))).orders.length, 0);
 });

@@ -1,6 +1,5 @@
 // The promises of the order flow, checked against what the services hold: through their rpcs,
 // and, for reservations (no rpc lists them), by reading the product database read-only.
-import knex from "knex";
 import {
   type Order,
   type OrderServiceService,
@@ -9,12 +8,13 @@ import {
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import type { Client } from "../../kit/client.js";
+import { connectDatabase } from "../../kit/db.js";
 import type { Ledger } from "./load.js";
 
 export interface World {
   orders: Client<typeof OrderServiceService>;
   products: Client<typeof ProductServiceService>;
-  /** The product service's SQLite file. */
+  /** The product service's database: its SQLite file or PostgreSQL URL. */
   productDatabase: string;
   /** Stock of each product before any order. */
   initial: Map<string, number>;
@@ -32,12 +32,8 @@ async function allOrders(orders: World["orders"]): Promise<Order[]> {
 }
 
 /** Reservations by state, and the units held per product, from the product database. */
-async function reservations(filename: string) {
-  const db = knex({
-    client: "better-sqlite3",
-    connection: { filename, options: { readonly: true } },
-    useNullAsDefault: true,
-  });
+async function reservations(location: string) {
+  const db = connectDatabase(location, { schema: "product" });
   try {
     const states = new Map<string, number>();
     const rows: { reservation_id: string; state: number }[] = await db("reservations").select(

@@ -1,5 +1,6 @@
 // The fault suite: CreateOrder and CancelOrder streams against real processes (user, product,
-// two order replicas on one SQLite file), while, in turn, each process is killed with SIGKILL and
+// two order replicas on one SQLite file; on PostgreSQL, suite.postgres.test.ts, two replicas of
+// every service on one database), while, in turn, each process is killed with SIGKILL and
 // restarted, every call gets a deadline of a few milliseconds, and the two order replicas race
 // on one request_id. Client mistakes are mixed in throughout. After each phase the load stops,
 // unanswered calls are resent as a client would, the reservation TTL plus a reconcile interval
@@ -15,6 +16,7 @@ import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
 import { testCallers } from "../helpers/credentials.js";
 import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+import { onPostgres } from "../helpers/storage.js";
 import { violations, type World } from "./invariants.js";
 import { Ledger, type LoadOptions, runLoad, Tally } from "./load.js";
 import { sendMistakes } from "./mistakes.js";
@@ -44,7 +46,7 @@ let started: Awaited<ReturnType<typeof spawnProcessFleet>> | undefined;
 test.before(() => {
   suite = (async () => {
     const fleet = await spawnProcessFleet({
-      replicas: { order: 2 },
+      replicas: onPostgres() ? { user: 2, product: 2, order: 2 } : { order: 2 },
       env: {
         SHOP_RESERVATION_TTL_MS: String(TTL_MS),
         SHOP_RECONCILE_MS: String(RECONCILE_MS),
@@ -55,8 +57,8 @@ test.before(() => {
     started = fleet;
     const client = <S extends Parameters<typeof createClient>[0]>(definition: S, address: string) =>
       createClient(definition, address, { middleware: testCallers(5_000) });
-    const users = client(UserServiceService, fleet.address("user"));
-    const products = client(ProductServiceService, fleet.address("product"));
+    const users = client(UserServiceService, fleet.plan.addresses.user.join(","));
+    const products = client(ProductServiceService, fleet.plan.addresses.product.join(","));
     const orders = client(OrderServiceService, fleet.plan.addresses.order.join(","));
     const replicas = fleet.plan.addresses.order.map((address) =>
       client(OrderServiceService, address),
@@ -151,13 +153,13 @@ async function phase(
   t.deepEqual(found, []);
 }
 
-const killAndRestart =
-  (service: ServiceName, replica = 0) =>
-  async (s: Suite) => {
-    await s.fleet.kill(service, replica);
-    await sleep(300);
-    await s.fleet.restart(service, replica);
-  };
+/** SIGKILL the given replicas of a service (all of them by default), then start them again. */
+const killAndRestart = (service: ServiceName, which?: number[]) => async (s: Suite) => {
+  const replicas = which ?? s.fleet.plan.addresses[service].map((_, i) => i);
+  await Promise.all(replicas.map((i) => s.fleet.kill(service, i)));
+  await sleep(300);
+  await Promise.all(replicas.map((i) => s.fleet.restart(service, i)));
+};
 
 test.serial("kill -9 of the user process mid-load, then restart", (t) =>
   phase(t, "kill-user", killAndRestart("user")),
@@ -168,7 +170,7 @@ test.serial("kill -9 of the product process mid-load, then restart", (t) =>
 );
 
 test.serial("kill -9 of an order replica mid-load, then restart", (t) =>
-  phase(t, "kill-order", killAndRestart("order", 0)),
+  phase(t, "kill-order", killAndRestart("order", [0])),
 );
 
 // The client gives up on every cancel and on half the creates that got no answer: what the

@@ -4,6 +4,8 @@
 // - startProcessFleet: every registered service as its own process (services/main.ts, from the
 //   same launch plan as `npm start`) with SQLite files in a temp directory, for tests that kill
 //   -9 a process, restart it on its port and file, or run two replicas of a service on one file.
+// Both keep their data where the test file's storage says (helpers/storage.ts): on PostgreSQL,
+// a fleet gets a database of its own, each service in its schema, shared by its replicas.
 // Every start is paired with a teardown, so a failing test never leaves a server running.
 //
 //   const fleet = await startFleet(t);                       // user, product, order, …
@@ -43,6 +45,7 @@ import { createProductService, type ProductSettings } from "../../services/produ
 import { registry, type ServiceName } from "../../services/registry.js";
 import { testCallers } from "./credentials.js";
 import { Faults } from "./faults.js";
+import { freshDatabase, onPostgres, opening, openingIn } from "./storage.js";
 
 /** A pino logger whose lines the test can read. */
 export function captureLogger(service: string): {
@@ -64,7 +67,7 @@ export interface TestService extends StartedService {
   faults: Faults;
 }
 
-/** Starts one service on 127.0.0.1:0 with its own in-memory database. */
+/** Starts one service on 127.0.0.1:0 with a database of its own (in memory on SQLite). */
 export async function start(
   t: ExecutionContext,
   module: AnyServiceModule,
@@ -80,7 +83,7 @@ export async function start(
   const service = await startService(module, {
     host: "127.0.0.1",
     port: 0,
-    database: options.database ?? ":memory:",
+    database: options.database ?? (await freshDatabase()),
     logLevel: "silent",
     shutdownGraceMs: 2_000,
     dependencies: options.dependencies,
@@ -89,6 +92,7 @@ export async function start(
     ...(options.logger && { logger: options.logger }),
   });
   t.teardown(() => service.stop());
+  opening(service.db);
   return { ...service, faults };
 }
 
@@ -140,8 +144,10 @@ export async function startFleet(
     ...options.modules,
   };
   const started: Partial<Record<ServiceName, TestService>> = {};
+  const database = await freshDatabase();
   for (const service of registry.services) {
     started[service.name] = await start(t, modules[service.name] ?? service.module, {
+      database,
       dependencies: Object.fromEntries(
         Object.entries(service.clients).map(([client, name]) => [
           client,
@@ -170,18 +176,18 @@ export interface ProcessFleet {
   plan: FleetPlan;
   /** `127.0.0.1:<port>` of a service's replica `i` (from 0). */
   address(service: ServiceName, i?: number): string;
-  /** The SQLite file every replica of a service shares. */
+  /** The database every replica of a service shares: an SQLite file or a PostgreSQL URL. */
   database(service: ServiceName): string;
   /** SIGKILL a replica and wait until it is gone. */
   kill(service: ServiceName, i?: number): Promise<void>;
-  /** Start a killed replica again on its port and file; resolves when it reports SERVING. */
+  /** Start a killed replica again on its port and data; resolves when it reports SERVING. */
   restart(service: ServiceName, i?: number): Promise<void>;
   /** SIGTERM every replica, then remove the data directory. */
   stop(): Promise<void>;
 }
 
 export interface ProcessFleetOptions {
-  /** Replicas per service, sharing its database file; 1 by default. */
+  /** Replicas per service, sharing its database; 1 by default. */
   replicas?: Partial<Record<ServiceName, number>>;
   /** SHOP_* settings for every process. */
   env?: Record<string, string>;
@@ -200,7 +206,15 @@ export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Prom
   const ports = Object.fromEntries(
     registry.names.map((name, i) => [name, free.splice(0, counts[i])]),
   ) as Record<ServiceName, number[]>;
-  const plan = fleetPlan({ dataDir, ports, ...(options.tls && { tls: options.tls }) });
+  // On PostgreSQL one database holds every service's schema, as one server would in production.
+  const url = onPostgres() ? await freshDatabase() : undefined;
+  const plan = fleetPlan({
+    dataDir,
+    ports,
+    ...(url && { databases: Object.fromEntries(registry.names.map((name) => [name, url])) }),
+    ...(options.tls && { tls: options.tls }),
+  });
+  for (const location of Object.values<string>(plan.databases)) openingIn(location);
   const specOf = (service: ServiceName, i: number) => {
     const spec = plan.replicas.filter((replica) => replica.service === service)[i];
     if (!spec) throw new Error(`no ${service} replica ${i}`);
@@ -240,7 +254,9 @@ export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Prom
     // As the supervisor does: replicas share a file, so each is migrated once, before any opens it.
     await Promise.all(
       registry.services.map((service) =>
-        migrateDatabase(plan.databases[service.name], service.migrations),
+        migrateDatabase(plan.databases[service.name], service.migrations, {
+          schema: service.name,
+        }),
       ),
     );
     await Promise.all(

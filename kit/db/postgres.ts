@@ -1,0 +1,100 @@
+// PostgreSQL through knex's `pg` client: a service's tables live in a schema of their own (named
+// after the service), reached through search_path, so one database can hold every service and no
+// service sees another's tables. Only kit/db.ts uses this file.
+import knex, { type Knex } from "knex";
+
+export interface PostgresOptions {
+  /** The schema of the service's tables; created by the first migration run when missing. */
+  schema: string;
+  /** Connections this process keeps open at most. */
+  poolMax: number;
+  /** The server cancels a statement running longer than this; 0 for no limit. */
+  statementTimeoutMs: number;
+  /** Shown in pg_stat_activity: which service a connection belongs to. */
+  applicationName: string;
+}
+
+export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(location);
+
+// The URL (host, port, database, user, password, and TLS: sslmode, sslrootcert, sslcert, sslkey)
+// is parsed by the driver itself; what it says wins over the settings given here.
+const connection = (url: string, settings: Record<string, unknown>) => ({
+  connectionString: url,
+  connectionTimeoutMillis: 5_000,
+  keepAlive: true,
+  ...settings,
+});
+
+/** The knex config of one service's schema in the database at `url`. */
+export function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
+  return {
+    client: "pg",
+    connection: connection(url, {
+      application_name: options.applicationName,
+      ...(options.statementTimeoutMs > 0 && { statement_timeout: options.statementTimeoutMs }),
+    }),
+    searchPath: [options.schema],
+    // Connections open on demand and close after 30 s idle; a call that finds all of them busy
+    // waits for one up to 5 s, then fails UNAVAILABLE (kit/middleware/status.ts).
+    pool: { min: 0, max: options.poolMax, idleTimeoutMillis: 30_000 },
+    acquireConnectionTimeout: 5_000,
+  };
+}
+
+/**
+ * Creates the schema when missing and runs the migrations to the latest, on one connection that
+ * holds an advisory lock for the schema: replicas that start together on one database migrate it
+ * once, one after the other, instead of racing to create knex's bookkeeping tables.
+ */
+export async function migratePostgres(
+  url: string,
+  options: Pick<PostgresOptions, "schema" | "applicationName">,
+  migrationSource: Knex.MigratorConfig["migrationSource"],
+): Promise<void> {
+  const { schema } = options;
+  const db = knex({
+    client: "pg",
+    connection: connection(url, { application_name: `${options.applicationName} migrate` }),
+    searchPath: [schema],
+    pool: { min: 1, max: 1 },
+  });
+  try {
+    await db.raw("select pg_advisory_lock(hashtext(?))", [`shopmesh migrate ${schema}`]);
+    // Looked up rather than CREATE SCHEMA IF NOT EXISTS, which needs the CREATE privilege on the
+    // database even when the schema exists: an operator may create it and grant only that.
+    const { rows } = await db.raw("select 1 from pg_namespace where nspname = ?", [schema]);
+    if (rows.length === 0) await db.raw("create schema ??", [schema]);
+    await db.migrate.latest({ migrationSource, schemaName: schema });
+  } finally {
+    // Closing the session releases the lock.
+    await db.destroy();
+  }
+}
+
+// SQLSTATE codes (PostgreSQL's "Errors and Messages" appendix).
+const UNIQUE_VIOLATION = "23505";
+const CHECK_VIOLATION = "23514";
+const SERIALIZATION_FAILURE = "40001";
+const DEADLOCK_DETECTED = "40P01";
+/** The statement or session ended before anything was committed: a later try may succeed. */
+const NOT_NOW = new Set([
+  SERIALIZATION_FAILURE,
+  DEADLOCK_DETECTED,
+  "55P03", // lock_not_available
+  "57014", // query_canceled: statement_timeout
+  "57P01", // admin_shutdown
+  "57P03", // cannot_connect_now: starting up or shutting down
+  "53300", // too_many_connections
+]);
+
+const codeOf = (error: unknown) => String((error as { code?: unknown } | null)?.code ?? "");
+
+export const postgresErrors = {
+  unique: (error: unknown) => codeOf(error) === UNIQUE_VIOLATION,
+  check: (error: unknown) => codeOf(error) === CHECK_VIOLATION,
+  /** The transaction was rolled back to keep transactions apart: run it again. */
+  serialization: (error: unknown) =>
+    [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(codeOf(error)),
+  /** Nothing was written, and the server could take the call later. */
+  busy: (error: unknown) => NOT_NOW.has(codeOf(error)),
+};

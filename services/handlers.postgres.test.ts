@@ -1,0 +1,8 @@
+// Every service's handler suites again, on PostgreSQL: each test on a database of its own on a
+// private server (test/helpers/storage.ts). `npm run new-service` adds a new service's suite here.
+import "../test/helpers/on-postgres.js";
+import "./user/handlers.test.js";
+import "./product/handlers.test.js";
+import "./product/reservations.test.js";
+import "./order/handlers.test.js";
+import "./order/cancel-watch.test.js";

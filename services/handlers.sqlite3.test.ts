@@ -1,0 +1,9 @@
+// Every service's handler suites again, on SQLite through the sqlite3 driver (node-sqlite3, the
+// driver the project was first specified with) instead of better-sqlite3, the default.
+// `npm run new-service` adds a new service's suite here.
+import "../test/helpers/on-sqlite3.js";
+import "./user/handlers.test.js";
+import "./product/handlers.test.js";
+import "./product/reservations.test.js";
+import "./order/handlers.test.js";
+import "./order/cancel-watch.test.js";

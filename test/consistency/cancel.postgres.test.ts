@@ -1,0 +1,3 @@
+// cancel.test.ts again on PostgreSQL: every fleet on a database of its own.
+import "../helpers/on-postgres.js";
+import "./cancel.test.js";

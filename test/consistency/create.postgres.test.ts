@@ -1,0 +1,3 @@
+// create.test.ts again on PostgreSQL: every fleet on a database of its own.
+import "../helpers/on-postgres.js";
+import "./create.test.js";

@@ -1,0 +1,3 @@
+// money.test.ts again on PostgreSQL: every fleet on a database of its own.
+import "../helpers/on-postgres.js";
+import "./money.test.js";
