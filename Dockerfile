@@ -3,11 +3,14 @@
 #   docker build -t shopmesh .
 #   docker run --rm -e SHOP_SERVICE=user -p 127.0.0.1:50051:50051 -v shop-users:/data shopmesh
 #
-# deploy/compose.yaml runs the whole mesh from it: see deploy/README.md. The same image runs the
-# one-shot helpers: `node --import tsx scripts/migrate.ts` (migrate SHOP_SERVICE's database),
-# `scripts/seed.ts` (demo data) and `scripts/probe.ts` (the health check).
+# It runs JavaScript compiled at build time on Node.js 24, the LTS line the project supports
+# (engines in package.json, CI). deploy/compose.yaml and deploy/k8s run it: see deploy/README.md.
+# The same image runs the one-shot scripts: `node dist/scripts/migrate.js` (migrate
+# SHOP_SERVICE's database) and `node dist/scripts/seed.js` (demo data); `grpc-health-probe` is
+# the health check.
 
-FROM node:20-bookworm-slim AS deps
+# Compile: every dependency, the TypeScript compiler, then only what runs is kept.
+FROM node:24-bookworm-slim AS build
 WORKDIR /app
 # The SQLite drivers' native addons (better-sqlite3, and sqlite3 for SHOP_SQLITE_DRIVER=sqlite3)
 # install a prebuilt binary when they can download one, and build from source otherwise, which
@@ -16,28 +19,35 @@ RUN apt-get update \
   && apt-get install -y --no-install-recommends g++ make python3 \
   && rm -rf /var/lib/apt/lists/*
 COPY package.json package-lock.json ./
-# tsx is a runtime dependency, not a dev one: the services run their TypeScript as is. So
-# --omit=dev keeps everything a service needs and drops the codegen, lint and test tools.
-RUN npm ci --omit=dev --no-audit --no-fund
+RUN npm ci --no-audit --no-fund
+COPY tsconfig.json tsconfig.build.json ./
+COPY kit kit
+COPY services services
+COPY scripts scripts
+COPY gen/ts gen/ts
+COPY gen/descriptor gen/descriptor
+# dist/ holds the compiled services and scripts and the descriptor set reflection serves; the
+# prune drops the compiler, tsx, the test and lint tools.
+RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
-FROM node:20-bookworm-slim
+# The health check the compose file runs: grpc.health.v1 without starting Node.js.
+FROM golang:1.26-bookworm AS probe
+RUN CGO_ENABLED=0 GOBIN=/out go install github.com/grpc-ecosystem/grpc-health-probe@v0.4.63
+
+FROM node:24-bookworm-slim
 WORKDIR /app
 ENV NODE_ENV=production \
   SHOP_HOST=0.0.0.0 \
   SHOP_DATA_DIR=/data
-COPY --from=deps /app/node_modules node_modules
-COPY package.json tsconfig.json ./
-# What the services import at run time, and nothing else: the descriptor set feeds reflection.
-COPY kit kit
-COPY services services
-COPY gen/ts gen/ts
-COPY gen/descriptor gen/descriptor
-COPY scripts/migrate.ts scripts/seed.ts scripts/probe.ts scripts/
-COPY scripts/lib scripts/lib
+COPY --from=probe /out/grpc-health-probe /usr/local/bin/grpc-health-probe
+COPY --from=build /app/package.json ./
+COPY --from=build /app/node_modules node_modules
+COPY --from=build /app/dist dist
 # A new named volume takes the owner of its mount point from the image.
-RUN mkdir -p /data && chown node:node /data
+RUN mkdir -p /data && chown 1000:1000 /data
 VOLUME /data
-USER node
+# The node user, by number, so Kubernetes can check runAsNonRoot.
+USER 1000:1000
 # Each service listens on its registry port (services/registry.ts) unless SHOP_PORT says otherwise.
-# exec: node is PID 1 and gets SIGTERM itself, for a graceful shutdown.
-CMD ["sh", "-c", "exec node --import tsx services/main.ts \"${SHOP_SERVICE:?set SHOP_SERVICE to a service of services/registry.ts}\""]
+# node is PID 1 and gets SIGTERM itself, for a graceful shutdown.
+CMD ["node", "dist/services/main.js"]

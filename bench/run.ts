@@ -343,20 +343,6 @@ async function main(): Promise<number> {
       };
     }
     const context: TargetContext = { addresses, fleets, certs: DEV_CERTS_DIR };
-    // Before any load: a replica's start is timed on a machine the bench itself leaves quiet.
-    const startup: StartupResult[] = [];
-    if (options.startupRounds > 0) {
-      for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
-        // The two profiles; the storage fleets start like the development profile.
-        if (fleet !== "plaintext" && fleet !== "tls") continue;
-        startup.push(
-          ...(await measureStartup(fleet, plan, options.startupRounds, profilerEnv(options))),
-        );
-      }
-      for (const { fleet, service, ms } of startup) {
-        log(`start to SERVING: ${fleet} ${service} ${ms.map((m) => m.toFixed(0)).join(", ")} ms`);
-      }
-    }
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];
     for (const target of targets) {
@@ -402,6 +388,20 @@ async function main(): Promise<number> {
     }
     await supervisor.stop();
 
+    // Starts of each service on its own, with nothing else of the bench running.
+    let startup: StartupResult[] = [];
+    if (options.startupRuns > 0) {
+      log("building dist/ for the compiled starts (npm run build)");
+      const built = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
+      if (built.status !== 0) throw new Error(`npm run build failed: ${built.stderr}`);
+      startup = await measureStartup({ starts: options.startupRuns, idleS: options.idleS });
+      for (const result of startup) {
+        log(
+          `start ${result.runtime.padEnd(8)} ${result.service.padEnd(8)} SERVING in ${result.servingMs.median.toFixed(0)} ms (max ${result.servingMs.max.toFixed(0)})  idle RSS ${result.idleRssMb.toFixed(1)} MB`,
+        );
+      }
+    }
+
     const ratioList = ratios(runs, options.concurrency);
     const results: BenchResults = {
       version: 1,
@@ -432,10 +432,12 @@ async function main(): Promise<number> {
         ghzCpus: options.ghzCpus,
         logLevel: process.env.SHOP_LOG_LEVEL || "info",
         cpuProfile: options.cpuProfDir !== undefined,
+        startupRuns: options.startupRuns,
+        idleS: options.idleS,
       },
       runs,
-      ratios: ratioList,
       startup,
+      ratios: ratioList,
       ...(soakResult && { soak: soakResult }),
       goals: goals(runs, {
         paths: new Map(TARGETS.map((target) => [target.id, target.path])),

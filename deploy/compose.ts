@@ -6,13 +6,18 @@ import { serviceVariable } from "../kit/registry.js";
 import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
 import { SEEDED_SERVICES } from "../scripts/lib/seed.js";
 import { registry as defaultRegistry } from "../services/registry.js";
+import {
+  ENVOY_IMAGE,
+  healthPortOf,
+  IMAGE as IMAGE_NAME,
+  SERVICE_DEFAULTS,
+  SHUTDOWN_GRACE_MS,
+} from "./settings.js";
 
-/** The Envoy image, the same release as .tools/bin/envoy (scripts/requirements-tools.txt). */
-export const ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0";
+const IMAGE = { image: `${IMAGE_NAME}:local`, build: { context: "..", dockerfile: "Dockerfile" } };
 
-const IMAGE = { image: "shopmesh:local", build: { context: "..", dockerfile: "Dockerfile" } };
-
-const tsx = (script: string) => ["node", "--import", "tsx", script];
+/** A one-shot script of the image: compiled JavaScript, run by node. */
+const script = (name: string) => ["node", `dist/scripts/${name}.js`];
 
 /** Where compose mounts a secret, and the file `npm run certs -- --production` wrote it to. */
 const SECRETS = "/run/secrets";
@@ -71,15 +76,16 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
     volumes[volume] = {};
     services[`${service.name}-migrate`] = {
       ...IMAGE,
-      command: tsx("scripts/migrate.ts"),
+      command: script("migrate"),
       restart: "no",
       environment: { SHOP_SERVICE: service.name },
       volumes: [`${volume}:/data`],
     };
     const environment: Record<string, string> = {
+      ...SERVICE_DEFAULTS,
       SHOP_SERVICE: service.name,
-      SHOP_HOST: "0.0.0.0",
       SHOP_PORT: String(service.port),
+      SHOP_HEALTH_PORT: String(healthPortOf(service.port)),
       ...production(service.name),
       SHOP_PAGE_TOKEN_SECRET_FILE: `${SECRETS}/page_token_secret`,
     };
@@ -91,6 +97,8 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
       ...IMAGE,
       restart: "unless-stopped",
       deploy: { replicas },
+      // SIGTERM drains in-flight calls for up to SHOP_SHUTDOWN_GRACE_MS before SIGKILL.
+      stop_grace_period: `${Math.ceil(SHUTDOWN_GRACE_MS / 1000) + 5}s`,
       environment,
       secrets: [
         "mesh_ca",
@@ -101,8 +109,17 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
       ],
       volumes: [`${volume}:/data`],
       healthcheck: {
-        // grpc.health.v1 Check of the container's own service (SHOP_SERVICE on SHOP_PORT).
-        test: ["CMD", ...tsx("scripts/probe.ts")],
+        // grpc.health.v1 Check of the service, by the image's grpc-health-probe: a small Go
+        // binary, so a check costs no Node.js process. It asks the health-only port, which needs
+        // no mesh certificate.
+        test: [
+          "CMD",
+          "grpc-health-probe",
+          `-addr=127.0.0.1:${healthPortOf(service.port)}`,
+          `-service=${service.protoServices[0]}`,
+          "-connect-timeout=1s",
+          "-rpc-timeout=1s",
+        ],
         interval: "10s",
         timeout: "5s",
         retries: 3,
@@ -120,7 +137,7 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
   // Demo data on the first run, then it exits; `docker compose logs seed` prints the demo ids.
   services.seed = {
     ...IMAGE,
-    command: tsx("scripts/seed.ts"),
+    command: script("seed"),
     restart: "no",
     // An operator's tool: the cli identity, and an admin token it signs with the JWT key.
     environment: {

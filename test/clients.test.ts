@@ -279,7 +279,9 @@ for (const client of CLIENTS) {
       const result = await client.run(
         to,
         { userId: "usr_nobody", token: ADMIN_TOKEN, adminToken: ADMIN_TOKEN },
-        "1",
+        // A refused connection fails at once; the deadline only has to outlast a loaded JVM's
+        // first connection attempt, which took over a second on a busy CI machine.
+        "10",
       );
       t.is(result.code, 1, result.stdout + result.stderr);
       t.regex(result.stderr, /^FAIL .*Unavailable|^FAIL .*UNAVAILABLE/m);

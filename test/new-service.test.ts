@@ -39,7 +39,12 @@ async function copyRepo(): Promise<string> {
 }
 
 // Generated from proto/ and the registry, so a new service changes them without a hand edit.
-const GENERATED = [/^gen\//, /^deploy\/envoy\/envoy(\.compose)?\.yaml$/, /^deploy\/compose\.yaml$/];
+const GENERATED = [
+  /^gen\//,
+  /^deploy\/envoy\/envoy(\.compose)?\.yaml$/,
+  /^deploy\/compose\.yaml$/,
+  /^deploy\/k8s\//,
+];
 
 /** Runs in the copy what the outer test cannot: its own launchers, with its own registry. */
 const LAUNCH_CHECK = `import test from "ava";

@@ -19,8 +19,10 @@ export interface BenchOptions {
   cpuProfDir: string | undefined;
   /** Keep the temp directory (databases, logs, Envoy config) instead of removing it. */
   keep: boolean;
-  /** How many times to time each service's start to SERVING, per fleet; 0 for never. */
-  startupRounds: number;
+  /** Timed starts of each service per runtime (compiled, tsx); 0 skips the startup table. */
+  startupRuns: number;
+  /** Seconds a started service sits idle before its RSS is read. */
+  idleS: number;
   /** Calls per half of the memory run; 0 for none. */
   soakCalls: number;
   soakTarget: string;
@@ -37,8 +39,9 @@ export const USAGE = `npm run bench -- [options]
   --envoy-concurrency N    Envoy worker threads (default 1)
   --ghz-cpus N             cores ghz may use (default: all)
   --cpu-prof DIR           run the services and the echo server with node --cpu-prof into DIR
-  --startup N              time start to SERVING of each service N times per fleet (default 3;
-                           0 with --targets unless given)
+  --startup-runs N         timed starts of each service, compiled and with tsx (default 5, quick 3;
+                           0 skips them); builds dist/ first (npm run build)
+  --idle SECONDS           how long a started service idles before its RSS is read (default 5)
   --soak N                 after the runs, N calls of --soak-target and N more, RSS after each
                            (off by default; the issue's figure is 100000: about 15 minutes)
   --soak-target ID         the target of --soak (default create-direct-tls)
@@ -79,7 +82,8 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       "ghz-cpus": { type: "string" },
       "cpu-prof": { type: "string" },
       keep: { type: "boolean", default: false },
-      startup: { type: "string" },
+      "startup-runs": { type: "string" },
+      idle: { type: "string" },
       soak: { type: "string" },
       "soak-target": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
@@ -106,11 +110,15 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     ghzCpus: positiveInt(values["ghz-cpus"] ?? String(os.cpus().length), "--ghz-cpus"),
     cpuProfDir: values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined,
     keep: values.keep === true,
-    startupRounds: values.startup
-      ? nonNegativeInt(values.startup, "--startup")
-      : values.targets === undefined
-        ? 3
-        : 0,
+    startupRuns:
+      values["startup-runs"] === undefined
+        ? quick
+          ? 3
+          : 5
+        : values["startup-runs"] === "0"
+          ? 0
+          : positiveInt(values["startup-runs"], "--startup-runs"),
+    idleS: values.idle ? seconds(values.idle, "--idle") : 5,
     soakCalls: values.soak ? nonNegativeInt(values.soak, "--soak") : 0,
     soakTarget: targetById(values["soak-target"] ?? "create-direct-tls").id,
   };

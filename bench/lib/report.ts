@@ -1,6 +1,6 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
 import { type BenchResults, cpuPerCallMs, findRun, type RunResult } from "./results.js";
-import { median } from "./startup.js";
+import type { StartupResult } from "./startup.js";
 import { TARGETS } from "./targets.js";
 
 const n0 = (value: number) => Math.round(value).toLocaleString("en-US");
@@ -90,26 +90,6 @@ function cpuPerCallTable(runs: readonly RunResult[]): string {
   );
 }
 
-function startupSection(results: BenchResults): string[] {
-  if (results.startup.length === 0) return [];
-  return [
-    "## Start to SERVING",
-    "",
-    "One more replica of each service, started beside the running fleet (its database already migrated) before any load, timed from the process's start to a SERVING health check; one row per fleet and service.",
-    "",
-    table(
-      ["fleet", "service", "median s", "each run s"],
-      results.startup.map(({ fleet, service, ms }) => [
-        fleet === "tls" ? "production shape" : "development profile",
-        service,
-        n2(median(ms) / 1000),
-        ms.map((m) => n2(m / 1000)).join(", "),
-      ]),
-    ),
-    "",
-  ];
-}
-
 function soakSection(results: BenchResults): string[] {
   const { soak } = results;
   if (!soak) return [];
@@ -129,6 +109,19 @@ function soakSection(results: BenchResults): string[] {
     ),
     "",
   ];
+}
+
+function startupTable(startup: readonly StartupResult[]): string {
+  return table(
+    ["service", "runtime", "to SERVING, median", "slowest", "idle RSS"],
+    startup.map((result) => [
+      result.service,
+      result.runtime,
+      `${n0(result.servingMs.median)} ms`,
+      `${n0(result.servingMs.max)} ms`,
+      `${n1(result.idleRssMb)} MB`,
+    ]),
+  );
 }
 
 /** GetProduct and CreateOrder on each storage side by side: requests/s and p50 per level. */
@@ -240,7 +233,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     "## Goals",
     "",
-    "Judged on the production shape (`-tls` targets: mutual TLS on every hop, tokens checked, a log line per call); *bare* is the same figure on the plaintext development profile, so the price of those features shows. A goal is *not measured* when the run left out the targets or concurrency it needs.",
+    "Judged on the production shape (`-tls` targets: mutual TLS on every hop, tokens checked, a log line per call); *bare* is the same figure on the plaintext development profile, so the price of those features shows. Start and idle memory: compiled JavaScript (what the image runs) against tsx (what `npm start` runs). A goal is *not measured* when the run left out the targets or concurrency it needs.",
     "",
     table(["goal", "target", "production shape", "", "bare (development profile)"], goalRows),
     "",
@@ -250,7 +243,14 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     cpuPerCallTable(results.runs),
     "",
-    ...startupSection(results),
+    "## Start and idle memory",
+    "",
+    results.startup.length
+      ? `Each service started ${settings.startupRuns} times on its own (after one untimed start that creates its database), from spawn to the first grpc.health.v1 answer SERVING for its proto service; RSS (VmRSS, MB of 10^6 bytes) after ${settings.idleS} s without calls. *compiled* is what the image runs (\`node dist/services/main.js\`, \`npm run build\`), *tsx* what \`npm start\` runs.`
+      : "Not measured in this run (`--startup-runs 0`).",
+    "",
+    results.startup.length ? startupTable(results.startup) : "",
+    "",
     ...soakSection(results),
     "## Resources per process",
     "",

@@ -1,60 +1,151 @@
-// Start to SERVING: how long a replica takes from its process starting to answering SERVING.
-import { freePorts, spawnService, stopProcess, waitServing } from "../../scripts/lib/launcher.js";
-import type { FleetPlan } from "../../scripts/lib/plan.js";
-import { registry, type ServiceName } from "../../services/registry.js";
-import type { Fleet } from "./targets.js";
+// How fast a service process starts and how much memory it holds when idle: compiled JavaScript
+// on node (what the image runs) next to the TypeScript sources through tsx (what `npm start`
+// runs). A start is timed from spawn to the first grpc.health.v1 answer SERVING for the
+// service's proto service; idle RSS is read from /proc after it has served nothing for a while.
+import { fork } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
+import { createClient } from "../../kit/client.js";
+import { serviceVariable } from "../../kit/registry.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
+import { freePorts, repoRoot } from "../../scripts/lib/launcher.js";
+import { registry } from "../../services/registry.js";
+import { sampleProcess } from "./proc.js";
 
-/** One service's start times in one fleet, milliseconds, one per round. */
+export type Runtime = "compiled" | "tsx";
+
 export interface StartupResult {
-  fleet: Fleet;
-  service: ServiceName;
-  ms: number[];
+  service: string;
+  runtime: Runtime;
+  /** Starts measured; the first of each service (its database is created) is not counted. */
+  starts: number;
+  /** Spawn to SERVING, median and slowest of the starts, in ms. */
+  servingMs: { median: number; max: number };
+  /** RSS after `idleS` seconds with no calls, median of the starts, in MB (10^6 bytes). */
+  idleRssMb: number;
+  idleS: number;
 }
 
-export const median = (values: readonly number[]): number => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const mid = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[mid] as number)
-    : ((sorted[mid - 1] as number) + (sorted[mid] as number)) / 2;
+/** How each runtime starts services/main. */
+const ENTRY: Record<Runtime, { script: string; execArgv: string[] }> = {
+  compiled: { script: path.join(repoRoot, "dist", "services", "main.js"), execArgv: [] },
+  tsx: { script: path.join(repoRoot, "services", "main.ts"), execArgv: ["--import", "tsx"] },
 };
 
-/**
- * Starts one more replica of every service of a running fleet, one at a time, `rounds` times
- * each, and times each from the fork to a SERVING health check. The replica shares the fleet's
- * database (already migrated) and settings, as a replica added to a running mesh does.
- */
-export async function measureStartup(
-  fleet: Fleet,
-  plan: FleetPlan,
-  rounds: number,
+const median = (values: number[]) => {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = Math.floor(sorted.length / 2);
+  return sorted.length % 2
+    ? (sorted[middle] as number)
+    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
+};
+
+/** One start: spawn, SERVING, idle, SIGTERM. */
+async function startOnce(
+  runtime: Runtime,
+  service: string,
+  dataDir: string,
+  idleS: number,
   env: Record<string, string>,
-): Promise<StartupResult[]> {
-  const results: StartupResult[] = [];
-  for (const service of registry.names) {
-    const spec = plan.replicas.find((replica) => replica.service === service);
-    if (!spec) continue;
-    const ms: number[] = [];
-    for (let round = 0; round < rounds; round++) {
-      const [port] = await freePorts(1);
-      const started = performance.now();
-      const proc = spawnService(
-        {
-          ...spec,
-          name: `${spec.name}-startup`,
-          port: port as number,
-          env: { ...spec.env, ...env },
-        },
-        plan.logDir,
+): Promise<{ servingMs: number; rssMb: number }> {
+  const [port, ...others] = await freePorts(1 + registry.names.length);
+  const registered = registry.get(service);
+  const dependencies = Object.fromEntries(
+    registered.dependencies.map((dependency, i) => [
+      serviceVariable(dependency, "ADDR"),
+      `127.0.0.1:${others[i]}`,
+    ]),
+  );
+  const { script, execArgv } = ENTRY[runtime];
+  const started = performance.now();
+  const child = fork(script, [], {
+    cwd: repoRoot,
+    execArgv,
+    env: {
+      ...process.env,
+      ...env,
+      ...dependencies,
+      SHOP_SERVICE: service,
+      SHOP_PORT: String(port),
+      SHOP_DATA_DIR: dataDir,
+      SHOP_LOG_LEVEL: "warn",
+      // The development keys by their path: compiled, the kit would look beside dist/.
+      SHOP_JWKS_FILE: path.join(DEV_CERTS_DIR, "jwks.json"),
+    },
+    stdio: ["ignore", "ignore", "inherit", "ipc"],
+  });
+  try {
+    // The process says when it is bound; the health answer is what a probe would see.
+    const [message] = (await Promise.race([
+      once(child, "message"),
+      once(child, "exit").then(([code]) => {
+        throw new Error(`${service} (${runtime}) exited with ${code} before serving`);
+      }),
+    ])) as [{ serving: string }];
+    const health = createClient(HealthService, message.serving);
+    try {
+      const { status } = await health.check(
+        { service: registered.protoServices[0] as string },
+        { timeoutMs: 5_000 },
       );
-      try {
-        await waitServing(proc);
-        ms.push(performance.now() - started);
-      } finally {
-        await stopProcess(proc);
+      if (status !== HealthCheckResponse_ServingStatus.SERVING) {
+        throw new Error(`${service} (${runtime}) answered ${status}`);
+      }
+    } finally {
+      health.close();
+    }
+    const servingMs = performance.now() - started;
+    await new Promise((resolve) => setTimeout(resolve, idleS * 1000));
+    const sample = sampleProcess(child.pid as number);
+    if (!sample) throw new Error(`${service} (${runtime}) is gone`);
+    return { servingMs, rssMb: (sample.rssKb * 1024) / 1e6 };
+  } finally {
+    if (child.exitCode === null && child.signalCode === null) {
+      child.kill("SIGTERM");
+      await once(child, "exit");
+    }
+  }
+}
+
+/**
+ * Starts every registered service `starts` times per runtime, one process at a time. Compiled
+ * JavaScript must be built first (`npm run build`). `env` is added to every process's.
+ */
+export async function measureStartup(options: {
+  starts: number;
+  idleS: number;
+  runtimes?: readonly Runtime[];
+  env?: Record<string, string>;
+}): Promise<StartupResult[]> {
+  const results: StartupResult[] = [];
+  const dataDir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-startup-"));
+  try {
+    for (const runtime of options.runtimes ?? (["compiled", "tsx"] as const)) {
+      for (const service of registry.names) {
+        // Creates and migrates the database, and warms the file cache: not counted.
+        await startOnce(runtime, service, dataDir, 0, options.env ?? {});
+        const samples = [];
+        for (let i = 0; i < options.starts; i++) {
+          samples.push(
+            await startOnce(runtime, service, dataDir, options.idleS, options.env ?? {}),
+          );
+        }
+        const serving = samples.map((sample) => sample.servingMs);
+        results.push({
+          service,
+          runtime,
+          starts: samples.length,
+          servingMs: { median: median(serving), max: Math.max(...serving) },
+          idleRssMb: median(samples.map((sample) => sample.rssMb)),
+          idleS: options.idleS,
+        });
       }
     }
-    results.push({ fleet, service, ms });
+  } finally {
+    await rm(dataDir, { recursive: true, force: true });
   }
   return results;
 }

@@ -891,6 +891,23 @@ export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTo
 }
 
 /**
+ * Each service by one DNS name, its own, on its registry port: every address the name resolves to
+ * is a replica (a compose service, a Kubernetes headless Service). Listens on every interface.
+ */
+export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
+  const topology = frontDoorTopology(
+    Object.fromEntries(
+      registry.services.map((service) => [
+        service.name,
+        [{ host: service.name, port: service.port }],
+      ]),
+    ),
+    registry,
+  );
+  return { ...topology, listen: { address: "0.0.0.0", port: topology.listen.port } };
+}
+
+/**
  * Where compose mounts its secrets (deploy/compose.ts): the edge's certificate and key, the CA,
  * the JWKS.
  */
@@ -902,18 +919,8 @@ export const COMPOSE_SECRETS = "/run/secrets";
  * them unless SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE say otherwise when the file is generated.
  */
 export function composeTopology(registry = defaultRegistry): EnvoyTopology {
-  const local = frontDoorTopology(
-    Object.fromEntries(
-      registry.services.map((service) => [
-        service.name,
-        [{ host: service.name, port: service.port }],
-      ]),
-    ),
-    registry,
-  );
   return {
-    ...local,
-    listen: { address: "0.0.0.0", port: 8080 },
+    ...dnsTopology(registry),
     descriptorPath: `/app/${DESCRIPTOR}`,
     tls: {
       cert: `${COMPOSE_SECRETS}/edge_cert`,

@@ -1,0 +1,116 @@
+// What the deployments (compose, Kubernetes) set in and mount into the containers, in one place:
+// the variables the kit reads, the Secrets an operator creates, and where they are mounted. The
+// generators read these; the README's "Deploy" section lists them for operators.
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
+
+/** The shopmesh image (the root Dockerfile); overlays and `docker build -t` set its tag. */
+export const IMAGE = "shopmesh";
+
+/** The Envoy image: the same release as .tools/bin/envoy (scripts/requirements-tools.txt). */
+export const ENVOY_IMAGE = "envoyproxy/envoy:v1.40.0";
+
+/** The uid and gid the image runs as (the node user of the Node.js image), and Envoy's. */
+export const APP_UID = 1000;
+export const ENVOY_UID = 101;
+
+/** Where the image keeps its compiled files and the descriptor set reflection serves. */
+export const APP_DIR = "/app";
+export const DESCRIPTOR_IN_IMAGE = `${APP_DIR}/dist/gen/descriptor/shop.binpb`;
+
+/** The data directory inside a container: SQLite files, when a service uses SQLite. */
+export const DATA_DIR = "/data";
+
+/** How long SIGTERM waits for in-flight calls (SHOP_SHUTDOWN_GRACE_MS), in every container. */
+export const SHUTDOWN_GRACE_MS = 10_000;
+
+/**
+ * Clients that dial a DNS name (a headless Service, a compose service) reconnect, and so resolve
+ * again, at least this often: a replica added by a scale-up gets calls within a minute. The grace
+ * lets calls in flight on an old connection finish; a WatchOrder stream older than both is ended
+ * with UNAVAILABLE and watched again by its caller.
+ */
+export const MAX_CONNECTION_AGE_MS = 60_000;
+export const MAX_CONNECTION_AGE_GRACE_MS = 30_000;
+
+/** The settings every service container gets, as SHOP_* variables. */
+export const SERVICE_DEFAULTS: Record<string, string> = {
+  SHOP_HOST: "0.0.0.0",
+  SHOP_DATA_DIR: DATA_DIR,
+  SHOP_LOG_LEVEL: "info",
+  SHOP_SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
+  SHOP_MAX_CONNECTION_AGE_MS: String(MAX_CONNECTION_AGE_MS),
+  SHOP_MAX_CONNECTION_AGE_GRACE_MS: String(MAX_CONNECTION_AGE_GRACE_MS),
+};
+
+/**
+ * Each service also serves grpc.health.v1 alone, in plaintext, on its port + this
+ * (SHOP_HEALTH_PORT): the kubelet's `grpc:` probes and compose's health checks cannot present a
+ * mesh certificate, and the service port asks for one.
+ */
+export const HEALTH_PORT_OFFSET = 1000;
+export const healthPortOf = (port: number) => port + HEALTH_PORT_OFFSET;
+
+/**
+ * The tokens Envoy and the services accept: issuer and audience. Envoy's config is generated with
+ * them, so a change here needs `npm run deploy:config`. These are what `npm run certs --
+ * --production` signs for; put your identity provider's here.
+ */
+export const JWT_SETTINGS: Record<string, string> = {
+  SHOP_JWT_ISSUER: PRODUCTION_ISSUER,
+  SHOP_JWT_AUDIENCE: DEV_AUDIENCE,
+};
+
+/**
+ * `development` accepts the built-in page-token secret and the development credentials;
+ * `production` refuses both. Plaintext is for loopback only in either, so every pod serves TLS.
+ */
+export const PROFILE_VARIABLE = "SHOP_PROFILE";
+
+/** Settings of the production profile that are not secret but differ per installation. */
+export const PRODUCTION_SETTINGS: Record<string, string> = {
+  SHOP_CORS_ORIGINS: "https://shop.example.com",
+};
+
+/** A Secret the production overlay references and an operator creates; never committed. */
+export interface SecretMount {
+  /** The Secret's name; `<identity>` stands for the mesh identity of the pod. */
+  secret: string;
+  /** Where its keys appear as files. */
+  mountPath: string;
+  /** The variable that names each file, by the Secret's key. */
+  files: Record<string, string>;
+}
+
+/**
+ * Each mesh identity's certificate (SAN spiffe://shopmesh/<identity>), its key and the mesh CA,
+ * as a kubernetes.io/tls Secret: one per service, and "edge" for Envoy.
+ */
+export const TLS_SECRET: SecretMount = {
+  secret: "shopmesh-tls-<identity>",
+  mountPath: "/etc/shopmesh/tls",
+  files: {
+    "tls.crt": "SHOP_TLS_CERT_FILE",
+    "tls.key": "SHOP_TLS_KEY_FILE",
+    "ca.crt": "SHOP_TLS_CA_FILE",
+  },
+};
+
+/** The key that signs page tokens; every replica of every service shares it. */
+export const PAGE_TOKEN_SECRET: SecretMount = {
+  secret: "shopmesh-page-token",
+  mountPath: "/etc/shopmesh/page-token",
+  files: { secret: "SHOP_PAGE_TOKEN_SECRET_FILE" },
+};
+
+/** The JWT issuer's public keys (a JWKS document), for Envoy and the services. */
+export const JWKS_SECRET: SecretMount = {
+  secret: "shopmesh-jwks",
+  mountPath: "/etc/shopmesh/jwks",
+  files: { "jwks.json": "SHOP_JWKS_FILE" },
+};
+
+/** Each service's database URL: Secret `shopmesh-database`, one key per service. */
+export const DATABASE_SECRET = { secret: "shopmesh-database", variable: "SHOP_DATABASE_URL" };
+
+/** The mesh identity of Envoy's certificate. */
+export const EDGE_IDENTITY = "edge";

@@ -1,0 +1,76 @@
+// Servers bound the age of a client connection (grpc.max_connection_age_ms), so a client that
+// resolves a DNS name (a Kubernetes headless Service, a compose service) reconnects, resolves
+// again and spreads over replicas added since it first connected.
+import * as grpc from "@grpc/grpc-js";
+import test from "ava";
+import { HealthService } from "../gen/ts/health/v1/health.js";
+import { createClient } from "../kit/client.js";
+import { serverConfig } from "../kit/config.js";
+import { createLogger } from "../kit/logger.js";
+import { serve } from "../kit/server.js";
+
+const logger = createLogger("connection-age", "silent");
+
+/** Resolves with the state a READY channel moves to, or "READY" if it stays for `ms`. */
+function leavesReady(channel: ReturnType<grpc.Client["getChannel"]>, ms: number): Promise<string> {
+  return new Promise((resolve) =>
+    channel.watchConnectivityState(grpc.connectivityState.READY, Date.now() + ms, (error) =>
+      resolve(error ? "READY" : grpc.connectivityState[channel.getConnectivityState(false)]),
+    ),
+  );
+}
+
+async function connected(address: string): Promise<grpc.Client> {
+  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+  await new Promise<void>((resolve, reject) =>
+    client.waitForReady(Date.now() + 5_000, (error) => (error ? reject(error) : resolve())),
+  );
+  return client;
+}
+
+test("a server asks clients to reconnect once their connection reaches its maximum age", async (t) => {
+  const server = await serve([], {
+    host: "127.0.0.1",
+    port: 0,
+    logger,
+    maxConnectionAgeMs: 300,
+    maxConnectionAgeGraceMs: 200,
+  });
+  t.teardown(() => server.shutdown());
+  const client = await connected(server.address);
+  t.teardown(() => client.close());
+  // grpc-js adds up to 10% jitter to the age; the GOAWAY takes the channel out of READY.
+  t.not(await leavesReady(client.getChannel(), 3_000), "READY");
+
+  // The next call connects again (a new resolution, for a DNS target) and succeeds.
+  const health = createClient(HealthService, server.address);
+  t.teardown(() => health.close());
+  t.is((await health.check({ service: "" })).status, 1);
+});
+
+test("without a maximum age a connection stays up", async (t) => {
+  const server = await serve([], { host: "127.0.0.1", port: 0, logger });
+  t.teardown(() => server.shutdown());
+  const client = await connected(server.address);
+  t.teardown(() => client.close());
+  t.is(await leavesReady(client.getChannel(), 1_000), "READY");
+});
+
+test("services bound connection age by default, and SHOP_MAX_CONNECTION_AGE_MS sets it", (t) => {
+  const saved = { ...process.env };
+  t.teardown(() => {
+    process.env = saved;
+  });
+  delete process.env.SHOP_MAX_CONNECTION_AGE_MS;
+  delete process.env.SHOP_MAX_CONNECTION_AGE_GRACE_MS;
+  t.like(serverConfig("user", 50051), {
+    maxConnectionAgeMs: 300_000,
+    maxConnectionAgeGraceMs: 30_000,
+  });
+  process.env.SHOP_MAX_CONNECTION_AGE_MS = "60000";
+  process.env.SHOP_MAX_CONNECTION_AGE_GRACE_MS = "15000";
+  t.like(serverConfig("user", 50051), {
+    maxConnectionAgeMs: 60_000,
+    maxConnectionAgeGraceMs: 15_000,
+  });
+});

@@ -1,0 +1,353 @@
+// deploy/k8s: generated from the registry (a drift test like Envoy's), built by the real
+// kustomize, decoded strictly by the real Kubernetes API types (tools/k8s-validate), accepted by
+// the real Envoy, and shaped as the mesh needs: native gRPC probes, a termination grace that
+// covers the server's, headless Services, disruption budgets, and network policies that let in
+// only the callers the registry names.
+import { existsSync } from "node:fs";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { parseAllDocuments, stringify } from "yaml";
+import { staleFiles } from "../deploy/generate.js";
+import {
+  callersOf,
+  K8S_DIR,
+  kubernetesFiles,
+  OVERLAYS,
+  PRE_STOP_SLEEP_S,
+} from "../deploy/kubernetes.js";
+import {
+  DATABASE_SECRET,
+  healthPortOf,
+  JWT_SETTINGS,
+  MAX_CONNECTION_AGE_MS,
+} from "../deploy/settings.js";
+import { descriptorPath } from "../kit/descriptor.js";
+import { serviceVariable } from "../kit/registry.js";
+import { envoyBinary } from "../scripts/lib/envoy.js";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { registry } from "../services/registry.js";
+import { CERTS } from "./helpers/credentials.js";
+import { exec } from "./helpers/exec.js";
+
+// biome-ignore lint/suspicious/noExplicitAny: walking parsed manifests
+type Manifest = any;
+
+const KUSTOMIZE = tool("kustomize");
+const VALIDATE = tool("k8s-validate");
+const OVERLAY_DIRS = {
+  base: `${K8S_DIR}/base`,
+  development: `${K8S_DIR}/overlays/development`,
+  production: `${K8S_DIR}/overlays/production`,
+};
+
+async function tempDir(t: import("ava").ExecutionContext) {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-k8s-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function build(dir: string): Promise<string> {
+  const result = await exec(KUSTOMIZE, ["build", dir]);
+  if (result.code !== 0) throw new Error(`kustomize build ${dir}: ${result.stderr}`);
+  return result.stdout;
+}
+
+const parse = (text: string): Manifest[] =>
+  parseAllDocuments(text)
+    .map((doc) => doc.toJS())
+    .filter(Boolean);
+
+const find = (objects: Manifest[], kind: string, name: string) =>
+  objects.find((object) => object.kind === kind && object.metadata.name === name);
+
+/** Runs the validator on one file of manifests. */
+async function validate(t: import("ava").ExecutionContext, text: string) {
+  const file = path.join(await tempDir(t), "manifests.yaml");
+  await writeFile(file, text);
+  const result = await exec(VALIDATE, [file]);
+  return { ok: result.code === 0, output: `${result.stdout}${result.stderr}` };
+}
+
+test.before(() => {
+  for (const binary of [KUSTOMIZE, VALIDATE]) {
+    if (!existsSync(binary)) throw new Error(`${binary} is missing: run npm run tools`);
+  }
+});
+
+test("deploy/k8s is what generate.ts writes now, with no file it no longer writes", async (t) => {
+  const expected = kubernetesFiles();
+  for (const [file, text] of Object.entries(expected)) {
+    const committed = await readFile(path.join(repoRoot, file), "utf8").catch(() => "");
+    t.true(committed === text, `${file} drifted: run npm run deploy:config`);
+  }
+  t.deepEqual(await staleFiles(repoRoot, Object.keys(expected)), []);
+});
+
+for (const [overlay, dir] of Object.entries(OVERLAY_DIRS)) {
+  test(`kustomize builds ${overlay} and every object decodes strictly as its Kubernetes type`, async (t) => {
+    const text = await build(dir);
+    const { ok, output } = await validate(t, text);
+    t.true(ok, output);
+    const objects = parse(text);
+    t.regex(output, new RegExp(`${objects.length} object\\(s\\) valid`));
+    t.true(objects.length >= registry.services.length * 4);
+  });
+}
+
+test("a manifest with an unknown field or a value of the wrong type fails validation", async (t) => {
+  const objects = parse(await build(OVERLAY_DIRS.production));
+  const deployment = find(objects, "Deployment", "order");
+  const container = deployment.spec.template.spec.containers[0];
+
+  const misspelt = structuredClone(deployment);
+  misspelt.spec.template.spec.containers[0].readinessProbe.grpc.serviceName = "x";
+  const unknown = await validate(t, stringify(misspelt));
+  t.false(unknown.ok);
+  t.regex(
+    unknown.output,
+    /unknown field "spec\.template\.spec\.containers\[0\]\.readinessProbe\.grpc\.serviceName"/,
+  );
+
+  const wrongType = structuredClone(deployment);
+  wrongType.spec.template.spec.containers[0].ports[0].containerPort = String(
+    container.ports[0].containerPort,
+  );
+  const typed = await validate(t, stringify(wrongType));
+  t.false(typed.ok);
+  t.regex(
+    typed.output,
+    /cannot unmarshal string into Go struct field ContainerPort\.spec\.template\.spec\.containers\.ports\.containerPort of type int32/,
+  );
+
+  // A kind the API does not have, and a key given twice, fail as well.
+  const unknownKind = await validate(t, stringify({ ...deployment, kind: "Deploymnet" }));
+  t.false(unknownKind.ok);
+  const twice = await validate(t, `${stringify(deployment)}metadata:\n  name: again\n`);
+  t.false(twice.ok);
+  t.regex(twice.output, /already set|duplicate|mapping key/i);
+
+  // The same Deployment, untouched, passes: the failures above are the edits'.
+  t.true((await validate(t, stringify(deployment))).ok);
+});
+
+test("kustomize refuses a kustomization with an unknown field", async (t) => {
+  const dir = await tempDir(t);
+  await writeFile(
+    path.join(dir, "kustomization.yaml"),
+    `resources:\n  - ${path.join(repoRoot, OVERLAY_DIRS.base)}\nreplica:\n  - name: user\n    count: 3\n`,
+  );
+  const result = await exec(KUSTOMIZE, ["build", "--load-restrictor", "LoadRestrictionsNone", dir]);
+  t.not(result.code, 0);
+  t.regex(result.stderr, /replica/);
+});
+
+for (const overlay of ["development", "production"] as const) {
+  test(`${overlay}: every service as the mesh needs it`, async (t) => {
+    const objects = parse(await build(OVERLAY_DIRS[overlay]));
+    const config = objects.find(
+      (object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("shopmesh-"),
+    );
+    const settings = config.data as Record<string, string>;
+    t.is(settings.SHOP_PROFILE, overlay);
+    t.is(Number(settings.SHOP_MAX_CONNECTION_AGE_MS), MAX_CONNECTION_AGE_MS);
+    const shutdownGraceS = Number(settings.SHOP_SHUTDOWN_GRACE_MS) / 1000;
+    t.true(shutdownGraceS > 0);
+    // Secrets are referenced, never shipped.
+    t.deepEqual(
+      objects.filter((object) => object.kind === "Secret"),
+      [],
+    );
+
+    for (const service of registry.services) {
+      const { name, port } = service;
+      const deployment = find(objects, "Deployment", name);
+      t.truthy(deployment, `${name}: Deployment`);
+      t.is(deployment.metadata.namespace, OVERLAYS[overlay].namespace);
+      t.is(deployment.spec.replicas, OVERLAYS[overlay].replicas);
+      t.true(overlay === "development" || deployment.spec.replicas >= 2);
+      const pod = deployment.spec.template.spec;
+      const [container] = pod.containers;
+      const labels = deployment.spec.template.metadata.labels;
+
+      // Native gRPC probes on the health-only port (the service port wants a mesh certificate,
+      // which the kubelet cannot present): readiness on its proto service.
+      const health = healthPortOf(port);
+      t.deepEqual(container.readinessProbe.grpc, {
+        port: health,
+        service: service.protoServices[0],
+      });
+      t.deepEqual(container.livenessProbe.grpc, { port: health });
+      t.deepEqual(container.startupProbe.grpc, { port: health });
+      t.deepEqual(container.ports, [
+        { name: "grpc", containerPort: port, protocol: "TCP" },
+        { name: "health", containerPort: health, protocol: "TCP" },
+      ]);
+
+      // Kubernetes waits for the preStop sleep and the whole shutdown grace before SIGKILL.
+      t.is(container.lifecycle.preStop.sleep.seconds, PRE_STOP_SLEEP_S);
+      t.true(pod.terminationGracePeriodSeconds > PRE_STOP_SLEEP_S + shutdownGraceS);
+
+      t.truthy(container.resources.requests.cpu);
+      t.truthy(container.resources.requests.memory);
+      t.truthy(container.resources.limits.memory);
+      t.like(pod.securityContext, {
+        runAsNonRoot: true,
+        seccompProfile: { type: "RuntimeDefault" },
+      });
+      t.true(pod.securityContext.runAsUser > 0);
+      t.deepEqual(container.securityContext, {
+        allowPrivilegeEscalation: false,
+        readOnlyRootFilesystem: true,
+        runAsNonRoot: true,
+        capabilities: { drop: ["ALL"] },
+      });
+      t.false(pod.automountServiceAccountToken);
+
+      // Its environment: the service, its port, and each dependency by its headless Service.
+      const env = Object.fromEntries(
+        (container.env as { name: string; value?: string }[]).map((v) => [v.name, v]),
+      );
+      t.is(env.SHOP_SERVICE?.value, name);
+      t.is(env.SHOP_PORT?.value, String(port));
+      t.is(env.SHOP_HEALTH_PORT?.value, String(health));
+      // Its mTLS identity and the JWKS from Secrets, in every overlay: plaintext is for loopback.
+      const secretOf = (variable: string) => {
+        const file = env[variable]?.value as string;
+        const mount = (container.volumeMounts as { name: string; mountPath: string }[]).find((m) =>
+          file?.startsWith(`${m.mountPath}/`),
+        );
+        const volume = pod.volumes.find((v: Manifest) => v.name === mount?.name);
+        return volume?.secret?.secretName;
+      };
+      for (const variable of ["SHOP_TLS_CERT_FILE", "SHOP_TLS_KEY_FILE", "SHOP_TLS_CA_FILE"]) {
+        t.is(secretOf(variable), `shopmesh-tls-${name}`, `${name}: ${variable}`);
+      }
+      t.is(secretOf("SHOP_JWKS_FILE"), "shopmesh-jwks");
+      t.is(
+        secretOf("SHOP_PAGE_TOKEN_SECRET_FILE"),
+        overlay === "production" ? "shopmesh-page-token" : undefined,
+      );
+      t.is(settings.SHOP_JWT_ISSUER, JWT_SETTINGS.SHOP_JWT_ISSUER);
+      t.is(settings.SHOP_JWT_AUDIENCE, JWT_SETTINGS.SHOP_JWT_AUDIENCE);
+      t.true(
+        container.envFrom.some((from: Manifest) => from.configMapRef.name === config.metadata.name),
+      );
+      for (const dependency of service.dependencies) {
+        const headless = find(objects, "Service", dependency);
+        t.is(
+          env[serviceVariable(dependency, "ADDR")]?.value,
+          `${dependency}:${headless.spec.ports[0].port}`,
+        );
+      }
+
+      // Headless: DNS returns every ready pod, for round_robin and Envoy's STRICT_DNS.
+      const svc = find(objects, "Service", name);
+      t.is(svc.spec.clusterIP, "None");
+      t.like(labels, svc.spec.selector);
+      t.like(svc.spec.ports[0], { port, targetPort: "grpc" });
+
+      const budget = find(objects, "PodDisruptionBudget", name);
+      t.like(labels, budget.spec.selector.matchLabels);
+      t.is(budget.spec.maxUnavailable, 1);
+
+      // Only Envoy (for a public service) and the services that call it may connect.
+      const policy = find(objects, "NetworkPolicy", name);
+      t.like(labels, policy.spec.podSelector.matchLabels);
+      const allowed = policy.spec.ingress.flatMap((rule: Manifest) =>
+        rule.from.map((from: Manifest) => from.podSelector.matchLabels["app.kubernetes.io/name"]),
+      );
+      t.deepEqual(allowed.sort(), callersOf(service, registry).sort());
+      t.deepEqual(
+        policy.spec.ingress.flatMap((rule: Manifest) => rule.ports.map((p: Manifest) => p.port)),
+        [port],
+      );
+
+      const volumes = Object.fromEntries(
+        pod.volumes.map((volume: Manifest) => [volume.name, volume]),
+      );
+      if (overlay === "development") {
+        // SQLite on its own volume, one pod at a time.
+        t.is(volumes.data.persistentVolumeClaim.claimName, `${name}-data`);
+        t.truthy(find(objects, "PersistentVolumeClaim", `${name}-data`));
+        t.deepEqual(deployment.spec.strategy, { type: "Recreate" });
+        t.is(env[DATABASE_SECRET.variable], undefined);
+      } else {
+        // PostgreSQL from a Secret; certificates and keys mounted as files, from Secrets.
+        t.deepEqual(env[DATABASE_SECRET.variable], {
+          name: DATABASE_SECRET.variable,
+          valueFrom: { secretKeyRef: { name: DATABASE_SECRET.secret, key: name } },
+        });
+        t.is(volumes.tls.secret.secretName, `shopmesh-tls-${name}`);
+        t.is(env.SHOP_TLS_CERT_FILE?.value, "/etc/shopmesh/tls/tls.crt");
+        t.truthy(env.SHOP_PAGE_TOKEN_SECRET_FILE?.value);
+        t.truthy(env.SHOP_JWKS_FILE?.value);
+        t.like(deployment.spec.strategy.rollingUpdate, { maxUnavailable: 0 });
+      }
+    }
+
+    // Ingress is closed unless a policy opens it; Envoy's listener is open to every client.
+    const deny = find(objects, "NetworkPolicy", "default-deny-ingress");
+    t.deepEqual(deny.spec, { podSelector: {}, policyTypes: ["Ingress"] });
+    const envoyPolicy = find(objects, "NetworkPolicy", "envoy");
+    t.deepEqual(envoyPolicy.spec.ingress, [{ ports: [{ protocol: "TCP", port: 8080 }] }]);
+
+    // Envoy: its config from the ConfigMap, each public service by its headless Service's name.
+    const envoy = find(objects, "Deployment", "envoy");
+    t.is(envoy.spec.replicas, OVERLAYS[overlay].replicas);
+    const envoyConfigMap = objects.find(
+      (object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("envoy-"),
+    );
+    t.is(
+      envoy.spec.template.spec.volumes.find((v: Manifest) => v.name === "config").configMap.name,
+      envoyConfigMap.metadata.name,
+    );
+    const bootstrap = parse(envoyConfigMap.data["envoy.yaml"])[0];
+    const clusters = Object.fromEntries(
+      bootstrap.static_resources.clusters.map((cluster: Manifest) => [cluster.name, cluster]),
+    );
+    for (const service of registry.services.filter((s) => s.publicServices.length > 0)) {
+      const cluster = clusters[service.name];
+      t.is(cluster.type, "STRICT_DNS");
+      t.deepEqual(cluster.load_assignment.endpoints[0].lb_endpoints[0].endpoint.address, {
+        socket_address: { address: service.name, port_value: service.port },
+      });
+    }
+    t.is(envoy.spec.template.spec.initContainers[0].image, container0Image(objects));
+  });
+}
+
+/** The shopmesh image the services run (the overlay's tag), which Envoy's init container copies from. */
+function container0Image(objects: Manifest[]): string {
+  return find(objects, "Deployment", registry.names[0] as string).spec.template.spec.containers[0]
+    .image;
+}
+
+test("Envoy accepts the Kubernetes config", async (t) => {
+  const text = kubernetesFiles()[`${K8S_DIR}/base/envoy/envoy.yaml`] as string;
+  const mounted = "proto_descriptor: /descriptor/shop.binpb";
+  t.is(text.split(mounted).length, 2, "the config loads the descriptor the init container copies");
+  // TLS to the services and at the edge, with the edge's identity and the JWKS from Secrets.
+  for (const file of ["tls/tls.crt", "tls/tls.key", "tls/ca.crt", "jwks/jwks.json"]) {
+    t.true(text.includes(`/etc/shopmesh/${file}`), `the config reads /etc/shopmesh/${file}`);
+  }
+  // Validation opens them: the development set stands in for the mounted Secrets.
+  const secrets: Record<string, string> = {
+    "tls/tls.crt": "edge.crt",
+    "tls/tls.key": "edge.key",
+    "tls/ca.crt": "ca.crt",
+    "jwks/jwks.json": "jwks.json",
+  };
+  const file = path.join(await tempDir(t), "envoy.yaml");
+  await writeFile(
+    file,
+    text
+      .replace(mounted, `proto_descriptor: ${descriptorPath}`)
+      .replace(/\/etc\/shopmesh\/(\w+\/[\w.]+)/g, (_, name: string) =>
+        path.join(CERTS, secrets[name] ?? name),
+      ),
+  );
+  const result = await exec(envoyBinary(), ["--mode", "validate", "-c", file]);
+  t.is(result.code, 0, `${result.stdout}${result.stderr}`.slice(-3000));
+});
