@@ -112,6 +112,7 @@ async function launchOn(
     portHint: "a port the bench picked was taken meanwhile; run it again",
     quiet: true,
     env,
+    runtime: options.runtime,
   });
   for (const replica of launched.replicas) {
     const name = `${replica.spec.service}@${storage}` as ProcessName;
@@ -178,6 +179,7 @@ async function launch(
       quiet: true,
       env: profilerEnv(options),
       envoyConcurrency: options.envoyConcurrency,
+      runtime: options.runtime,
     });
     for (const replica of launched.replicas) {
       addresses[name(replica.spec.service)] = replica.address;
@@ -306,6 +308,19 @@ async function main(): Promise<number> {
     }
   }
 
+  // The services run as the production image runs them: compiled JavaScript (--runtime tsx for
+  // the sources as `npm start` runs them). The compiled starts below need the build too.
+  let built = false;
+  if (options.runtime === "compiled" || options.startupRuns > 0) {
+    log("building dist/ (npm run build)");
+    const build = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
+    if (build.status !== 0) {
+      console.error(`bench: npm run build failed: ${build.stderr}`);
+      return 1;
+    }
+    built = true;
+  }
+
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-bench-"));
   // A PostgreSQL server the run starts keeps its cluster in here, as the postgres user when
   // the bench runs as root: that user must be let through.
@@ -390,10 +405,7 @@ async function main(): Promise<number> {
 
     // Starts of each service on its own, with nothing else of the bench running.
     let startup: StartupResult[] = [];
-    if (options.startupRuns > 0) {
-      log("building dist/ for the compiled starts (npm run build)");
-      const built = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
-      if (built.status !== 0) throw new Error(`npm run build failed: ${built.stderr}`);
+    if (options.startupRuns > 0 && built) {
       startup = await measureStartup({ starts: options.startupRuns, idleS: options.idleS });
       for (const result of startup) {
         log(
@@ -432,6 +444,7 @@ async function main(): Promise<number> {
         ghzCpus: options.ghzCpus,
         logLevel: process.env.SHOP_LOG_LEVEL || "info",
         cpuProfile: options.cpuProfDir !== undefined,
+        runtime: options.runtime,
         startupRuns: options.startupRuns,
         idleS: options.idleS,
       },

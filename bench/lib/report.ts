@@ -176,7 +176,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     `- **${machine.cores} CPU cores** (${machine.cpuModel}), ${n1(machine.memoryGb)} GiB RAM, Linux ${machine.kernel}.`,
     `- Node ${machine.node}, ghz ${machine.ghz}, Envoy ${machine.envoy}.`,
     `- ${settings.durationS} s per target and concurrency (after a ${settings.warmupS} s warm-up per target at the highest concurrency); concurrency ${settings.concurrency.join(", ")}; ghz over one HTTP/2 connection with \`--cpus ${settings.ghzCpus}\`.`,
-    "- One replica of each service, each its own Node process started as `npm start` does, on real SQLite files (WAL, better-sqlite3) in a fresh temp directory.",
+    `- One replica of each service, each its own Node process started through the same supervisor as \`npm start\`, ${settings.runtime === "tsx" ? "its TypeScript run through tsx as `npm start` does" : "as compiled JavaScript (`node dist/services/main.js`) as the production image runs it"}, on real SQLite files (WAL, better-sqlite3) in a fresh temp directory.`,
     settings.targets.some((id) => id.endsWith("-sqlite3"))
       ? "- The `sqlite3` targets call a second fleet of the same services on SQLite through the sqlite3 driver (`SHOP_SQLITE_DRIVER=sqlite3`)."
       : "",

@@ -65,6 +65,8 @@ export interface BenchResults {
     logLevel: string;
     /** Whether the services ran with --cpu-prof. */
     cpuProfile: boolean;
+    /** How the services ran: compiled JavaScript or tsx (absent in runs before the option). */
+    runtime?: "compiled" | "tsx";
     /** Timed starts per service and runtime, and the idle time before RSS is read. */
     startupRuns: number;
     idleS: number;
