@@ -3,7 +3,8 @@
 //
 //   NODE_OPTIONS="--import <repo>/bench/cpu-prof.mjs"  BENCH_CPU_PROF_DIR=DIR
 //
-// and each process writes DIR/<pid>.cpuprofile on exit (graceful shutdown or process.exit).
+// and each process writes DIR/<name>-<pid>.cpuprofile on exit (graceful shutdown or
+// process.exit); <name> is the service, echo or kit-echo.
 import { writeFileSync } from "node:fs";
 import { Session } from "node:inspector";
 import path from "node:path";
@@ -20,8 +21,17 @@ if (dir) {
   process.once("exit", () => {
     session.post("Profiler.stop", (error, result) => {
       if (error) return;
+      // A service replica is services/main.ts <service>; an echo server is bench/echo/<x>.ts.
       const script = process.argv[1] ?? "node";
-      const name = `${path.basename(path.dirname(script))}-${process.pid}.cpuprofile`;
+      const folder = path.basename(path.dirname(script));
+      const label =
+        folder === "services"
+          ? (process.argv[2] ?? folder)
+          : path
+              .basename(script)
+              .replace(/\.[cm]?[jt]s$/, "")
+              .replace("server", folder);
+      const name = `${label}-${process.pid}.cpuprofile`;
       writeFileSync(path.join(dir, name), JSON.stringify(result.profile));
     });
   });

@@ -36,11 +36,13 @@ import {
   type RunResult,
   ratios,
 } from "./lib/results.js";
+import { type SoakResult, soak } from "./lib/soak.js";
 import { measureStartup, type StartupResult } from "./lib/startup.js";
 import {
   type Fleet,
   type ProcessName,
   type Storage,
+  TARGETS,
   type Target,
   type TargetContext,
   targetById,
@@ -110,6 +112,7 @@ async function launchOn(
     portHint: "a port the bench picked was taken meanwhile; run it again",
     quiet: true,
     env,
+    runtime: options.runtime,
   });
   for (const replica of launched.replicas) {
     const name = `${replica.spec.service}@${storage}` as ProcessName;
@@ -176,6 +179,7 @@ async function launch(
       quiet: true,
       env: profilerEnv(options),
       envoyConcurrency: options.envoyConcurrency,
+      runtime: options.runtime,
     });
     for (const replica of launched.replicas) {
       addresses[name(replica.spec.service)] = replica.address;
@@ -291,12 +295,30 @@ async function main(): Promise<number> {
   const loadBefore = os.loadavg()[0] ?? 0;
   const targets = options.targets.map(targetById);
   const storages = new Set(targets.flatMap((target) => target.storage ?? []));
-  const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
+  const soakTarget = options.soakCalls > 0 ? targetById(options.soakTarget) : undefined;
+  const needs = new Set(
+    [...targets.filter((t) => !t.storage), ...(soakTarget ? [soakTarget] : [])].flatMap(
+      (target) => target.path,
+    ),
+  );
   for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
       return 1;
     }
+  }
+
+  // The services run as the production image runs them: compiled JavaScript (--runtime tsx for
+  // the sources as `npm start` runs them). The compiled starts below need the build too.
+  let built = false;
+  if (options.runtime === "compiled" || options.startupRuns > 0) {
+    log("building dist/ (npm run build)");
+    const build = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
+    if (build.status !== 0) {
+      console.error(`bench: npm run build failed: ${build.stderr}`);
+      return 1;
+    }
+    built = true;
   }
 
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-bench-"));
@@ -365,14 +387,25 @@ async function main(): Promise<number> {
         );
       }
     }
+    let soakResult: SoakResult | undefined;
+    if (soakTarget) {
+      log(`soak: ${options.soakCalls} calls of ${soakTarget.id}, twice`);
+      soakResult = await soak(soakTarget, context, pids, {
+        calls: options.soakCalls,
+        concurrency: 16,
+        ghz: tool("ghz"),
+        outFile: path.join(dir, "soak.json"),
+        cpus: options.ghzCpus,
+      });
+      for (const [name, rss] of Object.entries(soakResult.rssMb)) {
+        log(`soak: ${name} RSS ${rss.first.toFixed(0)} MiB, then ${rss.second.toFixed(0)} MiB`);
+      }
+    }
     await supervisor.stop();
 
     // Starts of each service on its own, with nothing else of the bench running.
     let startup: StartupResult[] = [];
-    if (options.startupRuns > 0) {
-      log("building dist/ for the compiled starts (npm run build)");
-      const built = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
-      if (built.status !== 0) throw new Error(`npm run build failed: ${built.stderr}`);
+    if (options.startupRuns > 0 && built) {
       startup = await measureStartup({ starts: options.startupRuns, idleS: options.idleS });
       for (const result of startup) {
         log(
@@ -411,13 +444,19 @@ async function main(): Promise<number> {
         ghzCpus: options.ghzCpus,
         logLevel: process.env.SHOP_LOG_LEVEL || "info",
         cpuProfile: options.cpuProfDir !== undefined,
+        runtime: options.runtime,
         startupRuns: options.startupRuns,
         idleS: options.idleS,
       },
       runs,
       startup,
       ratios: ratioList,
-      goals: goals(runs, ratioList, startup),
+      ...(soakResult && { soak: soakResult }),
+      goals: goals(runs, {
+        paths: new Map(TARGETS.map((target) => [target.id, target.path])),
+        startup,
+        soak: soakResult,
+      }),
       wallS: (Date.now() - started.getTime()) / 1000,
     };
 

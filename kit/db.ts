@@ -159,7 +159,7 @@ export function describeLocation(location: string): string {
 
 /** Which engine a database is on. */
 export const engineOf = (db: Knex): "sqlite" | "postgres" =>
-  db.client.config.client === "pg" ? "postgres" : "sqlite";
+  db.client.driverName === "pg" ? "postgres" : "sqlite";
 
 /**
  * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled

@@ -35,7 +35,9 @@ test("the committed Envoy and compose configs are what generate.ts writes now", 
   const expected = Object.entries(committedConfigs()).filter(
     ([file]) => !file.startsWith("deploy/k8s/"),
   );
-  t.deepEqual(expected.map(([file]) => file).sort(), [...COMMITTED, "deploy/compose.yaml", "deploy/prometheus/prometheus.yml"].sort(),
+  t.deepEqual(
+    expected.map(([file]) => file).sort(),
+    [...COMMITTED, "deploy/compose.yaml", "deploy/prometheus/prometheus.yml"].sort(),
   );
   for (const [file, text] of expected) {
     const committed = await readFile(path.join(repoRoot, file), "utf8");

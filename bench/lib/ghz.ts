@@ -1,4 +1,4 @@
-// One ghz load run: a fixed concurrency for a fixed duration, results as numbers.
+// One ghz load run: a fixed concurrency for a fixed duration (or count), results as numbers.
 import { spawn } from "node:child_process";
 import { existsSync } from "node:fs";
 import { readFile, rm } from "node:fs/promises";
@@ -24,6 +24,8 @@ export interface LoadOptions {
   address: string;
   concurrency: number;
   durationS: number;
+  /** Stop after this many calls instead of after durationS. */
+  total?: number;
   /** Where ghz writes its JSON report (deleted once read). */
   outFile: string;
   /** ghz's --cpus (Go's GOMAXPROCS); the machine's core count by default. */
@@ -84,9 +86,13 @@ export async function runLoad(spec: CallSpec, options: LoadOptions): Promise<Loa
     ...["--concurrency", String(options.concurrency)],
     // One HTTP/2 connection, as one grpc-js client channel would use.
     ...["--connections", "1"],
-    ...["--duration", `${Math.round(options.durationS * 1000)}ms`],
-    // Calls still in flight when the time is up are neither counted nor reported as errors.
-    ...["--duration-stop", "ignore"],
+    ...(options.total
+      ? ["--total", String(options.total)]
+      : [
+          ...["--duration", `${Math.round(options.durationS * 1000)}ms`],
+          // Calls still in flight when the time is up are neither counted nor reported as errors.
+          ...["--duration-stop", "ignore"],
+        ]),
     ...["--timeout", "20s"],
     ...(options.cpus ? ["--cpus", String(options.cpus)] : []),
     ...["--format", "json", "--output", options.outFile],

@@ -3,6 +3,7 @@ import os from "node:os";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
+import type { Runtime } from "../../scripts/lib/launcher.js";
 import { TARGETS, targetById } from "./targets.js";
 
 export interface BenchOptions {
@@ -23,6 +24,11 @@ export interface BenchOptions {
   startupRuns: number;
   /** Seconds a started service sits idle before its RSS is read. */
   idleS: number;
+  /** How the services run: compiled JavaScript (as in production) or their TypeScript via tsx. */
+  runtime: Runtime;
+  /** Calls per half of the memory run; 0 for none. */
+  soakCalls: number;
+  soakTarget: string;
 }
 
 export const USAGE = `npm run bench -- [options]
@@ -39,6 +45,11 @@ export const USAGE = `npm run bench -- [options]
   --startup-runs N         timed starts of each service, compiled and with tsx (default 5, quick 3;
                            0 skips them); builds dist/ first (npm run build)
   --idle SECONDS           how long a started service idles before its RSS is read (default 5)
+  --runtime compiled|tsx   how the services run (default compiled, as the image runs them:
+                           builds dist/ first; tsx runs the sources as npm start does)
+  --soak N                 after the runs, N calls of --soak-target and N more, RSS after each
+                           (off by default; the issue's figure is 100000: about 15 minutes)
+  --soak-target ID         the target of --soak (default create-direct-tls)
   --keep                   keep the temp dir with the databases and logs
   -h, --help               this text`;
 
@@ -56,6 +67,14 @@ const positiveInt = (raw: string, flag: string) => {
   }
   return value;
 };
+
+const runtimeOf = (raw: string): Runtime => {
+  if (raw !== "compiled" && raw !== "tsx")
+    throw new Error(`--runtime must be compiled or tsx, got "${raw}"`);
+  return raw;
+};
+
+const nonNegativeInt = (raw: string, flag: string) => (raw === "0" ? 0 : positiveInt(raw, flag));
 
 export const defaultOutDir = fileURLToPath(new URL("../results", import.meta.url));
 
@@ -76,6 +95,9 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       keep: { type: "boolean", default: false },
       "startup-runs": { type: "string" },
       idle: { type: "string" },
+      runtime: { type: "string" },
+      soak: { type: "string" },
+      "soak-target": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -109,5 +131,8 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
           ? 0
           : positiveInt(values["startup-runs"], "--startup-runs"),
     idleS: values.idle ? seconds(values.idle, "--idle") : 5,
+    runtime: runtimeOf(values.runtime ?? "compiled"),
+    soakCalls: values.soak ? nonNegativeInt(values.soak, "--soak") : 0,
+    soakTarget: targetById(values["soak-target"] ?? "create-direct-tls").id,
   };
 }

@@ -1,5 +1,5 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
-import { type BenchResults, findRun, type RunResult } from "./results.js";
+import { type BenchResults, cpuPerCallMs, findRun, type RunResult } from "./results.js";
 import type { StartupResult } from "./startup.js";
 import { TARGETS } from "./targets.js";
 
@@ -69,6 +69,48 @@ function costTable(runs: readonly RunResult[]): string {
   );
 }
 
+function cpuPerCallTable(runs: readonly RunResult[]): string {
+  const paths = new Map(TARGETS.map((target) => [target.id, target.path]));
+  const names = [...new Set(runs.flatMap((run) => paths.get(run.target) ?? []))];
+  return table(
+    ["target", "c", "all processes", ...names],
+    runs.map((run) => {
+      const path = paths.get(run.target) ?? [];
+      const total = cpuPerCallMs(run, path);
+      return [
+        run.label,
+        String(run.concurrency),
+        total === undefined ? "" : n2(total),
+        ...names.map((name) => {
+          const one = path.includes(name) ? cpuPerCallMs(run, [name]) : undefined;
+          return one === undefined ? "" : n2(one);
+        }),
+      ];
+    }),
+  );
+}
+
+function soakSection(results: BenchResults): string[] {
+  const { soak } = results;
+  if (!soak) return [];
+  return [
+    "## Memory over a long run",
+    "",
+    `${n0(soak.calls)} calls of \`${soak.target}\` at c=${soak.concurrency}, then ${n0(soak.calls)} more (${soak.errors} failed); RSS (VmRSS) of each process after each half.`,
+    "",
+    table(
+      ["process", "RSS after the first half, MiB", "after the second, MiB", "growth"],
+      Object.entries(soak.rssMb).map(([name, rss]) => [
+        name,
+        n1(rss.first),
+        n1(rss.second),
+        `${n1((100 * (rss.second - rss.first)) / rss.first)}%`,
+      ]),
+    ),
+    "",
+  ];
+}
+
 function startupTable(startup: readonly StartupResult[]): string {
   return table(
     ["service", "runtime", "to SERVING, median", "slowest", "idle RSS"],
@@ -120,6 +162,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     `${goal.comparison} ${goal.limit}`,
     goal.measured === undefined ? "not measured" : n2(goal.measured),
     goal.met === undefined ? "—" : goal.met ? "met" : "**not met**",
+    goal.bare === undefined ? "—" : n2(goal.bare),
   ]);
   const errors = results.runs.filter((run) => run.errors > 0);
   const unrelated = results.runs.reduce((sum, run) => sum + run.other.unrelatedCpuS, 0);
@@ -133,7 +176,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     `- **${machine.cores} CPU cores** (${machine.cpuModel}), ${n1(machine.memoryGb)} GiB RAM, Linux ${machine.kernel}.`,
     `- Node ${machine.node}, ghz ${machine.ghz}, Envoy ${machine.envoy}.`,
     `- ${settings.durationS} s per target and concurrency (after a ${settings.warmupS} s warm-up per target at the highest concurrency); concurrency ${settings.concurrency.join(", ")}; ghz over one HTTP/2 connection with \`--cpus ${settings.ghzCpus}\`.`,
-    "- One replica of each service, each its own Node process started as `npm start` does, on real SQLite files (WAL, better-sqlite3) in a fresh temp directory.",
+    `- One replica of each service, each its own Node process started through the same supervisor as \`npm start\`, ${settings.runtime === "tsx" ? "its TypeScript run through tsx as `npm start` does" : "as compiled JavaScript (`node dist/services/main.js`) as the production image runs it"}, on real SQLite files (WAL, better-sqlite3) in a fresh temp directory.`,
     settings.targets.some((id) => id.endsWith("-sqlite3"))
       ? "- The `sqlite3` targets call a second fleet of the same services on SQLite through the sqlite3 driver (`SHOP_SQLITE_DRIVER=sqlite3`)."
       : "",
@@ -188,9 +231,17 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     table(["ratio", "c", "value"], ratioRows),
     "",
-    "Goals from the issue:",
+    "## Goals",
     "",
-    table(["goal", "target", "measured", ""], goalRows),
+    "Judged on the production shape (`-tls` targets: mutual TLS on every hop, tokens checked, a log line per call); *bare* is the same figure on the plaintext development profile, so the price of those features shows. Start and idle memory: compiled JavaScript (what the image runs) against tsx (what `npm start` runs). A goal is *not measured* when the run left out the targets or concurrency it needs.",
+    "",
+    table(["goal", "target", "production shape", "", "bare (development profile)"], goalRows),
+    "",
+    "## CPU per call, per process",
+    "",
+    "CPU milliseconds (user + system, all threads, from `/proc`) each process on the target's path spent per successful call. Robust on a shared machine, unlike throughput.",
+    "",
+    cpuPerCallTable(results.runs),
     "",
     "## Start and idle memory",
     "",
@@ -200,6 +251,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     results.startup.length ? startupTable(results.startup) : "",
     "",
+    ...soakSection(results),
     "## Resources per process",
     "",
     "CPU seconds (user + system, all threads) during each measured run from `/proc/<pid>/stat`, as a share of one core; peak RSS from `/proc/<pid>/status` VmHWM, reset before each run.",

@@ -4,6 +4,7 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import type { Knex } from "knex";
+import { CachingBetterSqlite3 } from "./statement-cache.js";
 
 export const SQLITE_DRIVERS = ["better-sqlite3", "sqlite3"] as const;
 export type SqliteDriver = (typeof SQLITE_DRIVERS)[number];
@@ -25,7 +26,11 @@ type Connection = {
 export function sqliteConfig(filename: string, driver: SqliteDriver): Knex.Config {
   if (filename !== ":memory:") mkdirSync(path.dirname(filename), { recursive: true });
   return {
-    client: driver,
+    // better-sqlite3 through knex's client, keeping each statement prepared (statement-cache.ts).
+    client:
+      driver === "better-sqlite3"
+        ? (CachingBetterSqlite3 as unknown as NonNullable<Knex.Config["client"]>)
+        : driver,
     connection: { filename },
     useNullAsDefault: true,
     // SQLite takes one writer at a time; one connection per process keeps ":memory:" a single

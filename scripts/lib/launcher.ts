@@ -8,6 +8,7 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
+import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
@@ -18,6 +19,12 @@ export const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name)
 
 /** The one entry point of every service process (services/main.ts). */
 export const SERVICE_MAIN = path.join(repoRoot, "services", "main.ts");
+
+/** The same entry point compiled by `npm run build`: what the production image runs. */
+export const COMPILED_SERVICE_MAIN = path.join(repoRoot, "dist", "services", "main.js");
+
+/** How a service process runs: its TypeScript through tsx, or compiled JavaScript on node. */
+export type Runtime = "tsx" | "compiled";
 
 /** A registered service named in configuration (SHOP_SERVICE), checked. */
 export function serviceName(value: string): ServiceName {
@@ -36,6 +43,8 @@ export interface ProcessSpec {
   metricsPort?: number;
   /** Extra SHOP_* settings: database, dependency addresses. */
   env?: Record<string, string>;
+  /** tsx unless set: compiled needs `npm run build` first. */
+  runtime?: Runtime;
 }
 
 /** A child process whose stdout and stderr go to a log file. */
@@ -86,11 +95,12 @@ export function forkLogged(
   args: readonly string[],
   logDir: string,
   env: NodeJS.ProcessEnv,
+  runtime: Runtime = "tsx",
 ): LoggedProcess {
   const child = fork(script, args, {
     cwd: repoRoot,
     env,
-    execArgv: ["--import", "tsx"],
+    execArgv: runtime === "tsx" ? ["--import", "tsx"] : [],
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
   return { name, child, logFile: logTo(name, logDir, child) };
@@ -98,12 +108,17 @@ export function forkLogged(
 
 /** Starts a service replica with its log going to logDir/<name>.log. */
 export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess {
-  const proc = forkLogged(spec.name, SERVICE_MAIN, [spec.service], logDir, {
+  const compiled = spec.runtime === "compiled";
+  const env = {
     ...process.env,
+    // Compiled, the kit would look for the development keys beside dist/.
+    ...(compiled && { SHOP_JWKS_FILE: path.join(DEV_CERTS_DIR, "jwks.json") }),
     SHOP_HOST: spec.host,
     SHOP_PORT: String(spec.port),
     ...spec.env,
-  });
+  };
+  const main = compiled ? COMPILED_SERVICE_MAIN : SERVICE_MAIN;
+  const proc = forkLogged(spec.name, main, [spec.service], logDir, env, spec.runtime);
   const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };
   // kit/runtime.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
   proc.child.on("message", (message) => {

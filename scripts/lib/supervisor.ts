@@ -21,6 +21,7 @@ import {
   LaunchError,
   type LoggedProcess,
   type RunningProcess,
+  type Runtime,
   spawnService,
   stopProcess,
   waitReported,
@@ -53,6 +54,8 @@ export interface LaunchOptions {
    * once they serve; every `scrapeInterval` (5 s by default).
    */
   prometheus?: { port: number; scrapeInterval?: string };
+  /** How the replicas run: tsx by default; compiled needs `npm run build` first. */
+  runtime?: Runtime;
 }
 
 export interface Launched {
@@ -229,7 +232,12 @@ export class Supervisor {
     const width = Math.max(8, ...plan.replicas.map((spec) => spec.name.length + 1));
     const alive = new Map<ServiceName, number>();
     const replicas = plan.replicas.map((spec) =>
-      this.add(spawnService({ ...spec, env: { ...spec.env, ...options.env } }, plan.logDir)),
+      this.add(
+        spawnService(
+          { ...spec, env: { ...spec.env, ...options.env }, runtime: options.runtime },
+          plan.logDir,
+        ),
+      ),
     );
     await Promise.all(
       replicas.map(async (proc) => {

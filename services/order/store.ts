@@ -174,12 +174,20 @@ export class OrderStore {
     return { orders: items, ...(nextSeq !== undefined && { nextSeq }) };
   }
 
-  /** Moves an order from one of `from` to `to`; false when it was in another state. */
-  async transition(orderId: string, from: OrderState[], to: OrderState): Promise<boolean> {
+  /**
+   * Moves an order from one of `from` to `to`, its update time `now`; false when it was in
+   * another state.
+   */
+  async transition(
+    orderId: string,
+    from: OrderState[],
+    to: OrderState,
+    now = Date.now(),
+  ): Promise<boolean> {
     const count = await this.db("orders")
       .where({ order_id: orderId })
       .whereIn("state", from)
-      .update({ state: to, update_time: Date.now() });
+      .update({ state: to, update_time: now });
     return count === 1;
   }
 

@@ -27,7 +27,7 @@ export type Storage = "sqlite" | "sqlite3" | "postgres";
 let current: Storage = "sqlite";
 let server: Promise<LocalPostgres & { remove(): Promise<void> }> | undefined;
 let databases = 0;
-/** The knex client of every database the file's tests opened: "pg", "sqlite3", … */
+/** The knex driver of every database the file's tests opened: "pg", "sqlite3", … */
 const opened = new Set<string>();
 
 const TEMPLATE = "shop_template";
@@ -58,7 +58,7 @@ export function useStorage(storage: Storage): void {
 
 /** Notes the storage of a database a test opened, for the check useStorage adds. */
 export function opening(db: Knex): Knex {
-  opened.add(String(db.client.config.client));
+  opened.add(db.client.driverName);
   return db;
 }
 

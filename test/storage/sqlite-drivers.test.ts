@@ -44,7 +44,7 @@ test("both drivers share one file, keep integers exact and report constraints al
   for (const [i, driver] of DRIVERS.entries()) {
     const db = await openDatabase(file, migrations, { sqliteDriver: driver });
     t.teardown(() => db.destroy());
-    t.is(db.client.config.client, driver);
+    t.is(db.client.driverName, driver);
     await db("products").insert(product(`prd_${driver}`, 5));
     // What the other driver wrote, and the largest amount, read back exactly.
     const prices = await db("products").orderBy("seq").select("product_id", "price_minor");

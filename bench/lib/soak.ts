@@ -1,0 +1,56 @@
+// Memory over a long run: RSS of every process on a target's path after N calls and after N more.
+import { runLoad } from "./ghz.js";
+import { sampleProcess } from "./proc.js";
+import type { ProcessName, Target, TargetContext } from "./targets.js";
+
+export interface SoakResult {
+  target: string;
+  /** Calls per half. */
+  calls: number;
+  concurrency: number;
+  /** Failed calls over both halves. */
+  errors: number;
+  /** RSS (VmRSS) of each process after the first and after the second half, MiB. */
+  rssMb: Partial<Record<ProcessName, { first: number; second: number }>>;
+}
+
+/** Two runs of `calls` calls each on `target`, RSS read after each. */
+export async function soak(
+  target: Target,
+  context: TargetContext,
+  pids: Map<ProcessName, number>,
+  options: { calls: number; concurrency: number; ghz: string; outFile: string; cpus: number },
+): Promise<SoakResult> {
+  const rss = () =>
+    new Map(
+      target.path.map((name) => [name, (sampleProcess(pids.get(name) ?? -1)?.rssKb ?? 0) / 1024]),
+    );
+  let errors = 0;
+  const halves: Map<ProcessName, number>[] = [];
+  for (let half = 0; half < 2; half++) {
+    const load = await runLoad(target.call(context), {
+      ghz: options.ghz,
+      address: context.addresses[target.entry] as string,
+      concurrency: options.concurrency,
+      durationS: 0,
+      total: options.calls,
+      outFile: options.outFile,
+      cpus: options.cpus,
+    });
+    errors += load.errors;
+    halves.push(rss());
+  }
+  const [first, second] = halves as [Map<ProcessName, number>, Map<ProcessName, number>];
+  return {
+    target: target.id,
+    calls: options.calls,
+    concurrency: options.concurrency,
+    errors,
+    rssMb: Object.fromEntries(
+      target.path.map((name) => [
+        name,
+        { first: first.get(name) ?? 0, second: second.get(name) ?? 0 },
+      ]),
+    ),
+  };
+}
