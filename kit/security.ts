@@ -9,6 +9,7 @@
 //   explicit JWKS, issuer and audience.
 import { X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { JSONWebKeySet } from "jose";
 import type { JwtSettings } from "./auth.js";
@@ -18,8 +19,17 @@ import { readTls, type TlsFiles, type TlsMaterial } from "./tls.js";
 
 export type Profile = "development" | "production";
 
+/** The folder of the project's package.json, from the sources or from the compiled dist/. */
+function projectRoot(): string {
+  let dir = path.dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(path.join(dir, "package.json")) && path.dirname(dir) !== dir) {
+    dir = path.dirname(dir);
+  }
+  return dir;
+}
+
 /** Where `npm run certs` writes the development CA, certificates and JWT key (git-ignored). */
-export const DEV_CERTS_DIR = fileURLToPath(new URL("../.certs", import.meta.url));
+export const DEV_CERTS_DIR = path.join(projectRoot(), ".certs");
 /** The subject of the CA `npm run certs` makes; the production profile refuses it. */
 export const DEV_CA_NAME = "shopmesh development CA";
 /** The key id prefix of JWT keys `npm run certs` makes; the production profile refuses them. */

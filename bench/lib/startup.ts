@@ -10,7 +10,6 @@ import path from "node:path";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { serviceVariable } from "../../kit/registry.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { freePorts, repoRoot } from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
 import { sampleProcess } from "./proc.js";
@@ -72,8 +71,6 @@ async function startOnce(
       SHOP_PORT: String(port),
       SHOP_DATA_DIR: dataDir,
       SHOP_LOG_LEVEL: "warn",
-      // The development keys by their path: compiled, the kit would look beside dist/.
-      SHOP_JWKS_FILE: path.join(DEV_CERTS_DIR, "jwks.json"),
     },
     stdio: ["ignore", "ignore", "inherit", "ipc"],
   });

@@ -8,7 +8,6 @@ import path from "node:path";
 import { fileURLToPath } from "node:url";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
@@ -111,8 +110,6 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
   const compiled = spec.runtime === "compiled";
   const env = {
     ...process.env,
-    // Compiled, the kit would look for the development keys beside dist/.
-    ...(compiled && { SHOP_JWKS_FILE: path.join(DEV_CERTS_DIR, "jwks.json") }),
     SHOP_HOST: spec.host,
     SHOP_PORT: String(spec.port),
     ...spec.env,
