@@ -12,8 +12,10 @@ import { parseAllDocuments, stringify } from "yaml";
 import { staleFiles } from "../deploy/generate.js";
 import {
   callersOf,
+  ENVOY_STATS_PORT,
   K8S_DIR,
   kubernetesFiles,
+  MONITORING_NAMESPACE_LABELS,
   OVERLAYS,
   PRE_STOP_SLEEP_S,
 } from "../deploy/kubernetes.js";
@@ -183,7 +185,12 @@ for (const overlay of ["development", "production"] as const) {
       t.deepEqual(container.ports, [
         { name: "grpc", containerPort: port, protocol: "TCP" },
         { name: "health", containerPort: health, protocol: "TCP" },
+        { name: "metrics", containerPort: service.metricsPort, protocol: "TCP" },
       ]);
+      t.like(deployment.spec.template.metadata.annotations, {
+        "prometheus.io/scrape": "true",
+        "prometheus.io/port": String(service.metricsPort),
+      });
 
       // Kubernetes waits for the preStop sleep and the whole shutdown grace before SIGKILL.
       t.is(container.lifecycle.preStop.sleep.seconds, PRE_STOP_SLEEP_S);
@@ -252,17 +259,21 @@ for (const overlay of ["development", "production"] as const) {
       t.like(labels, budget.spec.selector.matchLabels);
       t.is(budget.spec.maxUnavailable, 1);
 
-      // Only Envoy (for a public service) and the services that call it may connect.
+      // Only Envoy (for a public service) and the services that call it may connect; only the
+      // monitoring namespaces may scrape.
       const policy = find(objects, "NetworkPolicy", name);
       t.like(labels, policy.spec.podSelector.matchLabels);
-      const allowed = policy.spec.ingress.flatMap((rule: Manifest) =>
-        rule.from.map((from: Manifest) => from.podSelector.matchLabels["app.kubernetes.io/name"]),
+      const [callers, scrapers] = policy.spec.ingress;
+      const allowed = callers.from.map(
+        (from: Manifest) => from.podSelector.matchLabels["app.kubernetes.io/name"],
       );
       t.deepEqual(allowed.sort(), callersOf(service, registry).sort());
-      t.deepEqual(
-        policy.spec.ingress.flatMap((rule: Manifest) => rule.ports.map((p: Manifest) => p.port)),
-        [port],
-      );
+      t.deepEqual(callers.ports, [{ protocol: "TCP", port }]);
+      t.deepEqual(scrapers, {
+        from: [{ namespaceSelector: { matchLabels: MONITORING_NAMESPACE_LABELS } }],
+        ports: [{ protocol: "TCP", port: service.metricsPort }],
+      });
+      t.is(policy.spec.ingress.length, 2);
 
       const volumes = Object.fromEntries(
         pod.volumes.map((volume: Manifest) => [volume.name, volume]),
@@ -291,7 +302,13 @@ for (const overlay of ["development", "production"] as const) {
     const deny = find(objects, "NetworkPolicy", "default-deny-ingress");
     t.deepEqual(deny.spec, { podSelector: {}, policyTypes: ["Ingress"] });
     const envoyPolicy = find(objects, "NetworkPolicy", "envoy");
-    t.deepEqual(envoyPolicy.spec.ingress, [{ ports: [{ protocol: "TCP", port: 8080 }] }]);
+    t.deepEqual(envoyPolicy.spec.ingress, [
+      { ports: [{ protocol: "TCP", port: 8080 }] },
+      {
+        from: [{ namespaceSelector: { matchLabels: MONITORING_NAMESPACE_LABELS } }],
+        ports: [{ protocol: "TCP", port: ENVOY_STATS_PORT }],
+      },
+    ]);
 
     // Envoy: its config from the ConfigMap, each public service by its headless Service's name.
     const envoy = find(objects, "Deployment", "envoy");
