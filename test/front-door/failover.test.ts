@@ -290,7 +290,7 @@ test.serial(
     const lines = await mesh.loggedRequests(prefix, calls);
     t.true(
       lines.every((entry) => entry.grpc_status === 0),
-      "Envoy logged a failure",
+      `Envoy logged a failure: ${JSON.stringify(lines.filter((entry) => entry.grpc_status !== 0))}`,
     );
     const retries = (await mesh.counter("cluster.product.upstream_rq_retry")) - retriesBefore;
     const onKilled = lines.filter(
