@@ -18,7 +18,7 @@ import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.j
 import { type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
 import { channelCredentials } from "./tls.js";
-import { databaseTracing, startTracing } from "./tracing.js";
+import { databaseTracing, startTracing, type Tracing } from "./tracing.js";
 
 export interface StartOptions extends Partial<ServerConfig> {
   logger?: Logger;
@@ -204,8 +204,9 @@ export function dependencyAddresses(registry: ServiceRegistry, name: string) {
  */
 export async function runService(registry: ServiceRegistry, name: string): Promise<void> {
   let service: StartedService;
-  const tracing = startTracing(name);
+  let tracing: Tracing;
   try {
+    tracing = await startTracing(name);
     const registered = registry.get(name);
     const config = serverConfig(name, registered.port);
     const metrics = env.bool("SHOP_METRICS", true)

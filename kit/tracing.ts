@@ -9,7 +9,15 @@ import {
   SpanStatusCode,
   trace,
 } from "@opentelemetry/api";
-import { NodeSDK, tracing } from "@opentelemetry/sdk-node";
+import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
+import {
+  AlwaysOffSampler,
+  BatchSpanProcessor,
+  NodeTracerProvider,
+  ParentBasedSampler,
+  type SpanExporter,
+  TraceIdRatioBasedSampler,
+} from "@opentelemetry/sdk-trace-node";
 import { type DatabaseObserver, engineOf, type Knex } from "./db.js";
 
 /** Where every span of the kit and the services comes from. */
@@ -91,7 +99,7 @@ export interface Tracing {
   shutdown(): Promise<void>;
 }
 
-let started: Tracing | undefined;
+let started: Promise<Tracing> | undefined;
 
 /**
  * Starts OpenTelemetry for this process (once; later calls return the first), configured by the
@@ -99,35 +107,59 @@ let started: Tracing | undefined;
  * (for its log lines, and passed on in `traceparent`), but no span is recorded. With one, new
  * traces are sampled at DEFAULT_SAMPLE_RATIO unless OTEL_TRACES_SAMPLER says otherwise, and
  * spans go out over OTLP in batches. OTEL_SERVICE_NAME defaults to `service`.
+ *
+ * Only the tracer provider is loaded; an exporter's code is imported when one is configured, so
+ * a process that exports nothing does not carry it (README "Deploy" has the memory this saves).
  */
-export function startTracing(service: string, env: Env = process.env): Tracing {
-  if (started) return started;
-  if (tracingDisabled(env)) {
-    started = { enabled: false, exporting: false, shutdown: async () => {} };
-    return started;
-  }
-  const exporting = tracesExported(env);
-  const sampler = set(env.OTEL_TRACES_SAMPLER)
-    ? undefined // the SDK reads OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG itself
-    : new tracing.ParentBasedSampler({
-        root: exporting
-          ? new tracing.TraceIdRatioBasedSampler(DEFAULT_SAMPLE_RATIO)
-          : new tracing.AlwaysOffSampler(),
-      });
-  const sdk = new NodeSDK({
-    ...(!set(env.OTEL_SERVICE_NAME) && { serviceName: service }),
-    ...(sampler && { sampler }),
-    // Spans only: metrics are Prometheus's (kit/metrics.ts), logs are pino's lines on stdout.
-    instrumentations: [],
-    metricReaders: [],
-    logRecordProcessors: [],
-    // Without an exporter the provider still makes ids; a span that a sampled parent makes
-    // recorded is dropped at its end.
-    ...(!exporting && { spanProcessors: [new tracing.NoopSpanProcessor()] }),
-  });
-  sdk.start();
-  started = { enabled: true, exporting, shutdown: () => sdk.shutdown() };
+export function startTracing(service: string, env: Env = process.env): Promise<Tracing> {
+  started ??= start(service, env);
   return started;
+}
+
+async function start(service: string, env: Env): Promise<Tracing> {
+  if (tracingDisabled(env)) return { enabled: false, exporting: false, shutdown: async () => {} };
+  const exporting = tracesExported(env);
+  const provider = new NodeTracerProvider({
+    resource: resourceFromAttributes({ "service.name": service }).merge(
+      // OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES win over the default name.
+      detectResources({ detectors: [envDetector] }),
+    ),
+    // When OTEL_TRACES_SAMPLER is set, the provider reads it and OTEL_TRACES_SAMPLER_ARG itself.
+    ...(!set(env.OTEL_TRACES_SAMPLER) && {
+      sampler: new ParentBasedSampler({
+        root: exporting
+          ? new TraceIdRatioBasedSampler(DEFAULT_SAMPLE_RATIO)
+          : new AlwaysOffSampler(),
+      }),
+    }),
+    // Without an exporter the provider still makes ids; a span that a sampled parent makes
+    // recorded goes nowhere.
+    spanProcessors: exporting ? [new BatchSpanProcessor(await spanExporter(env))] : [],
+  });
+  // The W3C trace context propagator and an AsyncLocalStorage context manager.
+  provider.register();
+  return { enabled: true, exporting, shutdown: () => provider.shutdown() };
+}
+
+/** The exporter OTEL_TRACES_EXPORTER and the OTLP protocol name; it reads its endpoint itself. */
+async function spanExporter(env: Env): Promise<SpanExporter> {
+  const exporter = env.OTEL_TRACES_EXPORTER?.trim() || "otlp";
+  if (exporter === "console") {
+    return new (await import("@opentelemetry/sdk-trace-node")).ConsoleSpanExporter();
+  }
+  if (exporter !== "otlp") {
+    throw new Error(`OTEL_TRACES_EXPORTER=${exporter} is not supported: use otlp, console or none`);
+  }
+  const protocol = (
+    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL
+  )?.trim();
+  if (protocol === "grpc") {
+    return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter();
+  }
+  if (protocol === "http/json") {
+    return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter();
+  }
+  return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter();
 }
 
 /** The trace id and span id of the active span, for a log line; {} when there is none. */

@@ -2,7 +2,12 @@
 // observeDatabase), so they hold on every engine: this file runs on better-sqlite3,
 // store.sqlite3.test.ts on the sqlite3 driver and store.postgres.test.ts on PostgreSQL. The
 // spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read.
-import { NodeSDK, tracing } from "@opentelemetry/sdk-node";
+import {
+  AlwaysOnSampler,
+  InMemorySpanExporter,
+  NodeTracerProvider,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-node";
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { Metrics } from "../../kit/metrics.js";
@@ -11,17 +16,13 @@ import { eventually } from "../helpers/eventually.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
 import { storage } from "../helpers/storage.js";
 
-const finished = new tracing.InMemorySpanExporter();
-const sdk = new NodeSDK({
-  serviceName: "store test",
-  sampler: new tracing.AlwaysOnSampler(),
-  spanProcessors: [new tracing.SimpleSpanProcessor(finished)],
-  instrumentations: [],
-  metricReaders: [],
-  logRecordProcessors: [],
+const finished = new InMemorySpanExporter();
+const provider = new NodeTracerProvider({
+  sampler: new AlwaysOnSampler(),
+  spanProcessors: [new SimpleSpanProcessor(finished)],
 });
-sdk.start();
-test.after.always("stop the SDK", () => sdk.shutdown());
+provider.register();
+test.after.always("stop the tracer provider", () => provider.shutdown());
 
 interface Sample {
   labels: Record<string, string | number>;
