@@ -24,10 +24,11 @@ COPY tsconfig.json tsconfig.build.json ./
 COPY kit kit
 COPY services services
 COPY scripts scripts
+COPY deploy/settings.ts deploy/settings.ts
 COPY gen/ts gen/ts
 COPY gen/descriptor gen/descriptor
-# dist/ holds the compiled services and scripts and the descriptor set reflection serves; the
-# prune drops the compiler, tsx, the test and lint tools.
+# dist/ holds the services and scripts, each bundled into one file (scripts/build.ts), and the
+# descriptor set reflection serves; the prune drops the compiler, tsx, the test and lint tools.
 RUN npm run build && npm prune --omit=dev --no-audit --no-fund
 
 # The health check the compose file runs: grpc.health.v1 without starting Node.js.
@@ -36,7 +37,9 @@ RUN CGO_ENABLED=0 GOBIN=/out go install github.com/grpc-ecosystem/grpc-health-pr
 
 FROM node:24-bookworm-slim
 WORKDIR /app
+# NODE_OPTIONS: deploy/settings.ts says why (NODE_OPTIONS there; a test keeps them equal).
 ENV NODE_ENV=production \
+  NODE_OPTIONS=--max-semi-space-size=2 \
   SHOP_HOST=0.0.0.0 \
   SHOP_DATA_DIR=/data
 COPY --from=probe /out/grpc-health-probe /usr/local/bin/grpc-health-probe

@@ -7,6 +7,7 @@ import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { NODE_OPTIONS } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { serviceVariable } from "../../kit/registry.js";
@@ -30,7 +31,10 @@ export interface StartupResult {
 
 /** How each runtime starts services/main. */
 const ENTRY: Record<Runtime, { script: string; execArgv: string[] }> = {
-  compiled: { script: path.join(repoRoot, "dist", "services", "main.js"), execArgv: [] },
+  compiled: {
+    script: path.join(repoRoot, "dist", "services", "main.js"),
+    execArgv: NODE_OPTIONS.split(" "),
+  },
   tsx: { script: path.join(repoRoot, "services", "main.ts"), execArgv: ["--import", "tsx"] },
 };
 

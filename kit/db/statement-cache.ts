@@ -3,10 +3,9 @@
 // handful of SQL texts, so preparing each once per connection saves that work on every call
 // (GetProduct, ReserveStock, the order's writes). Only the statement cache differs from knex's
 // client: the SQL, bindings and results are the same.
-import { createRequire } from "node:module";
 import type { Knex } from "knex";
-
-const require = createRequire(import.meta.url);
+// A static import, so that the production build bundles it with the rest of knex.
+import knexBetterSqlite3 from "knex/lib/dialects/better-sqlite3/index.js";
 
 interface Statement {
   reader: boolean;
@@ -35,7 +34,7 @@ type KnexClient = new (
   _optSafeIntegers(options: unknown): boolean | undefined;
 };
 
-const BetterSqlite3: KnexClient = require("knex/lib/dialects/better-sqlite3/index.js");
+const BetterSqlite3 = knexBetterSqlite3 as KnexClient;
 
 /**
  * Statements kept per connection, at most this many: the services run a few dozen distinct SQL

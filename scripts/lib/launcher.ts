@@ -6,6 +6,7 @@ import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
+import { NODE_OPTIONS } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
@@ -99,7 +100,8 @@ export function forkLogged(
   const child = fork(script, args, {
     cwd: repoRoot,
     env,
-    execArgv: runtime === "tsx" ? ["--import", "tsx"] : [],
+    // Compiled services run with the image's Node options.
+    execArgv: runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" "),
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
   return { name, child, logFile: logTo(name, logDir, child) };
