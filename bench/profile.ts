@@ -4,15 +4,52 @@
 //   npm run bench -- --targets create-direct --concurrency 16 --duration 15 --cpu-prof /tmp/prof
 //   npx tsx bench/profile.ts /tmp/prof/*.cpuprofile [--top 25] [--skip-ms 5000]
 //
-// --skip-ms leaves out the first milliseconds (startup, module loading).
-import { readFileSync } from "node:fs";
+// --skip-ms leaves out the first milliseconds (startup, module loading). Frames in the bundled
+// build (dist/, npm run build) are read back through its source maps: the original file and name.
+import { existsSync, readFileSync } from "node:fs";
+import { SourceMap } from "node:module";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { parseArgs } from "node:util";
 
 interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
+  columnNumber?: number;
+}
+
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
+
+const sourceMaps = new Map<string, SourceMap | undefined>();
+
+function sourceMapOf(url: string): SourceMap | undefined {
+  if (!sourceMaps.has(url)) {
+    const file = url.startsWith("file://") ? fileURLToPath(url) : "";
+    const map = `${file}.map`;
+    sourceMaps.set(
+      url,
+      file && existsSync(map) ? new SourceMap(JSON.parse(readFileSync(map, "utf8"))) : undefined,
+    );
+  }
+  return sourceMaps.get(url);
+}
+
+/** The frame as the sources name it, when its file has a source map beside it. */
+export function originalFrame(frame: CallFrame): CallFrame {
+  const map = frame.url ? sourceMapOf(frame.url) : undefined;
+  if (!map) return frame;
+  const entry = map.findEntry(frame.lineNumber, frame.columnNumber ?? 0);
+  if (!("originalSource" in entry)) return frame;
+  const source = entry.originalSource.startsWith("file://")
+    ? entry.originalSource
+    : path.resolve(path.dirname(fileURLToPath(frame.url)), entry.originalSource);
+  return {
+    // Node fills in the name the map gives the position (not yet in @types/node).
+    functionName: (entry as { name?: string }).name ?? frame.functionName,
+    url: source.startsWith("file://") ? source : `file://${source}`,
+    lineNumber: entry.originalLine,
+  };
 }
 
 interface ProfileNode {
@@ -39,8 +76,7 @@ export function packageOf(url: string): string {
     return rest[0]?.startsWith("@") ? `${rest[0]}/${rest[1]}` : (rest[0] ?? url);
   }
   const file = url.replace(/^file:\/\//, "");
-  const repo = file.indexOf("/main/");
-  return repo >= 0 ? file.slice(repo + "/main/".length) : path.basename(file);
+  return file.startsWith(repoRoot) ? file.slice(repoRoot.length) : path.basename(file);
 }
 
 /** The file of a frame, short: `sqlite3/lib/sqlite3.js`, `kit/server.ts`, `node:events`. */
@@ -85,16 +121,17 @@ export function summarize(profile: CpuProfile, skipMs = 0): ProfileSummary {
       idleMs += ms;
       return;
     }
-    const key = frameKey(node.callFrame);
+    const frame = originalFrame(node.callFrame);
+    const key = frameKey(frame);
     self.set(key, (self.get(key) ?? 0) + ms);
-    const pkg = packageOf(node.callFrame.url);
+    const pkg = packageOf(frame.url);
     packages.set(pkg, (packages.get(pkg) ?? 0) + ms);
     // Each function once per sample, however often it recurs on the stack.
     const seen = new Set<string>();
     for (let at: number | undefined = id; at !== undefined; at = parent.get(at)) {
       const frame = byId.get(at)?.callFrame;
       if (!frame || frame.functionName === "(root)") continue;
-      const k = frameKey(frame);
+      const k = frameKey(originalFrame(frame));
       if (seen.has(k)) continue;
       seen.add(k);
       inclusive.set(k, (inclusive.get(k) ?? 0) + ms);
