@@ -21,9 +21,9 @@ export const DESCRIPTOR_IN_IMAGE = `${APP_DIR}/dist/gen/descriptor/shop.binpb`;
  * Node's options in the image (its NODE_OPTIONS), and wherever the compiled services run
  * (scripts/lib/launcher.ts, the benchmark): a young generation of at most 4 MB per semi-space,
  * down from V8's 16. Start-up's allocations grow it to the maximum and an idle process never
- * gives it back: 4 MB takes 7 MB off an idle service's RSS and 24 MB off a busy one's, at no
- * CPU per call the benchmark can tell apart; 2 MB took 4 MB more and cost about a tenth more
- * CPU per CreateOrder (README "Performance").
+ * gives it back. 4 MB takes 7 MB off an idle service's RSS and caps a busy one's young
+ * generation at 8 MB instead of 32, at a CPU cost per call within the benchmark's noise; 2 MB
+ * took 4 MB more and cost about a tenth more CPU per CreateOrder (README "Performance").
  */
 export const NODE_OPTIONS = "--max-semi-space-size=4";
 
