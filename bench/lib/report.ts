@@ -98,6 +98,10 @@ function soakSection(results: BenchResults): string[] {
     "",
     `${n0(soak.calls)} calls of \`${soak.target}\` at c=${soak.concurrency}, then ${n0(soak.calls)} more (${soak.errors} failed); RSS (VmRSS) of each process after each half.`,
     "",
+    ...Object.entries(soak.errorSamples ?? {}).map(
+      ([sample, count]) => `- failed ${n0(count)}×: ${sample}`,
+    ),
+    "",
     table(
       ["process", "RSS after the first half, MiB", "after the second, MiB", "growth"],
       Object.entries(soak.rssMb).map(([name, rss]) => [

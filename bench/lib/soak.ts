@@ -10,6 +10,8 @@ export interface SoakResult {
   concurrency: number;
   /** Failed calls over both halves. */
   errors: number;
+  /** Their status codes and messages with their counts, as ghz reports them. */
+  errorSamples?: Record<string, number>;
   /** RSS (VmRSS) of each process after the first and after the second half, MiB. */
   rssMb: Partial<Record<ProcessName, { first: number; second: number }>>;
 }
@@ -26,6 +28,7 @@ export async function soak(
       target.path.map((name) => [name, (sampleProcess(pids.get(name) ?? -1)?.rssKb ?? 0) / 1024]),
     );
   let errors = 0;
+  const errorSamples: Record<string, number> = {};
   const halves: Map<ProcessName, number>[] = [];
   for (let half = 0; half < 2; half++) {
     const load = await runLoad(target.call(context), {
@@ -38,6 +41,9 @@ export async function soak(
       cpus: options.cpus,
     });
     errors += load.errors;
+    for (const [sample, count] of Object.entries(load.errorSamples)) {
+      errorSamples[sample] = (errorSamples[sample] ?? 0) + count;
+    }
     halves.push(rss());
   }
   const [first, second] = halves as [Map<ProcessName, number>, Map<ProcessName, number>];
@@ -46,6 +52,7 @@ export async function soak(
     calls: options.calls,
     concurrency: options.concurrency,
     errors,
+    errorSamples,
     rssMb: Object.fromEntries(
       target.path.map((name) => [
         name,
