@@ -254,22 +254,29 @@ test("a held reservation expires after its TTL and gives its stock back", async 
   t.is(error?.details.reason, "RESERVATION_NOT_HELD");
 });
 
-test("an order whose reservation expires before the commit fails and keeps no stock", async (t) => {
+test("an order whose reservation expires before the commit fails, keeps no stock and may be resent", async (t) => {
   const fleet = await startFleet(t, { order: { reservationTtlMs: 1_000 } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 3 });
   fleet.product.faults.set("CommitReservation", { delayMs: 1_500 });
-  const error = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 2)],
-      requestId: "slow",
-    }),
-    { instanceOf: ServiceError },
-  );
-  t.is(error?.code, Code.FAILED_PRECONDITION);
-  t.is(error?.details.reason, "RESERVATION_NOT_HELD");
+  const request = {
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 2)],
+    requestId: "slow",
+  };
+  const error = await t.throwsAsync(fleet.orders.createOrder(request), {
+    instanceOf: ServiceError,
+  });
+  // The service's slowness, not the caller's mistake: a retryable status that says so.
+  t.is(error?.code, Code.ABORTED);
+  t.is(error?.details.reason, "RESERVATION_EXPIRED");
+  t.is(error?.details.metadata?.request_id, "slow");
   t.is(await stockOf(fleet, mug.productId), 3);
+
+  fleet.product.faults.clear();
+  const { order } = await fleet.orders.createOrder(request);
+  t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.is(await stockOf(fleet, mug.productId), 1);
 });
 
 test("the caller's deadline reaches the user and product services", async (t) => {

@@ -93,6 +93,22 @@ const reservationLost = (error: unknown) =>
   (error.details.reason === "RESERVATION_NOT_HELD" ||
     error.details.reason === "RESERVATION_NOT_FOUND");
 
+/**
+ * The order's stock was given back before this call could commit it (the saga outran the
+ * reservation TTL): the order failed and nothing is held, so the same request may simply be sent
+ * again. Not the caller's mistake, hence ABORTED rather than FAILED_PRECONDITION.
+ */
+const reservationExpired = (order: Order, cause: unknown) =>
+  new ServiceError(
+    Code.ABORTED,
+    `the stock held for order ${order.orderId} was given back before it could be confirmed; nothing was placed, resend with request_id ${order.requestId}`,
+    {
+      reason: "RESERVATION_EXPIRED",
+      metadata: { order_id: order.orderId, request_id: order.requestId },
+    },
+    cause,
+  );
+
 /** The call ended because its caller went away or ran out of time, not because of the order. */
 const callerGone = (error: unknown) =>
   error instanceof ServiceError &&
@@ -352,6 +368,7 @@ export class OrderSaga {
         const order = (await this.store.get(orderId)).order;
         if (order.state === CONFIRMED) return order;
       }
+      if (reservationLost(error)) throw reservationExpired(written, error);
       throw fromDependency("product", error);
     }
     return this.confirm(orderId, written);

@@ -502,9 +502,11 @@ export const OrderService: GenService<{
    * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
    * longer deadline if it keeps happening. ABORTED (reason
    * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
-   * the order at this moment; resend after a short wait. Stock held by an
-   * attempt that never completes returns within the reservation TTL plus one
-   * reconcile interval.
+   * the order at this moment; resend after a short wait. ABORTED (reason
+   * `RESERVATION_EXPIRED`): the stock held for the order was given back
+   * before the order could be confirmed; nothing was placed, so resend.
+   * Stock held by an attempt that never completes returns within the
+   * reservation TTL plus one reconcile interval.
    *
    * A call without `request_id` answers UNAVAILABLE only when it leaves no
    * order that could still be confirmed, so a proxy may resend it. When its
