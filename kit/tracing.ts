@@ -13,6 +13,7 @@ import { detectResources, envDetector, resourceFromAttributes } from "@opentelem
 import {
   AlwaysOffSampler,
   BatchSpanProcessor,
+  ConsoleSpanExporter,
   NodeTracerProvider,
   ParentBasedSampler,
   type SpanExporter,
@@ -69,15 +70,22 @@ export function sampleRatio(env: Env = process.env): number {
   return set(env.OTEL_TRACES_SAMPLER_ARG) && arg >= 0 && arg <= 1 ? arg : 1;
 }
 
+/** How traces travel over OTLP: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL. */
+export type OtlpProtocol = "grpc" | "http/protobuf" | "http/json";
+
+function otlpProtocol(env: Env): OtlpProtocol {
+  const protocol = (
+    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL
+  )?.trim();
+  return protocol === "grpc" || protocol === "http/json" ? protocol : "http/protobuf";
+}
+
 /** The OTLP endpoint traces go to, and over which protocol, as the OTEL_* variables set them. */
 export function otlpEndpoint(
   env: Env = process.env,
-): { url: string; protocol: "grpc" | "http/protobuf" } | undefined {
+): { url: string; protocol: OtlpProtocol } | undefined {
   if (!tracesExported(env)) return undefined;
-  const protocol =
-    (env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL)?.trim() === "grpc"
-      ? "grpc"
-      : "http/protobuf";
+  const protocol = otlpProtocol(env);
   const traces = env.OTEL_EXPORTER_OTLP_TRACES_ENDPOINT?.trim();
   const base = env.OTEL_EXPORTER_OTLP_ENDPOINT?.trim();
   if (traces) return { url: traces, protocol };
@@ -144,22 +152,18 @@ async function start(service: string, env: Env): Promise<Tracing> {
 /** The exporter OTEL_TRACES_EXPORTER and the OTLP protocol name; it reads its endpoint itself. */
 async function spanExporter(env: Env): Promise<SpanExporter> {
   const exporter = env.OTEL_TRACES_EXPORTER?.trim() || "otlp";
-  if (exporter === "console") {
-    return new (await import("@opentelemetry/sdk-trace-node")).ConsoleSpanExporter();
-  }
+  if (exporter === "console") return new ConsoleSpanExporter();
   if (exporter !== "otlp") {
     throw new Error(`OTEL_TRACES_EXPORTER=${exporter} is not supported: use otlp, console or none`);
   }
-  const protocol = (
-    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL
-  )?.trim();
-  if (protocol === "grpc") {
-    return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter();
+  switch (otlpProtocol(env)) {
+    case "grpc":
+      return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter();
+    case "http/json":
+      return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter();
+    case "http/protobuf":
+      return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter();
   }
-  if (protocol === "http/json") {
-    return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter();
-  }
-  return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter();
 }
 
 /** The trace id and span id of the active span, for a log line; {} when there is none. */
