@@ -7,15 +7,21 @@ import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { NODE_OPTIONS } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { serviceVariable } from "../../kit/registry.js";
-import { freePorts, repoRoot } from "../../scripts/lib/launcher.js";
+import {
+  COMPILED_SERVICE_MAIN,
+  execArgvFor,
+  freePorts,
+  type Runtime,
+  repoRoot,
+  SERVICE_MAIN,
+} from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
 import { sampleProcess } from "./proc.js";
 
-export type Runtime = "compiled" | "tsx";
+export type { Runtime };
 
 export interface StartupResult {
   service: string;
@@ -31,11 +37,8 @@ export interface StartupResult {
 
 /** How each runtime starts services/main. */
 const ENTRY: Record<Runtime, { script: string; execArgv: string[] }> = {
-  compiled: {
-    script: path.join(repoRoot, "dist", "services", "main.js"),
-    execArgv: NODE_OPTIONS.split(" "),
-  },
-  tsx: { script: path.join(repoRoot, "services", "main.ts"), execArgv: ["--import", "tsx"] },
+  compiled: { script: COMPILED_SERVICE_MAIN, execArgv: execArgvFor("compiled") },
+  tsx: { script: SERVICE_MAIN, execArgv: execArgvFor("tsx") },
 };
 
 const median = (values: number[]) => {

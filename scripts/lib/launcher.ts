@@ -26,6 +26,10 @@ export const COMPILED_SERVICE_MAIN = path.join(repoRoot, "dist", "services", "ma
 /** How a service process runs: its TypeScript through tsx, or compiled JavaScript on node. */
 export type Runtime = "tsx" | "compiled";
 
+/** Node's flags for a runtime: tsx's loader, or the image's Node options for compiled code. */
+export const execArgvFor = (runtime: Runtime) =>
+  runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" ");
+
 /** A registered service named in configuration (SHOP_SERVICE), checked. */
 export function serviceName(value: string): ServiceName {
   if ((registry.names as string[]).includes(value)) return value as ServiceName;
@@ -100,8 +104,7 @@ export function forkLogged(
   const child = fork(script, args, {
     cwd: repoRoot,
     env,
-    // Compiled services run with the image's Node options.
-    execArgv: runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" "),
+    execArgv: execArgvFor(runtime),
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
   return { name, child, logFile: logTo(name, logDir, child) };
