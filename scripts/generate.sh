@@ -29,17 +29,19 @@ bash scripts/tools.sh go-plugins python
 # template of its own because it takes only proto/ as input: buf.gen.yaml also feeds
 # google/rpc/*.proto to ts-proto, and Go must use genproto's status/errdetails, not a copy.
 # `out: gen/go/shop` keeps `clean` away from the hand-written go.mod and go.sum.
-go_template=$(
-  cat <<'YAML'
-version: v2
-clean: true
-managed:
+# The managed block this template and the API reference's share.
+managed='managed:
   enabled: true
   disable:
     - path: google
   override:
     - file_option: go_package_prefix
-      value: github.com/shopmesh/shopmesh/gen/go
+      value: github.com/shopmesh/shopmesh/gen/go'
+go_template=$(
+  cat <<YAML
+version: v2
+clean: true
+$managed
 plugins:
   - local: .tools/bin/protoc-gen-go
     out: gen/go/shop
@@ -70,17 +72,11 @@ touch "$py_out/shop/py.typed"
 # the REST API with field behaviours (required, read-only) from google.api.field_behavior
 # (protoc-gen-openapiv2). Both see every file at once (strategy: all).
 docs_template=$(
-  cat <<'YAML'
+  cat <<YAML
 version: v2
 clean: true
 # protoc-gen-openapiv2 wants a go_package, as the Go template above supplies it.
-managed:
-  enabled: true
-  disable:
-    - path: google
-  override:
-    - file_option: go_package_prefix
-      value: github.com/shopmesh/shopmesh/gen/go
+$managed
 plugins:
   - local: .tools/bin/protoc-gen-doc
     out: docs/api
