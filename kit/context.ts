@@ -8,6 +8,7 @@ type ServerSurfaceCall = Pick<
 >;
 
 import type { MethodInfo } from "./contract.js";
+import { authContextOf } from "./tls.js";
 
 /** The status a caller got, as middleware see it once the call is over. */
 export interface CallStatus {
@@ -94,7 +95,7 @@ export class ServerCallContext implements CallContext {
   }
 
   get auth(): AuthContext {
-    return this.call?.getAuthContext() ?? {};
+    return this.call ? authContextOf(this.call) : {};
   }
 
   get<T>(key: ContextKey<T>): T | undefined {

@@ -15,7 +15,13 @@ import {
 } from "./middleware/index.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
-import { EDGE_IDENTITY, peerIdentity, serverCredentials, type TlsMaterial } from "./tls.js";
+import {
+  authContextOf,
+  EDGE_IDENTITY,
+  peerIdentity,
+  serverCredentials,
+  type TlsMaterial,
+} from "./tls.js";
 
 export interface ServeOptions {
   host: string;
@@ -202,7 +208,7 @@ async function healthOnly(
  */
 function reflectionViewOf(call: grpc.ServerDuplexStream<unknown, unknown>): ReflectionView {
   if (call.metadata.get(EDGE_REFLECTION_HEADER).length > 0) return "edge";
-  const identity = peerIdentity(call.getAuthContext());
+  const identity = peerIdentity(authContextOf(call));
   return identity !== undefined && identity !== EDGE_IDENTITY ? "mesh" : "direct";
 }
 

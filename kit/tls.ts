@@ -58,6 +58,46 @@ export function channelCredentials(
   };
 }
 
+/** A served call, as grpc-js hands it to a handler. */
+type ServedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "getAuthContext">;
+
+/** An HTTP/2 connection, as far as authContextOf reads it. */
+interface Connection {
+  encrypted?: boolean;
+  socket?: { getProtocol?(): string | null };
+}
+
+/**
+ * The connection a served call arrived on. grpc-js does not expose it, so this follows its
+ * internals (the call, its server interceptors, their HTTP/2 stream); undefined when they change.
+ */
+function connectionOf(call: ServedCall): Connection | undefined {
+  type Inner = { nextCall?: Inner; stream?: { session?: Connection } };
+  let inner = (call as { call?: Inner }).call;
+  while (inner?.nextCall) inner = inner.nextCall;
+  const session = inner?.stream?.session;
+  return typeof session === "object" && session !== null ? session : undefined;
+}
+
+const authContexts = new WeakMap<Connection, AuthContext>();
+
+/**
+ * What the transport knows of a served call's peer, read once per TLS 1.3 connection. grpc-js's
+ * getAuthContext() decodes the peer's certificate afresh for every call, about 0.15 ms each
+ * (bench/README.md); a TLS 1.3 connection cannot renegotiate, so its certificate never changes.
+ * Anything else (plaintext, TLS 1.2, an unknown grpc-js) is read per call, as grpc-js does.
+ */
+export function authContextOf(call: ServedCall): AuthContext {
+  const connection = connectionOf(call);
+  if (!connection?.encrypted) return call.getAuthContext();
+  let auth = authContexts.get(connection);
+  if (!auth) {
+    auth = call.getAuthContext();
+    if (connection.socket?.getProtocol?.() === "TLSv1.3") authContexts.set(connection, auth);
+  }
+  return auth;
+}
+
 /**
  * The mesh identity of a caller: the name in its certificate's `spiffe://shopmesh/<name>` URI,
  * e.g. "order". Undefined for a plaintext caller. Trustworthy only because a mesh server accepts
