@@ -136,6 +136,9 @@ const typed = (type: string, body: Record<string, unknown> = {}) => ({
 
 const seconds = (ms: number) => `${ms / 1000}s`;
 
+/** The dynamic metadata the Lua filters record for the access log (NAMESPACE in lua/). */
+const EDGE_METADATA = "shopmesh.edge";
+
 /** The JSON access log fields: one line per request, on stdout or `accessLogPath`. */
 export const ACCESS_LOG_FORMAT = {
   start_time: "%START_TIME%",
@@ -166,22 +169,63 @@ export const ACCESS_LOG_FORMAT = {
   downstream_remote_address: "%DOWNSTREAM_REMOTE_ADDRESS%",
 };
 
-function accessLog(accessLogPath: string | undefined) {
-  const logFormat = { json_format: ACCESS_LOG_FORMAT };
-  return accessLogPath === undefined
-    ? {
-        name: "envoy.access_loggers.stdout",
-        typed_config: typed("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", {
-          log_format: logFormat,
-        }),
-      }
-    : {
-        name: "envoy.access_loggers.file",
-        typed_config: typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", {
-          path: accessLogPath,
-          log_format: logFormat,
-        }),
-      };
+/**
+ * Native gRPC's fields of the access log. No Lua filter runs for native gRPC (edgeProtocols,
+ * healthByName), so these come from the request and the gRPC status Envoy itself reads.
+ */
+const NATIVE_GRPC_LOG_FORMAT = {
+  ...ACCESS_LOG_FORMAT,
+  method: "%REQ(:METHOD)%",
+  api: "grpc",
+  grpc_status: "%GRPC_STATUS_NUMBER%",
+};
+
+/**
+ * An access log filter, which local reply mappers take too: a CEL expression over the request,
+ * Envoy's response and the stream's metadata.
+ */
+const when = (expression: string) => ({
+  extension_filter: {
+    name: "envoy.access_loggers.extension_filters.cel",
+    typed_config: typed("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", {
+      expression,
+    }),
+  },
+});
+
+/**
+ * A native gRPC call, when its line is written: edgeProtocols recorded no protocol (it runs for
+ * every other protocol) and the content type is gRPC.
+ */
+const NATIVE_GRPC_LINE = [
+  `!('${EDGE_METADATA}' in metadata.filter_metadata && 'protocol' in metadata.filter_metadata['${EDGE_METADATA}'])`,
+  "'content-type' in request.headers",
+  "request.headers['content-type'].startsWith('application/grpc')",
+].join(" && ");
+
+/** The JSON access log: one line per request, on stdout or `accessLogPath`. */
+function accessLogs(accessLogPath: string | undefined) {
+  const logger = (format: Record<string, string>, native: boolean) => {
+    const log_format = { json_format: format };
+    return {
+      filter: when(native ? NATIVE_GRPC_LINE : `!(${NATIVE_GRPC_LINE})`),
+      ...(accessLogPath === undefined
+        ? {
+            name: "envoy.access_loggers.stdout",
+            typed_config: typed("envoy.extensions.access_loggers.stream.v3.StdoutAccessLog", {
+              log_format,
+            }),
+          }
+        : {
+            name: "envoy.access_loggers.file",
+            typed_config: typed("envoy.extensions.access_loggers.file.v3.FileAccessLog", {
+              path: accessLogPath,
+              log_format,
+            }),
+          }),
+    };
+  };
+  return [logger(NATIVE_GRPC_LOG_FORMAT, true), logger(ACCESS_LOG_FORMAT, false)];
 }
 
 function retryPolicy(method: MethodInfo) {
@@ -366,6 +410,64 @@ function edgeReflection<R extends { name: string }>(route: R): R {
 /** The header healthByName sets to route a health call to the cluster serving its service. */
 const HEALTH_HEADER = "x-shopmesh-health-cluster";
 
+/**
+ * Set by edgeProtocols on every request that is not native gRPC, to the caller's protocol, and
+ * removed by healthByName: it tells healthByName, behind the bridges that made every request
+ * gRPC, which requests came in as something else.
+ */
+const EDGE_PROTOCOL_HEADER = "x-shopmesh-edge-protocol";
+
+const headerInput = (name: string) => ({
+  name: `request header ${name}`,
+  typed_config: typed("envoy.type.matcher.v3.HttpRequestHeaderMatchInput", { header_name: name }),
+});
+
+const headerMatches = (name: string, value_match: Record<string, unknown>) => ({
+  single_predicate: { input: headerInput(name), value_match },
+});
+
+const not = (predicate: object) => ({ not_matcher: predicate });
+
+/** A native gRPC request, by its content type (application/grpc, application/grpc+proto). */
+const NATIVE_GRPC = {
+  and_matcher: {
+    predicate: [
+      headerMatches("content-type", { prefix: "application/grpc" }),
+      not(headerMatches("content-type", { prefix: "application/grpc-web" })),
+    ],
+  },
+};
+
+/**
+ * `filter`, which Envoy skips for the requests `predicate` matches. It sees the request as the
+ * filters before it left it.
+ */
+function skippedFor(predicate: object, filter: { name: string; typed_config: object }) {
+  return {
+    name: filter.name,
+    typed_config: typed("envoy.extensions.common.matching.v3.ExtensionWithMatcher", {
+      extension_config: filter,
+      xds_matcher: {
+        matcher_list: {
+          matchers: [
+            {
+              predicate,
+              on_match: {
+                action: {
+                  name: "skip",
+                  typed_config: typed(
+                    "envoy.extensions.filters.common.matcher.action.v3.SkipFilter",
+                  ),
+                },
+              },
+            },
+          ],
+        },
+      },
+    }),
+  };
+}
+
 const lua = (file: string, definitions: Record<string, unknown>) => ({
   name: "envoy.filters.http.lua",
   typed_config: typed("envoy.extensions.filters.http.lua.v3.Lua", {
@@ -394,12 +496,25 @@ function luaValue(value: unknown): string {
  * serving it. It also records the gRPC status each call ended with, for the access log.
  */
 function healthByName(services: readonly GrpcService[]) {
-  return lua("health.lua", {
-    HEALTH_HEADER,
-    HEALTH_CLUSTERS: Object.fromEntries(
-      services.map((service) => [service.fullName, service.cluster]),
-    ),
-  });
+  // Skipped for native gRPC, except health calls: gRPC reports its own status to the access log.
+  const nativeGrpcNotHealth = {
+    and_matcher: {
+      predicate: [
+        not(headerMatches(EDGE_PROTOCOL_HEADER, { safe_regex: { google_re2: {}, regex: ".*" } })),
+        not(headerMatches(":path", { prefix: "/grpc.health.v1.Health/" })),
+      ],
+    },
+  };
+  return skippedFor(
+    nativeGrpcNotHealth,
+    lua("health.lua", {
+      HEALTH_HEADER,
+      EDGE_PROTOCOL_HEADER,
+      HEALTH_CLUSTERS: Object.fromEntries(
+        services.map((service) => [service.fullName, service.cluster]),
+      ),
+    }),
+  );
 }
 
 /** The health routes healthByName picks, one per cluster, ahead of the health routes for "". */
@@ -473,7 +588,11 @@ function edgeProtocols(services: readonly GrpcService[]) {
       });
     }
   }
-  return lua("edge.lua", { REST_BODIES: bodies, MESSAGES: messages });
+  // Native gRPC needs none of it: the access log reads its protocol and status from Envoy.
+  return skippedFor(
+    NATIVE_GRPC,
+    lua("edge.lua", { REST_BODIES: bodies, MESSAGES: messages, EDGE_PROTOCOL_HEADER }),
+  );
 }
 
 /**
@@ -613,16 +732,6 @@ export const EDGE_REFUSALS = [
     message: "this call needs role admin",
   },
 ] as const;
-
-/** A local reply filter: a CEL expression over the request and Envoy's response. */
-const when = (expression: string) => ({
-  extension_filter: {
-    name: "envoy.access_loggers.extension_filters.cel",
-    typed_config: typed("envoy.extensions.access_loggers.filters.cel.v3.ExpressionFilter", {
-      expression,
-    }),
-  },
-});
 
 /**
  * Gives Envoy's refusals the details the services' refusals have, so that every door reads the
@@ -906,7 +1015,7 @@ export function envoyConfig(
       // Detect dead clients holding streams (WatchOrder has no idle timeout).
       http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "10s" } },
       ...edgeTracing(topology),
-      access_log: [accessLog(topology.accessLogPath)],
+      access_log: accessLogs(topology.accessLogPath),
       route_config: {
         name: "shopmesh",
         virtual_hosts: [

@@ -295,6 +295,13 @@ test.serial("the access log states each caller's protocol, method and status", a
       name,
     );
   }
+  // One line per request (grpcurl asks reflection first, with the same id): native gRPC has a
+  // format of its own, and no request is logged in both.
+  const lines = mesh.accessLog();
+  for (const [name, id] of Object.entries(ids)) {
+    const paths = lines.filter((line) => line.x_request_id === id).map((line) => line.path);
+    t.is(new Set(paths).size, paths.length, `${name}: ${paths.join(", ")}`);
+  }
   c.close();
 });
 

@@ -1,8 +1,10 @@
 -- What the caller sees at the edge, whatever protocol it speaks: the first filter of the chain, so
--- it sees requests as they come in and responses as they go out.
+-- it sees requests as they come in and responses as they go out. Envoy skips it for native gRPC,
+-- which needs none of this.
 --
--- - Records the caller's protocol (grpc, grpc-web, connect or rest) and HTTP method as dynamic
---   metadata shopmesh.edge protocol and method, for the access log.
+-- - Records the caller's protocol (grpc-web, connect or rest) and HTTP method as dynamic
+--   metadata shopmesh.edge protocol and method, for the access log, and as the request header
+--   EDGE_PROTOCOL_HEADER for lua/health.lua, which removes it.
 -- - Refuses a REST body with a field its message does not have: INVALID_ARGUMENT, as a
 --   google.rpc.Status JSON body. The transcoder would drop it silently.
 -- - Strips the grpc-* headers of REST and Connect replies, after recording the gRPC status they
@@ -12,9 +14,9 @@
 -- - Repairs the Connect bridge's unary errors: their message stays percent-encoded as grpc-message
 --   was, and each detail's type keeps the type.googleapis.com/ prefix that Connect leaves out.
 --
--- REST_BODIES (method, path pattern, body message) and MESSAGES (per message, each JSON key of a
--- field and the message it holds, or false) are defined above this file by
--- deploy/envoy/config.ts, from the contract's google.api.http options.
+-- REST_BODIES (method, path pattern, body message), MESSAGES (per message, each JSON key of a
+-- field and the message it holds, or false) and EDGE_PROTOCOL_HEADER are defined above this file
+-- by deploy/envoy/config.ts, REST_BODIES and MESSAGES from the contract's google.api.http options.
 
 local NAMESPACE = "shopmesh.edge"
 
@@ -165,6 +167,7 @@ function envoy_on_request(handle)
   local metadata = handle:streamInfo():dynamicMetadata()
   metadata:set(NAMESPACE, "protocol", protocol)
   metadata:set(NAMESPACE, "method", headers:get(":method"))
+  headers:replace(EDGE_PROTOCOL_HEADER, protocol)
   if protocol == "connect" then return refuse_connect_json(handle, headers) end
   if protocol ~= "rest" then return end
   local message = body_message(headers)

@@ -8,8 +8,11 @@
 -- On every response it records the gRPC status the upstream side ended with (trailers-only
 -- headers, else the trailers) as dynamic metadata shopmesh.edge grpc_status, for the access log:
 -- gRPC-Web and Connect move it into the body, and REST into the HTTP status, before the log.
+-- Envoy skips this filter for native gRPC calls other than health calls: lua/edge.lua marks every
+-- other call with EDGE_PROTOCOL_HEADER, which this filter removes before the call goes upstream.
 --
--- HEALTH_CLUSTERS and HEALTH_HEADER are defined above this file by deploy/envoy/config.ts.
+-- HEALTH_CLUSTERS, HEALTH_HEADER and EDGE_PROTOCOL_HEADER are defined above this file by
+-- deploy/envoy/config.ts.
 
 local HEALTH_PATHS = {
   ["/grpc.health.v1.Health/Check"] = true,
@@ -40,6 +43,7 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
+  headers:remove(EDGE_PROTOCOL_HEADER)
   if not HEALTH_PATHS[headers:get(":path")] then return end
   headers:remove(HEALTH_HEADER)
   local body = handle:body()
