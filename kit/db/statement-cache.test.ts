@@ -72,3 +72,31 @@ test("a statement prepared before a schema change runs against the new schema", 
   await db.schema.alterTable("items", (table) => table.integer("stock").defaultTo(3));
   t.deepEqual(await db("items").select("*"), [{ id: 1, name: "mug", stock: 3 }]);
 });
+
+test("LIMIT is written into the SQL, so a first() or a page reuses its statement", async (t) => {
+  const db = await openDatabase(":memory:", migrations);
+  t.teardown(() => db.destroy());
+  await db("items").insert(Array.from({ length: 5 }, (_, i) => ({ id: i, name: `n${i}` })));
+  const ran: { sql: string; bindings: unknown[] }[] = [];
+  db.on("query", ({ sql, bindings }) => ran.push({ sql, bindings }));
+  const prepares = await countPrepares(db);
+  t.deepEqual(await db("items").where({ id: 3 }).first(), { id: 3, name: "n3" });
+  t.deepEqual(await db("items").where({ id: 4 }).first(), { id: 4, name: "n4" });
+  const page = (size: number) => db("items").where("id", ">", 0).orderBy("id").limit(size);
+  t.deepEqual(
+    (await page(2)).map((row) => row.id),
+    [1, 2],
+  );
+  t.deepEqual(
+    (await page(3)).map((row) => row.id),
+    [1, 2, 3],
+  );
+  t.deepEqual(
+    (await page(2)).map((row) => row.id),
+    [1, 2],
+  );
+  t.deepEqual(ran[0], { sql: "select * from `items` where `id` = ? limit 1", bindings: [3] });
+  t.deepEqual(ran[2]?.bindings, [0]);
+  // One statement for the two first()s, one per page size.
+  t.is(prepares.count, 3);
+});

@@ -1,8 +1,9 @@
 // better-sqlite3 through knex, with each connection's prepared statements kept for reuse. knex's
 // own client prepares every statement again on every query; the hot queries of a service are a
 // handful of SQL texts, so preparing each once per connection saves that work on every call
-// (GetProduct, ReserveStock, the order's writes). Only the statement cache differs from knex's
-// client: the SQL, bindings and results are the same.
+// (GetProduct, ReserveStock, the order's writes). Two things differ from knex's client: the
+// statement cache, and LIMIT written into the SQL as a number rather than bound (see
+// queryCompiler). The results are the same.
 import type { Knex } from "knex";
 // A static import, so that the production build bundles it with the rest of knex.
 import knexBetterSqlite3 from "knex/lib/dialects/better-sqlite3/index.js";
@@ -29,10 +30,16 @@ interface QueryObject {
 type KnexClient = new (
   config: Knex.Config,
 ) => {
+  queryCompiler(builder: QueryBuilderState, formatter: unknown): unknown;
   _query(connection: Connection, obj: QueryObject): Promise<QueryObject>;
   _formatBindings(bindings: unknown[] | undefined): unknown[];
   _optSafeIntegers(options: unknown): boolean | undefined;
 };
+
+/** What queryCompiler reads of a query builder (knex's internals, untyped). */
+interface QueryBuilderState {
+  _single: { limit?: number; skipBinding?: Record<string, boolean | undefined> };
+}
 
 const BetterSqlite3 = knexBetterSqlite3 as KnexClient;
 
@@ -64,6 +71,17 @@ function statementFor(connection: Connection, sql: string): Statement {
 
 /** knex's better-sqlite3 client with a prepared-statement cache per connection. */
 export class CachingBetterSqlite3 extends BetterSqlite3 {
+  /**
+   * SQLite prepares a statement whose LIMIT is a bound parameter again on every run, which
+   * undoes the cache for every `.first()` and page (GetProduct, GetUser): knex's LIMIT, always
+   * an integer (it parses it), goes into the SQL text instead, one statement per limit.
+   */
+  override queryCompiler(builder: QueryBuilderState, formatter: unknown) {
+    const single = builder._single;
+    if (single.limit !== undefined) single.skipBinding = { ...single.skipBinding, limit: true };
+    return super.queryCompiler(builder, formatter);
+  }
+
   override async _query(connection: Connection, obj: QueryObject): Promise<QueryObject> {
     // A query that sets safeIntegers changes its statement: knex's own path prepares it afresh.
     if (!obj.sql || !connection || this._optSafeIntegers(obj.options) !== undefined) {
