@@ -2,6 +2,8 @@
 // observeDatabase), so they hold on every engine: this file runs on better-sqlite3,
 // store.sqlite3.test.ts on the sqlite3 driver and store.postgres.test.ts on PostgreSQL. The
 // spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read.
+import { randomBytes } from "node:crypto";
+import { Metadata } from "@grpc/grpc-js";
 import {
   AlwaysOnSampler,
   InMemorySpanExporter,
@@ -101,20 +103,23 @@ test(`each store transaction is a span of the call that ran it on ${storage()}`,
   const fleet = await startFleet(t);
   const shopper = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 10 });
-  finished.reset();
-  await fleet.orders.createOrder({
-    userId: shopper.userId,
-    lines: [orderLine(mug.productId, 1)],
-    requestId: "store-spans-1",
-  });
+  // The call carries a trace id of its own: the other test's spans, which may still be ending
+  // in the same exporter, are never mistaken for this call's.
+  const traceId = randomBytes(16).toString("hex");
+  const metadata = new Metadata();
+  metadata.set("traceparent", `00-${traceId}-${randomBytes(8).toString("hex")}-01`);
+  await fleet.orders.createOrder(
+    { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId: "store-spans-1" },
+    { metadata },
+  );
   const system = storage() === "postgres" ? "postgresql" : "sqlite";
   // The server's span ends once its answer is sent, a moment after the client has it.
   const spans = await eventually("the CreateOrder span and its transactions", () => {
-    const all = finished.getFinishedSpans();
-    const root = all.find((span) => span.name.endsWith("OrderService/CreateOrder"));
-    if (!root) return undefined;
-    const inTrace = all.filter((span) => span.spanContext().traceId === root.spanContext().traceId);
-    return inTrace.filter((span) => span.name.startsWith("transaction")).length >= 2
+    const inTrace = finished
+      .getFinishedSpans()
+      .filter((span) => span.spanContext().traceId === traceId);
+    const served = inTrace.some((span) => span.name.endsWith("OrderService/CreateOrder"));
+    return served && inTrace.filter((span) => span.name.startsWith("transaction")).length >= 2
       ? inTrace
       : undefined;
   });
