@@ -409,7 +409,7 @@ async function main(): Promise<number> {
       startup = await measureStartup({ starts: options.startupRuns, idleS: options.idleS });
       for (const result of startup) {
         log(
-          `start ${result.runtime.padEnd(8)} ${result.service.padEnd(8)} SERVING in ${result.servingMs.median.toFixed(0)} ms (max ${result.servingMs.max.toFixed(0)})  idle RSS ${result.idleRssMb.toFixed(1)} MB`,
+          `start ${result.runtime.padEnd(8)} ${result.service.padEnd(8)} SERVING in ${result.servingMs.median.toFixed(0)} ms (max ${result.servingMs.max.toFixed(0)})  idle RSS ${result.idleRssMb.toFixed(1)} MB (anonymous ${result.idleAnonMb.toFixed(1)})`,
         );
       }
     }

@@ -87,6 +87,8 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   );
   for (const r of results.startup) {
     t.true(r.servingMs.median > 0 && r.idleRssMb > 0, JSON.stringify(r));
+    // The process's own memory is part of its RSS; the rest is the files it maps.
+    t.true(r.idleAnonMb > 0 && r.idleAnonMb < r.idleRssMb, JSON.stringify(r));
   }
   // The goals are judged, with the development profile beside the production shape.
   const cpu = results.goals.find((goal) => goal.name.startsWith("CPU per CreateOrder"));

@@ -20,6 +20,12 @@ export interface ProcSample {
   peakRssKb: number;
   /** Resident set size now, in KiB (VmRSS). */
   rssKb: number;
+  /**
+   * The part of rssKb that is the process's own memory (RssAnon: heaps, stacks); the rest is
+   * pages of files it maps (the node executable, shared libraries), which processes of one
+   * image share and the kernel may drop.
+   */
+  anonRssKb: number;
 }
 
 /** One process's counters; undefined once it has exited. */
@@ -33,7 +39,12 @@ export function sampleProcess(pid: number): ProcSample | undefined {
     const status = readFileSync(`/proc/${pid}/status`, "utf8");
     const kb = (key: string) =>
       Number(new RegExp(`^${key}:\\s+(\\d+)`, "m").exec(status)?.[1] ?? 0);
-    return { cpuS: ticks / CLK_TCK, peakRssKb: kb("VmHWM"), rssKb: kb("VmRSS") };
+    return {
+      cpuS: ticks / CLK_TCK,
+      peakRssKb: kb("VmHWM"),
+      rssKb: kb("VmRSS"),
+      anonRssKb: kb("RssAnon"),
+    };
   } catch {
     return undefined;
   }

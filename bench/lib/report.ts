@@ -103,11 +103,18 @@ function soakSection(results: BenchResults): string[] {
     ),
     "",
     table(
-      ["process", "RSS after the first half, MiB", "after the second, MiB", "growth"],
+      [
+        "process",
+        "RSS after the first half, MiB",
+        "after the second, MiB",
+        "of which anonymous",
+        "growth",
+      ],
       Object.entries(soak.rssMb).map(([name, rss]) => [
         name,
         n1(rss.first),
         n1(rss.second),
+        n1(rss.secondAnon),
         `${n1((100 * (rss.second - rss.first)) / rss.first)}%`,
       ]),
     ),
@@ -117,13 +124,14 @@ function soakSection(results: BenchResults): string[] {
 
 function startupTable(startup: readonly StartupResult[]): string {
   return table(
-    ["service", "runtime", "to SERVING, median", "slowest", "idle RSS"],
+    ["service", "runtime", "to SERVING, median", "slowest", "idle RSS", "of which anonymous"],
     startup.map((result) => [
       result.service,
       result.runtime,
       `${n0(result.servingMs.median)} ms`,
       `${n0(result.servingMs.max)} ms`,
       `${n1(result.idleRssMb)} MB`,
+      `${n1(result.idleAnonMb)} MB`,
     ]),
   );
 }

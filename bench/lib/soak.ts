@@ -12,8 +12,11 @@ export interface SoakResult {
   errors: number;
   /** Their status codes and messages with their counts, as ghz reports them. */
   errorSamples?: Record<string, number>;
-  /** RSS (VmRSS) of each process after the first and after the second half, MiB. */
-  rssMb: Partial<Record<ProcessName, { first: number; second: number }>>;
+  /**
+   * RSS (VmRSS) of each process after the first and after the second half, and the anonymous
+   * part of the second (see ProcSample.anonRssKb), MiB.
+   */
+  rssMb: Partial<Record<ProcessName, { first: number; second: number; secondAnon: number }>>;
 }
 
 /** Two runs of `calls` calls each on `target`, RSS read after each. */
@@ -25,11 +28,14 @@ export async function soak(
 ): Promise<SoakResult> {
   const rss = () =>
     new Map(
-      target.path.map((name) => [name, (sampleProcess(pids.get(name) ?? -1)?.rssKb ?? 0) / 1024]),
+      target.path.map((name) => {
+        const sample = sampleProcess(pids.get(name) ?? -1);
+        return [name, { all: (sample?.rssKb ?? 0) / 1024, anon: (sample?.anonRssKb ?? 0) / 1024 }];
+      }),
     );
   let errors = 0;
   const errorSamples: Record<string, number> = {};
-  const halves: Map<ProcessName, number>[] = [];
+  const halves: ReturnType<typeof rss>[] = [];
   for (let half = 0; half < 2; half++) {
     const load = await runLoad(target.call(context), {
       ghz: options.ghz,
@@ -46,7 +52,7 @@ export async function soak(
     }
     halves.push(rss());
   }
-  const [first, second] = halves as [Map<ProcessName, number>, Map<ProcessName, number>];
+  const [first, second] = halves as [ReturnType<typeof rss>, ReturnType<typeof rss>];
   return {
     target: target.id,
     calls: options.calls,
@@ -56,7 +62,11 @@ export async function soak(
     rssMb: Object.fromEntries(
       target.path.map((name) => [
         name,
-        { first: first.get(name) ?? 0, second: second.get(name) ?? 0 },
+        {
+          first: first.get(name)?.all ?? 0,
+          second: second.get(name)?.all ?? 0,
+          secondAnon: second.get(name)?.anon ?? 0,
+        },
       ]),
     ),
   };

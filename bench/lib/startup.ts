@@ -32,6 +32,8 @@ export interface StartupResult {
   servingMs: { median: number; max: number };
   /** RSS after `idleS` seconds with no calls, median of the starts, in MB (10^6 bytes). */
   idleRssMb: number;
+  /** The anonymous part of idleRssMb (see ProcSample.anonRssKb), median of the starts, in MB. */
+  idleAnonMb: number;
   idleS: number;
 }
 
@@ -56,7 +58,7 @@ async function startOnce(
   dataDir: string,
   idleS: number,
   env: Record<string, string>,
-): Promise<{ servingMs: number; rssMb: number }> {
+): Promise<{ servingMs: number; rssMb: number; anonMb: number }> {
   const [port, ...others] = await freePorts(1 + registry.names.length);
   const registered = registry.get(service);
   const dependencies = Object.fromEntries(
@@ -105,7 +107,11 @@ async function startOnce(
     await new Promise((resolve) => setTimeout(resolve, idleS * 1000));
     const sample = sampleProcess(child.pid as number);
     if (!sample) throw new Error(`${service} (${runtime}) is gone`);
-    return { servingMs, rssMb: (sample.rssKb * 1024) / 1e6 };
+    return {
+      servingMs,
+      rssMb: (sample.rssKb * 1024) / 1e6,
+      anonMb: (sample.anonRssKb * 1024) / 1e6,
+    };
   } finally {
     if (child.exitCode === null && child.signalCode === null) {
       child.kill("SIGTERM");
@@ -144,6 +150,7 @@ export async function measureStartup(options: {
           starts: samples.length,
           servingMs: { median: median(serving), max: Math.max(...serving) },
           idleRssMb: median(samples.map((sample) => sample.rssMb)),
+          idleAnonMb: median(samples.map((sample) => sample.anonMb)),
           idleS: options.idleS,
         });
       }
