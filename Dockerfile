@@ -39,7 +39,7 @@ FROM node:24-bookworm-slim
 WORKDIR /app
 # NODE_OPTIONS: deploy/settings.ts says why (NODE_OPTIONS there; a test keeps them equal).
 ENV NODE_ENV=production \
-  NODE_OPTIONS=--max-semi-space-size=4 \
+  NODE_OPTIONS="--max-semi-space-size=4 --max-old-space-size=96" \
   SHOP_HOST=0.0.0.0 \
   SHOP_DATA_DIR=/data
 COPY --from=probe /out/grpc-health-probe /usr/local/bin/grpc-health-probe

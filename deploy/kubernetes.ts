@@ -25,6 +25,7 @@ import {
   PRODUCTION_SETTINGS,
   PROFILE_VARIABLE,
   SERVICE_DEFAULTS,
+  SERVICE_MEMORY_LIMIT_MIB,
   type SecretMount,
   SHUTDOWN_GRACE_MS,
   TLS_SECRET,
@@ -174,8 +175,8 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
               // then turns health NOT_SERVING and drains in-flight calls (SHOP_SHUTDOWN_GRACE_MS).
               lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SLEEP_S } } },
               resources: {
-                requests: { cpu: "100m", memory: "128Mi" },
-                limits: { cpu: "1", memory: "256Mi" },
+                requests: { cpu: "100m", memory: `${SERVICE_MEMORY_LIMIT_MIB / 2}Mi` },
+                limits: { cpu: "1", memory: `${SERVICE_MEMORY_LIMIT_MIB}Mi` },
               },
               securityContext: containerSecurity,
               volumeMounts: [

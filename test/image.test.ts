@@ -126,11 +126,12 @@ test("the image's own commands: compiled JavaScript on production dependencies s
 
   const cmd = JSON.parse(/^CMD (.+)$/m.exec(runtime.lines.join("\n"))?.[1] ?? "[]") as string[];
   t.deepEqual(cmd.slice(0, 1), ["node"]);
+  // ENV KEY=value pairs; a value with spaces is in double quotes.
   const imageEnv = Object.fromEntries(
     runtime.lines
       .filter((line) => line.startsWith("ENV "))
-      .flatMap((line) => line.slice(4).trim().split(/\s+/))
-      .map((pair) => [pair.slice(0, pair.indexOf("=")), pair.slice(pair.indexOf("=") + 1)]),
+      .flatMap((line) => [...line.slice(4).matchAll(/(\w+)=(?:"([^"]*)"|(\S+))/g)])
+      .map(([, key, quoted, bare]) => [key, quoted ?? bare]),
   );
   t.is(imageEnv.NODE_ENV, "production");
   t.is(imageEnv.NODE_OPTIONS, NODE_OPTIONS, "the image runs node as the benchmark measures it");
