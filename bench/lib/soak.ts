@@ -26,16 +26,12 @@ export async function soak(
   pids: Map<ProcessName, number>,
   options: { calls: number; concurrency: number; ghz: string; outFile: string; cpus: number },
 ): Promise<SoakResult> {
-  const rss = () =>
-    new Map(
-      target.path.map((name) => {
-        const sample = sampleProcess(pids.get(name) ?? -1);
-        return [name, { all: (sample?.rssKb ?? 0) / 1024, anon: (sample?.anonRssKb ?? 0) / 1024 }];
-      }),
-    );
+  const readMemory = () =>
+    new Map(target.path.map((name) => [name, sampleProcess(pids.get(name) ?? -1)]));
+  const mib = (kb: number | undefined) => (kb ?? 0) / 1024;
   let errors = 0;
   const errorSamples: Record<string, number> = {};
-  const halves: ReturnType<typeof rss>[] = [];
+  const halves: ReturnType<typeof readMemory>[] = [];
   for (let half = 0; half < 2; half++) {
     const load = await runLoad(target.call(context), {
       ghz: options.ghz,
@@ -50,9 +46,9 @@ export async function soak(
     for (const [sample, count] of Object.entries(load.errorSamples)) {
       errorSamples[sample] = (errorSamples[sample] ?? 0) + count;
     }
-    halves.push(rss());
+    halves.push(readMemory());
   }
-  const [first, second] = halves as [ReturnType<typeof rss>, ReturnType<typeof rss>];
+  const [first, second] = halves as [ReturnType<typeof readMemory>, ReturnType<typeof readMemory>];
   return {
     target: target.id,
     calls: options.calls,
@@ -63,9 +59,9 @@ export async function soak(
       target.path.map((name) => [
         name,
         {
-          first: first.get(name)?.all ?? 0,
-          second: second.get(name)?.all ?? 0,
-          secondAnon: second.get(name)?.anon ?? 0,
+          first: mib(first.get(name)?.rssKb),
+          second: mib(second.get(name)?.rssKb),
+          secondAnon: mib(second.get(name)?.anonRssKb),
         },
       ]),
     ),
