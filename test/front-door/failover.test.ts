@@ -267,7 +267,8 @@ test.serial(
     const retriesBefore = await mesh.counter("cluster.product.upstream_rq_retry");
     const prefix = tag("kill");
 
-    // 300 calls, one every 10 ms, from a client that never retries: Envoy has to cover the kill.
+    // 300 calls, one every 10 ms. Envoy has to cover the kill by itself: the client's own retries
+    // would hide a failure from `failures`, so its access log is checked too.
     const calls = 300;
     const failures: string[] = [];
     const pending: Promise<unknown>[] = [];
