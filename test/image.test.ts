@@ -162,6 +162,7 @@ test("the image's own commands: compiled JavaScript on production dependencies s
     SHOP_DATA_DIR: path.join(dir, "data"),
     SHOP_LOG_LEVEL: "warn",
   };
+  await mkdir(base.SHOP_DATA_DIR);
   const local = (env: Record<string, string> = {}) =>
     Object.fromEntries(
       Object.entries(env).map(([key, value]) => {
@@ -172,6 +173,8 @@ test("the image's own commands: compiled JavaScript on production dependencies s
         const secret = /^\/run\/secrets\/(\w+)$/.exec(value);
         const file = secret && compose.secrets[secret[1] as string]?.file;
         if (file) return [key, path.join(secretsDir, path.basename(file))];
+        // The volume compose mounts at /data → this run's own folder, never the host's /data.
+        if (key === "SHOP_DATA_DIR") return [key, base.SHOP_DATA_DIR];
         return [key, value];
       }),
     );
