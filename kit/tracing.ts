@@ -156,13 +156,21 @@ async function spanExporter(env: Env): Promise<SpanExporter> {
   if (exporter !== "otlp") {
     throw new Error(`OTEL_TRACES_EXPORTER=${exporter} is not supported: use otlp, console or none`);
   }
+  // The exporters are CommonJS packages: their exports are `default` both under Node's import()
+  // and in the bundle's chunks (npm run build), which give no named exports.
   switch (otlpProtocol(env)) {
     case "grpc":
-      return new (await import("@opentelemetry/exporter-trace-otlp-grpc")).OTLPTraceExporter();
+      return new (
+        await import("@opentelemetry/exporter-trace-otlp-grpc")
+      ).default.OTLPTraceExporter();
     case "http/json":
-      return new (await import("@opentelemetry/exporter-trace-otlp-http")).OTLPTraceExporter();
+      return new (
+        await import("@opentelemetry/exporter-trace-otlp-http")
+      ).default.OTLPTraceExporter();
     case "http/protobuf":
-      return new (await import("@opentelemetry/exporter-trace-otlp-proto")).OTLPTraceExporter();
+      return new (
+        await import("@opentelemetry/exporter-trace-otlp-proto")
+      ).default.OTLPTraceExporter();
   }
 }
 

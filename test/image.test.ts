@@ -1,11 +1,14 @@
 // The image, without a Docker engine: the Dockerfile's own commands run here, in a copy laid out
 // as its stages are. The build stage's files, its `npm run build` and `npm prune --omit=dev`; then
 // the runtime stage's files only, and the services run as compose runs them: migrate, serve
-// (compiled JavaScript, `node`, no tsx), the health check, the seed, and an order end to end.
+// (compiled JavaScript, `node`, no tsx), the health check, the seed, and an order end to end,
+// each service exporting its spans over another OTLP protocol.
 import { type ChildProcess, spawn } from "node:child_process";
 import { once } from "node:events";
 import { existsSync, readdirSync } from "node:fs";
 import { copyFile, cp, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
+import { createServer } from "node:http";
+import type { AddressInfo } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -21,6 +24,7 @@ import { freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
+import { startOtlpReceiver } from "./helpers/otlp.js";
 
 interface Stage {
   name: string;
@@ -60,6 +64,31 @@ async function copyLike(fromRoot: string, from: string, toRoot: string, to: stri
       ? path.join(toRoot, to, path.basename(from))
       : path.join(toRoot, to);
   await cp(source, target, { recursive: true });
+}
+
+/** OTLP over HTTP, as a collector takes it: each POST to /v1/traces, its type and body. */
+async function startOtlpHttp(): Promise<{
+  endpoint: string;
+  posts: { contentType: string; body: Buffer }[];
+  close(): void;
+}> {
+  const posts: { contentType: string; body: Buffer }[] = [];
+  const server = createServer(async (request, response) => {
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    if (request.method === "POST" && request.url === "/v1/traces") {
+      posts.push({
+        contentType: request.headers["content-type"] ?? "",
+        body: Buffer.concat(chunks),
+      });
+    }
+    response.writeHead(200, { "content-type": request.headers["content-type"] ?? "" });
+    response.end();
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return { endpoint: `http://127.0.0.1:${port}`, posts, close: () => server.close() };
 }
 
 function stopAll(children: ChildProcess[]) {
@@ -179,6 +208,17 @@ test("the image's own commands: compiled JavaScript on production dependencies s
       }),
     );
 
+  // Spans go out as an operator would send them to a collector: every OTLP protocol, one each.
+  const otlpGrpc = await startOtlpReceiver();
+  t.teardown(() => otlpGrpc.stop());
+  const otlpHttp = await startOtlpHttp();
+  t.teardown(() => otlpHttp.close());
+  const protocols: Record<string, { endpoint: string; protocol: string }> = {
+    user: { endpoint: otlpGrpc.endpoint, protocol: "grpc" },
+    product: { endpoint: otlpHttp.endpoint, protocol: "http/protobuf" },
+    order: { endpoint: otlpHttp.endpoint, protocol: "http/json" },
+  };
+
   const children: ChildProcess[] = [];
   t.teardown(() => stopAll(children));
   for (const service of registry.services) {
@@ -201,6 +241,9 @@ test("the image's own commands: compiled JavaScript on production dependencies s
         SHOP_HOST: "127.0.0.1",
         SHOP_PORT: String(ports[service.name]),
         SHOP_HEALTH_PORT: String(healthPorts[service.name]),
+        OTEL_EXPORTER_OTLP_ENDPOINT: protocols[service.name]?.endpoint ?? "",
+        OTEL_EXPORTER_OTLP_PROTOCOL: protocols[service.name]?.protocol ?? "",
+        OTEL_TRACES_SAMPLER: "parentbased_always_on",
       },
       stdio: ["ignore", "ignore", "pipe"],
     });
@@ -259,4 +302,21 @@ test("the image's own commands: compiled JavaScript on production dependencies s
   const exits = children.map((child) => once(child, "exit"));
   for (const child of children.reverse()) child.kill("SIGTERM");
   for (const [code] of await Promise.all(exits)) t.is(code, 0);
+
+  // Each exported the order's spans before it exited.
+  const served = await eventually("user's spans over OTLP/gRPC", () =>
+    otlpGrpc.spans().find((span) => span.name === "shop.user.v1.UserService/GetUser"),
+  );
+  t.is(served.service, "user");
+  // A span's name is its UTF-8 bytes in either encoding.
+  const sent = (contentType: string, span: string) =>
+    otlpHttp.posts.some((post) => post.contentType === contentType && post.body.includes(span));
+  t.true(
+    sent("application/x-protobuf", "shop.product.v1.InventoryService/ReserveStock"),
+    "product exports over OTLP/HTTP with protobuf",
+  );
+  t.true(
+    sent("application/json", "shop.order.v1.OrderService/CreateOrder"),
+    "order exports over OTLP/HTTP with JSON",
+  );
 });
