@@ -16,6 +16,7 @@ import { launchPostgres, postgresBinDir } from "../scripts/lib/postgres.js";
 import { seedBench } from "../scripts/lib/seed.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
+import { buildDist } from "./lib/build.js";
 import { chartSvg } from "./lib/chart.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
@@ -313,9 +314,10 @@ async function main(): Promise<number> {
   let built = false;
   if (options.runtime === "compiled" || options.startupRuns > 0) {
     log("building dist/ (npm run build)");
-    const build = spawnSync("npm", ["run", "build"], { cwd: repoRoot, encoding: "utf8" });
-    if (build.status !== 0) {
-      console.error(`bench: npm run build failed: ${build.stderr}`);
+    try {
+      buildDist();
+    } catch (error) {
+      console.error(`bench: ${(error as Error).message}`);
       return 1;
     }
     built = true;

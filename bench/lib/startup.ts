@@ -20,6 +20,7 @@ import {
 } from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
 import { sampleProcess } from "./proc.js";
+import { median } from "./stats.js";
 
 export type { Runtime };
 
@@ -41,14 +42,6 @@ export interface StartupResult {
 const ENTRY: Record<Runtime, { script: string; execArgv: string[] }> = {
   compiled: { script: COMPILED_SERVICE_MAIN, execArgv: execArgvFor("compiled") },
   tsx: { script: SERVICE_MAIN, execArgv: execArgvFor("tsx") },
-};
-
-const median = (values: number[]) => {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = Math.floor(sorted.length / 2);
-  return sorted.length % 2
-    ? (sorted[middle] as number)
-    : ((sorted[middle - 1] as number) + (sorted[middle] as number)) / 2;
 };
 
 /** One start: spawn, SERVING, idle, SIGTERM. */
