@@ -51,7 +51,14 @@ export const USAGE = `npm run bench -- [options]
                            (off by default; the issue's figure is 100000: about 15 minutes)
   --soak-target ID         the target of --soak (default create-direct-tls)
   --keep                   keep the temp dir with the databases and logs
-  -h, --help               this text`;
+  -h, --help               this text
+
+  --latency [--duration S] [--warmup S] [--out DIR]
+                           instead: where a CreateOrder's time goes at c=1, from its traces
+                           (bench/latency.ts; default 20 s per profile)
+  --observability [--duration S]
+                           instead: GetProduct's price of metrics and tracing
+                           (bench/observability.ts)`;
 
 const seconds = (raw: string, flag: string) => {
   const value = Number(raw.replace(/s$/, ""));

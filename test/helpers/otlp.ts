@@ -15,6 +15,9 @@ export interface ReceivedSpan {
   parentSpanId: string;
   name: string;
   kind: string;
+  /** When it began and ended, ns since the epoch (a decimal string, as OTLP/JSON writes it). */
+  startTimeUnixNano: string;
+  endTimeUnixNano: string;
   attributes?: { key: string; value: Record<string, unknown> }[];
 }
 
