@@ -156,23 +156,25 @@ async function spanExporter(env: Env): Promise<SpanExporter> {
   if (exporter !== "otlp") {
     throw new Error(`OTEL_TRACES_EXPORTER=${exporter} is not supported: use otlp, console or none`);
   }
-  // The exporters are CommonJS packages: their exports are `default` both under Node's import()
-  // and in the bundle's chunks (npm run build), which give no named exports.
   switch (otlpProtocol(env)) {
     case "grpc":
-      return new (
-        await import("@opentelemetry/exporter-trace-otlp-grpc")
-      ).default.OTLPTraceExporter();
+      return new (exporterOf(await import("@opentelemetry/exporter-trace-otlp-grpc")))();
     case "http/json":
-      return new (
-        await import("@opentelemetry/exporter-trace-otlp-http")
-      ).default.OTLPTraceExporter();
+      return new (exporterOf(await import("@opentelemetry/exporter-trace-otlp-http")))();
     case "http/protobuf":
-      return new (
-        await import("@opentelemetry/exporter-trace-otlp-proto")
-      ).default.OTLPTraceExporter();
+      return new (exporterOf(await import("@opentelemetry/exporter-trace-otlp-proto")))();
   }
 }
+
+type ExporterModule = { OTLPTraceExporter: new () => SpanExporter };
+
+/**
+ * An OTLP exporter package's class. They are CommonJS: Node's import() and tsx name their
+ * exports, but the bundle's chunks (npm run build, what the image runs) only have `default`.
+ */
+const exporterOf = (module: Partial<ExporterModule> & { default?: ExporterModule }) =>
+  (module.OTLPTraceExporter ??
+    module.default?.OTLPTraceExporter) as ExporterModule["OTLPTraceExporter"];
 
 /** The trace id and span id of the active span, for a log line; {} when there is none. */
 export function traceFields(active: Context = context.active()): Record<string, string> {
