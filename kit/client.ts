@@ -152,6 +152,21 @@ function linkCancellation(signals: readonly AbortSignal[], cancel: () => void): 
   };
 }
 
+/**
+ * A reply a proxy cut short: Envoy resets the stream when the replica behind it dies after its
+ * reply began. Envoy cannot retry it then, nor can the service config's retries (a call is
+ * committed once its reply's headers arrive), so the client sends an rpc it may repeat once more
+ * itself. grpc-js reports the reset as INTERNAL "Received RST_STREAM with code …"; a server's own
+ * INTERNAL never reads so.
+ */
+function cutByProxy(error: grpc.ServiceError): boolean {
+  return (
+    error.code === grpc.status.INTERNAL &&
+    error.details.startsWith("Received RST_STREAM with code ") &&
+    !error.details.includes("triggered by internal client error")
+  );
+}
+
 /** One outgoing call. */
 class OutgoingCall implements ClientCall {
   readonly metadata: grpc.Metadata;
@@ -202,7 +217,7 @@ export function createClient<S extends ServiceDefinition>(
   // grpc-js reads `waitForReady` in a service config but does not act on it, and its per-call
   // option waits until the deadline: the rpcs the client retries wait here, for at most
   // readyWaitMs, so that a dependency that stays down still fails fast.
-  const waiting = new Set(retriedMethods(definition, options).map((method) => method.path));
+  const retried = new Set(retriedMethods(definition, options).map((method) => method.path));
 
   /**
    * Calls `send` at once when the channel is ready (the usual case); otherwise once it is, or
@@ -274,6 +289,7 @@ export function createClient<S extends ServiceDefinition>(
       : (request, call) =>
           new Promise((resolve, reject) => {
             const outgoing = call as OutgoingCall;
+            let resent = false;
             const send = () => {
               let unlink = () => {};
               const pending = channel.makeUnaryRequest(
@@ -285,6 +301,10 @@ export function createClient<S extends ServiceDefinition>(
                 { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
                 (error, response) => {
                   unlink();
+                  if (error && !resent && retried.has(method.path) && cutByProxy(error)) {
+                    resent = true;
+                    if (!outgoing.signals.some((signal) => signal.aborted)) return send();
+                  }
                   if (error) {
                     const failure = fromGrpcError(error);
                     outgoing.finish(failure.code, failure.message);
@@ -297,7 +317,7 @@ export function createClient<S extends ServiceDefinition>(
               );
               unlink = linkCancellation(outgoing.signals, () => pending.cancel());
             };
-            if (waiting.has(method.path)) whenReady(outgoing, send);
+            if (retried.has(method.path)) whenReady(outgoing, send);
             else send();
           });
     const handle = chain(middleware, info, core);

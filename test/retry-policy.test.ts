@@ -1,13 +1,22 @@
 // Retry policy lives in the contract: every rpc declares `option idempotency_level`, and the two
 // places that retry calls, the clients' gRPC service config and Envoy's routes, both read it from
 // the descriptor set and agree on what may be repeated after it reached a server.
+import { once } from "node:events";
 import { readFile } from "node:fs/promises";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import path from "node:path";
 import test from "ava";
 import { parse } from "yaml";
 import { envoyConfig, localTopology } from "../deploy/envoy/config.js";
-import { type RETRY_POLICY, serviceConfigFor } from "../kit/client.js";
+import {
+  GetProductResponse,
+  Product,
+  ProductServiceService,
+} from "../gen/ts/shop/product/v1/product.js";
+import { createClient, type RETRY_POLICY, serviceConfigFor } from "../kit/client.js";
 import { contractMethods, contractRegistry, type MethodInfo, retriable } from "../kit/contract.js";
+import { Code, type ServiceError } from "../kit/errors.js";
 import type { ServiceDefinition } from "../kit/service.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -178,4 +187,81 @@ test("a client retries more only when its caller says so", (t) => {
       "/shop.order.v1.OrderService/CreateOrder",
     ),
   );
+});
+
+/**
+ * An HTTP/2 server that answers gRPC as Envoy does when the replica behind it dies mid-reply:
+ * the reply's headers, then RST_STREAM(INTERNAL_ERROR). `cuts` replies per path are cut; then
+ * GetProduct gets a product.
+ */
+async function cuttingProxy(cuts: number) {
+  const streams = new Map<string, number>();
+  const server = http2.createServer();
+  server.on("stream", (stream, headers) => {
+    const path = headers[":path"] as string;
+    const seen = (streams.get(path) ?? 0) + 1;
+    streams.set(path, seen);
+    stream.on("error", () => {});
+    stream.resume();
+    stream.on("end", () => {
+      if (seen <= cuts) {
+        stream.respond({ ":status": 200, "content-type": "application/grpc" });
+        stream.close(http2.constants.NGHTTP2_INTERNAL_ERROR);
+        return;
+      }
+      const body = GetProductResponse.encode({
+        product: Product.create({ productId: "prd_1", name: "Cup" }),
+      }).finish();
+      const frame = Buffer.alloc(5 + body.length);
+      frame.writeUInt32BE(body.length, 1);
+      frame.set(body, 5);
+      stream.respond(
+        { ":status": 200, "content-type": "application/grpc" },
+        { waitForTrailers: true },
+      );
+      stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
+      stream.end(frame);
+    });
+  });
+  server.listen(0, "127.0.0.1");
+  await once(server, "listening");
+  const { port } = server.address() as AddressInfo;
+  return {
+    address: `127.0.0.1:${port}`,
+    streams: (rpc: string) => streams.get(`/shop.product.v1.ProductService/${rpc}`) ?? 0,
+    close: () => server.close(),
+  };
+}
+
+test("a reply a proxy cut short is sent once more, only by an rpc the client may repeat", async (t) => {
+  const proxy = await cuttingProxy(1);
+  t.teardown(proxy.close);
+  const products = createClient(ProductServiceService, proxy.address);
+  t.teardown(() => products.close());
+
+  // GetProduct has no side effects: the client sends it again, and its answer arrives.
+  const { product } = await products.getProduct({ productId: "prd_1" });
+  t.is(product?.name, "Cup");
+  t.is(proxy.streams("GetProduct"), 2);
+
+  // UpdateProduct might have had its effect: the cut reply is the caller's to judge.
+  const error = await t.throwsAsync(
+    products.updateProduct({
+      product: Product.create({ productId: "prd_1", name: "Mug" }),
+      updateMask: ["name"],
+    }),
+  );
+  t.is((error as ServiceError).code, Code.INTERNAL);
+  t.regex(error?.message ?? "", /RST_STREAM/);
+  t.is(proxy.streams("UpdateProduct"), 1);
+});
+
+test("a reply cut short again is not sent a third time", async (t) => {
+  const proxy = await cuttingProxy(Number.POSITIVE_INFINITY);
+  t.teardown(proxy.close);
+  const products = createClient(ProductServiceService, proxy.address);
+  t.teardown(() => products.close());
+  const error = await t.throwsAsync(products.getProduct({ productId: "prd_1" }));
+  t.is((error as ServiceError).code, Code.INTERNAL);
+  t.is(proxy.streams("GetProduct"), 2);
 });
