@@ -43,6 +43,7 @@ export interface AccessLogLine {
   upstream_host: string | null;
   attempts: number;
   response_flags: string;
+  response_code_details: string;
   x_request_id: string;
 }
 
