@@ -153,17 +153,19 @@ function linkCancellation(signals: readonly AbortSignal[], cancel: () => void): 
 }
 
 /**
- * A reply a proxy cut short: Envoy resets the stream when the replica behind it dies after its
- * reply began. Envoy cannot retry it then, nor can the service config's retries (a call is
- * committed once its reply's headers arrive), so the client sends an rpc it may repeat once more
- * itself. grpc-js reports the reset as INTERNAL "Received RST_STREAM with code …"; a server's own
- * INTERNAL never reads so.
+ * A reply cut short by the death of the replica that had begun it: behind Envoy, which cannot
+ * retry a reply it has started to send and resets the stream (grpc-js: INTERNAL "Received
+ * RST_STREAM with code …", which no server sends), or directly, when the connection drops
+ * (UNAVAILABLE "Connection dropped"). The service config's retries never see either, because a
+ * call is committed once its reply's headers arrive, so the client sends an rpc it may repeat
+ * once more itself.
  */
-function cutByProxy(error: grpc.ServiceError): boolean {
+function cutShort(error: grpc.ServiceError): boolean {
   return (
-    error.code === grpc.status.INTERNAL &&
-    error.details.startsWith("Received RST_STREAM with code ") &&
-    !error.details.includes("triggered by internal client error")
+    (error.code === grpc.status.INTERNAL &&
+      error.details.startsWith("Received RST_STREAM with code ") &&
+      !error.details.includes("triggered by internal client error")) ||
+    (error.code === grpc.status.UNAVAILABLE && error.details === "Connection dropped")
   );
 }
 
@@ -301,9 +303,9 @@ export function createClient<S extends ServiceDefinition>(
                 { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
                 (error, response) => {
                   unlink();
-                  if (error && !resent && retried.has(method.path) && cutByProxy(error)) {
+                  if (error && !resent && retried.has(method.path) && cutShort(error)) {
                     resent = true;
-                    if (!outgoing.signals.some((signal) => signal.aborted)) return send();
+                    return whenReady(outgoing, send);
                   }
                   if (error) {
                     const failure = fromGrpcError(error);

@@ -278,7 +278,7 @@ test.serial(
     // 300 calls, one every 10 ms. Envoy has to cover the kill by itself: the client's own retries
     // would hide a failure from `failures`, so its access log is checked too. The one thing Envoy
     // cannot cover is a reply the replica had begun when it died: Envoy resets the stream, and
-    // the client sends the call again (kit/client.ts, cutByProxy).
+    // the client sends the call again (kit/client.ts, cutShort).
     const calls = 300;
     const failures: string[] = [];
     const pending: Promise<unknown>[] = [];
