@@ -46,22 +46,28 @@ const KINDS: Record<string, Step["kind"]> = {
   SPAN_KIND_CLIENT: "client",
 };
 
+/** `items` grouped by `key`, each group in the items' order. */
+function groupBy<T>(items: readonly T[], key: (item: T) => string): Map<string, T[]> {
+  const groups = new Map<string, T[]>();
+  for (const item of items) {
+    const group = groups.get(key(item));
+    if (group) group.push(item);
+    else groups.set(key(item), [item]);
+  }
+  return groups;
+}
+
 /**
  * The steps of every trace rooted at a server span `rootName` in `rootService`, in the order a
- * trace runs them (siblings by start time), with their median durations. A step is a span's service, name and place in
- * the tree; the same name twice under one parent (two transactions) is two steps.
+ * trace runs them (siblings by start time), with their median durations. A step is a span's
+ * service, name and place in the tree; the same name twice under one parent (two transactions)
+ * is two steps.
  */
 export function breakdown(
   spans: readonly ReceivedSpan[],
   rootService: string,
   rootName: string,
 ): Breakdown {
-  const byTrace = new Map<string, ReceivedSpan[]>();
-  for (const span of spans) {
-    const trace = byTrace.get(span.traceId);
-    if (trace) trace.push(span);
-    else byTrace.set(span.traceId, [span]);
-  }
   interface Sample {
     step: Omit<Step, "medianMs" | "traces" | "outsideServerMs">;
     durations: number[];
@@ -69,7 +75,7 @@ export function breakdown(
   }
   const samples = new Map<string, Sample>();
   const roots: number[] = [];
-  for (const trace of byTrace.values()) {
+  for (const trace of groupBy(spans, (span) => span.traceId).values()) {
     const root = trace.find(
       (span) =>
         span.service === rootService &&
@@ -79,12 +85,7 @@ export function breakdown(
     );
     if (!root) continue;
     roots.push(durationMs(root));
-    const children = new Map<string, ReceivedSpan[]>();
-    for (const span of trace) {
-      const siblings = children.get(span.parentSpanId);
-      if (siblings) siblings.push(span);
-      else children.set(span.parentSpanId, [span]);
-    }
+    const children = groupBy(trace, (span) => span.parentSpanId);
     const visit = (span: ReceivedSpan, key: string, depth: number) => {
       let sample = samples.get(key);
       if (!sample) {
