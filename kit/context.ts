@@ -51,6 +51,11 @@ export interface CallContext {
   set<T>(key: ContextKey<T>, value: T): void;
   /** Calls `listener` once, with the status the caller got, after it was sent. */
   onFinish(listener: (status: CallStatus) => void): void;
+  /**
+   * Calls `listener` once the transport is done with the call: its reply handed in full to
+   * HTTP/2 (which waits for the caller to read), or the caller gone. Later than onFinish.
+   */
+  onWritten(listener: () => void): void;
 }
 
 const RUNNING = 0;
@@ -110,6 +115,14 @@ export class ServerCallContext implements CallContext {
   onFinish(listener: (status: CallStatus) => void): void {
     this.listeners ??= [];
     this.listeners.push(listener);
+  }
+
+  onWritten(listener: () => void): void {
+    // grpc-js says "cancelled" once a call is over, whichever way it ended; without a call, the
+    // finish is the end.
+    if (!this.call) this.onFinish(() => listener());
+    else if (this.call.cancelled) queueMicrotask(listener);
+    else this.call.once("cancelled", listener);
   }
 
   /** The caller went away or its deadline passed: aborts the signal, unless already answered. */

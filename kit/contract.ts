@@ -35,6 +35,8 @@ export interface MethodInfo {
   readonly declared: boolean;
   /** Full name of the request message, when the descriptor set has the rpc. */
   readonly requestType?: string;
+  /** The request has `page_size` (AIP-158): the reply is a page, up to PAGE_BYTES encoded. */
+  readonly paged: boolean;
 }
 
 /**
@@ -76,6 +78,7 @@ function infoOf(method: DescMethod): MethodInfo {
     declared:
       options !== undefined && isFieldSet(options, MethodOptionsSchema.field.idempotencyLevel),
     requestType: method.input.typeName,
+    paged: method.input.fields.some((field) => field.name === "page_size"),
   };
 }
 
@@ -121,6 +124,7 @@ export function methodsOf(definition: ServiceDefinition): Record<string, MethodI
               : "unary",
           idempotency: "IDEMPOTENCY_UNKNOWN",
           declared: false,
+          paged: false,
         };
   }
   return methods;
