@@ -67,6 +67,11 @@ export interface ServerConfig {
   /** How long calls still running on a connection past its age may take before it closes. */
   maxConnectionAgeGraceMs: number;
   /**
+   * List calls served at once, each until its page is written out; more wait their turn. Bounds
+   * the memory pages take (up to 2 MB each); 0: no bound.
+   */
+  maxPagesInFlight: number;
+  /**
    * A second port that serves grpc.health.v1 and nothing else, in plaintext, for probes that
    * cannot present a mesh certificate (the kubelet's `grpc:` probes); none when absent.
    */
@@ -83,6 +88,7 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000),
     maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000),
     maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000),
+    maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8),
     ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.int("SHOP_HEALTH_PORT", 0) }),
   };
 }

@@ -11,6 +11,7 @@ import {
   Registry,
 } from "prom-client";
 import { type DatabaseObserver, isBusy } from "./db.js";
+import type { PagesInFlight } from "./middleware/pages.js";
 import type { RunObserver } from "./repeat.js";
 
 /**
@@ -62,6 +63,24 @@ export class Metrics {
   text(): Promise<string> {
     return this.registry.metrics();
   }
+}
+
+/**
+ * The list calls the pages middleware holds, read at each scrape:
+ * `shop_pages_in_flight{state="serving"|"waiting"}`. Calls that often wait mean the bound
+ * (SHOP_MAX_PAGES_IN_FLIGHT) is below what this process's memory could take, or its callers
+ * read slowly.
+ */
+export function pagesMetrics(metrics: Metrics, pages: PagesInFlight): void {
+  metrics.gauge({
+    name: "shop_pages_in_flight",
+    help: "List calls being served until their page is written out (serving), and those waiting their turn.",
+    labelNames: ["state"],
+    collect() {
+      this.set({ state: "serving" }, pages.serving);
+      this.set({ state: "waiting" }, pages.waiting);
+    },
+  });
 }
 
 /**

@@ -3,7 +3,13 @@ import { createClient } from "./client.js";
 import { env, type ServerConfig, serverConfig } from "./config.js";
 import { type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
-import { databaseMetrics, Metrics, type MetricsEndpoint, serveMetrics } from "./metrics.js";
+import {
+  databaseMetrics,
+  Metrics,
+  type MetricsEndpoint,
+  pagesMetrics,
+  serveMetrics,
+} from "./metrics.js";
 import { authServer, forwardCredentials } from "./middleware/auth.js";
 import {
   type ClientMiddleware,
@@ -12,6 +18,7 @@ import {
   type ServerMiddleware,
 } from "./middleware/index.js";
 import { metricsClient, metricsServer } from "./middleware/metrics.js";
+import { pagesInFlight } from "./middleware/pages.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
 import { metricsPortFor, type ServiceRegistry, serviceVariable } from "./registry.js";
 import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
@@ -122,6 +129,8 @@ export async function startService(
       handlers: implementation.handlers[key] as never,
     }),
   );
+  const pages = pagesInFlight(config.maxPagesInFlight);
+  if (counting) pagesMetrics(metrics, pages);
   let server: RunningServer;
   try {
     server = await serve(services, {
@@ -141,6 +150,7 @@ export async function startService(
           verifier: new TokenVerifier(security.jwt),
           mtls: security.tls !== undefined,
         }),
+        pages,
         ...(options.middleware ?? []),
       ],
       tls: security.tls,

@@ -27,6 +27,7 @@ import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
+import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db.js";
 import type { Logger } from "../../kit/logger.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
@@ -77,6 +78,8 @@ export async function start(
     dependencies?: Record<string, string>;
     /** More middleware, inside the kit's defaults and the fault injection. */
     middleware?: readonly ServerMiddleware[];
+    /** Settings other than the SHOP_* defaults, for example maxPagesInFlight. */
+    config?: Partial<ServerConfig>;
   } = {},
 ): Promise<TestService> {
   const faults = new Faults();
@@ -91,6 +94,7 @@ export async function start(
     publicServices: registry.publicServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
+    ...options.config,
   });
   t.teardown(() => service.stop());
   opening(service.db);
