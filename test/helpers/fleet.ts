@@ -202,9 +202,21 @@ export interface ProcessFleetOptions {
 
 /**
  * Starts every registered service as processes on free loopback ports and waits until each
- * reports SERVING; the caller stops them (startProcessFleet does it for one test).
+ * reports SERVING; the caller stops them (startProcessFleet does it for one test). Tried again on
+ * other ports when one was taken before its process bound it (another test file can pick the
+ * same free port).
  */
 export async function spawnProcessFleet(options: ProcessFleetOptions = {}): Promise<ProcessFleet> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await spawnProcessFleetOnce(options);
+    } catch (error) {
+      if (attempt === 3 || !/EADDRINUSE/.test(String(error))) throw error;
+    }
+  }
+}
+
+async function spawnProcessFleetOnce(options: ProcessFleetOptions): Promise<ProcessFleet> {
   const dataDir = await mkdtemp(path.join(tmpdir(), "shopmesh-processes-"));
   const counts = registry.names.map((name) => options.replicas?.[name] ?? 1);
   const free = await freePorts(counts.reduce((a, n) => a + n, 0));

@@ -277,9 +277,23 @@ async function awaitBanner(proc: LaunchProcess, timeoutMs: number): Promise<Laun
   };
 }
 
-/** Starts a launcher and waits for its banner. The caller must call stop(). */
+/**
+ * Starts a launcher and waits for its banner. The caller must call stop(). A launch on ports this
+ * helper picked is tried again on others when one of them was taken before the launch bound it:
+ * another test file's launch, picking at random from the same range, can take the same port.
+ */
 export async function startLaunch(kind: LaunchKind, options: LaunchOptions = {}): Promise<Launch> {
-  return awaitBanner(await spawnLaunch(kind, options), options.readyTimeoutMs ?? 90_000);
+  const picked =
+    options.ports === undefined &&
+    !Object.keys(options.env ?? {}).some((name) => /_PORTS?$/.test(name));
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await awaitBanner(await spawnLaunch(kind, options), options.readyTimeoutMs ?? 90_000);
+    } catch (error) {
+      const taken = /EADDRINUSE|address already in use/i.test(String(error));
+      if (!picked || !taken || attempt === 3) throw error;
+    }
+  }
 }
 
 /**
