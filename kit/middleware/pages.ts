@@ -33,7 +33,8 @@ export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
   };
 
   // The caller already has its status (CANCELLED or DEADLINE_EXCEEDED); this one is for the log.
-  const gaveUp = () => new ServiceError(Code.CANCELLED, "the call ended while it waited its turn");
+  const endedWaiting = () =>
+    new ServiceError(Code.CANCELLED, "the call ended while it waited its turn");
 
   const admitted = (ctx: CallContext): Promise<void> => {
     if (serving < limit) {
@@ -42,7 +43,7 @@ export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
       return Promise.resolve();
     }
     const signal = ctx.signal;
-    if (signal.aborted) return Promise.reject(gaveUp());
+    if (signal.aborted) return Promise.reject(endedWaiting());
     return new Promise((resolve, reject) => {
       const admit = () => {
         signal.removeEventListener("abort", giveUp);
@@ -51,7 +52,7 @@ export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
       };
       const giveUp = () => {
         queue.delete(admit);
-        reject(gaveUp());
+        reject(endedWaiting());
       };
       queue.add(admit);
       signal.addEventListener("abort", giveUp, { once: true });
