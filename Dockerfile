@@ -37,9 +37,10 @@ RUN CGO_ENABLED=0 GOBIN=/out go install github.com/grpc-ecosystem/grpc-health-pr
 
 FROM node:24-bookworm-slim
 WORKDIR /app
-# NODE_OPTIONS: deploy/settings.ts says why (NODE_OPTIONS there; a test keeps them equal).
+# NODE_OPTIONS, MALLOC_ARENA_MAX: deploy/settings.ts says why (RUNTIME_ENV; a test keeps them equal).
 ENV NODE_ENV=production \
   NODE_OPTIONS="--max-semi-space-size=4 --max-old-space-size=96" \
+  MALLOC_ARENA_MAX=2 \
   SHOP_HOST=0.0.0.0 \
   SHOP_DATA_DIR=/data
 COPY --from=probe /out/grpc-health-probe /usr/local/bin/grpc-health-probe

@@ -12,6 +12,7 @@ import { createClient } from "../../kit/client.js";
 import { serviceVariable } from "../../kit/registry.js";
 import {
   COMPILED_SERVICE_MAIN,
+  envFor,
   execArgvFor,
   freePorts,
   type Runtime,
@@ -39,10 +40,15 @@ export interface StartupResult {
 }
 
 /** How each runtime starts services/main. */
-const ENTRY: Record<Runtime, { script: string; execArgv: string[] }> = {
-  compiled: { script: COMPILED_SERVICE_MAIN, execArgv: execArgvFor("compiled") },
-  tsx: { script: SERVICE_MAIN, execArgv: execArgvFor("tsx") },
-};
+const ENTRY: Record<Runtime, { script: string; execArgv: string[]; env: Record<string, string> }> =
+  {
+    compiled: {
+      script: COMPILED_SERVICE_MAIN,
+      execArgv: execArgvFor("compiled"),
+      env: envFor("compiled"),
+    },
+    tsx: { script: SERVICE_MAIN, execArgv: execArgvFor("tsx"), env: envFor("tsx") },
+  };
 
 /** One start: spawn, SERVING, idle, SIGTERM. */
 async function startOnce(
@@ -60,12 +66,13 @@ async function startOnce(
       `127.0.0.1:${others[i]}`,
     ]),
   );
-  const { script, execArgv } = ENTRY[runtime];
+  const { script, execArgv, env: runtimeEnv } = ENTRY[runtime];
   const started = performance.now();
   const child = fork(script, [], {
     cwd: repoRoot,
     execArgv,
     env: {
+      ...runtimeEnv,
       ...process.env,
       ...env,
       ...dependencies,

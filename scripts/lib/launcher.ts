@@ -6,7 +6,7 @@ import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { NODE_OPTIONS } from "../../deploy/settings.js";
+import { MALLOC_ARENA_MAX, NODE_OPTIONS } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
@@ -29,6 +29,10 @@ export type Runtime = "tsx" | "compiled";
 /** Node's flags for a runtime: tsx's loader, or the image's Node options for compiled code. */
 export const execArgvFor = (runtime: Runtime) =>
   runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" ");
+
+/** What a runtime adds to a process's environment: the image's malloc setting, compiled. */
+export const envFor = (runtime: Runtime): Record<string, string> =>
+  runtime === "tsx" ? {} : { MALLOC_ARENA_MAX };
 
 /** A registered service named in configuration (SHOP_SERVICE), checked. */
 export function serviceName(value: string): ServiceName {
@@ -103,7 +107,7 @@ export function forkLogged(
 ): LoggedProcess {
   const child = fork(script, args, {
     cwd: repoRoot,
-    env,
+    env: { ...envFor(runtime), ...env },
     execArgv: execArgvFor(runtime),
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
