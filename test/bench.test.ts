@@ -14,7 +14,9 @@ import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
 
-test("npm run bench writes a report, a JSON file and a chart", async (t) => {
+// Serial: each run rebuilds dist/ (npm run build empties it first) and starts services from it,
+// so two at once would build under each other's feet.
+test.serial("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.timeout(180_000);
   t.true(existsSync(tool("ghz")), "ghz is missing: run `npm run tools`");
   const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-test-"));
@@ -121,64 +123,67 @@ test("npm run bench writes a report, a JSON file and a chart", async (t) => {
   t.regex(svg, /GetProduct direct/);
 });
 
-test("npm run bench -- --latency breaks a CreateOrder into its steps, from its traces", async (t) => {
-  t.timeout(180_000);
-  const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-latency-test-"));
-  t.teardown(() => rm(out, { recursive: true, force: true }));
+test.serial(
+  "npm run bench -- --latency breaks a CreateOrder into its steps, from its traces",
+  async (t) => {
+    t.timeout(180_000);
+    const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-latency-test-"));
+    t.teardown(() => rm(out, { recursive: true, force: true }));
 
-  const run = await exec(
-    process.execPath,
-    [
-      ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--latency"],
-      ...["--duration", "1", "--warmup", "0", "--out", out],
-    ],
-    { timeoutMs: 170_000 },
-  );
-  t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
-  const files = (await readdir(out)).sort();
-  t.is(files.length, 2, files.join(", "));
-  t.regex(files[0] as string, /-latency\.json$/);
-  t.regex(files[1] as string, /-latency\.md$/);
-
-  const runs = JSON.parse(
-    await readFile(path.join(out, files[0] as string), "utf8"),
-  ) as LatencyRun[];
-  t.deepEqual(
-    runs.map((r) => r.fleet),
-    ["plaintext", "tls"],
-  );
-  for (const { fleet, calls, breakdown } of runs) {
-    // Every measured call is one trace, less those that straddle the run's start or end.
-    t.true(
-      calls > 0 && Math.abs(breakdown.traces - calls) <= 2,
-      `${fleet}: ${breakdown.traces} of ${calls}`,
+    const run = await exec(
+      process.execPath,
+      [
+        ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--latency"],
+        ...["--duration", "1", "--warmup", "0", "--out", out],
+      ],
+      { timeoutMs: 170_000 },
     );
-    const step = (service: string, name: string, kind: string) =>
-      breakdown.steps.find((s) => s.service === service && s.name === name && s.kind === kind);
-    // Each call order makes, and the server span it caused in the service it called.
-    for (const [service, rpc] of [
-      ["user", "shop.user.v1.UserService/GetUser"],
-      ["product", "shop.product.v1.InventoryService/ReserveStock"],
-      ["product", "shop.product.v1.InventoryService/CommitReservation"],
-    ] as const) {
-      const client = step("order", rpc, "client");
-      const server = step(service, rpc, "server");
-      t.truthy(client && server, `${fleet}: ${rpc}`);
-      t.is(server?.depth, (client?.depth ?? 0) + 1);
-      const outside = client?.outsideServerMs ?? 0;
-      t.true(outside > 0 && outside < (client?.medianMs ?? 0), `${fleet}: ${rpc} ${outside} ms`);
+    t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
+    const files = (await readdir(out)).sort();
+    t.is(files.length, 2, files.join(", "));
+    t.regex(files[0] as string, /-latency\.json$/);
+    t.regex(files[1] as string, /-latency\.md$/);
+
+    const runs = JSON.parse(
+      await readFile(path.join(out, files[0] as string), "utf8"),
+    ) as LatencyRun[];
+    t.deepEqual(
+      runs.map((r) => r.fleet),
+      ["plaintext", "tls"],
+    );
+    for (const { fleet, calls, breakdown } of runs) {
+      // Every measured call is one trace, less those that straddle the run's start or end.
+      t.true(
+        calls > 0 && Math.abs(breakdown.traces - calls) <= 2,
+        `${fleet}: ${breakdown.traces} of ${calls}`,
+      );
+      const step = (service: string, name: string, kind: string) =>
+        breakdown.steps.find((s) => s.service === service && s.name === name && s.kind === kind);
+      // Each call order makes, and the server span it caused in the service it called.
+      for (const [service, rpc] of [
+        ["user", "shop.user.v1.UserService/GetUser"],
+        ["product", "shop.product.v1.InventoryService/ReserveStock"],
+        ["product", "shop.product.v1.InventoryService/CommitReservation"],
+      ] as const) {
+        const client = step("order", rpc, "client");
+        const server = step(service, rpc, "server");
+        t.truthy(client && server, `${fleet}: ${rpc}`);
+        t.is(server?.depth, (client?.depth ?? 0) + 1);
+        const outside = client?.outsideServerMs ?? 0;
+        t.true(outside > 0 && outside < (client?.medianMs ?? 0), `${fleet}: ${rpc} ${outside} ms`);
+      }
+      t.true(
+        breakdown.steps.some((s) => s.service === "order" && s.name.startsWith("transaction")),
+        `${fleet}: the order's write`,
+      );
+      t.is(breakdown.steps[0]?.name, "shop.order.v1.OrderService/CreateOrder");
+      t.is(breakdown.steps[0]?.medianMs, breakdown.rootMedianMs);
     }
-    t.true(
-      breakdown.steps.some((s) => s.service === "order" && s.name.startsWith("transaction")),
-      `${fleet}: the order's write`,
+    const markdown = await readFile(path.join(out, files[1] as string), "utf8");
+    t.regex(markdown, /## Production shape/);
+    t.regex(
+      markdown,
+      /\| · · shop\.user\.v1\.UserService\/GetUser \(client\) \| order \| [\d.]+ \| [\d.]+ \|/,
     );
-    t.is(breakdown.steps[0]?.name, "shop.order.v1.OrderService/CreateOrder");
-    t.is(breakdown.steps[0]?.medianMs, breakdown.rootMedianMs);
-  }
-  const markdown = await readFile(path.join(out, files[1] as string), "utf8");
-  t.regex(markdown, /## Production shape/);
-  t.regex(
-    markdown,
-    /\| · · shop\.user\.v1\.UserService\/GetUser \(client\) \| order \| [\d.]+ \| [\d.]+ \|/,
-  );
-});
+  },
+);
