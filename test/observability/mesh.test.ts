@@ -62,6 +62,17 @@ async function query(promql: string): Promise<Sample[]> {
   return body.data?.result ?? [];
 }
 
+/** Waits until `promql` evaluates to at least one sample, and gives them. */
+const series = (promql: string) =>
+  eventually(
+    `${promql} in a scrape`,
+    async () => {
+      const samples = await query(promql);
+      return samples.length > 0 ? samples : undefined;
+    },
+    { timeoutMs: 20_000, intervalMs: 250 },
+  );
+
 /** Waits until `promql` evaluates to exactly `expected` (one sample); scrapes come every second. */
 async function expectValue(
   t: { is: (a: unknown, b: unknown, m?: string) => void },
@@ -135,14 +146,15 @@ test.serial(
     await expectValue(t, `sum(shop_orders_total{outcome="confirmed"})`, 1);
     await expectValue(t, `sum(shop_orders_total{outcome="failed"})`, 0);
     await expectValue(t, `max(shop_reservations_held)`, 0);
-    // Store and process metrics of every service.
+    // Store and process metrics of every service. Each job is scraped on its own schedule, so
+    // a job's latest scrape may still predate its calls: wait for one that has them.
     for (const job of ["user", "product", "order"]) {
-      t.true((await query(`shop_db_query_seconds_count{job="${job}"}`)).length > 0, job);
+      t.true((await series(`shop_db_query_seconds_count{job="${job}"}`)).length > 0, job);
       t.is((await query(`process_cpu_seconds_total{job="${job}"}`)).length, 1, job);
     }
     t.true(
       (
-        await query(
+        await series(
           `shop_db_transaction_seconds_count{job="product",operation="insert reservations",outcome="commit"}`,
         )
       ).length > 0,
