@@ -11,13 +11,12 @@ import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/h
 import { createClient } from "../../kit/client.js";
 import { serviceVariable } from "../../kit/registry.js";
 import {
-  COMPILED_SERVICE_MAIN,
   envFor,
   execArgvFor,
   freePorts,
+  mainFor,
   type Runtime,
   repoRoot,
-  SERVICE_MAIN,
 } from "../../scripts/lib/launcher.js";
 import { registry } from "../../services/registry.js";
 import { sampleProcess } from "./proc.js";
@@ -39,17 +38,6 @@ export interface StartupResult {
   idleS: number;
 }
 
-/** How each runtime starts services/main. */
-const ENTRY: Record<Runtime, { script: string; execArgv: string[]; env: Record<string, string> }> =
-  {
-    compiled: {
-      script: COMPILED_SERVICE_MAIN,
-      execArgv: execArgvFor("compiled"),
-      env: envFor("compiled"),
-    },
-    tsx: { script: SERVICE_MAIN, execArgv: execArgvFor("tsx"), env: envFor("tsx") },
-  };
-
 /** One start: spawn, SERVING, idle, SIGTERM. */
 async function startOnce(
   runtime: Runtime,
@@ -66,13 +54,12 @@ async function startOnce(
       `127.0.0.1:${others[i]}`,
     ]),
   );
-  const { script, execArgv, env: runtimeEnv } = ENTRY[runtime];
   const started = performance.now();
-  const child = fork(script, [], {
+  const child = fork(mainFor(runtime), [], {
     cwd: repoRoot,
-    execArgv,
+    execArgv: execArgvFor(runtime),
     env: {
-      ...runtimeEnv,
+      ...envFor(runtime),
       ...process.env,
       ...env,
       ...dependencies,

@@ -26,6 +26,10 @@ export const COMPILED_SERVICE_MAIN = path.join(repoRoot, "dist", "services", "ma
 /** How a service process runs: its TypeScript through tsx, or compiled JavaScript on node. */
 export type Runtime = "tsx" | "compiled";
 
+/** The entry point a runtime starts. */
+export const mainFor = (runtime: Runtime) =>
+  runtime === "compiled" ? COMPILED_SERVICE_MAIN : SERVICE_MAIN;
+
 /** Node's flags for a runtime: tsx's loader, or the image's Node options for compiled code. */
 export const execArgvFor = (runtime: Runtime) =>
   runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" ");
@@ -116,15 +120,14 @@ export function forkLogged(
 
 /** Starts a service replica with its log going to logDir/<name>.log. */
 export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess {
-  const compiled = spec.runtime === "compiled";
   const env = {
     ...process.env,
     SHOP_HOST: spec.host,
     SHOP_PORT: String(spec.port),
     ...spec.env,
   };
-  const main = compiled ? COMPILED_SERVICE_MAIN : SERVICE_MAIN;
-  const proc = forkLogged(spec.name, main, [spec.service], logDir, env, spec.runtime);
+  const runtime = spec.runtime ?? "tsx";
+  const proc = forkLogged(spec.name, mainFor(runtime), [spec.service], logDir, env, runtime);
   const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };
   // kit/runtime.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
   proc.child.on("message", (message) => {
