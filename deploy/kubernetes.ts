@@ -3,7 +3,7 @@
 // that covers the server's shutdown grace), a headless Service, a PodDisruptionBudget and the
 // NetworkPolicy of the trust model; Envoy in front with its config in a ConfigMap; and two
 // overlays, development (SQLite, one replica each) and production (PostgreSQL, mTLS and JWT
-// material from Secrets, two replicas or more). See deploy/README.md.
+// material from Secrets, two to four replicas scaled on CPU). See deploy/README.md.
 import { stringify } from "yaml";
 import type { RegisteredService, ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
@@ -37,8 +37,24 @@ export const K8S_DIR = "deploy/k8s";
 /** The overlays: what each runs. */
 export const OVERLAYS = {
   development: { namespace: "shopmesh-dev", replicas: 1, tag: "dev" },
-  production: { namespace: "shopmesh", replicas: 2, tag: "0.1.0" },
+  // replicas is the autoscalers' floor; they add pods up to maxReplicas.
+  production: { namespace: "shopmesh", replicas: 2, maxReplicas: 4, tag: "0.1.0" },
 } as const;
+
+/**
+ * The CPU a production pod may average before its autoscaler adds one. Half a core: a service
+ * serves on one thread (its limit is one core), and its queue grows well before that is full.
+ */
+export const SCALE_AT_CPU = "500m";
+
+/** Envoy's CPU limit in cores, and so its worker threads (its default is one per node core). */
+export const ENVOY_CPU_CORES = 1;
+
+/** The pods a rollout adds before it stops old ones. */
+const SURGE = 1;
+
+/** The connections a PostgreSQL server takes by default: max_connections less superusers' 3. */
+export const POSTGRES_CONNECTIONS = 97;
 
 /** The front door's ports inside the cluster. */
 export const ENVOY_PORT = 8080;
@@ -131,7 +147,7 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
       revisionHistoryLimit: 5,
       selector: { matchLabels: selector(name) },
       // A new pod is ready before an old one stops.
-      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: SURGE } },
       template: {
         metadata: { labels: labels(name, "service"), annotations: scrape(service.metricsPort) },
         spec: {
@@ -229,6 +245,36 @@ function disruptionBudget(name: string, component: "service" | "edge") {
       maxUnavailable: 1,
       selector: { matchLabels: selector(name) },
       unhealthyPodEvictionPolicy: "AlwaysAllow",
+    },
+  };
+}
+
+/**
+ * Production's autoscaler of a Deployment, on CPU. It removes one pod a minute at most: each pod
+ * that goes drains its calls first, and its callers connect again elsewhere.
+ */
+function autoscaler(name: string, component: "service" | "edge") {
+  const { replicas, maxReplicas } = OVERLAYS.production;
+  return {
+    apiVersion: "autoscaling/v2",
+    kind: "HorizontalPodAutoscaler",
+    metadata: { name, labels: labels(name, component) },
+    spec: {
+      scaleTargetRef: { apiVersion: "apps/v1", kind: "Deployment", name },
+      minReplicas: replicas,
+      maxReplicas,
+      metrics: [
+        {
+          type: "Resource",
+          resource: { name: "cpu", target: { type: "AverageValue", averageValue: SCALE_AT_CPU } },
+        },
+      ],
+      behavior: {
+        scaleDown: {
+          stabilizationWindowSeconds: 300,
+          policies: [{ type: "Pods", value: 1, periodSeconds: 60 }],
+        },
+      },
     },
   };
 }
@@ -347,7 +393,7 @@ function envoyDeployment() {
       replicas: OVERLAYS.production.replicas,
       revisionHistoryLimit: 5,
       selector: { matchLabels: selector("envoy") },
-      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: 1 } },
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: SURGE } },
       template: {
         metadata: { labels: labels("envoy", "edge"), annotations: scrape(ENVOY_STATS_PORT) },
         spec: {
@@ -380,6 +426,7 @@ function envoyDeployment() {
               args: [
                 ...["-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart"],
                 ...["--drain-time-s", String(ENVOY_DRAIN_S), "--log-level", "info"],
+                ...["--concurrency", String(ENVOY_CPU_CORES)],
               ],
               ports: [
                 { name: "http", containerPort: ENVOY_PORT, protocol: "TCP" },
@@ -413,7 +460,7 @@ function envoyDeployment() {
               },
               resources: {
                 requests: { cpu: "100m", memory: "64Mi" },
-                limits: { cpu: "1", memory: "256Mi" },
+                limits: { cpu: String(ENVOY_CPU_CORES), memory: "256Mi" },
               },
               securityContext: containerSecurity,
               volumeMounts: [
@@ -633,6 +680,11 @@ export function kubernetesFiles(
 
   const prod = OVERLAYS.production;
   const prodDir = `${K8S_DIR}/overlays/production`;
+  // Every pod at the autoscalers' ceiling, and a rollout's extra pod, fit one server's default.
+  const poolMax = Math.max(
+    1,
+    Math.floor(POSTGRES_CONNECTIONS / ((prod.maxReplicas + SURGE) * names.length)),
+  );
   files[`${prodDir}/namespace.yaml`] = documents("The production namespace.", [
     namespace(prod.namespace),
   ]);
@@ -642,25 +694,40 @@ export function kubernetesFiles(
       [productionPatch(name)],
     );
   }
+  files[`${prodDir}/autoscaling.yaml`] = documents(
+    `An autoscaler per Deployment: ${prod.replicas} to ${prod.maxReplicas} pods, as many as keep their average CPU at ${SCALE_AT_CPU} or under.`,
+    [
+      ...registry.services.map((service) => autoscaler(service.name, "service")),
+      autoscaler("envoy", "edge"),
+    ],
+  );
   files[`${prodDir}/kustomization.yaml`] = documents(
-    "Production: PostgreSQL and the page-token key from Secrets (with the base's mTLS and JWKS), two replicas or more. The operator creates the Secrets (deploy/README.md).",
+    "Production: PostgreSQL and the page-token key from Secrets (with the base's mTLS and JWKS), each Deployment scaled on CPU. The operator creates the Secrets (deploy/README.md).",
     [
       {
         apiVersion: "kustomize.config.k8s.io/v1beta1",
         kind: "Kustomization",
         namespace: prod.namespace,
-        resources: ["../../base", "namespace.yaml"],
-        replicas: [...names, "envoy"].map((name) => ({ name, count: prod.replicas })),
+        resources: ["../../base", "namespace.yaml", "autoscaling.yaml"],
         images: [{ name: IMAGE, newTag: prod.tag }],
         configMapGenerator: [
           {
             name: CONFIG_MAP,
             behavior: "merge",
-            literals: literals({ [PROFILE_VARIABLE]: "production", ...PRODUCTION_SETTINGS }),
+            literals: literals({
+              [PROFILE_VARIABLE]: "production",
+              ...PRODUCTION_SETTINGS,
+              SHOP_DATABASE_POOL_MAX: String(poolMax),
+            }),
           },
         ],
         patches: [
           ...names.map((name) => ({ path: `${name}.yaml` })),
+          {
+            // The autoscalers own the pod counts: a count here would reset theirs at every apply.
+            target: { kind: "Deployment" },
+            patch: stringify([{ op: "remove", path: "/spec/replicas" }]),
+          },
           {
             // The front door gets an address outside the cluster.
             target: { kind: "Service", name: "envoy" },

@@ -12,12 +12,15 @@ import { parseAllDocuments, stringify } from "yaml";
 import { staleFiles } from "../deploy/generate.js";
 import {
   callersOf,
+  ENVOY_CPU_CORES,
   ENVOY_STATS_PORT,
   K8S_DIR,
   kubernetesFiles,
   MONITORING_NAMESPACE_LABELS,
   OVERLAYS,
+  POSTGRES_CONNECTIONS,
   PRE_STOP_SLEEP_S,
+  SCALE_AT_CPU,
 } from "../deploy/kubernetes.js";
 import {
   DATABASE_SECRET,
@@ -65,6 +68,39 @@ const parse = (text: string): Manifest[] =>
 
 const find = (objects: Manifest[], kind: string, name: string) =>
   objects.find((object) => object.kind === kind && object.metadata.name === name);
+
+/**
+ * How many pods a Deployment runs: development's fixed count; in production, an autoscaler's
+ * range from two up, on CPU, and no count in the Deployment that an apply would reset it to.
+ */
+function checkPods(
+  t: import("ava").ExecutionContext,
+  objects: Manifest[],
+  overlay: keyof typeof OVERLAYS,
+  name: string,
+) {
+  const deployment = find(objects, "Deployment", name);
+  const autoscaler = find(objects, "HorizontalPodAutoscaler", name);
+  if (overlay === "development") {
+    t.is(deployment.spec.replicas, OVERLAYS.development.replicas);
+    t.is(autoscaler, undefined);
+    return;
+  }
+  t.is(deployment.spec.replicas, undefined, `${name}: the autoscaler owns the count`);
+  t.deepEqual(autoscaler.spec.scaleTargetRef, { apiVersion: "apps/v1", kind: "Deployment", name });
+  t.is(autoscaler.spec.minReplicas, OVERLAYS.production.replicas);
+  t.true(autoscaler.spec.minReplicas >= 2);
+  t.true(autoscaler.spec.maxReplicas > autoscaler.spec.minReplicas);
+  t.deepEqual(autoscaler.spec.metrics, [
+    {
+      type: "Resource",
+      resource: { name: "cpu", target: { type: "AverageValue", averageValue: SCALE_AT_CPU } },
+    },
+  ]);
+  // A drain takes a pod at a time and still leaves one serving at the autoscaler's floor.
+  const budget = find(objects, "PodDisruptionBudget", name);
+  t.true(budget.spec.maxUnavailable < autoscaler.spec.minReplicas);
+}
 
 /** Runs the validator on one file of manifests. */
 async function validate(t: import("ava").ExecutionContext, text: string) {
@@ -169,8 +205,7 @@ for (const overlay of ["development", "production"] as const) {
       const deployment = find(objects, "Deployment", name);
       t.truthy(deployment, `${name}: Deployment`);
       t.is(deployment.metadata.namespace, OVERLAYS[overlay].namespace);
-      t.is(deployment.spec.replicas, OVERLAYS[overlay].replicas);
-      t.true(overlay === "development" || deployment.spec.replicas >= 2);
+      checkPods(t, objects, overlay, name);
       const pod = deployment.spec.template.spec;
       const [container] = pod.containers;
       const labels = deployment.spec.template.metadata.labels;
@@ -317,7 +352,22 @@ for (const overlay of ["development", "production"] as const) {
 
     // Envoy: its config from the ConfigMap, each public service by its headless Service's name.
     const envoy = find(objects, "Deployment", "envoy");
-    t.is(envoy.spec.replicas, OVERLAYS[overlay].replicas);
+    checkPods(t, objects, overlay, "envoy");
+    t.is(
+      objects.filter((object) => object.kind === "HorizontalPodAutoscaler").length,
+      overlay === "production" ? registry.names.length + 1 : 0,
+    );
+    if (overlay === "production") {
+      // At the autoscalers' ceiling, with a rollout's extra pod, every pool fits one server.
+      const pods = (OVERLAYS.production.maxReplicas + 1) * registry.names.length;
+      const pool = Number(settings.SHOP_DATABASE_POOL_MAX);
+      t.true(pool >= 1 && pods * pool <= POSTGRES_CONNECTIONS, `${pods} pods × ${pool}`);
+    }
+    // One worker thread per core it may use: Envoy's default is one per core of the node.
+    const [proxy] = envoy.spec.template.spec.containers;
+    const workers = proxy.args[proxy.args.indexOf("--concurrency") + 1];
+    t.is(workers, String(ENVOY_CPU_CORES));
+    t.is(proxy.resources.limits.cpu, workers);
     const envoyConfigMap = objects.find(
       (object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("envoy-"),
     );
