@@ -42,10 +42,13 @@ export const OVERLAYS = {
 } as const;
 
 /**
- * The CPU a production pod may average before its autoscaler adds one. Half a core: a service
- * serves on one thread (its limit is one core), and its queue grows well before that is full.
+ * The CPU each production pod requests: half a core. A service serves on one thread (its limit
+ * is one core), and its queue grows well before that thread is busy all the time.
  */
-export const SCALE_AT_CPU = "500m";
+export const PRODUCTION_CPU_REQUEST = "500m";
+
+/** The share of its CPU request a production pod may average before its autoscaler adds one. */
+export const SCALE_AT_UTILIZATION = 80;
 
 /** Envoy's CPU limit in cores, and so its worker threads (its default is one per node core). */
 export const ENVOY_CPU_CORES = 1;
@@ -266,7 +269,10 @@ function autoscaler(name: string, component: "service" | "edge") {
       metrics: [
         {
           type: "Resource",
-          resource: { name: "cpu", target: { type: "AverageValue", averageValue: SCALE_AT_CPU } },
+          resource: {
+            name: "cpu",
+            target: { type: "Utilization", averageUtilization: SCALE_AT_UTILIZATION },
+          },
         },
       ],
       behavior: {
@@ -695,7 +701,7 @@ export function kubernetesFiles(
     );
   }
   files[`${prodDir}/autoscaling.yaml`] = documents(
-    `An autoscaler per Deployment: ${prod.replicas} to ${prod.maxReplicas} pods, as many as keep their average CPU at ${SCALE_AT_CPU} or under.`,
+    `An autoscaler per Deployment: ${prod.replicas} to ${prod.maxReplicas} pods, as many as keep their CPU at ${SCALE_AT_UTILIZATION}% of what each requests (${PRODUCTION_CPU_REQUEST}) or under.`,
     [
       ...registry.services.map((service) => autoscaler(service.name, "service")),
       autoscaler("envoy", "edge"),
@@ -725,8 +731,16 @@ export function kubernetesFiles(
           ...names.map((name) => ({ path: `${name}.yaml` })),
           {
             // The autoscalers own the pod counts: a count here would reset theirs at every apply.
+            // Each pod requests the CPU its autoscaler plans with.
             target: { kind: "Deployment" },
-            patch: stringify([{ op: "remove", path: "/spec/replicas" }]),
+            patch: stringify([
+              { op: "remove", path: "/spec/replicas" },
+              {
+                op: "replace",
+                path: "/spec/template/spec/containers/0/resources/requests/cpu",
+                value: PRODUCTION_CPU_REQUEST,
+              },
+            ]),
           },
           {
             // The front door gets an address outside the cluster.

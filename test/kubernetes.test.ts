@@ -20,7 +20,8 @@ import {
   OVERLAYS,
   POSTGRES_CONNECTIONS,
   PRE_STOP_SLEEP_S,
-  SCALE_AT_CPU,
+  PRODUCTION_CPU_REQUEST,
+  SCALE_AT_UTILIZATION,
 } from "../deploy/kubernetes.js";
 import {
   DATABASE_SECRET,
@@ -94,9 +95,15 @@ function checkPods(
   t.deepEqual(autoscaler.spec.metrics, [
     {
       type: "Resource",
-      resource: { name: "cpu", target: { type: "AverageValue", averageValue: SCALE_AT_CPU } },
+      resource: {
+        name: "cpu",
+        target: { type: "Utilization", averageUtilization: SCALE_AT_UTILIZATION },
+      },
     },
   ]);
+  // Utilization is of the request: the pod requests what the autoscaler plans with.
+  const [container] = deployment.spec.template.spec.containers;
+  t.is(container.resources.requests.cpu, PRODUCTION_CPU_REQUEST);
   // A drain takes a pod at a time and still leaves one serving at the autoscaler's floor.
   const budget = find(objects, "PodDisruptionBudget", name);
   t.true(budget.spec.maxUnavailable < autoscaler.spec.minReplicas);
