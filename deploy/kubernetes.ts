@@ -154,6 +154,7 @@ function serviceDeployment(service: RegisteredService, registry: ServiceRegistry
       template: {
         metadata: { labels: labels(name, "service"), annotations: scrape(service.metricsPort) },
         spec: {
+          serviceAccountName: name,
           automountServiceAccountToken: false,
           // No <SERVICE>_PORT variables from the cluster's Services in the environment.
           enableServiceLinks: false,
@@ -239,6 +240,19 @@ function headlessService(service: RegisteredService) {
 }
 
 /** A voluntary disruption (a node drain) takes at most one pod of a service at a time. */
+/**
+ * A workload's own identity in the cluster, never the namespace's default: RBAC, or a cloud's
+ * workload identity (a database login, say), is granted to one service. No token is mounted.
+ */
+function serviceAccount(name: string, component: "service" | "edge") {
+  return {
+    apiVersion: "v1",
+    kind: "ServiceAccount",
+    metadata: { name, labels: labels(name, component) },
+    automountServiceAccountToken: false,
+  };
+}
+
 function disruptionBudget(name: string, component: "service" | "edge") {
   return {
     apiVersion: "policy/v1",
@@ -403,6 +417,7 @@ function envoyDeployment() {
       template: {
         metadata: { labels: labels("envoy", "edge"), annotations: scrape(ENVOY_STATS_PORT) },
         spec: {
+          serviceAccountName: "envoy",
           automountServiceAccountToken: false,
           enableServiceLinks: false,
           terminationGracePeriodSeconds: ENVOY_DRAIN_S + 10,
@@ -613,6 +628,7 @@ export function kubernetesFiles(
       `The ${service.name} service: ${service.protoServices.join(", ")}.`,
       [
         serviceDeployment(service, registry),
+        serviceAccount(service.name, "service"),
         headlessService(service),
         disruptionBudget(service.name, "service"),
         servicePolicy(service, registry),
@@ -621,6 +637,7 @@ export function kubernetesFiles(
   }
   files[`${base}/envoy.yaml`] = documents("Envoy, the front door.", [
     envoyDeployment(),
+    serviceAccount("envoy", "edge"),
     envoyService,
     disruptionBudget("envoy", "edge"),
     envoyPolicy,

@@ -216,6 +216,10 @@ for (const overlay of ["development", "production"] as const) {
       const pod = deployment.spec.template.spec;
       const [container] = pod.containers;
       const labels = deployment.spec.template.metadata.labels;
+      // An identity of its own, with no token mounted.
+      t.is(pod.serviceAccountName, name);
+      t.is(find(objects, "ServiceAccount", name)?.automountServiceAccountToken, false);
+      t.false(pod.automountServiceAccountToken);
 
       // Native gRPC probes on the health-only port (the service port wants a mesh certificate,
       // which the kubelet cannot present): readiness on its proto service.
@@ -360,6 +364,8 @@ for (const overlay of ["development", "production"] as const) {
     // Envoy: its config from the ConfigMap, each public service by its headless Service's name.
     const envoy = find(objects, "Deployment", "envoy");
     checkPods(t, objects, overlay, "envoy");
+    t.is(envoy.spec.template.spec.serviceAccountName, "envoy");
+    t.is(find(objects, "ServiceAccount", "envoy")?.automountServiceAccountToken, false);
     t.is(
       objects.filter((object) => object.kind === "HorizontalPodAutoscaler").length,
       overlay === "production" ? registry.names.length + 1 : 0,
