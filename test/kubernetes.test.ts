@@ -1,8 +1,8 @@
 // deploy/k8s: generated from the registry (a drift test like Envoy's), built by the real
 // kustomize, decoded strictly by the real Kubernetes API types (tools/k8s-validate), accepted by
 // the real Envoy, and shaped as the mesh needs: native gRPC probes, a termination grace that
-// covers the server's, headless Services, disruption budgets, and network policies that let in
-// only the callers the registry names.
+// covers the server's, headless Services, disruption budgets, production's autoscalers, an
+// account per workload, and network policies that let in only the callers the registry names.
 import { existsSync } from "node:fs";
 import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
