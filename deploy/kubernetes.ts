@@ -453,8 +453,9 @@ function envoyDeployment() {
                 { name: "http", containerPort: ENVOY_PORT, protocol: "TCP" },
                 { name: "metrics", containerPort: ENVOY_STATS_PORT, protocol: "TCP" },
               ],
+              // The admin's /ready through the stats listener: no process per probe.
               readinessProbe: {
-                exec: { command: ["bash", "-c", admin("GET", "/ready", "grep -q LIVE <&3")] },
+                httpGet: { path: "/ready", port: ENVOY_STATS_PORT },
                 periodSeconds: 5,
                 timeoutSeconds: 2,
               },

@@ -381,6 +381,8 @@ for (const overlay of ["development", "production"] as const) {
     const workers = proxy.args[proxy.args.indexOf("--concurrency") + 1];
     t.is(workers, String(ENVOY_CPU_CORES));
     t.is(proxy.resources.limits.cpu, workers);
+    // Readiness is the admin's, through the stats listener: no process starts per probe.
+    t.deepEqual(proxy.readinessProbe.httpGet, { path: "/ready", port: ENVOY_STATS_PORT });
     const envoyConfigMap = objects.find(
       (object) => object.kind === "ConfigMap" && object.metadata.name.startsWith("envoy-"),
     );

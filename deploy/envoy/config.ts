@@ -1349,8 +1349,9 @@ const COLLECTOR_CLUSTER = "opentelemetry_collector";
 
 /**
  * The stats listener: GET /metrics answers Envoy's Prometheus stats (the admin's
- * /stats/prometheus, reached over loopback); every other path is 404, so a scraper that can reach
- * it reaches nothing of the admin interface.
+ * /stats/prometheus, reached over loopback), and GET /ready the admin's readiness (200 when
+ * LIVE), for the kubelet's probe; every other path is 404, so a scraper that can reach it reaches
+ * nothing else of the admin interface.
  */
 function statsListener(topology: EnvoyTopology) {
   if (!topology.stats) return [];
@@ -1380,6 +1381,13 @@ function statsListener(topology: EnvoyTopology) {
                               headers: [{ name: ":method", string_match: { exact: "GET" } }],
                             },
                             route: { cluster: ADMIN_CLUSTER, prefix_rewrite: "/stats/prometheus" },
+                          },
+                          {
+                            match: {
+                              path: "/ready",
+                              headers: [{ name: ":method", string_match: { exact: "GET" } }],
+                            },
+                            route: { cluster: ADMIN_CLUSTER },
                           },
                           {
                             match: { prefix: "/" },

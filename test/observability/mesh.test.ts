@@ -164,12 +164,16 @@ test.serial(
 );
 
 test.serial(
-  "the stats listener serves Prometheus text and nothing of the admin interface",
+  "the stats listener serves Prometheus text and readiness, and nothing else of the admin interface",
   async (t) => {
     const stats = `http://127.0.0.1:${mesh.envoy.statsPort}`;
     const metrics = await fetch(`${stats}/metrics`);
     t.is(metrics.status, 200);
     t.regex(await metrics.text(), /^envoy_cluster_upstream_rq_total\{/m);
+    // Kubernetes' readiness probe asks this.
+    const ready = await fetch(`${stats}/ready`);
+    t.is(ready.status, 200);
+    t.is((await ready.text()).trim(), "LIVE");
     for (const adminPath of ["/clusters", "/stats", "/quitquitquit", "/stats/prometheus"]) {
       const response = await fetch(`${stats}${adminPath}`, {
         method: adminPath === "/quitquitquit" ? "POST" : "GET",
