@@ -525,7 +525,11 @@ const HEADER = (what: string) =>
 
 const documents = (what: string, objects: readonly object[]) =>
   HEADER(what) +
-  objects.map((object) => stringify(object, { lineWidth: 0, version: "1.1" })).join("---\n");
+  objects
+    .map((object) =>
+      stringify(object, { lineWidth: 0, aliasDuplicateObjects: false, version: "1.1" }),
+    )
+    .join("---\n");
 
 /** Mounts a Secret's keys as files and names each file in a variable. */
 function secretPatch(mount: SecretMount, identity: string, volume: string) {
