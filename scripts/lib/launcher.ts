@@ -6,7 +6,7 @@ import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
-import { MALLOC_ARENA_MAX, NODE_OPTIONS } from "../../deploy/settings.js";
+import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
@@ -30,13 +30,17 @@ export type Runtime = "tsx" | "compiled";
 export const mainFor = (runtime: Runtime) =>
   runtime === "compiled" ? COMPILED_SERVICE_MAIN : SERVICE_MAIN;
 
+// Compiled code runs with the image's environment (RUNTIME_ENV): its NODE_OPTIONS as Node's flags,
+// so that a caller's own NODE_OPTIONS cannot replace them, and the rest as variables.
+const { NODE_OPTIONS, ...IMAGE_VARIABLES } = RUNTIME_ENV;
+
 /** Node's flags for a runtime: tsx's loader, or the image's Node options for compiled code. */
 export const execArgvFor = (runtime: Runtime) =>
-  runtime === "tsx" ? ["--import", "tsx"] : NODE_OPTIONS.split(" ");
+  runtime === "tsx" ? ["--import", "tsx"] : (NODE_OPTIONS ?? "").split(" ").filter(Boolean);
 
-/** What a runtime adds to a process's environment: the image's malloc setting, compiled. */
+/** What a runtime adds to a process's environment: the image's other variables, compiled. */
 export const envFor = (runtime: Runtime): Record<string, string> =>
-  runtime === "tsx" ? {} : { MALLOC_ARENA_MAX };
+  runtime === "tsx" ? {} : { ...IMAGE_VARIABLES };
 
 /** A registered service named in configuration (SHOP_SERVICE), checked. */
 export function serviceName(value: string): ServiceName {
