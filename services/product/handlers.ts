@@ -89,7 +89,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
 /** InventoryService, the order service's internal API: reservations of stock. */
 export function inventoryHandlers(store: ProductStore): Handlers<typeof InventoryServiceService> {
   return {
-    async reserveStock({ reservationId, lines, ttl }) {
+    async reserveStock({ reservationId, lines, ttl, commit }) {
       const v = check().id("reservation_id", reservationId);
       if (lines.length === 0 || lines.length > 100) v.add("lines", "must hold 1 to 100 lines");
       const seen = new Set<string>();
@@ -101,7 +101,7 @@ export function inventoryHandlers(store: ProductStore): Handlers<typeof Inventor
       });
       const ms = ttlMs(v, ttl);
       v.throwIfAny();
-      return { reservation: await store.reserve(reservationId, lines, ms) };
+      return { reservation: await store.reserve(reservationId, lines, ms, commit) };
     },
 
     async commitReservation({ reservationId }) {

@@ -306,6 +306,44 @@ test("ReleaseReservation of an unknown id leaves a tombstone a late ReserveStock
   t.deepEqual(await release("r-late"), tombstone);
 });
 
+test("ReserveStock with commit takes the stock for good at once, and a release gives it back", async (t) => {
+  const { store, create, reserve, commit, release, stock } = await setup(t);
+  const a = await create({ stock: 10, amountMinor: "500" });
+  const sold = await reserve("r-now", [[a.productId, 4]], { seconds: "1", nanos: 0 }, true);
+  t.is(sold.state, COMMITTED);
+  t.is(sold.lines[0]?.unitPrice?.amountMinor, "500");
+  t.deepEqual(await stock(a.productId), [6]);
+  t.deepEqual(await reserve("r-now", [[a.productId, 4]], "none", true), sold, "a repeat");
+  t.deepEqual(await commit("r-now"), sold, "CommitReservation returns it as it stands");
+  t.is(await store.expire(Date.now() + 3_600_000), 0, "it never expires");
+  t.deepEqual(await stock(a.productId), [6]);
+  t.is((await release("r-now")).state, RELEASED);
+  t.deepEqual(await stock(a.productId), [10]);
+});
+
+test("ReserveStock with commit after a release of its id holds nothing", async (t) => {
+  const { create, reserve, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  const tombstone = await release("r-gone");
+  t.deepEqual(await reserve("r-gone", [[a.productId, 3]], "none", true), tombstone);
+  t.deepEqual(await stock(a.productId), [10]);
+});
+
+test("ReserveStock with commit refused for stock holds nothing and leaves the id usable", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const a = await create({ stock: 2 });
+  await expectStatus(
+    t,
+    reserve("r-short", [[a.productId, 3]], "none", true),
+    Code.FAILED_PRECONDITION,
+    "INSUFFICIENT_STOCK",
+  );
+  t.deepEqual(await stock(a.productId), [2]);
+  const fits = await reserve("r-short", [[a.productId, 2]], "none", true);
+  t.is(fits.state, COMMITTED);
+  t.deepEqual(await stock(a.productId), [0]);
+});
+
 // Expiry
 
 test("expire() returns the units of held reservations past their TTL", async (t) => {

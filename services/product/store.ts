@@ -218,23 +218,25 @@ export class ProductStore {
   }
 
   /**
-   * Holds every line or none. A repeat with the same id returns the reservation as it stands;
-   * the same id with other lines is ALREADY_EXISTS.
+   * Holds every line or none, committed at once with `commit`. A repeat with the same id returns
+   * the reservation as it stands; the same id with other lines is ALREADY_EXISTS.
    */
   async reserve(
     reservationId: string,
     lines: { productId: string; quantity: number }[],
     ttlMs: number,
+    commit = false,
   ): Promise<Reservation> {
     const now = Date.now();
+    const made: ReservationRow = {
+      reservation_id: reservationId,
+      state: commit ? ReservationState.RESERVATION_STATE_COMMITTED : HELD,
+      expire_time: now + ttlMs,
+      create_time: now,
+    };
     const outcome = await inTransaction(this.db, async (trx) => {
       const claimed = await trx("reservations")
-        .insert({
-          reservation_id: reservationId,
-          state: ReservationState.RESERVATION_STATE_HELD,
-          expire_time: now + ttlMs,
-          create_time: now,
-        })
+        .insert(made)
         .onConflict("reservation_id")
         .ignore()
         .returning("reservation_id");
@@ -283,13 +285,7 @@ export class ProductStore {
       }
       await trx("reservation_lines").insert(lineRows);
       // What was just written is the answer: no need to read it back.
-      const held: ReservationRow = {
-        reservation_id: reservationId,
-        state: ReservationState.RESERVATION_STATE_HELD,
-        expire_time: now + ttlMs,
-        create_time: now,
-      };
-      return { repeat: false as const, reservation: toReservation(held, lineRows) };
+      return { repeat: false as const, reservation: toReservation(made, lineRows) };
     }).catch(async (error: Error & { short?: string[] }) => {
       if (!error.short) throw error;
       throw await this.shortageError(lines, error.short);
@@ -373,16 +369,17 @@ export class ProductStore {
   /** Gives held or committed units back. Unknown ids become released tombstones. */
   async release(reservationId: string): Promise<Reservation> {
     const now = Date.now();
-    await inTransaction(this.db, async (trx) => {
+    const giveBack = async (trx: Knex.Transaction) => {
       const released = await trx("reservations")
         .where({ reservation_id: reservationId })
         .whereIn("state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
         .update({ state: ReservationState.RESERVATION_STATE_RELEASED });
-      if (released === 1) {
-        await this.restock(trx, reservationId, now);
-        return;
-      }
-      await trx("reservations")
+      if (released === 1) await this.restock(trx, reservationId, now);
+      return released === 1;
+    };
+    await inTransaction(this.db, async (trx) => {
+      if (await giveBack(trx)) return;
+      const recorded = await trx("reservations")
         .insert({
           reservation_id: reservationId,
           state: ReservationState.RESERVATION_STATE_RELEASED,
@@ -390,7 +387,12 @@ export class ProductStore {
           create_time: now,
         })
         .onConflict("reservation_id")
-        .ignore();
+        .ignore()
+        .returning("reservation_id");
+      // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
+      // Its units are visible now and are given back here, or a committed reservation would keep
+      // them with nothing left to release it.
+      if (recorded.length === 0) await giveBack(trx);
     });
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }

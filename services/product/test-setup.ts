@@ -93,6 +93,7 @@ export async function setup(t: ExecutionContext) {
     reservationId: string,
     lines: [string, number][],
     ttl: Duration | "none" = { seconds: "60", nanos: 0 },
+    commit = false,
   ) =>
     (
       await inventory.reserveStock(
@@ -100,6 +101,7 @@ export async function setup(t: ExecutionContext) {
           reservationId,
           lines: lines.map(([productId, quantity]) => ({ productId, quantity })),
           ttl: ttl === "none" ? undefined : ttl,
+          commit,
         }),
         ctx("ReserveStock"),
       )

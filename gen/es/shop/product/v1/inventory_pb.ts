@@ -15,7 +15,7 @@ import type { Message } from "@bufbuild/protobuf";
  * Describes the file shop/product/v1/inventory.proto.
  */
 export const file_shop_product_v1_inventory: GenFile = /*@__PURE__*/
-  fileDesc("Ch9zaG9wL3Byb2R1Y3QvdjEvaW52ZW50b3J5LnByb3RvEg9zaG9wLnByb2R1Y3QudjEibwoPUmVzZXJ2YXRpb25MaW5lEhcKCnByb2R1Y3RfaWQYASABKAlCA+BBAhIVCghxdWFudGl0eRgCIAEoBUID4EECEiwKCnVuaXRfcHJpY2UYAyABKAsyEy5zaG9wLnR5cGUudjEuTW9uZXlCA+BBAyLqAQoLUmVzZXJ2YXRpb24SFgoOcmVzZXJ2YXRpb25faWQYASABKAkSLwoFbGluZXMYAiADKAsyIC5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2YXRpb25MaW5lEjAKBXN0YXRlGAMgASgOMiEuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmF0aW9uU3RhdGUSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKQAQoTUmVzZXJ2ZVN0b2NrUmVxdWVzdBIbCg5yZXNlcnZhdGlvbl9pZBgBIAEoCUID4EECEjQKBWxpbmVzGAIgAygLMiAuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmF0aW9uTGluZUID4EECEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbiJJChRSZXNlcnZlU3RvY2tSZXNwb25zZRIxCgtyZXNlcnZhdGlvbhgBIAEoCzIcLnNob3AucHJvZHVjdC52MS5SZXNlcnZhdGlvbiI3ChhDb21taXRSZXNlcnZhdGlvblJlcXVlc3QSGwoOcmVzZXJ2YXRpb25faWQYASABKAlCA+BBAiJOChlDb21taXRSZXNlcnZhdGlvblJlc3BvbnNlEjEKC3Jlc2VydmF0aW9uGAEgASgLMhwuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmF0aW9uIjgKGVJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QSGwoOcmVzZXJ2YXRpb25faWQYASABKAlCA+BBAiJPChpSZWxlYXNlUmVzZXJ2YXRpb25SZXNwb25zZRIxCgtyZXNlcnZhdGlvbhgBIAEoCzIcLnNob3AucHJvZHVjdC52MS5SZXNlcnZhdGlvbiqxAQoQUmVzZXJ2YXRpb25TdGF0ZRIhCh1SRVNFUlZBVElPTl9TVEFURV9VTlNQRUNJRklFRBAAEhoKFlJFU0VSVkFUSU9OX1NUQVRFX0hFTEQQARIfChtSRVNFUlZBVElPTl9TVEFURV9DT01NSVRURUQQAhIeChpSRVNFUlZBVElPTl9TVEFURV9SRUxFQVNFRBADEh0KGVJFU0VSVkFUSU9OX1NUQVRFX0VYUElSRUQQBDLZAgoQSW52ZW50b3J5U2VydmljZRJgCgxSZXNlcnZlU3RvY2sSJC5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2ZVN0b2NrUmVxdWVzdBolLnNob3AucHJvZHVjdC52MS5SZXNlcnZlU3RvY2tSZXNwb25zZSIDkAICEm8KEUNvbW1pdFJlc2VydmF0aW9uEikuc2hvcC5wcm9kdWN0LnYxLkNvbW1pdFJlc2VydmF0aW9uUmVxdWVzdBoqLnNob3AucHJvZHVjdC52MS5Db21taXRSZXNlcnZhdGlvblJlc3BvbnNlIgOQAgIScgoSUmVsZWFzZVJlc2VydmF0aW9uEiouc2hvcC5wcm9kdWN0LnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlcXVlc3QaKy5zaG9wLnByb2R1Y3QudjEuUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2UiA5ACAmIGcHJvdG8z", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_shop_type_v1_money]);
+  fileDesc("Ch9zaG9wL3Byb2R1Y3QvdjEvaW52ZW50b3J5LnByb3RvEg9zaG9wLnByb2R1Y3QudjEibwoPUmVzZXJ2YXRpb25MaW5lEhcKCnByb2R1Y3RfaWQYASABKAlCA+BBAhIVCghxdWFudGl0eRgCIAEoBUID4EECEiwKCnVuaXRfcHJpY2UYAyABKAsyEy5zaG9wLnR5cGUudjEuTW9uZXlCA+BBAyLqAQoLUmVzZXJ2YXRpb24SFgoOcmVzZXJ2YXRpb25faWQYASABKAkSLwoFbGluZXMYAiADKAsyIC5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2YXRpb25MaW5lEjAKBXN0YXRlGAMgASgOMiEuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmF0aW9uU3RhdGUSLwoLZXhwaXJlX3RpbWUYBCABKAsyGi5nb29nbGUucHJvdG9idWYuVGltZXN0YW1wEi8KC2NyZWF0ZV90aW1lGAUgASgLMhouZ29vZ2xlLnByb3RvYnVmLlRpbWVzdGFtcCKgAQoTUmVzZXJ2ZVN0b2NrUmVxdWVzdBIbCg5yZXNlcnZhdGlvbl9pZBgBIAEoCUID4EECEjQKBWxpbmVzGAIgAygLMiAuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmF0aW9uTGluZUID4EECEiYKA3R0bBgDIAEoCzIZLmdvb2dsZS5wcm90b2J1Zi5EdXJhdGlvbhIOCgZjb21taXQYBCABKAgiSQoUUmVzZXJ2ZVN0b2NrUmVzcG9uc2USMQoLcmVzZXJ2YXRpb24YASABKAsyHC5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2YXRpb24iNwoYQ29tbWl0UmVzZXJ2YXRpb25SZXF1ZXN0EhsKDnJlc2VydmF0aW9uX2lkGAEgASgJQgPgQQIiTgoZQ29tbWl0UmVzZXJ2YXRpb25SZXNwb25zZRIxCgtyZXNlcnZhdGlvbhgBIAEoCzIcLnNob3AucHJvZHVjdC52MS5SZXNlcnZhdGlvbiI4ChlSZWxlYXNlUmVzZXJ2YXRpb25SZXF1ZXN0EhsKDnJlc2VydmF0aW9uX2lkGAEgASgJQgPgQQIiTwoaUmVsZWFzZVJlc2VydmF0aW9uUmVzcG9uc2USMQoLcmVzZXJ2YXRpb24YASABKAsyHC5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2YXRpb24qsQEKEFJlc2VydmF0aW9uU3RhdGUSIQodUkVTRVJWQVRJT05fU1RBVEVfVU5TUEVDSUZJRUQQABIaChZSRVNFUlZBVElPTl9TVEFURV9IRUxEEAESHwobUkVTRVJWQVRJT05fU1RBVEVfQ09NTUlUVEVEEAISHgoaUkVTRVJWQVRJT05fU1RBVEVfUkVMRUFTRUQQAxIdChlSRVNFUlZBVElPTl9TVEFURV9FWFBJUkVEEAQy2QIKEEludmVudG9yeVNlcnZpY2USYAoMUmVzZXJ2ZVN0b2NrEiQuc2hvcC5wcm9kdWN0LnYxLlJlc2VydmVTdG9ja1JlcXVlc3QaJS5zaG9wLnByb2R1Y3QudjEuUmVzZXJ2ZVN0b2NrUmVzcG9uc2UiA5ACAhJvChFDb21taXRSZXNlcnZhdGlvbhIpLnNob3AucHJvZHVjdC52MS5Db21taXRSZXNlcnZhdGlvblJlcXVlc3QaKi5zaG9wLnByb2R1Y3QudjEuQ29tbWl0UmVzZXJ2YXRpb25SZXNwb25zZSIDkAICEnIKElJlbGVhc2VSZXNlcnZhdGlvbhIqLnNob3AucHJvZHVjdC52MS5SZWxlYXNlUmVzZXJ2YXRpb25SZXF1ZXN0Gisuc2hvcC5wcm9kdWN0LnYxLlJlbGVhc2VSZXNlcnZhdGlvblJlc3BvbnNlIgOQAgJiBnByb3RvMw", [file_google_api_field_behavior, file_google_protobuf_duration, file_google_protobuf_timestamp, file_shop_type_v1_money]);
 
 /**
  * One product and quantity within a reservation.
@@ -125,11 +125,24 @@ export type ReserveStockRequest = Message<"shop.product.v1.ReserveStockRequest">
   /**
    * How long to hold the units before they return to stock. Optional;
    * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
-   * `nanos` within ±999,999,999 and of the same sign as `seconds`.
+   * `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
+   * with `commit`.
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */
   ttl?: Duration | undefined;
+
+  /**
+   * Commit the reservation as it is made (state COMMITTED): the units are
+   * sold until ReleaseReservation gives them back, and never expire.
+   * Optional; the default holds them (state HELD) until CommitReservation.
+   * For a caller that records its claim on the units before it asks for
+   * them (the order service writes the order first), so that no step is
+   * left in which a crash could pin stock without a record of why.
+   *
+   * @generated from field: bool commit = 4;
+   */
+  commit: boolean;
 };
 
 /**
@@ -146,7 +159,8 @@ export const ReserveStockRequestSchema: GenMessage<ReserveStockRequest> = /*@__P
  */
 export type ReserveStockResponse = Message<"shop.product.v1.ReserveStockResponse"> & {
   /**
-   * The reservation, held, or as it stands when the call was a repeat.
+   * The reservation, held (committed with `commit`), or as it stands when
+   * the call was a repeat.
    *
    * @generated from field: shop.product.v1.Reservation reservation = 1;
    */
@@ -296,11 +310,12 @@ export const ReservationStateSchema: GenEnum<ReservationState> = /*@__PURE__*/
 
 /**
  * The product service's internal API: stock reservations for the order
- * service. Stock is taken in two steps: a reservation holds units for a
- * while at a fixed price, then is committed when the order is written, or
- * released. A held reservation that is never committed expires after its
- * TTL and gives its units back, so a crashed caller cannot pin stock
- * forever. Stock is never negative.
+ * service. A reservation takes units at a fixed price. It is either held
+ * for a while and then committed or released, or, with `commit`, committed
+ * at once by a caller that has already recorded what the units are for and
+ * releases them if that fails. A held reservation that is never committed
+ * expires after its TTL and gives its units back, so a crashed caller
+ * cannot pin stock forever. Stock is never negative.
  *
  * Internal: the front door (Envoy) never routes it, its reflection does not
  * list it and it has no REST paths. Inside the mesh only the order
@@ -321,10 +336,12 @@ export const ReservationStateSchema: GenEnum<ReservationState> = /*@__PURE__*/
 export const InventoryService: GenService<{
   /**
    * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
+   * `reservation_id`, and snapshots each product's current price. With
+   * `commit`, the reservation is committed in the same step.
    *
    * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
+   * the existing reservation unchanged, whatever its state: RELEASED when
+   * ReleaseReservation recorded the id first, in which case nothing is held.
    *
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a

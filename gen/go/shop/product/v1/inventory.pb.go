@@ -244,8 +244,16 @@ type ReserveStockRequest struct {
 	Lines []*ReservationLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
 	// How long to hold the units before they return to stock. Optional;
 	// from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
-	// `nanos` within ±999,999,999 and of the same sign as `seconds`.
-	Ttl           *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
+	// with `commit`.
+	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
+	// Commit the reservation as it is made (state COMMITTED): the units are
+	// sold until ReleaseReservation gives them back, and never expire.
+	// Optional; the default holds them (state HELD) until CommitReservation.
+	// For a caller that records its claim on the units before it asks for
+	// them (the order service writes the order first), so that no step is
+	// left in which a crash could pin stock without a record of why.
+	Commit        bool `protobuf:"varint,4,opt,name=commit,proto3" json:"commit,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -301,10 +309,18 @@ func (x *ReserveStockRequest) GetTtl() *durationpb.Duration {
 	return nil
 }
 
+func (x *ReserveStockRequest) GetCommit() bool {
+	if x != nil {
+		return x.Commit
+	}
+	return false
+}
+
 // Response for InventoryService.ReserveStock.
 type ReserveStockResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The reservation, held, or as it stands when the call was a repeat.
+	// The reservation, held (committed with `commit`), or as it stands when
+	// the call was a repeat.
 	Reservation   *Reservation `protobuf:"bytes,1,opt,name=reservation,proto3" json:"reservation,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -549,11 +565,12 @@ const file_shop_product_v1_inventory_proto_rawDesc = "" +
 	"\vexpire_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
 	"expireTime\x12;\n" +
 	"\vcreate_time\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
-	"createTime\"\xab\x01\n" +
+	"createTime\"\xc3\x01\n" +
 	"\x13ReserveStockRequest\x12*\n" +
 	"\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0A\x02R\rreservationId\x12;\n" +
 	"\x05lines\x18\x02 \x03(\v2 .shop.product.v1.ReservationLineB\x03\xe0A\x02R\x05lines\x12+\n" +
-	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\"V\n" +
+	"\x03ttl\x18\x03 \x01(\v2\x19.google.protobuf.DurationR\x03ttl\x12\x16\n" +
+	"\x06commit\x18\x04 \x01(\bR\x06commit\"V\n" +
 	"\x14ReserveStockResponse\x12>\n" +
 	"\vreservation\x18\x01 \x01(\v2\x1c.shop.product.v1.ReservationR\vreservation\"F\n" +
 	"\x18CommitReservationRequest\x12*\n" +

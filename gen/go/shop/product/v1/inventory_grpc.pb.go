@@ -29,11 +29,12 @@ const (
 // For semantics around ctx use and closing/ending streaming RPCs, please refer to https://pkg.go.dev/google.golang.org/grpc/?tab=doc#ClientConn.NewStream.
 //
 // The product service's internal API: stock reservations for the order
-// service. Stock is taken in two steps: a reservation holds units for a
-// while at a fixed price, then is committed when the order is written, or
-// released. A held reservation that is never committed expires after its
-// TTL and gives its units back, so a crashed caller cannot pin stock
-// forever. Stock is never negative.
+// service. A reservation takes units at a fixed price. It is either held
+// for a while and then committed or released, or, with `commit`, committed
+// at once by a caller that has already recorded what the units are for and
+// releases them if that fails. A held reservation that is never committed
+// expires after its TTL and gives its units back, so a crashed caller
+// cannot pin stock forever. Stock is never negative.
 //
 // Internal: the front door (Envoy) never routes it, its reflection does not
 // list it and it has no REST paths. Inside the mesh only the order
@@ -50,10 +51,12 @@ const (
 // (reason `MALFORMED_REQUEST`).
 type InventoryServiceClient interface {
 	// Holds stock for every line, all or nothing, under a caller-chosen
-	// `reservation_id`, and snapshots each product's current price.
+	// `reservation_id`, and snapshots each product's current price. With
+	// `commit`, the reservation is committed in the same step.
 	//
 	// Idempotent: calling again with the same id and the same lines returns
-	// the existing reservation unchanged, whatever its state.
+	// the existing reservation unchanged, whatever its state: RELEASED when
+	// ReleaseReservation recorded the id first, in which case nothing is held.
 	//
 	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
 	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
@@ -127,11 +130,12 @@ func (c *inventoryServiceClient) ReleaseReservation(ctx context.Context, in *Rel
 // for forward compatibility.
 //
 // The product service's internal API: stock reservations for the order
-// service. Stock is taken in two steps: a reservation holds units for a
-// while at a fixed price, then is committed when the order is written, or
-// released. A held reservation that is never committed expires after its
-// TTL and gives its units back, so a crashed caller cannot pin stock
-// forever. Stock is never negative.
+// service. A reservation takes units at a fixed price. It is either held
+// for a while and then committed or released, or, with `commit`, committed
+// at once by a caller that has already recorded what the units are for and
+// releases them if that fails. A held reservation that is never committed
+// expires after its TTL and gives its units back, so a crashed caller
+// cannot pin stock forever. Stock is never negative.
 //
 // Internal: the front door (Envoy) never routes it, its reflection does not
 // list it and it has no REST paths. Inside the mesh only the order
@@ -148,10 +152,12 @@ func (c *inventoryServiceClient) ReleaseReservation(ctx context.Context, in *Rel
 // (reason `MALFORMED_REQUEST`).
 type InventoryServiceServer interface {
 	// Holds stock for every line, all or nothing, under a caller-chosen
-	// `reservation_id`, and snapshots each product's current price.
+	// `reservation_id`, and snapshots each product's current price. With
+	// `commit`, the reservation is committed in the same step.
 	//
 	// Idempotent: calling again with the same id and the same lines returns
-	// the existing reservation unchanged, whatever its state.
+	// the existing reservation unchanged, whatever its state: RELEASED when
+	// ReleaseReservation recorded the id first, in which case nothing is held.
 	//
 	// Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
 	// does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a

@@ -28,7 +28,7 @@ from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__
 from shop.type.v1 import money_pb2 as shop_dot_type_dot_v1_dot_money__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/product/v1/inventory.proto\x12\x0fshop.product.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"o\n\x0fReservationLine\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x15\n\x08quantity\x18\x02 \x01(\x05\x42\x03\xe0\x41\x02\x12,\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x03\xe0\x41\x03\"\xea\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12/\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLine\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.shop.product.v1.ReservationState\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x90\x01\n\x13ReserveStockRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLineB\x03\xe0\x41\x02\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\"I\n\x14ReserveStockResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"7\n\x18\x43ommitReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"N\n\x19\x43ommitReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"8\n\x19ReleaseReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"O\n\x1aReleaseReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation*\xb1\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x04\x32\xd9\x02\n\x10InventoryService\x12`\n\x0cReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x03\x90\x02\x02\x12o\n\x11\x43ommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"\x03\x90\x02\x02\x12r\n\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"\x03\x90\x02\x02\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1fshop/product/v1/inventory.proto\x12\x0fshop.product.v1\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"o\n\x0fReservationLine\x12\x17\n\nproduct_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x15\n\x08quantity\x18\x02 \x01(\x05\x42\x03\xe0\x41\x02\x12,\n\nunit_price\x18\x03 \x01(\x0b\x32\x13.shop.type.v1.MoneyB\x03\xe0\x41\x03\"\xea\x01\n\x0bReservation\x12\x16\n\x0ereservation_id\x18\x01 \x01(\t\x12/\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLine\x12\x30\n\x05state\x18\x03 \x01(\x0e\x32!.shop.product.v1.ReservationState\x12/\n\x0b\x65xpire_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0b\x63reate_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\xa0\x01\n\x13ReserveStockRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\x12\x34\n\x05lines\x18\x02 \x03(\x0b\x32 .shop.product.v1.ReservationLineB\x03\xe0\x41\x02\x12&\n\x03ttl\x18\x03 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x0e\n\x06\x63ommit\x18\x04 \x01(\x08\"I\n\x14ReserveStockResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"7\n\x18\x43ommitReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"N\n\x19\x43ommitReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation\"8\n\x19ReleaseReservationRequest\x12\x1b\n\x0ereservation_id\x18\x01 \x01(\tB\x03\xe0\x41\x02\"O\n\x1aReleaseReservationResponse\x12\x31\n\x0breservation\x18\x01 \x01(\x0b\x32\x1c.shop.product.v1.Reservation*\xb1\x01\n\x10ReservationState\x12!\n\x1dRESERVATION_STATE_UNSPECIFIED\x10\x00\x12\x1a\n\x16RESERVATION_STATE_HELD\x10\x01\x12\x1f\n\x1bRESERVATION_STATE_COMMITTED\x10\x02\x12\x1e\n\x1aRESERVATION_STATE_RELEASED\x10\x03\x12\x1d\n\x19RESERVATION_STATE_EXPIRED\x10\x04\x32\xd9\x02\n\x10InventoryService\x12`\n\x0cReserveStock\x12$.shop.product.v1.ReserveStockRequest\x1a%.shop.product.v1.ReserveStockResponse\"\x03\x90\x02\x02\x12o\n\x11\x43ommitReservation\x12).shop.product.v1.CommitReservationRequest\x1a*.shop.product.v1.CommitReservationResponse\"\x03\x90\x02\x02\x12r\n\x12ReleaseReservation\x12*.shop.product.v1.ReleaseReservationRequest\x1a+.shop.product.v1.ReleaseReservationResponse\"\x03\x90\x02\x02\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -55,24 +55,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_INVENTORYSERVICE'].methods_by_name['CommitReservation']._serialized_options = b'\220\002\002'
   _globals['_INVENTORYSERVICE'].methods_by_name['ReleaseReservation']._loaded_options = None
   _globals['_INVENTORYSERVICE'].methods_by_name['ReleaseReservation']._serialized_options = b'\220\002\002'
-  _globals['_RESERVATIONSTATE']._serialized_start=1025
-  _globals['_RESERVATIONSTATE']._serialized_end=1202
+  _globals['_RESERVATIONSTATE']._serialized_start=1041
+  _globals['_RESERVATIONSTATE']._serialized_end=1218
   _globals['_RESERVATIONLINE']._serialized_start=176
   _globals['_RESERVATIONLINE']._serialized_end=287
   _globals['_RESERVATION']._serialized_start=290
   _globals['_RESERVATION']._serialized_end=524
   _globals['_RESERVESTOCKREQUEST']._serialized_start=527
-  _globals['_RESERVESTOCKREQUEST']._serialized_end=671
-  _globals['_RESERVESTOCKRESPONSE']._serialized_start=673
-  _globals['_RESERVESTOCKRESPONSE']._serialized_end=746
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=748
-  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=803
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=805
-  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=883
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=885
-  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=941
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=943
-  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1022
-  _globals['_INVENTORYSERVICE']._serialized_start=1205
-  _globals['_INVENTORYSERVICE']._serialized_end=1550
+  _globals['_RESERVESTOCKREQUEST']._serialized_end=687
+  _globals['_RESERVESTOCKRESPONSE']._serialized_start=689
+  _globals['_RESERVESTOCKRESPONSE']._serialized_end=762
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_start=764
+  _globals['_COMMITRESERVATIONREQUEST']._serialized_end=819
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_start=821
+  _globals['_COMMITRESERVATIONRESPONSE']._serialized_end=899
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_start=901
+  _globals['_RELEASERESERVATIONREQUEST']._serialized_end=957
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_start=959
+  _globals['_RELEASERESERVATIONRESPONSE']._serialized_end=1038
+  _globals['_INVENTORYSERVICE']._serialized_start=1221
+  _globals['_INVENTORYSERVICE']._serialized_end=1566
 # @@protoc_insertion_point(module_scope)

@@ -27,11 +27,12 @@ if _version_not_supported:
 
 class InventoryServiceStub:
     """The product service's internal API: stock reservations for the order
-    service. Stock is taken in two steps: a reservation holds units for a
-    while at a fixed price, then is committed when the order is written, or
-    released. A held reservation that is never committed expires after its
-    TTL and gives its units back, so a crashed caller cannot pin stock
-    forever. Stock is never negative.
+    service. A reservation takes units at a fixed price. It is either held
+    for a while and then committed or released, or, with `commit`, committed
+    at once by a caller that has already recorded what the units are for and
+    releases them if that fails. A held reservation that is never committed
+    expires after its TTL and gives its units back, so a crashed caller
+    cannot pin stock forever. Stock is never negative.
 
     Internal: the front door (Envoy) never routes it, its reflection does not
     list it and it has no REST paths. Inside the mesh only the order
@@ -73,11 +74,12 @@ class InventoryServiceStub:
 
 class InventoryServiceServicer:
     """The product service's internal API: stock reservations for the order
-    service. Stock is taken in two steps: a reservation holds units for a
-    while at a fixed price, then is committed when the order is written, or
-    released. A held reservation that is never committed expires after its
-    TTL and gives its units back, so a crashed caller cannot pin stock
-    forever. Stock is never negative.
+    service. A reservation takes units at a fixed price. It is either held
+    for a while and then committed or released, or, with `commit`, committed
+    at once by a caller that has already recorded what the units are for and
+    releases them if that fails. A held reservation that is never committed
+    expires after its TTL and gives its units back, so a crashed caller
+    cannot pin stock forever. Stock is never negative.
 
     Internal: the front door (Envoy) never routes it, its reflection does not
     list it and it has no REST paths. Inside the mesh only the order
@@ -96,10 +98,12 @@ class InventoryServiceServicer:
 
     def ReserveStock(self, request, context):
         """Holds stock for every line, all or nothing, under a caller-chosen
-        `reservation_id`, and snapshots each product's current price.
+        `reservation_id`, and snapshots each product's current price. With
+        `commit`, the reservation is committed in the same step.
 
         Idempotent: calling again with the same id and the same lines returns
-        the existing reservation unchanged, whatever its state.
+        the existing reservation unchanged, whatever its state: RELEASED when
+        ReleaseReservation recorded the id first, in which case nothing is held.
 
         Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
         does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
@@ -170,11 +174,12 @@ def add_InventoryServiceServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class InventoryService:
     """The product service's internal API: stock reservations for the order
-    service. Stock is taken in two steps: a reservation holds units for a
-    while at a fixed price, then is committed when the order is written, or
-    released. A held reservation that is never committed expires after its
-    TTL and gives its units back, so a crashed caller cannot pin stock
-    forever. Stock is never negative.
+    service. A reservation takes units at a fixed price. It is either held
+    for a while and then committed or released, or, with `commit`, committed
+    at once by a caller that has already recorded what the units are for and
+    releases them if that fails. A held reservation that is never committed
+    expires after its TTL and gives its units back, so a crashed caller
+    cannot pin stock forever. Stock is never negative.
 
     Internal: the front door (Envoy) never routes it, its reflection does not
     list it and it has no REST paths. Inside the mesh only the order

@@ -121,14 +121,29 @@ export interface ReserveStockRequest {
   /**
    * How long to hold the units before they return to stock. Optional;
    * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
-   * `nanos` within ±999,999,999 and of the same sign as `seconds`.
+   * `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
+   * with `commit`.
    */
-  ttl: Duration | undefined;
+  ttl:
+    | Duration
+    | undefined;
+  /**
+   * Commit the reservation as it is made (state COMMITTED): the units are
+   * sold until ReleaseReservation gives them back, and never expire.
+   * Optional; the default holds them (state HELD) until CommitReservation.
+   * For a caller that records its claim on the units before it asks for
+   * them (the order service writes the order first), so that no step is
+   * left in which a crash could pin stock without a record of why.
+   */
+  commit: boolean;
 }
 
 /** Response for InventoryService.ReserveStock. */
 export interface ReserveStockResponse {
-  /** The reservation, held, or as it stands when the call was a repeat. */
+  /**
+   * The reservation, held (committed with `commit`), or as it stands when
+   * the call was a repeat.
+   */
   reservation: Reservation | undefined;
 }
 
@@ -413,7 +428,7 @@ export const Reservation: MessageFns<Reservation> = {
 };
 
 function createBaseReserveStockRequest(): ReserveStockRequest {
-  return { reservationId: "", lines: [], ttl: undefined };
+  return { reservationId: "", lines: [], ttl: undefined, commit: false };
 }
 
 export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
@@ -426,6 +441,9 @@ export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
     }
     if (message.ttl !== undefined) {
       Duration.encode(message.ttl, writer.uint32(26).fork()).join();
+    }
+    if (message.commit !== false) {
+      writer.uint32(32).bool(message.commit);
     }
     return writer;
   },
@@ -467,6 +485,14 @@ export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
             message.ttl = Duration.decode(reader, reader.uint32());
             continue;
           }
+          case 4: {
+            if (tag !== 32) {
+              break;
+            }
+
+            message.commit = reader.bool();
+            continue;
+          }
         }
         if ((tag & 7) === 4 || tag === 0) {
           break;
@@ -488,6 +514,7 @@ export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
         : "",
       lines: globalThis.Array.isArray(object?.lines) ? object.lines.map((e: any) => ReservationLine.fromJSON(e)) : [],
       ttl: isSet(object.ttl) ? Duration.fromJSON(object.ttl) : undefined,
+      commit: isSet(object.commit) ? globalThis.Boolean(object.commit) : false,
     };
   },
 
@@ -502,6 +529,9 @@ export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
     if (message.ttl !== undefined) {
       obj.ttl = Duration.toJSON(message.ttl);
     }
+    if (message.commit !== false) {
+      obj.commit = message.commit;
+    }
     return obj;
   },
 
@@ -513,6 +543,7 @@ export const ReserveStockRequest: MessageFns<ReserveStockRequest> = {
     message.reservationId = object.reservationId ?? "";
     message.lines = object.lines?.map((e) => ReservationLine.fromPartial(e)) || [];
     message.ttl = (object.ttl !== undefined && object.ttl !== null) ? Duration.fromPartial(object.ttl) : undefined;
+    message.commit = object.commit ?? false;
     return message;
   },
 };
@@ -872,11 +903,12 @@ export const ReleaseReservationResponse: MessageFns<ReleaseReservationResponse> 
 
 /**
  * The product service's internal API: stock reservations for the order
- * service. Stock is taken in two steps: a reservation holds units for a
- * while at a fixed price, then is committed when the order is written, or
- * released. A held reservation that is never committed expires after its
- * TTL and gives its units back, so a crashed caller cannot pin stock
- * forever. Stock is never negative.
+ * service. A reservation takes units at a fixed price. It is either held
+ * for a while and then committed or released, or, with `commit`, committed
+ * at once by a caller that has already recorded what the units are for and
+ * releases them if that fails. A held reservation that is never committed
+ * expires after its TTL and gives its units back, so a crashed caller
+ * cannot pin stock forever. Stock is never negative.
  *
  * Internal: the front door (Envoy) never routes it, its reflection does not
  * list it and it has no REST paths. Inside the mesh only the order
@@ -896,10 +928,12 @@ export type InventoryServiceService = typeof InventoryServiceService;
 export const InventoryServiceService = {
   /**
    * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
+   * `reservation_id`, and snapshots each product's current price. With
+   * `commit`, the reservation is committed in the same step.
    *
    * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
+   * the existing reservation unchanged, whatever its state: RELEASED when
+   * ReleaseReservation recorded the id first, in which case nothing is held.
    *
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
@@ -967,10 +1001,12 @@ export const InventoryServiceService = {
 export interface InventoryServiceServer extends UntypedServiceImplementation {
   /**
    * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
+   * `reservation_id`, and snapshots each product's current price. With
+   * `commit`, the reservation is committed in the same step.
    *
    * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
+   * the existing reservation unchanged, whatever its state: RELEASED when
+   * ReleaseReservation recorded the id first, in which case nothing is held.
    *
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
@@ -1009,10 +1045,12 @@ export interface InventoryServiceServer extends UntypedServiceImplementation {
 export interface InventoryServiceClient extends Client {
   /**
    * Holds stock for every line, all or nothing, under a caller-chosen
-   * `reservation_id`, and snapshots each product's current price.
+   * `reservation_id`, and snapshots each product's current price. With
+   * `commit`, the reservation is committed in the same step.
    *
    * Idempotent: calling again with the same id and the same lines returns
-   * the existing reservation unchanged, whatever its state.
+   * the existing reservation unchanged, whatever its state: RELEASED when
+   * ReleaseReservation recorded the id first, in which case nothing is held.
    *
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
    * does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
