@@ -90,12 +90,12 @@ export async function startService(
   const metrics = new Metrics();
   const counting = options.metrics !== false;
   const tracing = options.tracing !== false;
+  const dependencyTimeoutMs =
+    options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000);
   const clientMiddleware = [
     ...(tracing ? [tracingClient] : []),
     ...(counting ? [metricsClient(metrics)] : []),
-    ...defaultClientMiddleware({
-      defaultTimeoutMs: options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000),
-    }),
+    ...defaultClientMiddleware({ defaultTimeoutMs: dependencyTimeoutMs }),
     forwardCredentials,
     ...(options.clientMiddleware ?? []),
   ];
@@ -122,7 +122,7 @@ export async function startService(
   }
   if (counting) observeDatabase(db, databaseMetrics(metrics));
   if (tracing) observeDatabase(db, databaseTracing(db));
-  const implementation = module.implement({ db, logger, clients, metrics });
+  const implementation = module.implement({ db, logger, clients, dependencyTimeoutMs, metrics });
   const services: ServiceImplementation[] = Object.entries(module.serves).map(
     ([key, definition]) => ({
       definition: definition as never,

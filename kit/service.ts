@@ -50,6 +50,8 @@ export interface ServiceEnvironment<D extends Definitions> {
   db: Knex;
   logger: Logger;
   clients: { [K in keyof D]: Client<D[K]> };
+  /** The deadline of a call to a dependency when the served call's is later or absent. */
+  dependencyTimeoutMs: number;
   metrics: Metrics;
 }
 

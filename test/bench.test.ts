@@ -163,7 +163,6 @@ test.serial(
       for (const [service, rpc] of [
         ["user", "shop.user.v1.UserService/GetUser"],
         ["product", "shop.product.v1.InventoryService/ReserveStock"],
-        ["product", "shop.product.v1.InventoryService/CommitReservation"],
       ] as const) {
         const client = step("order", rpc, "client");
         const server = step(service, rpc, "server");

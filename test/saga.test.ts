@@ -6,7 +6,7 @@ import {
   OrderServiceClient,
   OrderState,
 } from "../gen/ts/shop/order/v1/order.js";
-import { ReservationState } from "../gen/ts/shop/product/v1/inventory.js";
+import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
@@ -173,11 +173,12 @@ test("an unknown user fails the order before any stock is held", async (t) => {
   t.is(listed.orders.length, 0);
 });
 
-test("a commit that fails mid-way releases the stock, and a retry of the request succeeds", async (t) => {
+test("a reservation whose reply is lost fails the order, gives the stock back, and a retry succeeds", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 5 });
-  fleet.product.faults.set("CommitReservation", { code: Code.UNAVAILABLE });
+  // The product service takes and commits the stock, then the answer never arrives.
+  fleet.product.faults.set("ReserveStock", { code: Code.UNAVAILABLE, afterHandler: true });
 
   const request = {
     userId: user.userId,
@@ -200,6 +201,10 @@ test("a commit that fails mid-way releases the stock, and a retry of the request
     failed.orders.map((order) => order.state),
     [OrderState.ORDER_STATE_FAILED],
   );
+  const { reservation } = await fleet.inventory.releaseReservation({
+    reservationId: `order:${failed.orders[0]?.orderId}`,
+  });
+  t.is(reservation?.state, ReservationState.RESERVATION_STATE_RELEASED);
 
   fleet.product.faults.clear();
   const { order } = await fleet.orders.createOrder(request);
@@ -207,10 +212,24 @@ test("a commit that fails mid-way releases the stock, and a retry of the request
   t.is(await stockOf(fleet, mug.productId), 3);
 });
 
-test("a reservation that fails leaves no order behind", async (t) => {
+test("a refused reservation leaves no order behind; an unanswered one leaves it FAILED", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 5 });
+  const list = async () =>
+    (await fleet.orders.listOrders({ userId: user.userId, pageSize: 10, pageToken: "" })).orders;
+
+  const short = await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 6)],
+      requestId: "too-many",
+    }),
+    { instanceOf: ServiceError },
+  );
+  t.is(short?.details.reason, "INSUFFICIENT_STOCK");
+  t.deepEqual(await list(), []);
+
   fleet.product.faults.set("ReserveStock", { code: Code.UNAVAILABLE });
   const error = await t.throwsAsync(
     fleet.orders.createOrder({
@@ -221,12 +240,10 @@ test("a reservation that fails leaves no order behind", async (t) => {
     { instanceOf: ServiceError },
   );
   t.is(error?.code, Code.UNAVAILABLE);
-  const listed = await fleet.orders.listOrders({
-    userId: user.userId,
-    pageSize: 10,
-    pageToken: "",
-  });
-  t.is(listed.orders.length, 0);
+  t.deepEqual(
+    (await list()).map((order) => order.state),
+    [OrderState.ORDER_STATE_FAILED],
+  );
   t.is(await stockOf(fleet, mug.productId), 5);
 });
 
@@ -254,10 +271,26 @@ test("a held reservation expires after its TTL and gives its stock back", async 
   t.is(error?.details.reason, "RESERVATION_NOT_HELD");
 });
 
-test("an order whose reservation expires before the commit fails, keeps no stock and may be resent", async (t) => {
+test("against a product service older than commit-on-reserve, orders are committed as before", async (t) => {
   const fleet = await startFleet(t, { order: { reservationTtlMs: 1_000 } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 3 });
+  // An older product service does not know ReserveStockRequest.commit: it only holds the stock.
+  const older = (request: ReserveStockRequest) => ({ ...request, commit: false });
+  fleet.product.faults.set("ReserveStock", { rewrite: older });
+  const placed = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "upgrade-1",
+  });
+  t.is(placed.order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.is(placed.order?.total?.amountMinor, "1000");
+  const { reservation } = await fleet.inventory.commitReservation({
+    reservationId: `order:${placed.order?.orderId}`,
+  });
+  t.is(reservation?.state, ReservationState.RESERVATION_STATE_COMMITTED);
+
+  // The hold outlives its TTL before the commit: the order fails, keeps no stock, may be resent.
   fleet.product.faults.set("CommitReservation", { delayMs: 1_500 });
   const request = {
     userId: user.userId,
@@ -271,12 +304,12 @@ test("an order whose reservation expires before the commit fails, keeps no stock
   t.is(error?.code, Code.ABORTED);
   t.is(error?.details.reason, "RESERVATION_EXPIRED");
   t.is(error?.details.metadata?.request_id, "slow");
-  t.is(await stockOf(fleet, mug.productId), 3);
+  t.is(await stockOf(fleet, mug.productId), 2);
 
   fleet.product.faults.clear();
   const { order } = await fleet.orders.createOrder(request);
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
-  t.is(await stockOf(fleet, mug.productId), 1);
+  t.is(await stockOf(fleet, mug.productId), 0);
 });
 
 test("the caller's deadline reaches the user and product services", async (t) => {
@@ -362,7 +395,7 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
   t.is(await stockOf(fleet, mug.productId), 4);
 });
 
-test("with the product service down, CreateOrder is UNAVAILABLE and writes nothing", async (t) => {
+test("with the product service down, CreateOrder is UNAVAILABLE and places nothing", async (t) => {
   const user = await start(t, userService);
   const order = await start(t, createOrderService(), {
     dependencies: { users: user.server.address, inventory: "127.0.0.1:1" },
@@ -383,8 +416,12 @@ test("with the product service down, CreateOrder is UNAVAILABLE and writes nothi
   t.is(error?.code, Code.UNAVAILABLE);
   t.is(error?.details.reason, "DEPENDENCY_UNAVAILABLE");
   t.is(error?.details.metadata?.dependency, "product");
+  // The order written before its stock was asked for is FAILED, and its request_id free again.
   const listed = await orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
-  t.is(listed.orders.length, 0);
+  t.deepEqual(
+    listed.orders.map((order) => order.state),
+    [OrderState.ORDER_STATE_FAILED],
+  );
 });
 
 test("killing the product service mid-flight loses no stock once it is back", async (t) => {

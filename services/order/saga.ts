@@ -1,10 +1,15 @@
 import { EventEmitter } from "node:events";
+import { setTimeout as sleep } from "node:timers/promises";
 import {
   type CreateOrderRequest,
   type Order,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
-import type { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
+import {
+  type InventoryServiceService,
+  type Reservation,
+  ReservationState,
+} from "../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import type { CallOptions, Client } from "../../kit/client.js";
 import type { CallContext } from "../../kit/context.js";
@@ -14,7 +19,7 @@ import type { Logger } from "../../kit/logger.js";
 import { toServiceError } from "../../kit/middleware/status.js";
 import { totalOf } from "../../kit/money.js";
 import { inSpan } from "../../kit/tracing.js";
-import { IdempotencyKeyTaken, type OrderStore, type StoredOrder } from "./store.js";
+import { IdempotencyKeyTaken, type OrderStore, type Prices, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
 export interface Dependencies {
@@ -42,8 +47,17 @@ export interface SagaEvents {
 }
 
 export interface SagaOptions {
-  /** How long stock stays held before an uncommitted reservation expires. */
+  /**
+   * How long stock stays held before an uncommitted reservation expires, and how old a PENDING
+   * order must be before the reconciler settles it.
+   */
   reservationTtlMs: number;
+  /**
+   * How long the call that wrote an order may still be reserving its stock: the deadline of its
+   * call to the product service (the clients' default). A retry that finds the order younger
+   * waits for that call rather than failing the order under it.
+   */
+  placingMs: number;
   /**
    * Deadline of the calls that finish work on the service's own behalf (releases, cancels); the
    * clients' default deadline (SHOP_DEPENDENCY_TIMEOUT_MS) when unset.
@@ -76,6 +90,14 @@ function fromDependency(dependency: string, error: unknown): Error {
   }
 }
 
+const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+  FAILED: OrderState.ORDER_STATE_FAILED,
+};
+
 const sameRequest = (order: Order, request: CreateOrderRequest) =>
   order.userId === request.userId &&
   order.lines.length === request.lines.length &&
@@ -92,6 +114,56 @@ const reservationLost = (error: unknown) =>
   error instanceof ServiceError &&
   (error.details.reason === "RESERVATION_NOT_HELD" ||
     error.details.reason === "RESERVATION_NOT_FOUND");
+
+/** ReserveStock answered that it will not hold this stock: it held nothing (inventory.proto). */
+const refusal = (error: unknown) =>
+  error instanceof ServiceError &&
+  [
+    Code.INVALID_ARGUMENT,
+    Code.NOT_FOUND,
+    Code.FAILED_PRECONDITION,
+    Code.ALREADY_EXISTS,
+    Code.OUT_OF_RANGE,
+  ].includes(error.code);
+
+/** What the order costs, from its reservation's price snapshot (lines in the order's order). */
+function pricesOf(reservation: Reservation | undefined): Prices {
+  const lines = (reservation?.lines ?? []).map(({ productId, quantity, unitPrice }) => {
+    if (!unitPrice) throw new Error(`no price for ${productId} in ${reservation?.reservationId}`);
+    return { quantity, unitPrice, unitPriceMinor: BigInt(unitPrice.amountMinor) };
+  });
+  const currencies = new Set(lines.map((line) => line.unitPrice.currencyCode));
+  if (currencies.size !== 1) {
+    throw errors.failedPrecondition(
+      "CURRENCY_MISMATCH",
+      `the products are priced in different currencies: ${[...currencies].join(", ")}`,
+    );
+  }
+  const currencyCode = lines[0]?.unitPrice.currencyCode ?? "";
+  return {
+    currencyCode,
+    totalMinor: totalOf(currencyCode, lines),
+    unitPricesMinor: lines.map((line) => line.unitPriceMinor),
+  };
+}
+
+/** The order as it is once confirmed at `prices`. */
+const pricedOrder = (order: Order, prices: Prices, updateTime: Date): Order => ({
+  ...order,
+  state: CONFIRMED,
+  updateTime,
+  total: { currencyCode: prices.currencyCode, amountMinor: prices.totalMinor.toString() },
+  lines: order.lines.map((line, i) => ({
+    ...line,
+    unitPrice: {
+      currencyCode: prices.currencyCode,
+      amountMinor: String(prices.unitPricesMinor[i]),
+    },
+  })),
+});
+
+/** settle() found the order's own call still reserving its stock. */
+const PLACING = Symbol("placing");
 
 /**
  * The order's stock was given back before this call could commit it (the saga outran the
@@ -116,14 +188,6 @@ const callerGone = (error: unknown) =>
 
 /** A step of the saga, as a span of its own: `saga.<name>` (docs/architecture.md). */
 const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`, work);
-
-const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
-  PENDING: OrderState.ORDER_STATE_PENDING,
-  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
-  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
-  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
-  FAILED: OrderState.ORDER_STATE_FAILED,
-};
 
 /**
  * The order flow (docs/architecture.md): idempotent create, compensation, cancel,
@@ -183,20 +247,31 @@ export class OrderSaga {
 
   /** Finds the order of an idempotency key and settles it, or places it. */
   private async resolve(key: string, request: CreateOrderRequest, ctx: CallContext) {
-    for (let attempt = 0; attempt < 3; attempt++) {
+    for (let attempt = 0, waits = 0; attempt < 3; ) {
       const existing = await this.store.findByIdempotencyKey(key);
       if (!existing) {
         const placed = await this.place(key, request, ctx);
         if (placed) return placed;
+        attempt++;
         continue;
       }
       if (!sameRequest(existing.order, request)) throw keyReused(key, existing.order.orderId);
       const settled = await step("settle", () => this.settle(existing, { ctx }));
+      if (settled === PLACING) {
+        // Another replica's call is placing it: its answer will be ours. Not an attempt.
+        await sleep(Math.min(20 * 2 ** waits++, 200), undefined, { signal: ctx.signal }).catch(
+          () => {
+            throw new ServiceError(Code.CANCELLED, "the call ended while its order was placed");
+          },
+        );
+        continue;
+      }
       if (settled) {
         this.events.replayed?.();
         return settled;
       }
       // It failed: its key is free again, and this call places a new order.
+      attempt++;
     }
     throw new ServiceError(
       Code.ABORTED,
@@ -207,10 +282,14 @@ export class OrderSaga {
 
   /**
    * Brings an order another call wrote to its end: a confirmed order is the answer; a pending one
-   * (its saga still running on another replica, or dead) is committed and confirmed here, or
-   * failed when its reservation is gone. Undefined when it ended FAILED.
+   * (its saga still running on another replica, or dead) is confirmed here when its stock was
+   * taken, or failed when it never will be. Undefined when it ended FAILED; PLACING while the
+   * call that wrote it may still be taking its stock.
    */
-  private async settle({ order, reservationId }: StoredOrder, call: CallOptions) {
+  private async settle(
+    { order, reservationId }: StoredOrder,
+    call: CallOptions,
+  ): Promise<Order | undefined | typeof PLACING> {
     switch (order.state) {
       case CONFIRMED:
         return order;
@@ -226,29 +305,52 @@ export class OrderSaga {
       default:
         return undefined;
     }
+    // Commits a reservation an older version only held; returns a committed one as it stands.
+    let reservation: Reservation | undefined;
     try {
-      await this.deps.inventory.commitReservation({ reservationId }, call);
+      ({ reservation } = await this.deps.inventory.commitReservation({ reservationId }, call));
     } catch (error) {
       if (!reservationLost(error)) throw fromDependency("product", error);
+      const notYet = error instanceof ServiceError && error.code === Code.NOT_FOUND;
+      const age = Date.now() - (order.createTime?.getTime() ?? 0);
+      if (notYet && age < this.options.placingMs) return PLACING;
+      // Never made (its call is over; a late ReserveStock finds it released) or given back.
       await this.failOrder(order.orderId, reservationId);
       return undefined;
     }
-    return this.confirm(order.orderId);
+    return this.confirm(order, reservationId, reservation);
   }
 
   /**
-   * PENDING → CONFIRMED after a commit; the order as it then stands, if it is confirmed. `written`
-   * is the order as this call wrote it: when this call confirms it, nothing else can have changed
-   * it meanwhile, so it is the answer without reading the order back.
+   * PENDING → CONFIRMED at the reservation's prices; the order as it then stands, if it is
+   * confirmed. `order` is the order as read or written: when this call confirms it, nothing else
+   * can have changed it meanwhile, so it is the answer without reading it back.
    */
-  private async confirm(orderId: string, written?: Order): Promise<Order | undefined> {
-    const now = Date.now();
-    if (await this.store.transition(orderId, [PENDING], CONFIRMED, now)) {
-      this.changed(orderId, CONFIRMED);
-      if (written) return { ...written, state: CONFIRMED, updateTime: new Date(now) };
+  private async confirm(
+    order: Order,
+    reservationId: string,
+    reservation: Reservation | undefined,
+  ): Promise<Order | undefined> {
+    const { orderId } = order;
+    let prices: Prices;
+    try {
+      prices = pricesOf(reservation);
+    } catch (error) {
+      // The stock is taken but the order cannot stand: it gives the stock back, and once that
+      // is done no order was placed. Should the release fail, the reconciler retries it.
+      if (await this.store.fail(orderId)) {
+        this.changed(orderId, FAILED);
+        if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
+      }
+      throw error;
     }
-    const { order } = await this.store.get(orderId);
-    return order.state === CONFIRMED ? order : undefined;
+    const now = Date.now();
+    if (await step("confirm", () => this.store.confirm(orderId, prices, now))) {
+      this.changed(orderId, CONFIRMED);
+      return pricedOrder(order, prices, new Date(now));
+    }
+    const { order: stored } = await this.store.get(orderId);
+    return stored.state === CONFIRMED ? stored : undefined;
   }
 
   /** PENDING → FAILED, then the reservation back; only the call that failed it releases. */
@@ -259,95 +361,57 @@ export class OrderSaga {
     return true;
   }
 
-  /** The saga proper; undefined when another call holds the key or failed the order. */
+  /**
+   * The saga proper: the order is written first, so that its idempotency key is won before any
+   * stock moves and a crash leaves a record the reconciler settles; then its stock is taken and
+   * committed in one call; then it is confirmed at the prices the reservation snapshot. Undefined
+   * when another call holds the key or failed the order.
+   */
   private async place(
     key: string,
     request: CreateOrderRequest,
     ctx: CallContext,
   ): Promise<Order | undefined> {
-    const { users, inventory } = this.deps;
     // The user first, so that an order for an unknown user never holds stock, not even for a
     // moment (checking both at once was measured: see bench/README.md).
     await step("check_user", () =>
-      users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
+      this.deps.users.getUser({ userId: request.userId }, { ctx }).catch((error) => {
         throw fromDependency("user", error);
       }),
     );
 
     const orderId = newId("ord");
-    const reservationId = reservationIdOf(orderId);
-    const ttlMs = this.options.reservationTtlMs;
-    const { reservation } = await step("reserve", () =>
-      inventory
-        .reserveStock(
-          {
-            reservationId,
-            lines: request.lines.map(({ productId, quantity }) => ({
-              productId,
-              quantity,
-              unitPrice: undefined,
-            })),
-            ttl: { seconds: String(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 },
-          },
-          { ctx },
-        )
-        .catch(async (error) => {
-          // The reservation may have been made even though the reply was lost.
-          if (!(error instanceof ServiceError) || error.code !== Code.FAILED_PRECONDITION) {
-            await this.release(reservationId);
-          }
-          throw fromDependency("product", error);
-        }),
-    );
-
     let written: Order;
     try {
-      const lines = (reservation?.lines ?? []).map((line) => {
-        if (!line.unitPrice) throw new Error(`no price for ${line.productId} in ${reservationId}`);
-        return {
-          productId: line.productId,
-          quantity: line.quantity,
-          unitPriceMinor: BigInt(line.unitPrice.amountMinor),
-          currencyCode: line.unitPrice.currencyCode,
-        };
-      });
-      const currencies = new Set(lines.map((line) => line.currencyCode));
-      if (currencies.size !== 1) {
-        throw errors.failedPrecondition(
-          "CURRENCY_MISMATCH",
-          `the products are priced in different currencies: ${[...currencies].join(", ")}`,
-        );
-      }
-      const currencyCode = lines[0]?.currencyCode ?? "";
       written = await step("write", () =>
         this.store.insert({
           orderId,
           userId: request.userId,
           idempotencyKey: key,
-          reservationId,
-          currencyCode,
-          totalMinor: totalOf(currencyCode, lines),
-          lines,
+          reservationId: reservationIdOf(orderId),
+          lines: request.lines.map(({ productId, quantity }) => ({ productId, quantity })),
         }),
       );
     } catch (error) {
-      await this.release(reservationId);
       // Another call won the key: the caller settles its order instead.
       if (error instanceof IdempotencyKeyTaken) return undefined;
       throw error;
     }
 
     try {
-      return await step("commit", () => this.complete(written, reservationId, ctx));
+      return await this.complete(written, reservationIdOf(orderId), ctx);
     } catch (error) {
       // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
       // caller's own key (request_id) a retry places another order, so UNAVAILABLE (an
       // unreachable product service, a database busy past its timeout) stands only once this
       // order can never be confirmed.
       if (request.requestId || toServiceError(error, ctx).code !== Code.UNAVAILABLE) throw error;
-      const stored = await this.store.find(orderId).catch(() => undefined);
+      const stored = await this.store.find(orderId).then(
+        (found) => found ?? "gone",
+        () => undefined,
+      );
+      if (stored === "gone" || stored?.order.state === FAILED) throw error;
       if (stored?.order.state === CONFIRMED) return stored.order;
-      if (stored?.order.state === FAILED) throw error;
       throw new ServiceError(
         Code.ABORTED,
         `order ${orderId} was placed but not yet confirmed; resend with request_id ${key} to settle it, or watch the order`,
@@ -357,21 +421,71 @@ export class OrderSaga {
     }
   }
 
-  /** Commits a written order's reservation and confirms it, or fails the order. */
+  /**
+   * Takes a written order's stock, committed in the same call, and confirms it; or fails it and
+   * gives the stock back. Undefined when another call failed it first.
+   */
   private async complete(written: Order, reservationId: string, ctx: CallContext) {
     const { orderId } = written;
+    const ttlMs = this.options.reservationTtlMs;
+    let reservation: Reservation | undefined;
     try {
-      await this.deps.inventory.commitReservation({ reservationId }, { ctx });
+      ({ reservation } = await step("reserve", () =>
+        this.deps.inventory.reserveStock(
+          {
+            reservationId,
+            lines: written.lines.map(({ productId, quantity }) => ({
+              productId,
+              quantity,
+              unitPrice: undefined,
+            })),
+            commit: true,
+            ttl: { seconds: String(Math.floor(ttlMs / 1000)), nanos: (ttlMs % 1000) * 1e6 },
+          },
+          { ctx },
+        ),
+      ));
     } catch (error) {
-      // Unless a retry on another replica has confirmed it meanwhile, the order fails here.
-      if (!(await this.failOrder(orderId, reservationId))) {
-        const order = (await this.store.get(orderId)).order;
-        if (order.state === CONFIRMED) return order;
+      if (refusal(error)) {
+        // Nothing was held, and no other call takes stock for this order: none was placed.
+        await this.store.discard(orderId);
+        throw fromDependency("product", error);
       }
-      if (reservationLost(error)) throw reservationExpired(written, error);
-      throw fromDependency("product", error);
+      // The stock may have been taken though the reply was lost.
+      return this.abandon(written, reservationId, fromDependency("product", error));
     }
-    return this.confirm(orderId, written);
+    switch (reservation?.state) {
+      case ReservationState.RESERVATION_STATE_COMMITTED:
+        break;
+      case ReservationState.RESERVATION_STATE_HELD:
+        // A product service older than `commit` only held it (a rolling upgrade).
+        try {
+          await this.deps.inventory.commitReservation({ reservationId }, { ctx });
+        } catch (error) {
+          const cause = reservationLost(error)
+            ? reservationExpired(written, error)
+            : fromDependency("product", error);
+          return this.abandon(written, reservationId, cause);
+        }
+        break;
+      default:
+        // Released before it was made: a retry or the reconciler failed the order meanwhile.
+        await this.failOrder(orderId, reservationId);
+        return undefined;
+    }
+    return this.confirm(written, reservationId, reservation);
+  }
+
+  /**
+   * Fails an order whose stock may or may not be taken, and gives it back; answers `error`,
+   * unless a retry on another replica confirmed the order meanwhile.
+   */
+  private async abandon(written: Order, reservationId: string, error: Error) {
+    const { orderId } = written;
+    if (await this.failOrder(orderId, reservationId)) throw error;
+    const { order } = await this.store.get(orderId);
+    if (order.state === CONFIRMED) return order;
+    throw error;
   }
 
   /**
@@ -472,8 +586,10 @@ export class OrderSaga {
       }
       const stored = await this.store.find(orderId);
       if (stored?.order.state !== PENDING) return "skipped";
-      await step("settle", () => this.settle(stored, { timeoutMs: this.options.settleTimeoutMs }));
-      return "done";
+      const settled = await step("settle", () =>
+        this.settle(stored, { timeoutMs: this.options.settleTimeoutMs }),
+      );
+      return settled === PLACING ? "skipped" : "done";
     } catch (error) {
       this.options.logger.warn({ err: error, orderId }, "could not settle the order; will retry");
       return "failed";

@@ -43,11 +43,12 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         watchOrder: signedIn,
       },
     },
-    implement: ({ db, logger, clients, metrics }) => {
+    implement: ({ db, logger, clients, dependencyTimeoutMs, metrics }) => {
       const settings = { ...orderSettings(), ...overrides };
       const store = new OrderStore(db);
       const saga = new OrderSaga(store, clients, {
         reservationTtlMs: settings.reservationTtlMs,
+        placingMs: dependencyTimeoutMs,
         logger,
         events: orderMetrics(metrics),
       });

@@ -38,17 +38,25 @@ interface LineRow {
   unit_price_minor: unknown;
 }
 
-/** An order as the saga writes it. */
+/** An order as the saga first writes it, PENDING and not yet priced. */
 export interface NewOrder {
   orderId: string;
   userId: string;
   /** CreateOrder's request_id, or one the saga made up when the caller gave none. */
   idempotencyKey: string;
   reservationId: string;
+  lines: { productId: string; quantity: number }[];
+}
+
+/** What an order costs, from its reservation's price snapshot; line prices in line order. */
+export interface Prices {
   currencyCode: string;
   totalMinor: bigint;
-  lines: { productId: string; quantity: number; unitPriceMinor: bigint }[];
+  unitPricesMinor: bigint[];
 }
+
+/** The currency code of an order written before its prices were known. */
+const UNPRICED = "";
 
 /** An order plus what only the service needs to know about it. */
 export interface StoredOrder {
@@ -61,20 +69,23 @@ export class IdempotencyKeyTaken extends Error {}
 
 // An amount that cannot be read exactly (a REAL an older version wrote) is left out of the
 // order rather than rounded, and never fails the read of the order or of its neighbours.
-const toOrder = (row: OrderRow, lines: LineRow[]): Order => ({
-  orderId: row.order_id,
-  userId: row.user_id,
-  requestId: row.request_id,
-  state: row.state,
-  total: moneyOf(row.currency_code, row.total_minor),
-  lines: lines.map((line) => ({
-    productId: line.product_id,
-    quantity: line.quantity,
-    unitPrice: moneyOf(row.currency_code, line.unit_price_minor),
-  })),
-  createTime: new Date(readTime(row.create_time)),
-  updateTime: new Date(readTime(row.update_time)),
-});
+const toOrder = (row: OrderRow, lines: LineRow[]): Order => {
+  const priced = row.currency_code !== UNPRICED;
+  return {
+    orderId: row.order_id,
+    userId: row.user_id,
+    requestId: row.request_id,
+    state: row.state,
+    total: priced ? moneyOf(row.currency_code, row.total_minor) : undefined,
+    lines: lines.map((line) => ({
+      productId: line.product_id,
+      quantity: line.quantity,
+      unitPrice: priced ? moneyOf(row.currency_code, line.unit_price_minor) : undefined,
+    })),
+    createTime: new Date(readTime(row.create_time)),
+    updateTime: new Date(readTime(row.update_time)),
+  };
+};
 
 /** The orders tables: the only code that touches them. */
 export class OrderStore {
@@ -97,7 +108,10 @@ export class OrderStore {
     }));
   }
 
-  /** Writes a PENDING order; IdempotencyKeyTaken when another call already holds its key. */
+  /**
+   * Writes a PENDING order without prices; IdempotencyKeyTaken when another call already holds
+   * its key.
+   */
   async insert(order: NewOrder): Promise<Order> {
     const now = Date.now();
     const row = {
@@ -107,8 +121,8 @@ export class OrderStore {
       request_key: order.idempotencyKey,
       reservation_id: order.reservationId,
       state: OrderState.ORDER_STATE_PENDING,
-      currency_code: order.currencyCode,
-      total_minor: integerBinding(order.totalMinor),
+      currency_code: UNPRICED,
+      total_minor: 0,
       released: false,
       create_time: now,
       update_time: now,
@@ -118,7 +132,7 @@ export class OrderStore {
       line_no: i,
       product_id: line.productId,
       quantity: line.quantity,
-      unit_price_minor: integerBinding(line.unitPriceMinor),
+      unit_price_minor: 0,
     }));
     try {
       await inTransaction(this.db, async (trx) => {
@@ -189,6 +203,52 @@ export class OrderStore {
       .whereIn("state", from)
       .update({ state: to, update_time: now });
     return count === 1;
+  }
+
+  /**
+   * PENDING → CONFIRMED with its prices, in one transaction; false when it was not pending. An
+   * order written by an older version already has the same prices, from the same reservation.
+   */
+  async confirm(orderId: string, prices: Prices, now = Date.now()): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      const count = await trx("orders")
+        .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
+        .update({
+          state: OrderState.ORDER_STATE_CONFIRMED,
+          currency_code: prices.currencyCode,
+          total_minor: integerBinding(prices.totalMinor),
+          update_time: now,
+        });
+      if (count !== 1) return false;
+      // One statement whatever the number of lines; the cast gives PostgreSQL the column's type.
+      const cases = prices.unitPricesMinor.map(() => "WHEN ? THEN CAST(? AS BIGINT)").join(" ");
+      await trx("order_lines")
+        .where({ order_id: orderId })
+        .update({
+          unit_price_minor: trx.raw(
+            `CASE line_no ${cases} END`,
+            prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]),
+          ),
+        });
+      return true;
+    });
+  }
+
+  /**
+   * Deletes an order CreateOrder refused: PENDING when nothing was held for it, FAILED once what
+   * was held is back. No order was placed. False when it was in another state.
+   */
+  async discard(orderId: string, state = OrderState.ORDER_STATE_PENDING): Promise<boolean> {
+    return inTransaction(this.db, async (trx) => {
+      // The conditional update takes the row, so no other call can move it before it is gone.
+      const taken = await trx("orders")
+        .where({ order_id: orderId, state })
+        .update({ state: OrderState.ORDER_STATE_FAILED, request_key: null });
+      if (taken !== 1) return false;
+      await trx("order_lines").where({ order_id: orderId }).delete();
+      await trx("orders").where({ order_id: orderId }).delete();
+      return true;
+    });
   }
 
   /** PENDING → FAILED, freeing the idempotency key for a retry. False when it was not pending. */

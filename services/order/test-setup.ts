@@ -115,7 +115,7 @@ export async function setup(t: ExecutionContext) {
   const saga = new OrderSaga(
     store,
     { users, inventory },
-    { reservationTtlMs: 60_000, logger: createLogger("order", "silent") },
+    { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
   );
   const handlers = orderHandlers(store, saga, { pollMs: 50 });
 
@@ -138,16 +138,14 @@ export async function setup(t: ExecutionContext) {
       ),
     );
 
-  /** Writes an order straight to the store, as a saga would before its commit. */
+  /** Writes an order straight to the store, as a saga does before it takes the stock. */
   const seed = async (userId: string) =>
     store.insert({
       orderId: newId("ord"),
       userId,
       idempotencyKey: newId("req"),
       reservationId: `order:${newId("x")}`,
-      currencyCode: "EUR",
-      totalMinor: 100n,
-      lines: [{ productId: "prd_seeded", quantity: 1, unitPriceMinor: 100n }],
+      lines: [{ productId: "prd_seeded", quantity: 1 }],
     });
 
   const count = async () =>

@@ -1,8 +1,8 @@
 // Envoy retries any rpc that answers UNAVAILABLE on another replica, CreateOrder included
 // (deploy/envoy/config.ts): that is safe only while a shopmesh service answers UNAVAILABLE when
 // a repeat cannot place anything twice. Here the order's own database stays busy right after
-// its stock was committed, the moment an UNAVAILABLE would leave an order the reconciler later
-// confirms; the client resends as Envoy would, and there must still be one order.
+// its stock was taken and committed, the moment an UNAVAILABLE would leave an order the
+// reconciler later confirms; the client resends as Envoy would, and there must still be one order.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -32,7 +32,7 @@ async function asEnvoyRetries<T>(call: () => Promise<T>, retries = 2): Promise<T
   }
 }
 
-test("CreateOrder without request_id, its database busy after the commit: a retry never makes a second order", async (t) => {
+test("CreateOrder without request_id, its database busy once the stock is taken: a retry never makes a second order", async (t) => {
   const createOrder = methodsOf(OrderServiceService).createOrder;
   t.true(
     createOrder !== undefined && retryOn(createOrder).split(",").includes("unavailable"),
@@ -43,7 +43,7 @@ test("CreateOrder without request_id, its database busy after the commit: a retr
   const database = path.join(dir, "order.sqlite");
 
   // Another writer on the order's file (a second replica, say) takes the write lock just as the
-  // product service commits the first order's stock, and keeps it until the answer is in.
+  // product service takes the first order's stock, and keeps it until the answer is in.
   const locker = knex({
     client: "better-sqlite3",
     connection: { filename: database },
@@ -52,10 +52,10 @@ test("CreateOrder without request_id, its database busy after the commit: a retr
   t.teardown(() => locker.destroy());
   let armed = false;
   let locked = false;
-  const lockAfterCommit: ServerMiddleware = {
-    name: "lock-orders-after-commit",
+  const lockAfterReserve: ServerMiddleware = {
+    name: "lock-orders-after-reserve",
     wrap: (method, next) =>
-      method.rpc !== "CommitReservation"
+      method.rpc !== "ReserveStock"
         ? next
         : async (request, ctx) => {
             const response = await next(request, ctx);
@@ -69,7 +69,7 @@ test("CreateOrder without request_id, its database busy after the commit: a retr
   };
   const user = await start(t, userService);
   const product = await start(t, createProductService({ sweepMs: 100 }), {
-    middleware: [lockAfterCommit],
+    middleware: [lockAfterReserve],
   });
   const order = await start(t, createOrderService({ reservationTtlMs: 1_000, reconcileMs: 200 }), {
     database,
@@ -106,6 +106,7 @@ test("CreateOrder without request_id, its database busy after the commit: a retr
   ).then(listed);
   const confirmed = settled.orders.filter((o) => o.state === OrderState.ORDER_STATE_CONFIRMED);
   t.is(confirmed.length, 1, settled.orders.map((o) => OrderState[o.state]).join(", "));
+  t.deepEqual(confirmed[0]?.total, { currencyCode: "EUR", amountMinor: "2000" });
   t.is((await fleet.products.getProduct({ productId: mug.productId })).product?.stockQuantity, 8);
 
   // The answer told the client which order it was, and how to resend without placing another.

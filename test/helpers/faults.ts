@@ -11,6 +11,10 @@ export interface Fault {
   delayMs?: number;
   /** Then fail with this code instead of running the handler. */
   code?: Code;
+  /** Run the handler first, then fail with `code`: the work is done and its reply lost. */
+  afterHandler?: boolean;
+  /** Hand the handler this instead of the request: a caller or server of another version. */
+  rewrite?: (request: never) => unknown;
 }
 
 async function inject(fault: Fault, ctx: CallContext): Promise<void> {
@@ -18,11 +22,13 @@ async function inject(fault: Fault, ctx: CallContext): Promise<void> {
   if (ctx.signal.aborted) {
     throw new ServiceError(Code.CANCELLED, "the call ended while its injected delay ran");
   }
-  if (fault.code !== undefined) {
-    throw new ServiceError(fault.code, `injected fault on ${ctx.method.path}`, {
-      reason: "INJECTED_FAULT",
-    });
-  }
+  if (fault.code !== undefined && !fault.afterHandler) fail(fault.code, ctx);
+}
+
+function fail(code: Code, ctx: CallContext): never {
+  throw new ServiceError(code, `injected fault on ${ctx.method.path}`, {
+    reason: "INJECTED_FAULT",
+  });
 }
 
 /** Faults by rpc name ("CommitReservation"), changeable while the server runs. */
@@ -39,7 +45,11 @@ export class Faults {
       this.injecting.set(rpc, (this.injecting.get(rpc) ?? 0) + 1);
       return inject(fault, ctx)
         .finally(() => this.injecting.set(rpc, (this.injecting.get(rpc) ?? 1) - 1))
-        .then(() => next(request, ctx));
+        .then(() => next((fault.rewrite?.(request as never) ?? request) as typeof request, ctx))
+        .then((response) => {
+          if (fault.afterHandler && fault.code !== undefined) fail(fault.code, ctx);
+          return response;
+        });
     },
   };
 

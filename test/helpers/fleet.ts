@@ -80,6 +80,8 @@ export async function start(
     middleware?: readonly ServerMiddleware[];
     /** Settings other than the SHOP_* defaults, for example maxPagesInFlight. */
     config?: Partial<ServerConfig>;
+    /** The deadline of its calls to dependencies, 5 s by default. */
+    dependencyTimeoutMs?: number;
   } = {},
 ): Promise<TestService> {
   const faults = new Faults();
@@ -94,6 +96,7 @@ export async function start(
     publicServices: registry.publicServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
     ...(options.logger && { logger: options.logger }),
+    ...(options.dependencyTimeoutMs && { dependencyTimeoutMs: options.dependencyTimeoutMs }),
     ...options.config,
   });
   t.teardown(() => service.stop());

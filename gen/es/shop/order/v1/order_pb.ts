@@ -39,7 +39,8 @@ export type OrderLine = Message<"shop.order.v1.OrderLine"> & {
   quantity: number;
 
   /**
-   * Unit price snapshot taken when stock was reserved. Output only.
+   * Unit price snapshot taken when stock was reserved. Output only; unset
+   * while the order is PENDING.
    *
    * @generated from field: shop.type.v1.Money unit_price = 3;
    */
@@ -82,8 +83,9 @@ export type Order = Message<"shop.order.v1.Order"> & {
 
   /**
    * Sum of quantity times unit price over the lines, exact, and at most
-   * 9007199254740991. Output only. Unset only for an order whose stored
-   * total cannot be read exactly (written by an older version).
+   * 9007199254740991. Output only. Unset while the order is PENDING, and for
+   * an order whose stored total cannot be read exactly (written by an older
+   * version).
    *
    * @generated from field: shop.type.v1.Money total = 4;
    */
@@ -392,10 +394,10 @@ export enum OrderState {
   UNSPECIFIED = 0,
 
   /**
-   * Written, stock reserved, reservation not yet committed. Short-lived: a
-   * CreateOrder with its `request_id`, or the reconciler, settles it to
-   * CONFIRMED or FAILED within the reservation TTL plus one reconcile
-   * interval.
+   * Written, its stock being taken; not yet priced (no `total` and no unit
+   * prices). Short-lived: a CreateOrder with its `request_id`, or the
+   * reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
+   * plus one reconcile interval.
    *
    * @generated from enum value: ORDER_STATE_PENDING = 1;
    */
@@ -416,9 +418,10 @@ export enum OrderState {
   CANCELLED = 3,
 
   /**
-   * The reservation could not be committed; its stock is returned (by the
-   * reconciler or the reservation's TTL if the product service was
-   * unreachable). Final.
+   * The order could not be placed: the product service's answer was lost
+   * (unreachable, a deadline) or the stock held for it expired. Whatever
+   * stock was taken for it is returned (by the reconciler if the product
+   * service was unreachable). Final.
    *
    * @generated from enum value: ORDER_STATE_FAILED = 4;
    */
@@ -479,9 +482,10 @@ export const OrderService: GenService<{
    * call with an id already used answers with that order once it is
    * confirmed. When that order is still being placed (by a concurrent call,
    * or by an attempt a crash or a lost reply cut short), the call finishes
-   * it: it commits the order's reservation and confirms it, or, when the
-   * reservation has expired, fails it and places the order anew. A failed
-   * order frees its `request_id`.
+   * it: it confirms the order when its stock was taken, or fails it and
+   * places the order anew when it never will be; while the attempt that
+   * wrote it may still be taking the stock, it waits for that attempt. A
+   * failed order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,

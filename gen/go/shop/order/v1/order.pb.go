@@ -30,18 +30,19 @@ type OrderState int32
 const (
 	// Not used.
 	OrderState_ORDER_STATE_UNSPECIFIED OrderState = 0
-	// Written, stock reserved, reservation not yet committed. Short-lived: a
-	// CreateOrder with its `request_id`, or the reconciler, settles it to
-	// CONFIRMED or FAILED within the reservation TTL plus one reconcile
-	// interval.
+	// Written, its stock being taken; not yet priced (no `total` and no unit
+	// prices). Short-lived: a CreateOrder with its `request_id`, or the
+	// reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
+	// plus one reconcile interval.
 	OrderState_ORDER_STATE_PENDING OrderState = 1
 	// Stock is committed; the order stands. Only a cancel changes it.
 	OrderState_ORDER_STATE_CONFIRMED OrderState = 2
 	// Cancelled after confirmation; its stock was returned, once. Final.
 	OrderState_ORDER_STATE_CANCELLED OrderState = 3
-	// The reservation could not be committed; its stock is returned (by the
-	// reconciler or the reservation's TTL if the product service was
-	// unreachable). Final.
+	// The order could not be placed: the product service's answer was lost
+	// (unreachable, a deadline) or the stock held for it expired. Whatever
+	// stock was taken for it is returned (by the reconciler if the product
+	// service was unreachable). Final.
 	OrderState_ORDER_STATE_FAILED OrderState = 4
 	// A cancel is recorded and its stock is being returned. Short-lived: the
 	// cancel completes to CANCELLED whether or not its caller is still there.
@@ -102,7 +103,8 @@ type OrderLine struct {
 	ProductId string `protobuf:"bytes,1,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
 	// Units ordered. Required; from 1 to 10,000.
 	Quantity int32 `protobuf:"varint,2,opt,name=quantity,proto3" json:"quantity,omitempty"`
-	// Unit price snapshot taken when stock was reserved. Output only.
+	// Unit price snapshot taken when stock was reserved. Output only; unset
+	// while the order is PENDING.
 	UnitPrice     *v1.Money `protobuf:"bytes,3,opt,name=unit_price,json=unitPrice,proto3" json:"unit_price,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -169,8 +171,9 @@ type Order struct {
 	// The ordered lines, in request order.
 	Lines []*OrderLine `protobuf:"bytes,3,rep,name=lines,proto3" json:"lines,omitempty"`
 	// Sum of quantity times unit price over the lines, exact, and at most
-	// 9007199254740991. Output only. Unset only for an order whose stored
-	// total cannot be read exactly (written by an older version).
+	// 9007199254740991. Output only. Unset while the order is PENDING, and for
+	// an order whose stored total cannot be read exactly (written by an older
+	// version).
 	Total *v1.Money `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Where the order is in its life. Output only.
 	State OrderState `protobuf:"varint,5,opt,name=state,proto3,enum=shop.order.v1.OrderState" json:"state,omitempty"`

@@ -65,9 +65,10 @@ type OrderServiceClient interface {
 	// call with an id already used answers with that order once it is
 	// confirmed. When that order is still being placed (by a concurrent call,
 	// or by an attempt a crash or a lost reply cut short), the call finishes
-	// it: it commits the order's reservation and confirms it, or, when the
-	// reservation has expired, fails it and places the order anew. A failed
-	// order frees its `request_id`.
+	// it: it confirms the order when its stock was taken, or fails it and
+	// places the order anew when it never will be; while the attempt that
+	// wrote it may still be taking the stock, it waits for that attempt. A
+	// failed order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
@@ -258,9 +259,10 @@ type OrderServiceServer interface {
 	// call with an id already used answers with that order once it is
 	// confirmed. When that order is still being placed (by a concurrent call,
 	// or by an attempt a crash or a lost reply cut short), the call finishes
-	// it: it commits the order's reservation and confirms it, or, when the
-	// reservation has expired, fails it and places the order anew. A failed
-	// order frees its `request_id`.
+	// it: it confirms the order when its stock was taken, or fails it and
+	// places the order anew when it never will be; while the attempt that
+	// wrote it may still be taking the stock, it waits for that attempt. A
+	// failed order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,

@@ -32,10 +32,10 @@ export enum OrderState {
   /** ORDER_STATE_UNSPECIFIED - Not used. */
   ORDER_STATE_UNSPECIFIED = 0,
   /**
-   * ORDER_STATE_PENDING - Written, stock reserved, reservation not yet committed. Short-lived: a
-   * CreateOrder with its `request_id`, or the reconciler, settles it to
-   * CONFIRMED or FAILED within the reservation TTL plus one reconcile
-   * interval.
+   * ORDER_STATE_PENDING - Written, its stock being taken; not yet priced (no `total` and no unit
+   * prices). Short-lived: a CreateOrder with its `request_id`, or the
+   * reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
+   * plus one reconcile interval.
    */
   ORDER_STATE_PENDING = 1,
   /** ORDER_STATE_CONFIRMED - Stock is committed; the order stands. Only a cancel changes it. */
@@ -43,9 +43,10 @@ export enum OrderState {
   /** ORDER_STATE_CANCELLED - Cancelled after confirmation; its stock was returned, once. Final. */
   ORDER_STATE_CANCELLED = 3,
   /**
-   * ORDER_STATE_FAILED - The reservation could not be committed; its stock is returned (by the
-   * reconciler or the reservation's TTL if the product service was
-   * unreachable). Final.
+   * ORDER_STATE_FAILED - The order could not be placed: the product service's answer was lost
+   * (unreachable, a deadline) or the stock held for it expired. Whatever
+   * stock was taken for it is returned (by the reconciler if the product
+   * service was unreachable). Final.
    */
   ORDER_STATE_FAILED = 4,
   /**
@@ -105,7 +106,10 @@ export interface OrderLine {
   productId: string;
   /** Units ordered. Required; from 1 to 10,000. */
   quantity: number;
-  /** Unit price snapshot taken when stock was reserved. Output only. */
+  /**
+   * Unit price snapshot taken when stock was reserved. Output only; unset
+   * while the order is PENDING.
+   */
   unitPrice: Money | undefined;
 }
 
@@ -119,8 +123,9 @@ export interface Order {
   lines: OrderLine[];
   /**
    * Sum of quantity times unit price over the lines, exact, and at most
-   * 9007199254740991. Output only. Unset only for an order whose stored
-   * total cannot be read exactly (written by an older version).
+   * 9007199254740991. Output only. Unset while the order is PENDING, and for
+   * an order whose stored total cannot be read exactly (written by an older
+   * version).
    */
   total:
     | Money
@@ -1383,9 +1388,10 @@ export const OrderServiceService = {
    * call with an id already used answers with that order once it is
    * confirmed. When that order is still being placed (by a concurrent call,
    * or by an attempt a crash or a lost reply cut short), the call finishes
-   * it: it commits the order's reservation and confirms it, or, when the
-   * reservation has expired, fails it and places the order anew. A failed
-   * order frees its `request_id`.
+   * it: it confirms the order when its stock was taken, or fails it and
+   * places the order anew when it never will be; while the attempt that
+   * wrote it may still be taking the stock, it waits for that attempt. A
+   * failed order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
@@ -1529,9 +1535,10 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * call with an id already used answers with that order once it is
    * confirmed. When that order is still being placed (by a concurrent call,
    * or by an attempt a crash or a lost reply cut short), the call finishes
-   * it: it commits the order's reservation and confirms it, or, when the
-   * reservation has expired, fails it and places the order anew. A failed
-   * order frees its `request_id`.
+   * it: it confirms the order when its stock was taken, or fails it and
+   * places the order anew when it never will be; while the attempt that
+   * wrote it may still be taking the stock, it waits for that attempt. A
+   * failed order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
@@ -1635,9 +1642,10 @@ export interface OrderServiceClient extends Client {
    * call with an id already used answers with that order once it is
    * confirmed. When that order is still being placed (by a concurrent call,
    * or by an attempt a crash or a lost reply cut short), the call finishes
-   * it: it commits the order's reservation and confirms it, or, when the
-   * reservation has expired, fails it and places the order anew. A failed
-   * order frees its `request_id`.
+   * it: it confirms the order when its stock was taken, or fails it and
+   * places the order anew when it never will be; while the attempt that
+   * wrote it may still be taking the stock, it waits for that attempt. A
+   * failed order frees its `request_id`.
    *
    * Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
    * `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
