@@ -364,7 +364,7 @@ export class OrderSaga {
   /**
    * The saga proper: the order is written first, so that its idempotency key is won before any
    * stock moves and a crash leaves a record the reconciler settles; then its stock is taken and
-   * committed in one call; then it is confirmed at the prices the reservation snapshot. Undefined
+   * committed in one call; then it is confirmed at the prices its reservation took. Undefined
    * when another call holds the key or failed the order.
    */
   private async place(

@@ -206,32 +206,32 @@ export class OrderStore {
   }
 
   /**
-   * PENDING → CONFIRMED with its prices, in one transaction; false when it was not pending. An
-   * order written by an older version already has the same prices, from the same reservation.
+   * PENDING → CONFIRMED with its prices; false when it was not pending. The lines get their prices
+   * first, and the order its state and total after, so whoever reads a CONFIRMED order reads its
+   * prices. No transaction is needed: every caller writes the same prices, those of the order's
+   * one reservation, so the lines may be priced twice or left priced under an order that then
+   * fails (whose prices are not shown while it has no currency).
    */
   async confirm(orderId: string, prices: Prices, now = Date.now()): Promise<boolean> {
-    return inTransaction(this.db, async (trx) => {
-      const count = await trx("orders")
-        .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
-        .update({
-          state: OrderState.ORDER_STATE_CONFIRMED,
-          currency_code: prices.currencyCode,
-          total_minor: integerBinding(prices.totalMinor),
-          update_time: now,
-        });
-      if (count !== 1) return false;
-      // One statement whatever the number of lines; the cast gives PostgreSQL the column's type.
-      const cases = prices.unitPricesMinor.map(() => "WHEN ? THEN CAST(? AS BIGINT)").join(" ");
-      await trx("order_lines")
-        .where({ order_id: orderId })
-        .update({
-          unit_price_minor: trx.raw(
-            `CASE line_no ${cases} END`,
-            prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]),
-          ),
-        });
-      return true;
-    });
+    // One statement whatever the number of lines; the cast gives PostgreSQL the column's type.
+    const cases = prices.unitPricesMinor.map(() => "WHEN ? THEN CAST(? AS BIGINT)").join(" ");
+    await this.db("order_lines")
+      .where({ order_id: orderId })
+      .update({
+        unit_price_minor: this.db.raw(
+          `CASE line_no ${cases} END`,
+          prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]),
+        ),
+      });
+    const count = await this.db("orders")
+      .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
+      .update({
+        state: OrderState.ORDER_STATE_CONFIRMED,
+        currency_code: prices.currencyCode,
+        total_minor: integerBinding(prices.totalMinor),
+        update_time: now,
+      });
+    return count === 1;
   }
 
   /**
