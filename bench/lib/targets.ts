@@ -157,7 +157,7 @@ const createDirect: DirectTarget = (fleet) => ({
   id: "create-direct",
   label: "CreateOrder direct",
   description:
-    "OrderService.CreateOrder on the order service's port: GetUser, ReserveStock, write, CommitReservation",
+    "OrderService.CreateOrder on the order service's port: GetUser, write, ReserveStock (committed), confirm",
   entry: "order",
   path: ["order", "user", "product"],
   call: createOrder(fleet),
