@@ -68,6 +68,30 @@ async function writtenAndStopped(store: OrderStore, userId: string, productId: s
   return { orderId, requestId, reservationId: `order:${orderId}` };
 }
 
+/**
+ * A fleet, and an order of 2 of a product (5 in stock) that a saga wrote to a shared order
+ * database and stopped after: after the write, or after taking its stock as well.
+ */
+async function stoppedAfter(t: ExecutionContext, step: "write" | "stock", amountMinor = "1000") {
+  const fleet = await startFleet(t);
+  const database = await sharedOrderDatabase(t);
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5, amountMinor });
+  const stopped = await writtenAndStopped(
+    await storeOn(t, database),
+    shopper.userId,
+    mug.productId,
+  );
+  if (step === "stock") {
+    await fleet.inventory.reserveStock({
+      reservationId: stopped.reservationId,
+      lines: [orderLine(mug.productId, 2)],
+      commit: true,
+    });
+  }
+  return { fleet, database, shopper, mug, stopped };
+}
+
 const stockOf = async (fleet: TestFleet, productId: string) =>
   (await fleet.products.getProduct({ productId })).product?.stockQuantity;
 
@@ -109,16 +133,7 @@ test("a retry on another replica while the first call takes the stock waits for 
 });
 
 test("stopped after the write: the reconciler fails the order, and a late ReserveStock holds nothing", async (t) => {
-  const fleet = await startFleet(t);
-  const database = await sharedOrderDatabase(t);
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 5 });
-  const stopped = await writtenAndStopped(
-    await storeOn(t, database),
-    shopper.userId,
-    mug.productId,
-  );
-
+  const { fleet, database, shopper, mug, stopped } = await stoppedAfter(t, "write");
   const orders = await orderReplica(t, fleet, database, { reservationTtlMs: 1_000 });
   const failed = await eventually("the reconciler to fail the order", async () => {
     const { order } = await orders.getOrder({ orderId: stopped.orderId });
@@ -147,20 +162,7 @@ test("stopped after the write: the reconciler fails the order, and a late Reserv
 });
 
 test("stopped after the stock was taken: the reconciler confirms the order at the reserved prices", async (t) => {
-  const fleet = await startFleet(t);
-  const database = await sharedOrderDatabase(t);
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 5, amountMinor: "1250" });
-  const stopped = await writtenAndStopped(
-    await storeOn(t, database),
-    shopper.userId,
-    mug.productId,
-  );
-  await fleet.inventory.reserveStock({
-    reservationId: stopped.reservationId,
-    lines: [orderLine(mug.productId, 2)],
-    commit: true,
-  });
+  const { fleet, database, mug, stopped } = await stoppedAfter(t, "stock", "1250");
   // A price change after the reservation does not reach the order.
   await fleet.products.updateProduct({
     product: { ...mug, price: { currencyCode: "EUR", amountMinor: "9999" } },
@@ -178,21 +180,7 @@ test("stopped after the stock was taken: the reconciler confirms the order at th
 });
 
 test("stopped after the stock was taken: a resend confirms it at once", async (t) => {
-  const fleet = await startFleet(t);
-  const database = await sharedOrderDatabase(t);
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 5 });
-  const stopped = await writtenAndStopped(
-    await storeOn(t, database),
-    shopper.userId,
-    mug.productId,
-  );
-  await fleet.inventory.reserveStock({
-    reservationId: stopped.reservationId,
-    lines: [orderLine(mug.productId, 2)],
-    commit: true,
-  });
-
+  const { fleet, database, shopper, mug, stopped } = await stoppedAfter(t, "stock");
   // The reconciler would wait a minute; the resend does not.
   const orders = await orderReplica(t, fleet, database);
   const { order } = await orders.createOrder({
