@@ -17,8 +17,8 @@ import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { toServiceError } from "../../kit/middleware/status.js";
-import { totalOf } from "../../kit/money.js";
 import { inSpan } from "../../kit/tracing.js";
+import { pricedOrder, pricesOf } from "./prices.js";
 import { IdempotencyKeyTaken, type OrderStore, type Prices, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
@@ -125,42 +125,6 @@ const refusal = (error: unknown) =>
     Code.ALREADY_EXISTS,
     Code.OUT_OF_RANGE,
   ].includes(error.code);
-
-/** What the order costs, from its reservation's price snapshot (lines in the order's order). */
-function pricesOf(reservation: Reservation | undefined): Prices {
-  const lines = (reservation?.lines ?? []).map(({ productId, quantity, unitPrice }) => {
-    if (!unitPrice) throw new Error(`no price for ${productId} in ${reservation?.reservationId}`);
-    return { quantity, unitPrice, unitPriceMinor: BigInt(unitPrice.amountMinor) };
-  });
-  const currencies = new Set(lines.map((line) => line.unitPrice.currencyCode));
-  if (currencies.size !== 1) {
-    throw errors.failedPrecondition(
-      "CURRENCY_MISMATCH",
-      `the products are priced in different currencies: ${[...currencies].join(", ")}`,
-    );
-  }
-  const currencyCode = lines[0]?.unitPrice.currencyCode ?? "";
-  return {
-    currencyCode,
-    totalMinor: totalOf(currencyCode, lines),
-    unitPricesMinor: lines.map((line) => line.unitPriceMinor),
-  };
-}
-
-/** The order as it is once confirmed at `prices`. */
-const pricedOrder = (order: Order, prices: Prices, updateTime: Date): Order => ({
-  ...order,
-  state: CONFIRMED,
-  updateTime,
-  total: { currencyCode: prices.currencyCode, amountMinor: prices.totalMinor.toString() },
-  lines: order.lines.map((line, i) => ({
-    ...line,
-    unitPrice: {
-      currencyCode: prices.currencyCode,
-      amountMinor: String(prices.unitPricesMinor[i]),
-    },
-  })),
-});
 
 /** settle() found the order's own call still reserving its stock. */
 const PLACING = Symbol("placing");
