@@ -134,7 +134,12 @@ test("a retry on another replica while the first call takes the stock waits for 
 
 test("stopped after the write: the reconciler fails the order, and a late ReserveStock holds nothing", async (t) => {
   const { fleet, database, shopper, mug, stopped } = await stoppedAfter(t, "write");
-  const orders = await orderReplica(t, fleet, database, { reservationTtlMs: 1_000 });
+  // The order is left alone while its own call could still be taking the stock: the longer of
+  // the reservation TTL and the deadline of that call.
+  const orders = await orderReplica(t, fleet, database, {
+    reservationTtlMs: 1_000,
+    dependencyTimeoutMs: 1_000,
+  });
   const failed = await eventually("the reconciler to fail the order", async () => {
     const { order } = await orders.getOrder({ orderId: stopped.orderId });
     return order?.state === OrderState.ORDER_STATE_FAILED ? order : undefined;
