@@ -47,6 +47,8 @@ async function orderReplica(
   return clientsFor(t, { order: replica.server.address }).orders;
 }
 
+type Orders = Awaited<ReturnType<typeof orderReplica>>;
+
 /** The order store on `database`, where a crashed saga left its order. */
 async function storeOn(t: ExecutionContext, database: string) {
   const db = opening(await openDatabase(database, migrations, { schema: "order" }));
@@ -65,8 +67,22 @@ async function writtenAndStopped(store: OrderStore, userId: string, productId: s
     reservationId: `order:${orderId}`,
     lines: [{ productId, quantity: 2 }],
   });
-  return { orderId, requestId, reservationId: `order:${orderId}` };
+  return {
+    orderId,
+    requestId,
+    reservationId: `order:${orderId}`,
+    /** The CreateOrder the stopped call was serving, sent again to `orders`. */
+    resend: (orders: Orders) =>
+      orders.createOrder({ userId, lines: [orderLine(productId, 2)], requestId }),
+  };
 }
+
+/** The order as it stands once the reconciler of `orders` has moved it to `state`. */
+const reconciledTo = (orders: Orders, orderId: string, state: OrderState) =>
+  eventually(`the reconciler to move the order to ${OrderState[state]}`, async () => {
+    const { order } = await orders.getOrder({ orderId });
+    return order?.state === state ? order : undefined;
+  });
 
 /**
  * A fleet, and an order of 2 of a product (5 in stock) that a saga wrote to a shared order
@@ -89,7 +105,7 @@ async function stoppedAfter(t: ExecutionContext, step: "write" | "stock", amount
       commit: true,
     });
   }
-  return { fleet, database, shopper, mug, stopped };
+  return { fleet, database, mug, stopped };
 }
 
 const stockOf = async (fleet: TestFleet, productId: string) =>
@@ -133,17 +149,14 @@ test("a retry on another replica while the first call takes the stock waits for 
 });
 
 test("stopped after the write: the reconciler fails the order, and a late ReserveStock holds nothing", async (t) => {
-  const { fleet, database, shopper, mug, stopped } = await stoppedAfter(t, "write");
+  const { fleet, database, mug, stopped } = await stoppedAfter(t, "write");
   // The order is left alone while its own call could still be taking the stock: the longer of
   // the reservation TTL and the deadline of that call.
   const orders = await orderReplica(t, fleet, database, {
     reservationTtlMs: 1_000,
     dependencyTimeoutMs: 1_000,
   });
-  const failed = await eventually("the reconciler to fail the order", async () => {
-    const { order } = await orders.getOrder({ orderId: stopped.orderId });
-    return order?.state === OrderState.ORDER_STATE_FAILED ? order : undefined;
-  });
+  const failed = await reconciledTo(orders, stopped.orderId, OrderState.ORDER_STATE_FAILED);
   t.is(failed.total, undefined, "it was never priced");
 
   // The ReserveStock the crashed call had sent arrives now: the id is spent.
@@ -156,11 +169,7 @@ test("stopped after the write: the reconciler fails the order, and a late Reserv
   t.is(await stockOf(fleet, mug.productId), 5);
 
   // Its request_id is free again: a resend places the order anew.
-  const { order } = await orders.createOrder({
-    userId: shopper.userId,
-    lines: [orderLine(mug.productId, 2)],
-    requestId: stopped.requestId,
-  });
+  const { order } = await stopped.resend(orders);
   t.not(order?.orderId, stopped.orderId);
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
   t.is(await stockOf(fleet, mug.productId), 3);
@@ -175,24 +184,17 @@ test("stopped after the stock was taken: the reconciler confirms the order at th
   });
 
   const orders = await orderReplica(t, fleet, database, { reservationTtlMs: 1_000 });
-  const confirmed = await eventually("the reconciler to confirm the order", async () => {
-    const { order } = await orders.getOrder({ orderId: stopped.orderId });
-    return order?.state === OrderState.ORDER_STATE_CONFIRMED ? order : undefined;
-  });
+  const confirmed = await reconciledTo(orders, stopped.orderId, OrderState.ORDER_STATE_CONFIRMED);
   t.deepEqual(confirmed.total, { currencyCode: "EUR", amountMinor: "2500" });
   t.deepEqual(confirmed.lines[0]?.unitPrice, { currencyCode: "EUR", amountMinor: "1250" });
   t.is(await stockOf(fleet, mug.productId), 3);
 });
 
 test("stopped after the stock was taken: a resend confirms it at once", async (t) => {
-  const { fleet, database, shopper, mug, stopped } = await stoppedAfter(t, "stock");
+  const { fleet, database, mug, stopped } = await stoppedAfter(t, "stock");
   // The reconciler would wait a minute; the resend does not.
   const orders = await orderReplica(t, fleet, database);
-  const { order } = await orders.createOrder({
-    userId: shopper.userId,
-    lines: [orderLine(mug.productId, 2)],
-    requestId: stopped.requestId,
-  });
+  const { order } = await stopped.resend(orders);
   t.is(order?.orderId, stopped.orderId);
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
   t.deepEqual(order?.total, { currencyCode: "EUR", amountMinor: "2000" });
@@ -209,11 +211,7 @@ test("stopped after the write: a resend waits out the first call's deadline, the
   const written = Date.now();
   const stopped = await writtenAndStopped(store, shopper.userId, mug.productId);
 
-  const { order } = await orders.createOrder({
-    userId: shopper.userId,
-    lines: [orderLine(mug.productId, 2)],
-    requestId: stopped.requestId,
-  });
+  const { order } = await stopped.resend(orders);
   t.true(Date.now() - written >= 800, "it left the order alone while its call could be alive");
   t.not(order?.orderId, stopped.orderId);
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
