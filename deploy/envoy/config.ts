@@ -837,6 +837,9 @@ function jwtAuthn(topology: EnvoyTopology, services: readonly GrpcService[]) {
           forward: true,
           payload_in_metadata: "jwt_payload",
           clock_skew_seconds: 30,
+          // A token seen again skips its signature check until it expires (off unless set). A
+          // cached token has 60 s of skew, not 30; the services still refuse it 30 s past expiry.
+          jwt_cache_config: { jwt_cache_size: 1000 },
         },
       },
       rules,

@@ -766,3 +766,40 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   t.is((await read(SHOP_ORIGIN)).headers.get("access-control-allow-origin"), SHOP_ORIGIN);
   t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
 });
+
+/** Envoy's jwt_authn counters of its verified-token cache. */
+async function tokenCache(): Promise<{ hit: number; miss: number }> {
+  const text = await envoy.admin("/stats?filter=jwt_authn\\.jwt_cache_");
+  const count = (name: string) => Number(new RegExp(`\\.${name}: (\\d+)`).exec(text)?.[1] ?? NaN);
+  return { hit: count("jwt_cache_hit"), miss: count("jwt_cache_miss") };
+}
+
+test.serial(
+  "Envoy checks a token's signature once; a refused token is checked every time",
+  async (t) => {
+    const alice = data.alice.userId;
+    const fresh = await sign({ user: alice });
+    const forged = await sign({ user: alice, dir: foreign });
+    const call = (token: string) =>
+      grpcCall(
+        envoy.address,
+        edgeTransport(),
+        UserServiceService.getUser,
+        { userId: alice },
+        token,
+      );
+
+    const before = await tokenCache();
+    for (let i = 0; i < 3; i++) t.is((await call(fresh)).code, Code.OK);
+    const accepted = await tokenCache();
+    t.is(accepted.miss - before.miss, 1, "the first call verifies the new token");
+    t.is(accepted.hit - before.hit, 2, "the next two find it verified");
+
+    for (let i = 0; i < 2; i++) {
+      t.deepEqual(await call(forged), { code: Code.UNAUTHENTICATED, reason: "TOKEN_INVALID" });
+    }
+    const refused = await tokenCache();
+    t.is(refused.hit, accepted.hit, "a refused token is never remembered");
+    t.is(refused.miss - accepted.miss, 2);
+  },
+);
