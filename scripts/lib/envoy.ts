@@ -93,6 +93,17 @@ export async function envoyAdmin(adminPort: number, adminPath: string): Promise<
   return body;
 }
 
+/** One counter by its full name (`cluster.product.upstream_rq_retry`); 0 while it does not exist. */
+export async function envoyCounter(adminPort: number, name: string): Promise<number> {
+  const escaped = name.replaceAll(".", "\\.");
+  const body = JSON.parse(
+    await envoyAdmin(adminPort, `/stats?format=json&filter=^${escaped}$`),
+  ) as {
+    stats: { name: string; value?: number }[];
+  };
+  return body.stats.find((stat) => stat.name === name)?.value ?? 0;
+}
+
 export interface ReadyOptions {
   /** Clusters whose hosts must all be healthy: every cluster by default, none with false. */
   clusters?: readonly string[] | false;
@@ -195,6 +206,8 @@ export interface EnvoyProcess extends LoggedProcess {
   adminPort(): Promise<number>;
   /** GETs an admin path such as `/stats?filter=retry`; throws on a non-2xx status. */
   admin(adminPath: string): Promise<string>;
+  /** One counter by its full name; 0 while it does not exist (envoyCounter). */
+  counter(name: string): Promise<number>;
   /** Every upstream host with its health flags and counters. */
   hosts(): Promise<UpstreamHost[]>;
   /** The port Envoy's first listener is bound to: for a config that listens on port 0. */
@@ -265,6 +278,7 @@ export function spawnEnvoy(options: EnvoyOptions): EnvoyProcess {
     configFile,
     adminPort: () => adminPort(),
     admin,
+    counter: async (name) => envoyCounter(await adminPort(), name),
     hosts: async () => upstreamHosts(await admin("/clusters?format=json")),
     listenerPort: () =>
       until<number>(

@@ -57,6 +57,8 @@ export interface EnvoyHandle {
   stats(): Promise<ClusterStats>;
   /** GET an admin path such as `/stats?filter=retry`; throws on a non-2xx status. */
   admin(adminPath: string): Promise<string>;
+  /** One counter by its full name, such as `cluster.product.upstream_rq_retry`; 0 while absent. */
+  counter(name: string): Promise<number>;
   /** Resolves when every endpoint of the clusters (all by default) is healthy. */
   waitHealthy(clusters?: readonly string[], timeoutMs?: number): Promise<void>;
   /** The JSON access log lines written so far (Envoy flushes them every 50 ms). */
@@ -142,6 +144,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
       address: `127.0.0.1:${port}`,
       stats,
       admin: envoy.admin,
+      counter: envoy.counter,
       waitHealthy: (clusters, timeoutMs = 20_000) => envoy.waitReady({ clusters, timeoutMs }),
       accessLog: () =>
         readText(accessLogPath)

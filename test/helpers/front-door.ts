@@ -20,7 +20,12 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type CallOptions, createClient } from "../../kit/client.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
-import { envoyAdmin, upstreamHosts, waitEnvoyReady } from "../../scripts/lib/envoy.js";
+import {
+  envoyAdmin,
+  envoyCounter,
+  upstreamHosts,
+  waitEnvoyReady,
+} from "../../scripts/lib/envoy.js";
 import {
   type RunningProcess,
   spawnService,
@@ -103,13 +108,9 @@ export class MeshUnderTest {
     );
   }
 
-  /** A cluster-level counter such as `cluster.product.upstream_rq_retry`. */
-  async counter(name: string): Promise<number> {
-    const escaped = name.replaceAll(".", "\\.");
-    const body = JSON.parse(await this.admin(`/stats?format=json&filter=^${escaped}$`)) as {
-      stats: { name: string; value?: number }[];
-    };
-    return body.stats.find((stat) => stat.name === name)?.value ?? 0;
+  /** A counter such as `cluster.product.upstream_rq_retry`. */
+  counter(name: string): Promise<number> {
+    return envoyCounter(this.envoy.adminPort, name);
   }
 
   /** Per-host rq_total of every cluster, keyed `cluster host:port`. */

@@ -767,12 +767,11 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
 });
 
-/** Envoy's jwt_authn counters of its verified-token cache. */
-async function tokenCache(): Promise<{ hit: number; miss: number }> {
-  const text = await envoy.admin("/stats?filter=jwt_authn\\.jwt_cache_");
-  const count = (name: string) => Number(new RegExp(`\\.${name}: (\\d+)`).exec(text)?.[1] ?? NaN);
-  return { hit: count("jwt_cache_hit"), miss: count("jwt_cache_miss") };
-}
+/** Envoy's jwt_authn counters of its verified-token cache (the listener's stat prefix: ingress). */
+const tokenCache = async () => ({
+  hit: await envoy.counter("http.ingress.jwt_authn.jwt_cache_hit"),
+  miss: await envoy.counter("http.ingress.jwt_authn.jwt_cache_miss"),
+});
 
 test.serial(
   "Envoy checks a token's signature once; a refused token is checked every time",
