@@ -173,6 +173,34 @@ test("an unknown user fails the order before any stock is held", async (t) => {
   t.is(listed.orders.length, 0);
 });
 
+test("an unreachable user service leaves no order, and the same request_id places it once the user answers", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 3 });
+  const request = { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId: "u-1" };
+  const list = async () =>
+    (await fleet.orders.listOrders({ userId: user.userId, pageSize: 10, pageToken: "" })).orders;
+
+  fleet.user.faults.set("GetUser", { code: Code.UNAVAILABLE });
+  const error = await t.throwsAsync(fleet.orders.createOrder(request), {
+    instanceOf: ServiceError,
+  });
+  t.is(error?.code, Code.UNAVAILABLE);
+  t.is(error?.details.metadata?.dependency, "user");
+  // The order was written while the user was checked; it is gone, and its key with it.
+  t.deepEqual(await list(), []);
+  t.is(await stockOf(fleet, mug.productId), 3);
+
+  fleet.user.faults.clear();
+  const { order } = await fleet.orders.createOrder(request);
+  t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.deepEqual(
+    (await list()).map(({ orderId }) => orderId),
+    [order?.orderId],
+  );
+  t.is(await stockOf(fleet, mug.productId), 2);
+});
+
 test("a reservation whose reply is lost fails the order, gives the stock back, and a retry succeeds", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);
