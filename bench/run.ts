@@ -22,7 +22,7 @@ import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
 import {
   cpuDelta,
-  machineBusySeconds,
+  machineSeconds,
   type ProcSample,
   resetPeak,
   sampleMachine,
@@ -237,7 +237,7 @@ async function measure(
     cpus: options.ghzCpus,
   });
   const harness = process.cpuUsage(harnessBefore);
-  const machineBusy = machineBusySeconds(machineBefore, sampleMachine());
+  const machine = machineSeconds(machineBefore, sampleMachine());
   const after = snapshot(pids);
 
   const processes: Partial<Record<ProcessName, ProcessUsage>> = {};
@@ -263,8 +263,9 @@ async function measure(
     other: {
       ghzCpuS,
       harnessCpuS,
-      unrelatedCpuS: Math.max(0, machineBusy - ours - ghzCpuS - harnessCpuS),
-      machineBusyPct: (100 * machineBusy) / (load.elapsedS * os.cpus().length),
+      unrelatedCpuS: Math.max(0, machine.busyS - machine.stealS - ours - ghzCpuS - harnessCpuS),
+      stealS: machine.stealS,
+      machineBusyPct: (100 * machine.busyS) / (load.elapsedS * os.cpus().length),
     },
   };
 }

@@ -71,6 +71,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
     };
     const entry = entries[r.target] ?? (r.target as ProcessName);
     t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
+    t.true(typeof r.other.stealS === "number" && r.other.stealS >= 0, `${r.target} steal`);
   }
   const onPostgres = results.runs.find((r) => r.target === "get-direct-pg");
   t.true((onPostgres?.processes.postgres?.cpuS ?? 0) > 0, "the server's CPU");

@@ -97,6 +97,11 @@ export function resetPeak(pid: number): boolean {
 export interface MachineSample {
   /** Jiffies the CPUs spent busy (everything but idle and iowait), summed over cores. */
   busy: number;
+  /**
+   * Jiffies the hypervisor ran something else while a CPU of this machine had work (steal),
+   * summed over cores; part of `busy`. A virtual machine's processes run slower while it grows.
+   */
+  steal: number;
   total: number;
 }
 
@@ -106,12 +111,18 @@ export function sampleMachine(): MachineSample {
   const values = line.trim().split(/\s+/).slice(1, 9).map(Number);
   const total = values.reduce((sum, value) => sum + value, 0);
   const idle = (values[3] ?? 0) + (values[4] ?? 0);
-  return { busy: total - idle, total };
+  return { busy: total - idle, steal: values[7] ?? 0, total };
 }
 
-/** CPU seconds the machine spent busy between two samples, summed over cores. */
-export function machineBusySeconds(before: MachineSample, after: MachineSample): number {
-  return (after.busy - before.busy) / CLK_TCK;
+/** CPU seconds the machine spent busy, and of that stolen, between two samples, over all cores. */
+export function machineSeconds(
+  before: MachineSample,
+  after: MachineSample,
+): { busyS: number; stealS: number } {
+  return {
+    busyS: (after.busy - before.busy) / CLK_TCK,
+    stealS: (after.steal - before.steal) / CLK_TCK,
+  };
 }
 
 /**

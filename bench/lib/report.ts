@@ -52,6 +52,7 @@ function costTable(runs: readonly RunResult[]): string {
       "ghz CPU s",
       "harness CPU s",
       "unrelated CPU s",
+      "host steal s",
       "machine busy",
     ],
     runs.map((run) => {
@@ -63,6 +64,7 @@ function costTable(runs: readonly RunResult[]): string {
         n2(run.other.ghzCpuS),
         n2(run.other.harnessCpuS),
         n2(run.other.unrelatedCpuS),
+        run.other.stealS === undefined ? "" : n2(run.other.stealS),
         `${n0(run.other.machineBusyPct)}%`,
       ];
     }),
@@ -178,6 +180,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
   ]);
   const errors = results.runs.filter((run) => run.errors > 0);
   const unrelated = results.runs.reduce((sum, run) => sum + run.other.unrelatedCpuS, 0);
+  const steal = results.runs.reduce((sum, run) => sum + (run.other.stealS ?? 0), 0);
   const measuredS = results.runs.reduce((sum, run) => sum + run.elapsedS, 0);
 
   return [
@@ -272,13 +275,14 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     "## What else the run measured",
     "",
-    `The machine was not idle: 1-minute load average ${n2(machine.loadAverage.before)} before the run and ${n2(machine.loadAverage.after)} after. Over the ${n0(measuredS)} s of measured runs, processes unrelated to the benchmark used ${n1(unrelated)} CPU s (${n0((100 * unrelated) / Math.max(1, measuredS * machine.cores))}% of the machine).`,
+    `The machine was not idle: 1-minute load average ${n2(machine.loadAverage.before)} before the run and ${n2(machine.loadAverage.after)} after. Over the ${n0(measuredS)} s of measured runs, processes unrelated to the benchmark used ${n1(unrelated)} CPU s (${n0((100 * unrelated) / Math.max(1, measuredS * machine.cores))}% of the machine), and the hypervisor held back ${n1(steal)} CPU s (${n0((100 * steal) / Math.max(1, measuredS * machine.cores))}%) while the machine had work. CPU per call can rise with steal, so compare runs with similar steal.`,
     "",
     costTable(results.runs),
     "",
     "- *service CPU ms per call*: CPU of every process the bench started, divided by successful calls — the cost of one call across the path.",
     "- *ghz*: the load generator's own CPU (polled; slightly low). *harness*: this process, which pipes the services' logs to files.",
-    "- *unrelated*: machine busy time minus all of the above — other work on the machine while the run was measured.",
+    "- *unrelated*: machine busy time minus all of the above and steal — other work on the machine while the run was measured.",
+    "- *host steal*: time the hypervisor ran other guests while this one had work (`/proc/stat`).",
     "",
     `Whole run: ${n0(results.wallS)} s including startup and seeding.`,
     "",

@@ -27,8 +27,13 @@ export interface RunResult extends Omit<LoadResult, "ghzCpuS"> {
     ghzCpuS: number;
     /** This harness: mostly piping the services' log lines to their files. */
     harnessCpuS: number;
-    /** Busy CPU of the whole machine minus the processes above and ghz and the harness. */
+    /** Busy CPU of the whole machine minus steal, the processes above, ghz and the harness. */
     unrelatedCpuS: number;
+    /**
+     * CPU seconds the hypervisor gave to others while this machine had work (steal), over all
+     * cores. Absent in reports from before 2026-12-02.
+     */
+    stealS?: number;
     /** The machine's busy share of all cores over the run, percent. */
     machineBusyPct: number;
   };
