@@ -22,6 +22,7 @@ import { seedBench } from "../scripts/lib/seed.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
 import { runLoad } from "./lib/ghz.js";
+import { reportName } from "./lib/report-name.js";
 import { SHOP_PROTOSET } from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
@@ -161,7 +162,8 @@ async function main() {
       `Spans received by the OTLP receiver: ${spans}. Rounds: ${JSON.stringify(rps)}.`,
       "",
     ];
-    const file = path.join(repoRoot, "bench", "results", `${date}-observability.md`);
+    const out = path.join(repoRoot, "bench", "results");
+    const file = path.join(out, `${reportName(out, new Date(), "observability")}.md`);
     await writeFile(file, lines.join("\n"));
     console.log(lines.join("\n"));
     log(`wrote ${path.relative(repoRoot, file)}`);

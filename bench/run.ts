@@ -30,6 +30,7 @@ import {
   sampleTree,
 } from "./lib/proc.js";
 import { markdownReport } from "./lib/report.js";
+import { reportName } from "./lib/report-name.js";
 import {
   type BenchResults,
   goals,
@@ -268,17 +269,6 @@ async function measure(
       machineBusyPct: (100 * machine.busyS) / (load.elapsedS * os.cpus().length),
     },
   };
-}
-
-/** `2025-01-31`, or `2025-01-31-2` … when that name is taken in `dir`. */
-function reportName(dir: string, date: Date): string {
-  const day = date.toISOString().slice(0, 10);
-  for (let i = 1; ; i++) {
-    const name = i === 1 ? day : `${day}-${i}`;
-    if (![".md", ".json", ".svg"].some((ext) => existsSync(path.join(dir, name + ext)))) {
-      return name;
-    }
-  }
 }
 
 async function main(): Promise<number> {

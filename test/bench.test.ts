@@ -176,6 +176,8 @@ test.serial(
         breakdown.steps.some((s) => s.service === "order" && s.name.startsWith("transaction")),
         `${fleet}: the order's write`,
       );
+      // The order is written while GetUser is in flight.
+      t.true(breakdown.ownAlongsideCallsMs > 0, `${fleet}: the write beside GetUser`);
       t.is(breakdown.steps[0]?.name, "shop.order.v1.OrderService/CreateOrder");
       t.is(breakdown.steps[0]?.medianMs, breakdown.rootMedianMs);
     }

@@ -27,6 +27,11 @@ export interface Breakdown {
   traces: number;
   rootMedianMs: number;
   steps: Step[];
+  /**
+   * Median, per trace, of the time the root service's own transactions ran while one of its
+   * calls was in flight: work done alongside a call, off the path the caller waits on.
+   */
+  ownAlongsideCallsMs: number;
 }
 
 /** One profile's run, as the report's JSON holds it. */
@@ -40,6 +45,17 @@ export interface LatencyRun {
 
 const durationMs = (span: ReceivedSpan) =>
   Number(BigInt(span.endTimeUnixNano) - BigInt(span.startTimeUnixNano)) / 1e6;
+
+/** How long two spans ran at the same time, ms. */
+function overlapMs(a: ReceivedSpan, b: ReceivedSpan): number {
+  const start = BigInt(a.startTimeUnixNano) > BigInt(b.startTimeUnixNano) ? a : b;
+  const end = BigInt(a.endTimeUnixNano) < BigInt(b.endTimeUnixNano) ? a : b;
+  const gap = BigInt(end.endTimeUnixNano) - BigInt(start.startTimeUnixNano);
+  return gap > 0n ? Number(gap) / 1e6 : 0;
+}
+
+/** A database transaction's span (kit/tracing.ts names them `transaction <first statement>`). */
+const isTransaction = (span: ReceivedSpan) => span.name.startsWith("transaction ");
 
 const KINDS: Record<string, Step["kind"]> = {
   SPAN_KIND_SERVER: "server",
@@ -75,6 +91,7 @@ export function breakdown(
   }
   const samples = new Map<string, Sample>();
   const roots: number[] = [];
+  const alongside: number[] = [];
   for (const trace of groupBy(spans, (span) => span.traceId).values()) {
     const root = trace.find(
       (span) =>
@@ -85,6 +102,13 @@ export function breakdown(
     );
     if (!root) continue;
     roots.push(durationMs(root));
+    const own = trace.filter((span) => span.service === rootService);
+    const calls = own.filter((span) => span.kind === "SPAN_KIND_CLIENT");
+    alongside.push(
+      own
+        .filter(isTransaction)
+        .reduce((sum, tx) => sum + calls.reduce((s, call) => s + overlapMs(tx, call), 0), 0),
+    );
     const children = groupBy(trace, (span) => span.parentSpanId);
     const visit = (span: ReceivedSpan, key: string, depth: number) => {
       let sample = samples.get(key);
@@ -126,5 +150,10 @@ export function breakdown(
       traces: sample.durations.length,
       ...(sample.outside.length > 0 && { outsideServerMs: median(sample.outside) }),
     }));
-  return { traces: roots.length, rootMedianMs: median(roots), steps };
+  return {
+    traces: roots.length,
+    rootMedianMs: median(roots),
+    steps,
+    ownAlongsideCallsMs: alongside.length > 0 ? median(alongside) : 0,
+  };
 }
