@@ -99,7 +99,7 @@ export interface MachineSample {
   busy: number;
   /**
    * Jiffies the hypervisor ran something else while a CPU of this machine had work (steal),
-   * summed over cores; part of `busy`. A virtual machine's processes run slower while it grows.
+   * summed over cores; part of `busy`. On a virtual machine, CPU per call can rise with it.
    */
   steal: number;
   total: number;

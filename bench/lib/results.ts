@@ -31,7 +31,7 @@ export interface RunResult extends Omit<LoadResult, "ghzCpuS"> {
     unrelatedCpuS: number;
     /**
      * CPU seconds the hypervisor gave to others while this machine had work (steal), over all
-     * cores. Absent in reports from before 2026-12-02.
+     * cores. Absent in reports written before 2026-12-02-3.
      */
     stealS?: number;
     /** The machine's busy share of all cores over the run, percent. */
