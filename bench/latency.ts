@@ -18,7 +18,7 @@ import { registry, type ServiceName } from "../services/registry.js";
 import { type ReceivedSpan, startOtlpReceiver } from "../test/helpers/otlp.js";
 import { buildDist } from "./lib/build.js";
 import { runLoad } from "./lib/ghz.js";
-import { breakdown, type LatencyRun } from "./lib/latency.js";
+import { breakdown, isTransaction, type LatencyRun } from "./lib/latency.js";
 import { reportName } from "./lib/report-name.js";
 import { targetById } from "./lib/targets.js";
 
@@ -130,7 +130,7 @@ function section(measured: LatencyRun): string[] {
     0,
   );
   const ownWrites = result.steps
-    .filter((step) => step.service === "order" && step.name.startsWith("transaction"))
+    .filter((step) => step.service === "order" && isTransaction(step.name))
     .reduce((sum, step) => sum + step.medianMs, 0);
   // A transaction run while a call was in flight is not on the path the caller waits on.
   const ownAlone = ownWrites - result.ownAlongsideCallsMs;

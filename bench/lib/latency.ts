@@ -54,8 +54,8 @@ function overlapMs(a: ReceivedSpan, b: ReceivedSpan): number {
   return gap > 0n ? Number(gap) / 1e6 : 0;
 }
 
-/** A database transaction's span (kit/tracing.ts names them `transaction <first statement>`). */
-const isTransaction = (span: ReceivedSpan) => span.name.startsWith("transaction ");
+/** A database transaction's span name (kit/tracing.ts names them `transaction <first statement>`). */
+export const isTransaction = (spanName: string) => spanName.startsWith("transaction ");
 
 const KINDS: Record<string, Step["kind"]> = {
   SPAN_KIND_SERVER: "server",
@@ -106,7 +106,7 @@ export function breakdown(
     const calls = own.filter((span) => span.kind === "SPAN_KIND_CLIENT");
     alongside.push(
       own
-        .filter(isTransaction)
+        .filter((span) => isTransaction(span.name))
         .reduce((sum, tx) => sum + calls.reduce((s, call) => s + overlapMs(tx, call), 0), 0),
     );
     const children = groupBy(trace, (span) => span.parentSpanId);
