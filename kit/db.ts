@@ -18,6 +18,14 @@ export {
   type Statement,
   type TransactionInfo,
 } from "./db/observe.js";
+export {
+  type Binding,
+  inTransaction,
+  type Sql,
+  type SqlStatements,
+  sqlOf,
+  valuesOf,
+} from "./db/sql.js";
 export type { Knex, SqliteDriver };
 export { isPostgresUrl };
 
@@ -160,25 +168,6 @@ export function describeLocation(location: string): string {
 /** Which engine a database is on. */
 export const engineOf = (db: Knex): "sqlite" | "postgres" =>
   db.client.driverName === "pg" ? "postgres" : "sqlite";
-
-/**
- * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled
- * it back as a serialization failure or a deadlock victim: nothing of it was kept, so a new try
- * is safe. SQLite never does this; its busy waits happen inside the statement.
- */
-export async function inTransaction<T>(
-  db: Knex,
-  work: (trx: Knex.Transaction) => Promise<T>,
-): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await db.transaction(work);
-    } catch (error) {
-      if (!postgresErrors.serialization(error) || attempt === 4) throw error;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
-    }
-  }
-}
 
 /** True when a write broke a UNIQUE or PRIMARY KEY constraint. */
 export function isUniqueViolation(error: unknown): boolean {

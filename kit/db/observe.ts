@@ -1,5 +1,6 @@
 // Watching a database's work, for metrics and traces, through knex's query events and its
-// transaction method: the same on every engine and driver. Only kit/db.ts uses this file.
+// transaction method: the same on every engine and driver. The plain SQL of sql.ts, which
+// bypasses knex on better-sqlite3, calls the same observers. Only kit/db.ts and sql.ts use this file.
 import type { Knex } from "knex";
 
 /** One statement as an observer sees it once it is done. */
@@ -45,8 +46,14 @@ interface QueryEvent {
   sql: string;
 }
 
+const registered = new WeakMap<Knex, DatabaseObserver[]>();
+
+/** The observers of `db`, in the order they were added: for work that bypasses knex (sql.ts). */
+export const observersOf = (db: Knex): readonly DatabaseObserver[] => registered.get(db) ?? [];
+
 /** Calls `observer` for every statement and transaction of `db` from now on. */
 export function observeDatabase(db: Knex, observer: DatabaseObserver): void {
+  registered.set(db, [...observersOf(db), observer]);
   const { statement, transaction } = observer;
   if (statement) {
     // BEGIN and COMMIT come without an id and without a response: only statements are timed.

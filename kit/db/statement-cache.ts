@@ -14,8 +14,11 @@ interface Statement {
   run(bindings: unknown[]): { changes: number; lastInsertRowid: number | bigint };
 }
 
-interface Connection {
+/** A better-sqlite3 database: one connection of knex's pool. */
+export interface Connection {
   prepare(sql: string): Statement;
+  /** True while a transaction is open on it. */
+  readonly inTransaction: boolean;
 }
 
 interface QueryObject {
@@ -51,7 +54,8 @@ const MAX_STATEMENTS = 200;
 
 const caches = new WeakMap<Connection, Map<string, Statement>>();
 
-function statementFor(connection: Connection, sql: string): Statement {
+/** `sql` prepared on `connection`, once while it stays among the most recently used. */
+export function statementFor(connection: Connection, sql: string): Statement {
   let cache = caches.get(connection);
   if (!cache) {
     cache = new Map();

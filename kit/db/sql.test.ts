@@ -1,0 +1,149 @@
+import test from "ava";
+import {
+  type DatabaseObserver,
+  isUniqueViolation,
+  type Knex,
+  observeDatabase,
+  openDatabase,
+  sqlOf,
+  valuesOf,
+} from "../db.js";
+import { SQLITE_DRIVERS } from "./sqlite.js";
+
+const migrations = [
+  {
+    name: "0001_items",
+    up: (db: Knex) =>
+      db.schema.createTable("items", (t) => {
+        t.integer("id").primary();
+        t.text("name").notNullable();
+      }),
+    down: (db: Knex) => db.schema.dropTable("items"),
+  },
+];
+
+const names = async (db: Knex) =>
+  (await db("items").orderBy("id").select("name")).map((row: { name: string }) => row.name);
+
+for (const driver of SQLITE_DRIVERS) {
+  const open = async (t: { teardown(f: () => unknown): void }) => {
+    const db = await openDatabase(":memory:", migrations, { sqliteDriver: driver });
+    t.teardown(() => db.destroy());
+    return db;
+  };
+
+  test(`${driver}: a query returns its rows, and a write its RETURNING rows or none`, async (t) => {
+    const db = await open(t);
+    const sql = sqlOf(db);
+    const values = valuesOf([
+      [1, "mug"],
+      [2, "tea"],
+    ]);
+    t.deepEqual(
+      await sql.query(`INSERT INTO items (id, name) VALUES ${values.text}`, values.bindings),
+      [],
+    );
+    t.deepEqual(await sql.query("SELECT name FROM items WHERE id = ?", [2]), [{ name: "tea" }]);
+    t.deepEqual(await sql.query("SELECT name FROM items WHERE id = ?", [3]), []);
+    t.deepEqual(
+      await sql.query("UPDATE items SET name = ? WHERE id = ? RETURNING id", ["cup", 1]),
+      [{ id: 1 }],
+    );
+    t.deepEqual(
+      await sql.query("UPDATE items SET name = ? WHERE id = ? RETURNING id", ["x", 9]),
+      [],
+    );
+    t.deepEqual(await names(db), ["cup", "tea"]);
+  });
+
+  test(`${driver}: a transaction keeps every write or, when its work throws, none`, async (t) => {
+    const db = await open(t);
+    const sql = sqlOf(db);
+    await sql.transaction(async (trx) => {
+      await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+      await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [2, "tea"]);
+    });
+    const refused = await sql
+      .transaction(async (trx) => {
+        await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [3, "pot"]);
+        await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "again"]);
+      })
+      .catch((error: unknown) => error);
+    t.true(isUniqueViolation(refused));
+    await t.throwsAsync(
+      sql.transaction(async (trx) => {
+        await trx.query("UPDATE items SET name = ? WHERE id = ?", ["cup", 1]);
+        throw new Error("changed my mind");
+      }),
+      { message: "changed my mind" },
+    );
+    t.deepEqual(await names(db), ["mug", "tea"]);
+  });
+
+  test(`${driver}: a statement waits for a knex transaction open on the connection, and is not part of it`, async (t) => {
+    const db = await open(t);
+    const sql = sqlOf(db);
+    let inside!: () => void;
+    const opened = new Promise<void>((resolve) => {
+      inside = resolve;
+    });
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const rolledBack = db
+      .transaction(async (trx) => {
+        await trx("items").insert({ id: 1, name: "mug" });
+        inside();
+        await gate;
+        throw new Error("roll back");
+      })
+      .catch((error: Error) => error.message);
+    await opened;
+    const write = sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [2, "tea"]);
+    const transaction = sql.transaction((trx) =>
+      trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [3, "pot"]),
+    );
+    finish();
+    t.is(await rolledBack, "roll back");
+    await Promise.all([write, transaction]);
+    t.deepEqual(await names(db), ["tea", "pot"]);
+  });
+
+  test(`${driver}: the database's observers see each statement and each transaction by its first statement`, async (t) => {
+    const db = await open(t);
+    const seen: string[] = [];
+    const observer = (name: string): DatabaseObserver => ({
+      statement: ({ operation, table, error }) =>
+        seen.push(`${name} ${operation} ${table}${error ? " failed" : ""}`),
+      async transaction(run, info) {
+        seen.push(`${name} begins`);
+        try {
+          return await run();
+        } finally {
+          seen.push(`${name} ends ${info.first}`);
+        }
+      },
+    });
+    observeDatabase(db, observer("a"));
+    observeDatabase(db, observer("b"));
+    const sql = sqlOf(db);
+    await sql.transaction(async (trx) => {
+      await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+      await trx.query("SELECT * FROM items");
+    });
+    await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "again"]).catch(() => {});
+    t.deepEqual(seen, [
+      "b begins",
+      "a begins",
+      "a insert items",
+      "b insert items",
+      "a select items",
+      "b select items",
+      "a ends insert items",
+      "b ends insert items",
+      "a insert items failed",
+      "b insert items failed",
+    ]);
+  });
+}

@@ -1,0 +1,181 @@
+// Plain SQL for a store's hot path: the few statements every call runs (GetUser's read, the
+// order's writes, ReserveStock's transaction). On better-sqlite3 they run on the pool's one
+// connection, each prepared once, with no query builder, runner or knex transaction around them:
+// that machinery cost more than SQLite's own work. On every other driver they run through
+// knex.raw. The SQL is the same on both, and the observers of observe.ts see both. inTransaction,
+// knex's transactions run again on PostgreSQL, lives here so both paths share it.
+// Only kit/db.ts uses this file.
+import type { Knex } from "knex";
+import { describeStatement, observersOf, type TransactionInfo } from "./observe.js";
+import { postgresErrors } from "./postgres.js";
+import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
+
+/** A statement's binding: integers past 2^53 as decimal strings (kit/db.ts integerBinding). */
+export type Binding = string | number | null;
+
+/** Runs statements, inside a transaction or on their own. */
+export interface SqlStatements {
+  /**
+   * Runs one statement with `?` placeholders and returns its rows: those a query selects or a
+   * write's RETURNING clause names, none for a write without one.
+   */
+  query<Row = Record<string, unknown>>(text: string, bindings?: readonly Binding[]): Promise<Row[]>;
+}
+
+/** Plain SQL on a service's database. */
+export interface Sql extends SqlStatements {
+  /**
+   * Runs `work` in one transaction, committed when it resolves and rolled back when it throws.
+   * On PostgreSQL a serialization failure or deadlock runs it again, as inTransaction does.
+   */
+  transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T>;
+}
+
+/**
+ * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled
+ * it back as a serialization failure or a deadlock victim: nothing of it was kept, so a new try
+ * is safe. SQLite never does this; its busy waits happen inside the statement.
+ */
+export async function inTransaction<T>(
+  db: Knex,
+  work: (trx: Knex.Transaction) => Promise<T>,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await db.transaction(work);
+    } catch (error) {
+      if (!postgresErrors.serialization(error) || attempt === 4) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
+    }
+  }
+}
+
+/** A multi-row VALUES list, e.g. "(?, ?), (?, ?)", and its bindings, row after row. */
+export function valuesOf(rows: readonly (readonly Binding[])[]): {
+  text: string;
+  bindings: Binding[];
+} {
+  return {
+    text: rows.map((row) => `(${row.map(() => "?").join(", ")})`).join(", "),
+    bindings: rows.flat(),
+  };
+}
+
+const rowsOf = <Row>(result: unknown): Row[] =>
+  // node-sqlite3 gives the rows; pg a result that holds them.
+  Array.isArray(result) ? result : ((result as { rows?: Row[] }).rows ?? []);
+
+const throughKnex = (db: Knex | Knex.Transaction): SqlStatements => ({
+  query: async (text, bindings = []) => rowsOf(await db.raw(text, bindings as Binding[])),
+});
+
+function knexSql(db: Knex): Sql {
+  return {
+    ...throughKnex(db),
+    transaction: (work) => inTransaction(db, (trx) => work(throughKnex(trx))),
+  };
+}
+
+interface Pool {
+  acquireConnection(): Promise<Connection>;
+  releaseConnection(connection: Connection): Promise<void>;
+}
+
+/**
+ * better-sqlite3 without knex's machinery. Every statement and transaction takes the pool's
+ * connection first, as knex does, so that none of it runs inside a knex transaction that is
+ * open on the same connection.
+ */
+function betterSqlite3Sql(db: Knex): Sql {
+  const pool = db.client as unknown as Pool;
+
+  const run = <Row>(connection: Connection, text: string, bindings: readonly Binding[]): Row[] => {
+    const observers = observersOf(db);
+    const start = observers.length > 0 ? performance.now() : 0;
+    let rows: Row[] = [];
+    try {
+      const statement = statementFor(connection, text);
+      if (statement.reader) rows = statement.all(bindings as Binding[]) as Row[];
+      else statement.run(bindings as Binding[]);
+    } catch (error) {
+      observe(text, start, error);
+      throw error;
+    }
+    observe(text, start);
+    return rows;
+  };
+
+  const observe = (text: string, start: number, error?: unknown) => {
+    const observers = observersOf(db);
+    if (observers.length === 0) return;
+    const done = {
+      ...describeStatement(text),
+      seconds: (performance.now() - start) / 1000,
+      ...(error !== undefined && { error }),
+    };
+    for (const observer of observers) observer.statement?.(done);
+  };
+
+  const withConnection = async <T>(use: (connection: Connection) => T | Promise<T>) => {
+    const connection = await pool.acquireConnection();
+    try {
+      return await use(connection);
+    } finally {
+      await pool.releaseConnection(connection);
+    }
+  };
+
+  return {
+    query: (text, bindings = []) => withConnection((connection) => run(connection, text, bindings)),
+
+    transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
+      const info: TransactionInfo = { first: "" };
+      const body = () =>
+        withConnection(async (connection) => {
+          let open = true;
+          const trx: SqlStatements = {
+            query: async (text, bindings = []) => {
+              // The connection may carry another transaction by now.
+              if (!open) throw new Error("a statement of a transaction that has ended");
+              if (!info.first) {
+                const { operation, table } = describeStatement(text);
+                info.first = table ? `${operation} ${table}` : operation;
+              }
+              return run(connection, text, bindings);
+            },
+          };
+          statementFor(connection, "BEGIN").run([]);
+          try {
+            const result = await work(trx);
+            statementFor(connection, "COMMIT").run([]);
+            return result;
+          } catch (error) {
+            if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
+            throw error;
+          } finally {
+            open = false;
+          }
+        });
+      // Each observer wraps the ones registered before it, as observeDatabase's wrappers of
+      // knex's transactions do: the last one registered is outermost.
+      const observed = observersOf(db).reduce<() => Promise<T>>(
+        (inner, observer) => () =>
+          observer.transaction ? observer.transaction(inner, info) : inner(),
+        body,
+      );
+      return observed();
+    },
+  };
+}
+
+const made = new WeakMap<Knex, Sql>();
+
+/** Plain SQL on `db`, through the fastest path its driver allows. */
+export function sqlOf(db: Knex): Sql {
+  let sql = made.get(db);
+  if (!sql) {
+    sql = db.client instanceof CachingBetterSqlite3 ? betterSqlite3Sql(db) : knexSql(db);
+    made.set(db, sql);
+  }
+  return sql;
+}
