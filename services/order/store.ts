@@ -6,6 +6,9 @@ import {
   type Knex,
   pageBySeq,
   readTime,
+  type Sql,
+  sqlOf,
+  valuesOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
@@ -89,7 +92,12 @@ const toOrder = (row: OrderRow, lines: LineRow[]): Order => {
 
 /** The orders tables: the only code that touches them. */
 export class OrderStore {
-  constructor(private readonly db: Knex) {}
+  /** CreateOrder's statements, in plain SQL (kit/db/sql.ts). */
+  private readonly sql: Sql;
+
+  constructor(private readonly db: Knex) {
+    this.sql = sqlOf(db);
+  }
 
   private async withLines(rows: OrderRow[]): Promise<StoredOrder[]> {
     if (rows.length === 0) return [];
@@ -134,10 +142,38 @@ export class OrderStore {
       quantity: line.quantity,
       unit_price_minor: 0,
     }));
+    const values = valuesOf(
+      lines.map((line) => [
+        line.order_id,
+        line.line_no,
+        line.product_id,
+        line.quantity,
+        line.unit_price_minor,
+      ]),
+    );
     try {
-      await inTransaction(this.db, async (trx) => {
-        await trx("orders").insert(row);
-        await trx("order_lines").insert(lines);
+      await this.sql.transaction(async (trx) => {
+        await trx.query(
+          "INSERT INTO orders (order_id, user_id, request_id, request_key, reservation_id, state," +
+            " currency_code, total_minor, released, create_time, update_time)" +
+            " VALUES (?, ?, ?, ?, ?, ?, ?, 0, FALSE, ?, ?)",
+          [
+            row.order_id,
+            row.user_id,
+            row.request_id,
+            row.request_key,
+            row.reservation_id,
+            row.state,
+            row.currency_code,
+            row.create_time,
+            row.update_time,
+          ],
+        );
+        await trx.query(
+          "INSERT INTO order_lines (order_id, line_no, product_id, quantity, unit_price_minor)" +
+            ` VALUES ${values.text}`,
+          values.bindings,
+        );
       });
     } catch (error) {
       if (isUniqueViolation(error)) throw new IdempotencyKeyTaken(order.idempotencyKey);
@@ -163,7 +199,9 @@ export class OrderStore {
 
   /** The order that holds this idempotency key: any state but FAILED, which frees it. */
   async findByIdempotencyKey(key: string): Promise<StoredOrder | undefined> {
-    const rows = await this.db<OrderRow>("orders").where({ request_key: key });
+    const rows = await this.sql.query<OrderRow>("SELECT * FROM orders WHERE request_key = ?", [
+      key,
+    ]);
     return (await this.withLines(rows))[0];
   }
 
@@ -215,23 +253,23 @@ export class OrderStore {
   async confirm(orderId: string, prices: Prices, now = Date.now()): Promise<boolean> {
     // One statement whatever the number of lines; the cast gives PostgreSQL the column's type.
     const cases = prices.unitPricesMinor.map(() => "WHEN ? THEN CAST(? AS BIGINT)").join(" ");
-    await this.db("order_lines")
-      .where({ order_id: orderId })
-      .update({
-        unit_price_minor: this.db.raw(
-          `CASE line_no ${cases} END`,
-          prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]),
-        ),
-      });
-    const count = await this.db("orders")
-      .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
-      .update({
-        state: OrderState.ORDER_STATE_CONFIRMED,
-        currency_code: prices.currencyCode,
-        total_minor: integerBinding(prices.totalMinor),
-        update_time: now,
-      });
-    return count === 1;
+    await this.sql.query(
+      `UPDATE order_lines SET unit_price_minor = CASE line_no ${cases} END WHERE order_id = ?`,
+      [...prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]), orderId],
+    );
+    const confirmed = await this.sql.query(
+      "UPDATE orders SET state = ?, currency_code = ?, total_minor = ?, update_time = ?" +
+        " WHERE order_id = ? AND state = ? RETURNING order_id",
+      [
+        OrderState.ORDER_STATE_CONFIRMED,
+        prices.currencyCode,
+        integerBinding(prices.totalMinor),
+        now,
+        orderId,
+        OrderState.ORDER_STATE_PENDING,
+      ],
+    );
+    return confirmed.length === 1;
   }
 
   /**

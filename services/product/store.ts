@@ -5,6 +5,7 @@ import {
 } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import {
+  type Binding,
   inTransaction,
   integerBinding,
   isCheckViolation,
@@ -12,6 +13,9 @@ import {
   pageBySeq,
   readInteger,
   readTime,
+  type Sql,
+  sqlOf,
+  valuesOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
@@ -118,7 +122,12 @@ const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: Line
  * of them never wait for each other's rows.
  */
 export class ProductStore {
-  constructor(private readonly db: Knex) {}
+  /** GetProduct's read and ReserveStock's transaction, in plain SQL (kit/db/sql.ts). */
+  private readonly sql: Sql;
+
+  constructor(private readonly db: Knex) {
+    this.sql = sqlOf(db);
+  }
 
   async insert(productId: string, fields: ProductFields): Promise<Product> {
     const now = Date.now();
@@ -137,7 +146,9 @@ export class ProductStore {
   }
 
   async get(productId: string): Promise<Product> {
-    const row = await this.db<ProductRow>("products").where({ product_id: productId }).first();
+    const [row] = await this.sql.query<ProductRow>("SELECT * FROM products WHERE product_id = ?", [
+      productId,
+    ]);
     if (!row) throw productNotFound(productId);
     return toProduct(row);
   }
@@ -234,62 +245,74 @@ export class ProductStore {
       expire_time: now + ttlMs,
       create_time: now,
     };
-    const outcome = await inTransaction(this.db, async (trx) => {
-      const claimed = await trx("reservations")
-        .insert(made)
-        .onConflict("reservation_id")
-        .ignore()
-        .returning("reservation_id");
-      if (claimed.length === 0) return { repeat: true as const };
-      const short: string[] = [];
-      // The price snapshot comes back from the stock update itself (RETURNING).
-      const byId = new Map<string, PriceRow>();
-      for (const line of [...lines].sort(byProductId)) {
-        const taken: PriceRow[] = await trx("products")
-          .where({ product_id: line.productId })
-          .andWhere("stock_quantity", ">=", line.quantity)
-          .update(
-            {
-              stock_quantity: trx.raw("stock_quantity - ?", [line.quantity]),
-              update_time: now,
-            },
-            ["currency_code", "price_minor"],
-          );
-        if (taken[0]) byId.set(line.productId, taken[0]);
-        else short.push(line.productId);
-      }
-      if (short.length > 0) {
-        // Undo the whole transaction: nothing is held.
-        throw Object.assign(new Error("short"), { short });
-      }
-      const lineRows: LineRow[] = lines.map((line, i) => {
-        const product = byId.get(line.productId) as PriceRow;
-        return {
-          reservation_id: reservationId,
-          line_no: i,
-          product_id: line.productId,
-          quantity: line.quantity,
-          currency_code: product.currency_code,
-          unit_price_minor: product.price_minor,
-        };
-      });
-      // What the reservation costs must be an amount Money can carry, per currency: refused
-      // here, inside the transaction, so that nothing is held.
-      for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
-        totalOf(
-          currency,
-          lineRows
-            .filter((row) => row.currency_code === currency)
-            .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+    const outcome = await this.sql
+      .transaction(async (trx) => {
+        const claimed = await trx.query(
+          "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
+            " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
+          [reservationId, made.state, made.expire_time, made.create_time],
         );
-      }
-      await trx("reservation_lines").insert(lineRows);
-      // What was just written is the answer: no need to read it back.
-      return { repeat: false as const, reservation: toReservation(made, lineRows) };
-    }).catch(async (error: Error & { short?: string[] }) => {
-      if (!error.short) throw error;
-      throw await this.shortageError(lines, error.short);
-    });
+        if (claimed.length === 0) return { repeat: true as const };
+        const short: string[] = [];
+        // The price snapshot comes back from the stock update itself (RETURNING).
+        const byId = new Map<string, PriceRow>();
+        for (const line of [...lines].sort(byProductId)) {
+          const [taken] = await trx.query<PriceRow>(
+            "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
+              " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
+            [line.quantity, now, line.productId, line.quantity],
+          );
+          if (taken) byId.set(line.productId, taken);
+          else short.push(line.productId);
+        }
+        if (short.length > 0) {
+          // Undo the whole transaction: nothing is held.
+          throw Object.assign(new Error("short"), { short });
+        }
+        const lineRows: LineRow[] = lines.map((line, i) => {
+          const product = byId.get(line.productId) as PriceRow;
+          return {
+            reservation_id: reservationId,
+            line_no: i,
+            product_id: line.productId,
+            quantity: line.quantity,
+            currency_code: product.currency_code,
+            unit_price_minor: product.price_minor,
+          };
+        });
+        // What the reservation costs must be an amount Money can carry, per currency: refused
+        // here, inside the transaction, so that nothing is held.
+        for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
+          totalOf(
+            currency,
+            lineRows
+              .filter((row) => row.currency_code === currency)
+              .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+          );
+        }
+        const values = valuesOf(
+          lineRows.map((row) => [
+            row.reservation_id,
+            row.line_no,
+            row.product_id,
+            row.quantity,
+            row.currency_code,
+            row.unit_price_minor as Binding,
+          ]),
+        );
+        await trx.query(
+          "INSERT INTO reservation_lines" +
+            " (reservation_id, line_no, product_id, quantity, currency_code, unit_price_minor)" +
+            ` VALUES ${values.text}`,
+          values.bindings,
+        );
+        // What was just written is the answer: no need to read it back.
+        return { repeat: false as const, reservation: toReservation(made, lineRows) };
+      })
+      .catch(async (error: Error & { short?: string[] }) => {
+        if (!error.short) throw error;
+        throw await this.shortageError(lines, error.short);
+      });
 
     if (!outcome.repeat) return outcome.reservation;
     const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;

@@ -1,5 +1,12 @@
 import type { User } from "../../gen/ts/shop/user/v1/user.js";
-import { isUniqueViolation, type Knex, pageBySeq, readTime } from "../../kit/db.js";
+import {
+  isUniqueViolation,
+  type Knex,
+  pageBySeq,
+  readTime,
+  type Sql,
+  sqlOf,
+} from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { textBytes } from "../../kit/page-token.js";
 
@@ -30,7 +37,11 @@ const notFound = (userId: string) =>
 
 /** The users table: the only code that touches it. */
 export class UserStore {
-  constructor(private readonly db: Knex) {}
+  private readonly sql: Sql;
+
+  constructor(private readonly db: Knex) {
+    this.sql = sqlOf(db);
+  }
 
   async insert(user: { userId: string; email: string; displayName: string }): Promise<User> {
     const now = Date.now();
@@ -52,7 +63,8 @@ export class UserStore {
   }
 
   async get(userId: string): Promise<User> {
-    const row = await this.db<UserRow>("users").where({ user_id: userId }).first();
+    // GetUser's read, on every order: plain SQL (kit/db/sql.ts).
+    const [row] = await this.sql.query<UserRow>("SELECT * FROM users WHERE user_id = ?", [userId]);
     if (!row) throw notFound(userId);
     return toUser(row);
   }
