@@ -8,19 +8,8 @@ import {
   sqlOf,
   valuesOf,
 } from "../db.js";
+import { itemsMigrations as migrations } from "./items.fixture.js";
 import { SQLITE_DRIVERS } from "./sqlite.js";
-
-const migrations = [
-  {
-    name: "0001_items",
-    up: (db: Knex) =>
-      db.schema.createTable("items", (t) => {
-        t.integer("id").primary();
-        t.text("name").notNullable();
-      }),
-    down: (db: Knex) => db.schema.dropTable("items"),
-  },
-];
 
 const names = async (db: Knex) =>
   (await db("items").orderBy("id").select("name")).map((row: { name: string }) => row.name);

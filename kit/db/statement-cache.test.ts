@@ -1,17 +1,6 @@
 import test from "ava";
 import { type Knex, openDatabase } from "../db.js";
-
-const migrations = [
-  {
-    name: "0001_items",
-    up: (db: Knex) =>
-      db.schema.createTable("items", (t) => {
-        t.integer("id").primary();
-        t.text("name").notNullable();
-      }),
-    down: (db: Knex) => db.schema.dropTable("items"),
-  },
-];
+import { itemsMigrations as migrations } from "./items.fixture.js";
 
 /** Counts the statements the service's one connection prepares. */
 async function countPrepares(db: Knex): Promise<{ count: number }> {
