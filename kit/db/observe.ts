@@ -33,12 +33,22 @@ export interface DatabaseObserver {
 const VERB = /^\s*(\w+)/;
 const TABLE = /\b(?:from|into|update)\s+[`"[]?([\w.]+)/i;
 
+/** Descriptions of the SQL texts seen lately: a service runs a few dozen, again and again. */
+const described = new Map<string, Readonly<{ operation: string; table: string }>>();
+const MAX_DESCRIBED = 500;
+
 /** The verb and first table of a SQL statement. */
-export function describeStatement(sql: string): { operation: string; table: string } {
-  return {
-    operation: (VERB.exec(sql)?.[1] ?? "").toLowerCase(),
-    table: TABLE.exec(sql)?.[1] ?? "",
-  };
+export function describeStatement(sql: string): Readonly<{ operation: string; table: string }> {
+  let description = described.get(sql);
+  if (!description) {
+    description = {
+      operation: (VERB.exec(sql)?.[1] ?? "").toLowerCase(),
+      table: TABLE.exec(sql)?.[1] ?? "",
+    };
+    if (described.size >= MAX_DESCRIBED) described.clear();
+    described.set(sql, description);
+  }
+  return description;
 }
 
 interface QueryEvent {

@@ -6,7 +6,12 @@
 // knex's transactions run again on PostgreSQL, lives here so both paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
-import { describeStatement, observersOf, type TransactionInfo } from "./observe.js";
+import {
+  type DatabaseObserver,
+  describeStatement,
+  observersOf,
+  type TransactionInfo,
+} from "./observe.js";
 import { postgresErrors } from "./postgres.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
 
@@ -89,6 +94,20 @@ interface Pool {
 function betterSqlite3Sql(db: Knex): Sql {
   const pool = db.client as unknown as Pool;
 
+  const observe = (
+    observers: readonly DatabaseObserver[],
+    text: string,
+    start: number,
+    error?: unknown,
+  ) => {
+    const done = {
+      ...describeStatement(text),
+      seconds: (performance.now() - start) / 1000,
+      ...(error !== undefined && { error }),
+    };
+    for (const observer of observers) observer.statement?.(done);
+  };
+
   const run = <Row>(connection: Connection, text: string, bindings: readonly Binding[]): Row[] => {
     const observers = observersOf(db);
     const start = observers.length > 0 ? performance.now() : 0;
@@ -98,22 +117,11 @@ function betterSqlite3Sql(db: Knex): Sql {
       if (statement.reader) rows = statement.all(bindings as Binding[]) as Row[];
       else statement.run(bindings as Binding[]);
     } catch (error) {
-      observe(text, start, error);
+      if (observers.length > 0) observe(observers, text, start, error);
       throw error;
     }
-    observe(text, start);
+    if (observers.length > 0) observe(observers, text, start);
     return rows;
-  };
-
-  const observe = (text: string, start: number, error?: unknown) => {
-    const observers = observersOf(db);
-    if (observers.length === 0) return;
-    const done = {
-      ...describeStatement(text),
-      seconds: (performance.now() - start) / 1000,
-      ...(error !== undefined && { error }),
-    };
-    for (const observer of observers) observer.statement?.(done);
   };
 
   const withConnection = async <T>(use: (connection: Connection) => T | Promise<T>) => {
