@@ -18,6 +18,7 @@ import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
 import { buildDist } from "./lib/build.js";
 import { chartSvg } from "./lib/chart.js";
+import { gcDelta, readGcTotals } from "./lib/gc.js";
 import { runLoad } from "./lib/ghz.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
 import {
@@ -59,16 +60,28 @@ function version(command: string, args: string[], pattern: RegExp): string {
   return pattern.exec(out)?.[1] ?? (out.trim() || "unknown");
 }
 
-/** Settings for every process the bench starts: the CPU profiler's preload when asked. */
-function profilerEnv(options: BenchOptions): Record<string, string> {
+/** Where the processes keep their garbage collection totals (bench/gc-stats.mjs), under --gc. */
+const gcDirOf = (options: BenchOptions, dir: string) =>
+  options.gc ? path.join(dir, "gc") : undefined;
+
+/**
+ * Settings for every process the bench starts: the preloads of the CPU profiler and of the
+ * garbage collection totals, when asked. Node refuses --cpu-prof in NODE_OPTIONS, so the
+ * profiler's preload does the same through the inspector.
+ */
+function instrumentEnv(options: BenchOptions, dir: string): Record<string, string> {
   const { cpuProfDir } = options;
-  if (!cpuProfDir) return {};
-  // Node refuses --cpu-prof in NODE_OPTIONS; this preload does the same through the inspector.
-  const preload = path.join(repoRoot, "bench", "cpu-prof.mjs");
+  const gcDir = gcDirOf(options, dir);
+  const preloads = [
+    ...(cpuProfDir ? ["cpu-prof.mjs"] : []),
+    ...(gcDir ? ["gc-stats.mjs"] : []),
+  ].map((file) => `--import ${path.join(repoRoot, "bench", file)}`);
+  if (preloads.length === 0) return {};
   const existing = process.env.NODE_OPTIONS ?? "";
   return {
-    NODE_OPTIONS: `${existing} --import ${preload}`.trim(),
-    BENCH_CPU_PROF_DIR: cpuProfDir,
+    NODE_OPTIONS: [existing, ...preloads].join(" ").trim(),
+    ...(cpuProfDir && { BENCH_CPU_PROF_DIR: cpuProfDir }),
+    ...(gcDir && { BENCH_GC_DIR: gcDir }),
   };
 }
 
@@ -89,7 +102,7 @@ async function launchOn(
   supervisor.afterStop(() => own.stop());
   const dataDir = path.join(dir, `data-${storage}`);
   own.lockDataDir(dataDir);
-  const env = { ...profilerEnv(options) };
+  const env = { ...instrumentEnv(options, dir) };
   let databases: Record<string, string> | undefined;
   if (storage === "sqlite3") env.SHOP_SQLITE_DRIVER = "sqlite3";
   else {
@@ -144,7 +157,7 @@ async function launch(
   const addresses: Partial<Record<ProcessName, string>> = {};
   const pids = new Map<ProcessName, number>();
   const logDir = path.join(dir, "logs");
-  const env = { ...process.env, ...profilerEnv(options) };
+  const env = { ...process.env, ...instrumentEnv(options, dir) };
   const echoes = (["echo", "kit-echo"] as const)
     .filter((name) => needs.has(name))
     .map(async (name) => {
@@ -179,7 +192,7 @@ async function launch(
     const launched = await supervisor.launch(plan, {
       portHint: "a port the bench picked was taken meanwhile; run it again",
       quiet: true,
-      env: profilerEnv(options),
+      env: instrumentEnv(options, dir),
       envoyConcurrency: options.envoyConcurrency,
       runtime: options.runtime,
     });
@@ -224,8 +237,11 @@ async function measure(
   pids: Map<ProcessName, number>,
   options: BenchOptions,
   scratch: string,
+  gcDir: string | undefined,
 ): Promise<RunResult> {
   for (const pid of pids.values()) resetPeak(pid);
+  const gcOf = (pid: number) => (gcDir ? readGcTotals(gcDir, pid) : undefined);
+  const gcBefore = new Map([...pids.values()].map((pid) => [pid, gcOf(pid)]));
   const before = snapshot(pids);
   const machineBefore = sampleMachine();
   const harnessBefore = process.cpuUsage();
@@ -246,10 +262,13 @@ async function measure(
     const start = before.get(name);
     if (!start || !end) continue;
     const cpuS = cpuDelta(start, end);
+    const pid = pids.get(name) as number;
+    const [gcStart, gcEnd] = [gcBefore.get(pid), gcOf(pid)];
     processes[name] = {
       cpuS,
       cpuPct: (100 * cpuS) / load.elapsedS,
       peakRssMb: end.peakRssKb / 1024,
+      ...(gcStart && gcEnd && { gc: gcDelta(gcStart, gcEnd) }),
     };
   }
   const ours = Object.values(processes).reduce((sum, usage) => sum + usage.cpuS, 0);
@@ -319,6 +338,8 @@ async function main(): Promise<number> {
   // the bench runs as root: that user must be let through.
   if (storages.has("postgres")) await chmod(dir, 0o711);
   if (options.cpuProfDir) await mkdir(options.cpuProfDir, { recursive: true });
+  const gcDir = gcDirOf(options, dir);
+  if (gcDir) await mkdir(gcDir);
   const supervisor = new Supervisor();
   const interrupted = async () => {
     console.error("\nbench: interrupted; stopping");
@@ -373,6 +394,7 @@ async function main(): Promise<number> {
           pids,
           options,
           dir,
+          gcDirOf(options, dir),
         );
         runs.push(run);
         log(
@@ -437,6 +459,7 @@ async function main(): Promise<number> {
         ghzCpus: options.ghzCpus,
         logLevel: process.env.SHOP_LOG_LEVEL || "info",
         cpuProfile: options.cpuProfDir !== undefined,
+        gc: options.gc,
         runtime: options.runtime,
         startupRuns: options.startupRuns,
         idleS: options.idleS,

@@ -31,7 +31,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
         "echo,kit-echo,get-direct,get-direct-sqlite3,get-direct-pg,get-direct-tls,create-direct",
       ],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
-      ...["--startup-runs", "1", "--idle", "0.5"],
+      ...["--startup-runs", "1", "--idle", "0.5", "--gc"],
       ...["--out", out],
     ],
     { timeoutMs: 170_000 },
@@ -71,10 +71,15 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
     };
     const entry = entries[r.target] ?? (r.target as ProcessName);
     t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
+    // --gc: every Node process counts its garbage collection; PostgreSQL is not one.
+    const gc = r.processes[entry]?.gc;
+    t.true((gc?.allocatedBytes ?? 0) > 0, `${r.target} allocations: ${JSON.stringify(gc)}`);
+    t.true((gc?.collections ?? -1) >= 0 && (gc?.pauseMs ?? -1) >= 0, `${r.target} collections`);
     t.true(typeof r.other.stealS === "number" && r.other.stealS >= 0, `${r.target} steal`);
   }
   const onPostgres = results.runs.find((r) => r.target === "get-direct-pg");
   t.true((onPostgres?.processes.postgres?.cpuS ?? 0) > 0, "the server's CPU");
+  t.is(onPostgres?.processes.postgres?.gc, undefined, "PostgreSQL counts no V8 heap");
   t.regex(results.machine.postgres ?? "", /^\d+\.\d+$/);
   t.true(Number.isInteger(results.machine.cores) && results.machine.cores > 0);
   t.true(results.ratios.some((ratio) => ratio.name === "GetProduct ÷ echo"));
@@ -106,6 +111,8 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
   const markdown = await readFile(path.join(out, `${base}.md`), "utf8");
   t.regex(markdown, /## Goals/);
   t.regex(markdown, /## CPU per call, per process/);
+  t.regex(markdown, /## Garbage collection per call, per process/);
+  t.regex(markdown, /\| GetProduct direct \| 4 \|[^\n]* KB · [\d.]+ µs · [\d.]+ \|/);
   t.regex(markdown, /CPU cores/);
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);

@@ -18,6 +18,8 @@ export interface BenchOptions {
   ghzCpus: number;
   /** Directory for the services' .cpuprofile files (node --cpu-prof); off when undefined. */
   cpuProfDir: string | undefined;
+  /** Count each process's garbage collection and allocations per run (bench/gc-stats.mjs). */
+  gc: boolean;
   /** Keep the temp directory (databases, logs, Envoy config) instead of removing it. */
   keep: boolean;
   /** Timed starts of each service per runtime (compiled, tsx); 0 skips the startup table. */
@@ -42,6 +44,8 @@ export const USAGE = `npm run bench -- [options]
   --envoy-concurrency N    Envoy worker threads (default 1)
   --ghz-cpus N             cores ghz may use (default: all)
   --cpu-prof DIR           run the services and the echo server with node --cpu-prof into DIR
+  --gc                     count their garbage collection: bytes allocated, collections and
+                           their pauses per call
   --startup-runs N         timed starts of each service, compiled and with tsx (default 5, quick 3;
                            0 skips them); builds dist/ first (npm run build)
   --idle SECONDS           how long a started service idles before its RSS is read (default 5)
@@ -99,6 +103,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       "envoy-concurrency": { type: "string" },
       "ghz-cpus": { type: "string" },
       "cpu-prof": { type: "string" },
+      gc: { type: "boolean", default: false },
       keep: { type: "boolean", default: false },
       "startup-runs": { type: "string" },
       idle: { type: "string" },
@@ -128,6 +133,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     envoyConcurrency: positiveInt(values["envoy-concurrency"] ?? "1", "--envoy-concurrency"),
     ghzCpus: positiveInt(values["ghz-cpus"] ?? String(os.cpus().length), "--ghz-cpus"),
     cpuProfDir: values["cpu-prof"] ? path.resolve(values["cpu-prof"]) : undefined,
+    gc: values.gc === true,
     keep: values.keep === true,
     startupRuns:
       values["startup-runs"] === undefined

@@ -1,7 +1,7 @@
 // The markdown report of a run: setup, results, resources, ratios, goals, and the noise.
 import { type BenchResults, cpuPerCallMs, findRun, type RunResult } from "./results.js";
 import type { StartupResult } from "./startup.js";
-import { TARGETS } from "./targets.js";
+import { type ProcessName, TARGETS } from "./targets.js";
 
 const n0 = (value: number) => Math.round(value).toLocaleString("en-US");
 const n1 = (value: number) => value.toFixed(1);
@@ -90,6 +90,37 @@ function cpuPerCallTable(runs: readonly RunResult[]): string {
       ];
     }),
   );
+}
+
+/** Each process's garbage collection per call, for a run with --gc. */
+function gcSection(runs: readonly RunResult[]): string[] {
+  const counted = runs.filter((run) => Object.values(run.processes).some((usage) => usage.gc));
+  if (counted.length === 0) return [];
+  const paths = new Map(TARGETS.map((target) => [target.id, target.path]));
+  const names = [...new Set(counted.flatMap((run) => paths.get(run.target) ?? []))];
+  const cell = (run: RunResult, name: ProcessName) => {
+    const gc = run.processes[name]?.gc;
+    if (!gc || run.ok === 0) return "";
+    const perCall = (value: number) => value / run.ok;
+    return `${n1(perCall(gc.allocatedBytes) / 1000)} KB · ${n2(perCall(gc.pauseMs) * 1000)} µs · ${n1(perCall(gc.major) * 1000)}`;
+  };
+  return [
+    "## Garbage collection per call, per process",
+    "",
+    "Per successful call, in each Node process on the target's path: KB allocated on V8's heap · µs of garbage collection on its main thread · major collections (mark-compacts of the whole heap) per 1,000 calls. V8's helper threads collect beside the main thread; their CPU is in the table above, not here.",
+    "",
+    table(
+      ["target", "c", ...names],
+      counted.map((run) => [
+        run.label,
+        String(run.concurrency),
+        ...names.map((name) =>
+          (paths.get(run.target) ?? []).includes(name) ? cell(run, name) : "",
+        ),
+      ]),
+    ),
+    "",
+  ];
 }
 
 function soakSection(results: BenchResults): string[] {
@@ -206,6 +237,9 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     settings.cpuProfile
       ? "- **The services ran with `--cpu-prof`**: numbers are lower than usual."
       : "",
+    settings.gc
+      ? "- The Node processes counted their garbage collection (`--gc`, `bench/gc-stats.mjs`): a few microseconds per collection."
+      : "",
     "",
     "Targets:",
     "",
@@ -258,6 +292,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     "",
     cpuPerCallTable(results.runs),
     "",
+    ...gcSection(results.runs),
     "## Start and idle memory",
     "",
     results.startup.length

@@ -1,4 +1,5 @@
 // The shape of a benchmark's results (the .json file) and the ratios and goals derived from them.
+import type { GcTotals } from "./gc.js";
 import type { LoadResult } from "./ghz.js";
 import type { SoakResult } from "./soak.js";
 import type { Runtime, StartupResult } from "./startup.js";
@@ -12,6 +13,8 @@ export interface ProcessUsage {
   cpuPct: number;
   /** Peak RSS during the run (VmHWM, reset before the run), MiB. */
   peakRssMb: number;
+  /** Garbage collection during the run, for a Node process of a run with --gc. */
+  gc?: GcTotals;
 }
 
 /** One target at one concurrency. */
@@ -70,6 +73,8 @@ export interface BenchResults {
     logLevel: string;
     /** Whether the services ran with --cpu-prof. */
     cpuProfile: boolean;
+    /** Whether the processes counted their garbage collection (--gc); absent before it existed. */
+    gc?: boolean;
     /** How the services ran: compiled JavaScript or tsx (absent in runs before the option). */
     runtime?: "compiled" | "tsx";
     /** Timed starts per service and runtime, and the idle time before RSS is read. */
