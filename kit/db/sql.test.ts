@@ -72,6 +72,8 @@ for (const driver of SQLITE_DRIVERS) {
   test(`${driver}: a statement waits for a knex transaction open on the connection, and is not part of it`, async (t) => {
     const db = await open(t);
     const sql = sqlOf(db);
+    // The connection is known: a statement on its own may now run without the pool.
+    await sql.query("SELECT 1");
     let inside!: () => void;
     const opened = new Promise<void>((resolve) => {
       inside = resolve;
@@ -97,6 +99,34 @@ for (const driver of SQLITE_DRIVERS) {
     t.is(await rolledBack, "roll back");
     await Promise.all([write, transaction]);
     t.deepEqual(await names(db), ["tea", "pot"]);
+  });
+
+  test(`${driver}: a statement waits for a plain transaction open on the connection, and is not part of it`, async (t) => {
+    const db = await open(t);
+    const sql = sqlOf(db);
+    await sql.query("SELECT 1");
+    let inside!: () => void;
+    const opened = new Promise<void>((resolve) => {
+      inside = resolve;
+    });
+    let finish!: () => void;
+    const gate = new Promise<void>((resolve) => {
+      finish = resolve;
+    });
+    const rolledBack = sql
+      .transaction(async (trx) => {
+        await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+        inside();
+        await gate;
+        throw new Error("roll back");
+      })
+      .catch((error: Error) => error.message);
+    await opened;
+    const write = sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [2, "tea"]);
+    finish();
+    t.is(await rolledBack, "roll back");
+    await write;
+    t.deepEqual(await names(db), ["tea"]);
   });
 
   test(`${driver}: the database's observers see each statement and each transaction by its first statement`, async (t) => {

@@ -19,6 +19,8 @@ export interface Connection {
   prepare(sql: string): Statement;
   /** True while a transaction is open on it. */
   readonly inTransaction: boolean;
+  /** False once it is closed (the pool replaced it, or the database was destroyed). */
+  readonly open: boolean;
 }
 
 interface QueryObject {
