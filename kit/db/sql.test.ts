@@ -5,11 +5,38 @@ import {
   type Knex,
   observeDatabase,
   openDatabase,
+  type SqlStatements,
   sqlOf,
   valuesOf,
 } from "../db.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 import { SQLITE_DRIVERS } from "./sqlite.js";
+
+/**
+ * A transaction begun with `begin` that writes with `write`, then stays open until `release()`;
+ * then it throws, so it rolls back. Resolves once the write is in.
+ */
+async function holdOpen<Trx>(
+  begin: (work: (trx: Trx) => Promise<void>) => Promise<unknown>,
+  write: (trx: Trx) => Promise<unknown>,
+) {
+  let opened!: () => void;
+  const open = new Promise<void>((resolve) => {
+    opened = resolve;
+  });
+  let release!: () => void;
+  const released = new Promise<void>((resolve) => {
+    release = resolve;
+  });
+  const rolledBack = begin(async (trx) => {
+    await write(trx);
+    opened();
+    await released;
+    throw new Error("roll back");
+  }).catch((error: Error) => error.message);
+  await open;
+  return { release, rolledBack };
+}
 
 const names = async (db: Knex) =>
   (await db("items").orderBy("id").select("name")).map((row: { name: string }) => row.name);
@@ -74,29 +101,16 @@ for (const driver of SQLITE_DRIVERS) {
     const sql = sqlOf(db);
     // The connection is known: a statement on its own may now run without the pool.
     await sql.query("SELECT 1");
-    let inside!: () => void;
-    const opened = new Promise<void>((resolve) => {
-      inside = resolve;
-    });
-    let finish!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      finish = resolve;
-    });
-    const rolledBack = db
-      .transaction(async (trx) => {
-        await trx("items").insert({ id: 1, name: "mug" });
-        inside();
-        await gate;
-        throw new Error("roll back");
-      })
-      .catch((error: Error) => error.message);
-    await opened;
+    const held = await holdOpen<Knex.Transaction>(
+      (work) => db.transaction(work),
+      (trx) => trx("items").insert({ id: 1, name: "mug" }),
+    );
     const write = sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [2, "tea"]);
     const transaction = sql.transaction((trx) =>
       trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [3, "pot"]),
     );
-    finish();
-    t.is(await rolledBack, "roll back");
+    held.release();
+    t.is(await held.rolledBack, "roll back");
     await Promise.all([write, transaction]);
     t.deepEqual(await names(db), ["tea", "pot"]);
   });
@@ -105,26 +119,13 @@ for (const driver of SQLITE_DRIVERS) {
     const db = await open(t);
     const sql = sqlOf(db);
     await sql.query("SELECT 1");
-    let inside!: () => void;
-    const opened = new Promise<void>((resolve) => {
-      inside = resolve;
-    });
-    let finish!: () => void;
-    const gate = new Promise<void>((resolve) => {
-      finish = resolve;
-    });
-    const rolledBack = sql
-      .transaction(async (trx) => {
-        await trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
-        inside();
-        await gate;
-        throw new Error("roll back");
-      })
-      .catch((error: Error) => error.message);
-    await opened;
+    const held = await holdOpen<SqlStatements>(
+      (work) => sql.transaction(work),
+      (trx) => trx.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]),
+    );
     const write = sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [2, "tea"]);
-    finish();
-    t.is(await rolledBack, "roll back");
+    held.release();
+    t.is(await held.rolledBack, "roll back");
     await write;
     t.deepEqual(await names(db), ["tea"]);
   });
