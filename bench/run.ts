@@ -394,7 +394,7 @@ async function main(): Promise<number> {
           pids,
           options,
           dir,
-          gcDirOf(options, dir),
+          gcDir,
         );
         runs.push(run);
         log(
