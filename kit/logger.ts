@@ -6,14 +6,23 @@ export type Logger = pino.Logger;
 /** How long a log line may wait in the buffer before it is written. */
 const FLUSH_MS = 100;
 
+/** Every logger's destination, written out as the process exits, however it exits. */
+const destinations = new Set<pino.DestinationStream & { flushSync(): void }>();
+process.once("exit", () => {
+  for (const destination of destinations) destination.flushSync();
+});
+
 /**
  * Structured JSON logs on stdout, one object per line. Lines are buffered (up to 4 KB, at most
  * 100 ms) and written together: one write per line was about a third of the kit's per-call cost
- * on the benchmark's echo. Call flushLogger before the process exits. A line written while a
- * span is active carries its `trace_id` and `span_id` (an rpc's own line carries its call's).
+ * on the benchmark's echo. Each write is synchronous, as pino's own default: handing it to a
+ * libuv thread cost more than the write, and a stalled reader slows the logging process instead
+ * of growing its memory. A line written while a span is active carries its `trace_id` and
+ * `span_id` (an rpc's own line carries its call's).
  */
 export function createLogger(service: string, level = "info"): Logger {
-  const destination = pino.destination({ dest: 1, sync: false, minLength: 4096 });
+  const destination = pino.destination({ dest: 1, sync: true, minLength: 4096 });
+  destinations.add(destination);
   setInterval(() => destination.flush(), FLUSH_MS).unref();
   return pino(
     {
