@@ -1,12 +1,14 @@
 // The logger buffers lines: none may be lost however the process ends. Each case runs in a
 // process of its own, as a service would, and reads what reached its stdout.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
 import test from "ava";
 import { exec } from "../test/helpers/exec.js";
 
 const LOGGER = new URL("./logger.ts", import.meta.url).href;
 
 /** Runs `ending` after three lines were logged; returns the lines that reached stdout. */
-async function linesWhen(ending: string): Promise<{ lines: unknown[]; code: number | null }> {
+async function linesWhen(ending: string): Promise<unknown[]> {
   const script = [
     `const { createLogger, flushLogger } = await import(${JSON.stringify(LOGGER)});`,
     `const logger = createLogger("logger-test");`,
@@ -20,11 +22,10 @@ async function linesWhen(ending: string): Promise<{ lines: unknown[]; code: numb
     "-e",
     script,
   ]);
-  const lines = result.stdout
+  return result.stdout
     .split("\n")
     .filter((line) => line !== "")
     .map((line) => JSON.parse(line) as unknown);
-  return { lines, code: result.code };
 }
 
 const ENDINGS = {
@@ -36,7 +37,7 @@ const ENDINGS = {
 
 for (const [how, ending] of Object.entries(ENDINGS)) {
   test(`every buffered line is written when ${how}`, async (t) => {
-    const { lines } = await linesWhen(ending);
+    const lines = await linesWhen(ending);
     t.deepEqual(
       lines.map((line) => (line as { n: number; service: string; msg: string }).n),
       [1, 2, 3],
@@ -44,3 +45,25 @@ for (const [how, ending] of Object.entries(ENDINGS)) {
     t.like(lines[0], { service: "logger-test", msg: "line" });
   });
 }
+
+test("a process whose stdout is gone still exits as it meant to", async (t) => {
+  const script = [
+    `const { createLogger } = await import(${JSON.stringify(LOGGER)});`,
+    `const logger = createLogger("logger-test");`,
+    // Long enough for the reader below to have closed its end of the pipe.
+    "await new Promise((resolve) => setTimeout(resolve, 200));",
+    `for (let n = 1; n <= 3; n++) logger.info({ n }, "line");`,
+    "process.exit(3);",
+  ].join("\n");
+  const child = spawn(process.execPath, ["--import", "tsx", "--input-type=module", "-e", script], {
+    stdio: ["ignore", "pipe", "pipe"],
+  });
+  child.stdout.destroy();
+  let stderr = "";
+  child.stderr.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  const [code] = (await once(child, "close")) as [number | null];
+  t.is(code, 3, stderr);
+  t.is(stderr, "");
+});

@@ -9,7 +9,12 @@ const FLUSH_MS = 100;
 /** Every logger's destination, written out as the process exits, however it exits. */
 const destinations = new Set<pino.DestinationStream & { flushSync(): void }>();
 process.once("exit", () => {
-  for (const destination of destinations) destination.flushSync();
+  for (const destination of destinations) {
+    // A stdout that is gone must not turn an exit into a crash.
+    try {
+      destination.flushSync();
+    } catch {}
+  }
 });
 
 /**
