@@ -6,8 +6,11 @@ export type Logger = pino.Logger;
 /** How long a log line may wait in the buffer before it is written. */
 const FLUSH_MS = 100;
 
-/** Every logger's destination, written out as the process exits, however it exits. */
-const destinations = new Set<pino.DestinationStream & { flushSync(): void }>();
+/** Every logger's destination: flushed every FLUSH_MS, and written out as the process exits. */
+const destinations = new Set<ReturnType<typeof pino.destination>>();
+setInterval(() => {
+  for (const destination of destinations) destination.flush();
+}, FLUSH_MS).unref();
 process.once("exit", () => {
   for (const destination of destinations) {
     // A stdout that is gone must not turn an exit into a crash.
@@ -28,7 +31,6 @@ process.once("exit", () => {
 export function createLogger(service: string, level = "info"): Logger {
   const destination = pino.destination({ dest: 1, sync: true, minLength: 4096 });
   destinations.add(destination);
-  setInterval(() => destination.flush(), FLUSH_MS).unref();
   return pino(
     {
       level,
