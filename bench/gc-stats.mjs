@@ -9,9 +9,12 @@
 import { mkdirSync, renameSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { GCProfiler, getHeapStatistics } from "node:v8";
+import { isMainThread } from "node:worker_threads";
 
 const dir = process.env.BENCH_GC_DIR;
-if (dir) {
+// Module loader hooks (tsx's, in some layouts) run in a thread of their own that runs this
+// preload too; only the main thread may write the process's file.
+if (dir && isMainThread) {
   const file = path.join(dir, `${process.pid}.json`);
   const totals = { collections: 0, major: 0, pauseMs: 0, allocatedBytes: 0 };
   // The heap's used size when last seen: what it grew by since then was allocated, up to the
