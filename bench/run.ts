@@ -7,49 +7,21 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { DEV_CERTS_DIR } from "../kit/security.js";
-import { launchAccess } from "../scripts/lib/banner.js";
-import { signToken } from "../scripts/lib/credentials.js";
-import { forkLogged, freePorts, repoRoot, tool } from "../scripts/lib/launcher.js";
-import type { FleetPlan } from "../scripts/lib/plan.js";
-import { fleetPlan } from "../scripts/lib/plan.js";
-import { launchPostgres, postgresBinDir } from "../scripts/lib/postgres.js";
-import { seedBench } from "../scripts/lib/seed.js";
+import { tool } from "../scripts/lib/launcher.js";
+import { postgresBinDir } from "../scripts/lib/postgres.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
-import { registry, type ServiceName } from "../services/registry.js";
 import { buildDist } from "./lib/build.js";
 import { chartSvg } from "./lib/chart.js";
-import { gcDelta, readGcTotals } from "./lib/gc.js";
+import { gcDirOf, launch, seedFleets } from "./lib/fleet.js";
 import { runLoad } from "./lib/ghz.js";
+import { measure } from "./lib/measure.js";
 import { type BenchOptions, parseOptions, USAGE } from "./lib/options.js";
-import {
-  cpuDelta,
-  machineSeconds,
-  type ProcSample,
-  resetPeak,
-  sampleMachine,
-  sampleProcess,
-  sampleTree,
-} from "./lib/proc.js";
 import { markdownReport } from "./lib/report.js";
 import { reportName } from "./lib/report-name.js";
-import {
-  type BenchResults,
-  goals,
-  type ProcessUsage,
-  type RunResult,
-  ratios,
-} from "./lib/results.js";
+import { type BenchResults, goals, type RunResult, ratios } from "./lib/results.js";
 import { type SoakResult, soak } from "./lib/soak.js";
 import { measureStartup, type StartupResult } from "./lib/startup.js";
-import {
-  type Fleet,
-  type ProcessName,
-  type Storage,
-  TARGETS,
-  type Target,
-  type TargetContext,
-  targetById,
-} from "./lib/targets.js";
+import { TARGETS, type TargetContext, targetById } from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
 
@@ -58,236 +30,6 @@ function version(command: string, args: string[], pattern: RegExp): string {
   const { stdout, stderr } = spawnSync(command, args, { encoding: "utf8" });
   const out = `${stdout ?? ""}${stderr ?? ""}`;
   return pattern.exec(out)?.[1] ?? (out.trim() || "unknown");
-}
-
-/** Where the processes keep their garbage collection totals (bench/gc-stats.mjs), under --gc. */
-const gcDirOf = (options: BenchOptions, dir: string) =>
-  options.gc ? path.join(dir, "gc") : undefined;
-
-/**
- * Settings for every process the bench starts: the preloads of the CPU profiler and of the
- * garbage collection totals, when asked. Node refuses --cpu-prof in NODE_OPTIONS, so the
- * profiler's preload does the same through the inspector.
- */
-function instrumentEnv(options: BenchOptions, dir: string): Record<string, string> {
-  const { cpuProfDir } = options;
-  const gcDir = gcDirOf(options, dir);
-  const preloads = [
-    ...(cpuProfDir ? ["cpu-prof.mjs"] : []),
-    ...(gcDir ? ["gc-stats.mjs"] : []),
-  ].map((file) => `--import ${path.join(repoRoot, "bench", file)}`);
-  if (preloads.length === 0) return {};
-  const existing = process.env.NODE_OPTIONS ?? "";
-  return {
-    NODE_OPTIONS: [existing, ...preloads].join(" ").trim(),
-    ...(cpuProfDir && { BENCH_CPU_PROF_DIR: cpuProfDir }),
-    ...(gcDir && { BENCH_GC_DIR: gcDir }),
-  };
-}
-
-/**
- * One replica of every registered service on `storage`, with its own data directory and its own
- * supervisor (stopped after `supervisor`'s processes): SQLite through the sqlite3 driver, or
- * PostgreSQL on a local server started for the run. Its processes are `<service>@<storage>`.
- */
-async function launchOn(
-  storage: Storage,
-  supervisor: Supervisor,
-  dir: string,
-  options: BenchOptions,
-  addresses: Partial<Record<ProcessName, string>>,
-  pids: Map<ProcessName, number>,
-): Promise<FleetPlan> {
-  const own = new Supervisor();
-  supervisor.afterStop(() => own.stop());
-  const dataDir = path.join(dir, `data-${storage}`);
-  own.lockDataDir(dataDir);
-  const env = { ...instrumentEnv(options, dir) };
-  let databases: Record<string, string> | undefined;
-  if (storage === "sqlite3") env.SHOP_SQLITE_DRIVER = "sqlite3";
-  else {
-    // Commits do not wait for their WAL to reach the disk: SQLite's synchronous=NORMAL in WAL
-    // mode, which the services use, makes the same trade.
-    const { server, url } = await launchPostgres(own, dataDir, {
-      settings: { synchronous_commit: "off" },
-    });
-    databases = Object.fromEntries(registry.names.map((name) => [name, url]));
-    const pid = server.pid();
-    if (pid) pids.set("postgres", pid);
-  }
-  const ports = await freePorts(registry.names.length);
-  const plan = fleetPlan({
-    dataDir,
-    ports: Object.fromEntries(
-      registry.names.map((name, i) => [name, [ports[i] as number]]),
-    ) as Record<ServiceName, number[]>,
-    ...(databases && { databases }),
-  });
-  const launched = await own.launch(plan, {
-    portHint: "a port the bench picked was taken meanwhile; run it again",
-    quiet: true,
-    env,
-    runtime: options.runtime,
-  });
-  for (const replica of launched.replicas) {
-    const name = `${replica.spec.service}@${storage}` as ProcessName;
-    addresses[name] = replica.address;
-    pids.set(name, replica.child.pid as number);
-  }
-  return plan;
-}
-
-/**
- * Starts what the targets need, through the same supervisor as `npm start` and `npm run mesh`:
- * the echo servers, one replica of every registered service with Envoy in front for each profile
- * a target calls, and a fleet per other storage a target names. Returns the address and pid of
- * each process, and the plan of each fleet.
- */
-async function launch(
-  supervisor: Supervisor,
-  needs: Set<ProcessName>,
-  storages: Set<Storage>,
-  dir: string,
-  options: BenchOptions,
-): Promise<{
-  addresses: Partial<Record<ProcessName, string>>;
-  pids: Map<ProcessName, number>;
-  plans: Partial<Record<Fleet, FleetPlan>>;
-}> {
-  const addresses: Partial<Record<ProcessName, string>> = {};
-  const pids = new Map<ProcessName, number>();
-  const logDir = path.join(dir, "logs");
-  const env = { ...process.env, ...instrumentEnv(options, dir) };
-  const echoes = (["echo", "kit-echo"] as const)
-    .filter((name) => needs.has(name))
-    .map(async (name) => {
-      const script = path.join(
-        repoRoot,
-        "bench",
-        "echo",
-        `${name === "echo" ? "" : "kit-"}server.ts`,
-      );
-      const proc = forkLogged(name, script, [], logDir, env);
-      addresses[name] = await supervisor.startReporting(proc);
-      pids.set(name, proc.child.pid as number);
-    });
-  // The plaintext development profile, and the production shape (`tls-` names): mutual TLS with
-  // the development credentials, TLS at the edge.
-  const startFleet = async (fleet: "plaintext" | "tls") => {
-    const name = (service: ServiceName | "envoy") =>
-      (fleet === "tls" ? `tls-${service}` : service) as ProcessName;
-    if (!registry.names.some((service) => needs.has(name(service)))) return;
-    const envoy = needs.has(name("envoy"));
-    const ports = await freePorts(registry.names.length + (envoy ? 2 : 0));
-    const plan = fleetPlan({
-      dataDir: path.join(dir, fleet),
-      ports: Object.fromEntries(
-        registry.names.map((service, i) => [service, [ports[i] as number]]),
-      ) as Record<ServiceName, number[]>,
-      ...(envoy && {
-        envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
-      }),
-      ...(fleet === "tls" && { tls: DEV_CERTS_DIR }),
-    });
-    const launched = await supervisor.launch(plan, {
-      portHint: "a port the bench picked was taken meanwhile; run it again",
-      quiet: true,
-      env: instrumentEnv(options, dir),
-      envoyConcurrency: options.envoyConcurrency,
-      runtime: options.runtime,
-    });
-    for (const replica of launched.replicas) {
-      addresses[name(replica.spec.service)] = replica.address;
-      pids.set(name(replica.spec.service), replica.child.pid as number);
-    }
-    if (launched.envoy && plan.envoy) {
-      addresses[name("envoy")] = `127.0.0.1:${plan.envoy.port}`;
-      pids.set(name("envoy"), launched.envoy.child.pid as number);
-    }
-    plans[fleet] = plan;
-  };
-  const plans: Partial<Record<Fleet, FleetPlan>> = {};
-  // One fleet after the other: starting six Node processes at once on a small machine is slow.
-  const fleets = (async () => {
-    await startFleet("plaintext");
-    await startFleet("tls");
-    for (const storage of storages) {
-      plans[storage] = await launchOn(storage, supervisor, dir, options, addresses, pids);
-    }
-  })();
-  await Promise.all([...echoes, fleets]);
-  return { addresses, pids, plans };
-}
-
-function snapshot(pids: Map<ProcessName, number>): Map<ProcessName, ProcSample | undefined> {
-  // PostgreSQL works in a process per connection: the server's CPU is its children's too.
-  return new Map(
-    [...pids].map(([name, pid]) => [
-      name,
-      name === "postgres" ? sampleTree(pid) : sampleProcess(pid),
-    ]),
-  );
-}
-
-async function measure(
-  target: Target,
-  context: TargetContext,
-  concurrency: number,
-  durationS: number,
-  pids: Map<ProcessName, number>,
-  options: BenchOptions,
-  scratch: string,
-  gcDir: string | undefined,
-): Promise<RunResult> {
-  for (const pid of pids.values()) resetPeak(pid);
-  const gcOf = (pid: number) => (gcDir ? readGcTotals(gcDir, pid) : undefined);
-  const gcBefore = new Map([...pids.values()].map((pid) => [pid, gcOf(pid)]));
-  const before = snapshot(pids);
-  const machineBefore = sampleMachine();
-  const harnessBefore = process.cpuUsage();
-  const load = await runLoad(target.call(context), {
-    ghz: tool("ghz"),
-    address: context.addresses[target.entry] as string,
-    concurrency,
-    durationS,
-    outFile: path.join(scratch, "ghz.json"),
-    cpus: options.ghzCpus,
-  });
-  const harness = process.cpuUsage(harnessBefore);
-  const machine = machineSeconds(machineBefore, sampleMachine());
-  const after = snapshot(pids);
-
-  const processes: Partial<Record<ProcessName, ProcessUsage>> = {};
-  for (const [name, end] of after) {
-    const start = before.get(name);
-    if (!start || !end) continue;
-    const cpuS = cpuDelta(start, end);
-    const pid = pids.get(name) as number;
-    const [gcStart, gcEnd] = [gcBefore.get(pid), gcOf(pid)];
-    processes[name] = {
-      cpuS,
-      cpuPct: (100 * cpuS) / load.elapsedS,
-      peakRssMb: end.peakRssKb / 1024,
-      ...(gcStart && gcEnd && { gc: gcDelta(gcStart, gcEnd) }),
-    };
-  }
-  const ours = Object.values(processes).reduce((sum, usage) => sum + usage.cpuS, 0);
-  const harnessCpuS = (harness.user + harness.system) / 1e6;
-  const { ghzCpuS, ...rest } = load;
-  return {
-    target: target.id,
-    label: target.label,
-    concurrency,
-    ...rest,
-    processes,
-    other: {
-      ghzCpuS,
-      harnessCpuS,
-      unrelatedCpuS: Math.max(0, machine.busyS - machine.stealS - ours - ghzCpuS - harnessCpuS),
-      stealS: machine.stealS,
-      machineBusyPct: (100 * machine.busyS) / (load.elapsedS * os.cpus().length),
-    },
-  };
 }
 
 async function main(): Promise<number> {
@@ -359,18 +101,7 @@ async function main(): Promise<number> {
         log(`${envoy} on ${addresses[envoy]} (--concurrency ${options.envoyConcurrency})`);
       }
     }
-    // Each fleet gets its own shopper and catalogue, seeded by an admin as npm start does.
-    const fleets: TargetContext["fleets"] = {};
-    for (const [fleet, plan] of Object.entries(plans) as [Fleet, FleetPlan][]) {
-      const seeded = await seedBench(
-        { user: plan.addresses.user.join(","), product: plan.addresses.product.join(",") },
-        await launchAccess(plan),
-      );
-      fleets[fleet] = {
-        ...seeded,
-        token: await signToken({ user: seeded.userId, ttlSeconds: 86_400 }),
-      };
-    }
+    const fleets = await seedFleets(plans);
     const context: TargetContext = { addresses, fleets, certs: DEV_CERTS_DIR };
     const top = Math.max(...options.concurrency);
     const runs: RunResult[] = [];

@@ -17,30 +17,46 @@ export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.
 /** A project-local tool installed by scripts/tools.sh (`npm run tools`): grpcurl, ghz, envoy. */
 export const tool = (name: string) => path.join(repoRoot, ".tools", "bin", name);
 
-/** The one entry point of every service process (services/main.ts). */
-export const SERVICE_MAIN = path.join(repoRoot, "services", "main.ts");
-
-/** The same entry point compiled by `npm run build`: what the production image runs. */
-export const COMPILED_SERVICE_MAIN = path.join(repoRoot, "dist", "services", "main.js");
-
 /** How a service process runs: its TypeScript through tsx, or compiled JavaScript on node. */
 export type Runtime = "tsx" | "compiled";
 
-/** The entry point a runtime starts. */
-export const mainFor = (runtime: Runtime) =>
-  runtime === "compiled" ? COMPILED_SERVICE_MAIN : SERVICE_MAIN;
+/**
+ * A checkout of this project whose services the launcher runs: this one, or another build of it
+ * (the bench's `--against` runs one beside this one).
+ */
+export interface Checkout {
+  root: string;
+  /** Its production image's environment (RUNTIME_ENV of its deploy/settings.ts). */
+  runtimeEnv: Readonly<Record<string, string>>;
+}
 
-// Compiled code runs with the image's environment (RUNTIME_ENV): its NODE_OPTIONS as Node's flags,
-// so that a caller's own NODE_OPTIONS cannot replace them, and the rest as variables.
-const { NODE_OPTIONS, ...IMAGE_VARIABLES } = RUNTIME_ENV;
+/** The checkout this code runs from. */
+export const THIS_CHECKOUT: Checkout = { root: repoRoot, runtimeEnv: RUNTIME_ENV };
+
+/**
+ * The one entry point of every service process (services/main.ts), or the same compiled by
+ * `npm run build`: what the production image runs.
+ */
+export const mainFor = (runtime: Runtime, checkout = THIS_CHECKOUT) =>
+  runtime === "compiled"
+    ? path.join(checkout.root, "dist", "services", "main.js")
+    : path.join(checkout.root, "services", "main.ts");
+
+// Compiled code runs with the image's environment: its NODE_OPTIONS as Node's flags, so that a
+// caller's own NODE_OPTIONS cannot replace them, and the rest as variables.
 
 /** Node's flags for a runtime: tsx's loader, or the image's Node options for compiled code. */
-export const execArgvFor = (runtime: Runtime) =>
-  runtime === "tsx" ? ["--import", "tsx"] : (NODE_OPTIONS ?? "").split(" ").filter(Boolean);
+export const execArgvFor = (runtime: Runtime, checkout = THIS_CHECKOUT) =>
+  runtime === "tsx"
+    ? ["--import", "tsx"]
+    : (checkout.runtimeEnv.NODE_OPTIONS ?? "").split(" ").filter(Boolean);
 
 /** What a runtime adds to a process's environment: the image's other variables, compiled. */
-export const envFor = (runtime: Runtime): Record<string, string> =>
-  runtime === "tsx" ? {} : { ...IMAGE_VARIABLES };
+export const envFor = (runtime: Runtime, checkout = THIS_CHECKOUT): Record<string, string> => {
+  if (runtime === "tsx") return {};
+  const { NODE_OPTIONS: _flags, ...variables } = checkout.runtimeEnv;
+  return variables;
+};
 
 /** A registered service named in configuration (SHOP_SERVICE), checked. */
 export function serviceName(value: string): ServiceName {
@@ -61,6 +77,8 @@ export interface ProcessSpec {
   env?: Record<string, string>;
   /** tsx unless set: compiled needs `npm run build` first. */
   runtime?: Runtime;
+  /** This checkout unless set. */
+  checkout?: Checkout;
 }
 
 /** A child process whose stdout and stderr go to a log file. */
@@ -112,11 +130,12 @@ export function forkLogged(
   logDir: string,
   env: NodeJS.ProcessEnv,
   runtime: Runtime = "tsx",
+  checkout = THIS_CHECKOUT,
 ): LoggedProcess {
   const child = fork(script, args, {
-    cwd: repoRoot,
-    env: { ...envFor(runtime), ...env },
-    execArgv: execArgvFor(runtime),
+    cwd: checkout.root,
+    env: { ...envFor(runtime, checkout), ...env },
+    execArgv: execArgvFor(runtime, checkout),
     stdio: ["ignore", "pipe", "pipe", "ipc"],
   });
   return { name, child, logFile: logTo(name, logDir, child) };
@@ -131,7 +150,9 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
     ...spec.env,
   };
   const runtime = spec.runtime ?? "tsx";
-  const proc = forkLogged(spec.name, mainFor(runtime), [spec.service], logDir, env, runtime);
+  const { checkout } = spec;
+  const main = mainFor(runtime, checkout);
+  const proc = forkLogged(spec.name, main, [spec.service], logDir, env, runtime, checkout);
   const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };
   // kit/runtime.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
   proc.child.on("message", (message) => {

@@ -18,6 +18,7 @@ import { migrateDatabase } from "../../kit/db.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type EnvoyProcess, spawnEnvoy } from "./envoy.js";
 import {
+  type Checkout,
   LaunchError,
   type LoggedProcess,
   type RunningProcess,
@@ -56,6 +57,13 @@ export interface LaunchOptions {
   prometheus?: { port: number; scrapeInterval?: string };
   /** How the replicas run: tsx by default; compiled needs `npm run build` first. */
   runtime?: Runtime;
+  /**
+   * Whose build the replicas run: this checkout's by default. The databases are migrated by this
+   * checkout's migrations either way.
+   */
+  checkout?: Checkout;
+  /** What writes Envoy's config: this checkout's deploy/envoy/config.ts by default. */
+  envoyYaml?: typeof envoyYaml;
 }
 
 export interface Launched {
@@ -208,7 +216,7 @@ export class Supervisor {
     if (plan.envoy) {
       writeFileSync(
         plan.envoy.configFile,
-        envoyYaml(
+        (options.envoyYaml ?? envoyYaml)(
           plan.envoy.topology,
           undefined,
           "# Written by the launcher from deploy/envoy/config.ts and the registry; do not edit.\n",
@@ -234,7 +242,12 @@ export class Supervisor {
     const replicas = plan.replicas.map((spec) =>
       this.add(
         spawnService(
-          { ...spec, env: { ...spec.env, ...options.env }, runtime: options.runtime },
+          {
+            ...spec,
+            env: { ...spec.env, ...options.env },
+            runtime: options.runtime,
+            checkout: options.checkout,
+          },
           plan.logDir,
         ),
       ),
