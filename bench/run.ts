@@ -242,6 +242,9 @@ async function main(): Promise<number> {
 
 // `--observability`: the price of metrics and tracing, measured on its own (bench/observability.ts).
 // `--latency`: where a CreateOrder's time goes, from its traces (bench/latency.ts).
-if (process.argv.includes("--observability")) await import("./observability.js");
+// `--against REF`: this checkout against another build, in turns (bench/against.ts).
+if (process.argv.some((arg) => arg === "--against" || arg.startsWith("--against="))) {
+  await import("./against.js");
+} else if (process.argv.includes("--observability")) await import("./observability.js");
 else if (process.argv.includes("--latency")) await import("./latency.js");
 else process.exitCode = await main();

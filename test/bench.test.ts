@@ -7,9 +7,10 @@ import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
+import { type AgainstRun, compare, signTestP, sliceOf } from "../bench/lib/against.js";
 import type { LatencyRun } from "../bench/lib/latency.js";
 import type { BenchResults } from "../bench/lib/results.js";
-import type { ProcessName } from "../bench/lib/targets.js";
+import { type ProcessName, targetById } from "../bench/lib/targets.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
@@ -196,3 +197,124 @@ test.serial(
     );
   },
 );
+
+test.serial(
+  "npm run bench -- --against REF runs another build's fleet beside this one's, in turns",
+  async (t) => {
+    t.timeout(180_000);
+    const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-against-test-"));
+    t.teardown(() => rm(out, { recursive: true, force: true }));
+
+    const run = await exec(
+      process.execPath,
+      [
+        ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", "HEAD"],
+        ...["--targets", "kit-echo,create-direct", "--concurrency", "2"],
+        ...["--slices", "2", "--duration", "0.5", "--warmup", "0.5", "--gc", "--out", out],
+      ],
+      { timeoutMs: 170_000 },
+    );
+    t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
+    const files = (await readdir(out)).sort();
+    t.deepEqual(
+      files.map((file) => file.replace(/^\d{4}-\d\d-\d\d/, "")),
+      ["-against.json", "-against.md"],
+    );
+    const report = JSON.parse(
+      await readFile(path.join(out, files[0] as string), "utf8"),
+    ) as AgainstRun;
+    const head = await exec("git", ["rev-parse", "HEAD"], { cwd: repoRoot });
+    t.is(report.base.commit, head.stdout.trim());
+
+    // Each build's processes ran its own files: REF's from a tree of its own, this checkout's here.
+    for (const name of ["kit-echo", "order", "user", "product"] as const) {
+      const [base, next] = [report.base.scripts[name], report.new.scripts[name]];
+      t.truthy(base && next, `${name}: ${base} ${next}`);
+      t.false(base?.startsWith(repoRoot), `${name} of base: ${base}`);
+      t.true(next?.startsWith(repoRoot), `${name} of new: ${next}`);
+      t.is(path.basename(base ?? ""), path.basename(next ?? ""));
+    }
+
+    t.deepEqual(
+      report.comparisons.map((c) => [c.target, c.concurrency]),
+      [
+        ["kit-echo", 2],
+        ["create-direct", 2],
+      ],
+    );
+    for (const c of report.comparisons) {
+      // In turns, the first of each pair alternating.
+      t.deepEqual(
+        c.slices.map((s) => s.side),
+        ["base", "new", "new", "base"],
+      );
+      for (const slice of c.slices) {
+        t.true(slice.rps > 0 && slice.errors === 0, `${c.target}: ${JSON.stringify(slice)}`);
+        const path = c.target === "kit-echo" ? ["kit-echo"] : ["order", "user", "product"];
+        t.deepEqual(Object.keys(slice.cpuMsOf).sort(), path.sort());
+        t.true(slice.cpuMs > 0, `${c.target} CPU`);
+        t.true((slice.kbPerCall ?? 0) > 0, `${c.target} garbage`);
+      }
+      t.true(c.pairs <= 2 && c.newLower <= c.pairs && c.p > 0 && c.p <= 1);
+    }
+    const markdown = await readFile(path.join(out, files[1] as string), "utf8");
+    t.regex(markdown, /^# Two builds in turns: HEAD against this checkout/);
+    t.regex(
+      markdown,
+      /\| CreateOrder direct \| 2 \| [\d.]+ \| [\d.]+ \| (?:[+−][\d.]+|0\.0)% \| \d+ of \d+ \|/,
+    );
+    t.regex(markdown, /\| CreateOrder direct \| 2 \| order \| [\d.]+ \| [\d.]+ \|/);
+    t.regex(markdown, /## Garbage per call/);
+  },
+);
+
+test("npm run bench -- --against refuses a ref that names no commit", async (t) => {
+  const run = await exec(
+    process.execPath,
+    ["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", "no-such-ref"],
+    { timeoutMs: 60_000 },
+  );
+  t.is(run.code, 2, run.stderr);
+  t.regex(run.stderr, /--against no-such-ref: no such commit/);
+});
+
+test("the sign test of --against: exact binomial tails, ties left out", (t) => {
+  t.is(signTestP(5, 10), 1);
+  t.is(signTestP(10, 10), 2 / 1024);
+  t.is(signTestP(0, 10), 2 / 1024);
+  // P(X ≤ 2) for X ~ B(10, ½) is 56/1024; two-sided, twice that.
+  t.is(signTestP(8, 10), 112 / 1024);
+  t.is(signTestP(0, 0), 1);
+
+  const target = targetById("get-direct");
+  const slice = (side: "base" | "new", cpuMs: number) =>
+    sliceOf(side, target, {
+      target: target.id,
+      label: target.label,
+      concurrency: 1,
+      elapsedS: 1,
+      calls: 1000,
+      ok: 1000,
+      errors: 0,
+      errorSamples: {},
+      rps: 1000,
+      latencyMs: { avg: 1, p50: 1, p95: 1, p99: 1, max: 1 },
+      processes: { product: { cpuS: cpuMs, cpuPct: 0, peakRssMb: 0 } },
+      other: { ghzCpuS: 0, harnessCpuS: 0, unrelatedCpuS: 0, machineBusyPct: 0 },
+    });
+  // Pairs by position within each side: new lower in the first and third, a tie in the second.
+  const result = compare(target, 1, [
+    slice("base", 0.2),
+    slice("new", 0.1),
+    slice("new", 0.3),
+    slice("base", 0.3),
+    slice("base", 0.25),
+    slice("new", 0.15),
+  ]);
+  t.is(result.pairs, 2);
+  t.is(result.newLower, 2);
+  t.is(result.p, 0.5);
+  t.is(result.base.cpuMs, 0.25);
+  t.is(result.new.cpuMs, 0.15);
+  t.is(result.new.cpuMsOf.product, 0.15);
+});

@@ -62,7 +62,9 @@ export const USAGE = `npm run bench -- [options]
                            (bench/latency.ts; default 20 s per profile)
   --observability [--duration S]
                            instead: GetProduct's price of metrics and tracing
-                           (bench/observability.ts)`;
+                           (bench/observability.ts)
+  --against REF [--help]   instead: this checkout against another build, loaded in turns
+                           (bench/against.ts)`;
 
 const seconds = (raw: string, flag: string) => {
   const value = Number(raw.replace(/s$/, ""));

@@ -141,3 +141,13 @@ export function pollProcess(pid: number, intervalMs = 100): { stop(): ProcSample
     },
   };
 }
+
+/** The script a Node process runs (the first argument naming a .js, .mjs or .ts file). */
+export function scriptOf(pid: number): string | undefined {
+  try {
+    const args = readFileSync(`/proc/${pid}/cmdline`, "utf8").split("\0");
+    return args.find((arg) => /\.(m?js|ts)$/.test(arg));
+  } catch {
+    return undefined;
+  }
+}

@@ -1,0 +1,334 @@
+// `npm run bench -- --against REF`: this checkout and another build of the project, each with
+// its own fleet, measured in turns. A lever worth a few percent is smaller than the drift of this
+// kind of machine between two runs; in turns, both builds meet the same machine. See
+// bench/README.md ("Two builds in turns").
+import { execFileSync, spawnSync } from "node:child_process";
+import { existsSync, symlinkSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { pathToFileURL } from "node:url";
+import { parseArgs } from "node:util";
+import { DEV_CERTS_DIR } from "../kit/security.js";
+import { type Checkout, repoRoot, THIS_CHECKOUT, tool } from "../scripts/lib/launcher.js";
+import { Supervisor } from "../scripts/lib/supervisor.js";
+import {
+  type AgainstRun,
+  againstReport,
+  type Comparison,
+  compare,
+  type Scripts,
+  type Side,
+  type Slice,
+  sliceOf,
+} from "./lib/against.js";
+import { buildDist } from "./lib/build.js";
+import { type Build, type FleetOptions, launch, seedFleets } from "./lib/fleet.js";
+import { runLoad } from "./lib/ghz.js";
+import { measure } from "./lib/measure.js";
+import { defaultOutDir } from "./lib/options.js";
+import { scriptOf } from "./lib/proc.js";
+import { reportName } from "./lib/report-name.js";
+import type { ProcessName, TargetContext } from "./lib/targets.js";
+import { targetById } from "./lib/targets.js";
+
+const log = (message: string) => console.log(`bench: ${message}`);
+
+export const AGAINST_USAGE = `npm run bench -- --against REF [options]
+
+  Builds REF (a commit, branch or tag of this repository) beside this checkout, starts a fleet
+  of each, and loads them in turns: short slices, the first of each pair alternating.
+
+  --slices N               slices per build, target and concurrency (default 10)
+  --duration SECONDS       per slice (default 3)
+  --warmup SECONDS         per build and target, at the highest concurrency (default 3)
+  --concurrency LIST       comma-separated (default 16)
+  --targets LIST           comma-separated ids (default kit-echo,get-direct-tls,create-direct-tls)
+  --gc                     count each process's garbage per call too
+  --out DIR                where the .md and .json go (default bench/results)
+  --keep                   keep the temp dir: REF's tree, both fleets' data and logs`;
+
+interface AgainstOptions {
+  ref: string;
+  slices: number;
+  sliceS: number;
+  warmupS: number;
+  concurrency: number[];
+  targets: string[];
+  gc: boolean;
+  outDir: string;
+  keep: boolean;
+}
+
+const count = (raw: string, flag: string, min: number) => {
+  const value = Number(raw);
+  if (!Number.isInteger(value) || value < min) {
+    throw new Error(`${flag} must be an integer of at least ${min}, got "${raw}"`);
+  }
+  return value;
+};
+
+const seconds = (raw: string, flag: string) => {
+  const value = Number(raw.replace(/s$/, ""));
+  if (!Number.isFinite(value) || value < 0)
+    throw new Error(`${flag} must be seconds, got "${raw}"`);
+  return value;
+};
+
+function parse(argv: string[]): AgainstOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      against: { type: "string" },
+      slices: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      concurrency: { type: "string" },
+      targets: { type: "string" },
+      gc: { type: "boolean", default: false },
+      out: { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  if (!values.against) throw new Error("--against needs a git ref");
+  return {
+    ref: values.against,
+    slices: count(values.slices ?? "10", "--slices", 1),
+    sliceS: seconds(values.duration ?? "3", "--duration"),
+    warmupS: seconds(values.warmup ?? "3", "--warmup"),
+    concurrency: (values.concurrency ?? "16")
+      .split(",")
+      .map((level) => count(level.trim(), "--concurrency", 1)),
+    targets: (values.targets ?? "kit-echo,get-direct-tls,create-direct-tls")
+      .split(",")
+      .map((id) => targetById(id.trim()).id),
+    gc: values.gc === true,
+    outDir: path.resolve(values.out ?? defaultOutDir),
+    keep: values.keep === true,
+  };
+}
+
+const git = (...args: string[]) => spawnSync("git", args, { cwd: repoRoot, encoding: "utf8" });
+
+/** The commit a ref names, or undefined. */
+function commitOf(ref: string): string | undefined {
+  const result = git("rev-parse", "--verify", "--quiet", `${ref}^{commit}`);
+  return result.status === 0 ? result.stdout.trim() : undefined;
+}
+
+/**
+ * REF's files in `tree`, with this checkout's packages and development credentials, built. Its
+ * image environment and its Envoy config are its own, so a changed Node flag or Envoy setting is
+ * measured too.
+ */
+async function checkoutOf(commit: string, tree: string): Promise<Build> {
+  await mkdir(tree);
+  execFileSync("sh", ["-c", `git archive ${commit} | tar -x -C "$0"`, tree], { cwd: repoRoot });
+  for (const shared of ["node_modules", ".certs"]) {
+    if (existsSync(path.join(repoRoot, shared))) {
+      symlinkSync(path.join(repoRoot, shared), path.join(tree, shared));
+    }
+  }
+  buildDist(tree);
+  const load = (file: string) => import(pathToFileURL(path.join(tree, "deploy", file)).href);
+  const { RUNTIME_ENV } = (await load("settings.ts")) as { RUNTIME_ENV: Checkout["runtimeEnv"] };
+  const { envoyYaml } = (await load(path.join("envoy", "config.ts"))) as Required<
+    Pick<Build, "envoyYaml">
+  >;
+  return { root: tree, runtimeEnv: RUNTIME_ENV, envoyYaml };
+}
+
+/** One build's fleet, started and seeded. */
+interface Started {
+  context: TargetContext;
+  pids: Map<ProcessName, number>;
+  scripts: Scripts;
+  dir: string;
+  gcDir: string | undefined;
+}
+
+async function main(): Promise<number> {
+  let options: AgainstOptions | undefined;
+  try {
+    options = parse(process.argv.slice(2));
+  } catch (error) {
+    console.error(`bench: ${(error as Error).message}\n\n${AGAINST_USAGE}`);
+    return 2;
+  }
+  if (!options) {
+    console.log(AGAINST_USAGE);
+    return 0;
+  }
+  const commit = commitOf(options.ref);
+  if (!commit) {
+    console.error(`bench: --against ${options.ref}: no such commit in ${repoRoot}`);
+    return 2;
+  }
+  // Both fleets' databases are migrated by this checkout's migrations (the supervisor's).
+  if (git("diff", "--quiet", commit, "--", "services/*/migrations/*").status !== 0) {
+    console.error(
+      `bench: ${options.ref}'s migrations differ from this checkout's; --against compares builds of one schema`,
+    );
+    return 2;
+  }
+  const targets = options.targets.map(targetById);
+  const storages = new Set(targets.flatMap((target) => target.storage ?? []));
+  const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
+  for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
+    if (!existsSync(tool(name))) {
+      console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);
+      return 1;
+    }
+  }
+
+  const started = new Date();
+  const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-against-"));
+  if (storages.has("postgres")) await chmod(dir, 0o711);
+  const supervisor = new Supervisor();
+  const cleanUp = async () => {
+    await supervisor.stop();
+    if (options.keep) log(`kept ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
+  };
+  const interrupted = async () => {
+    console.error("\nbench: interrupted; stopping");
+    await cleanUp();
+    process.exit(130);
+  };
+  process.once("SIGINT", interrupted);
+  process.once("SIGTERM", interrupted);
+
+  try {
+    log(`building ${options.ref} (${commit.slice(0, 7)}) and this checkout`);
+    const base = await checkoutOf(commit, path.join(dir, "tree"));
+    buildDist();
+    const fleetOptions: FleetOptions = {
+      gc: options.gc,
+      cpuProfDir: undefined,
+      runtime: "compiled",
+      envoyConcurrency: 1,
+    };
+    // The echo servers run through tsx. Its transform cache is keyed by path: this checkout's
+    // files hit it, REF's new tree would not, and a miss leaves esbuild's worker thread and
+    // process beside the server. Without the cache both sides run alike.
+    process.env.TSX_DISABLE_CACHE = "1";
+    const sides = {} as Record<Side, Started>;
+    for (const [side, checkout] of [
+      ["base", base],
+      ["new", THIS_CHECKOUT],
+    ] as const) {
+      const sideDir = path.join(dir, side);
+      await mkdir(sideDir);
+      const gcDir = options.gc ? path.join(sideDir, "gc") : undefined;
+      if (gcDir) await mkdir(gcDir);
+      log(`starting ${[...needs].join(", ")} of ${side} (${checkout.root})`);
+      const launched = await launch(supervisor, needs, storages, sideDir, fleetOptions, checkout);
+      sides[side] = {
+        context: {
+          addresses: launched.addresses,
+          fleets: await seedFleets(launched.plans),
+          certs: DEV_CERTS_DIR,
+        },
+        pids: launched.pids,
+        scripts: Object.fromEntries(
+          [...launched.pids].flatMap(([name, pid]) => {
+            const script = scriptOf(pid);
+            return script ? [[name, script]] : [];
+          }),
+        ),
+        dir: sideDir,
+        gcDir,
+      };
+    }
+
+    const ghzCpus = os.cpus().length;
+    const top = Math.max(...options.concurrency);
+    const comparisons: Comparison[] = [];
+    let failed = false;
+    for (const target of targets) {
+      for (const side of ["base", "new"] as const) {
+        const { context, dir: sideDir } = sides[side];
+        if (options.warmupS === 0) continue;
+        await runLoad(target.call(context), {
+          ghz: tool("ghz"),
+          address: context.addresses[target.entry] as string,
+          concurrency: top,
+          durationS: options.warmupS,
+          outFile: path.join(sideDir, "warmup.json"),
+          cpus: ghzCpus,
+        });
+      }
+      for (const concurrency of options.concurrency) {
+        const slices: Slice[] = [];
+        for (let i = 0; i < options.slices; i++) {
+          const order: Side[] = i % 2 === 0 ? ["base", "new"] : ["new", "base"];
+          for (const side of order) {
+            const { context, pids, dir: sideDir, gcDir } = sides[side];
+            const run = await measure(
+              target,
+              context,
+              concurrency,
+              options.sliceS,
+              pids,
+              { ghzCpus },
+              sideDir,
+              gcDir,
+            );
+            failed ||= run.ok === 0;
+            slices.push(sliceOf(side, target, run));
+          }
+        }
+        const result = compare(target, concurrency, slices);
+        comparisons.push(result);
+        log(
+          `${target.id.padEnd(18)} c=${String(concurrency).padEnd(3)} CPU ms/call ${result.base.cpuMs.toFixed(4)} → ${result.new.cpuMs.toFixed(4)}  new lower in ${result.newLower} of ${result.pairs} (p ${result.p.toFixed(3)})`,
+        );
+      }
+    }
+
+    const head = git("rev-parse", "HEAD").stdout.trim();
+    const dirty = git("status", "--porcelain", "--untracked-files=no").stdout.trim() !== "";
+    const run: AgainstRun = {
+      version: 1,
+      date: started.toISOString(),
+      base: { ref: options.ref, commit, scripts: sides.base.scripts },
+      new: { commit: head, uncommittedChanges: dirty, scripts: sides.new.scripts },
+      settings: {
+        slices: options.slices,
+        sliceS: options.sliceS,
+        warmupS: options.warmupS,
+        concurrency: options.concurrency,
+        targets: options.targets,
+        gc: options.gc,
+      },
+      machine: {
+        cores: os.cpus().length,
+        cpuModel: os.cpus()[0]?.model.trim() ?? "unknown",
+        node: process.version,
+      },
+      comparisons,
+      wallS: (Date.now() - started.getTime()) / 1000,
+    };
+    await mkdir(options.outDir, { recursive: true });
+    const name = reportName(options.outDir, started, "against");
+    const rounded = (_key: string, value: unknown) =>
+      typeof value === "number" && !Number.isInteger(value) ? Math.round(value * 1e4) / 1e4 : value;
+    await writeFile(
+      path.join(options.outDir, `${name}.json`),
+      `${JSON.stringify(run, rounded, 2)}\n`,
+    );
+    await writeFile(path.join(options.outDir, `${name}.md`), againstReport(run));
+    log(`wrote ${path.join(options.outDir, name)}.{md,json} in ${run.wallS.toFixed(0)} s`);
+    return failed ? 1 : 0;
+  } catch (error) {
+    console.error(`bench: ${(error as Error).stack ?? error}`);
+    return 1;
+  } finally {
+    await cleanUp();
+  }
+}
+
+process.exitCode = await main();
