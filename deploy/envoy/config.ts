@@ -193,22 +193,46 @@ const when = (expression: string) => ({
   },
 });
 
-/**
- * A native gRPC call, when its line is written: edgeProtocols recorded no protocol (it runs for
- * every other protocol) and the content type is gRPC.
- */
-const NATIVE_GRPC_LINE = [
-  `!('${EDGE_METADATA}' in metadata.filter_metadata && 'protocol' in metadata.filter_metadata['${EDGE_METADATA}'])`,
-  "'content-type' in request.headers",
-  "request.headers['content-type'].startsWith('application/grpc')",
-].join(" && ");
+// Which of the two access logs writes a request's line. A native gRPC call is one for which
+// edgeProtocols recorded no protocol (it records one for every other protocol) and whose content
+// type is gRPC. Built-in filters, not CEL: they run for every request.
+
+/** edgeProtocols recorded a protocol; `absent` matches when it recorded none. */
+const protocolRecorded = (absent: boolean) => ({
+  metadata_filter: {
+    matcher: {
+      filter: EDGE_METADATA,
+      path: [{ key: "protocol" }],
+      // A recorded protocol is a string: present_match takes it, null_match never does.
+      value: absent ? { null_match: {} } : { present_match: true },
+    },
+    match_if_key_not_found: absent,
+  },
+});
+
+/** The content type is gRPC's; `invert` matches every other one, and none. */
+const grpcContentType = (invert: boolean) => ({
+  header_filter: {
+    header: {
+      name: "content-type",
+      string_match: { prefix: "application/grpc" },
+      invert_match: invert,
+      treat_missing_header_as_empty: true,
+    },
+  },
+});
+
+const NATIVE_GRPC_LINE = {
+  and_filter: { filters: [protocolRecorded(true), grpcContentType(false)] },
+};
+const OTHER_LINE = { or_filter: { filters: [protocolRecorded(false), grpcContentType(true)] } };
 
 /** The JSON access log: one line per request, on stdout or `accessLogPath`. */
 function accessLogs(accessLogPath: string | undefined) {
   const logger = (format: Record<string, string>, native: boolean) => {
     const log_format = { json_format: format };
     return {
-      filter: when(native ? NATIVE_GRPC_LINE : `!(${NATIVE_GRPC_LINE})`),
+      filter: native ? NATIVE_GRPC_LINE : OTHER_LINE,
       ...(accessLogPath === undefined
         ? {
             name: "envoy.access_loggers.stdout",
