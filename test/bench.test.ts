@@ -317,4 +317,5 @@ test("the sign test of --against: exact binomial tails, ties left out", (t) => {
   t.is(result.base.cpuMs, 0.25);
   t.is(result.new.cpuMs, 0.15);
   t.is(result.new.cpuMsOf.product, 0.15);
+  t.deepEqual(result.splitOf.product, { newLower: 2, pairs: 2 });
 });

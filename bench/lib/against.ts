@@ -76,6 +76,8 @@ export interface Comparison {
    * build were as likely to win each pair.
    */
   p: number;
+  /** The same split for each process on the path. */
+  splitOf: Partial<Record<ProcessName, { newLower: number; pairs: number }>>;
   slices: Slice[];
 }
 
@@ -107,17 +109,28 @@ export function signTestP(wins: number, pairs: number): number {
   return Math.min(1, 2 * tail);
 }
 
-export function compare(target: Target, concurrency: number, slices: Slice[]): Comparison {
-  const base = slices.filter((s) => s.side === "base");
-  const next = slices.filter((s) => s.side === "new");
+/** Pairs (the i-th slice of each side) in which `value` was lower for the new build. */
+function split(
+  base: readonly Slice[],
+  next: readonly Slice[],
+  value: (slice: Slice) => number,
+): { newLower: number; pairs: number } {
   let newLower = 0;
   let pairs = 0;
   for (let i = 0; i < Math.min(base.length, next.length); i++) {
-    const [b, n] = [base[i]?.cpuMs ?? 0, next[i]?.cpuMs ?? 0];
+    const [b, n] = [value(base[i] as Slice), value(next[i] as Slice)];
     if (b === n) continue;
     pairs++;
     if (n < b) newLower++;
   }
+  return { newLower, pairs };
+}
+
+export function compare(target: Target, concurrency: number, slices: Slice[]): Comparison {
+  const base = slices.filter((s) => s.side === "base");
+  const next = slices.filter((s) => s.side === "new");
+  const { newLower, pairs } = split(base, next, (s) => s.cpuMs);
+  const names = [...new Set(slices.flatMap((s) => Object.keys(s.cpuMsOf)))] as ProcessName[];
   return {
     target: target.id,
     label: target.label,
@@ -127,6 +140,9 @@ export function compare(target: Target, concurrency: number, slices: Slice[]): C
     newLower,
     pairs,
     p: signTestP(newLower, pairs),
+    splitOf: Object.fromEntries(
+      names.map((name) => [name, split(base, next, (s) => s.cpuMsOf[name] ?? 0)]),
+    ),
     slices,
   };
 }
@@ -184,13 +200,15 @@ export function againstReport(run: AgainstRun): string {
       `| ${c.label} | ${c.concurrency} | ${fixed(c.base.cpuMs, 4)} | ${fixed(c.new.cpuMs, 4)} | ${change(c.base.cpuMs, c.new.cpuMs)} | ${c.newLower} of ${c.pairs} | ${fixed(c.p, 3)} | ${fixed(c.base.rps, 0)} | ${fixed(c.new.rps, 0)} | ${fixed(c.base.p50Ms, 2)} | ${fixed(c.new.p50Ms, 2)} |`,
     );
   }
-  lines.push("", "## Per process", "", "| target | c | process | base ms | new ms | change |");
-  lines.push("|---|---:|---|---:|---:|---:|");
+  lines.push("", "## Per process", "");
+  lines.push("| target | c | process | base ms | new ms | change | lower in | p |");
+  lines.push("|---|---:|---|---:|---:|---:|---:|---:|");
   for (const c of run.comparisons) {
     for (const [name, ms] of Object.entries(c.base.cpuMsOf)) {
       const after = c.new.cpuMsOf[name as ProcessName] ?? Number.NaN;
+      const { newLower, pairs } = c.splitOf[name as ProcessName] ?? { newLower: 0, pairs: 0 };
       lines.push(
-        `| ${c.label} | ${c.concurrency} | ${name} | ${fixed(ms, 4)} | ${fixed(after, 4)} | ${change(ms, after)} |`,
+        `| ${c.label} | ${c.concurrency} | ${name} | ${fixed(ms, 4)} | ${fixed(after, 4)} | ${change(ms, after)} | ${newLower} of ${pairs} | ${fixed(signTestP(newLower, pairs), 3)} |`,
       );
     }
   }
