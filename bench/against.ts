@@ -14,6 +14,7 @@ import { type Checkout, repoRoot, THIS_CHECKOUT, tool } from "../scripts/lib/lau
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import {
   type AgainstRun,
+  type AgainstSettings,
   againstReport,
   type Comparison,
   compare,
@@ -29,7 +30,7 @@ import { measure } from "./lib/measure.js";
 import { defaultOutDir } from "./lib/options.js";
 import { scriptOf } from "./lib/proc.js";
 import { reportName } from "./lib/report-name.js";
-import type { ProcessName, TargetContext } from "./lib/targets.js";
+import type { ProcessName, Storage, Target, TargetContext } from "./lib/targets.js";
 import { targetById } from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
@@ -50,12 +51,7 @@ export const AGAINST_USAGE = `npm run bench -- --against REF [options]
 
 interface AgainstOptions {
   ref: string;
-  slices: number;
-  sliceS: number;
-  warmupS: number;
-  concurrency: number[];
-  targets: string[];
-  gc: boolean;
+  settings: AgainstSettings;
   outDir: string;
   keep: boolean;
 }
@@ -96,16 +92,18 @@ function parse(argv: string[]): AgainstOptions | undefined {
   if (!values.against) throw new Error("--against needs a git ref");
   return {
     ref: values.against,
-    slices: count(values.slices ?? "10", "--slices", 1),
-    sliceS: seconds(values.duration ?? "3", "--duration"),
-    warmupS: seconds(values.warmup ?? "3", "--warmup"),
-    concurrency: (values.concurrency ?? "16")
-      .split(",")
-      .map((level) => count(level.trim(), "--concurrency", 1)),
-    targets: (values.targets ?? "kit-echo,get-direct-tls,create-direct-tls")
-      .split(",")
-      .map((id) => targetById(id.trim()).id),
-    gc: values.gc === true,
+    settings: {
+      slices: count(values.slices ?? "10", "--slices", 1),
+      sliceS: seconds(values.duration ?? "3", "--duration"),
+      warmupS: seconds(values.warmup ?? "3", "--warmup"),
+      concurrency: (values.concurrency ?? "16")
+        .split(",")
+        .map((level) => count(level.trim(), "--concurrency", 1)),
+      targets: (values.targets ?? "kit-echo,get-direct-tls,create-direct-tls")
+        .split(",")
+        .map((id) => targetById(id.trim()).id),
+      gc: values.gc === true,
+    },
     outDir: path.resolve(values.out ?? defaultOutDir),
     keep: values.keep === true,
   };
@@ -150,6 +148,86 @@ interface Started {
   gcDir: string | undefined;
 }
 
+/** Starts and seeds one build's fleet in `dir`. */
+async function start(
+  checkout: Build,
+  dir: string,
+  run: {
+    supervisor: Supervisor;
+    needs: Set<ProcessName>;
+    storages: Set<Storage>;
+    fleetOptions: FleetOptions;
+  },
+): Promise<Started> {
+  await mkdir(dir);
+  const gcDir = run.fleetOptions.gc ? path.join(dir, "gc") : undefined;
+  if (gcDir) await mkdir(gcDir);
+  const launched = await launch(
+    run.supervisor,
+    run.needs,
+    run.storages,
+    dir,
+    run.fleetOptions,
+    checkout,
+  );
+  const scripts: Scripts = {};
+  for (const [name, pid] of launched.pids) {
+    const script = scriptOf(pid);
+    if (script) scripts[name] = script;
+  }
+  return {
+    context: {
+      addresses: launched.addresses,
+      fleets: await seedFleets(launched.plans),
+      certs: DEV_CERTS_DIR,
+    },
+    pids: launched.pids,
+    scripts,
+    dir,
+    gcDir,
+  };
+}
+
+/** Unmeasured load on one build, at the highest concurrency. */
+async function warmUp(target: Target, build: Started, settings: AgainstSettings): Promise<void> {
+  await runLoad(target.call(build.context), {
+    ghz: tool("ghz"),
+    address: build.context.addresses[target.entry] as string,
+    concurrency: Math.max(...settings.concurrency),
+    durationS: settings.warmupS,
+    outFile: path.join(build.dir, "warmup.json"),
+    cpus: os.cpus().length,
+  });
+}
+
+/** The slices of both builds at one concurrency, in turns, the first of each pair alternating. */
+async function inTurns(
+  target: Target,
+  concurrency: number,
+  sides: Record<Side, Started>,
+  settings: AgainstSettings,
+): Promise<Comparison> {
+  const slices: Slice[] = [];
+  for (let i = 0; i < settings.slices; i++) {
+    const order: Side[] = i % 2 === 0 ? ["base", "new"] : ["new", "base"];
+    for (const side of order) {
+      const { context, pids, dir, gcDir } = sides[side];
+      const run = await measure(
+        target,
+        context,
+        concurrency,
+        settings.sliceS,
+        pids,
+        { ghzCpus: os.cpus().length },
+        dir,
+        gcDir,
+      );
+      slices.push(sliceOf(side, target, run));
+    }
+  }
+  return compare(target, concurrency, slices);
+}
+
 async function main(): Promise<number> {
   let options: AgainstOptions | undefined;
   try {
@@ -174,7 +252,8 @@ async function main(): Promise<number> {
     );
     return 2;
   }
-  const targets = options.targets.map(targetById);
+  const { settings } = options;
+  const targets = settings.targets.map(targetById);
   const storages = new Set(targets.flatMap((target) => target.storage ?? []));
   const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
   for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
@@ -185,6 +264,8 @@ async function main(): Promise<number> {
   }
 
   const started = new Date();
+  const head = git("rev-parse", "HEAD").stdout.trim();
+  const dirty = git("status", "--porcelain", "--untracked-files=no").stdout.trim() !== "";
   const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-against-"));
   if (storages.has("postgres")) await chmod(dir, 0o711);
   const supervisor = new Supervisor();
@@ -206,7 +287,7 @@ async function main(): Promise<number> {
     const base = await checkoutOf(commit, path.join(dir, "tree"));
     buildDist();
     const fleetOptions: FleetOptions = {
-      gc: options.gc,
+      gc: settings.gc,
       cpuProfDir: undefined,
       runtime: "compiled",
       envoyConcurrency: 1,
@@ -220,68 +301,18 @@ async function main(): Promise<number> {
       ["base", base],
       ["new", THIS_CHECKOUT],
     ] as const) {
-      const sideDir = path.join(dir, side);
-      await mkdir(sideDir);
-      const gcDir = options.gc ? path.join(sideDir, "gc") : undefined;
-      if (gcDir) await mkdir(gcDir);
       log(`starting ${[...needs].join(", ")} of ${side} (${checkout.root})`);
-      const launched = await launch(supervisor, needs, storages, sideDir, fleetOptions, checkout);
-      sides[side] = {
-        context: {
-          addresses: launched.addresses,
-          fleets: await seedFleets(launched.plans),
-          certs: DEV_CERTS_DIR,
-        },
-        pids: launched.pids,
-        scripts: Object.fromEntries(
-          [...launched.pids].flatMap(([name, pid]) => {
-            const script = scriptOf(pid);
-            return script ? [[name, script]] : [];
-          }),
-        ),
-        dir: sideDir,
-        gcDir,
-      };
+      const sideDir = path.join(dir, side);
+      sides[side] = await start(checkout, sideDir, { supervisor, needs, storages, fleetOptions });
     }
 
-    const ghzCpus = os.cpus().length;
-    const top = Math.max(...options.concurrency);
     const comparisons: Comparison[] = [];
-    let failed = false;
     for (const target of targets) {
-      for (const side of ["base", "new"] as const) {
-        const { context, dir: sideDir } = sides[side];
-        if (options.warmupS === 0) continue;
-        await runLoad(target.call(context), {
-          ghz: tool("ghz"),
-          address: context.addresses[target.entry] as string,
-          concurrency: top,
-          durationS: options.warmupS,
-          outFile: path.join(sideDir, "warmup.json"),
-          cpus: ghzCpus,
-        });
+      if (settings.warmupS > 0) {
+        for (const side of ["base", "new"] as const) await warmUp(target, sides[side], settings);
       }
-      for (const concurrency of options.concurrency) {
-        const slices: Slice[] = [];
-        for (let i = 0; i < options.slices; i++) {
-          const order: Side[] = i % 2 === 0 ? ["base", "new"] : ["new", "base"];
-          for (const side of order) {
-            const { context, pids, dir: sideDir, gcDir } = sides[side];
-            const run = await measure(
-              target,
-              context,
-              concurrency,
-              options.sliceS,
-              pids,
-              { ghzCpus },
-              sideDir,
-              gcDir,
-            );
-            failed ||= run.ok === 0;
-            slices.push(sliceOf(side, target, run));
-          }
-        }
-        const result = compare(target, concurrency, slices);
+      for (const concurrency of settings.concurrency) {
+        const result = await inTurns(target, concurrency, sides, settings);
         comparisons.push(result);
         log(
           `${target.id.padEnd(18)} c=${String(concurrency).padEnd(3)} CPU ms/call ${result.base.cpuMs.toFixed(4)} → ${result.new.cpuMs.toFixed(4)}  new lower in ${result.newLower} of ${result.pairs} (p ${result.p.toFixed(3)})`,
@@ -289,21 +320,12 @@ async function main(): Promise<number> {
       }
     }
 
-    const head = git("rev-parse", "HEAD").stdout.trim();
-    const dirty = git("status", "--porcelain", "--untracked-files=no").stdout.trim() !== "";
     const run: AgainstRun = {
       version: 1,
       date: started.toISOString(),
       base: { ref: options.ref, commit, scripts: sides.base.scripts },
       new: { commit: head, uncommittedChanges: dirty, scripts: sides.new.scripts },
-      settings: {
-        slices: options.slices,
-        sliceS: options.sliceS,
-        warmupS: options.warmupS,
-        concurrency: options.concurrency,
-        targets: options.targets,
-        gc: options.gc,
-      },
+      settings,
       machine: {
         cores: os.cpus().length,
         cpuModel: os.cpus()[0]?.model.trim() ?? "unknown",
@@ -322,6 +344,7 @@ async function main(): Promise<number> {
     );
     await writeFile(path.join(options.outDir, `${name}.md`), againstReport(run));
     log(`wrote ${path.join(options.outDir, name)}.{md,json} in ${run.wallS.toFixed(0)} s`);
+    const failed = comparisons.some((c) => c.slices.some((slice) => slice.rps === 0));
     return failed ? 1 : 0;
   } catch (error) {
     console.error(`bench: ${(error as Error).stack ?? error}`);

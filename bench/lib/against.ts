@@ -51,15 +51,11 @@ export function sliceOf(side: Side, target: Target, run: RunResult): Slice {
   };
 }
 
-/** Medians of one side's slices. */
-export interface SideSummary {
-  rps: number;
-  p50Ms: number;
-  cpuMs: number;
-  cpuMsOf: Partial<Record<ProcessName, number>>;
-  kbPerCall?: number;
-  errors: number;
-}
+/** Medians of one side's slices (its errors summed). */
+export type SideSummary = Pick<
+  Slice,
+  "rps" | "p50Ms" | "cpuMs" | "cpuMsOf" | "kbPerCall" | "errors"
+>;
 
 export interface Comparison {
   target: string;
@@ -150,20 +146,24 @@ export function compare(target: Target, concurrency: number, slices: Slice[]): C
 /** The script each Node process of one build's fleet ran, by process. */
 export type Scripts = Partial<Record<ProcessName, string>>;
 
+/** How a run loaded the two builds. */
+export interface AgainstSettings {
+  /** Slices per build, target and concurrency. */
+  slices: number;
+  sliceS: number;
+  warmupS: number;
+  concurrency: number[];
+  targets: string[];
+  gc: boolean;
+}
+
 /** What the report says of the two builds. */
 export interface AgainstRun {
   version: 1;
   date: string;
   base: { ref: string; commit: string; scripts: Scripts };
   new: { commit: string; uncommittedChanges: boolean; scripts: Scripts };
-  settings: {
-    slices: number;
-    sliceS: number;
-    warmupS: number;
-    concurrency: number[];
-    targets: string[];
-    gc: boolean;
-  };
+  settings: AgainstSettings;
   machine: { cores: number; cpuModel: string; node: string };
   comparisons: Comparison[];
   wallS: number;
