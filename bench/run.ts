@@ -243,8 +243,10 @@ async function main(): Promise<number> {
 // `--observability`: the price of metrics and tracing, measured on its own (bench/observability.ts).
 // `--latency`: where a CreateOrder's time goes, from its traces (bench/latency.ts).
 // `--against REF`: this checkout against another build, in turns (bench/against.ts).
+// `--profile`: where each process on one target's path spends its CPU (bench/profiles.ts).
 if (process.argv.some((arg) => arg === "--against" || arg.startsWith("--against="))) {
   await import("./against.js");
-} else if (process.argv.includes("--observability")) await import("./observability.js");
+} else if (process.argv.includes("--profile")) await import("./profiles.js");
+else if (process.argv.includes("--observability")) await import("./observability.js");
 else if (process.argv.includes("--latency")) await import("./latency.js");
 else process.exitCode = await main();

@@ -11,6 +11,7 @@ import { type AgainstRun, compare, signTestP, sliceOf } from "../bench/lib/again
 import type { LatencyRun } from "../bench/lib/latency.js";
 import type { BenchResults } from "../bench/lib/results.js";
 import { type ProcessName, targetById } from "../bench/lib/targets.js";
+import type { ProfileReport } from "../bench/profiles.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
@@ -265,6 +266,65 @@ test.serial(
     );
     t.regex(markdown, /\| CreateOrder direct \| 2 \| order \| [\d.]+ \| [\d.]+ \|/);
     t.regex(markdown, /## Garbage per call/);
+  },
+);
+
+test.serial(
+  "npm run bench -- --profile writes V8's profile and perf's kinds for each process on the path",
+  async (t) => {
+    t.timeout(150_000);
+    const out = await mkdtemp(path.join(tmpdir(), "shopmesh-profile-test-"));
+    t.teardown(() => rm(out, { recursive: true, force: true }));
+    const run = await exec(
+      process.execPath,
+      [
+        ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--profile"],
+        ...["--target", "create-direct", "--concurrency", "4", "--duration", "3"],
+        ...["--warmup", "2", "--perf-seconds", "1", "--top", "10", "--out", out],
+      ],
+      { timeoutMs: 140_000 },
+    );
+    t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
+    const files = (await readdir(out)).sort();
+    t.is(files.length, 2, files.join(", "));
+    t.regex(files[0] as string, /^\d{4}-\d\d-\d\d-profile-create-direct\.json$/);
+    const report = JSON.parse(
+      await readFile(path.join(out, files[0] as string), "utf8"),
+    ) as ProfileReport;
+    const markdown = await readFile(path.join(out, files[1] as string), "utf8");
+
+    t.false("failed" in report.perf, "perf could not record: is linux-perf installed?");
+    const shares = "shares" in report.perf ? report.perf.shares : undefined;
+    for (const name of ["order", "user", "product"] as const) {
+      // Only the measured load's 3 s: not the start, the seeding and the warm-up before it.
+      const summary = report.v8.summaries[name];
+      t.true((summary?.totalMs ?? 0) > 2_500 && (summary?.totalMs ?? 0) < 4_500, name);
+      // Frames read back through the build's source maps name the sources.
+      t.true(
+        summary?.packages.some(([file]) => file.startsWith("kit/")),
+        name,
+      );
+      t.true((report.v8.figures.cpuPerCallMs[name] ?? 0) > 0, name);
+      t.true((report.perf.figures.cpuPerCallMs[name] ?? 0) > 0, name);
+
+      const kinds = shares?.[name];
+      t.true((kinds?.samples ?? 0) > 0, name);
+      const sum = kinds?.kinds.reduce((total, row) => total + row.all, 0) ?? 0;
+      t.true(Math.abs(sum - 1) < 1e-9, `${name}: shares sum to ${sum}`);
+      t.true(
+        kinds?.kinds.every((row) => row.mainThread <= row.all),
+        name,
+      );
+      t.true(
+        kinds?.kinds.some((row) => row.kind === "JavaScript compiled by V8 (JIT)"),
+        `${name}: no JIT samples`,
+      );
+      t.regex(
+        markdown,
+        new RegExp(`## ${name}\n\nOn-CPU samples by kind \\(perf\\): \\d+ samples`),
+      );
+    }
+    t.regex(markdown, /\| under V8's profiler \| \d+ \| [\d.]+ \| 0 \|/);
   },
 );
 

@@ -64,7 +64,9 @@ export const USAGE = `npm run bench -- [options]
                            instead: GetProduct's price of metrics and tracing
                            (bench/observability.ts)
   --against REF [--help]   instead: this checkout against another build, loaded in turns
-                           (bench/against.ts)`;
+                           (bench/against.ts)
+  --profile [--help]       instead: where each process on one target's path spends its CPU,
+                           from V8's profiler and from perf (bench/profiles.ts)`;
 
 const seconds = (raw: string, flag: string) => {
   const value = Number(raw.replace(/s$/, ""));

@@ -1,0 +1,380 @@
+// `npm run bench -- --profile`: where each Node process on one target's path spends its CPU, in
+// two views of the same load, each on a fleet started for it. V8's sampling profile names the
+// JavaScript; perf's on-CPU samples say what kind of work the CPU did, native code and helper
+// threads included. See bench/README.md ("Profiling").
+import { spawnSync } from "node:child_process";
+import { readdirSync, readFileSync } from "node:fs";
+import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
+import os from "node:os";
+import path from "node:path";
+import { parseArgs } from "node:util";
+import { DEV_CERTS_DIR } from "../kit/security.js";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { Supervisor } from "../scripts/lib/supervisor.js";
+import { buildDist } from "./lib/build.js";
+import {
+  type CpuProfile,
+  formatSummary,
+  type ProfileSummary,
+  summarize,
+} from "./lib/cpuprofile.js";
+import { type FleetOptions, launch, seedFleets } from "./lib/fleet.js";
+import { runLoad } from "./lib/ghz.js";
+import { measure } from "./lib/measure.js";
+import { defaultOutDir } from "./lib/options.js";
+import { type KindShares, readPerf, recordPerf, sharesOf } from "./lib/perf.js";
+import { reportName } from "./lib/report-name.js";
+import type { RunResult } from "./lib/results.js";
+import { type ProcessName, type Target, targetById } from "./lib/targets.js";
+
+const log = (message: string) => console.log(`bench: ${message}`);
+
+export const PROFILE_USAGE = `npm run bench -- --profile [options]
+
+  Two loads of one target, each on a fleet started for it: the first with V8's sampling
+  profiler in every Node process on the target's path, the second sampled by Linux perf.
+
+  --target ID              (default create-direct-tls)
+  --concurrency N          (default 16)
+  --duration SECONDS       per load (default 15)
+  --warmup SECONDS         before each load, unmeasured (default 3)
+  --perf-seconds SECONDS   perf samples the middle of the second load (default 8)
+  --top N                  functions and packages listed per view (default 25)
+  --out DIR                where <date>-profile-<target>.md and .json go (default bench/results)
+  --keep                   keep the temp dir: the .cpuprofile files, perf.data, logs`;
+
+interface ProfileOptions {
+  target: Target;
+  concurrency: number;
+  durationS: number;
+  warmupS: number;
+  perfS: number;
+  top: number;
+  outDir: string;
+  keep: boolean;
+}
+
+const number = (raw: string, flag: string, min: number) => {
+  const value = Number(raw.replace(/s$/, ""));
+  if (!Number.isFinite(value) || value < min) {
+    throw new Error(`${flag} must be a number of at least ${min}, got "${raw}"`);
+  }
+  return value;
+};
+
+function parse(argv: string[]): ProfileOptions | undefined {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      profile: { type: "boolean" },
+      target: { type: "string" },
+      concurrency: { type: "string" },
+      duration: { type: "string" },
+      warmup: { type: "string" },
+      "perf-seconds": { type: "string" },
+      top: { type: "string" },
+      out: { type: "string" },
+      keep: { type: "boolean", default: false },
+      help: { type: "boolean", short: "h", default: false },
+    },
+    strict: true,
+  });
+  if (values.help) return undefined;
+  const durationS = number(values.duration ?? "15", "--duration", 1);
+  const perfS = number(values["perf-seconds"] ?? "8", "--perf-seconds", 1);
+  if (perfS > durationS) throw new Error("--perf-seconds must not exceed --duration");
+  return {
+    target: targetById(values.target ?? "create-direct-tls"),
+    concurrency: Math.round(number(values.concurrency ?? "16", "--concurrency", 1)),
+    durationS,
+    warmupS: number(values.warmup ?? "3", "--warmup", 0),
+    perfS,
+    top: Math.round(number(values.top ?? "25", "--top", 1)),
+    outDir: path.resolve(values.out ?? defaultOutDir),
+    keep: values.keep === true,
+  };
+}
+
+/** The Node processes on a target's path: Envoy and PostgreSQL are not profiled. */
+const nodeProcesses = (target: Target) =>
+  target.path.filter((name) => !/envoy|postgres/.test(name));
+
+/** One load's figures: calls, and CPU per call of each profiled process. */
+interface LoadFigures {
+  rps: number;
+  p50Ms: number;
+  errors: number;
+  cpuPerCallMs: Partial<Record<ProcessName, number>>;
+}
+
+const figuresOf = (run: RunResult, names: readonly ProcessName[]): LoadFigures => ({
+  rps: run.rps,
+  p50Ms: run.latencyMs.p50,
+  errors: run.errors,
+  cpuPerCallMs: Object.fromEntries(
+    names.map((name) => [name, (1000 * (run.processes[name]?.cpuS ?? 0)) / Math.max(1, run.ok)]),
+  ),
+});
+
+/**
+ * Starts the target's fleet in `dir` with `fleetOptions`, warms it up, and measures one load;
+ * `during` runs alongside it. The fleet is stopped before this returns, so a profiler's preload
+ * has written its file.
+ */
+async function underLoad<T>(
+  options: ProfileOptions,
+  dir: string,
+  fleetOptions: FleetOptions,
+  during: (pids: Map<ProcessName, number>) => Promise<T>,
+) {
+  const { target } = options;
+  await mkdir(dir, { recursive: true });
+  const supervisor = new Supervisor();
+  try {
+    const launched = await launch(
+      supervisor,
+      new Set(target.path),
+      new Set(target.storage ? [target.storage] : []),
+      dir,
+      fleetOptions,
+    );
+    const context = {
+      addresses: launched.addresses,
+      fleets: await seedFleets(launched.plans),
+      certs: DEV_CERTS_DIR,
+    };
+    if (options.warmupS > 0) {
+      await runLoad(target.call(context), {
+        ghz: tool("ghz"),
+        address: context.addresses[target.entry] as string,
+        concurrency: options.concurrency,
+        durationS: options.warmupS,
+        outFile: path.join(dir, "warmup.json"),
+        cpus: os.cpus().length,
+      });
+    }
+    const fromUs = Number(process.hrtime.bigint() / 1000n);
+    const [run, extra] = await Promise.all([
+      measure(
+        target,
+        context,
+        options.concurrency,
+        options.durationS,
+        launched.pids,
+        {
+          ghzCpus: os.cpus().length,
+        },
+        dir,
+        undefined,
+      ),
+      during(launched.pids),
+    ]);
+    const untilUs = Number(process.hrtime.bigint() / 1000n);
+    if (run.ok === 0) throw new Error(`no call of ${target.id} succeeded: ${run.errors} failed`);
+    return { run, extra, pids: launched.pids, fromUs, untilUs };
+  } finally {
+    await supervisor.stop();
+  }
+}
+
+/** Each process's V8 profile over the measured load, from the files its preload wrote. */
+async function v8View(options: ProfileOptions, dir: string) {
+  const profDir = path.join(dir, "cpuprofile");
+  await mkdir(profDir, { recursive: true });
+  const fleet: FleetOptions = {
+    gc: false,
+    cpuProfDir: profDir,
+    runtime: "compiled",
+    envoyConcurrency: 1,
+  };
+  log(`V8's profiler: ${options.target.id} at c=${options.concurrency} for ${options.durationS} s`);
+  const load = await underLoad(options, path.join(dir, "v8"), fleet, async () => undefined);
+  const files = readdirSync(profDir);
+  const summaries: Partial<Record<ProcessName, ProfileSummary>> = {};
+  for (const name of nodeProcesses(options.target)) {
+    const file = files.find((f) => f.endsWith(`-${load.pids.get(name)}.cpuprofile`));
+    if (!file) throw new Error(`${name} wrote no .cpuprofile into ${profDir}`);
+    const profile = JSON.parse(readFileSync(path.join(profDir, file), "utf8")) as CpuProfile;
+    summaries[name] = summarize(profile, load.fromUs, load.untilUs);
+  }
+  return { figures: figuresOf(load.run, nodeProcesses(options.target)), summaries };
+}
+
+/** Each process's on-CPU samples by kind, from perf over the middle of a second load. */
+async function perfView(options: ProfileOptions, dir: string) {
+  const file = path.join(dir, "perf.data");
+  const fleet: FleetOptions = {
+    gc: false,
+    cpuProfDir: undefined,
+    runtime: "compiled",
+    envoyConcurrency: 1,
+  };
+  log(`perf: ${options.target.id} at c=${options.concurrency}, ${options.perfS} s sampled`);
+  const names = nodeProcesses(options.target);
+  const load = await underLoad(options, path.join(dir, "perf"), fleet, async (pids) => {
+    await new Promise((resolve) =>
+      setTimeout(resolve, ((options.durationS - options.perfS) / 2) * 1000),
+    );
+    try {
+      await recordPerf(
+        names.map((name) => pids.get(name) as number),
+        options.perfS,
+        file,
+      );
+      return undefined;
+    } catch (error) {
+      return (error as Error).message.split("\n")[0];
+    }
+  });
+  const failed = load.extra;
+  if (failed) return { figures: figuresOf(load.run, names), failed };
+  const samples = await readPerf(file);
+  const shares: Partial<Record<ProcessName, KindShares>> = {};
+  for (const name of names) shares[name] = sharesOf(samples, load.pids.get(name) as number);
+  return { figures: figuresOf(load.run, names), shares };
+}
+
+type V8View = Awaited<ReturnType<typeof v8View>>;
+type PerfView = Awaited<ReturnType<typeof perfView>>;
+
+/** The .json beside the report. */
+export interface ProfileReport {
+  date: string;
+  build: { commit: string; dirty: boolean };
+  settings: Omit<ProfileOptions, "target"> & { target: string };
+  v8: V8View;
+  perf: PerfView;
+}
+
+const pct = (share: number) => `${(100 * share).toFixed(1)}%`;
+
+function report(
+  options: ProfileOptions,
+  started: Date,
+  build: { commit: string; dirty: boolean },
+  v8: V8View,
+  perf: PerfView,
+): string {
+  const { target } = options;
+  const names = nodeProcesses(target);
+  const loadRow = (label: string, figures: LoadFigures) =>
+    `| ${label} | ${figures.rps.toFixed(0)} | ${figures.p50Ms.toFixed(2)} | ${figures.errors} | ${names
+      .map((name) => (figures.cpuPerCallMs[name] ?? 0).toFixed(3))
+      .join(" | ")} |`;
+  const lines = [
+    `# Where the CPU goes: ${target.label} at c=${options.concurrency}, ${started.toISOString().slice(0, 16).replace("T", " ")} UTC`,
+    "",
+    `- ${target.description}`,
+    `- Build: commit \`${build.commit.slice(0, 12)}\`${build.dirty ? " with uncommitted changes" : ""}, the services compiled as the image runs them; Node ${process.version}; ${os.cpus().length} cores shared by ghz and every process.`,
+    `- Two loads of ${options.durationS} s at c=${options.concurrency}, each after a ${options.warmupS} s warm-up on a fleet started for it: the first with V8's sampling profiler in each Node process (1 ms, wall-clock time: a function's self time includes the native calls it waits in, and \`(program)\` is native work outside JavaScript); the second with \`perf record -F 499\` on every thread of those processes for the middle ${options.perfS} s, and V8's profiler off.`,
+    `- Made by \`npm run bench -- --profile --target ${target.id} --concurrency ${options.concurrency} --duration ${options.durationS}\` (bench/profiles.ts).`,
+    "",
+    "## The loads",
+    "",
+    `| load | req/s | p50 ms | errors | ${names.map((name) => `CPU per call, ${name}, ms`).join(" | ")} |`,
+    `|---|---:|---:|---:|${names.map(() => "---:").join("|")}|`,
+    loadRow("under V8's profiler", v8.figures),
+    loadRow("under perf", perf.figures),
+    "",
+  ];
+  for (const name of names) {
+    lines.push(`## ${name}`, "");
+    const shares = "shares" in perf ? perf.shares?.[name] : undefined;
+    if (shares) {
+      lines.push(
+        `On-CPU samples by kind (perf): ${shares.samples} samples, ${pct(shares.mainThreadSamples / Math.max(1, shares.samples))} of them on the main thread, the rest in V8's and libuv's helper threads. Kinds go by library, and inside node by symbol (bench/lib/perf.ts).`,
+        "",
+        "| kind | all threads | main thread |",
+        "|---|---:|---:|",
+        ...shares.kinds.map((row) => `| ${row.kind} | ${pct(row.all)} | ${pct(row.mainThread)} |`),
+        "",
+      );
+    } else {
+      lines.push(
+        `On-CPU samples: perf could not record (${"failed" in perf ? perf.failed : "no samples"}).`,
+        "",
+      );
+    }
+    const summary = v8.summaries[name];
+    if (summary) {
+      lines.push(
+        "V8's sampling profile over the first load (frames read back through the build's source maps):",
+        "",
+        "```text",
+        ...formatSummary(summary, options.top),
+        "```",
+        "",
+      );
+    }
+  }
+  return `${lines.join("\n").trimEnd()}\n`;
+}
+
+async function main(): Promise<number> {
+  let options: ProfileOptions | undefined;
+  try {
+    options = parse(process.argv.slice(2));
+  } catch (error) {
+    console.error(`bench: ${(error as Error).message}\n\n${PROFILE_USAGE}`);
+    return 2;
+  }
+  if (!options) {
+    console.log(PROFILE_USAGE);
+    return 0;
+  }
+  const started = new Date();
+  const git = (...args: string[]) =>
+    spawnSync("git", args, { cwd: repoRoot, encoding: "utf8" }).stdout.trim();
+  const build = {
+    commit: git("rev-parse", "HEAD"),
+    dirty: git("status", "--porcelain", "--untracked-files=no") !== "",
+  };
+  log("building dist/ (npm run build)");
+  buildDist();
+  const dir = await mkdtemp(path.join(os.tmpdir(), "shopmesh-profile-"));
+  if (options.target.storage === "postgres") await chmod(dir, 0o711);
+  try {
+    const v8 = await v8View(options, dir);
+    const perf = await perfView(options, dir);
+    if ("failed" in perf) log(`perf could not record: ${perf.failed}`);
+    await mkdir(options.outDir, { recursive: true });
+    const name = reportName(options.outDir, started, `profile-${options.target.id}`);
+    const summaries = Object.fromEntries(
+      Object.entries(v8.summaries).map(([process, summary]) => [
+        process,
+        {
+          totalMs: summary.totalMs,
+          idleMs: summary.idleMs,
+          self: summary.self.slice(0, options.top),
+          inclusive: summary.inclusive.slice(0, options.top),
+          packages: summary.packages.slice(0, options.top),
+        },
+      ]),
+    );
+    const json: ProfileReport = {
+      date: started.toISOString(),
+      build,
+      settings: { ...options, target: options.target.id },
+      v8: { ...v8, summaries },
+      perf,
+    };
+    await writeFile(
+      path.join(options.outDir, `${name}.json`),
+      `${JSON.stringify(json, null, 2)}\n`,
+    );
+    await writeFile(
+      path.join(options.outDir, `${name}.md`),
+      report(options, started, build, v8, perf),
+    );
+    log(`wrote ${path.join(options.outDir, name)}.{md,json}`);
+    return 0;
+  } catch (error) {
+    console.error(`bench: ${(error as Error).stack ?? error}`);
+    return 1;
+  } finally {
+    if (options.keep) log(`kept ${dir}`);
+    else await rm(dir, { recursive: true, force: true });
+  }
+}
+
+process.exitCode = await main();
