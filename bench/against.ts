@@ -27,7 +27,7 @@ import { buildDist } from "./lib/build.js";
 import { type Build, type FleetOptions, launch, seedFleets } from "./lib/fleet.js";
 import { runLoad } from "./lib/ghz.js";
 import { measure } from "./lib/measure.js";
-import { defaultOutDir } from "./lib/options.js";
+import { defaultOutDir, positiveInt, seconds } from "./lib/options.js";
 import { scriptOf } from "./lib/proc.js";
 import { reportName } from "./lib/report-name.js";
 import type { ProcessName, Storage, Target, TargetContext } from "./lib/targets.js";
@@ -56,21 +56,6 @@ interface AgainstOptions {
   keep: boolean;
 }
 
-const count = (raw: string, flag: string, min: number) => {
-  const value = Number(raw);
-  if (!Number.isInteger(value) || value < min) {
-    throw new Error(`${flag} must be an integer of at least ${min}, got "${raw}"`);
-  }
-  return value;
-};
-
-const seconds = (raw: string, flag: string) => {
-  const value = Number(raw.replace(/s$/, ""));
-  if (!Number.isFinite(value) || value < 0)
-    throw new Error(`${flag} must be seconds, got "${raw}"`);
-  return value;
-};
-
 function parse(argv: string[]): AgainstOptions | undefined {
   const { values } = parseArgs({
     args: argv,
@@ -93,12 +78,12 @@ function parse(argv: string[]): AgainstOptions | undefined {
   return {
     ref: values.against,
     settings: {
-      slices: count(values.slices ?? "10", "--slices", 1),
+      slices: positiveInt(values.slices ?? "10", "--slices"),
       sliceS: seconds(values.duration ?? "3", "--duration"),
       warmupS: seconds(values.warmup ?? "3", "--warmup"),
       concurrency: (values.concurrency ?? "16")
         .split(",")
-        .map((level) => count(level.trim(), "--concurrency", 1)),
+        .map((level) => positiveInt(level.trim(), "--concurrency")),
       targets: (values.targets ?? "kit-echo,get-direct-tls,create-direct-tls")
         .split(",")
         .map((id) => targetById(id.trim()).id),

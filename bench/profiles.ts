@@ -21,7 +21,7 @@ import {
 import { type FleetOptions, launch, seedFleets } from "./lib/fleet.js";
 import { runLoad } from "./lib/ghz.js";
 import { measure } from "./lib/measure.js";
-import { defaultOutDir } from "./lib/options.js";
+import { defaultOutDir, positiveInt, seconds } from "./lib/options.js";
 import { type KindShares, readPerf, recordPerf, sharesOf } from "./lib/perf.js";
 import { reportName } from "./lib/report-name.js";
 import type { RunResult } from "./lib/results.js";
@@ -54,14 +54,6 @@ interface ProfileOptions {
   keep: boolean;
 }
 
-const number = (raw: string, flag: string, min: number) => {
-  const value = Number(raw.replace(/s$/, ""));
-  if (!Number.isFinite(value) || value < min) {
-    throw new Error(`${flag} must be a number of at least ${min}, got "${raw}"`);
-  }
-  return value;
-};
-
 function parse(argv: string[]): ProfileOptions | undefined {
   const { values } = parseArgs({
     args: argv,
@@ -80,16 +72,18 @@ function parse(argv: string[]): ProfileOptions | undefined {
     strict: true,
   });
   if (values.help) return undefined;
-  const durationS = number(values.duration ?? "15", "--duration", 1);
-  const perfS = number(values["perf-seconds"] ?? "8", "--perf-seconds", 1);
-  if (perfS > durationS) throw new Error("--perf-seconds must not exceed --duration");
+  const durationS = seconds(values.duration ?? "15", "--duration");
+  const perfS = seconds(values["perf-seconds"] ?? "8", "--perf-seconds");
+  if (perfS <= 0 || perfS > durationS) {
+    throw new Error("--perf-seconds must be more than 0 and at most --duration");
+  }
   return {
     target: targetById(values.target ?? "create-direct-tls"),
-    concurrency: Math.round(number(values.concurrency ?? "16", "--concurrency", 1)),
+    concurrency: positiveInt(values.concurrency ?? "16", "--concurrency"),
     durationS,
-    warmupS: number(values.warmup ?? "3", "--warmup", 0),
+    warmupS: seconds(values.warmup ?? "3", "--warmup"),
     perfS,
-    top: Math.round(number(values.top ?? "25", "--top", 1)),
+    top: positiveInt(values.top ?? "25", "--top"),
     outDir: path.resolve(values.out ?? defaultOutDir),
     keep: values.keep === true,
   };

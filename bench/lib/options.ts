@@ -68,14 +68,16 @@ export const USAGE = `npm run bench -- [options]
   --profile [--help]       instead: where each process on one target's path spends its CPU,
                            from V8's profiler and from perf (bench/profiles.ts)`;
 
-const seconds = (raw: string, flag: string) => {
+/** A flag's value as seconds: a non-negative number, "5s" too. */
+export const seconds = (raw: string, flag: string) => {
   const value = Number(raw.replace(/s$/, ""));
   if (!Number.isFinite(value) || value < 0)
     throw new Error(`${flag} must be seconds, got "${raw}"`);
   return value;
 };
 
-const positiveInt = (raw: string, flag: string) => {
+/** A flag's value as an integer of at least 1. */
+export const positiveInt = (raw: string, flag: string) => {
   const value = Number(raw);
   if (!Number.isInteger(value) || value < 1) {
     throw new Error(`${flag} must be a positive integer, got "${raw}"`);
