@@ -91,7 +91,7 @@ function parse(argv: string[]): ProfileOptions | undefined {
 
 /** The Node processes on a target's path: Envoy and PostgreSQL are not profiled. */
 const nodeProcesses = (target: Target) =>
-  target.path.filter((name) => !/envoy|postgres/.test(name));
+  target.path.filter((name) => !["envoy", "tls-envoy", "postgres"].includes(name));
 
 /** One load's figures: calls, and CPU per call of each profiled process. */
 interface LoadFigures {
