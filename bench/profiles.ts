@@ -1,7 +1,8 @@
 // `npm run bench -- --profile`: where each Node process on one target's path spends its CPU, in
-// two views of the same load, each on a fleet started for it. V8's sampling profile names the
+// three views of the same load, each on a fleet started for it. V8's sampling profile names the
 // JavaScript; perf's on-CPU samples say what kind of work the CPU did, native code and helper
-// threads included. See bench/README.md ("Profiling").
+// threads included; V8's sampling heap profile says where the garbage that the collector spends
+// a quarter of the CPU on is made. See bench/README.md ("Profiling").
 import { spawnSync } from "node:child_process";
 import { readdirSync, readFileSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
@@ -20,6 +21,12 @@ import {
 } from "./lib/cpuprofile.js";
 import { type FleetOptions, launch, seedFleets } from "./lib/fleet.js";
 import { runLoad } from "./lib/ghz.js";
+import {
+  formatHeapSummary,
+  type HeapProfile,
+  type HeapSummary,
+  summarizeHeap,
+} from "./lib/heapprofile.js";
 import { measure } from "./lib/measure.js";
 import { defaultOutDir, positiveInt, seconds } from "./lib/options.js";
 import { type KindShares, readPerf, recordPerf, sharesOf } from "./lib/perf.js";
@@ -31,8 +38,9 @@ const log = (message: string) => console.log(`bench: ${message}`);
 
 export const PROFILE_USAGE = `npm run bench -- --profile [options]
 
-  Two loads of one target, each on a fleet started for it: the first with V8's sampling
-  profiler in every Node process on the target's path, the second sampled by Linux perf.
+  Three loads of one target, each on a fleet started for it: the first with V8's sampling
+  profiler in every Node process on the target's path, the second sampled by Linux perf, the
+  third with V8's sampling heap profiler.
 
   --target ID              (default create-direct-tls)
   --concurrency N          (default 16)
@@ -41,7 +49,8 @@ export const PROFILE_USAGE = `npm run bench -- --profile [options]
   --perf-seconds SECONDS   perf samples the middle of the second load (default 8)
   --top N                  functions and packages listed per view (default 25)
   --out DIR                where <date>-profile-<target>.md and .json go (default bench/results)
-  --keep                   keep the temp dir: the .cpuprofile files, perf.data, logs`;
+  --keep                   keep the temp dir: the .cpuprofile and .heapprofile files,
+                           perf.data, logs`;
 
 interface ProfileOptions {
   target: Target;
@@ -228,8 +237,36 @@ async function perfView(options: ProfileOptions, dir: string) {
   return { figures: figuresOf(load.run, names), shares };
 }
 
+/**
+ * Each process's allocations over a third load, from V8's sampling heap profiler: its preload
+ * starts sampling when the load starts (SIGUSR2) and writes the profile as the process exits.
+ */
+async function heapView(options: ProfileOptions, dir: string) {
+  const profDir = path.join(dir, "heapprofile");
+  await mkdir(profDir, { recursive: true });
+  const fleet: FleetOptions = {
+    gc: false,
+    cpuProfDir: undefined,
+    heapProfDir: profDir,
+    runtime: "compiled",
+    envoyConcurrency: 1,
+  };
+  log(`V8's heap profiler: ${options.target.id} at c=${options.concurrency}`);
+  const names = nodeProcesses(options.target);
+  const load = await underLoad(options, path.join(dir, "heap"), fleet, async (pids) => {
+    for (const name of names) process.kill(pids.get(name) as number, "SIGUSR2");
+  });
+  const summaries: Partial<Record<ProcessName, HeapSummary>> = {};
+  for (const name of names) {
+    const file = path.join(profDir, `${load.pids.get(name)}.heapprofile`);
+    summaries[name] = summarizeHeap(JSON.parse(readFileSync(file, "utf8")) as HeapProfile);
+  }
+  return { figures: figuresOf(load.run, names), calls: load.run.ok, summaries };
+}
+
 type V8View = Awaited<ReturnType<typeof v8View>>;
 type PerfView = Awaited<ReturnType<typeof perfView>>;
+type HeapView = Awaited<ReturnType<typeof heapView>>;
 
 /** The .json beside the report. */
 export interface ProfileReport {
@@ -238,6 +275,7 @@ export interface ProfileReport {
   settings: Omit<ProfileOptions, "target"> & { target: string };
   v8: V8View;
   perf: PerfView;
+  heap: HeapView;
 }
 
 const pct = (share: number) => `${(100 * share).toFixed(1)}%`;
@@ -248,6 +286,7 @@ function report(
   build: { commit: string; dirty: boolean },
   v8: V8View,
   perf: PerfView,
+  heap: HeapView,
 ): string {
   const { target } = options;
   const names = nodeProcesses(target);
@@ -260,7 +299,7 @@ function report(
     "",
     `- ${target.description}`,
     `- Build: commit \`${build.commit.slice(0, 12)}\`${build.dirty ? " with uncommitted changes" : ""}, the services compiled as the image runs them; Node ${process.version}; ${os.cpus().length} cores shared by ghz and every process.`,
-    `- Two loads of ${options.durationS} s at c=${options.concurrency}, each after a ${options.warmupS} s warm-up on a fleet started for it: the first with V8's sampling profiler in each Node process (1 ms, wall-clock time: a function's self time includes the native calls it waits in, and \`(program)\` is native work outside JavaScript); the second with \`perf record -F 499\` on every thread of those processes for the middle ${options.perfS} s, and V8's profiler off.`,
+    `- Three loads of ${options.durationS} s at c=${options.concurrency}, each after a ${options.warmupS} s warm-up on a fleet started for it: the first with V8's sampling profiler in each Node process (1 ms, wall-clock time: a function's self time includes the native calls it waits in, and \`(program)\` is native work outside JavaScript); the second with \`perf record -F 499\` on every thread of those processes for the middle ${options.perfS} s, and V8's profiler off; the third with V8's sampling heap profiler (a sample per 16 KB allocated on average, objects already collected included), from the start of the load until the fleet stops just after it.`,
     `- Made by \`npm run bench -- --profile --target ${target.id} --concurrency ${options.concurrency} --duration ${options.durationS}\` (bench/profiles.ts).`,
     "",
     "## The loads",
@@ -269,6 +308,7 @@ function report(
     `|---|---:|---:|---:|${names.map(() => "---:").join("|")}|`,
     loadRow("under V8's profiler", v8.figures),
     loadRow("under perf", perf.figures),
+    loadRow("under the heap profiler", heap.figures),
     "",
   ];
   for (const name of names) {
@@ -296,6 +336,17 @@ function report(
         "",
         "```text",
         ...formatSummary(summary, options.top),
+        "```",
+        "",
+      );
+    }
+    const allocations = heap.summaries[name];
+    if (allocations) {
+      lines.push(
+        "Where it allocates, over the third load (V8's sampling heap profiler):",
+        "",
+        "```text",
+        ...formatHeapSummary(allocations, heap.calls, options.top),
         "```",
         "",
       );
@@ -331,6 +382,7 @@ async function main(): Promise<number> {
     const v8 = await v8View(options, dir);
     const perf = await perfView(options, dir);
     if ("failed" in perf) log(`perf could not record: ${perf.failed}`);
+    const heap = await heapView(options, dir);
     await mkdir(options.outDir, { recursive: true });
     const name = reportName(options.outDir, started, `profile-${options.target.id}`);
     const summaries = Object.fromEntries(
@@ -345,12 +397,25 @@ async function main(): Promise<number> {
         },
       ]),
     );
+    const heapSummaries = Object.fromEntries(
+      Object.entries(heap.summaries).map(([process, summary]) => [
+        process,
+        {
+          totalBytes: summary.totalBytes,
+          askedBy: summary.askedBy.slice(0, options.top),
+          packages: summary.packages.slice(0, options.top),
+          self: summary.self.slice(0, options.top),
+          inclusive: summary.inclusive.slice(0, options.top),
+        },
+      ]),
+    );
     const json: ProfileReport = {
       date: started.toISOString(),
       build,
       settings: { ...options, target: options.target.id },
       v8: { ...v8, summaries },
       perf,
+      heap: { ...heap, summaries: heapSummaries },
     };
     await writeFile(
       path.join(options.outDir, `${name}.json`),
@@ -358,7 +423,7 @@ async function main(): Promise<number> {
     );
     await writeFile(
       path.join(options.outDir, `${name}.md`),
-      report(options, started, build, v8, perf),
+      report(options, started, build, v8, perf, heap),
     );
     log(`wrote ${path.join(options.outDir, name)}.{md,json}`);
     return 0;

@@ -270,7 +270,7 @@ test.serial(
 );
 
 test.serial(
-  "npm run bench -- --profile writes V8's profile and perf's kinds for each process on the path",
+  "npm run bench -- --profile writes V8's profile, perf's kinds and the allocations of each process on the path",
   async (t) => {
     t.timeout(150_000);
     const out = await mkdtemp(path.join(tmpdir(), "shopmesh-profile-test-"));
@@ -323,8 +323,20 @@ test.serial(
         markdown,
         new RegExp(`## ${name}\n\nOn-CPU samples by kind \\(perf\\): \\d+ samples`),
       );
+
+      // The bytes of the load, charged to sources named through the build's source maps.
+      const heap = report.heap.summaries[name];
+      t.true((heap?.totalBytes ?? 0) > 0, name);
+      t.true((heap?.askedBy[0]?.[1] ?? 0) <= (heap?.totalBytes ?? 0), name);
+      t.true(
+        heap?.askedBy.some(([file]) => file.startsWith("kit/") || file.startsWith("services/")),
+        `${name}: ${heap?.askedBy.map(([file]) => file).join(", ")}`,
+      );
     }
+    t.true(report.heap.calls > 0);
+    t.regex(markdown, /Where it allocates[^\n]*\n\n```text\n +[\d.]+ MB allocated over \d+ calls/);
     t.regex(markdown, /\| under V8's profiler \| \d+ \| [\d.]+ \| 0 \|/);
+    t.regex(markdown, /\| under the heap profiler \| \d+ \| [\d.]+ \| 0 \|/);
   },
 );
 

@@ -6,7 +6,7 @@ import { SourceMap } from "node:module";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 
-interface CallFrame {
+export interface CallFrame {
   functionName: string;
   url: string;
   lineNumber: number;
@@ -82,7 +82,8 @@ function fileOf(url: string): string {
   return packageOf(url);
 }
 
-const frameKey = (frame: CallFrame) =>
+/** A frame as the summaries name it: `run kit/db/sql.ts:123`. */
+export const frameKey = (frame: CallFrame) =>
   `${frame.functionName || "(anonymous)"} ${frame.url ? `${fileOf(frame.url)}:${frame.lineNumber + 1}` : ""}`.trim();
 
 export interface ProfileSummary {

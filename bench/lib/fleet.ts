@@ -20,8 +20,16 @@ import { registry, type ServiceName } from "../../services/registry.js";
 import type { BenchOptions } from "./options.js";
 import type { Fleet, ProcessName, Storage, TargetContext } from "./targets.js";
 
-/** What starting the processes depends on, of a bench run's options. */
-export type FleetOptions = Pick<BenchOptions, "gc" | "cpuProfDir" | "runtime" | "envoyConcurrency">;
+/**
+ * What starting the processes depends on, of a bench run's options; `heapProfDir` is --profile's
+ * (bench/heap-prof.mjs).
+ */
+export type FleetOptions = Pick<
+  BenchOptions,
+  "gc" | "cpuProfDir" | "runtime" | "envoyConcurrency"
+> & {
+  heapProfDir?: string;
+};
 
 /**
  * A build to start: a checkout, with the writer of its own Envoy config (this checkout's when
@@ -41,15 +49,16 @@ export const gcDirOf = (options: FleetOptions, dir: string) =>
   options.gc ? path.join(dir, "gc") : undefined;
 
 /**
- * Settings for every process the bench starts: the preloads of the CPU profiler and of the
- * garbage collection totals, when asked. Node refuses --cpu-prof in NODE_OPTIONS, so the
+ * Settings for every process the bench starts: the preloads of the CPU profiler, the heap
+ * profiler and the garbage collection totals, when asked. Node refuses --cpu-prof in NODE_OPTIONS, so the
  * profiler's preload does the same through the inspector.
  */
 export function instrumentEnv(options: FleetOptions, dir: string): Record<string, string> {
-  const { cpuProfDir } = options;
+  const { cpuProfDir, heapProfDir } = options;
   const gcDir = gcDirOf(options, dir);
   const preloads = [
     ...(cpuProfDir ? ["cpu-prof.mjs"] : []),
+    ...(heapProfDir ? ["heap-prof.mjs"] : []),
     ...(gcDir ? ["gc-stats.mjs"] : []),
   ].map((file) => `--import ${path.join(repoRoot, "bench", file)}`);
   if (preloads.length === 0) return {};
@@ -57,6 +66,7 @@ export function instrumentEnv(options: FleetOptions, dir: string): Record<string
   return {
     NODE_OPTIONS: [existing, ...preloads].join(" ").trim(),
     ...(cpuProfDir && { BENCH_CPU_PROF_DIR: cpuProfDir }),
+    ...(heapProfDir && { BENCH_HEAP_PROF_DIR: heapProfDir }),
     ...(gcDir && { BENCH_GC_DIR: gcDir }),
   };
 }
