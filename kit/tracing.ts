@@ -7,6 +7,7 @@ import {
   isSpanContextValid,
   type Span,
   SpanStatusCode,
+  TraceFlags,
   trace,
 } from "@opentelemetry/api";
 import { detectResources, envDetector, resourceFromAttributes } from "@opentelemetry/resources";
@@ -110,6 +111,30 @@ export interface Tracing {
 let started: Promise<Tracing> | undefined;
 
 /**
+ * True when the sampler gives a span the decision of its parent, or samples nothing: the kit's
+ * default and every `parentbased_*` OTEL_TRACES_SAMPLER. A span under a parent that is not
+ * sampled then records nothing, so unsampledParent() lets the kit skip making it.
+ */
+let childrenFollowParent = false;
+
+const followsParent = (sampler: string | undefined) =>
+  !set(sampler) || sampler?.trim().startsWith("parentbased_") || sampler?.trim() === "always_off";
+
+/**
+ * The span of `active` when no span made under it would be recorded: it is not sampled, not
+ * recording, and the sampler follows the parent. Nine in ten calls at the default sampling,
+ * and every call when nothing is exported.
+ */
+export function unsampledParent(active: Context = context.active()): Span | undefined {
+  if (!childrenFollowParent) return undefined;
+  const span = trace.getSpan(active);
+  if (!span || span.isRecording()) return undefined;
+  const spanContext = span.spanContext();
+  if (!isSpanContextValid(spanContext)) return undefined;
+  return (spanContext.traceFlags & TraceFlags.SAMPLED) === 0 ? span : undefined;
+}
+
+/**
  * Starts OpenTelemetry for this process (once; later calls return the first), configured by the
  * standard OTEL_* variables. Without an exporter, every call still gets a trace id and span id
  * (for its log lines, and passed on in `traceparent`), but no span is recorded. With one, new
@@ -146,6 +171,7 @@ async function start(service: string, env: Env): Promise<Tracing> {
   });
   // The W3C trace context propagator and an AsyncLocalStorage context manager.
   provider.register();
+  childrenFollowParent = followsParent(env.OTEL_TRACES_SAMPLER);
   return { enabled: true, exporting, shutdown: () => provider.shutdown() };
 }
 
@@ -198,12 +224,16 @@ export function endSpan(span: Span, error?: unknown): void {
 /**
  * Runs `work` in a span of its own, a child of the active one: a step of a saga, a background
  * run, a transaction. Spans started inside it (outgoing calls, transactions) are its children.
+ * Under a parent no child of which is recorded, `work` runs in the parent's span instead, which
+ * records nothing either: the span would cost its ids, objects and context for nothing.
  */
 export function inSpan<T>(
   name: string,
   work: (span: Span) => Promise<T>,
   attributes?: Record<string, string | number | boolean>,
 ): Promise<T> {
+  const parent = unsampledParent();
+  if (parent) return work(parent);
   return tracer().startActiveSpan(name, { attributes }, (span) =>
     work(span).then(
       (result) => {

@@ -15,7 +15,7 @@ import {
 import { type CallContext, type CallStatus, contextKey } from "../context.js";
 import type { MethodInfo } from "../contract.js";
 import { Code } from "../errors.js";
-import { tracer } from "../tracing.js";
+import { tracer, unsampledParent } from "../tracing.js";
 import { GRPC_CODE_NAMES } from "./metrics.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
@@ -120,6 +120,8 @@ function parentOf(ctx: CallContext | undefined): Context {
 /**
  * A span per outgoing call, a child of the active span (a saga step, or the served call), and
  * its W3C trace context (`traceparent`) in the call's metadata, so the callee continues it.
+ * Under a parent no child of which is recorded, the call carries the parent's trace context and
+ * makes no span.
  */
 export const tracingClient: ClientMiddleware = {
   name: "tracing",
@@ -128,6 +130,10 @@ export const tracingClient: ClientMiddleware = {
     const options = spanOptions(method, SpanKind.CLIENT);
     return (request, call) => {
       const parent = parentOf(call.options.ctx);
+      if (unsampledParent(parent)) {
+        propagation.inject(parent, call.metadata, setter);
+        return next(request, call);
+      }
       const span = tracer().startSpan(name, options, parent);
       propagation.inject(trace.setSpan(parent, span), call.metadata, setter);
       call.onFinish((status) => finish(span, status, status.code !== Code.OK));

@@ -139,6 +139,8 @@ export interface FleetOptions {
   /** A module to run instead of the registered one. */
   modules?: Partial<Record<ServiceName, AnyServiceModule>>;
   loggers?: Partial<Record<ServiceName, Logger>>;
+  /** More server middleware of a service, as start() takes it. */
+  middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
 }
 
 /** Every registered service, dependencies first, each wired to the replicas it calls. */
@@ -163,6 +165,7 @@ export async function startFleet(
         ]),
       ),
       ...(options.loggers?.[service.name] && { logger: options.loggers[service.name] }),
+      ...(options.middleware?.[service.name] && { middleware: options.middleware[service.name] }),
     });
   }
   const services = started as Record<ServiceName, TestService>;
