@@ -180,16 +180,20 @@ async function underLoad<T>(
   }
 }
 
+/** The fleet of one view: compiled as the image runs it, one Envoy worker, and its profiler. */
+const fleetWith = (profiler: { cpuProfDir?: string; heapProfDir?: string }): FleetOptions => ({
+  gc: false,
+  runtime: "compiled",
+  envoyConcurrency: 1,
+  cpuProfDir: profiler.cpuProfDir,
+  heapProfDir: profiler.heapProfDir,
+});
+
 /** Each process's V8 profile over the measured load, from the files its preload wrote. */
 async function v8View(options: ProfileOptions, dir: string) {
   const profDir = path.join(dir, "cpuprofile");
   await mkdir(profDir, { recursive: true });
-  const fleet: FleetOptions = {
-    gc: false,
-    cpuProfDir: profDir,
-    runtime: "compiled",
-    envoyConcurrency: 1,
-  };
+  const fleet = fleetWith({ cpuProfDir: profDir });
   log(`V8's profiler: ${options.target.id} at c=${options.concurrency} for ${options.durationS} s`);
   const load = await underLoad(options, path.join(dir, "v8"), fleet, async () => undefined);
   const files = readdirSync(profDir);
@@ -206,12 +210,7 @@ async function v8View(options: ProfileOptions, dir: string) {
 /** Each process's on-CPU samples by kind, from perf over the middle of a second load. */
 async function perfView(options: ProfileOptions, dir: string) {
   const file = path.join(dir, "perf.data");
-  const fleet: FleetOptions = {
-    gc: false,
-    cpuProfDir: undefined,
-    runtime: "compiled",
-    envoyConcurrency: 1,
-  };
+  const fleet = fleetWith({});
   log(`perf: ${options.target.id} at c=${options.concurrency}, ${options.perfS} s sampled`);
   const names = nodeProcesses(options.target);
   const load = await underLoad(options, path.join(dir, "perf"), fleet, async (pids) => {
@@ -244,13 +243,7 @@ async function perfView(options: ProfileOptions, dir: string) {
 async function heapView(options: ProfileOptions, dir: string) {
   const profDir = path.join(dir, "heapprofile");
   await mkdir(profDir, { recursive: true });
-  const fleet: FleetOptions = {
-    gc: false,
-    cpuProfDir: undefined,
-    heapProfDir: profDir,
-    runtime: "compiled",
-    envoyConcurrency: 1,
-  };
+  const fleet = fleetWith({ heapProfDir: profDir });
   log(`V8's heap profiler: ${options.target.id} at c=${options.concurrency}`);
   const names = nodeProcesses(options.target);
   const load = await underLoad(options, path.join(dir, "heap"), fleet, async (pids) => {
@@ -279,6 +272,9 @@ export interface ProfileReport {
 }
 
 const pct = (share: number) => `${(100 * share).toFixed(1)}%`;
+
+/** A paragraph and a preformatted block under it, in the report. */
+const textBlock = (heading: string, body: string[]) => [heading, "", "```text", ...body, "```", ""];
 
 function report(
   options: ProfileOptions,
@@ -332,23 +328,19 @@ function report(
     const summary = v8.summaries[name];
     if (summary) {
       lines.push(
-        "V8's sampling profile over the first load (frames read back through the build's source maps):",
-        "",
-        "```text",
-        ...formatSummary(summary, options.top),
-        "```",
-        "",
+        ...textBlock(
+          "V8's sampling profile over the first load (frames read back through the build's source maps):",
+          formatSummary(summary, options.top),
+        ),
       );
     }
     const allocations = heap.summaries[name];
     if (allocations) {
       lines.push(
-        "Where it allocates, over the third load (V8's sampling heap profiler):",
-        "",
-        "```text",
-        ...formatHeapSummary(allocations, heap.calls, options.top),
-        "```",
-        "",
+        ...textBlock(
+          "Where it allocates, over the third load (V8's sampling heap profiler):",
+          formatHeapSummary(allocations, heap.calls, options.top),
+        ),
       );
     }
   }
