@@ -347,6 +347,23 @@ function report(
   return `${lines.join("\n").trimEnd()}\n`;
 }
 
+/** Each process's summary with every list cut to its first `top` rows, for the .json. */
+function topRows<S extends object>(
+  summaries: Partial<Record<ProcessName, S>>,
+  top: number,
+): Partial<Record<ProcessName, S>> {
+  const cut = (summary: S) =>
+    Object.fromEntries(
+      Object.entries(summary).map(([key, value]) => [
+        key,
+        Array.isArray(value) ? value.slice(0, top) : value,
+      ]),
+    ) as S;
+  return Object.fromEntries(
+    Object.entries(summaries).map(([process, summary]) => [process, cut(summary as S)]),
+  );
+}
+
 async function main(): Promise<number> {
   let options: ProfileOptions | undefined;
   try {
@@ -377,37 +394,13 @@ async function main(): Promise<number> {
     const heap = await heapView(options, dir);
     await mkdir(options.outDir, { recursive: true });
     const name = reportName(options.outDir, started, `profile-${options.target.id}`);
-    const summaries = Object.fromEntries(
-      Object.entries(v8.summaries).map(([process, summary]) => [
-        process,
-        {
-          totalMs: summary.totalMs,
-          idleMs: summary.idleMs,
-          self: summary.self.slice(0, options.top),
-          inclusive: summary.inclusive.slice(0, options.top),
-          packages: summary.packages.slice(0, options.top),
-        },
-      ]),
-    );
-    const heapSummaries = Object.fromEntries(
-      Object.entries(heap.summaries).map(([process, summary]) => [
-        process,
-        {
-          totalBytes: summary.totalBytes,
-          askedBy: summary.askedBy.slice(0, options.top),
-          packages: summary.packages.slice(0, options.top),
-          self: summary.self.slice(0, options.top),
-          inclusive: summary.inclusive.slice(0, options.top),
-        },
-      ]),
-    );
     const json: ProfileReport = {
       date: started.toISOString(),
       build,
       settings: { ...options, target: options.target.id },
-      v8: { ...v8, summaries },
+      v8: { ...v8, summaries: topRows(v8.summaries, options.top) },
       perf,
-      heap: { ...heap, summaries: heapSummaries },
+      heap: { ...heap, summaries: topRows(heap.summaries, options.top) },
     };
     await writeFile(
       path.join(options.outDir, `${name}.json`),

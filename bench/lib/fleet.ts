@@ -50,8 +50,8 @@ export const gcDirOf = (options: FleetOptions, dir: string) =>
 
 /**
  * Settings for every process the bench starts: the preloads of the CPU profiler, the heap
- * profiler and the garbage collection totals, when asked. Node refuses --cpu-prof in NODE_OPTIONS, so the
- * profiler's preload does the same through the inspector.
+ * profiler and the garbage collection totals, when asked. Node refuses --cpu-prof in
+ * NODE_OPTIONS, so the profiler's preload does the same through the inspector.
  */
 export function instrumentEnv(options: FleetOptions, dir: string): Record<string, string> {
   const { cpuProfDir, heapProfDir } = options;
