@@ -1,6 +1,7 @@
 // Watching a database's work, for metrics and traces, through knex's query events and its
 // transaction method: the same on every engine and driver. The plain SQL of sql.ts, which
-// bypasses knex on better-sqlite3, calls the same observers. Only kit/db.ts and sql.ts use this file.
+// bypasses knex, calls the same observers through reportStatement and observedTransaction. Only
+// kit/db.ts and the sql files use this file.
 import type { Knex } from "knex";
 
 /** One statement as an observer sees it once it is done. */
@@ -61,6 +62,45 @@ const registered = new WeakMap<Knex, DatabaseObserver[]>();
 /** The observers of `db`, in the order they were added: for work that bypasses knex (sql.ts). */
 export const observersOf = (db: Knex): readonly DatabaseObserver[] => registered.get(db) ?? [];
 
+/** Tells `observers` of a statement begun at `start` (performance.now()) that it is done. */
+export function reportStatement(
+  observers: readonly DatabaseObserver[],
+  text: string,
+  start: number,
+  error?: unknown,
+): void {
+  const done = {
+    ...describeStatement(text),
+    seconds: (performance.now() - start) / 1000,
+    ...(error !== undefined && { error }),
+  };
+  for (const observer of observers) observer.statement?.(done);
+}
+
+/** Notes a transaction's first statement in `info`, once. */
+export function noteFirst(info: TransactionInfo, text: string): void {
+  if (info.first) return;
+  const { operation, table } = describeStatement(text);
+  info.first = table ? `${operation} ${table}` : operation;
+}
+
+/**
+ * Runs `body`, a transaction that bypasses knex, inside the transaction observers of `db`. Each
+ * wraps the ones registered before it, as observeDatabase's wrappers of knex's transactions do:
+ * the last one registered is outermost.
+ */
+export function observedTransaction<T>(
+  db: Knex,
+  info: TransactionInfo,
+  body: () => Promise<T>,
+): Promise<T> {
+  const observed = observersOf(db).reduce<() => Promise<T>>(
+    (inner, observer) => () => (observer.transaction ? observer.transaction(inner, info) : inner()),
+    body,
+  );
+  return observed();
+}
+
 /** Calls `observer` for every statement and transaction of `db` from now on. */
 export function observeDatabase(db: Knex, observer: DatabaseObserver): void {
   registered.set(db, [...observersOf(db), observer]);
@@ -94,10 +134,7 @@ export function observeDatabase(db: Knex, observer: DatabaseObserver): void {
       return transaction(
         () =>
           begin((trx: Knex.Transaction) => {
-            trx.once("query", (query: QueryEvent) => {
-              const { operation, table } = describeStatement(query.sql);
-              info.first = table ? `${operation} ${table}` : operation;
-            });
+            trx.once("query", (query: QueryEvent) => noteFirst(info, query.sql));
             return (container as (trx: Knex.Transaction) => unknown)(trx);
           }, config),
         info,

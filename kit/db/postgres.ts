@@ -1,6 +1,6 @@
 // PostgreSQL through knex's `pg` client: a service's tables live in a schema of their own (named
 // after the service), reached through search_path, so one database can hold every service and no
-// service sees another's tables. Only kit/db.ts uses this file.
+// service sees another's tables. Only kit/db.ts and the sql files use this file.
 import knex, { type Knex } from "knex";
 
 export interface PostgresOptions {
@@ -76,6 +76,7 @@ const UNIQUE_VIOLATION = "23505";
 const CHECK_VIOLATION = "23514";
 const SERIALIZATION_FAILURE = "40001";
 const DEADLOCK_DETECTED = "40P01";
+const FEATURE_NOT_SUPPORTED = "0A000";
 /** The statement or session ended before anything was committed: a later try may succeed. */
 const NOT_NOW = new Set([
   SERIALIZATION_FAILURE,
@@ -88,6 +89,7 @@ const NOT_NOW = new Set([
 ]);
 
 const codeOf = (error: unknown) => String((error as { code?: unknown } | null)?.code ?? "");
+const messageOf = (error: unknown) => String((error as { message?: unknown } | null)?.message);
 
 export const postgresErrors = {
   unique: (error: unknown) => codeOf(error) === UNIQUE_VIOLATION,
@@ -97,4 +99,28 @@ export const postgresErrors = {
     [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(codeOf(error)),
   /** Nothing was written, and the server could take the call later. */
   busy: (error: unknown) => NOT_NOW.has(codeOf(error)),
+  /**
+   * A prepared statement that no longer fits its table (a migration changed the columns a
+   * `SELECT *` returns): the statement did nothing, and one prepared again will run.
+   */
+  stalePlan: (error: unknown) =>
+    codeOf(error) === FEATURE_NOT_SUPPORTED && /cached plan must not change/.test(messageOf(error)),
 };
+
+/**
+ * Runs `transaction`, and runs it again (up to 4 times in all, after a short random wait) when it
+ * failed with an error `again` accepts: one that means nothing of it was kept.
+ */
+export async function runAgainWhen<T>(
+  again: (error: unknown) => boolean,
+  transaction: () => Promise<T>,
+): Promise<T> {
+  for (let attempt = 1; ; attempt++) {
+    try {
+      return await transaction();
+    } catch (error) {
+      if (!again(error) || attempt === 4) throw error;
+      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
+    }
+  }
+}

@@ -1,18 +1,21 @@
 // Plain SQL for a store's hot path: the few statements every call runs (GetUser's read, the
-// order's writes, ReserveStock's transaction). On better-sqlite3 they run on the pool's one
-// connection, each prepared once, with no query builder, runner or knex transaction around them:
-// that machinery cost more than SQLite's own work. On every other driver they run through
-// knex.raw. The SQL is the same on both, and the observers of observe.ts see both. inTransaction,
-// knex's transactions run again on PostgreSQL, lives here so both paths share it.
+// order's writes, ReserveStock's transaction), with no query builder, runner or knex transaction
+// around them: that machinery cost more than the database's own work. On better-sqlite3 they run
+// on the pool's one connection, each prepared once; on PostgreSQL each is a named statement that
+// every connection prepares once (sql-postgres.ts); on node-sqlite3 they run through knex.raw.
+// The SQL is the same on all three, and the observers of observe.ts see every path.
+// inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
 import {
-  type DatabaseObserver,
-  describeStatement,
+  noteFirst,
+  observedTransaction,
   observersOf,
+  reportStatement,
   type TransactionInfo,
 } from "./observe.js";
-import { postgresErrors } from "./postgres.js";
+import { postgresErrors, runAgainWhen } from "./postgres.js";
+import { postgresSql } from "./sql-postgres.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
 
 /** A statement's binding: integers past 2^53 as decimal strings (kit/db.ts integerBinding). */
@@ -41,18 +44,11 @@ export interface Sql extends SqlStatements {
  * it back as a serialization failure or a deadlock victim: nothing of it was kept, so a new try
  * is safe. SQLite never does this; its busy waits happen inside the statement.
  */
-export async function inTransaction<T>(
+export function inTransaction<T>(
   db: Knex,
   work: (trx: Knex.Transaction) => Promise<T>,
 ): Promise<T> {
-  for (let attempt = 1; ; attempt++) {
-    try {
-      return await db.transaction(work);
-    } catch (error) {
-      if (!postgresErrors.serialization(error) || attempt === 4) throw error;
-      await new Promise((resolve) => setTimeout(resolve, Math.random() * 10 * 2 ** attempt));
-    }
-  }
+  return runAgainWhen(postgresErrors.serialization, () => db.transaction(work));
 }
 
 /** A multi-row VALUES list, e.g. "(?, ?), (?, ?)", and its bindings, row after row. */
@@ -106,20 +102,6 @@ function betterSqlite3Sql(db: Knex): Sql {
     return last;
   };
 
-  const observe = (
-    observers: readonly DatabaseObserver[],
-    text: string,
-    start: number,
-    error?: unknown,
-  ) => {
-    const done = {
-      ...describeStatement(text),
-      seconds: (performance.now() - start) / 1000,
-      ...(error !== undefined && { error }),
-    };
-    for (const observer of observers) observer.statement?.(done);
-  };
-
   const run = <Row>(connection: Connection, text: string, bindings: readonly Binding[]): Row[] => {
     const observers = observersOf(db);
     const start = observers.length > 0 ? performance.now() : 0;
@@ -129,10 +111,10 @@ function betterSqlite3Sql(db: Knex): Sql {
       if (statement.reader) rows = statement.all(bindings as Binding[]) as Row[];
       else statement.run(bindings as Binding[]);
     } catch (error) {
-      if (observers.length > 0) observe(observers, text, start, error);
+      if (observers.length > 0) reportStatement(observers, text, start, error);
       throw error;
     }
-    if (observers.length > 0) observe(observers, text, start);
+    if (observers.length > 0) reportStatement(observers, text, start);
     return rows;
   };
 
@@ -162,10 +144,7 @@ function betterSqlite3Sql(db: Knex): Sql {
             query: async (text, bindings = []) => {
               // The connection may carry another transaction by now.
               if (!open) throw new Error("a statement of a transaction that has ended");
-              if (!info.first) {
-                const { operation, table } = describeStatement(text);
-                info.first = table ? `${operation} ${table}` : operation;
-              }
+              noteFirst(info, text);
               return run(connection, text, bindings);
             },
           };
@@ -181,14 +160,7 @@ function betterSqlite3Sql(db: Knex): Sql {
             open = false;
           }
         });
-      // Each observer wraps the ones registered before it, as observeDatabase's wrappers of
-      // knex's transactions do: the last one registered is outermost.
-      const observed = observersOf(db).reduce<() => Promise<T>>(
-        (inner, observer) => () =>
-          observer.transaction ? observer.transaction(inner, info) : inner(),
-        body,
-      );
-      return observed();
+      return observedTransaction(db, info, body);
     },
   };
 }
@@ -199,7 +171,9 @@ const made = new WeakMap<Knex, Sql>();
 export function sqlOf(db: Knex): Sql {
   let sql = made.get(db);
   if (!sql) {
-    sql = db.client instanceof CachingBetterSqlite3 ? betterSqlite3Sql(db) : knexSql(db);
+    if (db.client instanceof CachingBetterSqlite3) sql = betterSqlite3Sql(db);
+    else if (db.client.driverName === "pg") sql = postgresSql(db);
+    else sql = knexSql(db);
     made.set(db, sql);
   }
   return sql;

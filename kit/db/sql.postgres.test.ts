@@ -1,0 +1,88 @@
+// sqlOf on PostgreSQL: the shared suite, and what only its named statements do.
+import test, { type ExecutionContext } from "ava";
+import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
+import { type Knex, openDatabase, sqlOf } from "../db.js";
+import { itemsMigrations as migrations } from "./items.fixture.js";
+import { sqlSuite } from "./sql.suite.js";
+import { numbered } from "./sql-postgres.js";
+
+useStorage("postgres");
+
+async function open(t: ExecutionContext, poolMax = 10): Promise<Knex> {
+  const db = await openDatabase(await freshDatabase(), migrations, { schema: "items", poolMax });
+  t.teardown(() => db.destroy());
+  return opening(db);
+}
+
+sqlSuite("pg", (t) => open(t));
+
+test("placeholders are numbered in order, and a ? inside quotes is text", (t) => {
+  t.is(
+    numbered(`SELECT '?', "a?" FROM t WHERE a = ? AND b = 'it''s ?' AND c IN (?, ?)`),
+    `SELECT '?', "a?" FROM t WHERE a = $1 AND b = 'it''s ?' AND c IN ($2, $3)`,
+  );
+});
+
+test("pg: each statement is prepared once on a connection and then run by name", async (t) => {
+  const db = await open(t, 1);
+  const sql = sqlOf(db);
+  await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+  for (let i = 0; i < 3; i++) {
+    t.deepEqual(await sql.query("SELECT name FROM items WHERE id = ?", [1]), [{ name: "mug" }]);
+  }
+  // The pool's one connection, as the server saw it.
+  const prepared = await sql.query<{ name: string; statement: string }>(
+    "SELECT name, statement FROM pg_prepared_statements WHERE statement LIKE ? ORDER BY statement",
+    ["%items%"],
+  );
+  t.deepEqual(
+    prepared.map((row) => row.statement),
+    ["INSERT INTO items (id, name) VALUES ($1, $2)", "SELECT name FROM items WHERE id = $1"],
+  );
+  t.true(prepared.every((row) => /^shop_\d+_\d+$/.test(row.name)));
+});
+
+test("pg: a statement whose table a migration changed is prepared again, alone and in a transaction", async (t) => {
+  const db = await open(t, 1);
+  const sql = sqlOf(db);
+  await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+  const read = () => sql.query("SELECT * FROM items WHERE id = ?", [1]);
+  t.deepEqual(await read(), [{ id: 1, name: "mug" }]);
+
+  // A `SELECT *` prepared before now returns another row type: the server refuses to run it.
+  await db.raw("ALTER TABLE items ADD COLUMN colour text NOT NULL DEFAULT 'blue'");
+  t.deepEqual(await read(), [{ id: 1, name: "mug", colour: "blue" }]);
+
+  await db.raw("ALTER TABLE items ADD COLUMN size int NOT NULL DEFAULT 2");
+  const inTransaction = await sql.transaction(async (trx) => {
+    await trx.query("UPDATE items SET name = ? WHERE id = ?", ["cup", 1]);
+    return trx.query("SELECT * FROM items WHERE id = ?", [1]);
+  });
+  t.deepEqual(inTransaction, [{ id: 1, name: "cup", colour: "blue", size: 2 }]);
+});
+
+test("pg: of two transactions that deadlock, the one the server rolls back runs again", async (t) => {
+  const db = await open(t);
+  const sql = sqlOf(db);
+  await sql.query("INSERT INTO items (id, name) VALUES (1, 'mug'), (2, 'tea')");
+  // Each takes one row, then, once both hold theirs, wants the other's.
+  let held = 0;
+  let bothHeld!: () => void;
+  const both = new Promise<void>((resolve) => {
+    bothHeld = resolve;
+  });
+  let runs = 0;
+  const swap = (first: number, second: number, name: string) =>
+    sql.transaction(async (trx) => {
+      runs++;
+      await trx.query("UPDATE items SET name = ? WHERE id = ?", [name, first]);
+      if (++held === 2) bothHeld();
+      await both;
+      await trx.query("UPDATE items SET name = ? WHERE id = ?", [name, second]);
+    });
+  await Promise.all([swap(1, 2, "a"), swap(2, 1, "b")]);
+  t.is(runs, 3);
+  const rows = await sql.query<{ name: string }>("SELECT name FROM items ORDER BY id");
+  // The one run again went second, so both rows carry its name.
+  t.is(new Set(rows.map((row) => row.name)).size, 1);
+});
