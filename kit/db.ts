@@ -1,10 +1,10 @@
 import knex, { type Knex } from "knex";
 import { env } from "./config.js";
 import {
+  connectPostgres,
   isPostgresUrl,
   migratePostgres,
   type PostgresOptions,
-  postgresConfig,
   postgresErrors,
 } from "./db/postgres.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
@@ -53,6 +53,8 @@ export interface DatabaseOptions {
   statementTimeoutMs?: number;
   /** PostgreSQL: the name pg_stat_activity shows; "shopmesh <schema>" by default. */
   applicationName?: string;
+  /** PostgreSQL: SHOP_DATABASE_PREPARED_STATEMENTS, true by default. */
+  preparedStatements?: boolean;
   /** Where knex's own warnings go (a connection that failed, say), instead of the console. */
   logger?: Logger;
 }
@@ -90,7 +92,9 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
     options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000);
   if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");
   const applicationName = options.applicationName ?? `shopmesh ${schema}`;
-  return { schema, poolMax, statementTimeoutMs, applicationName };
+  const preparedStatements =
+    options.preparedStatements ?? env.bool("SHOP_DATABASE_PREPARED_STATEMENTS", true);
+  return { schema, poolMax, statementTimeoutMs, applicationName, preparedStatements };
 }
 
 const migrationSourceOf = (migrations: readonly Migration[]) => ({
@@ -101,10 +105,11 @@ const migrationSourceOf = (migrations: readonly Migration[]) => ({
 
 /** Connects to a database without migrating it, e.g. to read what a service wrote. */
 export function connectDatabase(location: string, options: DatabaseOptions = {}): Knex {
+  if (isPostgresUrl(location)) {
+    return connectPostgres(location, postgresOptions(options), knexLog(options.logger));
+  }
   return knex({
-    ...(isPostgresUrl(location)
-      ? postgresConfig(location, postgresOptions(options))
-      : sqliteConfig(location, options.sqliteDriver ?? sqliteDriver())),
+    ...sqliteConfig(location, options.sqliteDriver ?? sqliteDriver()),
     ...knexLog(options.logger),
   });
 }
@@ -123,7 +128,7 @@ export async function openDatabase(
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
     await migratePostgres(location, settings, migrationSource);
-    return knex({ ...postgresConfig(location, settings), ...knexLog(options.logger) });
+    return connectPostgres(location, settings, knexLog(options.logger));
   }
   // On SQLite the migrations run on the service's own connection: ":memory:" is per connection.
   const db = connectDatabase(location, options);

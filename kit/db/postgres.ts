@@ -12,6 +12,12 @@ export interface PostgresOptions {
   statementTimeoutMs: number;
   /** Shown in pg_stat_activity: which service a connection belongs to. */
   applicationName: string;
+  /**
+   * sqlOf's statements named, so each connection prepares each once (sql-postgres.ts). Off for
+   * a pooler in transaction mode that cannot keep them (PgBouncer before 1.21, or without
+   * max_prepared_statements).
+   */
+  preparedStatements: boolean;
 }
 
 export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(location);
@@ -25,8 +31,20 @@ const connection = (url: string, settings: Record<string, unknown>) => ({
   ...settings,
 });
 
-/** The knex config of one service's schema in the database at `url`. */
-export function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
+/** The databases whose statements sqlOf sends unnamed. */
+const unnamed = new WeakSet<Knex>();
+
+/** A knex on one service's schema in the database at `url`; `more` adds to its config. */
+export function connectPostgres(url: string, options: PostgresOptions, more: Knex.Config): Knex {
+  const db = knex({ ...postgresConfig(url, options), ...more });
+  if (!options.preparedStatements) unnamed.add(db);
+  return db;
+}
+
+/** Whether sqlOf names the statements it runs on `db` (PostgresOptions.preparedStatements). */
+export const namesStatements = (db: Knex): boolean => !unnamed.has(db);
+
+function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
   return {
     client: "pg",
     connection: connection(url, {

@@ -5,7 +5,7 @@
 // service's (docs/performance.md). Only sql.ts uses this file.
 import type { Knex } from "knex";
 import { noteFirst, observedTransaction, observersOf, reportStatement } from "./observe.js";
-import { postgresErrors, runAgainWhen } from "./postgres.js";
+import { namesStatements, postgresErrors, runAgainWhen } from "./postgres.js";
 import type { Binding, Sql, SqlStatements } from "./sql.js";
 
 /** A connection of knex's `pg` pool: a pg Client. */
@@ -56,26 +56,28 @@ export function numbered(sql: string): string {
   return out;
 }
 
-/** The query pg sends for `sql`: named while there is room, with its bindings. */
-function queryOf(sql: string, values: readonly Binding[]) {
+/** The query pg sends for `sql`: named while there is room and `named`, with its bindings. */
+function queryOf(sql: string, values: readonly Binding[], named: boolean) {
   let known = texts.get(sql);
   if (!known) {
     known = { id: texts.size, text: numbered(sql) };
-    if (texts.size < MAX_NAMED) texts.set(sql, known);
-    else return { text: known.text, values };
+    if (texts.size >= MAX_NAMED) return { text: known.text, values };
+    texts.set(sql, known);
   }
+  if (!named) return { text: known.text, values };
   return { name: `shop_${generation}_${known.id}`, text: known.text, values };
 }
 
-/** Plain SQL on a `pg` knex: named statements on the pool's connections. */
+/** Plain SQL on a `pg` knex: named statements on the pool's connections, unless turned off. */
 export function postgresSql(db: Knex): Sql {
   const client = db.client as unknown as Client;
+  const named = namesStatements(db);
 
   const run = async <Row>(connection: Connection, sql: string, bindings: readonly Binding[]) => {
     const observers = observersOf(db);
     const start = observers.length > 0 ? performance.now() : 0;
     try {
-      const { rows } = await connection.query(queryOf(sql, bindings));
+      const { rows } = await connection.query(queryOf(sql, bindings, named));
       if (observers.length > 0) reportStatement(observers, sql, start);
       return rows as Row[];
     } catch (error) {

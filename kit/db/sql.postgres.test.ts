@@ -1,15 +1,15 @@
 // sqlOf on PostgreSQL: the shared suite, and what only its named statements do.
 import test, { type ExecutionContext } from "ava";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
-import { type Knex, openDatabase, sqlOf } from "../db.js";
+import { type DatabaseOptions, type Knex, openDatabase, sqlOf } from "../db.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 import { sqlSuite } from "./sql.suite.js";
 import { numbered } from "./sql-postgres.js";
 
 useStorage("postgres");
 
-async function open(t: ExecutionContext, poolMax = 10): Promise<Knex> {
-  const db = await openDatabase(await freshDatabase(), migrations, { schema: "items", poolMax });
+async function open(t: ExecutionContext, options: DatabaseOptions = {}): Promise<Knex> {
+  const db = await openDatabase(await freshDatabase(), migrations, { schema: "items", ...options });
   t.teardown(() => db.destroy());
   return opening(db);
 }
@@ -24,7 +24,7 @@ test("placeholders are numbered in order, and a ? inside quotes is text", (t) =>
 });
 
 test("pg: each statement is prepared once on a connection and then run by name", async (t) => {
-  const db = await open(t, 1);
+  const db = await open(t, { poolMax: 1 });
   const sql = sqlOf(db);
   await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
   for (let i = 0; i < 3; i++) {
@@ -42,8 +42,16 @@ test("pg: each statement is prepared once on a connection and then run by name",
   t.true(prepared.every((row) => /^shop_\d+_\d+$/.test(row.name)));
 });
 
+test("pg: with prepared statements off (a pooler that cannot keep them), none is prepared", async (t) => {
+  const db = await open(t, { poolMax: 1, preparedStatements: false });
+  const sql = sqlOf(db);
+  await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
+  t.deepEqual(await sql.query("SELECT name FROM items WHERE id = ?", [1]), [{ name: "mug" }]);
+  t.deepEqual(await sql.query("SELECT name FROM pg_prepared_statements"), []);
+});
+
 test("pg: a statement whose table a migration changed is prepared again, alone and in a transaction", async (t) => {
-  const db = await open(t, 1);
+  const db = await open(t, { poolMax: 1 });
   const sql = sqlOf(db);
   await sql.query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "mug"]);
   const read = () => sql.query("SELECT * FROM items WHERE id = ?", [1]);
