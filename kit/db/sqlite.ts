@@ -5,6 +5,7 @@ import { mkdirSync } from "node:fs";
 import path from "node:path";
 import type { Knex } from "knex";
 import { CachingBetterSqlite3 } from "./statement-cache.js";
+import { CachingSqlite3 } from "./statement-cache-sqlite3.js";
 
 export const SQLITE_DRIVERS = ["better-sqlite3", "sqlite3"] as const;
 export type SqliteDriver = (typeof SQLITE_DRIVERS)[number];
@@ -26,11 +27,10 @@ type Connection = {
 export function sqliteConfig(filename: string, driver: SqliteDriver): Knex.Config {
   if (filename !== ":memory:") mkdirSync(path.dirname(filename), { recursive: true });
   return {
-    // better-sqlite3 through knex's client, keeping each statement prepared (statement-cache.ts).
-    client:
-      driver === "better-sqlite3"
-        ? (CachingBetterSqlite3 as unknown as NonNullable<Knex.Config["client"]>)
-        : driver,
+    // knex's client of either driver, keeping each statement prepared (the statement-cache files).
+    client: (driver === "better-sqlite3"
+      ? CachingBetterSqlite3
+      : CachingSqlite3) as unknown as NonNullable<Knex.Config["client"]>,
     connection: { filename },
     useNullAsDefault: true,
     // SQLite takes one writer at a time; one connection per process keeps ":memory:" a single
