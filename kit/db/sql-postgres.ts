@@ -4,7 +4,8 @@
 // bookkeeping: per GetProduct's read, about half of the server's work and a third of the
 // service's (docs/performance.md). Only sql.ts uses this file.
 import type { Knex } from "knex";
-import { noteFirst, observedTransaction, observersOf, reportStatement } from "./observe.js";
+import { observedTransaction, observersOf, reportStatement } from "./observe.js";
+import { plainTransaction } from "./plain-transaction.js";
 import { namesStatements, postgresErrors, runAgainWhen } from "./postgres.js";
 import type { Binding, Sql, SqlStatements } from "./sql.js";
 
@@ -30,13 +31,6 @@ const MAX_NAMED = 500;
 /** Each text's number (part of its statement's name) and its SQL in PostgreSQL's `$n` form. */
 const texts = new Map<string, { id: number; text: string }>();
 
-/**
- * Part of every statement's name. A statement whose table changed under it (stalePlan) fails on
- * every run until prepared again: a new generation prepares every text again, under new names,
- * on every connection.
- */
-let generation = 0;
-
 /** `sql` with its `?` placeholders numbered `$1, $2, …`; a `?` inside quotes is left alone. */
 export function numbered(sql: string): string {
   let n = 0;
@@ -56,8 +50,11 @@ export function numbered(sql: string): string {
   return out;
 }
 
-/** The query pg sends for `sql`: named while there is room and `named`, with its bindings. */
-function queryOf(sql: string, values: readonly Binding[], named: boolean) {
+/**
+ * The query pg sends for `sql`, with its bindings: named `shop_<generation>_<text>` while there
+ * is room, unless `named` is off.
+ */
+function queryOf(sql: string, values: readonly Binding[], named: boolean, generation: number) {
   let known = texts.get(sql);
   if (!known) {
     known = { id: texts.size, text: numbered(sql) };
@@ -72,12 +69,15 @@ function queryOf(sql: string, values: readonly Binding[], named: boolean) {
 export function postgresSql(db: Knex): Sql {
   const client = db.client as unknown as Client;
   const named = namesStatements(db);
+  // A statement whose table changed under it (stalePlan) fails on every run until prepared
+  // again: a new generation prepares every text again, under new names, on every connection.
+  let generation = 0;
 
   const run = async <Row>(connection: Connection, sql: string, bindings: readonly Binding[]) => {
     const observers = observersOf(db);
     const start = observers.length > 0 ? performance.now() : 0;
     try {
-      const { rows } = await connection.query(queryOf(sql, bindings, named));
+      const { rows } = await connection.query(queryOf(sql, bindings, named, generation));
       if (observers.length > 0) reportStatement(observers, sql, start);
       return rows as Row[];
     } catch (error) {
@@ -107,28 +107,19 @@ export function postgresSql(db: Knex): Sql {
       const once = () => {
         const info = { first: "" };
         const body = () =>
-          withConnection(async (connection) => {
-            let open = true;
-            const trx: SqlStatements = {
-              query: async (sql, bindings = []) => {
-                if (!open) throw new Error("a statement of a transaction that has ended");
-                noteFirst(info, sql);
-                return run(connection, sql, bindings);
+          withConnection((connection) =>
+            plainTransaction(
+              {
+                begin: () => connection.query("BEGIN"),
+                commit: () => connection.query("COMMIT"),
+                // A connection that broke is dropped by knex's pool; the server rolled it back.
+                rollback: () => connection.query("ROLLBACK").catch(() => {}),
+                run: (sql, bindings) => run(connection, sql, bindings),
               },
-            };
-            await connection.query("BEGIN");
-            try {
-              const result = await work(trx);
-              await connection.query("COMMIT");
-              return result;
-            } catch (error) {
-              // A connection that broke is dropped by knex's pool; the server rolled it back.
-              await connection.query("ROLLBACK").catch(() => {});
-              throw error;
-            } finally {
-              open = false;
-            }
-          });
+              info,
+              work,
+            ),
+          );
         return observedTransaction(db, info, body);
       };
       // As inTransaction: a transaction the server rolled back to keep transactions apart, or

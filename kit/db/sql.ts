@@ -2,18 +2,19 @@
 // order's writes, ReserveStock's transaction), with no query builder, runner or knex transaction
 // around them: that machinery cost more than the database's own work. On better-sqlite3 they run
 // on the pool's one connection, each prepared once; on PostgreSQL each is a named statement that
-// every connection prepares once (sql-postgres.ts); on node-sqlite3 they run through knex.raw.
+// every connection prepares once (sql-postgres.ts); on node-sqlite3 they run through knex.raw, on
+// the statements its client keeps (statement-cache-sqlite3.ts).
 // The SQL is the same on all three, and the observers of observe.ts see every path.
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
 import {
-  noteFirst,
   observedTransaction,
   observersOf,
   reportStatement,
   type TransactionInfo,
 } from "./observe.js";
+import { plainTransaction } from "./plain-transaction.js";
 import { postgresErrors, runAgainWhen } from "./postgres.js";
 import { postgresSql } from "./sql-postgres.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
@@ -138,28 +139,20 @@ function betterSqlite3Sql(db: Knex): Sql {
     transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
       const info: TransactionInfo = { first: "" };
       const body = () =>
-        withConnection(async (connection) => {
-          let open = true;
-          const trx: SqlStatements = {
-            query: async (text, bindings = []) => {
-              // The connection may carry another transaction by now.
-              if (!open) throw new Error("a statement of a transaction that has ended");
-              noteFirst(info, text);
-              return run(connection, text, bindings);
+        withConnection((connection) =>
+          plainTransaction(
+            {
+              begin: () => statementFor(connection, "BEGIN").run([]),
+              commit: () => statementFor(connection, "COMMIT").run([]),
+              rollback: () => {
+                if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
+              },
+              run: (text, bindings) => run(connection, text, bindings),
             },
-          };
-          statementFor(connection, "BEGIN").run([]);
-          try {
-            const result = await work(trx);
-            statementFor(connection, "COMMIT").run([]);
-            return result;
-          } catch (error) {
-            if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
-            throw error;
-          } finally {
-            open = false;
-          }
-        });
+            info,
+            work,
+          ),
+        );
       return observedTransaction(db, info, body);
     },
   };
