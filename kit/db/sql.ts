@@ -2,9 +2,9 @@
 // order's writes, ReserveStock's transaction), with no query builder, runner or knex transaction
 // around them: that machinery cost more than the database's own work. On better-sqlite3 they run
 // on the pool's one connection, each prepared once; on PostgreSQL each is a named statement that
-// every connection prepares once (sql-postgres.ts); on node-sqlite3 they run through knex.raw, on
-// the statements its client keeps (statement-cache-sqlite3.ts).
-// The SQL is the same on all three, and the observers of observe.ts see every path.
+// every connection prepares once (sql-postgres.ts); on node-sqlite3 each on a statement the
+// connection keeps (sql-sqlite3.ts); on any other knex through knex.raw. The SQL is the same on
+// all of them, and the observers of observe.ts see every path.
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
@@ -17,7 +17,9 @@ import {
 import { plainTransaction } from "./plain-transaction.js";
 import { postgresErrors, runAgainWhen } from "./postgres.js";
 import { postgresSql } from "./sql-postgres.js";
+import { sqlite3Sql } from "./sql-sqlite3.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
+import { CachingSqlite3 } from "./statement-cache-sqlite3.js";
 
 /** A statement's binding: integers past 2^53 as decimal strings (kit/db.ts integerBinding). */
 export type Binding = string | number | null;
@@ -165,6 +167,7 @@ export function sqlOf(db: Knex): Sql {
   let sql = made.get(db);
   if (!sql) {
     if (db.client instanceof CachingBetterSqlite3) sql = betterSqlite3Sql(db);
+    else if (db.client instanceof CachingSqlite3) sql = sqlite3Sql(db);
     else if (db.client.driverName === "pg") sql = postgresSql(db);
     else sql = knexSql(db);
     made.set(db, sql);

@@ -12,17 +12,18 @@ interface RunContext {
   changes: number;
 }
 
-type Done = (this: RunContext, error: Error | null, rows?: unknown[]) => void;
+export type Done = (this: RunContext, error: Error | null, rows?: unknown[]) => void;
 
-interface Statement {
+export interface Statement {
   all(bindings: unknown[], done: Done): void;
   run(bindings: unknown[], done: Done): void;
   finalize(done: () => void): void;
 }
 
 /** A node-sqlite3 database: one connection of knex's pool. */
-interface Connection {
+export interface Connection {
   prepare(sql: string, done: (error: Error | null) => void): Statement;
+  all(sql: string, bindings: unknown[], done: Done): void;
 }
 
 interface QueryObject {
@@ -53,7 +54,7 @@ const MAX_STATEMENTS = 200;
 const caches = new WeakMap<Connection, Map<string, Promise<Statement>>>();
 
 /** `sql` prepared on `connection`, once; undefined when the connection keeps no more. */
-function statementFor(connection: Connection, sql: string): Promise<Statement> | undefined {
+export function statementFor(connection: Connection, sql: string): Promise<Statement> | undefined {
   let cache = caches.get(connection);
   if (!cache) {
     cache = new Map();
