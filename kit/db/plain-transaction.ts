@@ -1,7 +1,7 @@
 // The transaction of sqlOf's own paths (sql.ts on better-sqlite3, sql-postgres.ts): the same
 // BEGIN, work, COMMIT or ROLLBACK on a connection the caller holds. Only those files use this one.
 import { noteFirst, type TransactionInfo } from "./observe.js";
-import type { Binding, SqlStatements } from "./sql.js";
+import type { Binding, SqlStatements } from "./sql-api.js";
 
 /** One engine's steps on the held connection; each may answer at once or with a promise. */
 export interface TransactionSteps {

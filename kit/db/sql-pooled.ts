@@ -6,7 +6,7 @@ import type { Knex } from "knex";
 import { observedTransaction, observersOf, reportStatement } from "./observe.js";
 import { plainTransaction } from "./plain-transaction.js";
 import { runAgainWhen } from "./postgres.js";
-import type { Binding, Sql, SqlStatements } from "./sql.js";
+import type { Binding, Sql, SqlStatements } from "./sql-api.js";
 
 /** How one driver runs statements on a connection of its pool. */
 export interface PooledEngine<Connection> {

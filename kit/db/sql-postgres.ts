@@ -5,7 +5,7 @@
 // service's (docs/performance.md). Only sql.ts uses this file; sql-pooled.ts runs the statements.
 import type { Knex } from "knex";
 import { namesStatements, postgresErrors } from "./postgres.js";
-import type { Binding, Sql } from "./sql.js";
+import type { Binding, Sql } from "./sql-api.js";
 import { pooledSql } from "./sql-pooled.js";
 
 /** A connection of knex's `pg` pool: a pg Client. */

@@ -2,7 +2,7 @@
 // (statement-cache-sqlite3.ts), without knex's runner or transaction around it. Only sql.ts uses
 // this file.
 import type { Knex } from "knex";
-import type { Binding, Sql } from "./sql.js";
+import type { Binding, Sql } from "./sql-api.js";
 import { pooledSql } from "./sql-pooled.js";
 import { type Connection, type Done, statementFor } from "./statement-cache-sqlite3.js";
 

@@ -16,31 +16,13 @@ import {
 } from "./observe.js";
 import { plainTransaction } from "./plain-transaction.js";
 import { postgresErrors, runAgainWhen } from "./postgres.js";
+import type { Binding, Sql, SqlStatements } from "./sql-api.js";
 import { postgresSql } from "./sql-postgres.js";
 import { sqlite3Sql } from "./sql-sqlite3.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
 import { CachingSqlite3 } from "./statement-cache-sqlite3.js";
 
-/** A statement's binding: integers past 2^53 as decimal strings (kit/db.ts integerBinding). */
-export type Binding = string | number | null;
-
-/** Runs statements, inside a transaction or on their own. */
-export interface SqlStatements {
-  /**
-   * Runs one statement with `?` placeholders and returns its rows: those a query selects or a
-   * write's RETURNING clause names, none for a write without one.
-   */
-  query<Row = Record<string, unknown>>(text: string, bindings?: readonly Binding[]): Promise<Row[]>;
-}
-
-/** Plain SQL on a service's database. */
-export interface Sql extends SqlStatements {
-  /**
-   * Runs `work` in one transaction, committed when it resolves and rolled back when it throws.
-   * On PostgreSQL a serialization failure or deadlock runs it again, as inTransaction does.
-   */
-  transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T>;
-}
+export type { Binding, Sql, SqlStatements };
 
 /**
  * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled
