@@ -1,5 +1,6 @@
-// The behaviour of sqlOf that every engine shares, run by sql.test.ts on both SQLite drivers and
-// by sql.postgres.test.ts on PostgreSQL: `open` gives a database with the items fixture migrated.
+// The behaviour of sqlOf that every path shares, run by sql.test.ts on both SQLite drivers and on
+// the knex.raw fallback, and by sql.postgres.test.ts on PostgreSQL: `open` gives a database with
+// the items fixture migrated.
 import test, { type ExecutionContext } from "ava";
 import {
   type DatabaseObserver,
