@@ -3,6 +3,7 @@
 // so the server parses and plans it again each time, and knex's runner wraps each in its own
 // bookkeeping: per GetProduct's read, about half of the server's work and a third of the
 // service's (docs/performance.md). Only sql.ts uses this file; sql-pooled.ts runs the statements.
+import { createHash } from "node:crypto";
 import type { Knex } from "knex";
 import { namesStatements, postgresErrors } from "./postgres.js";
 import type { Binding, Sql } from "./sql-api.js";
@@ -21,8 +22,12 @@ interface Connection {
  */
 const MAX_NAMED = 500;
 
-/** Each text's number (part of its statement's name) and its SQL in PostgreSQL's `$n` form. */
-const texts = new Map<string, { id: number; text: string }>();
+/**
+ * Each text's SQL in PostgreSQL's `$n` form, and the part of its statement's name drawn from it:
+ * the same text has the same name in every process and version, so a connection handed from one
+ * client to another (a pooler) can never run another text under a name it knows.
+ */
+const texts = new Map<string, { id: string; text: string }>();
 
 /** `sql` with its `?` placeholders numbered `$1, $2, …`; a `?` inside quotes is left alone. */
 export function numbered(sql: string): string {
@@ -44,14 +49,15 @@ export function numbered(sql: string): string {
 }
 
 /**
- * The query pg sends for `sql`, with its bindings: named `shop_<generation>_<text>` while there
- * is room, unless `named` is off.
+ * The query pg sends for `sql`, with its bindings: named `shop_<generation>_<hash of the text>`
+ * while there is room, unless `named` is off.
  */
 function queryOf(sql: string, values: readonly Binding[], named: boolean, generation: number) {
   let known = texts.get(sql);
   if (!known) {
-    known = { id: texts.size, text: numbered(sql) };
-    if (texts.size >= MAX_NAMED) return { text: known.text, values };
+    const text = numbered(sql);
+    if (texts.size >= MAX_NAMED) return { text, values };
+    known = { id: createHash("sha256").update(text).digest("hex").slice(0, 16), text };
     texts.set(sql, known);
   }
   if (!named) return { text: known.text, values };

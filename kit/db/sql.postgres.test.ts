@@ -39,7 +39,19 @@ test("pg: each statement is prepared once on a connection and then run by name",
     prepared.map((row) => row.statement),
     ["INSERT INTO items (id, name) VALUES ($1, $2)", "SELECT name FROM items WHERE id = $1"],
   );
-  t.true(prepared.every((row) => /^shop_\d+_\d+$/.test(row.name)));
+  t.true(prepared.every((row) => /^shop_\d+_[0-9a-f]{16}$/.test(row.name)));
+
+  // Another database's pool, on another connection: the same text has the same name there.
+  const other = sqlOf(await open(t, { poolMax: 1 }));
+  await other.query("SELECT name FROM items WHERE id = ?", [1]);
+  const there = await other.query<{ name: string }>(
+    "SELECT name FROM pg_prepared_statements WHERE statement = ?",
+    ["SELECT name FROM items WHERE id = $1"],
+  );
+  t.deepEqual(
+    there.map((row) => row.name),
+    prepared.filter((row) => row.statement.startsWith("SELECT")).map((row) => row.name),
+  );
 });
 
 test("pg: with prepared statements off (a pooler that cannot keep them), none is prepared", async (t) => {
