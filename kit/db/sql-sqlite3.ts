@@ -12,8 +12,8 @@ async function rowsOf(connection: Connection, text: string, bindings: readonly B
   return new Promise<unknown[]>((resolve, reject) => {
     const done: Done = (error, rows) => (error ? reject(error) : resolve(rows ?? []));
     // Past the connection's kept statements, one prepared for this run.
-    if (statement) statement.all([...bindings], done);
-    else connection.all(text, [...bindings], done);
+    if (statement) statement.all(bindings, done);
+    else connection.all(text, bindings, done);
   });
 }
 

@@ -15,7 +15,7 @@ interface RunContext {
 export type Done = (this: RunContext, error: Error | null, rows?: unknown[]) => void;
 
 export interface Statement {
-  all(bindings: unknown[], done: Done): void;
+  all(bindings: readonly unknown[], done: Done): void;
   run(bindings: unknown[], done: Done): void;
   finalize(done: () => void): void;
 }
@@ -23,7 +23,7 @@ export interface Statement {
 /** A node-sqlite3 database: one connection of knex's pool. */
 export interface Connection {
   prepare(sql: string, done: (error: Error | null) => void): Statement;
-  all(sql: string, bindings: unknown[], done: Done): void;
+  all(sql: string, bindings: readonly unknown[], done: Done): void;
 }
 
 interface QueryObject {
