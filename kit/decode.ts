@@ -14,13 +14,18 @@ import { Code, ServiceError } from "./errors.js";
 
 /** What a request deserializer returns instead of a message when the bytes are not one. */
 export class Malformed {
-  /** The field, as a path such as "lines[1].product_id", when one field is to blame. */
-  constructor(readonly field?: string) {}
+  constructor(
+    /** The field, as a path such as "lines[1].product_id", when one field is to blame. */
+    readonly field?: string,
+    /** The refusal, when the request broke gRPC's framing rather than its message (framing.ts). */
+    readonly error?: ServiceError,
+  ) {}
 }
 
 /** INVALID_ARGUMENT (reason MALFORMED_REQUEST) for a request message that did not decode. */
 export function malformedError(malformed: Malformed): ServiceError {
-  const { field } = malformed;
+  const { field, error } = malformed;
+  if (error) return error;
   if (!field) {
     return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
       reason: "MALFORMED_REQUEST",

@@ -5,6 +5,7 @@ import { type CallStatus, ServerCallContext } from "./context.js";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { Code, ServiceError } from "./errors.js";
+import { framingGuard, type Refused } from "./framing.js";
 import { guardedServer, statusOf } from "./guard.js";
 import type { Logger } from "./logger.js";
 import {
@@ -90,8 +91,14 @@ export async function serve(
   services: readonly ServiceImplementation[],
   options: ServeOptions,
 ): Promise<RunningServer> {
+  const handles = new Map<string, [ServerNext, MethodInfo]>();
+  const refused: Refused = (path, error, call) => {
+    const route = handles.get(path);
+    if (route) observeRefusal(...route, error, call);
+  };
   const server = new grpc.Server({
     ...serverOptions,
+    interceptors: [framingGuard(refused)],
     ...(options.maxConnectionAgeMs
       ? {
           "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
@@ -135,6 +142,7 @@ export async function serve(
           : handler(request, ctx);
       const info = infos[name] as MethodInfo;
       const handle = chain(middleware, info, core);
+      handles.set(method.path, [handle, info]);
       const encode = (message: unknown): Buffer => method.responseSerialize(message);
       implementation[name] = method.responseStream
         ? serverStreaming(handle, info, domain, encode)
@@ -189,7 +197,7 @@ async function healthOnly(
   health: HealthImplementation,
   options: ServeOptions,
 ): Promise<{ server: grpc.Server; port: number }> {
-  const server = new grpc.Server(serverOptions);
+  const server = new grpc.Server({ ...serverOptions, interceptors: [framingGuard(() => {})] });
   health.addToServer(guardedServer(server));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
@@ -214,11 +222,37 @@ function reflectionViewOf(call: grpc.ServerDuplexStream<unknown, unknown>): Refl
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
+function deadlineOf(call: Pick<Call, "getDeadline">): Date | undefined {
+  const raw = call.getDeadline();
+  return raw instanceof Date ? raw : Number.isFinite(raw) ? new Date(raw) : undefined;
+}
+
 /** The context of a served call; it learns of a cancellation from the call itself. */
 function contextOf(call: Call, method: MethodInfo): ServerCallContext {
-  const raw = call.getDeadline();
-  const deadline = raw instanceof Date ? raw : Number.isFinite(raw) ? new Date(raw) : undefined;
-  return new ServerCallContext(method, call.metadata, deadline, call);
+  return new ServerCallContext(method, call.metadata, deadlineOf(call), call);
+}
+
+/**
+ * Lets the middleware see a call that grpc-js refused before its handler (kit/framing.ts), so it
+ * is logged, counted and traced like any other: they run around a core that fails with the
+ * refusal, then learn that the caller got it. The answer is already sent, whatever they return.
+ */
+function observeRefusal(
+  handle: ServerNext,
+  method: MethodInfo,
+  error: ServiceError,
+  call: grpc.ServerInterceptingCallInterface,
+): void {
+  // grpc-js keeps the request's metadata private on the call it answers from; empty if it moves.
+  const metadata = (call as { metadata?: unknown }).metadata;
+  const ctx = new ServerCallContext(
+    method,
+    metadata instanceof grpc.Metadata ? metadata : new grpc.Metadata(),
+    deadlineOf(call),
+  );
+  new Promise((resolve) => resolve(handle(new Malformed(undefined, error), ctx)))
+    .catch(() => {})
+    .then(() => ctx.finish({ code: error.code, details: error.message }));
 }
 
 /**

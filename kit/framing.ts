@@ -1,0 +1,100 @@
+// grpc-js refuses some requests itself, before a handler or any middleware sees them: a unary or
+// server-streaming call with no request message or with two, a message that does not decompress
+// or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL or
+// UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
+// sends each as the client's mistake it is, with details, and reports it to the kit.
+import type * as grpc from "@grpc/grpc-js";
+import { Code, ServiceError } from "./errors.js";
+import { statusOf } from "./guard.js";
+import { packageOf } from "./service.js";
+
+/** What the kit is told of a call grpc-js refused; `call` is grpc-js's own, as interceptors get it. */
+export type Refused = (
+  path: string,
+  error: ServiceError,
+  call: grpc.ServerInterceptingCallInterface,
+) => void;
+
+type SentStatus = Parameters<grpc.ServerInterceptingCallInterface["sendStatus"]>[0];
+
+const DETAILS = "grpc-status-details-bin";
+
+const malformed = (message: string) =>
+  new ServiceError(Code.INVALID_ARGUMENT, message, { reason: "MALFORMED_REQUEST" });
+
+/** grpc-js's refusals, by code and the start of their text, and what the kit sends instead. */
+const REFUSALS: [Code, string, (text: string) => ServiceError][] = [
+  [
+    Code.UNIMPLEMENTED,
+    "Received no request message",
+    () => malformed("the call carried no request message; this rpc takes exactly one"),
+  ],
+  [
+    Code.UNIMPLEMENTED,
+    "Received a second request message",
+    () => malformed("the call carried more than one request message; this rpc takes exactly one"),
+  ],
+  [
+    Code.INTERNAL,
+    "Failed to decompress message",
+    () => malformed("the request message does not decompress as its grpc-encoding says"),
+  ],
+  [
+    Code.INTERNAL,
+    "Invalid grpc-timeout value",
+    (text) =>
+      malformed(
+        `grpc-timeout: ${text.slice(text.indexOf('"'))} is not a timeout (up to 8 digits and a unit: H, M, S, m, u or n)`,
+      ),
+  ],
+  [
+    Code.UNIMPLEMENTED,
+    "Received message compressed with unsupported encoding",
+    (text) =>
+      new ServiceError(
+        Code.UNIMPLEMENTED,
+        `grpc-encoding: ${text.slice(text.indexOf('"'))} is not supported (identity, gzip or deflate)`,
+        {
+          reason: "UNSUPPORTED_ENCODING",
+        },
+      ),
+  ],
+  [
+    Code.RESOURCE_EXHAUSTED,
+    "Received message",
+    (text) => new ServiceError(Code.RESOURCE_EXHAUSTED, text, { reason: "REQUEST_TOO_LARGE" }),
+  ],
+];
+
+/** The error to send for a status grpc-js sent of its own accord; undefined for any other. */
+export function refusalOf(status: SentStatus): ServiceError | undefined {
+  // The kit's own statuses carry details; grpc-js's never do.
+  if (status.metadata?.get(DETAILS).length) return undefined;
+  const text = status.details ?? "";
+  for (const [code, start, error] of REFUSALS) {
+    if (status.code === code && text.startsWith(start)) return error(text);
+  }
+  return undefined;
+}
+
+/**
+ * A server interceptor, first in the server's list: it sees the call grpc-js itself answers from,
+ * so its refusals pass through here too. Every other status goes on unchanged.
+ */
+export function framingGuard(refused: Refused): grpc.ServerInterceptor {
+  return (method, call) => {
+    const send = call.sendStatus;
+    call.sendStatus = (status) => {
+      const error = status.code === Code.OK ? undefined : refusalOf(status);
+      if (!error) return send.call(call, status);
+      call.sendStatus = send;
+      send.call(
+        call,
+        statusOf(error, packageOf(method.path.slice(1, method.path.lastIndexOf("/")))),
+      );
+      refused(method.path, error, call);
+    };
+    // Typed as grpc-js's class, but any call chains; this one is the call, with its status watched.
+    return call as grpc.ServerInterceptingCall;
+  };
+}

@@ -1,0 +1,164 @@
+// Requests that break gRPC's framing, which grpc-js answers itself before any handler runs: no
+// request message or two, a truncated frame, a body that does not decompress, an encoding or a
+// grpc-timeout it cannot read, a message over the size limit. Each is the client's mistake with
+// google.rpc details (never INTERNAL, never UNIMPLEMENTED for a method that exists), each served
+// call among them is logged and counted like any other, and the server keeps serving.
+import http2 from "node:http2";
+import { gzipSync } from "node:zlib";
+import test from "ava";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { Status } from "../../gen/ts/google/rpc/status.js";
+import { Code } from "../../kit/errors.js";
+import { registry } from "../../services/registry.js";
+import { captureLogger, start } from "../helpers/fleet.js";
+
+const GET_PRODUCT = "/shop.product.v1.ProductService/GetProduct";
+const WATCH = "/grpc.health.v1.Health/Watch";
+const CHECK = "/grpc.health.v1.Health/Check";
+
+/** A gRPC length-prefixed message: flag byte, 4-byte length (`length` if given), then `body`. */
+function frame(body: Buffer, compressed = false, length = body.length): Buffer {
+  const head = Buffer.alloc(5);
+  head[0] = compressed ? 1 : 0;
+  head.writeUInt32BE(length, 1);
+  return Buffer.concat([head, body]);
+}
+
+// GetProductRequest { product_id: "prd_none" } and HealthCheckRequest { service: "" }.
+const getProduct = frame(Buffer.from([0x0a, 0x08, ...Buffer.from("prd_none")]));
+const emptyMessage = frame(Buffer.alloc(0));
+
+type Answer = { code: number; message: string; reason?: string; domain?: string };
+
+/** Sends a raw HTTP/2 gRPC request and reads the status it ends with. */
+function call(
+  session: http2.ClientHttp2Session,
+  path: string,
+  body: Buffer,
+  headers: http2.OutgoingHttpHeaders = {},
+): Promise<Answer> {
+  return new Promise((resolve, reject) => {
+    const request = session.request({
+      ":method": "POST",
+      ":path": path,
+      "content-type": "application/grpc",
+      te: "trailers",
+      ...headers,
+    });
+    let answer: Answer | undefined;
+    const read = (h: http2.IncomingHttpHeaders) => {
+      if (h["grpc-status"] === undefined) return;
+      const raw = h["grpc-status-details-bin"];
+      const info = raw
+        ? Status.decode(Buffer.from(String(raw), "base64")).details.find((d) =>
+            d.typeUrl.endsWith("google.rpc.ErrorInfo"),
+          )
+        : undefined;
+      const decoded = info && ErrorInfo.decode(info.value);
+      answer = {
+        code: Number(h["grpc-status"]),
+        message: decodeURIComponent(String(h["grpc-message"] ?? "")),
+        ...(decoded && { reason: decoded.reason, domain: decoded.domain }),
+      };
+    };
+    request.on("response", read);
+    request.on("trailers", read);
+    request.on("data", () => {});
+    request.on("end", () => (answer ? resolve(answer) : reject(new Error(`${path}: no status`))));
+    request.on("error", reject);
+    request.end(body);
+  });
+}
+
+const cases: [string, Buffer, http2.OutgoingHttpHeaders, Code, string][] = [
+  ["no message", Buffer.alloc(0), {}, Code.INVALID_ARGUMENT, "MALFORMED_REQUEST"],
+  [
+    "two messages",
+    Buffer.concat([getProduct, getProduct]),
+    {},
+    Code.INVALID_ARGUMENT,
+    "MALFORMED_REQUEST",
+  ],
+  [
+    "a truncated frame",
+    frame(Buffer.from([0x0a]), false, 100),
+    {},
+    Code.INVALID_ARGUMENT,
+    "MALFORMED_REQUEST",
+  ],
+  [
+    "a body that is not gzip",
+    frame(Buffer.from("not gzip"), true),
+    { "grpc-encoding": "gzip" },
+    Code.INVALID_ARGUMENT,
+    "MALFORMED_REQUEST",
+  ],
+  [
+    "an unreadable grpc-timeout",
+    getProduct,
+    { "grpc-timeout": "soon" },
+    Code.INVALID_ARGUMENT,
+    "MALFORMED_REQUEST",
+  ],
+  [
+    "an unknown grpc-encoding",
+    frame(Buffer.from("x"), true),
+    { "grpc-encoding": "br" },
+    Code.UNIMPLEMENTED,
+    "UNSUPPORTED_ENCODING",
+  ],
+  [
+    "a message over the limit",
+    frame(gzipSync(Buffer.alloc(5 * 1024 * 1024)), true),
+    { "grpc-encoding": "gzip" },
+    Code.RESOURCE_EXHAUSTED,
+    "REQUEST_TOO_LARGE",
+  ],
+];
+
+test("grpc-js's own refusals are the client's mistake, with details, logged and counted", async (t) => {
+  const { logger, lines } = captureLogger("product");
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module, { logger });
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+
+  for (const [name, body, headers, code, reason] of cases) {
+    const answer = await call(session, GET_PRODUCT, body, headers);
+    t.like(answer, { code, reason, domain: "shop.product.v1" }, name);
+  }
+  // The same on a server-streaming rpc and on health, which the kit serves through a library.
+  t.like(await call(session, WATCH, Buffer.alloc(0)), {
+    code: Code.INVALID_ARGUMENT,
+    reason: "MALFORMED_REQUEST",
+    domain: "grpc.health.v1",
+  });
+  t.like(await call(session, CHECK, Buffer.concat([emptyMessage, emptyMessage])), {
+    code: Code.INVALID_ARGUMENT,
+    reason: "MALFORMED_REQUEST",
+  });
+  // A well-formed call still works, and is logged too.
+  t.like(await call(session, GET_PRODUCT, getProduct), { code: Code.NOT_FOUND });
+
+  const logged = lines.filter((line) => line.method === GET_PRODUCT).map((line) => line.code);
+  t.deepEqual(
+    logged,
+    [...cases.map(([, , , code]) => Code[code]), "NOT_FOUND"],
+    "one line per GetProduct, with the code the client got",
+  );
+  const metrics = await service.metrics.text();
+  const handled = (grpcCode: string) =>
+    Number(
+      metrics.match(
+        new RegExp(
+          `^grpc_server_handled_total\\{[^}]*grpc_method="GetProduct"[^}]*grpc_code="${grpcCode}"[^}]*\\} (\\d+)`,
+          "m",
+        ),
+      )?.[1] ?? 0,
+    );
+  t.is(handled("InvalidArgument"), 5);
+  t.is(handled("Unimplemented"), 1);
+  t.is(handled("ResourceExhausted"), 1);
+  t.is(handled("Internal"), 0);
+});
