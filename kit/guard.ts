@@ -1,6 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { encodeStatus, type ServiceError } from "./errors.js";
+import { encodeStatus, ServiceError } from "./errors.js";
 import { packageOf } from "./service.js";
 
 /** Status details are trailers: text that quotes a request is clipped to this many characters. */
@@ -17,6 +17,20 @@ export function statusOf(error: ServiceError, domain: string): grpc.StatusObject
 }
 
 type AnyHandler = (...args: never[]) => unknown;
+
+/**
+ * A library's failure as the kit sends its own: clipped, and with google.rpc details (an
+ * ErrorInfo whose reason is the code's name) when the library gave none.
+ */
+function withDetails(
+  error: grpc.ServerErrorResponse,
+  domain: string,
+): grpc.ServerErrorResponse | grpc.StatusObject {
+  const details = error.details ?? error.message ?? "";
+  if (error.metadata?.get("grpc-status-details-bin").length)
+    return { ...error, details: clip(details) };
+  return statusOf(new ServiceError(error.code ?? grpc.status.UNKNOWN, details), domain);
+}
 
 /**
  * A server to hand to addToServer of health (grpc-health-check) and reflection: the services it
@@ -71,10 +85,7 @@ function guardSingleRequest(handler: AnyHandler, domain: string, streaming: bool
       return;
     }
     call(unary, (error: grpc.ServerErrorResponse | null, ...rest: unknown[]) =>
-      (callback as (...args: unknown[]) => void)(
-        error && { ...error, details: clip(error.details ?? error.message ?? "") },
-        ...rest,
-      ),
+      (callback as (...args: unknown[]) => void)(error && withDetails(error, domain), ...rest),
     );
   };
 }

@@ -41,6 +41,7 @@ test("the health port answers Check in plaintext and serves nothing else", async
     instanceOf: ServiceError,
   });
   t.is(unknown?.code, Code.NOT_FOUND);
+  t.is(unknown?.details.reason, "NOT_FOUND");
 
   // A shop rpc on the health port: not served there, with or without a token.
   const products = createClient(ProductServiceService, probes, { middleware: testCallers() });

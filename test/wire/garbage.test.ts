@@ -97,13 +97,15 @@ test("undecodable bytes on every rpc, health and reflection included, are MALFOR
   t.log(`${calls} calls with undecodable bytes, every one INVALID_ARGUMENT`);
 });
 
-test("a 1 MB health service name is NOT_FOUND with a clipped message the client receives", async (t) => {
+test("a 1 MB health service name is NOT_FOUND with an ErrorInfo and a clipped message the client receives", async (t) => {
   const fleet = await startFleet(t);
   const health = createClient(HealthService, fleet.order.server.address);
   t.teardown(() => health.close());
   const service = "s".repeat(1_000_000);
   const error = await t.throwsAsync(health.check({ service }));
   t.is(Code[(error as ServiceError).code], "NOT_FOUND", error?.message.slice(0, 200));
+  // The library gives no details; the kit adds the ErrorInfo every failure carries.
+  t.like((error as ServiceError).details, { reason: "NOT_FOUND", domain: "grpc.health.v1" });
   t.true((error?.message.length ?? 0) <= 1_100, `${error?.message.length} characters`);
   // Watch answers SERVICE_UNKNOWN for it, and List still works.
   for await (const { status } of health.watch({ service }, { timeoutMs: 2_000 })) {
