@@ -628,45 +628,65 @@ const REST_VALIDATION = {
   reject_binding_body_field_collisions: true,
 };
 
-/** HTTP statuses of Envoy's own REST replies, and the gRPC code each stands for. */
-const REST_LOCAL_CODES: Record<number, number> = {
-  400: 3,
-  401: 16,
-  403: 7,
-  404: 5,
-  408: 4,
-  413: 8,
-  429: 8,
-  500: 13,
-  501: 12,
-  502: 14,
-  503: 14,
-  504: 4,
+/**
+ * HTTP statuses of Envoy's own REST replies, with the gRPC code and ErrorInfo reason each stands
+ * for. A 400 is a body or query the transcoder could not read into the rpc's request message.
+ */
+const REST_LOCAL_REPLIES: Record<number, [code: number, reason: string]> = {
+  400: [3, "MALFORMED_REQUEST"],
+  401: [16, "UNAUTHENTICATED"],
+  403: [7, "PERMISSION_DENIED"],
+  404: [5, "ROUTE_NOT_FOUND"],
+  408: [4, "DEADLINE_EXCEEDED"],
+  413: [8, "REQUEST_TOO_LARGE"],
+  429: [8, "RESOURCE_EXHAUSTED"],
+  500: [13, "INTERNAL"],
+  501: [12, "UNIMPLEMENTED"],
+  502: [14, "UNAVAILABLE"],
+  503: [14, "UNAVAILABLE"],
+  504: [4, "DEADLINE_EXCEEDED"],
 };
 
 /**
- * Envoy's own replies to REST calls (a body or query the transcoder cannot read, no healthy
- * replica, a timeout) as a google.rpc.Status JSON body with the code its HTTP status stands for,
- * as the transcoder's upstream errors are. A REST call is one edgeProtocols marked so.
+ * Envoy's own replies to REST calls (a body or query the transcoder cannot read, no route, no
+ * healthy replica, a timeout) as a google.rpc.Status JSON body with the code its HTTP status
+ * stands for and an ErrorInfo, as the transcoder's upstream errors are. A REST call is one
+ * edgeProtocols marked so.
  */
 function restErrorReplies() {
-  return Object.entries(REST_LOCAL_CODES).map(([status, code]) => ({
-    filter: when(
-      // edgeProtocols' own refusals (lua_response) are google.rpc.Status JSON already.
-      `metadata.filter_metadata['shopmesh.edge']['protocol'] == 'rest' && response.code == ${status} && response.code_details != 'lua_response'`,
-    ),
-    headers_to_add: [
-      // For the access log only: edgeProtocols records it and strips it from the reply.
-      {
-        header: { key: "grpc-status", value: String(code) },
-        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+  const rest = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'rest'";
+  // A request Envoy refused before edgeProtocols saw it (a path it will not normalize, say) is
+  // answered as REST too, unless it is gRPC or gRPC-Web.
+  const unseen =
+    "!('shopmesh.edge' in metadata.filter_metadata) && !('content-type' in request.headers && " +
+    "request.headers['content-type'].startsWith('application/grpc'))";
+  return Object.entries(REST_LOCAL_REPLIES).flatMap(([status, [code, reason]]) => {
+    const body_format_override = {
+      json_format: {
+        code,
+        message: "%LOCAL_REPLY_BODY%",
+        details: [{ "@type": ERROR_INFO, reason, domain: EDGE_DOMAIN, metadata: {} }],
       },
-    ],
-    body_format_override: {
-      json_format: { code, message: "%LOCAL_REPLY_BODY%" },
       content_type: "application/json",
-    },
-  }));
+    };
+    return [
+      {
+        // edgeProtocols' own refusals (lua_response) are google.rpc.Status JSON already.
+        filter: when(
+          `${rest} && response.code == ${status} && response.code_details != 'lua_response'`,
+        ),
+        headers_to_add: [
+          // For the access log only: edgeProtocols records it and strips it from the reply.
+          {
+            header: { key: "grpc-status", value: String(code) },
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+          },
+        ],
+        body_format_override,
+      },
+      { filter: when(`${unseen} && response.code == ${status}`), body_format_override },
+    ];
+  });
 }
 
 /** `^(a|b)$` for exact origins, each escaped. */
@@ -720,6 +740,8 @@ function upstreamTls(tls: NonNullable<EnvoyTopology["tls"]>, service: string) {
 
 /** The ErrorInfo domain of the refusals Envoy sends itself. */
 export const EDGE_DOMAIN = "shopmesh.edge";
+
+const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
 
 /**
  * Envoy's own refusals, by the response code details its filters set, with the code, reason and
@@ -777,7 +799,7 @@ function edgeRefusals() {
       message: refusal.message,
       details: [
         {
-          "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+          "@type": ERROR_INFO,
           reason: refusal.reason,
           domain: EDGE_DOMAIN,
           metadata: {},

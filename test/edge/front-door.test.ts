@@ -122,6 +122,13 @@ async function rest(
   return { status: response.status, json: (await response.json()) as Json, id };
 }
 
+/** The ErrorInfo of a body or query the transcoder could not read. */
+const malformed = {
+  "@type": "type.googleapis.com/google.rpc.ErrorInfo",
+  reason: "MALFORMED_REQUEST",
+  domain: "shopmesh.edge",
+};
+
 test.serial("REST: success replies carry no grpc-* headers", async (t) => {
   await ready();
   const { status, json } = await rest(t, "GET", "/products?page_size=1");
@@ -142,19 +149,26 @@ test.serial(
       t.is(status, 400, query);
       t.is(json.code, 3, query);
       t.regex(json.message, /Could not find field/);
+      t.like(json.details[0], malformed, query);
     }
   },
 );
 
 test.serial(
-  "REST: a query value of the wrong type and bad JSON are INVALID_ARGUMENT, as JSON",
+  "REST: a query value of the wrong type, bad JSON and a NUL in the path are INVALID_ARGUMENT, as JSON",
   async (t) => {
     await ready();
     const badValue = await rest(t, "GET", "/products?page_size=abc");
     t.deepEqual([badValue.status, badValue.json.code], [400, 3]);
     t.regex(badValue.json.message, /page_size/);
+    t.like(badValue.json.details[0], malformed);
     const badJson = await rest(t, "POST", "/orders", "{bad");
     t.deepEqual([badJson.status, badJson.json.code], [400, 3]);
+    t.like(badJson.json.details[0], malformed);
+    // A path Envoy will not normalize is refused before any filter, and still answered as JSON.
+    const nul = await rest(t, "GET", "/products/a%00b");
+    t.deepEqual([nul.status, nul.json.code], [400, 3]);
+    t.like(nul.json.details[0], malformed);
   },
 );
 
@@ -205,6 +219,7 @@ test.serial(
     t.is(missing.json.details[0].reason, "PRODUCT_NOT_FOUND");
     const nowhere = await rest(t, "GET", "/nowhere");
     t.deepEqual([nowhere.status, nowhere.json.code], [404, 5]);
+    t.like(nowhere.json.details[0], { reason: "ROUTE_NOT_FOUND", domain: "shopmesh.edge" });
     const anonymous = await rest(t, "GET", "/orders", undefined, {});
     t.deepEqual([anonymous.status, anonymous.json.code], [401, 16]);
   },
