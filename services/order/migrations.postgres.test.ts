@@ -1,0 +1,3 @@
+// The order migrations' suite again on PostgreSQL.
+import "../../test/helpers/on-postgres.js";
+import "./migrations.test.js";

@@ -1,0 +1,119 @@
+// The orders schema's migrations on a database that already holds orders, as an upgrade finds
+// it; again on PostgreSQL in migrations.postgres.test.ts.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test, { type ExecutionContext } from "ava";
+import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db.js";
+import { newId } from "../../kit/ids.js";
+import { createLogger } from "../../kit/logger.js";
+import { freshDatabase, onPostgres, opening, postgres } from "../../test/helpers/storage.js";
+import { migrations } from "./migrations/index.js";
+import { IdempotencyKeyTaken, OrderStore } from "./store.js";
+
+let databases = 0;
+
+/** A database without the orders schema: an SQLite file, or a new PostgreSQL database. */
+async function emptyDatabase(t: ExecutionContext): Promise<string> {
+  if (onPostgres()) {
+    const pg = await postgres();
+    const name = `order_migrations_${++databases}`;
+    await pg.createDatabase(name);
+    return pg.url(name);
+  }
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-order-migrations-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return path.join(dir, "order.sqlite");
+}
+
+// knex's own complaint about a migration that fails on purpose stays out of the test's output.
+const logger = createLogger("order", "silent");
+
+const open = async (t: ExecutionContext, location: string, upTo = migrations.length) => {
+  const db = opening(
+    await openDatabase(location, migrations.slice(0, upTo), { schema: "order", logger }),
+  );
+  t.teardown(() => db.destroy());
+  return db;
+};
+
+/** knex's migrator on this service's migrations, as openDatabase runs them. */
+const migrator = (): Knex.MigratorConfig => ({
+  migrationSource: {
+    getMigrations: async () => migrations,
+    getMigrationName: (migration: (typeof migrations)[number]) => migration.name,
+    getMigration: async (migration: (typeof migrations)[number]) => migration,
+  },
+  ...(onPostgres() && { schemaName: "order" }),
+});
+
+const applied = async (db: Knex) =>
+  (await db("knex_migrations").orderBy("id").select("name")).map((row) => row.name);
+
+/** Writes a PENDING order holding `key` for `userId`. */
+const place = (store: OrderStore, userId: string, key: string) => {
+  const orderId = newId("ord");
+  return store.insert({
+    orderId,
+    userId,
+    idempotencyKey: key,
+    reservationId: `order:${orderId}`,
+    lines: [{ productId: "prd_mug", quantity: 1 }],
+  });
+};
+
+test("0002 keeps the orders written before it and makes request_id unique per user", async (t) => {
+  const location = await emptyDatabase(t);
+  const old = await open(t, location, 1);
+  const before = new OrderStore(old);
+  await place(before, "usr_alice", "k-1");
+  await place(before, "usr_bob", "k-2");
+  // A failed order has freed its key, and a retry took it again.
+  const failed = await place(before, "usr_alice", "k-3");
+  await before.fail(failed.orderId);
+  await place(before, "usr_alice", "k-3");
+  const rows = await old("orders").orderBy("seq");
+  const lines = await old("order_lines").orderBy(["order_id", "line_no"]);
+  await old.destroy();
+
+  const db = await open(t, location);
+  t.deepEqual(await applied(db), ["0001_create_orders", "0002_request_key_per_user"]);
+  t.deepEqual(await db("orders").orderBy("seq"), rows);
+  t.deepEqual(await db("order_lines").orderBy(["order_id", "line_no"]), lines);
+
+  const store = new OrderStore(db);
+  const bobs = await place(store, "usr_bob", "k-1");
+  await t.throwsAsync(place(store, "usr_alice", "k-1"), { instanceOf: IdempotencyKeyTaken });
+  await t.throwsAsync(place(store, "usr_bob", "k-1"), { instanceOf: IdempotencyKeyTaken });
+  t.is((await store.findByIdempotencyKey("usr_bob", "k-1"))?.order.orderId, bobs.orderId);
+  t.is((await store.findByIdempotencyKey("usr_alice", "k-1"))?.order.userId, "usr_alice");
+  t.is(await store.findByIdempotencyKey("usr_carol", "k-1"), undefined);
+});
+
+test("0002's down makes request_id unique across users again, once no two users share one", async (t) => {
+  const db = await open(t, await freshDatabase());
+  const store = new OrderStore(db);
+  await place(store, "usr_alice", "k-1");
+  const bobs = await place(store, "usr_bob", "k-1");
+
+  // better-sqlite3's errors are not instances of this realm's Error: hence `any`.
+  const refused = await t.throwsAsync(db.migrate.down(migrator()), { any: true });
+  t.true(isUniqueViolation(refused), String(refused));
+  t.deepEqual(await applied(db), ["0001_create_orders", "0002_request_key_per_user"]);
+  t.is(
+    await db("orders")
+      .count({ n: "*" })
+      .first()
+      .then((row) => Number(row?.n)),
+    2,
+  );
+
+  await store.fail(bobs.orderId);
+  await db.migrate.down(migrator());
+  t.deepEqual(await applied(db), ["0001_create_orders"]);
+  await t.throwsAsync(place(store, "usr_bob", "k-1"), { instanceOf: IdempotencyKeyTaken });
+
+  await db.migrate.latest(migrator());
+  await place(store, "usr_bob", "k-1");
+  t.deepEqual(await applied(db), ["0001_create_orders", "0002_request_key_per_user"]);
+});
