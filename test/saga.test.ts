@@ -114,6 +114,73 @@ test("ten concurrent retries of one request_id create one order", async (t) => {
   );
   t.is(reused?.code, Code.ALREADY_EXISTS);
   t.is(reused?.details.reason, "REQUEST_ID_REUSED");
+  t.true(ids.has(reused?.details.metadata?.order_id));
+});
+
+test("one request_id from two users places two orders, and neither answer names the other's", async (t) => {
+  const fleet = await startFleet(t);
+  const [alice, bob] = await Promise.all([addUser(fleet.users), addUser(fleet.users)]);
+  const mug = await addProduct(fleet.products, { stock: 20 });
+  const asAlice = { userId: alice.userId, lines: [orderLine(mug.productId, 2)], requestId: "up-1" };
+  const asBob = { userId: bob.userId, lines: [orderLine(mug.productId, 3)], requestId: "up-1" };
+
+  const { order: first } = await fleet.orders.createOrder(asAlice);
+  const { order: second } = await fleet.orders.createOrder(asBob);
+  t.like(first, { userId: alice.userId, state: OrderState.ORDER_STATE_CONFIRMED });
+  t.like(second, { userId: bob.userId, state: OrderState.ORDER_STATE_CONFIRMED });
+  t.not(first?.orderId, second?.orderId);
+
+  // Each replay answers with its own user's order, and takes no more stock.
+  t.is((await fleet.orders.createOrder(asBob)).order?.orderId, second?.orderId);
+  t.is((await fleet.orders.createOrder(asAlice)).order?.orderId, first?.orderId);
+  t.is(await stockOf(fleet, mug.productId), 15);
+
+  // A key reused with another body names only the user's own order.
+  const reused = await t.throwsAsync(
+    fleet.orders.createOrder({ ...asBob, lines: [orderLine(mug.productId, 1)] }),
+    { instanceOf: ServiceError },
+  );
+  t.is(reused?.details.reason, "REQUEST_ID_REUSED");
+  t.is(reused?.details.metadata?.order_id, second?.orderId);
+  t.false(reused?.message.includes(first?.orderId ?? ""));
+  for (const user of [alice, bob]) {
+    const { orders } = await fleet.orders.listOrders({
+      userId: user.userId,
+      pageSize: 10,
+      pageToken: "",
+    });
+    t.deepEqual(
+      orders.map((order) => order.orderId),
+      [user === alice ? first?.orderId : second?.orderId],
+    );
+  }
+});
+
+test("two users' concurrent retries of one request_id make one order each", async (t) => {
+  const fleet = await startFleet(t);
+  const [alice, bob] = await Promise.all([addUser(fleet.users), addUser(fleet.users)]);
+  const mug = await addProduct(fleet.products, { stock: 20 });
+  const requests = [alice, bob].map((user, i) => ({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1 + i)],
+    requestId: "retry-us",
+  }));
+
+  // Interleaved, so that each user's calls meet the other's in flight.
+  const results = await Promise.all(
+    Array.from({ length: 10 }, () =>
+      requests.map((request) => fleet.orders.createOrder(request)),
+    ).flat(),
+  );
+  const byUser = new Map<string, Set<string>>();
+  for (const { order } of results) {
+    const ids = byUser.get(order?.userId ?? "") ?? new Set();
+    byUser.set(order?.userId ?? "", ids.add(order?.orderId ?? ""));
+  }
+  t.deepEqual([...byUser.keys()].sort(), [alice.userId, bob.userId].sort());
+  t.is(byUser.get(alice.userId)?.size, 1);
+  t.is(byUser.get(bob.userId)?.size, 1);
+  t.is(await stockOf(fleet, mug.productId), 17);
 });
 
 test("50 parallel orders for 10 units: exactly 10 succeed and stock never goes below 0", async (t) => {

@@ -163,6 +163,7 @@ const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`,
 export class OrderSaga {
   /** Emits an event named after the order id whenever this process changes its state. */
   readonly changes = new EventEmitter().setMaxListeners(0);
+  /** CreateOrder's runs in this process, by inflightKey. */
   private readonly inflight = new Map<string, Promise<Order>>();
 
   private readonly events: SagaEvents;
@@ -182,18 +183,20 @@ export class OrderSaga {
   }
 
   /**
-   * CreateOrder: one order per idempotency key (the request's request_id), however many
-   * retries arrive, on however many replicas. Resolves only with a CONFIRMED order.
+   * CreateOrder: one order per user and idempotency key (the request's user_id and
+   * request_id), however many retries arrive, on however many replicas. Another user's key is
+   * another key. Resolves only with a CONFIRMED order.
    */
   async create(request: CreateOrderRequest, ctx: CallContext): Promise<Order> {
     const key = request.requestId || newId("req");
+    const claim = inflightKey(request.userId, key);
     for (let attempt = 0; ; attempt++) {
       // Registered before the first await, so a retry arriving at any moment joins this run.
-      let run = this.inflight.get(key);
+      let run = this.inflight.get(claim);
       const joined = run !== undefined;
       if (!run) {
-        run = this.resolve(key, request, ctx).finally(() => this.inflight.delete(key));
-        this.inflight.set(key, run);
+        run = this.resolve(key, request, ctx).finally(() => this.inflight.delete(claim));
+        this.inflight.set(claim, run);
       }
       try {
         const order = await run;
@@ -209,10 +212,10 @@ export class OrderSaga {
     }
   }
 
-  /** Finds the order of an idempotency key and settles it, or places it. */
+  /** Finds the user's order of an idempotency key and settles it, or places it. */
   private async resolve(key: string, request: CreateOrderRequest, ctx: CallContext) {
     for (let attempt = 0, waits = 0; attempt < 3; ) {
-      const existing = await this.store.findByIdempotencyKey(key);
+      const existing = await this.store.findByIdempotencyKey(request.userId, key);
       if (!existing) {
         const placed = await this.place(key, request, ctx);
         if (placed) return placed;
@@ -360,7 +363,7 @@ export class OrderSaga {
       if (write.status === "fulfilled") await this.store.discard(orderId);
       throw fromDependency("user", user.reason);
     }
-    // Another call won the key: the caller settles its order instead.
+    // Another call of this user won the key: the caller settles its order instead.
     if (write.status === "rejected") {
       if (write.reason instanceof IdempotencyKeyTaken) return undefined;
       throw write.reason;
@@ -566,6 +569,10 @@ export class OrderSaga {
   }
 }
 
+/** Where the in-flight runs are kept: a key is its user's, so the user is part of it. */
+const inflightKey = (userId: string, key: string) => JSON.stringify([userId, key]);
+
+/** `orderId` holds the key, so it is the caller's own order: keys are per user. */
 function keyReused(key: string, orderId: string) {
   return errors.alreadyExists(
     "REQUEST_ID_REUSED",

@@ -20,7 +20,7 @@ interface OrderRow {
   user_id: string;
   /** The proto's request_id: the order's idempotency key. */
   request_id: string;
-  /** The idempotency key while the order holds it (unique); null once FAILED frees it. */
+  /** The idempotency key while the order holds it (unique per user); null once FAILED frees it. */
   request_key: string | null;
   reservation_id: string;
   state: OrderState;
@@ -67,7 +67,7 @@ export interface StoredOrder {
   reservationId: string;
 }
 
-/** Another call already wrote an order under this idempotency key. */
+/** Another call already wrote an order under this user's idempotency key. */
 export class IdempotencyKeyTaken extends Error {}
 
 // An amount that cannot be read exactly (a REAL an older version wrote) is left out of the
@@ -197,11 +197,12 @@ export class OrderStore {
     return found;
   }
 
-  /** The order that holds this idempotency key: any state but FAILED, which frees it. */
-  async findByIdempotencyKey(key: string): Promise<StoredOrder | undefined> {
-    const rows = await this.sql.query<OrderRow>("SELECT * FROM orders WHERE request_key = ?", [
-      key,
-    ]);
+  /** The user's order that holds this idempotency key: any state but FAILED, which frees it. */
+  async findByIdempotencyKey(userId: string, key: string): Promise<StoredOrder | undefined> {
+    const rows = await this.sql.query<OrderRow>(
+      "SELECT * FROM orders WHERE user_id = ? AND request_key = ?",
+      [userId, key],
+    );
     return (await this.withLines(rows))[0];
   }
 
