@@ -61,14 +61,16 @@ type OrderServiceClient interface {
 	// committed and it stands until it is cancelled. No other state is ever
 	// answered with OK.
 	//
-	// `request_id` makes the call idempotent across retries and replicas. A
-	// call with an id already used answers with that order once it is
-	// confirmed. When that order is still being placed (by a concurrent call,
-	// or by an attempt a crash or a lost reply cut short), the call finishes
-	// it: it confirms the order when its stock was taken, or fails it and
-	// places the order anew when it never will be; while the attempt that
-	// wrote it may still be taking the stock, it waits for that attempt. A
-	// failed order frees its `request_id`.
+	// `request_id` makes the call idempotent across retries and replicas.
+	// Each user's ids are their own: the same id with another `user_id` is
+	// another user's order, never answered with or refused because of this
+	// one. A call with an id its user already used answers with that order
+	// once it is confirmed. When that order is still being placed (by a
+	// concurrent call, or by an attempt a crash or a lost reply cut short),
+	// the call finishes it: it confirms the order when its stock was taken,
+	// or fails it and places the order anew when it never will be; while the
+	// attempt that wrote it may still be taking the stock, it waits for that
+	// attempt. A failed order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
@@ -79,8 +81,8 @@ type OrderServiceClient interface {
 	// when the stock is reserved, so nothing is ever held for it), or
 	// `ORDER_CANCELLED` when the order placed under `request_id` has since
 	// been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
-	// `request_id` was used for a different order. After any of these no
-	// order was placed by this call and nothing is held for it.
+	// the user already used `request_id` for a different order. After any of
+	// these no order was placed by this call and nothing is held for it.
 	//
 	// Retryable: the order may or may not have been placed, so resend the
 	// same body with the same `request_id`; a resend answers with the order if
@@ -255,14 +257,16 @@ type OrderServiceServer interface {
 	// committed and it stands until it is cancelled. No other state is ever
 	// answered with OK.
 	//
-	// `request_id` makes the call idempotent across retries and replicas. A
-	// call with an id already used answers with that order once it is
-	// confirmed. When that order is still being placed (by a concurrent call,
-	// or by an attempt a crash or a lost reply cut short), the call finishes
-	// it: it confirms the order when its stock was taken, or fails it and
-	// places the order anew when it never will be; while the attempt that
-	// wrote it may still be taking the stock, it waits for that attempt. A
-	// failed order frees its `request_id`.
+	// `request_id` makes the call idempotent across retries and replicas.
+	// Each user's ids are their own: the same id with another `user_id` is
+	// another user's order, never answered with or refused because of this
+	// one. A call with an id its user already used answers with that order
+	// once it is confirmed. When that order is still being placed (by a
+	// concurrent call, or by an attempt a crash or a lost reply cut short),
+	// the call finishes it: it confirms the order when its stock was taken,
+	// or fails it and places the order anew when it never will be; while the
+	// attempt that wrote it may still be taking the stock, it waits for that
+	// attempt. A failed order frees its `request_id`.
 	//
 	// Returns INVALID_ARGUMENT for bad fields, NOT_FOUND (reason
 	// `USER_NOT_FOUND` or `PRODUCT_NOT_FOUND`) for unknown ids,
@@ -273,8 +277,8 @@ type OrderServiceServer interface {
 	// when the stock is reserved, so nothing is ever held for it), or
 	// `ORDER_CANCELLED` when the order placed under `request_id` has since
 	// been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
-	// `request_id` was used for a different order. After any of these no
-	// order was placed by this call and nothing is held for it.
+	// the user already used `request_id` for a different order. After any of
+	// these no order was placed by this call and nothing is held for it.
 	//
 	// Retryable: the order may or may not have been placed, so resend the
 	// same body with the same `request_id`; a resend answers with the order if
