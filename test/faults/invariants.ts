@@ -110,9 +110,9 @@ export async function violations(world: World, ledger: Ledger): Promise<string[]
     }
   }
 
-  // One order per request id.
+  // One order per user and request id.
   const live = orders.filter((order) => order.state !== OrderState.ORDER_STATE_FAILED);
-  const requestIds = new Set(live.map((order) => order.requestId));
+  const requestIds = new Set(live.map((order) => JSON.stringify([order.userId, order.requestId])));
   if (requestIds.size !== live.length) {
     found.push(`${live.length - requestIds.size} request ids have more than one live order`);
   }
