@@ -6,3 +6,4 @@ import "./product/handlers.test.js";
 import "./product/reservations.test.js";
 import "./order/handlers.test.js";
 import "./order/cancel-watch.test.js";
+import "./order/migrations.test.js";

@@ -1,5 +1,5 @@
 // The orders schema's migrations on a database that already holds orders, as an upgrade finds
-// it; again on PostgreSQL in migrations.postgres.test.ts.
+// it; again on the other storages through services/handlers.*.test.ts.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";

@@ -1,3 +1,0 @@
-// The order migrations' suite again on PostgreSQL.
-import "../../test/helpers/on-postgres.js";
-import "./migrations.test.js";
