@@ -176,7 +176,12 @@ export async function serve(
     shutdown() {
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
-        const force = setTimeout(() => server.forceShutdown(), options.shutdownGraceMs ?? 10_000);
+        const grace = options.shutdownGraceMs ?? 10_000;
+        // GOAWAY now; connections still open when the grace period ends are closed, with the
+        // calls on them (a WatchOrder never ends by itself). forceShutdown alone does not close
+        // them: grpc-js keeps the list it walks only with channelz on, which is off here.
+        server.drain(`${options.host}:${port}`, grace);
+        const force = setTimeout(() => server.forceShutdown(), grace);
         server.tryShutdown(() => {
           clearTimeout(force);
           // The probes see NOT_SERVING until the main port has drained.
