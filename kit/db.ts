@@ -185,6 +185,14 @@ export function isCheckViolation(error: unknown): boolean {
 }
 
 /**
+ * True when the connection to the database was lost under a statement: the caller may try
+ * again, but a write cut while it committed may have been kept (an rpc's idempotency covers it).
+ */
+export function isConnectionLost(error: unknown): boolean {
+  return postgresErrors.connectionLost(error);
+}
+
+/**
  * True when the database could not take the statement now and kept nothing of it: SQLite busy
  * past its timeout; PostgreSQL's serialization failures and deadlocks (once inTransaction gave
  * up), lock and statement timeouts, a server shutting down or full; a refused connection, or no

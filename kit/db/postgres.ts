@@ -106,6 +106,9 @@ const NOT_NOW = new Set([
   "53300", // too_many_connections
 ]);
 
+/** node-postgres's messages for a connection that closed under a query, or before it. */
+const LOST_CONNECTION = /Connection terminated|is not queryable/;
+
 const codeOf = (error: unknown) => String((error as { code?: unknown } | null)?.code ?? "");
 const messageOf = (error: unknown) => String((error as { message?: unknown } | null)?.message);
 
@@ -117,6 +120,13 @@ export const postgresErrors = {
     [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(codeOf(error)),
   /** Nothing was written, and the server could take the call later. */
   busy: (error: unknown) => NOT_NOW.has(codeOf(error)),
+  /**
+   * The connection died under the statement (the server went away, or an administrator ended
+   * the session): node-postgres says so in words, without a SQLSTATE. A COMMIT it cut may or may
+   * not have been kept.
+   */
+  connectionLost: (error: unknown) =>
+    LOST_CONNECTION.test(messageOf(error)) || ["ECONNRESET", "EPIPE"].includes(codeOf(error)),
   /**
    * A prepared statement that no longer fits its table (a migration changed the columns a
    * `SELECT *` returns): the statement did nothing, and one prepared again will run.

@@ -1,7 +1,10 @@
 // sqlOf on PostgreSQL: the shared suite, and what only its named statements do.
 import test, { type ExecutionContext } from "ava";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
-import { type DatabaseOptions, type Knex, openDatabase, sqlOf } from "../db.js";
+import type { CallContext } from "../context.js";
+import { type DatabaseOptions, isConnectionLost, type Knex, openDatabase, sqlOf } from "../db.js";
+import { Code } from "../errors.js";
+import { toServiceError } from "../middleware/status.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 import { sqlSuite } from "./sql.suite.js";
 import { numbered } from "./sql-postgres.js";
@@ -105,4 +108,34 @@ test("pg: of two transactions that deadlock, the one the server rolls back runs 
   const rows = await sql.query<{ name: string }>("SELECT name FROM items ORDER BY id");
   // The one run again went second, so both rows carry its name.
   t.is(new Set(rows.map((row) => row.name)).size, 1);
+});
+
+test("pg: a connection lost under a statement is UNAVAILABLE (DATABASE_UNAVAILABLE), not INTERNAL", async (t) => {
+  const db = await open(t);
+  const ctx = { signal: new AbortController().signal } as CallContext;
+  // One of the pool's connections, its session ended from another, as an administrator or a
+  // failover would: node-postgres then refuses it with words, not a SQLSTATE.
+  type Connection = {
+    processID: number;
+    query(sql: string): Promise<unknown>;
+    once(event: "end", listener: () => void): void;
+  };
+  const connection = (await db.client.acquireConnection()) as Connection;
+  t.teardown(() => db.client.releaseConnection(connection));
+  const ended = new Promise<void>((resolve) => connection.once("end", resolve));
+  await db.raw("SELECT pg_terminate_backend(?)", [connection.processID]);
+  await ended;
+  const lost = await t.throwsAsync(connection.query("SELECT 1"));
+  t.true(isConnectionLost(lost), String(lost));
+  t.like(toServiceError(lost, ctx), {
+    code: Code.UNAVAILABLE,
+    details: { reason: "DATABASE_UNAVAILABLE" },
+  });
+  // An administrator's end of a session in the middle of a statement is a SQLSTATE: busy.
+  t.like(
+    toServiceError(Object.assign(new Error("terminating connection"), { code: "57P01" }), ctx),
+    { code: Code.UNAVAILABLE, details: { reason: "DATABASE_BUSY" } },
+  );
+  // Anything else is still our own failure.
+  t.is(toServiceError(new Error("a bug"), ctx).code, Code.INTERNAL);
 });

@@ -1,12 +1,13 @@
 import type { CallContext } from "../context.js";
-import { isBusy } from "../db.js";
+import { isBusy, isConnectionLost } from "../db.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware } from "./types.js";
 
 /**
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
  * CANCELLED, a database that could not take a statement and kept nothing of it (busy or timed out,
- * refused, no free connection: kit/db.ts isBusy) is UNAVAILABLE, so the caller may retry, and
+ * refused, no free connection: kit/db.ts isBusy) or whose connection was lost under it is
+ * UNAVAILABLE, so the caller may retry, and
  * anything else is our own bug: INTERNAL, with the cause kept for the log.
  */
 export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
@@ -18,6 +19,14 @@ export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
     return new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {
       reason: "DATABASE_BUSY",
     });
+  }
+  if (isConnectionLost(error)) {
+    return new ServiceError(
+      Code.UNAVAILABLE,
+      "the connection to the database was lost; retry",
+      { reason: "DATABASE_UNAVAILABLE" },
+      error,
+    );
   }
   return new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
 }
