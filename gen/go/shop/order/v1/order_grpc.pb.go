@@ -103,7 +103,11 @@ type OrderServiceClient interface {
 	// (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
 	// `request_id` it was given in the ErrorInfo metadata: resend with that
 	// `request_id` to settle it, or watch the order, which the reconciler
-	// settles within the reservation TTL plus one reconcile interval.
+	// settles within the reservation TTL plus one reconcile interval. That
+	// promise is the service's own: when the connection to it is cut after
+	// the call arrived, the caller's library or a proxy answers UNAVAILABLE
+	// itself, which says nothing of the order. Send a `request_id` whenever a
+	// second order would matter.
 	//
 	// `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
 	// (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
@@ -299,7 +303,11 @@ type OrderServiceServer interface {
 	// (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
 	// `request_id` it was given in the ErrorInfo metadata: resend with that
 	// `request_id` to settle it, or watch the order, which the reconciler
-	// settles within the reservation TTL plus one reconcile interval.
+	// settles within the reservation TTL plus one reconcile interval. That
+	// promise is the service's own: when the connection to it is cut after
+	// the call arrived, the caller's library or a proxy answers UNAVAILABLE
+	// itself, which says nothing of the order. Send a `request_id` whenever a
+	// second order would matter.
 	//
 	// `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
 	// (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
