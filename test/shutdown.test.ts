@@ -37,6 +37,7 @@ test("a stream still open when the grace period ends is closed, and the shutdown
   t.is(await Promise.race([stopped, hung]), "stopped");
 
   const ended = await t.throwsAsync(watch, { instanceOf: ServiceError });
+  t.log(ended && Code[ended.code], ended?.message);
   t.true(
     ended?.code === Code.UNAVAILABLE || ended?.code === Code.CANCELLED,
     `the watch ended ${ended && Code[ended.code]}: ${ended?.message}`,
