@@ -125,6 +125,13 @@ export class ServerCallContext implements CallContext {
     else this.call.once("cancelled", listener);
   }
 
+  /** The server answered the call itself (it is shutting down): the work on it stops. */
+  stop(): void {
+    this.settle();
+    this.controller ??= new AbortController();
+    this.controller.abort();
+  }
+
   /** The caller went away or its deadline passed: aborts the signal, unless already answered. */
   cancel(): void {
     if (this.state !== RUNNING) return;

@@ -92,6 +92,8 @@ export async function serve(
   options: ServeOptions,
 ): Promise<RunningServer> {
   const handles = new Map<string, [ServerNext, MethodInfo]>();
+  /** How to end each of our server streams still open: at the end of a shutdown's grace period. */
+  const openStreams = new Set<() => void>();
   const refused: Refused = (path, error, call) => {
     const route = handles.get(path);
     if (route) observeRefusal(...route, error, call);
@@ -145,7 +147,7 @@ export async function serve(
       handles.set(method.path, [handle, info]);
       const encode = (message: unknown): Buffer => method.responseSerialize(message);
       implementation[name] = method.responseStream
-        ? serverStreaming(handle, info, domain, encode)
+        ? serverStreaming(handle, info, domain, encode, openStreams)
         : unary(handle, info, domain, encode);
     }
     server.addService(definition, implementation);
@@ -177,11 +179,16 @@ export async function serve(
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
         const grace = options.shutdownGraceMs ?? 10_000;
-        // GOAWAY now; connections still open when the grace period ends are closed, with the
-        // calls on them (a WatchOrder never ends by itself). forceShutdown alone does not close
-        // them: grpc-js keeps the list it walks only with channelz on, which is off here.
-        server.drain(`${options.host}:${port}`, grace);
-        const force = setTimeout(() => server.forceShutdown(), grace);
+        // Our streams still open when the grace period ends (a WatchOrder never ends by itself)
+        // end UNAVAILABLE, so their callers call again elsewhere.
+        const force = setTimeout(() => {
+          for (const end of openStreams) end();
+          server.forceShutdown();
+        }, grace);
+        // GOAWAY now, and a little after the grace period, the connections still open are
+        // closed with the calls on them (a library's streams). forceShutdown alone does not
+        // close them: grpc-js lists them for it only with channelz on, which is off here.
+        server.drain(`${options.host}:${port}`, grace + STREAMS_END_MS);
         server.tryShutdown(() => {
           clearTimeout(force);
           // The probes see NOT_SERVING until the main port has drained.
@@ -321,14 +328,32 @@ function unary(
   };
 }
 
+/** How long a shutdown gives its streams' last statuses to leave before it closes connections. */
+const STREAMS_END_MS = 250;
+
+const shuttingDown = () =>
+  new ServiceError(Code.UNAVAILABLE, "the server is shutting down; call again", {
+    reason: "SHUTTING_DOWN",
+  });
+
 function serverStreaming(
   handle: ServerNext,
   method: MethodInfo,
   domain: string,
   encode: (message: unknown) => Buffer,
+  open: Set<() => void>,
 ): grpc.handleServerStreamingCall<unknown, Buffer> {
   return (call) => {
     const ctx = contextOf(call, method);
+    let ended = false;
+    const end = () => {
+      ended = true;
+      const [sent, seen] = failureOf(shuttingDown(), domain);
+      ctx.finish(seen);
+      ctx.stop();
+      call.emit("error", sent);
+    };
+    open.add(end);
     const run = async () => {
       const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
@@ -342,18 +367,22 @@ function serverStreaming(
         if (!call.write(bytes)) await once(call, "drain", { signal: ctx.signal });
       }
     };
-    run().then(
-      () => {
-        ctx.settle();
-        call.end();
-        ctx.finish(OK);
-      },
-      (error: unknown) => {
-        const [sent, seen] = failureOf(error, domain);
-        ctx.settle();
-        call.emit("error", sent);
-        ctx.finish(seen);
-      },
-    );
+    run()
+      .then(
+        () => {
+          if (ended) return;
+          ctx.settle();
+          call.end();
+          ctx.finish(OK);
+        },
+        (error: unknown) => {
+          if (ended) return;
+          const [sent, seen] = failureOf(error, domain);
+          ctx.settle();
+          call.emit("error", sent);
+          ctx.finish(seen);
+        },
+      )
+      .finally(() => open.delete(end));
   };
 }

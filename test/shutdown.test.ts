@@ -6,10 +6,19 @@ import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/heal
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { startService } from "../kit/runtime.js";
+import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
 import { until } from "./helpers/eventually.js";
+import { captureLogger, orderLine, startFleet } from "./helpers/fleet.js";
 
-test("a stream still open when the grace period ends is closed, and the shutdown completes", async (t) => {
+/** Resolves "stopped" once `stopping` does, or "still running" after 15 s. */
+const stoppedIn15s = (stopping: Promise<void>) =>
+  Promise.race([
+    stopping.then(() => "stopped" as const),
+    new Promise<"still running">((resolve) => setTimeout(resolve, 15_000, "still running").unref()),
+  ]);
+
+test("a library's stream still open when the grace period ends is closed, and the shutdown completes", async (t) => {
   const product = await startService(createProductService(), {
     host: "127.0.0.1",
     port: 0,
@@ -30,11 +39,7 @@ test("a stream still open when the grace period ends is closed, and the shutdown
   })();
   await until("the watch to report SERVING", () => statuses.length > 0);
 
-  const stopped = product.server.shutdown().then(() => "stopped" as const);
-  const hung = new Promise<"still running">((resolve) =>
-    setTimeout(resolve, 15_000, "still running").unref(),
-  );
-  t.is(await Promise.race([stopped, hung]), "stopped");
+  t.is(await stoppedIn15s(product.server.shutdown()), "stopped");
 
   const ended = await t.throwsAsync(watch, { instanceOf: ServiceError });
   t.log(ended && Code[ended.code], ended?.message);
@@ -46,4 +51,35 @@ test("a stream still open when the grace period ends is closed, and the shutdown
     HealthCheckResponse_ServingStatus.SERVING,
     HealthCheckResponse_ServingStatus.NOT_SERVING,
   ]);
+});
+
+test("our stream still open when the grace period ends answers UNAVAILABLE, and is logged so", async (t) => {
+  const { logger, lines } = captureLogger("order");
+  const fleet = await startFleet(t, { loggers: { order: logger } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 2 });
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "watched-over-a-shutdown",
+  });
+  let updates = 0;
+  const watch = (async () => {
+    for await (const _ of fleet.orders.watchOrder(
+      { orderId: order?.orderId ?? "" },
+      { timeoutMs: 60_000 },
+    )) {
+      updates++;
+    }
+  })();
+  await until("the watch to stream the order", () => updates > 0);
+
+  t.is(await stoppedIn15s(fleet.order.server.shutdown()), "stopped");
+  const ended = await t.throwsAsync(watch, { instanceOf: ServiceError });
+  t.like(ended, { code: Code.UNAVAILABLE, details: { reason: "SHUTTING_DOWN" } });
+  const logged = lines.filter((line) => String(line.method).endsWith("/WatchOrder"));
+  t.deepEqual(
+    logged.map((line) => line.code),
+    ["UNAVAILABLE"],
+  );
 });
