@@ -367,7 +367,9 @@ test("a held reservation expires after its TTL and gives its stock back", async 
 });
 
 test("against a product service older than commit-on-reserve, orders are committed as before", async (t) => {
-  const fleet = await startFleet(t, { order: { reservationTtlMs: 1_000 } });
+  // The TTL leaves a loaded machine time to place the first order on PostgreSQL; at 1 s, one
+  // CI run's took longer.
+  const fleet = await startFleet(t, { order: { reservationTtlMs: 3_000 } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 3 });
   // An older product service does not know ReserveStockRequest.commit: it only holds the stock.
@@ -386,7 +388,7 @@ test("against a product service older than commit-on-reserve, orders are committ
   t.is(reservation?.state, ReservationState.RESERVATION_STATE_COMMITTED);
 
   // The hold outlives its TTL before the commit: the order fails, keeps no stock, may be resent.
-  fleet.product.faults.set("CommitReservation", { delayMs: 1_500 });
+  fleet.product.faults.set("CommitReservation", { delayMs: 3_500 });
   const request = {
     userId: user.userId,
     lines: [orderLine(mug.productId, 2)],
