@@ -1,0 +1,163 @@
+// The calls the kit serves, as grpc-js hands them over: each runs the middleware chain to its
+// handler in a ServerCallContext, and its outcome (a message, a stream, a failure) goes back as
+// grpc-js expects it, with google.rpc details on a failure. server.ts wires them up.
+import { once } from "node:events";
+import * as grpc from "@grpc/grpc-js";
+import { type CallStatus, ServerCallContext } from "./context.js";
+import type { MethodInfo } from "./contract.js";
+import { Malformed } from "./decode.js";
+import { Code, ServiceError } from "./errors.js";
+import { statusOf } from "./guard.js";
+import type { ServerNext } from "./middleware/index.js";
+
+type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
+
+function deadlineOf(call: Pick<Call, "getDeadline">): Date | undefined {
+  const raw = call.getDeadline();
+  return raw instanceof Date ? raw : Number.isFinite(raw) ? new Date(raw) : undefined;
+}
+
+/** The context of a served call; it learns of a cancellation from the call itself. */
+function contextOf(call: Call, method: MethodInfo): ServerCallContext {
+  return new ServerCallContext(method, call.metadata, deadlineOf(call), call);
+}
+
+/**
+ * Lets the middleware see a call that grpc-js refused before its handler (kit/framing.ts), so it
+ * is logged, counted and traced like any other: they run around a core that fails with the
+ * refusal, then learn that the caller got it. The answer is already sent, whatever they return.
+ */
+export function observeRefusal(
+  handle: ServerNext,
+  method: MethodInfo,
+  error: ServiceError,
+  call: grpc.ServerInterceptingCallInterface,
+): void {
+  // grpc-js keeps the request's metadata private on the call it answers from; empty if it moves.
+  const metadata = (call as { metadata?: unknown }).metadata;
+  const ctx = new ServerCallContext(
+    method,
+    metadata instanceof grpc.Metadata ? metadata : new grpc.Metadata(),
+    deadlineOf(call),
+  );
+  new Promise((resolve) => resolve(handle(new Malformed(undefined, error), ctx)))
+    .catch(() => {})
+    .then(() => ctx.finish({ code: error.code, details: error.message }));
+}
+
+/**
+ * The status a failure is sent as, and as middleware see it. A ServiceError keeps its code and
+ * details; anything else got past the status mapping (or there is none) and is INTERNAL.
+ */
+function failureOf(
+  error: unknown,
+  domain: string,
+): [grpc.StatusObject, Omit<CallStatus, "durationMs">] {
+  const failure =
+    error instanceof ServiceError
+      ? error
+      : new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
+  const sent = statusOf(failure, domain);
+  return [sent, { code: sent.code, details: sent.details, cause: failure.cause }];
+}
+
+const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
+
+const unencodable = (error: unknown) =>
+  new ServiceError(
+    Code.INTERNAL,
+    "the response could not be encoded",
+    { reason: "INTERNAL" },
+    error,
+  );
+
+export function unary(
+  handle: ServerNext,
+  method: MethodInfo,
+  domain: string,
+  encode: (message: unknown) => Buffer,
+): grpc.handleUnaryCall<unknown, Buffer> {
+  return (call, callback) => {
+    const ctx = contextOf(call, method);
+    const fail = (error: unknown) => {
+      const [sent, seen] = failureOf(error, domain);
+      ctx.settle();
+      callback(sent);
+      ctx.finish(seen);
+    };
+    let pending: Promise<unknown>;
+    try {
+      pending = handle(call.request, ctx) as Promise<unknown>;
+    } catch (error) {
+      pending = Promise.reject(error);
+    }
+    pending.then((response) => {
+      let bytes: Buffer;
+      try {
+        bytes = encode(response);
+      } catch (error) {
+        fail(unencodable(error));
+        return;
+      }
+      ctx.settle();
+      callback(null, bytes);
+      ctx.finish(OK);
+    }, fail);
+  };
+}
+
+const shuttingDown = () =>
+  new ServiceError(Code.UNAVAILABLE, "the server is shutting down; call again", {
+    reason: "SHUTTING_DOWN",
+  });
+
+export function serverStreaming(
+  handle: ServerNext,
+  method: MethodInfo,
+  domain: string,
+  encode: (message: unknown) => Buffer,
+  open: Set<() => void>,
+): grpc.handleServerStreamingCall<unknown, Buffer> {
+  return (call) => {
+    const ctx = contextOf(call, method);
+    let ended = false;
+    const end = () => {
+      ended = true;
+      const [sent, seen] = failureOf(shuttingDown(), domain);
+      ctx.finish(seen);
+      ctx.stop();
+      call.emit("error", sent);
+    };
+    open.add(end);
+    const run = async () => {
+      const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
+      for await (const message of messages) {
+        if (ctx.signal.aborted) return;
+        let bytes: Buffer;
+        try {
+          bytes = encode(message);
+        } catch (error) {
+          throw unencodable(error);
+        }
+        if (!call.write(bytes)) await once(call, "drain", { signal: ctx.signal });
+      }
+    };
+    run()
+      .then(
+        () => {
+          if (ended) return;
+          ctx.settle();
+          call.end();
+          ctx.finish(OK);
+        },
+        (error: unknown) => {
+          if (ended) return;
+          const [sent, seen] = failureOf(error, domain);
+          ctx.settle();
+          call.emit("error", sent);
+          ctx.finish(seen);
+        },
+      )
+      .finally(() => open.delete(end));
+  };
+}
