@@ -5,10 +5,10 @@ import type { ServerMiddleware } from "./types.js";
 
 /**
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
- * CANCELLED, a database that could not take a statement and kept nothing of it (busy or timed out,
- * refused, no free connection: kit/db.ts isBusy) or whose connection was lost under it is
- * UNAVAILABLE, so the caller may retry, and
- * anything else is our own bug: INTERNAL, with the cause kept for the log.
+ * CANCELLED; a database that could not take a statement and kept nothing of it (busy or timed
+ * out, refused, no free connection: kit/db.ts isBusy), or whose connection was lost under it, is
+ * UNAVAILABLE, so the caller may retry; anything else is our own bug: INTERNAL, with the cause
+ * kept for the log.
  */
 export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
   if (error instanceof ServiceError) return error;
