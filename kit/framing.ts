@@ -98,3 +98,46 @@ export function framingGuard(refused: Refused): grpc.ServerInterceptor {
     return call as grpc.ServerInterceptingCall;
   };
 }
+
+/** The longest method path an unknown method's ErrorInfo repeats. */
+const PATH_MAX = 256;
+
+/**
+ * grpc-js answers a path it has no handler for before any interceptor runs: UNIMPLEMENTED,
+ * without details. This gives every such path a handler that answers the same code with them,
+ * in the domain of the service the path names if this server serves it, else in `domain`. It
+ * needs grpc-js's private handler map; if that moves, grpc-js's own answer stands.
+ */
+export function answerUnknownMethods(server: grpc.Server, domain: string): void {
+  const handlers = (server as unknown as { handlers?: unknown }).handlers;
+  if (!(handlers instanceof Map)) return;
+  const registered = handlers.get.bind(handlers) as (path: string) => unknown;
+  const served = (service: string) =>
+    [...handlers.keys()].some((path) => String(path).startsWith(`/${service}/`));
+  handlers.get = (path: string) => {
+    const handler = registered(path);
+    if (handler !== undefined || typeof path !== "string") return handler;
+    // A query is no part of a gRPC path, and may hold what should not be repeated (a token).
+    const method = path.split("?")[0] as string;
+    const service = method.slice(1, Math.max(method.lastIndexOf("/"), 1));
+    const known = served(service);
+    const error = new ServiceError(
+      Code.UNIMPLEMENTED,
+      method !== path
+        ? `${method}?…: a gRPC path has no query`
+        : known
+          ? `${service} has no method ${method.slice(method.lastIndexOf("/") + 1)}`
+          : `this server does not serve ${service || method}`,
+      { reason: "UNKNOWN_METHOD", metadata: { method: method.slice(0, PATH_MAX) } },
+    );
+    const status = statusOf(error, known ? packageOf(service) : domain);
+    return {
+      type: "bidi",
+      path,
+      serialize: (bytes: Buffer) => bytes,
+      deserialize: (bytes: Buffer) => bytes,
+      // Answers at once, whatever the call's kind; nothing the caller sends is read.
+      func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => stream.emit("error", status),
+    };
+  };
+}

@@ -2,7 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { framingGuard, type Refused } from "./framing.js";
+import { answerUnknownMethods, framingGuard, type Refused } from "./framing.js";
 import { guardedServer } from "./guard.js";
 import type { Logger } from "./logger.js";
 import {
@@ -109,6 +109,7 @@ export async function serve(
       : {}),
   });
   const names = services.map((service) => serviceNameOf(service.definition));
+  answerUnknownMethods(server, names[0] ? packageOf(names[0]) : "grpc.health.v1");
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
   );
@@ -208,6 +209,7 @@ async function healthOnly(
   options: ServeOptions,
 ): Promise<{ server: grpc.Server; port: number }> {
   const server = new grpc.Server({ ...serverOptions, interceptors: [framingGuard(() => {})] });
+  answerUnknownMethods(server, "grpc.health.v1");
   health.addToServer(guardedServer(server));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(

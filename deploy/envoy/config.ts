@@ -787,7 +787,7 @@ export const EDGE_REFUSALS = [
  */
 function localReplies() {
   return {
-    mappers: [...edgeRefusals(), ...restErrorReplies()],
+    mappers: [...edgeRefusals(), unroutedGrpc(), ...restErrorReplies()],
   };
 }
 
@@ -841,6 +841,30 @@ function edgeRefusals() {
       },
     ];
   });
+}
+
+/**
+ * A gRPC or gRPC-Web call on a path with no route (grpc-not-found) answers UNIMPLEMENTED with the
+ * ErrorInfo a service sends for a method it lacks.
+ */
+function unroutedGrpc() {
+  const grpc =
+    "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
+  return {
+    filter: when(`response.code_details == 'direct_response' && response.code == 404 && ${grpc}`),
+    headers_to_add: [
+      {
+        header: {
+          key: "grpc-status-details-bin",
+          value: encodeStatus(
+            new ServiceError(12, "unknown service or method", { reason: "UNKNOWN_METHOD" }),
+            EDGE_DOMAIN,
+          ).toString("base64"),
+        },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
+  };
 }
 
 const JWT_PROVIDER = "shopmesh";

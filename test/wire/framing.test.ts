@@ -2,7 +2,8 @@
 // request message or two, a truncated frame, a body that does not decompress, an encoding or a
 // grpc-timeout it cannot read, a message over the size limit. Each is the client's mistake with
 // google.rpc details (never INTERNAL, never UNIMPLEMENTED for a method that exists), each served
-// call among them is logged and counted like any other, and the server keeps serving.
+// call among them is logged and counted like any other, and the server keeps serving. A path
+// the server has no method for is UNIMPLEMENTED, with details.
 import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
 import test from "ava";
@@ -161,4 +162,52 @@ test("grpc-js's own refusals are the client's mistake, with details, logged and 
   t.is(handled("Unimplemented"), 1);
   t.is(handled("ResourceExhausted"), 1);
   t.is(handled("Internal"), 0);
+});
+
+test("a method the server lacks is UNIMPLEMENTED with details, and the server keeps serving", async (t) => {
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module);
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+
+  const unknown = (domain: string) => ({
+    code: Code.UNIMPLEMENTED,
+    reason: "UNKNOWN_METHOD",
+    domain,
+  });
+  t.like(await call(session, "/shop.product.v1.ProductService/NoSuchRpc", getProduct), {
+    ...unknown("shop.product.v1"),
+    message: "shop.product.v1.ProductService has no method NoSuchRpc",
+  });
+  t.like(await call(session, "/shop.order.v1.OrderService/GetOrder", getProduct), {
+    ...unknown("shop.product.v1"),
+    message: "this server does not serve shop.order.v1.OrderService",
+  });
+  // Whatever the caller sends, or does not: no message, a stream left open, a path of one part.
+  t.like(
+    await call(session, "/grpc.health.v1.Health/NoSuchRpc", Buffer.alloc(0)),
+    unknown("grpc.health.v1"),
+  );
+  t.like(await call(session, "/nothing", emptyMessage), unknown("shop.product.v1"));
+  const queried = await call(session, `${GET_PRODUCT}?access_token=secret`, getProduct);
+  t.like(queried, unknown("shop.product.v1"));
+  t.false(queried.message.includes("secret"), "a query is not repeated");
+  const open = session.request({
+    ":method": "POST",
+    ":path": "/no.such.v1.Service/Stream",
+    "content-type": "application/grpc",
+    te: "trailers",
+  });
+  const [trailers] = await Promise.race([
+    new Promise<[http2.IncomingHttpHeaders]>((resolve) => {
+      open.on("response", (h) => h["grpc-status"] !== undefined && resolve([h]));
+      open.on("trailers", (h) => resolve([h]));
+    }),
+    new Promise<never>((_, reject) => setTimeout(() => reject(new Error("no status")), 5_000)),
+  ]);
+  open.close();
+  t.is(Number(trailers["grpc-status"]), Code.UNIMPLEMENTED);
+
+  t.like(await call(session, GET_PRODUCT, getProduct), { code: Code.NOT_FOUND });
 });
