@@ -903,6 +903,15 @@ function jwtAuthn(topology: EnvoyTopology, services: readonly GrpcService[]) {
           issuer: topology.jwt.issuer,
           audiences: [topology.jwt.audience],
           local_jwks: { filename: topology.jwt.jwksPath },
+          // Where the services read a token, and only there: not the access_token query
+          // parameter jwt_authn also reads by default, which ends up in access logs.
+          from_headers: ["Bearer ", "bearer "].map((value_prefix) => ({
+            name: "authorization",
+            value_prefix,
+          })),
+          // What the services require of a token: an expiry and a subject.
+          require_expiration: true,
+          subjects: { safe_regex: { regex: ".+" } },
           // The services verify the token again themselves.
           forward: true,
           payload_in_metadata: "jwt_payload",

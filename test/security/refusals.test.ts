@@ -9,11 +9,12 @@
 //
 // checking the code, the ErrorInfo reason, and that no row of any store changed. Then the mesh's
 // own refusals: internal rpcs from the wrong identity, plaintext and foreign certificates.
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
+import { importPKCS8, type JWTPayload, SignJWT } from "jose";
 import knex from "knex";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
@@ -24,6 +25,7 @@ import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js
 import { createClient } from "../../kit/client.js";
 import { completerOf, contractMethods } from "../../kit/contract.js";
 import { Code, decodeStatus } from "../../kit/errors.js";
+import { DEV_AUDIENCE, DEV_ISSUER } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { identityFiles, makeCredentials, signToken } from "../../scripts/lib/credentials.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
@@ -147,6 +149,10 @@ function complete(method: Method, request: object): object {
   return completer ? completer(request as Record<string, unknown>) : request;
 }
 
+/** The authorization header for `token`: a JWT (dots, no space), or a whole header. */
+const authorization = (token: string) =>
+  token.includes(".") && !token.includes(" ") ? `Bearer ${token}` : token;
+
 const reasonOf = (bin: Buffer | undefined) => {
   if (!bin) return undefined;
   for (const detail of Status.decode(bin).details) {
@@ -167,7 +173,7 @@ async function grpcCall(
   request = complete(method, request);
   const client = new grpc.Client(address, transport.credentials, transport.options);
   const metadata = new grpc.Metadata();
-  if (token) metadata.set("authorization", `Bearer ${token}`);
+  if (token) metadata.set("authorization", authorization(token));
   const deadline = Date.now() + 10_000;
   try {
     const error = await new Promise<grpc.ServiceError | null>((resolve) => {
@@ -220,7 +226,7 @@ async function grpcWebCall(
     headers: {
       "content-type": "application/grpc-web+proto",
       "x-grpc-web": "1",
-      ...(token && { authorization: `Bearer ${token}` }),
+      ...(token && { authorization: authorization(token) }),
     },
     body: Buffer.concat([frame, message]),
   });
@@ -260,7 +266,7 @@ async function restCall(
     method: rest.method,
     headers: {
       ...(rest.body && { "content-type": "application/json" }),
-      ...(token && { authorization: `Bearer ${token}` }),
+      ...(token && { authorization: authorization(token) }),
     },
     ...(rest.body && { body: JSON.stringify(rest.body) }),
   });
@@ -289,7 +295,7 @@ interface Case {
   rest: () => { method: string; path: string; body?: object };
   token: () => string | undefined;
   code: number;
-  reason: string;
+  reason: string | undefined;
 }
 
 /** Sends a case through every door; each must refuse it as expected, with every store unchanged. */
@@ -325,7 +331,7 @@ const get = (id: () => string) => ({ method: "GET", path: `/users/${id()}` });
 const getUser = (
   token: () => string | undefined,
   code: number,
-  reason: string,
+  reason: string | undefined,
   name: string,
 ): Case => ({
   name,
@@ -393,6 +399,53 @@ test.serial(
       },
     ];
     for (const c of cases) await refusedEverywhere(t, c);
+  },
+);
+
+test.serial(
+  "every door reads the authorization header alike: the scheme, the token's expiry and subject",
+  async (t) => {
+    const alice = data.alice.userId;
+    const key = await importPKCS8(await readFile(path.join(CERTS, "jwt.key"), "utf8"), "ES256");
+    const { keys } = JSON.parse(await readFile(path.join(CERTS, "jwks.json"), "utf8")) as {
+      keys: { kid: string }[];
+    };
+    /** A token of the development key with only the claims given. */
+    const signed = (claims: JWTPayload) =>
+      new SignJWT({ iss: DEV_ISSUER, aud: DEV_AUDIENCE, ...claims })
+        .setProtectedHeader({ alg: "ES256", kid: keys[0]?.kid ?? "" })
+        .sign(key);
+    const exp = Math.floor(Date.now() / 1000) + 3600;
+    const tokens = {
+      lowercase: `bearer ${data.tokens.alice}`,
+      basic: "Basic YWxpY2U6c2VjcmV0",
+      noExpiry: await signed({ sub: alice }),
+      noSubject: await signed({ exp }),
+      emptySubject: await signed({ sub: "", exp }),
+    };
+    const cases: Case[] = [
+      getUser(() => tokens.lowercase, Code.OK, undefined, "the scheme in lower case"),
+      getUser(() => tokens.basic, Code.UNAUTHENTICATED, "TOKEN_MISSING", "another scheme"),
+      getUser(() => "Bearer", Code.UNAUTHENTICATED, "TOKEN_MISSING", "a scheme without a token"),
+      getUser(() => tokens.noExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without exp"),
+      getUser(() => tokens.noSubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without sub"),
+      getUser(() => tokens.emptySubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an empty sub"),
+    ];
+    for (const c of cases) await refusedEverywhere(t, c);
+    // jwt_authn reads an access_token query parameter unless told where tokens are.
+    t.deepEqual(
+      await grpcCall(
+        envoy.address,
+        edgeTransport(),
+        {
+          ...UserServiceService.getUser,
+          path: `${UserServiceService.getUser.path}?access_token=${data.tokens.alice}`,
+        },
+        { userId: alice },
+        undefined,
+      ),
+      { code: Code.UNAUTHENTICATED, reason: "TOKEN_MISSING" },
+    );
   },
 );
 
