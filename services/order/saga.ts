@@ -198,17 +198,19 @@ export class OrderSaga {
         run = this.resolve(key, request, ctx).finally(() => this.inflight.delete(claim));
         this.inflight.set(claim, run);
       }
+      let order: Order;
       try {
-        const order = await run;
-        if (!sameRequest(order, request)) throw keyReused(key, order.orderId);
-        if (joined) this.events.replayed?.();
-        return order;
+        order = await run;
       } catch (error) {
-        // The run this call joined ended with its own caller's deadline; this caller may still
-        // have time to finish the order itself.
-        if (joined && callerGone(error) && !ctx.signal.aborted && attempt < 3) continue;
+        // The run this call joined was another body's, which found the key taken, or ended with
+        // its own caller's deadline: this call settles its own body itself.
+        const again = reused(error) || (callerGone(error) && !ctx.signal.aborted);
+        if (joined && again && attempt < 3) continue;
         throw error;
       }
+      if (!sameRequest(order, request)) throw keyReused(key, order.orderId);
+      if (joined) this.events.replayed?.();
+      return order;
     }
   }
 
@@ -573,6 +575,9 @@ export class OrderSaga {
 const inflightKey = (userId: string, key: string) => JSON.stringify([userId, key]);
 
 /** `orderId` holds the key, so it is the caller's own order: keys are per user. */
+const reused = (error: unknown) =>
+  error instanceof ServiceError && error.details.reason === "REQUEST_ID_REUSED";
+
 function keyReused(key: string, orderId: string) {
   return errors.alreadyExists(
     "REQUEST_ID_REUSED",

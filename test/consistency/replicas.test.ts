@@ -146,6 +146,50 @@ test("one request_id sent to both order replicas at once makes one order", async
   );
 });
 
+test("two bodies under one request_id on both replicas: each call gets the placed order or ALREADY_EXISTS by its own body", async (t) => {
+  const { users, products, orders } = (await shared) as Replicas;
+  const shopper = await addUser(users[0] as Client<typeof UserServiceService>);
+  const mug = await addProduct(products[0] as Client<typeof ProductServiceService>, { stock: 100 });
+  const [first, second] = orders as [
+    Client<typeof OrderServiceService>,
+    Client<typeof OrderServiceService>,
+  ];
+  for (let round = 0; round < 8; round++) {
+    const one = {
+      userId: shopper.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: `two-${round}`,
+    };
+    const two = { ...one, lines: [orderLine(mug.productId, 2)] };
+    // One body on one replica; on the other, the other body and then the first one again.
+    const sent = [
+      [one, first.createOrder(one)],
+      [two, second.createOrder(two)],
+      [one, second.createOrder(one)],
+    ] as const;
+    const answers = await Promise.all(
+      sent.map(([body, call]) =>
+        call.then(
+          ({ order }) => ({ body, order }),
+          (error) => ({ body, code: codeOf(error) }),
+        ),
+      ),
+    );
+    const placed = answers.find((answer) => "order" in answer);
+    if (!placed) continue;
+    const quantity = (placed.body.lines[0] as { quantity: number }).quantity;
+    for (const answer of answers) {
+      if ("code" in answer && answer.code === "ABORTED") continue;
+      const mine = (answer.body.lines[0] as { quantity: number }).quantity === quantity;
+      t.deepEqual(
+        "order" in answer ? answer.order?.orderId : answer.code,
+        mine ? (placed as { order: { orderId: string } }).order.orderId : "ALREADY_EXISTS",
+        `round ${round}: a call with ${mine ? "the placed" : "the other"} body`,
+      );
+    }
+  }
+});
+
 test("orders naming the same products in opposite orders, on both replicas, never deadlock", async (t) => {
   const { users, products, orders } = (await shared) as Replicas;
   const shopper = await addUser(users[0] as Client<typeof UserServiceService>);
