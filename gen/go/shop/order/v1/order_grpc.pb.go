@@ -151,7 +151,10 @@ type OrderServiceClient interface {
 	CancelOrder(ctx context.Context, in *CancelOrderRequest, opts ...grpc.CallOption) (*CancelOrderResponse, error)
 	// Streams an order's state: first the order as it is now, then the order
 	// again after every state change. The stream ends after a final state
-	// (cancelled or failed), or when the client cancels it.
+	// (cancelled or failed), or when the client cancels it. A change another
+	// replica makes is seen within the service's poll interval (a second by
+	// default), so a state it left again within that time can be skipped:
+	// `CANCELLING` on its way to `CANCELLED`. A final state never is.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
 	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
@@ -351,7 +354,10 @@ type OrderServiceServer interface {
 	CancelOrder(context.Context, *CancelOrderRequest) (*CancelOrderResponse, error)
 	// Streams an order's state: first the order as it is now, then the order
 	// again after every state change. The stream ends after a final state
-	// (cancelled or failed), or when the client cancels it.
+	// (cancelled or failed), or when the client cancels it. A change another
+	// replica makes is seen within the service's poll interval (a second by
+	// default), so a state it left again within that time can be skipped:
+	// `CANCELLING` on its way to `CANCELLED`. A final state never is.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
 	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
