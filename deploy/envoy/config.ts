@@ -568,15 +568,17 @@ function connectBridge() {
 }
 
 /**
- * The caller's protocol and status, and REST bodies checked against the contract: the first
- * filter (lua/edge.lua). It refuses a REST body with a field its message lacks
- * (INVALID_ARGUMENT), and strips grpc-* headers from REST and Connect replies.
+ * The caller's protocol and status, and REST requests checked against the contract: the first
+ * filter (lua/edge.lua). It refuses a REST body with a field its message lacks, and a query
+ * parameter for a field the path or the body sets (INVALID_ARGUMENT), and strips grpc-* headers
+ * from REST and Connect replies.
  */
 function edgeProtocols(services: readonly GrpcService[]) {
   const registry = contractRegistry();
   const http = registry.getExtension("google.api.http");
   if (!http) throw new Error("google.api.http is not in the descriptor set");
   const bodies: { method: string; pattern: string; message: string }[] = [];
+  const queries: { method: string; pattern: string; taken: string[]; body: string }[] = [];
   const messages: Record<string, Record<string, string | false>> = {};
   const describe = (message: DescMessage) => {
     if (messages[message.typeName] || message.file.proto.package.startsWith("google.")) return;
@@ -598,24 +600,46 @@ function edgeProtocols(services: readonly GrpcService[]) {
         pattern: { case?: string; value?: string };
         body: string;
       };
-      if (!rule.body || !rule.pattern.case || !rule.pattern.value) continue;
+      if (!rule.pattern.case || !rule.pattern.value) continue;
+      const verb = rule.pattern.case.toUpperCase();
+      const pattern = `^${rule.pattern.value.replace(/[.-]/g, "%$&").replace(/\{[^}]+\}/g, "[^/]+")}$`;
+      // Fields the path or the body sets, by each name a query parameter may give them.
+      const paths = [...rule.pattern.value.matchAll(/\{([^}=]+)/g)].map(
+        (match) => match[1] as string,
+      );
+      const taken = [...paths, ...(rule.body && rule.body !== "*" ? [rule.body] : [])];
+      queries.push({
+        method: verb,
+        pattern,
+        taken: [
+          ...new Set(
+            taken.flatMap((name) => [
+              name,
+              name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()),
+            ]),
+          ),
+        ],
+        body: rule.body,
+      });
+      if (!rule.body) continue;
       const message =
         rule.body === "*"
           ? method.input
           : method.input.fields.find((field) => field.name === rule.body)?.message;
       if (!message) continue;
       describe(message);
-      bodies.push({
-        method: rule.pattern.case.toUpperCase(),
-        pattern: `^${rule.pattern.value.replace(/[.-]/g, "%$&").replace(/\{[^}]+\}/g, "[^/]+")}$`,
-        message: message.typeName,
-      });
+      bodies.push({ method: verb, pattern, message: message.typeName });
     }
   }
   // Native gRPC needs none of it: the access log reads its protocol and status from Envoy.
   return skippedFor(
     NATIVE_GRPC,
-    lua("edge.lua", { REST_BODIES: bodies, MESSAGES: messages, EDGE_PROTOCOL_HEADER }),
+    lua("edge.lua", {
+      REST_BODIES: bodies,
+      REST_QUERIES: queries,
+      MESSAGES: messages,
+      EDGE_PROTOCOL_HEADER,
+    }),
   );
 }
 

@@ -211,6 +211,44 @@ test.serial(
 );
 
 test.serial(
+  "REST: a query parameter for a field the path or the body sets is refused, nothing changed",
+  async (t) => {
+    await ready();
+    const [c, d] = [await newUser(mesh.clients()), await newUser(mesh.clients())];
+    const refused = (answer: { status: number; json: Json }, field: string) => {
+      t.deepEqual([answer.status, answer.json.code], [400, 3], JSON.stringify(answer.json));
+      t.like(answer.json.details[0], {
+        reason: "QUERY_PARAMETER_NOT_ALLOWED",
+        domain: "shopmesh.edge",
+        metadata: { field },
+      });
+    };
+    refused(await rest(t, "DELETE", `/users/${c.userId}?user_id=${d.userId}`), "user_id");
+    refused(await rest(t, "GET", `/users/${c.userId}?userId=${d.userId}`), "userId");
+    const rename = JSON.stringify({ display_name: "Renamed" });
+    refused(
+      await rest(
+        t,
+        "PATCH",
+        `/users/${c.userId}?update_mask=display_name&user.user_id=${d.userId}`,
+        rename,
+      ),
+      "user.user_id",
+    );
+    // CancelOrder's body is the whole request: no query parameter at all.
+    refused(await rest(t, "POST", "/orders/ord_x:cancel?order%5Fid=ord_y", "{}"), "order_id");
+    for (const user of [c, d]) {
+      const read = await rest(t, "GET", `/users/${user.userId}`);
+      t.is(read.status, 200);
+      t.is(read.json.user.display_name, user.displayName);
+    }
+    // A query parameter for a field neither sets still goes through.
+    const renamed = await rest(t, "PATCH", `/users/${c.userId}?update_mask=display_name`, rename);
+    t.deepEqual([renamed.status, renamed.json.user.display_name], [200, "Renamed"]);
+  },
+);
+
+test.serial(
   "REST: service errors keep their google.rpc.Status; unknown paths are NOT_FOUND",
   async (t) => {
     await ready();

@@ -7,6 +7,8 @@
 --   EDGE_PROTOCOL_HEADER for lua/health.lua, which removes it.
 -- - Refuses a REST body with a field its message does not have: INVALID_ARGUMENT, as a
 --   google.rpc.Status JSON body. The transcoder would drop it silently.
+-- - Refuses a REST query parameter for a field the path or the body sets (any, when the body is
+--   the whole request): the transcoder lets the query win, so DELETE /users/A?user_id=B deleted B.
 -- - Strips the grpc-* headers of REST and Connect replies, after recording the gRPC status they
 --   carry (Envoy's own REST replies carry one for this filter only).
 -- - Serves Connect with the proto codec only (the services speak protobuf): a Connect call in
@@ -14,9 +16,10 @@
 -- - Repairs the Connect bridge's unary errors: their message stays percent-encoded as grpc-message
 --   was, and each detail's type keeps the type.googleapis.com/ prefix that Connect leaves out.
 --
--- REST_BODIES (method, path pattern, body message), MESSAGES (per message, each JSON key of a
--- field and the message it holds, or false) and EDGE_PROTOCOL_HEADER are defined above this file
--- by deploy/envoy/config.ts, REST_BODIES and MESSAGES from the contract's google.api.http options.
+-- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
+-- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
+-- a field and the message it holds, or false) and EDGE_PROTOCOL_HEADER are defined above this
+-- file by deploy/envoy/config.ts, from the contract's google.api.http options.
 
 local NAMESPACE = "shopmesh.edge"
 
@@ -134,6 +137,34 @@ local function body_message(headers)
   return nil
 end
 
+local function unescaped(text)
+  return (text:gsub("%+", " "):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- The first query parameter that names a field the path or the body sets, and why; nil if none.
+local function taken_parameter(headers)
+  local path = headers:get(":path") or ""
+  local query = path:match("%?(.*)$")
+  if query == nil or query == "" then return nil end
+  local method = headers:get(":method")
+  local bare = path:gsub("%?.*", "")
+  for _, route in ipairs(REST_QUERIES) do
+    if route.method == method and bare:find(route.pattern) then
+      for pair in query:gmatch("[^&]+") do
+        local name = unescaped(pair:match("^[^=]*"))
+        if route.body == "*" then return name, "the body carries the whole request" end
+        for _, taken in ipairs(route.taken) do
+          if name == taken or name:sub(1, #taken + 1) == taken .. "." then
+            return name, taken .. " is set by the path or the body"
+          end
+        end
+      end
+      return nil
+    end
+  end
+  return nil
+end
+
 local function quote(text)
   return '"' .. text:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
 end
@@ -161,6 +192,19 @@ local function repaired_connect_error(text)
   return (text:gsub('"type":"type%.googleapis%.com/', '"type":"'))
 end
 
+-- INVALID_ARGUMENT for a REST call, as a google.rpc.Status JSON body naming the field.
+local function refuse_rest(handle, reason, field, text, description)
+  -- Objects taken before body() are out of scope once it has waited for the body.
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 3)
+  handle:respond({ [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
+    '{"code":3,"message":', quote(text), ',"details":[',
+    '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"', reason, '",',
+    '"domain":"', NAMESPACE, '","metadata":{"field":', quote(field), "}},",
+    '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":',
+    quote(field), ',"description":', quote(description), "}]}]}",
+  }))
+end
+
 function envoy_on_request(handle)
   local headers = handle:headers()
   local protocol = protocol_of(headers)
@@ -170,22 +214,19 @@ function envoy_on_request(handle)
   headers:replace(EDGE_PROTOCOL_HEADER, protocol)
   if protocol == "connect" then return refuse_connect_json(handle, headers) end
   if protocol ~= "rest" then return end
+  local parameter, why = taken_parameter(headers)
+  if parameter then
+    return refuse_rest(handle, "QUERY_PARAMETER_NOT_ALLOWED", parameter,
+      "query parameter " .. parameter .. " is not allowed here: " .. why, why)
+  end
   local message = body_message(headers)
   if message == nil then return end
   local body = handle:body()
   if body == nil then return end
   local field = unknown_field(body:getBytes(0, body:length()), message)
   if field == nil then return end
-  local text = "unknown field " .. field .. " in the request body"
-  -- Objects taken before body() are out of scope once it has waited for the body.
-  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 3)
-  handle:respond({ [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
-    '{"code":3,"message":', quote(text), ',"details":[',
-    '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"UNKNOWN_FIELD",',
-    '"domain":"', NAMESPACE, '","metadata":{"field":', quote(field), "}},",
-    '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":',
-    quote(field), ',"description":"no such field"}]}]}',
-  }))
+  refuse_rest(handle, "UNKNOWN_FIELD", field, "unknown field " .. field .. " in the request body",
+    "no such field")
 end
 
 local GRPC_HEADERS = {
