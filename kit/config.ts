@@ -6,11 +6,21 @@ export const env = {
     const value = process.env[name];
     return value === undefined || value === "" ? fallback : value;
   },
-  int(name: string, fallback: number): number {
+  /** An integer, within `min` and `max` when given. */
+  int(name: string, fallback: number, { min, max }: { min?: number; max?: number } = {}): number {
     const raw = process.env[name];
     if (raw === undefined || raw === "") return fallback;
     const value = Number(raw);
     if (!Number.isInteger(value)) throw new Error(`${name} must be an integer, got "${raw}"`);
+    if ((min !== undefined && value < min) || (max !== undefined && value > max)) {
+      const range =
+        max === undefined
+          ? `at least ${min}`
+          : min === undefined
+            ? `at most ${max}`
+            : `between ${min} and ${max}`;
+      throw new Error(`${name} must be ${range}, got "${raw}"`);
+    }
     return value;
   },
   bool(name: string, fallback: boolean): boolean {
@@ -85,10 +95,10 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     port: env.int("SHOP_PORT", defaultPort),
     database: databaseLocation(service),
     logLevel: env.string("SHOP_LOG_LEVEL", "info"),
-    shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000),
-    maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000),
-    maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000),
-    maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8),
+    shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000, { min: 0 }),
+    maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),
+    maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, { min: 0 }),
+    maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
     ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.int("SHOP_HEALTH_PORT", 0) }),
   };
 }

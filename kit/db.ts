@@ -89,7 +89,7 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
   const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10);
   if (poolMax < 1) throw new Error("SHOP_DATABASE_POOL_MAX must be at least 1");
   const statementTimeoutMs =
-    options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000);
+    options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000, { min: 0 });
   if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");
   const applicationName = options.applicationName ?? `shopmesh ${schema}`;
   const preparedStatements =

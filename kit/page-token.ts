@@ -17,12 +17,23 @@ let secret: string | undefined;
 export function pageTokenSecret(): string {
   if (secret === undefined) {
     const file = env.string("SHOP_PAGE_TOKEN_SECRET_FILE", "");
-    secret = env.string(
-      "SHOP_PAGE_TOKEN_SECRET",
-      file ? readFileSync(file, "utf8").replace(/\r?\n$/, "") : DEV_PAGE_TOKEN_SECRET,
-    );
+    secret =
+      env.string("SHOP_PAGE_TOKEN_SECRET", "") || (file ? secretIn(file) : DEV_PAGE_TOKEN_SECRET);
   }
   return secret;
+}
+
+function secretIn(file: string): string {
+  let text: string;
+  try {
+    text = readFileSync(file, "utf8").replace(/\r?\n$/, "");
+  } catch (error) {
+    throw new Error(
+      `SHOP_PAGE_TOKEN_SECRET_FILE: cannot read ${file} (${(error as NodeJS.ErrnoException).code})`,
+    );
+  }
+  if (text === "") throw new Error(`SHOP_PAGE_TOKEN_SECRET_FILE: ${file} is empty`);
+  return text;
 }
 
 const sign = (body: string) =>

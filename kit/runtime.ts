@@ -91,7 +91,7 @@ export async function startService(
   const counting = options.metrics !== false;
   const tracing = options.tracing !== false;
   const dependencyTimeoutMs =
-    options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000);
+    options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000, { min: 1 });
   const clientMiddleware = [
     ...(tracing ? [tracingClient] : []),
     ...(counting ? [metricsClient(metrics)] : []),

@@ -98,6 +98,8 @@ export function securityFromEnv(): SecurityConfig {
     return fallback;
   };
   const files = tlsFilesFromEnv();
+  // Read now, in every profile: a secret file that cannot be read stops the start, not a list call.
+  pageTokenSecret();
   const config: SecurityConfig = {
     profile,
     tls: files && readTls(files),

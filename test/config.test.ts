@@ -1,0 +1,54 @@
+// Settings a service cannot work with stop it at start, with one line naming the variable, before
+// it serves a call: never a service that starts and then fails its callers.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { exec } from "./helpers/exec.js";
+
+const cases: [service: string, env: Record<string, string>, message: RegExp][] = [
+  [
+    "order",
+    { SHOP_RESERVATION_TTL_MS: "7200000" },
+    /SHOP_RESERVATION_TTL_MS must be between 1000 and 3600000, got "7200000"/,
+  ],
+  ["order", { SHOP_WATCH_POLL_MS: "0" }, /SHOP_WATCH_POLL_MS must be at least 10/],
+  ["order", { SHOP_DEPENDENCY_TIMEOUT_MS: "-1" }, /SHOP_DEPENDENCY_TIMEOUT_MS must be at least 1/],
+  ["product", { SHOP_RESERVATION_SWEEP_MS: "0" }, /SHOP_RESERVATION_SWEEP_MS must be at least 10/],
+  [
+    "user",
+    { SHOP_MAX_CONNECTION_AGE_MS: "-1000" },
+    /SHOP_MAX_CONNECTION_AGE_MS must be at least 0/,
+  ],
+  ["user", { SHOP_SHUTDOWN_GRACE_MS: "-5" }, /SHOP_SHUTDOWN_GRACE_MS must be at least 0/],
+  ["user", { SHOP_MAX_PAGES_IN_FLIGHT: "-1" }, /SHOP_MAX_PAGES_IN_FLIGHT must be at least 0/],
+  [
+    "product",
+    { SHOP_PAGE_TOKEN_SECRET_FILE: "/does/not/exist" },
+    /SHOP_PAGE_TOKEN_SECRET_FILE: cannot read \/does\/not\/exist \(ENOENT\)/,
+  ],
+];
+
+for (const [service, env, message] of cases) {
+  test.serial(`${service} with ${Object.entries(env)[0]?.join("=")} stops at start`, async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const run = await exec(
+      process.execPath,
+      ["--import", "tsx", path.join("services", "main.ts")],
+      {
+        env: {
+          SHOP_SERVICE: service,
+          SHOP_DATA_DIR: dir,
+          SHOP_PORT: "0",
+          SHOP_METRICS: "false",
+          ...env,
+        },
+        timeoutMs: 30_000,
+      },
+    );
+    t.is(run.code, 1, run.stderr);
+    t.regex(run.stderr, message);
+    t.is(run.stderr.trim().split("\n").length, 1, run.stderr);
+  });
+}
