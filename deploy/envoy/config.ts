@@ -1522,6 +1522,8 @@ function statsListener(topology: EnvoyTopology) {
   ];
 }
 
+const SAMPLERS = "envoy.extensions.tracers.opentelemetry.samplers.v3";
+
 /** The HTTP connection manager's tracing: Envoy's OpenTelemetry tracer, W3C trace context. */
 function edgeTracing(topology: EnvoyTopology) {
   if (!topology.tracing) return {};
@@ -1534,12 +1536,30 @@ function edgeTracing(topology: EnvoyTopology) {
       }),
     },
     tracing: {
-      random_sampling: { value: topology.tracing.samplePercent },
+      // Every request goes to the tracer's sampler, which decides.
+      random_sampling: { value: 100 },
       provider: {
         name: "envoy.tracers.opentelemetry",
         typed_config: typed("envoy.config.trace.v3.OpenTelemetryConfig", {
           grpc_service: { envoy_grpc: { cluster_name: COLLECTOR_CLUSTER }, timeout: "1s" },
           service_name: "envoy",
+          // The services' sampler: a caller's decision stands, and samplePercent of new traces
+          // are sampled. Without one, the tracer sampled every new trace once the request id
+          // did not decide, whatever random_sampling said.
+          sampler: {
+            name: "envoy.tracers.opentelemetry.samplers.parent_based",
+            typed_config: typed(`${SAMPLERS}.ParentBasedSamplerConfig`, {
+              wrapped_sampler: {
+                name: "envoy.tracers.opentelemetry.samplers.trace_id_ratio_based",
+                typed_config: typed(`${SAMPLERS}.TraceIdRatioBasedSamplerConfig`, {
+                  sampling_percentage: {
+                    numerator: Math.round(topology.tracing.samplePercent * 10_000),
+                    denominator: "MILLION",
+                  },
+                }),
+              },
+            }),
+          },
         }),
       },
     },
