@@ -9,6 +9,7 @@
 import { readFileSync } from "node:fs";
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { stringify } from "yaml";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import type { AccessRule } from "../../kit/auth.js";
 import {
   contractMethods,
@@ -811,7 +812,7 @@ export const EDGE_REFUSALS = [
  */
 function localReplies() {
   return {
-    mappers: [...edgeRefusals(), unroutedGrpc(), ...restErrorReplies()],
+    mappers: [...connectReplies(), ...edgeRefusals(), unroutedGrpc(), ...restErrorReplies()],
   };
 }
 
@@ -889,6 +890,79 @@ function unroutedGrpc() {
       },
     ],
   };
+}
+
+/** Connect's names of the codes Envoy's own replies carry. */
+const CONNECT_CODES: Record<number, string> = {
+  7: "permission_denied",
+  12: "unimplemented",
+  16: "unauthenticated",
+};
+
+/**
+ * Envoy's refusals and no-route reply to a Connect call (edgeProtocols marked it), as a Connect
+ * error with its ErrorInfo: for a unary call the error JSON under the refusal's HTTP status, for
+ * a streaming one a 200 whose body is the end-of-stream message. Envoy would send the bare text.
+ */
+function connectReplies() {
+  const connect = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'connect'";
+  const stream = "metadata.filter_metadata['shopmesh.edge']['stream'] == true";
+  const replies = [
+    ...EDGE_REFUSALS.map((refusal) => ({
+      when: `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`,
+      ...refusal,
+    })),
+    {
+      when: "response.code_details == 'direct_response' && response.code == 404",
+      code: 12,
+      reason: "UNKNOWN_METHOD",
+      message: "unknown service or method",
+    },
+  ];
+  return replies.flatMap((reply) => {
+    const error = JSON.stringify({
+      code: CONNECT_CODES[reply.code],
+      message: reply.message,
+      details: [
+        {
+          type: "google.rpc.ErrorInfo",
+          value: Buffer.from(
+            ErrorInfo.encode({ reason: reply.reason, domain: EDGE_DOMAIN, metadata: {} }).finish(),
+          )
+            .toString("base64")
+            .replace(/=+$/, ""),
+        },
+      ],
+    });
+    return [
+      {
+        filter: when(`${connect} && ${stream} && ${reply.when}`),
+        status_code: 200,
+        body_format_override: {
+          text_format_source: {
+            inline_bytes: endOfStream(`{"error":${error}}`).toString("base64"),
+          },
+          content_type: "application/connect+proto",
+        },
+      },
+      {
+        filter: when(`${connect} && ${reply.when}`),
+        body_format_override: {
+          text_format_source: { inline_string: error },
+          content_type: "application/json",
+        },
+      },
+    ];
+  });
+}
+
+/** A Connect end-of-stream message: flags 0x02, the length, then the JSON. */
+function endOfStream(json: string): Buffer {
+  const body = Buffer.from(json);
+  const head = Buffer.alloc(5);
+  head[0] = 0x02;
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
 }
 
 const JWT_PROVIDER = "shopmesh";
@@ -1159,7 +1233,7 @@ export function envoyConfig(
       // takes its policy from the route it sees, and before the transcoder a REST path has no
       // forwarding route, so REST responses would get no CORS headers; it answers preflights
       // before any token is asked for. Then the token (jwt_authn) and role (rbac) checks, whose
-      // refusals every earlier filter turns back into its caller's protocol. The router last.
+      // refusals localReplies puts in its caller's protocol. The router last.
       http_filters: [
         edgeProtocols(services),
         {

@@ -4,6 +4,7 @@
 import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import test from "ava";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
 import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
@@ -442,6 +443,75 @@ test.serial("Connect: the JSON codec is refused with 415, before any service", a
   t.is(response.status, 415);
   t.is(((await response.json()) as Json).code, "unimplemented");
 });
+
+test.serial(
+  "Connect: Envoy's own refusals are Connect errors with their ErrorInfo, unary and streaming",
+  async (t) => {
+    await ready();
+    const connect = async (path: string, streaming: boolean, headers: Record<string, string>) => {
+      const response = await edgeFetch(url(path), {
+        method: "POST",
+        headers: {
+          ...headers,
+          "connect-protocol-version": "1",
+          "content-type": streaming ? "application/connect+proto" : "application/proto",
+        },
+        // An empty request message, enveloped when streaming.
+        body: streaming ? Buffer.alloc(5) : Buffer.alloc(0),
+      });
+      const body = Buffer.from(await response.arrayBuffer());
+      // A stream's error is its end-of-stream message: flags 0x02, length, {"error": …}.
+      const error = (
+        streaming
+          ? (JSON.parse(body.subarray(5).toString()) as { error: Json }).error
+          : JSON.parse(body.toString())
+      ) as { code: string; details: { type: string; value: string }[] };
+      const info = error.details.find((detail) => detail.type === "google.rpc.ErrorInfo");
+      return {
+        status: response.status,
+        type: response.headers.get("content-type"),
+        code: error.code,
+        ...(streaming && { flags: body[0] }),
+        info: info && ErrorInfo.decode(Buffer.from(info.value, "base64")),
+      };
+    };
+    const user = await newUser(mesh.clients());
+    const token = { authorization: `Bearer ${await tokenFor(user.userId)}` };
+    const cases = [
+      ["/shop.user.v1.UserService/ListUsers", false, {}, 401, "unauthenticated", "TOKEN_MISSING"],
+      ["/shop.order.v1.OrderService/WatchOrder", true, {}, 200, "unauthenticated", "TOKEN_MISSING"],
+      [
+        "/shop.user.v1.UserService/ListUsers",
+        false,
+        token,
+        403,
+        "permission_denied",
+        "ADMIN_REQUIRED",
+      ],
+      [
+        "/shop.product.v1.InventoryService/ReserveStock",
+        false,
+        admin,
+        404,
+        "unimplemented",
+        "UNKNOWN_METHOD",
+      ],
+    ] as const;
+    for (const [path, streaming, headers, status, code, reason] of cases) {
+      t.like(
+        await connect(path, streaming, headers),
+        {
+          status,
+          type: streaming ? "application/connect+proto" : "application/json",
+          code,
+          ...(streaming && { flags: 2 }),
+          info: { reason, domain: "shopmesh.edge" },
+        },
+        `${path} (${reason})`,
+      );
+    }
+  },
+);
 
 // ---------------------------------------------------------------------------------------------
 // Health by service name

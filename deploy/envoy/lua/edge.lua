@@ -212,7 +212,12 @@ function envoy_on_request(handle)
   metadata:set(NAMESPACE, "protocol", protocol)
   metadata:set(NAMESPACE, "method", headers:get(":method"))
   headers:replace(EDGE_PROTOCOL_HEADER, protocol)
-  if protocol == "connect" then return refuse_connect_json(handle, headers) end
+  if protocol == "connect" then
+    -- A streaming call: Envoy's own refusal must be its end-of-stream message (local replies).
+    local kind = headers:get("content-type") or ""
+    metadata:set(NAMESPACE, "stream", kind:sub(1, 20) == "application/connect+")
+    return refuse_connect_json(handle, headers)
+  end
   if protocol ~= "rest" then return end
   local parameter, why = taken_parameter(headers)
   if parameter then
