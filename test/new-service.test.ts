@@ -4,7 +4,7 @@
 // the scaffold adds it to the storage variants), and the copy's own
 // `npm start` and `npm run mesh` serve it: the banner lists it, Envoy routes it, `grpcurl list`
 // through Envoy shows it.
-import { readFileSync } from "node:fs";
+import { existsSync, readFileSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -167,4 +167,17 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
   await writeFile(path.join(copy, "test/scaffold-launch.test.ts"), LAUNCH_CHECK);
   const launched = await run("npx", ["ava", "test/scaffold-launch.test.ts"], 300_000);
   t.regex(launched.stdout + launched.stderr, /2 tests passed/);
+});
+
+test("npm run new-service refuses a name the test fleets give a client, before writing anything", async (t) => {
+  const run = await exec(process.execPath, [
+    "--import",
+    "tsx",
+    "scripts/new-service.ts",
+    "inventory",
+  ]);
+  t.is(run.code, 1);
+  t.regex(run.stderr, /"inventory" names a client of the test fleets/);
+  t.false(existsSync(path.join(repoRoot, "proto", "shop", "inventory")), "nothing written");
+  t.false(existsSync(path.join(repoRoot, "services", "inventory")), "nothing written");
 });
