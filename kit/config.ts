@@ -32,6 +32,13 @@ export const env = {
   },
 };
 
+/** `host:port`, an IPv6 literal in brackets: `[::1]:50051`, as grpc-js and URLs take it. */
+export const hostPort = (host: string, port: number) =>
+  `${host.includes(":") && !host.startsWith("[") ? `[${host}]` : host}:${port}`;
+
+/** A host as listen() takes it: an IPv6 literal without brackets. */
+export const bareHost = (host: string) => host.replace(/^\[(.*)\]$/, "$1");
+
 /** `SHOP_<NAME>_<SETTING>`, e.g. SHOP_USER_ADDR: a setting about one service, by its name. */
 export const serviceVariable = (name: string, setting: string) =>
   `SHOP_${name.toUpperCase()}_${setting}`;

@@ -10,6 +10,7 @@ import {
   type HistogramConfiguration,
   Registry,
 } from "prom-client";
+import { bareHost, hostPort } from "./config.js";
 import { type DatabaseObserver, isBusy } from "./db.js";
 import type { PagesInFlight } from "./middleware/pages.js";
 import type { RunObserver } from "./repeat.js";
@@ -200,7 +201,7 @@ export async function serveMetrics(
   server.keepAliveTimeout = 65_000;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
-    server.listen(port, host, () => {
+    server.listen(port, bareHost(host), () => {
       server.off("error", reject);
       resolve();
     });
@@ -208,7 +209,7 @@ export async function serveMetrics(
   const bound = (server.address() as AddressInfo).port;
   return {
     port: bound,
-    address: `${host}:${bound}`,
+    address: hostPort(host, bound),
     close: () =>
       new Promise<void>((resolve) => {
         server.close(() => resolve());

@@ -1,6 +1,6 @@
 import { TokenVerifier } from "./auth.js";
 import { createClient } from "./client.js";
-import { env, type ServerConfig, serverConfig } from "./config.js";
+import { env, hostPort, type ServerConfig, serverConfig } from "./config.js";
 import { type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
 import {
@@ -163,7 +163,7 @@ export async function startService(
         async (error: unknown) => {
           await server.shutdown();
           throw new Error(
-            `metrics: cannot listen on ${config.host}:${metricsPort}: ${(error as Error).message}`,
+            `metrics: cannot listen on ${hostPort(config.host, metricsPort)}: ${(error as Error).message}`,
           );
         },
       );

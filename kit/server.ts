@@ -1,5 +1,6 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
+import { hostPort } from "./config.js";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { answerUnknownMethods, framingGuard, type Refused } from "./framing.js";
@@ -154,7 +155,7 @@ export async function serve(
 
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
-      `${options.host}:${options.port}`,
+      hostPort(options.host, options.port),
       serverCredentials(options.tls),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     ),
@@ -171,7 +172,7 @@ export async function serve(
   let stopping: Promise<void> | undefined;
   return {
     port,
-    address: `${options.host}:${port}`,
+    address: hostPort(options.host, port),
     health,
     ...(probes && { healthPort: probes.port }),
     shutdown() {
@@ -187,7 +188,7 @@ export async function serve(
         // GOAWAY now, and a little after the grace period, the connections still open are
         // closed with the calls on them (a library's streams). forceShutdown alone does not
         // close them: grpc-js lists them for it only with channelz on, which is off here.
-        server.drain(`${options.host}:${port}`, grace + STREAMS_END_MS);
+        server.drain(hostPort(options.host, port), grace + STREAMS_END_MS);
         server.tryShutdown(() => {
           clearTimeout(force);
           // The probes see NOT_SERVING until the main port has drained.
@@ -213,7 +214,7 @@ async function healthOnly(
   health.addToServer(guardedServer(server));
   const port = await new Promise<number>((resolve, reject) =>
     server.bindAsync(
-      `${options.host}:${options.healthPort}`,
+      hostPort(options.host, options.healthPort as number),
       grpc.ServerCredentials.createInsecure(),
       (error, bound) => (error ? reject(error) : resolve(bound)),
     ),

@@ -1,9 +1,13 @@
 // Settings a service cannot work with stop it at start, with one line naming the variable, before
 // it serves a call: never a service that starts and then fails its callers.
+import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
+import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
 const cases: [service: string, env: Record<string, string>, message: RegExp][] = [
@@ -52,3 +56,49 @@ for (const [service, env, message] of cases) {
     t.is(run.stderr.trim().split("\n").length, 1, run.stderr);
   });
 }
+
+/** A free port on `host`. */
+const freePort = (host: string) =>
+  new Promise<number>((resolve, reject) => {
+    const server = createServer().listen(0, host, () => {
+      const { port } = server.address() as AddressInfo;
+      server.close(() => resolve(port));
+    });
+    server.once("error", reject);
+  });
+
+test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const [port, metricsPort] = [await freePort("::1"), await freePort("::1")];
+  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      SHOP_SERVICE: "product",
+      SHOP_DATA_DIR: dir,
+      SHOP_HOST: "::1",
+      SHOP_PORT: String(port),
+      SHOP_METRICS_PORT: String(metricsPort),
+    },
+    stdio: "ignore",
+  });
+  t.teardown(() => {
+    child.kill("SIGKILL");
+  });
+  const health = await eventually(
+    "the product service SERVING on [::1]",
+    async () => {
+      const run = await exec(tool("grpcurl"), [
+        "-plaintext",
+        `[::1]:${port}`,
+        "grpc.health.v1.Health/Check",
+      ]);
+      return run.code === 0 ? run.stdout : undefined;
+    },
+    { timeoutMs: 30_000, intervalMs: 250 },
+  );
+  t.regex(health, /SERVING/);
+  const metrics = await fetch(`http://[::1]:${metricsPort}/metrics`);
+  t.is(metrics.status, 200);
+});
