@@ -5,6 +5,7 @@ import path from "node:path";
 import { credentials } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
 import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
@@ -510,6 +511,40 @@ test.serial(
         `${path} (${reason})`,
       );
     }
+  },
+);
+
+test.serial(
+  "Connect: a service's error at the end of a stream is readable, with its details",
+  async (t) => {
+    await ready();
+    const message = WatchOrderRequest.encode({ orderId: "ord_nope" }).finish();
+    const envelope = Buffer.alloc(5);
+    envelope.writeUInt32BE(message.length, 1);
+    const response = await edgeFetch(url("/shop.order.v1.OrderService/WatchOrder"), {
+      method: "POST",
+      headers: {
+        ...admin,
+        "connect-protocol-version": "1",
+        "content-type": "application/connect+proto",
+      },
+      body: Buffer.concat([envelope, message]),
+    });
+    t.is(response.status, 200);
+    const body = Buffer.from(await response.arrayBuffer());
+    t.is(body[0], 2, "the only message ends the stream");
+    t.is(body.readUInt32BE(1), body.length - 5);
+    const { error } = JSON.parse(body.subarray(5).toString()) as {
+      error: { code: string; message: string; details: { type: string; value: string }[] };
+    };
+    t.is(error.code, "not_found");
+    t.regex(error.message, /ord_nope/);
+    t.notRegex(error.message, /%20/);
+    const info = error.details.find((detail) => detail.type === "google.rpc.ErrorInfo");
+    t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+      reason: "ORDER_NOT_FOUND",
+      domain: "shop.order.v1",
+    });
   },
 );
 

@@ -13,8 +13,9 @@
 --   carry (Envoy's own REST replies carry one for this filter only).
 -- - Serves Connect with the proto codec only (the services speak protobuf): a Connect call in
 --   JSON is refused with 415, as the Connect protocol says, before it reaches them.
--- - Repairs the Connect bridge's unary errors: their message stays percent-encoded as grpc-message
---   was, and each detail's type keeps the type.googleapis.com/ prefix that Connect leaves out.
+-- - Repairs the Connect bridge's errors, unary and at the end of a stream: their message stays
+--   percent-encoded as grpc-message was, and each detail's type keeps the type.googleapis.com/
+--   prefix that Connect leaves out.
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
@@ -234,6 +235,29 @@ function envoy_on_request(handle)
     "no such field")
 end
 
+-- A big-endian 32-bit length, as a Connect envelope carries it.
+local function be32(n)
+  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256)
+end
+
+-- A chunk of a Connect stream that ends with its end-of-stream message (flags 0x02), that message
+-- repaired as a unary error is; nil for any other chunk. A chunk is taken to start an envelope, as
+-- the bridge writes them; one that does not parse to its end is left alone.
+local function repaired_end_of_stream(bytes)
+  local pos = 1
+  while pos + 4 <= #bytes do
+    local b1, b2, b3, b4 = bytes:byte(pos + 1, pos + 4)
+    local length = ((b1 * 256 + b2) * 256 + b3) * 256 + b4
+    if bytes:byte(pos) == 2 and pos + 4 + length == #bytes then
+      local json = repaired_connect_error(bytes:sub(pos + 5))
+      return bytes:sub(1, pos - 1) .. string.char(2) .. be32(#json) .. json
+    end
+    pos = pos + 5 + length
+  end
+  return nil
+end
+
 local GRPC_HEADERS = {
   "grpc-status", "grpc-message", "grpc-status-details-bin", "grpc-encoding", "grpc-accept-encoding",
 }
@@ -248,6 +272,15 @@ function envoy_on_response(handle)
     metadata:set(NAMESPACE, "grpc_status", tonumber(status))
   end
   for _, name in ipairs(GRPC_HEADERS) do headers:remove(name) end
+  local kind = headers:get("content-type") or ""
+  if seen.protocol == "connect" and kind:sub(1, 20) == "application/connect+" then
+    -- A stream: its messages pass as they come; the error at its end is repaired.
+    for chunk in handle:bodyChunks() do
+      local repaired = repaired_end_of_stream(chunk:getBytes(0, chunk:length()))
+      if repaired then chunk:setBytes(repaired) end
+    end
+    return
+  end
   if seen.protocol == "connect" and headers:get(":status") ~= "200"
     and headers:get("content-type") == "application/json" then
     local body = handle:body()
