@@ -552,7 +552,9 @@ export const OrderService: GenService<{
     output: typeof GetOrderResponseSchema;
   },
   /**
-   * Lists orders, newest first, optionally only one user's.
+   * Lists orders, newest first, optionally only one user's. "Newest" is the
+   * order in which orders were written: two placed at the same moment on
+   * two replicas may list a few milliseconds out of `create_time` order.
    *
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's

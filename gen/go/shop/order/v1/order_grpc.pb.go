@@ -118,7 +118,9 @@ type OrderServiceClient interface {
 	// otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
-	// Lists orders, newest first, optionally only one user's.
+	// Lists orders, newest first, optionally only one user's. "Newest" is the
+	// order in which orders were written: two placed at the same moment on
+	// two replicas may list a few milliseconds out of `create_time` order.
 	//
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
@@ -321,7 +323,9 @@ type OrderServiceServer interface {
 	// otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
-	// Lists orders, newest first, optionally only one user's.
+	// Lists orders, newest first, optionally only one user's. "Newest" is the
+	// order in which orders were written: two placed at the same moment on
+	// two replicas may list a few milliseconds out of `create_time` order.
 	//
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's

@@ -1462,7 +1462,9 @@ export const OrderServiceService = {
     responseDeserialize: (value: Buffer): GetOrderResponse => GetOrderResponse.decode(value),
   },
   /**
-   * Lists orders, newest first, optionally only one user's.
+   * Lists orders, newest first, optionally only one user's. "Newest" is the
+   * order in which orders were written: two placed at the same moment on
+   * two replicas may list a few milliseconds out of `create_time` order.
    *
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
@@ -1602,7 +1604,9 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    */
   getOrder: handleUnaryCall<GetOrderRequest, GetOrderResponse>;
   /**
-   * Lists orders, newest first, optionally only one user's.
+   * Lists orders, newest first, optionally only one user's. "Newest" is the
+   * order in which orders were written: two placed at the same moment on
+   * two replicas may list a few milliseconds out of `create_time` order.
    *
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
@@ -1746,7 +1750,9 @@ export interface OrderServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetOrderResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists orders, newest first, optionally only one user's.
+   * Lists orders, newest first, optionally only one user's. "Newest" is the
+   * order in which orders were written: two placed at the same moment on
+   * two replicas may list a few milliseconds out of `create_time` order.
    *
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
