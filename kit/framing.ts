@@ -121,15 +121,13 @@ export function answerUnknownMethods(server: grpc.Server, domain: string): void 
     const method = path.split("?")[0] as string;
     const service = method.slice(1, Math.max(method.lastIndexOf("/"), 1));
     const known = served(service);
-    const error = new ServiceError(
-      Code.UNIMPLEMENTED,
-      method !== path
-        ? `${method}?…: a gRPC path has no query`
-        : known
-          ? `${service} has no method ${method.slice(method.lastIndexOf("/") + 1)}`
-          : `this server does not serve ${service || method}`,
-      { reason: "UNKNOWN_METHOD", metadata: { method: method.slice(0, PATH_MAX) } },
-    );
+    let text = `this server does not serve ${service || method}`;
+    if (known) text = `${service} has no method ${method.slice(method.lastIndexOf("/") + 1)}`;
+    if (method !== path) text = `${method}?…: a gRPC path has no query`;
+    const error = new ServiceError(Code.UNIMPLEMENTED, text, {
+      reason: "UNKNOWN_METHOD",
+      metadata: { method: method.slice(0, PATH_MAX) },
+    });
     const status = statusOf(error, known ? packageOf(service) : domain);
     return {
       type: "bidi",
