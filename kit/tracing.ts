@@ -74,11 +74,17 @@ export function sampleRatio(env: Env = process.env): number {
 /** How traces travel over OTLP: OTEL_EXPORTER_OTLP_TRACES_PROTOCOL, else OTEL_EXPORTER_OTLP_PROTOCOL. */
 export type OtlpProtocol = "grpc" | "http/protobuf" | "http/json";
 
+const PROTOCOLS: readonly OtlpProtocol[] = ["grpc", "http/protobuf", "http/json"];
+
 function otlpProtocol(env: Env): OtlpProtocol {
   const protocol = (
     env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL
   )?.trim();
-  return protocol === "grpc" || protocol === "http/json" ? protocol : "http/protobuf";
+  if (!set(protocol)) return "http/protobuf";
+  if (!PROTOCOLS.includes(protocol as OtlpProtocol)) {
+    throw new Error(`the OTLP protocol must be one of ${PROTOCOLS.join(", ")}, got "${protocol}"`);
+  }
+  return protocol as OtlpProtocol;
 }
 
 /** The OTLP endpoint traces go to, and over which protocol, as the OTEL_* variables set them. */
