@@ -8,6 +8,7 @@ import { callContext } from "../../test/helpers/context.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import {
   CANCELLED,
+  CANCELLING,
   CONFIRMED,
   chars,
   collect,
@@ -132,8 +133,15 @@ test("WatchOrder sends the order, then each change, and ends at a final state", 
     CancelOrderRequest.fromPartial({ orderId: placed.orderId }),
     ctx("CancelOrder"),
   );
+  // CANCELLING, then CANCELLED: the watch read the order once the cancel had finished.
   const second = await stream.next();
-  t.is(second.value?.order?.state, CANCELLED);
+  t.is(second.value?.order?.state, CANCELLING);
+  t.deepEqual(
+    { ...second.value?.order, state: undefined, updateTime: undefined },
+    { ...first.value?.order, state: undefined, updateTime: undefined },
+  );
+  const third = await stream.next();
+  t.is(third.value?.order?.state, CANCELLED);
   t.true((await stream.next()).done, "the stream ends after the final state");
 
   // Watching a final order sends it once and ends.

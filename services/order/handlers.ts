@@ -12,7 +12,9 @@ import { check } from "../../kit/validate.js";
 import type { OrderSaga } from "./saga.js";
 import type { OrderStore } from "./store.js";
 
-const FINAL = new Set([OrderState.ORDER_STATE_CANCELLED, OrderState.ORDER_STATE_FAILED]);
+const { ORDER_STATE_CONFIRMED: CONFIRMED, ORDER_STATE_CANCELLING: CANCELLING } = OrderState;
+const { ORDER_STATE_CANCELLED: CANCELLED, ORDER_STATE_FAILED: FAILED } = OrderState;
+const FINAL = new Set([CANCELLED, FAILED]);
 
 /**
  * Resolves when this process changes the order, after `pollMs` at the latest (another replica
@@ -96,11 +98,15 @@ export function orderHandlers(
       while (!FINAL.has(last.state)) {
         await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);
         if (ctx.signal.aborted) return;
-        const current = (await store.get(orderId)).order;
-        if (current.state !== last.state) {
-          last = current;
-          yield { order: current };
+        const { order: current, cancellingSince } = await store.get(orderId);
+        if (current.state === last.state) continue;
+        // Cancelled since the last read (on another replica, or between two reads): the
+        // CANCELLING it passed through first, as it was then.
+        if (last.state === CONFIRMED && current.state === CANCELLED && cancellingSince) {
+          yield { order: { ...current, state: CANCELLING, updateTime: cancellingSince } };
         }
+        last = current;
+        yield { order: current };
       }
     },
   };

@@ -4,12 +4,19 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
+import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
-import { freshDatabase, onPostgres, opening, postgres } from "../../test/helpers/storage.js";
+import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
 import { IdempotencyKeyTaken, OrderStore } from "./store.js";
+
+const {
+  ORDER_STATE_CONFIRMED: CONFIRMED,
+  ORDER_STATE_CANCELLING: CANCELLING,
+  ORDER_STATE_CANCELLED: CANCELLED,
+} = OrderState;
 
 let databases = 0;
 
@@ -76,7 +83,7 @@ test("0002 keeps the orders written before it and makes request_id unique per us
   const lines = await old("order_lines").orderBy(["order_id", "line_no"]);
   await old.destroy();
 
-  const db = await open(t, location);
+  const db = await open(t, location, 2);
   t.deepEqual(await applied(db), ["0001_create_orders", "0002_request_key_per_user"]);
   t.deepEqual(await db("orders").orderBy("seq"), rows);
   t.deepEqual(await db("order_lines").orderBy(["order_id", "line_no"]), lines);
@@ -91,7 +98,7 @@ test("0002 keeps the orders written before it and makes request_id unique per us
 });
 
 test("0002's down makes request_id unique across users again, once no two users share one", async (t) => {
-  const db = await open(t, await freshDatabase());
+  const db = await open(t, await emptyDatabase(t), 2);
   const store = new OrderStore(db);
   await place(store, "usr_alice", "k-1");
   const bobs = await place(store, "usr_bob", "k-1");
@@ -115,5 +122,35 @@ test("0002's down makes request_id unique across users again, once no two users 
 
   await db.migrate.latest(migrator());
   await place(store, "usr_bob", "k-1");
-  t.deepEqual(await applied(db), ["0001_create_orders", "0002_request_key_per_user"]);
+  t.deepEqual(
+    await applied(db),
+    migrations.map((migration) => migration.name),
+  );
+});
+
+test("0003 keeps the orders written before it, cancelled ones too; its down drops cancel_time", async (t) => {
+  const location = await emptyDatabase(t);
+  const old = await open(t, location, 2);
+  const before = new OrderStore(old);
+  const cancelled = await place(before, "usr_alice", "k-1");
+  // PENDING → CONFIRMED → CANCELLING → CANCELLED, as an older replica wrote them.
+  for (const to of [CONFIRMED, CANCELLING, CANCELLED]) {
+    await old("orders").where({ order_id: cancelled.orderId }).update({ state: to });
+  }
+  await old.destroy();
+
+  const db = await open(t, location);
+  const store = new OrderStore(db);
+  const read = await store.get(cancelled.orderId);
+  t.is(read.order.state, CANCELLED);
+  t.is(read.cancellingSince, undefined, "no time it never recorded");
+  const placed = await place(store, "usr_bob", "k-1");
+  await store.transition(placed.orderId, [OrderState.ORDER_STATE_PENDING], CONFIRMED);
+  await store.transition(placed.orderId, [CONFIRMED], CANCELLING, 1_700_000_000_000);
+  t.deepEqual((await store.get(placed.orderId)).cancellingSince, new Date(1_700_000_000_000));
+
+  await db.migrate.down(migrator());
+  t.false(await db.schema.hasColumn("orders", "cancel_time"));
+  await db.migrate.latest(migrator());
+  t.true(await db.schema.hasColumn("orders", "cancel_time"));
 });

@@ -31,6 +31,8 @@ interface OrderRow {
   /** Milliseconds since the epoch; read with readTime, as every bigint. */
   create_time: number | string;
   update_time: number | string;
+  /** When it became CANCELLING; null if it never did (or an older replica cancelled it). */
+  cancel_time: number | string | null;
 }
 
 interface LineRow {
@@ -65,6 +67,8 @@ const UNPRICED = "";
 export interface StoredOrder {
   order: Order;
   reservationId: string;
+  /** When it became CANCELLING, once it has been. */
+  cancellingSince?: Date;
 }
 
 /** Another call already wrote an order under this user's idempotency key. */
@@ -113,6 +117,7 @@ export class OrderStore {
         lines.filter((line) => line.order_id === row.order_id),
       ),
       reservationId: row.reservation_id,
+      ...(row.cancel_time != null && { cancellingSince: new Date(readTime(row.cancel_time)) }),
     }));
   }
 
@@ -240,7 +245,11 @@ export class OrderStore {
     const count = await this.db("orders")
       .where({ order_id: orderId })
       .whereIn("state", from)
-      .update({ state: to, update_time: now });
+      .update({
+        state: to,
+        update_time: now,
+        ...(to === OrderState.ORDER_STATE_CANCELLING && { cancel_time: now }),
+      });
     return count === 1;
   }
 

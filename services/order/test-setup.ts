@@ -38,9 +38,10 @@ export const placedBy = async (userId: string) =>
   });
 
 export const chars = (n: number, c = "x") => c.repeat(n);
-export const { PENDING, CONFIRMED, CANCELLED, FAILED } = {
+export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   PENDING: OrderState.ORDER_STATE_PENDING,
   CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
   CANCELLED: OrderState.ORDER_STATE_CANCELLED,
   FAILED: OrderState.ORDER_STATE_FAILED,
 };

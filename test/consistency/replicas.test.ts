@@ -4,7 +4,7 @@
 // that take the same rows in different orders never deadlock.
 import { readFile } from "node:fs/promises";
 import test from "ava";
-import { OrderServiceService, OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { type Order, OrderServiceService, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
@@ -187,6 +187,44 @@ test("two bodies under one request_id on both replicas: each call gets the place
         `round ${round}: a call with ${mine ? "the placed" : "the other"} body`,
       );
     }
+  }
+});
+
+test("a watch on one replica streams every state of a cancel run on the other", async (t) => {
+  const { users, products, orders } = (await shared) as Replicas;
+  const [first, second] = orders as [
+    Client<typeof OrderServiceService>,
+    Client<typeof OrderServiceService>,
+  ];
+  const shopper = await addUser(users[0] as Client<typeof UserServiceService>);
+  const mug = await addProduct(products[0] as Client<typeof ProductServiceService>, { stock: 10 });
+  for (let round = 0; round < 3; round++) {
+    const { order } = await first.createOrder({
+      userId: shopper.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: `watched-${round}`,
+    });
+    const orderId = order?.orderId ?? "";
+    const seen: Order[] = [];
+    for await (const update of first.watchOrder({ orderId })) {
+      seen.push(update.order as Order);
+      if (seen.length === 1) await second.cancelOrder({ orderId });
+    }
+    t.deepEqual(
+      seen.map((update) => update.state),
+      [
+        OrderState.ORDER_STATE_CONFIRMED,
+        OrderState.ORDER_STATE_CANCELLING,
+        OrderState.ORDER_STATE_CANCELLED,
+      ],
+      `round ${round}`,
+    );
+    const times = seen.map((update) => update.updateTime?.getTime() ?? 0);
+    t.deepEqual(
+      [...times].sort((a, b) => a - b),
+      times,
+      "each state's time, in order",
+    );
   }
 });
 

@@ -155,8 +155,8 @@ type OrderServiceClient interface {
 	// again after every state change. The stream ends after a final state
 	// (cancelled or failed), or when the client cancels it. A change another
 	// replica makes is seen within the service's poll interval (a second by
-	// default), so a state it left again within that time can be skipped:
-	// `CANCELLING` on its way to `CANCELLED`. A final state never is.
+	// default); a `CANCELLING` that ended meanwhile is still streamed, with the
+	// time it began as `update_time`.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
 	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
@@ -360,8 +360,8 @@ type OrderServiceServer interface {
 	// again after every state change. The stream ends after a final state
 	// (cancelled or failed), or when the client cancels it. A change another
 	// replica makes is seen within the service's poll interval (a second by
-	// default), so a state it left again within that time can be skipped:
-	// `CANCELLING` on its way to `CANCELLED`. A final state never is.
+	// default); a `CANCELLING` that ended meanwhile is still streamed, with the
+	// time it began as `update_time`.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
 	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
