@@ -343,7 +343,8 @@ function routes(
   // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
   // OPTIONS /users matches nothing above, and the CORS filter answers only on a forwarding route.
   // The route takes only the allowed origins, which the CORS filter answers, so nothing here
-  // reaches the upstream; any other origin's preflight gets the 404 below, and no CORS headers.
+  // reaches the upstream; any other origin's preflight gets the 404 (refusedPreflight), and no
+  // CORS headers.
   const preflight = corsOrigins.length
     ? [
         route(
@@ -380,12 +381,34 @@ function routes(
         }
       : {}),
   });
+  // First: a preflight from any origin but the allowed ones gets the 404, whatever its path; a
+  // gRPC path's own route would otherwise take it to the service.
+  const refusedPreflight = notFound(
+    "cors-preflight-refused",
+    {
+      prefix: "/",
+      headers: [
+        { name: ":method", string_match: { exact: "OPTIONS" } },
+        { name: "access-control-request-method", present_match: true },
+        ...(corsOrigins.length
+          ? [
+              {
+                name: "origin",
+                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
+                invert_match: true,
+              },
+            ]
+          : []),
+      ],
+    },
+    "no route for this path",
+  );
   const fallbacks = [
     notFound("grpc-not-found", { prefix: "/", grpc: {} }, "unknown service or method"),
     // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
     notFound("not-found", { prefix: "/" }, "no route for this path"),
   ];
-  return [...exact, ...prefixes, ...preflight, ...fallbacks];
+  return [refusedPreflight, ...exact, ...prefixes, ...preflight, ...fallbacks];
 }
 
 // Headers a gRPC-Web, Connect or REST client in a browser sends and reads.

@@ -796,8 +796,8 @@ test.serial(
 );
 
 test.serial("CORS allows the configured origin only, for preflights and calls alike", async (t) => {
-  const preflight = (origin: string) =>
-    edgeFetch(`https://${envoy.address}/orders`, {
+  const preflight = (origin: string, path = "/orders") =>
+    edgeFetch(`https://${envoy.address}${path}`, {
       method: "OPTIONS",
       headers: {
         origin,
@@ -812,6 +812,14 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   const refused = await preflight("https://evil.example");
   t.is(refused.headers.get("access-control-allow-origin"), null);
   t.not(refused.status, 200);
+  // On a gRPC path too, which has a route of its own to the service: answered at the edge.
+  const grpcPath = "/shop.product.v1.ProductService/GetProduct";
+  const allowedGrpc = await preflight(SHOP_ORIGIN, grpcPath);
+  t.is(allowedGrpc.status, 200);
+  t.is(allowedGrpc.headers.get("access-control-allow-origin"), SHOP_ORIGIN);
+  const refusedGrpc = await preflight("https://evil.example", grpcPath);
+  t.is(refusedGrpc.status, 404);
+  t.is(refusedGrpc.headers.get("access-control-allow-origin"), null);
 
   const read = (origin: string) =>
     edgeFetch(`https://${envoy.address}/products/${data.product.productId}`, {
