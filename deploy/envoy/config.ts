@@ -404,7 +404,7 @@ function routes(
     "no route for this path",
   );
   const fallbacks = [
-    notFound("grpc-not-found", { prefix: "/", grpc: {} }, "unknown service or method"),
+    notFound("grpc-not-found", { prefix: "/", grpc: {} }, UNROUTED.message),
     // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
     notFound("not-found", { prefix: "/" }, "no route for this path"),
   ];
@@ -839,9 +839,21 @@ function localReplies() {
   };
 }
 
+/** CEL: the local reply is this refusal of Envoy's, by the response code details it set. */
+const refusedBy = (refusal: (typeof EDGE_REFUSALS)[number]) =>
+  `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+
+/** Envoy's answer for a path with no route (grpc-not-found), as a service lacking the method. */
+const UNROUTED = {
+  when: "response.code_details == 'direct_response' && response.code == 404",
+  code: 12,
+  reason: "UNKNOWN_METHOD",
+  message: "unknown service or method",
+} as const;
+
 function edgeRefusals() {
   return EDGE_REFUSALS.flatMap((refusal) => {
-    const refused = `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+    const refused = refusedBy(refusal);
     const status = {
       code: refusal.code,
       message: refusal.message,
@@ -899,13 +911,13 @@ function unroutedGrpc() {
   const grpc =
     "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
   return {
-    filter: when(`response.code_details == 'direct_response' && response.code == 404 && ${grpc}`),
+    filter: when(`${UNROUTED.when} && ${grpc}`),
     headers_to_add: [
       {
         header: {
           key: "grpc-status-details-bin",
           value: encodeStatus(
-            new ServiceError(12, "unknown service or method", { reason: "UNKNOWN_METHOD" }),
+            new ServiceError(UNROUTED.code, UNROUTED.message, { reason: UNROUTED.reason }),
             EDGE_DOMAIN,
           ).toString("base64"),
         },
@@ -931,16 +943,8 @@ function connectReplies() {
   const connect = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'connect'";
   const stream = "metadata.filter_metadata['shopmesh.edge']['stream'] == true";
   const replies = [
-    ...EDGE_REFUSALS.map((refusal) => ({
-      when: `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`,
-      ...refusal,
-    })),
-    {
-      when: "response.code_details == 'direct_response' && response.code == 404",
-      code: 12,
-      reason: "UNKNOWN_METHOD",
-      message: "unknown service or method",
-    },
+    ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
+    UNROUTED,
   ];
   return replies.flatMap((reply) => {
     const error = JSON.stringify({
