@@ -145,9 +145,9 @@ export const ACCESS_LOG_FORMAT = {
   start_time: "%START_TIME%",
   // The method the client sent (the transcoder makes every REST call a POST).
   method: "%DYNAMIC_METADATA(shopmesh.edge:method)%",
-  // The path the client sent: the REST path for transcoded calls (the transcoder keeps it in
-  // x-envoy-original-path), else the gRPC path.
-  path: "%REQ(X-ENVOY-ORIGINAL-PATH?:PATH)%",
+  // The path the client sent, without its query: the REST path for transcoded calls (the
+  // transcoder keeps it in x-envoy-original-path), else the gRPC path.
+  path: "%PATH(NQ:ORIG_OR_PATH)%",
   route: "%ROUTE_NAME%",
   protocol: "%PROTOCOL%",
   // What the caller spoke (grpc, grpc-web, connect, rest) and the status it got: the HTTP status,
