@@ -23,6 +23,7 @@ import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.
 import { accessRules } from "../../kit/service.js";
 import { IDENTITY_PREFIX } from "../../kit/tls.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
+import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
 export interface Endpoint {
@@ -620,39 +621,32 @@ function edgeProtocols(services: readonly GrpcService[]) {
     for (const method of registry.getService(service.fullName)?.methods ?? []) {
       const options = method.proto.options;
       if (!options || !hasExtension(options, http)) continue;
-      const rule = getExtension(options, http) as {
-        pattern: { case?: string; value?: string };
-        body: string;
-      };
-      if (!rule.pattern.case || !rule.pattern.value) continue;
-      const verb = rule.pattern.case.toUpperCase();
-      const pattern = `^${rule.pattern.value.replace(/[.-]/g, "%$&").replace(/\{[^}]+\}/g, "[^/]+")}$`;
-      // Fields the path or the body sets, by each name a query parameter may give them.
-      const paths = [...rule.pattern.value.matchAll(/\{([^}=]+)/g)].map(
-        (match) => match[1] as string,
-      );
-      const taken = [...paths, ...(rule.body && rule.body !== "*" ? [rule.body] : [])];
-      queries.push({
-        method: verb,
-        pattern,
-        taken: [
-          ...new Set(
-            taken.flatMap((name) => [
-              name,
-              name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()),
-            ]),
-          ),
-        ],
-        body: rule.body,
-      });
-      if (!rule.body) continue;
-      const message =
-        rule.body === "*"
-          ? method.input
-          : method.input.fields.find((field) => field.name === rule.body)?.message;
-      if (!message) continue;
-      describe(message);
-      bodies.push({ method: verb, pattern, message: message.typeName });
+      for (const { verb, template, body } of bindingsOf(getExtension(options, http) as HttpRule)) {
+        const pattern = luaPatternOf(template);
+        // Fields the path or the body sets, by each name a query parameter may give them.
+        const taken = [...variablesOf(template), ...(body && body !== "*" ? [body] : [])];
+        queries.push({
+          method: verb,
+          pattern,
+          taken: [
+            ...new Set(
+              taken.flatMap((name) => [
+                name,
+                name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()),
+              ]),
+            ),
+          ],
+          body,
+        });
+        if (!body) continue;
+        const message =
+          body === "*"
+            ? method.input
+            : method.input.fields.find((field) => field.name === body)?.message;
+        if (!message) continue;
+        describe(message);
+        bodies.push({ method: verb, pattern, message: message.typeName });
+      }
     }
   }
   // Native gRPC needs none of it: the access log reads its protocol and status from Envoy.

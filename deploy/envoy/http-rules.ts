@@ -1,0 +1,55 @@
+// The REST bindings of an rpc's google.api.http rule, as the edge's Lua filter matches them.
+
+/** A google.api.http rule as protobuf-es reads it from the descriptor set. */
+export interface HttpRule {
+  pattern: { case?: string; value?: unknown };
+  body: string;
+  additionalBindings?: HttpRule[];
+}
+
+/** One way in: an HTTP method, a path template and the field the body sets. */
+export interface Binding {
+  verb: string;
+  template: string;
+  body: string;
+}
+
+/** The rule's own binding and each of its additional_bindings: the transcoder serves them all. */
+export function bindingsOf(rule: HttpRule): Binding[] {
+  const { case: kind, value } = rule.pattern;
+  const custom = kind === "custom" ? (value as { kind?: string; path?: string }) : undefined;
+  const verb = custom ? custom.kind : kind;
+  const template = custom ? custom.path : value;
+  const own =
+    verb && typeof template === "string" && template !== ""
+      ? [{ verb: verb.toUpperCase(), template, body: rule.body }]
+      : [];
+  return [...own, ...(rule.additionalBindings ?? []).flatMap(bindingsOf)];
+}
+
+const LUA_MAGIC = /[\^$()%.[\]*+\-?]/g;
+
+/** One `/`-separated run of a template: `*` is one segment, `**` any number, the rest literal. */
+const segments = (text: string) =>
+  text
+    .split("/")
+    .map((segment) =>
+      segment === "**" ? ".+" : segment === "*" ? "[^/]+" : segment.replace(LUA_MAGIC, "%$&"),
+    )
+    .join("/");
+
+/**
+ * A Lua pattern matching the paths of a template: `{field}` is one segment, `{field=a/*}` its own
+ * template (`/v1/{name=reviews/*}` is `^/v1/reviews/[^/]+$`).
+ */
+export function luaPatternOf(template: string): string {
+  let pattern = "";
+  for (const part of template.matchAll(/\{([^}=]+)(?:=([^}]*))?\}|[^{]+/g)) {
+    pattern += part[1] === undefined ? segments(part[0]) : segments(part[2] ?? "*");
+  }
+  return `^${pattern}$`;
+}
+
+/** The fields a template's variables set: `{user_id}` and `{name=reviews/*}` give user_id, name. */
+export const variablesOf = (template: string) =>
+  [...template.matchAll(/\{([^}=]+)/g)].map((match) => match[1] as string);
