@@ -3,6 +3,7 @@
 // grpc-js expects it, with google.rpc details on a failure. server.ts wires them up.
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
+import { onConnectionClosing } from "./connection-closing.js";
 import { type CallStatus, ServerCallContext } from "./context.js";
 import type { MethodInfo } from "./contract.js";
 import { Malformed } from "./decode.js";
@@ -111,24 +112,39 @@ const shuttingDown = () =>
     reason: "SHUTTING_DOWN",
   });
 
+const connectionClosing = () =>
+  new ServiceError(Code.UNAVAILABLE, "this connection is closing; call again on a new one", {
+    reason: "CONNECTION_CLOSING",
+  });
+
+/** The server streams open on a server, and whether it is shutting down (it ends them then). */
+export interface OpenStreams {
+  /** How to end each stream at the end of a shutdown's grace period. */
+  readonly ends: Set<() => void>;
+  readonly stopping: () => boolean;
+}
+
 export function serverStreaming(
   handle: ServerNext,
   method: MethodInfo,
   domain: string,
   encode: (message: unknown) => Buffer,
-  open: Set<() => void>,
+  open: OpenStreams,
 ): grpc.handleServerStreamingCall<unknown, Buffer> {
   return (call) => {
     const ctx = contextOf(call, method);
     let ended = false;
-    const end = () => {
+    const endWith = (error: ServiceError) => {
+      if (ended) return;
       ended = true;
-      const [sent, seen] = failureOf(shuttingDown(), domain);
+      const [sent, seen] = failureOf(error, domain);
       ctx.finish(seen);
       ctx.stop();
       call.emit("error", sent);
     };
-    open.add(end);
+    const end = () => endWith(shuttingDown());
+    open.ends.add(end);
+    const unwatch = onConnectionClosing(call, () => endWith(connectionClosing()), open.stopping);
     const run = async () => {
       const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
@@ -158,6 +174,9 @@ export function serverStreaming(
           ctx.finish(seen);
         },
       )
-      .finally(() => open.delete(end));
+      .finally(() => {
+        open.ends.delete(end);
+        unwatch();
+      });
   };
 }

@@ -13,7 +13,7 @@ import {
   type ServerNext,
 } from "./middleware/index.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
-import { observeRefusal, serverStreaming, unary } from "./served-calls.js";
+import { type OpenStreams, observeRefusal, serverStreaming, unary } from "./served-calls.js";
 import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
 import {
   authContextOf,
@@ -91,8 +91,10 @@ export async function serve(
   options: ServeOptions,
 ): Promise<RunningServer> {
   const handles = new Map<string, [ServerNext, MethodInfo]>();
-  /** How to end each of our server streams still open: at the end of a shutdown's grace period. */
-  const openStreams = new Set<() => void>();
+  let stopping: Promise<void> | undefined;
+  // Set before the shutdown closes connections: it ends our streams itself, at its grace's end.
+  let shuttingDown = false;
+  const openStreams: OpenStreams = { ends: new Set(), stopping: () => shuttingDown };
   const refused: Refused = (path, error, call) => {
     const route = handles.get(path);
     if (route) observeRefusal(...route, error, call);
@@ -169,20 +171,20 @@ export async function serve(
           throw error;
         });
 
-  let stopping: Promise<void> | undefined;
   return {
     port,
     address: hostPort(options.host, port),
     health,
     ...(probes && { healthPort: probes.port }),
     shutdown() {
+      shuttingDown = true;
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
         const grace = options.shutdownGraceMs ?? 10_000;
         // Our streams still open when the grace period ends (a WatchOrder never ends by itself)
         // end UNAVAILABLE, so their callers call again elsewhere.
         const force = setTimeout(() => {
-          for (const end of openStreams) end();
+          for (const end of openStreams.ends) end();
           server.forceShutdown();
         }, grace);
         // GOAWAY now, and a little after the grace period, the connections still open are

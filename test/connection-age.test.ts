@@ -6,8 +6,12 @@ import test from "ava";
 import { HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
 import { serverConfig } from "../kit/config.js";
+import { Code, ServiceError } from "../kit/errors.js";
 import { createLogger } from "../kit/logger.js";
 import { serve } from "../kit/server.js";
+import { addProduct, addUser } from "../scripts/lib/seed.js";
+import { until } from "./helpers/eventually.js";
+import { orderLine, startFleet } from "./helpers/fleet.js";
 
 const logger = createLogger("connection-age", "silent");
 
@@ -46,6 +50,33 @@ test("a server asks clients to reconnect once their connection reaches its maxim
   const health = createClient(HealthService, server.address);
   t.teardown(() => health.close());
   t.is((await health.check({ service: "" })).status, 1);
+});
+
+test("our stream on a connection at its maximum age ends UNAVAILABLE before the grace period cuts it", async (t) => {
+  // Cut at the end of the grace period, a stream has no status: Envoy reports it INTERNAL.
+  const fleet = await startFleet(t, {
+    config: { order: { maxConnectionAgeMs: 1_000, maxConnectionAgeGraceMs: 60_000 } },
+  });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "watched-past-connection-age",
+  });
+  const watch = async () => {
+    let updates = 0;
+    const ended = (async () => {
+      for await (const _ of fleet.orders.watchOrder({ orderId: order?.orderId ?? "" })) updates++;
+    })();
+    await until("the watch to stream the order", () => updates > 0);
+    return { ended };
+  };
+  const ended = await t.throwsAsync((await watch()).ended, { instanceOf: ServiceError });
+  t.like(ended, { code: Code.UNAVAILABLE, details: { reason: "CONNECTION_CLOSING" } });
+  // The caller watches again, on a new connection.
+  const again = await t.throwsAsync((await watch()).ended, { instanceOf: ServiceError });
+  t.like(again, { code: Code.UNAVAILABLE, details: { reason: "CONNECTION_CLOSING" } });
 });
 
 test("without a maximum age a connection stays up", async (t) => {

@@ -141,6 +141,8 @@ export interface FleetOptions {
   loggers?: Partial<Record<ServiceName, Logger>>;
   /** More server middleware of a service, as start() takes it. */
   middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
+  /** Server settings of a service other than the defaults, as start() takes them. */
+  config?: Partial<Record<ServiceName, Partial<ServerConfig>>>;
 }
 
 /** Every registered service, dependencies first, each wired to the replicas it calls. */
@@ -166,6 +168,7 @@ export async function startFleet(
       ),
       ...(options.loggers?.[service.name] && { logger: options.loggers[service.name] }),
       ...(options.middleware?.[service.name] && { middleware: options.middleware[service.name] }),
+      ...(options.config?.[service.name] && { config: options.config[service.name] }),
     });
   }
   const services = started as Record<ServiceName, TestService>;

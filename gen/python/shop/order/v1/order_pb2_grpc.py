@@ -236,7 +236,9 @@ class OrderServiceServicer:
         (cancelled or failed), or when the client cancels it. A change another
         replica makes is seen within the service's poll interval (a second by
         default); a `CANCELLING` that ended meanwhile is still streamed, with the
-        time it began as `update_time`.
+        time it began as `update_time`. It ends UNAVAILABLE (reason
+        `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
+        connection reaches its maximum age: watch again.
 
         Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
         otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
