@@ -2,7 +2,8 @@
 // server-streaming call with no request message or with two, a message that does not decompress
 // or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL or
 // UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
-// sends each as the client's mistake it is, with details, and reports it to the kit.
+// sends each as the client's mistake it is, with details, and reports it to the kit. The
+// DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
 import type * as grpc from "@grpc/grpc-js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
@@ -78,20 +79,31 @@ export function refusalOf(status: SentStatus): ServiceError | undefined {
 }
 
 /**
+ * grpc-js's own deadline timer ended the call: its context learns of it, as of a cancel, so it
+ * is logged and counted already; the status only gains its details.
+ */
+const deadlinePassed = (status: SentStatus) =>
+  status.code === Code.DEADLINE_EXCEEDED &&
+  status.details === "Deadline exceeded" &&
+  !status.metadata?.get(DETAILS).length;
+
+/**
  * A server interceptor, first in the server's list: it sees the call grpc-js itself answers from,
  * so its refusals pass through here too. Every other status goes on unchanged.
  */
 export function framingGuard(refused: Refused): grpc.ServerInterceptor {
   return (method, call) => {
     const send = call.sendStatus;
+    const domain = () => packageOf(method.path.slice(1, method.path.lastIndexOf("/")));
     call.sendStatus = (status) => {
+      if (deadlinePassed(status)) {
+        const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
+        return send.call(call, statusOf(error, domain()));
+      }
       const error = status.code === Code.OK ? undefined : refusalOf(status);
       if (!error) return send.call(call, status);
       call.sendStatus = send;
-      send.call(
-        call,
-        statusOf(error, packageOf(method.path.slice(1, method.path.lastIndexOf("/")))),
-      );
+      send.call(call, statusOf(error, domain()));
       refused(method.path, error, call);
     };
     // Typed as grpc-js's class, but any call chains; this one is the call, with its status watched.

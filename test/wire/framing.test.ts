@@ -164,6 +164,20 @@ test("grpc-js's own refusals are the client's mistake, with details, logged and 
   t.is(handled("Internal"), 0);
 });
 
+test("a call whose deadline passes while it runs ends DEADLINE_EXCEEDED with details", async (t) => {
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module);
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+  // Health's Watch never ends by itself: grpc-js's own deadline timer ends it.
+  t.like(await call(session, WATCH, emptyMessage, { "grpc-timeout": "200m" }), {
+    code: Code.DEADLINE_EXCEEDED,
+    reason: "DEADLINE_EXCEEDED",
+    domain: "grpc.health.v1",
+  });
+});
+
 test("a method the server lacks is UNIMPLEMENTED with details, and the server keeps serving", async (t) => {
   const product = registry.services.find((s) => s.name === "product");
   if (!product) throw new Error("no product service in the registry");
