@@ -16,6 +16,7 @@ import {
   DESCRIPTOR_IN_IMAGE,
   EDGE_IDENTITY,
   ENVOY_IMAGE,
+  ENVOY_MEMORY_LIMIT_MIB,
   ENVOY_UID,
   healthPortOf,
   IMAGE,
@@ -482,7 +483,7 @@ function envoyDeployment() {
               },
               resources: {
                 requests: { cpu: "100m", memory: "64Mi" },
-                limits: { cpu: String(ENVOY_CPU_CORES), memory: "256Mi" },
+                limits: { cpu: String(ENVOY_CPU_CORES), memory: `${ENVOY_MEMORY_LIMIT_MIB}Mi` },
               },
               securityContext: containerSecurity,
               volumeMounts: [

@@ -17,6 +17,16 @@ export const ENVOY_UID = 101;
 export const APP_DIR = "/app";
 export const DESCRIPTOR_IN_IMAGE = `${APP_DIR}/dist/gen/descriptor/shop.binpb`;
 
+/** The memory limit of Envoy's container in Kubernetes, MiB. */
+export const ENVOY_MEMORY_LIMIT_MIB = 256;
+
+/**
+ * Envoy's heap budget, MiB: its overload manager acts as the heap nears it. The rest of the
+ * container's limit is Envoy's binary and what its allocator keeps (an idle Envoy's RSS is about
+ * 100 MB with a heap of 10).
+ */
+export const ENVOY_HEAP_MIB = 128;
+
 /** The memory limit of a service's container in Kubernetes, MiB (its request is half). */
 export const SERVICE_MEMORY_LIMIT_MIB = 256;
 

@@ -18,6 +18,7 @@ import {
   routedServices,
 } from "../deploy/envoy/config.js";
 import { committedConfigs } from "../deploy/generate.js";
+import { ENVOY_HEAP_MIB, ENVOY_MEMORY_LIMIT_MIB } from "../deploy/settings.js";
 import { contractMethods, retriable } from "../kit/contract.js";
 import { descriptorPath as DEFAULT_DESCRIPTOR_FILE } from "../kit/descriptor.js";
 import { envoyBinary } from "../scripts/lib/envoy.js";
@@ -187,6 +188,34 @@ test("envoyConfig refuses a topology that does not match the registry", (t) => {
   t.throws(
     () => envoyConfig({ ...topology, services: { ...topology.services, cart: [] } }, services),
     { message: /topology\.services\.cart is not a public registered service/ },
+  );
+});
+
+test("the edge bounds what its clients can make Envoy hold, within its container's memory", (t) => {
+  // biome-ignore lint/suspicious/noExplicitAny: walking a generated document
+  const config = envoyConfig(composeTopology(), services) as any;
+  const chain = config.static_resources.listeners[0].filter_chains[0];
+  const hcm = chain.filters[0].typed_config;
+  t.like(hcm.http2_protocol_options, {
+    max_concurrent_streams: 100,
+    initial_stream_window_size: 65_536,
+    initial_connection_window_size: 1_048_576,
+  });
+  t.is(hcm.request_headers_timeout, "10s");
+  t.is(chain.transport_socket_connect_timeout, "10s");
+  const overload = config.overload_manager;
+  const heap = overload.resource_monitors.find(
+    (monitor: { name: string }) => monitor.name === "envoy.resource_monitors.fixed_heap",
+  );
+  t.is(heap.typed_config.max_heap_size_bytes, ENVOY_HEAP_MIB * 1024 * 1024);
+  t.true(ENVOY_HEAP_MIB < ENVOY_MEMORY_LIMIT_MIB, "the heap budget leaves room for the binary");
+  t.deepEqual(
+    overload.actions.map((action: { name: string }) => action.name),
+    [
+      "envoy.overload_actions.reset_high_memory_stream",
+      "envoy.overload_actions.shrink_heap",
+      "envoy.overload_actions.stop_accepting_requests",
+    ],
   );
 });
 

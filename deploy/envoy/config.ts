@@ -23,6 +23,7 @@ import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.
 import { accessRules } from "../../kit/service.js";
 import { IDENTITY_PREFIX } from "../../kit/tls.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
+import { ENVOY_HEAP_MIB } from "../settings.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
@@ -1215,8 +1216,17 @@ export function envoyConfig(
       always_set_request_id_in_response: true,
       normalize_path: true,
       merge_slashes: true,
-      // Detect dead clients holding streams (WatchOrder has no idle timeout).
-      http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "10s" } },
+      // A client has 10 s to send a request's headers once it opened the stream.
+      request_headers_timeout: "10s",
+      http2_protocol_options: {
+        // Detect dead clients holding streams (WatchOrder has no idle timeout).
+        connection_keepalive: { interval: "30s", timeout: "10s" },
+        // An edge proxy's limits: streams per connection, and how much a client may send
+        // before Envoy reads it.
+        max_concurrent_streams: 100,
+        initial_stream_window_size: 65_536,
+        initial_connection_window_size: 1_048_576,
+      },
       ...edgeTracing(topology),
       access_log: accessLogs(topology.accessLogPath),
       route_config: {
@@ -1322,7 +1332,11 @@ export function envoyConfig(
           },
           filter_chains: [
             {
-              ...(topology.tls && { transport_socket: downstreamTls(topology.tls) }),
+              ...(topology.tls && {
+                transport_socket: downstreamTls(topology.tls),
+                // A connection that does not finish its TLS handshake in time is closed.
+                transport_socket_connect_timeout: "10s",
+              }),
               filters: [
                 {
                   name: "envoy.filters.network.http_connection_manager",
@@ -1341,18 +1355,51 @@ export function envoyConfig(
         ...observabilityClusters(topology),
       ],
     },
-    // Bound the downstream connections (Envoy warns at startup without a limit).
-    overload_manager: {
-      resource_monitors: [
-        {
-          name: "envoy.resource_monitors.global_downstream_max_connections",
-          typed_config: typed(
-            "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
-            { max_active_downstream_connections: 50_000 },
-          ),
-        },
-      ],
-    },
+    overload_manager: overloadManager(),
+  };
+}
+
+/**
+ * Bounds on what clients can make Envoy hold: downstream connections (Envoy warns at startup
+ * without a limit), and its heap. Each stream's reply waits in Envoy's buffers, up to the
+ * connection's buffer limit, until its caller reads it; callers that never read would grow the
+ * heap without end. Near the budget, Envoy first resets the streams holding the most buffered
+ * bytes (1 MiB and up are tracked), then returns memory to the system, then refuses new requests.
+ */
+function overloadManager() {
+  const HEAP = "envoy.resource_monitors.fixed_heap";
+  return {
+    refresh_interval: "0.25s",
+    resource_monitors: [
+      {
+        name: "envoy.resource_monitors.global_downstream_max_connections",
+        typed_config: typed(
+          "envoy.extensions.resource_monitors.downstream_connections.v3.DownstreamConnectionsConfig",
+          { max_active_downstream_connections: 50_000 },
+        ),
+      },
+      {
+        name: HEAP,
+        typed_config: typed("envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig", {
+          max_heap_size_bytes: ENVOY_HEAP_MIB * 1024 * 1024,
+        }),
+      },
+    ],
+    buffer_factory_config: { minimum_account_to_track_power_of_two: 20 },
+    actions: [
+      {
+        name: "envoy.overload_actions.reset_high_memory_stream",
+        triggers: [{ name: HEAP, scaled: { scaling_threshold: 0.8, saturation_threshold: 0.95 } }],
+      },
+      {
+        name: "envoy.overload_actions.shrink_heap",
+        triggers: [{ name: HEAP, threshold: { value: 0.9 } }],
+      },
+      {
+        name: "envoy.overload_actions.stop_accepting_requests",
+        triggers: [{ name: HEAP, threshold: { value: 0.98 } }],
+      },
+    ],
   };
 }
 
