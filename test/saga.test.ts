@@ -183,6 +183,46 @@ test("two users' concurrent retries of one request_id make one order each", asyn
   t.is(await stockOf(fleet, mug.productId), 17);
 });
 
+test("two bodies under one request_id at once: each call gets its own body's answer", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const [mug, cup] = await Promise.all([
+    addProduct(fleet.products, { stock: 5 }),
+    addProduct(fleet.products, { stock: 20 }),
+  ]);
+  const outcomes = await Promise.all(
+    Array.from({ length: 10 }, async (_, i) => {
+      const requestId = `two-bodies-${i}`;
+      const [tooMany, fine] = await Promise.allSettled([
+        fleet.orders.createOrder({
+          userId: user.userId,
+          lines: [orderLine(mug.productId, 50)],
+          requestId,
+        }),
+        fleet.orders.createOrder({
+          userId: user.userId,
+          lines: [orderLine(cup.productId, 1)],
+          requestId,
+        }),
+      ]);
+      return { tooMany, fine };
+    }),
+  );
+  for (const { tooMany, fine } of outcomes) {
+    // The one body that can be placed is, whichever ran first; the other is refused for its own
+    // lines, or finds the key taken by the placed order.
+    t.is(fine.status, "fulfilled", fine.status === "rejected" ? String(fine.reason) : "");
+    const refused = tooMany.status === "rejected" ? (tooMany.reason as ServiceError) : undefined;
+    t.true(
+      refused?.details.reason === "INSUFFICIENT_STOCK" ||
+        refused?.details.reason === "REQUEST_ID_REUSED",
+      String(refused),
+    );
+  }
+  t.is(await stockOf(fleet, cup.productId), 10);
+  t.is(await stockOf(fleet, mug.productId), 5);
+});
+
 test("50 parallel orders for 10 units: exactly 10 succeed and stock never goes below 0", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);

@@ -189,7 +189,7 @@ export class OrderSaga {
    */
   async create(request: CreateOrderRequest, ctx: CallContext): Promise<Order> {
     const key = request.requestId || newId("req");
-    const claim = inflightKey(request.userId, key);
+    const claim = inflightKey(request, key);
     for (let attempt = 0; ; attempt++) {
       // Registered before the first await, so a retry arriving at any moment joins this run.
       let run = this.inflight.get(claim);
@@ -202,10 +202,9 @@ export class OrderSaga {
       try {
         order = await run;
       } catch (error) {
-        // The run this call joined was another body's, which found the key taken, or ended with
-        // its own caller's deadline: this call settles its own body itself.
-        const again = reused(error) || (callerGone(error) && !ctx.signal.aborted);
-        if (joined && again && attempt < 3) continue;
+        // The run this call joined ended with its own caller's deadline: this call settles the
+        // body itself.
+        if (joined && callerGone(error) && !ctx.signal.aborted && attempt < 3) continue;
         throw error;
       }
       if (!sameRequest(order, request)) throw keyReused(key, order.orderId);
@@ -224,15 +223,19 @@ export class OrderSaga {
         attempt++;
         continue;
       }
-      if (!sameRequest(existing.order, request)) throw keyReused(key, existing.order.orderId);
+      if (!sameRequest(existing.order, request)) {
+        // Another body's order: the key is taken for good unless that order is still being
+        // placed, and fails. Not an attempt.
+        if (existing.order.state !== OrderState.ORDER_STATE_PENDING) {
+          throw keyReused(key, existing.order.orderId);
+        }
+        await placing(waits++, ctx);
+        continue;
+      }
       const settled = await step("settle", () => this.settle(existing, { ctx }));
       if (settled === PLACING) {
         // Another replica's call is placing it: its answer will be ours. Not an attempt.
-        await sleep(Math.min(20 * 2 ** waits++, 200), undefined, { signal: ctx.signal }).catch(
-          () => {
-            throw new ServiceError(Code.CANCELLED, "the call ended while its order was placed");
-          },
-        );
+        await placing(waits++, ctx);
         continue;
       }
       if (settled) {
@@ -572,11 +575,22 @@ export class OrderSaga {
 }
 
 /** Where the in-flight runs are kept: a key is its user's, so the user is part of it. */
-const inflightKey = (userId: string, key: string) => JSON.stringify([userId, key]);
+/** Waits a little longer each time (20 ms up to 200) while another call places an order. */
+const placing = (waits: number, ctx: CallContext) =>
+  sleep(Math.min(20 * 2 ** waits, 200), undefined, { signal: ctx.signal }).catch(() => {
+    throw new ServiceError(Code.CANCELLED, "the call ended while its order was placed");
+  });
 
-/** `orderId` holds the key, so it is the caller's own order: keys are per user. */
-const reused = (error: unknown) =>
-  error instanceof ServiceError && error.details.reason === "REQUEST_ID_REUSED";
+/**
+ * A run in this process is joined only by calls with the same body: another body's run may fail
+ * for what that body asked, or place what this call did not ask for.
+ */
+const inflightKey = (request: CreateOrderRequest, key: string) =>
+  JSON.stringify([
+    request.userId,
+    key,
+    request.lines.map((line) => [line.productId, line.quantity]),
+  ]);
 
 function keyReused(key: string, orderId: string) {
   return errors.alreadyExists(

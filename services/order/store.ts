@@ -187,9 +187,20 @@ export class OrderStore {
     return toOrder(row as OrderRow, lines);
   }
 
+  /**
+   * The one order `rows` reads, with its lines. An order's lines are written with it and deleted
+   * with it, so a row read without lines was discarded between the two reads: it is read again,
+   * and is gone by then.
+   */
+  private async whole(rows: () => Promise<OrderRow[]>): Promise<StoredOrder | undefined> {
+    for (let read = 1; ; read++) {
+      const [found] = await this.withLines(await rows());
+      if (!found || found.order.lines.length > 0 || read === 3) return found;
+    }
+  }
+
   async find(orderId: string): Promise<StoredOrder | undefined> {
-    const rows = await this.db<OrderRow>("orders").where({ order_id: orderId });
-    return (await this.withLines(rows))[0];
+    return this.whole(() => this.db<OrderRow>("orders").where({ order_id: orderId }));
   }
 
   async get(orderId: string): Promise<StoredOrder> {
@@ -204,11 +215,12 @@ export class OrderStore {
 
   /** The user's order that holds this idempotency key: any state but FAILED, which frees it. */
   async findByIdempotencyKey(userId: string, key: string): Promise<StoredOrder | undefined> {
-    const rows = await this.sql.query<OrderRow>(
-      "SELECT * FROM orders WHERE user_id = ? AND request_key = ?",
-      [userId, key],
+    return this.whole(() =>
+      this.sql.query<OrderRow>("SELECT * FROM orders WHERE user_id = ? AND request_key = ?", [
+        userId,
+        key,
+      ]),
     );
-    return (await this.withLines(rows))[0];
   }
 
   /** Newest first; `beforeSeq` continues a previous page. */
