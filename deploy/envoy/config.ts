@@ -820,6 +820,14 @@ export const EDGE_REFUSALS = [
     reason: "ADMIN_REQUIRED",
     message: "this call needs role admin",
   },
+  {
+    // A unary call's grpc-timeout (or 15 s) ran out before its reply came.
+    details: "max_duration_timeout",
+    status: 504,
+    code: 4,
+    reason: "DEADLINE_EXCEEDED",
+    message: "the call's deadline passed",
+  },
 ] as const;
 
 /**
@@ -846,6 +854,12 @@ const UNROUTED = {
   message: "unknown service or method",
 } as const;
 
+/** The gRPC codes gRPC-Web clients read from the HTTP statuses of Envoy's refusals. */
+const GRPC_CODE_OF_HTTP: Record<number, number> = { 401: 16, 403: 7, 504: 14 };
+
+/** CEL: edgeProtocols marked the call gRPC-Web (the gRPC-Web filter rewrote its content type). */
+const GRPC_WEB = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'grpc-web'";
+
 function edgeRefusals() {
   return EDGE_REFUSALS.flatMap((refusal) => {
     const refused = refusedBy(refusal);
@@ -860,6 +874,25 @@ function edgeRefusals() {
           metadata: {},
         },
       ],
+    };
+    const grpcReply = {
+      headers_to_add: [
+        {
+          header: { key: "grpc-status", value: String(refusal.code) },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+        {
+          header: {
+            key: "grpc-status-details-bin",
+            value: encodeStatus(
+              new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
+              EDGE_DOMAIN,
+            ).toString("base64"),
+          },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+      ],
+      body: { inline_string: refusal.message },
     };
     return [
       {
@@ -877,23 +910,26 @@ function edgeRefusals() {
           content_type: "application/json",
         },
       },
-      {
-        filter: when(refused),
-        status_code: refusal.status,
-        headers_to_add: [
-          {
-            header: {
-              key: "grpc-status-details-bin",
-              value: encodeStatus(
-                new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
-                EDGE_DOMAIN,
-              ).toString("base64"),
+      // A gRPC-Web client reads its code from an HTTP status other than 200 (UNAVAILABLE for a
+      // 504): it gets a 200 unless the status says the refusal's code.
+      ...(GRPC_CODE_OF_HTTP[refusal.status] === refusal.code
+        ? []
+        : [
+            {
+              // A trailers-only reply: a body would make the gRPC-Web filter answer UNKNOWN.
+              headers_to_add: [
+                ...grpcReply.headers_to_add,
+                {
+                  header: { key: "grpc-message", value: refusal.message },
+                  append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+              ],
+              filter: when(`${refused} && ${GRPC_WEB}`),
+              status_code: 200,
+              body: { inline_string: "" },
             },
-            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-          },
-        ],
-        body: { inline_string: refusal.message },
-      },
+          ]),
+      { ...grpcReply, filter: when(refused), status_code: refusal.status },
     ];
   });
 }
@@ -924,6 +960,7 @@ function unroutedGrpc() {
 
 /** Connect's names of the codes Envoy's own replies carry. */
 const CONNECT_CODES: Record<number, string> = {
+  4: "deadline_exceeded",
   7: "permission_denied",
   12: "unimplemented",
   16: "unauthenticated",

@@ -1,11 +1,14 @@
 // The edge, faithful to the contract, against `npm run mesh` (real Envoy, real replicas): reflection
 // through Envoy, REST errors as google.rpc.Status JSON, the access log's status per protocol, the
 // Connect protocol with buf curl, and health by service name.
+import http2 from "node:http2";
 import path from "node:path";
-import { credentials } from "@grpc/grpc-js";
+import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
+import { GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
+import { decodeStatus } from "../../kit/errors.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
 import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
@@ -25,6 +28,14 @@ const channel = () =>
   credentials.createSsl(CA, null, null, { checkServerIdentity: () => undefined });
 const url = (rest: string) => `https://${mesh.front()}${rest}`;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+/** grpc-status-details-bin as a header carries it, as the metadata decodeStatus reads. */
+const detailsOf = (value: unknown) => {
+  const metadata = new Metadata();
+  if (typeof value === "string")
+    metadata.set("grpc-status-details-bin", Buffer.from(value, "base64"));
+  return metadata;
+};
 
 let healthy: Promise<void> | undefined;
 /** Every replica healthy in Envoy's eyes, once per file. */
@@ -520,6 +531,72 @@ test.serial(
         `${path} (${reason})`,
       );
     }
+  },
+);
+
+test.serial(
+  "a deadline that runs out at the edge is DEADLINE_EXCEEDED with its ErrorInfo, in every protocol",
+  async (t) => {
+    await ready();
+    const product = await newProduct(mesh.clients(), 1);
+    const request = GetProductRequest.encode({ productId: product.productId }).finish();
+    const enveloped = Buffer.concat([Buffer.from([0, 0, 0, 0, request.length]), request]);
+    const get = "/shop.product.v1.ProductService/GetProduct";
+    const expected = { code: 4, reason: "DEADLINE_EXCEEDED", domain: "shopmesh.edge" };
+    const ofHeaders = (headers: Record<string, unknown>) => {
+      const { reason, domain } = decodeStatus(detailsOf(headers["grpc-status-details-bin"]));
+      return { code: Number(headers["grpc-status"]), reason, domain };
+    };
+
+    // gRPC: a deadline of a microsecond runs out in Envoy, before any replica answers.
+    const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
+    t.teardown(() => session.close());
+    const grpcHeaders = await new Promise<Record<string, unknown>>((resolve, reject) => {
+      const stream = session.request({
+        ":method": "POST",
+        ":path": get,
+        "content-type": "application/grpc",
+        te: "trailers",
+        "grpc-timeout": "1u",
+        ...admin,
+      });
+      const seen: Record<string, unknown> = {};
+      stream.on("response", (headers) => Object.assign(seen, headers));
+      stream.on("trailers", (headers) => Object.assign(seen, headers));
+      stream.on("data", () => {});
+      stream.on("end", () => resolve(seen));
+      stream.on("error", reject);
+      stream.end(enveloped);
+    });
+    t.like(ofHeaders(grpcHeaders), expected, "gRPC");
+
+    // gRPC-Web: a trailers-only 200, as a gRPC-Web client reads the code from a status other
+    // than 200.
+    const web = await edgeFetch(url(get), {
+      method: "POST",
+      headers: { ...admin, "content-type": "application/grpc-web+proto", "grpc-timeout": "1u" },
+      body: enveloped,
+    });
+    t.is(web.status, 200);
+    t.like(ofHeaders(Object.fromEntries(web.headers)), expected, "gRPC-Web");
+
+    // Connect: its error JSON.
+    const connect = await edgeFetch(url(get), {
+      method: "POST",
+      headers: {
+        ...admin,
+        "content-type": "application/proto",
+        "connect-protocol-version": "1",
+        "connect-timeout-ms": "0",
+      },
+      body: Buffer.from(request),
+    });
+    const error = (await connect.json()) as { code: string; details: { value: string }[] };
+    t.is(error.code, "deadline_exceeded");
+    t.like(ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64")), {
+      reason: "DEADLINE_EXCEEDED",
+      domain: "shopmesh.edge",
+    });
   },
 );
 
