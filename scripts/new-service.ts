@@ -9,6 +9,7 @@ import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { registry } from "../services/registry.js";
 import { repoRoot } from "./lib/launcher.js";
+import { RESERVED_NAMES } from "./lib/reserved-names.js";
 
 const name = process.argv[2] ?? "";
 const fail = (message: string): never => {
@@ -19,11 +20,8 @@ if (!/^[a-z][a-z0-9]{1,30}$/.test(name)) {
   fail(`usage: npm run new-service -- <name>, a lower-case word such as "payment"; got "${name}"`);
 }
 if ((registry.names as string[]).includes(name)) fail(`"${name}" is already registered`);
-// The test fleets name their clients of the existing services so (test/helpers/fleet.ts), beside
-// one key per service: a service of one of these names would collide with them.
-if (["users", "products", "orders", "inventory"].includes(name)) {
-  fail(`"${name}" names a client of the test fleets (test/helpers/fleet.ts); choose another name`);
-}
+const reserved = RESERVED_NAMES[name];
+if (reserved) fail(`"${name}" ${reserved}; choose another name`);
 const Name = name[0]?.toUpperCase() + name.slice(1);
 const names = `${name}s`;
 const Names = `${Name}s`;

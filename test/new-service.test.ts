@@ -169,15 +169,34 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
   t.regex(launched.stdout + launched.stderr, /2 tests passed/);
 });
 
-test("npm run new-service refuses a name the test fleets give a client, before writing anything", async (t) => {
-  const run = await exec(process.execPath, [
-    "--import",
-    "tsx",
-    "scripts/new-service.ts",
-    "inventory",
-  ]);
-  t.is(run.code, 1);
-  t.regex(run.stderr, /"inventory" names a client of the test fleets/);
-  t.false(existsSync(path.join(repoRoot, "proto", "shop", "inventory")), "nothing written");
-  t.false(existsSync(path.join(repoRoot, "services", "inventory")), "nothing written");
+// Each name is used by the deployment or the tests already: a service of that name would clash.
+const RESERVED = {
+  users: /names a client of the test fleets/,
+  inventory: /names a client of the test fleets/,
+  envoy: /is the front door/,
+  seed: /demo seeder's compose service/,
+  edge: /Envoy's mTLS identity/,
+  cli: /operators' tools' mTLS identity/,
+  prometheus: /SHOP_PROMETHEUS_PORT/,
+  health: /SHOP_HEALTH_PORT/,
+  metrics: /SHOP_METRICS_PORT/,
+  namespace: /overlays\/\*\/namespace\.yaml/,
+  storage: /overlays\/\*\/storage\.yaml/,
+  autoscaling: /overlays\/\*\/autoscaling\.yaml/,
+  kustomization: /overlays\/\*\/kustomization\.yaml/,
+};
+
+test("npm run new-service refuses every name the deployment or the tests use, before writing anything", async (t) => {
+  t.timeout(300_000);
+  const registryBefore = readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8");
+  for (const [name, why] of Object.entries(RESERVED)) {
+    const run = await exec(process.execPath, ["--import", "tsx", "scripts/new-service.ts", name]);
+    t.is(run.code, 1, `${name}: ${run.stdout}${run.stderr}`);
+    t.regex(run.stderr, new RegExp(`^new-service: "${name}" `), name);
+    t.regex(run.stderr, why, name);
+    t.regex(run.stderr, /choose another name/, name);
+    t.false(existsSync(path.join(repoRoot, "proto", "shop", name)), `${name}: nothing written`);
+    t.false(existsSync(path.join(repoRoot, "services", name)), `${name}: nothing written`);
+  }
+  t.is(readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8"), registryBefore);
 });

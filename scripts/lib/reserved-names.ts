@@ -1,0 +1,25 @@
+// Names a new service cannot take, each with what already uses it: a service's name becomes a
+// compose service, an mTLS identity, a file of deploy/k8s, a Prometheus job and SHOP_<NAME>_PORT.
+
+const fleetClient = "names a client of the test fleets (test/helpers/fleet.ts)";
+const overlayFile = (file: string) =>
+  `is the name of deploy/k8s/overlays/*/${file}.yaml, which a service's patch file would replace`;
+
+export const RESERVED_NAMES: Readonly<Record<string, string>> = {
+  users: fleetClient,
+  products: fleetClient,
+  orders: fleetClient,
+  inventory: fleetClient,
+  envoy:
+    "is the front door: its compose service, deploy/k8s/base/envoy.yaml, its Prometheus job and SHOP_ENVOY_PORT",
+  seed: "is the demo seeder's compose service (deploy/compose.yaml)",
+  edge: "is Envoy's mTLS identity (scripts/lib/credentials.ts)",
+  cli: "is the operators' tools' mTLS identity (scripts/lib/credentials.ts)",
+  prometheus: "would set SHOP_PROMETHEUS_PORT, the port of npm run mesh's Prometheus",
+  health: "would set SHOP_HEALTH_PORT, every service's health-only port",
+  metrics: "would set SHOP_METRICS_PORT, every service's metrics port",
+  namespace: overlayFile("namespace"),
+  storage: overlayFile("storage"),
+  autoscaling: overlayFile("autoscaling"),
+  kustomization: overlayFile("kustomization"),
+};
