@@ -1,7 +1,9 @@
 // npm run certs: the development credentials in .certs/ (git-ignored): a development CA, one
 // certificate per mesh identity (every registered service, edge for Envoy, cli for operators'
 // tools), a JWT signing key and the JWKS the services and Envoy verify tokens with. Made once;
-// `--force` makes a new set. Nothing is downloaded: openssl and node:crypto (through jose).
+// later runs issue, from the same CA, the certificates of identities that have none (a service
+// added since); `--force` makes a new set, CA and JWT key included. Nothing is downloaded:
+// openssl and node:crypto (through jose).
 //
 //   npm run certs [-- --force] [-- --out DIR]
 //   npm run certs -- --production --out deploy/secrets
@@ -13,7 +15,7 @@ import { existsSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { DEV_CERTS_DIR } from "../kit/security.js";
-import { IDENTITIES, makeCredentials, replaceDir } from "./lib/credentials.js";
+import { IDENTITIES, issueMissing, makeCredentials, replaceDir } from "./lib/credentials.js";
 
 const { values } = parseArgs({
   options: {
@@ -24,25 +26,23 @@ const { values } = parseArgs({
 });
 const force = values.force;
 const out = path.resolve(values.out ?? DEV_CERTS_DIR);
+const where = path.relative(process.cwd(), out) || out;
+const options = values.production
+  ? { caName: "shopmesh mesh CA", keyIdPrefix: "shopmesh-", pageTokenSecret: true }
+  : {};
 
 if (existsSync(path.join(out, "jwks.json")) && !force) {
+  const issued = issueMissing(out, options);
   console.log(
-    `certs: ${path.relative(process.cwd(), out) || out} already holds credentials (--force for new ones)`,
+    issued.length > 0
+      ? `certs: issued ${issued.join(", ")} from the CA in ${where}; kept the CA, the other identities and the JWT key`
+      : `certs: ${where} already holds credentials (--force for new ones)`,
   );
 } else {
   const temp = mkdtempSync(path.join(path.dirname(out), ".certs-"));
-  await makeCredentials(
-    temp,
-    values.production
-      ? {
-          caName: "shopmesh mesh CA",
-          keyIdPrefix: "shopmesh-",
-          pageTokenSecret: true,
-        }
-      : {},
-  );
+  await makeCredentials(temp, options);
   replaceDir(temp, out);
   console.log(
-    `certs: wrote a development CA, certificates for ${IDENTITIES.join(", ")}, and a JWT key with its JWKS to ${path.relative(process.cwd(), out) || out}`,
+    `certs: wrote a CA, certificates for ${IDENTITIES.join(", ")}, and a JWT key with its JWKS to ${where}`,
   );
 }

@@ -329,4 +329,5 @@ new-service: ${name} on port ${port}
   proto/shop/${name}/v1/${name}.proto
   services/${name}/ (handlers.ts, store.ts, migrations/, service.ts, handlers.test.ts)
   services/registry.ts: one line; services/handlers.{postgres,sqlite3}.test.ts: its handler test
-Next: npm run lint && npx ava services/${name} && npm start`);
+Next: npm run lint && npx ava services/${name} && npm start
+  (npm start issues its certificate; for a deployment: npm run certs -- --production --out deploy/secrets)`);

@@ -54,53 +54,16 @@ function openssl(args: readonly string[], cwd: string): void {
 export async function makeCredentials(dir: string, options: CredentialOptions = {}): Promise<void> {
   mkdirSync(dir, { recursive: true });
   const days = String(options.days ?? 825);
-  const ec = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
   openssl(
     [
-      ...["req", "-x509", "-new", ...ec, "-keyout", "ca.key", "-out", "ca.crt", "-days", days],
+      ...["req", "-x509", "-new", ...EC, "-keyout", "ca.key", "-out", "ca.crt", "-days", days],
       ...["-subj", `/O=shopmesh/CN=${options.caName ?? DEV_CA_NAME}`],
       ...["-addext", "basicConstraints=critical,CA:TRUE"],
       ...["-addext", "keyUsage=critical,keyCertSign,cRLSign"],
     ],
     dir,
   );
-  for (const name of options.identities ?? IDENTITIES) {
-    const extensions = `${name}.ext`;
-    writeFileSync(
-      path.join(dir, extensions),
-      [
-        "basicConstraints=CA:FALSE",
-        "keyUsage=critical,digitalSignature",
-        "extendedKeyUsage=serverAuth,clientAuth",
-        `subjectAltName=URI:${IDENTITY_PREFIX}${name},DNS:${name},DNS:localhost,IP:127.0.0.1`,
-        "",
-      ].join("\n"),
-    );
-    openssl(
-      [
-        "req",
-        "-new",
-        ...ec,
-        "-keyout",
-        `${name}.key`,
-        "-out",
-        `${name}.csr`,
-        "-subj",
-        `/O=shopmesh/CN=${name}`,
-      ],
-      dir,
-    );
-    openssl(
-      [
-        ...["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key"],
-        ...["-set_serial", `0x${randomBytes(12).toString("hex")}`, "-days", days],
-        ...["-extfile", extensions, "-out", `${name}.crt`],
-      ],
-      dir,
-    );
-    rmSync(path.join(dir, `${name}.csr`));
-    rmSync(path.join(dir, extensions));
-  }
+  for (const name of options.identities ?? IDENTITIES) issueIdentity(dir, name, days);
   const { privateKey, publicKey } = await generateKeyPair("ES256", { extractable: true });
   const kid = `${options.keyIdPrefix ?? DEV_KEY_ID_PREFIX}${randomBytes(6).toString("hex")}`;
   writeFileSync(path.join(dir, "jwt.key"), await exportPKCS8(privateKey), { mode: 0o600 });
@@ -111,6 +74,53 @@ export async function makeCredentials(dir: string, options: CredentialOptions = 
       mode: 0o600,
     });
   }
+}
+
+/**
+ * Issues, from the CA already in `dir`, a certificate and key for every identity that lacks
+ * either (a service added since the set was made); the CA, the other identities and the JWT key
+ * stay as they are. Returns the identities issued.
+ */
+export function issueMissing(dir: string, options: CredentialOptions = {}): string[] {
+  const missing = (options.identities ?? IDENTITIES).filter(
+    (name) => !Object.values(identityFiles(dir, name)).every((file) => existsSync(file)),
+  );
+  for (const name of missing) issueIdentity(dir, name, String(options.days ?? 825));
+  return missing;
+}
+
+const EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"];
+
+/** <name>.key and <name>.crt, signed by ca.crt/ca.key in `dir`. */
+function issueIdentity(dir: string, name: string, days: string): void {
+  const extensions = `${name}.ext`;
+  writeFileSync(
+    path.join(dir, extensions),
+    [
+      "basicConstraints=CA:FALSE",
+      "keyUsage=critical,digitalSignature",
+      "extendedKeyUsage=serverAuth,clientAuth",
+      `subjectAltName=URI:${IDENTITY_PREFIX}${name},DNS:${name},DNS:localhost,IP:127.0.0.1`,
+      "",
+    ].join("\n"),
+  );
+  openssl(
+    [
+      ...["req", "-new", ...EC, "-keyout", `${name}.key`, "-out", `${name}.csr`],
+      ...["-subj", `/O=shopmesh/CN=${name}`],
+    ],
+    dir,
+  );
+  openssl(
+    [
+      ...["x509", "-req", "-in", `${name}.csr`, "-CA", "ca.crt", "-CAkey", "ca.key"],
+      ...["-set_serial", `0x${randomBytes(12).toString("hex")}`, "-days", days],
+      ...["-extfile", extensions, "-out", `${name}.crt`],
+    ],
+    dir,
+  );
+  rmSync(path.join(dir, `${name}.csr`));
+  rmSync(path.join(dir, extensions));
 }
 
 /**
