@@ -28,7 +28,13 @@ const force = values.force;
 const out = path.resolve(values.out ?? DEV_CERTS_DIR);
 const where = path.relative(process.cwd(), out) || out;
 const options = values.production
-  ? { caName: "shopmesh mesh CA", keyIdPrefix: "shopmesh-", pageTokenSecret: true }
+  ? {
+      caName: "shopmesh mesh CA",
+      keyIdPrefix: "shopmesh-",
+      pageTokenSecret: true,
+      // Compose mounts them with their host mode into containers of other uids.
+      containerReadable: true,
+    }
   : {};
 
 if (existsSync(path.join(out, "jwks.json")) && !force) {

@@ -1,7 +1,8 @@
 // npm run certs on a folder that holds a set already: it issues the missing identities'
 // certificates from the CA it finds (a service added after the set was made) and keeps the rest.
+// A production set's files are readable by the uids compose's containers run as.
 import { createPrivateKey, X509Certificate } from "node:crypto";
-import { readFileSync, rmSync } from "node:fs";
+import { readdirSync, readFileSync, rmSync, statSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -49,5 +50,41 @@ for (const production of [false, true]) {
 
     const third = await certs(args);
     t.regex(third.stdout, /already holds credentials/);
+    if (production)
+      t.deepEqual(modes(out), containerReadable(out), "compose's modes, re-issue too");
   });
 }
+
+/** The permission bits of a folder and of each of its files, in octal. */
+const modes = (dir: string) =>
+  Object.fromEntries(
+    [".", ...readdirSync(dir)].map((name) => [
+      name,
+      (statSync(path.join(dir, name)).mode & 0o777).toString(8),
+    ]),
+  );
+
+/** A production set compose mounts: readable by the containers' uids, in a folder of the owner's. */
+const containerReadable = (dir: string) =>
+  Object.fromEntries(
+    Object.keys(modes(dir)).map((name) => [
+      name,
+      name === "." ? "700" : name === "ca.key" ? "600" : "644",
+    ]),
+  );
+
+test("npm run certs -- --production makes files the containers' uids can read, in a folder of the owner's", async (t) => {
+  t.timeout(120_000);
+  const parent = await mkdtemp(path.join(tmpdir(), "shopmesh-certs-"));
+  t.teardown(() => rm(parent, { recursive: true, force: true }));
+  const out = path.join(parent, "secrets");
+  const made = await certs(["--production", "--out", out]);
+  t.is(made.code, 0, made.stderr);
+  t.deepEqual(modes(out), containerReadable(out));
+  t.true(Object.keys(modes(out)).includes("page-token.secret"));
+
+  // The development set is mounted nowhere: its keys stay the owner's.
+  const dev = path.join(parent, "certs");
+  t.is((await certs(["--out", dev])).code, 0);
+  t.is(modes(dev)["jwt.key"], "600");
+});

@@ -4,9 +4,11 @@
 import { execFileSync } from "node:child_process";
 import { randomBytes } from "node:crypto";
 import {
+  chmodSync,
   existsSync,
   mkdirSync,
   mkdtempSync,
+  readdirSync,
   readFileSync,
   renameSync,
   rmSync,
@@ -40,6 +42,8 @@ export interface CredentialOptions {
   days?: number;
   /** Write page-token.secret too: 32 random bytes, hex. */
   pageTokenSecret?: boolean;
+  /** For compose's secrets: files every uid can read, in a folder only its owner can enter. */
+  containerReadable?: boolean;
 }
 
 function openssl(args: readonly string[], cwd: string): void {
@@ -74,6 +78,7 @@ export async function makeCredentials(dir: string, options: CredentialOptions = 
       mode: 0o600,
     });
   }
+  if (options.containerReadable) makeContainerReadable(dir);
 }
 
 /**
@@ -86,6 +91,7 @@ export function issueMissing(dir: string, options: CredentialOptions = {}): stri
     (name) => !Object.values(identityFiles(dir, name)).every((file) => existsSync(file)),
   );
   for (const name of missing) issueIdentity(dir, name, String(options.days ?? 825));
+  if (options.containerReadable) makeContainerReadable(dir);
   return missing;
 }
 
@@ -121,6 +127,19 @@ function issueIdentity(dir: string, name: string, days: string): void {
   );
   rmSync(path.join(dir, `${name}.csr`));
   rmSync(path.join(dir, extensions));
+}
+
+/**
+ * Compose mounts a secret file with its host owner and mode, and the containers run as other
+ * uids (Envoy 101, the services 1000): the files they mount are readable by all (0644), and the
+ * folder, which only its owner may enter (0700), keeps them from the host's other users. ca.key
+ * is mounted nowhere and stays 0600.
+ */
+function makeContainerReadable(dir: string): void {
+  chmodSync(dir, 0o700);
+  for (const file of readdirSync(dir)) {
+    chmodSync(path.join(dir, file), file === "ca.key" ? 0o600 : 0o644);
+  }
 }
 
 /**
