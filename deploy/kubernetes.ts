@@ -232,8 +232,8 @@ function headlessService(service: RegisteredService) {
           name: "grpc",
           port: service.port,
           targetPort: "grpc",
+          // No appProtocol: kubernetes.io/h2c means cleartext, and this port serves mutual TLS.
           protocol: "TCP",
-          appProtocol: "kubernetes.io/h2c",
         },
       ],
     },

@@ -304,7 +304,9 @@ for (const overlay of ["development", "production"] as const) {
       const svc = find(objects, "Service", name);
       t.is(svc.spec.clusterIP, "None");
       t.like(labels, svc.spec.selector);
-      t.like(svc.spec.ports[0], { port, targetPort: "grpc" });
+      // No appProtocol: kubernetes.io/h2c would say cleartext HTTP/2, and the port serves mutual
+      // TLS; Kubernetes has no standard name for HTTP/2 over TLS.
+      t.deepEqual(svc.spec.ports, [{ name: "grpc", port, targetPort: "grpc", protocol: "TCP" }]);
 
       const budget = find(objects, "PodDisruptionBudget", name);
       t.like(labels, budget.spec.selector.matchLabels);
