@@ -265,6 +265,22 @@ for (const client of CLIENTS) {
     });
   }
 
+  // The README runs a client twice with the same customer: the second run finds the first's orders.
+  test.serial(
+    `the ${client.name} client passes again for a customer with orders of an earlier run`,
+    async (t) => {
+      const who = await newCustomer();
+      const to = { target: live().envoy as string };
+      const earlier = await client.run(to, who, "20");
+      t.is(earlier.code, 0, earlier.stdout + earlier.stderr);
+      const again = await client.run(to, who, "20");
+      t.is(again.code, 0, `stdout:\n${again.stdout}\nstderr:\n${again.stderr}`);
+      const listed = grab(t, again.stdout, /^3 ListOrders +page_size=1: \d+ pages, orders (.+)$/m);
+      t.is(listed.split(", ").length, 4, "two orders of each run");
+      t.true(again.stdout.endsWith("ok: every step matched the contract\n"), again.stdout);
+    },
+  );
+
   for (const [how, flag] of [
     ["the services are", "-user, -product, -order"],
     ["the -target is", "-target"],
