@@ -1,8 +1,16 @@
 // npm run token -- --user <user_id> [--role admin] [--ttl 1h]: prints a development JWT for that
 // user, signed with the key `npm run certs` made (made first if missing). Send it as
 // `authorization: Bearer <token>`. `--ttl=-5m` makes one that expired five minutes ago.
+//
+// For a deployment's set, name its key and the issuer its profile checks:
+//   npm run token -- --user <user_id> --key deploy/secrets/jwt.key --issuer https://shopmesh.dev/issuer
+// The token's kid comes from the jwks.json beside the key (--jwks FILE for another).
+import path from "node:path";
 import { parseArgs } from "node:util";
 import { ensureDevCredentials, parseTtl, signToken } from "./lib/credentials.js";
+
+const USAGE =
+  "usage: npm run token -- --user <user_id> [--role admin] [--ttl 1h] [--key FILE [--jwks FILE]] [--issuer URL] [--audience NAME]";
 
 try {
   const { values } = parseArgs({
@@ -10,19 +18,29 @@ try {
       user: { type: "string" },
       role: { type: "string", multiple: true },
       ttl: { type: "string", default: "1h" },
+      key: { type: "string" },
+      jwks: { type: "string" },
+      issuer: { type: "string" },
+      audience: { type: "string" },
     },
   });
   if (!values.user) throw new Error("--user <user_id> is required");
-  await ensureDevCredentials();
+  if (values.jwks && !values.key) throw new Error("--jwks goes with --key");
+  if (!values.key) await ensureDevCredentials();
   console.log(
     await signToken({
       user: values.user,
       roles: values.role ?? [],
       ttlSeconds: parseTtl(values.ttl),
+      keyFile: values.key,
+      jwksFile:
+        values.jwks ?? (values.key ? path.join(path.dirname(values.key), "jwks.json") : undefined),
+      issuer: values.issuer,
+      audience: values.audience,
     }),
   );
 } catch (error) {
   console.error(`token: ${error instanceof Error ? error.message : error}`);
-  console.error("usage: npm run token -- --user <user_id> [--role admin] [--ttl 1h]");
+  console.error(USAGE);
   process.exitCode = 1;
 }

@@ -1,0 +1,49 @@
+// npm run token signs with a deployment's key when given one: a token the production profile's
+// JWKS and issuer accept.
+import { readFileSync } from "node:fs";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
+import { makeCredentials } from "../scripts/lib/credentials.js";
+import { exec } from "./helpers/exec.js";
+
+test("npm run token -- --key FILE --issuer URL signs a token the deployment's JWKS verifies", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-token-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await makeCredentials(dir, { keyIdPrefix: "shopmesh-", identities: [] });
+  const key = path.join(dir, "jwt.key");
+  const args = [
+    "--user",
+    "usr_ops",
+    "--role",
+    "admin",
+    "--key",
+    key,
+    "--issuer",
+    PRODUCTION_ISSUER,
+  ];
+  const run = await exec(process.execPath, ["--import", "tsx", "scripts/token.ts", ...args]);
+  t.is(run.code, 0, run.stderr);
+  const token = run.stdout.trim();
+
+  const jwks = JSON.parse(readFileSync(path.join(dir, "jwks.json"), "utf8"));
+  const { payload } = await jwtVerify(token, createLocalJWKSet(jwks), {
+    issuer: PRODUCTION_ISSUER,
+    audience: DEV_AUDIENCE,
+  });
+  t.is(payload.sub, "usr_ops");
+  t.deepEqual(payload.roles, ["admin"]);
+  t.is(decodeProtectedHeader(token).kid, jwks.keys[0].kid);
+});
+
+test("npm run token refuses --jwks without --key", async (t) => {
+  const run = await exec(process.execPath, [
+    ...["--import", "tsx", "scripts/token.ts"],
+    ...["--user", "usr_ops", "--jwks", "/nowhere/jwks.json"],
+  ]);
+  t.is(run.code, 1);
+  t.regex(run.stderr, /--jwks goes with --key/);
+});
