@@ -821,6 +821,13 @@ export const EDGE_REFUSALS = [
     message: "this call needs role admin",
   },
   {
+    details: "grpc_base_64_decode_failed",
+    status: 400,
+    code: 3,
+    reason: "MALFORMED_REQUEST",
+    message: "the gRPC-Web text body is not base64",
+  },
+  {
     // A unary call's grpc-timeout (or 15 s) ran out before its reply came.
     details: "max_duration_timeout",
     status: 504,
@@ -960,6 +967,7 @@ function unroutedGrpc() {
 
 /** Connect's names of the codes Envoy's own replies carry. */
 const CONNECT_CODES: Record<number, string> = {
+  3: "invalid_argument",
   4: "deadline_exceeded",
   7: "permission_denied",
   12: "unimplemented",

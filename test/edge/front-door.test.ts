@@ -6,8 +6,7 @@ import path from "node:path";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
-import { WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
-import { GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
+import { CreateOrderRequest, WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
 import { decodeStatus } from "../../kit/errors.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
@@ -28,6 +27,12 @@ const channel = () =>
   credentials.createSsl(CA, null, null, { checkServerIdentity: () => undefined });
 const url = (rest: string) => `https://${mesh.front()}${rest}`;
 const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+
+/** The code and ErrorInfo of a gRPC or gRPC-Web reply's headers (or trailers). */
+const ofHeaders = (headers: Record<string, unknown>) => {
+  const { reason, domain } = decodeStatus(detailsOf(headers["grpc-status-details-bin"]));
+  return { code: Number(headers["grpc-status"]), reason, domain };
+};
 
 /** grpc-status-details-bin as a header carries it, as the metadata decodeStatus reads. */
 const detailsOf = (value: unknown) => {
@@ -538,17 +543,19 @@ test.serial(
   "a deadline that runs out at the edge is DEADLINE_EXCEEDED with its ErrorInfo, in every protocol",
   async (t) => {
     await ready();
-    const product = await newProduct(mesh.clients(), 1);
-    const request = GetProductRequest.encode({ productId: product.productId }).finish();
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 10)]);
+    // CreateOrder takes three calls and two writes: its reply never comes within a millisecond.
+    const request = CreateOrderRequest.encode({
+      userId: user.userId,
+      lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
+      requestId: "",
+    }).finish();
     const enveloped = Buffer.concat([Buffer.from([0, 0, 0, 0, request.length]), request]);
-    const get = "/shop.product.v1.ProductService/GetProduct";
+    const get = "/shop.order.v1.OrderService/CreateOrder";
     const expected = { code: 4, reason: "DEADLINE_EXCEEDED", domain: "shopmesh.edge" };
-    const ofHeaders = (headers: Record<string, unknown>) => {
-      const { reason, domain } = decodeStatus(detailsOf(headers["grpc-status-details-bin"]));
-      return { code: Number(headers["grpc-status"]), reason, domain };
-    };
 
-    // gRPC: a deadline of a microsecond runs out in Envoy, before any replica answers.
+    // gRPC: a deadline of a microsecond runs out in Envoy, before the order service answers.
     const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
     t.teardown(() => session.close());
     const grpcHeaders = await new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -595,6 +602,24 @@ test.serial(
     t.is(error.code, "deadline_exceeded");
     t.like(ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64")), {
       reason: "DEADLINE_EXCEEDED",
+      domain: "shopmesh.edge",
+    });
+  },
+);
+
+test.serial(
+  "gRPC-Web: a text body that is not base64 is INVALID_ARGUMENT with details",
+  async (t) => {
+    await ready();
+    const reply = await edgeFetch(url("/shop.product.v1.ProductService/GetProduct"), {
+      method: "POST",
+      headers: { ...admin, "content-type": "application/grpc-web-text" },
+      body: "not base64 at all!",
+    });
+    t.is(reply.status, 200, "trailers-only: a gRPC-Web client reads the code from the headers");
+    t.like(ofHeaders(Object.fromEntries(reply.headers)), {
+      code: 3,
+      reason: "MALFORMED_REQUEST",
       domain: "shopmesh.edge",
     });
   },
