@@ -4,6 +4,7 @@ import { hostPort } from "./config.js";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { answerUnknownMethods, framingGuard, type Refused } from "./framing.js";
+import { readTimeoutsStrictly } from "./grpc-timeout.js";
 import { guardedServer } from "./guard.js";
 import type { Logger } from "./logger.js";
 import {
@@ -90,6 +91,7 @@ export async function serve(
   services: readonly ServiceImplementation[],
   options: ServeOptions,
 ): Promise<RunningServer> {
+  readTimeoutsStrictly();
   const handles = new Map<string, [ServerNext, MethodInfo]>();
   let stopping: Promise<void> | undefined;
   // Set before the shutdown closes connections: it ends our streams itself, at its grace's end.

@@ -178,6 +178,47 @@ test("a call whose deadline passes while it runs ends DEADLINE_EXCEEDED with det
   });
 });
 
+test("a grpc-timeout that is not up to 8 digits and a unit is INVALID_ARGUMENT", async (t) => {
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module);
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+  for (const value of ["-1S", "5S junk", "100000000S", "1.5S", "5s"]) {
+    t.like(
+      await call(session, GET_PRODUCT, getProduct, { "grpc-timeout": value }),
+      { code: Code.INVALID_ARGUMENT, reason: "MALFORMED_REQUEST" },
+      value,
+    );
+  }
+});
+
+test("a grpc-timeout past what 32 bits of milliseconds hold is a deadline that far off", async (t) => {
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module);
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+  // 720 hours: grpc-js alone wrapped it around and ended the watch at once.
+  const watch = session.request({
+    ":method": "POST",
+    ":path": WATCH,
+    "content-type": "application/grpc",
+    te: "trailers",
+    "grpc-timeout": "720H",
+  });
+  watch.on("data", () => {});
+  watch.end(emptyMessage);
+  const outcome = await Promise.race([
+    new Promise<string>((resolve) =>
+      watch.on("trailers", (h) => resolve(`ended ${h["grpc-status"]}`)),
+    ),
+    new Promise<string>((resolve) => setTimeout(resolve, 500, "open")),
+  ]);
+  watch.close();
+  t.is(outcome, "open");
+});
+
 test("a method the server lacks is UNIMPLEMENTED with details, and the server keeps serving", async (t) => {
   const product = registry.services.find((s) => s.name === "product");
   if (!product) throw new Error("no product service in the registry");
