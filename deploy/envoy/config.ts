@@ -833,7 +833,7 @@ export const EDGE_REFUSALS = [
     status: 504,
     code: 4,
     reason: "DEADLINE_EXCEEDED",
-    message: "the call's deadline passed",
+    message: "the deadline passed at the edge",
   },
 ] as const;
 
