@@ -23,6 +23,18 @@ export const env = {
     }
     return value;
   },
+  /** A TCP port: 0 (any free one) to 65535. */
+  port(name: string, fallback: number): number {
+    return env.int(name, fallback, { min: 0, max: 65_535 });
+  },
+  /** One of `values`. */
+  oneOf<T extends string>(name: string, fallback: T, values: readonly T[]): T {
+    const value = env.string(name, fallback);
+    if (!(values as readonly string[]).includes(value)) {
+      throw new Error(`${name} must be one of ${values.join(", ")}, got "${value}"`);
+    }
+    return value as T;
+  },
   bool(name: string, fallback: boolean): boolean {
     const raw = process.env[name];
     if (raw === undefined || raw === "") return fallback;
@@ -66,6 +78,9 @@ export function databaseLocation(service: string): string {
   return env.string("SHOP_DATABASE", path.join(dataDir, `${service}.sqlite`));
 }
 
+/** pino's levels, SHOP_LOG_LEVEL's values. */
+export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
+
 /** Settings every service reads the same way. README "Configuration" documents each one. */
 export interface ServerConfig {
   host: string;
@@ -99,13 +114,13 @@ export interface ServerConfig {
 export function serverConfig(service: string, defaultPort: number): ServerConfig {
   return {
     host: env.string("SHOP_HOST", "127.0.0.1"),
-    port: env.int("SHOP_PORT", defaultPort),
+    port: env.port("SHOP_PORT", defaultPort),
     database: databaseLocation(service),
-    logLevel: env.string("SHOP_LOG_LEVEL", "info"),
+    logLevel: env.oneOf("SHOP_LOG_LEVEL", "info", LOG_LEVELS),
     shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000, { min: 0 }),
     maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),
     maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, { min: 0 }),
     maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
-    ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.int("SHOP_HEALTH_PORT", 0) }),
+    ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.port("SHOP_HEALTH_PORT", 0) }),
   };
 }

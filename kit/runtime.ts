@@ -1,5 +1,5 @@
 import { TokenVerifier } from "./auth.js";
-import { createClient } from "./client.js";
+import { channelTarget, createClient } from "./client.js";
 import { env, hostPort, type ServerConfig, serverConfig } from "./config.js";
 import { type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
@@ -20,7 +20,12 @@ import {
 import { metricsClient, metricsServer } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
-import { metricsPortFor, type ServiceRegistry, serviceVariable } from "./registry.js";
+import {
+  metricsPortFor,
+  type RegisteredService,
+  type ServiceRegistry,
+  serviceVariable,
+} from "./registry.js";
 import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
 import { type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
@@ -201,11 +206,38 @@ export async function startService(
 export function dependencyAddresses(registry: ServiceRegistry, name: string) {
   const service = registry.get(name);
   return Object.fromEntries(
-    Object.entries(service.clients).map(([client, dependency]) => [
-      client,
-      env.string(serviceVariable(dependency, "ADDR"), `127.0.0.1:${registry.get(dependency).port}`),
-    ]),
+    Object.entries(service.clients).map(([client, dependency]) => {
+      const variable = serviceVariable(dependency, "ADDR");
+      const address = env.string(variable, `127.0.0.1:${registry.get(dependency).port}`);
+      return [client, checkedAddress(variable, address)];
+    }),
   );
+}
+
+/** A dependency's address as channelTarget takes it, each `host:port` with a port of 1 to 65535. */
+function checkedAddress(variable: string, address: string): string {
+  const endpoints = address.replace(/^(dns:(\/\/[^/]*\/)?|ipv4:|ipv6:)/i, "").split(",");
+  const valid = endpoints.every((endpoint) => {
+    const port = /^.+:(\d{1,5})$/.exec(endpoint.trim())?.[1];
+    return port !== undefined && Number(port) >= 1 && Number(port) <= 65_535;
+  });
+  if (!valid) {
+    throw new Error(
+      `${variable} must be host:port, ip:port,ip:port or dns:///name:port, got "${address}"`,
+    );
+  }
+  try {
+    channelTarget(address);
+  } catch (error) {
+    throw new Error(`${variable}: ${(error as Error).message}`);
+  }
+  return address;
+}
+
+/** SHOP_METRICS_PORT, else the port the registry's offset gives: derived only when unset. */
+function metricsPort(registered: RegisteredService, grpcPort: number): number {
+  if (env.string("SHOP_METRICS_PORT", "") === "") return metricsPortFor(registered, grpcPort);
+  return env.port("SHOP_METRICS_PORT", 0);
 }
 
 /**
@@ -220,7 +252,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     const registered = registry.get(name);
     const config = serverConfig(name, registered.port);
     const metrics = env.bool("SHOP_METRICS", true)
-      ? { port: env.int("SHOP_METRICS_PORT", metricsPortFor(registered, config.port)) }
+      ? { port: metricsPort(registered, config.port) }
       : false;
     service = await startService(registered.module, {
       ...config,

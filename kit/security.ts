@@ -15,7 +15,7 @@ import type { JSONWebKeySet } from "jose";
 import type { JwtSettings } from "./auth.js";
 import { env } from "./config.js";
 import { DEV_PAGE_TOKEN_SECRET, pageTokenSecret } from "./page-token.js";
-import { readTls, type TlsFiles, type TlsMaterial } from "./tls.js";
+import type { TlsFiles, TlsMaterial } from "./tls.js";
 
 export type Profile = "development" | "production";
 
@@ -73,16 +73,39 @@ function profileFromEnv(): Profile {
   return profile;
 }
 
+/** The contents of the file `variable` names; an error naming both when it cannot be read. */
+function readNamed(variable: string, file: string): Buffer {
+  try {
+    return readFileSync(file);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    throw new SecurityError(`${variable}: cannot read ${file} (${code})`);
+  }
+}
+
 function readJwks(file: string): JSONWebKeySet {
   if (!existsSync(file)) {
     throw new SecurityError(`no JWKS at ${file}: run npm run certs, or set SHOP_JWKS_FILE`);
   }
-  const jwks = JSON.parse(readFileSync(file, "utf8")) as JSONWebKeySet;
-  if (!Array.isArray(jwks.keys) || jwks.keys.length === 0) {
-    throw new SecurityError(`${file} holds no keys`);
+  let jwks: JSONWebKeySet;
+  try {
+    jwks = JSON.parse(readNamed("SHOP_JWKS_FILE", file).toString("utf8"));
+  } catch (error) {
+    if (error instanceof SecurityError) throw error;
+    throw new SecurityError(`SHOP_JWKS_FILE: ${file} is not JSON`);
+  }
+  if (!Array.isArray(jwks?.keys) || jwks.keys.length === 0) {
+    throw new SecurityError(`SHOP_JWKS_FILE: ${file} holds no keys`);
   }
   return jwks;
 }
+
+/** The PEM files SHOP_TLS_*_FILE name. */
+const readTls = (files: TlsFiles): TlsMaterial => ({
+  cert: readNamed("SHOP_TLS_CERT_FILE", files.cert),
+  key: readNamed("SHOP_TLS_KEY_FILE", files.key),
+  ca: readNamed("SHOP_TLS_CA_FILE", files.ca),
+});
 
 /**
  * The security settings of this process from SHOP_* variables, checked against its profile.

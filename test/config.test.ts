@@ -36,6 +36,50 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_PAGE_TOKEN_SECRET_FILE: "/does/not/exist" },
     /SHOP_PAGE_TOKEN_SECRET_FILE: cannot read \/does\/not\/exist \(ENOENT\)/,
   ],
+  ["product", { SHOP_PORT: "-1" }, /SHOP_PORT must be between 0 and 65535, got "-1"/],
+  ["product", { SHOP_PORT: "70000" }, /SHOP_PORT must be between 0 and 65535, got "70000"/],
+  [
+    "product",
+    { SHOP_LOG_LEVEL: "verbose" },
+    /SHOP_LOG_LEVEL must be one of fatal, error, warn, info, debug, trace, silent, got "verbose"/,
+  ],
+  [
+    "product",
+    { SHOP_HEALTH_PORT: "99999" },
+    /SHOP_HEALTH_PORT must be between 0 and 65535, got "99999"/,
+  ],
+  [
+    "product",
+    { SHOP_METRICS_PORT: "-1", SHOP_METRICS: "true" },
+    /SHOP_METRICS_PORT must be between 0 and 65535, got "-1"/,
+  ],
+  // No metrics port follows from 64999 (+ 1000): only one that is unset must be derived.
+  [
+    "product",
+    { SHOP_METRICS_PORT: "65536", SHOP_PORT: "64999", SHOP_METRICS: "true" },
+    /SHOP_METRICS_PORT must be between 0 and 65535, got "65536"/,
+  ],
+  ["product", { SHOP_JWKS_FILE: "/etc/hostname" }, /SHOP_JWKS_FILE: \/etc\/hostname is not JSON/],
+  ["product", { SHOP_JWKS_FILE: "/etc" }, /SHOP_JWKS_FILE: cannot read \/etc \(EISDIR\)/],
+  [
+    "product",
+    {
+      SHOP_TLS_CERT_FILE: "/does/not/exist",
+      SHOP_TLS_KEY_FILE: "/etc/hostname",
+      SHOP_TLS_CA_FILE: "/etc/hostname",
+    },
+    /SHOP_TLS_CERT_FILE: cannot read \/does\/not\/exist \(ENOENT\)/,
+  ],
+  [
+    "order",
+    { SHOP_USER_ADDR: "127.0.0.1:99999" },
+    /SHOP_USER_ADDR must be host:port, ip:port,ip:port or dns:\/\/\/name:port, got "127\.0\.0\.1:99999"/,
+  ],
+  [
+    "order",
+    { SHOP_PRODUCT_ADDR: "dns:///product" },
+    /SHOP_PRODUCT_ADDR must be host:port, .*, got "dns:\/\/\/product"/,
+  ],
 ];
 
 for (const [service, env, message] of cases) {
