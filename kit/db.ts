@@ -103,6 +103,21 @@ const migrationSourceOf = (migrations: readonly Migration[]) => ({
   getMigration: async (migration: Migration) => migration,
 });
 
+/** Warns, in one line, of the migrations `db` has applied that are not among `migrations`. */
+async function warnOfUnknownMigrations(
+  db: Knex,
+  migrations: readonly Migration[],
+  logger: Logger | undefined,
+): Promise<void> {
+  const known = new Set(migrations.map((migration) => migration.name));
+  const applied: string[] = await db("knex_migrations").pluck("name");
+  const unknown = applied.filter((name) => !known.has(name));
+  if (unknown.length === 0) return;
+  const message = `the database has migrations this build does not know, from a newer one: ${unknown.join(", ")}`;
+  if (logger) logger.warn({ component: "migrate", unknown }, message);
+  else console.warn(`warning: ${message}`);
+}
+
 /** Connects to a database without migrating it, e.g. to read what a service wrote. */
 export function connectDatabase(location: string, options: DatabaseOptions = {}): Knex {
   if (isPostgresUrl(location)) {
@@ -128,14 +143,21 @@ export async function openDatabase(
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
     await migratePostgres(location, settings, migrationSource);
-    return connectPostgres(location, settings, knexLog(options.logger));
+    const db = connectPostgres(location, settings, knexLog(options.logger));
+    await warnOfUnknownMigrations(db, migrations, options.logger).catch(async (error) => {
+      await db.destroy();
+      throw error;
+    });
+    return db;
   }
   // On SQLite the migrations run on the service's own connection: ":memory:" is per connection.
   const db = connectDatabase(location, options);
   // Replicas that share a new file race to create knex's bookkeeping tables; the loser retries.
   for (let attempt = 1; ; attempt++) {
     try {
-      await db.migrate.latest({ migrationSource });
+      // Newer migrations than this build's are left as they are: see migratePostgres.
+      await db.migrate.latest({ migrationSource, disableMigrationsListValidation: true });
+      await warnOfUnknownMigrations(db, migrations, options.logger);
       return db;
     } catch (error) {
       const racing = error instanceof Error && /already exists|already locked/.test(error.message);

@@ -82,7 +82,14 @@ export async function migratePostgres(
     // database even when the schema exists: an operator may create it and grant only that.
     const { rows } = await db.raw("select 1 from pg_namespace where nspname = ?", [schema]);
     if (rows.length === 0) await db.raw("create schema ??", [schema]);
-    await db.migrate.latest({ migrationSource, schemaName: schema });
+    // A build runs its own migrations the database lacks and leaves those a newer build applied
+    // (mid-rollout, or before a rollback), where knex would refuse to start ("the migration
+    // directory is corrupt"): migrations are additive, so the older build runs on.
+    await db.migrate.latest({
+      migrationSource,
+      schemaName: schema,
+      disableMigrationsListValidation: true,
+    });
   } finally {
     // Closing the session releases the lock.
     await db.destroy();
