@@ -60,7 +60,23 @@ function databaseUrl(name: string, fallback: string): string {
   if (url && !/^postgres(ql)?:\/\//i.test(url)) {
     throw new Error(`${name} must be a postgres:// or postgresql:// URL, got "${url}"`);
   }
+  // Not quoted: the URL may hold a password.
+  if (url && !parsesAsPg(url)) throw new Error(`${name} is not a URL that parses`);
   return url;
+}
+
+/** Whether node-postgres can read `url`: it encodes stray spaces and `%`, and takes no host. */
+function parsesAsPg(url: string): boolean {
+  const encoded = / |%[^a-f0-9]|%[a-f0-9][^a-f0-9]/i.test(url)
+    ? encodeURI(url).replace(/%25(\d\d)/g, "%$1")
+    : url;
+  return URL.canParse(encoded) || URL.canParse(encoded.replace("@/", "@host/"));
+}
+
+/** The variable a service's database location came from (databaseLocation), for its errors. */
+export function databaseVariable(service: string): string {
+  const named = [serviceVariable(service, "DATABASE_URL"), "SHOP_DATABASE_URL", "SHOP_DATABASE"];
+  return named.find((name) => env.string(name, "") !== "") ?? "SHOP_DATA_DIR";
 }
 
 /**

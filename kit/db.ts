@@ -142,7 +142,7 @@ export async function openDatabase(
   const migrationSource = migrationSourceOf(migrations);
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
-    await migratePostgres(location, settings, migrationSource);
+    await migratePostgres(location, settings, migrationSource, knexLog(options.logger));
     const db = connectPostgres(location, settings, knexLog(options.logger));
     await warnOfUnknownMigrations(db, migrations, options.logger).catch(async (error) => {
       await db.destroy();

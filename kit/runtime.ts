@@ -1,7 +1,7 @@
 import { TokenVerifier } from "./auth.js";
 import { channelTarget, createClient } from "./client.js";
-import { env, hostPort, type ServerConfig, serverConfig } from "./config.js";
-import { type Knex, observeDatabase, openDatabase } from "./db.js";
+import { databaseVariable, env, hostPort, type ServerConfig, serverConfig } from "./config.js";
+import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger } from "./logger.js";
 import {
   databaseMetrics,
@@ -71,6 +71,9 @@ export interface StartOptions extends Partial<ServerConfig> {
   tracing?: boolean;
 }
 
+/** startService could not open or migrate the service's database. */
+export class DatabaseOpenError extends Error {}
+
 export interface StartedService {
   server: RunningServer;
   db: Knex;
@@ -123,7 +126,9 @@ export async function startService(
     db = await openDatabase(config.database, module.migrations, { schema: module.name, logger });
   } catch (error) {
     closeClients();
-    throw error;
+    throw new DatabaseOpenError(
+      `cannot open ${describeLocation(config.database)}: ${(error as Error).message}`,
+    );
   }
   if (counting) observeDatabase(db, databaseMetrics(metrics));
   if (tracing) observeDatabase(db, databaseTracing(db));
@@ -265,7 +270,8 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     });
     if (metrics) service.metrics.collectProcessMetrics();
   } catch (error) {
-    console.error(`${name}: failed to start: ${(error as Error).message}`);
+    const named = error instanceof DatabaseOpenError ? `${databaseVariable(name)}: ` : "";
+    console.error(`${name}: failed to start: ${named}${(error as Error).message}`);
     process.exit(1);
   }
   const metricsAddress = service.metricsEndpoint?.address;

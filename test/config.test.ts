@@ -80,6 +80,26 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_PRODUCT_ADDR: "dns:///product" },
     /SHOP_PRODUCT_ADDR must be host:port, .*, got "dns:\/\/\/product"/,
   ],
+  [
+    "product",
+    { SHOP_DATABASE: "/etc/passwd" },
+    /SHOP_DATABASE: cannot open \/etc\/passwd: file is not a database/,
+  ],
+  [
+    "product",
+    { SHOP_DATA_DIR: "/etc/hostname" },
+    /SHOP_DATA_DIR: cannot open \/etc\/hostname\/product\.sqlite: EEXIST/,
+  ],
+  [
+    "product",
+    { SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:99999/shop" },
+    /SHOP_DATABASE_URL is not a URL that parses$/m,
+  ],
+  [
+    "product",
+    { SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:64999/shop" },
+    /SHOP_DATABASE_URL: cannot open postgres:\/\/shop:\*\*\*@127\.0\.0\.1:64999\/shop: connect ECONNREFUSED/,
+  ],
 ];
 
 for (const [service, env, message] of cases) {

@@ -68,6 +68,7 @@ export async function migratePostgres(
   url: string,
   options: Pick<PostgresOptions, "schema" | "applicationName">,
   migrationSource: Knex.MigratorConfig["migrationSource"],
+  more: Knex.Config = {},
 ): Promise<void> {
   const { schema } = options;
   const db = knex({
@@ -75,6 +76,7 @@ export async function migratePostgres(
     connection: connection(url, { application_name: `${options.applicationName} migrate` }),
     searchPath: [schema],
     pool: { min: 1, max: 1 },
+    ...more,
   });
   try {
     await db.raw("select pg_advisory_lock(hashtext(?))", [`shopmesh migrate ${schema}`]);
