@@ -250,6 +250,11 @@ function metricsPort(registered: RegisteredService, grpcPort: number): number {
  * that started it (if any) where it serves, and stop gracefully on SIGTERM or SIGINT.
  */
 export async function runService(registry: ServiceRegistry, name: string): Promise<void> {
+  if (!(registry.names as string[]).includes(name)) {
+    const names = registry.names.join(", ");
+    console.error(`SHOP_SERVICE (or the first argument) must be one of ${names}, got "${name}"`);
+    process.exit(1);
+  }
   let service: StartedService;
   let tracing: Tracing;
   try {

@@ -100,6 +100,11 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:64999/shop" },
     /SHOP_DATABASE_URL: cannot open postgres:\/\/shop:\*\*\*@127\.0\.0\.1:64999\/shop: connect ECONNREFUSED/,
   ],
+  [
+    "product",
+    { SHOP_SERVICE: "shipping" },
+    /SHOP_SERVICE \(or the first argument\) must be one of user, product, order, got "shipping"/,
+  ],
 ];
 
 for (const [service, env, message] of cases) {
