@@ -221,6 +221,8 @@ export function dependencyAddresses(registry: ServiceRegistry, name: string) {
 
 /** A dependency's address as channelTarget takes it, each `host:port` with a port of 1 to 65535. */
 function checkedAddress(variable: string, address: string): string {
+  // A target of another scheme (unix:, xds:, …) is grpc-js's to read.
+  if (/^(?!dns:|ipv4:|ipv6:)[a-z0-9-]+:(\/\/|[^\d])/i.test(address)) return address;
   const endpoints = address.replace(/^(dns:(\/\/[^/]*\/)?|ipv4:|ipv6:)/i, "").split(",");
   const valid = endpoints.every((endpoint) => {
     const port = /^.+:(\d{1,5})$/.exec(endpoint.trim())?.[1];

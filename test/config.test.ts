@@ -6,7 +6,9 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
+import { dependencyAddresses } from "../kit/runtime.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { registry } from "../services/registry.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
@@ -175,4 +177,22 @@ test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) 
   t.regex(health, /SERVING/);
   const metrics = await fetch(`http://[::1]:${metricsPort}/metrics`);
   t.is(metrics.status, 200);
+});
+
+test.serial("SHOP_<NAME>_ADDR takes every form README names, and other schemes' targets", (t) => {
+  const saved = process.env.SHOP_USER_ADDR;
+  t.teardown(() => {
+    if (saved === undefined) delete process.env.SHOP_USER_ADDR;
+    else process.env.SHOP_USER_ADDR = saved;
+  });
+  for (const address of [
+    "user:50051",
+    "10.0.0.1:50051,10.0.0.2:50051",
+    "[::1]:50051",
+    "dns:///user.shop.svc.cluster.local:50051",
+    "unix:///run/user.sock",
+  ]) {
+    process.env.SHOP_USER_ADDR = address;
+    t.true(Object.values(dependencyAddresses(registry, "order")).includes(address), address);
+  }
 });
