@@ -196,3 +196,30 @@ test.serial("SHOP_<NAME>_ADDR takes every form README names, and other schemes' 
     t.true(Object.values(dependencyAddresses(registry, "order")).includes(address), address);
   }
 });
+
+test.serial("SHOP_METRICS_PORT serves though none follows from SHOP_PORT", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // The product's offset (+ 1000) would put its metrics on 65990, past the last port.
+  const [port, metricsPort] = [64990, 64991];
+  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      SHOP_SERVICE: "product",
+      SHOP_DATA_DIR: dir,
+      SHOP_PORT: String(port),
+      SHOP_METRICS_PORT: String(metricsPort),
+    },
+    stdio: "ignore",
+  });
+  t.teardown(() => {
+    child.kill("SIGKILL");
+  });
+  const status = await eventually(
+    "the product service's metrics",
+    async () => (await fetch(`http://127.0.0.1:${metricsPort}/metrics`)).status,
+    { timeoutMs: 30_000, intervalMs: 250 },
+  );
+  t.is(status, 200);
+});
