@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# The contract-breaking gate, with buf's FILE rules.
+# The contract-breaking gate: buf's FILE rules, then our own checks of what those rules leave out
+# (scripts/contract-breaks.ts: REST bindings, REQUIRED request fields, idempotency weakened).
 #   scripts/breaking.sh [DIR]              compare DIR (default: the repo) against the released
 #                                          contract, contract/released.binpb.
 #   scripts/breaking.sh --against-ref REF  compare the repo against proto/ as it is at git REF,
@@ -12,6 +13,8 @@ cd "$root"
 buf=$root/node_modules/.bin/buf
 baseline=contract/released.binpb
 input=.
+tmp=$(mktemp -d)
+trap 'rm -rf "$tmp"' EXIT
 
 case ${1:-} in
   --release)
@@ -21,8 +24,6 @@ case ${1:-} in
     ;;
   --against-ref)
     ref=${2:?usage: breaking.sh --against-ref REF}
-    tmp=$(mktemp -d)
-    trap 'rm -rf "$tmp"' EXIT
     git archive "$ref" buf.yaml proto | tar -x -C "$tmp"
     ln -s "$root/node_modules" "$tmp/node_modules"
     baseline=$tmp/against.binpb
@@ -32,4 +33,8 @@ case ${1:-} in
 esac
 
 # The proto module is the input; the workspace config above it resolves the google imports.
-"$buf" breaking "$input/proto" --against "$baseline"
+status=0
+"$buf" breaking "$input/proto" --against "$baseline" || status=$?
+"$buf" build "$input/proto" -o "$tmp/current.binpb"
+"$root/node_modules/.bin/tsx" scripts/contract-breaks.ts "$baseline" "$tmp/current.binpb" || status=$?
+exit "$status"

@@ -112,6 +112,73 @@ test("the breaking gate rejects moving an rpc to another service", async (t) => 
   );
 });
 
+// buf's rules skip custom options: scripts/contract-breaks.ts checks the REST mapping and
+// field_behavior (and which way an idempotency level moved), and names the rpc.
+const productProto = "proto/shop/product/v1/product.proto";
+
+const rejectedRest: Record<string, [RegExp, (text: string) => string]> = {
+  "changing an rpc's REST path": [
+    /ProductService\.GetProduct: .*GET \/products\/\{product_id\}.*GET \/v2\/items/,
+    (text) => text.replace('{get: "/products/{product_id}"}', '{get: "/v2/items/{product_id}"}'),
+  ],
+  "changing an rpc's REST body": [
+    /ProductService\.CreateProduct: .*body "product".*body "\*"/,
+    (text) =>
+      text.replace(
+        'post: "/products"\n      body: "product"',
+        'post: "/products"\n      body: "*"',
+      ),
+  ],
+  "making an optional request field REQUIRED": [
+    /ProductService\.ListProducts: .*in_stock_only/,
+    (text) =>
+      text.replace(
+        "bool in_stock_only = 3;",
+        "bool in_stock_only = 3 [(google.api.field_behavior) = REQUIRED];",
+      ),
+  ],
+  "setting a request field from the URL path": [
+    /ProductService\.ListProducts: .*page_token/,
+    (text) =>
+      text.replace(
+        '{get: "/products"}',
+        '{\n      get: "/products"\n      additional_bindings {get: "/products/pages/{page_token}"}\n    }',
+      ),
+  ],
+};
+
+for (const [name, [named, edit]] of Object.entries(rejectedRest)) {
+  test(`the breaking gate rejects ${name}`, async (t) => {
+    const result = await gateAfterEdit(productProto, edit);
+    t.not(result.code, 0, "the gate accepted a breaking change");
+    t.regex(result.stdout + result.stderr, named);
+  });
+}
+
+const acceptedRest: Record<string, (text: string) => string> = {
+  "adding a REST binding": (text) =>
+    text.replace(
+      '{get: "/products/{product_id}"}',
+      '{\n      get: "/products/{product_id}"\n      additional_bindings {get: "/catalogue/{product_id}"}\n    }',
+    ),
+  "adding an rpc with a REST rule": (text) =>
+    text
+      .replace(
+        "service ProductService {",
+        'service ProductService {\n  // Archives.\n  rpc ArchiveProduct(ArchiveProductRequest) returns (ArchiveProductResponse) {\n    option (google.api.http) = {\n      post: "/products/{product_id}:archive"\n      body: "*"\n    };\n    option idempotency_level = IDEMPOTENT;\n  }\n',
+      )
+      .concat(
+        "\n// Archive request.\nmessage ArchiveProductRequest {\n  // Id.\n  string product_id = 1 [(google.api.field_behavior) = REQUIRED];\n}\n// Archive response.\nmessage ArchiveProductResponse {}\n",
+      ),
+};
+
+for (const [name, edit] of Object.entries(acceptedRest)) {
+  test(`the breaking gate accepts ${name}`, async (t) => {
+    const result = await gateAfterEdit(productProto, edit);
+    t.is(result.code, 0, result.stdout + result.stderr);
+  });
+}
+
 const accepted: Record<string, (text: string) => string> = {
   "adding a field": (text) =>
     text.replace(
@@ -127,6 +194,12 @@ const accepted: Record<string, (text: string) => string> = {
       .concat(
         "\n// Ping request.\nmessage PingUserRequest {}\n// Ping response.\nmessage PingUserResponse {}\n",
       ),
+  // Clients of the released contract retry it no more than before.
+  "strengthening an rpc's idempotency level": (text) =>
+    text.replace(
+      '{delete: "/users/{user_id}"};\n    option idempotency_level = IDEMPOTENCY_UNKNOWN;',
+      '{delete: "/users/{user_id}"};\n    option idempotency_level = IDEMPOTENT;',
+    ),
 };
 
 for (const [name, edit] of Object.entries(accepted)) {

@@ -4,14 +4,16 @@
 export interface HttpRule {
   pattern: { case?: string; value?: unknown };
   body: string;
+  responseBody?: string;
   additionalBindings?: HttpRule[];
 }
 
-/** One way in: an HTTP method, a path template and the field the body sets. */
+/** One way in: an HTTP method, a path template, the field the body sets, and the reply's field. */
 export interface Binding {
   verb: string;
   template: string;
   body: string;
+  responseBody: string;
 }
 
 /** The rule's own binding and each of its additional_bindings: the transcoder serves them all. */
@@ -20,9 +22,10 @@ export function bindingsOf(rule: HttpRule): Binding[] {
   const custom = kind === "custom" ? (value as { kind?: string; path?: string }) : undefined;
   const verb = custom ? custom.kind : kind;
   const template = custom ? custom.path : value;
+  const { body, responseBody = "" } = rule;
   const own =
     verb && typeof template === "string" && template !== ""
-      ? [{ verb: verb.toUpperCase(), template, body: rule.body }]
+      ? [{ verb: verb.toUpperCase(), template, body, responseBody }]
       : [];
   return [...own, ...(rule.additionalBindings ?? []).flatMap(bindingsOf)];
 }

@@ -10,14 +10,14 @@ test("every binding of a rule is one the edge checks", (t) => {
     additionalBindings: [
       { pattern: { case: "get", value: "/catalogue/skus/{sku}" }, body: "" },
       { pattern: { case: "custom", value: { kind: "head", path: "/skus/{sku}" } }, body: "" },
-      { pattern: { case: "post", value: "/skus:lookup" }, body: "*" },
+      { pattern: { case: "post", value: "/skus:lookup" }, body: "*", responseBody: "sku" },
     ],
   };
   t.deepEqual(bindingsOf(rule), [
-    { verb: "GET", template: "/skus/{sku}", body: "" },
-    { verb: "GET", template: "/catalogue/skus/{sku}", body: "" },
-    { verb: "HEAD", template: "/skus/{sku}", body: "" },
-    { verb: "POST", template: "/skus:lookup", body: "*" },
+    { verb: "GET", template: "/skus/{sku}", body: "", responseBody: "" },
+    { verb: "GET", template: "/catalogue/skus/{sku}", body: "", responseBody: "" },
+    { verb: "HEAD", template: "/skus/{sku}", body: "", responseBody: "" },
+    { verb: "POST", template: "/skus:lookup", body: "*", responseBody: "sku" },
   ]);
   t.deepEqual(bindingsOf({ pattern: {}, body: "" }), []);
 });
