@@ -7,3 +7,4 @@ import "./product/reservations.test.js";
 import "./order/handlers.test.js";
 import "./order/cancel-watch.test.js";
 import "./order/migrations.test.js";
+import "./order/store.test.js";

@@ -1,4 +1,5 @@
-// The orders store as concurrent calls meet it: a read never sees half an order.
+// The orders store as concurrent calls meet it: a read never sees half an order. It runs again on
+// the other storages through services/handlers.*.test.ts.
 import test from "ava";
 import { openDatabase } from "../../kit/db.js";
 import { newId } from "../../kit/ids.js";
