@@ -553,9 +553,12 @@ test.serial(
     }).finish();
     const enveloped = Buffer.concat([Buffer.from([0, 0, 0, 0, request.length]), request]);
     const get = "/shop.order.v1.OrderService/CreateOrder";
-    const expected = { code: 4, reason: "DEADLINE_EXCEEDED", domain: "shopmesh.edge" };
+    const expected = { code: 4, reason: "DEADLINE_EXCEEDED" };
+    // Envoy forwards what is left of the deadline: its own timer, or the service, ends the call
+    // first, and either answer is the same but for the ErrorInfo's domain.
+    const DOMAINS = ["shopmesh.edge", "shop.order.v1"];
 
-    // gRPC: a deadline of a microsecond runs out in Envoy, before the order service answers.
+    // gRPC: a deadline of a microsecond, which runs out before the order service answers.
     const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
     t.teardown(() => session.close());
     const grpcHeaders = await new Promise<Record<string, unknown>>((resolve, reject) => {
@@ -575,7 +578,9 @@ test.serial(
       stream.on("error", reject);
       stream.end(enveloped);
     });
-    t.like(ofHeaders(grpcHeaders), expected, "gRPC");
+    const grpc = ofHeaders(grpcHeaders);
+    t.like(grpc, expected, "gRPC");
+    t.true(DOMAINS.includes(grpc.domain ?? ""), `gRPC: ${grpc.domain}`);
 
     // gRPC-Web: a trailers-only 200, as a gRPC-Web client reads the code from a status other
     // than 200.
@@ -585,7 +590,9 @@ test.serial(
       body: enveloped,
     });
     t.is(web.status, 200);
-    t.like(ofHeaders(Object.fromEntries(web.headers)), expected, "gRPC-Web");
+    const grpcWeb = ofHeaders(Object.fromEntries(web.headers));
+    t.like(grpcWeb, expected, "gRPC-Web");
+    t.true(DOMAINS.includes(grpcWeb.domain ?? ""), `gRPC-Web: ${grpcWeb.domain}`);
 
     // Connect: its error JSON.
     const connect = await edgeFetch(url(get), {
@@ -600,10 +607,9 @@ test.serial(
     });
     const error = (await connect.json()) as { code: string; details: { value: string }[] };
     t.is(error.code, "deadline_exceeded");
-    t.like(ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64")), {
-      reason: "DEADLINE_EXCEEDED",
-      domain: "shopmesh.edge",
-    });
+    const info = ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64"));
+    t.is(info.reason, "DEADLINE_EXCEEDED");
+    t.true(DOMAINS.includes(info.domain), `Connect: ${info.domain}`);
   },
 );
 
