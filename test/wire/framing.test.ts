@@ -6,10 +6,11 @@
 // the server has no method for is UNIMPLEMENTED, with details.
 import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { Code } from "../../kit/errors.js";
+import type { Logger } from "../../kit/logger.js";
 import { registry } from "../../services/registry.js";
 import { captureLogger, start } from "../helpers/fleet.js";
 
@@ -71,6 +72,16 @@ function call(
   });
 }
 
+/** A product service on a free port, and a raw HTTP/2 session to it; both closed after `t`. */
+async function productSession(t: ExecutionContext, logger?: Logger) {
+  const product = registry.services.find((s) => s.name === "product");
+  if (!product) throw new Error("no product service in the registry");
+  const service = await start(t, product.module, logger ? { logger } : {});
+  const session = http2.connect(`http://${service.server.address}`);
+  t.teardown(() => session.close());
+  return { service, session };
+}
+
 const cases: [string, Buffer, http2.OutgoingHttpHeaders, Code, string][] = [
   ["no message", Buffer.alloc(0), {}, Code.INVALID_ARGUMENT, "MALFORMED_REQUEST"],
   [
@@ -119,11 +130,7 @@ const cases: [string, Buffer, http2.OutgoingHttpHeaders, Code, string][] = [
 
 test("grpc-js's own refusals are the client's mistake, with details, logged and counted", async (t) => {
   const { logger, lines } = captureLogger("product");
-  const product = registry.services.find((s) => s.name === "product");
-  if (!product) throw new Error("no product service in the registry");
-  const service = await start(t, product.module, { logger });
-  const session = http2.connect(`http://${service.server.address}`);
-  t.teardown(() => session.close());
+  const { service, session } = await productSession(t, logger);
 
   for (const [name, body, headers, code, reason] of cases) {
     const answer = await call(session, GET_PRODUCT, body, headers);
@@ -165,11 +172,7 @@ test("grpc-js's own refusals are the client's mistake, with details, logged and 
 });
 
 test("a call whose deadline passes while it runs ends DEADLINE_EXCEEDED with details", async (t) => {
-  const product = registry.services.find((s) => s.name === "product");
-  if (!product) throw new Error("no product service in the registry");
-  const service = await start(t, product.module);
-  const session = http2.connect(`http://${service.server.address}`);
-  t.teardown(() => session.close());
+  const { session } = await productSession(t);
   // Health's Watch never ends by itself: grpc-js's own deadline timer ends it.
   t.like(await call(session, WATCH, emptyMessage, { "grpc-timeout": "200m" }), {
     code: Code.DEADLINE_EXCEEDED,
@@ -179,11 +182,7 @@ test("a call whose deadline passes while it runs ends DEADLINE_EXCEEDED with det
 });
 
 test("a grpc-timeout that is not up to 8 digits and a unit is INVALID_ARGUMENT", async (t) => {
-  const product = registry.services.find((s) => s.name === "product");
-  if (!product) throw new Error("no product service in the registry");
-  const service = await start(t, product.module);
-  const session = http2.connect(`http://${service.server.address}`);
-  t.teardown(() => session.close());
+  const { session } = await productSession(t);
   for (const value of ["-1S", "5S junk", "100000000S", "1.5S", "5s"]) {
     t.like(
       await call(session, GET_PRODUCT, getProduct, { "grpc-timeout": value }),
@@ -194,11 +193,7 @@ test("a grpc-timeout that is not up to 8 digits and a unit is INVALID_ARGUMENT",
 });
 
 test("a grpc-timeout past what 32 bits of milliseconds hold is a deadline that far off", async (t) => {
-  const product = registry.services.find((s) => s.name === "product");
-  if (!product) throw new Error("no product service in the registry");
-  const service = await start(t, product.module);
-  const session = http2.connect(`http://${service.server.address}`);
-  t.teardown(() => session.close());
+  const { session } = await productSession(t);
   // 720 hours: grpc-js alone wrapped it around and ended the watch at once.
   const watch = session.request({
     ":method": "POST",
@@ -220,11 +215,7 @@ test("a grpc-timeout past what 32 bits of milliseconds hold is a deadline that f
 });
 
 test("a method the server lacks is UNIMPLEMENTED with details, and the server keeps serving", async (t) => {
-  const product = registry.services.find((s) => s.name === "product");
-  if (!product) throw new Error("no product service in the registry");
-  const service = await start(t, product.module);
-  const session = http2.connect(`http://${service.server.address}`);
-  t.teardown(() => session.close());
+  const { session } = await productSession(t);
 
   const unknown = (domain: string) => ({
     code: Code.UNIMPLEMENTED,
