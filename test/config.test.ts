@@ -5,7 +5,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { dependencyAddresses } from "../kit/runtime.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -143,24 +143,26 @@ const freePort = (host: string) =>
     server.once("error", reject);
   });
 
-test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) => {
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const [port, metricsPort] = [await freePort("::1"), await freePort("::1")];
+/** A product service process with `env` over this one's, killed when `t` ends. */
+function spawnProduct(t: ExecutionContext, env: Record<string, string>): void {
   const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
     cwd: repoRoot,
-    env: {
-      ...process.env,
-      SHOP_SERVICE: "product",
-      SHOP_DATA_DIR: dir,
-      SHOP_HOST: "::1",
-      SHOP_PORT: String(port),
-      SHOP_METRICS_PORT: String(metricsPort),
-    },
+    env: { ...process.env, SHOP_SERVICE: "product", ...env },
     stdio: "ignore",
   });
   t.teardown(() => {
     child.kill("SIGKILL");
+  });
+}
+test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const [port, metricsPort] = [await freePort("::1"), await freePort("::1")];
+  spawnProduct(t, {
+    SHOP_DATA_DIR: dir,
+    SHOP_HOST: "::1",
+    SHOP_PORT: String(port),
+    SHOP_METRICS_PORT: String(metricsPort),
   });
   const health = await eventually(
     "the product service SERVING on [::1]",
@@ -202,19 +204,10 @@ test.serial("SHOP_METRICS_PORT serves though none follows from SHOP_PORT", async
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // The product's offset (+ 1000) would put its metrics on 65990, past the last port.
   const [port, metricsPort] = [64990, 64991];
-  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      SHOP_SERVICE: "product",
-      SHOP_DATA_DIR: dir,
-      SHOP_PORT: String(port),
-      SHOP_METRICS_PORT: String(metricsPort),
-    },
-    stdio: "ignore",
-  });
-  t.teardown(() => {
-    child.kill("SIGKILL");
+  spawnProduct(t, {
+    SHOP_DATA_DIR: dir,
+    SHOP_PORT: String(port),
+    SHOP_METRICS_PORT: String(metricsPort),
   });
   const status = await eventually(
     "the product service's metrics",
