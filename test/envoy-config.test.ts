@@ -1,7 +1,7 @@
 // The Envoy front door: the committed configs match the generator, every RPC of the descriptor set
 // is routed as its contract allows, the real Envoy accepts the configs, and test/helpers/envoy.ts
 // starts a real Envoy that health-checks and proxies to grpc-js servers.
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, rm, symlink, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
@@ -21,7 +21,7 @@ import { committedConfigs } from "../deploy/generate.js";
 import { ENVOY_HEAP_MIB, ENVOY_MEMORY_LIMIT_MIB } from "../deploy/settings.js";
 import { contractMethods, retriable } from "../kit/contract.js";
 import { descriptorPath as DEFAULT_DESCRIPTOR_FILE } from "../kit/descriptor.js";
-import { envoyBinary } from "../scripts/lib/envoy.js";
+import { validateEnvoy, withLocalPaths } from "../scripts/lib/envoy-validate.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { CERTS } from "./helpers/credentials.js";
 import { startEnvoy } from "./helpers/envoy.js";
@@ -219,44 +219,60 @@ test("the edge bounds what its clients can make Envoy hold, within its container
   );
 });
 
-/** Runs `envoy --mode validate`; the binary is required (npm run tools), never skipped. */
-async function validate(configFile: string) {
-  const result = await exec(envoyBinary(), ["--mode", "validate", "-c", configFile], {
-    cwd: repoRoot,
-  });
-  return { ok: result.code === 0, output: `${result.stdout}${result.stderr}`.slice(-3000) };
-}
-
 test("Envoy accepts the committed local config (run from the repo root)", async (t) => {
-  const { ok, output } = await validate(path.join(repoRoot, "deploy/envoy/envoy.yaml"));
+  const { ok, output } = await validateEnvoy(path.join(repoRoot, "deploy/envoy/envoy.yaml"));
   t.true(ok, output);
 });
 
 test("Envoy accepts the committed compose config", async (t) => {
-  // Validation loads the descriptor set, which compose mounts at /app; point it at the repo's.
   const text = await readFile(path.join(repoRoot, "deploy/envoy/envoy.compose.yaml"), "utf8");
-  const mounted = "proto_descriptor: /app/gen/descriptor/shop.binpb";
-  t.is(text.split(mounted).length, 2, "the compose config loads the descriptor from /app");
+  t.is(
+    text.split("proto_descriptor: /app/gen/descriptor/shop.binpb").length,
+    2,
+    "the compose config loads the descriptor from /app",
+  );
+  // Validation opens the files compose mounts: the repo's descriptor set and the development
+  // credentials stand in for them.
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-compose-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, "envoy.compose.yaml");
-  // And its secrets, which compose mounts under /run/secrets, at the development set.
-  const secrets: Record<string, string> = {
-    edge_cert: "edge.crt",
-    edge_key: "edge.key",
-    mesh_ca: "ca.crt",
-    jwks: "jwks.json",
-  };
-  await writeFile(
-    file,
-    text
-      .replace(mounted, `proto_descriptor: ${DEFAULT_DESCRIPTOR_FILE}`)
-      .replace(/\/run\/secrets\/(\w+)/g, (_, name: string) =>
-        path.join(CERTS, secrets[name] ?? name),
-      ),
-  );
-  const { ok, output } = await validate(file);
+  await writeFile(file, withLocalPaths(text, composeTopology(), CERTS));
+  const { ok, output } = await validateEnvoy(file);
   t.true(ok, output);
+});
+
+test("deploy:validate refuses a google.api.http template the transcoder cannot route", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-envoy-template-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await cp(path.join(repoRoot, "proto"), path.join(dir, "proto"), { recursive: true });
+  await cp(path.join(repoRoot, "buf.yaml"), path.join(dir, "buf.yaml"));
+  await symlink(path.join(repoRoot, "node_modules"), path.join(dir, "node_modules"));
+  const proto = path.join(dir, "proto/shop/product/v1/product.proto");
+  const text = await readFile(proto, "utf8");
+  const valid = 'get: "/products/{product_id}"';
+  t.true(text.includes(valid));
+  // buf accepts it; Envoy's path matcher cannot register it.
+  await writeFile(proto, text.replace(valid, 'get: "/products/{product_id=**}/x/{"'));
+  const descriptor = path.join(dir, "shop.binpb");
+  const built = await exec(
+    path.join(repoRoot, "node_modules/.bin/buf"),
+    ["build", "-o", descriptor],
+    {
+      cwd: dir,
+    },
+  );
+  t.is(built.code, 0, built.stderr);
+  const refused = await exec("npx", [
+    "tsx",
+    "scripts/validate-envoy.ts",
+    "--descriptor",
+    descriptor,
+  ]);
+  t.is(refused.code, 1, refused.stdout + refused.stderr);
+  t.regex(refused.stderr, /envoy\.yaml: Envoy refuses it[\s\S]*GetProduct/);
+  const accepted = await exec("npx", ["tsx", "scripts/validate-envoy.ts"]);
+  t.is(accepted.code, 0, accepted.stdout + accepted.stderr);
+  t.is(accepted.stdout.match(/Envoy accepts it/g)?.length, 3, accepted.stdout);
 });
 
 test("Envoy accepts a generated config for ephemeral ports and a file access log", async (t) => {
@@ -278,7 +294,7 @@ test("Envoy accepts a generated config for ephemeral ports and a file access log
   };
   const file = path.join(dir, "envoy.yaml");
   await writeFile(file, envoyYaml(topology));
-  const { ok, output } = await validate(file);
+  const { ok, output } = await validateEnvoy(file);
   t.true(ok, output);
 });
 

@@ -16,6 +16,7 @@ import {
   ENVOY_STATS_PORT,
   K8S_DIR,
   kubernetesFiles,
+  kubernetesTopology,
   MONITORING_NAMESPACE_LABELS,
   OVERLAYS,
   POSTGRES_CONNECTIONS,
@@ -31,9 +32,8 @@ import {
   OLD_SPACE_MB,
   SERVICE_MEMORY_LIMIT_MIB,
 } from "../deploy/settings.js";
-import { descriptorPath } from "../kit/descriptor.js";
 import { serviceVariable } from "../kit/registry.js";
-import { envoyBinary } from "../scripts/lib/envoy.js";
+import { validateEnvoy, withLocalPaths } from "../scripts/lib/envoy-validate.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { CERTS } from "./helpers/credentials.js";
@@ -422,21 +422,8 @@ test("Envoy accepts the Kubernetes config", async (t) => {
     t.true(text.includes(`/etc/shopmesh/${file}`), `the config reads /etc/shopmesh/${file}`);
   }
   // Validation opens them: the development set stands in for the mounted Secrets.
-  const secrets: Record<string, string> = {
-    "tls/tls.crt": "edge.crt",
-    "tls/tls.key": "edge.key",
-    "tls/ca.crt": "ca.crt",
-    "jwks/jwks.json": "jwks.json",
-  };
   const file = path.join(await tempDir(t), "envoy.yaml");
-  await writeFile(
-    file,
-    text
-      .replace(mounted, `proto_descriptor: ${descriptorPath}`)
-      .replace(/\/etc\/shopmesh\/(\w+\/[\w.]+)/g, (_, name: string) =>
-        path.join(CERTS, secrets[name] ?? name),
-      ),
-  );
-  const result = await exec(envoyBinary(), ["--mode", "validate", "-c", file]);
-  t.is(result.code, 0, `${result.stdout}${result.stderr}`.slice(-3000));
+  await writeFile(file, withLocalPaths(text, kubernetesTopology(), CERTS));
+  const { ok, output } = await validateEnvoy(file);
+  t.true(ok, output);
 });
