@@ -1,3 +1,4 @@
+import * as grpc from "@grpc/grpc-js";
 import { pino } from "pino";
 import { traceFields } from "./tracing.js";
 
@@ -45,4 +46,22 @@ export function createLogger(service: string, level = "info"): Logger {
 /** Resolves once every line logged so far is written. */
 export function flushLogger(logger: Logger): Promise<void> {
   return new Promise((resolve) => logger.flush(() => resolve()));
+}
+
+/**
+ * grpc-js's own messages (a port it could not bind, say) as `logger`'s JSON lines instead of
+ * bare text on stderr. GRPC_VERBOSITY already chose which ones to print, so debug and info lines
+ * are kept at `info`, where the service's level still lets them through.
+ */
+export function logGrpcJsTo(logger: Logger): void {
+  const library = logger.child({ library: "grpc-js" });
+  const line =
+    (level: "info" | "error") =>
+    (message: unknown, ...rest: unknown[]) =>
+      library[level]([message, ...rest].join(" "));
+  grpc.setLogger({
+    error: line("error"),
+    info: line("info"),
+    debug: line("info"),
+  } as Partial<Console>);
 }

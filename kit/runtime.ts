@@ -2,7 +2,7 @@ import { TokenVerifier } from "./auth.js";
 import { channelTarget, createClient } from "./client.js";
 import { databaseVariable, env, hostPort, type ServerConfig, serverConfig } from "./config.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
-import { createLogger, flushLogger, type Logger } from "./logger.js";
+import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
   databaseMetrics,
   Metrics,
@@ -27,7 +27,7 @@ import {
   serviceVariable,
 } from "./registry.js";
 import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
-import { type RunningServer, serve } from "./server.js";
+import { ListenError, type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
 import { channelCredentials } from "./tls.js";
 import { databaseTracing, startTracing, type Tracing } from "./tracing.js";
@@ -172,9 +172,7 @@ export async function startService(
       metricsEndpoint = await serveMetrics(metrics, config.host, metricsPort).catch(
         async (error: unknown) => {
           await server.shutdown();
-          throw new Error(
-            `metrics: cannot listen on ${hostPort(config.host, metricsPort)}: ${(error as Error).message}`,
-          );
+          throw new ListenError("metrics", hostPort(config.host, metricsPort), error);
         },
       );
     }
@@ -242,6 +240,13 @@ function checkedAddress(variable: string, address: string): string {
 }
 
 /** SHOP_METRICS_PORT, else the port the registry's offset gives: derived only when unset. */
+/** The setting that chose the address a ListenError names. */
+function listenVariable(error: ListenError): string {
+  if (error.message.includes("EADDRNOTAVAIL")) return "SHOP_HOST";
+  const ports = { grpc: "SHOP_PORT", health: "SHOP_HEALTH_PORT", metrics: "SHOP_METRICS_PORT" };
+  return ports[error.listener];
+}
+
 function metricsPort(registered: RegisteredService, grpcPort: number): number {
   if (env.string("SHOP_METRICS_PORT", "") === "") return metricsPortFor(registered, grpcPort);
   return env.port("SHOP_METRICS_PORT", 0);
@@ -263,10 +268,13 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     tracing = await startTracing(name);
     const registered = registry.get(name);
     const config = serverConfig(name, registered.port);
+    const logger = createLogger(name, config.logLevel);
+    logGrpcJsTo(logger);
     const metrics = env.bool("SHOP_METRICS", true)
       ? { port: metricsPort(registered, config.port) }
       : false;
     service = await startService(registered.module, {
+      logger,
       ...config,
       dependencies: dependencyAddresses(registry, name),
       dependencyIdentities: { ...registered.clients },
@@ -277,7 +285,12 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     });
     if (metrics) service.metrics.collectProcessMetrics();
   } catch (error) {
-    const named = error instanceof DatabaseOpenError ? `${databaseVariable(name)}: ` : "";
+    const named =
+      error instanceof DatabaseOpenError
+        ? `${databaseVariable(name)}: `
+        : error instanceof ListenError
+          ? `${listenVariable(error)}: `
+          : "";
     console.error(`${name}: failed to start: ${named}${(error as Error).message}`);
     process.exit(1);
   }

@@ -157,12 +157,11 @@ export async function serve(
     server.addService(definition, implementation);
   }
 
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      hostPort(options.host, options.port),
-      serverCredentials(options.tls),
-      (error, bound) => (error ? reject(error) : resolve(bound)),
-    ),
+  const port = await bind(
+    server,
+    "grpc",
+    hostPort(options.host, options.port),
+    serverCredentials(options.tls),
   );
 
   const probes =
@@ -216,14 +215,36 @@ async function healthOnly(
   const server = new grpc.Server({ ...serverOptions, interceptors: [framingGuard(() => {})] });
   answerUnknownMethods(server, "grpc.health.v1");
   health.addToServer(guardedServer(server));
-  const port = await new Promise<number>((resolve, reject) =>
-    server.bindAsync(
-      hostPort(options.host, options.healthPort as number),
-      grpc.ServerCredentials.createInsecure(),
-      (error, bound) => (error ? reject(error) : resolve(bound)),
+  const address = hostPort(options.host, options.healthPort as number);
+  const port = await bind(server, "health", address, grpc.ServerCredentials.createInsecure());
+  return { server, port };
+}
+
+/** One of a process's ports could not be bound: taken, or on an address this host lacks. */
+export class ListenError extends Error {
+  constructor(
+    readonly listener: "grpc" | "health" | "metrics",
+    readonly address: string,
+    cause: unknown,
+  ) {
+    // grpc-js lists each address's own error inside its message.
+    const message = (cause as Error).message;
+    const reason = /errors: \[(.+)\]$/.exec(message)?.[1] ?? message;
+    super(`cannot listen on ${address}: ${reason}`, { cause });
+  }
+}
+
+function bind(
+  server: grpc.Server,
+  listener: ListenError["listener"],
+  address: string,
+  credentials: grpc.ServerCredentials,
+): Promise<number> {
+  return new Promise((resolve, reject) =>
+    server.bindAsync(address, credentials, (error, port) =>
+      error ? reject(new ListenError(listener, address, error)) : resolve(port),
     ),
   );
-  return { server, port };
 }
 
 /**

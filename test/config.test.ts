@@ -133,6 +133,39 @@ for (const [service, env, message] of cases) {
   });
 }
 
+for (const variable of ["SHOP_PORT", "SHOP_HEALTH_PORT", "SHOP_METRICS_PORT"]) {
+  test.serial(`product on a ${variable} another process holds stops at start`, async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const holder = createServer();
+    const held = await new Promise<number>((resolve) =>
+      holder.listen(0, "127.0.0.1", () => resolve((holder.address() as AddressInfo).port)),
+    );
+    t.teardown(() => holder.close());
+    const run = await exec(
+      process.execPath,
+      ["--import", "tsx", path.join("services", "main.ts")],
+      {
+        env: {
+          SHOP_SERVICE: "product",
+          SHOP_DATA_DIR: dir,
+          SHOP_PORT: "0",
+          SHOP_METRICS: "true",
+          SHOP_METRICS_PORT: "0",
+          [variable]: String(held),
+        },
+        timeoutMs: 30_000,
+      },
+    );
+    t.is(run.code, 1, run.stderr);
+    // One line, which names the setting; grpc-js's own words go to the JSON log on stdout.
+    t.is(
+      run.stderr.trim(),
+      `product: failed to start: ${variable}: cannot listen on 127.0.0.1:${held}: listen EADDRINUSE: address already in use 127.0.0.1:${held}`,
+    );
+  });
+}
+
 /** A free port on `host`. */
 const freePort = (host: string) =>
   new Promise<number>((resolve, reject) => {
