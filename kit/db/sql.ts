@@ -8,6 +8,7 @@
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
+import { waitingForLocks } from "./lock-wait.js";
 import {
   observedTransaction,
   observersOf,
@@ -27,7 +28,7 @@ export type { Binding, Sql, SqlStatements };
 /**
  * Runs `work` in a transaction, and runs it again (up to 4 times in all) when PostgreSQL rolled
  * it back as a serialization failure or a deadlock victim: nothing of it was kept, so a new try
- * is safe. SQLite never does this; its busy waits happen inside the statement.
+ * is safe. SQLite never does this; it waits for a lock inside the statement (lock-wait.ts).
  */
 export function inTransaction<T>(
   db: Knex,
@@ -113,12 +114,15 @@ function betterSqlite3Sql(db: Knex): Sql {
     }
   };
 
+  const once = <Row>(text: string, bindings: readonly Binding[]) => {
+    const connection = idle();
+    if (connection) return run<Row>(connection, text, bindings);
+    return withConnection((taken) => run<Row>(taken, text, bindings));
+  };
+
   return {
-    async query<Row>(text: string, bindings: readonly Binding[] = []) {
-      const connection = idle();
-      if (connection) return run<Row>(connection, text, bindings);
-      return withConnection((taken) => run<Row>(taken, text, bindings));
-    },
+    query: <Row>(text: string, bindings: readonly Binding[] = []) =>
+      waitingForLocks(() => once<Row>(text, bindings)),
 
     transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
       const info: TransactionInfo = { first: "" };
@@ -127,11 +131,11 @@ function betterSqlite3Sql(db: Knex): Sql {
           plainTransaction(
             {
               begin: () => statementFor(connection, "BEGIN").run([]),
-              commit: () => statementFor(connection, "COMMIT").run([]),
+              commit: () => waitingForLocks(() => statementFor(connection, "COMMIT").run([])),
               rollback: () => {
                 if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
               },
-              run: (text, bindings) => run(connection, text, bindings),
+              run: (text, bindings) => waitingForLocks(() => run(connection, text, bindings)),
             },
             info,
             work,

@@ -4,15 +4,20 @@
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import type { Knex } from "knex";
+import { LOCK_WAIT_MS } from "./lock-wait.js";
 import { CachingBetterSqlite3 } from "./statement-cache.js";
 import { CachingSqlite3 } from "./statement-cache-sqlite3.js";
 
 export const SQLITE_DRIVERS = ["better-sqlite3", "sqlite3"] as const;
 export type SqliteDriver = (typeof SQLITE_DRIVERS)[number];
 
-const PRAGMAS = [
+/**
+ * Each new connection's settings. better-sqlite3 waits for a lock itself, without blocking the
+ * process (lock-wait.ts); node-sqlite3 waits on its worker thread.
+ */
+const pragmasOf = (driver: SqliteDriver) => [
   "journal_mode = WAL",
-  "busy_timeout = 5000",
+  `busy_timeout = ${driver === "better-sqlite3" ? 0 : LOCK_WAIT_MS}`,
   "foreign_keys = ON",
   "synchronous = NORMAL",
 ];
@@ -34,12 +39,13 @@ export function sqliteConfig(filename: string, driver: SqliteDriver): Knex.Confi
     connection: { filename },
     useNullAsDefault: true,
     // SQLite takes one writer at a time; one connection per process keeps ":memory:" a single
-    // database and turns contention between replicas sharing a file into busy_timeout waits,
+    // database and turns contention between replicas sharing a file into waits for the lock,
     // short because every write transaction takes the write lock in its first statement.
     pool: {
       min: 1,
       max: 1,
       afterCreate(connection: Connection, done: (error: Error | null, c: unknown) => void) {
+        const PRAGMAS = pragmasOf(driver);
         if (connection.pragma) {
           for (const pragma of PRAGMAS) connection.pragma(pragma);
           done(null, connection);
@@ -75,7 +81,7 @@ export const sqliteErrors = {
       (code === "SQLITE_CONSTRAINT" && /CHECK constraint failed/.test(messageOf(error)))
     );
   },
-  /** Another connection held the lock past busy_timeout: nothing was written. */
+  /** Another connection held the lock past LOCK_WAIT_MS: nothing was written. */
   busy(error: unknown): boolean {
     return codeOf(error).startsWith("SQLITE_BUSY");
   },

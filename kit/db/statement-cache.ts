@@ -7,6 +7,7 @@
 import type { Knex } from "knex";
 // A static import, so that the production build bundles it with the rest of knex.
 import knexBetterSqlite3 from "knex/lib/dialects/better-sqlite3/index.js";
+import { waitingForLocks } from "./lock-wait.js";
 
 interface Statement {
   reader: boolean;
@@ -88,20 +89,22 @@ export class CachingBetterSqlite3 extends BetterSqlite3 {
     return super.queryCompiler(builder, formatter);
   }
 
-  override async _query(connection: Connection, obj: QueryObject): Promise<QueryObject> {
+  override _query(connection: Connection, obj: QueryObject): Promise<QueryObject> {
     // A query that sets safeIntegers changes its statement: knex's own path prepares it afresh.
     if (!obj.sql || !connection || this._optSafeIntegers(obj.options) !== undefined) {
-      return super._query(connection, obj);
+      return waitingForLocks(() => super._query(connection, obj));
     }
     const statement = statementFor(connection, obj.sql);
     const bindings = this._formatBindings(obj.bindings);
-    if (statement.reader) {
-      obj.response = statement.all(bindings);
+    return waitingForLocks(() => {
+      if (statement.reader) {
+        obj.response = statement.all(bindings);
+        return obj;
+      }
+      const response = statement.run(bindings);
+      obj.response = response;
+      obj.context = { lastID: response.lastInsertRowid, changes: response.changes };
       return obj;
-    }
-    const response = statement.run(bindings);
-    obj.response = response;
-    obj.context = { lastID: response.lastInsertRowid, changes: response.changes };
-    return obj;
+    });
   }
 }

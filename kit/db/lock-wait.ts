@@ -1,0 +1,36 @@
+// better-sqlite3 runs each statement on the calling thread, so SQLite's own wait for another
+// connection's lock (busy_timeout) held up the whole process: every call, health check and
+// timer, for as long as the lock was held (up to 5 s). Its connections wait 0 ms instead, and a
+// statement that meets a lock runs again after short sleeps, with the event loop free meanwhile.
+// node-sqlite3 waits on a worker thread and keeps busy_timeout. Only kit/db uses this file.
+
+/** How long a statement waits for a lock in all, as busy_timeout did. */
+export const LOCK_WAIT_MS = 5_000;
+
+/** The longest sleep between two tries. */
+const MAX_PAUSE_MS = 50;
+
+/**
+ * SQLite could not take a lock another connection holds, and the statement did nothing. Not
+ * SQLITE_BUSY_SNAPSHOT: a transaction that read a state another has since changed must start
+ * again, not wait.
+ */
+export function lockTaken(error: unknown): boolean {
+  const code = (error as { code?: unknown } | null)?.code;
+  return code === "SQLITE_BUSY" || code === "SQLITE_BUSY_RECOVERY";
+}
+
+/** `attempt()`, tried again while it meets a lock, for LOCK_WAIT_MS at most. */
+export async function waitingForLocks<T>(attempt: () => T | Promise<T>): Promise<T> {
+  let started: number | undefined;
+  for (let pause = 1; ; pause = Math.min(2 * pause, MAX_PAUSE_MS)) {
+    try {
+      return await attempt();
+    } catch (error) {
+      if (!lockTaken(error)) throw error;
+      started ??= performance.now();
+      if (performance.now() - started + pause > LOCK_WAIT_MS) throw error;
+    }
+    await new Promise((resolve) => setTimeout(resolve, pause));
+  }
+}
