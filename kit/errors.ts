@@ -6,6 +6,8 @@ import {
   ErrorInfo,
   PreconditionFailure,
   PreconditionFailure_Violation,
+  QuotaFailure,
+  QuotaFailure_Violation,
 } from "../gen/ts/google/rpc/error_details.js";
 import { Status } from "../gen/ts/google/rpc/status.js";
 
@@ -21,6 +23,8 @@ export interface ErrorDetails {
   fieldViolations?: { field: string; description: string }[];
   /** Unmet preconditions, for example insufficient stock: a PreconditionFailure detail. */
   preconditionViolations?: { type: string; subject: string; description: string }[];
+  /** Quotas the call would pass, for example streams per caller: a QuotaFailure detail. */
+  quotaViolations?: { subject: string; description: string }[];
 }
 
 /**
@@ -45,7 +49,8 @@ const typeUrl = (name: string) => `type.googleapis.com/${name}`;
 
 /** Encodes an error as google.rpc.Status for the `grpc-status-details-bin` trailer. */
 export function encodeStatus(error: ServiceError, domain: string): Buffer {
-  const { reason, metadata, fieldViolations, preconditionViolations } = error.details;
+  const { reason, metadata, fieldViolations, preconditionViolations, quotaViolations } =
+    error.details;
   const details: Any[] = [
     {
       typeUrl: typeUrl("google.rpc.ErrorInfo"),
@@ -74,6 +79,13 @@ export function encodeStatus(error: ServiceError, domain: string): Buffer {
       value: Buffer.from(PreconditionFailure.encode({ violations }).finish()),
     });
   }
+  if (quotaViolations?.length) {
+    const violations = quotaViolations.map((v) => QuotaFailure_Violation.fromPartial(v));
+    details.push({
+      typeUrl: typeUrl("google.rpc.QuotaFailure"),
+      value: Buffer.from(QuotaFailure.encode({ violations }).finish()),
+    });
+  }
   return Buffer.from(
     Status.encode({ code: error.code, message: error.message.slice(0, 1024), details }).finish(),
   );
@@ -96,6 +108,11 @@ export function decodeStatus(metadata: Metadata | undefined): ErrorDetails & { d
         break;
       case typeUrl("google.rpc.PreconditionFailure"):
         out.preconditionViolations = PreconditionFailure.decode(any.value).violations;
+        break;
+      case typeUrl("google.rpc.QuotaFailure"):
+        out.quotaViolations = QuotaFailure.decode(any.value).violations.map(
+          ({ subject, description }) => ({ subject, description }),
+        );
         break;
     }
   }

@@ -19,6 +19,7 @@ import {
 } from "./middleware/index.js";
 import { metricsClient, metricsServer } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
+import { streamsPerCaller } from "./middleware/streams.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
 import {
   metricsPortFor,
@@ -160,6 +161,7 @@ export async function startService(
           verifier: new TokenVerifier(security.jwt),
           mtls: security.tls !== undefined,
         }),
+        streamsPerCaller(config.maxStreamsPerCaller),
         pages,
         ...(options.middleware ?? []),
       ],

@@ -238,7 +238,10 @@ class OrderServiceServicer:
         default); a `CANCELLING` that ended meanwhile is still streamed, with the
         time it began as `update_time`. It ends UNAVAILABLE (reason
         `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
-        connection reaches its maximum age: watch again.
+        connection reaches its maximum age: watch again. A caller holds at most
+        16 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
+        more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
+        QuotaFailure) until one of them ends.
 
         Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
         otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
