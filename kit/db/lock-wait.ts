@@ -34,3 +34,16 @@ export async function waitingForLocks<T>(attempt: () => T | Promise<T>): Promise
     await new Promise((resolve) => setTimeout(resolve, pause));
   }
 }
+
+/**
+ * `attempt()` now, and only if it meets a lock, again as waitingForLocks does: a statement that
+ * finds no lock costs no promise more than before.
+ */
+export function atOnceOrAfterLocks<T>(attempt: () => T): T | Promise<T> {
+  try {
+    return attempt();
+  } catch (error) {
+    if (!lockTaken(error)) throw error;
+    return waitingForLocks(attempt);
+  }
+}

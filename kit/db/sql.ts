@@ -8,7 +8,7 @@
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
-import { waitingForLocks } from "./lock-wait.js";
+import { atOnceOrAfterLocks, lockTaken, waitingForLocks } from "./lock-wait.js";
 import {
   observedTransaction,
   observersOf,
@@ -121,8 +121,18 @@ function betterSqlite3Sql(db: Knex): Sql {
   };
 
   return {
-    query: <Row>(text: string, bindings: readonly Binding[] = []) =>
-      waitingForLocks(() => once<Row>(text, bindings)),
+    query<Row>(text: string, bindings: readonly Binding[] = []): Promise<Row[]> {
+      const connection = idle();
+      if (connection) {
+        try {
+          return Promise.resolve(run<Row>(connection, text, bindings));
+        } catch (error) {
+          if (!lockTaken(error)) return Promise.reject(error);
+        }
+      }
+      // Another try may find the connection taken by a transaction meanwhile: once() looks again.
+      return waitingForLocks(() => once<Row>(text, bindings));
+    },
 
     transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
       const info: TransactionInfo = { first: "" };
@@ -131,11 +141,11 @@ function betterSqlite3Sql(db: Knex): Sql {
           plainTransaction(
             {
               begin: () => statementFor(connection, "BEGIN").run([]),
-              commit: () => waitingForLocks(() => statementFor(connection, "COMMIT").run([])),
+              commit: () => atOnceOrAfterLocks(() => statementFor(connection, "COMMIT").run([])),
               rollback: () => {
                 if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
               },
-              run: (text, bindings) => waitingForLocks(() => run(connection, text, bindings)),
+              run: (text, bindings) => atOnceOrAfterLocks(() => run(connection, text, bindings)),
             },
             info,
             work,

@@ -7,7 +7,7 @@
 import type { Knex } from "knex";
 // A static import, so that the production build bundles it with the rest of knex.
 import knexBetterSqlite3 from "knex/lib/dialects/better-sqlite3/index.js";
-import { waitingForLocks } from "./lock-wait.js";
+import { atOnceOrAfterLocks, waitingForLocks } from "./lock-wait.js";
 
 interface Statement {
   reader: boolean;
@@ -94,17 +94,22 @@ export class CachingBetterSqlite3 extends BetterSqlite3 {
     if (!obj.sql || !connection || this._optSafeIntegers(obj.options) !== undefined) {
       return waitingForLocks(() => super._query(connection, obj));
     }
-    const statement = statementFor(connection, obj.sql);
-    const bindings = this._formatBindings(obj.bindings);
-    return waitingForLocks(() => {
-      if (statement.reader) {
-        obj.response = statement.all(bindings);
+    try {
+      const statement = statementFor(connection, obj.sql);
+      const bindings = this._formatBindings(obj.bindings);
+      const execute = () => {
+        if (statement.reader) {
+          obj.response = statement.all(bindings);
+          return obj;
+        }
+        const response = statement.run(bindings);
+        obj.response = response;
+        obj.context = { lastID: response.lastInsertRowid, changes: response.changes };
         return obj;
-      }
-      const response = statement.run(bindings);
-      obj.response = response;
-      obj.context = { lastID: response.lastInsertRowid, changes: response.changes };
-      return obj;
-    });
+      };
+      return Promise.resolve(atOnceOrAfterLocks(execute));
+    } catch (error) {
+      return Promise.reject(error);
+    }
   }
 }
