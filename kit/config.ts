@@ -139,7 +139,7 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),
     maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, { min: 0 }),
     maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
-    maxStreamsPerCaller: env.int("SHOP_MAX_STREAMS_PER_CALLER", 16, { min: 0 }),
+    maxStreamsPerCaller: env.int("SHOP_MAX_STREAMS_PER_CALLER", 100, { min: 0 }),
     ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.port("SHOP_HEALTH_PORT", 0) }),
   };
 }

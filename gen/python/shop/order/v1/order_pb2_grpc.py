@@ -239,7 +239,7 @@ class OrderServiceServicer:
         time it began as `update_time`. It ends UNAVAILABLE (reason
         `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
         connection reaches its maximum age: watch again. A caller holds at most
-        16 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
+        100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
         more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
         QuotaFailure) until one of them ends.
 

@@ -1523,7 +1523,7 @@ export const OrderServiceService = {
    * time it began as `update_time`. It ends UNAVAILABLE (reason
    * `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
    * connection reaches its maximum age: watch again. A caller holds at most
-   * 16 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
+   * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
    * QuotaFailure) until one of them ends.
    *
@@ -1654,7 +1654,7 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * time it began as `update_time`. It ends UNAVAILABLE (reason
    * `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
    * connection reaches its maximum age: watch again. A caller holds at most
-   * 16 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
+   * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
    * QuotaFailure) until one of them ends.
    *
@@ -1833,7 +1833,7 @@ export interface OrderServiceClient extends Client {
    * time it began as `update_time`. It ends UNAVAILABLE (reason
    * `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
    * connection reaches its maximum age: watch again. A caller holds at most
-   * 16 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
+   * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
    * QuotaFailure) until one of them ends.
    *
