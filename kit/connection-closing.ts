@@ -2,6 +2,8 @@
 // connection with every call still on it: a proxy (Envoy) reports each to its caller as INTERNAL.
 // A server stream that never ends by itself (a WatchOrder) would always meet that end, so it ends
 // UNAVAILABLE as soon as its connection starts closing, and its caller calls again elsewhere.
+// Node closes a session too when the caller sends GOAWAY or the socket drops: the caller is
+// leaving then, and its streams end as it chooses (CANCELLED), not UNAVAILABLE.
 import type { Http2Session } from "node:http2";
 
 type Session = Http2Session & { close: (...args: unknown[]) => void };
@@ -36,9 +38,14 @@ export function onConnectionClosing(
     const streams = new Set<() => void>();
     waiting = streams;
     ends.set(session, streams);
+    let callerLeft = false;
+    session.once("goaway", () => {
+      callerLeft = true;
+    });
     const close = session.close;
     session.close = (...args: unknown[]) => {
-      if (!ignore()) for (const ending of [...streams]) ending();
+      const byServer = !callerLeft && session.socket?.destroyed === false;
+      if (byServer && !ignore()) for (const ending of [...streams]) ending();
       streams.clear();
       return close.apply(session, args);
     };

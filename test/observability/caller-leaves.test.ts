@@ -1,0 +1,79 @@
+// A caller that leaves its connection (a GOAWAY of its own, or a connection that drops) is not the
+// server closing it: its WatchOrder is not ended UNAVAILABLE (CONNECTION_CLOSING), and the call is
+// logged and counted with the code of a caller that went away, CANCELLED.
+import { once } from "node:events";
+import http2 from "node:http2";
+import test, { type ExecutionContext } from "ava";
+import { WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import { tokenFor } from "../helpers/credentials.js";
+import { eventually } from "../helpers/eventually.js";
+import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";
+
+/** A watched order, and a raw HTTP/2 connection to the order service that watches it. */
+async function watching(t: ExecutionContext) {
+  const log = captureLogger("order");
+  const fleet = await startFleet(t, { loggers: { order: log.logger } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "watched-by-a-leaving-caller",
+  });
+  const session = http2.connect(`http://${fleet.order.server.address}`);
+  t.teardown(() => session.destroy());
+  const message = WatchOrderRequest.encode({ orderId: order?.orderId ?? "" }).finish();
+  const frame = Buffer.alloc(5 + message.length);
+  frame.writeUInt32BE(message.length, 1);
+  frame.set(message, 5);
+  const stream = session.request({
+    ":method": "POST",
+    ":path": "/shop.order.v1.OrderService/WatchOrder",
+    "content-type": "application/grpc",
+    te: "trailers",
+    authorization: `Bearer ${await tokenFor(user.userId)}`,
+  });
+  stream.end(frame);
+  let trailers: http2.IncomingHttpHeaders | undefined;
+  stream.on("trailers", (headers) => {
+    trailers = headers;
+  });
+  stream.on("error", () => {});
+  await once(stream, "data");
+  const watchLine = () =>
+    log.lines.find((line) => line.method === "/shop.order.v1.OrderService/WatchOrder");
+  const handled = async (code: string) => {
+    const text = await fleet.order.metrics.text();
+    const series = `grpc_server_handled_total{grpc_type="server_stream",grpc_service="shop.order.v1.OrderService",grpc_method="WatchOrder",grpc_code="${code}"}`;
+    return text
+      .split("\n")
+      .find((line) => line.startsWith(series))
+      ?.split(" ")[1];
+  };
+  return { session, stream, trailers: () => trailers, watchLine, handled };
+}
+
+test("a caller's GOAWAY leaves its WatchOrder open; its cancel is logged and counted CANCELLED", async (t) => {
+  const { session, stream, trailers, watchLine, handled } = await watching(t);
+  // A client closing its channel: no new streams, the open ones go on (RFC 9113, 6.8).
+  session.close();
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.is(trailers(), undefined, "the server ended the stream of a caller that only said GOAWAY");
+  t.false(stream.closed);
+
+  stream.close(http2.constants.NGHTTP2_CANCEL);
+  const line = await eventually("the WatchOrder's log line", watchLine);
+  t.is(line.code, "CANCELLED");
+  t.is(await handled("Canceled"), "1");
+  t.is(await handled("Unavailable"), "0");
+});
+
+test("a caller whose connection drops is logged and counted CANCELLED, not UNAVAILABLE", async (t) => {
+  const { session, watchLine, handled } = await watching(t);
+  session.socket.destroy();
+  const line = await eventually("the WatchOrder's log line", watchLine);
+  t.is(line.code, "CANCELLED");
+  t.is(await handled("Canceled"), "1");
+  t.is(await handled("Unavailable"), "0");
+});
