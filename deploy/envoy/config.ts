@@ -1362,7 +1362,7 @@ export function envoyConfig(
     (services.find((service) => service.cluster === name) as GrpcService).fullName;
   return {
     node: { id: "shopmesh-edge", cluster: "shopmesh" },
-    ...grpcStatsTags(),
+    ...grpcStatsTags(clusterNames),
     admin: {
       address: {
         socket_address: { address: topology.admin.address, port_value: topology.admin.port },
@@ -1618,9 +1618,18 @@ const DEFAULT_TAGS = [
  * these two stop at the first dot and split `shop.order.v1.OrderService` apart, and defaults run
  * before custom tags, so the defaults are named one by one instead, without those two.
  */
-function grpcStatsTags() {
+function grpcStatsTags(clusters: readonly string[]) {
   return {
     stats_config: {
+      // The grpc_web filter names stats after any path a caller sends
+      // (`cluster.<cluster>.grpc-web.<service>.<method>.*`), so they are not kept: grpc_stats
+      // counts gRPC-Web calls too, under its allowlist. A prefix ending in a dot is rejected
+      // before the stat is made.
+      stats_matcher: {
+        exclusion_list: {
+          patterns: clusters.map((cluster) => ({ prefix: `cluster.${cluster}.grpc-web.` })),
+        },
+      },
       use_all_default_tags: false,
       stats_tags: [
         ...DEFAULT_TAGS.map((tag_name) => ({ tag_name })),
