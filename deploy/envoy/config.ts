@@ -168,6 +168,9 @@ export const ACCESS_LOG_FORMAT = {
   bytes_received: "%BYTES_RECEIVED%",
   bytes_sent: "%BYTES_SENT%",
   x_request_id: "%REQ(X-REQUEST-ID)%",
+  // The trace this request belongs to (the caller's, or the one the edge started), as the
+  // services' log lines name it; null when tracing is off.
+  trace_id: "%TRACE_ID%",
   user_agent: "%REQ(USER-AGENT)%",
   downstream_remote_address: "%DOWNSTREAM_REMOTE_ADDRESS%",
 };

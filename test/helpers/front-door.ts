@@ -50,6 +50,8 @@ export interface AccessLogLine {
   response_flags: string;
   response_code_details: string;
   x_request_id: string;
+  /** The trace of the request; null when Envoy traces nothing. */
+  trace_id: string | null;
 }
 
 const run = `${process.pid.toString(36)}${Date.now().toString(36)}`;

@@ -71,3 +71,27 @@ test.serial("the edge samples a tenth of new traces, and keeps a caller's decisi
   // 200 draws at 10 %: 20 expected; every one sampled (or none) is what this guards against.
   t.true(started > 0 && started < 60, `${started} of 200 new traces sampled`);
 });
+
+test.serial("Envoy's access log line carries its call's trace_id, sampled or not", async (t) => {
+  const { products } = mesh.clients();
+  t.teardown(() => products.close());
+  const prefix = tag("traced");
+  const calls = ["01", "00"].map((flags, i) => ({
+    id: `${prefix}-${i}`,
+    traceId: randomBytes(16).toString("hex"),
+    flags,
+  }));
+  for (const { id, traceId, flags } of calls) {
+    const options = withId(id);
+    options.metadata?.set(
+      "traceparent",
+      `00-${traceId}-${randomBytes(8).toString("hex")}-${flags}`,
+    );
+    await products.getProduct({ productId: "prd_none" }, options).catch(() => undefined);
+  }
+  const lines = await mesh.loggedRequests(prefix, calls.length);
+  for (const { id, traceId } of calls) {
+    const line = lines.find((logged) => logged.x_request_id === id);
+    t.is(line?.trace_id, traceId, id);
+  }
+});
