@@ -167,11 +167,12 @@ export const ACCESS_LOG_FORMAT = {
   upstream_service_time_ms: "%RESP(X-ENVOY-UPSTREAM-SERVICE-TIME)%",
   bytes_received: "%BYTES_RECEIVED%",
   bytes_sent: "%BYTES_SENT%",
-  x_request_id: "%REQ(X-REQUEST-ID)%",
+  // Caller-chosen headers, kept to a bound, as the services keep an x-request-id.
+  x_request_id: "%REQ(X-REQUEST-ID):128%",
   // The trace this request belongs to (the caller's, or the one the edge started), as the
   // services' log lines name it; null when tracing is off.
   trace_id: "%TRACE_ID%",
-  user_agent: "%REQ(USER-AGENT)%",
+  user_agent: "%REQ(USER-AGENT):256%",
   downstream_remote_address: "%DOWNSTREAM_REMOTE_ADDRESS%",
 };
 

@@ -4,18 +4,27 @@ import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
 const HEADER = "x-request-id";
 
+/** What of a caller's id is kept: Envoy's access log keeps as much (deploy/envoy/config.ts). */
+export const X_REQUEST_ID_MAX_LENGTH = 128;
+
 /**
  * The x-request-id of a call: the id that ties together the log lines of one request across
  * Envoy and the services. Not the proto's `request_id`, which is an idempotency key.
  */
 export const X_REQUEST_ID = contextKey<string>(HEADER);
 
-/** Takes the caller's x-request-id, or makes one, and puts it in every log line of the call. */
+/**
+ * Takes the caller's x-request-id (its first 128 characters), or makes one, and puts it in every
+ * log line of the call.
+ */
 export const xRequestIdServer: ServerMiddleware = {
   name: "x-request-id",
   wrap: (_method, next) => (request, ctx) => {
     const given = ctx.metadata.get(HEADER)[0];
-    const id = typeof given === "string" && given !== "" ? given : randomUUID();
+    const id =
+      typeof given === "string" && given !== ""
+        ? given.slice(0, X_REQUEST_ID_MAX_LENGTH)
+        : randomUUID();
     ctx.set(X_REQUEST_ID, id);
     ctx.logFields.x_request_id = id;
     return next(request, ctx);
