@@ -661,9 +661,46 @@ function edgeProtocols(services: readonly GrpcService[]) {
       REST_BODIES: bodies,
       REST_QUERIES: queries,
       MESSAGES: messages,
+      CONNECT_GET: connectGetPaths(services),
+      CONNECT_GET_REFUSAL: connectGetRefusal(),
       EDGE_PROTOCOL_HEADER,
     }),
   );
+}
+
+/**
+ * The rpcs a Connect client may send as an HTTP GET: unary and NO_SIDE_EFFECTS, as the Connect
+ * protocol says. lua/edge.lua refuses a GET for any other path with 405.
+ */
+function connectGetPaths(services: readonly GrpcService[]): Record<string, true> {
+  const paths: Record<string, true> = {};
+  for (const service of services) {
+    for (const method of service.methods) {
+      if (method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS") {
+        paths[method.path] = true;
+      }
+    }
+  }
+  return paths;
+}
+
+/** The Connect error a refused GET gets: UNIMPLEMENTED, METHOD_NOT_ALLOWED. */
+function connectGetRefusal(): string {
+  const info = ErrorInfo.encode({
+    reason: "METHOD_NOT_ALLOWED",
+    domain: EDGE_DOMAIN,
+    metadata: {},
+  }).finish();
+  return JSON.stringify({
+    code: "unimplemented",
+    message: "only an rpc without side effects may be sent as a GET; send it as a POST",
+    details: [
+      {
+        type: "google.rpc.ErrorInfo",
+        value: Buffer.from(info).toString("base64").replace(/=+$/, ""),
+      },
+    ],
+  });
 }
 
 /**

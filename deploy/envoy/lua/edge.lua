@@ -17,10 +17,14 @@
 --   percent-encoded as grpc-message was, and each detail's type keeps the type.googleapis.com/
 --   prefix that Connect leaves out.
 --
+-- - Serves a Connect GET only for the rpcs in CONNECT_GET (unary, NO_SIDE_EFFECTS): any other is
+--   refused with 405 before it reaches a service, so a replayed URL never places an order.
+--
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
--- a field and the message it holds, or false) and EDGE_PROTOCOL_HEADER are defined above this
--- file by deploy/envoy/config.ts, from the contract's google.api.http options.
+-- a field and the message it holds, or false), CONNECT_GET (the paths a GET may call),
+-- CONNECT_GET_REFUSAL (the Connect error for any other) and EDGE_PROTOCOL_HEADER are defined
+-- above this file by deploy/envoy/config.ts, from the contract.
 
 local NAMESPACE = "shopmesh.edge"
 
@@ -184,6 +188,16 @@ local function refuse_connect_json(handle, headers)
       .. 'use application/proto (or REST for JSON)"}')
 end
 
+-- 405 for a Connect GET of an rpc that is not free of side effects; true when refused.
+local function refuse_connect_get(handle, headers)
+  if headers:get(":method") ~= "GET" then return false end
+  if CONNECT_GET[(headers:get(":path") or ""):gsub("%?.*", "")] then return false end
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 12)
+  handle:respond({ [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
+    CONNECT_GET_REFUSAL)
+  return true
+end
+
 -- A Connect unary error body with its message decoded and its detail types unprefixed.
 local function repaired_connect_error(text)
   text = text:gsub('"message":"([^"]*)"', function(message)
@@ -217,6 +231,7 @@ function envoy_on_request(handle)
     -- A streaming call: Envoy's own refusal must be its end-of-stream message (local replies).
     local kind = headers:get("content-type") or ""
     metadata:set(NAMESPACE, "stream", kind:sub(1, 20) == "application/connect+")
+    if refuse_connect_get(handle, headers) then return end
     return refuse_connect_json(handle, headers)
   end
   if protocol ~= "rest" then return end
