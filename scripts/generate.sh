@@ -90,6 +90,9 @@ plugins:
       - merge_file_name=shopmesh
       - json_names_for_fields=false
       - disable_default_errors=false
+      # List update_mask as the query parameter the edge needs: hidden (the default), a PATCH
+      # without it is refused, since Envoy does not fill it from the body as grpc-gateway does.
+      - allow_patch_feature=false
     strategy: all
 YAML
 )
