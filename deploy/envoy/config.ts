@@ -522,13 +522,16 @@ function skippedFor(predicate: object, filter: { name: string; typed_config: obj
   };
 }
 
-const lua = (file: string, definitions: Record<string, unknown>) => ({
+/** A Lua filter: `definitions`, then the files of lua/ (a library first, then the filter). */
+const lua = (files: string | string[], definitions: Record<string, unknown>) => ({
   name: "envoy.filters.http.lua",
   typed_config: typed("envoy.extensions.filters.http.lua.v3.Lua", {
     default_source_code: {
       inline_string: [
         ...Object.entries(definitions).map(([name, value]) => `${name} = ${luaValue(value)}`),
-        readFileSync(new URL(`./lua/${file}`, import.meta.url), "utf8"),
+        ...[files]
+          .flat()
+          .map((file) => readFileSync(new URL(`./lua/${file}`, import.meta.url), "utf8")),
       ].join("\n"),
     },
   }),
@@ -561,7 +564,7 @@ function healthByName(services: readonly GrpcService[]) {
   };
   return skippedFor(
     nativeGrpcNotHealth,
-    lua("health.lua", {
+    lua(["inflate.lua", "health.lua"], {
       HEALTH_HEADER,
       EDGE_PROTOCOL_HEADER,
       HEALTH_CLUSTERS: Object.fromEntries(
