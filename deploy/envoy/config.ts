@@ -1014,9 +1014,22 @@ const CONNECT_CODES: Record<number, string> = {
   3: "invalid_argument",
   4: "deadline_exceeded",
   7: "permission_denied",
+  8: "resource_exhausted",
   12: "unimplemented",
   16: "unauthenticated",
 };
+
+/**
+ * A Connect unary body past the stream's buffer (64 KiB over HTTP/2, the stream window), which
+ * the bridge must hold whole: as REST's 413, RESOURCE_EXHAUSTED. Envoy sends it as bare text,
+ * which Connect clients read as UNKNOWN.
+ */
+const CONNECT_TOO_LARGE = {
+  when: "response.code_details == 'connect_bridge_unary_request_too_large'",
+  code: 8,
+  reason: "REQUEST_TOO_LARGE",
+  message: "the request is larger than the edge buffers for a Connect call",
+} as const;
 
 /**
  * Envoy's refusals and no-route reply to a Connect call (edgeProtocols marked it), as a Connect
@@ -1029,6 +1042,7 @@ function connectReplies() {
   const replies = [
     ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
     UNROUTED,
+    CONNECT_TOO_LARGE,
   ];
   return replies.flatMap((reply) => {
     const error = JSON.stringify({

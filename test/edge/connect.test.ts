@@ -1,0 +1,147 @@
+// The Connect protocol at the edge (`npm run mesh`, real Envoy and replicas), where Envoy's
+// bridge needs more than its defaults:
+// - GET: Connect lets a client send an rpc as an HTTP GET only when the rpc is unary and declares
+//   `idempotency_level = NO_SIDE_EFFECTS`. Any other rpc sent as a GET is refused with 405 before
+//   it reaches a service, so a link, a prefetch or a cache replaying a URL never places an order.
+// - A unary body larger than the bridge may hold is a Connect error, RESOURCE_EXHAUSTED, never
+//   bare text that Connect clients read as UNKNOWN.
+import http2 from "node:http2";
+import test from "ava";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import {
+  CancelOrderRequest,
+  CreateOrderRequest,
+  WatchOrderRequest,
+} from "../../gen/ts/shop/order/v1/order.js";
+import { CreateProductRequest, GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
+import { ADMIN_TOKEN, CA, edgeFetch, tokenFor } from "../helpers/credentials.js";
+import { newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
+
+const mesh = useMesh();
+
+/** A Connect GET URL for `method` carrying `message` (proto, base64url), as connect-web builds it. */
+const getUrl = (method: string, message: Uint8Array) =>
+  `https://${mesh.front()}/${method}?connect=v1&encoding=proto&base64=1&message=${Buffer.from(message).toString("base64url")}`;
+
+test.serial("Connect GET: an rpc without side effects is served", async (t) => {
+  await mesh.waitHealthy(["product"]);
+  const c = mesh.clients();
+  const product = await newProduct(c, 3);
+  c.close();
+  const message = GetProductRequest.encode({ productId: product.productId }).finish();
+  const response = await edgeFetch(getUrl("shop.product.v1.ProductService/GetProduct", message));
+  t.is(response.status, 200);
+  t.is(response.headers.get("content-type"), "application/proto");
+});
+
+test.serial(
+  "Connect GET: an rpc with side effects, or a stream, is refused with 405 and placed nothing",
+  async (t) => {
+    await mesh.waitHealthy(["user", "product", "order"]);
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 3)]);
+    const auth = { authorization: `Bearer ${await tokenFor(user.userId)}` };
+    const calls: [string, Uint8Array][] = [
+      [
+        "shop.order.v1.OrderService/CreateOrder",
+        CreateOrderRequest.encode({
+          userId: user.userId,
+          lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
+          requestId: tag("get"),
+        }).finish(),
+      ],
+      [
+        "shop.order.v1.OrderService/CancelOrder",
+        CancelOrderRequest.encode({ orderId: "ord_none" }).finish(),
+      ],
+      [
+        "shop.order.v1.OrderService/WatchOrder",
+        WatchOrderRequest.encode({ orderId: "ord_none" }).finish(),
+      ],
+    ];
+    for (const [method, message] of calls) {
+      const response = await edgeFetch(getUrl(method, message), { headers: auth });
+      t.is(response.status, 405, method);
+      t.is(response.headers.get("allow"), "POST", method);
+      const error = (await response.json()) as {
+        code: string;
+        details?: { type: string; value: string }[];
+      };
+      t.is(error.code, "unimplemented", method);
+      const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+      t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+        reason: "METHOD_NOT_ALLOWED",
+        domain: "shopmesh.edge",
+      });
+    }
+    const left = await c.products.getProduct({ productId: product.productId });
+    t.is(left.product?.stockQuantity, 3, "the GET CreateOrder took no stock");
+    c.close();
+  },
+);
+
+/** One Connect unary call over HTTP/2, as browsers make it: the status, content type and body. */
+function connectUnary(method: string, message: Uint8Array, token: string) {
+  return new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
+    const session = http2.connect(`https://${mesh.front()}`, {
+      ca: CA,
+      checkServerIdentity: () => undefined,
+    });
+    session.on("error", reject);
+    const request = session.request({
+      ":method": "POST",
+      ":path": `/${method}`,
+      "content-type": "application/proto",
+      "connect-protocol-version": "1",
+      authorization: `Bearer ${token}`,
+    });
+    let status = 0;
+    let type = "";
+    const chunks: Buffer[] = [];
+    request.on("response", (headers) => {
+      status = Number(headers[":status"]);
+      type = String(headers["content-type"]);
+    });
+    request.on("data", (chunk: Buffer) => chunks.push(chunk));
+    request.on("error", () => undefined);
+    request.on("close", () => {
+      session.close();
+      resolve({ status, type, body: Buffer.concat(chunks).toString() });
+    });
+    request.end(message);
+  });
+}
+
+test.serial(
+  "Connect: a body too large for the bridge is RESOURCE_EXHAUSTED, as JSON",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const message = CreateProductRequest.encode({
+      product: {
+        productId: "",
+        name: "Large",
+        description: "x".repeat(100_000),
+        price: { currencyCode: "EUR", amountMinor: "100" },
+        stockQuantity: 1,
+        createTime: undefined,
+        updateTime: undefined,
+      },
+    }).finish();
+    const reply = await connectUnary(
+      "shop.product.v1.ProductService/CreateProduct",
+      message,
+      ADMIN_TOKEN,
+    );
+    t.is(reply.type, "application/json", reply.body);
+    const error = JSON.parse(reply.body) as {
+      code: string;
+      details?: { type: string; value: string }[];
+    };
+    t.is(error.code, "resource_exhausted");
+    const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+    t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+      reason: "REQUEST_TOO_LARGE",
+      domain: "shopmesh.edge",
+    });
+  },
+);
