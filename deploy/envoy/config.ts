@@ -1059,10 +1059,18 @@ function connectReplies() {
         },
       ],
     });
+    // For lua/edge.lua, which records it for the access log and strips it from the reply.
+    const code = [
+      {
+        header: { key: "grpc-status", value: String(reply.code) },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ];
     return [
       {
         filter: when(`${connect} && ${stream} && ${reply.when}`),
         status_code: 200,
+        headers_to_add: code,
         body_format_override: {
           text_format_source: {
             inline_bytes: endOfStream(`{"error":${error}}`).toString("base64"),
@@ -1072,6 +1080,7 @@ function connectReplies() {
       },
       {
         filter: when(`${connect} && ${reply.when}`),
+        headers_to_add: code,
         body_format_override: {
           text_format_source: { inline_string: error },
           content_type: "application/json",

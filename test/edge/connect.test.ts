@@ -11,6 +11,7 @@ import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import {
   CancelOrderRequest,
   CreateOrderRequest,
+  GetOrderRequest,
   WatchOrderRequest,
 } from "../../gen/ts/shop/order/v1/order.js";
 import { CreateProductRequest, GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
@@ -81,7 +82,12 @@ test.serial(
 );
 
 /** One Connect unary call over HTTP/2, as browsers make it: the status, content type and body. */
-function connectUnary(method: string, message: Uint8Array, token: string) {
+function connectUnary(
+  method: string,
+  message: Uint8Array,
+  token: string | undefined,
+  headers: Record<string, string> = {},
+) {
   return new Promise<{ status: number; type: string; body: string }>((resolve, reject) => {
     const session = http2.connect(`https://${mesh.front()}`, {
       ca: CA,
@@ -93,7 +99,8 @@ function connectUnary(method: string, message: Uint8Array, token: string) {
       ":path": `/${method}`,
       "content-type": "application/proto",
       "connect-protocol-version": "1",
-      authorization: `Bearer ${token}`,
+      ...(token && { authorization: `Bearer ${token}` }),
+      ...headers,
     });
     let status = 0;
     let type = "";
@@ -145,3 +152,28 @@ test.serial(
     });
   },
 );
+
+test.serial("Connect: the access log states the code of each refusal of the edge", async (t) => {
+  await mesh.waitHealthy(["order", "product"]);
+  const missing = tag("connect-no-token");
+  await connectUnary(
+    "shop.order.v1.OrderService/GetOrder",
+    GetOrderRequest.encode({ orderId: "ord_none" }).finish(),
+    undefined,
+    { "x-request-id": missing },
+  );
+  const large = tag("connect-too-large");
+  await connectUnary(
+    "shop.product.v1.ProductService/GetProduct",
+    GetProductRequest.encode({ productId: "x".repeat(100_000) }).finish(),
+    undefined,
+    { "x-request-id": large },
+  );
+  for (const [id, code] of [
+    [missing, 16],
+    [large, 8],
+  ] as const) {
+    const [line] = await mesh.loggedRequests(id, 1);
+    t.is(line?.grpc_status, code, JSON.stringify(line));
+  }
+});
