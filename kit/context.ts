@@ -70,6 +70,8 @@ export class ServerCallContext implements CallContext {
   readonly logFields: Record<string, unknown> = {};
   private readonly started = performance.now();
   private state = RUNNING;
+  /** When the caller's cancel arrived (ms since the epoch), if it did while the call ran. */
+  private cancelledAt: number | undefined;
   // Made on first use: most calls never look at their signal, and an AbortController per call
   // was a measurable share of a cheap rpc's CPU.
   private controller: AbortController | undefined;
@@ -88,7 +90,7 @@ export class ServerCallContext implements CallContext {
       this.controller = new AbortController();
       // Listened for only once someone looks: most calls never do, and a listener per call is
       // a measurable share of a cheap rpc. finish() reads the call's own flag instead.
-      if (this.state === RUNNING && this.call?.cancelled) this.state = CANCELLED;
+      if (this.state === RUNNING && this.call?.cancelled) this.markCancelled();
       this.call?.once("cancelled", () => this.cancel());
       if (this.state === CANCELLED) this.controller.abort();
     }
@@ -135,8 +137,27 @@ export class ServerCallContext implements CallContext {
   /** The caller went away or its deadline passed: aborts the signal, unless already answered. */
   cancel(): void {
     if (this.state !== RUNNING) return;
-    this.state = CANCELLED;
+    this.markCancelled();
     this.controller?.abort();
+  }
+
+  private markCancelled(): void {
+    this.state = CANCELLED;
+    this.cancelledAt = Date.now();
+  }
+
+  /**
+   * Whether the caller's cancel was its deadline. The caller's deadline starts before ours, by
+   * the time its request took to reach us, and its reset takes as long to arrive: it lands at
+   * about our own deadline, often just before our timer fires. So a cancel within 20 ms (or a
+   * tenth of the call's time, if less) of the deadline is taken for the deadline.
+   */
+  private cancelledAtDeadline(): boolean {
+    if (this.deadline === undefined) return false;
+    const deadline = this.deadline.getTime();
+    const now = Date.now();
+    const timeoutMs = deadline - (now - (performance.now() - this.started));
+    return (this.cancelledAt ?? now) >= deadline - Math.min(20, timeoutMs / 10);
   }
 
   /**
@@ -144,7 +165,7 @@ export class ServerCallContext implements CallContext {
    * "cancelled" after every finished call too). Returns whether the caller was gone already.
    */
   settle(): boolean {
-    if (this.state === RUNNING && this.call?.cancelled) this.state = CANCELLED;
+    if (this.state === RUNNING && this.call?.cancelled) this.markCancelled();
     const cancelled = this.state === CANCELLED;
     if (this.state === RUNNING) this.state = FINISHED;
     return cancelled;
@@ -161,9 +182,8 @@ export class ServerCallContext implements CallContext {
     if (!this.listeners) return;
     const durationMs = performance.now() - this.started;
     let got: CallStatus = { ...sent, durationMs };
-    if (cancelled && sent.code !== status.CANCELLED && sent.code !== status.DEADLINE_EXCEEDED) {
-      const expired = this.deadline !== undefined && this.deadline.getTime() <= Date.now();
-      got = expired
+    if (cancelled && sent.code !== status.DEADLINE_EXCEEDED) {
+      got = this.cancelledAtDeadline()
         ? { code: status.DEADLINE_EXCEEDED, details: "Deadline exceeded", durationMs }
         : { code: status.CANCELLED, details: "Cancelled by the caller", durationMs };
     }

@@ -1,6 +1,7 @@
 // A caller that leaves its connection (a GOAWAY of its own, or a connection that drops) is not the
 // server closing it: its WatchOrder is not ended UNAVAILABLE (CONNECTION_CLOSING), and the call is
-// logged and counted with the code of a caller that went away, CANCELLED.
+// logged and counted with the code of a caller that went away, CANCELLED; or DEADLINE_EXCEEDED,
+// when its reset is its deadline.
 import { once } from "node:events";
 import http2 from "node:http2";
 import test, { type ExecutionContext } from "ava";
@@ -10,8 +11,12 @@ import { tokenFor } from "../helpers/credentials.js";
 import { eventually } from "../helpers/eventually.js";
 import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";
 
-/** A watched order, and a raw HTTP/2 connection to the order service that watches it. */
-async function watching(t: ExecutionContext) {
+/**
+ * A watched order, and a raw HTTP/2 connection to the order service that watches it, with a
+ * `grpc-timeout` when given. `answered` is when its first message came: the server had the
+ * request by then.
+ */
+async function watching(t: ExecutionContext, grpcTimeout?: string) {
   const log = captureLogger("order");
   const fleet = await startFleet(t, { loggers: { order: log.logger } });
   const user = await addUser(fleet.users);
@@ -33,6 +38,7 @@ async function watching(t: ExecutionContext) {
     "content-type": "application/grpc",
     te: "trailers",
     authorization: `Bearer ${await tokenFor(user.userId)}`,
+    ...(grpcTimeout && { "grpc-timeout": grpcTimeout }),
   });
   stream.end(frame);
   let trailers: http2.IncomingHttpHeaders | undefined;
@@ -41,6 +47,7 @@ async function watching(t: ExecutionContext) {
   });
   stream.on("error", () => {});
   await once(stream, "data");
+  const answered = performance.now();
   const watchLine = () =>
     log.lines.find((line) => line.method === "/shop.order.v1.OrderService/WatchOrder");
   const handled = async (code: string) => {
@@ -51,7 +58,7 @@ async function watching(t: ExecutionContext) {
       .find((line) => line.startsWith(series))
       ?.split(" ")[1];
   };
-  return { session, stream, trailers: () => trailers, watchLine, handled };
+  return { session, stream, answered, trailers: () => trailers, watchLine, handled };
 }
 
 test("a caller's GOAWAY leaves its WatchOrder open; its cancel is logged and counted CANCELLED", async (t) => {
@@ -76,4 +83,25 @@ test("a caller whose connection drops is logged and counted CANCELLED, not UNAVA
   t.is(line.code, "CANCELLED");
   t.is(await handled("Canceled"), "1");
   t.is(await handled("Unavailable"), "0");
+});
+
+test("a caller's reset at its deadline is logged and counted DEADLINE_EXCEEDED", async (t) => {
+  // The caller's deadline starts before the server's, by the time the request took to arrive,
+  // and its reset takes as long to come back: it lands just before the server's own timer.
+  const atDeadline = await watching(t, "400m");
+  const wait = atDeadline.answered + 390 - performance.now();
+  await new Promise((resolve) => setTimeout(resolve, wait));
+  atDeadline.stream.close(http2.constants.NGHTTP2_CANCEL);
+  const line = await eventually("the WatchOrder's log line", atDeadline.watchLine);
+  t.is(line.code, "DEADLINE_EXCEEDED");
+  t.is(await atDeadline.handled("DeadlineExceeded"), "1");
+  t.is(await atDeadline.handled("Canceled"), "0");
+});
+
+test("a caller's reset well before its deadline is logged and counted CANCELLED", async (t) => {
+  const early = await watching(t, "30S");
+  early.stream.close(http2.constants.NGHTTP2_CANCEL);
+  const line = await eventually("the WatchOrder's log line", early.watchLine);
+  t.is(line.code, "CANCELLED");
+  t.is(await early.handled("Canceled"), "1");
 });
