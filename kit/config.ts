@@ -55,10 +55,19 @@ export const bareHost = (host: string) => host.replace(/^\[(.*)\]$/, "$1");
 export const serviceVariable = (name: string, setting: string) =>
   `SHOP_${name.toUpperCase()}_${setting}`;
 
+/**
+ * A database URL fit for a log line: its password, in the user part or as a `password` or
+ * `sslpassword` parameter, is ***. Works on a URL that does not parse, e.g. a mistyped one.
+ */
+export const redactUrl = (url: string) =>
+  url
+    .replace(/^([^/]*\/\/[^/:@]*:)[^/]*@/, "$1***@")
+    .replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
+
 function databaseUrl(name: string, fallback: string): string {
   const url = env.string(name, fallback);
   if (url && !/^postgres(ql)?:\/\//i.test(url)) {
-    throw new Error(`${name} must be a postgres:// or postgresql:// URL, got "${url}"`);
+    throw new Error(`${name} must be a postgres:// or postgresql:// URL, got "${redactUrl(url)}"`);
   }
   // Not quoted: the URL may hold a password.
   if (url && !parsesAsPg(url)) throw new Error(`${name} is not a URL that parses`);

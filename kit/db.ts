@@ -1,5 +1,5 @@
 import knex, { type Knex } from "knex";
-import { env } from "./config.js";
+import { env, redactUrl } from "./config.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -182,14 +182,7 @@ export async function migrateDatabase(
 
 /** A location fit for a log line or a banner: a URL's password is left out. */
 export function describeLocation(location: string): string {
-  if (!isPostgresUrl(location)) return location;
-  try {
-    const url = new URL(location);
-    if (url.password) url.password = "***";
-    return url.toString();
-  } catch {
-    return "a PostgreSQL URL that does not parse";
-  }
+  return isPostgresUrl(location) ? redactUrl(location) : location;
 }
 
 /** Which engine a database is on. */

@@ -8,7 +8,7 @@
 // replicas may start together on a new database: each migrates under an advisory lock.
 //
 //   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE_URL, SHOP_DATABASE …
-import { env, serverConfig } from "../kit/config.js";
+import { databaseVariable, env, serverConfig } from "../kit/config.js";
 import { describeLocation, migrateDatabase } from "../kit/db.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
@@ -16,7 +16,12 @@ import { serviceName } from "./lib/launcher.js";
 try {
   const service = registry.get(serviceName(env.string("SHOP_SERVICE", "")));
   const { database } = serverConfig(service.name, service.port);
-  await migrateDatabase(database, service.migrations, { schema: service.name });
+  await migrateDatabase(database, service.migrations, { schema: service.name }).catch((error) => {
+    // Named as a service's start names it: which variable, and where (without a password).
+    throw new Error(
+      `${databaseVariable(service.name)}: cannot open ${describeLocation(database)}: ${error instanceof Error ? error.message : error}`,
+    );
+  });
   console.log(`${service.name}: ${describeLocation(database)} is migrated`);
 } catch (error) {
   console.error(`migrate: ${error instanceof Error ? error.message : error}`);

@@ -166,6 +166,69 @@ for (const variable of ["SHOP_PORT", "SHOP_HEALTH_PORT", "SHOP_METRICS_PORT"]) {
   });
 }
 
+// A database URL's password reaches no log line, however the URL is mistyped or spelt.
+const leaks: [env: Record<string, string>, message: RegExp][] = [
+  [
+    { SHOP_DATABASE_URL: '"postgres://shop:hunter2@127.0.0.1:64999/shop"' },
+    /SHOP_DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL/,
+  ],
+  [
+    { SHOP_DATABASE_URL: "postgress://shop:hunter2@127.0.0.1:64999/shop" },
+    /SHOP_DATABASE_URL must be a postgres:\/\/ or postgresql:\/\/ URL, got "postgress:\/\/shop:\*\*\*@/,
+  ],
+  [
+    { SHOP_DATABASE_URL: "postgres://shop@127.0.0.1:64999/shop?password=hunter2" },
+    /SHOP_DATABASE_URL: cannot open postgres:\/\/shop@127\.0\.0\.1:64999\/shop\?password=\*\*\*: connect ECONNREFUSED/,
+  ],
+];
+
+for (const [env, message] of leaks) {
+  test.serial(`${Object.values(env)[0]} stops at start without its password`, async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const run = await exec(
+      process.execPath,
+      ["--import", "tsx", path.join("services", "main.ts")],
+      {
+        env: {
+          SHOP_SERVICE: "user",
+          SHOP_DATA_DIR: dir,
+          SHOP_PORT: "0",
+          SHOP_METRICS: "false",
+          ...env,
+        },
+        timeoutMs: 30_000,
+      },
+    );
+    t.is(run.code, 1, run.stderr);
+    t.regex(run.stderr, message);
+    t.false(`${run.stdout}${run.stderr}`.includes("hunter2"), run.stderr);
+  });
+}
+
+test.serial(
+  "scripts/migrate.ts names the variable of a database it cannot open, without its password",
+  async (t) => {
+    const run = await exec(
+      process.execPath,
+      ["--import", "tsx", path.join("scripts", "migrate.ts")],
+      {
+        env: {
+          SHOP_SERVICE: "order",
+          SHOP_ORDER_DATABASE_URL: "postgres://shop:hunter2@127.0.0.1:64999/shop",
+        },
+        timeoutMs: 30_000,
+      },
+    );
+    t.is(run.code, 1, run.stderr);
+    t.regex(
+      run.stderr,
+      /^migrate: SHOP_ORDER_DATABASE_URL: cannot open postgres:\/\/shop:\*\*\*@127\.0\.0\.1:64999\/shop: connect ECONNREFUSED/m,
+    );
+    t.false(`${run.stdout}${run.stderr}`.includes("hunter2"), run.stderr);
+  },
+);
+
 /** A free port on `host`. */
 const freePort = (host: string) =>
   new Promise<number>((resolve, reject) => {
