@@ -44,17 +44,34 @@ export function connectPostgres(url: string, options: PostgresOptions, more: Kne
 /** Whether sqlOf names the statements it runs on `db` (PostgresOptions.preparedStatements). */
 export const namesStatements = (db: Knex): boolean => !unnamed.has(db);
 
+/**
+ * How long past the statement timeout the driver waits for an answer. A server that answers at all
+ * cancels the statement first; one that never answers (a partition, a failover) is given up.
+ */
+const REPLY_MARGIN_MS = 2_000;
+
+/**
+ * Whether a connection may be handed out again: not while a statement it gave up on is still
+ * waiting for its answer, which every later statement would queue behind.
+ */
+const idle = (connection: { readyForQuery?: boolean }) => connection.readyForQuery !== false;
+
 function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
+  const timeoutMs = options.statementTimeoutMs;
   return {
     client: "pg",
     connection: connection(url, {
       application_name: options.applicationName,
-      ...(options.statementTimeoutMs > 0 && { statement_timeout: options.statementTimeoutMs }),
+      ...(timeoutMs > 0 && {
+        statement_timeout: timeoutMs,
+        query_timeout: timeoutMs + REPLY_MARGIN_MS,
+      }),
     }),
     searchPath: [options.schema],
     // Connections open on demand and close after 30 s idle; a call that finds all of them busy
-    // waits for one up to 5 s, then fails UNAVAILABLE (kit/middleware/status.ts).
-    pool: { min: 0, max: options.poolMax, idleTimeoutMillis: 30_000 },
+    // waits for one up to 5 s, then fails UNAVAILABLE (kit/middleware/status.ts). One left
+    // waiting on a reply that never came is dropped, not handed out again.
+    pool: { min: 0, max: options.poolMax, idleTimeoutMillis: 30_000, validate: idle },
     acquireConnectionTimeout: 5_000,
   };
 }

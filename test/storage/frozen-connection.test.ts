@@ -1,0 +1,95 @@
+// A PostgreSQL connection the network froze (a failover, a partition: no reply and no close) costs
+// one statement timeout, not the pool: the statement fails, the connection is dropped, and the
+// next statement runs on a new one. Without that, every call waited on the dead connection, a
+// background task's run never ended, and a stopping service never stopped.
+import net from "node:net";
+import test from "ava";
+import { connectDatabase, type Knex, sqlOf } from "../../kit/db.js";
+import { freshDatabase, opening, useStorage } from "../helpers/storage.js";
+
+useStorage("postgres");
+
+/** A TCP proxy to `port`; freeze() silences every connection open now. New ones pass. */
+async function proxyTo(port: number) {
+  const open = new Set<{ frozen: boolean }>();
+  const sockets = new Set<net.Socket>();
+  const server = net.createServer((client) => {
+    const upstream = net.connect(port, "127.0.0.1");
+    const pair = { frozen: false };
+    open.add(pair);
+    for (const socket of [client, upstream]) {
+      sockets.add(socket);
+      socket.on("error", () => {});
+    }
+    client.on("data", (data) => pair.frozen || upstream.write(data));
+    upstream.on("data", (data) => pair.frozen || client.write(data));
+  });
+  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
+  return {
+    port: (server.address() as net.AddressInfo).port,
+    freeze() {
+      for (const pair of open) pair.frozen = true;
+      open.clear();
+    },
+    close() {
+      for (const socket of sockets) socket.destroy();
+      server.close();
+    },
+  };
+}
+
+/** `promise`, or a rejection naming `what` after `ms`. */
+const within = <T>(ms: number, what: string, promise: Promise<T>) =>
+  Promise.race([
+    promise,
+    new Promise<never>((_, reject) =>
+      setTimeout(() => reject(new Error(`${what}: still waiting after ${ms} ms`)), ms),
+    ),
+  ]);
+
+async function frozenDatabase(t: { teardown(fn: () => void): void }) {
+  const url = new URL(await freshDatabase());
+  const proxy = await proxyTo(Number(url.port));
+  url.port = String(proxy.port);
+  const db: Knex = opening(
+    connectDatabase(url.toString(), { schema: "user", poolMax: 1, statementTimeoutMs: 300 }),
+  );
+  t.teardown(() => {
+    proxy.close();
+    void db.destroy().catch(() => {});
+  });
+  return { db, proxy };
+}
+
+test("a statement on a frozen connection fails within its timeout, and the next runs on a new connection", async (t) => {
+  const { db, proxy } = await frozenDatabase(t);
+  t.deepEqual((await db.raw("select 1 as one")).rows, [{ one: 1 }]);
+  proxy.freeze();
+  const error = await within(4_000, "select on the frozen connection", db.raw("select 2")).then(
+    () => undefined,
+    (caught: Error) => caught,
+  );
+  t.truthy(error);
+  t.notRegex(String(error?.message), /still waiting/);
+  const rows = await within(4_000, "select after it", db.raw("select 3 as three"));
+  t.deepEqual(rows.rows, [{ three: 3 }]);
+});
+
+test("the stores' plain SQL gives a frozen connection up the same way", async (t) => {
+  const { db, proxy } = await frozenDatabase(t);
+  const sql = sqlOf(db);
+  t.deepEqual(await sql.query("select 1 as one"), [{ one: 1 }]);
+  proxy.freeze();
+  const error = await within(
+    4_000,
+    "a transaction on the frozen connection",
+    sql.transaction((trx) => trx.query("select 2")),
+  ).then(
+    () => undefined,
+    (caught: Error) => caught,
+  );
+  t.notRegex(String(error?.message), /still waiting/);
+  t.deepEqual(await within(4_000, "a query after it", sql.query("select 3 as three")), [
+    { three: 3 },
+  ]);
+});
