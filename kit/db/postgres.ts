@@ -65,6 +65,9 @@ function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
       ...(timeoutMs > 0 && {
         statement_timeout: timeoutMs,
         query_timeout: timeoutMs + REPLY_MARGIN_MS,
+        // No transaction here waits between its statements: a session idle inside one that long
+        // is a paused or cut-off process, and the server ends it rather than keep its row locks.
+        idle_in_transaction_session_timeout: timeoutMs,
       }),
     }),
     searchPath: [options.schema],

@@ -1,7 +1,7 @@
 // A PostgreSQL connection the network froze (a failover, a partition: no reply and no close) costs
 // one statement timeout, not the pool: the statement fails, the connection is dropped, and the
-// next statement runs on a new one. Without that, every call waited on the dead connection, a
-// background task's run never ended, and a stopping service never stopped.
+// next statement runs on a new one. A replica stalled inside a transaction keeps its row locks
+// no longer than that either: the server ends its session.
 import net from "node:net";
 import test from "ava";
 import { connectDatabase, type Knex, sqlOf } from "../../kit/db.js";
@@ -92,4 +92,40 @@ test("the stores' plain SQL gives a frozen connection up the same way", async (t
   t.deepEqual(await within(4_000, "a query after it", sql.query("select 3 as three")), [
     { three: 3 },
   ]);
+});
+
+test("a client that stops inside a transaction holds its row locks no longer than a statement may run", async (t) => {
+  const url = await freshDatabase();
+  const settings = { schema: "product", poolMax: 2, statementTimeoutMs: 500 };
+  const frozen = opening(connectDatabase(url, settings));
+  const other = opening(connectDatabase(url, settings));
+  await other.raw(
+    "insert into products (product_id, name, description, currency_code, price_minor, stock_quantity, create_time, update_time) values ('prd_hot', 'Hot', '', 'EUR', 100, 10, 0, 0)",
+  );
+  // A replica paused (or cut off from the server) between two statements of its transaction.
+  const trx = await frozen.transaction();
+  t.teardown(async () => {
+    await trx.rollback().catch(() => {});
+    await Promise.all([frozen.destroy(), other.destroy()]);
+  });
+  await trx.raw(
+    "update products set stock_quantity = stock_quantity - 1 where product_id = 'prd_hot'",
+  );
+  // Another replica takes the same row once the server has ended the stalled session.
+  const until = Date.now() + 4_000;
+  let taken: unknown;
+  while (taken === undefined && Date.now() < until) {
+    taken = await other
+      .raw(
+        "update products set stock_quantity = stock_quantity - 1 where product_id = 'prd_hot' returning stock_quantity",
+      )
+      .then(
+        (result: { rows: unknown }) => result.rows,
+        (error: Error) => {
+          if (!/statement timeout/.test(error.message)) throw error;
+          return undefined;
+        },
+      );
+  }
+  t.deepEqual(taken, [{ stock_quantity: 9 }]);
 });
