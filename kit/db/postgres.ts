@@ -135,8 +135,11 @@ const NOT_NOW = new Set([
   "53300", // too_many_connections
 ]);
 
-/** node-postgres's messages for a connection that closed under a query, or before it. */
-const LOST_CONNECTION = /Connection terminated|is not queryable/;
+/**
+ * node-postgres's messages for a connection that closed under a query, or before it, or that
+ * stopped answering one (query_timeout).
+ */
+const LOST_CONNECTION = /Connection terminated|is not queryable|Query read timeout/;
 
 const codeOf = (error: unknown) => String((error as { code?: unknown } | null)?.code ?? "");
 const messageOf = (error: unknown) => String((error as { message?: unknown } | null)?.message);
