@@ -99,7 +99,7 @@ export async function migratePostgres(
     ...more,
   });
   try {
-    await db.raw("select pg_advisory_lock(hashtext(?))", [`shopmesh migrate ${schema}`]);
+    await takeMigrationLock(db, schema, more.log?.warn ?? console.warn);
     // Looked up rather than CREATE SCHEMA IF NOT EXISTS, which needs the CREATE privilege on the
     // database even when the schema exists: an operator may create it and grant only that.
     const { rows } = await db.raw("select 1 from pg_namespace where nspname = ?", [schema]);
@@ -116,6 +116,30 @@ export async function migratePostgres(
     // Closing the session releases the lock.
     await db.destroy();
   }
+}
+
+/**
+ * Takes the advisory lock that lets one process at a time migrate `schema`. While another holds
+ * it (a replica migrating, or one stalled or cut off mid-migration), says once who it is.
+ */
+async function takeMigrationLock(db: Knex, schema: string, warn: (message: string) => void) {
+  const key = `shopmesh migrate ${schema}`;
+  const { rows } = await db.raw("select pg_try_advisory_lock(hashtext(?)) as taken", [key]);
+  if (rows[0]?.taken) return;
+  // A one-bigint advisory key shows in pg_locks as its high (classid) and low (objid) halves.
+  const holders = await db.raw(
+    `select a.pid, a.application_name, a.client_addr from pg_locks l
+     join pg_stat_activity a on a.pid = l.pid
+     where l.locktype = 'advisory' and l.granted and l.objsubid = 1
+       and l.database = (select oid from pg_database where datname = current_database())
+       and ((l.classid::bigint << 32) | l.objid::bigint) = hashtext(?)::bigint`,
+    [key],
+  );
+  const who = (holders.rows as { pid: number; application_name: string; client_addr: unknown }[])
+    .map((row) => `${row.application_name || "?"} (pid ${row.pid}, ${row.client_addr ?? "local"})`)
+    .join(", ");
+  warn(`waiting for the migration lock of schema "${schema}", held by ${who || "another session"}`);
+  await db.raw("select pg_advisory_lock(hashtext(?))", [key]);
 }
 
 // SQLSTATE codes (PostgreSQL's "Errors and Messages" appendix).
