@@ -109,24 +109,19 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
   ],
 ];
 
+/** Starts a service process with `env` over the defaults below; resolves once it has exited. */
+async function startWith(t: ExecutionContext, env: Record<string, string>) {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return exec(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+    env: { SHOP_DATA_DIR: dir, SHOP_PORT: "0", SHOP_METRICS: "false", ...env },
+    timeoutMs: 30_000,
+  });
+}
+
 for (const [service, env, message] of cases) {
   test.serial(`${service} with ${Object.entries(env)[0]?.join("=")} stops at start`, async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const run = await exec(
-      process.execPath,
-      ["--import", "tsx", path.join("services", "main.ts")],
-      {
-        env: {
-          SHOP_SERVICE: service,
-          SHOP_DATA_DIR: dir,
-          SHOP_PORT: "0",
-          SHOP_METRICS: "false",
-          ...env,
-        },
-        timeoutMs: 30_000,
-      },
-    );
+    const run = await startWith(t, { SHOP_SERVICE: service, ...env });
     t.is(run.code, 1, run.stderr);
     t.regex(run.stderr, message);
     t.is(run.stderr.trim().split("\n").length, 1, run.stderr);
@@ -135,28 +130,17 @@ for (const [service, env, message] of cases) {
 
 for (const variable of ["SHOP_PORT", "SHOP_HEALTH_PORT", "SHOP_METRICS_PORT"]) {
   test.serial(`product on a ${variable} another process holds stops at start`, async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
     const holder = createServer();
     const held = await new Promise<number>((resolve) =>
       holder.listen(0, "127.0.0.1", () => resolve((holder.address() as AddressInfo).port)),
     );
     t.teardown(() => holder.close());
-    const run = await exec(
-      process.execPath,
-      ["--import", "tsx", path.join("services", "main.ts")],
-      {
-        env: {
-          SHOP_SERVICE: "product",
-          SHOP_DATA_DIR: dir,
-          SHOP_PORT: "0",
-          SHOP_METRICS: "true",
-          SHOP_METRICS_PORT: "0",
-          [variable]: String(held),
-        },
-        timeoutMs: 30_000,
-      },
-    );
+    const run = await startWith(t, {
+      SHOP_SERVICE: "product",
+      SHOP_METRICS: "true",
+      SHOP_METRICS_PORT: "0",
+      [variable]: String(held),
+    });
     t.is(run.code, 1, run.stderr);
     // One line, which names the setting; grpc-js's own words go to the JSON log on stdout.
     t.is(
@@ -184,22 +168,7 @@ const leaks: [env: Record<string, string>, message: RegExp][] = [
 
 for (const [env, message] of leaks) {
   test.serial(`${Object.values(env)[0]} stops at start without its password`, async (t) => {
-    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
-    t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const run = await exec(
-      process.execPath,
-      ["--import", "tsx", path.join("services", "main.ts")],
-      {
-        env: {
-          SHOP_SERVICE: "user",
-          SHOP_DATA_DIR: dir,
-          SHOP_PORT: "0",
-          SHOP_METRICS: "false",
-          ...env,
-        },
-        timeoutMs: 30_000,
-      },
-    );
+    const run = await startWith(t, { SHOP_SERVICE: "user", ...env });
     t.is(run.code, 1, run.stderr);
     t.regex(run.stderr, message);
     t.false(`${run.stdout}${run.stderr}`.includes("hunter2"), run.stderr);
