@@ -241,7 +241,6 @@ function checkedAddress(variable: string, address: string): string {
   return address;
 }
 
-/** SHOP_METRICS_PORT, else the port the registry's offset gives: derived only when unset. */
 /** The setting that chose the address a ListenError names. */
 function listenVariable(error: ListenError): string {
   if (error.message.includes("EADDRNOTAVAIL")) return "SHOP_HOST";
@@ -249,6 +248,7 @@ function listenVariable(error: ListenError): string {
   return ports[error.listener];
 }
 
+/** SHOP_METRICS_PORT, else the port the registry's offset gives: derived only when unset. */
 function metricsPort(registered: RegisteredService, grpcPort: number): number {
   if (env.string("SHOP_METRICS_PORT", "") === "") return metricsPortFor(registered, grpcPort);
   return env.port("SHOP_METRICS_PORT", 0);

@@ -45,12 +45,12 @@ export function sqliteConfig(filename: string, driver: SqliteDriver): Knex.Confi
       min: 1,
       max: 1,
       afterCreate(connection: Connection, done: (error: Error | null, c: unknown) => void) {
-        const PRAGMAS = pragmasOf(driver);
+        const pragmas = pragmasOf(driver);
         if (connection.pragma) {
-          for (const pragma of PRAGMAS) connection.pragma(pragma);
+          for (const pragma of pragmas) connection.pragma(pragma);
           done(null, connection);
         } else {
-          connection.exec?.(PRAGMAS.map((pragma) => `PRAGMA ${pragma};`).join(" "), (error) =>
+          connection.exec?.(pragmas.map((pragma) => `PRAGMA ${pragma};`).join(" "), (error) =>
             done(error, connection),
           );
         }

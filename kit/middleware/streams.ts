@@ -2,12 +2,6 @@ import { CALLER } from "../auth.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware, ServerNext } from "./types.js";
 
-/** What the streams middleware reports, for a gauge. */
-export interface StreamsPerCaller {
-  /** Server streams open now, of every signed-in caller. */
-  readonly open: number;
-}
-
 /**
  * At most `limit` server streams open at once per signed-in caller in this process; 0: no
  * bound. A stream can last as long as what it watches (a WatchOrder, until its order is
@@ -15,21 +9,18 @@ export interface StreamsPerCaller {
  * call past the bound is RESOURCE_EXHAUSTED (TOO_MANY_STREAMS) with a QuotaFailure, and the
  * caller's open streams go on. Calls without a token (mesh identities) are not counted.
  */
-export function streamsPerCaller(limit: number): ServerMiddleware & StreamsPerCaller {
+export function streamsPerCaller(limit: number): ServerMiddleware {
   const open = new Map<string, number>();
-  let total = 0;
 
   const counted = (userId: string, next: ServerNext): ServerNext => {
     return (request, ctx) => {
       const held = open.get(userId) ?? 0;
       if (held >= limit) return Promise.reject(tooMany(userId, limit));
       open.set(userId, held + 1);
-      total++;
       let released = false;
       const release = () => {
         if (released) return;
         released = true;
-        total--;
         const left = (open.get(userId) ?? 1) - 1;
         if (left > 0) open.set(userId, left);
         else open.delete(userId);
@@ -49,9 +40,6 @@ export function streamsPerCaller(limit: number): ServerMiddleware & StreamsPerCa
 
   return {
     name: "streams-per-caller",
-    get open() {
-      return total;
-    },
     wrap: (method, next) =>
       method.kind !== "server_streaming" || limit <= 0
         ? next
