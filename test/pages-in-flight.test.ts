@@ -11,6 +11,7 @@ import { addProduct } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
 import { eventually } from "./helpers/eventually.js";
 import { clientsFor, start, type TestService } from "./helpers/fleet.js";
+import { grpcFrame } from "./helpers/grpc-frame.js";
 import { expectStatus } from "./helpers/status.js";
 
 /** `shop_pages_in_flight` as the service's metrics show it now. */
@@ -44,10 +45,7 @@ function unreadPage(address: string) {
     pageToken: "",
     inStockOnly: false,
   }).finish();
-  const frame = Buffer.alloc(5 + body.length);
-  frame.writeUInt32BE(body.length, 1);
-  frame.set(body, 5);
-  stream.end(frame);
+  stream.end(grpcFrame(body));
   stream.pause();
   // The server may end the connection under it; that is what one test waits for.
   session.on("error", () => {});

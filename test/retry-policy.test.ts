@@ -20,6 +20,7 @@ import { Code, type ServiceError } from "../kit/errors.js";
 import type { ServiceDefinition } from "../kit/service.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
+import { grpcFrame } from "./helpers/grpc-frame.js";
 
 interface Route {
   match: { path?: string };
@@ -213,15 +214,12 @@ async function cuttingServer(cuts: number, how: "proxy reset" | "connection drop
       const body = GetProductResponse.encode({
         product: Product.create({ productId: "prd_1", name: "Cup" }),
       }).finish();
-      const frame = Buffer.alloc(5 + body.length);
-      frame.writeUInt32BE(body.length, 1);
-      frame.set(body, 5);
       stream.respond(
         { ":status": 200, "content-type": "application/grpc" },
         { waitForTrailers: true },
       );
       stream.on("wantTrailers", () => stream.sendTrailers({ "grpc-status": "0" }));
-      stream.end(frame);
+      stream.end(grpcFrame(body));
     });
   });
   server.listen(0, "127.0.0.1");

@@ -13,6 +13,7 @@ import { registry } from "../../services/registry.js";
 import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
 import { exec } from "../helpers/exec.js";
 import { type AccessLogLine, newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 import { EDGE_TLS, grpcurl, type Json } from "../helpers/grpcurl.js";
 import { type ReflectionVersion, reflect } from "../helpers/reflection.js";
 
@@ -636,8 +637,6 @@ test.serial(
   async (t) => {
     await ready();
     const message = WatchOrderRequest.encode({ orderId: "ord_nope" }).finish();
-    const envelope = Buffer.alloc(5);
-    envelope.writeUInt32BE(message.length, 1);
     const response = await edgeFetch(url("/shop.order.v1.OrderService/WatchOrder"), {
       method: "POST",
       headers: {
@@ -645,7 +644,7 @@ test.serial(
         "connect-protocol-version": "1",
         "content-type": "application/connect+proto",
       },
-      body: Buffer.concat([envelope, message]),
+      body: grpcFrame(message),
     });
     t.is(response.status, 200);
     const body = Buffer.from(await response.arrayBuffer());

@@ -17,6 +17,7 @@ import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credenti
 import { exec, grpcurl } from "../helpers/exec.js";
 import { orderLine } from "../helpers/fleet.js";
 import { callback, newProduct, newUser, tag, useMesh, withId } from "../helpers/front-door.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 
 const mesh = useMesh();
 
@@ -291,8 +292,6 @@ test.serial("a hand-built gRPC-Web request gets a well-formed gRPC-Web response"
 
   const call = async (userId: string, requestId: string) => {
     const message = Buffer.from(GetUserRequest.encode({ userId }).finish());
-    const header = Buffer.alloc(5);
-    header.writeUInt32BE(message.length, 1);
     const response = await edgeFetch(`https://${mesh.front()}/shop.user.v1.UserService/GetUser`, {
       method: "POST",
       headers: {
@@ -302,7 +301,7 @@ test.serial("a hand-built gRPC-Web request gets a well-formed gRPC-Web response"
         "x-grpc-web": "1",
         "x-request-id": requestId,
       },
-      body: Buffer.concat([header, message]),
+      body: grpcFrame(message),
     });
     return { response, body: Buffer.from(await response.arrayBuffer()) };
   };

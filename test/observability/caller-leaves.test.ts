@@ -10,6 +10,7 @@ import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { tokenFor } from "../helpers/credentials.js";
 import { eventually } from "../helpers/eventually.js";
 import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 
 /**
  * A watched order, and a raw HTTP/2 connection to the order service that watches it, with a
@@ -29,9 +30,7 @@ async function watching(t: ExecutionContext, grpcTimeout?: string) {
   const session = http2.connect(`http://${fleet.order.server.address}`);
   t.teardown(() => session.destroy());
   const message = WatchOrderRequest.encode({ orderId: order?.orderId ?? "" }).finish();
-  const frame = Buffer.alloc(5 + message.length);
-  frame.writeUInt32BE(message.length, 1);
-  frame.set(message, 5);
+  const frame = grpcFrame(message);
   const stream = session.request({
     ":method": "POST",
     ":path": "/shop.order.v1.OrderService/WatchOrder",

@@ -40,6 +40,7 @@ import {
 } from "../helpers/credentials.js";
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
 import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 
 /** The one origin browsers may call this Envoy from. */
 const SHOP_ORIGIN = "https://shop.example";
@@ -219,8 +220,6 @@ async function grpcWebCall(
   token: string | undefined,
 ): Promise<Outcome> {
   const message = method.requestSerialize(complete(method, request)) as Buffer;
-  const frame = Buffer.alloc(5);
-  frame.writeUInt32BE(message.length, 1);
   const response = await edgeFetch(`https://${envoy.address}${method.path}`, {
     method: "POST",
     headers: {
@@ -228,7 +227,7 @@ async function grpcWebCall(
       "x-grpc-web": "1",
       ...(token && { authorization: authorization(token) }),
     },
-    body: Buffer.concat([frame, message]),
+    body: grpcFrame(message),
   });
   const fields = new Map<string, string>();
   for (const [name, value] of response.headers) fields.set(name, value);

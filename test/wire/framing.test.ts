@@ -13,22 +13,15 @@ import { Code } from "../../kit/errors.js";
 import type { Logger } from "../../kit/logger.js";
 import { registry } from "../../services/registry.js";
 import { captureLogger, start } from "../helpers/fleet.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 
 const GET_PRODUCT = "/shop.product.v1.ProductService/GetProduct";
 const WATCH = "/grpc.health.v1.Health/Watch";
 const CHECK = "/grpc.health.v1.Health/Check";
 
-/** A gRPC length-prefixed message: flag byte, 4-byte length (`length` if given), then `body`. */
-function frame(body: Buffer, compressed = false, length = body.length): Buffer {
-  const head = Buffer.alloc(5);
-  head[0] = compressed ? 1 : 0;
-  head.writeUInt32BE(length, 1);
-  return Buffer.concat([head, body]);
-}
-
 // GetProductRequest { product_id: "prd_none" } and HealthCheckRequest { service: "" }.
-const getProduct = frame(Buffer.from([0x0a, 0x08, ...Buffer.from("prd_none")]));
-const emptyMessage = frame(Buffer.alloc(0));
+const getProduct = grpcFrame(Buffer.from([0x0a, 0x08, ...Buffer.from("prd_none")]));
+const emptyMessage = grpcFrame(Buffer.alloc(0));
 
 type Answer = { code: number; message: string; reason?: string; domain?: string };
 
@@ -93,14 +86,14 @@ const cases: [string, Buffer, http2.OutgoingHttpHeaders, Code, string][] = [
   ],
   [
     "a truncated frame",
-    frame(Buffer.from([0x0a]), false, 100),
+    grpcFrame(Buffer.from([0x0a]), false, 100),
     {},
     Code.INVALID_ARGUMENT,
     "MALFORMED_REQUEST",
   ],
   [
     "a body that is not gzip",
-    frame(Buffer.from("not gzip"), true),
+    grpcFrame(Buffer.from("not gzip"), true),
     { "grpc-encoding": "gzip" },
     Code.INVALID_ARGUMENT,
     "MALFORMED_REQUEST",
@@ -114,14 +107,14 @@ const cases: [string, Buffer, http2.OutgoingHttpHeaders, Code, string][] = [
   ],
   [
     "an unknown grpc-encoding",
-    frame(Buffer.from("x"), true),
+    grpcFrame(Buffer.from("x"), true),
     { "grpc-encoding": "br" },
     Code.UNIMPLEMENTED,
     "UNSUPPORTED_ENCODING",
   ],
   [
     "a message over the limit",
-    frame(gzipSync(Buffer.alloc(5 * 1024 * 1024)), true),
+    grpcFrame(gzipSync(Buffer.alloc(5 * 1024 * 1024)), true),
     { "grpc-encoding": "gzip" },
     Code.RESOURCE_EXHAUSTED,
     "REQUEST_TOO_LARGE",
