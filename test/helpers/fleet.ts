@@ -47,6 +47,7 @@ import { registry, type ServiceName } from "../../services/registry.js";
 import { testCallers } from "./credentials.js";
 import { Faults } from "./faults.js";
 import { freshDatabase, onPostgres, opening, openingIn } from "./storage.js";
+import { takeTurn } from "./turns.js";
 
 /** A pino logger whose lines the test can read. */
 export function captureLogger(service: string): {
@@ -156,6 +157,7 @@ export async function startFleet(
     ...options.modules,
   };
   const started: Partial<Record<ServiceName, TestService>> = {};
+  await takeTurn(t);
   const database = await freshDatabase();
   for (const service of registry.services) {
     started[service.name] = await start(t, modules[service.name] ?? service.module, {
