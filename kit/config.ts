@@ -1,5 +1,8 @@
 import path from "node:path";
 
+/** A setting the operator gave is malformed: its message names the variable and what it got. */
+export class SettingError extends Error {}
+
 /** Reads environment variables with typed defaults; a malformed value stops the process early. */
 export const env = {
   string(name: string, fallback: string): string {
@@ -11,7 +14,8 @@ export const env = {
     const raw = process.env[name];
     if (raw === undefined || raw === "") return fallback;
     const value = Number(raw);
-    if (!Number.isInteger(value)) throw new Error(`${name} must be an integer, got "${raw}"`);
+    if (!Number.isInteger(value))
+      throw new SettingError(`${name} must be an integer, got "${raw}"`);
     if ((min !== undefined && value < min) || (max !== undefined && value > max)) {
       const range =
         max === undefined
@@ -19,7 +23,7 @@ export const env = {
           : min === undefined
             ? `at most ${max}`
             : `between ${min} and ${max}`;
-      throw new Error(`${name} must be ${range}, got "${raw}"`);
+      throw new SettingError(`${name} must be ${range}, got "${raw}"`);
     }
     return value;
   },
@@ -31,7 +35,7 @@ export const env = {
   oneOf<T extends string>(name: string, fallback: T, values: readonly T[]): T {
     const value = env.string(name, fallback);
     if (!(values as readonly string[]).includes(value)) {
-      throw new Error(`${name} must be one of ${values.join(", ")}, got "${value}"`);
+      throw new SettingError(`${name} must be one of ${values.join(", ")}, got "${value}"`);
     }
     return value as T;
   },
@@ -40,7 +44,7 @@ export const env = {
     if (raw === undefined || raw === "") return fallback;
     if (["1", "true", "yes"].includes(raw)) return true;
     if (["0", "false", "no"].includes(raw)) return false;
-    throw new Error(`${name} must be true or false, got "${raw}"`);
+    throw new SettingError(`${name} must be true or false, got "${raw}"`);
   },
 };
 
@@ -67,10 +71,12 @@ export const redactUrl = (url: string) =>
 function databaseUrl(name: string, fallback: string): string {
   const url = env.string(name, fallback);
   if (url && !/^postgres(ql)?:\/\//i.test(url)) {
-    throw new Error(`${name} must be a postgres:// or postgresql:// URL, got "${redactUrl(url)}"`);
+    throw new SettingError(
+      `${name} must be a postgres:// or postgresql:// URL, got "${redactUrl(url)}"`,
+    );
   }
   // Not quoted: the URL may hold a password.
-  if (url && !parsesAsPg(url)) throw new Error(`${name} is not a URL that parses`);
+  if (url && !parsesAsPg(url)) throw new SettingError(`${name} is not a URL that parses`);
   return url;
 }
 

@@ -1,5 +1,5 @@
 import knex, { type Knex } from "knex";
-import { env, redactUrl } from "./config.js";
+import { env, redactUrl, SettingError } from "./config.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -77,7 +77,7 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
 export function sqliteDriver(): SqliteDriver {
   const driver = env.string("SHOP_SQLITE_DRIVER", "better-sqlite3");
   if (!(SQLITE_DRIVERS as readonly string[]).includes(driver)) {
-    throw new Error(
+    throw new SettingError(
       `SHOP_SQLITE_DRIVER must be one of ${SQLITE_DRIVERS.join(", ")}, got "${driver}"`,
     );
   }
@@ -86,8 +86,7 @@ export function sqliteDriver(): SqliteDriver {
 
 function postgresOptions(options: DatabaseOptions): PostgresOptions {
   const schema = options.schema ?? "public";
-  const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10);
-  if (poolMax < 1) throw new Error("SHOP_DATABASE_POOL_MAX must be at least 1");
+  const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10, { min: 1 });
   const statementTimeoutMs =
     options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000, { min: 0 });
   if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");

@@ -1,6 +1,13 @@
 import { TokenVerifier } from "./auth.js";
 import { channelTarget, createClient } from "./client.js";
-import { databaseVariable, env, hostPort, type ServerConfig, serverConfig } from "./config.js";
+import {
+  databaseVariable,
+  env,
+  hostPort,
+  type ServerConfig,
+  SettingError,
+  serverConfig,
+} from "./config.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -127,6 +134,8 @@ export async function startService(
     db = await openDatabase(config.database, module.migrations, { schema: module.name, logger });
   } catch (error) {
     closeClients();
+    // A malformed setting says so itself; the database was never tried.
+    if (error instanceof SettingError) throw error;
     throw new DatabaseOpenError(
       `cannot open ${describeLocation(config.database)}: ${(error as Error).message}`,
     );

@@ -102,6 +102,20 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:64999/shop" },
     /SHOP_DATABASE_URL: cannot open postgres:\/\/shop:\*\*\*@127\.0\.0\.1:64999\/shop: connect ECONNREFUSED/,
   ],
+  // Read as the database opens: the setting is named alone, not as a database that failed.
+  [
+    "product",
+    {
+      SHOP_DATABASE_POOL_MAX: "0",
+      SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:64999/shop",
+    },
+    /^product: failed to start: SHOP_DATABASE_POOL_MAX must be at least 1, got "0"$/m,
+  ],
+  [
+    "user",
+    { SHOP_SQLITE_DRIVER: "sqlite4" },
+    /^user: failed to start: SHOP_SQLITE_DRIVER must be one of better-sqlite3, sqlite3, got "sqlite4"$/m,
+  ],
   [
     "product",
     { SHOP_SERVICE: "shipping" },
