@@ -5,6 +5,7 @@ import { once } from "node:events";
 import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
 import { type AddressInfo, createServer, type Server } from "node:net";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
@@ -216,7 +217,9 @@ export async function waitReported(proc: LoggedProcess, timeoutMs = 30_000): Pro
         };
         proc.child.on("message", onMessage);
       }),
-      once(proc.child, "exit").then(([code, signal]) => {
+      once(proc.child, "exit").then(async ([code, signal]) => {
+        // "exit" can come before the last of stderr is read; "close" comes after it.
+        await Promise.race([once(proc.child, "close"), sleep(1_000, undefined, { ref: false })]);
         const why = stderr.trim().split("\n").slice(-3).join("\n") || `exit ${code ?? signal}`;
         throw new LaunchError(`${proc.name} failed to start: ${why} (log: ${proc.logFile})`);
       }),

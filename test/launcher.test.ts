@@ -1,0 +1,19 @@
+// The launcher's start error carries the process's last words, even when they are the end of a
+// long stderr still unread when the process exits.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { LaunchError, spawnLogged, waitReported } from "../scripts/lib/launcher.js";
+
+test("a process that exits before serving is reported with the last lines of its stderr", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // More than a pipe holds (64 KiB), so the process can exit before its end is read.
+  const script = `process.stderr.write("noise\\n".repeat(40000) + "SHOP_PORT: port 1 is taken\\n", () => process.exit(1));`;
+  for (let i = 0; i < 5; i++) {
+    const proc = spawnLogged("dies", process.execPath, ["-e", script], dir);
+    const error = await t.throwsAsync(waitReported(proc, 10_000), { instanceOf: LaunchError });
+    t.regex(error?.message ?? "", /failed to start: [\s\S]*SHOP_PORT: port 1 is taken/, `try ${i}`);
+  }
+});
