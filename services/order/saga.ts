@@ -469,19 +469,20 @@ export class OrderSaga {
    * Best-effort compensation, on its own deadline: the caller's may already have passed. A
    * failure here is covered by the reservation's TTL and by reconcile().
    */
-  private release(reservationId: string): Promise<boolean> {
-    return step("release", async () => {
-      try {
-        await this.deps.inventory.releaseReservation(
+  private async release(reservationId: string): Promise<boolean> {
+    try {
+      // Failing inside the step, so that its span says so.
+      await step("release", () =>
+        this.deps.inventory.releaseReservation(
           { reservationId },
           { timeoutMs: this.options.settleTimeoutMs },
-        );
-        return true;
-      } catch (error) {
-        this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
-        return false;
-      }
-    });
+        ),
+      );
+      return true;
+    } catch (error) {
+      this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
+      return false;
+    }
   }
 
   /**

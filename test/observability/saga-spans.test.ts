@@ -1,0 +1,47 @@
+// The saga's steps are spans of the real OpenTelemetry SDK, kept in its in-memory exporter: a
+// step that fails says so, even when the saga goes on after it (a release left to the sweep).
+import { SpanStatusCode } from "@opentelemetry/api";
+import {
+  AlwaysOnSampler,
+  InMemorySpanExporter,
+  NodeTracerProvider,
+  SimpleSpanProcessor,
+} from "@opentelemetry/sdk-trace-node";
+import test from "ava";
+import { Code, ServiceError } from "../../kit/errors.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import { orderLine, startFleet } from "../helpers/fleet.js";
+
+const finished = new InMemorySpanExporter();
+const provider = new NodeTracerProvider({
+  sampler: new AlwaysOnSampler(),
+  spanProcessors: [new SimpleSpanProcessor(finished)],
+});
+provider.register();
+test.after.always("stop the tracer provider", () => provider.shutdown());
+
+test("a release that fails marks its saga step's span as an error", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 3 });
+  // The stock is taken and the answer lost; giving it back fails too.
+  fleet.product.faults.set("ReserveStock", { code: Code.UNAVAILABLE, afterHandler: true });
+  fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
+
+  const error = await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: "release-fails",
+    }),
+    { instanceOf: ServiceError },
+  );
+  t.is(error?.code, Code.UNAVAILABLE);
+
+  const releases = finished.getFinishedSpans().filter((span) => span.name === "saga.release");
+  t.true(releases.length > 0, "a saga.release span");
+  for (const span of releases) {
+    t.is(span.status.code, SpanStatusCode.ERROR);
+    t.regex(span.status.message ?? "", /injected fault/);
+  }
+});
