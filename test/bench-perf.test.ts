@@ -42,10 +42,17 @@ test("a process's shares count every thread, and its main thread apart", (t) => 
       `10/11          edbef4 v8::internal::Scavenger::ScavengeObject (${NODE})`,
       `  10/12  ffffffff8225a106 do_syscall_64 ([kernel.kallsyms])`,
       `20/20      7f00000002 [unknown] (/tmp/perf-20.map)`,
+      `20/21          edbef5 std::_Function_handler<void* (unsigned long), v8::internal::Foo>::_M_manager (${NODE})`,
       "not a sample",
     ].join("\n"),
   );
-  t.is(samples.length, 5);
+  t.is(samples.length, 6);
+  t.deepEqual(samples[5], {
+    pid: 20,
+    tid: 21,
+    symbol: "std::_Function_handler<void* (unsigned long), v8::internal::Foo>::_M_manager",
+    dso: NODE,
+  });
   const shares = sharesOf(samples, 10);
   t.is(shares.samples, 4);
   t.is(shares.mainThreadSamples, 2);

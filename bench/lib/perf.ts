@@ -60,7 +60,8 @@ export function kindOf(symbol: string, dso: string): Kind {
 export function parsePerfScript(text: string): PerfSample[] {
   const samples: PerfSample[] = [];
   for (const line of text.split("\n")) {
-    const match = /^\s*(\d+)\/(\d+)\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)\s*$/.exec(line);
+    // The library is the last parenthesised part: C++ symbols have parentheses of their own.
+    const match = /^\s*(\d+)\/(\d+)\s+[0-9a-f]+\s+(.*)\s+\(([^()]*)\)\s*$/.exec(line);
     if (!match) continue;
     samples.push({
       pid: Number(match[1]),
