@@ -315,13 +315,8 @@ test.serial(
         kinds?.kinds.every((row) => row.mainThread <= row.all),
         name,
       );
-      // order does most of the work; user's few samples of one second may miss JIT code.
-      if (name === "order") {
-        t.true(
-          kinds?.kinds.some((row) => row.kind === "JavaScript compiled by V8 (JIT)"),
-          `${name}: no JIT samples`,
-        );
-      }
+      // Which kinds one second of a loaded CI machine catches varies (no JIT code at all in
+      // some runs, even for order); test/bench-perf.test.ts pins how each kind is told apart.
       t.regex(
         markdown,
         new RegExp(`## ${name}\n\nOn-CPU samples by kind \\(perf\\): \\d+ samples`),
