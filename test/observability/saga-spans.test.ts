@@ -1,24 +1,13 @@
 // The saga's steps are spans of the real OpenTelemetry SDK, kept in its in-memory exporter: a
 // step that fails says so, even when the saga goes on after it (a release left to the sweep).
 import { SpanStatusCode } from "@opentelemetry/api";
-import {
-  AlwaysOnSampler,
-  InMemorySpanExporter,
-  NodeTracerProvider,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-node";
 import test from "ava";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
+import { recordSpans } from "../helpers/spans.js";
 
-const finished = new InMemorySpanExporter();
-const provider = new NodeTracerProvider({
-  sampler: new AlwaysOnSampler(),
-  spanProcessors: [new SimpleSpanProcessor(finished)],
-});
-provider.register();
-test.after.always("stop the tracer provider", () => provider.shutdown());
+const finished = recordSpans();
 
 test("a release that fails marks its saga step's span as an error", async (t) => {
   const fleet = await startFleet(t);

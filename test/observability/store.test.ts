@@ -4,27 +4,16 @@
 // spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read.
 import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
-import {
-  AlwaysOnSampler,
-  InMemorySpanExporter,
-  NodeTracerProvider,
-  SimpleSpanProcessor,
-} from "@opentelemetry/sdk-trace-node";
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { Metrics } from "../../kit/metrics.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually } from "../helpers/eventually.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
+import { recordSpans } from "../helpers/spans.js";
 import { storage } from "../helpers/storage.js";
 
-const finished = new InMemorySpanExporter();
-const provider = new NodeTracerProvider({
-  sampler: new AlwaysOnSampler(),
-  spanProcessors: [new SimpleSpanProcessor(finished)],
-});
-provider.register();
-test.after.always("stop the tracer provider", () => provider.shutdown());
+const finished = recordSpans();
 
 interface Sample {
   labels: Record<string, string | number>;
