@@ -7,6 +7,7 @@
 // Both keep their data where the test file's storage says (helpers/storage.ts): on PostgreSQL,
 // a fleet gets a database of its own, each service in its schema, shared by its replicas.
 // Every start is paired with a teardown, so a failing test never leaves a server running.
+// At most six tests of a file run a startFleet fleet at once; the others wait (helpers/turns.ts).
 //
 //   const fleet = await startFleet(t);                       // user, product, order, …
 //   await addUser(fleet.users);                              // scripts/lib/seed.ts

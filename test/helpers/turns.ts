@@ -1,4 +1,4 @@
-// How many tests of a file run in-process services at once. Ava starts a file's tests together,
+// How many tests of a file run in-process fleets (startFleet) at once. Ava starts a file's tests together,
 // and their services share the file's one event loop: eighteen fleets at once, beside another
 // file on two cores, stretched each turn of the loop to 300 ms, and a CreateOrder (some twenty
 // turns across three services and the database) passed its 5 s dependency deadline. The other
@@ -11,7 +11,7 @@ let running = 0;
 const waiting: (() => void)[] = [];
 const holding = new WeakSet<object>();
 
-/** Waits until `t` may start services; its turn ends after its last teardown. Idempotent. */
+/** Waits until `t` may start a fleet; its turn ends after its last teardown. Idempotent. */
 export async function takeTurn(t: Pick<ExecutionContext, "teardown">): Promise<void> {
   if (holding.has(t)) return;
   holding.add(t);
