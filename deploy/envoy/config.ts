@@ -1717,10 +1717,22 @@ const ADMIN_CLUSTER = "envoy_admin";
 const COLLECTOR_CLUSTER = "opentelemetry_collector";
 
 /**
+ * A GET of `path` with no query string. A route's path match ignores the query, which the admin
+ * would read: /metrics?filter=<regex> runs a regex over every stat name per request.
+ */
+const bareGet = (path: string) => ({
+  path,
+  headers: [
+    { name: ":method", string_match: { exact: "GET" } },
+    { name: ":path", string_match: { exact: path } },
+  ],
+});
+
+/**
  * The stats listener: GET /metrics answers Envoy's Prometheus stats (the admin's
  * /stats/prometheus, reached over loopback), and GET /ready the admin's readiness (200 when
- * LIVE), for the kubelet's probe; every other path is 404, so a scraper that can reach it reaches
- * nothing else of the admin interface.
+ * LIVE), for the kubelet's probe; every other path, and either with a query string, is 404, so a
+ * scraper that can reach it reaches nothing else of the admin interface.
  */
 function statsListener(topology: EnvoyTopology) {
   if (!topology.stats) return [];
@@ -1745,19 +1757,10 @@ function statsListener(topology: EnvoyTopology) {
                         domains: ["*"],
                         routes: [
                           {
-                            match: {
-                              path: "/metrics",
-                              headers: [{ name: ":method", string_match: { exact: "GET" } }],
-                            },
+                            match: bareGet("/metrics"),
                             route: { cluster: ADMIN_CLUSTER, prefix_rewrite: "/stats/prometheus" },
                           },
-                          {
-                            match: {
-                              path: "/ready",
-                              headers: [{ name: ":method", string_match: { exact: "GET" } }],
-                            },
-                            route: { cluster: ADMIN_CLUSTER },
-                          },
+                          { match: bareGet("/ready"), route: { cluster: ADMIN_CLUSTER } },
                           {
                             match: { prefix: "/" },
                             direct_response: {

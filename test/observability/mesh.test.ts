@@ -174,7 +174,15 @@ test.serial(
     const ready = await fetch(`${stats}/ready`);
     t.is(ready.status, 200);
     t.is((await ready.text()).trim(), "LIVE");
-    for (const adminPath of ["/clusters", "/stats", "/quitquitquit", "/stats/prometheus"]) {
+    // The admin would read a query: a filter regex over every stat name, or its other options.
+    const queries = ["/metrics?filter=.*", "/metrics?usedonly", "/ready?x=1"];
+    for (const adminPath of [
+      "/clusters",
+      "/stats",
+      "/quitquitquit",
+      "/stats/prometheus",
+      ...queries,
+    ]) {
       const response = await fetch(`${stats}${adminPath}`, {
         method: adminPath === "/quitquitquit" ? "POST" : "GET",
       });
