@@ -111,16 +111,31 @@ export function framingGuard(refused: Refused): grpc.ServerInterceptor {
   };
 }
 
+/** A call of a method this server does not serve. */
+export interface UnknownCall {
+  /** Its path, without a query, cut to 256 characters. */
+  method: string;
+  /** The proto service it names, when this server serves that service. */
+  service?: string;
+  /** The caller's address. */
+  peer: string;
+}
+
 /** The longest method path an unknown method's ErrorInfo repeats. */
 const PATH_MAX = 256;
 
 /**
  * grpc-js answers a path it has no handler for before any interceptor runs: UNIMPLEMENTED,
  * without details. This gives every such path a handler that answers the same code with them,
- * in the domain of the service the path names if this server serves it, else in `domain`. It
- * needs grpc-js's private handler map; if that moves, grpc-js's own answer stands.
+ * in the domain of the service the path names if this server serves it, else in `domain`, and
+ * tells `seen` of each such call, which no middleware sees. It needs grpc-js's private handler
+ * map; if that moves, grpc-js's own answer stands.
  */
-export function answerUnknownMethods(server: grpc.Server, domain: string): void {
+export function answerUnknownMethods(
+  server: grpc.Server,
+  domain: string,
+  seen: (call: UnknownCall) => void = () => {},
+): void {
   const handlers = (server as unknown as { handlers?: unknown }).handlers;
   if (!(handlers instanceof Map)) return;
   const registered = handlers.get.bind(handlers) as (path: string) => unknown;
@@ -147,7 +162,14 @@ export function answerUnknownMethods(server: grpc.Server, domain: string): void 
       serialize: (bytes: Buffer) => bytes,
       deserialize: (bytes: Buffer) => bytes,
       // Answers at once, whatever the call's kind; nothing the caller sends is read.
-      func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => stream.emit("error", status),
+      func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
+        seen({
+          method: method.slice(0, PATH_MAX),
+          ...(known && { service }),
+          peer: stream.getPeer(),
+        });
+        stream.emit("error", status);
+      },
     };
   };
 }

@@ -24,7 +24,7 @@ import {
   defaultServerMiddleware,
   type ServerMiddleware,
 } from "./middleware/index.js";
-import { metricsClient, metricsServer } from "./middleware/metrics.js";
+import { metricsClient, metricsServer, unknownMethods } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
 import { streamsPerCaller } from "./middleware/streams.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
@@ -174,6 +174,7 @@ export async function startService(
         pages,
         ...(options.middleware ?? []),
       ],
+      ...(counting && { onUnknownMethod: unknownMethods(metrics) }),
       tls: security.tls,
       internalServices: options.internalServices,
       publicServices: options.publicServices,

@@ -3,7 +3,7 @@ import { HealthImplementation } from "grpc-health-check";
 import { hostPort } from "./config.js";
 import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { answerUnknownMethods, framingGuard, type Refused } from "./framing.js";
+import { answerUnknownMethods, framingGuard, type Refused, type UnknownCall } from "./framing.js";
 import { readTimeoutsStrictly } from "./grpc-timeout.js";
 import { guardedServer } from "./guard.js";
 import type { Logger } from "./logger.js";
@@ -45,6 +45,12 @@ export interface ServeOptions {
   healthPort?: number;
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
+  /**
+   * Told of each call of a method this server does not serve, which the middleware never see
+   * (grpc-js answers it UNIMPLEMENTED before any); the server logs it as the logging middleware
+   * logs a call.
+   */
+  onUnknownMethod?: (call: UnknownCall) => void;
   /** Mutual TLS with this identity; plaintext without. */
   tls?: TlsMaterial;
   /**
@@ -114,7 +120,10 @@ export async function serve(
       : {}),
   });
   const names = services.map((service) => serviceNameOf(service.definition));
-  answerUnknownMethods(server, names[0] ? packageOf(names[0]) : "grpc.health.v1");
+  answerUnknownMethods(server, names[0] ? packageOf(names[0]) : "grpc.health.v1", (call) => {
+    options.logger.info({ ...call, code: "UNIMPLEMENTED" }, "rpc");
+    options.onUnknownMethod?.(call);
+  });
   const health = new HealthImplementation(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
   );

@@ -1,5 +1,6 @@
 import type { MethodInfo, RpcKind } from "../contract.js";
 import { Code } from "../errors.js";
+import type { UnknownCall } from "../framing.js";
 import type { Metrics } from "../metrics.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
@@ -145,4 +146,18 @@ export function metricsClient(metrics: Metrics): ClientMiddleware {
       };
     },
   };
+}
+
+/**
+ * `shop_grpc_server_unknown_method_total{grpc_service}`: calls of a method this server does not
+ * serve, by the served proto service they name, or "other". The method is in the log line only:
+ * a caller chooses it, and a label per name would grow without bound.
+ */
+export function unknownMethods(metrics: Metrics): (call: UnknownCall) => void {
+  const calls = metrics.counter({
+    name: "shop_grpc_server_unknown_method_total",
+    help: "Calls of a method this server does not serve (UNIMPLEMENTED), by the served service they name, or other.",
+    labelNames: ["grpc_service"],
+  });
+  return (call) => calls.inc({ grpc_service: call.service ?? "other" });
 }

@@ -250,3 +250,33 @@ test("a method the server lacks is UNIMPLEMENTED with details, and the server ke
 
   t.like(await call(session, GET_PRODUCT, getProduct), { code: Code.NOT_FOUND });
 });
+
+test("a method the server lacks is logged and counted, by the served service it names", async (t) => {
+  const { logger, lines } = captureLogger("product");
+  const { service, session } = await productSession(t, logger);
+  await call(session, "/shop.product.v1.ProductService/NoSuchRpc", getProduct);
+  await call(session, "/shop.product.v1.ProductService/Other", getProduct);
+  await call(session, `/made.up.v1.Service${"/x".repeat(200)}?access_token=secret`, getProduct);
+
+  const counted = await service.metrics.registry
+    .getSingleMetric("shop_grpc_server_unknown_method_total")
+    ?.get();
+  t.deepEqual(
+    counted?.values.map(({ labels, value }) => [labels.grpc_service, value]),
+    [
+      ["shop.product.v1.ProductService", 2],
+      ["other", 1],
+    ],
+  );
+  const logged = lines.filter((line) => line.code === "UNIMPLEMENTED");
+  t.deepEqual(
+    logged.map((line) => line.method),
+    [
+      "/shop.product.v1.ProductService/NoSuchRpc",
+      "/shop.product.v1.ProductService/Other",
+      `/made.up.v1.Service${"/x".repeat(200)}`.slice(0, 256),
+    ],
+  );
+  t.is(logged[0]?.service, "shop.product.v1.ProductService");
+  t.false(JSON.stringify(lines).includes("secret"), "a query is not logged");
+});
