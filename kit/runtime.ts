@@ -8,6 +8,7 @@ import {
   SettingError,
   serverConfig,
 } from "./config.js";
+import { serviceNameOf } from "./contract.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -174,7 +175,12 @@ export async function startService(
         pages,
         ...(options.middleware ?? []),
       ],
-      ...(counting && { onUnknownMethod: unknownMethods(metrics) }),
+      ...(counting && {
+        onUnknownMethod: unknownMethods(
+          metrics,
+          services.map((service) => serviceNameOf(service.definition)),
+        ),
+      }),
       tls: security.tls,
       internalServices: options.internalServices,
       publicServices: options.publicServices,

@@ -150,14 +150,19 @@ export function metricsClient(metrics: Metrics): ClientMiddleware {
 
 /**
  * `shop_grpc_server_unknown_method_total{grpc_service}`: calls of a method this server does not
- * serve, by the served proto service they name, or "other". The method is in the log line only:
- * a caller chooses it, and a label per name would grow without bound.
+ * serve, by the served proto service they name, or "other"; at 0 from the start for `served` and
+ * "other". The method is in the log line only: a caller chooses it, and a label per name would
+ * grow without bound.
  */
-export function unknownMethods(metrics: Metrics): (call: UnknownCall) => void {
+export function unknownMethods(
+  metrics: Metrics,
+  served: readonly string[],
+): (call: UnknownCall) => void {
   const calls = metrics.counter({
     name: "shop_grpc_server_unknown_method_total",
     help: "Calls of a method this server does not serve (UNIMPLEMENTED), by the served service they name, or other.",
     labelNames: ["grpc_service"],
   });
+  for (const service of [...served, "other"]) calls.inc({ grpc_service: service }, 0);
   return (call) => calls.inc({ grpc_service: call.service ?? "other" });
 }

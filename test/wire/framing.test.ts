@@ -263,8 +263,10 @@ test("a method the server lacks is logged and counted, by the served service it 
     ?.get();
   t.deepEqual(
     counted?.values.map(({ labels, value }) => [labels.grpc_service, value]),
+    // Each served service and "other" from the start, at 0 until such a call.
     [
       ["shop.product.v1.ProductService", 2],
+      ["shop.product.v1.InventoryService", 0],
       ["other", 1],
     ],
   );
