@@ -5,7 +5,9 @@ import test from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
 import { Code } from "../../kit/errors.js";
+import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
+import { storage } from "../../test/helpers/storage.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
 
 // ReserveStock
@@ -216,6 +218,36 @@ for (const [name, reservationId, lines, ttl, fields] of badReservations) {
 }
 
 // CommitReservation
+
+// On PostgreSQL a ReserveStock writes its lines, priced, before it takes the products' row locks.
+if (storage() === "postgres") {
+  test("ReserveStock that waits for a product's row takes the price in force when it gets it", async (t) => {
+    const { db, create, reserve, stock } = await setup(t);
+    const a = await create({ stock: 10, amountMinor: "500" });
+    const b = await create({ stock: 10, amountMinor: "700" });
+    const repricing = await db.transaction();
+    t.teardown(() => repricing.rollback().catch(() => {}));
+    await repricing("products").where({ product_id: a.productId }).update({ price_minor: 900 });
+    const lines: [string, number][] = [
+      [b.productId, 1],
+      [a.productId, 2],
+    ];
+    const reserving = reserve("r-wait", lines);
+    await until("the reservation to wait for the product's row lock", async () => {
+      const { rows: waiting } = await db.raw(
+        "SELECT count(*)::int AS n FROM pg_stat_activity" +
+          " WHERE datname = current_database() AND wait_event_type = 'Lock'",
+      );
+      return waiting[0].n === 1;
+    });
+    await repricing.commit();
+    const prices = (r: { lines: { unitPrice?: { amountMinor: string } }[] }) =>
+      r.lines.map((line) => line.unitPrice?.amountMinor);
+    t.deepEqual(prices(await reserving), ["700", "900"]);
+    t.deepEqual(prices(await reserve("r-wait", lines)), ["700", "900"], "as stored");
+    t.deepEqual(await stock(a.productId, b.productId), [8, 9]);
+  });
+}
 
 test("CommitReservation makes a held reservation permanent, idempotently", async (t) => {
   const { create, reserve, commit, stock } = await setup(t);

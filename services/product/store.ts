@@ -15,7 +15,6 @@ import {
   readTime,
   type Sql,
   sqlOf,
-  valuesOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
@@ -52,6 +51,9 @@ interface LineRow {
   currency_code: string;
   unit_price_minor: unknown;
 }
+
+/** What pricedLinesSql gives back for each line it wrote. */
+type PricedLine = Pick<LineRow, "line_no" | "currency_code" | "unit_price_minor">;
 
 /** The fields of a product a caller sets. */
 export interface ProductFields {
@@ -108,6 +110,22 @@ const productNotFound = (productId: string) =>
 
 const byProductId = (a: { productId: string }, b: { productId: string }) =>
   a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0;
+
+/**
+ * Writes a reservation's lines, each priced from its product's row, and returns what it wrote;
+ * a line whose product does not exist writes nothing. Bindings per line: reservation id, line
+ * number, quantity, product id.
+ */
+const pricedLinesSql = (count: number) =>
+  "INSERT INTO reservation_lines" +
+  " (reservation_id, line_no, product_id, quantity, currency_code, unit_price_minor) " +
+  Array.from(
+    { length: count },
+    () =>
+      "SELECT ?, CAST(? AS INTEGER), product_id, CAST(? AS INTEGER), currency_code, price_minor" +
+      " FROM products WHERE product_id = ?",
+  ).join(" UNION ALL ") +
+  " RETURNING line_no, currency_code, unit_price_minor";
 
 const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: LineRow[]) =>
   a.length === b.length &&
@@ -253,33 +271,56 @@ export class ProductStore {
           [reservationId, made.state, made.expire_time, made.create_time],
         );
         if (claimed.length === 0) return { repeat: true as const };
+        // Lines first, each priced from the catalogue as it stands: no product row is locked
+        // until the stock updates below, so a busy product's lock is held for those and the
+        // commit alone, not for this write too (PostgreSQL; SQLite holds one lock throughout).
+        const priced = await trx.query<PricedLine>(
+          pricedLinesSql(lines.length),
+          lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
+        );
+        const price = new Map(priced.map((row) => [Number(row.line_no), row]));
+        const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
+        const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
+        if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
+        const lineRows: LineRow[] = lines.map((line, i) => ({
+          reservation_id: reservationId,
+          line_no: i,
+          product_id: line.productId,
+          quantity: line.quantity,
+          currency_code: price.get(i)?.currency_code as string,
+          unit_price_minor: price.get(i)?.unit_price_minor,
+        }));
         const short: string[] = [];
-        // The price snapshot comes back from the stock update itself (RETURNING).
-        const byId = new Map<string, PriceRow>();
-        for (const line of [...lines].sort(byProductId)) {
+        for (const [i, line] of sorted) {
           const [taken] = await trx.query<PriceRow>(
             "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
               " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
             [line.quantity, now, line.productId, line.quantity],
           );
-          if (taken) byId.set(line.productId, taken);
-          else short.push(line.productId);
+          if (!taken) {
+            short.push(line.productId);
+            continue;
+          }
+          // The price changed between the line's write and the lock (PostgreSQL): the line takes
+          // the price the stock was taken at, as if the lock had come first.
+          const row = lineRows[i] as LineRow;
+          if (
+            taken.currency_code !== row.currency_code ||
+            readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
+          ) {
+            await trx.query(
+              "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
+                " WHERE reservation_id = ? AND line_no = ?",
+              [taken.currency_code, taken.price_minor as Binding, reservationId, i],
+            );
+            row.currency_code = taken.currency_code;
+            row.unit_price_minor = taken.price_minor;
+          }
         }
         if (short.length > 0) {
           // Undo the whole transaction: nothing is held.
           throw Object.assign(new Error("short"), { short });
         }
-        const lineRows: LineRow[] = lines.map((line, i) => {
-          const product = byId.get(line.productId) as PriceRow;
-          return {
-            reservation_id: reservationId,
-            line_no: i,
-            product_id: line.productId,
-            quantity: line.quantity,
-            currency_code: product.currency_code,
-            unit_price_minor: product.price_minor,
-          };
-        });
         // What the reservation costs must be an amount Money can carry, per currency: refused
         // here, inside the transaction, so that nothing is held.
         for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
@@ -290,22 +331,6 @@ export class ProductStore {
               .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
           );
         }
-        const values = valuesOf(
-          lineRows.map((row) => [
-            row.reservation_id,
-            row.line_no,
-            row.product_id,
-            row.quantity,
-            row.currency_code,
-            row.unit_price_minor as Binding,
-          ]),
-        );
-        await trx.query(
-          "INSERT INTO reservation_lines" +
-            " (reservation_id, line_no, product_id, quantity, currency_code, unit_price_minor)" +
-            ` VALUES ${values.text}`,
-          values.bindings,
-        );
         // What was just written is the answer: no need to read it back.
         return { repeat: false as const, reservation: toReservation(made, lineRows) };
       })
