@@ -89,7 +89,15 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
   const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10, { min: 1 });
   const statementTimeoutMs =
     options.statementTimeoutMs ?? env.int("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000, { min: 0 });
-  if (statementTimeoutMs < 0) throw new Error("SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be ≥ 0");
+  // The settings are checked as they are read; a program's own options here.
+  if (!Number.isInteger(poolMax) || poolMax < 1) {
+    throw new RangeError(`poolMax must be an integer of at least 1, got ${poolMax}`);
+  }
+  if (!Number.isInteger(statementTimeoutMs) || statementTimeoutMs < 0) {
+    throw new RangeError(
+      `statementTimeoutMs must be an integer of at least 0, got ${statementTimeoutMs}`,
+    );
+  }
   const applicationName = options.applicationName ?? `shopmesh ${schema}`;
   const preparedStatements =
     options.preparedStatements ?? env.bool("SHOP_DATABASE_PREPARED_STATEMENTS", true);

@@ -6,6 +6,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
+import { connectDatabase } from "../kit/db.js";
 import { dependencyAddresses } from "../kit/runtime.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -294,4 +295,18 @@ test.serial("SHOP_METRICS_PORT serves though none follows from SHOP_PORT", async
     { timeoutMs: 30_000, intervalMs: 250 },
   );
   t.is(status, 200);
+});
+
+test("a program's own database options are checked as the settings are", (t) => {
+  const url = "postgres://shop:secret@127.0.0.1:64999/shop";
+  for (const [options, message] of [
+    [{ poolMax: 0 }, "poolMax must be an integer of at least 1, got 0"],
+    [{ poolMax: 2.5 }, "poolMax must be an integer of at least 1, got 2.5"],
+    [{ statementTimeoutMs: -1 }, "statementTimeoutMs must be an integer of at least 0, got -1"],
+  ] as const) {
+    t.throws(() => connectDatabase(url, options), { instanceOf: RangeError, message });
+  }
+  const db = connectDatabase(url, { poolMax: 1, statementTimeoutMs: 0 });
+  t.teardown(() => db.destroy());
+  t.is(db.client.config.pool.max, 1);
 });
