@@ -30,6 +30,25 @@ test("ReserveStock holds every line at the current price, in request order", asy
   t.deepEqual(await stock(a.productId, b.productId), [6, 0], "held units leave the stock");
 });
 
+test("ReserveStock holds 100 lines, the most a call may have, each at its own price", async (t) => {
+  const { create, reserve, stock } = await setup(t);
+  const products = [];
+  for (let i = 0; i < 100; i++)
+    products.push(await create({ stock: 5, amountMinor: `${100 + i}` }));
+  const r = await reserve(
+    "r-100",
+    products.map((p, i) => [p.productId, 1 + (i % 5)]),
+  );
+  t.deepEqual(
+    r.lines.map((line) => [line.productId, line.quantity, line.unitPrice?.amountMinor]),
+    products.map((p, i) => [p.productId, 1 + (i % 5), `${100 + i}`]),
+  );
+  t.deepEqual(
+    await stock(...products.map((p) => p.productId)),
+    products.map((_, i) => 5 - (1 + (i % 5))),
+  );
+});
+
 test("ReserveStock without a ttl holds for the default 5 minutes", async (t) => {
   const { create, reserve } = await setup(t);
   const a = await create();
