@@ -115,6 +115,16 @@ const createOrder = (fleet: Fleet) => (ctx: TargetContext) => ({
   metadata: signedIn(ctx, fleet),
 });
 
+// One unit of the fleet's one product, committed at once, under a fresh reservation id: every
+// call takes that product's row, as every order for a best seller does. The development profile
+// checks no mesh identity, so ghz may call the order service's private API.
+const reserveStock = (fleet: Fleet) => (ctx: TargetContext) =>
+  shop("shop.product.v1.InventoryService/ReserveStock", {
+    reservation_id: "{{newUUID}}",
+    lines: [{ product_id: fleetData(ctx, fleet).productId, quantity: 1 }],
+    commit: true,
+  });
+
 const secured =
   (
     call: (ctx: TargetContext) => CallSpec,
@@ -163,9 +173,23 @@ const createDirect: DirectTarget = (fleet) => ({
   call: createOrder(fleet),
 });
 
-/** A direct target again on each other storage: a fleet of its own, the same call. */
-function onStorage(target: DirectTarget, description: string): Target[] {
-  return (["sqlite3", "postgres"] as const).map((storage) => {
+const reserveDirect: DirectTarget = (fleet) => ({
+  id: "reserve-direct",
+  label: "ReserveStock direct",
+  description:
+    "InventoryService.ReserveStock of one unit of the one product, committed, on the product service's port",
+  entry: "product",
+  path: ["product"],
+  call: reserveStock(fleet),
+});
+
+/** A direct target again on other storages (each by default): a fleet of its own, the same call. */
+function onStorage(
+  target: DirectTarget,
+  description: string,
+  storages: readonly Storage[] = ["sqlite3", "postgres"],
+): Target[] {
+  return storages.map((storage) => {
     const { id, label, text } = STORAGE_NAMES[storage];
     const base = target(storage);
     const services = base.path.map((name) => `${name}@${storage}` as ProcessName);
@@ -221,6 +245,8 @@ export const TARGETS: readonly Target[] = [
   },
   createDirect("plaintext"),
   ...onStorage(createDirect, "the same CreateOrder"),
+  // Where a busy product's row lock shows: on PostgreSQL, whose reservations wait for each other.
+  ...onStorage(reserveDirect, "ReserveStock of one product's unit, committed,", ["postgres"]),
   {
     id: "create-envoy",
     label: "CreateOrder via Envoy",
