@@ -1,6 +1,6 @@
-// The benchmark harness itself works end to end: a one-second run of seven targets writes a
-// report: both profiles' fleets (plaintext and TLS), and GetProduct on every storage; each
-// service's start to SERVING is timed once, and the issue's goals are judged.
+// The benchmark harness itself works end to end: a one-second run of eight targets writes a
+// report: both profiles' fleets (plaintext and TLS), GetProduct on every storage, ReserveStock on
+// PostgreSQL; each service's start to SERVING is timed once, and the issue's goals are judged.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
 import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
@@ -30,7 +30,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
       ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts")],
       ...[
         "--targets",
-        "echo,kit-echo,get-direct,get-direct-sqlite3,get-direct-pg,get-direct-tls,create-direct",
+        "echo,kit-echo,get-direct,get-direct-sqlite3,get-direct-pg,get-direct-tls,create-direct,reserve-direct-pg",
       ],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
       ...["--startup-runs", "1", "--idle", "0.5", "--gc"],
@@ -57,6 +57,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
       ["get-direct-sqlite3", 4],
       ["get-direct-pg", 4],
       ["create-direct", 4],
+      ["reserve-direct-pg", 4],
       ["get-direct-tls", 4],
     ],
   );
@@ -70,6 +71,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
       "get-direct-pg": "product@postgres",
       "get-direct-tls": "tls-product",
       "create-direct": "order",
+      "reserve-direct-pg": "product@postgres",
     };
     const entry = entries[r.target] ?? (r.target as ProcessName);
     t.true((r.processes[entry]?.cpuS ?? 0) > 0, `${r.target} CPU`);
