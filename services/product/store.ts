@@ -273,7 +273,8 @@ export class ProductStore {
         if (claimed.length === 0) return { repeat: true as const };
         // Lines first, each priced from the catalogue as it stands: no product row is locked
         // until the stock updates below, so a busy product's lock is held for those and the
-        // commit alone, not for this write too (PostgreSQL; SQLite holds one lock throughout).
+        // commit alone (PostgreSQL, where the lines' product check waits for the commit:
+        // migration 0004; SQLite holds one lock throughout).
         const priced = await trx.query<PricedLine>(
           pricedLinesSql(lines.length),
           lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
