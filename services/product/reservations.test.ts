@@ -236,8 +236,6 @@ for (const [name, reservationId, lines, ttl, fields] of badReservations) {
   });
 }
 
-// CommitReservation
-
 // On PostgreSQL a ReserveStock writes its lines, priced, before it takes the products' row locks.
 if (storage() === "postgres") {
   test("ReserveStock that waits for a product's row takes the price in force when it gets it", async (t) => {
@@ -267,6 +265,8 @@ if (storage() === "postgres") {
     t.deepEqual(await stock(a.productId, b.productId), [8, 9]);
   });
 }
+
+// CommitReservation
 
 test("CommitReservation makes a held reservation permanent, idempotently", async (t) => {
   const { create, reserve, commit, stock } = await setup(t);
