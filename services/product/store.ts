@@ -283,14 +283,17 @@ export class ProductStore {
         const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
         const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
         if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
-        const lineRows: LineRow[] = lines.map((line, i) => ({
-          reservation_id: reservationId,
-          line_no: i,
-          product_id: line.productId,
-          quantity: line.quantity,
-          currency_code: price.get(i)?.currency_code as string,
-          unit_price_minor: price.get(i)?.unit_price_minor,
-        }));
+        const lineRows: LineRow[] = lines.map((line, i) => {
+          const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
+          return {
+            reservation_id: reservationId,
+            line_no: i,
+            product_id: line.productId,
+            quantity: line.quantity,
+            currency_code,
+            unit_price_minor,
+          };
+        });
         const short: string[] = [];
         for (const [i, line] of sorted) {
           const [taken] = await trx.query<PriceRow>(
