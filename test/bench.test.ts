@@ -3,7 +3,7 @@
 // PostgreSQL; each service's start to SERVING is timed once, and the issue's goals are judged.
 // (The benchmark proper is `npm run bench`; it is not part of npm test.)
 import { existsSync } from "node:fs";
-import { mkdtemp, readdir, readFile, rm } from "node:fs/promises";
+import { mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -12,6 +12,7 @@ import type { LatencyRun } from "../bench/lib/latency.js";
 import type { BenchResults } from "../bench/lib/results.js";
 import { type ProcessName, targetById } from "../bench/lib/targets.js";
 import type { ProfileReport } from "../bench/profiles.js";
+import { connectDatabase } from "../kit/db.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
@@ -201,24 +202,97 @@ test.serial(
   },
 );
 
+/**
+ * HEAD with one user migration more (it creates a table `against_marker`) and without product's
+ * latest: a commit no branch points to, made with a scratch index, so the checkout and its
+ * branches stay as they are.
+ */
+async function headWithOtherMigrations(scratch: string): Promise<string> {
+  const env = {
+    GIT_INDEX_FILE: path.join(scratch, "index"),
+    ...Object.fromEntries(
+      ["AUTHOR", "COMMITTER"].flatMap((who) => [
+        [`GIT_${who}_NAME`, "bench test"],
+        [`GIT_${who}_EMAIL`, "bench-test@localhost"],
+      ]),
+    ),
+  };
+  const git = async (...args: string[]) => {
+    const result = await exec("git", args, { cwd: repoRoot, env });
+    if (result.code !== 0) throw new Error(`git ${args.join(" ")}: ${result.stderr}`);
+    return result.stdout;
+  };
+  const edit = async (file: string, from: string, to: string) => {
+    const text = await git("show", `HEAD:${file}`);
+    if (!text.includes(from)) throw new Error(`${file} no longer has ${JSON.stringify(from)}`);
+    return text.replace(from, to);
+  };
+  const files = {
+    "services/user/migrations/index.ts": await edit(
+      "services/user/migrations/index.ts",
+      "[createUsers]",
+      "[createUsers, againstMarker]",
+    ).then((text) => `import { againstMarker } from "./0002_against_marker.js";\n${text}`),
+    "services/user/migrations/0002_against_marker.ts": [
+      'import type { Migration } from "../../../kit/db.js";',
+      "export const againstMarker: Migration = {",
+      '  name: "0002_against_marker",',
+      '  up: (db) => db.schema.createTable("against_marker", (table) => table.integer("id")),',
+      '  down: (db) => db.schema.dropTable("against_marker"),',
+      "};",
+      "",
+    ].join("\n"),
+    // PostgreSQL only; on SQLite the code runs the same without it.
+    "services/product/migrations/index.ts": await edit(
+      "services/product/migrations/index.ts",
+      "  deferLineProductCheck,\n",
+      "",
+    ),
+  };
+  await git("read-tree", "HEAD");
+  for (const [file, text] of Object.entries(files)) {
+    const written = path.join(scratch, path.basename(file));
+    await writeFile(written, text);
+    const blob = (await git("hash-object", "-w", written)).trim();
+    await git("update-index", "--add", "--cacheinfo", `100644,${blob},${file}`);
+  }
+  const tree = (await git("write-tree")).trim();
+  return (
+    await git("commit-tree", tree, "-p", "HEAD", "-m", "bench test: other migrations")
+  ).trim();
+}
+
+const knexMigrations = async (file: string) => {
+  const db = connectDatabase(file);
+  try {
+    return await db("knex_migrations").orderBy("id").pluck("name");
+  } finally {
+    await db.destroy();
+  }
+};
+
 test.serial(
-  "npm run bench -- --against REF runs another build's fleet beside this one's, in turns",
+  "npm run bench -- --against REF runs another build's fleet beside this one's, in turns, each on its own schema",
   async (t) => {
     t.timeout(180_000);
     const out = await mkdtemp(path.join(tmpdir(), "shopmesh-bench-against-test-"));
     t.teardown(() => rm(out, { recursive: true, force: true }));
+    const ref = await headWithOtherMigrations(out);
 
     const run = await exec(
       process.execPath,
       [
-        ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", "HEAD"],
+        ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", ref],
         ...["--targets", "kit-echo,create-direct", "--concurrency", "2"],
         ...["--slices", "2", "--duration", "0.5", "--warmup", "0.5", "--gc", "--out", out],
+        "--keep",
       ],
       { timeoutMs: 170_000 },
     );
+    const kept = /^bench: kept (.+)$/m.exec(run.stdout)?.[1];
+    if (kept) t.teardown(() => rm(kept, { recursive: true, force: true }));
     t.is(run.code, 0, `${run.stdout}\n${run.stderr}`);
-    const files = (await readdir(out)).sort();
+    const files = (await readdir(out)).filter((file) => file.includes("-against.")).sort();
     t.deepEqual(
       files.map((file) => file.replace(/^\d{4}-\d\d-\d\d/, "")),
       ["-against.json", "-against.md"],
@@ -226,8 +300,27 @@ test.serial(
     const report = JSON.parse(
       await readFile(path.join(out, files[0] as string), "utf8"),
     ) as AgainstRun;
-    const head = await exec("git", ["rev-parse", "HEAD"], { cwd: repoRoot });
-    t.is(report.base.commit, head.stdout.trim());
+    t.is(report.base.commit, ref);
+
+    // Each build's databases hold its own migrations: REF's one more user table and one fewer
+    // product migration, this checkout's its own.
+    const ours = (name: string) =>
+      (registry.services.find((service) => service.name === name)?.migrations ?? []).map(
+        (migration) => migration.name,
+      );
+    const theirs = {
+      user: [...ours("user"), "0002_against_marker"],
+      product: ours("product").filter((name) => name !== "0004_defer_line_product_check"),
+    };
+    t.truthy(kept, run.stdout);
+    for (const service of ["user", "product"] as const) {
+      const database = (side: string) =>
+        path.join(kept ?? "", side, "plaintext", `${service}.sqlite`);
+      t.deepEqual(await knexMigrations(database("base")), theirs[service], `base ${service}`);
+      t.deepEqual(await knexMigrations(database("new")), ours(service), `new ${service}`);
+      t.deepEqual(report.base.migrations[service], theirs[service]);
+      t.deepEqual(report.new.migrations[service], ours(service));
+    }
 
     // Each build's processes ran its own files: REF's from a tree of its own, this checkout's here.
     for (const name of ["kit-echo", "order", "user", "product"] as const) {
@@ -261,7 +354,11 @@ test.serial(
       t.true(c.pairs <= 2 && c.newLower <= c.pairs && c.p > 0 && c.p <= 1);
     }
     const markdown = await readFile(path.join(out, files[1] as string), "utf8");
-    t.regex(markdown, /^# Two builds in turns: HEAD against this checkout/);
+    t.true(markdown.startsWith(`# Two builds in turns: ${ref} against this checkout`));
+    t.regex(
+      markdown,
+      /differ: user: `0002_against_marker` in base only; product: `0004_defer_line_product_check` in new only\./,
+    );
     t.regex(
       markdown,
       /\| CreateOrder direct \| 2 \| [\d.]+ \| [\d.]+ \| (?:[+−][\d.]+|0\.0)% \| \d+ of \d+ \|/,

@@ -157,12 +157,20 @@ export interface AgainstSettings {
   gc: boolean;
 }
 
+/** The names of the migrations a build's databases were migrated with, by service. */
+export type MigrationNames = Record<string, string[]>;
+
 /** What the report says of the two builds. */
 export interface AgainstRun {
   version: 1;
   date: string;
-  base: { ref: string; commit: string; scripts: Scripts };
-  new: { commit: string; uncommittedChanges: boolean; scripts: Scripts };
+  base: { ref: string; commit: string; scripts: Scripts; migrations: MigrationNames };
+  new: {
+    commit: string;
+    uncommittedChanges: boolean;
+    scripts: Scripts;
+    migrations: MigrationNames;
+  };
   settings: AgainstSettings;
   machine: { cores: number; cpuModel: string; node: string };
   comparisons: Comparison[];
@@ -179,6 +187,26 @@ function change(before: number, after: number): string {
   return text === "0.0" ? "0.0%" : `${percent > 0 ? "+" : "−"}${text}%`;
 }
 
+/** Whether the builds' schemas differ, and where: the migrations only one of them has. */
+function schemaLine(run: AgainstRun): string {
+  const services = [
+    ...new Set([...Object.keys(run.base.migrations), ...Object.keys(run.new.migrations)]),
+  ];
+  const differences = services.flatMap((service) => {
+    const [base, next] = [run.base.migrations[service] ?? [], run.new.migrations[service] ?? []];
+    const only = (side: string, names: string[], other: string[]) => {
+      const extra = names.filter((name) => !other.includes(name));
+      return extra.length > 0
+        ? [`${service}: ${extra.map((name) => `\`${name}\``).join(", ")} in ${side} only`]
+        : [];
+    };
+    return [...only("base", base, next), ...only("new", next, base)];
+  });
+  return differences.length === 0
+    ? "Both builds have the same migrations."
+    : `Each build's databases were migrated by its own migrations, which differ: ${differences.join("; ")}.`;
+}
+
 export function againstReport(run: AgainstRun): string {
   const { settings } = run;
   const newName = `${run.new.commit.slice(0, 7)}${run.new.uncommittedChanges ? " with uncommitted changes" : ""}`;
@@ -187,6 +215,7 @@ export function againstReport(run: AgainstRun): string {
     "",
     `- **base**: \`${run.base.ref}\` (${run.base.commit.slice(0, 7)}); **new**: ${newName}.`,
     `- ${settings.slices} slices of ${settings.sliceS} s per build, target and concurrency, the builds in turns (the first of each pair alternates), after ${settings.warmupS} s of warm-up each; ${run.machine.cores} cores, ${run.machine.cpuModel}, Node ${run.machine.node}; ${fixed(run.wallS, 0)} s in all.`,
+    `- ${schemaLine(run)}`,
     "- CPU is per successful call, summed over the processes on the target's path, from /proc; each figure is the median of its slices.",
     "- **lower in** counts the pairs in which the new build spent less CPU per call; **p** is the two-sided sign test's chance of so uneven a split between two equal builds.",
     "",

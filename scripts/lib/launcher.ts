@@ -10,6 +10,7 @@ import { fileURLToPath } from "node:url";
 import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
+import type { Migration } from "../../kit/db.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
@@ -29,6 +30,8 @@ export interface Checkout {
   root: string;
   /** Its production image's environment (RUNTIME_ENV of its deploy/settings.ts). */
   runtimeEnv: Readonly<Record<string, string>>;
+  /** Its services' migrations, which migrate its databases; this checkout's registry's if unset. */
+  migrations?: Readonly<Record<ServiceName, readonly Migration[]>>;
 }
 
 /** The checkout this code runs from. */

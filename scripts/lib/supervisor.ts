@@ -58,8 +58,7 @@ export interface LaunchOptions {
   /** How the replicas run: tsx by default; compiled needs `npm run build` first. */
   runtime?: Runtime;
   /**
-   * Whose build the replicas run: this checkout's by default. The databases are migrated by this
-   * checkout's migrations either way.
+   * Whose build the replicas run, and whose migrations the databases get: this checkout's by default.
    */
   checkout?: Checkout;
   /** What writes Envoy's config: this checkout's deploy/envoy/config.ts by default. */
@@ -206,9 +205,13 @@ export class Supervisor {
     // Replicas share a database, so each is migrated once, before any replica opens it.
     await Promise.all(
       registry.services.map((service) =>
-        migrateDatabase(plan.databases[service.name], service.migrations, {
-          schema: service.name,
-        }),
+        migrateDatabase(
+          plan.databases[service.name],
+          options.checkout?.migrations?.[service.name] ?? service.migrations,
+          {
+            schema: service.name,
+          },
+        ),
       ),
     );
 
