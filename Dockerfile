@@ -39,7 +39,7 @@ FROM node:24-bookworm-slim
 WORKDIR /app
 # NODE_OPTIONS, MALLOC_ARENA_MAX: deploy/settings.ts says why (RUNTIME_ENV; a test keeps them equal).
 ENV NODE_ENV=production \
-  NODE_OPTIONS="--max-semi-space-size=4 --max-old-space-size=96" \
+  NODE_OPTIONS="--max-semi-space-size=4 --max-old-space-size=96 --expose-gc" \
   MALLOC_ARENA_MAX=2 \
   SHOP_HOST=0.0.0.0 \
   SHOP_DATA_DIR=/data

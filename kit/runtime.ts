@@ -10,6 +10,7 @@ import {
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
+import { compactHeap } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
   databaseMetrics,
@@ -312,6 +313,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     console.error(`${name}: failed to start: ${named}${(error as Error).message}`);
     process.exit(1);
   }
+  const compactMs = compactHeap();
   const metricsAddress = service.metricsEndpoint?.address;
   service.logger.info(
     {
@@ -319,6 +321,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
       health_port: service.server.healthPort,
       metrics: metricsAddress,
       tracing: tracing.exporting,
+      ...(compactMs !== undefined && { heap_compact_ms: Math.round(compactMs) }),
     },
     "serving",
   );
