@@ -46,8 +46,8 @@ export const OLD_SPACE_MB = 96;
  * it to the maximum and an idle process never gives it back. 4 MB takes 7 MB off an idle
  * service's RSS and caps a busy one's young generation at 8 MB instead of 32, at a CPU cost per
  * call within the benchmark's noise; 2 MB took 4 MB more and cost about a tenth more CPU per
- * CreateOrder (README "Performance"). `--expose-gc` lets a service compact its heap once as it
- * begins to serve (kit/heap.ts), which gives that young generation back.
+ * CreateOrder (README "Performance"). `--expose-gc` lets a service compact its heap as it begins
+ * to serve and whenever its calls quieten (kit/heap.ts), which gives that young generation back.
  */
 export const NODE_OPTIONS = `--max-semi-space-size=4 --max-old-space-size=${OLD_SPACE_MB} --expose-gc`;
 

@@ -43,3 +43,45 @@ test("without --expose-gc, compactHeap does nothing and says so", async (t) => {
   t.is(ms, null);
   t.is(after, before);
 });
+
+test("compactWhenQuiet compacts once the process has gone quiet after work, not during it", async (t) => {
+  const script = [
+    `import v8 from "node:v8";`,
+    `const { compactWhenQuiet } = await import(${JSON.stringify(HEAP)});`,
+    `const young = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;`,
+    `const events = [];`,
+    `const stop = compactWhenQuiet({ everyMs: 200, quietBelow: 0.1, growthBytes: 2 ** 20,`,
+    `  onCompact: (c) => events.push({ at: performance.now(), ...c }) });`,
+    // Work for 1.5 s in 20 ms slices, so that the timer runs during it: objects that live through a
+    // few scavenges, as calls in flight do.
+    `let kept = [];`,
+    `const busyUntil = performance.now() + 1500;`,
+    `while (performance.now() < busyUntil) {`,
+    `  const slice = performance.now() + 20;`,
+    `  while (performance.now() < slice) { kept.push({ s: "x" + kept.length }); if (kept.length > 50000) kept = kept.slice(10000); }`,
+    `  await new Promise((resolve) => setImmediate(resolve));`,
+    `}`,
+    `kept = undefined;`,
+    `const workEnded = performance.now();`,
+    `const youngAfterWork = young();`,
+    `await new Promise((resolve) => setTimeout(resolve, 1000));`,
+    `stop();`,
+    `console.log(JSON.stringify({ workEnded, youngAfterWork, youngNow: young(), events }));`,
+  ].join("\n");
+  const result = await exec(process.execPath, [
+    ...NODE_OPTIONS.split(" "),
+    ...["--import", "tsx", "--input-type=module", "-e", script],
+  ]);
+  t.is(result.code, 0, result.stderr);
+  const run = JSON.parse(result.stdout) as {
+    workEnded: number;
+    youngAfterWork: number;
+    youngNow: number;
+    events: { at: number; ms: number; heapBefore: number; heapAfter: number }[];
+  };
+  t.is(run.events.length, 1, JSON.stringify(run.events));
+  const [compaction] = run.events;
+  t.true((compaction?.at ?? 0) > run.workEnded, "not while the loop was busy");
+  t.true((compaction?.heapAfter ?? 0) < (compaction?.heapBefore ?? 0));
+  t.true(run.youngNow <= run.youngAfterWork / 2, `young ${run.youngAfterWork} → ${run.youngNow}`);
+});
