@@ -339,7 +339,11 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     ...QUIET_COMPACTION,
     onCompact: ({ ms, heapBefore, heapAfter }) =>
       logger.info(
-        { heap_compact_ms: Math.round(ms), heap_before: heapBefore, heap_after: heapAfter },
+        {
+          heap_compact_ms: Math.round(ms),
+          heap_bytes_before: heapBefore,
+          heap_bytes_after: heapAfter,
+        },
         "heap compacted after the calls quietened",
       ),
   });

@@ -1,0 +1,52 @@
+// A service run with the image's Node options compacts its heap as it begins to serve, and says so
+// in its `serving` line; the compaction itself is kit/heap.test.ts's.
+import { spawn } from "node:child_process";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test from "ava";
+import { NODE_OPTIONS } from "../deploy/settings.js";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { eventually } from "./helpers/eventually.js";
+
+for (const [how, nodeOptions, compacts] of [
+  ["with the image's Node options", NODE_OPTIONS, true],
+  ["without --expose-gc", NODE_OPTIONS.replace("--expose-gc", "").trim(), false],
+] as const) {
+  test(`a service started ${how} ${compacts ? "compacts" : "does not compact"} its heap as it begins to serve`, async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-heap-compaction-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+      cwd: repoRoot,
+      env: {
+        ...process.env,
+        NODE_OPTIONS: nodeOptions,
+        SHOP_SERVICE: "user",
+        SHOP_PORT: "0",
+        SHOP_METRICS: "false",
+        SHOP_DATA_DIR: dir,
+        SHOP_LOG_LEVEL: "info",
+      },
+      stdio: ["ignore", "pipe", "inherit"],
+    });
+    t.teardown(() => {
+      child.kill("SIGKILL");
+    });
+    let stdout = "";
+    child.stdout?.on("data", (chunk) => {
+      stdout += chunk;
+    });
+    const serving = await eventually(
+      "the user service's serving line",
+      () =>
+        stdout
+          .split("\n")
+          .filter(Boolean)
+          .map((line) => JSON.parse(line) as { msg: string; heap_compact_ms?: number })
+          .find((line) => line.msg === "serving"),
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    if (compacts) t.true(Number.isInteger(serving.heap_compact_ms), JSON.stringify(serving));
+    else t.false("heap_compact_ms" in serving, JSON.stringify(serving));
+  });
+}
