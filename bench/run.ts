@@ -139,12 +139,17 @@ async function main(): Promise<number> {
       soakResult = await soak(soakTarget, context, pids, {
         calls: options.soakCalls,
         concurrency: 16,
+        quietS: options.soakQuietS,
         ghz: tool("ghz"),
         outFile: path.join(dir, "soak.json"),
         cpus: options.ghzCpus,
       });
       for (const [name, rss] of Object.entries(soakResult.rssMb)) {
-        log(`soak: ${name} RSS ${rss.first.toFixed(0)} MiB, then ${rss.second.toFixed(0)} MiB`);
+        const quiet =
+          rss.quiet === undefined ? "" : `, ${rss.quiet.toFixed(0)} MiB after the calls stopped`;
+        log(
+          `soak: ${name} RSS ${rss.first.toFixed(0)} MiB, then ${rss.second.toFixed(0)} MiB${quiet}`,
+        );
       }
     }
     await supervisor.stop();

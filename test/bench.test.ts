@@ -35,6 +35,7 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
       ],
       ...["--duration", "1", "--warmup", "0", "--concurrency", "4"],
       ...["--startup-runs", "1", "--idle", "0.5", "--gc"],
+      ...["--soak", "200", "--soak-quiet", "1"],
       ...["--out", out],
     ],
     { timeoutMs: 170_000 },
@@ -92,6 +93,20 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
   // The price of TLS and token checks, against the plaintext development profile, in one run.
   t.true(results.ratios.some((ratio) => ratio.name === "mTLS+JWT ÷ plaintext (GetProduct direct)"));
 
+  // --soak: RSS of each process on the soak target's path after each half, and after a quiet second.
+  t.like(results.soak, { target: "create-direct-tls", calls: 200, errors: 0, quietS: 1 });
+  t.deepEqual(Object.keys(results.soak?.rssMb ?? {}).sort(), [
+    "tls-order",
+    "tls-product",
+    "tls-user",
+  ]);
+  for (const rss of Object.values(results.soak?.rssMb ?? {})) {
+    t.true(
+      [rss.first, rss.second, rss.quiet ?? 0].every((mib) => mib > 20),
+      JSON.stringify(rss),
+    );
+  }
+
   // Every service started compiled and through tsx, and served.
   t.deepEqual(
     results.startup.map((r) => `${r.runtime}:${r.service}`).sort(),
@@ -122,6 +137,8 @@ test.serial("npm run bench writes a report, a JSON file and a chart", async (t) 
   t.regex(markdown, /## Ratios/);
   t.regex(markdown, /GetProduct ÷ echo/);
   t.regex(markdown, /## Start and idle memory/);
+  t.regex(markdown, /## Memory over a long run/);
+  t.regex(markdown, /\| growth \| after 1 s without calls, MiB \|/);
   t.regex(markdown, /\| user \| compiled \| [\d,]+ ms \|/);
   t.regex(markdown, /kit echo ÷ echo/);
   t.regex(markdown, /## Storage/);

@@ -31,6 +31,8 @@ export interface BenchOptions {
   /** Calls per half of the memory run; 0 for none. */
   soakCalls: number;
   soakTarget: string;
+  /** Seconds without calls after the soak before RSS is read again; 0 skips it. */
+  soakQuietS: number;
 }
 
 export const USAGE = `npm run bench -- [options]
@@ -54,6 +56,7 @@ export const USAGE = `npm run bench -- [options]
   --soak N                 after the runs, N calls of --soak-target and N more, RSS after each
                            (off by default; the issue's figure is 100000: about 15 minutes)
   --soak-target ID         the target of --soak (default create-direct-tls)
+  --soak-quiet SECONDS     then RSS again after that long without calls (default 75; 0 skips it)
   --keep                   keep the temp dir with the databases and logs
   -h, --help               this text
 
@@ -116,6 +119,7 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
       runtime: { type: "string" },
       soak: { type: "string" },
       "soak-target": { type: "string" },
+      "soak-quiet": { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
     strict: true,
@@ -153,5 +157,6 @@ export function parseOptions(argv: string[]): BenchOptions | undefined {
     runtime: runtimeOf(values.runtime ?? "compiled"),
     soakCalls: values.soak ? nonNegativeInt(values.soak, "--soak") : 0,
     soakTarget: targetById(values["soak-target"] ?? "create-direct-tls").id,
+    soakQuietS: seconds(values["soak-quiet"] ?? "75", "--soak-quiet"),
   };
 }

@@ -129,7 +129,7 @@ function soakSection(results: BenchResults): string[] {
   return [
     "## Memory over a long run",
     "",
-    `${n0(soak.calls)} calls of \`${soak.target}\` at c=${soak.concurrency}, then ${n0(soak.calls)} more (${soak.errors} failed); RSS (VmRSS) of each process after each half.`,
+    `${n0(soak.calls)} calls of \`${soak.target}\` at c=${soak.concurrency}, then ${n0(soak.calls)} more (${soak.errors} failed); RSS (VmRSS) of each process after each half${soak.quietS ? `, and after ${soak.quietS} s without calls` : ""}.`,
     "",
     ...Object.entries(soak.errorSamples ?? {}).map(
       ([sample, count]) => `- failed ${n0(count)}×: ${sample}`,
@@ -142,6 +142,7 @@ function soakSection(results: BenchResults): string[] {
         "after the second, MiB",
         "of which anonymous",
         "growth",
+        ...(soak.quietS ? [`after ${soak.quietS} s without calls, MiB`] : []),
       ],
       Object.entries(soak.rssMb).map(([name, rss]) => [
         name,
@@ -149,6 +150,7 @@ function soakSection(results: BenchResults): string[] {
         n1(rss.second),
         n1(rss.secondAnon),
         `${n1((100 * (rss.second - rss.first)) / rss.first)}%`,
+        ...(soak.quietS ? [rss.quiet === undefined ? "–" : n1(rss.quiet)] : []),
       ]),
     ),
     "",
