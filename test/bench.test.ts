@@ -301,7 +301,7 @@ test.serial(
       [
         ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", ref],
         ...["--targets", "kit-echo,create-direct", "--concurrency", "2"],
-        ...["--slices", "2", "--duration", "0.5", "--warmup", "0.5", "--gc", "--out", out],
+        ...["--slices", "2", "--duration", "1", "--warmup", "0.5", "--gc", "--out", out],
         "--keep",
       ],
       { timeoutMs: 170_000 },
