@@ -6,12 +6,28 @@ import { exec } from "../test/helpers/exec.js";
 
 const HEAP = new URL("./heap.ts", import.meta.url).href;
 
-/** The young generation's committed size before and after compactHeap, once allocation grew it. */
-async function compactIn(flags: string[]) {
+/**
+ * Runs `lines` in a process of its own with Node's `flags`, after a prelude that imports kit/heap.ts
+ * and defines `young()`, the young generation's committed size; returns what it printed as JSON.
+ */
+async function runWithHeap<T>(flags: readonly string[], lines: string[]): Promise<T> {
   const script = [
     `import v8 from "node:v8";`,
-    `const { compactHeap } = await import(${JSON.stringify(HEAP)});`,
+    `const { compactHeap, compactWhenQuiet } = await import(${JSON.stringify(HEAP)});`,
     `const young = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;`,
+    ...lines,
+  ].join("\n");
+  const result = await exec(process.execPath, [
+    ...flags,
+    ...["--import", "tsx", "--input-type=module", "-e", script],
+  ]);
+  if (result.code !== 0) throw new Error(result.stderr);
+  return JSON.parse(result.stdout) as T;
+}
+
+/** The young generation's committed size before and after compactHeap, once allocation grew it. */
+function compactIn(flags: string[]) {
+  return runWithHeap<{ before: number; after: number; ms: number | null }>(flags, [
     // Objects that live through a few scavenges, as start-up's do, make V8 grow the young generation.
     `let kept = [];`,
     `for (let i = 0; i < 300000; i++) { kept.push({ i, s: "x" + i }); if (kept.length > 50000) kept = kept.slice(10000); }`,
@@ -19,13 +35,7 @@ async function compactIn(flags: string[]) {
     `const before = young();`,
     `const ms = compactHeap();`,
     `console.log(JSON.stringify({ before, after: young(), ms: ms ?? null }));`,
-  ].join("\n");
-  const result = await exec(process.execPath, [
-    ...flags,
-    ...["--import", "tsx", "--input-type=module", "-e", script],
   ]);
-  if (result.code !== 0) throw new Error(result.stderr);
-  return JSON.parse(result.stdout) as { before: number; after: number; ms: number | null };
 }
 
 test("with the image's Node options, compactHeap shrinks the young generation", async (t) => {
@@ -45,10 +55,12 @@ test("without --expose-gc, compactHeap does nothing and says so", async (t) => {
 });
 
 test("compactWhenQuiet compacts once the process has gone quiet after work, not during it", async (t) => {
-  const script = [
-    `import v8 from "node:v8";`,
-    `const { compactWhenQuiet } = await import(${JSON.stringify(HEAP)});`,
-    `const young = () => v8.getHeapSpaceStatistics().find((s) => s.space_name === "new_space").space_size;`,
+  const run = await runWithHeap<{
+    workEnded: number;
+    youngAfterWork: number;
+    youngNow: number;
+    events: { at: number; ms: number; heapBefore: number; heapAfter: number }[];
+  }>(NODE_OPTIONS.split(" "), [
     `const events = [];`,
     `const stop = compactWhenQuiet({ everyMs: 200, quietBelow: 0.1, growthBytes: 2 ** 20,`,
     `  onCompact: (c) => events.push({ at: performance.now(), ...c }) });`,
@@ -67,18 +79,7 @@ test("compactWhenQuiet compacts once the process has gone quiet after work, not 
     `await new Promise((resolve) => setTimeout(resolve, 1000));`,
     `stop();`,
     `console.log(JSON.stringify({ workEnded, youngAfterWork, youngNow: young(), events }));`,
-  ].join("\n");
-  const result = await exec(process.execPath, [
-    ...NODE_OPTIONS.split(" "),
-    ...["--import", "tsx", "--input-type=module", "-e", script],
   ]);
-  t.is(result.code, 0, result.stderr);
-  const run = JSON.parse(result.stdout) as {
-    workEnded: number;
-    youngAfterWork: number;
-    youngNow: number;
-    events: { at: number; ms: number; heapBefore: number; heapAfter: number }[];
-  };
   t.is(run.events.length, 1, JSON.stringify(run.events));
   const [compaction] = run.events;
   t.true((compaction?.at ?? 0) > run.workEnded, "not while the loop was busy");

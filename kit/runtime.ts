@@ -334,11 +334,10 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
   );
   // A launcher waits for this, so it never takes another process on the port for this one.
   process.send?.({ serving: service.server.address, metrics: metricsAddress, pid: process.pid });
-  const logger = service.logger;
   const stopCompacting = compactWhenQuiet({
     ...QUIET_COMPACTION,
     onCompact: ({ ms, heapBefore, heapAfter }) =>
-      logger.info(
+      service.logger.info(
         {
           heap_compact_ms: Math.round(ms),
           heap_bytes_before: heapBefore,
