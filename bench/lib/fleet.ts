@@ -4,15 +4,10 @@ import path from "node:path";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { launchAccess } from "../../scripts/lib/banner.js";
 import { signToken } from "../../scripts/lib/credentials.js";
-import {
-  type Checkout,
-  forkLogged,
-  freePorts,
-  repoRoot,
-  THIS_CHECKOUT,
-} from "../../scripts/lib/launcher.js";
+import { type Checkout, forkLogged, repoRoot, THIS_CHECKOUT } from "../../scripts/lib/launcher.js";
 import type { FleetPlan } from "../../scripts/lib/plan.js";
 import { fleetPlan } from "../../scripts/lib/plan.js";
+import { freePorts } from "../../scripts/lib/ports.js";
 import { launchPostgres } from "../../scripts/lib/postgres.js";
 import { seedBench } from "../../scripts/lib/seed.js";
 import { type LaunchOptions, Supervisor } from "../../scripts/lib/supervisor.js";

@@ -13,11 +13,11 @@ import { serviceVariable } from "../../kit/registry.js";
 import {
   envFor,
   execArgvFor,
-  freePorts,
   mainFor,
   type Runtime,
   repoRoot,
 } from "../../scripts/lib/launcher.js";
+import { freePorts } from "../../scripts/lib/ports.js";
 import { registry } from "../../services/registry.js";
 import { sampleProcess } from "./proc.js";
 import { median } from "./stats.js";

@@ -2,8 +2,7 @@
 // says it serves, stop one gracefully. The supervisor (supervisor.ts) builds fleets from these.
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createWriteStream, mkdirSync, readFileSync } from "node:fs";
-import { type AddressInfo, createServer, type Server } from "node:net";
+import { createWriteStream, mkdirSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -269,44 +268,4 @@ export async function stopProcess(
   const timer = setTimeout(() => child.kill("SIGKILL"), graceMs);
   await exited;
   clearTimeout(timer);
-}
-
-/** The lowest port the kernel hands out for port 0 and for outgoing connections. */
-function ephemeralLow(): number | undefined {
-  try {
-    const low = Number(
-      readFileSync("/proc/sys/net/ipv4/ip_local_port_range", "utf8").split(/\s+/)[0],
-    );
-    return low > 20_000 ? low : undefined;
-  } catch {
-    return undefined;
-  }
-}
-
-/**
- * TCP ports on `host` that were free a moment ago: bound, then released. They come from below the
- * kernel's ephemeral range when it is known, at random: a port the kernel picked for port 0 may be
- * given to an outgoing connection (to a database, say) before its launch binds it, and then the
- * launch fails with EADDRINUSE.
- */
-export async function freePorts(count: number, host = "127.0.0.1"): Promise<number[]> {
-  const low = ephemeralLow();
-  const servers: Server[] = [];
-  const listen = (port: number) =>
-    new Promise<Server | undefined>((resolve) => {
-      const server = createServer();
-      server.once("error", () => resolve(undefined));
-      server.listen(port, host, () => resolve(server));
-    });
-  try {
-    while (servers.length < count) {
-      const server = await listen(low ? 15_000 + Math.floor(Math.random() * (low - 15_000)) : 0);
-      if (server) servers.push(server);
-    }
-    return servers.map((server) => (server.address() as AddressInfo).port);
-  } finally {
-    await Promise.all(
-      servers.map((server) => new Promise<void>((resolve) => server.close(() => resolve()))),
-    );
-  }
 }

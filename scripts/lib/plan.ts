@@ -13,7 +13,8 @@ import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { otlpEndpoint, sampleRatio } from "../../kit/tracing.js";
 import { registry, type ServiceName } from "../../services/registry.js";
-import { freePorts, type ProcessSpec, repoRoot } from "./launcher.js";
+import { type ProcessSpec, repoRoot } from "./launcher.js";
+import { freePorts } from "./ports.js";
 
 export const HOST = "127.0.0.1";
 

@@ -23,7 +23,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import knex from "knex";
-import { freePorts } from "./launcher.js";
+import { freePorts } from "./ports.js";
 import type { Supervisor } from "./supervisor.js";
 
 export interface LocalPostgres {

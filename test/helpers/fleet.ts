@@ -35,13 +35,13 @@ import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import {
-  freePorts,
   type RunningProcess,
   spawnService,
   stopProcess,
   waitServing,
 } from "../../scripts/lib/launcher.js";
 import { type FleetPlan, fleetPlan } from "../../scripts/lib/plan.js";
+import { freePorts } from "../../scripts/lib/ports.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";

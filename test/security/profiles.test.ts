@@ -15,12 +15,12 @@ import { PRODUCTION_ISSUER } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { identityFiles, makeCredentials, signToken } from "../../scripts/lib/credentials.js";
 import {
-  freePorts,
   LaunchError,
   spawnService,
   stopProcess,
   waitReported,
 } from "../../scripts/lib/launcher.js";
+import { freePorts } from "../../scripts/lib/ports.js";
 import { ADMIN_TOKEN, CERTS } from "../helpers/credentials.js";
 import { expectStatus } from "../helpers/status.js";
 

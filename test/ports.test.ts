@@ -1,0 +1,46 @@
+// Ports for the processes a launch starts: free when handed out, and leased, so that no other
+// process on the machine is handed them while the launch lasts (a replica's restart included).
+import { spawnSync } from "node:child_process";
+import { utimes } from "node:fs/promises";
+import { createServer } from "node:net";
+import test from "ava";
+import { repoRoot } from "../scripts/lib/launcher.js";
+import { freePorts, leaseFile } from "../scripts/lib/ports.js";
+
+/** leasePort in a process of its own, as another test file or a bench would call it. */
+function leaseElsewhere(ports: readonly number[]): boolean[] {
+  const script = `
+    const { leasePort } = await import("./scripts/lib/ports.ts");
+    const ports = ${JSON.stringify(ports)};
+    console.log(JSON.stringify(await Promise.all(ports.map((port) => leasePort(port)))));`;
+  const child = spawnSync(
+    process.execPath,
+    ["--import", "tsx", "--input-type=module", "-e", script],
+    { cwd: repoRoot, encoding: "utf8" },
+  );
+  if (child.status !== 0) throw new Error(child.stderr);
+  return JSON.parse(child.stdout) as boolean[];
+}
+
+const bindable = (port: number) =>
+  new Promise<boolean>((resolve) => {
+    const server = createServer();
+    server.once("error", () => resolve(false));
+    server.listen(port, "127.0.0.1", () => server.close(() => resolve(true)));
+  });
+
+test("the ports handed out are distinct, free, and no other process can lease them", async (t) => {
+  const ports = await freePorts(6);
+  t.is(new Set(ports).size, 6);
+  for (const port of ports) t.true(await bindable(port), `${port} is taken`);
+  t.deepEqual(leaseElsewhere(ports), [false, false, false, false, false, false]);
+});
+
+test("a lease past its 30 minutes goes to the next process that asks", async (t) => {
+  const [port, kept] = (await freePorts(2)) as [number, number];
+  const expired = new Date(Date.now() - 31 * 60_000);
+  await utimes(leaseFile(port), expired, expired);
+  const aged = new Date(Date.now() - 29 * 60_000);
+  await utimes(leaseFile(kept), aged, aged);
+  t.deepEqual(leaseElsewhere([port, kept]), [true, false]);
+});
