@@ -11,6 +11,9 @@ type Gc = (options: { type: "major"; execution: "sync"; flavor: "last-resort" })
 
 const gcOf = () => (globalThis as { gc?: Gc }).gc;
 
+/** Whether this process can compact its heap: node runs with `--expose-gc`. */
+export const canCompactHeap = () => gcOf() !== undefined;
+
 /**
  * One full, memory-reducing collection (V8's last-resort flavour: the young generation shrunk,
  * free pages returned). Returns how long it took in ms, or undefined without `--expose-gc`.

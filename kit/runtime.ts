@@ -10,9 +10,10 @@ import {
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
-import { compactHeap, compactWhenQuiet } from "./heap.js";
+import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
+  backgroundTask,
   databaseMetrics,
   Metrics,
   type MetricsEndpoint,
@@ -320,7 +321,12 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     console.error(`${name}: failed to start: ${named}${(error as Error).message}`);
     process.exit(1);
   }
+  // Compactions count as a background task: how often and how long, beside the logs.
+  const compactions = canCompactHeap()
+    ? backgroundTask(service.metrics, "heap_compaction")
+    : undefined;
   const compactMs = compactHeap();
+  if (compactMs !== undefined) compactions?.ran(compactMs / 1000, false);
   const metricsAddress = service.metricsEndpoint?.address;
   service.logger.info(
     {
@@ -336,7 +342,8 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
   process.send?.({ serving: service.server.address, metrics: metricsAddress, pid: process.pid });
   const stopCompacting = compactWhenQuiet({
     ...QUIET_COMPACTION,
-    onCompact: ({ ms, heapBefore, heapAfter }) =>
+    onCompact: ({ ms, heapBefore, heapAfter }) => {
+      compactions?.ran(ms / 1000, false);
       service.logger.info(
         {
           heap_compact_ms: Math.round(ms),
@@ -344,7 +351,8 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
           heap_bytes_after: heapAfter,
         },
         "heap compacted after the calls quietened",
-      ),
+      );
+    },
   });
   const stop = async (signal: string) => {
     stopCompacting();
