@@ -550,7 +550,8 @@ function luaValue(value: unknown): string {
 /**
  * grpc.health.v1 Check and Watch through the edge answer for any public service: a Lua filter
  * (lua/health.lua) reads the service name from the request and routes the call to the cluster
- * serving it. It also records the gRPC status each call ended with, for the access log.
+ * serving it. List answers for every public service, each asked of its cluster. The filter also
+ * records the gRPC status each call ended with, for the access log.
  */
 function healthByName(services: readonly GrpcService[]) {
   // Skipped for native gRPC, except health calls: gRPC reports its own status to the access log.

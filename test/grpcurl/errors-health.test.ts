@@ -227,6 +227,20 @@ eachFront('Health/Check of "" and the services it reports on: SERVING', async (t
   }
 });
 
+eachFront('Health/List: "" and the services it reports on, SERVING', async (t, front, on) => {
+  const response = await on.call(t, `${HEALTH}/List`, {}, { to: front.address() });
+  const statuses = Object.fromEntries(
+    Object.entries(response.statuses as Record<string, { status: string }>).map(
+      ([name, { status }]) => [name, status],
+    ),
+  );
+  // A product replica lists its internal service too; the edge lists the public API alone.
+  const listed = Object.keys(statuses).filter((name) => name !== INVENTORY);
+  t.deepEqual(listed.sort(), [...front.serving].sort());
+  if (on.name === "envoy") t.false(INVENTORY in statuses);
+  for (const service of front.serving) t.is(statuses[service], "SERVING", `service "${service}"`);
+});
+
 eachFront("Health/Check of an unknown service: NotFound", async (t, front, on) => {
   const error = await on.failure(
     t,

@@ -6,6 +6,11 @@
 -- serving it, also when the message is compressed (gzip or deflate). Unknown names go where ""
 -- goes, which answers NOT_FOUND for them.
 --
+-- Health/List has no name to route by, and each cluster knows only its own services: the call
+-- goes where "" goes, and in its answer the statuses of every public service, asked of each
+-- cluster in turn, replace that cluster's own. So each name is listed with what Check through
+-- the edge answers for it; the public services of a cluster that cannot answer are NOT_SERVING.
+--
 -- On every response it records the gRPC status the upstream side ended with (trailers-only
 -- headers, else the trailers) as dynamic metadata shopmesh.edge grpc_status, for the access log:
 -- gRPC-Web and Connect move it into the body, and REST into the HTTP status, before the log.
@@ -19,6 +24,9 @@ local HEALTH_PATHS = {
   ["/grpc.health.v1.Health/Check"] = true,
   ["/grpc.health.v1.Health/Watch"] = true,
 }
+local LIST_PATH = "/grpc.health.v1.Health/List"
+-- HealthCheckResponse.ServingStatus.NOT_SERVING
+local NOT_SERVING = 2
 
 -- The message of the first gRPC frame in `bytes`, decompressed with `encoding` (grpc-encoding)
 -- when its flag says so (lua/inflate.lua); nil when it cannot be read.
@@ -31,31 +39,137 @@ local function first_message(bytes, encoding)
   return nil
 end
 
--- The string in field 1 (HealthCheckRequest.service) of `message`.
-local function requested_service(message)
-  if message == nil then return nil end
-  local pos, name = 1, ""
-  while pos <= #message do
-    local tag = message:byte(pos)
-    local length, shift = 0, 0
-    pos = pos + 1
+-- Each field of `message` in turn: its number, its wire type, and its value (a number for a
+-- varint, the bytes of a length-delimited field); nil at the end or at what cannot be read.
+local function fields(message)
+  local pos = 1
+  local function varint()
+    local value, shift = 0, 0
     repeat
       local b = message:byte(pos)
       if b == nil then return nil end
-      length = length + (b % 128) * 2 ^ shift
+      value = value + (b % 128) * 2 ^ shift
       shift = shift + 7
       pos = pos + 1
     until b < 128
-    if tag == 10 then name = message:sub(pos, pos + length - 1) end
-    if tag % 8 ~= 2 then return nil end
+    return value
+  end
+  return function()
+    if pos > #message then return nil end
+    local key = varint()
+    if key == nil then return nil end
+    local number, wire = math.floor(key / 8), key % 8
+    if wire == 0 then return number, wire, varint() end
+    if wire ~= 2 then return nil end
+    local length = varint()
+    if length == nil or pos + length - 1 > #message then return nil end
+    local value = message:sub(pos, pos + length - 1)
     pos = pos + length
+    return number, wire, value
+  end
+end
+
+-- The string in field 1 (HealthCheckRequest.service) of `message`. What follows an unreadable
+-- field is not read; the service refuses such a message itself.
+local function requested_service(message)
+  if message == nil then return nil end
+  local name = ""
+  for number, wire, value in fields(message) do
+    if number == 1 and wire == 2 then name = value end
   end
   return name
+end
+
+-- ListResponse.statuses (map<string, HealthCheckResponse>, field 1) as name -> status number.
+local function listed_statuses(message)
+  local statuses = {}
+  for number, wire, entry in fields(message) do
+    if number == 1 and wire == 2 then
+      local name, status = "", 0
+      for key, kind, value in fields(entry) do
+        if key == 1 and kind == 2 then name = value end
+        if key == 2 and kind == 2 then
+          for field, wire_type, code in fields(value) do
+            if field == 1 and wire_type == 0 then status = code end
+          end
+        end
+      end
+      statuses[name] = status
+    end
+  end
+  return statuses
+end
+
+local function varint_bytes(value)
+  local out = {}
+  repeat
+    local low = value % 128
+    value = math.floor(value / 128)
+    out[#out + 1] = string.char(value > 0 and low + 128 or low)
+  until value == 0
+  return table.concat(out)
+end
+
+local function length_delimited(number, bytes)
+  return varint_bytes(number * 8 + 2) .. varint_bytes(#bytes) .. bytes
+end
+
+-- A ListResponse with `statuses` (name -> status), as one uncompressed gRPC frame.
+local function list_frame(statuses)
+  local names = {}
+  for name in pairs(statuses) do names[#names + 1] = name end
+  table.sort(names)
+  local entries = {}
+  for _, name in ipairs(names) do
+    local response = varint_bytes(8) .. varint_bytes(statuses[name])
+    entries[#entries + 1] =
+      length_delimited(1, length_delimited(1, name) .. length_delimited(2, response))
+  end
+  local message = table.concat(entries)
+  local length = #message
+  local prefix = { 0 }
+  for i = 3, 0, -1 do prefix[#prefix + 1] = math.floor(length / 256 ^ i) % 256 end
+  return string.char(unpack(prefix)) .. message
+end
+
+-- What one cluster lists, by Health/List on one of its replicas; nil when it cannot answer.
+local function cluster_statuses(handle, cluster)
+  local headers, body = handle:httpCall(cluster, {
+    [":method"] = "POST",
+    [":path"] = LIST_PATH,
+    [":authority"] = cluster,
+    ["content-type"] = "application/grpc",
+    ["te"] = "trailers",
+  }, "\0\0\0\0\0", 1000)
+  if headers[":status"] ~= "200" or headers["grpc-status"] ~= nil or body == nil then
+    return nil
+  end
+  local message = first_message(body, nil)
+  return message and listed_statuses(message)
+end
+
+-- Every public service's status, asked of the cluster serving it.
+local function public_statuses(handle)
+  local statuses, clusters = {}, {}
+  for _, cluster in pairs(HEALTH_CLUSTERS) do clusters[cluster] = true end
+  for cluster in pairs(clusters) do
+    local listed = cluster_statuses(handle, cluster)
+    for service, serving_cluster in pairs(HEALTH_CLUSTERS) do
+      if serving_cluster == cluster then
+        statuses[service] = (listed and listed[service]) or NOT_SERVING
+      end
+    end
+  end
+  return statuses
 end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
   headers:remove(EDGE_PROTOCOL_HEADER)
+  if headers:get(":path") == LIST_PATH then
+    handle:streamInfo():dynamicMetadata():set("shopmesh.edge", "health_list", true)
+    return
+  end
   if not HEALTH_PATHS[headers:get(":path")] then return end
   headers:remove(HEALTH_HEADER)
   local encoding = headers:get("grpc-encoding")
@@ -75,9 +189,24 @@ function envoy_on_response(handle)
   if status == nil then
     local kind = handle:headers():get("content-type") or ""
     if kind:sub(1, 16) ~= "application/grpc" then return end
-    for _ in handle:bodyChunks() do end
-    local trailers = handle:trailers()
-    status = trailers and trailers:get("grpc-status")
+    local edge = handle:streamInfo():dynamicMetadata():get("shopmesh.edge")
+    if edge and edge.health_list then
+      local encoding = handle:headers():get("grpc-encoding")
+      local body = handle:body()
+      local routed = first_message(body:getBytes(0, body:length()), encoding)
+      local trailers = handle:trailers()
+      status = trailers and trailers:get("grpc-status")
+      if status == "0" and routed then
+        local statuses = public_statuses(handle)
+        statuses[""] = listed_statuses(routed)[""] or NOT_SERVING
+        -- The calls waited, and objects taken before a wait are out of scope after it.
+        handle:body():setBytes(list_frame(statuses))
+      end
+    else
+      for _ in handle:bodyChunks() do end
+      local trailers = handle:trailers()
+      status = trailers and trailers:get("grpc-status")
+    end
   end
   if status then
     handle:streamInfo():dynamicMetadata():set("shopmesh.edge", "grpc_status", tonumber(status))
