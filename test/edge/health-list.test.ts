@@ -70,6 +70,12 @@ test("Health/List through the edge: every public service from its own cluster, a
       ),
     );
 
+  /** The edge's list once it says `service` is NOT_SERVING. */
+  const listedNotServing = (service: string) =>
+    eventually(`${service} NOT_SERVING in the edge's list`, async () => {
+      const statuses = await list();
+      return statuses[service] === Status.NOT_SERVING ? statuses : undefined;
+    });
   const every = (status: Status) =>
     Object.fromEntries(["", ...registry.publicServices].map((name) => [name, status]));
   t.deepEqual(await list(), every(Status.SERVING));
@@ -78,11 +84,7 @@ test("Health/List through the edge: every public service from its own cluster, a
   // Product's only replica stops serving its public service: Envoy keeps routing to it (no
   // healthy host is left, so it balances over all), and both answers say NOT_SERVING.
   product.health.setStatus("shop.product.v1.ProductService", "NOT_SERVING");
-  const listed = await eventually("ProductService NOT_SERVING in the edge's list", async () => {
-    const statuses = await list();
-    return statuses["shop.product.v1.ProductService"] === Status.NOT_SERVING ? statuses : undefined;
-  });
-  t.deepEqual(listed, {
+  t.deepEqual(await listedNotServing("shop.product.v1.ProductService"), {
     ...every(Status.SERVING),
     "shop.product.v1.ProductService": Status.NOT_SERVING,
   });
@@ -91,11 +93,7 @@ test("Health/List through the edge: every public service from its own cluster, a
   // Order's replica is gone: its cluster cannot answer, so its services are NOT_SERVING. "" is
   // the edge's own health, as Check of "" answers it.
   order.server.forceShutdown();
-  const gone = await eventually("OrderService NOT_SERVING in the edge's list", async () => {
-    const statuses = await list();
-    return statuses["shop.order.v1.OrderService"] === Status.NOT_SERVING ? statuses : undefined;
-  });
-  t.deepEqual(gone, {
+  t.deepEqual(await listedNotServing("shop.order.v1.OrderService"), {
     ...every(Status.SERVING),
     "shop.product.v1.ProductService": Status.NOT_SERVING,
     "shop.order.v1.OrderService": Status.NOT_SERVING,
