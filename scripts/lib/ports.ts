@@ -36,23 +36,26 @@ function prune(): Promise<void> {
       const { mtimeMs } = await stat(file).catch(() => ({ mtimeMs: now }));
       if (now - mtimeMs > LEASE_MS) await rm(file, { force: true });
     }
-  })();
+  })().catch(() => {}); // another user's directory: its leases are still read
   return pruned;
 }
 
 /** The file that holds `port`'s lease. */
 export const leaseFile = (port: number) => path.join(LEASES, String(port));
 
-/** Takes the lease on `port`; false while someone else's lease on it lasts. */
+/**
+ * Takes the lease on `port`; false while someone else's lease on it lasts. Where no lease can be
+ * written (a directory another user made), the port is taken unleased, as before leases.
+ */
 export async function leasePort(port: number): Promise<boolean> {
   await prune();
   const file = leaseFile(port);
   const held = await stat(file).catch(() => undefined);
   if (held && Date.now() - held.mtimeMs <= LEASE_MS) return false;
-  if (held) await rm(file, { force: true });
+  if (held) await rm(file, { force: true }).catch(() => {});
   return writeFile(file, String(process.pid), { flag: "wx" }).then(
     () => true,
-    () => false,
+    (error: NodeJS.ErrnoException) => error.code !== "EEXIST",
   );
 }
 
@@ -72,7 +75,8 @@ export async function freePorts(count: number, host = "127.0.0.1"): Promise<numb
       server.listen(port, host, () => resolve(server));
     });
   try {
-    while (servers.length < count) {
+    for (let tries = 1; servers.length < count; tries++) {
+      if (tries > 20_000) throw new Error(`no ${count} free ports on ${host}`);
       const port = low ? 15_000 + Math.floor(Math.random() * (low - 15_000)) : 0;
       if (low && !(await leasePort(port))) continue;
       const server = await listen(port);
