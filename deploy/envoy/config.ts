@@ -414,7 +414,24 @@ function routes(
     // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
     notFound("not-found", { prefix: "/" }, "no route for this path"),
   ];
-  return [refusedPreflight, ...exact, ...prefixes, ...preflight, ...fallbacks];
+  // First of all: a grpc-timeout that is not one, which Envoy's router would replace with the
+  // route's own timeout, where a service refuses it INVALID_ARGUMENT (EDGE_REFUSALS).
+  const malformedTimeout = {
+    name: "grpc-timeout-malformed",
+    match: {
+      prefix: "/",
+      headers: [
+        { name: "grpc-timeout", present_match: true },
+        {
+          name: "grpc-timeout",
+          string_match: { safe_regex: { regex: "^[0-9]{1,8}[HMSmun]$" } },
+          invert_match: true,
+        },
+      ],
+    },
+    direct_response: { status: 400, body: { inline_string: "grpc-timeout is not a timeout" } },
+  };
+  return [malformedTimeout, refusedPreflight, ...exact, ...prefixes, ...preflight, ...fallbacks];
 }
 
 // Headers a gRPC-Web, Connect or REST client in a browser sends and reads.
@@ -866,6 +883,16 @@ export const EDGE_REFUSALS = [
     message: "this call needs role admin",
   },
   {
+    // The route for a grpc-timeout that is not one (routes): Envoy's router would ignore it, as a
+    // service would not. Matched by its route's status, as direct responses share their details.
+    details: "direct_response",
+    when: "response.code_details == 'direct_response' && response.code == 400",
+    status: 400,
+    code: 3,
+    reason: "MALFORMED_REQUEST",
+    message: "grpc-timeout is not a timeout (up to 8 digits and a unit: H, M, S, m, u or n)",
+  },
+  {
     details: "grpc_base_64_decode_failed",
     status: 400,
     code: 3,
@@ -896,7 +923,9 @@ function localReplies() {
 
 /** CEL: the local reply is this refusal of Envoy's, by the response code details it set. */
 const refusedBy = (refusal: (typeof EDGE_REFUSALS)[number]) =>
-  `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+  "when" in refusal
+    ? refusal.when
+    : `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
 
 /** Envoy's answer for a path with no route (grpc-not-found), as a service lacking the method. */
 const UNROUTED = {

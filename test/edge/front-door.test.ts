@@ -615,6 +615,65 @@ test.serial(
 );
 
 test.serial(
+  "a grpc-timeout that is not one is INVALID_ARGUMENT with details, in every protocol, as at a service",
+  async (t) => {
+    await ready();
+    const get = "/shop.product.v1.ProductService/GetProduct";
+    const request = grpcFrame(Buffer.from([0x0a, 0x08, ...Buffer.from("prd_none")]));
+    const expected = { code: 3, reason: "MALFORMED_REQUEST", domain: "shopmesh.edge" };
+    // The values kit/grpc-timeout.ts refuses at a service, and the router would have ignored.
+    const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
+    t.teardown(() => session.close());
+    for (const timeout of ["soon", "1x", "123456789S", "-1S", "5S junk"]) {
+      const id = tag("timeout");
+      const answer = await new Promise<Record<string, unknown>>((resolve, reject) => {
+        const stream = session.request({
+          ":method": "POST",
+          ":path": get,
+          "content-type": "application/grpc",
+          te: "trailers",
+          "grpc-timeout": timeout,
+          "x-request-id": id,
+        });
+        const seen: Record<string, unknown> = {};
+        stream.on("response", (headers) => Object.assign(seen, headers));
+        stream.on("trailers", (headers) => Object.assign(seen, headers));
+        stream.on("data", () => {});
+        stream.on("end", () => resolve(seen));
+        stream.on("error", reject);
+        stream.end(request);
+      });
+      t.like(ofHeaders(answer), expected, `gRPC, grpc-timeout ${timeout}`);
+      t.like(await logged(id), { grpc_status: 3, upstream_host: null }, `logged, ${timeout}`);
+    }
+
+    // gRPC-Web: a trailers-only 200.
+    const web = await edgeFetch(url(get), {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "grpc-timeout": "1x" },
+      body: request,
+    });
+    t.is(web.status, 200);
+    t.like(ofHeaders(Object.fromEntries(web.headers)), expected, "gRPC-Web");
+
+    // REST: a 400 with a google.rpc.Status body.
+    const reply = await edgeFetch(url("/products/prd_none"), { headers: { "grpc-timeout": "1x" } });
+    t.is(reply.status, 400);
+    const body = (await reply.json()) as { code: number; details: { reason: string }[] };
+    t.is(body.code, 3);
+    t.is(body.details[0]?.reason, "MALFORMED_REQUEST");
+
+    // A timeout that is one still reaches the service.
+    const ok = await edgeFetch(url(get), {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "grpc-timeout": "5S" },
+      body: request,
+    });
+    t.like(ofHeaders(Object.fromEntries(ok.headers)), { code: 5, domain: "shop.product.v1" });
+  },
+);
+
+test.serial(
   "gRPC-Web: a text body that is not base64 is INVALID_ARGUMENT with details",
   async (t) => {
     await ready();
