@@ -38,51 +38,93 @@ const GRPC_TYPES: Record<RpcKind, string> = {
 type Side = "server" | "client";
 const LABELS = ["grpc_type", "grpc_service", "grpc_method"] as const;
 
+/** One counter series, counted in a plain number on the call path. */
+interface Tally {
+  count: number;
+}
+
+/**
+ * A counter whose series are tallied in plain numbers and added to it when it is read (its
+ * prom-client collect hook): prom-client builds and checks a label key for every inc, and a
+ * served call made four of them.
+ */
+function talliedCounter(metrics: Metrics, name: string, help: string, labelNames: string[]) {
+  const series: { labels: Record<string, string>; tally: Tally }[] = [];
+  const counter = metrics.counter({
+    name,
+    help,
+    labelNames,
+    collect() {
+      for (const { labels, tally } of series) {
+        if (tally.count === 0) continue;
+        this.inc(labels, tally.count);
+        tally.count = 0;
+      }
+    },
+  });
+  return {
+    /** The tally of one series, present from the start at 0. */
+    tally(labels: Record<string, string>): Tally {
+      const tally = { count: 0 };
+      series.push({ labels, tally });
+      counter.inc(labels, 0);
+      return tally;
+    },
+  };
+}
+
 /** The gRPC metrics of one side (served calls, or outgoing ones), registered once per registry. */
 function rpcMetrics(metrics: Metrics, side: Side) {
   const who = side === "server" ? "served by this process" : "this process made";
+  const labels = [...LABELS];
   return metrics.shared(`grpc_${side}`, () => ({
-    started: metrics.counter({
-      name: `grpc_${side}_started_total`,
-      help: `RPCs ${who} that started.`,
-      labelNames: LABELS,
-    }),
-    handled: metrics.counter({
-      name: `grpc_${side}_handled_total`,
-      help: `RPCs ${who} that completed, by the status code the caller got.`,
-      labelNames: [...LABELS, "grpc_code"],
-    }),
+    started: talliedCounter(
+      metrics,
+      `grpc_${side}_started_total`,
+      `RPCs ${who} that started.`,
+      labels,
+    ),
+    handled: talliedCounter(
+      metrics,
+      `grpc_${side}_handled_total`,
+      `RPCs ${who} that completed, by the status code the caller got.`,
+      [...labels, "grpc_code"],
+    ),
     seconds: metrics.histogram({
       name: `grpc_${side}_handling_seconds`,
       help: `From the start of an RPC ${who} to its status, in seconds.`,
       labelNames: LABELS,
     }),
-    received: metrics.counter({
-      name: `grpc_${side}_msg_received_total`,
-      help: `Messages received in RPCs ${who}.`,
-      labelNames: LABELS,
-    }),
-    sent: metrics.counter({
-      name: `grpc_${side}_msg_sent_total`,
-      help: `Messages sent in RPCs ${who}.`,
-      labelNames: LABELS,
-    }),
+    received: talliedCounter(
+      metrics,
+      `grpc_${side}_msg_received_total`,
+      `Messages received in RPCs ${who}.`,
+      labels,
+    ),
+    sent: talliedCounter(
+      metrics,
+      `grpc_${side}_msg_sent_total`,
+      `Messages sent in RPCs ${who}.`,
+      labels,
+    ),
   }));
 }
 
-/** Precomputed label sets of one rpc, every series present from the start at 0. */
+/** The series of one rpc, every one present from the start at 0. */
 function seriesOf(method: MethodInfo, m: ReturnType<typeof rpcMetrics>) {
   const labels = {
     grpc_type: GRPC_TYPES[method.kind],
     grpc_service: method.service,
     grpc_method: method.rpc,
   };
-  const byCode = GRPC_CODE_NAMES.map((grpc_code) => ({ ...labels, grpc_code }));
-  m.started.inc(labels, 0);
-  m.received.inc(labels, 0);
-  m.sent.inc(labels, 0);
-  for (const code of byCode) m.handled.inc(code, 0);
-  return { labels, byCode, streaming: method.kind === "server_streaming" };
+  return {
+    labels,
+    started: m.started.tally(labels),
+    received: m.received.tally(labels),
+    sent: m.sent.tally(labels),
+    byCode: GRPC_CODE_NAMES.map((grpc_code) => m.handled.tally({ ...labels, grpc_code })),
+    streaming: method.kind === "server_streaming",
+  };
 }
 
 async function* counting(messages: AsyncIterable<unknown>, count: () => void) {
@@ -102,13 +144,14 @@ export function metricsServer(metrics: Metrics): ServerMiddleware {
   return {
     name: "metrics",
     wrap(method, next) {
-      const { labels, byCode, streaming } = seriesOf(method, m);
-      const sent = () => m.sent.inc(labels);
+      const series = seriesOf(method, m);
+      const { labels, streaming } = series;
+      const sent = () => series.sent.count++;
       return (request, ctx) => {
-        m.started.inc(labels);
-        m.received.inc(labels);
+        series.started.count++;
+        series.received.count++;
         ctx.onFinish((status) => {
-          m.handled.inc(byCode[status.code] ?? (byCode[Code.UNKNOWN] as object));
+          (series.byCode[status.code] ?? (series.byCode[Code.UNKNOWN] as Tally)).count++;
           m.seconds.observe(labels, status.durationMs / 1000);
           if (!streaming && status.code === Code.OK) sent();
         });
@@ -131,13 +174,14 @@ export function metricsClient(metrics: Metrics): ClientMiddleware {
   return {
     name: "metrics",
     wrap(method, next) {
-      const { labels, byCode, streaming } = seriesOf(method, m);
-      const received = () => m.received.inc(labels);
+      const series = seriesOf(method, m);
+      const { labels, streaming } = series;
+      const received = () => series.received.count++;
       return (request, call) => {
-        m.started.inc(labels);
-        m.sent.inc(labels);
+        series.started.count++;
+        series.sent.count++;
         call.onFinish((status) => {
-          m.handled.inc(byCode[status.code] ?? (byCode[Code.UNKNOWN] as object));
+          (series.byCode[status.code] ?? (series.byCode[Code.UNKNOWN] as Tally)).count++;
           m.seconds.observe(labels, status.durationMs / 1000);
           if (!streaming && status.code === Code.OK) received();
         });
