@@ -76,19 +76,19 @@ function talliedCounter(metrics: Metrics, name: string, help: string, labelNames
 /** The gRPC metrics of one side (served calls, or outgoing ones), registered once per registry. */
 function rpcMetrics(metrics: Metrics, side: Side) {
   const who = side === "server" ? "served by this process" : "this process made";
-  const labels = [...LABELS];
+  const labelNames = [...LABELS];
   return metrics.shared(`grpc_${side}`, () => ({
     started: talliedCounter(
       metrics,
       `grpc_${side}_started_total`,
       `RPCs ${who} that started.`,
-      labels,
+      labelNames,
     ),
     handled: talliedCounter(
       metrics,
       `grpc_${side}_handled_total`,
       `RPCs ${who} that completed, by the status code the caller got.`,
-      [...labels, "grpc_code"],
+      [...labelNames, "grpc_code"],
     ),
     seconds: metrics.histogram({
       name: `grpc_${side}_handling_seconds`,
@@ -99,13 +99,13 @@ function rpcMetrics(metrics: Metrics, side: Side) {
       metrics,
       `grpc_${side}_msg_received_total`,
       `Messages received in RPCs ${who}.`,
-      labels,
+      labelNames,
     ),
     sent: talliedCounter(
       metrics,
       `grpc_${side}_msg_sent_total`,
       `Messages sent in RPCs ${who}.`,
-      labels,
+      labelNames,
     ),
   }));
 }

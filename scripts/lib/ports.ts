@@ -7,7 +7,7 @@ import { type AddressInfo, createServer, type Server } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 
-/** Where the leases are: one empty file per port, named after it. */
+/** Where the leases are: a file per port, named after it, holding the pid that took it. */
 const LEASES = path.join(tmpdir(), "shopmesh-port-leases");
 /** How long a port stays leased: longer than a test or a bench may restart a replica on it. */
 const LEASE_MS = 30 * 60_000;
