@@ -883,8 +883,9 @@ export const EDGE_REFUSALS = [
     message: "this call needs role admin",
   },
   {
-    // The route for a grpc-timeout that is not one (routes): Envoy's router would ignore it, as a
-    // service would not. Matched by its route's status, as direct responses share their details.
+    // The route for a grpc-timeout that is not one (routes): Envoy's router would put its own
+    // timeout in its place, where a service refuses it. Matched by the route's status, since
+    // every direct response has the same details.
     details: "direct_response",
     when: "response.code_details == 'direct_response' && response.code == 400",
     status: 400,

@@ -102,8 +102,8 @@ test.serial(
     const prefix = tag("not-serving");
 
     // Envoy's view of the other replicas while the stream runs. If one fails its checks too (this
-    // machine stalled it), no healthy host may be left, and Envoy then balances over all of them,
-    // the flipped one included.
+    // machine stalled it), no healthy host is left, and Envoy sends calls to the flipped one too:
+    // stopping the other replica with SIGSTOP does that.
     let streaming = true;
     const othersFlagged = new Set<string>();
     const watching = (async () => {
