@@ -6,7 +6,9 @@
 import { status } from "@grpc/grpc-js";
 import { BaseServerInterceptingCall } from "@grpc/grpc-js/build/src/server-interceptors.js";
 
-const TIMEOUT = /^(\d{1,8})([HMSmun])$/;
+/** grpc-timeout as the gRPC spec writes it; Envoy's edge refuses a value it does not match. */
+export const GRPC_TIMEOUT_PATTERN = "^([0-9]{1,8})([HMSmun])$";
+const TIMEOUT = new RegExp(GRPC_TIMEOUT_PATTERN);
 const UNIT_MS: Record<string, number> = {
   H: 3_600_000,
   M: 60_000,

@@ -18,6 +18,7 @@ import {
   retriable,
 } from "../../kit/contract.js";
 import { encodeStatus, ServiceError } from "../../kit/errors.js";
+import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.js";
 import { accessRules } from "../../kit/service.js";
@@ -424,7 +425,7 @@ function routes(
         { name: "grpc-timeout", present_match: true },
         {
           name: "grpc-timeout",
-          string_match: { safe_regex: { regex: "^[0-9]{1,8}[HMSmun]$" } },
+          string_match: { safe_regex: { regex: GRPC_TIMEOUT_PATTERN } },
           invert_match: true,
         },
       ],
