@@ -67,3 +67,36 @@ test("a process whose stdout is gone still exits as it meant to", async (t) => {
   t.is(code, 3, stderr);
   t.is(stderr, "");
 });
+
+/**
+ * Whether stdout's descriptor is non-blocking once `setup` ran ("true" or "false", or what went
+ * wrong), in a process whose stdout is a pipe: node's own (a socket pair), or a shell's, as a
+ * container runtime gives one.
+ */
+async function nonblockingAfter(setup: string, pipe: "node" | "shell"): Promise<string> {
+  const script = [
+    `const { createLogger } = await import(${JSON.stringify(LOGGER)});`,
+    `const { readFileSync } = await import("node:fs");`,
+    setup,
+    `const fdinfo = readFileSync("/proc/self/fdinfo/1", "utf8");`,
+    "const flags = Number.parseInt(/^flags:\\s+(\\d+)/m.exec(fdinfo)[1], 8);",
+    "process.stderr.write(String((flags & 0o4000) !== 0));",
+  ].join("\n");
+  const args = ["--import", "tsx", "--input-type=module", "-e", script];
+  const result =
+    pipe === "node"
+      ? await exec(process.execPath, args)
+      : await exec("bash", ["-c", '"$@" | cat > /dev/null', "bash", process.execPath, ...args]);
+  return result.stderr;
+}
+
+for (const pipe of ["node", "shell"] as const) {
+  test(`a logger makes a stdout piped by ${pipe === "node" ? "node" : "a shell"} blocking again after process.stdout made it non-blocking`, async (t) => {
+    // The condition the logger undoes, as knex causes it by reading process.stdout.isTTY.
+    t.is(await nonblockingAfter("process.stdout.isTTY;", pipe), "true");
+    t.is(
+      await nonblockingAfter('process.stdout.isTTY; createLogger("logger-test");', pipe),
+      "false",
+    );
+  });
+}

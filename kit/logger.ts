@@ -22,14 +22,26 @@ process.once("exit", () => {
 });
 
 /**
+ * Makes a piped stdout blocking again. Node makes it non-blocking as soon as anything reads
+ * `process.stdout` (knex does as it loads); a write then meets EAGAIN whenever the reader falls
+ * behind, and sonic-boom answers EAGAIN by freezing the whole process for 100 ms. Blocking, a
+ * write waits only until the reader has made room. A file has no handle and blocks already.
+ */
+function blockingStdout(): void {
+  const { _handle: handle } = process.stdout as { _handle?: { setBlocking?(on: boolean): number } };
+  handle?.setBlocking?.(true);
+}
+
+/**
  * Structured JSON logs on stdout, one object per line. Lines are buffered (up to 4 KB, at most
  * 100 ms) and written together: one write per line was about a third of the kit's per-call cost
  * on the benchmark's echo. Each write is synchronous, as pino's own default: handing it to a
  * libuv thread cost more than the write, and a stalled reader slows the logging process instead
- * of growing its memory. A line written while a span is active carries its `trace_id` and
- * `span_id` (an rpc's own line carries its call's).
+ * of growing its memory (see blockingStdout). A line written while a span is active carries its
+ * `trace_id` and `span_id` (an rpc's own line carries its call's).
  */
 export function createLogger(service: string, level = "info"): Logger {
+  blockingStdout();
   const destination = pino.destination({ dest: 1, sync: true, minLength: 4096 });
   destinations.add(destination);
   return pino(
