@@ -207,6 +207,14 @@ export function isCheckViolation(error: unknown): boolean {
 }
 
 /**
+ * True when the database had no room for a write (a full disk; PostgreSQL out of memory too) and
+ * kept nothing of it. Trying again will not help until an operator makes room.
+ */
+export function isFull(error: unknown): boolean {
+  return sqliteErrors.full(error) || postgresErrors.full(error);
+}
+
+/**
  * True when the connection to the database was lost under a statement: the caller may try
  * again, but a write cut while it committed may have been kept (an rpc's idempotency covers it).
  */

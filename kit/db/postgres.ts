@@ -159,6 +159,12 @@ const NOT_NOW = new Set([
   "53300", // too_many_connections
 ]);
 
+/** The server had no room for the statement: the transaction was rolled back. */
+const NO_ROOM = new Set([
+  "53100", // disk_full
+  "53200", // out_of_memory
+]);
+
 /**
  * node-postgres's messages for a connection that closed under a query, or before it, or that
  * stopped answering one (query_timeout).
@@ -174,6 +180,8 @@ export const postgresErrors = {
   /** The transaction was rolled back to keep transactions apart: run it again. */
   serialization: (error: unknown) =>
     [SERIALIZATION_FAILURE, DEADLOCK_DETECTED].includes(codeOf(error)),
+  /** The server ran out of disk or memory for the statement; nothing of it was kept. */
+  full: (error: unknown) => NO_ROOM.has(codeOf(error)),
   /** Nothing was written, and the server could take the call later. */
   busy: (error: unknown) => NOT_NOW.has(codeOf(error)),
   /**

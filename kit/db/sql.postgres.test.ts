@@ -136,6 +136,15 @@ test("pg: a connection lost under a statement is UNAVAILABLE (DATABASE_UNAVAILAB
     toServiceError(Object.assign(new Error("terminating connection"), { code: "57P01" }), ctx),
     { code: Code.UNAVAILABLE, details: { reason: "DATABASE_BUSY" } },
   );
+  // A server out of disk (or memory) for a write: no room, as SQLite's SQLITE_FULL
+  // (test/database-full.test.ts).
+  t.like(
+    toServiceError(
+      Object.assign(new Error('could not extend file "base/16384/16385"'), { code: "53100" }),
+      ctx,
+    ),
+    { code: Code.RESOURCE_EXHAUSTED, details: { reason: "DATABASE_FULL" } },
+  );
   // Anything else is still our own failure.
   t.is(toServiceError(new Error("a bug"), ctx).code, Code.INTERNAL);
 });

@@ -81,6 +81,10 @@ export const sqliteErrors = {
       (code === "SQLITE_CONSTRAINT" && /CHECK constraint failed/.test(messageOf(error)))
     );
   },
+  /** The disk, or the database's page limit, had no room for the write: nothing was kept. */
+  full(error: unknown): boolean {
+    return codeOf(error) === "SQLITE_FULL";
+  },
   /** Another connection held the lock past LOCK_WAIT_MS: nothing was written. */
   busy(error: unknown): boolean {
     return codeOf(error).startsWith("SQLITE_BUSY");

@@ -16,7 +16,8 @@ function hasIdempotencyKey(requestType: string | undefined): boolean {
  * One log line per call, written once the status is sent, with the status the caller got (after
  * serialization and cancellation), how long it took, the deadline it arrived with, the
  * idempotency key of a request that has one, and the call's log fields (`x_request_id`, …).
- * Our own failures are logged at error level with their cause.
+ * Our own failures are logged at error level with their cause; another failure with a cause
+ * underneath (a database lost or full) at warn level with it.
  */
 export function logging(logger: Logger): ServerMiddleware {
   return {
@@ -38,6 +39,8 @@ export function logging(logger: Logger): ServerMiddleware {
           if (typeof key === "string" && key !== "") line.idempotency_key = key;
           if (OUR_FAULT.has(status.code)) {
             logger.error({ ...line, err: status.cause, details: status.details }, "rpc failed");
+          } else if (status.cause !== undefined) {
+            logger.warn({ ...line, err: status.cause, details: status.details }, "rpc failed");
           } else {
             logger.info(line, "rpc");
           }

@@ -1,5 +1,5 @@
 import type { CallContext } from "../context.js";
-import { isBusy, isConnectionLost } from "../db.js";
+import { isBusy, isConnectionLost, isFull } from "../db.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware } from "./types.js";
 
@@ -7,8 +7,9 @@ import type { ServerMiddleware } from "./types.js";
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
  * CANCELLED; a database that could not take a statement and kept nothing of it (busy or timed
  * out, refused, no free connection: kit/db.ts isBusy), or whose connection was lost under it, is
- * UNAVAILABLE, so the caller may retry; anything else is our own bug: INTERNAL, with the cause
- * kept for the log.
+ * UNAVAILABLE, so the caller may retry; one with no room left for a write (a full disk) is
+ * RESOURCE_EXHAUSTED, as gRPC's own code list has it; anything else is our own bug: INTERNAL.
+ * The database's error is kept as the cause, for the log.
  */
 export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
   if (error instanceof ServiceError) return error;
@@ -25,6 +26,14 @@ export function toServiceError(error: unknown, ctx: CallContext): ServiceError {
       Code.UNAVAILABLE,
       "the connection to the database was lost; retry",
       { reason: "DATABASE_UNAVAILABLE" },
+      error,
+    );
+  }
+  if (isFull(error)) {
+    return new ServiceError(
+      Code.RESOURCE_EXHAUSTED,
+      "the database has no room for the write; nothing was written",
+      { reason: "DATABASE_FULL" },
       error,
     );
   }
