@@ -134,6 +134,8 @@ export interface ServerConfig {
    * the memory pages take (up to 2 MB each); 0: no bound.
    */
   maxPagesInFlight: number;
+  /** How long a page may wait for its caller to read it before it is dropped; 0: no bound. */
+  pageWriteTimeoutMs: number;
   /** Server streams (WatchOrder) one signed-in caller may hold open at once; 0: no bound. */
   maxStreamsPerCaller: number;
   /**
@@ -154,6 +156,7 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),
     maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, { min: 0 }),
     maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
+    pageWriteTimeoutMs: env.int("SHOP_PAGE_WRITE_TIMEOUT_MS", 30_000, { min: 0 }),
     maxStreamsPerCaller: env.int("SHOP_MAX_STREAMS_PER_CALLER", 100, { min: 0 }),
     ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.port("SHOP_HEALTH_PORT", 0) }),
   };

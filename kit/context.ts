@@ -7,6 +7,7 @@ type ServerSurfaceCall = Pick<
   "getPeer" | "getAuthContext" | "cancelled" | "once"
 >;
 
+import { resetStream } from "./connection-closing.js";
 import type { MethodInfo } from "./contract.js";
 import { authContextOf } from "./tls.js";
 
@@ -56,6 +57,11 @@ export interface CallContext {
    * HTTP/2 (which waits for the caller to read), or the caller gone. Later than onFinish.
    */
   onWritten(listener: () => void): void;
+  /**
+   * Drops a reply the caller is not reading: resets the call's HTTP/2 stream, which frees what
+   * HTTP/2 still holds of it, and onWritten's listeners run.
+   */
+  dropReply(): void;
 }
 
 const RUNNING = 0;
@@ -125,6 +131,10 @@ export class ServerCallContext implements CallContext {
     if (!this.call) this.onFinish(() => listener());
     else if (this.call.cancelled) queueMicrotask(listener);
     else this.call.once("cancelled", listener);
+  }
+
+  dropReply(): void {
+    if (this.call) resetStream(this.call);
   }
 
   /** The server answered the call itself (it is shutting down): the work on it stops. */

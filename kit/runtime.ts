@@ -152,7 +152,7 @@ export async function startService(
       handlers: implementation.handlers[key] as never,
     }),
   );
-  const pages = pagesInFlight(config.maxPagesInFlight);
+  const pages = pagesInFlight(config.maxPagesInFlight, config.pageWriteTimeoutMs);
   if (counting) pagesMetrics(metrics, pages);
   let server: RunningServer;
   try {

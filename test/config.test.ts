@@ -29,6 +29,7 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
   ],
   ["user", { SHOP_SHUTDOWN_GRACE_MS: "-5" }, /SHOP_SHUTDOWN_GRACE_MS must be at least 0/],
   ["user", { SHOP_MAX_PAGES_IN_FLIGHT: "-1" }, /SHOP_MAX_PAGES_IN_FLIGHT must be at least 0/],
+  ["user", { SHOP_PAGE_WRITE_TIMEOUT_MS: "-1" }, /SHOP_PAGE_WRITE_TIMEOUT_MS must be at least 0/],
   [
     "user",
     { OTEL_EXPORTER_OTLP_PROTOCOL: "grcp", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317" },

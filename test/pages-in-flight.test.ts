@@ -1,7 +1,8 @@
 // The bound on list calls served at once (SHOP_MAX_PAGES_IN_FLIGHT). A list call holds its place
 // until its page has been written out: a page its caller does not read keeps it, the next list
 // call waits its turn (and leaves the queue at its deadline), other rpcs are not held up, and
-// the place comes back when the caller goes or its connection ages out.
+// the place comes back when the caller goes, its connection ages out, or the page has waited
+// SHOP_PAGE_WRITE_TIMEOUT_MS unread.
 import http2 from "node:http2";
 import test from "ava";
 import { ListProductsRequest } from "../gen/ts/shop/product/v1/product.js";
@@ -52,6 +53,8 @@ function unreadPage(address: string) {
   stream.on("error", () => {});
   return {
     closed: new Promise<true>((resolve) => session.once("close", () => resolve(true))),
+    /** The code the stream was reset with, once it closes. */
+    reset: new Promise<number>((resolve) => stream.once("close", () => resolve(stream.rstCode))),
     leave() {
       stream.close(http2.constants.NGHTTP2_CANCEL);
       session.close();
@@ -77,7 +80,10 @@ async function catalog(t: Parameters<typeof start>[0], config: Partial<ServerCon
 }
 
 test("a page nobody reads holds its place; the next list call waits its turn, GetProduct does not", async (t) => {
-  const { service, products, added } = await catalog(t, { maxPagesInFlight: 1 });
+  const { service, products, added } = await catalog(t, {
+    maxPagesInFlight: 1,
+    pageWriteTimeoutMs: 0,
+  });
   const stalled = unreadPage(service.server.address);
   t.teardown(() => stalled.leave());
   await eventually("the unread page holds the one place", gaugeAt(service, 1, 0));
@@ -112,6 +118,17 @@ test("an unread page gives its place back when its connection ages out", async (
   await eventually("the unread page holds the one place", gaugeAt(service, 1, 0));
   t.true(await stalled.closed, "the server closed the aged connection, page unread");
   await eventually("the connection's end gives it back", gaugeAt(service, 0, 0));
+});
+
+test("a page left unread past SHOP_PAGE_WRITE_TIMEOUT_MS is dropped, and its place given to the next list call", async (t) => {
+  const { service, products } = await catalog(t, { maxPagesInFlight: 1, pageWriteTimeoutMs: 500 });
+  const stalled = unreadPage(service.server.address);
+  t.teardown(() => stalled.leave());
+  await eventually("the unread page holds the one place", gaugeAt(service, 1, 0));
+  const waiting = products.listProducts({ pageSize: 10 }, { timeoutMs: 10_000 });
+  t.is((await waiting).products.length, 10, "the waiting call gets its page");
+  t.is(await stalled.reset, http2.constants.NGHTTP2_CANCEL, "the unread page's stream is reset");
+  await eventually("every place is given back", gaugeAt(service, 0, 0));
 });
 
 test("a burst of list calls past the bound gets every page", async (t) => {

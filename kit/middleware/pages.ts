@@ -16,8 +16,10 @@ export interface PagesInFlight {
  * handed in full to HTTP/2, not just until its handler returns: a page waits in HTTP/2's
  * buffers until the caller reads it, so a burst of list calls would otherwise hold a page each
  * in memory. A call that is cancelled or passes its deadline while it waits leaves the queue.
+ * A reply the caller has not read `writeTimeoutMs` after it was sent is dropped (its stream
+ * reset), so callers that never read cannot hold every place; 0: no bound.
  */
-export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
+export function pagesInFlight(limit: number, writeTimeoutMs = 0): ServerMiddleware & PagesInFlight {
   let serving = 0;
   // A Set keeps arrival order and lets a call that gives up leave from the middle.
   const queue = new Set<() => void>();
@@ -36,10 +38,26 @@ export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
   const endedWaiting = () =>
     new ServiceError(Code.CANCELLED, "the call ended while it waited its turn");
 
+  /** Holds a place until the reply is written out, or dropped once unread for too long. */
+  const hold = (ctx: CallContext) => {
+    let written = false;
+    let timer: NodeJS.Timeout | undefined;
+    if (writeTimeoutMs > 0) {
+      ctx.onFinish(() => {
+        if (!written) timer = setTimeout(() => ctx.dropReply(), writeTimeoutMs).unref();
+      });
+    }
+    ctx.onWritten(() => {
+      written = true;
+      clearTimeout(timer);
+      release();
+    });
+  };
+
   const admitted = (ctx: CallContext): Promise<void> => {
     if (serving < limit) {
       serving++;
-      ctx.onWritten(release);
+      hold(ctx);
       return Promise.resolve();
     }
     const signal = ctx.signal;
@@ -47,7 +65,7 @@ export function pagesInFlight(limit: number): ServerMiddleware & PagesInFlight {
     return new Promise((resolve, reject) => {
       const admit = () => {
         signal.removeEventListener("abort", giveUp);
-        ctx.onWritten(release);
+        hold(ctx);
         resolve();
       };
       const giveUp = () => {
