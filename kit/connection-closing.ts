@@ -4,33 +4,15 @@
 // UNAVAILABLE as soon as its connection starts closing, and its caller calls again elsewhere.
 // Node closes a session too when the caller sends GOAWAY or the socket drops: the caller is
 // leaving then, and its streams end as it chooses (CANCELLED), not UNAVAILABLE.
-import { constants, type Http2Session, type ServerHttp2Stream } from "node:http2";
+import type { Http2Session } from "node:http2";
+import { streamOf } from "./http2-stream.js";
 
 type Session = Http2Session & { close: (...args: unknown[]) => void };
 
 const ends = new WeakMap<Session, Set<() => void>>();
 
-/** The HTTP/2 stream of a grpc-js server call; undefined if grpc-js's privates moved. */
-function streamOf(call: unknown): ServerHttp2Stream | undefined {
-  let link = (call as { call?: unknown }).call;
-  for (let depth = 0; link && depth < 8; depth++) {
-    const stream = (link as { stream?: ServerHttp2Stream }).stream;
-    if (stream?.session) return stream;
-    link = (link as { nextCall?: unknown }).nextCall;
-  }
-  return undefined;
-}
-
+/** The HTTP/2 session a grpc-js server call runs on; undefined if grpc-js's privates moved. */
 const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefined;
-
-/**
- * Resets a server call's HTTP/2 stream (CANCEL): whatever of its reply HTTP/2 still holds is
- * dropped, and grpc-js reports the call cancelled.
- */
-export function resetStream(call: unknown): void {
-  const stream = streamOf(call);
-  if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
-}
 
 /**
  * Runs `end` once the connection `call` runs on starts to close (grpc-js closes it gracefully at

@@ -7,8 +7,8 @@ type ServerSurfaceCall = Pick<
   "getPeer" | "getAuthContext" | "cancelled" | "once"
 >;
 
-import { resetStream } from "./connection-closing.js";
 import type { MethodInfo } from "./contract.js";
+import { resetStream } from "./http2-stream.js";
 import { authContextOf } from "./tls.js";
 
 /** The status a caller got, as middleware see it once the call is over. */

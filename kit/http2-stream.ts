@@ -1,0 +1,23 @@
+// The HTTP/2 stream under a grpc-js server call, which grpc-js keeps private: a reply nobody reads
+// is dropped through it, and a connection that starts closing is watched through its session.
+import { constants, type ServerHttp2Stream } from "node:http2";
+
+/** The HTTP/2 stream of a grpc-js server call; undefined if grpc-js's privates moved. */
+export function streamOf(call: unknown): ServerHttp2Stream | undefined {
+  let link = (call as { call?: unknown }).call;
+  for (let depth = 0; link && depth < 8; depth++) {
+    const stream = (link as { stream?: ServerHttp2Stream }).stream;
+    if (stream?.session) return stream;
+    link = (link as { nextCall?: unknown }).nextCall;
+  }
+  return undefined;
+}
+
+/**
+ * Resets a server call's HTTP/2 stream (CANCEL): whatever of its reply HTTP/2 still holds is
+ * dropped, and grpc-js reports the call cancelled.
+ */
+export function resetStream(call: unknown): void {
+  const stream = streamOf(call);
+  if (stream && !stream.closed) stream.close(constants.NGHTTP2_CANCEL);
+}
