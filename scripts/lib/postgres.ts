@@ -39,6 +39,12 @@ export interface LocalPostgres {
   url(database?: string): string;
   /** Creates a database (from `template` when given) unless it exists. */
   createDatabase(name: string, template?: string): Promise<void>;
+  /**
+   * A fast shutdown and a start on the same port, as a planned failover or an upgrade does:
+   * connections are closed, new ones refused until the server accepts again; nothing committed
+   * is lost.
+   */
+  restart(): Promise<void>;
   /** A fast shutdown: connections are closed, the data stays in `dir`. */
   stop(): Promise<void>;
 }
@@ -322,6 +328,13 @@ function running(
       } finally {
         await admin.destroy();
       }
+    },
+    async restart() {
+      await run(
+        pgCtl,
+        ["-D", dir, "-l", logFile, "-m", "fast", "-w", "-t", "60", "-o", `-p ${port}`, "restart"],
+        user,
+      );
     },
     stop() {
       stopped ??= (async () => {

@@ -1,22 +1,24 @@
 // The fault suite: CreateOrder and CancelOrder streams against real processes (user, product,
 // two order replicas on one SQLite file; on PostgreSQL, suite.postgres.test.ts, two replicas of
 // every service on one database), while, in turn, each process is killed with SIGKILL and
-// restarted, every call gets a deadline of a few milliseconds, and the two order replicas race
-// on one request_id. Client mistakes are mixed in throughout. After each phase the load stops,
-// unanswered calls are resent as a client would, the reservation TTL plus a reconcile interval
-// pass, and every invariant of the order flow is checked. Bounded: loopback only, about a
-// minute, and everything it starts is stopped.
+// restarted, every call gets a deadline of a few milliseconds, the two order replicas race on
+// one request_id, and on PostgreSQL the server ends every connection, then restarts. Client
+// mistakes are mixed in throughout. After each phase the load stops, unanswered calls are resent
+// as a client would, the reservation TTL plus a reconcile interval pass, and every invariant of
+// the order flow is checked. Bounded: loopback only, about a minute, and everything it starts
+// is stopped.
 import { setTimeout as sleep } from "node:timers/promises";
 import test, { type ExecutionContext } from "ava";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
+import { connectDatabase } from "../../kit/db.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
 import { testCallers } from "../helpers/credentials.js";
 import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
-import { onPostgres } from "../helpers/storage.js";
+import { onPostgres, postgres } from "../helpers/storage.js";
 import { violations, type World } from "./invariants.js";
 import { Ledger, type LoadOptions, runLoad, Tally } from "./load.js";
 import { sendMistakes } from "./mistakes.js";
@@ -172,6 +174,35 @@ test.serial("kill -9 of the product process mid-load, then restart", (t) =>
 test.serial("kill -9 of an order replica mid-load, then restart", (t) =>
   phase(t, "kill-order", killAndRestart("order", [0])),
 );
+
+/**
+ * Every connection the services hold to their database ended by the server, `times` times 300 ms
+ * apart, as a failover or a pooler's restart does: statements in flight fail, pools reconnect.
+ */
+const cutConnections = (times: number) => async (s: Suite) => {
+  const db = connectDatabase(s.fleet.database("order"));
+  try {
+    for (let i = 0; i < times; i++) {
+      const { rows } = await db.raw(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = current_database() AND pid <> pg_backend_pid()",
+      );
+      if (rows.length === 0) throw new Error("no connection to cut");
+      await sleep(300);
+    }
+  } finally {
+    await db.destroy();
+  }
+};
+
+if (onPostgres()) {
+  test.serial("every database connection cut by the server mid-load, three times", (t) =>
+    phase(t, "cut-connections", cutConnections(3)),
+  );
+
+  test.serial("the database server restarts mid-load", (t) =>
+    phase(t, "restart-database", async () => (await postgres()).restart()),
+  );
+}
 
 // The client gives up on every cancel and on half the creates that got no answer: what the
 // services did with them must add up without its help.
