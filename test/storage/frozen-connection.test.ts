@@ -2,41 +2,12 @@
 // one statement timeout, not the pool: the statement fails, the connection is dropped, and the
 // next statement runs on a new one. A replica stalled inside a transaction keeps its row locks
 // no longer than that either: the server ends its session.
-import net from "node:net";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { connectDatabase, isConnectionLost, type Knex, sqlOf } from "../../kit/db.js";
+import { pgProxy } from "../helpers/pg-proxy.js";
 import { freshDatabase, opening, useStorage } from "../helpers/storage.js";
 
 useStorage("postgres");
-
-/** A TCP proxy to `port`; freeze() silences every connection open now. New ones pass. */
-async function proxyTo(port: number) {
-  const open = new Set<{ frozen: boolean }>();
-  const sockets = new Set<net.Socket>();
-  const server = net.createServer((client) => {
-    const upstream = net.connect(port, "127.0.0.1");
-    const pair = { frozen: false };
-    open.add(pair);
-    for (const socket of [client, upstream]) {
-      sockets.add(socket);
-      socket.on("error", () => {});
-    }
-    client.on("data", (data) => pair.frozen || upstream.write(data));
-    upstream.on("data", (data) => pair.frozen || client.write(data));
-  });
-  await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
-  return {
-    port: (server.address() as net.AddressInfo).port,
-    freeze() {
-      for (const pair of open) pair.frozen = true;
-      open.clear();
-    },
-    close() {
-      for (const socket of sockets) socket.destroy();
-      server.close();
-    },
-  };
-}
 
 /** `promise`, or a rejection naming `what` after `ms`. */
 const within = <T>(ms: number, what: string, promise: Promise<T>) =>
@@ -47,15 +18,12 @@ const within = <T>(ms: number, what: string, promise: Promise<T>) =>
     ),
   ]);
 
-async function frozenDatabase(t: { teardown(fn: () => void): void }) {
-  const url = new URL(await freshDatabase());
-  const proxy = await proxyTo(Number(url.port));
-  url.port = String(proxy.port);
+async function frozenDatabase(t: ExecutionContext) {
+  const proxy = await pgProxy(t, await freshDatabase());
   const db: Knex = opening(
-    connectDatabase(url.toString(), { schema: "user", poolMax: 1, statementTimeoutMs: 300 }),
+    connectDatabase(proxy.url, { schema: "user", poolMax: 1, statementTimeoutMs: 300 }),
   );
   t.teardown(() => {
-    proxy.close();
     void db.destroy().catch(() => {});
   });
   return { db, proxy };
