@@ -37,6 +37,11 @@ export interface MethodInfo {
   readonly requestType?: string;
   /** The request has `page_size` (AIP-158): the reply is a page, up to PAGE_BYTES encoded. */
   readonly paged: boolean;
+  /**
+   * The request has `request_id` (AIP-155): a repeat with the same one answers as the first
+   * call did, so such a call may be repeated when it has one, whatever its idempotency level.
+   */
+  readonly keyed: boolean;
 }
 
 /**
@@ -44,6 +49,12 @@ export interface MethodInfo {
  * lost reply cannot do harm. Clients' retry policy and Envoy's retry routes both follow this.
  */
 export const retriable = (method: MethodInfo) => method.idempotency !== "IDEMPOTENCY_UNKNOWN";
+
+/** The AIP-155 idempotency key of a call of a keyed rpc, when its caller gave one. */
+export const idempotencyKeyOf = (method: MethodInfo, request: unknown): string | undefined => {
+  const key = method.keyed ? (request as { requestId?: unknown } | null)?.requestId : undefined;
+  return typeof key === "string" && key !== "" ? key : undefined;
+};
 
 const IDEMPOTENCY: Record<MethodOptions_IdempotencyLevel, Idempotency> = {
   [MethodOptions_IdempotencyLevel.IDEMPOTENCY_UNKNOWN]: "IDEMPOTENCY_UNKNOWN",
@@ -79,6 +90,7 @@ function infoOf(method: DescMethod): MethodInfo {
       options !== undefined && isFieldSet(options, MethodOptionsSchema.field.idempotencyLevel),
     requestType: method.input.typeName,
     paged: method.input.fields.some((field) => field.name === "page_size"),
+    keyed: method.input.fields.some((field) => field.name === "request_id"),
   };
 }
 
@@ -125,6 +137,7 @@ export function methodsOf(definition: ServiceDefinition): Record<string, MethodI
           idempotency: "IDEMPOTENCY_UNKNOWN",
           declared: false,
           paged: false,
+          keyed: false,
         };
   }
   return methods;

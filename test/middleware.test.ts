@@ -88,6 +88,7 @@ test("a server middleware sees the rpc, the call's context and the status the ca
     idempotency: "NO_SIDE_EFFECTS",
     declared: true,
     paged: false,
+    keyed: false,
   });
   t.is(ok.xRequestId, "req-from-the-caller");
   t.regex(ok.peer, /127\.0\.0\.1:\d+$/);

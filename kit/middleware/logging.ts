@@ -1,16 +1,10 @@
-import { contractRegistry } from "../contract.js";
+import { idempotencyKeyOf } from "../contract.js";
 import { Code } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { ServerMiddleware } from "./types.js";
 
 /** Codes that mean a bug or an outage on our side rather than a caller's mistake. */
 const OUR_FAULT = new Set<Code>([Code.UNKNOWN, Code.INTERNAL, Code.DATA_LOSS]);
-
-/** True when the rpc's request has the AIP-155 idempotency key, `request_id`. */
-function hasIdempotencyKey(requestType: string | undefined): boolean {
-  const message = requestType ? contractRegistry().getMessage(requestType) : undefined;
-  return message?.fields.some((field) => field.name === "request_id") ?? false;
-}
 
 /**
  * One log line per call, written once the status is sent, with the status the caller got (after
@@ -23,9 +17,8 @@ export function logging(logger: Logger): ServerMiddleware {
   return {
     name: "logging",
     wrap(method, next) {
-      const keyed = hasIdempotencyKey(method.requestType);
       return (request, ctx) => {
-        const key = keyed ? (request as { requestId?: unknown }).requestId : undefined;
+        const key = idempotencyKeyOf(method, request);
         ctx.onFinish((status) => {
           if (!logger.isLevelEnabled("info")) return;
           const line: Record<string, unknown> = {
@@ -36,7 +29,7 @@ export function logging(logger: Logger): ServerMiddleware {
           };
           // The time the caller allowed, as it arrived: shows deadlines propagating.
           if (ctx.deadline) line.deadline = ctx.deadline.toISOString();
-          if (typeof key === "string" && key !== "") line.idempotency_key = key;
+          if (key !== undefined) line.idempotency_key = key;
           if (OUR_FAULT.has(status.code)) {
             logger.error({ ...line, err: status.cause, details: status.details }, "rpc failed");
           } else if (status.cause !== undefined) {

@@ -380,14 +380,15 @@ export class OrderSaga {
     } catch (error) {
       // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
       // caller's own key (request_id) a retry places another order, so UNAVAILABLE (an
-      // unreachable product service, a database busy past its timeout) stands only once this
+      // unreachable product service, a database busy past its timeout or lost) stands only once this
       // order can never be confirmed.
-      if (request.requestId || toServiceError(error, ctx).code !== Code.UNAVAILABLE) throw error;
+      const mapped = toServiceError(error, ctx);
+      if (request.requestId || mapped.code !== Code.UNAVAILABLE) throw error;
       const stored = await this.store.find(orderId).then(
         (found) => found ?? "gone",
         () => undefined,
       );
-      if (stored === "gone" || stored?.order.state === FAILED) throw error;
+      if (stored === "gone" || stored?.order.state === FAILED) throw mapped;
       if (stored?.order.state === CONFIRMED) return stored.order;
       throw new ServiceError(
         Code.ABORTED,

@@ -145,6 +145,8 @@ export interface FleetOptions {
   middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
   /** Server settings of a service other than the defaults, as start() takes them. */
   config?: Partial<Record<ServiceName, Partial<ServerConfig>>>;
+  /** A service's database other than the fleet's (the same one through a proxy, say). */
+  databases?: Partial<Record<ServiceName, string>>;
 }
 
 /** Every registered service, dependencies first, each wired to the replicas it calls. */
@@ -162,7 +164,7 @@ export async function startFleet(
   const database = await freshDatabase();
   for (const service of registry.services) {
     started[service.name] = await start(t, modules[service.name] ?? service.module, {
-      database,
+      database: options.databases?.[service.name] ?? database,
       dependencies: Object.fromEntries(
         Object.entries(service.clients).map(([client, name]) => [
           client,

@@ -521,7 +521,10 @@ export const OrderService: GenService<{
    * (reason `ORDER_NOT_SETTLED`) with the order's `order_id` and the
    * `request_id` it was given in the ErrorInfo metadata: resend with that
    * `request_id` to settle it, or watch the order, which the reconciler
-   * settles within the reservation TTL plus one reconcile interval. That
+   * settles within the reservation TTL plus one reconcile interval. When
+   * the service lost its connection to its database as it wrote the order,
+   * it answers ABORTED (reason `OUTCOME_UNKNOWN`): the order may have been
+   * written, and the reconciler fails it within that time. That
    * promise is the service's own: when the connection to it is cut after
    * the call arrived, the caller's library or a proxy answers UNAVAILABLE
    * itself, which says nothing of the order. Send a `request_id` whenever a

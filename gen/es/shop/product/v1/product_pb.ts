@@ -307,6 +307,11 @@ export const UpdateProductResponseSchema: GenMessage<UpdateProductResponse> = /*
  * not decode, a string field with invalid UTF-8 included, with
  * INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
  *
+ * UNAVAILABLE means the call changed nothing, so it may be resent. A write
+ * whose connection to the database was lost before the database confirmed
+ * it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+ * the caller reads the record back before repeating it.
+ *
  * @generated from service shop.product.v1.ProductService
  */
 export const ProductService: GenService<{

@@ -49,6 +49,11 @@ const (
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// whose connection to the database was lost before the database confirmed
+// it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+// the caller reads the record back before repeating it.
 type ProductServiceClient interface {
 	// Adds a product to the catalogue.
 	//
@@ -153,6 +158,11 @@ func (c *productServiceClient) UpdateProduct(ctx context.Context, in *UpdateProd
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// whose connection to the database was lost before the database confirmed
+// it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+// the caller reads the record back before repeating it.
 type ProductServiceServer interface {
 	// Adds a product to the catalogue.
 	//

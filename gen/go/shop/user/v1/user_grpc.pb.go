@@ -50,6 +50,11 @@ const (
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// whose connection to the database was lost before the database confirmed
+// it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+// the caller reads the record back before repeating it.
 type UserServiceClient interface {
 	// Creates a user. Signing up is an admin's job in this store: the identity
 	// provider issues tokens for the new `user_id`.
@@ -169,6 +174,11 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // string must be valid UTF-8. Every rpc answers a request message that does
 // not decode, a string field with invalid UTF-8 included, with
 // INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+//
+// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// whose connection to the database was lost before the database confirmed
+// it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+// the caller reads the record back before repeating it.
 type UserServiceServer interface {
 	// Creates a user. Signing up is an admin's job in this store: the identity
 	// provider issues tokens for the new `user_id`.

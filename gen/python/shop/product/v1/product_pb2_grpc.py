@@ -46,6 +46,11 @@ class ProductServiceStub:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     def __init__(self, channel):
@@ -97,6 +102,11 @@ class ProductServiceServicer:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     def CreateProduct(self, request, context):
@@ -200,6 +210,11 @@ class ProductService:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     @staticmethod

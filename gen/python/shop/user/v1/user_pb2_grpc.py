@@ -46,6 +46,11 @@ class UserServiceStub:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     def __init__(self, channel):
@@ -102,6 +107,11 @@ class UserServiceServicer:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     def CreateUser(self, request, context):
@@ -220,6 +230,11 @@ class UserService:
     string must be valid UTF-8. Every rpc answers a request message that does
     not decode, a string field with invalid UTF-8 included, with
     INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+
+    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    whose connection to the database was lost before the database confirmed
+    it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
+    the caller reads the record back before repeating it.
     """
 
     @staticmethod
