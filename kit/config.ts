@@ -109,6 +109,12 @@ export function databaseLocation(service: string): string {
   return env.string("SHOP_DATABASE", path.join(dataDir, `${service}.sqlite`));
 }
 
+/**
+ * SHOP_SQLITE_SYNC's values: a write rpc answers once its commits are on disk (`before-reply`,
+ * kit/db/wal-sync.ts), or SQLite syncs them at its next checkpoint (`at-checkpoint`).
+ */
+export const SQLITE_SYNC = ["before-reply", "at-checkpoint"] as const;
+
 /** pino's levels, SHOP_LOG_LEVEL's values. */
 export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "silent"] as const;
 
@@ -118,6 +124,8 @@ export interface ServerConfig {
   port: number;
   /** A postgres:// URL, an SQLite file, or ":memory:" (kit/db.ts). */
   database: string;
+  /** SQLite files: when a write rpc's commits reach the disk. */
+  sqliteSync: (typeof SQLITE_SYNC)[number];
   logLevel: string;
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
@@ -151,6 +159,7 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     host: env.string("SHOP_HOST", "127.0.0.1"),
     port: env.port("SHOP_PORT", defaultPort),
     database: databaseLocation(service),
+    sqliteSync: env.oneOf("SHOP_SQLITE_SYNC", "before-reply", SQLITE_SYNC),
     logLevel: env.oneOf("SHOP_LOG_LEVEL", "info", LOG_LEVELS),
     shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000, { min: 0 }),
     maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),

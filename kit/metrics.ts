@@ -11,6 +11,7 @@ import {
   Registry,
 } from "prom-client";
 import { bareHost, hostPort } from "./config.js";
+import type { WalSync } from "./db/wal-sync.js";
 import { type DatabaseObserver, isBusy } from "./db.js";
 import type { PagesInFlight } from "./middleware/pages.js";
 import type { RunObserver } from "./repeat.js";
@@ -80,6 +81,18 @@ export function pagesMetrics(metrics: Metrics, pages: PagesInFlight): void {
     collect() {
       this.set({ state: "serving" }, pages.serving);
       this.set({ state: "waiting" }, pages.waiting);
+    },
+  });
+}
+
+/** `shop_sqlite_wal_syncs_total`: fsyncs of the SQLite WAL that write rpcs waited for. */
+export function walSyncMetrics(metrics: Metrics, wal: WalSync): void {
+  metrics.counter({
+    name: "shop_sqlite_wal_syncs_total",
+    help: "fsyncs of the SQLite WAL that write rpcs waited for before answering; each covers every commit made before it began.",
+    collect() {
+      this.reset();
+      this.inc(wal.syncs);
     },
   });
 }

@@ -9,7 +9,8 @@ import {
   serverConfig,
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
-import { describeLocation, type Knex, observeDatabase, openDatabase } from "./db.js";
+import { WalSync } from "./db/wal-sync.js";
+import { describeLocation, isPostgresUrl, type Knex, observeDatabase, openDatabase } from "./db.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -19,6 +20,7 @@ import {
   type MetricsEndpoint,
   pagesMetrics,
   serveMetrics,
+  walSyncMetrics,
 } from "./metrics.js";
 import { authServer, forwardCredentials } from "./middleware/auth.js";
 import {
@@ -30,6 +32,7 @@ import {
 import { metricsClient, metricsServer, unknownMethods } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
 import { streamsPerCaller } from "./middleware/streams.js";
+import { syncedWrites } from "./middleware/synced-writes.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
 import {
   metricsPortFor,
@@ -152,6 +155,15 @@ export async function startService(
       handlers: implementation.handlers[key] as never,
     }),
   );
+  // An SQLite file's commits reach the disk before a write rpc answers (a server's own matter
+  // on PostgreSQL, and nothing to keep for ":memory:").
+  const wal =
+    config.sqliteSync === "before-reply" &&
+    config.database !== ":memory:" &&
+    !isPostgresUrl(config.database)
+      ? new WalSync(config.database)
+      : undefined;
+  if (wal && counting) walSyncMetrics(metrics, wal);
   const pages = pagesInFlight(config.maxPagesInFlight, config.pageWriteTimeoutMs);
   if (counting) pagesMetrics(metrics, pages);
   let server: RunningServer;
@@ -175,6 +187,7 @@ export async function startService(
         }),
         streamsPerCaller(config.maxStreamsPerCaller),
         pages,
+        ...(wal ? [syncedWrites(wal)] : []),
         ...(options.middleware ?? []),
       ],
       ...(counting && {
@@ -199,6 +212,7 @@ export async function startService(
   } catch (error) {
     await implementation.close?.();
     closeClients();
+    await wal?.close();
     await db.destroy();
     throw error;
   }
@@ -214,6 +228,7 @@ export async function startService(
         await server.shutdown();
         await implementation.close?.();
         closeClients();
+        await wal?.close();
         await db.destroy();
         await metricsEndpoint?.close();
       })();

@@ -119,6 +119,11 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     /^user: failed to start: SHOP_SQLITE_DRIVER must be one of better-sqlite3, sqlite3, got "sqlite4"$/m,
   ],
   [
+    "user",
+    { SHOP_SQLITE_SYNC: "never" },
+    /^user: failed to start: SHOP_SQLITE_SYNC must be one of before-reply, at-checkpoint, got "never"$/m,
+  ],
+  [
     "product",
     { SHOP_SERVICE: "shipping" },
     /SHOP_SERVICE \(or the first argument\) must be one of user, product, order, got "shipping"/,
