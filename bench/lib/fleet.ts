@@ -88,11 +88,9 @@ async function launchOn(
   let databases: Record<string, string> | undefined;
   if (storage === "sqlite3") env.SHOP_SQLITE_DRIVER = "sqlite3";
   else {
-    // Commits do not wait for their WAL to reach the disk: SQLite's synchronous=NORMAL in WAL
-    // mode, which the services use, makes the same trade.
-    const { server, url } = await launchPostgres(own, dataDir, {
-      settings: { synchronous_commit: "off" },
-    });
+    // PostgreSQL's defaults: a commit waits for its WAL to reach the disk, as a write on SQLite
+    // does before it answers (SHOP_SQLITE_SYNC).
+    const { server, url } = await launchPostgres(own, dataDir);
     databases = Object.fromEntries(registry.names.map((name) => [name, url]));
     const pid = server.pid();
     if (pid) pids.set("postgres", pid);
