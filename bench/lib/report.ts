@@ -229,7 +229,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
       ? "- The `sqlite3` targets call a second fleet of the same services on SQLite through the sqlite3 driver (`SHOP_SQLITE_DRIVER=sqlite3`)."
       : "",
     settings.targets.some((id) => id.endsWith("-pg"))
-      ? `- The PostgreSQL targets call a third fleet on PostgreSQL ${machine.postgres ?? ""}, a local server the run starts (\`scripts/lib/postgres.ts\`), with \`synchronous_commit=off\`: like SQLite's synchronous=NORMAL in WAL mode, a commit does not wait for the disk. The server's CPU counts its connection processes.`
+      ? `- The PostgreSQL targets call a third fleet on PostgreSQL ${machine.postgres ?? ""}, a local server the run starts (\`scripts/lib/postgres.ts\`), with its default settings: a commit waits for the disk, as a write on SQLite does before it answers (\`SHOP_SQLITE_SYNC\`). The server's CPU counts its connection processes.`
       : "",
     `- Services log at \`${settings.logLevel}\`: one JSON line per RPC, piped through this harness to a file. That cost is part of the measured service.`,
     machine.envoy === "not run"
