@@ -1,13 +1,10 @@
 // Commits on disk before the call that made them answers, without holding up the event loop.
 //
-// SQLite runs with `synchronous = NORMAL` (db/sqlite.ts): a commit is appended to the WAL file and
-// reaches the disk at the next checkpoint. A process that crashes loses nothing (the kernel has
-// the file), but a host that crashes or loses power may lose the last commits. `synchronous =
-// FULL` would fsync inside every commit, on the event loop with better-sqlite3: measured on the
-// production shape, CreateOrder lost 40% of its throughput at c=16. Here a write rpc waits, before
-// its reply, for an fsync of the WAL on libuv's thread pool, and one fsync covers every commit made
-// before it started: under load, a handful of calls share each one (group commit). On recovery
-// SQLite replays every committed frame the WAL holds, so a synced commit survives as with FULL.
+// SQLite runs with `synchronous = NORMAL` (db/sqlite.ts): its WAL reaches the disk at checkpoints,
+// so a host that crashes may lose the last commits. `FULL` would fsync inside each commit, on the
+// event loop (docs/performance.md: 40% of CreateOrder's throughput). Instead a write rpc waits
+// for an fsync of the WAL on libuv's thread pool that began after its commits, and the calls
+// waiting share one (group commit). SQLite's recovery replays every committed frame of the WAL.
 import { type FileHandle, open } from "node:fs/promises";
 
 export class WalSync {
