@@ -1,10 +1,11 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
-// long stderr still unread when the process exits.
-import { mkdtemp, rm } from "node:fs/promises";
+// long stderr still unread when the process exits; and its log file keeps every line.
+import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { LaunchError, spawnLogged, waitReported } from "../scripts/lib/launcher.js";
+import { eventually } from "./helpers/eventually.js";
 
 test("a process that exits before serving is reported with the last lines of its stderr", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
@@ -16,4 +17,19 @@ test("a process that exits before serving is reported with the last lines of its
     const error = await t.throwsAsync(waitReported(proc, 10_000), { instanceOf: LaunchError });
     t.regex(error?.message ?? "", /failed to start: [\s\S]*SHOP_PORT: port 1 is taken/, `try ${i}`);
   }
+});
+
+test("what a process writes to stderr after its stdout closed still reaches its log", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // stdout ends at once; stderr goes on for longer than a pipe holds, then says its last word.
+  const script = `require("fs").closeSync(1); setTimeout(() => process.stderr.write("noise\\n".repeat(40000) + "last words\\n"), 50);`;
+  const proc = spawnLogged("late", process.execPath, ["-e", script], dir);
+  // Were its stderr left unread, it would block on the write and never exit.
+  t.teardown(() => proc.child.kill("SIGKILL"));
+  const log = await eventually("the last line in the log", async () => {
+    const text = await readFile(proc.logFile, "utf8");
+    return text.endsWith("last words\n") ? text : undefined;
+  });
+  t.is(log.split("\n").filter((line) => line === "noise").length, 40000);
 });

@@ -104,8 +104,11 @@ function logTo(name: string, logDir: string, child: ChildProcess): string {
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}.log`);
   const log = createWriteStream(logFile, { flags: "a" });
-  child.stdout?.pipe(log);
-  child.stderr?.pipe(log);
+  // Both streams write to one file, which closes once the process and its pipes are done: the
+  // first pipe to end would otherwise end it under the other's last lines.
+  child.stdout?.pipe(log, { end: false });
+  child.stderr?.pipe(log, { end: false });
+  child.once("close", () => log.end());
   return logFile;
 }
 
