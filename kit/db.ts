@@ -8,6 +8,7 @@ import {
   postgresErrors,
 } from "./db/postgres.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
+import { WalSync } from "./db/wal-sync.js";
 import type { Logger } from "./logger.js";
 import { fitting } from "./page-token.js";
 
@@ -72,6 +73,17 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
         },
       }
     : {};
+
+/**
+ * What a write call waits for before it answers (kit/db/wal-sync.ts): an SQLite file's WAL sync,
+ * unless `sync` leaves syncing to SQLite's checkpoints. None on PostgreSQL, whose commit is
+ * durable itself, nor for ":memory:".
+ */
+export function walSyncOf(location: string, sync: "before-reply" | "at-checkpoint") {
+  return sync === "before-reply" && location !== ":memory:" && !isPostgresUrl(location)
+    ? new WalSync(location)
+    : undefined;
+}
 
 /** The SQLite driver SHOP_SQLITE_DRIVER names; better-sqlite3 unless it says sqlite3. */
 export function sqliteDriver(): SqliteDriver {

@@ -9,8 +9,7 @@ import {
   serverConfig,
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
-import { WalSync } from "./db/wal-sync.js";
-import { describeLocation, isPostgresUrl, type Knex, observeDatabase, openDatabase } from "./db.js";
+import { describeLocation, type Knex, observeDatabase, openDatabase, walSyncOf } from "./db.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -155,14 +154,7 @@ export async function startService(
       handlers: implementation.handlers[key] as never,
     }),
   );
-  // An SQLite file's commits reach the disk before a write rpc answers (a server's own matter
-  // on PostgreSQL, and nothing to keep for ":memory:").
-  const wal =
-    config.sqliteSync === "before-reply" &&
-    config.database !== ":memory:" &&
-    !isPostgresUrl(config.database)
-      ? new WalSync(config.database)
-      : undefined;
+  const wal = walSyncOf(config.database, config.sqliteSync);
   if (wal && counting) walSyncMetrics(metrics, wal);
   const pages = pagesInFlight(config.maxPagesInFlight, config.pageWriteTimeoutMs);
   if (counting) pagesMetrics(metrics, pages);

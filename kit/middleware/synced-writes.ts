@@ -7,7 +7,6 @@ import type { ServerMiddleware } from "./types.js";
  * not, since a failed call may have written too (a FAILED order).
  */
 export function syncedWrites(wal: WalSync): ServerMiddleware {
-  const synced = () => wal.flush();
   return {
     name: "synced-writes",
     wrap: (method, next) =>
@@ -15,9 +14,10 @@ export function syncedWrites(wal: WalSync): ServerMiddleware {
         ? next
         : (request, ctx) =>
             (next(request, ctx) as Promise<unknown>).then(
-              (reply) => synced().then(() => reply),
+              (reply) => wal.flush().then(() => reply),
+              // The call's own error is the answer, whether or not the sync fails too.
               (error: unknown) =>
-                synced().then(
+                wal.flush().then(
                   () => Promise.reject(error),
                   () => Promise.reject(error),
                 ),
