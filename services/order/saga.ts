@@ -17,6 +17,7 @@ import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { toServiceError } from "../../kit/middleware/status.js";
+import { enoughOnDisk } from "../../kit/middleware/synced-writes.js";
 import { inSpan } from "../../kit/tracing.js";
 import { pricedOrder, pricesOf } from "./prices.js";
 import { IdempotencyKeyTaken, type OrderStore, type Prices, type StoredOrder } from "./store.js";
@@ -352,8 +353,8 @@ export class OrderSaga {
       step("check_user", () => this.deps.users.getUser({ userId: request.userId }, { ctx })),
       // SQLite's statements run on this thread, and a request leaves only once the thread is
       // free: the write waits one turn of the event loop, so that GetUser is on the wire first.
-      setImmediate().then(() =>
-        step("write", () =>
+      setImmediate().then(async () => {
+        const written = await step("write", () =>
           this.store.insert({
             orderId,
             userId: request.userId,
@@ -361,8 +362,12 @@ export class OrderSaga {
             reservationId: reservationIdOf(orderId),
             lines: request.lines.map(({ productId, quantity }) => ({ productId, quantity })),
           }),
-        ),
-      ),
+        );
+        // Once this row is on disk, with the reservation product syncs before it answers, a
+        // crash cannot lose a confirmed order: the reconciler confirms it again from them.
+        enoughOnDisk(ctx);
+        return written;
+      }),
     ]);
     if (user.status === "rejected") {
       if (write.status === "fulfilled") await this.store.discard(orderId);

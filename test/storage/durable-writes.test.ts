@@ -1,18 +1,28 @@
 // A write rpc on an SQLite file answers once what it committed is on disk (SHOP_SQLITE_SYNC,
 // kit/db/wal-sync.ts): a crashed host cannot lose a write its caller was told about. Reads wait
-// for nothing, and calls made at once share a sync.
+// for nothing, and calls made at once share a sync. CreateOrder's confirmation can be rebuilt after
+// a crash, so its OK answer waits only for the sync that began once its order was written.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
+import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { ServerConfig } from "../../kit/config.js";
-import { addProduct } from "../../scripts/lib/seed.js";
+import { Code } from "../../kit/errors.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { createProductService } from "../../services/product/service.js";
-import { clientsFor, start, type TestService } from "../helpers/fleet.js";
+import { until } from "../helpers/eventually.js";
+import { clientsFor, orderLine, start, startFleet, type TestService } from "../helpers/fleet.js";
+import { expectStatus } from "../helpers/status.js";
 
-async function catalog(t: ExecutionContext, config: Partial<ServerConfig> = {}) {
+async function scratch(t: ExecutionContext) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-durable-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return dir;
+}
+
+async function catalog(t: ExecutionContext, config: Partial<ServerConfig> = {}) {
+  const dir = await scratch(t);
   const service = await start(t, createProductService(), {
     database: path.join(dir, "product.sqlite"),
     config,
@@ -51,4 +61,46 @@ test("SHOP_SQLITE_SYNC=at-checkpoint leaves syncing to SQLite", async (t) => {
   const { service, products } = await catalog(t, { sqliteSync: "at-checkpoint" });
   await addProduct(products, { name: "mug" });
   t.is(await syncs(service), undefined);
+});
+
+/** A fleet whose order service keeps its orders in an SQLite file, product's ReserveStock slow. */
+async function slowReservations(t: ExecutionContext) {
+  const dir = await scratch(t);
+  const fleet = await startFleet(t, { databases: { order: path.join(dir, "order.sqlite") } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  fleet.product.faults.set("ReserveStock", { delayMs: 400 });
+  return { fleet, user, mug };
+}
+
+test("CreateOrder's sync begins at its order's write, while product reserves the stock", async (t) => {
+  const { fleet, user, mug } = await slowReservations(t);
+  const before = (await syncs(fleet.order)) ?? 0;
+  const placing = fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "",
+  });
+  await until("order's sync", async () => ((await syncs(fleet.order)) ?? 0) > before);
+  t.is(fleet.product.faults.inFault("ReserveStock"), 1, "the stock is still being reserved");
+  const { order } = await placing;
+  t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.is(await syncs(fleet.order), before + 1, "the confirmation waits for no sync of its own");
+});
+
+test("a refused CreateOrder still waits for a sync of all it wrote", async (t) => {
+  const { fleet, user, mug } = await slowReservations(t);
+  const before = (await syncs(fleet.order)) ?? 0;
+  await expectStatus(
+    t,
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 2)],
+      requestId: "",
+    }),
+    Code.FAILED_PRECONDITION,
+    "INSUFFICIENT_STOCK",
+  );
+  // One as the order was written, one after it was deleted again.
+  t.is(await syncs(fleet.order), before + 2);
 });
