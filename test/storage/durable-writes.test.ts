@@ -9,6 +9,7 @@ import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { Code } from "../../kit/errors.js";
+import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { createProductService } from "../../services/product/service.js";
 import { until } from "../helpers/eventually.js";
@@ -63,18 +64,41 @@ test("SHOP_SQLITE_SYNC=at-checkpoint leaves syncing to SQLite", async (t) => {
   t.is(await syncs(service), undefined);
 });
 
-/** A fleet whose order service keeps its orders in an SQLite file, product's ReserveStock slow. */
-async function slowReservations(t: ExecutionContext) {
+/**
+ * A fleet whose order service keeps its orders in an SQLite file. Product's ReserveStock waits at
+ * the gate until the test opens it.
+ */
+async function gatedReservations(t: ExecutionContext) {
   const dir = await scratch(t);
-  const fleet = await startFleet(t, { databases: { order: path.join(dir, "order.sqlite") } });
+  let open = () => {};
+  const opened = new Promise<void>((resolve) => {
+    open = resolve;
+  });
+  let waiting = 0;
+  const gate: ServerMiddleware = {
+    name: "reservation-gate",
+    wrap: (method, next) =>
+      method.rpc !== "ReserveStock"
+        ? next
+        : async (request, ctx) => {
+            waiting++;
+            await opened;
+            waiting--;
+            return next(request, ctx);
+          },
+  };
+  t.teardown(open);
+  const fleet = await startFleet(t, {
+    databases: { order: path.join(dir, "order.sqlite") },
+    middleware: { product: [gate] },
+  });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 1 });
-  fleet.product.faults.set("ReserveStock", { delayMs: 400 });
-  return { fleet, user, mug };
+  return { fleet, user, mug, open, waiting: () => waiting };
 }
 
 test("CreateOrder's sync begins at its order's write, while product reserves the stock", async (t) => {
-  const { fleet, user, mug } = await slowReservations(t);
+  const { fleet, user, mug, open, waiting } = await gatedReservations(t);
   const before = (await syncs(fleet.order)) ?? 0;
   const placing = fleet.orders.createOrder({
     userId: user.userId,
@@ -82,14 +106,16 @@ test("CreateOrder's sync begins at its order's write, while product reserves the
     requestId: "",
   });
   await until("order's sync", async () => ((await syncs(fleet.order)) ?? 0) > before);
-  t.is(fleet.product.faults.inFault("ReserveStock"), 1, "the stock is still being reserved");
+  t.is(waiting(), 1, "the stock is still being reserved");
+  open();
   const { order } = await placing;
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
   t.is(await syncs(fleet.order), before + 1, "the confirmation waits for no sync of its own");
 });
 
 test("a refused CreateOrder still waits for a sync of all it wrote", async (t) => {
-  const { fleet, user, mug } = await slowReservations(t);
+  const { fleet, user, mug, open } = await gatedReservations(t);
+  open();
   const before = (await syncs(fleet.order)) ?? 0;
   await expectStatus(
     t,
