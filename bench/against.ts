@@ -7,6 +7,7 @@ import { existsSync, symlinkSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
+import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Migration } from "../kit/db.js";
@@ -48,6 +49,8 @@ export const AGAINST_USAGE = `npm run bench -- --against REF [options]
   --warmup SECONDS         per build and target, at the highest concurrency (default 3)
   --concurrency LIST       comma-separated (default 16)
   --targets LIST           comma-separated ids (default kit-echo,get-direct-tls,create-direct-tls)
+  --alongside TARGET@C     during every slice, load TARGET at concurrency C on the same build too,
+                           unmeasured: latency under a mixed load (CPU per call then includes it)
   --gc                     count each process's garbage per call too
   --out DIR                where the .md and .json go (default bench/results)
   --keep                   keep the temp dir: REF's tree, both fleets' data and logs`;
@@ -69,6 +72,7 @@ function parse(argv: string[]): AgainstOptions | undefined {
       warmup: { type: "string" },
       concurrency: { type: "string" },
       targets: { type: "string" },
+      alongside: { type: "string" },
       gc: { type: "boolean", default: false },
       out: { type: "string" },
       keep: { type: "boolean", default: false },
@@ -91,10 +95,18 @@ function parse(argv: string[]): AgainstOptions | undefined {
         .split(",")
         .map((id) => targetById(id.trim()).id),
       gc: values.gc === true,
+      ...(values.alongside && { alongside: alongsideOf(values.alongside) }),
     },
     outDir: path.resolve(values.out ?? defaultOutDir),
     keep: values.keep === true,
   };
+}
+
+/** `--alongside TARGET@C`. */
+function alongsideOf(value: string): NonNullable<AgainstSettings["alongside"]> {
+  const [id = "", level = ""] = value.split("@");
+  if (!level) throw new Error(`--alongside needs TARGET@CONCURRENCY, got "${value}"`);
+  return { target: targetById(id.trim()).id, concurrency: positiveInt(level, "--alongside") };
 }
 
 const git = (...args: string[]) => spawnSync("git", args, { cwd: repoRoot, encoding: "utf8" });
@@ -227,10 +239,26 @@ async function inTurns(
   settings: AgainstSettings,
 ): Promise<Comparison> {
   const slices: Slice[] = [];
+  const alongside = settings.alongside && {
+    target: targetById(settings.alongside.target),
+    concurrency: settings.alongside.concurrency,
+  };
   for (let i = 0; i < settings.slices; i++) {
     const order: Side[] = i % 2 === 0 ? ["base", "new"] : ["new", "base"];
     for (const side of order) {
       const { context, pids, dir, gcDir } = sides[side];
+      // Begins half a second before the slice and ends half a second after it.
+      const load =
+        alongside &&
+        runLoad(alongside.target.call(context), {
+          ghz: tool("ghz"),
+          address: context.addresses[alongside.target.entry] as string,
+          concurrency: alongside.concurrency,
+          durationS: settings.sliceS + 1,
+          outFile: path.join(dir, "alongside.json"),
+          cpus: os.cpus().length,
+        });
+      if (load) await sleep(500);
       const run = await measure(
         target,
         context,
@@ -241,7 +269,8 @@ async function inTurns(
         dir,
         gcDir,
       );
-      slices.push(sliceOf(side, target, run));
+      const other = await load;
+      slices.push({ ...sliceOf(side, target, run), ...(other && { alongsideOk: other.ok }) });
     }
   }
   return compare(target, concurrency, slices);
@@ -267,7 +296,10 @@ async function main(): Promise<number> {
   const { settings } = options;
   const targets = settings.targets.map(targetById);
   const storages = new Set(targets.flatMap((target) => target.storage ?? []));
-  const needs = new Set(targets.filter((t) => !t.storage).flatMap((target) => target.path));
+  const alongside = settings.alongside ? [targetById(settings.alongside.target)] : [];
+  const needs = new Set(
+    [...targets, ...alongside].filter((t) => !t.storage).flatMap((target) => target.path),
+  );
   for (const name of ["ghz", ...(needs.has("envoy") || needs.has("tls-envoy") ? ["envoy"] : [])]) {
     if (!existsSync(tool(name))) {
       console.error(`bench: ${tool(name)} is missing; run \`npm run tools\``);

@@ -302,6 +302,7 @@ test.serial(
         ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", ref],
         ...["--targets", "kit-echo,create-direct", "--concurrency", "2"],
         ...["--slices", "2", "--duration", "1", "--warmup", "0.5", "--gc", "--out", out],
+        ...["--alongside", "get-direct@2"],
         "--keep",
       ],
       { timeoutMs: 170_000 },
@@ -367,6 +368,7 @@ test.serial(
         t.deepEqual(Object.keys(slice.cpuMsOf).sort(), path.sort());
         t.true(slice.cpuMs > 0, `${c.target} CPU`);
         t.true((slice.kbPerCall ?? 0) > 0, `${c.target} garbage`);
+        t.true((slice.alongsideOk ?? 0) > 0, `${c.target}: GetProduct ran alongside`);
       }
       t.true(c.pairs <= 2 && c.newLower <= c.pairs && c.p > 0 && c.p <= 1);
     }
@@ -382,6 +384,7 @@ test.serial(
     );
     t.regex(markdown, /\| CreateOrder direct \| 2 \| order \| [\d.]+ \| [\d.]+ \|/);
     t.regex(markdown, /## Garbage per call/);
+    t.regex(markdown, /each build also served GetProduct direct at c=2, unmeasured/);
   },
 );
 

@@ -4,7 +4,7 @@
 // target and concurrency, and the report.
 import type { RunResult } from "./results.js";
 import { median } from "./stats.js";
-import type { ProcessName, Target } from "./targets.js";
+import { type ProcessName, type Target, targetById } from "./targets.js";
 
 /** The build given as --against, and the checkout the bench runs from. */
 export type Side = "base" | "new";
@@ -23,6 +23,8 @@ export interface Slice {
   errors: number;
   /** CPU seconds the hypervisor took from the machine during the slice. */
   stealS: number;
+  /** Successful calls of the `--alongside` load during the slice and a second around it. */
+  alongsideOk?: number;
 }
 
 export function sliceOf(side: Side, target: Target, run: RunResult): Slice {
@@ -155,6 +157,8 @@ export interface AgainstSettings {
   concurrency: number[];
   targets: string[];
   gc: boolean;
+  /** A target loaded on the same build during every slice, unmeasured (`--alongside`). */
+  alongside?: { target: string; concurrency: number };
 }
 
 /** The names of the migrations a build's databases were migrated with, by service. */
@@ -216,6 +220,11 @@ export function againstReport(run: AgainstRun): string {
     `- **base**: \`${run.base.ref}\` (${run.base.commit.slice(0, 7)}); **new**: ${newName}.`,
     `- ${settings.slices} slices of ${settings.sliceS} s per build, target and concurrency, the builds in turns (the first of each pair alternates), after ${settings.warmupS} s of warm-up each; ${run.machine.cores} cores, ${run.machine.cpuModel}, Node ${run.machine.node}; ${fixed(run.wallS, 0)} s in all.`,
     `- ${schemaLine(run)}`,
+    ...(settings.alongside
+      ? [
+          `- During every slice each build also served ${targetById(settings.alongside.target).label} at c=${settings.alongside.concurrency}, unmeasured, from half a second before the slice to half a second after it: read the latency and calls a second; CPU per call includes that load.`,
+        ]
+      : []),
     "- CPU is per successful call, summed over the processes on the target's path, from /proc; each figure is the median of its slices.",
     "- **lower in** counts the pairs in which the new build spent less CPU per call; **p** is the two-sided sign test's chance of so uneven a split between two equal builds.",
     "",
