@@ -79,9 +79,9 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
  * unless `sync` leaves syncing to SQLite's checkpoints. None on PostgreSQL, whose commit is
  * durable itself, nor for ":memory:".
  */
-export function walSyncOf(location: string, sync: "before-reply" | "at-checkpoint") {
+export function walSyncOf(db: Knex, location: string, sync: "before-reply" | "at-checkpoint") {
   return sync === "before-reply" && location !== ":memory:" && !isPostgresUrl(location)
-    ? new WalSync(location)
+    ? new WalSync(location, db)
     : undefined;
 }
 

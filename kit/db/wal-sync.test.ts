@@ -1,5 +1,6 @@
-// The WAL sync a write rpc waits for: one fsync covers every commit made before it began, and a
-// caller that arrives while one runs waits for the next.
+// The WAL sync an answer waits for: one fsync covers every commit made before it began, a caller
+// whose commits came after the running one began waits for the next, and the database's writes
+// tell whether anything is not yet on disk.
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -13,7 +14,7 @@ async function items(t: ExecutionContext) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-wal-"));
   const file = path.join(dir, "items.sqlite");
   const db = await openDatabase(file, itemsMigrations);
-  const wal = new WalSync(file);
+  const wal = new WalSync(file, db);
   t.teardown(async () => {
     await wal.close();
     await db.destroy();
@@ -30,24 +31,54 @@ test("a flush syncs the WAL the commits went to", async (t) => {
   t.is(wal.syncs, 1);
 });
 
-test("flushes while one runs share the next sync, which starts after they were asked for", async (t) => {
+test("a commit made while a sync runs waits for the next, with every flush asked for meanwhile", async (t) => {
   const { db, wal } = await items(t);
   await db("items").insert({ id: 1, name: "mug" });
   const first = wal.flush();
+  await db("items").insert({ id: 2, name: "cup" });
   const later = Array.from({ length: 20 }, () => wal.flush());
   t.is(new Set(later).size, 1, "one queued sync for all of them");
-  // The running sync may have begun before their commits: each resolves after the second.
   const seen = await Promise.all(later.map((flushed) => flushed.then(() => wal.syncs)));
   await first;
   t.deepEqual(new Set(seen), new Set([2]));
   t.is(wal.syncs, 2);
 });
 
+test("a flush with nothing written since the running sync began shares it", async (t) => {
+  const { db, wal } = await items(t);
+  await db("items").insert({ id: 1, name: "mug" });
+  const first = wal.flush();
+  await db("items").select();
+  t.is(wal.flush(), first);
+  await first;
+  t.is(wal.syncs, 1);
+});
+
+test("behind: a write or a transaction leaves the file behind until a sync covers it", async (t) => {
+  const { db, wal } = await items(t);
+  t.true(wal.behind, "what came before the WalSync watched is not known to be on disk");
+  await wal.flush();
+  t.false(wal.behind);
+  await db("items").select();
+  t.false(wal.behind, "a read changes nothing");
+  await db("items").insert({ id: 1, name: "mug" });
+  t.true(wal.behind);
+  await wal.flush();
+  t.false(wal.behind);
+  await db.transaction((trx) => trx("items").where({ id: 1 }).update({ name: "cup" }));
+  t.true(wal.behind);
+  await wal.flush();
+  t.false(wal.behind);
+});
+
 test("a file with no WAL yet has nothing to sync", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-wal-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const wal = new WalSync(path.join(dir, "none.sqlite"));
+  // Its writes are counted on another database, which has none.
+  const db = await openDatabase(":memory:", itemsMigrations);
+  const wal = new WalSync(path.join(dir, "none.sqlite"), db);
   await wal.flush();
   t.is(wal.syncs, 1);
   await wal.close();
+  await db.destroy();
 });

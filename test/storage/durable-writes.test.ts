@@ -1,6 +1,7 @@
-// A write rpc on an SQLite file answers once what it committed is on disk (SHOP_SQLITE_SYNC,
-// kit/db/wal-sync.ts): a crashed host cannot lose a write its caller was told about. Reads wait
-// for nothing, and calls made at once share a sync. CreateOrder's confirmation can be rebuilt after
+// No answer on an SQLite file tells of a commit that is not on disk (SHOP_SQLITE_SYNC,
+// kit/db/wal-sync.ts): a crashed host cannot take back what a caller was told. A write rpc waits
+// for a sync that began after its commits, and calls made at once share one. A read, and each
+// message of a stream, waits only while some commit is not yet on disk. CreateOrder's confirmation can be rebuilt after
 // a crash, so its OK answer waits only for the sync that began once its order was written.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -46,6 +47,19 @@ test("a write is synced before it answers, a read is not", async (t) => {
   t.true(afterWrite >= 1, `${afterWrite} syncs`);
   for (let i = 0; i < 5; i++) await products.getProduct({ productId: mug.productId });
   t.is(await syncs(service), afterWrite);
+});
+
+test("a read that may have seen a commit not yet on disk waits for a sync", async (t) => {
+  const { service, products } = await catalog(t);
+  const mug = await addProduct(products, { name: "mug" });
+  const before = (await syncs(service)) ?? 0;
+  // A write no call made, as the product's sweep or the order's reconciler make them.
+  await service.db("products").where({ product_id: mug.productId }).update({ name: "cup" });
+  const { product } = await products.getProduct({ productId: mug.productId });
+  t.is(product?.name, "cup");
+  t.is(await syncs(service), before + 1);
+  await products.getProduct({ productId: mug.productId });
+  t.is(await syncs(service), before + 1, "nothing is behind any more");
 });
 
 test("writes made at once share syncs", async (t) => {
@@ -129,4 +143,33 @@ test("a refused CreateOrder still waits for a sync of all it wrote", async (t) =
   );
   // One as the order was written, one after it was deleted again.
   t.is(await syncs(fleet.order), before + 2);
+});
+
+test("a WatchOrder message waits for the change it reports to be on disk", async (t) => {
+  const dir = await scratch(t);
+  const fleet = await startFleet(t, { databases: { order: path.join(dir, "order.sqlite") } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products);
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "",
+  });
+  const orderId = order?.orderId ?? "";
+  const updates = fleet.orders.watchOrder({ orderId })[Symbol.asyncIterator]();
+  t.is((await updates.next()).value?.order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  const before = (await syncs(fleet.order)) ?? 0;
+  // A cancel recorded by another replica on the same database; the watch reads it at its poll.
+  await fleet.order
+    .db("orders")
+    .where({ order_id: orderId })
+    .update({ state: OrderState.ORDER_STATE_CANCELLING });
+  // The reconciler may have finished the cancel before the watch read it.
+  const next = (await updates.next()).value?.order?.state;
+  t.true(
+    next === OrderState.ORDER_STATE_CANCELLING || next === OrderState.ORDER_STATE_CANCELLED,
+    `${next}`,
+  );
+  t.true(((await syncs(fleet.order)) ?? 0) > before);
+  await updates.return?.();
 });
