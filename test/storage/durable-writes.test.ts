@@ -119,6 +119,10 @@ test("CreateOrder's sync begins at its order's write, while product reserves the
     lines: [orderLine(mug.productId, 1)],
     requestId: "",
   });
+  // Failing the test closes the clients under it: the call's end is then no one's business.
+  placing.catch(() => {});
+  // ReserveStock comes after GetUser, which may take longer than the sync: wait for both.
+  await until("ReserveStock at the gate", () => waiting() === 1);
   await until("order's sync", async () => ((await syncs(fleet.order)) ?? 0) > before);
   t.is(waiting(), 1, "the stock is still being reserved");
   open();
