@@ -75,9 +75,10 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
     : {};
 
 /**
- * What a write call waits for before it answers (kit/db/wal-sync.ts): an SQLite file's WAL sync,
- * unless `sync` leaves syncing to SQLite's checkpoints. None on PostgreSQL, whose commit is
- * durable itself, nor for ":memory:".
+ * What an answer waits for while a commit it tells of may not be on disk (kit/db/wal-sync.ts):
+ * an SQLite file's WAL sync, which counts the writes made on `db`, unless `sync` leaves syncing
+ * to SQLite's checkpoints. None on PostgreSQL, whose commit is durable itself, nor for
+ * ":memory:".
  */
 export function walSyncOf(db: Knex, location: string, sync: "before-reply" | "at-checkpoint") {
   return sync === "before-reply" && location !== ":memory:" && !isPostgresUrl(location)
