@@ -14,6 +14,7 @@ export interface Slice {
   side: Side;
   rps: number;
   p50Ms: number;
+  p99Ms: number;
   /** CPU per successful call, ms, summed over the processes on the target's path. */
   cpuMs: number;
   /** The same for each of those processes. */
@@ -45,6 +46,7 @@ export function sliceOf(side: Side, target: Target, run: RunResult): Slice {
     side,
     rps: run.rps,
     p50Ms: run.latencyMs.p50,
+    p99Ms: run.latencyMs.p99,
     cpuMs: Object.values(cpuMsOf).reduce((sum, ms) => sum + ms, 0),
     cpuMsOf,
     ...(counted && { kbPerCall: allocated / 1000 / calls }),
@@ -56,7 +58,7 @@ export function sliceOf(side: Side, target: Target, run: RunResult): Slice {
 /** Medians of one side's slices (its errors summed). */
 export type SideSummary = Pick<
   Slice,
-  "rps" | "p50Ms" | "cpuMs" | "cpuMsOf" | "kbPerCall" | "errors"
+  "rps" | "p50Ms" | "p99Ms" | "cpuMs" | "cpuMsOf" | "kbPerCall" | "errors"
 >;
 
 export interface Comparison {
@@ -85,6 +87,7 @@ function summary(slices: readonly Slice[]): SideSummary {
   return {
     rps: median(slices.map((s) => s.rps)),
     p50Ms: median(slices.map((s) => s.p50Ms)),
+    p99Ms: median(slices.map((s) => s.p99Ms)),
     cpuMs: median(slices.map((s) => s.cpuMs)),
     cpuMsOf: Object.fromEntries(
       names.map((name) => [name, median(slices.map((s) => s.cpuMsOf[name] ?? 0))]),
@@ -230,12 +233,12 @@ export function againstReport(run: AgainstRun): string {
     "",
     "## CPU per call",
     "",
-    "| target | c | base ms | new ms | change | lower in | p | base calls/s | new calls/s | base p50 ms | new p50 ms |",
-    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    "| target | c | base ms | new ms | change | lower in | p | base calls/s | new calls/s | base p50 ms | new p50 ms | base p99 ms | new p99 ms |",
+    "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
   ];
   for (const c of run.comparisons) {
     lines.push(
-      `| ${c.label} | ${c.concurrency} | ${fixed(c.base.cpuMs, 4)} | ${fixed(c.new.cpuMs, 4)} | ${change(c.base.cpuMs, c.new.cpuMs)} | ${c.newLower} of ${c.pairs} | ${fixed(c.p, 3)} | ${fixed(c.base.rps, 0)} | ${fixed(c.new.rps, 0)} | ${fixed(c.base.p50Ms, 2)} | ${fixed(c.new.p50Ms, 2)} |`,
+      `| ${c.label} | ${c.concurrency} | ${fixed(c.base.cpuMs, 4)} | ${fixed(c.new.cpuMs, 4)} | ${change(c.base.cpuMs, c.new.cpuMs)} | ${c.newLower} of ${c.pairs} | ${fixed(c.p, 3)} | ${fixed(c.base.rps, 0)} | ${fixed(c.new.rps, 0)} | ${fixed(c.base.p50Ms, 2)} | ${fixed(c.new.p50Ms, 2)} | ${fixed(c.base.p99Ms, 2)} | ${fixed(c.new.p99Ms, 2)} |`,
     );
   }
   lines.push("", "## Per process", "");
