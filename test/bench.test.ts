@@ -364,6 +364,7 @@ test.serial(
       );
       for (const slice of c.slices) {
         t.true(slice.rps > 0 && slice.errors === 0, `${c.target}: ${JSON.stringify(slice)}`);
+        t.true(slice.p99Ms >= slice.p50Ms && slice.p50Ms > 0, `${c.target} latency`);
         const path = c.target === "kit-echo" ? ["kit-echo"] : ["order", "user", "product"];
         t.deepEqual(Object.keys(slice.cpuMsOf).sort(), path.sort());
         t.true(slice.cpuMs > 0, `${c.target} CPU`);
@@ -383,6 +384,7 @@ test.serial(
       /\| CreateOrder direct \| 2 \| [\d.]+ \| [\d.]+ \| (?:[+−][\d.]+|0\.0)% \| \d+ of \d+ \|/,
     );
     t.regex(markdown, /\| CreateOrder direct \| 2 \| order \| [\d.]+ \| [\d.]+ \|/);
+    t.regex(markdown, /\| base p50 ms \| new p50 ms \| base p99 ms \| new p99 ms \|/);
     t.regex(markdown, /## Garbage per call/);
     t.regex(markdown, /each build also served GetProduct direct at c=2, unmeasured/);
   },
