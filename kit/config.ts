@@ -110,8 +110,8 @@ export function databaseLocation(service: string): string {
 }
 
 /**
- * SHOP_SQLITE_SYNC's values: a write rpc answers once its commits are on disk (`before-reply`,
- * kit/db/wal-sync.ts), or SQLite syncs them at its next checkpoint (`at-checkpoint`).
+ * SHOP_SQLITE_SYNC's values: no answer tells of a commit before it is on disk (`before-reply`,
+ * kit/db/wal-sync.ts), or SQLite syncs commits at its next checkpoint (`at-checkpoint`).
  */
 export const SQLITE_SYNC = ["before-reply", "at-checkpoint"] as const;
 
@@ -124,7 +124,7 @@ export interface ServerConfig {
   port: number;
   /** A postgres:// URL, an SQLite file, or ":memory:" (kit/db.ts). */
   database: string;
-  /** SQLite files: when a write rpc's commits reach the disk. */
+  /** SQLite files: when commits reach the disk, and so what an answer waits for. */
   sqliteSync: (typeof SQLITE_SYNC)[number];
   logLevel: string;
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. */

@@ -1,5 +1,5 @@
 import knex, { type Knex } from "knex";
-import { env, redactUrl, SettingError } from "./config.js";
+import { env, redactUrl, type ServerConfig, SettingError } from "./config.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -80,7 +80,7 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
  * to SQLite's checkpoints. None on PostgreSQL, whose commit is durable itself, nor for
  * ":memory:".
  */
-export function walSyncOf(db: Knex, location: string, sync: "before-reply" | "at-checkpoint") {
+export function walSyncOf(db: Knex, location: string, sync: ServerConfig["sqliteSync"]) {
   return sync === "before-reply" && location !== ":memory:" && !isPostgresUrl(location)
     ? new WalSync(location, db)
     : undefined;

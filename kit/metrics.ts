@@ -85,11 +85,11 @@ export function pagesMetrics(metrics: Metrics, pages: PagesInFlight): void {
   });
 }
 
-/** `shop_sqlite_wal_syncs_total`: fsyncs of the SQLite WAL that write rpcs waited for. */
+/** `shop_sqlite_wal_syncs_total`: fsyncs of the SQLite WAL that answers waited for. */
 export function walSyncMetrics(metrics: Metrics, wal: WalSync): void {
   metrics.counter({
     name: "shop_sqlite_wal_syncs_total",
-    help: "fsyncs of the SQLite WAL that write rpcs waited for before answering; each covers every commit made before it began.",
+    help: "fsyncs of the SQLite WAL that answers waited for: every write rpc's, and a read's or a stream message's while a commit was not yet on disk; each covers every commit made before it began.",
     collect() {
       this.reset();
       this.inc(wal.syncs);

@@ -19,7 +19,7 @@ const pragmasOf = (driver: SqliteDriver) => [
   "journal_mode = WAL",
   `busy_timeout = ${driver === "better-sqlite3" ? 0 : LOCK_WAIT_MS}`,
   "foreign_keys = ON",
-  // Synced at checkpoints; a write rpc's reply waits for a sync of its own (wal-sync.ts).
+  // Synced at checkpoints; an answer that tells of a commit waits for a sync (wal-sync.ts).
   "synchronous = NORMAL",
 ];
 
