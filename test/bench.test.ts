@@ -301,8 +301,10 @@ test.serial(
       [
         ...["--import", "tsx", path.join(repoRoot, "bench", "run.ts"), "--against", ref],
         ...["--targets", "kit-echo,create-direct", "--concurrency", "2"],
-        ...["--slices", "2", "--duration", "1", "--warmup", "0.5", "--gc", "--out", out],
-        ...["--alongside", "get-direct@2"],
+        // Slices of 2 s, and one caller alongside: on a busy CI machine a 1 s slice beside two
+        // callers once finished no CreateOrder at all.
+        ...["--slices", "2", "--duration", "2", "--warmup", "0.5", "--gc", "--out", out],
+        ...["--alongside", "get-direct@1"],
         "--keep",
       ],
       { timeoutMs: 170_000 },
@@ -386,7 +388,7 @@ test.serial(
     t.regex(markdown, /\| CreateOrder direct \| 2 \| order \| [\d.]+ \| [\d.]+ \|/);
     t.regex(markdown, /\| base p50 ms \| new p50 ms \| base p99 ms \| new p99 ms \|/);
     t.regex(markdown, /## Garbage per call/);
-    t.regex(markdown, /each build also served GetProduct direct at c=2, unmeasured/);
+    t.regex(markdown, /each build also served GetProduct direct at c=1, unmeasured/);
   },
 );
 
