@@ -22,6 +22,7 @@ import {
   walSyncMetrics,
 } from "./metrics.js";
 import { authServer, forwardCredentials } from "./middleware/auth.js";
+import { durableAnswers } from "./middleware/durable-answers.js";
 import {
   type ClientMiddleware,
   defaultClientMiddleware,
@@ -31,7 +32,6 @@ import {
 import { metricsClient, metricsServer, unknownMethods } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
 import { streamsPerCaller } from "./middleware/streams.js";
-import { syncedWrites } from "./middleware/synced-writes.js";
 import { tracingClient, tracingServer } from "./middleware/tracing.js";
 import {
   metricsPortFor,
@@ -179,7 +179,7 @@ export async function startService(
         }),
         streamsPerCaller(config.maxStreamsPerCaller),
         pages,
-        ...(wal ? [syncedWrites(wal)] : []),
+        ...(wal ? [durableAnswers(wal)] : []),
         ...(options.middleware ?? []),
       ],
       ...(counting && {

@@ -2,10 +2,10 @@ import { type CallContext, contextKey } from "../context.js";
 import type { WalSync } from "../db/wal-sync.js";
 import type { ServerMiddleware, ServerNext } from "./types.js";
 
-const ENOUGH_ON_DISK = contextKey<() => void>("synced-writes.enough-on-disk");
+const ENOUGH_ON_DISK = contextKey<() => void>("durable-answers.enough-on-disk");
 
 /**
- * Tells synced-writes that what this call has committed so far is all its OK answer needs on
+ * Tells durable-answers that what this call has committed so far is all its OK answer needs on
  * disk, because whatever it commits later can be rebuilt from it after a crash (CreateOrder's
  * confirmation, from its written order and the product's committed reservation). The sync
  * starts now and runs alongside the rest of the call. An error answer still waits for a sync of
@@ -28,7 +28,7 @@ const failAfter = (synced: Promise<void>, error: unknown): Promise<never> =>
  * since a failed call may have written too (a FAILED order). A read, and each message of a
  * stream, waits only while something committed is not yet on disk: it may have read it.
  */
-export function syncedWrites(wal: WalSync): ServerMiddleware {
+export function durableAnswers(wal: WalSync): ServerMiddleware {
   // Made once, not per call: a read is the cheapest call there is.
   const replied = (reply: unknown) => (wal.behind ? wal.flush().then(() => reply) : reply);
   const failed = (error: unknown) =>
@@ -58,7 +58,7 @@ export function syncedWrites(wal: WalSync): ServerMiddleware {
       );
     };
   return {
-    name: "synced-writes",
+    name: "durable-answers",
     wrap: (method, next) =>
       method.kind === "server_streaming"
         ? streams(next)
