@@ -76,13 +76,13 @@ const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
 
 /**
  * What an answer waits for while a commit it tells of may not be on disk (kit/db/wal-sync.ts):
- * an SQLite file's WAL sync, which counts the writes made on `db`, unless `sync` leaves syncing
- * to SQLite's checkpoints. None on PostgreSQL, whose commit is durable itself, nor for
- * ":memory:".
+ * an SQLite file's WAL sync, which sees the commits of every connection to the file, unless
+ * `sync` leaves syncing to SQLite's checkpoints. None on PostgreSQL, whose commit is durable
+ * itself, nor for ":memory:".
  */
-export function walSyncOf(db: Knex, location: string, sync: ServerConfig["sqliteSync"]) {
+export function walSyncOf(location: string, sync: ServerConfig["sqliteSync"]) {
   return sync === "before-reply" && location !== ":memory:" && !isPostgresUrl(location)
-    ? new WalSync(location, db)
+    ? new WalSync(location)
     : undefined;
 }
 

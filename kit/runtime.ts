@@ -154,7 +154,7 @@ export async function startService(
       handlers: implementation.handlers[key] as never,
     }),
   );
-  const wal = walSyncOf(db, config.database, config.sqliteSync);
+  const wal = walSyncOf(config.database, config.sqliteSync);
   if (wal && counting) walSyncMetrics(metrics, wal);
   const pages = pagesInFlight(config.maxPagesInFlight, config.pageWriteTimeoutMs);
   if (counting) pagesMetrics(metrics, pages);

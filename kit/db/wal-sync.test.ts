@@ -1,6 +1,6 @@
 // The WAL sync an answer waits for: one fsync covers every commit made before it began, a caller
-// whose commits came after the running one began waits for the next, and the database's writes
-// tell whether anything is not yet on disk.
+// whose commits came after the running one began waits for the next, and the WAL index tells
+// whether any connection to the file committed something not yet on disk.
 import { existsSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,7 +14,7 @@ async function items(t: ExecutionContext) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-wal-"));
   const file = path.join(dir, "items.sqlite");
   const db = await openDatabase(file, itemsMigrations);
-  const wal = new WalSync(file, db);
+  const wal = new WalSync(file);
   t.teardown(async () => {
     await wal.close();
     await db.destroy();
@@ -71,14 +71,28 @@ test("behind: a write or a transaction leaves the file behind until a sync cover
   t.false(wal.behind);
 });
 
+test("behind: another connection's commit on the same file, as another replica makes it", async (t) => {
+  const { wal, file } = await items(t);
+  // Opening it runs the migrations, which write (knex's migration lock).
+  const replica = await openDatabase(file, itemsMigrations);
+  t.teardown(() => replica.destroy());
+  await wal.flush();
+  t.false(wal.behind);
+  await replica("items").select();
+  t.false(wal.behind, "its reads change nothing");
+  await replica("items").insert({ id: 1, name: "mug" });
+  t.true(wal.behind);
+  await wal.flush();
+  t.false(wal.behind);
+});
+
 test("a file with no WAL yet has nothing to sync", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-wal-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  // Its writes are counted on another database, which has none.
-  const db = await openDatabase(":memory:", itemsMigrations);
-  const wal = new WalSync(path.join(dir, "none.sqlite"), db);
+  const wal = new WalSync(path.join(dir, "none.sqlite"));
+  t.true(wal.behind, "until a sync has looked");
   await wal.flush();
   t.is(wal.syncs, 1);
+  t.false(wal.behind);
   await wal.close();
-  await db.destroy();
 });

@@ -1,8 +1,9 @@
 // No answer on an SQLite file tells of a commit that is not on disk (SHOP_SQLITE_SYNC,
 // kit/db/wal-sync.ts): a crashed host cannot take back what a caller was told. A write rpc waits
 // for a sync that began after its commits, and calls made at once share one. A read, and each
-// message of a stream, waits only while some commit is not yet on disk. CreateOrder's confirmation can be rebuilt after
-// a crash, so its OK answer waits only for the sync that began once its order was written.
+// message of a stream, waits only while some commit is not yet on disk, whichever replica of the
+// file made it. CreateOrder's confirmation can be rebuilt after a crash, so its OK answer waits
+// only for the sync that began once its order was written.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -60,6 +61,24 @@ test("a read that may have seen a commit not yet on disk waits for a sync", asyn
   t.is(await syncs(service), before + 1);
   await products.getProduct({ productId: mug.productId });
   t.is(await syncs(service), before + 1, "nothing is behind any more");
+});
+
+test("a read waits for a commit another replica of the file made, not yet on disk", async (t) => {
+  const dir = await scratch(t);
+  const database = path.join(dir, "product.sqlite");
+  const first = await start(t, createProductService(), { database });
+  const second = await start(t, createProductService(), { database });
+  const { products } = clientsFor(t, { product: second.server.address });
+  const mug = await addProduct(products, { name: "mug" });
+  await products.getProduct({ productId: mug.productId });
+  const before = (await syncs(second)) ?? 0;
+  // A write the first replica made on its own, as its sweep of expired reservations does.
+  await first.db("products").where({ product_id: mug.productId }).update({ name: "cup" });
+  const { product } = await products.getProduct({ productId: mug.productId });
+  t.is(product?.name, "cup");
+  t.is(await syncs(second), before + 1);
+  await products.getProduct({ productId: mug.productId });
+  t.is(await syncs(second), before + 1, "nothing is behind any more");
 });
 
 test("writes made at once share syncs", async (t) => {
@@ -163,7 +182,7 @@ test("a WatchOrder message waits for the change it reports to be on disk", async
   const updates = fleet.orders.watchOrder({ orderId })[Symbol.asyncIterator]();
   t.is((await updates.next()).value?.order?.state, OrderState.ORDER_STATE_CONFIRMED);
   const before = (await syncs(fleet.order)) ?? 0;
-  // A cancel recorded by another replica on the same database; the watch reads it at its poll.
+  // A cancel recorded on the database behind the service's back; the watch reads it at its poll.
   await fleet.order
     .db("orders")
     .where({ order_id: orderId })
