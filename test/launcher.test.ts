@@ -1,5 +1,7 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
 // long stderr still unread when the process exits; and its log file keeps every line.
+import { once } from "node:events";
+import { statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -33,3 +35,26 @@ test("what a process writes to stderr after its stdout closed still reaches its 
   });
   t.is(log.split("\n").filter((line) => line === "noise").length, 40000);
 });
+
+test.serial(
+  "a process's stdout reaches its log while the launcher's event loop is busy",
+  async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const size = 1 << 20; // more than a pipe holds: relayed, the writer would wait for this process
+    const script = `require("fs").writeSync(1, "x".repeat(${size}));`;
+    const proc = spawnLogged("busy", process.execPath, ["-e", script], dir);
+    t.teardown(() => proc.child.kill("SIGKILL"));
+    const exited = once(proc.child, "exit");
+    // Block this event loop (no callback runs) until the whole output is in the file, or 10 s.
+    const pause = new Int32Array(new SharedArrayBuffer(4));
+    const deadline = Date.now() + 10_000;
+    let written = 0;
+    while (written < size && Date.now() < deadline) {
+      Atomics.wait(pause, 0, 0, 50);
+      written = statSync(proc.logFile, { throwIfNoEntry: false })?.size ?? 0;
+    }
+    t.is(written, size);
+    t.deepEqual(await exited, [0, null]);
+  },
+);

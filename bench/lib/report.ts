@@ -231,7 +231,7 @@ export function markdownReport(results: BenchResults, chartFile: string): string
     settings.targets.some((id) => id.endsWith("-pg"))
       ? `- The PostgreSQL targets call a third fleet on PostgreSQL ${machine.postgres ?? ""}, a local server the run starts (\`scripts/lib/postgres.ts\`), with its default settings: a commit waits for the disk, as a write on SQLite does before it answers (\`SHOP_SQLITE_SYNC\`). The server's CPU counts its connection processes.`
       : "",
-    `- Services log at \`${settings.logLevel}\`: one JSON line per RPC, piped through this harness to a file. That cost is part of the measured service.`,
+    `- Services log at \`${settings.logLevel}\`: one JSON line per RPC, written by each service to its log file (its stdout is the file; the harness relays only stderr). That cost is part of the measured service.`,
     machine.envoy === "not run"
       ? "- Envoy was not part of this run."
       : `- Envoy runs the repo's front-door config (\`deploy/envoy/config.ts\`: transcoder, gRPC-Web, CORS, JSON access log to a file, retries) with \`--concurrency ${settings.envoyConcurrency}\`: ghz uses one connection, so a second worker would sit idle and only compete for the ${machine.cores} cores.`,

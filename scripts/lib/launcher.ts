@@ -2,7 +2,7 @@
 // says it serves, stop one gracefully. The supervisor (supervisor.ts) builds fleets from these.
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
-import { createWriteStream, mkdirSync } from "node:fs";
+import { closeSync, createWriteStream, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -100,16 +100,30 @@ export interface RunningProcess extends LoggedProcess {
 
 export class LaunchError extends Error {}
 
-function logTo(name: string, logDir: string, child: ChildProcess): string {
+/**
+ * Starts a child with its output appended to logDir/<name>.log. Its stdout, where the services
+ * write a line per call, gets the file itself: relayed through this process, every batch of
+ * lines cost this event loop a read and a write (a tenth of a core while a service logged 10,000
+ * calls a second), and the child's writes stalled whenever this process fell behind. Its stderr,
+ * which is little and holds a failed start's last words (waitReported), is read here and
+ * appended to the same file.
+ */
+function startLogged(
+  name: string,
+  logDir: string,
+  start: (stdout: number) => ChildProcess,
+): LoggedProcess {
   mkdirSync(logDir, { recursive: true });
   const logFile = path.join(logDir, `${name}.log`);
-  const log = createWriteStream(logFile, { flags: "a" });
-  // Both streams write to one file, which closes once the process and its pipes are done: the
-  // first pipe to end would otherwise end it under the other's last lines.
-  child.stdout?.pipe(log, { end: false });
-  child.stderr?.pipe(log, { end: false });
-  child.once("close", () => log.end());
-  return logFile;
+  const stdout = openSync(logFile, "a");
+  let child: ChildProcess;
+  try {
+    child = start(stdout);
+  } finally {
+    closeSync(stdout); // the child has its own copy
+  }
+  child.stderr?.pipe(createWriteStream(logFile, { flags: "a" }));
+  return { name, child, logFile };
 }
 
 /** Starts `command` from the repo root with its output appended to logDir/<name>.log. */
@@ -120,8 +134,9 @@ export function spawnLogged(
   logDir: string,
   env: NodeJS.ProcessEnv = process.env,
 ): LoggedProcess {
-  const child = spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", "pipe", "pipe"] });
-  return { name, child, logFile: logTo(name, logDir, child) };
+  return startLogged(name, logDir, (stdout) =>
+    spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", stdout, "pipe"] }),
+  );
 }
 
 /**
@@ -138,13 +153,14 @@ export function forkLogged(
   runtime: Runtime = "tsx",
   checkout = THIS_CHECKOUT,
 ): LoggedProcess {
-  const child = fork(script, args, {
-    cwd: checkout.root,
-    env: { ...envFor(runtime, checkout), ...env },
-    execArgv: execArgvFor(runtime, checkout),
-    stdio: ["ignore", "pipe", "pipe", "ipc"],
-  });
-  return { name, child, logFile: logTo(name, logDir, child) };
+  return startLogged(name, logDir, (stdout) =>
+    fork(script, args, {
+      cwd: checkout.root,
+      env: { ...envFor(runtime, checkout), ...env },
+      execArgv: execArgvFor(runtime, checkout),
+      stdio: ["ignore", stdout, "pipe", "ipc"],
+    }),
+  );
 }
 
 /** Starts a service replica with its log going to logDir/<name>.log. */
