@@ -1,5 +1,6 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
-// long stderr still unread when the process exits; and its log file keeps every line.
+// long stderr still unread when the process exits; its log file keeps every line; and its stdout
+// goes to that file without passing through the launcher.
 import { once } from "node:events";
 import { statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
