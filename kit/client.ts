@@ -1,6 +1,14 @@
 import * as grpc from "@grpc/grpc-js";
-import type { CallContext, CallStatus } from "./context.js";
-import { completerOf, type MethodInfo, methodsOf, retriable } from "./contract.js";
+import type { CallOptions, CallStatus } from "./context.js";
+import {
+  completerOf,
+  type MethodInfo,
+  methodsOf,
+  type RequestOf,
+  type ResponseOf,
+  retriable,
+  type ServiceDefinition,
+} from "./contract.js";
 import { Code, fromGrpcError } from "./errors.js";
 import {
   type ClientCall,
@@ -9,17 +17,6 @@ import {
   chain,
   defaultClientMiddleware,
 } from "./middleware/index.js";
-import type { RequestOf, ResponseOf, ServiceDefinition } from "./service.js";
-
-/** Per-call options of a typed client. */
-export interface CallOptions {
-  /** The served call this one is made for: its deadline, cancellation and x-request-id pass on. */
-  ctx?: CallContext;
-  /** Deadline for this call; the client's default applies when unset, never past ctx's. */
-  timeoutMs?: number;
-  signal?: AbortSignal;
-  metadata?: grpc.Metadata;
-}
 
 type Builtin = Date | Uint8Array | string | number | boolean | undefined;
 

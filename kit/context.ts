@@ -1,7 +1,5 @@
 import { Metadata, type ServerUnaryCall, status } from "@grpc/grpc-js";
 
-/** What the transport knows of a caller (grpc-js's AuthContext, which it does not export). */
-export type AuthContext = ReturnType<ServerUnaryCall<unknown, unknown>["getAuthContext"]>;
 type ServerSurfaceCall = Pick<
   ServerUnaryCall<unknown, unknown>,
   "getPeer" | "getAuthContext" | "cancelled" | "once"
@@ -9,7 +7,7 @@ type ServerSurfaceCall = Pick<
 
 import type { MethodInfo } from "./contract.js";
 import { resetStream } from "./http2-stream.js";
-import { authContextOf } from "./tls.js";
+import { type AuthContext, authContextOf } from "./tls.js";
 
 /** The status a caller got, as middleware see it once the call is over. */
 export interface CallStatus {
@@ -62,6 +60,16 @@ export interface CallContext {
    * HTTP/2 still holds of it, and onWritten's listeners run.
    */
   dropReply(): void;
+}
+
+/** Per-call options of a typed client. */
+export interface CallOptions {
+  /** The served call this one is made for: its deadline, cancellation and x-request-id pass on. */
+  ctx?: CallContext;
+  /** Deadline for this call; the client's default applies when unset, never past ctx's. */
+  timeoutMs?: number;
+  signal?: AbortSignal;
+  metadata?: Metadata;
 }
 
 const RUNNING = 0;

@@ -13,8 +13,17 @@ import {
   MethodOptions_IdempotencyLevel,
   MethodOptionsSchema,
 } from "@bufbuild/protobuf/wkt";
+import type { MethodDefinition } from "@grpc/grpc-js";
 import { descriptorSet } from "./descriptor.js";
-import type { ServiceDefinition } from "./service.js";
+
+/** A generated grpc-js service definition, as ts-proto emits it. */
+// biome-ignore lint/suspicious/noExplicitAny: each generated method has its own message types.
+export type ServiceDefinition = { [method: string]: MethodDefinition<any, any> };
+
+export type RequestOf<M> = M extends { requestDeserialize(bytes: Buffer): infer Req } ? Req : never;
+export type ResponseOf<M> = M extends { responseDeserialize(bytes: Buffer): infer Res }
+  ? Res
+  : never;
 
 /** What an rpc's `option idempotency_level` promises about calling it again. */
 export type Idempotency = "NO_SIDE_EFFECTS" | "IDEMPOTENT" | "IDEMPOTENCY_UNKNOWN";
@@ -102,6 +111,10 @@ export function contractMethods(serviceName: string): MethodInfo[] {
   }
   return service.methods.map(infoOf);
 }
+
+/** The proto package of a full service name: "shop.user.v1.UserService" → "shop.user.v1". */
+export const packageOf = (serviceName: string) =>
+  serviceName.slice(0, serviceName.lastIndexOf("."));
 
 /** The full proto service name of a generated definition: "shop.user.v1.UserService". */
 export function serviceNameOf(definition: ServiceDefinition): string {

@@ -5,9 +5,9 @@
 // sends each as the client's mistake it is, with details, and reports it to the kit. The
 // DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
 import type * as grpc from "@grpc/grpc-js";
+import { packageOf } from "./contract.js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
-import { packageOf } from "./service.js";
 
 /** What the kit is told of a call grpc-js refused; `call` is grpc-js's own, as interceptors get it. */
 export type Refused = (

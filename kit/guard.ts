@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
+import { packageOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { encodeStatus, ServiceError } from "./errors.js";
-import { packageOf } from "./service.js";
 
 /** Status details are trailers: text that quotes a request is clipped to this many characters. */
 export const MAX_STATUS_TEXT = 1024;

@@ -9,6 +9,7 @@ import {
   serverConfig,
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
+import { databaseTracing } from "./db/tracing.js";
 import { describeLocation, type Knex, observeDatabase, openDatabase, walSyncOf } from "./db.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
@@ -43,7 +44,7 @@ import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.j
 import { ListenError, type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
 import { channelCredentials } from "./tls.js";
-import { databaseTracing, startTracing, type Tracing } from "./tracing.js";
+import { startTracing, type Tracing } from "./tracing.js";
 
 export interface StartOptions extends Partial<ServerConfig> {
   logger?: Logger;

@@ -1,7 +1,13 @@
 import * as grpc from "@grpc/grpc-js";
 import { HealthImplementation } from "grpc-health-check";
 import { hostPort } from "./config.js";
-import { type MethodInfo, methodsOf, serviceNameOf } from "./contract.js";
+import {
+  type MethodInfo,
+  methodsOf,
+  packageOf,
+  type ServiceDefinition,
+  serviceNameOf,
+} from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { answerUnknownMethods, framingGuard, type Refused, type UnknownCall } from "./framing.js";
 import { readTimeoutsStrictly } from "./grpc-timeout.js";
@@ -15,7 +21,7 @@ import {
 } from "./middleware/index.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
 import { type OpenStreams, observeRefusal, serverStreaming, unary } from "./served-calls.js";
-import { packageOf, type ServiceDefinition, type ServiceImplementation } from "./service.js";
+import type { ServiceImplementation } from "./service.js";
 import {
   authContextOf,
   EDGE_IDENTITY,

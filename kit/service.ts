@@ -1,19 +1,10 @@
-import type { MethodDefinition } from "@grpc/grpc-js";
 import type { AccessRule } from "./auth.js";
 import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
+import type { RequestOf, ResponseOf, ServiceDefinition } from "./contract.js";
 import type { Knex, Migration } from "./db.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
-
-/** A generated grpc-js service definition, as ts-proto emits it. */
-// biome-ignore lint/suspicious/noExplicitAny: each generated method has its own message types.
-export type ServiceDefinition = { [method: string]: MethodDefinition<any, any> };
-
-export type RequestOf<M> = M extends { requestDeserialize(bytes: Buffer): infer Req } ? Req : never;
-export type ResponseOf<M> = M extends { responseDeserialize(bytes: Buffer): infer Res }
-  ? Res
-  : never;
 
 /**
  * A proto service's handlers: plain async functions from request message to response message, or
@@ -111,7 +102,3 @@ export function accessRules(module: AnyServiceModule): Map<string, AccessRule> {
   }
   return rules;
 }
-
-/** The proto package of a full service name: "shop.user.v1.UserService" → "shop.user.v1". */
-export const packageOf = (serviceName: string) =>
-  serviceName.slice(0, serviceName.lastIndexOf("."));

@@ -1,6 +1,5 @@
 import { readFileSync } from "node:fs";
 import * as grpc from "@grpc/grpc-js";
-import type { AuthContext } from "./context.js";
 
 /** The PEM files of one mesh identity: its certificate and key, and the CA it trusts. */
 export interface TlsFiles {
@@ -60,6 +59,9 @@ export function channelCredentials(
 
 /** A served call, as grpc-js hands it to a handler. */
 type ServedCall = Pick<grpc.ServerUnaryCall<unknown, unknown>, "getAuthContext">;
+
+/** What the transport knows of a caller (grpc-js's AuthContext, which it does not export). */
+export type AuthContext = ReturnType<ServedCall["getAuthContext"]>;
 
 /** An HTTP/2 connection, as far as authContextOf reads it. */
 interface Connection {

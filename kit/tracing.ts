@@ -20,7 +20,6 @@ import {
   type SpanExporter,
   TraceIdRatioBasedSampler,
 } from "@opentelemetry/sdk-trace-node";
-import { type DatabaseObserver, engineOf, type Knex } from "./db.js";
 
 /** Where every span of the kit and the services comes from. */
 export const tracer = () => trace.getTracer("shopmesh");
@@ -252,29 +251,4 @@ export function inSpan<T>(
       },
     ),
   );
-}
-
-/**
- * A span per store transaction (kit/db.ts's observer hook), a child of the active span, named
- * after the transaction's first statement: "transaction insert reservations".
- */
-export function databaseTracing(db: Knex): DatabaseObserver {
-  const system = engineOf(db) === "postgres" ? "postgresql" : "sqlite";
-  return {
-    transaction: (run, info) =>
-      inSpan(
-        "transaction",
-        async (span) => {
-          try {
-            return await run();
-          } finally {
-            if (info.first) {
-              span.updateName(`transaction ${info.first}`);
-              span.setAttribute("db.operation.name", info.first);
-            }
-          }
-        },
-        { "db.system.name": system },
-      ),
-  };
 }

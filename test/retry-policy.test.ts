@@ -15,9 +15,9 @@ import {
   ProductServiceService,
 } from "../gen/ts/shop/product/v1/product.js";
 import { createClient, type RETRY_POLICY, serviceConfigFor } from "../kit/client.js";
+import type { ServiceDefinition } from "../kit/contract.js";
 import { contractMethods, contractRegistry, type MethodInfo, retriable } from "../kit/contract.js";
 import { Code, type ServiceError } from "../kit/errors.js";
-import type { ServiceDefinition } from "../kit/service.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { grpcFrame } from "./helpers/grpc-frame.js";

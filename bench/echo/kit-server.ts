@@ -6,9 +6,9 @@
 import { fileURLToPath } from "node:url";
 import * as protoLoader from "@grpc/proto-loader";
 import { env } from "../../kit/config.js";
+import type { ServiceDefinition } from "../../kit/contract.js";
 import { createLogger, flushLogger } from "../../kit/logger.js";
 import { serve } from "../../kit/server.js";
-import type { ServiceDefinition } from "../../kit/service.js";
 
 const ECHO_PROTO = fileURLToPath(new URL("echo.proto", import.meta.url));
 const { "bench.echo.v1.EchoService": definition } = protoLoader.loadSync(ECHO_PROTO, {

@@ -54,7 +54,7 @@ function overlapMs(a: ReceivedSpan, b: ReceivedSpan): number {
   return gap > 0n ? Number(gap) / 1e6 : 0;
 }
 
-/** A database transaction's span name (kit/tracing.ts names them `transaction <first statement>`). */
+/** A database transaction's span name (kit/db/tracing.ts names them `transaction <first statement>`). */
 export const isTransaction = (spanName: string) => spanName.startsWith("transaction ");
 
 const KINDS: Record<string, Step["kind"]> = {

@@ -1,6 +1,5 @@
 import type { Metadata } from "@grpc/grpc-js";
-import type { CallOptions } from "../client.js";
-import type { CallContext, CallStatus } from "../context.js";
+import type { CallContext, CallOptions, CallStatus } from "../context.js";
 import type { MethodInfo } from "../contract.js";
 
 /**

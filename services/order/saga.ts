@@ -11,8 +11,8 @@ import {
   ReservationState,
 } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import type { CallOptions, Client } from "../../kit/client.js";
-import type { CallContext } from "../../kit/context.js";
+import type { Client } from "../../kit/client.js";
+import type { CallContext, CallOptions } from "../../kit/context.js";
 import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";

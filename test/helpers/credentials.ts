@@ -13,10 +13,10 @@ import {
   type Metadata,
 } from "@grpc/grpc-js";
 import { createClient } from "../../kit/client.js";
+import type { ServiceDefinition } from "../../kit/contract.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { ClientMiddleware } from "../../kit/middleware/types.js";
 import { DEV_AUDIENCE, DEV_ISSUER, type SecurityConfig } from "../../kit/security.js";
-import type { ServiceDefinition } from "../../kit/service.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { ensureDevCredentials, identityFiles, signToken } from "../../scripts/lib/credentials.js";
 
