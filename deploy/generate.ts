@@ -10,7 +10,8 @@ import path from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import { composeYaml } from "./compose.js";
-import { composeTopology, envoyYaml, localTopology } from "./envoy/config.js";
+import { envoyYaml } from "./envoy/config.js";
+import { composeTopology, localTopology } from "./envoy/topology.js";
 import { K8S_DIR, kubernetesFiles } from "./kubernetes.js";
 import { localTargets, prometheusYaml } from "./prometheus/config.js";
 

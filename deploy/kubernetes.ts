@@ -8,7 +8,8 @@ import { stringify } from "yaml";
 import type { RegisteredService, ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
 import { registry as defaultRegistry } from "../services/registry.js";
-import { dnsTopology, type EnvoyTopology, envoyYaml } from "./envoy/config.js";
+import { envoyYaml } from "./envoy/config.js";
+import { dnsTopology, type EnvoyTopology } from "./envoy/topology.js";
 import {
   APP_UID,
   DATA_DIR,

@@ -58,7 +58,7 @@ export function tracesExported(env: Env = process.env): boolean {
 /**
  * The share of new traces recorded, 0 to 1, as the process samples them: OTEL_TRACES_SAMPLER and
  * OTEL_TRACES_SAMPLER_ARG when set, else DEFAULT_SAMPLE_RATIO while exporting and 0 otherwise.
- * Envoy's edge samples the same share (deploy/envoy/config.ts).
+ * Envoy's edge samples the same share (deploy/envoy/observability.ts).
  */
 export function sampleRatio(env: Env = process.env): number {
   if (!tracesExported(env)) return 0;

@@ -8,7 +8,7 @@ import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { composeTopology, type EnvoyTopology, localTopology } from "../deploy/envoy/config.js";
+import { composeTopology, type EnvoyTopology, localTopology } from "../deploy/envoy/topology.js";
 import { kubernetesTopology } from "../deploy/kubernetes.js";
 import { descriptorPath } from "../kit/descriptor.js";
 import { makeCredentials } from "./lib/credentials.js";

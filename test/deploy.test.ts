@@ -4,7 +4,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import test from "ava";
 import { parse } from "yaml";
-import { composeTopology, localTopology } from "../deploy/envoy/config.js";
+import { composeTopology, localTopology } from "../deploy/envoy/topology.js";
 import { healthPortOf } from "../deploy/settings.js";
 import { serviceVariable } from "../kit/registry.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";

@@ -8,15 +8,14 @@ import * as grpc from "@grpc/grpc-js";
 import test from "ava";
 import { HealthImplementation, service as healthService } from "grpc-health-check";
 import { parse } from "yaml";
+import { envoyConfig, envoyYaml } from "../deploy/envoy/config.js";
+import { retryOn } from "../deploy/envoy/routes.js";
 import {
   composeTopology,
   type EnvoyTopology,
   edgeCredentials,
-  envoyConfig,
-  envoyYaml,
-  retryOn,
   routedServices,
-} from "../deploy/envoy/config.js";
+} from "../deploy/envoy/topology.js";
 import { committedConfigs } from "../deploy/generate.js";
 import { ENVOY_HEAP_MIB, ENVOY_MEMORY_LIMIT_MIB } from "../deploy/settings.js";
 import { contractMethods, retriable } from "../kit/contract.js";

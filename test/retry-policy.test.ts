@@ -8,7 +8,8 @@ import type { AddressInfo } from "node:net";
 import path from "node:path";
 import test from "ava";
 import { parse } from "yaml";
-import { envoyConfig, localTopology } from "../deploy/envoy/config.js";
+import { envoyConfig } from "../deploy/envoy/config.js";
+import { localTopology } from "../deploy/envoy/topology.js";
 import {
   GetProductResponse,
   Product,

@@ -4,7 +4,7 @@ import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
 const HEADER = "x-request-id";
 
-/** What of a caller's id is kept: Envoy's access log keeps as much (deploy/envoy/config.ts). */
+/** What of a caller's id is kept: Envoy's access log keeps as much (deploy/envoy/access-log.ts). */
 export const X_REQUEST_ID_MAX_LENGTH = 128;
 
 /**

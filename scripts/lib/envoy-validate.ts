@@ -5,7 +5,7 @@
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
 import { parse, stringify } from "yaml";
-import { type EnvoyTopology, edgeCredentials } from "../../deploy/envoy/config.js";
+import { type EnvoyTopology, edgeCredentials } from "../../deploy/envoy/topology.js";
 import { descriptorPath } from "../../kit/descriptor.js";
 import { envoyBinary } from "./envoy.js";
 import { repoRoot } from "./launcher.js";

@@ -14,12 +14,8 @@ import type { ChildProcess } from "node:child_process";
 import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import {
-  type Endpoint,
-  edgeCredentials,
-  envoyConfig,
-  frontDoorTopology,
-} from "../../deploy/envoy/config.js";
+import { envoyConfig } from "../../deploy/envoy/config.js";
+import { type Endpoint, edgeCredentials, frontDoorTopology } from "../../deploy/envoy/topology.js";
 import { descriptorPath } from "../../kit/descriptor.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";

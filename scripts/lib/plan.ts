@@ -7,7 +7,7 @@ import {
   type EnvoyTopology,
   edgeCredentials,
   frontDoorTopology,
-} from "../../deploy/envoy/config.js";
+} from "../../deploy/envoy/topology.js";
 import { isPostgresUrl } from "../../kit/db.js";
 import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
@@ -44,7 +44,7 @@ export interface FleetPlan {
     statsPort?: number;
     /** Where the launcher writes the generated config. */
     configFile: string;
-    /** One JSON line per request (deploy/envoy/config.ts ACCESS_LOG_FORMAT). */
+    /** One JSON line per request (deploy/envoy/access-log.ts ACCESS_LOG_FORMAT). */
     accessLog: string;
     topology: EnvoyTopology;
     /** Envoy's active health check interval. */

@@ -1,5 +1,5 @@
 // Envoy retries any rpc that answers UNAVAILABLE on another replica, CreateOrder included
-// (deploy/envoy/config.ts): that is safe only while a shopmesh service answers UNAVAILABLE when
+// (deploy/envoy/routes.ts): that is safe only while a shopmesh service answers UNAVAILABLE when
 // a repeat cannot place anything twice. Here the order's own database stays busy right after
 // its stock was taken and committed, the moment an UNAVAILABLE would leave an order the
 // reconciler later confirms; the client resends as Envoy would, and there must still be one order.
@@ -8,7 +8,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import knex from "knex";
-import { retryOn } from "../../deploy/envoy/config.js";
+import { retryOn } from "../../deploy/envoy/routes.js";
 import { OrderServiceService, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { methodsOf } from "../../kit/contract.js";
 import { Code, ServiceError } from "../../kit/errors.js";

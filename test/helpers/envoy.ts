@@ -8,7 +8,7 @@ import { readFileSync, rmSync } from "node:fs";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import { routedServices } from "../../deploy/envoy/config.js";
+import { routedServices } from "../../deploy/envoy/topology.js";
 import { type FrontDoorOptions, frontDoorConfig, spawnEnvoy } from "../../scripts/lib/envoy.js";
 
 export { envoyBinary } from "../../scripts/lib/envoy.js";

@@ -4,7 +4,7 @@
 import * as grpc from "@grpc/grpc-js";
 import test from "ava";
 import { HealthImplementation } from "grpc-health-check";
-import { routedServices } from "../../deploy/envoy/config.js";
+import { routedServices } from "../../deploy/envoy/topology.js";
 import { startEnvoy } from "../helpers/envoy.js";
 
 /** A grpc-js server on port 0 that serves only grpc.health.v1, SERVING every shop service. */

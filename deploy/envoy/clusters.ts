@@ -1,0 +1,105 @@
+// The upstream clusters, one per public service: replicas, balancing, health checks, outlier
+// detection and circuit breakers; and the one that serves health and reflection.
+
+import { typed } from "./matchers.js";
+import { upstreamTls } from "./tls.js";
+import type { Endpoint, EnvoyTopology } from "./topology.js";
+
+const seconds = (ms: number) => `${ms / 1000}s`;
+
+export function cluster(
+  name: string,
+  serviceName: string,
+  endpoints: readonly Endpoint[],
+  intervalMs: number,
+  tls: EnvoyTopology["tls"],
+) {
+  const dns = endpoints.some((endpoint) => !isIpLiteral(endpoint.host));
+  return {
+    name,
+    ...(tls && { transport_socket: upstreamTls(tls, name) }),
+    // Names are resolved continuously, and every address a name returns is a replica (compose
+    // `--scale`, a Kubernetes headless Service); IP literals need no DNS at all.
+    type: dns ? "STRICT_DNS" : "STATIC",
+    ...(dns ? { dns_lookup_family: "V4_PREFERRED" } : {}),
+    connect_timeout: "1s",
+    // LEAST_REQUEST (power of two choices): Envoy multiplexes every call to a replica over one
+    // HTTP/2 connection per worker, so connection-level balancing cannot spread load; per-request
+    // balancing can, and least-request steers calls away from a replica that is slow right now
+    // (a CreateOrder waiting on its dependencies, a cold SQLite page cache) where round robin would
+    // keep feeding it. With equal load it spreads like random, so every replica gets traffic.
+    lb_policy: "LEAST_REQUEST",
+    typed_extension_protocol_options: {
+      "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
+        "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
+        {
+          explicit_http_config: {
+            http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "5s" } },
+          },
+        },
+      ),
+    },
+    load_assignment: {
+      cluster_name: name,
+      endpoints: [
+        {
+          lb_endpoints: endpoints.map((endpoint) => ({
+            endpoint: {
+              address: { socket_address: { address: endpoint.host, port_value: endpoint.port } },
+            },
+          })),
+        },
+      ],
+    },
+    health_checks: [
+      {
+        timeout: "1s",
+        interval: seconds(intervalMs),
+        // Envoy checks an idle cluster only every 60 s by default: a replica restarted before any
+        // traffic would stay out that long.
+        no_traffic_interval: seconds(intervalMs),
+        unhealthy_threshold: 2,
+        healthy_threshold: 1,
+        grpc_health_check: { service_name: serviceName },
+      },
+    ],
+    // Passive checks between active ones. gRPC statuses count by their HTTP mapping: UNAVAILABLE
+    // is a gateway failure (503), INTERNAL/UNKNOWN are 5xx; NOT_FOUND and the like never count.
+    outlier_detection: {
+      consecutive_5xx: 5,
+      consecutive_gateway_failure: 3,
+      // Envoy only counts gateway failures unless told to enforce them.
+      enforcing_consecutive_gateway_failure: 100,
+      interval: "2s",
+      base_ejection_time: "10s",
+      max_ejection_time: "60s",
+      max_ejection_percent: 50,
+    },
+    circuit_breakers: {
+      thresholds: [
+        {
+          priority: "DEFAULT",
+          max_connections: 1024,
+          max_pending_requests: 1024,
+          max_requests: 4096,
+          // Retries may add at most 20% load on top of the active requests, so retries cannot
+          // amplify an overload; at least 10 at a time, so that a replica killed under light
+          // load is covered: a retry holds its slot through its backoff, and with a floor of 3 a
+          // burst of calls to the dead replica overflowed it and failed calls (CI, once).
+          retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 10 },
+          track_remaining: true,
+        },
+      ],
+    },
+  };
+}
+
+export function isIpLiteral(host: string): boolean {
+  return /^\d{1,3}(\.\d{1,3}){3}$/.test(host) || host.includes(":");
+}
+
+/** Health and reflection go to the first cluster (in registry order) that has replicas. */
+export function infraCluster(clusterNames: readonly string[], topology: EnvoyTopology): string {
+  const withReplicas = clusterNames.find((name) => (topology.services[name]?.length ?? 0) > 0);
+  return withReplicas ?? (clusterNames[0] as string);
+}

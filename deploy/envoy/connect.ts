@@ -1,0 +1,143 @@
+// The Connect protocol at the edge: the bridge to gRPC, the rpcs a GET may call, and Envoy's own
+// replies as Connect errors.
+
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { typed, when } from "./matchers.js";
+import { EDGE_DOMAIN, EDGE_REFUSALS, refusedBy, UNROUTED } from "./refusals.js";
+import type { GrpcService } from "./topology.js";
+
+/**
+ * The Connect protocol (unary and streaming, POST and GET) at the edge: Envoy's bridge turns it
+ * into gRPC before every other filter, and the reply back into Connect.
+ */
+export function connectBridge() {
+  return {
+    name: "envoy.filters.http.connect_grpc_bridge",
+    typed_config: typed("envoy.extensions.filters.http.connect_grpc_bridge.v3.FilterConfig"),
+  };
+}
+
+/**
+ * The rpcs a Connect client may send as an HTTP GET: unary and NO_SIDE_EFFECTS, as the Connect
+ * protocol says. lua/edge.lua refuses a GET for any other path with 405.
+ */
+export function connectGetPaths(services: readonly GrpcService[]): Record<string, true> {
+  const paths: Record<string, true> = {};
+  for (const service of services) {
+    for (const method of service.methods) {
+      if (method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS") {
+        paths[method.path] = true;
+      }
+    }
+  }
+  return paths;
+}
+
+/** The Connect error a refused GET gets: UNIMPLEMENTED, METHOD_NOT_ALLOWED. */
+export function connectGetRefusal(): string {
+  const info = ErrorInfo.encode({
+    reason: "METHOD_NOT_ALLOWED",
+    domain: EDGE_DOMAIN,
+    metadata: {},
+  }).finish();
+  return JSON.stringify({
+    code: "unimplemented",
+    message: "only an rpc without side effects may be sent as a GET; send it as a POST",
+    details: [
+      {
+        type: "google.rpc.ErrorInfo",
+        value: Buffer.from(info).toString("base64").replace(/=+$/, ""),
+      },
+    ],
+  });
+}
+
+/** Connect's names of the codes Envoy's own replies carry. */
+const CONNECT_CODES: Record<number, string> = {
+  3: "invalid_argument",
+  4: "deadline_exceeded",
+  7: "permission_denied",
+  8: "resource_exhausted",
+  12: "unimplemented",
+  16: "unauthenticated",
+};
+
+/**
+ * A Connect unary body past the stream's buffer (64 KiB over HTTP/2, the stream window), which
+ * the bridge must hold whole: as REST's 413, RESOURCE_EXHAUSTED. Envoy sends it as bare text,
+ * which Connect clients read as UNKNOWN.
+ */
+const CONNECT_TOO_LARGE = {
+  when: "response.code_details == 'connect_bridge_unary_request_too_large'",
+  code: 8,
+  reason: "REQUEST_TOO_LARGE",
+  message: "the request is larger than the edge buffers for a Connect call",
+} as const;
+
+/**
+ * Envoy's refusals and no-route reply to a Connect call (edgeProtocols marked it), as a Connect
+ * error with its ErrorInfo: for a unary call the error JSON under the refusal's HTTP status, for
+ * a streaming one a 200 whose body is the end-of-stream message. Envoy would send the bare text.
+ */
+export function connectReplies() {
+  const connect = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'connect'";
+  const stream = "metadata.filter_metadata['shopmesh.edge']['stream'] == true";
+  const replies = [
+    ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
+    UNROUTED,
+    CONNECT_TOO_LARGE,
+  ];
+  return replies.flatMap((reply) => {
+    const error = JSON.stringify({
+      code: CONNECT_CODES[reply.code],
+      message: reply.message,
+      details: [
+        {
+          type: "google.rpc.ErrorInfo",
+          value: Buffer.from(
+            ErrorInfo.encode({ reason: reply.reason, domain: EDGE_DOMAIN, metadata: {} }).finish(),
+          )
+            .toString("base64")
+            .replace(/=+$/, ""),
+        },
+      ],
+    });
+    // For lua/edge.lua, which records it for the access log and strips it from the reply.
+    const code = [
+      {
+        header: { key: "grpc-status", value: String(reply.code) },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ];
+    return [
+      {
+        filter: when(`${connect} && ${stream} && ${reply.when}`),
+        status_code: 200,
+        headers_to_add: code,
+        body_format_override: {
+          text_format_source: {
+            inline_bytes: endOfStream(`{"error":${error}}`).toString("base64"),
+          },
+          content_type: "application/connect+proto",
+        },
+      },
+      {
+        filter: when(`${connect} && ${reply.when}`),
+        headers_to_add: code,
+        body_format_override: {
+          text_format_source: { inline_string: error },
+          content_type: "application/json",
+        },
+      },
+    ];
+  });
+}
+
+/** A Connect end-of-stream message: flags 0x02, the length, then the JSON. */
+function endOfStream(json: string): Buffer {
+  const body = Buffer.from(json);
+  const head = Buffer.alloc(5);
+  head[0] = 0x02;
+  head.writeUInt32BE(body.length, 1);
+  return Buffer.concat([head, body]);
+}

@@ -1,0 +1,98 @@
+// The first HTTP filter (lua/edge.lua): the caller's protocol and status for the access log, and
+// REST requests checked against the contract.
+
+import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
+import { contractRegistry } from "../../kit/contract.js";
+import { connectGetPaths, connectGetRefusal } from "./connect.js";
+import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
+import { lua } from "./lua.js";
+import { headerMatches, not, skippedFor } from "./matchers.js";
+import type { GrpcService } from "./topology.js";
+
+/**
+ * Set by edgeProtocols on every request that is not native gRPC, to the caller's protocol, and
+ * removed by healthByName: it tells healthByName, behind the bridges that made every request
+ * gRPC, which requests came in as something else.
+ */
+export const EDGE_PROTOCOL_HEADER = "x-shopmesh-edge-protocol";
+
+/** A native gRPC request, by its content type (application/grpc, application/grpc+proto). */
+const NATIVE_GRPC = {
+  and_matcher: {
+    predicate: [
+      headerMatches("content-type", { prefix: "application/grpc" }),
+      not(headerMatches("content-type", { prefix: "application/grpc-web" })),
+    ],
+  },
+};
+
+/**
+ * The caller's protocol and status, and REST requests checked against the contract: the first
+ * filter (lua/edge.lua). It refuses a REST body with a field its message lacks, and a query
+ * parameter for a field the path or the body sets (INVALID_ARGUMENT), and strips grpc-* headers
+ * from REST and Connect replies.
+ */
+export function edgeProtocols(services: readonly GrpcService[]) {
+  const registry = contractRegistry();
+  const http = registry.getExtension("google.api.http");
+  if (!http) throw new Error("google.api.http is not in the descriptor set");
+  const bodies: { method: string; pattern: string; message: string }[] = [];
+  const queries: { method: string; pattern: string; taken: string[]; body: string }[] = [];
+  const messages: Record<string, Record<string, string | false>> = {};
+  const describe = (message: DescMessage) => {
+    if (messages[message.typeName] || message.file.proto.package.startsWith("google.")) return;
+    const fields: Record<string, string | false> = {};
+    messages[message.typeName] = fields;
+    for (const field of message.fields) {
+      const inner =
+        field.fieldKind === "message" || field.fieldKind === "list" ? field.message : undefined;
+      fields[field.name] = inner ? inner.typeName : false;
+      fields[field.jsonName] = fields[field.name] as string | false;
+      if (inner) describe(inner);
+    }
+  };
+  for (const service of services) {
+    for (const method of registry.getService(service.fullName)?.methods ?? []) {
+      const options = method.proto.options;
+      if (!options || !hasExtension(options, http)) continue;
+      for (const { verb, template, body } of bindingsOf(getExtension(options, http) as HttpRule)) {
+        const pattern = luaPatternOf(template);
+        // Fields the path or the body sets, by each name a query parameter may give them.
+        const taken = [...variablesOf(template), ...(body && body !== "*" ? [body] : [])];
+        queries.push({
+          method: verb,
+          pattern,
+          taken: [
+            ...new Set(
+              taken.flatMap((name) => [
+                name,
+                name.replace(/_([a-z])/g, (_, c: string) => c.toUpperCase()),
+              ]),
+            ),
+          ],
+          body,
+        });
+        if (!body) continue;
+        const message =
+          body === "*"
+            ? method.input
+            : method.input.fields.find((field) => field.name === body)?.message;
+        if (!message) continue;
+        describe(message);
+        bodies.push({ method: verb, pattern, message: message.typeName });
+      }
+    }
+  }
+  // Native gRPC needs none of it: the access log reads its protocol and status from Envoy.
+  return skippedFor(
+    NATIVE_GRPC,
+    lua("edge.lua", {
+      REST_BODIES: bodies,
+      REST_QUERIES: queries,
+      MESSAGES: messages,
+      CONNECT_GET: connectGetPaths(services),
+      CONNECT_GET_REFUSAL: connectGetRefusal(),
+      EDGE_PROTOCOL_HEADER,
+    }),
+  );
+}

@@ -1,0 +1,190 @@
+// Envoy's own refusals (token, role, grpc-timeout, deadline, no route) with the code and ErrorInfo
+// a service would send, as gRPC and gRPC-Web callers get them.
+
+import { encodeStatus, ServiceError } from "../../kit/errors.js";
+import { when } from "./matchers.js";
+
+/** The ErrorInfo domain of the refusals Envoy sends itself. */
+export const EDGE_DOMAIN = "shopmesh.edge";
+
+export const ERROR_INFO = "type.googleapis.com/google.rpc.ErrorInfo";
+
+/**
+ * Envoy's own refusals, by the response code details its filters set, with the code, reason and
+ * message a service would send for the same refusal: the first match wins.
+ */
+export const EDGE_REFUSALS = [
+  {
+    details: "jwt_authn_access_denied{Jwt_is_missing}",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_MISSING",
+    message: "this call needs a bearer token",
+  },
+  {
+    details: "jwt_authn_access_denied{Jwt_is_expired}",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_EXPIRED",
+    message: "the token has expired",
+  },
+  {
+    // A wrong audience is a 403 to jwt_authn; to the services it is an invalid token, as here.
+    details: "jwt_authn_access_denied",
+    status: 401,
+    code: 16,
+    reason: "TOKEN_INVALID",
+    message: "the token is not valid here",
+  },
+  {
+    details: "rbac_access_denied",
+    status: 403,
+    code: 7,
+    reason: "ADMIN_REQUIRED",
+    message: "this call needs role admin",
+  },
+  {
+    // The route for a grpc-timeout that is not one (routes): Envoy's router would put its own
+    // timeout in its place, where a service refuses it. Matched by the route's status, since
+    // every direct response has the same details.
+    details: "direct_response",
+    when: "response.code_details == 'direct_response' && response.code == 400",
+    status: 400,
+    code: 3,
+    reason: "MALFORMED_REQUEST",
+    message: "grpc-timeout is not a timeout (up to 8 digits and a unit: H, M, S, m, u or n)",
+  },
+  {
+    details: "grpc_base_64_decode_failed",
+    status: 400,
+    code: 3,
+    reason: "MALFORMED_REQUEST",
+    message: "the gRPC-Web text body is not base64",
+  },
+  {
+    // A unary call's grpc-timeout (or 15 s) ran out before its reply came.
+    details: "max_duration_timeout",
+    status: 504,
+    code: 4,
+    reason: "DEADLINE_EXCEEDED",
+    message: "the deadline passed at the edge",
+  },
+] as const;
+
+/** CEL: the local reply is this refusal of Envoy's, by the response code details it set. */
+export const refusedBy = (refusal: (typeof EDGE_REFUSALS)[number]) =>
+  "when" in refusal
+    ? refusal.when
+    : `response.code_details.startsWith('${refusal.details.replace(/}$/, "")}')`;
+
+/** Envoy's answer for a path with no route (grpc-not-found), as a service lacking the method. */
+export const UNROUTED = {
+  when: "response.code_details == 'direct_response' && response.code == 404",
+  code: 12,
+  reason: "UNKNOWN_METHOD",
+  message: "unknown service or method",
+} as const;
+
+/** The gRPC codes gRPC-Web clients read from the HTTP statuses of Envoy's refusals. */
+const GRPC_CODE_OF_HTTP: Record<number, number> = { 401: 16, 403: 7, 504: 14 };
+
+/** CEL: edgeProtocols marked the call gRPC-Web (the gRPC-Web filter rewrote its content type). */
+const GRPC_WEB = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'grpc-web'";
+
+export function edgeRefusals() {
+  return EDGE_REFUSALS.flatMap((refusal) => {
+    const refused = refusedBy(refusal);
+    const status = {
+      code: refusal.code,
+      message: refusal.message,
+      details: [
+        {
+          "@type": ERROR_INFO,
+          reason: refusal.reason,
+          domain: EDGE_DOMAIN,
+          metadata: {},
+        },
+      ],
+    };
+    const grpcReply = {
+      headers_to_add: [
+        {
+          header: { key: "grpc-status", value: String(refusal.code) },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+        {
+          header: {
+            key: "grpc-status-details-bin",
+            value: encodeStatus(
+              new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
+              EDGE_DOMAIN,
+            ).toString("base64"),
+          },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        },
+      ],
+      body: { inline_string: refusal.message },
+    };
+    return [
+      {
+        filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
+        status_code: refusal.status,
+        // For the access log only: edgeProtocols records it and strips it from the reply.
+        headers_to_add: [
+          {
+            header: { key: "grpc-status", value: String(refusal.code) },
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+          },
+        ],
+        body_format_override: {
+          text_format_source: { inline_string: JSON.stringify(status) },
+          content_type: "application/json",
+        },
+      },
+      // A gRPC-Web client reads its code from an HTTP status other than 200 (UNAVAILABLE for a
+      // 504): it gets a 200 unless the status says the refusal's code.
+      ...(GRPC_CODE_OF_HTTP[refusal.status] === refusal.code
+        ? []
+        : [
+            {
+              // A trailers-only reply: a body would make the gRPC-Web filter answer UNKNOWN.
+              headers_to_add: [
+                ...grpcReply.headers_to_add,
+                {
+                  header: { key: "grpc-message", value: refusal.message },
+                  append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+                },
+              ],
+              filter: when(`${refused} && ${GRPC_WEB}`),
+              status_code: 200,
+              body: { inline_string: "" },
+            },
+          ]),
+      { ...grpcReply, filter: when(refused), status_code: refusal.status },
+    ];
+  });
+}
+
+/**
+ * A gRPC or gRPC-Web call on a path with no route (grpc-not-found) answers UNIMPLEMENTED with the
+ * ErrorInfo a service sends for a method it lacks.
+ */
+export function unroutedGrpc() {
+  const grpc =
+    "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
+  return {
+    filter: when(`${UNROUTED.when} && ${grpc}`),
+    headers_to_add: [
+      {
+        header: {
+          key: "grpc-status-details-bin",
+          value: encodeStatus(
+            new ServiceError(UNROUTED.code, UNROUTED.message, { reason: UNROUTED.reason }),
+            EDGE_DOMAIN,
+          ).toString("base64"),
+        },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
+  };
+}

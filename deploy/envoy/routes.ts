@@ -1,0 +1,282 @@
+// The route table: a route per rpc with its retry policy and timeouts, health by service name,
+// reflection, CORS preflights, and Envoy's answers for what no route takes.
+
+import { type MethodInfo, retriable } from "../../kit/contract.js";
+import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
+import { originPattern } from "./cors.js";
+import { lua } from "./lua.js";
+import { headerMatches, not, skippedFor, typed } from "./matchers.js";
+import { EDGE_PROTOCOL_HEADER } from "./protocols.js";
+import { UNROUTED } from "./refusals.js";
+import type { GrpcService } from "./topology.js";
+
+/**
+ * When Envoy retries an rpc, from its `idempotency_level`. Envoy sees the path, never the body.
+ *
+ * - NO_SIDE_EFFECTS and IDEMPOTENT: a repeat is harmless, so Envoy also retries after the call
+ *   reached a replica (UNAVAILABLE, a reset), as the clients' service config does.
+ * - IDEMPOTENCY_UNKNOWN: only when a repeat cannot do anything twice: the call never reached a
+ *   replica (connect failure, refused stream, reset before the request went upstream), or the
+ *   replica itself answered UNAVAILABLE, which a shopmesh service does only then
+ *   (docs/architecture.md). A client retries such calls only transparently: to a client,
+ *   UNAVAILABLE may also be a connection lost after the request was sent.
+ */
+export function retryOn(method: MethodInfo): string {
+  return retriable(method)
+    ? "unavailable,reset,connect-failure,refused-stream"
+    : "unavailable,reset-before-request,connect-failure,refused-stream";
+}
+
+/** Every shop service serves these, with the full descriptor set in reflection. */
+const INFRA_SERVICES = [
+  "grpc.health.v1.Health",
+  "grpc.reflection.v1.ServerReflection",
+  "grpc.reflection.v1alpha.ServerReflection",
+];
+/** Streaming infra RPCs; they must not be cut by the unary timeout. */
+const INFRA_STREAMS = [
+  "/grpc.health.v1.Health/Watch",
+  "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+];
+
+/** Deadline of a unary call without grpc-timeout, and the cap on a longer grpc-timeout. */
+const UNARY_TIMEOUT = "15s";
+
+function retryPolicy(method: MethodInfo) {
+  return {
+    retry_on: retryOn(method),
+    num_retries: 3,
+    // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
+    retry_host_predicate: [
+      {
+        name: "envoy.retry_host_predicates.previous_hosts",
+        typed_config: typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
+      },
+    ],
+    host_selection_retry_max_attempts: 5,
+    retry_back_off: { base_interval: "0.025s", max_interval: "0.25s" },
+  };
+}
+
+/**
+ * Unary calls honour the caller's grpc-timeout up to UNARY_TIMEOUT, and get UNARY_TIMEOUT without
+ * one. Envoy ignores the route `timeout` for gRPC once grpc_timeout_header_max is set (a call
+ * without grpc-timeout would then run forever), so the default is max_stream_duration, which a
+ * grpc-timeout header replaces. Streams are never cut by Envoy: no route, idle or stream timeout,
+ * and the caller's grpc-timeout, if any, is honoured uncapped.
+ */
+function timeouts(streaming: boolean) {
+  return streaming
+    ? // Envoy does not time streams: the caller's grpc-timeout travels upstream and the service
+      // ends the stream with DEADLINE_EXCEEDED. (Envoy's own timer reset streams as INTERNAL.)
+      { timeout: "0s", idle_timeout: "0s" }
+    : {
+        timeout: UNARY_TIMEOUT,
+        max_stream_duration: {
+          max_stream_duration: UNARY_TIMEOUT,
+          grpc_timeout_header_max: UNARY_TIMEOUT,
+        },
+      };
+}
+
+export function routes(
+  services: readonly GrpcService[],
+  infraCluster: string,
+  corsOrigins: readonly string[],
+) {
+  const exact: unknown[] = [];
+  const prefixes: unknown[] = [];
+  const route = (name: string, match: object, cluster: string, action: object = {}) => ({
+    name,
+    match,
+    route: { cluster, ...action },
+  });
+
+  for (const service of services) {
+    // A route per rpc, for its retry policy (and a stream's timeouts). Exact paths come before
+    // every prefix, so their order does not matter.
+    for (const method of service.methods) {
+      const streaming = method.kind !== "unary";
+      exact.push(
+        route(method.path.slice(1), { path: method.path }, service.cluster, {
+          ...timeouts(streaming),
+          retry_policy: retryPolicy(method),
+        }),
+      );
+    }
+    prefixes.push(
+      route(
+        service.fullName,
+        { prefix: `/${service.fullName}/` },
+        service.cluster,
+        timeouts(false),
+      ),
+    );
+  }
+
+  // Health by service name goes to the cluster serving that service (healthByName); reflection
+  // answers the same on every service, with the mesh's public API, so one cluster serves it, and
+  // health of "" and of unknown names.
+  exact.unshift(...healthRoutes(services));
+  for (const grpcPath of INFRA_STREAMS) {
+    exact.push(
+      edgeReflection(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, timeouts(true))),
+    );
+  }
+  for (const name of INFRA_SERVICES) {
+    prefixes.push(
+      edgeReflection(route(name, { prefix: `/${name}/` }, infraCluster, timeouts(false))),
+    );
+  }
+
+  // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
+  // OPTIONS /users matches nothing above, and the CORS filter answers only on a forwarding route.
+  // The route takes only the allowed origins, which the CORS filter answers, so nothing here
+  // reaches the upstream; any other origin's preflight gets the 404 (refusedPreflight), and no
+  // CORS headers.
+  const preflight = corsOrigins.length
+    ? [
+        route(
+          "cors-preflight",
+          {
+            prefix: "/",
+            headers: [
+              { name: ":method", string_match: { exact: "OPTIONS" } },
+              {
+                name: "origin",
+                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
+              },
+              { name: "access-control-request-method", present_match: true },
+            ],
+          },
+          infraCluster,
+        ),
+      ]
+    : [];
+  // Last: everything else, answered by Envoy. gRPC callers get UNIMPLEMENTED, like a server that
+  // lacks the method; REST callers get a google.rpc.Status-shaped JSON 404, like a transcoded error.
+  const notFound = (name: string, match: object, body: string, contentType?: string) => ({
+    name,
+    match,
+    direct_response: { status: 404, body: { inline_string: body } },
+    ...(contentType
+      ? {
+          response_headers_to_add: [
+            {
+              header: { key: "content-type", value: contentType },
+              append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+            },
+          ],
+        }
+      : {}),
+  });
+  // First: a preflight from any origin but the allowed ones gets the 404, whatever its path; a
+  // gRPC path's own route would otherwise take it to the service.
+  const refusedPreflight = notFound(
+    "cors-preflight-refused",
+    {
+      prefix: "/",
+      headers: [
+        { name: ":method", string_match: { exact: "OPTIONS" } },
+        { name: "access-control-request-method", present_match: true },
+        ...(corsOrigins.length
+          ? [
+              {
+                name: "origin",
+                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
+                invert_match: true,
+              },
+            ]
+          : []),
+      ],
+    },
+    "no route for this path",
+  );
+  const fallbacks = [
+    notFound("grpc-not-found", { prefix: "/", grpc: {} }, UNROUTED.message),
+    // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
+    notFound("not-found", { prefix: "/" }, "no route for this path"),
+  ];
+  // First of all: a grpc-timeout that is not one, which Envoy's router would replace with the
+  // route's own timeout, where a service refuses it INVALID_ARGUMENT (EDGE_REFUSALS).
+  const malformedTimeout = {
+    name: "grpc-timeout-malformed",
+    match: {
+      prefix: "/",
+      headers: [
+        { name: "grpc-timeout", present_match: true },
+        {
+          name: "grpc-timeout",
+          string_match: { safe_regex: { regex: GRPC_TIMEOUT_PATTERN } },
+          invert_match: true,
+        },
+      ],
+    },
+    direct_response: { status: 400, body: { inline_string: "grpc-timeout is not a timeout" } },
+  };
+  return [malformedTimeout, refusedPreflight, ...exact, ...prefixes, ...preflight, ...fallbacks];
+}
+
+/** The header Envoy sets on the reflection calls it forwards (kit/reflection.ts). */
+const EDGE_REFLECTION_HEADER = "x-shopmesh-edge";
+
+/** A reflection route marks its calls as the edge's: they list the mesh's public API. */
+function edgeReflection<R extends { name: string }>(route: R): R {
+  if (!route.name.startsWith("grpc.reflection.")) return route;
+  return {
+    ...route,
+    request_headers_to_add: [
+      {
+        header: { key: EDGE_REFLECTION_HEADER, value: "public-api" },
+        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+      },
+    ],
+  };
+}
+
+/** The header healthByName sets to route a health call to the cluster serving its service. */
+const HEALTH_HEADER = "x-shopmesh-health-cluster";
+
+/**
+ * grpc.health.v1 Check and Watch through the edge answer for any public service: a Lua filter
+ * (lua/health.lua) reads the service name from the request and routes the call to the cluster
+ * serving it. List answers for every public service, each asked of its cluster. The filter also
+ * records the gRPC status each call ended with, for the access log.
+ */
+export function healthByName(services: readonly GrpcService[]) {
+  // Skipped for native gRPC, except health calls: gRPC reports its own status to the access log.
+  const nativeGrpcNotHealth = {
+    and_matcher: {
+      predicate: [
+        not(headerMatches(EDGE_PROTOCOL_HEADER, { safe_regex: { google_re2: {}, regex: ".*" } })),
+        not(headerMatches(":path", { prefix: "/grpc.health.v1.Health/" })),
+      ],
+    },
+  };
+  return skippedFor(
+    nativeGrpcNotHealth,
+    lua(["inflate.lua", "health.lua"], {
+      HEALTH_HEADER,
+      EDGE_PROTOCOL_HEADER,
+      HEALTH_CLUSTERS: Object.fromEntries(
+        services.map((service) => [service.fullName, service.cluster]),
+      ),
+    }),
+  );
+}
+
+/** The health routes healthByName picks, one per cluster, ahead of the health routes for "". */
+function healthRoutes(services: readonly GrpcService[]) {
+  const clusters = [...new Set(services.map((service) => service.cluster))];
+  return clusters.flatMap((cluster) =>
+    ["Check", "Watch"].map((rpc) => ({
+      name: `grpc.health.v1.Health/${rpc} ${cluster}`,
+      match: {
+        path: `/grpc.health.v1.Health/${rpc}`,
+        headers: [{ name: HEALTH_HEADER, string_match: { exact: cluster } }],
+      },
+      route: { cluster, ...timeouts(rpc === "Watch") },
+    })),
+  );
+}
