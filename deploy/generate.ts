@@ -12,7 +12,7 @@ import { parseArgs } from "node:util";
 import { composeYaml } from "./compose.js";
 import { envoyYaml } from "./envoy/config.js";
 import { composeTopology, localTopology } from "./envoy/topology.js";
-import { K8S_DIR, kubernetesFiles } from "./kubernetes.js";
+import { K8S_DIR, kubernetesFiles } from "./kubernetes/files.js";
 import { localTargets, prometheusYaml } from "./prometheus/config.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));

@@ -9,7 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { composeTopology, type EnvoyTopology, localTopology } from "../deploy/envoy/topology.js";
-import { kubernetesTopology } from "../deploy/kubernetes.js";
+import { kubernetesTopology } from "../deploy/kubernetes/envoy.js";
 import { descriptorPath } from "../kit/descriptor.js";
 import { makeCredentials } from "./lib/credentials.js";
 import { validateEnvoy, withLocalPaths } from "./lib/envoy-validate.js";

@@ -10,20 +10,16 @@ import path from "node:path";
 import test from "ava";
 import { parseAllDocuments, stringify } from "yaml";
 import { staleFiles } from "../deploy/generate.js";
+import { PRODUCTION_CPU_REQUEST, SCALE_AT_UTILIZATION } from "../deploy/kubernetes/availability.js";
+import { PRE_STOP_SLEEP_S } from "../deploy/kubernetes/deployments.js";
 import {
-  callersOf,
   ENVOY_CPU_CORES,
   ENVOY_STATS_PORT,
-  K8S_DIR,
-  kubernetesFiles,
   kubernetesTopology,
-  MONITORING_NAMESPACE_LABELS,
-  OVERLAYS,
-  POSTGRES_CONNECTIONS,
-  PRE_STOP_SLEEP_S,
-  PRODUCTION_CPU_REQUEST,
-  SCALE_AT_UTILIZATION,
-} from "../deploy/kubernetes.js";
+} from "../deploy/kubernetes/envoy.js";
+import { K8S_DIR, kubernetesFiles } from "../deploy/kubernetes/files.js";
+import { callersOf, MONITORING_NAMESPACE_LABELS } from "../deploy/kubernetes/network.js";
+import { OVERLAYS, POSTGRES_CONNECTIONS } from "../deploy/kubernetes/overlays.js";
 import {
   DATABASE_SECRET,
   healthPortOf,

@@ -1,0 +1,122 @@
+// A service's Deployment: native gRPC probes, a restricted securityContext, a termination grace
+// that covers the server's shutdown grace.
+
+import type { RegisteredService, ServiceRegistry } from "../../kit/registry.js";
+import { serviceVariable } from "../../kit/registry.js";
+import {
+  APP_UID,
+  DATA_DIR,
+  healthPortOf,
+  IMAGE,
+  SERVICE_MEMORY_LIMIT_MIB,
+  SHUTDOWN_GRACE_MS,
+} from "../settings.js";
+import { labels, selector } from "./labels.js";
+import { OVERLAYS } from "./overlays.js";
+import { containerSecurity, meshMounts, podSecurity, SURGE, scrape, spread } from "./pods.js";
+
+export const CONFIG_MAP = "shopmesh";
+
+/** Seconds a pod keeps serving after it is told to stop, while it leaves the endpoints. */
+export const PRE_STOP_SLEEP_S = 5;
+
+/**
+ * Kubernetes kills a pod this long after it starts stopping: the preStop sleep, the server's
+ * whole shutdown grace, and time to flush logs and close the database.
+ */
+export const TERMINATION_GRACE_S = PRE_STOP_SLEEP_S + Math.ceil(SHUTDOWN_GRACE_MS / 1000) + 5;
+
+/** The proto service a readiness probe and Envoy's health check ask about. */
+const checkedService = (service: RegisteredService) => service.protoServices[0] as string;
+
+export function serviceDeployment(service: RegisteredService, registry: ServiceRegistry) {
+  const { name, port } = service;
+  const health = healthPortOf(port);
+  const mounts = meshMounts(name);
+  const env = [
+    { name: "SHOP_SERVICE", value: name },
+    { name: "SHOP_PORT", value: String(port) },
+    { name: "SHOP_HEALTH_PORT", value: String(health) },
+    { name: "SHOP_METRICS_PORT", value: String(service.metricsPort) },
+    ...mounts.flatMap((mount) => mount.env),
+    // A DNS name of a headless Service: every ready pod is an address, balanced round_robin.
+    ...service.dependencies.map((dependency) => ({
+      name: serviceVariable(dependency, "ADDR"),
+      value: `${dependency}:${registry.get(dependency).port}`,
+    })),
+  ];
+  return {
+    apiVersion: "apps/v1",
+    kind: "Deployment",
+    metadata: { name, labels: labels(name, "service") },
+    spec: {
+      replicas: OVERLAYS.production.replicas,
+      revisionHistoryLimit: 5,
+      selector: { matchLabels: selector(name) },
+      // A new pod is ready before an old one stops.
+      strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: SURGE } },
+      template: {
+        metadata: { labels: labels(name, "service"), annotations: scrape(service.metricsPort) },
+        spec: {
+          serviceAccountName: name,
+          automountServiceAccountToken: false,
+          // No <SERVICE>_PORT variables from the cluster's Services in the environment.
+          enableServiceLinks: false,
+          terminationGracePeriodSeconds: TERMINATION_GRACE_S,
+          securityContext: podSecurity(APP_UID),
+          topologySpreadConstraints: spread(name),
+          containers: [
+            {
+              name,
+              image: IMAGE,
+              imagePullPolicy: "IfNotPresent",
+              ports: [
+                { name: "grpc", containerPort: port, protocol: "TCP" },
+                { name: "health", containerPort: health, protocol: "TCP" },
+                { name: "metrics", containerPort: service.metricsPort, protocol: "TCP" },
+              ],
+              envFrom: [{ configMapRef: { name: CONFIG_MAP } }],
+              env,
+              // grpc.health.v1, asked by the kubelet itself: no process per probe. The service
+              // port asks for a mesh certificate, which the kubelet cannot present, so it asks the
+              // health-only port (SHOP_HEALTH_PORT, the same statuses, nothing else served).
+              // Startup allows for migrations; readiness is the proto service's status,
+              // NOT_SERVING from the first moment of a shutdown; liveness the server's ("").
+              startupProbe: { grpc: { port: health }, periodSeconds: 1, failureThreshold: 60 },
+              readinessProbe: {
+                grpc: { port: health, service: checkedService(service) },
+                periodSeconds: 2,
+                timeoutSeconds: 1,
+                failureThreshold: 1,
+              },
+              livenessProbe: {
+                grpc: { port: health },
+                periodSeconds: 10,
+                timeoutSeconds: 2,
+                failureThreshold: 3,
+              },
+              // Keep serving while the endpoints (and the callers' DNS) drop this pod; SIGTERM
+              // then turns health NOT_SERVING and drains in-flight calls (SHOP_SHUTDOWN_GRACE_MS).
+              lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SLEEP_S } } },
+              resources: {
+                requests: { cpu: "100m", memory: `${SERVICE_MEMORY_LIMIT_MIB / 2}Mi` },
+                limits: { cpu: "1", memory: `${SERVICE_MEMORY_LIMIT_MIB}Mi` },
+              },
+              securityContext: containerSecurity,
+              volumeMounts: [
+                { name: "data", mountPath: DATA_DIR },
+                { name: "tmp", mountPath: "/tmp" },
+                ...mounts.map((mount) => mount.mount),
+              ],
+            },
+          ],
+          volumes: [
+            { name: "data", emptyDir: {} },
+            { name: "tmp", emptyDir: { sizeLimit: "64Mi" } },
+            ...mounts.map((mount) => mount.volume),
+          ],
+        },
+      },
+    },
+  };
+}
