@@ -4,12 +4,12 @@ import { stringify } from "yaml";
 import type { ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
 import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
-import { SEEDED_SERVICES } from "../scripts/lib/seed.js";
 import { registry as defaultRegistry } from "../services/registry.js";
 import {
   ENVOY_IMAGE,
   healthPortOf,
   IMAGE as IMAGE_NAME,
+  SEEDED_SERVICES,
   SERVICE_DEFAULTS,
   SHUTDOWN_GRACE_MS,
 } from "./settings.js";

@@ -160,3 +160,6 @@ export const DATABASE_SECRET = { secret: "shopmesh-database", variable: "SHOP_DA
 
 /** The mesh identity of Envoy's certificate. */
 export const EDGE_IDENTITY = "edge";
+
+/** The services the demo seeder (scripts/lib/seed.ts) calls: its container gets their addresses. */
+export const SEEDED_SERVICES = ["user", "product"] as const;

@@ -1,5 +1,5 @@
 // The import graph of the repo's TypeScript (docs/architecture.md): imports go one way, type
-// imports included, and the kit imports nothing from services/.
+// imports included, between files and between folders.
 import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import path from "node:path";
@@ -80,13 +80,22 @@ test("cycles() finds a cycle and names its files in order", (t) => {
   t.deepEqual(cycles(looped), ["a.ts → b.ts → c.ts → a.ts"]);
 });
 
-test("the kit imports nothing from services/", (t) => {
-  const crossing = [...graph]
-    .filter(([file]) => file.startsWith("kit/"))
+/** The folders, each above the ones before it: a file imports only from its own or lower ones. */
+const LAYERS = ["gen", "kit", "services", "deploy", "scripts", "bench"];
+
+/** Files that only tests run: they may reach any folder. */
+const isTestCode = (file: string) =>
+  file.startsWith("test/") || /(\.test|\.suite|\.fixture|test-setup)\.ts$/.test(file);
+
+const layerOf = (file: string) => LAYERS.indexOf(file.slice(0, file.indexOf("/")));
+
+test("no folder imports from one above it: the kit from no service, deploy/ from no script", (t) => {
+  const upward = [...graph]
+    .filter(([file]) => !isTestCode(file) && layerOf(file) >= 0)
     .flatMap(([file, targets]) =>
       targets
-        .filter((target) => target.startsWith("services/"))
+        .filter((target) => !isTestCode(target) && layerOf(target) > layerOf(file))
         .map((target) => `${file} → ${target}`),
     );
-  t.deepEqual(crossing, []);
+  t.deepEqual(upward, []);
 });

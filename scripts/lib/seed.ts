@@ -15,9 +15,6 @@ export interface SeedAccess {
   transport?: ReturnType<typeof channelCredentials>;
 }
 
-/** The registered services the seeder calls. */
-export const SEEDED_SERVICES = ["user", "product"] as const;
-
 export const DEMO_EMAIL = "demo@shopmesh.dev";
 
 const CATALOGUE = [
