@@ -119,6 +119,32 @@ test("ReserveStock with an unknown product is NOT_FOUND and holds nothing", asyn
   t.deepEqual(await stock(a.productId), [5]);
 });
 
+test("ReserveStock over products in two currencies is CURRENCY_MISMATCH and holds nothing", async (t) => {
+  const { db, create, reserve, stock } = await setup(t);
+  const eur = await create({ stock: 5, currencyCode: "EUR" });
+  const usd = await create({ stock: 5, currencyCode: "USD" });
+  for (const commit of [false, true]) {
+    await expectStatus(
+      t,
+      reserve(
+        "r-two-currencies",
+        [
+          [eur.productId, 1],
+          [usd.productId, 1],
+        ],
+        "none",
+        commit,
+      ),
+      Code.FAILED_PRECONDITION,
+      "CURRENCY_MISMATCH",
+    );
+  }
+  t.deepEqual(await stock(eur.productId, usd.productId), [5, 5]);
+  // Refused inside the transaction: the reservation was never made, not made and given back.
+  t.is(await rows(db, "reservations"), 0);
+  t.is((await reserve("r-two-currencies", [[eur.productId, 5]])).state, HELD);
+});
+
 test("ReserveStock repeated with the same lines returns the reservation and holds once", async (t) => {
   const { create, reserve, stock } = await setup(t);
   const a = await create({ stock: 10 });

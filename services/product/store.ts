@@ -325,16 +325,19 @@ export class ProductStore {
           // Undo the whole transaction: nothing is held.
           throw Object.assign(new Error("short"), { short });
         }
-        // What the reservation costs must be an amount Money can carry, per currency: refused
-        // here, inside the transaction, so that nothing is held.
-        for (const currency of new Set(lineRows.map((row) => row.currency_code))) {
-          totalOf(
-            currency,
-            lineRows
-              .filter((row) => row.currency_code === currency)
-              .map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+        // One currency, at an amount Money can carry: refused here, inside the transaction, so
+        // that nothing is held, not even for the moment an order would take to refuse it.
+        const currencies = new Set(lineRows.map((row) => row.currency_code));
+        if (currencies.size > 1) {
+          throw errors.failedPrecondition(
+            "CURRENCY_MISMATCH",
+            `the products are priced in different currencies: ${[...currencies].join(", ")}`,
           );
         }
+        totalOf(
+          [...currencies].join(),
+          lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
+        );
         // What was just written is the answer: no need to read it back.
         return { repeat: false as const, reservation: toReservation(made, lineRows) };
       })

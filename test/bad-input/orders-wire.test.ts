@@ -150,6 +150,8 @@ test("CreateOrder over products in two currencies holds no stock and writes no o
   );
   t.deepEqual((await snapshot(fleet, [eur.productId, usd.productId])).stock, before.stock);
   t.deepEqual((await snapshot(fleet)).orders, []);
+  // ReserveStock refused it: no other buyer ever saw the stock gone, even for a moment.
+  t.deepEqual(await fleet.product.db("reservations").select("reservation_id"), []);
 });
 
 test("OrderService refuses empty, 1 MB and unknown order ids", async (t) => {

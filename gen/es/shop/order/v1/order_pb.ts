@@ -495,8 +495,8 @@ export const OrderService: GenService<{
    * FAILED_PRECONDITION with reason `INSUFFICIENT_STOCK` (and a
    * `PreconditionFailure`) when stock is short, `CURRENCY_MISMATCH` when the
    * products are priced in different currencies, `TOTAL_TOO_LARGE` when the
-   * total would pass the largest Money amount, 9007199254740991 (refused
-   * when the stock is reserved, so nothing is ever held for it), or
+   * total would pass the largest Money amount, 9007199254740991 (these two
+   * refused as the stock is reserved, so nothing is ever held for them), or
    * `ORDER_CANCELLED` when the order placed under `request_id` has since
    * been cancelled, and ALREADY_EXISTS (reason `REQUEST_ID_REUSED`) when
    * the user already used `request_id` for a different order. After any of

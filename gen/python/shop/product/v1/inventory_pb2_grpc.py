@@ -108,8 +108,9 @@ class InventoryServiceServicer:
         Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
         does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
         `PreconditionFailure` naming each short product) when any line cannot
-        be held, or (reason `TOTAL_TOO_LARGE`) when the sum of quantity times
-        unit price in one currency would pass the largest Money amount,
+        be held, (reason `CURRENCY_MISMATCH`) when the products are priced in
+        more than one currency, or (reason `TOTAL_TOO_LARGE`) when the sum of
+        quantity times unit price would pass the largest Money amount,
         9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
         when the id was used with different lines. On every error nothing is
         held.
