@@ -1,7 +1,8 @@
 // A database with no room left for a write: a full disk, here SQLite's page limit
 // (`max_page_count`), which fails a write with the same SQLITE_FULL. The caller gets
 // RESOURCE_EXHAUSTED with an ErrorInfo, not INTERNAL; nothing of the refused write is kept; the
-// log says why at warn level; and once there is room again, the service writes as before.
+// log says why at warn level; and once there is room again, the service writes as before. An
+// order written but not confirmed is not "nothing written": its answer names it.
 import test from "ava";
 import { OrderState } from "../gen/ts/shop/order/v1/order.js";
 import type { Knex } from "../kit/db.js";
@@ -32,10 +33,37 @@ async function untilRefused<T>(write: (n: number) => Promise<T>, tries = 400) {
   return { done, refused: undefined };
 }
 
+/**
+ * Leaves room for orders to be written but none for their confirmation: confirming one also
+ * writes 1 MB of ballast (a trigger), which does not fit. Returns what gives the room back.
+ */
+async function fullOnConfirm(db: Knex): Promise<() => Promise<void>> {
+  await db.raw("CREATE TABLE ballast (b BLOB)");
+  await db.raw(
+    `CREATE TRIGGER ballast_on_confirm BEFORE UPDATE OF state ON orders` +
+      ` WHEN NEW.state = ${OrderState.ORDER_STATE_CONFIRMED}` +
+      ` BEGIN INSERT INTO ballast VALUES (zeroblob(1000000)); END`,
+  );
+  const [row] = (await db.raw("PRAGMA page_count")) as { page_count: number }[];
+  await db.raw(`PRAGMA max_page_count = ${Number(row?.page_count) + 64}`);
+  return async () => {
+    await db.raw("DROP TRIGGER ballast_on_confirm");
+    await db.raw("PRAGMA max_page_count = 1073741823");
+  };
+}
+
 const isFullRefusal = (error: unknown) =>
   error instanceof ServiceError &&
   error.code === Code.RESOURCE_EXHAUSTED &&
   error.details.reason === "DATABASE_FULL";
+
+/** The order a CreateOrder wrote but could not confirm, as its ABORTED ORDER_NOT_SETTLED names it. */
+const unsettledOrder = (error: unknown) =>
+  error instanceof ServiceError &&
+  error.code === Code.ABORTED &&
+  error.details.reason === "ORDER_NOT_SETTLED"
+    ? (error.details.metadata as { order_id: string; request_id: string })
+    : undefined;
 
 test("a product the database has no room for is RESOURCE_EXHAUSTED, keeps nothing, and is logged with its cause", async (t) => {
   const logs = captureLogger("product");
@@ -78,15 +106,17 @@ test("an order the database has no room for is RESOURCE_EXHAUSTED, and every ord
       requestId: `full-${n}`,
     }),
   );
-  t.true(isFullRefusal(refused), String(refused));
+  // Refused before its order was written, or after: then the answer names the order.
+  const unsettled = unsettledOrder(refused);
+  t.true(isFullRefusal(refused) || unsettled !== undefined, String(refused));
   t.log(`${done.length} orders fitted before the refusal`);
   t.true(
     done.every((answer) => answer.order?.state === OrderState.ORDER_STATE_CONFIRMED),
     "OK means confirmed",
   );
 
-  // The refused order was either never written, or is settled by the reconciler once there is
-  // room: confirmed with its stock taken, or failed with its stock given back.
+  // Once there is room, the reconciler settles a named order: confirmed with its stock taken,
+  // or failed with its stock given back. An order refused DATABASE_FULL is never confirmed.
   await giveRoom();
   const orders = await eventually(
     "every order settled",
@@ -101,7 +131,8 @@ test("an order the database has no room for is RESOURCE_EXHAUSTED, and every ord
     { timeoutMs: 15_000 },
   );
   const confirmed = orders.filter((order) => order.state === OrderState.ORDER_STATE_CONFIRMED);
-  t.true(confirmed.length >= done.length && confirmed.length <= done.length + 1);
+  const namedConfirmed = confirmed.some((order) => order.orderId === unsettled?.order_id);
+  t.is(confirmed.length, done.length + (namedConfirmed ? 1 : 0));
   const { product } = await fleet.products.getProduct({ productId: mug.productId });
   t.is(product?.stockQuantity, 1000 - confirmed.length);
 
@@ -112,4 +143,44 @@ test("an order the database has no room for is RESOURCE_EXHAUSTED, and every ord
       requestId: "after-room",
     }),
   );
+});
+
+test("an order written but not confirmed for want of room is ABORTED ORDER_NOT_SETTLED, naming the order a resend settles", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 10 });
+  const giveRoom = await fullOnConfirm(fleet.order.db);
+
+  // With and without the caller's request_id: the disk's "nothing was written" would be untrue,
+  // since the order stands PENDING with its stock taken, and the reconciler would confirm it.
+  const named = [];
+  for (const requestId of ["", "req-full-on-confirm"]) {
+    const error = await t.throwsAsync(
+      fleet.orders.createOrder({
+        userId: user.userId,
+        lines: [orderLine(mug.productId, 2)],
+        requestId,
+      }),
+    );
+    const unsettled = unsettledOrder(error);
+    if (!unsettled) return t.fail(String(error));
+    if (requestId) t.is(unsettled.request_id, requestId);
+    const { order } = await fleet.orders.getOrder({ orderId: unsettled.order_id });
+    t.is(order?.state, OrderState.ORDER_STATE_PENDING);
+    named.push(unsettled);
+  }
+
+  // A resend of the named request_id settles its order: confirmed, its stock taken once.
+  await giveRoom();
+  for (const { order_id, request_id } of named) {
+    const { order } = await fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 2)],
+      requestId: request_id,
+    });
+    t.is(order?.orderId, order_id);
+    t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  }
+  const { product } = await fleet.products.getProduct({ productId: mug.productId });
+  t.is(product?.stockQuantity, 6);
 });

@@ -233,7 +233,9 @@ export class OrderSaga {
         await placing(waits++, ctx);
         continue;
       }
-      const settled = await step("settle", () => this.settle(existing, { ctx }));
+      const settled = await step("settle", () => this.settle(existing, { ctx })).catch(
+        (error: unknown) => this.afterFailure(error, existing.order.orderId, key, request, ctx),
+      );
       if (settled === PLACING) {
         // Another replica's call is placing it: its answer will be ours. Not an attempt.
         await placing(waits++, ctx);
@@ -383,25 +385,40 @@ export class OrderSaga {
     try {
       return await this.complete(written, reservationIdOf(orderId), ctx);
     } catch (error) {
-      // Envoy retries any rpc that answers UNAVAILABLE (docs/architecture.md). Without the
-      // caller's own key (request_id) a retry places another order, so UNAVAILABLE (an
-      // unreachable product service, a database busy past its timeout or lost) stands only once this
-      // order can never be confirmed.
-      const mapped = toServiceError(error, ctx);
-      if (request.requestId || mapped.code !== Code.UNAVAILABLE) throw error;
-      const stored = await this.store.find(orderId).then(
-        (found) => found ?? "gone",
-        () => undefined,
-      );
-      if (stored === "gone" || stored?.order.state === FAILED) throw mapped;
-      if (stored?.order.state === CONFIRMED) return stored.order;
-      throw new ServiceError(
-        Code.ABORTED,
-        `order ${orderId} was placed but not yet confirmed; resend with request_id ${key} to settle it, or watch the order`,
-        { reason: "ORDER_NOT_SETTLED", metadata: { order_id: orderId, request_id: key } },
-        error,
-      );
+      return this.afterFailure(error, orderId, key, request, ctx);
     }
+  }
+
+  /**
+   * The answer of a call that failed once its order was written. Its error stands when the
+   * order can never be confirmed, or when it is UNAVAILABLE and the caller's own request_id
+   * lets a resend settle the order (Envoy and the clients resend UNAVAILABLE; without that key a
+   * resend would place a second order). An order confirmed meanwhile is the answer. One still
+   * PENDING may hold its stock and be confirmed by the reconciler, so the caller must not read
+   * the failure as "no order" (a full disk's "nothing was written"): ORDER_NOT_SETTLED names it.
+   */
+  private async afterFailure(
+    error: unknown,
+    orderId: string,
+    key: string,
+    request: CreateOrderRequest,
+    ctx: CallContext,
+  ): Promise<Order> {
+    if (callerGone(error)) throw error;
+    if (request.requestId && toServiceError(error, ctx).code === Code.UNAVAILABLE) throw error;
+    const stored = await this.store.find(orderId).then(
+      (found) => found ?? "gone",
+      () => undefined,
+    );
+    if (stored === "gone") throw error;
+    if (stored?.order.state === CONFIRMED) return stored.order;
+    if (stored && stored.order.state !== PENDING) throw error;
+    throw new ServiceError(
+      Code.ABORTED,
+      `order ${orderId} was placed but not yet confirmed; resend with request_id ${key} to settle it, or watch the order`,
+      { reason: "ORDER_NOT_SETTLED", metadata: { order_id: orderId, request_id: key } },
+      error,
+    );
   }
 
   /**
