@@ -28,15 +28,23 @@ async function setup(t: ExecutionContext) {
         ctx("CreateUser"),
       )
     ).user as User;
+  const read = async (userId: string) =>
+    (await handlers.getUser(GetUserRequest.fromPartial({ userId }), ctx("GetUser"))).user;
   const count = async () =>
     (await handlers.listUsers(ListUsersRequest.fromPartial({ pageSize: 1000 }), ctx("ListUsers")))
       .users.length;
-  return { db, handlers, create, count };
+  return { db, handlers, create, read, count };
 }
 
 const chars = (n: number, c = "x") => c.repeat(n);
 /** A valid email of exactly `n` characters. */
 const emailOf = (n: number) => `${chars(n - "@example.com".length, "e")}@example.com`;
+/**
+ * A valid email of exactly `n` characters whose lowercase form, the key that makes emails unique,
+ * is almost twice as long: "İ" (U+0130) lowercases to "i̇", two code points.
+ */
+const dottedEmailOf = (n: number, domain = "@x.c") => `${chars(n - domain.length, "İ")}${domain}`;
+const codePoints = (text: string) => [...text].length;
 
 // CreateUser
 
@@ -83,6 +91,27 @@ test("CreateUser accepts the boundary lengths", async (t) => {
   t.is((await create(emailOf(254))).email.length, 254);
   t.is((await create("one@example.com", "x")).displayName, "x");
   t.is((await create("two@example.com", chars(100))).displayName.length, 100);
+});
+
+test("CreateUser accepts an email whose lowercase form is longer than 254 characters", async (t) => {
+  const { create, read } = await setup(t);
+  const email = dottedEmailOf(254);
+  t.is(codePoints(email), 254);
+  t.is(codePoints(email.toLowerCase()), 504);
+  const user = await create(email);
+  t.is(user.email, email, "the email keeps its case");
+  t.deepEqual(await read(user.userId), user);
+});
+
+test("CreateUser refuses a long dotted email taken in another case", async (t) => {
+  const { create, count } = await setup(t);
+  await create(dottedEmailOf(254));
+  const email = dottedEmailOf(254, "@X.C");
+  const error = await t.throwsAsync(create(email), { instanceOf: ServiceError });
+  t.is(error?.code, Code.ALREADY_EXISTS);
+  t.is(error?.details.reason, "EMAIL_TAKEN");
+  t.deepEqual(error?.details.metadata, { email });
+  t.is(await count(), 1);
 });
 
 test("CreateUser refuses a missing user", async (t) => {
@@ -336,6 +365,31 @@ test("UpdateUser to an email another user has is ALREADY_EXISTS and changes noth
     ctx("GetUser"),
   );
   t.deepEqual(user, grace);
+});
+
+test("UpdateUser accepts an email whose lowercase form is longer than 254 characters", async (t) => {
+  const { handlers, create, read } = await setup(t);
+  const ada = await create("ada@example.com");
+  const grace = await create("grace@example.com", "Grace");
+  const email = dottedEmailOf(254);
+  const { user: moved } = await handlers.updateUser(
+    update({ userId: ada.userId, email }, ["email"]),
+    ctx("UpdateUser"),
+  );
+  t.is(moved?.email, email);
+  t.deepEqual(await read(ada.userId), moved);
+
+  // Its key still makes it unique, whatever the case.
+  const error = await t.throwsAsync(
+    handlers.updateUser(
+      update({ userId: grace.userId, email: dottedEmailOf(254, "@X.C") }, ["email"]),
+      ctx("UpdateUser"),
+    ),
+    { instanceOf: ServiceError },
+  );
+  t.is(error?.code, Code.ALREADY_EXISTS);
+  t.is(error?.details.reason, "EMAIL_TAKEN");
+  t.deepEqual(await read(grace.userId), grace);
 });
 
 test("UpdateUser of an unknown user is NOT_FOUND with reason USER_NOT_FOUND", async (t) => {
