@@ -564,9 +564,10 @@ export const OrderService: GenService<{
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
    * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    *
    * @generated from rpc shop.order.v1.OrderService.ListOrders
    */

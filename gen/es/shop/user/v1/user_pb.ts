@@ -359,9 +359,10 @@ export const UserService: GenService<{
    * Lists users, oldest first, one page at a time.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    *
    * @generated from rpc shop.user.v1.UserService.ListUsers
    */

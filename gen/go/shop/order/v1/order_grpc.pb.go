@@ -130,9 +130,10 @@ type OrderServiceClient interface {
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
 	// orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
+	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+	// call with the same filter.
 	ListOrders(ctx context.Context, in *ListOrdersRequest, opts ...grpc.CallOption) (*ListOrdersResponse, error)
 	// Cancels a confirmed order and returns its stock. OK means the order is
 	// CANCELLED and its units are back in stock, exactly once.
@@ -345,9 +346,10 @@ type OrderServiceServer interface {
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
 	// orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
+	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+	// call with the same filter.
 	ListOrders(context.Context, *ListOrdersRequest) (*ListOrdersResponse, error)
 	// Cancels a confirmed order and returns its stock. OK means the order is
 	// CANCELLED and its units are back in stock, exactly once.

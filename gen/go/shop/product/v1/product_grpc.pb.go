@@ -68,9 +68,9 @@ type ProductServiceClient interface {
 	// Lists products, oldest first, one page at a time. Open: no token
 	// needed.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+	// `page_token` was not issued by a previous call with the same filter.
 	ListProducts(ctx context.Context, in *ListProductsRequest, opts ...grpc.CallOption) (*ListProductsResponse, error)
 	// Updates the fields of a product named by `update_mask`. Changing the
 	// price does not change the price snapshot of existing reservations.
@@ -177,9 +177,9 @@ type ProductServiceServer interface {
 	// Lists products, oldest first, one page at a time. Open: no token
 	// needed.
 	//
-	// Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+	// `page_token` was not issued by a previous call with the same filter.
 	ListProducts(context.Context, *ListProductsRequest) (*ListProductsResponse, error)
 	// Updates the fields of a product named by `update_mask`. Changing the
 	// price does not change the price snapshot of existing reservations.

@@ -73,9 +73,10 @@ type UserServiceClient interface {
 	// Lists users, oldest first, one page at a time.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
+	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+	// call with the same filter.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//
@@ -197,9 +198,10 @@ type UserServiceServer interface {
 	// Lists users, oldest first, one page at a time.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-	// was not issued by a previous call with the same filter, or when
-	// `page_size` is negative.
+	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
+	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+	// call with the same filter.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//

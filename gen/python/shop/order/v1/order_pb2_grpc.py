@@ -200,9 +200,10 @@ class OrderServiceServicer:
         A user lists only their own: `user_id` must be the token's subject
         (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
         orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-        `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-        was not issued by a previous call with the same filter, or when
-        `page_size` is negative.
+        `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+        `page_size` when it is negative, and INVALID_ARGUMENT (reason
+        `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+        call with the same filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -133,9 +133,9 @@ class ProductServiceServicer:
         """Lists products, oldest first, one page at a time. Open: no token
         needed.
 
-        Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-        was not issued by a previous call with the same filter, or when
-        `page_size` is negative.
+        Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+        is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+        `page_token` was not issued by a previous call with the same filter.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

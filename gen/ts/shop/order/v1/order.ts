@@ -1474,9 +1474,10 @@ export const OrderServiceService = {
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
    * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listOrders: {
     path: "/shop.order.v1.OrderService/ListOrders" as const,
@@ -1626,9 +1627,10 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
    * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listOrders: handleUnaryCall<ListOrdersRequest, ListOrdersResponse>;
   /**
@@ -1782,9 +1784,10 @@ export interface OrderServiceClient extends Client {
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
    * orders (empty `user_id`) needs role "admin" (PERMISSION_DENIED, reason
-   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * `ADMIN_REQUIRED`). Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listOrders(
     request: ListOrdersRequest,

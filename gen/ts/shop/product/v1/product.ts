@@ -1017,9 +1017,9 @@ export const ProductServiceService = {
    * Lists products, oldest first, one page at a time. Open: no token
    * needed.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+   * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+   * `page_token` was not issued by a previous call with the same filter.
    */
   listProducts: {
     path: "/shop.product.v1.ProductService/ListProducts" as const,
@@ -1075,9 +1075,9 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
    * Lists products, oldest first, one page at a time. Open: no token
    * needed.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+   * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+   * `page_token` was not issued by a previous call with the same filter.
    */
   listProducts: handleUnaryCall<ListProductsRequest, ListProductsResponse>;
   /**
@@ -1143,9 +1143,9 @@ export interface ProductServiceClient extends Client {
    * Lists products, oldest first, one page at a time. Open: no token
    * needed.
    *
-   * Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
+   * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
+   * `page_token` was not issued by a previous call with the same filter.
    */
   listProducts(
     request: ListProductsRequest,

@@ -1075,9 +1075,10 @@ export const UserServiceService = {
    * Lists users, oldest first, one page at a time.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listUsers: {
     path: "/shop.user.v1.UserService/ListUsers" as const,
@@ -1146,9 +1147,10 @@ export interface UserServiceServer extends UntypedServiceImplementation {
    * Lists users, oldest first, one page at a time.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listUsers: handleUnaryCall<ListUsersRequest, ListUsersResponse>;
   /**
@@ -1221,9 +1223,10 @@ export interface UserServiceClient extends Client {
    * Lists users, oldest first, one page at a time.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when `page_token`
-   * was not issued by a previous call with the same filter, or when
-   * `page_size` is negative.
+   * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
+   * `page_size` when it is negative, and INVALID_ARGUMENT (reason
+   * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
+   * call with the same filter.
    */
   listUsers(
     request: ListUsersRequest,
