@@ -17,7 +17,6 @@ import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { enoughOnDisk } from "../../kit/middleware/durable-answers.js";
-import { toServiceError } from "../../kit/middleware/status.js";
 import { inSpan } from "../../kit/tracing.js";
 import { pricedOrder, pricesOf } from "./prices.js";
 import { IdempotencyKeyTaken, type OrderStore, type Prices, type StoredOrder } from "./store.js";
@@ -234,7 +233,7 @@ export class OrderSaga {
         continue;
       }
       const settled = await step("settle", () => this.settle(existing, { ctx })).catch(
-        (error: unknown) => this.afterFailure(error, existing.order.orderId, key, request, ctx),
+        (error: unknown) => this.afterFailure(error, existing.order.orderId, key),
       );
       if (settled === PLACING) {
         // Another replica's call is placing it: its answer will be ours. Not an attempt.
@@ -385,27 +384,19 @@ export class OrderSaga {
     try {
       return await this.complete(written, reservationIdOf(orderId), ctx);
     } catch (error) {
-      return this.afterFailure(error, orderId, key, request, ctx);
+      return this.afterFailure(error, orderId, key);
     }
   }
 
   /**
    * The answer of a call that failed once its order was written. Its error stands when the
-   * order can never be confirmed, or when it is UNAVAILABLE and the caller's own request_id
-   * lets a resend settle the order (Envoy and the clients resend UNAVAILABLE; without that key a
-   * resend would place a second order). An order confirmed meanwhile is the answer. One still
+   * order can never be confirmed, and an order confirmed meanwhile is the answer. One still
    * PENDING may hold its stock and be confirmed by the reconciler, so the caller must not read
-   * the failure as "no order" (a full disk's "nothing was written"): ORDER_NOT_SETTLED names it.
+   * the failure as "no order" ("the database is busy", "nothing was written"), nor resend it
+   * without its key (Envoy resends UNAVAILABLE): ORDER_NOT_SETTLED names the order and the key.
    */
-  private async afterFailure(
-    error: unknown,
-    orderId: string,
-    key: string,
-    request: CreateOrderRequest,
-    ctx: CallContext,
-  ): Promise<Order> {
+  private async afterFailure(error: unknown, orderId: string, key: string): Promise<Order> {
     if (callerGone(error)) throw error;
-    if (request.requestId && toServiceError(error, ctx).code === Code.UNAVAILABLE) throw error;
     const stored = await this.store.find(orderId).then(
       (found) => found ?? "gone",
       () => undefined,
