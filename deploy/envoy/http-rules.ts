@@ -43,14 +43,15 @@ const segments = (text: string) =>
 
 /**
  * A Lua pattern matching the paths of a template: `{field}` is one segment, `{field=a/*}` its own
- * template (`/v1/{name=reviews/*}` is `^/v1/reviews/[^/]+$`).
+ * template (`/v1/{name=reviews/*}` is `^/v1/reviews/[^/]+/?$`). A trailing slash matches too, as
+ * the transcoder serves the path with one.
  */
 export function luaPatternOf(template: string): string {
   let pattern = "";
   for (const part of template.matchAll(/\{([^}=]+)(?:=([^}]*))?\}|[^{]+/g)) {
     pattern += part[1] === undefined ? segments(part[0]) : segments(part[2] ?? "*");
   }
-  return `^${pattern}$`;
+  return `^${pattern}/?$`;
 }
 
 /** The fields a template's variables set: `{user_id}` and `{name=reviews/*}` give user_id, name. */

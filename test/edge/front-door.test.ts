@@ -220,18 +220,21 @@ test.serial(
   async (t) => {
     await ready();
     const email = `${tag("unknown")}@example.com`;
-    const top = await rest(
-      t,
-      "POST",
-      "/users",
-      JSON.stringify({ email, display_name: "X", bogus: 1 }),
-    );
-    t.deepEqual([top.status, top.json.code], [400, 3]);
-    t.like(top.json.details[0], { reason: "UNKNOWN_FIELD", metadata: { field: "bogus" } });
-    t.like(top.json.details[1], {
-      "@type": "type.googleapis.com/google.rpc.BadRequest",
-      field_violations: [{ field: "bogus" }],
-    });
+    // With a trailing slash too, which the transcoder serves as the same path.
+    for (const path of ["/users", "/users/"]) {
+      const top = await rest(
+        t,
+        "POST",
+        path,
+        JSON.stringify({ email, display_name: "X", bogus: 1 }),
+      );
+      t.deepEqual([top.status, top.json.code], [400, 3], path);
+      t.like(top.json.details[0], { reason: "UNKNOWN_FIELD", metadata: { field: "bogus" } });
+      t.like(top.json.details[1], {
+        "@type": "type.googleapis.com/google.rpc.BadRequest",
+        field_violations: [{ field: "bogus" }],
+      });
+    }
     // The same body without the stray field creates the user: the first wrote nothing.
     const created = await rest(t, "POST", "/users", JSON.stringify({ email, displayName: "X" }));
     t.is(created.status, 200, JSON.stringify(created.json));
@@ -267,6 +270,8 @@ test.serial(
       });
     };
     refused(await rest(t, "DELETE", `/users/${c.userId}?user_id=${d.userId}`), "user_id");
+    // A trailing slash is the same path to the transcoder, and to this check.
+    refused(await rest(t, "DELETE", `/users/${c.userId}/?user_id=${d.userId}`), "user_id");
     refused(await rest(t, "GET", `/users/${c.userId}?userId=${d.userId}`), "userId");
     const rename = JSON.stringify({ display_name: "Renamed" });
     refused(

@@ -23,13 +23,13 @@ test("every binding of a rule is one the edge checks", (t) => {
 });
 
 test("a template's Lua pattern matches the paths the transcoder routes to it", (t) => {
-  t.is(luaPatternOf("/users/{user_id}"), "^/users/[^/]+$");
-  t.is(luaPatternOf("/orders/{order_id}:cancel"), "^/orders/[^/]+:cancel$");
-  t.is(luaPatternOf("/v1/{name=reviews/*}"), "^/v1/reviews/[^/]+$");
-  t.is(luaPatternOf("/v1/{name=shelves/*/books/*}"), "^/v1/shelves/[^/]+/books/[^/]+$");
-  t.is(luaPatternOf("/files/{path=**}"), "^/files/.+$");
-  t.is(luaPatternOf("/v1/*/{id}"), "^/v1/[^/]+/[^/]+$");
+  t.is(luaPatternOf("/users/{user_id}"), "^/users/[^/]+/?$");
+  t.is(luaPatternOf("/orders/{order_id}:cancel"), "^/orders/[^/]+:cancel/?$");
+  t.is(luaPatternOf("/v1/{name=reviews/*}"), "^/v1/reviews/[^/]+/?$");
+  t.is(luaPatternOf("/v1/{name=shelves/*/books/*}"), "^/v1/shelves/[^/]+/books/[^/]+/?$");
+  t.is(luaPatternOf("/files/{path=**}"), "^/files/.+/?$");
+  t.is(luaPatternOf("/v1/*/{id}"), "^/v1/[^/]+/[^/]+/?$");
   // Lua's magic characters in a literal match only themselves.
-  t.is(luaPatternOf("/a.b-c+d/{id}"), "^/a%.b%-c%+d/[^/]+$");
+  t.is(luaPatternOf("/a.b-c+d/{id}"), "^/a%.b%-c%+d/[^/]+/?$");
   t.deepEqual(variablesOf("/v1/{name=shelves/*}/x/{book.id}"), ["name", "book.id"]);
 });
