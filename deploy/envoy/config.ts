@@ -81,6 +81,9 @@ export function envoyConfig(
       merge_slashes: true,
       // A client has 10 s to send a request's headers once it opened the stream.
       request_headers_timeout: "10s",
+      // HTTP/1.1 passes trailers on, after the last chunk: a native gRPC call sent over it
+      // learns its grpc-status instead of a reply that just ends (Envoy drops them by default).
+      http_protocol_options: { enable_trailers: true },
       http2_protocol_options: {
         // Detect dead clients holding streams (WatchOrder has no idle timeout).
         connection_keepalive: { interval: "30s", timeout: "10s" },

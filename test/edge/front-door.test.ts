@@ -2,11 +2,13 @@
 // through Envoy, REST errors as google.rpc.Status JSON, the access log's status per protocol, the
 // Connect protocol with buf curl, and health by service name.
 import http2 from "node:http2";
+import { request as httpsRequest } from "node:https";
 import path from "node:path";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { CreateOrderRequest, WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
+import { GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { decodeStatus } from "../../kit/errors.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
@@ -310,6 +312,53 @@ test.serial(
     t.deepEqual([anonymous.status, anonymous.json.code], [401, 16]);
   },
 );
+
+/** One native gRPC call over HTTP/1.1 (chunked), as no gRPC library sends it: what came back. */
+const grpcOverHttp1 = (path: string, body: Uint8Array) =>
+  new Promise<{
+    status: number;
+    headers: Record<string, unknown>;
+    trailers: Record<string, unknown>;
+  }>((resolve, reject) => {
+    const request = httpsRequest(
+      url(path),
+      {
+        method: "POST",
+        ca: CA,
+        headers: { "content-type": "application/grpc", te: "trailers", ...admin },
+      },
+      (response) => {
+        response.on("data", () => {});
+        response.on("error", reject);
+        response.on("end", () =>
+          resolve({
+            status: response.statusCode ?? 0,
+            headers: response.headers,
+            trailers: response.trailers,
+          }),
+        );
+      },
+    );
+    request.on("error", reject);
+    request.end(body);
+  });
+
+test.serial("native gRPC over HTTP/1.1 still tells its caller the status", async (t) => {
+  await ready();
+  const product = await newProduct(mesh.clients(), 1);
+  const get = (productId: string) =>
+    grpcOverHttp1(
+      "/shop.product.v1.ProductService/GetProduct",
+      grpcFrame(GetProductRequest.encode({ productId }).finish()),
+    );
+  // A reply with a message ends with trailers, which HTTP/1.1 carries after the last chunk.
+  const found = await get(product.productId);
+  t.is(found.status, 200);
+  t.is(found.trailers["grpc-status"], "0", JSON.stringify(found));
+  // A refusal is trailers-only: its status is in the headers.
+  const missing = await get("prd_nope");
+  t.is(missing.headers["grpc-status"] ?? missing.trailers["grpc-status"], "5");
+});
 
 // ---------------------------------------------------------------------------------------------
 // The access log states the status the caller got
