@@ -112,11 +112,17 @@ export class TokenVerifier {
 }
 
 /**
- * The token of an `authorization: Bearer <token>` header (or `bearer`); undefined when there is
- * none or the header is another scheme's, as the edge reads it.
+ * The token of `authorization: Bearer <token>` headers (or `bearer`), as the edge reads them:
+ * undefined when there is none or the header is another scheme's; else everything after the
+ * scheme, which fails verification unless it is one token (`Bearer a b`, or two headers, which
+ * HTTP joins with a comma).
  */
-export function bearerToken(header: unknown): string | undefined {
-  return typeof header === "string" ? /^[Bb]earer +(\S+)\s*$/.exec(header)?.[1] : undefined;
+export function bearerToken(headers: readonly unknown[]): string | undefined {
+  const header = headers
+    .filter((value) => typeof value === "string")
+    .join(", ")
+    .trim();
+  return /^[Bb]earer +(.+)$/s.exec(header)?.[1]?.trim();
 }
 
 const isAdmin = (caller: Caller) => caller.roles.includes(ADMIN);

@@ -56,7 +56,7 @@ export function authServer(options: AuthOptions): ServerMiddleware {
         };
       }
       return async (request, ctx) => {
-        const token = bearerToken(ctx.metadata.get(AUTHORIZATION)[0]);
+        const token = bearerToken(ctx.metadata.get(AUTHORIZATION));
         if (token === undefined) {
           if (rule.kind !== "open")
             throw unauthenticated("TOKEN_MISSING", "this call needs a bearer token");

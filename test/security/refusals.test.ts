@@ -418,6 +418,8 @@ test.serial(
     const tokens = {
       lowercase: `bearer ${data.tokens.alice}`,
       basic: "Basic YWxpY2U6c2VjcmV0",
+      trailing: `Bearer ${data.tokens.alice} more`,
+      twice: `Bearer ${data.tokens.alice},Bearer ${data.tokens.alice}`,
       noExpiry: await signed({ sub: alice }),
       noSubject: await signed({ exp }),
       emptySubject: await signed({ sub: "", exp }),
@@ -426,6 +428,18 @@ test.serial(
       getUser(() => tokens.lowercase, Code.OK, undefined, "the scheme in lower case"),
       getUser(() => tokens.basic, Code.UNAUTHENTICATED, "TOKEN_MISSING", "another scheme"),
       getUser(() => "Bearer", Code.UNAUTHENTICATED, "TOKEN_MISSING", "a scheme without a token"),
+      getUser(
+        () => tokens.trailing,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a word after the token",
+      ),
+      getUser(
+        () => tokens.twice,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "two tokens in one header",
+      ),
       getUser(() => tokens.noExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without exp"),
       getUser(() => tokens.noSubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without sub"),
       getUser(() => tokens.emptySubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an empty sub"),
