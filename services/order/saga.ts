@@ -233,7 +233,7 @@ export class OrderSaga {
         continue;
       }
       const settled = await step("settle", () => this.settle(existing, { ctx })).catch(
-        (error: unknown) => this.afterFailure(error, existing.order.orderId, key),
+        (error: unknown) => this.afterFailure(error, existing.order.orderId, key, ctx),
       );
       if (settled === PLACING) {
         // Another replica's call is placing it: its answer will be ours. Not an attempt.
@@ -384,19 +384,26 @@ export class OrderSaga {
     try {
       return await this.complete(written, reservationIdOf(orderId), ctx);
     } catch (error) {
-      return this.afterFailure(error, orderId, key);
+      return this.afterFailure(error, orderId, key, ctx);
     }
   }
 
   /**
    * The answer of a call that failed once its order was written. Its error stands when the
-   * order can never be confirmed, and an order confirmed meanwhile is the answer. One still
-   * PENDING may hold its stock and be confirmed by the reconciler, so the caller must not read
-   * the failure as "no order" ("the database is busy", "nothing was written"), nor resend it
-   * without its key (Envoy resends UNAVAILABLE): ORDER_NOT_SETTLED names the order and the key.
+   * order can never be confirmed, or when the caller is gone; an order confirmed meanwhile is
+   * the answer. One still PENDING may hold its stock and be confirmed by the reconciler, so the
+   * caller must not read the failure as "no order" ("the database is busy", "nothing was
+   * written", a dependency's timeout), nor resend it without its key (Envoy resends
+   * UNAVAILABLE): ORDER_NOT_SETTLED names the order and the key.
    */
-  private async afterFailure(error: unknown, orderId: string, key: string): Promise<Order> {
-    if (callerGone(error)) throw error;
+  private async afterFailure(
+    error: unknown,
+    orderId: string,
+    key: string,
+    ctx: CallContext,
+  ): Promise<Order> {
+    // The caller's own deadline or cancel: what it is answered no longer matters to it.
+    if (ctx.signal.aborted) throw error;
     const stored = await this.store.find(orderId).then(
       (found) => found ?? "gone",
       () => undefined,
