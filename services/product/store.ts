@@ -327,15 +327,15 @@ export class ProductStore {
         }
         // One currency, at an amount Money can carry: refused here, inside the transaction, so
         // that nothing is held, not even for the moment an order would take to refuse it.
-        const currencies = new Set(lineRows.map((row) => row.currency_code));
-        if (currencies.size > 1) {
+        const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
+        if (others.length > 0) {
           throw errors.failedPrecondition(
             "CURRENCY_MISMATCH",
-            `the products are priced in different currencies: ${[...currencies].join(", ")}`,
+            `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
           );
         }
         totalOf(
-          [...currencies].join(),
+          currency,
           lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
         );
         // What was just written is the answer: no need to read it back.
