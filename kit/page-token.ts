@@ -1,6 +1,7 @@
 import { createHmac, timingSafeEqual } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { env } from "./config.js";
+import type { MethodInfo } from "./contract.js";
 import { errors } from "./errors.js";
 
 /** The built-in secret of the development profile; the production profile refuses to run with it. */
@@ -39,9 +40,19 @@ function secretIn(file: string): string {
 const sign = (body: string) =>
   createHmac("sha256", pageTokenSecret()).update(body).digest().subarray(0, 12);
 
-/** An opaque token for the page after `cursor`, valid only with the same `filter`. */
-export function encodePageToken(cursor: unknown, filter: unknown = null): string {
-  const body = Buffer.from(JSON.stringify({ c: cursor, f: filter })).toString("base64url");
+/** The list rpc a token belongs to: its own method, or its path. */
+type List = Pick<MethodInfo, "path"> | string;
+const pathOf = (list: List) => (typeof list === "string" ? list : list.path);
+
+/**
+ * An opaque token for the page after `cursor` of `list` (the rpc serving it, usually
+ * `ctx.method`), valid only for that rpc with the same `filter`: two lists of one service share
+ * the signing secret, and a cursor means nothing in another list.
+ */
+export function encodePageToken(list: List, cursor: unknown, filter: unknown = null): string {
+  const body = Buffer.from(JSON.stringify({ l: pathOf(list), c: cursor, f: filter })).toString(
+    "base64url",
+  );
   return `${body}.${sign(body).toString("base64url")}`;
 }
 
@@ -50,11 +61,13 @@ export const isSeq = (cursor: unknown): cursor is number =>
   Number.isSafeInteger(cursor) && (cursor as number) > 0;
 
 /**
- * The cursor inside a token, or undefined for an empty token. INVALID_ARGUMENT
- * (INVALID_PAGE_TOKEN) when the token was not signed here, was issued for another filter, or
- * holds anything `isCursor` refuses: a valid signature does not make its content trusted input.
+ * The cursor inside a token of `list`, or undefined for an empty token. INVALID_ARGUMENT
+ * (INVALID_PAGE_TOKEN) when the token was not signed here, was issued by another list or for
+ * another filter, or holds anything `isCursor` refuses: a valid signature does not make its
+ * content trusted input.
  */
 export function decodePageToken<T = number>(
+  list: List,
   token: string,
   filter: unknown = null,
   isCursor: (cursor: unknown) => cursor is T = isSeq as (cursor: unknown) => cursor is T,
@@ -81,8 +94,10 @@ export function decodePageToken<T = number>(
     throw invalid();
   }
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalid();
-  const { c, f } = parsed as { c?: unknown; f?: unknown };
-  if (JSON.stringify(f) !== JSON.stringify(filter) || !isCursor(c)) throw invalid();
+  const { l, c, f } = parsed as { l?: unknown; c?: unknown; f?: unknown };
+  if (l !== pathOf(list) || JSON.stringify(f) !== JSON.stringify(filter) || !isCursor(c)) {
+    throw invalid();
+  }
   return c;
 }
 

@@ -166,10 +166,10 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
       return { ${name}: await store.get(${name}Id) };
     },
 
-    async list${Names}({ pageSize: requested, pageToken }) {
-      const limit = pageSize(requested);
-      const { ${names}, nextSeq } = await store.list(limit, decodePageToken<number>(pageToken));
-      return { ${names}, nextPageToken: nextSeq ? encodePageToken(nextSeq) : "" };
+    async list${Names}({ pageSize: requested, pageToken }, ctx) {
+      const after = decodePageToken<number>(ctx.method, pageToken);
+      const { ${names}, nextSeq } = await store.list(pageSize(requested), after);
+      return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };
 }

@@ -253,8 +253,10 @@ test("ListOrders refuses a negative page_size, a long user_id and forged tokens"
     "garbage",
     `${flip(body)}.${mac}`,
     `${body}.${flip(mac)}`,
-    encodePageToken(1),
-    encodePageToken(1, { inStockOnly: false }),
+    encodePageToken("/shop.user.v1.UserService/ListUsers", 1),
+    encodePageToken("/shop.product.v1.ProductService/ListProducts", 1, { inStockOnly: false }),
+    // ListOrders' own filter, from another list.
+    encodePageToken("/shop.user.v1.UserService/ListUsers", 1, { userId: "" }),
     chars(2000),
   ]) {
     await expectInvalid(t, list({ pageToken }), ["page_token"], "INVALID_PAGE_TOKEN");

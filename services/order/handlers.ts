@@ -80,9 +80,12 @@ export function orderHandlers(
       else requireOwner(ctx, userId, "the orders of that user");
       const limit = pageSize(requested);
       const filter = { userId };
-      const before = decodePageToken<number>(pageToken, filter);
+      const before = decodePageToken<number>(ctx.method, pageToken, filter);
       const { orders, nextSeq } = await store.list(limit, before, userId);
-      return { orders, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
+      return {
+        orders,
+        nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",
+      };
     },
 
     async cancelOrder({ orderId }, ctx) {

@@ -258,8 +258,10 @@ test("ListProducts refuses a negative page_size and tokens it never issued", asy
     "garbage",
     `${flip(body)}.${mac}`,
     `${body}.${flip(mac)}`,
-    encodePageToken(1),
-    encodePageToken(1, { userId: "" }),
+    encodePageToken("/shop.user.v1.UserService/ListUsers", 1),
+    encodePageToken("/shop.order.v1.OrderService/ListOrders", 1, { userId: "" }),
+    // ListProducts' own filter, from another list.
+    encodePageToken("/shop.order.v1.OrderService/ListOrders", 1, { inStockOnly: false }),
   ]) {
     await expectInvalid(
       t,

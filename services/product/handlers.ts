@@ -54,12 +54,15 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
       return { product: await store.get(productId) };
     },
 
-    async listProducts({ pageSize: requested, pageToken, inStockOnly }) {
+    async listProducts({ pageSize: requested, pageToken, inStockOnly }, ctx) {
       const limit = pageSize(requested);
       const filter = { inStockOnly };
-      const after = decodePageToken<number>(pageToken, filter);
+      const after = decodePageToken<number>(ctx.method, pageToken, filter);
       const { products, nextSeq } = await store.list(limit, after, inStockOnly);
-      return { products, nextPageToken: nextSeq ? encodePageToken(nextSeq, filter) : "" };
+      return {
+        products,
+        nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",
+      };
     },
 
     async updateProduct({ product, updateMask }) {

@@ -280,9 +280,12 @@ test("ListUsers refuses page tokens it never issued", async (t) => {
     `${body}.${flip(mac)}`,
     `${body}.`,
     real.slice(0, -2),
-    // A well-formed token for another filter, as ListProducts or ListOrders issue them.
-    encodePageToken(1, { inStockOnly: false }),
-    encodePageToken(1, { userId: "" }),
+    // Well-formed tokens of other lists, as ListProducts and ListOrders issue them.
+    encodePageToken("/shop.product.v1.ProductService/ListProducts", 1, { inStockOnly: false }),
+    encodePageToken("/shop.order.v1.OrderService/ListOrders", 1, { userId: "" }),
+    // Another list without a filter, as a service of `npm run new-service` issues them: its
+    // cursor is a row of another table.
+    encodePageToken("/shop.payment.v1.PaymentService/ListPayments", 1),
   ];
   for (const pageToken of forged) {
     await expectInvalid(

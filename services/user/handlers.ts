@@ -35,11 +35,11 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       return { user: await store.get(userId) };
     },
 
-    async listUsers({ pageSize: requested, pageToken }) {
+    async listUsers({ pageSize: requested, pageToken }, ctx) {
       const limit = pageSize(requested);
-      const after = decodePageToken<number>(pageToken);
+      const after = decodePageToken<number>(ctx.method, pageToken);
       const { users, nextSeq } = await store.list(limit, after);
-      return { users, nextPageToken: nextSeq ? encodePageToken(nextSeq) : "" };
+      return { users, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
 
     async updateUser({ user, updateMask }, ctx) {
