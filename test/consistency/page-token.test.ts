@@ -27,17 +27,17 @@ test("signed page tokens with a cursor of the wrong shape are INVALID_PAGE_TOKEN
   }
   const lists: [string, unknown, (pageToken: string) => Promise<unknown>][] = [
     [
-      "ListUsers",
+      "/shop.user.v1.UserService/ListUsers",
       null,
       (pageToken) => fleet.users.listUsers(ListUsersRequest.fromPartial({ pageToken })),
     ],
     [
-      "ListProducts",
+      "/shop.product.v1.ProductService/ListProducts",
       { inStockOnly: false },
       (pageToken) => fleet.products.listProducts(ListProductsRequest.fromPartial({ pageToken })),
     ],
     [
-      "ListOrders",
+      "/shop.order.v1.OrderService/ListOrders",
       { userId: "" },
       (pageToken) => fleet.orders.listOrders(ListOrdersRequest.fromPartial({ pageToken })),
     ],
@@ -45,15 +45,18 @@ test("signed page tokens with a cursor of the wrong shape are INVALID_PAGE_TOKEN
   const cursors: unknown[] = [{}, [], null, "1", "abc", true, -1, 0, 1.5, 1e300, { seq: 1 }, [1]];
   for (const [rpc, filter, list] of lists) {
     // The server's own encoding of a real cursor is accepted, so the forgery is exact.
-    await t.notThrowsAsync(list(forge(JSON.stringify({ c: 1, f: filter }))), rpc);
+    await t.notThrowsAsync(list(forge(JSON.stringify({ l: rpc, c: 1, f: filter }))), rpc);
     const bodies = [
-      ...cursors.map((c) => JSON.stringify({ c, f: filter })),
+      ...cursors.map((c) => JSON.stringify({ l: rpc, c, f: filter })),
+      // A real cursor, but of no list, or of another one.
+      JSON.stringify({ c: 1, f: filter }),
+      JSON.stringify({ l: "/shop.payment.v1.PaymentService/ListPayments", c: 1, f: filter }),
       "not json",
       "5",
       "null",
       '"text"',
       "[1,2]",
-      JSON.stringify({ f: filter }),
+      JSON.stringify({ l: rpc, f: filter }),
     ];
     for (const body of bodies) {
       const error = await t.throwsAsync(list(forge(body)), { instanceOf: ServiceError });
