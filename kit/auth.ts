@@ -118,11 +118,8 @@ export class TokenVerifier {
  * HTTP joins with a comma).
  */
 export function bearerToken(headers: readonly unknown[]): string | undefined {
-  const header = headers
-    .filter((value) => typeof value === "string")
-    .join(", ")
-    .trim();
-  return /^[Bb]earer +(.+)$/s.exec(header)?.[1]?.trim();
+  const header = headers.length === 1 ? headers[0] : headers.join(", ");
+  return typeof header === "string" ? /^\s*[Bb]earer +(.+?)\s*$/s.exec(header)?.[1] : undefined;
 }
 
 const isAdmin = (caller: Caller) => caller.roles.includes(ADMIN);
