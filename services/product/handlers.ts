@@ -6,6 +6,7 @@ import { checkMoney } from "../../kit/money.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, durationMs, type Violations } from "../../kit/validate.js";
+import type { InventoryStore } from "./inventory-store.js";
 import { MAX_STOCK, type ProductFields, type ProductStore } from "./store.js";
 
 const MUTABLE = ["name", "description", "price", "stock_quantity"] as const;
@@ -90,7 +91,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
 }
 
 /** InventoryService, the order service's internal API: reservations of stock. */
-export function inventoryHandlers(store: ProductStore): Handlers<typeof InventoryServiceService> {
+export function inventoryHandlers(store: InventoryStore): Handlers<typeof InventoryServiceService> {
   return {
     async reserveStock({ reservationId, lines, ttl, commit }) {
       const v = check().id("reservation_id", reservationId);

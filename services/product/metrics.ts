@@ -1,5 +1,5 @@
 import type { Metrics } from "../../kit/metrics.js";
-import type { ProductStore } from "./store.js";
+import type { InventoryStore } from "./inventory-store.js";
 
 /** What the product service counts about its reservations, beyond what the kit counts. */
 export interface ReservationMetrics {
@@ -15,7 +15,7 @@ export interface ReservationMetrics {
  * sharing a database reports the same figure; `shop_reservations_expired_total` and
  * `shop_reservation_expiry_failures_total`, counted by the sweep that did the work.
  */
-export function reservationMetrics(metrics: Metrics, store: ProductStore): ReservationMetrics {
+export function reservationMetrics(metrics: Metrics, store: InventoryStore): ReservationMetrics {
   // One read serves both gauges of a scrape.
   let reading: Promise<{ count: number; oldest?: number }> | undefined;
   const held = () => {

@@ -1,6 +1,6 @@
 // ProductService handlers for stock reservations (ReserveStock, CommitReservation,
 // ReleaseReservation, and their expiry), called directly, each test on its own in-memory
-// database. The expiry tests reach the store too: a timer drives it in the real service.
+// database. The expiry tests reach the inventory store too: a timer drives it in the real service.
 import test from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
@@ -384,7 +384,7 @@ test("ReleaseReservation of an unknown id leaves a tombstone a late ReserveStock
 });
 
 test("ReserveStock with commit takes the stock for good at once, and a release gives it back", async (t) => {
-  const { store, create, reserve, commit, release, stock } = await setup(t);
+  const { inventoryStore, create, reserve, commit, release, stock } = await setup(t);
   const a = await create({ stock: 10, amountMinor: "500" });
   const sold = await reserve("r-now", [[a.productId, 4]], { seconds: "1", nanos: 0 }, true);
   t.is(sold.state, COMMITTED);
@@ -392,7 +392,7 @@ test("ReserveStock with commit takes the stock for good at once, and a release g
   t.deepEqual(await stock(a.productId), [6]);
   t.deepEqual(await reserve("r-now", [[a.productId, 4]], "none", true), sold, "a repeat");
   t.deepEqual(await commit("r-now"), sold, "CommitReservation returns it as it stands");
-  t.is(await store.expire(Date.now() + 3_600_000), 0, "it never expires");
+  t.is(await inventoryStore.expire(Date.now() + 3_600_000), 0, "it never expires");
   t.deepEqual(await stock(a.productId), [6]);
   t.is((await release("r-now")).state, RELEASED);
   t.deepEqual(await stock(a.productId), [10]);
@@ -424,7 +424,7 @@ test("ReserveStock with commit refused for stock holds nothing and leaves the id
 // Expiry
 
 test("expire() returns the units of held reservations past their TTL", async (t) => {
-  const { db, store, create, reserve, commit, release, stock } = await setup(t);
+  const { db, inventoryStore, create, reserve, commit, release, stock } = await setup(t);
   const a = await create({ stock: 10 });
   const held = await reserve("r-expire", [[a.productId, 4]], { seconds: "1", nanos: 0 });
   await reserve("r-kept", [[a.productId, 1]], { seconds: "3600", nanos: 0 });
@@ -436,10 +436,10 @@ test("expire() returns the units of held reservations past their TTL", async (t)
   // Committed, then as far past its TTL as the held one: committed units never expire. (Set in
   // the table: a 1 s TTL could run out before the commit on a busy machine.)
   await db("reservations").where({ reservation_id: "r-committed" }).update({ expire_time: at });
-  t.is(await store.expire(at - 1), 0, "nothing expires before its TTL");
-  t.is(await store.expire(at + 1), 1, "only the held one past its TTL expires");
+  t.is(await inventoryStore.expire(at - 1), 0, "nothing expires before its TTL");
+  t.is(await inventoryStore.expire(at + 1), 1, "only the held one past its TTL expires");
   t.deepEqual(await stock(a.productId), [7]);
-  t.is(await store.expire(at + 1), 0, "expiry happens once");
+  t.is(await inventoryStore.expire(at + 1), 0, "expiry happens once");
 
   const expired = await reserve("r-expire", [[a.productId, 4]]);
   t.deepEqual(expired, { ...held, state: EXPIRED }, "a repeat returns it as it stands");
@@ -450,10 +450,14 @@ test("expire() returns the units of held reservations past their TTL", async (t)
 });
 
 test("CommitReservation past the TTL expires the reservation instead of committing", async (t) => {
-  const { store, create, commit, stock } = await setup(t);
+  const { inventoryStore, create, commit, stock } = await setup(t);
   const a = await create({ stock: 10 });
   // The store takes any TTL; the handler's 1s minimum would make this test wait a second.
-  const held = await store.reserve("r-late-commit", [{ productId: a.productId, quantity: 4 }], 1);
+  const held = await inventoryStore.reserve(
+    "r-late-commit",
+    [{ productId: a.productId, quantity: 4 }],
+    1,
+  );
   while (Date.now() <= (held.expireTime?.getTime() ?? 0)) await new Promise(setImmediate);
   await expectStatus(t, commit("r-late-commit"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
   t.deepEqual(await stock(a.productId), [10]);

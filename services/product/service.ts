@@ -6,6 +6,7 @@ import { backgroundTask } from "../../kit/metrics.js";
 import { repeat } from "../../kit/repeat.js";
 import { defineService } from "../../kit/service.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
+import { InventoryStore } from "./inventory-store.js";
 import { reservationMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
@@ -37,13 +38,13 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       },
     },
     implement: ({ db, logger, metrics }) => {
-      const store = new ProductStore(db);
-      const reservations = reservationMetrics(metrics, store);
+      const inventory = new InventoryStore(db);
+      const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
       const sweep = repeat(
         overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000, { min: 10 }),
         async () => {
-          const count = await store.expire(Date.now(), (reservationId, error) => {
+          const count = await inventory.expire(Date.now(), (reservationId, error) => {
             reservations.expiryFailed();
             logger.warn({ err: error, reservationId }, "reservation could not expire; will retry");
           });
@@ -55,8 +56,8 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       );
       return {
         handlers: {
-          ProductService: productHandlers(store),
-          InventoryService: inventoryHandlers(store),
+          ProductService: productHandlers(new ProductStore(db)),
+          InventoryService: inventoryHandlers(inventory),
         },
         close: () => sweep.stop(),
       };

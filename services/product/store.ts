@@ -1,14 +1,8 @@
-import {
-  type Reservation,
-  type ReservationLine,
-  ReservationState,
-} from "../../gen/ts/shop/product/v1/inventory.js";
+import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import {
-  type Binding,
   inTransaction,
   integerBinding,
-  isCheckViolation,
   type Knex,
   pageBySeq,
   readInteger,
@@ -17,10 +11,10 @@ import {
   sqlOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
-import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
+import { moneyOf } from "../../kit/money.js";
 import { textBytes } from "../../kit/page-token.js";
 
-interface ProductRow {
+export interface ProductRow {
   seq: number;
   product_id: string;
   name: string;
@@ -34,27 +28,6 @@ interface ProductRow {
   update_time: number | string;
 }
 
-type PriceRow = Pick<ProductRow, "currency_code" | "price_minor">;
-
-interface ReservationRow {
-  reservation_id: string;
-  state: ReservationState;
-  expire_time: number | string;
-  create_time: number | string;
-}
-
-interface LineRow {
-  reservation_id: string;
-  line_no: number;
-  product_id: string;
-  quantity: number;
-  currency_code: string;
-  unit_price_minor: unknown;
-}
-
-/** What pricedLinesSql gives back for each line it wrote. */
-type PricedLine = Pick<LineRow, "line_no" | "currency_code" | "unit_price_minor">;
-
 /** The fields of a product a caller sets. */
 export interface ProductFields {
   name: string;
@@ -64,7 +37,7 @@ export interface ProductFields {
   stockQuantity: number;
 }
 
-const toProduct = (row: ProductRow): Product => ({
+export const toProduct = (row: ProductRow): Product => ({
   productId: row.product_id,
   name: row.name,
   description: row.description,
@@ -74,73 +47,25 @@ const toProduct = (row: ProductRow): Product => ({
   updateTime: new Date(readTime(row.update_time)),
 });
 
-const toReservation = (row: ReservationRow, lines: LineRow[]): Reservation => ({
-  reservationId: row.reservation_id,
-  state: row.state,
-  expireTime: new Date(readTime(row.expire_time)),
-  createTime: new Date(readTime(row.create_time)),
-  lines: lines.map((line) => ({
-    productId: line.product_id,
-    quantity: line.quantity,
-    unitPrice: moneyOf(line.currency_code, line.unit_price_minor),
-  })),
-});
-
-/** A stored unit price; a price that cannot be read exactly is never used to charge. */
-const priceOf = (row: { unit_price_minor: unknown; product_id: string }): bigint => {
-  const amount = readAmount(row.unit_price_minor);
-  if (amount === undefined) throw new Error(`product ${row.product_id} has an unreadable price`);
-  return amount;
-};
-
 /** The most units a product may have in stock; the database enforces it with a CHECK. */
 export const MAX_STOCK = 1_000_000_000;
 
-const HELD = ReservationState.RESERVATION_STATE_HELD;
-
-const stockLimit = (productId: string, description: string) =>
+export const stockLimit = (productId: string, description: string) =>
   errors.failedPrecondition("STOCK_LIMIT_EXCEEDED", description, {
     preconditionViolations: [{ type: "STOCK_LIMIT", subject: productId, description }],
   });
 
-const productNotFound = (productId: string) =>
+export const productNotFound = (productId: string) =>
   errors.notFound("PRODUCT_NOT_FOUND", `product ${productId} does not exist`, {
     product_id: productId,
   });
 
-const byProductId = (a: { productId: string }, b: { productId: string }) =>
-  a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0;
-
 /**
- * Writes a reservation's lines, each priced from its product's row, and returns what it wrote;
- * a line whose product does not exist writes nothing. Bindings per line: reservation id, line
- * number, quantity, product id.
- */
-const pricedLinesSql = (count: number) =>
-  "INSERT INTO reservation_lines" +
-  " (reservation_id, line_no, product_id, quantity, currency_code, unit_price_minor) " +
-  Array.from(
-    { length: count },
-    () =>
-      "SELECT ?, CAST(? AS INTEGER), product_id, CAST(? AS INTEGER), currency_code, price_minor" +
-      " FROM products WHERE product_id = ?",
-  ).join(" UNION ALL ") +
-  " RETURNING line_no, currency_code, unit_price_minor";
-
-const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: LineRow[]) =>
-  a.length === b.length &&
-  a.every((line, i) => line.productId === b[i]?.product_id && line.quantity === b[i]?.quantity);
-
-/**
- * The catalogue and its reservations: the only code that touches these tables. Every stock
- * change is a conditional UPDATE inside a transaction whose first statement writes: SQLite takes
- * its one write lock up front, PostgreSQL locks the product's row and checks the condition again
- * on the latest version once the lock is free, so concurrent reservations queue instead of
- * overselling (docs/architecture.md). A transaction locks products in product_id order, so two
- * of them never wait for each other's rows.
+ * The catalogue: the only code that writes a product's own fields. The stock that reservations
+ * take and give back is InventoryStore's (inventory-store.ts).
  */
 export class ProductStore {
-  /** GetProduct's read and ReserveStock's transaction, in plain SQL (kit/db/sql.ts). */
+  /** GetProduct's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
   constructor(private readonly db: Knex) {
@@ -208,7 +133,10 @@ export class ProductStore {
       const [held] = await trx("reservation_lines as l")
         .join("reservations as r", "r.reservation_id", "l.reservation_id")
         .where("l.product_id", productId)
-        .whereIn("r.state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
+        .whereIn("r.state", [
+          ReservationState.RESERVATION_STATE_HELD,
+          ReservationState.RESERVATION_STATE_COMMITTED,
+        ])
         .sum({ units: "l.quantity" });
       const outstanding = Number(readInteger(held?.units) ?? 0);
       if (changes.stockQuantity + outstanding > MAX_STOCK) {
@@ -219,313 +147,5 @@ export class ProductStore {
       }
       return toProduct(row);
     });
-  }
-
-  private async readReservation(
-    db: Knex | Knex.Transaction,
-    reservationId: string,
-  ): Promise<Reservation | undefined> {
-    // One query: the reservation with its lines (one row with null line columns when it has none).
-    const rows: (ReservationRow & Partial<LineRow>)[] = await db("reservations as r")
-      .leftJoin("reservation_lines as l", "l.reservation_id", "r.reservation_id")
-      .where("r.reservation_id", reservationId)
-      .orderBy("l.line_no")
-      .select(
-        "r.reservation_id",
-        "r.state",
-        "r.expire_time",
-        "r.create_time",
-        "l.line_no",
-        "l.product_id",
-        "l.quantity",
-        "l.currency_code",
-        "l.unit_price_minor",
-      );
-    const [row] = rows;
-    if (!row) return undefined;
-    return toReservation(row, row.line_no == null ? [] : (rows as LineRow[]));
-  }
-
-  /**
-   * Holds every line or none, committed at once with `commit`. A repeat with the same id returns
-   * the reservation as it stands; the same id with other lines is ALREADY_EXISTS.
-   */
-  async reserve(
-    reservationId: string,
-    lines: { productId: string; quantity: number }[],
-    ttlMs: number,
-    commit = false,
-  ): Promise<Reservation> {
-    const now = Date.now();
-    const made: ReservationRow = {
-      reservation_id: reservationId,
-      state: commit ? ReservationState.RESERVATION_STATE_COMMITTED : HELD,
-      expire_time: now + ttlMs,
-      create_time: now,
-    };
-    const outcome = await this.sql
-      .transaction(async (trx) => {
-        const claimed = await trx.query(
-          "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
-            " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
-          [reservationId, made.state, made.expire_time, made.create_time],
-        );
-        if (claimed.length === 0) return { repeat: true as const };
-        // Lines first, each priced from the catalogue as it stands: no product row is locked
-        // until the stock updates below, so a busy product's lock is held for those and the
-        // commit alone (PostgreSQL, where the lines' product check waits for the commit:
-        // migration 0004; SQLite holds one lock throughout).
-        const priced = await trx.query<PricedLine>(
-          pricedLinesSql(lines.length),
-          lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
-        );
-        const price = new Map(priced.map((row) => [Number(row.line_no), row]));
-        const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
-        const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
-        if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
-        const lineRows: LineRow[] = lines.map((line, i) => {
-          const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
-          return {
-            reservation_id: reservationId,
-            line_no: i,
-            product_id: line.productId,
-            quantity: line.quantity,
-            currency_code,
-            unit_price_minor,
-          };
-        });
-        const short: string[] = [];
-        for (const [i, line] of sorted) {
-          const [taken] = await trx.query<PriceRow>(
-            "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
-              " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
-            [line.quantity, now, line.productId, line.quantity],
-          );
-          if (!taken) {
-            short.push(line.productId);
-            continue;
-          }
-          // The price changed between the line's write and the lock (PostgreSQL): the line takes
-          // the price the stock was taken at, as if the lock had come first.
-          const row = lineRows[i] as LineRow;
-          if (
-            taken.currency_code !== row.currency_code ||
-            readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
-          ) {
-            await trx.query(
-              "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
-                " WHERE reservation_id = ? AND line_no = ?",
-              [taken.currency_code, taken.price_minor as Binding, reservationId, i],
-            );
-            row.currency_code = taken.currency_code;
-            row.unit_price_minor = taken.price_minor;
-          }
-        }
-        if (short.length > 0) {
-          // Undo the whole transaction: nothing is held.
-          throw Object.assign(new Error("short"), { short });
-        }
-        // One currency, at an amount Money can carry: refused here, inside the transaction, so
-        // that nothing is held, not even for the moment an order would take to refuse it.
-        const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
-        if (others.length > 0) {
-          throw errors.failedPrecondition(
-            "CURRENCY_MISMATCH",
-            `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
-          );
-        }
-        totalOf(
-          currency,
-          lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
-        );
-        // What was just written is the answer: no need to read it back.
-        return { repeat: false as const, reservation: toReservation(made, lineRows) };
-      })
-      .catch(async (error: Error & { short?: string[] }) => {
-        if (!error.short) throw error;
-        throw await this.shortageError(lines, error.short);
-      });
-
-    if (!outcome.repeat) return outcome.reservation;
-    const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;
-    const stored = reservation.lines.map((l) => ({
-      product_id: l.productId,
-      quantity: l.quantity,
-    }));
-    const tombstone =
-      reservation.state === ReservationState.RESERVATION_STATE_RELEASED && stored.length === 0;
-    if (!tombstone && !sameLines(lines, stored as LineRow[])) {
-      throw errors.alreadyExists(
-        "RESERVATION_MISMATCH",
-        `reservation ${reservationId} already exists with other lines`,
-        { reservation_id: reservationId },
-      );
-    }
-    return reservation;
-  }
-
-  /** NOT_FOUND for an unknown product, else FAILED_PRECONDITION naming every short line. */
-  private async shortageError(
-    lines: { productId: string; quantity: number }[],
-    shortIds: string[],
-  ): Promise<Error> {
-    const rows = await this.db<ProductRow>("products").whereIn("product_id", shortIds);
-    const stock = new Map(rows.map((row) => [row.product_id, row.stock_quantity]));
-    const missing = shortIds.find((id) => !stock.has(id));
-    if (missing) return productNotFound(missing);
-    const violations = lines
-      .filter((line) => shortIds.includes(line.productId))
-      .map((line) => ({
-        type: "STOCK",
-        subject: line.productId,
-        description: `requested ${line.quantity}, ${stock.get(line.productId)} available`,
-      }));
-    return errors.failedPrecondition(
-      "INSUFFICIENT_STOCK",
-      `not enough stock for ${violations.map((v) => v.subject).join(", ")}`,
-      { preconditionViolations: violations },
-    );
-  }
-
-  /** HELD → COMMITTED; a repeat returns it; released, expired or past its TTL fails. */
-  async commit(reservationId: string): Promise<Reservation> {
-    const now = Date.now();
-    const committed = await this.db("reservations")
-      .where({ reservation_id: reservationId, state: HELD })
-      .andWhere("expire_time", ">", now)
-      .update({ state: ReservationState.RESERVATION_STATE_COMMITTED });
-    let reservation = await this.readReservation(this.db, reservationId);
-    if (committed === 0 && reservation?.state === HELD) {
-      // Past its TTL but not swept yet: expire this one now, so its units come back at once.
-      await this.expireOne(reservationId, now).catch(() => false);
-      reservation = await this.readReservation(this.db, reservationId);
-    }
-    if (!reservation) {
-      throw errors.notFound(
-        "RESERVATION_NOT_FOUND",
-        `reservation ${reservationId} does not exist`,
-        {
-          reservation_id: reservationId,
-        },
-      );
-    }
-    if (reservation.state !== ReservationState.RESERVATION_STATE_COMMITTED) {
-      const state =
-        reservation.state === HELD ? "past its TTL" : ReservationState[reservation.state];
-      throw errors.failedPrecondition(
-        "RESERVATION_NOT_HELD",
-        `reservation ${reservationId} is ${state}, not held`,
-        { metadata: { reservation_id: reservationId } },
-      );
-    }
-    return reservation;
-  }
-
-  /** Gives held or committed units back. Unknown ids become released tombstones. */
-  async release(reservationId: string): Promise<Reservation> {
-    const now = Date.now();
-    const giveBack = async (trx: Knex.Transaction) => {
-      const released = await trx("reservations")
-        .where({ reservation_id: reservationId })
-        .whereIn("state", [HELD, ReservationState.RESERVATION_STATE_COMMITTED])
-        .update({ state: ReservationState.RESERVATION_STATE_RELEASED });
-      if (released === 1) await this.restock(trx, reservationId, now);
-      return released === 1;
-    };
-    await inTransaction(this.db, async (trx) => {
-      if (await giveBack(trx)) return;
-      const recorded = await trx("reservations")
-        .insert({
-          reservation_id: reservationId,
-          state: ReservationState.RESERVATION_STATE_RELEASED,
-          expire_time: now,
-          create_time: now,
-        })
-        .onConflict("reservation_id")
-        .ignore()
-        .returning("reservation_id");
-      // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
-      // Its units are visible now and are given back here, or a committed reservation would keep
-      // them with nothing left to release it.
-      if (recorded.length === 0) await giveBack(trx);
-    });
-    return (await this.readReservation(this.db, reservationId)) as Reservation;
-  }
-
-  /** How many reservations are held, and since when the oldest one (ms since the epoch). */
-  async held(): Promise<{ count: number; oldest?: number }> {
-    // A count and a bigint come back as numbers from SQLite and as decimal strings from PostgreSQL.
-    const [row] = (await this.db("reservations")
-      .where({ state: HELD })
-      .count({ count: "*" })
-      .min({ oldest: "create_time" })) as { count: unknown; oldest: unknown }[];
-    const count = Number(readInteger(row?.count) ?? 0);
-    return {
-      count,
-      ...(row?.oldest !== null && row?.oldest !== undefined && { oldest: readTime(row.oldest) }),
-    };
-  }
-
-  /**
-   * Expires held reservations past their TTL and returns their units, each in a transaction of
-   * its own: one that cannot give its units back stays held, is passed to `onFailure`, and never
-   * keeps the others from expiring. Returns how many expired.
-   */
-  async expire(
-    now = Date.now(),
-    onFailure: (reservationId: string, error: unknown) => void = () => {},
-  ): Promise<number> {
-    const due: { reservation_id: string }[] = await this.db("reservations")
-      .where({ state: HELD })
-      .andWhere("expire_time", "<=", now)
-      .orderBy("expire_time")
-      .limit(1_000)
-      .select("reservation_id");
-    let expired = 0;
-    for (const { reservation_id: reservationId } of due) {
-      try {
-        if (await this.expireOne(reservationId, now)) expired++;
-      } catch (error) {
-        onFailure(reservationId, error);
-      }
-    }
-    return expired;
-  }
-
-  private expireOne(reservationId: string, now: number): Promise<boolean> {
-    return inTransaction(this.db, async (trx) => {
-      const count = await trx("reservations")
-        .where({ reservation_id: reservationId, state: HELD })
-        .andWhere("expire_time", "<=", now)
-        .update({ state: ReservationState.RESERVATION_STATE_EXPIRED });
-      if (count === 1) await this.restock(trx, reservationId, now);
-      return count === 1;
-    });
-  }
-
-  /**
-   * Returns a reservation's units to stock. UpdateProduct keeps room for them under MAX_STOCK;
-   * should they still not fit (data from an older version), FAILED_PRECONDITION and nothing moves.
-   */
-  private async restock(trx: Knex.Transaction, reservationId: string, now: number) {
-    const lines = await trx<LineRow>("reservation_lines")
-      .where({ reservation_id: reservationId })
-      .orderBy("product_id");
-    for (const line of lines) {
-      try {
-        await trx("products")
-          .where({ product_id: line.product_id })
-          .update({
-            stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
-            update_time: now,
-          });
-      } catch (error) {
-        if (!isCheckViolation(error)) throw error;
-        throw stockLimit(
-          line.product_id,
-          `giving back ${line.quantity} units of reservation ${reservationId} would pass the stock limit of ${MAX_STOCK}`,
-        );
-      }
-    }
   }
 }

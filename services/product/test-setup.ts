@@ -20,6 +20,7 @@ import type { Knex } from "../../kit/db.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testDatabase } from "../../test/helpers/storage.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
+import { InventoryStore } from "./inventory-store.js";
 import { ProductStore } from "./store.js";
 
 export const ctx = (method: string) =>
@@ -52,9 +53,9 @@ export interface NewProduct {
 
 export async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "product");
-  const store = new ProductStore(db);
-  const handlers = productHandlers(store);
-  const inventory = inventoryHandlers(store);
+  const inventoryStore = new InventoryStore(db);
+  const handlers = productHandlers(new ProductStore(db));
+  const inventory = inventoryHandlers(inventoryStore);
 
   const create = async (fields: NewProduct = {}) =>
     (
@@ -123,5 +124,17 @@ export async function setup(t: ExecutionContext) {
       )
     ).reservation as Reservation;
 
-  return { db, store, handlers, inventory, create, get, stock, count, reserve, commit, release };
+  return {
+    db,
+    inventoryStore,
+    handlers,
+    inventory,
+    create,
+    get,
+    stock,
+    count,
+    reserve,
+    commit,
+    release,
+  };
 }
