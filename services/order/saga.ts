@@ -596,7 +596,6 @@ export class OrderSaga {
   }
 }
 
-/** Where the in-flight runs are kept: a key is its user's, so the user is part of it. */
 /** Waits a little longer each time (20 ms up to 200) while another call places an order. */
 const placing = (waits: number, ctx: CallContext) =>
   sleep(Math.min(20 * 2 ** waits, 200), undefined, { signal: ctx.signal }).catch(() => {
@@ -604,8 +603,9 @@ const placing = (waits: number, ctx: CallContext) =>
   });
 
 /**
- * A run in this process is joined only by calls with the same body: another body's run may fail
- * for what that body asked, or place what this call did not ask for.
+ * Where the in-flight runs are kept. An idempotency key is its user's, so the user is part of
+ * it; and a run in this process is joined only by calls with the same body: another body's run
+ * may fail for what that body asked, or place what this call did not ask for.
  */
 const inflightKey = (request: CreateOrderRequest, key: string) =>
   JSON.stringify([
