@@ -9,7 +9,7 @@ import {
   retriable,
   type ServiceDefinition,
 } from "./contract.js";
-import { Code, fromGrpcError } from "./errors.js";
+import { Code, fromGrpcError, ServiceError } from "./errors.js";
 import {
   type ClientCall,
   type ClientMiddleware,
@@ -166,6 +166,21 @@ function cutShort(error: grpc.ServiceError): boolean {
   );
 }
 
+/**
+ * CANCELLED that this side never asked for: the server reset the call, as grpc-js does to the
+ * calls still running when a shutdown's grace period ends. To the caller that is a server gone
+ * away, like a dropped connection, and not its own cancel, which callers and Envoy never retry.
+ */
+function cancelledByServer(error: grpc.ServiceError, call: OutgoingCall): boolean {
+  return error.code === grpc.status.CANCELLED && !call.signals.some((signal) => signal.aborted);
+}
+
+/** A failed call's error as the caller gets it. */
+function failureOf(error: grpc.ServiceError, call: OutgoingCall): ServiceError {
+  if (!cancelledByServer(error, call)) return fromGrpcError(error);
+  return new ServiceError(Code.UNAVAILABLE, `the server ended the call: ${error.details}`);
+}
+
 /** One outgoing call. */
 class OutgoingCall implements ClientCall {
   readonly metadata: grpc.Metadata;
@@ -274,7 +289,7 @@ export function createClient<S extends ServiceDefinition>(
               outgoing.finish(Code.OK, "");
             } catch (error) {
               ended = true;
-              const failure = fromGrpcError(error as grpc.ServiceError);
+              const failure = failureOf(error as grpc.ServiceError, outgoing);
               outgoing.finish(failure.code, failure.message);
               throw failure;
             } finally {
@@ -300,12 +315,13 @@ export function createClient<S extends ServiceDefinition>(
                 { deadline: outgoing.deadline ?? Number.POSITIVE_INFINITY },
                 (error, response) => {
                   unlink();
-                  if (error && !resent && retried.has(method.path) && cutShort(error)) {
+                  const cut = error && (cutShort(error) || cancelledByServer(error, outgoing));
+                  if (cut && !resent && retried.has(method.path)) {
                     resent = true;
                     return whenReady(outgoing, send);
                   }
                   if (error) {
-                    const failure = fromGrpcError(error);
+                    const failure = failureOf(error, outgoing);
                     outgoing.finish(failure.code, failure.message);
                     reject(failure);
                   } else {

@@ -5,11 +5,14 @@ import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
+import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
+import { createOrderService } from "../services/order/service.js";
 import { createProductService } from "../services/product/service.js";
+import { userService } from "../services/user/service.js";
 import { until } from "./helpers/eventually.js";
-import { captureLogger, orderLine, startFleet } from "./helpers/fleet.js";
+import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
 
 /** Resolves "stopped" once `stopping` does, or "still running" after 15 s. */
 const stoppedIn15s = (stopping: Promise<void>) =>
@@ -82,4 +85,54 @@ test("our stream still open when the grace period ends answers UNAVAILABLE, and 
     logged.map((line) => line.code),
     ["UNAVAILABLE"],
   );
+});
+
+test("a call its server cuts off at the grace period's end is UNAVAILABLE to the service that made it, never CANCELLED", async (t) => {
+  // ReserveStock stays in its handler until the test ends, past the product's grace period.
+  let reserving = false;
+  let giveUp = (_: Error) => {};
+  const stuck = new Promise<never>((_, reject) => {
+    giveUp = reject;
+  });
+  stuck.catch(() => {});
+  t.teardown(() => giveUp(new Error("the test is over")));
+  const holdReserve: ServerMiddleware = {
+    name: "hold-reserve",
+    wrap: (method, next) =>
+      method.rpc !== "ReserveStock"
+        ? next
+        : async () => {
+            reserving = true;
+            return stuck;
+          },
+  };
+  const user = await start(t, userService);
+  const product = await start(t, createProductService(), {
+    middleware: [holdReserve],
+    config: { shutdownGraceMs: 300 },
+  });
+  const order = await start(t, createOrderService(), {
+    dependencies: { users: user.server.address, inventory: product.server.address },
+  });
+  const fleet = clientsFor(t, {
+    user: user.server.address,
+    product: product.server.address,
+    order: order.server.address,
+  });
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 2 });
+
+  const placing = fleet.orders.createOrder(
+    { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId: "cut-off" },
+    { timeoutMs: 20_000 },
+  );
+  await until("ReserveStock to be in its handler", () => reserving);
+  t.is(await stoppedIn15s(product.server.shutdown()), "stopped");
+
+  // The caller did not cancel: the product service went away, and the order says so.
+  const refused = await t.throwsAsync(placing, { instanceOf: ServiceError });
+  t.like(refused, {
+    code: Code.UNAVAILABLE,
+    details: { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency: "product" } },
+  });
 });
