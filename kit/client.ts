@@ -69,7 +69,7 @@ export interface ClientOptions {
  * "ipv4:…") passes through. Every form is balanced round_robin.
  */
 export function channelTarget(address: string): string {
-  if (/^[a-z0-9]+:(\/\/|[^\d])/i.test(address)) return address;
+  if (/^[a-z0-9]+:(\/\/|[^\d])/i.test(address) || /^ipv[46]:/i.test(address)) return address;
   const parts = address.split(",").map((part) => part.trim());
   if (parts.length === 1) return `dns:${parts[0]}`;
   if (parts.every((part) => /^\d+\.\d+\.\d+\.\d+:\d+$/.test(part)))

@@ -3,19 +3,24 @@ import path from "node:path";
 /** A setting the operator gave is malformed: its message names the variable and what it got. */
 export class SettingError extends Error {}
 
+/** The longest a Node timer waits: 2^31 − 1 ms, about 24.8 days. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
+
 /** Reads environment variables with typed defaults; a malformed value stops the process early. */
 export const env = {
   string(name: string, fallback: string): string {
     const value = process.env[name];
     return value === undefined || value === "" ? fallback : value;
   },
-  /** An integer, within `min` and `max` when given. */
+  /** A decimal integer, within `min` and `max` when given. */
   int(name: string, fallback: number, { min, max }: { min?: number; max?: number } = {}): number {
     const raw = process.env[name];
     if (raw === undefined || raw === "") return fallback;
-    const value = Number(raw);
-    if (!Number.isInteger(value))
+    // Number() would also read " " as 0, and take "0x10" and "1e3".
+    const value = /^\s*[+-]?\d+\s*$/.test(raw) ? Number(raw) : Number.NaN;
+    if (!Number.isSafeInteger(value)) {
       throw new SettingError(`${name} must be an integer, got "${raw}"`);
+    }
     if ((min !== undefined && value < min) || (max !== undefined && value > max)) {
       const range =
         max === undefined
@@ -26,6 +31,13 @@ export const env = {
       throw new SettingError(`${name} must be ${range}, got "${raw}"`);
     }
     return value;
+  },
+  /**
+   * Milliseconds, at least `min`, and at most MAX_TIMER_MS: Node's timers take no longer, and
+   * fire at once for a longer one.
+   */
+  ms(name: string, fallback: number, min: number): number {
+    return env.int(name, fallback, { min, max: MAX_TIMER_MS });
   },
   /** A TCP port: 0 (any free one) to 65535. */
   port(name: string, fallback: number): number {
@@ -161,11 +173,11 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     database: databaseLocation(service),
     sqliteSync: env.oneOf("SHOP_SQLITE_SYNC", "before-reply", SQLITE_SYNC),
     logLevel: env.oneOf("SHOP_LOG_LEVEL", "info", LOG_LEVELS),
-    shutdownGraceMs: env.int("SHOP_SHUTDOWN_GRACE_MS", 10_000, { min: 0 }),
-    maxConnectionAgeMs: env.int("SHOP_MAX_CONNECTION_AGE_MS", 300_000, { min: 0 }),
-    maxConnectionAgeGraceMs: env.int("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, { min: 0 }),
+    shutdownGraceMs: env.ms("SHOP_SHUTDOWN_GRACE_MS", 10_000, 0),
+    maxConnectionAgeMs: env.ms("SHOP_MAX_CONNECTION_AGE_MS", 300_000, 0),
+    maxConnectionAgeGraceMs: env.ms("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, 0),
     maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
-    pageWriteTimeoutMs: env.int("SHOP_PAGE_WRITE_TIMEOUT_MS", 30_000, { min: 0 }),
+    pageWriteTimeoutMs: env.ms("SHOP_PAGE_WRITE_TIMEOUT_MS", 30_000, 0),
     maxStreamsPerCaller: env.int("SHOP_MAX_STREAMS_PER_CALLER", 100, { min: 0 }),
     ...(process.env.SHOP_HEALTH_PORT && { healthPort: env.port("SHOP_HEALTH_PORT", 0) }),
   };

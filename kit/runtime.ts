@@ -113,7 +113,7 @@ export async function startService(
   const counting = options.metrics !== false;
   const tracing = options.tracing !== false;
   const dependencyTimeoutMs =
-    options.dependencyTimeoutMs ?? env.int("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000, { min: 1 });
+    options.dependencyTimeoutMs ?? env.ms("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000, 1);
   const clientMiddleware = [
     ...(tracing ? [tracingClient] : []),
     ...(counting ? [metricsClient(metrics)] : []),
@@ -245,13 +245,19 @@ export function dependencyAddresses(registry: ServiceRegistry, name: string) {
   );
 }
 
-/** A dependency's address as channelTarget takes it, each `host:port` with a port of 1 to 65535. */
+/**
+ * A dependency's address as channelTarget takes it: each `host:port` with a port of 1 to 65535
+ * and an IPv6 host in brackets, or a unix socket, which grpc-js reads.
+ */
 function checkedAddress(variable: string, address: string): string {
-  // A target of another scheme (unix:, xds:, …) is grpc-js's to read.
-  if (/^(?!dns:|ipv4:|ipv6:)[a-z0-9-]+:(\/\/|[^\d])/i.test(address)) return address;
+  if (/^unix(-abstract)?:/i.test(address)) return address;
   const endpoints = address.replace(/^(dns:(\/\/[^/]*\/)?|ipv4:|ipv6:)/i, "").split(",");
   const valid = endpoints.every((endpoint) => {
-    const port = /^.+:(\d{1,5})$/.exec(endpoint.trim())?.[1];
+    const [, host = "", port] = /^(.+):(\d{1,5})$/.exec(endpoint.trim()) ?? [];
+    const bracketed = /^\[[0-9a-f:.]+\]$/i.test(host);
+    // Anything else with a colon or a slash is a scheme grpc-js cannot dial (http://…) or an
+    // IPv6 address without its brackets.
+    if (!bracketed && /[:/]/.test(host)) return false;
     return port !== undefined && Number(port) >= 1 && Number(port) <= 65_535;
   });
   if (!valid) {

@@ -7,7 +7,7 @@
 // - production: TLS is required, and the process refuses to start with the built-in page-token
 //   secret, with anything `npm run certs` made (its development CA, its JWT key), or without an
 //   explicit JWKS, issuer and audience.
-import { X509Certificate } from "node:crypto";
+import { createPrivateKey, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
@@ -100,12 +100,49 @@ function readJwks(file: string): JSONWebKeySet {
   return jwks;
 }
 
-/** The PEM files SHOP_TLS_*_FILE name. */
-const readTls = (files: TlsFiles): TlsMaterial => ({
-  cert: readNamed("SHOP_TLS_CERT_FILE", files.cert),
-  key: readNamed("SHOP_TLS_KEY_FILE", files.key),
-  ca: readNamed("SHOP_TLS_CA_FILE", files.ca),
-});
+/** What `parse` makes of `pem`; an error naming the variable when it is not `what`. */
+function parsed<T>(variable: string, file: string, what: string, parse: () => T): T {
+  try {
+    return parse();
+  } catch {
+    throw new SecurityError(`${variable}: ${file} is not ${what}`);
+  }
+}
+
+/**
+ * The PEM files SHOP_TLS_*_FILE name, checked here: grpc-js would report a bad certificate or
+ * key as a port it cannot listen on, and would serve with a CA file that is not one, refusing
+ * every client.
+ */
+function readTls(files: TlsFiles): TlsMaterial {
+  const tls = {
+    cert: readNamed("SHOP_TLS_CERT_FILE", files.cert),
+    key: readNamed("SHOP_TLS_KEY_FILE", files.key),
+    ca: readNamed("SHOP_TLS_CA_FILE", files.ca),
+  };
+  const cert = parsed("SHOP_TLS_CERT_FILE", files.cert, "a PEM certificate", () =>
+    certificates(tls.cert),
+  )[0] as X509Certificate;
+  const key = parsed("SHOP_TLS_KEY_FILE", files.key, "a PEM private key", () =>
+    createPrivateKey(tls.key),
+  );
+  if (!cert.checkPrivateKey(key)) {
+    throw new SecurityError(
+      `SHOP_TLS_KEY_FILE: ${files.key} is not the key of the certificate in ${files.cert}`,
+    );
+  }
+  parsed("SHOP_TLS_CA_FILE", files.ca, "a PEM certificate", () => certificates(tls.ca));
+  return tls;
+}
+
+/** Every certificate of a PEM bundle; throws when it holds none, or one that does not parse. */
+function certificates(pem: Buffer): X509Certificate[] {
+  const blocks =
+    pem.toString("latin1").match(/-----BEGIN CERTIFICATE-----[^-]+-----END CERTIFICATE-----/g) ??
+    [];
+  if (blocks.length === 0) throw new Error("no certificate");
+  return blocks.map((block) => new X509Certificate(block));
+}
 
 /**
  * The security settings of this process from SHOP_* variables, checked against its profile.

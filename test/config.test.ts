@@ -19,17 +19,33 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_RESERVATION_TTL_MS: "7200000" },
     /SHOP_RESERVATION_TTL_MS must be between 1000 and 3600000, got "7200000"/,
   ],
-  ["order", { SHOP_WATCH_POLL_MS: "0" }, /SHOP_WATCH_POLL_MS must be at least 10/],
-  ["order", { SHOP_DEPENDENCY_TIMEOUT_MS: "-1" }, /SHOP_DEPENDENCY_TIMEOUT_MS must be at least 1/],
-  ["product", { SHOP_RESERVATION_SWEEP_MS: "0" }, /SHOP_RESERVATION_SWEEP_MS must be at least 10/],
+  ["order", { SHOP_WATCH_POLL_MS: "0" }, /SHOP_WATCH_POLL_MS must be between 10 and 2147483647/],
+  [
+    "order",
+    { SHOP_DEPENDENCY_TIMEOUT_MS: "-1" },
+    /SHOP_DEPENDENCY_TIMEOUT_MS must be between 1 and 2147483647/,
+  ],
+  [
+    "product",
+    { SHOP_RESERVATION_SWEEP_MS: "0" },
+    /SHOP_RESERVATION_SWEEP_MS must be between 10 and 2147483647/,
+  ],
   [
     "user",
     { SHOP_MAX_CONNECTION_AGE_MS: "-1000" },
-    /SHOP_MAX_CONNECTION_AGE_MS must be at least 0/,
+    /SHOP_MAX_CONNECTION_AGE_MS must be between 0 and 2147483647/,
   ],
-  ["user", { SHOP_SHUTDOWN_GRACE_MS: "-5" }, /SHOP_SHUTDOWN_GRACE_MS must be at least 0/],
+  [
+    "user",
+    { SHOP_SHUTDOWN_GRACE_MS: "-5" },
+    /SHOP_SHUTDOWN_GRACE_MS must be between 0 and 2147483647/,
+  ],
   ["user", { SHOP_MAX_PAGES_IN_FLIGHT: "-1" }, /SHOP_MAX_PAGES_IN_FLIGHT must be at least 0/],
-  ["user", { SHOP_PAGE_WRITE_TIMEOUT_MS: "-1" }, /SHOP_PAGE_WRITE_TIMEOUT_MS must be at least 0/],
+  [
+    "user",
+    { SHOP_PAGE_WRITE_TIMEOUT_MS: "-1" },
+    /SHOP_PAGE_WRITE_TIMEOUT_MS must be between 0 and 2147483647/,
+  ],
   [
     "user",
     { OTEL_EXPORTER_OTLP_PROTOCOL: "grcp", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317" },
@@ -74,6 +90,34 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     },
     /SHOP_TLS_CERT_FILE: cannot read \/does\/not\/exist \(ENOENT\)/,
   ],
+  // Files that read but hold no usable PEM (npm test's pretest makes .certs).
+  [
+    "product",
+    {
+      SHOP_TLS_CERT_FILE: ".certs/product.key",
+      SHOP_TLS_KEY_FILE: ".certs/product.key",
+      SHOP_TLS_CA_FILE: ".certs/ca.crt",
+    },
+    /SHOP_TLS_CERT_FILE: \.certs\/product\.key is not a PEM certificate/,
+  ],
+  [
+    "product",
+    {
+      SHOP_TLS_KEY_FILE: ".certs/user.key",
+      SHOP_TLS_CERT_FILE: ".certs/product.crt",
+      SHOP_TLS_CA_FILE: ".certs/ca.crt",
+    },
+    /SHOP_TLS_KEY_FILE: \.certs\/user\.key is not the key of the certificate in \.certs\/product\.crt/,
+  ],
+  [
+    "product",
+    {
+      SHOP_TLS_CA_FILE: "/etc/hostname",
+      SHOP_TLS_CERT_FILE: ".certs/product.crt",
+      SHOP_TLS_KEY_FILE: ".certs/product.key",
+    },
+    /SHOP_TLS_CA_FILE: \/etc\/hostname is not a PEM certificate/,
+  ],
   [
     "order",
     { SHOP_USER_ADDR: "127.0.0.1:99999" },
@@ -83,6 +127,30 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     "order",
     { SHOP_PRODUCT_ADDR: "dns:///product" },
     /SHOP_PRODUCT_ADDR must be host:port, .*, got "dns:\/\/\/product"/,
+  ],
+  // Number() reads these as 0, 57344 and 1000.
+  ["product", { SHOP_PORT: " " }, /SHOP_PORT must be an integer, got " "/],
+  ["product", { SHOP_HEALTH_PORT: "0xE000" }, /SHOP_HEALTH_PORT must be an integer, got "0xE000"/],
+  [
+    "user",
+    { SHOP_SHUTDOWN_GRACE_MS: "1e3" },
+    /SHOP_SHUTDOWN_GRACE_MS must be an integer, got "1e3"/,
+  ],
+  // Longer than a Node timer waits: it would fire at once, over and over.
+  [
+    "product",
+    { SHOP_RESERVATION_SWEEP_MS: "3000000000" },
+    /SHOP_RESERVATION_SWEEP_MS must be between 10 and 2147483647, got "3000000000"/,
+  ],
+  [
+    "order",
+    { SHOP_USER_ADDR: "http://127.0.0.1:50051" },
+    /SHOP_USER_ADDR must be host:port, .*, got "http:\/\/127\.0\.0\.1:50051"/,
+  ],
+  [
+    "order",
+    { SHOP_PRODUCT_ADDR: "::1:50052" },
+    /SHOP_PRODUCT_ADDR must be host:port, .*, got "::1:50052"/,
   ],
   [
     "product",

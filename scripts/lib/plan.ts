@@ -185,10 +185,13 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
   };
 }
 
+/** A decimal number as written, else NaN: Number() would read " " as 0, and "0x10" as 16. */
+const decimal = (text: string) => (/^\s*\d+\s*$/.test(text) ? Number(text) : Number.NaN);
+
 function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   const raw = env[name];
   if (raw === undefined || raw === "") return fallback;
-  const value = Number(raw);
+  const value = decimal(raw);
   if (!Number.isInteger(value) || value < 0 || value > 65_535) {
     throw new Error(`${name} must be a port number, got "${raw}"`);
   }
@@ -202,7 +205,7 @@ function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
 function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: number): number[] {
   const list = env[serviceVariable(name, "PORTS")];
   if (list) {
-    const ports = list.split(",").map((part) => Number(part.trim()));
+    const ports = list.split(",").map(decimal);
     if (!ports.every((p) => Number.isInteger(p) && p > 0 && p <= 65_535)) {
       throw new Error(`${serviceVariable(name, "PORTS")} must list ports, got "${list}"`);
     }
@@ -220,7 +223,7 @@ function replicaMetricsPorts(env: NodeJS.ProcessEnv, name: ServiceName, grpc: nu
   const variable = serviceVariable(name, "METRICS_PORTS");
   const list = env[variable];
   if (list) {
-    const ports = list.split(",").map((part) => Number(part.trim()));
+    const ports = list.split(",").map(decimal);
     if (
       ports.length !== grpc.length ||
       !ports.every((p) => Number.isInteger(p) && p > 0 && p <= 65_535)

@@ -22,8 +22,8 @@ export interface OrderSettings {
 export const orderSettings = (): OrderSettings => ({
   // Within the ttl ReserveStock takes (inventory.proto): 1 s to 1 h.
   reservationTtlMs: env.int("SHOP_RESERVATION_TTL_MS", 60_000, { min: 1_000, max: 3_600_000 }),
-  reconcileMs: env.int("SHOP_RECONCILE_MS", 5_000, { min: 10 }),
-  watchPollMs: env.int("SHOP_WATCH_POLL_MS", 1_000, { min: 10 }),
+  reconcileMs: env.ms("SHOP_RECONCILE_MS", 5_000, 10),
+  watchPollMs: env.ms("SHOP_WATCH_POLL_MS", 1_000, 10),
 });
 
 export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>

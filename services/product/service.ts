@@ -42,7 +42,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
       const sweep = repeat(
-        overrides.sweepMs ?? env.int("SHOP_RESERVATION_SWEEP_MS", 1_000, { min: 10 }),
+        overrides.sweepMs ?? env.ms("SHOP_RESERVATION_SWEEP_MS", 1_000, 10),
         async () => {
           const count = await inventory.expire(Date.now(), (reservationId, error) => {
             reservations.expiryFailed();
