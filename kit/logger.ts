@@ -69,8 +69,18 @@ export function logGrpcJsTo(logger: Logger): void {
   const library = logger.child({ library: "grpc-js" });
   const line =
     (level: "info" | "error") =>
-    (message: unknown, ...rest: unknown[]) =>
-      library[level]([message, ...rest].join(" "));
+    (message: unknown, ...rest: unknown[]) => {
+      const text = [message, ...rest].join(" ");
+      // A request header it could not read, quoted whole: a caller's token among them.
+      const header = /^Failed to add metadata entry ([^:]*):/.exec(text)?.[1];
+      if (header === undefined) library[level](text);
+      else {
+        library.warn(
+          { header: header.slice(0, 100) },
+          "a request header that is not valid metadata was dropped",
+        );
+      }
+    };
   grpc.setLogger({
     error: line("error"),
     info: line("info"),

@@ -127,7 +127,8 @@ export async function serve(
   });
   const names = services.map((service) => serviceNameOf(service.definition));
   answerUnknownMethods(server, names[0] ? packageOf(names[0]) : "grpc.health.v1", (call) => {
-    options.logger.info({ ...call, code: "UNIMPLEMENTED" }, "rpc");
+    // As a served rpc's line; the proto service is in the path (`service` is this process's).
+    options.logger.info({ method: call.method, peer: call.peer, code: "UNIMPLEMENTED" }, "rpc");
     options.onUnknownMethod?.(call);
   });
   const health = new HealthImplementation(

@@ -6,11 +6,12 @@
 // the server has no method for is UNIMPLEMENTED, with details.
 import http2 from "node:http2";
 import { gzipSync } from "node:zlib";
+import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { Code } from "../../kit/errors.js";
-import type { Logger } from "../../kit/logger.js";
+import { type Logger, logGrpcJsTo } from "../../kit/logger.js";
 import { registry } from "../../services/registry.js";
 import { captureLogger, start } from "../helpers/fleet.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
@@ -279,6 +280,24 @@ test("a method the server lacks is logged and counted, by the served service it 
       `/made.up.v1.Service${"/x".repeat(200)}`.slice(0, 256),
     ],
   );
-  t.is(logged[0]?.service, "shop.product.v1.ProductService");
+  // The process's service, as on every line: a second `service` key would have replaced it.
+  t.is(logged[0]?.service, "product");
   t.false(JSON.stringify(lines).includes("secret"), "a query is not logged");
+});
+
+test("a header that is not valid metadata is logged by its name alone: a token in it stays out of the log", async (t) => {
+  const { logger, lines } = captureLogger("product");
+  logGrpcJsTo(logger);
+  t.teardown(() => grpc.setLogger(console));
+  const { session } = await productSession(t, logger);
+  // One byte outside ASCII makes grpc-js drop the header, and its message quotes the value.
+  const token = "eyJhbGciOiJFUzI1NiJ9.the-secret-claims.the-signature";
+  await call(session, GET_PRODUCT, getProduct, { authorization: `Bearer ${token}\u00ff` });
+
+  const dropped = lines.filter((line) => line.library === "grpc-js");
+  t.deepEqual(
+    dropped.map((line) => [line.header, line.level]),
+    [["authorization", 40]],
+  );
+  t.false(JSON.stringify(lines).includes("the-secret-claims"), "the token is not logged");
 });
