@@ -368,7 +368,15 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
       );
     },
   });
+  let stopping = false;
   const stop = async (signal: string) => {
+    // Another signal while the calls in flight finish (a second Ctrl-C, an orchestrator's
+    // repeat) changes nothing: SIGKILL is the way to stop at once.
+    if (stopping) {
+      service.logger.info({ signal }, "already shutting down");
+      return;
+    }
+    stopping = true;
     stopCompacting();
     service.logger.info({ signal }, "shutting down");
     await service.stop();
@@ -379,8 +387,8 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     await flushLogger(service.logger);
     process.exit(0);
   };
-  process.once("SIGTERM", stop);
-  process.once("SIGINT", stop);
+  process.on("SIGTERM", stop);
+  process.on("SIGINT", stop);
   // The launcher is gone (even by SIGKILL): stop rather than serve on as an orphan.
   if (process.send) process.once("disconnect", () => stop("disconnect"));
 }

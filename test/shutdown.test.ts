@@ -1,12 +1,18 @@
 // A shutdown waits for the calls in flight up to SHOP_SHUTDOWN_GRACE_MS, then closes what is left:
 // a stream that never ends by itself (Health/Watch here, WatchOrder in the mesh) must not hold a
 // rolling restart until the orchestrator kills the process.
+import { spawn } from "node:child_process";
+import { once } from "node:events";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
+import { repoRoot } from "../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
 import { createProductService } from "../services/product/service.js";
@@ -135,4 +141,48 @@ test("a call its server cuts off at the grace period's end is UNAVAILABLE to the
     code: Code.UNAVAILABLE,
     details: { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency: "product" } },
   });
+});
+
+test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      SHOP_SERVICE: "product",
+      SHOP_PORT: "0",
+      SHOP_METRICS: "false",
+      SHOP_DATA_DIR: dir,
+      SHOP_SHUTDOWN_GRACE_MS: "1500",
+    },
+    stdio: ["ignore", "pipe", "inherit"],
+  });
+  t.teardown(() => {
+    child.kill("SIGKILL");
+  });
+  let output = "";
+  child.stdout.on("data", (chunk) => {
+    output += chunk;
+  });
+  const exited = once(child, "exit");
+  await until("the product service to serve", () => output.includes('"msg":"serving"'));
+  const address = /"address":"([^"]+)"/.exec(output)?.[1] ?? "";
+  // A stream that lasts until the grace period's end keeps the drain going.
+  const health = createClient(HealthService, address);
+  t.teardown(() => health.close());
+  let updates = 0;
+  const watch = (async () => {
+    for await (const _ of health.watch({ service: "" }, { timeoutMs: 60_000 })) updates++;
+  })().catch(() => {});
+  await until("the watch to report", () => updates > 0);
+
+  child.kill("SIGTERM");
+  await until("the shutdown to begin", () => output.includes("shutting down"));
+  child.kill("SIGTERM");
+  const [code, signal] = await exited;
+  await watch;
+  t.deepEqual([code, signal], [0, null], output);
+  t.true(output.includes('"msg":"already shutting down"'), output);
+  t.true(output.includes('"msg":"stopped"'), output);
 });
