@@ -181,9 +181,10 @@ function refuseDevelopmentSecrets(config: SecurityConfig): void {
     );
   }
   const secret = pageTokenSecret();
-  if (secret === DEV_PAGE_TOKEN_SECRET || secret.length < 32) {
+  // Blanks are no secret: 40 spaces are as easy to guess as none.
+  if (secret === DEV_PAGE_TOKEN_SECRET || secret.replace(/\s/g, "").length < 32) {
     throw new SecurityError(
-      "the production profile needs a page-token secret of 32 characters or more of its own: set SHOP_PAGE_TOKEN_SECRET or SHOP_PAGE_TOKEN_SECRET_FILE",
+      "the production profile needs a page-token secret of 32 characters or more of its own, not counting blanks: set SHOP_PAGE_TOKEN_SECRET or SHOP_PAGE_TOKEN_SECRET_FILE",
     );
   }
   if (new X509Certificate(config.tls.ca).subject.includes(`CN=${DEV_CA_NAME}`)) {

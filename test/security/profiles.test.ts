@@ -88,6 +88,11 @@ const refusals: [string, () => Record<string, string>, RegExp, string?][] = [
     () => ({ ...production(), SHOP_PAGE_TOKEN_SECRET: "short" }),
     /page-token secret/,
   ],
+  [
+    "a page-token secret of blanks",
+    () => ({ ...production(), SHOP_PAGE_TOKEN_SECRET: " ".repeat(40) }),
+    /page-token secret/,
+  ],
   ["the development CA", () => production(CERTS), /development CA/],
   [
     "the development JWT key",
