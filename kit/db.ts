@@ -1,5 +1,6 @@
 import knex, { type Knex } from "knex";
 import { env, redactUrl, type ServerConfig, SettingError } from "./config.js";
+import { closable, DatabaseClosed } from "./db/closing.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -12,6 +13,7 @@ import { WalSync } from "./db/wal-sync.js";
 import type { Logger } from "./logger.js";
 import { fitting } from "./page-token.js";
 
+export { closeToNewWork } from "./db/closing.js";
 export {
   type DatabaseObserver,
   describeStatement,
@@ -141,12 +143,14 @@ async function warnOfUnknownMigrations(
 /** Connects to a database without migrating it, e.g. to read what a service wrote. */
 export function connectDatabase(location: string, options: DatabaseOptions = {}): Knex {
   if (isPostgresUrl(location)) {
-    return connectPostgres(location, postgresOptions(options), knexLog(options.logger));
+    return closable(connectPostgres(location, postgresOptions(options), knexLog(options.logger)));
   }
-  return knex({
-    ...sqliteConfig(location, options.sqliteDriver ?? sqliteDriver()),
-    ...knexLog(options.logger),
-  });
+  return closable(
+    knex({
+      ...sqliteConfig(location, options.sqliteDriver ?? sqliteDriver()),
+      ...knexLog(options.logger),
+    }),
+  );
 }
 
 /**
@@ -163,7 +167,7 @@ export async function openDatabase(
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
     await migratePostgres(location, settings, migrationSource, knexLog(options.logger));
-    const db = connectPostgres(location, settings, knexLog(options.logger));
+    const db = closable(connectPostgres(location, settings, knexLog(options.logger)));
     await warnOfUnknownMigrations(db, migrations, options.logger).catch(async (error) => {
       await db.destroy();
       throw error;
@@ -234,6 +238,12 @@ export function isFull(error: unknown): boolean {
 export function isConnectionLost(error: unknown): boolean {
   return postgresErrors.connectionLost(error);
 }
+
+/**
+ * True when the service's database closed to new work as its shutdown's grace period ended
+ * (closeToNewWork): the statement did not run.
+ */
+export const isClosedToNewWork = (error: unknown): boolean => error instanceof DatabaseClosed;
 
 /**
  * True when the database could not take the statement now and kept nothing of it: SQLite busy

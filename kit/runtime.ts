@@ -10,7 +10,14 @@ import {
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
 import { databaseTracing } from "./db/tracing.js";
-import { describeLocation, type Knex, observeDatabase, openDatabase, walSyncOf } from "./db.js";
+import {
+  closeToNewWork,
+  describeLocation,
+  type Knex,
+  observeDatabase,
+  openDatabase,
+  walSyncOf,
+} from "./db.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -166,6 +173,8 @@ export async function startService(
       port: config.port,
       logger,
       shutdownGraceMs: config.shutdownGraceMs,
+      // The calls cut at the grace's end write nothing after it: they answer before the cut.
+      onGraceEnd: () => closeToNewWork(db),
       maxConnectionAgeMs: config.maxConnectionAgeMs,
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
       ...(config.healthPort !== undefined && { healthPort: config.healthPort }),

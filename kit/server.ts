@@ -38,6 +38,11 @@ export interface ServeOptions {
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
   /**
+   * Called as the grace period ends, just before the calls still running are cut: what they do
+   * from then on, their callers never learn of (kit/db/closing.ts).
+   */
+  onGraceEnd?: () => void;
+  /**
    * Ask a client to reconnect (GOAWAY) once its connection is this old, so a client resolving a
    * DNS name spreads over replicas added since; absent or 0: never.
    */
@@ -201,6 +206,7 @@ export async function serve(
         // Our streams still open when the grace period ends (a WatchOrder never ends by itself)
         // end UNAVAILABLE, so their callers call again elsewhere.
         const force = setTimeout(() => {
+          options.onGraceEnd?.();
           for (const end of openStreams.ends) end();
           server.forceShutdown();
         }, grace);

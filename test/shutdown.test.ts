@@ -7,6 +7,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
+import knex from "knex";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
@@ -185,4 +186,47 @@ test("a second SIGTERM while calls finish changes nothing: the process still dra
   t.deepEqual([code, signal], [0, null], output);
   t.true(output.includes('"msg":"already shutting down"'), output);
   t.true(output.includes('"msg":"stopped"'), output);
+});
+
+test("a write still waiting for SQLite's lock when the grace period ends answers UNAVAILABLE, and never lands after its call was cut", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const database = path.join(dir, "product.sqlite");
+  let creating = false;
+  const seen: ServerMiddleware = {
+    name: "seen",
+    wrap: (method, next) =>
+      method.rpc !== "CreateProduct"
+        ? next
+        : (request, ctx) => {
+            creating = true;
+            return next(request, ctx);
+          },
+  };
+  const product = await start(t, createProductService(), {
+    database,
+    middleware: [seen],
+    config: { shutdownGraceMs: 300 },
+  });
+  const { products } = clientsFor(t, { product: product.server.address });
+  // Another writer of the file (a second replica, a backup) holds its lock past the grace period.
+  const locker = knex({
+    client: "better-sqlite3",
+    connection: { filename: database },
+    useNullAsDefault: true,
+  });
+  t.teardown(() => locker.destroy());
+  await locker.raw("BEGIN IMMEDIATE");
+
+  const created = addProduct(products, { name: "Cut off" });
+  await until("CreateProduct to be in its handler", () => creating);
+  t.is(await stoppedIn15s(product.server.shutdown()), "stopped");
+  const refused = await t.throwsAsync(created, { instanceOf: ServiceError });
+  t.like(refused, { code: Code.UNAVAILABLE, details: { reason: "SHUTTING_DOWN" } });
+
+  // The lock comes free after the cut; the database closes once nothing uses it.
+  await locker.raw("ROLLBACK");
+  await product.stop();
+  const kept = await locker("products").where({ name: "Cut off" }).count({ n: "*" });
+  t.is(Number(kept[0]?.n), 0, "a call its caller saw cut off wrote nothing");
 });

@@ -3,6 +3,7 @@
 // timer, for as long as the lock was held (up to 5 s). Its connections wait 0 ms instead, and a
 // statement that meets a lock runs again after short sleeps, with the event loop free meanwhile.
 // node-sqlite3 waits on a worker thread and keeps busy_timeout. Only kit/db uses this file.
+import { DatabaseClosed, isClosed } from "./closing.js";
 
 /** How long a statement waits for a lock in all, as busy_timeout did. */
 export const LOCK_WAIT_MS = 5_000;
@@ -20,8 +21,14 @@ export function lockTaken(error: unknown): boolean {
   return code === "SQLITE_BUSY" || code === "SQLITE_BUSY_RECOVERY";
 }
 
-/** `attempt()`, tried again while it meets a lock, for LOCK_WAIT_MS at most. */
-export async function waitingForLocks<T>(attempt: () => T | Promise<T>): Promise<T> {
+/**
+ * `attempt()`, tried again while it meets a lock, for LOCK_WAIT_MS at most, and only while its
+ * database is open to new work (closing.ts): `client` is the knex client it runs on.
+ */
+export async function waitingForLocks<T>(
+  attempt: () => T | Promise<T>,
+  client: object,
+): Promise<T> {
   let started: number | undefined;
   for (let pause = 1; ; pause = Math.min(2 * pause, MAX_PAUSE_MS)) {
     try {
@@ -32,6 +39,7 @@ export async function waitingForLocks<T>(attempt: () => T | Promise<T>): Promise
       if (performance.now() - started + pause > LOCK_WAIT_MS) throw error;
     }
     await new Promise((resolve) => setTimeout(resolve, pause));
+    if (isClosed(client)) throw new DatabaseClosed();
   }
 }
 
@@ -39,11 +47,11 @@ export async function waitingForLocks<T>(attempt: () => T | Promise<T>): Promise
  * `attempt()` now, and only if it meets a lock, again as waitingForLocks does: a statement that
  * finds no lock costs no promise more than before.
  */
-export function atOnceOrAfterLocks<T>(attempt: () => T): T | Promise<T> {
+export function atOnceOrAfterLocks<T>(attempt: () => T, client: object): T | Promise<T> {
   try {
     return attempt();
   } catch (error) {
     if (!lockTaken(error)) throw error;
-    return waitingForLocks(attempt);
+    return waitingForLocks(attempt, client);
   }
 }

@@ -8,6 +8,7 @@
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
 // Only kit/db.ts uses this file.
 import type { Knex } from "knex";
+import { isClosed } from "./closing.js";
 import { atOnceOrAfterLocks, lockTaken, waitingForLocks } from "./lock-wait.js";
 import {
   observedTransaction,
@@ -85,6 +86,8 @@ function betterSqlite3Sql(db: Knex): Sql {
   const idle = (): Connection | undefined => {
     const { pool } = client;
     if (!last?.open || !pool || pool.numUsed() > 0 || pool.numPendingAcquires() > 0) return;
+    // Closed to new work: the pool refuses the statement (closing.ts).
+    if (isClosed(client)) return;
     return last;
   };
 
@@ -131,7 +134,7 @@ function betterSqlite3Sql(db: Knex): Sql {
         }
       }
       // Another try may find the connection taken by a transaction meanwhile: once() looks again.
-      return waitingForLocks(() => once<Row>(text, bindings));
+      return waitingForLocks(() => once<Row>(text, bindings), client);
     },
 
     transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
@@ -141,11 +144,13 @@ function betterSqlite3Sql(db: Knex): Sql {
           plainTransaction(
             {
               begin: () => statementFor(connection, "BEGIN").run([]),
-              commit: () => atOnceOrAfterLocks(() => statementFor(connection, "COMMIT").run([])),
+              commit: () =>
+                atOnceOrAfterLocks(() => statementFor(connection, "COMMIT").run([]), client),
               rollback: () => {
                 if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
               },
-              run: (text, bindings) => atOnceOrAfterLocks(() => run(connection, text, bindings)),
+              run: (text, bindings) =>
+                atOnceOrAfterLocks(() => run(connection, text, bindings), client),
             },
             info,
             work,

@@ -92,7 +92,7 @@ export class CachingBetterSqlite3 extends BetterSqlite3 {
   override _query(connection: Connection, obj: QueryObject): Promise<QueryObject> {
     // A query that sets safeIntegers changes its statement: knex's own path prepares it afresh.
     if (!obj.sql || !connection || this._optSafeIntegers(obj.options) !== undefined) {
-      return waitingForLocks(() => super._query(connection, obj));
+      return waitingForLocks(() => super._query(connection, obj), this);
     }
     try {
       const statement = statementFor(connection, obj.sql);
@@ -107,7 +107,7 @@ export class CachingBetterSqlite3 extends BetterSqlite3 {
         obj.context = { lastID: response.lastInsertRowid, changes: response.changes };
         return obj;
       };
-      return Promise.resolve(atOnceOrAfterLocks(execute));
+      return Promise.resolve(atOnceOrAfterLocks(execute, this));
     } catch (error) {
       return Promise.reject(error);
     }

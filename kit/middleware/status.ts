@@ -1,12 +1,13 @@
 import type { CallContext } from "../context.js";
 import { idempotencyKeyOf, type MethodInfo, retriable } from "../contract.js";
-import { isBusy, isConnectionLost, isFull } from "../db.js";
+import { isBusy, isClosedToNewWork, isConnectionLost, isFull } from "../db.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware } from "./types.js";
 
 /**
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
- * CANCELLED; a database that could not take a statement and kept nothing of it (busy or timed
+ * CANCELLED; a database closed to new work as a shutdown's grace period ended is UNAVAILABLE
+ * (SHUTTING_DOWN); a database that could not take a statement and kept nothing of it (busy or timed
  * out, refused, no free connection: kit/db.ts isBusy) is UNAVAILABLE, so the caller may retry;
  * one whose connection was lost under it may have kept the write, so it is UNAVAILABLE only for
  * a call that `repeatable` says a repeat cannot do twice, and ABORTED (OUTCOME_UNKNOWN) for any
@@ -18,6 +19,13 @@ export function toServiceError(error: unknown, ctx: CallContext, repeatable = tr
   if (error instanceof ServiceError) return error;
   if (ctx.signal.aborted) {
     return new ServiceError(Code.CANCELLED, "the call was cancelled or its deadline passed");
+  }
+  if (isClosedToNewWork(error)) {
+    return new ServiceError(
+      Code.UNAVAILABLE,
+      "the service is shutting down, and its database took no more of this call; retry",
+      { reason: "SHUTTING_DOWN" },
+    );
   }
   if (isBusy(error)) {
     return new ServiceError(Code.UNAVAILABLE, "the database is busy; retry", {

@@ -1,0 +1,50 @@
+// A shutdown's grace period ends by cutting the calls still running, and their callers learn
+// nothing of what those calls then do. So at that moment the service's database closes to new
+// work: a statement not yet begun, or still waiting for a connection or for SQLite's lock, fails
+// instead of writing after its caller was cut off, and its call answers before the cut
+// (kit/middleware/status.ts: UNAVAILABLE, SHUTTING_DOWN). A transaction that holds its
+// connection already runs to its end. Only kit/db uses this file.
+import type { Knex } from "knex";
+
+/** What of knex's client this file uses. */
+interface Pooled {
+  /** knex's settings: the one object a client shares with the clients of its transactions. */
+  config: object;
+  acquireConnection(): Promise<unknown>;
+  releaseConnection(connection: unknown): Promise<unknown>;
+}
+
+const closed = new WeakSet<object>();
+
+/** A statement refused because its database closed to new work. */
+export class DatabaseClosed extends Error {
+  constructor() {
+    super("the database takes no new work: the service is shutting down");
+    this.name = "DatabaseClosed";
+  }
+}
+
+/** Whether the database of `client`, or of the transaction it runs, is closed to new work. */
+export const isClosed = (client: object): boolean => closed.has((client as Pooled).config);
+
+/** `db`, its connections refused once closeToNewWork(db) is called. */
+export function closable(db: Knex): Knex {
+  const client = db.client as unknown as Pooled;
+  const acquire = client.acquireConnection.bind(client);
+  client.acquireConnection = async () => {
+    if (isClosed(client)) throw new DatabaseClosed();
+    const connection = await acquire();
+    // It waited its turn while the database closed.
+    if (isClosed(client)) {
+      await client.releaseConnection(connection);
+      throw new DatabaseClosed();
+    }
+    return connection;
+  };
+  return db;
+}
+
+/** From now on `db` begins no statement outside the transactions already under way. */
+export function closeToNewWork(db: Knex): void {
+  closed.add((db.client as unknown as Pooled).config);
+}
