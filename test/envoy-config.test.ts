@@ -47,7 +47,8 @@ test("the committed Envoy and compose configs are what generate.ts writes now", 
 
 interface RouteJson {
   name: string;
-  match: { path?: string; prefix?: string; headers?: unknown[]; grpc?: object };
+  match: { path?: string; prefix?: string; headers?: { name: string }[]; grpc?: object };
+  request_headers_to_add?: { header: { key: string; value: string } }[];
   route?: {
     cluster: string;
     timeout?: string;
@@ -114,8 +115,30 @@ for (const file of COMMITTED) {
           // The service, not Envoy, ends a stream at the caller's deadline.
           t.is(route?.route?.max_stream_duration, undefined, `${method.path} has no stream timer`);
         } else {
+          // Without a deadline: the service gets 14 s, and Envoy cuts the call at 15 s.
+          t.is(route?.route?.timeout, "0s", method.path);
           t.is(route?.route?.max_stream_duration?.max_stream_duration, "15s", method.path);
-          t.is(route?.route?.max_stream_duration?.grpc_timeout_header_max, "15s", method.path);
+          t.deepEqual(
+            route?.request_headers_to_add?.map(({ header }) => [header.key, header.value]),
+            [["grpc-timeout", "14S"]],
+            method.path,
+          );
+          // With one, gRPC's or Connect's, Envoy keeps no timer: the service ends the call, with
+          // its status, where Envoy's timer could only reset a reply under way.
+          const timed = routes.filter(
+            (other) => other.match.path === method.path && other.match.headers,
+          );
+          t.deepEqual(
+            timed.map((other) => other.match.headers?.map((header) => header.name)),
+            [["grpc-timeout"], ["connect-timeout-ms"]],
+            method.path,
+          );
+          for (const other of timed) {
+            t.is(other.route?.timeout, "0s", other.name);
+            t.is(other.route?.max_stream_duration, undefined, other.name);
+            t.is(other.route?.retry_policy?.retry_on, retryOn(method), other.name);
+            t.is(other.request_headers_to_add, undefined, other.name);
+          }
         }
       }
     }

@@ -62,7 +62,7 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
-    // A unary call's grpc-timeout (or 15 s) ran out before its reply came.
+    // A unary call ran 15 s (routes.ts UNARY_TIMEOUT) without a reply.
     details: "max_duration_timeout",
     status: 504,
     code: 4,

@@ -40,8 +40,23 @@ const INFRA_STREAMS = [
   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/** Deadline of a unary call without grpc-timeout, and the cap on a longer grpc-timeout. */
+/** How long the edge lets a unary call without a deadline run. */
 const UNARY_TIMEOUT = "15s";
+
+/**
+ * The deadline a service gets for a unary call that set none: inside the edge's UNARY_TIMEOUT,
+ * so the service ends a slow call with its own status before Envoy would cut it.
+ */
+const DEFAULT_DEADLINE = "14S";
+
+/**
+ * A caller's deadline: gRPC's grpc-timeout (a malformed one is refused first), or Connect's
+ * connect-timeout-ms, which the Connect bridge turns into a grpc-timeout.
+ */
+const DEADLINE_HEADERS = [
+  { name: "grpc-timeout", present_match: true },
+  { name: "connect-timeout-ms", string_match: { safe_regex: { regex: "[0-9]{1,10}" } } },
+];
 
 function retryPolicy(method: MethodInfo) {
   return {
@@ -59,25 +74,48 @@ function retryPolicy(method: MethodInfo) {
   };
 }
 
+/** Envoy times no stream: the caller's grpc-timeout travels upstream, and the service keeps it. */
+const STREAM_TIMEOUTS = { timeout: "0s", idle_timeout: "0s" };
+
+interface Route {
+  name: string;
+  match: { headers?: readonly object[] } & Record<string, unknown>;
+  route: Record<string, unknown>;
+  request_headers_to_add?: readonly object[];
+}
+
 /**
- * Unary calls honour the caller's grpc-timeout up to UNARY_TIMEOUT, and get UNARY_TIMEOUT without
- * one. Envoy ignores the route `timeout` for gRPC once grpc_timeout_header_max is set (a call
- * without grpc-timeout would then run forever), so the default is max_stream_duration, which a
- * grpc-timeout header replaces. Streams are never cut by Envoy: no route, idle or stream timeout,
- * and the caller's grpc-timeout, if any, is honoured uncapped.
+ * A unary call's routes. With a deadline, Envoy keeps no timer on the call: the deadline
+ * travels upstream as it came, and the service ends the call when it passes, with its status in
+ * the trailers. Envoy's own timer, on its own clock, could fire after the reply had begun, and
+ * then only reset the stream, which clients read as INTERNAL (a confirmed CreateOrder among
+ * them). Without one, the service gets DEFAULT_DEADLINE, and Envoy cuts the call at
+ * UNARY_TIMEOUT only if no replica answers.
  */
-function timeouts(streaming: boolean) {
-  return streaming
-    ? // Envoy does not time streams: the caller's grpc-timeout travels upstream and the service
-      // ends the stream with DEADLINE_EXCEEDED. (Envoy's own timer reset streams as INTERNAL.)
-      { timeout: "0s", idle_timeout: "0s" }
-    : {
-        timeout: UNARY_TIMEOUT,
-        max_stream_duration: {
-          max_stream_duration: UNARY_TIMEOUT,
-          grpc_timeout_header_max: UNARY_TIMEOUT,
+function unaryRoutes(route: Route): Route[] {
+  return [
+    ...DEADLINE_HEADERS.map((deadline) => ({
+      ...route,
+      name: `${route.name} (${deadline.name})`,
+      match: { ...route.match, headers: [...(route.match.headers ?? []), deadline] },
+      route: { ...route.route, timeout: "0s" },
+    })),
+    {
+      ...route,
+      route: {
+        ...route.route,
+        timeout: "0s",
+        max_stream_duration: { max_stream_duration: UNARY_TIMEOUT },
+      },
+      request_headers_to_add: [
+        ...(route.request_headers_to_add ?? []),
+        {
+          header: { key: "grpc-timeout", value: DEFAULT_DEADLINE },
+          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
         },
-      };
+      ],
+    },
+  ];
 }
 
 export function routes(
@@ -87,31 +125,29 @@ export function routes(
 ) {
   const exact: unknown[] = [];
   const prefixes: unknown[] = [];
-  const route = (name: string, match: object, cluster: string, action: object = {}) => ({
+  const route = (
+    name: string,
+    match: Route["match"],
+    cluster: string,
+    action: object = {},
+  ): Route => ({
     name,
     match,
     route: { cluster, ...action },
   });
 
   for (const service of services) {
-    // A route per rpc, for its retry policy (and a stream's timeouts). Exact paths come before
-    // every prefix, so their order does not matter.
+    // Routes per rpc, for its retry policy and timeouts. Exact paths come before every prefix,
+    // so their order does not matter.
     for (const method of service.methods) {
-      const streaming = method.kind !== "unary";
-      exact.push(
-        route(method.path.slice(1), { path: method.path }, service.cluster, {
-          ...timeouts(streaming),
-          retry_policy: retryPolicy(method),
-        }),
-      );
+      const rpc = route(method.path.slice(1), { path: method.path }, service.cluster, {
+        retry_policy: retryPolicy(method),
+      });
+      if (method.kind === "unary") exact.push(...unaryRoutes(rpc));
+      else exact.push({ ...rpc, route: { ...rpc.route, ...STREAM_TIMEOUTS } });
     }
     prefixes.push(
-      route(
-        service.fullName,
-        { prefix: `/${service.fullName}/` },
-        service.cluster,
-        timeouts(false),
-      ),
+      ...unaryRoutes(route(service.fullName, { prefix: `/${service.fullName}/` }, service.cluster)),
     );
   }
 
@@ -121,12 +157,12 @@ export function routes(
   exact.unshift(...healthRoutes(services));
   for (const grpcPath of INFRA_STREAMS) {
     exact.push(
-      edgeReflection(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, timeouts(true))),
+      edgeReflection(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, STREAM_TIMEOUTS)),
     );
   }
   for (const name of INFRA_SERVICES) {
     prefixes.push(
-      edgeReflection(route(name, { prefix: `/${name}/` }, infraCluster, timeouts(false))),
+      ...unaryRoutes(edgeReflection(route(name, { prefix: `/${name}/` }, infraCluster))),
     );
   }
 
@@ -222,11 +258,12 @@ export function routes(
 const EDGE_REFLECTION_HEADER = "x-shopmesh-edge";
 
 /** A reflection route marks its calls as the edge's: they list the mesh's public API. */
-function edgeReflection<R extends { name: string }>(route: R): R {
+function edgeReflection(route: Route): Route {
   if (!route.name.startsWith("grpc.reflection.")) return route;
   return {
     ...route,
     request_headers_to_add: [
+      ...(route.request_headers_to_add ?? []),
       {
         header: { key: EDGE_REFLECTION_HEADER, value: "public-api" },
         append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
@@ -270,13 +307,18 @@ export function healthByName(services: readonly GrpcService[]) {
 function healthRoutes(services: readonly GrpcService[]) {
   const clusters = [...new Set(services.map((service) => service.cluster))];
   return clusters.flatMap((cluster) =>
-    ["Check", "Watch"].map((rpc) => ({
-      name: `grpc.health.v1.Health/${rpc} ${cluster}`,
-      match: {
-        path: `/grpc.health.v1.Health/${rpc}`,
-        headers: [{ name: HEALTH_HEADER, string_match: { exact: cluster } }],
-      },
-      route: { cluster, ...timeouts(rpc === "Watch") },
-    })),
+    ["Check", "Watch"].flatMap((rpc) => {
+      const health: Route = {
+        name: `grpc.health.v1.Health/${rpc} ${cluster}`,
+        match: {
+          path: `/grpc.health.v1.Health/${rpc}`,
+          headers: [{ name: HEALTH_HEADER, string_match: { exact: cluster } }],
+        },
+        route: { cluster },
+      };
+      return rpc === "Watch"
+        ? [{ ...health, route: { ...health.route, ...STREAM_TIMEOUTS } }]
+        : unaryRoutes(health);
+    }),
   );
 }
