@@ -2,19 +2,21 @@
 // replies as Connect errors.
 
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
-import { typed, when } from "./matchers.js";
+import { headerMatches, skippedFor, typed, when } from "./matchers.js";
 import { EDGE_DOMAIN, EDGE_REFUSALS, refusedBy, UNROUTED } from "./refusals.js";
 import type { GrpcService } from "./topology.js";
 
 /**
  * The Connect protocol (unary and streaming, POST and GET) at the edge: Envoy's bridge turns it
- * into gRPC before every other filter, and the reply back into Connect.
+ * into gRPC before every other filter, and the reply back into Connect. It is skipped for gRPC
+ * (and gRPC-Web, which its filter has made gRPC by then): the bridge takes any POST with a
+ * connect-protocol-version header for a Connect call, and would frame a gRPC body again.
  */
 export function connectBridge() {
-  return {
+  return skippedFor(headerMatches("content-type", { prefix: "application/grpc" }), {
     name: "envoy.filters.http.connect_grpc_bridge",
     typed_config: typed("envoy.extensions.filters.http.connect_grpc_bridge.v3.FilterConfig"),
-  };
+  });
 }
 
 /**

@@ -711,6 +711,32 @@ test.serial(
 );
 
 test.serial(
+  "a gRPC or gRPC-Web call with a connect-protocol-version header is still gRPC to the edge",
+  async (t) => {
+    await ready();
+    const { productId } = await newProduct(mesh.clients(), 10);
+    const request = grpcFrame(GetProductRequest.encode({ productId }).finish());
+    const get = "/shop.product.v1.ProductService/GetProduct";
+    const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
+    t.teardown(() => session.close());
+    const native = await rawGrpc(session, get, request, { "connect-protocol-version": "1" });
+    t.is(native[":status"], 200);
+    t.is(native["grpc-status"], "0");
+
+    const web = await edgeFetch(url(get), {
+      method: "POST",
+      headers: { "content-type": "application/grpc-web+proto", "connect-protocol-version": "1" },
+      body: request,
+    });
+    t.is(web.status, 200);
+    const body = Buffer.from(await web.arrayBuffer());
+    // Its message, then its trailers frame with the status.
+    t.is(body[0], 0);
+    t.regex(body.subarray(5 + body.readUInt32BE(1)).toString("latin1"), /grpc-status:0/);
+  },
+);
+
+test.serial(
   "a grpc-timeout that is not one is INVALID_ARGUMENT with details, in every protocol, as at a service",
   async (t) => {
     await ready();
