@@ -85,9 +85,6 @@ export const UNROUTED = {
   message: "unknown service or method",
 } as const;
 
-/** The gRPC codes gRPC-Web clients read from the HTTP statuses of Envoy's refusals. */
-const GRPC_CODE_OF_HTTP: Record<number, number> = { 401: 16, 403: 7, 504: 14 };
-
 /** CEL: edgeProtocols marked the call gRPC-Web (the gRPC-Web filter rewrote its content type). */
 const GRPC_WEB = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'grpc-web'";
 
@@ -141,25 +138,21 @@ export function edgeRefusals() {
           content_type: "application/json",
         },
       },
-      // A gRPC-Web client reads its code from an HTTP status other than 200 (UNAVAILABLE for a
-      // 504): it gets a 200 unless the status says the refusal's code.
-      ...(GRPC_CODE_OF_HTTP[refusal.status] === refusal.code
-        ? []
-        : [
-            {
-              // A trailers-only reply: a body would make the gRPC-Web filter answer UNKNOWN.
-              headers_to_add: [
-                ...grpcReply.headers_to_add,
-                {
-                  header: { key: "grpc-message", value: refusal.message },
-                  append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-                },
-              ],
-              filter: when(`${refused} && ${GRPC_WEB}`),
-              status_code: 200,
-              body: { inline_string: "" },
-            },
-          ]),
+      // gRPC-Web: a trailers-only 200, as the protocol has a server answer. A client reads the
+      // code of another HTTP status from the status alone (UNAVAILABLE for a 504), and throws
+      // away the details; a body would make the gRPC-Web filter answer UNKNOWN.
+      {
+        headers_to_add: [
+          ...grpcReply.headers_to_add,
+          {
+            header: { key: "grpc-message", value: refusal.message },
+            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+          },
+        ],
+        filter: when(`${refused} && ${GRPC_WEB}`),
+        status_code: 200,
+        body: { inline_string: "" },
+      },
       { ...grpcReply, filter: when(refused), status_code: refusal.status },
     ];
   });
