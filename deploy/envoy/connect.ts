@@ -44,7 +44,7 @@ export function connectGetRefusal(): string {
   }).finish();
   return JSON.stringify({
     code: "unimplemented",
-    message: "only an rpc without side effects may be sent as a GET; send it as a POST",
+    message: "only a unary rpc without side effects may be sent as a GET; send it as a POST",
     details: [
       {
         type: "google.rpc.ErrorInfo",
