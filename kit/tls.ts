@@ -1,4 +1,5 @@
 import { readFileSync } from "node:fs";
+import type { PeerCertificate } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 
 /** The PEM files of one mesh identity: its certificate and key, and the CA it trusts. */
@@ -42,17 +43,26 @@ export function serverCredentials(tls: TlsMaterial | undefined): grpc.ServerCred
 
 /**
  * TLS for a client: it trusts only the mesh's CA and presents its own certificate (mutual TLS).
- * `expect` names the identity the server must prove, whatever address it is dialled by: its
- * certificate must carry the DNS name `expect` (every mesh certificate carries its identity's
- * name). Without `tls`, plaintext.
+ * `expect` names the identity the server must prove, whatever name or address it is dialled by:
+ * its certificate's URI SAN `spiffe://shopmesh/<expect>`, as Envoy checks it, and no DNS name.
+ * Without `tls`, plaintext.
  */
 export function channelCredentials(
   tls: TlsMaterial | undefined,
   expect?: string,
 ): { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions } {
   if (!tls) return { credentials: grpc.credentials.createInsecure(), options: {} };
+  const proves = (_host: string, certificate: PeerCertificate) =>
+    identityIn(certificate.subjectaltname) === expect
+      ? undefined
+      : new Error(`the server's certificate does not carry ${IDENTITY_PREFIX}${expect}`);
   return {
-    credentials: grpc.credentials.createSsl(tls.ca, tls.key, tls.cert),
+    credentials: grpc.credentials.createSsl(
+      tls.ca,
+      tls.key,
+      tls.cert,
+      expect === undefined ? undefined : { checkServerIdentity: proves },
+    ),
     options: expect ? { "grpc.ssl_target_name_override": expect } : {},
   };
 }
@@ -107,9 +117,12 @@ export function authContextOf(call: ServedCall): AuthContext {
  * no certificate its CA did not sign.
  */
 export function peerIdentity(auth: AuthContext): string | undefined {
-  const san = auth.sslPeerCertificate?.subjectaltname;
-  if (!san) return undefined;
-  for (const entry of san.split(", ")) {
+  return identityIn(auth.sslPeerCertificate?.subjectaltname);
+}
+
+/** The mesh identity a certificate's subjectAltName names: its spiffe://shopmesh/ URI. */
+function identityIn(san: string | undefined): string | undefined {
+  for (const entry of san?.split(", ") ?? []) {
     if (entry.startsWith(`URI:${IDENTITY_PREFIX}`)) return entry.slice(4 + IDENTITY_PREFIX.length);
   }
   return undefined;

@@ -1,17 +1,22 @@
 // A caller's mesh identity comes from its certificate, decoded once per connection (kit/tls.ts
 // authContextOf) and never carried over to another connection. Real grpc-js server and clients
 // with mutual TLS on loopback, the development certificates, port 0.
+import { execFileSync } from "node:child_process";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { TLSSocket } from "node:tls";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import {
   authContextOf,
   channelCredentials,
+  IDENTITY_PREFIX,
   peerIdentity,
   readTls,
   serverCredentials,
 } from "../../kit/tls.js";
-import { identity } from "../helpers/credentials.js";
+import { CERTS, identity } from "../helpers/credentials.js";
 
 const raw = (bytes: Buffer) => bytes;
 
@@ -78,30 +83,84 @@ function clientOf(
   return client;
 }
 
-test("identity is decoded once per TLS 1.3 connection, and each connection keeps its own", async (t) => {
-  const address = await serve(t, serverCredentials(readTls(identity("product"))));
-  const clientAs = (name: string) =>
-    clientOf(t, address, channelCredentials(readTls(identity(name)), "product"));
-  const counter = countPeerCertificateReads();
-  t.teardown(counter.restore);
+// Serial: it counts the certificates every TLS socket of the process decodes.
+test.serial(
+  "identity is decoded once per TLS 1.3 connection, and each connection keeps its own",
+  async (t) => {
+    const address = await serve(t, serverCredentials(readTls(identity("product"))));
+    const clientAs = (name: string) =>
+      clientOf(t, address, channelCredentials(readTls(identity(name)), "product"));
+    const counter = countPeerCertificateReads();
+    t.teardown(counter.restore);
 
-  const order = clientAs("order");
-  t.is(await ask(order), "order");
-  const afterFirst = counter.reads;
-  t.true(afterFirst >= 1);
-  // More calls on the same connection decode no certificate, on either side.
-  t.deepEqual(await Promise.all([ask(order), ask(order), ask(order)]), ["order", "order", "order"]);
-  t.is(counter.reads, afterFirst, "a later call on the connection decoded the certificate again");
+    const order = clientAs("order");
+    t.is(await ask(order), "order");
+    const afterFirst = counter.reads;
+    t.true(afterFirst >= 1);
+    // More calls on the same connection decode no certificate, on either side.
+    t.deepEqual(await Promise.all([ask(order), ask(order), ask(order)]), [
+      "order",
+      "order",
+      "order",
+    ]);
+    t.is(counter.reads, afterFirst, "a later call on the connection decoded the certificate again");
 
-  // Another connection, another identity: decoded for it, and not mixed up with the first.
-  const user = clientAs("user");
-  t.is(await ask(user), "user");
-  t.true(counter.reads > afterFirst);
-  t.is(await ask(order), "order");
-});
+    // Another connection, another identity: decoded for it, and not mixed up with the first.
+    const user = clientAs("user");
+    t.is(await ask(user), "user");
+    t.true(counter.reads > afterFirst);
+    t.is(await ask(order), "order");
+  },
+);
 
 test("a plaintext call has no identity", async (t) => {
   const address = await serve(t, serverCredentials(undefined));
   const client = clientOf(t, address, channelCredentials(undefined));
   t.is(await ask(client), "none");
+});
+
+/**
+ * A certificate of the mesh's CA for `identity` with its URI SAN alone, as an operator's own PKI
+ * (cert-manager, SPIFFE) issues one: no DNS name, and a common name that is not the identity.
+ */
+async function uriOnlyCertificate(t: ExecutionContext, name: string) {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-identity-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await writeFile(
+    path.join(dir, "ext"),
+    `basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:${IDENTITY_PREFIX}${name}\n`,
+  );
+  const openssl = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
+  openssl(
+    ["req", "-new", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:P-256", "-nodes"].concat([
+      "-keyout",
+      "id.key",
+      "-out",
+      "id.csr",
+      "-subj",
+      `/O=elsewhere/CN=${name}-pod-7f9c`,
+    ]),
+  );
+  openssl(
+    ["x509", "-req", "-in", "id.csr", "-CA", path.join(CERTS, "ca.crt")].concat(
+      ["-CAkey", path.join(CERTS, "ca.key"), "-set_serial", "0x1f", "-days", "1"],
+      ["-extfile", "ext", "-out", "id.crt"],
+    ),
+  );
+  return readTls({
+    cert: path.join(dir, "id.crt"),
+    key: path.join(dir, "id.key"),
+    ca: path.join(CERTS, "ca.crt"),
+  });
+}
+
+test("a server proves its identity by its spiffe URI alone, as the docs issue it", async (t) => {
+  const address = await serve(t, serverCredentials(await uriOnlyCertificate(t, "user")));
+  const order = readTls(identity("order"));
+  t.is(await ask(clientOf(t, address, channelCredentials(order, "user"))), "order");
+  // The same server is no other identity, whatever address it is dialled by.
+  const refused = await ask(clientOf(t, address, channelCredentials(order, "product"))).catch(
+    (error: grpc.ServiceError) => error,
+  );
+  t.like(refused, { code: grpc.status.UNAVAILABLE });
 });
