@@ -42,7 +42,7 @@ export function committedConfigs(): Record<string, string> {
       undefined,
       header("npm run deploy:config", [
         "docker compose: each service resolved by its DNS name (every address is a replica, so",
-        "`--scale` works); the repo is mounted at /app.",
+        "`--scale` works); gen/descriptor is mounted at /app/gen/descriptor.",
       ]),
     ),
     "deploy/compose.yaml": composeYaml(),

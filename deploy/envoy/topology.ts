@@ -163,9 +163,10 @@ export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyT
 export const COMPOSE_SECRETS = "/run/secrets";
 
 /**
- * docker compose: one DNS name per service (scale with `--scale`), the repo mounted at /app, the
- * credentials mounted as secrets, issuer and audience as `npm run certs -- --production` makes
- * them unless SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE say otherwise when the file is generated.
+ * docker compose: one DNS name per service (scale with `--scale`), the descriptor set mounted at
+ * /app/gen/descriptor, the credentials mounted as secrets, issuer and audience as `npm run certs
+ * -- --production` makes them unless SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE say otherwise when the
+ * file is generated.
  */
 export function composeTopology(registry = defaultRegistry): EnvoyTopology {
   return {
