@@ -24,7 +24,7 @@ import {
 } from "./observability.js";
 import { overloadManager } from "./overload-manager.js";
 import { edgeProtocols } from "./protocols.js";
-import { edgeRefusals, unroutedGrpc } from "./refusals.js";
+import { edgeGrpcReplies, edgeRefusals } from "./refusals.js";
 import { REST_VALIDATION, restErrorReplies } from "./rest.js";
 import { healthByName, routes } from "./routes.js";
 import { downstreamTls } from "./tls.js";
@@ -38,7 +38,8 @@ import { type EnvoyTopology, type GrpcService, routedServices } from "./topology
  */
 function localReplies() {
   return {
-    mappers: [...connectReplies(), ...edgeRefusals(), unroutedGrpc(), ...restErrorReplies()],
+    // REST before gRPC: the transcoder has made a REST call's content type application/grpc.
+    mappers: [...connectReplies(), ...edgeRefusals(), ...restErrorReplies(), ...edgeGrpcReplies()],
   };
 }
 

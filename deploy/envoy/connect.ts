@@ -3,7 +3,7 @@
 
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { headerMatches, skippedFor, typed, when } from "./matchers.js";
-import { EDGE_DOMAIN, EDGE_REFUSALS, refusedBy, UNROUTED } from "./refusals.js";
+import { EDGE_DOMAIN, EDGE_REFUSALS, NO_REPLICA, refusedBy, UNROUTED } from "./refusals.js";
 import type { GrpcService } from "./topology.js";
 
 /**
@@ -61,6 +61,7 @@ const CONNECT_CODES: Record<number, string> = {
   7: "permission_denied",
   8: "resource_exhausted",
   12: "unimplemented",
+  14: "unavailable",
   16: "unauthenticated",
 };
 
@@ -87,6 +88,7 @@ export function connectReplies() {
   const replies = [
     ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
     UNROUTED,
+    NO_REPLICA,
     CONNECT_TOO_LARGE,
   ];
   return replies.flatMap((reply) => {

@@ -159,25 +159,49 @@ export function edgeRefusals() {
 }
 
 /**
- * A gRPC or gRPC-Web call on a path with no route (grpc-not-found) answers UNIMPLEMENTED with the
- * ErrorInfo a service sends for a method it lacks.
+ * Envoy's answer when no replica took a call: none was healthy, or every attempt failed before
+ * its reply began. UNAVAILABLE, which any caller may resend (REST callers get it from rest.ts).
  */
-export function unroutedGrpc() {
+export const NO_REPLICA = {
+  when: "response.code == 503",
+  code: 14,
+  reason: "UNAVAILABLE",
+  message: "no replica of the service could take the call",
+} as const;
+
+/**
+ * Envoy's other answers to gRPC and gRPC-Web calls: no route (grpc-not-found), UNIMPLEMENTED with
+ * the ErrorInfo a service sends for a method it lacks; no replica, UNAVAILABLE. Each carries its
+ * ErrorInfo, and a gRPC-Web one is a trailers-only 200, as the refusals are.
+ */
+export function edgeGrpcReplies() {
   const grpc =
     "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
-  return {
-    filter: when(`${UNROUTED.when} && ${grpc}`),
-    headers_to_add: [
+  return [UNROUTED, NO_REPLICA].flatMap((reply) => {
+    const header = (key: string, value: string) => ({
+      header: { key, value },
+      append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+    });
+    const details = header(
+      "grpc-status-details-bin",
+      encodeStatus(
+        new ServiceError(reply.code, reply.message, { reason: reply.reason }),
+        EDGE_DOMAIN,
+      ).toString("base64"),
+    );
+    return [
       {
-        header: {
-          key: "grpc-status-details-bin",
-          value: encodeStatus(
-            new ServiceError(UNROUTED.code, UNROUTED.message, { reason: UNROUTED.reason }),
-            EDGE_DOMAIN,
-          ).toString("base64"),
-        },
-        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        filter: when(`${reply.when} && ${GRPC_WEB}`),
+        status_code: 200,
+        headers_to_add: [
+          header("grpc-status", String(reply.code)),
+          header("grpc-message", reply.message),
+          details,
+        ],
+        body: { inline_string: "" },
       },
-    ],
-  };
+      // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
+      { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [details] },
+    ];
+  });
 }

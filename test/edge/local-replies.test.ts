@@ -1,0 +1,92 @@
+// Envoy's own answers that are not refusals, in each protocol's form with the edge's ErrorInfo, as
+// its refusals are: UNAVAILABLE when no replica can take a call (an Envoy whose clusters have no
+// hosts at all), and UNIMPLEMENTED for a path with no route.
+import { Metadata } from "@grpc/grpc-js";
+import test from "ava";
+import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
+import { createClient } from "../../kit/client.js";
+import { Code, decodeStatus, ServiceError } from "../../kit/errors.js";
+import { CERTS, edgeFetch, edgeTransport } from "../helpers/credentials.js";
+import { startEnvoy } from "../helpers/envoy.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
+
+const expected = { reason: "UNAVAILABLE", domain: "shopmesh.edge" };
+
+/** The code and ErrorInfo of a trailers-only gRPC-Web reply. */
+function trailersOnly(response: Response) {
+  const metadata = new Metadata();
+  const details = response.headers.get("grpc-status-details-bin") ?? "";
+  metadata.set("grpc-status-details-bin", Buffer.from(details, "base64"));
+  const { reason, domain } = decodeStatus(metadata);
+  return {
+    http: response.status,
+    code: Number(response.headers.get("grpc-status")),
+    reason,
+    domain,
+  };
+}
+
+test("with no replica to take a call, every door answers UNAVAILABLE with the edge's ErrorInfo", async (t) => {
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
+  t.teardown(() => envoy.stop());
+  const request = GetProductRequest.encode({ productId: "prd_any" }).finish();
+  const url = `https://${envoy.address}/shop.product.v1.ProductService/GetProduct`;
+
+  const products = createClient(ProductServiceService, envoy.address, {
+    transport: edgeTransport(),
+    readyWaitMs: 0,
+  });
+  t.teardown(() => products.close());
+  const grpc = await products.getProduct({ productId: "prd_any" }).catch((e: unknown) => e);
+  t.true(grpc instanceof ServiceError, String(grpc));
+  t.like(grpc, { code: Code.UNAVAILABLE, details: expected }, "gRPC");
+
+  // gRPC-Web: a trailers-only 200, as its client reads the details only from one.
+  const web = await edgeFetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web+proto" },
+    body: grpcFrame(request),
+  });
+  t.deepEqual(trailersOnly(web), { http: 200, code: Code.UNAVAILABLE, ...expected }, "gRPC-Web");
+
+  // Connect: its error JSON, not Envoy's text.
+  const connect = await edgeFetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/proto", "connect-protocol-version": "1" },
+    body: Buffer.from(request),
+  });
+  t.is(connect.status, 503, "Connect");
+  const error = (await connect.json()) as { code: string; details: { value: string }[] };
+  t.is(error.code, "unavailable", "Connect");
+  const info = ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64"));
+  t.like(info, expected, "Connect");
+
+  // REST had it already: a google.rpc.Status body.
+  const rest = await edgeFetch(`https://${envoy.address}/products/prd_any`);
+  t.is(rest.status, 503, "REST");
+  const status = (await rest.json()) as { code: number; details: { reason: string }[] };
+  t.like(status, { code: Code.UNAVAILABLE, details: [{ reason: "UNAVAILABLE" }] }, "REST");
+});
+
+test("a gRPC-Web call on a path with no route is a trailers-only UNIMPLEMENTED with its details", async (t) => {
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
+  t.teardown(() => envoy.stop());
+  // The internal API has no route at the edge, and neither has a made-up service.
+  for (const path of ["/shop.product.v1.InventoryService/ReserveStock", "/shop.nope.v1.X/Y"]) {
+    for (const type of ["application/grpc-web+proto", "application/grpc-web-text"]) {
+      const web = await edgeFetch(`https://${envoy.address}${path}`, {
+        method: "POST",
+        headers: { "content-type": type },
+        body: type.endsWith("text")
+          ? grpcFrame(Buffer.alloc(0)).toString("base64")
+          : grpcFrame(Buffer.alloc(0)),
+      });
+      t.deepEqual(
+        trailersOnly(web),
+        { http: 200, code: Code.UNIMPLEMENTED, reason: "UNKNOWN_METHOD", domain: "shopmesh.edge" },
+        `${path} as ${type}`,
+      );
+    }
+  }
+});
