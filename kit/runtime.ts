@@ -33,6 +33,7 @@ import { authServer, forwardCredentials } from "./middleware/auth.js";
 import { durableAnswers } from "./middleware/durable-answers.js";
 import {
   type ClientMiddleware,
+  cancelledWith,
   defaultClientMiddleware,
   defaultServerMiddleware,
   type ServerMiddleware,
@@ -121,10 +122,14 @@ export async function startService(
   const tracing = options.tracing !== false;
   const dependencyTimeoutMs =
     options.dependencyTimeoutMs ?? env.ms("SHOP_DEPENDENCY_TIMEOUT_MS", 5_000, 1);
+  // Aborted as a shutdown's grace period ends: a call still waiting on a dependency then stops
+  // waiting, and answers before the calls left are cut (onGraceEnd below).
+  const graceOver = new AbortController();
   const clientMiddleware = [
     ...(tracing ? [tracingClient] : []),
     ...(counting ? [metricsClient(metrics)] : []),
     ...defaultClientMiddleware({ defaultTimeoutMs: dependencyTimeoutMs }),
+    cancelledWith(graceOver.signal),
     forwardCredentials,
     ...(options.clientMiddleware ?? []),
   ];
@@ -173,8 +178,12 @@ export async function startService(
       port: config.port,
       logger,
       shutdownGraceMs: config.shutdownGraceMs,
-      // The calls cut at the grace's end write nothing after it: they answer before the cut.
-      onGraceEnd: () => closeToNewWork(db),
+      // The calls still running as the grace ends write nothing more and wait for no dependency:
+      // they answer before the cut, with what they know (an order placed but not settled, say).
+      onGraceEnd: () => {
+        closeToNewWork(db);
+        graceOver.abort();
+      },
       maxConnectionAgeMs: config.maxConnectionAgeMs,
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
       ...(config.healthPort !== undefined && { healthPort: config.healthPort }),

@@ -230,3 +230,58 @@ test("a write still waiting for SQLite's lock when the grace period ends answers
   const kept = await locker("products").where({ name: "Cut off" }).count({ n: "*" });
   t.is(Number(kept[0]?.n), 0, "a call its caller saw cut off wrote nothing");
 });
+
+test("a CreateOrder still waiting on its stock when the order service's grace period ends answers ORDER_NOT_SETTLED, with or without its request_id", async (t) => {
+  // ReserveStock stays in its handler until the test ends, past the order service's grace.
+  let reserving = 0;
+  let giveUp = (_: Error) => {};
+  const stuck = new Promise<never>((_, reject) => {
+    giveUp = reject;
+  });
+  stuck.catch(() => {});
+  t.teardown(() => giveUp(new Error("the test is over")));
+  const holdReserve: ServerMiddleware = {
+    name: "hold-reserve",
+    wrap: (method, next) =>
+      method.rpc !== "ReserveStock"
+        ? next
+        : async () => {
+            reserving++;
+            return stuck;
+          },
+  };
+  const user = await start(t, userService);
+  const product = await start(t, createProductService(), { middleware: [holdReserve] });
+  const order = await start(t, createOrderService(), {
+    dependencies: { users: user.server.address, inventory: product.server.address },
+    config: { shutdownGraceMs: 300 },
+  });
+  const fleet = clientsFor(t, {
+    user: user.server.address,
+    product: product.server.address,
+    order: order.server.address,
+  });
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 2 });
+  const place = (requestId: string) =>
+    fleet.orders.createOrder(
+      { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId },
+      { timeoutMs: 20_000 },
+    );
+  const placing = [place("cut-by-the-grace"), place("")];
+  await until("both orders to be reserving their stock", () => reserving === 2);
+  t.is(await stoppedIn15s(order.server.shutdown()), "stopped");
+
+  // Their orders are written and may yet be confirmed: the callers learn that, and how to settle
+  // them, rather than an UNAVAILABLE they would read as "nothing was placed".
+  const [withKey, withoutKey] = await Promise.all(
+    placing.map((call) => t.throwsAsync(call, { instanceOf: ServiceError })),
+  );
+  t.like(withKey, {
+    code: Code.ABORTED,
+    details: { reason: "ORDER_NOT_SETTLED", metadata: { request_id: "cut-by-the-grace" } },
+  });
+  t.like(withoutKey, { code: Code.ABORTED, details: { reason: "ORDER_NOT_SETTLED" } });
+  t.truthy(withoutKey?.details.metadata?.request_id, "the request_id the call was given");
+  t.truthy(withoutKey?.details.metadata?.order_id);
+});

@@ -34,3 +34,14 @@ export function deadlineClient(defaultTimeoutMs: number): ClientMiddleware {
     },
   };
 }
+
+/** Cancels every outgoing call once `signal` aborts, whatever call it serves. */
+export function cancelledWith(signal: AbortSignal): ClientMiddleware {
+  return {
+    name: "cancelled-with",
+    wrap: (_method, next) => (request, call) => {
+      call.signals.push(signal);
+      return next(request, call);
+    },
+  };
+}

@@ -7,6 +7,7 @@ import { statusMapping } from "./status.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 import { xRequestIdClient, xRequestIdServer } from "./x-request-id.js";
 
+export { cancelledWith } from "./deadline.js";
 export * from "./types.js";
 export { X_REQUEST_ID } from "./x-request-id.js";
 
