@@ -33,7 +33,8 @@ const (
 	// Written, its stock being taken; not yet priced (no `total` and no unit
 	// prices). Short-lived: a CreateOrder with its `request_id`, or the
 	// reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
-	// plus one reconcile interval.
+	// (or the dependency timeout, if that is longer) plus one reconcile
+	// interval.
 	OrderState_ORDER_STATE_PENDING OrderState = 1
 	// Stock is committed; the order stands. Only a cancel changes it.
 	OrderState_ORDER_STATE_CONFIRMED OrderState = 2

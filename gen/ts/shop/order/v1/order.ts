@@ -35,7 +35,8 @@ export enum OrderState {
    * ORDER_STATE_PENDING - Written, its stock being taken; not yet priced (no `total` and no unit
    * prices). Short-lived: a CreateOrder with its `request_id`, or the
    * reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
-   * plus one reconcile interval.
+   * (or the dependency timeout, if that is longer) plus one reconcile
+   * interval.
    */
   ORDER_STATE_PENDING = 1,
   /** ORDER_STATE_CONFIRMED - Stock is committed; the order stands. Only a cancel changes it. */
@@ -1359,8 +1360,9 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
  * Whatever crashes, replies are lost or deadlines cut calls short, each
  * product's stock plus the units of its confirmed orders plus the units
  * still held equals the stock it was given; work an interruption leaves
- * unfinished is settled within the reservation TTL plus one reconcile
- * interval (60 s and 5 s by default).
+ * unfinished is settled within the reservation TTL (or the dependency
+ * timeout, if that is longer) plus one reconcile interval (60 s and 5 s by
+ * default).
  *
  * Errors carry `google.rpc.Status` details: `BadRequest` field violations,
  * one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
@@ -1419,24 +1421,26 @@ export const OrderServiceService = {
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
    * before the order could be confirmed; nothing was placed, so resend.
    * Stock held by an attempt that never completes returns within the
-   * reservation TTL plus one reconcile interval.
+   * reservation TTL (or the dependency timeout, if that is longer) plus one
+   * reconcile interval.
    *
    * When a call wrote its order but could not confirm it (its database
    * busy, lost or full, say), it answers ABORTED (reason
    * `ORDER_NOT_SETTLED`) with the order's `order_id` and its `request_id`
    * (the one it was given, when the call had none) in the ErrorInfo
    * metadata: resend with that `request_id` to settle it, or watch the
-   * order, which the reconciler settles within the reservation TTL plus one
-   * reconcile interval. No other error but DEADLINE_EXCEEDED and CANCELLED
-   * (the caller's own deadline or cancel) stands for an order that may
-   * still be confirmed: an UNAVAILABLE leaves none, so a proxy may resend
-   * it. When the service lost its connection to its database as it wrote
-   * the order, it answers ABORTED (reason `OUTCOME_UNKNOWN`): the order may
-   * have been written, and the reconciler fails it within that time. That
-   * promise is the service's own: when the connection to it is cut after
-   * the call arrived, the caller's library or a proxy answers UNAVAILABLE
-   * itself, which says nothing of the order. Send a `request_id` whenever a
-   * second order would matter.
+   * order, which the reconciler settles within the reservation TTL (or the
+   * dependency timeout, if that is longer) plus one reconcile interval. No
+   * other error but DEADLINE_EXCEEDED and CANCELLED (the caller's own
+   * deadline or cancel) stands for an order that may still be confirmed:
+   * an UNAVAILABLE leaves none, so a proxy may resend it. When the service
+   * lost its connection to its database as it wrote the order, it answers
+   * ABORTED (reason `OUTCOME_UNKNOWN`): the order may have been written,
+   * and the reconciler fails it within that time. That promise is the
+   * service's own: when the connection to it is cut after the call arrived,
+   * the caller's library or a proxy answers UNAVAILABLE itself, which says
+   * nothing of the order. Send a `request_id` whenever a second order would
+   * matter.
    *
    * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
    * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
@@ -1588,24 +1592,26 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
    * before the order could be confirmed; nothing was placed, so resend.
    * Stock held by an attempt that never completes returns within the
-   * reservation TTL plus one reconcile interval.
+   * reservation TTL (or the dependency timeout, if that is longer) plus one
+   * reconcile interval.
    *
    * When a call wrote its order but could not confirm it (its database
    * busy, lost or full, say), it answers ABORTED (reason
    * `ORDER_NOT_SETTLED`) with the order's `order_id` and its `request_id`
    * (the one it was given, when the call had none) in the ErrorInfo
    * metadata: resend with that `request_id` to settle it, or watch the
-   * order, which the reconciler settles within the reservation TTL plus one
-   * reconcile interval. No other error but DEADLINE_EXCEEDED and CANCELLED
-   * (the caller's own deadline or cancel) stands for an order that may
-   * still be confirmed: an UNAVAILABLE leaves none, so a proxy may resend
-   * it. When the service lost its connection to its database as it wrote
-   * the order, it answers ABORTED (reason `OUTCOME_UNKNOWN`): the order may
-   * have been written, and the reconciler fails it within that time. That
-   * promise is the service's own: when the connection to it is cut after
-   * the call arrived, the caller's library or a proxy answers UNAVAILABLE
-   * itself, which says nothing of the order. Send a `request_id` whenever a
-   * second order would matter.
+   * order, which the reconciler settles within the reservation TTL (or the
+   * dependency timeout, if that is longer) plus one reconcile interval. No
+   * other error but DEADLINE_EXCEEDED and CANCELLED (the caller's own
+   * deadline or cancel) stands for an order that may still be confirmed:
+   * an UNAVAILABLE leaves none, so a proxy may resend it. When the service
+   * lost its connection to its database as it wrote the order, it answers
+   * ABORTED (reason `OUTCOME_UNKNOWN`): the order may have been written,
+   * and the reconciler fails it within that time. That promise is the
+   * service's own: when the connection to it is cut after the call arrived,
+   * the caller's library or a proxy answers UNAVAILABLE itself, which says
+   * nothing of the order. Send a `request_id` whenever a second order would
+   * matter.
    *
    * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
    * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
@@ -1717,24 +1723,26 @@ export interface OrderServiceClient extends Client {
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
    * before the order could be confirmed; nothing was placed, so resend.
    * Stock held by an attempt that never completes returns within the
-   * reservation TTL plus one reconcile interval.
+   * reservation TTL (or the dependency timeout, if that is longer) plus one
+   * reconcile interval.
    *
    * When a call wrote its order but could not confirm it (its database
    * busy, lost or full, say), it answers ABORTED (reason
    * `ORDER_NOT_SETTLED`) with the order's `order_id` and its `request_id`
    * (the one it was given, when the call had none) in the ErrorInfo
    * metadata: resend with that `request_id` to settle it, or watch the
-   * order, which the reconciler settles within the reservation TTL plus one
-   * reconcile interval. No other error but DEADLINE_EXCEEDED and CANCELLED
-   * (the caller's own deadline or cancel) stands for an order that may
-   * still be confirmed: an UNAVAILABLE leaves none, so a proxy may resend
-   * it. When the service lost its connection to its database as it wrote
-   * the order, it answers ABORTED (reason `OUTCOME_UNKNOWN`): the order may
-   * have been written, and the reconciler fails it within that time. That
-   * promise is the service's own: when the connection to it is cut after
-   * the call arrived, the caller's library or a proxy answers UNAVAILABLE
-   * itself, which says nothing of the order. Send a `request_id` whenever a
-   * second order would matter.
+   * order, which the reconciler settles within the reservation TTL (or the
+   * dependency timeout, if that is longer) plus one reconcile interval. No
+   * other error but DEADLINE_EXCEEDED and CANCELLED (the caller's own
+   * deadline or cancel) stands for an order that may still be confirmed:
+   * an UNAVAILABLE leaves none, so a proxy may resend it. When the service
+   * lost its connection to its database as it wrote the order, it answers
+   * ABORTED (reason `OUTCOME_UNKNOWN`): the order may have been written,
+   * and the reconciler fails it within that time. That promise is the
+   * service's own: when the connection to it is cut after the call arrived,
+   * the caller's library or a proxy answers UNAVAILABLE itself, which says
+   * nothing of the order. Send a `request_id` whenever a second order would
+   * matter.
    *
    * `user_id` must be the token's subject, for admins too: PERMISSION_DENIED
    * (reason `NOT_OWNER`) otherwise, checked after the fields are valid.
