@@ -1,15 +1,21 @@
 // The two overlays' own objects: development's namespace, volumes and SQLite patches; production's
 // namespace and the patches that take the database URL and page-token key from Secrets.
 
+import { readFileSync } from "node:fs";
 import { DATABASE_SECRET, PAGE_TOKEN_SECRET } from "../settings.js";
 import { labels } from "./labels.js";
 import { secretPatch } from "./pods.js";
+
+/** The release these files are generated from: production runs its image. */
+const { version } = JSON.parse(
+  readFileSync(new URL("../../package.json", import.meta.url), "utf8"),
+) as { version: string };
 
 /** The overlays: what each runs. */
 export const OVERLAYS = {
   development: { namespace: "shopmesh-dev", replicas: 1, tag: "dev" },
   // replicas is the autoscalers' floor; they add pods up to maxReplicas.
-  production: { namespace: "shopmesh", replicas: 2, maxReplicas: 4, tag: "0.1.0" },
+  production: { namespace: "shopmesh", replicas: 2, maxReplicas: 4, tag: version },
 } as const;
 
 /** The connections a PostgreSQL server takes by default: max_connections less superusers' 3. */
