@@ -180,6 +180,7 @@ export async function startService(
       shutdownGraceMs: config.shutdownGraceMs,
       // The calls still running as the grace ends write nothing more and wait for no dependency:
       // they answer before the cut, with what they know (an order placed but not settled, say).
+      // The database closes first, so a cancelled dependency call cannot fail its order either.
       onGraceEnd: () => {
         closeToNewWork(db);
         graceOver.abort();
