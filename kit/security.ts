@@ -100,7 +100,7 @@ function readJwks(file: string): JSONWebKeySet {
   return jwks;
 }
 
-/** What `parse` makes of `pem`; an error naming the variable when it is not `what`. */
+/** What `parse` returns; when it throws, an error naming the variable, its file and `what`. */
 function parsed<T>(variable: string, file: string, what: string, parse: () => T): T {
   try {
     return parse();
