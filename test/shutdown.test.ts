@@ -1,12 +1,13 @@
 // A shutdown waits for the calls in flight up to SHOP_SHUTDOWN_GRACE_MS, then closes what is left:
 // a stream that never ends by itself (Health/Watch here, WatchOrder in the mesh) must not hold a
-// rolling restart until the orchestrator kills the process.
+// rolling restart until the orchestrator kills the process. The calls still running then answer
+// before they are cut, each as the contract says, and write nothing afterwards.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
@@ -27,6 +28,56 @@ const stoppedIn15s = (stopping: Promise<void>) =>
     stopping.then(() => "stopped" as const),
     new Promise<"still running">((resolve) => setTimeout(resolve, 15_000, "still running").unref()),
   ]);
+
+/**
+ * A user, product and order service whose ReserveStock stays in its handler until the test ends,
+ * with each service's grace period as `grace` says; `reserving()` counts the calls held.
+ */
+async function stuckOnReserveStock(
+  t: ExecutionContext,
+  grace: { product?: number; order?: number } = {},
+) {
+  let reserving = 0;
+  let giveUp = (_: Error) => {};
+  const stuck = new Promise<never>((_, reject) => {
+    giveUp = reject;
+  });
+  stuck.catch(() => {});
+  t.teardown(() => giveUp(new Error("the test is over")));
+  const holdReserve: ServerMiddleware = {
+    name: "hold-reserve",
+    wrap: (method, next) =>
+      method.rpc !== "ReserveStock"
+        ? next
+        : async () => {
+            reserving++;
+            return stuck;
+          },
+  };
+  const graceOf = (ms?: number) => (ms === undefined ? {} : { config: { shutdownGraceMs: ms } });
+  const user = await start(t, userService);
+  const product = await start(t, createProductService(), {
+    middleware: [holdReserve],
+    ...graceOf(grace.product),
+  });
+  const order = await start(t, createOrderService(), {
+    dependencies: { users: user.server.address, inventory: product.server.address },
+    ...graceOf(grace.order),
+  });
+  const fleet = clientsFor(t, {
+    user: user.server.address,
+    product: product.server.address,
+    order: order.server.address,
+  });
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 2 });
+  const place = (requestId: string) =>
+    fleet.orders.createOrder(
+      { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId },
+      { timeoutMs: 20_000 },
+    );
+  return { product, order, place, reserving: () => reserving };
+}
 
 test("a library's stream still open when the grace period ends is closed, and the shutdown completes", async (t) => {
   const product = await startService(createProductService(), {
@@ -95,45 +146,9 @@ test("our stream still open when the grace period ends answers UNAVAILABLE, and 
 });
 
 test("a call its server cuts off at the grace period's end is UNAVAILABLE to the service that made it, never CANCELLED", async (t) => {
-  // ReserveStock stays in its handler until the test ends, past the product's grace period.
-  let reserving = false;
-  let giveUp = (_: Error) => {};
-  const stuck = new Promise<never>((_, reject) => {
-    giveUp = reject;
-  });
-  stuck.catch(() => {});
-  t.teardown(() => giveUp(new Error("the test is over")));
-  const holdReserve: ServerMiddleware = {
-    name: "hold-reserve",
-    wrap: (method, next) =>
-      method.rpc !== "ReserveStock"
-        ? next
-        : async () => {
-            reserving = true;
-            return stuck;
-          },
-  };
-  const user = await start(t, userService);
-  const product = await start(t, createProductService(), {
-    middleware: [holdReserve],
-    config: { shutdownGraceMs: 300 },
-  });
-  const order = await start(t, createOrderService(), {
-    dependencies: { users: user.server.address, inventory: product.server.address },
-  });
-  const fleet = clientsFor(t, {
-    user: user.server.address,
-    product: product.server.address,
-    order: order.server.address,
-  });
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 2 });
-
-  const placing = fleet.orders.createOrder(
-    { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId: "cut-off" },
-    { timeoutMs: 20_000 },
-  );
-  await until("ReserveStock to be in its handler", () => reserving);
+  const { product, place, reserving } = await stuckOnReserveStock(t, { product: 300 });
+  const placing = place("cut-off");
+  await until("ReserveStock to be in its handler", () => reserving() === 1);
   t.is(await stoppedIn15s(product.server.shutdown()), "stopped");
 
   // The caller did not cancel: the product service went away, and the order says so.
@@ -232,44 +247,9 @@ test("a write still waiting for SQLite's lock when the grace period ends answers
 });
 
 test("a CreateOrder still waiting on its stock when the order service's grace period ends answers ORDER_NOT_SETTLED, with or without its request_id", async (t) => {
-  // ReserveStock stays in its handler until the test ends, past the order service's grace.
-  let reserving = 0;
-  let giveUp = (_: Error) => {};
-  const stuck = new Promise<never>((_, reject) => {
-    giveUp = reject;
-  });
-  stuck.catch(() => {});
-  t.teardown(() => giveUp(new Error("the test is over")));
-  const holdReserve: ServerMiddleware = {
-    name: "hold-reserve",
-    wrap: (method, next) =>
-      method.rpc !== "ReserveStock"
-        ? next
-        : async () => {
-            reserving++;
-            return stuck;
-          },
-  };
-  const user = await start(t, userService);
-  const product = await start(t, createProductService(), { middleware: [holdReserve] });
-  const order = await start(t, createOrderService(), {
-    dependencies: { users: user.server.address, inventory: product.server.address },
-    config: { shutdownGraceMs: 300 },
-  });
-  const fleet = clientsFor(t, {
-    user: user.server.address,
-    product: product.server.address,
-    order: order.server.address,
-  });
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products, { stock: 2 });
-  const place = (requestId: string) =>
-    fleet.orders.createOrder(
-      { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId },
-      { timeoutMs: 20_000 },
-    );
+  const { order, place, reserving } = await stuckOnReserveStock(t, { order: 300 });
   const placing = [place("cut-by-the-grace"), place("")];
-  await until("both orders to be reserving their stock", () => reserving === 2);
+  await until("both orders to be reserving their stock", () => reserving() === 2);
   t.is(await stoppedIn15s(order.server.shutdown()), "stopped");
 
   // Their orders are written and may yet be confirmed: the callers learn that, and how to settle
