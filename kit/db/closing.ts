@@ -16,6 +16,9 @@ interface Pooled {
 
 const closed = new WeakSet<object>();
 
+/** The acquires each database's pool has not answered yet: refused the moment it closes. */
+const waiting = new WeakMap<object, Set<() => void>>();
+
 /** A statement refused because its database closed to new work. */
 export class DatabaseClosed extends Error {
   constructor() {
@@ -27,24 +30,48 @@ export class DatabaseClosed extends Error {
 /** Whether the database of `client`, or of the transaction it runs, is closed to new work. */
 export const isClosed = (client: object): boolean => closed.has((client as Pooled).config);
 
-/** `db`, its connections refused once closeToNewWork(db) is called. */
+/** `db`, its connections refused once closeToNewWork(db) is called, those waiting too. */
 export function closable(db: Knex): Knex {
   const client = db.client as unknown as Pooled;
   const acquire = client.acquireConnection.bind(client);
-  client.acquireConnection = async () => {
-    if (isClosed(client)) throw new DatabaseClosed();
-    const connection = await acquire();
-    // It waited its turn while the database closed.
-    if (isClosed(client)) {
-      await client.releaseConnection(connection);
-      throw new DatabaseClosed();
-    }
-    return connection;
+  const pending = new Set<() => void>();
+  waiting.set(client.config, pending);
+  client.acquireConnection = () => {
+    if (isClosed(client)) return Promise.reject(new DatabaseClosed());
+    return new Promise((resolve, reject) => {
+      let answered = false;
+      const refuse = () => {
+        answered = true;
+        reject(new DatabaseClosed());
+      };
+      pending.add(refuse);
+      acquire()
+        .then(
+          (connection) => {
+            pending.delete(refuse);
+            // Refused meanwhile: the connection goes back unused.
+            if (answered) return client.releaseConnection(connection);
+            if (!isClosed(client)) return resolve(connection);
+            refuse();
+            return client.releaseConnection(connection);
+          },
+          (error: unknown) => {
+            pending.delete(refuse);
+            if (!answered) reject(error);
+          },
+        )
+        // A connection that cannot go back is the pool's to drop; nobody waits on this.
+        .catch(() => {});
+    });
   };
   return db;
 }
 
 /** From now on `db` begins no statement outside the transactions already under way. */
 export function closeToNewWork(db: Knex): void {
-  closed.add((db.client as unknown as Pooled).config);
+  const { config } = db.client as unknown as Pooled;
+  closed.add(config);
+  const pending = waiting.get(config);
+  for (const refuse of pending ?? []) refuse();
+  pending?.clear();
 }

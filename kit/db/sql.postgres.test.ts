@@ -2,7 +2,15 @@
 import test, { type ExecutionContext } from "ava";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
 import type { CallContext } from "../context.js";
-import { type DatabaseOptions, isConnectionLost, type Knex, openDatabase, sqlOf } from "../db.js";
+import {
+  closeToNewWork,
+  type DatabaseOptions,
+  isClosedToNewWork,
+  isConnectionLost,
+  type Knex,
+  openDatabase,
+  sqlOf,
+} from "../db.js";
 import { Code } from "../errors.js";
 import { toServiceError } from "../middleware/status.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
@@ -147,4 +155,31 @@ test("pg: a connection lost under a statement is UNAVAILABLE (DATABASE_UNAVAILAB
   );
   // Anything else is still our own failure.
   t.is(toServiceError(new Error("a bug"), ctx).code, Code.INTERNAL);
+});
+
+test("pg: statements waiting for a connection when the database closes to new work are refused at once", async (t) => {
+  const db = await open(t, { poolMax: 1 });
+  const events: string[] = [];
+  // A transaction under way holds the pool's one connection, and runs to its end.
+  const holding = db.transaction(async (trx) => {
+    await trx.raw("SELECT pg_sleep(1)");
+  });
+  const pool = (db.client as { pool: { numUsed(): number } }).pool;
+  while (pool.numUsed() === 0) await new Promise((resolve) => setTimeout(resolve, 5));
+  const waiters = [sqlOf(db).query("SELECT 1"), db("items").select(), db.transaction(() => {})];
+  const refused = waiters.map((waiter) =>
+    waiter.then(
+      () => "served",
+      (error: unknown) => {
+        events.push("refused");
+        return isClosedToNewWork(error) ? "closed" : String(error);
+      },
+    ),
+  );
+  closeToNewWork(db);
+  const held = holding.then(() => events.push("held to its end"));
+  t.deepEqual(await Promise.all(refused), ["closed", "closed", "closed"]);
+  await held;
+  // Refused as the database closed, not once the connection came free.
+  t.deepEqual(events, ["refused", "refused", "refused", "held to its end"]);
 });
