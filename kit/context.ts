@@ -167,15 +167,13 @@ export class ServerCallContext implements CallContext {
   /**
    * Whether the caller's cancel was its deadline. The caller's deadline starts before ours, by
    * the time its request took to reach us, and its reset takes as long to arrive: it lands at
-   * about our own deadline, often just before our timer fires. So a cancel within 20 ms (or a
-   * tenth of the call's time, if less) of the deadline is taken for the deadline.
+   * about our own deadline, often just before our timer fires, and sooner by however long the
+   * request waited here. So a cancel within 20 ms of the deadline is taken for the deadline,
+   * however short the call's time: with a deadline of a few ms, that is all of it.
    */
   private cancelledAtDeadline(): boolean {
     if (this.deadline === undefined) return false;
-    const deadline = this.deadline.getTime();
-    const now = Date.now();
-    const timeoutMs = deadline - (now - (performance.now() - this.started));
-    return (this.cancelledAt ?? now) >= deadline - Math.min(20, timeoutMs / 10);
+    return (this.cancelledAt ?? Date.now()) >= this.deadline.getTime() - 20;
   }
 
   /**

@@ -97,6 +97,19 @@ test("a caller's reset at its deadline is logged and counted DEADLINE_EXCEEDED",
   t.is(await atDeadline.handled("Canceled"), "0");
 });
 
+test("a short deadline's reset, however early its share of the time, is logged and counted DEADLINE_EXCEEDED", async (t) => {
+  // 80 ms: the reset comes 18 ms (less the time the first message took) before the server's
+  // deadline, more than a tenth of the call's time.
+  const short = await watching(t, "80m");
+  const wait = short.answered + 62 - performance.now();
+  await new Promise((resolve) => setTimeout(resolve, wait));
+  short.stream.close(http2.constants.NGHTTP2_CANCEL);
+  const line = await eventually("the WatchOrder's log line", short.watchLine);
+  t.is(line.code, "DEADLINE_EXCEEDED");
+  t.is(await short.handled("DeadlineExceeded"), "1");
+  t.is(await short.handled("Canceled"), "0");
+});
+
 test("a caller's reset well before its deadline is logged and counted CANCELLED", async (t) => {
   const early = await watching(t, "30S");
   early.stream.close(http2.constants.NGHTTP2_CANCEL);
