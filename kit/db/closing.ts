@@ -12,6 +12,8 @@ interface Pooled {
   config: object;
   acquireConnection(): Promise<unknown>;
   releaseConnection(connection: unknown): Promise<unknown>;
+  /** knex's pool (tarn); gone once the database is destroyed. */
+  pool?: { numFree(): number };
 }
 
 const closed = new WeakSet<object>();
@@ -38,6 +40,9 @@ export function closable(db: Knex): Knex {
   waiting.set(client.config, pending);
   client.acquireConnection = () => {
     if (isClosed(client)) return Promise.reject(new DatabaseClosed());
+    // A free connection is handed over without a turn of the event loop, in which nothing can
+    // close the database: only a call that must wait is kept track of.
+    if ((client.pool?.numFree() ?? 0) > 0) return acquire();
     return new Promise((resolve, reject) => {
       let answered = false;
       const refuse = () => {
