@@ -153,7 +153,8 @@ export function securityFromEnv(): SecurityConfig {
   const production = profile === "production";
   const explicit = (name: string, fallback: string) => {
     const value = env.string(name, "");
-    if (value) return value;
+    // Blanks are no issuer, audience or file: they count as unset.
+    if (value.trim()) return value;
     if (production) throw new SecurityError(`the production profile needs ${name}`);
     return fallback;
   };

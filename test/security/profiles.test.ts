@@ -101,6 +101,7 @@ const refusals: [string, () => Record<string, string>, RegExp, string?][] = [
   ],
   ["no explicit JWKS", () => without(production(), "SHOP_JWKS_FILE"), /needs SHOP_JWKS_FILE/],
   ["no explicit issuer", () => without(production(), "SHOP_JWT_ISSUER"), /needs SHOP_JWT_ISSUER/],
+  ["a blank issuer", () => ({ ...production(), SHOP_JWT_ISSUER: "  " }), /needs SHOP_JWT_ISSUER/],
   [
     "development plaintext off loopback",
     () => ({ SHOP_PROFILE: "development" }),
