@@ -88,6 +88,46 @@ export const UNROUTED = {
 /** CEL: edgeProtocols marked the call gRPC-Web (the gRPC-Web filter rewrote its content type). */
 const GRPC_WEB = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'grpc-web'";
 
+/** A header Envoy's reply sets, over any of the same name. */
+const header = (key: string, value: string) => ({
+  header: { key, value },
+  append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+});
+
+/** What an answer of Envoy's own says: its code, message and ErrorInfo reason. */
+interface EdgeReply {
+  code: number;
+  message: string;
+  reason: string;
+}
+
+/** grpc-status-details-bin of `reply`: a google.rpc.Status with the edge's ErrorInfo. */
+const detailsOf = (reply: EdgeReply) =>
+  header(
+    "grpc-status-details-bin",
+    encodeStatus(
+      new ServiceError(reply.code, reply.message, { reason: reply.reason }),
+      EDGE_DOMAIN,
+    ).toString("base64"),
+  );
+
+/**
+ * `reply` to a gRPC-Web call when `condition` holds: a trailers-only 200, as the protocol has a
+ * server answer. A client reads the code of another HTTP status from the status alone
+ * (UNAVAILABLE for a 504), and throws away the details; a body would make the gRPC-Web filter
+ * answer UNKNOWN.
+ */
+const grpcWebReply = (condition: string, reply: EdgeReply) => ({
+  headers_to_add: [
+    header("grpc-status", String(reply.code)),
+    detailsOf(reply),
+    header("grpc-message", reply.message),
+  ],
+  filter: when(`${condition} && ${GRPC_WEB}`),
+  status_code: 200,
+  body: { inline_string: "" },
+});
+
 export function edgeRefusals() {
   return EDGE_REFUSALS.flatMap((refusal) => {
     const refused = refusedBy(refusal);
@@ -103,57 +143,24 @@ export function edgeRefusals() {
         },
       ],
     };
-    const grpcReply = {
-      headers_to_add: [
-        {
-          header: { key: "grpc-status", value: String(refusal.code) },
-          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-        },
-        {
-          header: {
-            key: "grpc-status-details-bin",
-            value: encodeStatus(
-              new ServiceError(refusal.code, refusal.message, { reason: refusal.reason }),
-              EDGE_DOMAIN,
-            ).toString("base64"),
-          },
-          append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-        },
-      ],
-      body: { inline_string: refusal.message },
-    };
     return [
       {
         filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
         status_code: refusal.status,
         // For the access log only: edgeProtocols records it and strips it from the reply.
-        headers_to_add: [
-          {
-            header: { key: "grpc-status", value: String(refusal.code) },
-            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-          },
-        ],
+        headers_to_add: [header("grpc-status", String(refusal.code))],
         body_format_override: {
           text_format_source: { inline_string: JSON.stringify(status) },
           content_type: "application/json",
         },
       },
-      // gRPC-Web: a trailers-only 200, as the protocol has a server answer. A client reads the
-      // code of another HTTP status from the status alone (UNAVAILABLE for a 504), and throws
-      // away the details; a body would make the gRPC-Web filter answer UNKNOWN.
+      grpcWebReply(refused, refusal),
       {
-        headers_to_add: [
-          ...grpcReply.headers_to_add,
-          {
-            header: { key: "grpc-message", value: refusal.message },
-            append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-          },
-        ],
-        filter: when(`${refused} && ${GRPC_WEB}`),
-        status_code: 200,
-        body: { inline_string: "" },
+        headers_to_add: [header("grpc-status", String(refusal.code)), detailsOf(refusal)],
+        body: { inline_string: refusal.message },
+        filter: when(refused),
+        status_code: refusal.status,
       },
-      { ...grpcReply, filter: when(refused), status_code: refusal.status },
     ];
   });
 }
@@ -177,31 +184,9 @@ export const NO_REPLICA = {
 export function edgeGrpcReplies() {
   const grpc =
     "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
-  return [UNROUTED, NO_REPLICA].flatMap((reply) => {
-    const header = (key: string, value: string) => ({
-      header: { key, value },
-      append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
-    });
-    const details = header(
-      "grpc-status-details-bin",
-      encodeStatus(
-        new ServiceError(reply.code, reply.message, { reason: reply.reason }),
-        EDGE_DOMAIN,
-      ).toString("base64"),
-    );
-    return [
-      {
-        filter: when(`${reply.when} && ${GRPC_WEB}`),
-        status_code: 200,
-        headers_to_add: [
-          header("grpc-status", String(reply.code)),
-          header("grpc-message", reply.message),
-          details,
-        ],
-        body: { inline_string: "" },
-      },
-      // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
-      { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [details] },
-    ];
-  });
+  return [UNROUTED, NO_REPLICA].flatMap((reply) => [
+    grpcWebReply(reply.when, reply),
+    // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
+    { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [detailsOf(reply)] },
+  ]);
 }
