@@ -65,6 +65,8 @@ async function startOnce(
       ...dependencies,
       SHOP_SERVICE: service,
       SHOP_PORT: String(port),
+      // Any free one: the port + 1000 it would derive is nobody's to keep free meanwhile.
+      SHOP_METRICS_PORT: "0",
       SHOP_DATA_DIR: dataDir,
       SHOP_LOG_LEVEL: "warn",
     },
