@@ -28,3 +28,43 @@ export const CORS_EXPOSE_HEADERS = [
 export function originPattern(origins: readonly string[]): string {
   return `^(${origins.map((origin) => origin.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")})$`;
 }
+
+/** A route header match: the request comes from one of `origins`. */
+export const fromOrigin = (origins: readonly string[]) => ({
+  name: "origin",
+  string_match: { safe_regex: { regex: originPattern(origins) } },
+});
+
+interface DirectRoute {
+  name: string;
+  match: { headers?: readonly object[] } & Record<string, unknown>;
+  response_headers_to_add?: readonly object[];
+}
+
+/**
+ * An answer of Envoy's own that a browser on an allowed origin can read. The CORS filter skips a
+ * route without an upstream, so without these headers the browser would hide the reply's status
+ * and details from the page: a copy of the route for the allowed origins adds the headers the
+ * filter would have. Other origins get the route as it was.
+ */
+export function readableByBrowsers<R extends DirectRoute>(
+  origins: readonly string[],
+  route: R,
+): R[] {
+  if (origins.length === 0) return [route];
+  const add = (key: string, value: string) => ({
+    header: { key, value },
+    append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+  });
+  const forBrowsers = {
+    ...route,
+    name: `${route.name} (allowed origin)`,
+    match: { ...route.match, headers: [...(route.match.headers ?? []), fromOrigin(origins)] },
+    response_headers_to_add: [
+      ...(route.response_headers_to_add ?? []),
+      add("access-control-allow-origin", "%REQ(origin)%"),
+      add("access-control-expose-headers", CORS_EXPOSE_HEADERS.join(",")),
+    ],
+  };
+  return [forBrowsers, route];
+}

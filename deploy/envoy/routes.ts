@@ -3,7 +3,7 @@
 
 import { type MethodInfo, retriable } from "../../kit/contract.js";
 import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
-import { originPattern } from "./cors.js";
+import { fromOrigin, readableByBrowsers } from "./cors.js";
 import { lua } from "./lua.js";
 import { headerMatches, not, skippedFor, typed } from "./matchers.js";
 import { EDGE_PROTOCOL_HEADER } from "./protocols.js";
@@ -179,10 +179,7 @@ export function routes(
             prefix: "/",
             headers: [
               { name: ":method", string_match: { exact: "OPTIONS" } },
-              {
-                name: "origin",
-                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
-              },
+              fromOrigin(corsOrigins),
               { name: "access-control-request-method", present_match: true },
             ],
           },
@@ -192,7 +189,7 @@ export function routes(
     : [];
   // Last: everything else, answered by Envoy. gRPC callers get UNIMPLEMENTED, like a server that
   // lacks the method; REST callers get a google.rpc.Status-shaped JSON 404, like a transcoded error.
-  const notFound = (name: string, match: object, body: string, contentType?: string) => ({
+  const notFound = (name: string, match: Route["match"], body: string, contentType?: string) => ({
     name,
     match,
     direct_response: { status: 404, body: { inline_string: body } },
@@ -216,15 +213,7 @@ export function routes(
       headers: [
         { name: ":method", string_match: { exact: "OPTIONS" } },
         { name: "access-control-request-method", present_match: true },
-        ...(corsOrigins.length
-          ? [
-              {
-                name: "origin",
-                string_match: { safe_regex: { regex: originPattern(corsOrigins) } },
-                invert_match: true,
-              },
-            ]
-          : []),
+        ...(corsOrigins.length ? [{ ...fromOrigin(corsOrigins), invert_match: true }] : []),
       ],
     },
     "no route for this path",
@@ -233,7 +222,7 @@ export function routes(
     notFound("grpc-not-found", { prefix: "/", grpc: {} }, UNROUTED.message),
     // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
     notFound("not-found", { prefix: "/" }, "no route for this path"),
-  ];
+  ].flatMap((fallback) => readableByBrowsers(corsOrigins, fallback));
   // First of all: a grpc-timeout that is not one, which Envoy's router would replace with the
   // route's own timeout, where a service refuses it INVALID_ARGUMENT (EDGE_REFUSALS).
   const malformedTimeout = {
@@ -251,7 +240,14 @@ export function routes(
     },
     direct_response: { status: 400, body: { inline_string: "grpc-timeout is not a timeout" } },
   };
-  return [malformedTimeout, refusedPreflight, ...exact, ...prefixes, ...preflight, ...fallbacks];
+  return [
+    ...readableByBrowsers(corsOrigins, malformedTimeout),
+    refusedPreflight,
+    ...exact,
+    ...prefixes,
+    ...preflight,
+    ...fallbacks,
+  ];
 }
 
 /** The header Envoy sets on the reflection calls it forwards (kit/reflection.ts). */

@@ -845,6 +845,34 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
     });
   t.is((await read(SHOP_ORIGIN)).headers.get("access-control-allow-origin"), SHOP_ORIGIN);
   t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
+
+  // Envoy's own answers (no route, a malformed grpc-timeout), which no upstream sends: a page on
+  // the allowed origin can read their status too.
+  const answers = [
+    { path: "/shop.nope.v1.NopeService/Nope", grpcStatus: "12" },
+    { path: grpcPath, grpcStatus: "3", headers: { "grpc-timeout": "soon" } },
+    { path: "/no/such/path", status: 404 },
+  ];
+  for (const answer of answers) {
+    const ask = (origin: string) =>
+      edgeFetch(`https://${envoy.address}${answer.path}`, {
+        method: answer.status ? "GET" : "POST",
+        headers: {
+          origin,
+          ...(answer.status ? {} : { "content-type": "application/grpc-web+proto" }),
+          ...answer.headers,
+        },
+        ...(answer.status ? {} : { body: new Uint8Array(5) }),
+      });
+    const allowedAnswer = await ask(SHOP_ORIGIN);
+    t.is(allowedAnswer.status, answer.status ?? 200, answer.path);
+    t.is(allowedAnswer.headers.get("grpc-status"), answer.grpcStatus ?? null, answer.path);
+    t.is(allowedAnswer.headers.get("access-control-allow-origin"), SHOP_ORIGIN, answer.path);
+    t.regex(allowedAnswer.headers.get("access-control-expose-headers") ?? "", /grpc-status/);
+    const other = await ask("https://evil.example");
+    t.is(other.status, allowedAnswer.status, answer.path);
+    t.is(other.headers.get("access-control-allow-origin"), null, answer.path);
+  }
 });
 
 /** Envoy's jwt_authn counters of its verified-token cache (the listener's stat prefix: ingress). */
