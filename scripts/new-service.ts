@@ -2,10 +2,11 @@
 // commented resource with Get, List and Create, each with its idempotency level), services/<name>/
 // (handlers, store, migration, module, handler test), its line in services/registry.ts and its
 // handler test's import in the storage variants (services/handlers.{postgres,sqlite3}.test.ts),
-// then regenerates everything derived from proto/ and the registry (npm run generate). Nothing
-// else needs an edit: launchers, Envoy, compose, the bench and the test fleets follow the registry.
+// then regenerates everything derived from proto/ and the registry (npm run generate) and
+// typechecks the result; a step that fails undoes them all. Nothing else needs an edit:
+// launchers, Envoy, compose, the bench and the test fleets follow the registry.
 import { execFileSync } from "node:child_process";
-import { existsSync, mkdirSync, readFileSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import path from "node:path";
 import { registry } from "../services/registry.js";
 import { repoRoot } from "./lib/launcher.js";
@@ -155,21 +156,22 @@ import type { ${Name}Store } from "./store.js";
 /** ${Name}Service: each rpc validates its request, then asks the store. */
 export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}ServiceService> {
   return {
-    async create${Name}({ ${name} }) {
-      const displayName = ${name}?.displayName ?? "";
+    async create${Name}(request) {
+      const displayName = request.${name}?.displayName ?? "";
       check().text("${name}.display_name", displayName, 100).throwIfAny();
       return { ${name}: await store.insert(newId("${prefix}"), displayName) };
     },
 
-    async get${Name}({ ${name}Id }) {
-      check().id("${name}_id", ${name}Id).throwIfAny();
-      return { ${name}: await store.get(${name}Id) };
+    async get${Name}(request) {
+      check().id("${name}_id", request.${name}Id).throwIfAny();
+      return { ${name}: await store.get(request.${name}Id) };
     },
 
-    async list${Names}({ pageSize: requested, pageToken }, ctx) {
-      const after = decodePageToken<number>(ctx.method, pageToken);
-      const { ${names}, nextSeq } = await store.list(pageSize(requested), after);
-      return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
+    async list${Names}(request, ctx) {
+      const after = decodePageToken<number>(ctx.method, request.pageToken);
+      const page = await store.list(pageSize(request.pageSize), after);
+      const next = page.nextSeq ? encodePageToken(ctx.method, page.nextSeq) : "";
+      return { ${names}: page.${names}, nextPageToken: next };
     },
   };
 }
@@ -267,63 +269,83 @@ import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
-async function client(t: ExecutionContext) {
-  const service = await start(t, ${name}Service);
-  const ${names} = signedInClient(${Name}ServiceService, service.server.address);
-  t.teardown(() => ${names}.close());
-  return ${names};
+async function serve(t: ExecutionContext) {
+  const served = await start(t, ${name}Service);
+  const client = signedInClient(${Name}ServiceService, served.server.address);
+  t.teardown(() => client.close());
+  return client;
 }
 
 test("Create${Name} assigns an id, and Get${Name} returns what it stored", async (t) => {
-  const ${names} = await client(t);
-  const { ${name} } = await ${names}.create${Name}({ ${name}: { displayName: "First" } });
-  t.regex(${name}?.${name}Id ?? "", /^${prefix}_/);
-  t.deepEqual((await ${names}.get${Name}({ ${name}Id: ${name}?.${name}Id })).${name}, ${name});
+  const client = await serve(t);
+  const created = await client.create${Name}({ ${name}: { displayName: "First" } });
+  const id = created.${name}?.${name}Id ?? "";
+  t.regex(id, /^${prefix}_/);
+  t.deepEqual((await client.get${Name}({ ${name}Id: id })).${name}, created.${name});
 });
 
 test("Create${Name} refuses an empty display_name, and Get${Name} an unknown id", async (t) => {
-  const ${names} = await client(t);
-  await expectInvalid(t, ${names}.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
-  const unknown = ${names}.get${Name}({ ${name}Id: "nope" });
+  const client = await serve(t);
+  await expectInvalid(t, client.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
+  const unknown = client.get${Name}({ ${name}Id: "nope" });
   await expectStatus(t, unknown, Code.NOT_FOUND, "${name.toUpperCase()}_NOT_FOUND");
 });
 
 test("List${Names} pages through every ${name}, oldest first", async (t) => {
-  const ${names} = await client(t);
-  const names = ["a", "b", "c"];
-  for (const displayName of names) await ${names}.create${Name}({ ${name}: { displayName } });
-  const first = await ${names}.list${Names}({ pageSize: 2 });
-  const rest = await ${names}.list${Names}({ pageSize: 2, pageToken: first.nextPageToken });
-  t.deepEqual([...first.${names}, ...rest.${names}].map((one) => one.displayName), names);
+  const client = await serve(t);
+  const displayNames = ["a", "b", "c"];
+  for (const displayName of displayNames) await client.create${Name}({ ${name}: { displayName } });
+  const first = await client.list${Names}({ pageSize: 2 });
+  const rest = await client.list${Names}({ pageSize: 2, pageToken: first.nextPageToken });
+  t.deepEqual([...first.${names}, ...rest.${names}].map((one) => one.displayName), displayNames);
   t.is(rest.nextPageToken, "");
 });
 `,
 };
 
-mkdirSync(path.dirname(protoFile), { recursive: true });
-writeFileSync(protoFile, proto);
-for (const [file, text] of Object.entries(files)) {
-  mkdirSync(path.dirname(path.join(folder, file)), { recursive: true });
-  writeFileSync(path.join(folder, file), text);
-}
-const registryFile = path.join(repoRoot, "services", "registry.ts");
-const source = readFileSync(registryFile, "utf8");
-const line = `  { module: (await import("./${name}/service.js")).${name}Service, port: ${port} },\n`;
-const end = source.indexOf("]);");
-if (end < 0) fail("services/registry.ts has no `]);` to add the line before");
-writeFileSync(registryFile, source.slice(0, end) + line + source.slice(end));
-
-// Its handler test runs again on every other storage: one import in each variant file.
-for (const variant of ["handlers.postgres.test.ts", "handlers.sqlite3.test.ts"]) {
-  const file = path.join(repoRoot, "services", variant);
+// Everything the scaffold writes, so that a step that fails leaves the repo as it was.
+const createdFolders = [path.join(repoRoot, "proto", "shop", name), folder];
+const originals = new Map<string, string>();
+const edit = (file: string, change: (text: string) => string) => {
   const text = readFileSync(file, "utf8");
-  writeFileSync(file, `${text.trimEnd()}\nimport "./${name}/handlers.test.js";\n`);
-}
-
+  if (!originals.has(file)) originals.set(file, text);
+  writeFileSync(file, change(text));
+};
 const run = (command: string, args: string[]) =>
   execFileSync(command, args, { cwd: repoRoot, stdio: "inherit" });
-run("npx", ["biome", "format", "--write", `services/${name}`]);
-run("npm", ["run", "--silent", "generate"]);
+
+try {
+  mkdirSync(path.dirname(protoFile), { recursive: true });
+  writeFileSync(protoFile, proto);
+  for (const [file, text] of Object.entries(files)) {
+    mkdirSync(path.dirname(path.join(folder, file)), { recursive: true });
+    writeFileSync(path.join(folder, file), text);
+  }
+  const line = `  { module: (await import("./${name}/service.js")).${name}Service, port: ${port} },\n`;
+  edit(path.join(repoRoot, "services", "registry.ts"), (source) => {
+    const end = source.indexOf("]);");
+    if (end < 0) throw new Error("services/registry.ts has no `]);` to add the line before");
+    return source.slice(0, end) + line + source.slice(end);
+  });
+  // Its handler test runs again on every other storage: one import in each variant file.
+  for (const variant of ["handlers.postgres.test.ts", "handlers.sqlite3.test.ts"]) {
+    edit(path.join(repoRoot, "services", variant), (text) => {
+      return `${text.trimEnd()}\nimport "./${name}/handlers.test.js";\n`;
+    });
+  }
+  run("npx", ["biome", "format", "--write", `services/${name}`]);
+  run("npm", ["run", "--silent", "generate"]);
+  // The name becomes identifiers in the generated and the scaffolded code, which a word such as
+  // a protobuf scope or a type the stubs import can break: only a service that compiles is kept.
+  run("npx", ["tsc", "--noEmit"]);
+} catch (error) {
+  for (const created of createdFolders) rmSync(created, { recursive: true, force: true });
+  for (const [file, text] of originals) writeFileSync(file, text);
+  run("npm", ["run", "--silent", "generate"]);
+  fail(
+    `"${name}" did not build (${(error as Error).message.split("\n")[0]}); nothing was kept; choose another name`,
+  );
+}
 console.log(`
 new-service: ${name} on port ${port}
   proto/shop/${name}/v1/${name}.proto

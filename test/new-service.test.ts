@@ -22,6 +22,16 @@ async function filesOf(root: string): Promise<string[]> {
     .sort();
 }
 
+/** Every file of a tree with its text. */
+async function snapshot(root: string): Promise<Map<string, string>> {
+  const files = await filesOf(root);
+  return new Map(
+    await Promise.all(
+      files.map(async (file) => [file, await readFile(path.join(root, file), "utf8")] as const),
+    ),
+  );
+}
+
 /** What a copy needs besides the repo's files: the installed packages and tools. */
 async function copyRepo(): Promise<string> {
   const copy = await mkdtemp(path.join(tmpdir(), "shopmesh-scaffold-"));
@@ -87,13 +97,7 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
   t.timeout(600_000);
   const copy = await copyRepo();
   t.teardown(() => rm(copy, { recursive: true, force: true }));
-  const before = new Map(
-    await Promise.all(
-      (await filesOf(copy)).map(
-        async (file) => [file, await readFile(path.join(copy, file), "utf8")] as const,
-      ),
-    ),
-  );
+  const before = await snapshot(copy);
   const run = async (command: string, args: string[], timeoutMs = 180_000) => {
     const result = await exec(command, args, { cwd: copy, timeoutMs });
     t.is(result.code, 0, `${command} ${args.join(" ")}\n${result.stdout}\n${result.stderr}`);
@@ -169,6 +173,38 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
   t.regex(launched.stdout + launched.stderr, /2 tests passed/);
 });
 
+test("a name the code uses as a word of its own builds; one whose code would not compile leaves no trace", async (t) => {
+  t.timeout(600_000);
+  const copy = await copyRepo();
+  t.teardown(() => rm(copy, { recursive: true, force: true }));
+  const scaffold = (name: string) =>
+    exec("npm", ["run", "--silent", "new-service", "--", name], { cwd: copy, timeoutMs: 300_000 });
+
+  // "check" is also the validator the handlers import, which the service's field once hid, and
+  // "client" what its test once called its client.
+  for (const name of ["check", "client"]) {
+    const scaffolded = await scaffold(name);
+    t.is(scaffolded.code, 0, scaffolded.stdout + scaffolded.stderr);
+    const tested = await exec("npx", ["ava", `services/${name}`], {
+      cwd: copy,
+      timeoutMs: 180_000,
+    });
+    t.regex(tested.stdout + tested.stderr, /3 tests passed/, tested.stdout + tested.stderr);
+  }
+
+  // "define" makes the service's module `defineService`, the kit's function of that name.
+  const before = await snapshot(copy);
+  const define = await scaffold("define");
+  t.is(define.code, 1, define.stdout);
+  t.regex(define.stderr, /new-service: "define" did not build .*nothing was kept/);
+  const after = await snapshot(copy);
+  t.deepEqual([...after.keys()], [...before.keys()]);
+  t.deepEqual(
+    [...after].filter(([file, text]) => before.get(file) !== text).map(([file]) => file),
+    [],
+  );
+});
+
 // Each name is used by the deployment or the tests already: a service of that name would clash.
 const RESERVED = {
   users: /names a client of the test fleets/,
@@ -180,6 +216,9 @@ const RESERVED = {
   prometheus: /SHOP_PROMETHEUS_PORT/,
   health: /SHOP_HEALTH_PORT/,
   metrics: /SHOP_METRICS_PORT/,
+  class: /reserved word in JavaScript/,
+  await: /reserved word in JavaScript/,
+  google: /package shop\.google\.v1/,
   namespace: /overlays\/\*\/namespace\.yaml/,
   storage: /overlays\/\*\/storage\.yaml/,
   autoscaling: /overlays\/\*\/autoscaling\.yaml/,

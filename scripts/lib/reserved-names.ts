@@ -5,7 +5,17 @@ const fleetClient = "names a client of the test fleets (test/helpers/fleet.ts)";
 const overlayFile = (file: string) =>
   `is the name of deploy/k8s/overlays/*/${file}.yaml, which a service's patch file would replace`;
 
+// The generated code declares the name as a variable, which these words cannot be in a module.
+const JS_RESERVED = `await break case catch class const continue debugger default delete do else
+enum export extends false finally for function if implements import in instanceof interface let
+new null package private protected public return static super switch this throw true try typeof
+var void while with yield arguments eval`.split(/\s+/);
+const jsReserved = "is a reserved word in JavaScript, and the generated code declares it";
+
 export const RESERVED_NAMES: Readonly<Record<string, string>> = {
+  ...Object.fromEntries(JS_RESERVED.map((word) => [word, jsReserved])),
+  google:
+    "would make the package shop.google.v1, inside which protobuf looks for google.api and google.protobuf first",
   users: fleetClient,
   products: fleetClient,
   orders: fleetClient,
