@@ -1,14 +1,16 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
 // long stderr still unread when the process exits; its log file keeps every line; and its stdout
 // goes to that file without passing through the launcher.
+import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { statSync } from "node:fs";
 import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { LaunchError, spawnLogged, waitReported } from "../scripts/lib/launcher.js";
+import { LaunchError, repoRoot, spawnLogged, waitReported } from "../scripts/lib/launcher.js";
 import { eventually } from "./helpers/eventually.js";
+import { alive } from "./helpers/launch.js";
 
 test("a process that exits before serving is reported with the last lines of its stderr", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
@@ -59,3 +61,31 @@ test.serial(
     t.deepEqual(await exited, [0, null]);
   },
 );
+
+test("a program the launcher started stops when the launcher is killed", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-launcher-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  // A launcher of its own starts a program as mesh starts Envoy, says the program's pid, and
+  // waits.
+  const script = `import { spawnLogged } from "./scripts/lib/launcher.ts";
+const proc = spawnLogged("sleeper", "sleep", ["300"], ${JSON.stringify(dir)});
+proc.child.once("spawn", () => console.log(proc.child.pid));
+setInterval(() => {}, 1000);`;
+  const launcher = spawn(
+    process.execPath,
+    ["--import", "tsx", "--input-type=module", "-e", script],
+    {
+      cwd: repoRoot,
+      stdio: ["ignore", "pipe", "inherit"],
+    },
+  );
+  t.teardown(() => launcher.kill("SIGKILL"));
+  const [line] = (await once(launcher.stdout, "data")) as [Buffer];
+  const pid = Number(line.toString().trim());
+  t.teardown(() => alive(pid) && process.kill(pid, "SIGKILL"));
+  t.true(pid > 0 && alive(pid), line.toString());
+
+  launcher.kill("SIGKILL");
+  await eventually("the program gone", async () => (alive(pid) ? undefined : true));
+  t.false(alive(pid));
+});

@@ -2,7 +2,7 @@
 // says it serves, stop one gracefully. The supervisor (supervisor.ts) builds fleets from these.
 import { type ChildProcess, fork, spawn } from "node:child_process";
 import { once } from "node:events";
-import { closeSync, createWriteStream, mkdirSync, openSync } from "node:fs";
+import { closeSync, createWriteStream, existsSync, mkdirSync, openSync } from "node:fs";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
@@ -126,7 +126,18 @@ function startLogged(
   return { name, child, logFile };
 }
 
-/** Starts `command` from the repo root with its output appended to logDir/<name>.log. */
+/**
+ * Linux's parent-death signal, set by util-linux's setpriv before it runs the program: a program
+ * of someone else's (Envoy, Prometheus) has no IPC channel to watch, and without it would keep
+ * its ports after a killed launcher, so that the next launch could not start.
+ */
+const SETPRIV = "/usr/bin/setpriv";
+const stoppedWithLauncher = existsSync(SETPRIV) ? [SETPRIV, "--pdeathsig", "TERM", "--"] : [];
+
+/**
+ * Starts `command` from the repo root with its output appended to logDir/<name>.log. It stops
+ * when its launcher goes away, where the system can say so (stoppedWithLauncher).
+ */
 export function spawnLogged(
   name: string,
   command: string,
@@ -134,8 +145,9 @@ export function spawnLogged(
   logDir: string,
   env: NodeJS.ProcessEnv = process.env,
 ): LoggedProcess {
+  const [program = command, ...argv] = [...stoppedWithLauncher, command, ...args];
   return startLogged(name, logDir, (stdout) =>
-    spawn(command, args, { cwd: repoRoot, env, stdio: ["ignore", stdout, "pipe"] }),
+    spawn(program, argv, { cwd: repoRoot, env, stdio: ["ignore", stdout, "pipe"] }),
   );
 }
 
