@@ -77,7 +77,6 @@ function banner(
       : "  npm run mesh -- --observe also starts Prometheus, scraping all of them.",
     "",
     `TLS at the edge and mutual TLS inside, with the development CA in ${certFile(dir, "")}.`,
-    "Tokens for the demo user and for an admin (npm run token -- --user <user_id> [--role admin]):",
     ...tokens,
     "",
     "Try it through Envoy (reflection lists the public API, no proto files needed):",

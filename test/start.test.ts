@@ -260,6 +260,9 @@ const unseeded = test.macro({
     t.true(actions.includes(`${SERVICES.user}/CreateUser`), shop.banner);
     t.false(actions.includes(`${SERVICES.user}/GetUser`), shop.banner);
     t.false(actions.includes(`${SERVICES.order}/CreateOrder`), shop.banner);
+    // Only the admin's token, and the banner says so.
+    t.regex(shop.banner, /^A token for an admin \(/m);
+    t.notRegex(shop.banner, /export TOKEN=/);
     for (const command of commands) {
       const { stdout } = await runAsPrinted(t, command);
       if (command.action.endsWith("/CreateUser")) {

@@ -71,11 +71,13 @@ export async function launchAccess(plan: FleetPlan): Promise<SeedAccess> {
 }
 
 /**
- * The banner's token lines: `export TOKEN=…` for the demo user (when there is one) and
- * `export ADMIN_TOKEN=…`, which the commands below them use as "$TOKEN" and "$ADMIN_TOKEN".
+ * The banner's token lines: what they are, `export TOKEN=…` for the demo user (when there is
+ * one) and `export ADMIN_TOKEN=…`, which the commands below them use as "$TOKEN" and
+ * "$ADMIN_TOKEN".
  */
 export async function tokenLines(admin: string, userId: string | undefined): Promise<string[]> {
-  const lines = [];
+  const which = userId ? "Tokens for the demo user and for an admin" : "A token for an admin";
+  const lines = [`${which} (npm run token -- --user <user_id> [--role admin] makes more):`];
   if (userId) {
     const token = await signToken({ user: userId, ttlSeconds: BANNER_TOKEN_TTL });
     lines.push(`  export TOKEN=${token}`);
