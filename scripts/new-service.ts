@@ -167,11 +167,10 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
       return { ${name}: await store.get(request.${name}Id) };
     },
 
-    async list${Names}(request, ctx) {
-      const after = decodePageToken<number>(ctx.method, request.pageToken);
-      const page = await store.list(pageSize(request.pageSize), after);
-      const next = page.nextSeq ? encodePageToken(ctx.method, page.nextSeq) : "";
-      return { ${names}: page.${names}, nextPageToken: next };
+    async list${Names}({ pageSize: requested, pageToken }, ctx) {
+      const after = decodePageToken<number>(ctx.method, pageToken);
+      const { ${names}, nextSeq } = await store.list(pageSize(requested), after);
+      return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };
 }
@@ -269,35 +268,34 @@ import { start } from "../../test/helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { ${name}Service } from "./service.js";
 
-async function serve(t: ExecutionContext) {
-  const served = await start(t, ${name}Service);
-  const client = signedInClient(${Name}ServiceService, served.server.address);
-  t.teardown(() => client.close());
-  return client;
+async function serve${Name}(t: ExecutionContext) {
+  const service = await start(t, ${name}Service);
+  const ${names} = signedInClient(${Name}ServiceService, service.server.address);
+  t.teardown(() => ${names}.close());
+  return ${names};
 }
 
 test("Create${Name} assigns an id, and Get${Name} returns what it stored", async (t) => {
-  const client = await serve(t);
-  const created = await client.create${Name}({ ${name}: { displayName: "First" } });
-  const id = created.${name}?.${name}Id ?? "";
-  t.regex(id, /^${prefix}_/);
-  t.deepEqual((await client.get${Name}({ ${name}Id: id })).${name}, created.${name});
+  const ${names} = await serve${Name}(t);
+  const { ${name} } = await ${names}.create${Name}({ ${name}: { displayName: "First" } });
+  t.regex(${name}?.${name}Id ?? "", /^${prefix}_/);
+  t.deepEqual((await ${names}.get${Name}({ ${name}Id: ${name}?.${name}Id })).${name}, ${name});
 });
 
 test("Create${Name} refuses an empty display_name, and Get${Name} an unknown id", async (t) => {
-  const client = await serve(t);
-  await expectInvalid(t, client.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
-  const unknown = client.get${Name}({ ${name}Id: "nope" });
+  const ${names} = await serve${Name}(t);
+  await expectInvalid(t, ${names}.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
+  const unknown = ${names}.get${Name}({ ${name}Id: "nope" });
   await expectStatus(t, unknown, Code.NOT_FOUND, "${name.toUpperCase()}_NOT_FOUND");
 });
 
 test("List${Names} pages through every ${name}, oldest first", async (t) => {
-  const client = await serve(t);
-  const displayNames = ["a", "b", "c"];
-  for (const displayName of displayNames) await client.create${Name}({ ${name}: { displayName } });
-  const first = await client.list${Names}({ pageSize: 2 });
-  const rest = await client.list${Names}({ pageSize: 2, pageToken: first.nextPageToken });
-  t.deepEqual([...first.${names}, ...rest.${names}].map((one) => one.displayName), displayNames);
+  const ${names} = await serve${Name}(t);
+  const given = ["a", "b", "c"];
+  for (const displayName of given) await ${names}.create${Name}({ ${name}: { displayName } });
+  const first = await ${names}.list${Names}({ pageSize: 2 });
+  const rest = await ${names}.list${Names}({ pageSize: 2, pageToken: first.nextPageToken });
+  t.deepEqual([...first.${names}, ...rest.${names}].map((one) => one.displayName), given);
   t.is(rest.nextPageToken, "");
 });
 `,
