@@ -2,6 +2,7 @@ import * as grpc from "@grpc/grpc-js";
 import { packageOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
 import { encodeStatus, ServiceError } from "./errors.js";
+import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
 /** Status details are trailers: text that quotes a request is clipped to this many characters. */
 export const MAX_STATUS_TEXT = 1024;
@@ -39,6 +40,7 @@ function withDetails(
  */
 export function guardedServer(
   server: Pick<grpc.Server, "addService">,
+  open?: OpenStreams,
 ): Pick<grpc.Server, "addService"> {
   return {
     addService(definition, implementation) {
@@ -61,20 +63,44 @@ export function guardedServer(
         if (!handler) continue;
         handlers[name] = method.requestStream
           ? guardStreamingRequests(handler, domain)
-          : guardSingleRequest(handler, domain, !!method.responseStream);
+          : guardSingleRequest(
+              handler,
+              domain,
+              method.responseStream ? (open ?? false) : undefined,
+            );
       }
       server.addService(guarded as grpc.ServiceDefinition, handlers);
     },
   };
 }
 
-function guardSingleRequest(handler: AnyHandler, domain: string, streaming: boolean) {
+/**
+ * `streaming`: the rpc streams its responses, and, given the server's open streams, the stream
+ * ends as the kit's own do before grpc-js would cut it (endBeforeCut): a health Watch never ends
+ * by itself.
+ */
+function guardSingleRequest(
+  handler: AnyHandler,
+  domain: string,
+  streaming: OpenStreams | false | undefined,
+) {
   const call = handler as (...args: unknown[]) => unknown;
-  if (streaming) {
+  if (streaming !== undefined) {
     return (stream: grpc.ServerWritableStream<unknown, unknown>) => {
       if (stream.request instanceof Malformed) {
         stream.emit("error", statusOf(malformedError(stream.request), domain));
         return;
+      }
+      if (streaming) {
+        const unwatch = endBeforeCut(stream, streaming, (error) => {
+          unwatch();
+          stream.emit("error", statusOf(error, domain));
+          // The handler forgets the stream when it is cancelled; grpc-js says so only for a
+          // stream the caller left.
+          stream.emit("cancelled");
+        });
+        stream.once("cancelled", unwatch);
+        stream.once("finish", unwatch);
       }
       call(stream);
     };

@@ -3,13 +3,13 @@
 // grpc-js expects it, with google.rpc details on a failure. server.ts wires them up.
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import { onConnectionClosing } from "./connection-closing.js";
 import { type CallStatus, ServerCallContext } from "./context.js";
 import type { MethodInfo } from "./contract.js";
 import { Malformed } from "./decode.js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
 import type { ServerNext } from "./middleware/index.js";
+import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
 
@@ -107,23 +107,6 @@ export function unary(
   };
 }
 
-const shuttingDown = () =>
-  new ServiceError(Code.UNAVAILABLE, "the server is shutting down; call again", {
-    reason: "SHUTTING_DOWN",
-  });
-
-const connectionClosing = () =>
-  new ServiceError(Code.UNAVAILABLE, "this connection is closing; call again on a new one", {
-    reason: "CONNECTION_CLOSING",
-  });
-
-/** The server streams open on a server, and whether it is shutting down (it ends them then). */
-export interface OpenStreams {
-  /** How to end each stream at the end of a shutdown's grace period. */
-  readonly ends: Set<() => void>;
-  readonly stopping: () => boolean;
-}
-
 export function serverStreaming(
   handle: ServerNext,
   method: MethodInfo,
@@ -142,9 +125,7 @@ export function serverStreaming(
       ctx.stop();
       call.emit("error", sent);
     };
-    const end = () => endWith(shuttingDown());
-    open.ends.add(end);
-    const unwatch = onConnectionClosing(call, () => endWith(connectionClosing()), open.stopping);
+    const unwatch = endBeforeCut(call, open, endWith);
     const run = async () => {
       const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
@@ -174,9 +155,6 @@ export function serverStreaming(
           ctx.finish(seen);
         },
       )
-      .finally(() => {
-        open.ends.delete(end);
-        unwatch();
-      });
+      .finally(unwatch);
   };
 }

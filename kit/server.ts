@@ -20,8 +20,9 @@ import {
   type ServerNext,
 } from "./middleware/index.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
-import { type OpenStreams, observeRefusal, serverStreaming, unary } from "./served-calls.js";
+import { observeRefusal, serverStreaming, unary } from "./served-calls.js";
 import type { ServiceImplementation } from "./service.js";
+import type { OpenStreams } from "./stream-ends.js";
 import {
   authContextOf,
   EDGE_IDENTITY,
@@ -140,7 +141,7 @@ export async function serve(
     Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
   );
   // Health and reflection refuse undecodable requests as our services do.
-  health.addToServer(guardedServer(server));
+  health.addToServer(guardedServer(server, openStreams));
   new Reflection({
     served: names,
     internal: options.internalServices ?? [],

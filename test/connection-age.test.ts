@@ -79,6 +79,28 @@ test("our stream on a connection at its maximum age ends UNAVAILABLE before the 
   t.like(again, { code: Code.UNAVAILABLE, details: { reason: "CONNECTION_CLOSING" } });
 });
 
+test("a health Watch on a connection at its maximum age ends UNAVAILABLE too", async (t) => {
+  const server = await serve([], {
+    host: "127.0.0.1",
+    port: 0,
+    logger,
+    maxConnectionAgeMs: 1_000,
+    maxConnectionAgeGraceMs: 60_000,
+  });
+  t.teardown(() => server.shutdown());
+  const health = createClient(HealthService, server.address);
+  t.teardown(() => health.close());
+  const statuses: number[] = [];
+  const ended = t.throwsAsync(
+    (async () => {
+      for await (const { status } of health.watch({ service: "" })) statuses.push(status);
+    })(),
+    { instanceOf: ServiceError },
+  );
+  t.like(await ended, { code: Code.UNAVAILABLE, details: { reason: "CONNECTION_CLOSING" } });
+  t.deepEqual(statuses, [1]);
+});
+
 test("without a maximum age a connection stays up", async (t) => {
   const server = await serve([], { host: "127.0.0.1", port: 0, logger });
   t.teardown(() => server.shutdown());
