@@ -176,14 +176,22 @@ end
 
 local CONNECT_CODEC = "[?&]encoding=json"
 
+-- Envoy's answer to a call it refuses, once the request's body is in: HTTP/2 lets a server answer
+-- before, but curl 7.88 (Debian 12's) then often fails with error 92 and shows no answer at all.
+-- (body() holds the headers back, which respond() needs; bodyChunks() would pass them on.)
+local function refuse(handle, grpc_status, headers, body, body_read)
+  if not body_read then handle:body() end
+  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", grpc_status)
+  handle:respond(headers, body)
+end
+
 local function refuse_connect_json(handle, headers)
   local kind = headers:get("content-type") or ""
   local path = headers:get(":path") or ""
   if kind ~= "application/json" and kind ~= "application/connect+json" and not path:find(CONNECT_CODEC) then
     return
   end
-  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 12)
-  handle:respond({ [":status"] = "415", ["content-type"] = "application/json" },
+  refuse(handle, 12, { [":status"] = "415", ["content-type"] = "application/json" },
     '{"code":"unimplemented","message":"this edge speaks Connect with the proto codec only; '
       .. 'use application/proto (or REST for JSON)"}')
 end
@@ -192,8 +200,7 @@ end
 local function refuse_connect_get(handle, headers)
   if headers:get(":method") ~= "GET" then return false end
   if CONNECT_GET[(headers:get(":path") or ""):gsub("%?.*", "")] then return false end
-  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 12)
-  handle:respond({ [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
+  refuse(handle, 12, { [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
     CONNECT_GET_REFUSAL)
   return true
 end
@@ -208,16 +215,14 @@ local function repaired_connect_error(text)
 end
 
 -- INVALID_ARGUMENT for a REST call, as a google.rpc.Status JSON body naming the field.
-local function refuse_rest(handle, reason, field, text, description)
-  -- Objects taken before body() are out of scope once it has waited for the body.
-  handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", 3)
-  handle:respond({ [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
+local function refuse_rest(handle, reason, field, text, description, body_read)
+  refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
     '{"code":3,"message":', quote(text), ',"details":[',
     '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"', reason, '",',
     '"domain":"', NAMESPACE, '","metadata":{"field":', quote(field), "}},",
     '{"@type":"type.googleapis.com/google.rpc.BadRequest","field_violations":[{"field":',
     quote(field), ',"description":', quote(description), "}]}]}",
-  }))
+  }), body_read)
 end
 
 function envoy_on_request(handle)
@@ -241,13 +246,14 @@ function envoy_on_request(handle)
       "query parameter " .. parameter .. " is not allowed here: " .. why, why)
   end
   local message = body_message(headers)
-  if message == nil then return end
+  -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
+  -- otherwise answer first, which curl 7.88 often fails to read (refuse).
   local body = handle:body()
-  if body == nil then return end
+  if body == nil or message == nil then return end
   local field = unknown_field(body:getBytes(0, body:length()), message)
   if field == nil then return end
   refuse_rest(handle, "UNKNOWN_FIELD", field, "unknown field " .. field .. " in the request body",
-    "no such field")
+    "no such field", true)
 end
 
 -- A big-endian 32-bit length, as a Connect envelope carries it.
