@@ -63,11 +63,7 @@ export function guardedServer(
         if (!handler) continue;
         handlers[name] = method.requestStream
           ? guardStreamingRequests(handler, domain)
-          : guardSingleRequest(
-              handler,
-              domain,
-              method.responseStream ? (open ?? false) : undefined,
-            );
+          : guardSingleRequest(handler, domain, method.responseStream, open);
       }
       server.addService(guarded as grpc.ServiceDefinition, handlers);
     },
@@ -75,24 +71,25 @@ export function guardedServer(
 }
 
 /**
- * `streaming`: the rpc streams its responses, and, given the server's open streams, the stream
+ * `streaming`: the rpc streams its responses. Given the server's `open` streams, such a stream
  * ends as the kit's own do before grpc-js would cut it (endBeforeCut): a health Watch never ends
  * by itself.
  */
 function guardSingleRequest(
   handler: AnyHandler,
   domain: string,
-  streaming: OpenStreams | false | undefined,
+  streaming: boolean,
+  open?: OpenStreams,
 ) {
   const call = handler as (...args: unknown[]) => unknown;
-  if (streaming !== undefined) {
+  if (streaming) {
     return (stream: grpc.ServerWritableStream<unknown, unknown>) => {
       if (stream.request instanceof Malformed) {
         stream.emit("error", statusOf(malformedError(stream.request), domain));
         return;
       }
-      if (streaming) {
-        const unwatch = endBeforeCut(stream, streaming, (error) => {
+      if (open) {
+        const unwatch = endBeforeCut(stream, open, (error) => {
           unwatch();
           stream.emit("error", statusOf(error, domain));
           // The handler forgets the stream when it is cancelled; grpc-js says so only for a

@@ -23,9 +23,9 @@ export interface OpenStreams {
 
 /**
  * Ends a server stream with UNAVAILABLE, which its caller or Envoy calls again elsewhere, before
- * grpc-js would cut it: as its connection starts to close
- * (CONNECTION_CLOSING), or as a shutdown's grace period ends (SHUTTING_DOWN). Returns what stops
- * watching, for a stream that ended first.
+ * grpc-js would cut it: as its connection starts to close (CONNECTION_CLOSING), or as a
+ * shutdown's grace period ends (SHUTTING_DOWN). Returns what stops watching, for a stream that
+ * ended first.
  */
 export function endBeforeCut(
   call: grpc.ServerWritableStream<unknown, unknown>,
