@@ -1,6 +1,7 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
-// long stderr still unread when the process exits; its log file keeps every line; and its stdout
-// goes to that file without passing through the launcher.
+// long stderr still unread when the process exits; its log file keeps every line; its stdout
+// goes to that file without passing through the launcher; and a program it started (Envoy,
+// Prometheus) stops when the launcher is killed.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { statSync } from "node:fs";
