@@ -213,7 +213,8 @@ export const ListProductsRequestSchema: GenMessage<ListProductsRequest> = /*@__P
  */
 export type ListProductsResponse = Message<"shop.product.v1.ListProductsResponse"> & {
   /**
-   * The products of this page, oldest first.
+   * The products of this page, oldest first (in the order they were
+   * written).
    *
    * @generated from field: repeated shop.product.v1.Product products = 1;
    */
@@ -343,7 +344,9 @@ export const ProductService: GenService<{
   },
   /**
    * Lists products, oldest first, one page at a time. Open: no token
-   * needed.
+   * needed. "Oldest" is the order in which products were written: two
+   * created at the same moment on two replicas may list a few milliseconds
+   * out of `create_time` order.
    *
    * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
    * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when

@@ -20,10 +20,14 @@ export const file_shop_type_v1_money: GenFile = /*@__PURE__*/
  */
 export type Money = Message<"shop.type.v1.Money"> & {
   /**
-   * ISO 4217 alphabetic code of a currency in current use, for example
-   * "EUR". Required. Three upper-case letters are not enough: the code must
-   * be in the ISO 4217 list (as the Unicode CLDR data maintains it), so
-   * "QQQ" is INVALID_ARGUMENT.
+   * ISO 4217 alphabetic code of a currency, for example "EUR". Required.
+   * Three upper-case letters are not enough: the code must be one the
+   * server's ICU data lists as current (JavaScript's
+   * `Intl.supportedValuesOf("currency")`), so "QQQ" is INVALID_ARGUMENT.
+   * That list follows ISO 4217 with some lag: it still holds a few codes
+   * withdrawn lately (such as "HRK") and the IMF's units ("XDR", "XSU"),
+   * and a code new to ISO 4217 may be refused until the runtime's ICU has
+   * it.
    *
    * @generated from field: string currency_code = 1;
    */

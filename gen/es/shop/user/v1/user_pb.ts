@@ -188,7 +188,7 @@ export const ListUsersRequestSchema: GenMessage<ListUsersRequest> = /*@__PURE__*
  */
 export type ListUsersResponse = Message<"shop.user.v1.ListUsersResponse"> & {
   /**
-   * The users of this page, oldest first.
+   * The users of this page, oldest first (in the order they were written).
    *
    * @generated from field: repeated shop.user.v1.User users = 1;
    */
@@ -356,7 +356,9 @@ export const UserService: GenService<{
     output: typeof GetUserResponseSchema;
   },
   /**
-   * Lists users, oldest first, one page at a time.
+   * Lists users, oldest first, one page at a time. "Oldest" is the order in
+   * which users were written: two created at the same moment on two
+   * replicas may list a few milliseconds out of `create_time` order.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming

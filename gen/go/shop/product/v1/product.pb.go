@@ -382,7 +382,8 @@ func (x *ListProductsRequest) GetInStockOnly() bool {
 // Response for ProductService.ListProducts.
 type ListProductsResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The products of this page, oldest first.
+	// The products of this page, oldest first (in the order they were
+	// written).
 	Products []*Product `protobuf:"bytes,1,rep,name=products,proto3" json:"products,omitempty"`
 	// Token for the next page; empty when this is the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

@@ -66,7 +66,9 @@ type ProductServiceClient interface {
 	// NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
 	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
 	// Lists products, oldest first, one page at a time. Open: no token
-	// needed.
+	// needed. "Oldest" is the order in which products were written: two
+	// created at the same moment on two replicas may list a few milliseconds
+	// out of `create_time` order.
 	//
 	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
 	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
@@ -175,7 +177,9 @@ type ProductServiceServer interface {
 	// NOT_FOUND (reason `PRODUCT_NOT_FOUND`) when no product has that id.
 	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
 	// Lists products, oldest first, one page at a time. Open: no token
-	// needed.
+	// needed. "Oldest" is the order in which products were written: two
+	// created at the same moment on two replicas may list a few milliseconds
+	// out of `create_time` order.
 	//
 	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
 	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when

@@ -25,10 +25,14 @@ const (
 // shopmesh: amounts are whole numbers of the currency's minor unit.
 type Money struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// ISO 4217 alphabetic code of a currency in current use, for example
-	// "EUR". Required. Three upper-case letters are not enough: the code must
-	// be in the ISO 4217 list (as the Unicode CLDR data maintains it), so
-	// "QQQ" is INVALID_ARGUMENT.
+	// ISO 4217 alphabetic code of a currency, for example "EUR". Required.
+	// Three upper-case letters are not enough: the code must be one the
+	// server's ICU data lists as current (JavaScript's
+	// `Intl.supportedValuesOf("currency")`), so "QQQ" is INVALID_ARGUMENT.
+	// That list follows ISO 4217 with some lag: it still holds a few codes
+	// withdrawn lately (such as "HRK") and the IMF's units ("XDR", "XSU"),
+	// and a code new to ISO 4217 may be refused until the runtime's ICU has
+	// it.
 	CurrencyCode string `protobuf:"bytes,1,opt,name=currency_code,json=currencyCode,proto3" json:"currency_code,omitempty"`
 	// The amount in the currency's minor unit, for example cents for "EUR" or
 	// "USD". Never negative for a price or a total, and at most 2^53 - 1

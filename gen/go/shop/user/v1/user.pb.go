@@ -352,7 +352,7 @@ func (x *ListUsersRequest) GetPageToken() string {
 // Response for UserService.ListUsers.
 type ListUsersResponse struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// The users of this page, oldest first.
+	// The users of this page, oldest first (in the order they were written).
 	Users []*User `protobuf:"bytes,1,rep,name=users,proto3" json:"users,omitempty"`
 	// Token for the next page; empty when this is the last page.
 	NextPageToken string `protobuf:"bytes,2,opt,name=next_page_token,json=nextPageToken,proto3" json:"next_page_token,omitempty"`

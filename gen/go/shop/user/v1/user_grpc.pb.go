@@ -70,7 +70,9 @@ type UserServiceClient interface {
 	// get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
-	// Lists users, oldest first, one page at a time.
+	// Lists users, oldest first, one page at a time. "Oldest" is the order in
+	// which users were written: two created at the same moment on two
+	// replicas may list a few milliseconds out of `create_time` order.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -195,7 +197,9 @@ type UserServiceServer interface {
 	// get any. Returns INVALID_ARGUMENT when `user_id` is empty or too long, and
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
-	// Lists users, oldest first, one page at a time.
+	// Lists users, oldest first, one page at a time. "Oldest" is the order in
+	// which users were written: two created at the same moment on two
+	// replicas may list a few milliseconds out of `create_time` order.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming

@@ -139,7 +139,9 @@ class UserServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ListUsers(self, request, context):
-        """Lists users, oldest first, one page at a time.
+        """Lists users, oldest first, one page at a time. "Oldest" is the order in
+        which users were written: two created at the same moment on two
+        replicas may list a few milliseconds out of `create_time` order.
 
         Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
         otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming

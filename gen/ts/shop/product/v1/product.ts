@@ -96,7 +96,10 @@ export interface ListProductsRequest {
 
 /** Response for ProductService.ListProducts. */
 export interface ListProductsResponse {
-  /** The products of this page, oldest first. */
+  /**
+   * The products of this page, oldest first (in the order they were
+   * written).
+   */
   products: Product[];
   /** Token for the next page; empty when this is the last page. */
   nextPageToken: string;
@@ -1015,7 +1018,9 @@ export const ProductServiceService = {
   },
   /**
    * Lists products, oldest first, one page at a time. Open: no token
-   * needed.
+   * needed. "Oldest" is the order in which products were written: two
+   * created at the same moment on two replicas may list a few milliseconds
+   * out of `create_time` order.
    *
    * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
    * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
@@ -1073,7 +1078,9 @@ export interface ProductServiceServer extends UntypedServiceImplementation {
   getProduct: handleUnaryCall<GetProductRequest, GetProductResponse>;
   /**
    * Lists products, oldest first, one page at a time. Open: no token
-   * needed.
+   * needed. "Oldest" is the order in which products were written: two
+   * created at the same moment on two replicas may list a few milliseconds
+   * out of `create_time` order.
    *
    * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
    * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
@@ -1141,7 +1148,9 @@ export interface ProductServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Lists products, oldest first, one page at a time. Open: no token
-   * needed.
+   * needed. "Oldest" is the order in which products were written: two
+   * created at the same moment on two replicas may list a few milliseconds
+   * out of `create_time` order.
    *
    * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
    * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when

@@ -87,7 +87,7 @@ export interface ListUsersRequest {
 
 /** Response for UserService.ListUsers. */
 export interface ListUsersResponse {
-  /** The users of this page, oldest first. */
+  /** The users of this page, oldest first (in the order they were written). */
   users: User[];
   /** Token for the next page; empty when this is the last page. */
   nextPageToken: string;
@@ -1072,7 +1072,9 @@ export const UserServiceService = {
     responseDeserialize: (value: Buffer): GetUserResponse => GetUserResponse.decode(value),
   },
   /**
-   * Lists users, oldest first, one page at a time.
+   * Lists users, oldest first, one page at a time. "Oldest" is the order in
+   * which users were written: two created at the same moment on two
+   * replicas may list a few milliseconds out of `create_time` order.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -1144,7 +1146,9 @@ export interface UserServiceServer extends UntypedServiceImplementation {
    */
   getUser: handleUnaryCall<GetUserRequest, GetUserResponse>;
   /**
-   * Lists users, oldest first, one page at a time.
+   * Lists users, oldest first, one page at a time. "Oldest" is the order in
+   * which users were written: two created at the same moment on two
+   * replicas may list a few milliseconds out of `create_time` order.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -1220,7 +1224,9 @@ export interface UserServiceClient extends Client {
     callback: (error: ServiceError | null, response: GetUserResponse) => void,
   ): ClientUnaryCall;
   /**
-   * Lists users, oldest first, one page at a time.
+   * Lists users, oldest first, one page at a time. "Oldest" is the order in
+   * which users were written: two created at the same moment on two
+   * replicas may list a few milliseconds out of `create_time` order.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
