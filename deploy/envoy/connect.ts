@@ -35,16 +35,12 @@ export function connectGetPaths(services: readonly GrpcService[]): Record<string
   return paths;
 }
 
-/** The Connect error a refused GET gets: UNIMPLEMENTED, METHOD_NOT_ALLOWED. */
-export function connectGetRefusal(): string {
-  const info = ErrorInfo.encode({
-    reason: "METHOD_NOT_ALLOWED",
-    domain: EDGE_DOMAIN,
-    metadata: {},
-  }).finish();
+/** A Connect error body of Envoy's own: UNIMPLEMENTED with the edge's ErrorInfo. */
+function connectRefusal(reason: string, message: string): string {
+  const info = ErrorInfo.encode({ reason, domain: EDGE_DOMAIN, metadata: {} }).finish();
   return JSON.stringify({
     code: "unimplemented",
-    message: "only a unary rpc without side effects may be sent as a GET; send it as a POST",
+    message,
     details: [
       {
         type: "google.rpc.ErrorInfo",
@@ -53,6 +49,20 @@ export function connectGetRefusal(): string {
     ],
   });
 }
+
+/** The Connect error a refused GET gets. */
+export const connectGetRefusal = () =>
+  connectRefusal(
+    "METHOD_NOT_ALLOWED",
+    "only a unary rpc without side effects may be sent as a GET; send it as a POST",
+  );
+
+/** The Connect error a call in JSON gets (415). */
+export const connectJsonRefusal = () =>
+  connectRefusal(
+    "UNSUPPORTED_CODEC",
+    "this edge speaks Connect with the proto codec only; use application/proto (or REST for JSON)",
+  );
 
 /** Connect's names of the codes Envoy's own replies carry. */
 const CONNECT_CODES: Record<number, string> = {

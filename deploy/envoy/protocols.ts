@@ -3,7 +3,7 @@
 
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { contractRegistry } from "../../kit/contract.js";
-import { connectGetPaths, connectGetRefusal } from "./connect.js";
+import { connectGetPaths, connectGetRefusal, connectJsonRefusal } from "./connect.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
 import { headerMatches, not, skippedFor } from "./matchers.js";
@@ -92,6 +92,7 @@ export function edgeProtocols(services: readonly GrpcService[]) {
       MESSAGES: messages,
       CONNECT_GET: connectGetPaths(services),
       CONNECT_GET_REFUSAL: connectGetRefusal(),
+      CONNECT_JSON_REFUSAL: connectJsonRefusal(),
       EDGE_PROTOCOL_HEADER,
     }),
   );

@@ -565,16 +565,28 @@ test.serial("curl reads each refusal of Envoy's own that has a request body", as
   }
 });
 
-test.serial("Connect: the JSON codec is refused with 415, before any service", async (t) => {
-  await ready();
-  const response = await edgeFetch(url("/shop.product.v1.ProductService/ListProducts"), {
-    method: "POST",
-    headers: { ...admin, "content-type": "application/json", "connect-protocol-version": "1" },
-    body: "{}",
-  });
-  t.is(response.status, 415);
-  t.is(((await response.json()) as Json).code, "unimplemented");
-});
+test.serial(
+  "Connect: the JSON codec is refused with 415 and its ErrorInfo, before any service",
+  async (t) => {
+    await ready();
+    const response = await edgeFetch(url("/shop.product.v1.ProductService/ListProducts"), {
+      method: "POST",
+      headers: { ...admin, "content-type": "application/json", "connect-protocol-version": "1" },
+      body: "{}",
+    });
+    t.is(response.status, 415);
+    const error = (await response.json()) as {
+      code: string;
+      details?: { type: string; value: string }[];
+    };
+    t.is(error.code, "unimplemented");
+    const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+    t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+      reason: "UNSUPPORTED_CODEC",
+      domain: "shopmesh.edge",
+    });
+  },
+);
 
 test.serial(
   "Connect: Envoy's own refusals are Connect errors with their ErrorInfo, unary and streaming",

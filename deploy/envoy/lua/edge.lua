@@ -23,8 +23,9 @@
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
 -- a field and the message it holds, or false), CONNECT_GET (the paths a GET may call),
--- CONNECT_GET_REFUSAL (the Connect error for any other) and EDGE_PROTOCOL_HEADER are defined
--- above this file by deploy/envoy/config.ts, from the contract.
+-- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_JSON_REFUSAL (the Connect error
+-- for a call in JSON) and EDGE_PROTOCOL_HEADER are defined above this file by
+-- deploy/envoy/config.ts, from the contract.
 
 local NAMESPACE = "shopmesh.edge"
 
@@ -192,8 +193,7 @@ local function refuse_connect_json(handle, headers)
     return
   end
   refuse(handle, 12, { [":status"] = "415", ["content-type"] = "application/json" },
-    '{"code":"unimplemented","message":"this edge speaks Connect with the proto codec only; '
-      .. 'use application/proto (or REST for JSON)"}')
+    CONNECT_JSON_REFUSAL)
 end
 
 -- 405 for a Connect GET of an rpc that is not free of side effects; true when refused.
