@@ -162,6 +162,17 @@ test("CreateUser refuses an email taken by another user, whatever its case", asy
   t.is(await count(), 1);
 });
 
+test("CreateUser refuses an email taken in a case with another lower case of a letter", async (t) => {
+  const { create, count } = await setup(t);
+  await create("sam@example.com");
+  await create("ασ@example.gr");
+  for (const email of ["ſam@example.com", "SAM@example.com", "ΑΣ@example.gr", "ας@example.gr"]) {
+    const error = await t.throwsAsync(create(email), { instanceOf: ServiceError });
+    t.is(error?.details.reason, "EMAIL_TAKEN", email);
+  }
+  t.is(await count(), 2);
+});
+
 // GetUser
 
 test("GetUser refuses an empty or too long id", async (t) => {

@@ -29,6 +29,12 @@ const toUser = (row: UserRow): User => ({
   updateTime: new Date(readTime(row.update_time)),
 });
 
+/**
+ * The key that makes emails unique whatever their case: uppercased, then lowercased, so that the
+ * lower cases of one letter meet ("ſ" and "s", "ς" and "σ"), as Unicode case folding has them.
+ */
+export const emailKey = (email: string) => email.toUpperCase().toLowerCase();
+
 const emailTaken = (email: string) =>
   errors.alreadyExists("EMAIL_TAKEN", `a user with email ${email} already exists`, { email });
 
@@ -48,7 +54,7 @@ export class UserStore {
     const row = {
       user_id: user.userId,
       email: user.email,
-      email_key: user.email.toLowerCase(),
+      email_key: emailKey(user.email),
       display_name: user.displayName,
       create_time: now,
       update_time: now,
@@ -84,7 +90,7 @@ export class UserStore {
     const patch: Partial<UserRow> = { update_time: Date.now() };
     if (changes.email !== undefined) {
       patch.email = changes.email;
-      patch.email_key = changes.email.toLowerCase();
+      patch.email_key = emailKey(changes.email);
     }
     if (changes.displayName !== undefined) patch.display_name = changes.displayName;
     // One statement that also reads the row back: nothing can fail after the write.

@@ -1,0 +1,61 @@
+// 0003 on a file written before it: keys made by lowercasing alone are folded, and users whose
+// emails now count as the same stop the upgrade with nothing changed.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
+import test, { type ExecutionContext } from "ava";
+import { type Knex, openDatabase } from "../../../kit/db.js";
+import { migrations } from "./index.js";
+
+/** An SQLite file at 0002, holding `emails` keyed as 0002's code keyed them. */
+async function before0003(t: ExecutionContext, emails: string[]): Promise<string> {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-email-key-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "user.sqlite");
+  const db = await openDatabase(file, migrations.slice(0, 2));
+  await db("users").insert(
+    emails.map((email, i) => ({
+      user_id: `usr_${i}`,
+      email,
+      email_key: email.toLowerCase(),
+      display_name: "Someone",
+      create_time: 0,
+      update_time: 0,
+    })),
+  );
+  await db.destroy();
+  return file;
+}
+
+const keysOf = async (db: Knex) =>
+  Object.fromEntries(
+    (await db("users").select("email", "email_key")).map((row) => [row.email, row.email_key]),
+  );
+
+test("0003 folds the keys 0002 wrote, so an email in another case is taken", async (t) => {
+  const file = await before0003(t, ["ſam@example.com", "ασ@example.gr", "ada@example.com"]);
+  const db = await openDatabase(file, migrations);
+  t.teardown(() => db.destroy());
+  t.deepEqual(await keysOf(db), {
+    "ſam@example.com": "sam@example.com",
+    "ασ@example.gr": "ας@example.gr",
+    "ada@example.com": "ada@example.com",
+  });
+});
+
+test("0003 refuses users whose emails now count as the same, and changes nothing", async (t) => {
+  const file = await before0003(t, ["sam@example.com", "ſam@example.com", "ada@example.com"]);
+  const error = await t.throwsAsync(openDatabase(file, migrations));
+  t.regex(error?.message ?? "", /usr_0 <sam@example\.com> = usr_1 <ſam@example\.com>/);
+  const db = await openDatabase(file, migrations.slice(0, 2));
+  t.teardown(() => db.destroy());
+  t.deepEqual(await keysOf(db), {
+    "sam@example.com": "sam@example.com",
+    "ſam@example.com": "ſam@example.com",
+    "ada@example.com": "ada@example.com",
+  });
+  t.deepEqual(
+    await db("knex_migrations").pluck("name"),
+    migrations.slice(0, 2).map((m) => m.name),
+  );
+});
