@@ -25,11 +25,34 @@ export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(l
 // The URL (host, port, database, user, password, and TLS: sslmode, sslrootcert, sslcert, sslkey)
 // is parsed by the driver itself; what it says wins over the settings given here.
 const connection = (url: string, settings: Record<string, unknown>) => ({
-  connectionString: url,
+  ...readCommitted(url),
   connectionTimeoutMillis: 5_000,
   keepAlive: true,
   ...settings,
 });
+
+/** The startup option that makes every transaction of a session READ COMMITTED. */
+const READ_COMMITTED = "-c default_transaction_isolation=read\\ committed";
+
+/**
+ * A session READ COMMITTED whatever the server's default, which the stores' row locks are built
+ * for (docs/architecture.md). Under SERIALIZABLE their transactions also failed as serialization
+ * failures, which four tries did not always outlast: a refused order could not be discarded, and
+ * its caller got ABORTED, not the refusal. pg takes a URL's own `options` over the config's, so
+ * those are kept, with this one added.
+ */
+function readCommitted(url: string): { connectionString: string; options?: string } {
+  let parsed: URL;
+  try {
+    parsed = new URL(url);
+  } catch {
+    return { connectionString: url, options: READ_COMMITTED };
+  }
+  const given = parsed.searchParams.get("options");
+  if (!given) return { connectionString: url, options: READ_COMMITTED };
+  parsed.searchParams.set("options", `${given} ${READ_COMMITTED}`);
+  return { connectionString: parsed.toString() };
+}
 
 /** The databases whose statements sqlOf sends unnamed. */
 const unnamed = new WeakSet<Knex>();

@@ -1,5 +1,6 @@
 // sqlOf on PostgreSQL: the shared suite, and what only its named statements do.
 import test, { type ExecutionContext } from "ava";
+import knex from "knex";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
 import type { CallContext } from "../context.js";
 import {
@@ -182,4 +183,36 @@ test("pg: statements waiting for a connection when the database closes to new wo
   await held;
   // Refused as the database closed, not once the connection came free.
   t.deepEqual(events, ["refused", "refused", "refused", "held to its end"]);
+});
+
+test("pg: every session is READ COMMITTED, where the database defaults to SERIALIZABLE too", async (t) => {
+  const location = await freshDatabase();
+  const database = new URL(location).pathname.slice(1);
+  // A knex of its own, without the kit's session options; the setting takes from the next session.
+  const plain = () => knex({ client: "pg", connection: location, pool: { min: 0, max: 1 } });
+  const altering = plain();
+  await altering.raw(
+    `ALTER DATABASE "${database}" SET default_transaction_isolation = 'serializable'`,
+  );
+  await altering.destroy();
+  const reading = plain();
+  t.teardown(() => reading.destroy());
+  const shown = await reading.raw("SHOW transaction_isolation");
+  t.is(shown.rows[0].transaction_isolation, "serializable", "the database's default");
+
+  // Without options in the URL, and with some of the operator's own, which are kept.
+  const withOptions = `${location}?options=${encodeURIComponent("-c work_mem=1234kB")}`;
+  for (const url of [location, withOptions]) {
+    const db = opening(await openDatabase(url, migrations, { schema: "items" }));
+    t.teardown(() => db.destroy());
+    const sql = sqlOf(db);
+    const [row] = await sql.query<{ transaction_isolation: string }>("SHOW transaction_isolation");
+    t.is(row?.transaction_isolation, "read committed", url);
+    const isolation = await db.transaction((trx) => trx.raw("SHOW transaction_isolation"));
+    t.is(isolation.rows[0].transaction_isolation, "read committed", url);
+  }
+  const db = opening(await openDatabase(withOptions, migrations, { schema: "items" }));
+  t.teardown(() => db.destroy());
+  const [row] = await sqlOf(db).query<{ work_mem: string }>("SHOW work_mem");
+  t.is(row?.work_mem, "1234kB");
 });
