@@ -1415,7 +1415,10 @@ export const OrderServiceService = {
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
    * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
-   * longer deadline if it keeps happening. ABORTED (reason
+   * longer deadline if it keeps happening; when its ErrorInfo (reason
+   * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
+   * that service ran out, which a longer deadline does not lengthen:
+   * resend after a backoff. ABORTED (reason
    * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
    * the order at this moment; resend after a short wait. ABORTED (reason
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
@@ -1586,7 +1589,10 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
    * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
-   * longer deadline if it keeps happening. ABORTED (reason
+   * longer deadline if it keeps happening; when its ErrorInfo (reason
+   * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
+   * that service ran out, which a longer deadline does not lengthen:
+   * resend after a backoff. ABORTED (reason
    * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
    * the order at this moment; resend after a short wait. ABORTED (reason
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
@@ -1717,7 +1723,10 @@ export interface OrderServiceClient extends Client {
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
    * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
-   * longer deadline if it keeps happening. ABORTED (reason
+   * longer deadline if it keeps happening; when its ErrorInfo (reason
+   * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
+   * that service ran out, which a longer deadline does not lengthen:
+   * resend after a backoff. ABORTED (reason
    * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
    * the order at this moment; resend after a short wait. ABORTED (reason
    * `RESERVATION_EXPIRED`): the stock held for the order was given back
