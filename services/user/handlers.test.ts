@@ -166,11 +166,13 @@ test("CreateUser refuses an email taken in a case with another lower case of a l
   const { create, count } = await setup(t);
   await create("sam@example.com");
   await create("ασ@example.gr");
-  for (const email of ["ſam@example.com", "SAM@example.com", "ΑΣ@example.gr", "ας@example.gr"]) {
+  await create("straße@example.de");
+  const taken = ["ſam@example.com", "SAM@example.com", "ΑΣ@example.gr", "ας@example.gr"];
+  for (const email of [...taken, "STRAẞE@example.de", "STRASSE@example.de"]) {
     const error = await t.throwsAsync(create(email), { instanceOf: ServiceError });
     t.is(error?.details.reason, "EMAIL_TAKEN", email);
   }
-  t.is(await count(), 2);
+  t.is(await count(), 3);
 });
 
 // GetUser

@@ -30,10 +30,11 @@ const toUser = (row: UserRow): User => ({
 });
 
 /**
- * The key that makes emails unique whatever their case: uppercased, then lowercased, so that the
- * lower cases of one letter meet ("ſ" and "s", "ς" and "σ"), as Unicode case folding has them.
+ * The key that makes emails unique whatever their case: lowercased, uppercased, then lowercased
+ * again, so that every case of a letter meets ("ſ" and "s", "ς" and "σ", "ẞ", "ß" and "ss").
+ * Stricter than Unicode's case folding in one place: a dotless "ı" meets "i".
  */
-export const emailKey = (email: string) => email.toUpperCase().toLowerCase();
+export const emailKey = (email: string) => email.toLowerCase().toUpperCase().toLowerCase();
 
 const emailTaken = (email: string) =>
   errors.alreadyExists("EMAIL_TAKEN", `a user with email ${email} already exists`, { email });
