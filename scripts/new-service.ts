@@ -17,11 +17,14 @@ const fail = (message: string): never => {
   console.error(`new-service: ${message}`);
   process.exit(1);
 };
-if (!/^[a-z][a-z0-9]{1,30}$/.test(name)) {
-  fail(`usage: npm run new-service -- <name>, a lower-case word such as "payment"; got "${name}"`);
+// Ending in a letter: ts-proto capitalises what follows a digit ("List" + "a1s" is listA1S).
+if (!/^[a-z][a-z0-9]{0,29}[a-z]$/.test(name)) {
+  fail(
+    `usage: npm run new-service -- <name>, a lower-case word such as "payment" (digits inside, not last); got "${name}"`,
+  );
 }
 if ((registry.names as string[]).includes(name)) fail(`"${name}" is already registered`);
-const reserved = RESERVED_NAMES[name];
+const reserved = Object.hasOwn(RESERVED_NAMES, name) ? RESERVED_NAMES[name] : undefined;
 if (reserved) fail(`"${name}" ${reserved}; choose another name`);
 const Name = name[0]?.toUpperCase() + name.slice(1);
 const names = `${name}s`;

@@ -237,5 +237,15 @@ test("npm run new-service refuses every name the deployment or the tests use, be
     t.false(existsSync(path.join(repoRoot, "proto", "shop", name)), `${name}: nothing written`);
     t.false(existsSync(path.join(repoRoot, "services", name)), `${name}: nothing written`);
   }
+  // Not a word the scaffold can use: ts-proto would name its rpcs otherwise.
+  const digit = await exec(process.execPath, [
+    "--import",
+    "tsx",
+    "scripts/new-service.ts",
+    "oauth2",
+  ]);
+  t.is(digit.code, 1);
+  t.regex(digit.stderr, /^new-service: usage: .*digits inside, not last/);
+  t.false(existsSync(path.join(repoRoot, "services", "oauth2")));
   t.is(readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8"), registryBefore);
 });
