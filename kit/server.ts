@@ -89,10 +89,11 @@ export interface RunningServer {
 }
 
 // Keepalive pings from clients are welcome: they keep idle mesh channels warm through NATs and
-// proxies, and reveal dead peers.
+// proxies, and reveal dead peers. The server sends none of its own: grpc-js drops a connection
+// whose ping cannot be sent, and none can once the connection is draining (a shutdown, its
+// maximum age), so every call still on it was cut early (grpc-node #3068). A dead client's
+// connection goes at its maximum age instead.
 const serverOptions: grpc.ServerOptions = {
-  "grpc.keepalive_time_ms": 60_000,
-  "grpc.keepalive_timeout_ms": 10_000,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.min_ping_interval_without_data_ms": 5_000,
   // Nothing serves channelz here; its per-call bookkeeping was ~5% of a GetProduct's CPU.

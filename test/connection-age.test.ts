@@ -3,7 +3,7 @@
 // again and spreads over replicas added since it first connected.
 import * as grpc from "@grpc/grpc-js";
 import test from "ava";
-import { HealthService } from "../gen/ts/health/v1/health.js";
+import { HealthClient, HealthService } from "../gen/ts/health/v1/health.js";
 import { createClient } from "../kit/client.js";
 import { serverConfig } from "../kit/config.js";
 import { Code, ServiceError } from "../kit/errors.js";
@@ -99,6 +99,29 @@ test("a health Watch on a connection at its maximum age ends UNAVAILABLE too", a
   );
   t.like(await ended, { code: Code.UNAVAILABLE, details: { reason: "CONNECTION_CLOSING" } });
   t.deepEqual(statuses, [1]);
+});
+
+test("a stream on a connection older than a minute runs to the end of a shutdown's grace period", async (t) => {
+  // A server that pinged its clients every 60 s dropped a draining connection at its next ping,
+  // cutting its calls before the grace period ended. The client here sends no pings of its own.
+  t.timeout(90_000);
+  const server = await serve([], { host: "127.0.0.1", port: 0, logger, shutdownGraceMs: 10_000 });
+  const health = new HealthClient(server.address, grpc.credentials.createInsecure());
+  t.teardown(() => health.close());
+  const watched = Date.now();
+  const ended = new Promise<grpc.StatusObject>((resolve) => {
+    const watch = health.watch({ service: "" });
+    watch.on("data", () => {});
+    watch.on("error", () => {});
+    watch.on("status", resolve);
+  });
+  await new Promise((resolve) => setTimeout(resolve, 55_000));
+  const stopped = server.shutdown();
+  const status = await ended;
+  t.is(status.code, Code.UNAVAILABLE, status.details);
+  t.regex(status.details, /shutting down/);
+  t.true(Date.now() - watched >= 64_000, "ended at the end of the grace period");
+  await stopped;
 });
 
 test("without a maximum age a connection stays up", async (t) => {
