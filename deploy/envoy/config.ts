@@ -133,7 +133,7 @@ export function envoyConfig(
       // before any token is asked for. Then the token (jwt_authn) and role (rbac) checks, whose
       // refusals localReplies puts in its caller's protocol. The router last.
       http_filters: [
-        edgeProtocols(services),
+        edgeProtocols(services, topology.corsOrigins),
         {
           name: "envoy.filters.http.grpc_web",
           typed_config: typed("envoy.extensions.filters.http.grpc_web.v3.GrpcWeb"),

@@ -4,6 +4,7 @@
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { contractRegistry } from "../../kit/contract.js";
 import { connectGetPaths, connectGetRefusal, connectJsonRefusal } from "./connect.js";
+import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
 import { headerMatches, not, skippedFor } from "./matchers.js";
@@ -32,7 +33,7 @@ const NATIVE_GRPC = {
  * parameter for a field the path or the body sets (INVALID_ARGUMENT), and strips grpc-* headers
  * from REST and Connect replies.
  */
-export function edgeProtocols(services: readonly GrpcService[]) {
+export function edgeProtocols(services: readonly GrpcService[], corsOrigins: readonly string[]) {
   const registry = contractRegistry();
   const http = registry.getExtension("google.api.http");
   if (!http) throw new Error("google.api.http is not in the descriptor set");
@@ -93,6 +94,8 @@ export function edgeProtocols(services: readonly GrpcService[]) {
       CONNECT_GET: connectGetPaths(services),
       CONNECT_GET_REFUSAL: connectGetRefusal(),
       CONNECT_JSON_REFUSAL: connectJsonRefusal(),
+      CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
+      CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,
     }),
   );

@@ -846,26 +846,32 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   t.is((await read(SHOP_ORIGIN)).headers.get("access-control-allow-origin"), SHOP_ORIGIN);
   t.is((await read("https://evil.example")).headers.get("access-control-allow-origin"), null);
 
-  // Envoy's own answers (no route, a malformed grpc-timeout), which no upstream sends: a page on
-  // the allowed origin can read their status too.
+  // Envoy's own answers, which no upstream sends (no route, a malformed grpc-timeout, the Lua
+  // filter's refusals): a page on the allowed origin can read their status too.
+  const grpcWeb = { "content-type": "application/grpc-web+proto" };
+  const json = { "content-type": "application/json" };
+  const connectJson = { ...json, "connect-protocol-version": "1" };
   const answers = [
-    { path: "/shop.nope.v1.NopeService/Nope", grpcStatus: "12" },
-    { path: grpcPath, grpcStatus: "3", headers: { "grpc-timeout": "soon" } },
-    { path: "/no/such/path", status: 404 },
+    { path: "/shop.nope.v1.NopeService/Nope", headers: grpcWeb, status: 200, grpcStatus: "12" },
+    {
+      path: grpcPath,
+      headers: { ...grpcWeb, "grpc-timeout": "soon" },
+      status: 200,
+      grpcStatus: "3",
+    },
+    { path: "/no/such/path", headers: json, status: 404 },
+    { path: "/orders?user_id=someone", headers: json, status: 400 },
+    { path: grpcPath, headers: connectJson, status: 415 },
   ];
   for (const answer of answers) {
     const ask = (origin: string) =>
       edgeFetch(`https://${envoy.address}${answer.path}`, {
-        method: answer.status ? "GET" : "POST",
-        headers: {
-          origin,
-          ...(answer.status ? {} : { "content-type": "application/grpc-web+proto" }),
-          ...answer.headers,
-        },
-        ...(answer.status ? {} : { body: new Uint8Array(5) }),
+        method: "POST",
+        headers: { origin, authorization: `Bearer ${ADMIN_TOKEN}`, ...answer.headers },
+        body: answer.headers["content-type"] === json["content-type"] ? "{}" : new Uint8Array(5),
       });
     const allowedAnswer = await ask(SHOP_ORIGIN);
-    t.is(allowedAnswer.status, answer.status ?? 200, answer.path);
+    t.is(allowedAnswer.status, answer.status, answer.path);
     t.is(allowedAnswer.headers.get("grpc-status"), answer.grpcStatus ?? null, answer.path);
     t.is(allowedAnswer.headers.get("access-control-allow-origin"), SHOP_ORIGIN, answer.path);
     t.regex(allowedAnswer.headers.get("access-control-expose-headers") ?? "", /grpc-status/);

@@ -24,8 +24,9 @@
 -- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
 -- a field and the message it holds, or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_JSON_REFUSAL (the Connect error
--- for a call in JSON) and EDGE_PROTOCOL_HEADER are defined above this file by
--- deploy/envoy/config.ts, from the contract.
+-- for a call in JSON), CORS_ORIGINS (the origins browsers may call from, as keys) with
+-- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
+-- deploy/envoy/config.ts, from the contract and the topology.
 
 local NAMESPACE = "shopmesh.edge"
 
@@ -177,11 +178,27 @@ end
 
 local CONNECT_CODEC = "[?&]encoding=json"
 
--- Envoy's answer to a call it refuses, once the request's body is in: HTTP/2 lets a server answer
--- before, but curl 7.88 (Debian 12's) then often fails with error 92 and shows no answer at all.
--- (body() holds the headers back, which respond() needs; bodyChunks() would pass them on.)
+-- The largest body this filter waits for: what Envoy buffers for it over HTTP/2 (the stream
+-- window). A larger one would be refused 413 in place of the answer.
+local BODY_WAIT_MAX = 65536
+
+-- Waits for the request's body when it is small enough (its content-length says so): HTTP/2 lets
+-- Envoy answer before it is in, but curl 7.88 (Debian 12's) then often fails with error 92 and
+-- shows no answer at all. body() holds the headers back, which respond() needs.
+local function wait_for_body(handle)
+  local length = tonumber(handle:headers():get("content-length") or "")
+  if length ~= nil and length > 0 and length <= BODY_WAIT_MAX then handle:body() end
+end
+
+-- Envoy's answer to a call it refuses, readable by a page on an allowed origin: the CORS filter
+-- comes later in the chain, so it never sees this answer.
 local function refuse(handle, grpc_status, headers, body, body_read)
-  if not body_read then handle:body() end
+  if not body_read then wait_for_body(handle) end
+  local origin = handle:headers():get("origin")
+  if origin ~= nil and CORS_ORIGINS[origin] then
+    headers["access-control-allow-origin"] = origin
+    headers["access-control-expose-headers"] = CORS_EXPOSE_HEADERS
+  end
   handle:streamInfo():dynamicMetadata():set(NAMESPACE, "grpc_status", grpc_status)
   handle:respond(headers, body)
 end
@@ -246,10 +263,13 @@ function envoy_on_request(handle)
       "query parameter " .. parameter .. " is not allowed here: " .. why, why)
   end
   local message = body_message(headers)
-  -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
-  -- otherwise answer first, which curl 7.88 often fails to read (refuse).
+  if message == nil then
+    -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
+    -- otherwise answer first (wait_for_body).
+    return wait_for_body(handle)
+  end
   local body = handle:body()
-  if body == nil or message == nil then return end
+  if body == nil then return end
   local field = unknown_field(body:getBytes(0, body:length()), message)
   if field == nil then return end
   refuse_rest(handle, "UNKNOWN_FIELD", field, "unknown field " .. field .. " in the request body",
