@@ -247,13 +247,13 @@ async function headWithOtherMigrations(scratch: string): Promise<string> {
   const files = {
     "services/user/migrations/index.ts": await edit(
       "services/user/migrations/index.ts",
-      "[createUsers, emailKeyText]",
-      "[createUsers, emailKeyText, againstMarker]",
-    ).then((text) => `import { againstMarker } from "./0003_against_marker.js";\n${text}`),
-    "services/user/migrations/0003_against_marker.ts": [
+      "[createUsers, emailKeyText, emailKeyFolded]",
+      "[createUsers, emailKeyText, emailKeyFolded, againstMarker]",
+    ).then((text) => `import { againstMarker } from "./0004_against_marker.js";\n${text}`),
+    "services/user/migrations/0004_against_marker.ts": [
       'import type { Migration } from "../../../kit/db.js";',
       "export const againstMarker: Migration = {",
-      '  name: "0003_against_marker",',
+      '  name: "0004_against_marker",',
       '  up: (db) => db.schema.createTable("against_marker", (table) => table.integer("id")),',
       '  down: (db) => db.schema.dropTable("against_marker"),',
       "};",
@@ -329,7 +329,7 @@ test.serial(
         (migration) => migration.name,
       );
     const theirs = {
-      user: [...ours("user"), "0003_against_marker"],
+      user: [...ours("user"), "0004_against_marker"],
       product: ours("product").filter((name) => name !== "0004_defer_line_product_check"),
     };
     t.truthy(kept, run.stdout);
@@ -379,7 +379,7 @@ test.serial(
     t.true(markdown.startsWith(`# Two builds in turns: ${ref} against this checkout`));
     t.regex(
       markdown,
-      /differ: user: `0003_against_marker` in base only; product: `0004_defer_line_product_check` in new only\./,
+      /differ: user: `0004_against_marker` in base only; product: `0004_defer_line_product_check` in new only\./,
     );
     t.regex(
       markdown,
