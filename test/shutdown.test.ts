@@ -16,9 +16,7 @@ import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
-import { createOrderService } from "../services/order/service.js";
 import { createProductService } from "../services/product/service.js";
-import { userService } from "../services/user/service.js";
 import { until } from "./helpers/eventually.js";
 import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
 
@@ -54,20 +52,12 @@ async function stuckOnReserveStock(
             return stuck;
           },
   };
-  const graceOf = (ms?: number) => (ms === undefined ? {} : { config: { shutdownGraceMs: ms } });
-  const user = await start(t, userService);
-  const product = await start(t, createProductService(), {
-    middleware: [holdReserve],
-    ...graceOf(grace.product),
-  });
-  const order = await start(t, createOrderService(), {
-    dependencies: { users: user.server.address, inventory: product.server.address },
-    ...graceOf(grace.order),
-  });
-  const fleet = clientsFor(t, {
-    user: user.server.address,
-    product: product.server.address,
-    order: order.server.address,
+  const graceOf = (ms?: number) => (ms === undefined ? {} : { shutdownGraceMs: ms });
+  const fleet = await startFleet(t, {
+    middleware: { product: [holdReserve] },
+    config: { product: graceOf(grace.product), order: graceOf(grace.order) },
+    // The reconciler at its default pace: it must not settle the held orders meanwhile.
+    order: { reconcileMs: 5_000 },
   });
   const shopper = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 2 });
@@ -76,7 +66,7 @@ async function stuckOnReserveStock(
       { userId: shopper.userId, lines: [orderLine(mug.productId, 1)], requestId },
       { timeoutMs: 20_000 },
     );
-  return { product, order, place, reserving: () => reserving };
+  return { product: fleet.product, order: fleet.order, place, reserving: () => reserving };
 }
 
 test("a library's stream still open when the grace period ends is closed, and the shutdown completes", async (t) => {
