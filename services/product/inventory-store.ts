@@ -329,17 +329,30 @@ export class InventoryStore {
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }
 
-  /** How many reservations are held, and since when the oldest one (ms since the epoch). */
-  async held(): Promise<{ count: number; oldest?: number }> {
+  /**
+   * How many reservations are held, since when the oldest one, and when the first of them is due
+   * to expire (ms since the epoch).
+   */
+  async held(): Promise<{ count: number; oldest?: number; firstDue?: number }> {
     // A count and a bigint come back as numbers from SQLite and as decimal strings from PostgreSQL.
     const [row] = (await this.db("reservations")
       .where({ state: HELD })
       .count({ count: "*" })
-      .min({ oldest: "create_time" })) as { count: unknown; oldest: unknown }[];
+      .min({ oldest: "create_time" })
+      .min({ firstDue: "expire_time" })) as {
+      count: unknown;
+      oldest: unknown;
+      firstDue: unknown;
+    }[];
     const count = Number(readInteger(row?.count) ?? 0);
+    const time = (value: unknown) =>
+      value === null || value === undefined ? undefined : readTime(value);
+    const oldest = time(row?.oldest);
+    const firstDue = time(row?.firstDue);
     return {
       count,
-      ...(row?.oldest !== null && row?.oldest !== undefined && { oldest: readTime(row.oldest) }),
+      ...(oldest !== undefined && { oldest }),
+      ...(firstDue !== undefined && { firstDue }),
     };
   }
 

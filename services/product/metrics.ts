@@ -10,14 +10,14 @@ export interface ReservationMetrics {
 }
 
 /**
- * The reservations' business metrics: `shop_reservations_held` and
- * `shop_reservation_oldest_held_seconds`, read from the store at each scrape, so every replica
- * sharing a database reports the same figure; `shop_reservations_expired_total` and
+ * The reservations' business metrics: `shop_reservations_held`,
+ * `shop_reservation_oldest_held_seconds` and `shop_reservation_overdue_seconds`, read from the
+ * store at each scrape, so every replica sharing a database reports the same figure; `shop_reservations_expired_total` and
  * `shop_reservation_expiry_failures_total`, counted by the sweep that did the work.
  */
 export function reservationMetrics(metrics: Metrics, store: InventoryStore): ReservationMetrics {
-  // One read serves both gauges of a scrape.
-  let reading: Promise<{ count: number; oldest?: number }> | undefined;
+  // One read serves the three gauges of a scrape.
+  let reading: ReturnType<InventoryStore["held"]> | undefined;
   const held = () => {
     reading ??= store.held().finally(() => {
       reading = undefined;
@@ -37,6 +37,14 @@ export function reservationMetrics(metrics: Metrics, store: InventoryStore): Res
     async collect() {
       const { oldest } = await held();
       this.set(oldest === undefined ? 0 : Math.max(0, (Date.now() - oldest) / 1000));
+    },
+  });
+  metrics.gauge({
+    name: "shop_reservation_overdue_seconds",
+    help: "How long the held reservation longest past its expiry has been past it; 0 when none is.",
+    async collect() {
+      const { firstDue } = await held();
+      this.set(firstDue === undefined ? 0 : Math.max(0, (Date.now() - firstDue) / 1000));
     },
   });
   const expired = metrics.counter({

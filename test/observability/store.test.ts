@@ -86,6 +86,30 @@ test(`statements, transactions and held reservations are measured on ${storage()
   t.is(held?.value, 1);
   const [oldest] = await samples(product, "shop_reservation_oldest_held_seconds");
   t.true((oldest?.value ?? -1) >= 0 && (oldest?.value ?? 60) < 60, String(oldest?.value));
+  // Held, but not yet due to expire.
+  const [overdue] = await samples(product, "shop_reservation_overdue_seconds");
+  t.is(overdue?.value, 0);
+});
+
+test(`a held reservation past its expiry counts as overdue on ${storage()}`, async (t) => {
+  // A sweep that does not come during the test: nothing expires the reservation.
+  const fleet = await startFleet(t, { product: { sweepMs: 3_600_000 } });
+  const mug = await addProduct(fleet.products, { stock: 10 });
+  await fleet.inventory.reserveStock({
+    reservationId: "store-metrics-overdue",
+    lines: [orderLine(mug.productId, 1)],
+    ttl: { seconds: "1", nanos: 0 },
+  });
+  const product = fleet.product.metrics;
+  const [due] = await samples(product, "shop_reservation_overdue_seconds");
+  t.is(due?.value, 0);
+  const late = await eventually("the reservation past its expiry", async () => {
+    const [overdue] = await samples(product, "shop_reservation_overdue_seconds");
+    return (overdue?.value ?? 0) > 0.5 ? overdue : undefined;
+  });
+  t.true((late?.value ?? 0) < 60, String(late?.value));
+  const [held] = await samples(product, "shop_reservations_held");
+  t.is(held?.value, 1);
 });
 
 test(`each store transaction is a span of the call that ran it on ${storage()}`, async (t) => {
