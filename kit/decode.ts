@@ -19,6 +19,8 @@ export class Malformed {
     readonly field?: string,
     /** The refusal, when the request broke gRPC's framing rather than its message (framing.ts). */
     readonly error?: ServiceError,
+    /** The request messages the call carried: 0 or 2 when that was the framing's fault. */
+    readonly messages = 1,
   ) {}
 }
 

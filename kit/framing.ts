@@ -9,10 +9,16 @@ import { packageOf } from "./contract.js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
 
+/** A call grpc-js refused: what the kit sends, and how many request messages grpc-js read. */
+export interface Refusal {
+  error: ServiceError;
+  messages: number;
+}
+
 /** What the kit is told of a call grpc-js refused; `call` is grpc-js's own, as interceptors get it. */
 export type Refused = (
   path: string,
-  error: ServiceError,
+  refusal: Refusal,
   call: grpc.ServerInterceptingCallInterface,
 ) => void;
 
@@ -23,17 +29,22 @@ const DETAILS = "grpc-status-details-bin";
 const malformed = (message: string) =>
   new ServiceError(Code.INVALID_ARGUMENT, message, { reason: "MALFORMED_REQUEST" });
 
-/** grpc-js's refusals, by code and the start of their text, and what the kit sends instead. */
-const REFUSALS: [Code, string, (text: string) => ServiceError][] = [
+/**
+ * grpc-js's refusals, by code and the start of their text, what the kit sends instead, and how
+ * many request messages grpc-js had read (1 unless given).
+ */
+const REFUSALS: [Code, string, (text: string) => ServiceError, number?][] = [
   [
     Code.UNIMPLEMENTED,
     "Received no request message",
     () => malformed("the call carried no request message; this rpc takes exactly one"),
+    0,
   ],
   [
     Code.UNIMPLEMENTED,
     "Received a second request message",
     () => malformed("the call carried more than one request message; this rpc takes exactly one"),
+    2,
   ],
   [
     Code.INTERNAL,
@@ -47,6 +58,7 @@ const REFUSALS: [Code, string, (text: string) => ServiceError][] = [
       malformed(
         `grpc-timeout: ${text.slice(text.indexOf('"'))} is not a timeout (up to 8 digits and a unit: H, M, S, m, u or n)`,
       ),
+    0,
   ],
   [
     Code.UNIMPLEMENTED,
@@ -67,13 +79,13 @@ const REFUSALS: [Code, string, (text: string) => ServiceError][] = [
   ],
 ];
 
-/** The error to send for a status grpc-js sent of its own accord; undefined for any other. */
-export function refusalOf(status: SentStatus): ServiceError | undefined {
+/** The refusal in a status grpc-js sent of its own accord; undefined for any other status. */
+export function refusalOf(status: SentStatus): Refusal | undefined {
   // The kit's own statuses carry details; grpc-js's never do.
   if (status.metadata?.get(DETAILS).length) return undefined;
   const text = status.details ?? "";
-  for (const [code, start, error] of REFUSALS) {
-    if (status.code === code && text.startsWith(start)) return error(text);
+  for (const [code, start, error, messages = 1] of REFUSALS) {
+    if (status.code === code && text.startsWith(start)) return { error: error(text), messages };
   }
   return undefined;
 }
@@ -100,11 +112,11 @@ export function framingGuard(refused: Refused): grpc.ServerInterceptor {
         const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
         return send.call(call, statusOf(error, domain()));
       }
-      const error = status.code === Code.OK ? undefined : refusalOf(status);
-      if (!error) return send.call(call, status);
+      const refusal = status.code === Code.OK ? undefined : refusalOf(status);
+      if (!refusal) return send.call(call, status);
       call.sendStatus = send;
-      send.call(call, statusOf(error, domain()));
-      refused(method.path, error, call);
+      send.call(call, statusOf(refusal.error, domain()));
+      refused(method.path, refusal, call);
     };
     // Typed as grpc-js's class, but any call chains; this one is the call, with its status watched.
     return call as grpc.ServerInterceptingCall;

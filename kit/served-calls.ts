@@ -7,6 +7,7 @@ import { type CallStatus, ServerCallContext } from "./context.js";
 import type { MethodInfo } from "./contract.js";
 import { Malformed } from "./decode.js";
 import { Code, ServiceError } from "./errors.js";
+import type { Refusal } from "./framing.js";
 import { statusOf } from "./guard.js";
 import type { ServerNext } from "./middleware/index.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
@@ -31,7 +32,7 @@ function contextOf(call: Call, method: MethodInfo): ServerCallContext {
 export function observeRefusal(
   handle: ServerNext,
   method: MethodInfo,
-  error: ServiceError,
+  { error, messages }: Refusal,
   call: grpc.ServerInterceptingCallInterface,
 ): void {
   // grpc-js keeps the request's metadata private on the call it answers from; empty if it moves.
@@ -41,7 +42,7 @@ export function observeRefusal(
     metadata instanceof grpc.Metadata ? metadata : new grpc.Metadata(),
     deadlineOf(call),
   );
-  new Promise((resolve) => resolve(handle(new Malformed(undefined, error), ctx)))
+  new Promise((resolve) => resolve(handle(new Malformed(undefined, error, messages), ctx)))
     .catch(() => {})
     .then(() => ctx.finish({ code: error.code, details: error.message }));
 }

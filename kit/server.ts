@@ -116,9 +116,9 @@ export async function serve(
   // Set before the shutdown closes connections: it ends our streams itself, at its grace's end.
   let shuttingDown = false;
   const openStreams: OpenStreams = { ends: new Set(), stopping: () => shuttingDown };
-  const refused: Refused = (path, error, call) => {
+  const refused: Refused = (path, refusal, call) => {
     const route = handles.get(path);
-    if (route) observeRefusal(...route, error, call);
+    if (route) observeRefusal(...route, refusal, call);
   };
   const server = new grpc.Server({
     ...serverOptions,

@@ -1,4 +1,5 @@
 import type { MethodInfo, RpcKind } from "../contract.js";
+import { Malformed } from "../decode.js";
 import { Code } from "../errors.js";
 import type { UnknownCall } from "../framing.js";
 import type { Metrics } from "../metrics.js";
@@ -149,7 +150,7 @@ export function metricsServer(metrics: Metrics): ServerMiddleware {
       const sent = () => series.sent.count++;
       return (request, ctx) => {
         series.started.count++;
-        series.received.count++;
+        series.received.count += request instanceof Malformed ? request.messages : 1;
         ctx.onFinish((status) => {
           (series.byCode[status.code] ?? (series.byCode[Code.UNKNOWN] as Tally)).count++;
           m.seconds.observe(labels, status.durationMs / 1000);

@@ -150,19 +150,25 @@ test("grpc-js's own refusals are the client's mistake, with details, logged and 
     "one line per GetProduct, with the code the client got",
   );
   const metrics = await service.metrics.text();
-  const handled = (grpcCode: string) =>
+  /** The value of a GetProduct series of `metric` whose labels match `labels`, a pattern. */
+  const counted = (metric: string, labels = "") =>
     Number(
       metrics.match(
         new RegExp(
-          `^grpc_server_handled_total\\{[^}]*grpc_method="GetProduct"[^}]*grpc_code="${grpcCode}"[^}]*\\} (\\d+)`,
+          `^grpc_server_${metric}\\{[^}]*grpc_method="GetProduct"[^}]*${labels}[^}]*\\} (\\d+)`,
           "m",
         ),
       )?.[1] ?? 0,
     );
+  const handled = (grpcCode: string) => counted("handled_total", `grpc_code="${grpcCode}"`);
   t.is(handled("InvalidArgument"), 5);
   t.is(handled("Unimplemented"), 1);
   t.is(handled("ResourceExhausted"), 1);
   t.is(handled("Internal"), 0);
+  // The messages each call carried as far as grpc-js read: none, two, a truncated one, one that
+  // is not gzip, none past an unreadable grpc-timeout, one of an unknown encoding, one too large,
+  // and the well-formed call's.
+  t.is(counted("msg_received_total"), 0 + 2 + 0 + 1 + 0 + 1 + 1 + 1);
 });
 
 test("a call whose deadline passes while it runs ends DEADLINE_EXCEEDED with details", async (t) => {
