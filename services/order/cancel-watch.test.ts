@@ -157,6 +157,35 @@ test("WatchOrder sends the order, then each change, and ends at a final state", 
   );
 });
 
+test("WatchOrder on another replica streams each state an order passed through between two polls", async (t) => {
+  const { replica, store, users, seed } = await setup(t);
+  const shopper = await addUser(users);
+  const pending = await seed(shopper.userId);
+  const stream = replica(100)
+    .watchOrder(WatchOrderRequest.fromPartial({ orderId: pending.orderId }), ctx("WatchOrder"))
+    [Symbol.asyncIterator]();
+  t.is((await stream.next()).value?.order?.state, PENDING);
+
+  // Confirmed and cancelled by the first replica before the watch's next poll, as its saga does.
+  const confirmedAt = Date.now() - 3_000;
+  const cancellingAt = confirmedAt + 1_000;
+  const prices = { currencyCode: "EUR", totalMinor: 250n, unitPricesMinor: [250n] };
+  t.true(await store.confirm(pending.orderId, prices, confirmedAt));
+  t.true(await store.transition(pending.orderId, [CONFIRMED], CANCELLING, cancellingAt));
+  t.true(await store.finishCancel(pending.orderId));
+
+  const rest = await collect({ [Symbol.asyncIterator]: () => stream });
+  t.deepEqual(
+    rest.map((order) => order.state),
+    [CONFIRMED, CANCELLING, CANCELLED],
+  );
+  t.deepEqual(
+    rest.slice(0, 2).map((order) => order.updateTime?.getTime()),
+    [confirmedAt, cancellingAt],
+  );
+  for (const order of rest) t.deepEqual(order.total, { currencyCode: "EUR", amountMinor: "250" });
+});
+
 test("WatchOrder ends when the call is cancelled", async (t) => {
   const { handlers, seed } = await setup(t);
   const pending = await seed("usr_a");

@@ -12,8 +12,9 @@ import { check } from "../../kit/validate.js";
 import type { OrderSaga } from "./saga.js";
 import type { OrderStore } from "./store.js";
 
-const { ORDER_STATE_CONFIRMED: CONFIRMED, ORDER_STATE_CANCELLING: CANCELLING } = OrderState;
-const { ORDER_STATE_CANCELLED: CANCELLED, ORDER_STATE_FAILED: FAILED } = OrderState;
+const { ORDER_STATE_PENDING: PENDING, ORDER_STATE_CONFIRMED: CONFIRMED } = OrderState;
+const { ORDER_STATE_CANCELLING: CANCELLING, ORDER_STATE_CANCELLED: CANCELLED } = OrderState;
+const { ORDER_STATE_FAILED: FAILED } = OrderState;
 const FINAL = new Set([CANCELLED, FAILED]);
 
 /**
@@ -101,11 +102,17 @@ export function orderHandlers(
       while (!FINAL.has(last.state)) {
         await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);
         if (ctx.signal.aborted) return;
-        const { order: current, cancellingSince } = await store.get(orderId);
+        const { order: current, confirmedAt, cancellingSince } = await store.get(orderId);
         if (current.state === last.state) continue;
-        // Cancelled since the last read (on another replica, or between two reads): the
-        // CANCELLING it passed through first, as it was then.
-        if (last.state === CONFIRMED && current.state === CANCELLED && cancellingSince) {
+        // Moved on more than one step since the last read (on another replica, or between two
+        // reads): the states it passed through first, each as it was then. An order a replica
+        // before migration 0004 confirmed kept no time of it; its CONFIRMED takes the next one.
+        const cancelled = current.state === CANCELLING || current.state === CANCELLED;
+        if (last.state === PENDING && cancelled) {
+          const updateTime = confirmedAt ?? cancellingSince ?? current.updateTime;
+          yield { order: { ...current, state: CONFIRMED, updateTime } };
+        }
+        if (last.state !== CANCELLING && current.state === CANCELLED && cancellingSince) {
           yield { order: { ...current, state: CANCELLING, updateTime: cancellingSince } };
         }
         last = current;

@@ -139,7 +139,7 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
   }
   await old.destroy();
 
-  const db = await open(t, location);
+  const db = await open(t, location, 3);
   const store = new OrderStore(db);
   const read = await store.get(cancelled.orderId);
   t.is(read.order.state, CANCELLED);
@@ -153,4 +153,29 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
   t.false(await db.schema.hasColumn("orders", "cancel_time"));
   await db.migrate.latest(migrator());
   t.true(await db.schema.hasColumn("orders", "cancel_time"));
+});
+
+test("0004 keeps the orders written before it, confirmed ones too; its down drops confirm_time", async (t) => {
+  const location = await emptyDatabase(t);
+  const old = await open(t, location, 3);
+  const confirmed = await place(new OrderStore(old), "usr_alice", "k-1");
+  // Confirmed as an older replica confirmed it.
+  await old("orders").where({ order_id: confirmed.orderId }).update({ state: CONFIRMED });
+  await old.destroy();
+
+  const db = await open(t, location);
+  const store = new OrderStore(db);
+  const read = await store.get(confirmed.orderId);
+  t.is(read.order.state, CONFIRMED);
+  t.is(read.confirmedAt, undefined, "no time it never recorded");
+  const placed = await place(store, "usr_bob", "k-1");
+  const prices = { currencyCode: "EUR", totalMinor: 100n, unitPricesMinor: [100n] };
+  t.true(await store.confirm(placed.orderId, prices, 1_700_000_000_000));
+  t.deepEqual((await store.get(placed.orderId)).confirmedAt, new Date(1_700_000_000_000));
+
+  await db.migrate.down(migrator());
+  t.false(await db.schema.hasColumn("orders", "confirm_time"));
+  t.true(await db.schema.hasColumn("orders", "cancel_time"));
+  await db.migrate.latest(migrator());
+  t.true(await db.schema.hasColumn("orders", "confirm_time"));
 });

@@ -31,6 +31,8 @@ interface OrderRow {
   /** Milliseconds since the epoch; read with readTime, as every bigint. */
   create_time: number | string;
   update_time: number | string;
+  /** When it became CONFIRMED; null if it never did (or an older replica confirmed it). */
+  confirm_time: number | string | null;
   /** When it became CANCELLING; null if it never did (or an older replica cancelled it). */
   cancel_time: number | string | null;
 }
@@ -67,6 +69,8 @@ const UNPRICED = "";
 export interface StoredOrder {
   order: Order;
   reservationId: string;
+  /** When it became CONFIRMED, once it has been (unless an older replica confirmed it). */
+  confirmedAt?: Date;
   /** When it became CANCELLING, once it has been. */
   cancellingSince?: Date;
 }
@@ -117,6 +121,7 @@ export class OrderStore {
         lines.filter((line) => line.order_id === row.order_id),
       ),
       reservationId: row.reservation_id,
+      ...(row.confirm_time != null && { confirmedAt: new Date(readTime(row.confirm_time)) }),
       ...(row.cancel_time != null && { cancellingSince: new Date(readTime(row.cancel_time)) }),
     }));
   }
@@ -280,12 +285,13 @@ export class OrderStore {
       [...prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]), orderId],
     );
     const confirmed = await this.sql.query(
-      "UPDATE orders SET state = ?, currency_code = ?, total_minor = ?, update_time = ?" +
-        " WHERE order_id = ? AND state = ? RETURNING order_id",
+      "UPDATE orders SET state = ?, currency_code = ?, total_minor = ?, update_time = ?," +
+        " confirm_time = ? WHERE order_id = ? AND state = ? RETURNING order_id",
       [
         OrderState.ORDER_STATE_CONFIRMED,
         prices.currencyCode,
         integerBinding(prices.totalMinor),
+        now,
         now,
         orderId,
         OrderState.ORDER_STATE_PENDING,

@@ -157,7 +157,22 @@ export async function setup(t: ExecutionContext) {
       )
     ).orders.length;
 
-  return { db, store, saga, handlers, users, products, order, stock, seed, count };
+  /**
+   * The handlers of a second replica on the same database: it learns of what `handlers` change
+   * only by polling, every `pollMs`.
+   */
+  const replica = (pollMs: number) =>
+    orderHandlers(
+      store,
+      new OrderSaga(
+        store,
+        { users, inventory },
+        { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
+      ),
+      { pollMs },
+    );
+
+  return { db, store, saga, handlers, replica, users, products, order, stock, seed, count };
 }
 
 /** Every message of a WatchOrder stream until it ends. */

@@ -2,6 +2,7 @@ import type { Migration } from "../../../kit/db.js";
 import { createOrders } from "./0001_create_orders.js";
 import { requestKeyPerUser } from "./0002_request_key_per_user.js";
 import { cancelTime } from "./0003_cancel_time.js";
+import { confirmTime } from "./0004_confirm_time.js";
 
 /** In order; never edit one that has shipped, add the next. */
-export const migrations: Migration[] = [createOrders, requestKeyPerUser, cancelTime];
+export const migrations: Migration[] = [createOrders, requestKeyPerUser, cancelTime, confirmTime];

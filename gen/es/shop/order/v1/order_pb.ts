@@ -618,8 +618,9 @@ export const OrderService: GenService<{
    * again after every state change. The stream ends after a final state
    * (cancelled or failed), or when the client cancels it. A change another
    * replica makes is seen within the service's poll interval (a second by
-   * default); a `CANCELLING` that ended meanwhile is still streamed, with the
-   * time it began as `update_time`. It ends UNAVAILABLE (reason
+   * default); a state the order passed through meanwhile (a `CONFIRMED`, a
+   * `CANCELLING`) is still streamed, with the time it began as `update_time`.
+   * It ends UNAVAILABLE (reason
    * `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
    * connection reaches its maximum age: watch again. A caller holds at most
    * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
