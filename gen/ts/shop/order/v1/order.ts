@@ -1353,9 +1353,11 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
 
 /**
  * Places and tracks orders. CreateOrder runs a saga over the user and
- * product services: check the user, reserve stock for every line at a
- * price snapshot, write the order, commit the reservation. Any failure
- * after the reservation releases it, so a failed order never keeps stock.
+ * product services: write the order (claiming its `request_id`) while the
+ * user is checked, then take and commit the stock of every line at a price
+ * snapshot in one call, then confirm the order at those prices. An order
+ * that fails never keeps stock, and one whose stock was committed is
+ * confirmed (by the reconciler, if the call was cut short).
  *
  * Whatever crashes, replies are lost or deadlines cut calls short, each
  * product's stock plus the units of its confirmed orders plus the units
