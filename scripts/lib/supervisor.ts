@@ -39,6 +39,13 @@ import {
 /** The file that marks a data directory as in use by one launch. */
 export const LOCK_FILE = ".shopmesh.lock";
 
+/**
+ * How long a launch waits for a replica to serve. One that exits fails the launch at once, so
+ * this bounds only a hang. A replica serves within 2 s on an idle machine, but six of them took
+ * 65 s on one at a load average of 10 to 24.
+ */
+const START_TIMEOUT_MS = 120_000;
+
 export interface LaunchOptions {
   /** When the launch began, for the "SERVING (n ms)" lines. */
   started?: number;
@@ -257,7 +264,7 @@ export class Supervisor {
     );
     await Promise.all(
       replicas.map(async (proc) => {
-        await waitServing(proc);
+        await waitServing(proc, START_TIMEOUT_MS);
         say(
           `  ${proc.spec.name.padEnd(width)} ${proc.address} SERVING (${Date.now() - started} ms)`,
         );
@@ -309,7 +316,7 @@ export class Supervisor {
    */
   async startReporting(proc: LoggedProcess): Promise<string> {
     this.add(proc);
-    return waitReported(proc);
+    return waitReported(proc, START_TIMEOUT_MS);
   }
 }
 
