@@ -113,11 +113,14 @@ export async function setup(t: ExecutionContext) {
   const { users, products, inventory } = (await shared) as Dependencies;
   const db = await testDatabase(t, "order");
   const store = new OrderStore(db);
-  const saga = new OrderSaga(
-    store,
-    { users, inventory },
-    { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
-  );
+  // Each replica has a saga of its own: it tells only its own watches of its changes.
+  const newSaga = () =>
+    new OrderSaga(
+      store,
+      { users, inventory },
+      { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
+    );
+  const saga = newSaga();
   const handlers = orderHandlers(store, saga, { pollMs: 50 });
 
   const order = async (userId: string, lines: [string, number][], requestId = "") =>
@@ -161,16 +164,7 @@ export async function setup(t: ExecutionContext) {
    * The handlers of a second replica on the same database: it learns of what `handlers` change
    * only by polling, every `pollMs`.
    */
-  const replica = (pollMs: number) =>
-    orderHandlers(
-      store,
-      new OrderSaga(
-        store,
-        { users, inventory },
-        { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
-      ),
-      { pollMs },
-    );
+  const replica = (pollMs: number) => orderHandlers(store, newSaga(), { pollMs });
 
   return { db, store, saga, handlers, replica, users, products, order, stock, seed, count };
 }
