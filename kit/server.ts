@@ -21,6 +21,7 @@ import {
 } from "./middleware/index.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
 import { observeRefusal, serverStreaming, unary } from "./served-calls.js";
+import { ServerSessions } from "./server-sessions.js";
 import type { ServiceImplementation } from "./service.js";
 import type { OpenStreams } from "./stream-ends.js";
 import {
@@ -120,9 +121,10 @@ export async function serve(
     const route = handles.get(path);
     if (route) observeRefusal(...route, refusal, call);
   };
+  const sessions = new ServerSessions();
   const server = new grpc.Server({
     ...serverOptions,
-    interceptors: [framingGuard(refused)],
+    interceptors: [framingGuard(refused), sessions.interceptor],
     ...(options.maxConnectionAgeMs
       ? {
           "grpc.max_connection_age_ms": options.maxConnectionAgeMs,
@@ -211,11 +213,14 @@ export async function serve(
           options.onGraceEnd?.();
           for (const end of openStreams.ends) end();
           server.forceShutdown();
+          // The calls that answered just now get a little time for their statuses to leave,
+          // counted from here: a grace timer that fired late must not leave them less. Then the
+          // connections still open are closed with the calls on them (a library's streams).
+          // forceShutdown alone does not close them: grpc-js lists them for it only with
+          // channelz on, which is off here.
+          setTimeout(() => sessions.cut(), STREAMS_END_MS).unref();
         }, grace);
-        // GOAWAY now, and a little after the grace period, the connections still open are
-        // closed with the calls on them (a library's streams). forceShutdown alone does not
-        // close them: grpc-js lists them for it only with channelz on, which is off here.
-        server.drain(hostPort(options.host, port), grace + STREAMS_END_MS);
+        // GOAWAY on every connection now; each closes once its calls have ended.
         server.tryShutdown(() => {
           clearTimeout(force);
           // The probes see NOT_SERVING until the main port has drained.

@@ -1,0 +1,25 @@
+// The HTTP/2 connections a server's calls run on, so that a shutdown can cut those still open a
+// fixed time after its grace period ends. grpc-js's drain() counts that time from its own call, at
+// the shutdown's start, and cannot be asked again: it forgets a connection once it is closing.
+import { constants, type Http2Session } from "node:http2";
+import type * as grpc from "@grpc/grpc-js";
+import { streamOf } from "./http2-stream.js";
+
+export class ServerSessions {
+  readonly #open = new Set<Http2Session>();
+
+  /** A server interceptor: notes the connection of every call, then lets the call go on. */
+  readonly interceptor: grpc.ServerInterceptor = (_method, call) => {
+    const session = streamOf({ call })?.session;
+    if (session && !session.destroyed && !this.#open.has(session)) {
+      this.#open.add(session);
+      session.once("close", () => this.#open.delete(session));
+    }
+    return call as grpc.ServerInterceptingCall;
+  };
+
+  /** Closes every connection still open, and the calls on it, with HTTP/2's CANCEL. */
+  cut(): void {
+    for (const session of this.#open) session.destroy(undefined, constants.NGHTTP2_CANCEL);
+  }
+}
