@@ -18,7 +18,10 @@ interface Pooled {
 
 const closed = new WeakSet<object>();
 
-/** The acquires each database's pool has not answered yet: refused the moment it closes. */
+/**
+ * What waits on each database: its pool's acquires not answered yet, and statements sleeping
+ * between two tries at SQLite's lock. Each is woken, to be refused, the moment it closes.
+ */
 const waiting = new WeakMap<object, Set<() => void>>();
 
 /** A statement refused because its database closed to new work. */
@@ -72,11 +75,29 @@ export function closable(db: Knex): Knex {
   return db;
 }
 
+/**
+ * Resolves after `ms`, or as soon as the database of `client` closes to new work: a statement
+ * waiting for a lock is refused then, and its call answers before the grace period's cut.
+ */
+export function pauseUnlessClosed(client: object, ms: number): Promise<void> {
+  if (isClosed(client)) return Promise.resolve();
+  const pending = waiting.get((client as Pooled).config);
+  return new Promise((resolve) => {
+    const wake = () => {
+      clearTimeout(timer);
+      pending?.delete(wake);
+      resolve();
+    };
+    const timer = setTimeout(wake, ms);
+    pending?.add(wake);
+  });
+}
+
 /** From now on `db` begins no statement outside the transactions already under way. */
 export function closeToNewWork(db: Knex): void {
   const { config } = db.client as unknown as Pooled;
   closed.add(config);
   const pending = waiting.get(config);
-  for (const refuse of pending ?? []) refuse();
+  for (const wake of pending ?? []) wake();
   pending?.clear();
 }

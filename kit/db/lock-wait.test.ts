@@ -5,7 +5,14 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { connectDatabase, type Knex, openDatabase, sqlOf } from "../db.js";
+import {
+  closeToNewWork,
+  connectDatabase,
+  isClosedToNewWork,
+  type Knex,
+  openDatabase,
+  sqlOf,
+} from "../db.js";
 import { itemsMigrations } from "./items.fixture.js";
 import { SQLITE_DRIVERS } from "./sqlite.js";
 
@@ -66,3 +73,33 @@ for (const driver of SQLITE_DRIVERS) {
     t.is((await db("items").count({ n: "*" }))[0]?.n, id);
   });
 }
+
+// A shutdown closes the database to new work as its grace period ends, and cuts the calls left
+// soon after: a statement waiting for a lock must be refused then, not at its next try. Only
+// better-sqlite3's waits are the kit's; node-sqlite3's run inside SQLite, on its worker thread.
+test("better-sqlite3: a write waiting for a lock is refused the moment its database closes to new work", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-lock-wait-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "items.sqlite");
+  const db = await openDatabase(file, itemsMigrations, { sqliteDriver: "better-sqlite3" });
+  t.teardown(() => db.destroy());
+  const holder = connectDatabase(file, { sqliteDriver: "better-sqlite3" });
+  t.teardown(() => holder.destroy());
+  await holder.raw("BEGIN IMMEDIATE");
+  t.teardown(() => holder.raw("ROLLBACK"));
+
+  let refused: unknown;
+  const write = sqlOf(db)
+    .query("INSERT INTO items (id, name) VALUES (?, ?)", [1, "a"])
+    .catch((error: unknown) => {
+      refused = error;
+    });
+  // Long enough for the waits between tries to reach their longest (50 ms).
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.is(refused, undefined, "still waiting for the lock");
+  closeToNewWork(db);
+  // A timer due at once runs before one the write could still be sleeping on.
+  await new Promise((resolve) => setTimeout(resolve, 0));
+  t.true(isClosedToNewWork(refused), `refused before the next timer: ${String(refused)}`);
+  await write;
+});

@@ -3,7 +3,7 @@
 // timer, for as long as the lock was held (up to 5 s). Its connections wait 0 ms instead, and a
 // statement that meets a lock runs again after short sleeps, with the event loop free meanwhile.
 // node-sqlite3 waits on a worker thread and keeps busy_timeout. Only kit/db uses this file.
-import { DatabaseClosed, isClosed } from "./closing.js";
+import { DatabaseClosed, isClosed, pauseUnlessClosed } from "./closing.js";
 
 /** How long a statement waits for a lock in all, as busy_timeout did. */
 export const LOCK_WAIT_MS = 5_000;
@@ -38,7 +38,7 @@ export async function waitingForLocks<T>(
       started ??= performance.now();
       if (performance.now() - started + pause > LOCK_WAIT_MS) throw error;
     }
-    await new Promise((resolve) => setTimeout(resolve, pause));
+    await pauseUnlessClosed(client, pause);
     if (isClosed(client)) throw new DatabaseClosed();
   }
 }
