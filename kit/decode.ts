@@ -19,7 +19,7 @@ export class Malformed {
     readonly field?: string,
     /** The refusal, when the request broke gRPC's framing rather than its message (framing.ts). */
     readonly error?: ServiceError,
-    /** The request messages the call carried: 0 or 2 when that was the framing's fault. */
+    /** The request messages grpc-js read for the call: 1, or 0 or 2 when the framing was at fault. */
     readonly messages = 1,
   ) {}
 }
