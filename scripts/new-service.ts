@@ -10,22 +10,15 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import path from "node:path";
 import { registry } from "../services/registry.js";
 import { repoRoot } from "./lib/launcher.js";
-import { RESERVED_NAMES } from "./lib/reserved-names.js";
+import { nameRefusal } from "./lib/reserved-names.js";
 
 const name = process.argv[2] ?? "";
 const fail = (message: string): never => {
   console.error(`new-service: ${message}`);
   process.exit(1);
 };
-// Ending in a letter: ts-proto capitalises what follows a digit ("List" + "a1s" is listA1S).
-if (!/^[a-z][a-z0-9]{0,29}[a-z]$/.test(name)) {
-  fail(
-    `usage: npm run new-service -- <name>, a lower-case word such as "payment" (digits inside, not last); got "${name}"`,
-  );
-}
-if ((registry.names as string[]).includes(name)) fail(`"${name}" is already registered`);
-const reserved = Object.hasOwn(RESERVED_NAMES, name) ? RESERVED_NAMES[name] : undefined;
-if (reserved) fail(`"${name}" ${reserved}; choose another name`);
+const refusal = nameRefusal(name, registry.names);
+if (refusal) fail(refusal);
 const Name = name[0]?.toUpperCase() + name.slice(1);
 const names = `${name}s`;
 const Names = `${Name}s`;

@@ -10,6 +10,8 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { repoRoot } from "../scripts/lib/launcher.js";
+import { nameRefusal } from "../scripts/lib/reserved-names.js";
+import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
 
 /** Every file of a tree (tracked and untracked, as git sees them), relative to it. */
@@ -225,27 +227,31 @@ const RESERVED = {
   kustomization: /overlays\/\*\/kustomization\.yaml/,
 };
 
-test("npm run new-service refuses every name the deployment or the tests use, before writing anything", async (t) => {
-  t.timeout(300_000);
-  const registryBefore = readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8");
+test("every name the deployment or the tests use is refused", (t) => {
   for (const [name, why] of Object.entries(RESERVED)) {
-    const run = await exec(process.execPath, ["--import", "tsx", "scripts/new-service.ts", name]);
-    t.is(run.code, 1, `${name}: ${run.stdout}${run.stderr}`);
-    t.regex(run.stderr, new RegExp(`^new-service: "${name}" `), name);
-    t.regex(run.stderr, why, name);
-    t.regex(run.stderr, /choose another name/, name);
-    t.false(existsSync(path.join(repoRoot, "proto", "shop", name)), `${name}: nothing written`);
-    t.false(existsSync(path.join(repoRoot, "services", name)), `${name}: nothing written`);
+    const refusal = nameRefusal(name, registry.names) ?? "";
+    t.regex(refusal, new RegExp(`^"${name}" `), name);
+    t.regex(refusal, why, name);
+    t.regex(refusal, /choose another name/, name);
   }
   // Not a word the scaffold can use: ts-proto would name its rpcs otherwise.
-  const digit = await exec(process.execPath, [
-    "--import",
-    "tsx",
-    "scripts/new-service.ts",
-    "oauth2",
-  ]);
-  t.is(digit.code, 1);
-  t.regex(digit.stderr, /^new-service: usage: .*digits inside, not last/);
-  t.false(existsSync(path.join(repoRoot, "services", "oauth2")));
-  t.is(readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8"), registryBefore);
+  t.regex(nameRefusal("oauth2", registry.names) ?? "", /^usage: .*digits inside, not last/);
+  t.regex(nameRefusal("user", registry.names) ?? "", /^"user" is already registered/);
+  t.is(nameRefusal("payment", registry.names), undefined);
 });
+
+// The command itself, for a reserved name and a malformed one: each refusal is its one line.
+for (const [name, refusal] of [
+  ["users", /^new-service: "users" names a client of the test fleets.*choose another name/],
+  ["oauth2", /^new-service: usage: .*digits inside, not last/],
+] as const) {
+  test(`npm run new-service -- ${name} exits 1 before writing anything`, async (t) => {
+    const registryBefore = readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8");
+    const run = await exec(process.execPath, ["--import", "tsx", "scripts/new-service.ts", name]);
+    t.is(run.code, 1, `${run.stdout}${run.stderr}`);
+    t.regex(run.stderr, refusal);
+    t.false(existsSync(path.join(repoRoot, "proto", "shop", name)), "no proto written");
+    t.false(existsSync(path.join(repoRoot, "services", name)), "no service folder written");
+    t.is(readFileSync(path.join(repoRoot, "services", "registry.ts"), "utf8"), registryBefore);
+  });
+}

@@ -33,3 +33,14 @@ export const RESERVED_NAMES: Readonly<Record<string, string>> = {
   autoscaling: overlayFile("autoscaling"),
   kustomization: overlayFile("kustomization"),
 };
+
+/** Why `name` cannot be a new service's, or undefined when it can; `registered`: the registry's. */
+export function nameRefusal(name: string, registered: readonly string[]): string | undefined {
+  // Ending in a letter: ts-proto capitalises what follows a digit ("List" + "a1s" is listA1S).
+  if (!/^[a-z][a-z0-9]{0,29}[a-z]$/.test(name)) {
+    return `usage: npm run new-service -- <name>, a lower-case word such as "payment" (digits inside, not last); got "${name}"`;
+  }
+  if (registered.includes(name)) return `"${name}" is already registered`;
+  const reserved = Object.hasOwn(RESERVED_NAMES, name) ? RESERVED_NAMES[name] : undefined;
+  return reserved && `"${name}" ${reserved}; choose another name`;
+}
