@@ -10,6 +10,7 @@ import { connectDatabase } from "../kit/db.js";
 import { dependencyAddresses } from "../kit/runtime.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
+import { compiledEntry } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
@@ -202,7 +203,7 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
 async function startWith(t: ExecutionContext, env: Record<string, string>) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return exec(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+  return exec(process.execPath, [await compiledEntry("services/main.ts")], {
     env: { SHOP_DATA_DIR: dir, SHOP_PORT: "0", SHOP_METRICS: "false", ...env },
     timeoutMs: 30_000,
   });
@@ -267,17 +268,13 @@ for (const [env, message] of leaks) {
 test.serial(
   "scripts/migrate.ts names the variable of a database it cannot open, without its password",
   async (t) => {
-    const run = await exec(
-      process.execPath,
-      ["--import", "tsx", path.join("scripts", "migrate.ts")],
-      {
-        env: {
-          SHOP_SERVICE: "order",
-          SHOP_ORDER_DATABASE_URL: "postgres://shop:hunter2@127.0.0.1:64999/shop",
-        },
-        timeoutMs: 30_000,
+    const run = await exec(process.execPath, [await compiledEntry("scripts/migrate.ts")], {
+      env: {
+        SHOP_SERVICE: "order",
+        SHOP_ORDER_DATABASE_URL: "postgres://shop:hunter2@127.0.0.1:64999/shop",
       },
-    );
+      timeoutMs: 30_000,
+    });
     t.is(run.code, 1, run.stderr);
     t.regex(
       run.stderr,
@@ -298,8 +295,8 @@ const freePort = (host: string) =>
   });
 
 /** A product service process with `env` over this one's, killed when `t` ends. */
-function spawnProduct(t: ExecutionContext, env: Record<string, string>): void {
-  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+async function spawnProduct(t: ExecutionContext, env: Record<string, string>): Promise<void> {
+  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
     cwd: repoRoot,
     env: { ...process.env, SHOP_SERVICE: "product", ...env },
     stdio: "ignore",
@@ -312,7 +309,7 @@ test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) 
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const [port, metricsPort] = [await freePort("::1"), await freePort("::1")];
-  spawnProduct(t, {
+  await spawnProduct(t, {
     SHOP_DATA_DIR: dir,
     SHOP_HOST: "::1",
     SHOP_PORT: String(port),
@@ -358,7 +355,7 @@ test.serial("SHOP_METRICS_PORT serves though none follows from SHOP_PORT", async
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // The product's offset (+ 1000) would put its metrics on 65990, past the last port.
   const [port, metricsPort] = [64990, 64991];
-  spawnProduct(t, {
+  await spawnProduct(t, {
     SHOP_DATA_DIR: dir,
     SHOP_PORT: String(port),
     SHOP_METRICS_PORT: String(metricsPort),

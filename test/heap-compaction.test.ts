@@ -8,6 +8,7 @@ import path from "node:path";
 import test from "ava";
 import { NODE_OPTIONS } from "../deploy/settings.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
+import { compiledEntry } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 
 for (const [how, nodeOptions, compacts] of [
@@ -17,7 +18,7 @@ for (const [how, nodeOptions, compacts] of [
   test(`a service started ${how} ${compacts ? "compacts and counts" : "neither compacts nor counts"} a compaction of its heap as it begins to serve`, async (t) => {
     const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-heap-compaction-"));
     t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+    const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
       cwd: repoRoot,
       env: {
         ...process.env,

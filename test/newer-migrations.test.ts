@@ -10,6 +10,7 @@ import { pino } from "pino";
 import { type Knex, type Migration, openDatabase } from "../kit/db.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
+import { compiledEntry } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec, grpcurl } from "./helpers/exec.js";
 import { onPostgres, opening, openingIn, postgres } from "./helpers/storage.js";
@@ -73,22 +74,18 @@ test.serial("openDatabase runs its own missing migrations and keeps a newer buil
 });
 
 /** Runs a product service on `env` until the test ends; resolves with it and its stdout. */
-function startProduct(t: ExecutionContext, env: Record<string, string>) {
-  const child: ChildProcess = spawn(
-    process.execPath,
-    ["--import", "tsx", path.join("services", "main.ts")],
-    {
-      cwd: repoRoot,
-      env: {
-        ...process.env,
-        SHOP_SERVICE: "product",
-        SHOP_PORT: "0",
-        SHOP_METRICS: "false",
-        ...env,
-      },
-      stdio: ["ignore", "pipe", "pipe"],
+async function startProduct(t: ExecutionContext, env: Record<string, string>) {
+  const child: ChildProcess = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
+    cwd: repoRoot,
+    env: {
+      ...process.env,
+      SHOP_SERVICE: "product",
+      SHOP_PORT: "0",
+      SHOP_METRICS: "false",
+      ...env,
     },
-  );
+    stdio: ["ignore", "pipe", "pipe"],
+  });
   t.teardown(() => {
     child.kill("SIGKILL");
   });
@@ -114,7 +111,7 @@ test.serial(
     const { location, env } = await emptyDatabase(t);
     if (onPostgres()) openingIn(location);
     await migratedByANewerBuild(location);
-    const output = startProduct(t, env);
+    const output = await startProduct(t, env);
     const address = await eventually(
       "the product service serving",
       () => lines(output.stdout).find((line) => line.msg === "serving")?.address,
@@ -135,7 +132,7 @@ test.serial(
 test.serial("scripts/migrate.ts migrates a database a newer build migrated", async (t) => {
   const { location, env } = await emptyDatabase(t);
   await migratedByANewerBuild(location);
-  const run = await exec(process.execPath, ["--import", "tsx", "scripts/migrate.ts"], {
+  const run = await exec(process.execPath, [await compiledEntry("scripts/migrate.ts")], {
     env: { SHOP_SERVICE: "product", ...env },
     timeoutMs: 30_000,
   });

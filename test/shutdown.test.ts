@@ -17,6 +17,7 @@ import { startService } from "../kit/runtime.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
+import { compiledEntry } from "./helpers/build.js";
 import { until } from "./helpers/eventually.js";
 import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
 
@@ -160,7 +161,7 @@ test("a call its server cuts off at the grace period's end is UNAVAILABLE to the
 test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const child = spawn(process.execPath, ["--import", "tsx", path.join("services", "main.ts")], {
+  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
     cwd: repoRoot,
     env: {
       ...process.env,

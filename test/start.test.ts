@@ -108,7 +108,8 @@ function assertServicesListed(t: ExecutionContext, stdout: string) {
 }
 
 test.serial("every grpcurl command in the banner works exactly as printed", async (t) => {
-  const shop = await launch(t, "start");
+  // The services' TypeScript through tsx, as `npm start` runs them on a fresh clone.
+  const shop = await launch(t, "start", { runtime: "tsx" });
   const commands = bannerCommands(shop.banner);
   t.deepEqual(
     commands.map((c) => c.action),
@@ -333,6 +334,20 @@ test.serial(
     }
   },
 );
+
+test.serial("SHOP_BUILD_DIR without a build stops the launcher before any service", async (t) => {
+  const proc = await spawnLaunch("start", { env: { SHOP_BUILD_DIR: "no-such-build" } });
+  t.teardown(() => proc.kill());
+  const { code, output } = await failedLaunch(proc);
+  t.is(code, 1, output);
+  t.regex(
+    output,
+    /SHOP_BUILD_DIR: no no-such-build\/services\/main\.js; run `npm run build` first/,
+  );
+  for (const [name, port] of Object.entries(proc.ports)) {
+    t.false(await isListening(port), `${name} left running on ${port}`);
+  }
+});
 
 test.serial("two launches never share a data directory", async (t) => {
   const first = await launch(t, "start", { args: ["--no-seed"] });

@@ -31,6 +31,8 @@ export interface Checkout {
   runtimeEnv: Readonly<Record<string, string>>;
   /** Its services' migrations, which migrate its databases; this checkout's registry's if unset. */
   migrations?: Readonly<Record<ServiceName, readonly Migration[]>>;
+  /** Where its compiled JavaScript is: `npm run build`'s <root>/dist unless set. */
+  build?: string;
 }
 
 /** The checkout this code runs from. */
@@ -42,8 +44,28 @@ export const THIS_CHECKOUT: Checkout = { root: repoRoot, runtimeEnv: RUNTIME_ENV
  */
 export const mainFor = (runtime: Runtime, checkout = THIS_CHECKOUT) =>
   runtime === "compiled"
-    ? path.join(checkout.root, "dist", "services", "main.js")
+    ? path.join(checkout.build ?? path.join(checkout.root, "dist"), "services", "main.js")
     : path.join(checkout.root, "services", "main.ts");
+
+/**
+ * How `npm start` and `npm run mesh` run the services: their TypeScript through tsx, or, with
+ * SHOP_BUILD_DIR set, the JavaScript compiled into that folder (`npm run build` writes dist/), as
+ * the image runs it. The tests run the services from a build of their own (test/helpers/build.ts).
+ */
+export function launcherRuntime(env: NodeJS.ProcessEnv = process.env): {
+  runtime: Runtime;
+  checkout: Checkout;
+} {
+  const build = env.SHOP_BUILD_DIR;
+  if (!build) return { runtime: "tsx", checkout: THIS_CHECKOUT };
+  const checkout = { ...THIS_CHECKOUT, build: path.resolve(build) };
+  if (!existsSync(mainFor("compiled", checkout))) {
+    throw new LaunchError(
+      `SHOP_BUILD_DIR: no ${path.join(build, "services", "main.js")}; run \`npm run build\` first`,
+    );
+  }
+  return { runtime: "compiled", checkout };
+}
 
 // Compiled code runs with the image's environment: its NODE_OPTIONS as Node's flags, so that a
 // caller's own NODE_OPTIONS cannot replace them, and the rest as variables.
@@ -183,8 +205,9 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
     SHOP_PORT: String(spec.port),
     ...spec.env,
   };
-  const runtime = spec.runtime ?? "tsx";
-  const { checkout } = spec;
+  const { runtime, checkout } = spec.runtime
+    ? { runtime: spec.runtime, checkout: spec.checkout }
+    : launcherRuntime();
   const main = mainFor(runtime, checkout);
   const proc = forkLogged(spec.name, main, [spec.service], logDir, env, runtime, checkout);
   const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };

@@ -45,6 +45,7 @@ import { freePorts } from "../../scripts/lib/ports.js";
 import { createOrderService, type OrderSettings } from "../../services/order/service.js";
 import { createProductService, type ProductSettings } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { compiled } from "./build.js";
 import { testCallers } from "./credentials.js";
 import { Faults } from "./faults.js";
 import { freshDatabase, onPostgres, opening, openingIn } from "./storage.js";
@@ -252,10 +253,11 @@ async function spawnProcessFleetOnce(options: ProcessFleetOptions): Promise<Proc
     return spec;
   };
   const running = new Map<string, RunningProcess>();
+  const runtime = await compiled();
   const spawn = (service: ServiceName, i: number) => {
     const spec = specOf(service, i);
     const env = { SHOP_LOG_LEVEL: "warn", SHOP_SHUTDOWN_GRACE_MS: "2000", ...options.env };
-    const proc = spawnService({ ...spec, env: { ...spec.env, ...env } }, plan.logDir);
+    const proc = spawnService({ ...spec, ...runtime, env: { ...spec.env, ...env } }, plan.logDir);
     running.set(spec.name, proc);
     return proc;
   };

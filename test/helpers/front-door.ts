@@ -35,6 +35,7 @@ import {
 } from "../../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { compiled } from "./build.js";
 import { edgeTransport, meshSecurity, testCallers } from "./credentials.js";
 import { eventually, until } from "./eventually.js";
 import { childPids, isListening, type Launch, startLaunch } from "./launch.js";
@@ -182,7 +183,7 @@ export class MeshUnderTest {
 
   /** Starts a replica again exactly as the launcher did, and waits until it is SERVING. */
   async restartReplica(name: string): Promise<void> {
-    const proc = spawnService(this.spec(name), this.plan.logDir);
+    const proc = spawnService({ ...this.spec(name), ...(await compiled()) }, this.plan.logDir);
     this.replacements.set(name, proc);
     await waitServing(proc);
   }

@@ -1,6 +1,7 @@
 // The one way tests launch: the real `npm start` (scripts/start.ts) or `npm run mesh`
 // (scripts/mesh.ts) as a child process on free ports with a data directory of its own, waiting for
 // its ready banner. The plan is built from the same environment, so a test knows every address.
+// The services run compiled (SHOP_BUILD_DIR, test/helpers/build.ts) unless `runtime: "tsx"`.
 //
 //   const shop = await launch(t, "start");      // stopped (SIGINT) by t.teardown, which checks
 //   shop.addresses.user; shop.banner;           //   the exit code and that every port is free
@@ -16,9 +17,10 @@ import path from "node:path";
 import type { ExecutionContext } from "ava";
 import { serviceVariable } from "../../kit/registry.js";
 import { MESH_BANNER_END, READY, START_BANNER_END } from "../../scripts/lib/banner.js";
-import { repoRoot } from "../../scripts/lib/launcher.js";
+import { type Runtime, repoRoot } from "../../scripts/lib/launcher.js";
 import { type FleetPlan, freePortEnv, HOST, meshPlan, startPlan } from "../../scripts/lib/plan.js";
 import { registry, type ServiceName } from "../../services/registry.js";
+import { servicesBuild } from "./build.js";
 
 export { HOST };
 
@@ -43,6 +45,11 @@ export interface LaunchOptions {
   replicas?: number;
   /** How long to wait for the banner; 90 s by default. */
   readyTimeoutMs?: number;
+  /**
+   * How the launcher runs the services: compiled (test/helpers/build.ts) by default, or their
+   * TypeScript through tsx, as `npm start` does unless SHOP_BUILD_DIR is set.
+   */
+  runtime?: Runtime;
 }
 
 export interface ExitStatus {
@@ -151,6 +158,7 @@ export async function spawnLaunch(
   for (const [name, port] of Object.entries(options.ports ?? {})) {
     env[serviceVariable(name, "PORTS")] = String(port);
   }
+  if (options.runtime !== "tsx") env.SHOP_BUILD_DIR = await servicesBuild();
   Object.assign(env, options.env);
   const dataDir = options.dataDir ?? (await mkdtemp(path.join(tmpdir(), `shopmesh-${kind}-`)));
   env.SHOP_DATA_DIR = dataDir;

@@ -13,6 +13,7 @@ import { privateTempDir, startLocalPostgres } from "../../scripts/lib/postgres.j
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry } from "../../services/registry.js";
 import { userService } from "../../services/user/service.js";
+import { compiledEntry } from "../helpers/build.js";
 import { signedInClient } from "../helpers/credentials.js";
 import { until } from "../helpers/eventually.js";
 import { exec } from "../helpers/exec.js";
@@ -172,8 +173,8 @@ test("a process takes SHOP_USER_DATABASE_URL over SHOP_DATABASE_URL, and refuses
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-url-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   // scripts/migrate.ts reads the settings as a service process does, migrates, and exits.
-  const run = (env: Record<string, string>) =>
-    exec(process.execPath, ["--import", "tsx", path.join("scripts", "migrate.ts")], {
+  const run = async (env: Record<string, string>) =>
+    exec(process.execPath, [await compiledEntry("scripts/migrate.ts")], {
       env: { SHOP_SERVICE: "user", SHOP_DATA_DIR: dir, ...env },
       timeoutMs: 30_000,
     });

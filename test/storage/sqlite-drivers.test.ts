@@ -15,6 +15,7 @@ import {
   type SqliteDriver,
 } from "../../kit/db.js";
 import { registry } from "../../services/registry.js";
+import { compiledEntry } from "../helpers/build.js";
 import { exec } from "../helpers/exec.js";
 import { childPids, launch } from "../helpers/launch.js";
 
@@ -114,13 +115,9 @@ test("SHOP_SQLITE_DRIVER=sqlite3 runs every service process on node-sqlite3", as
 
 test("an unknown SHOP_SQLITE_DRIVER stops a process before it opens anything", async (t) => {
   const dir = await tempDir(t);
-  const run = await exec(
-    process.execPath,
-    ["--import", "tsx", path.join("scripts", "migrate.ts")],
-    {
-      env: { SHOP_SERVICE: "user", SHOP_DATA_DIR: dir, SHOP_SQLITE_DRIVER: "sqlite" },
-    },
-  );
+  const run = await exec(process.execPath, [await compiledEntry("scripts/migrate.ts")], {
+    env: { SHOP_SERVICE: "user", SHOP_DATA_DIR: dir, SHOP_SQLITE_DRIVER: "sqlite" },
+  });
   t.is(run.code, 1);
   t.regex(run.stderr, /SHOP_SQLITE_DRIVER must be one of better-sqlite3, sqlite3, got "sqlite"/);
 });
