@@ -1,6 +1,3 @@
-// Settings a service cannot work with stop it at start, with one line naming the variable, before
-// it serves a call: never a service that starts and then fails its callers.
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
@@ -8,9 +5,9 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { connectDatabase } from "../kit/db.js";
 import { dependencyAddresses } from "../kit/runtime.js";
-import { repoRoot, tool } from "../scripts/lib/launcher.js";
+import { tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
-import { compiledEntry } from "./helpers/build.js";
+import { compiledEntry, serviceProcess } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
@@ -296,14 +293,7 @@ const freePort = (host: string) =>
 
 /** A product service process with `env` over this one's, killed when `t` ends. */
 async function spawnProduct(t: ExecutionContext, env: Record<string, string>): Promise<void> {
-  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
-    cwd: repoRoot,
-    env: { ...process.env, SHOP_SERVICE: "product", ...env },
-    stdio: "ignore",
-  });
-  t.teardown(() => {
-    child.kill("SIGKILL");
-  });
+  await serviceProcess(t, { SHOP_SERVICE: "product", ...env }, "ignore");
 }
 test.serial("SHOP_HOST=::1 serves gRPC and metrics on IPv6 loopback", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));

@@ -1,14 +1,9 @@
-// A service run with the image's Node options compacts its heap as it begins to serve, says so in
-// its `serving` line and counts it as a background task in its metrics; the compaction itself is
-// kit/heap.test.ts's.
-import { spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { NODE_OPTIONS } from "../deploy/settings.js";
-import { repoRoot } from "../scripts/lib/launcher.js";
-import { compiledEntry } from "./helpers/build.js";
+import { serviceProcess } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 
 for (const [how, nodeOptions, compacts] of [
@@ -18,10 +13,9 @@ for (const [how, nodeOptions, compacts] of [
   test(`a service started ${how} ${compacts ? "compacts and counts" : "neither compacts nor counts"} a compaction of its heap as it begins to serve`, async (t) => {
     const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-heap-compaction-"));
     t.teardown(() => rm(dir, { recursive: true, force: true }));
-    const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
-      cwd: repoRoot,
-      env: {
-        ...process.env,
+    const child = await serviceProcess(
+      t,
+      {
         NODE_OPTIONS: nodeOptions,
         SHOP_SERVICE: "user",
         SHOP_PORT: "0",
@@ -29,11 +23,8 @@ for (const [how, nodeOptions, compacts] of [
         SHOP_DATA_DIR: dir,
         SHOP_LOG_LEVEL: "info",
       },
-      stdio: ["ignore", "pipe", "inherit"],
-    });
-    t.teardown(() => {
-      child.kill("SIGKILL");
-    });
+      ["ignore", "pipe", "inherit"],
+    );
     let stdout = "";
     child.stdout?.on("data", (chunk) => {
       stdout += chunk;

@@ -1,16 +1,11 @@
-// A database a newer build migrated, as an older one meets it mid-rollout or after a rollback:
-// the older build starts on it, runs its own migrations the database lacks, and names the ones it
-// does not know in one warning. Again on PostgreSQL through newer-migrations.postgres.test.ts.
-import { type ChildProcess, spawn } from "node:child_process";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { pino } from "pino";
 import { type Knex, type Migration, openDatabase } from "../kit/db.js";
-import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
-import { compiledEntry } from "./helpers/build.js";
+import { compiledEntry, serviceProcess } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";
 import { exec, grpcurl } from "./helpers/exec.js";
 import { onPostgres, opening, openingIn, postgres } from "./helpers/storage.js";
@@ -75,19 +70,11 @@ test.serial("openDatabase runs its own missing migrations and keeps a newer buil
 
 /** Runs a product service on `env` until the test ends; resolves with it and its stdout. */
 async function startProduct(t: ExecutionContext, env: Record<string, string>) {
-  const child: ChildProcess = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
-      SHOP_SERVICE: "product",
-      SHOP_PORT: "0",
-      SHOP_METRICS: "false",
-      ...env,
-    },
-    stdio: ["ignore", "pipe", "pipe"],
-  });
-  t.teardown(() => {
-    child.kill("SIGKILL");
+  const child = await serviceProcess(t, {
+    SHOP_SERVICE: "product",
+    SHOP_PORT: "0",
+    SHOP_METRICS: "false",
+    ...env,
   });
   const output = { stdout: "", stderr: "" };
   child.stdout?.on("data", (chunk) => {

@@ -1,8 +1,3 @@
-// A shutdown waits for the calls in flight up to SHOP_SHUTDOWN_GRACE_MS, then closes what is left:
-// a stream that never ends by itself (Health/Watch here, WatchOrder in the mesh) must not hold a
-// rolling restart until the orchestrator kills the process. The calls still running then answer
-// before they are cut, each as the contract says, and write nothing afterwards.
-import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
@@ -14,10 +9,9 @@ import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
-import { repoRoot } from "../scripts/lib/launcher.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
-import { compiledEntry } from "./helpers/build.js";
+import { serviceProcess } from "./helpers/build.js";
 import { until } from "./helpers/eventually.js";
 import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
 
@@ -161,23 +155,19 @@ test("a call its server cuts off at the grace period's end is UNAVAILABLE to the
 test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
-    cwd: repoRoot,
-    env: {
-      ...process.env,
+  const child = await serviceProcess(
+    t,
+    {
       SHOP_SERVICE: "product",
       SHOP_PORT: "0",
       SHOP_METRICS: "false",
       SHOP_DATA_DIR: dir,
       SHOP_SHUTDOWN_GRACE_MS: "1500",
     },
-    stdio: ["ignore", "pipe", "inherit"],
-  });
-  t.teardown(() => {
-    child.kill("SIGKILL");
-  });
+    ["ignore", "pipe", "inherit"],
+  );
   let output = "";
-  child.stdout.on("data", (chunk) => {
+  child.stdout?.on("data", (chunk) => {
     output += chunk;
   });
   const exited = once(child, "exit");

@@ -4,12 +4,15 @@
 // running side by side share one build. README's quick start and test/start.test.ts still start
 // `npm start` through tsx, as a developer does.
 //
-//   const dir = await servicesBuild();               // <repo>/.build/test/<hash>
-//   spawn(process.execPath, [...execArgvFor("compiled"), path.join(dir, "services", "main.js")]);
+//   const child = await serviceProcess(t, { SHOP_SERVICE: "user" });   // killed when t ends
+//   await exec(process.execPath, [await compiledEntry("scripts/migrate.ts")]);
+//   spawnService({ ...spec, ...(await compiled()) }, logDir);          // as the launcher would
+import { type ChildProcess, type StdioOptions, spawn } from "node:child_process";
 import { createHash } from "node:crypto";
 import { existsSync } from "node:fs";
 import { mkdir, readdir, readFile, rename, rm, stat } from "node:fs/promises";
 import path from "node:path";
+import type { ExecutionContext } from "ava";
 import { bundleServices } from "../../scripts/lib/build.js";
 import {
   type Checkout,
@@ -88,4 +91,24 @@ export async function compiled(): Promise<{ runtime: Runtime; checkout: Checkout
 /** An entry point (services/main.ts, scripts/migrate.ts) in the test build: `node <file>` runs it. */
 export async function compiledEntry(entry: string): Promise<string> {
   return path.join(await servicesBuild(), entry.replace(/\.ts$/, ".js"));
+}
+
+/**
+ * A service process run from the test build, with `env` over this process's environment; killed
+ * when `t` ends.
+ */
+export async function serviceProcess(
+  t: ExecutionContext,
+  env: Record<string, string>,
+  stdio: StdioOptions = ["ignore", "pipe", "pipe"],
+): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
+    cwd: repoRoot,
+    env: { ...process.env, ...env },
+    stdio,
+  });
+  t.teardown(() => {
+    child.kill("SIGKILL");
+  });
+  return child;
 }
