@@ -51,7 +51,8 @@ stamp_ok() {
 }
 
 # Serialise installs between concurrent callers (e.g. parallel test runs); taken only when
-# something has to be installed, and each part re-checks its stamp once it holds the lock.
+# something has to be installed (by "all" at once), and each part re-checks its stamp once it
+# holds the lock.
 LOCKED=""
 lock() {
   [[ -n "$LOCKED" ]] && return 0
@@ -236,12 +237,24 @@ part_otlp() {
   log "otlp ok"
 }
 
+# Every part but node. Go's builds and pip's installs run side by side: the builds keep the CPU
+# busy while pip mostly waits on downloads. The lock is taken first, so both halves hold it.
+part_all() {
+  lock
+  local go_pid py_pid failed=0
+  (part_grpcurl; part_ghz; part_go_plugins; part_health_probe; part_k8s) & go_pid=$!
+  (part_python; part_otlp) & py_pid=$!
+  wait "$go_pid" || failed=1
+  wait "$py_pid" || failed=1
+  ((failed == 0)) || die "some tools failed to install (above)"
+}
+
 main() {
   local parts=("$@") p
   ((${#parts[@]})) || parts=(all)
   for p in "${parts[@]}"; do
     case "$p" in
-      all) part_grpcurl; part_ghz; part_go_plugins; part_health_probe; part_k8s; part_python; part_otlp ;;
+      all) part_all ;;
       node) part_node ;;
       grpcurl) part_grpcurl ;;
       ghz) part_ghz ;;
