@@ -21,6 +21,7 @@ import {
   waitReported,
 } from "../../scripts/lib/launcher.js";
 import { freePorts } from "../../scripts/lib/ports.js";
+import { compiled } from "../helpers/build.js";
 import { ADMIN_TOKEN, CERTS } from "../helpers/credentials.js";
 import { expectStatus } from "../helpers/status.js";
 
@@ -66,6 +67,7 @@ async function startProduct(env: Record<string, string>, host = "127.0.0.1") {
       host,
       port,
       env: { SHOP_DATABASE: ":memory:", SHOP_LOG_LEVEL: "warn", ...env },
+      ...(await compiled()),
     },
     dataDir,
   );
