@@ -3,8 +3,11 @@
 // the code rather than gate it.
 import { execFileSync } from "node:child_process";
 import path from "node:path";
+import { fileURLToPath } from "node:url";
 import { bundleServices } from "./lib/build.js";
-import { repoRoot } from "./lib/launcher.js";
+
+// Not launcher.ts's: importing it would load grpc-js and the kit for one path.
+const repoRoot = fileURLToPath(new URL("..", import.meta.url));
 
 if (!process.argv.includes("--no-typecheck")) {
   execFileSync("npx", ["tsc", "--noEmit", "-p", "tsconfig.build.json"], {

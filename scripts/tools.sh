@@ -50,9 +50,9 @@ stamp_ok() {
   [[ "$got" == "$2" ]]
 }
 
-# Serialise installs between concurrent callers (e.g. parallel test runs); taken only when
-# something has to be installed (by "all" at once), and each part re-checks its stamp once it
-# holds the lock.
+# Serialise installs between concurrent callers (e.g. parallel test runs); a single part takes it
+# only when it has something to install ("all" takes it up front), and each part re-checks its
+# stamp once it holds the lock.
 LOCKED=""
 lock() {
   [[ -n "$LOCKED" ]] && return 0

@@ -11,7 +11,7 @@ import { build } from "esbuild";
 const repoRoot = fileURLToPath(new URL("../..", import.meta.url));
 
 /** Entry points, built to <out>/<same path>.js. */
-export const ENTRY_POINTS = ["services/main.ts", "scripts/migrate.ts", "scripts/seed.ts"];
+const ENTRY_POINTS = ["services/main.ts", "scripts/migrate.ts", "scripts/seed.ts"];
 
 /** Loaded from node_modules at run time, not bundled. */
 const EXTERNAL = [
