@@ -55,6 +55,15 @@ export const permissionDenied = (reason: string, message: string) =>
 /** Longest a verified token is remembered, so a key taken out of the JWKS stops working soon. */
 const CACHE_MS = 60_000;
 const CACHE_SIZE = 1_000;
+/** How far past its `exp` a token is still accepted: the clocks of its issuer and ours may differ. */
+const CLOCK_SKEW_S = 30;
+
+/** A token that passed: who it names, and until when a call with it is accepted. */
+export interface VerifiedToken {
+  readonly caller: Caller;
+  /** Ms since the epoch: the token's `exp` plus the clock skew allowed. */
+  readonly acceptedUntil: number;
+}
 
 /**
  * Verifies bearer tokens: signature (ES256 or RS256, by a key of the JWKS), issuer, audience,
@@ -64,7 +73,7 @@ const CACHE_SIZE = 1_000;
  */
 export class TokenVerifier {
   private readonly keys: JWTVerifyGetKey;
-  private readonly cache = new Map<string, { caller: Caller; until: number }>();
+  private readonly cache = new Map<string, { verified: VerifiedToken; until: number }>();
 
   constructor(private readonly settings: JwtSettings) {
     this.keys = createLocalJWKSet(settings.jwks);
@@ -74,10 +83,10 @@ export class TokenVerifier {
     }
   }
 
-  async verify(token: string): Promise<Caller> {
+  async verify(token: string): Promise<VerifiedToken> {
     const now = Date.now();
     const hit = this.cache.get(token);
-    if (hit && hit.until > now) return hit.caller;
+    if (hit && hit.until > now) return hit.verified;
     let payload: Awaited<ReturnType<typeof jwtVerify>>["payload"];
     try {
       ({ payload } = await jwtVerify(token, this.keys, {
@@ -85,7 +94,7 @@ export class TokenVerifier {
         audience: this.settings.audience,
         algorithms: ["ES256", "RS256"],
         requiredClaims: ["sub", "exp"],
-        clockTolerance: 30,
+        clockTolerance: CLOCK_SKEW_S,
       }));
     } catch (error) {
       if (error instanceof joseErrors.JWTExpired) {
@@ -98,16 +107,17 @@ export class TokenVerifier {
     if (typeof sub !== "string" || sub === "") {
       throw unauthenticated("TOKEN_INVALID", "the token names no subject");
     }
-    const caller: Caller = {
-      userId: sub,
-      roles: Array.isArray(roles) ? roles.filter((role) => typeof role === "string") : [],
+    const expires = (payload.exp as number) * 1000;
+    const verified: VerifiedToken = {
+      caller: {
+        userId: sub,
+        roles: Array.isArray(roles) ? roles.filter((role) => typeof role === "string") : [],
+      },
+      acceptedUntil: expires + CLOCK_SKEW_S * 1000,
     };
     if (this.cache.size >= CACHE_SIZE) this.cache.clear();
-    this.cache.set(token, {
-      caller,
-      until: Math.min(now + CACHE_MS, (payload.exp as number) * 1000),
-    });
-    return caller;
+    this.cache.set(token, { verified, until: Math.min(now + CACHE_MS, expires) });
+    return verified;
   }
 }
 

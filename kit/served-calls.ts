@@ -154,6 +154,8 @@ export function serverStreaming(
           ctx.settle();
           call.emit("error", sent);
           ctx.finish(seen);
+          // A middleware may end a stream whose handler still waits (auth, at the token's expiry).
+          ctx.stop();
         },
       )
       .finally(unwatch);

@@ -6,6 +6,7 @@ import {
   type TokenVerifier,
   unauthenticated,
 } from "../auth.js";
+import type { ServiceError } from "../errors.js";
 import { peerIdentity } from "../tls.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
@@ -29,7 +30,8 @@ export interface AuthOptions {
  * have added), and the mTLS peer certificate. A verified caller is in `ctx.get(CALLER)` and its
  * user id in every log line. Refusals are UNAUTHENTICATED (TOKEN_MISSING, TOKEN_EXPIRED,
  * TOKEN_INVALID) or PERMISSION_DENIED (ADMIN_REQUIRED, INTERNAL_API); ownership is the handlers'
- * (kit/auth.ts requireOwner), where the data is read.
+ * (kit/auth.ts requireOwner), where the data is read. A server stream lasts only as long as its
+ * token: it ends UNAUTHENTICATED (TOKEN_EXPIRED) once a new call with that token would be refused.
  */
 export function authServer(options: AuthOptions): ServerMiddleware {
   return {
@@ -55,6 +57,7 @@ export function authServer(options: AuthOptions): ServerMiddleware {
           return next(request, ctx);
         };
       }
+      const streams = method.kind === "server_streaming";
       return async (request, ctx) => {
         const token = bearerToken(ctx.metadata.get(AUTHORIZATION));
         if (token === undefined) {
@@ -62,16 +65,57 @@ export function authServer(options: AuthOptions): ServerMiddleware {
             throw unauthenticated("TOKEN_MISSING", "this call needs a bearer token");
           return next(request, ctx);
         }
-        const caller = await options.verifier.verify(token);
+        const { caller, acceptedUntil } = await options.verifier.verify(token);
         if (rule.kind === "admin" && !caller.roles.includes("admin")) {
           throw permissionDenied("ADMIN_REQUIRED", `${method.rpc} needs role admin`);
         }
         ctx.set(CALLER, caller);
         ctx.logFields.user_id = caller.userId;
-        return next(request, ctx);
+        if (!streams) return next(request, ctx);
+        const messages = (await next(request, ctx)) as AsyncIterable<unknown>;
+        return endAt(messages, acceptedUntil, () =>
+          unauthenticated("TOKEN_EXPIRED", "the token has expired; call again with a new one"),
+        );
       };
     },
   };
+}
+
+/** Node's timers fire at once past this many ms (about 24.8 days); a longer wait is taken in steps. */
+const LONGEST_TIMER_MS = 2 ** 31 - 1;
+
+/**
+ * The stream's messages until `at` (ms since the epoch), then `error()`: a message not yet sent
+ * by then is not sent. The handler's iterator is returned, so it stops at its next message;
+ * served-calls.ts aborts the call's signal, which wakes one that waits for a change.
+ */
+async function* endAt(
+  messages: AsyncIterable<unknown>,
+  at: number,
+  error: () => ServiceError,
+): AsyncIterable<unknown> {
+  const iterator = messages[Symbol.asyncIterator]();
+  let timer: NodeJS.Timeout | undefined;
+  const expired = new Promise<never>((_, reject) => {
+    const wait = () => {
+      const left = at - Date.now();
+      if (left <= 0) reject(error());
+      else timer = setTimeout(wait, Math.min(left, LONGEST_TIMER_MS));
+    };
+    wait();
+  });
+  expired.catch(() => {});
+  try {
+    for (;;) {
+      // `expired` first: once both have settled, the expiry wins.
+      const step = await Promise.race([expired, iterator.next()]);
+      if (step.done) return;
+      yield step.value;
+    }
+  } finally {
+    clearTimeout(timer);
+    iterator.return?.()?.catch(() => {});
+  }
 }
 
 /**

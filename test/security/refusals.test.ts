@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
-import { importPKCS8, type JWTPayload, SignJWT } from "jose";
+import { decodeJwt, importPKCS8, type JWTPayload, SignJWT } from "jose";
 import knex from "knex";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
@@ -403,6 +403,80 @@ test.serial(
       },
     ];
     for (const c of cases) await refusedEverywhere(t, c);
+  },
+);
+
+/** A WatchOrder as `token`'s caller: when each message came, and how and when the stream ended. */
+function watchAs(
+  address: string,
+  transport: { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions },
+  token: string,
+) {
+  const client = new grpc.Client(address, transport.credentials, transport.options);
+  const metadata = new grpc.Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  const method = OrderServiceService.watchOrder;
+  const stream = client.makeServerStreamRequest(
+    method.path,
+    method.requestSerialize,
+    method.responseDeserialize,
+    complete(method, { orderId: data.order.orderId }) as { orderId: string },
+    metadata,
+    { deadline: Date.now() + 30_000 },
+  );
+  const messages: number[] = [];
+  stream.on("data", () => messages.push(Date.now()));
+  const ended = new Promise<Outcome & { at: number }>((resolve) => {
+    stream.on("error", (e: grpc.ServiceError) =>
+      resolve({ code: e.code, reason: decodeStatus(e.metadata).reason, at: Date.now() }),
+    );
+    stream.on("end", () => resolve({ code: Code.OK, reason: undefined, at: Date.now() }));
+  });
+  return {
+    messages,
+    ended,
+    stop: () => {
+      stream.cancel();
+      client.close();
+    },
+  };
+}
+
+test.serial(
+  "a WatchOrder ends UNAUTHENTICATED (TOKEN_EXPIRED) when its token would no longer be accepted, directly and through Envoy",
+  async (t) => {
+    // Accepted for about 3 s more: tokens pass for 30 s past their exp, for clock skew.
+    const expiring = await sign({ user: data.alice.userId, ttlSeconds: -27 });
+    const acceptedUntil = (decodeJwt(expiring).exp as number) * 1000 + 30_000;
+    const doors = [
+      { door: "direct", address: fleet.address("order"), transport: meshTransport("cli", "order") },
+      { door: "envoy", address: envoy.address, transport: edgeTransport() },
+    ];
+    const watches = doors.map(({ door, address, transport }) => ({
+      door,
+      expiring: watchAs(address, transport, expiring),
+      lasting: watchAs(address, transport, data.tokens.alice),
+    }));
+    t.teardown(() => {
+      for (const watch of watches) {
+        watch.expiring.stop();
+        watch.lasting.stop();
+      }
+    });
+    for (const { door, expiring, lasting } of watches) {
+      const end = await expiring.ended;
+      t.like(end, { code: Code.UNAUTHENTICATED, reason: "TOKEN_EXPIRED" }, door);
+      t.is(expiring.messages.length, 1, `${door}: the order as it was, before the token expired`);
+      // Timers may fire a little early by the clock; the server's clock is this one.
+      t.true(end.at >= acceptedUntil - 50, `${door}: ended ${acceptedUntil - end.at} ms early`);
+      t.true(end.at < acceptedUntil + 5_000, `${door}: ended ${end.at - acceptedUntil} ms late`);
+      t.is(lasting.messages.length, 1, `${door}: the watch with a valid token has its message`);
+      const stillOpen = await Promise.race([
+        lasting.ended.then(() => false),
+        new Promise((resolve) => setTimeout(resolve, 100, true)),
+      ]);
+      t.true(stillOpen, `${door}: the watch with a valid token goes on`);
+    }
   },
 );
 

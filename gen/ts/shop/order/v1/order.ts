@@ -1541,7 +1541,9 @@ export const OrderServiceService = {
    * connection reaches its maximum age: watch again. A caller holds at most
    * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
-   * QuotaFailure) until one of them ends.
+   * QuotaFailure) until one of them ends. It ends UNAUTHENTICATED (reason
+   * `TOKEN_EXPIRED`) when its bearer token does (its `exp`, plus 30 s for
+   * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
    * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
@@ -1684,7 +1686,9 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * connection reaches its maximum age: watch again. A caller holds at most
    * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
-   * QuotaFailure) until one of them ends.
+   * QuotaFailure) until one of them ends. It ends UNAUTHENTICATED (reason
+   * `TOKEN_EXPIRED`) when its bearer token does (its `exp`, plus 30 s for
+   * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
    * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
@@ -1875,7 +1879,9 @@ export interface OrderServiceClient extends Client {
    * connection reaches its maximum age: watch again. A caller holds at most
    * 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
    * more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
-   * QuotaFailure) until one of them ends.
+   * QuotaFailure) until one of them ends. It ends UNAUTHENTICATED (reason
+   * `TOKEN_EXPIRED`) when its bearer token does (its `exp`, plus 30 s for
+   * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
    * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
