@@ -1,8 +1,8 @@
 // V8 keeps the young generation at the size a burst of allocation grew it to, and an idle Node
 // process never gives it back: V8's memory reducer judges idleness by the allocation rate it
 // measured at its last collections, and a process that has gone quiet collects nothing more, so
-// it keeps reading a busy one. So a service compacts its heap itself: once as it begins to serve,
-// and again whenever it has gone quiet after work. Both need `--expose-gc` (in the image's
+// it keeps reading a busy one. So a service compacts its heap itself: once just before its port
+// opens, and again whenever it has gone quiet after work. Both need `--expose-gc` (in the image's
 // NODE_OPTIONS: deploy/settings.ts); without it they do nothing.
 import { performance } from "node:perf_hooks";
 import v8 from "node:v8";

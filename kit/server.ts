@@ -59,6 +59,11 @@ export interface ServeOptions {
   /** The chain every call goes through, outermost first; defaultServerMiddleware by default. */
   middleware?: readonly ServerMiddleware[];
   /**
+   * Runs just before the port opens, when everything else is ready: work that must not stall the
+   * first calls, which a health check answered SERVING invites (kit/heap.ts's compaction).
+   */
+  beforeListen?: () => void;
+  /**
    * Told of each call of a method this server does not serve, which the middleware never see
    * (grpc-js answers it UNIMPLEMENTED before any); the server logs it as the logging middleware
    * logs a call.
@@ -182,6 +187,7 @@ export async function serve(
     server.addService(definition, implementation);
   }
 
+  options.beforeListen?.();
   const port = await bind(
     server,
     "grpc",
