@@ -925,7 +925,14 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   const grpcWeb = { "content-type": "application/grpc-web+proto" };
   const json = { "content-type": "application/json" };
   const connectJson = { ...json, "connect-protocol-version": "1" };
-  const answers = [
+  const answers: {
+    path: string;
+    headers: Record<string, string>;
+    status: number;
+    grpcStatus?: string;
+    method?: string;
+    body?: string;
+  }[] = [
     { path: "/shop.nope.v1.NopeService/Nope", headers: grpcWeb, status: 200, grpcStatus: "12" },
     {
       path: grpcPath,
@@ -935,14 +942,21 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
     },
     { path: "/no/such/path", headers: json, status: 404 },
     { path: "/orders?user_id=someone", headers: json, status: 400 },
+    // The transcoder's own refusals: a body, and a query value, it cannot read.
+    { path: "/orders", headers: json, status: 400, body: "{bad" },
+    { path: "/products?page_size=abc", headers: {}, status: 400, method: "GET" },
     { path: grpcPath, headers: connectJson, status: 415 },
   ];
   for (const answer of answers) {
     const ask = (origin: string) =>
       edgeFetch(`https://${envoy.address}${answer.path}`, {
-        method: "POST",
+        method: answer.method ?? "POST",
         headers: { origin, authorization: `Bearer ${ADMIN_TOKEN}`, ...answer.headers },
-        body: answer.headers["content-type"] === json["content-type"] ? "{}" : new Uint8Array(5),
+        ...(answer.method !== "GET" && {
+          body:
+            answer.body ??
+            (answer.headers["content-type"] === json["content-type"] ? "{}" : new Uint8Array(5)),
+        }),
       });
     const allowedAnswer = await ask(SHOP_ORIGIN);
     t.is(allowedAnswer.status, answer.status, answer.path);

@@ -249,6 +249,8 @@ function envoy_on_request(handle)
   metadata:set(NAMESPACE, "protocol", protocol)
   metadata:set(NAMESPACE, "method", headers:get(":method"))
   headers:replace(EDGE_PROTOCOL_HEADER, protocol)
+  local origin = headers:get("origin")
+  if origin ~= nil and CORS_ORIGINS[origin] then metadata:set(NAMESPACE, "cors_origin", origin) end
   if protocol == "connect" then
     -- A streaming call: Envoy's own refusal must be its end-of-stream message (local replies).
     local kind = headers:get("content-type") or ""
@@ -308,6 +310,12 @@ function envoy_on_response(handle)
   local seen = metadata:get(NAMESPACE) or {}
   if seen.protocol ~= "rest" and seen.protocol ~= "connect" then return end
   local headers = handle:headers()
+  -- An answer the transcoder made itself (a body it cannot read) never met the CORS filter,
+  -- which comes after it; every other answer to an allowed origin has these already.
+  if seen.cors_origin and headers:get("access-control-allow-origin") == nil then
+    headers:add("access-control-allow-origin", seen.cors_origin)
+    headers:add("access-control-expose-headers", CORS_EXPOSE_HEADERS)
+  end
   local status = headers:get("grpc-status")
   if status and seen.grpc_status == nil then
     metadata:set(NAMESPACE, "grpc_status", tonumber(status))
