@@ -83,10 +83,12 @@ export function cluster(
           max_pending_requests: 1024,
           max_requests: 4096,
           // Retries may add at most 20% load on top of the active requests, so retries cannot
-          // amplify an overload; at least 10 at a time, so that a replica killed under light
-          // load is covered: a retry holds its slot through its backoff, and with a floor of 3 a
-          // burst of calls to the dead replica overflowed it and failed calls (CI, once).
-          retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 10 },
+          // amplify an overload; at least 100 at a time, so that a replica lost under light load
+          // is covered: a retry holds its slot through its backoff, and the calls waiting for a
+          // connection to a hung replica all fail at once when it times out (a floor of 3, then
+          // of 10, failed calls that a retry would have served: CI once, then 42 of a burst of
+          // 60 reads as one replica was SIGSTOPped).
+          retry_budget: { budget_percent: { value: 20 }, min_retry_concurrency: 100 },
           track_remaining: true,
         },
       ],

@@ -58,10 +58,22 @@ const DEADLINE_HEADERS = [
   { name: "connect-timeout-ms", string_match: { safe_regex: { regex: "[0-9]{1,10}" } } },
 ];
 
+/**
+ * How long one attempt of a read (a NO_SIDE_EFFECTS rpc) may go unanswered before Envoy sends it
+ * to another replica too and takes whichever answer comes first: a replica that hangs (stopped,
+ * stalled, its reply lost) costs a read this much, not its deadline. Far above a read's slowest
+ * answers under load here (tens of ms), so that hedges are rare and never a load of their own.
+ */
+export const READ_HEDGE_AFTER = "0.5s";
+
+const hedged = (method: MethodInfo) =>
+  method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS";
+
 function retryPolicy(method: MethodInfo) {
   return {
     retry_on: retryOn(method),
     num_retries: 3,
+    ...(hedged(method) && { per_try_timeout: READ_HEDGE_AFTER }),
     // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
     retry_host_predicate: [
       {
@@ -142,6 +154,8 @@ export function routes(
     for (const method of service.methods) {
       const rpc = route(method.path.slice(1), { path: method.path }, service.cluster, {
         retry_policy: retryPolicy(method),
+        // The attempt that timed out goes on: it may still answer first.
+        ...(hedged(method) && { hedge_policy: { hedge_on_per_try_timeout: true } }),
       });
       if (method.kind === "unary") exact.push(...unaryRoutes(rpc));
       else exact.push({ ...rpc, route: { ...rpc.route, ...STREAM_TIMEOUTS } });

@@ -1,6 +1,7 @@
 // `npm run mesh` end to end, when replicas fail: calls between services balanced over replicas,
 // a replica that reports NOT_SERVING, replies lost after the work was done, a replica killed under
 // load (test/helpers/front-door.ts).
+import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
@@ -335,5 +336,139 @@ test.serial(
     t.deepEqual(onKilled, [], "no call was answered by the killed replica after the kill");
     t.true(retries > 0, "Envoy retried nothing: did the kill land mid-stream?");
     t.true((host?.flags.length ?? 0) > 0, "Envoy still counts the killed replica as healthy");
+  },
+);
+
+const countBy = (values: readonly unknown[]) => {
+  const counts: Record<string, number> = {};
+  for (const value of values) counts[String(value)] = (counts[String(value)] ?? 0) + 1;
+  return counts;
+};
+
+/** Envoy's access-log lines of `count` calls tagged `prefix` that did not answer OK. */
+const failedAtEnvoy = async (prefix: string, count: number) =>
+  (await mesh.loggedRequests(prefix, count))
+    .filter((entry) => entry.grpc_status !== 0)
+    .map((entry) => `${entry.response_flags} ${entry.response_code_details}`);
+
+test.serial(
+  "a hung product replica (SIGSTOP) fails no read, though a burst waits on its connection",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const name = "product-2";
+    const pid = mesh.replicaPid(name);
+    let stopped = false;
+    t.teardown(() => {
+      if (stopped) process.kill(pid, "SIGCONT");
+    });
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const product = await newProduct(c, 5);
+    const prefix = tag("hung");
+
+    // A steady stream, and a burst of 60 at once as the replica stops: calls Envoy sends it wait
+    // for an answer, or for a connection, that never comes. Envoy alone must cover them: the
+    // client's own retries would hide a failure, so Envoy's access log is checked.
+    const failures: string[] = [];
+    const pending: Promise<unknown>[] = [];
+    let sent = 0;
+    const read = () => {
+      const i = sent++;
+      pending.push(
+        c.products
+          .getProduct({ productId: product.productId }, withId(`${prefix}-${i}`))
+          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
+      );
+    };
+    for (let i = 0; i < 250; i++) {
+      if (i === 50) {
+        process.kill(pid, "SIGSTOP");
+        stopped = true;
+        for (let k = 0; k < 60; k++) read();
+      }
+      read();
+      // Pacing, not synchronization: a steady stream, one call every 10 ms.
+      await sleep(10);
+    }
+    await Promise.all(pending);
+    t.deepEqual(failures, [], "every read succeeded");
+    t.deepEqual(await failedAtEnvoy(prefix, sent), [], "Envoy answered a read with a failure");
+
+    process.kill(pid, "SIGCONT");
+    stopped = false;
+    await mesh.waitHealthy(["product"]);
+  },
+);
+
+test.serial(
+  "a replica whose reads never answer, though it reports SERVING, fails no read: Envoy hedges",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const name = "product-2";
+    const address = mesh.plan.addresses.product[1] as string;
+    // Its GetProduct waits until the test ends; everything else, health included, answers.
+    const released = new AbortController();
+    const base = createProductService();
+    const stuck: typeof base = {
+      ...base,
+      implement(env) {
+        const implementation = base.implement(env);
+        const handlers = implementation.handlers.ProductService;
+        return {
+          ...implementation,
+          handlers: {
+            ...implementation.handlers,
+            ProductService: {
+              ...handlers,
+              getProduct: async (request, ctx) => {
+                await once(released.signal, "abort");
+                return handlers.getProduct(request, ctx);
+              },
+            },
+          },
+        };
+      },
+    };
+    await mesh.stopReplica(name, "SIGTERM");
+    const replica = await mesh.inProcessReplica(name, stuck);
+    t.teardown(async () => {
+      released.abort();
+      await replica.stop();
+      await mesh.restartReplica(name);
+    });
+    await mesh.waitHealthy(["product"]);
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const product = await newProduct(c, 5);
+    const prefix = tag("stuck");
+
+    // A steady stream, as in the tests above: one read every 10 ms, each with 5 s.
+    const calls = 100;
+    const pending: Promise<number>[] = [];
+    for (let i = 0; i < calls; i++) {
+      const started = Date.now();
+      pending.push(
+        c.products
+          .getProduct(
+            { productId: product.productId },
+            { ...withId(`${prefix}-${i}`), timeoutMs: 5_000 },
+          )
+          .then(() => Date.now() - started),
+      );
+      await sleep(10);
+    }
+    const took = await Promise.all(pending);
+    const lines = await mesh.loggedRequests(prefix, calls);
+    t.deepEqual(await failedAtEnvoy(prefix, calls), []);
+    const hedged = lines.filter((entry) => entry.attempts > 1);
+    t.log(
+      `${hedged.length} of ${calls} hedged; slowest read ${Math.max(...took)} ms; ` +
+        `answered by ${JSON.stringify(countBy(lines.map((entry) => entry.upstream_host)))}`,
+    );
+    t.true(hedged.length > 0, "no read went to the stuck replica: nothing was hedged");
+    t.true(
+      lines.every((entry) => entry.upstream_host !== address),
+      "the stuck replica answered a read",
+    );
   },
 );
