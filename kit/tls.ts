@@ -120,10 +120,13 @@ export function peerIdentity(auth: AuthContext): string | undefined {
   return identityIn(auth.sslPeerCertificate?.subjectaltname);
 }
 
-/** The mesh identity a certificate's subjectAltName names: its spiffe://shopmesh/ URI. */
+/**
+ * The mesh identity a certificate's subjectAltName names: its spiffe://shopmesh/ URI. A SPIFFE
+ * identity document carries exactly one URI, so a certificate with two names no identity.
+ */
 function identityIn(san: string | undefined): string | undefined {
-  for (const entry of san?.split(", ") ?? []) {
-    if (entry.startsWith(`URI:${IDENTITY_PREFIX}`)) return entry.slice(4 + IDENTITY_PREFIX.length);
-  }
-  return undefined;
+  const uris = (san?.split(", ") ?? []).filter((entry) => entry.startsWith("URI:"));
+  const [uri] = uris;
+  if (uris.length !== 1 || !uri?.startsWith(`URI:${IDENTITY_PREFIX}`)) return undefined;
+  return uri.slice(4 + IDENTITY_PREFIX.length);
 }

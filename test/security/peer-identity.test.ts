@@ -123,12 +123,13 @@ test("a plaintext call has no identity", async (t) => {
  * A certificate of the mesh's CA for `identity` with its URI SAN alone, as an operator's own PKI
  * (cert-manager, SPIFFE) issues one: no DNS name, and a common name that is not the identity.
  */
-async function uriOnlyCertificate(t: ExecutionContext, name: string) {
+async function uriOnlyCertificate(t: ExecutionContext, ...names: string[]) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-identity-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const uris = names.map((name) => `URI:${IDENTITY_PREFIX}${name}`).join(",");
   await writeFile(
     path.join(dir, "ext"),
-    `basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=URI:${IDENTITY_PREFIX}${name}\n`,
+    `basicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\nsubjectAltName=${uris}\n`,
   );
   const openssl = (args: string[]) => execFileSync("openssl", args, { cwd: dir, stdio: "pipe" });
   openssl(
@@ -138,7 +139,7 @@ async function uriOnlyCertificate(t: ExecutionContext, name: string) {
       "-out",
       "id.csr",
       "-subj",
-      `/O=elsewhere/CN=${name}-pod-7f9c`,
+      `/O=elsewhere/CN=${names.join("-")}-pod-7f9c`,
     ]),
   );
   openssl(
@@ -163,4 +164,19 @@ test("a server proves its identity by its spiffe URI alone, as the docs issue it
     (error: grpc.ServiceError) => error,
   );
   t.like(refused, { code: grpc.status.UNAVAILABLE });
+});
+
+test("a certificate naming two mesh identities proves neither, as a caller or as a server", async (t) => {
+  const both = await uriOnlyCertificate(t, "order", "user");
+  const address = await serve(t, serverCredentials(readTls(identity("product"))));
+  t.is(await ask(clientOf(t, address, channelCredentials(both, "product"))), "none");
+
+  const twoNamed = await serve(t, serverCredentials(both));
+  const cli = readTls(identity("cli"));
+  for (const expected of ["order", "user"]) {
+    const refused = await ask(clientOf(t, twoNamed, channelCredentials(cli, expected))).catch(
+      (error: grpc.ServiceError) => error,
+    );
+    t.like(refused, { code: grpc.status.UNAVAILABLE }, expected);
+  }
 });
