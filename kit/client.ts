@@ -126,8 +126,11 @@ const channelOptions = {
   // process that is down costs next to nothing.
   "grpc.initial_reconnect_backoff_ms": 100,
   "grpc.max_reconnect_backoff_ms": 250,
-  "grpc.keepalive_time_ms": 30_000,
-  "grpc.keepalive_timeout_ms": 10_000,
+  // A replica that hangs (stopped, its host frozen) keeps its connection open: the kernel still
+  // acknowledges. Only an unanswered ping tells, and until then round robin sends it its share of
+  // calls, each waiting out its deadline: within 15 s here. The servers allow a ping every 5 s.
+  "grpc.keepalive_time_ms": 10_000,
+  "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.enable_retries": 1,
   // Nothing reads channelz here; skip its per-call bookkeeping.

@@ -461,14 +461,67 @@ test.serial(
     const lines = await mesh.loggedRequests(prefix, calls);
     t.deepEqual(await failedAtEnvoy(prefix, calls), []);
     const hedged = lines.filter((entry) => entry.attempts > 1);
+    const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
     t.log(
       `${hedged.length} of ${calls} hedged; slowest read ${Math.max(...took)} ms; ` +
-        `answered by ${JSON.stringify(countBy(lines.map((entry) => entry.upstream_host)))}`,
+        `answered by ${JSON.stringify(countBy(lines.map((entry) => entry.upstream_host)))}; ` +
+        `the stuck replica is flagged ${host?.flags.join(", ") || "(none)"}`,
     );
     t.true(hedged.length > 0, "no read went to the stuck replica: nothing was hedged");
     t.true(
       lines.every((entry) => entry.upstream_host !== address),
       "the stuck replica answered a read",
     );
+  },
+);
+
+test.serial(
+  "the order replicas stop calling a hung product replica within their keepalive's 15 s",
+  async (t) => {
+    await mesh.waitHealthy(registry.names);
+    const name = "product-2";
+    const pid = mesh.replicaPid(name);
+    let stopped = false;
+    t.teardown(() => {
+      if (stopped) process.kill(pid, "SIGCONT");
+    });
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const user = await newUser(c);
+    const product = await newProduct(c, 100);
+    const prefix = tag("hung-dependency");
+    // Each order replica's channel to product-2 is open and in its round robin.
+    await c.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(product.productId, 1)],
+      requestId: `${prefix}-warm`,
+    });
+
+    process.kill(pid, "SIGSTOP");
+    stopped = true;
+    // The kit's clients ping every 10 s and give up on an answer after 5 s (kit/client.ts).
+    await sleep(16_000);
+    const failures: string[] = [];
+    for (let i = 0; i < 12; i++) {
+      await c.orders
+        .createOrder(
+          {
+            userId: user.userId,
+            lines: [orderLine(product.productId, 1)],
+            requestId: `${prefix}-${i}`,
+          },
+          withId(`${prefix}-${i}`),
+        )
+        .then(({ order }) => {
+          if (order?.state !== OrderState.ORDER_STATE_CONFIRMED)
+            failures.push(`#${i}: ${order?.state}`);
+        })
+        .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`));
+    }
+    t.deepEqual(failures, [], "an order waited on the hung replica");
+
+    process.kill(pid, "SIGCONT");
+    stopped = false;
+    await mesh.waitHealthy(["product"]);
   },
 );
