@@ -95,20 +95,28 @@ async function* endAt(
   error: () => ServiceError,
 ): AsyncIterable<unknown> {
   const iterator = messages[Symbol.asyncIterator]();
+  let expired: ServiceError | undefined;
+  // Fails the wait for the next message; one per wait, so a long stream holds no more.
+  let interrupt: ((error: ServiceError) => void) | undefined;
   let timer: NodeJS.Timeout | undefined;
-  const expired = new Promise<never>((_, reject) => {
-    const wait = () => {
-      const left = at - Date.now();
-      if (left <= 0) reject(error());
-      else timer = setTimeout(wait, Math.min(left, LONGEST_TIMER_MS));
-    };
-    wait();
-  });
-  expired.catch(() => {});
+  const wait = () => {
+    const left = at - Date.now();
+    if (left > 0) {
+      timer = setTimeout(wait, Math.min(left, LONGEST_TIMER_MS));
+      return;
+    }
+    expired = error();
+    interrupt?.(expired);
+  };
+  wait();
   try {
     for (;;) {
-      // `expired` first: once both have settled, the expiry wins.
-      const step = await Promise.race([expired, iterator.next()]);
+      if (expired) throw expired;
+      const step = await new Promise<IteratorResult<unknown>>((resolve, reject) => {
+        interrupt = reject;
+        iterator.next().then(resolve, reject);
+      });
+      interrupt = undefined;
       if (step.done) return;
       yield step.value;
     }
