@@ -5,7 +5,8 @@ import { typed } from "./matchers.js";
 import { upstreamTls } from "./tls.js";
 import type { Endpoint, EnvoyTopology } from "./topology.js";
 
-const seconds = (ms: number) => `${ms / 1000}s`;
+/** A duration as Envoy reads one: "1.5s". */
+export const seconds = (ms: number) => `${ms / 1000}s`;
 
 export function cluster(
   name: string,

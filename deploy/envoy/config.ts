@@ -11,7 +11,7 @@
 import { stringify } from "yaml";
 import { accessLogs } from "./access-log.js";
 import { adminRbac, jwtAuthn } from "./auth.js";
-import { cluster, infraCluster } from "./clusters.js";
+import { cluster, infraCluster, seconds } from "./clusters.js";
 import { connectBridge, connectReplies } from "./connect.js";
 import { CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS } from "./cors.js";
 import { typed } from "./matchers.js";
@@ -80,8 +80,12 @@ export function envoyConfig(
       always_set_request_id_in_response: true,
       normalize_path: true,
       merge_slashes: true,
-      // A client has 10 s to send a request's headers once it opened the stream.
+      // A client has 10 s to send a request's headers once it opened the stream, and a minute
+      // for the whole request. No rpc streams its request, so a watch's request ends at once;
+      // without this bound a stream whose body never comes would be held on both sides for as
+      // long as the client likes (the stream routes have no idle timeout).
       request_headers_timeout: "10s",
+      request_timeout: seconds(topology.requestTimeoutMs ?? 60_000),
       // HTTP/1.1 passes trailers on, after the last chunk: a native gRPC call sent over it
       // learns its grpc-status instead of a reply that just ends (Envoy drops them by default).
       http_protocol_options: { enable_trailers: true },

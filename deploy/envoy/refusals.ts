@@ -62,6 +62,22 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
+    // The request did not arrive whole in time (config.ts request_timeout), or a unary call's
+    // stream went idle (Envoy's 5 minutes). Envoy's own answer would be UNKNOWN.
+    details: "request_overall_timeout",
+    status: 408,
+    code: 4,
+    reason: "REQUEST_TIMEOUT",
+    message: "the request did not arrive in full in time",
+  },
+  {
+    details: "stream_idle_timeout",
+    status: 408,
+    code: 4,
+    reason: "REQUEST_TIMEOUT",
+    message: "the request did not arrive in full in time",
+  },
+  {
     // A unary call ran 15 s (routes.ts UNARY_TIMEOUT) without a reply.
     details: "max_duration_timeout",
     status: 504,

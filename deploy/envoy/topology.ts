@@ -31,6 +31,8 @@ export interface EnvoyTopology {
   accessLogPath?: string;
   /** Active health check interval; 1000 ms when absent. */
   healthCheckIntervalMs?: number;
+  /** How long a client may take to send a whole request (config.ts); 60000 ms when absent. */
+  requestTimeoutMs?: number;
   /**
    * The edge's mTLS identity (files as Envoy opens them): the listener serves TLS with it, and
    * Envoy presents it to the services, whose certificates it checks against `ca`. Plaintext on

@@ -307,6 +307,8 @@ export interface FrontDoorOptions {
   accessLogPath?: string;
   /** Active health check interval (1 s by default). */
   healthCheckIntervalMs?: number;
+  /** How long a client may take to send a whole request (60 s by default). */
+  requestTimeoutMs?: number;
   /**
    * TLS at the edge and mutual TLS to the upstreams with the credentials in this folder
    * (`npm run certs` names); plaintext both sides without. Tokens are checked either way.
@@ -328,6 +330,7 @@ export function frontDoorConfig(options: FrontDoorOptions): Record<string, unkno
     descriptorPath,
     accessLogPath: options.accessLogPath,
     healthCheckIntervalMs: options.healthCheckIntervalMs,
+    requestTimeoutMs: options.requestTimeoutMs,
     ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
     tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
     corsOrigins: options.corsOrigins ?? [],

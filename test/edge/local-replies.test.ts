@@ -1,14 +1,18 @@
 // Envoy's own answers that are not refusals, in each protocol's form with the edge's ErrorInfo, as
 // its refusals are: UNAVAILABLE when no replica can take a call (an Envoy whose clusters have no
 // hosts at all), and UNIMPLEMENTED for a path with no route.
+import { once } from "node:events";
+import http2 from "node:http2";
+import type { AddressInfo } from "node:net";
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../../kit/client.js";
 import { Code, decodeStatus, ServiceError } from "../../kit/errors.js";
-import { CERTS, edgeFetch, edgeTransport } from "../helpers/credentials.js";
+import { CERTS, edgeFetch, edgeTransport, tokenFor } from "../helpers/credentials.js";
 import { startEnvoy } from "../helpers/envoy.js";
+import { until } from "../helpers/eventually.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
 
 const expected = { reason: "UNAVAILABLE", domain: "shopmesh.edge" };
@@ -89,4 +93,66 @@ test("a gRPC-Web call on a path with no route is a trailers-only UNIMPLEMENTED w
       );
     }
   }
+});
+
+test("a request whose body never comes is ended at the edge's request timeout, DEADLINE_EXCEEDED; a watch whose request came whole goes on", async (t) => {
+  // An upstream that takes every stream and never answers: what matters is what Envoy does.
+  const upstream = http2.createServer();
+  const streams: http2.ServerHttp2Stream[] = [];
+  upstream.on("stream", (stream) => {
+    // Envoy resets the upstream half of a request it gave up on.
+    stream.on("error", () => {});
+    streams.push(stream);
+  });
+  await new Promise<void>((resolve) => upstream.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => {
+    for (const stream of streams) stream.destroy();
+    upstream.close();
+  });
+  const port = (upstream.address() as AddressInfo).port;
+  const envoy = await startEnvoy({
+    services: { order: [{ host: "127.0.0.1", port }] },
+    requestTimeoutMs: 1_000,
+    waitHealthy: false,
+  });
+  t.teardown(() => envoy.stop());
+  const session = http2.connect(`http://${envoy.address}`);
+  t.teardown(() => session.destroy());
+  const token = await tokenFor("usr_stalled");
+  const watch = (endStream: boolean) =>
+    session.request(
+      {
+        ":method": "POST",
+        ":path": "/shop.order.v1.OrderService/WatchOrder",
+        "content-type": "application/grpc",
+        te: "trailers",
+        authorization: `Bearer ${token}`,
+      },
+      { endStream },
+    );
+
+  // Headers, then nothing: not even the message's first byte.
+  const stalled = watch(false);
+  const [headers] = (await once(stalled, "response")) as [http2.IncomingHttpHeaders];
+  const metadata = new Metadata();
+  metadata.set(
+    "grpc-status-details-bin",
+    Buffer.from(String(headers["grpc-status-details-bin"] ?? ""), "base64"),
+  );
+  t.is(headers["grpc-status"], String(Code.DEADLINE_EXCEEDED));
+  t.like(decodeStatus(metadata), { reason: "REQUEST_TIMEOUT", domain: "shopmesh.edge" });
+  // And the service's side of it is let go too.
+  await until("the upstream stream to close", () => streams[0]?.closed === true);
+
+  // A whole request (an empty message would do; END_STREAM with the headers here): the watch
+  // stays open past the request timeout, waiting for the upstream's first message.
+  const whole = watch(true);
+  let answered = false;
+  whole.on("response", () => {
+    answered = true;
+  });
+  await new Promise((resolve) => setTimeout(resolve, 2_500));
+  t.false(answered, "Envoy ended a watch whose request had arrived");
+  t.false(whole.closed, "Envoy closed a watch whose request had arrived");
+  whole.close();
 });
