@@ -64,7 +64,7 @@ const DEADLINE_HEADERS = [
  * stalled, its reply lost) costs a read this much, not its deadline. Far above a read's slowest
  * answers under load here (tens of ms), so that hedges are rare and never a load of their own.
  */
-export const READ_HEDGE_AFTER = "0.5s";
+const READ_HEDGE_AFTER = "0.5s";
 
 const hedged = (method: MethodInfo) =>
   method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS";
