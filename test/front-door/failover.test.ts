@@ -5,9 +5,10 @@ import { once } from "node:events";
 import { readFile } from "node:fs/promises";
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { Code, ServiceError } from "../../kit/errors.js";
+import type { Definitions, Handlers, ServiceModule } from "../../kit/service.js";
 import { createOrderService } from "../../services/order/service.js";
 import { createProductService } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
@@ -24,6 +25,56 @@ import {
 } from "../helpers/front-door.js";
 
 const mesh = useMesh();
+
+/**
+ * A replica to hang: freeze() stops its process (SIGSTOP) with its connections open, as a stalled
+ * host leaves them; thaw() lets it go on, and so does the test's end if it did not.
+ */
+function freezable(t: ExecutionContext, name: string) {
+  const pid = mesh.replicaPid(name);
+  let frozen = false;
+  const thaw = () => {
+    if (frozen) process.kill(pid, "SIGCONT");
+    frozen = false;
+  };
+  t.teardown(thaw);
+  return {
+    freeze: () => {
+      process.kill(pid, "SIGSTOP");
+      frozen = true;
+    },
+    thaw,
+  };
+}
+
+/** `module` with one rpc's handler replaced by what `replace` makes of the original. */
+function withHandler<
+  N extends string,
+  S extends Definitions,
+  D extends Definitions,
+  K extends keyof S & string,
+  R extends keyof Handlers<S[K]>,
+>(
+  module: ServiceModule<N, S, D>,
+  service: K,
+  rpc: R,
+  replace: (original: Handlers<S[K]>[R]) => Handlers<S[K]>[R],
+): ServiceModule<N, S, D> {
+  return {
+    ...module,
+    implement(env) {
+      const implementation = module.implement(env);
+      const handlers = implementation.handlers[service];
+      return {
+        ...implementation,
+        handlers: {
+          ...implementation.handlers,
+          [service]: { ...handlers, [rpc]: replace(handlers[rpc]) },
+        },
+      };
+    },
+  };
+}
 
 test.serial(
   "the order replicas call user and product directly, round_robin over their replicas",
@@ -89,13 +140,7 @@ test.serial(
     await mesh.waitHealthy(["product"]);
     const name = "product-2";
     const address = mesh.plan.addresses.product[1] as string;
-    await mesh.stopReplica(name, "SIGTERM");
-    const replica = await mesh.inProcessReplica(name, createProductService());
-    t.teardown(async () => {
-      await replica.stop();
-      await mesh.restartReplica(name);
-    });
-    await mesh.waitHealthy(["product"]);
+    const replica = await mesh.replaceReplica(t, name, createProductService());
     const c = mesh.clients();
     t.teardown(c.close);
     const product = await newProduct(c, 5);
@@ -197,37 +242,17 @@ test.serial(
     // Envoy gives up on; request_id must turn every repeat into the same order.
     const name = "order-2";
     let lost = 0;
-    const base = createOrderService();
-    const lossy: typeof base = {
-      ...base,
-      implement(env) {
-        const implementation = base.implement(env);
-        const handlers = implementation.handlers.OrderService;
-        return {
-          ...implementation,
-          handlers: {
-            OrderService: {
-              ...handlers,
-              createOrder: async (request, ctx) => {
-                await handlers.createOrder(request, ctx);
-                lost++;
-                throw new ServiceError(
-                  Code.UNAVAILABLE,
-                  "the reply was lost after the order was written",
-                );
-              },
-            },
-          },
-        };
+    const lossy = withHandler(
+      createOrderService(),
+      "OrderService",
+      "createOrder",
+      (createOrder) => async (request, ctx) => {
+        await createOrder(request, ctx);
+        lost++;
+        throw new ServiceError(Code.UNAVAILABLE, "the reply was lost after the order was written");
       },
-    };
-    await mesh.stopReplica(name, "SIGTERM");
-    const replica = await mesh.inProcessReplica(name, lossy);
-    t.teardown(async () => {
-      await replica.stop();
-      await mesh.restartReplica(name);
-    });
-    await mesh.waitHealthy(["order"]);
+    );
+    await mesh.replaceReplica(t, name, lossy);
 
     const retriesBefore = await mesh.counter("cluster.order.upstream_rq_retry");
     const requestId = tag("dup");
@@ -355,12 +380,7 @@ test.serial(
   "a hung product replica (SIGSTOP) fails no read, though a burst waits on its connection",
   async (t) => {
     await mesh.waitHealthy(["product"]);
-    const name = "product-2";
-    const pid = mesh.replicaPid(name);
-    let stopped = false;
-    t.teardown(() => {
-      if (stopped) process.kill(pid, "SIGCONT");
-    });
+    const hung = freezable(t, "product-2");
     const c = mesh.clients();
     t.teardown(c.close);
     const product = await newProduct(c, 5);
@@ -382,8 +402,7 @@ test.serial(
     };
     for (let i = 0; i < 250; i++) {
       if (i === 50) {
-        process.kill(pid, "SIGSTOP");
-        stopped = true;
+        hung.freeze();
         for (let k = 0; k < 60; k++) read();
       }
       read();
@@ -394,8 +413,7 @@ test.serial(
     t.deepEqual(failures, [], "every read succeeded");
     t.deepEqual(await failedAtEnvoy(prefix, sent), [], "Envoy answered a read with a failure");
 
-    process.kill(pid, "SIGCONT");
-    stopped = false;
+    hung.thaw();
     await mesh.waitHealthy(["product"]);
   },
 );
@@ -408,35 +426,18 @@ test.serial(
     const address = mesh.plan.addresses.product[1] as string;
     // Its GetProduct waits until the test ends; everything else, health included, answers.
     const released = new AbortController();
-    const base = createProductService();
-    const stuck: typeof base = {
-      ...base,
-      implement(env) {
-        const implementation = base.implement(env);
-        const handlers = implementation.handlers.ProductService;
-        return {
-          ...implementation,
-          handlers: {
-            ...implementation.handlers,
-            ProductService: {
-              ...handlers,
-              getProduct: async (request, ctx) => {
-                await once(released.signal, "abort");
-                return handlers.getProduct(request, ctx);
-              },
-            },
-          },
-        };
+    const stuck = withHandler(
+      createProductService(),
+      "ProductService",
+      "getProduct",
+      (getProduct) => async (request, ctx) => {
+        await once(released.signal, "abort");
+        return getProduct(request, ctx);
       },
-    };
-    await mesh.stopReplica(name, "SIGTERM");
-    const replica = await mesh.inProcessReplica(name, stuck);
-    t.teardown(async () => {
-      released.abort();
-      await replica.stop();
-      await mesh.restartReplica(name);
-    });
-    await mesh.waitHealthy(["product"]);
+    );
+    await mesh.replaceReplica(t, name, stuck);
+    // Teardowns run last first: the stuck reads end before the replica stops.
+    t.teardown(() => released.abort());
     const c = mesh.clients();
     t.teardown(c.close);
     const product = await newProduct(c, 5);
@@ -479,12 +480,7 @@ test.serial(
   "the order replicas stop calling a hung product replica within their keepalive's 15 s",
   async (t) => {
     await mesh.waitHealthy(registry.names);
-    const name = "product-2";
-    const pid = mesh.replicaPid(name);
-    let stopped = false;
-    t.teardown(() => {
-      if (stopped) process.kill(pid, "SIGCONT");
-    });
+    const hung = freezable(t, "product-2");
     const c = mesh.clients();
     t.teardown(c.close);
     const user = await newUser(c);
@@ -497,8 +493,7 @@ test.serial(
       requestId: `${prefix}-warm`,
     });
 
-    process.kill(pid, "SIGSTOP");
-    stopped = true;
+    hung.freeze();
     // The kit's clients ping every 10 s and give up on an answer after 5 s (kit/client.ts).
     await sleep(16_000);
     const failures: string[] = [];
@@ -520,8 +515,7 @@ test.serial(
     }
     t.deepEqual(failures, [], "an order waited on the hung replica");
 
-    process.kill(pid, "SIGCONT");
-    stopped = false;
+    hung.thaw();
     await mesh.waitHealthy(["product"]);
   },
 );

@@ -11,7 +11,7 @@
 // restores it in its teardown.
 import { existsSync, readFileSync } from "node:fs";
 import { Metadata } from "@grpc/grpc-js";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
@@ -186,6 +186,25 @@ export class MeshUnderTest {
     const proc = spawnService({ ...this.spec(name), ...(await compiled()) }, this.plan.logDir);
     this.replacements.set(name, proc);
     await waitServing(proc);
+  }
+
+  /**
+   * Serves `module` in this process in place of replica `name` until the test ends, when the
+   * launcher's replica comes back; resolves once Envoy counts it healthy.
+   */
+  async replaceReplica(
+    t: ExecutionContext,
+    name: string,
+    module: AnyServiceModule,
+  ): Promise<StartedService> {
+    await this.stopReplica(name, "SIGTERM");
+    const replica = await this.inProcessReplica(name, module);
+    t.teardown(async () => {
+      await replica.stop();
+      await this.restartReplica(name);
+    });
+    await this.waitHealthy([this.spec(name).service]);
+    return replica;
   }
 
   /**
