@@ -374,7 +374,11 @@ const countBy = (values: readonly unknown[]) => {
 const failedAtEnvoy = async (prefix: string, count: number) =>
   (await mesh.loggedRequests(prefix, count))
     .filter((entry) => entry.grpc_status !== 0)
-    .map((entry) => `${entry.response_flags} ${entry.response_code_details}`);
+    .map(
+      (entry) =>
+        `${entry.response_flags} ${entry.response_code_details} after ${entry.attempts} ` +
+        `attempt(s), the last to ${entry.upstream_host}, ${entry.duration_ms} ms`,
+    );
 
 test.serial(
   "a hung product replica (SIGSTOP) fails no read, though a burst waits on its connection",
@@ -402,6 +406,10 @@ test.serial(
     };
     for (let i = 0; i < 250; i++) {
       if (i === 50) {
+        // Every read sent so far has its answer first: a replica stopped while its answer is
+        // half written (headers and message out, status not) leaves that call waiting out
+        // its deadline, as nothing can retry a reply that has begun.
+        await Promise.all(pending);
         hung.freeze();
         for (let k = 0; k < 60; k++) read();
       }

@@ -49,6 +49,7 @@ export interface AccessLogLine {
   upstream_cluster: string;
   upstream_host: string | null;
   attempts: number;
+  duration_ms: number;
   response_flags: string;
   response_code_details: string;
   x_request_id: string;
