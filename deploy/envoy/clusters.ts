@@ -71,6 +71,14 @@ export function cluster(
       consecutive_gateway_failure: 3,
       // Envoy only counts gateway failures unless told to enforce them.
       enforcing_consecutive_gateway_failure: 100,
+      // What Envoy saw itself (a connect failure or timeout, a read's per-try timeout, a reset)
+      // counts apart from what replicas answered, and never ejects: a replica that pauses for
+      // half a second under hedged reads has a run of per-try timeouts just as a hung one has,
+      // and ejecting it could leave only the hung one in rotation (CI saw 22 reads fail so).
+      // Retries and hedges cover such a replica's calls; active health checks take it out.
+      split_external_local_origin_errors: true,
+      enforcing_consecutive_local_origin_failure: 0,
+      enforcing_local_origin_success_rate: 0,
       interval: "2s",
       base_ejection_time: "10s",
       max_ejection_time: "60s",

@@ -485,6 +485,61 @@ test.serial(
 );
 
 test.serial(
+  "a replica that stalls for 0.7 s as the other hangs is never ejected, and no read fails",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const stalled = freezable(t, "product-1");
+    const hung = freezable(t, "product-2");
+    const stalledAddress = mesh.plan.addresses.product[0] as string;
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const product = await newProduct(c, 5);
+    const prefix = tag("stall");
+
+    // product-1 stops for 0.7 s (a long GC pause, a starved CPU), and 0.3 s into it product-2
+    // hangs for good. product-1's reads time out per try just as a hung replica's do, and it
+    // is the one that will answer: taking it out would leave only the hung one.
+    const ejected = new Set<string>();
+    let reading = true;
+    const watching = (async () => {
+      while (reading) {
+        for (const host of await mesh.hostsOf("product")) {
+          if (host.address === stalledAddress) for (const flag of host.flags) ejected.add(flag);
+        }
+        await sleep(20);
+      }
+    })();
+    const calls = 250;
+    const pending: Promise<unknown>[] = [];
+    const failures: string[] = [];
+    for (let i = 0; i < calls; i++) {
+      if (i === 30) stalled.freeze();
+      if (i === 60) hung.freeze();
+      if (i === 100) stalled.thaw();
+      pending.push(
+        c.products
+          .getProduct(
+            { productId: product.productId },
+            { ...withId(`${prefix}-${i}`), timeoutMs: 5_000 },
+          )
+          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
+      );
+      // Pacing, not synchronization: one read every 10 ms.
+      await sleep(10);
+    }
+    await Promise.all(pending);
+    reading = false;
+    await watching;
+    t.deepEqual([...ejected], [], "Envoy took the stalled replica out");
+    t.deepEqual(failures, [], "every read succeeded");
+    t.deepEqual(await failedAtEnvoy(prefix, calls), [], "Envoy answered a read with a failure");
+
+    hung.thaw();
+    await mesh.waitHealthy(["product"]);
+  },
+);
+
+test.serial(
   "the order replicas stop calling a hung product replica within their keepalive's 15 s",
   async (t) => {
     await mesh.waitHealthy(registry.names);
