@@ -81,7 +81,11 @@ function retryPolicy(method: MethodInfo) {
         typed_config: typed("envoy.extensions.retry.host.previous_hosts.v3.PreviousHostsPredicate"),
       },
     ],
-    host_selection_retry_max_attempts: 5,
+    // A rejected pick is made again, up to this many times, and then the last pick is taken,
+    // tried or not. Least-request balancing picks, of two replicas, the one with fewer calls in
+    // flight three times in four, and a replica that refuses connections or has not connected
+    // yet has none: with 5 re-picks a retry went back to it one time in six.
+    host_selection_retry_max_attempts: 50,
     retry_back_off: { base_interval: "0.025s", max_interval: "0.25s" },
   };
 }
