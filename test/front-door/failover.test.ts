@@ -12,7 +12,7 @@ import type { Definitions, Handlers, ServiceModule } from "../../kit/service.js"
 import { createOrderService } from "../../services/order/service.js";
 import { createProductService } from "../../services/product/service.js";
 import { registry, type ServiceName } from "../../services/registry.js";
-import { eventually } from "../helpers/eventually.js";
+import { eventually, until } from "../helpers/eventually.js";
 import { orderLine } from "../helpers/fleet.js";
 import {
   type AccessLogLine,
@@ -490,7 +490,7 @@ test.serial(
     await mesh.waitHealthy(["product"]);
     const stalled = freezable(t, "product-1");
     const hung = freezable(t, "product-2");
-    const stalledAddress = mesh.plan.addresses.product[0] as string;
+    const [stalledAddress, hungAddress] = mesh.plan.addresses.product as [string, string];
     const c = mesh.clients();
     t.teardown(c.close);
     const product = await newProduct(c, 5);
@@ -514,7 +514,19 @@ test.serial(
     const failures: string[] = [];
     for (let i = 0; i < calls; i++) {
       if (i === 30) stalled.freeze();
-      if (i === 60) hung.freeze();
+      if (i === 60) {
+        // product-2 stops with no read in flight: one stopped half-way through its answer could
+        // only wait out its deadline (the hung replica's test above says why).
+        await until(
+          "no read in flight on product-2",
+          async () => {
+            const host = (await mesh.hostsOf("product")).find((h) => h.address === hungAddress);
+            return host?.stats.rq_active === 0;
+          },
+          { intervalMs: 5, timeoutMs: 2_000 },
+        );
+        hung.freeze();
+      }
       if (i === 100) stalled.thaw();
       pending.push(
         c.products
