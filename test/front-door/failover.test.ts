@@ -501,6 +501,9 @@ test.serial(
     // is the one that will answer: taking it out would leave only the hung one.
     const ejected = new Set<string>();
     let reading = true;
+    t.teardown(() => {
+      reading = false;
+    });
     const watching = (async () => {
       while (reading) {
         for (const host of await mesh.hostsOf("product")) {
