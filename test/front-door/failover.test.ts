@@ -380,6 +380,53 @@ const failedAtEnvoy = async (prefix: string, count: number) =>
         `attempt(s), the last to ${entry.upstream_host}, ${entry.duration_ms} ms`,
     );
 
+/** What a test's hook may do with the steady reads: send one more, or wait for all sent. */
+interface SteadyReads {
+  send(): void;
+  settled(): Promise<unknown>;
+}
+
+/**
+ * 250 GetProducts tagged `prefix`, one every 10 ms, `at(i, reads)` running before the i-th; then
+ * fails the test if a caller saw a read fail, or Envoy answered one with a failure (the client's
+ * own retries would hide it, so Envoy's access log is checked).
+ */
+async function readSteadily(
+  t: ExecutionContext,
+  c: ReturnType<typeof mesh.clients>,
+  productId: string,
+  prefix: string,
+  at: (i: number, reads: SteadyReads) => unknown,
+  options: { timeoutMs?: number } = {},
+): Promise<void> {
+  const failures: string[] = [];
+  const pending: Promise<unknown>[] = [];
+  const reads: SteadyReads = {
+    send: () => {
+      const i = pending.length;
+      pending.push(
+        c.products
+          .getProduct({ productId }, { ...withId(`${prefix}-${i}`), ...options })
+          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
+      );
+    },
+    settled: () => Promise.all(pending),
+  };
+  for (let i = 0; i < 250; i++) {
+    await at(i, reads);
+    reads.send();
+    // Pacing, not synchronization.
+    await sleep(10);
+  }
+  await reads.settled();
+  t.deepEqual(failures, [], "every read succeeded");
+  t.deepEqual(
+    await failedAtEnvoy(prefix, pending.length),
+    [],
+    "Envoy answered a read with a failure",
+  );
+}
+
 test.serial(
   "a hung product replica (SIGSTOP) fails no read, though a burst waits on its connection",
   async (t) => {
@@ -391,35 +438,16 @@ test.serial(
     const prefix = tag("hung");
 
     // A steady stream, and a burst of 60 at once as the replica stops: calls Envoy sends it wait
-    // for an answer, or for a connection, that never comes. Envoy alone must cover them: the
-    // client's own retries would hide a failure, so Envoy's access log is checked.
-    const failures: string[] = [];
-    const pending: Promise<unknown>[] = [];
-    let sent = 0;
-    const read = () => {
-      const i = sent++;
-      pending.push(
-        c.products
-          .getProduct({ productId: product.productId }, withId(`${prefix}-${i}`))
-          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
-      );
-    };
-    for (let i = 0; i < 250; i++) {
-      if (i === 50) {
-        // Every read sent so far has its answer first: a replica stopped while its answer is
-        // half written (headers and message out, status not) leaves that call waiting out
-        // its deadline, as nothing can retry a reply that has begun.
-        await Promise.all(pending);
-        hung.freeze();
-        for (let k = 0; k < 60; k++) read();
-      }
-      read();
-      // Pacing, not synchronization: a steady stream, one call every 10 ms.
-      await sleep(10);
-    }
-    await Promise.all(pending);
-    t.deepEqual(failures, [], "every read succeeded");
-    t.deepEqual(await failedAtEnvoy(prefix, sent), [], "Envoy answered a read with a failure");
+    // for an answer, or for a connection, that never comes. Envoy alone must cover them.
+    await readSteadily(t, c, product.productId, prefix, async (i, reads) => {
+      if (i !== 50) return;
+      // Every read sent so far has its answer first: a replica stopped while its answer is half
+      // written (headers and message out, status not) leaves that call waiting out its
+      // deadline, as nothing can retry a reply that has begun.
+      await reads.settled();
+      hung.freeze();
+      for (let k = 0; k < 60; k++) reads.send();
+    });
 
     hung.thaw();
     await mesh.waitHealthy(["product"]);
@@ -512,42 +540,33 @@ test.serial(
         await sleep(20);
       }
     })();
-    const calls = 250;
-    const pending: Promise<unknown>[] = [];
-    const failures: string[] = [];
-    for (let i = 0; i < calls; i++) {
-      if (i === 30) stalled.freeze();
-      if (i === 60) {
-        // product-2 stops with no read in flight: one stopped half-way through its answer could
-        // only wait out its deadline (the hung replica's test above says why).
-        await until(
-          "no read in flight on product-2",
-          async () => {
-            const host = (await mesh.hostsOf("product")).find((h) => h.address === hungAddress);
-            return host?.stats.rq_active === 0;
-          },
-          { intervalMs: 5, timeoutMs: 2_000 },
-        );
-        hung.freeze();
-      }
-      if (i === 100) stalled.thaw();
-      pending.push(
-        c.products
-          .getProduct(
-            { productId: product.productId },
-            { ...withId(`${prefix}-${i}`), timeoutMs: 5_000 },
-          )
-          .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`)),
-      );
-      // Pacing, not synchronization: one read every 10 ms.
-      await sleep(10);
-    }
-    await Promise.all(pending);
+    await readSteadily(
+      t,
+      c,
+      product.productId,
+      prefix,
+      async (i) => {
+        if (i === 30) stalled.freeze();
+        if (i === 60) {
+          // product-2 stops with no read in flight: one stopped half-way through its answer
+          // could only wait out its deadline (the hung replica's test above says why).
+          await until(
+            "no read in flight on product-2",
+            async () => {
+              const host = (await mesh.hostsOf("product")).find((h) => h.address === hungAddress);
+              return host?.stats.rq_active === 0;
+            },
+            { intervalMs: 5, timeoutMs: 2_000 },
+          );
+          hung.freeze();
+        }
+        if (i === 100) stalled.thaw();
+      },
+      { timeoutMs: 5_000 },
+    );
     reading = false;
     await watching;
     t.deepEqual([...ejected], [], "Envoy took the stalled replica out");
-    t.deepEqual(failures, [], "every read succeeded");
-    t.deepEqual(await failedAtEnvoy(prefix, calls), [], "Envoy answered a read with a failure");
 
     hung.thaw();
     await mesh.waitHealthy(["product"]);
