@@ -24,7 +24,7 @@ import { validateEnvoy, withLocalPaths } from "../scripts/lib/envoy-validate.js"
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { CERTS } from "./helpers/credentials.js";
 import { startEnvoy } from "./helpers/envoy.js";
-import { eventually } from "./helpers/eventually.js";
+import { eventually, until } from "./helpers/eventually.js";
 import { exec } from "./helpers/exec.js";
 
 const services = routedServices();
@@ -338,6 +338,22 @@ async function healthServer(t: import("ava").ExecutionContext) {
   return { port, health, address: `127.0.0.1:${port}` };
 }
 
+/** One grpc.health.v1 Check of the user service, sent through Envoy's listener. */
+function checkUser(client: grpc.Client): Promise<{ status: string }> {
+  const check = healthService.Check;
+  if (!check) throw new Error("grpc-health-check has no Check method");
+  return new Promise((resolve, reject) => {
+    client.makeUnaryRequest(
+      check.path,
+      check.requestSerialize,
+      check.responseDeserialize as (bytes: Buffer) => { status: string },
+      { service: "shop.user.v1.UserService" },
+      { deadline: Date.now() + 5_000 },
+      (error, value) => (error || !value ? reject(error) : resolve(value)),
+    );
+  });
+}
+
 test("startEnvoy health-checks grpc-js servers and proxies gRPC to them", async (t) => {
   const [a, b] = [await healthServer(t), await healthServer(t)];
   // b says the user service is down: Envoy must check the full service name, not the server.
@@ -364,24 +380,10 @@ test("startEnvoy health-checks grpc-js servers and proxies gRPC to them", async 
   await envoy.waitHealthy(["user"], 10_000);
 
   // A raw health check through Envoy's listener lands on the user cluster.
-  const check = healthService.Check;
-  if (!check) throw new Error("grpc-health-check has no Check method");
   const client = new grpc.Client(envoy.address, grpc.credentials.createInsecure());
   t.teardown(() => client.close());
   const calls = 6;
-  for (let i = 0; i < calls; i++) {
-    const reply = await new Promise<{ status: string }>((resolve, reject) => {
-      client.makeUnaryRequest(
-        check.path,
-        check.requestSerialize,
-        check.responseDeserialize as (bytes: Buffer) => { status: string },
-        { service: "shop.user.v1.UserService" },
-        { deadline: Date.now() + 5_000 },
-        (error, value) => (error || !value ? reject(error) : resolve(value)),
-      );
-    });
-    t.is(reply.status, "SERVING");
-  }
+  for (let i = 0; i < calls; i++) t.is((await checkUser(client)).status, "SERVING");
 
   // Host counters count proxied calls only, not Envoy's own health checks.
   const after = (await envoy.stats()).user ?? {};
@@ -410,4 +412,32 @@ test("startEnvoy health-checks grpc-js servers and proxies gRPC to them", async 
     t.true([a.address, b.address].includes(String(line.upstream_host)));
     t.regex(String(line.x_request_id), /^[0-9a-f-]{36}$/);
   }
+});
+
+test("a replica back in Envoy's rotation gets calls as soon as the admin shows it healthy", async (t) => {
+  const [a, b] = [await healthServer(t), await healthServer(t)];
+  const endpoints = [a, b].map(({ port }) => ({ host: "127.0.0.1", port }));
+  const envoy = await startEnvoy({ services: { user: endpoints, product: [], order: [] } });
+  t.teardown(() => envoy.stop());
+  const client = new grpc.Client(envoy.address, grpc.credentials.createInsecure());
+  t.teardown(() => client.close());
+  const servedBy = async (address: string) => (await envoy.stats()).user?.[address]?.rq_total ?? 0;
+
+  // b leaves and comes back half a second later (the checks' interval here), as a replica that
+  // lost its database for a moment. Envoy's workers must see the return when its admin does:
+  // by default they would get the news up to a second late (the cluster's update merge window).
+  b.health.setStatus("shop.user.v1.UserService", "NOT_SERVING");
+  await until(
+    "Envoy to take b out",
+    async () => (await envoy.stats()).user?.[b.address]?.healthy === false,
+    { intervalMs: 10 },
+  );
+  b.health.setStatus("shop.user.v1.UserService", "SERVING");
+  await envoy.waitHealthy(["user"], 5_000);
+
+  // Least-request balancing sends a burst to both: each call to the replica with fewer in flight.
+  const before = await servedBy(b.address);
+  await Promise.all(Array.from({ length: 20 }, () => checkUser(client)));
+  const served = (await servedBy(b.address)) - before;
+  t.true(served > 0, `none of 20 calls reached b, healthy at Envoy's admin`);
 });

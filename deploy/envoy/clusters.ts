@@ -30,6 +30,11 @@ export function cluster(
     // (a CreateOrder waiting on its dependencies, a cold SQLite page cache) where round robin would
     // keep feeding it. With equal load it spreads like random, so every replica gets traffic.
     lb_policy: "LEAST_REQUEST",
+    // Health changes reach the workers that balance calls at once. By default Envoy holds back
+    // every change that follows another within a second, for clusters of thousands of hosts: a
+    // replica back from a failed check then got no calls for up to a second, or one taken out
+    // kept getting them, though the admin interface already showed it so.
+    common_lb_config: { update_merge_window: "0s" },
     typed_extension_protocol_options: {
       "envoy.extensions.upstreams.http.v3.HttpProtocolOptions": typed(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
