@@ -175,7 +175,7 @@ test.serial(
         flagged = eventually(
           "Envoy to flag the NOT_SERVING replica",
           async () => {
-            const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
+            const host = await mesh.hostAt("product", address);
             return host?.flags.includes("failed_active_health_check") ? Date.now() : undefined;
           },
           { timeoutMs: 3_000, intervalMs: 25 },
@@ -353,7 +353,7 @@ test.serial(
     const onKilled = lines.filter(
       (entry) => entry.upstream_host === address && Date.parse(entry.start_time) > killedAt + 50,
     );
-    const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
+    const host = await mesh.hostAt("product", address);
     t.log(
       `Envoy retried ${retries} calls; ${lines.filter((e) => e.attempts > 1).length} took more ` +
         `than one attempt; the killed replica is flagged ${host?.flags.join(", ") || "(none yet)"}`,
@@ -498,7 +498,7 @@ test.serial(
     const lines = await mesh.loggedRequests(prefix, calls);
     t.deepEqual(await failedAtEnvoy(prefix, calls), []);
     const hedged = lines.filter((entry) => entry.attempts > 1);
-    const host = (await mesh.hostsOf("product")).find((h) => h.address === address);
+    const host = await mesh.hostAt("product", address);
     t.log(
       `${hedged.length} of ${calls} hedged; slowest read ${Math.max(...took)} ms; ` +
         `answered by ${JSON.stringify(countBy(lines.map((entry) => entry.upstream_host)))}; ` +
@@ -553,7 +553,7 @@ test.serial(
           await until(
             "no read in flight on product-2",
             async () => {
-              const host = (await mesh.hostsOf("product")).find((h) => h.address === hungAddress);
+              const host = await mesh.hostAt("product", hungAddress);
               return host?.stats.rq_active === 0;
             },
             { intervalMs: 5, timeoutMs: 2_000 },

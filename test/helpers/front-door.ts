@@ -113,6 +113,11 @@ export class MeshUnderTest {
     );
   }
 
+  /** Envoy's view of one replica: its health flags and counters; undefined if Envoy has none. */
+  async hostAt(cluster: string, address: string) {
+    return (await this.hostsOf(cluster)).find((host) => host.address === address);
+  }
+
   /** A counter such as `cluster.product.upstream_rq_retry`. */
   counter(name: string): Promise<number> {
     return envoyCounter(this.envoy.adminPort, name);
