@@ -2,6 +2,8 @@ import * as grpc from "@grpc/grpc-js";
 import type { CallOptions, CallStatus } from "./context.js";
 import {
   completerOf,
+  HEDGE_AFTER_S,
+  hedged,
   type MethodInfo,
   methodsOf,
   type RequestOf,
@@ -54,6 +56,12 @@ export interface ClientOptions {
    */
   alsoRetry?: readonly string[];
   /**
+   * Hedge unary reads (`hedged` in kit/contract.ts) across the replicas this client balances
+   * over, as a service's clients of its dependencies do. Off by default: a client of the front
+   * door leaves that to Envoy, which hedges the same reads and knows which replica it tried.
+   */
+  hedge?: boolean;
+  /**
    * How long a call the client retries waits for the channel to be ready (within its deadline)
    * before it is sent; after that it fails fast with UNAVAILABLE, as every call does on a channel
    * that cannot connect. Bridges a dependency's restart. 1000 ms by default.
@@ -97,26 +105,36 @@ function retriedMethods(
   );
 }
 
+/** How a client hedges a read: the retry policy's attempts, sent HEDGE_AFTER_S apart. */
+export const HEDGING_POLICY = {
+  maxAttempts: RETRY_POLICY.maxAttempts,
+  hedgingDelay: `${HEDGE_AFTER_S}s`,
+  // An attempt answered UNAVAILABLE is followed by the next at once.
+  nonFatalStatusCodes: RETRY_POLICY.retryableStatusCodes,
+};
+
 /**
  * The gRPC service config of a client: round_robin, and a retry policy on UNAVAILABLE for every
- * rpc whose `idempotency_level` makes a repeat harmless (plus `alsoRetry`). Other rpcs get only
- * grpc's transparent retries, of calls that never reached a server.
+ * rpc whose `idempotency_level` makes a repeat harmless (plus `alsoRetry`), or with `hedge` a
+ * hedging policy instead for the unary reads. Other rpcs get only grpc's transparent retries, of
+ * calls that never reached a server.
  */
 export function serviceConfigFor(
   definition: ServiceDefinition,
-  options: Pick<ClientOptions, "alsoRetry"> = {},
+  options: Pick<ClientOptions, "alsoRetry" | "hedge"> = {},
 ): { loadBalancingConfig: object[]; methodConfig: object[] } {
+  const names = (methods: MethodInfo[]) =>
+    methods.map((method) => ({ service: method.service, method: method.rpc }));
   const retried = retriedMethods(definition, options);
+  const hedgedHere = (method: MethodInfo) => options.hedge === true && hedged(method);
+  const reads = retried.filter(hedgedHere);
+  const others = retried.filter((method) => !hedgedHere(method));
   return {
     loadBalancingConfig: [{ round_robin: {} }],
-    methodConfig: retried.length
-      ? [
-          {
-            name: retried.map((method) => ({ service: method.service, method: method.rpc })),
-            retryPolicy: RETRY_POLICY,
-          },
-        ]
-      : [],
+    methodConfig: [
+      ...(reads.length ? [{ name: names(reads), hedgingPolicy: HEDGING_POLICY }] : []),
+      ...(others.length ? [{ name: names(others), retryPolicy: RETRY_POLICY }] : []),
+    ],
   };
 }
 
@@ -127,8 +145,9 @@ const channelOptions = {
   "grpc.initial_reconnect_backoff_ms": 100,
   "grpc.max_reconnect_backoff_ms": 250,
   // A replica that hangs (stopped, its host frozen) keeps its connection open: the kernel still
-  // acknowledges. Only an unanswered ping tells, and until then round robin sends it its share of
-  // calls, each waiting out its deadline: within 15 s here. The servers allow a ping every 5 s.
+  // acknowledges. Only an unanswered ping tells, within 15 s here, and until then round robin
+  // sends it its share of calls: a read is hedged, a write waits out its deadline. The servers
+  // allow a ping every 5 s.
   "grpc.keepalive_time_ms": 10_000,
   "grpc.keepalive_timeout_ms": 5_000,
   "grpc.keepalive_permit_without_calls": 1,

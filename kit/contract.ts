@@ -59,6 +59,23 @@ export interface MethodInfo {
  */
 export const retriable = (method: MethodInfo) => method.idempotency !== "IDEMPOTENCY_UNKNOWN";
 
+/**
+ * True when a call of the rpc is hedged: a unary read (NO_SIDE_EFFECTS) whose attempt has no
+ * answer after HEDGE_AFTER_S goes to another replica too, and the first answer wins, so a replica
+ * that hangs (stopped, stalled, its reply lost) costs a read that long, not its deadline. Writes
+ * are not hedged, even idempotent ones: two attempts at once would contend for the same rows.
+ * Clients' service config and Envoy's routes both follow this.
+ */
+export const hedged = (method: MethodInfo) =>
+  method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS";
+
+/**
+ * How long a hedged rpc's attempt may go unanswered before the next one is sent. Far above a
+ * read's slowest answers under load here (tens of ms), so that hedges are rare and never a load
+ * of their own.
+ */
+export const HEDGE_AFTER_S = 0.5;
+
 /** The AIP-155 idempotency key of a call of a keyed rpc, when its caller gave one. */
 export const idempotencyKeyOf = (method: MethodInfo, request: unknown): string | undefined => {
   const key = method.keyed ? (request as { requestId?: unknown } | null)?.requestId : undefined;

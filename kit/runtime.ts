@@ -139,9 +139,11 @@ export async function startService(
   for (const [name, definition] of Object.entries(module.dependencies)) {
     const address = options.dependencies?.[name];
     if (!address) throw new Error(`${module.name}: no address for its dependency "${name}"`);
-    // One long-lived channel per dependency; its retry policy comes from the contract.
+    // One long-lived channel per dependency, balanced over its replicas; its retry and hedging
+    // policies come from the contract.
     clients[name] = createClient(definition as never, address, {
       middleware: clientMiddleware,
+      hedge: true,
       transport: channelCredentials(security.tls, options.dependencyIdentities?.[name]),
     });
   }

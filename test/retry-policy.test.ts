@@ -15,9 +15,21 @@ import {
   Product,
   ProductServiceService,
 } from "../gen/ts/shop/product/v1/product.js";
-import { createClient, type RETRY_POLICY, serviceConfigFor } from "../kit/client.js";
+import {
+  createClient,
+  type HEDGING_POLICY,
+  type RETRY_POLICY,
+  serviceConfigFor,
+} from "../kit/client.js";
 import type { ServiceDefinition } from "../kit/contract.js";
-import { contractMethods, contractRegistry, type MethodInfo, retriable } from "../kit/contract.js";
+import {
+  contractMethods,
+  contractRegistry,
+  HEDGE_AFTER_S,
+  hedged,
+  type MethodInfo,
+  retriable,
+} from "../kit/contract.js";
 import { Code, type ServiceError } from "../kit/errors.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -25,36 +37,74 @@ import { grpcFrame } from "./helpers/grpc-frame.js";
 
 interface Route {
   match: { path?: string };
-  route?: { retry_policy?: { retry_on: string } };
+  route?: {
+    retry_policy?: { retry_on: string; per_try_timeout?: string };
+    hedge_policy?: { hedge_on_per_try_timeout?: boolean };
+  };
+}
+
+type MethodConfig = {
+  name: { service: string; method: string }[];
+  retryPolicy?: typeof RETRY_POLICY;
+  hedgingPolicy?: typeof HEDGING_POLICY;
+};
+
+/** The exact-path routes of a config. */
+function exactRoutes(config: unknown): Route[] {
+  // biome-ignore lint/suspicious/noExplicitAny: walking a parsed config document
+  const hcm = (config as any).static_resources.listeners[0].filter_chains[0].filters[0]
+    .typed_config;
+  return (hcm.route_config.virtual_hosts[0].routes as Route[]).filter((route) => route.match.path);
 }
 
 /** Envoy's retry conditions of each exact-path route of a config. */
 function envoyRetries(config: unknown): Map<string, string[]> {
-  // biome-ignore lint/suspicious/noExplicitAny: walking a parsed config document
-  const hcm = (config as any).static_resources.listeners[0].filter_chains[0].filters[0]
-    .typed_config;
-  const routes = hcm.route_config.virtual_hosts[0].routes as Route[];
   return new Map(
-    routes
-      .filter((route) => route.match.path)
-      .map((route) => [
-        route.match.path as string,
-        route.route?.retry_policy?.retry_on.split(",") ?? [],
-      ]),
+    exactRoutes(config).map((route) => [
+      route.match.path as string,
+      route.route?.retry_policy?.retry_on.split(",") ?? [],
+    ]),
   );
 }
 
-/** The rpcs a client's service config retries on UNAVAILABLE, as "/Service/Method". */
+/** The paths Envoy hedges: a per-try timeout, and the timed-out attempt left to go on. */
+function envoyHedges(config: unknown): Set<string> {
+  return new Set(
+    exactRoutes(config)
+      .filter(
+        (route) =>
+          route.route?.retry_policy?.per_try_timeout === `${HEDGE_AFTER_S}s` &&
+          route.route.hedge_policy?.hedge_on_per_try_timeout,
+      )
+      .map((route) => route.match.path as string),
+  );
+}
+
+const pathsOf = (entry: MethodConfig) =>
+  entry.name.map((name) => `/${name.service}/${name.method}`);
+
+/** The rpcs a client's service config retries or hedges on UNAVAILABLE, as "/Service/Method". */
 function clientRetries(config: ReturnType<typeof serviceConfigFor>): Set<string> {
-  const retried = new Set<string>();
-  for (const entry of config.methodConfig as {
-    name: { service: string; method: string }[];
-    retryPolicy?: typeof RETRY_POLICY;
-  }[]) {
-    if (!entry.retryPolicy?.retryableStatusCodes.includes("UNAVAILABLE")) continue;
-    for (const name of entry.name) retried.add(`/${name.service}/${name.method}`);
-  }
-  return retried;
+  return new Set(
+    (config.methodConfig as MethodConfig[])
+      .filter((entry) =>
+        (
+          entry.retryPolicy?.retryableStatusCodes ??
+          entry.hedgingPolicy?.nonFatalStatusCodes ??
+          []
+        ).includes("UNAVAILABLE"),
+      )
+      .flatMap(pathsOf),
+  );
+}
+
+/** The rpcs a client's service config hedges. */
+function clientHedges(config: ReturnType<typeof serviceConfigFor>): Set<string> {
+  return new Set(
+    (config.methodConfig as MethodConfig[])
+      .filter((entry) => entry.hedgingPolicy?.hedgingDelay === `${HEDGE_AFTER_S}s`)
+      .flatMap(pathsOf),
+  );
 }
 
 /**
@@ -136,7 +186,29 @@ test("every rpc declares its idempotency_level, and clients and Envoy retry alik
   for (const config of [envoyConfig(localTopology()), committed]) {
     t.deepEqual(disagreements(allMethods, allClientRetries(), envoyRetries(config)), []);
   }
+  // Both hedge the unary reads, and only them.
+  const reads = allMethods.filter(hedged).map((method) => method.path);
+  const clientHedged = registered.flatMap((definition) => [
+    ...clientHedges(serviceConfigFor(definition, { hedge: true })),
+  ]);
+  t.deepEqual(clientHedged.sort(), [...reads].sort());
+  // A client of the front door leaves hedging to Envoy, and retries the same rpcs.
+  for (const definition of registered) {
+    t.deepEqual([...clientHedges(serviceConfigFor(definition))], []);
+    t.deepEqual(
+      [...clientRetries(serviceConfigFor(definition))].sort(),
+      [...clientRetries(serviceConfigFor(definition, { hedge: true }))].sort(),
+    );
+  }
+  for (const config of [envoyConfig(localTopology()), committed]) {
+    const edge = new Set(reads.filter((path) => !internal.has(path.split("/")[1] as string)));
+    t.deepEqual([...envoyHedges(config)].sort(), [...edge].sort());
+  }
   // What the contract says today, spelled out.
+  t.deepEqual(
+    allMethods.filter(hedged).map((method) => method.rpc),
+    ["GetUser", "ListUsers", "GetProduct", "ListProducts", "GetOrder", "ListOrders"],
+  );
   t.deepEqual(
     allMethods.filter(retriable).map((method) => method.rpc),
     [

@@ -1,7 +1,7 @@
 // The route table: a route per rpc with its retry policy and timeouts, health by service name,
 // reflection, CORS preflights, and Envoy's answers for what no route takes.
 
-import { type MethodInfo, retriable } from "../../kit/contract.js";
+import { HEDGE_AFTER_S, hedged, type MethodInfo, retriable } from "../../kit/contract.js";
 import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
 import { fromOrigin, readableByBrowsers } from "./cors.js";
 import { lua } from "./lua.js";
@@ -58,22 +58,12 @@ const DEADLINE_HEADERS = [
   { name: "connect-timeout-ms", string_match: { safe_regex: { regex: "[0-9]{1,10}" } } },
 ];
 
-/**
- * How long one attempt of a read (a NO_SIDE_EFFECTS rpc) may go unanswered before Envoy sends it
- * to another replica too and takes whichever answer comes first: a replica that hangs (stopped,
- * stalled, its reply lost) costs a read this much, not its deadline. Far above a read's slowest
- * answers under load here (tens of ms), so that hedges are rare and never a load of their own.
- */
-const READ_HEDGE_AFTER = "0.5s";
-
-const hedged = (method: MethodInfo) =>
-  method.kind === "unary" && method.idempotency === "NO_SIDE_EFFECTS";
-
 function retryPolicy(method: MethodInfo) {
   return {
     retry_on: retryOn(method),
     num_retries: 3,
-    ...(hedged(method) && { per_try_timeout: READ_HEDGE_AFTER }),
+    // A read's attempt unanswered this long is hedged (hedge_policy on its route).
+    ...(hedged(method) && { per_try_timeout: `${HEDGE_AFTER_S}s` }),
     // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
     retry_host_predicate: [
       {

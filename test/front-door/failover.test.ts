@@ -573,6 +573,38 @@ test.serial(
   },
 );
 
+/**
+ * Orders of one unit of `product` for `user`, placed one after another; place() answers what went
+ * wrong with each that did not end CONFIRMED.
+ */
+function orderOf(
+  c: ReturnType<typeof mesh.clients>,
+  user: { userId: string },
+  product: { productId: string },
+  prefix: string,
+) {
+  let serial = 0;
+  return {
+    async place(count: number, timeoutMs?: number): Promise<string[]> {
+      const failures: string[] = [];
+      for (let i = 0; i < count; i++) {
+        const id = `${prefix}-${serial++}`;
+        await c.orders
+          .createOrder(
+            { userId: user.userId, lines: [orderLine(product.productId, 1)], requestId: id },
+            { ...withId(id), ...(timeoutMs && { timeoutMs }) },
+          )
+          .then(({ order }) => {
+            if (order?.state !== OrderState.ORDER_STATE_CONFIRMED)
+              failures.push(`${id}: ${order?.state}`);
+          })
+          .catch((error: unknown) => failures.push(`${id}: ${(error as Error).message}`));
+      }
+      return failures;
+    },
+  };
+}
+
 test.serial(
   "the order replicas stop calling a hung product replica within their keepalive's 15 s",
   async (t) => {
@@ -582,37 +614,39 @@ test.serial(
     t.teardown(c.close);
     const user = await newUser(c);
     const product = await newProduct(c, 100);
-    const prefix = tag("hung-dependency");
+    const order = orderOf(c, user, product, tag("hung-dependency"));
     // Each order replica's channel to product-2 is open and in its round robin.
-    await c.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(product.productId, 1)],
-      requestId: `${prefix}-warm`,
-    });
+    t.deepEqual(await order.place(1), []);
 
     hung.freeze();
     // The kit's clients ping every 10 s and give up on an answer after 5 s (kit/client.ts).
     await sleep(16_000);
-    const failures: string[] = [];
-    for (let i = 0; i < 12; i++) {
-      await c.orders
-        .createOrder(
-          {
-            userId: user.userId,
-            lines: [orderLine(product.productId, 1)],
-            requestId: `${prefix}-${i}`,
-          },
-          withId(`${prefix}-${i}`),
-        )
-        .then(({ order }) => {
-          if (order?.state !== OrderState.ORDER_STATE_CONFIRMED)
-            failures.push(`#${i}: ${order?.state}`);
-        })
-        .catch((error: unknown) => failures.push(`#${i}: ${(error as Error).message}`));
-    }
-    t.deepEqual(failures, [], "an order waited on the hung replica");
+    t.deepEqual(await order.place(12), [], "an order waited on the hung replica");
 
     hung.thaw();
     await mesh.waitHealthy(["product"]);
+  },
+);
+
+test.serial(
+  "a hung user replica costs an order its read's hedge, not its deadline: order hedges GetUser",
+  async (t) => {
+    await mesh.waitHealthy(registry.names);
+    const hung = freezable(t, "user-2");
+    const c = mesh.clients();
+    t.teardown(c.close);
+    const user = await newUser(c);
+    const product = await newProduct(c, 100);
+    const order = orderOf(c, user, product, tag("hung-user"));
+    // Each order replica's channel to user-2 is open and in its round robin.
+    t.deepEqual(await order.place(1), []);
+
+    // At once, well within the 15 s the channels take to notice (the test above): round robin
+    // sends user-2 about half of the orders' GetUser calls, and each must be hedged to user-1.
+    hung.freeze();
+    t.deepEqual(await order.place(12, 3_000), [], "an order waited on the hung user replica");
+
+    hung.thaw();
+    await mesh.waitHealthy(["user"]);
   },
 );
