@@ -143,7 +143,7 @@ export async function startService(
     // policies come from the contract.
     clients[name] = createClient(definition as never, address, {
       middleware: clientMiddleware,
-      hedge: true,
+      direct: true,
       transport: channelCredentials(security.tls, options.dependencyIdentities?.[name]),
     });
   }

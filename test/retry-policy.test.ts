@@ -189,7 +189,7 @@ test("every rpc declares its idempotency_level, and clients and Envoy retry alik
   // Both hedge the unary reads, and only them.
   const reads = allMethods.filter(hedged).map((method) => method.path);
   const clientHedged = registered.flatMap((definition) => [
-    ...clientHedges(serviceConfigFor(definition, { hedge: true })),
+    ...clientHedges(serviceConfigFor(definition, { direct: true })),
   ]);
   t.deepEqual(clientHedged.sort(), [...reads].sort());
   // A client of the front door leaves hedging to Envoy, and retries the same rpcs.
@@ -197,7 +197,7 @@ test("every rpc declares its idempotency_level, and clients and Envoy retry alik
     t.deepEqual([...clientHedges(serviceConfigFor(definition))], []);
     t.deepEqual(
       [...clientRetries(serviceConfigFor(definition))].sort(),
-      [...clientRetries(serviceConfigFor(definition, { hedge: true }))].sort(),
+      [...clientRetries(serviceConfigFor(definition, { direct: true }))].sort(),
     );
   }
   for (const config of [envoyConfig(localTopology()), committed]) {
