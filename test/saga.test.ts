@@ -449,6 +449,34 @@ test("against a product service older than commit-on-reserve, orders are committ
   t.is(await stockOf(fleet, mug.productId), 0);
 });
 
+test("a GetUser unanswered after half a second is sent again beside it, and the order is placed once", async (t) => {
+  const logs = { user: captureLogger("user") };
+  const fleet = await startFleet(t, { loggers: { user: logs.user.logger } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 4 });
+  // Every GetUser takes 0.8 s: the order service's client sends a second attempt at 0.5 s (to
+  // the same server here, its only replica), and the first answer wins.
+  fleet.user.faults.set("GetUser", { delayMs: 800 });
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "slow-user",
+  });
+  t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.is(await stockOf(fleet, mug.productId), 3);
+  const attempts = await eventually("both GetUser attempts logged", () => {
+    const lines = logs.user.lines.filter(
+      (line) => line.method === "/shop.user.v1.UserService/GetUser",
+    );
+    return lines.length === 2 ? lines : undefined;
+  });
+  // The first answers; the second, a hedge, is cancelled as the first's answer arrives.
+  t.deepEqual(Object.fromEntries(attempts.map((line) => [line.code, line.attempt])), {
+    OK: undefined,
+    CANCELLED: 2,
+  });
+});
+
 test("the caller's deadline reaches the user and product services", async (t) => {
   const logs = { user: captureLogger("user"), product: captureLogger("product") };
   const fleet = await startFleet(t, {

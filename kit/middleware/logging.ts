@@ -6,10 +6,14 @@ import type { ServerMiddleware } from "./types.js";
 /** Codes that mean a bug or an outage on our side rather than a caller's mistake. */
 const OUR_FAULT = new Set<Code>([Code.UNKNOWN, Code.INTERNAL, Code.DATA_LOSS]);
 
+/** Set by a gRPC client on each attempt after a call's first: a retry or a hedge. */
+const PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts";
+
 /**
  * One log line per call, written once the status is sent, with the status the caller got (after
  * serialization and cancellation), how long it took, the deadline it arrived with, the
- * idempotency key of a request that has one, and the call's log fields (`x_request_id`, …).
+ * idempotency key of a request that has one, which attempt of its caller's call it is when not
+ * the first, and the call's log fields (`x_request_id`, …).
  * Our own failures are logged at error level with their cause; another failure with a cause
  * underneath (a database lost or full) at warn level with it.
  */
@@ -30,6 +34,8 @@ export function logging(logger: Logger): ServerMiddleware {
           // The time the caller allowed, as it arrived: shows deadlines propagating.
           if (ctx.deadline) line.deadline = ctx.deadline.toISOString();
           if (key !== undefined) line.idempotency_key = key;
+          const previous = Number(ctx.metadata.get(PREVIOUS_ATTEMPTS)[0]);
+          if (previous > 0) line.attempt = previous + 1;
           if (OUR_FAULT.has(status.code)) {
             logger.error({ ...line, err: status.cause, details: status.details }, "rpc failed");
           } else if (status.cause !== undefined) {
