@@ -574,51 +574,46 @@ test.serial(
 );
 
 /**
- * Orders of one unit of `product` for `user`, placed one after another; place() answers what went
- * wrong with each that did not end CONFIRMED.
+ * A replica the order replicas call directly, ready to freeze, and orders placed through the mesh
+ * one after another; place() answers what went wrong with each that did not end CONFIRMED.
  */
-function orderOf(
-  c: ReturnType<typeof mesh.clients>,
-  user: { userId: string },
-  product: { productId: string },
-  prefix: string,
-) {
+async function ordersBeside(t: ExecutionContext, replica: string) {
+  await mesh.waitHealthy(registry.names);
+  const hung = freezable(t, replica);
+  const c = mesh.clients();
+  t.teardown(c.close);
+  const user = await newUser(c);
+  const product = await newProduct(c, 100);
+  const prefix = tag(`hung-${replica}`);
   let serial = 0;
-  return {
-    async place(count: number, timeoutMs?: number): Promise<string[]> {
-      const failures: string[] = [];
-      for (let i = 0; i < count; i++) {
-        const id = `${prefix}-${serial++}`;
-        await c.orders
-          .createOrder(
-            { userId: user.userId, lines: [orderLine(product.productId, 1)], requestId: id },
-            { ...withId(id), ...(timeoutMs && { timeoutMs }) },
-          )
-          .then(({ order }) => {
-            if (order?.state !== OrderState.ORDER_STATE_CONFIRMED)
-              failures.push(`${id}: ${order?.state}`);
-          })
-          .catch((error: unknown) => failures.push(`${id}: ${(error as Error).message}`));
-      }
-      return failures;
-    },
+  const place = async (count: number, timeoutMs?: number): Promise<string[]> => {
+    const failures: string[] = [];
+    for (let i = 0; i < count; i++) {
+      const id = `${prefix}-${serial++}`;
+      await c.orders
+        .createOrder(
+          { userId: user.userId, lines: [orderLine(product.productId, 1)], requestId: id },
+          { ...withId(id), ...(timeoutMs && { timeoutMs }) },
+        )
+        .then(({ order }) => {
+          if (order?.state !== OrderState.ORDER_STATE_CONFIRMED)
+            failures.push(`${id}: ${order?.state}`);
+        })
+        .catch((error: unknown) => failures.push(`${id}: ${(error as Error).message}`));
+    }
+    return failures;
   };
+  // Each order replica's channel to the replica is open and in its round robin, once a test
+  // before that hung it has let its channels reconnect: the warm-up gives them that time.
+  await sleep(500);
+  t.deepEqual(await place(2), []);
+  return { hung, place };
 }
 
 test.serial(
   "a hung product replica fails no order: its reservations go to the other once a ping goes unanswered",
   async (t) => {
-    await mesh.waitHealthy(registry.names);
-    const hung = freezable(t, "product-2");
-    const c = mesh.clients();
-    t.teardown(c.close);
-    const user = await newUser(c);
-    const product = await newProduct(c, 100);
-    const order = orderOf(c, user, product, tag("hung-dependency"));
-    // Each order replica's channel to product-2 is open and in its round robin, once a test
-    // before that hung it has let its channels reconnect: the warm-up gives them that time.
-    await sleep(500);
-    t.deepEqual(await order.place(2), []);
+    const { hung, place } = await ordersBeside(t, "product-2");
 
     // At once: round robin sends product-2 a reservation from each order replica, which is not
     // hedged (a write). It waits until its channel's keepalive ping goes unanswered, within 4 s
@@ -626,7 +621,7 @@ test.serial(
     // again, to product-1, well within the order's 5 s for a dependency.
     hung.freeze();
     const started = Date.now();
-    t.deepEqual(await order.place(12, 6_000), [], "an order waited out its deadline");
+    t.deepEqual(await place(12, 6_000), [], "an order waited out its deadline");
     t.log(`12 orders in ${Date.now() - started} ms`);
 
     hung.thaw();
@@ -637,22 +632,13 @@ test.serial(
 test.serial(
   "a hung user replica costs an order its read's hedge, not its deadline: order hedges GetUser",
   async (t) => {
-    await mesh.waitHealthy(registry.names);
-    const hung = freezable(t, "user-2");
-    const c = mesh.clients();
-    t.teardown(c.close);
-    const user = await newUser(c);
-    const product = await newProduct(c, 100);
-    const order = orderOf(c, user, product, tag("hung-user"));
-    // Each order replica's channel to user-2 is open and in its round robin.
-    await sleep(500);
-    t.deepEqual(await order.place(2), []);
+    const { hung, place } = await ordersBeside(t, "user-2");
 
     // At once: until their keepalive drops it (2–4 s, the test above), the order replicas' round
     // robin sends user-2 its share of GetUser calls, and each must be hedged to user-1 after
     // 0.5 s, well within an order's 1.5 s.
     hung.freeze();
-    t.deepEqual(await order.place(12, 1_500), [], "an order waited on the hung user replica");
+    t.deepEqual(await place(12, 1_500), [], "an order waited on the hung user replica");
 
     hung.thaw();
     await mesh.waitHealthy(["user"]);
