@@ -573,9 +573,22 @@ test.serial(
   },
 );
 
+/** The replicas of `service` whose log shows a call with this x-request-id, once one does. */
+function servedBy(service: ServiceName, id: string): Promise<string[]> {
+  return eventually(`a ${service} replica's log line for ${id}`, async () => {
+    const names: string[] = [];
+    for (const replica of mesh.plan.replicas.filter((r) => r.service === service)) {
+      const log = await readFile(path.join(mesh.plan.logDir, `${replica.name}.log`), "utf8");
+      if (log.includes(`"x_request_id":"${id}"`)) names.push(replica.name);
+    }
+    return names.length > 0 ? names : undefined;
+  });
+}
+
 /**
  * A replica the order replicas call directly, ready to freeze, and orders placed through the mesh
- * one after another; place() answers what went wrong with each that did not end CONFIRMED.
+ * one after another; place() answers what went wrong with each that did not end CONFIRMED, and
+ * how long the slowest took.
  */
 async function ordersBeside(t: ExecutionContext, replica: string) {
   await mesh.waitHealthy(registry.names);
@@ -586,10 +599,12 @@ async function ordersBeside(t: ExecutionContext, replica: string) {
   const product = await newProduct(c, 100);
   const prefix = tag(`hung-${replica}`);
   let serial = 0;
-  const place = async (count: number, timeoutMs?: number): Promise<string[]> => {
+  const place = async (count: number, timeoutMs?: number) => {
     const failures: string[] = [];
+    let slowestMs = 0;
     for (let i = 0; i < count; i++) {
       const id = `${prefix}-${serial++}`;
+      const started = Date.now();
       await c.orders
         .createOrder(
           { userId: user.userId, lines: [orderLine(product.productId, 1)], requestId: id },
@@ -600,13 +615,24 @@ async function ordersBeside(t: ExecutionContext, replica: string) {
             failures.push(`${id}: ${order?.state}`);
         })
         .catch((error: unknown) => failures.push(`${id}: ${(error as Error).message}`));
+      slowestMs = Math.max(slowestMs, Date.now() - started);
     }
-    return failures;
+    return { failures, slowestMs };
   };
-  // Each order replica's channel to the replica is open and in its round robin, once a test
-  // before that hung it has let its channels reconnect: the warm-up gives them that time.
-  await sleep(500);
-  t.deepEqual(await place(2), []);
+
+  // The freeze must meet the order replicas' calls: a channel still reconnecting after an earlier
+  // test would leave the replica out of its round robin, and the test would pass untested. So
+  // warm-up orders go on until every order replica's log shares one with the replica's log.
+  const orderReplicas = mesh.plan.replicas.filter((r) => r.service === "order").length;
+  const reached = new Set<string>();
+  for (let i = 0; i < 16 && reached.size < orderReplicas; i++) {
+    const id = `${prefix}-${serial}`;
+    t.deepEqual((await place(1)).failures, []);
+    const senders = await servedBy("order", id);
+    const served = await servedBy(mesh.spec(replica).service, id);
+    if (served.includes(replica)) for (const sender of senders) reached.add(sender);
+  }
+  t.is(reached.size, orderReplicas, `not every order replica sent ${replica} a call`);
   return { hung, place };
 }
 
@@ -620,9 +646,10 @@ test.serial(
     // (kit/client.ts); the dropped connection fails it as UNAVAILABLE, and the client sends it
     // again, to product-1, well within the order's 5 s for a dependency.
     hung.freeze();
-    const started = Date.now();
-    t.deepEqual(await place(12, 6_000), [], "an order waited out its deadline");
-    t.log(`12 orders in ${Date.now() - started} ms`);
+    const { failures, slowestMs } = await place(12, 6_000);
+    t.deepEqual(failures, [], "an order waited out its deadline");
+    t.log(`slowest of 12 orders: ${slowestMs} ms`);
+    t.true(slowestMs > 1_000, "no order waited for the hung replica's connection to drop");
 
     hung.thaw();
     await mesh.waitHealthy(["product"]);
@@ -638,7 +665,10 @@ test.serial(
     // robin sends user-2 its share of GetUser calls, and each must be hedged to user-1 after
     // 0.5 s, well within an order's 1.5 s.
     hung.freeze();
-    t.deepEqual(await place(12, 1_500), [], "an order waited on the hung user replica");
+    const { failures, slowestMs } = await place(12, 1_500);
+    t.deepEqual(failures, [], "an order waited on the hung user replica");
+    t.log(`slowest of 12 orders: ${slowestMs} ms`);
+    t.true(slowestMs >= 500, "no order's GetUser waited for its hedge");
 
     hung.thaw();
     await mesh.waitHealthy(["user"]);
