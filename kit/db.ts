@@ -194,6 +194,24 @@ export async function openDatabase(
   }
 }
 
+/**
+ * The database `db` for reads outside a transaction. SQLite serves a process through one
+ * connection (db/sqlite.ts), which a transaction holds while it waits for another process's write
+ * lock, up to 5 s: a read queued behind it waited as long, though WAL lets readers go on beside a
+ * writer. So an SQLite file gets a second connection, for reads; ":memory:" is one database per
+ * connection and PostgreSQL's pool has connections to spare, so they read on `db` itself.
+ * Close it before `db`.
+ */
+export function openReads(db: Knex): Knex {
+  const config = db.client.config as Knex.Config;
+  const filename = (config.connection as { filename?: unknown } | undefined)?.filename;
+  if (engineOf(db) !== "sqlite" || typeof filename !== "string" || filename === ":memory:") {
+    return db;
+  }
+  // A config of its own: closing `db` to new work (closing.ts) leaves its reads going.
+  return knex({ ...config, connection: { filename } });
+}
+
 /** Brings a database to its latest schema, then closes it. */
 export async function migrateDatabase(
   location: string,

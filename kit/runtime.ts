@@ -16,6 +16,7 @@ import {
   type Knex,
   observeDatabase,
   openDatabase,
+  openReads,
   walSyncOf,
 } from "./db.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
@@ -162,9 +163,26 @@ export async function startService(
       `cannot open ${describeLocation(config.database)}: ${(error as Error).message}`,
     );
   }
-  if (counting) observeDatabase(db, databaseMetrics(metrics));
-  if (tracing) observeDatabase(db, databaseTracing(db));
-  const implementation = module.implement({ db, logger, clients, dependencyTimeoutMs, metrics });
+  const reads = openReads(db);
+  const observers = [
+    ...(counting ? [databaseMetrics(metrics)] : []),
+    ...(tracing ? [databaseTracing(db)] : []),
+  ];
+  for (const handle of new Set([db, reads])) {
+    for (const observer of observers) observeDatabase(handle, observer);
+  }
+  const closeDatabase = async () => {
+    if (reads !== db) await reads.destroy();
+    await db.destroy();
+  };
+  const implementation = module.implement({
+    db,
+    reads,
+    logger,
+    clients,
+    dependencyTimeoutMs,
+    metrics,
+  });
   const services: ServiceImplementation[] = Object.entries(module.serves).map(
     ([key, definition]) => ({
       definition: definition as never,
@@ -230,7 +248,7 @@ export async function startService(
     await implementation.close?.();
     closeClients();
     await wal?.close();
-    await db.destroy();
+    await closeDatabase();
     throw error;
   }
   let stopped: Promise<void> | undefined;
@@ -246,7 +264,7 @@ export async function startService(
         await implementation.close?.();
         closeClients();
         await wal?.close();
-        await db.destroy();
+        await closeDatabase();
         await metricsEndpoint?.close();
       })();
       return stopped;

@@ -39,6 +39,11 @@ export type Definitions = Record<string, ServiceDefinition>;
  */
 export interface ServiceEnvironment<D extends Definitions> {
   db: Knex;
+  /**
+   * The same database for reads outside a transaction, which never wait there for a write
+   * (kit/db.ts openReads); `db` itself where that needs no connection of its own.
+   */
+  reads: Knex;
   logger: Logger;
   clients: { [K in keyof D]: Client<D[K]> };
   /** The deadline of a call to a dependency when the served call's is later or absent. */

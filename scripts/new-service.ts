@@ -191,7 +191,11 @@ const to${Name} = (row: ${Name}Row): ${Name} => ({
 
 /** The ${names} table: the only code that touches it. */
 export class ${Name}Store {
-  constructor(private readonly db: Knex) {}
+  /** \`reads\` serves the reads outside a transaction (kit/service.ts ServiceEnvironment). */
+  constructor(
+    private readonly db: Knex,
+    private readonly reads: Knex = db,
+  ) {}
 
   async insert(${name}Id: string, displayName: string): Promise<${Name}> {
     const row = { ${name}_id: ${name}Id, display_name: displayName, create_time: Date.now() };
@@ -200,14 +204,14 @@ export class ${Name}Store {
   }
 
   async get(${name}Id: string): Promise<${Name}> {
-    const row = await this.db<${Name}Row>("${names}").where({ ${name}_id: ${name}Id }).first();
+    const row = await this.reads<${Name}Row>("${names}").where({ ${name}_id: ${name}Id }).first();
     if (!row) throw errors.notFound("${name.toUpperCase()}_NOT_FOUND", \`${name} \${${name}Id} does not exist\`);
     return to${Name}(row);
   }
 
   /** Up to \`limit\` ${names} after \`afterSeq\`, oldest first, and the seq to continue from. */
   async list(limit: number, afterSeq?: number) {
-    const { items, nextSeq } = await pageBySeq(this.db<${Name}Row>("${names}"), limit, {
+    const { items, nextSeq } = await pageBySeq(this.reads<${Name}Row>("${names}"), limit, {
       from: afterSeq,
       items: (rows: ${Name}Row[]) => rows.map(to${Name}),
     });
@@ -252,7 +256,9 @@ export const ${name}Service = defineService({
   dependencies: {},
   migrations,
   access: { ${Name}Service: everyRpc(${Name}ServiceService, signedIn) },
-  implement: ({ db }) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db)) } }),
+  implement: ({ db, reads }) => ({
+    handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db, reads)) },
+  }),
 });
 `,
   "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.

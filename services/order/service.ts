@@ -44,9 +44,9 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         watchOrder: signedIn,
       },
     },
-    implement: ({ db, logger, clients, dependencyTimeoutMs, metrics }) => {
+    implement: ({ db, reads, logger, clients, dependencyTimeoutMs, metrics }) => {
       const settings = { ...orderSettings(), ...overrides };
-      const store = new OrderStore(db);
+      const store = new OrderStore(db, reads);
       const saga = new OrderSaga(store, clients, {
         reservationTtlMs: settings.reservationTtlMs,
         placingMs: dependencyTimeoutMs,

@@ -103,13 +103,17 @@ export class OrderStore {
   /** CreateOrder's statements, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  constructor(private readonly db: Knex) {
+  /** `reads` serves GetOrder's, ListOrders' and WatchOrder's reads (kit/service.ts ServiceEnvironment). */
+  constructor(
+    private readonly db: Knex,
+    private readonly reads: Knex = db,
+  ) {
     this.sql = sqlOf(db);
   }
 
   private async withLines(rows: OrderRow[]): Promise<StoredOrder[]> {
     if (rows.length === 0) return [];
-    const lines = await this.db<LineRow>("order_lines")
+    const lines = await this.reads<LineRow>("order_lines")
       .whereIn(
         "order_id",
         rows.map((row) => row.order_id),
@@ -205,7 +209,7 @@ export class OrderStore {
   }
 
   async find(orderId: string): Promise<StoredOrder | undefined> {
-    return this.whole(() => this.db<OrderRow>("orders").where({ order_id: orderId }));
+    return this.whole(() => this.reads<OrderRow>("orders").where({ order_id: orderId }));
   }
 
   async get(orderId: string): Promise<StoredOrder> {
@@ -234,7 +238,7 @@ export class OrderStore {
     beforeSeq: number | undefined,
     userId: string,
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
-    const query = this.db<OrderRow>("orders");
+    const query = this.reads<OrderRow>("orders");
     if (userId) query.where({ user_id: userId });
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: beforeSeq,

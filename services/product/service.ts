@@ -37,7 +37,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
         releaseReservation: internal("order"),
       },
     },
-    implement: ({ db, logger, metrics }) => {
+    implement: ({ db, reads, logger, metrics }) => {
       const inventory = new InventoryStore(db);
       const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
@@ -56,7 +56,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       );
       return {
         handlers: {
-          ProductService: productHandlers(new ProductStore(db)),
+          ProductService: productHandlers(new ProductStore(db, reads)),
           InventoryService: inventoryHandlers(inventory),
         },
         close: () => sweep.stop(),

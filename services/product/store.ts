@@ -68,8 +68,12 @@ export class ProductStore {
   /** GetProduct's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  constructor(private readonly db: Knex) {
-    this.sql = sqlOf(db);
+  /** `reads` serves the reads outside a transaction (kit/service.ts ServiceEnvironment). */
+  constructor(
+    private readonly db: Knex,
+    private readonly reads: Knex = db,
+  ) {
+    this.sql = sqlOf(reads);
   }
 
   async insert(productId: string, fields: ProductFields): Promise<Product> {
@@ -101,7 +105,7 @@ export class ProductStore {
     afterSeq: number | undefined,
     inStockOnly: boolean,
   ): Promise<{ products: Product[]; nextSeq?: number }> {
-    const query = this.db<ProductRow>("products");
+    const query = this.reads<ProductRow>("products");
     if (inStockOnly) query.where("stock_quantity", ">", 0);
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: afterSeq,

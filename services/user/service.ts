@@ -20,5 +20,7 @@ export const userService = defineService({
       deleteUser: adminOnly,
     },
   },
-  implement: ({ db }) => ({ handlers: { UserService: userHandlers(new UserStore(db)) } }),
+  implement: ({ db, reads }) => ({
+    handlers: { UserService: userHandlers(new UserStore(db, reads)) },
+  }),
 });

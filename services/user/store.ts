@@ -44,10 +44,15 @@ const notFound = (userId: string) =>
 
 /** The users table: the only code that touches it. */
 export class UserStore {
+  /** GetUser's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  constructor(private readonly db: Knex) {
-    this.sql = sqlOf(db);
+  /** `reads` serves the reads outside a transaction (kit/service.ts ServiceEnvironment). */
+  constructor(
+    private readonly db: Knex,
+    private readonly reads: Knex = db,
+  ) {
+    this.sql = sqlOf(reads);
   }
 
   async insert(user: { userId: string; email: string; displayName: string }): Promise<User> {
@@ -78,7 +83,7 @@ export class UserStore {
 
   /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
   async list(limit: number, afterSeq?: number): Promise<{ users: User[]; nextSeq?: number }> {
-    const { items, nextSeq } = await pageBySeq(this.db<UserRow>("users"), limit, {
+    const { items, nextSeq } = await pageBySeq(this.reads<UserRow>("users"), limit, {
       from: afterSeq,
       items: (rows: UserRow[]) => rows.map(toUser),
       // An encoded user is its text plus about 60 bytes of ids and times.
