@@ -191,27 +191,23 @@ const to${Name} = (row: ${Name}Row): ${Name} => ({
 
 /** The ${names} table: the only code that touches it. */
 export class ${Name}Store {
-  /** \`reads\` serves the reads outside a transaction (kit/service.ts ServiceEnvironment). */
-  constructor(
-    private readonly db: Knex,
-    private readonly reads: Knex = db,
-  ) {}
+  constructor(private readonly env: { db: Knex; reads: Knex }) {}
 
   async insert(${name}Id: string, displayName: string): Promise<${Name}> {
     const row = { ${name}_id: ${name}Id, display_name: displayName, create_time: Date.now() };
-    await this.db("${names}").insert(row);
+    await this.env.db("${names}").insert(row);
     return to${Name}(row as ${Name}Row);
   }
 
   async get(${name}Id: string): Promise<${Name}> {
-    const row = await this.reads<${Name}Row>("${names}").where({ ${name}_id: ${name}Id }).first();
+    const [row] = await this.env.reads<${Name}Row>("${names}").where({ ${name}_id: ${name}Id });
     if (!row) throw errors.notFound("${name.toUpperCase()}_NOT_FOUND", \`${name} \${${name}Id} does not exist\`);
     return to${Name}(row);
   }
 
   /** Up to \`limit\` ${names} after \`afterSeq\`, oldest first, and the seq to continue from. */
   async list(limit: number, afterSeq?: number) {
-    const { items, nextSeq } = await pageBySeq(this.reads<${Name}Row>("${names}"), limit, {
+    const { items, nextSeq } = await pageBySeq(this.env.reads<${Name}Row>("${names}"), limit, {
       from: afterSeq,
       items: (rows: ${Name}Row[]) => rows.map(to${Name}),
     });
@@ -256,9 +252,7 @@ export const ${name}Service = defineService({
   dependencies: {},
   migrations,
   access: { ${Name}Service: everyRpc(${Name}ServiceService, signedIn) },
-  implement: ({ db, reads }) => ({
-    handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(db, reads)) },
-  }),
+  implement: (env) => ({ handlers: { ${Name}Service: ${name}Handlers(new ${Name}Store(env)) } }),
 });
 `,
   "handlers.test.ts": `// ${Name}Service served on port 0 with an in-memory database, called through its generated client.

@@ -72,7 +72,7 @@ const place = (store: OrderStore, userId: string, key: string) => {
 test("0002 keeps the orders written before it and makes request_id unique per user", async (t) => {
   const location = await emptyDatabase(t);
   const old = await open(t, location, 1);
-  const before = new OrderStore(old);
+  const before = new OrderStore({ db: old, reads: old });
   await place(before, "usr_alice", "k-1");
   await place(before, "usr_bob", "k-2");
   // A failed order has freed its key, and a retry took it again.
@@ -88,7 +88,7 @@ test("0002 keeps the orders written before it and makes request_id unique per us
   t.deepEqual(await db("orders").orderBy("seq"), rows);
   t.deepEqual(await db("order_lines").orderBy(["order_id", "line_no"]), lines);
 
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   const bobs = await place(store, "usr_bob", "k-1");
   await t.throwsAsync(place(store, "usr_alice", "k-1"), { instanceOf: IdempotencyKeyTaken });
   await t.throwsAsync(place(store, "usr_bob", "k-1"), { instanceOf: IdempotencyKeyTaken });
@@ -99,7 +99,7 @@ test("0002 keeps the orders written before it and makes request_id unique per us
 
 test("0002's down makes request_id unique across users again, once no two users share one", async (t) => {
   const db = await open(t, await emptyDatabase(t), 2);
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   await place(store, "usr_alice", "k-1");
   const bobs = await place(store, "usr_bob", "k-1");
 
@@ -131,7 +131,7 @@ test("0002's down makes request_id unique across users again, once no two users 
 test("0003 keeps the orders written before it, cancelled ones too; its down drops cancel_time", async (t) => {
   const location = await emptyDatabase(t);
   const old = await open(t, location, 2);
-  const before = new OrderStore(old);
+  const before = new OrderStore({ db: old, reads: old });
   const cancelled = await place(before, "usr_alice", "k-1");
   // PENDING → CONFIRMED → CANCELLING → CANCELLED, as an older replica wrote them.
   for (const to of [CONFIRMED, CANCELLING, CANCELLED]) {
@@ -140,7 +140,7 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
   await old.destroy();
 
   const db = await open(t, location, 3);
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   const read = await store.get(cancelled.orderId);
   t.is(read.order.state, CANCELLED);
   t.is(read.cancellingSince, undefined, "no time it never recorded");
@@ -158,13 +158,13 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
 test("0004 keeps the orders written before it, confirmed ones too; its down drops confirm_time", async (t) => {
   const location = await emptyDatabase(t);
   const old = await open(t, location, 3);
-  const confirmed = await place(new OrderStore(old), "usr_alice", "k-1");
+  const confirmed = await place(new OrderStore({ db: old, reads: old }), "usr_alice", "k-1");
   // Confirmed as an older replica confirmed it.
   await old("orders").where({ order_id: confirmed.orderId }).update({ state: CONFIRMED });
   await old.destroy();
 
   const db = await open(t, location);
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   const read = await store.get(confirmed.orderId);
   t.is(read.order.state, CONFIRMED);
   t.is(read.confirmedAt, undefined, "no time it never recorded");

@@ -46,7 +46,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
     },
     implement: ({ db, reads, logger, clients, dependencyTimeoutMs, metrics }) => {
       const settings = { ...orderSettings(), ...overrides };
-      const store = new OrderStore(db, reads);
+      const store = new OrderStore({ db, reads });
       const saga = new OrderSaga(store, clients, {
         reservationTtlMs: settings.reservationTtlMs,
         placingMs: dependencyTimeoutMs,

@@ -15,7 +15,7 @@ test("an order discarded while its idempotency key is looked up is found whole o
     await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
   );
   t.teardown(() => db.destroy());
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   for (let round = 0; round < 5; round++) {
     const orderId = newId("ord");
     const key = `discarded-${round}`;

@@ -103,12 +103,14 @@ export class OrderStore {
   /** CreateOrder's statements, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  /** `reads` serves GetOrder's, ListOrders' and WatchOrder's reads (kit/service.ts ServiceEnvironment). */
-  constructor(
-    private readonly db: Knex,
-    private readonly reads: Knex = db,
-  ) {
-    this.sql = sqlOf(db);
+  private readonly db: Knex;
+  /** GetOrder's, ListOrders' and WatchOrder's reads (kit/service.ts). */
+  private readonly reads: Knex;
+
+  constructor(env: { db: Knex; reads: Knex }) {
+    this.db = env.db;
+    this.reads = env.reads;
+    this.sql = sqlOf(env.db);
   }
 
   private async withLines(rows: OrderRow[]): Promise<StoredOrder[]> {

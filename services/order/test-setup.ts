@@ -112,7 +112,7 @@ export function shareDependencies(test: TestFn): void {
 export async function setup(t: ExecutionContext) {
   const { users, products, inventory } = (await shared) as Dependencies;
   const db = await testDatabase(t, "order");
-  const store = new OrderStore(db);
+  const store = new OrderStore({ db: db, reads: db });
   // Each replica has a saga of its own: it tells only its own watches of its changes.
   const newSaga = () =>
     new OrderSaga(

@@ -56,7 +56,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       );
       return {
         handlers: {
-          ProductService: productHandlers(new ProductStore(db, reads)),
+          ProductService: productHandlers(new ProductStore({ db, reads })),
           InventoryService: inventoryHandlers(inventory),
         },
         close: () => sweep.stop(),

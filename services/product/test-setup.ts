@@ -54,7 +54,7 @@ export interface NewProduct {
 export async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "product");
   const inventoryStore = new InventoryStore(db);
-  const handlers = productHandlers(new ProductStore(db));
+  const handlers = productHandlers(new ProductStore({ db: db, reads: db }));
   const inventory = inventoryHandlers(inventoryStore);
 
   const create = async (fields: NewProduct = {}) =>

@@ -20,7 +20,7 @@ const ctx = (method: string) => callContext("shop.user.v1.UserService", method);
 
 async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "user");
-  const handlers = userHandlers(new UserStore(db));
+  const handlers = userHandlers(new UserStore({ db: db, reads: db }));
   const create = async (email: string, displayName = "Ada Lovelace") =>
     (
       await handlers.createUser(

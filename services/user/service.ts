@@ -20,7 +20,5 @@ export const userService = defineService({
       deleteUser: adminOnly,
     },
   },
-  implement: ({ db, reads }) => ({
-    handlers: { UserService: userHandlers(new UserStore(db, reads)) },
-  }),
+  implement: (env) => ({ handlers: { UserService: userHandlers(new UserStore(env)) } }),
 });

@@ -47,12 +47,14 @@ export class UserStore {
   /** GetUser's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  /** `reads` serves the reads outside a transaction (kit/service.ts ServiceEnvironment). */
-  constructor(
-    private readonly db: Knex,
-    private readonly reads: Knex = db,
-  ) {
-    this.sql = sqlOf(reads);
+  private readonly db: Knex;
+  private readonly reads: Knex;
+
+  /** The service's database: `reads` for reads outside a transaction (kit/service.ts). */
+  constructor(env: { db: Knex; reads: Knex }) {
+    this.db = env.db;
+    this.reads = env.reads;
+    this.sql = sqlOf(env.reads);
   }
 
   async insert(user: { userId: string; email: string; displayName: string }): Promise<User> {

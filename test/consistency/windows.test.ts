@@ -53,7 +53,7 @@ type Orders = Awaited<ReturnType<typeof orderReplica>>;
 async function storeOn(t: ExecutionContext, database: string) {
   const db = opening(await openDatabase(database, migrations, { schema: "order" }));
   t.teardown(() => db.destroy());
-  return new OrderStore(db);
+  return new OrderStore({ db: db, reads: db });
 }
 
 /** Writes a PENDING order as CreateOrder does first, and stops there, as a crash would. */

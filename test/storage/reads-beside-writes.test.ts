@@ -22,7 +22,7 @@ async function fleetOnFiles(t: ExecutionContext) {
     user: path.join(dir, "user.sqlite"),
     product: path.join(dir, "product.sqlite"),
     order: path.join(dir, "order.sqlite"),
-  } satisfies Record<ServiceName, string>;
+  };
   for (const file of Object.values(files)) openingIn(file);
   const fleet = await startFleet(t, { databases: files });
   const user = await addUser(fleet.users);
