@@ -167,7 +167,27 @@ export async function openDatabase(
   if (isPostgresUrl(location)) {
     const settings = postgresOptions(options);
     await migratePostgres(location, settings, migrationSource, knexLog(options.logger));
-    const db = closable(connectPostgres(location, settings, knexLog(options.logger)));
+    const forReads = readShareOf(settings.poolMax);
+    const db = closable(
+      connectPostgres(
+        location,
+        { ...settings, poolMax: settings.poolMax - forReads },
+        knexLog(options.logger),
+      ),
+    );
+    if (forReads > 0) {
+      readPools.set(db, () =>
+        connectPostgres(
+          location,
+          {
+            ...settings,
+            poolMax: forReads,
+            applicationName: `${settings.applicationName} reads`,
+          },
+          knexLog(options.logger),
+        ),
+      );
+    }
     await warnOfUnknownMigrations(db, migrations, options.logger).catch(async (error) => {
       await db.destroy();
       throw error;
@@ -195,14 +215,26 @@ export async function openDatabase(
 }
 
 /**
- * The database `db` for reads outside a transaction. SQLite serves a process through one
- * connection (db/sqlite.ts), which a transaction holds while it waits for another process's write
- * lock, up to 5 s: a read queued behind it waited as long, though WAL lets readers go on beside a
- * writer. So an SQLite file gets a second connection, for reads; ":memory:" is one database per
- * connection and PostgreSQL's pool has connections to spare, so they read on `db` itself.
- * Close it before `db`.
+ * The connections of a PostgreSQL pool of `poolMax` kept for reads outside a transaction: a
+ * quarter, at least one, when there are two or more. The rest serve writes and transactions.
+ */
+const readShareOf = (poolMax: number) => (poolMax < 2 ? 0 : Math.max(1, Math.round(poolMax / 4)));
+
+/** How openReads connects the reads of a PostgreSQL database openDatabase opened. */
+const readPools = new WeakMap<Knex, () => Knex>();
+
+/**
+ * The database `db` for reads outside a transaction. A write that waits for a lock another
+ * process holds keeps its connection meanwhile, up to 5 s, and reads queued behind it for a
+ * connection waited as long, though neither engine makes a plain read wait for a writer. SQLite
+ * serves a process's writes through one connection (db/sqlite.ts), so an SQLite file gets a second
+ * one, for reads; on PostgreSQL the reads get their own share of SHOP_DATABASE_POOL_MAX
+ * (readShareOf). ":memory:" is one database per connection, so it reads on `db` itself, as does a
+ * PostgreSQL pool of one. Close it before `db`.
  */
 export function openReads(db: Knex): Knex {
+  const pool = readPools.get(db);
+  if (pool) return pool();
   const config = db.client.config as Knex.Config;
   const filename = (config.connection as { filename?: unknown } | undefined)?.filename;
   if (engineOf(db) !== "sqlite" || typeof filename !== "string" || filename === ":memory:") {

@@ -1,30 +1,41 @@
-// Replicas share an SQLite file, and one of them (or anything else) may hold its write lock: a
-// write on another replica then waits for it, holding that replica's connection. Its reads must not
-// wait too, since WAL lets readers go on beside a writer: every read rpc answers while the write
-// is still waiting, on both drivers (reads-beside-writes.sqlite3.test.ts).
+// A write that waits for a lock another process holds (a replica stalled inside a transaction, a
+// backup, an operator's shell) holds a connection of its service meanwhile. Its service's reads
+// must not wait too: every read rpc answers while two writes still wait. On SQLite the lock is
+// the file's write lock, and a process writes through one connection; on PostgreSQL an EXCLUSIVE
+// lock on the table, which plain reads pass, and two waiting writes fill a pool of two
+// (reads-beside-writes.sqlite3.test.ts, .postgres.test.ts).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import knex, { type Knex } from "knex";
-import { sqliteDriver } from "../../kit/db.js";
+import { isPostgresUrl, sqliteDriver } from "../../kit/db.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
 import { until } from "../helpers/eventually.js";
 import { orderLine, startFleet, type TestFleet } from "../helpers/fleet.js";
-import { openingIn } from "../helpers/storage.js";
+import { freshDatabase, onPostgres, openingIn } from "../helpers/storage.js";
 
-/** A fleet on SQLite files of its own, with a user, a product and a confirmed order. */
-async function fleetOnFiles(t: ExecutionContext) {
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-reads-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const files = {
-    user: path.join(dir, "user.sqlite"),
-    product: path.join(dir, "product.sqlite"),
-    order: path.join(dir, "order.sqlite"),
-  };
-  for (const file of Object.values(files)) openingIn(file);
-  const fleet = await startFleet(t, { databases: files });
+// Two waiting writes fill a PostgreSQL pool of two: the reads need connections of their own.
+process.env.SHOP_DATABASE_POOL_MAX = "2";
+
+/** A fleet on databases of its own (SQLite files), with a user, a product and an order. */
+async function fleetWithData(t: ExecutionContext) {
+  let databases: Record<"user" | "product" | "order", string>;
+  if (onPostgres()) {
+    const url = await freshDatabase();
+    databases = { user: url, product: url, order: url };
+  } else {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-reads-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    databases = {
+      user: path.join(dir, "user.sqlite"),
+      product: path.join(dir, "product.sqlite"),
+      order: path.join(dir, "order.sqlite"),
+    };
+    for (const file of Object.values(databases)) openingIn(file);
+  }
+  const fleet = await startFleet(t, { databases });
   const user = await addUser(fleet.users);
   const product = await addProduct(fleet.products, { stock: 10 });
   const { order } = await fleet.orders.createOrder({
@@ -32,54 +43,68 @@ async function fleetOnFiles(t: ExecutionContext) {
     lines: [orderLine(product.productId, 1)],
     requestId: "",
   });
-  return { fleet, files, user, product, orderId: order?.orderId ?? "" };
+  return { fleet, databases, user, product, orderId: order?.orderId ?? "" };
+}
+
+/** Takes a lock from outside the service that keeps `table`'s writes waiting; resolves to its release. */
+async function lockWrites(t: ExecutionContext, location: string, schema: string, table: string) {
+  const locker: Knex = isPostgresUrl(location)
+    ? knex({ client: "pg", connection: location, pool: { min: 1, max: 1 } })
+    : knex({ client: sqliteDriver(), connection: { filename: location }, useNullAsDefault: true });
+  t.teardown(() => locker.destroy());
+  if (isPostgresUrl(location)) {
+    await locker.raw("BEGIN");
+    await locker.raw(`LOCK TABLE "${schema}"."${table}" IN EXCLUSIVE MODE`);
+  } else {
+    await locker.raw("BEGIN IMMEDIATE");
+  }
+  return () => locker.raw("ROLLBACK");
 }
 
 /**
- * Another connection takes the file's write lock, then `write` starts on the service and waits
- * for it, holding the service's one connection. Resolves with the write's outcome once the lock is
- * let go; `whileWaiting` runs before that, and fails if the write ended meanwhile.
+ * Two `write`s start on the service while `lock` keeps them waiting, each holding a connection or
+ * waiting for one; `whileWaiting` runs then, and fails if a write ended meanwhile. Both writes
+ * must succeed once the lock is let go.
  */
-async function whileAWriteWaits(
+async function whileWritesWait(
   t: ExecutionContext,
   fleet: TestFleet,
   service: ServiceName,
-  file: string,
+  release: () => Promise<unknown>,
   write: () => Promise<unknown>,
   whileWaiting: () => Promise<void>,
 ) {
-  const locker: Knex = knex({
-    client: sqliteDriver(),
-    connection: { filename: file },
-    useNullAsDefault: true,
-  });
-  t.teardown(() => locker.destroy());
-  await locker.raw("BEGIN IMMEDIATE");
-  let ended = false;
-  const writing = write().then(
-    () => "OK",
-    (error: Error) => error.message,
+  let ended = 0;
+  const writing = [write(), write()].map((promise) =>
+    promise
+      .then(
+        () => "OK",
+        (error: Error) => error.message,
+      )
+      .finally(() => ended++),
   );
-  void writing.finally(() => {
-    ended = true;
-  });
-  const pool = (fleet[service].db.client as { pool: { numUsed(): number } }).pool;
-  await until(`the ${service} write to hold its connection`, () => pool.numUsed() === 1);
+  const pool = (
+    fleet[service].db.client as { pool: { numUsed(): number; numPendingAcquires(): number } }
+  ).pool;
+  await until(
+    `both ${service} writes to hold or wait for a connection`,
+    () => pool.numUsed() + pool.numPendingAcquires() >= 2,
+  );
 
   await whileWaiting();
-  t.false(ended, "the write ended before the reads answered: they did not run beside it");
+  t.is(ended, 0, "a write ended before the reads answered: they did not run beside it");
 
-  await locker.raw("ROLLBACK");
-  t.is(await writing, "OK");
+  await release();
+  t.deepEqual(await Promise.all(writing), ["OK", "OK"]);
 }
 
-test("user: GetUser and ListUsers answer while an UpdateUser waits for the write lock", async (t) => {
-  const { fleet, files, user } = await fleetOnFiles(t);
-  await whileAWriteWaits(
+test("user: GetUser and ListUsers answer while UpdateUsers wait for a lock", async (t) => {
+  const { fleet, databases, user } = await fleetWithData(t);
+  await whileWritesWait(
     t,
     fleet,
     "user",
-    files.user,
+    await lockWrites(t, databases.user, "user", "users"),
     () =>
       fleet.users.updateUser({
         user: { ...user, displayName: "Renamed" },
@@ -92,13 +117,13 @@ test("user: GetUser and ListUsers answer while an UpdateUser waits for the write
   );
 });
 
-test("product: GetProduct and ListProducts answer while an UpdateProduct waits for the write lock", async (t) => {
-  const { fleet, files, product } = await fleetOnFiles(t);
-  await whileAWriteWaits(
+test("product: GetProduct and ListProducts answer while UpdateProducts wait for a lock", async (t) => {
+  const { fleet, databases, product } = await fleetWithData(t);
+  await whileWritesWait(
     t,
     fleet,
     "product",
-    files.product,
+    await lockWrites(t, databases.product, "product", "products"),
     () =>
       fleet.products.updateProduct({
         product: { ...product, name: "Renamed" },
@@ -117,13 +142,13 @@ test("product: GetProduct and ListProducts answer while an UpdateProduct waits f
   );
 });
 
-test("order: GetOrder, ListOrders and WatchOrder answer while a CreateOrder waits for the write lock", async (t) => {
-  const { fleet, files, user, product, orderId } = await fleetOnFiles(t);
-  await whileAWriteWaits(
+test("order: GetOrder, ListOrders and WatchOrder answer while CreateOrders wait for a lock", async (t) => {
+  const { fleet, databases, user, product, orderId } = await fleetWithData(t);
+  await whileWritesWait(
     t,
     fleet,
     "order",
-    files.order,
+    await lockWrites(t, databases.order, "order", "orders"),
     () =>
       fleet.orders.createOrder(
         { userId: user.userId, lines: [orderLine(product.productId, 1)], requestId: "" },
