@@ -103,19 +103,15 @@ export class OrderStore {
   /** CreateOrder's statements, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  private readonly db: Knex;
-  /** GetOrder's, ListOrders' and WatchOrder's reads (kit/service.ts). */
-  private readonly reads: Knex;
-
-  constructor(env: { db: Knex; reads: Knex }) {
-    this.db = env.db;
-    this.reads = env.reads;
+  /** The service's database: GetOrder's, ListOrders' and WatchOrder's reads through `reads`. */
+  constructor(private readonly env: { db: Knex; reads: Knex }) {
     this.sql = sqlOf(env.db);
   }
 
   private async withLines(rows: OrderRow[]): Promise<StoredOrder[]> {
     if (rows.length === 0) return [];
-    const lines = await this.reads<LineRow>("order_lines")
+    const lines = await this.env
+      .reads<LineRow>("order_lines")
       .whereIn(
         "order_id",
         rows.map((row) => row.order_id),
@@ -211,7 +207,7 @@ export class OrderStore {
   }
 
   async find(orderId: string): Promise<StoredOrder | undefined> {
-    return this.whole(() => this.reads<OrderRow>("orders").where({ order_id: orderId }));
+    return this.whole(() => this.env.reads<OrderRow>("orders").where({ order_id: orderId }));
   }
 
   async get(orderId: string): Promise<StoredOrder> {
@@ -240,7 +236,7 @@ export class OrderStore {
     beforeSeq: number | undefined,
     userId: string,
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
-    const query = this.reads<OrderRow>("orders");
+    const query = this.env.reads<OrderRow>("orders");
     if (userId) query.where({ user_id: userId });
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: beforeSeq,
@@ -265,7 +261,8 @@ export class OrderStore {
     to: OrderState,
     now = Date.now(),
   ): Promise<boolean> {
-    const count = await this.db("orders")
+    const count = await this.env
+      .db("orders")
       .where({ order_id: orderId })
       .whereIn("state", from)
       .update({
@@ -311,7 +308,7 @@ export class OrderStore {
    * was held is back. No order was placed. False when it was in another state.
    */
   async discard(orderId: string, state = OrderState.ORDER_STATE_PENDING): Promise<boolean> {
-    return inTransaction(this.db, async (trx) => {
+    return inTransaction(this.env.db, async (trx) => {
       // The conditional update takes the row, so no other call can move it before it is gone.
       const taken = await trx("orders")
         .where({ order_id: orderId, state })
@@ -325,7 +322,8 @@ export class OrderStore {
 
   /** PENDING → FAILED, freeing the idempotency key for a retry. False when it was not pending. */
   async fail(orderId: string): Promise<boolean> {
-    const count = await this.db("orders")
+    const count = await this.env
+      .db("orders")
       .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
       .update({ state: OrderState.ORDER_STATE_FAILED, request_key: null, update_time: Date.now() });
     return count === 1;
@@ -333,14 +331,15 @@ export class OrderStore {
 
   /** CANCELLING → CANCELLED, its stock given back. False when it was not cancelling. */
   async finishCancel(orderId: string): Promise<boolean> {
-    const count = await this.db("orders")
+    const count = await this.env
+      .db("orders")
       .where({ order_id: orderId, state: OrderState.ORDER_STATE_CANCELLING })
       .update({ state: OrderState.ORDER_STATE_CANCELLED, released: true, update_time: Date.now() });
     return count === 1;
   }
 
   async markReleased(orderId: string): Promise<void> {
-    await this.db("orders").where({ order_id: orderId }).update({ released: true });
+    await this.env.db("orders").where({ order_id: orderId }).update({ released: true });
   }
 
   /**
@@ -352,7 +351,8 @@ export class OrderStore {
     pendingBefore: number,
     limit = 100,
   ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
-    const rows = await this.db<OrderRow>("orders")
+    const rows = await this.env
+      .db<OrderRow>("orders")
       .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
       .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
       .orWhere((q) =>

@@ -68,13 +68,8 @@ export class ProductStore {
   /** GetProduct's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  private readonly db: Knex;
-  private readonly reads: Knex;
-
   /** The service's database: `reads` for reads outside a transaction (kit/service.ts). */
-  constructor(env: { db: Knex; reads: Knex }) {
-    this.db = env.db;
-    this.reads = env.reads;
+  constructor(private readonly env: { db: Knex; reads: Knex }) {
     this.sql = sqlOf(env.reads);
   }
 
@@ -90,7 +85,7 @@ export class ProductStore {
       create_time: now,
       update_time: now,
     };
-    await this.db("products").insert(row);
+    await this.env.db("products").insert(row);
     return toProduct(row as ProductRow);
   }
 
@@ -107,7 +102,7 @@ export class ProductStore {
     afterSeq: number | undefined,
     inStockOnly: boolean,
   ): Promise<{ products: Product[]; nextSeq?: number }> {
-    const query = this.reads<ProductRow>("products");
+    const query = this.env.reads<ProductRow>("products");
     if (inStockOnly) query.where("stock_quantity", ">", 0);
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: afterSeq,
@@ -128,7 +123,7 @@ export class ProductStore {
     }
     if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
     // The row comes back from the update itself: nothing can fail after the transaction.
-    return inTransaction(this.db, async (trx) => {
+    return inTransaction(this.env.db, async (trx) => {
       const [row]: ProductRow[] = await trx("products")
         .where({ product_id: productId })
         .update(patch, "*");

@@ -47,13 +47,8 @@ export class UserStore {
   /** GetUser's read, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
 
-  private readonly db: Knex;
-  private readonly reads: Knex;
-
   /** The service's database: `reads` for reads outside a transaction (kit/service.ts). */
-  constructor(env: { db: Knex; reads: Knex }) {
-    this.db = env.db;
-    this.reads = env.reads;
+  constructor(private readonly env: { db: Knex; reads: Knex }) {
     this.sql = sqlOf(env.reads);
   }
 
@@ -68,7 +63,7 @@ export class UserStore {
       update_time: now,
     };
     try {
-      await this.db("users").insert(row);
+      await this.env.db("users").insert(row);
     } catch (error) {
       if (isUniqueViolation(error)) throw emailTaken(user.email);
       throw error;
@@ -85,7 +80,7 @@ export class UserStore {
 
   /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
   async list(limit: number, afterSeq?: number): Promise<{ users: User[]; nextSeq?: number }> {
-    const { items, nextSeq } = await pageBySeq(this.reads<UserRow>("users"), limit, {
+    const { items, nextSeq } = await pageBySeq(this.env.reads<UserRow>("users"), limit, {
       from: afterSeq,
       items: (rows: UserRow[]) => rows.map(toUser),
       // An encoded user is its text plus about 60 bytes of ids and times.
@@ -102,7 +97,8 @@ export class UserStore {
     }
     if (changes.displayName !== undefined) patch.display_name = changes.displayName;
     // One statement that also reads the row back: nothing can fail after the write.
-    const rows: UserRow[] = await this.db("users")
+    const rows: UserRow[] = await this.env
+      .db("users")
       .where({ user_id: userId })
       .update(patch, "*")
       .catch((error: unknown) => {
@@ -114,7 +110,7 @@ export class UserStore {
   }
 
   async delete(userId: string): Promise<void> {
-    const count = await this.db("users").where({ user_id: userId }).delete();
+    const count = await this.env.db("users").where({ user_id: userId }).delete();
     if (count === 0) throw notFound(userId);
   }
 }
