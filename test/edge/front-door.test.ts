@@ -207,9 +207,12 @@ test.serial(
     t.deepEqual([badValue.status, badValue.json.code], [400, 3]);
     t.regex(badValue.json.message, /page_size/);
     t.like(badValue.json.details[0], malformed);
-    const badJson = await rest(t, "POST", "/orders", "{bad");
-    t.deepEqual([badJson.status, badJson.json.code], [400, 3]);
-    t.like(badJson.json.details[0], malformed);
+    // Bad JSON is bad JSON even after a key the request does not have.
+    for (const body of ["{bad", '{"bogus": 1, bad', '{"user_id": "x"} trailing']) {
+      const badJson = await rest(t, "POST", "/orders", body);
+      t.deepEqual([badJson.status, badJson.json.code], [400, 3], body);
+      t.like(badJson.json.details[0], malformed, body);
+    }
     // A path Envoy will not normalize is refused before any filter, and still answered as JSON.
     const nul = await rest(t, "GET", "/products/a%00b");
     t.deepEqual([nul.status, nul.json.code], [400, 3]);

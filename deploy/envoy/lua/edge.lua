@@ -42,8 +42,9 @@ local function protocol_of(headers)
   return "rest"
 end
 
--- A JSON reader that checks object keys against MESSAGES; it stops at the first unknown key and
--- leaves malformed JSON to the transcoder, which reports it.
+-- A JSON reader that checks object keys against MESSAGES and notes the first unknown one
+-- (`unknown`). It reads to the end all the same: malformed JSON is left to the transcoder, which
+-- reports it as such, wherever an unknown key came before the fault.
 local Reader = {}
 Reader.__index = Reader
 
@@ -77,7 +78,7 @@ function Reader:value(message, path)
     self:space()
     if self.text:sub(self.pos, self.pos) == "}" then
       self.pos = self.pos + 1
-      return nil
+      return
     end
     while true do
       self:space()
@@ -87,17 +88,16 @@ function Reader:value(message, path)
       local inner = nil
       if fields then
         inner = fields[key]
-        if inner == nil then return field end
+        if inner == nil then self.unknown = self.unknown or field end
       end
       self:space()
       if self.text:sub(self.pos, self.pos) ~= ":" then error("malformed") end
       self.pos = self.pos + 1
-      local unknown = self:value(inner or nil, field)
-      if unknown then return unknown end
+      self:value(inner or nil, field)
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
-      if c == "}" then return nil end
+      if c == "}" then return end
       if c ~= "," then error("malformed") end
     end
   elseif c == "[" then
@@ -105,16 +105,15 @@ function Reader:value(message, path)
     self:space()
     if self.text:sub(self.pos, self.pos) == "]" then
       self.pos = self.pos + 1
-      return nil
+      return
     end
     local index = 0
     while true do
-      local unknown = self:value(message, path .. "[" .. index .. "]")
-      if unknown then return unknown end
+      self:value(message, path .. "[" .. index .. "]")
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
-      if c == "]" then return nil end
+      if c == "]" then return end
       if c ~= "," then error("malformed") end
       index = index + 1
     end
@@ -125,14 +124,17 @@ function Reader:value(message, path)
     if stop == self.pos then error("malformed") end
     self.pos = stop
   end
-  return nil
+  return
 end
 
--- The first field of `text` that `message` does not have, e.g. "lines[0].colour"; nil if none.
+-- The first field of `text` that `message` does not have, e.g. "lines[0].colour"; nil if none, or
+-- if `text` is not JSON.
 local function unknown_field(text, message)
   local reader = setmetatable({ text = text, pos = 1 }, Reader)
-  local ok, found = pcall(reader.value, reader, message, "")
-  return ok and found or nil
+  if not pcall(reader.value, reader, message, "") then return nil end
+  reader:space()
+  if reader.pos <= #text then return nil end
+  return reader.unknown
 end
 
 local function body_message(headers)
