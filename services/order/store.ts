@@ -100,12 +100,15 @@ const toOrder = (row: OrderRow, lines: LineRow[]): Order => {
 
 /** The orders tables: the only code that touches them. */
 export class OrderStore {
-  /** CreateOrder's statements, in plain SQL (kit/db/sql.ts). */
+  /** CreateOrder's writes, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
+  /** CreateOrder's lookup of an idempotency key, in plain SQL, on `reads`. */
+  private readonly lookups: Sql;
 
-  /** The service's database: GetOrder's, ListOrders' and WatchOrder's reads through `reads`. */
+  /** The service's database: reads outside a transaction through `reads` (kit/service.ts). */
   constructor(private readonly env: { db: Knex; reads: Knex }) {
     this.sql = sqlOf(env.db);
+    this.lookups = sqlOf(env.reads);
   }
 
   private async withLines(rows: OrderRow[]): Promise<StoredOrder[]> {
@@ -223,7 +226,7 @@ export class OrderStore {
   /** The user's order that holds this idempotency key: any state but FAILED, which frees it. */
   async findByIdempotencyKey(userId: string, key: string): Promise<StoredOrder | undefined> {
     return this.whole(() =>
-      this.sql.query<OrderRow>("SELECT * FROM orders WHERE user_id = ? AND request_key = ?", [
+      this.lookups.query<OrderRow>("SELECT * FROM orders WHERE user_id = ? AND request_key = ?", [
         userId,
         key,
       ]),

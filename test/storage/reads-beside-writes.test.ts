@@ -1,9 +1,10 @@
 // A write that waits for a lock another process holds (a replica stalled inside a transaction, a
 // backup, an operator's shell) holds a connection of its service meanwhile. Its service's reads
-// must not wait too: every read rpc answers while two writes still wait. On SQLite the lock is
-// the file's write lock, and a process writes through one connection; on PostgreSQL an EXCLUSIVE
-// lock on the table, which plain reads pass, and two waiting writes fill a pool of two
-// (reads-beside-writes.sqlite3.test.ts, .postgres.test.ts).
+// must not wait too: every read rpc answers while two writes still wait, and so does a CreateOrder
+// resent for an order already placed. On SQLite the lock is the file's write lock, and a process
+// writes through one connection; on PostgreSQL an EXCLUSIVE lock on the table, which plain reads
+// pass, and two waiting writes fill a pool of two (reads-beside-writes.sqlite3.test.ts,
+// .postgres.test.ts).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -38,12 +39,13 @@ async function fleetWithData(t: ExecutionContext) {
   const fleet = await startFleet(t, { databases });
   const user = await addUser(fleet.users);
   const product = await addProduct(fleet.products, { stock: 10 });
-  const { order } = await fleet.orders.createOrder({
+  const placing = {
     userId: user.userId,
     lines: [orderLine(product.productId, 1)],
-    requestId: "",
-  });
-  return { fleet, databases, user, product, orderId: order?.orderId ?? "" };
+    requestId: "first-order",
+  };
+  const { order } = await fleet.orders.createOrder(placing);
+  return { fleet, databases, user, product, placing, orderId: order?.orderId ?? "" };
 }
 
 /** Takes a lock from outside the service that keeps `table`'s writes waiting; resolves to its release. */
@@ -142,8 +144,8 @@ test("product: GetProduct and ListProducts answer while UpdateProducts wait for 
   );
 });
 
-test("order: GetOrder, ListOrders and WatchOrder answer while CreateOrders wait for a lock", async (t) => {
-  const { fleet, databases, user, product, orderId } = await fleetWithData(t);
+test("order: GetOrder, ListOrders, WatchOrder and a resent CreateOrder answer while CreateOrders wait for a lock", async (t) => {
+  const { fleet, databases, user, product, placing, orderId } = await fleetWithData(t);
   await whileWritesWait(
     t,
     fleet,
@@ -169,6 +171,8 @@ test("order: GetOrder, ListOrders and WatchOrder answer while CreateOrders wait 
         t.is(order?.orderId, orderId);
         break;
       }
+      // A resend of an order already placed finds it without a write.
+      t.is((await fleet.orders.createOrder(placing)).order?.orderId, orderId);
     },
   );
 });
