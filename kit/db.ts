@@ -8,6 +8,7 @@ import {
   type PostgresOptions,
   postgresErrors,
 } from "./db/postgres.js";
+import { NoTurn } from "./db/row-turns.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
 import { WalSync } from "./db/wal-sync.js";
 import type { Logger } from "./logger.js";
@@ -21,6 +22,7 @@ export {
   type Statement,
   type TransactionInfo,
 } from "./db/observe.js";
+export { RowTurns } from "./db/row-turns.js";
 export {
   type Binding,
   inTransaction,
@@ -298,8 +300,9 @@ export const isClosedToNewWork = (error: unknown): boolean => error instanceof D
 /**
  * True when the database could not take the statement now and kept nothing of it: SQLite busy
  * past its timeout; PostgreSQL's serialization failures and deadlocks (once inTransaction gave
- * up), lock and statement timeouts, a server shutting down or full; a refused connection, or no
- * free connection in the pool in time. The caller may try again.
+ * up), lock and statement timeouts, a server shutting down or full; a refused connection, no
+ * free connection in the pool in time, or no turn at a busy row (RowTurns). The caller may try
+ * again.
  */
 export function isBusy(error: unknown): boolean {
   const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
@@ -307,7 +310,8 @@ export function isBusy(error: unknown): boolean {
     sqliteErrors.busy(error) ||
     postgresErrors.busy(error) ||
     code === "ECONNREFUSED" ||
-    name === "KnexTimeoutError"
+    name === "KnexTimeoutError" ||
+    error instanceof NoTurn
   );
 }
 

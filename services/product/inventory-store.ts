@@ -8,6 +8,7 @@ import {
   inTransaction,
   isCheckViolation,
   type Knex,
+  RowTurns,
   readInteger,
   readTime,
   type Sql,
@@ -93,6 +94,8 @@ const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: Line
 export class InventoryStore {
   /** ReserveStock's transaction, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
+  /** Reservations of a busy product wait here, not on pooled connections (kit/db/row-turns.ts). */
+  private readonly turns = new RowTurns();
 
   constructor(private readonly db: Knex) {
     this.sql = sqlOf(db);
@@ -140,84 +143,87 @@ export class InventoryStore {
       expire_time: now + ttlMs,
       create_time: now,
     };
-    const outcome = await this.sql
-      .transaction(async (trx) => {
-        const claimed = await trx.query(
-          "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
-            " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
-          [reservationId, made.state, made.expire_time, made.create_time],
-        );
-        if (claimed.length === 0) return { repeat: true as const };
-        // Lines first, each priced from the catalogue as it stands: no product row is locked
-        // until the stock updates below, so a busy product's lock is held for those and the
-        // commit alone (PostgreSQL, where the lines' product check waits for the commit:
-        // migration 0004; SQLite holds one lock throughout).
-        const priced = await trx.query<PricedLine>(
-          pricedLinesSql(lines.length),
-          lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
-        );
-        const price = new Map(priced.map((row) => [Number(row.line_no), row]));
-        const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
-        const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
-        if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
-        const lineRows: LineRow[] = lines.map((line, i) => {
-          const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
-          return {
-            reservation_id: reservationId,
-            line_no: i,
-            product_id: line.productId,
-            quantity: line.quantity,
-            currency_code,
-            unit_price_minor,
-          };
-        });
-        const short: string[] = [];
-        for (const [i, line] of sorted) {
-          const [taken] = await trx.query<PriceRow>(
-            "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
-              " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
-            [line.quantity, now, line.productId, line.quantity],
+    const products = lines.map((line) => line.productId);
+    const outcome = await this.turns
+      .run(products, () =>
+        this.sql.transaction(async (trx) => {
+          const claimed = await trx.query(
+            "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
+              " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
+            [reservationId, made.state, made.expire_time, made.create_time],
           );
-          if (!taken) {
-            short.push(line.productId);
-            continue;
-          }
-          // The price changed between the line's write and the lock (PostgreSQL): the line takes
-          // the price the stock was taken at, as if the lock had come first.
-          const row = lineRows[i] as LineRow;
-          if (
-            taken.currency_code !== row.currency_code ||
-            readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
-          ) {
-            await trx.query(
-              "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
-                " WHERE reservation_id = ? AND line_no = ?",
-              [taken.currency_code, taken.price_minor as Binding, reservationId, i],
+          if (claimed.length === 0) return { repeat: true as const };
+          // Lines first, each priced from the catalogue as it stands: no product row is locked
+          // until the stock updates below, so a busy product's lock is held for those and the
+          // commit alone (PostgreSQL, where the lines' product check waits for the commit:
+          // migration 0004; SQLite holds one lock throughout).
+          const priced = await trx.query<PricedLine>(
+            pricedLinesSql(lines.length),
+            lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
+          );
+          const price = new Map(priced.map((row) => [Number(row.line_no), row]));
+          const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
+          const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
+          if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
+          const lineRows: LineRow[] = lines.map((line, i) => {
+            const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
+            return {
+              reservation_id: reservationId,
+              line_no: i,
+              product_id: line.productId,
+              quantity: line.quantity,
+              currency_code,
+              unit_price_minor,
+            };
+          });
+          const short: string[] = [];
+          for (const [i, line] of sorted) {
+            const [taken] = await trx.query<PriceRow>(
+              "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
+                " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
+              [line.quantity, now, line.productId, line.quantity],
             );
-            row.currency_code = taken.currency_code;
-            row.unit_price_minor = taken.price_minor;
+            if (!taken) {
+              short.push(line.productId);
+              continue;
+            }
+            // The price changed between the line's write and the lock (PostgreSQL): the line takes
+            // the price the stock was taken at, as if the lock had come first.
+            const row = lineRows[i] as LineRow;
+            if (
+              taken.currency_code !== row.currency_code ||
+              readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
+            ) {
+              await trx.query(
+                "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
+                  " WHERE reservation_id = ? AND line_no = ?",
+                [taken.currency_code, taken.price_minor as Binding, reservationId, i],
+              );
+              row.currency_code = taken.currency_code;
+              row.unit_price_minor = taken.price_minor;
+            }
           }
-        }
-        if (short.length > 0) {
-          // Undo the whole transaction: nothing is held.
-          throw Object.assign(new Error("short"), { short });
-        }
-        // One currency, at an amount Money can carry: refused here, inside the transaction, so
-        // that nothing is held, not even for the moment an order would take to refuse it.
-        const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
-        if (others.length > 0) {
-          throw errors.failedPrecondition(
-            "CURRENCY_MISMATCH",
-            `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
+          if (short.length > 0) {
+            // Undo the whole transaction: nothing is held.
+            throw Object.assign(new Error("short"), { short });
+          }
+          // One currency, at an amount Money can carry: refused here, inside the transaction, so
+          // that nothing is held, not even for the moment an order would take to refuse it.
+          const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
+          if (others.length > 0) {
+            throw errors.failedPrecondition(
+              "CURRENCY_MISMATCH",
+              `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
+            );
+          }
+          totalOf(
+            currency,
+            lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
           );
-        }
-        totalOf(
-          currency,
-          lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
-        );
-        // What was just written is the answer: no need to read it back.
-        return { repeat: false as const, reservation: toReservation(made, lineRows) };
-      })
+          // What was just written is the answer: no need to read it back.
+          return { repeat: false as const, reservation: toReservation(made, lineRows) };
+        }),
+      )
       .catch(async (error: Error & { short?: string[] }) => {
         if (!error.short) throw error;
         throw await this.shortageError(lines, error.short);
