@@ -9,6 +9,7 @@ import {
   postgresErrors,
 } from "./db/postgres.js";
 import { NoTurn } from "./db/row-turns.js";
+import type { Binding } from "./db/sql-api.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
 import { WalSync } from "./db/wal-sync.js";
 import type { Logger } from "./logger.js";
@@ -313,6 +314,22 @@ export function isBusy(error: unknown): boolean {
     name === "KnexTimeoutError" ||
     error instanceof NoTurn
   );
+}
+
+/**
+ * The `update_time` an UPDATE that writes `changes` (column → value, none of them NULL) sets:
+ * `now` when any value differs from the row's, else the row's own. A write that changes nothing
+ * has not changed the row, and its update time says so.
+ */
+export function updateTimeOf(db: Knex, changes: object, now: number): Knex.Raw {
+  const values = changes as Record<string, Binding>;
+  const columns = Object.keys(values);
+  if (columns.length === 0) return db.raw("??", ["update_time"]);
+  return db.raw(`CASE WHEN ${columns.map(() => "?? <> ?").join(" OR ")} THEN ? ELSE ?? END`, [
+    ...columns.flatMap((column) => [column, values[column] as Binding]),
+    now,
+    "update_time",
+  ]);
 }
 
 /**

@@ -310,6 +310,26 @@ test("UpdateProduct changes only the masked fields", async (t) => {
   t.deepEqual(await get(mug.productId), all);
 });
 
+test("UpdateProduct that changes nothing leaves update_time; one changed field moves it", async (t) => {
+  const { handlers, create, get } = await setup(t);
+  const mug = await create({ name: "Mug", description: "Blue", stock: 5, amountMinor: "900" });
+  while (Date.now() <= (mug.createTime?.getTime() ?? 0)) await new Promise(setImmediate);
+  const everyField = ["name", "description", "price", "stock_quantity"];
+
+  const { product: same } = await handlers.updateProduct(
+    updateRequest(mug, everyField),
+    ctx("UpdateProduct"),
+  );
+  t.deepEqual(same, mug, "the same values: nothing changed, update_time included");
+
+  const { product: repriced } = await handlers.updateProduct(
+    updateRequest({ ...mug, price: { currencyCode: "USD", amountMinor: "901" } }, everyField),
+    ctx("UpdateProduct"),
+  );
+  t.true((repriced?.updateTime?.getTime() ?? 0) > (mug.updateTime?.getTime() ?? 0));
+  t.deepEqual(await get(mug.productId), repriced);
+});
+
 test("UpdateProduct of the price leaves existing reservations at their snapshot", async (t) => {
   const { handlers, create, reserve } = await setup(t);
   const mug = await create({ amountMinor: "1000", stock: 10 });

@@ -9,6 +9,7 @@ import {
   readTime,
   type Sql,
   sqlOf,
+  updateTimeOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
@@ -114,14 +115,15 @@ export class ProductStore {
   }
 
   async update(productId: string, changes: Partial<ProductFields>): Promise<Product> {
-    const patch: Partial<ProductRow> = { update_time: Date.now() };
-    if (changes.name !== undefined) patch.name = changes.name;
-    if (changes.description !== undefined) patch.description = changes.description;
-    if (changes.currencyCode !== undefined) patch.currency_code = changes.currencyCode;
+    const fields: Partial<ProductRow> = {};
+    if (changes.name !== undefined) fields.name = changes.name;
+    if (changes.description !== undefined) fields.description = changes.description;
+    if (changes.currencyCode !== undefined) fields.currency_code = changes.currencyCode;
     if (changes.priceMinor !== undefined) {
-      patch.price_minor = integerBinding(BigInt(changes.priceMinor));
+      fields.price_minor = integerBinding(BigInt(changes.priceMinor));
     }
-    if (changes.stockQuantity !== undefined) patch.stock_quantity = changes.stockQuantity;
+    if (changes.stockQuantity !== undefined) fields.stock_quantity = changes.stockQuantity;
+    const patch = { ...fields, update_time: updateTimeOf(this.env.db, fields, Date.now()) };
     // The row comes back from the update itself: nothing can fail after the transaction.
     return inTransaction(this.env.db, async (trx) => {
       const [row]: ProductRow[] = await trx("products")

@@ -345,6 +345,25 @@ test("UpdateUser changes only the masked fields and advances update_time", async
   t.deepEqual(read, moved);
 });
 
+test("UpdateUser that changes nothing leaves update_time; a new case of the email moves it", async (t) => {
+  const { handlers, create } = await setup(t);
+  const ada = await create("ada@example.com", "Ada");
+  while (Date.now() <= (ada.createTime?.getTime() ?? 0)) await new Promise(setImmediate);
+
+  const { user: same } = await handlers.updateUser(
+    update(ada, ["email", "display_name"]),
+    ctx("UpdateUser"),
+  );
+  t.deepEqual(same, ada, "the same values: nothing changed, update_time included");
+
+  const { user: recased } = await handlers.updateUser(
+    update({ ...ada, email: "Ada@example.com" }, ["email", "display_name"]),
+    ctx("UpdateUser"),
+  );
+  t.is(recased?.email, "Ada@example.com");
+  t.true((recased?.updateTime?.getTime() ?? 0) > (ada.updateTime?.getTime() ?? 0));
+});
+
 test("UpdateUser frees the old email and may change the case of its own", async (t) => {
   const { handlers, create } = await setup(t);
   const ada = await create("ada@example.com");

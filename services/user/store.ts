@@ -6,6 +6,7 @@ import {
   readTime,
   type Sql,
   sqlOf,
+  updateTimeOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { textBytes } from "../../kit/page-token.js";
@@ -90,12 +91,13 @@ export class UserStore {
   }
 
   async update(userId: string, changes: { email?: string; displayName?: string }): Promise<User> {
-    const patch: Partial<UserRow> = { update_time: Date.now() };
+    const fields: Partial<UserRow> = {};
     if (changes.email !== undefined) {
-      patch.email = changes.email;
-      patch.email_key = emailKey(changes.email);
+      fields.email = changes.email;
+      fields.email_key = emailKey(changes.email);
     }
-    if (changes.displayName !== undefined) patch.display_name = changes.displayName;
+    if (changes.displayName !== undefined) fields.display_name = changes.displayName;
+    const patch = { ...fields, update_time: updateTimeOf(this.env.db, fields, Date.now()) };
     // One statement that also reads the row back: nothing can fail after the write.
     const rows: UserRow[] = await this.env
       .db("users")
