@@ -94,7 +94,7 @@ const sameLines = (a: Pick<ReservationLine, "productId" | "quantity">[], b: Line
 export class InventoryStore {
   /** ReserveStock's transaction, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
-  /** Reservations of a busy product wait here, not on pooled connections (kit/db/row-turns.ts). */
+  /** Writes to a busy product wait here, not on pooled connections (kit/db/row-turns.ts). */
   private readonly turns = new RowTurns();
 
   constructor(private readonly db: Knex) {
@@ -315,23 +315,30 @@ export class InventoryStore {
       if (released === 1) await this.restock(trx, reservationId, now);
       return released === 1;
     };
-    await inTransaction(this.db, async (trx) => {
-      if (await giveBack(trx)) return;
-      const recorded = await trx("reservations")
-        .insert({
-          reservation_id: reservationId,
-          state: ReservationState.RESERVATION_STATE_RELEASED,
-          expire_time: now,
-          create_time: now,
-        })
-        .onConflict("reservation_id")
-        .ignore()
-        .returning("reservation_id");
-      // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
-      // Its units are visible now and are given back here, or a committed reservation would keep
-      // them with nothing left to release it.
-      if (recorded.length === 0) await giveBack(trx);
-    });
+    // A reservation's lines never change: the products read here are the rows it will lock.
+    const lines: { product_id: string }[] = await this.db("reservation_lines")
+      .where({ reservation_id: reservationId })
+      .select("product_id");
+    const products = lines.map((line) => line.product_id);
+    await this.turns.run(products, () =>
+      inTransaction(this.db, async (trx) => {
+        if (await giveBack(trx)) return;
+        const recorded = await trx("reservations")
+          .insert({
+            reservation_id: reservationId,
+            state: ReservationState.RESERVATION_STATE_RELEASED,
+            expire_time: now,
+            create_time: now,
+          })
+          .onConflict("reservation_id")
+          .ignore()
+          .returning("reservation_id");
+        // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
+        // Its units are visible now and are given back here, or a committed reservation would keep
+        // them with nothing left to release it.
+        if (recorded.length === 0) await giveBack(trx);
+      }),
+    );
     return (await this.readReservation(this.db, reservationId)) as Reservation;
   }
 

@@ -1,28 +1,42 @@
-// Reservations of one product at once (a sale) each wait for the product's row lock. At most two
-// of them hold a pooled connection of the product process while they wait; the rest wait for a
-// turn in the process (kit/db/row-turns.ts). Orders for other products go on meanwhile, where the
-// waiting reservations used to take every write connection and keep theirs waiting too.
-import test from "ava";
+// Reservations, or releases, of one product at once (a sale, or its orders given back) each wait
+// for the product's row lock. At most two of them hold a pooled connection of the product process
+// while they wait; the rest wait for a turn in the process (kit/db/row-turns.ts). Orders for other
+// products go on meanwhile, where the waiting writes used to take every write connection and keep
+// theirs waiting too.
+import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { until } from "../helpers/eventually.js";
-import { orderLine, startFleet } from "../helpers/fleet.js";
+import { orderLine, startFleet, type TestFleet } from "../helpers/fleet.js";
 import { useStorage } from "../helpers/storage.js";
 
 useStorage("postgres");
 // Three connections for writes and one for reads (kit/db.ts readShareOf).
 process.env.SHOP_DATABASE_POOL_MAX = "4";
+// Writes wait on the lock until the test lets it go, never ending by themselves meanwhile.
+process.env.SHOP_DATABASE_STATEMENT_TIMEOUT_MS = "60000";
 
 const SALE = 6;
+const hold = { seconds: "60", nanos: 0 };
 
-test("orders for other products go on while many reservations wait for one product's row", async (t) => {
+/**
+ * Holds the sale product's row from outside while `SALE` calls of `rpc`, made by `write(i)`,
+ * reach the product service; then an order for another product must answer while two of them,
+ * and no more, wait on the lock. All of them succeed once the row is let go.
+ */
+async function whileTheSaleWaits(
+  t: ExecutionContext,
+  rpc: "ReserveStock" | "ReleaseReservation",
+  prepare: (fleet: TestFleet, productId: string) => Promise<void>,
+  write: (fleet: TestFleet, productId: string, i: number) => Promise<unknown>,
+) {
   let arrived = 0;
   const counting: ServerMiddleware = {
-    name: "count ReserveStock calls",
+    name: `count ${rpc} calls`,
     wrap: (method, next) =>
-      method.rpc === "ReserveStock"
+      method.rpc === rpc
         ? (request, ctx) => {
             arrived++;
             return next(request, ctx);
@@ -33,6 +47,8 @@ test("orders for other products go on while many reservations wait for one produ
   const user = await addUser(fleet.users);
   const sale = await addProduct(fleet.products, { stock: 100 });
   const other = await addProduct(fleet.products, { stock: 100 });
+  await prepare(fleet, sale.productId);
+  arrived = 0;
 
   const admin = knex({
     client: "pg",
@@ -52,26 +68,14 @@ test("orders for other products go on while many reservations wait for one produ
   // Before admin.destroy(), which waits for this connection, should the test end early.
   t.teardown(() => (trx.isCompleted() ? undefined : trx.rollback()));
   await trx("product.products").where({ product_id: sale.productId }).forUpdate().select();
-  const reserving = Array.from({ length: SALE }, (_, i) =>
-    fleet.inventory
-      .reserveStock(
-        {
-          reservationId: `sale-${i}`,
-          lines: [orderLine(sale.productId, 1)],
-          ttl: { seconds: "60", nanos: 0 },
-        },
-        { timeoutMs: 20_000 },
-      )
-      .then(
-        () => "OK",
-        (error: Error) => error.message,
-      ),
+  const writing = Array.from({ length: SALE }, (_, i) =>
+    write(fleet, sale.productId, i).then(
+      () => "OK",
+      (error: Error) => error.message,
+    ),
   );
-  await until("every reservation to reach the product service", () => arrived === SALE);
-  await until(
-    "two reservations to wait for the row's lock",
-    async () => (await waitingOnLocks()) >= 2,
-  );
+  await until(`every ${rpc} to reach the product service`, () => arrived === SALE);
+  await until(`two calls to wait for the row's lock`, async () => (await waitingOnLocks()) >= 2);
 
   const { order } = await fleet.orders.createOrder(
     { userId: user.userId, lines: [orderLine(other.productId, 1)], requestId: "" },
@@ -81,11 +85,44 @@ test("orders for other products go on while many reservations wait for one produ
   t.is(
     await waitingOnLocks(),
     2,
-    "the order answered while two of the sale's reservations, and no more, waited on the lock",
+    `the order answered while two of the sale's calls, and no more, waited on the lock`,
   );
 
   await trx.rollback();
-  t.deepEqual(await Promise.all(reserving), Array(SALE).fill("OK"));
+  t.deepEqual(await Promise.all(writing), Array(SALE).fill("OK"));
   const { product } = await fleet.products.getProduct({ productId: sale.productId });
-  t.is(product?.stockQuantity, 100 - SALE);
+  return product?.stockQuantity;
+}
+
+test("orders for other products go on while many reservations wait for one product's row", async (t) => {
+  const stock = await whileTheSaleWaits(
+    t,
+    "ReserveStock",
+    async () => {},
+    (fleet, productId, i) =>
+      fleet.inventory.reserveStock(
+        { reservationId: `sale-${i}`, lines: [orderLine(productId, 1)], ttl: hold },
+        { timeoutMs: 20_000 },
+      ),
+  );
+  t.is(stock, 100 - SALE);
+});
+
+test("orders for other products go on while many releases wait for one product's row", async (t) => {
+  const stock = await whileTheSaleWaits(
+    t,
+    "ReleaseReservation",
+    async (fleet, productId) => {
+      for (let i = 0; i < SALE; i++) {
+        await fleet.inventory.reserveStock({
+          reservationId: `sale-${i}`,
+          lines: [orderLine(productId, 1)],
+          ttl: hold,
+        });
+      }
+    },
+    (fleet, _productId, i) =>
+      fleet.inventory.releaseReservation({ reservationId: `sale-${i}` }, { timeoutMs: 20_000 }),
+  );
+  t.is(stock, 100, "every unit given back");
 });
