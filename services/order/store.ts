@@ -355,7 +355,7 @@ export class OrderStore {
     limit = 100,
   ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
     const rows = await this.env
-      .db<OrderRow>("orders")
+      .reads<OrderRow>("orders")
       .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
       .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
       .orWhere((q) =>

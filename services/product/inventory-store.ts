@@ -97,8 +97,12 @@ export class InventoryStore {
   /** Writes to a busy product wait here, not on pooled connections (kit/db/row-turns.ts). */
   private readonly turns = new RowTurns();
 
-  constructor(private readonly db: Knex) {
-    this.sql = sqlOf(db);
+  /**
+   * The service's database: `reads` for the reads outside a transaction that no write of this
+   * store depends on, so that a metrics scrape or a sweep never queues behind waiting writes.
+   */
+  constructor(private readonly env: { db: Knex; reads: Knex }) {
+    this.sql = sqlOf(env.db);
   }
 
   private async readReservation(
@@ -230,7 +234,7 @@ export class InventoryStore {
       });
 
     if (!outcome.repeat) return outcome.reservation;
-    const reservation = (await this.readReservation(this.db, reservationId)) as Reservation;
+    const reservation = (await this.readReservation(this.env.db, reservationId)) as Reservation;
     const stored = reservation.lines.map((l) => ({
       product_id: l.productId,
       quantity: l.quantity,
@@ -252,7 +256,7 @@ export class InventoryStore {
     lines: { productId: string; quantity: number }[],
     shortIds: string[],
   ): Promise<Error> {
-    const rows = await this.db<ProductRow>("products").whereIn("product_id", shortIds);
+    const rows = await this.env.reads<ProductRow>("products").whereIn("product_id", shortIds);
     const stock = new Map(rows.map((row) => [row.product_id, row.stock_quantity]));
     const missing = shortIds.find((id) => !stock.has(id));
     if (missing) return productNotFound(missing);
@@ -273,15 +277,16 @@ export class InventoryStore {
   /** HELD → COMMITTED; a repeat returns it; released, expired or past its TTL fails. */
   async commit(reservationId: string): Promise<Reservation> {
     const now = Date.now();
-    const committed = await this.db("reservations")
+    const committed = await this.env
+      .db("reservations")
       .where({ reservation_id: reservationId, state: HELD })
       .andWhere("expire_time", ">", now)
       .update({ state: ReservationState.RESERVATION_STATE_COMMITTED });
-    let reservation = await this.readReservation(this.db, reservationId);
+    let reservation = await this.readReservation(this.env.db, reservationId);
     if (committed === 0 && reservation?.state === HELD) {
       // Past its TTL but not swept yet: expire this one now, so its units come back at once.
       await this.expireOne(reservationId, now).catch(() => false);
-      reservation = await this.readReservation(this.db, reservationId);
+      reservation = await this.readReservation(this.env.db, reservationId);
     }
     if (!reservation) {
       throw errors.notFound(
@@ -316,12 +321,13 @@ export class InventoryStore {
       return released === 1;
     };
     // A reservation's lines never change: the products read here are the rows it will lock.
-    const lines: { product_id: string }[] = await this.db("reservation_lines")
+    const lines: { product_id: string }[] = await this.env
+      .reads("reservation_lines")
       .where({ reservation_id: reservationId })
       .select("product_id");
     const products = lines.map((line) => line.product_id);
     await this.turns.run(products, () =>
-      inTransaction(this.db, async (trx) => {
+      inTransaction(this.env.db, async (trx) => {
         if (await giveBack(trx)) return;
         const recorded = await trx("reservations")
           .insert({
@@ -339,7 +345,7 @@ export class InventoryStore {
         if (recorded.length === 0) await giveBack(trx);
       }),
     );
-    return (await this.readReservation(this.db, reservationId)) as Reservation;
+    return (await this.readReservation(this.env.db, reservationId)) as Reservation;
   }
 
   /**
@@ -348,7 +354,8 @@ export class InventoryStore {
    */
   async held(): Promise<{ count: number; oldest?: number; firstDue?: number }> {
     // A count and a bigint come back as numbers from SQLite and as decimal strings from PostgreSQL.
-    const [row] = (await this.db("reservations")
+    const [row] = (await this.env
+      .reads("reservations")
       .where({ state: HELD })
       .count({ count: "*" })
       .min({ oldest: "create_time" })
@@ -378,7 +385,8 @@ export class InventoryStore {
     now = Date.now(),
     onFailure: (reservationId: string, error: unknown) => void = () => {},
   ): Promise<number> {
-    const due: { reservation_id: string }[] = await this.db("reservations")
+    const due: { reservation_id: string }[] = await this.env
+      .reads("reservations")
       .where({ state: HELD })
       .andWhere("expire_time", "<=", now)
       .orderBy("expire_time")
@@ -396,7 +404,7 @@ export class InventoryStore {
   }
 
   private expireOne(reservationId: string, now: number): Promise<boolean> {
-    return inTransaction(this.db, async (trx) => {
+    return inTransaction(this.env.db, async (trx) => {
       const count = await trx("reservations")
         .where({ reservation_id: reservationId, state: HELD })
         .andWhere("expire_time", "<=", now)

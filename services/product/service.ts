@@ -38,7 +38,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       },
     },
     implement: ({ db, reads, logger, metrics }) => {
-      const inventory = new InventoryStore(db);
+      const inventory = new InventoryStore({ db, reads });
       const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
       const sweep = repeat(

@@ -53,8 +53,8 @@ export interface NewProduct {
 
 export async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "product");
-  const inventoryStore = new InventoryStore(db);
-  const handlers = productHandlers(new ProductStore({ db: db, reads: db }));
+  const inventoryStore = new InventoryStore({ db, reads: db });
+  const handlers = productHandlers(new ProductStore({ db, reads: db }));
   const inventory = inventoryHandlers(inventoryStore);
 
   const create = async (fields: NewProduct = {}) =>

@@ -1,10 +1,10 @@
 // A write that waits for a lock another process holds (a replica stalled inside a transaction, a
 // backup, an operator's shell) holds a connection of its service meanwhile. Its service's reads
-// must not wait too: every read rpc answers while two writes still wait, and so does a CreateOrder
-// resent for an order already placed. On SQLite the lock is the file's write lock, and a process
-// writes through one connection; on PostgreSQL an EXCLUSIVE lock on the table, which plain reads
-// pass, and two waiting writes fill a pool of two (reads-beside-writes.sqlite3.test.ts,
-// .postgres.test.ts).
+// must not wait too: every read rpc answers while two writes still wait, and so do a CreateOrder
+// resent for an order already placed and a scrape of the product's metrics. On SQLite the lock
+// is the file's write lock, and a process writes through one connection; on PostgreSQL an
+// EXCLUSIVE lock on the table, which plain reads pass, and two waiting writes fill a pool of two
+// (reads-beside-writes.sqlite3.test.ts, .postgres.test.ts).
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
@@ -119,7 +119,7 @@ test("user: GetUser and ListUsers answer while UpdateUsers wait for a lock", asy
   );
 });
 
-test("product: GetProduct and ListProducts answer while UpdateProducts wait for a lock", async (t) => {
+test("product: GetProduct, ListProducts and a metrics scrape answer while UpdateProducts wait for a lock", async (t) => {
   const { fleet, databases, product } = await fleetWithData(t);
   await whileWritesWait(
     t,
@@ -140,6 +140,10 @@ test("product: GetProduct and ListProducts answer while UpdateProducts wait for 
         inStockOnly: false,
       });
       t.true(listed.products.length > 0);
+      // A scrape reads how many reservations are held: metrics answer too.
+      const scraped =
+        await fleet.product.metrics.registry.getSingleMetricAsString("shop_reservations_held");
+      t.regex(scraped, /^shop_reservations_held 0$/m);
     },
   );
 });
