@@ -1,6 +1,6 @@
 import test from "ava";
 import { isBusy } from "../db.js";
-import { NoTurn, RowTurns } from "./row-turns.js";
+import { CallerGone, NoTurn, RowTurns } from "./row-turns.js";
 
 /** A write that runs until `finish` is called; `started` tells whether it began. */
 function write() {
@@ -83,6 +83,38 @@ test("a write that waits past maxWaitMs fails busy, and leaves the queue", async
   const running = turns.run(["hot"], next.run);
   await turn();
   t.true(next.started);
+  next.finish();
+  await running;
+});
+
+test("a write whose caller goes away while it waits leaves the queue and never runs", async (t) => {
+  const turns = new RowTurns(1, 60_000);
+  let asked = 0;
+  const holder = write();
+  const holding = turns.run(["hot"], holder.run, () => {
+    asked++;
+    return new AbortController().signal;
+  });
+  t.is(asked, 0, "a write with a free turn never asks for its caller's signal");
+
+  const caller = new AbortController();
+  const gone = write();
+  const leaving = turns.run(["hot"], gone.run, () => caller.signal);
+  const next = write();
+  const running = turns.run(["hot"], next.run);
+  caller.abort();
+  await t.throwsAsync(leaving, { instanceOf: CallerGone });
+
+  holder.finish();
+  await holding;
+  await turn();
+  t.false(gone.started);
+  t.true(next.started, "the turn passed to the write behind it");
+  // A caller already gone does not queue at all.
+  await t.throwsAsync(
+    turns.run(["hot"], write().run, () => caller.signal),
+    { instanceOf: CallerGone },
+  );
   next.finish();
   await running;
 });

@@ -12,6 +12,14 @@ export class NoTurn extends Error {
   }
 }
 
+/** A write whose caller went away while it waited for its turn: it did not run. */
+export class CallerGone extends Error {
+  constructor(key: string) {
+    super(`the caller went away while its write waited for a turn at the busy row ${key}`);
+    this.name = "CallerGone";
+  }
+}
+
 interface Turns {
   running: number;
   /** Each waiter's wake-up, first come first served. */
@@ -32,13 +40,19 @@ export class RowTurns {
 
   /**
    * Runs `write` once it has a turn at each of `keys`. Keys are taken in sorted order, so that two
-   * writes never wait for each other's turns.
+   * writes never wait for each other's turns. A write whose caller goes away while it waits (its
+   * deadline passed, it cancelled) leaves the queue and never runs. `callerSignal` gives the
+   * call's signal, asked for only when the write must wait: making one costs a cheap rpc.
    */
-  async run<T>(keys: readonly string[], write: () => Promise<T>): Promise<T> {
+  async run<T>(
+    keys: readonly string[],
+    write: () => Promise<T>,
+    callerSignal?: () => AbortSignal,
+  ): Promise<T> {
     const taken: string[] = [];
     try {
       for (const key of [...new Set(keys)].sort()) {
-        await this.take(key);
+        await this.take(key, callerSignal);
         taken.push(key);
       }
       return await write();
@@ -47,7 +61,7 @@ export class RowTurns {
     }
   }
 
-  private take(key: string): Promise<void> | undefined {
+  private take(key: string, callerSignal?: () => AbortSignal): Promise<void> | undefined {
     const turns = this.rows.get(key) ?? { running: 0, waiting: [] };
     this.rows.set(key, turns);
     if (turns.running < this.width) {
@@ -55,15 +69,25 @@ export class RowTurns {
       return undefined;
     }
     const { waiting } = turns;
+    const signal = callerSignal?.();
+    if (signal?.aborted) return Promise.reject(new CallerGone(key));
     return new Promise((resolve, reject) => {
-      const wake = () => {
+      const done = () => {
         clearTimeout(timer);
+        signal?.removeEventListener("abort", gone);
+      };
+      const wake = () => {
+        done();
         resolve();
       };
-      const timer = setTimeout(() => {
+      const leave = (error: Error) => {
+        done();
         waiting.splice(waiting.indexOf(wake), 1);
-        reject(new NoTurn(key, this.maxWaitMs));
-      }, this.maxWaitMs);
+        reject(error);
+      };
+      const gone = () => leave(new CallerGone(key));
+      const timer = setTimeout(() => leave(new NoTurn(key, this.maxWaitMs)), this.maxWaitMs);
+      signal?.addEventListener("abort", gone, { once: true });
       waiting.push(wake);
     });
   }

@@ -93,7 +93,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
 /** InventoryService, the order service's internal API: reservations of stock. */
 export function inventoryHandlers(store: InventoryStore): Handlers<typeof InventoryServiceService> {
   return {
-    async reserveStock({ reservationId, lines, ttl, commit }) {
+    async reserveStock({ reservationId, lines, ttl, commit }, ctx) {
       const v = check().id("reservation_id", reservationId);
       if (lines.length === 0 || lines.length > 100) v.add("lines", "must hold 1 to 100 lines");
       const seen = new Set<string>();
@@ -105,7 +105,8 @@ export function inventoryHandlers(store: InventoryStore): Handlers<typeof Invent
       });
       const ms = ttlMs(v, ttl);
       v.throwIfAny();
-      return { reservation: await store.reserve(reservationId, lines, ms, commit) };
+      const signal = () => ctx.signal;
+      return { reservation: await store.reserve(reservationId, lines, ms, commit, signal) };
     },
 
     async commitReservation({ reservationId }) {
@@ -113,9 +114,9 @@ export function inventoryHandlers(store: InventoryStore): Handlers<typeof Invent
       return { reservation: await store.commit(reservationId) };
     },
 
-    async releaseReservation({ reservationId }) {
+    async releaseReservation({ reservationId }, ctx) {
       check().id("reservation_id", reservationId).throwIfAny();
-      return { reservation: await store.release(reservationId) };
+      return { reservation: await store.release(reservationId, () => ctx.signal) };
     },
   };
 }

@@ -132,13 +132,15 @@ export class InventoryStore {
 
   /**
    * Holds every line or none, committed at once with `commit`. A repeat with the same id returns
-   * the reservation as it stands; the same id with other lines is ALREADY_EXISTS.
+   * the reservation as it stands; the same id with other lines is ALREADY_EXISTS. Nothing is
+   * written when the caller goes away while the reservation waits for its turn (RowTurns).
    */
   async reserve(
     reservationId: string,
     lines: { productId: string; quantity: number }[],
     ttlMs: number,
     commit = false,
+    callerSignal?: () => AbortSignal,
   ): Promise<Reservation> {
     const now = Date.now();
     const made: ReservationRow = {
@@ -149,84 +151,87 @@ export class InventoryStore {
     };
     const products = lines.map((line) => line.productId);
     const outcome = await this.turns
-      .run(products, () =>
-        this.sql.transaction(async (trx) => {
-          const claimed = await trx.query(
-            "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
-              " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
-            [reservationId, made.state, made.expire_time, made.create_time],
-          );
-          if (claimed.length === 0) return { repeat: true as const };
-          // Lines first, each priced from the catalogue as it stands: no product row is locked
-          // until the stock updates below, so a busy product's lock is held for those and the
-          // commit alone (PostgreSQL, where the lines' product check waits for the commit:
-          // migration 0004; SQLite holds one lock throughout).
-          const priced = await trx.query<PricedLine>(
-            pricedLinesSql(lines.length),
-            lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
-          );
-          const price = new Map(priced.map((row) => [Number(row.line_no), row]));
-          const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
-          const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
-          if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
-          const lineRows: LineRow[] = lines.map((line, i) => {
-            const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
-            return {
-              reservation_id: reservationId,
-              line_no: i,
-              product_id: line.productId,
-              quantity: line.quantity,
-              currency_code,
-              unit_price_minor,
-            };
-          });
-          const short: string[] = [];
-          for (const [i, line] of sorted) {
-            const [taken] = await trx.query<PriceRow>(
-              "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
-                " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
-              [line.quantity, now, line.productId, line.quantity],
+      .run(
+        products,
+        () =>
+          this.sql.transaction(async (trx) => {
+            const claimed = await trx.query(
+              "INSERT INTO reservations (reservation_id, state, expire_time, create_time) VALUES (?, ?, ?, ?)" +
+                " ON CONFLICT (reservation_id) DO NOTHING RETURNING reservation_id",
+              [reservationId, made.state, made.expire_time, made.create_time],
             );
-            if (!taken) {
-              short.push(line.productId);
-              continue;
-            }
-            // The price changed between the line's write and the lock (PostgreSQL): the line takes
-            // the price the stock was taken at, as if the lock had come first.
-            const row = lineRows[i] as LineRow;
-            if (
-              taken.currency_code !== row.currency_code ||
-              readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
-            ) {
-              await trx.query(
-                "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
-                  " WHERE reservation_id = ? AND line_no = ?",
-                [taken.currency_code, taken.price_minor as Binding, reservationId, i],
+            if (claimed.length === 0) return { repeat: true as const };
+            // Lines first, each priced from the catalogue as it stands: no product row is locked
+            // until the stock updates below, so a busy product's lock is held for those and the
+            // commit alone (PostgreSQL, where the lines' product check waits for the commit:
+            // migration 0004; SQLite holds one lock throughout).
+            const priced = await trx.query<PricedLine>(
+              pricedLinesSql(lines.length),
+              lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
+            );
+            const price = new Map(priced.map((row) => [Number(row.line_no), row]));
+            const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
+            const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
+            if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
+            const lineRows: LineRow[] = lines.map((line, i) => {
+              const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
+              return {
+                reservation_id: reservationId,
+                line_no: i,
+                product_id: line.productId,
+                quantity: line.quantity,
+                currency_code,
+                unit_price_minor,
+              };
+            });
+            const short: string[] = [];
+            for (const [i, line] of sorted) {
+              const [taken] = await trx.query<PriceRow>(
+                "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
+                  " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
+                [line.quantity, now, line.productId, line.quantity],
               );
-              row.currency_code = taken.currency_code;
-              row.unit_price_minor = taken.price_minor;
+              if (!taken) {
+                short.push(line.productId);
+                continue;
+              }
+              // The price changed between the line's write and the lock (PostgreSQL): the line takes
+              // the price the stock was taken at, as if the lock had come first.
+              const row = lineRows[i] as LineRow;
+              if (
+                taken.currency_code !== row.currency_code ||
+                readAmount(taken.price_minor) !== readAmount(row.unit_price_minor)
+              ) {
+                await trx.query(
+                  "UPDATE reservation_lines SET currency_code = ?, unit_price_minor = ?" +
+                    " WHERE reservation_id = ? AND line_no = ?",
+                  [taken.currency_code, taken.price_minor as Binding, reservationId, i],
+                );
+                row.currency_code = taken.currency_code;
+                row.unit_price_minor = taken.price_minor;
+              }
             }
-          }
-          if (short.length > 0) {
-            // Undo the whole transaction: nothing is held.
-            throw Object.assign(new Error("short"), { short });
-          }
-          // One currency, at an amount Money can carry: refused here, inside the transaction, so
-          // that nothing is held, not even for the moment an order would take to refuse it.
-          const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
-          if (others.length > 0) {
-            throw errors.failedPrecondition(
-              "CURRENCY_MISMATCH",
-              `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
+            if (short.length > 0) {
+              // Undo the whole transaction: nothing is held.
+              throw Object.assign(new Error("short"), { short });
+            }
+            // One currency, at an amount Money can carry: refused here, inside the transaction, so
+            // that nothing is held, not even for the moment an order would take to refuse it.
+            const [currency = "", ...others] = new Set(lineRows.map((row) => row.currency_code));
+            if (others.length > 0) {
+              throw errors.failedPrecondition(
+                "CURRENCY_MISMATCH",
+                `the products are priced in different currencies: ${[currency, ...others].join(", ")}`,
+              );
+            }
+            totalOf(
+              currency,
+              lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
             );
-          }
-          totalOf(
-            currency,
-            lineRows.map((row) => ({ quantity: row.quantity, unitPriceMinor: priceOf(row) })),
-          );
-          // What was just written is the answer: no need to read it back.
-          return { repeat: false as const, reservation: toReservation(made, lineRows) };
-        }),
+            // What was just written is the answer: no need to read it back.
+            return { repeat: false as const, reservation: toReservation(made, lineRows) };
+          }),
+        callerSignal,
       )
       .catch(async (error: Error & { short?: string[] }) => {
         if (!error.short) throw error;
@@ -309,8 +314,11 @@ export class InventoryStore {
     return reservation;
   }
 
-  /** Gives held or committed units back. Unknown ids become released tombstones. */
-  async release(reservationId: string): Promise<Reservation> {
+  /**
+   * Gives held or committed units back. Unknown ids become released tombstones. Nothing is written
+   * when the caller goes away while the release waits for its turn.
+   */
+  async release(reservationId: string, callerSignal?: () => AbortSignal): Promise<Reservation> {
     const now = Date.now();
     const giveBack = async (trx: Knex.Transaction) => {
       const released = await trx("reservations")
@@ -326,24 +334,27 @@ export class InventoryStore {
       .where({ reservation_id: reservationId })
       .select("product_id");
     const products = lines.map((line) => line.product_id);
-    await this.turns.run(products, () =>
-      inTransaction(this.env.db, async (trx) => {
-        if (await giveBack(trx)) return;
-        const recorded = await trx("reservations")
-          .insert({
-            reservation_id: reservationId,
-            state: ReservationState.RESERVATION_STATE_RELEASED,
-            expire_time: now,
-            create_time: now,
-          })
-          .onConflict("reservation_id")
-          .ignore()
-          .returning("reservation_id");
-        // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
-        // Its units are visible now and are given back here, or a committed reservation would keep
-        // them with nothing left to release it.
-        if (recorded.length === 0) await giveBack(trx);
-      }),
+    await this.turns.run(
+      products,
+      () =>
+        inTransaction(this.env.db, async (trx) => {
+          if (await giveBack(trx)) return;
+          const recorded = await trx("reservations")
+            .insert({
+              reservation_id: reservationId,
+              state: ReservationState.RESERVATION_STATE_RELEASED,
+              expire_time: now,
+              create_time: now,
+            })
+            .onConflict("reservation_id")
+            .ignore()
+            .returning("reservation_id");
+          // PostgreSQL: a ReserveStock committing this id meanwhile made the insert wait, then skip.
+          // Its units are visible now and are given back here, or a committed reservation would keep
+          // them with nothing left to release it.
+          if (recorded.length === 0) await giveBack(trx);
+        }),
+      callerSignal,
     );
     return (await this.readReservation(this.env.db, reservationId)) as Reservation;
   }

@@ -6,10 +6,12 @@
 import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { Code } from "../../kit/errors.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { until } from "../helpers/eventually.js";
 import { orderLine, startFleet, type TestFleet } from "../helpers/fleet.js";
+import { expectStatus } from "../helpers/status.js";
 import { useStorage } from "../helpers/storage.js";
 
 useStorage("postgres");
@@ -24,13 +26,15 @@ const hold = { seconds: "60", nanos: 0 };
 /**
  * Holds the sale product's row from outside while `SALE` calls of `rpc`, made by `write(i)`,
  * reach the product service; then an order for another product must answer while two of them,
- * and no more, wait on the lock. All of them succeed once the row is let go.
+ * and no more, wait on the lock, and `meanwhile` runs. All of them succeed once the row is let
+ * go. Resolves to the sale product's stock then.
  */
 async function whileTheSaleWaits(
   t: ExecutionContext,
   rpc: "ReserveStock" | "ReleaseReservation",
   prepare: (fleet: TestFleet, productId: string) => Promise<void>,
   write: (fleet: TestFleet, productId: string, i: number) => Promise<unknown>,
+  meanwhile?: (fleet: TestFleet, productId: string, arrived: () => number) => Promise<void>,
 ) {
   let arrived = 0;
   const counting: ServerMiddleware = {
@@ -88,6 +92,8 @@ async function whileTheSaleWaits(
     `the order answered while two of the sale's calls, and no more, waited on the lock`,
   );
 
+  await meanwhile?.(fleet, sale.productId, () => arrived);
+
   await trx.rollback();
   t.deepEqual(await Promise.all(writing), Array(SALE).fill("OK"));
   const { product } = await fleet.products.getProduct({ productId: sale.productId });
@@ -104,8 +110,21 @@ test("orders for other products go on while many reservations wait for one produ
         { reservationId: `sale-${i}`, lines: [orderLine(productId, 1)], ttl: hold },
         { timeoutMs: 20_000 },
       ),
+    // A reservation whose caller gives up while it waits for its turn is never written.
+    async (fleet, productId, arrived) => {
+      const before = arrived();
+      await expectStatus(
+        t,
+        fleet.inventory.reserveStock(
+          { reservationId: "given-up", lines: [orderLine(productId, 1)], ttl: hold },
+          { timeoutMs: 300 },
+        ),
+        Code.DEADLINE_EXCEEDED,
+      );
+      t.is(arrived(), before + 1, "the product service took the call");
+    },
   );
-  t.is(stock, 100 - SALE);
+  t.is(stock, 100 - SALE, "the reservation given up took nothing");
 });
 
 test("orders for other products go on while many releases wait for one product's row", async (t) => {
