@@ -27,11 +27,17 @@ const NATIVE_GRPC = {
   },
 };
 
+/** A JSON key of a field, for edge.lua: the field's name, and the message it holds or false. */
+interface FieldEntry {
+  name: string;
+  message: string | false;
+}
+
 /**
  * The caller's protocol and status, and REST requests checked against the contract: the first
- * filter (lua/edge.lua). It refuses a REST body with a field its message lacks, and a query
- * parameter for a field the path or the body sets (INVALID_ARGUMENT), and strips grpc-* headers
- * from REST and Connect replies.
+ * filter (lua/edge.lua). It refuses a REST body with a field its message lacks or one it sets
+ * twice, and a query parameter for a field the path or the body sets (INVALID_ARGUMENT), and
+ * strips grpc-* headers from REST and Connect replies.
  */
 export function edgeProtocols(services: readonly GrpcService[], corsOrigins: readonly string[]) {
   const registry = contractRegistry();
@@ -39,16 +45,17 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
   if (!http) throw new Error("google.api.http is not in the descriptor set");
   const bodies: { method: string; pattern: string; message: string }[] = [];
   const queries: { method: string; pattern: string; taken: string[]; body: string }[] = [];
-  const messages: Record<string, Record<string, string | false>> = {};
+  const messages: Record<string, Record<string, FieldEntry>> = {};
   const describe = (message: DescMessage) => {
     if (messages[message.typeName] || message.file.proto.package.startsWith("google.")) return;
-    const fields: Record<string, string | false> = {};
+    const fields: Record<string, FieldEntry> = {};
     messages[message.typeName] = fields;
     for (const field of message.fields) {
       const inner =
         field.fieldKind === "message" || field.fieldKind === "list" ? field.message : undefined;
-      fields[field.name] = inner ? inner.typeName : false;
-      fields[field.jsonName] = fields[field.name] as string | false;
+      const entry: FieldEntry = { name: field.name, message: inner ? inner.typeName : false };
+      fields[field.name] = entry;
+      fields[field.jsonName] = entry;
       if (inner) describe(inner);
     }
   };

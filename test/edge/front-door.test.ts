@@ -262,6 +262,48 @@ test.serial(
 );
 
 test.serial(
+  "REST: a field set twice in a body, by either of its names, is refused, nothing written",
+  async (t) => {
+    await ready();
+    const email = `${tag("twice")}@example.com`;
+    const twice = (answer: { status: number; json: Json }, field: string) => {
+      t.deepEqual([answer.status, answer.json.code], [400, 3], JSON.stringify(answer.json));
+      t.like(answer.json.details[0], { reason: "DUPLICATE_FIELD", metadata: { field } });
+      t.like(answer.json.details[1], { field_violations: [{ field }] });
+    };
+    // JSON.stringify cannot write a key twice: these bodies are written out.
+    twice(
+      await rest(
+        t,
+        "POST",
+        "/users",
+        `{"email":"${email}","email":"x${email}","display_name":"X"}`,
+      ),
+      "email",
+    );
+    twice(
+      await rest(t, "POST", "/users", `{"email":"${email}","display_name":"X","displayName":"Y"}`),
+      "displayName",
+    );
+    const user = await newUser(mesh.clients());
+    const token = await tokenFor(user.userId);
+    const order = (lines: string) =>
+      rest(t, "POST", "/orders", `{"user_id":"${user.userId}","lines":[${lines}]}`, {
+        authorization: `Bearer ${token}`,
+      });
+    twice(await order('{"product_id":"prd_x","quantity":1,"quantity":2}'), "lines[0].quantity");
+    // The same key in two objects is no repeat: the order gets as far as the product service.
+    const two = await order(
+      '{"product_id":"prd_x","quantity":1},{"product_id":"prd_y","quantity":1}',
+    );
+    t.deepEqual([two.status, two.json.details[0].reason], [404, "PRODUCT_NOT_FOUND"]);
+    // The first bodies wrote nothing: the email is still free.
+    const created = await rest(t, "POST", "/users", JSON.stringify({ email, displayName: "X" }));
+    t.is(created.status, 200, JSON.stringify(created.json));
+  },
+);
+
+test.serial(
   "REST: a query parameter for a field the path or the body sets is refused, nothing changed",
   async (t) => {
     await ready();

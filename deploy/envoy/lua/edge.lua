@@ -22,7 +22,7 @@
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
--- a field and the message it holds, or false), CONNECT_GET (the paths a GET may call),
+-- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_JSON_REFUSAL (the Connect error
 -- for a call in JSON), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
@@ -43,8 +43,10 @@ local function protocol_of(headers)
 end
 
 -- A JSON reader that checks object keys against MESSAGES and notes the first unknown one
--- (`unknown`). It reads to the end all the same: malformed JSON is left to the transcoder, which
--- reports it as such, wherever an unknown key came before the fault.
+-- (`unknown`) and the first field an object sets twice, by either of its names (`twice`): the
+-- transcoder would keep the last value silently. It reads to the end all the same: malformed
+-- JSON is left to the transcoder, which reports it as such, wherever such a key came before the
+-- fault.
 local Reader = {}
 Reader.__index = Reader
 
@@ -74,6 +76,7 @@ function Reader:value(message, path)
   local c = self.text:sub(self.pos, self.pos)
   if c == "{" then
     local fields = message and MESSAGES[message]
+    local seen = {}
     self.pos = self.pos + 1
     self:space()
     if self.text:sub(self.pos, self.pos) == "}" then
@@ -87,13 +90,19 @@ function Reader:value(message, path)
       local field = path == "" and key or (path .. "." .. key)
       local inner = nil
       if fields then
-        inner = fields[key]
-        if inner == nil then self.unknown = self.unknown or field end
+        local entry = fields[key]
+        if entry == nil then
+          self.unknown = self.unknown or field
+        else
+          inner = entry.message or nil
+          if seen[entry.name] then self.twice = self.twice or field end
+          seen[entry.name] = true
+        end
       end
       self:space()
       if self.text:sub(self.pos, self.pos) ~= ":" then error("malformed") end
       self.pos = self.pos + 1
-      self:value(inner or nil, field)
+      self:value(inner, field)
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
@@ -127,14 +136,14 @@ function Reader:value(message, path)
   return
 end
 
--- The first field of `text` that `message` does not have, e.g. "lines[0].colour"; nil if none, or
--- if `text` is not JSON.
-local function unknown_field(text, message)
+-- The first field of `text` that `message` does not have, e.g. "lines[0].colour", and the first
+-- one an object sets twice; nil for none, or when `text` is not JSON.
+local function misfit_fields(text, message)
   local reader = setmetatable({ text = text, pos = 1 }, Reader)
   if not pcall(reader.value, reader, message, "") then return nil end
   reader:space()
   if reader.pos <= #text then return nil end
-  return reader.unknown
+  return reader.unknown, reader.twice
 end
 
 local function body_message(headers)
@@ -274,10 +283,15 @@ function envoy_on_request(handle)
   end
   local body = handle:body()
   if body == nil then return end
-  local field = unknown_field(body:getBytes(0, body:length()), message)
-  if field == nil then return end
-  refuse_rest(handle, "UNKNOWN_FIELD", field, "unknown field " .. field .. " in the request body",
-    "no such field", true)
+  local unknown, twice = misfit_fields(body:getBytes(0, body:length()), message)
+  if unknown then
+    return refuse_rest(handle, "UNKNOWN_FIELD", unknown,
+      "unknown field " .. unknown .. " in the request body", "no such field", true)
+  end
+  if twice then
+    refuse_rest(handle, "DUPLICATE_FIELD", twice,
+      "field " .. twice .. " appears twice in the request body", "appears twice", true)
+  end
 end
 
 -- A big-endian 32-bit length, as a Connect envelope carries it.
