@@ -44,7 +44,13 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
   const http = registry.getExtension("google.api.http");
   if (!http) throw new Error("google.api.http is not in the descriptor set");
   const bodies: { method: string; pattern: string; message: string }[] = [];
-  const queries: { method: string; pattern: string; taken: string[]; body: string }[] = [];
+  const queries: {
+    method: string;
+    pattern: string;
+    taken: string[];
+    body: string;
+    repeated: Record<string, true>;
+  }[] = [];
   const messages: Record<string, Record<string, FieldEntry>> = {};
   const describe = (message: DescMessage) => {
     if (messages[message.typeName] || message.file.proto.package.startsWith("google.")) return;
@@ -79,6 +85,12 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
             ),
           ],
           body,
+          // The fields a query may give more than once: repeated scalars, by their proto names.
+          repeated: Object.fromEntries(
+            method.input.fields
+              .filter((field) => field.fieldKind === "list" && field.listKind !== "message")
+              .map((field) => [field.name, true]),
+          ),
         });
         if (!body) continue;
         const message =

@@ -78,7 +78,7 @@ export function orderHandlers(
     async listOrders({ pageSize: requested, pageToken, userId }, ctx) {
       check().text("user_id", userId, 64, 0).throwIfAny();
       if (userId === "") requireAdmin(ctx, "listing every user's orders");
-      else requireOwner(ctx, userId, "the orders of that user");
+      else requireOwner(ctx, userId, `the order list of user ${userId}`);
       const limit = pageSize(requested);
       const filter = { userId };
       const before = decodePageToken<number>(ctx.method, pageToken, filter);

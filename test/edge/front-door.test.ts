@@ -304,7 +304,7 @@ test.serial(
 );
 
 test.serial(
-  "REST: a query parameter for a field the path or the body sets is refused, nothing changed",
+  "REST: a query parameter for a field the path or the body sets, or given twice, is refused, nothing changed",
   async (t) => {
     await ready();
     const [c, d] = [await newUser(mesh.clients()), await newUser(mesh.clients())];
@@ -337,6 +337,29 @@ test.serial(
       t.is(read.status, 200);
       t.is(read.json.user.display_name, user.displayName);
     }
+    // A field given twice, by either of its names, would keep only the last: refused.
+    const twice = (answer: { status: number; json: Json }, field: string) => {
+      t.deepEqual([answer.status, answer.json.code], [400, 3], JSON.stringify(answer.json));
+      t.like(answer.json.details[0], { reason: "DUPLICATE_FIELD", metadata: { field } });
+    };
+    twice(await rest(t, "GET", "/products?page_size=1&pageSize=3"), "pageSize");
+    const mug = await newProduct(mesh.clients(), 1);
+    const both = JSON.stringify({ name: "Renamed", description: "Redescribed" });
+    twice(
+      await rest(
+        t,
+        "PATCH",
+        `/products/${mug.productId}?update_mask=name&update_mask=description`,
+        both,
+        admin,
+      ),
+      "update_mask",
+    );
+    const kept = await rest(t, "GET", `/products/${mug.productId}`);
+    t.deepEqual(
+      [kept.json.product.name, kept.json.product.description],
+      [mug.name, mug.description],
+    );
     // A query parameter for a field neither sets still goes through.
     const renamed = await rest(t, "PATCH", `/users/${c.userId}?update_mask=display_name`, rename);
     t.deepEqual([renamed.status, renamed.json.user.display_name], [200, "Renamed"]);

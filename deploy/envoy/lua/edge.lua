@@ -21,7 +21,7 @@
 --   refused with 405 before it reaches a service, so a replayed URL never places an order.
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
--- names of the fields path and body set, the body rule), MESSAGES (per message, each JSON key of
+-- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_JSON_REFUSAL (the Connect error
 -- for a call in JSON), CORS_ORIGINS (the origins browsers may call from, as keys) with
@@ -159,8 +159,10 @@ local function unescaped(text)
   return (text:gsub("%+", " "):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
 end
 
--- The first query parameter that names a field the path or the body sets, and why; nil if none.
-local function taken_parameter(headers)
+-- The first query parameter that names a field the path or the body sets, or one given twice
+-- (by either of its names) for a field that is not repeated, where the transcoder would keep the
+-- last: its reason, name, message and description; nil if none.
+local function refused_parameter(headers)
   local path = headers:get(":path") or ""
   local query = path:match("%?(.*)$")
   if query == nil or query == "" then return nil end
@@ -168,14 +170,26 @@ local function taken_parameter(headers)
   local bare = path:gsub("%?.*", "")
   for _, route in ipairs(REST_QUERIES) do
     if route.method == method and bare:find(route.pattern) then
+      local seen = {}
       for pair in query:gmatch("[^&]+") do
         local name = unescaped(pair:match("^[^=]*"))
-        if route.body == "*" then return name, "the body carries the whole request" end
+        local why = nil
+        if route.body == "*" then why = "the body carries the whole request" end
         for _, taken in ipairs(route.taken) do
           if name == taken or name:sub(1, #taken + 1) == taken .. "." then
-            return name, taken .. " is set by the path or the body"
+            why = why or (taken .. " is set by the path or the body")
           end
         end
+        if why then
+          return "QUERY_PARAMETER_NOT_ALLOWED", name,
+            "query parameter " .. name .. " is not allowed here: " .. why, why
+        end
+        local field = (name:gsub("%u", function(c) return "_" .. c:lower() end))
+        if seen[field] and not route.repeated[field] then
+          return "DUPLICATE_FIELD", name, "query parameter " .. name .. " is given twice",
+            "appears twice"
+        end
+        seen[field] = true
       end
       return nil
     end
@@ -270,11 +284,8 @@ function envoy_on_request(handle)
     return refuse_connect_json(handle, headers)
   end
   if protocol ~= "rest" then return end
-  local parameter, why = taken_parameter(headers)
-  if parameter then
-    return refuse_rest(handle, "QUERY_PARAMETER_NOT_ALLOWED", parameter,
-      "query parameter " .. parameter .. " is not allowed here: " .. why, why)
-  end
+  local reason, parameter, text, description = refused_parameter(headers)
+  if reason then return refuse_rest(handle, reason, parameter, text, description) end
   local message = body_message(headers)
   if message == nil then
     -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
