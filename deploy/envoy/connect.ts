@@ -35,11 +35,11 @@ export function connectGetPaths(services: readonly GrpcService[]): Record<string
   return paths;
 }
 
-/** A Connect error body of Envoy's own: UNIMPLEMENTED with the edge's ErrorInfo. */
-function connectRefusal(reason: string, message: string): string {
+/** A Connect error body of Envoy's own (UNIMPLEMENTED unless `code` says), with its ErrorInfo. */
+function connectRefusal(reason: string, message: string, code = "unimplemented"): string {
   const info = ErrorInfo.encode({ reason, domain: EDGE_DOMAIN, metadata: {} }).finish();
   return JSON.stringify({
-    code: "unimplemented",
+    code,
     message,
     details: [
       {
@@ -55,6 +55,17 @@ export const connectGetRefusal = () =>
   connectRefusal(
     "METHOD_NOT_ALLOWED",
     "only a unary rpc without side effects may be sent as a GET; send it as a POST",
+  );
+
+/**
+ * The Connect error a GET that gives one of its query parameters twice gets (400): Envoy's bridge
+ * would take the first `message`, and another reader of the URL (a cache, a log) the last.
+ */
+export const connectGetRepeatRefusal = () =>
+  connectRefusal(
+    "MALFORMED_REQUEST",
+    "a Connect GET gives each of its query parameters once",
+    "invalid_argument",
   );
 
 /** The Connect error a call in JSON gets (415). */

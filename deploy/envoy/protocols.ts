@@ -3,7 +3,12 @@
 
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { contractRegistry } from "../../kit/contract.js";
-import { connectGetPaths, connectGetRefusal, connectJsonRefusal } from "./connect.js";
+import {
+  connectGetPaths,
+  connectGetRefusal,
+  connectGetRepeatRefusal,
+  connectJsonRefusal,
+} from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
@@ -112,6 +117,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       MESSAGES: messages,
       CONNECT_GET: connectGetPaths(services),
       CONNECT_GET_REFUSAL: connectGetRefusal(),
+      CONNECT_GET_REPEAT_REFUSAL: connectGetRepeatRefusal(),
       CONNECT_JSON_REFUSAL: connectJsonRefusal(),
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),

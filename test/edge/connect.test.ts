@@ -3,6 +3,7 @@
 // - GET: Connect lets a client send an rpc as an HTTP GET only when the rpc is unary and declares
 //   `idempotency_level = NO_SIDE_EFFECTS`. Any other rpc sent as a GET is refused with 405 before
 //   it reaches a service, so a link, a prefetch or a cache replaying a URL never places an order.
+//   A GET that gives a query parameter twice is refused too: Envoy's bridge reads the first.
 // - A unary body larger than the bridge may hold is a Connect error, RESOURCE_EXHAUSTED, never
 //   bare text that Connect clients read as UNKNOWN.
 import http2 from "node:http2";
@@ -34,6 +35,27 @@ test.serial("Connect GET: an rpc without side effects is served", async (t) => {
   t.is(response.status, 200);
   t.is(response.headers.get("content-type"), "application/proto");
 });
+
+test.serial(
+  "Connect GET: a query parameter given twice is refused, not read one way",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const c = mesh.clients();
+    const product = await newProduct(c, 3);
+    c.close();
+    const url = getUrl(
+      "shop.product.v1.ProductService/GetProduct",
+      GetProductRequest.encode({ productId: product.productId }).finish(),
+    );
+    const other = GetProductRequest.encode({ productId: "prd_other" }).finish();
+    const response = await edgeFetch(`${url}&message=${Buffer.from(other).toString("base64url")}`);
+    t.is(response.status, 400);
+    const body = (await response.json()) as { code: string; details: { value: string }[] };
+    t.is(body.code, "invalid_argument");
+    const info = ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64"));
+    t.is(info.reason, "MALFORMED_REQUEST");
+  },
+);
 
 test.serial(
   "Connect GET: an rpc with side effects, or a stream, is refused with 405 and placed nothing",

@@ -18,12 +18,14 @@
 --   prefix that Connect leaves out.
 --
 -- - Serves a Connect GET only for the rpcs in CONNECT_GET (unary, NO_SIDE_EFFECTS): any other is
---   refused with 405 before it reaches a service, so a replayed URL never places an order.
+--   refused with 405 before it reaches a service, so a replayed URL never places an order. One
+--   that gives a query parameter twice is refused with 400: the bridge would read the first.
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
--- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_JSON_REFUSAL (the Connect error
+-- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
+-- that gives a query parameter twice), CONNECT_JSON_REFUSAL (the Connect error
 -- for a call in JSON), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
@@ -241,10 +243,23 @@ end
 -- 405 for a Connect GET of an rpc that is not free of side effects; true when refused.
 local function refuse_connect_get(handle, headers)
   if headers:get(":method") ~= "GET" then return false end
-  if CONNECT_GET[(headers:get(":path") or ""):gsub("%?.*", "")] then return false end
-  refuse(handle, 12, { [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
-    CONNECT_GET_REFUSAL)
-  return true
+  local path = headers:get(":path") or ""
+  if not CONNECT_GET[(path:gsub("%?.*", ""))] then
+    refuse(handle, 12, { [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
+      CONNECT_GET_REFUSAL)
+    return true
+  end
+  local seen = {}
+  for pair in (path:match("%?(.*)$") or ""):gmatch("[^&]+") do
+    local name = unescaped(pair:match("^[^=]*"))
+    if seen[name] then
+      refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
+        CONNECT_GET_REPEAT_REFUSAL)
+      return true
+    end
+    seen[name] = true
+  end
+  return false
 end
 
 -- A Connect unary error body with its message decoded and its detail types unprefixed.
