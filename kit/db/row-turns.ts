@@ -62,8 +62,11 @@ export class RowTurns {
   }
 
   private take(key: string, callerSignal?: () => AbortSignal): Promise<void> | undefined {
-    const turns = this.rows.get(key) ?? { running: 0, waiting: [] };
-    this.rows.set(key, turns);
+    let turns = this.rows.get(key);
+    if (!turns) {
+      turns = { running: 0, waiting: [] };
+      this.rows.set(key, turns);
+    }
     if (turns.running < this.width) {
       turns.running++;
       return undefined;

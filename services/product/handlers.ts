@@ -105,8 +105,8 @@ export function inventoryHandlers(store: InventoryStore): Handlers<typeof Invent
       });
       const ms = ttlMs(v, ttl);
       v.throwIfAny();
-      const signal = () => ctx.signal;
-      return { reservation: await store.reserve(reservationId, lines, ms, commit, signal) };
+      const reservation = await store.reserve(reservationId, lines, ms, commit, () => ctx.signal);
+      return { reservation };
     },
 
     async commitReservation({ reservationId }) {
