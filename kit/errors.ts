@@ -45,6 +45,18 @@ export class ServiceError extends Error {
   }
 }
 
+/**
+ * `text` cut to at most `max` UTF-16 units, with "…" when cut. The cut never splits an emoji,
+ * and the result is well-formed: grpc-js percent-encodes a status message and throws on half of
+ * a surrogate pair, losing the call.
+ */
+export function clipText(text: string, max: number): string {
+  if (text.length <= max) return text.toWellFormed();
+  const last = text.charCodeAt(max - 1);
+  const end = last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
+  return `${text.slice(0, end).toWellFormed()}…`;
+}
+
 const typeUrl = (name: string) => `type.googleapis.com/${name}`;
 
 /** Encodes an error as google.rpc.Status for the `grpc-status-details-bin` trailer. */
@@ -87,7 +99,7 @@ export function encodeStatus(error: ServiceError, domain: string): Buffer {
     });
   }
   return Buffer.from(
-    Status.encode({ code: error.code, message: error.message.slice(0, 1024), details }).finish(),
+    Status.encode({ code: error.code, message: clipText(error.message, 1024), details }).finish(),
   );
 }
 

@@ -1,14 +1,13 @@
 import * as grpc from "@grpc/grpc-js";
 import { packageOf } from "./contract.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { encodeStatus, ServiceError } from "./errors.js";
+import { clipText, encodeStatus, ServiceError } from "./errors.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
 /** Status details are trailers: text that quotes a request is clipped to this many characters. */
 export const MAX_STATUS_TEXT = 1024;
 
-const clip = (text: string) =>
-  text.length > MAX_STATUS_TEXT ? `${text.slice(0, MAX_STATUS_TEXT)}…` : text;
+const clip = (text: string) => clipText(text, MAX_STATUS_TEXT);
 
 /** A failure as grpc-js sends it: code, clipped details, google.rpc details in the trailers. */
 export function statusOf(error: ServiceError, domain: string): grpc.StatusObject {

@@ -18,6 +18,7 @@ import { BinaryReader } from "@bufbuild/protobuf/wire";
 import type * as grpc from "@grpc/grpc-js";
 import { contractRegistry } from "./contract.js";
 import { descriptorSet } from "./descriptor.js";
+import { clipText } from "./errors.js";
 import { MAX_STATUS_TEXT } from "./guard.js";
 
 /** What every shopmesh server serves beside its own proto services. */
@@ -116,7 +117,7 @@ class ReflectionFailure extends Error {
     readonly code: number,
     message: string,
   ) {
-    super(message.length > MAX_STATUS_TEXT ? `${message.slice(0, MAX_STATUS_TEXT)}…` : message);
+    super(clipText(message, MAX_STATUS_TEXT));
   }
 }
 

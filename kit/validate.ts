@@ -1,10 +1,10 @@
-import { errors } from "./errors.js";
+import { clipText, errors } from "./errors.js";
 
 // An error status must fit in HTTP/2 trailers: a request with thousands of bad fields, or a
 // 1 MB field name, must not echo all of it back.
 const MAX_VIOLATIONS = 20;
 const MAX_TEXT = 200;
-const clip = (text: string) => (text.length > MAX_TEXT ? `${text.slice(0, MAX_TEXT)}…` : text);
+const clip = (text: string) => clipText(text, MAX_TEXT);
 
 /**
  * The code points in `text`, exactly up to `limit`; any count above `limit` means "more". A 1 MB

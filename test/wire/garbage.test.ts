@@ -8,8 +8,9 @@ import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/h
 import { createClient } from "../../kit/client.js";
 import { packageOf, type ServiceDefinition } from "../../kit/contract.js";
 import { Code, fromGrpcError, type ServiceError } from "../../kit/errors.js";
+import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry } from "../../services/registry.js";
-import { undecodable } from "../helpers/bad-input.js";
+import { stillServing, undecodable } from "../helpers/bad-input.js";
 import { adminMetadata } from "../helpers/credentials.js";
 import { startFleet } from "../helpers/fleet.js";
 import { reflect } from "../helpers/reflection.js";
@@ -114,6 +115,44 @@ test("a 1 MB health service name is NOT_FOUND with an ErrorInfo and a clipped me
   }
   const { statuses } = await health.list({});
   t.truthy(statuses["shop.order.v1.OrderService"]);
+});
+
+test("text clipped between the two halves of an emoji still reaches the client, and the server keeps serving", async (t) => {
+  const fleet = await startFleet(t);
+  // Long text of emoji, once from an even index and once from an odd one, so that one of the two
+  // clips, wherever it falls, splits an emoji.
+  const both = (count: number) => ["", "a"].map((lead) => `${lead}${"\u{1F600}".repeat(count)}`);
+  const health = createClient(HealthService, fleet.user.server.address);
+  t.teardown(() => health.close());
+  for (const service of both(600)) {
+    const unknown = await t.throwsAsync(health.check({ service }));
+    t.is(Code[(unknown as ServiceError).code], "NOT_FOUND", unknown?.message.slice(0, 200));
+    t.like((unknown as ServiceError).details, { reason: "NOT_FOUND", domain: "grpc.health.v1" });
+  }
+
+  const user = await addUser(fleet.users);
+  const product = await addProduct(fleet.products);
+  for (const path of both(150)) {
+    for (const call of [
+      fleet.users.updateUser({
+        user: { userId: user.userId, displayName: "X" },
+        updateMask: [path],
+      }),
+      fleet.products.updateProduct({
+        product: { productId: product.productId, name: "X" },
+        updateMask: [path],
+      }),
+    ]) {
+      const error = (await t.throwsAsync(call as Promise<unknown>)) as ServiceError;
+      t.is(Code[error.code], "INVALID_ARGUMENT", error.message.slice(0, 200));
+      t.deepEqual(
+        error.details.fieldViolations?.map((v) => v.field),
+        ["update_mask"],
+      );
+      t.true(error.message.isWellFormed(), "no half of an emoji in the status");
+    }
+  }
+  await stillServing(t, fleet);
 });
 
 test("reflection answers a 3 MB symbol with an error the client receives, on v1 and v1alpha", async (t) => {
