@@ -9,6 +9,7 @@ import {
 import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
+import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
 import { userService } from "../services/user/service.js";
@@ -380,6 +381,46 @@ test("a refused reservation leaves no order behind; an unanswered one leaves it 
     [OrderState.ORDER_STATE_FAILED],
   );
   t.is(await stockOf(fleet, mug.productId), 5);
+});
+
+test("a ReserveStock that reaches product after its order was refused takes no stock", async (t) => {
+  // A first attempt the client resent (its connection dropped, its replica paused) may still
+  // run after the resend was refused and the order deleted; this replays it then.
+  const sent: ReserveStockRequest[] = [];
+  const recording: ServerMiddleware = {
+    name: "record ReserveStock",
+    wrap: (method, next) =>
+      method.rpc === "ReserveStock"
+        ? (request, ctx) => {
+            sent.push(request as ReserveStockRequest);
+            return next(request, ctx);
+          }
+        : next,
+  };
+  const fleet = await startFleet(t, { middleware: { product: [recording] } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  const short = await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 6)],
+      requestId: "too-many",
+    }),
+    { instanceOf: ServiceError },
+  );
+  t.is(short?.details.reason, "INSUFFICIENT_STOCK");
+  const [late] = sent;
+  if (!late) return t.fail("the order service sent no ReserveStock");
+
+  await fleet.products.updateProduct({
+    product: { productId: mug.productId, stockQuantity: 10 },
+    updateMask: ["stock_quantity"],
+  });
+  const { reservation } = await fleet.inventory.reserveStock(late);
+  t.is(reservation?.state, ReservationState.RESERVATION_STATE_RELEASED);
+  t.is(await stockOf(fleet, mug.productId), 10);
+  const { orders } = await fleet.orders.listOrders({ userId: user.userId, pageSize: 10 });
+  t.deepEqual(orders, []);
 });
 
 test("a held reservation expires after its TTL and gives its stock back", async (t) => {

@@ -445,8 +445,14 @@ export class OrderSaga {
       ));
     } catch (error) {
       if (refusal(error)) {
-        // Nothing was held, and no other call takes stock for this order: none was placed.
-        await this.store.discard(orderId);
+        // This attempt held nothing, but one the client resent may still reach product later
+        // (its connection dropped, its replica paused). The release leaves a tombstone that
+        // refuses it; then no order was placed. Unreleased, the order stays FAILED for the
+        // reconciler.
+        if (await this.store.fail(orderId)) {
+          if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
+          else this.changed(orderId, FAILED);
+        }
         throw fromDependency("product", error);
       }
       // The stock may have been taken though the reply was lost.
