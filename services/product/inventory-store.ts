@@ -60,8 +60,8 @@ const priceOf = (row: { unit_price_minor: unknown; product_id: string }): bigint
 
 const HELD = ReservationState.RESERVATION_STATE_HELD;
 
-const byProductId = (a: { productId: string }, b: { productId: string }) =>
-  a.productId < b.productId ? -1 : a.productId > b.productId ? 1 : 0;
+/** The order writes lock products in: by UTF-16 code units, whatever the database's collation. */
+const inLockOrder = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
 /**
  * Writes a reservation's lines, each priced from its product's row, and returns what it wrote;
@@ -170,7 +170,9 @@ export class InventoryStore {
               lines.flatMap((line, i) => [reservationId, i, line.quantity, line.productId]),
             );
             const price = new Map(priced.map((row) => [Number(row.line_no), row]));
-            const sorted = [...lines.entries()].sort(([, a], [, b]) => byProductId(a, b));
+            const sorted = [...lines.entries()].sort(([, a], [, b]) =>
+              inLockOrder(a.productId, b.productId),
+            );
             const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
             if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
             const lineRows: LineRow[] = lines.map((line, i) => {
@@ -430,9 +432,10 @@ export class InventoryStore {
    * should they still not fit (data from an older version), FAILED_PRECONDITION and nothing moves.
    */
   private async restock(trx: Knex.Transaction, reservationId: string, now: number) {
-    const lines = await trx<LineRow>("reservation_lines")
-      .where({ reservation_id: reservationId })
-      .orderBy("product_id");
+    const lines = await trx<LineRow>("reservation_lines").where({ reservation_id: reservationId });
+    // Not ORDER BY: outside the C locale PostgreSQL sorts "prd_a" before "prd_Z", and a release
+    // would then lock rows in another order than a reservation, and the two could deadlock.
+    lines.sort((a, b) => inLockOrder(a.product_id, b.product_id));
     for (const line of lines) {
       try {
         await trx("products")
