@@ -126,6 +126,10 @@ const refusal = (error: unknown) =>
     Code.OUT_OF_RANGE,
   ].includes(error.code);
 
+/** Orders the reconciler settles at once, and batches at most in one run. */
+const RECONCILE_BATCH = 100;
+const RECONCILE_BATCHES = 20;
+
 /** settle() found the order's own call still reserving its stock. */
 const PLACING = Symbol("placing");
 
@@ -556,21 +560,32 @@ export class OrderSaga {
    * order whose reservation was committed. Returns how many orders it settled.
    */
   async reconcile(now = Date.now()): Promise<number> {
-    const unsettled = await this.store.unsettled(now - this.options.reservationTtlMs);
-    // A span only for a run with work: an idle reconciler would start a trace every interval.
-    if (unsettled.length === 0) return 0;
-    return step("reconcile", async () => {
-      const outcomes = await Promise.all(
-        unsettled.map(async ({ orderId, reservationId, state }) => {
-          const action: ReconcileAction =
-            state === FAILED ? "release" : state === CANCELLING ? "finish_cancel" : "settle";
-          const result = await this.reconcileOne(orderId, reservationId, state);
-          this.events.reconciled?.(action, result);
-          return result;
-        }),
+    let settled = 0;
+    // A backlog (a product outage under load fails thousands of orders) drains batch after
+    // batch in one run, not one batch per interval. A batch that settles nothing ends the run.
+    for (let batch = 0; batch < RECONCILE_BATCHES; batch++) {
+      const unsettled = await this.store.unsettled(
+        now - this.options.reservationTtlMs,
+        RECONCILE_BATCH,
       );
-      return outcomes.filter((result) => result === "done").length;
-    });
+      // A span only for a batch with work: an idle reconciler would start a trace every interval.
+      if (unsettled.length === 0) break;
+      const done = await step("reconcile", async () => {
+        const outcomes = await Promise.all(
+          unsettled.map(async ({ orderId, reservationId, state }) => {
+            const action: ReconcileAction =
+              state === FAILED ? "release" : state === CANCELLING ? "finish_cancel" : "settle";
+            const result = await this.reconcileOne(orderId, reservationId, state);
+            this.events.reconciled?.(action, result);
+            return result;
+          }),
+        );
+        return outcomes.filter((result) => result === "done").length;
+      });
+      settled += done;
+      if (unsettled.length < RECONCILE_BATCH || done === 0) break;
+    }
+    return settled;
   }
 
   /** Settles one unsettled order. */

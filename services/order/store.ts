@@ -352,7 +352,7 @@ export class OrderStore {
    */
   async unsettled(
     pendingBefore: number,
-    limit = 100,
+    limit: number,
   ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
     const rows = await this.env
       .reads<OrderRow>("orders")
