@@ -495,9 +495,11 @@ test("a GetUser unanswered after half a second is sent again beside it, and the 
   const fleet = await startFleet(t, { loggers: { user: logs.user.logger } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 4 });
-  // Every GetUser takes 0.8 s: the order service's client sends a second attempt at 0.5 s (to
-  // the same server here, its only replica), and the first answer wins.
-  fleet.user.faults.set("GetUser", { delayMs: 800 });
+  // Every GetUser takes 1.5 s: the order service's client sends a second attempt at 0.5 s (to
+  // the same server here, its only replica), and the first answer wins. The second must reach
+  // the server before that answer cancels it, or it is never logged: a second of slack, since
+  // the fleet shares the test's event loop on a busy machine.
+  fleet.user.faults.set("GetUser", { delayMs: 1_500 });
   const { order } = await fleet.orders.createOrder({
     userId: user.userId,
     lines: [orderLine(mug.productId, 1)],
