@@ -68,8 +68,20 @@ export const connectGetRepeatRefusal = () =>
     "invalid_argument",
   );
 
-/** The Connect error a call in JSON gets (415). */
-export const connectJsonRefusal = () =>
+/**
+ * The Connect error a request that says connect=v1 in its query but is not a GET gets (400):
+ * Envoy's bridge would take it for a GET, whatever its method, and call the rpc with the query's
+ * message.
+ */
+export const connectQueryRefusal = () =>
+  connectRefusal(
+    "MALFORMED_REQUEST",
+    "connect=v1 in the query makes a Connect GET, which only the GET method may send; a POST carries its message in the body",
+    "invalid_argument",
+  );
+
+/** The Connect error a call in any codec but proto gets (415). */
+export const connectCodecRefusal = () =>
   connectRefusal(
     "UNSUPPORTED_CODEC",
     "this edge speaks Connect with the proto codec only; use application/proto (or REST for JSON)",

@@ -4,15 +4,16 @@
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { contractRegistry } from "../../kit/contract.js";
 import {
+  connectCodecRefusal,
   connectGetPaths,
   connectGetRefusal,
   connectGetRepeatRefusal,
-  connectJsonRefusal,
+  connectQueryRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
-import { headerMatches, not, skippedFor } from "./matchers.js";
+import { headerMatches, skippedFor } from "./matchers.js";
 import type { GrpcService } from "./topology.js";
 
 /**
@@ -22,12 +23,16 @@ import type { GrpcService } from "./topology.js";
  */
 export const EDGE_PROTOCOL_HEADER = "x-shopmesh-edge-protocol";
 
-/** A native gRPC request, by its content type (application/grpc, application/grpc+proto). */
+/**
+ * A native gRPC request, by its content type as the transcoder reads it: exactly
+ * application/grpc, or application/grpc+<codec>. Any other (application/grpc; charset=utf-8) is
+ * transcoded on a REST route, so the edge's REST checks must see it.
+ */
 const NATIVE_GRPC = {
-  and_matcher: {
+  or_matcher: {
     predicate: [
-      headerMatches("content-type", { prefix: "application/grpc" }),
-      not(headerMatches("content-type", { prefix: "application/grpc-web" })),
+      headerMatches("content-type", { exact: "application/grpc" }),
+      headerMatches("content-type", { prefix: "application/grpc+" }),
     ],
   },
 };
@@ -118,7 +123,8 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       CONNECT_GET: connectGetPaths(services),
       CONNECT_GET_REFUSAL: connectGetRefusal(),
       CONNECT_GET_REPEAT_REFUSAL: connectGetRepeatRefusal(),
-      CONNECT_JSON_REFUSAL: connectJsonRefusal(),
+      CONNECT_CODEC_REFUSAL: connectCodecRefusal(),
+      CONNECT_QUERY_REFUSAL: connectQueryRefusal(),
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,

@@ -3,7 +3,9 @@
 // - GET: Connect lets a client send an rpc as an HTTP GET only when the rpc is unary and declares
 //   `idempotency_level = NO_SIDE_EFFECTS`. Any other rpc sent as a GET is refused with 405 before
 //   it reaches a service, so a link, a prefetch or a cache replaying a URL never places an order.
-//   A GET that gives a query parameter twice is refused too: Envoy's bridge reads the first.
+//   A GET that gives a query parameter twice is refused too: Envoy's bridge reads the first. So is
+//   any other method whose query says connect=v1, even percent-encoded: the bridge serves it as a
+//   GET.
 // - A unary body larger than the bridge may hold is a Connect error, RESOURCE_EXHAUSTED, never
 //   bare text that Connect clients read as UNKNOWN.
 import http2 from "node:http2";
@@ -100,6 +102,69 @@ test.serial(
     const left = await c.products.getProduct({ productId: product.productId });
     t.is(left.product?.stockQuantity, 3, "the GET CreateOrder took no stock");
     c.close();
+  },
+);
+
+test.serial(
+  "Connect GET: a CreateOrder URL sent as HEAD or POST, or with connect=v1 percent-encoded, is refused and placed nothing",
+  async (t) => {
+    await mesh.waitHealthy(["user", "product", "order"]);
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 3)]);
+    const auth = { authorization: `Bearer ${await tokenFor(user.userId)}` };
+    const url = (variant: string) =>
+      getUrl(
+        "shop.order.v1.OrderService/CreateOrder",
+        CreateOrderRequest.encode({
+          userId: user.userId,
+          lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
+          requestId: tag(variant),
+        }).finish(),
+      );
+    // Envoy's bridge takes each of these for a Connect GET and calls the rpc.
+    const refusals: [string, string, number, string][] = [
+      ["HEAD", url("head"), 400, ""],
+      ["POST", url("post"), 400, "MALFORMED_REQUEST"],
+      ["GET", url("key").replace("?connect=v1", "?%63onnect=v1"), 405, "METHOD_NOT_ALLOWED"],
+      ["GET", url("value").replace("?connect=v1", "?connect=%76%31"), 405, "METHOD_NOT_ALLOWED"],
+    ];
+    for (const [method, target, status, reason] of refusals) {
+      const response = await edgeFetch(target, { method, headers: auth });
+      t.is(response.status, status, `${method} ${target.slice(0, 90)}`);
+      if (!reason) continue;
+      const error = (await response.json()) as { details?: { type: string; value: string }[] };
+      const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+      t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+        reason,
+        domain: "shopmesh.edge",
+      });
+    }
+    const left = await c.products.getProduct({ productId: product.productId });
+    t.is(left.product?.stockQuantity, 3, "none of them took stock");
+    c.close();
+  },
+);
+
+test.serial(
+  "Connect: a call in JSON is refused with 415, whatever its charset or case",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const message = new TextEncoder().encode('{"product_id":"prd_none"}');
+    for (const type of ["application/json; charset=utf-8", "application/JSON"]) {
+      const reply = await connectUnary(
+        "shop.product.v1.ProductService/GetProduct",
+        message,
+        undefined,
+        { "content-type": type },
+      );
+      t.is(reply.status, 415, `${type}: ${reply.body}`);
+      t.is((JSON.parse(reply.body) as { code: string }).code, "unimplemented", type);
+    }
+    const get = getUrl("shop.product.v1.ProductService/GetProduct", message).replace(
+      "encoding=proto",
+      "encoding=%6Ason",
+    );
+    t.is((await edgeFetch(get)).status, 415, "a GET whose encoding is json, percent-encoded");
   },
 );
 

@@ -155,9 +155,9 @@ async function rest(
   const response = await edgeFetch(url(rest), {
     method,
     headers: {
+      ...(body && { "content-type": "application/json" }),
       ...headers,
       "x-request-id": id,
-      ...(body && { "content-type": "application/json" }),
     },
     ...(body && { body }),
   });
@@ -240,6 +240,16 @@ test.serial(
         field_violations: [{ field: "bogus" }],
       });
     }
+    // Labelled Connect or gRPC, a REST route's body is still transcoded, so still checked.
+    for (const label of [
+      { "connect-protocol-version": "1", "content-type": "text/plain" } as Record<string, string>,
+      { "content-type": "application/grpc; charset=utf-8" },
+    ]) {
+      const body = JSON.stringify({ email, display_name: "X", bogus: 1 });
+      const labelled = await rest(t, "POST", "/users", body, { ...admin, ...label });
+      t.deepEqual([labelled.status, labelled.json.code], [400, 3], JSON.stringify(label));
+      t.like(labelled.json.details[0], { reason: "UNKNOWN_FIELD" });
+    }
     // The same body without the stray field creates the user: the first wrote nothing.
     const created = await rest(t, "POST", "/users", JSON.stringify({ email, displayName: "X" }));
     t.is(created.status, 200, JSON.stringify(created.json));
@@ -320,6 +330,17 @@ test.serial(
     // A trailing slash is the same path to the transcoder, and to this check.
     refused(await rest(t, "DELETE", `/users/${c.userId}/?user_id=${d.userId}`), "user_id");
     refused(await rest(t, "GET", `/users/${c.userId}?userId=${d.userId}`), "userId");
+    // Labelled Connect or gRPC, a REST route's request is still transcoded, so still checked.
+    for (const label of [
+      { "connect-protocol-version": "1" } as Record<string, string>,
+      { "content-type": "application/grpc; charset=utf-8" },
+    ]) {
+      const labelled = { ...admin, ...label };
+      refused(
+        await rest(t, "DELETE", `/users/${c.userId}?user_id=${d.userId}`, undefined, labelled),
+        "user_id",
+      );
+    }
     const rename = JSON.stringify({ display_name: "Renamed" });
     refused(
       await rest(

@@ -12,35 +12,77 @@
 -- - Strips the grpc-* headers of REST and Connect replies, after recording the gRPC status they
 --   carry (Envoy's own REST replies carry one for this filter only).
 -- - Serves Connect with the proto codec only (the services speak protobuf): a Connect call in
---   JSON is refused with 415, as the Connect protocol says, before it reaches them.
+--   JSON, or any other codec, is refused with 415, as the Connect protocol says, before it
+--   reaches them.
 -- - Repairs the Connect bridge's errors, unary and at the end of a stream: their message stays
 --   percent-encoded as grpc-message was, and each detail's type keeps the type.googleapis.com/
 --   prefix that Connect leaves out.
 --
 -- - Serves a Connect GET only for the rpcs in CONNECT_GET (unary, NO_SIDE_EFFECTS): any other is
 --   refused with 405 before it reaches a service, so a replayed URL never places an order. One
---   that gives a query parameter twice is refused with 400: the bridge would read the first.
+--   that gives a query parameter twice is refused with 400: the bridge would read the first. So
+--   is any other method whose query says connect=v1, which the bridge would serve as a GET.
+-- - Classifies a request as Envoy's filters will treat it, not as the client labelled it: an
+--   encoded connect=v1 is a Connect GET, and a REST route's request is REST unless its content
+--   type is exactly gRPC's (the transcoder's rule), so no header skips the REST checks.
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
--- that gives a query parameter twice), CONNECT_JSON_REFUSAL (the Connect error
--- for a call in JSON), CORS_ORIGINS (the origins browsers may call from, as keys) with
+-- that gives a query parameter twice), CONNECT_QUERY_REFUSAL (for any other method whose query
+-- says connect=v1), CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
 
 local NAMESPACE = "shopmesh.edge"
 
+local function unescaped(text)
+  return (text:gsub("%+", " "):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
+end
+
+-- The query's parameters in order, each name and value percent-decoded, as Envoy's Connect bridge
+-- reads them.
+local function query_of(path)
+  local params = {}
+  for pair in (path:match("%?(.*)$") or ""):gmatch("[^&]+") do
+    local name, value = pair:match("^([^=]*)=?(.*)$")
+    params[#params + 1] = { name = unescaped(name), value = unescaped(value) }
+  end
+  return params
+end
+
+local function query_says(params, name, value)
+  for _, param in ipairs(params) do
+    if param.name == name and param.value == value then return true end
+  end
+  return false
+end
+
+-- The REST route the transcoder maps this request to, if any.
+local function rest_route(headers)
+  local method = headers:get(":method")
+  local path = (headers:get(":path") or ""):gsub("%?.*", "")
+  for _, route in ipairs(REST_QUERIES) do
+    if route.method == method and path:find(route.pattern) then return route end
+  end
+  return nil
+end
+
+-- The protocol as Envoy's filters will treat the request, whatever the client meant: the bridge
+-- takes any method whose query says connect=v1 (encoded or not) for a Connect GET, and the
+-- transcoder takes a REST route's request unless its content type is exactly gRPC's.
 local function protocol_of(headers)
   local kind = headers:get("content-type") or ""
   if kind:sub(1, 20) == "application/grpc-web" then return "grpc-web" end
-  if kind:sub(1, 16) == "application/grpc" then return "grpc" end
-  if headers:get("connect-protocol-version") or kind:sub(1, 20) == "application/connect+" then
+  if kind == "application/grpc" or kind:sub(1, 17) == "application/grpc+" then return "grpc" end
+  if kind:sub(1, 20) == "application/connect+" then return "connect" end
+  if headers:get("connect-protocol-version") and kind:sub(1, 12) == "application/"
+    and kind:sub(1, 19) ~= "application/connect" then
     return "connect"
   end
-  local path = headers:get(":path") or ""
-  if path:find("[?&]connect=v1") then return "connect" end
+  if query_says(query_of(headers:get(":path") or ""), "connect", "v1") then return "connect" end
+  if kind:sub(1, 16) == "application/grpc" and rest_route(headers) == nil then return "grpc" end
   return "rest"
 end
 
@@ -157,44 +199,33 @@ local function body_message(headers)
   return nil
 end
 
-local function unescaped(text)
-  return (text:gsub("%+", " "):gsub("%%(%x%x)", function(hex) return string.char(tonumber(hex, 16)) end))
-end
-
 -- The first query parameter that names a field the path or the body sets, or one given twice
 -- (by either of its names) for a field that is not repeated, where the transcoder would keep the
 -- last: its reason, name, message and description; nil if none.
 local function refused_parameter(headers)
   local path = headers:get(":path") or ""
-  local query = path:match("%?(.*)$")
-  if query == nil or query == "" then return nil end
-  local method = headers:get(":method")
-  local bare = path:gsub("%?.*", "")
-  for _, route in ipairs(REST_QUERIES) do
-    if route.method == method and bare:find(route.pattern) then
-      local seen = {}
-      for pair in query:gmatch("[^&]+") do
-        local name = unescaped(pair:match("^[^=]*"))
-        local why = nil
-        if route.body == "*" then why = "the body carries the whole request" end
-        for _, taken in ipairs(route.taken) do
-          if name == taken or name:sub(1, #taken + 1) == taken .. "." then
-            why = why or (taken .. " is set by the path or the body")
-          end
-        end
-        if why then
-          return "QUERY_PARAMETER_NOT_ALLOWED", name,
-            "query parameter " .. name .. " is not allowed here: " .. why, why
-        end
-        local field = (name:gsub("%u", function(c) return "_" .. c:lower() end))
-        if seen[field] and not route.repeated[field] then
-          return "DUPLICATE_FIELD", name, "query parameter " .. name .. " is given twice",
-            "appears twice"
-        end
-        seen[field] = true
+  local route = rest_route(headers)
+  if route == nil then return nil end
+  local seen = {}
+  for _, param in ipairs(query_of(path)) do
+    local name = param.name
+    local why = nil
+    if route.body == "*" then why = "the body carries the whole request" end
+    for _, taken in ipairs(route.taken) do
+      if name == taken or name:sub(1, #taken + 1) == taken .. "." then
+        why = why or (taken .. " is set by the path or the body")
       end
-      return nil
     end
+    if why then
+      return "QUERY_PARAMETER_NOT_ALLOWED", name,
+        "query parameter " .. name .. " is not allowed here: " .. why, why
+    end
+    local field = (name:gsub("%u", function(c) return "_" .. c:lower() end))
+    if seen[field] and not route.repeated[field] then
+      return "DUPLICATE_FIELD", name, "query parameter " .. name .. " is given twice",
+        "appears twice"
+    end
+    seen[field] = true
   end
   return nil
 end
@@ -202,8 +233,6 @@ end
 local function quote(text)
   return '"' .. text:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
 end
-
-local CONNECT_CODEC = "[?&]encoding=json"
 
 -- The largest body this filter waits for: what Envoy buffers for it over HTTP/2 (the stream
 -- window). A larger one would be refused 413 in place of the answer.
@@ -230,19 +259,41 @@ local function refuse(handle, grpc_status, headers, body, body_read)
   handle:respond(headers, body)
 end
 
-local function refuse_connect_json(handle, headers)
-  local kind = headers:get("content-type") or ""
-  local path = headers:get(":path") or ""
-  if kind ~= "application/json" and kind ~= "application/connect+json" and not path:find(CONNECT_CODEC) then
-    return
+-- The codec a Connect call names (application/<codec>, application/connect+<codec>, or a GET's
+-- encoding parameter), lowercased and without parameters; nil when it names none.
+local function connect_codec(headers, params)
+  if query_says(params, "connect", "v1") then
+    for _, param in ipairs(params) do
+      if param.name == "encoding" then return param.value:lower() end
+    end
+    return nil
   end
-  refuse(handle, 12, { [":status"] = "415", ["content-type"] = "application/json" },
-    CONNECT_JSON_REFUSAL)
+  local kind = headers:get("content-type") or ""
+  local codec = kind:match("^application/connect%+([^;%s]*)") or kind:match("^application/([^;%s]*)")
+  return codec and codec:lower()
 end
 
--- 405 for a Connect GET of an rpc that is not free of side effects; true when refused.
-local function refuse_connect_get(handle, headers)
-  if headers:get(":method") ~= "GET" then return false end
+-- 415 for a Connect call in any codec but proto, the only one the services speak: the bridge
+-- would hand them JSON as if it were protobuf.
+local function refuse_connect_codec(handle, headers, params)
+  local codec = connect_codec(headers, params)
+  if codec == nil or codec == "proto" then return end
+  refuse(handle, 12, { [":status"] = "415", ["content-type"] = "application/json" },
+    CONNECT_CODEC_REFUSAL)
+end
+
+-- A Connect GET of an rpc with side effects: 405. The bridge takes any request whose query says
+-- connect=v1 for a GET, whatever its method, so any other method with it is refused too (400), as
+-- is a GET that gives a query parameter twice. True when refused.
+local function refuse_connect_get(handle, headers, params)
+  local method = headers:get(":method")
+  local by_query = query_says(params, "connect", "v1")
+  if method ~= "GET" and not by_query then return false end
+  if method ~= "GET" then
+    refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
+      CONNECT_QUERY_REFUSAL)
+    return true
+  end
   local path = headers:get(":path") or ""
   if not CONNECT_GET[(path:gsub("%?.*", ""))] then
     refuse(handle, 12, { [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
@@ -250,14 +301,13 @@ local function refuse_connect_get(handle, headers)
     return true
   end
   local seen = {}
-  for pair in (path:match("%?(.*)$") or ""):gmatch("[^&]+") do
-    local name = unescaped(pair:match("^[^=]*"))
-    if seen[name] then
+  for _, param in ipairs(params) do
+    if seen[param.name] then
       refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
         CONNECT_GET_REPEAT_REFUSAL)
       return true
     end
-    seen[name] = true
+    seen[param.name] = true
   end
   return false
 end
@@ -295,8 +345,9 @@ function envoy_on_request(handle)
     -- A streaming call: Envoy's own refusal must be its end-of-stream message (local replies).
     local kind = headers:get("content-type") or ""
     metadata:set(NAMESPACE, "stream", kind:sub(1, 20) == "application/connect+")
-    if refuse_connect_get(handle, headers) then return end
-    return refuse_connect_json(handle, headers)
+    local params = query_of(headers:get(":path") or "")
+    if refuse_connect_get(handle, headers, params) then return end
+    return refuse_connect_codec(handle, headers, params)
   end
   if protocol ~= "rest" then return end
   local reason, parameter, text, description = refused_parameter(headers)
