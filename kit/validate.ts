@@ -60,6 +60,12 @@ export class Violations {
     return this;
   }
 
+  /** A list's page_size: 0 for the default, or more. */
+  pageSize(requested: number): this {
+    if (requested < 0) this.add("page_size", "must not be negative");
+    return this;
+  }
+
   /** An update_mask: at least one path, each one of `allowed`. */
   mask(paths: readonly string[], allowed: readonly string[]): this {
     if (paths.length === 0) this.add("update_mask", "must name at least one field");

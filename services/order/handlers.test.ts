@@ -246,6 +246,7 @@ test("ListOrders refuses a negative page_size, a long user_id and forged tokens"
     handlers.listOrders(ListOrdersRequest.fromPartial(request), ctx("ListOrders"));
   await expectInvalid(t, list({ pageSize: -1 }), ["page_size"]);
   await expectInvalid(t, list({ userId: chars(65) }), ["user_id"]);
+  await expectInvalid(t, list({ userId: chars(65), pageSize: -1 }), ["user_id", "page_size"]);
   const { nextPageToken: real } = await list({ pageSize: 1 });
   const [body = "", mac = ""] = real.split(".");
   const flip = (s: string) => (s[0] === "A" ? "B" : "A") + s.slice(1);

@@ -76,7 +76,7 @@ export function orderHandlers(
     },
 
     async listOrders({ pageSize: requested, pageToken, userId }, ctx) {
-      check().text("user_id", userId, 64, 0).throwIfAny();
+      check().text("user_id", userId, 64, 0).pageSize(requested).throwIfAny();
       if (userId === "") requireAdmin(ctx, "listing every user's orders");
       else requireOwner(ctx, userId, `the order list of user ${userId}`);
       const limit = pageSize(requested);

@@ -35,7 +35,9 @@ function ttlMs(v: Violations, ttl: Duration | undefined): number {
   if (!ttl) return DEFAULT_TTL_MS;
   const ms = durationMs(v, "ttl", ttl);
   if (ms === undefined) return 0;
-  if (!(ms >= 1000 && ms <= 3_600_000)) v.add("ttl", "must be between 1s and 1h");
+  // ms drops what is under a millisecond: 1h and 1ns is 3,600,000 too.
+  const overAnHour = ms > 3_600_000 || (ms === 3_600_000 && ttl.nanos > 0);
+  if (ms < 1000 || overAnHour) v.add("ttl", "must be between 1s and 1h");
   return ms;
 }
 

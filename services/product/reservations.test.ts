@@ -234,6 +234,7 @@ const badReservations: [string, string, [string, number][], Duration | undefined
   ["a zero ttl", "r", [["p", 1]], { seconds: "0", nanos: 0 }, ["ttl"]],
   ["a ttl under a second", "r", [["p", 1]], { seconds: "0", nanos: 999_000_000 }, ["ttl"]],
   ["a ttl over an hour", "r", [["p", 1]], { seconds: "3601", nanos: 0 }, ["ttl"]],
+  ["a ttl a nanosecond over an hour", "r", [["p", 1]], { seconds: "3600", nanos: 1 }, ["ttl"]],
   ["a negative ttl", "r", [["p", 1]], { seconds: "-60", nanos: 0 }, ["ttl"]],
 ];
 
