@@ -10,6 +10,7 @@ import {
   ListOrdersRequest,
   WatchOrderRequest,
 } from "../../gen/ts/shop/order/v1/order.js";
+import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ListProductsRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, ListUsersRequest } from "../../gen/ts/shop/user/v1/user.js";
 import { Code, fromGrpcError, ServiceError } from "../../kit/errors.js";
@@ -150,8 +151,13 @@ test("CreateOrder over products in two currencies holds no stock and writes no o
   );
   t.deepEqual((await snapshot(fleet, [eur.productId, usd.productId])).stock, before.stock);
   t.deepEqual((await snapshot(fleet)).orders, []);
-  // ReserveStock refused it: no other buyer ever saw the stock gone, even for a moment.
-  t.deepEqual(await fleet.product.db("reservations").select("reservation_id"), []);
+  // ReserveStock refused it: no other buyer ever saw the stock gone, even for a moment. The
+  // order's release left a tombstone, holding nothing, that refuses a late attempt.
+  t.deepEqual(await fleet.product.db("reservation_lines").select("reservation_id"), []);
+  t.deepEqual(
+    (await fleet.product.db("reservations").select("state")).map((row) => row.state),
+    [ReservationState.RESERVATION_STATE_RELEASED],
+  );
 });
 
 test("OrderService refuses empty, 1 MB and unknown order ids", async (t) => {
