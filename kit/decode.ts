@@ -15,8 +15,8 @@ import { Code, ServiceError } from "./errors.js";
 /** What a request deserializer returns instead of a message when the bytes are not one. */
 export class Malformed {
   constructor(
-    /** The field, as a path such as "lines[1].product_id", when one field is to blame. */
-    readonly field?: string,
+    /** The field to blame, as a path such as "lines[1].product_id", and what is wrong with it. */
+    readonly violation?: FieldViolation,
     /** The refusal, when the request broke gRPC's framing rather than its message (framing.ts). */
     readonly error?: ServiceError,
     /** The request messages grpc-js read for the call: 1, or 0 or 2 when the framing was at fault. */
@@ -24,21 +24,30 @@ export class Malformed {
   ) {}
 }
 
+interface FieldViolation {
+  field: string;
+  description: string;
+}
+
 /** INVALID_ARGUMENT (reason MALFORMED_REQUEST) for a request message that did not decode. */
 export function malformedError(malformed: Malformed): ServiceError {
-  const { field, error } = malformed;
+  const { violation, error } = malformed;
   if (error) return error;
-  if (!field) {
+  if (!violation) {
     return new ServiceError(Code.INVALID_ARGUMENT, "the request message could not be decoded", {
       reason: "MALFORMED_REQUEST",
     });
   }
-  const description = "is not valid UTF-8";
-  return new ServiceError(Code.INVALID_ARGUMENT, `${field}: ${description}`, {
+  return new ServiceError(Code.INVALID_ARGUMENT, `${violation.field}: ${violation.description}`, {
     reason: "MALFORMED_REQUEST",
-    fieldViolations: [{ field, description }],
+    fieldViolations: [violation],
   });
 }
+
+// Protobuf merges a message field given twice; the generated decoders keep the last one, and
+// would drop what the first set (an update_mask's paths, say) without a word.
+const TWICE = "is given twice; a message field is sent once";
+const notUtf8 = (field: string): FieldViolation => ({ field, description: "is not valid UTF-8" });
 
 /** A registry of serialized FileDescriptorProtos, as proto-loader keeps them for its services. */
 function registryOf(files: readonly Uint8Array[]): FileRegistry {
@@ -76,12 +85,13 @@ function inputOf(path: string, files?: readonly Uint8Array[]): DescMessage | und
 }
 
 /**
- * The first string field of `message` in `bytes` that is not valid UTF-8, as a field path, or
- * undefined. Proto3 requires valid UTF-8 in strings, but decoders that do not check it replace
- * bad bytes with U+FFFD, which cannot be told from a real U+FFFD afterwards: so the check reads
- * the wire format itself, guided by the descriptor.
+ * The first field of `message` in `bytes` that the generated decoder would read wrong, or
+ * undefined: a string that is not valid UTF-8, or a message field given twice. Proto3 requires
+ * valid UTF-8 in strings, but decoders that do not check it replace bad bytes with U+FFFD, which
+ * cannot be told from a real U+FFFD afterwards: so the check reads the wire format itself,
+ * guided by the descriptor.
  */
-function invalidUtf8(message: DescMessage, bytes: Uint8Array, prefix = ""): string | undefined {
+function misread(message: DescMessage, bytes: Uint8Array, prefix = ""): FieldViolation | undefined {
   const reader = new BinaryReader(bytes);
   const seen = new Map<number, number>();
   while (reader.pos < reader.len) {
@@ -98,21 +108,22 @@ function invalidUtf8(message: DescMessage, bytes: Uint8Array, prefix = ""): stri
     const path = `${prefix}${field.name}`;
     switch (field.fieldKind) {
       case "scalar":
-        if (field.scalar === ScalarType.STRING && !isUtf8(value)) return path;
+        if (field.scalar === ScalarType.STRING && !isUtf8(value)) return notUtf8(path);
         break;
       case "message": {
-        const bad = invalidUtf8(field.message, value, `${path}.`);
-        if (bad) return bad;
+        if (i > 0) return { field: path, description: TWICE };
+        const inner = misread(field.message, value, `${path}.`);
+        if (inner) return inner;
         break;
       }
       case "list": {
         const item = `${path}[${i}]`;
         if (field.listKind === "scalar" && field.scalar === ScalarType.STRING && !isUtf8(value)) {
-          return item;
+          return notUtf8(item);
         }
         if (field.listKind === "message") {
-          const bad = invalidUtf8(field.message, value, `${item}.`);
-          if (bad) return bad;
+          const inner = misread(field.message, value, `${item}.`);
+          if (inner) return inner;
         }
         break;
       }
@@ -126,13 +137,13 @@ function invalidUtf8(message: DescMessage, bytes: Uint8Array, prefix = ""): stri
             continue;
           }
           const part = entry.bytes();
-          if (n === 1 && field.mapKey === ScalarType.STRING && !isUtf8(part)) return path;
+          if (n === 1 && field.mapKey === ScalarType.STRING && !isUtf8(part)) return notUtf8(path);
           if (n === 2 && field.mapKind === "scalar" && field.scalar === ScalarType.STRING) {
-            if (!isUtf8(part)) return path;
+            if (!isUtf8(part)) return notUtf8(path);
           }
           if (n === 2 && field.mapKind === "message") {
-            const bad = invalidUtf8(field.message, part, `${path}.`);
-            if (bad) return bad;
+            const inner = misread(field.message, part, `${path}.`);
+            if (inner) return inner;
           }
         }
         break;
@@ -163,8 +174,8 @@ export function guardDeserialize<T>(
       return new Malformed();
     }
     try {
-      const field = input && invalidUtf8(input, bytes);
-      return field ? new Malformed(field) : message;
+      const violation = input && misread(input, bytes);
+      return violation ? new Malformed(violation) : message;
     } catch {
       return new Malformed();
     }

@@ -16,7 +16,7 @@ import {
 import { CreateUserRequest, UpdateUserRequest } from "../../gen/ts/shop/user/v1/user.js";
 import { Code } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
-import { domainOf, huge, snapshot, stillServing } from "../helpers/bad-input.js";
+import { domainOf, huge, rawClient, snapshot, stillServing } from "../helpers/bad-input.js";
 import { clientsFor, orderLine, startFleet } from "../helpers/fleet.js";
 import { expectInvalid, expectStatus } from "../helpers/status.js";
 
@@ -78,6 +78,35 @@ test("UserService refuses missing, empty and 1 MB fields, naming them, and write
   t.deepEqual(await snapshot(fleet), before);
   t.deepEqual((await fleet.users.getUser({ userId: ada.userId })).user, ada);
   await stillServing(t, fleet);
+});
+
+test("an UpdateUser that gives update_mask twice is MALFORMED_REQUEST, not half applied", async (t) => {
+  const fleet = await startFleet(t);
+  const ada = await addUser(fleet.users);
+  // Two messages back to back are one to protobuf, which merges the two masks; the generated
+  // decoder would keep the second alone and write the display name without the email.
+  const first = UpdateUserRequest.encode(
+    UpdateUserRequest.fromPartial({
+      user: { userId: ada.userId, email: "merged@example.com", displayName: "Merged" },
+      updateMask: ["email"],
+    }),
+  ).finish();
+  const second = UpdateUserRequest.encode(
+    UpdateUserRequest.fromPartial({ updateMask: ["display_name"] }),
+  ).finish();
+  const raw = rawClient(t, fleet.user.server.address);
+  const { error } = await raw(
+    "/shop.user.v1.UserService/UpdateUser",
+    Buffer.concat([first, second]),
+  );
+  t.is(Code[error?.code ?? -1], "INVALID_ARGUMENT", error?.message);
+  t.is(error?.details.reason, "MALFORMED_REQUEST");
+  t.deepEqual(
+    error?.details.fieldViolations?.map((v) => v.field),
+    ["update_mask"],
+  );
+  const { user } = await fleet.users.getUser({ userId: ada.userId });
+  t.like(user, { email: ada.email, displayName: ada.displayName });
 });
 
 test("UserService answers unknown ids with NOT_FOUND USER_NOT_FOUND and changes nothing", async (t) => {
