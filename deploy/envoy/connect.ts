@@ -80,6 +80,17 @@ export const connectQueryRefusal = () =>
     "invalid_argument",
   );
 
+/**
+ * The Connect error a call whose connect-timeout-ms is not up to 10 digits gets (400): the bridge
+ * would drop it without a word, and the call would run on the edge's default deadline.
+ */
+export const connectTimeoutRefusal = () =>
+  connectRefusal(
+    "MALFORMED_REQUEST",
+    "connect-timeout-ms is not a timeout (up to 10 digits, in milliseconds)",
+    "invalid_argument",
+  );
+
 /** The Connect error a call in any codec but proto gets (415). */
 export const connectCodecRefusal = () =>
   connectRefusal(

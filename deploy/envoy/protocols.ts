@@ -9,6 +9,7 @@ import {
   connectGetRefusal,
   connectGetRepeatRefusal,
   connectQueryRefusal,
+  connectTimeoutRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
@@ -125,6 +126,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       CONNECT_GET_REPEAT_REFUSAL: connectGetRepeatRefusal(),
       CONNECT_CODEC_REFUSAL: connectCodecRefusal(),
       CONNECT_QUERY_REFUSAL: connectQueryRefusal(),
+      CONNECT_TIMEOUT_REFUSAL: connectTimeoutRefusal(),
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,

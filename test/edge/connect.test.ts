@@ -168,6 +168,40 @@ test.serial(
   },
 );
 
+test.serial(
+  "Connect: a connect-timeout-ms that is not up to 10 digits is refused, as a bad grpc-timeout is",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const message = GetProductRequest.encode({ productId: "prd_none" }).finish();
+    for (const timeout of ["soon", "12345678901", "-5", "1.5"]) {
+      const reply = await connectUnary(
+        "shop.product.v1.ProductService/GetProduct",
+        message,
+        undefined,
+        { "connect-timeout-ms": timeout },
+      );
+      t.is(reply.status, 400, `${timeout}: ${reply.body}`);
+      const error = JSON.parse(reply.body) as {
+        code: string;
+        details?: { type: string; value: string }[];
+      };
+      t.is(error.code, "invalid_argument", timeout);
+      const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+      t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+        reason: "MALFORMED_REQUEST",
+      });
+    }
+    // A real one reaches the service, which answers for the product it does not have.
+    const served = await connectUnary(
+      "shop.product.v1.ProductService/GetProduct",
+      message,
+      undefined,
+      { "connect-timeout-ms": "5000" },
+    );
+    t.is(served.status, 404, served.body);
+  },
+);
+
 /** One Connect unary call over HTTP/2, as browsers make it: the status, content type and body. */
 function connectUnary(
   method: string,

@@ -11,6 +11,8 @@
 --   the whole request): the transcoder lets the query win, so DELETE /users/A?user_id=B deleted B.
 -- - Strips the grpc-* headers of REST and Connect replies, after recording the gRPC status they
 --   carry (Envoy's own REST replies carry one for this filter only).
+-- - Refuses a Connect call whose connect-timeout-ms is not up to 10 digits with 400, as a
+--   malformed grpc-timeout is: the bridge would drop it, and the call run on the default deadline.
 -- - Serves Connect with the proto codec only (the services speak protobuf): a Connect call in
 --   JSON, or any other codec, is refused with 415, as the Connect protocol says, before it
 --   reaches them.
@@ -31,7 +33,8 @@
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
 -- that gives a query parameter twice), CONNECT_QUERY_REFUSAL (for any other method whose query
--- says connect=v1), CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
+-- says connect=v1), CONNECT_TIMEOUT_REFUSAL (for a connect-timeout-ms that is not one),
+-- CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
 
@@ -347,6 +350,11 @@ function envoy_on_request(handle)
     metadata:set(NAMESPACE, "stream", kind:sub(1, 20) == "application/connect+")
     local params = query_of(headers:get(":path") or "")
     if refuse_connect_get(handle, headers, params) then return end
+    local timeout = headers:get("connect-timeout-ms")
+    if timeout ~= nil and not (timeout:match("^%d+$") and #timeout <= 10) then
+      return refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
+        CONNECT_TIMEOUT_REFUSAL)
+    end
     return refuse_connect_codec(handle, headers, params)
   end
   if protocol ~= "rest" then return end
