@@ -245,6 +245,9 @@ export class OrderSaga {
         continue;
       }
       if (settled) {
+        // An order another call wrote, maybe after this call's own early sync began (its
+        // place() failed): the answer waits for a sync that covers that order too.
+        enoughOnDisk(ctx);
         this.events.replayed?.();
         return settled;
       }
