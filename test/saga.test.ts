@@ -495,11 +495,9 @@ test("a GetUser unanswered after half a second is sent again beside it, and the 
   const fleet = await startFleet(t, { loggers: { user: logs.user.logger } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 4 });
-  // Every GetUser takes 1.5 s: the order service's client sends a second attempt at 0.5 s (to
-  // the same server here, its only replica), and the first answer wins. The second must reach
-  // the server before that answer cancels it, or it is never logged: a second of slack, since
-  // the fleet shares the test's event loop on a busy machine.
-  fleet.user.faults.set("GetUser", { delayMs: 1_500 });
+  // Every GetUser takes 0.8 s: the order service's client sends a second attempt at 0.5 s (to
+  // the same server here, its only replica), and the first answer wins.
+  fleet.user.faults.set("GetUser", { delayMs: 800 });
   const { order } = await fleet.orders.createOrder({
     userId: user.userId,
     lines: [orderLine(mug.productId, 1)],
@@ -507,17 +505,20 @@ test("a GetUser unanswered after half a second is sent again beside it, and the 
   });
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
   t.is(await stockOf(fleet, mug.productId), 3);
-  const attempts = await eventually("both GetUser attempts logged", () => {
+  const attempts = await eventually("the GetUser attempts logged", () => {
     const lines = logs.user.lines.filter(
       (line) => line.method === "/shop.user.v1.UserService/GetUser",
     );
-    return lines.length === 2 ? lines : undefined;
+    return lines.length >= 2 ? lines : undefined;
   });
-  // The first answers; the second, a hedge, is cancelled as the first's answer arrives.
-  t.deepEqual(Object.fromEntries(attempts.map((line) => [line.code, line.attempt])), {
-    OK: undefined,
-    CANCELLED: 2,
-  });
+  // The first answers; the second, a hedge, is cancelled as the first's answer arrives. On a
+  // busy machine the first may answer after 1 s, when a third is on its way: cancelled too.
+  const [first, ...hedges] = [...attempts].sort(
+    (a, b) => Number(a.attempt ?? 1) - Number(b.attempt ?? 1),
+  );
+  t.like(first, { code: "OK", attempt: undefined });
+  t.true(hedges.length >= 1);
+  for (const [i, hedge] of hedges.entries()) t.like(hedge, { code: "CANCELLED", attempt: i + 2 });
 });
 
 test("the caller's deadline reaches the user and product services", async (t) => {
