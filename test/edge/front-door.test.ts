@@ -9,10 +9,18 @@ import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { CreateOrderRequest, WatchOrderRequest } from "../../gen/ts/shop/order/v1/order.js";
 import { GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
-import { decodeStatus } from "../../kit/errors.js";
+import { Code, decodeStatus } from "../../kit/errors.js";
 import { descriptorFiles } from "../../kit/reflection.js";
 import { registry } from "../../services/registry.js";
-import { ADMIN_TOKEN, CA, CERTS, edgeFetch, tokenFor } from "../helpers/credentials.js";
+import { openRawClient } from "../helpers/bad-input.js";
+import {
+  ADMIN_TOKEN,
+  CA,
+  CERTS,
+  edgeFetch,
+  edgeTransport,
+  tokenFor,
+} from "../helpers/credentials.js";
 import { exec } from "../helpers/exec.js";
 import { type AccessLogLine, newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
@@ -994,5 +1002,20 @@ test.serial(
       const result = await bufCurl("grpc", "grpc.health.v1.Health/Check", { service });
       t.regex(result.stderr, /not_found/i, service);
     }
+    // The name the edge routes by is the one the service reads: the last given, past fields of
+    // every wire type. Routed by the first, this went to product, which serves the internal API.
+    const name = (service: string) =>
+      Buffer.concat([Buffer.from([0x0a, service.length]), Buffer.from(service)]);
+    const raw = openRawClient(mesh.front(), 10_000, edgeTransport());
+    const { error } = await raw(
+      "/grpc.health.v1.Health/Check",
+      Buffer.concat([
+        name("shop.product.v1.ProductService"),
+        Buffer.from([0x1d, 0, 0, 0, 0]), // field 3, a fixed32
+        name("shop.product.v1.InventoryService"),
+      ]),
+    );
+    raw.close();
+    t.is(Code[error?.code ?? -1], "NOT_FOUND", error?.message);
   },
 );

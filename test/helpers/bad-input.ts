@@ -62,8 +62,14 @@ export type RawCall = (
  * A plain grpc-js client that sends raw bytes as the request message, past every serializer.
  * The caller closes it; rawClient does so at the end of a test.
  */
-export function openRawClient(address: string, timeoutMs = 10_000): RawCall & { close(): void } {
-  const client = new grpc.Client(address, grpc.credentials.createInsecure());
+export function openRawClient(
+  address: string,
+  timeoutMs = 10_000,
+  transport: { credentials: grpc.ChannelCredentials; options?: grpc.ChannelOptions } = {
+    credentials: grpc.credentials.createInsecure(),
+  },
+): RawCall & { close(): void } {
+  const client = new grpc.Client(address, transport.credentials, transport.options);
   const identity = (b: Buffer) => b;
   const call: RawCall = (path, bytes) =>
     new Promise((resolve) => {

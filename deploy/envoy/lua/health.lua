@@ -40,7 +40,8 @@ local function first_message(bytes, encoding)
 end
 
 -- Each field of `message` in turn: its number, its wire type, and its value (a number for a
--- varint, the bytes of a length-delimited field); nil at the end or at what cannot be read.
+-- varint, the bytes of a length-delimited field, nil for a fixed 32- or 64-bit one); nil at the
+-- end, and false at what cannot be read, after which it reads nothing more.
 local function fields(message)
   local pos = 1
   local function varint()
@@ -54,27 +55,43 @@ local function fields(message)
     until b < 128
     return value
   end
+  local function unreadable()
+    pos = #message + 1
+    return false
+  end
   return function()
     if pos > #message then return nil end
     local key = varint()
-    if key == nil then return nil end
+    if key == nil then return unreadable() end
     local number, wire = math.floor(key / 8), key % 8
-    if wire == 0 then return number, wire, varint() end
-    if wire ~= 2 then return nil end
+    if wire == 0 then
+      local value = varint()
+      if value == nil then return unreadable() end
+      return number, wire, value
+    end
+    local fixed = (wire == 1 and 8) or (wire == 5 and 4) or nil
+    if fixed then
+      if pos + fixed - 1 > #message then return unreadable() end
+      pos = pos + fixed
+      return number, wire, nil
+    end
+    if wire ~= 2 then return unreadable() end
     local length = varint()
-    if length == nil or pos + length - 1 > #message then return nil end
+    if length == nil or pos + length - 1 > #message then return unreadable() end
     local value = message:sub(pos, pos + length - 1)
     pos = pos + length
     return number, wire, value
   end
 end
 
--- The string in field 1 (HealthCheckRequest.service) of `message`. What follows an unreadable
--- field is not read; the service refuses such a message itself.
+-- The string in field 1 (HealthCheckRequest.service) of `message`: the last one given, as the
+-- service's decoder takes it. Nil when a field cannot be read: the call then goes where ""
+-- goes, whose service refuses the message or answers for a name it does not serve.
 local function requested_service(message)
   if message == nil then return nil end
   local name = ""
   for number, wire, value in fields(message) do
+    if number == false then return nil end
     if number == 1 and wire == 2 then name = value end
   end
   return name
