@@ -301,16 +301,23 @@ export const isClosedToNewWork = (error: unknown): boolean => error instanceof D
 /**
  * True when the database could not take the statement now and kept nothing of it: SQLite busy
  * past its timeout; PostgreSQL's serialization failures and deadlocks (once inTransaction gave
- * up), lock and statement timeouts, a server shutting down or full; a refused connection, no
- * free connection in the pool in time, or no turn at a busy row (RowTurns). The caller may try
- * again.
+ * up), lock and statement timeouts, a server shutting down or full; a connection refused or
+ * never made (a host that does not resolve or cannot be reached), no free connection in the pool
+ * in time, or no turn at a busy row (RowTurns). The caller may try again.
  */
 export function isBusy(error: unknown): boolean {
-  const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
+  const { code, name, syscall } = (error ?? {}) as {
+    code?: unknown;
+    name?: unknown;
+    syscall?: unknown;
+  };
   return (
     sqliteErrors.busy(error) ||
     postgresErrors.busy(error) ||
     code === "ECONNREFUSED" ||
+    // A connection that was never made (an unknown or unreachable host): no statement ran.
+    syscall === "getaddrinfo" ||
+    syscall === "connect" ||
     name === "KnexTimeoutError" ||
     error instanceof NoTurn
   );

@@ -119,6 +119,24 @@ test("pg: of two transactions that deadlock, the one the server rolls back runs 
   t.is(new Set(rows.map((row) => row.name)).size, 1);
 });
 
+test("pg: a connection that cannot be made (a host that does not resolve, a refused port) is UNAVAILABLE DATABASE_BUSY", async (t) => {
+  const ctx = { signal: new AbortController().signal } as CallContext;
+  const quiet = { warn: () => {}, error: () => {}, debug: () => {}, deprecate: () => {} };
+  for (const url of [
+    "postgres://shop@nonexistent.invalid:5432/shop",
+    "postgres://shop@127.0.0.1:1/shop",
+  ]) {
+    const db = knex({ client: "pg", connection: url, pool: { min: 0, max: 1 }, log: quiet });
+    t.teardown(() => db.destroy());
+    const error = await t.throwsAsync(db.raw("SELECT 1"));
+    t.like(
+      toServiceError(error, ctx),
+      { code: Code.UNAVAILABLE, details: { reason: "DATABASE_BUSY" } },
+      `${url}: ${error?.message}`,
+    );
+  }
+});
+
 test("pg: a connection lost under a statement is UNAVAILABLE (DATABASE_UNAVAILABLE), not INTERNAL", async (t) => {
   const db = await open(t);
   const ctx = { signal: new AbortController().signal } as CallContext;
