@@ -225,4 +225,21 @@ test("a call made while serving another carries its x-request-id and deadline, a
   t.is(downstream.code, "OK");
   t.truthy(downstream.deadline, "the caller's deadline travelled downstream");
   t.false("idempotency_key" in downstream);
+
+  // A 1 MB request_id is refused, and logged clipped, not whole.
+  await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: shopper.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: "k".repeat(1_000_000),
+    }),
+  );
+  const refused = await eventually("the refused CreateOrder's log line", () =>
+    logs.order.lines.find(
+      (line) =>
+        line.method === "/shop.order.v1.OrderService/CreateOrder" &&
+        line.code === "INVALID_ARGUMENT",
+    ),
+  );
+  t.true(String(refused.idempotency_key).length <= 129, "clipped to 128 characters and …");
 });

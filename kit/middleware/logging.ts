@@ -1,7 +1,8 @@
 import { idempotencyKeyOf } from "../contract.js";
-import { Code } from "../errors.js";
+import { Code, clipText } from "../errors.js";
 import type { Logger } from "../logger.js";
 import type { ServerMiddleware } from "./types.js";
+import { X_REQUEST_ID_MAX_LENGTH } from "./x-request-id.js";
 
 /** Codes that mean a bug or an outage on our side rather than a caller's mistake. */
 const OUR_FAULT = new Set<Code>([Code.UNKNOWN, Code.INTERNAL, Code.DATA_LOSS]);
@@ -33,7 +34,8 @@ export function logging(logger: Logger): ServerMiddleware {
           };
           // The time the caller allowed, as it arrived: shows deadlines propagating.
           if (ctx.deadline) line.deadline = ctx.deadline.toISOString();
-          if (key !== undefined) line.idempotency_key = key;
+          // Logged before validation refuses a long one: clipped, as x-request-id is.
+          if (key !== undefined) line.idempotency_key = clipText(key, X_REQUEST_ID_MAX_LENGTH);
           const previous = Number(ctx.metadata.get(PREVIOUS_ATTEMPTS)[0]);
           if (previous > 0) line.attempt = previous + 1;
           if (OUR_FAULT.has(status.code)) {
