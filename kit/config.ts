@@ -6,6 +6,9 @@ export class SettingError extends Error {}
 /** The longest a Node timer waits: 2^31 − 1 ms, about 24.8 days. */
 export const MAX_TIMER_MS = 2 ** 31 - 1;
 
+/** The longest connection age whose timer, with grpc-js's 10% of jitter, Node still takes. */
+const MAX_CONNECTION_AGE_MS = Math.floor(MAX_TIMER_MS / 1.1);
+
 /** Reads environment variables with typed defaults; a malformed value stops the process early. */
 export const env = {
   string(name: string, fallback: string): string {
@@ -33,11 +36,12 @@ export const env = {
     return value;
   },
   /**
-   * Milliseconds, at least `min`, and at most MAX_TIMER_MS: Node's timers take no longer, and
-   * fire at once for a longer one.
+   * Milliseconds, at least `min`, and at most `max`, MAX_TIMER_MS by default: Node's timers take
+   * no longer, and fire at once for a longer one. A timer set from the value plus something more
+   * needs a lower `max`.
    */
-  ms(name: string, fallback: number, min: number): number {
-    return env.int(name, fallback, { min, max: MAX_TIMER_MS });
+  ms(name: string, fallback: number, min: number, max = MAX_TIMER_MS): number {
+    return env.int(name, fallback, { min, max });
   },
   /** A TCP port: 0 (any free one) to 65535. */
   port(name: string, fallback: number): number {
@@ -174,7 +178,8 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     sqliteSync: env.oneOf("SHOP_SQLITE_SYNC", "before-reply", SQLITE_SYNC),
     logLevel: env.oneOf("SHOP_LOG_LEVEL", "info", LOG_LEVELS),
     shutdownGraceMs: env.ms("SHOP_SHUTDOWN_GRACE_MS", 10_000, 0),
-    maxConnectionAgeMs: env.ms("SHOP_MAX_CONNECTION_AGE_MS", 300_000, 0),
+    // grpc-js adds up to 10% of jitter to it.
+    maxConnectionAgeMs: env.ms("SHOP_MAX_CONNECTION_AGE_MS", 300_000, 0, MAX_CONNECTION_AGE_MS),
     maxConnectionAgeGraceMs: env.ms("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, 0),
     maxPagesInFlight: env.int("SHOP_MAX_PAGES_IN_FLIGHT", 8, { min: 0 }),
     pageWriteTimeoutMs: env.ms("SHOP_PAGE_WRITE_TIMEOUT_MS", 30_000, 0),

@@ -4,6 +4,7 @@ import { closable, DatabaseClosed } from "./db/closing.js";
 import {
   connectPostgres,
   isPostgresUrl,
+  MAX_STATEMENT_TIMEOUT_MS,
   migratePostgres,
   type PostgresOptions,
   postgresErrors,
@@ -106,7 +107,8 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
   const schema = options.schema ?? "public";
   const poolMax = options.poolMax ?? env.int("SHOP_DATABASE_POOL_MAX", 10, { min: 1 });
   const statementTimeoutMs =
-    options.statementTimeoutMs ?? env.ms("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000, 0);
+    options.statementTimeoutMs ??
+    env.ms("SHOP_DATABASE_STATEMENT_TIMEOUT_MS", 5_000, 0, MAX_STATEMENT_TIMEOUT_MS);
   // The settings are checked as they are read; a program's own options here.
   if (!Number.isInteger(poolMax) || poolMax < 1) {
     throw new RangeError(`poolMax must be an integer of at least 1, got ${poolMax}`);

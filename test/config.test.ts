@@ -31,7 +31,22 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
   [
     "user",
     { SHOP_MAX_CONNECTION_AGE_MS: "-1000" },
-    /SHOP_MAX_CONNECTION_AGE_MS must be between 0 and 2147483647/,
+    /SHOP_MAX_CONNECTION_AGE_MS must be between 0 and 1952257860/,
+  ],
+  // Its timer, with grpc-js's 10% of jitter, would pass Node's limit and fire at once.
+  [
+    "user",
+    { SHOP_MAX_CONNECTION_AGE_MS: "2000000000" },
+    /SHOP_MAX_CONNECTION_AGE_MS must be between 0 and 1952257860/,
+  ],
+  // The driver's reply timer is 2 s longer. Read for PostgreSQL only; refused before connecting.
+  [
+    "user",
+    {
+      SHOP_DATABASE_STATEMENT_TIMEOUT_MS: "2147483000",
+      SHOP_DATABASE_URL: "postgres://shop@127.0.0.1:64999/shop",
+    },
+    /SHOP_DATABASE_STATEMENT_TIMEOUT_MS must be between 0 and 2147481647/,
   ],
   [
     "user",

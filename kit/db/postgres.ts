@@ -2,6 +2,7 @@
 // after the service), reached through search_path, so one database can hold every service and no
 // service sees another's tables. Only kit/db.ts and the sql files use this file.
 import knex, { type Knex } from "knex";
+import { MAX_TIMER_MS } from "../config.js";
 
 export interface PostgresOptions {
   /** The schema of the service's tables; created by the first migration run when missing. */
@@ -72,6 +73,9 @@ export const namesStatements = (db: Knex): boolean => !unnamed.has(db);
  * cancels the statement first; one that never answers (a partition, a failover) is given up.
  */
 const REPLY_MARGIN_MS = 2_000;
+
+/** The longest statement timeout whose reply timer, with REPLY_MARGIN_MS, Node still takes. */
+export const MAX_STATEMENT_TIMEOUT_MS = MAX_TIMER_MS - REPLY_MARGIN_MS;
 
 /**
  * Whether a connection may be handed out again: not while a statement it gave up on is still
