@@ -215,6 +215,11 @@ function cancelledByServer(error: grpc.ServiceError, call: OutgoingCall): boolea
 
 /** A failed call's error as the caller gets it. */
 function failureOf(error: grpc.ServiceError, call: OutgoingCall): ServiceError {
+  // Cancelled by a signal that says why in a ServiceError (a shutdown's grace period ending).
+  const why = call.signals.find(
+    (signal) => signal.aborted && signal.reason instanceof ServiceError,
+  );
+  if (error.code === grpc.status.CANCELLED && why) return why.reason as ServiceError;
   if (!cancelledByServer(error, call)) return fromGrpcError(error);
   return new ServiceError(Code.UNAVAILABLE, `the server ended the call: ${error.details}`);
 }

@@ -19,6 +19,7 @@ import {
   openReads,
   walSyncOf,
 } from "./db.js";
+import { ShuttingDown } from "./errors.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
 import {
@@ -205,7 +206,9 @@ export async function startService(
       // The database closes first, so a cancelled dependency call cannot fail its order either.
       onGraceEnd: () => {
         closeToNewWork(db);
-        graceOver.abort();
+        // A dependency call cut here fails with this, not a CANCELLED its caller would take
+        // for its own, which neither Envoy nor grpc clients retry.
+        graceOver.abort(new ShuttingDown());
       },
       maxConnectionAgeMs: config.maxConnectionAgeMs,
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,

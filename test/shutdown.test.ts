@@ -5,12 +5,14 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
+import { CancelOrderRequest } from "../gen/ts/shop/order/v1/order.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
+import { rawClient } from "./helpers/bad-input.js";
 import { serviceProcess } from "./helpers/build.js";
 import { until } from "./helpers/eventually.js";
 import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
@@ -31,12 +33,14 @@ const stoppedIn15s = (stopping: Promise<void>) =>
   ]);
 
 /**
- * A user, product and order service whose ReserveStock stays in its handler until the test ends,
- * with each service's grace period as `grace` says; `reserving()` counts the calls held.
+ * A user, product and order service whose `rpc` (ReserveStock unless told) stays in its handler
+ * until the test ends, with each service's grace period as `grace` says; `reserving()` counts the
+ * calls held.
  */
 async function stuckOnReserveStock(
   t: ExecutionContext,
   grace: { product?: number; order?: number } = {},
+  rpc = "ReserveStock",
 ) {
   let reserving = 0;
   let giveUp = (_: Error) => {};
@@ -48,7 +52,7 @@ async function stuckOnReserveStock(
   const holdReserve: ServerMiddleware = {
     name: "hold-reserve",
     wrap: (method, next) =>
-      method.rpc !== "ReserveStock"
+      method.rpc !== rpc
         ? next
         : async () => {
             reserving++;
@@ -264,4 +268,27 @@ test("a CreateOrder still waiting on its stock when the order service's grace pe
   t.like(withoutKey, { code: Code.ABORTED, details: { reason: "ORDER_NOT_SETTLED" } });
   t.truthy(withoutKey?.details.metadata?.request_id, "the request_id the call was given");
   t.truthy(withoutKey?.details.metadata?.order_id);
+});
+
+test("a CancelOrder still giving its stock back when the order service's grace period ends answers UNAVAILABLE, never CANCELLED", async (t) => {
+  const { order, place, reserving } = await stuckOnReserveStock(
+    t,
+    { order: 300 },
+    "ReleaseReservation",
+  );
+  const placed = (await place("cancel-cut-by-the-grace")).order;
+  // A plain grpc-js client, which reads the status as sent: the kit's clients take a CANCELLED
+  // they did not ask for as UNAVAILABLE themselves.
+  const raw = rawClient(t, order.server.address);
+  const cancelling = raw(
+    "/shop.order.v1.OrderService/CancelOrder",
+    CancelOrderRequest.encode({ orderId: placed?.orderId ?? "" }).finish(),
+  );
+  await until("the cancel to be giving the stock back", () => reserving() === 1);
+  t.is(await stoppedIn15s(order.server.shutdown()), "stopped");
+
+  // The cancel is recorded and finishes on any replica: the caller is told to call again, not
+  // CANCELLED, which it would take for its own and which neither Envoy nor clients retry.
+  const { error } = await cancelling;
+  t.like(error, { code: Code.UNAVAILABLE, details: { reason: "SHUTTING_DOWN" } }, error?.message);
 });

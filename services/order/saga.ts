@@ -13,7 +13,7 @@ import {
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import type { Client } from "../../kit/client.js";
 import type { CallContext, CallOptions } from "../../kit/context.js";
-import { Code, errors, ServiceError } from "../../kit/errors.js";
+import { Code, errors, ServiceError, ShuttingDown } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { enoughOnDisk } from "../../kit/middleware/durable-answers.js";
@@ -73,6 +73,8 @@ export interface SagaOptions {
  */
 function fromDependency(dependency: string, error: unknown): Error {
   if (!(error instanceof ServiceError)) return error as Error;
+  // This service's own shutdown cut the call: that is the answer, not the dependency.
+  if (error instanceof ShuttingDown) return error;
   switch (error.code) {
     case Code.UNAVAILABLE:
       return new ServiceError(Code.UNAVAILABLE, `the ${dependency} service is unavailable`, {
