@@ -533,9 +533,12 @@ export const OrderService: GenService<{
    * other error but DEADLINE_EXCEEDED and CANCELLED (the caller's own
    * deadline or cancel) stands for an order that may still be confirmed:
    * an UNAVAILABLE leaves none, so a proxy may resend it. When the service
-   * lost its connection to its database as it wrote the order, it answers
-   * ABORTED (reason `OUTCOME_UNKNOWN`): the order may have been written,
-   * and the reconciler fails it within that time. That promise is the
+   * lost its connection to its database as it wrote the order, a call
+   * without a `request_id` answers ABORTED (reason `OUTCOME_UNKNOWN`): the
+   * order may have been written, and the reconciler fails it within that
+   * time. A call with one answers UNAVAILABLE (reason
+   * `DATABASE_UNAVAILABLE`) instead: a resend with it settles that order
+   * rather than place a second. That promise is the
    * service's own: when the connection to it is cut after the call arrived,
    * the caller's library or a proxy answers UNAVAILABLE itself, which says
    * nothing of the order. Send a `request_id` whenever a second order would

@@ -126,7 +126,7 @@ export type ReserveStockRequest = Message<"shop.product.v1.ReserveStockRequest">
    * How long to hold the units before they return to stock. Optional;
    * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
    * `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
-   * with `commit`.
+   * with `commit`, but checked all the same.
    *
    * @generated from field: google.protobuf.Duration ttl = 3;
    */

@@ -245,7 +245,7 @@ type ReserveStockRequest struct {
 	// How long to hold the units before they return to stock. Optional;
 	// from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
 	// `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
-	// with `commit`.
+	// with `commit`, but checked all the same.
 	Ttl *durationpb.Duration `protobuf:"bytes,3,opt,name=ttl,proto3" json:"ttl,omitempty"`
 	// Commit the reservation as it is made (state COMMITTED): the units are
 	// sold until ReleaseReservation gives them back, and never expire.

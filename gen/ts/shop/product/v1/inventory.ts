@@ -122,7 +122,7 @@ export interface ReserveStockRequest {
    * How long to hold the units before they return to stock. Optional;
    * from 1 second to 1 hour, default 5 minutes. Must be a valid Duration:
    * `nanos` within ±999,999,999 and of the same sign as `seconds`. Unused
-   * with `commit`.
+   * with `commit`, but checked all the same.
    */
   ttl:
     | Duration
