@@ -35,7 +35,10 @@ export function logging(logger: Logger): ServerMiddleware {
           // The time the caller allowed, as it arrived: shows deadlines propagating.
           if (ctx.deadline) line.deadline = ctx.deadline.toISOString();
           // Logged before validation refuses a long one: clipped, as x-request-id is.
-          if (key !== undefined) line.idempotency_key = clipText(key, X_REQUEST_ID_MAX_LENGTH);
+          if (key !== undefined) {
+            line.idempotency_key =
+              key.length > X_REQUEST_ID_MAX_LENGTH ? clipText(key, X_REQUEST_ID_MAX_LENGTH) : key;
+          }
           const previous = Number(ctx.metadata.get(PREVIOUS_ATTEMPTS)[0]);
           if (previous > 0) line.attempt = previous + 1;
           if (OUR_FAULT.has(status.code)) {
