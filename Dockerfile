@@ -2,15 +2,18 @@
 #
 #   docker build -t shopmesh .
 #   npm run certs -- --production --out secrets    # a CA, the identities, a JWKS, a page-token key
-#   docker run --rm -p 127.0.0.1:50051:50051 -v shop-users:/data -v "$PWD/secrets:/secrets:ro" \
+#   docker run --rm -p 127.0.0.1:50051:50051 -v shop-users:/data \
+#     $(for f in jwks.json page-token.secret ca.crt user.crt user.key; do \
+#       printf -- '-v %s:/secrets/%s:ro ' "$PWD/secrets/$f" "$f"; done) \
 #     -e SHOP_SERVICE=user -e SHOP_PROFILE=production -e SHOP_JWKS_FILE=/secrets/jwks.json \
 #     -e SHOP_JWT_ISSUER=https://shopmesh.dev/issuer -e SHOP_JWT_AUDIENCE=shopmesh \
 #     -e SHOP_PAGE_TOKEN_SECRET_FILE=/secrets/page-token.secret -e SHOP_TLS_CA_FILE=/secrets/ca.crt \
 #     -e SHOP_TLS_CERT_FILE=/secrets/user.crt -e SHOP_TLS_KEY_FILE=/secrets/user.key shopmesh
 #
-# A container binds 0.0.0.0, where plaintext is refused: it serves mutual TLS with a mesh
-# identity, and checks tokens against a JWKS. deploy/compose.yaml mounts all of it for each
-# service.
+# The files are mounted one by one: their folder only its owner may enter, and the container
+# runs as uid 1000. A container binds 0.0.0.0, where plaintext is refused: it serves mutual TLS
+# with a mesh identity, and checks tokens against a JWKS. deploy/compose.yaml mounts all of it
+# for each service.
 #
 # It runs JavaScript compiled at build time on Node.js 24, the LTS line the project supports
 # (engines in package.json, CI). deploy/compose.yaml and deploy/k8s run it: see deploy/README.md.

@@ -112,6 +112,14 @@ export const JWT_SETTINGS: Record<string, string> = {
  */
 export const PROFILE_VARIABLE = "SHOP_PROFILE";
 
+/**
+ * The registry the production overlay pulls the image from, as `docker push` named it
+ * (`registry.example.com/shopmesh`); unset, the image is plain `shopmesh`, which a cluster cannot
+ * pull. The tag is package.json's version. A change here needs `npm run deploy:config`, which
+ * writes the overlay: `kustomize edit set image` on it would be undone by the next one.
+ */
+export const PRODUCTION_IMAGE: string | undefined = undefined;
+
 /** Settings of the production profile that are not secret but differ per installation. */
 export const PRODUCTION_SETTINGS: Record<string, string> = {
   SHOP_CORS_ORIGINS: "https://shop.example.com",

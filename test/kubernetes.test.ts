@@ -4,7 +4,7 @@
 // covers the server's, headless Services, disruption budgets, production's autoscalers, an
 // account per workload, and network policies that let in only the callers the registry names.
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { mkdir, mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -138,6 +138,26 @@ for (const [overlay, dir] of Object.entries(OVERLAY_DIRS)) {
     t.true(objects.length >= registry.services.length * 4);
   });
 }
+
+test("PRODUCTION_IMAGE points every production pod at the registry, Envoy's descriptor copy too", async (t) => {
+  const dir = await tempDir(t);
+  const image = "registry.example.com/shopmesh";
+  for (const [file, text] of Object.entries(kubernetesFiles(undefined, image))) {
+    await mkdir(path.dirname(path.join(dir, file)), { recursive: true });
+    await writeFile(path.join(dir, file), text);
+  }
+  const objects = parse(await build(path.join(dir, OVERLAY_DIRS.production)));
+  const images = objects
+    .filter((object) => object.kind === "Deployment")
+    .flatMap((object) => [
+      ...object.spec.template.spec.containers,
+      ...(object.spec.template.spec.initContainers ?? []),
+    ])
+    .map((container: { image: string }) => container.image)
+    .filter((name: string) => name.split(":")[0]?.endsWith("shopmesh"));
+  t.true(images.length > registry.services.length, images.join(", "));
+  t.deepEqual([...new Set(images)], [`${image}:${OVERLAYS.production.tag}`]);
+});
 
 test("a manifest with an unknown field or a value of the wrong type fails validation", async (t) => {
   const objects = parse(await build(OVERLAY_DIRS.production));

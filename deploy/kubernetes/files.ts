@@ -14,6 +14,7 @@ import { envoyYaml } from "../envoy/config.js";
 import {
   IMAGE,
   JWT_SETTINGS,
+  PRODUCTION_IMAGE,
   PRODUCTION_SETTINGS,
   PROFILE_VARIABLE,
   SERVICE_DEFAULTS,
@@ -61,6 +62,7 @@ const literals = (settings: Record<string, string>) =>
 /** Every file of deploy/k8s, by path relative to the repo root. */
 export function kubernetesFiles(
   registry: ServiceRegistry = defaultRegistry,
+  productionImage = PRODUCTION_IMAGE,
 ): Record<string, string> {
   const base = `${K8S_DIR}/base`;
   const files: Record<string, string> = {};
@@ -175,7 +177,9 @@ export function kubernetesFiles(
         kind: "Kustomization",
         namespace: prod.namespace,
         resources: ["../../base", "namespace.yaml", "autoscaling.yaml"],
-        images: [{ name: IMAGE, newTag: prod.tag }],
+        images: [
+          { name: IMAGE, ...(productionImage && { newName: productionImage }), newTag: prod.tag },
+        ],
         configMapGenerator: [
           {
             name: CONFIG_MAP,
