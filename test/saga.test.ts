@@ -423,6 +423,43 @@ test("a ReserveStock that reaches product after its order was refused takes no s
   t.deepEqual(orders, []);
 });
 
+test("a watch of an order that CreateOrder then refuses ends with FAILED, not NOT_FOUND", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  // Each refusal comes a second in, while the order is PENDING for anyone to see and watch: the
+  // product's (the order fails, then is deleted) and an unknown user's (deleted at once, which a
+  // watch learns only by polling).
+  const refusals = [
+    { userId: user.userId, rpc: "ReserveStock", code: Code.FAILED_PRECONDITION },
+    { userId: "usr_nobody", rpc: "GetUser", code: Code.NOT_FOUND },
+  ] as const;
+  for (const { userId, rpc, code } of refusals) {
+    const faults = rpc === "GetUser" ? fleet.user.faults : fleet.product.faults;
+    faults.set(rpc, { delayMs: 1_000, ...(rpc === "ReserveStock" && { code }) });
+    const placing = t.throwsAsync(
+      fleet.orders.createOrder({
+        userId,
+        lines: [orderLine(mug.productId, 1)],
+        requestId: `refused-while-watched-${rpc}`,
+      }),
+    );
+    const pending = await eventually("the PENDING order", async () => {
+      const { orders } = await fleet.orders.listOrders({ userId: "", pageSize: 10 });
+      return orders[0];
+    });
+    const states: OrderState[] = [];
+    for await (const { order } of fleet.orders.watchOrder({ orderId: pending.orderId })) {
+      if (order) states.push(order.state);
+    }
+    t.deepEqual(states, [OrderState.ORDER_STATE_PENDING, OrderState.ORDER_STATE_FAILED], rpc);
+    t.is(((await placing) as ServiceError | undefined)?.code, code, rpc);
+    const { orders } = await fleet.orders.listOrders({ userId: "", pageSize: 10 });
+    t.deepEqual(orders, [], `${rpc}: no order was placed`);
+    faults.clear();
+  }
+});
+
 test("a held reservation expires after its TTL and gives its stock back", async (t) => {
   const fleet = await startFleet(t);
   const mug = await addProduct(fleet.products, { stock: 5 });

@@ -102,7 +102,13 @@ export function orderHandlers(
       while (!FINAL.has(last.state)) {
         await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);
         if (ctx.signal.aborted) return;
-        const { order: current, confirmedAt, cancellingSince } = await store.get(orderId);
+        const stored = await store.find(orderId);
+        if (!stored) {
+          // CreateOrder refused it: failed, then deleted, as no order was placed. Its end is that.
+          yield { order: { ...last, state: FAILED, updateTime: new Date() } };
+          return;
+        }
+        const { order: current, confirmedAt, cancellingSince } = stored;
         if (current.state === last.state) continue;
         // Moved on more than one step since the last read (on another replica, or between two
         // reads): the states it passed through first, each as it was then. An order a replica

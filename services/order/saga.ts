@@ -319,12 +319,8 @@ export class OrderSaga {
     try {
       prices = pricesOf(reservation);
     } catch (error) {
-      // The stock is taken but the order cannot stand: it gives the stock back, and once that
-      // is done no order was placed. Should the release fail, the reconciler retries it.
-      if (await this.store.fail(orderId)) {
-        this.changed(orderId, FAILED);
-        if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
-      }
+      // The stock is taken but the order cannot stand.
+      await this.withdraw(orderId, reservationId);
       throw error;
     }
     const now = Date.now();
@@ -398,6 +394,17 @@ export class OrderSaga {
   }
 
   /**
+   * An order that cannot stand: failed, its reservation released (whatever it holds, or a
+   * tombstone), then deleted, so that no order was placed. Should the release fail, the order
+   * stays FAILED and the reconciler releases it.
+   */
+  private async withdraw(orderId: string, reservationId: string): Promise<void> {
+    if (!(await this.store.fail(orderId))) return;
+    this.changed(orderId, FAILED);
+    if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
+  }
+
+  /**
    * The answer of a call that failed once its order was written. Its error stands when the
    * order can never be confirmed, or when the caller is gone; an order confirmed meanwhile is
    * the answer. One still PENDING may hold its stock and be confirmed by the reconciler, so the
@@ -455,13 +462,9 @@ export class OrderSaga {
     } catch (error) {
       if (refusal(error)) {
         // This attempt held nothing, but one the client resent may still reach product later
-        // (its connection dropped, its replica paused). The release leaves a tombstone that
-        // refuses it; then no order was placed. Unreleased, the order stays FAILED for the
-        // reconciler.
-        if (await this.store.fail(orderId)) {
-          if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
-          else this.changed(orderId, FAILED);
-        }
+        // (its connection dropped, its replica paused): the release leaves a tombstone that
+        // refuses it.
+        await this.withdraw(orderId, reservationId);
         throw fromDependency("product", error);
       }
       // The stock may have been taken though the reply was lost.
