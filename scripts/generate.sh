@@ -97,6 +97,7 @@ plugins:
 YAML
 )
 "$buf" generate proto --template "$docs_template" --output "$out"
+node_modules/.bin/tsx scripts/openapi-bodies.ts "$out/docs/api/openapi/shopmesh.swagger.yaml"
 
 # The hand-written package files, so that DIR/gen is complete and comparable with gen/.
 if [[ "$(cd "$out" && pwd)" != "$root" ]]; then
