@@ -389,10 +389,15 @@ for (const overlay of ["development", "production"] as const) {
       overlay === "production" ? registry.names.length + 1 : 0,
     );
     if (overlay === "production") {
-      // At the autoscalers' ceiling, with a rollout's extra pod, every pool fits one server.
-      const pods = (OVERLAYS.production.maxReplicas + 1) * registry.names.length;
+      // At the autoscalers' ceiling, with a rollout's extra pod and one still stopping, every
+      // pool fits one server, with a connection for each new pod's migration.
+      const services = registry.names.length;
+      const pods = (OVERLAYS.production.maxReplicas + 2) * services;
       const pool = Number(settings.SHOP_DATABASE_POOL_MAX);
-      t.true(pool >= 1 && pods * pool <= POSTGRES_CONNECTIONS, `${pods} pods × ${pool}`);
+      t.true(
+        pool >= 1 && pods * pool + services <= POSTGRES_CONNECTIONS,
+        `${pods} pods × ${pool} + ${services}`,
+      );
     }
     // One worker thread per core it may use: Envoy's default is one per core of the node.
     const [proxy] = envoy.spec.template.spec.containers;

@@ -56,6 +56,9 @@ const documents = (what: string, objects: readonly object[]) =>
     )
     .join("---\n");
 
+/** Pods of a service still stopping, their pools open, while a rollout starts the next. */
+const STOPPING = 1;
+
 const literals = (settings: Record<string, string>) =>
   Object.entries(settings).map(([key, value]) => `${key}=${value}`);
 
@@ -148,10 +151,16 @@ export function kubernetesFiles(
 
   const prod = OVERLAYS.production;
   const prodDir = `${K8S_DIR}/overlays/production`;
-  // Every pod at the autoscalers' ceiling, and a rollout's extra pod, fit one server's default.
+  // One server's default takes, for each service: every pod at the autoscalers' ceiling, the one
+  // a rollout adds, and one still stopping (Kubernetes counts no terminating pod against the
+  // surge, and its pool stays open through its grace), each at the pool's size; and the new
+  // pod's migration, on a connection of its own.
   const poolMax = Math.max(
     1,
-    Math.floor(POSTGRES_CONNECTIONS / ((prod.maxReplicas + SURGE) * names.length)),
+    Math.floor(
+      (POSTGRES_CONNECTIONS - SURGE * names.length) /
+        ((prod.maxReplicas + SURGE + STOPPING) * names.length),
+    ),
   );
   files[`${prodDir}/namespace.yaml`] = documents("The production namespace.", [
     namespace(prod.namespace),
