@@ -429,9 +429,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     stopCompacting();
     service.logger.info({ signal }, "shutting down");
     await service.stop();
-    await tracing.shutdown().catch((error: unknown) => {
-      service.logger.warn({ err: error }, "could not export the last spans");
-    });
+    await exportLastSpans(tracing, service.logger);
     service.logger.info("stopped");
     await flushLogger(service.logger);
     process.exit(0);
@@ -440,4 +438,25 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
   process.on("SIGINT", stop);
   // The launcher is gone (even by SIGKILL): stop rather than serve on as an orphan.
   if (process.send) process.once("disconnect", () => stop("disconnect"));
+}
+
+/**
+ * How long a stopping process waits for its last spans to be exported. A collector that does not
+ * answer would hold it for the exporter's own 10 s, past what an orchestrator leaves after the
+ * grace period (deploy/kubernetes TERMINATION_GRACE_S: 5 s for all of this).
+ */
+const LAST_SPANS_MS = 3_000;
+
+async function exportLastSpans(tracing: { shutdown(): Promise<void> }, logger: Logger) {
+  const exported = tracing.shutdown().then(
+    () => true,
+    (error: unknown) => {
+      logger.warn({ err: error }, "could not export the last spans");
+      return true;
+    },
+  );
+  const waited = new Promise<false>((resolve) => setTimeout(resolve, LAST_SPANS_MS, false));
+  if (!(await Promise.race([exported, waited]))) {
+    logger.warn({ waited_ms: LAST_SPANS_MS }, "gave up exporting the last spans");
+  }
 }

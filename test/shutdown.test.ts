@@ -1,11 +1,13 @@
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
+import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { CancelOrderRequest } from "../gen/ts/shop/order/v1/order.js";
+import { ListProductsRequest, ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
@@ -291,4 +293,52 @@ test("a CancelOrder still giving its stock back when the order service's grace p
   // CANCELLED, which it would take for its own and which neither Envoy nor clients retry.
   const { error } = await cancelling;
   t.like(error, { code: Code.UNAVAILABLE, details: { reason: "SHUTTING_DOWN" } }, error?.message);
+});
+
+test("a stopping process waits a few seconds for its last spans, not a silent collector's 10", async (t) => {
+  // A collector that takes connections and never answers.
+  const sockets = new Set<Socket>();
+  const collector = createServer((socket) => {
+    sockets.add(socket);
+    socket.on("error", () => {});
+  });
+  await new Promise<void>((resolve) => collector.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    collector.close();
+  });
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const child = await serviceProcess(
+    t,
+    {
+      SHOP_SERVICE: "product",
+      SHOP_PORT: "0",
+      SHOP_METRICS: "false",
+      SHOP_DATA_DIR: dir,
+      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
+      OTEL_TRACES_SAMPLER: "always_on",
+    },
+    ["ignore", "pipe", "inherit"],
+  );
+  let output = "";
+  child.stdout?.on("data", (chunk) => {
+    output += chunk;
+  });
+  const exited = once(child, "exit");
+  await until("the product service to serve", () => output.includes('"msg":"serving"'));
+  const address = /"address":"([^"]+)"/.exec(output)?.[1] ?? "";
+  // A call, so that a span waits in the batch for the collector.
+  const products = createClient(ProductServiceService, address);
+  t.teardown(() => products.close());
+  await products.listProducts(ListProductsRequest.fromPartial({}));
+
+  const stopping = Date.now();
+  child.kill("SIGTERM");
+  const [code] = await exited;
+  const tookMs = Date.now() - stopping;
+  t.is(code, 0, output);
+  t.true(output.includes('"msg":"gave up exporting the last spans"'), output);
+  // The exporter alone would wait 10 s: the process gives it 3.
+  t.true(tookMs < 8_000, `stopped in ${tookMs} ms`);
 });
