@@ -11,7 +11,7 @@ import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../kit/client.js";
 import type { CallStatus } from "../kit/context.js";
 import type { MethodInfo } from "../kit/contract.js";
-import { Code } from "../kit/errors.js";
+import { Code, type ServiceError } from "../kit/errors.js";
 import {
   type ClientMiddleware,
   defaultClientMiddleware,
@@ -195,6 +195,34 @@ test("a client middleware sees each outgoing call and its status, and can add he
   t.deepEqual(
     seen.map((s) => s.header),
     ["from-CreateUser", "from-GetUser", "from-GetUser"],
+  );
+});
+
+test("at log level warn, a call that failed on our side is still logged, and one that succeeded is not", async (t) => {
+  const logs = { user: captureLogger("user", "warn") };
+  const broken: ServerMiddleware = {
+    name: "a bug in GetUser",
+    wrap: (method, next) =>
+      method.rpc === "GetUser"
+        ? () => {
+            throw new Error("a bug");
+          }
+        : next,
+  };
+  const fleet = await startFleet(t, {
+    loggers: { user: logs.user.logger },
+    middleware: { user: [broken] },
+  });
+  const shopper = await addUser(fleet.users);
+  const error = await t.throwsAsync(fleet.users.getUser({ userId: shopper.userId }));
+  t.is((error as ServiceError).code, Code.INTERNAL);
+  const failed = await eventually("the failed GetUser's log line", () =>
+    logs.user.lines.find((line) => line.method === "/shop.user.v1.UserService/GetUser"),
+  );
+  t.like(failed, { level: 50, code: "INTERNAL", msg: "rpc failed" });
+  t.false(
+    logs.user.lines.some((line) => line.method === "/shop.user.v1.UserService/CreateUser"),
+    "an OK call is an info line",
   );
 });
 

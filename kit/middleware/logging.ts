@@ -25,7 +25,12 @@ export function logging(logger: Logger): ServerMiddleware {
       return (request, ctx) => {
         const key = idempotencyKeyOf(method, request);
         ctx.onFinish((status) => {
-          if (!logger.isLevelEnabled("info")) return;
+          const level = OUR_FAULT.has(status.code)
+            ? "error"
+            : status.cause !== undefined
+              ? "warn"
+              : "info";
+          if (!logger.isLevelEnabled(level)) return;
           const line: Record<string, unknown> = {
             method: method.path,
             code: Code[status.code],
@@ -41,13 +46,8 @@ export function logging(logger: Logger): ServerMiddleware {
           }
           const previous = Number(ctx.metadata.get(PREVIOUS_ATTEMPTS)[0]);
           if (previous > 0) line.attempt = previous + 1;
-          if (OUR_FAULT.has(status.code)) {
-            logger.error({ ...line, err: status.cause, details: status.details }, "rpc failed");
-          } else if (status.cause !== undefined) {
-            logger.warn({ ...line, err: status.cause, details: status.details }, "rpc failed");
-          } else {
-            logger.info(line, "rpc");
-          }
+          if (level === "info") logger.info(line, "rpc");
+          else logger[level]({ ...line, err: status.cause, details: status.details }, "rpc failed");
         });
         return next(request, ctx);
       };

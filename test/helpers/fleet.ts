@@ -52,7 +52,10 @@ import { freshDatabase, onPostgres, opening, openingIn } from "./storage.js";
 import { takeTurn } from "./turns.js";
 
 /** A pino logger whose lines the test can read. */
-export function captureLogger(service: string): {
+export function captureLogger(
+  service: string,
+  level: "info" | "warn" = "info",
+): {
   logger: Logger;
   lines: Record<string, unknown>[];
 } {
@@ -63,7 +66,7 @@ export function captureLogger(service: string): {
       done();
     },
   });
-  return { logger: pino({ level: "info", base: { service } }, sink), lines };
+  return { logger: pino({ level, base: { service } }, sink), lines };
 }
 
 /** A service a test started, with the faults it can inject into its rpcs. */
