@@ -10,6 +10,7 @@ import {
   connectDatabase,
   isClosedToNewWork,
   type Knex,
+  observeDatabase,
   openDatabase,
   sqlOf,
 } from "../db.js";
@@ -46,6 +47,13 @@ for (const driver of SQLITE_DRIVERS) {
     // Through the same driver: two copies of SQLite in one process do not see each other's locks.
     const holder = connectDatabase(file, { sqliteDriver: driver });
     t.teardown(() => holder.destroy());
+    // What the metrics see of each insert: one statement, its wait for the lock included.
+    const inserts: { seconds: number; failed: boolean }[] = [];
+    observeDatabase(db, {
+      statement: ({ operation, seconds, error }) => {
+        if (operation === "insert") inserts.push({ seconds, failed: error !== undefined });
+      },
+    });
 
     let id = 0;
     for (const [name, write] of Object.entries(writes)) {
@@ -67,6 +75,10 @@ for (const driver of SQLITE_DRIVERS) {
       }
       const waited = performance.now() - started;
       t.true(waited >= HELD_MS - 20, `${name} waited for the lock (${waited} ms)`);
+      const [insert, ...more] = inserts.splice(0);
+      t.deepEqual(more, [], `${name}: one insert observed, not one per try`);
+      t.false(insert?.failed ?? true, name);
+      t.true((insert?.seconds ?? 0) * 1000 >= HELD_MS - 20, `${name}: observed with its wait`);
       t.true(waited < 2_000, `${name} went on once the lock was released (${waited} ms)`);
       t.true(ticks >= 5, `${name}: the event loop ran while it waited (${ticks} ticks)`);
     }

@@ -92,19 +92,38 @@ function betterSqlite3Sql(db: Knex): Sql {
   };
 
   const run = <Row>(connection: Connection, text: string, bindings: readonly Binding[]): Row[] => {
+    const statement = statementFor(connection, text);
+    if (statement.reader) return statement.all(bindings as Binding[]) as Row[];
+    statement.run(bindings as Binding[]);
+    return [];
+  };
+
+  /**
+   * `attempt`, its tries at a lock included, reported to the observers once, as it ends: a
+   * statement that waited a second for a lock is one statement of a second, not thirty busy ones.
+   */
+  const observed = <T>(text: string, attempt: () => T | Promise<T>): T | Promise<T> => {
     const observers = observersOf(db);
-    const start = observers.length > 0 ? performance.now() : 0;
-    let rows: Row[] = [];
-    try {
-      const statement = statementFor(connection, text);
-      if (statement.reader) rows = statement.all(bindings as Binding[]) as Row[];
-      else statement.run(bindings as Binding[]);
-    } catch (error) {
-      if (observers.length > 0) reportStatement(observers, text, start, error);
+    if (observers.length === 0) return attempt();
+    const start = performance.now();
+    const failed = (error: unknown): never => {
+      reportStatement(observers, text, start, error);
       throw error;
+    };
+    let result: T | Promise<T>;
+    try {
+      result = attempt();
+    } catch (error) {
+      return failed(error);
     }
-    if (observers.length > 0) reportStatement(observers, text, start);
-    return rows;
+    if (!(result instanceof Promise)) {
+      reportStatement(observers, text, start);
+      return result;
+    }
+    return result.then((value) => {
+      reportStatement(observers, text, start);
+      return value;
+    }, failed);
   };
 
   const withConnection = async <T>(use: (connection: Connection) => T | Promise<T>) => {
@@ -125,16 +144,25 @@ function betterSqlite3Sql(db: Knex): Sql {
 
   return {
     query<Row>(text: string, bindings: readonly Binding[] = []): Promise<Row[]> {
-      const connection = idle();
-      if (connection) {
-        try {
-          return Promise.resolve(run<Row>(connection, text, bindings));
-        } catch (error) {
-          if (!lockTaken(error)) return Promise.reject(error);
-        }
+      try {
+        return Promise.resolve(
+          observed(text, () => {
+            const connection = idle();
+            if (connection) {
+              try {
+                return run<Row>(connection, text, bindings);
+              } catch (error) {
+                if (!lockTaken(error)) throw error;
+              }
+            }
+            // Another try may find the connection taken by a transaction meanwhile: once()
+            // looks again.
+            return waitingForLocks(() => once<Row>(text, bindings), client);
+          }),
+        );
+      } catch (error) {
+        return Promise.reject(error);
       }
-      // Another try may find the connection taken by a transaction meanwhile: once() looks again.
-      return waitingForLocks(() => once<Row>(text, bindings), client);
     },
 
     transaction<T>(work: (trx: SqlStatements) => Promise<T>): Promise<T> {
@@ -150,7 +178,9 @@ function betterSqlite3Sql(db: Knex): Sql {
                 if (connection.inTransaction) statementFor(connection, "ROLLBACK").run([]);
               },
               run: (text, bindings) =>
-                atOnceOrAfterLocks(() => run(connection, text, bindings), client),
+                observed(text, () =>
+                  atOnceOrAfterLocks(() => run(connection, text, bindings), client),
+                ),
             },
             info,
             work,
