@@ -158,18 +158,16 @@ test("a call its server cuts off at the grace period's end is UNAVAILABLE to the
   });
 });
 
-test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
+/**
+ * A product service process on port 0 with `env` over its defaults, its stdout collected;
+ * resolves once it serves.
+ */
+async function productProcess(t: ExecutionContext, env: Record<string, string>) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const child = await serviceProcess(
     t,
-    {
-      SHOP_SERVICE: "product",
-      SHOP_PORT: "0",
-      SHOP_METRICS: "false",
-      SHOP_DATA_DIR: dir,
-      SHOP_SHUTDOWN_GRACE_MS: "1500",
-    },
+    { SHOP_SERVICE: "product", SHOP_PORT: "0", SHOP_METRICS: "false", SHOP_DATA_DIR: dir, ...env },
     ["ignore", "pipe", "inherit"],
   );
   let output = "";
@@ -179,6 +177,13 @@ test("a second SIGTERM while calls finish changes nothing: the process still dra
   const exited = once(child, "exit");
   await until("the product service to serve", () => output.includes('"msg":"serving"'));
   const address = /"address":"([^"]+)"/.exec(output)?.[1] ?? "";
+  return { child, exited, address, output: () => output };
+}
+
+test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
+  const { child, exited, address, output } = await productProcess(t, {
+    SHOP_SHUTDOWN_GRACE_MS: "1500",
+  });
   // A stream that lasts until the grace period's end keeps the drain going.
   const health = createClient(HealthService, address);
   t.teardown(() => health.close());
@@ -189,13 +194,13 @@ test("a second SIGTERM while calls finish changes nothing: the process still dra
   await until("the watch to report", () => updates > 0);
 
   child.kill("SIGTERM");
-  await until("the shutdown to begin", () => output.includes("shutting down"));
+  await until("the shutdown to begin", () => output().includes("shutting down"));
   child.kill("SIGTERM");
   const [code, signal] = await exited;
   await watch;
-  t.deepEqual([code, signal], [0, null], output);
-  t.true(output.includes('"msg":"already shutting down"'), output);
-  t.true(output.includes('"msg":"stopped"'), output);
+  t.deepEqual([code, signal], [0, null], output());
+  t.true(output().includes('"msg":"already shutting down"'), output());
+  t.true(output().includes('"msg":"stopped"'), output());
 });
 
 // On a busy machine the event loop can be held up past the grace period's end and the cut that
@@ -307,27 +312,10 @@ test("a stopping process waits a few seconds for its last spans, not a silent co
     for (const socket of sockets) socket.destroy();
     collector.close();
   });
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-shutdown-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  const child = await serviceProcess(
-    t,
-    {
-      SHOP_SERVICE: "product",
-      SHOP_PORT: "0",
-      SHOP_METRICS: "false",
-      SHOP_DATA_DIR: dir,
-      OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
-      OTEL_TRACES_SAMPLER: "always_on",
-    },
-    ["ignore", "pipe", "inherit"],
-  );
-  let output = "";
-  child.stdout?.on("data", (chunk) => {
-    output += chunk;
+  const { child, exited, address, output } = await productProcess(t, {
+    OTEL_EXPORTER_OTLP_ENDPOINT: `http://127.0.0.1:${(collector.address() as AddressInfo).port}`,
+    OTEL_TRACES_SAMPLER: "always_on",
   });
-  const exited = once(child, "exit");
-  await until("the product service to serve", () => output.includes('"msg":"serving"'));
-  const address = /"address":"([^"]+)"/.exec(output)?.[1] ?? "";
   // A call, so that a span waits in the batch for the collector.
   const products = createClient(ProductServiceService, address);
   t.teardown(() => products.close());
@@ -337,8 +325,8 @@ test("a stopping process waits a few seconds for its last spans, not a silent co
   child.kill("SIGTERM");
   const [code] = await exited;
   const tookMs = Date.now() - stopping;
-  t.is(code, 0, output);
-  t.true(output.includes('"msg":"gave up exporting the last spans"'), output);
+  t.is(code, 0, output());
+  t.true(output().includes('"msg":"gave up exporting the last spans"'), output());
   // The exporter alone would wait 10 s: the process gives it 3.
   t.true(tookMs < 8_000, `stopped in ${tookMs} ms`);
 });
