@@ -43,9 +43,17 @@ export function observeRefusal(
     deadlineOf(call),
   );
   new Promise((resolve) => resolve(handle(new Malformed(undefined, error, messages), ctx)))
+    .then(async (result) => {
+      // A server stream's chain runs as it is read: read it to its end (its handler refuses
+      // the Malformed request), so that what its middleware took, a stream's place, goes back.
+      if (isAsyncIterable(result)) for await (const _ of result);
+    })
     .catch(() => {})
     .then(() => ctx.finish({ code: error.code, details: error.message }));
 }
+
+const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
+  typeof (value as AsyncIterable<unknown> | undefined)?.[Symbol.asyncIterator] === "function";
 
 /**
  * The status a failure is sent as, and as middleware see it. A ServiceError keeps its code and

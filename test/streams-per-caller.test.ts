@@ -1,6 +1,7 @@
 // A signed-in caller holds at most SHOP_MAX_STREAMS_PER_CALLER server streams open at once in a
 // process: a WatchOrder lasts until its order is final and polls the database meanwhile, so one
 // caller could otherwise open any number.
+import http2 from "node:http2";
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { Code, ServiceError } from "../kit/errors.js";
@@ -84,4 +85,50 @@ test("a caller's streams past SHOP_MAX_STREAMS_PER_CALLER are RESOURCE_EXHAUSTED
     return !(opened instanceof ServiceError && opened.code === Code.RESOURCE_EXHAUSTED);
   });
   t.is(kept.updates(), 1);
+});
+
+test("WatchOrders that grpc-js refuses for their framing give their places back", async (t) => {
+  const fleet = await startFleet(t, { config: { order: { maxStreamsPerCaller: 2 } } });
+  const mug = await addProduct(fleet.products, { stock: 10 });
+  const ann = await addUser(fleet.users);
+  const { order } = await fleet.orders.createOrder({
+    userId: ann.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "watched-after-refusals",
+  });
+  const token = await tokenFor(ann.userId);
+
+  // Three signed-in WatchOrders without a request message: grpc-js answers them itself, and the
+  // kit's middleware still sees each (it is logged and counted).
+  const session = http2.connect(`http://${fleet.order.server.address}`);
+  t.teardown(() => session.close());
+  for (let i = 0; i < 3; i++) {
+    const request = session.request({
+      ":method": "POST",
+      ":path": "/shop.order.v1.OrderService/WatchOrder",
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: `Bearer ${token}`,
+    });
+    const status = new Promise<string>((resolve) => {
+      request.on("response", (headers) => {
+        if (headers["grpc-status"] !== undefined) resolve(String(headers["grpc-status"]));
+      });
+      request.on("trailers", (trailers) => resolve(String(trailers["grpc-status"])));
+    });
+    request.on("data", () => {});
+    request.end();
+    t.is(await status, String(Code.INVALID_ARGUMENT));
+  }
+
+  // Her places are all free: a real watch streams.
+  const metadata = new Metadata();
+  metadata.set("authorization", `Bearer ${token}`);
+  for await (const update of fleet.orders.watchOrder(
+    { orderId: order?.orderId ?? "" },
+    { metadata, timeoutMs: 10_000 },
+  )) {
+    t.is(update.order?.state, order?.state);
+    break;
+  }
 });
