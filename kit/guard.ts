@@ -18,6 +18,8 @@ export function statusOf(error: ServiceError, domain: string): grpc.StatusObject
 
 type AnyHandler = (...args: never[]) => unknown;
 
+const HEALTH_WATCH = "/grpc.health.v1.Health/Watch";
+
 /**
  * A library's failure as the kit sends its own: clipped, and with google.rpc details (an
  * ErrorInfo whose reason is the code's name) when the library gave none.
@@ -36,10 +38,16 @@ function withDetails(
  * A server to hand to addToServer of health (grpc-health-check) and reflection: the services it
  * adds refuse a request that does not decode with INVALID_ARGUMENT (MALFORMED_REQUEST), as ours
  * do, instead of grpc-js's INTERNAL, and clip the text of the statuses they send.
+ *
+ * `healthNames`: the names health knows, for the whole life of the process. A Watch of any other
+ * name is answered here, SERVICE_UNKNOWN and held open as the protocol says, and never reaches
+ * grpc-health-check, which keeps an entry for every name ever watched: a caller watching random
+ * names would grow it without end.
  */
 export function guardedServer(
   server: Pick<grpc.Server, "addService">,
   open?: OpenStreams,
+  healthNames?: ReadonlySet<string>,
 ): Pick<grpc.Server, "addService"> {
   return {
     addService(definition, implementation) {
@@ -60,9 +68,10 @@ export function guardedServer(
         const handler = (implementation[name] ??
           (method.originalName && implementation[method.originalName])) as AnyHandler | undefined;
         if (!handler) continue;
+        const known = method.path === HEALTH_WATCH ? healthNames : undefined;
         handlers[name] = method.requestStream
           ? guardStreamingRequests(handler, domain)
-          : guardSingleRequest(handler, domain, method.responseStream, open);
+          : guardSingleRequest(handler, domain, method.responseStream, open, known);
       }
       server.addService(guarded as grpc.ServiceDefinition, handlers);
     },
@@ -79,6 +88,7 @@ function guardSingleRequest(
   domain: string,
   streaming: boolean,
   open?: OpenStreams,
+  healthNames?: ReadonlySet<string>,
 ) {
   const call = handler as (...args: unknown[]) => unknown;
   if (streaming) {
@@ -97,6 +107,11 @@ function guardSingleRequest(
         });
         stream.once("cancelled", unwatch);
         stream.once("finish", unwatch);
+      }
+      const name = (stream.request as { service?: unknown }).service;
+      if (healthNames && !healthNames.has(String(name))) {
+        stream.write({ status: "SERVICE_UNKNOWN" });
+        return;
       }
       call(stream);
     };

@@ -145,11 +145,12 @@ export async function serve(
     options.logger.info({ method: call.method, peer: call.peer, code: "UNIMPLEMENTED" }, "rpc");
     options.onUnknownMethod?.(call);
   });
+  const healthNames = new Set(["", ...names]);
   const health = new HealthImplementation(
-    Object.fromEntries([["", "SERVING"], ...names.map((name) => [name, "SERVING"])]),
+    Object.fromEntries([...healthNames].map((name) => [name, "SERVING"])),
   );
   // Health and reflection refuse undecodable requests as our services do.
-  health.addToServer(guardedServer(server, openStreams));
+  health.addToServer(guardedServer(server, openStreams, healthNames));
   new Reflection({
     served: names,
     internal: options.internalServices ?? [],
@@ -198,7 +199,7 @@ export async function serve(
   const probes =
     options.healthPort === undefined
       ? undefined
-      : await healthOnly(health, options).catch((error: unknown) => {
+      : await healthOnly(health, healthNames, options).catch((error: unknown) => {
           server.forceShutdown();
           throw error;
         });
@@ -245,11 +246,12 @@ export async function serve(
  */
 async function healthOnly(
   health: HealthImplementation,
+  healthNames: ReadonlySet<string>,
   options: ServeOptions,
 ): Promise<{ server: grpc.Server; port: number }> {
   const server = new grpc.Server({ ...serverOptions, interceptors: [framingGuard(() => {})] });
   answerUnknownMethods(server, "grpc.health.v1");
-  health.addToServer(guardedServer(server));
+  health.addToServer(guardedServer(server, undefined, healthNames));
   const address = hostPort(options.host, options.healthPort as number);
   const port = await bind(server, "health", address, grpc.ServerCredentials.createInsecure());
   return { server, port };

@@ -2,6 +2,8 @@
 // Watch, List) and reflection (v1 and v1alpha): bytes that do not decode are INVALID_ARGUMENT
 // MALFORMED_REQUEST with google.rpc details, never INTERNAL or UNKNOWN, and the server keeps
 // serving. Long text a server echoes is clipped so that the reply still reaches the client.
+import { setFlagsFromString } from "node:v8";
+import { runInNewContext } from "node:vm";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
@@ -153,6 +155,31 @@ test("text clipped between the two halves of an emoji still reaches the client, 
     }
   }
   await stillServing(t, fleet);
+});
+
+test("a health Watch of a name the server does not know keeps nothing of it once it ends", async (t) => {
+  const fleet = await startFleet(t);
+  const health = createClient(HealthService, fleet.user.server.address);
+  t.teardown(() => health.close());
+  // The fleet shares this process: what its server keeps of the names shows in this heap.
+  setFlagsFromString("--expose-gc");
+  const gc = runInNewContext("gc") as () => void;
+  const heapMb = () => {
+    gc();
+    return process.memoryUsage().heapUsed / 1e6;
+  };
+  const before = heapMb();
+  for (let i = 0; i < 60; i++) {
+    const service = `unknown-${i}-`.padEnd(1_000_000, "x");
+    for await (const { status } of health.watch({ service }, { timeoutMs: 10_000 })) {
+      t.is(status, HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN);
+      break;
+    }
+  }
+  // The watches' cancels reach the server.
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  const grown = heapMb() - before;
+  t.true(grown < 20, `${grown.toFixed(1)} MB kept after 60 watches of 1 MB names`);
 });
 
 test("reflection answers a 3 MB symbol with an error the client receives, on v1 and v1alpha", async (t) => {
