@@ -9,7 +9,13 @@ import { streamOf } from "./http2-stream.js";
 
 type Session = Http2Session & { close: (...args: unknown[]) => void };
 
-const ends = new WeakMap<Session, Set<() => void>>();
+/** Per session: the streams to end as it closes, and whether the server has closed it. */
+interface Closing {
+  streams: Set<() => void>;
+  byServer: boolean;
+}
+
+const closings = new WeakMap<Session, Closing>();
 
 /** The HTTP/2 session a grpc-js server call runs on; undefined if grpc-js's privates moved. */
 const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefined;
@@ -17,7 +23,8 @@ const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefi
 /**
  * Runs `end` once the connection `call` runs on starts to close (grpc-js closes it gracefully at
  * its max age and at a shutdown), unless `ignore()` says the server ends its streams itself then.
- * Returns what stops watching, for a call that ended first.
+ * A call that starts on a connection already closing (its request arrived after the GOAWAY) ends
+ * at once. Returns what stops watching, for a call that ended first.
  */
 export function onConnectionClosing(
   call: unknown,
@@ -26,24 +33,38 @@ export function onConnectionClosing(
 ): () => void {
   const session = sessionOf(call);
   if (!session || typeof session.close !== "function") return () => {};
-  let waiting = ends.get(session);
-  if (!waiting) {
-    const streams = new Set<() => void>();
-    waiting = streams;
-    ends.set(session, streams);
+  let closing = closings.get(session);
+  // Closing already, before any stream here watched it (its request came after the GOAWAY).
+  if (!closing && session.closed) return endSoon(end, ignore);
+  if (!closing) {
+    const state: Closing = { streams: new Set(), byServer: false };
+    closing = state;
+    closings.set(session, state);
     let callerLeft = false;
     session.once("goaway", () => {
       callerLeft = true;
     });
     const close = session.close;
     session.close = (...args: unknown[]) => {
-      const byServer = !callerLeft && session.socket?.destroyed === false;
-      if (byServer && !ignore()) for (const ending of [...streams]) ending();
-      streams.clear();
+      state.byServer = !callerLeft && session.socket?.destroyed === false && !ignore();
+      if (state.byServer) for (const ending of [...state.streams]) ending();
+      state.streams.clear();
       return close.apply(session, args);
     };
   }
-  const set = waiting;
-  set.add(end);
-  return () => set.delete(end);
+  if (closing.byServer) return endSoon(end, ignore);
+  const { streams } = closing;
+  streams.add(end);
+  return () => streams.delete(end);
+}
+
+/** Runs `end` in a microtask, unless `ignore()` then or the call ends first. */
+function endSoon(end: () => void, ignore: () => boolean): () => void {
+  let watching = true;
+  queueMicrotask(() => {
+    if (watching && !ignore()) end();
+  });
+  return () => {
+    watching = false;
+  };
 }

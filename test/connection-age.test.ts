@@ -1,17 +1,22 @@
 // Servers bound the age of a client connection (grpc.max_connection_age_ms), so a client that
 // resolves a DNS name (a Kubernetes headless Service, a compose service) reconnects, resolves
 // again and spreads over replicas added since it first connected.
+import { once } from "node:events";
+import http2 from "node:http2";
 import * as grpc from "@grpc/grpc-js";
 import test from "ava";
 import { HealthClient, HealthService } from "../gen/ts/health/v1/health.js";
+import { WatchOrderRequest } from "../gen/ts/shop/order/v1/order.js";
 import { createClient } from "../kit/client.js";
 import { serverConfig } from "../kit/config.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { createLogger } from "../kit/logger.js";
 import { serve } from "../kit/server.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
+import { tokenFor } from "./helpers/credentials.js";
 import { until } from "./helpers/eventually.js";
 import { orderLine, startFleet } from "./helpers/fleet.js";
+import { grpcFrame } from "./helpers/grpc-frame.js";
 
 const logger = createLogger("connection-age", "silent");
 
@@ -149,4 +154,50 @@ test("services bound connection age by default, and SHOP_MAX_CONNECTION_AGE_MS s
     maxConnectionAgeMs: 60_000,
     maxConnectionAgeGraceMs: 15_000,
   });
+});
+
+test("a WatchOrder whose request arrives after its connection began to close ends UNAVAILABLE at once", async (t) => {
+  const fleet = await startFleet(t, {
+    config: { order: { maxConnectionAgeMs: 500, maxConnectionAgeGraceMs: 60_000 } },
+  });
+  const mug = await addProduct(fleet.products, { stock: 2 });
+  const user = await addUser(fleet.users);
+  const { order } = await fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 1)],
+    requestId: "watched-late",
+  });
+  // The call's headers first, its request only once the server has sent GOAWAY: HTTP/2 lets a
+  // stream opened before it go on, and the server starts the call then.
+  const session = http2.connect(`http://${fleet.order.server.address}`);
+  session.on("error", () => {});
+  t.teardown(() => session.destroy());
+  const goaway = once(session, "goaway");
+  const stream = session.request(
+    {
+      ":method": "POST",
+      ":path": "/shop.order.v1.OrderService/WatchOrder",
+      "content-type": "application/grpc",
+      te: "trailers",
+      authorization: `Bearer ${await tokenFor(user.userId)}`,
+    },
+    { endStream: false },
+  );
+  stream.on("error", () => {});
+  const status = new Promise<string>((resolve) => {
+    stream.on("response", (headers) => {
+      if (headers["grpc-status"] !== undefined) resolve(String(headers["grpc-status"]));
+    });
+    stream.on("trailers", (trailers) => resolve(String(trailers["grpc-status"])));
+    stream.on("close", () => resolve("closed without a status"));
+  });
+  stream.on("data", () => {});
+  await goaway;
+  stream.end(grpcFrame(WatchOrderRequest.encode({ orderId: order?.orderId ?? "" }).finish()));
+  // Not left to run until the grace period (a minute) cuts it.
+  const ended = await Promise.race([
+    status,
+    new Promise<string>((resolve) => setTimeout(resolve, 5_000, "still open after 5 s")),
+  ]);
+  t.is(ended, String(Code.UNAVAILABLE));
 });
