@@ -124,8 +124,9 @@ export class TokenVerifier {
 /**
  * The token of `authorization: Bearer <token>` headers (or `bearer`), as the edge reads them:
  * undefined when there is none or the header is another scheme's; else everything after the
- * scheme, which fails verification unless it is one token (`Bearer a b`, or two headers, which
- * HTTP joins with a comma).
+ * scheme, which fails verification unless it is one token (`Bearer a b`). Two `authorization`
+ * headers never reach here as two: Node's HTTP/2 parser keeps the first, and that token is
+ * verified like any other; a caller given the headers as a list joins them, which fails.
  */
 export function bearerToken(headers: readonly unknown[]): string | undefined {
   const header = headers.length === 1 ? headers[0] : headers.join(", ");
