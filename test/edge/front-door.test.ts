@@ -342,6 +342,8 @@ test.serial(
     for (const label of [
       { "connect-protocol-version": "1" } as Record<string, string>,
       { "content-type": "application/grpc; charset=utf-8" },
+      // Not one of the four types Envoy's gRPC-Web filter takes: the transcoder serves it.
+      { "content-type": "application/grpc-web; charset=utf-8" },
     ]) {
       const labelled = { ...admin, ...label };
       refused(

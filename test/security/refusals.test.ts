@@ -912,6 +912,13 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   const refusedGrpc = await preflight("https://evil.example", grpcPath);
   t.is(refusedGrpc.status, 404);
   t.is(refusedGrpc.headers.get("access-control-allow-origin"), null);
+  // And for a Connect GET's URL, whose query Envoy's bridge would otherwise take for a call.
+  const connectGet = await preflight(
+    SHOP_ORIGIN,
+    `${grpcPath}?connect=v1&encoding=proto&base64=1&message=CghwcmRfbm9uZQ`,
+  );
+  t.is(connectGet.status, 200);
+  t.is(connectGet.headers.get("access-control-allow-origin"), SHOP_ORIGIN);
 
   const read = (origin: string) =>
     edgeFetch(`https://${envoy.address}/products/${data.product.productId}`, {

@@ -75,9 +75,17 @@ end
 -- The protocol as Envoy's filters will treat the request, whatever the client meant: the bridge
 -- takes any method whose query says connect=v1 (encoded or not) for a Connect GET, and the
 -- transcoder takes a REST route's request unless its content type is exactly gRPC's.
+-- The content types Envoy's gRPC-Web filter takes, exactly; it passes any other on unchanged.
+local GRPC_WEB = {
+  ["application/grpc-web"] = true,
+  ["application/grpc-web+proto"] = true,
+  ["application/grpc-web-text"] = true,
+  ["application/grpc-web-text+proto"] = true,
+}
+
 local function protocol_of(headers)
   local kind = headers:get("content-type") or ""
-  if kind:sub(1, 20) == "application/grpc-web" then return "grpc-web" end
+  if GRPC_WEB[kind] then return "grpc-web" end
   if kind == "application/grpc" or kind:sub(1, 17) == "application/grpc+" then return "grpc" end
   if kind:sub(1, 20) == "application/connect+" then return "connect" end
   if headers:get("connect-protocol-version") and kind:sub(1, 12) == "application/"
@@ -337,6 +345,13 @@ end
 
 function envoy_on_request(handle)
   local headers = handle:headers()
+  -- A CORS preflight of a Connect GET URL: the bridge would take its query for a call. The
+  -- query says nothing to a preflight, so the CORS filter answers it without one.
+  local path = headers:get(":path") or ""
+  if headers:get(":method") == "OPTIONS" and headers:get("origin")
+    and headers:get("access-control-request-method") and path:find("?", 1, true) then
+    headers:replace(":path", (path:gsub("%?.*", "")))
+  end
   local protocol = protocol_of(headers)
   local metadata = handle:streamInfo():dynamicMetadata()
   metadata:set(NAMESPACE, "protocol", protocol)
