@@ -11,7 +11,8 @@ type Session = Http2Session & { close: (...args: unknown[]) => void };
 
 /** Per session: the streams to end as it closes, and whether the server has closed it. */
 interface Closing {
-  streams: Set<() => void>;
+  /** Each stream's end, and whether to leave it to the server's shutdown then. */
+  streams: Map<() => void, () => boolean>;
   byServer: boolean;
 }
 
@@ -21,10 +22,42 @@ const closings = new WeakMap<Session, Closing>();
 const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefined;
 
 /**
+ * Starts watching who closes `session`, once: the server (grpc-js, at the connection's max age or
+ * a shutdown), or the caller (its GOAWAY, or the socket dropping). ServerSessions does it at a
+ * connection's first call, before any of its streams can start late.
+ */
+export function watchClosing(session: Http2Session): void {
+  closingOf(session as Session);
+}
+
+function closingOf(session: Session): Closing {
+  const known = closings.get(session);
+  if (known) return known;
+  const state: Closing = { streams: new Map(), byServer: false };
+  closings.set(session, state);
+  let callerLeft = false;
+  session.once("goaway", () => {
+    callerLeft = true;
+  });
+  const close = session.close;
+  session.close = (...args: unknown[]) => {
+    // Node closes the session again when the caller answers the server's GOAWAY with its own:
+    // the first close tells who closed it.
+    if (!state.byServer && !callerLeft && session.socket?.destroyed === false) {
+      state.byServer = true;
+      for (const [end, ignore] of [...state.streams]) if (!ignore()) end();
+    }
+    state.streams.clear();
+    return close.apply(session, args);
+  };
+  return state;
+}
+
+/**
  * Runs `end` once the connection `call` runs on starts to close (grpc-js closes it gracefully at
  * its max age and at a shutdown), unless `ignore()` says the server ends its streams itself then.
- * A call that starts on a connection already closing (its request arrived after the GOAWAY) ends
- * at once. Returns what stops watching, for a call that ended first.
+ * A call that starts on a connection the server already closes (its request arrived after the
+ * GOAWAY) ends at once. Returns what stops watching, for a call that ended first.
  */
 export function onConnectionClosing(
   call: unknown,
@@ -33,29 +66,10 @@ export function onConnectionClosing(
 ): () => void {
   const session = sessionOf(call);
   if (!session || typeof session.close !== "function") return () => {};
-  let closing = closings.get(session);
-  // Closing already, before any stream here watched it (its request came after the GOAWAY).
-  if (!closing && session.closed) return endSoon(end, ignore);
-  if (!closing) {
-    const state: Closing = { streams: new Set(), byServer: false };
-    closing = state;
-    closings.set(session, state);
-    let callerLeft = false;
-    session.once("goaway", () => {
-      callerLeft = true;
-    });
-    const close = session.close;
-    session.close = (...args: unknown[]) => {
-      state.byServer = !callerLeft && session.socket?.destroyed === false && !ignore();
-      if (state.byServer) for (const ending of [...state.streams]) ending();
-      state.streams.clear();
-      return close.apply(session, args);
-    };
-  }
+  const closing = closingOf(session);
   if (closing.byServer) return endSoon(end, ignore);
-  const { streams } = closing;
-  streams.add(end);
-  return () => streams.delete(end);
+  closing.streams.set(end, ignore);
+  return () => closing.streams.delete(end);
 }
 
 /** Runs `end` in a microtask, unless `ignore()` then or the call ends first. */

@@ -3,6 +3,7 @@
 // the shutdown's start, and cannot be asked again: it forgets a connection once it is closing.
 import { constants, type Http2Session } from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
+import { watchClosing } from "./connection-closing.js";
 import { streamOf } from "./http2-stream.js";
 
 export class ServerSessions {
@@ -13,6 +14,7 @@ export class ServerSessions {
     const session = streamOf({ call })?.session;
     if (session && !session.destroyed && !this.#open.has(session)) {
       this.#open.add(session);
+      watchClosing(session);
       session.once("close", () => this.#open.delete(session));
     }
     return call as grpc.ServerInterceptingCall;
