@@ -128,9 +128,13 @@ const refusal = (error: unknown) =>
     Code.OUT_OF_RANGE,
   ].includes(error.code);
 
-/** Orders the reconciler settles at once, and batches at most in one run. */
+/**
+ * Orders the reconciler settles at once; batches at most in one run, and how long a run starts
+ * new ones (a run must end soon after a shutdown asks it to).
+ */
 const RECONCILE_BATCH = 100;
 const RECONCILE_BATCHES = 20;
+const RECONCILE_RUN_MS = 5_000;
 
 /** settle() found the order's own call still reserving its stock. */
 const PLACING = Symbol("placing");
@@ -399,9 +403,15 @@ export class OrderSaga {
    * stays FAILED and the reconciler releases it.
    */
   private async withdraw(orderId: string, reservationId: string): Promise<void> {
-    if (!(await this.store.fail(orderId))) return;
-    this.changed(orderId, FAILED);
-    if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
+    try {
+      if (!(await this.store.fail(orderId))) return;
+      this.changed(orderId, FAILED);
+      if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
+    } catch (error) {
+      // The caller's answer is the refusal: an order left PENDING or FAILED here is the
+      // reconciler's to settle.
+      this.options.logger.warn({ err: error, orderId }, "could not withdraw the order; will retry");
+    }
   }
 
   /**
@@ -570,12 +580,17 @@ export class OrderSaga {
   async reconcile(now = Date.now()): Promise<number> {
     let settled = 0;
     // A backlog (a product outage under load fails thousands of orders) drains batch after
-    // batch in one run, not one batch per interval. A batch that settles nothing ends the run.
-    for (let batch = 0; batch < RECONCILE_BATCHES; batch++) {
+    // batch in one run, not one batch per interval. Each order is tried once a run, and a batch
+    // that settles nothing, or the run's time running out, ends it.
+    const tried: string[] = [];
+    const until = Date.now() + RECONCILE_RUN_MS;
+    for (let batch = 0; batch < RECONCILE_BATCHES && Date.now() < until; batch++) {
       const unsettled = await this.store.unsettled(
         now - this.options.reservationTtlMs,
         RECONCILE_BATCH,
+        tried,
       );
+      tried.push(...unsettled.map(({ orderId }) => orderId));
       // A span only for a batch with work: an idle reconciler would start a trace every interval.
       if (unsettled.length === 0) break;
       const done = await step("reconcile", async () => {

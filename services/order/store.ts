@@ -346,25 +346,30 @@ export class OrderStore {
   }
 
   /**
-   * Orders the reconciler must settle, up to `limit`: failed ones whose reservation may still
-   * hold stock, cancels not yet finished, and pending ones created before `pendingBefore`, whose
-   * saga has had all the time its reservation had.
+   * Orders the reconciler must settle, up to `limit`, but those in `excluding`: failed ones
+   * whose reservation may still hold stock, cancels not yet finished, and pending ones created
+   * before `pendingBefore`, whose saga has had all the time its reservation had.
    */
   async unsettled(
     pendingBefore: number,
     limit: number,
+    excluding: readonly string[] = [],
   ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
-    const rows = await this.env
+    const query = this.env
       .reads<OrderRow>("orders")
-      .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
-      .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
-      .orWhere((q) =>
-        q
-          .where({ state: OrderState.ORDER_STATE_PENDING })
-          .andWhere("create_time", "<", pendingBefore),
+      .where((unsettled) =>
+        unsettled
+          .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
+          .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
+          .orWhere((q) =>
+            q
+              .where({ state: OrderState.ORDER_STATE_PENDING })
+              .andWhere("create_time", "<", pendingBefore),
+          ),
       )
       .select("order_id", "reservation_id", "state")
       .limit(limit);
+    const rows = await (excluding.length > 0 ? query.whereNotIn("order_id", excluding) : query);
     return rows.map((row) => ({
       orderId: row.order_id,
       reservationId: row.reservation_id,
