@@ -259,6 +259,9 @@ for (const overlay of ["development", "production"] as const) {
       // Kubernetes waits for the preStop sleep and the whole shutdown grace before SIGKILL.
       t.is(container.lifecycle.preStop.sleep.seconds, PRE_STOP_SLEEP_S);
       t.true(pod.terminationGracePeriodSeconds > PRE_STOP_SLEEP_S + shutdownGraceS);
+      // A rollout goes on only once the pod a new one replaced has had all its time to stop:
+      // one pod at a time holds its pool while it stops (the pool budget below counts one).
+      t.true(deployment.spec.minReadySeconds >= pod.terminationGracePeriodSeconds);
 
       t.truthy(container.resources.requests.cpu);
       t.truthy(container.resources.requests.memory);

@@ -55,6 +55,10 @@ export function serviceDeployment(service: RegisteredService, registry: ServiceR
       selector: { matchLabels: selector(name) },
       // A new pod is ready before an old one stops.
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: SURGE } },
+      // A new pod counts as available, and the rollout goes on to the next, only once the old
+      // one it replaced has had all its time to stop: one pod at a time is stopping, its pool
+      // open (the production pool budget counts one).
+      minReadySeconds: TERMINATION_GRACE_S,
       template: {
         metadata: { labels: labels(name, "service"), annotations: scrape(service.metricsPort) },
         spec: {

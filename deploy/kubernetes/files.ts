@@ -56,7 +56,10 @@ const documents = (what: string, objects: readonly object[]) =>
     )
     .join("---\n");
 
-/** Pods of a service still stopping, their pools open, while a rollout starts the next. */
+/**
+ * Pods of a service still stopping, their pools open, while a rollout starts the next: one, since
+ * a new pod counts as available only after the old one's termination grace (minReadySeconds).
+ */
 const STOPPING = 1;
 
 const literals = (settings: Record<string, string>) =>
