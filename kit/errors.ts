@@ -136,19 +136,19 @@ export function fromGrpcError(error: GrpcError): ServiceError {
   return new ServiceError(error.code, error.details, decodeStatus(error.metadata));
 }
 
-/** Shorthands for the errors handlers throw most. */
 /**
  * This process's own shutdown cut the call (its grace period ended): UNAVAILABLE, so that the
  * caller, Envoy included, calls another replica.
  */
 export class ShuttingDown extends ServiceError {
   constructor() {
-    super(status.UNAVAILABLE, "the service is shutting down; call again", {
+    super(status.UNAVAILABLE, "the server is shutting down; call again", {
       reason: "SHUTTING_DOWN",
     });
   }
 }
 
+/** Shorthands for the errors handlers throw most. */
 export const errors = {
   invalidArgument: (fieldViolations: { field: string; description: string }[]) =>
     new ServiceError(

@@ -2,12 +2,7 @@
 // before grpc-js would cut it, which Envoy reports to its caller as INTERNAL.
 import type * as grpc from "@grpc/grpc-js";
 import { onConnectionClosing } from "./connection-closing.js";
-import { Code, ServiceError } from "./errors.js";
-
-const shuttingDown = () =>
-  new ServiceError(Code.UNAVAILABLE, "the server is shutting down; call again", {
-    reason: "SHUTTING_DOWN",
-  });
+import { Code, ServiceError, ShuttingDown } from "./errors.js";
 
 const connectionClosing = () =>
   new ServiceError(Code.UNAVAILABLE, "this connection is closing; call again on a new one", {
@@ -32,7 +27,7 @@ export function endBeforeCut(
   open: OpenStreams,
   endWith: (error: ServiceError) => void,
 ): () => void {
-  const end = () => endWith(shuttingDown());
+  const end = () => endWith(new ShuttingDown());
   open.ends.add(end);
   const unwatch = onConnectionClosing(call, () => endWith(connectionClosing()), open.stopping);
   return () => {
