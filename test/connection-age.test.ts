@@ -16,7 +16,7 @@ import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { tokenFor } from "./helpers/credentials.js";
 import { until } from "./helpers/eventually.js";
 import { orderLine, startFleet } from "./helpers/fleet.js";
-import { grpcFrame } from "./helpers/grpc-frame.js";
+import { grpcFrame, rawGrpcCall } from "./helpers/grpc-frame.js";
 
 const logger = createLogger("connection-age", "silent");
 
@@ -174,23 +174,12 @@ test("a WatchOrder whose request arrives after the server's GOAWAY ends UNAVAILA
     const session = http2.connect(`http://${fleet.order.server.address}`);
     session.on("error", () => {});
     t.teardown(() => session.destroy());
-    const stream = session.request(
-      {
-        ":method": "POST",
-        ":path": "/shop.order.v1.OrderService/WatchOrder",
-        "content-type": "application/grpc",
-        te: "trailers",
-        authorization: `Bearer ${token}`,
-      },
-      { endStream: false },
-    );
-    stream.on("error", () => {});
+    const { stream, status } = rawGrpcCall(session, "/shop.order.v1.OrderService/WatchOrder", {
+      authorization: `Bearer ${token}`,
+    });
     const outcome = new Promise<string>((resolve) => {
-      stream.on("response", (headers) => {
-        if (headers["grpc-status"] !== undefined) resolve(`status ${headers["grpc-status"]}`);
-      });
+      status.then((code) => resolve(`status ${code}`));
       stream.on("data", () => resolve("a message"));
-      stream.on("trailers", (trailers) => resolve(`status ${trailers["grpc-status"]}`));
     });
     await goaway(session);
     stream.end(grpcFrame(WatchOrderRequest.encode({ orderId: order?.orderId ?? "" }).finish()));

@@ -9,6 +9,7 @@ import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { tokenFor } from "./helpers/credentials.js";
 import { until } from "./helpers/eventually.js";
 import { orderLine, startFleet } from "./helpers/fleet.js";
+import { rawGrpcCall } from "./helpers/grpc-frame.js";
 
 test("a caller's streams past SHOP_MAX_STREAMS_PER_CALLER are RESOURCE_EXHAUSTED; others' and its own open ones go on", async (t) => {
   const fleet = await startFleet(t, { config: { order: { maxStreamsPerCaller: 2 } } });
@@ -103,21 +104,11 @@ test("WatchOrders that grpc-js refuses for their framing give their places back"
   const session = http2.connect(`http://${fleet.order.server.address}`);
   t.teardown(() => session.close());
   for (let i = 0; i < 3; i++) {
-    const request = session.request({
-      ":method": "POST",
-      ":path": "/shop.order.v1.OrderService/WatchOrder",
-      "content-type": "application/grpc",
-      te: "trailers",
+    const { stream, status } = rawGrpcCall(session, "/shop.order.v1.OrderService/WatchOrder", {
       authorization: `Bearer ${token}`,
     });
-    const status = new Promise<string>((resolve) => {
-      request.on("response", (headers) => {
-        if (headers["grpc-status"] !== undefined) resolve(String(headers["grpc-status"]));
-      });
-      request.on("trailers", (trailers) => resolve(String(trailers["grpc-status"])));
-    });
-    request.on("data", () => {});
-    request.end();
+    stream.on("data", () => {});
+    stream.end();
     t.is(await status, String(Code.INVALID_ARGUMENT));
   }
 
