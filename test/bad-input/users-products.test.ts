@@ -14,6 +14,7 @@ import {
   UpdateProductRequest,
 } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, UpdateUserRequest } from "../../gen/ts/shop/user/v1/user.js";
+import { MAX_LIST_ITEMS } from "../../kit/decode.js";
 import { Code } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { domainOf, huge, rawClient, snapshot, stillServing } from "../helpers/bad-input.js";
@@ -167,6 +168,8 @@ test("Oversized complaints are INVALID_ARGUMENT, not a stalled connection", asyn
     clientsFor(t, { user: address, product: address, order: address });
   // Long enough for a loaded machine; a stalled connection never answers at all.
   const deadline = { timeoutMs: 5_000 };
+  // Lists as long as a request may send; longer ones are refused before they decode
+  // (test/wire/decode-limits.test.ts).
   const cases: [
     string,
     (c: ReturnType<typeof fresh>) => Promise<unknown>,
@@ -190,7 +193,7 @@ test("Oversized complaints are INVALID_ARGUMENT, not a stalled connection", asyn
         c.products.updateProduct(
           UpdateProductRequest.fromPartial({
             product: { productId: mug.productId, name: "X" },
-            updateMask: Array.from({ length: 2_000 }, (_, i) => `field_${i}`),
+            updateMask: Array.from({ length: MAX_LIST_ITEMS }, (_, i) => `field_${i}`),
           }),
           deadline,
         ),
@@ -202,7 +205,7 @@ test("Oversized complaints are INVALID_ARGUMENT, not a stalled connection", asyn
         c.orders.createOrder(
           CreateOrderRequest.fromPartial({
             userId: ada.userId,
-            lines: Array.from({ length: 5_000 }, (_, i) => orderLine(`prd_${i}`, 0)),
+            lines: Array.from({ length: MAX_LIST_ITEMS }, (_, i) => orderLine(`prd_${i}`, 0)),
           }),
           deadline,
         ),
