@@ -322,13 +322,16 @@ export class Reflection {
           value: { errorCode: error.code, errorMessage: error.message },
         };
       }
-      call.write(
-        create(responseSchema, {
-          validHost: request.host,
-          originalRequest: message,
-          messageResponse,
-        } as never),
-      );
+      const response = create(responseSchema, {
+        validHost: request.host,
+        originalRequest: message,
+        messageResponse,
+      } as never);
+      // A caller that asks without reading the answers waits: the answers do not pile up here.
+      if (!call.write(response)) {
+        call.pause();
+        call.once("drain", () => call.resume());
+      }
     });
     call.on("end", () => call.end());
   }

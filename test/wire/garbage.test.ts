@@ -1,7 +1,10 @@
 // Wire-level garbage on every rpc a shop server answers, its own services, health (Check,
 // Watch, List) and reflection (v1 and v1alpha): bytes that do not decode are INVALID_ARGUMENT
 // MALFORMED_REQUEST with google.rpc details, never INTERNAL or UNKNOWN, and the server keeps
-// serving. Long text a server echoes is clipped so that the reply still reaches the client.
+// serving. Long text a server echoes is clipped so that the reply still reaches the client, and a
+// caller that does not read is held back.
+import { once } from "node:events";
+import { connect } from "node:http2";
 import { setFlagsFromString } from "node:v8";
 import { runInNewContext } from "node:vm";
 import * as grpc from "@grpc/grpc-js";
@@ -15,6 +18,7 @@ import { registry } from "../../services/registry.js";
 import { stillServing, undecodable } from "../helpers/bad-input.js";
 import { adminMetadata } from "../helpers/credentials.js";
 import { startFleet } from "../helpers/fleet.js";
+import { grpcFrame, rawGrpcCall } from "../helpers/grpc-frame.js";
 import { reflect } from "../helpers/reflection.js";
 
 type Kind = "unary" | "server" | "bidi";
@@ -192,4 +196,35 @@ test("reflection answers a 3 MB symbol with an error the client receives, on v1 
     t.is(answer?.error?.code, Code.NOT_FOUND, version);
     t.true((answer?.error?.message.length ?? 0) <= 1_100, version);
   }
+});
+
+test("a reflection caller that never reads its answers is held back, not buffered for", async (t) => {
+  const fleet = await startFleet(t);
+  const session = connect(`http://${fleet.product.server.address}`);
+  t.teardown(() => session.destroy());
+  const { stream } = rawGrpcCall(
+    session,
+    "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+  );
+  stream.pause();
+  // file_containing_symbol (field 4): each answer is a few KB, its request 33 bytes.
+  const symbol = Buffer.from("shop.order.v1.OrderService");
+  const request = grpcFrame(Buffer.concat([Buffer.from([0x22, symbol.length]), symbol]));
+  const batch = Buffer.concat(Array.from({ length: 1_000 }, () => request));
+  let sent = 0;
+  while (sent < 100 * batch.length) {
+    const more = stream.write(batch);
+    sent += batch.length;
+    if (more) continue;
+    const drained = await Promise.race([
+      once(stream, "drain").then(() => true),
+      new Promise((resolve) => setTimeout(resolve, 2_000, false)),
+    ]);
+    if (!drained) break;
+  }
+  // Unheld, the server read all 100,000 requests and kept their answers: 44 MB of heap.
+  t.true(
+    sent < 10 * batch.length,
+    `${sent} bytes of requests taken from a caller that reads nothing`,
+  );
 });
