@@ -193,16 +193,37 @@ export const NO_REPLICA = {
 } as const;
 
 /**
+ * A request larger than a filter that holds it whole takes (lua/health.lua's health checks, over
+ * 64 KiB), as a service answers a message over its limit.
+ */
+export const TOO_LARGE = {
+  when: "response.code_details == 'request_payload_too_large'",
+  code: 8,
+  reason: "REQUEST_TOO_LARGE",
+  message: "the request is larger than the edge takes for this call",
+} as const;
+
+/**
  * Envoy's other answers to gRPC and gRPC-Web calls: no route (grpc-not-found), UNIMPLEMENTED with
- * the ErrorInfo a service sends for a method it lacks; no replica, UNAVAILABLE. Each carries its
- * ErrorInfo, and a gRPC-Web one is a trailers-only 200, as the refusals are.
+ * the ErrorInfo a service sends for a method it lacks; no replica, UNAVAILABLE; a request too
+ * large to hold, RESOURCE_EXHAUSTED. Each carries its ErrorInfo, and a gRPC-Web one is a
+ * trailers-only 200, as the refusals are.
  */
 export function edgeGrpcReplies() {
   const grpc =
     "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
-  return [UNROUTED, NO_REPLICA].flatMap((reply) => [
-    grpcWebReply(reply.when, reply),
-    // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
-    { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [detailsOf(reply)] },
-  ]);
+  return [
+    ...[UNROUTED, NO_REPLICA].flatMap((reply) => [
+      grpcWebReply(reply.when, reply),
+      // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
+      { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [detailsOf(reply)] },
+    ]),
+    grpcWebReply(TOO_LARGE.when, TOO_LARGE),
+    // Envoy's code for a 413 is UNKNOWN, and its message "Payload Too Large".
+    {
+      filter: when(`${TOO_LARGE.when} && ${grpc}`),
+      headers_to_add: [header("grpc-status", String(TOO_LARGE.code)), detailsOf(TOO_LARGE)],
+      body: { inline_string: TOO_LARGE.message },
+    },
+  ];
 }

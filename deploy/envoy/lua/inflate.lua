@@ -1,7 +1,7 @@
 -- A small DEFLATE decoder (RFC 1951) for gRPC messages compressed with "gzip" (RFC 1952) or
 -- "deflate" (zlib, RFC 1950), so that lua/health.lua can read the service a compressed health
 -- check names. Checksums are not verified; whatever fails to decode, or decodes past `limit`
--- bytes, gives nil.
+-- bytes, or takes more than MAX_BLOCKS blocks, gives nil.
 
 local LENGTH_BASE = { 3, 4, 5, 6, 7, 8, 9, 10, 11, 13, 15, 17, 19, 23, 27, 31, 35, 43, 51, 59,
   67, 83, 99, 115, 131, 163, 195, 227, 258 }
@@ -30,7 +30,8 @@ local function huffman(lengths, n)
   return { count = count, symbol = symbol }
 end
 
-local function fixed_codes()
+-- The fixed codes, built once: an empty block that uses them is only 10 bits.
+local FIXED_LITERALS, FIXED_DISTANCES = (function()
   local lengths = {}
   for s = 0, 287 do
     lengths[s] = (s < 144 and 8) or (s < 256 and 9) or (s < 280 and 7) or 8
@@ -38,7 +39,11 @@ local function fixed_codes()
   local distances = {}
   for s = 0, 29 do distances[s] = 5 end
   return huffman(lengths, 288), huffman(distances, 30)
-end
+end)()
+
+-- A compressor puts a message of up to 64 KB in a few blocks. A body of thousands of empty
+-- blocks costs a worker thread CPU for every byte and decodes to nothing.
+local MAX_BLOCKS = 64
 
 -- The bytes of the raw DEFLATE stream in `data` from byte `pos`, as a string.
 local function inflate(data, pos, limit)
@@ -72,7 +77,10 @@ local function inflate(data, pos, limit)
     if #out >= limit then error("too large") end
     out[#out + 1] = byte
   end
+  local blocks = 0
   repeat
+    blocks = blocks + 1
+    if blocks > MAX_BLOCKS then error("too many blocks") end
     local last = bits(1)
     local kind = bits(2)
     if kind == 0 then
@@ -89,7 +97,7 @@ local function inflate(data, pos, limit)
     elseif kind == 1 or kind == 2 then
       local literals, distances
       if kind == 1 then
-        literals, distances = fixed_codes()
+        literals, distances = FIXED_LITERALS, FIXED_DISTANCES
       else
         local nlen, ndist, ncode = bits(5) + 257, bits(5) + 1, bits(4) + 4
         local lengths = {}
