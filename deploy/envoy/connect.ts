@@ -91,6 +91,17 @@ export const connectTimeoutRefusal = () =>
     "invalid_argument",
   );
 
+/**
+ * The Connect error a GET whose base64 message is not base64url gets (400): the bridge would read
+ * it as no message at all, and call the rpc with an empty request.
+ */
+export const connectMessageRefusal = () =>
+  connectRefusal(
+    "MALFORMED_REQUEST",
+    "a Connect GET's base64 message is in the URL-safe alphabet (A-Z a-z 0-9 - _), padded or not",
+    "invalid_argument",
+  );
+
 /** The Connect error a call in any codec but proto gets (415). */
 export const connectCodecRefusal = () =>
   connectRefusal(

@@ -8,6 +8,7 @@ import {
   connectGetPaths,
   connectGetRefusal,
   connectGetRepeatRefusal,
+  connectMessageRefusal,
   connectQueryRefusal,
   connectTimeoutRefusal,
 } from "./connect.js";
@@ -127,6 +128,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       CONNECT_CODEC_REFUSAL: connectCodecRefusal(),
       CONNECT_QUERY_REFUSAL: connectQueryRefusal(),
       CONNECT_TIMEOUT_REFUSAL: connectTimeoutRefusal(),
+      CONNECT_MESSAGE_REFUSAL: connectMessageRefusal(),
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,

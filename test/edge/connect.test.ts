@@ -5,7 +5,7 @@
 //   it reaches a service, so a link, a prefetch or a cache replaying a URL never places an order.
 //   A GET that gives a query parameter twice is refused too: Envoy's bridge reads the first. So is
 //   any other method whose query says connect=v1, even percent-encoded: the bridge serves it as a
-//   GET.
+//   GET. Its base64 message may come padded, which the bridge would read as no message at all.
 // - A unary body larger than the bridge may hold is a Connect error, RESOURCE_EXHAUSTED, never
 //   bare text that Connect clients read as UNKNOWN.
 import http2 from "node:http2";
@@ -17,7 +17,12 @@ import {
   GetOrderRequest,
   WatchOrderRequest,
 } from "../../gen/ts/shop/order/v1/order.js";
-import { CreateProductRequest, GetProductRequest } from "../../gen/ts/shop/product/v1/product.js";
+import {
+  CreateProductRequest,
+  GetProductRequest,
+  ListProductsRequest,
+  ListProductsResponse,
+} from "../../gen/ts/shop/product/v1/product.js";
 import { ADMIN_TOKEN, CA, edgeFetch, tokenFor } from "../helpers/credentials.js";
 import { newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
 
@@ -53,6 +58,34 @@ test.serial(
     const response = await edgeFetch(`${url}&message=${Buffer.from(other).toString("base64url")}`);
     t.is(response.status, 400);
     const body = (await response.json()) as { code: string; details: { value: string }[] };
+    t.is(body.code, "invalid_argument");
+    const info = ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64"));
+    t.is(info.reason, "MALFORMED_REQUEST");
+  },
+);
+
+test.serial(
+  "Connect GET: a padded base64 message is read as unpadded, one in another alphabet refused",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const c = mesh.clients();
+    await Promise.all([newProduct(c, 1), newProduct(c, 1)]);
+    c.close();
+    const path = "shop.product.v1.ProductService/ListProducts";
+    // page_size 1 is two bytes, "CAE" unpadded: the bridge read "CAE=" as no message at all, and
+    // answered a whole default page.
+    const message = ListProductsRequest.encode(
+      ListProductsRequest.fromPartial({ pageSize: 1 }),
+    ).finish();
+    for (const padding of ["", "=", "%3D"]) {
+      const response = await edgeFetch(`${getUrl(path, message)}${padding}`);
+      t.is(response.status, 200, padding);
+      const page = ListProductsResponse.decode(new Uint8Array(await response.arrayBuffer()));
+      t.is(page.products.length, 1, `padding "${padding}"`);
+    }
+    const garbled = await edgeFetch(`${getUrl(path, message)}!!`);
+    t.is(garbled.status, 400);
+    const body = (await garbled.json()) as { code: string; details: { value: string }[] };
     t.is(body.code, "invalid_argument");
     const info = ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64"));
     t.is(info.reason, "MALFORMED_REQUEST");

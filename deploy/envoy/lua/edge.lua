@@ -24,6 +24,11 @@
 --   refused with 405 before it reaches a service, so a replayed URL never places an order. One
 --   that gives a query parameter twice is refused with 400: the bridge would read the first. So
 --   is any other method whose query says connect=v1, which the bridge would serve as a GET.
+-- - Takes a Connect GET's base64 message padded or not, as Connect says (the bridge reads a
+--   padded one as no message), and refuses one outside base64url's alphabet with 400.
+-- - Refuses a REST request with a body on a route that takes none (the transcoder would read it
+--   unchecked), a query parameter without a value (the transcoder skips it), and a compressed
+--   body (415; the transcoder would read the compressed bytes as JSON).
 -- - Classifies a request as Envoy's filters will treat it, not as the client labelled it: an
 --   encoded connect=v1 is a Connect GET, and a REST route's request is REST unless its content
 --   type is exactly gRPC's (the transcoder's rule), so no header skips the REST checks.
@@ -34,6 +39,7 @@
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
 -- that gives a query parameter twice), CONNECT_QUERY_REFUSAL (for any other method whose query
 -- says connect=v1), CONNECT_TIMEOUT_REFUSAL (for a connect-timeout-ms that is not one),
+-- CONNECT_MESSAGE_REFUSAL (for a GET whose base64 message is not base64url),
 -- CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
@@ -50,9 +56,24 @@ local function query_of(path)
   local params = {}
   for pair in (path:match("%?(.*)$") or ""):gmatch("[^&]+") do
     local name, value = pair:match("^([^=]*)=?(.*)$")
-    params[#params + 1] = { name = unescaped(name), value = unescaped(value) }
+    params[#params + 1] = {
+      name = unescaped(name), value = unescaped(value), bare = not pair:find("=", 1, true),
+    }
   end
   return params
+end
+
+-- `path` with the value of each query parameter named `name` replaced by `value`, which must need
+-- no percent-encoding.
+local function with_param(path, name, value)
+  local base, query = path:match("^([^?]*)%?(.*)$")
+  if base == nil then return path end
+  local out = {}
+  for pair in query:gmatch("[^&]+") do
+    local key = pair:match("^([^=]*)")
+    out[#out + 1] = unescaped(key) == name and (key .. "=" .. value) or pair
+  end
+  return base .. "?" .. table.concat(out, "&")
 end
 
 local function query_says(params, name, value)
@@ -220,6 +241,12 @@ local function refused_parameter(headers)
   local seen = {}
   for _, param in ipairs(query_of(path)) do
     local name = param.name
+    if param.bare then
+      -- The transcoder skips it: ?in_stock_only%3Dtrue would list every product.
+      return "MALFORMED_REQUEST", name,
+        "query parameter " .. name .. " has no value: a parameter is written name=value",
+        "has no value"
+    end
     local why = nil
     if route.body == "*" then why = "the body carries the whole request" end
     for _, taken in ipairs(route.taken) do
@@ -320,6 +347,20 @@ local function refuse_connect_get(handle, headers, params)
     end
     seen[param.name] = true
   end
+  -- Connect's base64 message may come padded. The bridge reads a padded one, or one in another
+  -- alphabet, as no message at all, and would call the rpc with an empty request.
+  if not query_says(params, "base64", "1") then return false end
+  for _, param in ipairs(params) do
+    if param.name == "message" then
+      local unpadded = param.value:gsub("=?=?$", "", 1)
+      if not unpadded:match("^[%w_-]*$") then
+        refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
+          CONNECT_MESSAGE_REFUSAL)
+        return true
+      end
+      if unpadded ~= param.value then headers:replace(":path", with_param(path, "message", unpadded)) end
+    end
+  end
   return false
 end
 
@@ -330,6 +371,16 @@ local function repaired_connect_error(text)
     return '"message":' .. quote(decoded)
   end)
   return (text:gsub('"type":"type%.googleapis%.com/', '"type":"'))
+end
+
+-- A REST refusal that names no field, as a google.rpc.Status JSON body.
+local function refuse_rest_request(handle, http_status, code, reason, text, body_read)
+  refuse(handle, code, { [":status"] = http_status, ["content-type"] = "application/json" },
+    table.concat({
+      '{"code":', code, ',"message":', quote(text), ',"details":[',
+      '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"', reason, '",',
+      '"domain":"', NAMESPACE, '","metadata":{}}]}',
+    }), body_read)
 end
 
 -- INVALID_ARGUMENT for a REST call, as a google.rpc.Status JSON body naming the field.
@@ -373,9 +424,25 @@ function envoy_on_request(handle)
     return refuse_connect_codec(handle, headers, params)
   end
   if protocol ~= "rest" then return end
+  local encoding = (headers:get("content-encoding") or "identity"):lower()
+  if encoding ~= "identity" then
+    -- The transcoder would read the compressed bytes as JSON.
+    return refuse_rest_request(handle, "415", 12, "UNSUPPORTED_ENCODING",
+      "content-encoding " .. encoding .. " is not supported; send the body uncompressed")
+  end
   local reason, parameter, text, description = refused_parameter(headers)
   if reason then return refuse_rest(handle, reason, parameter, text, description) end
   local message = body_message(headers)
+  if message == nil and rest_route(headers) ~= nil then
+    -- A route without a body: the transcoder would still read one into the request, unchecked.
+    local method = headers:get(":method")
+    local body = handle:body()
+    if body ~= nil and body:length() > 0 then
+      return refuse_rest_request(handle, "400", 3, "BODY_NOT_ALLOWED",
+        method .. " takes no request body here; send its fields in the query", true)
+    end
+    return
+  end
   if message == nil then
     -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
     -- otherwise answer first (wait_for_body).
