@@ -11,8 +11,9 @@ export const ACCESS_LOG_FORMAT = {
   // The method the client sent (the transcoder makes every REST call a POST).
   method: "%DYNAMIC_METADATA(shopmesh.edge:method)%",
   // The path the client sent, without its query: the REST path for transcoded calls (the
-  // transcoder keeps it in x-envoy-original-path), else the gRPC path.
-  path: "%PATH(NQ:ORIG_OR_PATH)%",
+  // transcoder keeps it in x-envoy-original-path), else the gRPC path. Kept to a bound too: HPACK
+  // lets a caller send a 4 KB path again as one byte.
+  path: "%PATH(NQ:ORIG_OR_PATH):256%",
   route: "%ROUTE_NAME%",
   protocol: "%PROTOCOL%",
   // What the caller spoke (grpc, grpc-web, connect, rest) and the status it got: the HTTP status,
