@@ -67,6 +67,21 @@ export function flushLogger(logger: Logger): Promise<void> {
  */
 export function logGrpcJsTo(logger: Logger): void {
   const library = logger.child({ library: "grpc-js" });
+  // grpc-js says so once per header, and a call may carry a hundred of them in 200 bytes: one
+  // line a second at most, counting what the lines between were about.
+  let dropped = 0;
+  let lastLine = 0;
+  const droppedHeader = (header: string) => {
+    dropped++;
+    const now = Date.now();
+    if (now - lastLine < 1000) return;
+    library.warn(
+      { header: header.slice(0, 100), dropped },
+      "a request header that is not valid metadata was dropped",
+    );
+    dropped = 0;
+    lastLine = now;
+  };
   const line =
     (level: "info" | "error") =>
     (message: unknown, ...rest: unknown[]) => {
@@ -74,12 +89,7 @@ export function logGrpcJsTo(logger: Logger): void {
       // A request header it could not read, quoted whole: a caller's token among them.
       const header = /^Failed to add metadata entry ([^:]*):/.exec(text)?.[1];
       if (header === undefined) library[level](text);
-      else {
-        library.warn(
-          { header: header.slice(0, 100) },
-          "a request header that is not valid metadata was dropped",
-        );
-      }
+      else droppedHeader(header);
     };
   grpc.setLogger({
     error: line("error"),
