@@ -60,6 +60,13 @@ const priceOf = (row: { unit_price_minor: unknown; product_id: string }): bigint
 
 const HELD = ReservationState.RESERVATION_STATE_HELD;
 
+/**
+ * How long a tombstone refuses a late ReserveStock of its id: a day. A request can arrive that
+ * late only from a replica paused (not killed) with it unread, and grpc-js times its deadline
+ * from when it reads it.
+ */
+export const TOMBSTONE_KEEP_MS = 24 * 3_600_000;
+
 /** The order writes lock products in: by UTF-16 code units, whatever the database's collation. */
 const inLockOrder = (a: string, b: string) => (a < b ? -1 : a > b ? 1 : 0);
 
@@ -387,6 +394,27 @@ export class InventoryStore {
       ...(oldest !== undefined && { oldest }),
       ...(firstDue !== undefined && { firstDue }),
     };
+  }
+
+  /**
+   * Deletes up to 1,000 tombstones (released ids that never held anything) released more than
+   * TOMBSTONE_KEEP_MS before `now`; returns how many. Every refused order leaves one, so they
+   * would grow with refused calls alone.
+   */
+  async forgetTombstones(now = Date.now()): Promise<number> {
+    const stale = this.env
+      .db("reservations as r")
+      .select("r.reservation_id")
+      .where("r.state", ReservationState.RESERVATION_STATE_RELEASED)
+      .andWhere("r.expire_time", "<=", now - TOMBSTONE_KEEP_MS)
+      .whereNotExists((lines) =>
+        lines
+          .select(1)
+          .from("reservation_lines as l")
+          .whereRaw("l.reservation_id = r.reservation_id"),
+      )
+      .limit(1_000);
+    return this.env.db("reservations").whereIn("reservation_id", stale).del();
   }
 
   /**

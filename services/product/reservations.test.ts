@@ -8,6 +8,7 @@ import { Code } from "../../kit/errors.js";
 import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { storage } from "../../test/helpers/storage.js";
+import { TOMBSTONE_KEEP_MS } from "./inventory-store.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
 
 // ReserveStock
@@ -382,6 +383,20 @@ test("ReleaseReservation of an unknown id leaves a tombstone a late ReserveStock
   t.deepEqual(await stock(a.productId), [10], "and holds nothing");
   await expectStatus(t, commit("r-late"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
   t.deepEqual(await release("r-late"), tombstone);
+});
+
+test("a tombstone is forgotten a day after its release; a released reservation with lines is kept", async (t) => {
+  const { db, inventoryStore, create, reserve, release } = await setup(t);
+  const a = await create({ stock: 10 });
+  await release("r-refused");
+  await reserve("r-kept", [[a.productId, 1]]);
+  await release("r-kept");
+  t.is(await inventoryStore.forgetTombstones(Date.now() + TOMBSTONE_KEEP_MS - 60_000), 0);
+  t.is(await inventoryStore.forgetTombstones(Date.now() + TOMBSTONE_KEEP_MS + 1), 1);
+  t.deepEqual(
+    (await db("reservations").select("reservation_id")).map((row) => row.reservation_id),
+    ["r-kept"],
+  );
 });
 
 test("ReserveStock with commit takes the stock for good at once, and a release gives it back", async (t) => {

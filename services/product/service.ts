@@ -40,7 +40,8 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
     implement: ({ db, reads, logger, metrics }) => {
       const inventory = new InventoryStore({ db, reads });
       const reservations = reservationMetrics(metrics, inventory);
-      // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it.
+      // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it;
+      // tombstones a day old go.
       const sweep = repeat(
         overrides.sweepMs ?? env.ms("SHOP_RESERVATION_SWEEP_MS", 1_000, 10),
         async () => {
@@ -50,6 +51,8 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
           });
           reservations.expired(count);
           if (count > 0) logger.info({ count }, "expired reservations");
+          const forgotten = await inventory.forgetTombstones();
+          if (forgotten > 0) logger.info({ count: forgotten }, "forgot day-old release tombstones");
         },
         (error) => logger.warn({ err: error }, "reservation sweep failed"),
         backgroundTask(metrics, "reservation_sweep"),
