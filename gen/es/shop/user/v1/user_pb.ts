@@ -300,8 +300,8 @@ export const DeleteUserResponseSchema: GenMessage<DeleteUserResponse> = /*@__PUR
  * server-assigned `user_id` and has a unique email address.
  *
  * Errors carry `google.rpc.Status` details: `BadRequest` with one field
- * violation per invalid field, and one `ErrorInfo` whose domain is
- * "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
+ * violation per invalid field (the first 20), and one `ErrorInfo` whose
+ * domain is "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
  * `USER_NOT_FOUND`.
  *
  * Authentication: every rpc needs a JWT bearer token in the `authorization`
