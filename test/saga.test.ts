@@ -1,14 +1,16 @@
+import { connect } from "node:http2";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import {
+  CreateOrderRequest,
   type CreateOrderResponse,
   OrderServiceClient,
   OrderState,
 } from "../gen/ts/shop/order/v1/order.js";
 import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
-import { Code, ServiceError } from "../kit/errors.js";
+import { Code, decodeStatus, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createOrderService } from "../services/order/service.js";
@@ -23,6 +25,7 @@ import {
   startFleet,
   startProcessFleet,
 } from "./helpers/fleet.js";
+import { grpcFrame, rawGrpcCall } from "./helpers/grpc-frame.js";
 
 const stockOf = async (
   fleet: { products: ReturnType<typeof clientsFor>["products"] },
@@ -608,6 +611,47 @@ test("the caller's deadline reaches the user and product services", async (t) =>
   await until("the abandoned reservation to be released", async () => {
     return (await stockOf(fleet, mug.productId)) === 3;
   });
+});
+
+test("a CreateOrder whose own deadline runs out names no dependency", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 100 });
+  fleet.product.faults.set("ReserveStock", { delayMs: 5_000 });
+  const token = await tokenFor(user.userId);
+  // By hand, so that the answer read is the service's: a client library ends the call itself at
+  // its deadline.
+  const session = connect(`http://${fleet.order.server.address}`);
+  t.teardown(() => session.destroy());
+  /** The ErrorInfo the service ends a CreateOrder with, given `timeout` as its grpc-timeout. */
+  const answer = async (timeout: string, requestId: string) => {
+    const { stream } = rawGrpcCall(session, "/shop.order.v1.OrderService/CreateOrder", {
+      authorization: `Bearer ${token}`,
+      "grpc-timeout": timeout,
+    });
+    // The status comes in the trailers, or in the headers when nothing was sent before it.
+    const ended = new Promise<Record<string, unknown>>((resolve) => {
+      stream.on("response", (headers) => headers["grpc-status"] !== undefined && resolve(headers));
+      stream.on("trailers", resolve);
+    });
+    stream.resume();
+    const request = { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId };
+    stream.end(
+      grpcFrame(CreateOrderRequest.encode(CreateOrderRequest.fromPartial(request)).finish()),
+    );
+    const status = await ended;
+    const metadata = new Metadata();
+    const details = String(status["grpc-status-details-bin"] ?? "");
+    metadata.set("grpc-status-details-bin", Buffer.from(details, "base64"));
+    return { code: Number(status["grpc-status"]), ...decodeStatus(metadata) };
+  };
+  // The service's own timers and the caller's deadline race: some answers come from the saga.
+  for (let i = 0; i < 40; i++) {
+    const { code, reason, metadata } = await answer(`${5 + (i % 10) * 10}m`, `own-deadline-${i}`);
+    t.is(code, Code.DEADLINE_EXCEEDED, reason);
+    // A longer deadline would have let it finish: no wait of the service's own ran out.
+    t.is(metadata?.dependency, undefined, `call ${i}: ${reason}`);
+  }
 });
 
 test("cancelling returns the stock, and WatchOrder streams the change then ends", async (t) => {

@@ -69,9 +69,11 @@ export interface SagaOptions {
 
 /**
  * A downstream failure as this service reports it: the caller's mistakes (unknown ids, short
- * stock) pass through with their details; an unreachable dependency is UNAVAILABLE.
+ * stock) pass through with their details; an unreachable dependency is UNAVAILABLE. A deadline
+ * names the dependency only when this service's own wait ran out, not `ctx`'s caller's (within
+ * the 20 ms the kit allows for the caller's clock, as CallContext does).
  */
-function fromDependency(dependency: string, error: unknown): Error {
+function fromDependency(dependency: string, error: unknown, ctx?: CallContext): Error {
   if (!(error instanceof ServiceError)) return error as Error;
   // This service's own shutdown cut the call: that is the answer, not the dependency.
   if (error instanceof ShuttingDown) return error;
@@ -81,12 +83,14 @@ function fromDependency(dependency: string, error: unknown): Error {
         reason: "DEPENDENCY_UNAVAILABLE",
         metadata: { dependency, cause: error.message },
       });
-    case Code.DEADLINE_EXCEEDED:
+    case Code.DEADLINE_EXCEEDED: {
+      const callers = ctx?.deadline !== undefined && Date.now() >= ctx.deadline.getTime() - 20;
       return new ServiceError(
         Code.DEADLINE_EXCEEDED,
         `the deadline passed while calling the ${dependency} service`,
-        { reason: "DEADLINE_EXCEEDED", metadata: { dependency } },
+        { reason: "DEADLINE_EXCEEDED", ...(!callers && { metadata: { dependency } }) },
       );
+    }
     default:
       return error;
   }
@@ -297,7 +301,7 @@ export class OrderSaga {
     try {
       ({ reservation } = await this.deps.inventory.commitReservation({ reservationId }, call));
     } catch (error) {
-      if (!reservationLost(error)) throw fromDependency("product", error);
+      if (!reservationLost(error)) throw fromDependency("product", error, call.ctx);
       const notYet = error instanceof ServiceError && error.code === Code.NOT_FOUND;
       const age = Date.now() - (order.createTime?.getTime() ?? 0);
       if (notYet && age < this.options.placingMs) return PLACING;
@@ -381,7 +385,7 @@ export class OrderSaga {
     ]);
     if (user.status === "rejected") {
       if (write.status === "fulfilled") await this.store.discard(orderId);
-      throw fromDependency("user", user.reason);
+      throw fromDependency("user", user.reason, ctx);
     }
     // Another call of this user won the key: the caller settles its order instead.
     if (write.status === "rejected") {
@@ -475,10 +479,10 @@ export class OrderSaga {
         // (its connection dropped, its replica paused): the release leaves a tombstone that
         // refuses it.
         await this.withdraw(orderId, reservationId);
-        throw fromDependency("product", error);
+        throw fromDependency("product", error, ctx);
       }
       // The stock may have been taken though the reply was lost.
-      return this.abandon(written, reservationId, fromDependency("product", error));
+      return this.abandon(written, reservationId, fromDependency("product", error, ctx));
     }
     switch (reservation?.state) {
       case ReservationState.RESERVATION_STATE_COMMITTED:
@@ -490,7 +494,7 @@ export class OrderSaga {
         } catch (error) {
           const cause = reservationLost(error)
             ? reservationExpired(written, error)
-            : fromDependency("product", error);
+            : fromDependency("product", error, ctx);
           return this.abandon(written, reservationId, cause);
         }
         break;
