@@ -1,8 +1,10 @@
-// Fixes what protoc-gen-openapiv2 gets wrong in a body parameter's schema (run by generate.sh):
+// Fixes what protoc-gen-openapiv2 gets wrong in the bodies it describes (run by generate.sh):
 // - with `body: "product"`, it lists `product` itself among the body's required properties,
 //   though the body *is* the product (grpc-gateway#6088, after the version we pin);
 // - with an update_mask, it still requires the resource's REQUIRED fields, though a partial
-//   update names the fields it sets and leaves out the others (AIP-134, AIP-203).
+//   update names the fields it sets and leaves out the others (AIP-134, AIP-203);
+// - a server stream's reply is grpc-gateway's, one {"result": …} or {"error": …} object per
+//   message; Envoy's transcoder sends a JSON array of the messages, its end in the trailers.
 //
 //   tsx scripts/openapi-bodies.ts docs/api/openapi/shopmesh.swagger.yaml
 import { readFileSync, writeFileSync } from "node:fs";
@@ -33,6 +35,23 @@ for (const path of paths.items) {
       if (kept.length === 0) schema.delete("required");
       else required.items = kept;
     }
+  }
+}
+for (const path of paths.items) {
+  for (const operation of (path.value as YAMLMap<string, YAMLMap>).items) {
+    const ok = operation.value?.getIn(["responses", "200"]);
+    const schema = isMap(ok) ? ok.get("schema") : undefined;
+    const title = isMap(schema) ? String(schema.get("title") ?? "") : "";
+    if (!isMap(ok) || !title.startsWith("Stream result of ")) continue;
+    const message = title.slice("Stream result of ".length);
+    ok.set(
+      "description",
+      "The messages of the stream, as a JSON array (its status in the trailers).",
+    );
+    ok.set(
+      "schema",
+      doc.createNode({ type: "array", items: { $ref: `#/definitions/${message}` } }),
+    );
   }
 }
 writeFileSync(file, doc.toString({ lineWidth: 0 }));

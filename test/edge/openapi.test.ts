@@ -1,5 +1,6 @@
 // The REST API as docs/api/openapi describes it, called through the edge (`npm run mesh`, real
-// Envoy and replicas): a request built from an operation's documented parameters alone works.
+// Envoy and replicas): a request built from an operation's documented parameters alone works, and
+// a reply is what the document says.
 import { readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
@@ -19,6 +20,10 @@ interface Parameter {
 interface Operation {
   operationId: string;
   parameters: Parameter[];
+}
+/** A server stream's operation: its reply, an array of messages. */
+interface Streamed {
+  responses: { "200": { schema: { type: string; items: { $ref: string } } } };
 }
 const spec = parse(
   readFileSync(path.join(repoRoot, "docs", "api", "openapi", "shopmesh.swagger.yaml"), "utf8"),
@@ -83,3 +88,35 @@ test("every body the OpenAPI describes requires only properties it has, and a PA
   }
   t.true(bodies > 0);
 });
+
+test.serial(
+  "REST: a WatchOrder reply is the JSON array of messages the OpenAPI describes",
+  async (t) => {
+    await mesh.waitHealthy(["user", "product", "order"]);
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 1)]);
+    const { order } = await c.orders.createOrder({
+      userId: user.userId,
+      lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
+      requestId: tag("watch"),
+    });
+    await c.orders.cancelOrder({ orderId: order?.orderId ?? "" });
+    c.close();
+    const template = "/orders/{order_id}:watch";
+    const watch = spec.paths[template]?.get as unknown as Streamed | undefined;
+    const ok = watch?.responses["200"];
+    if (!ok) return t.fail(`no 200 reply for GET ${template}`);
+    t.is(ok.schema.type, "array");
+    const item = ok.schema.items.$ref.replace("#/definitions/", "");
+    // A cancelled order ends its watch: the stream's messages come whole.
+    const response = await edgeFetch(
+      `https://${mesh.front()}${template.replace("{order_id}", order?.orderId ?? "")}`,
+      { headers: { authorization: `Bearer ${ADMIN_TOKEN}` } },
+    );
+    t.is(response.status, 200);
+    const messages = (await response.json()) as Record<string, { state: string }>[];
+    t.true(Array.isArray(messages), item);
+    t.is(messages.at(-1)?.order?.state, "ORDER_STATE_CANCELLED", item);
+    for (const message of messages) t.deepEqual(Object.keys(message), ["order"], item);
+  },
+);
