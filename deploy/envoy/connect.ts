@@ -2,6 +2,7 @@
 // replies as Connect errors.
 
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
+import { Code, encodeStatus, ServiceError } from "../../kit/errors.js";
 import { headerMatches, skippedFor, typed, when } from "./matchers.js";
 import { EDGE_DOMAIN, EDGE_REFUSALS, NO_REPLICA, refusedBy, UNROUTED } from "./refusals.js";
 import type { GrpcService } from "./topology.js";
@@ -101,6 +102,18 @@ export const connectMessageRefusal = () =>
     "a Connect GET's base64 message is in the URL-safe alphabet (A-Z a-z 0-9 - _), padded or not",
     "invalid_argument",
   );
+
+/**
+ * The gRPC-Web error (its message and grpc-status-details-bin) for a call in a content type
+ * Envoy's gRPC-Web filter does not take (application/grpc-web+json, say): UNIMPLEMENTED, as
+ * Connect in another codec is.
+ */
+export const grpcWebCodecRefusal = () => {
+  const message =
+    "this edge speaks gRPC-Web with the proto codec only (application/grpc-web+proto)";
+  const error = new ServiceError(Code.UNIMPLEMENTED, message, { reason: "UNSUPPORTED_CODEC" });
+  return { message, details: encodeStatus(error, EDGE_DOMAIN).toString("base64") };
+};
 
 /** The Connect error a call in any codec but proto gets (415). */
 export const connectCodecRefusal = () =>

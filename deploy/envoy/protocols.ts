@@ -11,6 +11,7 @@ import {
   connectMessageRefusal,
   connectQueryRefusal,
   connectTimeoutRefusal,
+  grpcWebCodecRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
@@ -129,6 +130,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       CONNECT_QUERY_REFUSAL: connectQueryRefusal(),
       CONNECT_TIMEOUT_REFUSAL: connectTimeoutRefusal(),
       CONNECT_MESSAGE_REFUSAL: connectMessageRefusal(),
+      GRPC_WEB_CODEC_REFUSAL: grpcWebCodecRefusal(),
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,

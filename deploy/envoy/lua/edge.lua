@@ -26,6 +26,8 @@
 --   is any other method whose query says connect=v1, which the bridge would serve as a GET.
 -- - Takes a Connect GET's base64 message padded or not, as Connect says (the bridge reads a
 --   padded one as no message), and refuses one outside base64url's alphabet with 400.
+-- - Refuses gRPC-Web in any content type but the four Envoy's gRPC-Web filter takes (+json, say),
+--   which would reach a service as native gRPC.
 -- - Refuses a REST request with a body on a route that takes none (the transcoder would read it
 --   unchecked), a query parameter without a value (the transcoder skips it), and a compressed
 --   body (415; the transcoder would read the compressed bytes as JSON).
@@ -40,6 +42,7 @@
 -- that gives a query parameter twice), CONNECT_QUERY_REFUSAL (for any other method whose query
 -- says connect=v1), CONNECT_TIMEOUT_REFUSAL (for a connect-timeout-ms that is not one),
 -- CONNECT_MESSAGE_REFUSAL (for a GET whose base64 message is not base64url),
+-- GRPC_WEB_CODEC_REFUSAL (message and grpc-status-details-bin, for gRPC-Web in another codec),
 -- CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
 -- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
@@ -114,7 +117,11 @@ local function protocol_of(headers)
     return "connect"
   end
   if query_says(query_of(headers:get(":path") or ""), "connect", "v1") then return "connect" end
-  if kind:sub(1, 16) == "application/grpc" and rest_route(headers) == nil then return "grpc" end
+  if kind:sub(1, 16) == "application/grpc" and rest_route(headers) == nil then
+    -- gRPC-Web in another codec (+json) or with parameters: envoy_on_request refuses it.
+    if kind:sub(1, 20) == "application/grpc-web" then return "grpc-web" end
+    return "grpc"
+  end
   return "rest"
 end
 
@@ -146,6 +153,38 @@ function Reader:string()
   end
 end
 
+local JSON_ESCAPES = { b = "\b", f = "\f", n = "\n", r = "\r", t = "\t" }
+
+-- The UTF-8 of a code point below U+10000 (a JSON \u escape).
+local function utf8_of(code)
+  if code < 0x80 then return string.char(code) end
+  if code < 0x800 then return string.char(0xC0 + math.floor(code / 64), 0x80 + code % 64) end
+  return string.char(0xE0 + math.floor(code / 4096), 0x80 + math.floor(code / 64) % 64,
+    0x80 + code % 64)
+end
+
+-- A JSON string's text with its escapes read, as the transcoder reads a key: "user\u005fid" is
+-- user_id.
+local function json_unescaped(text)
+  if not text:find("\\", 1, true) then return text end
+  local out, pos = {}, 1
+  while true do
+    local at = text:find("\\", pos, true)
+    if at == nil then break end
+    out[#out + 1] = text:sub(pos, at - 1)
+    local c = text:sub(at + 1, at + 1)
+    if c == "u" then
+      out[#out + 1] = utf8_of(tonumber(text:sub(at + 2, at + 5), 16) or 0xFFFD)
+      pos = at + 6
+    else
+      out[#out + 1] = JSON_ESCAPES[c] or c
+      pos = at + 2
+    end
+  end
+  out[#out + 1] = text:sub(pos)
+  return table.concat(out)
+end
+
 -- Reads one value; `message` names the message an object must fit, nil for any value.
 function Reader:value(message, path)
   self:space()
@@ -162,7 +201,7 @@ function Reader:value(message, path)
     while true do
       self:space()
       if self.text:sub(self.pos, self.pos) ~= '"' then error("malformed") end
-      local key = self:string()
+      local key = json_unescaped(self:string())
       local field = path == "" and key or (path .. "." .. key)
       local inner = nil
       if fields then
@@ -422,6 +461,17 @@ function envoy_on_request(handle)
         CONNECT_TIMEOUT_REFUSAL)
     end
     return refuse_connect_codec(handle, headers, params)
+  end
+  if protocol == "grpc-web" and not GRPC_WEB[headers:get("content-type")] then
+    -- The gRPC-Web filter passes it on unchanged, and a service would answer it as native gRPC,
+    -- reading the body as protobuf: trailers-only, as a gRPC-Web error is.
+    return refuse(handle, 12, {
+      [":status"] = "200",
+      ["content-type"] = "application/grpc-web+proto",
+      ["grpc-status"] = "12",
+      ["grpc-message"] = GRPC_WEB_CODEC_REFUSAL.message,
+      ["grpc-status-details-bin"] = GRPC_WEB_CODEC_REFUSAL.details,
+    })
   end
   if protocol ~= "rest" then return end
   local encoding = (headers:get("content-encoding") or "identity"):lower()

@@ -1,13 +1,17 @@
-// REST requests that the transcoder would read some other way than they say, refused at the edge
-// with a google.rpc.Status body before any replica is asked (an Envoy with no replicas at all):
-// a body on a route that takes none, which the transcoder reads into the request unchecked; a
-// query parameter without a value, which it skips; a compressed body, which it reads as JSON.
+// Requests that Envoy's filters would read some other way than the caller wrote them, answered at
+// the edge before any replica is asked (an Envoy with no replicas at all). REST: a body on a route
+// that takes none, which the transcoder reads into the request unchecked; a query parameter
+// without a value, which it skips; a compressed body, which it reads as JSON; and a key written
+// with JSON escapes, which it reads as the field it names. gRPC-Web in a codec other than proto,
+// which the gRPC-Web filter passes on for a service to read as native gRPC.
 
 import { gzipSync } from "node:zlib";
+import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
-import { Code } from "../../kit/errors.js";
-import { CERTS, edgeFetch } from "../helpers/credentials.js";
+import { Code, decodeStatus } from "../../kit/errors.js";
+import { ADMIN_TOKEN, CERTS, edgeFetch } from "../helpers/credentials.js";
 import { startEnvoy } from "../helpers/envoy.js";
+import { grpcFrame } from "../helpers/grpc-frame.js";
 
 interface Status {
   code: number;
@@ -15,7 +19,7 @@ interface Status {
   details: { reason?: string; field_violations?: { field: string }[] }[];
 }
 
-test("REST: a body where the route takes none, a valueless query parameter and a compressed body are refused", async (t) => {
+test("REST: a body where the route takes none, a valueless query parameter and a compressed body are refused; an escaped key is its field", async (t) => {
   const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
   t.teardown(() => envoy.stop());
   const send = async (method: string, path: string, body?: Buffer | string, headers = {}) => {
@@ -65,4 +69,28 @@ test("REST: a body where the route takes none, a valueless query parameter and a
   t.is(reasonOf(gzipped), "UNSUPPORTED_ENCODING");
   // identity is no encoding: the call goes on to the token check.
   t.is((await send("POST", "/products", body, { "content-encoding": "identity" })).http, 401);
+
+  // The same field as the transcoder reads it: known, and given twice.
+  const admin = { authorization: `Bearer ${ADMIN_TOKEN}` };
+  t.is((await send("POST", "/products", '{"n\\u0061me":"Mug"}', admin)).http, 503);
+  const twice = await send("POST", "/products", '{"name":"Mug","n\\u0061me":"Cup"}', admin);
+  t.is(reasonOf(twice), "DUPLICATE_FIELD");
+});
+
+test("gRPC-Web in a codec other than proto is UNIMPLEMENTED, not served as native gRPC", async (t) => {
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
+  t.teardown(() => envoy.stop());
+  for (const kind of ["application/grpc-web+json", "application/grpc-web; charset=utf-8"]) {
+    const response = await edgeFetch(
+      `https://${envoy.address}/shop.product.v1.ProductService/GetProduct`,
+      { method: "POST", headers: { "content-type": kind }, body: grpcFrame(new Uint8Array(0)) },
+    );
+    // Trailers-only, as every gRPC-Web error of the edge's.
+    t.is(response.status, 200, kind);
+    t.is(Number(response.headers.get("grpc-status")), Code.UNIMPLEMENTED, kind);
+    const metadata = new Metadata();
+    const details = response.headers.get("grpc-status-details-bin") ?? "";
+    metadata.set("grpc-status-details-bin", Buffer.from(details, "base64"));
+    t.like(decodeStatus(metadata), { reason: "UNSUPPORTED_CODEC", domain: "shopmesh.edge" }, kind);
+  }
 });
