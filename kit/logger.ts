@@ -49,10 +49,21 @@ export function createLogger(service: string, level = "info"): Logger {
       level,
       base: { service },
       timestamp: pino.stdTimeFunctions.isoTime,
+      serializers: { err: withoutRowData },
       mixin: () => traceFields(),
     },
     destination,
   );
+}
+
+/**
+ * pino's error serializer, less PostgreSQL's `detail`, which quotes the row a constraint refused
+ * ("Key (email_key)=(…) already exists"): user data stays out of the log.
+ */
+function withoutRowData(error: Error): ReturnType<typeof pino.stdSerializers.err> {
+  const serialized = pino.stdSerializers.err(error);
+  if (serialized && "detail" in serialized) delete serialized.detail;
+  return serialized;
 }
 
 /** Resolves once every line logged so far is written. */

@@ -98,6 +98,8 @@ function postgresConfig(url: string, options: PostgresOptions): Knex.Config {
       }),
     }),
     searchPath: [options.schema],
+    // An error's message names the statement with placeholders, not the user data bound to it.
+    compileSqlOnError: false,
     // Connections open on demand and close after 30 s idle; a call that finds all of them busy
     // waits for one up to 5 s, then fails UNAVAILABLE (kit/middleware/status.ts). One left
     // waiting on a reply that never came is dropped, not handed out again.

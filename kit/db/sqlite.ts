@@ -39,6 +39,8 @@ export function sqliteConfig(filename: string, driver: SqliteDriver): Knex.Confi
       : CachingSqlite3) as unknown as NonNullable<Knex.Config["client"]>,
     connection: { filename },
     useNullAsDefault: true,
+    // An error's message names the statement with placeholders, not the user data bound to it.
+    compileSqlOnError: false,
     // SQLite takes one writer at a time; one connection per process keeps ":memory:" a single
     // database and turns contention between replicas sharing a file into waits for the lock,
     // short because every write transaction takes the write lock in its first statement.

@@ -1,15 +1,18 @@
 // The store's metrics and spans come from knex's query events and transactions (kit/db.ts
 // observeDatabase), so they hold on every engine: this file runs on better-sqlite3,
 // store.sqlite3.test.ts on the sqlite3 driver and store.postgres.test.ts on PostgreSQL. The
-// spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read.
+// spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read. A
+// store error is logged without the user data its statement carried.
 import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
+import { User } from "../../gen/ts/shop/user/v1/user.js";
+import { Code } from "../../kit/errors.js";
 import type { Metrics } from "../../kit/metrics.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually } from "../helpers/eventually.js";
-import { orderLine, startFleet } from "../helpers/fleet.js";
+import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";
 import { recordSpans } from "../helpers/spans.js";
 import { storage } from "../helpers/storage.js";
 
@@ -150,4 +153,34 @@ test(`each store transaction is a span of the call that ran it on ${storage()}`,
   // Both the order service's own store and the product service's, which it called.
   t.true(transactions.some((span) => / orders$/.test(span.name)));
   t.true(transactions.some((span) => / reservations$/.test(span.name)));
+});
+
+test(`a store error's log line keeps the user's data out on ${storage()}`, async (t) => {
+  const log = captureLogger("user");
+  const fleet = await startFleet(t, { loggers: { user: log.logger } });
+  // Every insert into users fails: a bug of ours, logged at error level with its cause.
+  const db = fleet.user.db;
+  if (db.client.config.client === "pg") {
+    await db.raw(
+      "create function refuse_user() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$",
+    );
+    await db.raw(
+      "create trigger refuse_user before insert on users for each row execute function refuse_user()",
+    );
+  } else {
+    await db.raw(
+      "create trigger refuse_user before insert on users begin select raise(abort, 'refused'); end",
+    );
+  }
+  const email = `private.${randomBytes(4).toString("hex")}@example.com`;
+  const error = await t.throwsAsync(
+    fleet.users.createUser({ user: User.fromPartial({ email, displayName: "Private Person" }) }),
+  );
+  t.is((error as { code?: number }).code, Code.INTERNAL);
+  const failed = await eventually("the call's log line", () =>
+    log.lines.find((line) => line.msg === "rpc failed"),
+  );
+  t.regex(JSON.stringify(failed.err), /refused/, "the cause is logged");
+  t.false(JSON.stringify(log.lines).includes(email), "the email is not");
+  t.false(JSON.stringify(log.lines).includes("Private Person"), "nor the name");
 });
