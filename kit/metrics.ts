@@ -12,7 +12,7 @@ import {
 } from "prom-client";
 import { bareHost, hostPort } from "./config.js";
 import type { WalSync } from "./db/wal-sync.js";
-import { type DatabaseObserver, isBusy } from "./db.js";
+import { type DatabaseObserver, isBusy, isConnectionLost, isFull } from "./db.js";
 import type { PagesInFlight } from "./middleware/pages.js";
 import type { RunObserver } from "./repeat.js";
 
@@ -160,11 +160,29 @@ export function databaseMetrics(metrics: Metrics): DatabaseObserver {
     help: "Statements the database could not take now: SQLite busy past busy_timeout; PostgreSQL serialization failures, deadlocks, lock and statement timeouts.",
     labelNames: ["operation", "table"],
   });
+  // The kinds a client's code cannot tell apart from its own mistakes (a full disk is
+  // RESOURCE_EXHAUSTED, a lost connection ABORTED or UNAVAILABLE): the alerts read them here.
+  const failed = metrics.counter({
+    name: "shop_db_errors_total",
+    help: "Statements that failed, by kind: busy (as shop_db_busy_total), lost (the connection went under it), full (no room for a write), other.",
+    labelNames: ["kind"],
+  });
+  for (const kind of ["busy", "lost", "full", "other"]) failed.inc({ kind }, 0);
   return {
     statement({ operation, table, seconds, error }) {
       const labels = { operation, table };
       statements.observe(labels, seconds);
-      if (error !== undefined && isBusy(error)) busy.inc(labels);
+      if (error === undefined) return;
+      const busyNow = isBusy(error);
+      if (busyNow) busy.inc(labels);
+      const kind = busyNow
+        ? "busy"
+        : isConnectionLost(error)
+          ? "lost"
+          : isFull(error)
+            ? "full"
+            : "other";
+      failed.inc({ kind });
     },
     async transaction(run, info) {
       const start = performance.now();

@@ -1,8 +1,9 @@
 // A database with no room left for a write: a full disk, here SQLite's page limit
 // (`max_page_count`), which fails a write with the same SQLITE_FULL. The caller gets
 // RESOURCE_EXHAUSTED with an ErrorInfo, not INTERNAL; nothing of the refused write is kept; the
-// log says why at warn level; and once there is room again, the service writes as before. An
-// order written but not confirmed is not "nothing written": its answer names it.
+// log says why at warn level, and the store's error count (which the alerts read) says full; and
+// once there is room again, the service writes as before. An order written but not confirmed is
+// not "nothing written": its answer names it.
 import test from "ava";
 import { OrderState } from "../gen/ts/shop/order/v1/order.js";
 import type { Knex } from "../kit/db.js";
@@ -88,6 +89,8 @@ test("a product the database has no room for is RESOURCE_EXHAUSTED, keeps nothin
   );
   t.like(line, { level: 40, msg: "rpc failed" });
   t.regex(JSON.stringify(line.err), /SQLITE_FULL/);
+  // The alert on a full disk reads this: RESOURCE_EXHAUSTED alone is also a caller's quota.
+  t.regex(await fleet.product.metrics.text(), /^shop_db_errors_total\{kind="full"\} [1-9]/m);
 
   await giveRoom();
   await t.notThrowsAsync(addProduct(fleet.products, { name: "After" }));
