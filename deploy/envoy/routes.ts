@@ -88,6 +88,7 @@ interface Route {
   match: { headers?: readonly object[] } & Record<string, unknown>;
   route: Record<string, unknown>;
   request_headers_to_add?: readonly object[];
+  decorator?: { operation: string; propagate: boolean };
 }
 
 /**
@@ -140,6 +141,9 @@ export function routes(
     name,
     match,
     route: { cluster, ...action },
+    // Envoy's span of the call is named after the rpc (or the service), as the services' spans
+    // are, not "ingress"; the name is not sent upstream.
+    decorator: { operation: name, propagate: false },
   });
 
   for (const service of services) {

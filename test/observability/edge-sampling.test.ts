@@ -1,5 +1,6 @@
 // Envoy samples new traces as the services do: a caller's traceparent decides, and the default
-// share (10 %) of the calls that bring none start a sampled trace at the edge. A real Envoy in
+// share (10 %) of the calls that bring none start a sampled trace at the edge. Its span is named
+// after the rpc. A real Envoy in
 // `npm run mesh`, its spans received over OTLP/gRPC.
 import { randomBytes } from "node:crypto";
 import test from "ava";
@@ -58,6 +59,9 @@ test.serial("the edge samples a tenth of new traces, and keeps a caller's decisi
     traced(sampled) === sampled.length ? true : undefined,
   );
   t.is(traced(unsampled), 0, "a caller's unsampled trace stays unsampled");
+  // Named after the rpc, as the service's span of the call is.
+  const edge = edgeSpans().find((span) => span.traceId === sampled[0]?.traceId);
+  t.is(edge?.name, "shop.product.v1.ProductService/GetProduct");
   const started = new Set(
     edgeSpans()
       .filter((span) =>
