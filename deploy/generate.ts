@@ -13,7 +13,7 @@ import { composeYaml } from "./compose.js";
 import { envoyYaml } from "./envoy/config.js";
 import { composeTopology, localTopology } from "./envoy/topology.js";
 import { K8S_DIR, kubernetesFiles } from "./kubernetes/files.js";
-import { localTargets, prometheusYaml } from "./prometheus/config.js";
+import { kubernetesPrometheusYaml, localTargets, prometheusYaml } from "./prometheus/config.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -53,6 +53,14 @@ export function committedConfigs(): Record<string, string> {
       header("npm run deploy:config", [
         "Scrapes npm run mesh on its default ports: every replica's metrics and Envoy's stats",
         "listener. Run from deploy/prometheus (rule files are relative to the config file).",
+      ]),
+    ),
+    "deploy/prometheus/kubernetes.yml": kubernetesPrometheusYaml(
+      { ruleFiles: ["rules.yml"] },
+      header("npm run deploy:config", [
+        "Scrapes deploy/k8s from a Prometheus in the cluster: every shopmesh pod its annotations",
+        "mark, job named after the pod's app.kubernetes.io/name. Needs RBAC to list pods; put",
+        "rules.yml beside it.",
       ]),
     ),
   };

@@ -20,6 +20,7 @@ import {
 import { K8S_DIR, kubernetesFiles } from "../deploy/kubernetes/files.js";
 import { callersOf, MONITORING_NAMESPACE_LABELS } from "../deploy/kubernetes/network.js";
 import { OVERLAYS, POSTGRES_CONNECTIONS } from "../deploy/kubernetes/overlays.js";
+import { kubernetesPrometheusConfig, localTargets } from "../deploy/prometheus/config.js";
 import {
   DATABASE_SECRET,
   healthPortOf,
@@ -450,4 +451,69 @@ test("Envoy accepts the Kubernetes config", async (t) => {
   await writeFile(file, withLocalPaths(text, kubernetesTopology(), CERTS));
   const { ok, output } = await validateEnvoy(file);
   t.true(ok, output);
+});
+
+interface Relabel {
+  source_labels?: string[];
+  regex?: string;
+  replacement?: string;
+  target_label?: string;
+  action?: string;
+}
+
+/** Prometheus's keep and replace relabelling, as it applies them to a discovered target. */
+function relabel(labels: Record<string, string>, rules: Relabel[]) {
+  const out: Record<string, string> = { ...labels };
+  for (const rule of rules) {
+    const value = (rule.source_labels ?? []).map((name) => out[name] ?? "").join(";");
+    const match = new RegExp(`^(?:${rule.regex ?? "(.*)"})$`).exec(value);
+    if (rule.action === "keep") {
+      if (!match) return undefined;
+      continue;
+    }
+    if (!match || !rule.target_label) continue;
+    out[rule.target_label] = (rule.replacement ?? "$1").replace(
+      /\$(\d)/g,
+      (_, i) => match[i] ?? "",
+    );
+  }
+  return out;
+}
+
+test("the cluster's scrape config gives each pod the job the rules read, on its metrics port", async (t) => {
+  const objects = parse(await build(OVERLAY_DIRS.production));
+  const [scrape] = kubernetesPrometheusConfig().scrape_configs as { relabel_configs: Relabel[] }[];
+  const jobs = new Set(Object.keys(localTargets().services)).add("envoy");
+  const scraped: string[] = [];
+  for (const deployment of objects.filter((object) => object.kind === "Deployment")) {
+    const template = deployment.spec.template;
+    const meta = (prefix: string, values: Record<string, string>) =>
+      Object.fromEntries(
+        Object.entries(values).map(([key, value]) => [
+          `__meta_kubernetes_pod_${prefix}_${key.replace(/[^a-zA-Z0-9_]/g, "_")}`,
+          value,
+        ]),
+      );
+    // As Kubernetes discovery gives it: one target per declared port of the pod's container.
+    for (const port of template.spec.containers[0].ports) {
+      const target = relabel(
+        {
+          __address__: `10.0.0.7:${port.containerPort}`,
+          __metrics_path__: "/metrics",
+          __meta_kubernetes_pod_name: `${deployment.metadata.name}-abc`,
+          __meta_kubernetes_namespace: deployment.metadata.namespace,
+          ...meta("label", template.metadata.labels),
+          ...meta("annotation", template.metadata.annotations ?? {}),
+        },
+        scrape?.relabel_configs ?? [],
+      );
+      if (!target) continue;
+      const annotations = template.metadata.annotations;
+      t.is(target.__address__, `10.0.0.7:${annotations["prometheus.io/port"]}`);
+      t.is(target.__metrics_path__, annotations["prometheus.io/path"] ?? "/metrics");
+      t.true(jobs.has(target.job ?? ""), `job ${target.job}`);
+      scraped.push(target.job as string);
+    }
+  }
+  t.deepEqual([...new Set(scraped)].sort(), [...jobs].sort());
 });

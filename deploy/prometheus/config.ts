@@ -1,7 +1,8 @@
 // Prometheus's scrape configuration, derived from the registry: one job per registered service
 // (job="<name>", a target per replica's metrics port) and one for Envoy's stats listener.
 // `npm run mesh -- --observe` writes it for its own ports; deploy/prometheus/prometheus.yml is the
-// committed copy for the default ports. The rules beside it (rules.yml) read these job names.
+// committed copy for the default ports, and kubernetes.yml the one for a cluster. The rules beside
+// them (rules.yml) read these job names.
 import { stringify } from "yaml";
 import { metricsPortFor, type ServiceRegistry } from "../../kit/registry.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
@@ -43,6 +44,55 @@ export function prometheusConfig(
   };
 }
 
+/**
+ * Prometheus's scrape configuration inside a cluster running deploy/k8s: every shopmesh pod that
+ * asks to be scraped (its prometheus.io annotations), with `job` its app.kubernetes.io/name (user,
+ * product, order, envoy) as the rules and the dashboard read it, and `instance` its pod. The
+ * usual annotation-driven job gives every pod one job name, which merges the services.
+ */
+export function kubernetesPrometheusConfig(
+  options: PrometheusOptions = {},
+): Record<string, unknown> {
+  const interval = options.scrapeInterval ?? "15s";
+  const pod = (name: string) => `__meta_kubernetes_pod_${name}`;
+  return {
+    global: { scrape_interval: interval, evaluation_interval: interval },
+    ...(options.ruleFiles && { rule_files: [...options.ruleFiles] }),
+    scrape_configs: [
+      {
+        job_name: "shopmesh",
+        kubernetes_sd_configs: [{ role: "pod" }],
+        relabel_configs: [
+          {
+            source_labels: [pod("label_app_kubernetes_io_part_of")],
+            regex: "shopmesh",
+            action: "keep",
+          },
+          {
+            source_labels: [pod("annotation_prometheus_io_scrape")],
+            regex: "true",
+            action: "keep",
+          },
+          {
+            source_labels: ["__address__", pod("annotation_prometheus_io_port")],
+            regex: "([^:]+)(?::\\d+)?;(\\d+)",
+            replacement: "$1:$2",
+            target_label: "__address__",
+          },
+          {
+            source_labels: [pod("annotation_prometheus_io_path")],
+            regex: "(.+)",
+            target_label: "__metrics_path__",
+          },
+          { source_labels: [pod("label_app_kubernetes_io_name")], target_label: "job" },
+          { source_labels: [pod("name")], target_label: "instance" },
+          { source_labels: ["__meta_kubernetes_namespace"], target_label: "namespace" },
+        ],
+      },
+    ],
+  };
+}
+
 /** `prometheusConfig` as YAML text, with a header saying where it came from. */
 export function prometheusYaml(
   targets: ScrapeTargets,
@@ -50,6 +100,11 @@ export function prometheusYaml(
   header = "",
 ): string {
   return header + stringify(prometheusConfig(targets, options), { lineWidth: 0 });
+}
+
+/** `kubernetesPrometheusConfig` as YAML text, with a header saying where it came from. */
+export function kubernetesPrometheusYaml(options: PrometheusOptions = {}, header = ""): string {
+  return header + stringify(kubernetesPrometheusConfig(options), { lineWidth: 0 });
 }
 
 /**
