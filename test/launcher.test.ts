@@ -1,7 +1,7 @@
 // The launcher's start error carries the process's last words, even when they are the end of a
 // long stderr still unread when the process exits; its log file keeps every line; its stdout
-// goes to that file without passing through the launcher; and a program it started (Envoy,
-// Prometheus) stops when the launcher is killed.
+// goes to that file without passing through the launcher; a program it started (Envoy,
+// Prometheus) stops when the launcher is killed; and a service starts after those it calls.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import { statSync } from "node:fs";
@@ -9,7 +9,15 @@ import { mkdtemp, readFile, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
-import { LaunchError, repoRoot, spawnLogged, waitReported } from "../scripts/lib/launcher.js";
+import {
+  LaunchError,
+  type ProcessSpec,
+  repoRoot,
+  spawnLogged,
+  waitReported,
+} from "../scripts/lib/launcher.js";
+import { startWaves } from "../scripts/lib/supervisor.js";
+import { registry, type ServiceName } from "../services/registry.js";
 import { eventually } from "./helpers/eventually.js";
 import { alive } from "./helpers/launch.js";
 
@@ -89,4 +97,25 @@ setInterval(() => {}, 1000);`;
   launcher.kill("SIGKILL");
   await eventually("the program gone", async () => (alive(pid) ? undefined : true));
   t.false(alive(pid));
+});
+
+test("replicas start in waves: each service after every service it calls", (t) => {
+  const replica = (service: ServiceName, n: number) =>
+    ({ service, name: `${service}-${n}` }) as ProcessSpec;
+  const plan = (["order", "product", "user"] as const).flatMap((service) => [
+    replica(service, 1),
+    replica(service, 2),
+  ]);
+  const waves = startWaves(plan).map((wave) => wave.map((spec) => spec.name));
+  // order calls user and product: on one host, its first dials would find their ports unbound.
+  t.deepEqual(waves, [
+    ["product-1", "product-2", "user-1", "user-2"],
+    ["order-1", "order-2"],
+  ]);
+  for (const service of registry.services) {
+    const level = waves.findIndex((wave) => wave.includes(`${service.name}-1`));
+    for (const dependency of service.dependencies) {
+      t.true(waves.findIndex((wave) => wave.includes(`${dependency}-1`)) < level, service.name);
+    }
+  }
 });

@@ -21,6 +21,7 @@ import {
   type Checkout,
   LaunchError,
   type LoggedProcess,
+  type ProcessSpec,
   type RunningProcess,
   type Runtime,
   spawnService,
@@ -183,8 +184,8 @@ export class Supervisor {
 
   /**
    * Launches a plan: takes its data directory, checks that every port is free, migrates each
-   * database once, starts Envoy (if the plan has it) and every replica, and waits until each
-   * serves, printing a line per process. A replica that exits later is reported; when no replica
+   * database once, starts every replica, each service after those it calls (startWaves), then
+   * Envoy if the plan has it, and waits until each serves, printing a line per process. A replica that exits later is reported; when no replica
    * of a service is left, everything stops. Rejects with a LaunchError before anything serves
    * when a port is taken or a replica fails to start.
    */
@@ -222,6 +223,52 @@ export class Supervisor {
       ),
     );
 
+    // A service starts once every replica of the services it calls serves, and Envoy, which
+    // health-checks every replica, once they all do. On one host, a connection to a port nothing
+    // listens on yet can be given that very port as its own (a TCP self-connect: the default
+    // ports lie in Linux's range for outgoing ones), and the replica meant to listen there then
+    // fails to start, EADDRINUSE.
+    const width = Math.max(8, ...plan.replicas.map((spec) => spec.name.length + 1));
+    const alive = new Map<ServiceName, number>();
+    const replicas: RunningProcess[] = [];
+    for (const wave of startWaves(plan.replicas)) {
+      const procs = wave.map((spec) =>
+        this.add(
+          spawnService(
+            {
+              ...spec,
+              env: { ...spec.env, ...options.env },
+              runtime: options.runtime,
+              checkout: options.checkout,
+            },
+            plan.logDir,
+          ),
+        ),
+      );
+      replicas.push(...procs);
+      await Promise.all(
+        procs.map(async (proc) => {
+          await waitServing(proc, START_TIMEOUT_MS);
+          say(
+            `  ${proc.spec.name.padEnd(width)} ${proc.address} SERVING (${Date.now() - started} ms)`,
+          );
+          const service = proc.spec.service;
+          alive.set(service, (alive.get(service) ?? 0) + 1);
+          this.onUnexpectedExit(proc, (how) => {
+            const left = (alive.get(service) ?? 1) - 1;
+            alive.set(service, left);
+            console.error(`\n${proc.spec.name} exited unexpectedly (${how}); see ${proc.logFile}`);
+            if (left > 0) {
+              console.error(`its callers and Envoy send ${service} calls to the other replicas.`);
+            } else {
+              console.error(`no ${service} replica is left; stopping.`);
+              void this.stopAll(1);
+            }
+          });
+        }),
+      );
+    }
+
     let envoy: EnvoyProcess | undefined;
     if (plan.envoy) {
       writeFileSync(
@@ -232,7 +279,6 @@ export class Supervisor {
           "# Written by the launcher from deploy/envoy/config.ts and the registry; do not edit.\n",
         ),
       );
-      // Envoy starts with the replicas; it health-checks them in as they come up.
       const proc = this.add(
         spawnEnvoy({
           config: plan.envoy.configFile,
@@ -246,43 +292,6 @@ export class Supervisor {
         void this.stopAll(1);
       });
     }
-
-    const width = Math.max(8, ...plan.replicas.map((spec) => spec.name.length + 1));
-    const alive = new Map<ServiceName, number>();
-    const replicas = plan.replicas.map((spec) =>
-      this.add(
-        spawnService(
-          {
-            ...spec,
-            env: { ...spec.env, ...options.env },
-            runtime: options.runtime,
-            checkout: options.checkout,
-          },
-          plan.logDir,
-        ),
-      ),
-    );
-    await Promise.all(
-      replicas.map(async (proc) => {
-        await waitServing(proc, START_TIMEOUT_MS);
-        say(
-          `  ${proc.spec.name.padEnd(width)} ${proc.address} SERVING (${Date.now() - started} ms)`,
-        );
-        const service = proc.spec.service;
-        alive.set(service, (alive.get(service) ?? 0) + 1);
-        this.onUnexpectedExit(proc, (how) => {
-          const left = (alive.get(service) ?? 1) - 1;
-          alive.set(service, left);
-          console.error(`\n${proc.spec.name} exited unexpectedly (${how}); see ${proc.logFile}`);
-          if (left > 0) {
-            console.error(`its callers and Envoy send ${service} calls to the other replicas.`);
-          } else {
-            console.error(`no ${service} replica is left; stopping.`);
-            void this.stopAll(1);
-          }
-        });
-      }),
-    );
     if (envoy) {
       await envoy.waitReady();
       say(
@@ -342,4 +351,25 @@ export async function assertFree(
       }; ${hint}`,
     );
   }
+}
+
+/**
+ * `replicas` in the waves they start in: each service's after every service it calls (the
+ * registry's dependencies), in plan order within a wave.
+ */
+export function startWaves(replicas: readonly ProcessSpec[]): ProcessSpec[][] {
+  const levels = new Map<ServiceName, number>();
+  const levelOf = (name: ServiceName): number => {
+    const known = levels.get(name);
+    if (known !== undefined) return known;
+    const level = 1 + Math.max(-1, ...registry.get(name).dependencies.map(levelOf));
+    levels.set(name, level);
+    return level;
+  };
+  const waves: ProcessSpec[][] = [];
+  for (const spec of replicas) {
+    const level = levelOf(spec.service);
+    waves[level] = [...(waves[level] ?? []), spec];
+  }
+  return waves.filter((wave) => wave !== undefined);
 }
