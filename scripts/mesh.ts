@@ -60,7 +60,7 @@ function banner(
   const lines = [
     "",
     `${READY}: Envoy in front of ${counts.size === 1 ? [...counts][0] : "the"} replicas of each service${onPostgres(plan) ? ", on PostgreSQL" : ""}`,
-    `  ${"envoy".padEnd(width)} ${front}   gRPC, gRPC-Web and REST over TLS; admin http://${HOST}:${envoy.adminPort}`,
+    `  ${"envoy".padEnd(width)} ${front}   gRPC, gRPC-Web, Connect and REST over TLS; admin http://${HOST}:${envoy.adminPort}`,
     ...registry.services.map(
       (service) =>
         `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(" ")}   ${service.protoServices.join(" ")}`,

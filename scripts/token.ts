@@ -22,8 +22,13 @@ try {
       jwks: { type: "string" },
       issuer: { type: "string" },
       audience: { type: "string" },
+      help: { type: "boolean", short: "h" },
     },
   });
+  if (values.help) {
+    console.log(USAGE);
+    process.exit(0);
+  }
   if (!values.user) throw new Error("--user <user_id> is required");
   if (values.jwks && !values.key) throw new Error("--jwks goes with --key");
   if (!values.key) await ensureDevCredentials();

@@ -48,7 +48,7 @@ export interface HostStats {
 export type ClusterStats = Record<string, Record<string, HostStats>>;
 
 export interface EnvoyHandle {
-  /** The listener: gRPC, gRPC-Web and REST. */
+  /** The listener: gRPC, gRPC-Web, Connect and REST. */
   port: number;
   adminPort: number;
   /** `127.0.0.1:<port>`, for a grpc-js client target. */
