@@ -37,7 +37,12 @@ test("the committed Envoy and compose configs are what generate.ts writes now", 
   );
   t.deepEqual(
     expected.map(([file]) => file).sort(),
-    [...COMMITTED, "deploy/compose.yaml", "deploy/prometheus/prometheus.yml"].sort(),
+    [
+      ...COMMITTED,
+      "deploy/compose.yaml",
+      "deploy/prometheus/prometheus.yml",
+      "deploy/prometheus/kubernetes.yml",
+    ].sort(),
   );
   for (const [file, text] of expected) {
     const committed = await readFile(path.join(repoRoot, file), "utf8");
