@@ -63,6 +63,39 @@ const tooMany = (field: string): FieldViolation => ({
 });
 
 class TooManyFields extends Error {}
+
+/** Charges `budget` one field. */
+function charge(budget: { fields: number }): void {
+  if (--budget.fields < 0) throw new TooManyFields();
+}
+
+/**
+ * Skips the rest of a group that began with field `number`, charging each field in it: a group
+ * holds any number of fields, which the generated decoder would read past one by one.
+ */
+function skipGroup(reader: BinaryReader, number: number, budget: { fields: number }): void {
+  for (;;) {
+    charge(budget);
+    const [inner, wireType] = reader.tag();
+    if (wireType === WireType.EndGroup) {
+      if (inner !== number) throw new Error("a group ends with another field's tag");
+      return;
+    }
+    if (wireType === WireType.StartGroup) skipGroup(reader, inner, budget);
+    else reader.skip(wireType, inner);
+  }
+}
+
+/** Skips a field of `wireType`, charging `budget` for each field of a group. */
+function skipField(
+  reader: BinaryReader,
+  wireType: WireType,
+  number: number,
+  budget: { fields: number },
+): void {
+  if (wireType === WireType.StartGroup) skipGroup(reader, number, budget);
+  else reader.skip(wireType, number);
+}
 const notUtf8 = (field: string): FieldViolation => ({ field, description: "is not valid UTF-8" });
 
 /** A registry of serialized FileDescriptorProtos, as proto-loader keeps them for its services. */
@@ -116,7 +149,7 @@ function misread(
   const reader = new BinaryReader(bytes);
   const seen = new Map<number, number>();
   while (reader.pos < reader.len) {
-    if (--budget.fields < 0) throw new TooManyFields();
+    charge(budget);
     const [number, wireType] = reader.tag();
     const field = message.fields.find((f) => f.number === number);
     const list = field?.fieldKind === "list";
@@ -125,7 +158,7 @@ function misread(
     if (counted) seen.set(number, i + 1);
     if (list && i === MAX_LIST_ITEMS) return tooMany(`${prefix}${field.name}`);
     if (wireType !== WireType.LengthDelimited) {
-      reader.skip(wireType, number);
+      skipField(reader, wireType, number, budget);
       continue;
     }
     const value = reader.bytes();
@@ -156,9 +189,10 @@ function misread(
         // An entry is a message with the key as field 1 and the value as field 2.
         const entry = new BinaryReader(value);
         while (entry.pos < entry.len) {
+          charge(budget);
           const [n, type] = entry.tag();
           if (type !== WireType.LengthDelimited) {
-            entry.skip(type, n);
+            skipField(entry, type, n, budget);
             continue;
           }
           const part = entry.bytes();

@@ -47,10 +47,13 @@ test("two million list items or unknown fields in a compressed request are refus
     );
   }
 
-  // Field 15 is not in GetProductRequest: 0x78 0x00 is an unknown varint.
+  // Field 15 is not in GetProductRequest: 0x78 0x00 is an unknown varint. And the same fields
+  // inside one unknown group (0x7b … 0x7c), whose fields a decoder reads past one by one too.
+  const fields = repeated([0x78, 0x00]);
+  const group = Buffer.concat([Buffer.from([0x7b]), repeated([0x08, 0x00]), Buffer.from([0x7c])]);
   const unknown = await Promise.all(
-    Array.from({ length: 4 }, () =>
-      product("/shop.product.v1.ProductService/GetProduct", repeated([0x78, 0x00])),
+    [fields, fields, group, group].map((bytes) =>
+      product("/shop.product.v1.ProductService/GetProduct", bytes),
     ),
   );
   for (const { error } of unknown) {
