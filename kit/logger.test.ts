@@ -1,9 +1,11 @@
 // The logger buffers lines: none may be lost however the process ends. Each case runs in a
-// process of its own, as a service would, and reads what reached its stdout.
+// process of its own, as a service would, and reads what reached its stdout. An error is logged
+// without the row data PostgreSQL quotes in it.
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import test from "ava";
 import { exec } from "../test/helpers/exec.js";
+import { withoutRowData } from "./logger.js";
 
 const LOGGER = new URL("./logger.ts", import.meta.url).href;
 
@@ -100,3 +102,19 @@ for (const pipe of ["node", "shell"] as const) {
     );
   });
 }
+
+test("an error's PostgreSQL detail stays out of its line; a thrown string or object is logged as is", (t) => {
+  const row = "Key (email_key)=(private@example.com) already exists.";
+  const refused = Object.assign(new Error("duplicate key value violates unique constraint"), {
+    code: "23505",
+    detail: row,
+  });
+  const logged = withoutRowData(refused) as Record<string, unknown>;
+  t.is(logged.code, "23505");
+  t.is(logged.detail, undefined);
+  t.is(refused.detail, row, "the error itself is left alone");
+  t.is(withoutRowData("a thrown string"), "a thrown string");
+  const plain = { code: "23505", detail: row };
+  t.deepEqual(withoutRowData(plain), { code: "23505" });
+  t.is(plain.detail, row);
+});

@@ -58,12 +58,16 @@ export function createLogger(service: string, level = "info"): Logger {
 
 /**
  * pino's error serializer, less PostgreSQL's `detail`, which quotes the row a constraint refused
- * ("Key (email_key)=(…) already exists"): user data stays out of the log.
+ * ("Key (email_key)=(…) already exists"): user data stays out of the log. Whatever else is logged
+ * as `err` (a thrown string, a plain object) passes as pino would pass it, copied, not changed.
  */
-function withoutRowData(error: Error): ReturnType<typeof pino.stdSerializers.err> {
-  const serialized = pino.stdSerializers.err(error);
-  if (serialized && "detail" in serialized) delete serialized.detail;
-  return serialized;
+export function withoutRowData(error: unknown): unknown {
+  const serialized: unknown = pino.stdSerializers.err(error as Error);
+  if (serialized === null || typeof serialized !== "object" || !("detail" in serialized)) {
+    return serialized;
+  }
+  const { detail: _, ...rest } = serialized as Record<string, unknown>;
+  return rest;
 }
 
 /** Resolves once every line logged so far is written. */

@@ -30,7 +30,7 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db.js";
-import type { Logger } from "../../kit/logger.js";
+import { type Logger, withoutRowData } from "../../kit/logger.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
@@ -66,7 +66,10 @@ export function captureLogger(
       done();
     },
   });
-  return { logger: pino({ level, base: { service } }, sink), lines };
+  return {
+    logger: pino({ level, base: { service }, serializers: { err: withoutRowData } }, sink),
+    lines,
+  };
 }
 
 /** A service a test started, with the faults it can inject into its rpcs. */
