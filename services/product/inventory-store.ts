@@ -51,6 +51,23 @@ const toReservation = (row: ReservationRow, lines: LineRow[]): Reservation => ({
   })),
 });
 
+/**
+ * A tombstone (forgetTombstones) read back after the sweep forgot it: the caller that just found
+ * it gets it as it was, released with nothing held.
+ */
+const forgotten = (reservationId: string): Reservation => {
+  const now = Date.now();
+  return toReservation(
+    {
+      reservation_id: reservationId,
+      state: ReservationState.RESERVATION_STATE_RELEASED,
+      expire_time: now,
+      create_time: now,
+    },
+    [],
+  );
+};
+
 /** A stored unit price; a price that cannot be read exactly is never used to charge. */
 const priceOf = (row: { unit_price_minor: unknown; product_id: string }): bigint => {
   const amount = readAmount(row.unit_price_minor);
@@ -103,6 +120,8 @@ export class InventoryStore {
   private readonly sql: Sql;
   /** Writes to a busy product wait here, not on pooled connections (kit/db/row-turns.ts). */
   private readonly turns = new RowTurns();
+  /** forgetTombstones has forgotten those released up to this time (ms since the epoch). */
+  private forgottenUpTo = 0;
 
   /**
    * The service's database: `reads` for the reads outside a transaction that no write of this
@@ -248,7 +267,8 @@ export class InventoryStore {
       });
 
     if (!outcome.repeat) return outcome.reservation;
-    const reservation = (await this.readReservation(this.env.db, reservationId)) as Reservation;
+    const reservation =
+      (await this.readReservation(this.env.db, reservationId)) ?? forgotten(reservationId);
     const stored = reservation.lines.map((l) => ({
       product_id: l.productId,
       quantity: l.quantity,
@@ -365,7 +385,7 @@ export class InventoryStore {
         }),
       callerSignal,
     );
-    return (await this.readReservation(this.env.db, reservationId)) as Reservation;
+    return (await this.readReservation(this.env.db, reservationId)) ?? forgotten(reservationId);
   }
 
   /**
@@ -399,14 +419,18 @@ export class InventoryStore {
   /**
    * Deletes up to 1,000 tombstones (released ids that never held anything) released more than
    * TOMBSTONE_KEEP_MS before `now`; returns how many. Every refused order leaves one, so they
-   * would grow with refused calls alone.
+   * would grow with refused calls alone. A tombstone's expire_time is its release; released
+   * reservations with lines share the index's range and stay for good, so each run reads only
+   * the releases since the last run's cutoff (all of them on a process's first run).
    */
   async forgetTombstones(now = Date.now()): Promise<number> {
+    const cutoff = now - TOMBSTONE_KEEP_MS;
     const stale = this.env
       .db("reservations as r")
       .select("r.reservation_id")
       .where("r.state", ReservationState.RESERVATION_STATE_RELEASED)
-      .andWhere("r.expire_time", "<=", now - TOMBSTONE_KEEP_MS)
+      .andWhere("r.expire_time", ">", this.forgottenUpTo)
+      .andWhere("r.expire_time", "<=", cutoff)
       .whereNotExists((lines) =>
         lines
           .select(1)
@@ -414,7 +438,9 @@ export class InventoryStore {
           .whereRaw("l.reservation_id = r.reservation_id"),
       )
       .limit(1_000);
-    return this.env.db("reservations").whereIn("reservation_id", stale).del();
+    const deleted = await this.env.db("reservations").whereIn("reservation_id", stale).del();
+    if (deleted < 1_000) this.forgottenUpTo = Math.max(this.forgottenUpTo, cutoff);
+    return deleted;
   }
 
   /**

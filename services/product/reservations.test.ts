@@ -393,6 +393,7 @@ test("a tombstone is forgotten a day after its release; a released reservation w
   await release("r-kept");
   t.is(await inventoryStore.forgetTombstones(Date.now() + TOMBSTONE_KEEP_MS - 60_000), 0);
   t.is(await inventoryStore.forgetTombstones(Date.now() + TOMBSTONE_KEEP_MS + 1), 1);
+  t.is(await inventoryStore.forgetTombstones(Date.now() + TOMBSTONE_KEEP_MS + 2), 0);
   t.deepEqual(
     (await db("reservations").select("reservation_id")).map((row) => row.reservation_id),
     ["r-kept"],

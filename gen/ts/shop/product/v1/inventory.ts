@@ -981,8 +981,9 @@ export const InventoryServiceService = {
    * Idempotent: releasing a released or expired reservation returns it
    * unchanged, and the units come back exactly once. Releasing an unknown id
    * records it as released for a day, so that a ReserveStock with that id
-   * arriving late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
+   * arriving late holds nothing; one arriving later than that is served as a
+   * new reservation. Returns INVALID_ARGUMENT when `reservation_id` is empty
+   * or too long, and FAILED_PRECONDITION (reason
    * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
    * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
@@ -1036,8 +1037,9 @@ export interface InventoryServiceServer extends UntypedServiceImplementation {
    * Idempotent: releasing a released or expired reservation returns it
    * unchanged, and the units come back exactly once. Releasing an unknown id
    * records it as released for a day, so that a ReserveStock with that id
-   * arriving late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
+   * arriving late holds nothing; one arriving later than that is served as a
+   * new reservation. Returns INVALID_ARGUMENT when `reservation_id` is empty
+   * or too long, and FAILED_PRECONDITION (reason
    * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
    * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
@@ -1109,8 +1111,9 @@ export interface InventoryServiceClient extends Client {
    * Idempotent: releasing a released or expired reservation returns it
    * unchanged, and the units come back exactly once. Releasing an unknown id
    * records it as released for a day, so that a ReserveStock with that id
-   * arriving late holds nothing. Returns INVALID_ARGUMENT when `reservation_id` is
-   * empty or too long, and FAILED_PRECONDITION (reason
+   * arriving late holds nothing; one arriving later than that is served as a
+   * new reservation. Returns INVALID_ARGUMENT when `reservation_id` is empty
+   * or too long, and FAILED_PRECONDITION (reason
    * `STOCK_LIMIT_EXCEEDED`) when the units no longer fit under the stock
    * bound, which UpdateProduct prevents; the reservation is then unchanged.
    */
