@@ -685,6 +685,25 @@ test("cancelling returns the stock, and WatchOrder streams the change then ends"
   t.is(await stockOf(fleet, mug.productId), 4);
 });
 
+test("a dependency that does not serve the call makes CreateOrder UNAVAILABLE, not UNIMPLEMENTED", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 3 });
+  // As an older product build, in a rolling upgrade, would answer an rpc it lacks.
+  fleet.product.faults.set("ReserveStock", { code: Code.UNIMPLEMENTED });
+  const error = await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: "older-product",
+    }),
+    { instanceOf: ServiceError },
+  );
+  t.is(error?.code, Code.UNAVAILABLE);
+  t.like(error?.details, { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency: "product" } });
+  t.is(await stockOf(fleet, mug.productId), 3);
+});
+
 test("with the product service down, CreateOrder is UNAVAILABLE and places nothing", async (t) => {
   const user = await start(t, userService);
   const order = await start(t, createOrderService(), {

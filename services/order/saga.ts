@@ -78,6 +78,9 @@ function fromDependency(dependency: string, error: unknown, ctx?: CallContext): 
   // This service's own shutdown cut the call: that is the answer, not the dependency.
   if (error instanceof ShuttingDown) return error;
   switch (error.code) {
+    // A dependency that does not serve the call (an older build, in a rolling upgrade) is this
+    // service's trouble, not an rpc its caller called wrong.
+    case Code.UNIMPLEMENTED:
     case Code.UNAVAILABLE:
       return new ServiceError(Code.UNAVAILABLE, `the ${dependency} service is unavailable`, {
         reason: "DEPENDENCY_UNAVAILABLE",
