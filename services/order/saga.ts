@@ -387,8 +387,10 @@ export class OrderSaga {
       }),
     ]);
     if (user.status === "rejected") {
+      // Whose deadline passed is read as the call failed, not after the clean-up.
+      const failure = fromDependency("user", user.reason, ctx);
       if (write.status === "fulfilled") await this.store.discard(orderId);
-      throw fromDependency("user", user.reason, ctx);
+      throw failure;
     }
     // Another call of this user won the key: the caller settles its order instead.
     if (write.status === "rejected") {
@@ -478,11 +480,12 @@ export class OrderSaga {
       ));
     } catch (error) {
       if (refusal(error)) {
+        const failure = fromDependency("product", error, ctx);
         // This attempt held nothing, but one the client resent may still reach product later
         // (its connection dropped, its replica paused): the release leaves a tombstone that
         // refuses it.
         await this.withdraw(orderId, reservationId);
-        throw fromDependency("product", error, ctx);
+        throw failure;
       }
       // The stock may have been taken though the reply was lost.
       return this.abandon(written, reservationId, fromDependency("product", error, ctx));
