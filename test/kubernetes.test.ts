@@ -495,24 +495,33 @@ test("the cluster's scrape config gives each pod the job the rules read, on its 
         ]),
       );
     // As Kubernetes discovery gives it: one target per declared port of the pod's container.
-    for (const port of template.spec.containers[0].ports) {
-      const target = relabel(
-        {
-          __address__: `10.0.0.7:${port.containerPort}`,
-          __metrics_path__: "/metrics",
-          __meta_kubernetes_pod_name: `${deployment.metadata.name}-abc`,
-          __meta_kubernetes_namespace: deployment.metadata.namespace,
-          ...meta("label", template.metadata.labels),
-          ...meta("annotation", template.metadata.annotations ?? {}),
-        },
-        scrape?.relabel_configs ?? [],
-      );
-      if (!target) continue;
-      const annotations = template.metadata.annotations;
-      t.is(target.__address__, `10.0.0.7:${annotations["prometheus.io/port"]}`);
-      t.is(target.__metrics_path__, annotations["prometheus.io/path"] ?? "/metrics");
-      t.true(jobs.has(target.job ?? ""), `job ${target.job}`);
-      scraped.push(target.job as string);
+    const ports = template.spec.containers[0].ports as { containerPort: number }[];
+    for (const [ip, host] of [
+      ["10.0.0.7", "10.0.0.7"],
+      ["fd00::7", "[fd00::7]"],
+    ] as const) {
+      for (const port of ports) {
+        const target = relabel(
+          {
+            __address__: ip.includes(":")
+              ? `[${ip}]:${port.containerPort}`
+              : `${ip}:${port.containerPort}`,
+            __meta_kubernetes_pod_ip: ip,
+            __metrics_path__: "/metrics",
+            __meta_kubernetes_pod_name: `${deployment.metadata.name}-abc`,
+            __meta_kubernetes_namespace: deployment.metadata.namespace,
+            ...meta("label", template.metadata.labels),
+            ...meta("annotation", template.metadata.annotations ?? {}),
+          },
+          scrape?.relabel_configs ?? [],
+        );
+        if (!target) continue;
+        const annotations = template.metadata.annotations;
+        t.is(target.__address__, `${host}:${annotations["prometheus.io/port"]}`);
+        t.is(target.__metrics_path__, annotations["prometheus.io/path"] ?? "/metrics");
+        t.true(jobs.has(target.job ?? ""), `job ${target.job}`);
+        scraped.push(target.job as string);
+      }
     }
   }
   t.deepEqual([...new Set(scraped)].sort(), [...jobs].sort());

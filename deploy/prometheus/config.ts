@@ -73,10 +73,17 @@ export function kubernetesPrometheusConfig(
             regex: "true",
             action: "keep",
           },
+          // The pod's IP and its annotated port; an IPv6 address in brackets.
           {
-            source_labels: ["__address__", pod("annotation_prometheus_io_port")],
-            regex: "([^:]+)(?::\\d+)?;(\\d+)",
+            source_labels: [pod("ip"), pod("annotation_prometheus_io_port")],
+            regex: "([0-9.]+);(\\d+)",
             replacement: "$1:$2",
+            target_label: "__address__",
+          },
+          {
+            source_labels: [pod("ip"), pod("annotation_prometheus_io_port")],
+            regex: "([0-9A-Fa-f:]*:[0-9A-Fa-f:]*);(\\d+)",
+            replacement: "[$1]:$2",
             target_label: "__address__",
           },
           {
