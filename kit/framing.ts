@@ -131,7 +131,16 @@ export interface UnknownCall {
   service?: string;
   /** The caller's address. */
   peer: string;
+  /** Its x-request-id and the trace its traceparent names, as a served call's log line has. */
+  xRequestId?: string;
+  traceId?: string;
 }
+
+/** The first value of `key` in `metadata` when it is text, cut to 128 characters. */
+const textOf = (metadata: grpc.Metadata, key: string) => {
+  const [value] = metadata.get(key);
+  return typeof value === "string" && value !== "" ? value.slice(0, 128) : undefined;
+};
 
 /** The longest method path an unknown method's ErrorInfo repeats. */
 const PATH_MAX = 256;
@@ -175,10 +184,16 @@ export function answerUnknownMethods(
       deserialize: (bytes: Buffer) => bytes,
       // Answers at once, whatever the call's kind; nothing the caller sends is read.
       func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
+        const xRequestId = textOf(stream.metadata, "x-request-id");
+        const traceId = /^[0-9a-f]{2}-([0-9a-f]{32})-/.exec(
+          textOf(stream.metadata, "traceparent") ?? "",
+        )?.[1];
         seen({
           method: method.slice(0, PATH_MAX),
           ...(known && { service }),
           peer: stream.getPeer(),
+          ...(xRequestId && { xRequestId }),
+          ...(traceId && { traceId }),
         });
         stream.emit("error", status);
       },

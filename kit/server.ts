@@ -142,7 +142,16 @@ export async function serve(
   const names = services.map((service) => serviceNameOf(service.definition));
   answerUnknownMethods(server, names[0] ? packageOf(names[0]) : "grpc.health.v1", (call) => {
     // As a served rpc's line; the proto service is in the path (`service` is this process's).
-    options.logger.info({ method: call.method, peer: call.peer, code: "UNIMPLEMENTED" }, "rpc");
+    options.logger.info(
+      {
+        method: call.method,
+        peer: call.peer,
+        code: "UNIMPLEMENTED",
+        ...(call.xRequestId && { x_request_id: call.xRequestId }),
+        ...(call.traceId && { trace_id: call.traceId }),
+      },
+      "rpc",
+    );
     options.onUnknownMethod?.(call);
   });
   const healthNames = new Set(["", ...names]);

@@ -261,7 +261,11 @@ test("a method the server lacks is UNIMPLEMENTED with details, and the server ke
 test("a method the server lacks is logged and counted, by the served service it names", async (t) => {
   const { logger, lines } = captureLogger("product");
   const { service, session } = await productSession(t, logger);
-  await call(session, "/shop.product.v1.ProductService/NoSuchRpc", getProduct);
+  const traceId = "4bf92f3577b34da6a3ce929d0e0e4736";
+  await call(session, "/shop.product.v1.ProductService/NoSuchRpc", getProduct, {
+    "x-request-id": "unknown-1",
+    traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
+  });
   await call(session, "/shop.product.v1.ProductService/Other", getProduct);
   await call(session, `/made.up.v1.Service${"/x".repeat(200)}?access_token=secret`, getProduct);
 
@@ -288,6 +292,8 @@ test("a method the server lacks is logged and counted, by the served service it 
   );
   // The process's service, as on every line: a second `service` key would have replaced it.
   t.is(logged[0]?.service, "product");
+  // The ids that tie it to the caller's request, as a served call's line has them.
+  t.like(logged[0], { x_request_id: "unknown-1", trace_id: traceId });
   t.false(JSON.stringify(lines).includes("secret"), "a query is not logged");
 });
 
