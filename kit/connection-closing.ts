@@ -18,6 +18,19 @@ interface Closing {
 
 const closings = new WeakMap<Session, Closing>();
 
+/** Sessions a shutdown cut at its end, with the calls still on them (ServerSessions.cut). */
+const cut = new WeakSet<Http2Session>();
+
+/** Notes that the server is cutting `session` with the calls still on it. */
+export function markCut(session: Http2Session): void {
+  cut.add(session);
+}
+
+/** Whether the server cut `session` with the calls on it: their end was the server's. */
+export function cutByServer(session: Http2Session): boolean {
+  return cut.has(session);
+}
+
 /** The HTTP/2 session a grpc-js server call runs on; undefined if grpc-js's privates moved. */
 const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefined;
 

@@ -1,3 +1,4 @@
+import type { Http2Session } from "node:http2";
 import { Metadata, type ServerUnaryCall, status } from "@grpc/grpc-js";
 
 type ServerSurfaceCall = Pick<
@@ -5,8 +6,9 @@ type ServerSurfaceCall = Pick<
   "getPeer" | "getAuthContext" | "cancelled" | "once"
 >;
 
+import { cutByServer } from "./connection-closing.js";
 import type { MethodInfo } from "./contract.js";
-import { resetStream } from "./http2-stream.js";
+import { resetStream, streamOf } from "./http2-stream.js";
 import { type AuthContext, authContextOf } from "./tls.js";
 
 /** The status a caller got, as middleware see it once the call is over. */
@@ -92,12 +94,17 @@ export class ServerCallContext implements CallContext {
   private listeners: ((status: CallStatus) => void)[] | undefined;
   private values: Map<ContextKey<unknown>, unknown> | undefined;
 
+  // Taken as the call starts: a stream forgets its connection once it is destroyed.
+  private readonly connection: Http2Session | undefined;
+
   constructor(
     readonly method: MethodInfo,
     readonly metadata: Metadata,
     readonly deadline: Date | undefined,
     private readonly call?: ServerSurfaceCall,
-  ) {}
+  ) {
+    this.connection = call && streamOf(call)?.session;
+  }
 
   get signal(): AbortSignal {
     if (!this.controller) {
@@ -189,7 +196,9 @@ export class ServerCallContext implements CallContext {
 
   /**
    * Tells the listeners what the caller got: `sent`, unless the call was cancelled before it was
-   * answered, in which case the caller saw DEADLINE_EXCEEDED or CANCELLED instead.
+   * answered, in which case the caller saw DEADLINE_EXCEEDED or CANCELLED instead, or the server
+   * cut its connection as a shutdown ended: UNAVAILABLE, the server's doing (the kit's clients and
+   * Envoy report it so; a plain grpc-js client, CANCELLED).
    */
   finish(sent: Omit<CallStatus, "durationMs">): void {
     const cancelled =
@@ -201,7 +210,9 @@ export class ServerCallContext implements CallContext {
     if (cancelled && sent.code !== status.DEADLINE_EXCEEDED) {
       got = this.cancelledAtDeadline()
         ? { code: status.DEADLINE_EXCEEDED, details: "Deadline exceeded", durationMs }
-        : { code: status.CANCELLED, details: "Cancelled by the caller", durationMs };
+        : this.connection !== undefined && cutByServer(this.connection)
+          ? { code: status.UNAVAILABLE, details: "Cut off as its server shut down", durationMs }
+          : { code: status.CANCELLED, details: "Cancelled by the caller", durationMs };
     }
     for (const listener of this.listeners) listener(got);
   }

@@ -3,7 +3,7 @@
 // the shutdown's start, and cannot be asked again: it forgets a connection once it is closing.
 import { constants, type Http2Session } from "node:http2";
 import type * as grpc from "@grpc/grpc-js";
-import { watchClosing } from "./connection-closing.js";
+import { markCut, watchClosing } from "./connection-closing.js";
 import { streamOf } from "./http2-stream.js";
 
 export class ServerSessions {
@@ -20,8 +20,17 @@ export class ServerSessions {
     return call as grpc.ServerInterceptingCall;
   };
 
+  /**
+   * Notes that the server now cuts what still runs on every connection: a call that ends
+   * cancelled from here on was ended by the server, not by its caller.
+   */
+  cutting(): void {
+    for (const session of this.#open) markCut(session);
+  }
+
   /** Closes every connection still open, and the calls on it, with HTTP/2's CANCEL. */
   cut(): void {
+    this.cutting();
     for (const session of this.#open) session.destroy(undefined, constants.NGHTTP2_CANCEL);
   }
 }

@@ -228,6 +228,7 @@ export async function serve(
         const force = setTimeout(() => {
           options.onGraceEnd?.();
           for (const end of openStreams.ends) end();
+          sessions.cutting();
           server.forceShutdown();
           // The calls that answered just now get a little time for their statuses to leave,
           // counted from here: a grace timer that fired late must not leave them less. Then the

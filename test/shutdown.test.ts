@@ -10,6 +10,7 @@ import { CancelOrderRequest } from "../gen/ts/shop/order/v1/order.js";
 import { ListProductsRequest, ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
+import type { Logger } from "../kit/logger.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
@@ -43,6 +44,7 @@ async function stuckOnReserveStock(
   t: ExecutionContext,
   grace: { product?: number; order?: number } = {},
   rpc = "ReserveStock",
+  productLogger?: Logger,
 ) {
   let reserving = 0;
   let giveUp = (_: Error) => {};
@@ -56,14 +58,21 @@ async function stuckOnReserveStock(
     wrap: (method, next) =>
       method.rpc !== rpc
         ? next
-        : async () => {
+        : async (_request, ctx) => {
             reserving++;
-            return stuck;
+            // As a handler waiting on its database would: it ends when its call is cut.
+            const cut = new Promise<never>((_, reject) =>
+              ctx.signal.addEventListener("abort", () => reject(ctx.signal.reason), {
+                once: true,
+              }),
+            );
+            return Promise.race([stuck, cut]);
           },
   };
   const graceOf = (ms?: number) => (ms === undefined ? {} : { shutdownGraceMs: ms });
   const fleet = await startFleet(t, {
     middleware: { product: [holdReserve] },
+    ...(productLogger && { loggers: { product: productLogger } }),
     config: { product: graceOf(grace.product), order: graceOf(grace.order) },
     // The reconciler at its default pace: it must not settle the held orders meanwhile.
     order: { reconcileMs: 5_000 },
@@ -145,7 +154,13 @@ test("our stream still open when the grace period ends answers UNAVAILABLE, and 
 });
 
 test("a call its server cuts off at the grace period's end is UNAVAILABLE to the service that made it, never CANCELLED", async (t) => {
-  const { product, place, reserving } = await stuckOnReserveStock(t, { product: 300 });
+  const { logger, lines } = captureLogger("product");
+  const { product, place, reserving } = await stuckOnReserveStock(
+    t,
+    { product: 300 },
+    "ReserveStock",
+    logger,
+  );
   const placing = place("cut-off");
   await until("ReserveStock to be in its handler", () => reserving() === 1);
   t.is(await stoppedIn15s(product.server.shutdown()), "stopped");
@@ -156,6 +171,12 @@ test("a call its server cuts off at the grace period's end is UNAVAILABLE to the
     code: Code.UNAVAILABLE,
     details: { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency: "product" } },
   });
+  // And product's log says the shutdown cut it, not that its caller cancelled it.
+  const cutOff = lines.filter((line) => String(line.method).endsWith("/ReserveStock"));
+  t.deepEqual(
+    cutOff.map((line) => line.code),
+    ["UNAVAILABLE"],
+  );
 });
 
 /**
