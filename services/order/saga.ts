@@ -70,8 +70,7 @@ export interface SagaOptions {
 /**
  * A downstream failure as this service reports it: the caller's mistakes (unknown ids, short
  * stock) pass through with their details; an unreachable dependency is UNAVAILABLE. A deadline
- * names the dependency only when this service's own wait ran out, not `ctx`'s caller's (within
- * the 20 ms the kit allows for the caller's clock, as CallContext does).
+ * names the dependency only when this service's own wait ran out, not `ctx`'s caller's.
  */
 function fromDependency(dependency: string, error: unknown, ctx?: CallContext): Error {
   if (!(error instanceof ServiceError)) return error as Error;
@@ -87,7 +86,7 @@ function fromDependency(dependency: string, error: unknown, ctx?: CallContext): 
         metadata: { dependency, cause: error.message },
       });
     case Code.DEADLINE_EXCEEDED: {
-      const callers = ctx?.deadline !== undefined && Date.now() >= ctx.deadline.getTime() - 20;
+      const callers = ctx !== undefined && deadlinePassed(ctx);
       return new ServiceError(
         Code.DEADLINE_EXCEEDED,
         `the deadline passed while calling the ${dependency} service`,
@@ -161,6 +160,14 @@ const reservationExpired = (order: Order, cause: unknown) =>
     },
     cause,
   );
+
+/**
+ * Whether `ctx`'s caller's deadline has passed, within the 20 ms the kit allows for the caller's
+ * clock (CallContext): a dependency call that inherited it can fail just before the call's own
+ * timer fires.
+ */
+const deadlinePassed = (ctx: CallContext) =>
+  ctx.deadline !== undefined && Date.now() >= ctx.deadline.getTime() - 20;
 
 /** The call ended because its caller went away or ran out of time, not because of the order. */
 const callerGone = (error: unknown) =>
@@ -437,8 +444,10 @@ export class OrderSaga {
     key: string,
     ctx: CallContext,
   ): Promise<Order> {
-    // The caller's own deadline or cancel: what it is answered no longer matters to it.
-    if (ctx.signal.aborted) throw error;
+    // The caller's own deadline or cancel: what it is answered no longer matters to it, and the
+    // calls that joined its run (create) settle the order themselves on a caller-gone error,
+    // also one that came just before the call's own timer fired.
+    if (ctx.signal.aborted || (callerGone(error) && deadlinePassed(ctx))) throw error;
     const stored = await this.store.find(orderId).then(
       (found) => found ?? "gone",
       () => undefined,
