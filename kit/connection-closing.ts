@@ -18,17 +18,28 @@ interface Closing {
 
 const closings = new WeakMap<Session, Closing>();
 
-/** Sessions a shutdown cut at its end, with the calls still on them (ServerSessions.cut). */
-const cut = new WeakSet<Http2Session>();
-
-/** Notes that the server is cutting `session` with the calls still on it. */
-export function markCut(session: Http2Session): void {
-  cut.add(session);
+/** A served call that can learn that the server cut its connection under it. */
+export interface CuttableCall {
+  cutByServer(): void;
 }
 
-/** Whether the server cut `session` with the calls on it: their end was the server's. */
-export function cutByServer(session: Http2Session): boolean {
-  return cut.has(session);
+/** The served calls running on each session, for a shutdown to tell which it cut. */
+const running = new WeakMap<Http2Session, Set<CuttableCall>>();
+
+/** Notes `call` as running on `session`; returns what notes its end. */
+export function trackCall(session: Http2Session, call: CuttableCall): () => void {
+  let calls = running.get(session);
+  if (!calls) {
+    calls = new Set();
+    running.set(session, calls);
+  }
+  calls.add(call);
+  return () => calls.delete(call);
+}
+
+/** Tells every call still running on `session` that the server is cutting it (a shutdown's end). */
+export function markCut(session: Http2Session): void {
+  for (const call of running.get(session) ?? []) call.cutByServer();
 }
 
 /** The HTTP/2 session a grpc-js server call runs on; undefined if grpc-js's privates moved. */

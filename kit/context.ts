@@ -6,7 +6,7 @@ type ServerSurfaceCall = Pick<
   "getPeer" | "getAuthContext" | "cancelled" | "once"
 >;
 
-import { cutByServer } from "./connection-closing.js";
+import { type CuttableCall, trackCall } from "./connection-closing.js";
 import type { MethodInfo } from "./contract.js";
 import { resetStream, streamOf } from "./http2-stream.js";
 import { type AuthContext, authContextOf } from "./tls.js";
@@ -82,7 +82,7 @@ const FINISHED = 2;
  * The context of one served call. The server core creates it and reports the end through
  * cancel() and finish(); handler tests and background work create detached ones (no call).
  */
-export class ServerCallContext implements CallContext {
+export class ServerCallContext implements CallContext, CuttableCall {
   readonly logFields: Record<string, unknown> = {};
   private readonly started = performance.now();
   private state = RUNNING;
@@ -94,8 +94,9 @@ export class ServerCallContext implements CallContext {
   private listeners: ((status: CallStatus) => void)[] | undefined;
   private values: Map<ContextKey<unknown>, unknown> | undefined;
 
-  // Taken as the call starts: a stream forgets its connection once it is destroyed.
-  private readonly connection: Http2Session | undefined;
+  // Set when the server cut the call's connection (a shutdown's end) before its caller left.
+  private cut = false;
+  private readonly untrack: (() => void) | undefined;
 
   constructor(
     readonly method: MethodInfo,
@@ -103,7 +104,9 @@ export class ServerCallContext implements CallContext {
     readonly deadline: Date | undefined,
     private readonly call?: ServerSurfaceCall,
   ) {
-    this.connection = call && streamOf(call)?.session;
+    // Taken as the call starts: a stream forgets its connection once it is destroyed.
+    const connection = call && streamOf(call)?.session;
+    this.untrack = connection && trackCall(connection as Http2Session, this);
   }
 
   get signal(): AbortSignal {
@@ -166,6 +169,11 @@ export class ServerCallContext implements CallContext {
     this.controller?.abort();
   }
 
+  /** The server is cutting this call's connection: unless its caller left first, the end is ours. */
+  cutByServer(): void {
+    if (this.state === RUNNING && !this.call?.cancelled) this.cut = true;
+  }
+
   private markCancelled(): void {
     this.state = CANCELLED;
     this.cancelledAt = Date.now();
@@ -197,10 +205,11 @@ export class ServerCallContext implements CallContext {
   /**
    * Tells the listeners what the caller got: `sent`, unless the call was cancelled before it was
    * answered, in which case the caller saw DEADLINE_EXCEEDED or CANCELLED instead, or the server
-   * cut its connection as a shutdown ended: UNAVAILABLE, the server's doing (the kit's clients and
-   * Envoy report it so; a plain grpc-js client, CANCELLED).
+   * cut its connection as a shutdown ended, with the call still running: UNAVAILABLE, the
+   * server's doing, as clients and Envoy report a connection lost.
    */
   finish(sent: Omit<CallStatus, "durationMs">): void {
+    this.untrack?.();
     const cancelled =
       this.state === CANCELLED || (this.state === RUNNING && this.call?.cancelled === true);
     this.settle();
@@ -210,7 +219,7 @@ export class ServerCallContext implements CallContext {
     if (cancelled && sent.code !== status.DEADLINE_EXCEEDED) {
       got = this.cancelledAtDeadline()
         ? { code: status.DEADLINE_EXCEEDED, details: "Deadline exceeded", durationMs }
-        : this.connection !== undefined && cutByServer(this.connection)
+        : this.cut
           ? { code: status.UNAVAILABLE, details: "Cut off as its server shut down", durationMs }
           : { code: status.CANCELLED, details: "Cancelled by the caller", durationMs };
     }

@@ -3,16 +3,23 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { type AddressInfo, createServer, type Socket } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
+import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import { CancelOrderRequest } from "../gen/ts/shop/order/v1/order.js";
-import { ListProductsRequest, ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
+import {
+  GetProductRequest,
+  ListProductsRequest,
+  ProductServiceService,
+} from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { Logger } from "../kit/logger.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { startService } from "../kit/runtime.js";
+import { serve } from "../kit/server.js";
+import type { ServiceImplementation } from "../kit/service.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
 import { rawClient } from "./helpers/bad-input.js";
@@ -350,4 +357,55 @@ test("a stopping process waits a few seconds for its last spans, not a silent co
   t.true(output().includes('"msg":"gave up exporting the last spans"'), output());
   // The exporter alone would wait 10 s: the process gives it 3.
   t.true(tookMs < 8_000, `stopped in ${tookMs} ms`);
+});
+
+test("a call its caller cancelled is logged CANCELLED, even when its handler outlives the grace period", async (t) => {
+  const { logger, lines } = captureLogger("product");
+  const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
+  let running = 0;
+  // Neither handler heeds its signal, as one waiting on a statement would not.
+  const service = {
+    definition: ProductServiceService,
+    handlers: {
+      getProduct: async ({ productId }: { productId: string }) => {
+        running++;
+        await sleep(productId === "left" ? 600 : 900);
+        throw new ServiceError(Code.NOT_FOUND, productId);
+      },
+    },
+  } as unknown as ServiceImplementation;
+  const server = await serve([service], {
+    host: "127.0.0.1",
+    port: 0,
+    logger,
+    shutdownGraceMs: 300,
+  });
+  // Both on one connection, as calls through Envoy are: the cut closes it under the second.
+  const grpcClient = new grpc.Client(server.address, grpc.credentials.createInsecure());
+  t.teardown(() => grpcClient.close());
+  const request = (productId: string) =>
+    grpcClient.makeUnaryRequest(
+      "/shop.product.v1.ProductService/GetProduct",
+      (message: { productId: string }) => Buffer.from(GetProductRequest.encode(message).finish()),
+      (bytes: Buffer) => bytes,
+      { productId },
+      () => {},
+    );
+  const left = request("left");
+  request("cut");
+  await until("both calls to be in their handlers", () => running === 2);
+  left.cancel();
+  await sleep(50);
+  t.is(await stoppedIn15s(server.shutdown()), "stopped");
+  const calls = () => lines.filter((line) => String(line.method).endsWith("/GetProduct"));
+  await until("both calls' lines", () => calls().length === 2).catch((error: Error) => {
+    t.log(lines);
+    throw error;
+  });
+  t.deepEqual(
+    calls()
+      .map((line) => line.code)
+      .sort(),
+    ["CANCELLED", "UNAVAILABLE"],
+  );
 });
