@@ -425,9 +425,9 @@ export class InventoryStore {
    */
   async forgetTombstones(now = Date.now()): Promise<number> {
     const cutoff = now - TOMBSTONE_KEEP_MS;
-    const stale = this.env
+    const stale: { reservation_id: string; expire_time: unknown }[] = await this.env
       .db("reservations as r")
-      .select("r.reservation_id")
+      .select("r.reservation_id", "r.expire_time")
       .where("r.state", ReservationState.RESERVATION_STATE_RELEASED)
       .andWhere("r.expire_time", ">", this.forgottenUpTo)
       .andWhere("r.expire_time", "<=", cutoff)
@@ -437,9 +437,18 @@ export class InventoryStore {
           .from("reservation_lines as l")
           .whereRaw("l.reservation_id = r.reservation_id"),
       )
+      .orderBy("r.expire_time")
       .limit(1_000);
-    const deleted = await this.env.db("reservations").whereIn("reservation_id", stale).del();
-    if (deleted < 1_000) this.forgottenUpTo = Math.max(this.forgottenUpTo, cutoff);
+    if (stale.length === 0) {
+      this.forgottenUpTo = Math.max(this.forgottenUpTo, cutoff);
+      return 0;
+    }
+    // Another replica sharing the database may delete some of them first: the mark moves by
+    // what was found, so that none is passed over.
+    const ids = stale.map((row) => row.reservation_id);
+    const deleted = await this.env.db("reservations").whereIn("reservation_id", ids).del();
+    const last = readTime(stale[stale.length - 1]?.expire_time ?? cutoff);
+    this.forgottenUpTo = Math.max(this.forgottenUpTo, stale.length < 1_000 ? cutoff : last - 1);
     return deleted;
   }
 
