@@ -1416,7 +1416,7 @@ export const OrderServiceService = {
    * same body with the same `request_id`; a resend answers with the order if
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
-   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * reached, or does not serve the call yet): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
    * longer deadline if it keeps happening; when its ErrorInfo (reason
    * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
    * that service ran out, which a longer deadline does not lengthen:
@@ -1596,7 +1596,7 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * same body with the same `request_id`; a resend answers with the order if
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
-   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * reached, or does not serve the call yet): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
    * longer deadline if it keeps happening; when its ErrorInfo (reason
    * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
    * that service ran out, which a longer deadline does not lengthen:
@@ -1736,7 +1736,7 @@ export interface OrderServiceClient extends Client {
    * same body with the same `request_id`; a resend answers with the order if
    * there is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
-   * reached): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
+   * reached, or does not serve the call yet): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
    * longer deadline if it keeps happening; when its ErrorInfo (reason
    * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
    * that service ran out, which a longer deadline does not lengthen:
