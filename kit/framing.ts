@@ -4,7 +4,9 @@
 // UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
 // sends each as the client's mistake it is, with details, and reports it to the kit. The
 // DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
+import { randomUUID } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
+import { isValidTraceId } from "@opentelemetry/api";
 import { packageOf } from "./contract.js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
@@ -132,7 +134,7 @@ export interface UnknownCall {
   /** The caller's address. */
   peer: string;
   /** Its x-request-id and the trace its traceparent names, as a served call's log line has. */
-  xRequestId?: string;
+  xRequestId: string;
   traceId?: string;
 }
 
@@ -141,6 +143,9 @@ const textOf = (metadata: grpc.Metadata, key: string) => {
   const [value] = metadata.get(key);
   return typeof value === "string" && value !== "" ? value.slice(0, 128) : undefined;
 };
+
+/** A W3C traceparent: version (not ff), trace id, parent id, flags. */
+const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(?:-|$)/;
 
 /** The longest method path an unknown method's ErrorInfo repeats. */
 const PATH_MAX = 256;
@@ -184,16 +189,16 @@ export function answerUnknownMethods(
       deserialize: (bytes: Buffer) => bytes,
       // Answers at once, whatever the call's kind; nothing the caller sends is read.
       func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
-        const xRequestId = textOf(stream.metadata, "x-request-id");
-        const traceId = /^[0-9a-f]{2}-([0-9a-f]{32})-/.exec(
-          textOf(stream.metadata, "traceparent") ?? "",
-        )?.[1];
+        // As a served call's: the caller's x-request-id or a new one, and the trace of a
+        // traceparent OpenTelemetry would take (version ff and an all-zero trace id it refuses).
+        const xRequestId = textOf(stream.metadata, "x-request-id") ?? randomUUID();
+        const traceId = TRACEPARENT.exec(textOf(stream.metadata, "traceparent") ?? "")?.[1];
         seen({
           method: method.slice(0, PATH_MAX),
           ...(known && { service }),
           peer: stream.getPeer(),
-          ...(xRequestId && { xRequestId }),
-          ...(traceId && { traceId }),
+          xRequestId,
+          ...(traceId && isValidTraceId(traceId) && { traceId }),
         });
         stream.emit("error", status);
       },

@@ -147,7 +147,7 @@ export async function serve(
         method: call.method,
         peer: call.peer,
         code: "UNIMPLEMENTED",
-        ...(call.xRequestId && { x_request_id: call.xRequestId }),
+        x_request_id: call.xRequestId,
         ...(call.traceId && { trace_id: call.traceId }),
       },
       "rpc",

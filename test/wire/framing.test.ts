@@ -266,7 +266,10 @@ test("a method the server lacks is logged and counted, by the served service it 
     "x-request-id": "unknown-1",
     traceparent: `00-${traceId}-00f067aa0ba902b7-01`,
   });
-  await call(session, "/shop.product.v1.ProductService/Other", getProduct);
+  // A trace id OpenTelemetry refuses (all zeros) names no trace; the line still has a request id.
+  await call(session, "/shop.product.v1.ProductService/Other", getProduct, {
+    traceparent: `00-${"0".repeat(32)}-00f067aa0ba902b7-01`,
+  });
   await call(session, `/made.up.v1.Service${"/x".repeat(200)}?access_token=secret`, getProduct);
 
   const counted = await service.metrics.registry
@@ -294,6 +297,8 @@ test("a method the server lacks is logged and counted, by the served service it 
   t.is(logged[0]?.service, "product");
   // The ids that tie it to the caller's request, as a served call's line has them.
   t.like(logged[0], { x_request_id: "unknown-1", trace_id: traceId });
+  t.regex(String(logged[1]?.x_request_id), /^[0-9a-f-]{36}$/);
+  t.is(logged[1]?.trace_id, undefined);
   t.false(JSON.stringify(lines).includes("secret"), "a query is not logged");
 });
 
