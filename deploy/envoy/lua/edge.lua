@@ -489,7 +489,7 @@ function envoy_on_request(handle)
     local body = handle:body()
     -- An empty object sets nothing; some clients send one with every request.
     if body ~= nil and body:length() > 0
-      and not body:getBytes(0, body:length()):match("^%s*{%s*}%s*$") then
+      and not body:getBytes(0, body:length()):match("^[ \t\r\n]*{[ \t\r\n]*}[ \t\r\n]*$") then
       return refuse_rest_request(handle, "400", 3, "BODY_NOT_ALLOWED",
         method .. " takes no request body here; send its fields in the query", true)
     end
