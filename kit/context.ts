@@ -82,6 +82,20 @@ const FINISHED = 2;
  * The context of one served call. The server core creates it and reports the end through
  * cancel() and finish(); handler tests and background work create detached ones (no call).
  */
+/**
+ * Whether `ctx`'s deadline has passed at `now`, as the caller's clock may have it. The caller's
+ * deadline starts before ours, by the time its request took to reach us, and its reset takes as
+ * long to arrive: it lands at about our own deadline, often just before our timer fires, and
+ * sooner by however long the request waited here. So within 20 ms of the deadline counts as
+ * past, however short the call's time: with a deadline of a few ms, that is all of it.
+ */
+export function deadlinePassed(
+  ctx: Pick<CallContext, "deadline">,
+  now: number = Date.now(),
+): boolean {
+  return ctx.deadline !== undefined && now >= ctx.deadline.getTime() - 20;
+}
+
 export class ServerCallContext implements CallContext, CuttableCall {
   readonly logFields: Record<string, unknown> = {};
   private readonly started = performance.now();
@@ -179,16 +193,9 @@ export class ServerCallContext implements CallContext, CuttableCall {
     this.cancelledAt = Date.now();
   }
 
-  /**
-   * Whether the caller's cancel was its deadline. The caller's deadline starts before ours, by
-   * the time its request took to reach us, and its reset takes as long to arrive: it lands at
-   * about our own deadline, often just before our timer fires, and sooner by however long the
-   * request waited here. So a cancel within 20 ms of the deadline is taken for the deadline,
-   * however short the call's time: with a deadline of a few ms, that is all of it.
-   */
+  /** Whether the caller's cancel was its deadline (deadlinePassed, at the cancel). */
   private cancelledAtDeadline(): boolean {
-    if (this.deadline === undefined) return false;
-    return (this.cancelledAt ?? Date.now()) >= this.deadline.getTime() - 20;
+    return deadlinePassed(this, this.cancelledAt);
   }
 
   /**

@@ -12,7 +12,7 @@ import {
 } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import type { Client } from "../../kit/client.js";
-import type { CallContext, CallOptions } from "../../kit/context.js";
+import { type CallContext, type CallOptions, deadlinePassed } from "../../kit/context.js";
 import { Code, errors, ServiceError, ShuttingDown } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
@@ -160,14 +160,6 @@ const reservationExpired = (order: Order, cause: unknown) =>
     },
     cause,
   );
-
-/**
- * Whether `ctx`'s caller's deadline has passed, within the 20 ms the kit allows for the caller's
- * clock (CallContext): a dependency call that inherited it can fail just before the call's own
- * timer fires.
- */
-const deadlinePassed = (ctx: CallContext) =>
-  ctx.deadline !== undefined && Date.now() >= ctx.deadline.getTime() - 20;
 
 /** The call ended because its caller went away or ran out of time, not because of the order. */
 const callerGone = (error: unknown) =>
