@@ -4,12 +4,12 @@
 // UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
 // sends each as the client's mistake it is, with details, and reports it to the kit. The
 // DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
-import { randomUUID } from "node:crypto";
 import type * as grpc from "@grpc/grpc-js";
 import { isValidTraceId } from "@opentelemetry/api";
 import { packageOf } from "./contract.js";
 import { Code, ServiceError } from "./errors.js";
 import { statusOf } from "./guard.js";
+import { xRequestIdOf } from "./middleware/x-request-id.js";
 
 /** A call grpc-js refused: what the kit sends, and how many request messages grpc-js read. */
 export interface Refusal {
@@ -138,12 +138,6 @@ export interface UnknownCall {
   traceId?: string;
 }
 
-/** The first value of `key` in `metadata` when it is text, cut to 128 characters. */
-const textOf = (metadata: grpc.Metadata, key: string) => {
-  const [value] = metadata.get(key);
-  return typeof value === "string" && value !== "" ? value.slice(0, 128) : undefined;
-};
-
 /** A W3C traceparent: version (not ff), trace id, parent id, flags. */
 const TRACEPARENT = /^(?!ff)[0-9a-f]{2}-([0-9a-f]{32})-[0-9a-f]{16}-[0-9a-f]{2}(?:-|$)/;
 
@@ -191,8 +185,9 @@ export function answerUnknownMethods(
       func: (stream: grpc.ServerDuplexStream<unknown, unknown>) => {
         // As a served call's: the caller's x-request-id or a new one, and the trace of a
         // traceparent OpenTelemetry would take (version ff and an all-zero trace id it refuses).
-        const xRequestId = textOf(stream.metadata, "x-request-id") ?? randomUUID();
-        const traceId = TRACEPARENT.exec(textOf(stream.metadata, "traceparent") ?? "")?.[1];
+        const xRequestId = xRequestIdOf(stream.metadata);
+        const [traceparent] = stream.metadata.get("traceparent");
+        const traceId = TRACEPARENT.exec(typeof traceparent === "string" ? traceparent : "")?.[1];
         seen({
           method: method.slice(0, PATH_MAX),
           ...(known && { service }),

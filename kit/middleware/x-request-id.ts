@@ -1,4 +1,5 @@
 import { randomUUID } from "node:crypto";
+import type { Metadata } from "@grpc/grpc-js";
 import { contextKey } from "../context.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
@@ -13,18 +14,19 @@ export const X_REQUEST_ID_MAX_LENGTH = 128;
  */
 export const X_REQUEST_ID = contextKey<string>(HEADER);
 
-/**
- * Takes the caller's x-request-id (its first 128 characters), or makes one, and puts it in every
- * log line of the call.
- */
+/** The caller's x-request-id in `metadata` (its first 128 characters), or a new one. */
+export function xRequestIdOf(metadata: Metadata): string {
+  const given = metadata.get(HEADER)[0];
+  return typeof given === "string" && given !== ""
+    ? given.slice(0, X_REQUEST_ID_MAX_LENGTH)
+    : randomUUID();
+}
+
+/** Puts the call's x-request-id (xRequestIdOf) in every log line of the call. */
 export const xRequestIdServer: ServerMiddleware = {
   name: "x-request-id",
   wrap: (_method, next) => (request, ctx) => {
-    const given = ctx.metadata.get(HEADER)[0];
-    const id =
-      typeof given === "string" && given !== ""
-        ? given.slice(0, X_REQUEST_ID_MAX_LENGTH)
-        : randomUUID();
+    const id = xRequestIdOf(ctx.metadata);
     ctx.set(X_REQUEST_ID, id);
     ctx.logFields.x_request_id = id;
     return next(request, ctx);
