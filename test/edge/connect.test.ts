@@ -32,6 +32,12 @@ const mesh = useMesh();
 const getUrl = (method: string, message: Uint8Array) =>
   `https://${mesh.front()}/${method}?connect=v1&encoding=proto&base64=1&message=${Buffer.from(message).toString("base64url")}`;
 
+/** A Connect error body's code and its first detail's ErrorInfo reason. */
+async function connectError(response: Response): Promise<[string, string]> {
+  const body = (await response.json()) as { code: string; details: { value: string }[] };
+  return [body.code, ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64")).reason];
+}
+
 test.serial("Connect GET: an rpc without side effects is served", async (t) => {
   await mesh.waitHealthy(["product"]);
   const c = mesh.clients();
@@ -57,10 +63,7 @@ test.serial(
     const other = GetProductRequest.encode({ productId: "prd_other" }).finish();
     const response = await edgeFetch(`${url}&message=${Buffer.from(other).toString("base64url")}`);
     t.is(response.status, 400);
-    const body = (await response.json()) as { code: string; details: { value: string }[] };
-    t.is(body.code, "invalid_argument");
-    const info = ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64"));
-    t.is(info.reason, "MALFORMED_REQUEST");
+    t.deepEqual(await connectError(response), ["invalid_argument", "MALFORMED_REQUEST"]);
   },
 );
 
@@ -85,10 +88,7 @@ test.serial(
     }
     const garbled = await edgeFetch(`${getUrl(path, message)}!!`);
     t.is(garbled.status, 400);
-    const body = (await garbled.json()) as { code: string; details: { value: string }[] };
-    t.is(body.code, "invalid_argument");
-    const info = ErrorInfo.decode(Buffer.from(body.details[0]?.value ?? "", "base64"));
-    t.is(info.reason, "MALFORMED_REQUEST");
+    t.deepEqual(await connectError(garbled), ["invalid_argument", "MALFORMED_REQUEST"]);
   },
 );
 
