@@ -1,5 +1,5 @@
 // A signed-in caller holds at most SHOP_MAX_STREAMS_PER_CALLER server streams open at once in a
-// process: a WatchOrder lasts until its order is final and polls the database meanwhile, so one
+// process: a WatchOrder lasts until its order is final and is read at every poll meanwhile, so one
 // caller could otherwise open any number.
 import http2 from "node:http2";
 import { Metadata } from "@grpc/grpc-js";

@@ -5,7 +5,7 @@ import type { ServerMiddleware, ServerNext } from "./types.js";
 /**
  * At most `limit` server streams open at once per signed-in caller in this process; 0: no
  * bound. A stream can last as long as what it watches (a WatchOrder, until its order is
- * final), and each one polls the database, so one caller could otherwise hold any number. A
+ * final), and each one adds to what every poll of the database reads, so one caller could otherwise hold any number. A
  * call past the bound is RESOURCE_EXHAUSTED (TOO_MANY_STREAMS) with a QuotaFailure, and the
  * caller's open streams go on. Calls without a token (mesh identities) are not counted.
  */

@@ -186,6 +186,34 @@ test("WatchOrder on another replica streams each state an order passed through b
   for (const order of rest) t.deepEqual(order.total, { currencyCode: "EUR", amountMinor: "250" });
 });
 
+test("WatchOrders on another replica read their orders together, once per poll, and each still sees its own change", async (t) => {
+  const { db, replica, store, seed } = await setup(t);
+  const pending = await Promise.all(Array.from({ length: 20 }, () => seed("usr_a")));
+  const handlers = replica(100);
+  const streams = pending.map(({ orderId }) =>
+    handlers
+      .watchOrder(WatchOrderRequest.fromPartial({ orderId }), ctx("WatchOrder"))
+      [Symbol.asyncIterator](),
+  );
+  for (const stream of streams) t.is((await stream.next()).value?.order?.state, PENDING);
+  const nexts = streams.map((stream) => stream.next());
+
+  let queries = 0;
+  const counted = () => queries++;
+  db.on("query", counted);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  db.off("query", counted);
+  // About five polls; a read of each order on each poll would be a hundred or more.
+  t.true(queries >= 3 && queries <= 7, `${queries} queries in 500 ms`);
+
+  // Failed by the first replica: the next poll wakes each watch, which sends FAILED and ends.
+  for (const { orderId } of pending) t.true(await store.fail(orderId));
+  for (const [i, stream] of streams.entries()) {
+    t.is((await nexts[i])?.value?.order?.state, FAILED);
+    t.true((await stream.next()).done);
+  }
+});
+
 test("WatchOrder ends when the call is cancelled", async (t) => {
   const { handlers, seed } = await setup(t);
   const pending = await seed("usr_a");

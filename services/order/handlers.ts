@@ -1,4 +1,3 @@
-import type { EventEmitter } from "node:events";
 import {
   type Order,
   type OrderServiceService,
@@ -11,40 +10,18 @@ import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { OrderSaga } from "./saga.js";
 import type { OrderStore } from "./store.js";
+import type { OrderWatches } from "./watches.js";
 
 const { ORDER_STATE_PENDING: PENDING, ORDER_STATE_CONFIRMED: CONFIRMED } = OrderState;
 const { ORDER_STATE_CANCELLING: CANCELLING, ORDER_STATE_CANCELLED: CANCELLED } = OrderState;
 const { ORDER_STATE_FAILED: FAILED } = OrderState;
 const FINAL = new Set([CANCELLED, FAILED]);
 
-/**
- * Resolves when this process changes the order, after `pollMs` at the latest (another replica
- * may have changed it), or when the call ends.
- */
-function nextChange(changes: EventEmitter, orderId: string, pollMs: number, signal: AbortSignal) {
-  return new Promise<void>((resolve) => {
-    const done = () => {
-      clearTimeout(timer);
-      changes.off(orderId, done);
-      signal.removeEventListener("abort", done);
-      resolve();
-    };
-    const timer = setTimeout(done, pollMs);
-    changes.on(orderId, done);
-    signal.addEventListener("abort", done, { once: true });
-  });
-}
-
-export interface WatchOptions {
-  /** How often a watch re-reads the order, for changes made by other replicas. */
-  pollMs: number;
-}
-
 /** OrderService: each rpc validates its request, then asks the saga or the store. */
 export function orderHandlers(
   store: OrderStore,
   saga: OrderSaga,
-  watch: WatchOptions,
+  watches: OrderWatches,
 ): Handlers<typeof OrderServiceService> {
   /** The order, when the caller may see it: its owner or an admin. */
   const owned = async (orderId: string, ctx: CallContext) => {
@@ -100,7 +77,7 @@ export function orderHandlers(
       let last: Order = await owned(orderId, ctx);
       yield { order: last };
       while (!FINAL.has(last.state)) {
-        await nextChange(saga.changes, orderId, watch.pollMs, ctx.signal);
+        await watches.changeFrom(orderId, last.state, ctx.signal);
         if (ctx.signal.aborted) return;
         const stored = await store.find(orderId);
         if (!stored) {

@@ -11,6 +11,7 @@ import { orderMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
+import { OrderWatches } from "./watches.js";
 
 /** The order service's own settings; README "Configuration" documents the variables. */
 export interface OrderSettings {
@@ -62,9 +63,10 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         (error) => logger.warn({ err: error }, "reconcile failed"),
         backgroundTask(metrics, "reconcile"),
       );
+      const watches = new OrderWatches(store, saga.changes, settings.watchPollMs);
       return {
-        handlers: { OrderService: orderHandlers(store, saga, { pollMs: settings.watchPollMs }) },
-        close: () => reconcile.stop(),
+        handlers: { OrderService: orderHandlers(store, saga, watches) },
+        close: () => Promise.all([reconcile.stop(), watches.close()]).then(() => {}),
       };
     },
   });

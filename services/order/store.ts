@@ -223,6 +223,19 @@ export class OrderStore {
     return found;
   }
 
+  /** The state of each of these orders that exists, for WatchOrder's poll: one query per 500. */
+  async states(orderIds: readonly string[]): Promise<Map<string, OrderState>> {
+    const states = new Map<string, OrderState>();
+    for (let i = 0; i < orderIds.length; i += 500) {
+      const rows = await this.env
+        .reads<OrderRow>("orders")
+        .select("order_id", "state")
+        .whereIn("order_id", orderIds.slice(i, i + 500));
+      for (const row of rows) states.set(row.order_id, row.state);
+    }
+    return states;
+  }
+
   /** The user's order that holds this idempotency key: any state but FAILED, which frees it. */
   async findByIdempotencyKey(userId: string, key: string): Promise<StoredOrder | undefined> {
     return this.whole(() =>

@@ -24,6 +24,7 @@ import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
 import { OrderSaga } from "./saga.js";
 import { OrderStore } from "./store.js";
+import { OrderWatches } from "./watches.js";
 
 export const ctx = (method: string) => callContext("shop.order.v1.OrderService", method);
 
@@ -121,7 +122,13 @@ export async function setup(t: ExecutionContext) {
       { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
     );
   const saga = newSaga();
-  const handlers = orderHandlers(store, saga, { pollMs: 50 });
+  /** Handlers with their own watches, which read the store every `pollMs`. */
+  const handlersOf = (ofSaga: OrderSaga, pollMs: number) => {
+    const watches = new OrderWatches(store, ofSaga.changes, pollMs);
+    t.teardown(() => watches.close());
+    return orderHandlers(store, ofSaga, watches);
+  };
+  const handlers = handlersOf(saga, 50);
 
   const order = async (userId: string, lines: [string, number][], requestId = "") =>
     (
@@ -164,7 +171,7 @@ export async function setup(t: ExecutionContext) {
    * The handlers of a second replica on the same database: it learns of what `handlers` change
    * only by polling, every `pollMs`.
    */
-  const replica = (pollMs: number) => orderHandlers(store, newSaga(), { pollMs });
+  const replica = (pollMs: number) => handlersOf(newSaga(), pollMs);
 
   return { db, store, saga, handlers, replica, users, products, order, stock, seed, count };
 }
