@@ -120,10 +120,11 @@ export const PROFILE_VARIABLE = "SHOP_PROFILE";
  */
 export const PRODUCTION_IMAGE: string | undefined = undefined;
 
-/** Settings of the production profile that are not secret but differ per installation. */
-export const PRODUCTION_SETTINGS: Record<string, string> = {
-  SHOP_CORS_ORIGINS: "https://shop.example.com",
-};
+/**
+ * The origins browsers may call the cluster's Envoy from (its CORS filter), per installation.
+ * Both overlays share Envoy's config; the services do not read them.
+ */
+export const CLUSTER_CORS_ORIGINS: readonly string[] = ["https://shop.example.com"];
 
 /** A Secret the production overlay references and an operator creates; never committed. */
 export interface SecretMount {

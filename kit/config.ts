@@ -85,6 +85,11 @@ export const redactUrl = (url: string) =>
     .replace(/([?&](?:ssl)?password=)[^&#]*/gi, "$1***");
 
 function databaseUrl(name: string, fallback: string): string {
+  // Set but empty is an operator's mistake (a Secret's empty key, say): the fallback, a SQLite
+  // file of each replica's own, would serve on with data diverging between replicas.
+  if (process.env[name] === "") {
+    throw new SettingError(`${name} is set but empty: give a postgres:// URL, or unset it`);
+  }
   const url = env.string(name, fallback);
   if (url && !/^postgres(ql)?:\/\//i.test(url)) {
     throw new SettingError(

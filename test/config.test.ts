@@ -185,6 +185,9 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
     { SHOP_DATABASE_URL: "postgres://shop:secret@127.0.0.1:64999/shop" },
     /SHOP_DATABASE_URL: cannot open postgres:\/\/shop:\*\*\*@127\.0\.0\.1:64999\/shop: connect ECONNREFUSED/,
   ],
+  // A Secret's empty key: not each replica on a SQLite file of its own.
+  ["product", { SHOP_DATABASE_URL: "" }, /SHOP_DATABASE_URL is set but empty/],
+  ["order", { SHOP_ORDER_DATABASE_URL: "" }, /SHOP_ORDER_DATABASE_URL is set but empty/],
   // Read as the database opens: the setting is named alone, not as a database that failed.
   [
     "product",

@@ -140,6 +140,19 @@ for (const [overlay, dir] of Object.entries(OVERLAY_DIRS)) {
   });
 }
 
+test("a service runs one pod on the base alone, and more only in production, on PostgreSQL from a Secret", async (t) => {
+  const base = parse(await build(OVERLAY_DIRS.base));
+  const production = parse(await build(OVERLAY_DIRS.production));
+  for (const { name } of registry.services) {
+    // Each pod of a base Deployment would have a SQLite file of its own.
+    t.is(find(base, "Deployment", name).spec.replicas, 1, name);
+    const [container] = find(production, "Deployment", name).spec.template.spec.containers;
+    const url = container.env.find((v: Manifest) => v.name === "SHOP_DATABASE_URL");
+    t.is(url?.valueFrom?.secretKeyRef?.optional, undefined, `${name}: a missing key stops the pod`);
+    t.truthy(url?.valueFrom?.secretKeyRef?.name, name);
+  }
+});
+
 test("PRODUCTION_IMAGE points every production pod at the registry, Envoy's descriptor copy too", async (t) => {
   const dir = await tempDir(t);
   const image = "registry.example.com/shopmesh";

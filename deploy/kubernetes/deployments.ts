@@ -12,7 +12,6 @@ import {
   SHUTDOWN_GRACE_MS,
 } from "../settings.js";
 import { labels, selector } from "./labels.js";
-import { OVERLAYS } from "./overlays.js";
 import { containerSecurity, meshMounts, podSecurity, SURGE, scrape, spread } from "./pods.js";
 
 export const CONFIG_MAP = "shopmesh";
@@ -50,7 +49,9 @@ export function serviceDeployment(service: RegisteredService, registry: ServiceR
     kind: "Deployment",
     metadata: { name, labels: labels(name, "service") },
     spec: {
-      replicas: OVERLAYS.production.replicas,
+      // One pod on the base's own: more share data only through the PostgreSQL the production
+      // overlay gives them, and each would have a SQLite file of its own.
+      replicas: 1,
       revisionHistoryLimit: 5,
       selector: { matchLabels: selector(name) },
       // A new pod is ready before an old one stops.

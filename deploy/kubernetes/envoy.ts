@@ -5,6 +5,7 @@ import type { ServiceRegistry } from "../../kit/registry.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
 import { dnsTopology, type EnvoyTopology } from "../envoy/topology.js";
 import {
+  CLUSTER_CORS_ORIGINS,
   DESCRIPTOR_IN_IMAGE,
   EDGE_IDENTITY,
   ENVOY_IMAGE,
@@ -13,7 +14,6 @@ import {
   IMAGE,
   JWKS_SECRET,
   JWT_SETTINGS,
-  PRODUCTION_SETTINGS,
   type SecretMount,
   TLS_SECRET,
 } from "../settings.js";
@@ -75,7 +75,7 @@ export function kubernetesTopology(registry: ServiceRegistry = defaultRegistry):
       issuer: JWT_SETTINGS.SHOP_JWT_ISSUER as string,
       audience: JWT_SETTINGS.SHOP_JWT_AUDIENCE as string,
     },
-    corsOrigins: (PRODUCTION_SETTINGS.SHOP_CORS_ORIGINS ?? "").split(",").filter(Boolean),
+    corsOrigins: [...CLUSTER_CORS_ORIGINS],
   };
 }
 

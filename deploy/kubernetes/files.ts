@@ -15,7 +15,6 @@ import {
   IMAGE,
   JWT_SETTINGS,
   PRODUCTION_IMAGE,
-  PRODUCTION_SETTINGS,
   PROFILE_VARIABLE,
   SERVICE_DEFAULTS,
 } from "../settings.js";
@@ -198,7 +197,6 @@ export function kubernetesFiles(
             behavior: "merge",
             literals: literals({
               [PROFILE_VARIABLE]: "production",
-              ...PRODUCTION_SETTINGS,
               SHOP_DATABASE_POOL_MAX: String(poolMax),
             }),
           },
