@@ -87,12 +87,15 @@ export function serviceDeployment(service: RegisteredService, registry: ServiceR
               // health-only port (SHOP_HEALTH_PORT, the same statuses, nothing else served).
               // Startup allows for migrations; readiness is the proto service's status,
               // NOT_SERVING from the first moment of a shutdown; liveness the server's ("").
+              // Only a shutdown turns a service NOT_SERVING, and its pod leaves the endpoints
+              // as it terminates anyway: readiness takes three misses, so that one slow answer
+              // under load (a throttled CPU, a long collection) takes no pod out, nor every pod.
               startupProbe: { grpc: { port: health }, periodSeconds: 1, failureThreshold: 60 },
               readinessProbe: {
                 grpc: { port: health, service: checkedService(service) },
                 periodSeconds: 2,
-                timeoutSeconds: 1,
-                failureThreshold: 1,
+                timeoutSeconds: 2,
+                failureThreshold: 3,
               },
               livenessProbe: {
                 grpc: { port: health },
