@@ -81,10 +81,13 @@ function fromDependency(dependency: string, error: unknown, ctx?: CallContext): 
     // service's trouble, not an rpc its caller called wrong.
     case Code.UNIMPLEMENTED:
     case Code.UNAVAILABLE:
-      return new ServiceError(Code.UNAVAILABLE, `the ${dependency} service is unavailable`, {
-        reason: "DEPENDENCY_UNAVAILABLE",
-        metadata: { dependency, cause: error.message },
-      });
+      // What grpc-js said (the addresses it dialled) goes to the log only.
+      return new ServiceError(
+        Code.UNAVAILABLE,
+        `the ${dependency} service is unavailable`,
+        { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency } },
+        error,
+      );
     case Code.DEADLINE_EXCEEDED: {
       const callers = ctx !== undefined && deadlinePassed(ctx);
       return new ServiceError(
