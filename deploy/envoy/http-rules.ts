@@ -54,6 +54,18 @@ export function luaPatternOf(template: string): string {
   return `^${pattern}/?$`;
 }
 
+/**
+ * `luaPatternOf` with each variable captured, in the template's order: `/users/{user_id}` is
+ * `^/users/([^/]+)/?$`.
+ */
+export function luaCapturePatternOf(template: string): string {
+  let pattern = "";
+  for (const part of template.matchAll(/\{([^}=]+)(?:=([^}]*))?\}|[^{]+/g)) {
+    pattern += part[1] === undefined ? segments(part[0]) : `(${segments(part[2] ?? "*")})`;
+  }
+  return `^${pattern}/?$`;
+}
+
 /** The fields a template's variables set: `{user_id}` and `{name=reviews/*}` give user_id, name. */
 export const variablesOf = (template: string) =>
   [...template.matchAll(/\{([^}=]+)/g)].map((match) => match[1] as string);

@@ -14,7 +14,13 @@ import {
   grpcWebCodecRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
-import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
+import {
+  bindingsOf,
+  type HttpRule,
+  luaCapturePatternOf,
+  luaPatternOf,
+  variablesOf,
+} from "./http-rules.js";
 import { lua } from "./lua.js";
 import { headerMatches, skippedFor } from "./matchers.js";
 import type { GrpcService } from "./topology.js";
@@ -56,7 +62,13 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
   const registry = contractRegistry();
   const http = registry.getExtension("google.api.http");
   if (!http) throw new Error("google.api.http is not in the descriptor set");
-  const bodies: { method: string; pattern: string; message: string }[] = [];
+  const bodies: {
+    method: string;
+    pattern: string;
+    message: string;
+    /** Fields of the body's message the path sets too, each by its capture in `capture`. */
+    bound?: { capture: string; fields: { name: string; json: string; index: number }[] };
+  }[] = [];
   const queries: {
     method: string;
     pattern: string;
@@ -112,7 +124,22 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
             : method.input.fields.find((field) => field.name === body)?.message;
         if (!message) continue;
         describe(message);
-        bodies.push({ method: verb, pattern, message: message.typeName });
+        // A field the path sets, named in the body too: the transcoder keeps the path's value
+        // silently under the JSON name (and under the proto name, in some requests).
+        const prefix = body === "*" ? "" : `${body}.`;
+        const fields = variablesOf(template).flatMap((variable, index) => {
+          const name = variable.startsWith(prefix) ? variable.slice(prefix.length) : "";
+          const field = message.fields.find((f) => f.name === name);
+          return field ? [{ name: field.name, json: field.jsonName, index: index + 1 }] : [];
+        });
+        bodies.push({
+          method: verb,
+          pattern,
+          message: message.typeName,
+          ...(fields.length > 0 && {
+            bound: { capture: luaCapturePatternOf(template), fields },
+          }),
+        });
       }
     }
   }

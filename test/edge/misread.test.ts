@@ -2,7 +2,8 @@
 // the edge before any replica is asked (an Envoy with no replicas at all). REST: a body on a route
 // that takes none, which the transcoder reads into the request unchecked; a query parameter
 // without a value, which it skips; a compressed body, which it reads as JSON; and a key written
-// with JSON escapes, which it reads as the field it names. gRPC-Web in a codec other than proto,
+// with JSON escapes, which it reads as the field it names; a body that gives a field the path sets
+// another value, which it drops for the path's. gRPC-Web in a codec other than proto,
 // which the gRPC-Web filter passes on for a service to read as native gRPC.
 
 import { gzipSync } from "node:zlib";
@@ -78,6 +79,26 @@ test("REST: a body where the route takes none, a valueless query parameter and a
   t.is((await send("POST", "/products", '{"n\\u0061me":"Mug"}', admin)).http, 503);
   const twice = await send("POST", "/products", '{"name":"Mug","n\\u0061me":"Cup"}', admin);
   t.is(reasonOf(twice), "DUPLICATE_FIELD");
+
+  // A field the path sets, named in the body with another value: the transcoder refused it under
+  // the proto name and, under the JSON name, changed the record the path names without a word.
+  for (const [method, path, key, other] of [
+    ["PATCH", "/users/usr_a%5F1", "user_id", "usr_b"],
+    ["PATCH", "/users/usr_a%5F1", "userId", "usr_b"],
+    ["PATCH", "/products/prd_a", "productId", "prd_b"],
+    ["POST", "/orders/ord_a:cancel", "orderId", "ord_b"],
+    ["POST", "/orders/ord_a:cancel", "order_id", "ord_b"],
+  ] as const) {
+    const answer = await send(method, path, JSON.stringify({ [key]: other }), admin);
+    t.is(answer.http, 400, `${path} ${key}`);
+    t.is(answer.status.code, Code.INVALID_ARGUMENT, `${path} ${key}`);
+    t.is(reasonOf(answer), "MALFORMED_REQUEST", `${path} ${key}`);
+  }
+  // The same value, in either spelling (percent-decoded, escaped), is no conflict.
+  for (const key of ["user_id", "userId", "user\\u0049d"]) {
+    const body = `{"${key}":"usr_a_1","display_name":"A"}`;
+    t.is((await send("PATCH", "/users/usr_a%5F1?update_mask=display_name", body, admin)).http, 503);
+  }
 });
 
 test("gRPC-Web in a codec other than proto is UNIMPLEMENTED, not served as native gRPC", async (t) => {

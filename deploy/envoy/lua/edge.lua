@@ -28,6 +28,8 @@
 --   padded one as no message), and refuses one outside base64url's alphabet with 400.
 -- - Refuses gRPC-Web in any content type but the four Envoy's gRPC-Web filter takes (+json, say),
 --   which would reach a service as native gRPC.
+-- - Refuses a REST body that gives a field the path sets another value, by either name: the
+--   transcoder keeps the path's, silently under the JSON name.
 -- - Refuses a REST request with a body on a route that takes none (the transcoder would read it
 --   unchecked), a query parameter without a value (the transcoder skips it), and a compressed
 --   body (415; the transcoder would read the compressed bytes as JSON).
@@ -217,7 +219,12 @@ function Reader:value(message, path)
       self:space()
       if self.text:sub(self.pos, self.pos) ~= ":" then error("malformed") end
       self.pos = self.pos + 1
-      self:value(inner, field)
+      self:space()
+      if path == "" and self.wanted[key] and self.text:sub(self.pos, self.pos) == '"' then
+        self.found[key] = json_unescaped(self:string())
+      else
+        self:value(inner, field)
+      end
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
@@ -252,22 +259,51 @@ function Reader:value(message, path)
 end
 
 -- The first field of `text` that `message` does not have, e.g. "lines[0].colour", and the first
--- one an object sets twice; nil for none, or when `text` is not JSON.
-local function misfit_fields(text, message)
-  local reader = setmetatable({ text = text, pos = 1 }, Reader)
+-- one an object sets twice; nil for none, or when `text` is not JSON. Then the string each key
+-- of `wanted` has at the top level, by key.
+local function misfit_fields(text, message, wanted)
+  local reader = setmetatable({ text = text, pos = 1, wanted = wanted, found = {} }, Reader)
   if not pcall(reader.value, reader, message, "") then return nil end
   reader:space()
   if reader.pos <= #text then return nil end
-  return reader.unknown, reader.twice
+  return reader.unknown, reader.twice, reader.found
 end
 
-local function body_message(headers)
+-- The REST route that takes the request's body, and the path; nil for none.
+local function body_route(headers)
   local method = headers:get(":method")
   local path = (headers:get(":path") or ""):gsub("%?.*", "")
   for _, route in ipairs(REST_BODIES) do
-    if route.method == method and path:find(route.pattern) then return route.message end
+    if route.method == method and path:find(route.pattern) then return route, path end
   end
   return nil
+end
+
+-- The first field the path sets that the body gives another value, by either name: the
+-- transcoder would keep the path's silently (under the JSON name, always), so a client would
+-- change another record than the one its body names. The key the body gives, and the field.
+local function contradicted_field(route, path, found)
+  if route.bound == nil then return nil end
+  local captures = { path:match(route.bound.capture) }
+  for _, field in ipairs(route.bound.fields) do
+    local segment = (captures[field.index] or ""):gsub("%%(%x%x)", function(hex)
+      return string.char(tonumber(hex, 16))
+    end)
+    for _, key in ipairs({ field.name, field.json }) do
+      if found[key] ~= nil and found[key] ~= segment then return key, field.name end
+    end
+  end
+  return nil
+end
+
+-- Both names of each field a route's path sets, as keys; empty for none.
+local function bound_keys(route)
+  local keys = {}
+  for _, field in ipairs(route.bound and route.bound.fields or {}) do
+    keys[field.name] = true
+    keys[field.json] = true
+  end
+  return keys
 end
 
 -- The first query parameter that names a field the path or the body sets, or one given twice
@@ -482,7 +518,8 @@ function envoy_on_request(handle)
   end
   local reason, parameter, text, description = refused_parameter(headers)
   if reason then return refuse_rest(handle, reason, parameter, text, description) end
-  local message = body_message(headers)
+  local route, path = body_route(headers)
+  local message = route and route.message
   if message == nil and rest_route(headers) ~= nil then
     -- A route without a body: the transcoder would still read one into the request, unchecked.
     local method = headers:get(":method")
@@ -502,14 +539,22 @@ function envoy_on_request(handle)
   end
   local body = handle:body()
   if body == nil then return end
-  local unknown, twice = misfit_fields(body:getBytes(0, body:length()), message)
+  local unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
+    bound_keys(route))
   if unknown then
     return refuse_rest(handle, "UNKNOWN_FIELD", unknown,
       "unknown field " .. unknown .. " in the request body", "no such field", true)
   end
   if twice then
-    refuse_rest(handle, "DUPLICATE_FIELD", twice,
+    return refuse_rest(handle, "DUPLICATE_FIELD", twice,
       "field " .. twice .. " appears twice in the request body", "appears twice", true)
+  end
+  local key, name = nil, nil
+  if found then key, name = contradicted_field(route, path, found) end
+  if key then
+    refuse_rest(handle, "MALFORMED_REQUEST", key,
+      "the body's " .. key .. " differs from the " .. name .. " the path gives",
+      "differs from the path", true)
   end
 end
 
