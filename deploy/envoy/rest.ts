@@ -25,6 +25,8 @@ const REST_LOCAL_REPLIES: Record<number, [code: number, reason: string]> = {
   408: [4, "DEADLINE_EXCEEDED"],
   413: [8, "REQUEST_TOO_LARGE"],
   429: [8, "RESOURCE_EXHAUSTED"],
+  // Headers over max_request_headers_kb, refused by HTTP/1.1's codec before any filter.
+  431: [8, "REQUEST_TOO_LARGE"],
   500: [13, "INTERNAL"],
   501: [12, "UNIMPLEMENTED"],
   502: [14, "UNAVAILABLE"],

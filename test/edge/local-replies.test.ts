@@ -1,6 +1,7 @@
 // Envoy's own answers that are not refusals, in each protocol's form with the edge's ErrorInfo, as
 // its refusals are: UNAVAILABLE when no replica can take a call (an Envoy whose clusters have no
-// hosts at all), and UNIMPLEMENTED for a path with no route.
+// hosts at all), UNIMPLEMENTED for a path with no route, and RESOURCE_EXHAUSTED for headers too
+// large for HTTP/1.1.
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
@@ -71,6 +72,16 @@ test("with no replica to take a call, every door answers UNAVAILABLE with the ed
   t.is(rest.status, 503, "REST");
   const status = (await rest.json()) as { code: number; details: { reason: string }[] };
   t.like(status, { code: Code.UNAVAILABLE, details: [{ reason: "UNAVAILABLE" }] }, "REST");
+
+  // Headers too large for HTTP/1.1's codec: its 431 in the same form, not Envoy's text.
+  const huge = await edgeFetch(`https://${envoy.address}/products/prd_any`, {
+    headers: { "x-padding": "x".repeat(100 * 1024) },
+  });
+  t.is(huge.status, 431);
+  t.like(await huge.json(), {
+    code: Code.RESOURCE_EXHAUSTED,
+    details: [{ reason: "REQUEST_TOO_LARGE", domain: "shopmesh.edge" }],
+  });
 });
 
 test("a gRPC-Web call on a path with no route is a trailers-only UNIMPLEMENTED with its details", async (t) => {
