@@ -183,18 +183,21 @@ for (const file of COMMITTED) {
     const named = (name: string) => filters.find((filter) => filter.name === name)?.typed_config;
     const jwt = named("envoy.filters.http.jwt_authn") as {
       rules: {
-        match: { path: string };
-        requires: { provider_name?: string; requires_any?: object };
+        match: { path?: string; prefix?: string };
+        requires?: { provider_name?: string; requires_any?: object };
       }[];
     };
-    const open = jwt.rules
-      .filter((rule) => rule.requires.requires_any)
+    // First, a CORS preflight, which carries no token: no requirement.
+    const [preflight, ...perRpc] = jwt.rules;
+    t.like(preflight, { match: { prefix: "/" }, requires: undefined });
+    const open = perRpc
+      .filter((rule) => rule.requires?.requires_any)
       .map((rule) => rule.match.path);
     t.deepEqual(open.sort(), [
       "/shop.product.v1.ProductService/GetProduct",
       "/shop.product.v1.ProductService/ListProducts",
     ]);
-    t.is(jwt.rules.length, services.flatMap((service) => service.methods).length);
+    t.is(perRpc.length, services.flatMap((service) => service.methods).length);
     const transcoder = named("envoy.filters.http.grpc_json_transcoder") as {
       services: string[];
       proto_descriptor: string;

@@ -5,6 +5,12 @@ import type { EnvoyTopology, GrpcService } from "./topology.js";
 
 const JWT_PROVIDER = "shopmesh";
 
+/** A CORS preflight's headers, as Envoy's header matchers read them. */
+const PREFLIGHT = [
+  { name: ":method", string_match: { exact: "OPTIONS" } },
+  { name: "access-control-request-method", present_match: true },
+];
+
 /**
  * Envoy checks the bearer token of every routed rpc the way the services will again: required,
  * except for open rpcs, where a token is optional but must be valid when sent. Health, reflection
@@ -31,6 +37,9 @@ export function jwtAuthn(topology: EnvoyTopology, services: readonly GrpcService
       };
     }),
   );
+  // A CORS preflight carries no token (browsers send none): the CORS filter answers it, or the
+  // route for refused preflights does, never a 401.
+  const preflight = { match: { prefix: "/", headers: PREFLIGHT } };
   return {
     name: "envoy.filters.http.jwt_authn",
     typed_config: typed("envoy.extensions.filters.http.jwt_authn.v3.JwtAuthentication", {
@@ -57,7 +66,7 @@ export function jwtAuthn(topology: EnvoyTopology, services: readonly GrpcService
           jwt_cache_config: { jwt_cache_size: 1000 },
         },
       },
-      rules,
+      rules: [preflight, ...rules],
     }),
   };
 }
@@ -78,8 +87,20 @@ export function adminRbac(services: readonly GrpcService[]) {
             "admin-required": {
               permissions: [
                 {
-                  or_rules: {
-                    rules: paths.map((method) => ({ url_path: { path: { exact: method.path } } })),
+                  and_rules: {
+                    rules: [
+                      {
+                        or_rules: {
+                          rules: paths.map((method) => ({
+                            url_path: { path: { exact: method.path } },
+                          })),
+                        },
+                      },
+                      // A CORS preflight, which carries no token, is not the call.
+                      {
+                        not_rule: { and_rules: { rules: PREFLIGHT.map((header) => ({ header })) } },
+                      },
+                    ],
                   },
                 },
               ],

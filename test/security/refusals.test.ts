@@ -912,6 +912,16 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
   const refusedGrpc = await preflight("https://evil.example", grpcPath);
   t.is(refusedGrpc.status, 404);
   t.is(refusedGrpc.headers.get("access-control-allow-origin"), null);
+  // A browser sends no token with a preflight: one for an rpc that needs a token is no 401.
+  for (const rpc of ["GetUser", "ListUsers"]) {
+    const signedIn = await preflight("https://evil.example", `/shop.user.v1.UserService/${rpc}`);
+    t.is(signedIn.status, 404, rpc);
+    t.like(
+      await signedIn.json(),
+      { code: Code.NOT_FOUND, details: [{ reason: "ROUTE_NOT_FOUND" }] },
+      rpc,
+    );
+  }
   // And for a Connect GET's URL, whose query Envoy's bridge would otherwise take for a call.
   const connectGet = await preflight(
     SHOP_ORIGIN,
