@@ -1,4 +1,4 @@
-import { createHmac, timingSafeEqual } from "node:crypto";
+import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { env } from "./config.js";
 import type { MethodInfo } from "./contract.js";
@@ -10,10 +10,11 @@ export const DEV_PAGE_TOKEN_SECRET = "shopmesh-dev-page-token-secret";
 let secret: string | undefined;
 
 /**
- * The secret page tokens are signed with: SHOP_PAGE_TOKEN_SECRET, else the contents of
+ * The secret page tokens are sealed with: SHOP_PAGE_TOKEN_SECRET, else the contents of
  * SHOP_PAGE_TOKEN_SECRET_FILE (a mounted secret; one trailing newline dropped), else the built-in
- * development secret. Tokens are signed so that a token the server never issued is refused, not
- * misread; replicas that share data must share the secret.
+ * development secret. Tokens are authenticated, so that a token the server never issued is
+ * refused, not misread, and encrypted, so that a caller learns nothing from one (a cursor is a
+ * row's place among every user's); replicas that share data must share the secret.
  */
 export function pageTokenSecret(): string {
   if (secret === undefined) {
@@ -37,8 +38,14 @@ function secretIn(file: string): string {
   return text;
 }
 
-const sign = (body: string) =>
-  createHmac("sha256", pageTokenSecret()).update(body).digest().subarray(0, 12);
+let key: Buffer | undefined;
+/** The AES-256-GCM key of page tokens, derived from the secret. */
+const sealingKey = () => {
+  key ??= Buffer.from(hkdfSync("sha256", pageTokenSecret(), "", "shopmesh page token", 32));
+  return key;
+};
+const IV_BYTES = 12;
+const TAG_BYTES = 16;
 
 /** The list rpc a token belongs to: its own method, or its path. */
 type List = Pick<MethodInfo, "path"> | string;
@@ -47,13 +54,33 @@ const pathOf = (list: List) => (typeof list === "string" ? list : list.path);
 /**
  * An opaque token for the page after `cursor` of `list` (the rpc serving it, usually
  * `ctx.method`), valid only for that rpc with the same `filter`: two lists of one service share
- * the signing secret, and a cursor means nothing in another list.
+ * the secret, and a cursor means nothing in another list.
  */
 export function encodePageToken(list: List, cursor: unknown, filter: unknown = null): string {
-  const body = Buffer.from(JSON.stringify({ l: pathOf(list), c: cursor, f: filter })).toString(
-    "base64url",
-  );
-  return `${body}.${sign(body).toString("base64url")}`;
+  const iv = randomBytes(IV_BYTES);
+  const cipher = createCipheriv("aes-256-gcm", sealingKey(), iv);
+  const text = JSON.stringify({ l: pathOf(list), c: cursor, f: filter });
+  const sealed = Buffer.concat([cipher.update(text), cipher.final()]);
+  return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString("base64url");
+}
+
+/** What a token holds, or undefined when this server did not seal it. */
+function opened(token: string): unknown {
+  // base64url decoding would skip stray characters.
+  if (token.length > 1024 || !/^[A-Za-z0-9_-]+$/.test(token)) return undefined;
+  const bytes = Buffer.from(token, "base64url");
+  if (bytes.length <= IV_BYTES + TAG_BYTES) return undefined;
+  try {
+    const decipher = createDecipheriv("aes-256-gcm", sealingKey(), bytes.subarray(0, IV_BYTES));
+    decipher.setAuthTag(bytes.subarray(bytes.length - TAG_BYTES));
+    const text = Buffer.concat([
+      decipher.update(bytes.subarray(IV_BYTES, bytes.length - TAG_BYTES)),
+      decipher.final(),
+    ]);
+    return JSON.parse(text.toString());
+  } catch {
+    return undefined;
+  }
 }
 
 /** A cursor our lists issue: the seq of the last row of a page, a positive integer. */
@@ -62,8 +89,8 @@ export const isSeq = (cursor: unknown): cursor is number =>
 
 /**
  * The cursor inside a token of `list`, or undefined for an empty token. INVALID_ARGUMENT
- * (INVALID_PAGE_TOKEN) when the token was not signed here, was issued by another list or for
- * another filter, or holds anything `isCursor` refuses: a valid signature does not make its
+ * (INVALID_PAGE_TOKEN) when the token was not sealed here, was issued by another list or for
+ * another filter, or holds anything `isCursor` refuses: a token that opens does not make its
  * content trusted input.
  */
 export function decodePageToken<T = number>(
@@ -80,19 +107,7 @@ export function decodePageToken<T = number>(
     error.details.reason = "INVALID_PAGE_TOKEN";
     return error;
   };
-  const parts = token.split(".");
-  const [body, mac] = parts;
-  if (parts.length !== 2 || !body || !mac || token.length > 1024) throw invalid();
-  // Compare the signature as text: base64url decoding would ignore stray characters.
-  const expected = Buffer.from(sign(body).toString("base64url"));
-  const given = Buffer.from(mac);
-  if (given.length !== expected.length || !timingSafeEqual(given, expected)) throw invalid();
-  let parsed: unknown;
-  try {
-    parsed = JSON.parse(Buffer.from(body, "base64url").toString());
-  } catch {
-    throw invalid();
-  }
+  const parsed = opened(token);
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalid();
   const { l, c, f } = parsed as { l?: unknown; c?: unknown; f?: unknown };
   if (l !== pathOf(list) || JSON.stringify(f) !== JSON.stringify(filter) || !isCursor(c)) {
