@@ -57,9 +57,13 @@ const pathOf = (list: List) => (typeof list === "string" ? list : list.path);
  * the secret, and a cursor means nothing in another list.
  */
 export function encodePageToken(list: List, cursor: unknown, filter: unknown = null): string {
+  return sealText(JSON.stringify({ l: pathOf(list), c: cursor, f: filter }));
+}
+
+/** `text` encrypted and authenticated with the page-token key, as a page token carries it. */
+export function sealText(text: string): string {
   const iv = randomBytes(IV_BYTES);
   const cipher = createCipheriv("aes-256-gcm", sealingKey(), iv);
-  const text = JSON.stringify({ l: pathOf(list), c: cursor, f: filter });
   const sealed = Buffer.concat([cipher.update(text), cipher.final()]);
   return Buffer.concat([iv, sealed, cipher.getAuthTag()]).toString("base64url");
 }
