@@ -386,6 +386,55 @@ test("a refused reservation leaves no order behind; an unanswered one leaves it 
   t.is(await stockOf(fleet, mug.productId), 5);
 });
 
+test("a refused order whose release cannot reach product is never shown, and is deleted once released", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
+  const short = await t.throwsAsync(
+    fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 6)],
+      requestId: "too-many",
+    }),
+    { instanceOf: ServiceError },
+  );
+  t.is(short?.details.reason, "INSUFFICIENT_STOCK");
+
+  // The row waits for its release, and no read shows it: no order was placed.
+  const rows = () => fleet.order.db("orders").select("order_id", "state");
+  const [row] = await rows();
+  t.is(row?.state, OrderState.ORDER_STATE_FAILED);
+  const orderId = String(row?.order_id);
+  const listed = await fleet.orders.listOrders({
+    userId: user.userId,
+    pageSize: 10,
+    pageToken: "",
+  });
+  t.deepEqual(listed.orders, []);
+  const admin = await fleet.orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
+  t.deepEqual(admin.orders, []);
+  const read = await t.throwsAsync(fleet.orders.getOrder({ orderId }), {
+    instanceOf: ServiceError,
+  });
+  t.is(read?.details.reason, "ORDER_NOT_FOUND");
+  const watching = (async () => {
+    for await (const _ of fleet.orders.watchOrder({ orderId })) t.fail("a message of a watch");
+  })();
+  const watch = await t.throwsAsync(watching, { instanceOf: ServiceError });
+  t.is(watch?.details.reason, "ORDER_NOT_FOUND");
+
+  // Product is back: the reconciler releases the reservation, leaving its tombstone, and deletes
+  // the order.
+  fleet.product.faults.clear();
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  const { reservation } = await fleet.inventory.releaseReservation({
+    reservationId: `order:${orderId}`,
+  });
+  t.is(reservation?.state, ReservationState.RESERVATION_STATE_RELEASED);
+  t.is(await stockOf(fleet, mug.productId), 5);
+});
+
 test("a ReserveStock that reaches product after its order was refused takes no stock", async (t) => {
   // A first attempt the client resent (its connection dropped, its replica paused) may still
   // run after the resend was refused and the order deleted; this replays it then.

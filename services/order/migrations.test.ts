@@ -16,6 +16,7 @@ const {
   ORDER_STATE_CONFIRMED: CONFIRMED,
   ORDER_STATE_CANCELLING: CANCELLING,
   ORDER_STATE_CANCELLED: CANCELLED,
+  ORDER_STATE_FAILED: FAILED,
 } = OrderState;
 
 let databases = 0;
@@ -56,6 +57,11 @@ const migrator = (): Knex.MigratorConfig => ({
 
 const applied = async (db: Knex) =>
   (await db("knex_migrations").orderBy("id").select("name")).map((row) => row.name);
+
+/** Runs the downs of the migrations from the newest to `name`, that one included. */
+async function rollBack(db: Knex, name: string) {
+  while ((await applied(db)).includes(name)) await db.migrate.down(migrator());
+}
 
 /** Writes a PENDING order holding `key` for `userId`. */
 const place = (store: OrderStore, userId: string, key: string) => {
@@ -139,7 +145,7 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
   }
   await old.destroy();
 
-  const db = await open(t, location, 3);
+  const db = await open(t, location);
   const store = new OrderStore({ db: db, reads: db });
   const read = await store.get(cancelled.orderId);
   t.is(read.order.state, CANCELLED);
@@ -149,7 +155,7 @@ test("0003 keeps the orders written before it, cancelled ones too; its down drop
   await store.transition(placed.orderId, [CONFIRMED], CANCELLING, 1_700_000_000_000);
   t.deepEqual((await store.get(placed.orderId)).cancellingSince, new Date(1_700_000_000_000));
 
-  await db.migrate.down(migrator());
+  await rollBack(db, "0003_cancel_time");
   t.false(await db.schema.hasColumn("orders", "cancel_time"));
   await db.migrate.latest(migrator());
   t.true(await db.schema.hasColumn("orders", "cancel_time"));
@@ -173,9 +179,35 @@ test("0004 keeps the orders written before it, confirmed ones too; its down drop
   t.true(await store.confirm(placed.orderId, prices, 1_700_000_000_000));
   t.deepEqual((await store.get(placed.orderId)).confirmedAt, new Date(1_700_000_000_000));
 
-  await db.migrate.down(migrator());
+  await rollBack(db, "0004_confirm_time");
   t.false(await db.schema.hasColumn("orders", "confirm_time"));
   t.true(await db.schema.hasColumn("orders", "cancel_time"));
   await db.migrate.latest(migrator());
   t.true(await db.schema.hasColumn("orders", "confirm_time"));
+});
+
+test("0005 keeps the orders written before it in every read; its down drops withdrawn", async (t) => {
+  const location = await emptyDatabase(t);
+  const old = await open(t, location, 4);
+  const before = new OrderStore({ db: old, reads: old });
+  const failed = await place(before, "usr_alice", "k-1");
+  await old("orders").where({ order_id: failed.orderId }).update({ state: FAILED });
+  await old.destroy();
+
+  const db = await open(t, location);
+  const store = new OrderStore({ db: db, reads: db });
+  t.is((await store.get(failed.orderId)).order.state, FAILED);
+  const refused = await place(store, "usr_bob", "k-1");
+  t.true(await store.fail(refused.orderId, true));
+  t.is(await store.find(refused.orderId), undefined, "a withdrawn order is not shown");
+  const listed = await store.list(10, undefined, "");
+  t.deepEqual(
+    listed.orders.map((order) => order.orderId),
+    [failed.orderId],
+  );
+
+  await rollBack(db, "0005_withdrawn");
+  t.false(await db.schema.hasColumn("orders", "withdrawn"));
+  await db.migrate.latest(migrator());
+  t.true(await db.schema.hasColumn("orders", "withdrawn"));
 });

@@ -409,13 +409,13 @@ export class OrderSaga {
   }
 
   /**
-   * An order that cannot stand: failed, its reservation released (whatever it holds, or a
-   * tombstone), then deleted, so that no order was placed. Should the release fail, the order
-   * stays FAILED and the reconciler releases it.
+   * An order that cannot stand: failed and withdrawn (no read shows it), its reservation
+   * released (whatever it holds, or a tombstone), then deleted, so that no order was placed.
+   * Should the release fail, the reconciler releases and deletes it.
    */
   private async withdraw(orderId: string, reservationId: string): Promise<void> {
     try {
-      if (!(await this.store.fail(orderId))) return;
+      if (!(await this.store.fail(orderId, true))) return;
       this.changed(orderId, FAILED);
       if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
     } catch (error) {
@@ -609,10 +609,11 @@ export class OrderSaga {
       if (unsettled.length === 0) break;
       const done = await step("reconcile", async () => {
         const outcomes = await Promise.all(
-          unsettled.map(async ({ orderId, reservationId, state }) => {
+          unsettled.map(async (order) => {
+            const { state } = order;
             const action: ReconcileAction =
               state === FAILED ? "release" : state === CANCELLING ? "finish_cancel" : "settle";
-            const result = await this.reconcileOne(orderId, reservationId, state);
+            const result = await this.reconcileOne(order);
             this.events.reconciled?.(action, result);
             return result;
           }),
@@ -626,15 +627,22 @@ export class OrderSaga {
   }
 
   /** Settles one unsettled order. */
-  private async reconcileOne(
-    orderId: string,
-    reservationId: string,
-    state: OrderState,
-  ): Promise<ReconcileResult> {
+  private async reconcileOne({
+    orderId,
+    reservationId,
+    state,
+    withdrawn,
+  }: {
+    orderId: string;
+    reservationId: string;
+    state: OrderState;
+    withdrawn: boolean;
+  }): Promise<ReconcileResult> {
     try {
       if (state === FAILED) {
         if (!(await this.release(reservationId))) return "failed";
-        await this.store.markReleased(orderId);
+        if (withdrawn) await this.store.discard(orderId, FAILED);
+        else await this.store.markReleased(orderId);
         return "done";
       }
       if (state === CANCELLING) {

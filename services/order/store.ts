@@ -35,6 +35,8 @@ interface OrderRow {
   confirm_time: number | string | null;
   /** When it became CANCELLING; null if it never did (or an older replica cancelled it). */
   cancel_time: number | string | null;
+  /** Refused by CreateOrder, deleted once released: no read shows it. */
+  withdrawn: number | boolean;
 }
 
 interface LineRow {
@@ -210,7 +212,9 @@ export class OrderStore {
   }
 
   async find(orderId: string): Promise<StoredOrder | undefined> {
-    return this.whole(() => this.env.reads<OrderRow>("orders").where({ order_id: orderId }));
+    return this.whole(() =>
+      this.env.reads<OrderRow>("orders").where({ order_id: orderId, withdrawn: false }),
+    );
   }
 
   async get(orderId: string): Promise<StoredOrder> {
@@ -230,6 +234,7 @@ export class OrderStore {
       const rows = await this.env
         .reads<OrderRow>("orders")
         .select("order_id", "state")
+        .where({ withdrawn: false })
         .whereIn("order_id", orderIds.slice(i, i + 500));
       for (const row of rows) states.set(row.order_id, row.state);
     }
@@ -252,7 +257,7 @@ export class OrderStore {
     beforeSeq: number | undefined,
     userId: string,
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
-    const query = this.env.reads<OrderRow>("orders");
+    const query = this.env.reads<OrderRow>("orders").where({ withdrawn: false });
     if (userId) query.where({ user_id: userId });
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: beforeSeq,
@@ -336,12 +341,20 @@ export class OrderStore {
     });
   }
 
-  /** PENDING → FAILED, freeing the idempotency key for a retry. False when it was not pending. */
-  async fail(orderId: string): Promise<boolean> {
+  /**
+   * PENDING → FAILED, freeing the idempotency key for a retry; `withdrawn`: refused, no read shows
+   * it, and it is deleted once released. False when it was not pending.
+   */
+  async fail(orderId: string, withdrawn = false): Promise<boolean> {
     const count = await this.env
       .db("orders")
       .where({ order_id: orderId, state: OrderState.ORDER_STATE_PENDING })
-      .update({ state: OrderState.ORDER_STATE_FAILED, request_key: null, update_time: Date.now() });
+      .update({
+        state: OrderState.ORDER_STATE_FAILED,
+        request_key: null,
+        update_time: Date.now(),
+        ...(withdrawn && { withdrawn: true }),
+      });
     return count === 1;
   }
 
@@ -367,7 +380,7 @@ export class OrderStore {
     pendingBefore: number,
     limit: number,
     excluding: readonly string[] = [],
-  ): Promise<{ orderId: string; reservationId: string; state: OrderState }[]> {
+  ): Promise<{ orderId: string; reservationId: string; state: OrderState; withdrawn: boolean }[]> {
     const query = this.env
       .reads<OrderRow>("orders")
       .where((unsettled) =>
@@ -380,13 +393,14 @@ export class OrderStore {
               .andWhere("create_time", "<", pendingBefore),
           ),
       )
-      .select("order_id", "reservation_id", "state")
+      .select("order_id", "reservation_id", "state", "withdrawn")
       .limit(limit);
     const rows = await (excluding.length > 0 ? query.whereNotIn("order_id", excluding) : query);
     return rows.map((row) => ({
       orderId: row.order_id,
       reservationId: row.reservation_id,
       state: row.state,
+      withdrawn: Boolean(row.withdrawn),
     }));
   }
 }
