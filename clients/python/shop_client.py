@@ -300,6 +300,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--cert", "-cert", help="client certificate for mutual TLS")
     parser.add_argument("--key", "-key", help="its private key")
     args = parser.parse_args(argv)
+    # An empty value (a shell variable never set) would fail later, naming the token.
+    if not (args.user_id and args.token and args.admin_token):
+        parser.error("--user-id, --token and --admin-token must not be empty")
     if args.target:
         args.user = args.product = args.order = args.target
 
