@@ -28,7 +28,8 @@ const (
 // An item for sale.
 type Product struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Opaque identifier assigned by the server at creation. Output only.
+	// Opaque identifier assigned by the server at creation: ignored by
+	// CreateProduct, and names the product to change in UpdateProduct.
 	ProductId string `protobuf:"bytes,1,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
 	// Name shown to people. Required; 1 to 200 characters.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
@@ -545,7 +546,7 @@ const file_shop_product_v1_product_proto_rawDesc = "" +
 	"\x1dshop/product/v1/product.proto\x12\x0fshop.product.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x18shop/type/v1/money.proto\"\xc3\x02\n" +
 	"\aProduct\x12\"\n" +
 	"\n" +
-	"product_id\x18\x01 \x01(\tB\x03\xe0A\x03R\tproductId\x12\x17\n" +
+	"product_id\x18\x01 \x01(\tB\x03\xe0A\bR\tproductId\x12\x17\n" +
 	"\x04name\x18\x02 \x01(\tB\x03\xe0A\x02R\x04name\x12 \n" +
 	"\vdescription\x18\x03 \x01(\tR\vdescription\x12.\n" +
 	"\x05price\x18\x04 \x01(\v2\x13.shop.type.v1.MoneyB\x03\xe0A\x02R\x05price\x12%\n" +

@@ -27,7 +27,8 @@ const (
 // A customer of the store.
 type User struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Opaque identifier assigned by the server at creation. Output only.
+	// Opaque identifier assigned by the server at creation: ignored by
+	// CreateUser, and names the user to change in UpdateUser.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Email address, unique across users. Required; 3 to 254 characters
 	// (code points) and must contain "@". Compared case-insensitively.
@@ -595,7 +596,7 @@ const file_shop_user_v1_user_proto_rawDesc = "" +
 	"\n" +
 	"\x17shop/user/v1/user.proto\x12\fshop.user.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xeb\x01\n" +
 	"\x04User\x12\x1c\n" +
-	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\x03R\x06userId\x12\x19\n" +
+	"\auser_id\x18\x01 \x01(\tB\x03\xe0A\bR\x06userId\x12\x19\n" +
 	"\x05email\x18\x02 \x01(\tB\x03\xe0A\x02R\x05email\x12&\n" +
 	"\fdisplay_name\x18\x03 \x01(\tB\x03\xe0A\x02R\vdisplayName\x12@\n" +
 	"\vcreate_time\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampB\x03\xe0A\x03R\n" +

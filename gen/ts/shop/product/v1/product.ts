@@ -28,7 +28,10 @@ export const protobufFileName = "shop/product/v1/product.proto";
 
 /** An item for sale. */
 export interface Product {
-  /** Opaque identifier assigned by the server at creation. Output only. */
+  /**
+   * Opaque identifier assigned by the server at creation: ignored by
+   * CreateProduct, and names the product to change in UpdateProduct.
+   */
   productId: string;
   /** Name shown to people. Required; 1 to 200 characters. */
   name: string;

@@ -27,7 +27,10 @@ export const protobufFileName = "shop/user/v1/user.proto";
 
 /** A customer of the store. */
 export interface User {
-  /** Opaque identifier assigned by the server at creation. Output only. */
+  /**
+   * Opaque identifier assigned by the server at creation: ignored by
+   * CreateUser, and names the user to change in UpdateUser.
+   */
   userId: string;
   /**
    * Email address, unique across users. Required; 3 to 254 characters
