@@ -364,9 +364,9 @@ export const InventoryService: GenService<{
    * Makes a held reservation permanent: its units are sold.
    *
    * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
+   * Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+   * unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+   * the reservation was released or has expired.
    *
    * @generated from rpc shop.product.v1.InventoryService.CommitReservation
    */

@@ -71,9 +71,9 @@ type InventoryServiceClient interface {
 	// Makes a held reservation permanent: its units are sold.
 	//
 	// Idempotent: committing a committed reservation returns it unchanged.
-	// Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-	// (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-	// has expired.
+	// Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+	// unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+	// the reservation was released or has expired.
 	CommitReservation(ctx context.Context, in *CommitReservationRequest, opts ...grpc.CallOption) (*CommitReservationResponse, error)
 	// Gives a reservation's units back to stock, whether it is held or
 	// committed (a cancelled order releases its committed reservation).
@@ -174,9 +174,9 @@ type InventoryServiceServer interface {
 	// Makes a held reservation permanent: its units are sold.
 	//
 	// Idempotent: committing a committed reservation returns it unchanged.
-	// Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-	// (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-	// has expired.
+	// Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+	// unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+	// the reservation was released or has expired.
 	CommitReservation(context.Context, *CommitReservationRequest) (*CommitReservationResponse, error)
 	// Gives a reservation's units back to stock, whether it is held or
 	// committed (a cancelled order releases its committed reservation).

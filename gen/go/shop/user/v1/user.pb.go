@@ -31,7 +31,8 @@ type User struct {
 	// CreateUser, and names the user to change in UpdateUser.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Email address, unique across users. Required; 3 to 254 characters
-	// (code points) and must contain "@". Compared case-insensitively.
+	// (code points) and must contain "@". Compared case-insensitively, every
+	// case of a letter alike ("ß" and "ss"; also a dotless "ı" and "i").
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// Name shown to people. Required; 1 to 100 characters, counted as
 	// Unicode code points: an emoji is one.

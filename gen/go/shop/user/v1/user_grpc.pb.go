@@ -33,8 +33,8 @@ const (
 // Manages the store's customers. Every user is identified by an opaque,
 // server-assigned `user_id` and has a unique email address.
 //
-// Errors carry `google.rpc.Status` details: `BadRequest` with one field
-// violation per invalid field (the first 20), and one `ErrorInfo` whose
+// Errors carry `google.rpc.Status` details: `BadRequest` field violations
+// (the first 20; a field may have more than one), and one `ErrorInfo` whose
 // domain is "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
 //
@@ -47,9 +47,13 @@ const (
 // user. A refused call changes nothing.
 //
 // Lengths in this file count Unicode code points ("characters"), and every
-// string must be valid UTF-8. Every rpc answers a request message that does
-// not decode, a string field with invalid UTF-8 included, with
-// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+// string must be valid UTF-8 without U+0000 (INVALID_ARGUMENT). Every rpc
+// answers a request message that does not decode, a string field with
+// invalid UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+// Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+// for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+// (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+// for a request compressed in an encoding the service lacks.
 //
 // UNAVAILABLE means the call changed nothing, so it may be resent. A write
 // whose connection to the database was lost before the database confirmed
@@ -160,8 +164,8 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // Manages the store's customers. Every user is identified by an opaque,
 // server-assigned `user_id` and has a unique email address.
 //
-// Errors carry `google.rpc.Status` details: `BadRequest` with one field
-// violation per invalid field (the first 20), and one `ErrorInfo` whose
+// Errors carry `google.rpc.Status` details: `BadRequest` field violations
+// (the first 20; a field may have more than one), and one `ErrorInfo` whose
 // domain is "shop.user.v1" and whose reason is an UPPER_SNAKE code such as
 // `USER_NOT_FOUND`.
 //
@@ -174,9 +178,13 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // user. A refused call changes nothing.
 //
 // Lengths in this file count Unicode code points ("characters"), and every
-// string must be valid UTF-8. Every rpc answers a request message that does
-// not decode, a string field with invalid UTF-8 included, with
-// INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+// string must be valid UTF-8 without U+0000 (INVALID_ARGUMENT). Every rpc
+// answers a request message that does not decode, a string field with
+// invalid UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+// Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+// for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+// (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+// for a request compressed in an encoding the service lacks.
 //
 // UNAVAILABLE means the call changed nothing, so it may be resent. A write
 // whose connection to the database was lost before the database confirmed

@@ -43,9 +43,14 @@ class OrderServiceStub:
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
     for insufficient stock. Lengths in this file count Unicode code points
-    ("characters"), and every string must be valid UTF-8. Every rpc answers
-    a request message that does not decode, a string field with invalid
-    UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+    ("characters"), and every string must be valid UTF-8 without U+0000
+    (INVALID_ARGUMENT). Every rpc answers a request message that does not
+    decode, a string field with invalid UTF-8 included, with INVALID_ARGUMENT
+    (reason `MALFORMED_REQUEST`).
+    Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+    for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+    (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+    for a request compressed in an encoding the service lacks.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,
@@ -108,9 +113,14 @@ class OrderServiceServicer:
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
     for insufficient stock. Lengths in this file count Unicode code points
-    ("characters"), and every string must be valid UTF-8. Every rpc answers
-    a request message that does not decode, a string field with invalid
-    UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+    ("characters"), and every string must be valid UTF-8 without U+0000
+    (INVALID_ARGUMENT). Every rpc answers a request message that does not
+    decode, a string field with invalid UTF-8 included, with INVALID_ARGUMENT
+    (reason `MALFORMED_REQUEST`).
+    Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+    for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+    (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+    for a request compressed in an encoding the service lacks.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,
@@ -328,9 +338,14 @@ class OrderService:
     Errors carry `google.rpc.Status` details: `BadRequest` field violations,
     one `ErrorInfo` with domain "shop.order.v1", and `PreconditionFailure`
     for insufficient stock. Lengths in this file count Unicode code points
-    ("characters"), and every string must be valid UTF-8. Every rpc answers
-    a request message that does not decode, a string field with invalid
-    UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+    ("characters"), and every string must be valid UTF-8 without U+0000
+    (INVALID_ARGUMENT). Every rpc answers a request message that does not
+    decode, a string field with invalid UTF-8 included, with INVALID_ARGUMENT
+    (reason `MALFORMED_REQUEST`).
+    Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+    for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+    (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+    for a request compressed in an encoding the service lacks.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,

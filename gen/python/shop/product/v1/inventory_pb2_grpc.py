@@ -123,9 +123,9 @@ class InventoryServiceServicer:
         """Makes a held reservation permanent: its units are sold.
 
         Idempotent: committing a committed reservation returns it unchanged.
-        Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-        (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-        has expired.
+        Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+        unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+        the reservation was released or has expired.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -959,9 +959,9 @@ export const InventoryServiceService = {
    * Makes a held reservation permanent: its units are sold.
    *
    * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
+   * Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+   * unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+   * the reservation was released or has expired.
    */
   commitReservation: {
     path: "/shop.product.v1.InventoryService/CommitReservation" as const,
@@ -1025,9 +1025,9 @@ export interface InventoryServiceServer extends UntypedServiceImplementation {
    * Makes a held reservation permanent: its units are sold.
    *
    * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
+   * Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+   * unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+   * the reservation was released or has expired.
    */
   commitReservation: handleUnaryCall<CommitReservationRequest, CommitReservationResponse>;
   /**
@@ -1085,9 +1085,9 @@ export interface InventoryServiceClient extends Client {
    * Makes a held reservation permanent: its units are sold.
    *
    * Idempotent: committing a committed reservation returns it unchanged.
-   * Returns NOT_FOUND when the id is unknown, and FAILED_PRECONDITION
-   * (reason `RESERVATION_NOT_HELD`) when the reservation was released or
-   * has expired.
+   * Returns NOT_FOUND (reason `RESERVATION_NOT_FOUND`) when the id is
+   * unknown, and FAILED_PRECONDITION (reason `RESERVATION_NOT_HELD`) when
+   * the reservation was released or has expired.
    */
   commitReservation(
     request: CommitReservationRequest,

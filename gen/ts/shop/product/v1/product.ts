@@ -977,9 +977,13 @@ export const UpdateProductResponse: MessageFns<UpdateProductResponse> = {
  * (type "STOCK_LIMIT", subject the product id) for a stock bound.
  *
  * Lengths in this file count Unicode code points ("characters"), and every
- * string must be valid UTF-8. Every rpc answers a request message that does
- * not decode, a string field with invalid UTF-8 included, with
- * INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+ * string must be valid UTF-8 without U+0000 (INVALID_ARGUMENT). Every rpc
+ * answers a request message that does not decode, a string field with
+ * invalid UTF-8 included, with INVALID_ARGUMENT (reason `MALFORMED_REQUEST`).
+ * Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
+ * for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
+ * (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
+ * for a request compressed in an encoding the service lacks.
  *
  * UNAVAILABLE means the call changed nothing, so it may be resent. A write
  * whose connection to the database was lost before the database confirmed
