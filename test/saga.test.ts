@@ -435,6 +435,36 @@ test("a refused order whose release cannot reach product is never shown, and is 
   t.is(await stockOf(fleet, mug.productId), 5);
 });
 
+test("a refused CreateOrder whose order another call failed meanwhile leaves none shown", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  // The refusal comes late; meanwhile a resend on another replica finds the order not yet
+  // reserving, and fails it, as settle() does.
+  fleet.product.faults.set("ReserveStock", { delayMs: 500 });
+  const placing = fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 5)],
+    requestId: "late-refusal",
+  });
+  const rows = () => fleet.order.db("orders").select("order_id", "state");
+  await until("the order to be written", async () => (await rows()).length === 1);
+  const [row] = await rows();
+  const failed = { state: OrderState.ORDER_STATE_FAILED, request_key: null };
+  t.is(await fleet.order.db("orders").where({ order_id: row?.order_id }).update(failed), 1);
+
+  const refused = await t.throwsAsync(placing, { instanceOf: ServiceError });
+  t.is(refused?.details.reason, "INSUFFICIENT_STOCK");
+  const listed = await fleet.orders.listOrders({
+    userId: user.userId,
+    pageSize: 10,
+    pageToken: "",
+  });
+  t.deepEqual(listed.orders, []);
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  t.is(await stockOf(fleet, mug.productId), 1);
+});
+
 test("a ReserveStock that reaches product after its order was refused takes no stock", async (t) => {
   // A first attempt the client resent (its connection dropped, its replica paused) may still
   // run after the resend was refused and the order deleted; this replays it then.

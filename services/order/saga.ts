@@ -309,7 +309,9 @@ export class OrderSaga {
       if (!reservationLost(error)) throw fromDependency("product", error, call.ctx);
       const notYet = error instanceof ServiceError && error.code === Code.NOT_FOUND;
       const age = Date.now() - (order.createTime?.getTime() ?? 0);
-      if (notYet && age < this.options.placingMs) return PLACING;
+      // The call that wrote it sends ReserveStock once GetUser, begun beside the write, has
+      // answered: each may take the dependency timeout.
+      if (notYet && age < 2 * this.options.placingMs) return PLACING;
       // Never made (its call is over; a late ReserveStock finds it released) or given back.
       await this.failOrder(order.orderId, reservationId);
       return undefined;
@@ -415,8 +417,10 @@ export class OrderSaga {
    */
   private async withdraw(orderId: string, reservationId: string): Promise<void> {
     try {
-      if (!(await this.store.fail(orderId, true))) return;
-      this.changed(orderId, FAILED);
+      if (await this.store.fail(orderId, true)) this.changed(orderId, FAILED);
+      // Failed meanwhile by another call (a resend that found it not yet reserving): this
+      // call's refusal says no order was placed all the same.
+      else if (!(await this.store.withdrawFailed(orderId))) return;
       if (await this.release(reservationId)) await this.store.discard(orderId, FAILED);
     } catch (error) {
       // The caller's answer is the refusal: an order left PENDING or FAILED here is the
@@ -509,8 +513,9 @@ export class OrderSaga {
         }
         break;
       default:
-        // Released before it was made: a retry or the reconciler failed the order meanwhile.
-        await this.failOrder(orderId, reservationId);
+        // Released before it was made: a resend or the reconciler failed the order meanwhile,
+        // and it never held stock. This call places another; this one was never placed.
+        await this.withdraw(orderId, reservationId);
         return undefined;
     }
     return this.confirm(written, reservationId, reservation);

@@ -358,6 +358,16 @@ export class OrderStore {
     return count === 1;
   }
 
+  /** A FAILED order withdrawn, as `fail(orderId, true)` leaves one. False when not FAILED. */
+  async withdrawFailed(orderId: string): Promise<boolean> {
+    const count = await this.env
+      .db("orders")
+      .where({ order_id: orderId, state: OrderState.ORDER_STATE_FAILED })
+      // Released again, and then deleted, by whichever of this call and the reconciler can.
+      .update({ withdrawn: true, released: false });
+    return count === 1;
+  }
+
   /** CANCELLING → CANCELLED, its stock given back. False when it was not cancelling. */
   async finishCancel(orderId: string): Promise<boolean> {
     const count = await this.env

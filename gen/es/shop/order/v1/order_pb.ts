@@ -399,7 +399,8 @@ export enum OrderState {
    * prices). Short-lived: a CreateOrder with its `request_id`, or the
    * reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
    * (or the dependency timeout, if that is longer) plus one reconcile
-   * interval.
+   * interval. If its CreateOrder is refused, the order is deleted instead,
+   * and reads no longer find it.
    *
    * @generated from enum value: ORDER_STATE_PENDING = 1;
    */

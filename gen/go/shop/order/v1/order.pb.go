@@ -34,7 +34,8 @@ const (
 	// prices). Short-lived: a CreateOrder with its `request_id`, or the
 	// reconciler, settles it to CONFIRMED or FAILED within the reservation TTL
 	// (or the dependency timeout, if that is longer) plus one reconcile
-	// interval.
+	// interval. If its CreateOrder is refused, the order is deleted instead,
+	// and reads no longer find it.
 	OrderState_ORDER_STATE_PENDING OrderState = 1
 	// Stock is committed; the order stands. Only a cancel changes it.
 	OrderState_ORDER_STATE_CONFIRMED OrderState = 2
