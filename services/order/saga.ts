@@ -309,9 +309,10 @@ export class OrderSaga {
       if (!reservationLost(error)) throw fromDependency("product", error, call.ctx);
       const notYet = error instanceof ServiceError && error.code === Code.NOT_FOUND;
       const age = Date.now() - (order.createTime?.getTime() ?? 0);
-      // The call that wrote it sends ReserveStock once GetUser, begun beside the write, has
-      // answered: each may take the dependency timeout.
-      if (notYet && age < 2 * this.options.placingMs) return PLACING;
+      // The call that wrote it may yet send ReserveStock after this (its GetUser, begun beside
+      // the write, may take the dependency timeout): its ReserveStock then meets the release's
+      // tombstone, and that call withdraws the order (complete).
+      if (notYet && age < this.options.placingMs) return PLACING;
       // Never made (its call is over; a late ReserveStock finds it released) or given back.
       await this.failOrder(order.orderId, reservationId);
       return undefined;
