@@ -1,6 +1,6 @@
 import { connect } from "node:http2";
 import { credentials, Metadata } from "@grpc/grpc-js";
-import test from "ava";
+import test, { type ExecutionContext } from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
 import {
   CreateOrderRequest,
@@ -26,6 +26,22 @@ import {
   startProcessFleet,
 } from "./helpers/fleet.js";
 import { grpcFrame, rawGrpcCall } from "./helpers/grpc-frame.js";
+
+/** A CreateOrder of `quantity` of one product that must fail: its ServiceError. */
+const refusedCreate = (
+  t: ExecutionContext,
+  orders: ReturnType<typeof clientsFor>["orders"],
+  userId: string,
+  productId: string,
+  quantity: number,
+  requestId: string,
+) =>
+  t.throwsAsync(
+    orders.createOrder({ userId, lines: [orderLine(productId, quantity)], requestId }),
+    {
+      instanceOf: ServiceError,
+    },
+  );
 
 const stockOf = async (
   fleet: { products: ReturnType<typeof clientsFor>["products"] },
@@ -269,14 +285,7 @@ test("50 parallel orders for 10 units: exactly 10 succeed and stock never goes b
 test("an unknown user fails the order before any stock is held", async (t) => {
   const fleet = await startFleet(t);
   const mug = await addProduct(fleet.products, { stock: 4 });
-  const error = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: "usr_nobody",
-      lines: [orderLine(mug.productId, 1)],
-      requestId: "",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const error = await refusedCreate(t, fleet.orders, "usr_nobody", mug.productId, 1, "");
   t.is(error?.code, Code.NOT_FOUND);
   t.is(error?.details.reason, "USER_NOT_FOUND");
   t.is(await stockOf(fleet, mug.productId), 4);
@@ -358,26 +367,12 @@ test("a refused reservation leaves no order behind; an unanswered one leaves it 
   const list = async () =>
     (await fleet.orders.listOrders({ userId: user.userId, pageSize: 10, pageToken: "" })).orders;
 
-  const short = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 6)],
-      requestId: "too-many",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const short = await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "too-many");
   t.is(short?.details.reason, "INSUFFICIENT_STOCK");
   t.deepEqual(await list(), []);
 
   fleet.product.faults.set("ReserveStock", { code: Code.UNAVAILABLE });
-  const error = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 1)],
-      requestId: "r",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const error = await refusedCreate(t, fleet.orders, user.userId, mug.productId, 1, "r");
   t.is(error?.code, Code.UNAVAILABLE);
   t.deepEqual(
     (await list()).map((order) => order.state),
@@ -391,14 +386,7 @@ test("a refused order whose release cannot reach product is never shown, and is 
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 5 });
   fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
-  const short = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 6)],
-      requestId: "too-many",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const short = await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "too-many");
   t.is(short?.details.reason, "INSUFFICIENT_STOCK");
 
   // The row waits for its release, and no read shows it: no order was placed.
@@ -482,14 +470,7 @@ test("a ReserveStock that reaches product after its order was refused takes no s
   const fleet = await startFleet(t, { middleware: { product: [recording] } });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 5 });
-  const short = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 6)],
-      requestId: "too-many",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const short = await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "too-many");
   t.is(short?.details.reason, "INSUFFICIENT_STOCK");
   const [late] = sent;
   if (!late) return t.fail("the order service sent no ReserveStock");
@@ -770,13 +751,13 @@ test("a dependency that does not serve the call makes CreateOrder UNAVAILABLE, n
   const mug = await addProduct(fleet.products, { stock: 3 });
   // As an older product build, in a rolling upgrade, would answer an rpc it lacks.
   fleet.product.faults.set("ReserveStock", { code: Code.UNIMPLEMENTED });
-  const error = await t.throwsAsync(
-    fleet.orders.createOrder({
-      userId: user.userId,
-      lines: [orderLine(mug.productId, 1)],
-      requestId: "older-product",
-    }),
-    { instanceOf: ServiceError },
+  const error = await refusedCreate(
+    t,
+    fleet.orders,
+    user.userId,
+    mug.productId,
+    1,
+    "older-product",
   );
   t.is(error?.code, Code.UNAVAILABLE);
   t.like(error?.details, { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency: "product" } });
@@ -793,14 +774,7 @@ test("with the product service down, CreateOrder is UNAVAILABLE and places nothi
     order: order.server.address,
   });
   const shopper = await addUser(users);
-  const error = await t.throwsAsync(
-    orders.createOrder({
-      userId: shopper.userId,
-      lines: [orderLine("prd_x", 1)],
-      requestId: "down",
-    }),
-    { instanceOf: ServiceError },
-  );
+  const error = await refusedCreate(t, orders, shopper.userId, "prd_x", 1, "down");
   t.is(error?.code, Code.UNAVAILABLE);
   t.is(error?.details.reason, "DEPENDENCY_UNAVAILABLE");
   t.deepEqual(error?.details.metadata, { dependency: "product" });
