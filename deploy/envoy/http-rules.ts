@@ -44,24 +44,18 @@ const segments = (text: string) =>
 /**
  * A Lua pattern matching the paths of a template: `{field}` is one segment, `{field=a/*}` its own
  * template (`/v1/{name=reviews/*}` is `^/v1/reviews/[^/]+/?$`). A trailing slash matches too, as
- * the transcoder serves the path with one.
+ * the transcoder serves the path with one. `capture`: each variable captured, in order
+ * (`/users/{user_id}` is `^/users/([^/]+)/?$`).
  */
-export function luaPatternOf(template: string): string {
+export function luaPatternOf(template: string, { capture = false } = {}): string {
   let pattern = "";
   for (const part of template.matchAll(/\{([^}=]+)(?:=([^}]*))?\}|[^{]+/g)) {
-    pattern += part[1] === undefined ? segments(part[0]) : segments(part[2] ?? "*");
-  }
-  return `^${pattern}/?$`;
-}
-
-/**
- * `luaPatternOf` with each variable captured, in the template's order: `/users/{user_id}` is
- * `^/users/([^/]+)/?$`.
- */
-export function luaCapturePatternOf(template: string): string {
-  let pattern = "";
-  for (const part of template.matchAll(/\{([^}=]+)(?:=([^}]*))?\}|[^{]+/g)) {
-    pattern += part[1] === undefined ? segments(part[0]) : `(${segments(part[2] ?? "*")})`;
+    if (part[1] === undefined) {
+      pattern += segments(part[0]);
+      continue;
+    }
+    const variable = segments(part[2] ?? "*");
+    pattern += capture ? `(${variable})` : variable;
   }
   return `^${pattern}/?$`;
 }

@@ -14,13 +14,7 @@ import {
   grpcWebCodecRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
-import {
-  bindingsOf,
-  type HttpRule,
-  luaCapturePatternOf,
-  luaPatternOf,
-  variablesOf,
-} from "./http-rules.js";
+import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
 import { headerMatches, skippedFor } from "./matchers.js";
 import type { GrpcService } from "./topology.js";
@@ -67,7 +61,11 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
     pattern: string;
     message: string;
     /** Fields of the body's message the path sets too, each by its capture in `capture`. */
-    bound?: { capture: string; fields: { name: string; json: string; index: number }[] };
+    bound?: {
+      capture: string;
+      fields: { name: string; json: string; index: number }[];
+      keys: Record<string, true>;
+    };
   }[] = [];
   const queries: {
     method: string;
@@ -137,7 +135,14 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
           pattern,
           message: message.typeName,
           ...(fields.length > 0 && {
-            bound: { capture: luaCapturePatternOf(template), fields },
+            bound: {
+              capture: luaPatternOf(template, { capture: true }),
+              fields,
+              // Both names of each, the keys edge.lua reads from the body.
+              keys: Object.fromEntries(
+                fields.flatMap((f) => [f.name, f.json]).map((k) => [k, true]),
+              ),
+            },
           }),
         });
       }

@@ -269,6 +269,9 @@ local function misfit_fields(text, message, wanted)
   return reader.unknown, reader.twice, reader.found
 end
 
+-- No key to read from a body: its route's path sets none of its fields.
+local NO_KEYS = {}
+
 -- The REST route that takes the request's body, and the path; nil for none.
 local function body_route(headers)
   local method = headers:get(":method")
@@ -294,16 +297,6 @@ local function contradicted_field(route, path, found)
     end
   end
   return nil
-end
-
--- Both names of each field a route's path sets, as keys; empty for none.
-local function bound_keys(route)
-  local keys = {}
-  for _, field in ipairs(route.bound and route.bound.fields or {}) do
-    keys[field.name] = true
-    keys[field.json] = true
-  end
-  return keys
 end
 
 -- The first query parameter that names a field the path or the body sets, or one given twice
@@ -540,7 +533,7 @@ function envoy_on_request(handle)
   local body = handle:body()
   if body == nil then return end
   local unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
-    bound_keys(route))
+    route.bound and route.bound.keys or NO_KEYS)
   if unknown then
     return refuse_rest(handle, "UNKNOWN_FIELD", unknown,
       "unknown field " .. unknown .. " in the request body", "no such field", true)
