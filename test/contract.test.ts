@@ -3,6 +3,7 @@ import { cp, mkdtemp, readdir, readFile, rm, symlink, writeFile } from "node:fs/
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
+import { Order, OrderState } from "../gen/ts/shop/order/v1/order.js";
 import { repoRoot } from "../scripts/lib/launcher.js";
 import { exec } from "./helpers/exec.js";
 
@@ -227,4 +228,15 @@ test("the browser storefront and the Connect stubs typecheck (DOM, gen/es)", asy
   const tsc = path.join(repoRoot, "node_modules/.bin/tsc");
   const result = await exec(tsc, ["--noEmit", "-p", "examples/web"], { timeoutMs: 120_000 });
   t.is(result.code, 0, result.stdout + result.stderr);
+});
+
+test("a TypeScript client reads an enum value from a newer contract without throwing", (t) => {
+  // A newer server may add an OrderState; proto3 enums are open, so the old client must keep it.
+  const wire = Order.encode(
+    Order.fromPartial({ orderId: "o-1", state: 99 as OrderState }),
+  ).finish();
+  const order = Order.decode(wire);
+  t.is(order.state as number, 99);
+  t.like(Order.toJSON(order), { state: "UNRECOGNIZED" });
+  t.is(Order.fromJSON({ state: "ORDER_STATE_SHIPPED" }).state, OrderState.UNRECOGNIZED);
 });

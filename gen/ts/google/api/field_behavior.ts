@@ -81,6 +81,7 @@ export enum FieldBehavior {
    * of method-specific annotations, only `IDENTIFIER` is required.
    */
   IDENTIFIER = 8,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldBehaviorFromJSON(object: any): FieldBehavior {
@@ -112,8 +113,10 @@ export function fieldBehaviorFromJSON(object: any): FieldBehavior {
     case 8:
     case "IDENTIFIER":
       return FieldBehavior.IDENTIFIER;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldBehavior");
+      return FieldBehavior.UNRECOGNIZED;
   }
 }
 
@@ -137,7 +140,8 @@ export function fieldBehaviorToJSON(object: FieldBehavior): string {
       return "NON_EMPTY_DEFAULT";
     case FieldBehavior.IDENTIFIER:
       return "IDENTIFIER";
+    case FieldBehavior.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldBehavior");
+      return "UNRECOGNIZED";
   }
 }

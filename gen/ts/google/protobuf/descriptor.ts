@@ -53,6 +53,7 @@ export enum Edition {
    * support a new edition.
    */
   EDITION_MAX = 2147483647,
+  UNRECOGNIZED = -1,
 }
 
 export function editionFromJSON(object: any): Edition {
@@ -99,8 +100,10 @@ export function editionFromJSON(object: any): Edition {
     case 2147483647:
     case "EDITION_MAX":
       return Edition.EDITION_MAX;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum Edition");
+      return Edition.UNRECOGNIZED;
   }
 }
 
@@ -134,8 +137,9 @@ export function editionToJSON(object: Edition): string {
       return "EDITION_99999_TEST_ONLY";
     case Edition.EDITION_MAX:
       return "EDITION_MAX";
+    case Edition.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum Edition");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -150,6 +154,7 @@ export enum SymbolVisibility {
   VISIBILITY_UNSET = 0,
   VISIBILITY_LOCAL = 1,
   VISIBILITY_EXPORT = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function symbolVisibilityFromJSON(object: any): SymbolVisibility {
@@ -163,8 +168,10 @@ export function symbolVisibilityFromJSON(object: any): SymbolVisibility {
     case 2:
     case "VISIBILITY_EXPORT":
       return SymbolVisibility.VISIBILITY_EXPORT;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum SymbolVisibility");
+      return SymbolVisibility.UNRECOGNIZED;
   }
 }
 
@@ -176,8 +183,9 @@ export function symbolVisibilityToJSON(object: SymbolVisibility): string {
       return "VISIBILITY_LOCAL";
     case SymbolVisibility.VISIBILITY_EXPORT:
       return "VISIBILITY_EXPORT";
+    case SymbolVisibility.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum SymbolVisibility");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -321,6 +329,7 @@ export enum ExtensionRangeOptions_VerificationState {
   /** DECLARATION - All the extensions of the range must be declared. */
   DECLARATION = 0,
   UNVERIFIED = 1,
+  UNRECOGNIZED = -1,
 }
 
 export function extensionRangeOptions_VerificationStateFromJSON(object: any): ExtensionRangeOptions_VerificationState {
@@ -331,10 +340,10 @@ export function extensionRangeOptions_VerificationStateFromJSON(object: any): Ex
     case 1:
     case "UNVERIFIED":
       return ExtensionRangeOptions_VerificationState.UNVERIFIED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum ExtensionRangeOptions_VerificationState",
-      );
+      return ExtensionRangeOptions_VerificationState.UNRECOGNIZED;
   }
 }
 
@@ -344,10 +353,9 @@ export function extensionRangeOptions_VerificationStateToJSON(object: ExtensionR
       return "DECLARATION";
     case ExtensionRangeOptions_VerificationState.UNVERIFIED:
       return "UNVERIFIED";
+    case ExtensionRangeOptions_VerificationState.UNRECOGNIZED:
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum ExtensionRangeOptions_VerificationState",
-      );
+      return "UNRECOGNIZED";
   }
 }
 
@@ -511,6 +519,7 @@ export enum FieldDescriptorProto_Type {
   TYPE_SINT32 = 17,
   /** TYPE_SINT64 - Uses ZigZag encoding. */
   TYPE_SINT64 = 18,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldDescriptorProto_TypeFromJSON(object: any): FieldDescriptorProto_Type {
@@ -569,8 +578,10 @@ export function fieldDescriptorProto_TypeFromJSON(object: any): FieldDescriptorP
     case 18:
     case "TYPE_SINT64":
       return FieldDescriptorProto_Type.TYPE_SINT64;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldDescriptorProto_Type");
+      return FieldDescriptorProto_Type.UNRECOGNIZED;
   }
 }
 
@@ -612,8 +623,9 @@ export function fieldDescriptorProto_TypeToJSON(object: FieldDescriptorProto_Typ
       return "TYPE_SINT32";
     case FieldDescriptorProto_Type.TYPE_SINT64:
       return "TYPE_SINT64";
+    case FieldDescriptorProto_Type.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldDescriptorProto_Type");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -627,6 +639,7 @@ export enum FieldDescriptorProto_Label {
    * can be used to get this behavior.
    */
   LABEL_REQUIRED = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldDescriptorProto_LabelFromJSON(object: any): FieldDescriptorProto_Label {
@@ -640,8 +653,10 @@ export function fieldDescriptorProto_LabelFromJSON(object: any): FieldDescriptor
     case 2:
     case "LABEL_REQUIRED":
       return FieldDescriptorProto_Label.LABEL_REQUIRED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldDescriptorProto_Label");
+      return FieldDescriptorProto_Label.UNRECOGNIZED;
   }
 }
 
@@ -653,8 +668,9 @@ export function fieldDescriptorProto_LabelToJSON(object: FieldDescriptorProto_La
       return "LABEL_REPEATED";
     case FieldDescriptorProto_Label.LABEL_REQUIRED:
       return "LABEL_REQUIRED";
+    case FieldDescriptorProto_Label.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldDescriptorProto_Label");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -912,6 +928,7 @@ export enum FileOptions_OptimizeMode {
   CODE_SIZE = 2,
   /** LITE_RUNTIME - Generate code using MessageLite and the lite runtime. */
   LITE_RUNTIME = 3,
+  UNRECOGNIZED = -1,
 }
 
 export function fileOptions_OptimizeModeFromJSON(object: any): FileOptions_OptimizeMode {
@@ -925,8 +942,10 @@ export function fileOptions_OptimizeModeFromJSON(object: any): FileOptions_Optim
     case 3:
     case "LITE_RUNTIME":
       return FileOptions_OptimizeMode.LITE_RUNTIME;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FileOptions_OptimizeMode");
+      return FileOptions_OptimizeMode.UNRECOGNIZED;
   }
 }
 
@@ -938,8 +957,9 @@ export function fileOptions_OptimizeModeToJSON(object: FileOptions_OptimizeMode)
       return "CODE_SIZE";
     case FileOptions_OptimizeMode.LITE_RUNTIME:
       return "LITE_RUNTIME";
+    case FileOptions_OptimizeMode.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FileOptions_OptimizeMode");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1169,6 +1189,7 @@ export enum FieldOptions_CType {
    */
   CORD = 1,
   STRING_PIECE = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldOptions_CTypeFromJSON(object: any): FieldOptions_CType {
@@ -1182,8 +1203,10 @@ export function fieldOptions_CTypeFromJSON(object: any): FieldOptions_CType {
     case 2:
     case "STRING_PIECE":
       return FieldOptions_CType.STRING_PIECE;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_CType");
+      return FieldOptions_CType.UNRECOGNIZED;
   }
 }
 
@@ -1195,8 +1218,9 @@ export function fieldOptions_CTypeToJSON(object: FieldOptions_CType): string {
       return "CORD";
     case FieldOptions_CType.STRING_PIECE:
       return "STRING_PIECE";
+    case FieldOptions_CType.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_CType");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1207,6 +1231,7 @@ export enum FieldOptions_JSType {
   JS_STRING = 1,
   /** JS_NUMBER - Use JavaScript numbers. */
   JS_NUMBER = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldOptions_JSTypeFromJSON(object: any): FieldOptions_JSType {
@@ -1220,8 +1245,10 @@ export function fieldOptions_JSTypeFromJSON(object: any): FieldOptions_JSType {
     case 2:
     case "JS_NUMBER":
       return FieldOptions_JSType.JS_NUMBER;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_JSType");
+      return FieldOptions_JSType.UNRECOGNIZED;
   }
 }
 
@@ -1233,8 +1260,9 @@ export function fieldOptions_JSTypeToJSON(object: FieldOptions_JSType): string {
       return "JS_STRING";
     case FieldOptions_JSType.JS_NUMBER:
       return "JS_NUMBER";
+    case FieldOptions_JSType.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_JSType");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1243,6 +1271,7 @@ export enum FieldOptions_OptionRetention {
   RETENTION_UNKNOWN = 0,
   RETENTION_RUNTIME = 1,
   RETENTION_SOURCE = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldOptions_OptionRetentionFromJSON(object: any): FieldOptions_OptionRetention {
@@ -1256,8 +1285,10 @@ export function fieldOptions_OptionRetentionFromJSON(object: any): FieldOptions_
     case 2:
     case "RETENTION_SOURCE":
       return FieldOptions_OptionRetention.RETENTION_SOURCE;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_OptionRetention");
+      return FieldOptions_OptionRetention.UNRECOGNIZED;
   }
 }
 
@@ -1269,8 +1300,9 @@ export function fieldOptions_OptionRetentionToJSON(object: FieldOptions_OptionRe
       return "RETENTION_RUNTIME";
     case FieldOptions_OptionRetention.RETENTION_SOURCE:
       return "RETENTION_SOURCE";
+    case FieldOptions_OptionRetention.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_OptionRetention");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1290,6 +1322,7 @@ export enum FieldOptions_OptionTargetType {
   TARGET_TYPE_ENUM_ENTRY = 7,
   TARGET_TYPE_SERVICE = 8,
   TARGET_TYPE_METHOD = 9,
+  UNRECOGNIZED = -1,
 }
 
 export function fieldOptions_OptionTargetTypeFromJSON(object: any): FieldOptions_OptionTargetType {
@@ -1324,8 +1357,10 @@ export function fieldOptions_OptionTargetTypeFromJSON(object: any): FieldOptions
     case 9:
     case "TARGET_TYPE_METHOD":
       return FieldOptions_OptionTargetType.TARGET_TYPE_METHOD;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_OptionTargetType");
+      return FieldOptions_OptionTargetType.UNRECOGNIZED;
   }
 }
 
@@ -1351,8 +1386,9 @@ export function fieldOptions_OptionTargetTypeToJSON(object: FieldOptions_OptionT
       return "TARGET_TYPE_SERVICE";
     case FieldOptions_OptionTargetType.TARGET_TYPE_METHOD:
       return "TARGET_TYPE_METHOD";
+    case FieldOptions_OptionTargetType.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FieldOptions_OptionTargetType");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1553,6 +1589,7 @@ export enum MethodOptions_IdempotencyLevel {
   NO_SIDE_EFFECTS = 1,
   /** IDEMPOTENT - idempotent, but may have side effects */
   IDEMPOTENT = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function methodOptions_IdempotencyLevelFromJSON(object: any): MethodOptions_IdempotencyLevel {
@@ -1566,8 +1603,10 @@ export function methodOptions_IdempotencyLevelFromJSON(object: any): MethodOptio
     case 2:
     case "IDEMPOTENT":
       return MethodOptions_IdempotencyLevel.IDEMPOTENT;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum MethodOptions_IdempotencyLevel");
+      return MethodOptions_IdempotencyLevel.UNRECOGNIZED;
   }
 }
 
@@ -1579,8 +1618,9 @@ export function methodOptions_IdempotencyLevelToJSON(object: MethodOptions_Idemp
       return "NO_SIDE_EFFECTS";
     case MethodOptions_IdempotencyLevel.IDEMPOTENT:
       return "IDEMPOTENT";
+    case MethodOptions_IdempotencyLevel.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum MethodOptions_IdempotencyLevel");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1643,6 +1683,7 @@ export enum FeatureSet_FieldPresence {
   EXPLICIT = 1,
   IMPLICIT = 2,
   LEGACY_REQUIRED = 3,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_FieldPresenceFromJSON(object: any): FeatureSet_FieldPresence {
@@ -1659,8 +1700,10 @@ export function featureSet_FieldPresenceFromJSON(object: any): FeatureSet_FieldP
     case 3:
     case "LEGACY_REQUIRED":
       return FeatureSet_FieldPresence.LEGACY_REQUIRED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_FieldPresence");
+      return FeatureSet_FieldPresence.UNRECOGNIZED;
   }
 }
 
@@ -1674,8 +1717,9 @@ export function featureSet_FieldPresenceToJSON(object: FeatureSet_FieldPresence)
       return "IMPLICIT";
     case FeatureSet_FieldPresence.LEGACY_REQUIRED:
       return "LEGACY_REQUIRED";
+    case FeatureSet_FieldPresence.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_FieldPresence");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1683,6 +1727,7 @@ export enum FeatureSet_EnumType {
   ENUM_TYPE_UNKNOWN = 0,
   OPEN = 1,
   CLOSED = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_EnumTypeFromJSON(object: any): FeatureSet_EnumType {
@@ -1696,8 +1741,10 @@ export function featureSet_EnumTypeFromJSON(object: any): FeatureSet_EnumType {
     case 2:
     case "CLOSED":
       return FeatureSet_EnumType.CLOSED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_EnumType");
+      return FeatureSet_EnumType.UNRECOGNIZED;
   }
 }
 
@@ -1709,8 +1756,9 @@ export function featureSet_EnumTypeToJSON(object: FeatureSet_EnumType): string {
       return "OPEN";
     case FeatureSet_EnumType.CLOSED:
       return "CLOSED";
+    case FeatureSet_EnumType.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_EnumType");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1718,6 +1766,7 @@ export enum FeatureSet_RepeatedFieldEncoding {
   REPEATED_FIELD_ENCODING_UNKNOWN = 0,
   PACKED = 1,
   EXPANDED = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_RepeatedFieldEncodingFromJSON(object: any): FeatureSet_RepeatedFieldEncoding {
@@ -1731,8 +1780,10 @@ export function featureSet_RepeatedFieldEncodingFromJSON(object: any): FeatureSe
     case 2:
     case "EXPANDED":
       return FeatureSet_RepeatedFieldEncoding.EXPANDED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_RepeatedFieldEncoding");
+      return FeatureSet_RepeatedFieldEncoding.UNRECOGNIZED;
   }
 }
 
@@ -1744,8 +1795,9 @@ export function featureSet_RepeatedFieldEncodingToJSON(object: FeatureSet_Repeat
       return "PACKED";
     case FeatureSet_RepeatedFieldEncoding.EXPANDED:
       return "EXPANDED";
+    case FeatureSet_RepeatedFieldEncoding.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_RepeatedFieldEncoding");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1753,6 +1805,7 @@ export enum FeatureSet_Utf8Validation {
   UTF8_VALIDATION_UNKNOWN = 0,
   VERIFY = 2,
   NONE = 3,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_Utf8ValidationFromJSON(object: any): FeatureSet_Utf8Validation {
@@ -1766,8 +1819,10 @@ export function featureSet_Utf8ValidationFromJSON(object: any): FeatureSet_Utf8V
     case 3:
     case "NONE":
       return FeatureSet_Utf8Validation.NONE;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_Utf8Validation");
+      return FeatureSet_Utf8Validation.UNRECOGNIZED;
   }
 }
 
@@ -1779,8 +1834,9 @@ export function featureSet_Utf8ValidationToJSON(object: FeatureSet_Utf8Validatio
       return "VERIFY";
     case FeatureSet_Utf8Validation.NONE:
       return "NONE";
+    case FeatureSet_Utf8Validation.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_Utf8Validation");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1788,6 +1844,7 @@ export enum FeatureSet_MessageEncoding {
   MESSAGE_ENCODING_UNKNOWN = 0,
   LENGTH_PREFIXED = 1,
   DELIMITED = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_MessageEncodingFromJSON(object: any): FeatureSet_MessageEncoding {
@@ -1801,8 +1858,10 @@ export function featureSet_MessageEncodingFromJSON(object: any): FeatureSet_Mess
     case 2:
     case "DELIMITED":
       return FeatureSet_MessageEncoding.DELIMITED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_MessageEncoding");
+      return FeatureSet_MessageEncoding.UNRECOGNIZED;
   }
 }
 
@@ -1814,8 +1873,9 @@ export function featureSet_MessageEncodingToJSON(object: FeatureSet_MessageEncod
       return "LENGTH_PREFIXED";
     case FeatureSet_MessageEncoding.DELIMITED:
       return "DELIMITED";
+    case FeatureSet_MessageEncoding.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_MessageEncoding");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1823,6 +1883,7 @@ export enum FeatureSet_JsonFormat {
   JSON_FORMAT_UNKNOWN = 0,
   ALLOW = 1,
   LEGACY_BEST_EFFORT = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_JsonFormatFromJSON(object: any): FeatureSet_JsonFormat {
@@ -1836,8 +1897,10 @@ export function featureSet_JsonFormatFromJSON(object: any): FeatureSet_JsonForma
     case 2:
     case "LEGACY_BEST_EFFORT":
       return FeatureSet_JsonFormat.LEGACY_BEST_EFFORT;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_JsonFormat");
+      return FeatureSet_JsonFormat.UNRECOGNIZED;
   }
 }
 
@@ -1849,8 +1912,9 @@ export function featureSet_JsonFormatToJSON(object: FeatureSet_JsonFormat): stri
       return "ALLOW";
     case FeatureSet_JsonFormat.LEGACY_BEST_EFFORT:
       return "LEGACY_BEST_EFFORT";
+    case FeatureSet_JsonFormat.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_JsonFormat");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1859,6 +1923,7 @@ export enum FeatureSet_EnforceNamingStyle {
   STYLE2024 = 1,
   STYLE_LEGACY = 2,
   STYLE2026 = 3,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_EnforceNamingStyleFromJSON(object: any): FeatureSet_EnforceNamingStyle {
@@ -1875,8 +1940,10 @@ export function featureSet_EnforceNamingStyleFromJSON(object: any): FeatureSet_E
     case 3:
     case "STYLE2026":
       return FeatureSet_EnforceNamingStyle.STYLE2026;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_EnforceNamingStyle");
+      return FeatureSet_EnforceNamingStyle.UNRECOGNIZED;
   }
 }
 
@@ -1890,8 +1957,9 @@ export function featureSet_EnforceNamingStyleToJSON(object: FeatureSet_EnforceNa
       return "STYLE_LEGACY";
     case FeatureSet_EnforceNamingStyle.STYLE2026:
       return "STYLE2026";
+    case FeatureSet_EnforceNamingStyle.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum FeatureSet_EnforceNamingStyle");
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1912,6 +1980,7 @@ export enum FeatureSet_VisibilityFeature_DefaultSymbolVisibility {
    * This is the recommended setting for new protos.
    */
   STRICT = 4,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_VisibilityFeature_DefaultSymbolVisibilityFromJSON(
@@ -1933,10 +2002,10 @@ export function featureSet_VisibilityFeature_DefaultSymbolVisibilityFromJSON(
     case 4:
     case "STRICT":
       return FeatureSet_VisibilityFeature_DefaultSymbolVisibility.STRICT;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum FeatureSet_VisibilityFeature_DefaultSymbolVisibility",
-      );
+      return FeatureSet_VisibilityFeature_DefaultSymbolVisibility.UNRECOGNIZED;
   }
 }
 
@@ -1954,10 +2023,9 @@ export function featureSet_VisibilityFeature_DefaultSymbolVisibilityToJSON(
       return "LOCAL_ALL";
     case FeatureSet_VisibilityFeature_DefaultSymbolVisibility.STRICT:
       return "STRICT";
+    case FeatureSet_VisibilityFeature_DefaultSymbolVisibility.UNRECOGNIZED:
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum FeatureSet_VisibilityFeature_DefaultSymbolVisibility",
-      );
+      return "UNRECOGNIZED";
   }
 }
 
@@ -1978,6 +2046,7 @@ export enum FeatureSet_ProtoLimitsFeature_EnforceProtoLimits {
    * list of all the limits please consult the Edition 2026 documentation.
    */
   PROTO_LIMITS2026 = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function featureSet_ProtoLimitsFeature_EnforceProtoLimitsFromJSON(
@@ -1993,10 +2062,10 @@ export function featureSet_ProtoLimitsFeature_EnforceProtoLimitsFromJSON(
     case 2:
     case "PROTO_LIMITS2026":
       return FeatureSet_ProtoLimitsFeature_EnforceProtoLimits.PROTO_LIMITS2026;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum FeatureSet_ProtoLimitsFeature_EnforceProtoLimits",
-      );
+      return FeatureSet_ProtoLimitsFeature_EnforceProtoLimits.UNRECOGNIZED;
   }
 }
 
@@ -2010,10 +2079,9 @@ export function featureSet_ProtoLimitsFeature_EnforceProtoLimitsToJSON(
       return "LEGACY_NO_EXPLICIT_LIMITS";
     case FeatureSet_ProtoLimitsFeature_EnforceProtoLimits.PROTO_LIMITS2026:
       return "PROTO_LIMITS2026";
+    case FeatureSet_ProtoLimitsFeature_EnforceProtoLimits.UNRECOGNIZED:
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum FeatureSet_ProtoLimitsFeature_EnforceProtoLimits",
-      );
+      return "UNRECOGNIZED";
   }
 }
 
@@ -2266,6 +2334,7 @@ export enum GeneratedCodeInfo_Annotation_Semantic {
   SET = 1,
   /** ALIAS - An alias to the element is returned. */
   ALIAS = 2,
+  UNRECOGNIZED = -1,
 }
 
 export function generatedCodeInfo_Annotation_SemanticFromJSON(object: any): GeneratedCodeInfo_Annotation_Semantic {
@@ -2279,10 +2348,10 @@ export function generatedCodeInfo_Annotation_SemanticFromJSON(object: any): Gene
     case 2:
     case "ALIAS":
       return GeneratedCodeInfo_Annotation_Semantic.ALIAS;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum GeneratedCodeInfo_Annotation_Semantic",
-      );
+      return GeneratedCodeInfo_Annotation_Semantic.UNRECOGNIZED;
   }
 }
 
@@ -2294,10 +2363,9 @@ export function generatedCodeInfo_Annotation_SemanticToJSON(object: GeneratedCod
       return "SET";
     case GeneratedCodeInfo_Annotation_Semantic.ALIAS:
       return "ALIAS";
+    case GeneratedCodeInfo_Annotation_Semantic.UNRECOGNIZED:
     default:
-      throw new globalThis.Error(
-        "Unrecognized enum value " + object + " for enum GeneratedCodeInfo_Annotation_Semantic",
-      );
+      return "UNRECOGNIZED";
   }
 }
 

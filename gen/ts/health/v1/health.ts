@@ -52,6 +52,7 @@ export enum HealthCheckResponse_ServingStatus {
   NOT_SERVING = 2,
   /** SERVICE_UNKNOWN - Used only by the Watch method. */
   SERVICE_UNKNOWN = 3,
+  UNRECOGNIZED = -1,
 }
 
 export function healthCheckResponse_ServingStatusFromJSON(object: any): HealthCheckResponse_ServingStatus {
@@ -68,8 +69,10 @@ export function healthCheckResponse_ServingStatusFromJSON(object: any): HealthCh
     case 3:
     case "SERVICE_UNKNOWN":
       return HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum HealthCheckResponse_ServingStatus");
+      return HealthCheckResponse_ServingStatus.UNRECOGNIZED;
   }
 }
 
@@ -83,8 +86,9 @@ export function healthCheckResponse_ServingStatusToJSON(object: HealthCheckRespo
       return "NOT_SERVING";
     case HealthCheckResponse_ServingStatus.SERVICE_UNKNOWN:
       return "SERVICE_UNKNOWN";
+    case HealthCheckResponse_ServingStatus.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum HealthCheckResponse_ServingStatus");
+      return "UNRECOGNIZED";
   }
 }
 

@@ -56,6 +56,7 @@ export enum OrderState {
    * cancel completes to CANCELLED whether or not its caller is still there.
    */
   ORDER_STATE_CANCELLING = 5,
+  UNRECOGNIZED = -1,
 }
 
 export function orderStateFromJSON(object: any): OrderState {
@@ -78,8 +79,10 @@ export function orderStateFromJSON(object: any): OrderState {
     case 5:
     case "ORDER_STATE_CANCELLING":
       return OrderState.ORDER_STATE_CANCELLING;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
+      return OrderState.UNRECOGNIZED;
   }
 }
 
@@ -97,8 +100,9 @@ export function orderStateToJSON(object: OrderState): string {
       return "ORDER_STATE_FAILED";
     case OrderState.ORDER_STATE_CANCELLING:
       return "ORDER_STATE_CANCELLING";
+    case OrderState.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum OrderState");
+      return "UNRECOGNIZED";
   }
 }
 

@@ -42,6 +42,7 @@ export enum ReservationState {
   RESERVATION_STATE_RELEASED = 3,
   /** RESERVATION_STATE_EXPIRED - The units were given back because the TTL ran out while held. */
   RESERVATION_STATE_EXPIRED = 4,
+  UNRECOGNIZED = -1,
 }
 
 export function reservationStateFromJSON(object: any): ReservationState {
@@ -61,8 +62,10 @@ export function reservationStateFromJSON(object: any): ReservationState {
     case 4:
     case "RESERVATION_STATE_EXPIRED":
       return ReservationState.RESERVATION_STATE_EXPIRED;
+    case -1:
+    case "UNRECOGNIZED":
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ReservationState");
+      return ReservationState.UNRECOGNIZED;
   }
 }
 
@@ -78,8 +81,9 @@ export function reservationStateToJSON(object: ReservationState): string {
       return "RESERVATION_STATE_RELEASED";
     case ReservationState.RESERVATION_STATE_EXPIRED:
       return "RESERVATION_STATE_EXPIRED";
+    case ReservationState.UNRECOGNIZED:
     default:
-      throw new globalThis.Error("Unrecognized enum value " + object + " for enum ReservationState");
+      return "UNRECOGNIZED";
   }
 }
 
