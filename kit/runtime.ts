@@ -31,19 +31,14 @@ import {
   serveMetrics,
   walSyncMetrics,
 } from "./metrics.js";
-import { authServer, forwardCredentials } from "./middleware/auth.js";
-import { durableAnswers } from "./middleware/durable-answers.js";
 import {
   type ClientMiddleware,
-  cancelledWith,
-  defaultClientMiddleware,
-  defaultServerMiddleware,
   type ServerMiddleware,
+  serviceClientChain,
+  serviceServerChain,
 } from "./middleware/index.js";
-import { metricsClient, metricsServer, unknownMethods } from "./middleware/metrics.js";
+import { unknownMethods } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
-import { streamsPerCaller } from "./middleware/streams.js";
-import { tracingClient, tracingServer } from "./middleware/tracing.js";
 import {
   metricsPortFor,
   type RegisteredService,
@@ -129,14 +124,13 @@ export async function startService(
   // Aborted as a shutdown's grace period ends: a call still waiting on a dependency then stops
   // waiting, and answers before the calls left are cut (onGraceEnd below).
   const graceOver = new AbortController();
-  const clientMiddleware = [
-    ...(tracing ? [tracingClient] : []),
-    ...(counting ? [metricsClient(metrics)] : []),
-    ...defaultClientMiddleware({ defaultTimeoutMs: dependencyTimeoutMs }),
-    cancelledWith(graceOver.signal),
-    forwardCredentials,
-    ...(options.clientMiddleware ?? []),
-  ];
+  const observed = { tracing, ...(counting && { metrics }) };
+  const clientMiddleware = serviceClientChain({
+    ...observed,
+    defaultTimeoutMs: dependencyTimeoutMs,
+    graceOver: graceOver.signal,
+    extra: options.clientMiddleware,
+  });
   const clients: Record<string, ReturnType<typeof createClient>> = {};
   for (const [name, definition] of Object.entries(module.dependencies)) {
     const address = options.dependencies?.[name];
@@ -214,20 +208,19 @@ export async function startService(
       maxConnectionAgeGraceMs: config.maxConnectionAgeGraceMs,
       ...(config.healthPort !== undefined && { healthPort: config.healthPort }),
       ...(options.beforeListen && { beforeListen: options.beforeListen }),
-      middleware: [
-        ...(tracing ? [tracingServer] : []),
-        ...(counting ? [metricsServer(metrics)] : []),
-        ...defaultServerMiddleware(logger),
-        authServer({
+      middleware: serviceServerChain({
+        ...observed,
+        logger,
+        auth: {
           rules: accessRules(module),
           verifier: new TokenVerifier(security.jwt),
           mtls: security.tls !== undefined,
-        }),
-        streamsPerCaller(config.maxStreamsPerCaller),
+        },
+        maxStreamsPerCaller: config.maxStreamsPerCaller,
         pages,
-        ...(wal ? [durableAnswers(wal)] : []),
-        ...(options.middleware ?? []),
-      ],
+        ...(wal && { wal }),
+        extra: options.middleware,
+      }),
       ...(counting && {
         onUnknownMethod: unknownMethods(
           metrics,
@@ -345,7 +338,7 @@ const QUIET_COMPACTION = { everyMs: 30_000, quietBelow: 0.01, growthBytes: 8 * 2
 export async function runService(registry: ServiceRegistry, name: string): Promise<void> {
   if (!(registry.names as string[]).includes(name)) {
     const names = registry.names.join(", ");
-    console.error(`SHOP_SERVICE (or the first argument) must be one of ${names}, got "${name}"`);
+    console.error(`the first argument, else SHOP_SERVICE, must be one of ${names}, got "${name}"`);
     process.exit(1);
   }
   let service: StartedService;

@@ -1,5 +1,5 @@
-// The entry point of every service process: runs the registered service that SHOP_SERVICE (or
-// the first argument) names, e.g. `SHOP_SERVICE=user node --import tsx services/main.ts`.
+// The entry point of every service process: runs the registered service that the first argument,
+// else SHOP_SERVICE, names, e.g. `SHOP_SERVICE=user node --import tsx services/main.ts`.
 import { env } from "../kit/config.js";
 import { runService } from "../kit/runtime.js";
 import { registry } from "./registry.js";

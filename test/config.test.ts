@@ -210,7 +210,7 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
   [
     "product",
     { SHOP_SERVICE: "shipping" },
-    /SHOP_SERVICE \(or the first argument\) must be one of user, product, order, got "shipping"/,
+    /the first argument, else SHOP_SERVICE, must be one of user, product, order, got "shipping"/,
   ],
 ];
 

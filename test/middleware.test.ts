@@ -271,3 +271,24 @@ test("a call made while serving another carries its x-request-id and deadline, a
   );
   t.true(String(refused.idempotency_key).length <= 129, "clipped to 128 characters and …");
 });
+
+test("a service's own client middleware sees each call to its dependencies, after the kit's", async (t) => {
+  const seen: [string, boolean, boolean][] = [];
+  const watching: ClientMiddleware = {
+    name: "watching",
+    wrap: (method, next) => (request, call) => {
+      // Inside the kit's: the x-request-id and the caller's token are already on the call.
+      const has = (key: string) => call.metadata.get(key).length > 0;
+      seen.push([method.rpc, has("x-request-id"), has("authorization")]);
+      return next(request, call);
+    },
+  };
+  const fleet = await startFleet(t, { clientMiddleware: { order: [watching] } });
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products);
+  await fleet.orders.createOrder({ userId: shopper.userId, lines: [orderLine(mug.productId, 1)] });
+  t.deepEqual(seen, [
+    ["GetUser", true, true],
+    ["ReserveStock", true, true],
+  ]);
+});

@@ -1,4 +1,4 @@
-// The test fleets, both derived from the registry, both with typed clients to the services:
+// The test fleets, both started in the registry's order, both with typed clients to the services:
 // - startFleet: every registered service in this process, on 127.0.0.1:0 with an in-memory
 //   database, wired to the services it calls, with faults a test can inject into its rpcs;
 // - startProcessFleet: every registered service as its own process (services/main.ts, from the
@@ -31,7 +31,7 @@ import { type Client, createClient } from "../../kit/client.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db.js";
 import { type Logger, withoutRowData } from "../../kit/logger.js";
-import type { ServerMiddleware } from "../../kit/middleware/index.js";
+import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import {
@@ -87,6 +87,8 @@ export async function start(
     dependencies?: Record<string, string>;
     /** More middleware, inside the kit's defaults and the fault injection. */
     middleware?: readonly ServerMiddleware[];
+    /** More middleware of its calls to dependencies, inside the kit's. */
+    clientMiddleware?: readonly ClientMiddleware[];
     /** Settings other than the SHOP_* defaults, for example maxPagesInFlight. */
     config?: Partial<ServerConfig>;
     /** The deadline of its calls to dependencies, 5 s by default. */
@@ -104,6 +106,7 @@ export async function start(
     internalServices: registry.internalServices,
     publicServices: registry.publicServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
+    ...(options.clientMiddleware && { clientMiddleware: options.clientMiddleware }),
     ...(options.logger && { logger: options.logger }),
     ...(options.dependencyTimeoutMs && { dependencyTimeoutMs: options.dependencyTimeoutMs }),
     ...options.config,
@@ -150,6 +153,8 @@ export interface FleetOptions {
   loggers?: Partial<Record<ServiceName, Logger>>;
   /** More server middleware of a service, as start() takes it. */
   middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
+  /** More middleware of a service's calls to its dependencies, as start() takes it. */
+  clientMiddleware?: Partial<Record<ServiceName, readonly ClientMiddleware[]>>;
   /** Server settings of a service other than the defaults, as start() takes them. */
   config?: Partial<Record<ServiceName, Partial<ServerConfig>>>;
   /** A service's database other than the fleet's (the same one through a proxy, say). */
@@ -180,6 +185,9 @@ export async function startFleet(
       ),
       ...(options.loggers?.[service.name] && { logger: options.loggers[service.name] }),
       ...(options.middleware?.[service.name] && { middleware: options.middleware[service.name] }),
+      ...(options.clientMiddleware?.[service.name] && {
+        clientMiddleware: options.clientMiddleware[service.name],
+      }),
       ...(options.config?.[service.name] && { config: options.config[service.name] }),
     });
   }
