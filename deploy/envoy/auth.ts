@@ -1,15 +1,10 @@
 // Token and role checks at the edge: jwt_authn on every routed rpc, RBAC on the admin-only ones.
 
+import { PREFLIGHT } from "./cors.js";
 import { typed } from "./matchers.js";
 import type { EnvoyTopology, GrpcService } from "./topology.js";
 
 const JWT_PROVIDER = "shopmesh";
-
-/** A CORS preflight's headers, as Envoy's header matchers read them. */
-const PREFLIGHT = [
-  { name: ":method", string_match: { exact: "OPTIONS" } },
-  { name: "access-control-request-method", present_match: true },
-];
 
 /**
  * Envoy checks the bearer token of every routed rpc the way the services will again: required,

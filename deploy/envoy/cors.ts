@@ -24,6 +24,29 @@ export const CORS_EXPOSE_HEADERS = [
   "x-request-id",
 ];
 
+const SOME = { safe_regex: { regex: ".+" } };
+
+/** A route header match: any OPTIONS request. */
+export const OPTIONS_METHOD = { name: ":method", string_match: { exact: "OPTIONS" } };
+
+/** A route header match: the method a preflight asks for, not empty. */
+export const REQUESTED_METHOD = { name: "access-control-request-method", string_match: SOME };
+
+/**
+ * A CORS preflight, as the CORS filter reads one: OPTIONS with an origin and a method to ask for.
+ * Only such a request skips the token checks (auth.ts). The CORS filter answers it when its
+ * origin is allowed, and a route refuses every other OPTIONS (routes.ts), so none reaches a
+ * service.
+ */
+export const PREFLIGHT = [OPTIONS_METHOD, { name: "origin", string_match: SOME }, REQUESTED_METHOD];
+
+/** A header match turned around: the header is missing, or does not match. */
+export const lacking = <H extends object>(header: H) => ({
+  ...header,
+  invert_match: true,
+  treat_missing_header_as_empty: true,
+});
+
 /** `^(a|b)$` for exact origins, each escaped. */
 export function originPattern(origins: readonly string[]): string {
   return `^(${origins.map((origin) => origin.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")).join("|")})$`;

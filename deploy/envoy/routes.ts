@@ -3,7 +3,13 @@
 
 import { HEDGE_AFTER_S, hedged, type MethodInfo, retriable } from "../../kit/contract.js";
 import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
-import { fromOrigin, readableByBrowsers } from "./cors.js";
+import {
+  fromOrigin,
+  lacking,
+  OPTIONS_METHOD,
+  REQUESTED_METHOD,
+  readableByBrowsers,
+} from "./cors.js";
 import { lua } from "./lua.js";
 import { headerMatches, not, skippedFor, typed } from "./matchers.js";
 import { EDGE_PROTOCOL_HEADER } from "./protocols.js";
@@ -181,7 +187,7 @@ export function routes(
   // A browser's CORS preflight for a REST path: the transcoder only maps the API's own methods, so
   // OPTIONS /users matches nothing above, and the CORS filter answers only on a forwarding route.
   // The route takes only the allowed origins, which the CORS filter answers, so nothing here
-  // reaches the upstream; any other origin's preflight gets the 404 (refusedPreflight), and no
+  // reaches the upstream; any other origin's preflight gets the 404 (refusedPreflights), and no
   // CORS headers.
   const preflight = corsOrigins.length
     ? [
@@ -189,11 +195,7 @@ export function routes(
           "cors-preflight",
           {
             prefix: "/",
-            headers: [
-              { name: ":method", string_match: { exact: "OPTIONS" } },
-              fromOrigin(corsOrigins),
-              { name: "access-control-request-method", present_match: true },
-            ],
+            headers: [OPTIONS_METHOD, fromOrigin(corsOrigins), REQUESTED_METHOD],
           },
           infraCluster,
         ),
@@ -216,20 +218,27 @@ export function routes(
         }
       : {}),
   });
-  // First: a preflight from any origin but the allowed ones gets the 404, whatever its path; a
-  // gRPC path's own route would otherwise take it to the service.
-  const refusedPreflight = notFound(
-    "cors-preflight-refused",
-    {
-      prefix: "/",
-      headers: [
-        { name: ":method", string_match: { exact: "OPTIONS" } },
-        { name: "access-control-request-method", present_match: true },
-        ...(corsOrigins.length ? [{ ...fromOrigin(corsOrigins), invert_match: true }] : []),
-      ],
-    },
-    "no route for this path",
-  );
+  // First: every OPTIONS but a preflight from an allowed origin, which the CORS filter answers,
+  // gets the 404, whatever its path. A gRPC path's own route would otherwise take it to the
+  // service (grpc-js serves OPTIONS as POST), past the token checks a preflight skips.
+  const refusedPreflights = [
+    notFound(
+      "cors-preflight-refused",
+      {
+        prefix: "/",
+        headers: [
+          OPTIONS_METHOD,
+          ...(corsOrigins.length ? [lacking(fromOrigin(corsOrigins))] : []),
+        ],
+      },
+      "no route for this path",
+    ),
+    notFound(
+      "options-not-preflight",
+      { prefix: "/", headers: [OPTIONS_METHOD, lacking(REQUESTED_METHOD)] },
+      "no route for this path",
+    ),
+  ];
   const fallbacks = [
     notFound("grpc-not-found", { prefix: "/", grpc: {} }, UNROUTED.message),
     // A REST caller gets it as google.rpc.Status JSON (restErrorReplies).
@@ -254,7 +263,7 @@ export function routes(
   };
   return [
     ...readableByBrowsers(corsOrigins, malformedTimeout),
-    refusedPreflight,
+    ...refusedPreflights,
     ...exact,
     ...prefixes,
     ...preflight,

@@ -922,6 +922,31 @@ test.serial("CORS allows the configured origin only, for preflights and calls al
       rpc,
     );
   }
+  // Only a preflight skips the token checks, and an OPTIONS that is not one never reaches a
+  // service: without an origin, with an empty method to ask for, or with neither. Without a
+  // token it is refused as any call is; with one, no route takes it.
+  const notPreflights: Record<string, string>[] = [
+    { "access-control-request-method": "POST" },
+    { origin: SHOP_ORIGIN, "access-control-request-method": "" },
+    { origin: SHOP_ORIGIN },
+    {},
+  ];
+  const listUsers = `https://${envoy.address}/shop.user.v1.UserService/ListUsers`;
+  for (const headers of notPreflights) {
+    const label = JSON.stringify(headers);
+    const anonymous = await edgeFetch(listUsers, { method: "OPTIONS", headers });
+    t.is(anonymous.status, 401, label);
+    const signedIn = await edgeFetch(listUsers, {
+      method: "OPTIONS",
+      headers: { ...headers, authorization: `Bearer ${ADMIN_TOKEN}` },
+    });
+    t.is(signedIn.status, 404, label);
+    t.like(
+      await signedIn.json(),
+      { code: Code.NOT_FOUND, details: [{ domain: "shopmesh.edge", reason: "ROUTE_NOT_FOUND" }] },
+      label,
+    );
+  }
   // And for a Connect GET's URL, whose query Envoy's bridge would otherwise take for a call.
   const connectGet = await preflight(
     SHOP_ORIGIN,
