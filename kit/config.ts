@@ -121,10 +121,10 @@ export function databaseVariable(service: string): string {
  * `<service>.sqlite` in SHOP_DATA_DIR.
  */
 export function databaseLocation(service: string): string {
-  const url = databaseUrl(
-    serviceVariable(service, "DATABASE_URL"),
-    databaseUrl("SHOP_DATABASE_URL", ""),
-  );
+  const own = serviceVariable(service, "DATABASE_URL");
+  // The shared URL is read only for a service without its own.
+  const url =
+    process.env[own] !== undefined ? databaseUrl(own, "") : databaseUrl("SHOP_DATABASE_URL", "");
   if (url) return url;
   const dataDir = env.string("SHOP_DATA_DIR", "data");
   return env.string("SHOP_DATABASE", path.join(dataDir, `${service}.sqlite`));
