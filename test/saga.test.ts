@@ -1,4 +1,5 @@
 import { connect } from "node:http2";
+import { setTimeout as sleep } from "node:timers/promises";
 import { credentials, Metadata } from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../gen/ts/health/v1/health.js";
@@ -423,6 +424,24 @@ test("a refused order whose release cannot reach product is never shown, and is 
   t.is(await stockOf(fleet, mug.productId), 5);
 });
 
+test("a withdrawn order released without being deleted, as an older replica does, is deleted", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
+  await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "released-elsewhere");
+  const rows = () => fleet.order.db("orders").select("order_id");
+  const [row] = await rows();
+  // An older replica's reconciler knows nothing of withdrawn: it releases the order and marks
+  // it so, where this version deletes it.
+  await fleet.order.db("orders").where({ order_id: row?.order_id }).update({ released: true });
+  // A reconcile run that read the order before that has had its release refused meanwhile.
+  await sleep(600);
+  fleet.product.faults.clear();
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  t.is(await stockOf(fleet, mug.productId), 5);
+});
+
 test("a refused CreateOrder whose order another call failed meanwhile leaves none shown", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);
@@ -451,6 +470,41 @@ test("a refused CreateOrder whose order another call failed meanwhile leaves non
   t.deepEqual(listed.orders, []);
   await until("the order to be deleted", async () => (await rows()).length === 0);
   t.is(await stockOf(fleet, mug.productId), 1);
+});
+
+test("an order another call failed after its stock was taken is withdrawn, and the call places it again", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  // A resend on another replica fails the order while this call's ReserveStock is on its way,
+  // and its release lands after that reservation took all the stock.
+  fleet.product.faults.set("ReserveStock", { delayMs: 500 });
+  fleet.product.faults.set("ReleaseReservation", { delayMs: 1_500 });
+  const placing = fleet.orders.createOrder(
+    { userId: user.userId, lines: [orderLine(mug.productId, 5)], requestId: "failed-under-it" },
+    { timeoutMs: 10_000 },
+  );
+  const rows = () => fleet.order.db("orders").select("order_id", "state");
+  await until("the order to be written", async () => (await rows()).length === 1);
+  const [first] = await rows();
+  const failed = { state: OrderState.ORDER_STATE_FAILED, request_key: null };
+  t.is(await fleet.order.db("orders").where({ order_id: first?.order_id }).update(failed), 1);
+
+  // Not refused for the stock its own failed order held: that order is withdrawn and released.
+  const { order: placed } = await placing;
+  t.is(placed?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.not(placed?.orderId, first?.order_id);
+  const listed = await fleet.orders.listOrders({
+    userId: user.userId,
+    pageSize: 10,
+    pageToken: "",
+  });
+  t.deepEqual(
+    listed.orders.map((order) => order.orderId),
+    [placed?.orderId],
+  );
+  await until("the failed order to be deleted", async () => (await rows()).length === 1);
+  t.is(await stockOf(fleet, mug.productId), 0);
 });
 
 test("a ReserveStock that reaches product after its order was refused takes no stock", async (t) => {

@@ -519,7 +519,11 @@ export class OrderSaga {
         await this.withdraw(orderId, reservationId);
         return undefined;
     }
-    return this.confirm(written, reservationId, reservation);
+    const confirmed = await this.confirm(written, reservationId, reservation);
+    // Failed meanwhile, its stock taken after all: as with the tombstone, this one was never
+    // placed, and its stock goes back before this call places another.
+    if (!confirmed) await this.withdraw(orderId, reservationId);
+    return confirmed;
   }
 
   /**

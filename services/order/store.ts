@@ -383,7 +383,8 @@ export class OrderStore {
 
   /**
    * Orders the reconciler must settle, up to `limit`, but those in `excluding`: failed ones
-   * whose reservation may still hold stock, cancels not yet finished, and pending ones created
+   * whose reservation may still hold stock, withdrawn ones not yet deleted, cancels not yet
+   * finished, and pending ones created
    * before `pendingBefore`, whose saga has had all the time its reservation had.
    */
   async unsettled(
@@ -396,6 +397,9 @@ export class OrderStore {
       .where((unsettled) =>
         unsettled
           .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
+          // Released but not deleted: by an older replica, or by a run that read the order
+          // before its call withdrew it.
+          .orWhere({ state: OrderState.ORDER_STATE_FAILED, withdrawn: true })
           .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
           .orWhere((q) =>
             q
