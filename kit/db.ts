@@ -14,7 +14,6 @@ import type { Binding } from "./db/sql-api.js";
 import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
 import { WalSync } from "./db/wal-sync.js";
 import type { Logger } from "./logger.js";
-import { fitting } from "./page-token.js";
 
 export { closeToNewWork } from "./db/closing.js";
 export {
@@ -24,6 +23,7 @@ export {
   type Statement,
   type TransactionInfo,
 } from "./db/observe.js";
+export { type PageOptions, pageBySeq, textBytes } from "./db/pages.js";
 export { RowTurns } from "./db/row-turns.js";
 export {
   type Binding,
@@ -369,36 +369,4 @@ export function readTime(value: unknown): number {
   const time = Number(value);
   if (!Number.isSafeInteger(time)) throw new Error(`not a stored time: ${String(value)}`);
   return time;
-}
-
-export interface PageOptions<Row, Item> {
-  /** The seq a previous page ended at: the page continues after it (before it, newest first). */
-  from?: number;
-  newestFirst?: boolean;
-  /** What the rows become (for example, with rows of another table); one item per row. */
-  items?: (rows: Row[]) => Item[] | Promise<Item[]>;
-  /** An item's encoded size, roughly: the page stops before it passes PAGE_BYTES. */
-  sizeOf?: (item: Item) => number;
-}
-
-/**
- * One page of a table in `seq` order (keyset pagination): up to `limit` items, fewer when their
- * sizes would pass PAGE_BYTES (at least one), and the seq to continue from when more remain.
- */
-export async function pageBySeq<Row extends { seq: number }, Item = Row>(
-  query: Knex.QueryBuilder,
-  limit: number,
-  options: PageOptions<Row, Item> = {},
-): Promise<{ items: Item[]; nextSeq?: number }> {
-  const { from, newestFirst = false, sizeOf } = options;
-  if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
-  const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
-  const candidates = rows.slice(0, limit);
-  const items = options.items ? await options.items(candidates) : (candidates as unknown as Item[]);
-  const count = sizeOf ? fitting(items.map(sizeOf)) : items.length;
-  const last = rows[count - 1];
-  return {
-    items: items.slice(0, count),
-    ...(rows.length > count && last && { nextSeq: last.seq }),
-  };
 }

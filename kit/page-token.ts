@@ -56,7 +56,7 @@ const pathOf = (list: List) => (typeof list === "string" ? list : list.path);
  * `ctx.method`), valid only for that rpc with the same `filter`: two lists of one service share
  * the secret, and a cursor means nothing in another list.
  */
-export function encodePageToken(list: List, cursor: unknown, filter: unknown = null): string {
+export function encodePageToken(list: List, cursor: number, filter: unknown = null): string {
   return sealText(JSON.stringify({ l: pathOf(list), c: cursor, f: filter }));
 }
 
@@ -90,21 +90,20 @@ function opened(token: string): unknown {
 }
 
 /** A cursor our lists issue: the seq of the last row of a page, a positive integer. */
-export const isSeq = (cursor: unknown): cursor is number =>
+const isSeq = (cursor: unknown): cursor is number =>
   Number.isSafeInteger(cursor) && (cursor as number) > 0;
 
 /**
  * The cursor inside a token of `list`, or undefined for an empty token. INVALID_ARGUMENT
  * (INVALID_PAGE_TOKEN) when the token was not sealed here, was issued by another list or for
- * another filter, or holds anything `isCursor` refuses: a token that opens does not make its
- * content trusted input.
+ * another filter, or holds anything but a seq: a token that opens does not make its content
+ * trusted input.
  */
-export function decodePageToken<T = number>(
+export function decodePageToken(
   list: List,
   token: string,
   filter: unknown = null,
-  isCursor: (cursor: unknown) => cursor is T = isSeq as (cursor: unknown) => cursor is T,
-): T | undefined {
+): number | undefined {
   if (token === "") return undefined;
   const invalid = () => {
     const error = errors.invalidArgument([
@@ -116,7 +115,7 @@ export function decodePageToken<T = number>(
   const parsed = opened(token);
   if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalid();
   const { l, c, f } = parsed as { l?: unknown; c?: unknown; f?: unknown };
-  if (l !== pathOf(list) || JSON.stringify(f) !== JSON.stringify(filter) || !isCursor(c)) {
+  if (l !== pathOf(list) || JSON.stringify(f) !== JSON.stringify(filter) || !isSeq(c)) {
     throw invalid();
   }
   return c;
@@ -128,27 +127,4 @@ export function pageSize(requested: number, fallback = 50, max = 1000): number {
     throw errors.invalidArgument([{ field: "page_size", description: "must not be negative" }]);
   }
   return requested === 0 ? fallback : Math.min(requested, max);
-}
-
-/**
- * The most a page's items may add up to, in encoded bytes: half of the 4 MB a gRPC client
- * receives by default, so that a full page of the largest items still arrives.
- */
-export const PAGE_BYTES = 2 * 1024 * 1024;
-
-/** The UTF-8 size of some text fields, for a page's size estimate. */
-export const textBytes = (...texts: string[]) =>
-  texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
-
-/**
- * How many of the first items fit in `budget` bytes, given each one's (estimated) encoded size;
- * at least one, so that a list always moves on. A page may hold fewer than page_size items.
- */
-export function fitting(sizes: readonly number[], budget = PAGE_BYTES): number {
-  let total = 0;
-  for (let i = 0; i < sizes.length; i++) {
-    total += sizes[i] as number;
-    if (total > budget) return Math.max(i, 1);
-  }
-  return sizes.length;
 }

@@ -164,7 +164,7 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
     },
 
     async list${Names}({ pageSize: requested, pageToken }, ctx) {
-      const after = decodePageToken<number>(ctx.method, pageToken);
+      const after = decodePageToken(ctx.method, pageToken);
       const { ${names}, nextSeq } = await store.list(pageSize(requested), after);
       return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },

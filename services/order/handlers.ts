@@ -58,7 +58,7 @@ export function orderHandlers(
       else requireOwner(ctx, userId, `the order list of user ${userId}`);
       const limit = pageSize(requested);
       const filter = { userId };
-      const before = decodePageToken<number>(ctx.method, pageToken, filter);
+      const before = decodePageToken(ctx.method, pageToken, filter);
       const { orders, nextSeq } = await store.list(limit, before, userId);
       return {
         orders,

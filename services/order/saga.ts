@@ -58,11 +58,6 @@ export interface SagaOptions {
    * waits for that call rather than failing the order under it.
    */
   placingMs: number;
-  /**
-   * Deadline of the calls that finish work on the service's own behalf (releases, cancels); the
-   * clients' default deadline (SHOP_DEPENDENCY_TIMEOUT_MS) when unset.
-   */
-  settleTimeoutMs?: number;
   logger: Logger;
   events?: SagaEvents;
 }
@@ -545,12 +540,7 @@ export class OrderSaga {
   private async release(reservationId: string): Promise<boolean> {
     try {
       // Failing inside the step, so that its span says so.
-      await step("release", () =>
-        this.deps.inventory.releaseReservation(
-          { reservationId },
-          { timeoutMs: this.options.settleTimeoutMs },
-        ),
-      );
+      await step("release", () => this.deps.inventory.releaseReservation({ reservationId }));
       return true;
     } catch (error) {
       this.options.logger.warn({ err: error, reservationId }, "release failed; will retry");
@@ -569,7 +559,7 @@ export class OrderSaga {
       const moved = await step("record_cancel", () =>
         this.store.transition(orderId, [CONFIRMED], CANCELLING),
       );
-      if (moved) this.changes.emit(orderId);
+      if (moved) this.changed(orderId, CANCELLING);
       ({ order, reservationId } = await this.store.get(orderId));
     }
     if (order.state === CANCELLED) return order;
@@ -586,11 +576,9 @@ export class OrderSaga {
 
   private finishCancel(orderId: string, reservationId: string): Promise<void> {
     return step("finish_cancel", async () => {
-      await this.deps.inventory
-        .releaseReservation({ reservationId }, { timeoutMs: this.options.settleTimeoutMs })
-        .catch((error) => {
-          throw fromDependency("product", error);
-        });
+      await this.deps.inventory.releaseReservation({ reservationId }).catch((error) => {
+        throw fromDependency("product", error);
+      });
       if (await this.store.finishCancel(orderId)) this.changed(orderId, CANCELLED);
     });
   }
@@ -661,9 +649,7 @@ export class OrderSaga {
       }
       const stored = await this.store.find(orderId);
       if (stored?.order.state !== PENDING) return "skipped";
-      const settled = await step("settle", () =>
-        this.settle(stored, { timeoutMs: this.options.settleTimeoutMs }),
-      );
+      const settled = await step("settle", () => this.settle(stored, {}));
       return settled === PLACING ? "skipped" : "done";
     } catch (error) {
       this.options.logger.warn({ err: error, orderId }, "could not settle the order; will retry");

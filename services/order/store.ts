@@ -8,11 +8,11 @@ import {
   readTime,
   type Sql,
   sqlOf,
+  textBytes,
   valuesOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
-import { textBytes } from "../../kit/page-token.js";
 
 interface OrderRow {
   seq: number;

@@ -60,7 +60,7 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
     async listProducts({ pageSize: requested, pageToken, inStockOnly }, ctx) {
       const limit = pageSize(requested);
       const filter = { inStockOnly };
-      const after = decodePageToken<number>(ctx.method, pageToken, filter);
+      const after = decodePageToken(ctx.method, pageToken, filter);
       const { products, nextSeq } = await store.list(limit, after, inStockOnly);
       return {
         products,

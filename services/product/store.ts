@@ -9,11 +9,11 @@ import {
   readTime,
   type Sql,
   sqlOf,
+  textBytes,
   updateTimeOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
-import { textBytes } from "../../kit/page-token.js";
 
 export interface ProductRow {
   seq: number;

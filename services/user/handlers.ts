@@ -37,7 +37,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
 
     async listUsers({ pageSize: requested, pageToken }, ctx) {
       const limit = pageSize(requested);
-      const after = decodePageToken<number>(ctx.method, pageToken);
+      const after = decodePageToken(ctx.method, pageToken);
       const { users, nextSeq } = await store.list(limit, after);
       return { users, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },

@@ -6,10 +6,10 @@ import {
   readTime,
   type Sql,
   sqlOf,
+  textBytes,
   updateTimeOf,
 } from "../../kit/db.js";
 import { errors } from "../../kit/errors.js";
-import { textBytes } from "../../kit/page-token.js";
 
 interface UserRow {
   seq: number;
