@@ -198,6 +198,17 @@ function port(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
   return value;
 }
 
+/** How many of something, at least 1: SHOP_MESH_REPLICAS, say. */
+function count(env: NodeJS.ProcessEnv, name: string, fallback: number): number {
+  const raw = env[name];
+  if (raw === undefined || raw === "") return fallback;
+  const value = decimal(raw);
+  if (!Number.isSafeInteger(value) || value < 1) {
+    throw new Error(`${name} must be a whole number of at least 1, got "${raw}"`);
+  }
+  return value;
+}
+
 /**
  * The ports of a service's replicas: SHOP_<NAME>_PORTS (a comma-separated list), else
  * SHOP_<NAME>_PORT, or the registry's port, + 10 × i for replica i + 1.
@@ -212,7 +223,11 @@ function replicaPorts(env: NodeJS.ProcessEnv, name: ServiceName, replicas: numbe
     return ports;
   }
   const base = port(env, serviceVariable(name, "PORT"), registry.get(name).port);
-  return Array.from({ length: replicas }, (_, i) => base + 10 * i);
+  const ports = Array.from({ length: replicas }, (_, i) => base + 10 * i);
+  if ((ports.at(-1) as number) > 65_535) {
+    throw new Error(`${name}: ${replicas} replicas from port ${base} run past port 65535`);
+  }
+  return ports;
 }
 
 /**
@@ -281,8 +296,7 @@ export const corsOriginsFrom = (env: NodeJS.ProcessEnv) =>
  * TLS at the edge, with the development credentials of `npm run certs`.
  */
 export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
-  const replicas = port(env, "SHOP_MESH_REPLICAS", 2);
-  if (replicas < 1) throw new Error("SHOP_MESH_REPLICAS must be at least 1");
+  const replicas = count(env, "SHOP_MESH_REPLICAS", 2);
   const ports = portsFrom(env, replicas);
   const tracing = envoyTracing(env);
   return fleetPlan({
