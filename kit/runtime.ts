@@ -436,7 +436,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
 /**
  * How long a stopping process waits for its last spans to be exported. A collector that does not
  * answer would hold it for the exporter's own 10 s, past what an orchestrator leaves after the
- * grace period (deploy/kubernetes TERMINATION_GRACE_S: 5 s for all of this).
+ * grace period (deploy/kubernetes TERMINATION_GRACE_S leaves 5 s after it for all of this).
  */
 const LAST_SPANS_MS = 3_000;
 

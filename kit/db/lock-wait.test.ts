@@ -1,6 +1,6 @@
 // A statement that meets another connection's write lock waits for it without holding up its
 // process. Here the lock's holder is this process, so a wait that blocked the event loop could
-// never see the lock released: it used to block for the whole busy timeout (5 s), then fail.
+// never see the lock released: it would block for the whole busy timeout (5 s), then fail.
 import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";

@@ -11,7 +11,7 @@ interface Waiter {
 /**
  * What this process's WatchOrder calls wait for. This process's own changes wake a watch at once
  * (the saga's `changes`); another replica's are found by a poll every `pollMs` that reads the
- * state of every watched order in one query, where each watch used to read its whole order.
+ * state of every watched order in one query (500 to a query), not each watch its own.
  */
 export class OrderWatches {
   private readonly waiting = new Map<string, Set<Waiter>>();

@@ -8,7 +8,7 @@ export const TEST_ADMIN: Caller = { userId: "usr_test_admin", roles: ["admin"] }
 
 /**
  * The context a handler gets for a call of `service`'s `rpc` (as the contract states it), with no
- * deadline unless given, cancelled only through `signal`, signed in as `caller` (an admin by
+ * deadline, cancelled only through `signal`, signed in as `caller` (an admin by
  * default; null for none), as the auth middleware would have left it. A `token` goes into the
  * metadata, for handlers that call other services on the caller's behalf.
  */
@@ -17,7 +17,6 @@ export function callContext(
   rpc: string,
   options: {
     metadata?: Metadata;
-    deadline?: Date;
     signal?: AbortSignal;
     caller?: Caller | null;
     token?: string;

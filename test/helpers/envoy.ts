@@ -19,12 +19,6 @@ export interface StartEnvoyOptions extends Omit<FrontDoorOptions, "accessLogPath
    * for all clusters, a list for some, false to return as soon as Envoy is live.
    */
   waitHealthy?: boolean | readonly string[];
-  /** Worker threads; 1 by default (tests run side by side on small machines). */
-  concurrency?: number;
-  /** Envoy's own log level. */
-  logLevel?: string;
-  /** Overall startup budget. */
-  timeoutMs?: number;
 }
 
 /** One upstream host as Envoy's admin /clusters reports it. */
@@ -99,8 +93,9 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
       healthCheckIntervalMs: options.healthCheckIntervalMs ?? 500,
     }),
     logDir: dir,
-    concurrency: options.concurrency ?? 1,
-    logLevel: options.logLevel ?? "warn",
+    // One worker thread: tests run side by side on small machines.
+    concurrency: 1,
+    logLevel: "warn",
     flushIntervalMs: 50,
   });
   let stopped: Promise<void> | undefined;
@@ -117,7 +112,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
     const wait = options.waitHealthy ?? true;
     await envoy.waitReady({
       clusters: wait === true ? undefined : wait,
-      timeoutMs: options.timeoutMs ?? 30_000,
+      timeoutMs: 30_000,
     });
     const port = await envoy.listenerPort();
     // Every cluster of the config, those without hosts too.

@@ -148,8 +148,6 @@ export interface FleetOptions {
   order?: Partial<OrderSettings>;
   /** Settings of the product service; its sweep runs often by default. */
   product?: Partial<ProductSettings>;
-  /** A module to run instead of the registered one. */
-  modules?: Partial<Record<ServiceName, AnyServiceModule>>;
   loggers?: Partial<Record<ServiceName, Logger>>;
   /** More server middleware of a service, as start() takes it. */
   middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
@@ -169,7 +167,6 @@ export async function startFleet(
   const modules: Partial<Record<ServiceName, AnyServiceModule>> = {
     product: createProductService({ sweepMs: 100, ...options.product }),
     order: createOrderService({ reconcileMs: 200, watchPollMs: 100, ...options.order }),
-    ...options.modules,
   };
   const started: Partial<Record<ServiceName, TestService>> = {};
   await takeTurn(t);

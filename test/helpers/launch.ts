@@ -43,8 +43,6 @@ export interface LaunchOptions {
   ports?: Partial<Record<ServiceName, number>>;
   /** Replicas per service for the mesh (SHOP_MESH_REPLICAS); 2, as `npm run mesh`, by default. */
   replicas?: number;
-  /** How long to wait for the banner; 90 s by default. */
-  readyTimeoutMs?: number;
   /**
    * How the launcher runs the services: compiled (test/helpers/build.ts) by default, or their
    * TypeScript through tsx, as `npm start` does unless SHOP_BUILD_DIR is set.
@@ -296,7 +294,7 @@ export async function startLaunch(kind: LaunchKind, options: LaunchOptions = {})
     !Object.keys(options.env ?? {}).some((name) => /_PORTS?$/.test(name));
   for (let attempt = 1; ; attempt++) {
     try {
-      return await awaitBanner(await spawnLaunch(kind, options), options.readyTimeoutMs ?? 90_000);
+      return await awaitBanner(await spawnLaunch(kind, options), 90_000);
     } catch (error) {
       const taken = /EADDRINUSE|address already in use/i.test(String(error));
       if (!picked || !taken || attempt === 3) throw error;

@@ -33,10 +33,9 @@ test("a huge x-request-id is logged, and passed on, as its first 128 characters"
 test("Envoy's access log keeps a huge x-request-id to its first 128 characters", async (t) => {
   const fleet = await startFleet(t);
   const mug = await addProduct(fleet.products, { stock: 1 });
-  const upstream = (name: "user" | "product" | "order") => {
-    const [host, port] = fleet[name].server.address.split(":");
-    return [{ host: host as string, port: Number(port) }];
-  };
+  const upstream = (name: "user" | "product" | "order") => [
+    { host: "127.0.0.1", port: fleet[name].server.port },
+  ];
   const envoy = await startEnvoy({
     services: { user: upstream("user"), product: upstream("product"), order: upstream("order") },
   });

@@ -50,9 +50,8 @@ test("a CreateProduct whose reply the database lost answers ABORTED OUTCOME_UNKN
 
 test("through Envoy, which retries UNAVAILABLE on every rpc, that CreateProduct still makes one product", async (t) => {
   const { proxy, service, products } = await catalog(t);
-  const [host, port] = service.server.address.split(":");
   const envoy = await startEnvoy({
-    services: { product: [{ host: host as string, port: Number(port) }] },
+    services: { product: [{ host: "127.0.0.1", port: service.server.port }] },
     waitHealthy: ["product"],
   });
   t.teardown(() => envoy.stop());

@@ -71,9 +71,8 @@ test("a service ends a connection that cancels every stream it opens, and serves
 
 test("Envoy ends a connection that cancels every stream it opens, and serves the next caller", async (t) => {
   const { service, mug } = await catalog(t);
-  const [host, port] = service.server.address.split(":");
   const envoy = await startEnvoy({
-    services: { product: [{ host: host as string, port: Number(port) }] },
+    services: { product: [{ host: "127.0.0.1", port: service.server.port }] },
     waitHealthy: ["product"],
   });
   t.teardown(() => envoy.stop());
