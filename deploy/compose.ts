@@ -12,6 +12,7 @@ import {
   SEEDED_SERVICES,
   SERVICE_DEFAULTS,
   SHUTDOWN_GRACE_MS,
+  TRACING_SETTINGS,
 } from "./settings.js";
 
 const IMAGE = { image: `${IMAGE_NAME}:local`, build: { context: "..", dockerfile: "Dockerfile" } };
@@ -67,7 +68,11 @@ const HEADER = `# docker compose: the \`npm run mesh\` topology on one Docker ho
 `;
 
 /** The compose file for `replicas` replicas of every registered service, as YAML. */
-export function composeYaml(registry: ServiceRegistry = defaultRegistry, replicas = 2): string {
+export function composeYaml(
+  registry: ServiceRegistry = defaultRegistry,
+  replicas = 2,
+  tracing = TRACING_SETTINGS,
+): string {
   const dns = (name: string) => `${name}:${registry.get(name).port}`;
   const services: Record<string, unknown> = {};
   const volumes: Record<string, object> = {};
@@ -83,6 +88,7 @@ export function composeYaml(registry: ServiceRegistry = defaultRegistry, replica
     };
     const environment: Record<string, string> = {
       ...SERVICE_DEFAULTS,
+      ...tracing,
       SHOP_SERVICE: service.name,
       SHOP_PORT: String(service.port),
       SHOP_HEALTH_PORT: String(healthPortOf(service.port)),

@@ -126,6 +126,21 @@ export const PRODUCTION_IMAGE: string | undefined = undefined;
  */
 export const CLUSTER_CORS_ORIGINS: readonly string[] = ["https://shop.example.com"];
 
+/**
+ * The OpenTelemetry variables (kit/tracing.ts, README "Operate") every service container gets:
+ * none, so nothing is exported, until an operator names the installation's collector here. With
+ * an OTLP/gRPC endpoint, Envoy's tracer sends its spans to the same collector at the same ratio,
+ * and its span of each request is the root of the trace. For example:
+ *
+ *   OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector.observability:4317",
+ *   OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+ *   OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+ *   OTEL_TRACES_SAMPLER_ARG: "0.1",
+ *
+ * A change here needs `npm run deploy:config`; compose and Kubernetes both read it.
+ */
+export const TRACING_SETTINGS: Readonly<Record<string, string>> = {};
+
 /** A Secret the production overlay references and an operator creates; never committed. */
 export interface SecretMount {
   /** The Secret's name; `<identity>` stands for the mesh identity of the pod. */

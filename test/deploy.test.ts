@@ -4,6 +4,7 @@ import { readFile } from "node:fs/promises";
 import path from "node:path";
 import test from "ava";
 import { parse } from "yaml";
+import { composeYaml } from "../deploy/compose.js";
 import { composeTopology, localTopology } from "../deploy/envoy/topology.js";
 import { healthPortOf } from "../deploy/settings.js";
 import { serviceVariable } from "../kit/registry.js";
@@ -113,4 +114,22 @@ test("deploy/compose.yaml runs the mesh's topology: the services, ports and wiri
   t.is(mounts[path.dirname(topology.descriptorPath)], path.join(repoRoot, "gen/descriptor"));
   t.deepEqual(envoy.ports, [`127.0.0.1:8080:${topology.listen.port}`]);
   for (const kind of registry.names) t.is(envoy.depends_on?.[kind]?.condition, "service_healthy");
+});
+
+test("compose with TRACING_SETTINGS: every service exports to the collector, and so does Envoy", (t) => {
+  const tracing = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4317",
+    OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+  };
+  const compose = parse(composeYaml(registry, 2, tracing)) as {
+    services: Record<string, { environment?: Record<string, string> }>;
+  };
+  for (const name of registry.names) {
+    t.like(compose.services[name]?.environment, tracing, name);
+  }
+  t.deepEqual(composeTopology(registry, tracing).tracing, {
+    collector: { host: "collector", port: 4317 },
+    samplePercent: 10,
+  });
+  t.is(composeTopology(registry).tracing, undefined);
 });

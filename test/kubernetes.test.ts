@@ -466,6 +466,51 @@ test("Envoy accepts the Kubernetes config", async (t) => {
   t.true(ok, output);
 });
 
+test("with TRACING_SETTINGS, every pod exports its spans and Envoy's tracer roots each trace", async (t) => {
+  const tracing = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: "http://otel-collector.observability:4317",
+    OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+    OTEL_TRACES_SAMPLER: "parentbased_traceidratio",
+    OTEL_TRACES_SAMPLER_ARG: "0.1",
+  };
+  const files = kubernetesFiles(undefined, undefined, tracing);
+  const kustomization = files[`${K8S_DIR}/base/kustomization.yaml`] as string;
+  for (const [name, value] of Object.entries(tracing)) {
+    t.true(kustomization.includes(`${name}=${value}`), `the services' ConfigMap sets ${name}`);
+  }
+  const text = files[`${K8S_DIR}/base/envoy/envoy.yaml`] as string;
+  const config = parseAllDocuments(text)[0]?.toJS();
+  const collector = config.static_resources.clusters.find(
+    (cluster: { name: string }) => cluster.name === "opentelemetry_collector",
+  );
+  t.like(collector, {
+    type: "STRICT_DNS",
+    load_assignment: {
+      endpoints: [
+        {
+          lb_endpoints: [
+            {
+              endpoint: {
+                address: {
+                  socket_address: { address: "otel-collector.observability", port_value: 4317 },
+                },
+              },
+            },
+          ],
+        },
+      ],
+    },
+  });
+  t.regex(text, /envoy\.tracers\.opentelemetry/);
+  t.regex(text, /numerator: 100000\n\s*denominator: MILLION/, "Envoy samples 10% of new traces");
+  const file = path.join(await tempDir(t), "envoy.yaml");
+  await writeFile(file, withLocalPaths(text, kubernetesTopology(undefined, tracing), CERTS));
+  const { ok, output } = await validateEnvoy(file);
+  t.true(ok, output);
+  // Unset, as shipped: nothing exported, no tracer.
+  t.false((kubernetesFiles()[`${K8S_DIR}/base/envoy/envoy.yaml`] as string).includes("tracers"));
+});
+
 interface Relabel {
   source_labels?: string[];
   regex?: string;

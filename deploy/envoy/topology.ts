@@ -6,7 +6,9 @@ import { contractMethods, type MethodInfo } from "../../kit/contract.js";
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.js";
 import { accessRules } from "../../kit/service.js";
+import { otlpEndpoint, sampleRatio } from "../../kit/tracing.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
+import { TRACING_SETTINGS } from "../settings.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
 export interface Endpoint {
@@ -170,9 +172,14 @@ export const COMPOSE_SECRETS = "/run/secrets";
  * -- --production` makes them unless SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE say otherwise when the
  * file is generated.
  */
-export function composeTopology(registry = defaultRegistry): EnvoyTopology {
+export function composeTopology(
+  registry = defaultRegistry,
+  tracing: Readonly<Record<string, string>> = TRACING_SETTINGS,
+): EnvoyTopology {
+  const tracer = envoyTracing(tracing);
   return {
     ...dnsTopology(registry),
+    ...(tracer && { tracing: tracer }),
     // Scrapers on the compose network reach the stats listener; the admin stays on loopback.
     stats: { address: "0.0.0.0", port: 9902 },
     descriptorPath: `/app/${DESCRIPTOR}`,
@@ -182,5 +189,21 @@ export function composeTopology(registry = defaultRegistry): EnvoyTopology {
       ca: `${COMPOSE_SECRETS}/mesh_ca`,
     },
     jwt: { jwksPath: `${COMPOSE_SECRETS}/jwks`, issuer: PRODUCTION_ISSUER, audience: DEV_AUDIENCE },
+  };
+}
+
+/**
+ * Envoy's tracer, from the same OTEL_* variables the services read (kit/tracing.ts): spans go to
+ * the OTLP/gRPC endpoint when traces are exported over gRPC, sampled at the services' ratio.
+ */
+export function envoyTracing(
+  env: Readonly<Record<string, string | undefined>>,
+): EnvoyTopology["tracing"] | undefined {
+  const endpoint = otlpEndpoint(env);
+  if (endpoint?.protocol !== "grpc") return undefined;
+  const url = new URL(endpoint.url);
+  return {
+    collector: { host: url.hostname, port: Number(url.port || 4317) },
+    samplePercent: sampleRatio(env) * 100,
   };
 }

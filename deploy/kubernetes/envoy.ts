@@ -3,7 +3,7 @@
 
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
-import { dnsTopology, type EnvoyTopology } from "../envoy/topology.js";
+import { dnsTopology, type EnvoyTopology, envoyTracing } from "../envoy/topology.js";
 import {
   CLUSTER_CORS_ORIGINS,
   DESCRIPTOR_IN_IMAGE,
@@ -16,6 +16,7 @@ import {
   JWT_SETTINGS,
   type SecretMount,
   TLS_SECRET,
+  TRACING_SETTINGS,
 } from "../settings.js";
 import { labels, selector } from "./labels.js";
 import { scrapers } from "./network.js";
@@ -58,9 +59,14 @@ const mounted = (mount: SecretMount, key: string) => `${mount.mountPath}/${key}`
  * Envoy in the cluster: every public service by the DNS name of its headless Service, TLS at the
  * edge and mutual TLS to the services with the edge's identity, tokens of JWT_SETTINGS checked.
  */
-export function kubernetesTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
+export function kubernetesTopology(
+  registry: ServiceRegistry = defaultRegistry,
+  tracing: Readonly<Record<string, string>> = TRACING_SETTINGS,
+): EnvoyTopology {
+  const tracer = envoyTracing(tracing);
   return {
     ...dnsTopology(registry),
+    ...(tracer && { tracing: tracer }),
     listen: { address: "0.0.0.0", port: ENVOY_PORT },
     admin: { address: "127.0.0.1", port: ENVOY_ADMIN_PORT },
     stats: { address: "0.0.0.0", port: ENVOY_STATS_PORT },

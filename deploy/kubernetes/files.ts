@@ -17,6 +17,7 @@ import {
   PRODUCTION_IMAGE,
   PROFILE_VARIABLE,
   SERVICE_DEFAULTS,
+  TRACING_SETTINGS,
 } from "../settings.js";
 import {
   autoscaler,
@@ -68,6 +69,7 @@ const literals = (settings: Record<string, string>) =>
 export function kubernetesFiles(
   registry: ServiceRegistry = defaultRegistry,
   productionImage = PRODUCTION_IMAGE,
+  tracing = TRACING_SETTINGS,
 ): Record<string, string> {
   const base = `${K8S_DIR}/base`;
   const files: Record<string, string> = {};
@@ -97,7 +99,7 @@ export function kubernetesFiles(
     [defaultDeny],
   );
   files[`${base}/envoy/envoy.yaml`] = envoyYaml(
-    kubernetesTopology(registry),
+    kubernetesTopology(registry, tracing),
     undefined,
     HEADER(
       "Envoy in Kubernetes: each service by its headless Service's name (every ready pod is a host).",
@@ -109,7 +111,10 @@ export function kubernetesFiles(
       kind: "Kustomization",
       resources: [...names.map((name) => `${name}.yaml`), "envoy.yaml", "network-policy.yaml"],
       configMapGenerator: [
-        { name: CONFIG_MAP, literals: literals({ ...SERVICE_DEFAULTS, ...JWT_SETTINGS }) },
+        {
+          name: CONFIG_MAP,
+          literals: literals({ ...SERVICE_DEFAULTS, ...JWT_SETTINGS, ...tracing }),
+        },
         { name: "envoy", files: ["envoy.yaml=envoy/envoy.yaml"] },
       ],
     },

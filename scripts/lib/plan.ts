@@ -6,12 +6,12 @@ import path from "node:path";
 import {
   type EnvoyTopology,
   edgeCredentials,
+  envoyTracing,
   frontDoorTopology,
 } from "../../deploy/envoy/topology.js";
 import { isPostgresUrl } from "../../kit/db.js";
 import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
-import { otlpEndpoint, sampleRatio } from "../../kit/tracing.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type ProcessSpec, repoRoot } from "./launcher.js";
 import { freePorts } from "./ports.js";
@@ -322,20 +322,6 @@ export const ENVOY_STATS_PORT = 9902;
 
 /** Prometheus in `npm run mesh -- --observe` (SHOP_PROMETHEUS_PORT): its customary port. */
 export const PROMETHEUS_PORT = 9090;
-
-/**
- * Envoy's tracer, from the same OTEL_* variables the services read (kit/tracing.ts): spans go to
- * the OTLP/gRPC endpoint when traces are exported over gRPC, sampled at the services' ratio.
- */
-export function envoyTracing(env: NodeJS.ProcessEnv): EnvoyTopology["tracing"] | undefined {
-  const endpoint = otlpEndpoint(env);
-  if (endpoint?.protocol !== "grpc") return undefined;
-  const url = new URL(endpoint.url);
-  return {
-    collector: { host: url.hostname, port: Number(url.port || 4317) },
-    samplePercent: sampleRatio(env) * 100,
-  };
-}
 
 /**
  * Free ports for a launch, as the environment variables startPlan and meshPlan read: one per
