@@ -9,6 +9,7 @@ import { Malformed } from "./decode.js";
 import { Code, ServiceError } from "./errors.js";
 import type { Refusal } from "./framing.js";
 import { statusOf } from "./guard.js";
+import { streamGone } from "./http2-stream.js";
 import type { ServerNext } from "./middleware/index.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
@@ -73,6 +74,22 @@ function failureOf(
 
 const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
 
+/**
+ * The request the chain gets: the call's, unless its stream is already gone (reset, or its
+ * connection lost). grpc-js reads such an end as the request's, even when the caller never
+ * finished it, and would run the handler on it; the chain's core refuses it instead, so the
+ * call is logged and counted CANCELLED and writes nothing.
+ */
+function requestOf(call: Call): unknown {
+  if (!streamGone(call)) return call.request;
+  return new Malformed(
+    undefined,
+    new ServiceError(Code.CANCELLED, "the caller reset the call before its request ended", {
+      reason: "CANCELLED",
+    }),
+  );
+}
+
 const unencodable = (error: unknown) =>
   new ServiceError(
     Code.INTERNAL,
@@ -97,7 +114,7 @@ export function unary(
     };
     let pending: Promise<unknown>;
     try {
-      pending = handle(call.request, ctx) as Promise<unknown>;
+      pending = handle(requestOf(call), ctx) as Promise<unknown>;
     } catch (error) {
       pending = Promise.reject(error);
     }
@@ -136,7 +153,7 @@ export function serverStreaming(
     };
     const unwatch = endBeforeCut(call, open, endWith);
     const run = async () => {
-      const messages = (await handle(call.request, ctx)) as AsyncIterable<unknown>;
+      const messages = (await handle(requestOf(call), ctx)) as AsyncIterable<unknown>;
       for await (const message of messages) {
         if (ctx.signal.aborted) return;
         let bytes: Buffer;

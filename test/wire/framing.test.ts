@@ -10,11 +10,14 @@ import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
+import { CreateProductRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { Code } from "../../kit/errors.js";
 import { type Logger, logGrpcJsTo } from "../../kit/logger.js";
 import { registry } from "../../services/registry.js";
+import { ADMIN_TOKEN } from "../helpers/credentials.js";
+import { eventually } from "../helpers/eventually.js";
 import { captureLogger, start } from "../helpers/fleet.js";
-import { grpcFrame } from "../helpers/grpc-frame.js";
+import { grpcFrame, rawGrpcCall } from "../helpers/grpc-frame.js";
 
 const GET_PRODUCT = "/shop.product.v1.ProductService/GetProduct";
 const WATCH = "/grpc.health.v1.Health/Watch";
@@ -338,3 +341,29 @@ test.serial(
     t.like(dropped[0], { header: "x!0", dropped: 1 });
   },
 );
+
+test("a call whose connection drops before its request ends runs no handler, and is logged CANCELLED", async (t) => {
+  const capture = captureLogger("product");
+  const { service, session } = await productSession(t, capture.logger);
+  const name = "reset-before-its-end";
+  const createProduct = grpcFrame(
+    CreateProductRequest.encode(
+      CreateProductRequest.fromPartial({
+        product: { name, price: { currencyCode: "EUR", amountMinor: "100" }, stockQuantity: 1 },
+      }),
+    ).finish(),
+  );
+  const path = "/shop.product.v1.ProductService/CreateProduct";
+  const { stream } = rawGrpcCall(session, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
+  // The whole message, but no END_STREAM: the request has not ended when the connection drops.
+  // (Node's stream.close() would send END_STREAM before its reset.)
+  stream.write(createProduct);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  session.destroy();
+  const line = await eventually("the call's log line", () =>
+    capture.lines.find((entry) => entry.method === path),
+  );
+  t.is(line.code, "CANCELLED");
+  const rows = await service.db("products").where({ name });
+  t.deepEqual(rows, [], "nothing the caller never finished sending was written");
+});
