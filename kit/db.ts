@@ -1,6 +1,6 @@
 import knex, { type Knex } from "knex";
 import { env, redactUrl, type ServerConfig, SettingError } from "./config.js";
-import { closable, DatabaseClosed } from "./db/closing.js";
+import { closable, DatabaseClosed, NoConnection } from "./db/closing.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -303,9 +303,10 @@ export const isClosedToNewWork = (error: unknown): boolean => error instanceof D
 /**
  * True when the database could not take the statement now and kept nothing of it: SQLite busy
  * past its timeout; PostgreSQL's serialization failures and deadlocks (once inTransaction gave
- * up), lock and statement timeouts, a server shutting down or full; a connection refused or
- * never made (a host that does not resolve or cannot be reached), no free connection in the pool
- * in time, or no turn at a busy row (RowTurns). The caller may try again.
+ * up), lock and statement timeouts, a server shutting down or full; no connection to be had (a
+ * host that does not resolve, cannot be reached, closes the connection or never answers as it
+ * is made, or no free connection in the pool in time), or no turn at a busy row (RowTurns). The
+ * caller may try again.
  */
 export function isBusy(error: unknown): boolean {
   const { code, name, syscall } = (error ?? {}) as {
@@ -321,6 +322,7 @@ export function isBusy(error: unknown): boolean {
     syscall === "getaddrinfo" ||
     syscall === "connect" ||
     name === "KnexTimeoutError" ||
+    error instanceof NoConnection ||
     error instanceof NoTurn
   );
 }

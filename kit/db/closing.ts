@@ -32,6 +32,20 @@ export class DatabaseClosed extends Error {
   }
 }
 
+/**
+ * No connection could be had for a statement (none made in time, one refused or closed as it
+ * was made, the pool's wait over): nothing of the statement reached the database.
+ */
+export class NoConnection extends Error {
+  constructor(cause: unknown) {
+    super(String((cause as Error | undefined)?.message ?? cause), { cause });
+    this.name = "NoConnection";
+  }
+}
+
+const noConnection = (error: unknown) =>
+  error instanceof DatabaseClosed ? error : new NoConnection(error);
+
 /** Whether the database of `client`, or of the transaction it runs, is closed to new work. */
 export const isClosed = (client: object): boolean => closed.has((client as Pooled).config);
 
@@ -45,7 +59,9 @@ export function closable(db: Knex): Knex {
     if (isClosed(client)) return Promise.reject(new DatabaseClosed());
     // A free connection is handed over without a turn of the event loop, in which nothing can
     // close the database: only a call that must wait is kept track of.
-    if ((client.pool?.numFree() ?? 0) > 0) return acquire();
+    if ((client.pool?.numFree() ?? 0) > 0) {
+      return acquire().catch((error: unknown) => Promise.reject(noConnection(error)));
+    }
     return new Promise((resolve, reject) => {
       let answered = false;
       const refuse = () => {
@@ -65,7 +81,7 @@ export function closable(db: Knex): Knex {
           },
           (error: unknown) => {
             pending.delete(refuse);
-            if (!answered) reject(error);
+            if (!answered) reject(noConnection(error));
           },
         )
         // A connection that cannot go back is the pool's to drop; nobody waits on this.
