@@ -13,12 +13,20 @@ import {
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import type { Client } from "../../kit/client.js";
 import { type CallContext, type CallOptions, deadlinePassed } from "../../kit/context.js";
-import { Code, errors, ServiceError, ShuttingDown } from "../../kit/errors.js";
+import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
 import type { Logger } from "../../kit/logger.js";
 import { enoughOnDisk } from "../../kit/middleware/durable-answers.js";
 import { inSpan } from "../../kit/tracing.js";
 import { pricedOrder, pricesOf } from "./prices.js";
+import {
+  callerGone,
+  fromDependency,
+  keyReused,
+  refusal,
+  reservationExpired,
+  reservationLost,
+} from "./saga-errors.js";
 import { IdempotencyKeyTaken, type OrderStore, type Prices, type StoredOrder } from "./store.js";
 
 /** The services an order depends on, reached directly through typed clients. */
@@ -62,40 +70,6 @@ export interface SagaOptions {
   events?: SagaEvents;
 }
 
-/**
- * A downstream failure as this service reports it: the caller's mistakes (unknown ids, short
- * stock) pass through with their details; an unreachable dependency is UNAVAILABLE. A deadline
- * names the dependency only when this service's own wait ran out, not `ctx`'s caller's.
- */
-function fromDependency(dependency: string, error: unknown, ctx?: CallContext): Error {
-  if (!(error instanceof ServiceError)) return error as Error;
-  // This service's own shutdown cut the call: that is the answer, not the dependency.
-  if (error instanceof ShuttingDown) return error;
-  switch (error.code) {
-    // A dependency that does not serve the call (an older build, in a rolling upgrade) is this
-    // service's trouble, not an rpc its caller called wrong.
-    case Code.UNIMPLEMENTED:
-    case Code.UNAVAILABLE:
-      // What grpc-js said (the addresses it dialled) goes to the log only.
-      return new ServiceError(
-        Code.UNAVAILABLE,
-        `the ${dependency} service is unavailable`,
-        { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency } },
-        error,
-      );
-    case Code.DEADLINE_EXCEEDED: {
-      const callers = ctx !== undefined && deadlinePassed(ctx);
-      return new ServiceError(
-        Code.DEADLINE_EXCEEDED,
-        `the deadline passed while calling the ${dependency} service`,
-        { reason: "DEADLINE_EXCEEDED", ...(!callers && { metadata: { dependency } }) },
-      );
-    }
-    default:
-      return error;
-  }
-}
-
 const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   PENDING: OrderState.ORDER_STATE_PENDING,
   CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
@@ -115,23 +89,6 @@ const sameRequest = (order: Order, request: CreateOrderRequest) =>
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
-/** The reservation is gone for good: released, expired, or never made. */
-const reservationLost = (error: unknown) =>
-  error instanceof ServiceError &&
-  (error.details.reason === "RESERVATION_NOT_HELD" ||
-    error.details.reason === "RESERVATION_NOT_FOUND");
-
-/** ReserveStock answered that it will not hold this stock: it held nothing (inventory.proto). */
-const refusal = (error: unknown) =>
-  error instanceof ServiceError &&
-  [
-    Code.INVALID_ARGUMENT,
-    Code.NOT_FOUND,
-    Code.FAILED_PRECONDITION,
-    Code.ALREADY_EXISTS,
-    Code.OUT_OF_RANGE,
-  ].includes(error.code);
-
 /**
  * Orders the reconciler settles at once; batches at most in one run, and how long a run starts
  * new ones (a run must end soon after a shutdown asks it to).
@@ -142,27 +99,6 @@ const RECONCILE_RUN_MS = 5_000;
 
 /** settle() found the order's own call still reserving its stock. */
 const PLACING = Symbol("placing");
-
-/**
- * The order's stock was given back before this call could commit it (the saga outran the
- * reservation TTL): the order failed and nothing is held, so the same request may simply be sent
- * again. Not the caller's mistake, hence ABORTED rather than FAILED_PRECONDITION.
- */
-const reservationExpired = (order: Order, cause: unknown) =>
-  new ServiceError(
-    Code.ABORTED,
-    `the stock held for order ${order.orderId} was given back before it could be confirmed; nothing was placed, resend with request_id ${order.requestId}`,
-    {
-      reason: "RESERVATION_EXPIRED",
-      metadata: { order_id: order.orderId, request_id: order.requestId },
-    },
-    cause,
-  );
-
-/** The call ended because its caller went away or ran out of time, not because of the order. */
-const callerGone = (error: unknown) =>
-  error instanceof ServiceError &&
-  (error.code === Code.CANCELLED || error.code === Code.DEADLINE_EXCEEDED);
 
 /** A step of the saga, as a span of its own: `saga.<name>` (docs/architecture.md). */
 const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`, work);
@@ -675,11 +611,3 @@ const inflightKey = (request: CreateOrderRequest, key: string) =>
     key,
     request.lines.map((line) => [line.productId, line.quantity]),
   ]);
-
-function keyReused(key: string, orderId: string) {
-  return errors.alreadyExists(
-    "REQUEST_ID_REUSED",
-    `request_id ${key} was already used for a different order`,
-    { request_id: key, order_id: orderId },
-  );
-}
