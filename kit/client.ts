@@ -1,5 +1,5 @@
 import * as grpc from "@grpc/grpc-js";
-import type { CallOptions, CallStatus } from "./context.js";
+import { type CallContext, type CallOptions, type CallStatus, deadlinePassed } from "./context.js";
 import {
   completerOf,
   HEDGE_AFTER_S,
@@ -11,7 +11,7 @@ import {
   retriable,
   type ServiceDefinition,
 } from "./contract.js";
-import { Code, fromGrpcError, ServiceError } from "./errors.js";
+import { Code, fromGrpcError, ServiceError, ShuttingDown } from "./errors.js";
 import {
   type ClientCall,
   type ClientMiddleware,
@@ -385,4 +385,39 @@ export function createClient<S extends ServiceDefinition>(
       handle(complete ? complete(request) : request, new OutgoingCall(info, call));
   }
   return client as Client<S>;
+}
+
+/**
+ * A downstream failure as this service reports it: the caller's mistakes (unknown ids, short
+ * stock) pass through with their details; an unreachable dependency is UNAVAILABLE. A deadline
+ * names the dependency only when this service's own wait ran out, not `ctx`'s caller's.
+ * `dependency` is the service called, as the answer names it ("product").
+ */
+export function fromDependency(dependency: string, error: unknown, ctx?: CallContext): Error {
+  if (!(error instanceof ServiceError)) return error as Error;
+  // This service's own shutdown cut the call: that is the answer, not the dependency.
+  if (error instanceof ShuttingDown) return error;
+  switch (error.code) {
+    // A dependency that does not serve the call (an older build, in a rolling upgrade) is this
+    // service's trouble, not an rpc its caller called wrong.
+    case Code.UNIMPLEMENTED:
+    case Code.UNAVAILABLE:
+      // What grpc-js said (the addresses it dialled) goes to the log only.
+      return new ServiceError(
+        Code.UNAVAILABLE,
+        `the ${dependency} service is unavailable`,
+        { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency } },
+        error,
+      );
+    case Code.DEADLINE_EXCEEDED: {
+      const callers = ctx !== undefined && deadlinePassed(ctx);
+      return new ServiceError(
+        Code.DEADLINE_EXCEEDED,
+        `the deadline passed while calling the ${dependency} service`,
+        { reason: "DEADLINE_EXCEEDED", ...(!callers && { metadata: { dependency } }) },
+      );
+    }
+    default:
+      return error;
+  }
 }

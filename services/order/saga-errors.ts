@@ -1,41 +1,7 @@
-// The errors the saga reads from its dependencies, and those it answers with of its own.
+// The errors the saga reads from its dependencies, and those it answers with of its own. What a
+// dependency's failure becomes in this service's answer is the kit's (fromDependency).
 import type { Order } from "../../gen/ts/shop/order/v1/order.js";
-import { type CallContext, deadlinePassed } from "../../kit/context.js";
-import { Code, errors, ServiceError, ShuttingDown } from "../../kit/errors.js";
-
-/**
- * A downstream failure as this service reports it: the caller's mistakes (unknown ids, short
- * stock) pass through with their details; an unreachable dependency is UNAVAILABLE. A deadline
- * names the dependency only when this service's own wait ran out, not `ctx`'s caller's.
- */
-export function fromDependency(dependency: string, error: unknown, ctx?: CallContext): Error {
-  if (!(error instanceof ServiceError)) return error as Error;
-  // This service's own shutdown cut the call: that is the answer, not the dependency.
-  if (error instanceof ShuttingDown) return error;
-  switch (error.code) {
-    // A dependency that does not serve the call (an older build, in a rolling upgrade) is this
-    // service's trouble, not an rpc its caller called wrong.
-    case Code.UNIMPLEMENTED:
-    case Code.UNAVAILABLE:
-      // What grpc-js said (the addresses it dialled) goes to the log only.
-      return new ServiceError(
-        Code.UNAVAILABLE,
-        `the ${dependency} service is unavailable`,
-        { reason: "DEPENDENCY_UNAVAILABLE", metadata: { dependency } },
-        error,
-      );
-    case Code.DEADLINE_EXCEEDED: {
-      const callers = ctx !== undefined && deadlinePassed(ctx);
-      return new ServiceError(
-        Code.DEADLINE_EXCEEDED,
-        `the deadline passed while calling the ${dependency} service`,
-        { reason: "DEADLINE_EXCEEDED", ...(!callers && { metadata: { dependency } }) },
-      );
-    }
-    default:
-      return error;
-  }
-}
+import { Code, errors, ServiceError } from "../../kit/errors.js";
 
 /** The reservation is gone for good: released, expired, or never made. */
 export const reservationLost = (error: unknown) =>

@@ -11,7 +11,7 @@ import {
   ReservationState,
 } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import type { Client } from "../../kit/client.js";
+import { type Client, fromDependency } from "../../kit/client.js";
 import { type CallContext, type CallOptions, deadlinePassed } from "../../kit/context.js";
 import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
@@ -21,7 +21,6 @@ import { inSpan } from "../../kit/tracing.js";
 import { pricedOrder, pricesOf } from "./prices.js";
 import {
   callerGone,
-  fromDependency,
   keyReused,
   refusal,
   reservationExpired,
