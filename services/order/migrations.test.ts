@@ -211,3 +211,31 @@ test("0005 keeps the orders written before it in every read; its down drops with
   await db.migrate.latest(migrator());
   t.true(await db.schema.hasColumn("orders", "withdrawn"));
 });
+
+test("0006: the reconciler finds the withdrawn orders by their index, not by reading every failed one", async (t) => {
+  const db = await open(t, await emptyDatabase(t));
+  const store = new OrderStore({ db: db, reads: db });
+  const kept = await place(store, "usr_alice", "k-1");
+  t.true(await store.fail(kept.orderId));
+  await store.markReleased(kept.orderId);
+  const refused = await place(store, "usr_bob", "k-1");
+  t.true(await store.fail(refused.orderId, true));
+  await store.markReleased(refused.orderId);
+  const unsettled = await store.unsettled(0, 10);
+  t.deepEqual(
+    unsettled.map((order) => order.orderId),
+    [refused.orderId],
+    "a failed order released for good is not read again; a withdrawn one is, until deleted",
+  );
+  if (onPostgres()) return;
+  // SQLite's plan for the reconciler's query: the failed orders reached through the index.
+  let statement: { sql: string; bindings: Knex.RawBinding[] } | undefined;
+  const seen = (query: { sql: string; bindings: Knex.RawBinding[] }) => {
+    statement = query;
+  };
+  db.on("query", seen);
+  await store.unsettled(0, 10);
+  db.off("query", seen);
+  const plan = await db.raw(`EXPLAIN QUERY PLAN ${statement?.sql}`, statement?.bindings ?? []);
+  t.regex(JSON.stringify(plan), /orders_withdrawn_index/);
+});

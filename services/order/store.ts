@@ -384,8 +384,8 @@ export class OrderStore {
   /**
    * Orders the reconciler must settle, up to `limit`, but those in `excluding`: failed ones
    * whose reservation may still hold stock, withdrawn ones not yet deleted, cancels not yet
-   * finished, and pending ones created
-   * before `pendingBefore`, whose saga has had all the time its reservation had.
+   * finished, and pending ones created before `pendingBefore`, whose saga has had all the time
+   * its reservation had.
    */
   async unsettled(
     pendingBefore: number,
@@ -398,8 +398,11 @@ export class OrderStore {
         unsettled
           .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
           // Released but not deleted: by an older replica, or by a run that read the order
-          // before its call withdrew it.
-          .orWhere({ state: OrderState.ORDER_STATE_FAILED, withdrawn: true })
+          // before its call withdrew it. Written as orders_withdrawn_index's WHERE reads, so
+          // that the planner takes the index.
+          .orWhere((q) =>
+            q.where({ state: OrderState.ORDER_STATE_FAILED }).andWhereRaw("withdrawn"),
+          )
           .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
           .orWhere((q) =>
             q

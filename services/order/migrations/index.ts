@@ -4,6 +4,7 @@ import { requestKeyPerUser } from "./0002_request_key_per_user.js";
 import { cancelTime } from "./0003_cancel_time.js";
 import { confirmTime } from "./0004_confirm_time.js";
 import { withdrawn } from "./0005_withdrawn.js";
+import { withdrawnIndex } from "./0006_withdrawn_index.js";
 
 /** In order; never edit one that has shipped, add the next. */
 export const migrations: Migration[] = [
@@ -12,4 +13,5 @@ export const migrations: Migration[] = [
   cancelTime,
   confirmTime,
   withdrawn,
+  withdrawnIndex,
 ];
