@@ -9,6 +9,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { parseAllDocuments, stringify } from "yaml";
+import { SYSTEM_CAS } from "../deploy/envoy/observability.js";
 import { staleFiles } from "../deploy/generate.js";
 import { PRODUCTION_CPU_REQUEST, SCALE_AT_UTILIZATION } from "../deploy/kubernetes/availability.js";
 import { PRE_STOP_SLEEP_S } from "../deploy/kubernetes/deployments.js";
@@ -509,6 +510,37 @@ test("with TRACING_SETTINGS, every pod exports its spans and Envoy's tracer root
   t.true(ok, output);
   // Unset, as shipped: nothing exported, no tracer.
   t.false((kubernetesFiles()[`${K8S_DIR}/base/envoy/envoy.yaml`] as string).includes("tracers"));
+});
+
+test("a collector over https with an API key: Envoy's spans go there over TLS, with the key", async (t) => {
+  const tracing = {
+    OTEL_EXPORTER_OTLP_ENDPOINT: "https://otlp.vendor.example",
+    OTEL_EXPORTER_OTLP_PROTOCOL: "grpc",
+    OTEL_EXPORTER_OTLP_HEADERS: "x-api-key=s3cr%3Dt,x-team=shop",
+  };
+  const topology = kubernetesTopology(undefined, tracing);
+  t.deepEqual(topology.tracing, {
+    collector: { host: "otlp.vendor.example", port: 443 },
+    samplePercent: 10,
+    tls: true,
+    headers: { "x-api-key": "s3cr=t", "x-team": "shop" },
+  });
+  const text = kubernetesFiles(undefined, undefined, tracing)[
+    `${K8S_DIR}/base/envoy/envoy.yaml`
+  ] as string;
+  const config = parseAllDocuments(text)[0]?.toJS();
+  const collector = config.static_resources.clusters.find(
+    (cluster: { name: string }) => cluster.name === "opentelemetry_collector",
+  );
+  t.like(collector.transport_socket.typed_config, {
+    sni: "otlp.vendor.example",
+    common_tls_context: { validation_context: { trusted_ca: { filename: SYSTEM_CAS } } },
+  });
+  t.regex(text, /initial_metadata:\n\s*- key: x-api-key\n\s*value: s3cr=t/);
+  const file = path.join(await tempDir(t), "envoy.yaml");
+  await writeFile(file, withLocalPaths(text, topology, CERTS));
+  const { ok, output } = await validateEnvoy(file);
+  t.true(ok, output);
 });
 
 interface Relabel {

@@ -171,7 +171,16 @@ export function edgeTracing(topology: EnvoyTopology) {
       provider: {
         name: "envoy.tracers.opentelemetry",
         typed_config: typed("envoy.config.trace.v3.OpenTelemetryConfig", {
-          grpc_service: { envoy_grpc: { cluster_name: COLLECTOR_CLUSTER }, timeout: "1s" },
+          grpc_service: {
+            envoy_grpc: { cluster_name: COLLECTOR_CLUSTER },
+            timeout: "1s",
+            ...(topology.tracing.headers && {
+              initial_metadata: Object.entries(topology.tracing.headers).map(([key, value]) => ({
+                key,
+                value,
+              })),
+            }),
+          },
           service_name: "envoy",
           // The services' sampler: a caller's decision stands, and samplePercent of new traces
           // are sampled. Without one, the tracer sampled every new trace once the request id
@@ -193,6 +202,28 @@ export function edgeTracing(topology: EnvoyTopology) {
         }),
       },
     },
+  };
+}
+
+/** Where Envoy's image, and Debian, keep the system's trusted CAs. */
+export const SYSTEM_CAS = "/etc/ssl/certs/ca-certificates.crt";
+
+/** TLS to an https:// collector: its certificate checked against the system's CAs and its name. */
+function collectorTls(host: string) {
+  return {
+    name: "envoy.transport_sockets.tls",
+    typed_config: typed("envoy.extensions.transport_sockets.tls.v3.UpstreamTlsContext", {
+      ...(!isIpLiteral(host) && { sni: host }),
+      common_tls_context: {
+        validation_context: {
+          trusted_ca: { filename: SYSTEM_CAS },
+          match_typed_subject_alt_names: [
+            { san_type: isIpLiteral(host) ? "IP_ADDRESS" : "DNS", matcher: { exact: host } },
+          ],
+        },
+        alpn_protocols: ["h2"],
+      },
+    }),
   };
 }
 
@@ -231,6 +262,12 @@ export function observabilityClusters(topology: EnvoyTopology) {
     const host = topology.admin.address === "0.0.0.0" ? "127.0.0.1" : topology.admin.address;
     clusters.push(plain(ADMIN_CLUSTER, { host, port: topology.admin.port }, false));
   }
-  if (topology.tracing) clusters.push(plain(COLLECTOR_CLUSTER, topology.tracing.collector, true));
+  if (topology.tracing) {
+    const { collector, tls } = topology.tracing;
+    clusters.push({
+      ...plain(COLLECTOR_CLUSTER, collector, true),
+      ...(tls && { transport_socket: collectorTls(collector.host) }),
+    });
+  }
   return clusters;
 }

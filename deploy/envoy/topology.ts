@@ -52,7 +52,14 @@ export interface EnvoyTopology {
    * exported over OTLP/gRPC to `collector`; `samplePercent` of new traces (a request that brings
    * a sampled `traceparent` is always traced). No tracing when absent.
    */
-  tracing?: { collector: Endpoint; samplePercent: number };
+  tracing?: {
+    collector: Endpoint;
+    samplePercent: number;
+    /** The collector takes TLS (an https:// endpoint), checked against the system's CAs. */
+    tls?: boolean;
+    /** Metadata every export carries, e.g. a collector's API key (OTEL_EXPORTER_OTLP_HEADERS). */
+    headers?: Readonly<Record<string, string>>;
+  };
 }
 
 /** One proto service as Envoy routes it, and the cluster that serves it. */
@@ -202,8 +209,35 @@ export function envoyTracing(
   const endpoint = otlpEndpoint(env);
   if (endpoint?.protocol !== "grpc") return undefined;
   const url = new URL(endpoint.url);
+  const tls = url.protocol === "https:";
+  const headers = otlpHeaders(env);
   return {
-    collector: { host: url.hostname, port: Number(url.port || 4317) },
+    // An IPv6 literal without its brackets, as Envoy's socket address takes it.
+    collector: {
+      host: url.hostname.replace(/^\[(.*)\]$/, "$1"),
+      port: Number(url.port || (tls ? 443 : 4317)),
+    },
     samplePercent: sampleRatio(env) * 100,
+    ...(tls && { tls }),
+    ...(Object.keys(headers).length > 0 && { headers }),
   };
+}
+
+/**
+ * The headers of every OTLP export, as the services' exporter reads them: `key=value` pairs,
+ * comma-separated and percent-encoded; OTEL_EXPORTER_OTLP_TRACES_HEADERS over
+ * OTEL_EXPORTER_OTLP_HEADERS, key by key.
+ */
+function otlpHeaders(env: Readonly<Record<string, string | undefined>>): Record<string, string> {
+  const headers: Record<string, string> = {};
+  for (const list of [env.OTEL_EXPORTER_OTLP_HEADERS, env.OTEL_EXPORTER_OTLP_TRACES_HEADERS]) {
+    for (const pair of (list ?? "").split(",")) {
+      const at = pair.indexOf("=");
+      if (at <= 0) continue;
+      headers[decodeURIComponent(pair.slice(0, at).trim()).toLowerCase()] = decodeURIComponent(
+        pair.slice(at + 1).trim(),
+      );
+    }
+  }
+  return headers;
 }
