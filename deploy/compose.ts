@@ -11,6 +11,7 @@ import {
   IMAGE as IMAGE_NAME,
   SEEDED_SERVICES,
   SERVICE_DEFAULTS,
+  SHUTDOWN_ANNOUNCE_MS,
   SHUTDOWN_GRACE_MS,
   TRACING_SETTINGS,
 } from "./settings.js";
@@ -103,8 +104,9 @@ export function composeYaml(
       ...IMAGE,
       restart: "unless-stopped",
       deploy: { replicas },
-      // SIGTERM drains in-flight calls for up to SHOP_SHUTDOWN_GRACE_MS before SIGKILL.
-      stop_grace_period: `${Math.ceil(SHUTDOWN_GRACE_MS / 1000) + 5}s`,
+      // SIGTERM announces NOT_SERVING, then drains in-flight calls for up to
+      // SHOP_SHUTDOWN_GRACE_MS, before SIGKILL.
+      stop_grace_period: `${Math.ceil((SHUTDOWN_ANNOUNCE_MS + SHUTDOWN_GRACE_MS) / 1000) + 5}s`,
       environment,
       secrets: [
         "mesh_ca",

@@ -70,6 +70,13 @@ export const DATA_DIR = "/data";
 export const SHUTDOWN_GRACE_MS = 10_000;
 
 /**
+ * How long a stopping container keeps serving with health NOT_SERVING before it refuses calls
+ * (SHOP_SHUTDOWN_ANNOUNCE_MS): two of Envoy's health checks, a second apart, so that Envoy has
+ * taken it out before a call of its is refused.
+ */
+export const SHUTDOWN_ANNOUNCE_MS = 2_000;
+
+/**
  * Clients that dial a DNS name (a headless Service, a compose service) reconnect, and so resolve
  * again, at least this often: a replica added by a scale-up gets calls within a minute. The grace
  * lets calls in flight on an old connection finish; a WatchOrder stream older than both is ended
@@ -84,6 +91,7 @@ export const SERVICE_DEFAULTS: Record<string, string> = {
   SHOP_DATA_DIR: DATA_DIR,
   SHOP_LOG_LEVEL: "info",
   SHOP_SHUTDOWN_GRACE_MS: String(SHUTDOWN_GRACE_MS),
+  SHOP_SHUTDOWN_ANNOUNCE_MS: String(SHUTDOWN_ANNOUNCE_MS),
   SHOP_MAX_CONNECTION_AGE_MS: String(MAX_CONNECTION_AGE_MS),
   SHOP_MAX_CONNECTION_AGE_GRACE_MS: String(MAX_CONNECTION_AGE_GRACE_MS),
 };

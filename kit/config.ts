@@ -150,6 +150,8 @@ export interface ServerConfig {
   logLevel: string;
   /** How long a graceful shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs: number;
+  /** How long a shutdown keeps serving, health NOT_SERVING, before it refuses new calls. */
+  shutdownAnnounceMs: number;
   /**
    * How long a client connection may live before the server asks the client to reconnect
    * (GOAWAY), so clients that resolve a DNS name pick up replicas added since; 0 keeps
@@ -183,6 +185,7 @@ export function serverConfig(service: string, defaultPort: number): ServerConfig
     sqliteSync: env.oneOf("SHOP_SQLITE_SYNC", "before-reply", SQLITE_SYNC),
     logLevel: env.oneOf("SHOP_LOG_LEVEL", "info", LOG_LEVELS),
     shutdownGraceMs: env.ms("SHOP_SHUTDOWN_GRACE_MS", 10_000, 0),
+    shutdownAnnounceMs: env.ms("SHOP_SHUTDOWN_ANNOUNCE_MS", 0, 0, 60_000),
     // grpc-js adds up to 10% of jitter to it.
     maxConnectionAgeMs: env.ms("SHOP_MAX_CONNECTION_AGE_MS", 300_000, 0, MAX_CONNECTION_AGE_MS),
     maxConnectionAgeGraceMs: env.ms("SHOP_MAX_CONNECTION_AGE_GRACE_MS", 30_000, 0),

@@ -195,6 +195,7 @@ export async function startService(
       port: config.port,
       logger,
       shutdownGraceMs: config.shutdownGraceMs,
+      shutdownAnnounceMs: config.shutdownAnnounceMs,
       // The calls still running as the grace ends write nothing more and wait for no dependency:
       // they answer before the cut, with what they know (an order placed but not settled, say).
       // The database closes first, so a cancelled dependency call cannot fail its order either.

@@ -40,6 +40,12 @@ export interface ServeOptions {
   /** How long shutdown waits for in-flight calls before cancelling them. */
   shutdownGraceMs?: number;
   /**
+   * How long a shutdown keeps serving, health NOT_SERVING, before it refuses new calls: a load
+   * balancer's health check reads NOT_SERVING and takes the replica out before a call is
+   * refused. 0: new calls are refused at once.
+   */
+  shutdownAnnounceMs?: number;
+  /**
    * Called as the grace period ends, just before the calls still running are cut: what they do
    * from then on, their callers never learn of (kit/db/closing.ts).
    */
@@ -219,35 +225,42 @@ export async function serve(
     health,
     ...(probes && { healthPort: probes.port }),
     shutdown() {
-      shuttingDown = true;
       stopping ??= new Promise<void>((resolve) => {
         for (const name of ["", ...names]) health.setStatus(name, "NOT_SERVING");
-        const grace = options.shutdownGraceMs ?? 10_000;
-        // Our streams still open when the grace period ends (a WatchOrder never ends by itself)
-        // end UNAVAILABLE, so their callers call again elsewhere.
-        const force = setTimeout(() => {
-          options.onGraceEnd?.();
-          for (const end of openStreams.ends) end();
-          sessions.cutting();
-          server.forceShutdown();
-          // The calls that answered just now get a little time for their statuses to leave,
-          // counted from here: a grace timer that fired late must not leave them less. Then the
-          // connections still open are closed with the calls on them (a library's streams).
-          // forceShutdown alone does not close them: grpc-js lists them for it only with
-          // channelz on, which is off here.
-          setTimeout(() => sessions.cut(), STREAMS_END_MS).unref();
-        }, grace);
-        // GOAWAY on every connection now; each closes once its calls have ended.
-        server.tryShutdown(() => {
-          clearTimeout(force);
-          // The probes see NOT_SERVING until the main port has drained.
-          probes?.server.forceShutdown();
-          resolve();
-        });
+        const announceMs = options.shutdownAnnounceMs ?? 0;
+        if (announceMs > 0) setTimeout(() => drain(resolve), announceMs);
+        else drain(resolve);
       });
       return stopping;
     },
   };
+
+  /** Refuses new calls, lets those running finish within the grace period, then cuts them. */
+  function drain(resolve: () => void) {
+    shuttingDown = true;
+    const grace = options.shutdownGraceMs ?? 10_000;
+    // Our streams still open when the grace period ends (a WatchOrder never ends by itself)
+    // end UNAVAILABLE, so their callers call again elsewhere.
+    const force = setTimeout(() => {
+      options.onGraceEnd?.();
+      for (const end of openStreams.ends) end();
+      sessions.cutting();
+      server.forceShutdown();
+      // The calls that answered just now get a little time for their statuses to leave,
+      // counted from here: a grace timer that fired late must not leave them less. Then the
+      // connections still open are closed with the calls on them (a library's streams).
+      // forceShutdown alone does not close them: grpc-js lists them for it only with
+      // channelz on, which is off here.
+      setTimeout(() => sessions.cut(), STREAMS_END_MS).unref();
+    }, grace);
+    // GOAWAY on every connection now; each closes once its calls have ended.
+    server.tryShutdown(() => {
+      clearTimeout(force);
+      // The probes see NOT_SERVING until the main port has drained.
+      probes?.server.forceShutdown();
+      resolve();
+    });
+  }
 }
 
 /**

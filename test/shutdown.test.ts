@@ -409,3 +409,30 @@ test("a call its caller cancelled is logged CANCELLED, even when its handler out
     ["CANCELLED", "UNAVAILABLE"],
   );
 });
+
+test("a server told to announce its shutdown serves, NOT_SERVING, for that long, then refuses new calls", async (t) => {
+  const product = await start(t, createProductService(), {
+    config: { shutdownAnnounceMs: 1_500 },
+  });
+  const address = product.server.address;
+  const mug = await addProduct(clientsFor(t, { product: address }).products);
+  const stopping = product.server.shutdown();
+  // A new connection, as a load balancer's next health check makes: NOT_SERVING, and calls still
+  // served meanwhile, so none is refused before the balancer has taken the replica out.
+  const late = clientsFor(t, { product: address });
+  const health = createClient(HealthService, address);
+  t.teardown(() => health.close());
+  const { status } = await health.check({ service: "shop.product.v1.ProductService" });
+  t.is(status, HealthCheckResponse_ServingStatus.NOT_SERVING);
+  const { product: read } = await late.products.getProduct({ productId: mug.productId });
+  t.is(read?.productId, mug.productId);
+  await stopping;
+  const refused = await t.throwsAsync(
+    clientsFor(t, { product: address }).products.getProduct(
+      { productId: mug.productId },
+      { timeoutMs: 2_000 },
+    ),
+    { instanceOf: ServiceError },
+  );
+  t.true([Code.UNAVAILABLE, Code.DEADLINE_EXCEEDED].includes(refused?.code as Code));
+});

@@ -9,6 +9,7 @@ import {
   healthPortOf,
   IMAGE,
   SERVICE_MEMORY_LIMIT_MIB,
+  SHUTDOWN_ANNOUNCE_MS,
   SHUTDOWN_GRACE_MS,
 } from "../settings.js";
 import { labels, selector } from "./labels.js";
@@ -21,9 +22,11 @@ export const PRE_STOP_SLEEP_S = 5;
 
 /**
  * Kubernetes kills a pod this long after it starts stopping: the preStop sleep, the server's
- * whole shutdown grace, and time to flush logs and close the database.
+ * NOT_SERVING announcement and whole shutdown grace, and time to flush logs and close the
+ * database.
  */
-export const TERMINATION_GRACE_S = PRE_STOP_SLEEP_S + Math.ceil(SHUTDOWN_GRACE_MS / 1000) + 5;
+export const TERMINATION_GRACE_S =
+  PRE_STOP_SLEEP_S + Math.ceil((SHUTDOWN_ANNOUNCE_MS + SHUTDOWN_GRACE_MS) / 1000) + 5;
 
 /** The proto service a readiness probe and Envoy's health check ask about. */
 const checkedService = (service: RegisteredService) => service.protoServices[0] as string;
@@ -104,7 +107,8 @@ export function serviceDeployment(service: RegisteredService, registry: ServiceR
                 failureThreshold: 3,
               },
               // Keep serving while the endpoints (and the callers' DNS) drop this pod; SIGTERM
-              // then turns health NOT_SERVING and drains in-flight calls (SHOP_SHUTDOWN_GRACE_MS).
+              // then turns health NOT_SERVING (SHOP_SHUTDOWN_ANNOUNCE_MS), then refuses new calls
+              // and drains those in flight (SHOP_SHUTDOWN_GRACE_MS).
               lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SLEEP_S } } },
               resources: {
                 requests: { cpu: "100m", memory: `${SERVICE_MEMORY_LIMIT_MIB / 2}Mi` },

@@ -120,6 +120,11 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
           ? { [serviceVariable(service.name, "DATABASE_URL")]: database }
           : { SHOP_DATABASE: database }),
         SHOP_METRICS_PORT: String(options.metricsPorts?.[service.name]?.[i] ?? 0),
+        // Behind Envoy, a stopping replica says NOT_SERVING for two health checks before it
+        // refuses calls, so Envoy has taken it out by then.
+        ...(options.envoy && {
+          SHOP_SHUTDOWN_ANNOUNCE_MS: String(2 * (options.envoy.healthCheckIntervalMs ?? 1_000)),
+        }),
       };
       if (options.tls) {
         env.SHOP_TLS_CERT_FILE = path.join(options.tls, `${service.name}.crt`);
