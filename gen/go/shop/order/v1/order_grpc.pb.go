@@ -181,7 +181,9 @@ type OrderServiceClient interface {
 	// `CANCELLING`) is still streamed, with the time it began as `update_time`.
 	// It ends UNAVAILABLE (reason
 	// `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
-	// connection reaches its maximum age: watch again. A caller holds at most
+	// connection reaches its maximum age: watch again. When its server dies
+	// instead, a proxy in between (Envoy) resets the stream, which gRPC reads
+	// as INTERNAL without details: watch again then too. A caller holds at most
 	// 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
 	// more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
 	// QuotaFailure) until one of them ends. It ends UNAUTHENTICATED (reason
@@ -416,7 +418,9 @@ type OrderServiceServer interface {
 	// `CANCELLING`) is still streamed, with the time it began as `update_time`.
 	// It ends UNAVAILABLE (reason
 	// `SHUTTING_DOWN` or `CONNECTION_CLOSING`) when its server stops or its
-	// connection reaches its maximum age: watch again. A caller holds at most
+	// connection reaches its maximum age: watch again. When its server dies
+	// instead, a proxy in between (Envoy) resets the stream, which gRPC reads
+	// as INTERNAL without details: watch again then too. A caller holds at most
 	// 100 watches open at once on one server (SHOP_MAX_STREAMS_PER_CALLER); one
 	// more is RESOURCE_EXHAUSTED (reason `TOO_MANY_STREAMS`, with a
 	// QuotaFailure) until one of them ends. It ends UNAUTHENTICATED (reason
