@@ -16,6 +16,10 @@ export interface ProductSettings {
   sweepMs: number;
 }
 
+export const productSettings = (): ProductSettings => ({
+  sweepMs: env.ms("SHOP_RESERVATION_SWEEP_MS", 1_000, 10),
+});
+
 export const createProductService = (overrides: Partial<ProductSettings> = {}) =>
   defineService({
     name: "product",
@@ -38,12 +42,13 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       },
     },
     implement: ({ db, reads, logger, metrics }) => {
+      const settings = { ...productSettings(), ...overrides };
       const inventory = new InventoryStore({ db, reads });
       const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it;
       // tombstones a day old go.
       const sweep = repeat(
-        overrides.sweepMs ?? env.ms("SHOP_RESERVATION_SWEEP_MS", 1_000, 10),
+        settings.sweepMs,
         async () => {
           const count = await inventory.expire(Date.now(), (reservationId, error) => {
             reservations.expiryFailed();
