@@ -11,6 +11,7 @@ import {
 } from "../gen/ts/shop/order/v1/order.js";
 import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
+import type { Knex } from "../kit/db.js";
 import { Code, decodeStatus, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
@@ -43,6 +44,19 @@ const refusedCreate = (
       instanceOf: ServiceError,
     },
   );
+
+/**
+ * What a resend on another replica does to an order it finds not yet reserving (settle()): fails
+ * it, freeing its key. Waits for the one order to be written first; returns its id.
+ */
+async function failOnceWritten(t: ExecutionContext, db: Knex): Promise<string> {
+  const rows = () => db("orders").select("order_id");
+  await until("the order to be written", async () => (await rows()).length === 1);
+  const [row] = await rows();
+  const failed = { state: OrderState.ORDER_STATE_FAILED, request_key: null };
+  t.is(await db("orders").where({ order_id: row?.order_id }).update(failed), 1);
+  return String(row?.order_id);
+}
 
 const stockOf = async (
   fleet: { products: ReturnType<typeof clientsFor>["products"] },
@@ -455,18 +469,11 @@ test("a refused CreateOrder whose order another call failed meanwhile leaves non
     requestId: "late-refusal",
   });
   const rows = () => fleet.order.db("orders").select("order_id", "state");
-  await until("the order to be written", async () => (await rows()).length === 1);
-  const [row] = await rows();
-  const failed = { state: OrderState.ORDER_STATE_FAILED, request_key: null };
-  t.is(await fleet.order.db("orders").where({ order_id: row?.order_id }).update(failed), 1);
+  await failOnceWritten(t, fleet.order.db);
 
   const refused = await t.throwsAsync(placing, { instanceOf: ServiceError });
   t.is(refused?.details.reason, "INSUFFICIENT_STOCK");
-  const listed = await fleet.orders.listOrders({
-    userId: user.userId,
-    pageSize: 10,
-    pageToken: "",
-  });
+  const listed = await fleet.orders.listOrders({ userId: user.userId, pageSize: 10 });
   t.deepEqual(listed.orders, []);
   await until("the order to be deleted", async () => (await rows()).length === 0);
   t.is(await stockOf(fleet, mug.productId), 1);
@@ -484,21 +491,14 @@ test("an order another call failed after its stock was taken is withdrawn, and t
     { userId: user.userId, lines: [orderLine(mug.productId, 5)], requestId: "failed-under-it" },
     { timeoutMs: 10_000 },
   );
-  const rows = () => fleet.order.db("orders").select("order_id", "state");
-  await until("the order to be written", async () => (await rows()).length === 1);
-  const [first] = await rows();
-  const failed = { state: OrderState.ORDER_STATE_FAILED, request_key: null };
-  t.is(await fleet.order.db("orders").where({ order_id: first?.order_id }).update(failed), 1);
+  const rows = () => fleet.order.db("orders").select("order_id");
+  const first = await failOnceWritten(t, fleet.order.db);
 
   // Not refused for the stock its own failed order held: that order is withdrawn and released.
   const { order: placed } = await placing;
   t.is(placed?.state, OrderState.ORDER_STATE_CONFIRMED);
-  t.not(placed?.orderId, first?.order_id);
-  const listed = await fleet.orders.listOrders({
-    userId: user.userId,
-    pageSize: 10,
-    pageToken: "",
-  });
+  t.not(placed?.orderId, first);
+  const listed = await fleet.orders.listOrders({ userId: user.userId, pageSize: 10 });
   t.deepEqual(
     listed.orders.map((order) => order.orderId),
     [placed?.orderId],
