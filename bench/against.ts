@@ -10,7 +10,7 @@ import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
-import type { Migration } from "../kit/db.js";
+import type { Migration } from "../kit/db/index.js";
 import { DEV_CERTS_DIR } from "../kit/security.js";
 import { type Checkout, repoRoot, THIS_CHECKOUT, tool } from "../scripts/lib/launcher.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";

@@ -143,7 +143,7 @@ export const LOG_LEVELS = ["fatal", "error", "warn", "info", "debug", "trace", "
 export interface ServerConfig {
   host: string;
   port: number;
-  /** A postgres:// URL, an SQLite file, or ":memory:" (kit/db.ts). */
+  /** A postgres:// URL, an SQLite file, or ":memory:" (kit/db/index.ts). */
   database: string;
   /** SQLite files: when commits reach the disk, and so what an answer waits for. */
   sqliteSync: (typeof SQLITE_SYNC)[number];

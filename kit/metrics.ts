@@ -11,8 +11,8 @@ import {
   Registry,
 } from "prom-client";
 import { bareHost, hostPort } from "./config.js";
+import { type DatabaseObserver, isBusy, isConnectionLost, isFull } from "./db/index.js";
 import type { WalSync } from "./db/wal-sync.js";
-import { type DatabaseObserver, isBusy, isConnectionLost, isFull } from "./db.js";
 import type { PagesInFlight } from "./middleware/pages.js";
 import type { RunObserver } from "./repeat.js";
 
@@ -138,9 +138,9 @@ export function backgroundTask(metrics: Metrics, task: string): RunObserver {
 }
 
 /**
- * The store's metrics, through the database's observer hook (kit/db.ts), on every engine:
+ * The store's metrics, through the database's observer hook (kit/db/index.ts), on every engine:
  * statement and transaction durations by operation, and statements the database could not take
- * now (kit/db.ts isBusy): on SQLite, a lock held by another connection past busy_timeout (a
+ * now (kit/db/index.ts isBusy): on SQLite, a lock held by another connection past busy_timeout (a
  * shorter wait shows in the duration); on PostgreSQL, a serialization failure or deadlock, or a
  * lock or statement timeout.
  */

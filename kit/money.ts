@@ -1,5 +1,5 @@
 import type { Money } from "../gen/ts/shop/type/v1/money.js";
-import { readInteger } from "./db.js";
+import { readInteger } from "./db/index.js";
 import { errors } from "./errors.js";
 import type { Violations } from "./validate.js";
 

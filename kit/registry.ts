@@ -1,6 +1,6 @@
 import { serviceVariable } from "./config.js";
 import { serviceNameOf } from "./contract.js";
-import type { Migration } from "./db.js";
+import type { Migration } from "./db/index.js";
 import type { AnyServiceModule } from "./service.js";
 
 /** One line of the registry: a service module and where it runs. */

@@ -9,7 +9,6 @@ import {
   serverConfig,
 } from "./config.js";
 import { serviceNameOf } from "./contract.js";
-import { databaseTracing } from "./db/tracing.js";
 import {
   closeToNewWork,
   describeLocation,
@@ -18,7 +17,8 @@ import {
   openDatabase,
   openReads,
   walSyncOf,
-} from "./db.js";
+} from "./db/index.js";
+import { databaseTracing } from "./db/tracing.js";
 import { ShuttingDown } from "./errors.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
 import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";

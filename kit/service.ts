@@ -2,7 +2,7 @@ import type { AccessRule } from "./auth.js";
 import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./contract.js";
-import type { Knex, Migration } from "./db.js";
+import type { Knex, Migration } from "./db/index.js";
 import type { Logger } from "./logger.js";
 import type { Metrics } from "./metrics.js";
 
@@ -41,7 +41,7 @@ export interface ServiceEnvironment<D extends Definitions> {
   db: Knex;
   /**
    * The same database for reads outside a transaction, which never wait there for a write
-   * (kit/db.ts openReads); `db` itself where that needs no connection of its own.
+   * (kit/db/index.ts openReads); `db` itself where that needs no connection of its own.
    */
   reads: Knex;
   logger: Logger;

@@ -9,7 +9,7 @@
 //
 //   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE_URL, SHOP_DATABASE …
 import { databaseVariable, env, serverConfig } from "../kit/config.js";
-import { describeLocation, migrateDatabase } from "../kit/db.js";
+import { describeLocation, migrateDatabase } from "../kit/db/index.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
 

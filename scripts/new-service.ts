@@ -172,7 +172,7 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 }
 `,
   "store.ts": `import type { ${Name} } from "${gen}";
-import { type Knex, pageBySeq, readTime } from "../../kit/db.js";
+import { type Knex, pageBySeq, readTime } from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 
 interface ${Name}Row {
@@ -215,7 +215,7 @@ export class ${Name}Store {
   }
 }
 `,
-  [`migrations/0001_create_${names}.ts`]: `import type { Migration } from "../../../kit/db.js";
+  [`migrations/0001_create_${names}.ts`]: `import type { Migration } from "../../../kit/db/index.js";
 
 export const create${Names}: Migration = {
   name: "0001_create_${names}",
@@ -233,7 +233,7 @@ export const create${Names}: Migration = {
   },
 };
 `,
-  "migrations/index.ts": `import type { Migration } from "../../../kit/db.js";
+  "migrations/index.ts": `import type { Migration } from "../../../kit/db/index.js";
 import { create${Names} } from "./0001_create_${names}.js";
 
 /** In order; never edit one that has shipped, add the next. */

@@ -12,7 +12,7 @@ import type { LatencyRun } from "../bench/lib/latency.js";
 import type { BenchResults } from "../bench/lib/results.js";
 import { type ProcessName, targetById } from "../bench/lib/targets.js";
 import type { ProfileReport } from "../bench/profiles.js";
-import { connectDatabase } from "../kit/db.js";
+import { connectDatabase } from "../kit/db/index.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
@@ -255,7 +255,7 @@ async function headWithOtherMigrations(scratch: string): Promise<string> {
       "[createUsers, emailKeyText, emailKeyFolded, againstMarker]",
     ).then((text) => `import { againstMarker } from "./0004_against_marker.js";\n${text}`),
     "services/user/migrations/0004_against_marker.ts": [
-      'import type { Migration } from "../../../kit/db.js";',
+      'import type { Migration } from "../../../kit/db/index.js";',
       "export const againstMarker: Migration = {",
       '  name: "0004_against_marker",',
       '  up: (db) => db.schema.createTable("against_marker", (table) => table.integer("id")),',

@@ -3,7 +3,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { connectDatabase } from "../kit/db.js";
+import { connectDatabase } from "../kit/db/index.js";
 import { dependencyAddresses } from "../kit/runtime.js";
 import { tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";

@@ -6,7 +6,7 @@
 // not "nothing written": its answer names it.
 import test from "ava";
 import { OrderState } from "../gen/ts/shop/order/v1/order.js";
-import type { Knex } from "../kit/db.js";
+import type { Knex } from "../kit/db/index.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { eventually } from "./helpers/eventually.js";

@@ -3,7 +3,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { pino } from "pino";
-import { type Knex, type Migration, openDatabase } from "../kit/db.js";
+import { type Knex, type Migration, openDatabase } from "../kit/db/index.js";
 import { registry } from "../services/registry.js";
 import { compiledEntry, serviceProcess } from "./helpers/build.js";
 import { eventually } from "./helpers/eventually.js";

@@ -11,7 +11,7 @@ import {
 } from "../gen/ts/shop/order/v1/order.js";
 import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
 import { createClient } from "../kit/client.js";
-import type { Knex } from "../kit/db.js";
+import type { Knex } from "../kit/db/index.js";
 import { Code, decodeStatus, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";

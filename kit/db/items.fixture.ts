@@ -1,5 +1,5 @@
 // A one-table schema for the tests of kit/db: items(id INTEGER PRIMARY KEY, name TEXT NOT NULL).
-import type { Knex, Migration } from "../db.js";
+import type { Knex, Migration } from "./index.js";
 
 export const itemsMigrations: Migration[] = [
   {

@@ -13,7 +13,7 @@ import {
   observeDatabase,
   openDatabase,
   sqlOf,
-} from "../db.js";
+} from "./index.js";
 import { itemsMigrations } from "./items.fixture.js";
 import { SQLITE_DRIVERS } from "./sqlite.js";
 

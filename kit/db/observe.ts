@@ -1,7 +1,7 @@
 // Watching a database's work, for metrics and traces, through knex's query events and its
 // transaction method: the same on every engine and driver. The plain SQL of sql.ts, which
 // bypasses knex, calls the same observers through reportStatement and observedTransaction. Only
-// kit/db.ts and the sql files use this file.
+// kit/db/index.ts and the sql files use this file.
 import type { Knex } from "knex";
 
 /** One statement as an observer sees it once it is done. */

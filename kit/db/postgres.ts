@@ -1,6 +1,6 @@
 // PostgreSQL through knex's `pg` client: a service's tables live in a schema of their own (named
 // after the service), reached through search_path, so one database can hold every service and no
-// service sees another's tables. Only kit/db.ts and the sql files use this file.
+// service sees another's tables. Only kit/db/index.ts and the sql files use this file.
 import knex, { type Knex } from "knex";
 import { MAX_TIMER_MS } from "../config.js";
 

@@ -1,5 +1,5 @@
 import test from "ava";
-import { isBusy } from "../db.js";
+import { isBusy } from "./index.js";
 import { CallerGone, NoTurn, RowTurns } from "./row-turns.js";
 
 /** A write that runs until `finish` is called; `started` tells whether it began. */

@@ -4,7 +4,7 @@
 // instead, where it holds nothing: at most two writes per row go to the database at a time, the one
 // that holds the lock and the next, whose first statements are done by the time it is let go.
 
-/** A write that waited too long for its turn at a row; kit/db.ts isBusy counts it as busy. */
+/** A write that waited too long for its turn at a row; kit/db/index.ts isBusy counts it as busy. */
 export class NoTurn extends Error {
   constructor(key: string, waitedMs: number) {
     super(`waited ${waitedMs} ms for a turn at the busy row ${key}`);

@@ -1,7 +1,7 @@
 // What sqlOf gives a store: plain SQL with `?` placeholders, on its own or in a transaction. The
 // paths that run it are sql.ts and the sql-* files beside it.
 
-/** A statement's binding: integers past 2^53 as decimal strings (kit/db.ts integerBinding). */
+/** A statement's binding: integers past 2^53 as decimal strings (kit/db/index.ts integerBinding). */
 export type Binding = string | number | null;
 
 /** Runs statements, inside a transaction or on their own. */

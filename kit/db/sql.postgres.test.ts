@@ -3,6 +3,8 @@ import test, { type ExecutionContext } from "ava";
 import knex from "knex";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
 import type { CallContext } from "../context.js";
+import { Code } from "../errors.js";
+import { toServiceError } from "../middleware/status.js";
 import {
   closeToNewWork,
   type DatabaseOptions,
@@ -11,9 +13,7 @@ import {
   type Knex,
   openDatabase,
   sqlOf,
-} from "../db.js";
-import { Code } from "../errors.js";
-import { toServiceError } from "../middleware/status.js";
+} from "./index.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 import { sqlSuite } from "./sql.suite.js";
 import { numbered } from "./sql-postgres.js";

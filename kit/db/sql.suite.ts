@@ -10,7 +10,7 @@ import {
   type SqlStatements,
   sqlOf,
   valuesOf,
-} from "../db.js";
+} from "./index.js";
 
 /**
  * A transaction begun with `begin` that writes with `write`, then stays open until `release()`;

@@ -1,5 +1,5 @@
 import knex from "knex";
-import { openDatabase } from "../db.js";
+import { openDatabase } from "./index.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 import { sqlSuite } from "./sql.suite.js";
 import { SQLITE_DRIVERS } from "./sqlite.js";

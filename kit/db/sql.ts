@@ -6,7 +6,7 @@
 // connection keeps (sql-sqlite3.ts); on any other knex through knex.raw. The SQL is the same on
 // all of them, and the observers of observe.ts see every path.
 // inTransaction, knex's transactions run again on PostgreSQL, lives here so all paths share it.
-// Only kit/db.ts uses this file.
+// Only kit/db/index.ts uses this file.
 import type { Knex } from "knex";
 import { isClosed } from "./closing.js";
 import { atOnceOrAfterLocks, lockTaken, waitingForLocks } from "./lock-wait.js";

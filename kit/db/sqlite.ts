@@ -1,6 +1,6 @@
 // SQLite, the embedded default, through either driver knex supports: better-sqlite3 (the default:
 // synchronous, no hop to a worker thread per statement) or sqlite3 (node-sqlite3, the driver the
-// project was first specified with). Only kit/db.ts uses this file.
+// project was first specified with). Only kit/db/index.ts uses this file.
 import { mkdirSync } from "node:fs";
 import path from "node:path";
 import type { Knex } from "knex";

@@ -1,5 +1,5 @@
 import test from "ava";
-import { openDatabase } from "../db.js";
+import { openDatabase } from "./index.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 
 interface Connection {

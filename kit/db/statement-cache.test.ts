@@ -1,5 +1,5 @@
 import test from "ava";
-import { type Knex, openDatabase } from "../db.js";
+import { type Knex, openDatabase } from "./index.js";
 import { itemsMigrations as migrations } from "./items.fixture.js";
 
 /** Counts the statements the service's one connection prepares. */

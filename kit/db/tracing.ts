@@ -1,9 +1,10 @@
 // Traces of a service's database work: a span per store transaction, under the call's span.
-import { type DatabaseObserver, engineOf, type Knex } from "../db.js";
+
 import { inSpan } from "../tracing.js";
+import { type DatabaseObserver, engineOf, type Knex } from "./index.js";
 
 /**
- * A span per store transaction (an observer of kit/db.ts), a child of the active span, named
+ * A span per store transaction (an observer of kit/db/index.ts), a child of the active span, named
  * after the transaction's first statement: "transaction insert reservations".
  */
 export function databaseTracing(db: Knex): DatabaseObserver {

@@ -6,7 +6,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { openDatabase } from "../db.js";
+import { openDatabase } from "./index.js";
 import { itemsMigrations } from "./items.fixture.js";
 import { WalSync } from "./wal-sync.js";
 

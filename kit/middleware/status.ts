@@ -1,6 +1,6 @@
 import type { CallContext } from "../context.js";
 import { idempotencyKeyOf, type MethodInfo, retriable } from "../contract.js";
-import { isBusy, isClosedToNewWork, isConnectionLost, isFull } from "../db.js";
+import { isBusy, isClosedToNewWork, isConnectionLost, isFull } from "../db/index.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware } from "./types.js";
 
@@ -8,7 +8,7 @@ import type { ServerMiddleware } from "./types.js";
  * Turns anything a handler throws into a ServiceError with the right code: a cancelled call is
  * CANCELLED; a database closed to new work as a shutdown's grace period ended is UNAVAILABLE
  * (SHUTTING_DOWN); a database that could not take a statement and kept nothing of it (busy or timed
- * out, refused, no free connection: kit/db.ts isBusy) is UNAVAILABLE, so the caller may retry;
+ * out, refused, no free connection: kit/db/index.ts isBusy) is UNAVAILABLE, so the caller may retry;
  * one whose connection was lost under it may have kept the write, so it is UNAVAILABLE only for
  * a call that `repeatable` says a repeat cannot do twice, and ABORTED (OUTCOME_UNKNOWN) for any
  * other; one with no room left for a write (a full disk) is RESOURCE_EXHAUSTED, as gRPC's own

@@ -1,7 +1,7 @@
 // What the launchers' ready banners share, and the markers tests find them by.
 import { existsSync } from "node:fs";
 import path from "node:path";
-import { describeLocation, isPostgresUrl, sqliteDriver } from "../../kit/db.js";
+import { describeLocation, isPostgresUrl, sqliteDriver } from "../../kit/db/index.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { identityFiles, LAUNCH_ADMIN, signToken } from "./credentials.js";

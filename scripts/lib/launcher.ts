@@ -9,7 +9,7 @@ import { fileURLToPath } from "node:url";
 import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
-import type { Migration } from "../../kit/db.js";
+import type { Migration } from "../../kit/db/index.js";
 import { channelCredentials, readTls } from "../../kit/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 

@@ -9,7 +9,7 @@ import {
   envoyTracing,
   frontDoorTopology,
 } from "../../deploy/envoy/topology.js";
-import { isPostgresUrl } from "../../kit/db.js";
+import { isPostgresUrl } from "../../kit/db/index.js";
 import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
 import { DEV_CERTS_DIR } from "../../kit/security.js";
 import { registry, type ServiceName } from "../../services/registry.js";

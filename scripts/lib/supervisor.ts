@@ -14,7 +14,7 @@ import {
 import { createServer } from "node:net";
 import path from "node:path";
 import { envoyYaml } from "../../deploy/envoy/config.js";
-import { migrateDatabase } from "../../kit/db.js";
+import { migrateDatabase } from "../../kit/db/index.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type EnvoyProcess, spawnEnvoy } from "./envoy.js";
 import {

@@ -5,7 +5,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db.js";
+import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
 import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";

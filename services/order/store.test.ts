@@ -1,7 +1,7 @@
 // The orders store as concurrent calls meet it: a read never sees half an order. It runs again on
 // the other storages through services/handlers.*.test.ts.
 import test from "ava";
-import { openDatabase } from "../../kit/db.js";
+import { openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/logger.js";
 import { freshDatabase, opening } from "../../test/helpers/storage.js";

@@ -10,7 +10,7 @@ import {
   sqlOf,
   textBytes,
   valuesOf,
-} from "../../kit/db.js";
+} from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
 

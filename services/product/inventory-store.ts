@@ -13,7 +13,7 @@ import {
   readTime,
   type Sql,
   sqlOf,
-} from "../../kit/db.js";
+} from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf, readAmount, totalOf } from "../../kit/money.js";
 import { MAX_STOCK, type ProductRow, productNotFound, stockLimit } from "./store.js";

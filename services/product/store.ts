@@ -11,7 +11,7 @@ import {
   sqlOf,
   textBytes,
   updateTimeOf,
-} from "../../kit/db.js";
+} from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 import { moneyOf } from "../../kit/money.js";
 

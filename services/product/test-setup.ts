@@ -16,7 +16,7 @@ import {
   ListProductsRequest,
   type Product,
 } from "../../gen/ts/shop/product/v1/product.js";
-import type { Knex } from "../../kit/db.js";
+import type { Knex } from "../../kit/db/index.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testDatabase } from "../../test/helpers/storage.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";

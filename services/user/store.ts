@@ -8,7 +8,7 @@ import {
   sqlOf,
   textBytes,
   updateTimeOf,
-} from "../../kit/db.js";
+} from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 
 interface UserRow {

@@ -10,7 +10,7 @@ import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
-import { openDatabase } from "../../kit/db.js";
+import { openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { migrations } from "../../services/order/migrations/index.js";

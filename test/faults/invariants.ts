@@ -8,7 +8,7 @@ import {
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import type { Client } from "../../kit/client.js";
-import { connectDatabase } from "../../kit/db.js";
+import { connectDatabase } from "../../kit/db/index.js";
 import type { Ledger } from "./load.js";
 
 export interface World {

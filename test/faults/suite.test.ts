@@ -13,7 +13,7 @@ import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
-import { connectDatabase } from "../../kit/db.js";
+import { connectDatabase } from "../../kit/db/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
 import { testCallers } from "../helpers/credentials.js";

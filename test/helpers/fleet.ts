@@ -29,7 +29,7 @@ import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import type { ServerConfig } from "../../kit/config.js";
-import { migrateDatabase } from "../../kit/db.js";
+import { migrateDatabase } from "../../kit/db/index.js";
 import { type Logger, withoutRowData } from "../../kit/logger.js";
 import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";
 import { type StartedService, startService } from "../../kit/runtime.js";

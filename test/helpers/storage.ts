@@ -10,7 +10,7 @@
 // every registered service's schema, migrated once per file.
 import { rm } from "node:fs/promises";
 import test, { type ExecutionContext } from "ava";
-import { isPostgresUrl, type Knex, openDatabase, sqliteDriver } from "../../kit/db.js";
+import { isPostgresUrl, type Knex, openDatabase, sqliteDriver } from "../../kit/db/index.js";
 import {
   type LocalPostgres,
   privateTempDir,

@@ -1,4 +1,4 @@
-// The store's metrics and spans come from knex's query events and transactions (kit/db.ts
+// The store's metrics and spans come from knex's query events and transactions (kit/db/index.ts
 // observeDatabase), so they hold on every engine: this file runs on better-sqlite3,
 // store.sqlite3.test.ts on the sqlite3 driver and store.postgres.test.ts on PostgreSQL. The
 // spans are the real OpenTelemetry SDK's, kept in its in-memory exporter for the test to read. A

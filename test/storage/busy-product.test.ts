@@ -15,7 +15,7 @@ import { expectStatus } from "../helpers/status.js";
 import { useStorage } from "../helpers/storage.js";
 
 useStorage("postgres");
-// Three connections for writes and one for reads (kit/db.ts readShareOf).
+// Three connections for writes and one for reads (kit/db/index.ts readShareOf).
 process.env.SHOP_DATABASE_POOL_MAX = "4";
 // Writes wait on the lock until the test lets it go, never ending by themselves meanwhile.
 process.env.SHOP_DATABASE_STATEMENT_TIMEOUT_MS = "60000";

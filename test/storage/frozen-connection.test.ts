@@ -3,7 +3,7 @@
 // next statement runs on a new one. A replica stalled inside a transaction keeps its row locks
 // no longer than that either: the server ends its session.
 import test, { type ExecutionContext } from "ava";
-import { connectDatabase, isConnectionLost, type Knex, sqlOf } from "../../kit/db.js";
+import { connectDatabase, isConnectionLost, type Knex, sqlOf } from "../../kit/db/index.js";
 import { pgProxy } from "../helpers/pg-proxy.js";
 import { freshDatabase, opening, useStorage } from "../helpers/storage.js";
 

@@ -1,7 +1,7 @@
 // A replica that starts while another process holds its schema's migration lock says so, naming
 // the holder, instead of waiting without a word until a startup probe kills it.
 import test from "ava";
-import { connectDatabase, openDatabase } from "../../kit/db.js";
+import { connectDatabase, openDatabase } from "../../kit/db/index.js";
 import { registry } from "../../services/registry.js";
 import { eventually } from "../helpers/eventually.js";
 import { captureLogger } from "../helpers/fleet.js";

@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { connectDatabase, openDatabase } from "../../kit/db.js";
+import { connectDatabase, openDatabase } from "../../kit/db/index.js";
 import { Code } from "../../kit/errors.js";
 import { startService } from "../../kit/runtime.js";
 import { privateTempDir, startLocalPostgres } from "../../scripts/lib/postgres.js";

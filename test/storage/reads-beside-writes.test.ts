@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import knex, { type Knex } from "knex";
-import { isPostgresUrl, sqliteDriver } from "../../kit/db.js";
+import { isPostgresUrl, sqliteDriver } from "../../kit/db/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";
 import { until } from "../helpers/eventually.js";

@@ -13,7 +13,7 @@ import {
   openDatabase,
   readInteger,
   type SqliteDriver,
-} from "../../kit/db.js";
+} from "../../kit/db/index.js";
 import { registry } from "../../services/registry.js";
 import { compiledEntry } from "../helpers/build.js";
 import { exec } from "../helpers/exec.js";

@@ -4,7 +4,7 @@
 // never ABORTED (OUTCOME_UNKNOWN), which tells its caller a write may have been kept.
 import net from "node:net";
 import test from "ava";
-import { connectDatabase, sqlOf } from "../../kit/db.js";
+import { connectDatabase, sqlOf } from "../../kit/db/index.js";
 import { Code } from "../../kit/errors.js";
 import { toServiceError } from "../../kit/middleware/status.js";
 import { callContext } from "../helpers/context.js";

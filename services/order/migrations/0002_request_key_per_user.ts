@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /**
  * The idempotency claim is unique per user, not across users: one user's request id neither

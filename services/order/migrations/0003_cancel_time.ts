@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /**
  * When an order became CANCELLING (ms since the epoch), kept once it is CANCELLED: a watch that

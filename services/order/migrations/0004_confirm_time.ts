@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /**
  * When an order became CONFIRMED (ms since the epoch), kept after it is cancelled: a watch that

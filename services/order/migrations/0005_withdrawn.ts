@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /**
  * An order CreateOrder refused after writing it: failed, then deleted once its reservation is

@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /**
  * The withdrawn orders, indexed apart: the reconciler looks for those left undeleted at every run,

@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 import { createOrders } from "./0001_create_orders.js";
 import { requestKeyPerUser } from "./0002_request_key_per_user.js";
 import { cancelTime } from "./0003_cancel_time.js";

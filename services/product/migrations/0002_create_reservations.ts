@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 export const createReservations: Migration = {
   name: "0002_create_reservations",

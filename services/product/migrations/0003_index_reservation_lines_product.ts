@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 
 /** UpdateProduct sums a product's outstanding reserved units: find its lines without a scan. */
 export const indexReservationLinesProduct: Migration = {

@@ -1,4 +1,4 @@
-import { engineOf, type Migration } from "../../../kit/db.js";
+import { engineOf, type Migration } from "../../../kit/db/index.js";
 
 const CONSTRAINT = "reservation_lines_product_id_foreign";
 

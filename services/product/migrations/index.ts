@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 import { createProducts } from "./0001_create_products.js";
 import { createReservations } from "./0002_create_reservations.js";
 import { indexReservationLinesProduct } from "./0003_index_reservation_lines_product.js";

@@ -1,4 +1,4 @@
-import { engineOf, type Migration } from "../../../kit/db.js";
+import { engineOf, type Migration } from "../../../kit/db/index.js";
 
 /**
  * email_key holds the email lowercased, which can be longer than the email: "İ" (U+0130)

@@ -1,4 +1,4 @@
-import type { Knex, Migration } from "../../../kit/db.js";
+import type { Knex, Migration } from "../../../kit/db/index.js";
 
 /**
  * email_key was the email lowercased, which keeps apart emails that differ only in case where a

@@ -4,7 +4,7 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { type Knex, openDatabase } from "../../../kit/db.js";
+import { type Knex, openDatabase } from "../../../kit/db/index.js";
 import { migrations } from "./index.js";
 
 /** An SQLite file at 0002, holding `emails` keyed as 0002's code keyed them. */

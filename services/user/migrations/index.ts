@@ -1,4 +1,4 @@
-import type { Migration } from "../../../kit/db.js";
+import type { Migration } from "../../../kit/db/index.js";
 import { createUsers } from "./0001_create_users.js";
 import { emailKeyText } from "./0002_email_key_text.js";
 import { emailKeyFolded } from "./0003_email_key_folded.js";

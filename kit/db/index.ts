@@ -1,6 +1,7 @@
 import knex, { type Knex } from "knex";
-import { env, redactUrl, type ServerConfig, SettingError } from "./config.js";
-import { closable, DatabaseClosed, NoConnection } from "./db/closing.js";
+import { env, redactUrl, type ServerConfig, SettingError } from "../config.js";
+import type { Logger } from "../logger.js";
+import { closable, DatabaseClosed, NoConnection } from "./closing.js";
 import {
   connectPostgres,
   isPostgresUrl,
@@ -8,23 +9,22 @@ import {
   migratePostgres,
   type PostgresOptions,
   postgresErrors,
-} from "./db/postgres.js";
-import { NoTurn } from "./db/row-turns.js";
-import type { Binding } from "./db/sql-api.js";
-import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./db/sqlite.js";
-import { WalSync } from "./db/wal-sync.js";
-import type { Logger } from "./logger.js";
+} from "./postgres.js";
+import { NoTurn } from "./row-turns.js";
+import type { Binding } from "./sql-api.js";
+import { SQLITE_DRIVERS, type SqliteDriver, sqliteConfig, sqliteErrors } from "./sqlite.js";
+import { WalSync } from "./wal-sync.js";
 
-export { closeToNewWork } from "./db/closing.js";
+export { closeToNewWork } from "./closing.js";
 export {
   type DatabaseObserver,
   describeStatement,
   observeDatabase,
   type Statement,
   type TransactionInfo,
-} from "./db/observe.js";
-export { type PageOptions, pageBySeq, textBytes } from "./db/pages.js";
-export { RowTurns } from "./db/row-turns.js";
+} from "./observe.js";
+export { type PageOptions, pageBySeq, textBytes } from "./pages.js";
+export { RowTurns } from "./row-turns.js";
 export {
   type Binding,
   inTransaction,
@@ -32,7 +32,7 @@ export {
   type SqlStatements,
   sqlOf,
   valuesOf,
-} from "./db/sql.js";
+} from "./sql.js";
 export type { Knex, SqliteDriver };
 export { isPostgresUrl };
 
