@@ -11,7 +11,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { pathToFileURL } from "node:url";
 import { parseArgs } from "node:util";
 import type { Migration } from "../kit/db/index.js";
-import { DEV_CERTS_DIR } from "../kit/security.js";
+import { DEV_CERTS_DIR } from "../kit/security/security.js";
 import { type Checkout, repoRoot, THIS_CHECKOUT, tool } from "../scripts/lib/launcher.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";

@@ -7,7 +7,7 @@ import { mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { DEV_CERTS_DIR } from "../kit/security.js";
+import { DEV_CERTS_DIR } from "../kit/security/security.js";
 import { launchAccess } from "../scripts/lib/banner.js";
 import { signToken } from "../scripts/lib/credentials.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";

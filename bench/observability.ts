@@ -14,7 +14,7 @@ import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { DEFAULT_SAMPLE_RATIO } from "../kit/tracing.js";
+import { DEFAULT_SAMPLE_RATIO } from "../kit/observability/tracing.js";
 import { launchAccess } from "../scripts/lib/banner.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { fleetPlan } from "../scripts/lib/plan.js";

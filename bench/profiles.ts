@@ -9,7 +9,7 @@ import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { DEV_CERTS_DIR } from "../kit/security.js";
+import { DEV_CERTS_DIR } from "../kit/security/security.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";
 import { buildDist } from "./lib/build.js";

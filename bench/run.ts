@@ -6,7 +6,7 @@ import { existsSync } from "node:fs";
 import { chmod, mkdir, mkdtemp, rm, writeFile } from "node:fs/promises";
 import os from "node:os";
 import path from "node:path";
-import { DEV_CERTS_DIR } from "../kit/security.js";
+import { DEV_CERTS_DIR } from "../kit/security/security.js";
 import { tool } from "../scripts/lib/launcher.js";
 import { postgresBinDir } from "../scripts/lib/postgres.js";
 import { Supervisor } from "../scripts/lib/supervisor.js";

@@ -3,7 +3,7 @@
 import { stringify } from "yaml";
 import type { ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
-import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security/security.js";
 import { registry as defaultRegistry } from "../services/registry.js";
 import {
   ENVOY_IMAGE,

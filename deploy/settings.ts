@@ -1,7 +1,7 @@
 // What the deployments (compose, Kubernetes) set in and mount into the containers, in one place:
 // the variables the kit reads, the Secrets an operator creates, and where they are mounted. The
 // generators read these; the README's "Deploy" section lists them for operators.
-import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security/security.js";
 
 /** The shopmesh image (the root Dockerfile); overlays and `docker build -t` set its tag. */
 export const IMAGE = "shopmesh";
@@ -135,7 +135,7 @@ export const PRODUCTION_IMAGE: string | undefined = undefined;
 export const CLUSTER_CORS_ORIGINS: readonly string[] = ["https://shop.example.com"];
 
 /**
- * The OpenTelemetry variables (kit/tracing.ts, README "Operate") every service container gets:
+ * The OpenTelemetry variables (kit/observability/tracing.ts, README "Operate") every service container gets:
  * none, so nothing is exported, until an operator names the installation's collector here. With
  * an OTLP/gRPC endpoint, Envoy's tracer sends its spans to the same collector at the same ratio,
  * and its span of each request is the root of the trace. For example:

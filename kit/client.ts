@@ -68,7 +68,7 @@ export interface ClientOptions {
    * that cannot connect. Bridges a dependency's restart. 1000 ms by default.
    */
   readyWaitMs?: number;
-  /** How to reach the server: kit/tls.ts channelCredentials (mutual TLS); plaintext by default. */
+  /** How to reach the server: kit/security/tls.ts channelCredentials (mutual TLS); plaintext by default. */
   transport?: { credentials: grpc.ChannelCredentials; options: grpc.ChannelOptions };
 }
 

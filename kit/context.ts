@@ -6,10 +6,10 @@ type ServerSurfaceCall = Pick<
   "getPeer" | "getAuthContext" | "cancelled" | "once"
 >;
 
-import { type CuttableCall, trackCall } from "./connection-closing.js";
 import type { MethodInfo } from "./contract.js";
-import { resetStream, streamOf } from "./http2-stream.js";
-import { type AuthContext, authContextOf } from "./tls.js";
+import { type AuthContext, authContextOf } from "./security/tls.js";
+import { type CuttableCall, trackCall } from "./transport/connection-closing.js";
+import { resetStream, streamOf } from "./transport/http2-stream.js";
 
 /** The status a caller got, as middleware see it once the call is over. */
 export interface CallStatus {

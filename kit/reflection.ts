@@ -19,7 +19,7 @@ import type * as grpc from "@grpc/grpc-js";
 import { contractRegistry } from "./contract.js";
 import { descriptorSet } from "./descriptor.js";
 import { clipText } from "./errors.js";
-import { MAX_STATUS_TEXT } from "./guard.js";
+import { MAX_STATUS_TEXT } from "./transport/guard.js";
 
 /** What every shopmesh server serves beside its own proto services. */
 export const INFRA_SERVICES = [

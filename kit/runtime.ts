@@ -1,4 +1,3 @@
-import { TokenVerifier } from "./auth.js";
 import { channelTarget, createClient } from "./client.js";
 import {
   databaseVariable,
@@ -21,16 +20,6 @@ import {
 import { databaseTracing } from "./db/tracing.js";
 import { ShuttingDown } from "./errors.js";
 import { canCompactHeap, compactHeap, compactWhenQuiet } from "./heap.js";
-import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./logger.js";
-import {
-  backgroundTask,
-  databaseMetrics,
-  Metrics,
-  type MetricsEndpoint,
-  pagesMetrics,
-  serveMetrics,
-  walSyncMetrics,
-} from "./metrics.js";
 import {
   type ClientMiddleware,
   type ServerMiddleware,
@@ -39,17 +28,28 @@ import {
 } from "./middleware/index.js";
 import { unknownMethods } from "./middleware/metrics.js";
 import { pagesInFlight } from "./middleware/pages.js";
+import { createLogger, flushLogger, type Logger, logGrpcJsTo } from "./observability/logger.js";
+import {
+  backgroundTask,
+  databaseMetrics,
+  Metrics,
+  type MetricsEndpoint,
+  pagesMetrics,
+  serveMetrics,
+  walSyncMetrics,
+} from "./observability/metrics.js";
+import { startTracing, type Tracing } from "./observability/tracing.js";
 import {
   metricsPortFor,
   type RegisteredService,
   type ServiceRegistry,
   serviceVariable,
 } from "./registry.js";
-import { checkBinding, type SecurityConfig, securityFromEnv } from "./security.js";
+import { TokenVerifier } from "./security/auth.js";
+import { checkBinding, type SecurityConfig, securityFromEnv } from "./security/security.js";
+import { channelCredentials } from "./security/tls.js";
 import { ListenError, type RunningServer, serve } from "./server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "./service.js";
-import { channelCredentials } from "./tls.js";
-import { startTracing, type Tracing } from "./tracing.js";
 
 export interface StartOptions extends Partial<ServerConfig> {
   logger?: Logger;

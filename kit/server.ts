@@ -8,29 +8,34 @@ import {
   type ServiceDefinition,
   serviceNameOf,
 } from "./contract.js";
-import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { answerUnknownMethods, framingGuard, type Refused, type UnknownCall } from "./framing.js";
-import { readTimeoutsStrictly } from "./grpc-timeout.js";
-import { guardedServer } from "./guard.js";
-import type { Logger } from "./logger.js";
 import {
   chain,
   defaultServerMiddleware,
   type ServerMiddleware,
   type ServerNext,
 } from "./middleware/index.js";
+import type { Logger } from "./observability/logger.js";
 import { EDGE_REFLECTION_HEADER, Reflection, type ReflectionView } from "./reflection.js";
-import { observeRefusal, serverStreaming, unary } from "./served-calls.js";
-import { ServerSessions } from "./server-sessions.js";
-import type { ServiceImplementation } from "./service.js";
-import type { OpenStreams } from "./stream-ends.js";
 import {
   authContextOf,
   EDGE_IDENTITY,
   peerIdentity,
   serverCredentials,
   type TlsMaterial,
-} from "./tls.js";
+} from "./security/tls.js";
+import type { ServiceImplementation } from "./service.js";
+import { guardDeserialize, Malformed, malformedError } from "./transport/decode.js";
+import {
+  answerUnknownMethods,
+  framingGuard,
+  type Refused,
+  type UnknownCall,
+} from "./transport/framing.js";
+import { readTimeoutsStrictly } from "./transport/grpc-timeout.js";
+import { guardedServer } from "./transport/guard.js";
+import { observeRefusal, serverStreaming, unary } from "./transport/served-calls.js";
+import { ServerSessions } from "./transport/server-sessions.js";
+import type { OpenStreams } from "./transport/stream-ends.js";
 
 export interface ServeOptions {
   host: string;

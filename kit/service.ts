@@ -1,10 +1,10 @@
-import type { AccessRule } from "./auth.js";
 import type { Client } from "./client.js";
 import type { CallContext } from "./context.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./contract.js";
 import type { Knex, Migration } from "./db/index.js";
-import type { Logger } from "./logger.js";
-import type { Metrics } from "./metrics.js";
+import type { Logger } from "./observability/logger.js";
+import type { Metrics } from "./observability/metrics.js";
+import type { AccessRule } from "./security/auth.js";
 
 /**
  * A proto service's handlers: plain async functions from request message to response message, or
@@ -22,7 +22,7 @@ export interface ServiceImplementation<S extends ServiceDefinition = ServiceDefi
   handlers: Handlers<S>;
 }
 
-/** Who may call each rpc of a proto service (kit/auth.ts: open, signedIn, adminOnly, internal). */
+/** Who may call each rpc of a proto service (kit/security/auth.ts: open, signedIn, adminOnly, internal). */
 export type Access<S extends ServiceDefinition> = { readonly [K in keyof S]: AccessRule };
 
 /** The same access rule for every rpc of a proto service, e.g. `everyRpc(XServiceService, signedIn)`. */

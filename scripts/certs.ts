@@ -14,7 +14,7 @@
 import { existsSync, mkdtempSync } from "node:fs";
 import path from "node:path";
 import { parseArgs } from "node:util";
-import { DEV_CERTS_DIR } from "../kit/security.js";
+import { DEV_CERTS_DIR } from "../kit/security/security.js";
 import { IDENTITIES, issueMissing, makeCredentials, replaceDir } from "./lib/credentials.js";
 
 const { values } = parseArgs({

@@ -240,7 +240,7 @@ import { create${Names} } from "./0001_create_${names}.js";
 export const migrations: Migration[] = [create${Names}];
 `,
   "service.ts": `import { ${Name}ServiceService } from "${gen}";
-import { signedIn } from "../../kit/auth.js";
+import { signedIn } from "../../kit/security/auth.js";
 import { defineService, everyRpc } from "../../kit/service.js";
 import { ${name}Handlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";

@@ -7,8 +7,13 @@
 //   SHOP_USER_ADDR=user:50051 SHOP_PRODUCT_ADDR=product:50052 node --import tsx scripts/seed.ts
 import { env } from "../kit/config.js";
 import { serviceVariable } from "../kit/registry.js";
-import { DEV_AUDIENCE, DEV_CERTS_DIR, DEV_ISSUER, tlsFilesFromEnv } from "../kit/security.js";
-import { channelCredentials, readTls } from "../kit/tls.js";
+import {
+  DEV_AUDIENCE,
+  DEV_CERTS_DIR,
+  DEV_ISSUER,
+  tlsFilesFromEnv,
+} from "../kit/security/security.js";
+import { channelCredentials, readTls } from "../kit/security/tls.js";
 import { registry } from "../services/registry.js";
 import { LAUNCH_ADMIN, signToken } from "./lib/credentials.js";
 import { seedDemo } from "./lib/seed.js";

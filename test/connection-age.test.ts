@@ -10,7 +10,7 @@ import { WatchOrderRequest } from "../gen/ts/shop/order/v1/order.js";
 import { createClient } from "../kit/client.js";
 import { serverConfig } from "../kit/config.js";
 import { Code, ServiceError } from "../kit/errors.js";
-import { createLogger } from "../kit/logger.js";
+import { createLogger } from "../kit/observability/logger.js";
 import { serve } from "../kit/server.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
 import { tokenFor } from "./helpers/credentials.js";

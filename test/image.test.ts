@@ -18,7 +18,7 @@ import { OrderServiceService, OrderState } from "../gen/ts/shop/order/v1/order.j
 import { createClient } from "../kit/client.js";
 import { bearer } from "../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../kit/middleware/index.js";
-import { channelCredentials, readTls } from "../kit/tls.js";
+import { channelCredentials, readTls } from "../kit/security/tls.js";
 import { identityFiles, makeCredentials, signToken } from "../scripts/lib/credentials.js";
 import { repoRoot, tool } from "../scripts/lib/launcher.js";
 import { freePorts } from "../scripts/lib/ports.js";

@@ -15,8 +15,8 @@ import {
 } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client.js";
 import { Code, ServiceError } from "../kit/errors.js";
-import type { Logger } from "../kit/logger.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
+import type { Logger } from "../kit/observability/logger.js";
 import { startService } from "../kit/runtime.js";
 import { serve } from "../kit/server.js";
 import type { ServiceImplementation } from "../kit/service.js";

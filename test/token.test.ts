@@ -6,7 +6,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { createLocalJWKSet, decodeProtectedHeader, jwtVerify } from "jose";
-import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security.js";
+import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security/security.js";
 import { makeCredentials } from "../scripts/lib/credentials.js";
 import { exec } from "./helpers/exec.js";
 

@@ -7,7 +7,7 @@ import { fileURLToPath } from "node:url";
 import * as protoLoader from "@grpc/proto-loader";
 import { env } from "../../kit/config.js";
 import type { ServiceDefinition } from "../../kit/contract.js";
-import { createLogger, flushLogger } from "../../kit/logger.js";
+import { createLogger, flushLogger } from "../../kit/observability/logger.js";
 import { serve } from "../../kit/server.js";
 
 const ECHO_PROTO = fileURLToPath(new URL("echo.proto", import.meta.url));

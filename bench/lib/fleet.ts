@@ -1,7 +1,7 @@
 // The processes a bench run measures: the echo servers and fleets of the services, started
 // through the same supervisor as `npm start`, each fleet seeded with a shopper and a catalogue.
 import path from "node:path";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
+import { DEV_CERTS_DIR } from "../../kit/security/security.js";
 import { launchAccess } from "../../scripts/lib/banner.js";
 import { signToken } from "../../scripts/lib/credentials.js";
 import { type Checkout, forkLogged, repoRoot, THIS_CHECKOUT } from "../../scripts/lib/launcher.js";

@@ -2,7 +2,7 @@
 // reflection, CORS preflights, and Envoy's answers for what no route takes.
 
 import { HEDGE_AFTER_S, hedged, type MethodInfo, retriable } from "../../kit/contract.js";
-import { GRPC_TIMEOUT_PATTERN } from "../../kit/grpc-timeout.js";
+import { GRPC_TIMEOUT_PATTERN } from "../../kit/transport/grpc-timeout.js";
 import {
   fromOrigin,
   lacking,

@@ -1,6 +1,6 @@
 // TLS: the listener's certificate, and mutual TLS from Envoy to each service.
 
-import { IDENTITY_PREFIX } from "../../kit/tls.js";
+import { IDENTITY_PREFIX } from "../../kit/security/tls.js";
 import { typed } from "./matchers.js";
 import type { EnvoyTopology } from "./topology.js";
 

@@ -1,12 +1,12 @@
 // What the front door fronts: the topology (listeners, replicas per cluster, credentials), the proto
 // services it routes, and the topologies of the local mesh, DNS names and docker compose.
 
-import type { AccessRule } from "../../kit/auth.js";
 import { contractMethods, type MethodInfo } from "../../kit/contract.js";
+import { otlpEndpoint, sampleRatio } from "../../kit/observability/tracing.js";
 import type { ServiceRegistry } from "../../kit/registry.js";
-import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security.js";
+import type { AccessRule } from "../../kit/security/auth.js";
+import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security/security.js";
 import { accessRules } from "../../kit/service.js";
-import { otlpEndpoint, sampleRatio } from "../../kit/tracing.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
 import { TRACING_SETTINGS } from "../settings.js";
 
@@ -200,7 +200,7 @@ export function composeTopology(
 }
 
 /**
- * Envoy's tracer, from the same OTEL_* variables the services read (kit/tracing.ts): spans go to
+ * Envoy's tracer, from the same OTEL_* variables the services read (kit/observability/tracing.ts): spans go to
  * the OTLP/gRPC endpoint when traces are exported over gRPC, sampled at the services' ratio.
  */
 export function envoyTracing(

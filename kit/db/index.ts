@@ -1,6 +1,6 @@
 import knex, { type Knex } from "knex";
 import { env, redactUrl, type ServerConfig, SettingError } from "../config.js";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../observability/logger.js";
 import { closable, DatabaseClosed, NoConnection } from "./closing.js";
 import {
   connectPostgres,

@@ -1,6 +1,6 @@
 // Traces of a service's database work: a span per store transaction, under the call's span.
 
-import { inSpan } from "../tracing.js";
+import { inSpan } from "../observability/tracing.js";
 import { type DatabaseObserver, engineOf, type Knex } from "./index.js";
 
 /**

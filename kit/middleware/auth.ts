@@ -1,3 +1,4 @@
+import type { ServiceError } from "../errors.js";
 import {
   type AccessRule,
   bearerToken,
@@ -5,9 +6,8 @@ import {
   permissionDenied,
   type TokenVerifier,
   unauthenticated,
-} from "../auth.js";
-import type { ServiceError } from "../errors.js";
-import { peerIdentity } from "../tls.js";
+} from "../security/auth.js";
+import { peerIdentity } from "../security/tls.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
 const AUTHORIZATION = "authorization";
@@ -30,7 +30,7 @@ export interface AuthOptions {
  * have added), and the mTLS peer certificate. A verified caller is in `ctx.get(CALLER)` and its
  * user id in every log line. Refusals are UNAUTHENTICATED (TOKEN_MISSING, TOKEN_EXPIRED,
  * TOKEN_INVALID) or PERMISSION_DENIED (ADMIN_REQUIRED, INTERNAL_API); ownership is the handlers'
- * (kit/auth.ts requireOwner), where the data is read. A server stream lasts only as long as its
+ * (kit/security/auth.ts requireOwner), where the data is read. A server stream lasts only as long as its
  * token: it ends UNAUTHENTICATED (TOKEN_EXPIRED) once a new call with that token would be refused.
  */
 export function authServer(options: AuthOptions): ServerMiddleware {

@@ -1,8 +1,8 @@
 // The middleware chains of served and outgoing calls, in one place: the kit's own concerns are
 // middleware like any other. docs/architecture.md says what each link does, in this order.
 import type { WalSync } from "../db/wal-sync.js";
-import type { Logger } from "../logger.js";
-import type { Metrics } from "../metrics.js";
+import type { Logger } from "../observability/logger.js";
+import type { Metrics } from "../observability/metrics.js";
 import { type AuthOptions, authServer, forwardCredentials } from "./auth.js";
 import { cancelledWith, deadlineClient, deadlineServer } from "./deadline.js";
 import { durableAnswers } from "./durable-answers.js";

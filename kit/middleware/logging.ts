@@ -1,6 +1,6 @@
 import { idempotencyKeyOf } from "../contract.js";
 import { Code, clipText } from "../errors.js";
-import type { Logger } from "../logger.js";
+import type { Logger } from "../observability/logger.js";
 import type { ServerMiddleware } from "./types.js";
 import { X_REQUEST_ID_MAX_LENGTH } from "./x-request-id.js";
 

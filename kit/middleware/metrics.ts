@@ -1,8 +1,8 @@
 import type { MethodInfo, RpcKind } from "../contract.js";
-import { Malformed } from "../decode.js";
 import { Code } from "../errors.js";
-import type { UnknownCall } from "../framing.js";
-import type { Metrics } from "../metrics.js";
+import type { Metrics } from "../observability/metrics.js";
+import { Malformed } from "../transport/decode.js";
+import type { UnknownCall } from "../transport/framing.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
 // The names, labels and label values of go-grpc-prometheus, which existing gRPC dashboards and

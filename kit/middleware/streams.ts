@@ -1,5 +1,5 @@
-import { CALLER } from "../auth.js";
 import { Code, ServiceError } from "../errors.js";
+import { CALLER } from "../security/auth.js";
 import type { ServerMiddleware, ServerNext } from "./types.js";
 
 /**

@@ -15,7 +15,7 @@ import {
 import { type CallContext, type CallStatus, contextKey } from "../context.js";
 import type { MethodInfo } from "../contract.js";
 import { Code } from "../errors.js";
-import { tracer, unsampledParent } from "../tracing.js";
+import { tracer, unsampledParent } from "../observability/tracing.js";
 import { GRPC_CODE_NAMES } from "./metrics.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 

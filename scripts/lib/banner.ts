@@ -2,8 +2,8 @@
 import { existsSync } from "node:fs";
 import path from "node:path";
 import { describeLocation, isPostgresUrl, sqliteDriver } from "../../kit/db/index.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
-import { channelCredentials, readTls } from "../../kit/tls.js";
+import { DEV_CERTS_DIR } from "../../kit/security/security.js";
+import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { identityFiles, LAUNCH_ADMIN, signToken } from "./credentials.js";
 import { repoRoot } from "./launcher.js";
 import type { FleetPlan } from "./plan.js";

@@ -22,8 +22,8 @@ import {
   DEV_CERTS_DIR,
   DEV_ISSUER,
   DEV_KEY_ID_PREFIX,
-} from "../../kit/security.js";
-import { IDENTITY_PREFIX, type TlsFiles } from "../../kit/tls.js";
+} from "../../kit/security/security.js";
+import { IDENTITY_PREFIX, type TlsFiles } from "../../kit/security/tls.js";
 import { registry } from "../../services/registry.js";
 
 /** The subject of the launchers' admin token: a caller with role admin, not a user record. */

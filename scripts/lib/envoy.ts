@@ -17,7 +17,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { envoyConfig } from "../../deploy/envoy/config.js";
 import { type Endpoint, edgeCredentials, frontDoorTopology } from "../../deploy/envoy/topology.js";
 import { descriptorPath } from "../../kit/descriptor.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
+import { DEV_CERTS_DIR } from "../../kit/security/security.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";
 
 /** The Envoy binary; fails with the fix when `npm run tools envoy` has not installed it. */

@@ -10,7 +10,7 @@ import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
 import { createClient } from "../../kit/client.js";
 import type { Migration } from "../../kit/db/index.js";
-import { channelCredentials, readTls } from "../../kit/tls.js";
+import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 
 export const repoRoot = path.resolve(fileURLToPath(new URL("../..", import.meta.url)));

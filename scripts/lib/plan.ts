@@ -11,7 +11,7 @@ import {
 } from "../../deploy/envoy/topology.js";
 import { isPostgresUrl } from "../../kit/db/index.js";
 import { metricsPortFor, serviceVariable } from "../../kit/registry.js";
-import { DEV_CERTS_DIR } from "../../kit/security.js";
+import { DEV_CERTS_DIR } from "../../kit/security/security.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type ProcessSpec, repoRoot } from "./launcher.js";
 import { freePorts } from "./ports.js";

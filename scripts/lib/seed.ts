@@ -7,7 +7,7 @@ import { UserServiceService as UserService } from "../../gen/ts/shop/user/v1/use
 import { type Client, createClient } from "../../kit/client.js";
 import { bearer } from "../../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
-import type { channelCredentials } from "../../kit/tls.js";
+import type { channelCredentials } from "../../kit/security/tls.js";
 
 /** How the seeder signs in: an admin's token, and mutual TLS when the services run it. */
 export interface SeedAccess {

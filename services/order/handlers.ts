@@ -3,9 +3,9 @@ import {
   type OrderServiceService,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
-import { requireAdmin, requireOwner, requireSelf } from "../../kit/auth.js";
 import type { CallContext } from "../../kit/context.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { OrderSaga } from "./saga.js";

@@ -1,5 +1,5 @@
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import type { Metrics } from "../../kit/metrics.js";
+import type { Metrics } from "../../kit/observability/metrics.js";
 import type { SagaEvents } from "./saga.js";
 
 const OUTCOMES: Partial<Record<OrderState, string>> = {

@@ -7,7 +7,7 @@ import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
-import { createLogger } from "../../kit/logger.js";
+import { createLogger } from "../../kit/observability/logger.js";
 import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
 import { IdempotencyKeyTaken, OrderStore } from "./store.js";

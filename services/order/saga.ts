@@ -15,9 +15,9 @@ import { type Client, fromDependency } from "../../kit/client.js";
 import { type CallContext, type CallOptions, deadlinePassed } from "../../kit/context.js";
 import { Code, errors, ServiceError } from "../../kit/errors.js";
 import { newId } from "../../kit/ids.js";
-import type { Logger } from "../../kit/logger.js";
 import { enoughOnDisk } from "../../kit/middleware/durable-answers.js";
-import { inSpan } from "../../kit/tracing.js";
+import type { Logger } from "../../kit/observability/logger.js";
+import { inSpan } from "../../kit/observability/tracing.js";
 import { pricedOrder, pricesOf } from "./prices.js";
 import {
   callerGone,

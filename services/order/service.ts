@@ -1,10 +1,10 @@
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { signedIn } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
-import { backgroundTask } from "../../kit/metrics.js";
+import { backgroundTask } from "../../kit/observability/metrics.js";
 import { repeat } from "../../kit/repeat.js";
+import { signedIn } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { orderHandlers } from "./handlers.js";
 import { orderMetrics } from "./metrics.js";

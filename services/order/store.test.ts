@@ -3,7 +3,7 @@
 import test from "ava";
 import { openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
-import { createLogger } from "../../kit/logger.js";
+import { createLogger } from "../../kit/observability/logger.js";
 import { freshDatabase, opening } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
 import { OrderStore } from "./store.js";

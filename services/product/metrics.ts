@@ -1,4 +1,4 @@
-import type { Metrics } from "../../kit/metrics.js";
+import type { Metrics } from "../../kit/observability/metrics.js";
 import type { InventoryStore } from "./inventory-store.js";
 
 /** What the product service counts about its reservations, beyond what the kit counts. */

@@ -1,9 +1,9 @@
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { adminOnly, internal, open } from "../../kit/auth.js";
 import { env } from "../../kit/config.js";
-import { backgroundTask } from "../../kit/metrics.js";
+import { backgroundTask } from "../../kit/observability/metrics.js";
 import { repeat } from "../../kit/repeat.js";
+import { adminOnly, internal, open } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
 import { InventoryStore } from "./inventory-store.js";

@@ -1,7 +1,7 @@
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { requireOwner } from "../../kit/auth.js";
 import { newId } from "../../kit/ids.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import { requireOwner } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, codePoints, type Violations } from "../../kit/validate.js";
 import type { UserStore } from "./store.js";

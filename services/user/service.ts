@@ -1,5 +1,5 @@
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { adminOnly, signedIn } from "../../kit/auth.js";
+import { adminOnly, signedIn } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { userHandlers } from "./handlers.js";
 import { migrations } from "./migrations/index.js";

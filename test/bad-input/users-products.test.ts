@@ -14,8 +14,8 @@ import {
   UpdateProductRequest,
 } from "../../gen/ts/shop/product/v1/product.js";
 import { CreateUserRequest, UpdateUserRequest } from "../../gen/ts/shop/user/v1/user.js";
-import { MAX_LIST_ITEMS } from "../../kit/decode.js";
 import { Code } from "../../kit/errors.js";
+import { MAX_LIST_ITEMS } from "../../kit/transport/decode.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { domainOf, huge, rawClient, snapshot, stillServing } from "../helpers/bad-input.js";
 import { clientsFor, orderLine, startFleet } from "../helpers/fleet.js";

@@ -881,7 +881,7 @@ test.serial(
     const get = "/shop.product.v1.ProductService/GetProduct";
     const request = grpcFrame(Buffer.from([0x0a, 0x08, ...Buffer.from("prd_none")]));
     const expected = { code: 3, reason: "MALFORMED_REQUEST", domain: "shopmesh.edge" };
-    // The values kit/grpc-timeout.ts refuses at a service, and the router would have ignored.
+    // The values kit/transport/grpc-timeout.ts refuses at a service, and the router would have ignored.
     const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
     t.teardown(() => session.close());
     for (const timeout of ["soon", "1x", "123456789S", "-1S", "5S junk"]) {

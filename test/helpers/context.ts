@@ -1,7 +1,7 @@
 import { Metadata } from "@grpc/grpc-js";
-import { CALLER, type Caller } from "../../kit/auth.js";
 import { detachedContext, type ServerCallContext } from "../../kit/context.js";
 import { contractMethods } from "../../kit/contract.js";
+import { CALLER, type Caller } from "../../kit/security/auth.js";
 
 /** The caller a handler test acts as unless it says otherwise: an admin. */
 export const TEST_ADMIN: Caller = { userId: "usr_test_admin", roles: ["admin"] };

@@ -16,8 +16,8 @@ import { createClient } from "../../kit/client.js";
 import type { ServiceDefinition } from "../../kit/contract.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { ClientMiddleware } from "../../kit/middleware/types.js";
-import { DEV_AUDIENCE, DEV_ISSUER, type SecurityConfig } from "../../kit/security.js";
-import { channelCredentials, readTls } from "../../kit/tls.js";
+import { DEV_AUDIENCE, DEV_ISSUER, type SecurityConfig } from "../../kit/security/security.js";
+import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { ensureDevCredentials, identityFiles, signToken } from "../../scripts/lib/credentials.js";
 
 /** The development credentials folder (.certs/), made if missing. */

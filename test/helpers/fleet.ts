@@ -30,8 +30,8 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db/index.js";
-import { type Logger, withoutRowData } from "../../kit/logger.js";
 import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";
+import { type Logger, withoutRowData } from "../../kit/observability/logger.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import {

@@ -9,7 +9,7 @@ import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { User } from "../../gen/ts/shop/user/v1/user.js";
 import { Code } from "../../kit/errors.js";
-import type { Metrics } from "../../kit/metrics.js";
+import type { Metrics } from "../../kit/observability/metrics.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually } from "../helpers/eventually.js";
 import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";

@@ -1,7 +1,7 @@
 // OpenTelemetry settings a service refuses at start, rather than running without the traces its
 // operator asked for.
 import test from "ava";
-import { startTracing } from "../../kit/tracing.js";
+import { startTracing } from "../../kit/observability/tracing.js";
 
 test("an OTEL_TRACES_EXPORTER the kit has no exporter for stops the start, naming it", async (t) => {
   await t.throwsAsync(

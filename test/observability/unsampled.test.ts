@@ -6,7 +6,7 @@
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
-import { startTracing } from "../../kit/tracing.js";
+import { startTracing } from "../../kit/observability/tracing.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually } from "../helpers/eventually.js";
 import { captureLogger, orderLine, startFleet } from "../helpers/fleet.js";

@@ -1,4 +1,4 @@
-// A caller's mesh identity comes from its certificate, decoded once per connection (kit/tls.ts
+// A caller's mesh identity comes from its certificate, decoded once per connection (kit/security/tls.ts
 // authContextOf) and never carried over to another connection. Real grpc-js server and clients
 // with mutual TLS on loopback, the development certificates, port 0.
 import { execFileSync } from "node:child_process";
@@ -15,7 +15,7 @@ import {
   peerIdentity,
   readTls,
   serverCredentials,
-} from "../../kit/tls.js";
+} from "../../kit/security/tls.js";
 import { CERTS, identity } from "../helpers/credentials.js";
 
 const raw = (bytes: Buffer) => bytes;

@@ -11,8 +11,8 @@ import { createClient } from "../../kit/client.js";
 import { Code } from "../../kit/errors.js";
 import { bearer } from "../../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
-import { PRODUCTION_ISSUER } from "../../kit/security.js";
-import { channelCredentials, readTls } from "../../kit/tls.js";
+import { PRODUCTION_ISSUER } from "../../kit/security/security.js";
+import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { identityFiles, makeCredentials, signToken } from "../../scripts/lib/credentials.js";
 import {
   LaunchError,

@@ -25,8 +25,8 @@ import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js
 import { createClient } from "../../kit/client.js";
 import { completerOf, contractMethods } from "../../kit/contract.js";
 import { Code, decodeStatus } from "../../kit/errors.js";
-import { DEV_AUDIENCE, DEV_ISSUER } from "../../kit/security.js";
-import { channelCredentials, readTls } from "../../kit/tls.js";
+import { DEV_AUDIENCE, DEV_ISSUER } from "../../kit/security/security.js";
+import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { identityFiles, makeCredentials, signToken } from "../../scripts/lib/credentials.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import {

@@ -12,7 +12,7 @@ import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
 import { CreateProductRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { Code } from "../../kit/errors.js";
-import { type Logger, logGrpcJsTo } from "../../kit/logger.js";
+import { type Logger, logGrpcJsTo } from "../../kit/observability/logger.js";
 import { registry } from "../../services/registry.js";
 import { ADMIN_TOKEN } from "../helpers/credentials.js";
 import { eventually } from "../helpers/eventually.js";

@@ -10,11 +10,11 @@ import {
   type HistogramConfiguration,
   Registry,
 } from "prom-client";
-import { bareHost, hostPort } from "./config.js";
-import { type DatabaseObserver, isBusy, isConnectionLost, isFull } from "./db/index.js";
-import type { WalSync } from "./db/wal-sync.js";
-import type { PagesInFlight } from "./middleware/pages.js";
-import type { RunObserver } from "./repeat.js";
+import { bareHost, hostPort } from "../config.js";
+import { type DatabaseObserver, isBusy, isConnectionLost, isFull } from "../db/index.js";
+import type { WalSync } from "../db/wal-sync.js";
+import type { PagesInFlight } from "../middleware/pages.js";
+import type { RunObserver } from "../repeat.js";
 
 /**
  * Latency buckets, in seconds: Prometheus's default buckets (which go-grpc-prometheus uses)

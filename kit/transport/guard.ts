@@ -1,7 +1,7 @@
 import * as grpc from "@grpc/grpc-js";
-import { packageOf } from "./contract.js";
+import { packageOf } from "../contract.js";
+import { clipText, encodeStatus, ServiceError } from "../errors.js";
 import { guardDeserialize, Malformed, malformedError } from "./decode.js";
-import { clipText, encodeStatus, ServiceError } from "./errors.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
 /** Status details are trailers: text that quotes a request is clipped to this many characters. */

@@ -4,7 +4,7 @@
 import { spawn } from "node:child_process";
 import { once } from "node:events";
 import test from "ava";
-import { exec } from "../test/helpers/exec.js";
+import { exec } from "../../test/helpers/exec.js";
 import { withoutRowData } from "./logger.js";
 
 const LOGGER = new URL("./logger.ts", import.meta.url).href;

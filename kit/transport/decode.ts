@@ -9,8 +9,8 @@ import {
 } from "@bufbuild/protobuf";
 import { BinaryReader, WireType } from "@bufbuild/protobuf/wire";
 import { FileDescriptorProtoSchema, FileDescriptorSetSchema } from "@bufbuild/protobuf/wkt";
-import { contractRegistry } from "./contract.js";
-import { Code, ServiceError } from "./errors.js";
+import { contractRegistry } from "../contract.js";
+import { Code, ServiceError } from "../errors.js";
 
 /** What a request deserializer returns instead of a message when the bytes are not one. */
 export class Malformed {

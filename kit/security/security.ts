@@ -12,9 +12,9 @@ import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { JSONWebKeySet } from "jose";
+import { env } from "../config.js";
+import { DEV_PAGE_TOKEN_SECRET, pageTokenSecret } from "../page-token.js";
 import type { JwtSettings } from "./auth.js";
-import { env } from "./config.js";
-import { DEV_PAGE_TOKEN_SECRET, pageTokenSecret } from "./page-token.js";
 import type { TlsFiles, TlsMaterial } from "./tls.js";
 
 export type Profile = "development" | "production";

@@ -8,8 +8,8 @@ import {
   errors as joseErrors,
   jwtVerify,
 } from "jose";
-import { type CallContext, contextKey } from "./context.js";
-import { Code, ServiceError } from "./errors.js";
+import { type CallContext, contextKey } from "../context.js";
+import { Code, ServiceError } from "../errors.js";
 
 /** The signed-in caller of a call, from its verified token. */
 export interface Caller {

@@ -3,14 +3,14 @@
 // grpc-js expects it, with google.rpc details on a failure. server.ts wires them up.
 import { once } from "node:events";
 import * as grpc from "@grpc/grpc-js";
-import { type CallStatus, ServerCallContext } from "./context.js";
-import type { MethodInfo } from "./contract.js";
+import { type CallStatus, ServerCallContext } from "../context.js";
+import type { MethodInfo } from "../contract.js";
+import { Code, ServiceError } from "../errors.js";
+import type { ServerNext } from "../middleware/index.js";
 import { Malformed } from "./decode.js";
-import { Code, ServiceError } from "./errors.js";
 import type { Refusal } from "./framing.js";
 import { statusOf } from "./guard.js";
 import { streamGone } from "./http2-stream.js";
-import type { ServerNext } from "./middleware/index.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
 
 type Call = grpc.ServerUnaryCall<unknown, unknown> | grpc.ServerWritableStream<unknown, unknown>;
@@ -26,7 +26,7 @@ function contextOf(call: Call, method: MethodInfo): ServerCallContext {
 }
 
 /**
- * Lets the middleware see a call that grpc-js refused before its handler (kit/framing.ts), so it
+ * Lets the middleware see a call that grpc-js refused before its handler (kit/transport/framing.ts), so it
  * is logged, counted and traced like any other: they run around a core that fails with the
  * refusal, then learn that the caller got it. The answer is already sent, whatever they return.
  */

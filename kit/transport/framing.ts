@@ -6,10 +6,10 @@
 // DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
 import type * as grpc from "@grpc/grpc-js";
 import { isValidTraceId } from "@opentelemetry/api";
-import { packageOf } from "./contract.js";
-import { Code, ServiceError } from "./errors.js";
+import { packageOf } from "../contract.js";
+import { Code, ServiceError } from "../errors.js";
+import { xRequestIdOf } from "../middleware/x-request-id.js";
 import { statusOf } from "./guard.js";
-import { xRequestIdOf } from "./middleware/x-request-id.js";
 
 /** A call grpc-js refused: what the kit sends, and how many request messages grpc-js read. */
 export interface Refusal {

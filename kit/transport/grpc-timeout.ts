@@ -2,7 +2,7 @@
 // "5S junk" five, and a deadline of 24.9 days or more wraps around, so a 30-day WatchOrder ended
 // at once with DEADLINE_EXCEEDED. Here a server reads it as the gRPC spec writes it: 1 to 8
 // digits and a unit, with a timer that waits as long as that says. Anything else gets grpc-js's
-// own "Invalid grpc-timeout value", which kit/framing.ts answers INVALID_ARGUMENT.
+// own "Invalid grpc-timeout value", which kit/transport/framing.ts answers INVALID_ARGUMENT.
 import { status } from "@grpc/grpc-js";
 import { BaseServerInterceptingCall } from "@grpc/grpc-js/build/src/server-interceptors.js";
 

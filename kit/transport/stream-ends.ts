@@ -1,8 +1,8 @@
 // A server stream that never ends by itself (a WatchOrder, a health Watch) ends with UNAVAILABLE
 // before grpc-js would cut it, which Envoy reports to its caller as INTERNAL.
 import type * as grpc from "@grpc/grpc-js";
+import { Code, ServiceError, ShuttingDown } from "../errors.js";
 import { onConnectionClosing } from "./connection-closing.js";
-import { Code, ServiceError, ShuttingDown } from "./errors.js";
 
 const connectionClosing = () =>
   new ServiceError(Code.UNAVAILABLE, "this connection is closing; call again on a new one", {
