@@ -21,14 +21,28 @@ export const DESCRIPTOR_IN_IMAGE = `${APP_DIR}/dist/gen/descriptor/shop.binpb`;
 export const ENVOY_MEMORY_LIMIT_MIB = 256;
 
 /**
+ * The memory Envoy's container requests, MiB: about what it holds, so that the scheduler places
+ * it where that fits and the kubelet, short of memory, does not evict it first for using more
+ * than it asked. Loading the cluster's config alone takes Envoy to 75 MiB.
+ */
+export const ENVOY_MEMORY_REQUEST_MIB = 128;
+
+/**
  * Envoy's heap budget, MiB: its overload manager acts as the heap nears it. The rest of the
  * container's limit is Envoy's binary and what its allocator keeps (an idle Envoy's RSS is about
  * 100 MB with a heap of 10).
  */
 export const ENVOY_HEAP_MIB = 128;
 
-/** The memory limit of a service's container in Kubernetes, MiB (its request is half). */
+/** The memory limit of a service's container in Kubernetes, MiB. */
 export const SERVICE_MEMORY_LIMIT_MIB = 256;
+
+/**
+ * The memory a service's container requests, MiB: what a service holds under load with the old
+ * generation capped (OLD_SPACE_MB), 130–144 MiB, so that a busy pod is not the first the kubelet
+ * evicts for using more than it asked.
+ */
+export const SERVICE_MEMORY_REQUEST_MIB = 160;
 
 /**
  * The most V8's old generation may hold, MB. Unbounded, V8 sized it to the load it had seen:

@@ -9,6 +9,7 @@ import {
   healthPortOf,
   IMAGE,
   SERVICE_MEMORY_LIMIT_MIB,
+  SERVICE_MEMORY_REQUEST_MIB,
   SHUTDOWN_ANNOUNCE_MS,
   SHUTDOWN_GRACE_MS,
 } from "../settings.js";
@@ -111,7 +112,7 @@ export function serviceDeployment(service: RegisteredService, registry: ServiceR
               // and drains those in flight (SHOP_SHUTDOWN_GRACE_MS).
               lifecycle: { preStop: { sleep: { seconds: PRE_STOP_SLEEP_S } } },
               resources: {
-                requests: { cpu: "100m", memory: `${SERVICE_MEMORY_LIMIT_MIB / 2}Mi` },
+                requests: { cpu: "100m", memory: `${SERVICE_MEMORY_REQUEST_MIB}Mi` },
                 limits: { cpu: "1", memory: `${SERVICE_MEMORY_LIMIT_MIB}Mi` },
               },
               securityContext: containerSecurity,

@@ -10,6 +10,7 @@ import {
   EDGE_IDENTITY,
   ENVOY_IMAGE,
   ENVOY_MEMORY_LIMIT_MIB,
+  ENVOY_MEMORY_REQUEST_MIB,
   ENVOY_UID,
   IMAGE,
   JWKS_SECRET,
@@ -167,7 +168,7 @@ export function envoyDeployment() {
                 },
               },
               resources: {
-                requests: { cpu: "100m", memory: "64Mi" },
+                requests: { cpu: "100m", memory: `${ENVOY_MEMORY_REQUEST_MIB}Mi` },
                 limits: { cpu: String(ENVOY_CPU_CORES), memory: `${ENVOY_MEMORY_LIMIT_MIB}Mi` },
               },
               securityContext: containerSecurity,
