@@ -342,6 +342,17 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     console.error(`the first argument, else SHOP_SERVICE, must be one of ${names}, got "${name}"`);
     process.exit(1);
   }
+  // Until it serves, a process stopped by a signal or orphaned by its launcher exits at once:
+  // nothing is in flight, and a migration cut short rolls back. Without a handler, Node as a
+  // container's PID 1 ignores SIGTERM, so a pod still migrating took its whole grace to stop.
+  const stopStarting = (signal: string) => {
+    console.error(`${name}: ${signal} before serving: stopped`);
+    process.exit(0);
+  };
+  const orphaned = () => stopStarting("launcher gone");
+  process.on("SIGTERM", stopStarting);
+  process.on("SIGINT", stopStarting);
+  if (process.send) process.once("disconnect", orphaned);
   let service: StartedService;
   let tracing: Tracing;
   let compactMs: number | undefined;
@@ -428,6 +439,9 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     await flushLogger(service.logger);
     process.exit(0);
   };
+  process.off("SIGTERM", stopStarting);
+  process.off("SIGINT", stopStarting);
+  process.off("disconnect", orphaned);
   process.on("SIGTERM", stop);
   process.on("SIGINT", stop);
   // The launcher is gone (even by SIGKILL): stop rather than serve on as an orphan.

@@ -1,3 +1,4 @@
+import type { StdioOptions } from "node:child_process";
 import { once } from "node:events";
 import { mkdtemp, rm } from "node:fs/promises";
 import { type AddressInfo, createServer, type Socket } from "node:net";
@@ -207,6 +208,59 @@ async function productProcess(t: ExecutionContext, env: Record<string, string>) 
   const address = /"address":"([^"]+)"/.exec(output)?.[1] ?? "";
   return { child, exited, address, output: () => output };
 }
+
+/**
+ * A product process whose PostgreSQL takes the connection and never answers, so it stays starting;
+ * resolves once its first connection has arrived.
+ */
+async function productStuckStarting(t: ExecutionContext, stdio: StdioOptions) {
+  const sockets = new Set<Socket>();
+  const hung = createServer((socket) => sockets.add(socket));
+  await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
+  t.teardown(() => {
+    for (const socket of sockets) socket.destroy();
+    hung.close();
+  });
+  const { port } = hung.address() as AddressInfo;
+  const child = await serviceProcess(
+    t,
+    {
+      SHOP_SERVICE: "product",
+      SHOP_PORT: "0",
+      SHOP_METRICS: "false",
+      SHOP_DATABASE_URL: `postgres://shop:secret@127.0.0.1:${port}/shop`,
+    },
+    stdio,
+  );
+  let stderr = "";
+  child.stderr?.on("data", (chunk) => {
+    stderr += chunk;
+  });
+  const exited = once(child, "exit");
+  await until("the service to connect to its database", () => sockets.size > 0);
+  return { child, exited, stderr: () => stderr };
+}
+
+// Node ignores SIGTERM as a container's PID 1 unless a handler takes it, and the process had none
+// until it served: a pod stuck in its migration took its whole grace period to delete.
+test("SIGTERM before the process serves: it stops at once, exit 0, with one line saying so", async (t) => {
+  const { child, exited, stderr } = await productStuckStarting(t, ["ignore", "ignore", "pipe"]);
+  child.kill("SIGTERM");
+  t.deepEqual(await exited, [0, null], stderr());
+  t.is(stderr(), "product: SIGTERM before serving: stopped\n");
+});
+
+test("the launcher gone before the process serves: it stops rather than start as an orphan", async (t) => {
+  const { child, exited, stderr } = await productStuckStarting(t, [
+    "ignore",
+    "ignore",
+    "pipe",
+    "ipc",
+  ]);
+  child.disconnect();
+  t.deepEqual(await exited, [0, null], stderr());
+  t.is(stderr(), "product: launcher gone before serving: stopped\n");
+});
 
 test("a second SIGTERM while calls finish changes nothing: the process still drains and exits 0", async (t) => {
   const { child, exited, address, output } = await productProcess(t, {
