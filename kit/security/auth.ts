@@ -58,6 +58,22 @@ const CACHE_SIZE = 1_000;
 /** How far past its `exp` a token is still accepted: the clocks of its issuer and ours may differ. */
 const CLOCK_SKEW_S = 30;
 
+/**
+ * What Envoy's jwt_authn also requires, so that no token passes one door and not the other: its
+ * times (`exp`, `nbf`, `iat`) whole seconds that fit in 64 bits, and its `sub` one line, which the
+ * edge's `.+` (RE2) matches.
+ */
+function readAtTheEdge(payload: Record<string, unknown>): boolean {
+  const times = [payload.exp, payload.nbf, payload.iat].filter((time) => time !== undefined);
+  return (
+    times.every(
+      (time) => Number.isInteger(time) && (time as number) >= 0 && (time as number) < 2 ** 64,
+    ) &&
+    typeof payload.sub === "string" &&
+    /^[^\n]+$/.test(payload.sub)
+  );
+}
+
 /** A token that passed: who it names, and until when a call with it is accepted. */
 export interface VerifiedToken {
   readonly caller: Caller;
@@ -67,7 +83,7 @@ export interface VerifiedToken {
 
 /**
  * Verifies bearer tokens: signature (ES256 or RS256, by a key of the JWKS), issuer, audience,
- * expiry (30 s of clock skew), and a non-empty `sub`. Refusals are UNAUTHENTICATED with reason
+ * expiry (30 s of clock skew), and a non-empty `sub`, read as the edge reads them. Refusals are UNAUTHENTICATED with reason
  * TOKEN_EXPIRED or TOKEN_INVALID. A token verified once is remembered until it expires (a minute
  * at most): a caller sends the same token on every call.
  */
@@ -106,6 +122,9 @@ export class TokenVerifier {
     const { sub, roles } = payload;
     if (typeof sub !== "string" || sub === "") {
       throw unauthenticated("TOKEN_INVALID", "the token names no subject");
+    }
+    if (!readAtTheEdge(payload)) {
+      throw unauthenticated("TOKEN_INVALID", "the token's times or subject are malformed");
     }
     const expires = (payload.exp as number) * 1000;
     const verified: VerifiedToken = {

@@ -502,6 +502,13 @@ test.serial(
       noExpiry: await signed({ sub: alice }),
       noSubject: await signed({ exp }),
       emptySubject: await signed({ sub: "", exp }),
+      // Envoy reads a NumericDate as a 64-bit integer and a subject as one line (RE2's `.+`).
+      hugeExpiry: await signed({ sub: alice, exp: 1e300 }),
+      expiryPast64Bits: await signed({ sub: alice, exp: 2 ** 64 }),
+      fractionalExpiry: await signed({ sub: alice, exp: exp + 0.5 }),
+      hugeIssuedAt: await signed({ sub: alice, exp, iat: 1e300 }),
+      newlineSubject: await signed({ sub: "\n", exp }),
+      twoLineSubject: await signed({ sub: `${alice}\nadmin`, exp }),
     };
     const cases: Case[] = [
       getUser(() => tokens.lowercase, Code.OK, undefined, "the scheme in lower case"),
@@ -522,6 +529,27 @@ test.serial(
       getUser(() => tokens.noExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without exp"),
       getUser(() => tokens.noSubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without sub"),
       getUser(() => tokens.emptySubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an empty sub"),
+      getUser(() => tokens.hugeExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an exp of 1e300"),
+      getUser(() => tokens.expiryPast64Bits, Code.UNAUTHENTICATED, "TOKEN_INVALID", "exp 2^64"),
+      getUser(
+        () => tokens.fractionalExpiry,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a fractional exp",
+      ),
+      getUser(() => tokens.hugeIssuedAt, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an iat of 1e300"),
+      getUser(
+        () => tokens.newlineSubject,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a sub of a newline",
+      ),
+      getUser(
+        () => tokens.twoLineSubject,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a sub of two lines",
+      ),
     ];
     for (const c of cases) await refusedEverywhere(t, c);
     // jwt_authn reads an access_token query parameter unless told where tokens are.
