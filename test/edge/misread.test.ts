@@ -3,7 +3,7 @@
 // that takes none, which the transcoder reads into the request unchecked; a query parameter
 // without a value, which it skips; a compressed body, which it reads as JSON; and a key written
 // with JSON escapes, which it reads as the field it names; a body that gives a field the path sets
-// another value, which it drops for the path's. gRPC-Web in a codec other than proto,
+// another value, which it drops for the path's; a body in the transcoder's looser JSON. gRPC-Web in a codec other than proto,
 // which the gRPC-Web filter passes on for a service to read as native gRPC.
 
 import { gzipSync } from "node:zlib";
@@ -93,6 +93,24 @@ test("REST: a body where the route takes none, a valueless query parameter and a
     t.is(answer.http, 400, `${path} ${key}`);
     t.is(answer.status.code, Code.INVALID_ARGUMENT, `${path} ${key}`);
     t.is(reasonOf(answer), "MALFORMED_REQUEST", `${path} ${key}`);
+  }
+  // JSON's own keys only: the transcoder also reads unquoted and single-quoted keys and trailing
+  // commas, which slipped past every check above, so a body naming another order cancelled the
+  // path's, and an unknown field was dropped without a word.
+  for (const [path, body] of [
+    ["/orders/ord_a:cancel", '{orderId:"ord_b"}'],
+    ["/orders/ord_a:cancel", "{'order_id':'ord_b'}"],
+    ["/products", '{name:"Mug",bogus:1}'],
+    ["/products", '{"name":"Mug","bogus":1,}'],
+    ["/products", '{"name":"Mug"} {"name":"Cup"}'],
+  ] as const) {
+    const answer = await send("POST", path, body, admin);
+    t.deepEqual([answer.http, answer.status.code], [400, Code.INVALID_ARGUMENT], body);
+    t.is(reasonOf(answer), "MALFORMED_REQUEST", body);
+  }
+  // No body, or only white space, sets nothing: the call goes on.
+  for (const body of ["", " \r\n"]) {
+    t.is((await send("POST", "/orders/ord_a:cancel", body, admin)).http, 503, JSON.stringify(body));
   }
   // The same value, in either spelling (percent-decoded, escaped), is no conflict.
   for (const key of ["user_id", "userId", "user\\u0049d"]) {

@@ -129,9 +129,9 @@ end
 
 -- A JSON reader that checks object keys against MESSAGES and notes the first unknown one
 -- (`unknown`) and the first field an object sets twice, by either of its names (`twice`): the
--- transcoder would keep the last value silently. It reads to the end all the same: malformed
--- JSON is left to the transcoder, which reports it as such, wherever such a key came before the
--- fault.
+-- transcoder would keep the last value silently. It reads to the end all the same. It takes only
+-- JSON's own keys: the transcoder also reads unquoted and single-quoted ones and trailing commas,
+-- which would pass these checks unread, so a body this reader cannot read is refused.
 local Reader = {}
 Reader.__index = Reader
 
@@ -258,15 +258,16 @@ function Reader:value(message, path)
   return
 end
 
--- The first field of `text` that `message` does not have, e.g. "lines[0].colour", and the first
--- one an object sets twice; nil for none, or when `text` is not JSON. Then the string each key
--- of `wanted` has at the top level, by key.
+-- Whether `text` is JSON (or only white space), then the first field of it that `message` does
+-- not have, e.g. "lines[0].colour", and the first one an object sets twice (nil for none), then
+-- the string each key of `wanted` has at the top level, by key.
 local function misfit_fields(text, message, wanted)
+  if not text:find("[^ \t\r\n]") then return true end
   local reader = setmetatable({ text = text, pos = 1, wanted = wanted, found = {} }, Reader)
-  if not pcall(reader.value, reader, message, "") then return nil end
+  if not pcall(reader.value, reader, message, "") then return false end
   reader:space()
-  if reader.pos <= #text then return nil end
-  return reader.unknown, reader.twice, reader.found
+  if reader.pos <= #text then return false end
+  return true, reader.unknown, reader.twice, reader.found
 end
 
 -- No key to read from a body: its route's path sets none of its fields.
@@ -532,8 +533,12 @@ function envoy_on_request(handle)
   end
   local body = handle:body()
   if body == nil then return end
-  local unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
+  local json, unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
     route.bound and route.bound.keys or NO_KEYS)
+  if not json then
+    return refuse_rest_request(handle, "400", 3, "MALFORMED_REQUEST",
+      "the request body is not JSON (keys in double quotes, no trailing comma, one value)", true)
+  end
   if unknown then
     return refuse_rest(handle, "UNKNOWN_FIELD", unknown,
       "unknown field " .. unknown .. " in the request body", "no such field", true)
