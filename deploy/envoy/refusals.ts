@@ -133,13 +133,13 @@ const detailsOf = (reply: EdgeReply) =>
  * (UNAVAILABLE for a 504), and throws away the details; a body would make the gRPC-Web filter
  * answer UNKNOWN.
  */
-const grpcWebReply = (condition: string, reply: EdgeReply) => ({
+const grpcWebReply = (condition: string, reply: EdgeReply, isGrpcWeb = GRPC_WEB) => ({
   headers_to_add: [
     header("grpc-status", String(reply.code)),
     detailsOf(reply),
     header("grpc-message", reply.message),
   ],
-  filter: when(`${condition} && ${GRPC_WEB}`),
+  filter: when(`${condition} && ${isGrpcWeb}`),
   status_code: 200,
   body: { inline_string: "" },
 });
@@ -204,14 +204,27 @@ export const TOO_LARGE = {
 } as const;
 
 /**
- * Envoy's other answers to gRPC and gRPC-Web calls: no route (grpc-not-found), UNIMPLEMENTED with
- * the ErrorInfo a service sends for a method it lacks; no replica, UNAVAILABLE; a request too
- * large to hold, RESOURCE_EXHAUSTED. Each carries its ErrorInfo, and a gRPC-Web one is a
- * trailers-only 200, as the refusals are.
+ * A path Envoy will not normalize (config.ts normalize_path), such as one with a NUL: no method has
+ * it, and a service answers such a path as a method it lacks. Envoy's own answer is a 400 without
+ * a body, which a gRPC client reads as INTERNAL.
+ */
+export const PATH_UNREADABLE = {
+  when: "response.code_details == 'path_normalization_failed'",
+  code: 12,
+  reason: "UNKNOWN_METHOD",
+  message: "unknown service or method: the path cannot be read",
+} as const;
+
+/**
+ * Envoy's other answers to gRPC and gRPC-Web calls: no route (grpc-not-found) or a path it cannot
+ * read, UNIMPLEMENTED with the ErrorInfo a service sends for a method it lacks; no replica,
+ * UNAVAILABLE; a request too large to hold, RESOURCE_EXHAUSTED. Each carries its ErrorInfo, and a
+ * gRPC-Web one is a trailers-only 200, as the refusals are.
  */
 export function edgeGrpcReplies() {
-  const grpc =
-    "'content-type' in request.headers && request.headers['content-type'].startsWith('application/grpc')";
+  const typed = (prefix: string) =>
+    `'content-type' in request.headers && request.headers['content-type'].startsWith('${prefix}')`;
+  const grpc = typed("application/grpc");
   return [
     ...[UNROUTED, NO_REPLICA].flatMap((reply) => [
       grpcWebReply(reply.when, reply),
@@ -219,11 +232,13 @@ export function edgeGrpcReplies() {
       { filter: when(`${reply.when} && ${grpc}`), headers_to_add: [detailsOf(reply)] },
     ]),
     grpcWebReply(TOO_LARGE.when, TOO_LARGE),
-    // Envoy's code for a 413 is UNKNOWN, and its message "Payload Too Large".
-    {
-      filter: when(`${TOO_LARGE.when} && ${grpc}`),
-      headers_to_add: [header("grpc-status", String(TOO_LARGE.code)), detailsOf(TOO_LARGE)],
-      body: { inline_string: TOO_LARGE.message },
-    },
+    // Refused before any filter ran, so known as gRPC-Web by its content type alone.
+    grpcWebReply(PATH_UNREADABLE.when, PATH_UNREADABLE, typed("application/grpc-web")),
+    // Envoy's code for a 413 is UNKNOWN, and its message "Payload Too Large"; for a 400, INTERNAL.
+    ...[TOO_LARGE, PATH_UNREADABLE].map((reply) => ({
+      filter: when(`${reply.when} && ${grpc}`),
+      headers_to_add: [header("grpc-status", String(reply.code)), detailsOf(reply)],
+      body: { inline_string: reply.message },
+    })),
   ];
 }

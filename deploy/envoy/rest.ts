@@ -2,7 +2,7 @@
 // JSON.
 
 import { when } from "./matchers.js";
-import { EDGE_DOMAIN, ERROR_INFO } from "./refusals.js";
+import { EDGE_DOMAIN, ERROR_INFO, PATH_UNREADABLE } from "./refusals.js";
 
 /**
  * The transcoder refuses an unknown query parameter (as an unknown body field is refused) and a
@@ -47,16 +47,23 @@ export function restErrorReplies() {
   const unseen =
     "!('shopmesh.edge' in metadata.filter_metadata) && !('content-type' in request.headers && " +
     "request.headers['content-type'].startsWith('application/grpc'))";
-  return Object.entries(REST_LOCAL_REPLIES).flatMap(([status, [code, reason]]) => {
-    const body_format_override = {
-      json_format: {
-        code,
-        message: "%LOCAL_REPLY_BODY%",
-        details: [{ "@type": ERROR_INFO, reason, domain: EDGE_DOMAIN, metadata: {} }],
-      },
-      content_type: "application/json",
-    };
-    return [
+  const statusBody = (code: number, reason: string) => ({
+    json_format: {
+      code,
+      message: "%LOCAL_REPLY_BODY%",
+      details: [{ "@type": ERROR_INFO, reason, domain: EDGE_DOMAIN, metadata: {} }],
+    },
+    content_type: "application/json",
+  });
+  const [code, reason] = REST_LOCAL_REPLIES[400] as [number, string];
+  return [
+    {
+      // Envoy's answer has no body, so no message.
+      filter: when(`${unseen} && ${PATH_UNREADABLE.when}`),
+      body: { inline_string: "the path cannot be read as a URL path" },
+      body_format_override: statusBody(code, reason),
+    },
+    ...Object.entries(REST_LOCAL_REPLIES).flatMap(([status, [code, reason]]) => [
       {
         // edgeProtocols' own refusals (lua_response) are google.rpc.Status JSON already.
         filter: when(
@@ -69,9 +76,12 @@ export function restErrorReplies() {
             append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
           },
         ],
-        body_format_override,
+        body_format_override: statusBody(code, reason),
       },
-      { filter: when(`${unseen} && response.code == ${status}`), body_format_override },
-    ];
-  });
+      {
+        filter: when(`${unseen} && response.code == ${status}`),
+        body_format_override: statusBody(code, reason),
+      },
+    ]),
+  ];
 }

@@ -5,7 +5,7 @@
 import { once } from "node:events";
 import http2 from "node:http2";
 import type { AddressInfo } from "node:net";
-import { Metadata } from "@grpc/grpc-js";
+import { Client, type ServiceError as GrpcError, Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
@@ -81,6 +81,45 @@ test("with no replica to take a call, every door answers UNAVAILABLE with the ed
   t.like(await huge.json(), {
     code: Code.RESOURCE_EXHAUSTED,
     details: [{ reason: "REQUEST_TOO_LARGE", domain: "shopmesh.edge" }],
+  });
+});
+
+// Envoy's own answer was a 400 without a body: INTERNAL to a gRPC client, without details.
+test("a path Envoy will not normalize is UNIMPLEMENTED with its details over gRPC and gRPC-Web, and a REST 400 that says why", async (t) => {
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
+  t.teardown(() => envoy.stop());
+  const path = "/shop.product.v1.ProductService/Get%00Product";
+  const { credentials, options } = edgeTransport();
+  const client = new Client(envoy.address, credentials, options);
+  t.teardown(() => client.close());
+  const same = (bytes: Buffer) => bytes;
+  const error = await new Promise<GrpcError | null>((resolve) =>
+    client.makeUnaryRequest(path, same, same, Buffer.alloc(0), (failure) => resolve(failure)),
+  );
+  t.is(error?.code, Code.UNIMPLEMENTED, error?.details);
+  t.like(decodeStatus(error?.metadata ?? new Metadata()), {
+    reason: "UNKNOWN_METHOD",
+    domain: "shopmesh.edge",
+  });
+
+  const web = await edgeFetch(`https://${envoy.address}${path}`, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web+proto" },
+    body: grpcFrame(Buffer.alloc(0)),
+  });
+  t.deepEqual(trailersOnly(web), {
+    http: 200,
+    code: Code.UNIMPLEMENTED,
+    reason: "UNKNOWN_METHOD",
+    domain: "shopmesh.edge",
+  });
+
+  const rest = await edgeFetch(`https://${envoy.address}/products/a%00b`);
+  t.is(rest.status, 400);
+  t.like(await rest.json(), {
+    code: Code.INVALID_ARGUMENT,
+    message: "the path cannot be read as a URL path",
+    details: [{ reason: "MALFORMED_REQUEST", domain: "shopmesh.edge" }],
   });
 });
 
