@@ -98,7 +98,6 @@ export function deadlinePassed(
 
 export class ServerCallContext implements CallContext, CuttableCall {
   readonly logFields: Record<string, unknown> = {};
-  private readonly started = performance.now();
   private state = RUNNING;
   /** When the caller's cancel arrived (ms since the epoch), if it did while the call ran. */
   private cancelledAt: number | undefined;
@@ -117,6 +116,8 @@ export class ServerCallContext implements CallContext, CuttableCall {
     readonly metadata: Metadata,
     readonly deadline: Date | undefined,
     private readonly call?: ServerSurfaceCall,
+    /** When the call began (performance.now()), if before this context. */
+    private readonly started = performance.now(),
   ) {
     // Taken as the call starts: a stream forgets its connection once it is destroyed.
     const connection = call && streamOf(call)?.session;

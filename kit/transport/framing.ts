@@ -3,7 +3,8 @@
 // or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL or
 // UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
 // sends each as the client's mistake it is, with details, and reports it to the kit. The
-// DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too.
+// DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too, and is reported when it
+// came before the request ended, where no handler has begun.
 import type * as grpc from "@grpc/grpc-js";
 import { isValidTraceId } from "@opentelemetry/api";
 import { packageOf } from "../contract.js";
@@ -15,6 +16,8 @@ import { statusOf } from "./guard.js";
 export interface Refusal {
   error: ServiceError;
   messages: number;
+  /** When the call began (performance.now()), if not just now. */
+  startedAt?: number;
 }
 
 /** What the kit is told of a call grpc-js refused; `call` is grpc-js's own, as interceptors get it. */
@@ -93,8 +96,8 @@ export function refusalOf(status: SentStatus): Refusal | undefined {
 }
 
 /**
- * grpc-js's own deadline timer ended the call: its context learns of it, as of a cancel, so it
- * is logged and counted already; the status only gains its details.
+ * grpc-js's own deadline timer ended the call. Once its handler has begun, its context learns of
+ * it, as of a cancel, so it is logged and counted already; the status only gains its details.
  */
 const deadlinePassed = (status: SentStatus) =>
   status.code === Code.DEADLINE_EXCEEDED &&
@@ -107,12 +110,35 @@ const deadlinePassed = (status: SentStatus) =>
  */
 export function framingGuard(refused: Refused): grpc.ServerInterceptor {
   return (method, call) => {
+    const startedAt = performance.now();
     const send = call.sendStatus;
     const domain = () => packageOf(method.path.slice(1, method.path.lastIndexOf("/")));
+    // A unary or server-streaming handler begins as the request ends. An end that comes after the
+    // call was answered (the caller's reset ends its stream too) starts no handler.
+    let messages = 0;
+    let requestEnded = false;
+    let answered = false;
+    const start = call.start;
+    call.start = (listener) => {
+      const { onReceiveMessage, onReceiveHalfClose } = listener;
+      listener.onReceiveMessage = (...args: Parameters<typeof onReceiveMessage>) => {
+        messages++;
+        return onReceiveMessage.apply(listener, args);
+      };
+      listener.onReceiveHalfClose = (...args: Parameters<typeof onReceiveHalfClose>) => {
+        if (answered) return;
+        requestEnded = true;
+        return onReceiveHalfClose.apply(listener, args);
+      };
+      return start.call(call, listener);
+    };
     call.sendStatus = (status) => {
+      answered = true;
       if (deadlinePassed(status)) {
         const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
-        return send.call(call, statusOf(error, domain()));
+        send.call(call, statusOf(error, domain()));
+        if (!requestEnded) refused(method.path, { error, messages, startedAt }, call);
+        return;
       }
       const refusal = status.code === Code.OK ? undefined : refusalOf(status);
       if (!refusal) return send.call(call, status);

@@ -33,7 +33,7 @@ function contextOf(call: Call, method: MethodInfo): ServerCallContext {
 export function observeRefusal(
   handle: ServerNext,
   method: MethodInfo,
-  { error, messages }: Refusal,
+  { error, messages, startedAt }: Refusal,
   call: grpc.ServerInterceptingCallInterface,
 ): void {
   // grpc-js keeps the request's metadata private on the call it answers from; empty if it moves.
@@ -42,6 +42,8 @@ export function observeRefusal(
     method,
     metadata instanceof grpc.Metadata ? metadata : new grpc.Metadata(),
     deadlineOf(call),
+    undefined,
+    startedAt,
   );
   new Promise((resolve) => resolve(handle(new Malformed(undefined, error, messages), ctx)))
     .then(async (result) => {

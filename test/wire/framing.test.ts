@@ -367,3 +367,32 @@ test("a call whose connection drops before its request ends runs no handler, and
   const rows = await service.db("products").where({ name });
   t.deepEqual(rows, [], "nothing the caller never finished sending was written");
 });
+
+// grpc-js answers the deadline itself, before any handler begins: nothing logged or counted it,
+// and the caller's reset that followed ran the handler on the request, logged CANCELLED.
+test("a call whose deadline passes before its request ends is logged and counted DEADLINE_EXCEEDED, once, for its whole time", async (t) => {
+  const capture = captureLogger("product");
+  const { service, session } = await productSession(t, capture.logger);
+  const { stream, status } = rawGrpcCall(session, GET_PRODUCT, { "grpc-timeout": "200m" });
+  // The message, but no END_STREAM, as a caller still sending would.
+  stream.write(getProduct);
+  t.is(await status, String(Code.DEADLINE_EXCEEDED));
+  const line = await eventually("the call's log line", () =>
+    capture.lines.find((entry) => entry.method === GET_PRODUCT),
+  );
+  t.is(line.code, "DEADLINE_EXCEEDED");
+  t.true(Number(line.duration_ms) >= 150, `logged after ${line.duration_ms} ms`);
+  // The caller gives up on its side: no handler runs, and no second line is written.
+  stream.close(http2.constants.NGHTTP2_CANCEL);
+  await new Promise((resolve) => setTimeout(resolve, 300));
+  t.deepEqual(
+    capture.lines.filter((entry) => entry.method === GET_PRODUCT).map((entry) => entry.code),
+    ["DEADLINE_EXCEEDED"],
+  );
+  const metrics = await service.metrics.text();
+  t.regex(
+    metrics,
+    /^grpc_server_handled_total\{[^}]*grpc_method="GetProduct"[^}]*grpc_code="DeadlineExceeded"[^}]*\} 1$/m,
+  );
+  t.regex(metrics, /^grpc_server_msg_received_total\{[^}]*grpc_method="GetProduct"[^}]*\} 1$/m);
+});
