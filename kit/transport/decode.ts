@@ -82,8 +82,17 @@ function skipGroup(reader: BinaryReader, number: number, budget: { fields: numbe
       return;
     }
     if (wireType === WireType.StartGroup) skipGroup(reader, inner, budget);
-    else reader.skip(wireType, inner);
+    else skipScalar(reader, wireType, inner);
   }
+}
+
+/**
+ * Skips a field that is not a group. A varint is read, not skipped: protobuf-es's skip() takes one
+ * of any length, where a varint is at most 10 bytes and the generated decoder refuses a longer one.
+ */
+function skipScalar(reader: BinaryReader, wireType: WireType, number: number): void {
+  if (wireType === WireType.Varint) reader.uint32();
+  else reader.skip(wireType, number);
 }
 
 /** Skips a field of `wireType`, charging `budget` for each field of a group. */
@@ -94,7 +103,7 @@ function skipField(
   budget: { fields: number },
 ): void {
   if (wireType === WireType.StartGroup) skipGroup(reader, number, budget);
-  else reader.skip(wireType, number);
+  else skipScalar(reader, wireType, number);
 }
 const notUtf8 = (field: string): FieldViolation => ({ field, description: "is not valid UTF-8" });
 

@@ -106,6 +106,11 @@ export const undecodable: [string, Buffer][] = [
   ["a truncated nested message", Buffer.from([0x12, 0x05, 0x0a])],
   ["field number 0", Buffer.from([0x02, 0x00])],
   ["an end-group tag with no start", Buffer.from([0x0c])],
+  // Field 127, which no request has: its value is skipped, not decoded, and must still be one.
+  [
+    "a varint of 12 bytes in an unknown field",
+    Buffer.from([0xf8, 0x07, ...Array(11).fill(0x80), 0x01]),
+  ],
 ];
 
 export const domainOf = (details: ErrorDetails | undefined) =>
