@@ -1017,7 +1017,14 @@ test.serial(
         name("shop.product.v1.InventoryService"),
       ]),
     );
-    raw.close();
     t.is(Code[error?.code ?? -1], "NOT_FOUND", error?.message);
+    // A group (field 5, holding a varint) is a field too: the name before it still routes.
+    const grouped = await raw(
+      "/grpc.health.v1.Health/Check",
+      Buffer.concat([name("shop.order.v1.OrderService"), Buffer.from([0x2b, 0x08, 0x01, 0x2c])]),
+    );
+    raw.close();
+    t.is(grouped.error, undefined, grouped.error?.message);
+    t.deepEqual(grouped.response, Buffer.from([0x08, 0x01]), "SERVING");
   },
 );

@@ -40,8 +40,8 @@ local function first_message(bytes, encoding)
 end
 
 -- Each field of `message` in turn: its number, its wire type, and its value (a number for a
--- varint, the bytes of a length-delimited field, nil for a fixed 32- or 64-bit one); nil at the
--- end, and false at what cannot be read, after which it reads nothing more.
+-- varint, the bytes of a length-delimited field, nil for a fixed 32- or 64-bit one or a group);
+-- nil at the end, and false at what cannot be read, after which it reads nothing more.
 local function fields(message)
   local pos = 1
   local function varint()
@@ -59,27 +59,41 @@ local function fields(message)
     pos = #message + 1
     return false
   end
+  -- The value of a field of `number` and `wire` at pos, read past: true and the value, or false.
+  -- A group (wire type 3) is read to its end-group tag, as the service's decoder reads past it.
+  local function value_of(number, wire, depth)
+    if wire == 0 then
+      local value = varint()
+      return value ~= nil, value
+    end
+    local fixed = (wire == 1 and 8) or (wire == 5 and 4) or nil
+    if fixed then
+      pos = pos + fixed
+      return pos - 1 <= #message, nil
+    end
+    if wire == 3 then
+      if depth > 100 then return false end
+      while true do
+        local key = varint()
+        if key == nil then return false end
+        local inner, kind = math.floor(key / 8), key % 8
+        if kind == 4 then return inner == number, nil end
+        if not value_of(inner, kind, depth + 1) then return false end
+      end
+    end
+    if wire ~= 2 then return false end
+    local length = varint()
+    if length == nil or pos + length - 1 > #message then return false end
+    pos = pos + length
+    return true, message:sub(pos - length, pos - 1)
+  end
   return function()
     if pos > #message then return nil end
     local key = varint()
     if key == nil then return unreadable() end
     local number, wire = math.floor(key / 8), key % 8
-    if wire == 0 then
-      local value = varint()
-      if value == nil then return unreadable() end
-      return number, wire, value
-    end
-    local fixed = (wire == 1 and 8) or (wire == 5 and 4) or nil
-    if fixed then
-      if pos + fixed - 1 > #message then return unreadable() end
-      pos = pos + fixed
-      return number, wire, nil
-    end
-    if wire ~= 2 then return unreadable() end
-    local length = varint()
-    if length == nil or pos + length - 1 > #message then return unreadable() end
-    local value = message:sub(pos, pos + length - 1)
-    pos = pos + length
+    local ok, value = value_of(number, wire, 1)
+    if not ok then return unreadable() end
     return number, wire, value
   end
 end
