@@ -576,8 +576,9 @@ export const OrderService: GenService<{
   },
   /**
    * Lists orders, newest first, optionally only one user's. "Newest" is the
-   * order in which orders were written: two placed at the same moment on
-   * two replicas may list a few milliseconds out of `create_time` order.
+   * order in which orders were written: two placed at about the same moment
+   * on two replicas may list out of `create_time` order, by as long as a
+   * write waited for the database (tens of milliseconds under load).
    *
    * A user lists only their own: `user_id` must be the token's subject
    * (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's

@@ -350,8 +350,9 @@ export const ProductService: GenService<{
   /**
    * Lists products, oldest first, one page at a time. Open: no token
    * needed. "Oldest" is the order in which products were written: two
-   * created at the same moment on two replicas may list a few milliseconds
-   * out of `create_time` order.
+   * created at about the same moment on two replicas may list out of
+   * `create_time` order, by as long as a write waited for the database
+   * (tens of milliseconds under load).
    *
    * Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
    * is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when

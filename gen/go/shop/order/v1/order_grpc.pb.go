@@ -140,8 +140,9 @@ type OrderServiceClient interface {
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(ctx context.Context, in *GetOrderRequest, opts ...grpc.CallOption) (*GetOrderResponse, error)
 	// Lists orders, newest first, optionally only one user's. "Newest" is the
-	// order in which orders were written: two placed at the same moment on
-	// two replicas may list a few milliseconds out of `create_time` order.
+	// order in which orders were written: two placed at about the same moment
+	// on two replicas may list out of `create_time` order, by as long as a
+	// write waited for the database (tens of milliseconds under load).
 	//
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's
@@ -377,8 +378,9 @@ type OrderServiceServer interface {
 	// NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
 	GetOrder(context.Context, *GetOrderRequest) (*GetOrderResponse, error)
 	// Lists orders, newest first, optionally only one user's. "Newest" is the
-	// order in which orders were written: two placed at the same moment on
-	// two replicas may list a few milliseconds out of `create_time` order.
+	// order in which orders were written: two placed at about the same moment
+	// on two replicas may list out of `create_time` order, by as long as a
+	// write waited for the database (tens of milliseconds under load).
 	//
 	// A user lists only their own: `user_id` must be the token's subject
 	// (PERMISSION_DENIED, reason `NOT_OWNER`), and a list of every user's

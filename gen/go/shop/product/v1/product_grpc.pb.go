@@ -71,8 +71,9 @@ type ProductServiceClient interface {
 	GetProduct(ctx context.Context, in *GetProductRequest, opts ...grpc.CallOption) (*GetProductResponse, error)
 	// Lists products, oldest first, one page at a time. Open: no token
 	// needed. "Oldest" is the order in which products were written: two
-	// created at the same moment on two replicas may list a few milliseconds
-	// out of `create_time` order.
+	// created at about the same moment on two replicas may list out of
+	// `create_time` order, by as long as a write waited for the database
+	// (tens of milliseconds under load).
 	//
 	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
 	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when
@@ -186,8 +187,9 @@ type ProductServiceServer interface {
 	GetProduct(context.Context, *GetProductRequest) (*GetProductResponse, error)
 	// Lists products, oldest first, one page at a time. Open: no token
 	// needed. "Oldest" is the order in which products were written: two
-	// created at the same moment on two replicas may list a few milliseconds
-	// out of `create_time` order.
+	// created at about the same moment on two replicas may list out of
+	// `create_time` order, by as long as a write waited for the database
+	// (tens of milliseconds under load).
 	//
 	// Returns INVALID_ARGUMENT with a `BadRequest` naming `page_size` when it
 	// is negative, and INVALID_ARGUMENT (reason `INVALID_PAGE_TOKEN`) when

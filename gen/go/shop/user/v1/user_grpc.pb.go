@@ -75,8 +75,9 @@ type UserServiceClient interface {
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(ctx context.Context, in *GetUserRequest, opts ...grpc.CallOption) (*GetUserResponse, error)
 	// Lists users, oldest first, one page at a time. "Oldest" is the order in
-	// which users were written: two created at the same moment on two
-	// replicas may list a few milliseconds out of `create_time` order.
+	// which users were written: two created at about the same moment on two
+	// replicas may list out of `create_time` order, by as long as a write
+	// waited for the database (tens of milliseconds under load).
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -206,8 +207,9 @@ type UserServiceServer interface {
 	// NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	GetUser(context.Context, *GetUserRequest) (*GetUserResponse, error)
 	// Lists users, oldest first, one page at a time. "Oldest" is the order in
-	// which users were written: two created at the same moment on two
-	// replicas may list a few milliseconds out of `create_time` order.
+	// which users were written: two created at about the same moment on two
+	// replicas may list out of `create_time` order, by as long as a write
+	// waited for the database (tens of milliseconds under load).
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming

@@ -1081,8 +1081,9 @@ export const UserServiceService = {
   },
   /**
    * Lists users, oldest first, one page at a time. "Oldest" is the order in
-   * which users were written: two created at the same moment on two
-   * replicas may list a few milliseconds out of `create_time` order.
+   * which users were written: two created at about the same moment on two
+   * replicas may list out of `create_time` order, by as long as a write
+   * waited for the database (tens of milliseconds under load).
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -1155,8 +1156,9 @@ export interface UserServiceServer extends UntypedServiceImplementation {
   getUser: handleUnaryCall<GetUserRequest, GetUserResponse>;
   /**
    * Lists users, oldest first, one page at a time. "Oldest" is the order in
-   * which users were written: two created at the same moment on two
-   * replicas may list a few milliseconds out of `create_time` order.
+   * which users were written: two created at about the same moment on two
+   * replicas may list out of `create_time` order, by as long as a write
+   * waited for the database (tens of milliseconds under load).
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
@@ -1233,8 +1235,9 @@ export interface UserServiceClient extends Client {
   ): ClientUnaryCall;
   /**
    * Lists users, oldest first, one page at a time. "Oldest" is the order in
-   * which users were written: two created at the same moment on two
-   * replicas may list a few milliseconds out of `create_time` order.
+   * which users were written: two created at about the same moment on two
+   * replicas may list out of `create_time` order, by as long as a write
+   * waited for the database (tens of milliseconds under load).
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
