@@ -133,6 +133,8 @@ export function framingGuard(refused: Refused): grpc.ServerInterceptor {
       return start.call(call, listener);
     };
     call.sendStatus = (status) => {
+      // A second status (grpc-js refusing a message it read on after the deadline) goes nowhere.
+      if (answered) return send.call(call, status);
       answered = true;
       if (deadlinePassed(status)) {
         const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");

@@ -396,3 +396,23 @@ test("a call whose deadline passes before its request ends is logged and counted
   );
   t.regex(metrics, /^grpc_server_msg_received_total\{[^}]*grpc_method="GetProduct"[^}]*\} 1$/m);
 });
+
+// A message grpc-js is still inflating when the deadline passes: it then refuses the message too
+// (too large, here), which grpc-js sends after the deadline's answer and nobody receives.
+test("a call answered at its deadline while its message inflates is logged once, with the code its caller got", async (t) => {
+  const capture = captureLogger("product");
+  const { session } = await productSession(t, capture.logger);
+  // 64 MiB of zeros: inflated chunk by chunk, and refused once past the 4 MiB limit.
+  const bomb = grpcFrame(gzipSync(Buffer.alloc(64 * 1024 * 1024)), true);
+  const { stream, status } = rawGrpcCall(session, GET_PRODUCT, {
+    "grpc-timeout": "2m",
+    "grpc-encoding": "gzip",
+  });
+  stream.end(bomb);
+  const got = Number(await status);
+  await new Promise((resolve) => setTimeout(resolve, 500));
+  t.deepEqual(
+    capture.lines.filter((entry) => entry.method === GET_PRODUCT).map((entry) => entry.code),
+    [Code[got]],
+  );
+});
