@@ -60,19 +60,21 @@ const CLOCK_SKEW_S = 30;
 
 /**
  * What Envoy's jwt_authn also requires, so that no token passes one door and not the other: its
- * times (`exp`, `nbf`, `iat`) whole seconds that fit in 64 bits, and its `sub` one line, which the
- * edge's `.+` (RE2) matches.
+ * times (`exp`, `nbf`, `iat`) within what 64 bits of seconds hold, and its `sub` one line of
+ * well-formed text, which the edge's `.+` (RE2) matches.
  */
 function readAtTheEdge(payload: Record<string, unknown>): boolean {
   const times = [payload.exp, payload.nbf, payload.iat].filter((time) => time !== undefined);
   return (
-    times.every(
-      (time) => Number.isInteger(time) && (time as number) >= 0 && (time as number) < 2 ** 64,
-    ) &&
+    times.every((time) => typeof time === "number" && time >= 0 && time < 2 ** 64) &&
     typeof payload.sub === "string" &&
-    /^[^\n]+$/.test(payload.sub)
+    /^[^\n]+$/.test(payload.sub) &&
+    !LONE_SURROGATE.test(payload.sub)
   );
 }
+
+/** A UTF-16 surrogate without its pair: text no UTF-8 encoding holds. */
+const LONE_SURROGATE = /[\ud800-\udbff](?![\udc00-\udfff])|(?<![\ud800-\udbff])[\udc00-\udfff]/;
 
 /** A token that passed: who it names, and until when a call with it is accepted. */
 export interface VerifiedToken {

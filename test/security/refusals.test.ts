@@ -502,13 +502,14 @@ test.serial(
       noExpiry: await signed({ sub: alice }),
       noSubject: await signed({ exp }),
       emptySubject: await signed({ sub: "", exp }),
-      // Envoy reads a NumericDate as a 64-bit integer and a subject as one line (RE2's `.+`).
+      // Envoy reads a NumericDate into 64 bits, and a subject as one line of text (RE2's `.+`).
       hugeExpiry: await signed({ sub: alice, exp: 1e300 }),
       expiryPast64Bits: await signed({ sub: alice, exp: 2 ** 64 }),
-      fractionalExpiry: await signed({ sub: alice, exp: exp + 0.5 }),
+      fractionalTimes: await signed({ sub: alice, exp: exp + 0.5, nbf: 1.5, iat: 2.25 }),
       hugeIssuedAt: await signed({ sub: alice, exp, iat: 1e300 }),
       newlineSubject: await signed({ sub: "\n", exp }),
       twoLineSubject: await signed({ sub: `${alice}\nadmin`, exp }),
+      loneSurrogate: await signed({ sub: `${alice}\ud800`, exp }),
     };
     const cases: Case[] = [
       getUser(() => tokens.lowercase, Code.OK, undefined, "the scheme in lower case"),
@@ -531,11 +532,12 @@ test.serial(
       getUser(() => tokens.emptySubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an empty sub"),
       getUser(() => tokens.hugeExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an exp of 1e300"),
       getUser(() => tokens.expiryPast64Bits, Code.UNAUTHENTICATED, "TOKEN_INVALID", "exp 2^64"),
+      getUser(() => tokens.fractionalTimes, Code.OK, undefined, "fractional times"),
       getUser(
-        () => tokens.fractionalExpiry,
+        () => tokens.loneSurrogate,
         Code.UNAUTHENTICATED,
         "TOKEN_INVALID",
-        "a fractional exp",
+        "a sub with half a surrogate pair",
       ),
       getUser(() => tokens.hugeIssuedAt, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an iat of 1e300"),
       getUser(
