@@ -1023,8 +1023,18 @@ test.serial(
       "/grpc.health.v1.Health/Check",
       Buffer.concat([name("shop.order.v1.OrderService"), Buffer.from([0x2b, 0x08, 0x01, 0x2c])]),
     );
-    raw.close();
     t.is(grouped.error, undefined, grouped.error?.message);
     t.deepEqual(grouped.response, Buffer.from([0x08, 0x01]), "SERVING");
+    // As deep as the service's decoder reads groups: one and 100 more within it.
+    const nested = await raw(
+      "/grpc.health.v1.Health/Check",
+      Buffer.concat([
+        name("shop.order.v1.OrderService"),
+        Buffer.alloc(101, 0x2b),
+        Buffer.alloc(101, 0x2c),
+      ]),
+    );
+    raw.close();
+    t.deepEqual(nested.response, Buffer.from([0x08, 0x01]), nested.error?.message);
   },
 );

@@ -72,6 +72,7 @@ local function fields(message)
       return pos - 1 <= #message, nil
     end
     if wire == 3 then
+      -- As deep as the service's decoder reads: a group and 100 more within it.
       if depth > 100 then return false end
       while true do
         local key = varint()
@@ -92,7 +93,7 @@ local function fields(message)
     local key = varint()
     if key == nil then return unreadable() end
     local number, wire = math.floor(key / 8), key % 8
-    local ok, value = value_of(number, wire, 1)
+    local ok, value = value_of(number, wire, 0)
     if not ok then return unreadable() end
     return number, wire, value
   end
