@@ -13,6 +13,15 @@ import { describeLocation, migrateDatabase } from "../kit/db/index.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
 
+// A container's PID 1 ignores a signal no handler takes: stop at once, and the migration under
+// way rolls back.
+for (const signal of ["SIGTERM", "SIGINT"] as const) {
+  process.on(signal, () => {
+    console.error(`migrate: ${signal}: stopped`);
+    process.exit(1);
+  });
+}
+
 try {
   const service = registry.get(serviceName(env.string("SHOP_SERVICE", "")));
   const { database } = serverConfig(service.name, service.port);

@@ -210,10 +210,14 @@ async function productProcess(t: ExecutionContext, env: Record<string, string>) 
 }
 
 /**
- * A product process whose PostgreSQL takes the connection and never answers, so it stays starting;
- * resolves once its first connection has arrived.
+ * A product process (or `entry`) whose PostgreSQL takes the connection and never answers, so it
+ * stays starting; resolves once its first connection has arrived.
  */
-async function productStuckStarting(t: ExecutionContext, stdio: StdioOptions) {
+async function productStuckStarting(
+  t: ExecutionContext,
+  stdio: StdioOptions,
+  entry = "services/main.ts",
+) {
   const sockets = new Set<Socket>();
   const hung = createServer((socket) => sockets.add(socket));
   await new Promise<void>((resolve) => hung.listen(0, "127.0.0.1", resolve));
@@ -231,6 +235,7 @@ async function productStuckStarting(t: ExecutionContext, stdio: StdioOptions) {
       SHOP_DATABASE_URL: `postgres://shop:secret@127.0.0.1:${port}/shop`,
     },
     stdio,
+    entry,
   );
   let stderr = "";
   child.stderr?.on("data", (chunk) => {
@@ -248,6 +253,17 @@ test("SIGTERM before the process serves: it stops at once, exit 0, with one line
   child.kill("SIGTERM");
   t.deepEqual(await exited, [0, null], stderr());
   t.is(stderr(), "product: SIGTERM before serving: stopped\n");
+});
+
+test("SIGTERM while scripts/migrate.ts waits for its database: it stops at once, exit 1", async (t) => {
+  const { child, exited, stderr } = await productStuckStarting(
+    t,
+    ["ignore", "ignore", "pipe"],
+    "scripts/migrate.ts",
+  );
+  child.kill("SIGTERM");
+  t.deepEqual(await exited, [1, null], stderr());
+  t.is(stderr(), "migrate: SIGTERM: stopped\n");
 });
 
 test("the launcher gone before the process serves: it stops rather than start as an orphan", async (t) => {

@@ -94,15 +94,16 @@ export async function compiledEntry(entry: string): Promise<string> {
 }
 
 /**
- * A service process run from the test build, with `env` over this process's environment; killed
- * when `t` ends.
+ * A service process (or another entry point of the build) run from the test build, with `env`
+ * over this process's environment; killed when `t` ends.
  */
 export async function serviceProcess(
   t: ExecutionContext,
   env: Record<string, string>,
   stdio: StdioOptions = ["ignore", "pipe", "pipe"],
+  entry = "services/main.ts",
 ): Promise<ChildProcess> {
-  const child = spawn(process.execPath, [await compiledEntry("services/main.ts")], {
+  const child = spawn(process.execPath, [await compiledEntry(entry)], {
     cwd: repoRoot,
     env: { ...process.env, ...env },
     stdio,
