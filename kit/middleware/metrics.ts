@@ -196,7 +196,7 @@ export function metricsClient(metrics: Metrics): ClientMiddleware {
 /**
  * `shop_grpc_server_unknown_method_total{grpc_service}`: calls of a method this server does not
  * serve, by the served proto service they name, or "other"; at 0 from the start for `served` and
- * "other". The method is in the log line only: a caller chooses it, and a label per name would
+ * "other", and for health and reflection from their first such call. The method is in the log line only: a caller chooses it, and a label per name would
  * grow without bound.
  */
 export function unknownMethods(
