@@ -104,50 +104,95 @@ const deadlinePassed = (status: SentStatus) =>
   status.details === "Deadline exceeded" &&
   !status.metadata?.get(DETAILS).length;
 
+/** What grpc-js's call tells of its request, as the call's start() takes it. */
+type Listener = Parameters<grpc.ServerInterceptingCallInterface["start"]>[0];
+
+/**
+ * What the guard keeps of one call. A unary or server-streaming handler begins as the request
+ * ends; an end that comes after the call was answered (the caller's reset ends its stream too)
+ * starts no handler. One object per call, read by the shared functions below through the call.
+ */
+class Guard implements Listener {
+  readonly startedAt = performance.now();
+  messages = 0;
+  requestEnded = false;
+  answered = false;
+  listener: Listener | undefined;
+
+  constructor(
+    readonly path: string,
+    readonly send: grpc.ServerInterceptingCallInterface["sendStatus"],
+    readonly start: grpc.ServerInterceptingCallInterface["start"],
+    readonly refused: Refused,
+  ) {}
+
+  get domain(): string {
+    return packageOf(this.path.slice(1, this.path.lastIndexOf("/")));
+  }
+
+  onReceiveMetadata(metadata: grpc.Metadata): void {
+    this.listener?.onReceiveMetadata(metadata);
+  }
+
+  onReceiveMessage(message: unknown): void {
+    this.messages++;
+    this.listener?.onReceiveMessage(message);
+  }
+
+  onReceiveHalfClose(): void {
+    if (this.answered) return;
+    this.requestEnded = true;
+    this.listener?.onReceiveHalfClose();
+  }
+
+  onCancel(): void {
+    this.listener?.onCancel();
+  }
+}
+
+const GUARD = Symbol("framing guard");
+type Guarded = grpc.ServerInterceptingCallInterface & { [GUARD]: Guard };
+
+function guardedStart(this: Guarded, listener: Listener): void {
+  const guard = this[GUARD];
+  guard.listener = listener;
+  guard.start.call(this, guard);
+}
+
+function guardedSendStatus(this: Guarded, status: SentStatus): void {
+  const guard = this[GUARD];
+  // A second status (grpc-js refusing a message it read on after the deadline) goes nowhere.
+  if (guard.answered) {
+    guard.send.call(this, status);
+    return;
+  }
+  guard.answered = true;
+  if (deadlinePassed(status)) {
+    const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
+    guard.send.call(this, statusOf(error, guard.domain));
+    const { messages, startedAt } = guard;
+    if (!guard.requestEnded) guard.refused(guard.path, { error, messages, startedAt }, this);
+    return;
+  }
+  const refusal = status.code === Code.OK ? undefined : refusalOf(status);
+  if (!refusal) {
+    guard.send.call(this, status);
+    return;
+  }
+  guard.send.call(this, statusOf(refusal.error, guard.domain));
+  guard.refused(guard.path, refusal, this);
+}
+
 /**
  * A server interceptor, first in the server's list: it sees the call grpc-js itself answers from,
  * so its refusals pass through here too. Every other status goes on unchanged.
  */
 export function framingGuard(refused: Refused): grpc.ServerInterceptor {
   return (method, call) => {
-    const startedAt = performance.now();
-    const send = call.sendStatus;
-    const domain = () => packageOf(method.path.slice(1, method.path.lastIndexOf("/")));
-    // A unary or server-streaming handler begins as the request ends. An end that comes after the
-    // call was answered (the caller's reset ends its stream too) starts no handler.
-    let messages = 0;
-    let requestEnded = false;
-    let answered = false;
-    const start = call.start;
-    call.start = (listener) => {
-      const { onReceiveMessage, onReceiveHalfClose } = listener;
-      listener.onReceiveMessage = (...args: Parameters<typeof onReceiveMessage>) => {
-        messages++;
-        return onReceiveMessage.apply(listener, args);
-      };
-      listener.onReceiveHalfClose = (...args: Parameters<typeof onReceiveHalfClose>) => {
-        if (answered) return;
-        requestEnded = true;
-        return onReceiveHalfClose.apply(listener, args);
-      };
-      return start.call(call, listener);
-    };
-    call.sendStatus = (status) => {
-      // A second status (grpc-js refusing a message it read on after the deadline) goes nowhere.
-      if (answered) return send.call(call, status);
-      answered = true;
-      if (deadlinePassed(status)) {
-        const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
-        send.call(call, statusOf(error, domain()));
-        if (!requestEnded) refused(method.path, { error, messages, startedAt }, call);
-        return;
-      }
-      const refusal = status.code === Code.OK ? undefined : refusalOf(status);
-      if (!refusal) return send.call(call, status);
-      call.sendStatus = send;
-      send.call(call, statusOf(refusal.error, domain()));
-      refused(method.path, refusal, call);
-    };
+    const guarded = call as Guarded;
+    guarded[GUARD] = new Guard(method.path, call.sendStatus, call.start, refused);
+    guarded.start = guardedStart;
+    guarded.sendStatus = guardedSendStatus;
     // Typed as grpc-js's class, but any call chains; this one is the call, with its status watched.
     return call as grpc.ServerInterceptingCall;
   };
