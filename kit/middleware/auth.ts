@@ -87,7 +87,7 @@ const LONGEST_TIMER_MS = 2 ** 31 - 1;
 /**
  * The stream's messages until `at` (ms since the epoch), then `error()`: a message not yet sent
  * by then is not sent. The handler's iterator is returned, so it stops at its next message;
- * served-calls.ts aborts the call's signal, which wakes one that waits for a change.
+ * transport/served-calls.ts aborts the call's signal, which wakes one that waits for a change.
  */
 async function* endAt(
   messages: AsyncIterable<unknown>,

@@ -1,7 +1,7 @@
 // grpc-js refuses some requests itself, before a handler or any middleware sees them: a unary or
 // server-streaming call with no request message or with two, a message that does not decompress
-// or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL or
-// UNIMPLEMENTED, without google.rpc details, and nothing logs or counts them. The interceptor here
+// or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL,
+// UNIMPLEMENTED or RESOURCE_EXHAUSTED, without google.rpc details, and nothing logs or counts them. The interceptor here
 // sends each as the client's mistake it is, with details, and reports it to the kit. The
 // DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too, and is reported when it
 // came before the request ended, where no handler has begun.
