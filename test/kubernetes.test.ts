@@ -154,6 +154,14 @@ test("a service runs one pod on the base alone, and more only in production, on 
   }
 });
 
+test("production's front door is a LoadBalancer that keeps the client's address", async (t) => {
+  const production = parse(await build(OVERLAY_DIRS.production));
+  const { spec } = find(production, "Service", "envoy");
+  t.is(spec.type, "LoadBalancer");
+  // Cluster (the default) passes traffic through other nodes, which put their own address on it.
+  t.is(spec.externalTrafficPolicy, "Local");
+});
+
 test("PRODUCTION_IMAGE points every production pod at the registry, Envoy's descriptor copy too", async (t) => {
   const dir = await tempDir(t);
   const image = "registry.example.com/shopmesh";

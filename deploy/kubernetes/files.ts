@@ -222,9 +222,15 @@ export function kubernetesFiles(
             ]),
           },
           {
-            // The front door gets an address outside the cluster.
+            // The front door gets an address outside the cluster. Local: a node sends its
+            // traffic only to an Envoy pod on it, so Envoy sees the client's address (its access
+            // log, x-forwarded-for) instead of the node's, and the load balancer's health check
+            // skips nodes without one.
             target: { kind: "Service", name: "envoy" },
-            patch: stringify([{ op: "add", path: "/spec/type", value: "LoadBalancer" }]),
+            patch: stringify([
+              { op: "add", path: "/spec/type", value: "LoadBalancer" },
+              { op: "add", path: "/spec/externalTrafficPolicy", value: "Local" },
+            ]),
           },
         ],
       },
