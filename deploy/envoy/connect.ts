@@ -36,6 +36,15 @@ export function connectGetPaths(services: readonly GrpcService[]): Record<string
   return paths;
 }
 
+/** The paths of the server-streaming rpcs, which Connect calls only as streams. */
+export function connectStreamPaths(services: readonly GrpcService[]): Record<string, true> {
+  const paths: Record<string, true> = {};
+  for (const service of services) {
+    for (const method of service.methods) if (method.kind !== "unary") paths[method.path] = true;
+  }
+  return paths;
+}
+
 /** A Connect error body of Envoy's own (UNIMPLEMENTED unless `code` says), with its ErrorInfo. */
 function connectRefusal(reason: string, message: string, code = "unimplemented"): string {
   const info = ErrorInfo.encode({ reason, domain: EDGE_DOMAIN, metadata: {} }).finish();
@@ -93,13 +102,14 @@ export const connectTimeoutRefusal = () =>
   );
 
 /**
- * The Connect error a GET whose base64 message is not base64url gets (400): the bridge would read
- * it as no message at all, and call the rpc with an empty request.
+ * The Connect error a GET whose base64 message is not base64url, or does not decode to whole
+ * bytes, gets (400): the bridge would read it as no message at all, and call the rpc with an
+ * empty request.
  */
 export const connectMessageRefusal = () =>
   connectRefusal(
     "MALFORMED_REQUEST",
-    "a Connect GET's base64 message is in the URL-safe alphabet (A-Z a-z 0-9 - _), padded or not",
+    "a Connect GET's base64 message is base64url (A-Z a-z 0-9 - _), padded or not, whole bytes with no stray bits",
     "invalid_argument",
   );
 
@@ -114,6 +124,28 @@ export const grpcWebCodecRefusal = () => {
   const error = new ServiceError(Code.UNIMPLEMENTED, message, { reason: "UNSUPPORTED_CODEC" });
   return { message, details: encodeStatus(error, EDGE_DOMAIN).toString("base64") };
 };
+
+/**
+ * The Connect error a unary request (application/proto) to a server-streaming rpc gets (415), as
+ * Connect's own servers answer it: the bridge would pass on the stream's messages as one broken
+ * reply, and only once the stream ended.
+ */
+export const connectUnaryOnStreamRefusal = () =>
+  connectRefusal(
+    "UNSUPPORTED_CODEC",
+    "this rpc streams its reply: call it as a Connect stream (application/connect+proto)",
+  );
+
+/**
+ * The Connect error a GET with a request body gets (400): the bridge would answer the body's
+ * message, and a cache keyed on the URL would keep that answer for the URL's.
+ */
+export const connectGetBodyRefusal = () =>
+  connectRefusal(
+    "MALFORMED_REQUEST",
+    "a Connect GET carries its message in the URL and no body",
+    "invalid_argument",
+  );
 
 /** The Connect error a call in any codec but proto gets (415). */
 export const connectCodecRefusal = () =>

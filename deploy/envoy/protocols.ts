@@ -5,12 +5,15 @@ import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf
 import { contractRegistry } from "../../kit/contract.js";
 import {
   connectCodecRefusal,
+  connectGetBodyRefusal,
   connectGetPaths,
   connectGetRefusal,
   connectGetRepeatRefusal,
   connectMessageRefusal,
   connectQueryRefusal,
+  connectStreamPaths,
   connectTimeoutRefusal,
+  connectUnaryOnStreamRefusal,
   grpcWebCodecRefusal,
 } from "./connect.js";
 import { CORS_EXPOSE_HEADERS } from "./cors.js";
@@ -156,6 +159,9 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       REST_QUERIES: queries,
       MESSAGES: messages,
       CONNECT_GET: connectGetPaths(services),
+      CONNECT_STREAMS: connectStreamPaths(services),
+      CONNECT_UNARY_ON_STREAM_REFUSAL: connectUnaryOnStreamRefusal(),
+      CONNECT_GET_BODY_REFUSAL: connectGetBodyRefusal(),
       CONNECT_GET_REFUSAL: connectGetRefusal(),
       CONNECT_GET_REPEAT_REFUSAL: connectGetRepeatRefusal(),
       CONNECT_CODEC_REFUSAL: connectCodecRefusal(),

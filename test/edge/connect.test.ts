@@ -89,6 +89,48 @@ test.serial(
     const garbled = await edgeFetch(`${getUrl(path, message)}!!`);
     t.is(garbled.status, 400);
     t.deepEqual(await connectError(garbled), ["invalid_argument", "MALFORMED_REQUEST"]);
+    // Base64 that is no whole bytes (a length of 4n+1, spare bits set): the bridge read it as no
+    // message at all, and answered a whole default page.
+    const base = `https://${mesh.front()}/${path}?connect=v1&encoding=proto&base64=1&message=`;
+    for (const text of ["CAEAA", "A", "CAF"]) {
+      const response = await edgeFetch(`${base}${text}`);
+      t.is(response.status, 400, text);
+      t.deepEqual(await connectError(response), ["invalid_argument", "MALFORMED_REQUEST"], text);
+    }
+    // A body besides the URL's message: the bridge answered the body's.
+    const other = ListProductsRequest.encode(
+      ListProductsRequest.fromPartial({ pageSize: 2 }),
+    ).finish();
+    const withBody = await edgeFetch(getUrl(path, message), {
+      // Node sends a GET's body without content-length unless told.
+      headers: { "content-type": "application/proto", "content-length": String(other.length) },
+      body: other,
+    });
+    t.is(withBody.status, 400);
+    t.deepEqual(await connectError(withBody), ["invalid_argument", "MALFORMED_REQUEST"]);
+  },
+);
+
+test.serial(
+  "Connect: a unary request to a streaming rpc, and Connect with no codec, are refused with 415",
+  async (t) => {
+    await mesh.waitHealthy(["order", "product"]);
+    // The bridge passed the stream's messages on as one broken reply, and only once it ended.
+    const watch = await connectUnary(
+      "shop.order.v1.OrderService/WatchOrder",
+      WatchOrderRequest.encode({ orderId: "ord_none" }).finish(),
+      await tokenFor("usr_none"),
+    );
+    t.is(watch.status, 415, watch.body);
+    t.deepEqual(JSON.parse(watch.body).code, "unimplemented");
+    // Served by the bridge, this skipped every Connect check.
+    const bare = await connectUnary(
+      "shop.product.v1.ProductService/GetProduct",
+      GetProductRequest.encode({ productId: "prd_none" }).finish(),
+      undefined,
+      { "content-type": "application/connect" },
+    );
+    t.is(bare.status, 415, bare.body);
   },
 );
 

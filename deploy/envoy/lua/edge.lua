@@ -25,7 +25,13 @@
 --   that gives a query parameter twice is refused with 400: the bridge would read the first. So
 --   is any other method whose query says connect=v1, which the bridge would serve as a GET.
 -- - Takes a Connect GET's base64 message padded or not, as Connect says (the bridge reads a
---   padded one as no message), and refuses one outside base64url's alphabet with 400.
+--   padded one as no message), and refuses with 400 one outside base64url's alphabet or that
+--   does not decode to whole bytes (the bridge would read no message), and a GET with a body
+--   (the bridge would answer the body's message under the URL's).
+-- - Refuses a unary Connect request (application/proto) to a streaming rpc with 415, as Connect
+--   servers do: the bridge would pass on the stream as one broken reply, once it ended.
+-- - Holds a gRPC-Web text body whole before the gRPC-Web filter decodes it: behind a route's
+--   retry policy, base64 pieces under 4 characters reached the service decoded twice.
 -- - Refuses gRPC-Web in any content type but the four Envoy's gRPC-Web filter takes (+json, say),
 --   which would reach a service as native gRPC.
 -- - Refuses a REST body that gives a field the path sets another value, by either name: the
@@ -40,6 +46,8 @@
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
+-- CONNECT_STREAMS (the paths of streaming rpcs) with CONNECT_UNARY_ON_STREAM_REFUSAL,
+-- CONNECT_GET_BODY_REFUSAL (for a GET with a body),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
 -- that gives a query parameter twice), CONNECT_QUERY_REFUSAL (for any other method whose query
 -- says connect=v1), CONNECT_TIMEOUT_REFUSAL (for a connect-timeout-ms that is not one),
@@ -114,6 +122,10 @@ local function protocol_of(headers)
   if GRPC_WEB[kind] then return "grpc-web" end
   if kind == "application/grpc" or kind:sub(1, 17) == "application/grpc+" then return "grpc" end
   if kind:sub(1, 20) == "application/connect+" then return "connect" end
+  -- Connect with no codec named: the bridge serves it, so it is checked as Connect.
+  if kind == "application/connect" or kind:sub(1, 20) == "application/connect;" then
+    return "connect"
+  end
   if headers:get("connect-protocol-version") and kind:sub(1, 12) == "application/"
     and kind:sub(1, 19) ~= "application/connect" then
     return "connect"
@@ -389,6 +401,17 @@ local function refuse_connect_codec(handle, headers, params)
     CONNECT_CODEC_REFUSAL)
 end
 
+-- Whether unpadded base64url `text` decodes to whole bytes, its last character's spare bits 0, as
+-- a strict decoder (the bridge's) requires: a length of 4n+1 never does.
+local BASE64URL = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
+local function whole_bytes(text)
+  local rest = #text % 4
+  if rest == 0 then return true end
+  if rest == 1 then return false end
+  local value = BASE64URL:find(text:sub(-1), 1, true) - 1
+  return value % (rest == 2 and 16 or 4) == 0
+end
+
 -- A Connect GET of an rpc with side effects: 405. The bridge takes any request whose query says
 -- connect=v1 for a GET, whatever its method, so any other method with it is refused too (400), as
 -- is a GET that gives a query parameter twice. True when refused.
@@ -416,13 +439,19 @@ local function refuse_connect_get(handle, headers, params)
     end
     seen[param.name] = true
   end
+  local body = handle:body()
+  if body ~= nil and body:length() > 0 then
+    refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
+      CONNECT_GET_BODY_REFUSAL, true)
+    return true
+  end
   -- Connect's base64 message may come padded. The bridge reads a padded one, or one in another
   -- alphabet, as no message at all, and would call the rpc with an empty request.
   if not query_says(params, "base64", "1") then return false end
   for _, param in ipairs(params) do
     if param.name == "message" then
       local unpadded = param.value:gsub("=?=?$", "", 1)
-      if not unpadded:match("^[%w_-]*$") then
+      if not unpadded:match("^[%w_-]*$") or not whole_bytes(unpadded) then
         refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
           CONNECT_MESSAGE_REFUSAL)
         return true
@@ -485,6 +514,11 @@ function envoy_on_request(handle)
     metadata:set(NAMESPACE, "stream", kind:sub(1, 20) == "application/connect+")
     local params = query_of(headers:get(":path") or "")
     if refuse_connect_get(handle, headers, params) then return end
+    if headers:get(":method") == "POST" and kind:sub(1, 20) ~= "application/connect+"
+      and CONNECT_STREAMS[(path:gsub("%?.*", ""))] then
+      return refuse(handle, 12, { [":status"] = "415", ["content-type"] = "application/json" },
+        CONNECT_UNARY_ON_STREAM_REFUSAL)
+    end
     local timeout = headers:get("connect-timeout-ms")
     if timeout ~= nil and not (timeout:match("^%d+$") and #timeout <= 10) then
       return refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" },
@@ -502,6 +536,11 @@ function envoy_on_request(handle)
       ["grpc-message"] = GRPC_WEB_CODEC_REFUSAL.message,
       ["grpc-status-details-bin"] = GRPC_WEB_CODEC_REFUSAL.details,
     })
+  end
+  if protocol == "grpc-web" and headers:get("content-type"):find("text", 1, true) then
+    -- One piece for the gRPC-Web filter to decode (gRPC-Web has no client streams).
+    handle:body()
+    return
   end
   if protocol ~= "rest" then return end
   local encoding = (headers:get("content-encoding") or "identity"):lower()
