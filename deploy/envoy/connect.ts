@@ -178,6 +178,19 @@ const CONNECT_TOO_LARGE = {
 } as const;
 
 /**
+ * A Connect unary reply past the same buffer, which the bridge must also hold whole to take its
+ * gRPC frame off: a page of ListProducts over 64 KiB, say. Envoy sends a bare 500, which Connect
+ * clients read as UNKNOWN. gRPC, gRPC-Web and a Connect stream pass a reply on as it comes.
+ */
+const CONNECT_REPLY_TOO_LARGE = {
+  when: "response.code_details == 'connect_bridge_unary_response_too_large'",
+  code: 8,
+  reason: "REPLY_TOO_LARGE",
+  message:
+    "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2): ask for a smaller page, or call it as a stream or over gRPC-Web",
+} as const;
+
+/**
  * Envoy's refusals and no-route reply to a Connect call (edgeProtocols marked it), as a Connect
  * error with its ErrorInfo: for a unary call the error JSON under the refusal's HTTP status, for
  * a streaming one a 200 whose body is the end-of-stream message. Envoy would send the bare text.
@@ -190,6 +203,7 @@ export function connectReplies() {
     UNROUTED,
     NO_REPLICA,
     CONNECT_TOO_LARGE,
+    CONNECT_REPLY_TOO_LARGE,
   ];
   return replies.flatMap((reply) => {
     const error = JSON.stringify({

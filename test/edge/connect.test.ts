@@ -23,6 +23,7 @@ import {
   ListProductsRequest,
   ListProductsResponse,
 } from "../../gen/ts/shop/product/v1/product.js";
+import { addProduct } from "../../scripts/lib/seed.js";
 import { ADMIN_TOKEN, CA, edgeFetch, tokenFor } from "../helpers/credentials.js";
 import { newProduct, newUser, tag, useMesh } from "../helpers/front-door.js";
 
@@ -31,6 +32,15 @@ const mesh = useMesh();
 /** A Connect GET URL for `method` carrying `message` (proto, base64url), as connect-web builds it. */
 const getUrl = (method: string, message: Uint8Array) =>
   `https://${mesh.front()}/${method}?connect=v1&encoding=proto&base64=1&message=${Buffer.from(message).toString("base64url")}`;
+
+/** The ErrorInfo reason of a Connect error body's first detail. */
+const reasonOf = (body: string) =>
+  ErrorInfo.decode(
+    Buffer.from(
+      (JSON.parse(body) as { details: { value: string }[] }).details[0]?.value ?? "",
+      "base64",
+    ),
+  ).reason;
 
 /** A Connect error body's code and its first detail's ErrorInfo reason. */
 async function connectError(response: Response): Promise<[string, string]> {
@@ -346,6 +356,33 @@ test.serial(
       reason: "REQUEST_TOO_LARGE",
       domain: "shopmesh.edge",
     });
+  },
+);
+
+test.serial(
+  "Connect: a unary reply too large for the bridge is RESOURCE_EXHAUSTED, as JSON",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const c = mesh.clients();
+    // 40 products of 2,000 characters each: a page of them is over the 64 KiB the bridge holds.
+    const description = "x".repeat(2_000);
+    const made = await Promise.all(
+      Array.from({ length: 40 }, () =>
+        addProduct(c.products, { name: tag("large"), amountMinor: "100", stock: 1, description }),
+      ),
+    );
+    c.close();
+    t.is(made.length, 40);
+    const reply = await connectUnary(
+      "shop.product.v1.ProductService/ListProducts",
+      ListProductsRequest.encode(ListProductsRequest.fromPartial({ pageSize: 1000 })).finish(),
+      undefined,
+    );
+    t.is(reply.type, "application/json", reply.body);
+    t.deepEqual(
+      [JSON.parse(reply.body).code, reasonOf(reply.body)],
+      ["resource_exhausted", "REPLY_TOO_LARGE"],
+    );
   },
 );
 
