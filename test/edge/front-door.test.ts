@@ -695,9 +695,9 @@ test.serial(
       const response = await edgeFetch(url(path), {
         method: "POST",
         headers: {
-          ...headers,
           "connect-protocol-version": "1",
           "content-type": streaming ? "application/connect+proto" : "application/proto",
+          ...headers,
         },
         // An empty request message, enveloped when streaming.
         body: streaming ? Buffer.alloc(5) : Buffer.alloc(0),
@@ -738,6 +738,24 @@ test.serial(
         404,
         "unimplemented",
         "UNKNOWN_METHOD",
+      ],
+      // The edge's own checks of a stream, answered as a stream too: a client that got 415 or
+      // 400 read only that, as UNKNOWN or INTERNAL.
+      [
+        "/shop.order.v1.OrderService/WatchOrder",
+        true,
+        { ...token, "content-type": "application/connect+json" },
+        200,
+        "unimplemented",
+        "UNSUPPORTED_CODEC",
+      ],
+      [
+        "/shop.order.v1.OrderService/WatchOrder",
+        true,
+        { ...token, "connect-timeout-ms": "soon" },
+        200,
+        "invalid_argument",
+        "MALFORMED_REQUEST",
       ],
     ] as const;
     for (const [path, streaming, headers, status, code, reason] of cases) {

@@ -367,8 +367,23 @@ end
 
 -- Envoy's answer to a call it refuses, readable by a page on an allowed origin: the CORS filter
 -- comes later in the chain, so it never sees this answer.
+-- A big-endian 32-bit length, as a Connect envelope carries it.
+local function be32(n)
+  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
+    math.floor(n / 256) % 256, n % 256)
+end
+
 local function refuse(handle, grpc_status, headers, body, body_read)
   if not body_read then wait_for_body(handle) end
+  local kind = handle:headers():get("content-type") or ""
+  if kind:sub(1, 20) == "application/connect+" and headers["content-type"] == "application/json" then
+    -- A Connect stream reads its error from its end-of-stream message, under a 200: a client
+    -- that got the error's own HTTP status would read only that, as INTERNAL or UNKNOWN.
+    local message = '{"error":' .. body .. "}"
+    headers[":status"] = "200"
+    headers["content-type"] = "application/connect+proto"
+    body = string.char(2) .. be32(#message) .. message
+  end
   local origin = handle:headers():get("origin")
   if origin ~= nil and CORS_ORIGINS[origin] then
     headers["access-control-allow-origin"] = origin
@@ -593,12 +608,6 @@ function envoy_on_request(handle)
       "the body's " .. key .. " differs from the " .. name .. " the path gives",
       "differs from the path", true)
   end
-end
-
--- A big-endian 32-bit length, as a Connect envelope carries it.
-local function be32(n)
-  return string.char(math.floor(n / 16777216) % 256, math.floor(n / 65536) % 256,
-    math.floor(n / 256) % 256, n % 256)
 end
 
 -- A chunk of a Connect stream that ends with its end-of-stream message (flags 0x02), that message
