@@ -112,6 +112,27 @@ test("REST: a body where the route takes none, a valueless query parameter and a
   for (const body of ["", " \r\n"]) {
     t.is((await send("POST", "/orders/ord_a:cancel", body, admin)).http, 503, JSON.stringify(body));
   }
+  // A gRPC method's path in no protocol Envoy's filters take: a service's grpc-js answered a
+  // bare 415, which clients read as UNKNOWN.
+  for (const headers of [
+    { "content-type": "text/plain" },
+    { "content-type": "application/proto" },
+    { "content-type": "Application/proto", "connect-protocol-version": "1" },
+    {},
+  ] as Record<string, string>[]) {
+    const answer = await send(
+      "POST",
+      "/shop.product.v1.ProductService/GetProduct",
+      "\n\u0008prd_none",
+      headers,
+    );
+    t.deepEqual(
+      [answer.http, answer.status.code],
+      [415, Code.UNIMPLEMENTED],
+      JSON.stringify(headers),
+    );
+    t.is(reasonOf(answer), "UNSUPPORTED_CODEC", JSON.stringify(headers));
+  }
   // The same value, in either spelling (percent-decoded, escaped), is no conflict.
   for (const key of ["user_id", "userId", "user\\u0049d"]) {
     const body = `{"${key}":"usr_a_1","display_name":"A"}`;

@@ -36,6 +36,8 @@
 --   which would reach a service as native gRPC.
 -- - Refuses a REST body that gives a field the path sets another value, by either name: the
 --   transcoder keeps the path's, silently under the JSON name.
+-- - Refuses with 415 a request to a gRPC method's path in no protocol Envoy's filters take, which
+--   a service's grpc-js would answer with a bare 415.
 -- - Refuses a REST request with a body on a route that takes none (the transcoder would read it
 --   unchecked), a query parameter without a value (the transcoder skips it), and a compressed
 --   body (415; the transcoder would read the compressed bytes as JSON).
@@ -581,6 +583,15 @@ function envoy_on_request(handle)
     return
   end
   if message == nil then
+    local target = (headers:get(":path") or ""):gsub("%?.*", "")
+    if headers:get(":method") ~= "OPTIONS" and target:find("^/[%w_]+%.[%w_.]+/[%w_]+$") then
+      -- A gRPC method's path in no protocol Envoy's filters take (no content type, text/plain,
+      -- application/proto without connect-protocol-version): grpc-js would answer a bare 415.
+      return refuse_rest_request(handle, "415", 12, "UNSUPPORTED_CODEC",
+        "this path is a gRPC method: call it over gRPC (application/grpc), gRPC-Web "
+          .. "(application/grpc-web+proto) or Connect (application/proto with "
+          .. "connect-protocol-version: 1); REST has paths of its own")
+    end
     -- The body is in before the call goes on, even where no route takes it: Envoy's 404 would
     -- otherwise answer first (wait_for_body).
     return wait_for_body(handle)
