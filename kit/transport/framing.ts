@@ -1,16 +1,18 @@
 // grpc-js refuses some requests itself, before a handler or any middleware sees them: a unary or
 // server-streaming call with no request message or with two, a message that does not decompress
 // or is too large, an encoding or a grpc-timeout it cannot read. It answers them INTERNAL,
-// UNIMPLEMENTED or RESOURCE_EXHAUSTED, without google.rpc details, and nothing logs or counts them. The interceptor here
-// sends each as the client's mistake it is, with details, and reports it to the kit. The
-// DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too, and is reported when it
-// came before the request ended, where no handler has begun.
+// UNIMPLEMENTED or RESOURCE_EXHAUSTED, without google.rpc details, and nothing logs or counts
+// them. The interceptor here sends each as the client's mistake it is, with details, and reports
+// it to the kit. The DEADLINE_EXCEEDED of grpc-js's own deadline timer gains details too. A
+// deadline or a caller's reset that comes before the request ended, where no handler has begun,
+// is reported too.
 import type * as grpc from "@grpc/grpc-js";
 import { isValidTraceId } from "@opentelemetry/api";
 import { packageOf } from "../contract.js";
 import { Code, ServiceError } from "../errors.js";
 import { xRequestIdOf } from "../middleware/x-request-id.js";
 import { statusOf } from "./guard.js";
+import { streamGone } from "./http2-stream.js";
 
 /** A call grpc-js refused: what the kit sends, and how many request messages grpc-js read. */
 export interface Refusal {
@@ -107,10 +109,17 @@ const deadlinePassed = (status: SentStatus) =>
 /** What grpc-js's call tells of its request, as the call's start() takes it. */
 type Listener = Parameters<grpc.ServerInterceptingCallInterface["start"]>[0];
 
+/** A call whose caller reset it, or lost its connection, before its request ended. */
+export const resetBeforeItsEnd = () =>
+  new ServiceError(Code.CANCELLED, "the caller reset the call before its request ended", {
+    reason: "CANCELLED",
+  });
+
 /**
  * What the guard keeps of one call. A unary or server-streaming handler begins as the request
- * ends; an end that comes after the call was answered (the caller's reset ends its stream too)
- * starts no handler. One object per call, read by the shared functions below through the call.
+ * ends; an end that comes after the call was answered or cancelled (a caller's reset ends its
+ * stream too) starts no handler, and the guard reports the call, which no handler will. One
+ * object per call, read by the shared functions below through the call.
  */
 class Guard implements Listener {
   readonly startedAt = performance.now();
@@ -120,14 +129,26 @@ class Guard implements Listener {
   listener: Listener | undefined;
 
   constructor(
-    readonly path: string,
+    readonly method: grpc.ServerMethodDefinition<unknown, unknown>,
+    readonly call: grpc.ServerInterceptingCallInterface,
     readonly send: grpc.ServerInterceptingCallInterface["sendStatus"],
     readonly start: grpc.ServerInterceptingCallInterface["start"],
     readonly refused: Refused,
   ) {}
 
+  /** Before its handler began: a handler that waits for the request's end still waits. */
+  get beforeHandler(): boolean {
+    return !this.method.requestStream && !this.requestEnded;
+  }
+
   get domain(): string {
-    return packageOf(this.path.slice(1, this.path.lastIndexOf("/")));
+    const path = this.method.path;
+    return packageOf(path.slice(1, path.lastIndexOf("/")));
+  }
+
+  report(error: ServiceError): void {
+    const { messages, startedAt } = this;
+    this.refused(this.method.path, { error, messages, startedAt }, this.call);
   }
 
   onReceiveMetadata(metadata: grpc.Metadata): void {
@@ -146,6 +167,11 @@ class Guard implements Listener {
   }
 
   onCancel(): void {
+    // grpc-js may still pass on the stream's end after this; answered, it starts nothing.
+    if (!this.answered && this.beforeHandler) {
+      this.answered = true;
+      this.report(resetBeforeItsEnd());
+    }
     this.listener?.onCancel();
   }
 }
@@ -170,8 +196,7 @@ function guardedSendStatus(this: Guarded, status: SentStatus): void {
   if (deadlinePassed(status)) {
     const error = new ServiceError(Code.DEADLINE_EXCEEDED, "the call's deadline passed");
     guard.send.call(this, statusOf(error, guard.domain));
-    const { messages, startedAt } = guard;
-    if (!guard.requestEnded) guard.refused(guard.path, { error, messages, startedAt }, this);
+    if (guard.beforeHandler) guard.report(error);
     return;
   }
   const refusal = status.code === Code.OK ? undefined : refusalOf(status);
@@ -180,7 +205,9 @@ function guardedSendStatus(this: Guarded, status: SentStatus): void {
     return;
   }
   guard.send.call(this, statusOf(refusal.error, guard.domain));
-  guard.refused(guard.path, refusal, this);
+  // grpc-js reads a reset stream's end as the request's: a caller gone is no malformed request.
+  if (streamGone(this)) guard.report(resetBeforeItsEnd());
+  else guard.refused(guard.method.path, refusal, this);
 }
 
 /**
@@ -190,7 +217,7 @@ function guardedSendStatus(this: Guarded, status: SentStatus): void {
 export function framingGuard(refused: Refused): grpc.ServerInterceptor {
   return (method, call) => {
     const guarded = call as Guarded;
-    guarded[GUARD] = new Guard(method.path, call.sendStatus, call.start, refused);
+    guarded[GUARD] = new Guard(method, call, call.sendStatus, call.start, refused);
     guarded.start = guardedStart;
     guarded.sendStatus = guardedSendStatus;
     // Typed as grpc-js's class, but any call chains; this one is the call, with its status watched.

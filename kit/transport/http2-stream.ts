@@ -2,13 +2,20 @@
 // is dropped through it, and a connection that starts closing is watched through its session.
 import { constants, type ServerHttp2Stream } from "node:http2";
 
+interface Links {
+  call?: unknown;
+  nextCall?: unknown;
+}
+
 /** The HTTP/2 stream of a grpc-js server call, live or not; undefined if grpc-js's privates moved. */
 function anyStreamOf(call: unknown): ServerHttp2Stream | undefined {
-  let link = (call as { call?: unknown }).call;
+  // A handler's call holds the intercepting calls as `call`, each the next as `nextCall`, and
+  // the last, grpc-js's own, the stream.
+  let link = call;
   for (let depth = 0; link && depth < 8; depth++) {
-    const stream = (link as { stream?: ServerHttp2Stream }).stream;
+    const { stream, call, nextCall } = link as { stream?: ServerHttp2Stream } & Links;
     if (stream) return stream;
-    link = (link as { nextCall?: unknown }).nextCall;
+    link = call ?? nextCall;
   }
   return undefined;
 }

@@ -8,7 +8,7 @@ import type { MethodInfo } from "../contract.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerNext } from "../middleware/index.js";
 import { Malformed } from "./decode.js";
-import type { Refusal } from "./framing.js";
+import { type Refusal, resetBeforeItsEnd } from "./framing.js";
 import { statusOf } from "./guard.js";
 import { streamGone } from "./http2-stream.js";
 import { endBeforeCut, type OpenStreams } from "./stream-ends.js";
@@ -84,12 +84,7 @@ const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
  */
 function requestOf(call: Call): unknown {
   if (!streamGone(call)) return call.request;
-  return new Malformed(
-    undefined,
-    new ServiceError(Code.CANCELLED, "the caller reset the call before its request ended", {
-      reason: "CANCELLED",
-    }),
-  );
+  return new Malformed(undefined, resetBeforeItsEnd());
 }
 
 const unencodable = (error: unknown) =>

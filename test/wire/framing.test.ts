@@ -342,31 +342,44 @@ test.serial(
   },
 );
 
-test("a call whose connection drops before its request ends runs no handler, and is logged CANCELLED", async (t) => {
-  const capture = captureLogger("product");
-  const { service, session } = await productSession(t, capture.logger);
-  const name = "reset-before-its-end";
-  const createProduct = grpcFrame(
-    CreateProductRequest.encode(
-      CreateProductRequest.fromPartial({
-        product: { name, price: { currencyCode: "EUR", amountMinor: "100" }, stockQuantity: 1 },
-      }),
-    ).finish(),
-  );
-  const path = "/shop.product.v1.ProductService/CreateProduct";
-  const { stream } = rawGrpcCall(session, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
-  // The whole message, but no END_STREAM: the request has not ended when the connection drops.
-  // (Node's stream.close() would send END_STREAM before its reset.)
-  stream.write(createProduct);
-  await new Promise((resolve) => setTimeout(resolve, 300));
-  session.destroy();
-  const line = await eventually("the call's log line", () =>
-    capture.lines.find((entry) => entry.method === path),
-  );
-  t.is(line.code, "CANCELLED");
-  const rows = await service.db("products").where({ name });
-  t.deepEqual(rows, [], "nothing the caller never finished sending was written");
-});
+// Node ends the server's stream before closing it when the client closes its connection, and
+// only closes it when the connection is reset: grpc-js starts the handler in the first case only.
+const drops = [
+  ["closes", (session: http2.ClientHttp2Session) => session.destroy()],
+  ["is reset", (session: http2.ClientHttp2Session) => session.socket.resetAndDestroy()],
+] as const;
+for (const [drop, how] of drops) {
+  for (const sent of ["its message", "no message"]) {
+    test(`a call whose connection ${drop} before its request ends (${sent} sent) runs no handler, and is logged CANCELLED`, async (t) => {
+      const capture = captureLogger("product");
+      const { service, session } = await productSession(t, capture.logger);
+      const name = `connection-${drop.replace(" ", "-")}-before-its-end`;
+      const createProduct = grpcFrame(
+        CreateProductRequest.encode(
+          CreateProductRequest.fromPartial({
+            product: { name, price: { currencyCode: "EUR", amountMinor: "100" }, stockQuantity: 1 },
+          }),
+        ).finish(),
+      );
+      const path = "/shop.product.v1.ProductService/CreateProduct";
+      const { stream } = rawGrpcCall(session, path, { authorization: `Bearer ${ADMIN_TOKEN}` });
+      // No END_STREAM: the request has not ended when the connection drops. (Node's
+      // stream.close() would send END_STREAM before its reset.)
+      if (sent === "its message") stream.write(createProduct);
+      await new Promise((resolve) => setTimeout(resolve, 300));
+      how(session);
+      const line = await eventually("the call's log line", () =>
+        capture.lines.find((entry) => entry.method === path),
+      );
+      t.is(line.code, "CANCELLED");
+      // One line, also once the connection's end has surely reached the server.
+      await new Promise((resolve) => setTimeout(resolve, 200));
+      t.is(capture.lines.filter((entry) => entry.method === path).length, 1);
+      const rows = await service.db("products").where({ name });
+      t.deepEqual(rows, [], "nothing the caller never finished sending was written");
+    });
+  }
+}
 
 // grpc-js answers the deadline itself, before any handler begins: nothing logged or counted it,
 // and the caller's reset that followed ran the handler on the request, logged CANCELLED.
