@@ -14,6 +14,7 @@ import { envoyYaml } from "./envoy/config.js";
 import { composeTopology, localTopology } from "./envoy/topology.js";
 import { K8S_DIR, kubernetesFiles } from "./kubernetes/files.js";
 import { kubernetesPrometheusYaml, localTargets, prometheusYaml } from "./prometheus/config.js";
+import { PRODUCTION_IMAGE } from "./settings.js";
 
 const here = path.dirname(fileURLToPath(import.meta.url));
 
@@ -111,6 +112,7 @@ async function main() {
   }
 
   const stale: string[] = [];
+  const wrote: string[] = [];
   const configs = committedConfigs();
   for (const [file, text] of Object.entries(configs)) {
     const target = path.join(root, file);
@@ -121,6 +123,7 @@ async function main() {
     } else {
       await mkdir(path.dirname(target), { recursive: true });
       await writeFile(target, text);
+      wrote.push(file);
       console.log(`wrote ${file}`);
     }
   }
@@ -135,6 +138,14 @@ async function main() {
   if (stale.length > 0) {
     console.error(`out of date: ${stale.join(", ")}; run npm run deploy:config`);
     process.exitCode = 1;
+  }
+  if (
+    wrote.some((file) => file.startsWith(`${K8S_DIR}/overlays/production/`)) &&
+    !PRODUCTION_IMAGE
+  ) {
+    console.log(
+      "note: the production overlay's image is plain shopmesh, which a cluster cannot pull; set PRODUCTION_IMAGE in deploy/settings.ts to your registry (README: Deploy, Kubernetes, step 3)",
+    );
   }
 }
 
