@@ -152,6 +152,43 @@ test("ten concurrent retries of one request_id create one order", async (t) => {
   t.true(ids.has(reused?.details.metadata?.order_id));
 });
 
+test("a retry that lists the same lines in another order answers with the order, alone and at once", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const [mug, cup] = await Promise.all([
+    addProduct(fleet.products, { stock: 10 }),
+    addProduct(fleet.products, { stock: 10 }),
+  ]);
+  const lines = [orderLine(mug.productId, 1), orderLine(cup.productId, 2)];
+  const request = (ordered: typeof lines, requestId: string) => ({
+    userId: user.userId,
+    lines: ordered,
+    requestId,
+  });
+
+  const { order } = await fleet.orders.createOrder(request(lines, "cart-1"));
+  const again = await fleet.orders.createOrder(request([...lines].reverse(), "cart-1"));
+  t.is(again.order?.orderId, order?.orderId);
+
+  // Concurrent: one run placing, the other joining it or settling its order.
+  const both = await Promise.all([
+    fleet.orders.createOrder(request(lines, "cart-2")),
+    fleet.orders.createOrder(request([...lines].reverse(), "cart-2")),
+  ]);
+  t.is(both[0].order?.orderId, both[1].order?.orderId);
+  t.is(await stockOf(fleet, mug.productId), 8);
+  t.is(await stockOf(fleet, cup.productId), 6);
+
+  // Another quantity is another order.
+  const reused = await t.throwsAsync(
+    fleet.orders.createOrder(
+      request([orderLine(cup.productId, 1), orderLine(mug.productId, 1)], "cart-1"),
+    ),
+    { instanceOf: ServiceError },
+  );
+  t.is(reused?.details.reason, "REQUEST_ID_REUSED");
+});
+
 test("one request_id from two users places two orders, and neither answer names the other's", async (t) => {
   const fleet = await startFleet(t);
   const [alice, bob] = await Promise.all([addUser(fleet.users), addUser(fleet.users)]);

@@ -77,14 +77,20 @@ const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   FAILED: OrderState.ORDER_STATE_FAILED,
 };
 
+/**
+ * The order a request asks for: the same user, products and quantities, its lines in any order
+ * (a client may build them from a map). Each product is on one line at most, in both.
+ */
 const sameRequest = (order: Order, request: CreateOrderRequest) =>
   order.userId === request.userId &&
   order.lines.length === request.lines.length &&
-  order.lines.every(
-    (line, i) =>
-      line.productId === request.lines[i]?.productId &&
-      line.quantity === request.lines[i]?.quantity,
-  );
+  order.lines.every((line, i) => {
+    const asked = request.lines[i];
+    if (asked?.productId === line.productId) return asked.quantity === line.quantity;
+    return request.lines.some(
+      (other) => other.productId === line.productId && other.quantity === line.quantity,
+    );
+  });
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
@@ -601,12 +607,12 @@ const placing = (waits: number, ctx: CallContext) =>
 
 /**
  * Where the in-flight runs are kept. An idempotency key is its user's, so the user is part of
- * it; and a run in this process is joined only by calls with the same body: another body's run
- * may fail for what that body asked, or place what this call did not ask for.
+ * it; and a run in this process is joined only by calls asking for the same order (sameRequest):
+ * another body's run may fail for what that body asked, or place what this call did not ask for.
  */
 const inflightKey = (request: CreateOrderRequest, key: string) =>
   JSON.stringify([
     request.userId,
     key,
-    request.lines.map((line) => [line.productId, line.quantity]),
+    request.lines.map((line) => [line.productId, line.quantity]).sort(),
   ]);

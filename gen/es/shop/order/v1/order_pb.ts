@@ -150,9 +150,11 @@ export type CreateOrderRequest = Message<"shop.order.v1.CreateOrderRequest"> & {
 
   /**
    * Idempotency key chosen by the client, for example a UUID: retries with
-   * the same id return the same order. Scoped to `user_id`: another user
-   * may use the same id for an order of their own. At most 64 characters.
-   * Optional but strongly advised; when empty the call is not deduplicated.
+   * the same id return the same order. A retry asks for the same order when
+   * it names the same products in the same quantities, its lines in any
+   * order. Scoped to `user_id`: another user may use the same id for an
+   * order of their own. At most 64 characters. Optional but strongly
+   * advised; when empty the call is not deduplicated.
    *
    * @generated from field: string request_id = 3;
    */

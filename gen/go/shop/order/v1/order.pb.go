@@ -284,9 +284,11 @@ type CreateOrderRequest struct {
 	// priced in one currency.
 	Lines []*OrderLine `protobuf:"bytes,2,rep,name=lines,proto3" json:"lines,omitempty"`
 	// Idempotency key chosen by the client, for example a UUID: retries with
-	// the same id return the same order. Scoped to `user_id`: another user
-	// may use the same id for an order of their own. At most 64 characters.
-	// Optional but strongly advised; when empty the call is not deduplicated.
+	// the same id return the same order. A retry asks for the same order when
+	// it names the same products in the same quantities, its lines in any
+	// order. Scoped to `user_id`: another user may use the same id for an
+	// order of their own. At most 64 characters. Optional but strongly
+	// advised; when empty the call is not deduplicated.
 	RequestId     string `protobuf:"bytes,3,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
