@@ -181,15 +181,19 @@ export async function openDatabase(
       ),
     );
     if (forReads > 0) {
+      // closable for its NoConnection: a connection not made is UNAVAILABLE, as for writes.
+      // Closing `db` to new work leaves it going.
       readPools.set(db, () =>
-        connectPostgres(
-          location,
-          {
-            ...settings,
-            poolMax: forReads,
-            applicationName: `${settings.applicationName} reads`,
-          },
-          knexLog(options.logger),
+        closable(
+          connectPostgres(
+            location,
+            {
+              ...settings,
+              poolMax: forReads,
+              applicationName: `${settings.applicationName} reads`,
+            },
+            knexLog(options.logger),
+          ),
         ),
       );
     }

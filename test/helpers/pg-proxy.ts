@@ -3,6 +3,7 @@
 //
 //   const proxy = await pgProxy(t, url);             // proxy.url: the same database, through it
 //   proxy.freeze();                                  // open connections pass nothing more
+//   proxy.holdNew();                                 // new connections are taken, never served
 //   proxy.cutReplyTo(/insert into "products"/i);     // the next such statement runs; its reply is lost
 //   proxy.cutReplyTo(/INSERT INTO orders/, /COMMIT/); // the transaction that ran it commits; that reply is lost
 import net from "node:net";
@@ -23,6 +24,8 @@ export interface PgProxy {
   url: string;
   /** Silences every connection open now (no reply, no close). New ones pass. */
   freeze(): void;
+  /** Takes every new connection and passes nothing on it, as a hung server would. */
+  holdNew(): void;
   /**
    * The next message a service sends that matches `pattern` reaches the server, which runs it;
    * the connection is cut before the server's answer gets back. With `then`, the cut comes at
@@ -37,7 +40,14 @@ export async function pgProxy(t: ExecutionContext, databaseUrl: string): Promise
   const target = { port: Number(url.port), host: url.hostname };
   const pairs = new Set<Pair>();
   let armed: { pattern: RegExp; then?: RegExp; cut: () => void } | undefined;
+  const held = new Set<net.Socket>();
+  let holding = false;
   const server = net.createServer((client) => {
+    if (holding) {
+      held.add(client);
+      client.on("error", () => {});
+      return;
+    }
     const upstream = net.connect(target.port, target.host);
     const pair: Pair = { client, upstream, frozen: false, cutOnReply: false };
     pairs.add(pair);
@@ -78,6 +88,7 @@ export async function pgProxy(t: ExecutionContext, databaseUrl: string): Promise
   });
   await new Promise<void>((resolve) => server.listen(0, "127.0.0.1", resolve));
   t.teardown(() => {
+    for (const socket of held) socket.destroy();
     for (const pair of pairs) {
       pair.client.destroy();
       pair.upstream.destroy();
@@ -89,6 +100,9 @@ export async function pgProxy(t: ExecutionContext, databaseUrl: string): Promise
     url: url.toString(),
     freeze() {
       for (const pair of pairs) pair.frozen = true;
+    },
+    holdNew() {
+      holding = true;
     },
     cutReplyTo(pattern, then) {
       return new Promise((resolve) => {
