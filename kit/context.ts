@@ -101,6 +101,8 @@ export class ServerCallContext implements CallContext, CuttableCall {
   private state = RUNNING;
   /** When the caller's cancel arrived (ms since the epoch), if it did while the call ran. */
   private cancelledAt: number | undefined;
+  /** The same moment by performance.now(): when the caller got its status. */
+  private cancelledSince: number | undefined;
   // Made on first use: most calls never look at their signal, and an AbortController per call
   // was a measurable share of a cheap rpc's CPU.
   private controller: AbortController | undefined;
@@ -192,6 +194,7 @@ export class ServerCallContext implements CallContext, CuttableCall {
   private markCancelled(): void {
     this.state = CANCELLED;
     this.cancelledAt = Date.now();
+    this.cancelledSince = performance.now();
   }
 
   /** Whether the caller's cancel was its deadline (deadlinePassed, at the cancel). */
@@ -222,7 +225,11 @@ export class ServerCallContext implements CallContext, CuttableCall {
       this.state === CANCELLED || (this.state === RUNNING && this.call?.cancelled === true);
     this.settle();
     if (!this.listeners) return;
-    const durationMs = performance.now() - this.started;
+    // A cancelled call's caller had its status when it left or its deadline passed, however long
+    // the handler ran on; that moment is known when the signal was watched, else it is now.
+    const durationMs =
+      (cancelled && this.cancelledSince !== undefined ? this.cancelledSince : performance.now()) -
+      this.started;
     let got: CallStatus = { ...sent, durationMs };
     if (cancelled && sent.code !== status.DEADLINE_EXCEEDED) {
       got = this.cancelledAtDeadline()
