@@ -6,6 +6,10 @@ const MAX_VIOLATIONS = 20;
 const MAX_TEXT = 200;
 const clip = (text: string) => clipText(text, MAX_TEXT);
 
+/** Only spaces of any kind and invisible formatting characters (zero-width, bidi controls). */
+const BLANK = /^[\s\p{Cf}]*$/u;
+const CONTROL = /\p{Cc}/u;
+
 /**
  * The code points in `text`, exactly up to `limit`; any count above `limit` means "more". A 1 MB
  * string is known to be too long without counting all of it.
@@ -44,6 +48,21 @@ export class Violations {
     }
     if (length > max) return this.add(field, `must be at most ${max} characters`);
     if (value.includes("\u0000")) this.add(field, "must not contain the NUL character (U+0000)");
+    return this;
+  }
+
+  /**
+   * A name shown to people: `text` of 1 to `max` characters that is not blank (only spaces or
+   * invisible formatting characters) and holds no control character such as a line break.
+   */
+  name(field: string, value: string, max: number): this {
+    const before = this.list.length;
+    this.text(field, value, max);
+    if (this.list.length > before) return this;
+    if (BLANK.test(value)) return this.add(field, "must not be blank");
+    if (CONTROL.test(value)) {
+      this.add(field, "must not contain control characters, such as a line break or a tab");
+    }
     return this;
   }
 

@@ -72,6 +72,9 @@ test("CreateProduct refuses a missing product", async (t) => {
 
 const badProducts: [string, Partial<Product>, string[]][] = [
   ["an empty name", { name: "" }, ["product.name"]],
+  ["a name of spaces", { name: " \u00a0\u3000 " }, ["product.name"]],
+  ["a name of invisible characters", { name: "\u200b\u202e" }, ["product.name"]],
+  ["a name with a line break", { name: "Teapot\nwith lid" }, ["product.name"]],
   ["a 201-character name", { name: chars(201) }, ["product.name"]],
   ["a 2001-character description", { description: chars(2001) }, ["product.description"]],
   ["a missing price", { price: undefined }, ["product.price"]],
@@ -382,6 +385,7 @@ const badUpdates: [string, Partial<Product> | undefined, string[] | undefined, s
     ["update_mask"],
   ],
   ["an empty name", { name: "" }, ["name"], ["product.name"]],
+  ["a blank name", { name: "   " }, ["name"], ["product.name"]],
   [
     "a 2001-character description",
     { description: chars(2001) },

@@ -13,7 +13,7 @@ const MUTABLE = ["name", "description", "price", "stock_quantity"] as const;
 const DEFAULT_TTL_MS = 5 * 60_000;
 
 function checkProduct(v: Violations, product: Product, paths: readonly string[]) {
-  if (paths.includes("name")) v.text("product.name", product.name, 200);
+  if (paths.includes("name")) v.name("product.name", product.name, 200);
   if (paths.includes("description")) v.text("product.description", product.description, 2000, 0);
   if (paths.includes("price")) checkMoney(v, "product.price", product.price);
   if (paths.includes("stock_quantity")) {

@@ -104,6 +104,15 @@ test("CreateUser accepts an email whose lowercase form is longer than 254 charac
   t.deepEqual(await read(user.userId), user);
 });
 
+test("CreateUser accepts an email whose normalized key is 2000 bytes, and refuses one past it", async (t) => {
+  const { create, read } = await setup(t);
+  // U+FDFA is one character; NFKC writes it as 18, 33 bytes of UTF-8.
+  const longest = `${"\ufdfa".repeat(60)}@x.c`;
+  const user = await create(longest);
+  t.deepEqual(await read(user.userId), user);
+  await expectInvalid(t, create(`${"\ufdfa".repeat(61)}@x.c`), ["user.email"]);
+});
+
 test("CreateUser refuses a long dotted email taken in another case", async (t) => {
   const { create, count } = await setup(t);
   await create(dottedEmailOf(254));
@@ -131,6 +140,43 @@ const badUsers: [string, { email: string; displayName: string }, string[]][] = [
   ["a 255-character email", { email: emailOf(255), displayName: "Ada" }, ["user.email"]],
   ["an email without @", { email: "ada.example.com", displayName: "Ada" }, ["user.email"]],
   ["an empty display name", { email: "ada@example.com", displayName: "" }, ["user.display_name"]],
+  ["an email without a local part", { email: "@example.com", displayName: "Ada" }, ["user.email"]],
+  ["an email without a domain", { email: "ada@", displayName: "Ada" }, ["user.email"]],
+  [
+    "an email with a space",
+    { email: "ada lovelace@example.com", displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
+    "an email with a line break",
+    { email: "ada@example.com\n", displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
+    "an email with a bidi control",
+    { email: "ada\u202e@example.com", displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
+    "an email of 254 characters that NFKC makes thousands of bytes",
+    { email: `${"\ufdfa".repeat(250)}@x.c`, displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
+    "a display name of spaces",
+    { email: "ada@example.com", displayName: "  \t " },
+    ["user.display_name"],
+  ],
+  [
+    "a display name of invisible characters",
+    { email: "ada@example.com", displayName: "\u200b\u2066\u2069" },
+    ["user.display_name"],
+  ],
+  [
+    "a display name with a line break",
+    { email: "ada@example.com", displayName: "Ada\nLovelace" },
+    ["user.display_name"],
+  ],
   [
     "a 101-character display name",
     { email: "ada@example.com", displayName: chars(101) },
@@ -174,6 +220,26 @@ test("CreateUser refuses an email taken in a case with another lower case of a l
     t.is(error?.details.reason, "EMAIL_TAKEN", email);
   }
   t.is(await count(), 3);
+});
+
+test("CreateUser refuses an email taken in another Unicode form of the same text", async (t) => {
+  const { create, count } = await setup(t);
+  await create("jos\u00e9@example.com");
+  await create("ada@example.com");
+  await create("fiona@example.com");
+  const taken = ["jose\u0301@example.com", "JOSE\u0301@example.com", "\uff41da@example.com"];
+  for (const email of [...taken, "\ufb01ona@example.com"]) {
+    const error = await t.throwsAsync(create(email), { instanceOf: ServiceError });
+    t.is(error?.details.reason, "EMAIL_TAKEN", email);
+  }
+  t.is(await count(), 3);
+});
+
+test("CreateUser accepts names and emails in any script", async (t) => {
+  const { create } = await setup(t);
+  t.is((await create("用户@例子.中国", "李 小龙")).displayName, "李 小龙");
+  t.is((await create("زهرة@مثال.مصر", "زهرة")).email, "زهرة@مثال.مصر");
+  t.is((await create("a@b@c", "🙂")).displayName, "🙂");
 });
 
 // GetUser
@@ -453,6 +519,13 @@ const badUpdates: [string, Partial<User> | undefined, string[] | undefined, stri
   ["the output-only create_time", { userId: "usr_1" }, ["create_time"], ["update_mask"]],
   ["the output-only update_time", { userId: "usr_1" }, ["update_time"], ["update_mask"]],
   ["an email without @", { userId: "usr_1", email: "nope" }, ["email"], ["user.email"]],
+  ["an email with a space", { userId: "usr_1", email: "a b@c.d" }, ["email"], ["user.email"]],
+  [
+    "a blank display_name",
+    { userId: "usr_1", displayName: "\u3000" },
+    ["display_name"],
+    ["user.display_name"],
+  ],
   [
     "an empty display_name",
     { userId: "usr_1", displayName: "" },

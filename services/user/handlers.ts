@@ -4,14 +4,30 @@ import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token
 import { requireOwner } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, codePoints, type Violations } from "../../kit/validate.js";
-import type { UserStore } from "./store.js";
+import { emailKey, type UserStore } from "./store.js";
 
 const MUTABLE = ["email", "display_name"] as const;
+
+/** Spaces, control characters and invisible formatting ones: none belongs in an address. */
+const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}]/u;
+/**
+ * A bound on the key that keeps emails unique, in bytes: NFKC writes a few characters as up to
+ * 18, and PostgreSQL's unique index refuses an entry above about 2.7 KB.
+ */
+const MAX_EMAIL_KEY_BYTES = 2000;
 
 function checkEmail(v: Violations, field: string, email: string) {
   v.text(field, email, 254, 3);
   const length = codePoints(email, 254);
-  if (length >= 3 && length <= 254 && !email.includes("@")) v.add(field, 'must contain "@"');
+  if (length < 3 || length > 254 || email.includes("\u0000")) return;
+  const at = email.lastIndexOf("@");
+  if (at < 1 || at === email.length - 1) {
+    v.add(field, 'must be a local part, "@" and a domain, as in ada@example.com');
+  } else if (NOT_IN_EMAIL.test(email)) {
+    v.add(field, "must not contain spaces, control characters or invisible formatting characters");
+  } else if (Buffer.byteLength(emailKey(email)) > MAX_EMAIL_KEY_BYTES) {
+    v.add(field, `must be at most ${MAX_EMAIL_KEY_BYTES} bytes of UTF-8 once normalized (NFKC)`);
+  }
 }
 
 /** UserService: each rpc validates its request, then asks the store. */
@@ -22,7 +38,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       if (!user) v.add("user", "is required");
       else {
         checkEmail(v, "user.email", user.email);
-        v.text("user.display_name", user.displayName, 100);
+        v.name("user.display_name", user.displayName, 100);
       }
       v.throwIfAny();
       const { email, displayName } = user as User;
@@ -50,7 +66,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       v.mask(paths, MUTABLE);
       if (user && paths.includes("email")) checkEmail(v, "user.email", user.email);
       if (user && paths.includes("display_name")) {
-        v.text("user.display_name", user.displayName, 100);
+        v.name("user.display_name", user.displayName, 100);
       }
       v.throwIfAny();
       const { userId, email, displayName } = user as User;

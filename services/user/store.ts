@@ -31,11 +31,14 @@ const toUser = (row: UserRow): User => ({
 });
 
 /**
- * The key that makes emails unique whatever their case: lowercased, uppercased, then lowercased
- * again, so that every case of a letter meets ("ſ" and "s", "ς" and "σ", "ẞ", "ß" and "ss").
- * Stricter than Unicode's case folding in one place: a dotless "ı" meets "i".
+ * The key that makes emails unique whatever their case or Unicode form: normalized (NFKC, so a
+ * precomposed "é" meets "e" with a combining accent, and a full-width "ａ" meets "a"), then
+ * lowercased, uppercased and lowercased again, so that every case of a letter meets ("ſ" and
+ * "s", "ς" and "σ", "ẞ", "ß" and "ss"), and normalized again. Stricter than Unicode's case
+ * folding in one place: a dotless "ı" meets "i".
  */
-export const emailKey = (email: string) => email.toLowerCase().toUpperCase().toLowerCase();
+export const emailKey = (email: string) =>
+  email.normalize("NFKC").toLowerCase().toUpperCase().toLowerCase().normalize("NFKC");
 
 const emailTaken = (email: string) =>
   errors.alreadyExists("EMAIL_TAKEN", `a user with email ${email} already exists`, { email });

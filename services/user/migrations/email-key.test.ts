@@ -59,3 +59,23 @@ test("0003 refuses users whose emails now count as the same, and changes nothing
     migrations.slice(0, 2).map((m) => m.name),
   );
 });
+
+test("0004 normalizes the keys 0003 wrote, and refuses users whose emails are one text", async (t) => {
+  const file = await before0003(t, ["ｊosé@example.com", "ada@example.com"]);
+  const db = await openDatabase(file, migrations);
+  t.teardown(() => db.destroy());
+  t.deepEqual(await keysOf(db), {
+    "ｊosé@example.com": "josé@example.com",
+    "ada@example.com": "ada@example.com",
+  });
+
+  const same = await before0003(t, ["jos\u00e9@example.com", "jose\u0301@example.com"]);
+  const error = await t.throwsAsync(openDatabase(same, migrations));
+  t.regex(error?.message ?? "", /whatever their case or Unicode form.*usr_0 .* = usr_1 /);
+  const at0003 = await openDatabase(same, migrations.slice(0, 3));
+  t.teardown(() => at0003.destroy());
+  t.deepEqual(
+    await at0003("knex_migrations").pluck("name"),
+    migrations.slice(0, 3).map((m) => m.name),
+  );
+});

@@ -33,7 +33,9 @@ export type Product = Message<"shop.product.v1.Product"> & {
   productId: string;
 
   /**
-   * Name shown to people. Required; 1 to 200 characters.
+   * Name shown to people. Required; 1 to 200 characters. Not blank (only
+   * spaces or invisible characters), and no control characters such as a
+   * line break.
    *
    * @generated from field: string name = 2;
    */

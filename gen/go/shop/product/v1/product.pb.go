@@ -31,7 +31,9 @@ type Product struct {
 	// Opaque identifier assigned by the server at creation: ignored by
 	// CreateProduct, and names the product to change in UpdateProduct.
 	ProductId string `protobuf:"bytes,1,opt,name=product_id,json=productId,proto3" json:"product_id,omitempty"`
-	// Name shown to people. Required; 1 to 200 characters.
+	// Name shown to people. Required; 1 to 200 characters. Not blank (only
+	// spaces or invisible characters), and no control characters such as a
+	// line break.
 	Name string `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
 	// Free text description. Optional; at most 2000 characters.
 	Description string `protobuf:"bytes,3,opt,name=description,proto3" json:"description,omitempty"`

@@ -31,11 +31,16 @@ type User struct {
 	// CreateUser, and names the user to change in UpdateUser.
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Email address, unique across users. Required; 3 to 254 characters
-	// (code points) and must contain "@". Compared case-insensitively, every
-	// case of a letter alike ("ß" and "ss"; also a dotless "ı" and "i").
+	// (code points): a local part, "@" and a domain, with no spaces, control
+	// characters or invisible formatting characters. Compared
+	// case-insensitively, every case of a letter alike ("ß" and "ss"; also a
+	// dotless "ı" and "i"), and in Unicode's compatibility form (NFKC): "é" as
+	// one code point or two, a full-width "ａ" and "a" alike. At most 2000
+	// bytes of UTF-8 in that form (a few characters become up to 18).
 	Email string `protobuf:"bytes,2,opt,name=email,proto3" json:"email,omitempty"`
 	// Name shown to people. Required; 1 to 100 characters, counted as
-	// Unicode code points: an emoji is one.
+	// Unicode code points: an emoji is one. Not blank (only spaces or
+	// invisible characters), and no control characters such as a line break.
 	DisplayName string `protobuf:"bytes,3,opt,name=display_name,json=displayName,proto3" json:"display_name,omitempty"`
 	// When the user was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`

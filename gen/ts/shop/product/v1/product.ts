@@ -33,7 +33,11 @@ export interface Product {
    * CreateProduct, and names the product to change in UpdateProduct.
    */
   productId: string;
-  /** Name shown to people. Required; 1 to 200 characters. */
+  /**
+   * Name shown to people. Required; 1 to 200 characters. Not blank (only
+   * spaces or invisible characters), and no control characters such as a
+   * line break.
+   */
   name: string;
   /** Free text description. Optional; at most 2000 characters. */
   description: string;

@@ -34,13 +34,18 @@ export interface User {
   userId: string;
   /**
    * Email address, unique across users. Required; 3 to 254 characters
-   * (code points) and must contain "@". Compared case-insensitively, every
-   * case of a letter alike ("ß" and "ss"; also a dotless "ı" and "i").
+   * (code points): a local part, "@" and a domain, with no spaces, control
+   * characters or invisible formatting characters. Compared
+   * case-insensitively, every case of a letter alike ("ß" and "ss"; also a
+   * dotless "ı" and "i"), and in Unicode's compatibility form (NFKC): "é" as
+   * one code point or two, a full-width "ａ" and "a" alike. At most 2000
+   * bytes of UTF-8 in that form (a few characters become up to 18).
    */
   email: string;
   /**
    * Name shown to people. Required; 1 to 100 characters, counted as
-   * Unicode code points: an emoji is one.
+   * Unicode code points: an emoji is one. Not blank (only spaces or
+   * invisible characters), and no control characters such as a line break.
    */
   displayName: string;
   /** When the user was created. Output only. */
