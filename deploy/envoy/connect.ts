@@ -36,6 +36,11 @@ export function connectGetPaths(services: readonly GrpcService[]): Record<string
   return paths;
 }
 
+/** The paths of every rpc the edge serves: a GET of any other is answered as a POST of it. */
+export function connectRpcPaths(services: readonly GrpcService[]): Record<string, true> {
+  return Object.fromEntries(services.flatMap((s) => s.methods.map((m) => [m.path, true])));
+}
+
 /** The paths of the server-streaming rpcs, which Connect calls only as streams. */
 export function connectStreamPaths(services: readonly GrpcService[]): Record<string, true> {
   const paths: Record<string, true> = {};

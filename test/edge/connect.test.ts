@@ -287,6 +287,29 @@ test.serial(
   },
 );
 
+test.serial(
+  "Connect: a method the edge does not serve is 404 UNKNOWN_METHOD, as a GET or a POST",
+  async (t) => {
+    await mesh.waitHealthy(["product"]);
+    const token = await tokenFor("usr_unknown_method");
+    const auth = { authorization: `Bearer ${token}` };
+    const message = GetProductRequest.encode({ productId: "prd_none" }).finish();
+    // A method a served service lacks, one of the internal API, and a service nobody has.
+    for (const method of [
+      "shop.product.v1.ProductService/GetProducts",
+      "shop.product.v1.InventoryService/ReserveStock",
+      "shop.nope.v1.NopeService/GetNope",
+    ]) {
+      const get = await edgeFetch(getUrl(method, message), { headers: auth });
+      t.is(get.status, 404, `GET ${method}`);
+      t.deepEqual(await connectError(get), ["unimplemented", "UNKNOWN_METHOD"], `GET ${method}`);
+      const post = await connectUnary(method, message, token);
+      t.is(post.status, 404, `POST ${method}: ${post.body}`);
+      t.is(reasonOf(post.body), "UNKNOWN_METHOD", `POST ${method}`);
+    }
+  },
+);
+
 /** One Connect unary call over HTTP/2, as browsers make it: the status, content type and body. */
 function connectUnary(
   method: string,

@@ -20,8 +20,9 @@
 --   percent-encoded as grpc-message was, and each detail's type keeps the type.googleapis.com/
 --   prefix that Connect leaves out.
 --
--- - Serves a Connect GET only for the rpcs in CONNECT_GET (unary, NO_SIDE_EFFECTS): any other is
---   refused with 405 before it reaches a service, so a replayed URL never places an order. One
+-- - Serves a Connect GET only for the rpcs in CONNECT_GET (unary, NO_SIDE_EFFECTS): any other rpc
+--   in CONNECT_RPCS is refused with 405 before it reaches a service (a method the edge does not
+--   serve gets its route's 404, as a POST does), so a replayed URL never places an order. One
 --   that gives a query parameter twice is refused with 400: the bridge would read the first. So
 --   is any other method whose query says connect=v1, which the bridge would serve as a GET.
 -- - Takes a Connect GET's base64 message padded or not, as Connect says (the bridge reads a
@@ -48,6 +49,7 @@
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
 -- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
+-- CONNECT_RPCS (the paths of every rpc the edge serves),
 -- CONNECT_STREAMS (the paths of streaming rpcs) with CONNECT_UNARY_ON_STREAM_REFUSAL,
 -- CONNECT_GET_BODY_REFUSAL (for a GET with a body),
 -- CONNECT_GET_REFUSAL (the Connect error for any other), CONNECT_GET_REPEAT_REFUSAL (for a GET
@@ -442,7 +444,10 @@ local function refuse_connect_get(handle, headers, params)
     return true
   end
   local path = headers:get(":path") or ""
-  if not CONNECT_GET[(path:gsub("%?.*", ""))] then
+  local rpc = path:gsub("%?.*", "")
+  if not CONNECT_GET[rpc] then
+    -- A method the edge does not serve: its route's answer, UNKNOWN_METHOD, as for a POST.
+    if not CONNECT_RPCS[rpc] then return false end
     refuse(handle, 12, { [":status"] = "405", ["allow"] = "POST", ["content-type"] = "application/json" },
       CONNECT_GET_REFUSAL)
     return true
