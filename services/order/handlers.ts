@@ -8,7 +8,7 @@ import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token
 import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
-import type { OrderSaga } from "./saga.js";
+import type { OrderSaga } from "./saga/index.js";
 import type { OrderStore } from "./store.js";
 import type { OrderWatches } from "./watches.js";
 

@@ -1,6 +1,6 @@
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { Metrics } from "../../kit/observability/metrics.js";
-import type { SagaEvents } from "./saga.js";
+import type { SagaEvents } from "./saga/index.js";
 
 const OUTCOMES: Partial<Record<OrderState, string>> = {
   [OrderState.ORDER_STATE_CONFIRMED]: "confirmed",

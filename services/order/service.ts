@@ -9,7 +9,7 @@ import { defineService } from "../../kit/service.js";
 import { orderHandlers } from "./handlers.js";
 import { orderMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
-import { OrderSaga } from "./saga.js";
+import { OrderSaga } from "./saga/index.js";
 import { OrderStore } from "./store.js";
 import { OrderWatches } from "./watches.js";
 

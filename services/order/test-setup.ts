@@ -22,7 +22,7 @@ import { freshDatabase, opening, testDatabase } from "../../test/helpers/storage
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
-import { OrderSaga } from "./saga.js";
+import { OrderSaga } from "./saga/index.js";
 import { OrderStore } from "./store.js";
 import { OrderWatches } from "./watches.js";
 

@@ -1,7 +1,7 @@
 // The errors the saga reads from its dependencies, and those it answers with of its own. What a
 // dependency's failure becomes in this service's answer is the kit's (fromDependency).
-import type { Order } from "../../gen/ts/shop/order/v1/order.js";
-import { Code, errors, ServiceError } from "../../kit/errors.js";
+import type { Order } from "../../../gen/ts/shop/order/v1/order.js";
+import { Code, errors, ServiceError } from "../../../kit/errors.js";
 
 /** The reservation is gone for good: released, expired, or never made. */
 export const reservationLost = (error: unknown) =>

@@ -1,9 +1,9 @@
 // An order's prices come from its reservation's snapshot, taken as the stock was committed.
-import { type Order, OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import type { Reservation } from "../../gen/ts/shop/product/v1/inventory.js";
-import { errors } from "../../kit/errors.js";
-import { totalOf } from "../../kit/money.js";
-import type { Prices } from "./store.js";
+import { type Order, OrderState } from "../../../gen/ts/shop/order/v1/order.js";
+import type { Reservation } from "../../../gen/ts/shop/product/v1/inventory.js";
+import { errors } from "../../../kit/errors.js";
+import { totalOf } from "../../../kit/money.js";
+import type { Prices } from "../store.js";
 
 /** What the order costs, from its reservation's price snapshot (lines in the order's order). */
 export function pricesOf(reservation: Reservation | undefined): Prices {

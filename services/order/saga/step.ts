@@ -1,0 +1,26 @@
+// What every step of the saga works with, and the span it runs in.
+import { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
+import { inSpan } from "../../../kit/observability/tracing.js";
+import type { OrderStore } from "../store.js";
+import type { Dependencies, SagaEvents, SagaOptions } from "./types.js";
+
+/** One OrderSaga's parts, which its create, cancel and reconcile paths share. */
+export interface Saga {
+  store: OrderStore;
+  deps: Dependencies;
+  options: SagaOptions;
+  events: SagaEvents;
+  /** This process moved an order to `state`: watchers and the events hear of it. */
+  changed(orderId: string, state: OrderState): void;
+}
+
+export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
+  PENDING: OrderState.ORDER_STATE_PENDING,
+  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
+  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
+  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
+  FAILED: OrderState.ORDER_STATE_FAILED,
+};
+
+/** A step of the saga, as a span of its own: `saga.<name>` (docs/architecture.md). */
+export const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`, work);
