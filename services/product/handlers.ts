@@ -6,7 +6,7 @@ import { checkMoney } from "../../kit/money.js";
 import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, durationMs, type Violations } from "../../kit/validate.js";
-import type { InventoryStore } from "./inventory-store.js";
+import type { InventoryStore } from "./inventory/index.js";
 import { MAX_STOCK, type ProductFields, type ProductStore } from "./store.js";
 
 const MUTABLE = ["name", "description", "price", "stock_quantity"] as const;

@@ -1,5 +1,5 @@
 import type { Metrics } from "../../kit/observability/metrics.js";
-import type { InventoryStore } from "./inventory-store.js";
+import type { InventoryStore } from "./inventory/index.js";
 
 /** What the product service counts about its reservations, beyond what the kit counts. */
 export interface ReservationMetrics {

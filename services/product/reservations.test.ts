@@ -8,7 +8,7 @@ import { Code } from "../../kit/errors.js";
 import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { storage } from "../../test/helpers/storage.js";
-import { TOMBSTONE_KEEP_MS } from "./inventory-store.js";
+import { TOMBSTONE_KEEP_MS } from "./inventory/index.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
 
 // ReserveStock

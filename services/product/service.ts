@@ -6,7 +6,7 @@ import { repeat } from "../../kit/repeat.js";
 import { adminOnly, internal, open } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
-import { InventoryStore } from "./inventory-store.js";
+import { InventoryStore } from "./inventory/index.js";
 import { reservationMetrics } from "./metrics.js";
 import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";

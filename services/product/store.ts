@@ -63,7 +63,7 @@ export const productNotFound = (productId: string) =>
 
 /**
  * The catalogue: the only code that writes a product's own fields. The stock that reservations
- * take and give back is InventoryStore's (inventory-store.ts).
+ * take and give back is InventoryStore's (inventory/).
  */
 export class ProductStore {
   /** GetProduct's read, in plain SQL (kit/db/sql.ts). */

@@ -20,7 +20,7 @@ import type { Knex } from "../../kit/db/index.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testDatabase } from "../../test/helpers/storage.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
-import { InventoryStore } from "./inventory-store.js";
+import { InventoryStore } from "./inventory/index.js";
 import { ProductStore } from "./store.js";
 
 export const ctx = (method: string) =>
