@@ -6,7 +6,6 @@ import {
   CreateOrderRequest,
   ListOrdersRequest,
   type Order,
-  OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
@@ -39,13 +38,7 @@ export const placedBy = async (userId: string) =>
   });
 
 export const chars = (n: number, c = "x") => c.repeat(n);
-export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
-  PENDING: OrderState.ORDER_STATE_PENDING,
-  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
-  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
-  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
-  FAILED: OrderState.ORDER_STATE_FAILED,
-};
+export { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING } from "./saga/step.js";
 
 interface Dependencies {
   users: Client<typeof UserServiceService>;
