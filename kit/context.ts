@@ -8,8 +8,13 @@ type ServerSurfaceCall = Pick<
 
 import type { MethodInfo } from "./contract.js";
 import { type AuthContext, authContextOf } from "./security/tls.js";
-import { type CuttableCall, trackCall } from "./transport/connection-closing.js";
-import { resetStream, streamOf } from "./transport/http2-stream.js";
+import { type CuttableCall, closedByServer, trackCall } from "./transport/connection-closing.js";
+import {
+  type DeliveredStatus,
+  onStreamClosed,
+  resetStream,
+  streamOf,
+} from "./transport/http2-stream.js";
 
 /** The status a caller got, as middleware see it once the call is over. */
 export interface CallStatus {
@@ -50,11 +55,23 @@ export interface CallContext {
   /** A value a middleware attached to this call. */
   get<T>(key: ContextKey<T>): T | undefined;
   set<T>(key: ContextKey<T>, value: T): void;
-  /** Calls `listener` once, with the status the caller got, after it was sent. */
+  /**
+   * Calls `listener` once, with the status the caller got, after it was sent; or, for a call
+   * whose record is held (holdRecord), once the transport is done with its reply.
+   */
   onFinish(listener: (status: CallStatus) => void): void;
+  /** Calls `listener` once the call's status is handed to the transport, held record or not. */
+  onSent(listener: () => void): void;
+  /**
+   * Holds the call's record (the onFinish listeners) until the transport is done with its reply,
+   * for a reply that may wait in HTTP/2 until its caller reads it. Written out in full, the
+   * record is the status sent, with its time to the hand-over; reset first (dropReply, the
+   * caller's cancel, its connection lost or cut), what the caller got instead, timed to the reset.
+   */
+  holdRecord(): void;
   /**
    * Calls `listener` once the transport is done with the call: its reply handed in full to
-   * HTTP/2 (which waits for the caller to read), or the caller gone. Later than onFinish.
+   * HTTP/2 (which waits for the caller to read), or the caller gone. Later than onSent.
    */
   onWritten(listener: () => void): void;
   /**
@@ -107,6 +124,9 @@ export class ServerCallContext implements CallContext, CuttableCall {
   // was a measurable share of a cheap rpc's CPU.
   private controller: AbortController | undefined;
   private listeners: ((status: CallStatus) => void)[] | undefined;
+  private sentListeners: (() => void)[] | undefined;
+  /** Set by holdRecord: made only for the calls that hold their record. */
+  private held: HeldReply | undefined;
   private values: Map<ContextKey<unknown>, unknown> | undefined;
 
   // Set when the server cut the call's connection (a shutdown's end) before its caller left.
@@ -160,6 +180,16 @@ export class ServerCallContext implements CallContext, CuttableCall {
     this.listeners.push(listener);
   }
 
+  onSent(listener: () => void): void {
+    this.sentListeners ??= [];
+    this.sentListeners.push(listener);
+  }
+
+  holdRecord(): void {
+    // A detached call has no transport to wait for.
+    if (this.call) this.held ??= { session: streamOf(this.call)?.session };
+  }
+
   onWritten(listener: () => void): void {
     // grpc-js says "cancelled" once a call is over, whichever way it ended; without a call, the
     // finish is the end.
@@ -169,7 +199,7 @@ export class ServerCallContext implements CallContext, CuttableCall {
   }
 
   dropReply(): void {
-    if (this.call) resetStream(this.call);
+    if (this.call && resetStream(this.call) && this.held) this.held.droppedAt = performance.now();
   }
 
   /** The server answered the call itself (it is shutting down): the work on it stops. */
@@ -186,9 +216,13 @@ export class ServerCallContext implements CallContext, CuttableCall {
     this.controller?.abort();
   }
 
-  /** The server is cutting this call's connection: unless its caller left first, the end is ours. */
+  /**
+   * The server is cutting this call's connection: unless its caller left first, the end is ours;
+   * so it is of a held record's reply still unwritten.
+   */
   cutByServer(): void {
-    if (this.state === RUNNING && !this.call?.cancelled) this.cut = true;
+    const running = this.state === RUNNING && !this.call?.cancelled;
+    if (running || this.held?.sentAt !== undefined) this.cut = true;
   }
 
   private markCancelled(): void {
@@ -217,13 +251,16 @@ export class ServerCallContext implements CallContext, CuttableCall {
    * Tells the listeners what the caller got: `sent`, unless the call was cancelled before it was
    * answered, in which case the caller saw DEADLINE_EXCEEDED or CANCELLED instead, or the server
    * cut its connection as a shutdown ended, with the call still running: UNAVAILABLE, the
-   * server's doing, as clients and Envoy report a connection lost.
+   * server's doing, as clients and Envoy report a connection lost. A held record (holdRecord)
+   * waits until the call's stream closes.
    */
   finish(sent: Omit<CallStatus, "durationMs">): void {
-    this.untrack?.();
     const cancelled =
       this.state === CANCELLED || (this.state === RUNNING && this.call?.cancelled === true);
     this.settle();
+    if (this.sentListeners) for (const listener of this.sentListeners) listener();
+    if (this.held && this.listeners && !cancelled && this.recordOnClose(sent, this.held)) return;
+    this.untrack?.();
     if (!this.listeners) return;
     // A cancelled call's caller had its status when it left or its deadline passed, however long
     // the handler ran on; that moment is known when the signal was watched, else it is now.
@@ -240,6 +277,70 @@ export class ServerCallContext implements CallContext, CuttableCall {
     }
     for (const listener of this.listeners) listener(got);
   }
+
+  /** Records the call once its stream closes; false if it has none to wait for. */
+  private recordOnClose(sent: Omit<CallStatus, "durationMs">, held: HeldReply): boolean {
+    held.sentAt = performance.now();
+    return onStreamClosed(this.call, (delivered) => {
+      this.untrack?.();
+      const got = delivered ? this.deliveredStatus(sent, delivered, held) : this.resetStatus(held);
+      for (const listener of this.listeners ?? []) listener(got);
+    });
+  }
+
+  /** What a reply written out in full told its caller: `sent`, unless grpc-js sent another. */
+  private deliveredStatus(
+    sent: Omit<CallStatus, "durationMs">,
+    delivered: DeliveredStatus,
+    held: HeldReply,
+  ): CallStatus {
+    // grpc-js's deadline timer replaces a status whose reply still waits to be read.
+    if (delivered.code !== sent.code) {
+      return { ...delivered, durationMs: performance.now() - this.started };
+    }
+    return { ...sent, durationMs: (held.sentAt ?? performance.now()) - this.started };
+  }
+
+  /** What the caller of a reply reset before it was written out got: the reset's code. */
+  private resetStatus(held: HeldReply): CallStatus {
+    if (held.droppedAt !== undefined) {
+      const unreadMs = Math.round(held.droppedAt - (held.sentAt ?? held.droppedAt));
+      return {
+        code: status.CANCELLED,
+        details: `Dropped by the server, unread ${unreadMs} ms after it was sent`,
+        durationMs: held.droppedAt - this.started,
+      };
+    }
+    const durationMs = performance.now() - this.started;
+    if (deadlinePassed(this)) {
+      return { code: status.DEADLINE_EXCEEDED, details: "Deadline exceeded", durationMs };
+    }
+    if (this.cut) {
+      return { code: status.UNAVAILABLE, details: "Cut off as its server shut down", durationMs };
+    }
+    if (held.session && closedByServer(held.session)) {
+      return {
+        code: status.UNAVAILABLE,
+        details: "Cut off as its server closed the connection",
+        durationMs,
+      };
+    }
+    return {
+      code: status.CANCELLED,
+      details: "Cancelled by the caller before it read its reply",
+      durationMs,
+    };
+  }
+}
+
+/** What a call whose record waits for its reply to be written out keeps (holdRecord). */
+interface HeldReply {
+  /** The connection it runs on: a stream forgets it once it is destroyed. */
+  session: Http2Session | undefined;
+  /** When its status was handed to grpc-js (performance.now()): its record waits from then. */
+  sentAt?: number;
+  /** When dropReply reset its stream. */
+  droppedAt?: number;
 }
 
 /**

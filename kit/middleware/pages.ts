@@ -38,12 +38,16 @@ export function pagesInFlight(limit: number, writeTimeoutMs = 0): ServerMiddlewa
   const endedWaiting = () =>
     new ServiceError(Code.CANCELLED, "the call ended while it waited its turn");
 
-  /** Holds a place until the reply is written out, or dropped once unread for too long. */
+  /**
+   * Holds a place until the reply is written out, or dropped once unread for too long. The
+   * call's record waits as long: its caller may never get the status it was sent.
+   */
   const hold = (ctx: CallContext) => {
     let written = false;
     let timer: NodeJS.Timeout | undefined;
+    ctx.holdRecord();
     if (writeTimeoutMs > 0) {
-      ctx.onFinish(() => {
+      ctx.onSent(() => {
         if (!written) timer = setTimeout(() => ctx.dropReply(), writeTimeoutMs).unref();
       });
     }

@@ -42,6 +42,14 @@ export function markCut(session: Http2Session): void {
   for (const call of running.get(session) ?? []) call.cutByServer();
 }
 
+/**
+ * Whether the server closed `session` (grpc-js, at its max age or a shutdown) and it is gone: the
+ * calls still on it were cut off by the server, not left by their callers.
+ */
+export function closedByServer(session: Http2Session): boolean {
+  return session.destroyed && closings.get(session as Session)?.byServer === true;
+}
+
 /** The HTTP/2 session a grpc-js server call runs on; undefined if grpc-js's privates moved. */
 const sessionOf = (call: unknown) => streamOf(call)?.session as Session | undefined;
 
