@@ -1,4 +1,4 @@
-import { channelTarget, createClient } from "./client.js";
+import { channelTarget, createClient } from "./client/index.js";
 import {
   databaseVariable,
   env,

@@ -1,4 +1,4 @@
-import type { Client } from "./client.js";
+import type { Client } from "./client/index.js";
 import type { CallContext } from "./context.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./contract.js";
 import type { Knex, Migration } from "./db/index.js";

@@ -7,7 +7,7 @@ import * as grpc from "@grpc/grpc-js";
 import test from "ava";
 import { HealthClient, HealthService } from "../gen/ts/health/v1/health.js";
 import { WatchOrderRequest } from "../gen/ts/shop/order/v1/order.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import { serverConfig } from "../kit/config.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { createLogger } from "../kit/observability/logger.js";

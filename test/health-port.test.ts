@@ -4,7 +4,7 @@
 import test from "ava";
 import { HealthService } from "../gen/ts/health/v1/health.js";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import { startService } from "../kit/runtime.js";
 import { createProductService } from "../services/product/service.js";

@@ -15,7 +15,7 @@ import test from "ava";
 import { parse } from "yaml";
 import { RUNTIME_ENV } from "../deploy/settings.js";
 import { OrderServiceService, OrderState } from "../gen/ts/shop/order/v1/order.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import { bearer } from "../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../kit/middleware/index.js";
 import { channelCredentials, readTls } from "../kit/security/tls.js";

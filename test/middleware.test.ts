@@ -8,7 +8,7 @@ import test from "ava";
 import { InventoryServiceService } from "../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import type { CallStatus } from "../kit/context.js";
 import type { MethodInfo } from "../kit/contract.js";
 import { Code, type ServiceError } from "../kit/errors.js";

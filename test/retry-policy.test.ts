@@ -20,7 +20,7 @@ import {
   type HEDGING_POLICY,
   type RETRY_POLICY,
   serviceConfigFor,
-} from "../kit/client.js";
+} from "../kit/client/index.js";
 import type { ServiceDefinition } from "../kit/contract.js";
 import {
   contractMethods,

@@ -10,7 +10,7 @@ import {
   OrderState,
 } from "../gen/ts/shop/order/v1/order.js";
 import { ReservationState, type ReserveStockRequest } from "../gen/ts/shop/product/v1/inventory.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import type { Knex } from "../kit/db/index.js";
 import { Code, decodeStatus, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";

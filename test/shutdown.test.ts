@@ -14,7 +14,7 @@ import {
   ListProductsRequest,
   ProductServiceService,
 } from "../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../kit/client.js";
+import { createClient } from "../kit/client/index.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import type { Logger } from "../kit/observability/logger.js";

@@ -8,7 +8,7 @@ import { setTimeout as sleep } from "node:timers/promises";
 import { fileURLToPath } from "node:url";
 import { RUNTIME_ENV } from "../../deploy/settings.js";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import type { Migration } from "../../kit/db/index.js";
 import { channelCredentials, readTls } from "../../kit/security/tls.js";
 import { registry, type ServiceName } from "../../services/registry.js";

@@ -4,7 +4,7 @@ import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v
 import { ProductServiceService as ProductService } from "../../gen/ts/shop/product/v1/product.js";
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { UserServiceService as UserService } from "../../gen/ts/shop/user/v1/user.js";
-import { type Client, createClient } from "../../kit/client.js";
+import { type Client, createClient } from "../../kit/client/index.js";
 import { bearer } from "../../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { channelCredentials } from "../../kit/security/tls.js";

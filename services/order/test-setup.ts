@@ -10,7 +10,7 @@ import {
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { type Client, createClient } from "../../kit/client.js";
+import { type Client, createClient } from "../../kit/client/index.js";
 import { newId } from "../../kit/ids.js";
 import { forwardCredentials } from "../../kit/middleware/auth.js";
 import { createLogger } from "../../kit/observability/logger.js";

@@ -4,7 +4,7 @@
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { engineOf } from "../../kit/db/index.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { serve } from "../../kit/server.js";

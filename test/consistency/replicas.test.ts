@@ -8,7 +8,7 @@ import { type Order, OrderServiceService, OrderState } from "../../gen/ts/shop/o
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { type Client, createClient } from "../../kit/client.js";
+import { type Client, createClient } from "../../kit/client/index.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { testCallers } from "../helpers/credentials.js";

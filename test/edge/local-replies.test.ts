@@ -9,7 +9,7 @@ import { Client, type ServiceError as GrpcError, Metadata } from "@grpc/grpc-js"
 import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { Code, decodeStatus, ServiceError } from "../../kit/errors.js";
 import { CERTS, edgeFetch, edgeTransport, tokenFor } from "../helpers/credentials.js";
 import { startEnvoy } from "../helpers/envoy.js";

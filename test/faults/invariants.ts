@@ -7,7 +7,7 @@ import {
 } from "../../gen/ts/shop/order/v1/order.js";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import type { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import type { Client } from "../../kit/client.js";
+import type { Client } from "../../kit/client/index.js";
 import { connectDatabase } from "../../kit/db/index.js";
 import type { Ledger } from "./load.js";
 

@@ -7,7 +7,7 @@ import {
   type OrderServiceService,
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
-import type { Client } from "../../kit/client.js";
+import type { Client } from "../../kit/client/index.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { orderLine } from "../helpers/fleet.js";
 

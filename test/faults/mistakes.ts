@@ -2,7 +2,7 @@
 // break their rules, ids nobody issued. Each answer goes into the tally as kind "mistake"; none
 // may be INTERNAL or UNKNOWN, whatever else is going on.
 import type { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
-import type { Client } from "../../kit/client.js";
+import type { Client } from "../../kit/client/index.js";
 import { openRawClient, undecodable } from "../helpers/bad-input.js";
 import { orderLine } from "../helpers/fleet.js";
 import { codeOf, type Tally } from "./load.js";

@@ -12,7 +12,7 @@ import test, { type ExecutionContext } from "ava";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { type Client, createClient } from "../../kit/client.js";
+import { type Client, createClient } from "../../kit/client/index.js";
 import { connectDatabase } from "../../kit/db/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import type { ServiceName } from "../../services/registry.js";

@@ -7,7 +7,7 @@ import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/h
 import { ListOrdersRequest } from "../../gen/ts/shop/order/v1/order.js";
 import { ListProductsRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { ListUsersRequest } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { type ErrorDetails, fromGrpcError, type ServiceError } from "../../kit/errors.js";
 import { adminMetadata } from "./credentials.js";
 import type { TestFleet } from "./fleet.js";

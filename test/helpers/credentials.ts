@@ -12,7 +12,7 @@ import {
   credentials as grpcCredentials,
   type Metadata,
 } from "@grpc/grpc-js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import type { ServiceDefinition } from "../../kit/contract.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";
 import type { ClientMiddleware } from "../../kit/middleware/types.js";

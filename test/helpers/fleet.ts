@@ -27,7 +27,7 @@ import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { type Client, createClient } from "../../kit/client.js";
+import { type Client, createClient } from "../../kit/client/index.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db/index.js";
 import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";

@@ -17,7 +17,7 @@ import type { Product } from "../../gen/ts/shop/product/v1/product.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import type { User } from "../../gen/ts/shop/user/v1/user.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import type { CallOptions } from "../../kit/context.js";
 import { type StartedService, startService } from "../../kit/runtime.js";
 import type { AnyServiceModule } from "../../kit/service.js";

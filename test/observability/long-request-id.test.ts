@@ -3,7 +3,7 @@
 // a service makes, so one request cannot write tens of kilobytes into each log it passes.
 import test from "ava";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { startEnvoy } from "../helpers/envoy.js";
 import { eventually } from "../helpers/eventually.js";

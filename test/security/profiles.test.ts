@@ -7,7 +7,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { Code } from "../../kit/errors.js";
 import { bearer } from "../../kit/middleware/auth.js";
 import { defaultClientMiddleware } from "../../kit/middleware/index.js";

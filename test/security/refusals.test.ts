@@ -22,7 +22,7 @@ import { type Order, OrderServiceService } from "../../gen/ts/shop/order/v1/orde
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { completerOf, contractMethods } from "../../kit/contract.js";
 import { Code, decodeStatus } from "../../kit/errors.js";
 import { DEV_AUDIENCE, DEV_ISSUER } from "../../kit/security/security.js";

@@ -7,7 +7,7 @@
 import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { Code } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { createProductService } from "../../services/product/service.js";

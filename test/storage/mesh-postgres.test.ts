@@ -8,7 +8,7 @@ import test from "ava";
 import { OrderServiceService, OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { connectDatabase } from "../../kit/db/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { edgeTransport, testCallers } from "../helpers/credentials.js";

@@ -10,7 +10,7 @@ import { runInNewContext } from "node:vm";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
 import { HealthCheckResponse_ServingStatus, HealthService } from "../../gen/ts/health/v1/health.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { packageOf, type ServiceDefinition } from "../../kit/contract.js";
 import { Code, fromGrpcError, type ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";

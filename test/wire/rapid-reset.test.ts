@@ -6,7 +6,7 @@
 import http2 from "node:http2";
 import test from "ava";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
-import { createClient } from "../../kit/client.js";
+import { createClient } from "../../kit/client/index.js";
 import { addProduct } from "../../scripts/lib/seed.js";
 import { createProductService } from "../../services/product/service.js";
 import { startEnvoy } from "../helpers/envoy.js";

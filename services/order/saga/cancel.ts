@@ -1,6 +1,6 @@
 // CancelOrder: the intent recorded, the stock given back, the order CANCELLED.
 import { type Order, OrderState } from "../../../gen/ts/shop/order/v1/order.js";
-import { fromDependency } from "../../../kit/client.js";
+import { fromDependency } from "../../../kit/client/index.js";
 import { errors } from "../../../kit/errors.js";
 import { CANCELLED, CANCELLING, CONFIRMED, type Saga, step } from "./step.js";
 

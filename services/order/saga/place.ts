@@ -3,7 +3,7 @@
 import { setImmediate } from "node:timers/promises";
 import type { CreateOrderRequest, Order } from "../../../gen/ts/shop/order/v1/order.js";
 import { type Reservation, ReservationState } from "../../../gen/ts/shop/product/v1/inventory.js";
-import { fromDependency } from "../../../kit/client.js";
+import { fromDependency } from "../../../kit/client/index.js";
 import { type CallContext, deadlinePassed } from "../../../kit/context.js";
 import { Code, ServiceError } from "../../../kit/errors.js";
 import { newId } from "../../../kit/ids.js";

@@ -2,7 +2,7 @@
 // reservation's prices, or failed and its stock given back.
 import type { Order } from "../../../gen/ts/shop/order/v1/order.js";
 import type { Reservation } from "../../../gen/ts/shop/product/v1/inventory.js";
-import { fromDependency } from "../../../kit/client.js";
+import { fromDependency } from "../../../kit/client/index.js";
 import type { CallOptions } from "../../../kit/context.js";
 import { Code, errors, ServiceError } from "../../../kit/errors.js";
 import type { Prices, StoredOrder } from "../store.js";

@@ -2,7 +2,7 @@
 import type { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
 import type { InventoryServiceService } from "../../../gen/ts/shop/product/v1/inventory.js";
 import type { UserServiceService } from "../../../gen/ts/shop/user/v1/user.js";
-import type { Client } from "../../../kit/client.js";
+import type { Client } from "../../../kit/client/index.js";
 import type { Logger } from "../../../kit/observability/logger.js";
 
 /** The services an order depends on, reached directly through typed clients. */
