@@ -65,6 +65,6 @@ VOLUME /data
 # The node user, by number, so Kubernetes can check runAsNonRoot.
 USER 1000:1000
 # Each service listens on its registry port (services/registry.ts) unless SHOP_PORT says otherwise.
-# node is PID 1 and takes SIGTERM itself from its first moment (kit/runtime.ts runService): at
+# node is PID 1 and takes SIGTERM itself from its first moment (kit/runtime/run.ts runService): at
 # once while starting, gracefully once serving.
 CMD ["node", "dist/services/main.js"]

@@ -4,7 +4,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { connectDatabase } from "../kit/db/index.js";
-import { dependencyAddresses } from "../kit/runtime.js";
+import { dependencyAddresses } from "../kit/runtime/index.js";
 import { tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
 import { compiledEntry, serviceProcess } from "./helpers/build.js";

@@ -6,7 +6,7 @@ import { HealthService } from "../gen/ts/health/v1/health.js";
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../kit/client/index.js";
 import { Code, ServiceError } from "../kit/errors.js";
-import { startService } from "../kit/runtime.js";
+import { startService } from "../kit/runtime/index.js";
 import { createProductService } from "../services/product/service.js";
 import { meshSecurity, meshTransport, testCallers } from "./helpers/credentials.js";
 import { grpcurl } from "./helpers/grpcurl.js";

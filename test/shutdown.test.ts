@@ -18,7 +18,7 @@ import { createClient } from "../kit/client/index.js";
 import { Code, ServiceError } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import type { Logger } from "../kit/observability/logger.js";
-import { startService } from "../kit/runtime.js";
+import { startService } from "../kit/runtime/index.js";
 import { serve } from "../kit/server.js";
 import type { ServiceImplementation } from "../kit/service.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";

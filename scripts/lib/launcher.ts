@@ -211,7 +211,7 @@ export function spawnService(spec: ProcessSpec, logDir: string): RunningProcess 
   const main = mainFor(runtime, checkout);
   const proc = forkLogged(spec.name, main, [spec.service], logDir, env, runtime, checkout);
   const running: RunningProcess = { ...proc, spec, address: `${spec.host}:${spec.port}` };
-  // kit/runtime.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
+  // kit/runtime/run.ts reports its metrics address with its gRPC one (a port 0 becomes a real one).
   proc.child.on("message", (message) => {
     const metrics = (message as { metrics?: unknown } | null)?.metrics;
     if (typeof metrics === "string") running.metricsAddress = metrics;
@@ -252,8 +252,8 @@ export async function checkServing(
 
 /**
  * Resolves with the address a process reports over IPC once it serves ({serving: "host:port"},
- * sent by kit/runtime.ts after it bound its port). Rejects, with the process's last words, if it
- * exits first or the time runs out. Only the process itself can send this, so another process
+ * sent by kit/runtime/run.ts after it bound its port). Rejects, with the process's last words, if
+ * it exits first or the time runs out. Only the process itself can send this, so another process
  * already on the port is never taken for it.
  */
 export async function waitReported(proc: LoggedProcess, timeoutMs = 30_000): Promise<string> {

@@ -14,7 +14,7 @@ import { type Client, createClient } from "../../kit/client/index.js";
 import { newId } from "../../kit/ids.js";
 import { forwardCredentials } from "../../kit/middleware/auth.js";
 import { createLogger } from "../../kit/observability/logger.js";
-import { startService } from "../../kit/runtime.js";
+import { startService } from "../../kit/runtime/index.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testCallers, tokenFor } from "../../test/helpers/credentials.js";
 import { freshDatabase, opening, testDatabase } from "../../test/helpers/storage.js";

@@ -32,7 +32,7 @@ import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db/index.js";
 import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";
 import { type Logger, withoutRowData } from "../../kit/observability/logger.js";
-import { type StartedService, startService } from "../../kit/runtime.js";
+import { type StartedService, startService } from "../../kit/runtime/index.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import {
   type RunningProcess,

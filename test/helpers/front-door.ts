@@ -19,7 +19,7 @@ import type { User } from "../../gen/ts/shop/user/v1/user.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../../kit/client/index.js";
 import type { CallOptions } from "../../kit/context.js";
-import { type StartedService, startService } from "../../kit/runtime.js";
+import { type StartedService, startService } from "../../kit/runtime/index.js";
 import type { AnyServiceModule } from "../../kit/service.js";
 import {
   envoyAdmin,

@@ -8,7 +8,7 @@ import test from "ava";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { connectDatabase, openDatabase } from "../../kit/db/index.js";
 import { Code } from "../../kit/errors.js";
-import { startService } from "../../kit/runtime.js";
+import { startService } from "../../kit/runtime/index.js";
 import { privateTempDir, startLocalPostgres } from "../../scripts/lib/postgres.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { registry } from "../../services/registry.js";
