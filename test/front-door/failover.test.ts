@@ -315,7 +315,7 @@ test.serial(
     // 300 calls, one every 10 ms. Envoy has to cover the kill by itself: the client's own retries
     // would hide a failure from `failures`, so its access log is checked too. The one thing Envoy
     // cannot cover is a reply the replica had begun when it died: Envoy resets the stream, and
-    // the client sends the call again (kit/client.ts, cutShort).
+    // the client sends the call again (kit/client/failures.ts, cutShort).
     const calls = 300;
     const failures: string[] = [];
     const pending: Promise<unknown>[] = [];
@@ -643,7 +643,7 @@ test.serial(
 
     // At once: round robin sends product-2 a reservation from each order replica, which is not
     // hedged (a write). It waits until its channel's keepalive ping goes unanswered, within 4 s
-    // (kit/client.ts); the dropped connection fails it as UNAVAILABLE, and the client sends it
+    // (kit/client/); the dropped connection fails it as UNAVAILABLE, and the client sends it
     // again, to product-1, well within the order's 5 s for a dependency.
     hung.freeze();
     const { failures, slowestMs } = await place(12, 6_000);
