@@ -251,13 +251,13 @@ async function headWithOtherMigrations(scratch: string): Promise<string> {
   const files = {
     "services/user/migrations/index.ts": await edit(
       "services/user/migrations/index.ts",
-      "[createUsers, emailKeyText, emailKeyFolded]",
-      "[createUsers, emailKeyText, emailKeyFolded, againstMarker]",
-    ).then((text) => `import { againstMarker } from "./0004_against_marker.js";\n${text}`),
-    "services/user/migrations/0004_against_marker.ts": [
+      "  emailKeyNormalized,\n",
+      "  emailKeyNormalized,\n  againstMarker,\n",
+    ).then((text) => `import { againstMarker } from "./0005_against_marker.js";\n${text}`),
+    "services/user/migrations/0005_against_marker.ts": [
       'import type { Migration } from "../../../kit/db/index.js";',
       "export const againstMarker: Migration = {",
-      '  name: "0004_against_marker",',
+      '  name: "0005_against_marker",',
       '  up: (db) => db.schema.createTable("against_marker", (table) => table.integer("id")),',
       '  down: (db) => db.schema.dropTable("against_marker"),',
       "};",
@@ -333,7 +333,7 @@ test.serial(
         (migration) => migration.name,
       );
     const theirs = {
-      user: [...ours("user"), "0004_against_marker"],
+      user: [...ours("user"), "0005_against_marker"],
       product: ours("product").filter((name) => name !== "0004_defer_line_product_check"),
     };
     t.truthy(kept, run.stdout);
@@ -383,7 +383,7 @@ test.serial(
     t.true(markdown.startsWith(`# Two builds in turns: ${ref} against this checkout`));
     t.regex(
       markdown,
-      /differ: user: `0004_against_marker` in base only; product: `0004_defer_line_product_check` in new only\./,
+      /differ: user: `0005_against_marker` in base only; product: `0004_defer_line_product_check` in new only\./,
     );
     t.regex(
       markdown,
