@@ -9,7 +9,7 @@
 //
 //   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE_URL, SHOP_DATABASE …
 import { databaseVariable, env, serverConfig } from "../kit/config.js";
-import { describeLocation, migrateDatabase } from "../kit/db/index.js";
+import { describeLocation, migrateDatabase, openFailure } from "../kit/db/index.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
 
@@ -27,9 +27,7 @@ try {
   const { database } = serverConfig(service.name, service.port);
   await migrateDatabase(database, service.migrations, { schema: service.name }).catch((error) => {
     // Named as a service's start names it: which variable, and where (without a password).
-    throw new Error(
-      `${databaseVariable(service.name)}: cannot open ${describeLocation(database)}: ${error instanceof Error ? error.message : error}`,
-    );
+    throw new Error(`${databaseVariable(service.name)}: ${openFailure(database, error)}`);
   });
   console.log(`${service.name}: ${describeLocation(database)} is migrated`);
 } catch (error) {

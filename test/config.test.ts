@@ -3,7 +3,7 @@ import { type AddressInfo, createServer } from "node:net";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { connectDatabase } from "../kit/db/index.js";
+import { connectDatabase, openDatabase } from "../kit/db/index.js";
 import { dependencyAddresses } from "../kit/runtime/index.js";
 import { tool } from "../scripts/lib/launcher.js";
 import { registry } from "../services/registry.js";
@@ -254,6 +254,38 @@ for (const variable of ["SHOP_PORT", "SHOP_HEALTH_PORT", "SHOP_METRICS_PORT"]) {
     );
   });
 }
+
+test.serial("a migration that stops the start is named, with what it found", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const file = path.join(dir, "user.sqlite");
+  // Two users whose emails are one text in two Unicode forms, as a build before 0004 kept them.
+  const db = await openDatabase(file, registry.get("user").migrations.slice(0, 3));
+  await db("users").insert(
+    ["jos\u00e9@example.com", "jose\u0301@example.com"].map((email, i) => ({
+      user_id: `usr_${i}`,
+      email,
+      email_key: email,
+      display_name: "José",
+      create_time: 0,
+      update_time: 0,
+    })),
+  );
+  await db.destroy();
+  const run = await startWith(t, { SHOP_SERVICE: "user", SHOP_DATA_DIR: dir });
+  t.is(run.code, 1, run.stderr);
+  t.is(run.stderr.trim().split("\n").length, 1, run.stderr);
+  t.true(
+    run.stderr.startsWith(
+      `user: failed to start: SHOP_DATA_DIR: cannot migrate ${file}: migration 0004_email_key_normalized failed, and none of its batch was kept: `,
+    ),
+    run.stderr,
+  );
+  t.regex(
+    run.stderr,
+    /usr_0 <.*> \(jos\\u\{e9\}@example\.com\) = usr_1 <.*> \(jose\\u\{301\}@example\.com\)/,
+  );
+});
 
 // A database URL's password reaches no log line, however the URL is mistyped or spelt.
 const leaks: [env: Record<string, string>, message: RegExp][] = [

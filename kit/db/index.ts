@@ -124,10 +124,34 @@ function postgresOptions(options: DatabaseOptions): PostgresOptions {
   return { schema, poolMax, statementTimeoutMs, applicationName, preparedStatements };
 }
 
+/**
+ * A migration of this build failed. Knex runs a batch of migrations in one transaction, so none
+ * of the batch was kept: the database is as it was before.
+ */
+export class MigrationFailed extends Error {
+  constructor(
+    readonly migration: string,
+    direction: "up" | "down",
+    cause: unknown,
+  ) {
+    const what = direction === "up" ? "failed" : "failed to go back down";
+    super(
+      `migration ${migration} ${what}, and none of its batch was kept: ${(cause as Error | undefined)?.message ?? String(cause)}`,
+      { cause },
+    );
+    this.name = "MigrationFailed";
+  }
+}
+
 const migrationSourceOf = (migrations: readonly Migration[]) => ({
   getMigrations: async () => [...migrations],
   getMigrationName: (migration: Migration) => migration.name,
-  getMigration: async (migration: Migration) => migration,
+  getMigration: async ({ name, up, down }: Migration) => ({
+    up: (db: Knex) =>
+      up(db).catch((error: unknown) => Promise.reject(new MigrationFailed(name, "up", error))),
+    down: (db: Knex) =>
+      down(db).catch((error: unknown) => Promise.reject(new MigrationFailed(name, "down", error))),
+  }),
 });
 
 /** Warns, in one line, of the migrations `db` has applied that are not among `migrations`. */
@@ -261,6 +285,12 @@ export async function migrateDatabase(
 ): Promise<void> {
   const db = await openDatabase(location, migrations, options);
   await db.destroy();
+}
+
+/** What stopped openDatabase at `location`: "cannot migrate …: …" or "cannot open …: …". */
+export function openFailure(location: string, error: unknown): string {
+  const what = error instanceof MigrationFailed ? "cannot migrate" : "cannot open";
+  return `${what} ${describeLocation(location)}: ${(error as Error | undefined)?.message ?? String(error)}`;
 }
 
 /** A location fit for a log line or a banner: a URL's password is left out. */

@@ -1,11 +1,5 @@
 import { SettingError } from "../config.js";
-import {
-  describeLocation,
-  type Knex,
-  observeDatabase,
-  openDatabase,
-  openReads,
-} from "../db/index.js";
+import { type Knex, observeDatabase, openDatabase, openFailure, openReads } from "../db/index.js";
 import { databaseTracing } from "../db/tracing.js";
 import type { Observed } from "../middleware/index.js";
 import type { Logger } from "../observability/logger.js";
@@ -26,9 +20,7 @@ export async function openServiceDatabase(
   } catch (error) {
     // A malformed setting says so itself; the database was never tried.
     if (error instanceof SettingError) throw error;
-    throw new DatabaseOpenError(
-      `cannot open ${describeLocation(location)}: ${(error as Error).message}`,
-    );
+    throw new DatabaseOpenError(openFailure(location, error));
   }
 }
 

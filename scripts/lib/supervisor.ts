@@ -14,7 +14,7 @@ import {
 import { createServer } from "node:net";
 import path from "node:path";
 import { envoyYaml } from "../../deploy/envoy/config.js";
-import { migrateDatabase } from "../../kit/db/index.js";
+import { migrateDatabase, openFailure } from "../../kit/db/index.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type EnvoyProcess, spawnEnvoy } from "./envoy.js";
 import {
@@ -216,10 +216,12 @@ export class Supervisor {
         migrateDatabase(
           plan.databases[service.name],
           options.checkout?.migrations?.[service.name] ?? service.migrations,
-          {
-            schema: service.name,
-          },
-        ),
+          { schema: service.name },
+        ).catch((error: unknown) => {
+          throw new LaunchError(
+            `${service.name}: ${openFailure(plan.databases[service.name], error)}`,
+          );
+        }),
       ),
     );
 
