@@ -1,6 +1,6 @@
 // OrderService handlers called directly, each test on its own in-memory database. The saga behind
 // CreateOrder talks to real user and product servers on port 0. Its failure scenarios live in
-// test/saga.test.ts; here are the rpcs' contracts: validation, lookups, lists, the happy paths.
+// test/saga/; here are the rpcs' contracts: validation, lookups, lists, the happy paths.
 import test from "ava";
 import {
   CreateOrderRequest,
