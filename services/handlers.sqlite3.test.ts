@@ -2,7 +2,9 @@
 // driver the project was first specified with) instead of better-sqlite3, the default.
 // `npm run new-service` adds a new service's suite here.
 import "../test/helpers/on-sqlite3.js";
-import "./user/handlers.test.js";
+import "./user/create.test.js";
+import "./user/get-list.test.js";
+import "./user/update-delete.test.js";
 import "./product/handlers.test.js";
 import "./product/reservations.test.js";
 import "./order/handlers.test.js";

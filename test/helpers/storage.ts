@@ -4,7 +4,7 @@
 // first, then imports the suites it runs again; the fleets, `start` and `testDatabase` follow it:
 //
 //   import "../test/helpers/on-postgres.js";    // services/handlers.postgres.test.ts
-//   import "./user/handlers.test.js";
+//   import "./user/create.test.js";
 //
 // On PostgreSQL, every fleet or test gets a database of its own, copied from a template that holds
 // every registered service's schema, migrated once per file.
