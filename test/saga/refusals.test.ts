@@ -1,18 +1,20 @@
 // Refused orders: an unknown user or too little stock leaves no order and holds no stock (an
-// unanswered reservation leaves it FAILED), a late ReserveStock takes none, and a watch of a
-// refused order ends FAILED, not NOT_FOUND.
+// unanswered reservation leaves it FAILED), a late ReserveStock takes none, a watch ends FAILED,
+// not NOT_FOUND; and orders withdrawn after a refusal or after another call failed them: never
+// shown, released and deleted by the reconciler, the call placing anew.
+import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import {
   ReservationState,
   type ReserveStockRequest,
 } from "../../gen/ts/shop/product/v1/inventory.js";
-import { Code, type ServiceError } from "../../kit/errors.js";
+import { Code, ServiceError } from "../../kit/errors.js";
 import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
-import { eventually } from "../helpers/eventually.js";
+import { eventually, until } from "../helpers/eventually.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
-import { refusedCreate, stockOf } from "./helpers.js";
+import { failOnceWritten, refusedCreate, stockOf } from "./helpers.js";
 
 test("an unknown user fails the order before any stock is held", async (t) => {
   const fleet = await startFleet(t);
@@ -114,4 +116,115 @@ test("a watch of an order that CreateOrder then refuses ends with FAILED, not NO
     t.deepEqual(orders, [], `${rpc}: no order was placed`);
     faults.clear();
   }
+});
+
+test("a refused order whose release cannot reach product is never shown, and is deleted once released", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
+  const short = await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "too-many");
+  t.is(short?.details.reason, "INSUFFICIENT_STOCK");
+
+  // The row waits for its release, and no read shows it: no order was placed.
+  const rows = () => fleet.order.db("orders").select("order_id", "state");
+  const [row] = await rows();
+  t.is(row?.state, OrderState.ORDER_STATE_FAILED);
+  const orderId = String(row?.order_id);
+  const listed = await fleet.orders.listOrders({
+    userId: user.userId,
+    pageSize: 10,
+    pageToken: "",
+  });
+  t.deepEqual(listed.orders, []);
+  const admin = await fleet.orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
+  t.deepEqual(admin.orders, []);
+  const read = await t.throwsAsync(fleet.orders.getOrder({ orderId }), {
+    instanceOf: ServiceError,
+  });
+  t.is(read?.details.reason, "ORDER_NOT_FOUND");
+  const watching = (async () => {
+    for await (const _ of fleet.orders.watchOrder({ orderId })) t.fail("a message of a watch");
+  })();
+  const watch = await t.throwsAsync(watching, { instanceOf: ServiceError });
+  t.is(watch?.details.reason, "ORDER_NOT_FOUND");
+
+  // Product is back: the reconciler releases the reservation, leaving its tombstone, and deletes
+  // the order.
+  fleet.product.faults.clear();
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  const { reservation } = await fleet.inventory.releaseReservation({
+    reservationId: `order:${orderId}`,
+  });
+  t.is(reservation?.state, ReservationState.RESERVATION_STATE_RELEASED);
+  t.is(await stockOf(fleet, mug.productId), 5);
+});
+
+test("a withdrawn order released without being deleted, as an older replica does, is deleted", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  fleet.product.faults.set("ReleaseReservation", { code: Code.UNAVAILABLE });
+  await refusedCreate(t, fleet.orders, user.userId, mug.productId, 6, "released-elsewhere");
+  const rows = () => fleet.order.db("orders").select("order_id");
+  const [row] = await rows();
+  // An older replica's reconciler knows nothing of withdrawn: it releases the order and marks
+  // it so, where this version deletes it.
+  await fleet.order.db("orders").where({ order_id: row?.order_id }).update({ released: true });
+  // A reconcile run that read the order before that has had its release refused meanwhile.
+  await sleep(600);
+  fleet.product.faults.clear();
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  t.is(await stockOf(fleet, mug.productId), 5);
+});
+
+test("a refused CreateOrder whose order another call failed meanwhile leaves none shown", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  // The refusal comes late; meanwhile a resend on another replica finds the order not yet
+  // reserving, and fails it, as settle() does.
+  fleet.product.faults.set("ReserveStock", { delayMs: 500 });
+  const placing = fleet.orders.createOrder({
+    userId: user.userId,
+    lines: [orderLine(mug.productId, 5)],
+    requestId: "late-refusal",
+  });
+  const rows = () => fleet.order.db("orders").select("order_id", "state");
+  await failOnceWritten(t, fleet.order.db);
+
+  const refused = await t.throwsAsync(placing, { instanceOf: ServiceError });
+  t.is(refused?.details.reason, "INSUFFICIENT_STOCK");
+  const listed = await fleet.orders.listOrders({ userId: user.userId, pageSize: 10 });
+  t.deepEqual(listed.orders, []);
+  await until("the order to be deleted", async () => (await rows()).length === 0);
+  t.is(await stockOf(fleet, mug.productId), 1);
+});
+
+test("an order another call failed after its stock was taken is withdrawn, and the call places it again", async (t) => {
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  // A resend on another replica fails the order while this call's ReserveStock is on its way,
+  // and its release lands after that reservation took all the stock.
+  fleet.product.faults.set("ReserveStock", { delayMs: 500 });
+  fleet.product.faults.set("ReleaseReservation", { delayMs: 1_500 });
+  const placing = fleet.orders.createOrder(
+    { userId: user.userId, lines: [orderLine(mug.productId, 5)], requestId: "failed-under-it" },
+    { timeoutMs: 10_000 },
+  );
+  const rows = () => fleet.order.db("orders").select("order_id");
+  const first = await failOnceWritten(t, fleet.order.db);
+
+  // Not refused for the stock its own failed order held: that order is withdrawn and released.
+  const { order: placed } = await placing;
+  t.is(placed?.state, OrderState.ORDER_STATE_CONFIRMED);
+  t.not(placed?.orderId, first);
+  const listed = await fleet.orders.listOrders({ userId: user.userId, pageSize: 10 });
+  t.deepEqual(
+    listed.orders.map((order) => order.orderId),
+    [placed?.orderId],
+  );
+  await until("the failed order to be deleted", async () => (await rows()).length === 1);
+  t.is(await stockOf(fleet, mug.productId), 0);
 });
