@@ -6,12 +6,12 @@
 // its caller got: a page reset before it was written out is not the OK it was sent with.
 import http2 from "node:http2";
 import { setTimeout as sleep } from "node:timers/promises";
-import { Metadata } from "@grpc/grpc-js";
+import { Client, credentials, Metadata, type ServiceError } from "@grpc/grpc-js";
 import test from "ava";
 import { ListProductsRequest } from "../gen/ts/shop/product/v1/product.js";
 import type { ServerConfig } from "../kit/config.js";
 import type { CallStatus } from "../kit/context.js";
-import { Code } from "../kit/errors.js";
+import { Code, decodeStatus } from "../kit/errors.js";
 import type { ServerMiddleware } from "../kit/middleware/index.js";
 import { addProduct } from "../scripts/lib/seed.js";
 import { createProductService } from "../services/product/service.js";
@@ -337,6 +337,63 @@ for (const { what, config, stallMs, end, code, counted } of stalledCallers) {
     t.is(await listsHandled(service, "OK"), 0);
   });
 }
+
+test("with no bound (SHOP_MAX_PAGES_IN_FLIGHT=0), a page left unread is still dropped and logged so", async (t) => {
+  const { service, recordOf } = await catalog(t, { maxPagesInFlight: 0, pageWriteTimeoutMs: 500 });
+  const stalled = unreadPage(service.server.address, "unbounded-unread");
+  t.teardown(() => stalled.leave());
+  t.is(await stalled.reset, http2.constants.NGHTTP2_CANCEL, "the unread page's stream is reset");
+  const dropped = await recordOf("unbounded-unread");
+  t.is(dropped.line.code, "CANCELLED");
+  t.is(dropped.lines, 1);
+  t.is(await listsHandled(service, "Canceled"), 1);
+  t.is(await listsHandled(service, "OK"), 0);
+  t.deepEqual(await pagesGauge(service), { serving: 0, waiting: 0 }, "nothing is counted");
+});
+
+test("list calls waiting their turn as a shutdown's grace ends answer UNAVAILABLE before the cut", async (t) => {
+  const { service, recordOf } = await catalog(t, {
+    maxPagesInFlight: 1,
+    pageWriteTimeoutMs: 0,
+  });
+  const stalled = unreadPage(service.server.address);
+  t.teardown(() => stalled.leave());
+  await eventually("the unread page holds the one place", gaugeAt(service, 1, 0));
+  // One connection, and no retries: the first call cut with it was INTERNAL to grpc-js.
+  const client = new Client(service.server.address, credentials.createInsecure(), {
+    "grpc.enable_retries": 0,
+  });
+  t.teardown(() => client.close());
+  const request = Buffer.from(
+    ListProductsRequest.encode(ListProductsRequest.fromPartial({ pageSize: 10 })).finish(),
+  );
+  const same = (bytes: Buffer) => bytes;
+  const waiting = ["waiting-0", "waiting-1", "waiting-2"].map(
+    (requestId) =>
+      new Promise<ServiceError | null>((resolve) =>
+        client.makeUnaryRequest(
+          LIST_PRODUCTS,
+          same,
+          same,
+          request,
+          requestIdMetadata(requestId),
+          { deadline: Date.now() + 20_000 },
+          (error) => resolve(error),
+        ),
+      ),
+  );
+  await eventually("they wait their turn", gaugeAt(service, 1, 3));
+  await service.stop();
+  for (const error of await Promise.all(waiting)) {
+    t.is(error?.code, Code.UNAVAILABLE, error?.details);
+    t.is(decodeStatus(error?.metadata ?? new Metadata()).reason, "SHUTTING_DOWN");
+  }
+  for (const requestId of ["waiting-0", "waiting-1", "waiting-2"]) {
+    const record = await recordOf(requestId);
+    t.is(record.line.code, "UNAVAILABLE", requestId);
+    t.is(record.lines, 1);
+  }
+});
 
 test("a burst of list calls past the bound gets every page", async (t) => {
   const { service, products, added } = await catalog(t, { maxPagesInFlight: 2 });

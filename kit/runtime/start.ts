@@ -89,6 +89,7 @@ export async function startService(
       // The database closes first, so a cancelled dependency call cannot fail its order either.
       onGraceEnd: () => {
         closeToNewWork(db);
+        pages.shutDown();
         // A dependency call cut here fails with this, not a CANCELLED its caller would take
         // for its own, which neither Envoy nor grpc clients retry.
         graceOver.abort(new ShuttingDown());
