@@ -16,6 +16,7 @@ import { connectBridge, connectReplies } from "./connect.js";
 import { CORS_ALLOW_HEADERS, CORS_EXPOSE_HEADERS } from "./cors.js";
 import { typed } from "./matchers.js";
 import {
+  edgeRequestIds,
   edgeTracing,
   grpcStats,
   grpcStatsTags,
@@ -78,6 +79,7 @@ export function envoyConfig(
       use_remote_address: true,
       preserve_external_request_id: true,
       always_set_request_id_in_response: true,
+      ...edgeRequestIds(),
       normalize_path: true,
       merge_slashes: true,
       // A client has 10 s to send a request's headers once it opened the stream, and a minute

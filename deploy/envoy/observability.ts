@@ -154,17 +154,24 @@ export function statsListener(topology: EnvoyTopology) {
 
 const SAMPLERS = "envoy.extensions.tracers.opentelemetry.samplers.v3";
 
+/**
+ * How the edge treats x-request-id: a caller's own is kept as it came (preserve_external_request_id),
+ * so Envoy must not write its trace decision into one 36 characters long, as it does by default,
+ * taking it for a UUID; and it samples at random, not by the id, which a caller chose.
+ */
+export const edgeRequestIds = () => ({
+  request_id_extension: {
+    typed_config: typed("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", {
+      pack_trace_reason: false,
+      use_request_id_for_trace_sampling: false,
+    }),
+  },
+});
+
 /** The HTTP connection manager's tracing: Envoy's OpenTelemetry tracer, W3C trace context. */
 export function edgeTracing(topology: EnvoyTopology) {
   if (!topology.tracing) return {};
   return {
-    // Sample at random, not by the x-request-id: a caller's own id (kept at the edge) is no
-    // UUID, and a trace decision tied to it would leave those calls untraced.
-    request_id_extension: {
-      typed_config: typed("envoy.extensions.request_id.uuid.v3.UuidRequestIdConfig", {
-        use_request_id_for_trace_sampling: false,
-      }),
-    },
     tracing: {
       // Every request goes to the tracer's sampler, which decides.
       random_sampling: { value: 100 },

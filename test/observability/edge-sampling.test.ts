@@ -2,7 +2,7 @@
 // share (10 %) of the calls that bring none start a sampled trace at the edge. Its span is named
 // after the rpc. A real Envoy in
 // `npm run mesh`, its spans received over OTLP/gRPC.
-import { randomBytes } from "node:crypto";
+import { randomBytes, randomUUID } from "node:crypto";
 import test from "ava";
 import { eventually } from "../helpers/eventually.js";
 import { MeshUnderTest, tag, withId } from "../helpers/front-door.js";
@@ -99,3 +99,29 @@ test.serial("Envoy's access log line carries its call's trace_id, sampled or not
     t.is(line?.trace_id, traceId, id);
   }
 });
+
+test.serial(
+  "a caller's x-request-id of a UUID's length passes the edge unchanged, traced or not",
+  async (t) => {
+    const { products } = mesh.clients();
+    t.teardown(() => products.close());
+    // Envoy's default writes a trace decision into a UUID-long id's 15th character.
+    const calls = ["01", "00", ""].flatMap((flags) => [
+      { id: randomUUID(), flags },
+      // Any 36 characters: Envoy's default takes them for a UUID too.
+      { id: `${tag("id36")}-`.padEnd(36, "x"), flags },
+    ]);
+    for (const { id, flags } of calls) {
+      const options = withId(id);
+      if (flags) {
+        const traceparent = `00-${randomBytes(16).toString("hex")}-${randomBytes(8).toString("hex")}-${flags}`;
+        options.metadata?.set("traceparent", traceparent);
+      }
+      await products.getProduct({ productId: "prd_none" }, options).catch(() => undefined);
+    }
+    for (const { id, flags } of calls) {
+      const [line] = await mesh.loggedRequests(id, 1);
+      t.is(line?.x_request_id, id, `traceparent flags "${flags}"`);
+    }
+  },
+);
