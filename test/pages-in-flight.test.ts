@@ -18,6 +18,7 @@ import { createProductService } from "../services/product/service.js";
 import { eventually } from "./helpers/eventually.js";
 import { captureLogger, clientsFor, start, type TestService } from "./helpers/fleet.js";
 import { grpcFrame } from "./helpers/grpc-frame.js";
+import { sampleValue } from "./helpers/metrics.js";
 import { stallingLister } from "./helpers/stalling-lister.js";
 import { expectStatus } from "./helpers/status.js";
 
@@ -39,16 +40,12 @@ const gaugeAt = (service: TestService, serving: number, waiting: number) => asyn
 
 /** How many ListProducts calls the service counted with `code` (its Go name: OK, Canceled, …). */
 async function listsHandled(service: TestService, code: string): Promise<number> {
-  const text = await service.metrics.text();
-  const row = text
-    .split("\n")
-    .find(
-      (line) =>
-        line.startsWith("grpc_server_handled_total{") &&
-        line.includes('grpc_method="ListProducts"') &&
-        line.includes(`grpc_code="${code}"`),
-    );
-  return Number(row?.split(" ").at(-1));
+  return Number(
+    sampleValue(await service.metrics.text(), "grpc_server_handled_total", {
+      grpc_method: "ListProducts",
+      grpc_code: code,
+    }),
+  );
 }
 
 /** Metadata that names a call by its x-request-id. */
