@@ -19,11 +19,12 @@ export function dependencyClients(
   tls: SecurityConfig["tls"],
   middleware: readonly ClientMiddleware[],
 ): Record<string, ReturnType<typeof createClient>> {
+  // Every address is checked before any channel opens, so a refusal leaves nothing to close.
+  const missing = Object.keys(module.dependencies).find((name) => !options.dependencies?.[name]);
+  if (missing) throw new Error(`${module.name}: no address for its dependency "${missing}"`);
   const clients: Record<string, ReturnType<typeof createClient>> = {};
   for (const [name, definition] of Object.entries(module.dependencies)) {
-    const address = options.dependencies?.[name];
-    if (!address) throw new Error(`${module.name}: no address for its dependency "${name}"`);
-    clients[name] = createClient(definition as never, address, {
+    clients[name] = createClient(definition as never, options.dependencies?.[name] as string, {
       middleware,
       direct: true,
       transport: channelCredentials(tls, options.dependencyIdentities?.[name]),
