@@ -2,8 +2,12 @@
 // unanswered reservation leaves it FAILED), a late ReserveStock takes none, a watch ends FAILED,
 // not NOT_FOUND; and orders withdrawn after a refusal or after another call failed them: never
 // shown, released and deleted by the reconciler, the call placing anew.
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import test from "ava";
+import knex from "knex";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import {
   ReservationState,
@@ -14,6 +18,7 @@ import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually, until } from "../helpers/eventually.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
+import { onPostgres } from "../helpers/storage.js";
 import { failOnceWritten, refusedCreate, stockOf } from "./helpers.js";
 
 test("an unknown user fails the order before any stock is held", async (t) => {
@@ -25,6 +30,43 @@ test("an unknown user fails the order before any stock is held", async (t) => {
   t.is(await stockOf(fleet, mug.productId), 4);
   const listed = await fleet.orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
   t.is(listed.orders.length, 0);
+});
+
+test("an unknown user is the answer even when its order cannot be deleted at once; the reconciler settles it", async (t) => {
+  // Another writer (a second replica, say) holds the order's rows past a statement's wait for
+  // them, just as GetUser answers: deleting the written order fails.
+  const file = onPostgres()
+    ? undefined
+    : path.join(await mkdtemp(path.join(tmpdir(), "shopmesh-")), "order.sqlite");
+  if (file) t.teardown(() => rm(path.dirname(file), { recursive: true, force: true }));
+  const fleet = await startFleet(t, {
+    order: { reservationTtlMs: 1_000 },
+    ...(file && { databases: { order: file } }),
+  });
+  const writer = file
+    ? knex({ client: "better-sqlite3", connection: { filename: file }, useNullAsDefault: true })
+    : fleet.order.db;
+  if (file) t.teardown(() => writer.destroy());
+  const mug = await addProduct(fleet.products, { stock: 4 });
+  fleet.user.faults.set("GetUser", { delayMs: 500 });
+  const refused = refusedCreate(t, fleet.orders, "usr_nobody", mug.productId, 1, "held");
+  await until("the order to be written", async () => (await writer("orders")).length === 1);
+  const holding = writer.transaction(async (trx) => {
+    await trx("orders").update({ update_time: trx.ref("update_time") });
+    // PostgreSQL ends a session left idle in a transaction, so it waits in a statement there.
+    if (file) await sleep(6_000);
+    else await trx.raw("SET LOCAL statement_timeout = 0; SELECT pg_sleep(6)");
+  });
+  const error = await refused;
+  await holding;
+  t.is(error?.code, Code.NOT_FOUND);
+  t.is(error?.details.reason, "USER_NOT_FOUND");
+  // Left PENDING, it is failed as one a crash interrupted before its stock was taken.
+  await until("the reconciler to fail the order", async () => {
+    const { orders } = await fleet.orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
+    return orders.length === 1 && orders[0]?.state === OrderState.ORDER_STATE_FAILED;
+  });
+  t.is(await stockOf(fleet, mug.productId), 4);
 });
 
 test("a refused reservation leaves no order behind; an unanswered one leaves it FAILED", async (t) => {

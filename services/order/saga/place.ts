@@ -54,7 +54,9 @@ export async function place(
   if (user.status === "rejected") {
     // Whose deadline passed is read as the call failed, not after the clean-up.
     const failure = fromDependency("user", user.reason, ctx);
-    if (write.status === "fulfilled") await saga.store.discard(orderId);
+    // The user's answer stands if the order cannot be deleted now: it holds no stock, and the
+    // reconciler fails it once its reservation's TTL has passed.
+    if (write.status === "fulfilled") await saga.store.discard(orderId).catch(() => false);
     throw failure;
   }
   // Another call of this user won the key: the caller settles its order instead.
