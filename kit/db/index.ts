@@ -33,6 +33,7 @@ export {
   sqlOf,
   valuesOf,
 } from "./sql.js";
+export { isUncommitted } from "./uncommitted.js";
 export type { Knex, SqliteDriver };
 export { isPostgresUrl };
 

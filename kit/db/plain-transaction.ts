@@ -1,7 +1,9 @@
 // The transaction of sqlOf's own paths (sql.ts on better-sqlite3, sql-postgres.ts): the same
 // BEGIN, work, COMMIT or ROLLBACK on a connection the caller holds. Only those files use this one.
+
 import { noteFirst, type TransactionInfo } from "./observe.js";
 import type { Binding, SqlStatements } from "./sql-api.js";
+import { markUncommitted } from "./uncommitted.js";
 
 /** One engine's steps on the held connection; each may answer at once or with a promise. */
 export interface TransactionSteps {
@@ -31,7 +33,7 @@ export async function plainTransaction<T>(
   };
   await steps.begin();
   try {
-    const result = await work(trx);
+    const result = await work(trx).catch((error) => Promise.reject(markUncommitted(error)));
     await steps.commit();
     return result;
   } catch (error) {

@@ -183,6 +183,7 @@ const NOT_NOW = new Set([
   DEADLOCK_DETECTED,
   "55P03", // lock_not_available
   "57014", // query_canceled: statement_timeout
+  "25P03", // idle_in_transaction_session_timeout: the session ended before its COMMIT
   "57P01", // admin_shutdown
   "57P03", // cannot_connect_now: starting up or shutting down
   "53300", // too_many_connections

@@ -1,6 +1,8 @@
 // sqlOf on PostgreSQL: the shared suite, and what only its named statements do.
+import { setTimeout as sleep } from "node:timers/promises";
 import test, { type ExecutionContext } from "ava";
 import knex from "knex";
+import { pino } from "pino";
 import { freshDatabase, opening, useStorage } from "../../test/helpers/storage.js";
 import type { CallContext } from "../context.js";
 import { Code } from "../errors.js";
@@ -8,6 +10,7 @@ import { toServiceError } from "../middleware/status.js";
 import {
   closeToNewWork,
   type DatabaseOptions,
+  inTransaction,
   isClosedToNewWork,
   isConnectionLost,
   type Knex,
@@ -174,6 +177,42 @@ test("pg: a connection lost under a statement is UNAVAILABLE (DATABASE_UNAVAILAB
   );
   // Anything else is still our own failure.
   t.is(toServiceError(new Error("a bug"), ctx).code, Code.INTERNAL);
+});
+
+test("pg: a transaction paused between its statements past the statement timeout is UNAVAILABLE, and kept nothing", async (t) => {
+  // Its warnings (the connection the server ended) go nowhere.
+  const db = await open(t, { statementTimeoutMs: 100, logger: pino({ level: "silent" }) });
+  const sql = sqlOf(db);
+  const ctx = { signal: new AbortController().signal } as CallContext;
+  // A process paused inside a transaction (a long garbage collection, a starved CPU) holds its
+  // locks; the server ends its session (idle_in_transaction_session_timeout), rolling it back.
+  // The next statement hears of it as the session's end (25P03) or as a lost connection.
+  for (const run of [
+    (work: Parameters<typeof sql.transaction>[0]) => sql.transaction(work),
+    (work: Parameters<typeof sql.transaction>[0]) => inTransaction(db, (trx) => work(sqlOf(trx))),
+  ]) {
+    const error = await t.throwsAsync(
+      run(async (trx) => {
+        await trx.query("INSERT INTO items (id, name) VALUES (1, 'mug')");
+        await sleep(500);
+        await trx.query("INSERT INTO items (id, name) VALUES (2, 'tea')");
+      }),
+    );
+    const answer = toServiceError(error, ctx, false);
+    t.is(answer.code, Code.UNAVAILABLE, `${(error as { code?: string }).code}: ${error?.message}`);
+    t.true(["DATABASE_BUSY", "DATABASE_UNAVAILABLE"].includes(String(answer.details.reason)));
+    t.deepEqual(await sql.query("SELECT id FROM items"), []);
+  }
+  t.like(
+    toServiceError(
+      Object.assign(new Error("terminating connection due to idle-in-transaction timeout"), {
+        code: "25P03",
+      }),
+      ctx,
+      false,
+    ),
+    { code: Code.UNAVAILABLE, details: { reason: "DATABASE_BUSY" } },
+  );
 });
 
 test("pg: statements waiting for a connection when the database closes to new work are refused at once", async (t) => {

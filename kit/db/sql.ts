@@ -23,6 +23,7 @@ import { postgresSql } from "./sql-postgres.js";
 import { sqlite3Sql } from "./sql-sqlite3.js";
 import { CachingBetterSqlite3, type Connection, statementFor } from "./statement-cache.js";
 import { CachingSqlite3 } from "./statement-cache-sqlite3.js";
+import { markUncommitted } from "./uncommitted.js";
 
 export type { Binding, Sql, SqlStatements };
 
@@ -35,7 +36,20 @@ export function inTransaction<T>(
   db: Knex,
   work: (trx: Knex.Transaction) => Promise<T>,
 ): Promise<T> {
-  return runAgainWhen(postgresErrors.serialization, () => db.transaction(work));
+  return runAgainWhen(postgresErrors.serialization, async () => {
+    let workFailed = false;
+    try {
+      return await db.transaction((trx) =>
+        work(trx).catch((error) => {
+          workFailed = true;
+          throw error;
+        }),
+      );
+    } catch (error) {
+      // knex answers with its ROLLBACK's error when that fails too (on a lost connection).
+      throw workFailed ? markUncommitted(error) : error;
+    }
+  });
 }
 
 /** A multi-row VALUES list, e.g. "(?, ?), (?, ?)", and its bindings, row after row. */

@@ -1,6 +1,6 @@
 import type { CallContext } from "../context.js";
 import { idempotencyKeyOf, type MethodInfo, retriable } from "../contract.js";
-import { isBusy, isClosedToNewWork, isConnectionLost, isFull } from "../db/index.js";
+import { isBusy, isClosedToNewWork, isConnectionLost, isFull, isUncommitted } from "../db/index.js";
 import { Code, ServiceError } from "../errors.js";
 import type { ServerMiddleware } from "./types.js";
 
@@ -9,9 +9,9 @@ import type { ServerMiddleware } from "./types.js";
  * CANCELLED; a database closed to new work as a shutdown's grace period ended is UNAVAILABLE
  * (SHUTTING_DOWN); a database that could not take a statement and kept nothing of it (busy or timed
  * out, refused, no free connection: kit/db/index.ts isBusy) is UNAVAILABLE, so the caller may retry;
- * one whose connection was lost under it may have kept the write, so it is UNAVAILABLE only for
- * a call that `repeatable` says a repeat cannot do twice, and ABORTED (OUTCOME_UNKNOWN) for any
- * other; one with no room left for a write (a full disk) is RESOURCE_EXHAUSTED, as gRPC's own
+ * one whose connection was lost under it is UNAVAILABLE too when that ended a transaction before
+ * it committed (isUncommitted) or when `repeatable` says a repeat cannot do the call twice, and
+ * otherwise, since a write cut as it committed may have been kept, ABORTED (OUTCOME_UNKNOWN); one with no room left for a write (a full disk) is RESOURCE_EXHAUSTED, as gRPC's own
  * code list has it; anything else is our own bug: INTERNAL. The database's error is kept as the
  * cause, for the log.
  */
@@ -33,7 +33,7 @@ export function toServiceError(error: unknown, ctx: CallContext, repeatable = tr
     });
   }
   if (isConnectionLost(error)) {
-    return repeatable
+    return repeatable || isUncommitted(error)
       ? new ServiceError(
           Code.UNAVAILABLE,
           "the connection to the database was lost; retry",
