@@ -26,7 +26,7 @@ import {
 import { overloadManager } from "./overload-manager.js";
 import { edgeProtocols } from "./protocols.js";
 import { edgeGrpcReplies, edgeRefusals } from "./refusals.js";
-import { REST_VALIDATION, restErrorReplies } from "./rest.js";
+import { REST_REPLY_BYTES, REST_VALIDATION, restErrorReplies } from "./rest.js";
 import { healthByName, routes } from "./routes.js";
 import { downstreamTls } from "./tls.js";
 import { type EnvoyTopology, type GrpcService, routedServices } from "./topology.js";
@@ -166,6 +166,7 @@ export function envoyConfig(
               // Errors become HTTP statuses with a google.rpc.Status JSON body, details included.
               convert_grpc_status: true,
               request_validation_options: REST_VALIDATION,
+              max_response_body_size: REST_REPLY_BYTES,
             },
           ),
         },

@@ -77,6 +77,8 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
     taken: string[];
     body: string;
     repeated: Record<string, true>;
+    /** The request message, whose fields a query parameter names. */
+    message: string;
   }[] = [];
   const messages: Record<string, Record<string, FieldEntry>> = {};
   const describe = (message: DescMessage) => {
@@ -100,6 +102,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
         const pattern = luaPatternOf(template);
         // Fields the path or the body sets, by each name a query parameter may give them.
         const taken = [...variablesOf(template), ...(body && body !== "*" ? [body] : [])];
+        describe(method.input);
         queries.push({
           method: verb,
           pattern,
@@ -118,6 +121,7 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
               .filter((field) => field.fieldKind === "list" && field.listKind !== "message")
               .map((field) => [field.name, true]),
           ),
+          message: method.input.typeName,
         });
         if (!body) continue;
         const message =

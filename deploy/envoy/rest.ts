@@ -1,6 +1,7 @@
 // JSON/REST at the edge: what the transcoder refuses, and Envoy's own replies as google.rpc.Status
 // JSON.
 
+import { PAGE_BYTES } from "../../kit/db/pages.js";
 import { when } from "./matchers.js";
 import { EDGE_DOMAIN, ERROR_INFO, PATH_UNREADABLE } from "./refusals.js";
 
@@ -12,6 +13,13 @@ export const REST_VALIDATION = {
   reject_unknown_query_parameters: true,
   reject_binding_body_field_collisions: true,
 };
+
+/**
+ * The largest gRPC reply the transcoder holds to write as JSON: the 4 MB a gRPC client takes, of
+ * which a page is at most half. Unset, the bound is the stream's buffer, which over HTTP/2 is the
+ * 64 KiB window the edge gives each stream, and a longer page answered 500.
+ */
+export const REST_REPLY_BYTES = 2 * PAGE_BYTES;
 
 /**
  * HTTP statuses of Envoy's own REST replies, with the gRPC code and ErrorInfo reason each stands

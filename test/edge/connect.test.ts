@@ -409,6 +409,43 @@ test.serial(
   },
 );
 
+test.serial(
+  "REST: a page over 64 KiB is read whole over HTTP/2 and HTTP/1.1, where Connect's bridge refuses it",
+  async (t) => {
+    // The 40 products of 2,000 characters from the test before.
+    const path = "/products?page_size=1000";
+    const overHttp1 = await edgeFetch(`https://${mesh.front()}${path}`);
+    const overHttp2 = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      const session = http2.connect(`https://${mesh.front()}`, { ca: CA });
+      session.on("error", reject);
+      const request = session.request({ ":path": path });
+      let status = 0;
+      const chunks: Buffer[] = [];
+      request.on("response", (headers) => {
+        status = Number(headers[":status"]);
+      });
+      request.on("data", (chunk: Buffer) => chunks.push(chunk));
+      request.on("error", reject);
+      request.on("end", () => {
+        session.close();
+        resolve({ status, body: Buffer.concat(chunks).toString() });
+      });
+    });
+    const large = (body: string) =>
+      (JSON.parse(body).products as { description: string }[]).filter(
+        ({ description }) => description.length === 2_000,
+      ).length;
+    for (const [protocol, reply] of [
+      ["HTTP/1.1", { status: overHttp1.status, body: await overHttp1.text() }],
+      ["HTTP/2", overHttp2],
+    ] as const) {
+      t.is(reply.status, 200, `${protocol}: ${reply.body.slice(0, 300)}`);
+      t.true(reply.body.length > 80_000, protocol);
+      t.true(large(reply.body) >= 40, protocol);
+    }
+  },
+);
+
 test.serial("Connect: the access log states the code of each refusal of the edge", async (t) => {
   await mesh.waitHealthy(["order", "product"]);
   const missing = tag("connect-no-token");

@@ -47,7 +47,8 @@
 --   type is exactly gRPC's (the transcoder's rule), so no header skips the REST checks.
 --
 -- REST_BODIES (method, path pattern, body message), REST_QUERIES (method, path pattern, the
--- names of the fields path and body set, the body rule, the fields a query may repeat), MESSAGES (per message, each JSON key of
+-- names of the fields path and body set, the body rule, the fields a query may repeat, the request
+-- message), MESSAGES (per message, each JSON key of
 -- a field: the field's name, and the message it holds or false), CONNECT_GET (the paths a GET may call),
 -- CONNECT_RPCS (the paths of every rpc the edge serves),
 -- CONNECT_STREAMS (the paths of streaming rpcs) with CONNECT_UNARY_ON_STREAM_REFUSAL,
@@ -319,6 +320,20 @@ end
 -- The first query parameter that names a field the path or the body sets, or one given twice
 -- (by either of its names) for a field that is not repeated, where the transcoder would keep the
 -- last: its reason, name, message and description; nil if none.
+-- True when a query parameter's field path (page_size, product.name) names a field its request
+-- message lacks. A path into a message this filter does not describe (a google.protobuf type), or
+-- past a scalar, is the transcoder's to judge.
+local function unknown_field(message, name)
+  local fields = MESSAGES[message]
+  for segment in name:gmatch("[^.]+") do
+    if fields == nil then return false end
+    local entry = fields[segment]
+    if entry == nil then return true end
+    fields = entry.message and MESSAGES[entry.message] or nil
+  end
+  return false
+end
+
 local function refused_parameter(headers)
   local path = headers:get(":path") or ""
   local route = rest_route(headers)
@@ -342,6 +357,10 @@ local function refused_parameter(headers)
     if why then
       return "QUERY_PARAMETER_NOT_ALLOWED", name,
         "query parameter " .. name .. " is not allowed here: " .. why, why
+    end
+    -- The transcoder would refuse it too, but without naming the field in a BadRequest.
+    if unknown_field(route.message, name) then
+      return "UNKNOWN_FIELD", name, "unknown query parameter " .. name, "no such field"
     end
     local field = (name:gsub("%u", function(c) return "_" .. c:lower() end))
     if seen[field] and not route.repeated[field] then
