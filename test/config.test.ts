@@ -62,7 +62,13 @@ const cases: [service: string, env: Record<string, string>, message: RegExp][] =
   [
     "user",
     { OTEL_EXPORTER_OTLP_PROTOCOL: "grcp", OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4317" },
-    /the OTLP protocol must be one of grpc, http\/protobuf, http\/json, got "grcp"/,
+    /OTEL_EXPORTER_OTLP_PROTOCOL: the OTLP protocol must be one of grpc, http\/protobuf, http\/json, got "grcp"/,
+  ],
+  // Refused before any endpoint is set, too.
+  [
+    "order",
+    { OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "foo" },
+    /OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: the OTLP protocol must be one of grpc, http\/protobuf, http\/json, got "foo"/,
   ],
   [
     "product",

@@ -76,12 +76,15 @@ export type OtlpProtocol = "grpc" | "http/protobuf" | "http/json";
 const PROTOCOLS: readonly OtlpProtocol[] = ["grpc", "http/protobuf", "http/json"];
 
 function otlpProtocol(env: Env): OtlpProtocol {
-  const protocol = (
-    env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL ?? env.OTEL_EXPORTER_OTLP_PROTOCOL
-  )?.trim();
+  const variable = set(env.OTEL_EXPORTER_OTLP_TRACES_PROTOCOL)
+    ? "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+    : "OTEL_EXPORTER_OTLP_PROTOCOL";
+  const protocol = env[variable]?.trim();
   if (!set(protocol)) return "http/protobuf";
   if (!PROTOCOLS.includes(protocol as OtlpProtocol)) {
-    throw new Error(`the OTLP protocol must be one of ${PROTOCOLS.join(", ")}, got "${protocol}"`);
+    throw new Error(
+      `${variable}: the OTLP protocol must be one of ${PROTOCOLS.join(", ")}, got "${protocol}"`,
+    );
   }
   return protocol as OtlpProtocol;
 }
@@ -156,6 +159,8 @@ export function startTracing(service: string, env: Env = process.env): Promise<T
 
 async function start(service: string, env: Env): Promise<Tracing> {
   if (tracingDisabled(env)) return { enabled: false, exporting: false, shutdown: async () => {} };
+  // Refused at start whether or not anything is exported yet, as the other settings are.
+  otlpProtocol(env);
   const exporting = tracesExported(env);
   const provider = new NodeTracerProvider({
     resource: resourceFromAttributes({ "service.name": service }).merge(
