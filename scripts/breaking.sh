@@ -24,6 +24,10 @@ case ${1:-} in
     ;;
   --against-ref)
     ref=${2:?usage: breaking.sh --against-ref REF}
+    if ! git rev-parse --verify --quiet "$ref^{commit}" >/dev/null; then
+      echo "breaking: no commit named \"$ref\" in this checkout (fetch it first?)" >&2
+      exit 2
+    fi
     git archive "$ref" buf.yaml proto | tar -x -C "$tmp"
     ln -s "$root/node_modules" "$tmp/node_modules"
     baseline=$tmp/against.binpb

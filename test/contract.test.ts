@@ -58,6 +58,13 @@ test("the current contract passes the breaking gate", async (t) => {
   t.is(result.code, 0, result.stdout + result.stderr);
 });
 
+test("the breaking gate against a git ref passes the current contract, and names a ref it lacks", async (t) => {
+  t.is((await exec("bash", ["scripts/breaking.sh", "--against-ref", "HEAD"])).code, 0);
+  const missing = await exec("bash", ["scripts/breaking.sh", "--against-ref", "no-such-ref"]);
+  t.is(missing.code, 2);
+  t.regex(missing.stderr, /no commit named "no-such-ref" in this checkout/);
+});
+
 /** Copies the workspace to a temp dir, applies an edit to one proto and runs the gate on it. */
 async function gateAfterEdit(file: string, edit: (text: string) => string) {
   const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-breaking-"));
