@@ -4,7 +4,9 @@
 //
 // For a deployment's set, name its key and the issuer its profile checks:
 //   npm run token -- --user <user_id> --key deploy/secrets/jwt.key --issuer https://shopmesh.dev/issuer
-// The token's kid comes from the jwks.json beside the key (--jwks FILE for another).
+// The token's kid comes from the jwks.json beside the key (--jwks FILE for another). With --key,
+// the issuer and audience default to SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE, as the services read
+// them; a deployment's token for the development issuer would only be refused, so one is needed.
 import path from "node:path";
 import { parseArgs } from "node:util";
 import { ensureDevCredentials, parseTtl, signToken } from "./lib/credentials.js";
@@ -31,6 +33,14 @@ try {
   }
   if (!values.user) throw new Error("--user <user_id> is required");
   if (values.jwks && !values.key) throw new Error("--jwks goes with --key");
+  const issuer = values.issuer ?? (values.key ? process.env.SHOP_JWT_ISSUER?.trim() : undefined);
+  const audience =
+    values.audience ?? (values.key ? process.env.SHOP_JWT_AUDIENCE?.trim() : undefined);
+  if (values.key && !issuer) {
+    throw new Error(
+      "--key signs for a deployment: give the issuer its services check (--issuer URL, or SHOP_JWT_ISSUER)",
+    );
+  }
   if (!values.key) await ensureDevCredentials();
   console.log(
     await signToken({
@@ -40,8 +50,8 @@ try {
       keyFile: values.key,
       jwksFile:
         values.jwks ?? (values.key ? path.join(path.dirname(values.key), "jwks.json") : undefined),
-      issuer: values.issuer,
-      audience: values.audience,
+      issuer,
+      ...(audience && { audience }),
     }),
   );
 } catch (error) {

@@ -39,6 +39,30 @@ test("npm run token -- --key FILE --issuer URL signs a token the deployment's JW
   t.is(decodeProtectedHeader(token).kid, jwks.keys[0].kid);
 });
 
+test("npm run token -- --key FILE takes its issuer from SHOP_JWT_ISSUER, and needs one", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-token-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  await makeCredentials(dir, { keyIdPrefix: "shopmesh-", identities: [] });
+  const args = ["--import", "tsx", "scripts/token.ts", "--user", "usr_ops"];
+  const key = ["--key", path.join(dir, "jwt.key")];
+  const unnamed = await exec(process.execPath, [...args, ...key], {
+    env: { SHOP_JWT_ISSUER: "" },
+  });
+  t.is(unnamed.code, 1);
+  t.regex(unnamed.stderr, /--key signs for a deployment: give the issuer its services check/);
+
+  const named = await exec(process.execPath, [...args, ...key], {
+    env: { SHOP_JWT_ISSUER: PRODUCTION_ISSUER },
+  });
+  t.is(named.code, 0, named.stderr);
+  const jwks = JSON.parse(readFileSync(path.join(dir, "jwks.json"), "utf8"));
+  const { payload } = await jwtVerify(named.stdout.trim(), createLocalJWKSet(jwks), {
+    issuer: PRODUCTION_ISSUER,
+    audience: DEV_AUDIENCE,
+  });
+  t.is(payload.sub, "usr_ops");
+});
+
 test("npm run token refuses --jwks without --key", async (t) => {
   const run = await exec(process.execPath, [
     ...["--import", "tsx", "scripts/token.ts"],
