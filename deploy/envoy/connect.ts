@@ -173,10 +173,11 @@ const CONNECT_CODES: Record<number, string> = {
 /**
  * A Connect unary body past the stream's buffer (64 KiB over HTTP/2, the stream window), which
  * the bridge must hold whole: as REST's 413, RESOURCE_EXHAUSTED. Envoy sends it as bare text,
- * which Connect clients read as UNKNOWN.
+ * which Connect clients read as UNKNOWN. A body of exactly the buffer's size meets the limit in
+ * lua/edge.lua, which holds a body that size whole, rather than in the bridge.
  */
 const CONNECT_TOO_LARGE = {
-  when: "response.code_details == 'connect_bridge_unary_request_too_large'",
+  when: "response.code_details in ['connect_bridge_unary_request_too_large', 'request_payload_too_large']",
   code: 8,
   reason: "REQUEST_TOO_LARGE",
   message: "the request is larger than the edge buffers for a Connect call",
@@ -189,6 +190,8 @@ const CONNECT_TOO_LARGE = {
  */
 const CONNECT_REPLY_TOO_LARGE = {
   when: "response.code_details == 'connect_bridge_unary_response_too_large'",
+  // Connect's HTTP status for resource_exhausted: Envoy's 500 would count as the edge's failure.
+  status: 429,
   code: 8,
   reason: "REPLY_TOO_LARGE",
   message:
@@ -246,6 +249,7 @@ export function connectReplies() {
       },
       {
         filter: when(`${connect} && ${reply.when}`),
+        ...("status" in reply && { status_code: reply.status }),
         headers_to_add: code,
         body_format_override: {
           text_format_source: { inline_string: error },

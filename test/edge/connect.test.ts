@@ -349,36 +349,44 @@ function connectUnary(
 }
 
 test.serial(
-  "Connect: a body too large for the bridge is RESOURCE_EXHAUSTED, as JSON",
+  "Connect: a body too large for the bridge is RESOURCE_EXHAUSTED, as JSON, from 64 KiB on",
   async (t) => {
     await mesh.waitHealthy(["product"]);
-    const message = CreateProductRequest.encode({
-      product: {
-        productId: "",
-        name: "Large",
-        description: "x".repeat(100_000),
-        price: { currencyCode: "EUR", amountMinor: "100" },
-        stockQuantity: 1,
-        createTime: undefined,
-        updateTime: undefined,
-      },
-    }).finish();
-    const reply = await connectUnary(
-      "shop.product.v1.ProductService/CreateProduct",
-      message,
-      ADMIN_TOKEN,
-    );
-    t.is(reply.type, "application/json", reply.body);
-    const error = JSON.parse(reply.body) as {
-      code: string;
-      details?: { type: string; value: string }[];
-    };
-    t.is(error.code, "resource_exhausted");
-    const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
-    t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
-      reason: "REQUEST_TOO_LARGE",
-      domain: "shopmesh.edge",
-    });
+    const create = (description: string) =>
+      CreateProductRequest.encode({
+        product: {
+          productId: "",
+          name: "Large",
+          description,
+          price: { currencyCode: "EUR", amountMinor: "100" },
+          stockQuantity: 1,
+          createTime: undefined,
+          updateTime: undefined,
+        },
+      }).finish();
+    // 100,000 bytes, and exactly the 65,536 of the stream's window over HTTP/2.
+    let size = 65_536;
+    while (create("x".repeat(size)).length > 65_536) size--;
+    const exact = create("x".repeat(size));
+    t.is(exact.length, 65_536);
+    for (const message of [create("x".repeat(100_000)), exact]) {
+      const reply = await connectUnary(
+        "shop.product.v1.ProductService/CreateProduct",
+        message,
+        ADMIN_TOKEN,
+      );
+      t.is(reply.type, "application/json", reply.body);
+      const error = JSON.parse(reply.body) as {
+        code: string;
+        details?: { type: string; value: string }[];
+      };
+      t.is(error.code, "resource_exhausted", `${message.length} bytes`);
+      const info = error.details?.find((detail) => detail.type === "google.rpc.ErrorInfo");
+      t.like(info && ErrorInfo.decode(Buffer.from(info.value, "base64")), {
+        reason: "REQUEST_TOO_LARGE",
+        domain: "shopmesh.edge",
+      });
+    }
   },
 );
 
@@ -406,6 +414,8 @@ test.serial(
       [JSON.parse(reply.body).code, reasonOf(reply.body)],
       ["resource_exhausted", "REPLY_TOO_LARGE"],
     );
+    // Connect's status for resource_exhausted: a 500 would count as the edge failing.
+    t.is(reply.status, 429);
   },
 );
 
