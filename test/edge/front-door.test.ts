@@ -232,6 +232,14 @@ test.serial(
       t.deepEqual([badJson.status, badJson.json.code], [400, 3], body);
       t.like(badJson.json.details[0], malformed, body);
     }
+    // JSON nested past what protobuf's parser takes is refused as such, however deep.
+    for (const depth of [101, 20_000]) {
+      const deep = `{"user_id": "x", "lines": ${"[".repeat(depth)}${"]".repeat(depth)}}`;
+      const refused = await rest(t, "POST", "/orders", deep);
+      t.deepEqual([refused.status, refused.json.code], [400, 3], `${depth}`);
+      t.like(refused.json.details[0], malformed, `${depth}`);
+      t.regex(refused.json.message, /nests objects and arrays more than 100 deep/, `${depth}`);
+    }
     // A path Envoy will not normalize is refused before any filter, and still answered as JSON.
     const nul = await rest(t, "GET", "/products/a%00b");
     t.deepEqual([nul.status, nul.json.code], [400, 3]);

@@ -204,8 +204,15 @@ local function json_unescaped(text)
   return table.concat(out)
 end
 
+-- How deep a body's objects and arrays may nest: protobuf's own JSON parser refuses deeper ones,
+-- and this reader, which recurses, would run out of stack long before JSON's end.
+local MAX_DEPTH = 100
+local TOO_DEEP = {}
+
 -- Reads one value; `message` names the message an object must fit, nil for any value.
-function Reader:value(message, path)
+function Reader:value(message, path, depth)
+  depth = (depth or 0) + 1
+  if depth > MAX_DEPTH then error(TOO_DEEP) end
   self:space()
   local c = self.text:sub(self.pos, self.pos)
   if c == "{" then
@@ -240,7 +247,7 @@ function Reader:value(message, path)
       if path == "" and self.wanted[key] and self.text:sub(self.pos, self.pos) == '"' then
         self.found[key] = json_unescaped(self:string())
       else
-        self:value(inner, field)
+        self:value(inner, field, depth)
       end
       self:space()
       c = self.text:sub(self.pos, self.pos)
@@ -257,7 +264,7 @@ function Reader:value(message, path)
     end
     local index = 0
     while true do
-      self:value(message, path .. "[" .. index .. "]")
+      self:value(message, path .. "[" .. index .. "]", depth)
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
@@ -277,11 +284,13 @@ end
 
 -- Whether `text` is JSON (or only white space), then the first field of it that `message` does
 -- not have, e.g. "lines[0].colour", and the first one an object sets twice (nil for none), then
--- the string each key of `wanted` has at the top level, by key.
+-- the string each key of `wanted` has at the top level, by key. Not JSON: false, and true when
+-- it nests deeper than MAX_DEPTH.
 local function misfit_fields(text, message, wanted)
   if not text:find("[^ \t\r\n]") then return true end
   local reader = setmetatable({ text = text, pos = 1, wanted = wanted, found = {} }, Reader)
-  if not pcall(reader.value, reader, message, "") then return false end
+  local read, failure = pcall(reader.value, reader, message, "")
+  if not read then return false, failure == TOO_DEEP end
   reader:space()
   if reader.pos <= #text then return false end
   return true, reader.unknown, reader.twice, reader.found
@@ -625,8 +634,10 @@ function envoy_on_request(handle)
   local json, unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
     route.bound and route.bound.keys or NO_KEYS)
   if not json then
-    return refuse_rest_request(handle, "400", 3, "MALFORMED_REQUEST",
-      "the request body is not JSON (keys in double quotes, no trailing comma, one value)", true)
+    local too_deep = unknown
+    return refuse_rest_request(handle, "400", 3, "MALFORMED_REQUEST", too_deep
+      and ("the request body nests objects and arrays more than " .. MAX_DEPTH .. " deep")
+      or "the request body is not JSON (keys in double quotes, no trailing comma, one value)", true)
   end
   if unknown then
     return refuse_rest(handle, "UNKNOWN_FIELD", unknown,
