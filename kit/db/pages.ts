@@ -11,17 +11,34 @@ export const PAGE_BYTES = 2 * 1024 * 1024;
 export const textBytes = (...texts: string[]) =>
   texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
 
+/** Rows a sized page makes into items first; later batches follow the sizes seen. */
+const FIRST_BATCH = 100;
+
 /**
- * How many of the first items fit in `budget` bytes, given each one's (estimated) encoded size;
- * at least one, so that a list always moves on. A page may hold fewer than page_size items.
+ * The first of `rows` made into items whose sizes add up to at most PAGE_BYTES, and at least one,
+ * so that a list always moves on. Rows are made a batch at a time, each batch as many as the room
+ * left holds at the average size so far (and a tenth more): a page of large items does not make
+ * hundreds of items it then drops, such as orders whose lines are read with them.
  */
-function fitting(sizes: readonly number[], budget = PAGE_BYTES): number {
+async function fittingItems<Row, Item>(
+  rows: readonly Row[],
+  make: (rows: Row[]) => Item[] | Promise<Item[]>,
+  sizeOf: (item: Item) => number,
+): Promise<Item[]> {
+  const items: Item[] = [];
   let total = 0;
-  for (let i = 0; i < sizes.length; i++) {
-    total += sizes[i] as number;
-    if (total > budget) return Math.max(i, 1);
+  for (let next = 0; next < rows.length; ) {
+    const room = (PAGE_BYTES - total) / (total / items.length);
+    const batch = items.length === 0 ? FIRST_BATCH : Math.max(1, Math.ceil(room * 1.1));
+    const made = await make(rows.slice(next, next + batch));
+    next += batch;
+    for (const item of made) {
+      total += sizeOf(item);
+      if (total > PAGE_BYTES && items.length > 0) return items;
+      items.push(item);
+    }
   }
-  return sizes.length;
+  return items;
 }
 
 export interface PageOptions<Row, Item> {
@@ -47,11 +64,8 @@ export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
   const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
   const candidates = rows.slice(0, limit);
-  const items = options.items ? await options.items(candidates) : (candidates as unknown as Item[]);
-  const count = sizeOf ? fitting(items.map(sizeOf)) : items.length;
-  const last = rows[count - 1];
-  return {
-    items: items.slice(0, count),
-    ...(rows.length > count && last && { nextSeq: last.seq }),
-  };
+  const make = options.items ?? ((made: Row[]) => made as unknown as Item[]);
+  const items = sizeOf ? await fittingItems(candidates, make, sizeOf) : await make(candidates);
+  const last = rows[items.length - 1];
+  return { items, ...(rows.length > items.length && last && { nextSeq: last.seq }) };
 }

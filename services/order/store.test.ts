@@ -35,3 +35,45 @@ test("an order discarded while its idempotency key is looked up is found whole o
     if (found) t.is(found.order.lines.length, 1, "the order's lines come with it");
   }
 });
+
+test("a page of large orders reads the lines of about the orders it holds, not of every candidate", async (t) => {
+  const db = opening(
+    await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
+  );
+  t.teardown(() => db.destroy());
+  const store = new OrderStore({ db: db, reads: db });
+  // 1,000 orders of 100 lines: a page of 2 MB holds under 300 of them.
+  const lines = Array.from({ length: 100 }, (_, n) => ({
+    productId: `prd_${String(n).padStart(16, "0")}`,
+    quantity: 1,
+  }));
+  for (let i = 0; i < 1000; i++) {
+    const orderId = newId("ord");
+    await store.insert({
+      orderId,
+      userId: "usr_big",
+      idempotencyKey: `big-${i}`,
+      reservationId: `order:${orderId}`,
+      lines,
+    });
+  }
+  let linesRead = 0;
+  db.on("query-response", (response: unknown, query: { sql?: string }) => {
+    if (/order_lines/.test(query.sql ?? "") && Array.isArray(response)) {
+      linesRead += response.length;
+    }
+  });
+  const first = await store.list(1000, undefined, "usr_big");
+  const held = first.orders.length;
+  t.true(held > 100 && held < 400, `${held} orders`);
+  t.true(linesRead <= 1.2 * held * 100, `${linesRead} lines read for ${held} orders`);
+  // Every order comes once, whole, across the pages.
+  const seen = new Set(first.orders.map(({ orderId }) => orderId));
+  for (let next = first.nextSeq; next !== undefined; ) {
+    const page = await store.list(1000, next, "usr_big");
+    for (const { orderId } of page.orders) seen.add(orderId);
+    t.true(page.orders.every((order) => order.lines.length === 100));
+    next = page.nextSeq;
+  }
+  t.is(seen.size, 1000);
+});

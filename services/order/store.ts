@@ -122,11 +122,14 @@ export class OrderStore {
         rows.map((row) => row.order_id),
       )
       .orderBy(["order_id", "line_no"]);
+    const linesOf = new Map<string, LineRow[]>();
+    for (const line of lines) {
+      const of = linesOf.get(line.order_id);
+      if (of) of.push(line);
+      else linesOf.set(line.order_id, [line]);
+    }
     return rows.map((row) => ({
-      order: toOrder(
-        row,
-        lines.filter((line) => line.order_id === row.order_id),
-      ),
+      order: toOrder(row, linesOf.get(row.order_id) ?? []),
       reservationId: row.reservation_id,
       ...(row.confirm_time != null && { confirmedAt: new Date(readTime(row.confirm_time)) }),
       ...(row.cancel_time != null && { cancellingSince: new Date(readTime(row.cancel_time)) }),
