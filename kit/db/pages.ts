@@ -28,8 +28,10 @@ async function fittingItems<Row, Item>(
   const items: Item[] = [];
   let total = 0;
   for (let next = 0; next < rows.length; ) {
-    const room = (PAGE_BYTES - total) / (total / items.length);
-    const batch = items.length === 0 ? FIRST_BATCH : Math.max(1, Math.ceil(room * 1.1));
+    const batch =
+      items.length === 0
+        ? FIRST_BATCH
+        : Math.max(1, Math.ceil(((PAGE_BYTES - total) / (total / items.length)) * 1.1));
     const made = await make(rows.slice(next, next + batch));
     next += batch;
     for (const item of made) {

@@ -11,7 +11,8 @@ import type { ServerMiddleware } from "./types.js";
  * out, refused, no free connection: kit/db/index.ts isBusy) is UNAVAILABLE, so the caller may retry;
  * one whose connection was lost under it is UNAVAILABLE too when that ended a transaction before
  * it committed (isUncommitted) or when `repeatable` says a repeat cannot do the call twice, and
- * otherwise, since a write cut as it committed may have been kept, ABORTED (OUTCOME_UNKNOWN); one with no room left for a write (a full disk) is RESOURCE_EXHAUSTED, as gRPC's own
+ * otherwise, since a write cut as it committed may have been kept, ABORTED (OUTCOME_UNKNOWN);
+ * one with no room left for a write (a full disk) is RESOURCE_EXHAUSTED, as gRPC's own
  * code list has it; anything else is our own bug: INTERNAL. The database's error is kept as the
  * cause, for the log.
  */
