@@ -4,8 +4,15 @@ import { mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test, { type ExecutionContext } from "ava";
-import { type Knex, MigrationFailed, openDatabase } from "../../../kit/db/index.js";
+import {
+  connectDatabase,
+  type Knex,
+  MigrationFailed,
+  openDatabase,
+} from "../../../kit/db/index.js";
+import { emailKeyNormalized } from "./0004_email_key_normalized.js";
 import { migrations } from "./index.js";
+import { rekey } from "./rekey.js";
 
 /** An SQLite file at 0002, holding `emails` keyed as 0002's code keyed them. */
 async function before0003(t: ExecutionContext, emails: string[]): Promise<string> {
@@ -13,7 +20,8 @@ async function before0003(t: ExecutionContext, emails: string[]): Promise<string
   t.teardown(() => rm(dir, { recursive: true, force: true }));
   const file = path.join(dir, "user.sqlite");
   const db = await openDatabase(file, migrations.slice(0, 2));
-  await db("users").insert(
+  await db.batchInsert(
+    "users",
     emails.map((email, i) => ({
       user_id: `usr_${i}`,
       email,
@@ -22,6 +30,7 @@ async function before0003(t: ExecutionContext, emails: string[]): Promise<string
       create_time: 0,
       update_time: 0,
     })),
+    500,
   );
   await db.destroy();
   return file;
@@ -86,4 +95,35 @@ test("0004 normalizes the keys 0003 wrote, and refuses users whose emails are on
     await at0003("knex_migrations").pluck("name"),
     migrations.slice(0, 3).map((m) => m.name),
   );
+});
+
+test("0004 reads and rekeys users a batch at a time, however many there are", async (t) => {
+  const emails = Array.from({ length: 1_200 }, (_, i) => `ＵＳＥＲ${i}@example.com`);
+  const file = await before0003(t, emails);
+  await (await openDatabase(file, migrations.slice(0, 3))).destroy();
+  const db = connectDatabase(file);
+  t.teardown(() => db.destroy());
+  let mostRows = 0;
+  db.on("query-response", (response: unknown) => {
+    if (Array.isArray(response)) mostRows = Math.max(mostRows, response.length);
+  });
+  await db.transaction((trx) => emailKeyNormalized.up(trx));
+  t.true(mostRows <= 500, `one statement returned ${mostRows} rows`);
+  const keys = await keysOf(db);
+  t.is(Object.keys(keys).length, 1_200);
+  t.is(keys["ＵＳＥＲ1199@example.com"], "user1199@example.com");
+  t.false(await db.schema.hasTable("users_rekeyed"));
+});
+
+test("a key may become one another user's key gives up in the same migration", async (t) => {
+  const file = await before0003(t, ["a@example.com", "b@example.com"]);
+  const db = await openDatabase(file, migrations);
+  t.teardown(() => db.destroy());
+  const swapped = (email: string) =>
+    email === "a@example.com" ? "b@example.com" : "a@example.com";
+  await db.transaction((trx) => rekey(trx, swapped));
+  t.deepEqual(await keysOf(db), {
+    "a@example.com": "b@example.com",
+    "b@example.com": "a@example.com",
+  });
 });

@@ -7,6 +7,16 @@ interface Row {
 }
 
 /**
+ * Users read, and new keys written, at a time, so that memory stays flat however many users
+ * there are (SQLite takes at most 500 rows in one insert).
+ */
+const BATCH = 500;
+/** Groups of users with one key named at most when the migration stops for them. */
+const NAMED = 100;
+/** The new keys, kept in the database until every one is known to be unique. */
+const REKEYED = "users_rekeyed";
+
+/**
  * An email's characters beyond ASCII as code points, for two emails that print alike: "josé"
  * written with "é" is "jos\u{e9}", with "e" and a combining accent "jose\u{301}".
  */
@@ -24,22 +34,70 @@ export async function rekey(
   key: (email: string) => string,
   compared = "whatever their case",
 ): Promise<void> {
-  const rows: Row[] = await db("users").select("user_id", "email", "email_key");
-  const owners = new Map<string, Row[]>();
-  for (const row of rows) owners.set(key(row.email), [...(owners.get(key(row.email)) ?? []), row]);
-  const shared = [...owners.values()].filter((same) => same.length > 1);
-  if (shared.length > 0) {
-    const named = shared.map((same) =>
-      same.map((row) => `${row.user_id} <${row.email}>${spelled(row.email)}`).join(" = "),
+  await db.schema.dropTableIfExists(REKEYED);
+  await db.schema.createTable(REKEYED, (table) => {
+    table.text("user_id").primary();
+    table.text("email_key").notNullable().index();
+  });
+  for (let after: string | undefined; ; ) {
+    const rows: Row[] = await db("users")
+      .select("user_id", "email", "email_key")
+      .modify((query) => after !== undefined && query.where("user_id", ">", after))
+      .orderBy("user_id")
+      .limit(BATCH);
+    if (rows.length === 0) break;
+    await db(REKEYED).insert(
+      rows.map((row) => ({ user_id: row.user_id, email_key: key(row.email) })),
     );
-    throw new Error(
-      `emails must be unique ${compared}, and these users' are the same: ${named.join("; ")}. Change the email of all but one of each, then upgrade again`,
-    );
+    after = rows[rows.length - 1]?.user_id;
   }
+  await refuseShared(db, compared);
+  // Each changed key steps aside first, so that a new key may be one another user had.
+  const changed = (query: Knex.QueryBuilder) =>
+    query.whereExists((rekeyed) =>
+      rekeyed
+        .from(REKEYED)
+        .whereRaw("??.user_id = users.user_id", [REKEYED])
+        .whereRaw("??.email_key <> users.email_key", [REKEYED]),
+    );
+  // No email holds no "@", and no user id one: the step-aside keys are nobody's.
+  await db("users")
+    .modify(changed)
+    .update({ email_key: db.raw("'rekeying ' || user_id") });
+  await db("users")
+    .modify(changed)
+    .update({
+      email_key: db(REKEYED).select("email_key").whereRaw("??.user_id = users.user_id", [REKEYED]),
+    });
+  await db.schema.dropTable(REKEYED);
+}
+
+/** Stops the migration, naming users whose new keys are one, when there are any. */
+async function refuseShared(db: Knex, compared: string): Promise<void> {
+  const keys = await db(REKEYED)
+    .select("email_key")
+    .groupBy("email_key")
+    .havingRaw("count(*) > 1")
+    .orderBy("email_key")
+    .limit(NAMED + 1);
+  if (keys.length === 0) return;
+  const rows: (Row & { new_key: string })[] = await db(`${REKEYED} as k`)
+    .join("users as u", "u.user_id", "k.user_id")
+    .whereIn(
+      "k.email_key",
+      keys.slice(0, NAMED).map((row) => row.email_key),
+    )
+    .orderBy(["k.email_key", "u.user_id"])
+    .select("u.user_id", "u.email", "k.email_key as new_key");
+  const groups = new Map<string, string[]>();
   for (const row of rows) {
-    const changed = key(row.email);
-    if (changed !== row.email_key) {
-      await db("users").where({ user_id: row.user_id }).update({ email_key: changed });
-    }
+    groups.set(row.new_key, [
+      ...(groups.get(row.new_key) ?? []),
+      `${row.user_id} <${row.email}>${spelled(row.email)}`,
+    ]);
   }
+  const more = keys.length > NAMED ? `, and more (the first ${NAMED} named)` : "";
+  throw new Error(
+    `emails must be unique ${compared}, and these users' are the same: ${[...groups.values()].map((same) => same.join(" = ")).join("; ")}${more}. Change the email of all but one of each, then upgrade again`,
+  );
 }
