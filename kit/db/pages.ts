@@ -11,6 +11,12 @@ export const PAGE_BYTES = 2 * 1024 * 1024;
 export const textBytes = (...texts: string[]) =>
   texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
 
+/**
+ * Rows of the table a filtered page looks at, at most: a filter that few rows pass ends a page
+ * early, even empty, rather than read the whole table (AIP-158 lets a page hold fewer items).
+ */
+export const SCAN_ROWS = 10_000;
+
 /** Rows a sized page makes into items first; later batches follow the sizes seen. */
 const FIRST_BATCH = 100;
 
@@ -51,6 +57,26 @@ export interface PageOptions<Row, Item> {
   items?: (rows: Row[]) => Item[] | Promise<Item[]>;
   /** An item's encoded size, roughly: the page stops before it passes PAGE_BYTES. */
   sizeOf?: (item: Item) => number;
+  /**
+   * For a filtered query, the same table unfiltered: the page then looks at no more than
+   * SCAN_ROWS of its rows, and continues after them when none or too few passed the filter.
+   */
+  unfiltered?: () => Knex.QueryBuilder;
+}
+
+/** The seq of the first row past SCAN_ROWS from `from`, when there is one. */
+async function scanEnd(
+  table: Knex.QueryBuilder,
+  from: number | undefined,
+  newestFirst: boolean,
+): Promise<number | undefined> {
+  if (from !== undefined) table.where("seq", newestFirst ? "<" : ">", from);
+  const [row] = (await table
+    .select("seq")
+    .orderBy("seq", newestFirst ? "desc" : "asc")
+    .offset(SCAN_ROWS)
+    .limit(1)) as { seq: number }[];
+  return row?.seq;
 }
 
 /**
@@ -64,10 +90,14 @@ export async function pageBySeq<Row extends { seq: number }, Item = Row>(
 ): Promise<{ items: Item[]; nextSeq?: number }> {
   const { from, newestFirst = false, sizeOf } = options;
   if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
+  const beyond = options.unfiltered && (await scanEnd(options.unfiltered(), from, newestFirst));
+  if (beyond) query.where("seq", newestFirst ? ">" : "<", beyond);
   const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
   const candidates = rows.slice(0, limit);
   const make = options.items ?? ((made: Row[]) => made as unknown as Item[]);
   const items = sizeOf ? await fittingItems(candidates, make, sizeOf) : await make(candidates);
   const last = rows[items.length - 1];
-  return { items, ...(rows.length > items.length && last && { nextSeq: last.seq }) };
+  if (rows.length > items.length && last) return { items, nextSeq: last.seq };
+  // Every row before `beyond` was looked at: the next page starts there.
+  return { items, ...(beyond && { nextSeq: newestFirst ? beyond + 1 : beyond - 1 }) };
 }

@@ -8,6 +8,7 @@ import {
   type Product,
   UpdateProductRequest,
 } from "../../gen/ts/shop/product/v1/product.js";
+import { SCAN_ROWS } from "../../kit/db/pages.js";
 import { Code } from "../../kit/errors.js";
 import { encodePageToken } from "../../kit/page-token.js";
 import { tamperedTokens } from "../../test/helpers/page-tokens.js";
@@ -217,6 +218,33 @@ test("ListProducts with in_stock_only skips products without stock, on every pag
     inStock.filter((id) => id !== last?.productId),
   );
   t.is((await listAll(handlers, 100, false)).ids.length, stocks.length);
+});
+
+test("ListProducts with in_stock_only looks at a bounded run of rows per page, however many are sold out", async (t) => {
+  const { handlers, create, db } = await setup(t);
+  const first = await create({ stock: 1 });
+  const soldOut = 2 * SCAN_ROWS + 500;
+  await db.batchInsert(
+    "products",
+    Array.from({ length: soldOut }, (_, i) => ({
+      product_id: `prd_sold_out_${i}`,
+      name: "Sold out",
+      description: "",
+      currency_code: "EUR",
+      price_minor: 100,
+      stock_quantity: 0,
+      create_time: 0,
+      update_time: 0,
+    })),
+    500,
+  );
+  const last = await create({ stock: 1 });
+  // A page past the rows it may look at ends early, even empty, and the next goes on from there.
+  t.deepEqual(await listAll(handlers, 50, true), {
+    ids: [first.productId, last.productId],
+    sizes: [1, 0, 1],
+  });
+  t.is((await listAll(handlers, 1000, false)).ids.length, soldOut + 2);
 });
 
 test("ListProducts refuses a token reused with the other in_stock_only", async (t) => {

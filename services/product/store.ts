@@ -110,6 +110,7 @@ export class ProductStore {
       items: (rows: ProductRow[]) => rows.map(toProduct),
       // An encoded product is its text plus about 100 bytes of ids, numbers and times.
       sizeOf: (product) => textBytes(product.name, product.description) + 128,
+      ...(inStockOnly && { unfiltered: () => this.env.reads("products") }),
     });
     return { products: items, ...(nextSeq !== undefined && { nextSeq }) };
   }

@@ -196,6 +196,9 @@ export type ListProductsRequest = Message<"shop.product.v1.ListProductsRequest">
 
   /**
    * When true, only products with `stock_quantity` above 0 are returned.
+   * A page then looks at no more than 10,000 products, so one where most
+   * are sold out may hold fewer than `page_size`, even none, and still have
+   * a `next_page_token`.
    *
    * @generated from field: bool in_stock_only = 3;
    */

@@ -326,6 +326,9 @@ type ListProductsRequest struct {
 	// page. Must come from a call with the same `in_stock_only`.
 	PageToken string `protobuf:"bytes,2,opt,name=page_token,json=pageToken,proto3" json:"page_token,omitempty"`
 	// When true, only products with `stock_quantity` above 0 are returned.
+	// A page then looks at no more than 10,000 products, so one where most
+	// are sold out may hold fewer than `page_size`, even none, and still have
+	// a `next_page_token`.
 	InStockOnly   bool `protobuf:"varint,3,opt,name=in_stock_only,json=inStockOnly,proto3" json:"in_stock_only,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache

@@ -97,7 +97,12 @@ export interface ListProductsRequest {
    * page. Must come from a call with the same `in_stock_only`.
    */
   pageToken: string;
-  /** When true, only products with `stock_quantity` above 0 are returned. */
+  /**
+   * When true, only products with `stock_quantity` above 0 are returned.
+   * A page then looks at no more than 10,000 products, so one where most
+   * are sold out may hold fewer than `page_size`, even none, and still have
+   * a `next_page_token`.
+   */
   inStockOnly: boolean;
 }
 
