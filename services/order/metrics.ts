@@ -8,16 +8,20 @@ const OUTCOMES: Partial<Record<OrderState, string>> = {
   [OrderState.ORDER_STATE_CANCELLED]: "cancelled",
 };
 
+/** A CreateOrder refused after its order was written: no order was placed, none failed. */
+const REFUSED = "refused";
+
 /**
  * The order flow's business metrics, as the saga reports it: `shop_orders_total{outcome}` (an
- * order this process confirmed, failed or cancelled), `shop_order_replays_total` (CreateOrder
+ * order this process confirmed, failed or cancelled, or a CreateOrder it refused after writing
+ * the order), `shop_order_replays_total` (CreateOrder
  * answered with the order its request_id had placed) and
  * `shop_reconciler_actions_total{action,result}`.
  */
 export function orderMetrics(metrics: Metrics): SagaEvents {
   const orders = metrics.counter({
     name: "shop_orders_total",
-    help: "Orders this process settled, by outcome: confirmed, failed or cancelled.",
+    help: "Orders this process settled, by outcome: confirmed, failed or cancelled; refused: a CreateOrder refused (short of stock, an unknown user) after its order was written, so no order was placed.",
     labelNames: ["outcome"],
   });
   const replays = metrics.counter({
@@ -30,13 +34,13 @@ export function orderMetrics(metrics: Metrics): SagaEvents {
     labelNames: ["action", "result"],
   });
   // Every series present from the start, so rates and alerts are defined before the first event.
-  for (const outcome of Object.values(OUTCOMES)) orders.inc({ outcome }, 0);
+  for (const outcome of [...Object.values(OUTCOMES), REFUSED]) orders.inc({ outcome }, 0);
   for (const action of ["release", "finish_cancel", "settle"]) {
     for (const result of ["done", "failed", "skipped"]) actions.inc({ action, result }, 0);
   }
   return {
-    stateChanged(state) {
-      const outcome = OUTCOMES[state];
+    stateChanged(state, withdrawn) {
+      const outcome = withdrawn ? REFUSED : OUTCOMES[state];
       if (outcome) orders.inc({ outcome });
     },
     replayed: () => replays.inc(),

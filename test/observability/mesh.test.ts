@@ -113,6 +113,12 @@ test.serial(
       { userId: user.userId, lines: [orderLine(product.productId, 2)], requestId: tag("observed") },
       withId(tag("observed-order")),
     );
+    // Refused for stock after its order was written: no order placed, so none failed.
+    await expectStatus(
+      t,
+      c.orders.createOrder({ userId: user.userId, lines: [orderLine(product.productId, 9)] }),
+      Code.FAILED_PRECONDITION,
+    );
 
     const served = (code: string) =>
       `sum(grpc_server_handled_total{job="product",grpc_service="shop.product.v1.ProductService",grpc_method="GetProduct",grpc_code="${code}"})`;
@@ -129,11 +135,15 @@ test.serial(
       5,
     );
     // The order service's own calls, in the client metrics.
-    for (const method of ["GetUser", "ReserveStock"]) {
+    for (const [method, code, calls] of [
+      ["GetUser", "OK", 2],
+      ["ReserveStock", "OK", 1],
+      ["ReserveStock", "FailedPrecondition", 1],
+    ] as const) {
       await expectValue(
         t,
-        `sum(grpc_client_handled_total{job="order",grpc_method="${method}",grpc_code="OK"})`,
-        1,
+        `sum(grpc_client_handled_total{job="order",grpc_method="${method}",grpc_code="${code}"})`,
+        calls,
       );
     }
     // Envoy's grpc_stats, scraped from its stats listener, with the whole proto service name.
@@ -142,8 +152,10 @@ test.serial(
       `sum(envoy_cluster_grpc_total{envoy_cluster_name="product",envoy_grpc_bridge_service="shop.product.v1.ProductService",envoy_grpc_bridge_method="GetProduct"})`,
       5,
     );
-    // Business metrics: one confirmed order; its reservation committed, so none is held.
+    // Business metrics: one confirmed order, one refused; its reservation committed, so none is
+    // held.
     await expectValue(t, `sum(shop_orders_total{outcome="confirmed"})`, 1);
+    await expectValue(t, `sum(shop_orders_total{outcome="refused"})`, 1);
     await expectValue(t, `sum(shop_orders_total{outcome="failed"})`, 0);
     await expectValue(t, `max(shop_reservations_held)`, 0);
     // Store and process metrics of every service. Each job is scraped on its own schedule, so

@@ -39,9 +39,9 @@ export class OrderSaga {
       deps,
       options,
       events,
-      changed: (orderId, state) => {
+      changed: (orderId, state, withdrawn) => {
         this.changes.emit(orderId);
-        events.stateChanged?.(state);
+        events.stateChanged?.(state, withdrawn);
       },
     };
   }

@@ -106,7 +106,7 @@ export async function failOrder(
  */
 export async function withdraw(saga: Saga, orderId: string, reservationId: string): Promise<void> {
   try {
-    if (await saga.store.fail(orderId, true)) saga.changed(orderId, FAILED);
+    if (await saga.store.fail(orderId, true)) saga.changed(orderId, FAILED, true);
     // Failed meanwhile by another call (a resend that found it not yet reserving): this
     // call's refusal says no order was placed all the same.
     else if (!(await saga.store.withdrawFailed(orderId))) return;

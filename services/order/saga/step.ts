@@ -10,8 +10,11 @@ export interface Saga {
   deps: Dependencies;
   options: SagaOptions;
   events: SagaEvents;
-  /** This process moved an order to `state`: watchers and the events hear of it. */
-  changed(orderId: string, state: OrderState): void;
+  /**
+   * This process moved an order to `state`: watchers and the events hear of it. `withdrawn`: a
+   * CreateOrder refused after its order was written, so that no order was placed.
+   */
+  changed(orderId: string, state: OrderState, withdrawn?: boolean): void;
 }
 
 export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {

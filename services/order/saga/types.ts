@@ -22,8 +22,11 @@ export type ReconcileResult = "done" | "failed" | "skipped";
  * (business metrics). Every hook is optional.
  */
 export interface SagaEvents {
-  /** This process moved an order to `state`. */
-  stateChanged?(state: OrderState): void;
+  /**
+   * This process moved an order to `state`; `withdrawn` when that was a CreateOrder's refusal
+   * (short of stock, an unknown user) after its order was written: no order was placed.
+   */
+  stateChanged?(state: OrderState, withdrawn?: boolean): void;
   /** CreateOrder answered with the order its request_id had already placed. */
   replayed?(): void;
   /** The reconciler acted on an unsettled order. */
