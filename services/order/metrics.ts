@@ -8,20 +8,19 @@ const OUTCOMES: Partial<Record<OrderState, string>> = {
   [OrderState.ORDER_STATE_CANCELLED]: "cancelled",
 };
 
-/** A CreateOrder refused after its order was written: no order was placed, none failed. */
-const REFUSED = "refused";
+/** An order written and then withdrawn by its CreateOrder: no order was placed, none failed. */
+const WITHDRAWN = "withdrawn";
 
 /**
  * The order flow's business metrics, as the saga reports it: `shop_orders_total{outcome}` (an
- * order this process confirmed, failed or cancelled, or a CreateOrder it refused after writing
- * the order), `shop_order_replays_total` (CreateOrder
+ * order this process confirmed, failed, cancelled or withdrawn), `shop_order_replays_total` (CreateOrder
  * answered with the order its request_id had placed) and
  * `shop_reconciler_actions_total{action,result}`.
  */
 export function orderMetrics(metrics: Metrics): SagaEvents {
   const orders = metrics.counter({
     name: "shop_orders_total",
-    help: "Orders this process settled, by outcome: confirmed, failed or cancelled; refused: a CreateOrder refused (short of stock, an unknown user) after its order was written, so no order was placed.",
+    help: "Orders this process settled, by outcome: confirmed, failed or cancelled; withdrawn: written, then withdrawn by its CreateOrder (refused for stock, or placed by another attempt), so no order was placed.",
     labelNames: ["outcome"],
   });
   const replays = metrics.counter({
@@ -34,13 +33,13 @@ export function orderMetrics(metrics: Metrics): SagaEvents {
     labelNames: ["action", "result"],
   });
   // Every series present from the start, so rates and alerts are defined before the first event.
-  for (const outcome of [...Object.values(OUTCOMES), REFUSED]) orders.inc({ outcome }, 0);
+  for (const outcome of [...Object.values(OUTCOMES), WITHDRAWN]) orders.inc({ outcome }, 0);
   for (const action of ["release", "finish_cancel", "settle"]) {
     for (const result of ["done", "failed", "skipped"]) actions.inc({ action, result }, 0);
   }
   return {
     stateChanged(state, withdrawn) {
-      const outcome = withdrawn ? REFUSED : OUTCOMES[state];
+      const outcome = withdrawn ? WITHDRAWN : OUTCOMES[state];
       if (outcome) orders.inc({ outcome });
     },
     replayed: () => replays.inc(),

@@ -152,10 +152,10 @@ test.serial(
       `sum(envoy_cluster_grpc_total{envoy_cluster_name="product",envoy_grpc_bridge_service="shop.product.v1.ProductService",envoy_grpc_bridge_method="GetProduct"})`,
       5,
     );
-    // Business metrics: one confirmed order, one refused; its reservation committed, so none is
-    // held.
+    // Business metrics: one confirmed order, one withdrawn; its reservation committed, so none
+    // is held.
     await expectValue(t, `sum(shop_orders_total{outcome="confirmed"})`, 1);
-    await expectValue(t, `sum(shop_orders_total{outcome="refused"})`, 1);
+    await expectValue(t, `sum(shop_orders_total{outcome="withdrawn"})`, 1);
     await expectValue(t, `sum(shop_orders_total{outcome="failed"})`, 0);
     await expectValue(t, `max(shop_reservations_held)`, 0);
     // Store and process metrics of every service. Each job is scraped on its own schedule, so

@@ -11,8 +11,8 @@ export interface Saga {
   options: SagaOptions;
   events: SagaEvents;
   /**
-   * This process moved an order to `state`: watchers and the events hear of it. `withdrawn`: a
-   * CreateOrder refused after its order was written, so that no order was placed.
+   * This process moved an order to `state`: watchers and the events hear of it. `withdrawn`: its
+   * CreateOrder withdrew it, so that no order was placed.
    */
   changed(orderId: string, state: OrderState, withdrawn?: boolean): void;
 }

@@ -23,8 +23,8 @@ export type ReconcileResult = "done" | "failed" | "skipped";
  */
 export interface SagaEvents {
   /**
-   * This process moved an order to `state`; `withdrawn` when that was a CreateOrder's refusal
-   * (short of stock, an unknown user) after its order was written: no order was placed.
+   * This process moved an order to `state`; `withdrawn` when its CreateOrder withdrew it (refused
+   * for stock, or placed by another attempt): no order was placed.
    */
   stateChanged?(state: OrderState, withdrawn?: boolean): void;
   /** CreateOrder answered with the order its request_id had already placed. */
