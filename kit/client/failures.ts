@@ -64,10 +64,13 @@ export function fromDependency(dependency: string, error: unknown, ctx?: CallCon
       );
     case Code.DEADLINE_EXCEEDED: {
       const callers = ctx !== undefined && deadlinePassed(ctx);
+      // Past this service's own bound for the call, the dependency's slowness is this
+      // service's trouble: its cause goes to the log, at warn. The caller's own deadline is not.
       return new ServiceError(
         Code.DEADLINE_EXCEEDED,
         `the deadline passed while calling the ${dependency} service`,
         { reason: "DEADLINE_EXCEEDED", ...(!callers && { metadata: { dependency } }) },
+        callers ? undefined : error,
       );
     }
     default:

@@ -157,6 +157,8 @@ export interface FleetOptions {
   config?: Partial<Record<ServiceName, Partial<ServerConfig>>>;
   /** A service's database other than the fleet's (the same one through a proxy, say). */
   databases?: Partial<Record<ServiceName, string>>;
+  /** The deadline of every service's calls to its dependencies, 5 s by default. */
+  dependencyTimeoutMs?: number;
 }
 
 /** Every registered service, dependencies first, each wired to the replicas it calls. */
@@ -186,6 +188,7 @@ export async function startFleet(
         clientMiddleware: options.clientMiddleware[service.name],
       }),
       ...(options.config?.[service.name] && { config: options.config[service.name] }),
+      ...(options.dependencyTimeoutMs && { dependencyTimeoutMs: options.dependencyTimeoutMs }),
     });
   }
   const services = started as Record<ServiceName, TestService>;

@@ -47,6 +47,41 @@ test("an unreachable user service leaves no order, and the same request_id place
   t.is(await stockOf(fleet, mug.productId), 2);
 });
 
+test("a dependency past the order service's own bound is logged at warn with its cause; a caller's own deadline at info", async (t) => {
+  const logs = { order: captureLogger("order") };
+  const fleet = await startFleet(t, {
+    loggers: { order: logs.order.logger },
+    dependencyTimeoutMs: 1_000,
+  });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 4 });
+  fleet.product.faults.set("ReserveStock", { delayMs: 3_000 });
+  const lineOf = (requestId: string) =>
+    eventually(`the CreateOrder line of ${requestId}`, () =>
+      logs.order.lines.find(
+        (line) =>
+          line.method === "/shop.order.v1.OrderService/CreateOrder" &&
+          line.idempotency_key === requestId,
+      ),
+    );
+
+  const slow = { userId: user.userId, lines: [orderLine(mug.productId, 1)], requestId: "slow" };
+  const error = await t.throwsAsync(fleet.orders.createOrder(slow), { instanceOf: ServiceError });
+  t.is(error?.code, Code.DEADLINE_EXCEEDED);
+  t.is(error?.details.metadata?.dependency, "product");
+  const logged = await lineOf("slow");
+  t.like(logged, { code: "DEADLINE_EXCEEDED", level: 40, msg: "rpc failed" });
+  t.truthy(logged.err);
+
+  const hurried = { ...slow, requestId: "hurried" };
+  await t.throwsAsync(fleet.orders.createOrder(hurried, { timeoutMs: 500 }), {
+    instanceOf: ServiceError,
+  });
+  const own = await lineOf("hurried");
+  t.like(own, { code: "DEADLINE_EXCEEDED", level: 30, msg: "rpc" });
+  t.is(own.err, undefined);
+});
+
 test("a reservation whose reply is lost fails the order, gives the stock back, and a retry succeeds", async (t) => {
   const fleet = await startFleet(t);
   const user = await addUser(fleet.users);
