@@ -6,6 +6,7 @@ import "./user/get-list.test.js";
 import "./user/update-delete.test.js";
 import "./product/handlers.test.js";
 import "./product/reservations.test.js";
+import "./product/migrations.test.js";
 import "./order/handlers.test.js";
 import "./order/cancel-watch.test.js";
 import "./order/migrations.test.js";

@@ -4,11 +4,13 @@
 import test from "ava";
 import type { Duration } from "../../gen/ts/google/protobuf/duration.js";
 import { ReserveStockRequest } from "../../gen/ts/shop/product/v1/inventory.js";
+import { UpdateProductRequest } from "../../gen/ts/shop/product/v1/product.js";
 import { Code } from "../../kit/errors.js";
 import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { storage } from "../../test/helpers/storage.js";
 import { TOMBSTONE_KEEP_MS } from "./inventory/index.js";
+import { MAX_STOCK } from "./store.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
 
 // ReserveStock
@@ -491,4 +493,50 @@ test("CommitReservation past the TTL expires the reservation instead of committi
   while (Date.now() <= (held.expireTime?.getTime() ?? 0)) await new Promise(setImmediate);
   await expectStatus(t, commit("r-late-commit"), Code.FAILED_PRECONDITION, "RESERVATION_NOT_HELD");
   t.deepEqual(await stock(a.productId), [10]);
+});
+
+// The stock bound on UpdateProduct
+
+test("UpdateProduct bounds the stock by the product's own count, and sums its reservations only where that count is missing or near the bound", async (t) => {
+  const { db, handlers, create, reserve, commit, release, stock } = await setup(t);
+  const a = await create({ stock: 10 });
+  await reserve("r-held", [[a.productId, 5]]);
+  await reserve("r-sold", [[a.productId, 2]]);
+  await commit("r-sold");
+  const setStock = (stockQuantity: number) =>
+    handlers.updateProduct(
+      UpdateProductRequest.fromPartial({
+        product: { productId: a.productId, stockQuantity },
+        updateMask: ["stock_quantity"],
+      }),
+      ctx("UpdateProduct"),
+    );
+  const readsOfLines: string[] = [];
+  db.on("query", ({ sql }: { sql: string }) => {
+    if (/reservation_lines/.test(sql)) readsOfLines.push(sql);
+  });
+  const owned = async () =>
+    Number((await db("products").where({ product_id: a.productId }).first()).owned_units);
+
+  await setStock(500_000_000);
+  t.deepEqual(readsOfLines, [], "a count far from the bound is trusted");
+  t.is(await owned(), 500_000_007);
+
+  // As a build before the count left the row: summed once, and counted from then on.
+  await db("products").where({ product_id: a.productId }).update({ owned_units: null });
+  await setStock(600_000_000);
+  t.is(readsOfLines.length, 1);
+  t.is(await owned(), 600_000_007);
+
+  // Units coming back move between stock and the rest: the count stays.
+  await release("r-held");
+  t.deepEqual(await stock(a.productId), [600_000_005]);
+  t.is(await owned(), 600_000_007);
+
+  // Near the bound the reservations are summed again: the 2 sold units may come back.
+  readsOfLines.length = 0;
+  await setStock(MAX_STOCK - 2);
+  await expectStatus(t, setStock(MAX_STOCK - 1), Code.FAILED_PRECONDITION, "STOCK_LIMIT_EXCEEDED");
+  t.deepEqual(await stock(a.productId), [MAX_STOCK - 2]);
+  t.is(readsOfLines.length, 2);
 });

@@ -3,6 +3,7 @@ import { createProducts } from "./0001_create_products.js";
 import { createReservations } from "./0002_create_reservations.js";
 import { indexReservationLinesProduct } from "./0003_index_reservation_lines_product.js";
 import { deferLineProductCheck } from "./0004_defer_line_product_check.js";
+import { ownedUnits } from "./0005_owned_units.js";
 
 /** In order; never edit one that has shipped, add the next. */
 export const migrations: Migration[] = [
@@ -10,4 +11,5 @@ export const migrations: Migration[] = [
   createReservations,
   indexReservationLinesProduct,
   deferLineProductCheck,
+  ownedUnits,
 ];
