@@ -131,8 +131,26 @@ function readTls(files: TlsFiles): TlsMaterial {
       `SHOP_TLS_KEY_FILE: ${files.key} is not the key of the certificate in ${files.cert}`,
     );
   }
+  checkValidity(cert, files.cert);
   parsed("SHOP_TLS_CA_FILE", files.ca, "a PEM certificate", () => certificates(tls.ca));
   return tls;
+}
+
+/**
+ * Refuses a certificate outside its validity, which every peer would refuse: the service would
+ * start, report SERVING and fail each call it makes or takes, with nothing in its own log.
+ */
+export function checkValidity(cert: X509Certificate, file: string, now = Date.now()): void {
+  if (now > Date.parse(cert.validTo)) {
+    throw new SecurityError(
+      `SHOP_TLS_CERT_FILE: the certificate in ${file} expired on ${cert.validTo}: issue it again`,
+    );
+  }
+  if (now < Date.parse(cert.validFrom)) {
+    throw new SecurityError(
+      `SHOP_TLS_CERT_FILE: the certificate in ${file} is not valid before ${cert.validFrom}: check this host's clock`,
+    );
+  }
 }
 
 /** Every certificate of a PEM bundle; throws when it holds none, or one that does not parse. */
@@ -188,7 +206,8 @@ function refuseDevelopmentSecrets(config: SecurityConfig): void {
       "the production profile needs a page-token secret of 32 characters or more of its own, not counting blanks: set SHOP_PAGE_TOKEN_SECRET or SHOP_PAGE_TOKEN_SECRET_FILE",
     );
   }
-  if (new X509Certificate(config.tls.ca).subject.includes(`CN=${DEV_CA_NAME}`)) {
+  // Anywhere in the bundle: a CA rollover puts several in one file.
+  if (certificates(config.tls.ca).some((ca) => ca.subject.includes(`CN=${DEV_CA_NAME}`))) {
     throw new SecurityError(`the production profile refuses the ${DEV_CA_NAME} (npm run certs)`);
   }
   if (config.jwt.jwks.keys.some((key) => key.kid?.startsWith(DEV_KEY_ID_PREFIX))) {

@@ -2,7 +2,7 @@
 // development setup provides (plaintext, the built-in page-token secret, the development CA and
 // JWT key, implicit JWT settings) and starts with credentials of its own; development refuses
 // plaintext anywhere but loopback.
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -38,6 +38,14 @@ test.before(async () => {
     identities: ["product", "cli"],
     pageTokenSecret: true,
   });
+  // A CA rollover's bundle, with the development CA second.
+  await writeFile(
+    path.join(own, "ca-and-development-ca.crt"),
+    Buffer.concat([
+      await readFile(identityFiles(own, "product").ca),
+      await readFile(identityFiles(CERTS, "product").ca),
+    ]),
+  );
 });
 
 test.after.always(async () => {
@@ -96,6 +104,11 @@ const refusals: [string, () => Record<string, string>, RegExp, string?][] = [
     /page-token secret/,
   ],
   ["the development CA", () => production(CERTS), /development CA/],
+  [
+    "the development CA beside the mesh's own in the CA bundle",
+    () => ({ ...production(), SHOP_TLS_CA_FILE: path.join(own, "ca-and-development-ca.crt") }),
+    /development CA/,
+  ],
   [
     "the development JWT key",
     () => ({ ...production(), SHOP_JWKS_FILE: path.join(CERTS, "jwks.json") }),
