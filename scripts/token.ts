@@ -4,7 +4,8 @@
 //
 // For a deployment's set, name its key and the issuer its profile checks:
 //   npm run token -- --user <user_id> --key deploy/secrets/jwt.key --issuer https://shopmesh.dev/issuer
-// The token's kid comes from the jwks.json beside the key (--jwks FILE for another). With --key,
+// The token's kid is the one the jwks.json beside the key (--jwks FILE for another) gives that
+// key's public half, which must be there; in a key rollover it holds both keys. With --key,
 // the issuer and audience default to SHOP_JWT_ISSUER and SHOP_JWT_AUDIENCE, as the services read
 // them; a deployment's token for the development issuer would only be refused, so one is needed.
 import path from "node:path";

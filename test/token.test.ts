@@ -1,7 +1,7 @@
 // npm run token signs with a deployment's key when given one: a token the production profile's
 // JWKS and issuer accept.
 import { readFileSync } from "node:fs";
-import { mkdtemp, rm } from "node:fs/promises";
+import { mkdtemp, rm, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
@@ -70,4 +70,36 @@ test("npm run token refuses --jwks without --key", async (t) => {
   ]);
   t.is(run.code, 1);
   t.regex(run.stderr, /--jwks goes with --key/);
+});
+
+test("npm run token names the key that signed, in a JWKS of two keys as a rollover has it, and refuses a key the JWKS lacks", async (t) => {
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-token-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  const [old, next] = [path.join(dir, "old"), path.join(dir, "new")];
+  await makeCredentials(old, { keyIdPrefix: "shopmesh-", identities: [] });
+  await makeCredentials(next, { keyIdPrefix: "shopmesh-", identities: [] });
+  const keysOf = (folder: string) =>
+    JSON.parse(readFileSync(path.join(folder, "jwks.json"), "utf8")).keys;
+  // The overlap: the old key first, the new one beside it.
+  const both = path.join(dir, "both.json");
+  await writeFile(both, JSON.stringify({ keys: [...keysOf(old), ...keysOf(next)] }));
+  const token = (key: string, jwks: string) =>
+    exec(process.execPath, [
+      ...["--import", "tsx", "scripts/token.ts", "--user", "usr_ops"],
+      ...["--key", path.join(key, "jwt.key"), "--jwks", jwks, "--issuer", PRODUCTION_ISSUER],
+    ]);
+
+  const signed = await token(next, both);
+  t.is(signed.code, 0, signed.stderr);
+  t.is(decodeProtectedHeader(signed.stdout.trim()).kid, keysOf(next)[0].kid);
+  const { payload } = await jwtVerify(
+    signed.stdout.trim(),
+    createLocalJWKSet({ keys: [...keysOf(old), ...keysOf(next)] }),
+    { issuer: PRODUCTION_ISSUER, audience: DEV_AUDIENCE },
+  );
+  t.is(payload.sub, "usr_ops");
+
+  const unlisted = await token(next, path.join(old, "jwks.json"));
+  t.is(unlisted.code, 1);
+  t.regex(unlisted.stderr, /the public key of .*new\/jwt\.key is not in .*old\/jwks\.json/);
 });

@@ -2,7 +2,7 @@
 // the JWKS that verifies it (jose), and tokens signed with that key. `npm run certs` makes the
 // development set in .certs/; `npm run token` signs with it; tests make foreign sets to be refused.
 import { execFileSync } from "node:child_process";
-import { randomBytes } from "node:crypto";
+import { createPublicKey, randomBytes } from "node:crypto";
 import {
   chmodSync,
   existsSync,
@@ -185,27 +185,41 @@ export interface TokenOptions {
   jwksFile?: string;
 }
 
-/** Signing keys by file, imported once per process. */
-const signingKeys = new Map<string, ReturnType<typeof importPKCS8>>();
+/** Signing keys by file, imported once per process, with their public halves as JWKs. */
+const signingKeys = new Map<
+  string,
+  { key: ReturnType<typeof importPKCS8>; x?: string; y?: string }
+>();
 
-/** A JWT signed with the key in `dir` (its kid from jwks.json). */
+/**
+ * A JWT signed with the key in `dir`, its kid the one jwks.json gives that key's public half: in
+ * a key rollover the JWKS holds the old key and the new one.
+ */
 export async function signToken(options: TokenOptions): Promise<string> {
   const dir = options.dir ?? DEV_CERTS_DIR;
   const keyFile = options.keyFile ?? path.join(dir, "jwt.key");
-  let imported = signingKeys.get(keyFile);
-  if (!imported) {
-    imported = importPKCS8(readFileSync(keyFile, "utf8"), "ES256");
-    signingKeys.set(keyFile, imported);
+  let signing = signingKeys.get(keyFile);
+  if (!signing) {
+    const pem = readFileSync(keyFile, "utf8");
+    const { x, y } = createPublicKey(pem).export({ format: "jwk" });
+    signing = { key: importPKCS8(pem, "ES256"), x, y };
+    signingKeys.set(keyFile, signing);
   }
-  const key = await imported;
+  const key = await signing.key;
   const jwks = options.jwksFile ?? path.join(dir, "jwks.json");
   const { keys } = JSON.parse(readFileSync(jwks, "utf8")) as {
-    keys: { kid: string }[];
+    keys: { kid?: string; x?: string; y?: string }[];
   };
+  const listed = keys.find((jwk) => jwk.x === signing.x && jwk.y === signing.y);
+  if (!listed) {
+    throw new Error(
+      `the public key of ${keyFile} is not in ${jwks}: add it there, or name the JWKS that holds it`,
+    );
+  }
   const now = Math.floor(Date.now() / 1000);
   const ttl = options.ttlSeconds ?? 3600;
   return new SignJWT({ roles: [...(options.roles ?? [])] })
-    .setProtectedHeader({ alg: "ES256", kid: keys[0]?.kid ?? "", typ: "JWT" })
+    .setProtectedHeader({ alg: "ES256", ...(listed.kid && { kid: listed.kid }), typ: "JWT" })
     .setSubject(options.user)
     .setIssuer(options.issuer ?? DEV_ISSUER)
     .setAudience(options.audience ?? DEV_AUDIENCE)
