@@ -195,7 +195,7 @@ const CONNECT_REPLY_TOO_LARGE = {
   code: 8,
   reason: "REPLY_TOO_LARGE",
   message:
-    "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2): ask for a smaller page, or call it as a stream or over gRPC-Web",
+    "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2, 1 MiB over HTTP/1.1): ask for a smaller page, or call it as a stream or over gRPC-Web",
 } as const;
 
 /**
