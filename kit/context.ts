@@ -23,6 +23,8 @@ export interface CallStatus {
   details: string;
   /** What caused a failure, when the caller only sees a generic status (INTERNAL): for the log. */
   cause?: unknown;
+  /** The failure's ErrorInfo reason, as the caller got it (TOKEN_EXPIRED, say). */
+  reason?: string;
   /** From the call's arrival (or start, for a client) to its status. */
   durationMs: number;
 }

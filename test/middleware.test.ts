@@ -105,6 +105,7 @@ test("a server middleware sees the rpc, the call's context and the status the ca
     seen.find((s) => s.method.rpc === "GetProduct" && s.status?.code === Code.NOT_FOUND),
   );
   t.regex(missing.status?.details ?? "", /prd_missing/);
+  t.is(missing.status?.reason, "PRODUCT_NOT_FOUND");
 
   await inventory.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
   t.like((await finished(seen, "ReserveStock")).method, { idempotency: "IDEMPOTENT" });
@@ -224,6 +225,21 @@ test("at log level warn, a call that failed on our side is still logged, and one
     logs.user.lines.some((line) => line.method === "/shop.user.v1.UserService/CreateUser"),
     "an OK call is an info line",
   );
+});
+
+test("a refused call's log line names its reason, at info: a caller's mistake is not our failure", async (t) => {
+  const logs = { user: captureLogger("user") };
+  const fleet = await startFleet(t, { loggers: { user: logs.user.logger } });
+  await expectStatus(
+    t,
+    fleet.users.getUser({ userId: "usr_missing" }),
+    Code.NOT_FOUND,
+    "USER_NOT_FOUND",
+  );
+  const refused = await eventually("the refused GetUser's log line", () =>
+    logs.user.lines.find((line) => line.method === "/shop.user.v1.UserService/GetUser"),
+  );
+  t.like(refused, { level: 30, code: "NOT_FOUND", reason: "USER_NOT_FOUND", msg: "rpc" });
 });
 
 test("a call made while serving another carries its x-request-id and deadline, and logs name the idempotency key", async (t) => {

@@ -34,6 +34,7 @@ export function logging(logger: Logger): ServerMiddleware {
           const line: Record<string, unknown> = {
             method: method.path,
             code: Code[status.code],
+            ...(status.reason && { reason: status.reason }),
             duration_ms: Math.round(status.durationMs * 1000) / 1000,
             ...ctx.logFields,
           };

@@ -52,7 +52,9 @@ export function observeRefusal(
       if (isAsyncIterable(result)) for await (const _ of result);
     })
     .catch(() => {})
-    .then(() => ctx.finish({ code: error.code, details: error.message }));
+    .then(() =>
+      ctx.finish({ code: error.code, details: error.message, reason: error.details.reason }),
+    );
 }
 
 const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
@@ -71,7 +73,8 @@ function failureOf(
       ? error
       : new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
   const sent = statusOf(failure, domain);
-  return [sent, { code: sent.code, details: sent.details, cause: failure.cause }];
+  const { reason } = failure.details;
+  return [sent, { code: sent.code, details: sent.details, cause: failure.cause, reason }];
 }
 
 const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
