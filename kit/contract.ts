@@ -61,7 +61,7 @@ export const retriable = (method: MethodInfo) => method.idempotency !== "IDEMPOT
 
 /**
  * True when a call of the rpc is hedged: a unary read (NO_SIDE_EFFECTS) whose attempt has no
- * answer after HEDGE_AFTER_S goes to another replica too, and the first answer wins, so a replica
+ * answer after hedgeAfterS goes to another replica too, and the first answer wins, so a replica
  * that hangs (stopped, stalled, its reply lost) costs a read that long, not its deadline. Writes
  * are not hedged, even idempotent ones: two attempts at once would contend for the same rows.
  * Clients' service config and Envoy's routes both follow this.
@@ -75,6 +75,17 @@ export const hedged = (method: MethodInfo) =>
  * of their own.
  */
 export const HEDGE_AFTER_S = 0.5;
+
+/**
+ * The same for a list rpc: a page of up to 2 MB takes longer than a read of one row, seconds
+ * through a busy edge as JSON, and each hedge of it builds the whole page again, adding to the
+ * load that made it slow.
+ */
+export const HEDGE_PAGE_AFTER_S = 2;
+
+/** How long a hedged rpc's attempt may go unanswered before the next one is sent. */
+export const hedgeAfterS = (method: MethodInfo) =>
+  method.paged ? HEDGE_PAGE_AFTER_S : HEDGE_AFTER_S;
 
 /** The AIP-155 idempotency key of a call of a keyed rpc, when its caller gave one. */
 export const idempotencyKeyOf = (method: MethodInfo, request: unknown): string | undefined => {

@@ -25,7 +25,7 @@ import type { ServiceDefinition } from "../kit/contract.js";
 import {
   contractMethods,
   contractRegistry,
-  HEDGE_AFTER_S,
+  hedgeAfterS,
   hedged,
   type MethodInfo,
   retriable,
@@ -67,14 +67,18 @@ function envoyRetries(config: unknown): Map<string, string[]> {
   );
 }
 
-/** The paths Envoy hedges: a per-try timeout, and the timed-out attempt left to go on. */
+/** The delay (as "0.5s") of each rpc its method's contract hedges. */
+const hedgeDelays = new Map<string, string>();
+
+/** The paths Envoy hedges (per-try timeout, timed-out attempt left to go on), with their delay. */
 function envoyHedges(config: unknown): Set<string> {
   return new Set(
     exactRoutes(config)
       .filter(
         (route) =>
-          route.route?.retry_policy?.per_try_timeout === `${HEDGE_AFTER_S}s` &&
-          route.route.hedge_policy?.hedge_on_per_try_timeout,
+          route.route?.retry_policy?.per_try_timeout ===
+            hedgeDelays.get(route.match.path as string) &&
+          route.route?.hedge_policy?.hedge_on_per_try_timeout,
       )
       .map((route) => route.match.path as string),
   );
@@ -101,9 +105,13 @@ function clientRetries(config: ReturnType<typeof serviceConfigFor>): Set<string>
 /** The rpcs a client's service config hedges. */
 function clientHedges(config: ReturnType<typeof serviceConfigFor>): Set<string> {
   return new Set(
-    (config.methodConfig as MethodConfig[])
-      .filter((entry) => entry.hedgingPolicy?.hedgingDelay === `${HEDGE_AFTER_S}s`)
-      .flatMap(pathsOf),
+    (config.methodConfig as MethodConfig[]).flatMap((entry) =>
+      pathsOf(entry).filter(
+        (path) =>
+          entry.hedgingPolicy !== undefined &&
+          entry.hedgingPolicy.hedgingDelay === hedgeDelays.get(path),
+      ),
+    ),
   );
 }
 
@@ -159,6 +167,9 @@ const internal = new Set(registry.services.flatMap((service) => service.internal
 const allMethods = registry.services.flatMap((service) =>
   service.protoServices.flatMap((name) => contractMethods(name)),
 );
+for (const method of allMethods.filter(hedged)) {
+  hedgeDelays.set(method.path, `${hedgeAfterS(method)}s`);
+}
 
 const allClientRetries = () => {
   const retried = new Set<string>();
@@ -204,8 +215,15 @@ test("every rpc declares its idempotency_level, and clients and Envoy retry alik
   }
   // What the contract says today, spelled out.
   t.deepEqual(
-    allMethods.filter(hedged).map((method) => method.rpc),
-    ["GetUser", "ListUsers", "GetProduct", "ListProducts", "GetOrder", "ListOrders"],
+    allMethods.filter(hedged).map((method) => `${method.rpc} after ${hedgeAfterS(method)} s`),
+    [
+      "GetUser after 0.5 s",
+      "ListUsers after 2 s",
+      "GetProduct after 0.5 s",
+      "ListProducts after 2 s",
+      "GetOrder after 0.5 s",
+      "ListOrders after 2 s",
+    ],
   );
   t.deepEqual(
     allMethods.filter(retriable).map((method) => method.rpc),

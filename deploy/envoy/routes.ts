@@ -1,7 +1,7 @@
 // The route table: a route per rpc with its retry policy and timeouts, health by service name,
 // reflection, CORS preflights, and Envoy's answers for what no route takes.
 
-import { HEDGE_AFTER_S, hedged, type MethodInfo, retriable } from "../../kit/contract.js";
+import { hedgeAfterS, hedged, type MethodInfo, retriable } from "../../kit/contract.js";
 import { GRPC_TIMEOUT_PATTERN } from "../../kit/transport/grpc-timeout.js";
 import {
   fromOrigin,
@@ -69,7 +69,7 @@ function retryPolicy(method: MethodInfo) {
     retry_on: retryOn(method),
     num_retries: 3,
     // A read's attempt unanswered this long is hedged (hedge_policy on its route).
-    ...(hedged(method) && { per_try_timeout: `${HEDGE_AFTER_S}s` }),
+    ...(hedged(method) && { per_try_timeout: `${hedgeAfterS(method)}s` }),
     // Try a different replica each time, and retry quickly: a refused or reset call fails fast.
     retry_host_predicate: [
       {

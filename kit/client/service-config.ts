@@ -1,5 +1,6 @@
 import {
   HEDGE_AFTER_S,
+  hedgeAfterS,
   hedged,
   type MethodInfo,
   methodsOf,
@@ -27,7 +28,10 @@ export function retriedMethods(
   );
 }
 
-/** How a client hedges a read: the retry policy's attempts, sent HEDGE_AFTER_S apart. */
+/**
+ * How a client hedges a read: the retry policy's attempts, sent HEDGE_AFTER_S apart (a list's
+ * hedgeAfterS apart).
+ */
 export const HEDGING_POLICY = {
   maxAttempts: RETRY_POLICY.maxAttempts,
   hedgingDelay: `${HEDGE_AFTER_S}s`,
@@ -51,10 +55,14 @@ export function serviceConfigFor(
   const hedgedHere = (method: MethodInfo) => options.direct === true && hedged(method);
   const reads = retried.filter(hedgedHere);
   const others = retried.filter((method) => !hedgedHere(method));
+  const delays = [...new Set(reads.map(hedgeAfterS))];
   return {
     loadBalancingConfig: [{ round_robin: {} }],
     methodConfig: [
-      ...(reads.length ? [{ name: names(reads), hedgingPolicy: HEDGING_POLICY }] : []),
+      ...delays.map((delay) => ({
+        name: names(reads.filter((method) => hedgeAfterS(method) === delay)),
+        hedgingPolicy: { ...HEDGING_POLICY, hedgingDelay: `${delay}s` },
+      })),
       ...(others.length ? [{ name: names(others), retryPolicy: RETRY_POLICY }] : []),
     ],
   };
