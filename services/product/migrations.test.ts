@@ -9,6 +9,7 @@ import { openDatabase } from "../../kit/db/index.js";
 import { createLogger } from "../../kit/observability/logger.js";
 import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
+import { ProductStore } from "./store.js";
 
 let databases = 0;
 
@@ -35,7 +36,7 @@ const open = async (t: ExecutionContext, location: string, upTo = migrations.len
   return db;
 };
 
-test("0005 counts each product's own units: its stock and what its held and committed reservations took", async (t) => {
+test("0005 reads nothing; a product's first stock change counts its own units from its held and committed reservations", async (t) => {
   const location = await emptyDatabase(t);
   const before = await open(t, location, 4);
   const product = (product_id: string, stock_quantity: number) => ({
@@ -84,11 +85,21 @@ test("0005 counts each product's own units: its stock and what its held and comm
   await before.destroy();
 
   const db = await open(t, location);
-  const owned = Object.fromEntries(
-    (await db("products").select("product_id", "owned_units")).map((row) => [
-      row.product_id,
-      Number(row.owned_units),
-    ]),
-  );
-  t.deepEqual(owned, { prd_a: 15, prd_b: 6, prd_c: 7 });
+  const owned = async () =>
+    Object.fromEntries(
+      (await db("products").select("product_id", "owned_units")).map((row) => [
+        row.product_id,
+        row.owned_units === null ? null : Number(row.owned_units),
+      ]),
+    );
+  t.deepEqual(await owned(), { prd_a: null, prd_b: null, prd_c: null });
+  const store = new ProductStore({ db, reads: db });
+  for (const [productId, stockQuantity] of [
+    ["prd_a", 10],
+    ["prd_b", 50],
+    ["prd_c", 7],
+  ] as const) {
+    await store.update(productId, { stockQuantity });
+  }
+  t.deepEqual(await owned(), { prd_a: 15, prd_b: 51, prd_c: 7 });
 });

@@ -24,8 +24,10 @@ export interface ProductRow {
   /** An integer; read with readAmount (drivers differ in how they return one). */
   price_minor: unknown;
   stock_quantity: number;
-  /** Units in stock, held or sold (migration 0005); null where an older build wrote the row. */
+  /** Units in stock, held or sold (migration 0005); trusted while counted_stock is the stock. */
   owned_units?: unknown;
+  /** The stock as this build last moved it; an older build's change leaves it behind. */
+  counted_stock?: number | null;
   /** Milliseconds since the epoch; read with readTime, as every bigint. */
   create_time: number | string;
   update_time: number | string;
@@ -55,8 +57,7 @@ export const MAX_STOCK = 1_000_000_000;
 
 /**
  * Owned units up to which UpdateProduct trusts the product's count without summing its
- * reservations: a count another build left short by a restock (a rollout shares the database)
- * would have to be short by more than the margin to hide a breach.
+ * reservations. Near the bound, where a count wrong by any margin would matter, it sums them.
  */
 const TRUSTED_OWNED = BigInt(MAX_STOCK * 0.9);
 
@@ -93,6 +94,7 @@ export class ProductStore {
       price_minor: integerBinding(BigInt(fields.priceMinor)),
       stock_quantity: fields.stockQuantity,
       owned_units: fields.stockQuantity,
+      counted_stock: fields.stockQuantity,
       create_time: now,
       update_time: now,
     };
@@ -139,8 +141,13 @@ export class ProductStore {
       ...fields,
       update_time: updateTimeOf(this.env.db, fields, Date.now()),
       // What the stock gains or loses, the product owns: held and sold units stay as they were.
+      // A stock an older build changed since (counted_stock left behind) voids the count.
       ...(stock !== undefined && {
-        owned_units: this.env.db.raw("owned_units + (? - stock_quantity)", [stock]),
+        owned_units: this.env.db.raw(
+          "CASE WHEN counted_stock = stock_quantity THEN owned_units + (? - stock_quantity) END",
+          [stock],
+        ),
+        counted_stock: stock,
       }),
     };
     // The row comes back from the update itself: nothing can fail after the transaction.

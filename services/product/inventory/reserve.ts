@@ -105,9 +105,10 @@ export async function reserveStock(
           const short: string[] = [];
           for (const [i, line] of sorted) {
             const [taken] = await trx.query<PriceRow>(
-              "UPDATE products SET stock_quantity = stock_quantity - ?, update_time = ?" +
+              "UPDATE products SET stock_quantity = stock_quantity - ?," +
+                " counted_stock = counted_stock - ?, update_time = ?" +
                 " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
-              [line.quantity, now, line.productId, line.quantity],
+              [line.quantity, line.quantity, now, line.productId, line.quantity],
             );
             if (!taken) {
               short.push(line.productId);

@@ -149,6 +149,8 @@ async function restock(trx: Knex.Transaction, reservationId: string, now: number
         .where({ product_id: line.product_id })
         .update({
           stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
+          // As stock_quantity moves: the product's count of its own units stays right.
+          counted_stock: trx.raw("counted_stock + ?", [line.quantity]),
           update_time: now,
         });
     } catch (error) {
