@@ -136,6 +136,9 @@ function readTls(files: TlsFiles): TlsMaterial {
   return tls;
 }
 
+/** A certificate issued this long ahead of this host's clock still starts: clocks drift. */
+const CLOCK_SKEW_MS = 5 * 60_000;
+
 /**
  * Refuses a certificate outside its validity, which every peer would refuse: the service would
  * start, report SERVING and fail each call it makes or takes, with nothing in its own log.
@@ -146,7 +149,7 @@ export function checkValidity(cert: X509Certificate, file: string, now = Date.no
       `SHOP_TLS_CERT_FILE: the certificate in ${file} expired on ${cert.validTo}: issue it again`,
     );
   }
-  if (now < Date.parse(cert.validFrom)) {
+  if (now + CLOCK_SKEW_MS < Date.parse(cert.validFrom)) {
     throw new SecurityError(
       `SHOP_TLS_CERT_FILE: the certificate in ${file} is not valid before ${cert.validFrom}: check this host's clock`,
     );

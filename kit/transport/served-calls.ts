@@ -52,9 +52,7 @@ export function observeRefusal(
       if (isAsyncIterable(result)) for await (const _ of result);
     })
     .catch(() => {})
-    .then(() =>
-      ctx.finish({ code: error.code, details: error.message, reason: error.details.reason }),
-    );
+    .then(() => ctx.finish({ code: error.code, details: error.message, reason: reasonOf(error) }));
 }
 
 const isAsyncIterable = (value: unknown): value is AsyncIterable<unknown> =>
@@ -73,11 +71,16 @@ function failureOf(
       ? error
       : new ServiceError(Code.INTERNAL, "internal error", { reason: "INTERNAL" }, error);
   const sent = statusOf(failure, domain);
-  const { reason } = failure.details;
-  return [sent, { code: sent.code, details: sent.details, cause: failure.cause, reason }];
+  return [
+    sent,
+    { code: sent.code, details: sent.details, cause: failure.cause, reason: reasonOf(failure) },
+  ];
 }
 
 const OK: Omit<CallStatus, "durationMs"> = { code: Code.OK, details: "" };
+
+/** The ErrorInfo reason a failure is sent with (encodeStatus): its own, else its code's name. */
+const reasonOf = (failure: ServiceError) => failure.details.reason ?? Code[failure.code];
 
 /**
  * The request the chain gets: the call's, unless its stream is already gone (reset, or its

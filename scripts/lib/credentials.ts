@@ -210,7 +210,10 @@ export async function signToken(options: TokenOptions): Promise<string> {
   const { keys } = JSON.parse(readFileSync(jwks, "utf8")) as {
     keys: { kid?: string; x?: string; y?: string }[];
   };
-  const listed = keys.find((jwk) => jwk.x === signing.x && jwk.y === signing.y);
+  // An EC key (ES256) is its point: both coordinates, both defined.
+  const listed = keys.find(
+    (jwk) => signing.x !== undefined && jwk.x === signing.x && jwk.y === signing.y,
+  );
   if (!listed) {
     throw new Error(
       `the public key of ${keyFile} is not in ${jwks}: add it there, or name the JWKS that holds it`,

@@ -110,13 +110,18 @@ export async function seedDemo(
       await addUser(users, { email: DEMO_EMAIL, displayName: "Demo Shopper" });
       for (const item of CATALOGUE) await addProduct(products, item);
     }
-    const [firstUsers, firstProducts] = await Promise.all([
-      users.listUsers({ pageSize: 1 }),
-      products.listProducts({ pageSize: 3, inStockOnly: true }),
-    ]);
+    const firstUsers = await users.listUsers({ pageSize: 1 });
+    // A page of in-stock products may be short, even empty, where most are sold out: read on.
+    const productIds: string[] = [];
+    let pageToken = "";
+    do {
+      const page = await products.listProducts({ pageSize: 3, pageToken, inStockOnly: true });
+      productIds.push(...page.products.map((product) => product.productId));
+      pageToken = page.nextPageToken;
+    } while (productIds.length < 3 && pageToken !== "");
     return {
       ...(firstUsers.users[0] && { userId: firstUsers.users[0].userId }),
-      productIds: firstProducts.products.map((product) => product.productId),
+      productIds: productIds.slice(0, 3),
     };
   } finally {
     close();

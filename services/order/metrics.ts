@@ -20,7 +20,7 @@ const WITHDRAWN = "withdrawn";
 export function orderMetrics(metrics: Metrics): SagaEvents {
   const orders = metrics.counter({
     name: "shop_orders_total",
-    help: "Orders this process settled, by outcome: confirmed, failed or cancelled; withdrawn: written, then withdrawn by its CreateOrder (refused for stock, or placed by another attempt), so no order was placed.",
+    help: "Orders this process settled, by outcome: confirmed, failed or cancelled; withdrawn: written, then withdrawn by its CreateOrder (refused for stock, say), so no order was placed.",
     labelNames: ["outcome"],
   });
   const replays = metrics.counter({

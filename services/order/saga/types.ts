@@ -24,7 +24,7 @@ export type ReconcileResult = "done" | "failed" | "skipped";
 export interface SagaEvents {
   /**
    * This process moved an order to `state`; `withdrawn` when its CreateOrder withdrew it (refused
-   * for stock, or placed by another attempt): no order was placed.
+   * for stock, say): no order was placed.
    */
   stateChanged?(state: OrderState, withdrawn?: boolean): void;
   /** CreateOrder answered with the order its request_id had already placed. */
