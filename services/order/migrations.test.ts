@@ -1,14 +1,10 @@
 // The orders schema's migrations on a database that already holds orders, as an upgrade finds
 // it; again on the other storages through services/handlers.*.test.ts.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
-import { isUniqueViolation, type Knex, openDatabase } from "../../kit/db/index.js";
+import { isUniqueViolation, type Knex } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
-import { createLogger } from "../../kit/observability/logger.js";
-import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";
+import { emptyDatabase, migratedTo, onPostgres } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
 import { IdempotencyKeyTaken, OrderStore } from "./store.js";
 
@@ -19,31 +15,8 @@ const {
   ORDER_STATE_FAILED: FAILED,
 } = OrderState;
 
-let databases = 0;
-
-/** A database without the orders schema: an SQLite file, or a new PostgreSQL database. */
-async function emptyDatabase(t: ExecutionContext): Promise<string> {
-  if (onPostgres()) {
-    const pg = await postgres();
-    const name = `order_migrations_${++databases}`;
-    await pg.createDatabase(name);
-    return pg.url(name);
-  }
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-order-migrations-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return path.join(dir, "order.sqlite");
-}
-
-// knex's own complaint about a migration that fails on purpose stays out of the test's output.
-const logger = createLogger("order", "silent");
-
-const open = async (t: ExecutionContext, location: string, upTo = migrations.length) => {
-  const db = opening(
-    await openDatabase(location, migrations.slice(0, upTo), { schema: "order", logger }),
-  );
-  t.teardown(() => db.destroy());
-  return db;
-};
+const open = (t: ExecutionContext, location: string, upTo?: number) =>
+  migratedTo(t, "order", location, upTo);
 
 /** knex's migrator on this service's migrations, as openDatabase runs them. */
 const migrator = (): Knex.MigratorConfig => ({

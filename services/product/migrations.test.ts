@@ -1,40 +1,12 @@
 // The products schema's migrations on a database that already holds reservations, as an upgrade
 // finds it; again on the other storages through services/handlers.*.test.ts.
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
-import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
-import { openDatabase } from "../../kit/db/index.js";
-import { createLogger } from "../../kit/observability/logger.js";
-import { onPostgres, opening, postgres } from "../../test/helpers/storage.js";
-import { migrations } from "./migrations/index.js";
+import { emptyDatabase, migratedTo } from "../../test/helpers/storage.js";
 import { ProductStore } from "./store.js";
 
-let databases = 0;
-
-/** A database without the products schema: an SQLite file, or a new PostgreSQL database. */
-async function emptyDatabase(t: ExecutionContext): Promise<string> {
-  if (onPostgres()) {
-    const pg = await postgres();
-    const name = `product_migrations_${++databases}`;
-    await pg.createDatabase(name);
-    return pg.url(name);
-  }
-  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-product-migrations-"));
-  t.teardown(() => rm(dir, { recursive: true, force: true }));
-  return path.join(dir, "product.sqlite");
-}
-
-const logger = createLogger("product", "silent");
-
-const open = async (t: ExecutionContext, location: string, upTo = migrations.length) => {
-  const db = opening(
-    await openDatabase(location, migrations.slice(0, upTo), { schema: "product", logger }),
-  );
-  t.teardown(() => db.destroy());
-  return db;
-};
+const open = (t: ExecutionContext, location: string, upTo?: number) =>
+  migratedTo(t, "product", location, upTo);
 
 test("0005 reads nothing; a product's first stock change counts its own units from its held and committed reservations", async (t) => {
   const location = await emptyDatabase(t);

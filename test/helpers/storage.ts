@@ -8,9 +8,12 @@
 //
 // On PostgreSQL, every fleet or test gets a database of its own, copied from a template that holds
 // every registered service's schema, migrated once per file.
-import { rm } from "node:fs/promises";
+import { mkdtemp, rm } from "node:fs/promises";
+import { tmpdir } from "node:os";
+import path from "node:path";
 import test, { type ExecutionContext } from "ava";
 import { isPostgresUrl, type Knex, openDatabase, sqliteDriver } from "../../kit/db/index.js";
+import { createLogger } from "../../kit/observability/logger.js";
 import {
   type LocalPostgres,
   privateTempDir,
@@ -116,4 +119,42 @@ export async function testDatabase(t: ExecutionContext, service: ServiceName): P
   });
   t.teardown(() => db.destroy());
   return opening(db);
+}
+
+/**
+ * A place with no schema, for a test of a service's migrations: an SQLite file (removed when the
+ * test ends), or a new empty PostgreSQL database.
+ */
+export async function emptyDatabase(t: ExecutionContext): Promise<string> {
+  if (onPostgres()) {
+    const pg = await postgres();
+    const name = `migrations_${++databases}`;
+    await pg.createDatabase(name);
+    return pg.url(name);
+  }
+  const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-migrations-"));
+  t.teardown(() => rm(dir, { recursive: true, force: true }));
+  return path.join(dir, "service.sqlite");
+}
+
+/**
+ * The database at `location` with the service's first `upTo` migrations (all by default), as an
+ * upgrade finds it; closed when the test ends. knex's complaint about a migration that fails on
+ * purpose stays out of the test's output.
+ */
+export async function migratedTo(
+  t: ExecutionContext,
+  service: ServiceName,
+  location: string,
+  upTo?: number,
+): Promise<Knex> {
+  const { migrations } = registry.get(service);
+  const db = opening(
+    await openDatabase(location, migrations.slice(0, upTo ?? migrations.length), {
+      schema: service,
+      logger: createLogger(service, "silent"),
+    }),
+  );
+  t.teardown(() => db.destroy());
+  return db;
 }
