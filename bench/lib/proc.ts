@@ -51,8 +51,22 @@ export function sampleProcess(pid: number): ProcSample | undefined {
 }
 
 /**
- * A process and its children (PostgreSQL's server and its process per connection): CPU of all of
- * them, memory of the parent. cpuDelta() takes the difference child by child.
+ * CPU seconds of a process of one thread, in nanoseconds' precision (`/proc/<pid>/schedstat`):
+ * a PostgreSQL backend serving a few short reads spends less than one clock tick of /stat.
+ */
+function threadCpuS(pid: number): number | undefined {
+  try {
+    const ns = Number(readFileSync(`/proc/${pid}/schedstat`, "utf8").split(" ")[0]);
+    return Number.isFinite(ns) ? ns / 1e9 : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
+/**
+ * A process and its children (PostgreSQL's server and its process per connection, each of one
+ * thread): CPU of all of them, memory of the parent. cpuDelta() takes the difference child by
+ * child.
  */
 export function sampleTree(pid: number): ProcSample | undefined {
   const root = sampleProcess(pid);
@@ -60,12 +74,13 @@ export function sampleTree(pid: number): ProcSample | undefined {
   const children = new Map<number, number>();
   try {
     for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, "utf8").split(/\s+/)) {
-      const cpuS = child ? sampleProcess(Number(child))?.cpuS : undefined;
+      const cpuS = child ? threadCpuS(Number(child)) : undefined;
       if (cpuS !== undefined) children.set(Number(child), cpuS);
     }
   } catch {}
-  const cpuS = [...children.values()].reduce((sum, child) => sum + child, root.cpuS);
-  return { ...root, cpuS, parts: { self: root.cpuS, children } };
+  const self = threadCpuS(pid) ?? root.cpuS;
+  const cpuS = [...children.values()].reduce((sum, child) => sum + child, self);
+  return { ...root, cpuS, parts: { self, children } };
 }
 
 /**
