@@ -91,7 +91,7 @@ export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   const { from, newestFirst = false, sizeOf } = options;
   if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
   const beyond = options.unfiltered && (await scanEnd(options.unfiltered(), from, newestFirst));
-  if (beyond) query.where("seq", newestFirst ? ">" : "<", beyond);
+  if (beyond !== undefined) query.where("seq", newestFirst ? ">" : "<", beyond);
   const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
   const candidates = rows.slice(0, limit);
   const make = options.items ?? ((made: Row[]) => made as unknown as Item[]);
@@ -99,5 +99,8 @@ export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   const last = rows[items.length - 1];
   if (rows.length > items.length && last) return { items, nextSeq: last.seq };
   // Every row before `beyond` was looked at: the next page starts there.
-  return { items, ...(beyond && { nextSeq: newestFirst ? beyond + 1 : beyond - 1 }) };
+  return {
+    items,
+    ...(beyond !== undefined && { nextSeq: newestFirst ? beyond + 1 : beyond - 1 }),
+  };
 }

@@ -3,7 +3,6 @@ import type { Knex } from "../../../kit/db/index.js";
 interface Row {
   user_id: string;
   email: string;
-  email_key: string;
 }
 
 /**
@@ -41,7 +40,7 @@ export async function rekey(
   });
   for (let after: string | undefined; ; ) {
     const rows: Row[] = await db("users")
-      .select("user_id", "email", "email_key")
+      .select("user_id", "email")
       .modify((query) => after !== undefined && query.where("user_id", ">", after))
       .orderBy("user_id")
       .limit(BATCH);
@@ -91,10 +90,10 @@ async function refuseShared(db: Knex, compared: string): Promise<void> {
     .select("u.user_id", "u.email", "k.email_key as new_key");
   const groups = new Map<string, string[]>();
   for (const row of rows) {
-    groups.set(row.new_key, [
-      ...(groups.get(row.new_key) ?? []),
-      `${row.user_id} <${row.email}>${spelled(row.email)}`,
-    ]);
+    const named = `${row.user_id} <${row.email}>${spelled(row.email)}`;
+    const group = groups.get(row.new_key);
+    if (group) group.push(named);
+    else groups.set(row.new_key, [named]);
   }
   const more = keys.length > NAMED ? `, and more (the first ${NAMED} named)` : "";
   throw new Error(
