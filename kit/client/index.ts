@@ -74,6 +74,27 @@ export function createClient<S extends ServiceDefinition>(
           error ? reject(error) : resolve(),
         ),
       ),
+    ready: (call: CallOptions = {}) =>
+      new Promise<boolean>((resolve) => {
+        const state = channel.getChannel().getConnectivityState(true);
+        if (state === grpc.connectivityState.READY) return resolve(true);
+        const signals = [call.ctx?.signal, call.signal].filter((signal) => signal !== undefined);
+        let unlink = () => {};
+        let done = false;
+        const end = (ready: boolean) => {
+          if (done) return;
+          done = true;
+          unlink();
+          resolve(ready);
+        };
+        unlink = linkCancellation(signals, () => end(false));
+        if (done) return unlink();
+        const deadline = Math.min(
+          call.ctx?.deadline?.getTime() ?? Infinity,
+          Date.now() + readyWaitMs,
+        );
+        channel.waitForReady(deadline, (error) => end(!error));
+      }),
     close: () => channel.close(),
   };
 

@@ -25,6 +25,12 @@ export type Client<S extends ServiceDefinition> = {
 } & {
   /** Resolves once the channel is connected, or rejects at the deadline. */
   waitForReady(timeoutMs: number): Promise<void>;
+  /**
+   * Whether the channel is connected, or connects within readyWaitMs and the call's deadline,
+   * as a retried rpc waits before it is sent. False at once when the call is cancelled. For a
+   * caller that would write something only the dependency can settle.
+   */
+  ready(options?: CallOptions): Promise<boolean>;
   close(): void;
 };
 

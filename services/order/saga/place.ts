@@ -15,6 +15,13 @@ import { CONFIRMED, PENDING, type Saga, step } from "./step.js";
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
+const productUnreachable = (ctx: CallContext) =>
+  fromDependency(
+    "product",
+    new ServiceError(Code.UNAVAILABLE, "no connection to the product service"),
+    ctx,
+  );
+
 /**
  * The saga proper: the order is written first, so that its idempotency key is won before any
  * stock moves and a crash leaves a record the reconciler settles; then its stock is taken and
@@ -36,6 +43,9 @@ export async function place(
     // SQLite's statements run on this thread, and a request leaves only once the thread is
     // free: the write waits one turn of the event loop, so that GetUser is on the wire first.
     setImmediate().then(async () => {
+      // An order written while product cannot be reached would only fail: each resend of the
+      // call (Envoy's retries) would leave one more FAILED order under the same key.
+      if (!(await saga.deps.inventory.ready({ ctx }))) throw productUnreachable(ctx);
       const written = await step("write", () =>
         saga.store.insert({
           orderId,
