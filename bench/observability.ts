@@ -24,7 +24,7 @@ import { Supervisor } from "../scripts/lib/supervisor.js";
 import { registry, type ServiceName } from "../services/registry.js";
 import { runLoad } from "./lib/ghz.js";
 import { reportName } from "./lib/report-name.js";
-import { SHOP_PROTOSET } from "./lib/targets.js";
+import { shopProtoset } from "./lib/targets.js";
 
 const log = (message: string) => console.log(`bench: ${message}`);
 
@@ -122,7 +122,7 @@ async function main() {
     );
     const spec = {
       call: "shop.product.v1.ProductService/GetProduct",
-      schema: { protoset: SHOP_PROTOSET },
+      schema: { protoset: shopProtoset },
       data: { product_id: productId },
     };
     const rps: Record<string, number[]> = Object.fromEntries(VARIANTS.map((v) => [v.id, []]));

@@ -427,3 +427,40 @@ test("a program's own database options are checked as the settings are", (t) => 
   t.teardown(() => db.destroy());
   t.is(db.client.config.pool.max, 1);
 });
+
+test.serial(
+  "a mistyped SHOP_ variable is logged at warn as the service starts, with the setting meant",
+  async (t) => {
+    const dir = await mkdtemp(path.join(tmpdir(), "shopmesh-config-"));
+    t.teardown(() => rm(dir, { recursive: true, force: true }));
+    const child = await serviceProcess(t, {
+      SHOP_SERVICE: "order",
+      SHOP_DATA_DIR: dir,
+      SHOP_PORT: "0",
+      SHOP_METRICS: "false",
+      SHOP_RECONCILE_MSS: "100",
+    });
+    let output = "";
+    child.stdout?.on("data", (chunk) => {
+      output += chunk;
+    });
+    const lines = await eventually(
+      "the order service's first log lines",
+      async () => (output.includes('"msg":"serving') ? output : undefined),
+      { timeoutMs: 30_000, intervalMs: 100 },
+    );
+    const warned = lines
+      .split("\n")
+      .filter((line) => line.startsWith("{"))
+      .map((line) => JSON.parse(line))
+      .filter((line) => line.setting !== undefined);
+    t.like(warned, [
+      {
+        level: 40,
+        setting: "SHOP_RECONCILE_MSS",
+        msg: "SHOP_RECONCILE_MSS is not a setting, and is ignored: did you mean SHOP_RECONCILE_MS?",
+      },
+    ]);
+    t.is(warned.length, 1);
+  },
+);

@@ -4,7 +4,7 @@ import type { ServiceName } from "../../services/registry.js";
 import type { CallSpec } from "./ghz.js";
 
 export const ECHO_PROTO = fileURLToPath(new URL("../echo/echo.proto", import.meta.url));
-export const SHOP_PROTOSET = fileURLToPath(
+export const shopProtoset = fileURLToPath(
   new URL("../../gen/descriptor/shop.binpb", import.meta.url),
 );
 
@@ -93,7 +93,7 @@ const meshTls = (ctx: TargetContext, service: ServiceName) => ({
 
 const shop = (call: string, data: Record<string, unknown>): CallSpec => ({
   call,
-  schema: { protoset: SHOP_PROTOSET },
+  schema: { protoset: shopProtoset },
   data,
 });
 

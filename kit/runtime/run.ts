@@ -5,6 +5,7 @@ import { backgroundTask } from "../observability/metrics.js";
 import { startTracing, type Tracing } from "../observability/tracing.js";
 import { metricsPortFor, type RegisteredService, type ServiceRegistry } from "../registry.js";
 import { ListenError } from "../server.js";
+import { unknownSettingMessage, unknownSettings } from "../settings.js";
 import { DatabaseOpenError } from "./database.js";
 import { dependencyAddresses } from "./dependencies.js";
 import { startService } from "./start.js";
@@ -60,6 +61,9 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     const config = serverConfig(name, registered.port);
     const logger = createLogger(name, config.logLevel);
     logGrpcJsTo(logger);
+    for (const unknown of unknownSettings(process.env, registry.names)) {
+      logger.warn({ setting: unknown.name }, unknownSettingMessage(unknown));
+    }
     const metrics = env.bool("SHOP_METRICS", true)
       ? { port: metricsPort(registered, config.port) }
       : false;

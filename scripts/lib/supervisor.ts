@@ -15,6 +15,7 @@ import { createServer } from "node:net";
 import path from "node:path";
 import { envoyYaml } from "../../deploy/envoy/config.js";
 import { migrateDatabase, openFailure } from "../../kit/db/index.js";
+import { unknownSettingMessage, unknownSettings } from "../../kit/settings.js";
 import { registry, type ServiceName } from "../../services/registry.js";
 import { type EnvoyProcess, spawnEnvoy } from "./envoy.js";
 import {
@@ -192,6 +193,9 @@ export class Supervisor {
   async launch(plan: FleetPlan, options: LaunchOptions): Promise<Launched> {
     const started = options.started ?? Date.now();
     const say = (line: string) => options.quiet || console.log(line);
+    for (const unknown of unknownSettings(process.env, registry.names)) {
+      console.error(unknownSettingMessage(unknown));
+    }
     this.lockDataDir(plan.dataDir);
     const ports: [string, number][] = plan.replicas.flatMap((replica): [string, number][] => [
       [replica.name, replica.port],
