@@ -85,6 +85,21 @@ export function pagesMetrics(metrics: Metrics, pages: PagesInFlight): void {
   });
 }
 
+/**
+ * `shop_tls_certificate_expiry_timestamp_seconds{certificate="identity"|"ca"}`: when this
+ * process's mesh certificate, and the first certificate of its CA bundle, expire. The files are
+ * read at start, so renewed ones take a restart (rules.yml alerts two weeks ahead).
+ */
+export function certificateMetrics(metrics: Metrics, expiries: { identity: number; ca: number }) {
+  const gauge = metrics.gauge({
+    name: "shop_tls_certificate_expiry_timestamp_seconds",
+    help: "When this process's mesh certificate (identity) and the first certificate of its CA bundle (ca) expire, in seconds since the epoch.",
+    labelNames: ["certificate"],
+  });
+  gauge.set({ certificate: "identity" }, expiries.identity / 1000);
+  gauge.set({ certificate: "ca" }, expiries.ca / 1000);
+}
+
 /** `shop_sqlite_wal_syncs_total`: fsyncs of the SQLite WAL that answers waited for. */
 export function walSyncMetrics(metrics: Metrics, wal: WalSync): void {
   metrics.counter({

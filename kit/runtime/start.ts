@@ -7,6 +7,7 @@ import { unknownMethods } from "../middleware/metrics.js";
 import { pagesInFlight } from "../middleware/pages.js";
 import { createLogger } from "../observability/logger.js";
 import {
+  certificateMetrics,
   Metrics,
   type MetricsEndpoint,
   pagesMetrics,
@@ -14,7 +15,7 @@ import {
   walSyncMetrics,
 } from "../observability/metrics.js";
 import { TokenVerifier } from "../security/auth.js";
-import { checkBinding, securityFromEnv } from "../security/security.js";
+import { certificateExpiries, checkBinding, securityFromEnv } from "../security/security.js";
 import { ListenError, type RunningServer, serve } from "../server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "../service.js";
 import { openServiceDatabase, readsBeside } from "./database.js";
@@ -74,6 +75,7 @@ export async function startService(
   );
   const wal = walSyncOf(config.database, config.sqliteSync);
   if (wal && counting) walSyncMetrics(metrics, wal);
+  if (security.tls && counting) certificateMetrics(metrics, certificateExpiries(security.tls));
   const pages = pagesInFlight(config.maxPagesInFlight, config.pageWriteTimeoutMs);
   if (counting) pagesMetrics(metrics, pages);
   let server: RunningServer;

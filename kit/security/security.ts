@@ -156,6 +156,18 @@ export function checkValidity(cert: X509Certificate, file: string, now = Date.no
   }
 }
 
+/**
+ * When this process's certificate, and the first of its CA bundle's, stop being valid (ms since
+ * the epoch): a restart with renewed files must come before either.
+ */
+export function certificateExpiries(tls: TlsMaterial): { identity: number; ca: number } {
+  const [cert] = certificates(tls.cert) as [X509Certificate];
+  return {
+    identity: Date.parse(cert.validTo),
+    ca: Math.min(...certificates(tls.ca).map((ca) => Date.parse(ca.validTo))),
+  };
+}
+
 /** Every certificate of a PEM bundle; throws when it holds none, or one that does not parse. */
 function certificates(pem: Buffer): X509Certificate[] {
   const blocks =
