@@ -349,6 +349,26 @@ test.serial("SHOP_BUILD_DIR without a build stops the launcher before any servic
   }
 });
 
+test.serial(
+  "a deployment's credentials or profile stop the launcher before any service, named",
+  async (t) => {
+    const proc = await spawnLaunch("start", {
+      env: { SHOP_JWT_ISSUER: "https://auth.shop.example", SHOP_PROFILE: "production" },
+    });
+    t.teardown(() => proc.kill());
+    const { code, output } = await failedLaunch(proc);
+    t.is(code, 1, output);
+    t.regex(
+      output,
+      /^SHOP_PROFILE=production, SHOP_JWT_ISSUER: a deployment's settings; a launch runs every replica with the development credentials/m,
+    );
+    t.false(/ServiceError|\bat /.test(output), output);
+    for (const [name, port] of Object.entries(proc.ports)) {
+      t.false(await isListening(port), `${name} left running on ${port}`);
+    }
+  },
+);
+
 test.serial("two launches never share a data directory", async (t) => {
   const first = await launch(t, "start", { args: ["--no-seed"] });
   const second = await spawnLaunch("start", { dataDir: first.dataDir });
