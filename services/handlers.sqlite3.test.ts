@@ -10,5 +10,6 @@ import "./product/reservations.test.js";
 import "./product/migrations.test.js";
 import "./order/handlers.test.js";
 import "./order/cancel-watch.test.js";
+import "./order/reconcile.test.js";
 import "./order/migrations.test.js";
 import "./order/store.test.js";

@@ -212,3 +212,32 @@ test("0006: the reconciler finds the withdrawn orders by their index, not by rea
   const plan = await db.raw(`EXPLAIN QUERY PLAN ${statement?.sql}`, statement?.bindings ?? []);
   t.regex(JSON.stringify(plan), /orders_withdrawn_index/);
 });
+
+test("0007 leaves the orders written before it unclaimed for the reconciler; its down drops the lease", async (t) => {
+  const location = await emptyDatabase(t);
+  const old = await open(t, location, 6);
+  const failed = await place(new OrderStore({ db: old, reads: old }), "usr_alice", "k-1");
+  await old("orders").where({ order_id: failed.orderId }).update({ state: FAILED });
+  await old.destroy();
+
+  const db = await open(t, location);
+  const store = new OrderStore({ db: db, reads: db });
+  const [unsettled] = await store.unsettled(0, 10);
+  t.is(unsettled?.orderId, failed.orderId);
+  const now = Date.now();
+  t.deepEqual(
+    await store.claimForReconcile([failed.orderId], now, now + 60_000),
+    new Set([failed.orderId]),
+  );
+  // Held by that run: no other run reads or takes it until the lease ends, or the run lets go.
+  t.deepEqual(await store.unsettled(0, 10, [], now + 1), []);
+  t.deepEqual(await store.claimForReconcile([failed.orderId], now + 1, now + 60_000), new Set());
+  t.is((await store.unsettled(0, 10, [], now + 60_000)).length, 1);
+  await store.unclaim([failed.orderId]);
+  t.is((await store.unsettled(0, 10, [], now + 1)).length, 1);
+
+  await rollBack(db, "0007_reconcile_lease");
+  t.false(await db.schema.hasColumn("orders", "reconcile_until"));
+  await db.migrate.latest(migrator());
+  t.true(await db.schema.hasColumn("orders", "reconcile_until"));
+});

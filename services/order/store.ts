@@ -37,6 +37,8 @@ interface OrderRow {
   cancel_time: number | string | null;
   /** Refused by CreateOrder, deleted once released: no read shows it. */
   withdrawn: number | boolean;
+  /** Until when a reconciler run holds it (claimForReconcile); null when none does. */
+  reconcile_until: number | string | null;
 }
 
 interface LineRow {
@@ -101,6 +103,18 @@ const toOrder = (row: OrderRow, lines: LineRow[]): Order => {
 };
 
 /** The orders tables: the only code that touches them. */
+/** An order the reconciler must settle (OrderStore.unsettled). */
+export interface UnsettledOrder {
+  orderId: string;
+  reservationId: string;
+  state: OrderState;
+  withdrawn: boolean;
+}
+
+/** No reconciler run holds the order at `now`. */
+const unclaimed = (now: number) => (q: Knex.QueryBuilder) =>
+  q.whereNull("reconcile_until").orWhere("reconcile_until", "<=", now);
+
 export class OrderStore {
   /** CreateOrder's writes, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
@@ -385,18 +399,20 @@ export class OrderStore {
   }
 
   /**
-   * Orders the reconciler must settle, up to `limit`, but those in `excluding`: failed ones
-   * whose reservation may still hold stock, withdrawn ones not yet deleted, cancels not yet
-   * finished, and pending ones created before `pendingBefore`, whose saga has had all the time
-   * its reservation had.
+   * Orders the reconciler must settle, up to `limit`, but those in `excluding` and those another
+   * run holds at `now`: failed ones whose reservation may still hold stock, withdrawn ones not
+   * yet deleted, cancels not yet finished, and pending ones created before `pendingBefore`,
+   * whose saga has had all the time its reservation had.
    */
   async unsettled(
     pendingBefore: number,
     limit: number,
     excluding: readonly string[] = [],
-  ): Promise<{ orderId: string; reservationId: string; state: OrderState; withdrawn: boolean }[]> {
+    now = Date.now(),
+  ): Promise<UnsettledOrder[]> {
     const query = this.env
       .reads<OrderRow>("orders")
+      .where(unclaimed(now))
       .where((unsettled) =>
         unsettled
           .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
@@ -422,5 +438,30 @@ export class OrderStore {
       state: row.state,
       withdrawn: Boolean(row.withdrawn),
     }));
+  }
+
+  /**
+   * Takes the orders of `orderIds` that no reconciler run holds at `now` for this one, until
+   * `until`; returns their ids. Replicas sharing the database then settle each order once.
+   */
+  async claimForReconcile(
+    orderIds: readonly string[],
+    now: number,
+    until: number,
+  ): Promise<Set<string>> {
+    if (orderIds.length === 0) return new Set();
+    const claimed: Pick<OrderRow, "order_id">[] = await this.env
+      .db("orders")
+      .whereIn("order_id", orderIds)
+      .where(unclaimed(now))
+      .update({ reconcile_until: until })
+      .returning("order_id");
+    return new Set(claimed.map((row) => row.order_id));
+  }
+
+  /** Lets other runs take these orders again: the run that claimed them is done with them. */
+  async unclaim(orderIds: readonly string[]): Promise<void> {
+    if (orderIds.length === 0) return;
+    await this.env.db("orders").whereIn("order_id", orderIds).update({ reconcile_until: null });
   }
 }

@@ -21,7 +21,7 @@ import { freshDatabase, opening, testDatabase } from "../../test/helpers/storage
 import { createProductService } from "../product/service.js";
 import { userService } from "../user/service.js";
 import { orderHandlers } from "./handlers.js";
-import { OrderSaga } from "./saga/index.js";
+import { OrderSaga, type SagaEvents } from "./saga/index.js";
 import { OrderStore } from "./store.js";
 import { OrderWatches } from "./watches.js";
 
@@ -108,11 +108,16 @@ export async function setup(t: ExecutionContext) {
   const db = await testDatabase(t, "order");
   const store = new OrderStore({ db: db, reads: db });
   // Each replica has a saga of its own: it tells only its own watches of its changes.
-  const newSaga = () =>
+  const newSaga = (events?: SagaEvents) =>
     new OrderSaga(
       store,
       { users, inventory },
-      { reservationTtlMs: 60_000, placingMs: 5_000, logger: createLogger("order", "silent") },
+      {
+        reservationTtlMs: 60_000,
+        placingMs: 5_000,
+        logger: createLogger("order", "silent"),
+        ...(events && { events }),
+      },
     );
   const saga = newSaga();
   /** Handlers with their own watches, which read the store every `pollMs`. */
@@ -166,7 +171,20 @@ export async function setup(t: ExecutionContext) {
    */
   const replica = (pollMs: number) => handlersOf(newSaga(), pollMs);
 
-  return { db, store, saga, handlers, replica, users, products, order, stock, seed, count };
+  return {
+    db,
+    store,
+    saga,
+    newSaga,
+    handlers,
+    replica,
+    users,
+    products,
+    order,
+    stock,
+    seed,
+    count,
+  };
 }
 
 /** Every message of a WatchOrder stream until it ends. */

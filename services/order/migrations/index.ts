@@ -5,6 +5,7 @@ import { cancelTime } from "./0003_cancel_time.js";
 import { confirmTime } from "./0004_confirm_time.js";
 import { withdrawn } from "./0005_withdrawn.js";
 import { withdrawnIndex } from "./0006_withdrawn_index.js";
+import { reconcileLease } from "./0007_reconcile_lease.js";
 
 /** In order; never edit one that has shipped, add the next. */
 export const migrations: Migration[] = [
@@ -14,4 +15,5 @@ export const migrations: Migration[] = [
   confirmTime,
   withdrawn,
   withdrawnIndex,
+  reconcileLease,
 ];

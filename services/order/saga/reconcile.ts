@@ -1,5 +1,5 @@
 // The reconciler: settles the orders interrupted sagas and cancels left.
-import type { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
+import type { UnsettledOrder } from "../store.js";
 import { finishCancel } from "./cancel.js";
 import { PLACING, release, settle } from "./settle.js";
 import { CANCELLING, FAILED, PENDING, type Saga, step } from "./step.js";
@@ -14,6 +14,13 @@ const RECONCILE_BATCHES = 20;
 const RECONCILE_RUN_MS = 5_000;
 
 /**
+ * How long a run holds the orders it took: longer than a batch takes, with its calls' deadlines,
+ * so that no other replica's run settles them meanwhile. A run that ends gives them back at once;
+ * one whose process died holds them this long.
+ */
+const RECONCILE_LEASE_MS = 60_000;
+
+/**
  * Settles what interrupted sagas and cancels left: releases the reservations of failed
  * orders, finishes recorded cancels, and settles pending orders older than the reservation
  * TTL by their reservation's real state (committed: confirmed; gone: failed). Never fails an
@@ -23,7 +30,7 @@ export async function reconcileOrders(saga: Saga, now: number): Promise<number> 
   let settled = 0;
   // A backlog (a product outage under load fails thousands of orders) drains batch after
   // batch in one run, not one batch per interval. Each order is tried once a run, and a batch
-  // that settles nothing, or the run's time running out, ends it.
+  // that settles none of the orders it took, or the run's time running out, ends it.
   const tried: string[] = [];
   const until = Date.now() + RECONCILE_RUN_MS;
   for (let batch = 0; batch < RECONCILE_BATCHES && Date.now() < until; batch++) {
@@ -32,12 +39,30 @@ export async function reconcileOrders(saga: Saga, now: number): Promise<number> 
       RECONCILE_BATCH,
       tried,
     );
-    tried.push(...unsettled.map(({ orderId }) => orderId));
+    const ids = unsettled.map(({ orderId }) => orderId);
+    tried.push(...ids);
     // A span only for a batch with work: an idle reconciler would start a trace every interval.
     if (unsettled.length === 0) break;
-    const done = await step("reconcile", async () => {
+    // Another replica's run may have read the same orders: each goes to the run that takes it.
+    const claimed = await saga.store.claimForReconcile(
+      ids,
+      Date.now(),
+      Date.now() + RECONCILE_LEASE_MS,
+    );
+    const mine = unsettled.filter(({ orderId }) => claimed.has(orderId));
+    const done = mine.length === 0 ? 0 : await settleClaimed(saga, mine);
+    settled += done;
+    if (unsettled.length < RECONCILE_BATCH || (mine.length > 0 && done === 0)) break;
+  }
+  return settled;
+}
+
+/** Settles the orders this run claimed, then lets other runs take those still unsettled. */
+async function settleClaimed(saga: Saga, orders: UnsettledOrder[]): Promise<number> {
+  try {
+    return await step("reconcile", async () => {
       const outcomes = await Promise.all(
-        unsettled.map(async (order) => {
+        orders.map(async (order) => {
           const { state } = order;
           const action: ReconcileAction =
             state === FAILED ? "release" : state === CANCELLING ? "finish_cancel" : "settle";
@@ -48,26 +73,16 @@ export async function reconcileOrders(saga: Saga, now: number): Promise<number> 
       );
       return outcomes.filter((result) => result === "done").length;
     });
-    settled += done;
-    if (unsettled.length < RECONCILE_BATCH || done === 0) break;
+  } finally {
+    // Failing, the claims lapse with their lease instead.
+    await saga.store.unclaim(orders.map(({ orderId }) => orderId)).catch(() => {});
   }
-  return settled;
 }
 
 /** Settles one unsettled order. */
 async function reconcileOne(
   saga: Saga,
-  {
-    orderId,
-    reservationId,
-    state,
-    withdrawn,
-  }: {
-    orderId: string;
-    reservationId: string;
-    state: OrderState;
-    withdrawn: boolean;
-  },
+  { orderId, reservationId, state, withdrawn }: UnsettledOrder,
 ): Promise<ReconcileResult> {
   try {
     if (state === FAILED) {
