@@ -33,6 +33,7 @@ import {
 } from "./transport/framing.js";
 import { readTimeoutsStrictly } from "./transport/grpc-timeout.js";
 import { guardedServer } from "./transport/guard.js";
+import { MAX_CONCURRENT_STREAMS } from "./transport/limits.js";
 import { observeRefusal, serverStreaming, unary } from "./transport/served-calls.js";
 import { ServerSessions } from "./transport/server-sessions.js";
 import type { OpenStreams } from "./transport/stream-ends.js";
@@ -111,6 +112,7 @@ export interface RunningServer {
 // maximum age), so every call still on it was cut early (grpc-node #3068). A dead client's
 // connection goes at its maximum age instead.
 const serverOptions: grpc.ServerOptions = {
+  "grpc.max_concurrent_streams": MAX_CONCURRENT_STREAMS,
   "grpc.keepalive_permit_without_calls": 1,
   "grpc.http2.min_ping_interval_without_data_ms": 1_000,
   // Nothing serves channelz here; its per-call bookkeeping was ~5% of a GetProduct's CPU.

@@ -1,6 +1,7 @@
 // The upstream clusters, one per public service: replicas, balancing, health checks, outlier
 // detection and circuit breakers; and the one that serves health and reflection.
 
+import { MAX_CONCURRENT_STREAMS } from "../../kit/transport/limits.js";
 import { typed } from "./matchers.js";
 import { upstreamTls } from "./tls.js";
 import type { Endpoint, EnvoyTopology } from "./topology.js";
@@ -40,7 +41,12 @@ export function cluster(
         "envoy.extensions.upstreams.http.v3.HttpProtocolOptions",
         {
           explicit_http_config: {
-            http2_protocol_options: { connection_keepalive: { interval: "30s", timeout: "5s" } },
+            http2_protocol_options: {
+              connection_keepalive: { interval: "30s", timeout: "5s" },
+              // The replicas' own bound: past it, Envoy opens another connection, where a
+              // call would otherwise wait inside one it counts as free.
+              max_concurrent_streams: MAX_CONCURRENT_STREAMS,
+            },
           },
         },
       ),
