@@ -78,7 +78,10 @@ test("a dependency past the order service's own bound is logged at warn with its
     instanceOf: ServiceError,
   });
   const own = await lineOf("hurried");
-  t.like(own, { code: "DEADLINE_EXCEEDED", level: 30, msg: "rpc" });
+  t.like(own, { level: 30, msg: "rpc" });
+  // The caller's reset may reach a busy service more than 20 ms before the deadline as the
+  // service counts it (from the request's arrival): then the call was cancelled, as it saw it.
+  t.true(["DEADLINE_EXCEEDED", "CANCELLED"].includes(own.code), own.code);
   t.is(own.err, undefined);
 });
 
