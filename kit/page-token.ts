@@ -1,7 +1,9 @@
 import { createCipheriv, createDecipheriv, hkdfSync, randomBytes } from "node:crypto";
 import { readFileSync } from "node:fs";
 import { env } from "./config.js";
+import type { CallContext } from "./context.js";
 import type { MethodInfo } from "./contract.js";
+import { MIN_PAGE_BYTES, PAGE_BYTES } from "./db/pages.js";
 import { errors } from "./errors.js";
 
 /** The built-in secret of the development profile; the production profile refuses to run with it. */
@@ -127,4 +129,20 @@ export function pageSize(requested: number, fallback = 50, max = 1000): number {
     throw errors.invalidArgument([{ field: "page_size", description: "must not be negative" }]);
   }
   return requested === 0 ? fallback : Math.min(requested, max);
+}
+
+/**
+ * The metadata key a caller asks a list call's page to keep under fewer bytes than PAGE_BYTES
+ * with: the edge does for REST and Connect, whose replies it holds whole.
+ */
+export const PAGE_BYTES_KEY = "shopmesh-page-bytes";
+
+/**
+ * The bytes a page of this call may hold: PAGE_BYTES, or what the caller asked with
+ * PAGE_BYTES_KEY if less, down to MIN_PAGE_BYTES. A value that is not a number is not asked.
+ */
+export function pageBytesOf(ctx: Pick<CallContext, "metadata">): number {
+  const [asked] = ctx.metadata.get(PAGE_BYTES_KEY);
+  const bytes = typeof asked === "string" && /^\d{1,10}$/.test(asked) ? Number(asked) : PAGE_BYTES;
+  return Math.min(PAGE_BYTES, Math.max(MIN_PAGE_BYTES, bytes));
 }

@@ -144,7 +144,7 @@ const gen = `../../gen/ts/shop/${name}/v1/${name}.js`;
 const files: Record<string, string> = {
   "handlers.ts": `import type { ${Name}ServiceService } from "${gen}";
 import { newId } from "../../kit/ids.js";
-import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { ${Name}Store } from "./store.js";
@@ -165,14 +165,14 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 
     async list${Names}({ pageSize: requested, pageToken }, ctx) {
       const after = decodePageToken(ctx.method, pageToken);
-      const { ${names}, nextSeq } = await store.list(pageSize(requested), after);
+      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, pageBytesOf(ctx));
       return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };
 }
 `,
   "store.ts": `import type { ${Name} } from "${gen}";
-import { type Knex, pageBySeq, readTime } from "../../kit/db/index.js";
+import { type Knex, pageBySeq, readTime, textBytes } from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
 
 interface ${Name}Row {
@@ -206,10 +206,13 @@ export class ${Name}Store {
   }
 
   /** Up to \`limit\` ${names} after \`afterSeq\`, oldest first, and the seq to continue from. */
-  async list(limit: number, afterSeq?: number) {
+  async list(limit: number, afterSeq?: number, bytes?: number) {
     const { items, nextSeq } = await pageBySeq(this.env.reads<${Name}Row>("${names}"), limit, {
       from: afterSeq,
       items: (rows: ${Name}Row[]) => rows.map(to${Name}),
+      // An encoded ${name} is its text plus about 30 bytes of tags and time.
+      sizeOf: (${name}) => textBytes(${name}.${name}Id, ${name}.displayName) + 30,
+      bytes,
     });
     return { ${names}: items, nextSeq };
   }

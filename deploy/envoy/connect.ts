@@ -184,6 +184,16 @@ const CONNECT_TOO_LARGE = {
 } as const;
 
 /**
+ * The page bytes the edge asks for a Connect call (PAGE_BYTES_KEY), by the HTTP version it came
+ * in on: under what the bridge holds of a unary reply (64 KiB over HTTP/2, 1 MiB over HTTP/1.1),
+ * less room for the page token and the framing. Any other version gets the smallest.
+ */
+export const CONNECT_PAGE_BYTES: Record<string, number> = {
+  "HTTP/2": 56 * 1024,
+  "HTTP/1.1": 960 * 1024,
+};
+
+/**
  * A Connect unary reply past the same buffer, which the bridge must also hold whole to take its
  * gRPC frame off: a page of ListProducts over 64 KiB, say. Envoy sends a bare 500, which Connect
  * clients read as UNKNOWN. gRPC, gRPC-Web and a Connect stream pass a reply on as it comes.
@@ -195,7 +205,7 @@ const CONNECT_REPLY_TOO_LARGE = {
   code: 8,
   reason: "REPLY_TOO_LARGE",
   message:
-    "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2, 1 MiB over HTTP/1.1): ask for a smaller page, or call it as a stream or over gRPC-Web",
+    "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2, 1 MiB over HTTP/1.1): call it as a stream or over gRPC-Web",
 } as const;
 
 /**

@@ -3,7 +3,9 @@
 
 import { type DescMessage, getExtension, hasExtension } from "@bufbuild/protobuf";
 import { contractRegistry } from "../../kit/contract.js";
+import { PAGE_BYTES_KEY } from "../../kit/page-token.js";
 import {
+  CONNECT_PAGE_BYTES,
   connectCodecRefusal,
   connectGetBodyRefusal,
   connectGetPaths,
@@ -21,6 +23,7 @@ import { CORS_EXPOSE_HEADERS } from "./cors.js";
 import { bindingsOf, type HttpRule, luaPatternOf, variablesOf } from "./http-rules.js";
 import { lua } from "./lua.js";
 import { headerMatches, skippedFor } from "./matchers.js";
+import { REST_PAGE_BYTES } from "./rest.js";
 import type { GrpcService } from "./topology.js";
 
 /**
@@ -178,6 +181,12 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
       CORS_ORIGINS: Object.fromEntries(corsOrigins.map((origin) => [origin, true])),
       CORS_EXPOSE_HEADERS: CORS_EXPOSE_HEADERS.join(","),
       EDGE_PROTOCOL_HEADER,
+      PAGE_BYTES_KEY,
+      REST_PAGE_BYTES: String(REST_PAGE_BYTES),
+      CONNECT_PAGE_BYTES: Object.fromEntries(
+        Object.entries(CONNECT_PAGE_BYTES).map(([version, bytes]) => [version, String(bytes)]),
+      ),
+      CONNECT_SMALLEST_PAGE_BYTES: String(Math.min(...Object.values(CONNECT_PAGE_BYTES))),
     }),
   );
 }

@@ -22,6 +22,13 @@ export const REST_VALIDATION = {
 export const REST_REPLY_BYTES = 2 * PAGE_BYTES;
 
 /**
+ * The page bytes the edge asks for a REST call (PAGE_BYTES_KEY). The transcoder holds the page
+ * and its JSON, about 3.4 times as large, until the JSON is sent: with the services' 2 MB, 16
+ * concurrent lists of large orders filled Envoy's heap budget (overload-manager.ts).
+ */
+export const REST_PAGE_BYTES = 512 * 1024;
+
+/**
  * HTTP statuses of Envoy's own REST replies, with the gRPC code and ErrorInfo reason each stands
  * for. A 400 is a body or query the transcoder could not read into the rpc's request message.
  */

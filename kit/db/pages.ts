@@ -7,6 +7,12 @@ import type { Knex } from "knex";
  */
 export const PAGE_BYTES = 2 * 1024 * 1024;
 
+/**
+ * The smallest byte budget a caller may ask a page to keep under (pageBytesOf): a page still
+ * holds at least one item, however large.
+ */
+export const MIN_PAGE_BYTES = 16 * 1024;
+
 /** The UTF-8 size of some text fields, for a page's size estimate. */
 export const textBytes = (...texts: string[]) =>
   texts.reduce((sum, text) => sum + Buffer.byteLength(text), 0);
@@ -21,7 +27,7 @@ export const SCAN_ROWS = 10_000;
 const FIRST_BATCH = 100;
 
 /**
- * The first of `rows` made into items whose sizes add up to at most PAGE_BYTES, and at least one,
+ * The first of `rows` made into items whose sizes add up to at most `bytes`, and at least one,
  * so that a list always moves on. Rows are made a batch at a time, each batch as many as the room
  * left holds at the average size so far (and a tenth more): a page of large items does not make
  * hundreds of items it then drops, such as orders whose lines are read with them.
@@ -30,6 +36,7 @@ async function fittingItems<Row, Item>(
   rows: readonly Row[],
   make: (rows: Row[]) => Item[] | Promise<Item[]>,
   sizeOf: (item: Item) => number,
+  bytes: number,
 ): Promise<Item[]> {
   const items: Item[] = [];
   let total = 0;
@@ -37,12 +44,12 @@ async function fittingItems<Row, Item>(
     const batch =
       items.length === 0
         ? FIRST_BATCH
-        : Math.max(1, Math.ceil(((PAGE_BYTES - total) / (total / items.length)) * 1.1));
+        : Math.max(1, Math.ceil(((bytes - total) / (total / items.length)) * 1.1));
     const made = await make(rows.slice(next, next + batch));
     next += batch;
     for (const item of made) {
       total += sizeOf(item);
-      if (total > PAGE_BYTES && items.length > 0) return items;
+      if (total > bytes && items.length > 0) return items;
       items.push(item);
     }
   }
@@ -55,8 +62,10 @@ export interface PageOptions<Row, Item> {
   newestFirst?: boolean;
   /** What the rows become (for example, with rows of another table); one item per row. */
   items?: (rows: Row[]) => Item[] | Promise<Item[]>;
-  /** An item's encoded size, roughly: the page stops before it passes PAGE_BYTES. */
+  /** An item's encoded size, roughly: the page stops before it passes `bytes`. */
   sizeOf?: (item: Item) => number;
+  /** The most the page's items may add up to: PAGE_BYTES, or less (pageBytesOf). */
+  bytes?: number;
   /**
    * For a filtered query, the same table unfiltered: the page then looks at no more than
    * SCAN_ROWS of its rows, and continues after them when none or too few passed the filter.
@@ -81,21 +90,23 @@ async function scanEnd(
 
 /**
  * One page of a table in `seq` order (keyset pagination): up to `limit` items, fewer when their
- * sizes would pass PAGE_BYTES (at least one), and the seq to continue from when more remain.
+ * sizes would pass the page's bytes (at least one), and the seq to continue from when more remain.
  */
 export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   query: Knex.QueryBuilder,
   limit: number,
   options: PageOptions<Row, Item> = {},
 ): Promise<{ items: Item[]; nextSeq?: number }> {
-  const { from, newestFirst = false, sizeOf } = options;
+  const { from, newestFirst = false, sizeOf, bytes = PAGE_BYTES } = options;
   if (from !== undefined) query.where("seq", newestFirst ? "<" : ">", from);
   const beyond = options.unfiltered && (await scanEnd(options.unfiltered(), from, newestFirst));
   if (beyond !== undefined) query.where("seq", newestFirst ? ">" : "<", beyond);
   const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
   const candidates = rows.slice(0, limit);
   const make = options.items ?? ((made: Row[]) => made as unknown as Item[]);
-  const items = sizeOf ? await fittingItems(candidates, make, sizeOf) : await make(candidates);
+  const items = sizeOf
+    ? await fittingItems(candidates, make, sizeOf, bytes)
+    : await make(candidates);
   const last = rows[items.length - 1];
   if (rows.length > items.length && last) return { items, nextSeq: last.seq };
   // Every row before `beyond` was looked at: the next page starts there.

@@ -4,7 +4,7 @@ import {
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
 import type { CallContext } from "../../kit/context.js";
-import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
 import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
@@ -59,7 +59,7 @@ export function orderHandlers(
       const limit = pageSize(requested);
       const filter = { userId };
       const before = decodePageToken(ctx.method, pageToken, filter);
-      const { orders, nextSeq } = await store.list(limit, before, userId);
+      const { orders, nextSeq } = await store.list(limit, before, userId, pageBytesOf(ctx));
       return {
         orders,
         nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",

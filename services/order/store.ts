@@ -273,6 +273,7 @@ export class OrderStore {
     limit: number,
     beforeSeq: number | undefined,
     userId: string,
+    bytes?: number,
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
     const query = this.env.reads<OrderRow>("orders").where({ withdrawn: false });
     if (userId) query.where({ user_id: userId });
@@ -285,6 +286,7 @@ export class OrderStore {
         textBytes(order.orderId, order.userId, order.requestId) +
         150 +
         order.lines.reduce((sum, line) => sum + textBytes(line.productId) + 50, 0),
+      bytes,
     });
     return { orders: items, ...(nextSeq !== undefined && { nextSeq }) };
   }

@@ -1,5 +1,6 @@
 // ProductService handlers for the catalogue (CreateProduct, GetProduct, ListProducts,
 // UpdateProduct), called directly, each test on its own in-memory database.
+import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
 import {
   CreateProductRequest,
@@ -10,7 +11,8 @@ import {
 } from "../../gen/ts/shop/product/v1/product.js";
 import { SCAN_ROWS } from "../../kit/db/pages.js";
 import { Code } from "../../kit/errors.js";
-import { encodePageToken } from "../../kit/page-token.js";
+import { encodePageToken, PAGE_BYTES_KEY } from "../../kit/page-token.js";
+import { callContext } from "../../test/helpers/context.js";
 import { tamperedTokens } from "../../test/helpers/page-tokens.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { chars, ctx, setup } from "./test-setup.js";
@@ -200,6 +202,39 @@ test("ListProducts pages through every product oldest first", async (t) => {
   t.deepEqual(await listAll(handlers, 3, false), { ids: created, sizes: [3, 3, 1] });
   t.deepEqual(await listAll(handlers, 0, false), { ids: created, sizes: [7] });
   t.deepEqual(await listAll(handlers, 5000, false), { ids: created, sizes: [7] });
+});
+
+test("ListProducts keeps a page under the bytes its caller's metadata asks for, from 16 KiB to 2 MB", async (t) => {
+  const { handlers, create } = await setup(t);
+  const created: string[] = [];
+  for (let i = 0; i < 30; i++) {
+    created.push((await create({ name: `P${i}`, description: chars(2000) })).productId);
+  }
+  const list = async (asked: string | undefined) => {
+    const sizes: number[] = [];
+    const ids: string[] = [];
+    let pageToken = "";
+    do {
+      const metadata = new Metadata();
+      if (asked !== undefined) metadata.set(PAGE_BYTES_KEY, asked);
+      const page = await handlers.listProducts(
+        ListProductsRequest.fromPartial({ pageSize: 1000, pageToken }),
+        callContext("shop.product.v1.ProductService", "ListProducts", { metadata }),
+      );
+      sizes.push(page.products.length);
+      ids.push(...page.products.map((product) => product.productId));
+      pageToken = page.nextPageToken;
+    } while (pageToken !== "");
+    t.deepEqual(ids, created);
+    return sizes;
+  };
+  // A product here is about 2.1 KB: 16 KiB holds 7 of them.
+  t.deepEqual(await list("16384"), [7, 7, 7, 7, 2]);
+  t.deepEqual(await list("1000"), [7, 7, 7, 7, 2], "less than 16 KiB is 16 KiB");
+  t.deepEqual(await list("32768"), [15, 15]);
+  t.deepEqual(await list(undefined), [30]);
+  t.deepEqual(await list("99999999999"), [30], "more than 2 MB is 2 MB");
+  t.deepEqual(await list("lots"), [30], "not a number: not asked");
 });
 
 test("ListProducts with in_stock_only skips products without stock, on every page", async (t) => {

@@ -114,6 +114,7 @@ export class ProductStore {
     limit: number,
     afterSeq: number | undefined,
     inStockOnly: boolean,
+    bytes?: number,
   ): Promise<{ products: Product[]; nextSeq?: number }> {
     const query = this.env.reads<ProductRow>("products");
     if (inStockOnly) query.where("stock_quantity", ">", 0);
@@ -122,6 +123,7 @@ export class ProductStore {
       items: (rows: ProductRow[]) => rows.map(toProduct),
       // An encoded product is its text plus about 100 bytes of ids, numbers and times.
       sizeOf: (product) => textBytes(product.name, product.description) + 128,
+      bytes,
       ...(inStockOnly && { unfiltered: () => this.env.reads("products") }),
     });
     return { products: items, ...(nextSeq !== undefined && { nextSeq }) };

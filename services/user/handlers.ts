@@ -1,6 +1,6 @@
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { newId } from "../../kit/ids.js";
-import { decodePageToken, encodePageToken, pageSize } from "../../kit/page-token.js";
+import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
 import { requireOwner } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, codePoints, type Violations } from "../../kit/validate.js";
@@ -54,7 +54,7 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
     async listUsers({ pageSize: requested, pageToken }, ctx) {
       const limit = pageSize(requested);
       const after = decodePageToken(ctx.method, pageToken);
-      const { users, nextSeq } = await store.list(limit, after);
+      const { users, nextSeq } = await store.list(limit, after, pageBytesOf(ctx));
       return { users, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
 

@@ -83,12 +83,17 @@ export class UserStore {
   }
 
   /** Up to `limit` users after `afterSeq`, oldest first, and the seq to continue from. */
-  async list(limit: number, afterSeq?: number): Promise<{ users: User[]; nextSeq?: number }> {
+  async list(
+    limit: number,
+    afterSeq?: number,
+    bytes?: number,
+  ): Promise<{ users: User[]; nextSeq?: number }> {
     const { items, nextSeq } = await pageBySeq(this.env.reads<UserRow>("users"), limit, {
       from: afterSeq,
       items: (rows: UserRow[]) => rows.map(toUser),
       // An encoded user is its text plus about 60 bytes of ids and times.
       sizeOf: (user) => textBytes(user.userId, user.email, user.displayName) + 60,
+      bytes,
     });
     return { users: items, ...(nextSeq !== undefined && { nextSeq }) };
   }

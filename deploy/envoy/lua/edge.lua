@@ -5,6 +5,8 @@
 -- - Records the caller's protocol (grpc-web, connect or rest) and HTTP method as dynamic
 --   metadata shopmesh.edge protocol and method, for the access log, and as the request header
 --   EDGE_PROTOCOL_HEADER for lua/health.lua, which removes it.
+-- - Asks a REST or Connect call's page to fit what the transcoder or the bridge holds of its
+--   reply (PAGE_BYTES_KEY): a list's page is then smaller, and never too large to answer.
 -- - Refuses a REST body with a field its message does not have: INVALID_ARGUMENT, as a
 --   google.rpc.Status JSON body. The transcoder would drop it silently.
 -- - Refuses a REST query parameter for a field the path or the body sets (any, when the body is
@@ -59,7 +61,8 @@
 -- CONNECT_MESSAGE_REFUSAL (for a GET whose base64 message is not base64url),
 -- GRPC_WEB_CODEC_REFUSAL (message and grpc-status-details-bin, for gRPC-Web in another codec),
 -- CONNECT_CODEC_REFUSAL (the Connect error for a call in another codec), CORS_ORIGINS (the origins browsers may call from, as keys) with
--- CORS_EXPOSE_HEADERS, and EDGE_PROTOCOL_HEADER are defined above this file by
+-- CORS_EXPOSE_HEADERS, EDGE_PROTOCOL_HEADER, and PAGE_BYTES_KEY with REST_PAGE_BYTES,
+-- CONNECT_PAGE_BYTES (by HTTP version) and CONNECT_SMALLEST_PAGE_BYTES are defined above this file by
 -- deploy/envoy/config.ts, from the contract and the topology.
 
 local NAMESPACE = "shopmesh.edge"
@@ -556,6 +559,13 @@ function envoy_on_request(handle)
   metadata:set(NAMESPACE, "protocol", protocol)
   metadata:set(NAMESPACE, "method", headers:get(":method"))
   headers:replace(EDGE_PROTOCOL_HEADER, protocol)
+  -- The bridges hold a REST or unary Connect reply whole: a list call's page is asked to fit.
+  if protocol == "rest" then
+    headers:replace(PAGE_BYTES_KEY, REST_PAGE_BYTES)
+  elseif protocol == "connect" then
+    local version = handle:streamInfo():protocol()
+    headers:replace(PAGE_BYTES_KEY, CONNECT_PAGE_BYTES[version] or CONNECT_SMALLEST_PAGE_BYTES)
+  end
   local origin = headers:get("origin")
   if origin ~= nil and CORS_ORIGINS[origin] then metadata:set(NAMESPACE, "cors_origin", origin) end
   if protocol == "connect" then

@@ -240,8 +240,10 @@ export type ListOrdersRequest = Message<"shop.order.v1.ListOrdersRequest"> & {
   /**
    * Maximum number of orders to return. 0 means the default of 50; values
    * above 1000 are treated as 1000. Must not be negative. A page holds
-   * fewer when its orders are large (it stays near 2 MB); only an empty
-   * `next_page_token` marks the last page.
+   * fewer when its orders are large (it stays under about 2 MB, or the
+   * smaller size metadata `shopmesh-page-bytes` asks for, as the edge does
+   * for REST and Connect); only an empty `next_page_token` marks the last
+   * page.
    *
    * @generated from field: int32 page_size = 1;
    */

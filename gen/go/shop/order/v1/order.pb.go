@@ -488,8 +488,10 @@ type ListOrdersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of orders to return. 0 means the default of 50; values
 	// above 1000 are treated as 1000. Must not be negative. A page holds
-	// fewer when its orders are large (it stays near 2 MB); only an empty
-	// `next_page_token` marks the last page.
+	// fewer when its orders are large (it stays under about 2 MB, or the
+	// smaller size metadata `shopmesh-page-bytes` asks for, as the edge does
+	// for REST and Connect); only an empty `next_page_token` marks the last
+	// page.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's `next_page_token`; empty for the first
 	// page. Must come from a call with the same `user_id`.

@@ -303,7 +303,11 @@ func (x *GetUserResponse) GetUser() *User {
 type ListUsersRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
 	// Maximum number of users to return. 0 means the default of 50; values
-	// above 1000 are treated as 1000. Must not be negative.
+	// above 1000 are treated as 1000. Must not be negative. A page holds
+	// fewer when its users are large (it stays under about 2 MB, or the
+	// smaller size metadata `shopmesh-page-bytes` asks for, as the edge does
+	// for REST and Connect); only an empty `next_page_token` marks the last
+	// page.
 	PageSize int32 `protobuf:"varint,1,opt,name=page_size,json=pageSize,proto3" json:"page_size,omitempty"`
 	// Token from a previous response's `next_page_token`; empty for the first
 	// page. Opaque: clients must not build or change it.

@@ -88,8 +88,10 @@ export interface ListProductsRequest {
   /**
    * Maximum number of products to return. 0 means the default of 50;
    * values above 1000 are treated as 1000. Must not be negative. A page
-   * holds fewer when its products are large (it stays near 2 MB); only an
-   * empty `next_page_token` marks the last page.
+   * holds fewer when its products are large (it stays under about 2 MB, or
+   * the smaller size metadata `shopmesh-page-bytes` asks for, as the edge
+   * does for REST and Connect); only an empty `next_page_token` marks the
+   * last page.
    */
   pageSize: number;
   /**

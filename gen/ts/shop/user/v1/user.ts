@@ -84,7 +84,11 @@ export interface GetUserResponse {
 export interface ListUsersRequest {
   /**
    * Maximum number of users to return. 0 means the default of 50; values
-   * above 1000 are treated as 1000. Must not be negative.
+   * above 1000 are treated as 1000. Must not be negative. A page holds
+   * fewer when its users are large (it stays under about 2 MB, or the
+   * smaller size metadata `shopmesh-page-bytes` asks for, as the edge does
+   * for REST and Connect); only an empty `next_page_token` marks the last
+   * page.
    */
   pageSize: number;
   /**
