@@ -165,7 +165,8 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 
     async list${Names}({ pageSize: requested, pageToken }, ctx) {
       const after = decodePageToken(ctx.method, pageToken);
-      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, pageBytesOf(ctx));
+      const bytes = pageBytesOf(ctx);
+      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, bytes);
       return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };
@@ -210,7 +211,6 @@ export class ${Name}Store {
     const { items, nextSeq } = await pageBySeq(this.env.reads<${Name}Row>("${names}"), limit, {
       from: afterSeq,
       items: (rows: ${Name}Row[]) => rows.map(to${Name}),
-      // An encoded ${name} is its text plus about 30 bytes of tags and time.
       sizeOf: (${name}) => textBytes(${name}.${name}Id, ${name}.displayName) + 30,
       bytes,
     });
