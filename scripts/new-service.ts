@@ -165,8 +165,7 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
 
     async list${Names}({ pageSize: requested, pageToken }, ctx) {
       const after = decodePageToken(ctx.method, pageToken);
-      const bytes = pageBytesOf(ctx);
-      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, bytes);
+      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, pageBytesOf(ctx));
       return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };
