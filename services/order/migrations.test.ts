@@ -225,15 +225,16 @@ test("0007 leaves the orders written before it unclaimed for the reconciler; its
   const [unsettled] = await store.unsettled(0, 10);
   t.is(unsettled?.orderId, failed.orderId);
   const now = Date.now();
+  const lease = now + 60_000;
   t.deepEqual(
-    await store.claimForReconcile([failed.orderId], now, now + 60_000),
+    await store.claimForReconcile([failed.orderId], 0, now, lease),
     new Set([failed.orderId]),
   );
   // Held by that run: no other run reads or takes it until the lease ends, or the run lets go.
   t.deepEqual(await store.unsettled(0, 10, [], now + 1), []);
-  t.deepEqual(await store.claimForReconcile([failed.orderId], now + 1, now + 60_000), new Set());
-  t.is((await store.unsettled(0, 10, [], now + 60_000)).length, 1);
-  await store.unclaim([failed.orderId]);
+  t.deepEqual(await store.claimForReconcile([failed.orderId], 0, now + 1, lease), new Set());
+  t.is((await store.unsettled(0, 10, [], lease)).length, 1);
+  await store.unclaim([failed.orderId], lease);
   t.is((await store.unsettled(0, 10, [], now + 1)).length, 1);
 
   await rollBack(db, "0007_reconcile_lease");

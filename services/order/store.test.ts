@@ -1,5 +1,6 @@
-// The orders store as concurrent calls meet it: a read never sees half an order. It runs again on
-// the other storages through services/handlers.*.test.ts.
+// The orders store as concurrent calls meet it: a read never sees half an order, and replicas'
+// reconciler runs take each order once. It runs again on the other storages through
+// services/handlers.*.test.ts.
 import test from "ava";
 import { openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
@@ -76,4 +77,40 @@ test("a page of large orders reads the lines of about the orders it holds, not o
     next = page.nextSeq;
   }
   t.is(seen.size, 1000);
+});
+
+test("a run takes only orders still unsettled, and lets go only of the orders it still holds", async (t) => {
+  const db = opening(
+    await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
+  );
+  t.teardown(() => db.destroy());
+  const store = new OrderStore({ db: db, reads: db });
+  const place = (userId: string) => {
+    const orderId = newId("ord");
+    return store.insert({
+      orderId,
+      userId,
+      idempotencyKey: "k-1",
+      reservationId: `order:${orderId}`,
+      lines: [{ productId: "prd_mug", quantity: 1 }],
+    });
+  };
+  const [a, b] = [await place("usr_alice"), await place("usr_bob")];
+  for (const order of [a, b]) t.true(await store.fail(order.orderId));
+  const now = Date.now();
+  // A run read both; another run took and settled a meanwhile, and let it go.
+  const read = (await store.unsettled(0, 10)).map((order) => order.orderId);
+  t.deepEqual([...read].sort(), [a.orderId, b.orderId].sort());
+  await store.markReleased(a.orderId);
+  t.deepEqual(await store.claimForReconcile(read, 0, now, now + 60_000), new Set([b.orderId]));
+  // Its lease lapsed mid-batch and another run took b: the first run's end leaves b to that one.
+  const later = now + 60_000;
+  t.deepEqual(
+    await store.claimForReconcile([b.orderId], 0, later, later + 60_000),
+    new Set([b.orderId]),
+  );
+  await store.unclaim([b.orderId], now + 60_000);
+  t.deepEqual(await store.unsettled(0, 10, [], later + 1), [], "b is still the second run's");
+  await store.unclaim([b.orderId], later + 60_000);
+  t.is((await store.unsettled(0, 10, [], later + 1)).length, 1);
 });

@@ -102,7 +102,6 @@ const toOrder = (row: OrderRow, lines: LineRow[]): Order => {
   };
 };
 
-/** The orders tables: the only code that touches them. */
 /** An order the reconciler must settle (OrderStore.unsettled). */
 export interface UnsettledOrder {
   orderId: string;
@@ -115,6 +114,26 @@ export interface UnsettledOrder {
 const unclaimed = (now: number) => (q: Knex.QueryBuilder) =>
   q.whereNull("reconcile_until").orWhere("reconcile_until", "<=", now);
 
+/**
+ * The orders the reconciler must settle: failed ones whose reservation may still hold stock,
+ * withdrawn ones not yet deleted, cancels not yet finished, and pending ones created before
+ * `pendingBefore`, whose saga has had all the time its reservation had.
+ */
+const unsettledOrders = (pendingBefore: number) => (unsettled: Knex.QueryBuilder) =>
+  unsettled
+    .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
+    // Released but not deleted: by an older replica, or by a run that read the order before its
+    // call withdrew it. Written as orders_withdrawn_index's WHERE reads, so that the planner
+    // takes the index.
+    .orWhere((q) => q.where({ state: OrderState.ORDER_STATE_FAILED }).andWhereRaw("withdrawn"))
+    .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
+    .orWhere((q) =>
+      q
+        .where({ state: OrderState.ORDER_STATE_PENDING })
+        .andWhere("create_time", "<", pendingBefore),
+    );
+
+/** The orders tables: the only code that touches them. */
 export class OrderStore {
   /** CreateOrder's writes, in plain SQL (kit/db/sql.ts). */
   private readonly sql: Sql;
@@ -401,10 +420,8 @@ export class OrderStore {
   }
 
   /**
-   * Orders the reconciler must settle, up to `limit`, but those in `excluding` and those another
-   * run holds at `now`: failed ones whose reservation may still hold stock, withdrawn ones not
-   * yet deleted, cancels not yet finished, and pending ones created before `pendingBefore`,
-   * whose saga has had all the time its reservation had.
+   * Orders the reconciler must settle (unsettledOrders), up to `limit`, but those in `excluding`
+   * and those another run holds at `now`.
    */
   async unsettled(
     pendingBefore: number,
@@ -415,22 +432,7 @@ export class OrderStore {
     const query = this.env
       .reads<OrderRow>("orders")
       .where(unclaimed(now))
-      .where((unsettled) =>
-        unsettled
-          .where({ state: OrderState.ORDER_STATE_FAILED, released: false })
-          // Released but not deleted: by an older replica, or by a run that read the order
-          // before its call withdrew it. Written as orders_withdrawn_index's WHERE reads, so
-          // that the planner takes the index.
-          .orWhere((q) =>
-            q.where({ state: OrderState.ORDER_STATE_FAILED }).andWhereRaw("withdrawn"),
-          )
-          .orWhere({ state: OrderState.ORDER_STATE_CANCELLING })
-          .orWhere((q) =>
-            q
-              .where({ state: OrderState.ORDER_STATE_PENDING })
-              .andWhere("create_time", "<", pendingBefore),
-          ),
-      )
+      .where(unsettledOrders(pendingBefore))
       .select("order_id", "reservation_id", "state", "withdrawn")
       .limit(limit);
     const rows = await (excluding.length > 0 ? query.whereNotIn("order_id", excluding) : query);
@@ -443,11 +445,13 @@ export class OrderStore {
   }
 
   /**
-   * Takes the orders of `orderIds` that no reconciler run holds at `now` for this one, until
-   * `until`; returns their ids. Replicas sharing the database then settle each order once.
+   * Takes for one reconciler run, until `until`, the orders of `orderIds` that are still
+   * unsettled and that no run holds at `now`; returns their ids. Replicas sharing the database
+   * then settle each order once, however long after its read another run took and settled it.
    */
   async claimForReconcile(
     orderIds: readonly string[],
+    pendingBefore: number,
     now: number,
     until: number,
   ): Promise<Set<string>> {
@@ -456,14 +460,22 @@ export class OrderStore {
       .db("orders")
       .whereIn("order_id", orderIds)
       .where(unclaimed(now))
+      .where(unsettledOrders(pendingBefore))
       .update({ reconcile_until: until })
       .returning("order_id");
     return new Set(claimed.map((row) => row.order_id));
   }
 
-  /** Lets other runs take these orders again: the run that claimed them is done with them. */
-  async unclaim(orderIds: readonly string[]): Promise<void> {
+  /**
+   * Lets other runs take these orders again: the run that claimed them until `until` is done
+   * with them. An order another run took since, its lease lapsed, stays that run's.
+   */
+  async unclaim(orderIds: readonly string[], until: number): Promise<void> {
     if (orderIds.length === 0) return;
-    await this.env.db("orders").whereIn("order_id", orderIds).update({ reconcile_until: null });
+    await this.env
+      .db("orders")
+      .whereIn("order_id", orderIds)
+      .where({ reconcile_until: until })
+      .update({ reconcile_until: null });
   }
 }

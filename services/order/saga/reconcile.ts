@@ -14,11 +14,12 @@ const RECONCILE_BATCHES = 20;
 const RECONCILE_RUN_MS = 5_000;
 
 /**
- * How long a run holds the orders it took: longer than a batch takes, with its calls' deadlines,
- * so that no other replica's run settles them meanwhile. A run that ends gives them back at once;
- * one whose process died holds them this long.
+ * How long a run holds the orders of a batch it took: a minute, and longer than the batch can
+ * take, each order's few calls in a row bounded by the dependency timeout, so that no other
+ * replica's run settles them meanwhile. A batch gives them back as it ends; one whose process
+ * died holds them this long. Replicas' clocks must agree to well within it.
  */
-const RECONCILE_LEASE_MS = 60_000;
+const leaseMs = (saga: Saga) => Math.max(60_000, 4 * saga.options.placingMs);
 
 /**
  * Settles what interrupted sagas and cancels left: releases the reservations of failed
@@ -34,31 +35,26 @@ export async function reconcileOrders(saga: Saga, now: number): Promise<number> 
   const tried: string[] = [];
   const until = Date.now() + RECONCILE_RUN_MS;
   for (let batch = 0; batch < RECONCILE_BATCHES && Date.now() < until; batch++) {
-    const unsettled = await saga.store.unsettled(
-      now - saga.options.reservationTtlMs,
-      RECONCILE_BATCH,
-      tried,
-    );
+    const pendingBefore = now - saga.options.reservationTtlMs;
+    const unsettled = await saga.store.unsettled(pendingBefore, RECONCILE_BATCH, tried);
     const ids = unsettled.map(({ orderId }) => orderId);
     tried.push(...ids);
     // A span only for a batch with work: an idle reconciler would start a trace every interval.
     if (unsettled.length === 0) break;
     // Another replica's run may have read the same orders: each goes to the run that takes it.
-    const claimed = await saga.store.claimForReconcile(
-      ids,
-      Date.now(),
-      Date.now() + RECONCILE_LEASE_MS,
-    );
+    const claimedAt = Date.now();
+    const lease = claimedAt + leaseMs(saga);
+    const claimed = await saga.store.claimForReconcile(ids, pendingBefore, claimedAt, lease);
     const mine = unsettled.filter(({ orderId }) => claimed.has(orderId));
-    const done = mine.length === 0 ? 0 : await settleClaimed(saga, mine);
+    const done = mine.length === 0 ? 0 : await settleClaimed(saga, mine, lease);
     settled += done;
     if (unsettled.length < RECONCILE_BATCH || (mine.length > 0 && done === 0)) break;
   }
   return settled;
 }
 
-/** Settles the orders this run claimed, then lets other runs take those still unsettled. */
-async function settleClaimed(saga: Saga, orders: UnsettledOrder[]): Promise<number> {
+/** Settles the orders this run claimed until `lease`, then lets other runs take them again. */
+async function settleClaimed(saga: Saga, orders: UnsettledOrder[], lease: number) {
   try {
     return await step("reconcile", async () => {
       const outcomes = await Promise.all(
@@ -75,7 +71,12 @@ async function settleClaimed(saga: Saga, orders: UnsettledOrder[]): Promise<numb
     });
   } finally {
     // Failing, the claims lapse with their lease instead.
-    await saga.store.unclaim(orders.map(({ orderId }) => orderId)).catch(() => {});
+    await saga.store
+      .unclaim(
+        orders.map(({ orderId }) => orderId),
+        lease,
+      )
+      .catch(() => {});
   }
 }
 
