@@ -175,9 +175,11 @@ test("a dependency that does not serve the call makes CreateOrder UNAVAILABLE, n
 });
 
 test("with the product service down, CreateOrder is UNAVAILABLE and places nothing", async (t) => {
+  const logs = captureLogger("order");
   const user = await start(t, userService);
   const order = await start(t, createOrderService(), {
     dependencies: { users: user.server.address, inventory: "127.0.0.1:1" },
+    logger: logs.logger,
   });
   const { users, orders } = clientsFor(t, {
     user: user.server.address,
@@ -197,6 +199,19 @@ test("with the product service down, CreateOrder is UNAVAILABLE and places nothi
   // per attempt.
   const listed = await orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
   t.deepEqual(listed.orders, []);
+
+  // A caller whose deadline ends first, while the service still waits for product, ended the
+  // call itself: that is what the service's log says, not that product is unavailable.
+  await t.throwsAsync(
+    orders.createOrder(
+      { userId: shopper.userId, lines: [orderLine("prd_x", 1)], requestId: "short" },
+      { timeoutMs: 300 },
+    ),
+  );
+  const line = await eventually("the CreateOrder line of the short call", () =>
+    logs.lines.find((logged) => logged.idempotency_key === "short"),
+  );
+  t.true(["DEADLINE_EXCEEDED", "CANCELLED"].includes(String(line.code)), String(line.code));
 });
 
 test("killing the product service mid-flight loses no stock once it is back", async (t) => {

@@ -15,12 +15,18 @@ import { CONFIRMED, PENDING, type Saga, step } from "./step.js";
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
-const productUnreachable = (ctx: CallContext) =>
-  fromDependency(
-    "product",
-    new ServiceError(Code.UNAVAILABLE, "no connection to the product service"),
-    ctx,
-  );
+/** Why the product channel was not ready: the caller gone, or product not reachable. */
+const notReady = (ctx: CallContext) =>
+  ctx.signal.aborted || deadlinePassed(ctx)
+    ? new ServiceError(
+        deadlinePassed(ctx) ? Code.DEADLINE_EXCEEDED : Code.CANCELLED,
+        "the call ended before its order was written",
+      )
+    : fromDependency(
+        "product",
+        new ServiceError(Code.UNAVAILABLE, "no connection to the product service"),
+        ctx,
+      );
 
 /**
  * The saga proper: the order is written first, so that its idempotency key is won before any
@@ -45,7 +51,7 @@ export async function place(
     setImmediate().then(async () => {
       // An order written while product cannot be reached would only fail: each resend of the
       // call (Envoy's retries) would leave one more FAILED order under the same key.
-      if (!(await saga.deps.inventory.ready({ ctx }))) throw productUnreachable(ctx);
+      if (!(await saga.deps.inventory.ready({ ctx }))) throw notReady(ctx);
       const written = await step("write", () =>
         saga.store.insert({
           orderId,
