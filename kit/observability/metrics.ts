@@ -87,13 +87,13 @@ export function pagesMetrics(metrics: Metrics, pages: PagesInFlight): void {
 
 /**
  * `shop_tls_certificate_expiry_timestamp_seconds{certificate="identity"|"ca"}`: when this
- * process's mesh certificate, and the first certificate of its CA bundle, expire. The files are
+ * process's mesh certificate, and the first to expire of its CA bundle's, expire. The files are
  * read at start, so renewed ones take a restart (rules.yml alerts two weeks ahead).
  */
 export function certificateMetrics(metrics: Metrics, expiries: { identity: number; ca: number }) {
   const gauge = metrics.gauge({
     name: "shop_tls_certificate_expiry_timestamp_seconds",
-    help: "When this process's mesh certificate (identity) and the first certificate of its CA bundle (ca) expire, in seconds since the epoch.",
+    help: "When this process's mesh certificate (identity) and the first to expire of its CA bundle's (ca) expire, in seconds since the epoch.",
     labelNames: ["certificate"],
   });
   gauge.set({ certificate: "identity" }, expiries.identity / 1000);

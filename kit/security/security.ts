@@ -157,8 +157,8 @@ export function checkValidity(cert: X509Certificate, file: string, now = Date.no
 }
 
 /**
- * When this process's certificate, and the first of its CA bundle's, stop being valid (ms since
- * the epoch): a restart with renewed files must come before either.
+ * When this process's certificate, and the first to expire of its CA bundle's, stop being valid
+ * (ms since the epoch): a restart with renewed files must come before either.
  */
 export function certificateExpiries(tls: TlsMaterial): { identity: number; ca: number } {
   const [cert] = certificates(tls.cert) as [X509Certificate];
