@@ -25,7 +25,7 @@ import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, HOST, meshPlan, PROMETHEUS_PORT } from "./lib/plan.js";
 import { type LocalPostgres, launchPostgres } from "./lib/postgres.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { Supervisor } from "./lib/supervisor.js";
+import { refuseDeploymentSettings, Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
 const observe = process.argv.includes("--observe");
@@ -121,6 +121,7 @@ function banner(
 supervisor.handleSignals();
 
 try {
+  refuseDeploymentSettings(process.env);
   const started = Date.now();
   let plan = meshPlan();
   let server: LocalPostgres | undefined;

@@ -17,7 +17,7 @@ import {
 import { LaunchError } from "./lib/launcher.js";
 import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { Supervisor } from "./lib/supervisor.js";
+import { refuseDeploymentSettings, Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
 const supervisor = new Supervisor();
@@ -84,6 +84,7 @@ function banner(plan: FleetPlan, demo: DemoData, tokens: string[]): string {
 supervisor.handleSignals();
 
 try {
+  refuseDeploymentSettings(process.env);
   const started = Date.now();
   const plan = startPlan();
   console.log(`starting ${registry.names.join(", ")}; logs in ${plan.logDir}`);

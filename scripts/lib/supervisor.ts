@@ -92,7 +92,8 @@ function alive(pid: number): boolean {
 /**
  * A deployment's credentials and profile, which a launch would hand to every replica although
  * it signs its own tokens and dials its replicas with the development credentials: the seed
- * and every call would be refused. A launch stops on them, naming each, before anything starts.
+ * and every call would be refused. A launcher stops on them, naming each, before it starts
+ * anything (a PostgreSQL server included).
  */
 const DEPLOYMENT_SETTINGS = [
   "SHOP_JWKS_FILE",
@@ -103,7 +104,7 @@ const DEPLOYMENT_SETTINGS = [
   "SHOP_TLS_KEY_FILE",
 ];
 
-function refuseDeploymentSettings(environment: NodeJS.ProcessEnv): void {
+export function refuseDeploymentSettings(environment: NodeJS.ProcessEnv): void {
   const set = DEPLOYMENT_SETTINGS.filter((name) => environment[name]);
   const profile = environment.SHOP_PROFILE;
   if (profile && profile !== "development") set.unshift(`SHOP_PROFILE=${profile}`);
@@ -220,7 +221,6 @@ export class Supervisor {
     for (const unknown of unknownSettings(process.env, registry.names)) {
       console.error(unknownSettingMessage(unknown));
     }
-    refuseDeploymentSettings(process.env);
     this.lockDataDir(plan.dataDir);
     const ports: [string, number][] = plan.replicas.flatMap((replica): [string, number][] => [
       [replica.name, replica.port],
