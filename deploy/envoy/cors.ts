@@ -10,6 +10,7 @@ export const CORS_ALLOW_HEADERS = [
   "content-type",
   "grpc-timeout",
   "keep-alive",
+  "shopmesh-page-bytes",
   "user-agent",
   "x-accept-content-transfer-encoding",
   "x-accept-response-streaming",

@@ -519,6 +519,17 @@ test.serial(
     } while (pageToken !== "" && pages < 100);
     t.is(listed, made.length);
     t.true(pages >= 2, `${pages} pages`);
+    // A caller may ask for smaller pages still.
+    const small = await edgeFetch(`https://${mesh.front()}/products?page_size=1000`, {
+      headers: { "shopmesh-page-bytes": "16384" },
+    });
+    const page = JSON.parse(await small.text()) as {
+      products: { description: string }[];
+      next_page_token: string;
+    };
+    const bytes = page.products.reduce((sum, product) => sum + product.description.length, 0);
+    t.true(page.products.length > 0 && bytes <= 16_384, `${bytes} bytes of descriptions`);
+    t.not(page.next_page_token, "");
   },
 );
 

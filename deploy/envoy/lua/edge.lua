@@ -559,12 +559,17 @@ function envoy_on_request(handle)
   metadata:set(NAMESPACE, "protocol", protocol)
   metadata:set(NAMESPACE, "method", headers:get(":method"))
   headers:replace(EDGE_PROTOCOL_HEADER, protocol)
-  -- The bridges hold a REST or unary Connect reply whole: a list call's page is asked to fit.
+  -- The bridges hold a REST or unary Connect reply whole: a list call's page is asked to fit,
+  -- or to keep the smaller size its caller asked for.
+  local fits = nil
   if protocol == "rest" then
-    headers:replace(PAGE_BYTES_KEY, REST_PAGE_BYTES)
+    fits = REST_PAGE_BYTES
   elseif protocol == "connect" then
-    local version = handle:streamInfo():protocol()
-    headers:replace(PAGE_BYTES_KEY, CONNECT_PAGE_BYTES[version] or CONNECT_SMALLEST_PAGE_BYTES)
+    fits = CONNECT_PAGE_BYTES[handle:streamInfo():protocol()] or CONNECT_SMALLEST_PAGE_BYTES
+  end
+  local asked = headers:get(PAGE_BYTES_KEY) or ""
+  if fits ~= nil and not (asked:match("^%d+$") and #asked <= 10 and tonumber(asked) < tonumber(fits)) then
+    headers:replace(PAGE_BYTES_KEY, fits)
   end
   local origin = headers:get("origin")
   if origin ~= nil and CORS_ORIGINS[origin] then metadata:set(NAMESPACE, "cors_origin", origin) end
