@@ -5,6 +5,7 @@ import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
 import { Code, ServiceError } from "../../kit/errors.js";
+import type { ServerMiddleware } from "../../kit/middleware/types.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { createOrderService } from "../../services/order/service.js";
 import { userService } from "../../services/user/service.js";
@@ -122,6 +123,45 @@ test("a reservation whose reply is lost fails the order, gives the stock back, a
   const { order } = await fleet.orders.createOrder(request);
   t.is(order?.state, OrderState.ORDER_STATE_CONFIRMED);
   t.is(await stockOf(fleet, mug.productId), 3);
+});
+
+test("a failed order's release that hangs does not hold CreateOrder's answer; it goes on, and the stock comes back", async (t) => {
+  // Releases product has finished: they run inside the injected delay.
+  let released = 0;
+  const counting: ServerMiddleware = {
+    name: "released",
+    wrap: (method, next) =>
+      method.rpc !== "ReleaseReservation"
+        ? next
+        : async (request, ctx) => {
+            const response = await next(request, ctx);
+            released++;
+            return response;
+          },
+  };
+  const fleet = await startFleet(t, { middleware: { product: [counting] } });
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 5 });
+  fleet.product.faults.set("ReserveStock", { code: Code.UNAVAILABLE, afterHandler: true });
+  fleet.product.faults.set("ReleaseReservation", { delayMs: 3_000 });
+  const request = { userId: user.userId, lines: [orderLine(mug.productId, 2)], requestId: "slow" };
+  const error = await t.throwsAsync(fleet.orders.createOrder(request), {
+    instanceOf: ServiceError,
+  });
+  t.is(error?.code, Code.UNAVAILABLE);
+  t.is(released, 0, "answered while the release waits at product");
+  await eventually("the stock back", async () =>
+    (await stockOf(fleet, mug.productId)) === 5 ? true : undefined,
+  );
+  const { orders } = await fleet.orders.listOrders({
+    userId: user.userId,
+    pageSize: 10,
+    pageToken: "",
+  });
+  t.deepEqual(
+    orders.map((order) => order.state),
+    [OrderState.ORDER_STATE_FAILED],
+  );
 });
 
 test("a GetUser unanswered after half a second is sent again beside it, and the order is placed once", async (t) => {

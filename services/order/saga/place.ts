@@ -187,12 +187,18 @@ async function complete(saga: Saga, written: Order, reservationId: string, ctx: 
 }
 
 /**
+ * How long a failed CreateOrder waits for its release before it answers: a hung product would
+ * hold the answer for another dependency timeout.
+ */
+const RELEASE_WAIT_MS = 1_000;
+
+/**
  * Fails an order whose stock may or may not be taken, and gives it back; answers `error`,
  * unless a retry on another replica confirmed the order meanwhile.
  */
 async function abandon(saga: Saga, written: Order, reservationId: string, error: Error) {
   const { orderId } = written;
-  if (await failOrder(saga, orderId, reservationId)) throw error;
+  if (await failOrder(saga, orderId, reservationId, RELEASE_WAIT_MS)) throw error;
   const { order } = await saga.store.get(orderId);
   if (order.state === CONFIRMED) return order;
   throw error;

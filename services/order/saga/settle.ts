@@ -1,5 +1,6 @@
 // Bringing a written order to its end: settled by its reservation's state, confirmed at the
 // reservation's prices, or failed and its stock given back.
+import { setTimeout as sleep } from "node:timers/promises";
 import type { Order } from "../../../gen/ts/shop/order/v1/order.js";
 import type { Reservation } from "../../../gen/ts/shop/product/v1/inventory.js";
 import { fromDependency } from "../../../kit/client/index.js";
@@ -87,15 +88,28 @@ export async function confirm(
   return stored.state === CONFIRMED ? stored : undefined;
 }
 
-/** PENDING → FAILED, then the reservation back; only the call that failed it releases. */
+/**
+ * PENDING → FAILED, then the reservation back; only the call that failed it releases. With
+ * `waitMs`, it returns once the release is done or that long has passed, whichever is first:
+ * the release goes on, and the reconciler repeats one that fails.
+ */
 export async function failOrder(
   saga: Saga,
   orderId: string,
   reservationId: string,
+  waitMs?: number,
 ): Promise<boolean> {
   if (!(await saga.store.fail(orderId))) return false;
   saga.changed(orderId, FAILED);
-  if (await release(saga, reservationId)) await saga.store.markReleased(orderId);
+  const released = release(saga, reservationId)
+    .then(async (done) => {
+      if (done) await saga.store.markReleased(orderId);
+    })
+    .catch((error: unknown) =>
+      saga.options.logger.warn({ err: error, orderId }, "could not mark the order released"),
+    );
+  if (waitMs === undefined) await released;
+  else await Promise.race([released, sleep(waitMs)]);
   return true;
 }
 
