@@ -15,7 +15,7 @@ import {
 import { type CallContext, type CallStatus, contextKey } from "../context.js";
 import type { MethodInfo } from "../contract.js";
 import { Code } from "../errors.js";
-import { tracer, unsampledParent } from "../observability/tracing.js";
+import { spanStart, tracer, unsampledParent } from "../observability/tracing.js";
 import { GRPC_CODE_NAMES } from "./metrics.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
@@ -59,7 +59,7 @@ function finish(span: Span, status: CallStatus, error: boolean) {
       message: `${GRPC_CODE_NAMES[status.code] ?? status.code}: ${status.details}`,
     });
   }
-  span.end();
+  span.end(spanStart());
 }
 
 /** Each message of `messages` is made inside `active`, where the handler's spans belong. */
@@ -92,7 +92,7 @@ export const tracingServer: ServerMiddleware = {
     const streaming = method.kind === "server_streaming";
     return (request, ctx) => {
       const parent = propagation.extract(ROOT_CONTEXT, ctx.metadata, getter);
-      const span = tracer().startSpan(name, options, parent);
+      const span = tracer().startSpan(name, { ...options, startTime: spanStart() }, parent);
       const spanContext = span.spanContext();
       if (isSpanContextValid(spanContext)) {
         ctx.logFields.trace_id = spanContext.traceId;
@@ -134,7 +134,7 @@ export const tracingClient: ClientMiddleware = {
         propagation.inject(parent, call.metadata, setter);
         return next(request, call);
       }
-      const span = tracer().startSpan(name, options, parent);
+      const span = tracer().startSpan(name, { ...options, startTime: spanStart() }, parent);
       propagation.inject(trace.setSpan(parent, span), call.metadata, setter);
       call.onFinish((status) => finish(span, status, status.code !== Code.OK));
       return next(request, call);

@@ -34,3 +34,32 @@ test("a release that fails marks its saga step's span as an error", async (t) =>
     t.regex(span.status.message ?? "", /injected fault/);
   }
 });
+
+test("every span lies within its parent's, to the microsecond", async (t) => {
+  finished.reset();
+  const fleet = await startFleet(t);
+  const user = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 100 });
+  for (let i = 0; i < 20; i++) {
+    await fleet.orders.createOrder({
+      userId: user.userId,
+      lines: [orderLine(mug.productId, 1)],
+      requestId: `within-${i}`,
+    });
+  }
+  const spans = finished.getFinishedSpans();
+  const byId = new Map(spans.map((span) => [span.spanContext().spanId, span]));
+  const micros = ([seconds, nanos]: [number, number]) => seconds * 1e6 + nanos / 1e3;
+  let pairs = 0;
+  const outside: string[] = [];
+  for (const span of spans) {
+    const parent = byId.get(span.parentSpanContext?.spanId ?? "");
+    if (!parent) continue;
+    pairs++;
+    const early = micros(parent.startTime) - micros(span.startTime);
+    const late = micros(span.endTime) - micros(parent.endTime);
+    if (early > 1 || late > 1) outside.push(`${span.name} in ${parent.name}: ${early}, ${late} µs`);
+  }
+  t.true(pairs >= 100, `${pairs} pairs`);
+  t.deepEqual(outside, []);
+});
