@@ -44,27 +44,33 @@ export function createClient<S extends ServiceDefinition>(
   const retried = new Set(retriedMethods(definition, options).map((method) => method.path));
 
   /**
-   * Calls `send` at once when the channel is ready (the usual case); otherwise once it is, or
-   * once readyWaitMs or the deadline has passed, or the call is cancelled, whichever comes
-   * first. Sent either way: on a channel still down it fails with UNAVAILABLE, past its
-   * deadline with DEADLINE_EXCEEDED, and a cancelled call ends at once.
+   * Calls `then(true)` at once when the channel is ready (the usual case); otherwise once it is,
+   * or `then(false)` once readyWaitMs or `deadline` has passed, or one of `signals` aborts,
+   * whichever comes first.
    */
-  const whenReady = (call: OutgoingCall, send: () => void) => {
+  const whenReady = (
+    signals: readonly AbortSignal[],
+    deadline: number | undefined,
+    then: (ready: boolean) => void,
+  ) => {
     if (channel.getChannel().getConnectivityState(true) === grpc.connectivityState.READY) {
-      send();
+      then(true);
       return;
     }
-    let sent = false;
+    let done = false;
     let unlink = () => {};
-    const go = () => {
-      if (sent) return;
-      sent = true;
+    const end = (ready: boolean) => {
+      if (done) return;
+      done = true;
       unlink();
-      send();
+      then(ready);
     };
-    unlink = linkCancellation(call.signals, go);
-    if (sent) unlink();
-    else channel.waitForReady(Math.min(call.deadline ?? Infinity, Date.now() + readyWaitMs), go);
+    unlink = linkCancellation(signals, () => end(false));
+    if (done) unlink();
+    else {
+      const until = Math.min(deadline ?? Infinity, Date.now() + readyWaitMs);
+      channel.waitForReady(until, (error) => end(!error));
+    }
   };
 
   const client: Record<string, unknown> = {
@@ -75,26 +81,13 @@ export function createClient<S extends ServiceDefinition>(
         ),
       ),
     ready: (call: CallOptions = {}) =>
-      new Promise<boolean>((resolve) => {
-        const state = channel.getChannel().getConnectivityState(true);
-        if (state === grpc.connectivityState.READY) return resolve(true);
-        const signals = [call.ctx?.signal, call.signal].filter((signal) => signal !== undefined);
-        let unlink = () => {};
-        let done = false;
-        const end = (ready: boolean) => {
-          if (done) return;
-          done = true;
-          unlink();
-          resolve(ready);
-        };
-        unlink = linkCancellation(signals, () => end(false));
-        if (done) return unlink();
-        const deadline = Math.min(
-          call.ctx?.deadline?.getTime() ?? Infinity,
-          Date.now() + readyWaitMs,
-        );
-        channel.waitForReady(deadline, (error) => end(!error));
-      }),
+      new Promise<boolean>((resolve) =>
+        whenReady(
+          [call.ctx?.signal, call.signal].filter((signal) => signal !== undefined),
+          call.ctx?.deadline?.getTime(),
+          resolve,
+        ),
+      ),
     close: () => channel.close(),
   };
 
@@ -149,7 +142,7 @@ export function createClient<S extends ServiceDefinition>(
                   const cut = error && (cutShort(error) || cancelledByServer(error, outgoing));
                   if (cut && !resent && retried.has(method.path)) {
                     resent = true;
-                    return whenReady(outgoing, send);
+                    return whenReady(outgoing.signals, outgoing.deadline, send);
                   }
                   if (error) {
                     const failure = failureOf(error, outgoing);
@@ -163,7 +156,9 @@ export function createClient<S extends ServiceDefinition>(
               );
               unlink = linkCancellation(outgoing.signals, () => pending.cancel());
             };
-            if (retried.has(method.path)) whenReady(outgoing, send);
+            // Sent either way: on a channel still down it fails with UNAVAILABLE, past its deadline
+            // with DEADLINE_EXCEEDED, and a cancelled call ends at once.
+            if (retried.has(method.path)) whenReady(outgoing.signals, outgoing.deadline, send);
             else send();
           });
     const handle = chain(middleware, info, core);
