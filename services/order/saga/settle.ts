@@ -109,7 +109,8 @@ export async function failOrder(
       saga.options.logger.warn({ err: error, orderId }, "could not mark the order released"),
     );
   if (waitMs === undefined) await released;
-  else await Promise.race([released, sleep(waitMs)]);
+  // Unref'd: the timer left after an early release must not hold a stopping process.
+  else await Promise.race([released, sleep(waitMs, undefined, { ref: false })]);
   return true;
 }
 
