@@ -21,11 +21,11 @@ import {
   storageLine,
   tokenLines,
 } from "./lib/banner.js";
-import { LaunchError } from "./lib/launcher.js";
+import { LaunchError, refuseDeploymentSettings } from "./lib/launcher.js";
 import { type FleetPlan, HOST, meshPlan, PROMETHEUS_PORT } from "./lib/plan.js";
 import { type LocalPostgres, launchPostgres } from "./lib/postgres.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { refuseDeploymentSettings, Supervisor } from "./lib/supervisor.js";
+import { Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
 const observe = process.argv.includes("--observe");

@@ -14,10 +14,10 @@ import {
   storageLine,
   tokenLines,
 } from "./lib/banner.js";
-import { LaunchError } from "./lib/launcher.js";
+import { LaunchError, refuseDeploymentSettings } from "./lib/launcher.js";
 import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
-import { refuseDeploymentSettings, Supervisor } from "./lib/supervisor.js";
+import { Supervisor } from "./lib/supervisor.js";
 
 const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
 const supervisor = new Supervisor();

@@ -123,6 +123,31 @@ export interface RunningProcess extends LoggedProcess {
 export class LaunchError extends Error {}
 
 /**
+ * A deployment's credentials and profile, which a launch would hand to every replica although
+ * it signs its own tokens and dials its replicas with the development credentials: the seed
+ * and every call would be refused. A launcher stops on them, naming each, before it starts
+ * anything (a PostgreSQL server included).
+ */
+const DEPLOYMENT_SETTINGS = [
+  "SHOP_JWKS_FILE",
+  "SHOP_JWT_AUDIENCE",
+  "SHOP_JWT_ISSUER",
+  "SHOP_TLS_CA_FILE",
+  "SHOP_TLS_CERT_FILE",
+  "SHOP_TLS_KEY_FILE",
+];
+
+export function refuseDeploymentSettings(environment: NodeJS.ProcessEnv): void {
+  const set = DEPLOYMENT_SETTINGS.filter((name) => environment[name]);
+  const profile = environment.SHOP_PROFILE;
+  if (profile && profile !== "development") set.unshift(`SHOP_PROFILE=${profile}`);
+  if (set.length === 0) return;
+  throw new LaunchError(
+    `${set.join(", ")}: a deployment's ${set.length > 1 ? "settings" : "setting"}; a launch runs every replica with the development credentials (npm run certs) and profile, and signs its own tokens with them. Unset ${set.length > 1 ? "them" : "it"}, or deploy with compose or Kubernetes (deploy/README.md)`,
+  );
+}
+
+/**
  * Starts a child with its output appended to logDir/<name>.log. Its stdout, where the services
  * write a line per call, gets the file itself: relayed through this process, every batch of
  * lines cost this event loop a read and a write (a tenth of a core while a service logged 10,000
