@@ -149,6 +149,14 @@ export const PRODUCTION_IMAGE: string | undefined = undefined;
 export const CLUSTER_CORS_ORIGINS: readonly string[] = ["https://shop.example.com"];
 
 /**
+ * The calls a second each caller may make through a deployment's Envoy (compose and both
+ * overlays): a token's subject, or for calls without one the client's address as Envoy sees it
+ * (the production overlay's LoadBalancer keeps it). Each Envoy replica counts on its own, so a
+ * caller spread over n of them gets up to n times this.
+ */
+export const EDGE_RATE_LIMIT = { calls: 100, seconds: 1 } as const;
+
+/**
  * The OpenTelemetry variables (kit/observability/tracing.ts, README "Operate") every service container gets:
  * none, so nothing is exported, until an operator names the installation's collector here. With
  * an OTLP/gRPC endpoint, Envoy's tracer sends its spans to the same collector at the same ratio,

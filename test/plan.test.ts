@@ -16,3 +16,16 @@ test("a replica count that is not a whole number of at least 1, or runs out of p
   }
   t.throws(() => meshPlan({ SHOP_MESH_REPLICAS: "2000" }), { message: /run past port 65535/ });
 });
+
+test("SHOP_EDGE_RATE_LIMIT limits each caller at the mesh's Envoy; unset, no limit", (t) => {
+  t.deepEqual(meshPlan({ SHOP_EDGE_RATE_LIMIT: "50" }).envoy?.topology.rateLimit, {
+    calls: 50,
+    seconds: 1,
+  });
+  t.is(meshPlan({}).envoy?.topology.rateLimit, undefined);
+  for (const calls of ["0", "-5", "1.5", "lots"]) {
+    t.throws(() => meshPlan({ SHOP_EDGE_RATE_LIMIT: calls }), {
+      message: `SHOP_EDGE_RATE_LIMIT must be a whole number of at least 1, got "${calls}"`,
+    });
+  }
+});

@@ -163,7 +163,13 @@ export async function launch(
         registry.names.map((service, i) => [service, [ports[i] as number]]),
       ) as Record<ServiceName, number[]>,
       ...(envoy && {
-        envoy: { port: ports.at(-2) as number, adminPort: ports.at(-1) as number },
+        envoy: {
+          port: ports.at(-2) as number,
+          adminPort: ports.at(-1) as number,
+          // The production shape limits each caller at the edge: on, so its cost is measured,
+          // and far above the bench's load, so that it refuses nothing.
+          ...(fleet === "tls" && { rateLimit: { calls: 1_000_000, seconds: 1 } }),
+        },
       }),
       ...(fleet === "tls" && { tls: DEV_CERTS_DIR }),
     });

@@ -25,6 +25,7 @@ import {
 } from "./observability.js";
 import { overloadManager } from "./overload-manager.js";
 import { edgeProtocols } from "./protocols.js";
+import { edgeRateLimit } from "./rate-limit.js";
 import { edgeGrpcReplies, edgeRefusals } from "./refusals.js";
 import { REST_REPLY_BYTES, REST_VALIDATION, restErrorReplies } from "./rest.js";
 import { healthByName, routes } from "./routes.js";
@@ -136,8 +137,9 @@ export function envoyConfig(
       // and timeout routes apply to REST too, and so do the token checks. CORS after both: it
       // takes its policy from the route it sees, and before the transcoder a REST path has no
       // forwarding route, so REST responses would get no CORS headers; it answers preflights
-      // before any token is asked for. Then the token (jwt_authn) and role (rbac) checks, whose
-      // refusals localReplies puts in its caller's protocol. The router last.
+      // before any token is asked for. Then the token check (jwt_authn), the caller's rate limit,
+      // which counts by the token's subject, and the role check (rbac), whose refusals
+      // localReplies puts in its caller's protocol. The router last.
       http_filters: [
         edgeProtocols(services, topology.corsOrigins),
         {
@@ -177,6 +179,7 @@ export function envoyConfig(
         },
         grpcStats(services),
         jwtAuthn(topology, services),
+        ...edgeRateLimit(topology),
         ...adminRbac(services),
         {
           name: "envoy.filters.http.router",

@@ -44,6 +44,14 @@ export const EDGE_REFUSALS = [
     message: "this call needs role admin",
   },
   {
+    // The caller's bucket is empty (rate-limit.ts): resend after a backoff.
+    details: "local_rate_limited",
+    status: 429,
+    code: 8,
+    reason: "RATE_LIMITED",
+    message: "too many calls from this caller; resend after a backoff",
+  },
+  {
     // The route for a grpc-timeout that is not one (routes): Envoy's router would put its own
     // timeout in its place, where a service refuses it. Matched by the route's status, since
     // every direct response has the same details.

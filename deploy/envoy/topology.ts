@@ -8,7 +8,7 @@ import type { AccessRule } from "../../kit/security/auth.js";
 import { DEV_AUDIENCE, DEV_ISSUER, PRODUCTION_ISSUER } from "../../kit/security/security.js";
 import { accessRules } from "../../kit/service.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
-import { TRACING_SETTINGS } from "../settings.js";
+import { EDGE_RATE_LIMIT, TRACING_SETTINGS } from "../settings.js";
 
 /** One upstream replica. `host` is an IP literal (STATIC cluster) or a DNS name (STRICT_DNS). */
 export interface Endpoint {
@@ -45,6 +45,11 @@ export interface EnvoyTopology {
   jwt: { jwksPath: string; issuer: string; audience: string };
   /** The origins a browser may call from (CORS, exact matches); none when empty. */
   corsOrigins: readonly string[];
+  /**
+   * At most `calls` calls in each `seconds` from one caller (rate-limit.ts): a token's subject,
+   * or the client's address for calls without a token. No limit when absent.
+   */
+  rateLimit?: { calls: number; seconds: number };
   /** A listener serving only Envoy's Prometheus stats (GET /metrics), for scrapers; none when absent. */
   stats?: { address: string; port: number };
   /**
@@ -152,7 +157,8 @@ export function localTopology(replicas = 2, registry = defaultRegistry): EnvoyTo
 
 /**
  * Each service by one DNS name, its own, on its registry port: every address the name resolves to
- * is a replica (a compose service, a Kubernetes headless Service). Listens on every interface.
+ * is a replica (a compose service, a Kubernetes headless Service). Listens on every interface, and
+ * limits each caller to EDGE_RATE_LIMIT.
  */
 export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyTopology {
   const topology = frontDoorTopology(
@@ -164,7 +170,11 @@ export function dnsTopology(registry: ServiceRegistry = defaultRegistry): EnvoyT
     ),
     registry,
   );
-  return { ...topology, listen: { address: "0.0.0.0", port: topology.listen.port } };
+  return {
+    ...topology,
+    listen: { address: "0.0.0.0", port: topology.listen.port },
+    rateLimit: EDGE_RATE_LIMIT,
+  };
 }
 
 /**

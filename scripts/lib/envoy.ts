@@ -15,7 +15,12 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import path from "node:path";
 import { setTimeout as sleep } from "node:timers/promises";
 import { envoyConfig } from "../../deploy/envoy/config.js";
-import { type Endpoint, edgeCredentials, frontDoorTopology } from "../../deploy/envoy/topology.js";
+import {
+  type Endpoint,
+  type EnvoyTopology,
+  edgeCredentials,
+  frontDoorTopology,
+} from "../../deploy/envoy/topology.js";
 import { descriptorPath } from "../../kit/descriptor.js";
 import { DEV_CERTS_DIR } from "../../kit/security/security.js";
 import { LaunchError, type LoggedProcess, spawnLogged, stopProcess, tool } from "./launcher.js";
@@ -316,6 +321,8 @@ export interface FrontDoorOptions {
   tls?: string;
   /** Origins browsers may call from (CORS). */
   corsOrigins?: readonly string[];
+  /** Each caller's limit (rate-limit.ts); none when absent. */
+  rateLimit?: EnvoyTopology["rateLimit"];
 }
 
 /**
@@ -334,5 +341,6 @@ export function frontDoorConfig(options: FrontDoorOptions): Record<string, unkno
     ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
     tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
     corsOrigins: options.corsOrigins ?? [],
+    ...(options.rateLimit && { rateLimit: options.rateLimit }),
   });
 }

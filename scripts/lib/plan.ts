@@ -73,6 +73,8 @@ export interface PlanOptions {
     healthCheckIntervalMs?: number;
     /** Where Envoy sends its spans (OTLP/gRPC), and the share of new traces it samples. */
     tracing?: EnvoyTopology["tracing"];
+    /** Each caller's limit at the edge; none when absent. */
+    rateLimit?: EnvoyTopology["rateLimit"];
   };
   /** Mutual TLS with the credentials in this folder; plaintext without. */
   tls?: string;
@@ -170,6 +172,7 @@ export function fleetPlan(options: PlanOptions): FleetPlan {
             ? undefined
             : { address: HOST, port: options.envoy.statsPort },
         ...(options.envoy.tracing && { tracing: options.envoy.tracing }),
+        ...(options.envoy.rateLimit && { rateLimit: options.envoy.rateLimit }),
         accessLogPath: accessLog,
         healthCheckIntervalMs,
         ...edgeCredentials(options.tls ?? DEV_CERTS_DIR),
@@ -298,12 +301,15 @@ export const corsOriginsFrom = (env: NodeJS.ProcessEnv) =>
  * `npm run mesh`: SHOP_MESH_REPLICAS (2) replicas of every service, replica i on its port
  * + 10 × (i − 1) (or SHOP_<NAME>_PORTS), Envoy on SHOP_ENVOY_PORT (8080) with its admin on
  * SHOP_ENVOY_ADMIN_PORT (9901), and the data in SHOP_DATA_DIR (data/mesh). Mutual TLS inside and
- * TLS at the edge, with the development credentials of `npm run certs`.
+ * TLS at the edge, with the development credentials of `npm run certs`. Each caller may make
+ * SHOP_EDGE_RATE_LIMIT calls a second through Envoy; unset, there is no limit: every local
+ * caller shares one address, and the tests and benches one subject.
  */
 export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
   const replicas = count(env, "SHOP_MESH_REPLICAS", 2);
   const ports = portsFrom(env, replicas);
   const tracing = envoyTracing(env);
+  const calls = count(env, "SHOP_EDGE_RATE_LIMIT", 0);
   return fleetPlan({
     dataDir: env.SHOP_DATA_DIR || path.join(repoRoot, "data", "mesh"),
     ports,
@@ -315,6 +321,7 @@ export function meshPlan(env: NodeJS.ProcessEnv = process.env): FleetPlan {
       adminPort: port(env, "SHOP_ENVOY_ADMIN_PORT", 9901),
       statsPort: port(env, "SHOP_ENVOY_STATS_PORT", ENVOY_STATS_PORT),
       ...(tracing && { tracing }),
+      ...(calls > 0 && { rateLimit: { calls, seconds: 1 } }),
     },
     // The production shape: TLS at the edge, mutual TLS inside, with the development credentials.
     tls: DEV_CERTS_DIR,

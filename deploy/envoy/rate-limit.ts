@@ -1,0 +1,73 @@
+// Calls per caller at the edge: a token bucket for each token subject, and for each client address
+// among calls that carry no token (Envoy's local_ratelimit, dynamic descriptors).
+
+import { typed } from "./matchers.js";
+import type { EnvoyTopology } from "./topology.js";
+
+/** How many callers' buckets Envoy keeps; the least recently seen one goes first. */
+export const RATE_LIMITED_CALLERS = 100_000;
+
+/** The descriptor of a call with a verified token: its subject. */
+const SUBJECT = "subject";
+
+/**
+ * The filter, after jwt_authn (whose verified payload names the subject), or none when the
+ * topology sets no limit. A subject's calls share one bucket from every address; a call without
+ * a token, which only open rpcs take, counts against its address, as Envoy sees it (with
+ * `use_remote_address`, the peer of the connection).
+ */
+export function edgeRateLimit(topology: EnvoyTopology) {
+  const limit = topology.rateLimit;
+  if (!limit) return [];
+  const bucket = {
+    max_tokens: limit.calls,
+    tokens_per_fill: limit.calls,
+    fill_interval: `${limit.seconds}s`,
+  };
+  const subject = {
+    metadata: {
+      descriptor_key: SUBJECT,
+      metadata_key: {
+        key: "envoy.filters.http.jwt_authn",
+        path: [{ key: "jwt_payload" }, { key: "sub" }],
+      },
+    },
+  };
+  const all = { default_value: { numerator: 100, denominator: "HUNDRED" } };
+  return [
+    {
+      name: "envoy.filters.http.local_ratelimit",
+      typed_config: typed("envoy.extensions.filters.http.local_ratelimit.v3.LocalRateLimit", {
+        stat_prefix: "edge_rate_limit",
+        filter_enabled: all,
+        filter_enforced: all,
+        // A refused gRPC call is RESOURCE_EXHAUSTED, not UNAVAILABLE, which clients resend at once.
+        rate_limited_as_resource_exhausted: true,
+        // No bucket for calls that match no descriptor below (none do).
+        always_consume_default_token_bucket: false,
+        max_dynamic_descriptors: RATE_LIMITED_CALLERS,
+        rate_limits: [
+          { actions: [{ metadata: { ...subject.metadata, skip_if_absent: true } }] },
+          // Without a subject, the descriptor is (subject "", address); with one, it names the
+          // subject and matches no bucket below.
+          {
+            actions: [
+              { metadata: { ...subject.metadata, default_value: "-" } },
+              { remote_address: {} },
+            ],
+          },
+        ],
+        descriptors: [
+          { entries: [{ key: SUBJECT, value: "" }], token_bucket: bucket },
+          {
+            entries: [
+              { key: SUBJECT, value: "-" },
+              { key: "remote_address", value: "" },
+            ],
+            token_bucket: bucket,
+          },
+        ],
+      }),
+    },
+  ];
+}
