@@ -245,6 +245,7 @@ test("the edge bounds what its clients can make Envoy hold, within its container
     overload.actions.map((action: { name: string }) => action.name),
     [
       "envoy.overload_actions.reset_high_memory_stream",
+      "envoy.overload_actions.reduce_timeouts",
       "envoy.overload_actions.shrink_heap",
       "envoy.overload_actions.stop_accepting_requests",
     ],

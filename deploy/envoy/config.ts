@@ -89,6 +89,11 @@ export function envoyConfig(
       // long as the client likes (the stream routes have no idle timeout).
       request_headers_timeout: "10s",
       request_timeout: seconds(topology.requestTimeoutMs ?? 60_000),
+      // A stream (WatchOrder, a health watch) idle for a day is cut, where Envoy's default is
+      // 5 minutes; a unary call is bounded by its route and the request timeout first. The
+      // overload manager shortens this to a second as the heap nears its budget, and only then
+      // is a call cut for idling in practice: refusals.ts answers it EDGE_OVERLOADED.
+      stream_idle_timeout: "86400s",
       // HTTP/1.1 passes trailers on, after the last chunk: a native gRPC call sent over it
       // learns its grpc-status instead of a reply that just ends (Envoy drops them by default).
       http_protocol_options: { enable_trailers: true },
@@ -232,7 +237,7 @@ export function envoyConfig(
         ...observabilityClusters(topology),
       ],
     },
-    overload_manager: overloadManager(),
+    overload_manager: overloadManager(topology.heapMiB),
   };
 }
 

@@ -8,9 +8,11 @@ import { typed } from "./matchers.js";
  * without a limit), and its heap. Each stream's reply waits in Envoy's buffers, up to the
  * connection's buffer limit, until its caller reads it; callers that never read would grow the
  * heap without end. Near the budget, Envoy first resets the streams holding the most buffered
- * bytes (1 MiB and up are tracked), then returns memory to the system, then refuses new requests.
+ * bytes (1 MiB and up are tracked), then cuts streams and connections idle for a second, then
+ * returns memory to the system, then refuses new requests. Streams held open and idle (a flood of
+ * health watches needs no token) fill the heap too, about 40 KB each, without buffering a byte.
  */
-export function overloadManager() {
+export function overloadManager(heapMiB = ENVOY_HEAP_MIB) {
   const HEAP = "envoy.resource_monitors.fixed_heap";
   return {
     refresh_interval: "0.25s",
@@ -25,7 +27,7 @@ export function overloadManager() {
       {
         name: HEAP,
         typed_config: typed("envoy.extensions.resource_monitors.fixed_heap.v3.FixedHeapConfig", {
-          max_heap_size_bytes: ENVOY_HEAP_MIB * 1024 * 1024,
+          max_heap_size_bytes: heapMiB * 1024 * 1024,
         }),
       },
     ],
@@ -34,6 +36,17 @@ export function overloadManager() {
       {
         name: "envoy.overload_actions.reset_high_memory_stream",
         triggers: [{ name: HEAP, scaled: { scaling_threshold: 0.8, saturation_threshold: 0.95 } }],
+      },
+      {
+        // Idle timers shrink from their configured length (routes.ts) towards a second.
+        name: "envoy.overload_actions.reduce_timeouts",
+        triggers: [{ name: HEAP, scaled: { scaling_threshold: 0.7, saturation_threshold: 0.8 } }],
+        typed_config: typed("envoy.config.overload.v3.ScaleTimersOverloadActionConfig", {
+          timer_scale_factors: [
+            "HTTP_DOWNSTREAM_STREAM_IDLE",
+            "HTTP_DOWNSTREAM_CONNECTION_IDLE",
+          ].map((timer) => ({ timer, min_timeout: "1s" })),
+        }),
       },
       {
         name: "envoy.overload_actions.shrink_heap",

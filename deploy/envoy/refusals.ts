@@ -70,16 +70,20 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
-    // The request did not arrive whole in time (config.ts request_timeout), or a unary call's
-    // stream went idle (Envoy's 5 minutes). Envoy's own answer would be UNKNOWN.
-    details: "request_overall_timeout",
-    status: 408,
-    code: 4,
-    reason: "REQUEST_TIMEOUT",
-    message: "the request did not arrive in full in time",
+    // Short of heap, Envoy refuses new requests and cuts calls idle for a second
+    // (overload-manager.ts); otherwise a call is cut for idling only after a day (config.ts).
+    details: "overload",
+    // In parentheses: the other mappers join it to their own conditions with &&.
+    when: "(response.code_details in ['overload', 'stream_idle_timeout'])",
+    status: 503,
+    code: 14,
+    reason: "EDGE_OVERLOADED",
+    message: "the edge is short of memory; resend after a backoff",
   },
   {
-    details: "stream_idle_timeout",
+    // The request did not arrive whole in time (config.ts request_timeout). Envoy's own answer
+    // would be UNKNOWN.
+    details: "request_overall_timeout",
     status: 408,
     code: 4,
     reason: "REQUEST_TIMEOUT",

@@ -86,8 +86,11 @@ function retryPolicy(method: MethodInfo) {
   };
 }
 
-/** Envoy times no stream: the caller's grpc-timeout travels upstream, and the service keeps it. */
-const STREAM_TIMEOUTS = { timeout: "0s", idle_timeout: "0s" };
+/**
+ * Envoy keeps no deadline of a stream: the caller's grpc-timeout travels upstream, and the service
+ * keeps it. Only the listener's idle timeout (a day, or a second short of heap) cuts one.
+ */
+const STREAM_TIMEOUTS = { timeout: "0s" };
 
 interface Route {
   name: string;

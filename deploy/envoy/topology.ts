@@ -35,6 +35,8 @@ export interface EnvoyTopology {
   healthCheckIntervalMs?: number;
   /** How long a client may take to send a whole request (config.ts); 60000 ms when absent. */
   requestTimeoutMs?: number;
+  /** Envoy's heap budget (overload-manager.ts); ENVOY_HEAP_MIB when absent. */
+  heapMiB?: number;
   /**
    * The edge's mTLS identity (files as Envoy opens them): the listener serves TLS with it, and
    * Envoy presents it to the services, whose certificates it checks against `ca`. Plaintext on

@@ -323,6 +323,8 @@ export interface FrontDoorOptions {
   corsOrigins?: readonly string[];
   /** Each caller's limit (rate-limit.ts); none when absent. */
   rateLimit?: EnvoyTopology["rateLimit"];
+  /** Envoy's heap budget, MiB (deploy/settings.ts ENVOY_HEAP_MIB by default). */
+  heapMiB?: number;
 }
 
 /**
@@ -342,5 +344,6 @@ export function frontDoorConfig(options: FrontDoorOptions): Record<string, unkno
     tls: options.tls ? edgeCredentials(options.tls).tls : undefined,
     corsOrigins: options.corsOrigins ?? [],
     ...(options.rateLimit && { rateLimit: options.rateLimit }),
+    ...(options.heapMiB && { heapMiB: options.heapMiB }),
   });
 }
