@@ -7,10 +7,10 @@ import { typed } from "./matchers.js";
  * Bounds on what clients can make Envoy hold: downstream connections (Envoy warns at startup
  * without a limit), and its heap. Each stream's reply waits in Envoy's buffers, up to the
  * connection's buffer limit, until its caller reads it; callers that never read would grow the
- * heap without end. Near the budget, Envoy first resets the streams holding the most buffered
- * bytes (1 MiB and up are tracked), then cuts streams and connections idle for a second, then
- * returns memory to the system, then refuses new requests. Streams held open and idle (a flood of
- * health watches needs no token) fill the heap too, about 40 KB each, without buffering a byte.
+ * heap without end. Streams held open and idle (a flood of health watches needs no token) fill it
+ * too, some 20–40 KB each, without buffering a byte. Near the budget, Envoy first cuts streams
+ * and connections idle for a second, then resets the streams holding the most buffered bytes
+ * (1 MiB and up are tracked), then returns memory to the system, then refuses new requests.
  */
 export function overloadManager(heapMiB = ENVOY_HEAP_MIB) {
   const HEAP = "envoy.resource_monitors.fixed_heap";
