@@ -225,12 +225,15 @@ export interface MetricsEndpoint {
 
 /**
  * Serves `metrics` over HTTP: GET /metrics is the Prometheus text; anything else is 404. Binds
- * like the gRPC port (127.0.0.1 by default); port 0 picks a free one.
+ * like the gRPC port (127.0.0.1 by default); port 0 picks a free one. A scrape that fails (a
+ * gauge's read of the store, say) is a bare 500, and its error goes to `onError`, not to the
+ * scraper: it may name the database.
  */
 export async function serveMetrics(
   metrics: Metrics,
   host: string,
   port: number,
+  onError: (error: unknown) => void = () => {},
 ): Promise<MetricsEndpoint> {
   const server: Server = createServer((request, response) => {
     if (request.method !== "GET" || request.url?.split("?")[0] !== "/metrics") {
@@ -239,8 +242,12 @@ export async function serveMetrics(
     }
     metrics.text().then(
       (text) => response.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
-      (error: unknown) =>
-        response.writeHead(500, { "content-type": "text/plain" }).end(`${String(error)}\n`),
+      (error: unknown) => {
+        onError(error);
+        response
+          .writeHead(500, { "content-type": "text/plain" })
+          .end("the metrics could not be read; the service's log says why\n");
+      },
     );
   });
   // A scraper keeps its connection; a shutdown must not wait for it.

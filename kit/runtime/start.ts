@@ -125,7 +125,9 @@ export async function startService(
     });
     const metricsPort = options.metrics ? options.metrics.port : undefined;
     if (metricsPort !== undefined) {
-      metricsEndpoint = await serveMetrics(metrics, config.host, metricsPort).catch(
+      const failedScrape = (error: unknown) =>
+        logger.error({ err: error }, "a metrics scrape failed");
+      metricsEndpoint = await serveMetrics(metrics, config.host, metricsPort, failedScrape).catch(
         async (error: unknown) => {
           await server.shutdown();
           throw new ListenError("metrics", hostPort(config.host, metricsPort), error);
