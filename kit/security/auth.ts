@@ -145,8 +145,8 @@ export class TokenVerifier {
 /**
  * The token of `authorization: Bearer <token>` headers (or `bearer`): undefined when there is
  * none or the header is another scheme's (the edge also finds `Bearer ` later in the value; that
- * call passes it, and is refused here); else everything after the
- * scheme, which fails verification unless it is one token (`Bearer a b`). Two `authorization`
+ * call passes it, and is refused here); else everything after the scheme, which fails
+ * verification unless it is one token (`Bearer a b`). Two `authorization`
  * headers never reach here as two: Node's HTTP/2 parser keeps the first, and that token is
  * verified like any other; a caller given the headers as a list joins them, which fails.
  */
