@@ -233,7 +233,7 @@ export async function serveMetrics(
   metrics: Metrics,
   host: string,
   port: number,
-  onError: (error: unknown) => void = () => {},
+  onError: (error: unknown) => void,
 ): Promise<MetricsEndpoint> {
   const server: Server = createServer((request, response) => {
     if (request.method !== "GET" || request.url?.split("?")[0] !== "/metrics") {
@@ -243,10 +243,13 @@ export async function serveMetrics(
     metrics.text().then(
       (text) => response.writeHead(200, { "content-type": metrics.registry.contentType }).end(text),
       (error: unknown) => {
-        onError(error);
-        response
-          .writeHead(500, { "content-type": "text/plain" })
-          .end("the metrics could not be read; the service's log says why\n");
+        try {
+          onError(error);
+        } finally {
+          response
+            .writeHead(500, { "content-type": "text/plain" })
+            .end("the metrics could not be read; the service's log says why\n");
+        }
       },
     );
   });
