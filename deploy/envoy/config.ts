@@ -86,19 +86,20 @@ export function envoyConfig(
       // A client has 10 s to send a request's headers once it opened the stream, and a minute
       // for the whole request. No rpc streams its request, so a watch's request ends at once;
       // without this bound a stream whose body never comes would be held on both sides for as
-      // long as the client likes (the stream routes have no idle timeout).
+      // long as the client likes.
       request_headers_timeout: "10s",
       request_timeout: seconds(topology.requestTimeoutMs ?? 60_000),
-      // A stream (WatchOrder, a health watch) idle for a day is cut, where Envoy's default is
-      // 5 minutes; a unary call is bounded by its route and the request timeout first. The
-      // overload manager shortens this to a second as the heap nears its budget, and only then
-      // is a call cut for idling in practice: refusals.ts answers it EDGE_OVERLOADED.
+      // A call idle for a day is cut (Envoy's default is 5 minutes): a health watch or a
+      // reflection stream, since a unary call is bounded by its route and the request timeout
+      // first, and WatchOrder's routes have no idle timeout. The overload manager shortens this
+      // to a second as the heap nears its budget, and only then is a call cut for idling in
+      // practice: refusals.ts answers it EDGE_OVERLOADED.
       stream_idle_timeout: "86400s",
       // HTTP/1.1 passes trailers on, after the last chunk: a native gRPC call sent over it
       // learns its grpc-status instead of a reply that just ends (Envoy drops them by default).
       http_protocol_options: { enable_trailers: true },
       http2_protocol_options: {
-        // Detect dead clients holding streams (WatchOrder has no idle timeout).
+        // Detect dead clients holding streams (WatchOrder's routes have no idle timeout).
         connection_keepalive: { interval: "30s", timeout: "10s" },
         // An edge proxy's limits: streams per connection, and how much a client may send
         // before Envoy reads it.

@@ -8,9 +8,10 @@ import { typed } from "./matchers.js";
  * without a limit), and its heap. Each stream's reply waits in Envoy's buffers, up to the
  * connection's buffer limit, until its caller reads it; callers that never read would grow the
  * heap without end. Streams held open and idle (a flood of health watches needs no token) fill it
- * too, some 20–40 KB each, without buffering a byte. Near the budget, Envoy first cuts streams
- * and connections idle for a second, then resets the streams holding the most buffered bytes
- * (1 MiB and up are tracked), then returns memory to the system, then refuses new requests.
+ * too, some 20–40 KB each, without buffering a byte. From 75 % of the budget, Envoy cuts calls and
+ * connections idle for a second (WatchOrder's routes have no idle timeout, so no watch is cut);
+ * from 80 % it resets the streams holding the most buffered bytes (1 MiB and up are tracked),
+ * from 90 % returns memory to the system, and from 98 % refuses new requests.
  */
 export function overloadManager(heapMiB = ENVOY_HEAP_MIB) {
   const HEAP = "envoy.resource_monitors.fixed_heap";
@@ -38,9 +39,8 @@ export function overloadManager(heapMiB = ENVOY_HEAP_MIB) {
         triggers: [{ name: HEAP, scaled: { scaling_threshold: 0.8, saturation_threshold: 0.95 } }],
       },
       {
-        // Idle timers shrink from their configured length (routes.ts) towards a second.
         name: "envoy.overload_actions.reduce_timeouts",
-        triggers: [{ name: HEAP, scaled: { scaling_threshold: 0.7, saturation_threshold: 0.8 } }],
+        triggers: [{ name: HEAP, threshold: { value: 0.75 } }],
         typed_config: typed("envoy.config.overload.v3.ScaleTimersOverloadActionConfig", {
           timer_scale_factors: [
             "HTTP_DOWNSTREAM_STREAM_IDLE",

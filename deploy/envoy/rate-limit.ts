@@ -4,11 +4,25 @@
 import { typed } from "./matchers.js";
 import type { EnvoyTopology } from "./topology.js";
 
-/** How many callers' buckets Envoy keeps; the least recently seen one goes first. */
-export const RATE_LIMITED_CALLERS = 100_000;
+/**
+ * How many subjects' buckets Envoy keeps, and as many addresses': the least recently seen goes
+ * first, and comes back with a full bucket.
+ */
+export const RATE_LIMITED_CALLERS = 10_000;
 
 /** The descriptor of a call with a verified token: its subject. */
 const SUBJECT = "subject";
+
+/** Whether the call carries a verified token (jwt_authn left its payload): "token" or "none". */
+const SIGNED_IN = {
+  extension: {
+    name: "envoy.rate_limit_descriptors.expr",
+    typed_config: typed("envoy.extensions.rate_limit_descriptors.expr.v3.Descriptor", {
+      descriptor_key: "caller",
+      text: "'envoy.filters.http.jwt_authn' in metadata.filter_metadata ? 'token' : 'none'",
+    }),
+  },
+};
 
 /**
  * The filter, after jwt_authn (whose verified payload names the subject), or none when the
@@ -25,12 +39,10 @@ export function edgeRateLimit(topology: EnvoyTopology) {
     fill_interval: `${limit.seconds}s`,
   };
   const subject = {
-    metadata: {
-      descriptor_key: SUBJECT,
-      metadata_key: {
-        key: "envoy.filters.http.jwt_authn",
-        path: [{ key: "jwt_payload" }, { key: "sub" }],
-      },
+    descriptor_key: SUBJECT,
+    metadata_key: {
+      key: "envoy.filters.http.jwt_authn",
+      path: [{ key: "jwt_payload" }, { key: "sub" }],
     },
   };
   const all = { default_value: { numerator: 100, denominator: "HUNDRED" } };
@@ -43,25 +55,18 @@ export function edgeRateLimit(topology: EnvoyTopology) {
         filter_enforced: all,
         // A refused gRPC call is RESOURCE_EXHAUSTED, not UNAVAILABLE, which clients resend at once.
         rate_limited_as_resource_exhausted: true,
-        // No bucket for calls that match no descriptor below (none do).
+        // A descriptor that matches none below (a token call's second) takes from no bucket.
         always_consume_default_token_bucket: false,
         max_dynamic_descriptors: RATE_LIMITED_CALLERS,
         rate_limits: [
-          { actions: [{ metadata: { ...subject.metadata, skip_if_absent: true } }] },
-          // Without a subject, the descriptor is (subject "", address); with one, it names the
-          // subject and matches no bucket below.
-          {
-            actions: [
-              { metadata: { ...subject.metadata, default_value: "-" } },
-              { remote_address: {} },
-            ],
-          },
+          { actions: [{ metadata: { ...subject, skip_if_absent: true } }] },
+          { actions: [SIGNED_IN, { remote_address: {} }] },
         ],
         descriptors: [
           { entries: [{ key: SUBJECT, value: "" }], token_bucket: bucket },
           {
             entries: [
-              { key: SUBJECT, value: "-" },
+              { key: "caller", value: "none" },
               { key: "remote_address", value: "" },
             ],
             token_bucket: bucket,

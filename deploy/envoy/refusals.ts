@@ -70,15 +70,33 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
-    // Short of heap, Envoy refuses new requests and cuts calls idle for a second
-    // (overload-manager.ts); otherwise a call is cut for idling only after a day (config.ts).
+    // Short of heap, Envoy refuses new requests (overload-manager.ts). It does so before any
+    // filter reads the call's protocol, so only gRPC callers get this form; the others get a
+    // bare 503.
     details: "overload",
-    // In parentheses: the other mappers join it to their own conditions with &&.
-    when: "(response.code_details in ['overload', 'stream_idle_timeout'])",
     status: 503,
     code: 14,
     reason: "EDGE_OVERLOADED",
     message: "the edge is short of memory; resend after a backoff",
+  },
+  {
+    // Short of heap, it also cuts calls idle for a second (otherwise only after a day,
+    // config.ts): one whose request had not arrived whole reached no service (408).
+    details: "stream_idle_timeout",
+    when: "response.code_details == 'stream_idle_timeout' && response.code == 408",
+    status: 503,
+    code: 14,
+    reason: "EDGE_OVERLOADED",
+    message: "the edge is short of memory; resend after a backoff",
+  },
+  {
+    // One whose service had the request and had not answered (504) may have been done, as a
+    // call whose deadline passed: resend it with its request_id, where the rpc takes one.
+    details: "stream_idle_timeout",
+    status: 504,
+    code: 4,
+    reason: "EDGE_OVERLOADED",
+    message: "the edge is short of memory and cut the call before its service answered",
   },
   {
     // The request did not arrive whole in time (config.ts request_timeout). Envoy's own answer

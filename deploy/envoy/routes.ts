@@ -87,10 +87,19 @@ function retryPolicy(method: MethodInfo) {
 }
 
 /**
- * Envoy keeps no deadline of a stream: the caller's grpc-timeout travels upstream, and the service
- * keeps it. Only the listener's idle timeout (a day, or a second short of heap) cuts one.
+ * Envoy keeps no deadline of an rpc's stream (WatchOrder): the caller's grpc-timeout travels
+ * upstream, and the service keeps it, its token's expiry ends it, and the service bounds each
+ * caller's streams. Nor does it cut one for idling, even short of heap: once its first message
+ * is out, Envoy could only reset it, which grpc-js reads as INTERNAL.
  */
-const STREAM_TIMEOUTS = { timeout: "0s" };
+const STREAM_TIMEOUTS = { timeout: "0s", idle_timeout: "0s" };
+
+/**
+ * The streams anyone may hold without a token (health Watch, reflection): no deadline, and the
+ * listener's idle timeout, which the overload manager shortens to a second short of heap
+ * (config.ts).
+ */
+const OPEN_STREAM_TIMEOUTS = { timeout: "0s" };
 
 interface Route {
   name: string;
@@ -178,7 +187,9 @@ export function routes(
   exact.unshift(...healthRoutes(services));
   for (const grpcPath of INFRA_STREAMS) {
     exact.push(
-      edgeReflection(route(grpcPath.slice(1), { path: grpcPath }, infraCluster, STREAM_TIMEOUTS)),
+      edgeReflection(
+        route(grpcPath.slice(1), { path: grpcPath }, infraCluster, OPEN_STREAM_TIMEOUTS),
+      ),
     );
   }
   for (const name of INFRA_SERVICES) {
@@ -337,7 +348,7 @@ function healthRoutes(services: readonly GrpcService[]) {
         route: { cluster },
       };
       return rpc === "Watch"
-        ? [{ ...health, route: { ...health.route, ...STREAM_TIMEOUTS } }]
+        ? [{ ...health, route: { ...health.route, ...OPEN_STREAM_TIMEOUTS } }]
         : unaryRoutes(health);
     }),
   );
