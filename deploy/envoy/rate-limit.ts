@@ -6,7 +6,8 @@ import type { EnvoyTopology } from "./topology.js";
 
 /**
  * How many subjects' buckets Envoy keeps, and as many addresses': the least recently seen goes
- * first, and comes back with a full bucket.
+ * first, and comes back with a full bucket. A bucket takes about 500 bytes of Envoy's heap
+ * (12,000 addresses measured), so both kinds full take some 10 MB of its 128 MiB budget.
  */
 export const RATE_LIMITED_CALLERS = 10_000;
 
