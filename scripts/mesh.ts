@@ -21,15 +21,20 @@ import {
   storageLine,
   tokenLines,
 } from "./lib/banner.js";
-import { LaunchError, refuseDeploymentSettings } from "./lib/launcher.js";
+import { LaunchError, launchFlags, refuseDeploymentSettings } from "./lib/launcher.js";
 import { type FleetPlan, HOST, meshPlan, PROMETHEUS_PORT } from "./lib/plan.js";
 import { type LocalPostgres, launchPostgres } from "./lib/postgres.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
 import { Supervisor } from "./lib/supervisor.js";
 
-const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
-const observe = process.argv.includes("--observe");
-const postgres = process.argv.includes("--postgres");
+const flags = launchFlags("npm run mesh", {
+  "--no-seed": "no demo data on the first run (or SHOP_SEED=false)",
+  "--observe": "Prometheus too, scraping every replica and Envoy",
+  "--postgres": "one PostgreSQL server for every service, started in the data directory",
+});
+const seed = !flags.has("--no-seed") && env.bool("SHOP_SEED", true);
+const observe = flags.has("--observe");
+const postgres = flags.has("--postgres");
 const supervisor = new Supervisor();
 
 function banner(

@@ -14,12 +14,15 @@ import {
   storageLine,
   tokenLines,
 } from "./lib/banner.js";
-import { LaunchError, refuseDeploymentSettings } from "./lib/launcher.js";
+import { LaunchError, launchFlags, refuseDeploymentSettings } from "./lib/launcher.js";
 import { type FleetPlan, startPlan } from "./lib/plan.js";
 import { type DemoData, seedDemo } from "./lib/seed.js";
 import { Supervisor } from "./lib/supervisor.js";
 
-const seed = !process.argv.includes("--no-seed") && env.bool("SHOP_SEED", true);
+const flags = launchFlags("npm start", {
+  "--no-seed": "no demo data on the first run (or SHOP_SEED=false)",
+});
+const seed = !flags.has("--no-seed") && env.bool("SHOP_SEED", true);
 const supervisor = new Supervisor();
 
 function banner(plan: FleetPlan, demo: DemoData, tokens: string[]): string {

@@ -369,6 +369,31 @@ test.serial(
   },
 );
 
+for (const kind of ["start", "mesh"] as const) {
+  test.serial(
+    `${kind}: an unknown flag stops the launch before anything starts; --help lists them`,
+    async (t) => {
+      const typo = await spawnLaunch(kind, { args: ["--postgress"] });
+      t.teardown(() => typo.kill());
+      const { code, output } = await failedLaunch(typo);
+      t.is(code, 2, output);
+      t.regex(
+        output,
+        /unknown --postgress, so nothing started\nusage: npm (start|run mesh) -- \[--no-seed\]/,
+      );
+      for (const [name, port] of Object.entries(typo.ports)) {
+        t.false(await isListening(port), `${name} left running on ${port}`);
+      }
+      const help = await spawnLaunch(kind, { args: ["--help"] });
+      t.teardown(() => help.kill());
+      const asked = await failedLaunch(help);
+      t.is(asked.code, 0, asked.output);
+      t.regex(asked.output, /^ {2}--no-seed {4}no demo data/m);
+      t.false(asked.output.includes("shopmesh is ready"), asked.output);
+    },
+  );
+}
+
 test.serial("two launches never share a data directory", async (t) => {
   const first = await launch(t, "start", { args: ["--no-seed"] });
   const second = await spawnLaunch("start", { dataDir: first.dataDir });

@@ -123,6 +123,36 @@ export interface RunningProcess extends LoggedProcess {
 export class LaunchError extends Error {}
 
 /**
+ * The launcher's flags, by name with what each does: the ones given, as a set. `--help` prints
+ * them and exits; any other flag stops the launch before anything starts, where it was ignored
+ * (`--postgress` ran on SQLite, `--help` ran a whole mesh).
+ */
+export function launchFlags(
+  command: string,
+  flags: Readonly<Record<string, string>>,
+  argv: readonly string[] = process.argv.slice(2),
+): Set<string> {
+  const usage = () =>
+    [
+      `usage: ${command} --${Object.keys(flags)
+        .map((flag) => ` [${flag}]`)
+        .join("")}`,
+      ...Object.entries(flags).map(([flag, what]) => `  ${flag.padEnd(12)} ${what}`),
+      "Settings are SHOP_* variables: README, Configuration.",
+    ].join("\n");
+  if (argv.includes("--help") || argv.includes("-h")) {
+    console.log(usage());
+    process.exit(0);
+  }
+  const unknown = argv.filter((arg) => !Object.hasOwn(flags, arg));
+  if (unknown.length > 0) {
+    console.error(`${command}: unknown ${unknown.join(", ")}, so nothing started\n${usage()}`);
+    process.exit(2);
+  }
+  return new Set(argv);
+}
+
+/**
  * A deployment's credentials and profile, which a launch would hand to every replica although
  * it signs its own tokens and dials its replicas with the development credentials: the seed
  * and every call would be refused. A launcher stops on them, naming each, before it starts
