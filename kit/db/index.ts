@@ -67,12 +67,36 @@ export interface DatabaseOptions {
   logger?: Logger;
 }
 
+/** How often a warning knex repeats is logged again, with the count of those it stands for. */
+export const REPEATED_WARNING_MS = 10_000;
+
+/**
+ * knex's warn, to `logger`: each warning's first line, since knex adds a stack of its own pool's
+ * frames. The same line again within REPEATED_WARNING_MS is counted, not logged: knex warns for
+ * every connection that fails, hundreds a second while a database is down.
+ */
+function knexWarn(logger: Logger) {
+  const seen = new Map<string, { at: number; repeated: number }>();
+  return (message: unknown) => {
+    const line = String(message).split("\n", 1)[0] as string;
+    const now = Date.now();
+    const last = seen.get(line);
+    if (last && now - last.at < REPEATED_WARNING_MS) {
+      last.repeated++;
+      return;
+    }
+    if (seen.size > 100) seen.clear();
+    seen.set(line, { at: now, repeated: 0 });
+    logger.warn({ component: "knex", ...(last && { repeated: last.repeated }) }, line);
+  };
+}
+
 /** knex's log functions, writing to `logger` as JSON lines like everything else. */
 const knexLog = (logger: Logger | undefined): Pick<Knex.Config, "log"> =>
   logger
     ? {
         log: {
-          warn: (message: unknown) => logger.warn({ component: "knex" }, String(message)),
+          warn: knexWarn(logger),
           error: (message: unknown) => logger.error({ component: "knex" }, String(message)),
           deprecate: (method: string, alternative: string) =>
             logger.warn({ component: "knex" }, `${method} is deprecated: ${alternative}`),

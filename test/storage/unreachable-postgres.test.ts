@@ -7,9 +7,15 @@ import test from "ava";
 import { connectDatabase, sqlOf } from "../../kit/db/index.js";
 import { Code } from "../../kit/errors.js";
 import { toServiceError } from "../../kit/middleware/status.js";
+import type { Logger } from "../../kit/observability/logger.js";
 import { callContext } from "../helpers/context.js";
+import { captureLogger } from "../helpers/fleet.js";
 
-async function listener(t: import("ava").ExecutionContext, onSocket: (socket: net.Socket) => void) {
+async function listener(
+  t: import("ava").ExecutionContext,
+  onSocket: (socket: net.Socket) => void,
+  logger?: Logger,
+) {
   const sockets = new Set<net.Socket>();
   const server = net.createServer((socket) => {
     sockets.add(socket);
@@ -24,6 +30,7 @@ async function listener(t: import("ava").ExecutionContext, onSocket: (socket: ne
   const db = connectDatabase(`postgres://shop:secret@127.0.0.1:${port}/shop`, {
     schema: "product",
     poolMax: 2,
+    ...(logger && { logger }),
   });
   t.teardown(() => db.destroy());
   return db;
@@ -57,4 +64,16 @@ test("an address that never answers: UNAVAILABLE once the connection times out, 
     ),
   );
   t.deepEqual(answers, Array(4).fill("UNAVAILABLE DATABASE_BUSY"));
+});
+
+test("a database that refuses every connection is logged once per kind of failure, not per call", async (t) => {
+  const { logger, lines } = captureLogger("product", "warn");
+  const db = await listener(t, (socket) => socket.destroy(), logger);
+  for (let i = 0; i < 50; i++)
+    await sqlOf(db)
+      .query("SELECT 1", [])
+      .catch(() => {});
+  const failures = lines.filter((line) => /Acquire connection error/.test(String(line.msg)));
+  t.is(failures.length, 1, String(failures[0]?.msg));
+  t.false(String(failures[0]?.msg).includes("\n"), "one line, without knex's stack");
 });
