@@ -11,6 +11,7 @@ import { type User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js
 import { createClient } from "../../kit/client/index.js";
 import { Code, ServiceError } from "../../kit/errors.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
+import type { ServiceName } from "../../services/registry.js";
 import {
   CERTS,
   edgeFetch,
@@ -20,7 +21,7 @@ import {
   tokenFor,
 } from "../helpers/credentials.js";
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
-import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+import { fleetEndpoints, type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
 
 /** Each caller's calls; its bucket gains one back every 20 minutes, so none during the test. */
@@ -35,21 +36,11 @@ const users: User[] = [];
 test.before(async () => {
   fleet = await spawnProcessFleet({ tls: CERTS });
   envoy = await startEnvoy({
-    services: Object.fromEntries(
-      (["user", "product", "order"] as const).map((name) => {
-        const [host, port] = fleet.address(name).split(":");
-        return [name, [{ host: host as string, port: Number(port) }]];
-      }),
-    ),
+    services: fleetEndpoints(fleet),
     tls: CERTS,
     rateLimit: { calls: CALLS, seconds: 3600 },
   });
   // Set up on the services' own ports, so that no bucket is touched.
-  const direct = <S extends Parameters<typeof createClient>[0]>(definition: S, name: string) =>
-    createClient(definition, fleet.address(name as "user"), {
-      middleware: testCallers(),
-      transport: meshTransport("cli", name),
-    });
   const userClient = direct(UserServiceService, "user");
   const productClient = direct(ProductServiceService, "product");
   for (const name of ["Alice", "Bob", "Carol", "Dan"]) {
@@ -64,6 +55,13 @@ test.after.always(async () => {
   await envoy?.stop();
   await fleet?.stop();
 });
+
+/** A client on a service's own port, as an operator's tool: no bucket is touched. */
+const direct = <S extends Parameters<typeof createClient>[0]>(definition: S, name: ServiceName) =>
+  createClient(definition, fleet.address(name), {
+    middleware: testCallers(),
+    transport: meshTransport("cli", name),
+  });
 
 const through = <S extends Parameters<typeof createClient>[0]>(definition: S) =>
   createClient(definition, envoy.address, { transport: edgeTransport(), readyWaitMs: 0 });
@@ -168,11 +166,6 @@ test.serial("a refused CreateOrder reaches no service: no order, no stock taken"
     [...Array(CALLS).fill(Code.OK), Code.RESOURCE_EXHAUSTED],
   );
   // Read on the services' own ports: Carol has no calls left at the edge.
-  const direct = <S extends Parameters<typeof createClient>[0]>(definition: S, name: string) =>
-    createClient(definition, fleet.address(name as "order"), {
-      middleware: testCallers(),
-      transport: meshTransport("cli", name),
-    });
   const directOrders = direct(OrderServiceService, "order");
   const directProducts = direct(ProductServiceService, "product");
   t.teardown(() => {

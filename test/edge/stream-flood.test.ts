@@ -17,7 +17,7 @@ import type { ServiceName } from "../../services/registry.js";
 import { testCallers } from "../helpers/credentials.js";
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
 import { until } from "../helpers/eventually.js";
-import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+import { fleetEndpoints, type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
 
 /** A budget an idle Envoy with this config is well inside (it holds about 10 MiB). */
@@ -32,12 +32,7 @@ let envoy: EnvoyHandle;
 test.before(async () => {
   fleet = await spawnProcessFleet();
   envoy = await startEnvoy({
-    services: Object.fromEntries(
-      (["user", "product", "order"] as const).map((name) => {
-        const [host, port] = fleet.address(name).split(":");
-        return [name, [{ host: host as string, port: Number(port) }]];
-      }),
-    ),
+    services: fleetEndpoints(fleet),
     heapMiB: HEAP_MIB,
   });
 });

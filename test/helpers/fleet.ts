@@ -220,6 +220,19 @@ export interface ProcessFleet {
   stop(): Promise<void>;
 }
 
+/** The replicas of every service of `fleet`, as the edge's topology takes them (startEnvoy). */
+export function fleetEndpoints(fleet: ProcessFleet) {
+  return Object.fromEntries(
+    registry.names.map((name) => [
+      name,
+      fleet.plan.addresses[name].map((address) => {
+        const [host, port] = address.split(":");
+        return { host: host as string, port: Number(port) };
+      }),
+    ]),
+  );
+}
+
 export interface ProcessFleetOptions {
   /** Replicas per service, sharing its database; 1 by default. */
   replicas?: Partial<Record<ServiceName, number>>;

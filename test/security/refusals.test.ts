@@ -39,7 +39,7 @@ import {
   tokenFor,
 } from "../helpers/credentials.js";
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
-import { type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
+import { fleetEndpoints, type ProcessFleet, spawnProcessFleet } from "../helpers/fleet.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
 
 /** The one origin browsers may call this Envoy from. */
@@ -80,12 +80,7 @@ test.before(async () => {
   ]);
   fleet = started;
   envoy = await startEnvoy({
-    services: Object.fromEntries(
-      (["user", "product", "order"] as const).map((name) => {
-        const [host, port] = fleet.address(name).split(":");
-        return [name, [{ host: host as string, port: Number(port) }]];
-      }),
-    ),
+    services: fleetEndpoints(fleet),
     tls: CERTS,
     corsOrigins: [SHOP_ORIGIN],
   });
