@@ -4,7 +4,15 @@
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Code, encodeStatus, ServiceError } from "../../kit/errors.js";
 import { headerMatches, skippedFor, typed, when } from "./matchers.js";
-import { EDGE_DOMAIN, EDGE_REFUSALS, NO_REPLICA, refusedBy, UNROUTED } from "./refusals.js";
+import {
+  contentTypeIs,
+  EDGE_DOMAIN,
+  EDGE_REFUSALS,
+  NO_REPLICA,
+  OVERLOADED,
+  refusedBy,
+  UNROUTED,
+} from "./refusals.js";
 import type { GrpcService } from "./topology.js";
 
 /**
@@ -208,66 +216,84 @@ const CONNECT_REPLY_TOO_LARGE = {
     "the reply is larger than the edge buffers for a unary Connect call (64 KiB over HTTP/2, 1 MiB over HTTP/1.1): call it as a stream or over gRPC-Web",
 } as const;
 
+/** A reply of the edge's own: its condition, code, ErrorInfo reason and message. */
+interface ConnectReply {
+  when: string;
+  status?: number;
+  code: number;
+  reason: string;
+  message: string;
+}
+
 /**
  * Envoy's refusals and no-route reply to a Connect call (edgeProtocols marked it), as a Connect
  * error with its ErrorInfo: for a unary call the error JSON under the refusal's HTTP status, for
  * a streaming one a 200 whose body is the end-of-stream message. Envoy would send the bare text.
+ * A refusal for want of heap comes before edgeProtocols, so its call is known as Connect by its
+ * headers.
  */
 export function connectReplies() {
   const connect = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'connect'";
   const stream = "metadata.filter_metadata['shopmesh.edge']['stream'] == true";
-  const replies = [
-    ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
-    UNROUTED,
-    NO_REPLICA,
-    CONNECT_TOO_LARGE,
-    CONNECT_REPLY_TOO_LARGE,
+  const streamByHeaders = contentTypeIs("application/connect+");
+  const connectByHeaders = `('connect-protocol-version' in request.headers || ${streamByHeaders})`;
+  return [
+    ...connectReply(OVERLOADED, connectByHeaders, streamByHeaders),
+    ...[
+      ...EDGE_REFUSALS.map((refusal) => ({ when: refusedBy(refusal), ...refusal })),
+      UNROUTED,
+      NO_REPLICA,
+      CONNECT_TOO_LARGE,
+      CONNECT_REPLY_TOO_LARGE,
+    ].flatMap((reply) => connectReply(reply, connect, stream)),
   ];
-  return replies.flatMap((reply) => {
-    const error = JSON.stringify({
-      code: CONNECT_CODES[reply.code],
-      message: reply.message,
-      details: [
-        {
-          type: "google.rpc.ErrorInfo",
-          value: Buffer.from(
-            ErrorInfo.encode({ reason: reply.reason, domain: EDGE_DOMAIN, metadata: {} }).finish(),
-          )
-            .toString("base64")
-            .replace(/=+$/, ""),
-        },
-      ],
-    });
-    // For lua/edge.lua, which records it for the access log and strips it from the reply.
-    const code = [
+}
+
+/** `reply` as a Connect error to calls `connect` holds for; `stream` tells a streaming one. */
+function connectReply(reply: ConnectReply, connect: string, stream: string) {
+  const error = JSON.stringify({
+    code: CONNECT_CODES[reply.code],
+    message: reply.message,
+    details: [
       {
-        header: { key: "grpc-status", value: String(reply.code) },
-        append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+        type: "google.rpc.ErrorInfo",
+        value: Buffer.from(
+          ErrorInfo.encode({ reason: reply.reason, domain: EDGE_DOMAIN, metadata: {} }).finish(),
+        )
+          .toString("base64")
+          .replace(/=+$/, ""),
       },
-    ];
-    return [
-      {
-        filter: when(`${connect} && ${stream} && ${reply.when}`),
-        status_code: 200,
-        headers_to_add: code,
-        body_format_override: {
-          text_format_source: {
-            inline_bytes: endOfStream(`{"error":${error}}`).toString("base64"),
-          },
-          content_type: "application/connect+proto",
-        },
-      },
-      {
-        filter: when(`${connect} && ${reply.when}`),
-        ...("status" in reply && { status_code: reply.status }),
-        headers_to_add: code,
-        body_format_override: {
-          text_format_source: { inline_string: error },
-          content_type: "application/json",
-        },
-      },
-    ];
+    ],
   });
+  // For lua/edge.lua, which records it for the access log and strips it from the reply.
+  const code = [
+    {
+      header: { key: "grpc-status", value: String(reply.code) },
+      append_action: "OVERWRITE_IF_EXISTS_OR_ADD",
+    },
+  ];
+  return [
+    {
+      filter: when(`${connect} && ${stream} && ${reply.when}`),
+      status_code: 200,
+      headers_to_add: code,
+      body_format_override: {
+        text_format_source: {
+          inline_bytes: endOfStream(`{"error":${error}}`).toString("base64"),
+        },
+        content_type: "application/connect+proto",
+      },
+    },
+    {
+      filter: when(`${connect} && ${reply.when}`),
+      ...(reply.status !== undefined && { status_code: reply.status }),
+      headers_to_add: code,
+      body_format_override: {
+        text_format_source: { inline_string: error },
+        content_type: "application/json",
+      },
+    },
+  ];
 }
 
 /** A Connect end-of-stream message: flags 0x02, the length, then the JSON. */

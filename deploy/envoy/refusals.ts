@@ -70,17 +70,7 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
-    // Short of heap, Envoy refuses new requests (overload-manager.ts). It does so before any
-    // filter reads the call's protocol, so only gRPC callers get this form; the others get a
-    // bare 503.
-    details: "overload",
-    status: 503,
-    code: 14,
-    reason: "EDGE_OVERLOADED",
-    message: "the edge is short of memory; resend after a backoff",
-  },
-  {
-    // Short of heap, it also cuts calls idle for a second (otherwise only after a day,
+    // Short of heap (OVERLOADED), Envoy also cuts calls idle for a second (otherwise only after a day,
     // config.ts): one whose request had not arrived whole reached no service (408).
     details: "stream_idle_timeout",
     when: "response.code_details == 'stream_idle_timeout' && response.code == 408",
@@ -234,6 +224,22 @@ export const TOO_LARGE = {
 } as const;
 
 /**
+ * Short of heap, Envoy refuses new requests (overload-manager.ts) before any filter has read the
+ * call's protocol: each door's reply finds it by the request's headers.
+ */
+export const OVERLOADED = {
+  when: "response.code_details == 'overload'",
+  status: 503,
+  code: 14,
+  reason: "EDGE_OVERLOADED",
+  message: "the edge is short of memory; resend after a backoff",
+} as const;
+
+/** CEL: the request's content type starts with `prefix`. */
+export const contentTypeIs = (prefix: string) =>
+  `('content-type' in request.headers && request.headers['content-type'].startsWith('${prefix}'))`;
+
+/**
  * A path Envoy will not normalize (config.ts normalize_path), such as one with a NUL: no method has
  * it, and a service answers such a path as a method it lacks. Envoy's own answer is a 400 without
  * a body, which a gRPC client reads as INTERNAL.
@@ -247,15 +253,24 @@ export const PATH_UNREADABLE = {
 
 /**
  * Envoy's other answers to gRPC and gRPC-Web calls: no route (grpc-not-found) or a path it cannot
- * read, UNIMPLEMENTED with the ErrorInfo a service sends for a method it lacks; no replica,
- * UNAVAILABLE; a request too large to hold, RESOURCE_EXHAUSTED. Each carries its ErrorInfo, and a
- * gRPC-Web one is a trailers-only 200, as the refusals are.
+ * read, UNIMPLEMENTED with the ErrorInfo a service sends for a method it lacks; no replica or no
+ * heap, UNAVAILABLE; a request too large to hold, RESOURCE_EXHAUSTED. Each carries its ErrorInfo,
+ * and a gRPC-Web one is a trailers-only 200, as the refusals are.
  */
 export function edgeGrpcReplies() {
-  const typed = (prefix: string) =>
-    `'content-type' in request.headers && request.headers['content-type'].startsWith('${prefix}')`;
-  const grpc = typed("application/grpc");
+  const grpc = contentTypeIs("application/grpc");
+  const grpcWeb = contentTypeIs("application/grpc-web");
+  // Envoy's code for a 413 is UNKNOWN, and its message "Payload Too Large"; for a 400, INTERNAL.
+  const grpcReply = (reply: EdgeReply & { when: string }) => ({
+    filter: when(`${reply.when} && ${grpc}`),
+    headers_to_add: [header("grpc-status", String(reply.code)), detailsOf(reply)],
+    body: { inline_string: reply.message },
+  });
   return [
+    // Refused before any filter ran, so known by the content type alone; before NO_REPLICA,
+    // which is any 503.
+    grpcWebReply(OVERLOADED.when, OVERLOADED, grpcWeb),
+    grpcReply(OVERLOADED),
     ...[UNROUTED, NO_REPLICA].flatMap((reply) => [
       grpcWebReply(reply.when, reply),
       // Envoy sends a gRPC call's local reply with its code already, and the body as its message.
@@ -263,12 +278,8 @@ export function edgeGrpcReplies() {
     ]),
     grpcWebReply(TOO_LARGE.when, TOO_LARGE),
     // Refused before any filter ran, so known as gRPC-Web by its content type alone.
-    grpcWebReply(PATH_UNREADABLE.when, PATH_UNREADABLE, typed("application/grpc-web")),
-    // Envoy's code for a 413 is UNKNOWN, and its message "Payload Too Large"; for a 400, INTERNAL.
-    ...[TOO_LARGE, PATH_UNREADABLE].map((reply) => ({
-      filter: when(`${reply.when} && ${grpc}`),
-      headers_to_add: [header("grpc-status", String(reply.code)), detailsOf(reply)],
-      body: { inline_string: reply.message },
-    })),
+    grpcWebReply(PATH_UNREADABLE.when, PATH_UNREADABLE, grpcWeb),
+    grpcReply(TOO_LARGE),
+    grpcReply(PATH_UNREADABLE),
   ];
 }

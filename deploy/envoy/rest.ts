@@ -3,7 +3,7 @@
 
 import { PAGE_BYTES } from "../../kit/db/pages.js";
 import { when } from "./matchers.js";
-import { EDGE_DOMAIN, ERROR_INFO, PATH_UNREADABLE } from "./refusals.js";
+import { EDGE_DOMAIN, ERROR_INFO, OVERLOADED, PATH_UNREADABLE } from "./refusals.js";
 
 /**
  * The transcoder refuses an unknown query parameter (as an unknown body field is refused) and a
@@ -72,6 +72,12 @@ export function restErrorReplies() {
   });
   const [code, reason] = REST_LOCAL_REPLIES[400] as [number, string];
   return [
+    {
+      // Before the 503 below, which would say no replica could take it.
+      filter: when(`${unseen} && ${OVERLOADED.when}`),
+      body: { inline_string: OVERLOADED.message },
+      body_format_override: statusBody(OVERLOADED.code, OVERLOADED.reason),
+    },
     {
       // Envoy's answer has no body, so no message.
       filter: when(`${unseen} && ${PATH_UNREADABLE.when}`),

@@ -84,6 +84,65 @@ test("with no replica to take a call, every door answers UNAVAILABLE with the ed
   });
 });
 
+test("an Envoy short of heap refuses every door UNAVAILABLE EDGE_OVERLOADED, each in its form", async (t) => {
+  // A budget below what an idle Envoy holds: it refuses every request, before any filter runs.
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false, heapMiB: 4 });
+  t.teardown(() => envoy.stop());
+  await until(
+    "Envoy to refuse requests",
+    async () =>
+      (await envoy.counter("overload.envoy.overload_actions.stop_accepting_requests.active")) === 1,
+  );
+  const overloaded = { reason: "EDGE_OVERLOADED", domain: "shopmesh.edge" };
+  const request = GetProductRequest.encode({ productId: "prd_any" }).finish();
+  const url = `https://${envoy.address}/shop.product.v1.ProductService/GetProduct`;
+
+  const products = createClient(ProductServiceService, envoy.address, {
+    transport: edgeTransport(),
+    readyWaitMs: 0,
+  });
+  t.teardown(() => products.close());
+  const grpc = await products.getProduct({ productId: "prd_any" }).catch((e: unknown) => e);
+  t.like(grpc, { code: Code.UNAVAILABLE, details: overloaded }, "gRPC");
+
+  const web = await edgeFetch(url, {
+    method: "POST",
+    headers: { "content-type": "application/grpc-web+proto" },
+    body: grpcFrame(request),
+  });
+  t.deepEqual(trailersOnly(web), { http: 200, code: Code.UNAVAILABLE, ...overloaded }, "gRPC-Web");
+
+  for (const [type, streaming] of [
+    ["application/proto", false],
+    ["application/connect+proto", true],
+  ] as const) {
+    const connect = await edgeFetch(url, {
+      method: "POST",
+      headers: { "content-type": type, "connect-protocol-version": "1" },
+      body: streaming ? grpcFrame(request) : Buffer.from(request),
+    });
+    const body = Buffer.from(await connect.arrayBuffer());
+    // A stream's error is its end-of-stream message: flags, length, then the JSON.
+    const json = JSON.parse(String(streaming ? body.subarray(5) : body)) as {
+      error?: { code: string; details: { value: string }[] };
+      code?: string;
+      details?: { value: string }[];
+    };
+    const error = streaming ? json.error : json;
+    t.is(connect.status, streaming ? 200 : 503, type);
+    t.is(error?.code, "unavailable", type);
+    t.like(ErrorInfo.decode(Buffer.from(error?.details?.[0]?.value ?? "", "base64")), overloaded);
+  }
+
+  const rest = await edgeFetch(`https://${envoy.address}/products/prd_any`);
+  t.is(rest.status, 503, "REST");
+  t.like(await rest.json(), {
+    code: Code.UNAVAILABLE,
+    message: "the edge is short of memory; resend after a backoff",
+    details: [overloaded],
+  });
+});
+
 // Envoy's own answer was a 400 without a body: INTERNAL to a gRPC client, without details.
 test("a path Envoy will not normalize is UNIMPLEMENTED with its details over gRPC and gRPC-Web, and a REST 400 that says why", async (t) => {
   const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
