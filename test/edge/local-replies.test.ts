@@ -10,9 +10,9 @@ import test from "ava";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../../kit/client/index.js";
-import { Code, decodeStatus, ServiceError } from "../../kit/errors.js";
+import { Code, decodeStatus, type ServiceError } from "../../kit/errors.js";
 import { CERTS, edgeFetch, edgeTransport, tokenFor } from "../helpers/credentials.js";
-import { startEnvoy } from "../helpers/envoy.js";
+import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
 import { until } from "../helpers/eventually.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
 
@@ -32,20 +32,40 @@ function trailersOnly(response: Response) {
   };
 }
 
-test("with no replica to take a call, every door answers UNAVAILABLE with the edge's ErrorInfo", async (t) => {
-  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
-  t.teardown(() => envoy.stop());
+/** An answer's HTTP status (gRPC: none), gRPC code and ErrorInfo. */
+interface DoorAnswer {
+  http?: number;
+  code: number | string;
+  reason?: string;
+  domain?: string;
+}
+
+/** The ErrorInfo of a Connect error's first detail. */
+const connectInfo = (error: { details?: { value: string }[] } | undefined) => {
+  const { reason, domain } = ErrorInfo.decode(
+    Buffer.from(error?.details?.[0]?.value ?? "", "base64"),
+  );
+  return { reason, domain };
+};
+
+/** GetProduct of an unknown product through every door of `envoy`: what each answered. */
+async function getProductAtEveryDoor(envoy: EnvoyHandle): Promise<Record<string, DoorAnswer>> {
   const request = GetProductRequest.encode({ productId: "prd_any" }).finish();
   const url = `https://${envoy.address}/shop.product.v1.ProductService/GetProduct`;
-
   const products = createClient(ProductServiceService, envoy.address, {
     transport: edgeTransport(),
     readyWaitMs: 0,
   });
-  t.teardown(() => products.close());
-  const grpc = await products.getProduct({ productId: "prd_any" }).catch((e: unknown) => e);
-  t.true(grpc instanceof ServiceError, String(grpc));
-  t.like(grpc, { code: Code.UNAVAILABLE, details: expected }, "gRPC");
+  const grpc: DoorAnswer = await products
+    .getProduct({ productId: "prd_any" })
+    .then(
+      () => ({ code: Code.OK }),
+      (error: ServiceError) => {
+        const { reason, domain } = error.details as { reason?: string; domain?: string };
+        return { code: error.code, reason, domain };
+      },
+    )
+    .finally(() => products.close());
 
   // gRPC-Web: a trailers-only 200, as its client reads the details only from one.
   const web = await edgeFetch(url, {
@@ -53,25 +73,46 @@ test("with no replica to take a call, every door answers UNAVAILABLE with the ed
     headers: { "content-type": "application/grpc-web+proto" },
     body: grpcFrame(request),
   });
-  t.deepEqual(trailersOnly(web), { http: 200, code: Code.UNAVAILABLE, ...expected }, "gRPC-Web");
 
-  // Connect: its error JSON, not Envoy's text.
-  const connect = await edgeFetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/proto", "connect-protocol-version": "1" },
-    body: Buffer.from(request),
-  });
-  t.is(connect.status, 503, "Connect");
-  const error = (await connect.json()) as { code: string; details: { value: string }[] };
-  t.is(error.code, "unavailable", "Connect");
-  const info = ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64"));
-  t.like(info, expected, "Connect");
+  // Connect: its error JSON, not Envoy's text; a stream's is its end-of-stream message.
+  const connect = async (streaming: boolean) => {
+    const response = await edgeFetch(url, {
+      method: "POST",
+      headers: {
+        "content-type": streaming ? "application/connect+proto" : "application/proto",
+        "connect-protocol-version": "1",
+      },
+      body: streaming ? grpcFrame(request) : Buffer.from(request),
+    });
+    const body = Buffer.from(await response.arrayBuffer());
+    const json = JSON.parse(String(streaming ? body.subarray(5) : body));
+    const error = streaming ? json.error : json;
+    return { http: response.status, code: String(error?.code), ...connectInfo(error) };
+  };
 
-  // REST had it already: a google.rpc.Status body.
   const rest = await edgeFetch(`https://${envoy.address}/products/prd_any`);
-  t.is(rest.status, 503, "REST");
-  const status = (await rest.json()) as { code: number; details: { reason: string }[] };
-  t.like(status, { code: Code.UNAVAILABLE, details: [{ reason: "UNAVAILABLE" }] }, "REST");
+  const status = (await rest.json()) as { code: number; details: DoorAnswer[] };
+  return {
+    grpc,
+    grpcWeb: trailersOnly(web),
+    connect: await connect(false),
+    connectStream: await connect(true),
+    rest: { http: rest.status, code: status.code, ...status.details[0] },
+  };
+}
+
+test("with no replica to take a call, every door answers UNAVAILABLE with the edge's ErrorInfo", async (t) => {
+  const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
+  t.teardown(() => envoy.stop());
+  const unavailable = { code: Code.UNAVAILABLE, ...expected };
+  const connect = { code: "unavailable", ...expected };
+  t.like(await getProductAtEveryDoor(envoy), {
+    grpc: unavailable,
+    grpcWeb: { http: 200, ...unavailable },
+    connect: { http: 503, ...connect },
+    connectStream: { http: 200, ...connect },
+    rest: { http: 503, code: Code.UNAVAILABLE, reason: "UNAVAILABLE" },
+  });
 
   // Headers too large for HTTP/1.1's codec: its 431 in the same form, not Envoy's text.
   const huge = await edgeFetch(`https://${envoy.address}/products/prd_any`, {
@@ -94,52 +135,14 @@ test("an Envoy short of heap refuses every door UNAVAILABLE EDGE_OVERLOADED, eac
       (await envoy.counter("overload.envoy.overload_actions.stop_accepting_requests.active")) === 1,
   );
   const overloaded = { reason: "EDGE_OVERLOADED", domain: "shopmesh.edge" };
-  const request = GetProductRequest.encode({ productId: "prd_any" }).finish();
-  const url = `https://${envoy.address}/shop.product.v1.ProductService/GetProduct`;
-
-  const products = createClient(ProductServiceService, envoy.address, {
-    transport: edgeTransport(),
-    readyWaitMs: 0,
-  });
-  t.teardown(() => products.close());
-  const grpc = await products.getProduct({ productId: "prd_any" }).catch((e: unknown) => e);
-  t.like(grpc, { code: Code.UNAVAILABLE, details: overloaded }, "gRPC");
-
-  const web = await edgeFetch(url, {
-    method: "POST",
-    headers: { "content-type": "application/grpc-web+proto" },
-    body: grpcFrame(request),
-  });
-  t.deepEqual(trailersOnly(web), { http: 200, code: Code.UNAVAILABLE, ...overloaded }, "gRPC-Web");
-
-  for (const [type, streaming] of [
-    ["application/proto", false],
-    ["application/connect+proto", true],
-  ] as const) {
-    const connect = await edgeFetch(url, {
-      method: "POST",
-      headers: { "content-type": type, "connect-protocol-version": "1" },
-      body: streaming ? grpcFrame(request) : Buffer.from(request),
-    });
-    const body = Buffer.from(await connect.arrayBuffer());
-    // A stream's error is its end-of-stream message: flags, length, then the JSON.
-    const json = JSON.parse(String(streaming ? body.subarray(5) : body)) as {
-      error?: { code: string; details: { value: string }[] };
-      code?: string;
-      details?: { value: string }[];
-    };
-    const error = streaming ? json.error : json;
-    t.is(connect.status, streaming ? 200 : 503, type);
-    t.is(error?.code, "unavailable", type);
-    t.like(ErrorInfo.decode(Buffer.from(error?.details?.[0]?.value ?? "", "base64")), overloaded);
-  }
-
-  const rest = await edgeFetch(`https://${envoy.address}/products/prd_any`);
-  t.is(rest.status, 503, "REST");
-  t.like(await rest.json(), {
-    code: Code.UNAVAILABLE,
-    message: "the edge is short of memory; resend after a backoff",
-    details: [overloaded],
+  const unavailable = { code: Code.UNAVAILABLE, ...overloaded };
+  const connect = { code: "unavailable", ...overloaded };
+  t.like(await getProductAtEveryDoor(envoy), {
+    grpc: unavailable,
+    grpcWeb: { http: 200, ...unavailable },
+    connect: { http: 503, ...connect },
+    connectStream: { http: 200, ...connect },
+    rest: { http: 503, ...unavailable },
   });
 });
 
