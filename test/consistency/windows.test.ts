@@ -158,6 +158,14 @@ test("stopped after the write: the reconciler fails the order, and a late Reserv
   });
   const failed = await reconciledTo(orders, stopped.orderId, OrderState.ORDER_STATE_FAILED);
   t.is(failed.total, undefined, "it was never priced");
+  // The order reads FAILED as its reservation's release goes out: wait for that to be done.
+  const db = opening(await openDatabase(database, migrations, { schema: "order" }));
+  t.teardown(() => db.destroy());
+  await eventually("the reconciler to release the order's reservation", async () =>
+    (await db("orders").where({ order_id: stopped.orderId }).first("released"))?.released
+      ? true
+      : undefined,
+  );
 
   // The ReserveStock the crashed call had sent arrives now: the id is spent.
   const { reservation } = await fleet.inventory.reserveStock({
