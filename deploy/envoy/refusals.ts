@@ -70,8 +70,8 @@ export const EDGE_REFUSALS = [
     message: "the gRPC-Web text body is not base64",
   },
   {
-    // Short of heap (OVERLOADED), Envoy also cuts calls idle for a second (otherwise only after a day,
-    // config.ts): one whose request had not arrived whole reached no service (408).
+    // Short of heap (OVERLOADED), Envoy also cuts calls idle for a second (otherwise only after
+    // a day, config.ts): one whose request had not arrived whole reached no service (408).
     details: "stream_idle_timeout",
     when: "response.code_details == 'stream_idle_timeout' && response.code == 408",
     status: 503,
