@@ -170,6 +170,7 @@ for (const file of COMMITTED) {
         "envoy.filters.http.lua",
         "envoy.filters.http.cors",
         "envoy.filters.http.grpc_stats",
+        ...(file.includes("compose") ? ["shopmesh.address_rate_limit"] : []),
         "envoy.filters.http.jwt_authn",
         // A deployment limits each caller by the token's subject; the local mesh does not.
         ...(file.includes("compose") ? ["envoy.filters.http.local_ratelimit"] : []),

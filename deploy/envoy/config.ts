@@ -25,7 +25,7 @@ import {
 } from "./observability.js";
 import { overloadManager } from "./overload-manager.js";
 import { edgeProtocols } from "./protocols.js";
-import { edgeRateLimit } from "./rate-limit.js";
+import { addressRateLimit, callerRateLimit } from "./rate-limit.js";
 import { edgeGrpcReplies, edgeRefusals } from "./refusals.js";
 import { REST_REPLY_BYTES, REST_VALIDATION, restErrorReplies } from "./rest.js";
 import { healthByName, routes } from "./routes.js";
@@ -143,9 +143,9 @@ export function envoyConfig(
       // and timeout routes apply to REST too, and so do the token checks. CORS after both: it
       // takes its policy from the route it sees, and before the transcoder a REST path has no
       // forwarding route, so REST responses would get no CORS headers; it answers preflights
-      // before any token is asked for. Then the token check (jwt_authn), the caller's rate limit,
-      // which counts by the token's subject, and the role check (rbac), whose refusals
-      // localReplies puts in its caller's protocol. The router last.
+      // before any token is asked for. Then each address's rate limit, the token check
+      // (jwt_authn), the caller's rate limit, which counts by the token's subject, and the role
+      // check (rbac), whose refusals localReplies puts in its caller's protocol. The router last.
       http_filters: [
         edgeProtocols(services, topology.corsOrigins),
         {
@@ -184,8 +184,9 @@ export function envoyConfig(
           typed_config: typed("envoy.extensions.filters.http.cors.v3.Cors"),
         },
         grpcStats(services),
+        ...addressRateLimit(topology),
         jwtAuthn(topology, services),
-        ...edgeRateLimit(topology),
+        ...callerRateLimit(topology),
         ...adminRbac(services),
         {
           name: "envoy.filters.http.router",

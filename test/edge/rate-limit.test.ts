@@ -1,9 +1,11 @@
 // Each caller's rate limit at the edge (deploy/envoy/rate-limit.ts), through a real Envoy in
 // front of real replicas: a token's subject has a bucket of its own, whichever door it calls
 // through; calls without a token share their address's; a refused call is RESOURCE_EXHAUSTED
-// (RATE_LIMITED) in every protocol's form, and reaches no service.
+// (RATE_LIMITED) in every protocol's form, and reaches no service. Before any token is checked,
+// an address has a looser bucket, which counts the calls whose tokens fail.
 import { Metadata } from "@grpc/grpc-js";
 import test from "ava";
+import { ADDRESS_CALLS_PER_CALLER } from "../../deploy/envoy/rate-limit.js";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { type Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
@@ -199,5 +201,33 @@ test.serial(
       const call = products.getProduct(request, await signedIn({ userId } as User));
       t.like(await outcome(call), { code: Code.OK }, userId);
     }
+  },
+);
+
+test.serial(
+  "calls whose tokens fail count against their address before the token is checked",
+  async (t) => {
+    const strict = await startEnvoy({
+      services: fleetEndpoints(fleet),
+      tls: CERTS,
+      rateLimit: { calls: 1, seconds: 3600 },
+    });
+    t.teardown(() => strict.stop());
+    const client = createClient(UserServiceService, strict.address, {
+      transport: edgeTransport(),
+      readyWaitMs: 0,
+    });
+    t.teardown(() => client.close());
+    const forged = new Metadata();
+    forged.set("authorization", "Bearer eyJhbGciOiJFUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl");
+    const answers = [];
+    for (let i = 0; i <= ADDRESS_CALLS_PER_CALLER; i++) {
+      const call = client.getUser({ userId: (users[0] as User).userId }, { metadata: forged });
+      answers.push((await outcome(call)).code);
+    }
+    t.deepEqual(answers, [
+      ...Array(ADDRESS_CALLS_PER_CALLER).fill(Code.UNAUTHENTICATED),
+      Code.RESOURCE_EXHAUSTED,
+    ]);
   },
 );
