@@ -11,8 +11,7 @@ import {
   IMAGE as IMAGE_NAME,
   SEEDED_SERVICES,
   SERVICE_DEFAULTS,
-  SHUTDOWN_ANNOUNCE_MS,
-  SHUTDOWN_GRACE_MS,
+  STOP_GRACE_S,
   TRACING_SETTINGS,
 } from "./settings.js";
 
@@ -106,7 +105,7 @@ export function composeYaml(
       deploy: { replicas },
       // SIGTERM announces NOT_SERVING, then drains in-flight calls for up to
       // SHOP_SHUTDOWN_GRACE_MS, before SIGKILL.
-      stop_grace_period: `${Math.ceil((SHUTDOWN_ANNOUNCE_MS + SHUTDOWN_GRACE_MS) / 1000) + 5}s`,
+      stop_grace_period: `${STOP_GRACE_S}s`,
       environment,
       secrets: [
         "mesh_ca",

@@ -91,6 +91,18 @@ export const SHUTDOWN_GRACE_MS = 10_000;
 export const SHUTDOWN_ANNOUNCE_MS = 2_000;
 
 /**
+ * Seconds a container may take to stop once its calls are drained or its grace is over: a
+ * PostgreSQL statement in flight runs to its timeout and the driver's reply margin (7 s), the
+ * last spans are exported (3 s at most, kit/runtime/run.ts), the log is flushed and the database
+ * closed.
+ */
+export const STOPPING_AFTER_GRACE_S = 12;
+
+/** Seconds from SIGTERM until a container must have stopped: its announcement, grace and close. */
+export const STOP_GRACE_S =
+  Math.ceil((SHUTDOWN_ANNOUNCE_MS + SHUTDOWN_GRACE_MS) / 1000) + STOPPING_AFTER_GRACE_S;
+
+/**
  * Clients that dial a DNS name (a headless Service, a compose service) reconnect, and so resolve
  * again, at least this often: a replica added by a scale-up gets calls within a minute. The grace
  * lets calls in flight on an old connection finish; a WatchOrder stream older than both is ended

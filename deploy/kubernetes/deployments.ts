@@ -10,8 +10,7 @@ import {
   IMAGE,
   SERVICE_MEMORY_LIMIT_MIB,
   SERVICE_MEMORY_REQUEST_MIB,
-  SHUTDOWN_ANNOUNCE_MS,
-  SHUTDOWN_GRACE_MS,
+  STOP_GRACE_S,
 } from "../settings.js";
 import { labels, selector } from "./labels.js";
 import { containerSecurity, meshMounts, podSecurity, SURGE, scrape, spread } from "./pods.js";
@@ -22,12 +21,10 @@ export const CONFIG_MAP = "shopmesh";
 export const PRE_STOP_SLEEP_S = 5;
 
 /**
- * Kubernetes kills a pod this long after it starts stopping: the preStop sleep, the server's
- * NOT_SERVING announcement and whole shutdown grace, and time to flush logs and close the
- * database.
+ * Kubernetes kills a pod this long after it starts stopping: the preStop sleep, then the
+ * server's NOT_SERVING announcement, whole shutdown grace and close (STOP_GRACE_S).
  */
-export const TERMINATION_GRACE_S =
-  PRE_STOP_SLEEP_S + Math.ceil((SHUTDOWN_ANNOUNCE_MS + SHUTDOWN_GRACE_MS) / 1000) + 5;
+export const TERMINATION_GRACE_S = PRE_STOP_SLEEP_S + STOP_GRACE_S;
 
 /** The proto service a readiness probe and Envoy's health check ask about. */
 const checkedService = (service: RegisteredService) => service.protoServices[0] as string;
