@@ -35,8 +35,14 @@ export const ENVOY_STATS_PORT = 9902;
 const ENVOY_ADMIN_PORT = 9901;
 const DESCRIPTOR_DIR = "/descriptor";
 
-/** Seconds Envoy drains its listeners before it exits. */
-const ENVOY_DRAIN_S = 10;
+/**
+ * Seconds Envoy keeps accepting connections once told to stop, telling each to go away: long
+ * enough for a cloud load balancer's health checks to see the node has no ready Envoy (about
+ * 20 s on common defaults, with the production overlay's `externalTrafficPolicy: Local`).
+ */
+export const ENVOY_DRAIN_S = 20;
+/** Seconds a stopping Envoy then waits for its calls in flight: the edge's longest unary call. */
+export const ENVOY_CALLS_S = 15;
 
 /**
  * Envoy's listener is the front door: open to any client; its stats listener to the monitoring
@@ -86,9 +92,31 @@ export function kubernetesTopology(
   };
 }
 
-/** bash, because the Envoy image has no curl: one request to the admin interface on loopback. */
-const admin = (method: string, pathAndQuery: string, then: string) =>
-  `exec 3<>/dev/tcp/127.0.0.1/${ENVOY_ADMIN_PORT} && printf '${method} ${pathAndQuery} HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' >&3 && ${then}`;
+/**
+ * The preStop hook (bash, because the Envoy image has no curl): drain the listeners, so that
+ * every connection is told to go away while new ones still land, then wait while any request is
+ * in flight, at most ENVOY_CALLS_S. The kubelet's SIGTERM that follows stops Envoy at once,
+ * cutting whatever is still open: only a stream (WatchOrder) by then. The variables are for
+ * tests, which run it against an Envoy of their own.
+ */
+export const ENVOY_PRESTOP = `admin() {
+  exec 3<>"/dev/tcp/127.0.0.1/\${ENVOY_ADMIN_PORT:-${ENVOY_ADMIN_PORT}}" || return
+  printf '%s %s HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$2" >&3
+  cat <&3
+  exec 3<&-
+}
+admin POST '/drain_listeners?graceful' >/dev/null
+sleep "\${ENVOY_DRAIN_S:-${ENVOY_DRAIN_S}}"
+end=$((SECONDS + \${ENVOY_CALLS_S:-${ENVOY_CALLS_S}}))
+while ((SECONDS < end)); do
+  active=
+  while IFS= read -r line; do
+    [[ $line == "http.ingress.downstream_rq_active: "* ]] && active=\${line##* }
+  done < <(admin GET '/stats?filter=downstream_rq_active')
+  [[ $active == 0 ]] && break
+  sleep 0.5
+done
+`;
 
 export function envoyDeployment() {
   const mounts = meshMounts(EDGE_IDENTITY);
@@ -99,6 +127,8 @@ export function envoyDeployment() {
     spec: {
       replicas: OVERLAYS.production.replicas,
       revisionHistoryLimit: 5,
+      // A rollout stops the next old Envoy only once the load balancer can have seen this one.
+      minReadySeconds: ENVOY_DRAIN_S,
       selector: { matchLabels: selector("envoy") },
       strategy: { type: "RollingUpdate", rollingUpdate: { maxUnavailable: 0, maxSurge: SURGE } },
       template: {
@@ -107,7 +137,7 @@ export function envoyDeployment() {
           serviceAccountName: "envoy",
           automountServiceAccountToken: false,
           enableServiceLinks: false,
-          terminationGracePeriodSeconds: ENVOY_DRAIN_S + 10,
+          terminationGracePeriodSeconds: ENVOY_DRAIN_S + ENVOY_CALLS_S + 5,
           securityContext: podSecurity(ENVOY_UID),
           topologySpreadConstraints: spread("envoy"),
           // The transcoder needs the descriptor set of the very image the services run.
@@ -151,22 +181,7 @@ export function envoyDeployment() {
                 periodSeconds: 10,
                 failureThreshold: 3,
               },
-              // Drain: connections are told to go away, new ones still land, for ENVOY_DRAIN_S.
-              lifecycle: {
-                preStop: {
-                  exec: {
-                    command: [
-                      "bash",
-                      "-c",
-                      admin(
-                        "POST",
-                        "/drain_listeners?graceful",
-                        `cat <&3 >/dev/null; sleep ${ENVOY_DRAIN_S}`,
-                      ),
-                    ],
-                  },
-                },
-              },
+              lifecycle: { preStop: { exec: { command: ["bash", "-c", ENVOY_PRESTOP] } } },
               resources: {
                 requests: { cpu: "100m", memory: `${ENVOY_MEMORY_REQUEST_MIB}Mi` },
                 limits: { cpu: String(ENVOY_CPU_CORES), memory: `${ENVOY_MEMORY_LIMIT_MIB}Mi` },

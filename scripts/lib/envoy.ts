@@ -198,6 +198,8 @@ export interface EnvoyOptions {
   logLevel?: string;
   /** How often file access logs are flushed; 250 ms by default (Envoy's own default is 10 s). */
   flushIntervalMs?: number;
+  /** --drain-time-s: how long a drain of the listeners lasts; Envoy's default is 600 s. */
+  drainTimeS?: number;
 }
 
 export interface EnvoyProcess extends LoggedProcess {
@@ -243,6 +245,7 @@ export function spawnEnvoy(options: EnvoyOptions): EnvoyProcess {
       ...["--admin-address-path", adminFile],
       "--disable-hot-restart",
       ...(options.concurrency === undefined ? [] : ["--concurrency", String(options.concurrency)]),
+      ...(options.drainTimeS === undefined ? [] : ["--drain-time-s", String(options.drainTimeS)]),
       ...["--log-level", options.logLevel ?? "info"],
       // Access log lines reach their file this soon after the request.
       ...["--file-flush-interval-msec", String(options.flushIntervalMs ?? 250)],

@@ -19,6 +19,8 @@ export interface StartEnvoyOptions extends Omit<FrontDoorOptions, "accessLogPath
    * for all clusters, a list for some, false to return as soon as Envoy is live.
    */
   waitHealthy?: boolean | readonly string[];
+  /** --drain-time-s, for a test of a drain. */
+  drainTimeS?: number;
 }
 
 /** One upstream host as Envoy's admin /clusters reports it. */
@@ -97,6 +99,7 @@ export async function startEnvoy(options: StartEnvoyOptions): Promise<EnvoyHandl
     concurrency: 1,
     logLevel: "warn",
     flushIntervalMs: 50,
+    ...(options.drainTimeS !== undefined && { drainTimeS: options.drainTimeS }),
   });
   let stopped: Promise<void> | undefined;
   const stop = () => {
