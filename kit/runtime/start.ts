@@ -1,4 +1,4 @@
-import { env, hostPort, serverConfig } from "../config.js";
+import { databaseVariable, env, hostPort, serverConfig } from "../config.js";
 import { serviceNameOf } from "../contract.js";
 import { closeToNewWork, type Knex, walSyncOf } from "../db/index.js";
 import { ShuttingDown } from "../errors.js";
@@ -15,7 +15,12 @@ import {
   walSyncMetrics,
 } from "../observability/metrics.js";
 import { TokenVerifier } from "../security/auth.js";
-import { certificateExpiries, checkBinding, securityFromEnv } from "../security/security.js";
+import {
+  certificateExpiries,
+  checkBinding,
+  checkDatabaseTransport,
+  securityFromEnv,
+} from "../security/security.js";
 import { ListenError, type RunningServer, serve } from "../server.js";
 import { type AnyServiceModule, accessRules, type ServiceImplementation } from "../service.js";
 import { openServiceDatabase, readsBeside } from "./database.js";
@@ -30,6 +35,7 @@ export async function startService(
   const config = { ...serverConfig(module.name, 0), ...options };
   const security = options.security ?? securityFromEnv();
   checkBinding(security, config.host);
+  checkDatabaseTransport(security, config.database, databaseVariable(module.name));
   const logger = options.logger ?? createLogger(module.name, config.logLevel);
   const metrics = new Metrics();
   const counting = options.metrics !== false;

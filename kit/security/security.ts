@@ -5,8 +5,9 @@
 //   credentials default to what `npm run certs` made in .certs/ and the page-token secret to a
 //   built-in one. JWTs are always checked.
 // - production: TLS is required, and the process refuses to start with the built-in page-token
-//   secret, with anything `npm run certs` made (its development CA, its JWT key), or without an
-//   explicit JWKS, issuer and audience.
+//   secret, with anything `npm run certs` made (its development CA, its JWT key), without an
+//   explicit JWKS, issuer and audience, or with a PostgreSQL server off its host that its URL
+//   does not reach over TLS.
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
 import path from "node:path";
@@ -239,5 +240,37 @@ export function checkBinding(config: SecurityConfig, host: string): void {
   if (config.tls || LOOPBACK.test(host)) return;
   throw new SecurityError(
     `plaintext is for loopback only, and ${host} is not: set SHOP_TLS_CERT_FILE, SHOP_TLS_KEY_FILE and SHOP_TLS_CA_FILE`,
+  );
+}
+
+/** A PostgreSQL URL's settings of TLS: any of them turns the driver's on, but sslmode=disable. */
+const TLS_PARAMETERS = ["ssl", "sslmode", "sslrootcert", "sslcert", "sslkey"];
+
+/**
+ * The production profile reaches a PostgreSQL server off its own host over TLS only, unless the
+ * URL (or PGSSLMODE) says `sslmode=disable`: plaintext on purpose, behind a proxy that encrypts,
+ * say. node-postgres sends plaintext when a URL says nothing of TLS. `variable` names the
+ * setting the URL came from. A URL that does not parse is left to the driver to report.
+ */
+export function checkDatabaseTransport(
+  config: SecurityConfig,
+  location: string,
+  variable: string,
+): void {
+  if (config.profile !== "production" || !/^postgres(ql)?:\/\//i.test(location)) return;
+  let url: URL;
+  try {
+    url = new URL(location);
+  } catch {
+    return;
+  }
+  // A Unix socket (a path as the host, or no host) or loopback never leaves the host.
+  const host = url.searchParams.get("host") ?? decodeURIComponent(url.hostname);
+  if (host === "" || host.startsWith("/") || LOOPBACK.test(host)) return;
+  // Either says what the driver does: TLS, or (sslmode=disable) plaintext on purpose.
+  if (TLS_PARAMETERS.some((name) => url.searchParams.has(name))) return;
+  if (process.env.PGSSLMODE) return;
+  throw new SecurityError(
+    `the production profile reaches PostgreSQL at ${host} over TLS only: add sslmode=verify-full&sslrootcert=<the server's CA file> to ${variable}, or sslmode=disable for plaintext on purpose`,
   );
 }

@@ -114,6 +114,11 @@ const refusals: [string, () => Record<string, string>, RegExp, string?][] = [
     () => ({ ...production(), SHOP_JWKS_FILE: path.join(CERTS, "jwks.json") }),
     /development JWT key/,
   ],
+  [
+    "a PostgreSQL server off this host, its URL silent on TLS",
+    () => ({ ...production(), SHOP_DATABASE_URL: "postgres://shop:secret@db.invalid:5432/shop" }),
+    /reaches PostgreSQL at db\.invalid over TLS only: add sslmode=verify-full/,
+  ],
   ["no explicit JWKS", () => without(production(), "SHOP_JWKS_FILE"), /needs SHOP_JWKS_FILE/],
   ["no explicit issuer", () => without(production(), "SHOP_JWT_ISSUER"), /needs SHOP_JWT_ISSUER/],
   ["a blank issuer", () => ({ ...production(), SHOP_JWT_ISSUER: "  " }), /needs SHOP_JWT_ISSUER/],
