@@ -51,6 +51,8 @@ const NATIVE_GRPC = {
 interface FieldEntry {
   name: string;
   message: string | false;
+  /** A repeated field: its JSON value is a list. */
+  list?: true;
 }
 
 /**
@@ -91,7 +93,11 @@ export function edgeProtocols(services: readonly GrpcService[], corsOrigins: rea
     for (const field of message.fields) {
       const inner =
         field.fieldKind === "message" || field.fieldKind === "list" ? field.message : undefined;
-      const entry: FieldEntry = { name: field.name, message: inner ? inner.typeName : false };
+      const entry: FieldEntry = {
+        name: field.name,
+        message: inner ? inner.typeName : false,
+        ...(field.fieldKind === "list" && { list: true }),
+      };
       fields[field.name] = entry;
       fields[field.jsonName] = entry;
       if (inner) describe(inner);

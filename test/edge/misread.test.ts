@@ -3,7 +3,8 @@
 // that takes none, which the transcoder reads into the request unchecked; a query parameter
 // without a value, which it skips; a compressed body, which it reads as JSON; and a key written
 // with JSON escapes, which it reads as the field it names; a body that gives a field the path sets
-// another value, which it drops for the path's; a body in the transcoder's looser JSON. gRPC-Web in a codec other than proto,
+// another value, which it drops for the path's; a body in the transcoder's looser JSON; a repeated
+// field whose value is not a list of items, which it reshapes. gRPC-Web in a codec other than proto,
 // which the gRPC-Web filter passes on for a service to read as native gRPC.
 
 import { gzipSync } from "node:zlib";
@@ -107,6 +108,30 @@ test("REST: a body where the route takes none, a valueless query parameter and a
     const answer = await send("POST", path, body, admin);
     t.deepEqual([answer.http, answer.status.code], [400, Code.INVALID_ARGUMENT], body);
     t.is(reasonOf(answer), "MALFORMED_REQUEST", body);
+  }
+  // A repeated field is a list of items: the transcoder dropped a null item, flattened a list
+  // inside the list and took a lone item for a list of one, so an order could lose a line.
+  const line = '{"product_id":"prd_a","quantity":1}';
+  for (const [lines, field] of [
+    [`[null,${line}]`, "lines[0]"],
+    [`[${line},[${line}]]`, "lines[1]"],
+    [line, "lines"],
+    ['"prd_a"', "lines"],
+  ] as const) {
+    const body = `{"user_id":"usr_a","request_id":"r","lines":${lines}}`;
+    const answer = await send("POST", "/orders", body, admin);
+    t.deepEqual([answer.http, answer.status.code], [400, Code.INVALID_ARGUMENT], lines);
+    t.is(reasonOf(answer), "MALFORMED_REQUEST", lines);
+    t.deepEqual(
+      answer.status.details[1]?.field_violations?.map((v) => v.field),
+      [field],
+      lines,
+    );
+  }
+  // A list, or null for none, goes on.
+  for (const lines of [`[${line}, ${line}]`, "[]", "null", " null "]) {
+    const body = `{"user_id":"usr_a","request_id":"r","lines":${lines}}`;
+    t.is((await send("POST", "/orders", body, admin)).http, 503, lines);
   }
   // No body, or only white space, sets nothing: the call goes on.
   for (const body of ["", " \r\n"]) {

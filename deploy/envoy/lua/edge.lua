@@ -148,8 +148,10 @@ local function protocol_of(headers)
 end
 
 -- A JSON reader that checks object keys against MESSAGES and notes the first unknown one
--- (`unknown`) and the first field an object sets twice, by either of its names (`twice`): the
--- transcoder would keep the last value silently. It reads to the end all the same. It takes only
+-- (`unknown`), the first field an object sets twice, by either of its names (`twice`): the
+-- transcoder would keep the last value silently, and the first repeated field whose value is not
+-- a list of items (`misshapen`): the transcoder drops a null item, flattens a list inside the
+-- list and takes a lone item for a list of one. It reads to the end all the same. It takes only
 -- JSON's own keys: the transcoder also reads unquoted and single-quoted ones and trailing commas,
 -- which would pass these checks unread, so a body this reader cannot read is refused.
 local Reader = {}
@@ -212,12 +214,25 @@ end
 local MAX_DEPTH = 100
 local TOO_DEEP = {}
 
--- Reads one value; `message` names the message an object must fit, nil for any value.
-function Reader:value(message, path, depth)
+-- Whether the value at the reader's position is JSON's null.
+function Reader:null_ahead()
+  return self.text:sub(self.pos, self.pos + 3) == "null"
+    and not self.text:sub(self.pos + 4, self.pos + 4):find("[%w_]")
+end
+
+-- Reads one value; `message` names the message an object must fit, nil for any value. `shape`
+-- is "list" for a repeated field's value (a list, or null for none) and "item" for one of its
+-- items (neither a list nor null).
+function Reader:value(message, path, depth, shape)
   depth = (depth or 0) + 1
   if depth > MAX_DEPTH then error(TOO_DEEP) end
   self:space()
   local c = self.text:sub(self.pos, self.pos)
+  if shape == "list" and c ~= "[" and not self:null_ahead() then
+    self.misshapen = self.misshapen or { path, "is a list: give its items in [ ]" }
+  elseif shape == "item" and (c == "[" or self:null_ahead()) then
+    self.misshapen = self.misshapen or { path, "is an item of a list: neither a list nor null" }
+  end
   if c == "{" then
     local fields = message and MESSAGES[message]
     local seen = {}
@@ -232,13 +247,14 @@ function Reader:value(message, path, depth)
       if self.text:sub(self.pos, self.pos) ~= '"' then error("malformed") end
       local key = json_unescaped(self:string())
       local field = path == "" and key or (path .. "." .. key)
-      local inner = nil
+      local inner, shape = nil, nil
       if fields then
         local entry = fields[key]
         if entry == nil then
           self.unknown = self.unknown or field
         else
           inner = entry.message or nil
+          shape = entry.list and "list" or nil
           if seen[entry.name] then self.twice = self.twice or field end
           seen[entry.name] = true
         end
@@ -250,7 +266,7 @@ function Reader:value(message, path, depth)
       if path == "" and self.wanted[key] and self.text:sub(self.pos, self.pos) == '"' then
         self.found[key] = json_unescaped(self:string())
       else
-        self:value(inner, field, depth)
+        self:value(inner, field, depth, shape)
       end
       self:space()
       c = self.text:sub(self.pos, self.pos)
@@ -267,7 +283,7 @@ function Reader:value(message, path, depth)
     end
     local index = 0
     while true do
-      self:value(message, path .. "[" .. index .. "]", depth)
+      self:value(message, path .. "[" .. index .. "]", depth, shape == "list" and "item" or nil)
       self:space()
       c = self.text:sub(self.pos, self.pos)
       self.pos = self.pos + 1
@@ -296,7 +312,7 @@ local function misfit_fields(text, message, wanted)
   if not read then return false, failure == TOO_DEEP end
   reader:space()
   if reader.pos <= #text then return false end
-  return true, reader.unknown, reader.twice, reader.found
+  return true, reader.unknown, reader.twice, reader.found, reader.misshapen
 end
 
 -- No key to read from a body: its route's path sets none of its fields.
@@ -646,8 +662,8 @@ function envoy_on_request(handle)
   end
   local body = handle:body()
   if body == nil then return end
-  local json, unknown, twice, found = misfit_fields(body:getBytes(0, body:length()), message,
-    route.bound and route.bound.keys or NO_KEYS)
+  local json, unknown, twice, found, misshapen = misfit_fields(body:getBytes(0, body:length()),
+    message, route.bound and route.bound.keys or NO_KEYS)
   if not json then
     local too_deep = unknown
     return refuse_rest_request(handle, "400", 3, "MALFORMED_REQUEST", too_deep
@@ -661,6 +677,11 @@ function envoy_on_request(handle)
   if twice then
     return refuse_rest(handle, "DUPLICATE_FIELD", twice,
       "field " .. twice .. " appears twice in the request body", "appears twice", true)
+  end
+  if misshapen then
+    local field, description = misshapen[1], misshapen[2]
+    return refuse_rest(handle, "MALFORMED_REQUEST", field,
+      "field " .. field .. " of the request body " .. description, description, true)
   end
   local key, name = nil, nil
   if found then key, name = contradicted_field(route, path, found) end
