@@ -6,9 +6,14 @@ const MAX_VIOLATIONS = 20;
 const MAX_TEXT = 200;
 const clip = (text: string) => clipText(text, MAX_TEXT);
 
-/** Only spaces of any kind and invisible formatting characters (zero-width, bidi controls). */
-const BLANK = /^[\s\p{Cf}]*$/u;
-const CONTROL = /\p{Cc}/u;
+/**
+ * Only spaces of any kind and characters that show nothing: formatting characters (zero-width,
+ * bidi controls), those Unicode says to ignore where unsupported (Hangul fillers, variation
+ * selectors, a grapheme joiner) and the blank braille pattern.
+ */
+const BLANK = /^[\s\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]*$/u;
+/** Control characters, and the line and paragraph separators, which break a line as well. */
+const CONTROL = /[\p{Cc}\u2028\u2029]/u;
 
 /**
  * The code points in `text`, exactly up to `limit`; any count above `limit` means "more". A 1 MB

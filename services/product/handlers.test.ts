@@ -77,7 +77,12 @@ const badProducts: [string, Partial<Product>, string[]][] = [
   ["an empty name", { name: "" }, ["product.name"]],
   ["a name of spaces", { name: " \u00a0\u3000 " }, ["product.name"]],
   ["a name of invisible characters", { name: "\u200b\u202e" }, ["product.name"]],
+  // Letters and marks that show nothing: Hangul fillers, a grapheme joiner, a variation selector.
+  ["a name of invisible letters", { name: "\u3164\u115f\uffa0\u034f\ufe0f" }, ["product.name"]],
+  ["a name of a blank braille pattern", { name: "\u2800" }, ["product.name"]],
   ["a name with a line break", { name: "Teapot\nwith lid" }, ["product.name"]],
+  ["a name with a line separator", { name: "Teapot\u2028with lid" }, ["product.name"]],
+  ["a name with a paragraph separator", { name: "Teapot\u2029with lid" }, ["product.name"]],
   ["a 201-character name", { name: chars(201) }, ["product.name"]],
   ["a 2001-character description", { description: chars(2001) }, ["product.description"]],
   ["a missing price", { price: undefined }, ["product.price"]],

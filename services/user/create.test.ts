@@ -118,6 +118,12 @@ const badUsers: [string, { email: string; displayName: string }, string[]][] = [
     ["user.email"],
   ],
   [
+    // It would look like ada@example.com, and be another account.
+    "an email with a character that shows nothing",
+    { email: "ad\u034fa@example.com", displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
     "an email of 254 characters that NFKC makes thousands of bytes",
     { email: `${"\ufdfa".repeat(250)}@x.c`, displayName: "Ada" },
     ["user.email"],
@@ -130,6 +136,11 @@ const badUsers: [string, { email: string; displayName: string }, string[]][] = [
   [
     "a display name of invisible characters",
     { email: "ada@example.com", displayName: "\u200b\u2066\u2069" },
+    ["user.display_name"],
+  ],
+  [
+    "a display name of a Hangul filler",
+    { email: "ada@example.com", displayName: "\u3164" },
     ["user.display_name"],
   ],
   [

@@ -8,8 +8,12 @@ import { emailKey, type UserStore } from "./store.js";
 
 const MUTABLE = ["email", "display_name"] as const;
 
-/** Spaces, control characters and invisible formatting ones: none belongs in an address. */
-const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}]/u;
+/**
+ * Spaces, control characters and characters that show nothing (formatting ones, and those
+ * Unicode says to ignore where unsupported): none belongs in an address, and an address with one
+ * would look like another's.
+ */
+const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
 /**
  * A bound on the key that keeps emails unique, in bytes: NFKC writes a few characters as up to
  * 18, and PostgreSQL's unique index refuses an entry above about 2.7 KB.
