@@ -46,14 +46,15 @@ export class ServiceError extends Error {
 }
 
 /**
- * `text` cut to at most `max` UTF-16 units, with "…" when cut. The cut never splits an emoji,
+ * `text` in at most `max` UTF-16 units, ending in "…" when cut. The cut never splits an emoji,
  * and the result is well-formed: grpc-js percent-encodes a status message and throws on half of
  * a surrogate pair, losing the call.
  */
 export function clipText(text: string, max: number): string {
   if (text.length <= max) return text.toWellFormed();
-  const last = text.charCodeAt(max - 1);
-  const end = last >= 0xd800 && last <= 0xdbff ? max - 1 : max;
+  let end = max - 1;
+  const last = text.charCodeAt(end - 1);
+  if (last >= 0xd800 && last <= 0xdbff) end--;
   return `${text.slice(0, end).toWellFormed()}…`;
 }
 
