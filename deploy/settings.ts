@@ -149,7 +149,8 @@ export const PROFILE_VARIABLE = "SHOP_PROFILE";
 /**
  * The registry the production overlay pulls the image from, as `docker push` named it
  * (`registry.example.com/shopmesh`); unset, the image is plain `shopmesh`, which a cluster cannot
- * pull. The tag is package.json's version. A change here needs `npm run deploy:config`, which
+ * pull. The tag is SHOP_IMAGE_TAG's, else package.json's version (productionImageTag in
+ * kubernetes/overlays.ts). A change here needs `npm run deploy:config`, which
  * writes the overlay: `kustomize edit set image` on it would be undone by the next one.
  */
 export const PRODUCTION_IMAGE: string | undefined = undefined;

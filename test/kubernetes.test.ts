@@ -20,7 +20,11 @@ import {
 } from "../deploy/kubernetes/envoy.js";
 import { K8S_DIR, kubernetesFiles } from "../deploy/kubernetes/files.js";
 import { callersOf, MONITORING_NAMESPACE_LABELS } from "../deploy/kubernetes/network.js";
-import { OVERLAYS, POSTGRES_CONNECTIONS } from "../deploy/kubernetes/overlays.js";
+import {
+  OVERLAYS,
+  POSTGRES_CONNECTIONS,
+  productionImageTag,
+} from "../deploy/kubernetes/overlays.js";
 import { kubernetesPrometheusConfig, localTargets } from "../deploy/prometheus/config.js";
 import {
   DATABASE_SECRET,
@@ -162,10 +166,11 @@ test("production's front door is a LoadBalancer that keeps the client's address"
   t.is(spec.externalTrafficPolicy, "Local");
 });
 
-test("PRODUCTION_IMAGE points every production pod at the registry, Envoy's descriptor copy too", async (t) => {
+test("PRODUCTION_IMAGE and SHOP_IMAGE_TAG point every production pod at the build, Envoy's descriptor copy too", async (t) => {
   const dir = await tempDir(t);
   const image = "registry.example.com/shopmesh";
-  for (const [file, text] of Object.entries(kubernetesFiles(undefined, image))) {
+  const tag = productionImageTag({ SHOP_IMAGE_TAG: "0.2.0-3f9c2ab" });
+  for (const [file, text] of Object.entries(kubernetesFiles(undefined, image, undefined, tag))) {
     await mkdir(path.dirname(path.join(dir, file)), { recursive: true });
     await writeFile(path.join(dir, file), text);
   }
@@ -179,7 +184,12 @@ test("PRODUCTION_IMAGE points every production pod at the registry, Envoy's desc
     .map((container: { image: string }) => container.image)
     .filter((name: string) => name.split(":")[0]?.endsWith("shopmesh"));
   t.true(images.length > registry.services.length, images.join(", "));
-  t.deepEqual([...new Set(images)], [`${image}:${OVERLAYS.production.tag}`]);
+  t.deepEqual([...new Set(images)], [`${image}:0.2.0-3f9c2ab`]);
+  // Unset, the version; a tag Docker would not take stops the generation.
+  t.is(productionImageTag({}), OVERLAYS.production.tag);
+  for (const bad of ["-x", "a b", "v1:2", "x".repeat(129)]) {
+    t.throws(() => productionImageTag({ SHOP_IMAGE_TAG: bad }), { message: /SHOP_IMAGE_TAG/ }, bad);
+  }
 });
 
 test("a manifest with an unknown field or a value of the wrong type fails validation", async (t) => {

@@ -34,6 +34,7 @@ import {
   namespace,
   OVERLAYS,
   POSTGRES_CONNECTIONS,
+  productionImageTag,
   productionPatch,
 } from "./overlays.js";
 import { SURGE, serviceAccount } from "./pods.js";
@@ -70,6 +71,7 @@ export function kubernetesFiles(
   registry: ServiceRegistry = defaultRegistry,
   productionImage = PRODUCTION_IMAGE,
   tracing = TRACING_SETTINGS,
+  productionTag = productionImageTag(),
 ): Record<string, string> {
   const base = `${K8S_DIR}/base`;
   const files: Record<string, string> = {};
@@ -194,7 +196,11 @@ export function kubernetesFiles(
         namespace: prod.namespace,
         resources: ["../../base", "namespace.yaml", "autoscaling.yaml"],
         images: [
-          { name: IMAGE, ...(productionImage && { newName: productionImage }), newTag: prod.tag },
+          {
+            name: IMAGE,
+            ...(productionImage && { newName: productionImage }),
+            newTag: productionTag,
+          },
         ],
         configMapGenerator: [
           {

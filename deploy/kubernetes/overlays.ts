@@ -18,6 +18,26 @@ export const OVERLAYS = {
   production: { namespace: "shopmesh", replicas: 2, maxReplicas: 4, tag: version },
 } as const;
 
+/** The variable `npm run deploy:config` reads the production image's tag from. */
+export const IMAGE_TAG_VARIABLE = "SHOP_IMAGE_TAG";
+
+/**
+ * The production image's tag: SHOP_IMAGE_TAG as the files are generated, else package.json's
+ * version. Give each build a tag of its own (the version and the commit, say): a node pulls an
+ * image only when it lacks its tag, so a build pushed again under a tag in use leaves nodes on
+ * different builds, rolls nothing out, and leaves no tag to roll back to.
+ */
+export function productionImageTag(env: NodeJS.ProcessEnv = process.env): string {
+  const tag = env[IMAGE_TAG_VARIABLE] ?? "";
+  if (tag === "") return OVERLAYS.production.tag;
+  if (!/^\w[\w.-]{0,127}$/.test(tag)) {
+    throw new Error(
+      `${IMAGE_TAG_VARIABLE} must be an image tag (letters, digits, "_", "." and "-", at most 128, not starting with "." or "-"), got ${JSON.stringify(tag)}`,
+    );
+  }
+  return tag;
+}
+
 /** The connections a PostgreSQL server takes by default: max_connections less superusers' 3. */
 export const POSTGRES_CONNECTIONS = 97;
 
