@@ -8,6 +8,7 @@ import {
   contentTypeIs,
   EDGE_DOMAIN,
   EDGE_REFUSALS,
+  markedAs,
   NO_REPLICA,
   OVERLOADED,
   refusedBy,
@@ -233,7 +234,7 @@ interface ConnectReply {
  * headers.
  */
 export function connectReplies() {
-  const connect = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'connect'";
+  const connect = markedAs("connect");
   const stream = "metadata.filter_metadata['shopmesh.edge']['stream'] == true";
   const streamByHeaders = contentTypeIs("application/connect+");
   const connectByHeaders = `('connect-protocol-version' in request.headers || ${streamByHeaders})`;

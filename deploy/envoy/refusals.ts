@@ -121,8 +121,12 @@ export const UNROUTED = {
   message: "unknown service or method",
 } as const;
 
-/** CEL: edgeProtocols marked the call gRPC-Web (the gRPC-Web filter rewrote its content type). */
-const GRPC_WEB = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'grpc-web'";
+/** CEL: edgeProtocols (lua/edge.lua) marked the call as `protocol`'s, as it read its headers. */
+export const markedAs = (protocol: "rest" | "connect" | "grpc-web") =>
+  `metadata.filter_metadata['${EDGE_DOMAIN}']['protocol'] == '${protocol}'`;
+
+/** CEL: a gRPC-Web call (the gRPC-Web filter rewrote its content type). */
+const GRPC_WEB = markedAs("grpc-web");
 
 /** A header Envoy's reply sets, over any of the same name. */
 const header = (key: string, value: string) => ({
@@ -181,7 +185,11 @@ export function edgeRefusals() {
     };
     return [
       {
-        filter: when(`${refused} && 'x-envoy-original-path' in request.headers`),
+        // A REST call: marked so, or transcoded. One refused before its body arrived whole was
+        // never transcoded, and would get the bare text below.
+        filter: when(
+          `${refused} && (${markedAs("rest")} || 'x-envoy-original-path' in request.headers)`,
+        ),
         status_code: refusal.status,
         // For the access log only: edgeProtocols records it and strips it from the reply.
         headers_to_add: [header("grpc-status", String(refusal.code))],

@@ -3,7 +3,7 @@
 
 import { PAGE_BYTES } from "../../kit/db/pages.js";
 import { when } from "./matchers.js";
-import { EDGE_DOMAIN, ERROR_INFO, OVERLOADED, PATH_UNREADABLE } from "./refusals.js";
+import { EDGE_DOMAIN, ERROR_INFO, markedAs, OVERLOADED, PATH_UNREADABLE } from "./refusals.js";
 
 /**
  * The transcoder refuses an unknown query parameter (as an unknown body field is refused) and a
@@ -56,7 +56,7 @@ const REST_LOCAL_REPLIES: Record<number, [code: number, reason: string]> = {
  * edgeProtocols marked so.
  */
 export function restErrorReplies() {
-  const rest = "metadata.filter_metadata['shopmesh.edge']['protocol'] == 'rest'";
+  const rest = markedAs("rest");
   // A request Envoy refused before edgeProtocols saw it (a path it will not normalize, say) is
   // answered as REST too, unless it is gRPC or gRPC-Web.
   const unseen =

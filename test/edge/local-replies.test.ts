@@ -11,7 +11,7 @@ import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { GetProductRequest, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../../kit/client/index.js";
 import { Code, decodeStatus, type ServiceError } from "../../kit/errors.js";
-import { CERTS, edgeFetch, edgeTransport, tokenFor } from "../helpers/credentials.js";
+import { ADMIN_TOKEN, CERTS, edgeFetch, edgeTransport, tokenFor } from "../helpers/credentials.js";
 import { type EnvoyHandle, startEnvoy } from "../helpers/envoy.js";
 import { until } from "../helpers/eventually.js";
 import { grpcFrame } from "../helpers/grpc-frame.js";
@@ -255,6 +255,29 @@ test("a request whose body never comes is ended at the edge's request timeout, D
   t.like(decodeStatus(metadata), { reason: "REQUEST_TIMEOUT", domain: "shopmesh.edge" });
   // And the service's side of it is let go too.
   await until("the upstream stream to close", () => streams[0]?.closed === true);
+
+  // REST, its body begun and never ended: never transcoded, it is still answered as REST.
+  const rest = session.request(
+    {
+      ":method": "POST",
+      ":path": "/products",
+      "content-type": "application/json",
+      authorization: `Bearer ${ADMIN_TOKEN}`,
+    },
+    { endStream: false },
+  );
+  rest.write('{"name":');
+  const [restHeaders] = (await once(rest, "response")) as [http2.IncomingHttpHeaders];
+  const chunks: Buffer[] = [];
+  for await (const chunk of rest) chunks.push(chunk as Buffer);
+  t.is(Number(restHeaders[":status"]), 408);
+  t.is(restHeaders["content-type"], "application/json");
+  const body = JSON.parse(Buffer.concat(chunks).toString()) as {
+    code: number;
+    details: { reason: string; domain: string }[];
+  };
+  t.is(body.code, Code.DEADLINE_EXCEEDED);
+  t.like(body.details[0], { reason: "REQUEST_TIMEOUT", domain: "shopmesh.edge" });
 
   // A whole request (an empty message would do; END_STREAM with the headers here): the watch
   // stays open past the request timeout, waiting for the upstream's first message.
