@@ -128,6 +128,22 @@ test("REST: a body where the route takes none, a valueless query parameter and a
       lines,
     );
   }
+  // A name the caller made up is quoted within a service's bounds: the field 200 UTF-16 units,
+  // the message 1,024, each ending in "…" when cut, and never half an emoji.
+  for (const [path, body] of [
+    [`/products?${"x".repeat(3000)}=1`, undefined],
+    ["/products", `{"${"\u{1F600}".repeat(3000)}":1}`],
+  ] as const) {
+    const answer = await send(body ? "POST" : "GET", path, body, admin);
+    t.is(reasonOf(answer), "UNKNOWN_FIELD", path);
+    const [field] = answer.status.details[1]?.field_violations?.map((v) => v.field) ?? [];
+    t.true(
+      field !== undefined && field.length <= 200 && field.endsWith("…"),
+      `${field?.length} units`,
+    );
+    t.true(answer.status.message.length <= 1024 && answer.status.message.endsWith("…"));
+    t.false(`${field}${answer.status.message}`.includes("\ufffd"), "an emoji cut in two");
+  }
   // A list, or null for none, goes on.
   for (const lines of [`[${line}, ${line}]`, "[]", "null", " null "]) {
     const body = `{"user_id":"usr_a","request_id":"r","lines":${lines}}`;

@@ -404,6 +404,24 @@ local function quote(text)
   return '"' .. text:gsub('[%c"\\]', function(c) return string.format("\\u%04x", c:byte()) end) .. '"'
 end
 
+-- `text` in at most `max` UTF-16 units, ending in "…" when cut, as kit/errors.ts clipText cuts a
+-- service's: a refusal that quotes a caller's name stays small. Never cuts a character in two.
+local function clip(text, max)
+  local units, pos, cut = 0, 1, nil
+  while pos <= #text do
+    local b = text:byte(pos)
+    local len = b < 0xC0 and 1 or b < 0xE0 and 2 or b < 0xF0 and 3 or 4
+    units = units + (len == 4 and 2 or 1)
+    if cut == nil and units > max - 1 then cut = pos end
+    if units > max then return text:sub(1, cut - 1) .. "…" end
+    pos = pos + len
+  end
+  return text
+end
+
+-- The bounds of a refusal's texts, as a service's (README "Errors").
+local MAX_FIELD, MAX_MESSAGE = 200, 1024
+
 -- The largest body this filter waits for: what Envoy buffers for it over HTTP/2 (the stream
 -- window). A larger one would be refused 413 in place of the answer.
 local BODY_WAIT_MAX = 65536
@@ -552,6 +570,7 @@ end
 
 -- INVALID_ARGUMENT for a REST call, as a google.rpc.Status JSON body naming the field.
 local function refuse_rest(handle, reason, field, text, description, body_read)
+  field, text = clip(field, MAX_FIELD), clip(text, MAX_MESSAGE)
   refuse(handle, 3, { [":status"] = "400", ["content-type"] = "application/json" }, table.concat({
     '{"code":3,"message":', quote(text), ',"details":[',
     '{"@type":"type.googleapis.com/google.rpc.ErrorInfo","reason":"', reason, '",',
