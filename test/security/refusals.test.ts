@@ -495,6 +495,7 @@ test.serial(
       trailing: `Bearer ${data.tokens.alice} more`,
       twice: `Bearer ${data.tokens.alice},Bearer ${data.tokens.alice}`,
       noExpiry: await signed({ sub: alice }),
+      noIssuer: await signed({ sub: alice, exp, iss: undefined }),
       noSubject: await signed({ exp }),
       emptySubject: await signed({ sub: "", exp }),
       // Envoy reads a NumericDate into 64 bits, and a subject as one line of text (RE2's `.+`).
@@ -523,6 +524,7 @@ test.serial(
         "two tokens in one header",
       ),
       getUser(() => tokens.noExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without exp"),
+      getUser(() => tokens.noIssuer, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without iss"),
       getUser(() => tokens.noSubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a token without sub"),
       getUser(() => tokens.emptySubject, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an empty sub"),
       getUser(() => tokens.hugeExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an exp of 1e300"),
