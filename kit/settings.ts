@@ -18,6 +18,7 @@ export const SETTINGS: readonly string[] = [
   "SHOP_ENVOY_STATS_PORT",
   "SHOP_HEALTH_PORT",
   "SHOP_HOST",
+  "SHOP_IMAGE_TAG",
   "SHOP_JWKS_FILE",
   "SHOP_JWT_AUDIENCE",
   "SHOP_JWT_ISSUER",
