@@ -10,6 +10,7 @@
 //   SHOP_SERVICE=order node --import tsx scripts/migrate.ts   # SHOP_DATABASE_URL, SHOP_DATABASE …
 import { databaseVariable, env, serverConfig } from "../kit/config.js";
 import { describeLocation, migrateDatabase, openFailure } from "../kit/db/index.js";
+import { checkDatabaseTransport, profileFromEnv } from "../kit/security/security.js";
 import { registry } from "../services/registry.js";
 import { serviceName } from "./lib/launcher.js";
 
@@ -25,6 +26,7 @@ for (const signal of ["SIGTERM", "SIGINT"] as const) {
 try {
   const service = registry.get(serviceName(env.string("SHOP_SERVICE", "")));
   const { database } = serverConfig(service.name, service.port);
+  checkDatabaseTransport(profileFromEnv(), database, databaseVariable(service.name));
   await migrateDatabase(database, service.migrations, { schema: service.name }).catch((error) => {
     // Named as a service's start names it: which variable, and where (without a password).
     throw new Error(`${databaseVariable(service.name)}: ${openFailure(database, error)}`);

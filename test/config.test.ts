@@ -337,6 +337,25 @@ test.serial(
   },
 );
 
+test.serial(
+  "scripts/migrate.ts in the production profile refuses an off-host PostgreSQL without TLS",
+  async (t) => {
+    const run = await exec(process.execPath, [await compiledEntry("scripts/migrate.ts")], {
+      env: {
+        SHOP_PROFILE: "production",
+        SHOP_SERVICE: "order",
+        SHOP_ORDER_DATABASE_URL: "postgres://shop:hunter2@db.invalid:5432/shop",
+      },
+      timeoutMs: 30_000,
+    });
+    t.is(run.code, 1, run.stderr);
+    t.regex(
+      run.stderr,
+      /^migrate: the production profile reaches PostgreSQL at db\.invalid over TLS only: .* to SHOP_ORDER_DATABASE_URL/m,
+    );
+  },
+);
+
 /** A free port on `host`. */
 const freePort = (host: string) =>
   new Promise<number>((resolve, reject) => {

@@ -2,6 +2,7 @@
 // after the service), reached through search_path, so one database can hold every service and no
 // service sees another's tables. Only kit/db/index.ts and the sql files use this file.
 import knex, { type Knex } from "knex";
+import ConnectionParameters from "pg/lib/connection-parameters.js";
 import { MAX_TIMER_MS } from "../config.js";
 
 export interface PostgresOptions {
@@ -22,6 +23,21 @@ export interface PostgresOptions {
 }
 
 export const isPostgresUrl = (location: string) => /^postgres(ql)?:\/\//i.test(location);
+
+/**
+ * Where node-postgres connects for `url` and whether over TLS, read by the driver's own code, so
+ * PGHOST and PGSSLMODE count and a setting given twice counts as the driver counts it. A Unix
+ * socket's host is its folder ("/…"). Undefined when the driver cannot read the URL (a CA file
+ * it names is missing, say): it will not connect either.
+ */
+export function postgresTarget(url: string): { host: string; tls: boolean } | undefined {
+  try {
+    const { host, ssl } = new ConnectionParameters({ connectionString: url });
+    return { host: String(host), tls: Boolean(ssl) };
+  } catch {
+    return undefined;
+  }
+}
 
 // The URL (host, port, database, user, password, and TLS: sslmode, sslrootcert, sslcert, sslkey)
 // is parsed by the driver itself; what it says wins over the settings given here.

@@ -35,7 +35,7 @@ export async function startService(
   const config = { ...serverConfig(module.name, 0), ...options };
   const security = options.security ?? securityFromEnv();
   checkBinding(security, config.host);
-  checkDatabaseTransport(security, config.database, databaseVariable(module.name));
+  checkDatabaseTransport(security.profile, config.database, databaseVariable(module.name));
   const logger = options.logger ?? createLogger(module.name, config.logLevel);
   const metrics = new Metrics();
   const counting = options.metrics !== false;

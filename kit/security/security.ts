@@ -10,10 +10,12 @@
 //   does not reach over TLS.
 import { createPrivateKey, X509Certificate } from "node:crypto";
 import { existsSync, readFileSync } from "node:fs";
+import { BlockList, isIPv4, isIPv6 } from "node:net";
 import path from "node:path";
 import { fileURLToPath } from "node:url";
 import type { JSONWebKeySet } from "jose";
 import { env } from "../config.js";
+import { isPostgresUrl, postgresTarget } from "../db/postgres.js";
 import { DEV_PAGE_TOKEN_SECRET, pageTokenSecret } from "../page-token.js";
 import type { JwtSettings } from "./auth.js";
 import type { TlsFiles, TlsMaterial } from "./tls.js";
@@ -66,7 +68,7 @@ export function tlsFilesFromEnv(): TlsFiles | undefined {
   return files;
 }
 
-function profileFromEnv(): Profile {
+export function profileFromEnv(): Profile {
   const profile = env.string("SHOP_PROFILE", "development");
   if (profile !== "development" && profile !== "production") {
     throw new SecurityError(`SHOP_PROFILE must be development or production, got "${profile}"`);
@@ -243,34 +245,43 @@ export function checkBinding(config: SecurityConfig, host: string): void {
   );
 }
 
-/** A PostgreSQL URL's settings of TLS: any of them turns the driver's on, but sslmode=disable. */
-const TLS_PARAMETERS = ["ssl", "sslmode", "sslrootcert", "sslcert", "sslkey"];
+/** Loopback addresses: 127.0.0.0/8, ::1 and 127.0.0.0/8 mapped into IPv6. */
+const LOOPBACK_ADDRESSES = new BlockList();
+LOOPBACK_ADDRESSES.addSubnet("127.0.0.0", 8, "ipv4");
+LOOPBACK_ADDRESSES.addAddress("::1", "ipv6");
+LOOPBACK_ADDRESSES.addSubnet("::ffff:127.0.0.0", 104, "ipv6");
+
+/** A host on this machine: a Unix socket's folder, or loopback by name or address. */
+function onThisHost(host: string): boolean {
+  const bare = host.replace(/^\[(.*)\]$/, "$1").toLowerCase();
+  if (bare.startsWith("/") || bare === "localhost") return true;
+  const family = isIPv4(bare) ? "ipv4" : isIPv6(bare) ? "ipv6" : undefined;
+  return family !== undefined && LOOPBACK_ADDRESSES.check(bare, family);
+}
+
+/** Whether `url` (or PGSSLMODE, for a URL silent on it) asks for plaintext: sslmode=disable. */
+function plaintextAsked(url: string): boolean {
+  let modes: string[];
+  try {
+    modes = new URL(url).searchParams.getAll("sslmode");
+  } catch {
+    return false;
+  }
+  return (modes.at(-1) ?? process.env.PGSSLMODE) === "disable";
+}
 
 /**
- * The production profile reaches a PostgreSQL server off its own host over TLS only, unless the
- * URL (or PGSSLMODE) says `sslmode=disable`: plaintext on purpose, behind a proxy that encrypts,
- * say. node-postgres sends plaintext when a URL says nothing of TLS. `variable` names the
- * setting the URL came from. A URL that does not parse is left to the driver to report.
+ * The production profile reaches a PostgreSQL server off its own host over TLS only, unless
+ * `sslmode=disable` asks for plaintext on purpose (behind a proxy that encrypts, say):
+ * node-postgres sends plaintext when a URL says nothing of TLS. The URL is read as the driver
+ * reads it (postgresTarget), PGHOST and PGSSLMODE included. `variable` names the setting the URL
+ * came from.
  */
-export function checkDatabaseTransport(
-  config: SecurityConfig,
-  location: string,
-  variable: string,
-): void {
-  if (config.profile !== "production" || !/^postgres(ql)?:\/\//i.test(location)) return;
-  let url: URL;
-  try {
-    url = new URL(location);
-  } catch {
-    return;
-  }
-  // A Unix socket (a path as the host, or no host) or loopback never leaves the host.
-  const host = url.searchParams.get("host") ?? decodeURIComponent(url.hostname);
-  if (host === "" || host.startsWith("/") || LOOPBACK.test(host)) return;
-  // Either says what the driver does: TLS, or (sslmode=disable) plaintext on purpose.
-  if (TLS_PARAMETERS.some((name) => url.searchParams.has(name))) return;
-  if (process.env.PGSSLMODE) return;
+export function checkDatabaseTransport(profile: Profile, location: string, variable: string): void {
+  if (profile !== "production" || !isPostgresUrl(location)) return;
+  const target = postgresTarget(location);
+  if (!target || target.tls || onThisHost(target.host) || plaintextAsked(location)) return;
   throw new SecurityError(
-    `the production profile reaches PostgreSQL at ${host} over TLS only: add sslmode=verify-full&sslrootcert=<the server's CA file> to ${variable}, or sslmode=disable for plaintext on purpose`,
+    `the production profile reaches PostgreSQL at ${target.host} over TLS only: add sslmode=verify-full&sslrootcert=<the server's CA file> to ${variable}, or sslmode=disable for plaintext on purpose`,
   );
 }
