@@ -13,6 +13,7 @@ import { composeYaml } from "./compose.js";
 import { envoyYaml } from "./envoy/config.js";
 import { composeTopology, localTopology } from "./envoy/topology.js";
 import { K8S_DIR, kubernetesFiles } from "./kubernetes/files.js";
+import { IMAGE_TAG_VARIABLE, productionImageTag } from "./kubernetes/overlays.js";
 import { kubernetesPrometheusYaml, localTargets, prometheusYaml } from "./prometheus/config.js";
 import { PRODUCTION_IMAGE } from "./settings.js";
 
@@ -139,12 +140,16 @@ async function main() {
     console.error(`out of date: ${stale.join(", ")}; run npm run deploy:config`);
     process.exitCode = 1;
   }
-  if (
-    wrote.some((file) => file.startsWith(`${K8S_DIR}/overlays/production/`)) &&
-    !PRODUCTION_IMAGE
-  ) {
+  const production = wrote.some((file) => file.startsWith(`${K8S_DIR}/overlays/production/`));
+  if (production && !PRODUCTION_IMAGE) {
     console.log(
       "note: the production overlay's image is plain shopmesh, which a cluster cannot pull; set PRODUCTION_IMAGE in deploy/settings.ts to your registry (README: Deploy, Kubernetes, step 3)",
+    );
+  }
+  // A run without the tag puts the overlay back on the version's, which no build may have.
+  if (production && !process.env[IMAGE_TAG_VARIABLE]) {
+    console.log(
+      `note: the production overlay runs the image tagged ${productionImageTag()}, package.json's version; set ${IMAGE_TAG_VARIABLE} to the tag of the build to deploy (README: Deploy, Kubernetes, step 1)`,
     );
   }
 }
