@@ -96,18 +96,19 @@ export function kubernetesTopology(
  * The preStop hook (bash, because the Envoy image has no curl): drain the listeners, so that
  * every connection is told to go away while new ones still land, then wait while any request is
  * in flight, at most ENVOY_CALLS_S. The kubelet's SIGTERM that follows stops Envoy at once,
- * cutting whatever is still open: only a stream (WatchOrder) by then. The variables are for
- * tests, which run it against an Envoy of their own.
+ * cutting whatever is still open: only a stream (WatchOrder) by then. An admin request that
+ * gets no answer gives up after 2 s of silence. The ENVOY_PRESTOP_* variables are for tests,
+ * which run it against an Envoy of their own.
  */
 export const ENVOY_PRESTOP = `admin() {
-  exec 3<>"/dev/tcp/127.0.0.1/\${ENVOY_ADMIN_PORT:-${ENVOY_ADMIN_PORT}}" || return
+  exec 3<>"/dev/tcp/127.0.0.1/\${ENVOY_PRESTOP_ADMIN:-${ENVOY_ADMIN_PORT}}" || return
   printf '%s %s HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$2" >&3
-  cat <&3
+  while IFS= read -r -t 2 line <&3; do printf '%s\\n' "$line"; done
   exec 3<&-
 }
 admin POST '/drain_listeners?graceful' >/dev/null
-sleep "\${ENVOY_DRAIN_S:-${ENVOY_DRAIN_S}}"
-end=$((SECONDS + \${ENVOY_CALLS_S:-${ENVOY_CALLS_S}}))
+sleep "\${ENVOY_PRESTOP_DRAIN_S:-${ENVOY_DRAIN_S}}"
+end=$((SECONDS + \${ENVOY_PRESTOP_CALLS_S:-${ENVOY_CALLS_S}}))
 while ((SECONDS < end)); do
   active=
   while IFS= read -r line; do

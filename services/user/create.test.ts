@@ -124,6 +124,11 @@ const badUsers: [string, { email: string; displayName: string }, string[]][] = [
     ["user.email"],
   ],
   [
+    "an email with a blank braille pattern",
+    { email: "a\u2800b@x.com", displayName: "Ada" },
+    ["user.email"],
+  ],
+  [
     "an email of 254 characters that NFKC makes thousands of bytes",
     { email: `${"\ufdfa".repeat(250)}@x.c`, displayName: "Ada" },
     ["user.email"],

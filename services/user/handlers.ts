@@ -13,7 +13,7 @@ const MUTABLE = ["email", "display_name"] as const;
  * Unicode says to ignore where unsupported): none belongs in an address, and an address with one
  * would look like another's.
  */
-const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}]/u;
+const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
 /**
  * A bound on the key that keeps emails unique, in bytes: NFKC writes a few characters as up to
  * 18, and PostgreSQL's unique index refuses an entry above about 2.7 KB.

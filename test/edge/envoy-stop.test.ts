@@ -63,9 +63,9 @@ function preStop(t: ExecutionContext, adminPort: number, callsS: number) {
   const hook = spawn("bash", ["-c", ENVOY_PRESTOP], {
     env: {
       ...process.env,
-      ENVOY_ADMIN_PORT: String(adminPort),
-      ENVOY_DRAIN_S: String(DRAIN_S),
-      ENVOY_CALLS_S: String(callsS),
+      ENVOY_PRESTOP_ADMIN: String(adminPort),
+      ENVOY_PRESTOP_DRAIN_S: String(DRAIN_S),
+      ENVOY_PRESTOP_CALLS_S: String(callsS),
     },
     stdio: "ignore",
   });
