@@ -5,6 +5,7 @@ import type { ServiceRegistry } from "../kit/registry.js";
 import { serviceVariable } from "../kit/registry.js";
 import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security/security.js";
 import { registry as defaultRegistry } from "../services/registry.js";
+import { drainingEnvoy, ENVOY_CALLS_S } from "./envoy/stop.js";
 import {
   ENVOY_IMAGE,
   healthPortOf,
@@ -68,6 +69,12 @@ const HEADER = `# docker compose: the \`npm run mesh\` topology on one Docker ho
 `;
 
 /** The compose file for `replicas` replicas of every registered service, as YAML. */
+/**
+ * Seconds a stopping Envoy keeps taking connections, telling each to go away: no load balancer
+ * in front needs time to notice, so only long enough for clients to move on.
+ */
+const COMPOSE_ENVOY_DRAIN_S = 5;
+
 export function composeYaml(
   registry: ServiceRegistry = defaultRegistry,
   replicas = 2,
@@ -162,14 +169,20 @@ export function composeYaml(
   const publicServices = registry.services.filter((service) => service.publicServices.length > 0);
   services.envoy = {
     image: ENVOY_IMAGE,
+    // On `docker compose stop`, Envoy is drained and its calls in flight answered before it is
+    // stopped (deploy/envoy/stop.ts).
     command: [
-      "envoy",
+      "bash",
       "-c",
-      "/etc/envoy/envoy.yaml",
-      "--disable-hot-restart",
-      "--log-level",
-      "info",
+      drainingEnvoy(
+        [
+          ...["-c", "/etc/envoy/envoy.yaml", "--disable-hot-restart", "--log-level", "info"],
+          ...["--drain-time-s", String(COMPOSE_ENVOY_DRAIN_S)],
+        ],
+        COMPOSE_ENVOY_DRAIN_S,
+      ),
     ],
+    stop_grace_period: `${COMPOSE_ENVOY_DRAIN_S + ENVOY_CALLS_S + 5}s`,
     restart: "unless-stopped",
     // envoy.compose.yaml reads them from /run/secrets: its identity, the CA, the JWKS.
     secrets: ["edge_cert", "edge_key", "mesh_ca", "jwks"],

@@ -3,6 +3,7 @@
 
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
+import { drainScript, ENVOY_ADMIN_PORT, ENVOY_CALLS_S } from "../envoy/stop.js";
 import { dnsTopology, type EnvoyTopology, envoyTracing } from "../envoy/topology.js";
 import {
   CLUSTER_CORS_ORIGINS,
@@ -32,7 +33,6 @@ export const ENVOY_PORT = 8080;
 /** Envoy's stats listener: GET /metrics in Prometheus's format, nothing of the admin interface. */
 export const ENVOY_STATS_PORT = 9902;
 
-const ENVOY_ADMIN_PORT = 9901;
 const DESCRIPTOR_DIR = "/descriptor";
 
 /**
@@ -41,8 +41,6 @@ const DESCRIPTOR_DIR = "/descriptor";
  * 20 s on common defaults, with the production overlay's `externalTrafficPolicy: Local`).
  */
 export const ENVOY_DRAIN_S = 20;
-/** Seconds a stopping Envoy then waits for its calls in flight: the edge's longest unary call. */
-export const ENVOY_CALLS_S = 15;
 
 /**
  * Envoy's listener is the front door: open to any client; its stats listener to the monitoring
@@ -92,32 +90,8 @@ export function kubernetesTopology(
   };
 }
 
-/**
- * The preStop hook (bash, because the Envoy image has no curl): drain the listeners, so that
- * every connection is told to go away while new ones still land, then wait while any request is
- * in flight, at most ENVOY_CALLS_S. The kubelet's SIGTERM that follows stops Envoy at once,
- * cutting whatever is still open: only a stream (WatchOrder) by then. An admin request that
- * gets no answer gives up after 2 s of silence. The ENVOY_PRESTOP_* variables are for tests,
- * which run it against an Envoy of their own.
- */
-export const ENVOY_PRESTOP = `admin() {
-  exec 3<>"/dev/tcp/127.0.0.1/\${ENVOY_PRESTOP_ADMIN:-${ENVOY_ADMIN_PORT}}" || return
-  printf '%s %s HTTP/1.1\\r\\nHost: localhost\\r\\nContent-Length: 0\\r\\nConnection: close\\r\\n\\r\\n' "$1" "$2" >&3
-  while IFS= read -r -t 2 line <&3; do printf '%s\\n' "$line"; done
-  exec 3<&-
-}
-admin POST '/drain_listeners?graceful' >/dev/null
-sleep "\${ENVOY_PRESTOP_DRAIN_S:-${ENVOY_DRAIN_S}}"
-end=$((SECONDS + \${ENVOY_PRESTOP_CALLS_S:-${ENVOY_CALLS_S}}))
-while ((SECONDS < end)); do
-  active=
-  while IFS= read -r line; do
-    [[ $line == "http.ingress.downstream_rq_active: "* ]] && active=\${line##* }
-  done < <(admin GET '/stats?filter=downstream_rq_active')
-  [[ $active == 0 ]] && break
-  sleep 0.5
-done
-`;
+/** Envoy's preStop hook: drain, then wait for the calls in flight (deploy/envoy/stop.ts). */
+export const ENVOY_PRESTOP = drainScript(ENVOY_DRAIN_S);
 
 export function envoyDeployment() {
   const mounts = meshMounts(EDGE_IDENTITY);
