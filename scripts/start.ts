@@ -33,9 +33,10 @@ function banner(plan: FleetPlan, demo: DemoData, tokens: string[]): string {
   const lines = [
     "",
     READY,
+    // Every replica's address: SHOP_<NAME>_PORTS may start more than one.
     ...registry.services.map(
       (service) =>
-        `  ${service.name.padEnd(width)} ${at(service.name)}   ${service.protoServices.join(" ")}`,
+        `  ${service.name.padEnd(width)} ${plan.addresses[service.name].join(", ")}   ${service.protoServices.join(" ")}`,
     ),
     storageLine(plan),
     "",
