@@ -23,6 +23,7 @@ import {
 import { tmpdir } from "node:os";
 import path from "node:path";
 import knex from "knex";
+import { env } from "../../kit/config.js";
 import { freePorts } from "./ports.js";
 import type { Supervisor } from "./supervisor.js";
 
@@ -58,6 +59,8 @@ export interface LocalPostgresOptions {
   tls?: boolean;
   /** More server settings, e.g. { max_connections: 300 }. */
   settings?: Record<string, string | number>;
+  /** The port to listen on; a free one when left out. */
+  port?: number;
 }
 
 /**
@@ -265,9 +268,10 @@ export async function startLocalPostgres(options: LocalPostgresOptions): Promise
   if (status.status === 0)
     await run(path.join(bin, "pg_ctl"), ["-D", dir, "-m", "fast", "-w", "stop"], user);
 
-  // A free port may be taken before the server binds it: then try another.
-  for (let attempt = 1; ; attempt++) {
-    const [port] = (await freePorts(1)) as [number];
+  // A free port may be taken before the server binds it: then try another. A port asked for is
+  // tried once.
+  for (let attempt = options.port ? 3 : 1; ; attempt++) {
+    const [port] = options.port ? [options.port] : ((await freePorts(1)) as [number]);
     try {
       await run(
         path.join(bin, "pg_ctl"),
@@ -380,7 +384,12 @@ export async function launchPostgres(
   dataDir: string,
   options: Pick<LocalPostgresOptions, "throwaway" | "settings"> = {},
 ): Promise<{ server: LocalPostgres; url: string }> {
-  const server = await startLocalPostgres({ dir: clusterDir(dataDir), ...options });
+  const port = env.port("SHOP_POSTGRES_PORT", 0);
+  const server = await startLocalPostgres({
+    dir: clusterDir(dataDir),
+    ...options,
+    ...(port > 0 && { port }),
+  });
   supervisor.afterStop(() => server.stop());
   await server.createDatabase("shop");
   return { server, url: server.url("shop") };
