@@ -46,8 +46,9 @@ const INFRA_STREAMS = [
   "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
 ];
 
-/** How long the edge lets a unary call without a deadline run. */
-const UNARY_TIMEOUT = "15s";
+/** Seconds the edge lets a unary call run, at most. */
+export const UNARY_TIMEOUT_S = 15;
+const UNARY_TIMEOUT = `${UNARY_TIMEOUT_S}s`;
 
 /**
  * The deadline a service gets for a unary call that set none: inside the edge's UNARY_TIMEOUT,

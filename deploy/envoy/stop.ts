@@ -4,11 +4,13 @@
 // as Envoy's preStop hook; compose, which only signals, runs Envoy under a bash that drains it on
 // SIGTERM. bash, because the Envoy image has no curl.
 
+import { UNARY_TIMEOUT_S } from "./routes.js";
+
 /** Envoy's admin port in a deployment, on the container's loopback. */
 export const ENVOY_ADMIN_PORT = 9901;
 
 /** Seconds a stopping Envoy waits for its calls in flight: the edge's longest unary call. */
-export const ENVOY_CALLS_S = 15;
+export const ENVOY_CALLS_S = UNARY_TIMEOUT_S;
 
 /**
  * The drain, as bash: POST /drain_listeners?graceful to the admin, sleep `drainS` (Envoy's
