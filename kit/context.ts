@@ -7,6 +7,7 @@ type ServerSurfaceCall = Pick<
 >;
 
 import type { MethodInfo } from "./contract.js";
+import { Code, ServiceError } from "./errors.js";
 import { type AuthContext, authContextOf } from "./security/tls.js";
 import { type CuttableCall, closedByServer, trackCall } from "./transport/connection-closing.js";
 import {
@@ -155,7 +156,7 @@ export class ServerCallContext implements CallContext, CuttableCall {
       // a measurable share of a cheap rpc. finish() reads the call's own flag instead.
       if (this.state === RUNNING && this.call?.cancelled) this.markCancelled();
       this.call?.once("cancelled", () => this.cancel());
-      if (this.state === CANCELLED) this.controller.abort();
+      if (this.state === CANCELLED) this.controller.abort(this.cancelReason());
     }
     return this.controller.signal;
   }
@@ -215,7 +216,7 @@ export class ServerCallContext implements CallContext, CuttableCall {
   cancel(): void {
     if (this.state !== RUNNING) return;
     this.markCancelled();
-    this.controller?.abort();
+    this.controller?.abort(this.cancelReason());
   }
 
   /**
@@ -236,6 +237,16 @@ export class ServerCallContext implements CallContext, CuttableCall {
   /** Whether the caller's cancel was its deadline (deadlinePassed, at the cancel). */
   private cancelledAtDeadline(): boolean {
     return deadlinePassed(this, this.cancelledAt);
+  }
+
+  /**
+   * Why the signal aborts: at the deadline, DEADLINE_EXCEEDED, which the calls the signal cuts
+   * report (kit/client failureOf), as their own deadline would have; else the caller's cancel.
+   */
+  private cancelReason(): ServiceError | undefined {
+    return this.cancelledAtDeadline()
+      ? new ServiceError(Code.DEADLINE_EXCEEDED, "the deadline of the call it serves passed")
+      : undefined;
   }
 
   /**

@@ -9,8 +9,8 @@ import { InventoryServiceService } from "../gen/ts/shop/product/v1/inventory.js"
 import { ProductServiceService } from "../gen/ts/shop/product/v1/product.js";
 import { UserServiceService } from "../gen/ts/shop/user/v1/user.js";
 import { createClient } from "../kit/client/index.js";
-import type { CallStatus } from "../kit/context.js";
-import type { MethodInfo } from "../kit/contract.js";
+import { type CallStatus, detachedContext } from "../kit/context.js";
+import { type MethodInfo, methodsOf } from "../kit/contract.js";
 import { Code, type ServiceError } from "../kit/errors.js";
 import {
   type ClientMiddleware,
@@ -109,6 +109,54 @@ test("a server middleware sees the rpc, the call's context and the status the ca
 
   await inventory.reserveStock({ reservationId: "r-1", lines: [orderLine(mug.productId, 1)] });
   t.like((await finished(seen, "ReserveStock")).method, { idempotency: "IDEMPOTENT" });
+});
+
+test("a call cut because the call it serves ran out of time ends DEADLINE_EXCEEDED, not CANCELLED", async (t) => {
+  const ended: string[] = [];
+  // What a service's client middleware (its metrics, say) sees of each outgoing call.
+  const watching: ClientMiddleware = {
+    name: "watching",
+    wrap: (method, next) => (request, call) =>
+      (next(request, call) as Promise<unknown>).catch((error: ServiceError) => {
+        ended.push(`${method.rpc} ${Code[error.code]}`);
+        throw error;
+      }),
+  };
+  const service = await start(t, createProductService(), {
+    middleware: [
+      {
+        name: "slow",
+        wrap: (_method, next) => async (request, ctx) => {
+          await new Promise((resolve) => setTimeout(resolve, 2_000));
+          return next(request, ctx);
+        },
+      },
+    ],
+  });
+  const products = createClient(ProductServiceService, service.server.address, {
+    middleware: [...defaultClientMiddleware({ defaultTimeoutMs: 5_000 }), watching],
+  });
+  t.teardown(() => products.close());
+  // The served call's end as grpc-js reports it at its deadline: just before the outgoing
+  // call's own deadline (the same instant) would end it.
+  const served = new AbortController();
+  const deadline = new Date(Date.now() + 300);
+  const ctx = detachedContext(methodsOf(ProductServiceService).GetProduct as MethodInfo, {
+    deadline,
+    signal: served.signal,
+  });
+  setTimeout(() => served.abort(), 285);
+  await t.throwsAsync(products.getProduct({ productId: "prd_any" }, { ctx }));
+  t.deepEqual(ended, ["GetProduct DEADLINE_EXCEEDED"]);
+  // A caller that went away before its deadline is a cancel.
+  const early = new AbortController();
+  const gone = detachedContext(methodsOf(ProductServiceService).GetProduct as MethodInfo, {
+    deadline: new Date(Date.now() + 5_000),
+    signal: early.signal,
+  });
+  setTimeout(() => early.abort(), 100);
+  await t.throwsAsync(products.getProduct({ productId: "prd_any" }, { ctx: gone }));
+  t.deepEqual(ended, ["GetProduct DEADLINE_EXCEEDED", "GetProduct CANCELLED"]);
 });
 
 test("the final status is what the caller got: an unencodable response, a deadline, a cancel", async (t) => {
