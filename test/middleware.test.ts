@@ -290,6 +290,34 @@ test("a refused call's log line names its reason, at info: a caller's mistake is
   t.like(refused, { level: 30, code: "NOT_FOUND", reason: "USER_NOT_FOUND", msg: "rpc" });
 });
 
+test("a release that undoes a refused CreateOrder, or a CancelOrder's, carries the call's x-request-id", async (t) => {
+  const logs = captureLogger("product");
+  const fleet = await startFleet(t, { loggers: { product: logs.logger } });
+  const shopper = await addUser(fleet.users);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  const withId = (id: string) => {
+    const metadata = new Metadata();
+    metadata.set("x-request-id", id);
+    return { metadata };
+  };
+  const releasedAs = (id: string) =>
+    eventually(`the ReleaseReservation of ${id}`, () =>
+      logs.lines.find(
+        (line) =>
+          line.method === "/shop.product.v1.InventoryService/ReleaseReservation" &&
+          line.x_request_id === id,
+      ),
+    );
+  // Short of stock: the order is written, refused, and its reservation released.
+  const short = { userId: shopper.userId, lines: [orderLine(mug.productId, 2)] };
+  await t.throwsAsync(fleet.orders.createOrder(short, withId("short-1")));
+  t.is((await releasedAs("short-1")).code, "OK");
+  const placed = { userId: shopper.userId, lines: [orderLine(mug.productId, 1)] };
+  const { order } = await fleet.orders.createOrder(placed, withId("place-1"));
+  await fleet.orders.cancelOrder({ orderId: order?.orderId ?? "" }, withId("cancel-1"));
+  t.is((await releasedAs("cancel-1")).code, "OK");
+});
+
 test("a call made while serving another carries its x-request-id and deadline, and logs name the idempotency key", async (t) => {
   const logs = { user: captureLogger("user"), order: captureLogger("order") };
   const fleet = await startFleet(t, {

@@ -17,7 +17,7 @@ import { xRequestIdClient, xRequestIdServer } from "./x-request-id.js";
 
 export { cancelledWith } from "./deadline.js";
 export * from "./types.js";
-export { X_REQUEST_ID } from "./x-request-id.js";
+export { outliving, X_REQUEST_ID } from "./x-request-id.js";
 
 /** What every served call goes through, outermost first: a server without a service's extras. */
 export function defaultServerMiddleware(logger: Logger): ServerMiddleware[] {

@@ -1,6 +1,6 @@
 import { randomUUID } from "node:crypto";
-import type { Metadata } from "@grpc/grpc-js";
-import { contextKey } from "../context.js";
+import { Metadata } from "@grpc/grpc-js";
+import { type CallContext, type CallOptions, contextKey } from "../context.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
 
 const HEADER = "x-request-id";
@@ -42,3 +42,15 @@ export const xRequestIdClient: ClientMiddleware = {
     return next(request, call);
   },
 };
+
+/**
+ * Options for a call made on behalf of `ctx` that must outlive it (a compensation, which goes on
+ * after its caller has gone): the served call's x-request-id, not its deadline or cancellation.
+ */
+export function outliving(ctx: CallContext): CallOptions {
+  const id = ctx.get(X_REQUEST_ID);
+  if (id === undefined) return {};
+  const metadata = new Metadata();
+  metadata.set(HEADER, id);
+  return { metadata };
+}

@@ -69,7 +69,7 @@ export function orderHandlers(
     async cancelOrder({ orderId }, ctx) {
       check().id("order_id", orderId).throwIfAny();
       await owned(orderId, ctx);
-      return { order: await saga.cancel(orderId) };
+      return { order: await saga.cancel(orderId, ctx) };
     },
 
     async *watchOrder({ orderId }, ctx) {

@@ -32,9 +32,11 @@ export async function cancelOrder(saga: Saga, orderId: string): Promise<Order> {
 
 export function finishCancel(saga: Saga, orderId: string, reservationId: string): Promise<void> {
   return step("finish_cancel", async () => {
-    await saga.deps.inventory.releaseReservation({ reservationId }).catch((error) => {
-      throw fromDependency("product", error);
-    });
+    await saga.deps.inventory
+      .releaseReservation({ reservationId }, saga.compensation)
+      .catch((error) => {
+        throw fromDependency("product", error);
+      });
     if (await saga.store.finishCancel(orderId)) saga.changed(orderId, CANCELLED);
   });
 }

@@ -13,7 +13,7 @@ import { callerGone, keyReused } from "./errors.js";
 import { inflightKey, placing, sameRequest } from "./idempotency.js";
 import { afterFailure, place } from "./place.js";
 import { PLACING, settle } from "./settle.js";
-import { type Saga, step } from "./step.js";
+import { onBehalfOf, type Saga, step } from "./step.js";
 
 /**
  * CreateOrder: one order per user and idempotency key (the request's user_id and
@@ -34,7 +34,7 @@ export async function createOrder(
     let run = inflight.get(claim);
     const joined = run !== undefined;
     if (!run) {
-      run = resolve(saga, key, request, ctx).finally(() => inflight.delete(claim));
+      run = resolve(onBehalfOf(saga, ctx), key, request, ctx).finally(() => inflight.delete(claim));
       inflight.set(claim, run);
     }
     let order: Order;

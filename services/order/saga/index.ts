@@ -6,7 +6,7 @@ import type { OrderStore } from "../store.js";
 import { cancelOrder } from "./cancel.js";
 import { createOrder } from "./create.js";
 import { reconcileOrders } from "./reconcile.js";
-import type { Saga } from "./step.js";
+import { onBehalfOf, type Saga } from "./step.js";
 import type { Dependencies, SagaOptions } from "./types.js";
 
 export type {
@@ -52,8 +52,8 @@ export class OrderSaga {
   }
 
   /** CancelOrder (cancel.ts). */
-  cancel(orderId: string): Promise<Order> {
-    return cancelOrder(this.saga, orderId);
+  cancel(orderId: string, ctx: CallContext): Promise<Order> {
+    return cancelOrder(onBehalfOf(this.saga, ctx), orderId);
   }
 
   /** Settles what interrupted sagas and cancels left (reconcile.ts); how many it settled. */

@@ -140,7 +140,9 @@ export async function withdraw(saga: Saga, orderId: string, reservationId: strin
 export async function release(saga: Saga, reservationId: string): Promise<boolean> {
   try {
     // Failing inside the step, so that its span says so.
-    await step("release", () => saga.deps.inventory.releaseReservation({ reservationId }));
+    await step("release", () =>
+      saga.deps.inventory.releaseReservation({ reservationId }, saga.compensation),
+    );
     return true;
   } catch (error) {
     saga.options.logger.warn({ err: error, reservationId }, "release failed; will retry");

@@ -1,5 +1,7 @@
 // What every step of the saga works with, and the span it runs in.
 import { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
+import type { CallContext, CallOptions } from "../../../kit/context.js";
+import { outliving } from "../../../kit/middleware/index.js";
 import { inSpan } from "../../../kit/observability/tracing.js";
 import type { OrderStore } from "../store.js";
 import type { Dependencies, SagaEvents, SagaOptions } from "./types.js";
@@ -15,7 +17,18 @@ export interface Saga {
    * CreateOrder withdrew it, so that no order was placed.
    */
   changed(orderId: string, state: OrderState, withdrawn?: boolean): void;
+  /**
+   * How a compensating call (a release) is made: as part of the served call it undoes, by its
+   * x-request-id, but never cut by its deadline (onBehalfOf). Background work has none.
+   */
+  compensation?: CallOptions;
 }
+
+/** The saga as one served call runs it: its compensations carry the call's x-request-id. */
+export const onBehalfOf = (saga: Saga, ctx: CallContext): Saga => ({
+  ...saga,
+  compensation: outliving(ctx),
+});
 
 export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   PENDING: OrderState.ORDER_STATE_PENDING,
