@@ -21,6 +21,7 @@ import {
   grpcStats,
   grpcStatsTags,
   observabilityClusters,
+  queryFreeSpans,
   statsListener,
 } from "./observability.js";
 import { overloadManager } from "./overload-manager.js";
@@ -178,6 +179,7 @@ export function envoyConfig(
             },
           ),
         },
+        ...queryFreeSpans(topology),
         healthByName(services),
         {
           name: "envoy.filters.http.cors",

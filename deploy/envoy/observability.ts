@@ -2,7 +2,7 @@
 // OpenTelemetry tracer. Each piece is one function config.ts composes.
 
 import { isIpLiteral } from "./clusters.js";
-import { typed } from "./matchers.js";
+import { headerMatches, not, skippedFor, typed } from "./matchers.js";
 import type { Endpoint, EnvoyTopology, GrpcService } from "./topology.js";
 
 /**
@@ -149,6 +149,34 @@ export function statsListener(topology: EnvoyTopology) {
         },
       ],
     },
+  ];
+}
+
+/**
+ * The REST path the transcoder keeps for the tracer (x-envoy-original-path), without its query:
+ * the edge span's http.url would otherwise carry the caller's query (ids, page tokens, whatever
+ * it sent), which the access log leaves out. After the transcoder, which has read the query;
+ * skipped for every request without the header. Only where the edge traces.
+ */
+export function queryFreeSpans(topology: EnvoyTopology) {
+  if (!topology.tracing) return [];
+  const header = "x-envoy-original-path";
+  return [
+    skippedFor(not(headerMatches(header, { prefix: "/" })), {
+      name: "envoy.filters.http.header_mutation",
+      typed_config: typed("envoy.extensions.filters.http.header_mutation.v3.HeaderMutation", {
+        mutations: {
+          request_mutations: [
+            {
+              append: {
+                header: { key: header, value: "%PATH(NQ:ORIG)%" },
+                append_action: "OVERWRITE_IF_EXISTS",
+              },
+            },
+          ],
+        },
+      }),
+    }),
   ];
 }
 

@@ -4,6 +4,7 @@
 // `npm run mesh`, its spans received over OTLP/gRPC.
 import { randomBytes, randomUUID } from "node:crypto";
 import test from "ava";
+import { edgeFetch } from "../helpers/credentials.js";
 import { eventually } from "../helpers/eventually.js";
 import { MeshUnderTest, tag, withId } from "../helpers/front-door.js";
 import { startLaunch } from "../helpers/launch.js";
@@ -75,6 +76,25 @@ test.serial("the edge samples a tenth of new traces, and keeps a caller's decisi
   // 200 draws at 10 %: 20 expected; every one sampled (or none) is what this guards against.
   t.true(started > 0 && started < 60, `${started} of 200 new traces sampled`);
 });
+
+test.serial(
+  "the edge span of a REST call names its URL without the caller's query, as the access log does",
+  async (t) => {
+    // One the transcoder serves, and one the edge refuses before it (an unknown parameter).
+    for (const query of ["page_size=2&in_stock_only=true", "page_size=2&caller_data=ada%40x.com"]) {
+      const traceId = randomBytes(16).toString("hex");
+      const reply = await edgeFetch(`https://${mesh.front()}/products?${query}`, {
+        headers: { traceparent: `00-${traceId}-${randomBytes(8).toString("hex")}-01` },
+      });
+      await reply.text();
+      const span = await eventually("the edge span", () =>
+        edgeSpans().find((edge) => edge.traceId === traceId),
+      );
+      const url = String(span.attributes?.find((a) => a.key === "http.url")?.value.stringValue);
+      t.regex(url, /^https:\/\/[^/]+\/products$/, `${reply.status} ${query}`);
+    }
+  },
+);
 
 test.serial("Envoy's access log line carries its call's trace_id, sampled or not", async (t) => {
   const { products } = mesh.clients();

@@ -599,6 +599,11 @@ function envoy_on_request(handle)
   local fits = nil
   if protocol == "rest" then
     fits = REST_PAGE_BYTES
+    -- The path the edge span names (http.url), without the caller's query, should the call be
+    -- refused before the transcoder replaces it (as observability.ts queryFreeSpans then does).
+    if path:find("?", 1, true) then
+      headers:replace("x-envoy-original-path", (path:gsub("%?.*", "")))
+    end
   elseif protocol == "connect" then
     fits = CONNECT_PAGE_BYTES[handle:streamInfo():protocol()] or CONNECT_SMALLEST_PAGE_BYTES
   end
