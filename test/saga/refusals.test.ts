@@ -18,6 +18,7 @@ import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { eventually, until } from "../helpers/eventually.js";
 import { orderLine, startFleet } from "../helpers/fleet.js";
+import { sampleValue } from "../helpers/metrics.js";
 import { onPostgres } from "../helpers/storage.js";
 import { failOnceWritten, refusedCreate, stockOf } from "./helpers.js";
 
@@ -28,6 +29,11 @@ test("an unknown user fails the order before any stock is held", async (t) => {
   t.is(error?.code, Code.NOT_FOUND);
   t.is(error?.details.reason, "USER_NOT_FOUND");
   t.is(await stockOf(fleet, mug.productId), 4);
+  // Written beside the GetUser and deleted: counted as withdrawn, as a refusal for stock is.
+  const withdrawn = sampleValue(await fleet.order.metrics.text(), "shop_orders_total", {
+    outcome: "withdrawn",
+  });
+  t.is(withdrawn, 1);
   const listed = await fleet.orders.listOrders({ userId: "", pageSize: 10, pageToken: "" });
   t.is(listed.orders.length, 0);
 });

@@ -11,7 +11,7 @@ import { enoughOnDisk } from "../../../kit/middleware/durable-answers.js";
 import { IdempotencyKeyTaken } from "../store.js";
 import { callerGone, refusal, reservationExpired, reservationLost } from "./errors.js";
 import { confirm, failOrder, withdraw } from "./settle.js";
-import { CONFIRMED, PENDING, type Saga, step } from "./step.js";
+import { CONFIRMED, FAILED, PENDING, type Saga, step } from "./step.js";
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 
@@ -72,7 +72,9 @@ export async function place(
     const failure = fromDependency("user", user.reason, ctx);
     // The user's answer stands if the order cannot be deleted now: it holds no stock, and the
     // reconciler fails it once its reservation's TTL has passed.
-    if (write.status === "fulfilled") await saga.store.discard(orderId).catch(() => false);
+    if (write.status === "fulfilled" && (await saga.store.discard(orderId).catch(() => false))) {
+      saga.changed(orderId, FAILED, true);
+    }
     throw failure;
   }
   // Another call of this user won the key: the caller settles its order instead.
