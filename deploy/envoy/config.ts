@@ -116,6 +116,8 @@ export function envoyConfig(
           {
             name: "shopmesh",
             domains: ["*"],
+            // x-envoy-attempt-count on each attempt: a service logs a retry's or a hedge's.
+            include_request_attempt_count: true,
             routes: routes(services, infraCluster(clusterNames, topology), topology.corsOrigins),
             // Browsers may call from the configured origins only (SHOP_CORS_ORIGINS); the token
             // travels in the authorization header, never in cookies.

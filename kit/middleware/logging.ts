@@ -9,6 +9,8 @@ const OUR_FAULT = new Set<Code>([Code.UNKNOWN, Code.INTERNAL, Code.DATA_LOSS]);
 
 /** Set by a gRPC client on each attempt after a call's first: a retry or a hedge. */
 const PREVIOUS_ATTEMPTS = "grpc-previous-rpc-attempts";
+/** Set by Envoy on every attempt, the first one too (1). */
+const ENVOY_ATTEMPT = "x-envoy-attempt-count";
 
 /**
  * One log line per call, written once the status is sent, with the status the caller got (after
@@ -46,7 +48,8 @@ export function logging(logger: Logger): ServerMiddleware {
               key.length > X_REQUEST_ID_MAX_LENGTH ? clipText(key, X_REQUEST_ID_MAX_LENGTH) : key;
           }
           const previous = Number(ctx.metadata.get(PREVIOUS_ATTEMPTS)[0]);
-          if (previous > 0) line.attempt = previous + 1;
+          const attempt = previous > 0 ? previous + 1 : Number(ctx.metadata.get(ENVOY_ATTEMPT)[0]);
+          if (attempt > 1) line.attempt = attempt;
           if (level === "info") logger.info(line, "rpc");
           else logger[level]({ ...line, err: status.cause, details: status.details }, "rpc failed");
         });

@@ -509,6 +509,20 @@ test.serial(
       lines.every((entry) => entry.upstream_host !== address),
       "the stuck replica answered a read",
     );
+    // The replica that answered a hedge logged it as the call's second attempt.
+    const ids = new Set(hedged.map((entry) => entry.x_request_id));
+    const answered = await eventually("product-1's log lines of the hedged reads", async () => {
+      const found = (await readFile(path.join(mesh.plan.logDir, "product-1.log"), "utf8"))
+        .split("\n")
+        .filter((line) => line.startsWith("{"))
+        .map((line) => JSON.parse(line) as { x_request_id?: string; attempt?: number })
+        .filter((line) => ids.has(line.x_request_id ?? ""));
+      return found.length === ids.size ? found : undefined;
+    });
+    t.true(
+      answered.every((line) => line.attempt === 2),
+      JSON.stringify(answered.map((line) => line.attempt)),
+    );
   },
 );
 
