@@ -160,6 +160,7 @@ export async function serve(
         method: call.method,
         peer: call.peer,
         code: "UNIMPLEMENTED",
+        reason: "UNKNOWN_METHOD",
         x_request_id: call.xRequestId,
         ...(call.traceId && { trace_id: call.traceId }),
       },

@@ -294,6 +294,8 @@ test("a method the server lacks is logged and counted, by the served service it 
     ],
   );
   const logged = lines.filter((line) => line.code === "UNIMPLEMENTED");
+  // With the reason the caller got, as every failed call's line has it.
+  t.true(logged.every((line) => line.reason === "UNKNOWN_METHOD"));
   t.deepEqual(
     logged.map((line) => line.method),
     [
