@@ -2,7 +2,7 @@
 import { type Order, OrderState } from "../../../gen/ts/shop/order/v1/order.js";
 import { fromDependency } from "../../../kit/client/index.js";
 import { errors } from "../../../kit/errors.js";
-import { CANCELLED, CANCELLING, CONFIRMED, type Saga, step } from "./step.js";
+import { CANCELLED, CANCELLING, CONFIRMED, compensating, type Saga, step } from "./step.js";
 
 /**
  * CancelOrder: record the intent (CANCELLING), give the stock back, mark it CANCELLED. Once
@@ -33,7 +33,7 @@ export async function cancelOrder(saga: Saga, orderId: string): Promise<Order> {
 export function finishCancel(saga: Saga, orderId: string, reservationId: string): Promise<void> {
   return step("finish_cancel", async () => {
     await saga.deps.inventory
-      .releaseReservation({ reservationId }, saga.compensation)
+      .releaseReservation({ reservationId }, compensating(saga))
       .catch((error) => {
         throw fromDependency("product", error);
       });

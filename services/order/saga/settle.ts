@@ -9,7 +9,16 @@ import { Code, errors, ServiceError } from "../../../kit/errors.js";
 import type { Prices, StoredOrder } from "../store.js";
 import { reservationLost } from "./errors.js";
 import { pricedOrder, pricesOf } from "./prices.js";
-import { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING, type Saga, step } from "./step.js";
+import {
+  CANCELLED,
+  CANCELLING,
+  CONFIRMED,
+  compensating,
+  FAILED,
+  PENDING,
+  type Saga,
+  step,
+} from "./step.js";
 
 /** settle() found the order's own call still reserving its stock. */
 export const PLACING = Symbol("placing");
@@ -141,7 +150,7 @@ export async function release(saga: Saga, reservationId: string): Promise<boolea
   try {
     // Failing inside the step, so that its span says so.
     await step("release", () =>
-      saga.deps.inventory.releaseReservation({ reservationId }, saga.compensation),
+      saga.deps.inventory.releaseReservation({ reservationId }, compensating(saga)),
     );
     return true;
   } catch (error) {

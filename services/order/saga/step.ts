@@ -17,18 +17,19 @@ export interface Saga {
    * CreateOrder withdrew it, so that no order was placed.
    */
   changed(orderId: string, state: OrderState, withdrawn?: boolean): void;
-  /**
-   * How a compensating call (a release) is made: as part of the served call it undoes, by its
-   * x-request-id, but never cut by its deadline (onBehalfOf). Background work has none.
-   */
-  compensation?: CallOptions;
+  /** The served call this run of the saga is for; background work (the reconciler) has none. */
+  servedCall?: CallContext;
 }
 
-/** The saga as one served call runs it: its compensations carry the call's x-request-id. */
-export const onBehalfOf = (saga: Saga, ctx: CallContext): Saga => ({
-  ...saga,
-  compensation: outliving(ctx),
-});
+/** The saga as one served call runs it (Saga.servedCall). */
+export const onBehalfOf = (saga: Saga, ctx: CallContext): Saga => ({ ...saga, servedCall: ctx });
+
+/**
+ * How a compensating call (a release) is made: as part of the served call it undoes, by its
+ * x-request-id, but never cut by that call's deadline (outliving).
+ */
+export const compensating = (saga: Saga): CallOptions =>
+  saga.servedCall ? outliving(saga.servedCall) : {};
 
 export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
   PENDING: OrderState.ORDER_STATE_PENDING,
