@@ -13,7 +13,6 @@ import { drainingEnvoy } from "../../deploy/envoy/stop.js";
 import { ENVOY_PRESTOP } from "../../deploy/kubernetes/envoy.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { createClient } from "../../kit/client/index.js";
-import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { envoyBinary, frontDoorConfig, waitEnvoyReady } from "../../scripts/lib/envoy.js";
 import { freePorts } from "../../scripts/lib/ports.js";
 import { addProduct } from "../../scripts/lib/seed.js";
@@ -22,30 +21,15 @@ import { testCallers } from "../helpers/credentials.js";
 import { startEnvoy } from "../helpers/envoy.js";
 import { until } from "../helpers/eventually.js";
 import { clientsFor, start } from "../helpers/fleet.js";
+import { rpcGate } from "../helpers/gate.js";
 
 /** Seconds the test's Envoy drains its listeners, as --drain-time-s and the hook's sleep. */
 const DRAIN_S = 1;
 
 /** A product service whose GetProduct waits in its handler until `release()`. */
 async function heldProduct(t: ExecutionContext) {
-  let release = () => {};
-  const released = new Promise<void>((resolve) => {
-    release = resolve;
-  });
-  t.teardown(() => release());
-  let held = 0;
-  const hold: ServerMiddleware = {
-    name: "hold-get-product",
-    wrap: (method, next) =>
-      method.rpc !== "GetProduct"
-        ? next
-        : async (request, ctx) => {
-            held++;
-            await released;
-            return next(request, ctx);
-          },
-  };
-  const product = await start(t, createProductService(), { middleware: [hold] });
+  const gate = rpcGate(t, "GetProduct");
+  const product = await start(t, createProductService(), { middleware: [gate.middleware] });
   const mug = await addProduct(clientsFor(t, { product: product.server.address }).products, {
     name: "mug",
   });
@@ -55,10 +39,10 @@ async function heldProduct(t: ExecutionContext) {
     t.teardown(() => viaEnvoy.close());
     const call = viaEnvoy.getProduct({ productId: mug.productId }, { timeoutMs: 60_000 });
     call.catch(() => {});
-    await until("the GetProduct is in its handler", () => held === 1);
+    await until("the GetProduct is held", () => gate.waiting() === 1);
     return { call };
   };
-  return { port: product.server.port, getProduct, release, mug };
+  return { port: product.server.port, getProduct, release: gate.open, mug };
 }
 
 /** Envoy in front of a product service whose GetProduct is in its handler until `release()`. */

@@ -11,11 +11,11 @@ import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { Code } from "../../kit/errors.js";
-import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { addProduct, addUser } from "../../scripts/lib/seed.js";
 import { createProductService } from "../../services/product/service.js";
 import { until } from "../helpers/eventually.js";
 import { clientsFor, orderLine, start, startFleet, type TestService } from "../helpers/fleet.js";
+import { rpcGate } from "../helpers/gate.js";
 import { expectStatus } from "../helpers/status.js";
 
 async function scratch(t: ExecutionContext) {
@@ -106,31 +106,14 @@ test("SHOP_SQLITE_SYNC=at-checkpoint leaves syncing to SQLite", async (t) => {
  */
 async function gatedReservations(t: ExecutionContext) {
   const dir = await scratch(t);
-  let open = () => {};
-  const opened = new Promise<void>((resolve) => {
-    open = resolve;
-  });
-  let waiting = 0;
-  const gate: ServerMiddleware = {
-    name: "reservation-gate",
-    wrap: (method, next) =>
-      method.rpc !== "ReserveStock"
-        ? next
-        : async (request, ctx) => {
-            waiting++;
-            await opened;
-            waiting--;
-            return next(request, ctx);
-          },
-  };
-  t.teardown(open);
+  const gate = rpcGate(t, "ReserveStock");
   const fleet = await startFleet(t, {
     databases: { order: path.join(dir, "order.sqlite") },
-    middleware: { product: [gate] },
+    middleware: { product: [gate.middleware] },
   });
   const user = await addUser(fleet.users);
   const mug = await addProduct(fleet.products, { stock: 1 });
-  return { fleet, user, mug, open, waiting: () => waiting };
+  return { fleet, user, mug, open: gate.open, waiting: gate.waiting };
 }
 
 test("CreateOrder's sync begins at its order's write, while product reserves the stock", async (t) => {
