@@ -18,6 +18,22 @@ import { grpcFrame } from "../helpers/grpc-frame.js";
 
 const expected = { reason: "UNAVAILABLE", domain: "shopmesh.edge" };
 
+/**
+ * What every door of getProductAtEveryDoor answers for an UNAVAILABLE with `info` (its ErrorInfo):
+ * in each protocol's form, REST as `rest` says.
+ */
+const unavailableAtEveryDoor = (info: { reason: string; domain: string }, rest: DoorAnswer) => {
+  const unavailable = { code: Code.UNAVAILABLE, ...info };
+  const connect = { code: "unavailable", ...info };
+  return {
+    grpc: unavailable,
+    grpcWeb: { http: 200, ...unavailable },
+    connect: { http: 503, ...connect },
+    connectStream: { http: 200, ...connect },
+    rest,
+  };
+};
+
 /** The code and ErrorInfo of a trailers-only gRPC-Web reply. */
 function trailersOnly(response: Response) {
   const metadata = new Metadata();
@@ -104,15 +120,10 @@ async function getProductAtEveryDoor(envoy: EnvoyHandle): Promise<Record<string,
 test("with no replica to take a call, every door answers UNAVAILABLE with the edge's ErrorInfo", async (t) => {
   const envoy = await startEnvoy({ services: {}, tls: CERTS, waitHealthy: false });
   t.teardown(() => envoy.stop());
-  const unavailable = { code: Code.UNAVAILABLE, ...expected };
-  const connect = { code: "unavailable", ...expected };
-  t.like(await getProductAtEveryDoor(envoy), {
-    grpc: unavailable,
-    grpcWeb: { http: 200, ...unavailable },
-    connect: { http: 503, ...connect },
-    connectStream: { http: 200, ...connect },
-    rest: { http: 503, code: Code.UNAVAILABLE, reason: "UNAVAILABLE" },
-  });
+  t.like(
+    await getProductAtEveryDoor(envoy),
+    unavailableAtEveryDoor(expected, { http: 503, code: Code.UNAVAILABLE, reason: "UNAVAILABLE" }),
+  );
 
   // Headers too large for HTTP/1.1's codec: its 431 in the same form, not Envoy's text.
   const huge = await edgeFetch(`https://${envoy.address}/products/prd_any`, {
@@ -135,15 +146,10 @@ test("an Envoy short of heap refuses every door UNAVAILABLE EDGE_OVERLOADED, eac
       (await envoy.counter("overload.envoy.overload_actions.stop_accepting_requests.active")) === 1,
   );
   const overloaded = { reason: "EDGE_OVERLOADED", domain: "shopmesh.edge" };
-  const unavailable = { code: Code.UNAVAILABLE, ...overloaded };
-  const connect = { code: "unavailable", ...overloaded };
-  t.like(await getProductAtEveryDoor(envoy), {
-    grpc: unavailable,
-    grpcWeb: { http: 200, ...unavailable },
-    connect: { http: 503, ...connect },
-    connectStream: { http: 200, ...connect },
-    rest: { http: 503, ...unavailable },
-  });
+  t.like(
+    await getProductAtEveryDoor(envoy),
+    unavailableAtEveryDoor(overloaded, { http: 503, code: Code.UNAVAILABLE, ...overloaded }),
+  );
 });
 
 // Envoy's own answer was a 400 without a body: INTERNAL to a gRPC client, without details.
