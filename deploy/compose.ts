@@ -6,6 +6,7 @@ import { serviceVariable } from "../kit/registry.js";
 import { DEV_AUDIENCE, PRODUCTION_ISSUER } from "../kit/security/security.js";
 import { registry as defaultRegistry } from "../services/registry.js";
 import { drainingEnvoy, ENVOY_CALLS_S } from "./envoy/stop.js";
+import { ENVOY_ADMIN_PORT } from "./envoy/topology.js";
 import {
   ENVOY_IMAGE,
   healthPortOf,
@@ -191,7 +192,7 @@ export function composeYaml(
       // The transcoder loads the descriptor set from /app/gen/descriptor/shop.binpb.
       "../gen/descriptor:/app/gen/descriptor:ro",
     ],
-    // The front door only; admin (9901) stays on the container's loopback.
+    // The front door only; admin (ENVOY_ADMIN_PORT) stays on the container's loopback.
     ports: ["127.0.0.1:8080:8080"],
     healthcheck: {
       // bash only (curl is not in every Envoy image): ask the admin interface whether Envoy is
@@ -200,7 +201,7 @@ export function composeYaml(
         "CMD",
         "bash",
         "-c",
-        "exec 3<>/dev/tcp/127.0.0.1/9901 && printf 'GET /ready HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && grep -q LIVE <&3",
+        `exec 3<>/dev/tcp/127.0.0.1/${ENVOY_ADMIN_PORT} && printf 'GET /ready HTTP/1.1\\r\\nHost: localhost\\r\\nConnection: close\\r\\n\\r\\n' >&3 && grep -q LIVE <&3`,
       ],
       interval: "10s",
       timeout: "3s",

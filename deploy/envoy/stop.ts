@@ -5,9 +5,7 @@
 // SIGTERM. bash, because the Envoy image has no curl.
 
 import { UNARY_TIMEOUT_S } from "./routes.js";
-
-/** Envoy's admin port in a deployment, on the container's loopback. */
-export const ENVOY_ADMIN_PORT = 9901;
+import { ENVOY_ADMIN_PORT } from "./topology.js";
 
 /** Seconds a stopping Envoy waits for its calls in flight: the edge's longest unary call. */
 export const ENVOY_CALLS_S = UNARY_TIMEOUT_S;

@@ -111,6 +111,9 @@ export const edgeCredentials = (dir: string) => ({
   jwt: { jwksPath: `${dir}/jwks.json`, issuer: DEV_ISSUER, audience: DEV_AUDIENCE },
 });
 
+/** Envoy's admin port where a deployment does not move it, on loopback only. */
+export const ENVOY_ADMIN_PORT = 9901;
+
 /**
  * A front door on 127.0.0.1:8080 (admin :9901) in front of `endpoints`, which names the replicas
  * of every public registered service.
@@ -127,7 +130,7 @@ export function frontDoorTopology(
   }
   return {
     listen: { address: "127.0.0.1", port: 8080 },
-    admin: { address: "127.0.0.1", port: 9901 },
+    admin: { address: "127.0.0.1", port: ENVOY_ADMIN_PORT },
     // Relative: Envoy must run from the repo root.
     descriptorPath: DESCRIPTOR,
     services,

@@ -3,8 +3,13 @@
 
 import type { ServiceRegistry } from "../../kit/registry.js";
 import { registry as defaultRegistry } from "../../services/registry.js";
-import { drainScript, ENVOY_ADMIN_PORT, ENVOY_CALLS_S } from "../envoy/stop.js";
-import { dnsTopology, type EnvoyTopology, envoyTracing } from "../envoy/topology.js";
+import { drainScript, ENVOY_CALLS_S } from "../envoy/stop.js";
+import {
+  dnsTopology,
+  ENVOY_ADMIN_PORT,
+  type EnvoyTopology,
+  envoyTracing,
+} from "../envoy/topology.js";
 import {
   CLUSTER_CORS_ORIGINS,
   DESCRIPTOR_IN_IMAGE,
