@@ -231,10 +231,19 @@ test.serial(
     const dashboard = JSON.parse(
       readFileSync(path.join(repoRoot, "deploy", "grafana", "shopmesh.json"), "utf8"),
     ) as { panels: { title: string; targets?: { expr: string }[] }[] };
-    const expressions = dashboard.panels.flatMap((panel) =>
+    const scoped = dashboard.panels.flatMap((panel) =>
       (panel.targets ?? []).map((target) => target.expr),
     );
-    t.true(expressions.length >= 15);
+    t.true(scoped.length >= 15);
+    // Every series a panel reads is of the namespace picked, so two meshes in one Prometheus
+    // never share a line. A mesh on one host has no namespace label: Grafana's empty value.
+    const NAMESPACE = 'namespace="$namespace"';
+    for (const expr of scoped) {
+      t.is(expr.split(NAMESPACE).length - 1, metricNames(expr).length, expr);
+    }
+    const expressions = scoped.map((expr) => expr.replaceAll(NAMESPACE, 'namespace=""'));
+    const gauge = expressions.find((expr) => expr.startsWith("nodejs_eventloop_lag")) as string;
+    t.true((await query(gauge)).length > 0, gauge);
     const names = new Set(
       (
         (await (await fetch(`${prometheus}/api/v1/label/__name__/values`)).json()) as {
