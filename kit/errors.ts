@@ -137,6 +137,32 @@ export function fromGrpcError(error: GrpcError): ServiceError {
   return new ServiceError(error.code, error.details, decodeStatus(error.metadata));
 }
 
+/** Codes that mean the server failed, not the caller: OpenTelemetry's rpc conventions' list. */
+export const SERVER_FAULTS: ReadonlySet<status> = new Set([
+  status.UNKNOWN,
+  status.DEADLINE_EXCEEDED,
+  status.UNIMPLEMENTED,
+  status.INTERNAL,
+  status.UNAVAILABLE,
+  status.DATA_LOSS,
+]);
+
+/**
+ * Thrown inside a store transaction to undo it for what the caller asked, so that the caller is
+ * answered outside it (`reason` says why). Not a failure of the store, as a refusal is not.
+ */
+export class Rollback<T> extends Error {
+  override name = "Rollback";
+
+  constructor(readonly reason: T) {
+    super("rolled back for the caller's request");
+  }
+}
+
+/** `error` is a refusal of what the caller asked, not a failure of the server. */
+export const isRefusal = (error: unknown): boolean =>
+  error instanceof Rollback || (error instanceof ServiceError && !SERVER_FAULTS.has(error.code));
+
 /**
  * This process's own shutdown cut the call (its grace period ended): UNAVAILABLE, so that the
  * caller, Envoy included, calls another replica.

@@ -1,5 +1,6 @@
 // Traces of a service's database work: a span per store transaction, under the call's span.
 
+import { isRefusal } from "../errors.js";
 import { inSpan } from "../observability/tracing.js";
 import { type DatabaseObserver, engineOf, type Knex } from "./index.js";
 
@@ -24,6 +25,8 @@ export function databaseTracing(db: Knex): DatabaseObserver {
           }
         },
         { "db.system.name": system },
+        // A transaction undone to refuse the caller did what it should: not an error span.
+        (error) => !isRefusal(error),
       ),
   };
 }

@@ -14,7 +14,7 @@ import {
 } from "@opentelemetry/api";
 import { type CallContext, type CallStatus, contextKey } from "../context.js";
 import type { MethodInfo } from "../contract.js";
-import { Code } from "../errors.js";
+import { Code, SERVER_FAULTS } from "../errors.js";
 import { spanStart, tracer, unsampledParent } from "../observability/tracing.js";
 import { GRPC_CODE_NAMES } from "./metrics.js";
 import type { ClientMiddleware, ServerMiddleware } from "./types.js";
@@ -33,16 +33,6 @@ const getter: TextMapGetter<Metadata> = {
 const setter: TextMapSetter<Metadata> = {
   set: (metadata, key, value) => metadata.set(key, value),
 };
-
-/** Codes that mean the server failed, as OpenTelemetry's rpc conventions mark a server span. */
-const SERVER_ERRORS = new Set<Code>([
-  Code.UNKNOWN,
-  Code.DEADLINE_EXCEEDED,
-  Code.UNIMPLEMENTED,
-  Code.INTERNAL,
-  Code.UNAVAILABLE,
-  Code.DATA_LOSS,
-]);
 
 function spanOptions(method: MethodInfo, kind: SpanKind) {
   return {
@@ -98,7 +88,7 @@ export const tracingServer: ServerMiddleware = {
         ctx.logFields.trace_id = spanContext.traceId;
         ctx.logFields.span_id = spanContext.spanId;
       }
-      ctx.onFinish((status) => finish(span, status, SERVER_ERRORS.has(status.code)));
+      ctx.onFinish((status) => finish(span, status, SERVER_FAULTS.has(status.code)));
       const active = trace.setSpan(parent, span);
       ctx.set(TRACE_CONTEXT, active);
       const result = context.with(active, () => next(request, ctx));

@@ -242,12 +242,14 @@ export function endSpan(span: Span, error?: unknown): void {
  * Runs `work` in a span of its own, a child of the active one: a step of a saga, a background
  * run, a transaction. Spans started inside it (outgoing calls, transactions) are its children.
  * Under a parent no child of which is recorded, `work` runs in the parent's span instead, which
- * records nothing either: the span would cost its ids, objects and context for nothing.
+ * records nothing either: the span would cost its ids, objects and context for nothing. A
+ * rejection is an error of the span when `failed` says so.
  */
 export function inSpan<T>(
   name: string,
   work: (span: Span) => Promise<T>,
   attributes?: Record<string, string | number | boolean>,
+  failed: (error: unknown) => boolean = () => true,
 ): Promise<T> {
   const parent = unsampledParent();
   if (parent) return work(parent);
@@ -258,7 +260,7 @@ export function inSpan<T>(
         return result;
       },
       (error: unknown) => {
-        endSpan(span, error);
+        endSpan(span, failed(error) ? error : undefined);
         throw error;
       },
     ),

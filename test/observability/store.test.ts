@@ -5,6 +5,7 @@
 // store error is logged without the user data its statement carried.
 import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
+import { SpanStatusCode } from "@opentelemetry/api";
 import test from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { User } from "../../gen/ts/shop/user/v1/user.js";
@@ -153,6 +154,61 @@ test(`each store transaction is a span of the call that ran it on ${storage()}`,
   // Both the order service's own store and the product service's, which it called.
   t.true(transactions.some((span) => / orders$/.test(span.name)));
   t.true(transactions.some((span) => / reservations$/.test(span.name)));
+});
+
+/** One ReserveStock in a trace of its own, and the spans of its store transactions. */
+async function reservedInTrace(
+  fleet: Awaited<ReturnType<typeof startFleet>>,
+  lines: ReturnType<typeof orderLine>[],
+) {
+  const traceId = randomBytes(16).toString("hex");
+  const metadata = new Metadata();
+  metadata.set("traceparent", `00-${traceId}-${randomBytes(8).toString("hex")}-01`);
+  const reservationId = `spans-${traceId}`;
+  const error = await fleet.inventory
+    .reserveStock({ reservationId, lines, ttl: { seconds: "60", nanos: 0 } }, { metadata })
+    .then(
+      () => undefined,
+      (refused: { code: number }) => refused,
+    );
+  const transactions = await eventually("the ReserveStock span and its transaction", () => {
+    const inTrace = finished
+      .getFinishedSpans()
+      .filter((span) => span.spanContext().traceId === traceId);
+    const served = inTrace.some((span) => span.name.endsWith("InventoryService/ReserveStock"));
+    const found = inTrace.filter((span) => span.name === "transaction insert reservations");
+    return served && found.length > 0 ? found : undefined;
+  });
+  return { code: error?.code, transactions };
+}
+
+test(`a transaction undone to refuse the caller is no error span; a failed one is, on ${storage()}`, async (t) => {
+  const fleet = await startFleet(t);
+  const mug = await addProduct(fleet.products, { stock: 1 });
+  const short = await reservedInTrace(fleet, [orderLine(mug.productId, 2)]);
+  t.is(short.code, Code.FAILED_PRECONDITION);
+  for (const span of short.transactions) {
+    t.is(span.status.code, SpanStatusCode.UNSET, JSON.stringify(span.status));
+    t.deepEqual(span.events, []);
+  }
+
+  // A failure of the store is still an error of its transaction.
+  const db = fleet.product.db;
+  if (db.client.config.client === "pg") {
+    await db.raw(
+      "create function refuse_line() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$",
+    );
+    await db.raw(
+      "create trigger refuse_line before insert on reservation_lines for each row execute function refuse_line()",
+    );
+  } else {
+    await db.raw(
+      "create trigger refuse_line before insert on reservation_lines begin select raise(abort, 'refused'); end",
+    );
+  }
+  const failed = await reservedInTrace(fleet, [orderLine(mug.productId, 1)]);
+  t.is(failed.code, Code.INTERNAL);
+  t.true(failed.transactions.every((span) => span.status.code === SpanStatusCode.ERROR));
 });
 
 test(`a store error's log line keeps the user's data out on ${storage()}`, async (t) => {

@@ -5,7 +5,7 @@ import {
   ReservationState,
 } from "../../../gen/ts/shop/product/v1/inventory.js";
 import type { Binding } from "../../../kit/db/index.js";
-import { errors } from "../../../kit/errors.js";
+import { errors, Rollback } from "../../../kit/errors.js";
 import { readAmount, totalOf } from "../../../kit/money.js";
 import { type ProductRow, productNotFound } from "../store.js";
 import {
@@ -90,7 +90,7 @@ export async function reserveStock(
             inLockOrder(a.productId, b.productId),
           );
           const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
-          if (missing.length > 0) throw Object.assign(new Error("short"), { short: missing });
+          if (missing.length > 0) throw new Rollback(missing);
           const lineRows: LineRow[] = lines.map((line, i) => {
             const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
             return {
@@ -132,7 +132,7 @@ export async function reserveStock(
           }
           if (short.length > 0) {
             // Undo the whole transaction: nothing is held.
-            throw Object.assign(new Error("short"), { short });
+            throw new Rollback(short);
           }
           // One currency, at an amount Money can carry: refused here, inside the transaction, so
           // that nothing is held, not even for the moment an order would take to refuse it.
@@ -152,9 +152,9 @@ export async function reserveStock(
         }),
       callerSignal,
     )
-    .catch(async (error: Error & { short?: string[] }) => {
-      if (!error.short) throw error;
-      throw await shortageError(inventory, lines, error.short);
+    .catch(async (error: unknown) => {
+      if (!(error instanceof Rollback)) throw error;
+      throw await shortageError(inventory, lines, error.reason);
     });
 
   if (!outcome.repeat) return outcome.reservation;
