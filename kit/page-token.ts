@@ -4,7 +4,7 @@ import { env } from "./config.js";
 import type { CallContext } from "./context.js";
 import type { MethodInfo } from "./contract.js";
 import { MIN_PAGE_BYTES, PAGE_BYTES } from "./db/pages.js";
-import { errors } from "./errors.js";
+import type { Violations } from "./validate.js";
 
 /** The built-in secret of the development profile; the production profile refuses to run with it. */
 export const DEV_PAGE_TOKEN_SECRET = "shopmesh-dev-page-token-secret";
@@ -95,40 +95,48 @@ function opened(token: string): unknown {
 const isSeq = (cursor: unknown): cursor is number =>
   Number.isSafeInteger(cursor) && (cursor as number) > 0;
 
-/**
- * The cursor inside a token of `list`, or undefined for an empty token. INVALID_ARGUMENT
- * (INVALID_PAGE_TOKEN) when the token was not sealed here, was issued by another list or for
- * another filter, or holds anything but a seq: a token that opens does not make its content
- * trusted input.
- */
-export function decodePageToken(
-  list: List,
-  token: string,
-  filter: unknown = null,
-): number | undefined {
+/** The cursor inside a token of `list`, undefined for an empty token, or "invalid". */
+function cursorOf(list: List, token: string, filter: unknown): number | undefined | "invalid" {
   if (token === "") return undefined;
-  const invalid = () => {
-    const error = errors.invalidArgument([
-      { field: "page_token", description: "was not issued by a previous call with this filter" },
-    ]);
-    error.details.reason = "INVALID_PAGE_TOKEN";
-    return error;
-  };
   const parsed = opened(token);
-  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) throw invalid();
+  if (typeof parsed !== "object" || parsed === null || Array.isArray(parsed)) return "invalid";
   const { l, c, f } = parsed as { l?: unknown; c?: unknown; f?: unknown };
   if (l !== pathOf(list) || JSON.stringify(f) !== JSON.stringify(filter) || !isSeq(c)) {
-    throw invalid();
+    return "invalid";
   }
   return c;
 }
 
-/** Clamps a requested page size: 0 means the default, negatives are refused. */
-export function pageSize(requested: number, fallback = 50, max = 1000): number {
-  if (requested < 0) {
-    throw errors.invalidArgument([{ field: "page_size", description: "must not be negative" }]);
+/** The page a list call asks for: at most `limit` rows, after the row `after` (or the first). */
+export interface RequestedPage {
+  limit: number;
+  after: number | undefined;
+}
+
+/**
+ * The page a list request of `list` (the rpc serving it, usually `ctx.method`) asks for, after
+ * checking it with the request's other fields in `v`: throws one INVALID_ARGUMENT naming each
+ * problem. A negative `page_size` is one (0 means `fallback`, more than `max` means `max`), and so
+ * is a `page_token` that was not sealed here, was issued by another list or for another filter,
+ * or holds anything but a seq (reason INVALID_PAGE_TOKEN when it is the only one): a token that
+ * opens does not make its content trusted input.
+ */
+export function requestedPage(
+  v: Violations,
+  list: List,
+  request: { pageSize: number; pageToken: string },
+  filter: unknown = null,
+  fallback = 50,
+  max = 1000,
+): RequestedPage {
+  if (request.pageSize < 0) v.add("page_size", "must not be negative");
+  const after = cursorOf(list, request.pageToken, filter);
+  if (after === "invalid") {
+    v.add("page_token", "was not issued by a previous call with this filter", "INVALID_PAGE_TOKEN");
   }
-  return requested === 0 ? fallback : Math.min(requested, max);
+  v.throwIfAny();
+  const limit = request.pageSize === 0 ? fallback : Math.min(request.pageSize, max);
+  return { limit, after: after as number | undefined };
 }
 
 /**

@@ -33,10 +33,13 @@ export function codePoints(text: string, limit: number): number {
  */
 export class Violations {
   private readonly list: { field: string; description: string }[] = [];
+  private readonly reasons = new Set<string>();
 
-  add(field: string, description: string): this {
+  /** `reason`: the ErrorInfo's reason when every violation has it; INVALID_ARGUMENT otherwise. */
+  add(field: string, description: string, reason = "INVALID_ARGUMENT"): this {
     if (this.list.length < MAX_VIOLATIONS) {
       this.list.push({ field: clip(field), description: clip(description) });
+      this.reasons.add(reason);
     }
     return this;
   }
@@ -84,12 +87,6 @@ export class Violations {
     return this;
   }
 
-  /** A list's page_size: 0 for the default, or more. */
-  pageSize(requested: number): this {
-    if (requested < 0) this.add("page_size", "must not be negative");
-    return this;
-  }
-
   /** An update_mask: at least one path, each one of `allowed`. */
   mask(paths: readonly string[], allowed: readonly string[]): this {
     if (paths.length === 0) this.add("update_mask", "must name at least one field");
@@ -103,7 +100,10 @@ export class Violations {
 
   /** Throws INVALID_ARGUMENT with a BadRequest detail when anything was added. */
   throwIfAny(): void {
-    if (this.list.length > 0) throw errors.invalidArgument(this.list);
+    if (this.list.length === 0) return;
+    const error = errors.invalidArgument(this.list);
+    if (this.reasons.size === 1) error.details.reason = [...this.reasons][0] as string;
+    throw error;
   }
 }
 

@@ -144,7 +144,7 @@ const gen = `../../gen/ts/shop/${name}/v1/${name}.js`;
 const files: Record<string, string> = {
   "handlers.ts": `import type { ${Name}ServiceService } from "${gen}";
 import { newId } from "../../kit/ids.js";
-import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
+import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { ${Name}Store } from "./store.js";
@@ -163,9 +163,9 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
       return { ${name}: await store.get(request.${name}Id) };
     },
 
-    async list${Names}({ pageSize: requested, pageToken }, ctx) {
-      const after = decodePageToken(ctx.method, pageToken);
-      const { ${names}, nextSeq } = await store.list(pageSize(requested), after, pageBytesOf(ctx));
+    async list${Names}(request, ctx) {
+      const { limit, after } = requestedPage(check(), ctx.method, request);
+      const { ${names}, nextSeq } = await store.list(limit, after, pageBytesOf(ctx));
       return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },
   };

@@ -4,7 +4,7 @@ import {
   OrderState,
 } from "../../gen/ts/shop/order/v1/order.js";
 import type { CallContext } from "../../kit/context.js";
-import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
+import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
 import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
@@ -52,14 +52,23 @@ export function orderHandlers(
       return { order: await owned(orderId, ctx) };
     },
 
-    async listOrders({ pageSize: requested, pageToken, userId }, ctx) {
-      check().text("user_id", userId, 64, 0).pageSize(requested).throwIfAny();
+    async listOrders(request, ctx) {
+      const { userId } = request;
+      const filter = { userId };
+      const page = requestedPage(
+        check().text("user_id", userId, 64, 0),
+        ctx.method,
+        request,
+        filter,
+      );
       if (userId === "") requireAdmin(ctx, "listing every user's orders");
       else requireOwner(ctx, userId, `the order list of user ${userId}`);
-      const limit = pageSize(requested);
-      const filter = { userId };
-      const before = decodePageToken(ctx.method, pageToken, filter);
-      const { orders, nextSeq } = await store.list(limit, before, userId, pageBytesOf(ctx));
+      const { orders, nextSeq } = await store.list(
+        page.limit,
+        page.after,
+        userId,
+        pageBytesOf(ctx),
+      );
       return {
         orders,
         nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",

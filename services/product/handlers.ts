@@ -3,7 +3,7 @@ import type { InventoryServiceService } from "../../gen/ts/shop/product/v1/inven
 import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { newId } from "../../kit/ids.js";
 import { checkMoney } from "../../kit/money.js";
-import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
+import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, durationMs, type Violations } from "../../kit/validate.js";
 import type { InventoryStore } from "./inventory/index.js";
@@ -57,10 +57,10 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
       return { product: await store.get(productId) };
     },
 
-    async listProducts({ pageSize: requested, pageToken, inStockOnly }, ctx) {
-      const limit = pageSize(requested);
+    async listProducts(request, ctx) {
+      const { inStockOnly } = request;
       const filter = { inStockOnly };
-      const after = decodePageToken(ctx.method, pageToken, filter);
+      const { limit, after } = requestedPage(check(), ctx.method, request, filter);
       const { products, nextSeq } = await store.list(limit, after, inStockOnly, pageBytesOf(ctx));
       return {
         products,

@@ -1,6 +1,6 @@
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { newId } from "../../kit/ids.js";
-import { decodePageToken, encodePageToken, pageBytesOf, pageSize } from "../../kit/page-token.js";
+import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
 import { requireOwner } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, codePoints, type Violations } from "../../kit/validate.js";
@@ -55,9 +55,8 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
       return { user: await store.get(userId) };
     },
 
-    async listUsers({ pageSize: requested, pageToken }, ctx) {
-      const limit = pageSize(requested);
-      const after = decodePageToken(ctx.method, pageToken);
+    async listUsers(request, ctx) {
+      const { limit, after } = requestedPage(check(), ctx.method, request);
       const { users, nextSeq } = await store.list(limit, after, pageBytesOf(ctx));
       return { users, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
     },

@@ -227,6 +227,8 @@ test("List rpcs refuse a negative page_size and page tokens they never issued", 
   for (const [name, list] of Object.entries(lists)) {
     await expectInvalid(t, list("", -1), ["page_size"]);
     await expectInvalid(t, list("", -2_147_483_648), ["page_size"]);
+    // Both problems at once: one answer names each.
+    await expectInvalid(t, list("garbage", -1), ["page_size", "page_token"]);
     const { nextPageToken: real } = await list("");
     t.not(real, "", name);
     tokens[name] = real;
@@ -282,6 +284,13 @@ test("List rpcs refuse a negative page_size and page tokens they never issued", 
     ),
     Code.INVALID_ARGUMENT,
     "INVALID_PAGE_TOKEN",
+  );
+  await expectInvalid(
+    t,
+    fleet.orders.listOrders(
+      ListOrdersRequest.fromPartial({ pageToken: tokens.orders, userId: "u".repeat(65) }),
+    ),
+    ["user_id", "page_token"],
   );
   // The real tokens still work.
   t.is((await lists.users(tokens.users ?? "")).users.length, 1);
