@@ -59,13 +59,16 @@ export function authServer(options: AuthOptions): ServerMiddleware {
       }
       const streams = method.kind === "server_streaming";
       return async (request, ctx) => {
-        const token = bearerToken(ctx.metadata.get(AUTHORIZATION));
-        if (token === undefined) {
+        const bearer = bearerToken(ctx.metadata.get(AUTHORIZATION));
+        if (bearer === undefined) {
           if (rule.kind !== "open")
             throw unauthenticated("TOKEN_MISSING", "this call needs a bearer token");
           return next(request, ctx);
         }
-        const { caller, acceptedUntil } = await options.verifier.verify(token);
+        const { caller, acceptedUntil } = await options.verifier.verify(bearer.token);
+        if (bearer.late) {
+          throw unauthenticated("TOKEN_INVALID", "a bearer token must come first in authorization");
+        }
         if (rule.kind === "admin" && !caller.roles.includes("admin")) {
           throw permissionDenied("ADMIN_REQUIRED", `${method.rpc} needs role admin`);
         }

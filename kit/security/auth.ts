@@ -10,6 +10,7 @@ import {
 } from "jose";
 import { type CallContext, contextKey } from "../context.js";
 import { Code, ServiceError } from "../errors.js";
+import { jsonAsTheEdgeReadsIt } from "./token-json.js";
 
 /** The signed-in caller of a call, from its verified token. */
 export interface Caller {
@@ -115,7 +116,8 @@ export class TokenVerifier {
         clockTolerance: CLOCK_SKEW_S,
       }));
     } catch (error) {
-      if (error instanceof joseErrors.JWTExpired) {
+      // An `exp` the edge cannot read (negative, say) is malformed there before it is past.
+      if (error instanceof joseErrors.JWTExpired && readAtTheEdge(error.payload)) {
         throw unauthenticated("TOKEN_EXPIRED", "the token has expired");
       }
       const why = error instanceof joseErrors.JOSEError ? error.code : "malformed";
@@ -127,6 +129,9 @@ export class TokenVerifier {
     }
     if (!readAtTheEdge(payload)) {
       throw unauthenticated("TOKEN_INVALID", "the token's times or subject are malformed");
+    }
+    if (!jsonAsTheEdgeReadsIt(token)) {
+      throw unauthenticated("TOKEN_INVALID", "the token repeats a claim or starts with a BOM");
     }
     const expires = (payload.exp as number) * 1000;
     const verified: VerifiedToken = {
@@ -142,17 +147,28 @@ export class TokenVerifier {
   }
 }
 
+/** A bearer token and where its header had it. */
+export interface Bearer {
+  token: string;
+  /** The header had another scheme first (`Basic …, Bearer <token>`). */
+  late: boolean;
+}
+
 /**
  * The token of `authorization: Bearer <token>` headers (or `bearer`): undefined when there is
- * none or the header is another scheme's (the edge also finds `Bearer ` later in the value; that
- * call passes it, and is refused here); else everything after the scheme, which fails
- * verification unless it is one token (`Bearer a b`). Two `authorization`
- * headers never reach here as two: Node's HTTP/2 parser keeps the first, and that token is
- * verified like any other; a caller given the headers as a list joins them, which fails.
+ * none; else everything after the scheme, which fails verification unless it is one token
+ * (`Bearer a b`). The edge also finds `Bearer ` after another scheme: such a token is read too,
+ * so that both doors refuse it for the same reason, and `late` says the service must refuse it
+ * even once verified. Two `authorization` headers never reach here as two: Node's HTTP/2 parser
+ * keeps the first, and that token is verified like any other; a caller given the headers as a
+ * list joins them, which fails.
  */
-export function bearerToken(headers: readonly unknown[]): string | undefined {
+export function bearerToken(headers: readonly unknown[]): Bearer | undefined {
   const header = headers.length === 1 ? headers[0] : headers.join(", ");
-  return typeof header === "string" ? /^\s*[Bb]earer +(.+?)\s*$/s.exec(header)?.[1] : undefined;
+  if (typeof header !== "string") return undefined;
+  const found = /^(.*?)[Bb]earer +(.+?)\s*$/s.exec(header);
+  if (!found) return undefined;
+  return { token: found[2] as string, late: (found[1] as string).trim() !== "" };
 }
 
 const isAdmin = (caller: Caller) => caller.roles.includes(ADMIN);

@@ -14,7 +14,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import * as grpc from "@grpc/grpc-js";
 import test, { type ExecutionContext } from "ava";
-import { decodeJwt, importPKCS8, type JWTPayload, SignJWT } from "jose";
+import { CompactSign, decodeJwt, importPKCS8, type JWTPayload, SignJWT } from "jose";
 import knex from "knex";
 import { ErrorInfo } from "../../gen/ts/google/rpc/error_details.js";
 import { Status } from "../../gen/ts/google/rpc/status.js";
@@ -488,9 +488,26 @@ test.serial(
       new SignJWT({ iss: DEV_ISSUER, aud: DEV_AUDIENCE, ...claims })
         .setProtectedHeader({ alg: "ES256", kid: keys[0]?.kid ?? "" })
         .sign(key);
+    /** A token of the development key whose payload is `json`, as written. */
+    const signedText = (json: string) =>
+      new CompactSign(new TextEncoder().encode(json))
+        .setProtectedHeader({ alg: "ES256", kid: keys[0]?.kid ?? "" })
+        .sign(key);
     const exp = Math.floor(Date.now() / 1000) + 3600;
+    const claims = `"iss":"${DEV_ISSUER}","aud":"${DEV_AUDIENCE}","exp":${exp}`;
     const tokens = {
       lowercase: `bearer ${data.tokens.alice}`,
+      // The edge finds a bearer token after another scheme, and refuses an expired one.
+      lateExpired: `Basic YWxpY2U6c2VjcmV0, Bearer ${await sign({ user: alice, ttlSeconds: -120 })}`,
+      lateValid: `Basic YWxpY2U6c2VjcmV0, Bearer ${data.tokens.alice}`,
+      negativeExpiry: await signed({ sub: alice, exp: -1 }),
+      // jose keeps the last of two keys, and drops a byte-order mark; the edge refuses both.
+      twoSubjects: await signedText(`{"sub":"usr_someone_else","sub":"${alice}",${claims}}`),
+      twoRoleLists: await signedText(`{"sub":"${alice}","roles":[],"roles":["admin"],${claims}}`),
+      escapedTwice: await signedText(
+        `{"sub":"${alice}","ro\\u006ces":["admin"],"roles":[],${claims}}`,
+      ),
+      byteOrderMark: await signedText(`\ufeff{"sub":"${alice}",${claims}}`),
       basic: "Basic YWxpY2U6c2VjcmV0",
       trailing: `Bearer ${data.tokens.alice} more`,
       twice: `Bearer ${data.tokens.alice},Bearer ${data.tokens.alice}`,
@@ -507,8 +524,38 @@ test.serial(
       twoLineSubject: await signed({ sub: `${alice}\nadmin`, exp }),
       loneSurrogate: await signed({ sub: `${alice}\ud800`, exp }),
     };
+    const listUsers = (token: string, name: string): Case => ({
+      name,
+      method: UserServiceService.listUsers,
+      request: () => ({}),
+      rest: () => ({ method: "GET", path: "/users" }),
+      token: () => token,
+      code: Code.UNAUTHENTICATED,
+      reason: "TOKEN_INVALID",
+    });
     const cases: Case[] = [
       getUser(() => tokens.lowercase, Code.OK, undefined, "the scheme in lower case"),
+      {
+        name: "an expired token after another scheme, on an open rpc",
+        method: ProductServiceService.getProduct,
+        request: () => ({ productId: data.product.productId }),
+        rest: () => ({ method: "GET", path: `/products/${data.product.productId}` }),
+        token: () => tokens.lateExpired,
+        code: Code.UNAUTHENTICATED,
+        reason: "TOKEN_EXPIRED",
+      },
+      // The edge lets it through; the service refuses it.
+      getUser(
+        () => tokens.lateValid,
+        Code.UNAUTHENTICATED,
+        "TOKEN_INVALID",
+        "a valid token after another scheme",
+      ),
+      getUser(() => tokens.negativeExpiry, Code.UNAUTHENTICATED, "TOKEN_INVALID", "an exp of -1"),
+      getUser(() => tokens.twoSubjects, Code.UNAUTHENTICATED, "TOKEN_INVALID", "two subs"),
+      getUser(() => tokens.byteOrderMark, Code.UNAUTHENTICATED, "TOKEN_INVALID", "a BOM"),
+      listUsers(tokens.twoRoleLists, "two roles claims, the last naming admin"),
+      listUsers(tokens.escapedTwice, "two roles claims, one spelt with an escape"),
       getUser(() => tokens.basic, Code.UNAUTHENTICATED, "TOKEN_MISSING", "another scheme"),
       getUser(() => "Bearer", Code.UNAUTHENTICATED, "TOKEN_MISSING", "a scheme without a token"),
       getUser(
