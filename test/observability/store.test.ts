@@ -7,6 +7,7 @@ import { randomBytes } from "node:crypto";
 import { Metadata } from "@grpc/grpc-js";
 import { SpanStatusCode } from "@opentelemetry/api";
 import test from "ava";
+import type { Knex } from "knex";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { User } from "../../gen/ts/shop/user/v1/user.js";
 import { Code } from "../../kit/errors.js";
@@ -156,6 +157,22 @@ test(`each store transaction is a span of the call that ran it on ${storage()}`,
   t.true(transactions.some((span) => / reservations$/.test(span.name)));
 });
 
+/** Every insert into `table` fails from now on, as a bug of ours or a broken store would. */
+async function refuseInserts(db: Knex, table: string) {
+  if (db.client.config.client === "pg") {
+    await db.raw(
+      `create function refuse_${table}() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$`,
+    );
+    await db.raw(
+      `create trigger refuse_${table} before insert on ${table} for each row execute function refuse_${table}()`,
+    );
+  } else {
+    await db.raw(
+      `create trigger refuse_${table} before insert on ${table} begin select raise(abort, 'refused'); end`,
+    );
+  }
+}
+
 /** One ReserveStock in a trace of its own, and the spans of its store transactions. */
 async function reservedInTrace(
   fleet: Awaited<ReturnType<typeof startFleet>>,
@@ -193,19 +210,7 @@ test(`a transaction undone to refuse the caller is no error span; a failed one i
   }
 
   // A failure of the store is still an error of its transaction.
-  const db = fleet.product.db;
-  if (db.client.config.client === "pg") {
-    await db.raw(
-      "create function refuse_line() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$",
-    );
-    await db.raw(
-      "create trigger refuse_line before insert on reservation_lines for each row execute function refuse_line()",
-    );
-  } else {
-    await db.raw(
-      "create trigger refuse_line before insert on reservation_lines begin select raise(abort, 'refused'); end",
-    );
-  }
+  await refuseInserts(fleet.product.db, "reservation_lines");
   const failed = await reservedInTrace(fleet, [orderLine(mug.productId, 1)]);
   t.is(failed.code, Code.INTERNAL);
   t.true(failed.transactions.every((span) => span.status.code === SpanStatusCode.ERROR));
@@ -215,19 +220,7 @@ test(`a store error's log line keeps the user's data out on ${storage()}`, async
   const log = captureLogger("user");
   const fleet = await startFleet(t, { loggers: { user: log.logger } });
   // Every insert into users fails: a bug of ours, logged at error level with its cause.
-  const db = fleet.user.db;
-  if (db.client.config.client === "pg") {
-    await db.raw(
-      "create function refuse_user() returns trigger language plpgsql as $$ begin raise exception 'refused'; end $$",
-    );
-    await db.raw(
-      "create trigger refuse_user before insert on users for each row execute function refuse_user()",
-    );
-  } else {
-    await db.raw(
-      "create trigger refuse_user before insert on users begin select raise(abort, 'refused'); end",
-    );
-  }
+  await refuseInserts(fleet.user.db, "users");
   const email = `private.${randomBytes(4).toString("hex")}@example.com`;
   const error = await t.throwsAsync(
     fleet.users.createUser({ user: User.fromPartial({ email, displayName: "Private Person" }) }),
