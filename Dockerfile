@@ -59,8 +59,12 @@ COPY --from=probe /out/grpc-health-probe /usr/local/bin/grpc-health-probe
 COPY --from=build /app/package.json ./
 COPY --from=build /app/node_modules node_modules
 COPY --from=build /app/dist dist
-# A new named volume takes the owner of its mount point from the image.
-RUN mkdir -p /data && chown 1000:1000 /data
+# A new named volume takes the owner of its mount point from the image. Nothing here runs npm,
+# npx, corepack or yarn: they go, with the advisories of the packages they bundle.
+RUN mkdir -p /data && chown 1000:1000 /data \
+  && rm -rf /usr/local/lib/node_modules/npm /usr/local/lib/node_modules/corepack /opt/yarn-* \
+    /usr/local/bin/npm /usr/local/bin/npx /usr/local/bin/corepack /usr/local/bin/yarn \
+    /usr/local/bin/yarnpkg
 VOLUME /data
 # The node user, by number, so Kubernetes can check runAsNonRoot.
 USER 1000:1000
