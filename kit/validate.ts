@@ -33,13 +33,14 @@ export function codePoints(text: string, limit: number): number {
  */
 export class Violations {
   private readonly list: { field: string; description: string }[] = [];
-  private readonly reasons = new Set<string>();
+  private reason = "INVALID_ARGUMENT";
 
   /** `reason`: the ErrorInfo's reason when every violation has it; INVALID_ARGUMENT otherwise. */
   add(field: string, description: string, reason = "INVALID_ARGUMENT"): this {
     if (this.list.length < MAX_VIOLATIONS) {
       this.list.push({ field: clip(field), description: clip(description) });
-      this.reasons.add(reason);
+      if (this.list.length === 1) this.reason = reason;
+      else if (reason !== this.reason) this.reason = "INVALID_ARGUMENT";
     }
     return this;
   }
@@ -102,7 +103,7 @@ export class Violations {
   throwIfAny(): void {
     if (this.list.length === 0) return;
     const error = errors.invalidArgument(this.list);
-    if (this.reasons.size === 1) error.details.reason = [...this.reasons][0] as string;
+    error.details.reason = this.reason;
     throw error;
   }
 }
