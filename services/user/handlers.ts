@@ -20,6 +20,16 @@ const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
  */
 const MAX_EMAIL_KEY_BYTES = 2000;
 
+/**
+ * A second "@", in the form the unique key compares (NFKC makes a full-width "＠" one), outside a
+ * quoted local part ("ada@home"@example.com): no mailbox has such an address.
+ */
+function unquotedAt(email: string): boolean {
+  const normalized = email.normalize("NFKC");
+  const local = normalized.slice(0, normalized.lastIndexOf("@"));
+  return local.includes("@") && !/^".*"$/s.test(local);
+}
+
 function checkEmail(v: Violations, field: string, email: string) {
   v.text(field, email, 254, 3);
   const length = codePoints(email, 254);
@@ -29,6 +39,8 @@ function checkEmail(v: Violations, field: string, email: string) {
     v.add(field, 'must be a local part, "@" and a domain, as in ada@example.com');
   } else if (NOT_IN_EMAIL.test(email)) {
     v.add(field, "must not contain spaces, control characters or invisible formatting characters");
+  } else if (unquotedAt(email)) {
+    v.add(field, 'must have one "@", or a quoted local part, as in "ada@home"@example.com');
   } else if (Buffer.byteLength(emailKey(email)) > MAX_EMAIL_KEY_BYTES) {
     v.add(field, `must be at most ${MAX_EMAIL_KEY_BYTES} bytes of UTF-8 once normalized (NFKC)`);
   }

@@ -32,7 +32,8 @@ type User struct {
 	UserId string `protobuf:"bytes,1,opt,name=user_id,json=userId,proto3" json:"user_id,omitempty"`
 	// Email address, unique across users. Required; 3 to 254 characters
 	// (code points): a local part, "@" and a domain, with no spaces, control
-	// characters or invisible formatting characters. Compared
+	// characters or invisible formatting characters, and no other "@" unless
+	// the local part is quoted ("ada@home"@example.com). Compared
 	// case-insensitively, every case of a letter alike ("ß" and "ss"; also a
 	// dotless "ı" and "i"), and in Unicode's compatibility form (NFKC): "é" as
 	// one code point or two, a full-width "ａ" and "a" alike. At most 2000
