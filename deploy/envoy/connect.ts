@@ -168,15 +168,19 @@ export const connectCodecRefusal = () =>
     "this edge speaks Connect with the proto codec only; use application/proto (or REST for JSON)",
   );
 
-/** Connect's names of the codes Envoy's own replies carry. */
-const CONNECT_CODES: Record<number, string> = {
-  3: "invalid_argument",
-  4: "deadline_exceeded",
-  7: "permission_denied",
-  8: "resource_exhausted",
-  12: "unimplemented",
-  14: "unavailable",
-  16: "unauthenticated",
+/**
+ * Connect's names of the codes Envoy's own replies carry, and each one's HTTP status in a unary
+ * reply, as the Connect protocol has them now (lua/edge.lua sets the same for the bridge's
+ * translations): 504 and 501, where Envoy's 408 told a browser it may send the request again.
+ */
+const CONNECT_CODES: Record<number, readonly [string, number]> = {
+  3: ["invalid_argument", 400],
+  4: ["deadline_exceeded", 504],
+  7: ["permission_denied", 403],
+  8: ["resource_exhausted", 429],
+  12: ["unimplemented", 501],
+  14: ["unavailable", 503],
+  16: ["unauthenticated", 401],
 };
 
 /**
@@ -209,8 +213,6 @@ export const CONNECT_PAGE_BYTES: Record<string, number> = {
  */
 const CONNECT_REPLY_TOO_LARGE = {
   when: "response.code_details == 'connect_bridge_unary_response_too_large'",
-  // Connect's HTTP status for resource_exhausted: Envoy's 500 would count as the edge's failure.
-  status: 429,
   code: 8,
   reason: "REPLY_TOO_LARGE",
   message:
@@ -220,7 +222,6 @@ const CONNECT_REPLY_TOO_LARGE = {
 /** A reply of the edge's own: its condition, code, ErrorInfo reason and message. */
 interface ConnectReply {
   when: string;
-  status?: number;
   code: number;
   reason: string;
   message: string;
@@ -252,8 +253,9 @@ export function connectReplies() {
 
 /** `reply` as a Connect error to calls `connect` holds for; `stream` tells a streaming one. */
 function connectReply(reply: ConnectReply, connect: string, stream: string) {
+  const [name, status] = CONNECT_CODES[reply.code] as readonly [string, number];
   const error = JSON.stringify({
-    code: CONNECT_CODES[reply.code],
+    code: name,
     message: reply.message,
     details: [
       {
@@ -287,7 +289,8 @@ function connectReply(reply: ConnectReply, connect: string, stream: string) {
     },
     {
       filter: when(`${connect} && ${reply.when}`),
-      ...(reply.status !== undefined && { status_code: reply.status }),
+      // Whatever Envoy's own status (a REST 408, the no-route 404): Connect's for the code.
+      status_code: status,
       headers_to_add: code,
       body_format_override: {
         text_format_source: { inline_string: error },

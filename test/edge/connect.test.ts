@@ -289,7 +289,43 @@ test.serial(
 );
 
 test.serial(
-  "Connect: a method the edge does not serve is 404 UNKNOWN_METHOD, as a GET or a POST",
+  "Connect: a unary error's HTTP status is the Connect protocol's, never a 408 a browser may resend",
+  async (t) => {
+    await mesh.waitHealthy(["user", "product", "order"]);
+    const c = mesh.clients();
+    const [user, product] = await Promise.all([newUser(c), newProduct(c, 1)]);
+    const token = await tokenFor(user.userId);
+    // The service's FAILED_PRECONDITION for short stock: 400 (was 412).
+    const short = await connectUnary(
+      "shop.order.v1.OrderService/CreateOrder",
+      CreateOrderRequest.encode({
+        userId: user.userId,
+        lines: [{ productId: product.productId, quantity: 2, unitPrice: undefined }],
+        requestId: tag("short"),
+      }).finish(),
+      token,
+    );
+    t.is(short.status, 400, short.body);
+    t.is((JSON.parse(short.body) as { code: string }).code, "failed_precondition");
+    // A deadline that passes: 504 (was 408, which invites a resend of a CreateOrder).
+    const late = await connectUnary(
+      "shop.order.v1.OrderService/CreateOrder",
+      CreateOrderRequest.encode({
+        userId: user.userId,
+        lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
+        requestId: tag("late"),
+      }).finish(),
+      token,
+      { "connect-timeout-ms": "1" },
+    );
+    t.is(late.status, 504, late.body);
+    t.is((JSON.parse(late.body) as { code: string }).code, "deadline_exceeded");
+    c.close();
+  },
+);
+
+test.serial(
+  "Connect: a method the edge does not serve is 501 UNKNOWN_METHOD, as a GET or a POST",
   async (t) => {
     await mesh.waitHealthy(["product"]);
     const token = await tokenFor("usr_unknown_method");
@@ -302,10 +338,10 @@ test.serial(
       "shop.nope.v1.NopeService/GetNope",
     ]) {
       const get = await edgeFetch(getUrl(method, message), { headers: auth });
-      t.is(get.status, 404, `GET ${method}`);
+      t.is(get.status, 501, `GET ${method}`);
       t.deepEqual(await connectError(get), ["unimplemented", "UNKNOWN_METHOD"], `GET ${method}`);
       const post = await connectUnary(method, message, token);
-      t.is(post.status, 404, `POST ${method}: ${post.body}`);
+      t.is(post.status, 501, `POST ${method}: ${post.body}`);
       t.is(reasonOf(post.body), "UNKNOWN_METHOD", `POST ${method}`);
     }
   },

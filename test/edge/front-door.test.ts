@@ -754,7 +754,7 @@ test.serial(
         "/shop.product.v1.InventoryService/ReserveStock",
         false,
         admin,
-        404,
+        501,
         "unimplemented",
         "UNKNOWN_METHOD",
       ],
@@ -846,6 +846,8 @@ test.serial(
       },
       body: Buffer.from(request),
     });
+    // Connect's 504 for it, not the 408 that lets a browser send the call again.
+    t.is(connect.status, 504);
     const error = (await connect.json()) as { code: string; details: { value: string }[] };
     t.is(error.code, "deadline_exceeded");
     const info = ErrorInfo.decode(Buffer.from(error.details[0]?.value ?? "", "base64"));

@@ -549,6 +549,17 @@ local function refuse_connect_get(handle, headers, params)
   return false
 end
 
+-- The codes whose HTTP status the Connect protocol changed after Envoy's bridge took its table:
+-- the bridge's status, and the protocol's now. A 408 told browsers and proxies they may send the
+-- request again, which a CreateOrder without a request_id must not be. The edge's own 415 and 405
+-- refusals stay as they are.
+local CONNECT_STATUS = {
+  canceled = { "408", "499" },
+  deadline_exceeded = { "408", "504" },
+  failed_precondition = { "412", "400" },
+  unimplemented = { "404", "501" },
+}
+
 -- A Connect unary error body with its message decoded and its detail types unprefixed.
 local function repaired_connect_error(text)
   text = text:gsub('"message":"([^"]*)"', function(message)
@@ -766,7 +777,14 @@ function envoy_on_response(handle)
     and headers:get("content-type") == "application/json" then
     local body = handle:body()
     if body == nil then return end
-    local repaired = repaired_connect_error(body:getBytes(0, body:length()))
+    local text = body:getBytes(0, body:length())
+    -- The first "code" key: a string value holds none unescaped.
+    local statuses = CONNECT_STATUS[text:match('"code"%s*:%s*"([%a_]+)"') or ""]
+    -- The headers read before body() are stale once it returns.
+    if statuses and handle:headers():get(":status") == statuses[1] then
+      handle:headers():replace(":status", statuses[2])
+    end
+    local repaired = repaired_connect_error(text)
     body:setBytes(repaired)
     handle:headers():replace("content-length", tostring(#repaired))
   end
