@@ -295,31 +295,27 @@ test.serial(
     const c = mesh.clients();
     const [user, product] = await Promise.all([newUser(c), newProduct(c, 1)]);
     const token = await tokenFor(user.userId);
+    /** A CreateOrder of `quantity` units over Connect, with `headers`: its status and code. */
+    const order = async (quantity: number, headers: Record<string, string> = {}) => {
+      const reply = await connectUnary(
+        "shop.order.v1.OrderService/CreateOrder",
+        CreateOrderRequest.encode({
+          userId: user.userId,
+          lines: [{ productId: product.productId, quantity, unitPrice: undefined }],
+          requestId: tag("status"),
+        }).finish(),
+        token,
+        headers,
+      );
+      return { ...reply, code: (JSON.parse(reply.body) as { code: string }).code };
+    };
     // The service's FAILED_PRECONDITION for short stock: 400 (was 412).
-    const short = await connectUnary(
-      "shop.order.v1.OrderService/CreateOrder",
-      CreateOrderRequest.encode({
-        userId: user.userId,
-        lines: [{ productId: product.productId, quantity: 2, unitPrice: undefined }],
-        requestId: tag("short"),
-      }).finish(),
-      token,
-    );
-    t.is(short.status, 400, short.body);
-    t.is((JSON.parse(short.body) as { code: string }).code, "failed_precondition");
+    t.like(await order(2), { status: 400, code: "failed_precondition" });
     // A deadline that passes: 504 (was 408, which invites a resend of a CreateOrder).
-    const late = await connectUnary(
-      "shop.order.v1.OrderService/CreateOrder",
-      CreateOrderRequest.encode({
-        userId: user.userId,
-        lines: [{ productId: product.productId, quantity: 1, unitPrice: undefined }],
-        requestId: tag("late"),
-      }).finish(),
-      token,
-      { "connect-timeout-ms": "1" },
-    );
-    t.is(late.status, 504, late.body);
-    t.is((JSON.parse(late.body) as { code: string }).code, "deadline_exceeded");
+    t.like(await order(1, { "connect-timeout-ms": "1" }), {
+      status: 504,
+      code: "deadline_exceeded",
+    });
     c.close();
   },
 );
