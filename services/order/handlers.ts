@@ -55,20 +55,11 @@ export function orderHandlers(
     async listOrders(request, ctx) {
       const { userId } = request;
       const filter = { userId };
-      const page = requestedPage(
-        check().text("user_id", userId, 64, 0),
-        ctx.method,
-        request,
-        filter,
-      );
+      const v = check().text("user_id", userId, 64, 0);
+      const { limit, after } = requestedPage(v, ctx.method, request, filter);
       if (userId === "") requireAdmin(ctx, "listing every user's orders");
       else requireOwner(ctx, userId, `the order list of user ${userId}`);
-      const { orders, nextSeq } = await store.list(
-        page.limit,
-        page.after,
-        userId,
-        pageBytesOf(ctx),
-      );
+      const { orders, nextSeq } = await store.list(limit, after, userId, pageBytesOf(ctx));
       return {
         orders,
         nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",

@@ -21,12 +21,11 @@ const NOT_IN_EMAIL = /[\s\p{Cc}\p{Cf}\p{Default_Ignorable_Code_Point}\u2800]/u;
 const MAX_EMAIL_KEY_BYTES = 2000;
 
 /**
- * A second "@", in the form the unique key compares (NFKC makes a full-width "＠" one), outside a
- * quoted local part ("ada@home"@example.com): no mailbox has such an address.
+ * A second "@" in an email's unique key (NFKC makes a full-width "＠" one), outside a quoted local
+ * part ("ada@home"@example.com): no mailbox has such an address.
  */
-function unquotedAt(email: string): boolean {
-  const normalized = email.normalize("NFKC");
-  const local = normalized.slice(0, normalized.lastIndexOf("@"));
+function unquotedAt(key: string): boolean {
+  const local = key.slice(0, key.lastIndexOf("@"));
   return local.includes("@") && !/^".*"$/s.test(local);
 }
 
@@ -39,10 +38,13 @@ function checkEmail(v: Violations, field: string, email: string) {
     v.add(field, 'must be a local part, "@" and a domain, as in ada@example.com');
   } else if (NOT_IN_EMAIL.test(email)) {
     v.add(field, "must not contain spaces, control characters or invisible formatting characters");
-  } else if (unquotedAt(email)) {
-    v.add(field, 'must have one "@", or a quoted local part, as in "ada@home"@example.com');
-  } else if (Buffer.byteLength(emailKey(email)) > MAX_EMAIL_KEY_BYTES) {
-    v.add(field, `must be at most ${MAX_EMAIL_KEY_BYTES} bytes of UTF-8 once normalized (NFKC)`);
+  } else {
+    const key = emailKey(email);
+    if (unquotedAt(key)) {
+      v.add(field, 'must have one "@", or a quoted local part, as in "ada@home"@example.com');
+    } else if (Buffer.byteLength(key) > MAX_EMAIL_KEY_BYTES) {
+      v.add(field, `must be at most ${MAX_EMAIL_KEY_BYTES} bytes of UTF-8 once normalized (NFKC)`);
+    }
   }
 }
 
