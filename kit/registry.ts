@@ -143,6 +143,11 @@ export class ServiceRegistry<N extends string = string> {
     return found;
   }
 
+  /** The services' own SHOP_* settings (ServiceModule.settings). */
+  get settings(): string[] {
+    return [...new Set(this.services.flatMap((service) => service.module.settings ?? []))];
+  }
+
   /** Every public proto service of the mesh: what the edge routes. */
   get publicServices(): string[] {
     return this.services.flatMap((service) => service.publicServices);

@@ -2,6 +2,7 @@ import type { Client } from "./client/index.js";
 import type { CallContext } from "./context.js";
 import type { RequestOf, ResponseOf, ServiceDefinition } from "./contract.js";
 import type { Knex, Migration } from "./db/index.js";
+import type { ClientMiddleware, ServerMiddleware } from "./middleware/index.js";
 import type { Logger } from "./observability/logger.js";
 import type { Metrics } from "./observability/metrics.js";
 import type { AccessRule } from "./security/auth.js";
@@ -80,6 +81,19 @@ export interface ServiceModule<
    * the auth middleware refuses to serve it. Envoy's token checks follow the same rules.
    */
   readonly access: { readonly [K in keyof S]: Access<S[K]> };
+  /**
+   * Its own SHOP_* variables (README "Configuration"), beside the kit's: any other is reported
+   * as a mistyped setting when it starts.
+   */
+  readonly settings?: readonly string[];
+  /**
+   * Middleware of its own, after the kit's: around every call it serves, and every call it makes
+   * to a dependency.
+   */
+  readonly middleware?: {
+    readonly served?: readonly ServerMiddleware[];
+    readonly calls?: readonly ClientMiddleware[];
+  };
   implement(env: ServiceEnvironment<D>): Implementation<S>;
 }
 

@@ -1,9 +1,10 @@
 import { readdirSync, readFileSync } from "node:fs";
 import path from "node:path";
 import test from "ava";
+import { registry } from "../services/registry.js";
 import { SERVICE_SETTINGS, SETTINGS, unknownSettings } from "./settings.js";
 
-const services = ["user", "product", "order"];
+const services = registry.names;
 
 test("a SHOP_ variable that names no setting is reported, with the setting two edits away", (t) => {
   const environment = {
@@ -16,14 +17,18 @@ test("a SHOP_ variable that names no setting is reported, with the setting two e
     PATH: "/bin",
     OTEL_SERVICE_NAME: "x",
   };
-  t.deepEqual(unknownSettings(environment, services), [
+  t.deepEqual(unknownSettings(environment, services, registry.settings), [
     { name: "SHOP_PAYMENT_ADDR" },
     { name: "SHOP_PORTT", closest: "SHOP_PORT" },
     { name: "SHOP_RECONCLIE_MS", closest: "SHOP_RECONCILE_MS" },
     { name: "SHOP_SOMETHING_ELSE" },
   ]);
-  // A fork's service brings its own SHOP_<NAME>_* settings.
-  t.deepEqual(unknownSettings({ SHOP_PAYMENT_ADDR: "x" }, [...services, "payment"]), []);
+  // A fork's service brings its own SHOP_<NAME>_* settings, and the ones its module names.
+  const payment = { SHOP_PAYMENT_ADDR: "x", SHOP_PAYMENT_RETRY_MS: "1" };
+  t.deepEqual(unknownSettings(payment, [...services, "payment"], ["SHOP_PAYMENT_RETRY_MS"]), []);
+  t.deepEqual(unknownSettings(payment, [...services, "payment"]), [
+    { name: "SHOP_PAYMENT_RETRY_MS" },
+  ]);
 });
 
 /** Every SHOP_ name in `text`, less the prefixes code builds names from (`SHOP_TLS_`). */
@@ -39,13 +44,18 @@ test("the list holds every setting README's table names, and no other", (t) => {
   );
   t.deepEqual(
     [...new Set(named)].sort(),
-    [...SETTINGS, ...SERVICE_SETTINGS.map((setting) => `SHOP_NAME_${setting}`)].sort(),
+    [
+      ...SETTINGS,
+      ...registry.settings,
+      ...SERVICE_SETTINGS.map((setting) => `SHOP_NAME_${setting}`),
+    ].sort(),
   );
 });
 
 test("every SHOP_ name the code and the deployment files read is a setting", (t) => {
   const known = new Set([
     ...SETTINGS,
+    ...registry.settings,
     ...services.flatMap((service) =>
       SERVICE_SETTINGS.map((setting) => `SHOP_${service.toUpperCase()}_${setting}`),
     ),
@@ -66,4 +76,15 @@ test("every SHOP_ name the code and the deployment files read is a setting", (t)
       .map((name) => `${file}: ${name}`),
   );
   t.deepEqual(unknown, []);
+});
+
+test("each service names in its module the settings of its own that its folder reads", (t) => {
+  for (const { name, module } of registry.services) {
+    const dir = path.join("services", name);
+    const read = readdirSync(dir, { recursive: true, encoding: "utf8" })
+      .filter((file) => file.endsWith(".ts") && !/\.test\.ts$|test-setup\.ts$/.test(file))
+      .flatMap((file) => namesIn(readFileSync(path.join(dir, file), "utf8")))
+      .filter((setting) => !SETTINGS.includes(setting));
+    t.deepEqual([...new Set(read)].sort(), [...(module.settings ?? [])].sort(), name);
+  }
 });

@@ -1,7 +1,10 @@
-// Every SHOP_* variable shopmesh reads (README's Settings), so that a mistyped one is reported
-// instead of ignored in favour of its default.
+// Every SHOP_* variable shopmesh reads (README's Configuration), so that a mistyped one is
+// reported instead of ignored in favour of its default.
 
-/** The settings of the whole project: services, launchers, the seeder and the benchmark. */
+/**
+ * The settings of the whole project: the kit, launchers, the seeder and the benchmark. A
+ * service's own are in its module (ServiceModule.settings).
+ */
 export const SETTINGS: readonly string[] = [
   "SHOP_BUILD_DIR",
   "SHOP_CORS_ORIGINS",
@@ -40,9 +43,6 @@ export const SETTINGS: readonly string[] = [
   "SHOP_PROFILE",
   "SHOP_PROMETHEUS_PORT",
   "SHOP_PROMETHEUS_SCRAPE_INTERVAL",
-  "SHOP_RECONCILE_MS",
-  "SHOP_RESERVATION_SWEEP_MS",
-  "SHOP_RESERVATION_TTL_MS",
   "SHOP_SEED",
   "SHOP_SERVICE",
   "SHOP_SHUTDOWN_ANNOUNCE_MS",
@@ -52,7 +52,6 @@ export const SETTINGS: readonly string[] = [
   "SHOP_TLS_CA_FILE",
   "SHOP_TLS_CERT_FILE",
   "SHOP_TLS_KEY_FILE",
-  "SHOP_WATCH_POLL_MS",
 ];
 
 /** The settings about one service, `SHOP_<NAME>_<SETTING>` (kit/config.ts serviceVariable). */
@@ -95,14 +94,17 @@ export interface UnknownSetting {
 
 /**
  * The SHOP_* variables of `environment` that name no setting, given the registered services'
- * names: `SHOP_PORTT`, or `SHOP_PAYMENT_ADDR` in a mesh without a payment service.
+ * names and their own settings: `SHOP_PORTT`, or `SHOP_PAYMENT_ADDR` in a mesh without a
+ * payment service.
  */
 export function unknownSettings(
   environment: NodeJS.ProcessEnv,
   services: readonly string[],
+  servicesOwn: readonly string[] = [],
 ): UnknownSetting[] {
   const known = new Set([
     ...SETTINGS,
+    ...servicesOwn,
     ...services.flatMap((service) =>
       SERVICE_SETTINGS.map((setting) => `SHOP_${service.toUpperCase()}_${setting}`),
     ),

@@ -19,11 +19,12 @@ import {
   X_REQUEST_ID,
 } from "../kit/middleware/index.js";
 import { addProduct, addUser } from "../scripts/lib/seed.js";
+import { createOrderService } from "../services/order/service.js";
 import { createProductService } from "../services/product/service.js";
 import { userService } from "../services/user/service.js";
 import { asAllowedCaller, testCallers } from "./helpers/credentials.js";
 import { eventually } from "./helpers/eventually.js";
-import { captureLogger, orderLine, start, startFleet } from "./helpers/fleet.js";
+import { captureLogger, clientsFor, orderLine, start, startFleet } from "./helpers/fleet.js";
 import { expectStatus } from "./helpers/status.js";
 
 interface Seen {
@@ -364,7 +365,7 @@ test("a call made while serving another carries its x-request-id and deadline, a
   t.true(String(refused.idempotency_key).length <= 129, "clipped to 128 characters and …");
 });
 
-test("a service's own client middleware sees each call to its dependencies, after the kit's", async (t) => {
+test("a service module's own middleware sees each call it serves and makes, after the kit's", async (t) => {
   const seen: [string, boolean, boolean][] = [];
   const watching: ClientMiddleware = {
     name: "watching",
@@ -375,12 +376,31 @@ test("a service's own client middleware sees each call to its dependencies, afte
       return next(request, call);
     },
   };
-  const fleet = await startFleet(t, { clientMiddleware: { order: [watching] } });
-  const shopper = await addUser(fleet.users);
-  const mug = await addProduct(fleet.products);
-  await fleet.orders.createOrder({ userId: shopper.userId, lines: [orderLine(mug.productId, 1)] });
+  const served = recorder();
+  const user = await start(t, userService);
+  const product = await start(t, createProductService());
+  const order = await start(
+    t,
+    {
+      ...createOrderService(),
+      middleware: { served: [served.middleware], calls: [watching] },
+    },
+    { dependencies: { users: user.server.address, inventory: product.server.address } },
+  );
+  const { users, products, orders } = clientsFor(t, {
+    user: user.server.address,
+    product: product.server.address,
+    order: order.server.address,
+  });
+  const shopper = await addUser(users);
+  const mug = await addProduct(products);
+  await orders.createOrder({ userId: shopper.userId, lines: [orderLine(mug.productId, 1)] });
   t.deepEqual(seen, [
     ["GetUser", true, true],
     ["ReserveStock", true, true],
   ]);
+  const createOrder = await finished(served.seen, "CreateOrder");
+  // Inside the kit's: the call's x-request-id is already set.
+  t.truthy(createOrder.xRequestId);
+  t.is(createOrder.status?.code, Code.OK);
 });

@@ -61,7 +61,7 @@ export async function runService(registry: ServiceRegistry, name: string): Promi
     const config = serverConfig(name, registered.port);
     const logger = createLogger(name, config.logLevel);
     logGrpcJsTo(logger);
-    for (const unknown of unknownSettings(process.env, registry.names)) {
+    for (const unknown of unknownSettings(process.env, registry.names, registry.settings)) {
       logger.warn({ setting: unknown.name }, unknownSettingMessage(unknown));
     }
     const metrics = env.bool("SHOP_METRICS", true)

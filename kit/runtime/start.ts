@@ -50,7 +50,7 @@ export async function startService(
     ...observed,
     defaultTimeoutMs: dependencyTimeoutMs,
     graceOver: graceOver.signal,
-    extra: options.clientMiddleware,
+    extra: [...(module.middleware?.calls ?? []), ...(options.clientMiddleware ?? [])],
   });
   const clients = dependencyClients(module, options, security.tls, clientMiddleware);
   const closeClients = () => {
@@ -117,7 +117,7 @@ export async function startService(
         maxStreamsPerCaller: config.maxStreamsPerCaller,
         pages,
         ...(wal && { wal }),
-        extra: options.middleware,
+        extra: [...(module.middleware?.served ?? []), ...(options.middleware ?? [])],
       }),
       ...(counting && {
         onUnknownMethod: unknownMethods(

@@ -12,11 +12,11 @@ export interface StartOptions extends Partial<ServerConfig> {
   dependencies?: Record<string, string>;
   /** Deadline of a call to a dependency when the caller's is later or absent. */
   dependencyTimeoutMs?: number;
-  /** Middleware every served call goes through after the kit's defaults. */
+  /** Middleware every served call goes through after the kit's defaults and the module's own. */
   middleware?: readonly ServerMiddleware[];
   /** Runs just before the service's port opens (ServeOptions.beforeListen). */
   beforeListen?: () => void;
-  /** Middleware every call to a dependency goes through after the kit's defaults. */
+  /** Middleware every call to a dependency goes through after the kit's and the module's own. */
   clientMiddleware?: readonly ClientMiddleware[];
   /**
    * The registered service behind each dependency, by client name: the identity its certificate

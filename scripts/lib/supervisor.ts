@@ -193,7 +193,7 @@ export class Supervisor {
   async launch(plan: FleetPlan, options: LaunchOptions): Promise<Launched> {
     const started = options.started ?? Date.now();
     const say = (line: string) => options.quiet || console.log(line);
-    for (const unknown of unknownSettings(process.env, registry.names)) {
+    for (const unknown of unknownSettings(process.env, registry.names, registry.settings)) {
       console.error(unknownSettingMessage(unknown));
     }
     this.lockDataDir(plan.dataDir);

@@ -35,6 +35,7 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
     // says is safe to repeat (reads, and the reservation calls, idempotent by reservation id).
     dependencies: { users: UserServiceService, inventory: InventoryServiceService },
     migrations,
+    settings: ["SHOP_RESERVATION_TTL_MS", "SHOP_RECONCILE_MS", "SHOP_WATCH_POLL_MS"],
     // Every caller signs in; the handlers check that an order is the caller's where they read it.
     access: {
       OrderService: {

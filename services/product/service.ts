@@ -26,6 +26,7 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
     serves: { ProductService: ProductServiceService, InventoryService: InventoryServiceService },
     dependencies: {},
     migrations,
+    settings: ["SHOP_RESERVATION_SWEEP_MS"],
     access: {
       // The catalogue is open to read; only admins change it.
       ProductService: {

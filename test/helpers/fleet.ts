@@ -30,7 +30,7 @@ import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { type Client, createClient } from "../../kit/client/index.js";
 import type { ServerConfig } from "../../kit/config.js";
 import { migrateDatabase } from "../../kit/db/index.js";
-import type { ClientMiddleware, ServerMiddleware } from "../../kit/middleware/index.js";
+import type { ServerMiddleware } from "../../kit/middleware/index.js";
 import { type Logger, withoutRowData } from "../../kit/observability/logger.js";
 import { type StartedService, startService } from "../../kit/runtime/index.js";
 import type { AnyServiceModule } from "../../kit/service.js";
@@ -87,8 +87,6 @@ export async function start(
     dependencies?: Record<string, string>;
     /** More middleware, inside the kit's defaults and the fault injection. */
     middleware?: readonly ServerMiddleware[];
-    /** More middleware of its calls to dependencies, inside the kit's. */
-    clientMiddleware?: readonly ClientMiddleware[];
     /** Settings other than the SHOP_* defaults, for example maxPagesInFlight. */
     config?: Partial<ServerConfig>;
     /** The deadline of its calls to dependencies, 5 s by default. */
@@ -106,7 +104,6 @@ export async function start(
     internalServices: registry.internalServices,
     publicServices: registry.publicServices,
     middleware: [faults.middleware, ...(options.middleware ?? [])],
-    ...(options.clientMiddleware && { clientMiddleware: options.clientMiddleware }),
     ...(options.logger && { logger: options.logger }),
     ...(options.dependencyTimeoutMs && { dependencyTimeoutMs: options.dependencyTimeoutMs }),
     ...options.config,
@@ -151,8 +148,6 @@ export interface FleetOptions {
   loggers?: Partial<Record<ServiceName, Logger>>;
   /** More server middleware of a service, as start() takes it. */
   middleware?: Partial<Record<ServiceName, readonly ServerMiddleware[]>>;
-  /** More middleware of a service's calls to its dependencies, as start() takes it. */
-  clientMiddleware?: Partial<Record<ServiceName, readonly ClientMiddleware[]>>;
   /** Server settings of a service other than the defaults, as start() takes them. */
   config?: Partial<Record<ServiceName, Partial<ServerConfig>>>;
   /** A service's database other than the fleet's (the same one through a proxy, say). */
@@ -184,9 +179,6 @@ export async function startFleet(
       ),
       ...(options.loggers?.[service.name] && { logger: options.loggers[service.name] }),
       ...(options.middleware?.[service.name] && { middleware: options.middleware[service.name] }),
-      ...(options.clientMiddleware?.[service.name] && {
-        clientMiddleware: options.clientMiddleware[service.name],
-      }),
       ...(options.config?.[service.name] && { config: options.config[service.name] }),
       ...(options.dependencyTimeoutMs && { dependencyTimeoutMs: options.dependencyTimeoutMs }),
     });
