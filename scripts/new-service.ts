@@ -10,7 +10,7 @@ import { existsSync, mkdirSync, readFileSync, rmSync, writeFileSync } from "node
 import path from "node:path";
 import { registry } from "../services/registry.js";
 import { repoRoot } from "./lib/launcher.js";
-import { nameRefusal } from "./lib/reserved-names.js";
+import { nameRefusal, pluralOf } from "./lib/reserved-names.js";
 
 const name = process.argv[2] ?? "";
 const fail = (message: string): never => {
@@ -20,8 +20,8 @@ const fail = (message: string): never => {
 const refusal = nameRefusal(name, registry.names);
 if (refusal) fail(refusal);
 const Name = name[0]?.toUpperCase() + name.slice(1);
-const names = `${name}s`;
-const Names = `${Name}s`;
+const names = pluralOf(name);
+const Names = names[0]?.toUpperCase() + names.slice(1);
 const pkg = `shop.${name}.v1`;
 const prefix = name.slice(0, 3);
 const protoFile = path.join(repoRoot, "proto", "shop", name, "v1", `${name}.proto`);
@@ -44,14 +44,28 @@ import "google/protobuf/timestamp.proto";
 // Manages ${names}. Every ${name} is identified by an opaque, server-assigned
 // \`${name}_id\`.
 //
-// Errors carry \`google.rpc.Status\` details: \`BadRequest\` with one field
-// violation per invalid field, and one \`ErrorInfo\` whose domain is
-// "${pkg}" and whose reason is an UPPER_SNAKE code such as
+// Errors carry \`google.rpc.Status\` details: \`BadRequest\` field violations
+// (the first 20; a field may have more than one), and one \`ErrorInfo\` whose
+// domain is "${pkg}" and whose reason is an UPPER_SNAKE code such as
 // \`${name.toUpperCase()}_NOT_FOUND\`.
 //
 // Authentication: every rpc needs a JWT bearer token in the \`authorization\`
-// metadata: UNAUTHENTICATED (reason \`TOKEN_MISSING\`, \`TOKEN_EXPIRED\` or
-// \`TOKEN_INVALID\`) otherwise, and nothing changes.
+// metadata (\`Bearer <token>\`): UNAUTHENTICATED (reason \`TOKEN_MISSING\`,
+// \`TOKEN_EXPIRED\` or \`TOKEN_INVALID\`) otherwise, and nothing changes.
+//
+// Lengths in this file count Unicode code points ("characters"), and every
+// string must be valid UTF-8 without U+0000 (INVALID_ARGUMENT). Every rpc
+// answers a request message that does not decode with INVALID_ARGUMENT
+// (reason \`MALFORMED_REQUEST\`). Every rpc may also answer
+// RESOURCE_EXHAUSTED: reason \`REQUEST_TOO_LARGE\` for a request over 4 MB,
+// \`DATABASE_FULL\` when the service's disk is full (nothing was written); and
+// UNIMPLEMENTED (reason \`UNSUPPORTED_ENCODING\`) for a request compressed in
+// an encoding the service lacks.
+//
+// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// whose connection to the database was lost before the database confirmed
+// it may have been kept: it answers ABORTED (reason \`OUTCOME_UNKNOWN\`), and
+// the caller reads the record back before repeating it.
 service ${Name}Service {
   // Creates a ${name}.
   //
@@ -88,7 +102,9 @@ message ${Name} {
   // Opaque identifier assigned by the server at creation. Output only.
   string ${name}_id = 1 [(google.api.field_behavior) = OUTPUT_ONLY];
 
-  // Name shown to people. Required; 1 to 100 characters.
+  // Name shown to people. Required; 1 to 100 characters. Not blank (only
+  // spaces or invisible characters), and no control characters such as a
+  // line break.
   string display_name = 2 [(google.api.field_behavior) = REQUIRED];
 
   // When the ${name} was created. Output only.
@@ -153,9 +169,12 @@ import type { ${Name}Store } from "./store.js";
 export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}ServiceService> {
   return {
     async create${Name}(request) {
-      const displayName = request.${name}?.displayName ?? "";
-      check().text("${name}.display_name", displayName, 100).throwIfAny();
-      return { ${name}: await store.insert(newId("${prefix}"), displayName) };
+      const v = check();
+      const given = request.${name};
+      if (!given) v.add("${name}", "is required");
+      else v.name("${name}.display_name", given.displayName, 100);
+      v.throwIfAny();
+      return { ${name}: await store.insert(newId("${prefix}"), given?.displayName ?? "") };
     },
 
     async get${Name}(request) {
@@ -280,9 +299,12 @@ test("Create${Name} assigns an id, and Get${Name} returns what it stored", async
   t.deepEqual((await ${names}.get${Name}({ ${name}Id: ${name}?.${name}Id })).${name}, ${name});
 });
 
-test("Create${Name} refuses an empty display_name, and Get${Name} an unknown id", async (t) => {
+test("Create${Name} refuses no ${name} or a blank display_name, and Get${Name} an unknown id", async (t) => {
   const ${names} = await serve${Name}(t);
-  await expectInvalid(t, ${names}.create${Name}({ ${name}: {} }), ["${name}.display_name"]);
+  await expectInvalid(t, ${names}.create${Name}({}), ["${name}"]);
+  await expectInvalid(t, ${names}.create${Name}({ ${name}: { displayName: " " } }), [
+    "${name}.display_name",
+  ]);
   const unknown = ${names}.get${Name}({ ${name}Id: "nope" });
   await expectStatus(t, unknown, Code.NOT_FOUND, "${name.toUpperCase()}_NOT_FOUND");
 });

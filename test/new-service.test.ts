@@ -10,7 +10,7 @@ import { tmpdir } from "node:os";
 import path from "node:path";
 import test from "ava";
 import { repoRoot } from "../scripts/lib/launcher.js";
-import { nameRefusal } from "../scripts/lib/reserved-names.js";
+import { nameRefusal, pluralOf } from "../scripts/lib/reserved-names.js";
 import { registry } from "../services/registry.js";
 import { exec } from "./helpers/exec.js";
 
@@ -238,6 +238,11 @@ test("every name the deployment or the tests use is refused", (t) => {
   t.regex(nameRefusal("oauth2", registry.names) ?? "", /^usage: .*digits inside, not last/);
   t.regex(nameRefusal("user", registry.names) ?? "", /^"user" is already registered/);
   t.is(nameRefusal("payment", registry.names), undefined);
+});
+
+test("a new service's collection takes its name's English plural", (t) => {
+  const plurals = ["payments", "addresses", "taxes", "batches", "categories", "keys"];
+  t.deepEqual(["payment", "address", "tax", "batch", "category", "key"].map(pluralOf), plurals);
 });
 
 // The command itself, for a reserved name and a malformed one: each refusal is its one line.

@@ -1,5 +1,6 @@
-// Names a new service cannot take, each with what already uses it: a service's name becomes a
-// compose service, an mTLS identity, a file of deploy/k8s, a Prometheus job and SHOP_<NAME>_PORT.
+// Names a new service cannot take, each with what already uses it, and the plural it gets: a
+// service's name becomes a compose service, an mTLS identity, a file of deploy/k8s, a Prometheus
+// job and SHOP_<NAME>_PORT.
 
 const fleetClient = "names a client of the test fleets (test/helpers/fleet.ts)";
 const overlayFile = (file: string) =>
@@ -43,4 +44,11 @@ export function nameRefusal(name: string, registered: readonly string[]): string
   if (registered.includes(name)) return `"${name}" is already registered`;
   const reserved = Object.hasOwn(RESERVED_NAMES, name) ? RESERVED_NAMES[name] : undefined;
   return reserved && `"${name}" ${reserved}; choose another name`;
+}
+
+/** The English plural of a new service's name, for its table, list rpc and REST collection. */
+export function pluralOf(name: string): string {
+  if (/(s|x|z|ch|sh)$/.test(name)) return `${name}es`;
+  if (/[^aeiou]y$/.test(name)) return `${name.slice(0, -1)}ies`;
+  return `${name}s`;
 }
