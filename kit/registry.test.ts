@@ -47,6 +47,11 @@ test("a registry with a mistake in it is refused, naming the service", (t) => {
       [{ ...user, exposure: { InventoryService: "internal" } }],
       /user: exposure names "InventoryService"/,
     ],
+    [
+      "an rpc for mesh callers only in a service public at the edge",
+      [user, { module: productService, port: 50052 }],
+      /product: \/shop\.product\.v1\.InventoryService\/ReserveStock is for mesh callers only.*exposure: \{ InventoryService: "internal" \}/,
+    ],
     ["a port taken twice", [user, { ...product, port: 50051 }], /registered twice/],
     [
       "a metrics port on another's port",

@@ -1,7 +1,7 @@
 import { serviceVariable } from "./config.js";
-import { serviceNameOf } from "./contract.js";
+import { type ServiceDefinition, serviceNameOf } from "./contract.js";
 import type { Migration } from "./db/index.js";
-import type { AnyServiceModule } from "./service.js";
+import { type AnyServiceModule, accessRules } from "./service.js";
 
 /** One line of the registry: a service module and where it runs. */
 export interface RegistryEntry<M extends AnyServiceModule = AnyServiceModule> {
@@ -104,6 +104,18 @@ export class ServiceRegistry<N extends string = string> {
         }
       }
       const internal = (key: string) => entry.exposure?.[key] === "internal";
+      const rules = accessRules(module);
+      for (const proto of served.filter(({ key }) => !internal(key))) {
+        const definition = (module.serves as Record<string, ServiceDefinition>)[proto.key] ?? {};
+        const meshOnly = Object.values(definition).find(
+          (method) => rules.get(method.path)?.kind === "internal",
+        );
+        if (meshOnly) {
+          throw new Error(
+            `${module.name}: ${meshOnly.path} is for mesh callers only (internal), but ${proto.key} is public at the edge; give its line in services/registry.ts exposure: { ${proto.key}: "internal" }`,
+          );
+        }
+      }
       return {
         name: module.name as N,
         module,
