@@ -16,25 +16,36 @@ test("an order discarded while its idempotency key is looked up is found whole o
     await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
   );
   t.teardown(() => db.destroy());
-  const store = new OrderStore({ db: db, reads: db });
-  for (let round = 0; round < 5; round++) {
-    const orderId = newId("ord");
-    const key = `discarded-${round}`;
-    await store.insert({
-      orderId,
-      userId: "usr_alice",
-      idempotencyKey: key,
-      reservationId: `order:${orderId}`,
-      lines: [{ productId: "prd_mug", quantity: 2 }],
-    });
-    // The lookup reads the order, then its lines; the discard runs between the two.
-    const [found, discarded] = await Promise.all([
-      store.findByIdempotencyKey("usr_alice", key),
-      store.discard(orderId),
-    ]);
-    t.true(discarded);
-    if (found) t.is(found.order.lines.length, 1, "the order's lines come with it");
-  }
+  const store = new OrderStore({ db, reads: db });
+  // The lookup reads the order, then its lines: the discard is made to run between the two.
+  let between: (() => Promise<unknown>) | undefined;
+  const reads = new Proxy(db, {
+    apply(target, self, args: [string]) {
+      const query = Reflect.apply(target, self, args);
+      const run = between;
+      if (args[0] !== "order_lines" || !run) return query;
+      between = undefined;
+      const then = query.then.bind(query);
+      query.then = (ok: never, ko: never) => run().then(() => then(ok, ko), ko);
+      return query;
+    },
+  });
+  const lookups = new OrderStore({ db, reads });
+  const orderId = newId("ord");
+  await store.insert({
+    orderId,
+    userId: "usr_alice",
+    idempotencyKey: "discarded",
+    reservationId: `order:${orderId}`,
+    lines: [{ productId: "prd_mug", quantity: 2 }],
+  });
+  let discarded: boolean | undefined;
+  between = async () => {
+    discarded = await store.discard(orderId);
+  };
+  const found = await lookups.findByIdempotencyKey("usr_alice", "discarded");
+  t.true(discarded, "the discard ran between the two reads");
+  t.is(found, undefined, "not an order without its lines");
 });
 
 test("a page of large orders reads the lines of about the orders it holds, not of every candidate", async (t) => {
