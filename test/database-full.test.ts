@@ -167,7 +167,9 @@ test("an order written but not confirmed for want of room is ABORTED ORDER_NOT_S
     );
     const unsettled = unsettledOrder(error);
     if (!unsettled) return t.fail(String(error));
+    // Without the caller's, the order's own: the key a resend settles it with.
     if (requestId) t.is(unsettled.request_id, requestId);
+    else t.regex(unsettled.request_id ?? "", /^req_[\w-]{16}$/);
     const { order } = await fleet.orders.getOrder({ orderId: unsettled.order_id });
     t.is(order?.state, OrderState.ORDER_STATE_PENDING);
     named.push(unsettled);

@@ -138,6 +138,8 @@ test("CreateOrder without request_id, its database busy once the stock is taken:
     t.is(orderId, confirmed[0]?.orderId);
     const resent = await place(requestId ?? "");
     t.is(resent.order?.orderId, orderId);
+  } else {
+    t.is((answer as { order?: { orderId: string } }).order?.orderId, confirmed[0]?.orderId);
   }
 });
 
