@@ -99,7 +99,9 @@ export type Order = Message<"shop.order.v1.Order"> & {
   state: OrderState;
 
   /**
-   * The request id the order was created under.
+   * The request id the order was created under: the CreateOrder request's,
+   * or one the server made when it had none (`req_` and 16 characters),
+   * which a resend names to settle the order.
    *
    * @generated from field: string request_id = 6;
    */
@@ -648,7 +650,8 @@ export const OrderService: GenService<{
    * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+   * is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
    * order has that id.
    *
    * @generated from rpc shop.order.v1.OrderService.WatchOrder

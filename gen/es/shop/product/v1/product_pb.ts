@@ -377,9 +377,10 @@ export const ProductService: GenService<{
    * price does not change the price snapshot of existing reservations.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, NOT_FOUND when the product
-   * does not exist, and FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
+   * otherwise. Returns INVALID_ARGUMENT when the mask names an unknown or
+   * immutable field or a new value breaks its constraints, NOT_FOUND (reason
+   * `PRODUCT_NOT_FOUND`) when the product does not exist, and
+   * FAILED_PRECONDITION (reason `STOCK_LIMIT_EXCEEDED`,
    * with a `PreconditionFailure` of type "STOCK_LIMIT") when the new
    * `stock_quantity` plus the units of the product's held and committed
    * reservations, which may all come back, would pass 1,000,000,000. Nothing

@@ -381,7 +381,7 @@ export const UserService: GenService<{
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
    * `page_size` when it is negative, and INVALID_ARGUMENT (reason
    * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-   * call with the same filter.
+   * ListUsers call.
    *
    * @generated from rpc shop.user.v1.UserService.ListUsers
    */
@@ -394,9 +394,11 @@ export const UserService: GenService<{
    * Updates the fields of a user named by `update_mask`.
    *
    * A user may update only their own record: PERMISSION_DENIED (reason
-   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, NOT_FOUND when the user
-   * does not exist, and ALREADY_EXISTS when the new email is taken.
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns
+   * INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+   * new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+   * when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+   * when another user has the new email.
    *
    * @generated from rpc shop.user.v1.UserService.UpdateUser
    */
@@ -409,8 +411,8 @@ export const UserService: GenService<{
    * Deletes a user. Orders that name the user are kept.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-   * user has that id.
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+   * long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    *
    * @generated from rpc shop.user.v1.UserService.DeleteUser
    */

@@ -179,7 +179,9 @@ type Order struct {
 	Total *v1.Money `protobuf:"bytes,4,opt,name=total,proto3" json:"total,omitempty"`
 	// Where the order is in its life. Output only.
 	State OrderState `protobuf:"varint,5,opt,name=state,proto3,enum=shop.order.v1.OrderState" json:"state,omitempty"`
-	// The request id the order was created under.
+	// The request id the order was created under: the CreateOrder request's,
+	// or one the server made when it had none (`req_` and 16 characters),
+	// which a resend names to settle the order.
 	RequestId string `protobuf:"bytes,6,opt,name=request_id,json=requestId,proto3" json:"request_id,omitempty"`
 	// When the order was created. Output only.
 	CreateTime *timestamppb.Timestamp `protobuf:"bytes,7,opt,name=create_time,json=createTime,proto3" json:"create_time,omitempty"`

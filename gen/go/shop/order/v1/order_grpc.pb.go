@@ -192,7 +192,8 @@ type OrderServiceClient interface {
 	// clock skew): watch again with a fresh token.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+	// is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
 	// order has that id.
 	WatchOrder(ctx context.Context, in *WatchOrderRequest, opts ...grpc.CallOption) (grpc.ServerStreamingClient[WatchOrderResponse], error)
 }
@@ -430,7 +431,8 @@ type OrderServiceServer interface {
 	// clock skew): watch again with a fresh token.
 	//
 	// Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+	// otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+	// is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
 	// order has that id.
 	WatchOrder(*WatchOrderRequest, grpc.ServerStreamingServer[WatchOrderResponse]) error
 	mustEmbedUnimplementedOrderServiceServer()

@@ -83,20 +83,22 @@ type UserServiceClient interface {
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
 	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
 	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-	// call with the same filter.
+	// ListUsers call.
 	ListUsers(ctx context.Context, in *ListUsersRequest, opts ...grpc.CallOption) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//
 	// A user may update only their own record: PERMISSION_DENIED (reason
-	// `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-	// field or a new value breaks its constraints, NOT_FOUND when the user
-	// does not exist, and ALREADY_EXISTS when the new email is taken.
+	// `NOT_OWNER`) for another user's; an admin may update any. Returns
+	// INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+	// new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+	// when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+	// when another user has the new email.
 	UpdateUser(ctx context.Context, in *UpdateUserRequest, opts ...grpc.CallOption) (*UpdateUserResponse, error)
 	// Deletes a user. Orders that name the user are kept.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-	// user has that id.
+	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+	// long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	DeleteUser(ctx context.Context, in *DeleteUserRequest, opts ...grpc.CallOption) (*DeleteUserResponse, error)
 }
 
@@ -215,20 +217,22 @@ type UserServiceServer interface {
 	// otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
 	// `page_size` when it is negative, and INVALID_ARGUMENT (reason
 	// `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-	// call with the same filter.
+	// ListUsers call.
 	ListUsers(context.Context, *ListUsersRequest) (*ListUsersResponse, error)
 	// Updates the fields of a user named by `update_mask`.
 	//
 	// A user may update only their own record: PERMISSION_DENIED (reason
-	// `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-	// field or a new value breaks its constraints, NOT_FOUND when the user
-	// does not exist, and ALREADY_EXISTS when the new email is taken.
+	// `NOT_OWNER`) for another user's; an admin may update any. Returns
+	// INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+	// new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+	// when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+	// when another user has the new email.
 	UpdateUser(context.Context, *UpdateUserRequest) (*UpdateUserResponse, error)
 	// Deletes a user. Orders that name the user are kept.
 	//
 	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-	// user has that id.
+	// otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+	// long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
 	DeleteUser(context.Context, *DeleteUserRequest) (*DeleteUserResponse, error)
 	mustEmbedUnimplementedUserServiceServer()
 }

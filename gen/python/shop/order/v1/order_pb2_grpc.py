@@ -280,7 +280,8 @@ class OrderServiceServicer:
         clock skew): watch again with a fresh token.
 
         Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-        otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+        otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+        is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
         order has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

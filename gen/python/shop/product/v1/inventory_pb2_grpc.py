@@ -105,8 +105,8 @@ class InventoryServiceServicer:
         the existing reservation unchanged, whatever its state: RELEASED when
         ReleaseReservation recorded the id first, in which case nothing is held.
 
-        Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND when a product
-        does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
+        Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND (reason
+        `PRODUCT_NOT_FOUND`) when a product does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
         `PreconditionFailure` naming each short product) when any line cannot
         be held, (reason `CURRENCY_MISMATCH`) when the products are priced in
         more than one currency, or (reason `TOTAL_TOO_LARGE`) when the sum of

@@ -156,7 +156,7 @@ class UserServiceServicer:
         otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
         `page_size` when it is negative, and INVALID_ARGUMENT (reason
         `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-        call with the same filter.
+        ListUsers call.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -166,9 +166,11 @@ class UserServiceServicer:
         """Updates the fields of a user named by `update_mask`.
 
         A user may update only their own record: PERMISSION_DENIED (reason
-        `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-        field or a new value breaks its constraints, NOT_FOUND when the user
-        does not exist, and ALREADY_EXISTS when the new email is taken.
+        `NOT_OWNER`) for another user's; an admin may update any. Returns
+        INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+        new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+        when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+        when another user has the new email.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -178,8 +180,8 @@ class UserServiceServicer:
         """Deletes a user. Orders that name the user are kept.
 
         Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-        otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-        user has that id.
+        otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+        long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

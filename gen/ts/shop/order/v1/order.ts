@@ -138,7 +138,11 @@ export interface Order {
     | undefined;
   /** Where the order is in its life. Output only. */
   state: OrderState;
-  /** The request id the order was created under. */
+  /**
+   * The request id the order was created under: the CreateOrder request's,
+   * or one the server made when it had none (`req_` and 16 characters),
+   * which a resend names to settle the order.
+   */
   requestId: string;
   /** When the order was created. Output only. */
   createTime:
@@ -1566,7 +1570,8 @@ export const OrderServiceService = {
    * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+   * is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
    * order has that id.
    */
   watchOrder: {
@@ -1717,7 +1722,8 @@ export interface OrderServiceServer extends UntypedServiceImplementation {
    * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+   * is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
    * order has that id.
    */
   watchOrder: handleServerStreamingCall<WatchOrderRequest, WatchOrderResponse>;
@@ -1916,7 +1922,8 @@ export interface OrderServiceClient extends Client {
    * clock skew): watch again with a fresh token.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id` is empty, and NOT_FOUND when no
+   * otherwise, before any message. Returns INVALID_ARGUMENT when `order_id`
+   * is empty or too long, and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no
    * order has that id.
    */
   watchOrder(request: WatchOrderRequest, options?: Partial<CallOptions>): ClientReadableStream<WatchOrderResponse>;

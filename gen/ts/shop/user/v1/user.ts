@@ -1099,7 +1099,7 @@ export const UserServiceService = {
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
    * `page_size` when it is negative, and INVALID_ARGUMENT (reason
    * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-   * call with the same filter.
+   * ListUsers call.
    */
   listUsers: {
     path: "/shop.user.v1.UserService/ListUsers" as const,
@@ -1114,9 +1114,11 @@ export const UserServiceService = {
    * Updates the fields of a user named by `update_mask`.
    *
    * A user may update only their own record: PERMISSION_DENIED (reason
-   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, NOT_FOUND when the user
-   * does not exist, and ALREADY_EXISTS when the new email is taken.
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns
+   * INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+   * new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+   * when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+   * when another user has the new email.
    */
   updateUser: {
     path: "/shop.user.v1.UserService/UpdateUser" as const,
@@ -1131,8 +1133,8 @@ export const UserServiceService = {
    * Deletes a user. Orders that name the user are kept.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-   * user has that id.
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+   * long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   deleteUser: {
     path: "/shop.user.v1.UserService/DeleteUser" as const,
@@ -1174,24 +1176,26 @@ export interface UserServiceServer extends UntypedServiceImplementation {
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
    * `page_size` when it is negative, and INVALID_ARGUMENT (reason
    * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-   * call with the same filter.
+   * ListUsers call.
    */
   listUsers: handleUnaryCall<ListUsersRequest, ListUsersResponse>;
   /**
    * Updates the fields of a user named by `update_mask`.
    *
    * A user may update only their own record: PERMISSION_DENIED (reason
-   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, NOT_FOUND when the user
-   * does not exist, and ALREADY_EXISTS when the new email is taken.
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns
+   * INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+   * new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+   * when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+   * when another user has the new email.
    */
   updateUser: handleUnaryCall<UpdateUserRequest, UpdateUserResponse>;
   /**
    * Deletes a user. Orders that name the user are kept.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-   * user has that id.
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+   * long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   deleteUser: handleUnaryCall<DeleteUserRequest, DeleteUserResponse>;
 }
@@ -1253,7 +1257,7 @@ export interface UserServiceClient extends Client {
    * otherwise. Returns INVALID_ARGUMENT with a `BadRequest` naming
    * `page_size` when it is negative, and INVALID_ARGUMENT (reason
    * `INVALID_PAGE_TOKEN`) when `page_token` was not issued by a previous
-   * call with the same filter.
+   * ListUsers call.
    */
   listUsers(
     request: ListUsersRequest,
@@ -1274,9 +1278,11 @@ export interface UserServiceClient extends Client {
    * Updates the fields of a user named by `update_mask`.
    *
    * A user may update only their own record: PERMISSION_DENIED (reason
-   * `NOT_OWNER`) for another user's; an admin may update any. Returns INVALID_ARGUMENT when the mask names an unknown or immutable
-   * field or a new value breaks its constraints, NOT_FOUND when the user
-   * does not exist, and ALREADY_EXISTS when the new email is taken.
+   * `NOT_OWNER`) for another user's; an admin may update any. Returns
+   * INVALID_ARGUMENT when the mask names an unknown or immutable field or a
+   * new value breaks its constraints, NOT_FOUND (reason `USER_NOT_FOUND`)
+   * when the user does not exist, and ALREADY_EXISTS (reason `EMAIL_TAKEN`)
+   * when another user has the new email.
    */
   updateUser(
     request: UpdateUserRequest,
@@ -1297,8 +1303,8 @@ export interface UserServiceClient extends Client {
    * Deletes a user. Orders that name the user are kept.
    *
    * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty, and NOT_FOUND when no
-   * user has that id.
+   * otherwise. Returns INVALID_ARGUMENT when `user_id` is empty or too
+   * long, and NOT_FOUND (reason `USER_NOT_FOUND`) when no user has that id.
    */
   deleteUser(
     request: DeleteUserRequest,
