@@ -48,7 +48,11 @@ const (
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
 // (type "STOCK", subject the product id) for insufficient stock. Every rpc
 // answers a request message that does not decode with INVALID_ARGUMENT
-// (reason `MALFORMED_REQUEST`).
+// (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+// `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+// means a resend with the same id is safe.
 type InventoryServiceClient interface {
 	// Holds stock for every line, all or nothing, under a caller-chosen
 	// `reservation_id`, and snapshots each product's current price. With
@@ -151,7 +155,11 @@ func (c *inventoryServiceClient) ReleaseReservation(ctx context.Context, in *Rel
 // one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
 // (type "STOCK", subject the product id) for insufficient stock. Every rpc
 // answers a request message that does not decode with INVALID_ARGUMENT
-// (reason `MALFORMED_REQUEST`).
+// (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+// `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+// means a resend with the same id is safe.
 type InventoryServiceServer interface {
 	// Holds stock for every line, all or nothing, under a caller-chosen
 	// `reservation_id`, and snapshots each product's current price. With

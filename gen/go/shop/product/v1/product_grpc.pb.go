@@ -54,7 +54,9 @@ const (
 // (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
 // for a request compressed in an encoding the service lacks.
 //
-// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// UNAVAILABLE means the call changed nothing, so it may be resent: reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
 // whose connection to the database was lost before the database confirmed
 // it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
 // the caller reads the record back before repeating it.
@@ -171,7 +173,9 @@ func (c *productServiceClient) UpdateProduct(ctx context.Context, in *UpdateProd
 // (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
 // for a request compressed in an encoding the service lacks.
 //
-// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// UNAVAILABLE means the call changed nothing, so it may be resent: reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
 // whose connection to the database was lost before the database confirmed
 // it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
 // the caller reads the record back before repeating it.

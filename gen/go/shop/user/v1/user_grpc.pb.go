@@ -55,7 +55,9 @@ const (
 // (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
 // for a request compressed in an encoding the service lacks.
 //
-// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// UNAVAILABLE means the call changed nothing, so it may be resent: reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
 // whose connection to the database was lost before the database confirmed
 // it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
 // the caller reads the record back before repeating it.
@@ -189,7 +191,9 @@ func (c *userServiceClient) DeleteUser(ctx context.Context, in *DeleteUserReques
 // (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
 // for a request compressed in an encoding the service lacks.
 //
-// UNAVAILABLE means the call changed nothing, so it may be resent. A write
+// UNAVAILABLE means the call changed nothing, so it may be resent: reason
+// `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+// busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
 // whose connection to the database was lost before the database confirmed
 // it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
 // the caller reads the record back before repeating it.

@@ -50,7 +50,10 @@ class OrderServiceStub:
     Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
     for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
-    for a request compressed in an encoding the service lacks.
+    for a request compressed in an encoding the service lacks. UNAVAILABLE
+    (reason `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's
+    database was busy or out of reach, `SHUTTING_DOWN` when the service was
+    stopping) means the call kept nothing, except where an rpc says otherwise.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,
@@ -120,7 +123,10 @@ class OrderServiceServicer:
     Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
     for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
-    for a request compressed in an encoding the service lacks.
+    for a request compressed in an encoding the service lacks. UNAVAILABLE
+    (reason `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's
+    database was busy or out of reach, `SHUTTING_DOWN` when the service was
+    stopping) means the call kept nothing, except where an rpc says otherwise.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,
@@ -349,7 +355,10 @@ class OrderService:
     Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
     for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
-    for a request compressed in an encoding the service lacks.
+    for a request compressed in an encoding the service lacks. UNAVAILABLE
+    (reason `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's
+    database was busy or out of reach, `SHUTTING_DOWN` when the service was
+    stopping) means the call kept nothing, except where an rpc says otherwise.
 
     Authentication: every rpc needs a JWT bearer token in the `authorization`
     metadata (`Bearer <token>`): subject `sub` is the caller's user id,

@@ -46,7 +46,11 @@ class InventoryServiceStub:
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
     (type "STOCK", subject the product id) for insufficient stock. Every rpc
     answers a request message that does not decode with INVALID_ARGUMENT
-    (reason `MALFORMED_REQUEST`).
+    (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+    `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+    means a resend with the same id is safe.
     """
 
     def __init__(self, channel):
@@ -93,7 +97,11 @@ class InventoryServiceServicer:
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
     (type "STOCK", subject the product id) for insufficient stock. Every rpc
     answers a request message that does not decode with INVALID_ARGUMENT
-    (reason `MALFORMED_REQUEST`).
+    (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+    `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+    means a resend with the same id is safe.
     """
 
     def ReserveStock(self, request, context):
@@ -195,7 +203,11 @@ class InventoryService:
     one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
     (type "STOCK", subject the product id) for insufficient stock. Every rpc
     answers a request message that does not decode with INVALID_ARGUMENT
-    (reason `MALFORMED_REQUEST`).
+    (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+    `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+    means a resend with the same id is safe.
     """
 
     @staticmethod

@@ -51,7 +51,9 @@ class UserServiceStub:
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
     for a request compressed in an encoding the service lacks.
 
-    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    UNAVAILABLE means the call changed nothing, so it may be resent: reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
     whose connection to the database was lost before the database confirmed
     it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
     the caller reads the record back before repeating it.
@@ -116,7 +118,9 @@ class UserServiceServicer:
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
     for a request compressed in an encoding the service lacks.
 
-    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    UNAVAILABLE means the call changed nothing, so it may be resent: reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
     whose connection to the database was lost before the database confirmed
     it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
     the caller reads the record back before repeating it.
@@ -249,7 +253,9 @@ class UserService:
     (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
     for a request compressed in an encoding the service lacks.
 
-    UNAVAILABLE means the call changed nothing, so it may be resent. A write
+    UNAVAILABLE means the call changed nothing, so it may be resent: reason
+    `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+    busy or out of reach, `SHUTTING_DOWN` when the service was stopping. A write
     whose connection to the database was lost before the database confirmed
     it may have been kept: it answers ABORTED (reason `OUTCOME_UNKNOWN`), and
     the caller reads the record back before repeating it.

@@ -1389,7 +1389,10 @@ export const WatchOrderResponse: MessageFns<WatchOrderResponse> = {
  * Every rpc may also answer RESOURCE_EXHAUSTED: reason `REQUEST_TOO_LARGE`
  * for a request over 4 MB, `DATABASE_FULL` when the service's disk is full
  * (nothing was written); and UNIMPLEMENTED (reason `UNSUPPORTED_ENCODING`)
- * for a request compressed in an encoding the service lacks.
+ * for a request compressed in an encoding the service lacks. UNAVAILABLE
+ * (reason `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's
+ * database was busy or out of reach, `SHUTTING_DOWN` when the service was
+ * stopping) means the call kept nothing, except where an rpc says otherwise.
  *
  * Authentication: every rpc needs a JWT bearer token in the `authorization`
  * metadata (`Bearer <token>`): subject `sub` is the caller's user id,

@@ -926,7 +926,11 @@ export const ReleaseReservationResponse: MessageFns<ReleaseReservationResponse> 
  * one `ErrorInfo` with domain "shop.product.v1", and `PreconditionFailure`
  * (type "STOCK", subject the product id) for insufficient stock. Every rpc
  * answers a request message that does not decode with INVALID_ARGUMENT
- * (reason `MALFORMED_REQUEST`).
+ * (reason `MALFORMED_REQUEST`), and may answer RESOURCE_EXHAUSTED (reason
+ * `DATABASE_FULL`) when the service's disk is full. UNAVAILABLE (reason
+ * `DATABASE_BUSY` or `DATABASE_UNAVAILABLE` when the service's database was
+ * busy or out of reach, `SHUTTING_DOWN` when the service was stopping)
+ * means a resend with the same id is safe.
  */
 export type InventoryServiceService = typeof InventoryServiceService;
 export const InventoryServiceService = {
