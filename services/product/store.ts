@@ -21,7 +21,7 @@ export interface ProductRow {
   name: string;
   description: string;
   currency_code: string;
-  /** An integer; read with readAmount (drivers differ in how they return one). */
+  /** An integer; read with moneyOf (drivers differ in how they return one). */
   price_minor: unknown;
   stock_quantity: number;
   /** Units in stock, held or sold (migration 0005); trusted while counted_stock is the stock. */
