@@ -1,20 +1,14 @@
-import {
-  type Order,
-  type OrderServiceService,
-  OrderState,
-} from "../../gen/ts/shop/order/v1/order.js";
+import type { Order, OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import type { CallContext } from "../../kit/context.js";
 import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
 import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { OrderSaga } from "./saga/index.js";
+import { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING } from "./states.js";
 import type { OrderStore } from "./store.js";
 import type { OrderWatches } from "./watches.js";
 
-const { ORDER_STATE_PENDING: PENDING, ORDER_STATE_CONFIRMED: CONFIRMED } = OrderState;
-const { ORDER_STATE_CANCELLING: CANCELLING, ORDER_STATE_CANCELLED: CANCELLED } = OrderState;
-const { ORDER_STATE_FAILED: FAILED } = OrderState;
 const FINAL = new Set([CANCELLED, FAILED]);
 
 /** OrderService: each rpc validates its request, then asks the saga or the store. */

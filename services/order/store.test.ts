@@ -25,9 +25,13 @@ test("an order discarded while its idempotency key is looked up is found whole o
       const run = between;
       if (args[0] !== "order_lines" || !run) return query;
       between = undefined;
-      const then = query.then.bind(query);
-      query.then = (ok: never, ko: never) => run().then(() => then(ok, ko), ko);
-      return query;
+      // The builder's methods return the proxy, so the query's run waits wherever it is awaited.
+      return new Proxy(query, {
+        get: (builder, key, self) =>
+          key === "then"
+            ? (ok: never, ko: never) => run().then(() => builder.then(ok, ko), ko)
+            : Reflect.get(builder, key, self),
+      });
     },
   });
   const lookups = new OrderStore({ db, reads });

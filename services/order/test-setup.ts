@@ -38,7 +38,7 @@ export const placedBy = async (userId: string) =>
   });
 
 export const chars = (n: number, c = "x") => c.repeat(n);
-export { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING } from "./saga/step.js";
+export { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING } from "./states.js";
 
 interface Dependencies {
   users: Client<typeof UserServiceService>;

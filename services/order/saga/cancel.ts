@@ -2,7 +2,8 @@
 import { type Order, OrderState } from "../../../gen/ts/shop/order/v1/order.js";
 import { fromDependency } from "../../../kit/client/index.js";
 import { errors } from "../../../kit/errors.js";
-import { CANCELLED, CANCELLING, CONFIRMED, compensating, type Saga, step } from "./step.js";
+import { CANCELLED, CANCELLING, CONFIRMED } from "../states.js";
+import { compensating, type Saga, step } from "./step.js";
 
 /**
  * CancelOrder: record the intent (CANCELLING), give the stock back, mark it CANCELLED. Once

@@ -8,10 +8,11 @@ import { type CallContext, deadlinePassed } from "../../../kit/context.js";
 import { Code, ServiceError } from "../../../kit/errors.js";
 import { newId } from "../../../kit/ids.js";
 import { enoughOnDisk } from "../../../kit/middleware/durable-answers.js";
+import { CONFIRMED, FAILED, PENDING } from "../states.js";
 import { IdempotencyKeyTaken } from "../store.js";
 import { callerGone, refusal, reservationExpired, reservationLost } from "./errors.js";
 import { confirm, failOrder, withdraw } from "./settle.js";
-import { CONFIRMED, FAILED, PENDING, type Saga, step } from "./step.js";
+import { type Saga, step } from "./step.js";
 
 const reservationIdOf = (orderId: string) => `order:${orderId}`;
 

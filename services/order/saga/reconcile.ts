@@ -1,8 +1,10 @@
 // The reconciler: settles the orders interrupted sagas and cancels left.
+
+import { CANCELLING, FAILED, PENDING } from "../states.js";
 import type { UnsettledOrder } from "../store.js";
 import { finishCancel } from "./cancel.js";
 import { PLACING, release, settle } from "./settle.js";
-import { CANCELLING, FAILED, PENDING, type Saga, step } from "./step.js";
+import { type Saga, step } from "./step.js";
 import type { ReconcileAction, ReconcileResult } from "./types.js";
 
 /**

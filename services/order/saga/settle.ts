@@ -6,19 +6,11 @@ import type { Reservation } from "../../../gen/ts/shop/product/v1/inventory.js";
 import { fromDependency } from "../../../kit/client/index.js";
 import type { CallOptions } from "../../../kit/context.js";
 import { Code, errors, ServiceError } from "../../../kit/errors.js";
+import { CANCELLED, CANCELLING, CONFIRMED, FAILED, PENDING } from "../states.js";
 import type { Prices, StoredOrder } from "../store.js";
 import { reservationLost } from "./errors.js";
 import { pricedOrder, pricesOf } from "./prices.js";
-import {
-  CANCELLED,
-  CANCELLING,
-  CONFIRMED,
-  compensating,
-  FAILED,
-  PENDING,
-  type Saga,
-  step,
-} from "./step.js";
+import { compensating, type Saga, step } from "./step.js";
 
 /** settle() found the order's own call still reserving its stock. */
 export const PLACING = Symbol("placing");

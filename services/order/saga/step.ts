@@ -1,5 +1,5 @@
 // What every step of the saga works with, and the span it runs in.
-import { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
+import type { OrderState } from "../../../gen/ts/shop/order/v1/order.js";
 import type { CallContext, CallOptions } from "../../../kit/context.js";
 import { outliving } from "../../../kit/middleware/index.js";
 import { inSpan } from "../../../kit/observability/tracing.js";
@@ -30,14 +30,6 @@ export const onBehalfOf = (saga: Saga, ctx: CallContext): Saga => ({ ...saga, se
  */
 export const compensating = (saga: Saga): CallOptions =>
   saga.servedCall ? outliving(saga.servedCall) : {};
-
-export const { PENDING, CONFIRMED, CANCELLING, CANCELLED, FAILED } = {
-  PENDING: OrderState.ORDER_STATE_PENDING,
-  CONFIRMED: OrderState.ORDER_STATE_CONFIRMED,
-  CANCELLING: OrderState.ORDER_STATE_CANCELLING,
-  CANCELLED: OrderState.ORDER_STATE_CANCELLED,
-  FAILED: OrderState.ORDER_STATE_FAILED,
-};
 
 /** A step of the saga, as a span of its own: `saga.<name>` (docs/architecture.md). */
 export const step = <T>(name: string, work: () => Promise<T>) => inSpan(`saga.${name}`, work);
