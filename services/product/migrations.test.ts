@@ -2,11 +2,24 @@
 // finds it; again on the other storages through services/handlers.*.test.ts.
 import test, { type ExecutionContext } from "ava";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
-import { emptyDatabase, migratedTo } from "../../test/helpers/storage.js";
+import type { Knex } from "../../kit/db/index.js";
+import { emptyDatabase, migratedTo, onPostgres } from "../../test/helpers/storage.js";
+import { InventoryStore, TOMBSTONE_KEEP_MS } from "./inventory/index.js";
+import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
 const open = (t: ExecutionContext, location: string, upTo?: number) =>
   migratedTo(t, "product", location, upTo);
+
+/** knex's migrator on this service's migrations, as openDatabase runs them. */
+const migrator = (): Knex.MigratorConfig => ({
+  migrationSource: {
+    getMigrations: async () => migrations,
+    getMigrationName: (migration: (typeof migrations)[number]) => migration.name,
+    getMigration: async (migration: (typeof migrations)[number]) => migration,
+  },
+  ...(onPostgres() && { schemaName: "product" }),
+});
 
 test("0005 reads nothing; a product's first stock change counts its own units from its held and committed reservations", async (t) => {
   const location = await emptyDatabase(t);
@@ -74,4 +87,53 @@ test("0005 reads nothing; a product's first stock change counts its own units fr
     await store.update(productId, { stockQuantity });
   }
   t.deepEqual(await owned(), { prd_a: 15, prd_b: 51, prd_c: 7 });
+});
+
+test("0006 marks the tombstones written before it, and only those, for the sweep; its down drops the mark", async (t) => {
+  const location = await emptyDatabase(t);
+  const before = await open(t, location, 5);
+  await before("products").insert({
+    product_id: "prd_a",
+    name: "a",
+    description: "",
+    currency_code: "EUR",
+    price_minor: 100,
+    stock_quantity: 10,
+    create_time: 0,
+    update_time: 0,
+  });
+  const RELEASED = ReservationState.RESERVATION_STATE_RELEASED;
+  const released = (reservation_id: string) => ({
+    reservation_id,
+    state: RELEASED,
+    expire_time: 0,
+    create_time: 0,
+  });
+  await before("reservations").insert([released("r-tombstone"), released("r-cancelled")]);
+  await before("reservation_lines").insert({
+    reservation_id: "r-cancelled",
+    line_no: 0,
+    product_id: "prd_a",
+    quantity: 1,
+    currency_code: "EUR",
+    unit_price_minor: 100,
+  });
+  await before.destroy();
+
+  const db = await open(t, location);
+  const marked = async () =>
+    (await db("reservations").whereRaw("tombstone").select("reservation_id")).map(
+      (row) => row.reservation_id,
+    );
+  t.deepEqual(await marked(), ["r-tombstone"]);
+  t.is(await new InventoryStore({ db, reads: db }).forgetTombstones(TOMBSTONE_KEEP_MS + 1), 1);
+  t.deepEqual(
+    (await db("reservations").select("reservation_id")).map((row) => row.reservation_id),
+    ["r-cancelled"],
+  );
+
+  await db.migrate.down(migrator());
+  t.false(await db.schema.hasColumn("reservations", "tombstone"));
+  await db.migrate.latest(migrator());
+  t.deepEqual(await marked(), []);
 });

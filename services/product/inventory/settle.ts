@@ -81,6 +81,7 @@ export async function releaseReservation(
             state: ReservationState.RESERVATION_STATE_RELEASED,
             expire_time: now,
             create_time: now,
+            tombstone: true,
           })
           .onConflict("reservation_id")
           .ignore()

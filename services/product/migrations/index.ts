@@ -4,6 +4,7 @@ import { createReservations } from "./0002_create_reservations.js";
 import { indexReservationLinesProduct } from "./0003_index_reservation_lines_product.js";
 import { deferLineProductCheck } from "./0004_defer_line_product_check.js";
 import { ownedUnits } from "./0005_owned_units.js";
+import { tombstoneFlag } from "./0006_tombstone_flag.js";
 
 /** In order; never edit one that has shipped, add the next. */
 export const migrations: Migration[] = [
@@ -12,4 +13,5 @@ export const migrations: Migration[] = [
   indexReservationLinesProduct,
   deferLineProductCheck,
   ownedUnits,
+  tombstoneFlag,
 ];
