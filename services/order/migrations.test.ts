@@ -242,3 +242,35 @@ test("0007 leaves the orders written before it unclaimed for the reconciler; its
   await db.migrate.latest(migrator());
   t.true(await db.schema.hasColumn("orders", "reconcile_until"));
 });
+
+test("0008: on PostgreSQL, the reconciler reads its orders through their indexes on a large table", async (t) => {
+  if (!onPostgres()) return t.pass("SQLite reads them through its indexes by OR (0006's test)");
+  const db = await open(t, await emptyDatabase(t));
+  // A year of orders, all settled: one in seven failed, its reservation released for good; one
+  // in seven cancelled; the rest confirmed. Only a failed one is ever marked released, so the
+  // planner, reading the state and the mark apart, expects many failed ones left unreleased.
+  await db.raw(
+    `INSERT INTO orders (order_id, user_id, request_id, reservation_id, state, currency_code,
+       total_minor, released, create_time, update_time)
+     SELECT 'ord_' || i, 'usr_' || (i % 1000), 'req_' || i, 'order:ord_' || i,
+       CASE i % 7 WHEN 0 THEN ?::integer WHEN 1 THEN ?::integer ELSE ?::integer END, 'EUR', 100,
+       i % 7 = 0, 0, 0
+     FROM generate_series(1, 200000) AS i`,
+    [FAILED, CANCELLED, CONFIRMED],
+  );
+  await db.raw("ANALYZE orders");
+  const store = new OrderStore({ db, reads: db });
+  let statement: { sql: string; bindings: Knex.RawBinding[] } | undefined;
+  const seen = (query: { sql: string; bindings: Knex.RawBinding[] }) => {
+    statement = query;
+  };
+  db.on("query", seen);
+  t.deepEqual(await store.unsettled(Date.now() - 60_000, 100), []);
+  db.off("query", seen);
+  // knex hands PostgreSQL's statement over numbered ($1): raw takes it with `?`.
+  const sql = statement?.sql.replace(/\$\d+/g, "?");
+  const plan = await db.raw(`EXPLAIN ${sql}`, statement?.bindings ?? []);
+  t.notRegex(JSON.stringify(plan.rows), /Seq Scan/);
+  await rollBack(db, "0008_state_statistics");
+  await db.migrate.latest(migrator());
+});

@@ -6,6 +6,7 @@ import { confirmTime } from "./0004_confirm_time.js";
 import { withdrawn } from "./0005_withdrawn.js";
 import { withdrawnIndex } from "./0006_withdrawn_index.js";
 import { reconcileLease } from "./0007_reconcile_lease.js";
+import { stateStatistics } from "./0008_state_statistics.js";
 
 /** In order; never edit one that has shipped, add the next. */
 export const migrations: Migration[] = [
@@ -16,4 +17,5 @@ export const migrations: Migration[] = [
   withdrawn,
   withdrawnIndex,
   reconcileLease,
+  stateStatistics,
 ];
