@@ -52,9 +52,20 @@ export interface ServiceEnvironment<D extends Definitions> {
   metrics: Metrics;
 }
 
+/** Work a service repeats in the background (a sweep, a reconciler), never two runs at once. */
+export interface BackgroundTask {
+  /** Its name in log lines and in the `shop_background_*` metrics' `task` label. */
+  readonly name: string;
+  readonly everyMs: number;
+  /** One run. A failed run is logged and counted, and the next goes on as usual. */
+  run(): Promise<void>;
+}
+
 /** What a service's implement() returns: the handlers of each proto service it serves. */
 export interface Implementation<S extends Definitions> {
   handlers: { [K in keyof S]: Handlers<S[K]> };
+  /** Work it repeats while it runs; the kit starts, logs, counts and stops each task. */
+  background?: readonly BackgroundTask[];
   /** Stops background work; runs after the server has drained, before the database closes. */
   close?(): Promise<void>;
 }

@@ -7,6 +7,7 @@ import { unknownMethods } from "../middleware/metrics.js";
 import { pagesInFlight } from "../middleware/pages.js";
 import { createLogger } from "../observability/logger.js";
 import {
+  backgroundTask,
   certificateMetrics,
   Metrics,
   type MetricsEndpoint,
@@ -14,6 +15,7 @@ import {
   serveMetrics,
   walSyncMetrics,
 } from "../observability/metrics.js";
+import { repeat } from "../repeat.js";
 import { TokenVerifier } from "../security/auth.js";
 import {
   certificateExpiries,
@@ -73,6 +75,20 @@ export async function startService(
     dependencyTimeoutMs,
     metrics,
   });
+  // Started with the service, stopped before it closes: a run in progress ends first.
+  const tasks = (implementation.background ?? []).map((task) =>
+    repeat(
+      task.everyMs,
+      () => task.run(),
+      (error) =>
+        logger.warn({ err: error, task: task.name }, "background task failed; will run again"),
+      backgroundTask(metrics, task.name),
+    ),
+  );
+  const closeImplementation = async () => {
+    await Promise.all(tasks.map((task) => task.stop()));
+    await implementation.close?.();
+  };
   const services: ServiceImplementation[] = Object.entries(module.serves).map(
     ([key, definition]) => ({
       definition: definition as never,
@@ -141,7 +157,7 @@ export async function startService(
       );
     }
   } catch (error) {
-    await implementation.close?.();
+    await closeImplementation();
     closeClients();
     await wal?.close();
     await closeDatabase();
@@ -157,7 +173,7 @@ export async function startService(
     stop() {
       stopped ??= (async () => {
         await server.shutdown();
-        await implementation.close?.();
+        await closeImplementation();
         closeClients();
         await wal?.close();
         await closeDatabase();

@@ -2,8 +2,6 @@ import { OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { env } from "../../kit/config.js";
-import { backgroundTask } from "../../kit/observability/metrics.js";
-import { repeat } from "../../kit/repeat.js";
 import { signedIn } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { orderHandlers } from "./handlers.js";
@@ -55,19 +53,15 @@ export const createOrderService = (overrides: Partial<OrderSettings> = {}) =>
         logger,
         events: orderMetrics(metrics),
       });
-      const reconcile = repeat(
-        settings.reconcileMs,
-        async () => {
-          const count = await saga.reconcile();
-          if (count > 0) logger.info({ count }, "settled unfinished orders");
-        },
-        (error) => logger.warn({ err: error }, "reconcile failed"),
-        backgroundTask(metrics, "reconcile"),
-      );
+      const reconcile = async () => {
+        const count = await saga.reconcile();
+        if (count > 0) logger.info({ count }, "settled unfinished orders");
+      };
       const watches = new OrderWatches(store, saga.changes, settings.watchPollMs);
       return {
         handlers: { OrderService: orderHandlers(store, saga, watches) },
-        close: () => Promise.all([reconcile.stop(), watches.close()]).then(() => {}),
+        background: [{ name: "reconcile", everyMs: settings.reconcileMs, run: reconcile }],
+        close: () => watches.close(),
       };
     },
   });

@@ -1,8 +1,6 @@
 import { InventoryServiceService } from "../../gen/ts/shop/product/v1/inventory.js";
 import { ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { env } from "../../kit/config.js";
-import { backgroundTask } from "../../kit/observability/metrics.js";
-import { repeat } from "../../kit/repeat.js";
 import { adminOnly, internal, open } from "../../kit/security/auth.js";
 import { defineService } from "../../kit/service.js";
 import { inventoryHandlers, productHandlers } from "./handlers.js";
@@ -48,27 +46,22 @@ export const createProductService = (overrides: Partial<ProductSettings> = {}) =
       const reservations = reservationMetrics(metrics, inventory);
       // Held reservations past their TTL give their stock back, so a crashed caller cannot pin it;
       // tombstones a day old go.
-      const sweep = repeat(
-        settings.sweepMs,
-        async () => {
-          const count = await inventory.expire(Date.now(), (reservationId, error) => {
-            reservations.expiryFailed();
-            logger.warn({ err: error, reservationId }, "reservation could not expire; will retry");
-          });
-          reservations.expired(count);
-          if (count > 0) logger.info({ count }, "expired reservations");
-          const forgotten = await inventory.forgetTombstones();
-          if (forgotten > 0) logger.info({ count: forgotten }, "forgot day-old release tombstones");
-        },
-        (error) => logger.warn({ err: error }, "reservation sweep failed"),
-        backgroundTask(metrics, "reservation_sweep"),
-      );
+      const sweep = async () => {
+        const count = await inventory.expire(Date.now(), (reservationId, error) => {
+          reservations.expiryFailed();
+          logger.warn({ err: error, reservationId }, "reservation could not expire; will retry");
+        });
+        reservations.expired(count);
+        if (count > 0) logger.info({ count }, "expired reservations");
+        const forgotten = await inventory.forgetTombstones();
+        if (forgotten > 0) logger.info({ count: forgotten }, "forgot day-old release tombstones");
+      };
       return {
         handlers: {
           ProductService: productHandlers(new ProductStore({ db, reads })),
           InventoryService: inventoryHandlers(inventory),
         },
-        close: () => sweep.stop(),
+        background: [{ name: "reservation_sweep", everyMs: settings.sweepMs, run: sweep }],
       };
     },
   });
