@@ -107,15 +107,21 @@ function cursorOf(list: List, token: string, filter: unknown): number | undefine
   return c;
 }
 
-/** The page a list call asks for: at most `limit` rows, after the row `after` (or the first). */
+/**
+ * The page a list call asks for, as its store reads it: at most `limit` rows, after the row
+ * `after` (or the first), in at most `bytes` (pageBytesOf); and the token of the page after it.
+ */
 export interface RequestedPage {
   limit: number;
   after: number | undefined;
+  bytes: number;
+  /** The next page's token, given the seq the store says it starts after; "" when there is none. */
+  tokenAfter(nextSeq: number | undefined): string;
 }
 
 /**
- * The page a list request of `list` (the rpc serving it, usually `ctx.method`) asks for, after
- * checking it with the request's other fields in `v`: throws one INVALID_ARGUMENT naming each
+ * The page a list call asks for, after checking its request with the request's other fields in
+ * `v`: throws one INVALID_ARGUMENT naming each
  * problem. A negative `page_size` is one (0 means `fallback`, more than `max` means `max`), and so
  * is a `page_token` that was not sealed here, was issued by another list or for another filter,
  * or holds anything but a seq (reason INVALID_PAGE_TOKEN when it is the only one): a token that
@@ -123,12 +129,13 @@ export interface RequestedPage {
  */
 export function requestedPage(
   v: Violations,
-  list: List,
+  ctx: Pick<CallContext, "method" | "metadata">,
   request: { pageSize: number; pageToken: string },
   filter: unknown = null,
   fallback = 50,
   max = 1000,
 ): RequestedPage {
+  const list = ctx.method;
   if (request.pageSize < 0) v.add("page_size", "must not be negative");
   const after = cursorOf(list, request.pageToken, filter);
   if (after === "invalid") {
@@ -136,7 +143,12 @@ export function requestedPage(
   }
   v.throwIfAny();
   const limit = request.pageSize === 0 ? fallback : Math.min(request.pageSize, max);
-  return { limit, after: after as number | undefined };
+  return {
+    limit,
+    after: after as number | undefined,
+    bytes: pageBytesOf(ctx),
+    tokenAfter: (nextSeq) => (nextSeq ? encodePageToken(list, nextSeq, filter) : ""),
+  };
 }
 
 /**

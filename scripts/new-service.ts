@@ -162,7 +162,7 @@ const gen = `../../gen/ts/shop/${name}/v1/${name}.js`;
 const files: Record<string, string> = {
   "handlers.ts": `import type { ${Name}ServiceService } from "${gen}";
 import { newId } from "../../kit/ids.js";
-import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
+import { requestedPage } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
 import type { ${Name}Store } from "./store.js";
@@ -185,9 +185,9 @@ export function ${name}Handlers(store: ${Name}Store): Handlers<typeof ${Name}Ser
     },
 
     async list${Names}(request, ctx) {
-      const { limit, after } = requestedPage(check(), ctx.method, request);
-      const { ${names}, nextSeq } = await store.list(limit, after, pageBytesOf(ctx));
-      return { ${names}, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
+      const page = requestedPage(check(), ctx, request);
+      const { ${names}, nextSeq } = await store.list(page.limit, page.after, page.bytes);
+      return { ${names}, nextPageToken: page.tokenAfter(nextSeq) };
     },
   };
 }

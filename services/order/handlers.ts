@@ -1,6 +1,6 @@
 import type { Order, OrderServiceService } from "../../gen/ts/shop/order/v1/order.js";
 import type { CallContext } from "../../kit/context.js";
-import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
+import { requestedPage } from "../../kit/page-token.js";
 import { requireAdmin, requireOwner, requireSelf } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check } from "../../kit/validate.js";
@@ -48,16 +48,12 @@ export function orderHandlers(
 
     async listOrders(request, ctx) {
       const { userId } = request;
-      const filter = { userId };
       const v = check().text("user_id", userId, 64, 0);
-      const { limit, after } = requestedPage(v, ctx.method, request, filter);
+      const page = requestedPage(v, ctx, request, { userId });
       if (userId === "") requireAdmin(ctx, "listing every user's orders");
       else requireOwner(ctx, userId, `the order list of user ${userId}`);
-      const { orders, nextSeq } = await store.list(limit, after, userId, pageBytesOf(ctx));
-      return {
-        orders,
-        nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",
-      };
+      const { orders, nextSeq } = await store.list(page.limit, page.after, page.bytes, { userId });
+      return { orders, nextPageToken: page.tokenAfter(nextSeq) };
     },
 
     async cancelOrder({ orderId }, ctx) {

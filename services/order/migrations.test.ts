@@ -173,7 +173,7 @@ test("0005 keeps the orders written before it in every read; its down drops with
   const refused = await place(store, "usr_bob", "k-1");
   t.true(await store.fail(refused.orderId, true));
   t.is(await store.find(refused.orderId), undefined, "a withdrawn order is not shown");
-  const listed = await store.list(10, undefined, "");
+  const listed = await store.list(10, undefined, undefined, { userId: "" });
   t.deepEqual(
     listed.orders.map((order) => order.orderId),
     [failed.orderId],

@@ -79,14 +79,14 @@ test("a page of large orders reads the lines of about the orders it holds, not o
       linesRead += response.length;
     }
   });
-  const first = await store.list(1000, undefined, "usr_big");
+  const first = await store.list(1000, undefined, undefined, { userId: "usr_big" });
   const held = first.orders.length;
   t.true(held > 100 && held < 400, `${held} orders`);
   t.true(linesRead <= 1.2 * held * 100, `${linesRead} lines read for ${held} orders`);
   // Every order comes once, whole, across the pages.
   const seen = new Set(first.orders.map(({ orderId }) => orderId));
   for (let next = first.nextSeq; next !== undefined; ) {
-    const page = await store.list(1000, next, "usr_big");
+    const page = await store.list(1000, next, undefined, { userId: "usr_big" });
     for (const { orderId } of page.orders) seen.add(orderId);
     t.true(page.orders.every((order) => order.lines.length === 100));
     next = page.nextSeq;

@@ -291,8 +291,8 @@ export class OrderStore {
   async list(
     limit: number,
     beforeSeq: number | undefined,
-    userId: string,
-    bytes?: number,
+    bytes: number | undefined,
+    { userId }: { userId: string },
   ): Promise<{ orders: Order[]; nextSeq?: number }> {
     const query = this.env.reads<OrderRow>("orders").where({ withdrawn: false });
     if (userId) query.where({ user_id: userId });

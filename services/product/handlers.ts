@@ -3,7 +3,7 @@ import type { InventoryServiceService } from "../../gen/ts/shop/product/v1/inven
 import type { Product, ProductServiceService } from "../../gen/ts/shop/product/v1/product.js";
 import { newId } from "../../kit/ids.js";
 import { checkMoney } from "../../kit/money.js";
-import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
+import { requestedPage } from "../../kit/page-token.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, durationMs, type Violations } from "../../kit/validate.js";
 import type { InventoryStore } from "./inventory/index.js";
@@ -59,13 +59,11 @@ export function productHandlers(store: ProductStore): Handlers<typeof ProductSer
 
     async listProducts(request, ctx) {
       const { inStockOnly } = request;
-      const filter = { inStockOnly };
-      const { limit, after } = requestedPage(check(), ctx.method, request, filter);
-      const { products, nextSeq } = await store.list(limit, after, inStockOnly, pageBytesOf(ctx));
-      return {
-        products,
-        nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq, filter) : "",
-      };
+      const page = requestedPage(check(), ctx, request, { inStockOnly });
+      const { products, nextSeq } = await store.list(page.limit, page.after, page.bytes, {
+        inStockOnly,
+      });
+      return { products, nextPageToken: page.tokenAfter(nextSeq) };
     },
 
     async updateProduct({ product, updateMask }) {

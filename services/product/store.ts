@@ -113,8 +113,8 @@ export class ProductStore {
   async list(
     limit: number,
     afterSeq: number | undefined,
-    inStockOnly: boolean,
-    bytes?: number,
+    bytes: number | undefined,
+    { inStockOnly }: { inStockOnly: boolean },
   ): Promise<{ products: Product[]; nextSeq?: number }> {
     const query = this.env.reads<ProductRow>("products");
     if (inStockOnly) query.where("stock_quantity", ">", 0);

@@ -1,6 +1,6 @@
 import type { User, UserServiceService } from "../../gen/ts/shop/user/v1/user.js";
 import { newId } from "../../kit/ids.js";
-import { encodePageToken, pageBytesOf, requestedPage } from "../../kit/page-token.js";
+import { requestedPage } from "../../kit/page-token.js";
 import { requireOwner } from "../../kit/security/auth.js";
 import type { Handlers } from "../../kit/service.js";
 import { check, codePoints, type Violations } from "../../kit/validate.js";
@@ -70,9 +70,9 @@ export function userHandlers(store: UserStore): Handlers<typeof UserServiceServi
     },
 
     async listUsers(request, ctx) {
-      const { limit, after } = requestedPage(check(), ctx.method, request);
-      const { users, nextSeq } = await store.list(limit, after, pageBytesOf(ctx));
-      return { users, nextPageToken: nextSeq ? encodePageToken(ctx.method, nextSeq) : "" };
+      const page = requestedPage(check(), ctx, request);
+      const { users, nextSeq } = await store.list(page.limit, page.after, page.bytes);
+      return { users, nextPageToken: page.tokenAfter(nextSeq) };
     },
 
     async updateUser({ user, updateMask }, ctx) {
