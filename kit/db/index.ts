@@ -387,19 +387,29 @@ export function isBusy(error: unknown): boolean {
 }
 
 /**
+ * SQL for the `update_time` of a row a write changes, with `now` bound twice: `now`, or a
+ * millisecond past the row's own when that is not earlier. A write reads the clock before it
+ * waits for the row, so one that waited behind a later one would otherwise move the time back.
+ */
+export const UPDATE_TIME_AFTER = "CASE WHEN update_time >= ? THEN update_time + 1 ELSE ? END";
+
+/** UPDATE_TIME_AFTER as a value of a knex update. */
+export const updateTimeAfter = (db: Knex, now: number): Knex.Raw =>
+  db.raw(UPDATE_TIME_AFTER, [now, now]);
+
+/**
  * The `update_time` an UPDATE that writes `changes` (column → value, none of them NULL) sets:
- * `now` when any value differs from the row's, else the row's own. A write that changes nothing
- * has not changed the row, and its update time says so.
+ * past the row's own (UPDATE_TIME_AFTER) when any value differs from the row's, else the row's
+ * own. A write that changes nothing has not changed the row, and its update time says so.
  */
 export function updateTimeOf(db: Knex, changes: object, now: number): Knex.Raw {
   const values = changes as Record<string, Binding>;
   const columns = Object.keys(values);
   if (columns.length === 0) return db.raw("??", ["update_time"]);
-  return db.raw(`CASE WHEN ${columns.map(() => "?? <> ?").join(" OR ")} THEN ? ELSE ?? END`, [
-    ...columns.flatMap((column) => [column, values[column] as Binding]),
-    now,
-    "update_time",
-  ]);
+  return db.raw(
+    `CASE WHEN ${columns.map(() => "?? <> ?").join(" OR ")} THEN ${UPDATE_TIME_AFTER} ELSE ?? END`,
+    [...columns.flatMap((column) => [column, values[column] as Binding]), now, now, "update_time"],
+  );
 }
 
 /**

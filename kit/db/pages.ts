@@ -34,22 +34,24 @@ const FIRST_BATCH = 100;
  */
 async function fittingItems<Row, Item>(
   rows: readonly Row[],
-  make: (rows: Row[]) => Item[] | Promise<Item[]>,
+  make: (rows: Row[]) => (Item | undefined)[] | Promise<(Item | undefined)[]>,
   sizeOf: (item: Item) => number,
   bytes: number,
-): Promise<Item[]> {
-  const items: Item[] = [];
+): Promise<(Item | undefined)[]> {
+  const items: (Item | undefined)[] = [];
   let total = 0;
+  let sized = 0;
   for (let next = 0; next < rows.length; ) {
     const batch =
-      items.length === 0
-        ? FIRST_BATCH
-        : Math.max(1, Math.ceil(((bytes - total) / (total / items.length)) * 1.1));
+      sized === 0 ? FIRST_BATCH : Math.max(1, Math.ceil(((bytes - total) / (total / sized)) * 1.1));
     const made = await make(rows.slice(next, next + batch));
     next += batch;
     for (const item of made) {
-      total += sizeOf(item);
-      if (total > bytes && items.length > 0) return items;
+      if (item !== undefined) {
+        total += sizeOf(item);
+        if (total > bytes && sized > 0) return items;
+        sized++;
+      }
       items.push(item);
     }
   }
@@ -60,8 +62,11 @@ export interface PageOptions<Row, Item> {
   /** The seq a previous page ended at: the page continues after it (before it, newest first). */
   from?: number;
   newestFirst?: boolean;
-  /** What the rows become (for example, with rows of another table); one item per row. */
-  items?: (rows: Row[]) => Item[] | Promise<Item[]>;
+  /**
+   * What the rows become (for example, with rows of another table): one item per row, or
+   * undefined for a row found gone meanwhile, which the page leaves out and still moves past.
+   */
+  items?: (rows: Row[]) => (Item | undefined)[] | Promise<(Item | undefined)[]>;
   /** An item's encoded size, roughly: the page stops before it passes `bytes`. */
   sizeOf?: (item: Item) => number;
   /** The most the page's items may add up to: PAGE_BYTES, or less (pageBytesOf). */
@@ -104,11 +109,13 @@ export async function pageBySeq<Row extends { seq: number }, Item = Row>(
   const rows = (await query.orderBy("seq", newestFirst ? "desc" : "asc").limit(limit + 1)) as Row[];
   const candidates = rows.slice(0, limit);
   const make = options.items ?? ((made: Row[]) => made as unknown as Item[]);
-  const items = sizeOf
+  // One per row looked at, so that the page continues after the last of them.
+  const looked = sizeOf
     ? await fittingItems(candidates, make, sizeOf, bytes)
     : await make(candidates);
-  const last = rows[items.length - 1];
-  if (rows.length > items.length && last) return { items, nextSeq: last.seq };
+  const items = looked.filter((item): item is Item => item !== undefined);
+  const last = rows[looked.length - 1];
+  if (rows.length > looked.length && last) return { items, nextSeq: last.seq };
   // Every row before `beyond` was looked at: the next page starts there.
   return {
     items,

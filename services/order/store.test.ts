@@ -129,3 +129,59 @@ test("a run takes only orders still unsettled, and lets go only of the orders it
   await store.unclaim([b.orderId], later + 60_000);
   t.is((await store.unsettled(0, 10, [], later + 1)).length, 1);
 });
+
+test("a page leaves out an order discarded between its two reads, and the next page goes on after it", async (t) => {
+  const db = opening(
+    await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
+  );
+  t.teardown(() => db.destroy());
+  const store = new OrderStore({ db, reads: db });
+  const placed = [];
+  for (const key of ["k-1", "k-2", "k-3"]) {
+    const orderId = newId("ord");
+    placed.push(
+      await store.insert({
+        orderId,
+        userId: "usr_alice",
+        idempotencyKey: key,
+        reservationId: `order:${orderId}`,
+        lines: [{ productId: "prd_mug", quantity: 1 }],
+      }),
+    );
+  }
+  const [oldest, middle, newest] = placed.map((order) => order.orderId);
+  // The page reads its orders, then their lines: the middle one is discarded between the two.
+  let discarded = false;
+  let between: (() => Promise<unknown>) | undefined = async () => {
+    discarded = await store.discard(middle as string);
+  };
+  const reads = new Proxy(db, {
+    apply(target, self, args: [string]) {
+      const query = Reflect.apply(target, self, args);
+      const run = between;
+      if (args[0] !== "order_lines" || !run) return query;
+      between = undefined;
+      return new Proxy(query, {
+        get: (builder, key, receiver) =>
+          key === "then"
+            ? (ok: never, ko: never) => run().then(() => builder.then(ok, ko), ko)
+            : Reflect.get(builder, key, receiver),
+      });
+    },
+  });
+  const lister = new OrderStore({ db, reads });
+  const filter = { userId: "usr_alice" };
+  const first = await lister.list(2, undefined, undefined, filter);
+  t.true(discarded, "the discard ran between the two reads");
+  t.deepEqual(
+    first.orders.map((order) => order.orderId),
+    [newest],
+  );
+  t.true(first.orders.every((order) => order.lines.length > 0));
+  const rest = await lister.list(2, first.nextSeq, undefined, filter);
+  t.deepEqual(
+    rest.orders.map((order) => order.orderId),
+    [oldest],
+  );
+  t.is(rest.nextSeq, undefined);
+});

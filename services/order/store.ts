@@ -9,6 +9,8 @@ import {
   type Sql,
   sqlOf,
   textBytes,
+  UPDATE_TIME_AFTER,
+  updateTimeAfter,
   valuesOf,
 } from "../../kit/db/index.js";
 import { errors } from "../../kit/errors.js";
@@ -299,7 +301,12 @@ export class OrderStore {
     const { items, nextSeq } = await pageBySeq(query, limit, {
       from: beforeSeq,
       newestFirst: true,
-      items: async (rows: OrderRow[]) => (await this.withLines(rows)).map(({ order }) => order),
+      // An order has a line at least: one read without any was deleted between the two reads
+      // (a refused CreateOrder's discard), and is not listed.
+      items: async (rows: OrderRow[]) =>
+        (await this.withLines(rows)).map(({ order }) =>
+          order.lines.length > 0 ? order : undefined,
+        ),
       // An encoded order is about 150 bytes plus 50 per line beyond its product id.
       sizeOf: (order) =>
         textBytes(order.orderId, order.userId, order.requestId) +
@@ -326,7 +333,7 @@ export class OrderStore {
       .whereIn("state", from)
       .update({
         state: to,
-        update_time: now,
+        update_time: updateTimeAfter(this.env.db, now),
         ...(to === OrderState.ORDER_STATE_CANCELLING && { cancel_time: now }),
       });
     return count === 1;
@@ -347,12 +354,14 @@ export class OrderStore {
       [...prices.unitPricesMinor.flatMap((price, i) => [i, integerBinding(price)]), orderId],
     );
     const confirmed = await this.sql.query(
-      "UPDATE orders SET state = ?, currency_code = ?, total_minor = ?, update_time = ?," +
-        " confirm_time = ? WHERE order_id = ? AND state = ? RETURNING order_id",
+      "UPDATE orders SET state = ?, currency_code = ?, total_minor = ?," +
+        ` update_time = ${UPDATE_TIME_AFTER}, confirm_time = ?` +
+        " WHERE order_id = ? AND state = ? RETURNING order_id",
       [
         OrderState.ORDER_STATE_CONFIRMED,
         prices.currencyCode,
         integerBinding(prices.totalMinor),
+        now,
         now,
         now,
         orderId,
@@ -390,7 +399,7 @@ export class OrderStore {
       .update({
         state: OrderState.ORDER_STATE_FAILED,
         request_key: null,
-        update_time: Date.now(),
+        update_time: updateTimeAfter(this.env.db, Date.now()),
         ...(withdrawn && { withdrawn: true }),
       });
     return count === 1;
@@ -411,7 +420,11 @@ export class OrderStore {
     const count = await this.env
       .db("orders")
       .where({ order_id: orderId, state: OrderState.ORDER_STATE_CANCELLING })
-      .update({ state: OrderState.ORDER_STATE_CANCELLED, released: true, update_time: Date.now() });
+      .update({
+        state: OrderState.ORDER_STATE_CANCELLED,
+        released: true,
+        update_time: updateTimeAfter(this.env.db, Date.now()),
+      });
     return count === 1;
   }
 

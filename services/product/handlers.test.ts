@@ -399,6 +399,24 @@ test("UpdateProduct that changes nothing leaves update_time; one changed field m
   t.deepEqual(await get(mug.productId), repriced);
 });
 
+test("a product's update_time moves on past the row's own, by UpdateProduct, a reservation and its release", async (t) => {
+  // A write reads the clock before it waits for the row: one that waited behind a later write
+  // finds an update_time ahead of its own `now`.
+  const { db, handlers, create, get, reserve, release } = await setup(t);
+  const mug = await create({ stock: 5 });
+  const ahead = Date.now() + 60_000;
+  await db("products").where({ product_id: mug.productId }).update({ update_time: ahead });
+  const { product } = await handlers.updateProduct(
+    updateRequest({ ...mug, name: "Cup" }, ["name"]),
+    ctx("UpdateProduct"),
+  );
+  t.is(product?.updateTime?.getTime(), ahead + 1);
+  await reserve("r-ahead", [[mug.productId, 1]]);
+  t.is((await get(mug.productId)).updateTime?.getTime(), ahead + 2);
+  await release("r-ahead");
+  t.is((await get(mug.productId)).updateTime?.getTime(), ahead + 3);
+});
+
 test("UpdateProduct of the price leaves existing reservations at their snapshot", async (t) => {
   const { handlers, create, reserve } = await setup(t);
   const mug = await create({ amountMinor: "1000", stock: 10 });

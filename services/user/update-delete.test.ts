@@ -46,6 +46,20 @@ test("UpdateUser changes only the masked fields and advances update_time", async
   t.deepEqual(read, moved);
 });
 
+test("UpdateUser moves update_time on past the row's own, even one ahead of this call's clock", async (t) => {
+  // A write reads the clock before it waits for the row: one that waited behind a later write
+  // finds an update_time ahead of its own `now`.
+  const { db, handlers, create } = await setup(t);
+  const ada = await create("ada@example.com", "Ada");
+  const ahead = Date.now() + 60_000;
+  await db("users").where({ user_id: ada.userId }).update({ update_time: ahead });
+  const { user } = await handlers.updateUser(
+    update({ userId: ada.userId, displayName: "Countess" }, ["display_name"]),
+    ctx("UpdateUser"),
+  );
+  t.is(user?.updateTime?.getTime(), ahead + 1);
+});
+
 test("UpdateUser that changes nothing leaves update_time; a new case of the email moves it", async (t) => {
   const { handlers, create } = await setup(t);
   const ada = await create("ada@example.com", "Ada");

@@ -4,7 +4,7 @@ import {
   type ReservationLine,
   ReservationState,
 } from "../../../gen/ts/shop/product/v1/inventory.js";
-import type { Binding } from "../../../kit/db/index.js";
+import { type Binding, UPDATE_TIME_AFTER } from "../../../kit/db/index.js";
 import { errors, Rollback } from "../../../kit/errors.js";
 import { readAmount, totalOf } from "../../../kit/money.js";
 import { type ProductRow, productNotFound } from "../store.js";
@@ -106,9 +106,9 @@ export async function reserveStock(
           for (const [i, line] of sorted) {
             const [taken] = await trx.query<PriceRow>(
               "UPDATE products SET stock_quantity = stock_quantity - ?," +
-                " counted_stock = counted_stock - ?, update_time = ?" +
+                ` counted_stock = counted_stock - ?, update_time = ${UPDATE_TIME_AFTER}` +
                 " WHERE product_id = ? AND stock_quantity >= ? RETURNING currency_code, price_minor",
-              [line.quantity, line.quantity, now, line.productId, line.quantity],
+              [line.quantity, line.quantity, now, now, line.productId, line.quantity],
             );
             if (!taken) {
               short.push(line.productId);

@@ -1,7 +1,12 @@
 // What becomes of a reservation once made: committed, released or expired, its units given
 // back to stock.
 import { type Reservation, ReservationState } from "../../../gen/ts/shop/product/v1/inventory.js";
-import { inTransaction, isCheckViolation, type Knex } from "../../../kit/db/index.js";
+import {
+  inTransaction,
+  isCheckViolation,
+  type Knex,
+  updateTimeAfter,
+} from "../../../kit/db/index.js";
 import { errors } from "../../../kit/errors.js";
 import { MAX_STOCK, stockLimit } from "../store.js";
 import {
@@ -152,7 +157,7 @@ async function restock(trx: Knex.Transaction, reservationId: string, now: number
           stock_quantity: trx.raw("stock_quantity + ?", [line.quantity]),
           // As stock_quantity moves: the product's count of its own units stays right.
           counted_stock: trx.raw("counted_stock + ?", [line.quantity]),
-          update_time: now,
+          update_time: updateTimeAfter(trx, now),
         });
     } catch (error) {
       if (!isCheckViolation(error)) throw error;
