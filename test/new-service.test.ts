@@ -1,5 +1,5 @@
 // `npm run new-service -- payment` in a temporary copy of the repo: the scaffold is a working
-// service made of its proto, at most 155 hand-written lines and one registry line. The gates pass
+// service made of its proto, at most 160 hand-written lines and one registry line. The gates pass
 // (generate, lint, the breaking gate, the typecheck), its handler test passes (on PostgreSQL too:
 // the scaffold adds it to the storage variants), and the copy's own
 // `npm start` and `npm run mesh` serve it: the banner lists it, Envoy routes it, `grpcurl list`
@@ -154,7 +154,7 @@ test("npm run new-service -- payment scaffolds a service that every gate, launch
     lines += readFileSync(path.join(copy, file), "utf8").trimEnd().split("\n").length;
   }
   t.log(`services/payment: ${lines} lines in ${handWritten.length} files`);
-  t.true(lines <= 155, `${lines} hand-written lines`);
+  t.true(lines <= 160, `${lines} hand-written lines`);
   t.true((await readdir(path.join(copy, "gen/ts/shop/payment/v1"))).includes("payment.ts"));
 
   // The gates.
