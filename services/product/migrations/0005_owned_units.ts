@@ -17,10 +17,10 @@ export const ownedUnits: Migration = {
       table.integer("counted_stock").nullable();
     });
   },
+  // Plain DDL: knex rebuilds the table on SQLite to drop a column, which reservation_lines'
+  // foreign key refuses once a reservation exists.
   async down(db) {
-    await db.schema.alterTable("products", (table) => {
-      table.dropColumn("owned_units");
-      table.dropColumn("counted_stock");
-    });
+    await db.raw("ALTER TABLE products DROP COLUMN owned_units");
+    await db.raw("ALTER TABLE products DROP COLUMN counted_stock");
   },
 };
