@@ -4,7 +4,7 @@ import test, { type ExecutionContext } from "ava";
 import { OrderState } from "../../gen/ts/shop/order/v1/order.js";
 import { isUniqueViolation, type Knex } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
-import { emptyDatabase, migratedTo, onPostgres } from "../../test/helpers/storage.js";
+import { emptyDatabase, migratedTo, migratorOf, onPostgres } from "../../test/helpers/storage.js";
 import { migrations } from "./migrations/index.js";
 import { IdempotencyKeyTaken, OrderStore } from "./store.js";
 
@@ -18,15 +18,7 @@ const {
 const open = (t: ExecutionContext, location: string, upTo?: number) =>
   migratedTo(t, "order", location, upTo);
 
-/** knex's migrator on this service's migrations, as openDatabase runs them. */
-const migrator = (): Knex.MigratorConfig => ({
-  migrationSource: {
-    getMigrations: async () => migrations,
-    getMigrationName: (migration: (typeof migrations)[number]) => migration.name,
-    getMigration: async (migration: (typeof migrations)[number]) => migration,
-  },
-  ...(onPostgres() && { schemaName: "order" }),
-});
+const migrator = () => migratorOf("order");
 
 const applied = async (db: Knex) =>
   (await db("knex_migrations").orderBy("id").select("name")).map((row) => row.name);

@@ -2,7 +2,7 @@
 // reconciler runs take each order once. It runs again on the other storages through
 // services/handlers.*.test.ts.
 import test from "ava";
-import { openDatabase } from "../../kit/db/index.js";
+import { type Knex, openDatabase } from "../../kit/db/index.js";
 import { newId } from "../../kit/ids.js";
 import { createLogger } from "../../kit/observability/logger.js";
 import { freshDatabase, opening } from "../../test/helpers/storage.js";
@@ -11,6 +11,30 @@ import { OrderStore } from "./store.js";
 
 const logger = createLogger("order", "silent");
 
+/**
+ * `db` for a store's reads, whose first read of `table` after `before` is set waits for it to
+ * run first: what a concurrent write does between two reads, made to happen every time.
+ */
+function readsWaitingOnce(db: Knex, table: string) {
+  const seam: { before?: () => Promise<unknown> } = {};
+  const reads = new Proxy(db, {
+    apply(target, self, args: [string]) {
+      const query = Reflect.apply(target, self, args);
+      const run = seam.before;
+      if (args[0] !== table || !run) return query;
+      seam.before = undefined;
+      // The builder's methods return the proxy, so the query's run waits wherever it is awaited.
+      return new Proxy(query, {
+        get: (builder, key, receiver) =>
+          key === "then"
+            ? (ok: never, ko: never) => run().then(() => builder.then(ok, ko), ko)
+            : Reflect.get(builder, key, receiver),
+      });
+    },
+  });
+  return { reads, seam };
+}
+
 test("an order discarded while its idempotency key is looked up is found whole or not at all", async (t) => {
   const db = opening(
     await openDatabase(await freshDatabase(), migrations, { schema: "order", logger }),
@@ -18,22 +42,7 @@ test("an order discarded while its idempotency key is looked up is found whole o
   t.teardown(() => db.destroy());
   const store = new OrderStore({ db, reads: db });
   // The lookup reads the order, then its lines: the discard is made to run between the two.
-  let between: (() => Promise<unknown>) | undefined;
-  const reads = new Proxy(db, {
-    apply(target, self, args: [string]) {
-      const query = Reflect.apply(target, self, args);
-      const run = between;
-      if (args[0] !== "order_lines" || !run) return query;
-      between = undefined;
-      // The builder's methods return the proxy, so the query's run waits wherever it is awaited.
-      return new Proxy(query, {
-        get: (builder, key, self) =>
-          key === "then"
-            ? (ok: never, ko: never) => run().then(() => builder.then(ok, ko), ko)
-            : Reflect.get(builder, key, self),
-      });
-    },
-  });
+  const { reads, seam } = readsWaitingOnce(db, "order_lines");
   const lookups = new OrderStore({ db, reads });
   const orderId = newId("ord");
   await store.insert({
@@ -44,7 +53,7 @@ test("an order discarded while its idempotency key is looked up is found whole o
     lines: [{ productId: "prd_mug", quantity: 2 }],
   });
   let discarded: boolean | undefined;
-  between = async () => {
+  seam.before = async () => {
     discarded = await store.discard(orderId);
   };
   const found = await lookups.findByIdempotencyKey("usr_alice", "discarded");
@@ -152,23 +161,10 @@ test("a page leaves out an order discarded between its two reads, and the next p
   const [oldest, middle, newest] = placed.map((order) => order.orderId);
   // The page reads its orders, then their lines: the middle one is discarded between the two.
   let discarded = false;
-  let between: (() => Promise<unknown>) | undefined = async () => {
+  const { reads, seam } = readsWaitingOnce(db, "order_lines");
+  seam.before = async () => {
     discarded = await store.discard(middle as string);
   };
-  const reads = new Proxy(db, {
-    apply(target, self, args: [string]) {
-      const query = Reflect.apply(target, self, args);
-      const run = between;
-      if (args[0] !== "order_lines" || !run) return query;
-      between = undefined;
-      return new Proxy(query, {
-        get: (builder, key, receiver) =>
-          key === "then"
-            ? (ok: never, ko: never) => run().then(() => builder.then(ok, ko), ko)
-            : Reflect.get(builder, key, receiver),
-      });
-    },
-  });
   const lister = new OrderStore({ db, reads });
   const filter = { userId: "usr_alice" };
   const first = await lister.list(2, undefined, undefined, filter);

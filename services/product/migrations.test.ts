@@ -2,24 +2,14 @@
 // finds it; again on the other storages through services/handlers.*.test.ts.
 import test, { type ExecutionContext } from "ava";
 import { ReservationState } from "../../gen/ts/shop/product/v1/inventory.js";
-import type { Knex } from "../../kit/db/index.js";
-import { emptyDatabase, migratedTo, onPostgres } from "../../test/helpers/storage.js";
+import { emptyDatabase, migratedTo, migratorOf } from "../../test/helpers/storage.js";
 import { InventoryStore, TOMBSTONE_KEEP_MS } from "./inventory/index.js";
-import { migrations } from "./migrations/index.js";
 import { ProductStore } from "./store.js";
 
 const open = (t: ExecutionContext, location: string, upTo?: number) =>
   migratedTo(t, "product", location, upTo);
 
-/** knex's migrator on this service's migrations, as openDatabase runs them. */
-const migrator = (): Knex.MigratorConfig => ({
-  migrationSource: {
-    getMigrations: async () => migrations,
-    getMigrationName: (migration: (typeof migrations)[number]) => migration.name,
-    getMigration: async (migration: (typeof migrations)[number]) => migration,
-  },
-  ...(onPostgres() && { schemaName: "product" }),
-});
+const migrator = () => migratorOf("product");
 
 test("0005 reads nothing; a product's first stock change counts its own units from its held and committed reservations", async (t) => {
   const location = await emptyDatabase(t);

@@ -158,3 +158,17 @@ export async function migratedTo(
   t.teardown(() => db.destroy());
   return db;
 }
+
+/** knex's migrator on the service's migrations, as openDatabase runs them: for a test's downs. */
+export function migratorOf(service: ServiceName): Knex.MigratorConfig {
+  const { migrations } = registry.get(service);
+  type Entry = (typeof migrations)[number];
+  return {
+    migrationSource: {
+      getMigrations: async () => [...migrations],
+      getMigrationName: (migration: Entry) => migration.name,
+      getMigration: async (migration: Entry) => migration,
+    },
+    ...(onPostgres() && { schemaName: service }),
+  };
+}
