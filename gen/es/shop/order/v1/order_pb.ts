@@ -521,22 +521,21 @@ export const OrderService: GenService<{
    * the user already used `request_id` for a different order. After any of
    * these no order was placed by this call and nothing is held for it.
    *
-   * Retryable: the order may or may not have been placed, so resend the
-   * same body with the same `request_id`; a resend answers with the order if
-   * there is one and never places a second. UNAVAILABLE (reason
+   * Retryable: the order may or may not have been placed, so resend the same
+   * body with the same `request_id`; a resend answers with the order if there
+   * is one and never places a second. UNAVAILABLE (reason
    * `DEPENDENCY_UNAVAILABLE` when the user or product service cannot be
-   * reached, or does not serve the call yet): resend after a backoff. DEADLINE_EXCEEDED: resend, with a
-   * longer deadline if it keeps happening; when its ErrorInfo (reason
-   * `DEADLINE_EXCEEDED`) names a `dependency`, the service's own wait for
-   * that service ran out, which a longer deadline does not lengthen:
-   * resend after a backoff. ABORTED (reason
-   * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing
-   * the order at this moment; resend after a short wait. ABORTED (reason
-   * `RESERVATION_EXPIRED`): the stock held for the order was given back
-   * before the order could be confirmed; nothing was placed, so resend.
-   * Stock held by an attempt that never completes returns within the
-   * reservation TTL (or the dependency timeout, if that is longer) plus one
-   * reconcile interval.
+   * reached, or does not serve the call yet): resend after a backoff.
+   * DEADLINE_EXCEEDED: resend, with a longer deadline if it keeps happening;
+   * when its ErrorInfo (reason `DEADLINE_EXCEEDED`) names a `dependency`, the
+   * service's own wait for that service ran out, which a longer deadline does
+   * not lengthen: resend after a backoff. ABORTED (reason
+   * `REQUEST_IN_PROGRESS`): other calls with this `request_id` are placing the
+   * order at this moment; resend after a short wait. ABORTED (reason
+   * `RESERVATION_EXPIRED`): the stock held for the order was given back before
+   * the order could be confirmed; nothing was placed, so resend. Stock held by
+   * an attempt that never completes returns within the reservation TTL (or the
+   * dependency timeout, if that is longer) plus one reconcile interval.
    *
    * When a call wrote its order but could not confirm it (its database
    * busy, lost or full, say), it answers ABORTED (reason
@@ -573,8 +572,8 @@ export const OrderService: GenService<{
    * Returns one order, in whatever state it is.
    *
    * Only its owner or an admin: PERMISSION_DENIED (reason `NOT_OWNER`)
-   * otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long, and
-   * NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
+   * otherwise. Returns INVALID_ARGUMENT when `order_id` is empty or too long,
+   * and NOT_FOUND (reason `ORDER_NOT_FOUND`) when no order has that id.
    *
    * @generated from rpc shop.order.v1.OrderService.GetOrder
    */

@@ -348,14 +348,14 @@ export const InventoryService: GenService<{
    * ReleaseReservation recorded the id first, in which case nothing is held.
    *
    * Returns INVALID_ARGUMENT for bad lines or TTL, NOT_FOUND (reason
-   * `PRODUCT_NOT_FOUND`) when a product does not exist, FAILED_PRECONDITION (reason `INSUFFICIENT_STOCK`, with a
-   * `PreconditionFailure` naming each short product) when any line cannot
-   * be held, (reason `CURRENCY_MISMATCH`) when the products are priced in
-   * more than one currency, or (reason `TOTAL_TOO_LARGE`) when the sum of
-   * quantity times unit price would pass the largest Money amount,
-   * 9007199254740991, and ALREADY_EXISTS (reason `RESERVATION_MISMATCH`)
-   * when the id was used with different lines. On every error nothing is
-   * held.
+   * `PRODUCT_NOT_FOUND`) when a product does not exist, FAILED_PRECONDITION
+   * (reason `INSUFFICIENT_STOCK`, with a `PreconditionFailure` naming each
+   * short product) when any line cannot be held, (reason `CURRENCY_MISMATCH`)
+   * when the products are priced in more than one currency, or (reason
+   * `TOTAL_TOO_LARGE`) when the sum of quantity times unit price would pass the
+   * largest Money amount, 9007199254740991, and ALREADY_EXISTS (reason
+   * `RESERVATION_MISMATCH`) when the id was used with different lines. On every
+   * error nothing is held.
    *
    * @generated from rpc shop.product.v1.InventoryService.ReserveStock
    */

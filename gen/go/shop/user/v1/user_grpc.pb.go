@@ -65,8 +65,8 @@ type UserServiceClient interface {
 	// Creates a user. Signing up is an admin's job in this store: the identity
 	// provider issues tokens for the new `user_id`.
 	//
-	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+	// Returns INVALID_ARGUMENT when a field breaks its constraints, and
 	// ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
 	CreateUser(ctx context.Context, in *CreateUserRequest, opts ...grpc.CallOption) (*CreateUserResponse, error)
 	// Returns one user.
@@ -201,8 +201,8 @@ type UserServiceServer interface {
 	// Creates a user. Signing up is an admin's job in this store: the identity
 	// provider issues tokens for the new `user_id`.
 	//
-	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-	// otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+	// Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+	// Returns INVALID_ARGUMENT when a field breaks its constraints, and
 	// ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
 	CreateUser(context.Context, *CreateUserRequest) (*CreateUserResponse, error)
 	// Returns one user.

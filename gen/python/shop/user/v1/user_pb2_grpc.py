@@ -130,8 +130,8 @@ class UserServiceServicer:
         """Creates a user. Signing up is an admin's job in this store: the identity
         provider issues tokens for the new `user_id`.
 
-        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-        otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+        Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+        Returns INVALID_ARGUMENT when a field breaks its constraints, and
         ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)

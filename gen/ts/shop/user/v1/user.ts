@@ -1061,8 +1061,8 @@ export const UserServiceService = {
    * Creates a user. Signing up is an admin's job in this store: the identity
    * provider issues tokens for the new `user_id`.
    *
-   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser: {
@@ -1154,8 +1154,8 @@ export interface UserServiceServer extends UntypedServiceImplementation {
    * Creates a user. Signing up is an admin's job in this store: the identity
    * provider issues tokens for the new `user_id`.
    *
-   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser: handleUnaryCall<CreateUserRequest, CreateUserResponse>;
@@ -1207,8 +1207,8 @@ export interface UserServiceClient extends Client {
    * Creates a user. Signing up is an admin's job in this store: the identity
    * provider issues tokens for the new `user_id`.
    *
-   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`)
-   * otherwise. Returns INVALID_ARGUMENT when a field breaks its constraints, and
+   * Needs role "admin": PERMISSION_DENIED (reason `ADMIN_REQUIRED`) otherwise.
+   * Returns INVALID_ARGUMENT when a field breaks its constraints, and
    * ALREADY_EXISTS (reason `EMAIL_TAKEN`) when another user has the email.
    */
   createUser(
