@@ -357,8 +357,8 @@ interface HeldReply {
 }
 
 /**
- * A context for running a handler outside a served call: handler tests, background work. Its
- * signal aborts with `signal`, if given.
+ * A context for running a handler outside a served call, as the handler tests do. Its signal
+ * aborts with `signal`, if given.
  */
 export function detachedContext(
   method: MethodInfo,
