@@ -10,6 +10,7 @@ import { Code } from "../../kit/errors.js";
 import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { onPostgres, storage } from "../../test/helpers/storage.js";
+import { inventoryHandlers } from "./handlers.js";
 import { InventoryStore, TOMBSTONE_KEEP_MS } from "./inventory/index.js";
 import { MAX_STOCK } from "./store.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";
@@ -147,6 +148,40 @@ test("ReserveStock over products in two currencies is CURRENCY_MISMATCH and hold
   // Refused inside the transaction: the reservation was never made, not made and given back.
   t.is(await rows(db, "reservations"), 0);
   t.is((await reserve("r-two-currencies", [[eur.productId, 5]])).state, HELD);
+});
+
+test("an INSUFFICIENT_STOCK refusal names the stock its reservation found, not what came back after", async (t) => {
+  const { db, create } = await setup(t);
+  const mug = await create({ stock: 1 });
+  // Every read outside the reservation's transaction first sees a cancel give 4 units back.
+  const cancel = () =>
+    db("products").where({ product_id: mug.productId }).increment("stock_quantity", 4);
+  const reads = new Proxy(db, {
+    apply(target, self, args: [string]) {
+      const query = Reflect.apply(target, self, args);
+      if (args[0] !== "products") return query;
+      return new Proxy(query, {
+        get: (builder, key, receiver) =>
+          key === "then"
+            ? (ok: never, ko: never) => cancel().then(() => builder.then(ok, ko), ko)
+            : Reflect.get(builder, key, receiver),
+      });
+    },
+  });
+  const inventory = inventoryHandlers(new InventoryStore({ db, reads }));
+  const error = await expectStatus(
+    t,
+    inventory.reserveStock(
+      ReserveStockRequest.fromPartial({
+        reservationId: "r-short",
+        lines: [{ productId: mug.productId, quantity: 2 }],
+      }),
+      ctx("ReserveStock"),
+    ),
+    Code.FAILED_PRECONDITION,
+    "INSUFFICIENT_STOCK",
+  );
+  t.is(error?.details.preconditionViolations?.[0]?.description, "requested 2, 1 available");
 });
 
 test("ReserveStock repeated with the same lines returns the reservation and holds once", async (t) => {

@@ -90,7 +90,9 @@ export async function reserveStock(
             inLockOrder(a.productId, b.productId),
           );
           const missing = sorted.filter(([i]) => !price.has(i)).map(([, line]) => line.productId);
-          if (missing.length > 0) throw new Rollback(missing);
+          if (missing.length > 0) {
+            throw new Rollback(missing.map((productId) => ({ productId, available: undefined })));
+          }
           const lineRows: LineRow[] = lines.map((line, i) => {
             const { currency_code, unit_price_minor } = price.get(i) as PricedLine;
             return {
@@ -102,7 +104,7 @@ export async function reserveStock(
               unit_price_minor,
             };
           });
-          const short: string[] = [];
+          const short: Short[] = [];
           for (const [i, line] of sorted) {
             const [taken] = await trx.query<PriceRow>(
               "UPDATE products SET stock_quantity = stock_quantity - ?," +
@@ -111,7 +113,13 @@ export async function reserveStock(
               [line.quantity, line.quantity, now, now, line.productId, line.quantity],
             );
             if (!taken) {
-              short.push(line.productId);
+              // What is left, read before the transaction ends: read after it, a cancel's units
+              // returned meanwhile would make the refusal say enough was there.
+              const [left] = await trx.query<{ stock_quantity: number }>(
+                "SELECT stock_quantity FROM products WHERE product_id = ?",
+                [line.productId],
+              );
+              short.push({ productId: line.productId, available: left?.stock_quantity });
               continue;
             }
             // The price changed between the line's write and the lock (PostgreSQL): the line takes
@@ -154,7 +162,7 @@ export async function reserveStock(
     )
     .catch(async (error: unknown) => {
       if (!(error instanceof Rollback)) throw error;
-      throw await shortageError(inventory, lines, error.reason);
+      throw shortageError(lines, error.reason);
     });
 
   if (!outcome.repeat) return outcome.reservation;
@@ -176,22 +184,23 @@ export async function reserveStock(
   return reservation;
 }
 
+/** A line reserve could not hold: its product's stock then, or undefined for no product. */
+interface Short {
+  productId: string;
+  available: number | undefined;
+}
+
 /** NOT_FOUND for an unknown product, else FAILED_PRECONDITION naming every short line. */
-async function shortageError(
-  inventory: Inventory,
-  lines: { productId: string; quantity: number }[],
-  shortIds: string[],
-): Promise<Error> {
-  const rows = await inventory.reads<ProductRow>("products").whereIn("product_id", shortIds);
-  const stock = new Map(rows.map((row) => [row.product_id, row.stock_quantity]));
-  const missing = shortIds.find((id) => !stock.has(id));
-  if (missing) return productNotFound(missing);
+function shortageError(lines: { productId: string; quantity: number }[], short: Short[]): Error {
+  const missing = short.find((line) => line.available === undefined);
+  if (missing) return productNotFound(missing.productId);
+  const available = new Map(short.map((line) => [line.productId, line.available]));
   const violations = lines
-    .filter((line) => shortIds.includes(line.productId))
+    .filter((line) => available.has(line.productId))
     .map((line) => ({
       type: "STOCK",
       subject: line.productId,
-      description: `requested ${line.quantity}, ${stock.get(line.productId)} available`,
+      description: `requested ${line.quantity}, ${available.get(line.productId)} available`,
     }));
   return errors.failedPrecondition(
     "INSUFFICIENT_STOCK",
