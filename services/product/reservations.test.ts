@@ -10,7 +10,7 @@ import { Code } from "../../kit/errors.js";
 import { until } from "../../test/helpers/eventually.js";
 import { expectInvalid, expectStatus } from "../../test/helpers/status.js";
 import { onPostgres, storage } from "../../test/helpers/storage.js";
-import { inventoryHandlers } from "./handlers.js";
+import { inventoryHandlers } from "./inventory/handlers.js";
 import { InventoryStore, TOMBSTONE_KEEP_MS } from "./inventory/index.js";
 import { MAX_STOCK } from "./store.js";
 import { COMMITTED, chars, ctx, EXPIRED, HELD, RELEASED, rows, setup } from "./test-setup.js";

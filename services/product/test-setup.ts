@@ -19,7 +19,8 @@ import {
 import type { Knex } from "../../kit/db/index.js";
 import { callContext } from "../../test/helpers/context.js";
 import { testDatabase } from "../../test/helpers/storage.js";
-import { inventoryHandlers, productHandlers } from "./handlers.js";
+import { productHandlers } from "./handlers.js";
+import { inventoryHandlers } from "./inventory/handlers.js";
 import { InventoryStore } from "./inventory/index.js";
 import { ProductStore } from "./store.js";
 
